@@ -1,0 +1,332 @@
+//! The four lifecycle components, field for field as the Python `archetype`
+//! engine stores them (see `shared/reference/compatibility.md`).
+//!
+//! Every JSON-bearing field is JSON *text*, so a record is plain scalars. The
+//! library never interprets `outputs_json` or `descriptor_json`; constructors
+//! take a `serde_json::Value` and accessors parse the text back.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::str::FromStr;
+
+fn empty_object() -> String {
+    "{}".to_string()
+}
+
+fn parse_object(text: &str) -> Result<Value, serde_json::Error> {
+    if text.is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_str(text)
+}
+
+/// The setup for a family of runs: repository, branch, free-form metadata.
+/// No scoring fields: what "better" means is decided by comparators.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Experiment {
+    pub name: String,
+    pub repo_url: String,
+    pub branch: String,
+    pub created_at_ms: i64,
+    pub metadata_json: String,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Experiment {
+            name: String::new(),
+            repo_url: String::new(),
+            branch: "main".to_string(),
+            created_at_ms: 0,
+            metadata_json: empty_object(),
+        }
+    }
+}
+
+impl Experiment {
+    pub fn new(
+        name: impl Into<String>,
+        repo_url: impl Into<String>,
+        branch: impl Into<String>,
+        created_at_ms: i64,
+        metadata: &Value,
+    ) -> Self {
+        Experiment {
+            name: name.into(),
+            repo_url: repo_url.into(),
+            branch: branch.into(),
+            created_at_ms,
+            metadata_json: metadata.to_string(),
+        }
+    }
+
+    /// The metadata parsed back from its JSON text.
+    pub fn metadata(&self) -> Result<Value, serde_json::Error> {
+        parse_object(&self.metadata_json)
+    }
+}
+
+/// The status of a run: exactly the runner's own values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    Booting,
+    Running,
+    Stopping,
+    Stopped,
+    Crashed,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Booting,
+        RunStatus::Running,
+        RunStatus::Stopping,
+        RunStatus::Stopped,
+        RunStatus::Crashed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Booting => "booting",
+            RunStatus::Running => "running",
+            RunStatus::Stopping => "stopping",
+            RunStatus::Stopped => "stopped",
+            RunStatus::Crashed => "crashed",
+        }
+    }
+
+    /// `booting`, `running` and `stopping`: the run may still change.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Booting | RunStatus::Running | RunStatus::Stopping
+        )
+    }
+
+    /// `stopped` and `crashed`: the run is over.
+    pub fn is_terminal(self) -> bool {
+        !self.is_active()
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status string that is not one of the five run statuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown run status {0:?} (expected booting, running, stopping, stopped or crashed)")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for RunStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_string()))
+    }
+}
+
+/// A single attempt: one agent, one task, one commit. Mirrors
+/// archetype-runner's record shape, so runner rows need no translation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Run {
+    pub run_id: String,
+    pub experiment_name: String,
+    pub vm_name: String,
+    /// One of the [`RunStatus`] strings; kept as text so that a record written
+    /// by another tool round-trips unchanged. Read it with [`Run::status`].
+    pub status: String,
+    pub harness: String,
+    pub repo_url: String,
+    pub branch: String,
+    pub task: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub agent_name: String,
+    pub workspace_path: String,
+    pub commit_hash: String,
+}
+
+impl Default for Run {
+    fn default() -> Self {
+        Run {
+            run_id: String::new(),
+            experiment_name: "adhoc".to_string(),
+            vm_name: String::new(),
+            status: RunStatus::Booting.as_str().to_string(),
+            harness: String::new(),
+            repo_url: String::new(),
+            branch: "main".to_string(),
+            task: String::new(),
+            started_at_ms: 0,
+            finished_at_ms: 0,
+            agent_name: String::new(),
+            workspace_path: String::new(),
+            commit_hash: String::new(),
+        }
+    }
+}
+
+impl Run {
+    /// A run in `booting` with the given id and experiment, other fields at their defaults.
+    pub fn new(run_id: impl Into<String>, experiment_name: impl Into<String>) -> Self {
+        Run {
+            run_id: run_id.into(),
+            experiment_name: experiment_name.into(),
+            ..Run::default()
+        }
+    }
+
+    /// The parsed status. Errors on a string that is not a run status.
+    pub fn status(&self) -> Result<RunStatus, UnknownStatus> {
+        self.status.parse()
+    }
+
+    pub fn set_status(&mut self, status: RunStatus) {
+        self.status = status.as_str().to_string();
+    }
+
+    /// The conventional agent name `{experiment_name}-{harness}`.
+    pub fn conventional_agent_name(experiment_name: &str, harness: &str) -> String {
+        format!("{experiment_name}-{harness}")
+    }
+}
+
+/// An opaque evaluation envelope attached to a run by `run_id`. A run may
+/// have several (one per evaluator, or one per sample of a noisy evaluator),
+/// so each Result lives on an entity of its own and joins its run by `run_id`
+/// (see `World::results_for`), as in the Python engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvalResult {
+    pub run_id: String,
+    pub evaluator: String,
+    pub outputs_json: String,
+    pub evaluated_at_ms: i64,
+}
+
+impl Default for EvalResult {
+    fn default() -> Self {
+        EvalResult {
+            run_id: String::new(),
+            evaluator: String::new(),
+            outputs_json: empty_object(),
+            evaluated_at_ms: 0,
+        }
+    }
+}
+
+impl EvalResult {
+    pub fn new(
+        run_id: impl Into<String>,
+        evaluator: impl Into<String>,
+        outputs: &Value,
+        evaluated_at_ms: i64,
+    ) -> Self {
+        EvalResult {
+            run_id: run_id.into(),
+            evaluator: evaluator.into(),
+            outputs_json: outputs.to_string(),
+            evaluated_at_ms,
+        }
+    }
+
+    /// The outputs parsed back from their JSON text.
+    pub fn outputs(&self) -> Result<Value, serde_json::Error> {
+        parse_object(&self.outputs_json)
+    }
+}
+
+/// The persisted "current best commit" of an experiment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BranchHead {
+    pub experiment_name: String,
+    pub commit_hash: String,
+    /// Empty for the initial seed (the branch tip before any run).
+    pub run_id: String,
+    pub descriptor_json: String,
+    pub updated_at_ms: i64,
+}
+
+impl Default for BranchHead {
+    fn default() -> Self {
+        BranchHead {
+            experiment_name: String::new(),
+            commit_hash: String::new(),
+            run_id: String::new(),
+            descriptor_json: empty_object(),
+            updated_at_ms: 0,
+        }
+    }
+}
+
+impl BranchHead {
+    pub fn new(
+        experiment_name: impl Into<String>,
+        commit_hash: impl Into<String>,
+        run_id: impl Into<String>,
+        descriptor: &Value,
+        updated_at_ms: i64,
+    ) -> Self {
+        BranchHead {
+            experiment_name: experiment_name.into(),
+            commit_hash: commit_hash.into(),
+            run_id: run_id.into(),
+            descriptor_json: descriptor.to_string(),
+            updated_at_ms,
+        }
+    }
+
+    pub fn descriptor(&self) -> Result<Value, serde_json::Error> {
+        parse_object(&self.descriptor_json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn defaults_match_the_reference_engine() {
+        let run = Run::default();
+        assert_eq!(run.experiment_name, "adhoc");
+        assert_eq!(run.status, "booting");
+        assert_eq!(run.branch, "main");
+        assert_eq!(Experiment::default().branch, "main");
+        assert_eq!(Experiment::default().metadata_json, "{}");
+        assert_eq!(EvalResult::default().outputs_json, "{}");
+        assert_eq!(BranchHead::default().descriptor_json, "{}");
+    }
+
+    #[test]
+    fn status_strings_round_trip_and_classify() {
+        for st in RunStatus::ALL {
+            assert_eq!(st.as_str().parse::<RunStatus>(), Ok(st));
+        }
+        let active: Vec<_> = RunStatus::ALL.iter().filter(|s| s.is_active()).collect();
+        assert_eq!(active.len(), 3);
+        assert!(RunStatus::Crashed.is_terminal());
+        assert!("done".parse::<RunStatus>().is_err());
+    }
+
+    #[test]
+    fn json_fields_are_text_and_parse_back() {
+        let r = EvalResult::new("r1", "pytest", &json!({"val_bpb": 0.99}), 5);
+        assert_eq!(r.outputs_json, r#"{"val_bpb":0.99}"#);
+        assert_eq!(r.outputs().unwrap()["val_bpb"], json!(0.99));
+        let bad = EvalResult {
+            outputs_json: "{".into(),
+            ..r
+        };
+        assert!(bad.outputs().is_err());
+    }
+}

@@ -1,0 +1,39 @@
+//! autoresearch-core: the component model and every interface between the
+//! layers of autoresearch.
+//!
+//! - The lifecycle components ([`Experiment`], [`Run`], [`EvalResult`] stored
+//!   as `Result`, [`BranchHead`]) and a [`ComponentRegistry`] for user types.
+//! - [`World`]: a `hecs::World` materialized at one tick of a durable log;
+//!   buffered mutations become one appended tick on `commit()`.
+//! - [`Storage`]: the object-safe async interface a ledger backend implements
+//!   (worlds, tick records, snapshots, lineage), with [`MemoryStorage`] as the
+//!   reference; lineage-aware reads (time travel, history) live in [`ledger`].
+//!
+//! It depends on no sibling crate. Concrete backends (`autoresearch-store`),
+//! the ingester (`autoresearch-runner`) and the loop (`autoresearch-controller`)
+//! depend on this crate only.
+
+pub mod compare;
+pub mod components;
+pub mod error;
+pub mod ids;
+pub mod ledger;
+pub mod memory;
+pub mod record;
+pub mod registry;
+pub mod storage;
+pub mod world;
+
+pub use components::{BranchHead, EvalResult, Experiment, Run, RunStatus, UnknownStatus};
+pub use error::Error;
+pub use ids::{EntityId, Tick, WorldId, now_ms};
+pub use ledger::EntityChange;
+pub use memory::MemoryStorage;
+pub use record::{ApplyError, Change, Snapshot, State, TickRecord};
+pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
+pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
+pub use world::World;
+
+/// Snapshot interval backends use unless configured otherwise: time travel
+/// replays at most this many ticks after a snapshot.
+pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 128;

@@ -1,0 +1,235 @@
+//! [`MemoryStorage`]: the reference [`Storage`], held in memory. It defines
+//! the behaviour every durable backend must match, and serves tests.
+
+use crate::ids::{EntityId, Tick, WorldId, now_ms};
+use crate::record::{Snapshot, TickRecord};
+use crate::storage::{ForkPoint, Storage, StorageError, WorldInfo};
+use async_trait::async_trait;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct WorldData {
+    info: Option<WorldInfo>,
+    records: BTreeMap<Tick, TickRecord>,
+    snapshots: BTreeMap<Tick, Snapshot>,
+    entity_ticks: BTreeSet<(EntityId, Tick)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    worlds: Vec<WorldData>,
+}
+
+/// An in-memory ledger. Not durable; cheap to create.
+pub struct MemoryStorage {
+    inner: Mutex<Inner>,
+    snapshot_interval: Option<u64>,
+}
+
+impl MemoryStorage {
+    /// A ledger that asks for a snapshot every `snapshot_interval` ticks.
+    pub fn new(snapshot_interval: Option<u64>) -> Self {
+        MemoryStorage {
+            inner: Mutex::new(Inner::default()),
+            snapshot_interval,
+        }
+    }
+}
+
+impl Default for MemoryStorage {
+    fn default() -> Self {
+        MemoryStorage::new(Some(crate::DEFAULT_SNAPSHOT_INTERVAL))
+    }
+}
+
+impl Inner {
+    fn get(&self, id: WorldId) -> Result<&WorldData, StorageError> {
+        self.worlds
+            .get(id.0 as usize)
+            .filter(|w| w.info.is_some())
+            .ok_or(StorageError::NoSuchWorld(id))
+    }
+
+    fn get_mut(&mut self, id: WorldId) -> Result<&mut WorldData, StorageError> {
+        self.worlds
+            .get_mut(id.0 as usize)
+            .filter(|w| w.info.is_some())
+            .ok_or(StorageError::NoSuchWorld(id))
+    }
+
+    fn add(&mut self, name: &str, parent: Option<ForkPoint>) -> Result<WorldInfo, StorageError> {
+        if self
+            .worlds
+            .iter()
+            .any(|w| w.info.as_ref().is_some_and(|i| i.name == name))
+        {
+            return Err(StorageError::NameTaken(name.to_string()));
+        }
+        let info = WorldInfo {
+            id: WorldId(self.worlds.len() as u64),
+            name: name.to_string(),
+            head: parent.map_or(Tick::ZERO, |p| p.tick),
+            parent,
+            created_at_ms: now_ms(),
+        };
+        self.worlds.push(WorldData {
+            info: Some(info.clone()),
+            ..WorldData::default()
+        });
+        Ok(info)
+    }
+}
+
+fn lock(m: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    // A panic while holding the lock cannot leave a half-applied append: every
+    // mutation below is checked before it starts. So a poisoned lock is usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait]
+impl Storage for MemoryStorage {
+    async fn create_world(&self, name: &str) -> Result<WorldInfo, StorageError> {
+        lock(&self.inner).add(name, None)
+    }
+
+    async fn fork_world(
+        &self,
+        parent: WorldId,
+        at: Tick,
+        name: &str,
+    ) -> Result<WorldInfo, StorageError> {
+        let mut inner = lock(&self.inner);
+        let head = inner.get(parent)?.info.as_ref().map_or(Tick::ZERO, |i| i.head);
+        if at > head {
+            return Err(StorageError::ForkBeyondHead {
+                world: parent,
+                at,
+                head,
+            });
+        }
+        inner.add(name, Some(ForkPoint { parent, tick: at }))
+    }
+
+    async fn world(&self, id: WorldId) -> Result<WorldInfo, StorageError> {
+        let inner = lock(&self.inner);
+        Ok(inner.get(id)?.info.clone().expect("checked by get"))
+    }
+
+    async fn find_world(&self, name: &str) -> Result<Option<WorldInfo>, StorageError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .worlds
+            .iter()
+            .filter_map(|w| w.info.clone())
+            .find(|i| i.name == name))
+    }
+
+    async fn list_worlds(&self) -> Result<Vec<WorldInfo>, StorageError> {
+        Ok(lock(&self.inner)
+            .worlds
+            .iter()
+            .filter_map(|w| w.info.clone())
+            .collect())
+    }
+
+    async fn append(
+        &self,
+        world: WorldId,
+        record: TickRecord,
+        snapshot: Option<Snapshot>,
+    ) -> Result<(), StorageError> {
+        let mut inner = lock(&self.inner);
+        let data = inner.get_mut(world)?;
+        let info = data.info.as_mut().expect("checked by get_mut");
+        if record.tick != info.head.next() {
+            return Err(StorageError::Conflict {
+                world,
+                attempted: record.tick,
+                head: info.head,
+            });
+        }
+        if let Some(s) = &snapshot {
+            if s.tick != record.tick {
+                return Err(StorageError::SnapshotOutOfRange {
+                    world,
+                    tick: s.tick,
+                });
+            }
+        }
+        info.head = record.tick;
+        for e in record.entities() {
+            data.entity_ticks.insert((e, record.tick));
+        }
+        if let Some(s) = snapshot {
+            data.snapshots.insert(s.tick, s);
+        }
+        data.records.insert(record.tick, record);
+        Ok(())
+    }
+
+    async fn read_own_records(
+        &self,
+        world: WorldId,
+        from: Tick,
+        to: Tick,
+    ) -> Result<Vec<TickRecord>, StorageError> {
+        let inner = lock(&self.inner);
+        if from > to {
+            return Ok(Vec::new());
+        }
+        Ok(inner
+            .get(world)?
+            .records
+            .range(from..=to)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn own_snapshot_at_or_before(
+        &self,
+        world: WorldId,
+        at: Tick,
+    ) -> Result<Option<Snapshot>, StorageError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .get(world)?
+            .snapshots
+            .range(..=at)
+            .next_back()
+            .map(|(_, s)| s.clone()))
+    }
+
+    async fn put_snapshot(&self, world: WorldId, snapshot: Snapshot) -> Result<(), StorageError> {
+        let mut inner = lock(&self.inner);
+        let data = inner.get_mut(world)?;
+        let info = data.info.as_ref().expect("checked by get_mut");
+        if snapshot.tick < info.first_own_tick() || snapshot.tick > info.head {
+            return Err(StorageError::SnapshotOutOfRange {
+                world,
+                tick: snapshot.tick,
+            });
+        }
+        data.snapshots.insert(snapshot.tick, snapshot);
+        Ok(())
+    }
+
+    async fn own_entity_ticks(
+        &self,
+        world: WorldId,
+        entity: EntityId,
+        to: Tick,
+    ) -> Result<Vec<Tick>, StorageError> {
+        let inner = lock(&self.inner);
+        Ok(inner
+            .get(world)?
+            .entity_ticks
+            .range((entity, Tick::ZERO)..=(entity, to))
+            .map(|(_, t)| *t)
+            .collect())
+    }
+
+    fn snapshot_interval(&self) -> Option<u64> {
+        self.snapshot_interval
+    }
+}

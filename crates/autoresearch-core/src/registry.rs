@@ -1,0 +1,219 @@
+//! The component registry: which Rust types may live in a world, and under
+//! which stable name they are stored.
+//!
+//! Storage deals only in `(name, bytes)`; the registry turns those into typed
+//! hecs components and back. Values are encoded with postcard: compact and
+//! fast, but not self-describing, so a registered type's serde shape is part
+//! of the ledger format. Change it by registering a new name (e.g. `RunV2`),
+//! not by editing the struct under the old one.
+
+use crate::ids::WorldId;
+use crate::{BranchHead, EvalResult, Experiment, Run};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::any::TypeId;
+use std::collections::HashMap;
+
+/// Anything that can be a component: serializable, shareable, owned.
+pub trait ComponentValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> ComponentValue for T {}
+
+/// Errors from encoding or decoding a component.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("component type {type_name} is not registered; call ComponentRegistry::register first")]
+    UnregisteredType { type_name: &'static str },
+    #[error("component {component:?} met in {world} is not registered in this process")]
+    UnknownComponent { world: WorldId, component: String },
+    #[error("component name {name:?} is already registered for another type")]
+    NameTaken { name: String },
+    #[error("decoding component {component:?} of {world}: {source}")]
+    Decode {
+        world: WorldId,
+        component: String,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("decoding component {component:?} of {world}: {reason}")]
+    Corrupt {
+        world: WorldId,
+        component: String,
+        reason: String,
+    },
+    #[error("encoding component {component:?}: {source}")]
+    Encode {
+        component: String,
+        #[source]
+        source: postcard::Error,
+    },
+}
+
+#[derive(Clone)]
+pub(crate) struct VTable {
+    pub name: String,
+    pub insert: fn(&mut hecs::World, hecs::Entity, &[u8]) -> Result<(), postcard::Error>,
+    pub remove: fn(&mut hecs::World, hecs::Entity),
+    pub encode: fn(hecs::EntityRef<'_>) -> Option<Result<Vec<u8>, postcard::Error>>,
+    pub to_json: fn(&[u8]) -> Result<serde_json::Value, String>,
+}
+
+fn to_json_impl<T: ComponentValue>(bytes: &[u8]) -> Result<serde_json::Value, String> {
+    let value: T = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    serde_json::to_value(&value).map_err(|e| e.to_string())
+}
+
+fn insert_impl<T: ComponentValue>(
+    world: &mut hecs::World,
+    entity: hecs::Entity,
+    bytes: &[u8],
+) -> Result<(), postcard::Error> {
+    let value: T = postcard::from_bytes(bytes)?;
+    // The entity exists: the caller resolved it from the id map.
+    let _ = world.insert_one(entity, value);
+    Ok(())
+}
+
+fn remove_impl<T: ComponentValue>(world: &mut hecs::World, entity: hecs::Entity) {
+    let _ = world.remove_one::<T>(entity);
+}
+
+fn encode_impl<T: ComponentValue>(
+    entity: hecs::EntityRef<'_>,
+) -> Option<Result<Vec<u8>, postcard::Error>> {
+    entity.get::<&T>().map(|v| postcard::to_stdvec(&*v))
+}
+
+/// Maps stable component names to Rust types.
+///
+/// The names are a compatibility promise: they are written into every record,
+/// so renaming one orphans the history stored under the old name.
+#[derive(Clone, Default)]
+pub struct ComponentRegistry {
+    by_name: HashMap<String, VTable>,
+    by_type: HashMap<TypeId, String>,
+}
+
+impl ComponentRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry holding the four lifecycle components under the names the
+    /// Python engine uses: `Experiment`, `Run`, `Result`, `BranchHead`.
+    pub fn with_lifecycle() -> Self {
+        let mut r = Self::new();
+        r.register::<Experiment>("Experiment").expect("fresh registry");
+        r.register::<Run>("Run").expect("fresh registry");
+        r.register::<EvalResult>("Result").expect("fresh registry");
+        r.register::<BranchHead>("BranchHead").expect("fresh registry");
+        r
+    }
+
+    /// Registers `T` under `name`. Registering the same type under the same
+    /// name again is a no-op; a name already used by another type is an error.
+    pub fn register<T: ComponentValue>(&mut self, name: &str) -> Result<(), RegistryError> {
+        let tid = TypeId::of::<T>();
+        if let Some(existing) = self.by_type.get(&tid) {
+            if existing == name {
+                return Ok(());
+            }
+        }
+        if self.by_name.contains_key(name) {
+            return Err(RegistryError::NameTaken {
+                name: name.to_string(),
+            });
+        }
+        self.by_type.insert(tid, name.to_string());
+        self.by_name.insert(
+            name.to_string(),
+            VTable {
+                name: name.to_string(),
+                insert: insert_impl::<T>,
+                remove: remove_impl::<T>,
+                encode: encode_impl::<T>,
+                to_json: to_json_impl::<T>,
+            },
+        );
+        Ok(())
+    }
+
+    /// The stable name of `T`, if registered.
+    pub fn name_of<T: 'static>(&self) -> Result<&str, RegistryError> {
+        self.by_type
+            .get(&TypeId::of::<T>())
+            .map(String::as_str)
+            .ok_or(RegistryError::UnregisteredType {
+                type_name: std::any::type_name::<T>(),
+            })
+    }
+
+    /// Whether a component name is known.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub(crate) fn vtable(&self, world: WorldId, name: &str) -> Result<&VTable, RegistryError> {
+        self.by_name
+            .get(name)
+            .ok_or_else(|| RegistryError::UnknownComponent {
+                world,
+                component: name.to_string(),
+            })
+    }
+
+    pub(crate) fn vtables(&self) -> impl Iterator<Item = &VTable> {
+        self.by_name.values()
+    }
+
+    /// Encodes a value of a registered type. Returns its name and bytes.
+    pub fn encode<T: ComponentValue>(&self, value: &T) -> Result<(String, Vec<u8>), RegistryError> {
+        let name = self.name_of::<T>()?.to_string();
+        let bytes = postcard::to_stdvec(value).map_err(|source| RegistryError::Encode {
+            component: name.clone(),
+            source,
+        })?;
+        Ok((name, bytes))
+    }
+
+    /// Decodes stored bytes of component `name` into JSON, for display and
+    /// export. Errors name the component and the world.
+    pub fn to_json(
+        &self,
+        world: WorldId,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<serde_json::Value, RegistryError> {
+        let vt = self.vtable(world, name)?;
+        (vt.to_json)(bytes).map_err(|reason| RegistryError::Corrupt {
+            world,
+            component: name.to_string(),
+            reason,
+        })
+    }
+
+    /// Decodes stored bytes of a registered type.
+    pub fn decode<T: ComponentValue>(&self, world: WorldId, bytes: &[u8]) -> Result<T, RegistryError> {
+        let name = self.name_of::<T>()?;
+        postcard::from_bytes(bytes).map_err(|source| RegistryError::Decode {
+            world,
+            component: name.to_string(),
+            source,
+        })
+    }
+}
+
+impl std::fmt::Debug for ComponentRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentRegistry")
+            .field("names", &self.names())
+            .finish()
+    }
+}

@@ -1,0 +1,474 @@
+//! [`World`]: a `hecs::World` materialized at one tick of a durable log, with
+//! buffered mutations that `commit()` appends as the next tick.
+
+use crate::components::{BranchHead, EvalResult, Experiment, Run};
+use crate::error::Error;
+use crate::ids::{EntityId, Tick, WorldId, now_ms};
+use crate::ledger::{self, EntityChange};
+use crate::record::{Change, State, TickRecord};
+use crate::registry::{ComponentRegistry, ComponentValue, RegistryError};
+use crate::storage::{Storage, WorldInfo};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A world materialized at its head (writable) or at a past tick (read-only).
+///
+/// Reads go to the materialized `hecs::World` ([`World::hecs`]) and never see
+/// pending changes; mutations are buffered until [`World::commit`] appends
+/// them as one tick. Every entity carries its [`EntityId`] as a hecs
+/// component, so hecs queries can name entities stably.
+pub struct World {
+    storage: Arc<dyn Storage>,
+    registry: Arc<ComponentRegistry>,
+    info: WorldInfo,
+    tick: Tick,
+    read_only: bool,
+    hecs: hecs::World,
+    ids: HashMap<EntityId, hecs::Entity>,
+    next_entity: u64,
+    pending: Vec<Change>,
+    /// Liveness of entities touched by pending changes (true: spawned).
+    pending_live: HashMap<EntityId, bool>,
+}
+
+impl World {
+    /// Creates a new empty root world named `name`.
+    pub async fn create(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        name: &str,
+    ) -> Result<World, Error> {
+        let info = storage.create_world(name).await?;
+        World::from_state(storage, registry, info, State::empty(), false)
+    }
+
+    /// Opens the world named `name` at its head.
+    pub async fn open(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        name: &str,
+    ) -> Result<World, Error> {
+        let info = storage
+            .find_world(name)
+            .await?
+            .ok_or_else(|| Error::NoWorldNamed(name.to_string()))?;
+        World::open_id(storage, registry, info.id).await
+    }
+
+    /// Opens the world named `name`, creating it empty if it does not exist.
+    pub async fn open_or_create(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        name: &str,
+    ) -> Result<World, Error> {
+        match storage.find_world(name).await? {
+            Some(info) => World::open_id(storage, registry, info.id).await,
+            None => match World::create(storage.clone(), registry.clone(), name).await {
+                // Another writer created it between our look-up and create.
+                Err(Error::Storage(crate::StorageError::NameTaken(_))) => {
+                    World::open(storage, registry, name).await
+                }
+                other => other,
+            },
+        }
+    }
+
+    /// Opens a world by id at its head.
+    pub async fn open_id(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        id: WorldId,
+    ) -> Result<World, Error> {
+        let info = storage.world(id).await?;
+        let state = ledger::state_at(storage.as_ref(), id, info.head).await?;
+        World::from_state(storage, registry, info, state, false)
+    }
+
+    /// Opens a world read-only as it was at `tick` (time travel).
+    /// Cost: one snapshot plus at most the snapshot interval of replayed ticks.
+    pub async fn open_at(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        id: WorldId,
+        tick: Tick,
+    ) -> Result<World, Error> {
+        let info = storage.world(id).await?;
+        let state = ledger::state_at(storage.as_ref(), id, tick).await?;
+        let read_only = tick < info.head;
+        World::from_state(storage, registry, info, state, read_only)
+    }
+
+    fn from_state(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        info: WorldInfo,
+        state: State,
+        read_only: bool,
+    ) -> Result<World, Error> {
+        let mut w = World {
+            storage,
+            registry,
+            tick: state.tick,
+            read_only,
+            hecs: hecs::World::new(),
+            ids: HashMap::with_capacity(state.entities.len()),
+            next_entity: state.next_entity,
+            pending: Vec::new(),
+            pending_live: HashMap::new(),
+            info,
+        };
+        for (id, comps) in &state.entities {
+            let e = w.hecs.spawn((*id,));
+            w.ids.insert(*id, e);
+            for (name, bytes) in comps {
+                w.insert_bytes(e, name, bytes)?;
+            }
+        }
+        Ok(w)
+    }
+
+    fn insert_bytes(&mut self, e: hecs::Entity, name: &str, bytes: &[u8]) -> Result<(), Error> {
+        let world = self.info.id;
+        let vt = self.registry.vtable(world, name)?;
+        (vt.insert)(&mut self.hecs, e, bytes).map_err(|source| RegistryError::Decode {
+            world,
+            component: name.to_string(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    pub fn id(&self) -> WorldId {
+        self.info.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn info(&self) -> &WorldInfo {
+        &self.info
+    }
+
+    /// The tick this world is materialized at.
+    pub fn tick(&self) -> Tick {
+        self.tick
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub fn registry(&self) -> &Arc<ComponentRegistry> {
+        &self.registry
+    }
+
+    /// The materialized hecs world, for queries with hecs's own API.
+    pub fn hecs(&self) -> &hecs::World {
+        &self.hecs
+    }
+
+    /// The hecs entity behind a stable id, if alive at this tick.
+    pub fn hecs_entity(&self, id: EntityId) -> Option<hecs::Entity> {
+        self.ids.get(&id).copied()
+    }
+
+    /// Number of live entities at this tick.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Whether `id` is alive, counting pending spawns and despawns.
+    pub fn is_live(&self, id: EntityId) -> bool {
+        match self.pending_live.get(&id) {
+            Some(live) => *live,
+            None => self.ids.contains_key(&id),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), Error> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                world: self.info.id,
+                tick: self.tick,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_live(&self, entity: EntityId) -> Result<(), Error> {
+        self.check_writable()?;
+        if !self.is_live(entity) {
+            return Err(Error::NoSuchEntity {
+                world: self.info.id,
+                entity,
+            });
+        }
+        Ok(())
+    }
+
+    /// Allocates a new entity id and buffers its spawn.
+    pub fn spawn(&mut self) -> Result<EntityId, Error> {
+        self.check_writable()?;
+        let entity = EntityId(self.next_entity);
+        self.next_entity += 1;
+        self.pending.push(Change::Spawn { entity });
+        self.pending_live.insert(entity, true);
+        Ok(entity)
+    }
+
+    /// Buffers inserting or replacing component `value` on `entity`.
+    pub fn insert<T: ComponentValue>(&mut self, entity: EntityId, value: &T) -> Result<(), Error> {
+        self.check_live(entity)?;
+        let (component, value) = self.registry.encode(value)?;
+        self.pending.push(Change::Set {
+            entity,
+            component,
+            value,
+        });
+        Ok(())
+    }
+
+    /// Spawns an entity holding `value`, buffered.
+    pub fn spawn_with<T: ComponentValue>(&mut self, value: &T) -> Result<EntityId, Error> {
+        let e = self.spawn()?;
+        self.insert(e, value)?;
+        Ok(e)
+    }
+
+    /// Buffers removing component `T` from `entity` (a no-op if absent).
+    pub fn remove<T: ComponentValue>(&mut self, entity: EntityId) -> Result<(), Error> {
+        self.check_live(entity)?;
+        let component = self.registry.name_of::<T>()?.to_string();
+        self.pending.push(Change::Remove { entity, component });
+        Ok(())
+    }
+
+    /// Buffers despawning `entity`.
+    pub fn despawn(&mut self, entity: EntityId) -> Result<(), Error> {
+        self.check_live(entity)?;
+        self.pending.push(Change::Despawn { entity });
+        self.pending_live.insert(entity, false);
+        Ok(())
+    }
+
+    /// The buffered changes of the next tick.
+    pub fn pending(&self) -> &[Change] {
+        &self.pending
+    }
+
+    /// Drops the buffered changes.
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
+        self.pending_live.clear();
+    }
+
+    /// Appends the buffered changes as tick `head + 1` and applies them.
+    /// With nothing buffered, returns the current tick and appends nothing.
+    ///
+    /// Errors: `Conflict` when another writer advanced the world first (call
+    /// [`World::refresh`] and redo the changes); on any error the pending
+    /// changes are kept and the materialized state is unchanged.
+    pub async fn commit(&mut self) -> Result<Tick, Error> {
+        self.check_writable()?;
+        if self.pending.is_empty() {
+            return Ok(self.tick);
+        }
+        let tick = self.tick.next();
+        let record = TickRecord {
+            tick,
+            at_ms: now_ms(),
+            changes: self.pending.clone(),
+        };
+        let snapshot = match self.storage.snapshot_interval() {
+            Some(k) if k > 0 && tick.0 % k == 0 => {
+                let mut state = self.encode_state()?;
+                state.apply(self.info.id, &record)?;
+                Some(state.to_snapshot())
+            }
+            _ => None,
+        };
+        self.storage
+            .append(self.info.id, record.clone(), snapshot)
+            .await?;
+        self.discard_pending();
+        self.apply_record(&record)?;
+        self.info.head = tick;
+        Ok(tick)
+    }
+
+    /// Catches up with ticks other writers appended. Drops pending changes,
+    /// which were made against the stale state.
+    pub async fn refresh(&mut self) -> Result<Tick, Error> {
+        self.discard_pending();
+        let info = self.storage.world(self.info.id).await?;
+        if info.head > self.tick && !self.read_only {
+            let records =
+                ledger::read_records(self.storage.as_ref(), self.info.id, self.tick.next(), info.head)
+                    .await?;
+            for r in &records {
+                self.apply_record(r)?;
+            }
+        }
+        self.info = info;
+        Ok(self.tick)
+    }
+
+    fn apply_record(&mut self, record: &TickRecord) -> Result<(), Error> {
+        let world = self.info.id;
+        for change in &record.changes {
+            match change {
+                Change::Spawn { entity } => {
+                    let e = self.hecs.spawn((*entity,));
+                    self.ids.insert(*entity, e);
+                    self.next_entity = self.next_entity.max(entity.0 + 1);
+                }
+                Change::Set {
+                    entity,
+                    component,
+                    value,
+                } => {
+                    let e = self.live_hecs(record.tick, *entity)?;
+                    self.insert_bytes(e, component, value)?;
+                }
+                Change::Remove { entity, component } => {
+                    let e = self.live_hecs(record.tick, *entity)?;
+                    let vt = self.registry.vtable(world, component)?;
+                    (vt.remove)(&mut self.hecs, e);
+                }
+                Change::Despawn { entity } => {
+                    let e = self.live_hecs(record.tick, *entity)?;
+                    let _ = self.hecs.despawn(e);
+                    self.ids.remove(entity);
+                }
+            }
+        }
+        self.tick = record.tick;
+        Ok(())
+    }
+
+    fn live_hecs(&self, tick: Tick, entity: EntityId) -> Result<hecs::Entity, Error> {
+        self.ids.get(&entity).copied().ok_or(Error::Apply(crate::ApplyError {
+            world: self.info.id,
+            tick,
+            entity,
+            reason: "change to an entity that is not alive",
+        }))
+    }
+
+    /// The materialized state, encoded back into the type-agnostic form.
+    /// Cost: O(entities x registered components).
+    pub fn encode_state(&self) -> Result<State, Error> {
+        let mut state = State {
+            tick: self.tick,
+            next_entity: self.next_entity,
+            entities: Default::default(),
+        };
+        for (id, e) in &self.ids {
+            let Ok(eref) = self.hecs.entity(*e) else {
+                continue;
+            };
+            let mut comps = std::collections::BTreeMap::new();
+            for vt in self.registry.vtables() {
+                if let Some(bytes) = (vt.encode)(eref) {
+                    let bytes = bytes.map_err(|source| RegistryError::Encode {
+                        component: vt.name.clone(),
+                        source,
+                    })?;
+                    comps.insert(vt.name.clone(), bytes);
+                }
+            }
+            state.entities.insert(*id, comps);
+        }
+        Ok(state)
+    }
+
+    // --- Queries -----------------------------------------------------------
+
+    /// A clone of component `T` of `entity`, if it has one.
+    pub fn get<T: ComponentValue + Clone>(&self, entity: EntityId) -> Option<T> {
+        let e = self.hecs_entity(entity)?;
+        self.hecs.get::<&T>(e).ok().map(|v| (*v).clone())
+    }
+
+    /// Every entity with a `T` for which `pred` holds, with a clone of it,
+    /// ordered by entity id.
+    pub fn find_all<T: ComponentValue + Clone>(
+        &self,
+        mut pred: impl FnMut(&T) -> bool,
+    ) -> Vec<(EntityId, T)> {
+        let mut q = self.hecs.query::<(&EntityId, &T)>();
+        let mut v: Vec<(EntityId, T)> = q
+            .iter()
+            .filter(|(_, t)| pred(t))
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    }
+
+    /// The first entity (lowest id) with a `T` for which `pred` holds.
+    pub fn find<T: ComponentValue + Clone>(
+        &self,
+        pred: impl FnMut(&T) -> bool,
+    ) -> Option<(EntityId, T)> {
+        self.find_all(pred).into_iter().next()
+    }
+
+    /// The run with this `run_id`.
+    pub fn run_by_id(&self, run_id: &str) -> Option<(EntityId, Run)> {
+        self.find::<Run>(|r| r.run_id == run_id)
+    }
+
+    /// The experiment with this name.
+    pub fn experiment(&self, name: &str) -> Option<(EntityId, Experiment)> {
+        self.find::<Experiment>(|x| x.name == name)
+    }
+
+    /// The branch head of an experiment.
+    pub fn branch_head(&self, experiment: &str) -> Option<(EntityId, BranchHead)> {
+        self.find::<BranchHead>(|h| h.experiment_name == experiment)
+    }
+
+    /// Every Result of a run, in entity order (the order they were recorded).
+    pub fn results_for(&self, run_id: &str) -> Vec<(EntityId, EvalResult)> {
+        self.find_all::<EvalResult>(|r| r.run_id == run_id)
+    }
+
+    /// Every change to `entity` up to this world's tick, oldest first.
+    pub async fn history(&self, entity: EntityId) -> Result<Vec<EntityChange>, Error> {
+        ledger::entity_history(self.storage.as_ref(), self.info.id, entity, self.tick).await
+    }
+
+    /// Forks this world at `at` (at most this world's tick) into a new world
+    /// named `name`. O(1): nothing is copied.
+    pub async fn fork(&self, at: Tick, name: &str) -> Result<WorldInfo, Error> {
+        if at > self.tick {
+            return Err(Error::TickBeyondHead {
+                world: self.info.id,
+                tick: at,
+                head: self.tick,
+            });
+        }
+        Ok(self.storage.fork_world(self.info.id, at, name).await?)
+    }
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("info", &self.info)
+            .field("tick", &self.tick)
+            .field("entities", &self.ids.len())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}

@@ -1,0 +1,97 @@
+//! World behaviour on the reference in-memory storage.
+
+use autoresearch_core::{
+    BranchHead, ComponentRegistry, Error, MemoryStorage, Run, RunStatus, Storage, StorageError,
+    Tick, World,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Score(f64);
+
+fn setup(k: Option<u64>) -> (Arc<dyn Storage>, Arc<ComponentRegistry>) {
+    let mut reg = ComponentRegistry::with_lifecycle();
+    reg.register::<Score>("Score").unwrap();
+    (Arc::new(MemoryStorage::new(k)), Arc::new(reg))
+}
+
+#[tokio::test]
+async fn commit_time_travel_fork_and_history() {
+    let (st, reg) = setup(Some(2));
+    let mut w = World::create(st.clone(), reg.clone(), "exp").await.unwrap();
+    let e = w.spawn_with(&Run::new("r1", "exp")).unwrap();
+    assert_eq!(w.commit().await.unwrap(), Tick(1));
+    for (i, status) in [RunStatus::Running, RunStatus::Stopped].into_iter().enumerate() {
+        let mut run = w.get::<Run>(e).unwrap();
+        run.set_status(status);
+        w.insert(e, &run).unwrap();
+        w.insert(e, &Score(i as f64)).unwrap();
+        w.commit().await.unwrap();
+    }
+    assert_eq!(w.tick(), Tick(3));
+    assert_eq!(w.run_by_id("r1").unwrap().1.status, "stopped");
+
+    let mut past = World::open_at(st.clone(), reg.clone(), w.id(), Tick(1)).await.unwrap();
+    assert_eq!(past.run_by_id("r1").unwrap().1.status, "booting");
+    assert!(past.get::<Score>(e).is_none());
+    assert!(matches!(past.spawn(), Err(Error::ReadOnly { .. })));
+    assert!(matches!(past.commit().await, Err(Error::ReadOnly { .. })));
+
+    let fork = w.fork(Tick(2), "what-if").await.unwrap();
+    let mut f = World::open_id(st.clone(), reg.clone(), fork.id).await.unwrap();
+    assert_eq!(f.tick(), Tick(2));
+    assert_eq!(f.get::<Score>(e), Some(Score(0.0)));
+    let h = f.spawn_with(&BranchHead::new("exp", "abc", "r1", &json!({}), 1)).unwrap();
+    assert!(h.0 > e.0, "fork continues the id sequence");
+    f.commit().await.unwrap();
+    // The parent does not see the fork's tick.
+    let again = World::open_id(st.clone(), reg.clone(), w.id()).await.unwrap();
+    assert!(again.branch_head("exp").is_none());
+    assert_eq!(again.tick(), Tick(3));
+
+    let hist = w.history(e).await.unwrap();
+    assert_eq!(hist.iter().map(|c| c.tick.0).collect::<Vec<_>>(), vec![1, 1, 2, 2, 3, 3]);
+    let fhist = f.history(e).await.unwrap();
+    assert_eq!(fhist.len(), 4);
+}
+
+#[tokio::test]
+async fn two_writers_conflict_and_refresh() {
+    let (st, reg) = setup(None);
+    let mut a = World::create(st.clone(), reg.clone(), "w").await.unwrap();
+    let mut b = World::open(st.clone(), reg.clone(), "w").await.unwrap();
+    a.spawn_with(&Score(1.0)).unwrap();
+    a.commit().await.unwrap();
+    b.spawn_with(&Score(2.0)).unwrap();
+    let err = b.commit().await.unwrap_err();
+    assert!(matches!(err, Error::Storage(StorageError::Conflict { .. })), "{err}");
+    assert_eq!(b.pending().len(), 2, "pending kept after a refused commit");
+    b.refresh().await.unwrap();
+    assert_eq!(b.len(), 1);
+    b.spawn_with(&Score(2.0)).unwrap();
+    assert_eq!(b.commit().await.unwrap(), Tick(2));
+}
+
+#[tokio::test]
+async fn unknown_component_names_world_and_component() {
+    let (st, reg) = setup(None);
+    let mut w = World::create(st.clone(), reg.clone(), "w").await.unwrap();
+    w.spawn_with(&Score(1.0)).unwrap();
+    w.commit().await.unwrap();
+    let bare = Arc::new(ComponentRegistry::with_lifecycle());
+    let err = World::open(st.clone(), bare, "w").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("Score") && msg.contains("world#0"), "{msg}");
+}
+
+#[tokio::test]
+async fn unregistered_type_is_refused_at_insert() {
+    #[derive(Serialize, Deserialize)]
+    struct Nope;
+    let (st, reg) = setup(None);
+    let mut w = World::create(st, reg, "w").await.unwrap();
+    let e = w.spawn().unwrap();
+    assert!(matches!(w.insert(e, &Nope), Err(Error::Registry(_))));
+}

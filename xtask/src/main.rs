@@ -1,0 +1,5 @@
+//! Project automation: `cargo xtask <demo|bench|ci>`.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("no tasks yet")
+}
