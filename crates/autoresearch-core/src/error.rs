@@ -18,7 +18,11 @@ pub enum Error {
     #[error("no world named {0:?}")]
     NoWorldNamed(String),
     #[error("{world}: tick {tick} is beyond the head {head}")]
-    TickBeyondHead { world: WorldId, tick: Tick, head: Tick },
+    TickBeyondHead {
+        world: WorldId,
+        tick: Tick,
+        head: Tick,
+    },
     #[error("{world}: entity {entity} is not alive")]
     NoSuchEntity { world: WorldId, entity: EntityId },
     #[error("{world}: opened read-only at tick {tick}; fork it to write")]

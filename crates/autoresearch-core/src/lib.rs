@@ -18,6 +18,7 @@ pub mod components;
 pub mod error;
 pub mod ids;
 pub mod ledger;
+pub mod lifecycle;
 pub mod memory;
 pub mod record;
 pub mod registry;
@@ -28,6 +29,7 @@ pub use components::{BranchHead, EvalResult, Experiment, Run, RunStatus, Unknown
 pub use error::Error;
 pub use ids::{EntityId, Tick, WorldId, now_ms};
 pub use ledger::EntityChange;
+pub use lifecycle::{Attempt, Outcome, experiment_world_name};
 pub use memory::MemoryStorage;
 pub use record::{ApplyError, Change, Snapshot, State, TickRecord};
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};

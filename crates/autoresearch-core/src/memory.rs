@@ -100,7 +100,11 @@ impl Storage for MemoryStorage {
         name: &str,
     ) -> Result<WorldInfo, StorageError> {
         let mut inner = lock(&self.inner);
-        let head = inner.get(parent)?.info.as_ref().map_or(Tick::ZERO, |i| i.head);
+        let head = inner
+            .get(parent)?
+            .info
+            .as_ref()
+            .map_or(Tick::ZERO, |i| i.head);
         if at > head {
             return Err(StorageError::ForkBeyondHead {
                 world: parent,

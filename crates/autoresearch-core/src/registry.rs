@@ -103,10 +103,24 @@ impl ComponentRegistry {
     /// Python engine uses: `Experiment`, `Run`, `Result`, `BranchHead`.
     pub fn with_lifecycle() -> Self {
         let mut r = Self::new();
-        r.register::<Experiment>("Experiment").expect("fresh registry");
+        r.register::<Experiment>("Experiment")
+            .expect("fresh registry");
         r.register::<Run>("Run").expect("fresh registry");
         r.register::<EvalResult>("Result").expect("fresh registry");
-        r.register::<BranchHead>("BranchHead").expect("fresh registry");
+        r.register::<BranchHead>("BranchHead")
+            .expect("fresh registry");
+        r
+    }
+
+    /// [`ComponentRegistry::with_lifecycle`] plus the loop's own components:
+    /// `Outcome` and `Vote`. Every crate in this workspace reads and writes
+    /// experiment worlds with (a superset of) this registry.
+    pub fn standard() -> Self {
+        let mut r = Self::with_lifecycle();
+        r.register::<crate::lifecycle::Outcome>("Outcome")
+            .expect("fresh name");
+        r.register::<crate::compare::Vote>("Vote")
+            .expect("fresh name");
         r
     }
 
@@ -200,7 +214,11 @@ impl ComponentRegistry {
     }
 
     /// Decodes stored bytes of a registered type.
-    pub fn decode<T: ComponentValue>(&self, world: WorldId, bytes: &[u8]) -> Result<T, RegistryError> {
+    pub fn decode<T: ComponentValue>(
+        &self,
+        world: WorldId,
+        bytes: &[u8],
+    ) -> Result<T, RegistryError> {
         let name = self.name_of::<T>()?;
         postcard::from_bytes(bytes).map_err(|source| RegistryError::Decode {
             world,

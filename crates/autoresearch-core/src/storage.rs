@@ -40,14 +40,20 @@ pub enum StorageError {
     NoSuchWorld(WorldId),
     #[error("a world named {0:?} already exists")]
     NameTaken(String),
-    #[error("{world}: append of tick {attempted} refused, the head is {head} (another writer advanced it)")]
+    #[error(
+        "{world}: append of tick {attempted} refused, the head is {head} (another writer advanced it)"
+    )]
     Conflict {
         world: WorldId,
         attempted: Tick,
         head: Tick,
     },
     #[error("{world}: cannot fork at tick {at}, the head is {head}")]
-    ForkBeyondHead { world: WorldId, at: Tick, head: Tick },
+    ForkBeyondHead {
+        world: WorldId,
+        at: Tick,
+        head: Tick,
+    },
     #[error("{world}: snapshot for tick {tick} is outside the world's own ticks")]
     SnapshotOutOfRange { world: WorldId, tick: Tick },
     #[error("{world} tick {tick}: stored value is corrupt: {reason}")]

@@ -311,9 +311,13 @@ impl World {
         self.discard_pending();
         let info = self.storage.world(self.info.id).await?;
         if info.head > self.tick && !self.read_only {
-            let records =
-                ledger::read_records(self.storage.as_ref(), self.info.id, self.tick.next(), info.head)
-                    .await?;
+            let records = ledger::read_records(
+                self.storage.as_ref(),
+                self.info.id,
+                self.tick.next(),
+                info.head,
+            )
+            .await?;
             for r in &records {
                 self.apply_record(r)?;
             }
@@ -356,12 +360,15 @@ impl World {
     }
 
     fn live_hecs(&self, tick: Tick, entity: EntityId) -> Result<hecs::Entity, Error> {
-        self.ids.get(&entity).copied().ok_or(Error::Apply(crate::ApplyError {
-            world: self.info.id,
-            tick,
-            entity,
-            reason: "change to an entity that is not alive",
-        }))
+        self.ids
+            .get(&entity)
+            .copied()
+            .ok_or(Error::Apply(crate::ApplyError {
+                world: self.info.id,
+                tick,
+                entity,
+                reason: "change to an entity that is not alive",
+            }))
     }
 
     /// The materialized state, encoded back into the type-agnostic form.

@@ -23,7 +23,10 @@ async fn commit_time_travel_fork_and_history() {
     let mut w = World::create(st.clone(), reg.clone(), "exp").await.unwrap();
     let e = w.spawn_with(&Run::new("r1", "exp")).unwrap();
     assert_eq!(w.commit().await.unwrap(), Tick(1));
-    for (i, status) in [RunStatus::Running, RunStatus::Stopped].into_iter().enumerate() {
+    for (i, status) in [RunStatus::Running, RunStatus::Stopped]
+        .into_iter()
+        .enumerate()
+    {
         let mut run = w.get::<Run>(e).unwrap();
         run.set_status(status);
         w.insert(e, &run).unwrap();
@@ -33,26 +36,37 @@ async fn commit_time_travel_fork_and_history() {
     assert_eq!(w.tick(), Tick(3));
     assert_eq!(w.run_by_id("r1").unwrap().1.status, "stopped");
 
-    let mut past = World::open_at(st.clone(), reg.clone(), w.id(), Tick(1)).await.unwrap();
+    let mut past = World::open_at(st.clone(), reg.clone(), w.id(), Tick(1))
+        .await
+        .unwrap();
     assert_eq!(past.run_by_id("r1").unwrap().1.status, "booting");
     assert!(past.get::<Score>(e).is_none());
     assert!(matches!(past.spawn(), Err(Error::ReadOnly { .. })));
     assert!(matches!(past.commit().await, Err(Error::ReadOnly { .. })));
 
     let fork = w.fork(Tick(2), "what-if").await.unwrap();
-    let mut f = World::open_id(st.clone(), reg.clone(), fork.id).await.unwrap();
+    let mut f = World::open_id(st.clone(), reg.clone(), fork.id)
+        .await
+        .unwrap();
     assert_eq!(f.tick(), Tick(2));
     assert_eq!(f.get::<Score>(e), Some(Score(0.0)));
-    let h = f.spawn_with(&BranchHead::new("exp", "abc", "r1", &json!({}), 1)).unwrap();
+    let h = f
+        .spawn_with(&BranchHead::new("exp", "abc", "r1", &json!({}), 1))
+        .unwrap();
     assert!(h.0 > e.0, "fork continues the id sequence");
     f.commit().await.unwrap();
     // The parent does not see the fork's tick.
-    let again = World::open_id(st.clone(), reg.clone(), w.id()).await.unwrap();
+    let again = World::open_id(st.clone(), reg.clone(), w.id())
+        .await
+        .unwrap();
     assert!(again.branch_head("exp").is_none());
     assert_eq!(again.tick(), Tick(3));
 
     let hist = w.history(e).await.unwrap();
-    assert_eq!(hist.iter().map(|c| c.tick.0).collect::<Vec<_>>(), vec![1, 1, 2, 2, 3, 3]);
+    assert_eq!(
+        hist.iter().map(|c| c.tick.0).collect::<Vec<_>>(),
+        vec![1, 1, 2, 2, 3, 3]
+    );
     let fhist = f.history(e).await.unwrap();
     assert_eq!(fhist.len(), 4);
 }
@@ -66,7 +80,10 @@ async fn two_writers_conflict_and_refresh() {
     a.commit().await.unwrap();
     b.spawn_with(&Score(2.0)).unwrap();
     let err = b.commit().await.unwrap_err();
-    assert!(matches!(err, Error::Storage(StorageError::Conflict { .. })), "{err}");
+    assert!(
+        matches!(err, Error::Storage(StorageError::Conflict { .. })),
+        "{err}"
+    );
     assert_eq!(b.pending().len(), 2, "pending kept after a refused commit");
     b.refresh().await.unwrap();
     assert_eq!(b.len(), 1);
