@@ -1,5 +1,32 @@
-//! Project automation: `cargo xtask <demo|bench|ci>`.
+//! Project automation, run as `cargo xtask <task>`:
+//! - `cargo xtask demo`: the whole product on a generated sample repository;
+//! - `cargo xtask bench <ledger|ingest|loop> [--quick]`: benchmarks, JSON lines on stdout.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "autoresearch project automation")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run a benchmark; prints one JSON object per line.
+    Bench {
+        /// Which benchmark: ledger, ingest or loop.
+        name: String,
+        /// A seconds-long version with smaller workloads.
+        #[arg(long)]
+        quick: bool,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("no tasks yet")
+    match Cli::parse().task {
+        Task::Bench { name, quick } => bench::run(&name, quick),
+    }
 }
