@@ -1,0 +1,352 @@
+//! Every on-disk encoding of the ledger, in one place: the tables, their
+//! keys, and the values stored in them.
+//!
+//! Keys are fixed-width integers (tuples of `u64`), so that a world's ticks
+//! sort numerically and a range scan reads one world's segment in tick order.
+//! Values are postcard behind a one-byte format version: a value starting
+//! with a byte greater than [`FORMAT_VERSION`] was written by a newer build
+//! and is refused, never guessed at. The `meta` table records the version of
+//! the file as a whole. Changing any shape below means a new version number
+//! and a decoder for the old one.
+//!
+//! The stored shapes mirror core's types but are declared here, so that an
+//! edit to a core type cannot silently change the file format.
+
+use autoresearch_core::{
+    Change, EntityId, ForkPoint, Snapshot, Tick, TickRecord, WorldId, WorldInfo,
+};
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+/// The newest format this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// `"format_version"` -> `[version]`: the format of the file as a whole.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const FORMAT_KEY: &str = "format_version";
+
+/// World id -> catalogue entry (name, parent, fork tick, head, created_at).
+pub(crate) const WORLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("worlds");
+
+/// World name -> world id, so that look-up by name is one read.
+pub(crate) const WORLD_NAMES: TableDefinition<&str, u64> = TableDefinition::new("world_names");
+
+/// (world, tick) -> the tick's record: every change one commit made.
+pub(crate) const RECORDS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("records");
+
+/// (world, tick) -> the world's whole state after that tick.
+pub(crate) const SNAPSHOTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("snapshots");
+
+/// (world, entity, tick) -> (): the ticks of a world's own segment that changed
+/// an entity. Key-only; a range scan over (world, entity, ..) is the entity's
+/// audit trail.
+pub(crate) const ENTITY_TICKS: TableDefinition<(u64, u64, u64), ()> =
+    TableDefinition::new("entity_ticks");
+
+/// Names of every table, for statistics.
+pub(crate) const TABLE_NAMES: [&str; 6] = [
+    "meta",
+    "worlds",
+    "world_names",
+    "records",
+    "snapshots",
+    "entity_ticks",
+];
+
+/// Why a stored value could not be decoded.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    /// The value starts with a version byte newer than this build's.
+    Newer(u8),
+    Corrupt(String),
+}
+
+impl DecodeError {
+    /// The storage error for this failure, naming what was being read.
+    pub(crate) fn at(
+        self,
+        world: WorldId,
+        tick: Tick,
+        what: &str,
+    ) -> autoresearch_core::StorageError {
+        use autoresearch_core::StorageError;
+        match self {
+            DecodeError::Newer(found) => StorageError::NewerFormat {
+                what: format!("{what} of {world} tick {tick}"),
+                found,
+                supported: FORMAT_VERSION,
+            },
+            DecodeError::Corrupt(reason) => StorageError::Corrupt {
+                world,
+                tick,
+                reason: format!("{what}: {reason}"),
+            },
+        }
+    }
+}
+
+/// Bytes serialized with serde's `bytes` hint: postcard writes them exactly
+/// as a `Vec<u8>` (a length, then the bytes) but copies them in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Blob(Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Blob, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(Blob(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WorldV1 {
+    name: String,
+    /// (parent world, last shared tick).
+    parent: Option<(u64, u64)>,
+    head: u64,
+    created_at_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+enum ChangeV1 {
+    Spawn(u64),
+    Set(u64, String, Blob),
+    Remove(u64, String),
+    Despawn(u64),
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    at_ms: i64,
+    changes: Vec<ChangeV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    next_entity: u64,
+    entities: Vec<(u64, Vec<(String, Blob)>)>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    postcard::to_extend(value, vec![FORMAT_VERSION]).map_err(|e| e.to_string())
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    let (&version, body) = bytes
+        .split_first()
+        .ok_or_else(|| DecodeError::Corrupt("empty value".into()))?;
+    if version > FORMAT_VERSION {
+        return Err(DecodeError::Newer(version));
+    }
+    if version == 0 {
+        return Err(DecodeError::Corrupt("format version byte is 0".into()));
+    }
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Corrupt(format!(
+            "{} unexpected bytes after the value",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// The whole-file format marker stored under [`FORMAT_KEY`].
+pub(crate) fn encode_file_version() -> [u8; 1] {
+    [FORMAT_VERSION]
+}
+
+/// The file format a `meta` entry names. Errors on an empty entry.
+pub(crate) fn decode_file_version(bytes: &[u8]) -> Result<u8, String> {
+    bytes
+        .first()
+        .copied()
+        .ok_or_else(|| "empty format_version entry".to_string())
+}
+
+pub(crate) fn encode_world(info: &WorldInfo) -> Result<Vec<u8>, String> {
+    encode(&WorldV1 {
+        name: info.name.clone(),
+        parent: info.parent.map(|p| (p.parent.0, p.tick.0)),
+        head: info.head.0,
+        created_at_ms: info.created_at_ms,
+    })
+}
+
+pub(crate) fn decode_world(id: WorldId, bytes: &[u8]) -> Result<WorldInfo, DecodeError> {
+    let w: WorldV1 = decode(bytes)?;
+    Ok(WorldInfo {
+        id,
+        name: w.name,
+        head: Tick(w.head),
+        parent: w.parent.map(|(p, t)| ForkPoint {
+            parent: WorldId(p),
+            tick: Tick(t),
+        }),
+        created_at_ms: w.created_at_ms,
+    })
+}
+
+/// Encodes a record's body; its tick is the key. Consumes the record so
+/// that no value is copied twice.
+pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
+    encode(&RecordV1 {
+        at_ms: record.at_ms,
+        changes: record
+            .changes
+            .into_iter()
+            .map(|c| match c {
+                Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
+                Change::Set {
+                    entity,
+                    component,
+                    value,
+                } => ChangeV1::Set(entity.0, component, Blob(value)),
+                Change::Remove { entity, component } => ChangeV1::Remove(entity.0, component),
+                Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
+            })
+            .collect(),
+    })
+}
+
+pub(crate) fn decode_record(tick: Tick, bytes: &[u8]) -> Result<TickRecord, DecodeError> {
+    let r: RecordV1 = decode(bytes)?;
+    Ok(TickRecord {
+        tick,
+        at_ms: r.at_ms,
+        changes: r
+            .changes
+            .into_iter()
+            .map(|c| match c {
+                ChangeV1::Spawn(e) => Change::Spawn {
+                    entity: EntityId(e),
+                },
+                ChangeV1::Set(e, component, Blob(value)) => Change::Set {
+                    entity: EntityId(e),
+                    component,
+                    value,
+                },
+                ChangeV1::Remove(e, component) => Change::Remove {
+                    entity: EntityId(e),
+                    component,
+                },
+                ChangeV1::Despawn(e) => Change::Despawn {
+                    entity: EntityId(e),
+                },
+            })
+            .collect(),
+    })
+}
+
+/// Encodes a snapshot's body; its tick is the key.
+pub(crate) fn encode_snapshot(snapshot: Snapshot) -> Result<Vec<u8>, String> {
+    encode(&SnapshotV1 {
+        next_entity: snapshot.next_entity,
+        entities: snapshot
+            .entities
+            .into_iter()
+            .map(|(e, comps)| (e.0, comps.into_iter().map(|(n, v)| (n, Blob(v))).collect()))
+            .collect(),
+    })
+}
+
+pub(crate) fn decode_snapshot(tick: Tick, bytes: &[u8]) -> Result<Snapshot, DecodeError> {
+    let s: SnapshotV1 = decode(bytes)?;
+    Ok(Snapshot {
+        tick,
+        next_entity: s.next_entity,
+        entities: s
+            .entities
+            .into_iter()
+            .map(|(e, comps)| {
+                (
+                    EntityId(e),
+                    comps.into_iter().map(|(n, Blob(v))| (n, v)).collect(),
+                )
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_has_the_wire_shape_of_a_byte_vector() {
+        let v: Vec<u8> = (0..=255).collect();
+        let a = postcard::to_stdvec(&v).unwrap();
+        let b = postcard::to_stdvec(&Blob(v.clone())).unwrap();
+        assert_eq!(a, b);
+        let back: Blob = postcard::from_bytes(&a).unwrap();
+        assert_eq!(back.0, v);
+    }
+
+    #[test]
+    fn record_round_trips_and_checks_its_version_byte() {
+        let rec = TickRecord {
+            tick: Tick(7),
+            at_ms: 123,
+            changes: vec![
+                Change::Spawn {
+                    entity: EntityId(1),
+                },
+                Change::Set {
+                    entity: EntityId(1),
+                    component: "Run".into(),
+                    value: vec![1, 2, 3],
+                },
+                Change::Remove {
+                    entity: EntityId(1),
+                    component: "Run".into(),
+                },
+                Change::Despawn {
+                    entity: EntityId(1),
+                },
+            ],
+        };
+        let mut bytes = encode_record(rec.clone()).unwrap();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(decode_record(Tick(7), &bytes).unwrap(), rec);
+        bytes[0] = FORMAT_VERSION + 1;
+        assert!(matches!(
+            decode_record(Tick(7), &bytes),
+            Err(DecodeError::Newer(v)) if v == FORMAT_VERSION + 1
+        ));
+        bytes[0] = FORMAT_VERSION;
+        bytes.truncate(bytes.len() - 2);
+        assert!(matches!(
+            decode_record(Tick(7), &bytes),
+            Err(DecodeError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_record(Tick(7), &[]),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+}
