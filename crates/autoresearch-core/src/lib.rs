@@ -16,6 +16,7 @@
 pub mod compare;
 pub mod components;
 pub mod error;
+pub mod exec;
 pub mod ids;
 pub mod ledger;
 pub mod lifecycle;
@@ -27,6 +28,7 @@ pub mod world;
 
 pub use components::{BranchHead, EvalResult, Experiment, Run, RunStatus, UnknownStatus};
 pub use error::Error;
+pub use exec::{ExecError, Executor, ExitStatus, Job, JobReport, Limits, OutputSource};
 pub use ids::{EntityId, Tick, WorldId, now_ms};
 pub use ledger::EntityChange;
 pub use lifecycle::{Attempt, Outcome, experiment_world_name};

@@ -1,0 +1,440 @@
+//! `autoresearch.toml`: what to optimize, how to propose and evaluate, how to
+//! compare, how long to go on. Parsed strictly: an unknown key, a wrong type
+//! or a missing command is an error naming the key and its line.
+
+use autoresearch_core::OutputSource;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default config file name, at the repository root.
+pub const CONFIG_FILE: &str = "autoresearch.toml";
+
+/// Errors reading a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The toml crate's message names the line, the column and the key.
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// A duration written as seconds (`90`) or with units (`"90s"`, `"30m"`, `"1h 30m"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Float(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Span(Duration::from_secs(s))),
+            Raw::Float(s) if s.is_finite() && s >= 0.0 => Ok(Span(Duration::from_secs_f64(s))),
+            Raw::Float(s) => Err(serde::de::Error::custom(format!(
+                "invalid duration {s}: expected a non-negative number of seconds"
+            ))),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Span)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"90s"`, `"30m"`, `"1h 30m"`, `"500ms"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration {text:?}: {e} (e.g. \"90s\", \"30m\", \"1h 30m\")"))
+}
+
+/// How an evaluator's metrics are read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// `name: value` lines on stdout, as karpathy's train.py prints them.
+    Lines,
+    /// One JSON object line on stdout (the last one wins).
+    Json,
+    /// A JSON object in a file the command writes, relative to the checkout.
+    File(String),
+}
+
+impl MetricsFormat {
+    /// Where the executor should read the output from.
+    pub fn source(&self) -> OutputSource {
+        match self {
+            MetricsFormat::File(p) => OutputSource::File(p.clone()),
+            _ => OutputSource::Stdout,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "lines" => Ok(MetricsFormat::Lines),
+            "json" => Ok(MetricsFormat::Json),
+            other => match other.strip_prefix("file:") {
+                Some(p) if !p.is_empty() => Ok(MetricsFormat::File(p.to_string())),
+                _ => Err(serde::de::Error::custom(format!(
+                    "invalid metrics format {other:?}: expected \"lines\", \"json\" or \"file:PATH\""
+                ))),
+            },
+        }
+    }
+}
+
+/// `[propose]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeConfig {
+    /// Shell command run in a fresh checkout of the head; its commit (or its
+    /// uncommitted changes) is the candidate.
+    pub command: String,
+    #[serde(default = "default_propose_timeout")]
+    pub timeout: Span,
+}
+
+/// `[evaluate]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateConfig {
+    /// Shell command run in a checkout of the candidate; prints metrics.
+    pub command: String,
+    #[serde(default = "default_evaluate_timeout")]
+    pub timeout: Span,
+    #[serde(default = "default_metrics")]
+    pub metrics: MetricsFormat,
+    /// Paths (files or directories) a candidate may not change.
+    #[serde(default)]
+    pub protect: Vec<String>,
+    /// Metric names every evaluation must report (besides the comparator's).
+    #[serde(default)]
+    pub require: Vec<String>,
+}
+
+/// `[run]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    #[serde(default = "one")]
+    pub parallel: usize,
+    /// Candidates to try; 0 means no limit.
+    #[serde(default)]
+    pub iterations: u64,
+    /// Stop launching runs after this long.
+    #[serde(default)]
+    pub time_budget: Option<Span>,
+    #[serde(default = "default_max_crashes")]
+    pub max_consecutive_crashes: u32,
+    /// Bytes of each job's output kept in memory and in the ledger.
+    #[serde(default = "default_output_limit")]
+    pub output_limit: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            parallel: 1,
+            iterations: 0,
+            time_budget: None,
+            max_consecutive_crashes: default_max_crashes(),
+            output_limit: default_output_limit(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: String,
+    #[serde(default = "dot")]
+    repo: String,
+    #[serde(default = "main_branch")]
+    branch: String,
+    #[serde(default = "shell")]
+    harness: String,
+    propose: ProposeConfig,
+    evaluate: EvaluateConfig,
+    #[serde(default)]
+    compare: Option<toml::Table>,
+    #[serde(default)]
+    run: RunConfig,
+}
+
+/// A parsed `autoresearch.toml`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The experiment name (world `autoresearch:{name}`).
+    pub name: String,
+    /// The repository, resolved against the config file's directory.
+    pub repo: PathBuf,
+    pub branch: String,
+    /// Recorded as Run.harness (e.g. `claude-code`); `shell` by default.
+    pub harness: String,
+    pub propose: ProposeConfig,
+    pub evaluate: EvaluateConfig,
+    /// `[compare]` as written: comparators live in their own crate, which
+    /// turns this table into a `Comparator`.
+    pub compare: toml::Table,
+    pub run: RunConfig,
+    /// The file this was read from.
+    pub path: PathBuf,
+}
+
+fn default_propose_timeout() -> Span {
+    Span(Duration::from_secs(30 * 60))
+}
+fn default_evaluate_timeout() -> Span {
+    Span(Duration::from_secs(10 * 60))
+}
+fn default_metrics() -> MetricsFormat {
+    MetricsFormat::Lines
+}
+fn one() -> usize {
+    1
+}
+fn default_max_crashes() -> u32 {
+    5
+}
+fn default_output_limit() -> usize {
+    64 * 1024
+}
+fn dot() -> String {
+    ".".into()
+}
+fn main_branch() -> String {
+    "main".into()
+}
+fn shell() -> String {
+    "shell".into()
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` names it in errors and anchors `repo`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        if raw.name.trim().is_empty() || raw.name.contains(char::is_whitespace) {
+            return Err(invalid("name", "must be a non-empty name without spaces"));
+        }
+        if !valid_ref_component(&raw.name) {
+            return Err(invalid(
+                "name",
+                "must be usable in a git ref name (no ':', '~', '^', '?', '*', '[', '..')",
+            ));
+        }
+        if raw.propose.command.trim().is_empty() {
+            return Err(invalid("propose.command", "must not be empty"));
+        }
+        if raw.evaluate.command.trim().is_empty() {
+            return Err(invalid("evaluate.command", "must not be empty"));
+        }
+        if raw.run.parallel == 0 {
+            return Err(invalid("run.parallel", "must be at least 1"));
+        }
+        if raw.run.max_consecutive_crashes == 0 {
+            return Err(invalid("run.max_consecutive_crashes", "must be at least 1"));
+        }
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let repo = base.join(&raw.repo);
+        Ok(Config {
+            name: raw.name,
+            repo,
+            branch: raw.branch,
+            harness: raw.harness,
+            propose: raw.propose,
+            evaluate: raw.evaluate,
+            compare: raw.compare.unwrap_or_default(),
+            run: raw.run,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Whether `s` can be one component of a git ref name.
+pub fn valid_ref_component(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && !s.ends_with(".lock")
+        && !s.contains("..")
+        && !s.contains("@{")
+        && !s.chars().any(|c| c.is_control() || " ~^:?*[\\".contains(c))
+}
+
+/// The commented `autoresearch.toml` that `autoresearch init` writes.
+pub fn template(name: &str, branch: &str) -> String {
+    format!(
+        r#"# autoresearch.toml: the loop autoresearch runs on this repository.
+# Every key below is shown with its default unless marked "required".
+
+# The experiment's name (required). Its ledger world is "autoresearch:{{name}}",
+# candidates are kept under refs/autoresearch/{{name}}/RUN_ID.
+name = "{name}"
+# The repository, relative to this file.
+repo = "."
+# The branch the loop advances on every improvement.
+branch = "{branch}"
+# Recorded as each run's harness (e.g. "claude-code", "codex").
+harness = "shell"
+
+[propose]
+# Run in a fresh checkout of the branch head (required). Commit the change or
+# leave it uncommitted; the controller commits leftovers. The environment names
+# AUTORESEARCH_RUN_ID, AUTORESEARCH_BASE_COMMIT, AUTORESEARCH_WORKTREE and
+# AUTORESEARCH_RESULTS (a results.tsv of every past attempt).
+command = 'claude -p "$(cat program.md)" --dangerously-skip-permissions'
+timeout = "30m"
+
+[evaluate]
+# Run in a checkout of the candidate (required); prints its metrics.
+# AUTORESEARCH_SAMPLE holds the sample index (for seeding repeated evaluations).
+command = "uv run train.py"
+timeout = "10m"
+# How metrics are read: "lines" (name: value, as train.py prints them),
+# "json" (one JSON object line on stdout) or "file:PATH" (a JSON file).
+metrics = "lines"
+# Paths a candidate may not change.
+protect = ["prepare.py", "autoresearch.toml"]
+# Metrics every evaluation must print (the comparator's metric always is).
+require = []
+
+[compare]
+# What "better" means. Also settable with --comparator SPEC, e.g.
+# "scalar:val_bpb:min" or "stat:val_bpb:min:alpha=0.05".
+kind = "scalar"
+metric = "val_bpb"
+direction = "min"   # or "max"
+min_delta = 0.0
+
+[run]
+parallel = 1                # candidates tried at once against the same head
+iterations = 0              # candidates to try; 0 = no limit
+# time_budget = "8h"        # stop launching runs after this long
+max_consecutive_crashes = 5
+output_limit = 65536        # bytes of each log kept in memory and in the ledger
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/r/autoresearch.toml"))
+    }
+
+    const MINIMAL: &str = "name = \"x\"\n[propose]\ncommand = \"p\"\n[evaluate]\ncommand = \"e\"\n";
+
+    #[test]
+    fn template_parses_with_its_defaults() {
+        let c = parse(&template("exp", "main")).unwrap();
+        assert_eq!(c.name, "exp");
+        assert_eq!(c.repo, Path::new("/r/."));
+        assert_eq!(c.propose.timeout, Span(Duration::from_secs(1800)));
+        assert_eq!(c.evaluate.metrics, MetricsFormat::Lines);
+        assert_eq!(c.compare["metric"].as_str(), Some("val_bpb"));
+        assert_eq!(c.run.parallel, 1);
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.branch, "main");
+        assert!(c.compare.is_empty());
+        assert_eq!(c.run.max_consecutive_crashes, 5);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "name = \"x\"\nbogus = 1\n[propose]\ncommand = \"p\"\n[evaluate]\ncommand = \"e\"\n",
+                &["line 2", "bogus"],
+            ),
+            (
+                "name = \"x\"\n[propose]\ncommand = \"p\"\n[evaluate]\ntimeout = \"1m\"\n",
+                &["command", "line 4"],
+            ),
+            (
+                "name = \"x\"\n[propose]\ncommand = \"p\"\n[evaluate]\ncommand = \"e\"\n[run]\nparallel = \"two\"\n",
+                &["line 7", "parallel"],
+            ),
+            (
+                "name = \"x\"\n[propose]\ncommand = \"p\"\ntimeout = \"soon\"\n[evaluate]\ncommand = \"e\"\n",
+                &["line 4", "timeout", "soon"],
+            ),
+            (
+                "name = \"x\"\n[propose]\ncommand = \"p\"\n[evaluate]\ncommand = \"e\"\nmetrics = \"xml\"\n",
+                &["line 6", "xml"],
+            ),
+            (
+                "name = \"x\"\n[propose]\ncommand = \"\"\n[evaluate]\ncommand = \"e\"\n",
+                &["propose.command"],
+            ),
+            (
+                "name = \"a:b\"\n[propose]\ncommand = \"p\"\n[evaluate]\ncommand = \"e\"\n",
+                &["name"],
+            ),
+        ];
+        for (text, needles) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            for n in *needles {
+                assert!(err.contains(n), "error {err:?} should mention {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("-3").is_err());
+        let c =
+            parse(&MINIMAL.replace("command = \"p\"", "command = \"p\"\ntimeout = 2.5")).unwrap();
+        assert_eq!(c.propose.timeout, Span(Duration::from_millis(2500)));
+    }
+}

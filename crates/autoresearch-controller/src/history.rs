@@ -1,0 +1,105 @@
+//! The history file the proposer reads: every past attempt of the
+//! experiment in karpathy's results.tsv shape (`commit`, one column per
+//! metric, `status`, `description`).
+
+use autoresearch_core::lifecycle::{Attempt, Outcome};
+use serde_json::Value;
+use std::path::Path;
+
+/// Metric values of `attempt`'s final commit, averaged over its samples, in
+/// the order the metric names first appear.
+pub fn final_metrics(attempt: &Attempt) -> Vec<(String, f64)> {
+    let commit = &attempt.run.commit_hash;
+    let mut sums: Vec<(String, f64, u32)> = Vec::new();
+    for r in &attempt.results {
+        let Ok(Value::Object(o)) = r.outputs() else {
+            continue;
+        };
+        let of = o
+            .get("_meta")
+            .and_then(|m| m.get("commit"))
+            .and_then(Value::as_str);
+        if of.is_some_and(|c| !commit.is_empty() && c != commit) {
+            continue;
+        }
+        for (k, v) in &o {
+            let Some(v) = v.as_f64().filter(|v| v.is_finite()) else {
+                continue;
+            };
+            match sums.iter_mut().find(|(n, _, _)| n == k) {
+                Some(e) => {
+                    e.1 += v;
+                    e.2 += 1;
+                }
+                None => sums.push((k.clone(), v, 1)),
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(n, s, c)| (n, s / f64::from(c)))
+        .collect()
+}
+
+/// The status column: karpathy's keep/discard/crash, a baseline counting as
+/// keep (it was the head), `pending` for a decision waiting on votes, and
+/// `running` for an attempt not decided yet.
+pub fn status_word(outcome: Option<&Outcome>) -> &str {
+    match outcome.map(|o| o.status.as_str()) {
+        Some(Outcome::BASELINE) => Outcome::KEEP,
+        Some(s) => s,
+        None => "running",
+    }
+}
+
+/// Renders the attempts as results.tsv text.
+pub fn render(attempts: &[Attempt]) -> String {
+    let metrics: Vec<Vec<(String, f64)>> = attempts.iter().map(final_metrics).collect();
+    let mut names: Vec<String> = Vec::new();
+    for m in &metrics {
+        for (n, _) in m {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    let mut out = String::from("commit");
+    for n in &names {
+        out.push('\t');
+        out.push_str(n);
+    }
+    out.push_str("\tstatus\tdescription\n");
+    for (a, m) in attempts.iter().zip(&metrics) {
+        let commit: String = a.run.commit_hash.chars().take(7).collect();
+        out.push_str(if commit.is_empty() {
+            "-------"
+        } else {
+            &commit
+        });
+        for n in &names {
+            let v = m.iter().find(|(k, _)| k == n).map_or(0.0, |(_, v)| *v);
+            out.push_str(&format!("\t{v:.6}"));
+        }
+        let reason = a.outcome.as_ref().map_or("", |o| o.reason.as_str());
+        let reason: String = reason
+            .chars()
+            .map(|c| if c == '\t' || c == '\n' { ' ' } else { c })
+            .collect();
+        out.push_str(&format!(
+            "\t{}\t{}\n",
+            status_word(a.outcome.as_ref()),
+            reason
+        ));
+    }
+    out
+}
+
+/// Writes the file atomically (temp file, then rename), so a proposer never
+/// reads half of it.
+pub fn write(path: &Path, attempts: &[Attempt]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tsv.tmp");
+    std::fs::write(&tmp, render(attempts))?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,355 @@
+//! [`LocalExecutor`]: runs jobs as child processes in git worktrees of a
+//! local repository.
+//!
+//! - Checkout: one worktree per run at `{state}/worktrees/{run_id}`, detached
+//!   at the job's commit; the jobs of a run share it until `release`.
+//! - Process: `sh -c COMMAND` in its own process group. On timeout the group
+//!   gets SIGTERM, then SIGKILL after the grace period; after every job (and
+//!   when the job's future is dropped) the group gets SIGKILL, so no
+//!   grandchild outlives its job, even one that ignores SIGTERM.
+//! - Output: stdout and stderr go straight to files under
+//!   `{state}/runs/{run_id}/`; only their tails are read back into memory.
+
+use crate::git::{Git, IDENTITY};
+use async_trait::async_trait;
+use autoresearch_core::exec::{ExecError, Executor, ExitStatus, Job, JobReport, OutputSource};
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Runs jobs locally. `state_dir` is the controller's directory (usually
+/// `{repo}/.autoresearch`), excluded from git by the loop.
+pub struct LocalExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state_dir: PathBuf,
+    /// What each run's worktree has checked out, to skip redundant checkouts.
+    checkouts: Mutex<HashMap<String, (PathBuf, String)>>,
+}
+
+impl LocalExecutor {
+    pub fn new(state_dir: impl Into<PathBuf>) -> LocalExecutor {
+        LocalExecutor {
+            inner: Arc::new(Inner {
+                state_dir: state_dir.into(),
+                checkouts: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Where the worktree of `run_id` lives.
+    pub fn worktree_path(&self, run_id: &str) -> PathBuf {
+        self.inner.worktree_path(run_id)
+    }
+
+    /// Where the logs of `run_id` go.
+    pub fn log_dir(&self, run_id: &str) -> PathBuf {
+        self.inner.log_dir(run_id)
+    }
+}
+
+impl Inner {
+    /// Where the worktree of `run_id` lives.
+    pub fn worktree_path(&self, run_id: &str) -> PathBuf {
+        self.state_dir.join("worktrees").join(run_id)
+    }
+
+    /// Where the logs of `run_id` go.
+    pub fn log_dir(&self, run_id: &str) -> PathBuf {
+        self.state_dir.join("runs").join(run_id)
+    }
+
+    fn error(&self, job_run: &str, doing: &str, reason: impl std::fmt::Display) -> ExecError {
+        ExecError {
+            executor: "local".into(),
+            run_id: job_run.to_string(),
+            doing: doing.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn known_checkout(&self, run_id: &str) -> Option<(PathBuf, String)> {
+        self.checkouts
+            .lock()
+            .ok()
+            .and_then(|m| m.get(run_id).cloned())
+    }
+
+    fn remember(&self, run_id: &str, path: &Path, commit: &str) {
+        if let Ok(mut m) = self.checkouts.lock() {
+            m.insert(run_id.to_string(), (path.to_path_buf(), commit.to_string()));
+        }
+    }
+
+    fn forget(&self, run_id: &str) {
+        if let Ok(mut m) = self.checkouts.lock() {
+            m.remove(run_id);
+        }
+    }
+
+    /// Makes the run's worktree hold `commit`. Blocking.
+    fn checkout(&self, job: &Job) -> Result<PathBuf, String> {
+        let path = self.worktree_path(&job.run_id);
+        if let Some((p, c)) = self.known_checkout(&job.run_id)
+            && c == job.commit
+            && p.exists()
+        {
+            return Ok(p);
+        }
+        let repo = Git::new(&job.repo);
+        if path.join(".git").exists() {
+            Git::new(&path)
+                .run(&["checkout", "--quiet", "--detach", "-f", &job.commit])
+                .map_err(|e| e.to_string())?;
+        } else {
+            if path.exists() {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            repo.worktree_add(&path, &job.commit)
+                .map_err(|e| e.to_string())?;
+        }
+        self.remember(&job.run_id, &path, &job.commit);
+        Ok(path)
+    }
+
+    /// Commits what the command left uncommitted, returns HEAD. Blocking.
+    fn produced_commit(&self, job: &Job, worktree: &Path) -> Result<String, String> {
+        let git = Git::new(worktree);
+        if job.commit_changes {
+            let status = git
+                .run(&["status", "--porcelain"])
+                .map_err(|e| e.to_string())?;
+            if !status.is_empty() {
+                git.run(&["add", "-A"]).map_err(|e| e.to_string())?;
+                let msg = format!("autoresearch {}: changes left uncommitted", job.run_id);
+                git.run_env(&["commit", "--quiet", "--no-verify", "-m", &msg], &IDENTITY)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let head = git.run(&["rev-parse", "HEAD"]).map_err(|e| e.to_string())?;
+        self.remember(&job.run_id, worktree, &head);
+        Ok(head)
+    }
+}
+
+/// Kills a process group when dropped: on normal exit (stragglers), on
+/// timeout, and when the job's future is dropped (cancellation).
+struct GroupGuard(i32);
+
+impl GroupGuard {
+    fn signal(&self, sig: i32) {
+        if self.0 > 0 {
+            // SAFETY: killpg has no memory-safety preconditions; an unknown
+            // group yields ESRCH, which is fine.
+            unsafe {
+                libc::killpg(self.0, sig);
+            }
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(libc::SIGKILL);
+    }
+}
+
+/// The last `limit` bytes of a file, as text.
+pub fn read_tail(path: &Path, limit: usize) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let start = len.saturating_sub(limit as u64);
+    f.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::with_capacity((len - start) as usize);
+    f.take(limit as u64).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn read_head(path: &Path, limit: usize) -> std::io::Result<String> {
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    f.take(limit as u64).read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn exit_status(st: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match (st.code(), st.signal()) {
+        (Some(c), _) => ExitStatus::Exited(c),
+        (None, Some(s)) => ExitStatus::Signaled(s),
+        (None, None) => ExitStatus::Exited(-1),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("blocking task failed: {e}"))
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn name(&self) -> String {
+        "local".into()
+    }
+
+    async fn run(&self, job: Job) -> Result<JobReport, ExecError> {
+        let this = self.inner.clone();
+        let log_dir = self.log_dir(&job.run_id);
+        let stdout_log = log_dir.join(format!("{}.stdout.log", job.step));
+        let stderr_log = log_dir.join(format!("{}.stderr.log", job.step));
+        let worktree_str = self.worktree_path(&job.run_id).display().to_string();
+        let report =
+            |status: ExitStatus, tails: (String, String), output, duration, commit| JobReport {
+                status,
+                output,
+                stdout_tail: tails.0,
+                stderr_tail: tails.1,
+                workspace: worktree_str.clone(),
+                stdout_log: stdout_log.display().to_string(),
+                stderr_log: stderr_log.display().to_string(),
+                duration,
+                commit,
+            };
+
+        let (files, worktree) = {
+            let job2 = job.clone();
+            let (out, err, dir) = (stdout_log.clone(), stderr_log.clone(), log_dir.clone());
+            let this = this.clone();
+            blocking(move || {
+                let files = std::fs::create_dir_all(&dir)
+                    .and_then(|_| Ok((std::fs::File::create(&out)?, std::fs::File::create(&err)?)))
+                    .map_err(|e| format!("creating logs in {}: {e}", dir.display()));
+                let wt = this.checkout(&job2);
+                (files, wt)
+            })
+            .await
+            .map_err(|e| self.inner.error(&job.run_id, "preparing the job", e))?
+        };
+        let (out_file, err_file) =
+            files.map_err(|e| self.inner.error(&job.run_id, "creating log files", e))?;
+        let worktree = match worktree {
+            Ok(p) => p,
+            Err(why) => {
+                let status = ExitStatus::FailedToStart(format!(
+                    "checking out {} of {}: {why}",
+                    job.commit, job.repo
+                ));
+                return Ok(report(
+                    status,
+                    Default::default(),
+                    String::new(),
+                    Default::default(),
+                    String::new(),
+                ));
+            }
+        };
+
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(&job.command)
+            .current_dir(&worktree)
+            .envs(&job.env)
+            .env("AUTORESEARCH_RUN_ID", &job.run_id)
+            .env("AUTORESEARCH_WORKTREE", &worktree)
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out_file))
+            .stderr(Stdio::from(err_file))
+            .process_group(0)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let status = ExitStatus::FailedToStart(format!("spawning sh: {e}"));
+                return Ok(report(
+                    status,
+                    Default::default(),
+                    String::new(),
+                    Default::default(),
+                    String::new(),
+                ));
+            }
+        };
+        let guard = GroupGuard(child.id().map(|p| p as i32).unwrap_or(0));
+        let status = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
+            Ok(Ok(st)) => exit_status(st),
+            Ok(Err(e)) => {
+                return Err(self.inner.error(&job.run_id, "waiting for the command", e));
+            }
+            Err(_) => {
+                guard.signal(libc::SIGTERM);
+                let _ = tokio::time::timeout(job.limits.kill_grace, child.wait()).await;
+                guard.signal(libc::SIGKILL);
+                let _ = child.wait().await;
+                ExitStatus::TimedOut
+            }
+        };
+        let duration = started.elapsed();
+        drop(guard);
+
+        let limit = job.limits.output_limit;
+        let job2 = job.clone();
+        let success = status.success();
+        let (out_path, err_path) = (stdout_log.clone(), stderr_log.clone());
+        let (tails, output, commit) = blocking(move || {
+            let stdout_tail = read_tail(&out_path, limit).unwrap_or_default();
+            let stderr_tail = read_tail(&err_path, limit).unwrap_or_default();
+            let output = match &job2.output {
+                OutputSource::Stdout => Ok(stdout_tail.clone()),
+                OutputSource::File(rel) => {
+                    read_head(&worktree.join(rel), limit).map_err(|e| format!("reading {rel}: {e}"))
+                }
+            };
+            let commit = if success {
+                this.produced_commit(&job2, &worktree)
+            } else {
+                Ok(String::new())
+            };
+            ((stdout_tail, stderr_tail), output, commit)
+        })
+        .await
+        .map_err(|e| self.inner.error(&job.run_id, "reading the job's output", e))?;
+        let commit = commit.map_err(|e| {
+            self.inner
+                .error(&job.run_id, "recording the produced commit", e)
+        })?;
+        // A missing metrics file is the job's failure, not the executor's.
+        let output = output.unwrap_or_default();
+        Ok(report(status, tails, output, duration, commit))
+    }
+
+    async fn release(&self, run_id: &str) -> Result<(), ExecError> {
+        self.inner.forget(run_id);
+        let path = self.worktree_path(run_id);
+        let state = self.inner.state_dir.clone();
+        let res = blocking(move || {
+            if !path.exists() {
+                return Ok(());
+            }
+            // The worktree knows its repository; ask it rather than assume.
+            let common = Git::new(&path).common_dir();
+            match common {
+                Ok(dir) => Git::new(dir)
+                    .worktree_remove(&path)
+                    .map_err(|e| e.to_string()),
+                Err(_) => std::fs::remove_dir_all(&path).map_err(|e| {
+                    format!("removing {} under {}: {e}", path.display(), state.display())
+                }),
+            }
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) | Err(e) => Err(self.inner.error(run_id, "removing the worktree", e)),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The execution interface: how the loop runs a proposer or an evaluator
+//! without knowing where. A [`Job`] names the repository, the commit to check
+//! out, the command, its [`Limits`] and environment; an [`Executor`] runs it
+//! (in a local git worktree, on another machine, through a cluster scheduler)
+//! and answers with a [`JobReport`]: exit status, the output metrics are read
+//! from, bounded log tails, log locations, duration and the commit it produced.
+//!
+//! Cancellation is by drop: dropping the future returned by
+//! [`Executor::run`] must stop the job (kill its processes, cancel the remote
+//! job) before or soon after the drop returns.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long a job may take and how much of its output is kept in memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Wall-clock limit; on expiry the whole job is killed.
+    pub timeout: Duration,
+    /// Bytes of each output stream kept in memory (the tails in [`JobReport`]);
+    /// full logs stay where [`JobReport::stdout_log`] says.
+    pub output_limit: usize,
+    /// After a polite stop (SIGTERM), how long to wait before killing outright.
+    pub kill_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(30 * 60),
+            output_limit: 64 * 1024,
+            kill_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Where the job's metrics are read from once it exits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
+pub enum OutputSource {
+    /// The tail of standard output ([`Limits::output_limit`] bytes).
+    #[default]
+    Stdout,
+    /// A file the command writes, relative to the checkout; read after exit,
+    /// at most [`Limits::output_limit`] bytes.
+    File(String),
+}
+
+/// One unit of work: run `command` in a checkout of `commit` of `repo`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// The run this job belongs to. Jobs of one run may share a checkout (the
+    /// evaluator runs where the proposer left the candidate) until
+    /// [`Executor::release`] is called for it.
+    pub run_id: String,
+    /// Which step of the run this is (`propose`, `evaluate-0`, ...); names the logs.
+    pub step: String,
+    /// The repository: a local path or a URL the executor can reach.
+    pub repo: String,
+    /// The commit to check out, detached.
+    pub commit: String,
+    /// A shell command line (`sh -c`).
+    pub command: String,
+    /// Extra environment variables, on top of the executor's own.
+    pub env: BTreeMap<String, String>,
+    pub limits: Limits,
+    /// Where to read the output from.
+    pub output: OutputSource,
+    /// Whether changes the command leaves uncommitted are committed, so that
+    /// [`JobReport::commit`] is the candidate it produced.
+    pub commit_changes: bool,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum ExitStatus {
+    /// The command exited with this code.
+    Exited(i32),
+    /// The command was killed by this signal (not by us).
+    Signaled(i32),
+    /// The limit expired and the job was killed.
+    TimedOut,
+    /// The command could not be started (no checkout, no shell, ...).
+    FailedToStart(String),
+}
+
+impl ExitStatus {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, ExitStatus::Exited(0))
+    }
+
+    /// The exit code, when the command exited on its own.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Exited(c) => Some(*c),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Exited(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signaled(s) => write!(f, "killed by signal {s}"),
+            ExitStatus::TimedOut => f.write_str("timed out"),
+            ExitStatus::FailedToStart(why) => write!(f, "failed to start: {why}"),
+        }
+    }
+}
+
+/// What came back from a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub status: ExitStatus,
+    /// The text metrics are read from (see [`OutputSource`]), bounded.
+    pub output: String,
+    /// The last [`Limits::output_limit`] bytes of standard output and error.
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    /// Where the job ran (a path, `host:path`, a job id), for Run.workspace_path.
+    pub workspace: String,
+    /// Where the full logs are (a path or a URL), when kept.
+    pub stdout_log: String,
+    pub stderr_log: String,
+    /// Time spent inside the job's command.
+    pub duration: Duration,
+    /// The commit checked out when the command finished (after committing its
+    /// leftovers when [`Job::commit_changes`] is set). It must be reachable in
+    /// [`Job::repo`] when `run` returns. Empty when unknown.
+    pub commit: String,
+}
+
+/// An executor that could not run a job at all (as opposed to a job that
+/// failed, which is a [`JobReport`] with a failing [`ExitStatus`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{executor}: {doing} for run {run_id}: {reason}")]
+pub struct ExecError {
+    pub executor: String,
+    pub run_id: String,
+    pub doing: String,
+    pub reason: String,
+}
+
+/// Runs jobs somewhere: a local worktree, a VM, a cluster.
+///
+/// Dropping the future of [`Executor::run`] must stop the job.
+///
+/// ```
+/// use autoresearch_core::exec::{ExecError, ExitStatus, Executor, Job, JobReport};
+/// use std::time::Duration;
+///
+/// /// Pretends every job printed `score: 1` and changed nothing.
+/// struct Echo;
+///
+/// #[async_trait::async_trait]
+/// impl Executor for Echo {
+///     fn name(&self) -> String {
+///         "echo".into()
+///     }
+///     async fn run(&self, job: Job) -> Result<JobReport, ExecError> {
+///         Ok(JobReport {
+///             status: ExitStatus::Exited(0),
+///             output: "score: 1\n".into(),
+///             stdout_tail: "score: 1\n".into(),
+///             stderr_tail: String::new(),
+///             workspace: String::new(),
+///             stdout_log: String::new(),
+///             stderr_log: String::new(),
+///             duration: Duration::ZERO,
+///             commit: job.commit,
+///         })
+///     }
+///     async fn release(&self, _run_id: &str) -> Result<(), ExecError> {
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Executor: Send + Sync {
+    /// A short name for logs and errors, e.g. `local`.
+    fn name(&self) -> String;
+
+    /// Runs one job to completion (or to its timeout).
+    ///
+    /// Errors: only when the executor itself fails (cannot reach the host,
+    /// cannot create a checkout, cannot write logs). A command that fails or
+    /// times out is an `Ok` report.
+    async fn run(&self, job: Job) -> Result<JobReport, ExecError>;
+
+    /// Frees what the run's jobs held (checkout, scratch space). Idempotent:
+    /// releasing an unknown or already released run is `Ok`. Also called on
+    /// runs left behind by a controller that was killed.
+    async fn release(&self, run_id: &str) -> Result<(), ExecError>;
+}
