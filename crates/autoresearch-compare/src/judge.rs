@@ -1,0 +1,263 @@
+//! The judge: an external command decides.
+//!
+//! The command runs with `sh -c` in a fresh temporary directory, in a process
+//! group of its own. Its stdin is a JSON document with both sides (run id,
+//! commit, diff, every result's outputs); the same document is at the path
+//! in `AUTORESEARCH_JUDGE_INPUT`. It must exit 0 and print a JSON object
+//! `{"verdict": "keep"|"discard", "reason": "..."}`, alone or as the last
+//! such line of its output. stdout and stderr go to files; only their last
+//! [`TAIL_BYTES`] are read. On timeout the whole process group is killed.
+//! A judge that fails, times out or prints no valid verdict gives a discard
+//! whose reason says why: it never promotes.
+
+use crate::spec::{CompareSpec, JudgeSpec};
+use async_trait::async_trait;
+use autoresearch_core::compare::{Comparator, CompareError, Decision, Evidence, Verdict};
+use serde_json::{Value, json};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// How much of the end of the judge's stdout and stderr is read.
+pub const TAIL_BYTES: u64 = 64 * 1024;
+
+/// See the module docs.
+#[derive(Clone, Debug)]
+pub struct Judge {
+    spec: JudgeSpec,
+}
+
+/// The document a judge reads on stdin.
+pub fn judge_input(incumbent: &Evidence, candidate: &Evidence) -> Value {
+    let side = |e: &Evidence| {
+        json!({
+            "run_id": e.run_id,
+            "commit": e.commit,
+            "diff": e.diff,
+            "results": e.results.iter().map(|r| json!({
+                "evaluator": r.evaluator,
+                "outputs": r.outputs().unwrap_or_else(|_| Value::String(r.outputs_json.clone())),
+                "evaluated_at_ms": r.evaluated_at_ms,
+            })).collect::<Vec<_>>(),
+        })
+    };
+    json!({"incumbent": side(incumbent), "candidate": side(candidate)})
+}
+
+/// A verdict read from a judge's output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JudgeVerdict {
+    pub keep: bool,
+    pub reason: String,
+    /// The whole JSON object the judge printed.
+    pub raw: Value,
+}
+
+/// Reads the verdict from a judge's stdout: the whole output as one JSON
+/// object, or else the last line that is a JSON object with a `verdict` key.
+/// Errors say what is wrong with the output.
+pub fn parse_verdict(stdout: &str) -> Result<JudgeVerdict, String> {
+    let whole = serde_json::from_str::<Value>(stdout.trim())
+        .ok()
+        .filter(Value::is_object);
+    let object = whole.or_else(|| {
+        stdout.lines().rev().find_map(|l| {
+            serde_json::from_str::<Value>(l.trim())
+                .ok()
+                .filter(|v| v.get("verdict").is_some())
+        })
+    });
+    let Some(object) = object else {
+        let shown: String = stdout.trim().chars().take(200).collect();
+        return Err(if shown.is_empty() {
+            "judge printed nothing".to_string()
+        } else {
+            format!("judge printed no JSON verdict object: {shown:?}")
+        });
+    };
+    let keep = match object.get("verdict") {
+        Some(Value::String(s)) if s.trim() == "keep" => true,
+        Some(Value::String(s)) if s.trim() == "discard" => false,
+        Some(other) => {
+            return Err(format!(
+                "judge verdict must be \"keep\" or \"discard\", got {other}"
+            ));
+        }
+        None => return Err("judge output has no \"verdict\" key".to_string()),
+    };
+    let reason = match object.get("reason") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    Ok(JudgeVerdict {
+        keep,
+        reason,
+        raw: object,
+    })
+}
+
+/// What a judge process did.
+struct JudgeRun {
+    status: Option<i32>,
+    timed_out: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn tail(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn kill_group(pid: Option<u32>) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: killpg only sends a signal; the group is the one we created
+        // for this child (process_group(0)), so no unrelated process is hit.
+        unsafe {
+            libc::killpg(pid, libc::SIGKILL);
+        }
+    }
+}
+
+async fn run_judge(spec: &JudgeSpec, input: Vec<u8>) -> Result<JudgeRun, String> {
+    let dir = tokio::task::spawn_blocking(move || -> std::io::Result<tempfile::TempDir> {
+        let dir = tempfile::Builder::new()
+            .prefix("autoresearch-judge-")
+            .tempdir()?;
+        std::fs::write(dir.path().join("input.json"), input)?;
+        Ok(dir)
+    })
+    .await
+    .map_err(|e| format!("preparing the judge's input: {e}"))?
+    .map_err(|e| format!("preparing the judge's input: {e}"))?;
+    let input_path = dir.path().join("input.json");
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let open = |p: &Path, write: bool| {
+        if write {
+            std::fs::File::create(p)
+        } else {
+            std::fs::File::open(p)
+        }
+        .map_err(|e| format!("opening {}: {e}", p.display()))
+    };
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(&spec.command)
+        .current_dir(dir.path())
+        .env("AUTORESEARCH_JUDGE_INPUT", &input_path)
+        .stdin(Stdio::from(open(&input_path, false)?))
+        .stdout(Stdio::from(open(&out_path, true)?))
+        .stderr(Stdio::from(open(&err_path, true)?))
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting judge `sh -c {:?}`: {e}", spec.command))?;
+    let pid = child.id();
+    let waited = tokio::time::timeout(Duration::from_secs(spec.timeout_secs), child.wait()).await;
+    // Kill the group either way: a judge must not leave processes behind.
+    kill_group(pid);
+    let (status, timed_out) = match waited {
+        Ok(Ok(st)) => (st.code(), false),
+        Ok(Err(e)) => return Err(format!("waiting for the judge: {e}")),
+        Err(_) => {
+            let _ = child.wait().await;
+            (None, true)
+        }
+    };
+    let (stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let r = (tail(&out_path), tail(&err_path));
+        drop(dir);
+        r
+    })
+    .await
+    .map_err(|e| format!("reading the judge's output: {e}"))?;
+    Ok(JudgeRun {
+        status,
+        timed_out,
+        stdout: stdout.map_err(|e| format!("reading the judge's stdout: {e}"))?,
+        stderr: stderr.map_err(|e| format!("reading the judge's stderr: {e}"))?,
+    })
+}
+
+fn last_chars(s: &str, n: usize) -> String {
+    let count = s.chars().count();
+    s.chars().skip(count.saturating_sub(n)).collect()
+}
+
+impl Judge {
+    pub fn new(spec: JudgeSpec) -> Self {
+        Judge { spec }
+    }
+
+    fn failed(&self, why: String, run: Option<&JudgeRun>) -> Decision {
+        let mut d = json!({"comparator": self.spec(), "error": why});
+        if let Some(r) = run {
+            d["exit_code"] = json!(r.status);
+            d["timed_out"] = json!(r.timed_out);
+            d["stdout_tail"] = json!(last_chars(&r.stdout, 2000));
+            d["stderr_tail"] = json!(last_chars(&r.stderr, 2000));
+        }
+        Decision::new(Verdict::Discard, format!("judge failed: {why}"), d)
+    }
+}
+
+#[async_trait]
+impl Comparator for Judge {
+    fn spec(&self) -> String {
+        CompareSpec::Judge(self.spec.clone()).to_string()
+    }
+
+    async fn compare(
+        &self,
+        incumbent: &Evidence,
+        candidate: &Evidence,
+    ) -> Result<Decision, CompareError> {
+        let input = judge_input(incumbent, candidate).to_string().into_bytes();
+        let run = match run_judge(&self.spec, input).await {
+            Ok(r) => r,
+            Err(why) => return Ok(self.failed(why, None)),
+        };
+        if run.timed_out {
+            let why = format!("timed out after {} s", self.spec.timeout_secs);
+            return Ok(self.failed(why, Some(&run)));
+        }
+        if run.status != Some(0) {
+            let why = match run.status {
+                Some(c) => format!("exited with status {c}"),
+                None => "killed by a signal".to_string(),
+            };
+            return Ok(self.failed(why, Some(&run)));
+        }
+        match parse_verdict(&run.stdout) {
+            Err(why) => Ok(self.failed(why, Some(&run))),
+            Ok(v) => {
+                let verdict = if v.keep {
+                    Verdict::Keep
+                } else {
+                    Verdict::Discard
+                };
+                let reason = if v.reason.is_empty() {
+                    format!("judge: {} (no reason given)", verdict.as_str())
+                } else {
+                    format!("judge: {}", v.reason)
+                };
+                Ok(Decision::new(
+                    verdict,
+                    reason,
+                    json!({
+                        "comparator": self.spec(),
+                        "judge": v.raw,
+                        "stderr_tail": last_chars(&run.stderr, 2000),
+                    }),
+                ))
+            }
+        }
+    }
+}

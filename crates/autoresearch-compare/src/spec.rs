@@ -1,0 +1,938 @@
+//! Comparator specifications: the data behind every built-in comparator, read
+//! from a spec string (`--comparator`) or from the `[compare]` table of
+//! `autoresearch.toml`, and written back as a canonical spec string.
+//!
+//! Grammar of a spec string (whitespace around tokens is ignored):
+//!
+//! ```text
+//! spec       = scalar | stat | pareto | judge | tournament | vote | all
+//! scalar     = "scalar:" METRIC ":" DIR [":delta=" NUM]
+//! stat       = "stat:" METRIC ":" DIR *(":" KEY "=" VALUE)
+//!              KEY: alpha, delta, min_n, max_n, batch, max_age (seconds), futility
+//! pareto     = "pareto:" objective *("," objective)
+//! objective  = METRIC ":" DIR [":eps=" NUM]
+//! judge      = "judge:" ["timeout=" SECS ":"] COMMAND
+//! tournament = "tournament:" spec
+//! vote       = "vote" [":quorum=" N]
+//! all        = "all:" member *(";" member)   ; a judge member takes the rest
+//! member     = condition | spec
+//! condition  = "metric(" METRIC ")" OP NUM   OP: == != <= >= < >
+//! DIR        = "min" | "max" | "minimize" | "maximize"
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Which way a metric improves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Minimize,
+    Maximize,
+}
+
+impl Direction {
+    /// Parses `min`, `minimize`, `max` or `maximize`.
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s.trim() {
+            "min" | "minimize" => Some(Direction::Minimize),
+            "max" | "maximize" => Some(Direction::Maximize),
+            _ => None,
+        }
+    }
+
+    /// How much better `candidate` is than `incumbent` (positive: better).
+    pub fn improvement(self, incumbent: f64, candidate: f64) -> f64 {
+        match self {
+            Direction::Minimize => incumbent - candidate,
+            Direction::Maximize => candidate - incumbent,
+        }
+    }
+
+    /// `min` or `max`, as in spec strings.
+    pub fn short(self) -> &'static str {
+        match self {
+            Direction::Minimize => "min",
+            Direction::Maximize => "max",
+        }
+    }
+
+    /// `minimize` or `maximize`, as in `autoresearch.toml`.
+    pub fn long(self) -> &'static str {
+        match self {
+            Direction::Minimize => "minimize",
+            Direction::Maximize => "maximize",
+        }
+    }
+}
+
+/// `scalar`: one metric, one sample (the mean when there are several).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalarSpec {
+    pub metric: String,
+    pub direction: Direction,
+    /// The improvement must exceed this (in the metric's unit) to keep.
+    pub min_delta: f64,
+}
+
+/// `stat`: Welch's t-test with adaptive sampling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatSpec {
+    pub metric: String,
+    pub direction: Direction,
+    /// Overall false-keep rate, spent evenly over the possible looks.
+    pub alpha: f64,
+    /// The improvement must exceed this to count.
+    pub min_delta: f64,
+    /// Samples per side before the first test (at least 2).
+    pub min_samples: u32,
+    /// Sample budget per side; at it, an undecided candidate is discarded.
+    pub max_samples: u32,
+    /// Samples added per side at each look.
+    pub batch: u32,
+    /// Ignore incumbent samples evaluated more than this many seconds before
+    /// the candidate's first sample, so that the incumbent is re-measured
+    /// now and then to follow drift.
+    pub max_age_secs: Option<u64>,
+    /// Discard early when the one-sided p-value of the improvement exceeds
+    /// this: 0.5 discards once the observed improvement is not above
+    /// `min_delta`; 1 never discards before the budget.
+    pub futility: f64,
+}
+
+impl StatSpec {
+    pub const DEFAULT_ALPHA: f64 = 0.05;
+    pub const DEFAULT_MIN_SAMPLES: u32 = 3;
+    pub const DEFAULT_MAX_SAMPLES: u32 = 20;
+    pub const DEFAULT_BATCH: u32 = 2;
+    pub const DEFAULT_FUTILITY: f64 = 0.5;
+
+    /// A spec with the default level, budget and batch.
+    pub fn new(metric: impl Into<String>, direction: Direction) -> Self {
+        StatSpec {
+            metric: metric.into(),
+            direction,
+            alpha: Self::DEFAULT_ALPHA,
+            min_delta: 0.0,
+            min_samples: Self::DEFAULT_MIN_SAMPLES,
+            max_samples: Self::DEFAULT_MAX_SAMPLES,
+            batch: Self::DEFAULT_BATCH,
+            max_age_secs: None,
+            futility: Self::DEFAULT_FUTILITY,
+        }
+    }
+}
+
+/// One objective of a Pareto comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Objective {
+    pub metric: String,
+    pub direction: Direction,
+    /// Differences within this are ties.
+    pub epsilon: f64,
+}
+
+/// `judge`: an external command decides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JudgeSpec {
+    /// Run with `sh -c`.
+    pub command: String,
+    pub timeout_secs: u64,
+}
+
+impl JudgeSpec {
+    pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+}
+
+/// Comparison operator of a gate condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Le,
+    Ge,
+    Lt,
+    Gt,
+}
+
+impl Op {
+    /// Longest tokens first, so that `<=` is not read as `<`.
+    const TOKENS: [(&'static str, Op); 6] = [
+        ("==", Op::Eq),
+        ("!=", Op::Ne),
+        ("<=", Op::Le),
+        (">=", Op::Ge),
+        ("<", Op::Lt),
+        (">", Op::Gt),
+    ];
+
+    pub fn parse(s: &str) -> Option<Op> {
+        Op::TOKENS
+            .iter()
+            .find(|(t, _)| *t == s.trim())
+            .map(|(_, op)| *op)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Op::TOKENS
+            .iter()
+            .find(|(_, op)| *op == self)
+            .map_or("==", |(t, _)| t)
+    }
+
+    /// Whether `lhs OP rhs` holds. Equality is exact: gates compare counts
+    /// and flags such as `tests_passed == 1`.
+    pub fn holds(self, lhs: f64, rhs: f64) -> bool {
+        match self {
+            Op::Eq => lhs == rhs,
+            Op::Ne => lhs != rhs,
+            Op::Le => lhs <= rhs,
+            Op::Ge => lhs >= rhs,
+            Op::Lt => lhs < rhs,
+            Op::Gt => lhs > rhs,
+        }
+    }
+}
+
+/// A gate condition on the candidate's results: every sample of `metric`
+/// must satisfy `metric OP value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub metric: String,
+    pub op: Op,
+    pub value: f64,
+}
+
+/// One member of an all-of combination.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Member {
+    Condition(Condition),
+    Compare(CompareSpec),
+}
+
+/// A built-in comparator, as data.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CompareSpec {
+    Scalar(ScalarSpec),
+    Stat(StatSpec),
+    Pareto(Vec<Objective>),
+    Judge(JudgeSpec),
+    Tournament(Box<CompareSpec>),
+    Vote { quorum: u32 },
+    All(Vec<Member>),
+}
+
+/// A spec string or `[compare]` table that does not describe a comparator.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("comparator spec {spec:?}: {reason}")]
+    Spec { spec: String, reason: String },
+    #[error("[compare] {key}: {reason}")]
+    Config { key: String, reason: String },
+}
+
+fn spec_err(spec: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::Spec {
+        spec: spec.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn fmt_num(x: f64) -> String {
+    // Rust's float Display is the shortest text that parses back exactly.
+    format!("{x}")
+}
+
+impl fmt::Display for CompareSpec {
+    /// The canonical spec string: options at their defaults are left out, and
+    /// parsing it gives back an equal spec.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CompareSpec::Scalar(s) => {
+                write!(f, "scalar:{}:{}", s.metric, s.direction.short())?;
+                if s.min_delta != 0.0 {
+                    write!(f, ":delta={}", fmt_num(s.min_delta))?;
+                }
+                Ok(())
+            }
+            CompareSpec::Stat(s) => {
+                write!(f, "stat:{}:{}", s.metric, s.direction.short())?;
+                if s.alpha != StatSpec::DEFAULT_ALPHA {
+                    write!(f, ":alpha={}", fmt_num(s.alpha))?;
+                }
+                if s.min_delta != 0.0 {
+                    write!(f, ":delta={}", fmt_num(s.min_delta))?;
+                }
+                if s.min_samples != StatSpec::DEFAULT_MIN_SAMPLES {
+                    write!(f, ":min_n={}", s.min_samples)?;
+                }
+                if s.max_samples != StatSpec::DEFAULT_MAX_SAMPLES {
+                    write!(f, ":max_n={}", s.max_samples)?;
+                }
+                if s.batch != StatSpec::DEFAULT_BATCH {
+                    write!(f, ":batch={}", s.batch)?;
+                }
+                if let Some(age) = s.max_age_secs {
+                    write!(f, ":max_age={age}")?;
+                }
+                if s.futility != StatSpec::DEFAULT_FUTILITY {
+                    write!(f, ":futility={}", fmt_num(s.futility))?;
+                }
+                Ok(())
+            }
+            CompareSpec::Pareto(objs) => {
+                f.write_str("pareto:")?;
+                for (i, o) in objs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{}:{}", o.metric, o.direction.short())?;
+                    if o.epsilon != 0.0 {
+                        write!(f, ":eps={}", fmt_num(o.epsilon))?;
+                    }
+                }
+                Ok(())
+            }
+            CompareSpec::Judge(j) => {
+                f.write_str("judge:")?;
+                if j.timeout_secs != JudgeSpec::DEFAULT_TIMEOUT_SECS {
+                    write!(f, "timeout={}:", j.timeout_secs)?;
+                }
+                f.write_str(&j.command)
+            }
+            CompareSpec::Tournament(inner) => write!(f, "tournament:{inner}"),
+            CompareSpec::Vote { quorum } => {
+                f.write_str("vote")?;
+                if *quorum != 1 {
+                    write!(f, ":quorum={quorum}")?;
+                }
+                Ok(())
+            }
+            CompareSpec::All(members) => {
+                f.write_str("all:")?;
+                for (i, m) in members.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(";")?;
+                    }
+                    match m {
+                        Member::Condition(c) => write!(
+                            f,
+                            "metric({}){}{}",
+                            c.metric,
+                            c.op.as_str(),
+                            fmt_num(c.value)
+                        )?,
+                        Member::Compare(s) => write!(f, "{s}")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+// --- Spec strings ----------------------------------------------------------
+
+fn parse_metric(whole: &str, s: &str) -> Result<String, SpecError> {
+    let m = s.trim();
+    let ok = !m.is_empty()
+        && m.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'));
+    if ok {
+        Ok(m.to_string())
+    } else {
+        Err(spec_err(
+            whole,
+            format!("{m:?} is not a metric name (letters, digits, _ - . /)"),
+        ))
+    }
+}
+
+fn parse_direction(whole: &str, s: Option<&str>, metric: &str) -> Result<Direction, SpecError> {
+    let s = s.ok_or_else(|| {
+        spec_err(
+            whole,
+            format!("metric {metric:?} needs a direction: min or max"),
+        )
+    })?;
+    Direction::parse(s).ok_or_else(|| {
+        spec_err(
+            whole,
+            format!("direction {:?} of {metric:?} is not min or max", s.trim()),
+        )
+    })
+}
+
+fn parse_option<'a>(whole: &str, s: &'a str) -> Result<(&'a str, &'a str), SpecError> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .ok_or_else(|| spec_err(whole, format!("option {:?} is not KEY=VALUE", s.trim())))
+}
+
+fn parse_f64(whole: &str, key: &str, v: &str) -> Result<f64, SpecError> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| spec_err(whole, format!("{key}={v:?} is not a finite number")))
+}
+
+fn parse_u32(whole: &str, key: &str, v: &str) -> Result<u32, SpecError> {
+    v.parse::<u32>()
+        .map_err(|_| spec_err(whole, format!("{key}={v:?} is not a whole number")))
+}
+
+fn unknown_option(whole: &str, kind: &str, key: &str, known: &str) -> SpecError {
+    spec_err(
+        whole,
+        format!("unknown option {key:?} for {kind} (known: {known})"),
+    )
+}
+
+impl CompareSpec {
+    /// Parses a spec string (see the module docs for the grammar) and checks
+    /// its values ([`CompareSpec::validate`]).
+    pub fn parse(spec: &str) -> Result<CompareSpec, SpecError> {
+        let parsed = parse_spec(spec, spec.trim(), true)?;
+        parsed.validate().map_err(|reason| spec_err(spec, reason))?;
+        Ok(parsed)
+    }
+
+    /// Checks values that parse but make no sense (alpha outside (0, 1), a
+    /// budget below the first look, a negative delta, a zero quorum...).
+    /// Returns the first problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            CompareSpec::Scalar(s) => non_negative("delta", s.min_delta),
+            CompareSpec::Stat(s) => {
+                if !(s.alpha > 0.0 && s.alpha < 1.0) {
+                    return Err(format!("alpha={} must be between 0 and 1", s.alpha));
+                }
+                non_negative("delta", s.min_delta)?;
+                if s.min_samples < 2 {
+                    return Err(format!(
+                        "min_n={} must be at least 2 (a variance needs two samples)",
+                        s.min_samples
+                    ));
+                }
+                if s.max_samples < s.min_samples {
+                    return Err(format!(
+                        "max_n={} is below min_n={}",
+                        s.max_samples, s.min_samples
+                    ));
+                }
+                if s.batch == 0 {
+                    return Err("batch must be at least 1".into());
+                }
+                if !(s.futility > 0.0 && s.futility <= 1.0) {
+                    return Err(format!("futility={} must be in (0, 1]", s.futility));
+                }
+                Ok(())
+            }
+            CompareSpec::Pareto(objs) => {
+                if objs.is_empty() {
+                    return Err("pareto needs at least one objective".into());
+                }
+                for o in objs {
+                    non_negative(&format!("eps of {}", o.metric), o.epsilon)?;
+                }
+                Ok(())
+            }
+            CompareSpec::Judge(j) => {
+                if j.command.trim().is_empty() {
+                    return Err("judge needs a command".into());
+                }
+                if j.timeout_secs == 0 {
+                    return Err("judge timeout must be at least 1 second".into());
+                }
+                Ok(())
+            }
+            CompareSpec::Tournament(inner) => {
+                if matches!(**inner, CompareSpec::Tournament(_)) {
+                    return Err("a tournament of tournaments is not supported".into());
+                }
+                inner.validate()
+            }
+            CompareSpec::Vote { quorum } => {
+                if *quorum == 0 {
+                    return Err("quorum must be at least 1".into());
+                }
+                Ok(())
+            }
+            CompareSpec::All(members) => {
+                if members.is_empty() {
+                    return Err("all: needs at least one member".into());
+                }
+                for m in members {
+                    if let Member::Compare(s) = m {
+                        s.validate()?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn non_negative(key: &str, x: f64) -> Result<(), String> {
+    if x >= 0.0 && x.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("{key}={x} must be a finite number >= 0"))
+    }
+}
+
+fn parse_spec(whole: &str, s: &str, allow_all: bool) -> Result<CompareSpec, SpecError> {
+    let (kind, rest) = match s.split_once(':') {
+        Some((k, r)) => (k.trim(), Some(r)),
+        None => (s.trim(), None),
+    };
+    let need_rest = |what: &str| {
+        rest.filter(|r| !r.trim().is_empty())
+            .ok_or_else(|| spec_err(whole, format!("{kind} needs {what}, as in {kind}:{what}")))
+    };
+    match kind {
+        "scalar" => {
+            let rest = need_rest("METRIC:min")?;
+            let mut parts = rest.split(':');
+            let metric = parse_metric(whole, parts.next().unwrap_or(""))?;
+            let direction = parse_direction(whole, parts.next(), &metric)?;
+            let mut spec = ScalarSpec {
+                metric,
+                direction,
+                min_delta: 0.0,
+            };
+            for opt in parts {
+                match parse_option(whole, opt)? {
+                    ("delta" | "min_delta", v) => spec.min_delta = parse_f64(whole, "delta", v)?,
+                    (k, _) => return Err(unknown_option(whole, "scalar", k, "delta")),
+                }
+            }
+            Ok(CompareSpec::Scalar(spec))
+        }
+        "stat" => {
+            let rest = need_rest("METRIC:min")?;
+            let mut parts = rest.split(':');
+            let metric = parse_metric(whole, parts.next().unwrap_or(""))?;
+            let direction = parse_direction(whole, parts.next(), &metric)?;
+            let mut spec = StatSpec::new(metric, direction);
+            for opt in parts {
+                match parse_option(whole, opt)? {
+                    ("alpha", v) => spec.alpha = parse_f64(whole, "alpha", v)?,
+                    ("delta" | "min_delta", v) => spec.min_delta = parse_f64(whole, "delta", v)?,
+                    ("min_n" | "min_samples", v) => {
+                        spec.min_samples = parse_u32(whole, "min_n", v)?
+                    }
+                    ("max_n" | "max_samples", v) => {
+                        spec.max_samples = parse_u32(whole, "max_n", v)?
+                    }
+                    ("batch", v) => spec.batch = parse_u32(whole, "batch", v)?,
+                    ("futility", v) => spec.futility = parse_f64(whole, "futility", v)?,
+                    ("max_age" | "max_age_secs", v) => {
+                        spec.max_age_secs = Some(u64::from(parse_u32(whole, "max_age", v)?))
+                    }
+                    (k, _) => {
+                        return Err(unknown_option(
+                            whole,
+                            "stat",
+                            k,
+                            "alpha, delta, min_n, max_n, batch, max_age, futility",
+                        ));
+                    }
+                }
+            }
+            Ok(CompareSpec::Stat(spec))
+        }
+        "pareto" => {
+            let rest = need_rest("METRIC:min,METRIC:min")?;
+            let mut objs = Vec::new();
+            for obj in rest.split(',') {
+                let mut parts = obj.split(':');
+                let metric = parse_metric(whole, parts.next().unwrap_or(""))?;
+                let direction = parse_direction(whole, parts.next(), &metric)?;
+                let mut o = Objective {
+                    metric,
+                    direction,
+                    epsilon: 0.0,
+                };
+                for opt in parts {
+                    match parse_option(whole, opt)? {
+                        ("eps" | "epsilon", v) => o.epsilon = parse_f64(whole, "eps", v)?,
+                        (k, _) => {
+                            return Err(unknown_option(whole, "a pareto objective", k, "eps"));
+                        }
+                    }
+                }
+                objs.push(o);
+            }
+            Ok(CompareSpec::Pareto(objs))
+        }
+        "judge" => {
+            let rest = need_rest("COMMAND")?;
+            let mut spec = JudgeSpec {
+                command: rest.trim().to_string(),
+                timeout_secs: JudgeSpec::DEFAULT_TIMEOUT_SECS,
+            };
+            if let Some(after) = rest.trim_start().strip_prefix("timeout=") {
+                let (secs, cmd) = after.split_once(':').ok_or_else(|| {
+                    spec_err(whole, "judge:timeout=SECS must be followed by :COMMAND")
+                })?;
+                spec.timeout_secs = u64::from(parse_u32(whole, "timeout", secs.trim())?);
+                spec.command = cmd.trim().to_string();
+            }
+            Ok(CompareSpec::Judge(spec))
+        }
+        "tournament" => {
+            let rest = need_rest("INNER-SPEC")?;
+            Ok(CompareSpec::Tournament(Box::new(parse_spec(
+                whole, rest, allow_all,
+            )?)))
+        }
+        "vote" => {
+            let mut quorum = 1;
+            if let Some(rest) = rest {
+                for opt in rest.split(':') {
+                    match parse_option(whole, opt)? {
+                        ("quorum", v) => quorum = parse_u32(whole, "quorum", v)?,
+                        (k, _) => return Err(unknown_option(whole, "vote", k, "quorum")),
+                    }
+                }
+            }
+            Ok(CompareSpec::Vote { quorum })
+        }
+        "all" if allow_all => {
+            let mut rest = need_rest("MEMBER;MEMBER")?;
+            let mut members = Vec::new();
+            loop {
+                // A judge's command may contain ';': it takes the rest.
+                let (item, tail) = if rest.trim_start().starts_with("judge:") {
+                    (rest, None)
+                } else {
+                    match rest.split_once(';') {
+                        Some((i, t)) => (i, Some(t)),
+                        None => (rest, None),
+                    }
+                };
+                members.push(parse_member(whole, item)?);
+                match tail {
+                    Some(t) => rest = t,
+                    None => break,
+                }
+            }
+            Ok(CompareSpec::All(members))
+        }
+        "all" => Err(spec_err(whole, "all: cannot be nested inside all:")),
+        "" => Err(spec_err(whole, "empty comparator spec")),
+        other => Err(spec_err(
+            whole,
+            format!(
+                "unknown comparator kind {other:?} (known: scalar, stat, pareto, judge, tournament, vote, all)"
+            ),
+        )),
+    }
+}
+
+fn parse_member(whole: &str, item: &str) -> Result<Member, SpecError> {
+    let item = item.trim();
+    if let Some(after) = item.strip_prefix("metric(") {
+        let (metric, cond) = after
+            .split_once(')')
+            .ok_or_else(|| spec_err(whole, format!("{item:?}: metric( without )")))?;
+        let metric = parse_metric(whole, metric)?;
+        let cond = cond.trim();
+        let op_len = cond
+            .chars()
+            .take_while(|c| matches!(c, '=' | '!' | '<' | '>'))
+            .count();
+        let op = Op::parse(&cond[..op_len]).ok_or_else(|| {
+            spec_err(
+                whole,
+                format!("{item:?}: expected one of == != <= >= < > after metric({metric})"),
+            )
+        })?;
+        let value = parse_f64(whole, &format!("metric({metric})"), cond[op_len..].trim())?;
+        return Ok(Member::Condition(Condition { metric, op, value }));
+    }
+    Ok(Member::Compare(parse_spec(whole, item, false)?))
+}
+
+// --- The [compare] table ---------------------------------------------------
+
+/// Reads a `[compare]` table (or a member table inside one) whose keys are
+/// named relative to `path` in errors.
+struct Table<'a> {
+    path: String,
+    table: &'a toml::value::Table,
+}
+
+fn config_err(key: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::Config {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+impl<'a> Table<'a> {
+    fn new(path: &str, value: &'a toml::Value) -> Result<Self, SpecError> {
+        let table = value.as_table().ok_or_else(|| {
+            config_err(
+                path,
+                format!("expected a table, found {}", value.type_str()),
+            )
+        })?;
+        Ok(Table {
+            path: path.to_string(),
+            table,
+        })
+    }
+
+    fn key(&self, k: &str) -> String {
+        if self.path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{}.{k}", self.path)
+        }
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<(), SpecError> {
+        for k in self.table.keys() {
+            if !allowed.contains(&k.as_str()) {
+                return Err(config_err(
+                    &self.key(k),
+                    format!("unknown key (expected one of: {})", allowed.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn str(&self, k: &str) -> Result<Option<&'a str>, SpecError> {
+        match self.table.get(k) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(config_err(
+                &self.key(k),
+                format!("expected a string, found {}", v.type_str()),
+            )),
+        }
+    }
+
+    fn req_str(&self, k: &str) -> Result<&'a str, SpecError> {
+        self.str(k)?
+            .ok_or_else(|| config_err(&self.key(k), "missing (required)"))
+    }
+
+    fn f64(&self, k: &str) -> Result<Option<f64>, SpecError> {
+        match self.table.get(k) {
+            None => Ok(None),
+            Some(toml::Value::Float(x)) if x.is_finite() => Ok(Some(*x)),
+            Some(toml::Value::Integer(i)) => Ok(Some(*i as f64)),
+            Some(v) => Err(config_err(
+                &self.key(k),
+                format!("expected a finite number, found {v}"),
+            )),
+        }
+    }
+
+    fn u32(&self, k: &str) -> Result<Option<u32>, SpecError> {
+        match self.table.get(k) {
+            None => Ok(None),
+            Some(toml::Value::Integer(i)) => u32::try_from(*i)
+                .map(Some)
+                .map_err(|_| config_err(&self.key(k), format!("{i} is out of range"))),
+            Some(v) => Err(config_err(
+                &self.key(k),
+                format!("expected a whole number, found {}", v.type_str()),
+            )),
+        }
+    }
+
+    fn metric(&self, k: &str) -> Result<String, SpecError> {
+        let m = self.req_str(k)?;
+        parse_metric("", m).map_err(|_| {
+            config_err(
+                &self.key(k),
+                format!("{m:?} is not a metric name (letters, digits, _ - . /)"),
+            )
+        })
+    }
+
+    fn direction(&self, k: &str) -> Result<Direction, SpecError> {
+        let d = self.req_str(k)?;
+        Direction::parse(d)
+            .ok_or_else(|| config_err(&self.key(k), format!("{d:?} is not minimize or maximize")))
+    }
+}
+
+impl CompareSpec {
+    /// Reads the `[compare]` table of `autoresearch.toml`. Either a single
+    /// `spec = "..."` key, or `kind` plus that kind's keys (see
+    /// `docs/comparators.md`). Errors name the key, as `compare.min_delta`.
+    pub fn from_toml(value: &toml::Value) -> Result<CompareSpec, SpecError> {
+        let spec = from_table(&Table::new("compare", value)?, true)?;
+        spec.validate()
+            .map_err(|reason| config_err("compare", reason))?;
+        Ok(spec)
+    }
+}
+
+fn from_table(t: &Table<'_>, allow_all: bool) -> Result<CompareSpec, SpecError> {
+    if let Some(spec) = t.str("spec")? {
+        t.only(&["spec"])?;
+        return match parse_spec(spec, spec.trim(), allow_all) {
+            Ok(s) => Ok(s),
+            Err(SpecError::Spec { reason, .. }) => Err(config_err(&t.key("spec"), reason)),
+            Err(e) => Err(e),
+        };
+    }
+    let kind = t.req_str("kind")?;
+    match kind {
+        "scalar" => {
+            t.only(&["kind", "metric", "direction", "min_delta"])?;
+            Ok(CompareSpec::Scalar(ScalarSpec {
+                metric: t.metric("metric")?,
+                direction: t.direction("direction")?,
+                min_delta: t.f64("min_delta")?.unwrap_or(0.0),
+            }))
+        }
+        "stat" => {
+            t.only(&[
+                "kind",
+                "metric",
+                "direction",
+                "alpha",
+                "min_delta",
+                "min_samples",
+                "max_samples",
+                "batch",
+                "max_age_secs",
+                "futility",
+            ])?;
+            let mut s = StatSpec::new(t.metric("metric")?, t.direction("direction")?);
+            if let Some(a) = t.f64("alpha")? {
+                s.alpha = a;
+            }
+            if let Some(d) = t.f64("min_delta")? {
+                s.min_delta = d;
+            }
+            if let Some(n) = t.u32("min_samples")? {
+                s.min_samples = n;
+            }
+            if let Some(n) = t.u32("max_samples")? {
+                s.max_samples = n;
+            }
+            if let Some(n) = t.u32("batch")? {
+                s.batch = n;
+            }
+            s.max_age_secs = t.u32("max_age_secs")?.map(u64::from);
+            if let Some(x) = t.f64("futility")? {
+                s.futility = x;
+            }
+            Ok(CompareSpec::Stat(s))
+        }
+        "pareto" => {
+            t.only(&["kind", "objectives"])?;
+            let key = t.key("objectives");
+            let arr = t
+                .table
+                .get("objectives")
+                .ok_or_else(|| config_err(&key, "missing (required)"))?
+                .as_array()
+                .ok_or_else(|| config_err(&key, "expected an array of tables"))?;
+            let mut objs = Vec::new();
+            for (i, v) in arr.iter().enumerate() {
+                let o = Table::new(&format!("{key}[{i}]"), v)?;
+                o.only(&["metric", "direction", "epsilon"])?;
+                objs.push(Objective {
+                    metric: o.metric("metric")?,
+                    direction: o.direction("direction")?,
+                    epsilon: o.f64("epsilon")?.unwrap_or(0.0),
+                });
+            }
+            Ok(CompareSpec::Pareto(objs))
+        }
+        "judge" => {
+            t.only(&["kind", "command", "timeout_secs"])?;
+            Ok(CompareSpec::Judge(JudgeSpec {
+                command: t.req_str("command")?.to_string(),
+                timeout_secs: t
+                    .u32("timeout_secs")?
+                    .map_or(JudgeSpec::DEFAULT_TIMEOUT_SECS, u64::from),
+            }))
+        }
+        "tournament" => {
+            t.only(&["kind", "inner"])?;
+            let key = t.key("inner");
+            let inner = match t.table.get("inner") {
+                None => return Err(config_err(&key, "missing (required)")),
+                Some(toml::Value::String(s)) => {
+                    parse_spec(s, s.trim(), allow_all).map_err(|e| match e {
+                        SpecError::Spec { reason, .. } => config_err(&key, reason),
+                        e => e,
+                    })?
+                }
+                Some(v) => from_table(&Table::new(&key, v)?, allow_all)?,
+            };
+            Ok(CompareSpec::Tournament(Box::new(inner)))
+        }
+        "vote" => {
+            t.only(&["kind", "quorum"])?;
+            Ok(CompareSpec::Vote {
+                quorum: t.u32("quorum")?.unwrap_or(1),
+            })
+        }
+        "all" if allow_all => {
+            t.only(&["kind", "members"])?;
+            let key = t.key("members");
+            let arr = t
+                .table
+                .get("members")
+                .ok_or_else(|| config_err(&key, "missing (required)"))?
+                .as_array()
+                .ok_or_else(|| config_err(&key, "expected an array"))?;
+            let mut members = Vec::new();
+            for (i, v) in arr.iter().enumerate() {
+                let mkey = format!("{key}[{i}]");
+                let member = match v {
+                    toml::Value::String(s) => parse_member(s, s).map_err(|e| match e {
+                        SpecError::Spec { reason, .. } => config_err(&mkey, reason),
+                        e => e,
+                    })?,
+                    v => {
+                        let m = Table::new(&mkey, v)?;
+                        if m.str("kind")? == Some("condition") {
+                            m.only(&["kind", "metric", "op", "value"])?;
+                            let op_text = m.req_str("op")?;
+                            let op = Op::parse(op_text).ok_or_else(|| {
+                                config_err(
+                                    &m.key("op"),
+                                    format!("{op_text:?} is not one of == != <= >= < >"),
+                                )
+                            })?;
+                            Member::Condition(Condition {
+                                metric: m.metric("metric")?,
+                                op,
+                                value: m.f64("value")?.ok_or_else(|| {
+                                    config_err(&m.key("value"), "missing (required)")
+                                })?,
+                            })
+                        } else {
+                            Member::Compare(from_table(&m, false)?)
+                        }
+                    }
+                };
+                members.push(member);
+            }
+            Ok(CompareSpec::All(members))
+        }
+        "all" => Err(config_err(
+            &t.key("kind"),
+            "all cannot be nested inside all",
+        )),
+        other => Err(config_err(
+            &t.key("kind"),
+            format!(
+                "unknown comparator kind {other:?} (known: scalar, stat, pareto, judge, tournament, vote, all)"
+            ),
+        )),
+    }
+}
