@@ -13,8 +13,10 @@ pub fn open(path: &Path) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(Arc::new(store))
 }
 
-/// The registry every command uses.
-#[allow(dead_code)]
+/// The registry every command uses: the standard components plus the
+/// runner's `RunReport`.
 pub fn registry() -> Arc<ComponentRegistry> {
-    Arc::new(ComponentRegistry::standard())
+    let mut r = ComponentRegistry::standard();
+    autoresearch_runner::register(&mut r).expect("RunReport is not a standard name");
+    Arc::new(r)
 }

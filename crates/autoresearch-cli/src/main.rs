@@ -2,7 +2,9 @@
 //! concrete implementations (the redb store, the runner ingester, the loop,
 //! the comparators) together, through core's trait objects.
 
+mod ingest;
 mod ledger;
+mod read;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -36,15 +38,16 @@ pub struct Cli {
 /// Each command's arguments live in the module that implements it.
 #[derive(Subcommand)]
 pub enum Command {
-    /// List the worlds in the ledger.
-    Worlds(WorldsArgs),
-}
-
-#[derive(clap::Args)]
-pub struct WorldsArgs {
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// List the worlds in the ledger (name, head tick, entities, fork parent).
+    Worlds(read::WorldsArgs),
+    /// Bring outside history in: archetype-runner's state.db, or a results.tsv.
+    Ingest(ingest::IngestArgs),
+    /// List the runs of a world, now or at a past tick.
+    Runs(read::RunsArgs),
+    /// Every change to one run, with tick and time.
+    History(read::HistoryArgs),
+    /// An experiment's attempts: commit, metrics, status, description.
+    Log(read::LogArgs),
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -84,17 +87,11 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Worlds(args) => {
-            let storage = ledger::open(&cli.ledger)?;
-            let worlds = storage.list_worlds().await?;
-            if args.json {
-                println!("{}", serde_json::to_string_pretty(&worlds)?);
-            } else {
-                for w in worlds {
-                    println!("{}\t{}\t{}", w.id.0, w.name, w.head);
-                }
-            }
-        }
+        Command::Worlds(args) => return read::worlds(&cli.ledger, args).await,
+        Command::Ingest(args) => return ingest::run(&cli.ledger, args).await,
+        Command::Runs(args) => return read::runs(&cli.ledger, args).await,
+        Command::History(args) => return read::history(&cli.ledger, args).await,
+        Command::Log(args) => return read::log(&cli.ledger, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

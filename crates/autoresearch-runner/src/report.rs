@@ -1,0 +1,31 @@
+//! The `RunReport` component: what a finished runner session produced.
+
+use serde::{Deserialize, Serialize};
+
+/// One row of the runner's `run_reports` table, field for field (times as
+/// Unix milliseconds, 0 meaning not set). Stored on its run's entity; a run
+/// with several reports keeps the latest (by `created_at`, then `report_id`),
+/// and earlier ones stay in the entity's history.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunReport {
+    pub report_id: String,
+    pub agent_id: String,
+    pub request_id: String,
+    /// `completed`, `crashed` or `timed_out`.
+    pub exit_status: String,
+    pub commit_hash: String,
+    pub diff_stat: String,
+    pub stdout_tail: String,
+    pub stderr_tail: String,
+    /// JSON text, never interpreted here.
+    pub metadata_json: String,
+    pub created_at_ms: i64,
+}
+
+impl RunReport {
+    /// The order in which reports supersede each other.
+    pub(crate) fn order_key(&self) -> (i64, &str) {
+        (self.created_at_ms, &self.report_id)
+    }
+}

@@ -1,0 +1,337 @@
+//! Reading archetype-runner's `state.db`: read-only, in one read transaction
+//! (a consistent snapshot even while the runner commits in WAL mode), with
+//! row fingerprints so that a re-sync materializes only rows that changed.
+
+use crate::error::IngestError;
+use autoresearch_core::EntityId;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, Row};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a read waits for a lock the runner holds (WAL readers rarely wait).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) const AGENT_COLUMNS: [&str; 11] = [
+    "agent_id",
+    "vm_name",
+    "status",
+    "harness",
+    "repo_url",
+    "branch",
+    "task",
+    "started_at",
+    "finished_at",
+    "agent_name",
+    "workspace_path",
+];
+
+pub(crate) const REPORT_COLUMNS: [&str; 10] = [
+    "report_id",
+    "agent_id",
+    "request_id",
+    "exit_status",
+    "commit_hash",
+    "diff_stat",
+    "stdout_tail",
+    "stderr_tail",
+    "metadata_json",
+    "created_at",
+];
+
+/// One `agents` row, as text (NULL kept as `None`).
+#[derive(Clone, Debug)]
+pub(crate) struct AgentRow {
+    pub cols: [Option<String>; 11],
+    pub fp: u64,
+}
+
+impl AgentRow {
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.cols[i].as_deref()
+    }
+    pub fn text(&self, i: usize) -> String {
+        self.cols[i].clone().unwrap_or_default()
+    }
+    pub fn agent_id(&self) -> &str {
+        self.get(0).unwrap_or_default()
+    }
+}
+
+/// One `run_reports` row, as text.
+#[derive(Clone, Debug)]
+pub(crate) struct ReportRow {
+    pub cols: [Option<String>; 10],
+    pub fp: u64,
+}
+
+impl ReportRow {
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.cols[i].as_deref()
+    }
+    pub fn text(&self, i: usize) -> String {
+        self.cols[i].clone().unwrap_or_default()
+    }
+}
+
+/// A row already in the ledger: its entity and the fingerprint of the source
+/// row it was last written from (0: unknown, compare by value).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tracked {
+    pub entity: EntityId,
+    pub fp: u64,
+    pub seen: u64,
+}
+
+/// What the ledger holds, keyed by the runner's ids.
+#[derive(Default)]
+pub(crate) struct Index {
+    pub runs: HashMap<String, Tracked>,
+    pub reports: HashMap<String, Tracked>,
+    /// Incremented per sync; a row seen in this sync has `seen == epoch`.
+    pub epoch: u64,
+}
+
+/// The rows one sync has to look at.
+#[derive(Default)]
+pub(crate) struct Scan {
+    pub rows_read: usize,
+    pub reports_read: usize,
+    /// New rows, rows whose fingerprint changed, and rows whose reports changed.
+    pub agents: Vec<AgentRow>,
+    /// New or changed reports, and every report of an agent in `agents`.
+    pub reports: Vec<ReportRow>,
+    pub orphan_reports: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+}
+
+/// Opens `path` read-only. A WAL database in a directory the reader cannot
+/// write (no `-shm` to create) is opened as immutable instead: nobody can be
+/// writing it there either.
+fn open(path: &Path) -> Result<Connection, IngestError> {
+    if !path.is_file() {
+        return Err(IngestError::Missing {
+            path: path.to_path_buf(),
+        });
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|e| IngestError::sqlite(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| IngestError::sqlite(path, e))?;
+    match tables(&conn) {
+        Ok(_) => Ok(conn),
+        Err(e) if is_cant_open(&e) => {
+            let uri = format!("file:{}?immutable=1", uri_escape(path));
+            let conn = Connection::open_with_flags(uri, flags)
+                .map_err(|e| IngestError::sqlite(path, e))?;
+            Ok(conn)
+        }
+        Err(e) => Err(IngestError::sqlite(path, e)),
+    }
+}
+
+fn is_cant_open(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, C::CannotOpen | C::ReadOnly | C::PermissionDenied))
+}
+
+fn uri_escape(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn tables(conn: &Connection) -> rusqlite::Result<HashSet<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    names.collect()
+}
+
+fn check_columns(
+    conn: &Connection,
+    path: &Path,
+    table: &'static str,
+    required: &[&'static str],
+) -> Result<(), IngestError> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info(?1)")
+        .map_err(|e| IngestError::sqlite(path, e))?;
+    let have: HashSet<String> = stmt
+        .query_map([table], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| IngestError::sqlite(path, e))?;
+    match required.iter().find(|c| !have.contains(**c)) {
+        Some(column) => Err(IngestError::MissingColumn {
+            path: path.to_path_buf(),
+            table,
+            column,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A column as owned text: SQLite is dynamically typed, so numbers are
+/// rendered and blobs read as (lossy) UTF-8.
+fn owned(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+    }
+}
+
+/// Fingerprint of a row's raw values, never 0 (0 means "unknown").
+fn fingerprint(row: &Row<'_>, n: usize, buf: &mut Vec<u8>) -> rusqlite::Result<u64> {
+    buf.clear();
+    for i in 0..n {
+        match row.get_ref(i)? {
+            ValueRef::Null => buf.push(0),
+            ValueRef::Integer(v) => {
+                buf.push(1);
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            ValueRef::Real(v) => {
+                buf.push(2);
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            ValueRef::Text(b) | ValueRef::Blob(b) => {
+                buf.push(3);
+                buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                buf.extend_from_slice(b);
+            }
+        }
+    }
+    Ok(xxhash_rust::xxh3::xxh3_64(buf).max(1))
+}
+
+fn key_text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    Ok(match row.get_ref(i)? {
+        ValueRef::Text(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    })
+}
+
+fn agent_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<AgentRow> {
+    let mut cols: [Option<String>; 11] = Default::default();
+    for (i, c) in cols.iter_mut().enumerate() {
+        *c = owned(row.get_ref(i)?);
+    }
+    Ok(AgentRow { cols, fp })
+}
+
+fn report_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<ReportRow> {
+    let mut cols: [Option<String>; 10] = Default::default();
+    for (i, c) in cols.iter_mut().enumerate() {
+        *c = owned(row.get_ref(i)?);
+    }
+    Ok(ReportRow { cols, fp })
+}
+
+/// Reads `path` against `index`: marks rows seen, and returns the rows that
+/// may need writing. Blocking; call it off the async executor.
+pub(crate) fn scan(path: &Path, index: &mut Index) -> Result<Scan, IngestError> {
+    let conn = open(path)?;
+    let err = |e| IngestError::sqlite(path, e);
+    // One read transaction: both tables from the same committed state.
+    let tx = conn.unchecked_transaction().map_err(err)?;
+    let names = tables(&tx).map_err(err)?;
+    if !names.contains("agents") {
+        return Err(IngestError::NoAgentsTable {
+            path: path.to_path_buf(),
+        });
+    }
+    check_columns(&tx, path, "agents", &AGENT_COLUMNS)?;
+    let has_reports = names.contains("run_reports");
+    if has_reports {
+        check_columns(&tx, path, "run_reports", &REPORT_COLUMNS)?;
+    }
+    let epoch = index.epoch;
+    let mut out = Scan::default();
+    let mut buf = Vec::with_capacity(512);
+    let mut candidates: HashSet<String> = HashSet::new();
+
+    let agents_sql = format!("SELECT {} FROM agents", AGENT_COLUMNS.join(", "));
+    let mut stmt = tx.prepare(&agents_sql).map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
+        out.rows_read += 1;
+        let Some(id) = key_text(row, 0).map_err(err)? else {
+            out.warnings
+                .push("an agents row without a text agent_id was skipped".to_string());
+            continue;
+        };
+        let fp = fingerprint(row, AGENT_COLUMNS.len(), &mut buf).map_err(err)?;
+        if let Some(t) = index.runs.get_mut(id) {
+            t.seen = epoch;
+            if t.fp == fp {
+                continue;
+            }
+        }
+        candidates.insert(id.to_string());
+        out.agents.push(agent_row(row, fp).map_err(err)?);
+    }
+    drop(rows);
+    drop(stmt);
+
+    if has_reports {
+        let mut refetch: HashSet<String> = HashSet::new();
+        let sql = format!("SELECT {} FROM run_reports", REPORT_COLUMNS.join(", "));
+        let mut stmt = tx.prepare(&sql).map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            out.reports_read += 1;
+            let (Some(report_id), Some(agent_id)) = (
+                key_text(row, 0).map_err(err)?,
+                key_text(row, 1).map_err(err)?,
+            ) else {
+                out.warnings.push(
+                    "a run_reports row without a text report_id or agent_id was skipped"
+                        .to_string(),
+                );
+                continue;
+            };
+            let in_file = candidates.contains(agent_id)
+                || index.runs.get(agent_id).is_some_and(|t| t.seen == epoch);
+            if !in_file {
+                out.orphan_reports
+                    .push((report_id.to_string(), agent_id.to_string()));
+                continue;
+            }
+            let fp = fingerprint(row, REPORT_COLUMNS.len(), &mut buf).map_err(err)?;
+            let changed = index.reports.get(report_id).is_none_or(|t| t.fp != fp);
+            if changed || candidates.contains(agent_id) {
+                if changed && !candidates.contains(agent_id) {
+                    refetch.insert(agent_id.to_string());
+                }
+                out.reports.push(report_row(row, fp).map_err(err)?);
+            }
+        }
+        drop(rows);
+        drop(stmt);
+        if !refetch.is_empty() {
+            let sql = format!("{agents_sql} WHERE agent_id = ?1");
+            let mut stmt = tx.prepare(&sql).map_err(err)?;
+            let mut refetch: Vec<String> = refetch.into_iter().collect();
+            refetch.sort();
+            for id in refetch {
+                let mut rows = stmt.query([&id]).map_err(err)?;
+                if let Some(row) = rows.next().map_err(err)? {
+                    let fp = fingerprint(row, AGENT_COLUMNS.len(), &mut buf).map_err(err)?;
+                    out.agents.push(agent_row(row, fp).map_err(err)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
