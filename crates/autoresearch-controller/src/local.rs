@@ -280,6 +280,9 @@ impl Executor for LocalExecutor {
             }
         };
         let guard = GroupGuard(child.id().map(|p| p as i32).unwrap_or(0));
+        // Lets `release` kill the group if this controller dies without cleaning up.
+        let pgid_file = log_dir.join(format!("{}.pgid", job.step));
+        let _ = std::fs::write(&pgid_file, guard.0.to_string());
         let status = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
             Ok(Ok(st)) => exit_status(st),
             Ok(Err(e)) => {
@@ -295,6 +298,7 @@ impl Executor for LocalExecutor {
         };
         let duration = started.elapsed();
         drop(guard);
+        let _ = std::fs::remove_file(&pgid_file);
 
         let limit = job.limits.output_limit;
         let job2 = job.clone();
@@ -331,7 +335,9 @@ impl Executor for LocalExecutor {
         self.inner.forget(run_id);
         let path = self.worktree_path(run_id);
         let state = self.inner.state_dir.clone();
+        let logs = self.log_dir(run_id);
         let res = blocking(move || {
+            kill_leftover_groups(&logs);
             if !path.exists() {
                 return Ok(());
             }
@@ -350,6 +356,26 @@ impl Executor for LocalExecutor {
         match res {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) | Err(e) => Err(self.inner.error(run_id, "removing the worktree", e)),
+        }
+    }
+}
+
+/// Kills the process groups a killed controller left running for a run
+/// (recorded in `*.pgid` files next to its logs).
+fn kill_leftover_groups(log_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "pgid") {
+            if let Some(pgid) = std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                drop(GroupGuard(pgid));
+            }
+            let _ = std::fs::remove_file(&p);
         }
     }
 }
