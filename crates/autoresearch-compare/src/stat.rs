@@ -138,6 +138,15 @@ impl Stat {
             "n": {"incumbent": ni, "candidate": nc},
             "max_samples": s.max_samples,
         });
+        for (side, e) in [("incumbent", incumbent), ("candidate", candidate)] {
+            if !e.results.is_empty() && e.samples(&s.metric).is_empty() {
+                return Ok(Decision::new(
+                    Verdict::Discard,
+                    format!("{side} has {} results but no {}", e.results.len(), s.metric),
+                    d,
+                ));
+            }
+        }
         let (inc, cand) = match (summary(&inc_samples), summary(&cand_samples)) {
             (Some(i), Some(c)) if ni >= s.min_samples && nc >= s.min_samples => (i, c),
             (i, c) => {
