@@ -279,6 +279,8 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let repo = base.join(&raw.repo);
+        // Absolute and without `./.` noise in every recorded path.
+        let repo = repo.canonicalize().unwrap_or(repo);
         Ok(Config {
             name: raw.name,
             repo,

@@ -495,7 +495,7 @@ async fn a_dirty_checkout_is_left_alone_with_a_warning() {
             }
         }));
     Arc::new(c).run().await.unwrap();
-    let w = warnings.lock().unwrap();
+    let w = warnings.lock().unwrap().clone();
     assert_eq!(w.len(), 1);
     assert!(w[0].contains("local changes"), "{}", w[0]);
     assert_eq!(

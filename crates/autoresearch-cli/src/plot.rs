@@ -1,0 +1,184 @@
+//! `autoresearch plot`: the progress chart of an experiment, from its world.
+
+use crate::ledger;
+use anyhow::{Context, bail};
+use autoresearch_core::lifecycle::attempts;
+use autoresearch_core::{Experiment, Storage, Tick, World, experiment_world_name};
+use autoresearch_plot::{ChartOptions, Format, Progress, write_chart};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Arguments of `autoresearch plot`: every attempt's metric in order, kept
+/// ones highlighted, discarded ones faint, crashes marked, the running best
+/// as a step line.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  autoresearch plot\n  autoresearch plot --experiment tsp --out progress.png\n  autoresearch plot --world replay-scalar --metric val_bpb --out replay.svg\n  autoresearch plot --at 40 --out early.svg"
+)]
+pub struct PlotArgs {
+    /// The experiment to chart [default: the only experiment in the ledger].
+    #[arg(long)]
+    pub experiment: Option<String>,
+    /// The world to read [default: autoresearch:{experiment}]; e.g. a replay fork.
+    #[arg(long)]
+    pub world: Option<String>,
+    /// Where to write the chart: PNG when the name ends in .png, SVG otherwise
+    /// [default: {experiment}-progress.svg beside the ledger].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The metric to chart [default: the one the comparator decides on].
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Chart the experiment as it was at this tick of its world.
+    #[arg(long)]
+    pub at: Option<u64>,
+    /// Image size in pixels, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1400x700", value_parser = parse_size)]
+    pub size: (u32, u32),
+    /// Print what was written as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (100..=10_000).contains(n))
+    };
+    match s.split_once(['x', 'X']) {
+        Some((w, h)) => match (parse(w), parse(h)) {
+            (Some(w), Some(h)) => Ok((w, h)),
+            _ => Err(format!("size {s:?}: width and height must be 100..=10000")),
+        },
+        None => Err(format!("size {s:?}: expected WIDTHxHEIGHT, e.g. 1400x700")),
+    }
+}
+
+/// The one experiment world in the ledger, for commands that default to it:
+/// root worlds named `autoresearch:{name}`.
+pub async fn only_experiment(storage: &dyn Storage, ledger: &Path) -> anyhow::Result<String> {
+    let worlds = storage
+        .list_worlds()
+        .await
+        .with_context(|| format!("listing the worlds of ledger {}", ledger.display()))?;
+    let names: Vec<String> = worlds
+        .iter()
+        .filter(|w| w.parent.is_none())
+        .filter_map(|w| w.name.strip_prefix("autoresearch:"))
+        .map(str::to_string)
+        .collect();
+    match names.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => bail!(
+            "ledger {} holds no experiment yet (run `autoresearch run` first, or pass --ledger)",
+            ledger.display()
+        ),
+        many => bail!(
+            "ledger {} holds several experiments ({}); choose one with --experiment",
+            ledger.display(),
+            many.join(", ")
+        ),
+    }
+}
+
+pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
+    let storage = ledger::open(ledger_path)?;
+    let registry = ledger::registry();
+    let world_name = match (&args.world, &args.experiment) {
+        (Some(w), _) => w.clone(),
+        (None, Some(e)) => experiment_world_name(e),
+        (None, None) => {
+            experiment_world_name(&only_experiment(storage.as_ref(), ledger_path).await?)
+        }
+    };
+    let info = storage
+        .find_world(&world_name)
+        .await
+        .with_context(|| {
+            format!(
+                "looking up world {world_name:?} in {}",
+                ledger_path.display()
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "no world {world_name:?} in ledger {} (`autoresearch worlds` lists them)",
+                ledger_path.display()
+            )
+        })?;
+    let tick = match args.at {
+        Some(t) if t > info.head.0 => {
+            bail!(
+                "tick {t} is past the head of world {world_name:?} (tick {})",
+                info.head.0
+            )
+        }
+        Some(t) => Tick(t),
+        None => info.head,
+    };
+    let world = World::open_at(Arc::clone(&storage), registry, info.id, tick)
+        .await
+        .with_context(|| format!("reading world {world_name:?} at tick {}", tick.0))?;
+    let experiment = match &args.experiment {
+        Some(e) => e.clone(),
+        None => {
+            let mut exps = world.find_all::<Experiment>(|_| true).into_iter();
+            match (exps.next(), exps.next()) {
+                (Some((_, e)), None) => e.name,
+                _ => world_name
+                    .strip_prefix("autoresearch:")
+                    .unwrap_or(&world_name)
+                    .to_string(),
+            }
+        }
+    };
+    let attempts = attempts(&world, &experiment);
+    let progress = Progress::from_attempts(&experiment, &attempts, args.metric.as_deref())
+        .with_context(|| format!("charting world {world_name:?} at tick {}", tick.0))?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        ledger_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("{experiment}-progress.svg"))
+    });
+    let options = ChartOptions {
+        width: args.size.0,
+        height: args.size.1,
+        title: None,
+    };
+    let format = write_chart(&progress, &out, &options)?;
+    let format = match format {
+        Format::Svg => "svg",
+        Format::Png => "png",
+    };
+    if args.json {
+        let summary = serde_json::json!({
+            "path": out,
+            "format": format,
+            "experiment": experiment,
+            "world": world_name,
+            "tick": tick.0,
+            "metric": progress.metric,
+            "attempts": progress.points.len(),
+            "kept": progress.count(autoresearch_plot::Mark::Keep),
+            "crashed": progress.count(autoresearch_plot::Mark::Crash),
+            "best": progress.best(),
+            "points": progress.points,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        let best = progress
+            .best()
+            .map(|b| format!(", head {} = {b}", progress.metric))
+            .unwrap_or_default();
+        println!(
+            "wrote {} ({} attempts, {} kept{best})",
+            out.display(),
+            progress.points.len(),
+            progress.count(autoresearch_plot::Mark::Keep),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Terminal progress of `autoresearch run`: a spinner per run in flight (on a
+//! terminal), and one line per decided run on stdout: id, commit, metrics,
+//! decision, incumbent.
+
+use autoresearch_controller::Event;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Renders loop events. Spinners only when stderr is a terminal; the lines
+/// for finished runs always go to stdout, so they can be piped or tested.
+pub struct Progress {
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(7)]
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Progress {
+        let multi = (!quiet && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Progress {
+            multi,
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn line(&self, text: String) {
+        match &self.multi {
+            // Printed above the spinners, so the two do not garble each other.
+            Some(m) => {
+                if m.println(&text).is_err() {
+                    println!("{text}");
+                }
+            }
+            None => println!("{text}"),
+        }
+    }
+
+    /// Prints a message above the spinners.
+    pub fn note(&self, text: impl Into<String>) {
+        let text = text.into();
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(&text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    pub fn event(&self, e: &Event) {
+        match e {
+            Event::Started { run_id, base } => {
+                if let Some(m) = &self.multi {
+                    let bar = m.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {prefix} {msg} {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(run_id.clone());
+                    bar.set_message(format!("on {} starting", short(base)));
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    if let Ok(mut bars) = self.bars.lock() {
+                        bars.insert(run_id.clone(), bar);
+                    }
+                }
+            }
+            Event::Step { run_id, step } => {
+                if let Ok(bars) = self.bars.lock()
+                    && let Some(b) = bars.get(run_id)
+                {
+                    b.set_message(step.clone());
+                }
+            }
+            Event::Finished {
+                run_id,
+                commit,
+                status,
+                reason,
+                metrics,
+                head,
+            } => {
+                if let Ok(mut bars) = self.bars.lock()
+                    && let Some(b) = bars.remove(run_id)
+                {
+                    b.finish_and_clear();
+                }
+                let metrics = if metrics.is_empty() {
+                    "-".to_string()
+                } else {
+                    metrics
+                        .iter()
+                        .take(3)
+                        .map(|(k, v)| format!("{k}={v:.6}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let commit = if commit.is_empty() {
+                    "-------"
+                } else {
+                    short(commit)
+                };
+                self.line(format!(
+                    "{run_id}  {commit}  {metrics}  {status:<8}  head {}  {reason}",
+                    short(head)
+                ));
+            }
+            Event::Warning(w) => self.note(format!("warning: {w}")),
+        }
+    }
+}

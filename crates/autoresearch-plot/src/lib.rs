@@ -1,0 +1,93 @@
+//! autoresearch-plot: the progress chart of one experiment, the picture
+//! karpathy/autoresearch's analysis notebook draws: every attempt's metric in
+//! order, kept ones highlighted, discarded ones faint, crashes marked, the
+//! running best (the head) as a step line and short labels on kept changes.
+//!
+//! [`Progress`] reads the data from `autoresearch_core::lifecycle::attempts`;
+//! [`render`] draws it as SVG or PNG. Text is laid out with an embedded
+//! DejaVu Sans through `ab_glyph`, so neither building nor running needs a
+//! system font library. Depends on `autoresearch-core` only.
+
+mod progress;
+mod render;
+
+pub use progress::{Direction, LABEL_CHARS, Mark, Point, Progress, shorten};
+pub use render::{ChartOptions, render};
+
+use std::path::{Path, PathBuf};
+
+/// The image formats the chart is drawn in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Svg,
+    Png,
+}
+
+impl Format {
+    /// PNG when the path ends in `.png` (any case), SVG otherwise.
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("png") => Format::Png,
+            _ => Format::Svg,
+        }
+    }
+}
+
+/// Why a chart could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("experiment {experiment:?} has no attempts to chart yet")]
+    NoAttempts { experiment: String },
+    #[error(
+        "cannot tell which metric to chart for experiment {experiment:?}: its results have {} (name one with --metric)",
+        if available.is_empty() { "no numeric outputs".to_string() } else { format!("numeric outputs {}", available.join(", ")) }
+    )]
+    NoMetric {
+        experiment: String,
+        available: Vec<String>,
+    },
+    #[error("registering the embedded chart font: {0}")]
+    Font(&'static str),
+    #[error("drawing the chart: {0}")]
+    Draw(String),
+    #[error("encoding the chart as PNG: {0}")]
+    Encode(#[from] png::EncodingError),
+    #[error("writing the chart to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Renders `progress` in the format `path` asks for ([`Format::from_path`])
+/// and writes it there, creating missing parent directories. Returns the
+/// format written.
+///
+/// Errors: drawing or encoding failures, and I/O errors naming the path. A
+/// failed write leaves no partial file under `path`: the image goes to a
+/// sibling temporary file that is renamed into place.
+pub fn write_chart(
+    progress: &Progress,
+    path: &Path,
+    options: &ChartOptions,
+) -> Result<Format, PlotError> {
+    let format = Format::from_path(path);
+    let bytes = render(progress, format, options)?;
+    let io = |source| PlotError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, &bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })?;
+    Ok(format)
+}

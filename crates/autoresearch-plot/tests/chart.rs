@@ -1,0 +1,231 @@
+//! The chart drawn from a real world (core's World over MemoryStorage),
+//! written as SVG and PNG and read back.
+
+use autoresearch_core::lifecycle::attempts;
+use autoresearch_core::{
+    BranchHead, ComponentRegistry, EvalResult, Experiment, MemoryStorage, Outcome, Run, RunStatus,
+    Storage, World, experiment_world_name,
+};
+use autoresearch_plot::{ChartOptions, Direction, Format, Mark, PlotError, Progress, write_chart};
+use serde_json::json;
+use std::sync::Arc;
+
+/// One attempt to record: status, task (the label), metric samples.
+struct Step {
+    status: &'static str,
+    task: &'static str,
+    samples: &'static [f64],
+}
+
+const fn step(status: &'static str, task: &'static str, samples: &'static [f64]) -> Step {
+    Step {
+        status,
+        task,
+        samples,
+    }
+}
+
+/// A TSP experiment: tour length falls as changes are kept, with noise.
+const STEPS: &[Step] = &[
+    step("baseline", "", &[1012.4, 1009.8, 1015.1]),
+    step("keep", "nearest-neighbour start", &[941.2, 944.0, 939.5]),
+    step("discard", "random restarts x2", &[948.3, 951.0, 945.9]),
+    step("keep", "2-opt pass", &[872.9, 870.1, 875.3]),
+    step("crash", "numba jit", &[]),
+    step("discard", "shuffle cities", &[1103.0, 1099.2, 1107.7]),
+    step("discard", "greedy edge", &[880.4, 877.9, 879.0]),
+    step("keep", "2-opt until no gain", &[851.7, 853.2, 850.1]),
+    step("crash", "", &[0.0]),
+    step("discard", "or-opt segment 3", &[852.0, 855.5, 849.8]),
+    step(
+        "keep",
+        "or-opt segments 1..3 with a long description that gets cut",
+        &[838.2, 836.0, 839.9],
+    ),
+    step(
+        "discard",
+        "simulated annealing t=10",
+        &[845.0, 848.8, 842.1],
+    ),
+    step("discard", "edit prepare.py", &[]),
+    step(
+        "keep",
+        "annealing, geometric cooling",
+        &[829.4, 831.0, 827.7],
+    ),
+    step("discard", "annealing t=100", &[833.0, 836.1, 830.2]),
+    step("crash", "timeout: 3-opt", &[]),
+    step("keep", "don't-look bits", &[824.1, 825.3, 823.0]),
+    step("pending", "or-3opt hybrid", &[822.5, 826.0, 823.9]),
+];
+
+async fn build_world(steps: &[Step]) -> (Arc<dyn Storage>, World) {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(None));
+    let registry = Arc::new(ComponentRegistry::standard());
+    let mut world = World::create(storage.clone(), registry, &experiment_world_name("tsp"))
+        .await
+        .unwrap();
+    world
+        .spawn_with(&Experiment::new("tsp", "/tmp/tsp", "main", 1, &json!({})))
+        .unwrap();
+    let head = world
+        .spawn_with(&BranchHead::new("tsp", "c0", "", &json!({}), 1))
+        .unwrap();
+    world.commit().await.unwrap();
+    for (i, s) in steps.iter().enumerate() {
+        let run_id = format!("run-{i:03}");
+        let mut run = Run::new(&run_id, "tsp");
+        run.task = s.task.to_string();
+        run.commit_hash = format!("{:07x}", 0xabc000 + i);
+        run.set_status(if s.status == "crash" {
+            RunStatus::Crashed
+        } else {
+            RunStatus::Stopped
+        });
+        let e = world.spawn_with(&run).unwrap();
+        for (k, v) in s.samples.iter().enumerate() {
+            world
+                .spawn_with(&EvalResult::new(
+                    &run_id,
+                    "evaluate",
+                    &json!({"tour_length": v, "exit_code": 0, "sample": k}),
+                    2,
+                ))
+                .unwrap();
+        }
+        let comparator = match s.status {
+            "keep" | "discard" => "stat:tour_length:min:alpha=0.05",
+            _ => "",
+        };
+        world
+            .insert(
+                e,
+                &Outcome {
+                    run_id: run_id.clone(),
+                    status: s.status.to_string(),
+                    reason: String::new(),
+                    descriptor_json: "{}".into(),
+                    base_commit: "c0".into(),
+                    comparator: comparator.into(),
+                    decided_at_ms: 3,
+                },
+            )
+            .unwrap();
+        if s.status == "keep" {
+            world
+                .insert(
+                    head,
+                    &BranchHead::new("tsp", &run.commit_hash, &run_id, &json!({}), 3),
+                )
+                .unwrap();
+        }
+        world.commit().await.unwrap();
+    }
+    (storage, world)
+}
+
+#[tokio::test]
+async fn progress_reads_marks_values_and_head_from_the_world() {
+    let (_, world) = build_world(STEPS).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    assert_eq!(p.metric, "tour_length");
+    assert_eq!(p.direction, Some(Direction::Minimize));
+    assert_eq!(p.points.len(), STEPS.len());
+    assert_eq!(p.count(Mark::Keep), 6);
+    assert_eq!(p.count(Mark::Crash), 3);
+    assert_eq!(p.count(Mark::Baseline), 1);
+    assert_eq!(p.count(Mark::Pending), 1);
+    // A crash that logged 0.0 (results.tsv style) is not charted as a value.
+    assert_eq!(p.points[8].value, None);
+    assert_eq!(p.points[8].samples, vec![0.0]);
+    let steps = p.head_steps();
+    assert_eq!(steps.first().map(|s| s.0), Some(1));
+    assert_eq!(steps.len(), 7);
+    assert!((p.best().unwrap() - 824.133_333).abs() < 1e-3);
+    assert!(steps.windows(2).all(|w| w[1].1 < w[0].1));
+    assert_eq!(p.points[0].label, "baseline");
+    assert_eq!(
+        p.points[10].label.chars().count(),
+        autoresearch_plot::LABEL_CHARS
+    );
+    assert!(p.points[10].label.ends_with('…'));
+    // A crash with neither task nor metric is labelled by its commit.
+    assert_eq!(p.points[8].label, "0abc008");
+}
+
+#[tokio::test]
+async fn explicit_metric_and_missing_metric() {
+    let (_, world) = build_world(STEPS).await;
+    let a = attempts(&world, "tsp");
+    let p = Progress::from_attempts("tsp", &a, Some("sample")).unwrap();
+    assert_eq!(p.metric, "sample");
+    assert_eq!(p.direction, None);
+    assert_eq!(p.points[1].value, Some(1.0));
+
+    // Without a comparator spec, two numeric outputs are ambiguous.
+    let (_, world) = build_world(&[step("baseline", "", &[1.0])]).await;
+    let err = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap_err();
+    match &err {
+        PlotError::NoMetric { available, .. } => {
+            assert_eq!(available, &["exit_code", "sample", "tour_length"])
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(err.to_string().contains("--metric"), "{err}");
+
+    let err = Progress::from_attempts("tsp", &[], None).unwrap_err();
+    assert!(matches!(err, PlotError::NoAttempts { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn writes_svg_and_png_that_read_back() {
+    let (_, world) = build_world(STEPS).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("AUTORESEARCH_PLOT_SAMPLES").map(std::path::PathBuf::from);
+    let out = keep.as_deref().unwrap_or(dir.path());
+
+    let svg_path = out.join("nested/progress.svg");
+    let f = write_chart(&p, &svg_path, &ChartOptions::default()).unwrap();
+    assert_eq!(f, Format::Svg);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
+    assert!(svg.contains("tsp: 18 attempts, 6 kept, 3 crashed"));
+    assert!(svg.contains("tour_length (lower is better)"));
+    assert!(svg.contains("2-opt until no gain"));
+    assert!(svg.contains("Running best (head)"));
+    assert!(!out.join("nested/progress.svg.tmp").exists());
+
+    let png_path = out.join("progress.PNG");
+    let f = write_chart(&p, &png_path, &ChartOptions::default()).unwrap();
+    assert_eq!(f, Format::Png);
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_path).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (1400, 700));
+    let pixels = &buf[..info.buffer_size()];
+    let rgb = |r: u8, g: u8, b: u8| pixels.chunks(3).filter(|px| px == &[r, g, b]).count();
+    // Kept markers are filled with the keep green; text and crosses exist.
+    assert!(rgb(46, 204, 113) > 200, "kept markers drawn");
+    assert!(rgb(214, 48, 49) > 20, "crash crosses drawn");
+    let dark = pixels
+        .chunks(3)
+        .filter(|px| px.iter().all(|c| *c < 80))
+        .count();
+    assert!(dark > 2000, "text and axes drawn: {dark} dark pixels");
+}
+
+#[tokio::test]
+async fn unwritable_path_is_a_clear_error() {
+    let (_, world) = build_world(STEPS).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = write_chart(&p, &file.join("chart.svg"), &ChartOptions::default()).unwrap_err();
+    assert!(matches!(err, PlotError::Write { .. }));
+    assert!(err.to_string().contains("chart.svg"), "{err}");
+}
