@@ -498,7 +498,7 @@ pub struct AttemptLog {
     pub experiment: String,
     pub metric: Option<String>,
     pub direction: Option<String>,
-    /// Value columns, metric first.
+    /// Value columns: the imported file's order, else the metric first.
     pub columns: Vec<String>,
     #[serde(skip)]
     pub decimals: BTreeMap<String, usize>,
@@ -610,9 +610,10 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
             description,
         });
     }
-    // The metric goes first.
+    // A recorded layout keeps the file's column order; otherwise the metric goes first.
     let metric = metric.or_else(|| columns.first().cloned());
-    if let Some(m) = &metric
+    if !declared
+        && let Some(m) = &metric
         && let Some(i) = columns.iter().position(|c| c == m)
     {
         let m = columns.remove(i);
