@@ -1,6 +1,8 @@
 //! Benchmarks. Each prints JSON objects, one per line, on stdout; progress
 //! goes to stderr. Compare ratios measured in one run: the machine is noisy.
 
+mod ledger;
+
 use anyhow::bail;
 
 /// Prints one benchmark figure as a JSON line.
@@ -12,6 +14,7 @@ pub fn emit(value: serde_json::Value) {
 pub fn run(name: &str, quick: bool) -> anyhow::Result<()> {
     let _ = quick;
     match name {
+        "ledger" => ledger::run(quick),
         other => bail!("unknown benchmark {other:?} (expected ledger, ingest or loop)"),
     }
 }

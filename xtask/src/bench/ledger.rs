@@ -1,0 +1,358 @@
+//! `cargo xtask bench ledger [--quick]`: the redb ledger's append rate (one
+//! world, then eight at once, every tick durable), time travel, fork, and
+//! storage cost against the Python engine's full-state layout.
+//!
+//! Every figure comes from a fresh ledger in a temp dir on the same disk, with
+//! the default `RedbConfig` (durable, multi-process), through the public
+//! `World` API a user calls. The raw fsync rate of the disk is measured in
+//! the same run, because a durable commit cannot beat it.
+
+use super::emit;
+use anyhow::{Context, Result};
+use autoresearch_core::{
+    ComponentRegistry, EntityId, Run, RunStatus, Storage, Tick, World, ledger,
+};
+use autoresearch_store::{RedbConfig, RedbStorage, Sharing};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Workload sizes; `quick` shrinks every one of them.
+struct Sizes {
+    /// Run entities per world in the append bench.
+    entities: u64,
+    /// Timed ticks per world in the append bench.
+    ticks: u64,
+    /// Live entities of the time-travel worlds.
+    tt_entities: u64,
+    /// History lengths of the time-travel and fork benches.
+    histories: [u64; 2],
+    /// Random past ticks read per history.
+    tt_samples: usize,
+    /// Entities and ticks of the storage comparison.
+    storage_entities: u64,
+    storage_ticks: u64,
+    fsync_time: Duration,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                entities: 2_000,
+                ticks: 100,
+                tt_entities: 200,
+                histories: [1_000, 10_000],
+                tt_samples: 40,
+                storage_entities: 200,
+                storage_ticks: 200,
+                fsync_time: Duration::from_millis(300),
+            }
+        } else {
+            Sizes {
+                entities: 10_000,
+                ticks: 1_000,
+                tt_entities: 1_000,
+                histories: [10_000, 100_000],
+                tt_samples: 300,
+                storage_entities: 1_000,
+                storage_ticks: 1_000,
+                fsync_time: Duration::from_secs(1),
+            }
+        }
+    }
+}
+
+/// A small deterministic generator (splitmix64): the workload is the same
+/// on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    let sizes = Sizes::new(quick);
+    let dir = tempfile::Builder::new()
+        .prefix("bench-ledger")
+        .tempdir_in(std::env::temp_dir())
+        .context("creating the benchmark directory")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async {
+        for writers in [1usize, 8] {
+            append(dir.path(), &sizes, writers).await?;
+        }
+        for history in sizes.histories {
+            time_travel_and_fork(dir.path(), &sizes, history).await?;
+        }
+        storage(dir.path(), &sizes).await
+    })
+}
+
+/// Rate of 4 KiB write + fdatasync (the call redb makes) on the bench disk.
+fn fsync_rate(dir: &Path, time: Duration) -> Result<f64> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("fsync-probe");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let block = [0x5au8; 4096];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < time {
+        file.write_all_at(&block, (n % 16) * 4096)
+            .and_then(|_| file.sync_data())
+            .with_context(|| format!("writing {}", path.display()))?;
+        n += 1;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    eprintln!("fsync: {rate:.0}/s");
+    Ok(rate)
+}
+
+fn registry() -> Arc<ComponentRegistry> {
+    Arc::new(ComponentRegistry::standard())
+}
+
+fn open(path: &Path, config: RedbConfig) -> Result<Arc<dyn Storage>> {
+    let st =
+        RedbStorage::open(path, config).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Arc::new(st))
+}
+
+/// A world holding `n` runs, spawned in one tick.
+async fn world_of_runs(st: Arc<dyn Storage>, name: &str, n: u64) -> Result<(World, Vec<EntityId>)> {
+    let mut w = World::create(st, registry(), name).await?;
+    let mut ids = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let mut run = Run::new(format!("run-{i:06}"), name);
+        run.harness = "claude-code".into();
+        run.vm_name = format!("vm-{}", i % 64);
+        run.task = "improve val_bpb".into();
+        ids.push(w.spawn_with(&run)?);
+    }
+    w.commit().await?;
+    Ok((w, ids))
+}
+
+/// One tick changing the status of `changes` random runs.
+async fn status_tick(w: &mut World, ids: &[EntityId], changes: u64, rng: &mut Rng) -> Result<()> {
+    for _ in 0..changes {
+        let e = ids[rng.below(ids.len() as u64) as usize];
+        let mut run: Run = w.get(e).context("a run of the workload vanished")?;
+        let next = RunStatus::ALL[rng.below(RunStatus::ALL.len() as u64) as usize];
+        run.set_status(next);
+        w.insert(e, &run)?;
+    }
+    w.commit().await?;
+    Ok(())
+}
+
+async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
+    let path = dir.join(format!("append-{writers}.redb"));
+    let st = open(&path, RedbConfig::default())?;
+    let per_tick = (sizes.entities / 100).max(1);
+    let mut worlds = Vec::new();
+    for i in 0..writers {
+        worlds.push(world_of_runs(st.clone(), &format!("exp-{i}"), sizes.entities).await?);
+    }
+    eprintln!(
+        "append: {writers} writer(s), {} runs each, timing {} ticks each",
+        sizes.entities, sizes.ticks
+    );
+    let ticks = sizes.ticks;
+    // The disk's rate drifts with other load, so it is measured right before
+    // and right after the timed appends, and averaged.
+    let fsync_before = fsync_rate(dir, sizes.fsync_time)?;
+    let start = Instant::now();
+    let tasks: Vec<_> = worlds
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut w, ids))| {
+            tokio::spawn(async move {
+                let mut rng = Rng(i as u64 + 1);
+                for _ in 0..ticks {
+                    status_tick(&mut w, &ids, per_tick, &mut rng).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.context("an appender task panicked")??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let fsync = (fsync_before + fsync_rate(dir, sizes.fsync_time)?) / 2.0;
+    let total_ticks = (writers as u64 * ticks) as f64;
+    emit(json!({
+        "bench": "append",
+        "writers": writers,
+        "entities": sizes.entities,
+        "ticks": ticks,
+        "changes_per_tick": per_tick,
+        "ticks_per_s": round(total_ticks / secs),
+        "changes_per_s": round(total_ticks * per_tick as f64 / secs),
+        "fsync_per_s": round(fsync),
+        "ticks_per_fsync": round(total_ticks / secs / fsync * 100.0) / 100.0,
+    }));
+    Ok(())
+}
+
+/// Builds a history of `history` ticks (1% of `tt_entities` changed per
+/// tick) with fast non-durable commits, then times random past reads and
+/// forks on the default, durable configuration.
+async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result<()> {
+    let path = dir.join(format!("history-{history}.redb"));
+    let bulk = RedbConfig {
+        sharing: Sharing::Exclusive,
+        durable: false,
+        ..RedbConfig::default()
+    };
+    let per_tick = (sizes.tt_entities / 100).max(1);
+    let gen_start = Instant::now();
+    let id = {
+        let st = open(&path, bulk)?;
+        let (mut w, ids) = world_of_runs(st, "history", sizes.tt_entities).await?;
+        let mut rng = Rng(history);
+        while w.tick().0 < history {
+            status_tick(&mut w, &ids, per_tick, &mut rng).await?;
+        }
+        w.id()
+    };
+    eprintln!(
+        "time travel: generated {history} ticks in {:.1}s",
+        gen_start.elapsed().as_secs_f64()
+    );
+    let st = open(&path, RedbConfig::default())?;
+    let reg = registry();
+    let mut rng = Rng(7);
+    let mut times = Vec::with_capacity(sizes.tt_samples);
+    for _ in 0..sizes.tt_samples {
+        let tick = Tick(1 + rng.below(history));
+        let start = Instant::now();
+        let w = World::open_at(st.clone(), reg.clone(), id, tick).await?;
+        times.push(start.elapsed());
+        anyhow::ensure!(
+            w.len() as u64 == sizes.tt_entities,
+            "time travel lost entities"
+        );
+    }
+    let mut state_times = Vec::with_capacity(sizes.tt_samples);
+    for _ in 0..sizes.tt_samples {
+        let tick = Tick(1 + rng.below(history));
+        let start = Instant::now();
+        ledger::state_at(st.as_ref(), id, tick).await?;
+        state_times.push(start.elapsed());
+    }
+    emit(json!({
+        "bench": "time_travel",
+        "history_ticks": history,
+        "entities": sizes.tt_entities,
+        "snapshot_interval": st.snapshot_interval(),
+        "p50_us": percentile_us(&mut times, 0.50),
+        "p99_us": percentile_us(&mut times, 0.99),
+        "state_only_p50_us": percentile_us(&mut state_times, 0.50),
+        "reads": "World::open_at at a random past tick (state_only: ledger::state_at)",
+    }));
+    let mut fork_times = Vec::new();
+    for i in 0..20 {
+        let tick = Tick(1 + rng.below(history));
+        let start = Instant::now();
+        st.fork_world(id, tick, &format!("fork-{i}")).await?;
+        fork_times.push(start.elapsed());
+    }
+    emit(json!({
+        "bench": "fork",
+        "history_ticks": history,
+        "us": percentile_us(&mut fork_times, 0.50),
+        "p99_us": percentile_us(&mut fork_times, 0.99),
+        "durable": true,
+    }));
+    Ok(())
+}
+
+/// Ledger bytes per change against the Python engine's layout, in which
+/// every tick stores every live entity's full row.
+async fn storage(dir: &Path, sizes: &Sizes) -> Result<()> {
+    let path = dir.join("storage.redb");
+    let st = RedbStorage::open(&path, RedbConfig::default())
+        .with_context(|| format!("opening {}", path.display()))?;
+    let st = Arc::new(st);
+    let dyn_st: Arc<dyn Storage> = st.clone();
+    let (mut w, ids) = world_of_runs(dyn_st.clone(), "storage", sizes.storage_entities).await?;
+    let per_tick = (sizes.storage_entities / 100).max(1);
+    let mut rng = Rng(99);
+    while w.tick().0 < sizes.storage_ticks {
+        status_tick(&mut w, &ids, per_tick, &mut rng).await?;
+    }
+    let (id, head) = (w.id(), w.tick());
+    let records = ledger::read_records(dyn_st.as_ref(), id, Tick(1), head).await?;
+    let changes: u64 = records.iter().map(|r| r.changes.len() as u64).sum();
+    let ledger_bytes: u64 = st.table_bytes().await?.iter().map(|t| t.total()).sum();
+    drop(w);
+    drop(dyn_st);
+    drop(st);
+    let full_bytes = write_full_state(&path, &records)?;
+    emit(json!({
+        "bench": "storage",
+        "entities": sizes.storage_entities,
+        "ticks": head.0,
+        "changes": changes,
+        "bytes_per_change": round(ledger_bytes as f64 / changes as f64),
+        "full_state_bytes_per_change": round(full_bytes as f64 / changes as f64),
+    }));
+    Ok(())
+}
+
+/// Writes the full-state layout of `records` into a table of its own in the
+/// ledger file and returns the bytes that table occupies.
+fn write_full_state(path: &Path, records: &[autoresearch_core::TickRecord]) -> Result<u64> {
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
+    const FULL: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("bench_full_state");
+    let db = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .create(path)
+        .with_context(|| format!("opening {} with redb", path.display()))?;
+    let mut state = autoresearch_core::State::empty();
+    for chunk in records.chunks(100) {
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(FULL)?;
+            for rec in chunk {
+                state.apply(autoresearch_core::WorldId(0), rec)?;
+                for (e, comps) in &state.entities {
+                    let row: Vec<(&String, &Vec<u8>)> = comps.iter().collect();
+                    let bytes = postcard::to_stdvec(&row)?;
+                    table.insert((rec.tick.0, e.0), bytes.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+    }
+    let txn = db.begin_read()?;
+    let stats = txn.open_table(FULL)?.stats()?;
+    Ok(stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes())
+}
+
+fn percentile_us(times: &mut [Duration], q: f64) -> u64 {
+    times.sort_unstable();
+    let i = ((times.len() as f64 - 1.0) * q).round() as usize;
+    times.get(i).map_or(0, |d| d.as_micros() as u64)
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
