@@ -1,0 +1,372 @@
+//! The `autoresearch` binary running the loop on real git repositories, with
+//! real shell scripts as proposer and evaluator and the real redb ledger:
+//! init/run/status/show, config errors, and SIGKILL at several points of an
+//! iteration followed by a resume.
+
+use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
+use autoresearch_core::{BranchHead, ComponentRegistry, World};
+use autoresearch_store::{RedbConfig, RedbStorage};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Repo {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    ctl: PathBuf,
+}
+
+/// Every candidate is strictly better than all before it (a falling counter),
+/// so every evaluated candidate is kept. Flag files in `ctl` make the proposer
+/// or the evaluator hang, announcing it first.
+fn config(ctl: &Path) -> String {
+    let c = ctl.display();
+    format!(
+        r#"name = "exp"
+branch = "main"
+
+[propose]
+command = '''
+if [ -f {c}/slow_propose ]; then echo $$ > {c}/propose.pid; touch {c}/in_propose; sleep 30; fi
+n=$(cat {c}/n 2>/dev/null || echo 100); n=$((n-1)); echo $n > {c}/n; echo $n > score.txt
+'''
+timeout = "60s"
+
+[evaluate]
+command = '''
+if [ -f {c}/slow_eval ] && [ "$(cat score.txt)" != "100" ]; then touch {c}/in_eval; sleep 30; fi
+echo "score: $(cat score.txt)"
+'''
+timeout = "60s"
+protect = ["autoresearch.toml"]
+
+[compare]
+kind = "scalar"
+metric = "score"
+direction = "min"
+"#
+    )
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("repo");
+        let ctl = tmp.path().join("ctl");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::create_dir(&ctl).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        git(&dir, &["config", "user.name", "t"]);
+        git(&dir, &["config", "user.email", "t@t"]);
+        std::fs::write(dir.join("score.txt"), "100\n").unwrap();
+        std::fs::write(dir.join("autoresearch.toml"), config(&ctl)).unwrap();
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "-m", "start"]);
+        Repo {
+            _tmp: tmp,
+            dir,
+            ctl,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(&self.dir)
+            .env_remove("AUTORESEARCH_LEDGER");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "autoresearch {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        let mut c = self.cmd(args);
+        c.envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c.spawn().unwrap()
+    }
+
+    fn tip(&self) -> String {
+        git(&self.dir, &["rev-parse", "refs/heads/main"])
+    }
+
+    async fn ledger(&self) -> (Vec<Attempt>, BranchHead) {
+        let path = self.dir.join(".autoresearch/ledger.redb");
+        let storage = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+        let w = World::open(
+            storage,
+            Arc::new(ComponentRegistry::standard()),
+            "autoresearch:exp",
+        )
+        .await
+        .unwrap();
+        (attempts(&w, "exp"), w.branch_head("exp").unwrap().1)
+    }
+
+    /// The branch and the ledger agree, no run is in flight or undecided,
+    /// no run id is doubled, no worktree is left, the checkout is clean.
+    async fn assert_consistent(&self) -> Vec<Attempt> {
+        let (all, head) = self.ledger().await;
+        assert_eq!(head.commit_hash, self.tip(), "branch and BranchHead agree");
+        let mut ids: Vec<&str> = all.iter().map(|a| a.run.run_id.as_str()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len(), "no run doubled");
+        for a in &all {
+            assert!(
+                a.run.status().unwrap().is_terminal(),
+                "{} is {}",
+                a.run.run_id,
+                a.run.status
+            );
+            assert!(a.outcome.is_some(), "{} has an outcome", a.run.run_id);
+        }
+        assert_eq!(git(&self.dir, &["status", "--porcelain"]), "");
+        let wts = git(&self.dir, &["worktree", "list", "--porcelain"]);
+        assert_eq!(wts.matches("worktree ").count(), 1, "{wts}");
+        // Each kept candidate appears once on the branch: a chain of keeps.
+        let kept: Vec<&Attempt> = all
+            .iter()
+            .filter(|a| a.outcome.as_ref().unwrap().status == Outcome::KEEP)
+            .collect();
+        let chain = git(&self.dir, &["rev-list", "main"]);
+        for k in &kept {
+            assert_eq!(chain.lines().filter(|l| *l == k.run.commit_hash).count(), 1);
+        }
+        assert_eq!(
+            chain.lines().count(),
+            1 + kept.len(),
+            "every commit on the branch is a kept candidate"
+        );
+        all
+    }
+}
+
+fn wait_for(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn run_status_and_show_through_the_binary() {
+    let r = Repo::new();
+    let out = r.ok(&["run", "--iterations", "2"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].contains("score=100.000000") && lines[0].contains("baseline"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("score=99.000000") && lines[1].contains("keep"),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("2 iterations done: 2 launched, 2 kept"),
+        "{out}"
+    );
+    let status: Value = serde_json::from_str(&r.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status["head"]["commit"], Value::String(r.tip()));
+    assert_eq!(status["kept"], 2);
+    assert_eq!(status["baselines"], 1);
+    let head_run = status["head"]["run_id"].as_str().unwrap().to_string();
+    let show: Value = serde_json::from_str(&r.ok(&["show", &head_run[..10], "--json"])).unwrap();
+    assert_eq!(show["run"]["run_id"], Value::String(head_run.clone()));
+    assert_eq!(show["outcome"]["status"], "keep");
+    assert_eq!(show["results"][0]["outputs"]["score"], 98.0);
+    assert!(show["diff_stat"].as_str().unwrap().contains("score.txt"));
+    assert_eq!(show["logs"].as_array().unwrap().len(), 4);
+    let text = r.ok(&["show", &head_run]);
+    assert!(text.contains("decision   keep"), "{text}");
+    r.assert_consistent().await;
+    // .autoresearch never shows as untracked.
+    assert!(r.dir.join(".autoresearch/ledger.redb").exists());
+}
+
+#[test]
+fn init_writes_a_config_that_run_accepts_and_refuses_to_overwrite() {
+    let r = Repo::new();
+    std::fs::remove_file(r.dir.join("autoresearch.toml")).unwrap();
+    let out = r.ok(&["init"]);
+    assert!(out.contains("autoresearch.toml"));
+    let text = std::fs::read_to_string(r.dir.join("autoresearch.toml")).unwrap();
+    assert!(text.contains("name = \"repo\"") && text.contains("branch = \"main\""));
+    let again = r.run(&["init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+#[test]
+fn config_errors_name_the_key_and_line() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "name = \"exp\"\nparalel = 2\n[propose]\ncommand = \"true\"\n[evaluate]\ncommand = \"true\"\n",
+            &["line 2", "paralel"],
+        ),
+        (
+            "name = \"exp\"\n[propose]\ncommand = \"true\"\n[evaluate]\ncommand = \"true\"\n[run]\nparallel = \"two\"\n",
+            &["line 7", "parallel"],
+        ),
+        (
+            "name = \"exp\"\n[propose]\ntimeout = 5\n[evaluate]\ncommand = \"true\"\n",
+            &["command"],
+        ),
+        (
+            "name = \"exp\"\n[propose]\ncommand = \"true\"\n[evaluate]\ncommand = \"true\"\n[compare]\nkind = \"scalar\"\nmetric = \"m\"\ndirection = \"down\"\n",
+            &["compare.direction"],
+        ),
+    ];
+    for (text, needles) in cases {
+        let r = Repo::new();
+        std::fs::write(r.dir.join("autoresearch.toml"), text).unwrap();
+        let out = r.run(&["run", "--iterations", "1"]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        for n in *needles {
+            assert!(err.contains(n), "{err} should mention {n}");
+        }
+    }
+}
+
+/// Kills `autoresearch run` with SIGKILL at a point, resumes, and checks that
+/// the branch and the ledger agree and nothing is lost or doubled.
+async fn kill_and_resume(at: &str) -> Vec<Attempt> {
+    let r = Repo::new();
+    r.ok(&["run", "--iterations", "1"]);
+    let mut env: Vec<(&str, &str)> = Vec::new();
+    match at {
+        "propose" => std::fs::write(r.ctl.join("slow_propose"), "").unwrap(),
+        "evaluate" => std::fs::write(r.ctl.join("slow_eval"), "").unwrap(),
+        point => env.push(("AUTORESEARCH_TEST_CRASH_AT", point)),
+    }
+    let mut child = r.spawn(&["run", "--iterations", "1"], &env);
+    match at {
+        "propose" => wait_for(&r.ctl.join("in_propose")),
+        "evaluate" => wait_for(&r.ctl.join("in_eval")),
+        _ => {}
+    }
+    if at == "propose" || at == "evaluate" {
+        child.kill().unwrap();
+    }
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(9), "killed at {at}");
+    let _ = std::fs::remove_file(r.ctl.join("slow_propose"));
+    let _ = std::fs::remove_file(r.ctl.join("slow_eval"));
+    r.ok(&["run", "--iterations", "1"]);
+    if at == "propose" {
+        let pid: i32 = std::fs::read_to_string(r.ctl.join("propose.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!alive(pid), "the orphaned proposer was killed on resume");
+    }
+    r.assert_consistent().await
+}
+
+#[tokio::test]
+async fn sigkill_while_proposing_then_resume() {
+    let all = kill_and_resume("propose").await;
+    let st: Vec<&str> = all
+        .iter()
+        .map(|a| a.outcome.as_ref().unwrap().status.as_str())
+        .collect();
+    assert_eq!(st, ["baseline", "keep", "crash", "keep"]);
+    assert_eq!(all[2].outcome.as_ref().unwrap().reason, "interrupted");
+    assert_eq!(all[2].run.status, "crashed");
+}
+
+#[tokio::test]
+async fn sigkill_while_evaluating_then_resume() {
+    let all = kill_and_resume("evaluate").await;
+    let st: Vec<&str> = all
+        .iter()
+        .map(|a| a.outcome.as_ref().unwrap().status.as_str())
+        .collect();
+    assert_eq!(st, ["baseline", "keep", "crash", "keep"]);
+    assert_eq!(all[2].outcome.as_ref().unwrap().reason, "interrupted");
+}
+
+#[tokio::test]
+async fn sigkill_after_the_candidate_was_recorded_then_resume() {
+    let all = kill_and_resume("after-candidate").await;
+    let st: Vec<&str> = all
+        .iter()
+        .map(|a| a.outcome.as_ref().unwrap().status.as_str())
+        .collect();
+    assert_eq!(st, ["baseline", "keep", "crash", "keep"]);
+}
+
+#[tokio::test]
+async fn sigkill_after_deciding_keep_before_moving_the_branch_then_resume() {
+    let all = kill_and_resume("after-intent").await;
+    let st: Vec<&str> = all
+        .iter()
+        .map(|a| a.outcome.as_ref().unwrap().status.as_str())
+        .collect();
+    // The decided keep is applied on resume, once; then one more candidate.
+    assert_eq!(st, ["baseline", "keep", "keep", "keep"]);
+}
+
+#[tokio::test]
+async fn sigkill_after_moving_the_branch_before_the_ledger_tick_then_resume() {
+    let all = kill_and_resume("after-ref").await;
+    let st: Vec<&str> = all
+        .iter()
+        .map(|a| a.outcome.as_ref().unwrap().status.as_str())
+        .collect();
+    assert_eq!(st, ["baseline", "keep", "keep", "keep"]);
+}
