@@ -16,6 +16,7 @@
 pub mod gate;
 pub mod judge;
 pub mod pareto;
+pub mod replay;
 pub mod scalar;
 pub mod spec;
 pub mod stat;
@@ -25,6 +26,7 @@ pub mod vote;
 pub use gate::AllOf;
 pub use judge::Judge;
 pub use pareto::Pareto;
+pub use replay::{ReplayError, ReplayReport, ReplayRequest, replay};
 pub use scalar::Scalar;
 pub use spec::{CompareSpec, Direction, SpecError};
 pub use stat::Stat;

@@ -1,0 +1,857 @@
+//! Counterfactual replay and hand-made forks of an experiment world.
+//!
+//! - [`replay`]: forks the world at a tick and re-decides every later
+//!   candidate, in the original order, from its stored Results under another
+//!   comparator. No job is re-run: where a comparator asks for samples that
+//!   were never taken, the decision is made on what exists and says so.
+//!   The counterfactual Outcomes and BranchHead are written into the fork, one
+//!   tick per candidate, so the fork can be inspected, plotted and continued
+//!   like any experiment world.
+//! - [`fork_promoting`]: a fork in which a chosen run became head at a tick.
+//! - [`cast_vote`]: records a human vote on a run.
+
+use autoresearch_core::compare::{Comparator, Decision, Evidence, Verdict, Vote};
+use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
+use autoresearch_core::{
+    BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, Run, RunStatus, Storage,
+    StorageError, Tick, World, now_ms,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Errors of replay, fork and vote. Each names the world and what was done.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{doing} (world {world:?}): {source}")]
+    Ledger {
+        doing: String,
+        world: String,
+        #[source]
+        source: autoresearch_core::Error,
+    },
+    #[error("world {world:?} has no experiment {experiment:?} at tick {tick}")]
+    NoExperiment {
+        world: String,
+        experiment: String,
+        tick: Tick,
+    },
+    #[error("world {world:?}: tick {tick} is beyond its head {head}")]
+    BeyondHead {
+        world: String,
+        tick: Tick,
+        head: Tick,
+    },
+    #[error("world {world:?}: no run {run_id:?} in experiment {experiment:?}")]
+    UnknownRun {
+        world: String,
+        experiment: String,
+        run_id: String,
+    },
+    #[error("world {world:?}: run id prefix {prefix:?} matches {count} runs; give more of it")]
+    AmbiguousRun {
+        world: String,
+        prefix: String,
+        count: usize,
+    },
+    #[error("world {world:?}: run {run_id:?} has no commit to promote ({why})")]
+    NothingToPromote {
+        world: String,
+        run_id: String,
+        why: String,
+    },
+    #[error("a vote is keep or discard, not {0:?}")]
+    BadVerdict(String),
+}
+
+fn ledger_err(
+    doing: impl Into<String>,
+    world: &str,
+) -> impl FnOnce(autoresearch_core::Error) -> ReplayError {
+    let doing = doing.into();
+    let world = world.to_string();
+    move |source| ReplayError::Ledger {
+        doing,
+        world,
+        source,
+    }
+}
+
+/// A head of the branch: the run that made it and its commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeadPoint {
+    pub run_id: String,
+    pub commit: String,
+}
+
+/// One side of a replay step: what was decided and the head after it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Side {
+    pub status: String,
+    pub reason: String,
+    pub head: HeadPoint,
+}
+
+/// One candidate, as originally decided and as re-decided.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplayStep {
+    pub run_id: String,
+    pub commit: String,
+    pub original: Side,
+    pub counterfactual: Side,
+    /// The fork's tick that recorded the counterfactual decision.
+    pub fork_tick: u64,
+}
+
+/// What [`replay`] did: the fork it wrote and both head trajectories.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplayReport {
+    pub experiment: String,
+    pub source_world: String,
+    pub fork_world: String,
+    pub from_tick: u64,
+    /// The comparator the candidates were re-decided with.
+    pub comparator: String,
+    /// The comparators that decided originally, as recorded.
+    pub original_comparators: Vec<String>,
+    pub start_head: HeadPoint,
+    pub steps: Vec<ReplayStep>,
+    /// The head after every promotion, starting with the head at the fork tick.
+    pub original_trajectory: Vec<HeadPoint>,
+    pub counterfactual_trajectory: Vec<HeadPoint>,
+    pub original_head: HeadPoint,
+    pub counterfactual_head: HeadPoint,
+}
+
+/// What to replay.
+#[derive(Clone, Debug)]
+pub struct ReplayRequest {
+    pub experiment: String,
+    /// The world to replay, usually `autoresearch:{experiment}`.
+    pub source_world: String,
+    /// Fork here; `None`: the tick that created the experiment.
+    pub from: Option<Tick>,
+    /// The name of the fork to create (must be free).
+    pub fork_name: String,
+}
+
+/// Outcome causes decided by the loop itself, not by a comparator: they are
+/// carried over into the counterfactual unchanged.
+const LOOP_CAUSES: [&str; 3] = ["no change", "protected path", "interrupted"];
+
+fn loop_cause(o: &Outcome) -> Option<String> {
+    let d: Value = serde_json::from_str(&o.descriptor_json).ok()?;
+    let cause = d.get("cause")?.as_str()?;
+    LOOP_CAUSES.contains(&cause).then(|| cause.to_string())
+}
+
+/// The Results of `run_id` that were measured on `commit` (a rebased
+/// candidate keeps the samples of its earlier commit under the same run id,
+/// marked by `_meta.commit`; Results without that mark count for any commit).
+fn results_of(world: &World, run_id: &str, commit: &str) -> Vec<EvalResult> {
+    if run_id.is_empty() {
+        return Vec::new();
+    }
+    world
+        .results_for(run_id)
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| {
+            let rc = r
+                .outputs()
+                .ok()
+                .and_then(|o| o.get("_meta")?.get("commit")?.as_str().map(str::to_string));
+            rc.is_none_or(|c| c == commit)
+        })
+        .collect()
+}
+
+/// The evidence stored for one side, read from `world`.
+pub fn stored_evidence(world: &World, run_id: &str, commit: &str) -> Evidence {
+    Evidence {
+        run_id: run_id.to_string(),
+        commit: commit.to_string(),
+        results: results_of(world, run_id, commit),
+        diff: None,
+        votes: if run_id.is_empty() {
+            Vec::new()
+        } else {
+            world
+                .find_all::<Vote>(|v| v.run_id == run_id)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        },
+    }
+}
+
+/// The tick that created `experiment`'s Experiment entity in `world`.
+async fn creation_tick(world: &World, experiment: &str) -> Result<Tick, ReplayError> {
+    let Some((entity, _)) = world.experiment(experiment) else {
+        return Err(ReplayError::NoExperiment {
+            world: world.name().to_string(),
+            experiment: experiment.to_string(),
+            tick: world.tick(),
+        });
+    };
+    let history = world
+        .history(entity)
+        .await
+        .map_err(ledger_err("reading the experiment's history", world.name()))?;
+    Ok(history.first().map_or(Tick(1), |c| c.tick))
+}
+
+/// The source at its head, the source as it was at `tick`, and the fork.
+struct Worlds {
+    source: World,
+    at: World,
+    fork: World,
+}
+
+async fn open_and_fork(
+    storage: &Arc<dyn Storage>,
+    registry: &Arc<ComponentRegistry>,
+    source_world: &str,
+    experiment: &str,
+    tick: Option<Tick>,
+    fork_name: &str,
+) -> Result<(Worlds, Tick), ReplayError> {
+    let source = World::open(storage.clone(), registry.clone(), source_world)
+        .await
+        .map_err(ledger_err("opening the world", source_world))?;
+    let tick = match tick {
+        Some(t) => t,
+        None => creation_tick(&source, experiment).await?,
+    };
+    if tick > source.tick() {
+        return Err(ReplayError::BeyondHead {
+            world: source_world.to_string(),
+            tick,
+            head: source.tick(),
+        });
+    }
+    let at = World::open_at(storage.clone(), registry.clone(), source.id(), tick)
+        .await
+        .map_err(ledger_err(format!("reading tick {tick}"), source_world))?;
+    if at.experiment(experiment).is_none() {
+        return Err(ReplayError::NoExperiment {
+            world: source_world.to_string(),
+            experiment: experiment.to_string(),
+            tick,
+        });
+    }
+    let info = source.fork(tick, fork_name).await.map_err(ledger_err(
+        format!("forking at tick {tick} into {fork_name:?}"),
+        source_world,
+    ))?;
+    let fork = World::open_id(storage.clone(), registry.clone(), info.id)
+        .await
+        .map_err(ledger_err("opening the fork", fork_name))?;
+    Ok((Worlds { source, at, fork }, tick))
+}
+
+fn head_of(world: &World, experiment: &str) -> HeadPoint {
+    world
+        .branch_head(experiment)
+        .map(|(_, h)| HeadPoint {
+            run_id: h.run_id,
+            commit: h.commit_hash,
+        })
+        .unwrap_or_default()
+}
+
+impl Worlds {
+    /// Buffers, in the fork, the run of `a` in its final state: its entity
+    /// if it existed at the fork tick, else a copy with its Results and Votes.
+    fn carry_run(&mut self, a: &Attempt) -> Result<EntityId, autoresearch_core::Error> {
+        let mut run = a.run.clone();
+        if run.status().map(|s| s.is_active()).unwrap_or(false) {
+            run.set_status(RunStatus::Stopped);
+        }
+        let entity = if self.at.is_live(a.entity) {
+            self.fork.insert(a.entity, &run)?;
+            a.entity
+        } else {
+            self.fork.spawn_with(&run)?
+        };
+        self.carry_results(|r| r == a.run.run_id)?;
+        Ok(entity)
+    }
+
+    /// Buffers copies of the source's Results and Votes that were stored
+    /// after the fork tick, for runs matching `pick`.
+    fn carry_results(
+        &mut self,
+        mut pick: impl FnMut(&str) -> bool,
+    ) -> Result<(), autoresearch_core::Error> {
+        let results = self.source.find_all::<EvalResult>(|r| pick(&r.run_id));
+        for (e, r) in results {
+            if !self.at.is_live(e) {
+                self.fork.spawn_with(&r)?;
+            }
+        }
+        let votes = self.source.find_all::<Vote>(|v| pick(&v.run_id));
+        for (e, v) in votes {
+            if !self.at.is_live(e) {
+                self.fork.spawn_with(&v)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_head(
+        &mut self,
+        experiment: &str,
+        head: &BranchHead,
+    ) -> Result<(), autoresearch_core::Error> {
+        match self.fork.branch_head(experiment) {
+            Some((e, _)) => self.fork.insert(e, head),
+            None => self.fork.spawn_with(head).map(drop),
+        }
+    }
+}
+
+/// How a candidate's counterfactual was decided.
+struct Decided {
+    status: &'static str,
+    reason: String,
+    descriptor: Value,
+    comparator: String,
+}
+
+fn from_decision(d: Result<Decision, String>, spec: &str) -> Decided {
+    match d {
+        Err(why) => Decided {
+            status: Outcome::DISCARD,
+            reason: format!("comparator failed: {why}"),
+            descriptor: json!({"error": why}),
+            comparator: spec.to_string(),
+        },
+        Ok(d) => {
+            let status = match d.verdict {
+                Verdict::Keep => Outcome::KEEP,
+                Verdict::Discard | Verdict::NeedMore { .. } => Outcome::DISCARD,
+                Verdict::Pending => Outcome::PENDING,
+            };
+            let reason = match d.verdict {
+                Verdict::NeedMore {
+                    incumbent,
+                    candidate,
+                } => format!(
+                    "replay: decided on the samples that exist; the comparator asked for {incumbent} more incumbent and {candidate} more candidate samples, never taken ({})",
+                    d.reason
+                ),
+                _ => d.reason,
+            };
+            Decided {
+                status,
+                reason,
+                descriptor: d.descriptor,
+                comparator: spec.to_string(),
+            }
+        }
+    }
+}
+
+/// Whether `b` ran at the same time as the runs of `round`: a parallel
+/// round of the original loop. (Not "the same base": a candidate made stale
+/// by a keep in its round was rebased and records the new base.)
+fn same_round(round: &[&Attempt], b: &Attempt) -> bool {
+    let finished = round
+        .iter()
+        .map(|a| a.run.finished_at_ms)
+        .max()
+        .unwrap_or(0);
+    b.run.started_at_ms != 0 && b.run.started_at_ms < finished
+}
+
+/// Replays `req.experiment` from `req.from` under `comparator` into a new
+/// fork `req.fork_name` (see the module docs). Cost: one ledger tick per
+/// later candidate, and one comparison per candidate (two for a candidate
+/// kept after the head moved within its round); no job runs. The source
+/// world is only read.
+///
+/// Errors: an unknown world or experiment, a tick beyond the head, a fork
+/// name already taken, or a ledger failure; a comparator failure is not an
+/// error but a discard whose reason says so.
+pub async fn replay(
+    storage: Arc<dyn Storage>,
+    registry: Arc<ComponentRegistry>,
+    req: &ReplayRequest,
+    comparator: Arc<dyn Comparator>,
+) -> Result<ReplayReport, ReplayError> {
+    let exp = req.experiment.as_str();
+    let (mut w, tick) = open_and_fork(
+        &storage,
+        &registry,
+        &req.source_world,
+        exp,
+        req.from,
+        &req.fork_name,
+    )
+    .await?;
+    let spec = comparator.spec();
+    let fork_err = |doing: &str| ledger_err(doing.to_string(), &req.fork_name);
+
+    // Candidates decided after the fork tick (or still pending there).
+    let before: HashMap<String, Option<Outcome>> = attempts(&w.at, exp)
+        .into_iter()
+        .map(|a| (a.run.run_id, a.outcome))
+        .collect();
+    let mut later: Vec<Attempt> = attempts(&w.source, exp)
+        .into_iter()
+        .filter(|a| {
+            let decided = a.outcome.is_some() || a.run.status() == Ok(RunStatus::Crashed);
+            let open_at_tick = match before.get(&a.run.run_id) {
+                None | Some(None) => true,
+                Some(Some(o)) => o.status == Outcome::PENDING,
+            };
+            decided && open_at_tick
+        })
+        .collect();
+    later.sort_by_key(|a| (a.outcome.as_ref().map_or(0, |o| o.decided_at_ms), a.entity));
+    let later_ids: HashSet<String> = later.iter().map(|a| a.run.run_id.clone()).collect();
+
+    // First tick: mark the fork, and carry over samples stored after the
+    // fork tick for runs that are not replayed (incumbents' extra samples).
+    if let Some((e, mut x)) = w.fork.experiment(exp) {
+        let mut meta = x.metadata().unwrap_or_else(|_| json!({}));
+        if !meta.is_object() {
+            meta = json!({});
+        }
+        meta["counterfactual"] = json!({
+            "source_world": req.source_world,
+            "from_tick": tick.0,
+            "comparator": spec,
+        });
+        x.metadata_json = meta.to_string();
+        w.fork
+            .insert::<Experiment>(e, &x)
+            .map_err(fork_err("marking the fork"))?;
+    }
+    w.carry_results(|r| !later_ids.contains(r))
+        .map_err(fork_err("copying stored samples"))?;
+    w.fork
+        .commit()
+        .await
+        .map_err(fork_err("copying stored samples"))?;
+
+    let start = head_of(&w.at, exp);
+    let mut original_comparators: Vec<String> = Vec::new();
+    let mut orig_head = start.clone();
+    let mut cf_head = start.clone();
+    let mut orig_traj = vec![start.clone()];
+    let mut cf_traj = vec![start.clone()];
+    let mut steps = Vec::with_capacity(later.len());
+
+    let mut i = 0;
+    while i < later.len() {
+        // A parallel round of the original loop is decided as a round.
+        let mut round: Vec<&Attempt> = vec![&later[i]];
+        while i + round.len() < later.len() && same_round(&round, &later[i + round.len()]) {
+            round.push(&later[i + round.len()]);
+        }
+        i += round.len();
+        let comparable: Vec<&Attempt> = round
+            .iter()
+            .copied()
+            .filter(|a| {
+                let o = a.outcome.as_ref();
+                let crashed = o.is_none_or(|o| o.status == Outcome::CRASH)
+                    || a.run.status() == Ok(RunStatus::Crashed);
+                let baseline = o.is_some_and(|o| o.status == Outcome::BASELINE);
+                let by_loop = o.and_then(loop_cause).is_some();
+                !crashed && !baseline && !by_loop && !cf_head.commit.is_empty()
+            })
+            .collect();
+        let round_head = cf_head.clone();
+        let mut decisions: HashMap<String, Result<Decision, String>> = HashMap::new();
+        if !comparable.is_empty() {
+            let inc = stored_evidence(&w.source, &round_head.run_id, &round_head.commit);
+            let evs: Vec<Evidence> = comparable
+                .iter()
+                .map(|a| stored_evidence(&w.source, &a.run.run_id, &a.run.commit_hash))
+                .collect();
+            let ds: Vec<Result<Decision, String>> = if evs.len() == 1 {
+                vec![
+                    comparator
+                        .compare(&inc, &evs[0])
+                        .await
+                        .map_err(|e| e.to_string()),
+                ]
+            } else {
+                match comparator.compare_round(&inc, &evs).await {
+                    Ok(ds) if ds.len() == evs.len() => ds.into_iter().map(Ok).collect(),
+                    Ok(ds) => vec![
+                        Err(format!(
+                            "comparator returned {} decisions for {} candidates",
+                            ds.len(),
+                            evs.len()
+                        ));
+                        evs.len()
+                    ],
+                    Err(e) => vec![Err(e.to_string()); evs.len()],
+                }
+            };
+            for (a, d) in comparable.iter().zip(ds) {
+                decisions.insert(a.run.run_id.clone(), d);
+            }
+        }
+        for a in round {
+            let o = a.outcome.clone();
+            if let Some(o) = &o
+                && !o.comparator.is_empty()
+                && !original_comparators.contains(&o.comparator)
+            {
+                original_comparators.push(o.comparator.clone());
+            }
+            let orig_status = o
+                .as_ref()
+                .map_or(Outcome::CRASH.to_string(), |o| o.status.clone());
+            let orig_reason = o.as_ref().map_or(String::new(), |o| o.reason.clone());
+            let me = HeadPoint {
+                run_id: a.run.run_id.clone(),
+                commit: a.run.commit_hash.clone(),
+            };
+            if orig_status == Outcome::KEEP || orig_status == Outcome::BASELINE {
+                orig_head = me.clone();
+                orig_traj.push(me.clone());
+            }
+            let decided = match decisions.remove(&a.run.run_id) {
+                Some(d) => {
+                    // Kept, but an earlier candidate of the round moved the
+                    // head: decide again against the new head.
+                    let d = match d {
+                        Ok(d) if d.verdict == Verdict::Keep && cf_head != round_head => {
+                            let inc = stored_evidence(&w.source, &cf_head.run_id, &cf_head.commit);
+                            let ev = stored_evidence(&w.source, &me.run_id, &me.commit);
+                            comparator
+                                .compare(&inc, &ev)
+                                .await
+                                .map_err(|e| e.to_string())
+                        }
+                        other => other,
+                    };
+                    from_decision(d, &spec)
+                }
+                None => {
+                    let o = o.clone().unwrap_or_default();
+                    if orig_status == Outcome::BASELINE {
+                        Decided {
+                            status: Outcome::BASELINE,
+                            reason: o.reason.clone(),
+                            descriptor: serde_json::from_str(&o.descriptor_json)
+                                .unwrap_or(json!({})),
+                            comparator: String::new(),
+                        }
+                    } else if orig_status == Outcome::CRASH
+                        || a.run.status() == Ok(RunStatus::Crashed)
+                    {
+                        Decided {
+                            status: Outcome::CRASH,
+                            reason: o.reason.clone(),
+                            descriptor: serde_json::from_str(&o.descriptor_json)
+                                .unwrap_or(json!({})),
+                            comparator: String::new(),
+                        }
+                    } else if let Some(cause) = loop_cause(&o) {
+                        Decided {
+                            status: Outcome::DISCARD,
+                            reason: format!("{} (decided by the loop: {cause})", o.reason),
+                            descriptor: serde_json::from_str(&o.descriptor_json)
+                                .unwrap_or(json!({})),
+                            comparator: o.comparator.clone(),
+                        }
+                    } else {
+                        // No incumbent yet: the first candidate becomes the head.
+                        Decided {
+                            status: Outcome::BASELINE,
+                            reason: "replay: no incumbent yet; adopted as the first head".into(),
+                            descriptor: json!({"baseline": "no incumbent at the fork tick"}),
+                            comparator: String::new(),
+                        }
+                    }
+                }
+            };
+            let entity = w.carry_run(a).map_err(fork_err("copying a run"))?;
+            let outcome = Outcome {
+                run_id: me.run_id.clone(),
+                status: decided.status.to_string(),
+                reason: decided.reason.clone(),
+                descriptor_json: decided.descriptor.to_string(),
+                base_commit: cf_head.commit.clone(),
+                comparator: decided.comparator.clone(),
+                decided_at_ms: now_ms(),
+            };
+            w.fork
+                .insert(entity, &outcome)
+                .map_err(fork_err("recording a decision"))?;
+            if decided.status == Outcome::KEEP || decided.status == Outcome::BASELINE {
+                let head =
+                    BranchHead::new(exp, &me.commit, &me.run_id, &decided.descriptor, now_ms());
+                w.set_head(exp, &head)
+                    .map_err(fork_err("moving the head"))?;
+                cf_head = me.clone();
+                cf_traj.push(me.clone());
+            }
+            let fork_tick = w
+                .fork
+                .commit()
+                .await
+                .map_err(fork_err("recording a decision"))?;
+            steps.push(ReplayStep {
+                run_id: me.run_id.clone(),
+                commit: me.commit.clone(),
+                original: Side {
+                    status: orig_status,
+                    reason: orig_reason,
+                    head: orig_head.clone(),
+                },
+                counterfactual: Side {
+                    status: decided.status.to_string(),
+                    reason: decided.reason,
+                    head: cf_head.clone(),
+                },
+                fork_tick: fork_tick.0,
+            });
+        }
+    }
+    Ok(ReplayReport {
+        experiment: exp.to_string(),
+        source_world: req.source_world.clone(),
+        fork_world: req.fork_name.clone(),
+        from_tick: tick.0,
+        comparator: spec,
+        original_comparators,
+        start_head: start,
+        steps,
+        original_trajectory: orig_traj,
+        counterfactual_trajectory: cf_traj,
+        original_head: orig_head,
+        counterfactual_head: cf_head,
+    })
+}
+
+/// Finds a run of `experiment` by id or unique id prefix.
+pub fn find_run(world: &World, experiment: &str, id: &str) -> Result<(EntityId, Run), ReplayError> {
+    if let Some(found) = world.find::<Run>(|r| r.experiment_name == experiment && r.run_id == id) {
+        return Ok(found);
+    }
+    let mut matches = world.find_all::<Run>(|r| {
+        r.experiment_name == experiment && !id.is_empty() && r.run_id.starts_with(id)
+    });
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(ReplayError::UnknownRun {
+            world: world.name().to_string(),
+            experiment: experiment.to_string(),
+            run_id: id.to_string(),
+        }),
+        count => Err(ReplayError::AmbiguousRun {
+            world: world.name().to_string(),
+            prefix: id.to_string(),
+            count,
+        }),
+    }
+}
+
+/// What to fork.
+#[derive(Clone, Debug)]
+pub struct ForkRequest {
+    pub experiment: String,
+    pub source_world: String,
+    /// The tick at which the run becomes head.
+    pub at: Tick,
+    /// The run to promote (id or unique prefix).
+    pub promote: String,
+    pub fork_name: String,
+}
+
+/// What [`fork_promoting`] did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ForkReport {
+    pub experiment: String,
+    pub source_world: String,
+    pub fork_world: String,
+    pub at_tick: u64,
+    pub previous_head: HeadPoint,
+    pub head: HeadPoint,
+    /// The fork's tick that made the run head.
+    pub fork_tick: u64,
+}
+
+/// Forks `req.source_world` at `req.at` into `req.fork_name`, and makes run
+/// `req.promote` the head there: one tick recording the run (as it finally
+/// was in the source, with its Results and Votes), an Outcome `keep` saying
+/// it was promoted by hand, and the BranchHead. The run may be any run of
+/// the experiment with a commit, decided before or after the tick.
+///
+/// Errors: unknown world, experiment or run; a run without a commit; a tick
+/// beyond the head; a taken fork name; ledger failures.
+pub async fn fork_promoting(
+    storage: Arc<dyn Storage>,
+    registry: Arc<ComponentRegistry>,
+    req: &ForkRequest,
+) -> Result<ForkReport, ReplayError> {
+    let exp = req.experiment.as_str();
+    // Check the run before creating anything.
+    let source = World::open(storage.clone(), registry.clone(), &req.source_world)
+        .await
+        .map_err(ledger_err("opening the world", &req.source_world))?;
+    let (_, run) = find_run(&source, exp, &req.promote)?;
+    if run.commit_hash.is_empty() {
+        return Err(ReplayError::NothingToPromote {
+            world: req.source_world.clone(),
+            run_id: run.run_id,
+            why: "it never produced a commit".into(),
+        });
+    }
+    drop(source);
+    let (mut w, tick) = open_and_fork(
+        &storage,
+        &registry,
+        &req.source_world,
+        exp,
+        Some(req.at),
+        &req.fork_name,
+    )
+    .await?;
+    let fork_err = |doing: &str| ledger_err(doing.to_string(), &req.fork_name);
+    let previous = head_of(&w.at, exp);
+    let attempt = attempts(&w.source, exp)
+        .into_iter()
+        .find(|a| a.run.run_id == run.run_id)
+        .ok_or_else(|| ReplayError::UnknownRun {
+            world: req.source_world.clone(),
+            experiment: exp.to_string(),
+            run_id: run.run_id.clone(),
+        })?;
+    let entity = w.carry_run(&attempt).map_err(fork_err("copying the run"))?;
+    let descriptor = json!({
+        "promoted_by": "fork",
+        "source_world": req.source_world,
+        "at_tick": tick.0,
+        "original_outcome": attempt.outcome.as_ref().map(|o| o.status.clone()),
+    });
+    let outcome = Outcome {
+        run_id: run.run_id.clone(),
+        status: Outcome::KEEP.to_string(),
+        reason: format!(
+            "promoted by hand in fork {:?} at tick {} of {:?}",
+            req.fork_name, tick, req.source_world
+        ),
+        descriptor_json: descriptor.to_string(),
+        base_commit: previous.commit.clone(),
+        comparator: "fork --promote".into(),
+        decided_at_ms: now_ms(),
+    };
+    w.fork
+        .insert(entity, &outcome)
+        .map_err(fork_err("recording the promotion"))?;
+    let head = BranchHead::new(exp, &run.commit_hash, &run.run_id, &descriptor, now_ms());
+    w.set_head(exp, &head)
+        .map_err(fork_err("moving the head"))?;
+    let fork_tick = w
+        .fork
+        .commit()
+        .await
+        .map_err(fork_err("recording the promotion"))?;
+    Ok(ForkReport {
+        experiment: exp.to_string(),
+        source_world: req.source_world.clone(),
+        fork_world: req.fork_name.clone(),
+        at_tick: tick.0,
+        previous_head: previous,
+        head: HeadPoint {
+            run_id: run.run_id,
+            commit: run.commit_hash,
+        },
+        fork_tick: fork_tick.0,
+    })
+}
+
+/// A vote as recorded, with the state of the run it is for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VoteReceipt {
+    pub vote: VoteRecord,
+    pub tick: u64,
+    /// The run's Outcome status when the vote was cast (`pending` when it
+    /// waits for votes), if it had one.
+    pub run_status: Option<String>,
+    /// Votes on the run so far, this one included.
+    pub votes_on_run: usize,
+}
+
+/// The serializable form of a [`Vote`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VoteRecord {
+    pub run_id: String,
+    pub verdict: String,
+    pub voter: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// Records a vote on run `run_id` (or a unique prefix) of `experiment` in
+/// `world`, as a `Vote` entity of its own, in one tick. Another writer (the
+/// loop) advancing the world meanwhile is handled by refreshing and
+/// retrying. Errors: a verdict other than keep or discard, an unknown or
+/// ambiguous run, ledger failures.
+pub async fn cast_vote(
+    world: &mut World,
+    experiment: &str,
+    run_id: &str,
+    verdict: &str,
+    voter: &str,
+    reason: &str,
+) -> Result<VoteReceipt, ReplayError> {
+    if verdict != "keep" && verdict != "discard" {
+        return Err(ReplayError::BadVerdict(verdict.to_string()));
+    }
+    let name = world.name().to_string();
+    let mut retries = 20;
+    loop {
+        let (entity, run) = find_run(world, experiment, run_id)?;
+        let vote = Vote {
+            run_id: run.run_id.clone(),
+            verdict: verdict.to_string(),
+            voter: voter.to_string(),
+            reason: reason.to_string(),
+            at_ms: now_ms(),
+        };
+        world
+            .spawn_with(&vote)
+            .map_err(ledger_err("recording a vote", &name))?;
+        match world.commit().await {
+            Ok(tick) => {
+                let votes_on_run = world.find_all::<Vote>(|v| v.run_id == run.run_id).len();
+                return Ok(VoteReceipt {
+                    run_status: world.get::<Outcome>(entity).map(|o| o.status),
+                    votes_on_run,
+                    tick: tick.0,
+                    vote: VoteRecord {
+                        run_id: vote.run_id,
+                        verdict: vote.verdict,
+                        voter: vote.voter,
+                        reason: vote.reason,
+                        at_ms: vote.at_ms,
+                    },
+                });
+            }
+            Err(autoresearch_core::Error::Storage(StorageError::Conflict { .. }))
+                if retries > 0 =>
+            {
+                retries -= 1;
+                world
+                    .refresh()
+                    .await
+                    .map_err(ledger_err("catching up before a vote", &name))?;
+            }
+            Err(e) => {
+                world.discard_pending();
+                return Err(ledger_err("recording a vote", &name)(e));
+            }
+        }
+    }
+}
