@@ -37,11 +37,38 @@ pub(crate) const RECORDS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::
 /// (world, tick) -> the world's whole state after that tick.
 pub(crate) const SNAPSHOTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("snapshots");
 
-/// (world, entity, tick) -> (): the ticks of a world's own segment that changed
-/// an entity. Key-only; a range scan over (world, entity, ..) is the entity's
-/// audit trail.
-pub(crate) const ENTITY_TICKS: TableDefinition<(u64, u64, u64), ()> =
+/// (world, chunk, entity) -> bitmask: which ticks of one chunk of
+/// [`INDEX_CHUNK`] ticks of a world's own segment changed an entity. Bit `i`
+/// of chunk `c` stands for tick `c * INDEX_CHUNK + i + 1`.
+///
+/// A chunk's entries are written in one go by the append that completes the
+/// chunk, so they land side by side at the end of the world's key range:
+/// per-tick appends never scatter writes across the index. The ticks of the
+/// unfinished chunk (fewer than [`INDEX_CHUNK`]) are found from their records.
+pub(crate) const ENTITY_TICKS: TableDefinition<(u64, u64, u64), u64> =
     TableDefinition::new("entity_ticks");
+
+/// Ticks per entity-index chunk (the width of its bitmask).
+pub(crate) const INDEX_CHUNK: u64 = 64;
+
+/// The index chunk holding `tick` (>= 1), and its bit in that chunk's mask.
+pub(crate) fn index_slot(tick: Tick) -> (u64, u64) {
+    let t = tick.0.saturating_sub(1);
+    (t / INDEX_CHUNK, 1u64 << (t % INDEX_CHUNK))
+}
+
+/// The ticks a chunk's bitmask stands for, ascending.
+pub(crate) fn index_ticks(chunk: u64, mask: u64) -> impl Iterator<Item = Tick> {
+    (0..INDEX_CHUNK)
+        .filter(move |i| mask & (1u64 << i) != 0)
+        .map(move |i| Tick(chunk * INDEX_CHUNK + i + 1))
+}
+
+/// The distinct entities a stored record touches, without building the
+/// record. Used when an index chunk is completed.
+pub(crate) fn record_entities(tick: Tick, bytes: &[u8]) -> Result<Vec<EntityId>, DecodeError> {
+    Ok(decode_record(tick, bytes)?.entities())
+}
 
 /// Names of every table, for statistics.
 pub(crate) const TABLE_NAMES: [&str; 6] = [

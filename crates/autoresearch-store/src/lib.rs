@@ -570,11 +570,42 @@ impl Storage for RedbStorage {
         self.read(
             || format!("reading the ticks that changed {entity} in {world}"),
             move |txn| {
-                load_world(&table(txn, WORLDS)?, world)?;
-                let index = table(txn, ENTITY_TICKS)?;
+                let info = load_world(&table(txn, WORLDS)?, world)?;
+                let to = to.min(info.head);
+                let first = info.first_own_tick();
                 let mut out = Vec::new();
-                for entry in index.range((world.0, entity.0, 0)..=(world.0, entity.0, to.0))? {
-                    out.push(Tick(entry?.0.value().2));
+                if to < first {
+                    return Ok(out);
+                }
+                // Completed chunks from the index, one point read each.
+                let (first_chunk, _) = encoding::index_slot(first);
+                let (to_chunk, _) = encoding::index_slot(to);
+                let closed = info.head.0 / encoding::INDEX_CHUNK;
+                let index = table(txn, ENTITY_TICKS)?;
+                for chunk in first_chunk..=to_chunk.min(closed.saturating_sub(1)) {
+                    if closed == 0 {
+                        break;
+                    }
+                    if let Some(mask) = index.get((world.0, chunk, entity.0))? {
+                        out.extend(
+                            encoding::index_ticks(chunk, mask.value())
+                                .filter(|t| *t >= first && *t <= to),
+                        );
+                    }
+                }
+                // The unfinished chunk, from its records.
+                let tail = Tick((closed * encoding::INDEX_CHUNK + 1).max(first.0));
+                if tail <= to {
+                    let records = table(txn, RECORDS)?;
+                    for entry in records.range((world.0, tail.0)..=(world.0, to.0))? {
+                        let (k, v) = entry?;
+                        let tick = Tick(k.value().1);
+                        let touched = encoding::record_entities(tick, v.value())
+                            .map_err(|e| e.at(world, tick, "tick record"))?;
+                        if touched.binary_search(&entity).is_ok() {
+                            out.push(tick);
+                        }
+                    }
                 }
                 Ok(out)
             },

@@ -402,3 +402,65 @@ async fn table_bytes_reports_every_table() {
     let records = tables.iter().find(|t| t.name == "records").unwrap();
     assert!(records.stored > 0 && records.total() >= records.stored);
 }
+
+/// The entity index across many chunks, forks inside a chunk, and the
+/// unfinished chunk, against a brute-force scan of the records.
+#[tokio::test]
+async fn entity_index_matches_a_scan_of_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = open(&dir.path().join("l.redb"), Some(50));
+    let reg = registry();
+    let mut w = World::create(st.clone(), reg.clone(), "w").await.unwrap();
+    let ids: Vec<EntityId> = (0..7)
+        .map(|i| w.spawn_with(&Score(i as f64)).unwrap())
+        .collect();
+    w.commit().await.unwrap();
+    for t in 2..=300u64 {
+        for (i, e) in ids.iter().enumerate() {
+            if t % (i as u64 + 2) == 0 {
+                w.insert(*e, &Score(t as f64)).unwrap();
+            }
+        }
+        if w.pending().is_empty() {
+            w.insert(ids[0], &Score(0.5)).unwrap();
+        }
+        w.commit().await.unwrap();
+    }
+    let fork = st.fork_world(w.id(), Tick(150), "f").await.unwrap();
+    let mut f = World::open_id(st.clone(), reg.clone(), fork.id)
+        .await
+        .unwrap();
+    for t in 151..=270u64 {
+        f.insert(ids[(t % 7) as usize], &Score(-(t as f64)))
+            .unwrap();
+        f.commit().await.unwrap();
+    }
+    for world in [w.id(), fork.id] {
+        let info = st.world(world).await.unwrap();
+        let records = st
+            .read_own_records(world, info.first_own_tick(), info.head)
+            .await
+            .unwrap();
+        for e in &ids {
+            for to in [
+                Tick(1),
+                Tick(64),
+                Tick(65),
+                Tick(150),
+                Tick(199),
+                Tick(256),
+                info.head,
+            ] {
+                let expected: Vec<Tick> = records
+                    .iter()
+                    .filter(|r| r.tick <= to && r.entities().contains(e))
+                    .map(|r| r.tick)
+                    .collect();
+                let got = st.own_entity_ticks(world, *e, to).await.unwrap();
+                assert_eq!(got, expected, "{world} {e} up to {to}");
+            }
+        }
+    }
+    let hist = f.history(ids[3]).await.unwrap();
+    assert!(hist.iter().any(|c| c.tick.0 <= 150) && hist.iter().any(|c| c.tick.0 > 150));
+}

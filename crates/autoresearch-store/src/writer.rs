@@ -14,7 +14,7 @@
 //! whole transaction and is reported to every operation in it: nothing of a
 //! failed batch is stored.
 
-use crate::encoding::{self, ENTITY_TICKS, RECORDS, SNAPSHOTS, WORLD_NAMES, WORLDS};
+use crate::encoding::{self, ENTITY_TICKS, INDEX_CHUNK, RECORDS, SNAPSHOTS, WORLD_NAMES, WORLDS};
 use crate::{Failure, load_world};
 use autoresearch_core::{EntityId, ForkPoint, StorageError, Tick, WorldId, WorldInfo, now_ms};
 use redb::{Database, Durability, ReadableTable, Table};
@@ -165,7 +165,7 @@ struct Tables<'t> {
     names: Table<'t, &'static str, u64>,
     records: Table<'t, (u64, u64), &'static [u8]>,
     snapshots: Table<'t, (u64, u64), &'static [u8]>,
-    index: Table<'t, (u64, u64, u64), ()>,
+    index: Table<'t, (u64, u64, u64), u64>,
 }
 
 fn commit_batch(db: &Database, ops: Vec<Op>, durable: bool, path: &str) {
@@ -309,10 +309,10 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
             info.head = *tick;
             let entry = encode_world(&info)?;
             let (w, k) = (world.0, tick.0);
-            t.records.insert((w, k), record.as_slice())?;
-            for e in entities {
-                t.index.insert((w, e.0, k), ())?;
+            if k % INDEX_CHUNK == 0 {
+                close_index_chunk(t, &info, *tick, entities)?;
             }
+            t.records.insert((w, k), record.as_slice())?;
             if let Some(s) = snapshot {
                 t.snapshots.insert((w, k), s.as_slice())?;
             }
@@ -337,4 +337,38 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
             Ok(Done::Unit)
         }
     }
+}
+
+/// Writes the entity index of the chunk that `tick` completes: the masks of
+/// every entity changed by the world's own ticks in it. The earlier ticks'
+/// entities come from their stored records, so this is right whichever
+/// process appended them. Checks (decoding) run before the first write.
+fn close_index_chunk(
+    t: &mut Tables<'_>,
+    info: &WorldInfo,
+    tick: Tick,
+    entities: &[EntityId],
+) -> Result<(), Failure> {
+    let (chunk, _) = encoding::index_slot(tick);
+    let w = info.id.0;
+    let from = (chunk * INDEX_CHUNK + 1).max(info.first_own_tick().0);
+    let mut masks: std::collections::BTreeMap<u64, u64> = Default::default();
+    for entry in t.records.range((w, from)..(w, tick.0))? {
+        let (k, v) = entry?;
+        let at = Tick(k.value().1);
+        let (_, bit) = encoding::index_slot(at);
+        let touched = encoding::record_entities(at, v.value())
+            .map_err(|e| e.at(info.id, at, "tick record"))?;
+        for e in touched {
+            *masks.entry(e.0).or_default() |= bit;
+        }
+    }
+    let (_, bit) = encoding::index_slot(tick);
+    for e in entities {
+        *masks.entry(e.0).or_default() |= bit;
+    }
+    for (e, mask) in masks {
+        t.index.insert((w, chunk, e), mask)?;
+    }
+    Ok(())
 }
