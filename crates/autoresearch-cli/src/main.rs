@@ -3,9 +3,9 @@
 //! the comparators) together, through core's trait objects.
 
 mod ingest;
-mod experiment;
 mod ledger;
-mod progress;
+#[cfg(feature = "plot")]
+mod plot;
 mod read;
 
 use clap::{Parser, Subcommand};
@@ -50,14 +50,9 @@ pub enum Command {
     History(read::HistoryArgs),
     /// An experiment's attempts: commit, metrics, status, description.
     Log(read::LogArgs),
-    /// Write a commented autoresearch.toml for this repository.
-    Init(experiment::InitArgs),
-    /// Run the loop: propose, evaluate, compare, keep or discard, repeat.
-    Run(experiment::RunArgs),
-    /// The experiment's head, counts, runs in flight and runs waiting for votes.
-    Status(experiment::StatusArgs),
-    /// One run: fields, results, decision, diff stat against its base, log paths.
-    Show(experiment::ShowArgs),
+    /// Draw an experiment's progress chart (SVG, or PNG for a .png path).
+    #[cfg(feature = "plot")]
+    Plot(plot::PlotArgs),
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -97,15 +92,13 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        #[cfg(feature = "plot")]
+        Command::Plot(args) => plot::run(&cli.ledger, args).await?,
         Command::Worlds(args) => return read::worlds(&cli.ledger, args).await,
         Command::Ingest(args) => return ingest::run(&cli.ledger, args).await,
         Command::Runs(args) => return read::runs(&cli.ledger, args).await,
         Command::History(args) => return read::history(&cli.ledger, args).await,
         Command::Log(args) => return read::log(&cli.ledger, args).await,
-        Command::Init(args) => return experiment::init(args),
-        Command::Run(args) => return experiment::run(&cli.ledger, args, cli.quiet).await,
-        Command::Status(args) => return experiment::status(&cli.ledger, args).await,
-        Command::Show(args) => return experiment::show(&cli.ledger, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

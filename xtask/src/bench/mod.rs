@@ -1,6 +1,7 @@
 //! Benchmarks. Each prints JSON objects, one per line, on stdout; progress
 //! goes to stderr. Compare ratios measured in one run: the machine is noisy.
 
+mod ingest;
 mod ledger;
 
 use anyhow::bail;
@@ -14,6 +15,7 @@ pub fn emit(value: serde_json::Value) {
 pub fn run(name: &str, quick: bool) -> anyhow::Result<()> {
     let _ = quick;
     match name {
+        "ingest" => ingest::run(quick),
         "ledger" => ledger::run(quick),
         other => bail!("unknown benchmark {other:?} (expected ledger, ingest or loop)"),
     }
