@@ -2,8 +2,11 @@
 //! concrete implementations (the redb store, the runner ingester, the loop,
 //! the comparators) together, through core's trait objects.
 
+mod compare_cmds;
 mod ingest;
+mod experiment;
 mod ledger;
+mod progress;
 #[cfg(feature = "plot")]
 mod plot;
 mod read;
@@ -50,6 +53,20 @@ pub enum Command {
     History(read::HistoryArgs),
     /// An experiment's attempts: commit, metrics, status, description.
     Log(read::LogArgs),
+    /// Write a commented autoresearch.toml for this repository.
+    Init(experiment::InitArgs),
+    /// Run the loop: propose, evaluate, compare, keep or discard, repeat.
+    Run(experiment::RunArgs),
+    /// The experiment's head, counts, runs in flight and runs waiting for votes.
+    Status(experiment::StatusArgs),
+    /// One run: fields, results, decision, diff stat against its base, log paths.
+    Show(experiment::ShowArgs),
+    /// Re-decide an experiment's candidates under another comparator, into a fork.
+    Replay(compare_cmds::ReplayArgs),
+    /// Fork an experiment at a tick with a chosen run as head.
+    Fork(compare_cmds::ForkArgs),
+    /// Vote keep or discard on a run waiting for votes.
+    Vote(compare_cmds::VoteArgs),
     /// Draw an experiment's progress chart (SVG, or PNG for a .png path).
     #[cfg(feature = "plot")]
     Plot(plot::PlotArgs),
@@ -99,6 +116,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => return read::runs(&cli.ledger, args).await,
         Command::History(args) => return read::history(&cli.ledger, args).await,
         Command::Log(args) => return read::log(&cli.ledger, args).await,
+        Command::Init(args) => return experiment::init(args),
+        Command::Run(args) => return experiment::run(&cli.ledger, args, cli.quiet).await,
+        Command::Status(args) => return experiment::status(&cli.ledger, args).await,
+        Command::Show(args) => return experiment::show(&cli.ledger, args).await,
+        Command::Replay(args) => return compare_cmds::replay_cmd(&cli.ledger, args).await,
+        Command::Fork(args) => return compare_cmds::fork_cmd(&cli.ledger, args).await,
+        Command::Vote(args) => return compare_cmds::vote_cmd(&cli.ledger, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -88,3 +88,42 @@ pub(crate) fn summary(xs: &[f64]) -> Option<Summary> {
     };
     Some(Summary { n, mean, sd })
 }
+
+/// A number for a reason line: at most 6 significant digits, without the
+/// float noise of a subtraction (`0.0047`, not `0.0047000000000000375`).
+/// Descriptors keep the exact values.
+pub(crate) fn num(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    if !(-5..=15).contains(&magnitude) {
+        return format!("{x:.5e}");
+    }
+    let decimals = (5 - magnitude).max(0) as usize;
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_in_reasons_are_short() {
+        for (x, want) in [
+            (0.0047000000000000375, "0.0047"),
+            (-0.011799999999999922, "-0.0118"),
+            (1.0, "1"),
+            (0.9979, "0.9979"),
+            (123456.7, "123457"),
+            (0.00039999999999995595, "0.0004"),
+            (1e-7, "1.00000e-7"),
+            (0.0, "0"),
+        ] {
+            assert_eq!(super::num(x), want, "{x}");
+        }
+    }
+}

@@ -63,9 +63,19 @@ impl Pareto {
             };
             let imp = o.direction.improvement(i, c);
             if imp > o.epsilon {
-                better.push(format!("{} {i} -> {c}", o.metric));
+                better.push(format!(
+                    "{} {} -> {}",
+                    o.metric,
+                    crate::num(i),
+                    crate::num(c)
+                ));
             } else if imp < -o.epsilon {
-                worse.push(format!("{} {i} -> {c}", o.metric));
+                worse.push(format!(
+                    "{} {} -> {}",
+                    o.metric,
+                    crate::num(i),
+                    crate::num(c)
+                ));
             }
         }
         if !worse.is_empty() {

@@ -64,24 +64,39 @@ impl Scalar {
         };
         let (from, to) = (fmt_value(inc.mean), fmt_value(cand.mean));
         let reason = if improvement > s.min_delta {
-            format!("{} improved {from} -> {to} (delta {delta:+})", s.metric)
+            format!(
+                "{} improved {from} -> {to} (delta {})",
+                s.metric,
+                signed(delta)
+            )
         } else if improvement > 0.0 {
             format!(
-                "{} improved {from} -> {to} by {improvement}, not more than min_delta {}",
-                s.metric, s.min_delta
+                "{} improved {from} -> {to} by {}, not more than min_delta {}",
+                s.metric,
+                crate::num(improvement),
+                crate::num(s.min_delta)
             )
         } else {
             format!(
-                "{} did not improve: {from} -> {to} (delta {delta:+})",
-                s.metric
+                "{} did not improve: {from} -> {to} (delta {})",
+                s.metric,
+                signed(delta)
             )
         };
         Decision::new(verdict, reason, descriptor)
     }
 }
 
+fn signed(x: f64) -> String {
+    if x > 0.0 {
+        format!("+{}", crate::num(x))
+    } else {
+        crate::num(x)
+    }
+}
+
 fn fmt_value(x: f64) -> String {
-    format!("{x}")
+    crate::num(x)
 }
 
 #[async_trait]

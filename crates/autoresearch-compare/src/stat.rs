@@ -187,15 +187,19 @@ impl Stat {
             "high": w.improvement + ci_half,
         });
         let stats = format!(
-            "{} mean {} vs {} (n {nc} vs {ni}), improvement {:.3e}, p={:.3e}",
-            s.metric, cand.mean, inc.mean, w.improvement, w.p
+            "{} mean {} vs {} (n {nc} vs {ni}), improvement {}, p={}",
+            s.metric,
+            crate::num(cand.mean),
+            crate::num(inc.mean),
+            crate::num(w.improvement),
+            crate::num(w.p)
         );
         if w.p < self.alpha_per_look() {
             return Ok(Decision::new(
                 Verdict::Keep,
                 format!(
-                    "significant improvement: {stats} < {:.3e}",
-                    self.alpha_per_look()
+                    "significant improvement: {stats} < {}",
+                    crate::num(self.alpha_per_look())
                 ),
                 d,
             ));
