@@ -352,3 +352,133 @@ fn a_compare_value_that_is_not_a_table_is_an_error() {
         }
     );
 }
+
+mod round_trip {
+    use autoresearch_compare::spec::{
+        CompareSpec, Condition, Direction, JudgeSpec, Member, Objective, Op, ScalarSpec, StatSpec,
+    };
+    use proptest::prelude::*;
+
+    fn metric() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9_.]{0,8}"
+    }
+
+    fn direction() -> impl Strategy<Value = Direction> {
+        prop_oneof![Just(Direction::Minimize), Just(Direction::Maximize)]
+    }
+
+    fn amount() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            (1u32..100_000).prop_map(|x| f64::from(x) / 10_000.0)
+        ]
+    }
+
+    fn leaf() -> impl Strategy<Value = CompareSpec> {
+        prop_oneof![
+            (metric(), direction(), amount()).prop_map(|(metric, direction, min_delta)| {
+                CompareSpec::Scalar(ScalarSpec {
+                    metric,
+                    direction,
+                    min_delta,
+                })
+            }),
+            (
+                metric(),
+                direction(),
+                1u32..50,
+                amount(),
+                2u32..6,
+                0u32..30,
+                1u32..5,
+                proptest::option::of(1u64..10_000),
+                1u32..=10
+            )
+                .prop_map(|(m, d, a, delta, min, extra, batch, age, fut)| {
+                    CompareSpec::Stat(StatSpec {
+                        alpha: f64::from(a) / 100.0,
+                        min_delta: delta,
+                        min_samples: min,
+                        max_samples: min + extra,
+                        batch,
+                        max_age_secs: age,
+                        futility: f64::from(fut) / 10.0,
+                        ..StatSpec::new(m, d)
+                    })
+                }),
+            proptest::collection::vec((metric(), direction(), amount()), 1..4).prop_map(|objs| {
+                CompareSpec::Pareto(
+                    objs.into_iter()
+                        .map(|(metric, direction, epsilon)| Objective {
+                            metric,
+                            direction,
+                            epsilon,
+                        })
+                        .collect(),
+                )
+            }),
+            ("[a-z./ ;:'-]{1,20}", 1u64..1000).prop_filter_map(
+                "a command",
+                |(cmd, timeout_secs)| {
+                    let command = cmd.trim().to_string();
+                    (!command.is_empty() && !command.starts_with("timeout=")).then_some(
+                        CompareSpec::Judge(JudgeSpec {
+                            command,
+                            timeout_secs,
+                        }),
+                    )
+                }
+            ),
+            (1u32..5).prop_map(|quorum| CompareSpec::Vote { quorum }),
+        ]
+    }
+
+    fn condition() -> impl Strategy<Value = Member> {
+        let ops = prop_oneof![
+            Just(Op::Eq),
+            Just(Op::Ne),
+            Just(Op::Le),
+            Just(Op::Ge),
+            Just(Op::Lt),
+            Just(Op::Gt)
+        ];
+        (metric(), ops, -1000i32..1000).prop_map(|(metric, op, v)| {
+            Member::Condition(Condition {
+                metric,
+                op,
+                value: f64::from(v) / 4.0,
+            })
+        })
+    }
+
+    fn spec() -> impl Strategy<Value = CompareSpec> {
+        prop_oneof![
+            leaf(),
+            leaf().prop_map(|s| CompareSpec::Tournament(Box::new(s))),
+            (
+                proptest::collection::vec(condition(), 0..3),
+                proptest::collection::vec(
+                    leaf().prop_filter("judge last only", |s| !matches!(s, CompareSpec::Judge(_))),
+                    0..2
+                ),
+                proptest::option::of(leaf()),
+            )
+                .prop_filter_map("a non-empty all", |(conds, specs, last)| {
+                    let mut members = conds;
+                    members.extend(specs.into_iter().map(Member::Compare));
+                    members.extend(last.map(Member::Compare));
+                    (!members.is_empty()).then_some(CompareSpec::All(members))
+                }),
+        ]
+    }
+
+    proptest! {
+        /// Every spec prints as a string that parses back to it.
+        #[test]
+        fn canonical_strings_parse_back(s in spec()) {
+            let text = s.to_string();
+            let parsed = CompareSpec::parse(&text);
+            prop_assert_eq!(parsed.as_ref(), Ok(&s), "{}", text);
+        }
+    }
+}
