@@ -38,6 +38,7 @@ branch = "main"
 [propose]
 command = '''
 n=$(cat {c}/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}/n
+if [ -f {c}/hold_$n ]; then touch {c}/in_$n; while [ ! -f {c}/go ]; do sleep 0.05; done; fi
 sed -n "${{n}}p" {c}/scores > score.txt
 '''
 timeout = "60s"
@@ -56,6 +57,7 @@ protect = ["autoresearch.toml"]
 struct Repo {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
+    ctl: PathBuf,
 }
 
 impl Repo {
@@ -76,7 +78,11 @@ impl Repo {
         std::fs::write(dir.join("autoresearch.toml"), config(&ctl, compare)).unwrap();
         git(&dir, &["add", "-A"]);
         git(&dir, &["commit", "-q", "-m", "start"]);
-        Repo { _tmp: tmp, dir }
+        Repo {
+            _tmp: tmp,
+            dir,
+            ctl,
+        }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -321,4 +327,40 @@ async fn a_vote_from_another_terminal_decides_a_pending_run() {
     );
     assert_ne!(r.tip("main"), start);
     assert_eq!(r.tip("main"), pending.commit_hash);
+}
+
+#[tokio::test]
+async fn a_vote_cast_while_the_loop_runs_is_seen_by_it() {
+    let r = Repo::new(&[90, 80, 70], "kind = \"vote\"");
+    // The second proposal waits until the test says go.
+    std::fs::write(r.ctl.join("hold_2"), "").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--iterations", "3"])
+        .current_dir(&r.dir)
+        .env_remove("AUTORESEARCH_LEDGER")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !r.ctl.join("in_2").exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the loop never reached the second proposal"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The first candidate waits for a vote; cast it while the loop holds the ledger.
+    let (all, _) = r.attempts("autoresearch:exp").await;
+    assert_eq!(statuses(&all[..2]), ["baseline", "pending"]);
+    let first = all[1].run.clone();
+    let v = r.json(&["vote", &first.run_id, "keep", "--voter", "ana", "--json"]);
+    assert_eq!(v["votes_on_run"], 1);
+    std::fs::write(r.ctl.join("go"), "").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let (all, _) = r.attempts("autoresearch:exp").await;
+    let decided = all.iter().find(|a| a.run.run_id == first.run_id).unwrap();
+    assert_eq!(decided.outcome.as_ref().unwrap().status, "keep");
+    assert_eq!(r.tip("main"), first.commit_hash);
 }
