@@ -115,54 +115,65 @@ fn tail(path: &Path) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-fn kill_group(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: killpg only sends a signal; the group is the one we created
-        // for this child (process_group(0)), so no unrelated process is hit.
-        unsafe {
-            libc::killpg(pid, libc::SIGKILL);
+/// Kills the judge's whole process group when dropped: after the judge
+/// exits (so it leaves nothing behind), on timeout, and when the comparison
+/// itself is cancelled (the loop shutting down drops its future).
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: killpg only sends a signal; the group is the one
+            // created for this child (process_group(0)), so no unrelated
+            // process is hit.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
         }
     }
 }
 
 async fn run_judge(spec: &JudgeSpec, input: Vec<u8>) -> Result<JudgeRun, String> {
-    let dir = tokio::task::spawn_blocking(move || -> std::io::Result<tempfile::TempDir> {
+    // Files are made off the executor: a temporary directory holding the
+    // input, and the two output files.
+    let prepared = tokio::task::spawn_blocking(move || {
         let dir = tempfile::Builder::new()
             .prefix("autoresearch-judge-")
-            .tempdir()?;
-        std::fs::write(dir.path().join("input.json"), input)?;
-        Ok(dir)
+            .tempdir()
+            .map_err(|e| format!("creating the judge's directory: {e}"))?;
+        let path = |name: &str| dir.path().join(name);
+        let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+        std::fs::write(path("input.json"), input)
+            .map_err(|e| io("writing", &path("input.json"), e))?;
+        let stdin = std::fs::File::open(path("input.json"))
+            .map_err(|e| io("opening", &path("input.json"), e))?;
+        let stdout = std::fs::File::create(path("stdout"))
+            .map_err(|e| io("creating", &path("stdout"), e))?;
+        let stderr = std::fs::File::create(path("stderr"))
+            .map_err(|e| io("creating", &path("stderr"), e))?;
+        Ok::<_, String>((dir, stdin, stdout, stderr))
     })
     .await
-    .map_err(|e| format!("preparing the judge's input: {e}"))?
-    .map_err(|e| format!("preparing the judge's input: {e}"))?;
+    .map_err(|e| format!("preparing the judge's files: {e}"))??;
+    let (dir, stdin, stdout, stderr) = prepared;
     let input_path = dir.path().join("input.json");
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let open = |p: &Path, write: bool| {
-        if write {
-            std::fs::File::create(p)
-        } else {
-            std::fs::File::open(p)
-        }
-        .map_err(|e| format!("opening {}: {e}", p.display()))
-    };
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
         .arg(&spec.command)
         .current_dir(dir.path())
         .env("AUTORESEARCH_JUDGE_INPUT", &input_path)
-        .stdin(Stdio::from(open(&input_path, false)?))
-        .stdout(Stdio::from(open(&out_path, true)?))
-        .stderr(Stdio::from(open(&err_path, true)?))
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting judge `sh -c {:?}`: {e}", spec.command))?;
-    let pid = child.id();
+    let group = GroupGuard(child.id().and_then(|p| i32::try_from(p).ok()));
     let waited = tokio::time::timeout(Duration::from_secs(spec.timeout_secs), child.wait()).await;
-    // Kill the group either way: a judge must not leave processes behind.
-    kill_group(pid);
+    drop(group);
     let (status, timed_out) = match waited {
         Ok(Ok(st)) => (st.code(), false),
         Ok(Err(e)) => return Err(format!("waiting for the judge: {e}")),

@@ -85,7 +85,11 @@ impl Stat {
     /// side, then one per `batch` until `max_samples`.
     pub fn max_looks(&self) -> u32 {
         let s = &self.spec;
-        1 + (s.max_samples - s.min_samples).div_ceil(s.batch)
+        // Saturating: a spec built by hand may skip `CompareSpec::validate`.
+        1 + s
+            .max_samples
+            .saturating_sub(s.min_samples)
+            .div_ceil(s.batch.max(1))
     }
 
     /// The one-sided level each look is tested at.
@@ -211,7 +215,7 @@ impl Stat {
                 d,
             ));
         }
-        let target = (nc + s.batch).min(s.max_samples);
+        let target = (nc + s.batch.max(1)).min(s.max_samples);
         let more_inc = target.saturating_sub(ni);
         let more_cand = target.saturating_sub(nc);
         if more_inc == 0 && more_cand == 0 {

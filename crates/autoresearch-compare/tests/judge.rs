@@ -185,3 +185,32 @@ fn parse_verdict_cases() {
             .contains("got \"KEEP\"")
     );
 }
+
+#[tokio::test]
+async fn a_cancelled_comparison_kills_the_judge_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("judge.pid");
+    // The grandchild's pid: killing only `sh` would leave it running.
+    let command = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
+    let (inc, cand) = sides();
+    let cmp = from_spec(&format!("judge:timeout=60:{command}")).unwrap();
+    // Give up on the comparison after the judge started: its future is dropped.
+    let run = cmp.compare(&inc, &cand);
+    let cancelled = tokio::time::timeout(Duration::from_millis(1500), run).await;
+    assert!(cancelled.is_err(), "the judge was still running");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(pid), "judge {pid} survived the cancelled comparison");
+}
