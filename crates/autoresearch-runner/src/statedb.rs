@@ -54,8 +54,9 @@ impl AgentRow {
     pub fn text(&self, i: usize) -> String {
         self.cols[i].clone().unwrap_or_default()
     }
-    pub fn agent_id(&self) -> &str {
-        self.get(0).unwrap_or_default()
+    /// Moves column `i` out (the row is consumed column by column).
+    pub fn take(&mut self, i: usize) -> Option<String> {
+        self.cols[i].take()
     }
 }
 
@@ -258,6 +259,7 @@ pub(crate) fn scan(path: &Path, index: &mut Index) -> Result<Scan, IngestError> 
     }
     let epoch = index.epoch;
     let mut out = Scan::default();
+    // Only reports need to know which rows this scan materialized.
     let mut buf = Vec::with_capacity(512);
     let mut candidates: HashSet<String> = HashSet::new();
 
@@ -278,7 +280,9 @@ pub(crate) fn scan(path: &Path, index: &mut Index) -> Result<Scan, IngestError> 
                 continue;
             }
         }
-        candidates.insert(id.to_string());
+        if has_reports {
+            candidates.insert(id.to_string());
+        }
         out.agents.push(agent_row(row, fp).map_err(err)?);
     }
     drop(rows);

@@ -310,8 +310,8 @@ struct Built {
     fp: u64,
 }
 
-fn build_run(row: &AgentRow, config: &RunnerConfig) -> Built {
-    let agent_id = row.agent_id().to_string();
+fn build_run(mut row: AgentRow, config: &RunnerConfig) -> Built {
+    let agent_id = row.take(0).unwrap_or_default();
     let mut naive = 0;
     let mut warnings = Vec::new();
     let mut ms = |col: usize| {
@@ -329,8 +329,8 @@ fn build_run(row: &AgentRow, config: &RunnerConfig) -> Built {
     };
     let started_at_ms = ms(7);
     let finished_at_ms = ms(8);
-    let harness = row.text(3);
-    let agent_name = row.text(9);
+    let harness = row.take(3).unwrap_or_default();
+    let agent_name = row.take(9).unwrap_or_default();
     let experiment_name = match &config.experiment {
         Some(e) => e.clone(),
         None => experiment_from_agent_name(&agent_name, &harness)
@@ -338,18 +338,18 @@ fn build_run(row: &AgentRow, config: &RunnerConfig) -> Built {
             .to_string(),
     };
     let run = Run {
-        run_id: agent_id.clone(),
+        run_id: agent_id,
         experiment_name,
-        vm_name: row.text(1),
-        status: row.get(2).unwrap_or("booting").to_string(),
+        vm_name: row.take(1).unwrap_or_default(),
+        status: row.take(2).unwrap_or_else(|| "booting".to_string()),
         harness,
-        repo_url: row.text(4),
-        branch: row.get(5).unwrap_or("main").to_string(),
-        task: row.text(6),
+        repo_url: row.take(4).unwrap_or_default(),
+        branch: row.take(5).unwrap_or_else(|| "main".to_string()),
+        task: row.take(6).unwrap_or_default(),
         started_at_ms,
         finished_at_ms,
         agent_name,
-        workspace_path: row.text(10),
+        workspace_path: row.take(10).unwrap_or_default(),
         commit_hash: String::new(),
     };
     Built {
@@ -395,12 +395,15 @@ fn apply(
         }
     }
 
-    let mut built: Vec<Built> = scan.agents.iter().map(|r| build_run(r, config)).collect();
+    let mut built: Vec<Built> = scan
+        .agents
+        .into_iter()
+        .map(|r| build_run(r, config))
+        .collect();
     // New runs are spawned in start order, as the reference loader reads them.
     built.sort_by(|a, b| {
         (a.run.started_at_ms, &a.run.run_id).cmp(&(b.run.started_at_ms, &b.run.run_id))
     });
-    let mut seen_in_scan = std::collections::HashSet::new();
     for b in built {
         let Built {
             mut run,
@@ -408,9 +411,6 @@ fn apply(
             warnings,
             fp,
         } = b;
-        if !seen_in_scan.insert(run.run_id.clone()) {
-            continue; // Refetched and also a candidate: already handled.
-        }
         let tracked = index.runs.get(&run.run_id).copied();
         let stored_run = tracked.and_then(|t| world.get::<Run>(t.entity));
         let stored_report = tracked.and_then(|t| world.get::<RunReport>(t.entity));
@@ -452,14 +452,17 @@ fn apply(
                 report.warn(w);
             }
         }
-        index.runs.insert(
-            run.run_id.clone(),
-            Tracked {
-                entity,
-                fp,
-                seen: epoch,
-            },
-        );
+        let tracked = Tracked {
+            entity,
+            fp,
+            seen: epoch,
+        };
+        match index.runs.get_mut(&run.run_id) {
+            Some(t) => *t = tracked,
+            None => {
+                index.runs.insert(run.run_id, tracked);
+            }
+        }
     }
     for (report_id, agent_id, fp) in report_fps {
         if let Some(t) = index.runs.get(&agent_id) {

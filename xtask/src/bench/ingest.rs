@@ -63,7 +63,7 @@ fn make_state_db(path: &Path, rows: usize) -> Result<()> {
     Ok(())
 }
 
-/// Changes `percent`% of the rows (every n-th, starting at `offset`): the
+/// Changes 1% of the rows (every 100th, starting at `offset`): the
 /// runner finishing sessions.
 fn change_rows(path: &Path, rows: usize, offset: usize) -> Result<usize> {
     let conn = rusqlite::Connection::open(path)?;
