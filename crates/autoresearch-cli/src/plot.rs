@@ -2,11 +2,12 @@
 
 use crate::ledger;
 use anyhow::{Context, bail};
-use autoresearch_core::lifecycle::attempts;
 use autoresearch_core::{Experiment, Storage, Tick, World, experiment_world_name};
 use autoresearch_plot::{ChartOptions, Format, Progress, write_chart};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Arguments of `autoresearch plot`: every attempt's metric in order, kept
 /// ones highlighted, discarded ones faint, crashes marked, the running best
@@ -134,9 +135,25 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let attempts = attempts(&world, &experiment);
-    let progress = Progress::from_attempts(&experiment, &attempts, args.metric.as_deref())
+    let mut progress = Progress::read(&world, &experiment, args.metric.as_deref())
         .with_context(|| format!("charting world {world_name:?} at tick {}", tick.0))?;
+    // The loop records the proposer's command as every run's task; the
+    // commit's subject line says what the change was.
+    if let Some((_, exp)) = world.experiment(&experiment) {
+        let commits: Vec<String> = progress
+            .points
+            .iter()
+            .filter(|p| p.mark.is_head() && Progress::label_is_commit(p))
+            .map(|p| p.commit.clone())
+            .collect();
+        let subjects = commit_subjects(Path::new(&exp.repo_url), &commits).await;
+        progress.relabel(|p| {
+            subjects
+                .iter()
+                .find(|(hash, _)| hash.starts_with(&p.commit))
+                .map(|(_, subject)| subject.clone())
+        });
+    }
     let out = args.out.clone().unwrap_or_else(|| {
         ledger_path
             .parent()
@@ -181,4 +198,33 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The subject line of each commit, read from the repository at `repo` with
+/// one bounded `git log` call. Empty when the repository is not a local
+/// directory or git fails: labels then stay short commits.
+async fn commit_subjects(repo: &Path, commits: &[String]) -> HashMap<String, String> {
+    if commits.is_empty() || !repo.is_dir() {
+        return HashMap::new();
+    }
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("-C")
+        .arg(repo)
+        .args(["log", "--no-walk=unsorted", "--format=%H%x09%s"])
+        .args(commits)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = match tokio::time::timeout(Duration::from_secs(10), cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => out.stdout,
+        other => {
+            tracing::warn!(repo = %repo.display(), "reading commit subjects for chart labels failed: {other:?}");
+            return HashMap::new();
+        }
+    };
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(h, s)| (h.to_string(), s.to_string()))
+        .collect()
 }

@@ -4,8 +4,10 @@
 use crate::PlotError;
 use autoresearch_core::Outcome;
 use autoresearch_core::RunStatus;
-use autoresearch_core::lifecycle::Attempt;
+use autoresearch_core::World;
+use autoresearch_core::lifecycle::{Attempt, attempts};
 use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// How one attempt is drawn.
@@ -61,13 +63,18 @@ pub struct Point {
     /// 1-based position among the experiment's attempts.
     pub attempt: usize,
     pub run_id: String,
+    /// The commit evaluated (empty when the run made none).
+    pub commit: String,
     pub mark: Mark,
     /// Mean of the metric over the attempt's samples; `None` when it has none
     /// and always for a crash.
     pub value: Option<f64>,
-    /// Every finite sample of the metric (several with a noise-aware comparator).
+    /// Every finite sample of the metric on the run's final commit (several
+    /// with a noise-aware comparator).
     pub samples: Vec<f64>,
-    /// A short label for people: the change's description, or its commit.
+    /// A short label for people: the change's description (a `description`
+    /// output, as results.tsv imports have, else the run's task when runs
+    /// differ in it), or else the short commit; see [`Progress::relabel`].
     pub label: String,
 }
 
@@ -96,6 +103,38 @@ impl Progress {
         attempts: &[Attempt],
         metric: Option<&str>,
     ) -> Result<Progress, PlotError> {
+        Progress::build(experiment, attempts, metric, &Hints::default())
+    }
+
+    /// [`Progress::from_attempts`] on the attempts of `experiment` in
+    /// `world`, also taking the metric, direction and comparator the
+    /// Experiment's metadata records (`metric`, `direction`, `comparator`, as
+    /// the loop and the results.tsv importer write them).
+    /// Cost: one pass over the world's Runs and Results.
+    pub fn read(
+        world: &World,
+        experiment: &str,
+        metric: Option<&str>,
+    ) -> Result<Progress, PlotError> {
+        let meta = world
+            .experiment(experiment)
+            .and_then(|(_, x)| x.metadata().ok())
+            .unwrap_or(Value::Null);
+        let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+        let hints = Hints {
+            spec: text("comparator").unwrap_or_default(),
+            metric: text("metric"),
+            direction: text("direction").and_then(|d| parse_direction(&d)),
+        };
+        Progress::build(experiment, &attempts(world, experiment), metric, &hints)
+    }
+
+    fn build(
+        experiment: &str,
+        attempts: &[Attempt],
+        metric: Option<&str>,
+        hints: &Hints,
+    ) -> Result<Progress, PlotError> {
         if attempts.is_empty() {
             return Err(PlotError::NoAttempts {
                 experiment: experiment.to_string(),
@@ -106,10 +145,26 @@ impl Progress {
             .filter_map(|a| a.outcome.as_ref())
             .map(|o| o.comparator.as_str())
             .rfind(|c| !c.is_empty())
-            .unwrap_or("");
-        let metric = match metric {
+            .unwrap_or(&hints.spec);
+        let metric = match metric.or(hints.metric.as_deref()) {
             Some(m) => m.to_string(),
             None => choose_metric(experiment, attempts, spec)?,
+        };
+        let direction =
+            direction_of(spec, &metric).or(if hints.metric.as_deref() == Some(&metric) {
+                hints.direction
+            } else {
+                None
+            });
+        // A task every run shares (the loop records the proposer's command)
+        // describes no change.
+        let mut tasks = attempts
+            .iter()
+            .filter(|a| Mark::of(a) != Mark::Baseline)
+            .map(|a| a.run.task.as_str());
+        let shared_task = match tasks.next() {
+            Some(first) => attempts.len() > 2 && tasks.all(|t| t == first),
+            None => false,
         };
         let points = attempts
             .iter()
@@ -125,19 +180,40 @@ impl Progress {
                 Point {
                     attempt: i + 1,
                     run_id: a.run.run_id.clone(),
+                    commit: a.run.commit_hash.clone(),
                     mark,
                     value,
                     samples,
-                    label: label(a, mark),
+                    label: label(a, mark, shared_task),
                 }
             })
             .collect();
         Ok(Progress {
             experiment: experiment.to_string(),
-            direction: direction_of(spec, &metric),
+            direction,
             metric,
             points,
         })
+    }
+
+    /// Replaces the label of every point for which `label` answers, e.g.
+    /// with the commit's subject line read from git. Labels are shortened
+    /// to [`LABEL_CHARS`].
+    pub fn relabel(&mut self, mut label: impl FnMut(&Point) -> Option<String>) {
+        for p in &mut self.points {
+            if let Some(l) = label(p) {
+                let l = l.lines().next().unwrap_or("").trim().to_string();
+                if !l.is_empty() {
+                    p.label = shorten(&l, LABEL_CHARS);
+                }
+            }
+        }
+    }
+
+    /// Whether a point's label is only its short commit (nothing better was
+    /// recorded), so that a caller with access to the repository may relabel it.
+    pub fn label_is_commit(point: &Point) -> bool {
+        !point.commit.is_empty() && point.commit.starts_with(&point.label)
     }
 
     /// How many attempts carry `mark`.
@@ -161,13 +237,38 @@ impl Progress {
     }
 }
 
-/// Finite values of `metric` over the attempt's Results, in order.
+#[derive(Default)]
+struct Hints {
+    spec: String,
+    metric: Option<String>,
+    direction: Option<Direction>,
+}
+
+fn parse_direction(d: &str) -> Option<Direction> {
+    match d.trim() {
+        "min" | "minimize" | "lower" => Some(Direction::Minimize),
+        "max" | "maximize" | "higher" => Some(Direction::Maximize),
+        _ => None,
+    }
+}
+
+/// Finite values of `metric` over the attempt's Results, in order. A Result
+/// recorded for another commit (`_meta.commit`: the candidate before a
+/// rebase) is not a sample of the run's final commit and is skipped.
 fn samples(attempt: &Attempt, metric: &str) -> Vec<f64> {
+    let commit = attempt.run.commit_hash.as_str();
     attempt
         .results
         .iter()
         .filter_map(|r| r.outputs().ok())
-        .filter_map(|o| o.get(metric).and_then(serde_json::Value::as_f64))
+        .filter(|o| {
+            let of = o
+                .get("_meta")
+                .and_then(|m| m.get("commit"))
+                .and_then(Value::as_str);
+            !of.is_some_and(|c| !commit.is_empty() && c != commit)
+        })
+        .filter_map(|o| o.get(metric).and_then(Value::as_f64))
         .filter(|v| v.is_finite())
         .collect()
 }
@@ -179,7 +280,7 @@ fn numeric_outputs(attempts: &[Attempt]) -> BTreeSet<String> {
         .flat_map(|a| a.results.iter())
         .filter_map(|r| r.outputs().ok())
         .filter_map(|o| match o {
-            serde_json::Value::Object(map) => Some(map),
+            Value::Object(map) => Some(map),
             _ => None,
         })
         .flat_map(|map| {
@@ -207,7 +308,7 @@ fn spec_objectives(spec: &str) -> Vec<(&str, Direction)> {
                 "max" | "maximize" => Direction::Maximize,
                 _ => return None,
             };
-            (!w[0].is_empty()).then_some((w[0], dir))
+            (!w[0].is_empty() && !w[0].contains('=')).then_some((w[0], dir))
         })
         .collect()
 }
@@ -237,17 +338,26 @@ fn choose_metric(experiment: &str, attempts: &[Attempt], spec: &str) -> Result<S
     }
 }
 
-/// A short label: the first line of the run's task when it describes the
-/// change, else the commit.
-fn label(attempt: &Attempt, mark: Mark) -> String {
+/// A short label: a `description` output, else the first line of the run's
+/// task when it describes the change, else the short commit.
+fn label(attempt: &Attempt, mark: Mark, shared_task: bool) -> String {
     if mark == Mark::Baseline {
         return "baseline".to_string();
     }
+    let description = attempt
+        .results
+        .iter()
+        .filter_map(|r| r.outputs().ok())
+        .find_map(|o| {
+            o.get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
     let task = attempt.run.task.lines().next().unwrap_or("").trim();
-    let text = if task.is_empty() {
-        attempt.run.commit_hash.chars().take(7).collect()
-    } else {
-        task.to_string()
+    let text = match description.filter(|d| !d.trim().is_empty()) {
+        Some(d) => d.trim().to_string(),
+        None if !task.is_empty() && !shared_task => task.to_string(),
+        None => attempt.run.commit_hash.chars().take(7).collect(),
     };
     shorten(&text, LABEL_CHARS)
 }

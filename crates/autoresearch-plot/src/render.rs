@@ -87,14 +87,64 @@ pub fn render(
     }
 }
 
-/// The y range of the data, padded; `None` when no attempt has a value.
-fn data_range(points: &[Point]) -> Option<(f64, f64)> {
+/// The y range of the values `on_scale` accepts; `None` when there are none.
+fn data_range(points: &[Point], on_scale: impl Fn(f64) -> bool) -> Option<(f64, f64)> {
     let mut values = points
         .iter()
-        .filter(|p| p.value.is_some())
-        .flat_map(|p| p.samples.iter().copied().chain(p.value));
+        .filter(|p| p.value.is_some_and(&on_scale))
+        .flat_map(|p| p.samples.iter().copied().chain(p.value))
+        .filter(|v| on_scale(*v));
     let first = values.next()?;
     Some(values.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v))))
+}
+
+/// Where the chart cuts its y axis: values beyond `at` (above it when
+/// `above`) are drawn pinned at the edge, with their value written.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Cut {
+    above: bool,
+    at: f64,
+}
+
+impl Cut {
+    fn on_scale(cut: Option<Cut>, v: f64) -> bool {
+        match cut {
+            Some(Cut { above: true, at }) => v <= at,
+            Some(Cut { above: false, at }) => v >= at,
+            None => true,
+        }
+    }
+}
+
+/// When the first head value lies far beyond the rest of the head's
+/// trajectory (a baseline the first keep improved many times over), the
+/// chart focuses on the rest, as karpathy's notebook does by hand: otherwise
+/// every later step would be squeezed into a few pixels.
+fn focus(p: &Progress) -> Option<Cut> {
+    let heads: Vec<f64> = p.head_steps().iter().map(|(_, v)| *v).collect();
+    let (first, rest) = heads.split_first()?;
+    if rest.len() < 2 {
+        return None;
+    }
+    let lo = rest.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = rest.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = (hi - lo).max(hi.abs().max(lo.abs()) * 1e-3);
+    if !(span.is_finite() && span > 0.0) {
+        return None;
+    }
+    if *first > hi + 4.0 * span {
+        Some(Cut {
+            above: true,
+            at: hi + 1.5 * span,
+        })
+    } else if *first < lo - 4.0 * span {
+        Some(Cut {
+            above: false,
+            at: lo - 1.5 * span,
+        })
+    } else {
+        None
+    }
 }
 
 /// Decimals that tell ticks `span` apart: three significant digits of it.
@@ -119,16 +169,28 @@ fn draw<DB: DrawingBackend>(
     root.fill(&WHITE)?;
     let n = p.points.len() as i32;
     let crashes = p.count(Mark::Crash);
-    let (lo, hi) = data_range(&p.points).unwrap_or((0.0, 1.0));
+    let cut = focus(p);
+    let (lo, hi) = data_range(&p.points, |v| Cut::on_scale(cut, v))
+        .or_else(|| data_range(&p.points, |_| true))
+        .unwrap_or((0.0, 1.0));
     let span = if hi > lo {
         hi - lo
     } else {
         lo.abs().max(1.0) * 0.02
     };
-    // Room above for labels, and below for the lane crashes are drawn in.
+    // Off-scale values sit in a band beyond the data; below the data is the
+    // lane crashes are drawn in, and above it room for labels.
+    let pinned_below = cut.is_some_and(|c| !c.above);
+    let lane_base = if pinned_below { lo - span * 0.14 } else { lo };
+    let pin = if pinned_below {
+        lo - span * 0.07
+    } else {
+        hi + span * 0.10
+    };
+    let shown = move |v: f64| if Cut::on_scale(cut, v) { v } else { pin };
     let top = hi + span * 0.22;
-    let bottom = lo - span * if crashes > 0 { 0.16 } else { 0.08 };
-    let crash_lane = lo - span * 0.09;
+    let bottom = lane_base - span * if crashes > 0 { 0.16 } else { 0.08 };
+    let crash_lane = lane_base - span * 0.09;
 
     let kept = p.count(Mark::Keep);
     let title = options.title.clone().unwrap_or_else(|| {
@@ -186,7 +248,7 @@ fn draw<DB: DrawingBackend>(
     // The crash lane: a faint band under the data, so that a crash is never
     // read as a value.
     if crashes > 0 {
-        let lane_top = lo - span * 0.03;
+        let lane_top = lane_base - span * 0.03;
         chart.draw_series(std::iter::once(Rectangle::new(
             [(0, bottom), (n + 1, lane_top)],
             CRASH.mix(0.05).filled(),
@@ -199,24 +261,44 @@ fn draw<DB: DrawingBackend>(
         ))?;
     }
 
+    // The off-scale band: values beyond the cut, pinned, with their value.
+    if let Some(c) = cut {
+        let (a, b) = (pin - span * 0.045, pin + span * 0.045);
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(0, a), (n + 1, b)],
+            BLACK.mix(0.04).filled(),
+        )))?;
+        let (x, y) = chart.backend_coord(&(0, pin));
+        root.draw(&Text::new(
+            if c.above {
+                "off scale ↑"
+            } else {
+                "off scale ↓"
+            },
+            (x + 6, y - 7),
+            TextStyle::from((FONT, 12).into_font()).color(&BLACK.mix(0.5)),
+        ))?;
+    }
+
     let at = |pt: &Point| pt.attempt as i32;
     let with_value = |mark: Mark| {
         p.points
             .iter()
             .filter(move |pt| pt.mark == mark)
-            .filter_map(move |pt| pt.value.map(|v| (pt, v)))
+            .filter_map(move |pt| pt.value.map(|v| (pt, shown(v))))
     };
 
     // Sample spread of attempts measured more than once.
     chart.draw_series(
         p.points
             .iter()
-            .filter(|pt| pt.value.is_some() && pt.samples.len() > 1)
+            .filter(|pt| pt.samples.len() > 1)
+            .filter(|pt| pt.value.is_some_and(|v| Cut::on_scale(cut, v)))
             .map(|pt| {
                 let (mut a, mut b) = (f64::INFINITY, f64::NEG_INFINITY);
                 for s in &pt.samples {
-                    a = a.min(*s);
-                    b = b.max(*s);
+                    a = a.min(shown(*s));
+                    b = b.max(shown(*s));
                 }
                 let color = if pt.mark.is_head() {
                     KEEP_DARK
@@ -248,12 +330,12 @@ fn draw<DB: DrawingBackend>(
         let mut path = Vec::with_capacity(steps.len() * 2 + 1);
         for (i, (x, v)) in steps.iter().enumerate() {
             if i > 0 {
-                path.push((*x as i32, steps[i - 1].1));
+                path.push((*x as i32, shown(steps[i - 1].1)));
             }
-            path.push((*x as i32, *v));
+            path.push((*x as i32, shown(*v)));
         }
         if let Some((_, v)) = steps.last() {
-            path.push((n, *v));
+            path.push((n, shown(*v)));
         }
         chart
             .draw_series(LineSeries::new(path, STEP.mix(0.75).stroke_width(2)))?
@@ -304,6 +386,21 @@ fn draw<DB: DrawingBackend>(
             .legend(|(x, y)| Cross::new((x + 10, y), 5, CRASH.stroke_width(2)));
     }
 
+    // Off-scale points carry their value.
+    let digits_off = decimals(span);
+    for pt in &p.points {
+        let Some(v) = pt.value.filter(|v| !Cut::on_scale(cut, *v)) else {
+            continue;
+        };
+        let (x, y) = chart.backend_coord(&(at(pt), pin));
+        let arrow = if pinned_below { '↓' } else { '↑' };
+        root.draw(&Text::new(
+            format!("{arrow} {v:.digits_off$}"),
+            (x + 9, y - 6),
+            TextStyle::from((FONT, 12).into_font()).color(&BLACK.mix(0.55)),
+        ))?;
+    }
+
     let legend_low = p.direction == Some(Direction::Maximize);
     let legend_at = if legend_low {
         SeriesLabelPosition::LowerRight
@@ -339,14 +436,17 @@ fn draw<DB: DrawingBackend>(
         .filter(|pt| pt.mark.is_head())
         .filter_map(|pt| {
             pt.value
-                .map(|v| (pt.clone(), chart.backend_coord(&(at(pt), v))))
+                .map(|v| (pt.clone(), chart.backend_coord(&(at(pt), shown(v)))))
         })
         .collect();
     let mut taken: Vec<Rect> = vec![legend];
     taken.extend(heads.iter().map(|(_, (x, y))| (x - 7, y - 7, x + 7, y + 7)));
     taken.extend(p.points.iter().filter_map(|pt| {
-        let (x, y) = chart.backend_coord(&(at(pt), pt.value?));
-        Some((x - 4, y - 4, x + 4, y + 4))
+        let v = pt.value?;
+        let (x, y) = chart.backend_coord(&(at(pt), shown(v)));
+        // Off-scale points carry their value to the right.
+        let right = if Cut::on_scale(cut, v) { 4 } else { 80 };
+        Some((x - 4, y - 8, x + right, y + 8))
     }));
     let style = TextStyle::from((FONT, 13).into_font()).color(&KEEP_DARK);
     for (pt, (px, py)) in &heads {

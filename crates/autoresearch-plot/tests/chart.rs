@@ -229,3 +229,27 @@ async fn unwritable_path_is_a_clear_error() {
     assert!(matches!(err, PlotError::Write { .. }));
     assert!(err.to_string().contains("chart.svg"), "{err}");
 }
+
+#[tokio::test]
+async fn a_far_off_baseline_is_drawn_off_scale() {
+    let steps = [
+        step("baseline", "", &[30640.0, 30655.0]),
+        step("keep", "nearest neighbour", &[7460.0, 7470.0]),
+        step("discard", "shuffle", &[31100.0]),
+        step("keep", "2-opt", &[6850.0]),
+        step("keep", "or-opt", &[6325.0]),
+    ];
+    let (_, world) = build_world(&steps).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    let svg = autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).unwrap();
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(svg.contains("off scale ↑"), "cut drawn");
+    assert!(svg.contains("↑ 30648"), "baseline value written");
+    assert!(svg.contains("↑ 31100"), "off-scale discard value written");
+
+    // Without a far-off first value there is no cut.
+    let (_, world) = build_world(STEPS).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    let svg = autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).unwrap();
+    assert!(!String::from_utf8(svg).unwrap().contains("off scale"));
+}
