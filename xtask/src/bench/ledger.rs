@@ -47,7 +47,7 @@ impl Sizes {
                 tt_samples: 40,
                 storage_entities: 200,
                 storage_ticks: 200,
-                fsync_time: Duration::from_millis(300),
+                fsync_time: Duration::from_millis(30),
             }
         } else {
             Sizes {
@@ -58,7 +58,7 @@ impl Sizes {
                 tt_samples: 300,
                 storage_entities: 1_000,
                 storage_ticks: 1_000,
-                fsync_time: Duration::from_secs(1),
+                fsync_time: Duration::from_millis(200),
             }
         }
     }
@@ -103,24 +103,37 @@ pub fn run(quick: bool) -> Result<()> {
     })
 }
 
-/// Rate of 4 KiB write + fdatasync (the call redb makes) on the bench disk.
-fn fsync_rate(dir: &Path, time: Duration) -> Result<f64> {
-    use std::os::unix::fs::FileExt;
-    let path = dir.join("fsync-probe");
-    let file =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let block = [0x5au8; 4096];
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < time {
-        file.write_all_at(&block, (n % 16) * 4096)
-            .and_then(|_| file.sync_data())
-            .with_context(|| format!("writing {}", path.display()))?;
-        n += 1;
+/// Rate of 4 KiB write + fdatasync (the call redb makes) on the bench disk,
+/// accumulated over several short runs.
+#[derive(Default)]
+struct Probe {
+    syncs: u64,
+    secs: f64,
+}
+
+impl Probe {
+    fn run(&mut self, dir: &Path, time: Duration) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = dir.join("fsync-probe");
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let block = [0x5au8; 4096];
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < time {
+            file.write_all_at(&block, (n % 16) * 4096)
+                .and_then(|_| file.sync_data())
+                .with_context(|| format!("writing {}", path.display()))?;
+            n += 1;
+        }
+        self.syncs += n;
+        self.secs += start.elapsed().as_secs_f64();
+        Ok(())
     }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    eprintln!("fsync: {rate:.0}/s");
-    Ok(rate)
+
+    fn rate(&self) -> f64 {
+        self.syncs as f64 / self.secs.max(1e-9)
+    }
 }
 
 fn registry() -> Arc<ComponentRegistry> {
@@ -174,28 +187,42 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
         sizes.entities, sizes.ticks
     );
     let ticks = sizes.ticks;
-    // The disk's rate drifts with other load, so it is measured right before
-    // and right after the timed appends, and averaged.
-    let fsync_before = fsync_rate(dir, sizes.fsync_time)?;
-    let start = Instant::now();
-    let tasks: Vec<_> = worlds
-        .into_iter()
-        .enumerate()
-        .map(|(i, (mut w, ids))| {
-            tokio::spawn(async move {
-                let mut rng = Rng(i as u64 + 1);
-                for _ in 0..ticks {
-                    status_tick(&mut w, &ids, per_tick, &mut rng).await?;
-                }
-                anyhow::Ok(())
+    // The disk's rate drifts with other load on the machine, so the timed
+    // appends run in slices with a short fsync probe before each and after
+    // the last; fsync_per_s is the probes' overall rate, and the probes are
+    // not counted in the append time.
+    const SLICES: u64 = 10;
+    let mut probe = Probe::default();
+    probe.run(dir, sizes.fsync_time)?;
+    let mut secs = 0.0;
+    let mut worlds = worlds;
+    let mut rngs: Vec<Rng> = (0..writers).map(|i| Rng(i as u64 + 1)).collect();
+    for slice in 0..SLICES {
+        let n = ticks * (slice + 1) / SLICES - ticks * slice / SLICES;
+        let start = Instant::now();
+        let tasks: Vec<_> = worlds
+            .into_iter()
+            .zip(rngs)
+            .map(|((mut w, ids), mut rng)| {
+                tokio::spawn(async move {
+                    for _ in 0..n {
+                        status_tick(&mut w, &ids, per_tick, &mut rng).await?;
+                    }
+                    anyhow::Ok(((w, ids), rng))
+                })
             })
-        })
-        .collect();
-    for t in tasks {
-        t.await.context("an appender task panicked")??;
+            .collect();
+        worlds = Vec::new();
+        rngs = Vec::new();
+        for t in tasks {
+            let (w, rng) = t.await.context("an appender task panicked")??;
+            worlds.push(w);
+            rngs.push(rng);
+        }
+        secs += start.elapsed().as_secs_f64();
+        probe.run(dir, sizes.fsync_time)?;
     }
-    let secs = start.elapsed().as_secs_f64();
-    let fsync = (fsync_before + fsync_rate(dir, sizes.fsync_time)?) / 2.0;
+    let fsync = probe.rate();
     let total_ticks = (writers as u64 * ticks) as f64;
     emit(json!({
         "bench": "append",
