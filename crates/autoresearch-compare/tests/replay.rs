@@ -713,3 +713,84 @@ async fn a_replay_under_votes_uses_the_votes_cast() {
         "votes are carried into the fork"
     );
 }
+
+/// The scalar rule as a plain model: the statuses and the head trajectory a
+/// sequential loop reaches with minimum delta `delta`.
+fn model(base: f64, values: &[Option<f64>], delta: f64) -> (Vec<&'static str>, Vec<usize>) {
+    let mut head = base;
+    let mut statuses = Vec::new();
+    let mut traj = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        match v {
+            None => statuses.push(Outcome::CRASH),
+            Some(v) if head - v > delta => {
+                head = *v;
+                statuses.push(Outcome::KEEP);
+                traj.push(i);
+            }
+            Some(_) => statuses.push(Outcome::DISCARD),
+        }
+    }
+    (statuses, traj)
+}
+
+mod model_based {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn history() -> impl Strategy<Value = Vec<Option<f64>>> {
+        // Values on a coarse grid, so that ties and near-ties happen.
+        proptest::collection::vec(
+            proptest::option::weighted(0.85, (900u32..1100).prop_map(|x| f64::from(x) / 1000.0)),
+            0..12,
+        )
+    }
+
+    fn deltas() -> impl Strategy<Value = f64> {
+        prop_oneof![Just(0.0), (1u32..60).prop_map(|x| f64::from(x) / 1000.0)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Replaying a history under any scalar rule gives exactly what a
+        /// loop run under that rule would have decided, and the fork's
+        /// BranchHead is the last head of that trajectory.
+        #[test]
+        fn replay_matches_the_model(values in history(), original in deltas(), other in deltas()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut l = Ledger::new().await;
+                l.write(&[row("b0", &[1.0], Outcome::BASELINE)]).await;
+                let (orig_statuses, _) = model(1.0, &values, original);
+                let names: Vec<String> = (0..values.len()).map(|i| format!("c{i}")).collect();
+                let samples: Vec<Vec<f64>> = values.iter().map(|v| v.iter().copied().collect()).collect();
+                let rows: Vec<Row> = names
+                    .iter()
+                    .zip(&samples)
+                    .zip(&orig_statuses)
+                    .map(|((n, s), st)| row(n, s, st))
+                    .collect();
+                l.write(&rows).await;
+                for (delta, fork) in [(original, "same"), (other, "other")] {
+                    let spec = if delta == 0.0 {
+                        "scalar:val_bpb:min".to_string()
+                    } else {
+                        format!("scalar:val_bpb:min:delta={delta}")
+                    };
+                    let r = l.replay(&spec, None, fork).await.unwrap();
+                    let (want, traj) = model(1.0, &values, delta);
+                    let got: Vec<&str> = r.steps[1..].iter().map(|s| s.counterfactual.status.as_str()).collect();
+                    assert_eq!(got, want, "{spec} on {values:?}");
+                    let want_traj: Vec<String> = std::iter::once("b0".to_string())
+                        .chain(traj.iter().map(|i| format!("c{i}")))
+                        .collect();
+                    let got_traj: Vec<String> = r.counterfactual_trajectory[1..].iter().map(|h| h.run_id.clone()).collect();
+                    assert_eq!(got_traj, want_traj, "{spec} on {values:?}");
+                    let head = l.open(fork).await.branch_head(EXP).unwrap().1;
+                    assert_eq!(&head.run_id, want_traj.last().unwrap());
+                }
+            });
+        }
+    }
+}
