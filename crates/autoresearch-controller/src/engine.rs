@@ -1526,6 +1526,15 @@ impl Controller {
     /// Runs the loop until the iteration limit, the time budget, too many
     /// consecutive crashes, or a shutdown request.
     pub async fn run(self: Arc<Self>) -> Result<Summary, LoopError> {
+        let out = self.clone().run_loop().await;
+        // Pooled checkouts go whether the loop ended well or not.
+        let closed = self.executor.close().await;
+        let s = out?;
+        closed?;
+        Ok(s)
+    }
+
+    async fn run_loop(self: Arc<Self>) -> Result<Summary, LoopError> {
         let mut s = Summary::default();
         self.recover().await?;
         let mut crashes_in_a_row = 0u32;

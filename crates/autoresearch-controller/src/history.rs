@@ -99,7 +99,8 @@ pub fn write(path: &Path, attempts: &[Attempt]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tsv.tmp");
+    // One temp file per writer: parallel runs write the history at once.
+    let tmp = path.with_extension(format!("tsv.{:x}.tmp", rand::random::<u32>()));
     std::fs::write(&tmp, render(attempts))?;
     std::fs::rename(&tmp, path)
 }

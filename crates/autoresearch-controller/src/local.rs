@@ -1,8 +1,11 @@
 //! [`LocalExecutor`]: runs jobs as child processes in git worktrees of a
 //! local repository.
 //!
-//! - Checkout: one worktree per run at `{state}/worktrees/{run_id}`, detached
-//!   at the job's commit; the jobs of a run share it until `release`.
+//! - Checkout: a pool of worktrees at `{state}/worktrees/slot-{pid}-{n}`,
+//!   detached at the job's commit; a run takes a slot (checked out afresh and
+//!   cleaned of untracked files) and its jobs share it until `release` puts
+//!   it back. [`Executor::close`] removes the slots, and those of controllers
+//!   that died.
 //! - Process: `sh -c COMMAND` in its own process group. On timeout the group
 //!   gets SIGTERM, then SIGKILL after the grace period; after every job (and
 //!   when the job's future is dropped) the group gets SIGKILL, so no
@@ -28,8 +31,11 @@ pub struct LocalExecutor {
 
 struct Inner {
     state_dir: PathBuf,
-    /// What each run's worktree has checked out, to skip redundant checkouts.
+    /// Each run's slot and what it has checked out, to skip redundant checkouts.
     checkouts: Mutex<HashMap<String, (PathBuf, String)>>,
+    /// Slots no run holds.
+    idle: Mutex<Vec<PathBuf>>,
+    next_slot: std::sync::atomic::AtomicUsize,
 }
 
 impl LocalExecutor {
@@ -38,13 +44,15 @@ impl LocalExecutor {
             inner: Arc::new(Inner {
                 state_dir: state_dir.into(),
                 checkouts: Mutex::new(HashMap::new()),
+                idle: Mutex::new(Vec::new()),
+                next_slot: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
 
-    /// Where the worktree of `run_id` lives.
-    pub fn worktree_path(&self, run_id: &str) -> PathBuf {
-        self.inner.worktree_path(run_id)
+    /// Where the worktree `run_id` holds lives, if it holds one.
+    pub fn worktree_path(&self, run_id: &str) -> Option<PathBuf> {
+        self.inner.known_checkout(run_id).map(|(p, _)| p)
     }
 
     /// Where the logs of `run_id` go.
@@ -54,9 +62,16 @@ impl LocalExecutor {
 }
 
 impl Inner {
-    /// Where the worktree of `run_id` lives.
-    pub fn worktree_path(&self, run_id: &str) -> PathBuf {
-        self.state_dir.join("worktrees").join(run_id)
+    fn worktrees(&self) -> PathBuf {
+        self.state_dir.join("worktrees")
+    }
+
+    fn new_slot(&self) -> PathBuf {
+        let n = self
+            .next_slot
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.worktrees()
+            .join(format!("slot-{}-{n}", std::process::id()))
     }
 
     /// Where the logs of `run_id` go.
@@ -92,43 +107,102 @@ impl Inner {
         }
     }
 
-    /// Makes the run's worktree hold `commit`. Blocking.
+    /// Makes the run's slot hold `commit`, taking a slot if the run has
+    /// none. Blocking.
     fn checkout(&self, job: &Job) -> Result<PathBuf, String> {
-        let path = self.worktree_path(&job.run_id);
-        if let Some((p, c)) = self.known_checkout(&job.run_id)
-            && c == job.commit
-            && p.exists()
-        {
+        if let Some((p, c)) = self.known_checkout(&job.run_id) {
+            if c != job.commit {
+                Git::new(&p)
+                    .run(&["checkout", "--quiet", "--detach", "-f", &job.commit])
+                    .map_err(|e| e.to_string())?;
+                self.remember(&job.run_id, &p, &job.commit);
+            }
             return Ok(p);
         }
-        let repo = Git::new(&job.repo);
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let path = idle.unwrap_or_else(|| self.new_slot());
         if path.join(".git").exists() {
-            Git::new(&path)
+            let g = Git::new(&path);
+            let fresh = g
                 .run(&["checkout", "--quiet", "--detach", "-f", &job.commit])
-                .map_err(|e| e.to_string())?;
-        } else {
-            if path.exists() {
-                let _ = std::fs::remove_dir_all(&path);
+                .and_then(|_| g.run(&["clean", "-q", "-f", "-d", "-x"]));
+            if let Err(e) = fresh {
+                // A damaged slot: drop it and start a new one.
+                let _ = Git::new(&job.repo).worktree_remove(&path);
+                tracing::warn!("worktree {} was unusable ({e}); replaced", path.display());
+                return self.add_slot(job, self.new_slot());
             }
-            repo.worktree_add(&path, &job.commit)
-                .map_err(|e| e.to_string())?;
+            self.remember(&job.run_id, &path, &job.commit);
+            Ok(path)
+        } else {
+            self.add_slot(job, path)
         }
+    }
+
+    fn add_slot(&self, job: &Job, path: PathBuf) -> Result<PathBuf, String> {
+        if path.exists() {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+        Git::new(&job.repo)
+            .worktree_add(&path, &job.commit)
+            .map_err(|e| e.to_string())?;
         self.remember(&job.run_id, &path, &job.commit);
         Ok(path)
+    }
+
+    /// Removes this process's slots and those of processes that are gone.
+    fn close(&self) -> Result<(), String> {
+        if let Ok(mut v) = self.idle.lock() {
+            v.clear();
+        }
+        let Ok(entries) = std::fs::read_dir(self.worktrees()) else {
+            return Ok(());
+        };
+        let me = std::process::id();
+        let mut removed = false;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("slot-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: kill with signal 0 only checks that the process exists.
+            let alive = pid != me && unsafe { libc::kill(pid as i32, 0) } == 0;
+            if alive {
+                continue;
+            }
+            let path = e.path();
+            match Git::new(&path).common_dir() {
+                Ok(dir) => Git::new(dir)
+                    .worktree_remove(&path)
+                    .map_err(|e| e.to_string())?,
+                Err(_) => std::fs::remove_dir_all(&path)
+                    .map_err(|e| format!("removing {}: {e}", path.display()))?,
+            }
+            removed = true;
+        }
+        let _ = removed;
+        Ok(())
     }
 
     /// Commits what the command left uncommitted, returns HEAD. Blocking.
     fn produced_commit(&self, job: &Job, worktree: &Path) -> Result<String, String> {
         let git = Git::new(worktree);
         if job.commit_changes {
-            let status = git
-                .run(&["status", "--porcelain"])
-                .map_err(|e| e.to_string())?;
-            if !status.is_empty() {
-                git.run(&["add", "-A"]).map_err(|e| e.to_string())?;
-                let msg = format!("autoresearch {}: changes left uncommitted", job.run_id);
-                git.run_env(&["commit", "--quiet", "--no-verify", "-m", &msg], &IDENTITY)
-                    .map_err(|e| e.to_string())?;
+            git.run(&["add", "-A"]).map_err(|e| e.to_string())?;
+            let msg = format!("autoresearch {}: changes left uncommitted", job.run_id);
+            let args = ["commit", "--quiet", "--no-verify", "-m", &msg];
+            let out = git.output(&args, &IDENTITY).map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() && !text.contains("nothing to commit") {
+                return Err(format!(
+                    "committing leftovers: {}{}",
+                    text.trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
             }
         }
         let head = git.run(&["rev-parse", "HEAD"]).map_err(|e| e.to_string())?;
@@ -203,19 +277,22 @@ impl Executor for LocalExecutor {
         let log_dir = self.log_dir(&job.run_id);
         let stdout_log = log_dir.join(format!("{}.stdout.log", job.step));
         let stderr_log = log_dir.join(format!("{}.stderr.log", job.step));
-        let worktree_str = self.worktree_path(&job.run_id).display().to_string();
-        let report =
-            |status: ExitStatus, tails: (String, String), output, duration, commit| JobReport {
-                status,
-                output,
-                stdout_tail: tails.0,
-                stderr_tail: tails.1,
-                workspace: worktree_str.clone(),
-                stdout_log: stdout_log.display().to_string(),
-                stderr_log: stderr_log.display().to_string(),
-                duration,
-                commit,
-            };
+        let report = |status: ExitStatus,
+                      tails: (String, String),
+                      output,
+                      duration,
+                      commit,
+                      workspace: &Path| JobReport {
+            status,
+            output,
+            stdout_tail: tails.0,
+            stderr_tail: tails.1,
+            workspace: workspace.display().to_string(),
+            stdout_log: stdout_log.display().to_string(),
+            stderr_log: stderr_log.display().to_string(),
+            duration,
+            commit,
+        };
 
         let (files, worktree) = {
             let job2 = job.clone();
@@ -246,6 +323,7 @@ impl Executor for LocalExecutor {
                     String::new(),
                     Default::default(),
                     String::new(),
+                    Path::new(""),
                 ));
             }
         };
@@ -276,6 +354,7 @@ impl Executor for LocalExecutor {
                     String::new(),
                     Default::default(),
                     String::new(),
+                    Path::new(""),
                 ));
             }
         };
@@ -304,6 +383,7 @@ impl Executor for LocalExecutor {
         let job2 = job.clone();
         let success = status.success();
         let (out_path, err_path) = (stdout_log.clone(), stderr_log.clone());
+        let wt = worktree.clone();
         let (tails, output, commit) = blocking(move || {
             let stdout_tail = read_tail(&out_path, limit).unwrap_or_default();
             let stderr_tail = read_tail(&err_path, limit).unwrap_or_default();
@@ -328,34 +408,27 @@ impl Executor for LocalExecutor {
         })?;
         // A missing metrics file is the job's failure, not the executor's.
         let output = output.unwrap_or_default();
-        Ok(report(status, tails, output, duration, commit))
+        Ok(report(status, tails, output, duration, commit, &wt))
     }
 
     async fn release(&self, run_id: &str) -> Result<(), ExecError> {
+        let slot = self.inner.known_checkout(run_id).map(|(p, _)| p);
         self.inner.forget(run_id);
-        let path = self.worktree_path(run_id);
-        let state = self.inner.state_dir.clone();
         let logs = self.log_dir(run_id);
-        let res = blocking(move || {
-            kill_leftover_groups(&logs);
-            if !path.exists() {
-                return Ok(());
-            }
-            // The worktree knows its repository; ask it rather than assume.
-            let common = Git::new(&path).common_dir();
-            match common {
-                Ok(dir) => Git::new(dir)
-                    .worktree_remove(&path)
-                    .map_err(|e| e.to_string()),
-                Err(_) => std::fs::remove_dir_all(&path).map_err(|e| {
-                    format!("removing {} under {}: {e}", path.display(), state.display())
-                }),
-            }
-        })
-        .await;
-        match res {
+        let res = blocking(move || kill_leftover_groups(&logs)).await;
+        if let Some(slot) = slot
+            && let Ok(mut idle) = self.inner.idle.lock()
+        {
+            idle.push(slot);
+        }
+        res.map_err(|e| self.inner.error(run_id, "killing leftover processes", e))
+    }
+
+    async fn close(&self) -> Result<(), ExecError> {
+        let inner = self.inner.clone();
+        match blocking(move || inner.close()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) | Err(e) => Err(self.inner.error(run_id, "removing the worktree", e)),
+            Ok(Err(e)) | Err(e) => Err(self.inner.error("", "removing worktrees", e)),
         }
     }
 }

@@ -196,4 +196,11 @@ pub trait Executor: Send + Sync {
     /// releasing an unknown or already released run is `Ok`. Also called on
     /// runs left behind by a controller that was killed.
     async fn release(&self, run_id: &str) -> Result<(), ExecError>;
+
+    /// Frees everything this executor still holds (pooled checkouts, and
+    /// leftovers of an executor that died); called when the loop stops.
+    /// The default does nothing.
+    async fn close(&self) -> Result<(), ExecError> {
+        Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 
 mod ingest;
 mod ledger;
+mod loop_;
 
 use anyhow::bail;
 
@@ -17,6 +18,7 @@ pub fn run(name: &str, quick: bool) -> anyhow::Result<()> {
     match name {
         "ingest" => ingest::run(quick),
         "ledger" => ledger::run(quick),
+        "loop" => loop_::run(quick),
         other => bail!("unknown benchmark {other:?} (expected ledger, ingest or loop)"),
     }
 }

@@ -1,0 +1,192 @@
+//! `cargo xtask bench loop`: the controller's own cost per iteration.
+//!
+//! The real loop (redb ledger, local executor with git worktrees, scalar
+//! comparator) on a temp repository, with a trivial proposer and evaluator,
+//! then with jobs that sleep 0.5 s, at parallel 1 and 2. Overhead of a round
+//! is its wall time minus the time spent inside its child processes (the
+//! longest of the round's runs, which run side by side); at parallel 1 a
+//! round is one iteration.
+
+use super::emit;
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use autoresearch_controller::{Controller, Event, LocalExecutor, LoopConfig, MetricsFormat};
+use autoresearch_core::exec::{ExecError, Executor, Job, JobReport};
+use autoresearch_store::{RedbConfig, RedbStorage};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Wraps an executor and adds up the time each run spent inside its jobs.
+struct Timed {
+    inner: LocalExecutor,
+    child_time: Mutex<HashMap<String, Duration>>,
+}
+
+#[async_trait]
+impl Executor for Timed {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    async fn run(&self, job: Job) -> Result<JobReport, ExecError> {
+        let run_id = job.run_id.clone();
+        let r = self.inner.run(job).await?;
+        if let Ok(mut m) = self.child_time.lock() {
+            *m.entry(run_id).or_default() += r.duration;
+        }
+        Ok(r)
+    }
+    async fn release(&self, run_id: &str) -> Result<(), ExecError> {
+        self.inner.release(run_id).await
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .with_context(|| format!("running git {args:?}"))?;
+    if !out.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir().context("creating a temp dir")?;
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir(&repo)?;
+    git(&repo, &["init", "-q", "-b", "main"])?;
+    std::fs::write(repo.join("f.txt"), "start\n")?;
+    git(&repo, &["add", "-A"])?;
+    git(
+        &repo,
+        &[
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "commit",
+            "-qm",
+            "start",
+        ],
+    )?;
+    let pause = if sleep > 0.0 {
+        format!("sleep {sleep}; ")
+    } else {
+        String::new()
+    };
+    let state_dir = repo.join(".autoresearch");
+    let cfg = LoopConfig {
+        experiment: "bench".into(),
+        world: "autoresearch:bench".into(),
+        repo: repo.clone(),
+        branch: "main".into(),
+        harness: "bench".into(),
+        propose_command: format!("{pause}echo $AUTORESEARCH_RUN_ID > f.txt"),
+        propose_timeout: Duration::from_secs(60),
+        evaluate_command: format!("{pause}echo \"score: $(cksum < f.txt | cut -c1-5)\""),
+        evaluate_timeout: Duration::from_secs(60),
+        metrics: MetricsFormat::Lines,
+        protect: vec![],
+        require: vec!["score".into()],
+        parallel,
+        iterations,
+        time_budget: None,
+        max_consecutive_crashes: 5,
+        output_limit: 64 * 1024,
+        kill_grace: Duration::from_secs(1),
+        max_samples: 10,
+        state_dir: state_dir.clone(),
+        crash_at: None,
+    };
+    let storage = Arc::new(
+        RedbStorage::open(&state_dir.join("ledger.redb"), RedbConfig::default())
+            .context("opening the ledger")?,
+    );
+    let comparator = autoresearch_compare::from_spec("scalar:score:min")?;
+    let timed = Arc::new(Timed {
+        inner: LocalExecutor::new(&state_dir),
+        child_time: Mutex::new(HashMap::new()),
+    });
+    let finished: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
+    let f2 = finished.clone();
+    let controller = Controller::open(cfg, storage, comparator, timed.clone())
+        .await?
+        .with_events(Arc::new(move |e| {
+            if let Event::Finished { run_id, status, .. } = e
+                && let Ok(mut v) = f2.lock()
+            {
+                v.push((Instant::now(), run_id.clone(), status.clone()));
+            }
+        }));
+    let summary = Arc::new(controller).run().await?;
+    let events = finished.lock().map(|v| v.clone()).unwrap_or_default();
+    let child = timed
+        .child_time
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    let Some(baseline_at) = events.first().map(|e| e.0) else {
+        bail!("the loop finished no run");
+    };
+    let runs: Vec<&(Instant, String, String)> = events.iter().skip(1).collect();
+    let mut overheads = Vec::new();
+    let mut prev = baseline_at;
+    for round in runs.chunks(parallel) {
+        let end = round.iter().map(|e| e.0).max().unwrap_or(prev);
+        let inside = round
+            .iter()
+            .map(|e| child.get(&e.1).copied().unwrap_or_default())
+            .max()
+            .unwrap_or_default();
+        let wall = end.duration_since(prev);
+        overheads.push(wall.saturating_sub(inside).as_secs_f64() * 1000.0);
+        prev = end;
+    }
+    let total = prev.duration_since(baseline_at).as_secs_f64();
+    let p50 = percentile(&mut overheads.clone(), 0.5);
+    let p90 = percentile(&mut overheads, 0.9);
+    emit(json!({
+        "bench": "loop",
+        "parallel": parallel,
+        "iterations": runs.len(),
+        "job_sleep_s": sleep,
+        "iterations_per_s": runs.len() as f64 / total,
+        "overhead_ms_p50": p50,
+        "overhead_ms_p90": p90,
+        "kept": summary.kept,
+        "discarded": summary.discarded,
+        "crashed": summary.crashed,
+    }));
+    Ok(())
+}
+
+pub fn run(quick: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let (trivial, sleeping) = if quick { (20, 6) } else { (200, 200) };
+    rt.block_on(async {
+        for parallel in [1, 2] {
+            eprintln!("loop: {trivial} trivial iterations at parallel {parallel}");
+            measure(parallel, trivial, 0.0).await?;
+        }
+        for parallel in [1, 2] {
+            eprintln!("loop: {sleeping} iterations of 0.5 s jobs at parallel {parallel}");
+            measure(parallel, sleeping, 0.5).await?;
+        }
+        Ok(())
+    })
+}
