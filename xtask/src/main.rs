@@ -3,6 +3,7 @@
 //! - `cargo xtask bench <ledger|ingest|loop> [--quick]`: benchmarks, JSON lines on stdout.
 
 mod bench;
+mod demo;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// The whole product on a generated sample project, in about two minutes.
+    Demo(demo::DemoArgs),
     /// Run a benchmark; prints one JSON object per line.
     Bench {
         /// Which benchmark: ledger, ingest or loop.
@@ -27,6 +30,7 @@ enum Task {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
+        Task::Demo(args) => demo::run(args),
         Task::Bench { name, quick } => bench::run(&name, quick),
     }
 }

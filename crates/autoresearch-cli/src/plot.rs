@@ -188,7 +188,7 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
     } else {
         let best = progress
             .best()
-            .map(|b| format!(", head {} = {b}", progress.metric))
+            .map(|b| format!(", head {} = {}", progress.metric, (b * 1e6).round() / 1e6))
             .unwrap_or_default();
         println!(
             "wrote {} ({} attempts, {} kept{best})",
