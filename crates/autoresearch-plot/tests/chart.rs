@@ -253,3 +253,69 @@ async fn a_far_off_baseline_is_drawn_off_scale() {
     let svg = autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).unwrap();
     assert!(!String::from_utf8(svg).unwrap().contains("off scale"));
 }
+
+#[tokio::test]
+async fn read_uses_experiment_hints_final_commit_samples_and_relabels() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(None));
+    let registry = Arc::new(ComponentRegistry::standard());
+    let mut w = World::create(storage, registry, &experiment_world_name("nano"))
+        .await
+        .unwrap();
+    // As the results.tsv importer records it: metric and direction on the
+    // Experiment, outcomes without a comparator spec, a description output.
+    w.spawn_with(&Experiment::new(
+        "nano",
+        "/nowhere",
+        "main",
+        1,
+        &json!({"metric": "val_bpb", "direction": "minimize"}),
+    ))
+    .unwrap();
+    let rows = [
+        ("a", "aaaaaaa1", "keep", Some("baseline run")),
+        ("b", "bbbbbbb2", "keep", None),
+        ("c", "ccccccc3", "discard", Some("swap to GeLU")),
+    ];
+    for (id, commit, status, description) in rows {
+        let mut run = Run::new(id, "nano");
+        run.commit_hash = commit.into();
+        run.task = "claude -p program.md".into();
+        let e = w.spawn_with(&run).unwrap();
+        let mut out = json!({"val_bpb": 1.0, "memory_gb": 40.0, "_meta": {"commit": commit}});
+        if let Some(d) = description {
+            out["description"] = json!(d);
+        }
+        w.spawn_with(&EvalResult::new(id, "train", &out, 1))
+            .unwrap();
+        w.insert(
+            e,
+            &Outcome {
+                run_id: id.into(),
+                status: status.into(),
+                ..Outcome::default()
+            },
+        )
+        .unwrap();
+    }
+    // A sample of b's candidate before it was rebased: not a sample of b.
+    w.spawn_with(&EvalResult::new(
+        "b",
+        "train",
+        &json!({"val_bpb": 9.0, "_meta": {"commit": "0ld0ld0"}}),
+        1,
+    ))
+    .unwrap();
+    w.commit().await.unwrap();
+
+    let mut p = Progress::read(&w, "nano", None).unwrap();
+    assert_eq!(p.metric, "val_bpb");
+    assert_eq!(p.direction, Some(Direction::Minimize));
+    assert_eq!(p.points[1].samples, vec![1.0]);
+    let labels: Vec<&str> = p.points.iter().map(|x| x.label.as_str()).collect();
+    // The shared task (the proposer's command) is no label; b has only its commit.
+    assert_eq!(labels, ["baseline run", "bbbbbbb", "swap to GeLU"]);
+    assert!(Progress::label_is_commit(&p.points[1]));
+    assert!(!Progress::label_is_commit(&p.points[0]));
+    p.relabel(|x| (x.run_id == "b").then(|| "muon optimizer\nbody".to_string()));
+    assert_eq!(p.points[1].label, "muon optimizer");
+}
