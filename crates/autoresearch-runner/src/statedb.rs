@@ -192,28 +192,53 @@ fn owned(v: ValueRef<'_>) -> Option<String> {
     }
 }
 
+/// Appends one raw value to a fingerprint buffer.
+fn encode(v: ValueRef<'_>, buf: &mut Vec<u8>) {
+    match v {
+        ValueRef::Null => buf.push(0),
+        ValueRef::Integer(v) => {
+            buf.push(1);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        ValueRef::Real(v) => {
+            buf.push(2);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        ValueRef::Text(b) | ValueRef::Blob(b) => {
+            buf.push(3);
+            buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
+/// The hash of a fingerprint buffer, never 0 (0 means "unknown").
+fn digest(buf: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(buf).max(1)
+}
+
+/// A new row read in one pass: owned columns and fingerprint together.
+fn new_agent_row(row: &Row<'_>, buf: &mut Vec<u8>) -> rusqlite::Result<AgentRow> {
+    buf.clear();
+    let mut cols: [Option<String>; 11] = Default::default();
+    for (i, c) in cols.iter_mut().enumerate() {
+        let v = row.get_ref(i)?;
+        encode(v, buf);
+        *c = owned(v);
+    }
+    Ok(AgentRow {
+        cols,
+        fp: digest(buf),
+    })
+}
+
 /// Fingerprint of a row's raw values, never 0 (0 means "unknown").
 fn fingerprint(row: &Row<'_>, n: usize, buf: &mut Vec<u8>) -> rusqlite::Result<u64> {
     buf.clear();
     for i in 0..n {
-        match row.get_ref(i)? {
-            ValueRef::Null => buf.push(0),
-            ValueRef::Integer(v) => {
-                buf.push(1);
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-            ValueRef::Real(v) => {
-                buf.push(2);
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-            ValueRef::Text(b) | ValueRef::Blob(b) => {
-                buf.push(3);
-                buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
-                buf.extend_from_slice(b);
-            }
-        }
+        encode(row.get_ref(i)?, buf);
     }
-    Ok(xxhash_rust::xxh3::xxh3_64(buf).max(1))
+    Ok(digest(buf))
 }
 
 fn key_text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
@@ -273,17 +298,21 @@ pub(crate) fn scan(path: &Path, index: &mut Index) -> Result<Scan, IngestError> 
                 .push("an agents row without a text agent_id was skipped".to_string());
             continue;
         };
-        let fp = fingerprint(row, AGENT_COLUMNS.len(), &mut buf).map_err(err)?;
-        if let Some(t) = index.runs.get_mut(id) {
-            t.seen = epoch;
-            if t.fp == fp {
-                continue;
+        let agent = match index.runs.get_mut(id) {
+            Some(t) => {
+                t.seen = epoch;
+                let fp = fingerprint(row, AGENT_COLUMNS.len(), &mut buf).map_err(err)?;
+                if t.fp == fp {
+                    continue;
+                }
+                agent_row(row, fp).map_err(err)?
             }
-        }
+            None => new_agent_row(row, &mut buf).map_err(err)?,
+        };
         if has_reports {
             candidates.insert(id.to_string());
         }
-        out.agents.push(agent_row(row, fp).map_err(err)?);
+        out.agents.push(agent);
     }
     drop(rows);
     drop(stmt);

@@ -395,16 +395,20 @@ fn apply(
         }
     }
 
-    let mut built: Vec<Built> = scan
+    let built: Vec<Built> = scan
         .agents
         .into_iter()
         .map(|r| build_run(r, config))
         .collect();
     // New runs are spawned in start order, as the reference loader reads them.
-    built.sort_by(|a, b| {
-        (a.run.started_at_ms, &a.run.run_id).cmp(&(b.run.started_at_ms, &b.run.run_id))
+    // Sort positions, not the (large) runs themselves.
+    let mut order: Vec<usize> = (0..built.len()).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (a, b) = (&built[a].run, &built[b].run);
+        (a.started_at_ms, &a.run_id).cmp(&(b.started_at_ms, &b.run_id))
     });
-    for b in built {
+    let mut built: Vec<Option<Built>> = built.into_iter().map(Some).collect();
+    for b in order.into_iter().filter_map(|i| built[i].take()) {
         let Built {
             mut run,
             naive,
