@@ -71,6 +71,10 @@ pub struct RedbConfig {
     pub max_batch_ops: usize,
     /// Group commit: stop adding writes to a transaction past this many bytes.
     pub max_batch_bytes: usize,
+    /// Group commit: how long a transaction may wait for worlds that
+    /// appended in the last two batches but are not queued yet. Only delays
+    /// commits when several worlds are appending; zero turns it off.
+    pub max_batch_wait: std::time::Duration,
     /// redb's page cache, in bytes.
     pub cache_bytes: usize,
 }
@@ -83,6 +87,7 @@ impl Default for RedbConfig {
             durable: true,
             max_batch_ops: 4096,
             max_batch_bytes: 64 << 20,
+            max_batch_wait: std::time::Duration::from_millis(2),
             cache_bytes: 256 << 20,
         }
     }
@@ -245,6 +250,7 @@ impl RedbStorage {
             BatchLimits {
                 max_ops: config.max_batch_ops.max(1),
                 max_bytes: config.max_batch_bytes.max(1),
+                max_wait: config.max_batch_wait,
                 durable: config.durable,
             },
             display,

@@ -5,8 +5,10 @@
 //! reply. The thread takes whatever is queued, up to the configured limits,
 //! applies it in one write transaction and commits once, so concurrent
 //! appenders share a commit (and its fsyncs) instead of paying one each.
-//! Nothing waits for a batch to fill: a lone writer commits at once, and a
-//! batch grows only while the previous commit is in progress.
+//! A lone writer commits at once. When several worlds have been appending,
+//! a batch waits up to `max_wait` for those of them not yet queued (they are
+//! usually a few microseconds from their next tick), so that concurrent
+//! appenders share one commit instead of alternating between two.
 //!
 //! Each operation is validated (world exists, tick is head + 1, ...) inside
 //! the transaction before it writes anything, so a refused operation leaves
@@ -18,9 +20,11 @@ use crate::encoding::{self, ENTITY_TICKS, INDEX_CHUNK, RECORDS, SNAPSHOTS, WORLD
 use crate::{Failure, load_world};
 use autoresearch_core::{EntityId, ForkPoint, StorageError, Tick, WorldId, WorldInfo, now_ms};
 use redb::{Database, Durability, ReadableTable, Table};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
@@ -79,6 +83,8 @@ enum Done {
 pub(crate) struct BatchLimits {
     pub max_ops: usize,
     pub max_bytes: usize,
+    /// How long a batch may wait for appenders that were active recently.
+    pub max_wait: Duration,
     pub durable: bool,
 }
 
@@ -139,24 +145,72 @@ impl Drop for Writer {
 }
 
 fn run(db: &Database, rx: &mpsc::Receiver<Op>, limits: BatchLimits, path: &str) {
+    // Worlds that appended in the last two batches: how many appenders are
+    // active, and so how many appends a batch should wait for.
+    let mut recent: [HashSet<WorldId>; 2] = Default::default();
     while let Ok(first) = rx.recv() {
-        let mut bytes = first.bytes();
-        let mut batch = vec![first];
-        while batch.len() < limits.max_ops && bytes < limits.max_bytes {
+        let mut batch = Batch::new(first);
+        while !batch.full(&limits) {
             match rx.try_recv() {
-                Ok(op) => {
-                    bytes += op.bytes();
-                    batch.push(op);
-                }
+                Ok(op) => batch.push(op),
                 Err(_) => break,
             }
         }
+        // Appenders that were in the previous batches are probably preparing
+        // their next tick right now. Waiting a moment for them lets them
+        // share this commit instead of each missing it by a hair and paying
+        // for the next one. A lone appender never waits.
+        let active = recent[0].union(&recent[1]).count();
+        if batch.appenders.len() < active && !limits.max_wait.is_zero() {
+            let deadline = Instant::now() + limits.max_wait;
+            while batch.appenders.len() < active && !batch.full(&limits) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+        }
+        recent.swap(0, 1);
+        recent[1] = std::mem::take(&mut batch.appenders);
         // A panic inside redb must not take the thread down with it: the
         // batch's reply channels are dropped while unwinding, so its callers
         // get an error, and later batches start a fresh transaction.
+        let ops = batch.ops;
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit_batch(db, batch, limits.durable, path)
+            commit_batch(db, ops, limits.durable, path)
         }));
+    }
+}
+
+/// The operations of one group commit being gathered.
+struct Batch {
+    ops: Vec<Op>,
+    bytes: usize,
+    appenders: HashSet<WorldId>,
+}
+
+impl Batch {
+    fn new(first: Op) -> Batch {
+        let mut b = Batch {
+            ops: Vec::new(),
+            bytes: 0,
+            appenders: HashSet::new(),
+        };
+        b.push(first);
+        b
+    }
+
+    fn push(&mut self, op: Op) {
+        self.bytes += op.bytes();
+        if let Op::Append { world, .. } = &op {
+            self.appenders.insert(*world);
+        }
+        self.ops.push(op);
+    }
+
+    fn full(&self, limits: &BatchLimits) -> bool {
+        self.ops.len() >= limits.max_ops || self.bytes >= limits.max_bytes
     }
 }
 
