@@ -166,10 +166,15 @@ impl Repo {
         for k in &kept {
             assert_eq!(chain.lines().filter(|l| *l == k.run.commit_hash).count(), 1);
         }
+        // ... or a commit someone else made, adopted as a baseline.
+        let adopted = all
+            .iter()
+            .filter(|a| a.outcome.as_ref().unwrap().status == Outcome::BASELINE)
+            .count();
         assert_eq!(
             chain.lines().count(),
-            1 + kept.len(),
-            "every commit on the branch is a kept candidate"
+            kept.len() + adopted,
+            "every commit on the branch is a kept candidate or an adopted baseline"
         );
         all
     }
@@ -369,4 +374,64 @@ async fn sigkill_after_moving_the_branch_before_the_ledger_tick_then_resume() {
         .map(|a| a.outcome.as_ref().unwrap().status.as_str())
         .collect();
     assert_eq!(st, ["baseline", "keep", "keep", "keep"]);
+}
+
+fn interrupt(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn ctrl_c_once_drains_and_twice_kills_and_records_interrupted() {
+    // Once: the running candidate finishes and is decided; nothing new starts.
+    let r = Repo::new();
+    r.ok(&["run", "--iterations", "1"]);
+    std::fs::write(r.ctl.join("slow_eval"), "").unwrap();
+    let config = std::fs::read_to_string(r.dir.join("autoresearch.toml"))
+        .unwrap()
+        .replace("sleep 30; fi\necho \"score", "sleep 1; fi\necho \"score");
+    std::fs::write(r.dir.join("autoresearch.toml"), config).unwrap();
+    git(&r.dir, &["commit", "-qam", "shorter sleep"]);
+    r.ok(&["run", "--iterations", "1"]); // adopt the config commit as a baseline
+    let _ = std::fs::remove_file(r.ctl.join("in_eval"));
+    let mut child = r.spawn(&["run", "--iterations", "5"], &[]);
+    wait_for(&r.ctl.join("in_eval"));
+    interrupt(&child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let all = r.assert_consistent().await;
+    let last = all.last().unwrap();
+    assert_eq!(
+        last.outcome.as_ref().unwrap().status,
+        Outcome::KEEP,
+        "the running one finished"
+    );
+    assert_eq!(all.len(), 5, "nothing was launched after Ctrl-C");
+
+    // Twice: the running job is killed and the run recorded as interrupted.
+    let r = Repo::new();
+    r.ok(&["run", "--iterations", "1"]);
+    std::fs::write(r.ctl.join("slow_propose"), "").unwrap();
+    let mut child = r.spawn(&["run", "--iterations", "5"], &[]);
+    wait_for(&r.ctl.join("in_propose"));
+    interrupt(&child);
+    std::thread::sleep(Duration::from_millis(200));
+    interrupt(&child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let pid: i32 = std::fs::read_to_string(r.ctl.join("propose.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!alive(pid), "the proposer was killed");
+    let all = r.assert_consistent().await;
+    let last = all.last().unwrap().outcome.as_ref().unwrap();
+    assert_eq!(
+        (last.status.as_str(), last.reason.as_str()),
+        ("crash", "interrupted")
+    );
 }

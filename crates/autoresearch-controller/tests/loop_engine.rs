@@ -677,3 +677,38 @@ async fn recovery_marks_interrupted_runs_and_finishes_a_started_promotion() {
     assert_eq!(git(&f.repo, &["rev-parse", "main~1"]), base);
     f.assert_consistent().await;
 }
+
+#[tokio::test]
+async fn a_forked_world_continues_on_its_own_branch() {
+    let f = Fixture::new();
+    f.run("echo 0.9 > score.txt", 1).await;
+    let main_tip = f.tip();
+    let w = f.world().await;
+    w.fork(w.tick(), "autoresearch:exp/alt").await.unwrap();
+    let mut cfg = f.config("echo 0.5 > score.txt", EVAL);
+    cfg.world = "autoresearch:exp/alt".into();
+    cfg.branch = autoresearch_controller::fork_branch_name(&cfg.world);
+    assert_eq!(cfg.branch, "autoresearch/exp/alt");
+    let s = f.run_with(cfg, Arc::new(MinScore)).await;
+    assert_eq!(
+        (s.kept, s.baselines),
+        (1, 0),
+        "the fork's head is reused, not re-evaluated"
+    );
+    assert_eq!(f.tip(), main_tip, "the original branch is untouched");
+    let alt = git(&f.repo, &["rev-parse", "refs/heads/autoresearch/exp/alt"]);
+    assert_eq!(git(&f.repo, &["rev-parse", &format!("{alt}~1")]), main_tip);
+    let fork = World::open(
+        f.storage.clone(),
+        Arc::new(ComponentRegistry::standard()),
+        "autoresearch:exp/alt",
+    )
+    .await
+    .unwrap();
+    assert_eq!(fork.branch_head("exp").unwrap().1.commit_hash, alt);
+    assert_eq!(
+        f.head().await.commit_hash,
+        main_tip,
+        "the parent world is untouched"
+    );
+}
