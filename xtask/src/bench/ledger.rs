@@ -294,6 +294,10 @@ async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result
         "state_only_p50_us": percentile_us(&mut state_times, 0.50),
         "reads": "World::open_at at a random past tick (state_only: ledger::state_at)",
     }));
+    // A fork is one durable commit, so its cost is a couple of fsyncs; the
+    // disk's rate is probed around the forks to put the figure in context.
+    let mut probe = Probe::default();
+    probe.run(dir, sizes.fsync_time)?;
     let mut fork_times = Vec::new();
     for i in 0..20 {
         let tick = Tick(1 + rng.below(history));
@@ -301,12 +305,16 @@ async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result
         st.fork_world(id, tick, &format!("fork-{i}")).await?;
         fork_times.push(start.elapsed());
     }
+    probe.run(dir, sizes.fsync_time)?;
+    let us = percentile_us(&mut fork_times, 0.50);
     emit(json!({
         "bench": "fork",
         "history_ticks": history,
-        "us": percentile_us(&mut fork_times, 0.50),
+        "us": us,
         "p99_us": percentile_us(&mut fork_times, 0.99),
         "durable": true,
+        "fsync_per_s": round(probe.rate()),
+        "fsyncs_per_fork": round(us as f64 * probe.rate() / 1e6),
     }));
     Ok(())
 }
