@@ -80,6 +80,73 @@ pub enum StorageError {
 /// ticks after its fork point (all ticks for a root world). Reads through
 /// lineage are in [`crate::ledger`]. Implementations must be safe to share
 /// between tasks (`Arc<dyn Storage>`), and must not block the async executor.
+///
+/// A backend is checked against [`crate::MemoryStorage`], the reference. This
+/// one wraps another backend and refuses worlds whose name is not allowed,
+/// delegating everything else:
+///
+/// ```
+/// use autoresearch_core::*;
+/// use std::sync::Arc;
+///
+/// struct OnlyPrefixed<S> { inner: S, prefix: &'static str }
+///
+/// #[async_trait::async_trait]
+/// impl<S: Storage> Storage for OnlyPrefixed<S> {
+///     async fn create_world(&self, name: &str) -> Result<WorldInfo, StorageError> {
+///         if !name.starts_with(self.prefix) {
+///             return Err(StorageError::Backend {
+///                 context: format!("creating world {name:?}"),
+///                 reason: format!("names must start with {:?}", self.prefix),
+///             });
+///         }
+///         self.inner.create_world(name).await
+///     }
+///     async fn fork_world(&self, p: WorldId, at: Tick, name: &str) -> Result<WorldInfo, StorageError> {
+///         self.inner.fork_world(p, at, name).await
+///     }
+///     async fn world(&self, id: WorldId) -> Result<WorldInfo, StorageError> {
+///         self.inner.world(id).await
+///     }
+///     async fn find_world(&self, name: &str) -> Result<Option<WorldInfo>, StorageError> {
+///         self.inner.find_world(name).await
+///     }
+///     async fn list_worlds(&self) -> Result<Vec<WorldInfo>, StorageError> {
+///         self.inner.list_worlds().await
+///     }
+///     async fn append(&self, w: WorldId, r: TickRecord, s: Option<Snapshot>) -> Result<(), StorageError> {
+///         self.inner.append(w, r, s).await
+///     }
+///     async fn read_own_records(&self, w: WorldId, from: Tick, to: Tick) -> Result<Vec<TickRecord>, StorageError> {
+///         self.inner.read_own_records(w, from, to).await
+///     }
+///     async fn own_snapshot_at_or_before(&self, w: WorldId, at: Tick) -> Result<Option<Snapshot>, StorageError> {
+///         self.inner.own_snapshot_at_or_before(w, at).await
+///     }
+///     async fn put_snapshot(&self, w: WorldId, s: Snapshot) -> Result<(), StorageError> {
+///         self.inner.put_snapshot(w, s).await
+///     }
+///     async fn own_entity_ticks(&self, w: WorldId, e: EntityId, to: Tick) -> Result<Vec<Tick>, StorageError> {
+///         self.inner.own_entity_ticks(w, e, to).await
+///     }
+///     fn snapshot_interval(&self) -> Option<u64> {
+///         self.inner.snapshot_interval()
+///     }
+/// }
+///
+/// # tokio_test_block(async {
+/// let storage: Arc<dyn Storage> =
+///     Arc::new(OnlyPrefixed { inner: MemoryStorage::default(), prefix: "team-" });
+/// let registry = Arc::new(ComponentRegistry::standard());
+/// assert!(World::create(storage.clone(), registry.clone(), "scratch").await.is_err());
+/// let mut world = World::create(storage, registry, "team-a").await.unwrap();
+/// world.spawn_with(&Run::new("r1", "exp")).unwrap();
+/// assert_eq!(world.commit().await.unwrap(), Tick(1));
+/// # });
+/// # fn tokio_test_block(f: impl std::future::Future<Output = ()>) {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
     /// Creates an empty root world at tick 0. Errors with `NameTaken`.
