@@ -146,11 +146,25 @@ fn compared_metrics(spec: &CompareSpec) -> Vec<String> {
     }
 }
 
-/// The comparator of `--comparator` or `[compare]`, and the metrics it needs.
+/// Whether the comparator reads the candidate's diff (only a judge does).
+fn reads_diff(spec: &CompareSpec) -> bool {
+    match spec {
+        CompareSpec::Judge(_) => true,
+        CompareSpec::Tournament(inner) => reads_diff(inner),
+        CompareSpec::All(members) => members.iter().any(|m| match m {
+            autoresearch_compare::spec::Member::Compare(c) => reads_diff(c),
+            autoresearch_compare::spec::Member::Condition(_) => false,
+        }),
+        _ => false,
+    }
+}
+
+/// The comparator of `--comparator` or `[compare]`, the metrics it needs,
+/// and whether it reads diffs.
 pub fn comparator(
     config: &Config,
     spec: Option<&str>,
-) -> anyhow::Result<(Arc<dyn Comparator>, Vec<String>)> {
+) -> anyhow::Result<(Arc<dyn Comparator>, Vec<String>, bool)> {
     let parsed = match spec {
         Some(s) => CompareSpec::parse(s).with_context(|| format!("--comparator {s:?}"))?,
         None => {
@@ -165,7 +179,11 @@ pub fn comparator(
         }
     };
     let metrics = compared_metrics(&parsed);
-    Ok((autoresearch_compare::build(&parsed), metrics))
+    Ok((
+        autoresearch_compare::build(&parsed),
+        metrics,
+        reads_diff(&parsed),
+    ))
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
@@ -174,8 +192,9 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let config = load_config(&args.config)?;
-    let (comparator, needed) = comparator(&config, args.comparator.as_deref())?;
+    let (comparator, needed, diff) = comparator(&config, args.comparator.as_deref())?;
     let mut cfg = LoopConfig::from_config(&config);
+    cfg.evidence_diff = diff;
     for m in needed {
         if !cfg.require.contains(&m) {
             cfg.require.push(m);

@@ -77,6 +77,9 @@ pub struct LoopConfig {
     pub kill_grace: Duration,
     /// Most samples of one side a comparator may ask for.
     pub max_samples: u32,
+    /// Whether the candidate's diff goes into its evidence (a judge reads
+    /// it; numeric comparators do not, and it costs a `git diff`).
+    pub evidence_diff: bool,
     /// The controller's directory (logs, worktrees, history), `{repo}/.autoresearch`.
     pub state_dir: PathBuf,
     /// For crash-safety tests only: kill this process (SIGKILL) when the
@@ -108,6 +111,7 @@ impl LoopConfig {
             output_limit: c.run.output_limit,
             kill_grace: Duration::from_secs(2),
             max_samples: 30,
+            evidence_diff: true,
             state_dir: c.repo.join(".autoresearch"),
             crash_at: None,
         }
@@ -712,7 +716,7 @@ impl Controller {
             })
             .await;
         let diff = match base {
-            Some(b) if b != commit => {
+            Some(b) if b != commit && self.cfg.evidence_diff => {
                 let (b, c) = (b.to_string(), commit.to_string());
                 let limit = self.cfg.output_limit;
                 Some(self.git(move |g| g.diff(&b, &c)).await?).map(|d| {

@@ -33,8 +33,12 @@ struct Inner {
     state_dir: PathBuf,
     /// Each run's slot and what it has checked out, to skip redundant checkouts.
     checkouts: Mutex<HashMap<String, (PathBuf, String)>>,
-    /// Slots no run holds.
-    idle: Mutex<Vec<PathBuf>>,
+    /// Slots no run holds, each clean at the commit it holds.
+    idle: Mutex<Vec<(PathBuf, String)>>,
+    /// The commit each run's slot was first checked out at (its base).
+    bases: Mutex<HashMap<String, String>>,
+    /// Slots being reset in the background after a release.
+    resets: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     next_slot: std::sync::atomic::AtomicUsize,
 }
 
@@ -45,6 +49,8 @@ impl LocalExecutor {
                 state_dir: state_dir.into(),
                 checkouts: Mutex::new(HashMap::new()),
                 idle: Mutex::new(Vec::new()),
+                bases: Mutex::new(HashMap::new()),
+                resets: Mutex::new(Vec::new()),
                 next_slot: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
@@ -119,23 +125,50 @@ impl Inner {
             }
             return Ok(p);
         }
-        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
-        let path = idle.unwrap_or_else(|| self.new_slot());
-        if path.join(".git").exists() {
-            let g = Git::new(&path);
-            let fresh = g
-                .run(&["checkout", "--quiet", "--detach", "-f", &job.commit])
-                .and_then(|_| g.run(&["clean", "-q", "-f", "-d", "-x"]));
+        if let Ok(mut b) = self.bases.lock() {
+            b.insert(job.run_id.clone(), job.commit.clone());
+        }
+        // Prefer a slot that already holds the commit (the usual case: the
+        // head did not move since the slot's last run).
+        let idle = self.idle.lock().ok().and_then(|mut v| {
+            let i = v.iter().position(|(_, c)| *c == job.commit);
+            i.or(v.len().checked_sub(1)).map(|i| v.swap_remove(i))
+        });
+        let Some((path, held)) = idle else {
+            return self.add_slot(job, self.new_slot());
+        };
+        if held != job.commit {
+            let fresh =
+                Git::new(&path).run(&["checkout", "--quiet", "--detach", "-f", &job.commit]);
             if let Err(e) = fresh {
                 // A damaged slot: drop it and start a new one.
                 let _ = Git::new(&job.repo).worktree_remove(&path);
                 tracing::warn!("worktree {} was unusable ({e}); replaced", path.display());
                 return self.add_slot(job, self.new_slot());
             }
-            self.remember(&job.run_id, &path, &job.commit);
-            Ok(path)
-        } else {
-            self.add_slot(job, path)
+        }
+        self.remember(&job.run_id, &path, &job.commit);
+        Ok(path)
+    }
+
+    /// Puts a slot back at `commit`, without untracked files. Blocking.
+    fn reset_slot(&self, path: &Path, commit: &str) {
+        let g = Git::new(path);
+        let ok = g
+            .run(&["checkout", "--quiet", "--detach", "-f", commit])
+            .and_then(|_| g.run(&["clean", "-q", "-f", "-d", "-x"]));
+        match ok {
+            Ok(_) => {
+                if let Ok(mut v) = self.idle.lock() {
+                    v.push((path.to_path_buf(), commit.to_string()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!("resetting worktree {}: {e}; dropping it", path.display());
+                if let Ok(dir) = g.common_dir() {
+                    let _ = Git::new(dir).worktree_remove(path);
+                }
+            }
         }
     }
 
@@ -195,6 +228,12 @@ impl Inner {
             git.run(&["add", "-A"]).map_err(|e| e.to_string())?;
             let msg = format!("autoresearch {}: changes left uncommitted", job.run_id);
             let args = ["commit", "--quiet", "--no-verify", "-m", &msg];
+            // No auto-maintenance: it would run after every candidate.
+            let args = [
+                &["-c", "maintenance.auto=false", "-c", "gc.auto=0"][..],
+                &args[..],
+            ]
+            .concat();
             let out = git.output(&args, &IDENTITY).map_err(|e| e.to_string())?;
             let text = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() && !text.contains("nothing to commit") {
@@ -413,18 +452,37 @@ impl Executor for LocalExecutor {
 
     async fn release(&self, run_id: &str) -> Result<(), ExecError> {
         let slot = self.inner.known_checkout(run_id).map(|(p, _)| p);
+        let base = self
+            .inner
+            .bases
+            .lock()
+            .ok()
+            .and_then(|mut b| b.remove(run_id));
         self.inner.forget(run_id);
         let logs = self.log_dir(run_id);
         let res = blocking(move || kill_leftover_groups(&logs)).await;
-        if let Some(slot) = slot
-            && let Ok(mut idle) = self.inner.idle.lock()
-        {
-            idle.push(slot);
+        if let (Some(slot), Some(base)) = (slot, base) {
+            // Reset off the loop's path; `close` waits for it.
+            let inner = self.inner.clone();
+            let h = tokio::task::spawn_blocking(move || inner.reset_slot(&slot, &base));
+            if let Ok(mut r) = self.inner.resets.lock() {
+                r.retain(|h| !h.is_finished());
+                r.push(h);
+            }
         }
         res.map_err(|e| self.inner.error(run_id, "killing leftover processes", e))
     }
 
     async fn close(&self) -> Result<(), ExecError> {
+        let pending: Vec<_> = self
+            .inner
+            .resets
+            .lock()
+            .map(|mut r| r.drain(..).collect())
+            .unwrap_or_default();
+        for h in pending {
+            let _ = h.await;
+        }
         let inner = self.inner.clone();
         match blocking(move || inner.close()).await {
             Ok(Ok(())) => Ok(()),

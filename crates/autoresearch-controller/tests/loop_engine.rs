@@ -139,6 +139,7 @@ impl Fixture {
             output_limit: 4096,
             kill_grace: Duration::from_millis(200),
             max_samples: 10,
+            evidence_diff: true,
             state_dir: self.repo.join(".autoresearch"),
             crash_at: None,
         }
@@ -711,4 +712,18 @@ async fn a_forked_world_continues_on_its_own_branch() {
         main_tip,
         "the parent world is untouched"
     );
+}
+
+#[tokio::test]
+async fn a_reused_checkout_carries_nothing_over_from_the_previous_run() {
+    let f = Fixture::new();
+    // The evaluator leaves an untracked file; a proposer that finds one fails.
+    let propose = format!("test ! -e junk || exit 9; {VARY}");
+    let eval = format!("touch junk; {EVAL}");
+    let mut cfg = f.config(&propose, &eval);
+    cfg.iterations = 4;
+    let s = f.run_with(cfg, Arc::new(MinScore)).await;
+    assert_eq!(s.crashed, 0, "{s:?}");
+    assert_eq!(s.launched, 4);
+    f.assert_consistent().await;
 }
