@@ -110,6 +110,7 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
         output_limit: 64 * 1024,
         kill_grace: Duration::from_secs(1),
         max_samples: 10,
+        evidence_diff: false,
         state_dir: state_dir.clone(),
         crash_at: None,
     };
