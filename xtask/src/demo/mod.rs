@@ -92,7 +92,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("the binary given with --bin: {}", b.display()))?,
             None => build(args.release)?,
         };
-        demo.timings.push(("build", t.elapsed()));
+        if args.bin.is_none() {
+            demo.timings.push(("build", t.elapsed()));
+        }
         println!("binary: {}", demo.bin.display());
     }
 
@@ -234,21 +236,44 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let mark = if path.exists() { " " } else { "!" };
         println!("{mark} {what:<42} {}", path.display());
     }
-    println!(
-        "\nExplore (from {repo}):\n\
-         \x20 cd {repo}\n\
-         \x20 git log --oneline main                        # the kept changes\n\
-         \x20 git for-each-ref refs/autoresearch/            # every candidate, kept or not\n\
-         \x20 {bin} show RUN_ID                 # one run: results, decision, diff stat, logs\n\
-         \x20 {bin} log --experiment tsp --format tsv        # karpathy's results.tsv\n\
-         \x20 {bin} history --world {WORLD} RUN_ID           # every change to one run\n\
-         \x20 {bin} runs --world {WORLD} --at TICK          # time travel\n\
-         \x20 {bin} run --world {REPLAY_WORLD} --iterations 3   # continue the fork on its own branch\n\
-         \x20 {bin} worlds",
-        repo = fx.repo.display(),
-        bin = "autoresearch",
-    );
-    println!("(the binary: {})", demo.bin.display());
+    let explore = [
+        ("git log --oneline main", "the kept changes"),
+        (
+            "git for-each-ref refs/autoresearch/",
+            "every candidate, kept or not",
+        ),
+        (
+            "autoresearch show RUN_ID",
+            "one run: results, decision, diff stat, logs",
+        ),
+        (
+            "autoresearch log --experiment tsp --format tsv",
+            "karpathy's results.tsv",
+        ),
+        (
+            "autoresearch history --world autoresearch:tsp RUN_ID",
+            "every change to one run",
+        ),
+        (
+            "autoresearch runs --world autoresearch:tsp --at TICK",
+            "time travel",
+        ),
+        (
+            "autoresearch replay --comparator stat:tour_length:min:alpha=0.01",
+            "another counterfactual",
+        ),
+        (
+            "autoresearch run --world tsp-replay-scalar --iterations 3",
+            "continue the fork on branch autoresearch/tsp-replay-scalar",
+        ),
+        ("autoresearch plot --help", "chart options"),
+    ];
+    println!("\nExplore further:");
+    println!("  alias autoresearch={}", demo.bin.display());
+    println!("  cd {}", fx.repo.display());
+    for (cmd, what) in explore {
+        println!("  {cmd:<64} # {what}");
+    }
     let times: Vec<String> = demo
         .timings
         .iter()
