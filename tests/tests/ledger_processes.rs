@@ -265,3 +265,28 @@ async fn two_processes_race_for_one_world_and_a_reader_follows() {
     );
     assert!(reads.iter().filter(|l| l.starts_with("read ")).count() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_held_by_another_process_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    open(&path).create_world("w").await.unwrap();
+    let mut holder = Proc::spawn(
+        dir.path(),
+        "holder",
+        &["hold", path.to_str().unwrap(), "60000"],
+    );
+    let line = holder.lines.recv_timeout(TIMEOUT).unwrap();
+    assert_eq!(line, "held");
+    let err = RedbStorage::open(&path, RedbConfig::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, autoresearch_core::StorageError::Locked { path: p, .. } if p.ends_with("ledger.redb")),
+        "{err}"
+    );
+    holder.kill_group();
+    // Once the holder is gone (even killed), the file opens, intact.
+    let st = open(&path);
+    assert!(st.find_world("w").await.unwrap().is_some());
+}

@@ -7,6 +7,9 @@
 //! retried. After each commit returns it prints `committed <world> <seq>
 //! <tick>` and flushes; at the end, `conflicts <n>`.
 //!
+//! `ledger_child hold <ledger> <millis>` opens the ledger for exclusive use,
+//! prints `held`, and keeps it open for `millis`.
+//!
 //! `ledger_child read <ledger> <world> <millis>` reads the world's head state
 //! over and over for `millis`, checking that it holds exactly one mark per
 //! tick (no partial tick is ever visible). Prints `read <head>` per read and
@@ -128,6 +131,22 @@ fn main() {
             let count = args[4].parse().unwrap_or(0);
             rt.block_on(append(&args[1], k, &args[3], count, &args[5..]))
                 .map_err(|e| e.to_string())
+        }
+        Some("hold") if args.len() == 3 => {
+            let config = RedbConfig {
+                sharing: autoresearch_store::Sharing::Exclusive,
+                ..RedbConfig::default()
+            };
+            match RedbStorage::open(Path::new(&args[1]), config) {
+                Ok(st) => {
+                    println!("held");
+                    let _ = std::io::stdout().flush();
+                    std::thread::sleep(Duration::from_millis(args[2].parse().unwrap_or(1000)));
+                    drop(st);
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
         }
         Some("read") if args.len() == 4 => {
             rt.block_on(read(&args[1], &args[2], args[3].parse().unwrap_or(1000)))
