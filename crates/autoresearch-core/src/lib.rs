@@ -8,6 +8,9 @@
 //! - [`Storage`]: the object-safe async interface a ledger backend implements
 //!   (worlds, tick records, snapshots, lineage), with [`MemoryStorage`] as the
 //!   reference; lineage-aware reads (time travel, history) live in [`ledger`].
+//! - [`Executor`]: the object-safe async interface that runs a proposer or
+//!   evaluator job somewhere (a local worktree, a VM, a cluster) and reports
+//!   its exit status, output, log tails and produced commit ([`exec`]).
 //!
 //! It depends on no sibling crate. Concrete backends (`autoresearch-store`),
 //! the ingester (`autoresearch-runner`) and the loop (`autoresearch-controller`)
