@@ -104,11 +104,15 @@ pub fn run(quick: bool) -> Result<()> {
 }
 
 /// Rate of 4 KiB write + fdatasync (the call redb makes) on the bench disk,
-/// accumulated over several short runs.
+/// accumulated over several short runs; alongside it, the rate of bare redb
+/// commits (one small insert each) in the ledger's multi-process mode, the
+/// ceiling any durable ledger append on this disk can reach.
 #[derive(Default)]
 struct Probe {
     syncs: u64,
     secs: f64,
+    commits: u64,
+    commit_secs: f64,
 }
 
 impl Probe {
@@ -128,11 +132,36 @@ impl Probe {
         }
         self.syncs += n;
         self.secs += start.elapsed().as_secs_f64();
+        self.run_redb(dir, time)
+    }
+
+    fn run_redb(&mut self, dir: &Path, time: Duration) -> Result<()> {
+        const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("probe");
+        let path = dir.join("commit-probe.redb");
+        let db = redb::Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let value = [0x5au8; 1024];
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < time {
+            let txn = db.begin_write()?;
+            txn.open_table(T)?.insert(n, value.as_slice())?;
+            txn.commit()?;
+            n += 1;
+        }
+        self.commits += n;
+        self.commit_secs += start.elapsed().as_secs_f64();
         Ok(())
     }
 
     fn rate(&self) -> f64 {
         self.syncs as f64 / self.secs.max(1e-9)
+    }
+
+    fn commit_rate(&self) -> f64 {
+        self.commits as f64 / self.commit_secs.max(1e-9)
     }
 }
 
@@ -234,6 +263,7 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
         "changes_per_s": round(total_ticks * per_tick as f64 / secs),
         "fsync_per_s": round(fsync),
         "ticks_per_fsync": round(total_ticks / secs / fsync * 100.0) / 100.0,
+        "redb_commits_per_s": round(probe.commit_rate()),
     }));
     Ok(())
 }
