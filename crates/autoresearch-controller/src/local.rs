@@ -29,12 +29,21 @@ pub struct LocalExecutor {
     inner: Arc<Inner>,
 }
 
+#[derive(Default)]
+struct Pool {
+    idle: Vec<(PathBuf, String)>,
+    resetting: usize,
+}
+
 struct Inner {
     state_dir: PathBuf,
     /// Each run's slot and what it has checked out, to skip redundant checkouts.
     checkouts: Mutex<HashMap<String, (PathBuf, String)>>,
-    /// Slots no run holds, each clean at the commit it holds.
-    idle: Mutex<Vec<(PathBuf, String)>>,
+    /// Slots no run holds, each clean at the commit it holds, and how many
+    /// released slots are still being reset (taking waits for those rather
+    /// than creating a worktree).
+    pool: Mutex<Pool>,
+    pool_changed: std::sync::Condvar,
     /// The commit each run's slot was first checked out at (its base).
     bases: Mutex<HashMap<String, String>>,
     /// Slots being reset in the background after a release.
@@ -48,7 +57,8 @@ impl LocalExecutor {
             inner: Arc::new(Inner {
                 state_dir: state_dir.into(),
                 checkouts: Mutex::new(HashMap::new()),
-                idle: Mutex::new(Vec::new()),
+                pool: Mutex::new(Pool::default()),
+                pool_changed: std::sync::Condvar::new(),
                 bases: Mutex::new(HashMap::new()),
                 resets: Mutex::new(Vec::new()),
                 next_slot: std::sync::atomic::AtomicUsize::new(0),
@@ -130,9 +140,23 @@ impl Inner {
         }
         // Prefer a slot that already holds the commit (the usual case: the
         // head did not move since the slot's last run).
-        let idle = self.idle.lock().ok().and_then(|mut v| {
-            let i = v.iter().position(|(_, c)| *c == job.commit);
-            i.or(v.len().checked_sub(1)).map(|i| v.swap_remove(i))
+        let idle = self.pool.lock().ok().and_then(|mut p| {
+            while p.idle.is_empty() && p.resetting > 0 {
+                match self
+                    .pool_changed
+                    .wait_timeout(p, std::time::Duration::from_secs(10))
+                {
+                    Ok((guard, t)) if !t.timed_out() => p = guard,
+                    Ok((guard, _)) => {
+                        p = guard;
+                        break;
+                    }
+                    Err(_) => return None,
+                }
+            }
+            let i = p.idle.iter().position(|(_, c)| *c == job.commit);
+            i.or(p.idle.len().checked_sub(1))
+                .map(|i| p.idle.swap_remove(i))
         });
         let Some((path, held)) = idle else {
             return self.add_slot(job, self.new_slot());
@@ -157,19 +181,19 @@ impl Inner {
         let ok = g
             .run(&["checkout", "--quiet", "--detach", "-f", commit])
             .and_then(|_| g.run(&["clean", "-q", "-f", "-d", "-x"]));
-        match ok {
-            Ok(_) => {
-                if let Ok(mut v) = self.idle.lock() {
-                    v.push((path.to_path_buf(), commit.to_string()));
-                }
-            }
-            Err(e) => {
-                tracing::warn!("resetting worktree {}: {e}; dropping it", path.display());
-                if let Ok(dir) = g.common_dir() {
-                    let _ = Git::new(dir).worktree_remove(path);
-                }
+        if let Err(e) = &ok {
+            tracing::warn!("resetting worktree {}: {e}; dropping it", path.display());
+            if let Ok(dir) = g.common_dir() {
+                let _ = Git::new(dir).worktree_remove(path);
             }
         }
+        if let Ok(mut p) = self.pool.lock() {
+            p.resetting = p.resetting.saturating_sub(1);
+            if ok.is_ok() {
+                p.idle.push((path.to_path_buf(), commit.to_string()));
+            }
+        }
+        self.pool_changed.notify_all();
     }
 
     fn add_slot(&self, job: &Job, path: PathBuf) -> Result<PathBuf, String> {
@@ -185,8 +209,8 @@ impl Inner {
 
     /// Removes this process's slots and those of processes that are gone.
     fn close(&self) -> Result<(), String> {
-        if let Ok(mut v) = self.idle.lock() {
-            v.clear();
+        if let Ok(mut p) = self.pool.lock() {
+            p.idle.clear();
         }
         let Ok(entries) = std::fs::read_dir(self.worktrees()) else {
             return Ok(());
@@ -463,6 +487,9 @@ impl Executor for LocalExecutor {
         let res = blocking(move || kill_leftover_groups(&logs)).await;
         if let (Some(slot), Some(base)) = (slot, base) {
             // Reset off the loop's path; `close` waits for it.
+            if let Ok(mut p) = self.inner.pool.lock() {
+                p.resetting += 1;
+            }
             let inner = self.inner.clone();
             let h = tokio::task::spawn_blocking(move || inner.reset_slot(&slot, &base));
             if let Ok(mut r) = self.inner.resets.lock() {
