@@ -18,7 +18,7 @@ use crate::git::{Git, GitError};
 use crate::{history, metrics};
 use autoresearch_core::compare::{Comparator, Decision, Evidence, Verdict, Vote};
 use autoresearch_core::exec::{ExecError, Executor, Job, JobReport, Limits};
-use autoresearch_core::lifecycle::{Outcome, attempts};
+use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{
     BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, Run, RunStatus, Storage,
     StorageError, World, now_ms,
@@ -539,7 +539,13 @@ impl Controller {
         let rid = run_id.to_string();
         let (metrics, head) = self
             .read(|w| {
-                let a = attempts(w, &exp).into_iter().find(|a| a.run.run_id == rid);
+                // One run, not a scan of every attempt.
+                let a = w.run_by_id(&rid).map(|(entity, run)| Attempt {
+                    entity,
+                    results: w.results_for(&rid).into_iter().map(|(_, r)| r).collect(),
+                    outcome: w.get::<Outcome>(entity),
+                    run,
+                });
                 let m = a.as_ref().map(history::final_metrics).unwrap_or_default();
                 let h = w
                     .branch_head(&exp)

@@ -27,11 +27,16 @@ pub const IDENTITY: [(&str, &str); 4] = [
 #[derive(Clone, Debug)]
 pub struct Git {
     pub dir: PathBuf,
+    /// The common git dir, looked up once.
+    common: std::sync::Arc<std::sync::Mutex<Option<PathBuf>>>,
 }
 
 impl Git {
     pub fn new(dir: impl Into<PathBuf>) -> Git {
-        Git { dir: dir.into() }
+        Git {
+            dir: dir.into(),
+            common: Default::default(),
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -93,8 +98,53 @@ impl Git {
     }
 
     /// The tip of `refs/heads/{branch}`, or `None` if there is no such branch.
+    ///
+    /// Reads the loose ref file when there is one (it takes precedence over
+    /// packed refs, and costs no process); asks git otherwise.
     pub fn branch_tip(&self, branch: &str) -> Result<Option<String>, GitError> {
-        self.resolve(&format!("refs/heads/{branch}"))
+        let refname = format!("refs/heads/{branch}");
+        if let Some(hash) = self.loose_ref(&refname) {
+            return Ok(Some(hash));
+        }
+        self.resolve(&refname)
+    }
+
+    /// The hash in a loose ref file under the common git dir, if it holds one.
+    fn loose_ref(&self, refname: &str) -> Option<String> {
+        let common = self.common_dir_cached()?;
+        let text = std::fs::read_to_string(common.join(refname)).ok()?;
+        let hash = text.trim();
+        let hex = hash.chars().all(|c| c.is_ascii_hexdigit());
+        (hex && (hash.len() == 40 || hash.len() == 64)).then(|| hash.to_string())
+    }
+
+    fn common_dir_cached(&self) -> Option<PathBuf> {
+        let mut cache = self.common.lock().ok()?;
+        if cache.is_none() {
+            *cache = self.common_dir().ok();
+        }
+        cache.clone()
+    }
+
+    /// The commit a worktree's detached HEAD points at, read from its HEAD
+    /// file (no process); asks git when HEAD is a symbolic ref.
+    pub fn head_commit(&self) -> Result<String, GitError> {
+        let dot_git = self.dir.join(".git");
+        let gitdir = match std::fs::read_to_string(&dot_git) {
+            Ok(t) => t
+                .trim()
+                .strip_prefix("gitdir:")
+                .map(|p| PathBuf::from(p.trim())),
+            Err(_) => Some(dot_git),
+        };
+        if let Some(text) = gitdir.and_then(|d| std::fs::read_to_string(d.join("HEAD")).ok()) {
+            let hash = text.trim();
+            if (hash.len() == 40 || hash.len() == 64) && hash.chars().all(|c| c.is_ascii_hexdigit())
+            {
+                return Ok(hash.to_string());
+            }
+        }
+        self.run(&["rev-parse", "HEAD"])
     }
 
     /// Sets `refname` to `new` if it currently is `old` (`None`: must not

@@ -268,7 +268,7 @@ impl Inner {
                 ));
             }
         }
-        let head = git.run(&["rev-parse", "HEAD"]).map_err(|e| e.to_string())?;
+        let head = git.head_commit().map_err(|e| e.to_string())?;
         self.remember(&job.run_id, worktree, &head);
         Ok(head)
     }

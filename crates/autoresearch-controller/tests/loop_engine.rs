@@ -727,3 +727,39 @@ async fn a_reused_checkout_carries_nothing_over_from_the_previous_run() {
     assert_eq!(s.launched, 4);
     f.assert_consistent().await;
 }
+
+#[test]
+fn branch_tip_and_head_commit_agree_with_git_for_loose_and_packed_refs() {
+    use autoresearch_controller::git::Git;
+    let f = Fixture::new();
+    let g = Git::new(&f.repo);
+    let tip = f.tip();
+    assert_eq!(g.branch_tip("main").unwrap(), Some(tip.clone()));
+    git(&f.repo, &["pack-refs", "--all", "--prune"]);
+    assert!(!f.repo.join(".git/refs/heads/main").exists());
+    assert_eq!(
+        Git::new(&f.repo).branch_tip("main").unwrap(),
+        Some(tip.clone())
+    );
+    assert_eq!(Git::new(&f.repo).branch_tip("nope").unwrap(), None);
+    let wt = f._tmp.path().join("wt");
+    git(
+        &f.repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            wt.to_str().unwrap(),
+            &tip,
+        ],
+    );
+    assert_eq!(Git::new(&wt).head_commit().unwrap(), tip);
+    git(&wt, &["checkout", "-q", "-b", "side"]);
+    assert_eq!(
+        Git::new(&wt).head_commit().unwrap(),
+        tip,
+        "a symbolic HEAD falls back to git"
+    );
+    assert_eq!(Git::new(&f.repo).head_commit().unwrap(), tip);
+}
