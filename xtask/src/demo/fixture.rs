@@ -1,6 +1,9 @@
 //! The demo's sample project: a git repository holding a travelling-salesman
 //! heuristic (`tsp.py`), its protected evaluator (`evaluate.py`) and an
 //! `autoresearch.toml`, plus a scripted agent outside the repository.
+//!
+//! The CLI's `tests/demo_loop.rs` compiles this file too (`#[path]`), to run
+//! the demo's loop under CI: keep it to std and anyhow.
 
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
