@@ -7,6 +7,33 @@
 //! [`render`] draws it as SVG or PNG. Text is laid out with an embedded
 //! DejaVu Sans through `ab_glyph`, so neither building nor running needs a
 //! system font library. Depends on `autoresearch-core` only.
+//!
+//! ```
+//! use autoresearch_core::{ComponentRegistry, EvalResult, MemoryStorage, Outcome, Run, World};
+//! use autoresearch_plot::{ChartOptions, Format, Progress, render};
+//! use serde_json::json;
+//! use std::sync::Arc;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let storage = Arc::new(MemoryStorage::default());
+//! let registry = Arc::new(ComponentRegistry::standard());
+//! let mut world = World::create(storage, registry, "autoresearch:demo").await?;
+//! for (i, (status, loss)) in [("baseline", 1.0), ("keep", 0.9), ("discard", 0.95)].iter().enumerate() {
+//!     let run_id = format!("r{i}");
+//!     let run = world.spawn_with(&Run::new(&run_id, "demo"))?;
+//!     world.spawn_with(&EvalResult::new(&run_id, "eval", &json!({ "loss": loss }), 0))?;
+//!     let comparator = "scalar:loss:min".to_string();
+//!     world.insert(run, &Outcome { run_id, status: status.to_string(), comparator, ..Outcome::default() })?;
+//! }
+//! world.commit().await?;
+//!
+//! let progress = Progress::read(&world, "demo", None)?;
+//! assert_eq!(progress.best(), Some(0.9));
+//! let svg = render(&progress, Format::Svg, &ChartOptions::default())?;
+//! assert!(String::from_utf8(svg)?.contains("loss (lower is better)"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 
 mod progress;
 mod render;
