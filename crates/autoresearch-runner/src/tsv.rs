@@ -652,7 +652,7 @@ impl AttemptLog {
                 let x = n.as_f64().unwrap_or(0.0);
                 match places {
                     Some(p) => format!("{x:.p$}"),
-                    None => x.to_string(),
+                    None => compact(x),
                 }
             }
             Some(Value::String(s)) => clean(s),
@@ -692,4 +692,14 @@ impl AttemptLog {
 /// Text made safe for one TSV field.
 fn clean(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
+}
+
+/// A number with no known precision (e.g. a mean of samples): at most six
+/// decimals, trailing zeros dropped.
+fn compact(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        return format!("{x:.0}");
+    }
+    let s = format!("{x:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

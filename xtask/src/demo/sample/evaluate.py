@@ -44,7 +44,7 @@ def main():
     print("---")
     print(f"tour_length: {sum(lengths) / len(lengths):.3f}")
     print(f"eval_seconds: {time.perf_counter() - started:.3f}")
-    print(f"sample: {sample}")
+    print(f"(sample {sample})")
     return 0
 
 
