@@ -116,7 +116,7 @@ pub struct VoteArgs {
 }
 
 /// The experiment named on the command line, or by the config file.
-fn experiment_name(given: Option<String>, config: &Path) -> anyhow::Result<String> {
+pub(crate) fn experiment_name(given: Option<String>, config: &Path) -> anyhow::Result<String> {
     match given {
         Some(name) => Ok(name),
         None => Config::load(config).map(|c| c.name).with_context(|| {

@@ -66,12 +66,18 @@ pub enum LogFormat {
 #[command(after_help = "Examples:\n  autoresearch log --experiment nanogpt\n  \
     autoresearch log --experiment nanogpt --format tsv > results.tsv")]
 pub struct LogArgs {
-    /// The experiment (its world is autoresearch:NAME).
+    /// The experiment (its world is autoresearch:NAME) [default: the name in autoresearch.toml].
     #[arg(long)]
-    pub experiment: String,
+    pub experiment: Option<String>,
+    /// The config file naming the experiment, when --experiment is not given.
+    #[arg(long, default_value = "autoresearch.toml")]
+    pub config: std::path::PathBuf,
     /// table for people, tsv for karpathy's results.tsv shape, json for tools.
     #[arg(long, value_enum, default_value = "table")]
     pub format: LogFormat,
+    /// The same as --format json.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
 }
 
 /// Prints rows as left-aligned columns.
@@ -360,13 +366,32 @@ fn log_table(log: &AttemptLog) {
 }
 
 pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
+    let experiment = crate::compare_cmds::experiment_name(args.experiment, &args.config)?;
     let storage = ledger::open(ledger_path)?;
-    let world_name = experiment_world_name(&args.experiment);
+    let world_name = experiment_world_name(&experiment);
     let world = open_world(&storage, &world_name, None)
         .await
-        .with_context(|| format!("experiment {:?}", args.experiment))?;
-    let log = tsv::attempt_log(&world, &args.experiment);
-    match args.format {
+        .with_context(|| format!("experiment {experiment:?}"))?;
+    let mut log = tsv::attempt_log(&world, &experiment);
+    // A world the loop wrote records its comparator in each Outcome: its
+    // first objective is the metric karpathy's results.tsv puts first.
+    let latest_spec = autoresearch_core::lifecycle::attempts(&world, &experiment)
+        .into_iter()
+        .rev()
+        .filter_map(|a| a.outcome.map(|o| o.comparator))
+        .find(|c| !c.is_empty());
+    if let Some((metric, direction)) = latest_spec
+        .and_then(|spec| autoresearch_compare::CompareSpec::parse(&spec).ok())
+        .and_then(|spec| spec.objectives().into_iter().next())
+    {
+        log.prefer_metric(&metric, Some(direction.long()));
+    }
+    let format = if args.json {
+        LogFormat::Json
+    } else {
+        args.format
+    };
+    match format {
         LogFormat::Json => println!("{}", serde_json::to_string_pretty(&log)?),
         LogFormat::Tsv => {
             let (text, skipped) = log.to_tsv();

@@ -389,6 +389,29 @@ fn unknown_option(whole: &str, kind: &str, key: &str, known: &str) -> SpecError 
 }
 
 impl CompareSpec {
+    /// The metrics this comparator decides on, with their directions, most
+    /// important first (empty for a judge or a vote). Tools that show an
+    /// experiment (`log`, `plot`) put the first one first.
+    pub fn objectives(&self) -> Vec<(String, Direction)> {
+        match self {
+            CompareSpec::Scalar(s) => vec![(s.metric.clone(), s.direction)],
+            CompareSpec::Stat(s) => vec![(s.metric.clone(), s.direction)],
+            CompareSpec::Pareto(objs) => objs
+                .iter()
+                .map(|o| (o.metric.clone(), o.direction))
+                .collect(),
+            CompareSpec::Judge(_) | CompareSpec::Vote { .. } => Vec::new(),
+            CompareSpec::Tournament(inner) => inner.objectives(),
+            CompareSpec::All(members) => members
+                .iter()
+                .flat_map(|m| match m {
+                    Member::Compare(c) => c.objectives(),
+                    Member::Condition(_) => Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
     /// Parses a spec string (see the module docs for the grammar) and checks
     /// its values ([`CompareSpec::validate`]).
     pub fn parse(spec: &str) -> Result<CompareSpec, SpecError> {

@@ -482,3 +482,28 @@ mod round_trip {
         }
     }
 }
+
+#[test]
+fn objectives_name_the_metrics_decided_on_first_one_first() {
+    use autoresearch_compare::{CompareSpec, Direction};
+    let check = |spec: &str, want: &[(&str, Direction)]| {
+        let got = CompareSpec::parse(spec).unwrap().objectives();
+        let want: Vec<(String, Direction)> =
+            want.iter().map(|(m, d)| (m.to_string(), *d)).collect();
+        assert_eq!(got, want, "{spec}");
+    };
+    check("scalar:val_bpb:min", &[("val_bpb", Direction::Minimize)]);
+    check(
+        "stat:score:max:alpha=0.01",
+        &[("score", Direction::Maximize)],
+    );
+    check(
+        "pareto:val_bpb:min,memory_gb:min",
+        &[
+            ("val_bpb", Direction::Minimize),
+            ("memory_gb", Direction::Minimize),
+        ],
+    );
+    check("tournament:scalar:x:max", &[("x", Direction::Maximize)]);
+    check("vote:quorum=2", &[]);
+}

@@ -503,6 +503,27 @@ pub struct AttemptLog {
     #[serde(skip)]
     pub decimals: BTreeMap<String, usize>,
     pub rows: Vec<LogRow>,
+    /// Whether `metric` and the column order were recorded in the
+    /// Experiment's metadata (an imported file) rather than guessed.
+    #[serde(skip)]
+    pub declared: bool,
+}
+
+impl AttemptLog {
+    /// Puts `metric` first when the log's metric was only guessed (a world
+    /// the loop wrote, whose comparator the caller knows). A recorded layout
+    /// is left alone.
+    pub fn prefer_metric(&mut self, metric: &str, direction: Option<&str>) {
+        if self.declared || !self.columns.iter().any(|c| c == metric) {
+            return;
+        }
+        self.columns.retain(|c| c != metric);
+        self.columns.insert(0, metric.to_string());
+        self.metric = Some(metric.to_string());
+        if let Some(d) = direction {
+            self.direction = Some(d.to_string());
+        }
+    }
 }
 
 /// The results.tsv status of an attempt: the Outcome's, with `baseline` as
@@ -626,6 +647,7 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
         columns,
         decimals,
         rows,
+        declared: declared && meta.get("metric").is_some(),
     }
 }
 

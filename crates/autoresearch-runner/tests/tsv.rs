@@ -337,3 +337,66 @@ ddddddd\t0.000000\t0.0\tcrash\twhy r3
         ("pending", None)
     );
 }
+
+#[tokio::test]
+async fn a_guessed_metric_gives_way_to_the_comparators_but_a_recorded_layout_does_not() {
+    let (storage, registry) = common::ledger();
+    let mut w = World::create(storage, registry, &experiment_world_name("x"))
+        .await
+        .unwrap();
+    w.spawn_with(&Experiment::new("x", "repo", "main", 0, &json!({})))
+        .unwrap();
+    let e = w.spawn_with(&Run::new("r0", "x")).unwrap();
+    w.spawn_with(&EvalResult::new(
+        "r0",
+        "eval",
+        &json!({"a_first": 1.0, "loss": 0.123456789}),
+        0,
+    ))
+    .unwrap();
+    w.insert(
+        e,
+        &Outcome {
+            run_id: "r0".into(),
+            status: "baseline".into(),
+            ..Outcome::default()
+        },
+    )
+    .unwrap();
+    w.commit().await.unwrap();
+    let mut log = tsv::attempt_log(&w, "x");
+    assert_eq!(
+        log.metric.as_deref(),
+        Some("a_first"),
+        "guessed: first column"
+    );
+    assert!(!log.declared);
+    log.prefer_metric("loss", Some("minimize"));
+    assert_eq!(log.columns, ["loss", "a_first"]);
+    assert_eq!(log.metric.as_deref(), Some("loss"));
+    let (text, _) = log.to_tsv();
+    assert!(text.starts_with("commit\tloss\ta_first\tstatus"), "{text}");
+    assert!(text.contains("\t0.123457\t1\tkeep"), "{text}");
+    log.prefer_metric("absent", None);
+    assert_eq!(
+        log.metric.as_deref(),
+        Some("loss"),
+        "unknown metrics are ignored"
+    );
+
+    // An imported file's layout is kept as recorded.
+    let (_dir, path) = file(
+        "commit\tval_bpb\tmemory_gb\tstatus\tdescription\nabc1234\t0.99\t44.0\tkeep\tbaseline\n",
+    );
+    let (storage, registry) = common::ledger();
+    tsv::import(storage.clone(), registry.clone(), &path, &opts("imp"))
+        .await
+        .unwrap();
+    let w = World::open(storage, registry, &experiment_world_name("imp"))
+        .await
+        .unwrap();
+    let mut log = tsv::attempt_log(&w, "imp");
+    assert!(log.declared);
+    log.prefer_metric("memory_gb", None);
+    assert_eq!(log.columns, ["val_bpb", "memory_gb"]);
+}
