@@ -3,12 +3,12 @@
 //! the comparators) together, through core's trait objects.
 
 mod compare_cmds;
-mod ingest;
 mod experiment;
+mod ingest;
 mod ledger;
-mod progress;
 #[cfg(feature = "plot")]
 mod plot;
+mod progress;
 mod read;
 
 use clap::{Parser, Subcommand};
@@ -88,8 +88,33 @@ fn init_tracing(verbose: u8, quiet: bool) {
         .try_init();
 }
 
+/// Restores the default SIGPIPE action, so that `autoresearch log | head`
+/// ends quietly when the reader goes away, as Unix tools do, instead of
+/// failing on a write to a closed pipe. Only for commands that start no
+/// child process: `run` and `replay` write to a judge's stdin, where a
+/// closed pipe must be an error to record, not the end of the loop.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; setting a
+    // signal's disposition to its default has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Worlds(_)
+            | Command::Runs(_)
+            | Command::History(_)
+            | Command::Log(_)
+            | Command::Status(_)
+            | Command::Show(_)
+    ) {
+        default_sigpipe();
+    }
     init_tracing(cli.verbose, cli.quiet);
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
