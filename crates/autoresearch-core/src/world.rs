@@ -25,7 +25,11 @@ pub struct World {
     read_only: bool,
     hecs: hecs::World,
     ids: HashMap<EntityId, hecs::Entity>,
+    /// The next id `spawn` hands out. Ahead of `committed_next` while spawns
+    /// are pending, or after spawns were discarded (ids are never reused).
     next_entity: u64,
+    /// The next entity id as replaying the log computes it: what snapshots record.
+    committed_next: u64,
     pending: Vec<Change>,
     /// Liveness of entities touched by pending changes (true: spawned).
     pending_live: HashMap<EntityId, bool>,
@@ -113,6 +117,7 @@ impl World {
             hecs: hecs::World::new(),
             ids: HashMap::with_capacity(state.entities.len()),
             next_entity: state.next_entity,
+            committed_next: state.next_entity,
             pending: Vec::new(),
             pending_live: HashMap::new(),
             info,
@@ -286,12 +291,29 @@ impl World {
         let record = TickRecord {
             tick,
             at_ms: now_ms(),
-            changes: self.pending.clone(),
+            changes: std::mem::take(&mut self.pending),
         };
+        match self.append(&record).await {
+            Ok(()) => {}
+            Err(e) => {
+                // Keep the changes for the caller to inspect or redo.
+                self.pending = record.changes;
+                return Err(e);
+            }
+        }
+        self.discard_pending();
+        self.apply_record(&record)?;
+        self.info.head = tick;
+        Ok(tick)
+    }
+
+    /// Appends `record`, with a snapshot of the state after it when the
+    /// storage's interval asks for one.
+    async fn append(&self, record: &TickRecord) -> Result<(), Error> {
         let snapshot = match self.storage.snapshot_interval() {
-            Some(k) if k > 0 && tick.0 % k == 0 => {
+            Some(k) if k > 0 && record.tick.0 % k == 0 => {
                 let mut state = self.encode_state()?;
-                state.apply(self.info.id, &record)?;
+                state.apply(self.info.id, record)?;
                 Some(state.to_snapshot())
             }
             _ => None,
@@ -299,10 +321,7 @@ impl World {
         self.storage
             .append(self.info.id, record.clone(), snapshot)
             .await?;
-        self.discard_pending();
-        self.apply_record(&record)?;
-        self.info.head = tick;
-        Ok(tick)
+        Ok(())
     }
 
     /// Catches up with ticks other writers appended. Drops pending changes,
@@ -334,6 +353,7 @@ impl World {
                     let e = self.hecs.spawn((*entity,));
                     self.ids.insert(*entity, e);
                     self.next_entity = self.next_entity.max(entity.0 + 1);
+                    self.committed_next = self.committed_next.max(entity.0 + 1);
                 }
                 Change::Set {
                     entity,
@@ -376,7 +396,7 @@ impl World {
     pub fn encode_state(&self) -> Result<State, Error> {
         let mut state = State {
             tick: self.tick,
-            next_entity: self.next_entity,
+            next_entity: self.committed_next,
             entities: Default::default(),
         };
         for (id, e) in &self.ids {
