@@ -105,11 +105,11 @@ pub async fn state_at(storage: &dyn Storage, world: WorldId, tick: Tick) -> Resu
     let segs = segments(storage, world, tick).await?;
     let mut base = None;
     for seg in segs.iter().rev() {
-        if let Some(s) = storage.own_snapshot_at_or_before(seg.world, seg.to).await? {
-            if s.tick >= seg.from {
-                base = Some(s);
-                break;
-            }
+        if let Some(s) = storage.own_snapshot_at_or_before(seg.world, seg.to).await?
+            && s.tick >= seg.from
+        {
+            base = Some(s);
+            break;
         }
     }
     let mut state = base.map(State::from_snapshot).unwrap_or_else(State::empty);

@@ -153,13 +153,13 @@ impl Storage for MemoryStorage {
                 head: info.head,
             });
         }
-        if let Some(s) = &snapshot {
-            if s.tick != record.tick {
-                return Err(StorageError::SnapshotOutOfRange {
-                    world,
-                    tick: s.tick,
-                });
-            }
+        if let Some(s) = &snapshot
+            && s.tick != record.tick
+        {
+            return Err(StorageError::SnapshotOutOfRange {
+                world,
+                tick: s.tick,
+            });
         }
         info.head = record.tick;
         for e in record.entities() {

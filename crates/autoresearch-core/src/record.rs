@@ -56,13 +56,16 @@ impl TickRecord {
     }
 }
 
+/// One entity in a snapshot: its id and its `(component name, value)` pairs.
+pub type SnapshotEntity = (EntityId, Vec<(String, Vec<u8>)>);
+
 /// The whole state of a world at one tick.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub tick: Tick,
     /// The next entity id the world will allocate (ids are never reused).
     pub next_entity: u64,
-    pub entities: Vec<(EntityId, Vec<(String, Vec<u8>)>)>,
+    pub entities: Vec<SnapshotEntity>,
 }
 
 /// A record that cannot be applied to the state before it: the log is

@@ -128,10 +128,10 @@ impl ComponentRegistry {
     /// name again is a no-op; a name already used by another type is an error.
     pub fn register<T: ComponentValue>(&mut self, name: &str) -> Result<(), RegistryError> {
         let tid = TypeId::of::<T>();
-        if let Some(existing) = self.by_type.get(&tid) {
-            if existing == name {
-                return Ok(());
-            }
+        if let Some(existing) = self.by_type.get(&tid)
+            && existing == name
+        {
+            return Ok(());
         }
         if self.by_name.contains_key(name) {
             return Err(RegistryError::NameTaken {

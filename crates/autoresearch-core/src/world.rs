@@ -311,7 +311,7 @@ impl World {
     /// storage's interval asks for one.
     async fn append(&self, record: &TickRecord) -> Result<(), Error> {
         let snapshot = match self.storage.snapshot_interval() {
-            Some(k) if k > 0 && record.tick.0 % k == 0 => {
+            Some(k) if k > 0 && record.tick.0.is_multiple_of(k) => {
                 let mut state = self.encode_state()?;
                 state.apply(self.info.id, record)?;
                 Some(state.to_snapshot())
