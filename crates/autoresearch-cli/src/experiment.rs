@@ -54,7 +54,7 @@ pub struct RunArgs {
     /// The config file.
     #[arg(long, default_value = CONFIG_FILE)]
     pub config: PathBuf,
-    /// A comparator spec instead of [compare], e.g. scalar:val_bpb:min.
+    /// A comparator spec instead of `[compare]`, e.g. scalar:val_bpb:min.
     #[arg(long)]
     pub comparator: Option<String>,
     /// Run in this world (a fork), on git branch autoresearch/{fork}.

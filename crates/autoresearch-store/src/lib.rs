@@ -3,7 +3,7 @@
 //! One redb file holds many worlds: a catalogue of worlds (name, parent, fork
 //! tick, head), each world's tick records and snapshots keyed by
 //! `(world, tick)`, and an index from entity to the ticks that changed it.
-//! The layout and every value encoding live in [`encoding`]; the file format
+//! The layout and every value encoding live in the private `encoding` module; the file format
 //! is described in `docs/ledger-format.md`.
 //!
 //! - Durable by default: when `append` returns `Ok`, the tick has been
