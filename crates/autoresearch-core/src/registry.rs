@@ -14,7 +14,29 @@ use serde::de::DeserializeOwned;
 use std::any::TypeId;
 use std::collections::HashMap;
 
-/// Anything that can be a component: serializable, shareable, owned.
+/// Anything that can be a component: serializable, shareable, owned. It is
+/// implemented for every such type; register one under a stable name and it
+/// is stored, time-travelled, forked and queried like the built-in four.
+///
+/// ```
+/// use autoresearch_core::{ComponentRegistry, MemoryStorage, Storage, World};
+/// use serde::{Deserialize, Serialize};
+/// use std::sync::Arc;
+///
+/// /// A user component: which GPU a run used.
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// struct Gpu { model: String, memory_gb: u32 }
+///
+/// let mut registry = ComponentRegistry::standard();
+/// registry.register::<Gpu>("Gpu").unwrap();
+/// let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let mut world = World::create(storage, Arc::new(registry), "fleet").await.unwrap();
+/// let e = world.spawn_with(&Gpu { model: "H100".into(), memory_gb: 80 }).unwrap();
+/// world.commit().await.unwrap();
+/// assert_eq!(world.get::<Gpu>(e).unwrap().memory_gb, 80);
+/// # });
+/// ```
 pub trait ComponentValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> ComponentValue for T {}
 
