@@ -31,6 +31,43 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Demo(args) => demo::run(args),
+        Task::Bench { name, quick } if cfg!(debug_assertions) && !debug_bench_allowed() => {
+            release_bench(&name, quick)
+        }
         Task::Bench { name, quick } => bench::run(&name, quick),
     }
+}
+
+/// `AUTORESEARCH_BENCH_DEBUG=1` runs benchmarks in the debug build anyway.
+fn debug_bench_allowed() -> bool {
+    std::env::var_os("AUTORESEARCH_BENCH_DEBUG").is_some_and(|v| v == "1")
+}
+
+/// Benchmarks measure the release build: `cargo xtask bench` (a debug build,
+/// through the cargo alias) hands over to `cargo run --release -p xtask`.
+fn release_bench(name: &str, quick: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args([
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "xtask",
+        "--",
+        "bench",
+        name,
+    ]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    eprintln!("xtask: building and running the benchmark in release mode");
+    let status = cmd
+        .status()
+        .context("starting `cargo run --release -p xtask` for the benchmark")?;
+    if !status.success() {
+        anyhow::bail!("benchmark {name} failed ({status})");
+    }
+    Ok(())
 }
