@@ -267,14 +267,18 @@ pub async fn replay_cmd(ledger_path: &Path, args: ReplayArgs) -> anyhow::Result<
         from: args.from.map(Tick),
         fork_name,
     };
-    let report = replay(storage, ledger::registry(), &req, comparator)
-        .await
-        .with_context(|| {
-            format!(
-                "replaying experiment {experiment:?} of {}",
-                ledger_path.display()
-            )
-        })?;
+    let working = crate::progress::Working::start(format!(
+        "replaying {experiment} under {} into {}",
+        args.comparator, req.fork_name
+    ));
+    let report = replay(storage, ledger::registry(), &req, comparator).await;
+    working.done();
+    let report = report.with_context(|| {
+        format!(
+            "replaying experiment {experiment:?} of {}",
+            ledger_path.display()
+        )
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

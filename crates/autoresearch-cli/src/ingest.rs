@@ -106,7 +106,10 @@ async fn runner(ledger_path: &Path, args: RunnerArgs) -> anyhow::Result<ExitCode
         experiment: args.experiment,
     };
     let mut ingest = RunnerIngest::new(storage, ledger::registry(), config);
-    let first = ingest.sync().await?;
+    let working = crate::progress::Working::start("syncing the runner's state.db");
+    let first = ingest.sync().await;
+    working.done();
+    let first = first?;
     print_report(&first, args.json)?;
     let Some(secs) = args.watch else {
         return Ok(ExitCode::SUCCESS);
@@ -150,7 +153,10 @@ async fn tsv_import(ledger_path: &Path, args: TsvArgs) -> anyhow::Result<ExitCod
         }),
         strict: args.strict,
     };
-    let report = tsv::import(storage, ledger::registry(), &args.path, &opts).await?;
+    let working = crate::progress::Working::start(format!("importing {}", args.path.display()));
+    let report = tsv::import(storage, ledger::registry(), &args.path, &opts).await;
+    working.done();
+    let report = report?;
     print_report(&report, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

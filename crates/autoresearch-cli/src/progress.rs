@@ -114,3 +114,34 @@ impl Progress {
         }
     }
 }
+
+/// A spinner on stderr for a long operation with no natural count (an ingest,
+/// a replay), with its elapsed time; hidden unless stderr is a terminal.
+/// Finish it with [`Working::done`] (or drop it) before printing the result.
+pub struct Working(Option<ProgressBar>);
+
+impl Working {
+    pub fn start(message: impl Into<String>) -> Working {
+        if !std::io::stderr().is_terminal() {
+            return Working(None);
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message(message.into());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Working(Some(bar))
+    }
+
+    pub fn done(self) {}
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
