@@ -231,6 +231,9 @@ struct Cand {
     entity: EntityId,
     base: String,
     commit: String,
+    /// The checkout the candidate was made in; recorded with its first
+    /// result or its decision (empty: already recorded, or none).
+    workspace: String,
 }
 
 /// Where an attempt ended before comparison.
@@ -515,7 +518,7 @@ impl Controller {
             RunStatus::Stopped
         };
         let outcome = self.outcome(&c.run_id, status, reason, descriptor, &c.base);
-        let commit = c.commit.clone();
+        let (commit, workspace) = (c.commit.clone(), c.workspace.clone());
         self.update_run(
             &format!("recording {status} of run {}", c.run_id),
             c.entity,
@@ -524,6 +527,9 @@ impl Controller {
                 r.finished_at_ms = now_ms();
                 if !commit.is_empty() {
                     r.commit_hash = commit.clone();
+                }
+                if !workspace.is_empty() {
+                    r.workspace_path = workspace.clone();
                 }
             },
             Some(outcome),
@@ -615,8 +621,9 @@ impl Controller {
     }
 
     /// Evaluates `commit` once, as sample `sample`, in the checkout of
-    /// `workspace`; records a Result under `owner`. The metrics, or why the
-    /// evaluation counts as a crash.
+    /// `workspace`; records a Result under `owner`, and with it (same tick)
+    /// the candidate `cand` when given. The metrics, or why the evaluation
+    /// counts as a crash.
     async fn evaluate(
         &self,
         owner: &str,
@@ -624,6 +631,7 @@ impl Controller {
         commit: &str,
         sample: u32,
         step: &str,
+        cand: Option<&Cand>,
     ) -> Result<Result<Map<String, Value>, Crash>, LoopError> {
         let mut env = BTreeMap::new();
         env.insert("AUTORESEARCH_SAMPLE".to_string(), sample.to_string());
@@ -680,6 +688,14 @@ impl Controller {
         );
         let result = EvalResult::new(owner, "evaluate", &Value::Object(outputs), now_ms());
         self.tick(&format!("recording a result of run {owner}"), |w| {
+            if let Some(c) = cand {
+                let mut run = w.get::<Run>(c.entity).unwrap_or_default();
+                run.commit_hash = c.commit.clone();
+                if !c.workspace.is_empty() {
+                    run.workspace_path = c.workspace.clone();
+                }
+                w.insert(c.entity, &run)?;
+            }
             w.spawn_with(&result).map(drop)
         })
         .await?;
@@ -812,7 +828,7 @@ impl Controller {
             step: "evaluating".into(),
         });
         let eval = self
-            .evaluate(&run_id, &run_id, commit, 0, "evaluate")
+            .evaluate(&run_id, &run_id, commit, 0, "evaluate", None)
             .await?;
         let _ = self.executor.release(&run_id).await;
         let (status, reason, descriptor, run_status) = match &eval {
@@ -882,19 +898,21 @@ impl Controller {
             entity,
             base: head.commit.clone(),
             commit: String::new(),
+            workspace: String::new(),
         };
         self.emit(Event::Started {
             run_id: run_id.clone(),
             base: head.commit.clone(),
         });
-        let history = self.write_history().await?;
-        self.update_run(
-            &format!("starting run {run_id}"),
-            entity,
-            |r| r.set_status(RunStatus::Running),
-            None,
-        )
-        .await?;
+        // The history file (read before the tick, so it lists this run as
+        // running) is written while the tick commits; both precede the proposer.
+        let started = format!("starting run {run_id}");
+        let (history, running) = tokio::join!(
+            self.write_history(),
+            self.update_run(&started, entity, |r| r.set_status(RunStatus::Running), None)
+        );
+        running?;
+        let history = history?;
         self.emit(Event::Step {
             run_id: run_id.clone(),
             step: "proposing".into(),
@@ -955,28 +973,20 @@ impl Controller {
                 .map(Prepared::Done);
         }
         cand.commit = report.commit.clone();
-        let (refname, base, commit) = (
-            self.candidate_ref(&run_id),
-            head.commit.clone(),
-            cand.commit.clone(),
+        cand.workspace = workspace;
+        // The ref keeps the candidate reachable before anything else refers
+        // to it; the ledger records it with its first result or its
+        // decision (a run interrupted before that gets it back from the ref
+        // in `recover`). The ref and the diff are independent processes, so
+        // they run side by side.
+        let (refname, commit) = (self.candidate_ref(&run_id), cand.commit.clone());
+        let (base, commit2) = (head.commit.clone(), cand.commit.clone());
+        let (set, changed) = tokio::join!(
+            self.git(move |g| g.set_ref(&refname, &commit)),
+            self.git(move |g| g.changed_paths(&base, &commit2)),
         );
-        let changed = self
-            .git(move |g| {
-                g.set_ref(&refname, &commit)?;
-                g.changed_paths(&base, &commit)
-            })
-            .await?;
-        let commit = cand.commit.clone();
-        self.update_run(
-            &format!("recording the candidate of run {run_id}"),
-            entity,
-            |r| {
-                r.commit_hash = commit.clone();
-                r.workspace_path = workspace.clone();
-            },
-            None,
-        )
-        .await?;
+        set?;
+        let changed = changed?;
         self.crash_point("after-candidate");
         if changed.is_empty() {
             return self
@@ -1005,10 +1015,11 @@ impl Controller {
             run_id: run_id.clone(),
             step: "evaluating".into(),
         });
-        match self
-            .evaluate(&run_id, &run_id, &cand.commit, 0, "evaluate")
-            .await?
-        {
+        let evaluated = self
+            .evaluate(&run_id, &run_id, &cand.commit, 0, "evaluate", Some(&cand))
+            .await?;
+        cand.workspace.clear();
+        match evaluated {
             Ok(_) => Ok(Prepared::Evaluated(cand)),
             Err(c) => self
                 .finish(&cand, Outcome::CRASH, &c.reason, &c.detail)
@@ -1114,7 +1125,7 @@ impl Controller {
                     let n = self.sample_count(&head.run_id, &head.commit).await;
                     // A failing incumbent sample is recorded; the comparator sees fewer samples.
                     let _ = self
-                        .evaluate(&head.run_id, &workspace, &head.commit, n, "incumbent")
+                        .evaluate(&head.run_id, &workspace, &head.commit, n, "incumbent", None)
                         .await?;
                 }
             }
@@ -1131,7 +1142,7 @@ impl Controller {
                     for _ in 0..*candidate {
                         let n = self.sample_count(&c.run_id, &c.commit).await;
                         let _ = self
-                            .evaluate(&c.run_id, &c.run_id, &c.commit, n, "evaluate")
+                            .evaluate(&c.run_id, &c.run_id, &c.commit, n, "evaluate", None)
                             .await?;
                     }
                 }
@@ -1241,7 +1252,7 @@ impl Controller {
                 step: "evaluating".into(),
             });
             if let Err(crash) = self
-                .evaluate(&c.run_id, &c.run_id, &c.commit, 0, "evaluate")
+                .evaluate(&c.run_id, &c.run_id, &c.commit, 0, "evaluate", None)
                 .await?
             {
                 return self
@@ -1391,7 +1402,7 @@ impl Controller {
         let mut touched = Vec::new();
         for a in active {
             let run_id = a.run.run_id.clone();
-            let cand = Cand {
+            let mut cand = Cand {
                 run_id: run_id.clone(),
                 entity: a.entity,
                 base: a
@@ -1400,7 +1411,16 @@ impl Controller {
                     .map(|o| o.base_commit.clone())
                     .unwrap_or_default(),
                 commit: a.run.commit_hash.clone(),
+                workspace: String::new(),
             };
+            if cand.commit.is_empty() {
+                // A candidate made but not yet in the ledger is under its ref.
+                let refname = self.candidate_ref(&run_id);
+                cand.commit = self
+                    .git(move |g| g.resolve(&refname))
+                    .await?
+                    .unwrap_or_default();
+            }
             let keep = a.outcome.as_ref().filter(|o| o.status == Outcome::KEEP);
             if let Some(o) = keep {
                 let head = self.head().await;
@@ -1452,16 +1472,21 @@ impl Controller {
     async fn revisit_pending(&self) -> Result<(u64, u64), LoopError> {
         self.refresh().await?;
         let exp = self.cfg.experiment.clone();
-        let pending: Vec<_> = self
+        // Pending outcomes are few: look them up rather than build every attempt.
+        let pending: Vec<Attempt> = self
             .read(|w| {
-                attempts(w, &exp)
+                w.find_all::<Outcome>(|o| o.status == Outcome::PENDING)
                     .into_iter()
-                    .filter(|a| {
-                        a.outcome
-                            .as_ref()
-                            .is_some_and(|o| o.status == Outcome::PENDING)
+                    .filter_map(|(entity, outcome)| {
+                        let run = w.get::<Run>(entity)?;
+                        let decided = run.status().map(|s| s.is_terminal()).unwrap_or(false);
+                        (run.experiment_name == exp && decided).then(|| Attempt {
+                            entity,
+                            results: Vec::new(),
+                            outcome: Some(outcome),
+                            run,
+                        })
                     })
-                    .filter(|a| a.run.status().map(|s| s.is_terminal()).unwrap_or(false))
                     .collect()
             })
             .await;
@@ -1474,6 +1499,7 @@ impl Controller {
                 entity: a.entity,
                 base: o.base_commit.clone(),
                 commit: a.run.commit_hash.clone(),
+                workspace: String::new(),
             };
             let inc_head = if c.base == head.commit {
                 head.clone()
@@ -1644,6 +1670,19 @@ impl Controller {
                 self.decide(head, &cands).await?
             };
             for (c, d) in cands.iter().cloned().zip(decisions) {
+                let keep = matches!(
+                    &d,
+                    Ok(Decision {
+                        verdict: Verdict::Keep,
+                        ..
+                    })
+                );
+                if !keep {
+                    // Only a keep may evaluate again (after a rebase): the
+                    // others give their checkout back now, so that its reset
+                    // overlaps the decision's tick.
+                    let _ = self.executor.release(&c.run_id).await;
+                }
                 let st = match d {
                     Err(why) if why == "interrupted" => {
                         self.finish(
