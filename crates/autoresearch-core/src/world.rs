@@ -11,6 +11,9 @@ use crate::storage::{Storage, WorldInfo};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// A component value kept with its buffered change, put into hecs at commit.
+type PendingValue = Box<dyn FnOnce(&mut hecs::World, hecs::Entity) + Send + Sync>;
+
 /// A world materialized at its head (writable) or at a past tick (read-only).
 ///
 /// Reads go to the materialized `hecs::World` ([`World::hecs`]) and never see
@@ -31,6 +34,9 @@ pub struct World {
     /// The next entity id as replaying the log computes it: what snapshots record.
     committed_next: u64,
     pending: Vec<Change>,
+    /// Values given by [`World::insert_owned`], keyed by their change's index
+    /// in `pending`: commit moves them into hecs instead of decoding the bytes.
+    pending_values: Vec<(usize, PendingValue)>,
     /// Liveness of entities touched by pending changes (true: spawned).
     pending_live: HashMap<EntityId, bool>,
 }
@@ -119,6 +125,7 @@ impl World {
             next_entity: state.next_entity,
             committed_next: state.next_entity,
             pending: Vec::new(),
+            pending_values: Vec::new(),
             pending_live: HashMap::new(),
             info,
         };
@@ -249,6 +256,33 @@ impl World {
         Ok(e)
     }
 
+    /// Like [`World::insert`], but takes `value`: commit moves it into the
+    /// materialized world instead of decoding the encoded bytes back (for
+    /// bulk writes). The ledger records the same bytes; `T`'s encoding must
+    /// round-trip (decoding gives back an equal value), as it does for every
+    /// plain serde struct without skipped fields.
+    pub fn insert_owned<T: ComponentValue>(
+        &mut self,
+        entity: EntityId,
+        value: T,
+    ) -> Result<(), Error> {
+        self.insert(entity, &value)?;
+        let at = self.pending.len() - 1;
+        let put: PendingValue = Box::new(move |w: &mut hecs::World, e: hecs::Entity| {
+            // The entity exists: commit resolved it from the id map.
+            let _ = w.insert_one(e, value);
+        });
+        self.pending_values.push((at, put));
+        Ok(())
+    }
+
+    /// Spawns an entity holding `value`, buffered, as [`World::insert_owned`].
+    pub fn spawn_owned<T: ComponentValue>(&mut self, value: T) -> Result<EntityId, Error> {
+        let e = self.spawn()?;
+        self.insert_owned(e, value)?;
+        Ok(e)
+    }
+
     /// Buffers removing component `T` from `entity` (a no-op if absent).
     pub fn remove<T: ComponentValue>(&mut self, entity: EntityId) -> Result<(), Error> {
         self.check_live(entity)?;
@@ -273,6 +307,7 @@ impl World {
     /// Drops the buffered changes.
     pub fn discard_pending(&mut self) {
         self.pending.clear();
+        self.pending_values.clear();
         self.pending_live.clear();
     }
 
@@ -296,13 +331,15 @@ impl World {
         match self.append(&record).await {
             Ok(()) => {}
             Err(e) => {
-                // Keep the changes for the caller to inspect or redo.
+                // Keep the changes (and owned values) for the caller to
+                // inspect or redo.
                 self.pending = record.changes;
                 return Err(e);
             }
         }
+        let values = std::mem::take(&mut self.pending_values);
         self.discard_pending();
-        self.apply_record(&record)?;
+        self.apply_changes(record.tick, &record.changes, values)?;
         self.info.head = tick;
         Ok(tick)
     }
@@ -346,8 +383,20 @@ impl World {
     }
 
     fn apply_record(&mut self, record: &TickRecord) -> Result<(), Error> {
+        self.apply_changes(record.tick, &record.changes, Vec::new())
+    }
+
+    /// Applies the changes of tick `tick`; `values[k] = (i, v)` puts `v` into
+    /// hecs for change `i` (a `Set`) instead of decoding its bytes.
+    fn apply_changes(
+        &mut self,
+        tick: Tick,
+        changes: &[Change],
+        values: Vec<(usize, PendingValue)>,
+    ) -> Result<(), Error> {
         let world = self.info.id;
-        for change in &record.changes {
+        let mut values = values.into_iter().peekable();
+        for (i, change) in changes.iter().enumerate() {
             match change {
                 Change::Spawn { entity } => {
                     let e = self.hecs.spawn((*entity,));
@@ -360,22 +409,25 @@ impl World {
                     component,
                     value,
                 } => {
-                    let e = self.live_hecs(record.tick, *entity)?;
-                    self.insert_bytes(e, component, value)?;
+                    let e = self.live_hecs(tick, *entity)?;
+                    match values.next_if(|(at, _)| *at == i) {
+                        Some((_, put)) => put(&mut self.hecs, e),
+                        None => self.insert_bytes(e, component, value)?,
+                    }
                 }
                 Change::Remove { entity, component } => {
-                    let e = self.live_hecs(record.tick, *entity)?;
+                    let e = self.live_hecs(tick, *entity)?;
                     let vt = self.registry.vtable(world, component)?;
                     (vt.remove)(&mut self.hecs, e);
                 }
                 Change::Despawn { entity } => {
-                    let e = self.live_hecs(record.tick, *entity)?;
+                    let e = self.live_hecs(tick, *entity)?;
                     let _ = self.hecs.despawn(e);
                     self.ids.remove(entity);
                 }
             }
         }
-        self.tick = record.tick;
+        self.tick = tick;
         Ok(())
     }
 

@@ -112,3 +112,49 @@ async fn unregistered_type_is_refused_at_insert() {
     let e = w.spawn().unwrap();
     assert!(matches!(w.insert(e, &Nope), Err(Error::Registry(_))));
 }
+
+#[tokio::test]
+async fn owned_values_commit_like_encoded_ones_and_survive_a_conflict() {
+    let (st, reg) = setup(Some(2));
+    let mut a = World::create(st.clone(), reg.clone(), "w").await.unwrap();
+    let mut b = World::open(st.clone(), reg.clone(), "w").await.unwrap();
+    a.spawn_with(&Score(0.5)).unwrap();
+    a.commit().await.unwrap();
+
+    // b is stale: its commit conflicts and keeps the owned values pending.
+    let e = b.spawn_owned(Run::new("r1", "w")).unwrap();
+    b.insert(e, &Score(1.0)).unwrap();
+    b.insert_owned(e, Score(2.0)).unwrap();
+    assert!(matches!(
+        b.commit().await,
+        Err(Error::Storage(StorageError::Conflict { .. }))
+    ));
+    assert_eq!(b.pending().len(), 4);
+    assert!(b.get::<Run>(e).is_none());
+
+    // Redone on a fresh state, mixed with encoded inserts, across a snapshot tick.
+    b.refresh().await.unwrap();
+    assert!(b.pending().is_empty());
+    let e = b.spawn_owned(Run::new("r1", "w")).unwrap();
+    let f = b.spawn_with(&Run::new("r2", "w")).unwrap();
+    b.insert_owned(f, Score(3.0)).unwrap();
+    b.insert(e, &Score(1.0)).unwrap();
+    b.insert_owned(e, Score(2.0)).unwrap();
+    assert_eq!(b.commit().await.unwrap(), Tick(2));
+    assert_eq!(b.get::<Run>(e), Some(Run::new("r1", "w")));
+    assert_eq!(b.get::<Run>(f), Some(Run::new("r2", "w")));
+    assert_eq!(b.get::<Score>(e), Some(Score(2.0)), "the later insert wins");
+    assert_eq!(b.get::<Score>(f), Some(Score(3.0)));
+
+    // The ledger holds the same state as the committing world.
+    let again = World::open(st.clone(), reg.clone(), "w").await.unwrap();
+    assert_eq!(again.encode_state().unwrap(), b.encode_state().unwrap());
+    assert_eq!(again.get::<Score>(e), Some(Score(2.0)));
+
+    // Discarded owned values are not applied by a later commit.
+    b.insert_owned(f, Score(9.0)).unwrap();
+    b.discard_pending();
+    b.insert(f, &Score(4.0)).unwrap();
+    b.commit().await.unwrap();
+    assert_eq!(b.get::<Score>(f), Some(Score(4.0)));
+}
