@@ -431,23 +431,25 @@ fn apply(
                 .unwrap_or_default(),
         };
         let report_changed = new_report.is_some() && new_report != stored_report;
+        let run_id = run.run_id.clone();
+        // Written values are moved into the world (no decode at commit).
         let (entity, run_written) = match (tracked, &stored_run) {
             (Some(t), Some(s)) => {
                 let changed = *s != run;
                 if changed {
-                    world.insert(t.entity, &run)?;
+                    world.insert_owned(t.entity, run)?;
                     report.runs_changed += 1;
                 }
                 (t.entity, changed)
             }
             _ => {
-                let e = world.spawn_with(&run)?;
+                let e = world.spawn_owned(run)?;
                 report.runs_added += 1;
                 (e, true)
             }
         };
-        if report_changed && let Some(r) = &new_report {
-            world.insert(entity, r)?;
+        if report_changed && let Some(r) = new_report {
+            world.insert_owned(entity, r)?;
             report.reports_attached += 1;
         }
         if run_written {
@@ -461,10 +463,10 @@ fn apply(
             fp,
             seen: epoch,
         };
-        match index.runs.get_mut(&run.run_id) {
+        match index.runs.get_mut(&run_id) {
             Some(t) => *t = tracked,
             None => {
-                index.runs.insert(run.run_id, tracked);
+                index.runs.insert(run_id, tracked);
             }
         }
     }
