@@ -904,15 +904,7 @@ impl Controller {
             run_id: run_id.clone(),
             base: head.commit.clone(),
         });
-        // The history file (read before the tick, so it lists this run as
-        // running) is written while the tick commits; both precede the proposer.
-        let started = format!("starting run {run_id}");
-        let (history, running) = tokio::join!(
-            self.write_history(),
-            self.update_run(&started, entity, |r| r.set_status(RunStatus::Running), None)
-        );
-        running?;
-        let history = history?;
+        let history = self.write_history().await?;
         self.emit(Event::Step {
             run_id: run_id.clone(),
             step: "proposing".into(),
@@ -939,7 +931,16 @@ impl Controller {
             output: Default::default(),
             commit_changes: true,
         };
-        let report = match self.exec(job).await? {
+        // The `running` tick commits while the job starts (its checkout, its
+        // process): the ledger order is the same, and a controller killed in
+        // between leaves an active run that `recover` marks interrupted (and
+        // whose process group it kills) either way.
+        let started = format!("starting run {run_id}");
+        let (_, end) = tokio::try_join!(
+            self.update_run(&started, entity, |r| r.set_status(RunStatus::Running), None),
+            self.exec(job),
+        )?;
+        let report = match end {
             JobEnd::Report(r) => r,
             JobEnd::Interrupted => {
                 return self

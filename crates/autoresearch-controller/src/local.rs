@@ -33,6 +33,8 @@ pub struct LocalExecutor {
 struct Pool {
     idle: Vec<(PathBuf, String)>,
     resetting: usize,
+    /// Slots this executor made that still exist (held, idle or resetting).
+    slots: usize,
 }
 
 struct Inner {
@@ -40,8 +42,10 @@ struct Inner {
     /// Each run's slot and what it has checked out, to skip redundant checkouts.
     checkouts: Mutex<HashMap<String, (PathBuf, String)>>,
     /// Slots no run holds, each clean at the commit it holds, and how many
-    /// released slots are still being reset (taking waits for those rather
-    /// than creating a worktree).
+    /// released slots are still being reset. Taking a slot while all are
+    /// held or resetting makes a new one as long as there are fewer than two
+    /// per run holding one (so a run need not wait for the reset of the slot
+    /// its predecessor just released); beyond that it waits for a reset.
     pool: Mutex<Pool>,
     pool_changed: std::sync::Condvar,
     /// The commit each run's slot was first checked out at (its base).
@@ -140,8 +144,9 @@ impl Inner {
         }
         // Prefer a slot that already holds the commit (the usual case: the
         // head did not move since the slot's last run).
+        let held = self.checkouts.lock().map(|m| m.len()).unwrap_or(0);
         let idle = self.pool.lock().ok().and_then(|mut p| {
-            while p.idle.is_empty() && p.resetting > 0 {
+            while p.idle.is_empty() && p.resetting > 0 && p.slots >= 2 * (held + 1) {
                 match self
                     .pool_changed
                     .wait_timeout(p, std::time::Duration::from_secs(10))
@@ -167,6 +172,7 @@ impl Inner {
             if let Err(e) = fresh {
                 // A damaged slot: drop it and start a new one.
                 let _ = Git::new(&job.repo).worktree_remove(&path);
+                self.slot_gone();
                 tracing::warn!("worktree {} was unusable ({e}); replaced", path.display());
                 return self.add_slot(job, self.new_slot());
             }
@@ -191,6 +197,8 @@ impl Inner {
             p.resetting = p.resetting.saturating_sub(1);
             if ok.is_ok() {
                 p.idle.push((path.to_path_buf(), commit.to_string()));
+            } else {
+                p.slots = p.slots.saturating_sub(1);
             }
         }
         self.pool_changed.notify_all();
@@ -203,14 +211,24 @@ impl Inner {
         Git::new(&job.repo)
             .worktree_add(&path, &job.commit)
             .map_err(|e| e.to_string())?;
+        if let Ok(mut p) = self.pool.lock() {
+            p.slots += 1;
+        }
         self.remember(&job.run_id, &path, &job.commit);
         Ok(path)
+    }
+
+    fn slot_gone(&self) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.slots = p.slots.saturating_sub(1);
+        }
     }
 
     /// Removes this process's slots and those of processes that are gone.
     fn close(&self) -> Result<(), String> {
         if let Ok(mut p) = self.pool.lock() {
             p.idle.clear();
+            p.slots = 0;
         }
         let Ok(entries) = std::fs::read_dir(self.worktrees()) else {
             return Ok(());
