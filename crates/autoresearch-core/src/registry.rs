@@ -99,10 +99,32 @@ fn remove_impl<T: ComponentValue>(world: &mut hecs::World, entity: hecs::Entity)
     let _ = world.remove_one::<T>(entity);
 }
 
+/// The largest scratch buffer [`encode_exact`] keeps between calls.
+const MAX_SCRATCH: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `postcard::to_stdvec`, without growing the result: encodes into a
+/// per-thread scratch buffer and copies it out at its exact size.
+fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+    SCRATCH.with(|scratch| {
+        let mut buf = scratch.take();
+        buf.clear();
+        let buf = postcard::to_extend(value, buf)?;
+        let out = buf.clone();
+        if buf.capacity() <= MAX_SCRATCH {
+            scratch.replace(buf);
+        }
+        Ok(out)
+    })
+}
+
 fn encode_impl<T: ComponentValue>(
     entity: hecs::EntityRef<'_>,
 ) -> Option<Result<Vec<u8>, postcard::Error>> {
-    entity.get::<&T>().map(|v| postcard::to_stdvec(&*v))
+    entity.get::<&T>().map(|v| encode_exact(&*v))
 }
 
 /// Maps stable component names to Rust types.
@@ -210,9 +232,11 @@ impl ComponentRegistry {
     }
 
     /// Encodes a value of a registered type. Returns its name and bytes.
+    /// Cost: one allocation of exactly the encoded size (the value is
+    /// written into a reused per-thread buffer first, not a growing Vec).
     pub fn encode<T: ComponentValue>(&self, value: &T) -> Result<(String, Vec<u8>), RegistryError> {
         let name = self.name_of::<T>()?.to_string();
-        let bytes = postcard::to_stdvec(value).map_err(|source| RegistryError::Encode {
+        let bytes = encode_exact(value).map_err(|source| RegistryError::Encode {
             component: name.clone(),
             source,
         })?;
@@ -255,5 +279,28 @@ impl std::fmt::Debug for ComponentRegistry {
         f.debug_struct("ComponentRegistry")
             .field("names", &self.names())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_is_postcard_exactly_sized_after_larger_values() {
+        let mut reg = ComponentRegistry::with_lifecycle();
+        reg.register::<Vec<String>>("Strings").unwrap();
+        let big = vec!["x".repeat(5000), "y".to_string()];
+        let small = vec!["z".to_string()];
+        for value in [&big, &small, &Vec::new(), &big] {
+            let (name, bytes) = reg.encode(value).unwrap();
+            assert_eq!(name, "Strings");
+            assert_eq!(bytes, postcard::to_stdvec(value).unwrap());
+            assert_eq!(bytes.capacity(), bytes.len());
+            assert_eq!(
+                reg.decode::<Vec<String>>(WorldId(1), &bytes).unwrap(),
+                *value
+            );
+        }
     }
 }
