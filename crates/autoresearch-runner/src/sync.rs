@@ -402,11 +402,13 @@ fn apply(
         .collect();
     // New runs are spawned in start order, as the reference loader reads them.
     // Sort positions, not the (large) runs themselves.
-    let mut order: Vec<usize> = (0..built.len()).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (a, b) = (&built[a].run, &built[b].run);
-        (a.started_at_ms, &a.run_id).cmp(&(b.started_at_ms, &b.run_id))
-    });
+    let mut keys: Vec<(i64, &str, usize)> = built
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.run.started_at_ms, b.run.run_id.as_str(), i))
+        .collect();
+    keys.sort_unstable();
+    let order: Vec<usize> = keys.into_iter().map(|(_, _, i)| i).collect();
     let mut built: Vec<Option<Built>> = built.into_iter().map(Some).collect();
     for b in order.into_iter().filter_map(|i| built[i].take()) {
         let Built {
