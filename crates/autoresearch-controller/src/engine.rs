@@ -876,9 +876,21 @@ impl Controller {
 
     // --- One attempt ----------------------------------------------------
 
-    async fn write_history(&self) -> Result<PathBuf, LoopError> {
+    /// Writes the proposer's history file: every attempt of the experiment,
+    /// and `new` (a run about to be recorded) as the last one if the world
+    /// does not hold it yet. Only the ledger read holds the world; rendering
+    /// and writing happen on a blocking thread, alongside a tick.
+    async fn write_history(&self, new: Option<&Run>) -> Result<PathBuf, LoopError> {
         let exp = self.cfg.experiment.clone();
-        let all = self.read(|w| attempts(w, &exp)).await;
+        let mut all = self.read(|w| attempts(w, &exp)).await;
+        if let Some(run) = new.filter(|r| !all.iter().any(|a| a.run.run_id == r.run_id)) {
+            all.push(Attempt {
+                entity: EntityId(u64::MAX),
+                run: run.clone(),
+                results: Vec::new(),
+                outcome: None,
+            });
+        }
         let path = self.cfg.history_path();
         let p = path.clone();
         blocking(move || history::write(&p, &all))
@@ -890,9 +902,15 @@ impl Controller {
     /// Launches one candidate against `head`: propose, check, evaluate once.
     async fn attempt(&self, head: &Head, run_id: String) -> Result<Prepared, LoopError> {
         let run = self.new_run(&run_id, &self.cfg.propose_command);
-        let entity = self
-            .tick(&format!("recording run {run_id}"), |w| w.spawn_with(&run))
-            .await?;
+        // The history file (this run last, as running) is written while the
+        // run's first tick commits; both precede the proposer.
+        let recording = format!("recording run {run_id}");
+        let (history, entity) = tokio::join!(
+            self.write_history(Some(&run)),
+            self.tick(&recording, |w| w.spawn_with(&run)),
+        );
+        let entity = entity?;
+        let history = history?;
         let mut cand = Cand {
             run_id: run_id.clone(),
             entity,
@@ -904,7 +922,6 @@ impl Controller {
             run_id: run_id.clone(),
             base: head.commit.clone(),
         });
-        let history = self.write_history().await?;
         self.emit(Event::Step {
             run_id: run_id.clone(),
             step: "proposing".into(),
