@@ -418,26 +418,32 @@ fn apply(
             fp,
         } = b;
         let tracked = index.runs.get(&run.run_id).copied();
-        let stored_run = tracked.and_then(|t| world.get::<Run>(t.entity));
-        let stored_report = tracked.and_then(|t| world.get::<RunReport>(t.entity));
-        let new_report = match (latest.remove(&run.run_id), &stored_report) {
-            (Some(n), Some(s)) if s.order_key() > n.order_key() => None,
-            (n, _) => n,
+        // The stored components are compared in place, not cloned.
+        let (run_changed, report_changed, new_report) = {
+            let stored = tracked.and_then(|t| world.hecs_entity(t.entity));
+            let stored_run = stored.and_then(|e| world.hecs().get::<&Run>(e).ok());
+            let stored_report = stored.and_then(|e| world.hecs().get::<&RunReport>(e).ok());
+            let stored_report = stored_report.as_deref();
+            let new_report = match (latest.remove(&run.run_id), stored_report) {
+                (Some(n), Some(s)) if s.order_key() > n.order_key() => None,
+                (n, _) => n,
+            };
+            let best = new_report.as_ref().or(stored_report);
+            run.commit_hash = match best.filter(|r| !r.commit_hash.is_empty()) {
+                Some(r) => r.commit_hash.clone(),
+                None => stored_run
+                    .as_deref()
+                    .map(|r| r.commit_hash.clone())
+                    .unwrap_or_default(),
+            };
+            let report_changed = new_report.is_some() && new_report.as_ref() != stored_report;
+            let run_changed = stored_run.as_deref().map(|s| *s != run);
+            (run_changed, report_changed, new_report)
         };
-        let best = new_report.as_ref().or(stored_report.as_ref());
-        run.commit_hash = match best.filter(|r| !r.commit_hash.is_empty()) {
-            Some(r) => r.commit_hash.clone(),
-            None => stored_run
-                .as_ref()
-                .map(|r| r.commit_hash.clone())
-                .unwrap_or_default(),
-        };
-        let report_changed = new_report.is_some() && new_report != stored_report;
         let run_id = run.run_id.clone();
         // Written values are moved into the world (no decode at commit).
-        let (entity, run_written) = match (tracked, &stored_run) {
-            (Some(t), Some(s)) => {
-                let changed = *s != run;
+        let (entity, run_written) = match (tracked, run_changed) {
+            (Some(t), Some(changed)) => {
                 if changed {
                     world.insert_owned(t.entity, run)?;
                     report.runs_changed += 1;
