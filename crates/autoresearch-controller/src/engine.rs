@@ -952,11 +952,25 @@ impl Controller {
         // process): the ledger order is the same, and a controller killed in
         // between leaves an active run that `recover` marks interrupted (and
         // whose process group it kills) either way.
+        // The tick always runs to its end (an error of the job waits for it);
+        // a failed tick drops the job, which kills it.
         let started = format!("starting run {run_id}");
-        let (_, end) = tokio::try_join!(
-            self.update_run(&started, entity, |r| r.set_status(RunStatus::Running), None),
-            self.exec(job),
-        )?;
+        let running = self.update_run(&started, entity, |r| r.set_status(RunStatus::Running), None);
+        let job = self.exec(job);
+        tokio::pin!(running, job);
+        let mut ended = None;
+        let running = loop {
+            tokio::select! {
+                biased;
+                r = &mut running => break r,
+                e = &mut job, if ended.is_none() => ended = Some(e),
+            }
+        };
+        running?;
+        let end = match ended {
+            Some(e) => e?,
+            None => job.await?,
+        };
         let report = match end {
             JobEnd::Report(r) => r,
             JobEnd::Interrupted => {
