@@ -20,51 +20,9 @@
 //! DIR        = "min" | "max" | "minimize" | "maximize"
 //! ```
 
-use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Which way a metric improves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Minimize,
-    Maximize,
-}
-
-impl Direction {
-    /// Parses `min`, `minimize`, `max` or `maximize`.
-    pub fn parse(s: &str) -> Option<Direction> {
-        match s.trim() {
-            "min" | "minimize" => Some(Direction::Minimize),
-            "max" | "maximize" => Some(Direction::Maximize),
-            _ => None,
-        }
-    }
-
-    /// How much better `candidate` is than `incumbent` (positive: better).
-    pub fn improvement(self, incumbent: f64, candidate: f64) -> f64 {
-        match self {
-            Direction::Minimize => incumbent - candidate,
-            Direction::Maximize => candidate - incumbent,
-        }
-    }
-
-    /// `min` or `max`, as in spec strings.
-    pub fn short(self) -> &'static str {
-        match self {
-            Direction::Minimize => "min",
-            Direction::Maximize => "max",
-        }
-    }
-
-    /// `minimize` or `maximize`, as in `autoresearch.toml`.
-    pub fn long(self) -> &'static str {
-        match self {
-            Direction::Minimize => "minimize",
-            Direction::Maximize => "maximize",
-        }
-    }
-}
+pub use autoresearch_core::compare::Direction;
 
 /// `scalar`: one metric, one sample (the mean when there are several).
 #[derive(Clone, Debug, PartialEq)]

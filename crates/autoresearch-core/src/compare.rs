@@ -7,6 +7,50 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Which way a metric improves. Serialized as `minimize` / `maximize`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Minimize,
+    Maximize,
+}
+
+impl Direction {
+    /// Parses `min`, `minimize`, `max` or `maximize`.
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s.trim() {
+            "min" | "minimize" => Some(Direction::Minimize),
+            "max" | "maximize" => Some(Direction::Maximize),
+            _ => None,
+        }
+    }
+
+    /// How much better `candidate` is than `incumbent` (positive: better).
+    pub fn improvement(self, incumbent: f64, candidate: f64) -> f64 {
+        match self {
+            Direction::Minimize => incumbent - candidate,
+            Direction::Maximize => candidate - incumbent,
+        }
+    }
+
+    /// `min` or `max`, as in comparator spec strings.
+    pub fn short(self) -> &'static str {
+        match self {
+            Direction::Minimize => "min",
+            Direction::Maximize => "max",
+        }
+    }
+
+    /// `minimize` or `maximize`, as in `autoresearch.toml` and metadata.
+    pub fn long(self) -> &'static str {
+        match self {
+            Direction::Minimize => "minimize",
+            Direction::Maximize => "maximize",
+        }
+    }
+}
+
 /// A human's vote on a run, stored as component `Vote` on an entity of its own
 /// (several votes per run make a quorum).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

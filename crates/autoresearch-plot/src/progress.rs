@@ -50,12 +50,7 @@ impl Mark {
 }
 
 /// Whether smaller or larger values of the metric are better.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Minimize,
-    Maximize,
-}
+pub use autoresearch_core::compare::Direction;
 
 /// One attempt as charted.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -244,12 +239,13 @@ struct Hints {
     direction: Option<Direction>,
 }
 
+/// A direction as metadata records it; `lower` and `higher` are read too.
 fn parse_direction(d: &str) -> Option<Direction> {
-    match d.trim() {
-        "min" | "minimize" | "lower" => Some(Direction::Minimize),
-        "max" | "maximize" | "higher" => Some(Direction::Maximize),
+    Direction::parse(d).or(match d.trim() {
+        "lower" => Some(Direction::Minimize),
+        "higher" => Some(Direction::Maximize),
         _ => None,
-    }
+    })
 }
 
 /// Finite values of `metric` over the attempt's Results, in order. A Result
@@ -303,11 +299,7 @@ fn spec_objectives(spec: &str) -> Vec<(&str, Direction)> {
     tokens
         .windows(2)
         .filter_map(|w| {
-            let dir = match w[1] {
-                "min" | "minimize" => Direction::Minimize,
-                "max" | "maximize" => Direction::Maximize,
-                _ => return None,
-            };
+            let dir = Direction::parse(w[1])?;
             (!w[0].is_empty() && !w[0].contains('=')).then_some((w[0], dir))
         })
         .collect()

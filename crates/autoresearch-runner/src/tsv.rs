@@ -28,22 +28,7 @@ const STATUS: &str = "status";
 const DESCRIPTION: &str = "description";
 
 /// Whether lower or higher metric values are better. Recorded, not interpreted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    #[default]
-    Minimize,
-    Maximize,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Minimize => "minimize",
-            Direction::Maximize => "maximize",
-        }
-    }
-}
+pub use autoresearch_core::compare::Direction;
 
 /// Options of an import.
 #[derive(Clone, Debug)]
@@ -164,7 +149,7 @@ impl Layout {
             "source": EVALUATOR,
             "columns": self.columns,
             "metric": self.metric,
-            "direction": self.direction.as_str(),
+            "direction": self.direction.long(),
             "decimals": self.decimals,
         })
     }
