@@ -171,7 +171,7 @@ impl Inner {
                 Git::new(&path).run(&["checkout", "--quiet", "--detach", "-f", &job.commit]);
             if let Err(e) = fresh {
                 // A damaged slot: drop it and start a new one.
-                let _ = Git::new(&job.repo).worktree_remove(&path);
+                let _ = self.admin(|| Git::new(&job.repo).worktree_remove(&path));
                 self.slot_gone();
                 tracing::warn!("worktree {} was unusable ({e}); replaced", path.display());
                 return self.add_slot(job, self.new_slot());
@@ -190,7 +190,7 @@ impl Inner {
         if let Err(e) = &ok {
             tracing::warn!("resetting worktree {}: {e}; dropping it", path.display());
             if let Ok(dir) = g.common_dir() {
-                let _ = Git::new(dir).worktree_remove(path);
+                let _ = self.admin(|| Git::new(dir).worktree_remove(path));
             }
         }
         if let Ok(mut p) = self.pool.lock() {
@@ -208,14 +208,38 @@ impl Inner {
         if path.exists() {
             let _ = std::fs::remove_dir_all(&path);
         }
-        Git::new(&job.repo)
-            .worktree_add(&path, &job.commit)
+        self.admin(|| Git::new(&job.repo).worktree_add(&path, &job.commit))
             .map_err(|e| e.to_string())?;
         if let Ok(mut p) = self.pool.lock() {
             p.slots += 1;
         }
         self.remember(&job.run_id, &path, &job.commit);
         Ok(path)
+    }
+
+    /// Runs `f` (a `git worktree` add, remove or prune) holding an exclusive
+    /// lock on `{state}/worktrees/.admin.lock`. Git does not make these
+    /// safe against each other: an add that scans the existing worktrees
+    /// fails on one that another add is half-way through creating, and a
+    /// prune can delete it. The lock is an `flock`, so it also holds
+    /// between controllers in different processes sharing the state
+    /// directory; without a lock file (unwritable directory) `f` runs
+    /// unlocked.
+    fn admin<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _ = std::fs::create_dir_all(self.worktrees());
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.worktrees().join(".admin.lock"));
+        let Ok(file) = file else {
+            return f();
+        };
+        // Unlocked on drop, with the file.
+        let _ = file.lock();
+        let out = f();
+        drop(file);
+        out
     }
 
     fn slot_gone(&self) {
@@ -251,8 +275,8 @@ impl Inner {
             }
             let path = e.path();
             match Git::new(&path).common_dir() {
-                Ok(dir) => Git::new(dir)
-                    .worktree_remove(&path)
+                Ok(dir) => self
+                    .admin(|| Git::new(dir).worktree_remove(&path))
                     .map_err(|e| e.to_string())?,
                 Err(_) => std::fs::remove_dir_all(&path)
                     .map_err(|e| format!("removing {}: {e}", path.display()))?,

@@ -411,8 +411,9 @@ async fn a_stale_candidate_is_rebased_and_evaluated_again_after_a_parallel_keep(
     cfg.parallel = 2;
     cfg.iterations = 2;
     let s = f.run_with(cfg, Arc::new(MinScore)).await;
-    assert_eq!(s.kept, 2, "{s:?}");
     let all = f.attempts().await;
+    let outcomes: Vec<_> = all.iter().map(|a| &a.outcome).collect();
+    assert_eq!(s.kept, 2, "{s:?} {outcomes:#?}");
     let (a, b) = (&all[1], &all[2]);
     let first_kept = if f.head().await.run_id == b.run.run_id {
         a
@@ -439,8 +440,9 @@ async fn a_stale_candidate_is_rebased_and_evaluated_again_after_a_parallel_keep(
 #[tokio::test]
 async fn a_stale_candidate_that_conflicts_is_discarded() {
     let f = Fixture::new();
-    // Both candidates rewrite score.txt differently: the second conflicts.
-    let propose = "echo \"0.$(echo $AUTORESEARCH_RUN_ID | cksum | cut -c1-3)\" > score.txt";
+    // Both candidates rewrite score.txt differently (the whole checksum of
+    // the run id, so they never write the same): the second conflicts.
+    let propose = "echo \"0.$(echo $AUTORESEARCH_RUN_ID | cksum | cut -d' ' -f1)\" > score.txt";
     let mut cfg = f.config(propose, EVAL);
     cfg.parallel = 2;
     cfg.iterations = 2;
