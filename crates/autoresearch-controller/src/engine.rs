@@ -1009,16 +1009,21 @@ impl Controller {
         // The ref keeps the candidate reachable before anything else refers
         // to it; the ledger records it with its first result or its
         // decision (a run interrupted before that gets it back from the ref
-        // in `recover`). The ref and the diff are independent processes, so
-        // they run side by side.
+        // in `recover`). The changed paths come from the executor when it
+        // knows them (the local one does when the proposer left its change
+        // uncommitted), else from git.
         let (refname, commit) = (self.candidate_ref(&run_id), cand.commit.clone());
         let (base, commit2) = (head.commit.clone(), cand.commit.clone());
-        let (set, changed) = tokio::join!(
-            self.git(move |g| g.set_ref(&refname, &commit)),
-            self.git(move |g| g.changed_paths(&base, &commit2)),
-        );
-        set?;
-        let changed = changed?;
+        let known = report.changed_paths.clone();
+        let changed = self
+            .git(move |g| {
+                g.create_ref(&refname, &commit)?;
+                match known {
+                    Some(paths) => Ok(paths),
+                    None => g.changed_paths(&base, &commit2),
+                }
+            })
+            .await?;
         self.crash_point("after-candidate");
         if changed.is_empty() {
             return self

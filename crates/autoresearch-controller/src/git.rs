@@ -23,6 +23,10 @@ pub const IDENTITY: [(&str, &str); 4] = [
     ("GIT_COMMITTER_EMAIL", "autoresearch@localhost"),
 ];
 
+/// See [`Git::index_stamp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexStamp([u64; 7]);
+
 /// A repository (or a worktree of one) at `dir`.
 #[derive(Clone, Debug)]
 pub struct Git {
@@ -129,15 +133,10 @@ impl Git {
     /// The commit a worktree's detached HEAD points at, read from its HEAD
     /// file (no process); asks git when HEAD is a symbolic ref.
     pub fn head_commit(&self) -> Result<String, GitError> {
-        let dot_git = self.dir.join(".git");
-        let gitdir = match std::fs::read_to_string(&dot_git) {
-            Ok(t) => t
-                .trim()
-                .strip_prefix("gitdir:")
-                .map(|p| PathBuf::from(p.trim())),
-            Err(_) => Some(dot_git),
-        };
-        if let Some(text) = gitdir.and_then(|d| std::fs::read_to_string(d.join("HEAD")).ok()) {
+        if let Some(text) = self
+            .git_dir()
+            .and_then(|d| std::fs::read_to_string(d.join("HEAD")).ok())
+        {
             let hash = text.trim();
             if (hash.len() == 40 || hash.len() == 64) && hash.chars().all(|c| c.is_ascii_hexdigit())
             {
@@ -176,10 +175,119 @@ impl Git {
         self.run(&["update-ref", refname, commit]).map(drop)
     }
 
-    /// Paths changed between two commits.
+    /// Creates `refname` (which must not exist yet, e.g. a new run's
+    /// candidate ref) pointing at `commit`.
+    ///
+    /// Writes the loose ref file itself, the way git does (a `.lock` file
+    /// created exclusively, then renamed), which costs no process; falls
+    /// back to `git update-ref` for a reftable repository or when the file
+    /// cannot be written. Like git's own loose refs it is not fsynced.
+    pub fn create_ref(&self, refname: &str, commit: &str) -> Result<(), GitError> {
+        let valid = refname.starts_with("refs/")
+            && refname
+                .split('/')
+                .all(|c| !c.is_empty() && !c.starts_with('.') && !c.ends_with(".lock"))
+            && !refname.contains(['\\', ' ', ':', '?', '*', '[', '~', '^'])
+            && !refname.contains("..")
+            && !refname.contains("@{");
+        let is_hash = (commit.len() == 40 || commit.len() == 64)
+            && commit.chars().all(|c| c.is_ascii_hexdigit());
+        if let (true, true, Some(common)) = (valid, is_hash, self.common_dir_cached())
+            && !common.join("reftable").exists()
+        {
+            let path = common.join(refname);
+            let lock = common.join(format!("{refname}.lock"));
+            let written = (|| -> std::io::Result<()> {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&lock)?;
+                std::io::Write::write_all(&mut f, format!("{commit}\n").as_bytes())?;
+                drop(f);
+                std::fs::rename(&lock, &path)
+            })();
+            if written.is_ok() {
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(&lock);
+        }
+        self.set_ref(refname, commit)
+    }
+
+    /// Paths changed between two commits (renames as a removal and an
+    /// addition), unquoted.
     pub fn changed_paths(&self, from: &str, to: &str) -> Result<Vec<String>, GitError> {
-        let out = self.run(&["diff", "--name-only", "--no-renames", from, to])?;
-        Ok(out.lines().map(str::to_string).collect())
+        let args = ["diff", "--name-only", "--no-renames", "-z", from, to];
+        let out = self.output(&args, &[])?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(self.error(&args, stderr.trim().to_string()));
+        }
+        Ok(out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect())
+    }
+
+    /// `git add -A --verbose`: stages every change of this working tree and
+    /// returns the paths it staged or removed, or `None` when git's report
+    /// cannot be read back exactly (a path with a line break).
+    pub fn add_all(&self) -> Result<Option<Vec<String>>, GitError> {
+        let args = ["add", "-A", "--verbose"];
+        let out = self.output(&args, &[])?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(self.error(&args, stderr.trim().to_string()));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut paths = Vec::new();
+        for line in text.lines() {
+            let path = line
+                .strip_prefix("add '")
+                .or_else(|| line.strip_prefix("remove '"))
+                .and_then(|rest| rest.strip_suffix('\''));
+            match path {
+                Some(p) if !p.is_empty() => paths.push(p.to_string()),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(paths))
+    }
+
+    /// Identifies the current state of this working tree's index file
+    /// (device, inode, size, modification time): git rewrites the index by
+    /// renaming a new file over it, so any change gives a different stamp.
+    /// The change time is part of it, and no program can set that back.
+    /// `None` when there is no index file to stat.
+    pub fn index_stamp(&self) -> Option<IndexStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.git_dir()?.join("index")).ok()?;
+        Some(IndexStamp([
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.ctime() as u64,
+            m.ctime_nsec() as u64,
+        ]))
+    }
+
+    /// This working tree's own git dir (`.git`, or where a worktree's `.git`
+    /// file points), read without a process.
+    fn git_dir(&self) -> Option<PathBuf> {
+        let dot_git = self.dir.join(".git");
+        if dot_git.is_dir() {
+            return Some(dot_git);
+        }
+        let text = std::fs::read_to_string(&dot_git).ok()?;
+        let p = PathBuf::from(text.trim().strip_prefix("gitdir:")?.trim());
+        Some(if p.is_absolute() { p } else { self.dir.join(p) })
     }
 
     /// `git diff --stat from to`.
@@ -198,7 +306,23 @@ impl Git {
     }
 
     /// The branch checked out in this working tree (`None`: detached or bare).
+    /// Reads HEAD without a process when it can.
     pub fn checked_out_branch(&self) -> Result<Option<String>, GitError> {
+        if let Some(text) = self
+            .git_dir()
+            .and_then(|d| std::fs::read_to_string(d.join("HEAD")).ok())
+        {
+            let head = text.trim();
+            if let Some(target) = head.strip_prefix("ref:") {
+                return Ok(target
+                    .trim()
+                    .strip_prefix("refs/heads/")
+                    .map(str::to_string));
+            }
+            if head.len() >= 40 && head.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Ok(None);
+            }
+        }
         let args = ["symbolic-ref", "-q", "HEAD"];
         let out = self.output(&args, &[])?;
         if !out.status.success() {
@@ -221,8 +345,12 @@ impl Git {
         self.run(&["read-tree", "-m", "-u", old, new]).map(drop)
     }
 
-    /// Whether this is a bare repository.
+    /// Whether this is a bare repository (a directory with a `.git` in it
+    /// is a working tree: no process needed).
     pub fn is_bare(&self) -> Result<bool, GitError> {
+        if self.dir.join(".git").exists() {
+            return Ok(false);
+        }
         Ok(self.run(&["rev-parse", "--is-bare-repository"])? == "true")
     }
 

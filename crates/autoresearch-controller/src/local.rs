@@ -13,7 +13,7 @@
 //! - Output: stdout and stderr go straight to files under
 //!   `{state}/runs/{run_id}/`; only their tails are read back into memory.
 
-use crate::git::{Git, IDENTITY};
+use crate::git::{Git, IDENTITY, IndexStamp};
 use async_trait::async_trait;
 use autoresearch_core::exec::{ExecError, Executor, ExitStatus, Job, JobReport, OutputSource};
 use std::collections::HashMap;
@@ -287,11 +287,27 @@ impl Inner {
         Ok(())
     }
 
-    /// Commits what the command left uncommitted, returns HEAD. Blocking.
-    fn produced_commit(&self, job: &Job, worktree: &Path) -> Result<String, String> {
+    /// Commits what the command left uncommitted; returns HEAD and, when
+    /// they are known exactly, the paths changed since `job.commit`. They
+    /// are when the command made no commit and left the index as the
+    /// checkout wrote it (`index_before` is its stamp then): what `git add
+    /// -A` staged is then the whole change. Blocking.
+    fn produced_commit(
+        &self,
+        job: &Job,
+        worktree: &Path,
+        index_before: Option<IndexStamp>,
+    ) -> Result<(String, Option<Vec<String>>), String> {
         let git = Git::new(worktree);
+        let mut changed = None;
         if job.commit_changes {
-            git.run(&["add", "-A"]).map_err(|e| e.to_string())?;
+            let untouched = index_before.is_some()
+                && git.index_stamp() == index_before
+                && git.head_commit().ok().as_deref() == Some(job.commit.as_str());
+            let staged = git.add_all().map_err(|e| e.to_string())?;
+            if untouched {
+                changed = staged;
+            }
             let msg = format!("autoresearch {}: changes left uncommitted", job.run_id);
             let args = ["commit", "--quiet", "--no-verify", "-m", &msg];
             // No auto-maintenance: it would run after every candidate.
@@ -312,7 +328,10 @@ impl Inner {
         }
         let head = git.head_commit().map_err(|e| e.to_string())?;
         self.remember(&job.run_id, worktree, &head);
-        Ok(head)
+        if head == job.commit {
+            changed = Some(Vec::new());
+        }
+        Ok((head, changed))
     }
 }
 
@@ -386,7 +405,7 @@ impl Executor for LocalExecutor {
                       tails: (String, String),
                       output,
                       duration,
-                      commit,
+                      (commit, changed_paths): (String, Option<Vec<String>>),
                       workspace: &Path| JobReport {
             status,
             output,
@@ -397,6 +416,7 @@ impl Executor for LocalExecutor {
             stderr_log: stderr_log.display().to_string(),
             duration,
             commit,
+            changed_paths,
         };
 
         let (files, worktree) = {
@@ -427,7 +447,7 @@ impl Executor for LocalExecutor {
                     Default::default(),
                     String::new(),
                     Default::default(),
-                    String::new(),
+                    Default::default(),
                     Path::new(""),
                 ));
             }
@@ -448,6 +468,15 @@ impl Executor for LocalExecutor {
             .stderr(Stdio::from(err_file))
             .process_group(0)
             .kill_on_drop(true);
+        let index_before = if job.commit_changes {
+            let wt = worktree.clone();
+            blocking(move || Git::new(wt).index_stamp())
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
         let started = Instant::now();
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -458,7 +487,7 @@ impl Executor for LocalExecutor {
                     Default::default(),
                     String::new(),
                     Default::default(),
-                    String::new(),
+                    Default::default(),
                     Path::new(""),
                 ));
             }
@@ -499,9 +528,9 @@ impl Executor for LocalExecutor {
                 }
             };
             let commit = if success {
-                this.produced_commit(&job2, &worktree)
+                this.produced_commit(&job2, &worktree, index_before)
             } else {
-                Ok(String::new())
+                Ok(Default::default())
             };
             ((stdout_tail, stderr_tail), output, commit)
         })

@@ -133,6 +133,13 @@ pub struct JobReport {
     /// leftovers when [`Job::commit_changes`] is set). It must be reachable in
     /// [`Job::repo`] when `run` returns. Empty when unknown.
     pub commit: String,
+    /// The paths that differ between [`Job::commit`] and [`JobReport::commit`]
+    /// (added, modified, removed; renames as a removal and an addition), when
+    /// the executor learnt them on the way at no extra cost. `None` leaves it
+    /// to the caller to compute them (the loop asks git); an executor that
+    /// fills it must be exact, since protected paths are checked against it.
+    #[serde(default)]
+    pub changed_paths: Option<Vec<String>>,
 }
 
 /// An executor that could not run a job at all (as opposed to a job that
@@ -173,6 +180,7 @@ pub struct ExecError {
 ///             stderr_log: String::new(),
 ///             duration: Duration::ZERO,
 ///             commit: job.commit,
+///             changed_paths: Some(Vec::new()),
 ///         })
 ///     }
 ///     async fn release(&self, _run_id: &str) -> Result<(), ExecError> {

@@ -1,0 +1,151 @@
+//! The local executor on its own, on real git repositories in temp dirs:
+//! the changed paths it reports must be exactly what `git diff` says, or
+//! absent when it cannot know them.
+
+use autoresearch_controller::LocalExecutor;
+use autoresearch_controller::git::Git;
+use autoresearch_core::exec::{Executor, Job, Limits};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository with a few files, one in a directory, committed.
+fn repo(dir: &Path) -> String {
+    std::fs::create_dir_all(dir.join("d")).unwrap();
+    std::fs::write(dir.join("a.txt"), "a\n").unwrap();
+    std::fs::write(dir.join("b.txt"), "b\n").unwrap();
+    std::fs::write(dir.join("d/c.txt"), "c\n").unwrap();
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(
+        dir,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "start",
+        ],
+    );
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+fn job(repo: &Path, commit: &str, run_id: &str, command: &str) -> Job {
+    Job {
+        run_id: run_id.into(),
+        step: "propose".into(),
+        repo: repo.display().to_string(),
+        commit: commit.into(),
+        command: command.into(),
+        env: Default::default(),
+        limits: Limits {
+            timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(1),
+            output_limit: 4096,
+        },
+        output: Default::default(),
+        commit_changes: true,
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn changed_paths_are_exactly_the_diff_or_left_to_the_caller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let base = repo(&repo_dir);
+    let exec = LocalExecutor::new(tmp.path().join("state"));
+    let commit_cmd = "git -c user.name=p -c user.email=p@p commit -qam mine";
+    // (proposer, whether the executor can know the paths itself)
+    let cases: &[(&str, bool)] = &[
+        // Left uncommitted: modified, removed, new (odd names too), mode.
+        ("echo x >> a.txt; rm d/c.txt; echo n > \"n é'q.txt\"", true),
+        ("chmod +x b.txt", true),
+        ("mkdir -p e/f && echo deep > e/f/g.txt", true),
+        // Rewritten with the same content: no change at all.
+        ("cp a.txt t && mv t a.txt", true),
+        // Staged by the proposer: the index is no longer the checkout's.
+        ("echo y >> a.txt; git add a.txt; echo z >> b.txt", false),
+        // Committed by the proposer, with something left over as well.
+        (
+            &format!("echo y >> a.txt; {commit_cmd}; echo z > new.txt"),
+            false,
+        ),
+        // A name with a line break cannot be read back from git's report.
+        ("echo w > \"$(printf 'two\\nlines')\"", false),
+    ];
+    for (i, (cmd, knows)) in cases.iter().enumerate() {
+        let run_id = format!("run-{i}");
+        let report = exec.run(job(&repo_dir, &base, &run_id, cmd)).await.unwrap();
+        assert!(report.status.success(), "{cmd}: {:?}", report.status);
+        let truth = Git::new(&repo_dir)
+            .changed_paths(&base, &report.commit)
+            .unwrap();
+        match (&report.changed_paths, knows) {
+            (Some(paths), true) => {
+                assert_eq!(sorted(paths.clone()), sorted(truth), "{cmd}")
+            }
+            (None, false) => assert!(!truth.is_empty(), "{cmd}"),
+            (other, _) => panic!("{cmd}: expected known={knows}, got {other:?}"),
+        }
+        exec.release(&run_id).await.unwrap();
+    }
+    exec.close().await.unwrap();
+}
+
+#[test]
+fn create_ref_writes_a_ref_git_reads_and_refuses_bad_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    let base = repo(&dir);
+    let g = Git::new(&dir);
+    g.create_ref("refs/autoresearch/exp/run-1", &base).unwrap();
+    assert_eq!(
+        git(&dir, &["rev-parse", "refs/autoresearch/exp/run-1"]),
+        base
+    );
+    assert!(!dir.join(".git/refs/autoresearch/exp/run-1.lock").exists());
+    // A name git would refuse is not written by hand either: git's error.
+    let err = g.create_ref("refs/autoresearch/a..b", &base).unwrap_err();
+    assert!(err.to_string().contains("update-ref"), "{err}");
+    // The unquoted path of a non-ASCII name, as a protected path is written.
+    std::fs::write(dir.join("é.txt"), "x").unwrap();
+    git(&dir, &["add", "-A"]);
+    git(
+        &dir,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "e",
+        ],
+    );
+    assert_eq!(
+        g.changed_paths(&base, "HEAD").unwrap(),
+        vec!["é.txt".to_string()]
+    );
+}
