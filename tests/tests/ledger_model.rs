@@ -53,6 +53,14 @@ enum Op {
     Commit {
         world: usize,
     },
+    /// `World::stage`: the next tick, applied but not yet appended.
+    Stage {
+        world: usize,
+    },
+    /// `World::flush`: appends the staged ticks.
+    Flush {
+        world: usize,
+    },
     Fork {
         world: usize,
         at: usize,
@@ -70,6 +78,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(world, entity, label)| Op::Remove { world, entity, label }),
         1 => (w.clone(), 0usize..16).prop_map(|(world, entity)| Op::Despawn { world, entity }),
         4 => w.clone().prop_map(|world| Op::Commit { world }),
+        2 => w.clone().prop_map(|world| Op::Stage { world }),
+        1 => w.clone().prop_map(|world| Op::Flush { world }),
         1 => (w, 0usize..64).prop_map(|(world, at)| Op::Fork { world, at }),
         1 => Just(Op::Reopen),
     ]
@@ -85,6 +95,8 @@ struct ModelWorld {
     ticks: Vec<(u64, Entities)>,
     working: (u64, Entities),
     pending: bool,
+    /// The last `staged` ticks are staged, not yet in the ledger.
+    staged: usize,
 }
 
 impl ModelWorld {
@@ -99,6 +111,11 @@ impl ModelWorld {
 
     fn head(&self) -> usize {
         self.ticks.len() - 1
+    }
+
+    /// The last tick the ledger holds.
+    fn durable(&self) -> usize {
+        self.head() - self.staged
     }
 
     fn live(&self, pick: usize) -> Option<EntityId> {
@@ -167,6 +184,7 @@ impl Harness {
             ticks: vec![empty.clone()],
             working: empty,
             pending: false,
+            staged: 0,
         });
         h
     }
@@ -237,11 +255,30 @@ impl Harness {
                     m.ticks.push(m.working.clone());
                     m.pending = false;
                 }
+                m.staged = 0;
+                assert_eq!(tick, Tick(m.head() as u64));
+            }
+            Op::Stage { world } => {
+                let (w, m) = (&mut self.worlds[world % n], &mut self.model[world % n]);
+                let tick = w.stage().unwrap();
+                if m.pending {
+                    m.ticks.push(m.working.clone());
+                    m.pending = false;
+                    m.staged += 1;
+                }
+                assert_eq!(tick, Tick(m.head() as u64));
+                assert_eq!(w.staged(), m.staged);
+            }
+            Op::Flush { world } => {
+                let (w, m) = (&mut self.worlds[world % n], &mut self.model[world % n]);
+                let tick = w.flush().await.unwrap();
+                m.staged = 0;
                 assert_eq!(tick, Tick(m.head() as u64));
             }
             Op::Fork { world, at } => {
                 let i = world % n;
-                let at = at % (self.model[i].head() + 1);
+                // A fork reads the ledger: staged ticks are not there yet.
+                let at = at % (self.model[i].durable() + 1);
                 self.forks += 1;
                 let name = format!("fork-{}", self.forks);
                 let info = self.worlds[i].fork(Tick(at as u64), &name).await.unwrap();
@@ -251,6 +288,7 @@ impl Harness {
                     working: ticks[at].clone(),
                     ticks,
                     pending: false,
+                    staged: 0,
                 });
                 let fork = World::open_id(self.storage(), registry(), info.id)
                     .await
@@ -271,7 +309,11 @@ impl Harness {
                         .unwrap();
                     self.worlds.push(w);
                 }
+                // Staged ticks die with their world handle.
                 for m in &mut self.model {
+                    let durable = m.durable();
+                    m.ticks.truncate(durable + 1);
+                    m.staged = 0;
                     m.working = m.ticks.last().unwrap().clone();
                     m.pending = false;
                 }
@@ -296,7 +338,14 @@ impl Harness {
                 "{} live state after {after:?}",
                 w.name()
             );
-            for t in 0..=m.head() {
+            let info = st.world(w.id()).await.unwrap();
+            assert_eq!(
+                info.head,
+                Tick(m.durable() as u64),
+                "{} ledger head after {after:?}",
+                w.name()
+            );
+            for t in 0..=m.durable() {
                 let got = ledger::state_at(st.as_ref(), w.id(), Tick(t as u64))
                     .await
                     .unwrap();

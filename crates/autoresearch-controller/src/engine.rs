@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 
@@ -252,13 +253,26 @@ enum JobEnd {
     Interrupted,
 }
 
+/// A staged step's changes, kept to be made again should the flush of its
+/// tick meet another writer's tick (see [`Controller::stage`]).
+type StagedStep = Box<dyn FnMut(&mut World) -> Result<(), autoresearch_core::Error> + Send>;
+
+/// The experiment world, and the steps staged on it that are not durable yet.
+struct Ledger {
+    world: World,
+    staged: Vec<(String, StagedStep)>,
+}
+
 /// The loop over one experiment world and one branch.
 pub struct Controller {
     cfg: LoopConfig,
     comparator: Arc<dyn Comparator>,
     executor: Arc<dyn Executor>,
     git: Git,
-    world: Mutex<World>,
+    world: Mutex<Ledger>,
+    /// How many steps are staged (a copy of `world.staged.len()` readable
+    /// without waiting for the world, e.g. while a durable tick commits).
+    staged_steps: std::sync::atomic::AtomicUsize,
     incumbent_lock: Mutex<()>,
     events: EventSink,
     shutdown: Shutdown,
@@ -302,7 +316,11 @@ impl Controller {
             comparator,
             executor,
             git,
-            world: Mutex::new(world),
+            world: Mutex::new(Ledger {
+                world,
+                staged: Vec::new(),
+            }),
+            staged_steps: Default::default(),
             incumbent_lock: Mutex::new(()),
             events: Arc::new(|_| {}),
             shutdown: Shutdown::new(),
@@ -343,57 +361,137 @@ impl Controller {
 
     // --- Ledger access --------------------------------------------------
 
-    /// Applies `f` and commits it as one tick; on a conflict with another
-    /// writer (a vote), refreshes and applies `f` again.
+    /// Applies `f` and commits it as one durable tick, after the staged
+    /// ticks before it (all in one write); on a conflict with another
+    /// writer (a vote), refreshes, makes the staged steps again, and applies
+    /// `f` again.
     async fn tick<T>(
         &self,
         doing: &str,
         mut f: impl FnMut(&mut World) -> Result<T, autoresearch_core::Error>,
     ) -> Result<T, LoopError> {
-        let mut w = self.world.lock().await;
-        let err = |source| LoopError::Ledger {
-            doing: doing.to_string(),
-            world: self.cfg.world.clone(),
-            source,
-        };
+        let mut l = self.world.lock().await;
         let mut attempts_left = 20;
         loop {
-            let out = match f(&mut w) {
+            let out = match f(&mut l.world) {
                 Ok(v) => v,
                 Err(e) => {
-                    w.discard_pending();
-                    return Err(err(e));
+                    l.world.discard_pending();
+                    return Err(self.ledger_error(doing, e));
                 }
             };
-            match w.commit().await {
-                Ok(_) => return Ok(out),
+            match l.world.commit().await {
+                Ok(_) => {
+                    l.staged.clear();
+                    self.staged_steps.store(0, Ordering::Release);
+                    return Ok(out);
+                }
                 Err(autoresearch_core::Error::Storage(StorageError::Conflict { .. }))
                     if attempts_left > 0 =>
                 {
                     attempts_left -= 1;
-                    w.refresh().await.map_err(err)?;
+                    self.redo_staged(&mut l).await?;
                 }
                 Err(e) => {
-                    w.discard_pending();
-                    return Err(err(e));
+                    l.world.discard_pending();
+                    return Err(self.ledger_error(doing, e));
                 }
             }
         }
     }
 
-    async fn read<T>(&self, f: impl FnOnce(&World) -> T) -> T {
-        let w = self.world.lock().await;
-        f(&w)
+    /// Applies `f` as the next tick at once, but leaves its append to the
+    /// next durable tick or [`Controller::flush`], so that several steps
+    /// cost one durable write. Only for steps nothing outside this process
+    /// acts on before then: every job start and every branch update flushes
+    /// first. `f` is kept until then, to be made again on a refreshed world
+    /// should another writer get in first.
+    async fn stage(
+        &self,
+        doing: &str,
+        mut f: impl FnMut(&mut World) -> Result<(), autoresearch_core::Error> + Send + 'static,
+    ) -> Result<(), LoopError> {
+        let mut l = self.world.lock().await;
+        let staged = f(&mut l.world).and_then(|_| l.world.stage());
+        if let Err(e) = staged {
+            l.world.discard_pending();
+            return Err(self.ledger_error(doing, e));
+        }
+        l.staged.push((doing.to_string(), Box::new(f)));
+        self.staged_steps.store(l.staged.len(), Ordering::Release);
+        Ok(())
     }
 
-    /// Catches up with ticks other processes appended (votes).
-    async fn refresh(&self) -> Result<(), LoopError> {
-        let mut w = self.world.lock().await;
-        w.refresh().await.map_err(|source| LoopError::Ledger {
-            doing: "refreshing".into(),
+    /// Makes every staged step durable (without waiting for the world when
+    /// there is none).
+    async fn flush(&self) -> Result<(), LoopError> {
+        if self.staged_steps.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let mut l = self.world.lock().await;
+        self.flush_locked(&mut l).await
+    }
+
+    async fn flush_locked(&self, l: &mut Ledger) -> Result<(), LoopError> {
+        let mut attempts_left = 20;
+        while !l.staged.is_empty() {
+            match l.world.flush().await {
+                Ok(_) => {
+                    l.staged.clear();
+                    self.staged_steps.store(0, Ordering::Release);
+                }
+                Err(autoresearch_core::Error::Storage(StorageError::Conflict { .. }))
+                    if attempts_left > 0 =>
+                {
+                    attempts_left -= 1;
+                    self.redo_staged(l).await?;
+                }
+                Err(e) => return Err(self.ledger_error("appending staged steps", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a conflict: catches up with the ledger (a failed flush already
+    /// went back to it, dropping the staged ticks) and stages the staged
+    /// steps again on top.
+    async fn redo_staged(&self, l: &mut Ledger) -> Result<(), LoopError> {
+        l.world
+            .refresh()
+            .await
+            .map_err(|e| self.ledger_error("refreshing", e))?;
+        for (doing, f) in l.staged.iter_mut() {
+            let staged = f(&mut l.world).and_then(|_| l.world.stage());
+            if let Err(e) = staged {
+                l.world.discard_pending();
+                return Err(self.ledger_error(doing, e));
+            }
+        }
+        Ok(())
+    }
+
+    fn ledger_error(&self, doing: &str, source: autoresearch_core::Error) -> LoopError {
+        LoopError::Ledger {
+            doing: doing.to_string(),
             world: self.cfg.world.clone(),
             source,
-        })?;
+        }
+    }
+
+    async fn read<T>(&self, f: impl FnOnce(&World) -> T) -> T {
+        let l = self.world.lock().await;
+        f(&l.world)
+    }
+
+    /// Catches up with ticks other processes appended (votes), after making
+    /// the staged steps durable.
+    async fn refresh(&self) -> Result<(), LoopError> {
+        let mut l = self.world.lock().await;
+        self.flush_locked(&mut l).await?;
+        l.world
+            .refresh()
+            .await
+            .map_err(|e| self.ledger_error("refreshing", e))?;
         Ok(())
     }
 
@@ -519,20 +617,24 @@ impl Controller {
         };
         let outcome = self.outcome(&c.run_id, status, reason, descriptor, &c.base);
         let (commit, workspace) = (c.commit.clone(), c.workspace.clone());
-        self.update_run(
+        let (entity, finished_at) = (c.entity, now_ms());
+        // Staged: nothing acts on a decision that leaves the head alone
+        // before the next job start, which makes it durable.
+        self.stage(
             &format!("recording {status} of run {}", c.run_id),
-            c.entity,
-            |r| {
+            move |w| {
+                let mut r = w.get::<Run>(entity).unwrap_or_default();
                 r.set_status(run_status);
-                r.finished_at_ms = now_ms();
+                r.finished_at_ms = finished_at;
                 if !commit.is_empty() {
                     r.commit_hash = commit.clone();
                 }
                 if !workspace.is_empty() {
                     r.workspace_path = workspace.clone();
                 }
+                w.insert(entity, &r)?;
+                w.insert(entity, &outcome)
             },
-            Some(outcome),
         )
         .await?;
         self.finished_event(&c.run_id, &c.commit, status, reason)
@@ -586,6 +688,8 @@ impl Controller {
     /// Runs a job unless a kill is requested first (then the job's future is
     /// dropped, which kills it).
     async fn exec(&self, job: Job) -> Result<JobEnd, LoopError> {
+        // A job acts outside this process: what led to it is durable first.
+        self.flush().await?;
         let mut rx = self.shutdown.subscribe();
         if *rx.borrow() >= Shutdown::KILL {
             return Ok(JobEnd::Interrupted);
@@ -687,14 +791,17 @@ impl Controller {
             }),
         );
         let result = EvalResult::new(owner, "evaluate", &Value::Object(outputs), now_ms());
-        self.tick(&format!("recording a result of run {owner}"), |w| {
-            if let Some(c) = cand {
-                let mut run = w.get::<Run>(c.entity).unwrap_or_default();
-                run.commit_hash = c.commit.clone();
-                if !c.workspace.is_empty() {
-                    run.workspace_path = c.workspace.clone();
+        // Staged: the decision that reads it follows at once, and the next
+        // job start or branch update makes both durable in one write.
+        let cand = cand.map(|c| (c.entity, c.commit.clone(), c.workspace.clone()));
+        self.stage(&format!("recording a result of run {owner}"), move |w| {
+            if let Some((entity, commit, workspace)) = &cand {
+                let mut run = w.get::<Run>(*entity).unwrap_or_default();
+                run.commit_hash = commit.clone();
+                if !workspace.is_empty() {
+                    run.workspace_path = workspace.clone();
                 }
-                w.insert(c.entity, &run)?;
+                w.insert(*entity, &run)?;
             }
             w.spawn_with(&result).map(drop)
         })
@@ -1600,6 +1707,9 @@ impl Controller {
     /// consecutive crashes, or a shutdown request.
     pub async fn run(self: Arc<Self>) -> Result<Summary, LoopError> {
         let out = self.clone().run_loop().await;
+        // Staged steps become durable however the loop ended.
+        let flushed = self.flush().await;
+        let out = out.and_then(|s| flushed.map(|_| s));
         // Pooled checkouts go whether the loop ended well or not.
         let closed = self.executor.close().await;
         let s = out?;

@@ -78,6 +78,38 @@ impl Comparator for Votes {
     }
 }
 
+/// Decides like [`MinScore`], but first appends a tick of its own to the
+/// experiment world through another handle, as `autoresearch vote` in
+/// another process would: the loop's staged steps then meet a conflict.
+struct Interloper {
+    storage: Arc<dyn Storage>,
+    ticks: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Comparator for Interloper {
+    fn spec(&self) -> String {
+        "interloper".into()
+    }
+    async fn compare(&self, inc: &Evidence, cand: &Evidence) -> Result<Decision, CompareError> {
+        let reg = Arc::new(ComponentRegistry::standard());
+        let mut w = World::open(self.storage.clone(), reg, "autoresearch:exp")
+            .await
+            .unwrap();
+        w.spawn_with(&Vote {
+            run_id: "elsewhere".into(),
+            verdict: "keep".into(),
+            voter: "interloper".into(),
+            reason: "a tick from another writer".into(),
+            at_ms: now_ms(),
+        })
+        .unwrap();
+        w.commit().await.unwrap();
+        self.ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        MinScore.compare(inc, cand).await
+    }
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
@@ -399,6 +431,33 @@ async fn no_change_and_protected_paths_are_discards() {
         assert_eq!(f.tip(), start);
         f.assert_consistent().await;
     }
+}
+
+#[tokio::test]
+async fn staged_steps_survive_another_writer_appending_in_between() {
+    let f = Fixture::new();
+    let mut cfg = f.config(VARY, EVAL);
+    cfg.iterations = 4;
+    let cmp = Arc::new(Interloper {
+        storage: f.storage.clone(),
+        ticks: Default::default(),
+    });
+    let s = f.run_with(cfg, cmp.clone()).await;
+    assert_eq!(s.launched, 4, "{s:?}");
+    assert_eq!(s.crashed, 0, "{s:?}");
+    let w = f.world().await;
+    // Every foreign tick is there, and so is every step of the loop.
+    let foreign = w.find_all::<Vote>(|v| v.voter == "interloper");
+    let compared = cmp.ticks.load(std::sync::atomic::Ordering::SeqCst) as usize;
+    assert_eq!(foreign.len(), compared);
+    assert!(compared >= 4, "compared {compared} times");
+    let all = f.attempts().await;
+    assert_eq!(all.len(), 5, "baseline and four runs");
+    for a in &all[1..] {
+        assert_eq!(a.results.len(), 1, "run {} has its result", a.run.run_id);
+        assert_eq!(outcome(a).comparator, "interloper");
+    }
+    f.assert_consistent().await;
 }
 
 #[tokio::test]

@@ -179,6 +179,23 @@ pub trait Storage: Send + Sync + 'static {
         snapshot: Option<Snapshot>,
     ) -> Result<(), StorageError>;
 
+    /// Appends `records` (each with its optional snapshot) as consecutive
+    /// ticks of `world`, in order, with the rules of [`Storage::append`]. A
+    /// backend may make them durable together, in one commit: that is the
+    /// point of calling this instead of `append` in a loop (which is what
+    /// the default does). On an error, a prefix of `records` may have been
+    /// appended; [`Storage::world`] tells the head.
+    async fn append_all(
+        &self,
+        world: WorldId,
+        records: Vec<(TickRecord, Option<Snapshot>)>,
+    ) -> Result<(), StorageError> {
+        for (record, snapshot) in records {
+            self.append(world, record, snapshot).await?;
+        }
+        Ok(())
+    }
+
     /// The world's own records with tick in `from..=to`, in tick order.
     async fn read_own_records(
         &self,

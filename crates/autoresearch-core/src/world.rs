@@ -5,7 +5,7 @@ use crate::components::{BranchHead, EvalResult, Experiment, Run};
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId, now_ms};
 use crate::ledger::{self, EntityChange};
-use crate::record::{Change, State, TickRecord};
+use crate::record::{Change, Snapshot, State, TickRecord};
 use crate::registry::{ComponentRegistry, ComponentValue, RegistryError};
 use crate::storage::{Storage, WorldInfo};
 use std::collections::HashMap;
@@ -39,6 +39,9 @@ pub struct World {
     pending_values: Vec<(usize, PendingValue)>,
     /// Liveness of entities touched by pending changes (true: spawned).
     pending_live: HashMap<EntityId, bool>,
+    /// Ticks applied here whose append waits for [`World::flush`], in order,
+    /// each with the snapshot the storage asked for.
+    staged: Vec<(TickRecord, Option<Snapshot>)>,
 }
 
 impl World {
@@ -127,6 +130,7 @@ impl World {
             pending: Vec::new(),
             pending_values: Vec::new(),
             pending_live: HashMap::new(),
+            staged: Vec::new(),
             info,
         };
         for (id, comps) in &state.entities {
@@ -313,12 +317,21 @@ impl World {
 
     /// Appends the buffered changes as tick `head + 1` and applies them.
     /// With nothing buffered, returns the current tick and appends nothing.
+    /// When the durable point matters, this is it: on `Ok`, every tick so
+    /// far is durable, staged ones ([`World::stage`]) included.
     ///
     /// Errors: `Conflict` when another writer advanced the world first (call
     /// [`World::refresh`] and redo the changes); on any error the pending
-    /// changes are kept and the materialized state is unchanged.
+    /// changes are kept and the materialized state is unchanged. With
+    /// staged ticks before it, it is [`World::stage`] then [`World::flush`]
+    /// and fails as they do.
     pub async fn commit(&mut self) -> Result<Tick, Error> {
         self.check_writable()?;
+        if !self.staged.is_empty() {
+            // Behind earlier staged ticks: stage this one too, append all.
+            self.stage()?;
+            return self.flush().await;
+        }
         if self.pending.is_empty() {
             return Ok(self.tick);
         }
@@ -347,24 +360,100 @@ impl World {
     /// Appends `record`, with a snapshot of the state after it when the
     /// storage's interval asks for one.
     async fn append(&self, record: &TickRecord) -> Result<(), Error> {
-        let snapshot = match self.storage.snapshot_interval() {
-            Some(k) if k > 0 && record.tick.0.is_multiple_of(k) => {
-                let mut state = self.encode_state()?;
-                state.apply(self.info.id, record)?;
-                Some(state.to_snapshot())
-            }
-            _ => None,
-        };
+        let snapshot = self.snapshot_after(record)?;
         self.storage
             .append(self.info.id, record.clone(), snapshot)
             .await?;
         Ok(())
     }
 
+    /// The snapshot of the state after `record` (the next tick), when the
+    /// storage's interval asks for one at its tick.
+    fn snapshot_after(&self, record: &TickRecord) -> Result<Option<Snapshot>, Error> {
+        Ok(match self.storage.snapshot_interval() {
+            Some(k) if k > 0 && record.tick.0.is_multiple_of(k) => {
+                let mut state = self.encode_state()?;
+                state.apply(self.info.id, record)?;
+                Some(state.to_snapshot())
+            }
+            _ => None,
+        })
+    }
+
+    /// Makes the buffered changes tick `head + 1` here, at once, and queues
+    /// its append for [`World::flush`] (or the next [`World::commit`]),
+    /// which appends every staged tick together: with a backend that
+    /// commits them in one durable write ([`Storage::append_all`]), several
+    /// ticks cost one write. Reads see a staged tick at once; other
+    /// readers of the ledger see it once flushed, and it is lost if the
+    /// process dies before that ([`World::history`] and [`World::fork`] read
+    /// the ledger, so they too see it once flushed). Use it for steps nothing
+    /// outside this process depends on until a later flush.
+    ///
+    /// With nothing buffered, returns the current tick and stages nothing.
+    /// Errors as [`World::commit`] does before appending (read-only world,
+    /// a snapshot that cannot be encoded); the pending changes are kept.
+    pub fn stage(&mut self) -> Result<Tick, Error> {
+        self.check_writable()?;
+        if self.pending.is_empty() {
+            return Ok(self.tick);
+        }
+        let record = TickRecord {
+            tick: self.tick.next(),
+            at_ms: now_ms(),
+            changes: std::mem::take(&mut self.pending),
+        };
+        let snapshot = match self.snapshot_after(&record) {
+            Ok(s) => s,
+            Err(e) => {
+                self.pending = record.changes;
+                return Err(e);
+            }
+        };
+        let values = std::mem::take(&mut self.pending_values);
+        self.discard_pending();
+        self.apply_changes(record.tick, &record.changes, values)?;
+        self.info.head = record.tick;
+        let tick = record.tick;
+        self.staged.push((record, snapshot));
+        Ok(tick)
+    }
+
+    /// How many staged ticks wait for [`World::flush`].
+    pub fn staged(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// Appends every staged tick ([`World::stage`]), in order, together.
+    /// Returns the head.
+    ///
+    /// On an error (`Conflict`: another writer advanced the world first) the
+    /// staged ticks that were not appended are dropped and this world goes
+    /// back to the state the ledger holds, as a fresh [`World::open`] would
+    /// see it; redo their changes on it if they still apply.
+    pub async fn flush(&mut self) -> Result<Tick, Error> {
+        if self.staged.is_empty() {
+            return Ok(self.tick);
+        }
+        let staged = std::mem::take(&mut self.staged);
+        match self.storage.append_all(self.info.id, staged).await {
+            Ok(()) => Ok(self.tick),
+            Err(e) => {
+                let fresh =
+                    World::open_id(self.storage.clone(), self.registry.clone(), self.info.id)
+                        .await?;
+                *self = fresh;
+                Err(e.into())
+            }
+        }
+    }
+
     /// Catches up with ticks other writers appended. Drops pending changes,
-    /// which were made against the stale state.
+    /// which were made against the stale state; flushes staged ticks first
+    /// (and fails as [`World::flush`] does).
     pub async fn refresh(&mut self) -> Result<Tick, Error> {
         self.discard_pending();
+        self.flush().await?;
         let info = self.storage.world(self.info.id).await?;
         if info.head > self.tick && !self.read_only {
             let records = ledger::read_records(

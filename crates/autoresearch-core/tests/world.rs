@@ -92,6 +92,52 @@ async fn two_writers_conflict_and_refresh() {
 }
 
 #[tokio::test]
+async fn staged_ticks_are_read_at_once_appended_together_or_dropped_on_a_conflict() {
+    let (st, reg) = setup(Some(2));
+    let mut a = World::create(st.clone(), reg.clone(), "w").await.unwrap();
+    let e = a.spawn_with(&Score(1.0)).unwrap();
+    assert_eq!(a.stage().unwrap(), Tick(1));
+    a.insert(e, &Score(2.0)).unwrap();
+    assert_eq!(a.stage().unwrap(), Tick(2));
+    // Read here at once; not in the ledger yet.
+    assert_eq!(a.get::<Score>(e), Some(Score(2.0)));
+    assert_eq!((a.tick(), a.staged()), (Tick(2), 2));
+    assert_eq!(st.world(a.id()).await.unwrap().head, Tick(0));
+    // A commit behind staged ticks appends them all, its own last.
+    a.insert(e, &Score(3.0)).unwrap();
+    assert_eq!(a.commit().await.unwrap(), Tick(3));
+    assert_eq!(a.staged(), 0);
+    assert_eq!(st.world(a.id()).await.unwrap().head, Tick(3));
+    let reread = World::open(st.clone(), reg.clone(), "w").await.unwrap();
+    assert_eq!(reread.get::<Score>(e), Some(Score(3.0)));
+    let ticks: Vec<u64> = reread
+        .history(e)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.tick.0)
+        .collect();
+    assert_eq!(ticks, [1, 1, 2, 3], "spawn and set, then one set per tick");
+
+    // Another writer gets in first: the flush fails and `a` goes back to
+    // what the ledger holds, without its staged tick.
+    let mut b = World::open(st.clone(), reg.clone(), "w").await.unwrap();
+    a.insert(e, &Score(4.0)).unwrap();
+    a.stage().unwrap();
+    b.insert(e, &Score(5.0)).unwrap();
+    b.commit().await.unwrap();
+    let err = a.flush().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::Conflict { .. })),
+        "{err}"
+    );
+    assert_eq!((a.tick(), a.staged()), (Tick(4), 0));
+    assert_eq!(a.get::<Score>(e), Some(Score(5.0)));
+    a.insert(e, &Score(6.0)).unwrap();
+    assert_eq!(a.commit().await.unwrap(), Tick(5));
+}
+
+#[tokio::test]
 async fn unknown_component_names_world_and_component() {
     let (st, reg) = setup(None);
     let mut w = World::create(st.clone(), reg.clone(), "w").await.unwrap();

@@ -501,6 +501,52 @@ impl Storage for RedbStorage {
         .await
     }
 
+    /// Queues every record with the writer at once, so that group commit
+    /// puts them in one transaction (one durable commit) unless a batch
+    /// limit splits them; each is still checked as `head + 1` in order.
+    async fn append_all(
+        &self,
+        world: WorldId,
+        records: Vec<(TickRecord, Option<Snapshot>)>,
+    ) -> Result<(), StorageError> {
+        // Everything is encoded before anything is queued.
+        let mut ops = Vec::with_capacity(records.len());
+        for (record, snapshot) in records {
+            let tick = record.tick;
+            if let Some(s) = snapshot.as_ref().filter(|s| s.tick != tick) {
+                return Err(StorageError::SnapshotOutOfRange {
+                    world,
+                    tick: s.tick,
+                });
+            }
+            let entities = record.entities();
+            let record = encoding::encode_record(record)
+                .map_err(|r| encode_failed(world, tick, "record", r))?;
+            let snapshot = snapshot
+                .map(encoding::encode_snapshot)
+                .transpose()
+                .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
+            ops.push((tick, record, entities, snapshot));
+        }
+        let mut replies = Vec::with_capacity(ops.len());
+        for (tick, record, entities, snapshot) in ops {
+            let (reply, rx) = oneshot::channel();
+            self.writer.submit(Op::Append {
+                world,
+                tick,
+                record,
+                entities,
+                snapshot,
+                reply,
+            })?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.await.map_err(|_| self.writer.stopped())??;
+        }
+        Ok(())
+    }
+
     async fn read_own_records(
         &self,
         world: WorldId,
