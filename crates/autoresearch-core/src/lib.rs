@@ -5,6 +5,8 @@
 //!   as `Result`, [`BranchHead`]) and a [`ComponentRegistry`] for user types.
 //! - [`World`]: a `hecs::World` materialized at one tick of a durable log;
 //!   buffered mutations become one appended tick on `commit()`.
+//!   [`TickWriter`] appends ticks without materializing the world, for
+//!   writers that index their own entities (bulk ingest).
 //! - [`Storage`]: the object-safe async interface a ledger backend implements
 //!   (worlds, tick records, snapshots, lineage), with [`MemoryStorage`] as the
 //!   reference; lineage-aware reads (time travel, history) live in [`ledger`].
@@ -28,6 +30,7 @@ pub mod record;
 pub mod registry;
 pub mod storage;
 pub mod world;
+pub mod writer;
 
 pub use components::{BranchHead, EvalResult, Experiment, Run, RunStatus, UnknownStatus};
 pub use error::Error;
@@ -40,6 +43,7 @@ pub use record::{ApplyError, Change, Snapshot, State, TickRecord};
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
 pub use world::World;
+pub use writer::TickWriter;
 
 /// Snapshot interval backends use unless configured otherwise: time travel
 /// replays at most this many ticks after a snapshot.

@@ -171,6 +171,11 @@ impl World {
         self.tick
     }
 
+    /// The id the next spawn will get (ids are never reused).
+    pub fn next_entity(&self) -> u64 {
+        self.next_entity
+    }
+
     pub fn is_read_only(&self) -> bool {
         self.read_only
     }

@@ -12,6 +12,7 @@
 //! SQLite reads run on `spawn_blocking`, never on the async executor.
 
 mod error;
+mod index;
 mod report;
 mod statedb;
 mod sync;

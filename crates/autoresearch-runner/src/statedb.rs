@@ -3,18 +3,16 @@
 //! row fingerprints so that a re-sync materializes only rows that changed.
 
 use crate::error::IngestError;
-use autoresearch_core::EntityId;
+use crate::index::Index;
+use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
-use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long a read waits for a lock the runner holds (WAL readers rarely wait).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The most of the database file the reader maps into memory.
-const MMAP_SIZE: i64 = 1 << 30;
 
 pub(crate) const AGENT_COLUMNS: [&str; 11] = [
     "agent_id",
@@ -79,66 +77,114 @@ impl ReportRow {
     }
 }
 
-/// A row already in the ledger: its entity and the fingerprint of the source
-/// row it was last written from (0: unknown, compare by value).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Tracked {
-    pub entity: EntityId,
-    pub fp: u64,
-    pub seen: u64,
-}
-
-/// What the ledger holds, keyed by the runner's ids.
-#[derive(Default)]
-pub(crate) struct Index {
-    pub runs: HashMap<String, Tracked>,
-    pub reports: HashMap<String, Tracked>,
-    /// Incremented per sync; a row seen in this sync has `seen == epoch`.
-    pub epoch: u64,
-}
-
 /// The rows one sync has to look at.
 #[derive(Default)]
 pub(crate) struct Scan {
     pub rows_read: usize,
     pub reports_read: usize,
-    /// New rows, rows whose fingerprint changed, and rows whose reports changed.
-    pub agents: Vec<AgentRow>,
+    /// New rows, rows whose fingerprint changed, and rows whose reports
+    /// changed, each with its rowid.
+    pub agents: Vec<(i64, AgentRow)>,
+    /// Rows whose fingerprint is unchanged since the last scan at the same
+    /// rowid, as `(rowid, fingerprint, run slot)`.
+    pub unchanged: Vec<(i64, u64, u32)>,
     /// New or changed reports, and every report of an agent in `agents`.
     pub reports: Vec<ReportRow>,
     pub orphan_reports: Vec<(String, String)>,
     pub warnings: Vec<String>,
 }
 
-/// Opens `path` read-only. A WAL database in a directory the reader cannot
-/// write (no `-shm` to create) is opened as immutable instead: nobody can be
-/// writing it there either.
-fn open(path: &Path) -> Result<Connection, IngestError> {
-    if !path.is_file() {
-        return Err(IngestError::Missing {
-            path: path.to_path_buf(),
-        });
+/// The SQL function that fingerprints its arguments as the reader does.
+const FP_FUNCTION: &str = "autoresearch_row_fp";
+
+/// An open read-only connection to a runner database, kept across syncs.
+pub(crate) struct Source {
+    conn: Connection,
+    path: PathBuf,
+    /// Which file the connection reads (a replaced file needs a new one).
+    identity: Option<(u64, u64)>,
+    /// `PRAGMA data_version` after the last complete scan.
+    version: Option<i64>,
+}
+
+/// The device and inode of `path`: a file replaced under the same name
+/// (a new runner database) has a new identity.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
-    let conn =
-        Connection::open_with_flags(path, flags).map_err(|e| IngestError::sqlite(path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(|e| IngestError::sqlite(path, e))?;
-    let conn = match tables(&conn) {
-        Ok(_) => conn,
-        Err(e) if is_cant_open(&e) => {
-            let uri = format!("file:{}?immutable=1", uri_escape(path));
-            Connection::open_with_flags(uri, flags).map_err(|e| IngestError::sqlite(path, e))?
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+impl Source {
+    /// Opens `path` read-only. A WAL database in a directory the reader
+    /// cannot write (no `-shm` to create) is opened as immutable instead:
+    /// nobody can be writing it there either.
+    pub fn open(path: &Path) -> Result<Source, IngestError> {
+        if !path.is_file() {
+            return Err(IngestError::Missing {
+                path: path.to_path_buf(),
+            });
         }
-        Err(e) => return Err(IngestError::sqlite(path, e)),
-    };
-    // Pages are read through a memory map (no read syscall and copy per
-    // page); SQLite falls back to reads where mapping is unavailable.
-    conn.pragma_update(None, "mmap_size", MMAP_SIZE)
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|e| IngestError::sqlite(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| IngestError::sqlite(path, e))?;
+        let conn = match tables(&conn) {
+            Ok(_) => conn,
+            Err(e) if is_cant_open(&e) => {
+                let uri = format!("file:{}?immutable=1", uri_escape(path));
+                Connection::open_with_flags(uri, flags).map_err(|e| IngestError::sqlite(path, e))?
+            }
+            Err(e) => return Err(IngestError::sqlite(path, e)),
+        };
+        // Fingerprints computed inside SQLite: an unchanged row costs one
+        // call instead of a column read per column.
+        let mut buf = Vec::with_capacity(512);
+        conn.create_scalar_function(
+            FP_FUNCTION,
+            -1,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            move |ctx| {
+                buf.clear();
+                for i in 0..ctx.len() {
+                    encode(ctx.get_raw(i), &mut buf);
+                }
+                Ok(digest(&buf) as i64)
+            },
+        )
         .map_err(|e| IngestError::sqlite(path, e))?;
-    Ok(conn)
+        Ok(Source {
+            conn,
+            path: path.to_path_buf(),
+            identity: identity(path),
+            version: None,
+        })
+    }
+
+    /// Whether this connection still reads the file at `path`.
+    pub fn is_for(&self, path: &Path) -> bool {
+        self.path == path && self.identity.is_some() && identity(path) == self.identity
+    }
+
+    /// Whether nothing was committed to the database since the last
+    /// complete scan on this connection (`PRAGMA data_version`).
+    pub fn unchanged_since_last_scan(&self) -> bool {
+        self.version.is_some() && self.data_version().ok() == self.version
+    }
+
+    fn data_version(&self) -> rusqlite::Result<i64> {
+        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+    }
 }
 
 fn is_cant_open(e: &rusqlite::Error) -> bool {
@@ -226,12 +272,12 @@ fn digest(buf: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(buf).max(1)
 }
 
-/// A new row read in one pass: owned columns and fingerprint together.
-fn new_agent_row(row: &Row<'_>, buf: &mut Vec<u8>) -> rusqlite::Result<AgentRow> {
+/// A row read in one pass: owned columns and fingerprint together.
+fn new_agent_row(row: &Row<'_>, from: usize, buf: &mut Vec<u8>) -> rusqlite::Result<AgentRow> {
     buf.clear();
     let mut cols: [Option<String>; 11] = Default::default();
     for (i, c) in cols.iter_mut().enumerate() {
-        let v = row.get_ref(i)?;
+        let v = row.get_ref(from + i)?;
         encode(v, buf);
         *c = owned(v);
     }
@@ -257,14 +303,6 @@ fn key_text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>>
     })
 }
 
-fn agent_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<AgentRow> {
-    let mut cols: [Option<String>; 11] = Default::default();
-    for (i, c) in cols.iter_mut().enumerate() {
-        *c = owned(row.get_ref(i)?);
-    }
-    Ok(AgentRow { cols, fp })
-}
-
 fn report_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<ReportRow> {
     let mut cols: [Option<String>; 10] = Default::default();
     for (i, c) in cols.iter_mut().enumerate() {
@@ -273,14 +311,43 @@ fn report_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<ReportRow> {
     Ok(ReportRow { cols, fp })
 }
 
-/// Reads `path` against `index`: marks rows seen, and returns the rows that
-/// may need writing. Blocking; call it off the async executor.
-pub(crate) fn scan(path: &Path, index: &mut Index) -> Result<Scan, IngestError> {
-    let conn = open(path)?;
+/// Reads agents row `row` (its rowid first) into `out`, or a warning when
+/// it has no text agent_id.
+fn take_agent(
+    out: &mut Scan,
+    candidates: Option<&mut HashSet<String>>,
+    row: &Row<'_>,
+    buf: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
+    let rowid: i64 = row.get(0)?;
+    match key_text(row, 1)? {
+        Some(id) => {
+            if let Some(c) = candidates {
+                c.insert(id.to_string());
+            }
+            out.agents.push((rowid, new_agent_row(row, 1, buf)?));
+        }
+        None => out
+            .warnings
+            .push("an agents row without a text agent_id was skipped".to_string()),
+    }
+    Ok(())
+}
+
+/// Reads the database against `index`: marks rows seen, and returns the
+/// rows that may need writing. With a row index from an earlier scan, only
+/// each row's rowid and fingerprint (computed inside SQLite) are read, and
+/// changed rows are fetched by rowid; without one, every row is read.
+/// Blocking; call it off the async executor.
+pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, IngestError> {
+    let path = source.path.clone();
+    let path = path.as_path();
     let err = |e| IngestError::sqlite(path, e);
     // One read transaction: both tables from the same committed state.
-    let tx = conn.unchecked_transaction().map_err(err)?;
+    let tx = source.conn.unchecked_transaction().map_err(err)?;
     let names = tables(&tx).map_err(err)?;
+    // Read inside the transaction: the version of the snapshot scanned.
+    let version = source.data_version().map_err(err)?;
     if !names.contains("agents") {
         return Err(IngestError::NoAgentsTable {
             path: path.to_path_buf(),
@@ -293,43 +360,80 @@ pub(crate) fn scan(path: &Path, index: &mut Index) -> Result<Scan, IngestError> 
     }
     let epoch = index.epoch;
     let mut out = Scan::default();
-    // Only reports need to know which rows this scan materialized.
     let mut buf = Vec::with_capacity(512);
+    // Agents of the rows materialized: their reports are all needed.
     let mut candidates: HashSet<String> = HashSet::new();
+    let columns = AGENT_COLUMNS.join(", ");
 
-    let agents_sql = format!("SELECT {} FROM agents", AGENT_COLUMNS.join(", "));
-    let mut stmt = tx.prepare(&agents_sql).map_err(err)?;
-    let mut rows = stmt.query([]).map_err(err)?;
-    while let Some(row) = rows.next().map_err(err)? {
-        out.rows_read += 1;
-        let Some(id) = key_text(row, 0).map_err(err)? else {
-            out.warnings
-                .push("an agents row without a text agent_id was skipped".to_string());
-            continue;
-        };
-        let agent = match index.runs.get_mut(id) {
-            Some(t) => {
-                t.seen = epoch;
-                let fp = fingerprint(row, AGENT_COLUMNS.len(), &mut buf).map_err(err)?;
-                if t.fp == fp {
-                    continue;
-                }
-                agent_row(row, fp).map_err(err)?
-            }
-            None => new_agent_row(row, &mut buf).map_err(err)?,
-        };
-        if has_reports {
-            candidates.insert(id.to_string());
+    if index.by_rowid.is_empty() {
+        let sql = format!("SELECT rowid, {columns} FROM agents");
+        let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            out.rows_read += 1;
+            take_agent(
+                &mut out,
+                has_reports.then_some(&mut candidates),
+                row,
+                &mut buf,
+            )
+            .map_err(err)?;
         }
-        out.agents.push(agent);
+    } else {
+        let sql = format!("SELECT rowid, {FP_FUNCTION}({columns}) FROM agents");
+        let mut changed: Vec<i64> = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+            let mut rows = stmt.query([]).map_err(err)?;
+            // A table scan returns rows in rowid order, and `by_rowid` is
+            // sorted: a merge, with a search only if the order breaks.
+            let known = &index.by_rowid;
+            let mut at = 0;
+            while let Some(row) = rows.next().map_err(err)? {
+                out.rows_read += 1;
+                let rowid: i64 = row.get(0).map_err(err)?;
+                let fp = row.get::<_, i64>(1).map_err(err)? as u64;
+                if at > 0 && known[at - 1].0 >= rowid {
+                    at = known.partition_point(|k| k.0 < rowid);
+                }
+                while known.get(at).is_some_and(|k| k.0 < rowid) {
+                    at += 1;
+                }
+                match known.get(at) {
+                    Some(&(r, f, slot)) if r == rowid && f == fp => {
+                        index.runs[slot as usize].seen = epoch;
+                        out.unchanged.push((rowid, fp, slot));
+                    }
+                    _ => changed.push(rowid),
+                }
+            }
+        }
+        let sql = format!("SELECT rowid, {columns} FROM agents WHERE rowid = ?1");
+        let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+        for rowid in changed {
+            let mut rows = stmt.query([rowid]).map_err(err)?;
+            if let Some(row) = rows.next().map_err(err)? {
+                take_agent(
+                    &mut out,
+                    has_reports.then_some(&mut candidates),
+                    row,
+                    &mut buf,
+                )
+                .map_err(err)?;
+            }
+        }
     }
-    drop(rows);
-    drop(stmt);
+    // Rows fetched for a known agent mark it seen.
+    for (_, agent) in &out.agents {
+        if let Some(t) = agent.get(0).and_then(|id| index.run_mut(id)) {
+            t.seen = epoch;
+        }
+    }
 
     if has_reports {
         let mut refetch: HashSet<String> = HashSet::new();
         let sql = format!("SELECT {} FROM run_reports", REPORT_COLUMNS.join(", "));
-        let mut stmt = tx.prepare(&sql).map_err(err)?;
+        let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
             out.reports_read += 1;
@@ -344,14 +448,14 @@ pub(crate) fn scan(path: &Path, index: &mut Index) -> Result<Scan, IngestError> 
                 continue;
             };
             let in_file = candidates.contains(agent_id)
-                || index.runs.get(agent_id).is_some_and(|t| t.seen == epoch);
+                || index.run(agent_id).is_some_and(|t| t.seen == epoch);
             if !in_file {
                 out.orphan_reports
                     .push((report_id.to_string(), agent_id.to_string()));
                 continue;
             }
             let fp = fingerprint(row, REPORT_COLUMNS.len(), &mut buf).map_err(err)?;
-            let changed = index.reports.get(report_id).is_none_or(|t| t.fp != fp);
+            let changed = index.reports.get(report_id).is_none_or(|f| *f != fp);
             if changed || candidates.contains(agent_id) {
                 if changed && !candidates.contains(agent_id) {
                     refetch.insert(agent_id.to_string());
@@ -362,18 +466,25 @@ pub(crate) fn scan(path: &Path, index: &mut Index) -> Result<Scan, IngestError> 
         drop(rows);
         drop(stmt);
         if !refetch.is_empty() {
-            let sql = format!("{agents_sql} WHERE agent_id = ?1");
-            let mut stmt = tx.prepare(&sql).map_err(err)?;
+            let sql = format!("SELECT rowid, {columns} FROM agents WHERE agent_id = ?1");
+            let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
             let mut refetch: Vec<String> = refetch.into_iter().collect();
             refetch.sort();
+            let mut fetched: HashSet<i64> = HashSet::new();
             for id in refetch {
                 let mut rows = stmt.query([&id]).map_err(err)?;
                 if let Some(row) = rows.next().map_err(err)? {
-                    let fp = fingerprint(row, AGENT_COLUMNS.len(), &mut buf).map_err(err)?;
-                    out.agents.push(agent_row(row, fp).map_err(err)?);
+                    let rowid: i64 = row.get(0).map_err(err)?;
+                    let agent = new_agent_row(row, 1, &mut buf).map_err(err)?;
+                    fetched.insert(rowid);
+                    out.agents.push((rowid, agent));
                 }
             }
+            // Those rows are materialized now, not kept as unchanged.
+            out.unchanged.retain(|u| !fetched.contains(&u.0));
         }
     }
+    drop(tx);
+    source.version = Some(version);
     Ok(out)
 }

@@ -2,10 +2,11 @@
 //! a world, one tick per sync that changed something.
 
 use crate::error::IngestError;
+use crate::index::{self, Index, Key, StoredReport, TrackedRun, value_hash};
 use crate::report::RunReport;
-use crate::statedb::{self, AgentRow, Index, ReportRow, Scan, Tracked};
+use crate::statedb::{self, AgentRow, ReportRow, Scan, Source};
 use crate::time::{self, Timestamp};
-use autoresearch_core::{ComponentRegistry, EntityId, Run, Storage, World};
+use autoresearch_core::{ComponentRegistry, Run, Storage, Tick, TickWriter, World};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +28,10 @@ pub struct RunnerConfig {
     pub world: String,
     /// Put every run in this experiment instead of deriving it from agent_name.
     pub experiment: Option<String>,
+    /// A directory where the ingest keeps its index of the world between
+    /// processes (see [`RunnerIngest`]); `None`: a new ingester reads the
+    /// whole world from the ledger. Nothing in it is needed for correctness.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl RunnerConfig {
@@ -35,6 +40,7 @@ impl RunnerConfig {
             path: path.into(),
             world: DEFAULT_WORLD.to_string(),
             experiment: None,
+            cache_dir: None,
         }
     }
 }
@@ -61,6 +67,10 @@ pub struct SyncReport {
     pub timestamps_without_offset: usize,
     pub warnings_total: usize,
     pub warnings: Vec<String>,
+    /// Where this sync's knowledge of the world came from: `kept` (this
+    /// ingester's previous sync), `saved` (the index saved in the cache
+    /// dir), `world` (the world read from the ledger) or `new` (no world yet).
+    pub index: &'static str,
 }
 
 impl SyncReport {
@@ -127,19 +137,39 @@ pub fn experiment_from_agent_name<'a>(agent_name: &'a str, harness: &str) -> Opt
         .filter(|e| !e.is_empty())
 }
 
-struct Cache {
-    world: World,
+/// What a warm ingester keeps between syncs: a writer at the world's head
+/// and the index of what the world holds.
+struct Warm {
+    writer: TickWriter,
     index: Index,
 }
 
-/// Syncs one runner database into one world. Keep it across syncs (as
-/// `--watch` does): a warm ingester re-reads the file but materializes only
-/// rows whose fingerprint changed. A cold one compares every row by value.
+/// Syncs one runner database into one world.
+///
+/// The world is never materialized on the way: the ingester keeps an index
+/// of the runs it wrote (entity, a hash of each stored value, each source
+/// row's fingerprint by rowid) and appends ticks through a [`TickWriter`].
+/// A re-sync reads each row's rowid and fingerprint, fetches only rows whose
+/// fingerprint changed, and compares the runs built from them with the
+/// stored ones by value hash. When the file did not change at all since the
+/// last sync (`PRAGMA data_version`), nothing is read.
+///
+/// Keep it across syncs (as `--watch` does). A new ingester loads the index
+/// saved in [`RunnerConfig::cache_dir`] when it was saved at the world's
+/// current head for the same world, file and experiment setting; otherwise
+/// (missing, corrupt, stale because another writer appended, no cache dir)
+/// it materializes the world once to build the index, with the same result.
 pub struct RunnerIngest {
     storage: Arc<dyn Storage>,
     registry: Arc<ComponentRegistry>,
     config: RunnerConfig,
-    cache: Option<Cache>,
+    warm: Option<Warm>,
+    source: Option<Source>,
+    /// What a sync of the unchanged file reports (rows read, missing runs,
+    /// scan warnings), and the head it holds for.
+    idle: Option<(Tick, SyncReport)>,
+    /// The head the saved index file was written at.
+    saved_head: Option<Tick>,
 }
 
 impl RunnerIngest {
@@ -154,7 +184,10 @@ impl RunnerIngest {
             storage,
             registry,
             config,
-            cache: None,
+            warm: None,
+            source: None,
+            idle: None,
+            saved_head: None,
         }
     }
 
@@ -162,54 +195,133 @@ impl RunnerIngest {
         &self.config
     }
 
-    /// Reads the database and appends what changed since the last sync as
-    /// one tick. Errors leave the ledger unchanged (the file is read fully
-    /// before anything is written; the tick is appended atomically).
-    /// Cost: one scan of the file; O(changed rows) ledger work when warm.
-    pub async fn sync(&mut self) -> Result<SyncReport, IngestError> {
-        let ledger_err = |source| IngestError::Ledger {
+    /// The file the index of this world and source is saved in, if any.
+    fn cache_file(&self) -> Option<PathBuf> {
+        let dir = self.config.cache_dir.as_ref()?;
+        let safe: String = self
+            .config
+            .world
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+                _ => '_',
+            })
+            .take(64)
+            .collect();
+        let key = format!("{}\0{}", self.config.world, self.config.path.display());
+        let h = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        Some(dir.join(format!("runner-{safe}-{h:016x}.idx")))
+    }
+
+    fn key(&self, writer: &TickWriter) -> Key {
+        Key {
+            world: writer.info().clone(),
+            next_entity: writer.next_entity(),
+            source: self.config.path.display().to_string(),
+            experiment: self.config.experiment.clone(),
+        }
+    }
+
+    fn ledger_err(&self, source: autoresearch_core::Error) -> IngestError {
+        IngestError::Ledger {
             path: self.config.path.clone(),
             world: self.config.world.clone(),
             source,
-        };
-        // A warm cache is valid only if nobody else wrote the world meanwhile.
-        let mut cache = match self.cache.take() {
-            Some(c) => {
-                let info = self.storage.world(c.world.id()).await;
-                match info {
-                    Ok(i) if i.head == c.world.tick() => Some(c),
-                    _ => None,
-                }
-            }
-            None => None,
-        };
-        if cache.is_none() {
-            let exists = self
-                .storage
-                .find_world(&self.config.world)
-                .await
-                .map_err(|e| ledger_err(e.into()))?;
-            if exists.is_some() {
-                let world = World::open(
-                    self.storage.clone(),
-                    self.registry.clone(),
-                    &self.config.world,
-                )
-                .await
-                .map_err(ledger_err)?;
-                let index = cold_index(&world);
-                cache = Some(Cache { world, index });
+        }
+    }
+
+    /// The writer and index for the world's current head: kept from the
+    /// last sync, loaded from the cache file, or built from the world.
+    /// `None` when the world does not exist yet.
+    async fn resume(&mut self) -> Result<(Option<Warm>, &'static str), IngestError> {
+        if let Some(w) = self.warm.take() {
+            // Valid only if nobody else wrote the world meanwhile.
+            let info = self.storage.world(w.writer.info().id).await;
+            if info.is_ok_and(|i| i.head == w.writer.head()) {
+                return Ok((Some(w), "kept"));
             }
         }
-        let (world, mut index) = match cache {
-            Some(c) => (Some(c.world), c.index),
+        let found = self
+            .storage
+            .find_world(&self.config.world)
+            .await
+            .map_err(|e| self.ledger_err(e.into()))?;
+        let Some(info) = found else {
+            return Ok((None, "new"));
+        };
+        if let Some(file) = self.cache_file() {
+            let expect = Key {
+                world: info.clone(),
+                next_entity: 0,
+                source: self.config.path.display().to_string(),
+                experiment: self.config.experiment.clone(),
+            };
+            let loaded = tokio::task::spawn_blocking(move || index::load(&file, &expect)).await;
+            if let Ok(Some((key, index))) = loaded
+                && key.world.head == info.head
+            {
+                // Resuming re-checks the head: a writer may have appended since.
+                let writer = TickWriter::resume(
+                    self.storage.clone(),
+                    self.registry.clone(),
+                    info.id,
+                    key.world.head,
+                    key.next_entity,
+                )
+                .await;
+                if let Ok(writer) = writer {
+                    self.saved_head = Some(key.world.head);
+                    return Ok((Some(Warm { writer, index }), "saved"));
+                }
+            }
+        }
+        let world = World::open_id(self.storage.clone(), self.registry.clone(), info.id)
+            .await
+            .map_err(|e| self.ledger_err(e))?;
+        let index =
+            Index::of_world(&world, &self.registry).map_err(|e| self.ledger_err(e.into()))?;
+        let writer = TickWriter::from_world(&world).map_err(|e| self.ledger_err(e))?;
+        Ok((Some(Warm { writer, index }), "world"))
+    }
+
+    /// Reads the database and appends what changed since the last sync as
+    /// one tick. Errors leave the ledger unchanged (the file is read fully
+    /// before anything is written; the tick is appended atomically).
+    /// Cost: O(changed rows) ledger work, plus one pass over the rowids and
+    /// fingerprints of the file (nothing when the file is unchanged); a new
+    /// ingester without a valid saved index first materializes the world.
+    pub async fn sync(&mut self) -> Result<SyncReport, IngestError> {
+        let (warm, index_source) = self.resume().await?;
+        let path = self.config.path.clone();
+        // The file unchanged since the last scan, and the world unchanged
+        // since: the result would be the same, so nothing is read.
+        if let (Some(w), Some(src), Some((head, idle))) = (&warm, &self.source, &self.idle)
+            && *head == w.writer.head()
+            && src.is_for(&path)
+            && src.unchanged_since_last_scan()
+        {
+            let mut idle = idle.clone();
+            idle.index = index_source;
+            self.warm = warm;
+            return Ok(idle);
+        }
+        self.idle = None;
+        let (world_writer, mut index) = match warm {
+            Some(w) => (Some(w.writer), w.index),
             None => (None, Index::default()),
         };
         index.epoch += 1;
-        let path = self.config.path.clone();
-        let (index, scan) = tokio::task::spawn_blocking(move || {
-            let scan = statedb::scan(&path, &mut index);
-            (index, scan)
+        let source = self.source.take().filter(|s| s.is_for(&path));
+        let (source, index, scan) = tokio::task::spawn_blocking(move || {
+            let mut source = match source {
+                Some(s) => s,
+                None => match Source::open(&path) {
+                    Ok(s) => s,
+                    Err(e) => return (None, index, Err(e)),
+                },
+            };
+            let scan = statedb::scan(&mut source, &mut index);
+            (Some(source), index, scan)
         })
         .await
         .map_err(|e| IngestError::Thread {
@@ -217,66 +329,70 @@ impl RunnerIngest {
             reason: e.to_string(),
         })?;
         let scan = scan?;
-        let mut world = match world {
+        let mut index = index;
+        let mut writer = match world_writer {
             Some(w) => w,
-            None => World::open_or_create(
+            None => TickWriter::create(
                 self.storage.clone(),
                 self.registry.clone(),
                 &self.config.world,
             )
             .await
-            .map_err(ledger_err)?,
+            .map_err(|e| self.ledger_err(e))?,
         };
-        let mut index = index;
         let mut report = SyncReport {
             source: self.config.path.display().to_string(),
             world: self.config.world.clone(),
+            index: index_source,
             ..SyncReport::default()
         };
-        let applied = apply(&mut world, &mut index, scan, &self.config, &mut report);
-        let committed = match applied {
-            Ok(()) => world.commit().await,
+        let mut idle = report.clone();
+        let applied = apply(
+            &mut writer,
+            &mut index,
+            scan,
+            &self.config,
+            &mut report,
+            &mut idle,
+        );
+        // On an error the index may be ahead of the ledger: it is dropped.
+        let tick = match applied {
+            Ok(()) => writer.commit().await,
             Err(e) => Err(e),
-        };
-        match committed {
-            Ok(tick) => {
-                if report.runs_added + report.runs_changed + report.reports_attached > 0 {
-                    report.tick = Some(tick.0);
-                }
-                self.cache = Some(Cache { world, index });
-                Ok(report)
-            }
-            Err(e) => Err(ledger_err(e)),
         }
+        .map_err(|e| self.ledger_err(e))?;
+        if report.runs_added + report.runs_changed + report.reports_attached > 0 {
+            report.tick = Some(tick.0);
+        }
+        let mut warm = Warm { writer, index };
+        if let Some(file) = self.cache_file()
+            && self.saved_head != Some(tick)
+        {
+            let key = self.key(&warm.writer);
+            let saved = tokio::task::spawn_blocking(move || {
+                let r = index::save(&file, &key, &warm.index).map_err(|e| (file, e));
+                (warm, r)
+            })
+            .await
+            .map_err(|e| IngestError::Thread {
+                path: self.config.path.clone(),
+                reason: e.to_string(),
+            })?;
+            warm = saved.0;
+            match saved.1 {
+                Ok(()) => self.saved_head = Some(tick),
+                // The ledger is written; only the next new ingester is slower.
+                Err((file, e)) => report.warn(format!(
+                    "could not save the ingest index to {}: {e}",
+                    file.display()
+                )),
+            }
+        }
+        self.idle = Some((tick, idle));
+        self.source = source;
+        self.warm = Some(warm);
+        Ok(report)
     }
-}
-
-/// The index of a world read from its state: fingerprints unknown.
-fn cold_index(world: &World) -> Index {
-    let mut index = Index::default();
-    let mut q = world.hecs().query::<(&EntityId, &Run)>();
-    for (id, run) in q.iter() {
-        index.runs.insert(
-            run.run_id.clone(),
-            Tracked {
-                entity: *id,
-                fp: 0,
-                seen: 0,
-            },
-        );
-    }
-    let mut q = world.hecs().query::<(&EntityId, &RunReport)>();
-    for (id, rep) in q.iter() {
-        index.reports.insert(
-            rep.report_id.clone(),
-            Tracked {
-                entity: *id,
-                fp: 0,
-                seen: 0,
-            },
-        );
-    }
-    index
 }
 
 fn report_from_row(row: &ReportRow, report: &mut SyncReport) -> RunReport {
@@ -360,13 +476,15 @@ fn build_run(mut row: AgentRow, config: &RunnerConfig) -> Built {
     }
 }
 
-/// Buffers the changes of one sync into `world` and updates `index`.
+/// Buffers the changes of one sync into `writer` and updates `index`.
+/// `idle` receives what a sync of the same, unchanged file would report.
 fn apply(
-    world: &mut World,
+    writer: &mut TickWriter,
     index: &mut Index,
     scan: Scan,
     config: &RunnerConfig,
     report: &mut SyncReport,
+    idle: &mut SyncReport,
 ) -> Result<(), autoresearch_core::Error> {
     let epoch = index.epoch;
     report.rows_read = scan.rows_read;
@@ -380,6 +498,7 @@ fn apply(
             "report {report_id}: agent {agent_id} has no agents row; report not ingested"
         ));
     }
+    *idle = report.clone();
 
     // The latest report per agent among the rows read, and report fingerprints.
     let mut latest: HashMap<String, RunReport> = HashMap::new();
@@ -395,70 +514,94 @@ fn apply(
         }
     }
 
-    let built: Vec<Built> = scan
+    let built: Vec<(i64, Built)> = scan
         .agents
         .into_iter()
-        .map(|r| build_run(r, config))
+        .map(|(rowid, r)| (rowid, build_run(r, config)))
         .collect();
     // New runs are spawned in start order, as the reference loader reads them.
     // Sort positions, not the (large) runs themselves.
     let mut keys: Vec<(i64, &str, usize)> = built
         .iter()
         .enumerate()
-        .map(|(i, b)| (b.run.started_at_ms, b.run.run_id.as_str(), i))
+        .map(|(i, (_, b))| (b.run.started_at_ms, b.run.run_id.as_str(), i))
         .collect();
     keys.sort_unstable();
     let order: Vec<usize> = keys.into_iter().map(|(_, _, i)| i).collect();
-    let mut built: Vec<Option<Built>> = built.into_iter().map(Some).collect();
-    for b in order.into_iter().filter_map(|i| built[i].take()) {
+    let mut built: Vec<Option<(i64, Built)>> = built.into_iter().map(Some).collect();
+    let mut by_rowid = scan.unchanged;
+    let registry = writer.registry().clone();
+    for (rowid, b) in order.into_iter().filter_map(|i| built[i].take()) {
         let Built {
             mut run,
             naive,
             warnings,
             fp,
         } = b;
-        let tracked = index.runs.get(&run.run_id).copied();
-        // The stored components are compared in place, not cloned.
-        let (run_changed, report_changed, new_report) = {
-            let stored = tracked.and_then(|t| world.hecs_entity(t.entity));
-            let stored_run = stored.and_then(|e| world.hecs().get::<&Run>(e).ok());
-            let stored_report = stored.and_then(|e| world.hecs().get::<&RunReport>(e).ok());
-            let stored_report = stored_report.as_deref();
-            let new_report = match (latest.remove(&run.run_id), stored_report) {
-                (Some(n), Some(s)) if s.order_key() > n.order_key() => None,
-                (n, _) => n,
-            };
-            let best = new_report.as_ref().or(stored_report);
-            run.commit_hash = match best.filter(|r| !r.commit_hash.is_empty()) {
-                Some(r) => r.commit_hash.clone(),
-                None => stored_run
-                    .as_deref()
-                    .map(|r| r.commit_hash.clone())
-                    .unwrap_or_default(),
-            };
-            let report_changed = new_report.is_some() && new_report.as_ref() != stored_report;
-            let run_changed = stored_run.as_deref().map(|s| *s != run);
-            (run_changed, report_changed, new_report)
+        let slot = index.slot(&run.run_id);
+        let stored = slot.map(|s| &index.runs[s as usize]);
+        let stored_report = stored.and_then(|s| s.report.as_ref());
+        let new_report = match (latest.remove(&run.run_id), stored_report) {
+            (Some(n), Some(s)) if s.order_key() > n.order_key() => None,
+            (n, _) => n,
         };
-        let run_id = run.run_id.clone();
-        // Written values are moved into the world (no decode at commit).
-        let (entity, run_written) = match (tracked, run_changed) {
-            (Some(t), Some(changed)) => {
+        // The commit of the newest report that names one, else the stored run's.
+        let best = match (&new_report, stored_report) {
+            (Some(n), _) => Some(n.commit_hash.as_str()),
+            (None, s) => s.map(|s| s.commit_hash.as_str()),
+        };
+        run.commit_hash = match best.filter(|c| !c.is_empty()) {
+            Some(c) => c.to_string(),
+            None => stored.map(|s| s.commit_hash.clone()).unwrap_or_default(),
+        };
+        let new_report = match new_report {
+            Some(r) => {
+                let hash = value_hash(&registry.encode(&r)?.1);
+                let changed = stored_report.is_none_or(|s| s.hash != hash);
+                changed.then_some((r, hash))
+            }
+            None => None,
+        };
+        let (slot, run_written) = match slot {
+            Some(slot) => {
+                let hash = value_hash(&registry.encode(&run)?.1);
+                let t = &index.runs[slot as usize];
+                let changed = t.run_hash != hash;
                 if changed {
-                    world.insert_owned(t.entity, run)?;
+                    writer.set(t.entity, &run)?;
                     report.runs_changed += 1;
                 }
-                (t.entity, changed)
+                let t = &mut index.runs[slot as usize];
+                t.run_hash = hash;
+                t.commit_hash = run.commit_hash;
+                t.seen = epoch;
+                (slot, changed)
             }
-            _ => {
-                let e = world.spawn_owned(run)?;
+            None => {
+                let entity = writer.spawn();
+                let run_hash = value_hash(writer.set(entity, &run)?);
                 report.runs_added += 1;
-                (e, true)
+                let slot = index.push(TrackedRun {
+                    agent_id: run.run_id,
+                    entity,
+                    run_hash,
+                    commit_hash: run.commit_hash,
+                    report: None,
+                    seen: epoch,
+                });
+                (slot, true)
             }
         };
-        if report_changed && let Some(r) = new_report {
-            world.insert_owned(entity, r)?;
+        if let Some((r, hash)) = new_report {
+            let t = &mut index.runs[slot as usize];
+            writer.set(t.entity, &r)?;
             report.reports_attached += 1;
+            t.report = Some(StoredReport {
+                created_at_ms: r.created_at_ms,
+                report_id: r.report_id,
+                commit_hash: r.commit_hash,
+                hash,
+            });
         }
         if run_written {
             report.timestamps_without_offset += naive;
@@ -466,31 +609,16 @@ fn apply(
                 report.warn(w);
             }
         }
-        let tracked = Tracked {
-            entity,
-            fp,
-            seen: epoch,
-        };
-        match index.runs.get_mut(&run_id) {
-            Some(t) => *t = tracked,
-            None => {
-                index.runs.insert(run_id, tracked);
-            }
-        }
+        by_rowid.push((rowid, fp, slot));
     }
     for (report_id, agent_id, fp) in report_fps {
-        if let Some(t) = index.runs.get(&agent_id) {
-            let entity = t.entity;
-            index.reports.insert(
-                report_id,
-                Tracked {
-                    entity,
-                    fp,
-                    seen: epoch,
-                },
-            );
+        if index.slot(&agent_id).is_some() {
+            index.reports.insert(report_id, fp);
         }
     }
-    report.runs_missing = index.runs.values().filter(|t| t.seen != epoch).count();
+    by_rowid.sort_unstable_by_key(|r| r.0);
+    index.by_rowid = by_rowid;
+    report.runs_missing = index.runs.iter().filter(|t| t.seen != epoch).count();
+    idle.runs_missing = report.runs_missing;
     Ok(())
 }

@@ -1,0 +1,186 @@
+//! [`TickWriter`]: appends ticks to a world without materializing it, for
+//! writers that keep their own index of the entities they write (a bulk
+//! ingest that knows which entity holds which source row).
+
+use crate::error::Error;
+use crate::ids::{EntityId, Tick, WorldId, now_ms};
+use crate::ledger;
+use crate::record::{Change, TickRecord};
+use crate::registry::{ComponentRegistry, ComponentValue};
+use crate::storage::{Storage, StorageError, WorldInfo};
+use crate::world::World;
+use std::sync::Arc;
+
+/// Buffers changes to one world at a known head and appends them as the next
+/// tick, like [`World::commit`], without holding the world's state.
+///
+/// Unlike [`World`] it cannot check that an entity is alive: the caller
+/// promises that every entity it sets a component on was spawned by this
+/// writer or is alive at the head the writer was resumed at (it learnt the
+/// ids from a materialized [`World`] or from its own earlier commits to the
+/// same head). A broken promise makes a record that later fails to apply.
+///
+/// Cost: O(pending changes) per commit, except on ticks where the storage
+/// asks for a snapshot (`tick % snapshot_interval == 0`): those materialize
+/// the state at the head ([`ledger::state_at`]) to write it.
+pub struct TickWriter {
+    storage: Arc<dyn Storage>,
+    registry: Arc<ComponentRegistry>,
+    info: WorldInfo,
+    next_entity: u64,
+    pending: Vec<Change>,
+}
+
+impl TickWriter {
+    /// A writer for the world a materialized `world` is at: its head tick
+    /// and next entity id. Errors if `world` is read-only (a past tick).
+    pub fn from_world(world: &World) -> Result<TickWriter, Error> {
+        if world.is_read_only() {
+            return Err(Error::ReadOnly {
+                world: world.id(),
+                tick: world.tick(),
+            });
+        }
+        let mut info = world.info().clone();
+        info.head = world.tick();
+        Ok(TickWriter {
+            storage: world.storage().clone(),
+            registry: world.registry().clone(),
+            info,
+            next_entity: world.next_entity(),
+            pending: Vec::new(),
+        })
+    }
+
+    /// A writer for a new, empty root world named `name`.
+    pub async fn create(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        name: &str,
+    ) -> Result<TickWriter, Error> {
+        let info = storage.create_world(name).await?;
+        Ok(TickWriter {
+            storage,
+            registry,
+            next_entity: 0,
+            info,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Resumes writing world `id` at tick `head`, whose next entity id is
+    /// `next_entity` (as a [`World`] or [`crate::State`] at that tick reports
+    /// it). Errors with a storage `Conflict` if the world's head is not
+    /// `head` (another writer advanced it): the caller's knowledge is stale.
+    pub async fn resume(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        id: WorldId,
+        head: Tick,
+        next_entity: u64,
+    ) -> Result<TickWriter, Error> {
+        let info = storage.world(id).await?;
+        if info.head != head {
+            return Err(Error::Storage(StorageError::Conflict {
+                world: id,
+                attempted: head.next(),
+                head: info.head,
+            }));
+        }
+        Ok(TickWriter {
+            storage,
+            registry,
+            info,
+            next_entity,
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn info(&self) -> &WorldInfo {
+        &self.info
+    }
+
+    /// The last committed tick this writer knows.
+    pub fn head(&self) -> Tick {
+        self.info.head
+    }
+
+    /// The next entity id [`TickWriter::spawn`] hands out.
+    pub fn next_entity(&self) -> u64 {
+        self.next_entity
+    }
+
+    pub fn registry(&self) -> &Arc<ComponentRegistry> {
+        &self.registry
+    }
+
+    /// Allocates a new entity id and buffers its spawn.
+    pub fn spawn(&mut self) -> EntityId {
+        let entity = EntityId(self.next_entity);
+        self.next_entity += 1;
+        self.pending.push(Change::Spawn { entity });
+        entity
+    }
+
+    /// Buffers setting component `value` on `entity` (see the type's
+    /// liveness promise) and returns the encoded bytes it will store.
+    pub fn set<T: ComponentValue>(&mut self, entity: EntityId, value: &T) -> Result<&[u8], Error> {
+        let (component, value) = self.registry.encode(value)?;
+        self.pending.push(Change::Set {
+            entity,
+            component,
+            value,
+        });
+        match self.pending.last() {
+            Some(Change::Set { value, .. }) => Ok(value),
+            _ => unreachable!("a Set was just pushed"),
+        }
+    }
+
+    /// The buffered changes of the next tick.
+    pub fn pending(&self) -> &[Change] {
+        &self.pending
+    }
+
+    /// Appends the buffered changes as tick `head + 1`. With nothing
+    /// buffered, returns the head and appends nothing.
+    ///
+    /// Errors: `Conflict` when another writer advanced the world first. On
+    /// an error the head is unchanged; the pending changes are kept if the
+    /// snapshot could not be made, and dropped if the append failed.
+    pub async fn commit(&mut self) -> Result<Tick, Error> {
+        if self.pending.is_empty() {
+            return Ok(self.info.head);
+        }
+        let tick = self.info.head.next();
+        let record = TickRecord {
+            tick,
+            at_ms: now_ms(),
+            changes: std::mem::take(&mut self.pending),
+        };
+        let snapshot = match self.storage.snapshot_interval() {
+            Some(k) if k > 0 && tick.0.is_multiple_of(k) => {
+                let state = ledger::state_at(self.storage.as_ref(), self.info.id, self.info.head)
+                    .await
+                    .map(|mut s| s.apply(self.info.id, &record).map(|()| s));
+                match state {
+                    Ok(Ok(s)) => Some(s.to_snapshot()),
+                    Ok(Err(e)) => {
+                        self.pending = record.changes;
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        self.pending = record.changes;
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
+        // The record is moved, not copied (a bulk tick can be large), so a
+        // failed append drops the changes.
+        self.storage.append(self.info.id, record, snapshot).await?;
+        self.info.head = tick;
+        Ok(tick)
+    }
+}

@@ -1,0 +1,272 @@
+//! What an ingester knows about the world it writes: which entity holds
+//! which agent, a hash of each stored value (so a re-built run is compared
+//! without the world materialized), and the fingerprint of each source row
+//! by rowid (so an unchanged row is skipped without being read).
+//!
+//! The index can be saved beside the ledger ([`save`]) and loaded by a later
+//! process ([`load`]). A saved index is valid only for the exact world head
+//! it was saved at; [`load`] refuses one that is missing, corrupt, from
+//! another format version, for another world, source or experiment
+//! setting, and the caller then checks the head through the ledger.
+
+use crate::report::RunReport;
+use autoresearch_core::{ComponentRegistry, EntityId, RegistryError, Run, World, WorldInfo};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+/// The stored `RunReport` of a run, as far as deciding a re-sync needs it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredReport {
+    pub created_at_ms: i64,
+    pub report_id: String,
+    pub commit_hash: String,
+    /// Hash of the stored component's encoding.
+    pub hash: u64,
+}
+
+impl StoredReport {
+    pub fn order_key(&self) -> (i64, &str) {
+        (self.created_at_ms, &self.report_id)
+    }
+}
+
+/// A run in the world.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TrackedRun {
+    pub agent_id: String,
+    pub entity: EntityId,
+    /// Hash of the stored `Run` component's encoding.
+    pub run_hash: u64,
+    /// The stored `Run`'s commit_hash (kept when no report gives one).
+    pub commit_hash: String,
+    pub report: Option<StoredReport>,
+    /// The sync that last saw this run's row (`Index::epoch`); not saved.
+    #[serde(skip)]
+    pub seen: u64,
+}
+
+/// A hasher for keys that are already hashes (the xxh3 of an agent_id).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed with this; bytes are folded in anyway.
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 ^= v;
+    }
+}
+
+type AgentMap = HashMap<u64, u32, std::hash::BuildHasherDefault<PreHashed>>;
+
+fn agent_key(agent_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(agent_id.as_bytes())
+}
+
+/// What the ledger holds, keyed by the runner's ids.
+#[derive(Default)]
+pub(crate) struct Index {
+    pub runs: Vec<TrackedRun>,
+    /// The xxh3 of an agent_id to its position in `runs` (checked against
+    /// the stored agent_id: no string copies as keys) ...
+    by_agent: AgentMap,
+    /// ... and agent_ids whose hash another agent_id already took.
+    by_agent_collided: HashMap<String, u32>,
+    /// `(rowid, row fingerprint, position in runs)` of the rows the last
+    /// scan saw, sorted by rowid. A row with the same rowid and fingerprint
+    /// holds what the run was last compared with; empty: read every row.
+    pub by_rowid: Vec<(i64, u64, u32)>,
+    /// report_id to the fingerprint of its row (0: unknown).
+    pub reports: HashMap<String, u64>,
+    /// Incremented per sync; a row seen in this sync has `seen == epoch`.
+    pub epoch: u64,
+}
+
+/// The hash that stands for an encoded value.
+pub(crate) fn value_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+impl Index {
+    /// The position in `runs` of the run of `agent_id`.
+    pub fn slot(&self, agent_id: &str) -> Option<u32> {
+        match self.by_agent.get(&agent_key(agent_id)) {
+            Some(&slot) if self.runs[slot as usize].agent_id == agent_id => Some(slot),
+            Some(_) => self.by_agent_collided.get(agent_id).copied(),
+            None => None,
+        }
+    }
+
+    pub fn run(&self, agent_id: &str) -> Option<&TrackedRun> {
+        self.slot(agent_id).map(|slot| &self.runs[slot as usize])
+    }
+
+    pub fn run_mut(&mut self, agent_id: &str) -> Option<&mut TrackedRun> {
+        self.slot(agent_id)
+            .map(|slot| &mut self.runs[slot as usize])
+    }
+
+    /// Adds a run, returning its position. An agent_id already present
+    /// points to the new position.
+    pub fn push(&mut self, run: TrackedRun) -> u32 {
+        let slot = self.runs.len() as u32;
+        let key = agent_key(&run.agent_id);
+        match self.by_agent.get(&key) {
+            Some(&other) if self.runs[other as usize].agent_id != run.agent_id => {
+                self.by_agent_collided.insert(run.agent_id.clone(), slot);
+            }
+            _ => {
+                self.by_agent.insert(key, slot);
+            }
+        }
+        self.runs.push(run);
+        slot
+    }
+
+    /// The index of a materialized world: values hashed, row fingerprints
+    /// unknown (every row is read and compared). Cost: one encode per run
+    /// and report.
+    pub fn of_world(world: &World, registry: &ComponentRegistry) -> Result<Index, RegistryError> {
+        let mut index = Index::default();
+        let mut q = world
+            .hecs()
+            .query::<(&EntityId, &Run, Option<&RunReport>)>();
+        for (id, run, report) in q.iter() {
+            let report = match report {
+                Some(r) => {
+                    index.reports.insert(r.report_id.clone(), 0);
+                    Some(StoredReport {
+                        created_at_ms: r.created_at_ms,
+                        report_id: r.report_id.clone(),
+                        commit_hash: r.commit_hash.clone(),
+                        hash: value_hash(&registry.encode(r)?.1),
+                    })
+                }
+                None => None,
+            };
+            index.push(TrackedRun {
+                agent_id: run.run_id.clone(),
+                entity: *id,
+                run_hash: value_hash(&registry.encode(run)?.1),
+                commit_hash: run.commit_hash.clone(),
+                report,
+                seen: 0,
+            });
+        }
+        // Reports on entities without a Run still name their report ids.
+        let mut q = world.hecs().query::<&RunReport>();
+        for r in q.iter() {
+            index.reports.entry(r.report_id.clone()).or_insert(0);
+        }
+        Ok(index)
+    }
+}
+
+/// File magic and format version of a saved index.
+const MAGIC: &[u8; 8] = b"ARIDX\x00\x00\x01";
+
+/// Which world state and which ingest a saved index belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Key {
+    pub world: WorldInfo,
+    /// The world's next entity id at `world.head`.
+    pub next_entity: u64,
+    pub source: String,
+    pub experiment: Option<String>,
+}
+
+/// A saved index as written (borrowed) ...
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    key: &'a Key,
+    runs: &'a [TrackedRun],
+    by_rowid: &'a [(i64, u64, u32)],
+    reports: Vec<(&'a str, u64)>,
+}
+
+/// ... and as read (the same encoding, owned).
+#[derive(Deserialize)]
+struct Saved {
+    key: Key,
+    runs: Vec<TrackedRun>,
+    by_rowid: Vec<(i64, u64, u32)>,
+    reports: Vec<(String, u64)>,
+}
+
+/// Writes `index` for the world state `key` to `path`, atomically (a
+/// temporary file renamed over it). Errors are I/O errors of the cache file.
+pub(crate) fn save(path: &Path, key: &Key, index: &Index) -> std::io::Result<()> {
+    let saved = SavedRef {
+        key,
+        runs: &index.runs,
+        by_rowid: &index.by_rowid,
+        reports: index
+            .reports
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect(),
+    };
+    let body = postcard::to_stdvec(&saved).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(MAGIC)?;
+        f.write_all(&body)?;
+        f.write_all(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes())?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Reads the index saved at `path` if it is intact and was saved for
+/// `expect` (world id, name, creation time, source and experiment; the head
+/// is checked by the caller against the ledger). `None` otherwise.
+pub(crate) fn load(path: &Path, expect: &Key) -> Option<(Key, Index)> {
+    let bytes = std::fs::read(path).ok()?;
+    let body = bytes.strip_prefix(MAGIC)?;
+    let (body, sum) = body.split_at_checked(body.len().checked_sub(8)?)?;
+    if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != sum {
+        return None;
+    }
+    let saved: Saved = postcard::from_bytes(body).ok()?;
+    let (k, e) = (&saved.key, expect);
+    if k.world.id != e.world.id
+        || k.world.name != e.world.name
+        || k.world.created_at_ms != e.world.created_at_ms
+        || k.world.parent != e.world.parent
+        || k.source != e.source
+        || k.experiment != e.experiment
+    {
+        return None;
+    }
+    let mut index = Index {
+        runs: Vec::with_capacity(saved.runs.len()),
+        by_agent: AgentMap::with_capacity_and_hasher(saved.runs.len(), Default::default()),
+        by_rowid: saved.by_rowid,
+        reports: saved.reports.into_iter().collect(),
+        ..Index::default()
+    };
+    for run in saved.runs {
+        index.push(run);
+    }
+    // Positions must be in range: a hand-edited file is refused, not trusted.
+    let n = index.runs.len() as u32;
+    if index.by_rowid.iter().any(|r| r.2 >= n) || !index.by_rowid.is_sorted_by_key(|r| r.0) {
+        return None;
+    }
+    Some((saved.key, index))
+}
