@@ -1511,11 +1511,15 @@ impl Controller {
     ) -> Result<(), LoopError> {
         let head = BranchHead::new(&self.cfg.experiment, commit, run_id, descriptor, now_ms());
         let exp = self.cfg.experiment.clone();
-        self.tick(&format!("advancing the head to run {run_id}"), |w| {
+        let (commit, finished_at) = (commit.to_string(), now_ms());
+        // Staged: the branch already points at the candidate, and a
+        // controller killed before the next durable write leaves the intent,
+        // which `recover` completes the same way.
+        self.stage(&format!("advancing the head to run {run_id}"), move |w| {
             let mut r = w.get::<Run>(entity).unwrap_or_default();
             r.set_status(RunStatus::Stopped);
-            r.finished_at_ms = now_ms();
-            r.commit_hash = commit.to_string();
+            r.finished_at_ms = finished_at;
+            r.commit_hash = commit.clone();
             w.insert(entity, &r)?;
             match w.branch_head(&exp) {
                 Some((e, _)) => w.insert(e, &head)?,
@@ -1608,6 +1612,8 @@ impl Controller {
             touched.push(run_id);
         }
         let _ = self.git(|g| g.run(&["worktree", "prune"]).map(drop)).await;
+        // What recovery decided is durable before anything else happens.
+        self.flush().await?;
         Ok(touched)
     }
 
