@@ -337,38 +337,43 @@ impl World {
             self.stage()?;
             return self.flush().await;
         }
-        if self.pending.is_empty() {
+        let Some(record) = self.next_record() else {
             return Ok(self.tick);
+        };
+        let appended = match self.snapshot_after(&record) {
+            Ok(snapshot) => self
+                .storage
+                .append(self.info.id, record.clone(), snapshot)
+                .await
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = appended {
+            // Keep the changes (and owned values) for the caller to
+            // inspect or redo.
+            self.pending = record.changes;
+            return Err(e);
         }
-        let tick = self.tick.next();
-        let record = TickRecord {
-            tick,
+        self.apply_next(&record)?;
+        Ok(record.tick)
+    }
+
+    /// The pending changes as the record of tick `head + 1`; `None` when
+    /// nothing is pending. The owned values stay, for [`World::apply_next`].
+    fn next_record(&mut self) -> Option<TickRecord> {
+        (!self.pending.is_empty()).then(|| TickRecord {
+            tick: self.tick.next(),
             at_ms: now_ms(),
             changes: std::mem::take(&mut self.pending),
-        };
-        match self.append(&record).await {
-            Ok(()) => {}
-            Err(e) => {
-                // Keep the changes (and owned values) for the caller to
-                // inspect or redo.
-                self.pending = record.changes;
-                return Err(e);
-            }
-        }
+        })
+    }
+
+    /// Applies `record`, the one [`World::next_record`] made, as the new head.
+    fn apply_next(&mut self, record: &TickRecord) -> Result<(), Error> {
         let values = std::mem::take(&mut self.pending_values);
         self.discard_pending();
         self.apply_changes(record.tick, &record.changes, values)?;
-        self.info.head = tick;
-        Ok(tick)
-    }
-
-    /// Appends `record`, with a snapshot of the state after it when the
-    /// storage's interval asks for one.
-    async fn append(&self, record: &TickRecord) -> Result<(), Error> {
-        let snapshot = self.snapshot_after(record)?;
-        self.storage
-            .append(self.info.id, record.clone(), snapshot)
-            .await?;
+        self.info.head = record.tick;
         Ok(())
     }
 
@@ -400,13 +405,8 @@ impl World {
     /// a snapshot that cannot be encoded); the pending changes are kept.
     pub fn stage(&mut self) -> Result<Tick, Error> {
         self.check_writable()?;
-        if self.pending.is_empty() {
+        let Some(record) = self.next_record() else {
             return Ok(self.tick);
-        }
-        let record = TickRecord {
-            tick: self.tick.next(),
-            at_ms: now_ms(),
-            changes: std::mem::take(&mut self.pending),
         };
         let snapshot = match self.snapshot_after(&record) {
             Ok(s) => s,
@@ -415,10 +415,7 @@ impl World {
                 return Err(e);
             }
         };
-        let values = std::mem::take(&mut self.pending_values);
-        self.discard_pending();
-        self.apply_changes(record.tick, &record.changes, values)?;
-        self.info.head = record.tick;
+        self.apply_next(&record)?;
         let tick = record.tick;
         self.staged.push((record, snapshot));
         Ok(tick)

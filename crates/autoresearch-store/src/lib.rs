@@ -331,6 +331,57 @@ impl RedbStorage {
     }
 }
 
+/// A tick record (and its snapshot) encoded for the writer.
+struct EncodedAppend {
+    world: WorldId,
+    tick: Tick,
+    record: Vec<u8>,
+    entities: Vec<EntityId>,
+    snapshot: Option<Vec<u8>>,
+}
+
+impl EncodedAppend {
+    /// Errors: a snapshot of another tick, or a value that cannot be encoded.
+    fn new(
+        world: WorldId,
+        record: TickRecord,
+        snapshot: Option<Snapshot>,
+    ) -> Result<EncodedAppend, StorageError> {
+        let tick = record.tick;
+        if let Some(s) = snapshot.as_ref().filter(|s| s.tick != tick) {
+            return Err(StorageError::SnapshotOutOfRange {
+                world,
+                tick: s.tick,
+            });
+        }
+        let entities = record.entities();
+        let record =
+            encoding::encode_record(record).map_err(|r| encode_failed(world, tick, "record", r))?;
+        let snapshot = snapshot
+            .map(encoding::encode_snapshot)
+            .transpose()
+            .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
+        Ok(EncodedAppend {
+            world,
+            tick,
+            record,
+            entities,
+            snapshot,
+        })
+    }
+
+    fn into_op(self, reply: writer::Reply<()>) -> Op {
+        Op::Append {
+            world: self.world,
+            tick: self.tick,
+            record: self.record,
+            entities: self.entities,
+            snapshot: self.snapshot,
+            reply,
+        }
+    }
+}
+
 /// Creates missing tables and checks (or records) the file's format version.
 fn ensure_schema(db: &Database, path: &str) -> Result<(), StorageError> {
     let context = || format!("preparing ledger {path}");
@@ -476,29 +527,8 @@ impl Storage for RedbStorage {
         record: TickRecord,
         snapshot: Option<Snapshot>,
     ) -> Result<(), StorageError> {
-        let tick = record.tick;
-        if let Some(s) = snapshot.as_ref().filter(|s| s.tick != tick) {
-            return Err(StorageError::SnapshotOutOfRange {
-                world,
-                tick: s.tick,
-            });
-        }
-        let entities = record.entities();
-        let record =
-            encoding::encode_record(record).map_err(|r| encode_failed(world, tick, "record", r))?;
-        let snapshot = snapshot
-            .map(encoding::encode_snapshot)
-            .transpose()
-            .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
-        self.write(|reply| Op::Append {
-            world,
-            tick,
-            record,
-            entities,
-            snapshot,
-            reply,
-        })
-        .await
+        let append = EncodedAppend::new(world, record, snapshot)?;
+        self.write(|reply| append.into_op(reply)).await
     }
 
     /// Queues every record with the writer at once, so that group commit
@@ -510,35 +540,14 @@ impl Storage for RedbStorage {
         records: Vec<(TickRecord, Option<Snapshot>)>,
     ) -> Result<(), StorageError> {
         // Everything is encoded before anything is queued.
-        let mut ops = Vec::with_capacity(records.len());
-        for (record, snapshot) in records {
-            let tick = record.tick;
-            if let Some(s) = snapshot.as_ref().filter(|s| s.tick != tick) {
-                return Err(StorageError::SnapshotOutOfRange {
-                    world,
-                    tick: s.tick,
-                });
-            }
-            let entities = record.entities();
-            let record = encoding::encode_record(record)
-                .map_err(|r| encode_failed(world, tick, "record", r))?;
-            let snapshot = snapshot
-                .map(encoding::encode_snapshot)
-                .transpose()
-                .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
-            ops.push((tick, record, entities, snapshot));
-        }
-        let mut replies = Vec::with_capacity(ops.len());
-        for (tick, record, entities, snapshot) in ops {
+        let appends = records
+            .into_iter()
+            .map(|(record, snapshot)| EncodedAppend::new(world, record, snapshot))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut replies = Vec::with_capacity(appends.len());
+        for append in appends {
             let (reply, rx) = oneshot::channel();
-            self.writer.submit(Op::Append {
-                world,
-                tick,
-                record,
-                entities,
-                snapshot,
-                reply,
-            })?;
+            self.writer.submit(append.into_op(reply))?;
             replies.push(rx);
         }
         for rx in replies {
