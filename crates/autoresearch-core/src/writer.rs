@@ -137,6 +137,19 @@ impl TickWriter {
         }
     }
 
+    /// Buffers setting component `component` on `entity` to `value`, bytes
+    /// the caller encoded (for example from a borrowed view that serializes
+    /// exactly as the registered type, to avoid building owned values in
+    /// bulk). The caller promises `value` is the registry's encoding of a
+    /// value of that component; it is stored as given.
+    pub fn set_encoded(&mut self, entity: EntityId, component: String, value: Vec<u8>) {
+        self.pending.push(Change::Set {
+            entity,
+            component,
+            value,
+        });
+    }
+
     /// The buffered changes of the next tick.
     pub fn pending(&self) -> &[Change] {
         &self.pending

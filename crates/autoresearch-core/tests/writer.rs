@@ -34,7 +34,12 @@ async fn writer_ticks_equal_world_ticks_with_snapshots() {
         let run = Run::new(format!("r{t}"), "exp");
         let ea = a.spawn_with(&run).unwrap();
         let eb = b.spawn();
-        b.set(eb, &run).unwrap();
+        if t % 3 == 0 {
+            let (name, bytes) = reg.encode(&run).unwrap();
+            b.set_encoded(eb, name, bytes);
+        } else {
+            b.set(eb, &run).unwrap();
+        }
         assert_eq!(ea, eb);
         ids.push(ea);
         let mut changed = Run::new(format!("r{}", t / 2), "exp");

@@ -213,23 +213,45 @@ pub(crate) fn save(path: &Path, key: &Key, index: &Index) -> std::io::Result<()>
             .map(|(k, v)| (k.as_str(), *v))
             .collect(),
     };
-    let body = postcard::to_stdvec(&saved).map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(MAGIC)?;
-        f.write_all(&body)?;
-        f.write_all(&xxhash_rust::xxh3::xxh3_64(&body).to_le_bytes())?;
-        drop(f);
+        // Streamed through a buffer into the file and the checksum: no
+        // copy of the whole encoding in memory.
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(MAGIC)?;
+        let sum = xxhash_rust::xxh3::Xxh3::new();
+        let out = std::io::BufWriter::with_capacity(1 << 16, Summed { file, sum });
+        let mut out = postcard::to_io(&saved, out).map_err(std::io::Error::other)?;
+        out.flush()?;
+        let Summed { mut file, sum } = out.into_inner().map_err(|e| e.into_error())?;
+        file.write_all(&sum.digest().to_le_bytes())?;
+        drop(file);
         std::fs::rename(&tmp, path)
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// A file writer that hashes what it writes.
+struct Summed {
+    file: std::fs::File,
+    sum: xxhash_rust::xxh3::Xxh3,
+}
+
+impl Write for Summed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Reads the index saved at `path` if it is intact and was saved for

@@ -41,23 +41,22 @@ pub(crate) const REPORT_COLUMNS: [&str; 10] = [
     "created_at",
 ];
 
-/// One `agents` row, as text (NULL kept as `None`).
+/// One `agents` row, as text (NULL kept as `None`): the columns one after
+/// another in one string (one allocation per row, not one per column).
 #[derive(Clone, Debug)]
 pub(crate) struct AgentRow {
-    pub cols: [Option<String>; 11],
+    text: String,
+    /// Where each column is in `text`; `None` for NULL.
+    spans: [Option<(u32, u32)>; 11],
     pub fp: u64,
 }
 
 impl AgentRow {
     pub fn get(&self, i: usize) -> Option<&str> {
-        self.cols[i].as_deref()
+        self.spans[i].map(|(a, b)| &self.text[a as usize..b as usize])
     }
     pub fn text(&self, i: usize) -> String {
-        self.cols[i].clone().unwrap_or_default()
-    }
-    /// Moves column `i` out (the row is consumed column by column).
-    pub fn take(&mut self, i: usize) -> Option<String> {
-        self.cols[i].take()
+        self.get(i).unwrap_or_default().to_string()
     }
 }
 
@@ -272,17 +271,35 @@ fn digest(buf: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(buf).max(1)
 }
 
-/// A row read in one pass: owned columns and fingerprint together.
+/// A row read in one pass: its text and fingerprint together.
 fn new_agent_row(row: &Row<'_>, from: usize, buf: &mut Vec<u8>) -> rusqlite::Result<AgentRow> {
+    use std::fmt::Write;
     buf.clear();
-    let mut cols: [Option<String>; 11] = Default::default();
-    for (i, c) in cols.iter_mut().enumerate() {
+    let mut text = String::with_capacity(256);
+    let mut spans = [None; 11];
+    for (i, span) in spans.iter_mut().enumerate() {
         let v = row.get_ref(from + i)?;
         encode(v, buf);
-        *c = owned(v);
+        let start = text.len();
+        // Rendered as `owned` renders it.
+        match v {
+            ValueRef::Null => continue,
+            ValueRef::Integer(n) => {
+                let _ = write!(text, "{n}");
+            }
+            ValueRef::Real(f) => {
+                let _ = write!(text, "{f}");
+            }
+            ValueRef::Text(b) | ValueRef::Blob(b) => match std::str::from_utf8(b) {
+                Ok(s) => text.push_str(s),
+                Err(_) => text.push_str(&String::from_utf8_lossy(b)),
+            },
+        }
+        *span = Some((start as u32, text.len() as u32));
     }
     Ok(AgentRow {
-        cols,
+        text,
+        spans,
         fp: digest(buf),
     })
 }

@@ -418,16 +418,17 @@ fn report_from_row(row: &ReportRow, report: &mut SyncReport) -> RunReport {
     }
 }
 
-/// A run built from its row, with what parsing it found.
+/// A row with what parsing it found: its times and their warnings.
 struct Built {
-    run: Run,
+    row: AgentRow,
+    started_at_ms: i64,
+    finished_at_ms: i64,
     naive: usize,
     warnings: Vec<String>,
-    fp: u64,
 }
 
-fn build_run(mut row: AgentRow, config: &RunnerConfig) -> Built {
-    let agent_id = row.take(0).unwrap_or_default();
+fn build_run(row: AgentRow) -> Built {
+    let agent_id = row.get(0).unwrap_or_default();
     let mut naive = 0;
     let mut warnings = Vec::new();
     let mut ms = |col: usize| {
@@ -445,38 +446,106 @@ fn build_run(mut row: AgentRow, config: &RunnerConfig) -> Built {
     };
     let started_at_ms = ms(7);
     let finished_at_ms = ms(8);
-    let harness = row.take(3).unwrap_or_default();
-    let agent_name = row.take(9).unwrap_or_default();
-    let experiment_name = match &config.experiment {
-        Some(e) => e.clone(),
-        None => experiment_from_agent_name(&agent_name, &harness)
-            .unwrap_or("adhoc")
-            .to_string(),
-    };
-    let run = Run {
-        run_id: agent_id,
-        experiment_name,
-        vm_name: row.take(1).unwrap_or_default(),
-        status: row.take(2).unwrap_or_else(|| "booting".to_string()),
-        harness,
-        repo_url: row.take(4).unwrap_or_default(),
-        branch: row.take(5).unwrap_or_else(|| "main".to_string()),
-        task: row.take(6).unwrap_or_default(),
+    Built {
+        row,
         started_at_ms,
         finished_at_ms,
-        agent_name,
-        workspace_path: row.take(10).unwrap_or_default(),
-        commit_hash: String::new(),
-    };
-    Built {
-        run,
         naive,
         warnings,
-        fp: row.fp,
+    }
+}
+
+impl Built {
+    fn run_id(&self) -> &str {
+        self.row.get(0).unwrap_or_default()
+    }
+
+    /// The run this row gives, borrowing its text.
+    fn view<'a>(&'a self, config: &'a RunnerConfig, commit_hash: &'a str) -> RunView<'a> {
+        let row = &self.row;
+        let harness = row.get(3).unwrap_or_default();
+        let agent_name = row.get(9).unwrap_or_default();
+        let experiment_name = match &config.experiment {
+            Some(e) => e.as_str(),
+            None => experiment_from_agent_name(agent_name, harness).unwrap_or("adhoc"),
+        };
+        RunView {
+            run_id: self.run_id(),
+            experiment_name,
+            vm_name: row.get(1).unwrap_or_default(),
+            status: row.get(2).unwrap_or("booting"),
+            harness,
+            repo_url: row.get(4).unwrap_or_default(),
+            branch: row.get(5).unwrap_or("main"),
+            task: row.get(6).unwrap_or_default(),
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            agent_name,
+            workspace_path: row.get(10).unwrap_or_default(),
+            commit_hash,
+        }
+    }
+}
+
+/// A [`Run`] borrowing its text: serializes to exactly the bytes the `Run`
+/// it stands for does (same fields, same order), so the ingest encodes rows
+/// without allocating a string per field. [`RunView::to_run`] names every
+/// field of `Run`, so a field added there breaks the build here.
+#[derive(Serialize)]
+struct RunView<'a> {
+    run_id: &'a str,
+    experiment_name: &'a str,
+    vm_name: &'a str,
+    status: &'a str,
+    harness: &'a str,
+    repo_url: &'a str,
+    branch: &'a str,
+    task: &'a str,
+    started_at_ms: i64,
+    finished_at_ms: i64,
+    agent_name: &'a str,
+    workspace_path: &'a str,
+    commit_hash: &'a str,
+}
+
+impl RunView<'_> {
+    #[cfg(test)]
+    fn to_run(&self) -> Run {
+        Run {
+            run_id: self.run_id.to_string(),
+            experiment_name: self.experiment_name.to_string(),
+            vm_name: self.vm_name.to_string(),
+            status: self.status.to_string(),
+            harness: self.harness.to_string(),
+            repo_url: self.repo_url.to_string(),
+            branch: self.branch.to_string(),
+            task: self.task.to_string(),
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            agent_name: self.agent_name.to_string(),
+            workspace_path: self.workspace_path.to_string(),
+            commit_hash: self.commit_hash.to_string(),
+        }
+    }
+
+    /// The encoding, written into `scratch` and returned exactly sized.
+    fn encode(&self, scratch: &mut Vec<u8>) -> Result<Vec<u8>, autoresearch_core::Error> {
+        scratch.clear();
+        let taken = std::mem::take(scratch);
+        let out = postcard::to_extend(self, taken).map_err(|source| {
+            autoresearch_core::Error::Registry(autoresearch_core::RegistryError::Encode {
+                component: "Run".to_string(),
+                source,
+            })
+        })?;
+        *scratch = out;
+        Ok(scratch.clone())
     }
 }
 
 /// Buffers the changes of one sync into `writer` and updates `index`.
+/// Runs are encoded from their rows through [`RunView`]: no owned `Run`
+/// is built.
 /// `idle` receives what a sync of the same, unchanged file would report.
 fn apply(
     writer: &mut TickWriter,
@@ -517,31 +586,27 @@ fn apply(
     let built: Vec<(i64, Built)> = scan
         .agents
         .into_iter()
-        .map(|(rowid, r)| (rowid, build_run(r, config)))
+        .map(|(rowid, r)| (rowid, build_run(r)))
         .collect();
     // New runs are spawned in start order, as the reference loader reads them.
-    // Sort positions, not the (large) runs themselves.
+    // Sort positions, not the rows themselves.
     let mut keys: Vec<(i64, &str, usize)> = built
         .iter()
         .enumerate()
-        .map(|(i, (_, b))| (b.run.started_at_ms, b.run.run_id.as_str(), i))
+        .map(|(i, (_, b))| (b.started_at_ms, b.run_id(), i))
         .collect();
     keys.sort_unstable();
     let order: Vec<usize> = keys.into_iter().map(|(_, _, i)| i).collect();
-    let mut built: Vec<Option<(i64, Built)>> = built.into_iter().map(Some).collect();
     let mut by_rowid = scan.unchanged;
+    let run_component = writer.registry().name_of::<Run>()?.to_string();
     let registry = writer.registry().clone();
-    for (rowid, b) in order.into_iter().filter_map(|i| built[i].take()) {
-        let Built {
-            mut run,
-            naive,
-            warnings,
-            fp,
-        } = b;
-        let slot = index.slot(&run.run_id);
+    let mut scratch = Vec::with_capacity(512);
+    for (rowid, b) in order.into_iter().map(|i| &built[i]) {
+        let run_id = b.run_id();
+        let slot = index.slot(run_id);
         let stored = slot.map(|s| &index.runs[s as usize]);
         let stored_report = stored.and_then(|s| s.report.as_ref());
-        let new_report = match (latest.remove(&run.run_id), stored_report) {
+        let new_report = match (latest.remove(run_id), stored_report) {
             (Some(n), Some(s)) if s.order_key() > n.order_key() => None,
             (n, _) => n,
         };
@@ -550,7 +615,7 @@ fn apply(
             (Some(n), _) => Some(n.commit_hash.as_str()),
             (None, s) => s.map(|s| s.commit_hash.as_str()),
         };
-        run.commit_hash = match best.filter(|c| !c.is_empty()) {
+        let commit_hash = match best.filter(|c| !c.is_empty()) {
             Some(c) => c.to_string(),
             None => stored.map(|s| s.commit_hash.clone()).unwrap_or_default(),
         };
@@ -562,30 +627,30 @@ fn apply(
             }
             None => None,
         };
+        let bytes = b.view(config, &commit_hash).encode(&mut scratch)?;
+        let run_hash = value_hash(&bytes);
         let (slot, run_written) = match slot {
             Some(slot) => {
-                let hash = value_hash(&registry.encode(&run)?.1);
-                let t = &index.runs[slot as usize];
-                let changed = t.run_hash != hash;
+                let t = &mut index.runs[slot as usize];
+                let changed = t.run_hash != run_hash;
                 if changed {
-                    writer.set(t.entity, &run)?;
+                    writer.set_encoded(t.entity, run_component.clone(), bytes);
                     report.runs_changed += 1;
                 }
-                let t = &mut index.runs[slot as usize];
-                t.run_hash = hash;
-                t.commit_hash = run.commit_hash;
+                t.run_hash = run_hash;
+                t.commit_hash = commit_hash;
                 t.seen = epoch;
                 (slot, changed)
             }
             None => {
                 let entity = writer.spawn();
-                let run_hash = value_hash(writer.set(entity, &run)?);
+                writer.set_encoded(entity, run_component.clone(), bytes);
                 report.runs_added += 1;
                 let slot = index.push(TrackedRun {
-                    agent_id: run.run_id,
+                    agent_id: run_id.to_string(),
                     entity,
                     run_hash,
-                    commit_hash: run.commit_hash,
+                    commit_hash,
                     report: None,
                     seen: epoch,
                 });
@@ -604,12 +669,12 @@ fn apply(
             });
         }
         if run_written {
-            report.timestamps_without_offset += naive;
-            for w in warnings {
-                report.warn(w);
+            report.timestamps_without_offset += b.naive;
+            for w in &b.warnings {
+                report.warn(w.clone());
             }
         }
-        by_rowid.push((rowid, fp, slot));
+        by_rowid.push((*rowid, b.row.fp, slot));
     }
     for (report_id, agent_id, fp) in report_fps {
         if index.slot(&agent_id).is_some() {
@@ -621,4 +686,38 @@ fn apply(
     report.runs_missing = index.runs.iter().filter(|t| t.seen != epoch).count();
     idle.runs_missing = report.runs_missing;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_view_encodes_exactly_as_its_run() {
+        let registry = crate::registry();
+        let mut scratch = Vec::new();
+        for (i, text) in ["", "a", "ü-ñ 🚀", &"x".repeat(300)]
+            .into_iter()
+            .enumerate()
+        {
+            let view = RunView {
+                run_id: text,
+                experiment_name: "exp",
+                vm_name: text,
+                status: "running",
+                harness: "claude-code",
+                repo_url: text,
+                branch: "main",
+                task: text,
+                started_at_ms: -(i as i64) * 1_000_000_007,
+                finished_at_ms: i64::MAX - i as i64,
+                agent_name: text,
+                workspace_path: "/ws",
+                commit_hash: text,
+            };
+            let (name, expected) = registry.encode(&view.to_run()).unwrap();
+            assert_eq!(name, "Run");
+            assert_eq!(view.encode(&mut scratch).unwrap(), expected, "case {i}");
+        }
+    }
 }
