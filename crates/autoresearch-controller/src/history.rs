@@ -51,14 +51,61 @@ pub fn status_word(outcome: Option<&Outcome>) -> &str {
     }
 }
 
+/// One attempt as a line of the history file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// The short commit, `-------` when there is none.
+    pub commit: String,
+    pub metrics: Vec<(String, f64)>,
+    pub status: String,
+    /// The decision's reason, on one line.
+    pub description: String,
+}
+
+impl Row {
+    pub fn of(a: &Attempt) -> Row {
+        let commit: String = a.run.commit_hash.chars().take(7).collect();
+        let reason = a.outcome.as_ref().map_or("", |o| o.reason.as_str());
+        Row {
+            commit: if commit.is_empty() {
+                "-------".into()
+            } else {
+                commit
+            },
+            metrics: final_metrics(a),
+            status: status_word(a.outcome.as_ref()).to_string(),
+            description: reason
+                .chars()
+                .map(|c| if c == '\t' || c == '\n' { ' ' } else { c })
+                .collect(),
+        }
+    }
+
+    /// Whether the line can no longer change: the run is over and its
+    /// decision is not waiting for votes.
+    pub fn is_final(a: &Attempt) -> bool {
+        let over = a.run.status().is_ok_and(|s| s.is_terminal());
+        over && a
+            .outcome
+            .as_ref()
+            .is_some_and(|o| o.status != Outcome::PENDING)
+    }
+}
+
 /// Renders the attempts as results.tsv text.
 pub fn render(attempts: &[Attempt]) -> String {
-    let metrics: Vec<Vec<(String, f64)>> = attempts.iter().map(final_metrics).collect();
-    let mut names: Vec<String> = Vec::new();
-    for m in &metrics {
-        for (n, _) in m {
-            if !names.contains(n) {
-                names.push(n.clone());
+    let rows: Vec<Row> = attempts.iter().map(Row::of).collect();
+    render_rows(rows.iter())
+}
+
+/// Renders rows as results.tsv text: one metric column for every metric
+/// name, in the order the names first appear (0 where a row has none).
+pub fn render_rows<'a>(rows: impl Iterator<Item = &'a Row> + Clone) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows.clone() {
+        for (n, _) in &r.metrics {
+            if !names.contains(&n.as_str()) {
+                names.push(n);
             }
         }
     }
@@ -68,27 +115,17 @@ pub fn render(attempts: &[Attempt]) -> String {
         out.push_str(n);
     }
     out.push_str("\tstatus\tdescription\n");
-    for (a, m) in attempts.iter().zip(&metrics) {
-        let commit: String = a.run.commit_hash.chars().take(7).collect();
-        out.push_str(if commit.is_empty() {
-            "-------"
-        } else {
-            &commit
-        });
+    for r in rows {
+        out.push_str(&r.commit);
         for n in &names {
-            let v = m.iter().find(|(k, _)| k == n).map_or(0.0, |(_, v)| *v);
+            let v = r
+                .metrics
+                .iter()
+                .find(|(k, _)| k == n)
+                .map_or(0.0, |(_, v)| *v);
             out.push_str(&format!("\t{v:.6}"));
         }
-        let reason = a.outcome.as_ref().map_or("", |o| o.reason.as_str());
-        let reason: String = reason
-            .chars()
-            .map(|c| if c == '\t' || c == '\n' { ' ' } else { c })
-            .collect();
-        out.push_str(&format!(
-            "\t{}\t{}\n",
-            status_word(a.outcome.as_ref()),
-            reason
-        ));
+        out.push_str(&format!("\t{}\t{}\n", r.status, r.description));
     }
     out
 }
@@ -96,11 +133,16 @@ pub fn render(attempts: &[Attempt]) -> String {
 /// Writes the file atomically (temp file, then rename), so a proposer never
 /// reads half of it.
 pub fn write(path: &Path, attempts: &[Attempt]) -> std::io::Result<()> {
+    write_text(path, &render(attempts))
+}
+
+/// [`write`] for text already rendered.
+pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     // One temp file per writer: parallel runs write the history at once.
     let tmp = path.with_extension(format!("tsv.{:x}.tmp", rand::random::<u32>()));
-    std::fs::write(&tmp, render(attempts))?;
+    std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }

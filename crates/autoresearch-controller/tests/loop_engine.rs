@@ -2,7 +2,9 @@
 //! (small shell scripts) as proposer and evaluator, over the in-memory
 //! reference ledger.
 
-use autoresearch_controller::{Controller, LocalExecutor, LoopConfig, MetricsFormat, Summary};
+use autoresearch_controller::{
+    Controller, LocalExecutor, LoopConfig, MetricsFormat, Summary, history,
+};
 use autoresearch_core::compare::{Comparator, CompareError, Decision, Evidence, Verdict, Vote};
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{
@@ -568,6 +570,31 @@ async fn a_dirty_checkout_is_left_alone_with_a_warning() {
 }
 
 #[tokio::test]
+async fn a_resumed_experiment_shows_its_whole_history_to_the_proposer() {
+    let f = Fixture::new();
+    let out = f._tmp.path().join("seen");
+    std::fs::create_dir(&out).unwrap();
+    let propose = format!(
+        "cp \"$AUTORESEARCH_RESULTS\" {o}/hist_$AUTORESEARCH_RUN_ID; {VARY}",
+        o = out.display()
+    );
+    // Enough attempts that a new controller reads them in one pass.
+    f.run(&propose, 18).await;
+    f.run(&propose, 1).await;
+    let all = f.attempts().await;
+    assert_eq!(all.len(), 20);
+    let last = all.last().unwrap();
+    let seen = std::fs::read_to_string(out.join(format!("hist_{}", last.run.run_id))).unwrap();
+    let mut running = last.clone();
+    running.run.commit_hash.clear();
+    (running.results, running.outcome) = (Vec::new(), None);
+    let mut before = all[..19].to_vec();
+    before.push(running);
+    assert_eq!(seen, history::render(&before));
+    assert_eq!(seen.lines().count(), 21);
+}
+
+#[tokio::test]
 async fn the_proposer_sees_its_run_base_worktree_and_history() {
     let f = Fixture::new();
     let out = f._tmp.path().join("seen");
@@ -576,8 +603,20 @@ async fn the_proposer_sees_its_run_base_worktree_and_history() {
         "echo \"$AUTORESEARCH_BASE_COMMIT $PWD $AUTORESEARCH_WORKTREE\" > {o}/env_$AUTORESEARCH_RUN_ID; cp \"$AUTORESEARCH_RESULTS\" {o}/hist_$AUTORESEARCH_RUN_ID; echo \"0.$(echo $AUTORESEARCH_RUN_ID | cksum | cut -c1-4)\" > score.txt",
         o = out.display()
     );
-    f.run(&propose, 2).await;
+    f.run(&propose, 4).await;
     let all = f.attempts().await;
+    // Each proposer saw every earlier attempt, then itself as running,
+    // exactly as a rebuild from the ledger renders them (the loop keeps
+    // decided lines from one iteration to the next).
+    for k in 1..all.len() {
+        let seen = std::fs::read_to_string(out.join(format!("hist_{}", all[k].run.run_id)));
+        let mut running = all[k].clone();
+        running.run.commit_hash.clear();
+        (running.results, running.outcome) = (Vec::new(), None);
+        let mut before = all[..k].to_vec();
+        before.push(running);
+        assert_eq!(seen.unwrap(), history::render(&before), "run {k}");
+    }
     let second = &all[2].run.run_id;
     let hist = std::fs::read_to_string(out.join(format!("hist_{second}"))).unwrap();
     let lines: Vec<&str> = hist.lines().collect();
