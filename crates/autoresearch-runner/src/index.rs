@@ -169,6 +169,101 @@ impl Index {
     }
 }
 
+impl Index {
+    /// Brings an index saved at an earlier head up to date with the ticks
+    /// appended since (`records`, in order), by this ingest or any other
+    /// writer: stored runs and reports are re-hashed from the recorded
+    /// bytes, and every run a tick touched loses its row fingerprint (its
+    /// row is read and compared again). `next_entity` is raised past every
+    /// spawn. Returns `false` when a change cannot be followed (a run or
+    /// report removed, a run's entity despawned or given another run_id, a
+    /// report on an entity without a run): the caller reads the world.
+    /// Cost: O(changes), plus one map of all entities when there are any.
+    pub fn replay(
+        &mut self,
+        registry: &ComponentRegistry,
+        world: autoresearch_core::WorldId,
+        records: &[autoresearch_core::TickRecord],
+        next_entity: &mut u64,
+    ) -> bool {
+        use autoresearch_core::Change;
+        if records.iter().all(|r| r.changes.is_empty()) {
+            return true;
+        }
+        let mut by_entity: HashMap<EntityId, u32> = self
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.entity, i as u32))
+            .collect();
+        let mut touched = std::collections::HashSet::new();
+        for change in records.iter().flat_map(|r| &r.changes) {
+            match change {
+                Change::Spawn { entity } => *next_entity = (*next_entity).max(entity.0 + 1),
+                Change::Set {
+                    entity,
+                    component,
+                    value,
+                } if component == "Run" => {
+                    let Ok(run) = registry.decode::<Run>(world, value) else {
+                        return false;
+                    };
+                    let slot = match (by_entity.get(entity), self.slot(&run.run_id)) {
+                        (Some(&a), Some(b)) if a == b => a,
+                        (None, None) => {
+                            let slot = self.push(TrackedRun {
+                                agent_id: run.run_id.clone(),
+                                entity: *entity,
+                                run_hash: 0,
+                                commit_hash: String::new(),
+                                report: None,
+                                seen: 0,
+                            });
+                            by_entity.insert(*entity, slot);
+                            slot
+                        }
+                        _ => return false,
+                    };
+                    let t = &mut self.runs[slot as usize];
+                    t.run_hash = value_hash(value);
+                    t.commit_hash = run.commit_hash;
+                    touched.insert(slot);
+                }
+                Change::Set {
+                    entity,
+                    component,
+                    value,
+                } if component == "RunReport" => {
+                    let Ok(r) = registry.decode::<RunReport>(world, value) else {
+                        return false;
+                    };
+                    let Some(&slot) = by_entity.get(entity) else {
+                        return false;
+                    };
+                    self.reports.insert(r.report_id.clone(), 0);
+                    self.runs[slot as usize].report = Some(StoredReport {
+                        created_at_ms: r.created_at_ms,
+                        report_id: r.report_id,
+                        commit_hash: r.commit_hash,
+                        hash: value_hash(value),
+                    });
+                    touched.insert(slot);
+                }
+                Change::Remove { component, .. }
+                    if component == "Run" || component == "RunReport" =>
+                {
+                    return false;
+                }
+                Change::Despawn { entity } if by_entity.contains_key(entity) => return false,
+                // Other components and entities are not the ingest's.
+                _ => {}
+            }
+        }
+        self.by_rowid.retain(|r| !touched.contains(&r.2));
+        true
+    }
+}
+
 /// File magic and format version of a saved index.
 const MAGIC: &[u8; 8] = b"ARIDX\x00\x00\x01";
 

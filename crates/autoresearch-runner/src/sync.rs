@@ -16,6 +16,10 @@ use std::sync::Arc;
 /// The world runner rows go to unless told otherwise.
 pub const DEFAULT_WORLD: &str = "runner-fleet";
 
+/// The saved index is rewritten when it is this many ticks behind the head
+/// (a new ingester replays at most this many ticks onto it).
+const SAVE_EVERY: u64 = 16;
+
 /// At most this many warnings are listed in a report; `warnings_total` counts all.
 const MAX_WARNINGS: usize = 100;
 
@@ -155,10 +159,12 @@ struct Warm {
 /// last sync (`PRAGMA data_version`), nothing is read.
 ///
 /// Keep it across syncs (as `--watch` does). A new ingester loads the index
-/// saved in [`RunnerConfig::cache_dir`] when it was saved at the world's
-/// current head for the same world, file and experiment setting; otherwise
-/// (missing, corrupt, stale because another writer appended, no cache dir)
-/// it materializes the world once to build the index, with the same result.
+/// saved in [`RunnerConfig::cache_dir`] (written on an ingester's first
+/// sync and then every few ticks) when it was saved for the same world,
+/// file and experiment setting, and replays the ticks appended since (by
+/// any writer) onto it. Otherwise (missing, corrupt, ahead of the world, a
+/// change it cannot follow such as a removed run, no cache dir) it
+/// materializes the world once to build the index, with the same result.
 pub struct RunnerIngest {
     storage: Arc<dyn Storage>,
     registry: Arc<ComponentRegistry>,
@@ -257,19 +263,36 @@ impl RunnerIngest {
                 experiment: self.config.experiment.clone(),
             };
             let loaded = tokio::task::spawn_blocking(move || index::load(&file, &expect)).await;
-            if let Ok(Some((key, index))) = loaded
-                && key.world.head == info.head
+            if let Ok(Some((key, mut index))) = loaded
+                && key.world.head <= info.head
             {
+                // Ticks appended after the save (by this ingest or others)
+                // are replayed onto the index.
+                let mut next_entity = key.next_entity;
+                let replayed = if key.world.head < info.head {
+                    let records = autoresearch_core::ledger::read_records(
+                        self.storage.as_ref(),
+                        info.id,
+                        key.world.head.next(),
+                        info.head,
+                    )
+                    .await;
+                    records.is_ok_and(|records| {
+                        index.replay(&self.registry, info.id, &records, &mut next_entity)
+                    })
+                } else {
+                    true
+                };
                 // Resuming re-checks the head: a writer may have appended since.
                 let writer = TickWriter::resume(
                     self.storage.clone(),
                     self.registry.clone(),
                     info.id,
-                    key.world.head,
-                    key.next_entity,
+                    info.head,
+                    next_entity,
                 )
                 .await;
-                if let Ok(writer) = writer {
+                if replayed && let Ok(writer) = writer {
                     self.saved_head = Some(key.world.head);
                     return Ok((Some(Warm { writer, index }), "saved"));
                 }
@@ -365,8 +388,12 @@ impl RunnerIngest {
             report.tick = Some(tick.0);
         }
         let mut warm = Warm { writer, index };
+        // Saved on the first sync and then every SAVE_EVERY ticks: a new
+        // ingester replays the ticks after the save.
         if let Some(file) = self.cache_file()
-            && self.saved_head != Some(tick)
+            && self
+                .saved_head
+                .is_none_or(|h| tick.0.saturating_sub(h.0) >= SAVE_EVERY || h > tick)
         {
             let key = self.key(&warm.writer);
             let saved = tokio::task::spawn_blocking(move || {

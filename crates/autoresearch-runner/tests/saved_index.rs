@@ -8,6 +8,7 @@ mod common;
 use autoresearch_core::{
     ComponentRegistry, Run, State, Storage, Tick, World, WorldId, ledger as log,
 };
+use autoresearch_runner::RunReport;
 use autoresearch_runner::{RunnerConfig, RunnerIngest, SyncReport};
 use common::*;
 use std::path::Path;
@@ -67,11 +68,20 @@ fn damage(dir: &Path, how: Index) {
     }
 }
 
+/// What another writer does to the world between two syncs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Other {
+    Nobody,
+    /// Sets a run's status (followed by replaying the tick).
+    ChangesRun,
+    /// Removes a run's report (not followed: the world is read).
+    RemovesReport,
+}
+
 /// Runs the same lifecycle of a runner file through new ingesters (one per
 /// sync, as separate processes), with the saved index treated as `how`
-/// before each sync, or with no cache dir at all (`None`). `other_writer`
-/// makes another writer change a run in the ledger between two syncs.
-async fn lifecycle(how: Option<Index>, other_writer: bool) -> Outcome {
+/// before each sync, or with no cache dir at all (`None`).
+async fn lifecycle(how: Option<Index>, other: Other) -> Outcome {
     let db = db(&[AGENTS, REPORTS]);
     let cache = tempfile::tempdir().unwrap();
     let (storage, registry) = ledger();
@@ -106,7 +116,7 @@ async fn lifecycle(how: Option<Index>, other_writer: bool) -> Outcome {
     db.set("a03", "status", Some("running"));
     db.set("a07", "status", Some("running"));
     step(&db).await;
-    if other_writer {
+    if other == Other::ChangesRun {
         // Another writer sets a run's status in the ledger; the file still
         // says `running`, so the next sync must write `running` back.
         let mut w = World::open(storage.clone(), registry.clone(), "runner-fleet")
@@ -115,6 +125,8 @@ async fn lifecycle(how: Option<Index>, other_writer: bool) -> Outcome {
         let (e, mut run) = w.run_by_id("a03").unwrap();
         run.status = "stopped-by-hand".into();
         w.insert(e, &run).unwrap();
+        // And adds a run the file does not have (counted as missing).
+        w.spawn_with(&Run::new("by-hand", "e")).unwrap();
         w.commit().await.unwrap();
     }
     db.set("a07", "status", Some("stopped"));
@@ -123,6 +135,14 @@ async fn lifecycle(how: Option<Index>, other_writer: bool) -> Outcome {
     step(&db).await;
     // Unchanged file.
     step(&db).await;
+    if other == Other::RemovesReport {
+        let mut w = World::open(storage.clone(), registry.clone(), "runner-fleet")
+            .await
+            .unwrap();
+        let (e, _) = w.run_by_id("a07").unwrap();
+        w.remove::<RunReport>(e).unwrap();
+        w.commit().await.unwrap();
+    }
     // A row deleted and inserted again gets a new rowid; one disappears.
     db.conn
         .execute_batch(
@@ -143,15 +163,22 @@ async fn lifecycle(how: Option<Index>, other_writer: bool) -> Outcome {
 
 #[tokio::test]
 async fn every_saved_index_state_gives_the_same_ledger() {
-    for other_writer in [false, true] {
-        let reference = lifecycle(None, other_writer).await;
+    for other in [Other::Nobody, Other::ChangesRun, Other::RemovesReport] {
+        let reference = lifecycle(None, other).await;
         assert_eq!(reference.0.len(), 6);
         assert_eq!(
             reference.2,
             ["new", "world", "world", "world", "world", "world"]
         );
-        assert_eq!(reference.0.last().unwrap().entities.len(), 21);
-        if other_writer {
+        let extra = usize::from(other == Other::ChangesRun);
+        assert_eq!(reference.0.last().unwrap().entities.len(), 21 + extra);
+        // The removed report was written again from the file.
+        let attached: Vec<usize> = reference.1.iter().map(|c| c.4).collect();
+        let again = usize::from(other == Other::RemovesReport);
+        assert_eq!(attached, [0, 0, 1, 0, again, 0], "{other:?}");
+        let missing = reference.1.last().unwrap().5;
+        assert_eq!(missing, 1 + usize::from(other == Other::ChangesRun));
+        if other == Other::ChangesRun {
             // The hand-made change was overwritten by the file's value.
             let s = &reference.0[2];
             let runs: Vec<Run> = s
@@ -176,20 +203,21 @@ async fn every_saved_index_state_gives_the_same_ledger() {
             Index::Truncated,
             Index::Garbage,
         ] {
-            let got = lifecycle(Some(how), other_writer).await;
-            assert_eq!(got.1, reference.1, "{how:?} other_writer={other_writer}");
-            assert!(got.0 == reference.0, "{how:?} other_writer={other_writer}");
-            // The saved index is used exactly when it is intact and current.
+            let got = lifecycle(Some(how), other).await;
+            assert_eq!(got.1, reference.1, "{how:?} {other:?}");
+            assert!(got.0 == reference.0, "{how:?} {other:?}");
+            // The saved index is used exactly when it is intact and every
+            // tick since can be replayed onto it.
             let mut expect = vec!["new"];
             for step in 1..6 {
-                let stale = other_writer && step == 2;
-                expect.push(if how == Index::Kept && !stale {
+                let unfollowable = other == Other::RemovesReport && step == 4;
+                expect.push(if how == Index::Kept && !unfollowable {
                     "saved"
                 } else {
                     "world"
                 });
             }
-            assert_eq!(got.2, expect, "{how:?} other_writer={other_writer}");
+            assert_eq!(got.2, expect, "{how:?} {other:?}");
         }
     }
 }
