@@ -136,7 +136,7 @@ pub fn write(path: &Path, attempts: &[Attempt]) -> std::io::Result<()> {
     write_text(path, &render(attempts))
 }
 
-/// [`write`] for text already rendered.
+/// [`write()`] for text already rendered.
 pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
