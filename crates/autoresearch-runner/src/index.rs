@@ -47,7 +47,8 @@ pub(crate) struct TrackedRun {
     pub seen: u64,
 }
 
-/// A hasher for keys that are already hashes (the xxh3 of an agent_id).
+/// A cheap hasher for keys that are hashes already (the xxh3 of an
+/// agent_id) or plain integers (entity ids).
 #[derive(Default, Clone, Copy)]
 pub(crate) struct PreHashed(u64);
 
@@ -60,7 +61,9 @@ impl std::hash::Hasher for PreHashed {
         self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
     }
     fn write_u64(&mut self, v: u64) {
-        self.0 ^= v;
+        // A bijective mix: entity ids are small and sequential, and the
+        // map needs varied high bits too.
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -74,11 +77,9 @@ fn agent_key(agent_id: &str) -> u64 {
 #[derive(Default)]
 pub(crate) struct Index {
     pub runs: Vec<TrackedRun>,
-    /// The xxh3 of an agent_id to its position in `runs` (checked against
-    /// the stored agent_id: no string copies as keys) ...
-    by_agent: AgentMap,
-    /// ... and agent_ids whose hash another agent_id already took.
-    by_agent_collided: HashMap<String, u32>,
+    /// agent_id to position in `runs`, built on first use (a re-sync whose
+    /// changed rows kept their rowids never needs it).
+    agents: std::cell::OnceCell<Agents>,
     /// `(rowid, row fingerprint, position in runs)` of the rows the last
     /// scan saw, sorted by rowid. A row with the same rowid and fingerprint
     /// holds what the run was last compared with; empty: read every row.
@@ -94,13 +95,69 @@ pub(crate) fn value_hash(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
+/// agent_id to position in `runs`.
+#[derive(Default)]
+struct Agents {
+    /// The xxh3 of an agent_id to its position (checked against the stored
+    /// agent_id: no string copies as keys) ...
+    by_hash: AgentMap,
+    /// ... and agent_ids whose hash another agent_id already took.
+    collided: HashMap<String, u32>,
+}
+
+impl Agents {
+    fn of(runs: &[TrackedRun]) -> Agents {
+        let mut a = Agents {
+            by_hash: AgentMap::with_capacity_and_hasher(runs.len(), Default::default()),
+            collided: HashMap::new(),
+        };
+        for (slot, run) in runs.iter().enumerate() {
+            a.insert(runs, &run.agent_id, slot as u32);
+        }
+        a
+    }
+
+    /// Points `agent_id` to `slot`; `runs[..slot]` are the runs before it.
+    fn insert(&mut self, runs: &[TrackedRun], agent_id: &str, slot: u32) {
+        use std::collections::hash_map::Entry;
+        match self.by_hash.entry(agent_key(agent_id)) {
+            Entry::Occupied(o) if runs[*o.get() as usize].agent_id != agent_id => {
+                self.collided.insert(agent_id.to_string(), slot);
+            }
+            Entry::Occupied(mut o) => {
+                o.insert(slot);
+            }
+            Entry::Vacant(v) => {
+                v.insert(slot);
+            }
+        }
+    }
+}
+
 impl Index {
     /// The position in `runs` of the run of `agent_id`.
     pub fn slot(&self, agent_id: &str) -> Option<u32> {
-        match self.by_agent.get(&agent_key(agent_id)) {
+        let agents = self.agents.get_or_init(|| Agents::of(&self.runs));
+        match agents.by_hash.get(&agent_key(agent_id)) {
             Some(&slot) if self.runs[slot as usize].agent_id == agent_id => Some(slot),
-            Some(_) => self.by_agent_collided.get(agent_id).copied(),
+            Some(_) => agents.collided.get(agent_id).copied(),
             None => None,
+        }
+    }
+
+    /// [`Index::slot`], trying `hint` (the run last seen at the same rowid)
+    /// first: agent_ids are unique in `runs`, so a match is the answer.
+    pub fn slot_hinted(&self, agent_id: &str, hint: Option<u32>) -> Option<u32> {
+        match hint {
+            Some(h)
+                if self
+                    .runs
+                    .get(h as usize)
+                    .is_some_and(|t| t.agent_id == agent_id) =>
+            {
+                Some(h)
+            }
+            _ => self.slot(agent_id),
         }
     }
 
@@ -108,23 +165,12 @@ impl Index {
         self.slot(agent_id).map(|slot| &self.runs[slot as usize])
     }
 
-    pub fn run_mut(&mut self, agent_id: &str) -> Option<&mut TrackedRun> {
-        self.slot(agent_id)
-            .map(|slot| &mut self.runs[slot as usize])
-    }
-
-    /// Adds a run, returning its position. An agent_id already present
-    /// points to the new position.
+    /// Adds a run, returning its position. The caller checked that its
+    /// agent_id is not in the index yet.
     pub fn push(&mut self, run: TrackedRun) -> u32 {
         let slot = self.runs.len() as u32;
-        let key = agent_key(&run.agent_id);
-        match self.by_agent.get(&key) {
-            Some(&other) if self.runs[other as usize].agent_id != run.agent_id => {
-                self.by_agent_collided.insert(run.agent_id.clone(), slot);
-            }
-            _ => {
-                self.by_agent.insert(key, slot);
-            }
+        if let Some(agents) = self.agents.get_mut() {
+            agents.insert(&self.runs, &run.agent_id, slot);
         }
         self.runs.push(run);
         slot
@@ -190,7 +236,7 @@ impl Index {
         if records.iter().all(|r| r.changes.is_empty()) {
             return true;
         }
-        let mut by_entity: HashMap<EntityId, u32> = self
+        let mut by_entity: HashMap<EntityId, u32, std::hash::BuildHasherDefault<PreHashed>> = self
             .runs
             .iter()
             .enumerate()
@@ -208,9 +254,10 @@ impl Index {
                     let Ok(run) = registry.decode::<Run>(world, value) else {
                         return false;
                     };
-                    let slot = match (by_entity.get(entity), self.slot(&run.run_id)) {
-                        (Some(&a), Some(b)) if a == b => a,
-                        (None, None) => {
+                    let slot = match by_entity.get(entity) {
+                        Some(&a) if self.runs[a as usize].agent_id == run.run_id => a,
+                        Some(_) => return false,
+                        None if self.slot(&run.run_id).is_none() => {
                             let slot = self.push(TrackedRun {
                                 agent_id: run.run_id.clone(),
                                 entity: *entity,
@@ -222,7 +269,7 @@ impl Index {
                             by_entity.insert(*entity, slot);
                             slot
                         }
-                        _ => return false,
+                        None => return false,
                     };
                     let t = &mut self.runs[slot as usize];
                     t.run_hash = value_hash(value);
@@ -370,16 +417,12 @@ pub(crate) fn load(path: &Path, expect: &Key) -> Option<(Key, Index)> {
     {
         return None;
     }
-    let mut index = Index {
-        runs: Vec::with_capacity(saved.runs.len()),
-        by_agent: AgentMap::with_capacity_and_hasher(saved.runs.len(), Default::default()),
+    let index = Index {
+        runs: saved.runs,
         by_rowid: saved.by_rowid,
         reports: saved.reports.into_iter().collect(),
         ..Index::default()
     };
-    for run in saved.runs {
-        index.push(run);
-    }
     // Positions must be in range: a hand-edited file is refused, not trusted.
     let n = index.runs.len() as u32;
     if index.by_rowid.iter().any(|r| r.2 >= n) || !index.by_rowid.is_sorted_by_key(|r| r.0) {

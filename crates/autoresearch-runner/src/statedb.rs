@@ -82,8 +82,8 @@ pub(crate) struct Scan {
     pub rows_read: usize,
     pub reports_read: usize,
     /// New rows, rows whose fingerprint changed, and rows whose reports
-    /// changed, each with its rowid.
-    pub agents: Vec<(i64, AgentRow)>,
+    /// changed, each with its rowid and the run last seen at that rowid.
+    pub agents: Vec<(i64, Option<u32>, AgentRow)>,
     /// Rows whose fingerprint is unchanged since the last scan at the same
     /// rowid, as `(rowid, fingerprint, run slot)`.
     pub unchanged: Vec<(i64, u64, u32)>,
@@ -334,6 +334,7 @@ fn take_agent(
     out: &mut Scan,
     candidates: Option<&mut HashSet<String>>,
     row: &Row<'_>,
+    hint: Option<u32>,
     buf: &mut Vec<u8>,
 ) -> rusqlite::Result<()> {
     let rowid: i64 = row.get(0)?;
@@ -342,7 +343,7 @@ fn take_agent(
             if let Some(c) = candidates {
                 c.insert(id.to_string());
             }
-            out.agents.push((rowid, new_agent_row(row, 1, buf)?));
+            out.agents.push((rowid, hint, new_agent_row(row, 1, buf)?));
         }
         None => out
             .warnings
@@ -392,13 +393,14 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                 &mut out,
                 has_reports.then_some(&mut candidates),
                 row,
+                None,
                 &mut buf,
             )
             .map_err(err)?;
         }
     } else {
         let sql = format!("SELECT rowid, {FP_FUNCTION}({columns}) FROM agents");
-        let mut changed: Vec<i64> = Vec::new();
+        let mut changed: Vec<(i64, Option<u32>)> = Vec::new();
         {
             let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
             let mut rows = stmt.query([]).map_err(err)?;
@@ -421,19 +423,21 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                         index.runs[slot as usize].seen = epoch;
                         out.unchanged.push((rowid, fp, slot));
                     }
-                    _ => changed.push(rowid),
+                    Some(&(r, _, slot)) if r == rowid => changed.push((rowid, Some(slot))),
+                    _ => changed.push((rowid, None)),
                 }
             }
         }
         let sql = format!("SELECT rowid, {columns} FROM agents WHERE rowid = ?1");
         let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
-        for rowid in changed {
+        for (rowid, hint) in changed {
             let mut rows = stmt.query([rowid]).map_err(err)?;
             if let Some(row) = rows.next().map_err(err)? {
                 take_agent(
                     &mut out,
                     has_reports.then_some(&mut candidates),
                     row,
+                    hint,
                     &mut buf,
                 )
                 .map_err(err)?;
@@ -441,9 +445,9 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
         }
     }
     // Rows fetched for a known agent mark it seen.
-    for (_, agent) in &out.agents {
-        if let Some(t) = agent.get(0).and_then(|id| index.run_mut(id)) {
-            t.seen = epoch;
+    for (_, hint, agent) in &out.agents {
+        if let Some(slot) = agent.get(0).and_then(|id| index.slot_hinted(id, *hint)) {
+            index.runs[slot as usize].seen = epoch;
         }
     }
 
@@ -494,7 +498,7 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                     let rowid: i64 = row.get(0).map_err(err)?;
                     let agent = new_agent_row(row, 1, &mut buf).map_err(err)?;
                     fetched.insert(rowid);
-                    out.agents.push((rowid, agent));
+                    out.agents.push((rowid, None, agent));
                 }
             }
             // Those rows are materialized now, not kept as unchanged.

@@ -610,17 +610,17 @@ fn apply(
         }
     }
 
-    let built: Vec<(i64, Built)> = scan
+    let built: Vec<(i64, Option<u32>, Built)> = scan
         .agents
         .into_iter()
-        .map(|(rowid, r)| (rowid, build_run(r)))
+        .map(|(rowid, hint, r)| (rowid, hint, build_run(r)))
         .collect();
     // New runs are spawned in start order, as the reference loader reads them.
     // Sort positions, not the rows themselves.
     let mut keys: Vec<(i64, &str, usize)> = built
         .iter()
         .enumerate()
-        .map(|(i, (_, b))| (b.started_at_ms, b.run_id(), i))
+        .map(|(i, (_, _, b))| (b.started_at_ms, b.run_id(), i))
         .collect();
     keys.sort_unstable();
     let order: Vec<usize> = keys.into_iter().map(|(_, _, i)| i).collect();
@@ -628,9 +628,9 @@ fn apply(
     let run_component = writer.registry().name_of::<Run>()?.to_string();
     let registry = writer.registry().clone();
     let mut scratch = Vec::with_capacity(512);
-    for (rowid, b) in order.into_iter().map(|i| &built[i]) {
+    for (rowid, hint, b) in order.into_iter().map(|i| &built[i]) {
         let run_id = b.run_id();
-        let slot = index.slot(run_id);
+        let slot = index.slot_hinted(run_id, *hint);
         let stored = slot.map(|s| &index.runs[s as usize]);
         let stored_report = stored.and_then(|s| s.report.as_ref());
         let new_report = match (latest.remove(run_id), stored_report) {
