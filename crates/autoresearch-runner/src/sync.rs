@@ -316,27 +316,24 @@ impl RunnerIngest {
     pub async fn sync(&mut self) -> Result<SyncReport, IngestError> {
         let (warm, index_source) = self.resume().await?;
         let path = self.config.path.clone();
-        // The file unchanged since the last scan, and the world unchanged
-        // since: the result would be the same, so nothing is read.
-        if let (Some(w), Some(src), Some((head, idle))) = (&warm, &self.source, &self.idle)
-            && *head == w.writer.head()
-            && src.is_for(&path)
-            && src.unchanged_since_last_scan()
-        {
-            let mut idle = idle.clone();
-            idle.index = index_source;
-            self.warm = warm;
-            return Ok(idle);
-        }
-        self.idle = None;
+        // With the world unchanged since the last scan, a file nobody wrote
+        // since gives the same result, so it is not read.
+        let idle = match (&warm, self.idle.take()) {
+            (Some(w), Some((head, idle))) if head == w.writer.head() => Some(idle),
+            _ => None,
+        };
         let (world_writer, mut index) = match warm {
             Some(w) => (Some(w.writer), w.index),
             None => (None, Index::default()),
         };
         index.epoch += 1;
-        let source = self.source.take().filter(|s| s.is_for(&path));
+        let source = self.source.take();
+        let check_idle = idle.is_some();
         let (source, index, scan) = tokio::task::spawn_blocking(move || {
-            let mut source = match source {
+            let mut source = match source.filter(|s| s.is_for(&path)) {
+                Some(s) if check_idle && s.unchanged_since_last_scan() => {
+                    return (Some(s), index, Ok(None));
+                }
                 Some(s) => s,
                 None => match Source::open(&path) {
                     Ok(s) => s,
@@ -344,14 +341,37 @@ impl RunnerIngest {
                 },
             };
             let scan = statedb::scan(&mut source, &mut index);
-            (Some(source), index, scan)
+            (Some(source), index, scan.map(Some))
         })
         .await
         .map_err(|e| IngestError::Thread {
             path: self.config.path.clone(),
             reason: e.to_string(),
         })?;
-        let scan = scan?;
+        self.source = source;
+        let scan = match scan {
+            Ok(Some(scan)) => scan,
+            Ok(None) => {
+                // Only asked for when there is a warm writer and an idle report.
+                let (Some(writer), Some(mut report)) = (world_writer, idle) else {
+                    return Err(IngestError::Thread {
+                        path: self.config.path.clone(),
+                        reason: "an unchanged file without a previous sync".to_string(),
+                    });
+                };
+                report.index = index_source;
+                self.idle = Some((writer.head(), report.clone()));
+                self.warm = Some(Warm { writer, index });
+                return Ok(report);
+            }
+            Err(e) => {
+                // Nothing was written: the index stays valid for the next sync.
+                if let Some(writer) = world_writer {
+                    self.warm = Some(Warm { writer, index });
+                }
+                return Err(e);
+            }
+        };
         let mut index = index;
         let mut writer = match world_writer {
             Some(w) => w,
@@ -416,7 +436,6 @@ impl RunnerIngest {
             }
         }
         self.idle = Some((tick, idle));
-        self.source = source;
         self.warm = Some(warm);
         Ok(report)
     }

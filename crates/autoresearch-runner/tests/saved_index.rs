@@ -343,3 +343,34 @@ async fn an_unchanged_file_reports_what_a_full_read_would() {
         assert_eq!(r.warnings, full.warnings);
     }
 }
+
+/// A read that fails (the database locked) writes nothing and leaves a warm
+/// ingester's index in place: the next sync starts from it.
+#[tokio::test]
+async fn a_failed_read_keeps_the_warm_index() {
+    // Rollback-journal mode: an exclusive writer blocks readers.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let writer = rusqlite::Connection::open(&path).unwrap();
+    writer.execute_batch(AGENTS).unwrap();
+    writer
+        .execute_batch(
+            "INSERT INTO agents VALUES ('a1','v','running','h','r','main','t','2026-04-10T12:00:00Z',NULL,'','')",
+        )
+        .unwrap();
+    let (storage, registry) = ledger();
+    let mut warm = RunnerIngest::new(storage.clone(), registry, RunnerConfig::new(&path));
+    assert_eq!(warm.sync().await.unwrap().runs_added, 1);
+    writer
+        .execute_batch("BEGIN EXCLUSIVE; UPDATE agents SET status = 'stopped';")
+        .unwrap();
+    let err = warm.sync().await.unwrap_err();
+    assert!(
+        matches!(err, autoresearch_runner::IngestError::Locked { .. }),
+        "{err:?}"
+    );
+    writer.execute_batch("COMMIT").unwrap();
+    let next = warm.sync().await.unwrap();
+    assert_eq!(next.index, "kept");
+    assert_eq!(counts(&next), (Some(2), 1, 0, 1, 0, 0));
+}
