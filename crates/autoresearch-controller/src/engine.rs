@@ -1089,10 +1089,21 @@ impl Controller {
         let run = self.new_run(&run_id, &self.cfg.propose_command);
         // The history file (this run last, as running) is written while the
         // run's first tick commits; both precede the proposer.
+        // Two ticks, `booting` then `running`, made durable in one write
+        // (with whatever the previous run staged) before the job starts: a
+        // controller killed from then on leaves an active run that `recover`
+        // marks interrupted (and whose process group it kills).
         let recording = format!("recording run {run_id}");
         let (history, entity) = tokio::join!(
             self.write_history(Some(&run)),
-            self.tick(&recording, |w| w.spawn_with(&run)),
+            self.tick(&recording, |w| {
+                let entity = w.spawn_with(&run)?;
+                w.stage()?;
+                let mut running = run.clone();
+                running.set_status(RunStatus::Running);
+                w.insert(entity, &running)?;
+                Ok(entity)
+            }),
         );
         let entity = entity?;
         let history = history?;
@@ -1133,30 +1144,7 @@ impl Controller {
             output: Default::default(),
             commit_changes: true,
         };
-        // The `running` tick commits while the job starts (its checkout, its
-        // process): the ledger order is the same, and a controller killed in
-        // between leaves an active run that `recover` marks interrupted (and
-        // whose process group it kills) either way.
-        // The tick always runs to its end (an error of the job waits for it);
-        // a failed tick drops the job, which kills it.
-        let started = format!("starting run {run_id}");
-        let running = self.update_run(&started, entity, |r| r.set_status(RunStatus::Running), None);
-        let job = self.exec(job);
-        tokio::pin!(running, job);
-        let mut ended = None;
-        let running = loop {
-            tokio::select! {
-                biased;
-                r = &mut running => break r,
-                e = &mut job, if ended.is_none() => ended = Some(e),
-            }
-        };
-        running?;
-        let end = match ended {
-            Some(e) => e?,
-            None => job.await?,
-        };
-        let report = match end {
+        let report = match self.exec(job).await? {
             JobEnd::Report(r) => r,
             JobEnd::Interrupted => {
                 return self

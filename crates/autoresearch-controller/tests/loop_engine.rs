@@ -283,6 +283,37 @@ async fn first_run_evaluates_a_baseline_then_keeps_an_improvement() {
     assert_eq!(out["score"], json!(0.5));
     assert_eq!(out["_meta"]["exit_code"], json!(0));
     assert!(Path::new(out["_meta"]["stdout_log"].as_str().unwrap()).exists());
+    // Every step of the run is a tick of its own: time travel walks it.
+    let w = f.world().await;
+    let mut steps: Vec<(u64, String)> = Vec::new();
+    for c in w.history(kept.entity).await.unwrap() {
+        let past = World::open_at(
+            f.storage.clone(),
+            Arc::new(ComponentRegistry::standard()),
+            w.id(),
+            c.tick,
+        )
+        .await
+        .unwrap();
+        let run = past.get::<Run>(kept.entity).unwrap();
+        let decided = past.get::<Outcome>(kept.entity).map(|o| o.status);
+        let step = format!("{} {}", run.status, decided.unwrap_or_default());
+        if steps.last().is_none_or(|(t, _)| *t != c.tick.0) {
+            steps.push((c.tick.0, step));
+        }
+    }
+    let names: Vec<&str> = steps.iter().map(|(_, s)| s.trim()).collect();
+    assert_eq!(
+        names,
+        [
+            "booting",
+            "running",
+            "running",
+            "stopping keep",
+            "stopped keep"
+        ],
+        "{steps:?}"
+    );
     f.assert_consistent().await;
 }
 
