@@ -614,15 +614,20 @@ async fn a_resumed_experiment_shows_its_whole_history_to_the_proposer() {
     f.run(&propose, 1).await;
     let all = f.attempts().await;
     assert_eq!(all.len(), 20);
-    let last = all.last().unwrap();
-    let seen = std::fs::read_to_string(out.join(format!("hist_{}", last.run.run_id))).unwrap();
-    let mut running = last.clone();
+    let seen = std::fs::read_to_string(out.join(format!("hist_{}", all[19].run.run_id))).unwrap();
+    assert_eq!(seen, history_seen_by(&all, 19));
+    assert_eq!(seen.lines().count(), 21);
+}
+
+/// The history file run `k` of `all` should have seen: every earlier
+/// attempt as a rebuild from the ledger renders it, then run `k` as running.
+fn history_seen_by(all: &[Attempt], k: usize) -> String {
+    let mut running = all[k].clone();
     running.run.commit_hash.clear();
     (running.results, running.outcome) = (Vec::new(), None);
-    let mut before = all[..19].to_vec();
+    let mut before = all[..k].to_vec();
     before.push(running);
-    assert_eq!(seen, history::render(&before));
-    assert_eq!(seen.lines().count(), 21);
+    history::render(&before)
 }
 
 #[tokio::test]
@@ -641,12 +646,7 @@ async fn the_proposer_sees_its_run_base_worktree_and_history() {
     // decided lines from one iteration to the next).
     for k in 1..all.len() {
         let seen = std::fs::read_to_string(out.join(format!("hist_{}", all[k].run.run_id)));
-        let mut running = all[k].clone();
-        running.run.commit_hash.clear();
-        (running.results, running.outcome) = (Vec::new(), None);
-        let mut before = all[..k].to_vec();
-        before.push(running);
-        assert_eq!(seen.unwrap(), history::render(&before), "run {k}");
+        assert_eq!(seen.unwrap(), history_seen_by(&all, k), "run {k}");
     }
     let second = &all[2].run.run_id;
     let hist = std::fs::read_to_string(out.join(format!("hist_{second}"))).unwrap();
