@@ -2,27 +2,14 @@
 //! the changed paths it reports must be exactly what `git diff` says, or
 //! absent when it cannot know them.
 
+mod common;
+
 use autoresearch_controller::LocalExecutor;
 use autoresearch_controller::git::Git;
 use autoresearch_core::exec::{Executor, Job, Limits};
+use common::{commit_all, git};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A repository with a few files, one in a directory, committed.
 fn repo(dir: &Path) -> String {
@@ -31,19 +18,7 @@ fn repo(dir: &Path) -> String {
     std::fs::write(dir.join("b.txt"), "b\n").unwrap();
     std::fs::write(dir.join("d/c.txt"), "c\n").unwrap();
     git(dir, &["init", "-q", "-b", "main"]);
-    git(dir, &["add", "-A"]);
-    git(
-        dir,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "start",
-        ],
-    );
+    commit_all(dir, "start");
     git(dir, &["rev-parse", "HEAD"])
 }
 
@@ -131,19 +106,7 @@ fn create_ref_writes_a_ref_git_reads_and_refuses_bad_names() {
     assert!(err.to_string().contains("update-ref"), "{err}");
     // The unquoted path of a non-ASCII name, as a protected path is written.
     std::fs::write(dir.join("é.txt"), "x").unwrap();
-    git(&dir, &["add", "-A"]);
-    git(
-        &dir,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-qm",
-            "e",
-        ],
-    );
+    commit_all(&dir, "e");
     assert_eq!(
         g.changed_paths(&base, "HEAD").unwrap(),
         vec!["é.txt".to_string()]

@@ -2,6 +2,8 @@
 //! (small shell scripts) as proposer and evaluator, over the in-memory
 //! reference ledger.
 
+mod common;
+
 use autoresearch_controller::{
     Controller, LocalExecutor, LoopConfig, MetricsFormat, Summary, history,
 };
@@ -10,9 +12,9 @@ use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{
     BranchHead, ComponentRegistry, MemoryStorage, Run, RunStatus, Storage, World, now_ms,
 };
+use common::{commit_all, git};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,21 +114,6 @@ impl Comparator for Interloper {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 struct Fixture {
     _tmp: tempfile::TempDir,
     repo: PathBuf,
@@ -143,8 +130,7 @@ impl Fixture {
         git(&repo, &["config", "user.email", "t@t"]);
         std::fs::write(repo.join("score.txt"), "1.0\n").unwrap();
         std::fs::write(repo.join("prepare.py"), "# read-only\n").unwrap();
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-q", "-m", "start"]);
+        commit_all(&repo, "start");
         Fixture {
             _tmp: tmp,
             repo,
@@ -469,7 +455,10 @@ async fn no_change_and_protected_paths_are_discards() {
 #[tokio::test]
 async fn staged_steps_survive_another_writer_appending_in_between() {
     let f = Fixture::new();
-    let mut cfg = f.config(VARY, EVAL);
+    // Every candidate changes something (its own id file), so every one is
+    // compared, even if two scores happen to be equal.
+    let propose = format!("echo $AUTORESEARCH_RUN_ID > id.txt; {VARY}");
+    let mut cfg = f.config(&propose, EVAL);
     cfg.iterations = 4;
     let cmp = Arc::new(Interloper {
         storage: f.storage.clone(),
@@ -483,8 +472,9 @@ async fn staged_steps_survive_another_writer_appending_in_between() {
     let foreign = w.find_all::<Vote>(|v| v.voter == "interloper");
     let compared = cmp.ticks.load(std::sync::atomic::Ordering::SeqCst) as usize;
     assert_eq!(foreign.len(), compared);
-    assert!(compared >= 4, "compared {compared} times");
     let all = f.attempts().await;
+    let reasons: Vec<_> = all.iter().map(|a| &outcome(a).reason).collect();
+    assert_eq!(compared, 4, "{reasons:?}");
     assert_eq!(all.len(), 5, "baseline and four runs");
     for a in &all[1..] {
         assert_eq!(a.results.len(), 1, "run {} has its result", a.run.run_id);
