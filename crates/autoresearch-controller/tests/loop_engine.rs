@@ -229,7 +229,7 @@ impl Fixture {
 
 const EVAL: &str = "echo \"score: $(cat score.txt)\"";
 /// A different score below 1 for every run.
-const VARY: &str = "echo \"0.$(echo $AUTORESEARCH_RUN_ID | cksum | cut -c1-4)\" > score.txt";
+const VARY: &str = "echo \"0.$(echo $AUTORESEARCH_RUN_ID | cksum | cut -d' ' -f1)\" > score.txt";
 
 fn outcome(a: &Attempt) -> &Outcome {
     a.outcome.as_ref().unwrap()
@@ -626,7 +626,7 @@ async fn the_proposer_sees_its_run_base_worktree_and_history() {
     let out = f._tmp.path().join("seen");
     std::fs::create_dir(&out).unwrap();
     let propose = format!(
-        "echo \"$AUTORESEARCH_BASE_COMMIT $PWD $AUTORESEARCH_WORKTREE\" > {o}/env_$AUTORESEARCH_RUN_ID; cp \"$AUTORESEARCH_RESULTS\" {o}/hist_$AUTORESEARCH_RUN_ID; echo \"0.$(echo $AUTORESEARCH_RUN_ID | cksum | cut -c1-4)\" > score.txt",
+        "echo \"$AUTORESEARCH_BASE_COMMIT $PWD $AUTORESEARCH_WORKTREE\" > {o}/env_$AUTORESEARCH_RUN_ID; cp \"$AUTORESEARCH_RESULTS\" {o}/hist_$AUTORESEARCH_RUN_ID; {VARY}",
         o = out.display()
     );
     f.run(&propose, 4).await;
