@@ -335,6 +335,36 @@ impl Inner {
     }
 }
 
+/// Writes this process's id (its own group's id, after `process_group(0)`)
+/// to `path`, in decimal. Async-signal-safe: for the forked child before
+/// exec.
+fn write_pid(path: &std::ffi::CStr) {
+    let mut digits = [0u8; 20];
+    let mut n = unsafe { libc::getpid() } as u64;
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // SAFETY: plain syscalls on a valid C string and a stack buffer.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+            0o644,
+        );
+        if fd >= 0 {
+            let bytes = &digits[at..];
+            libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+            libc::close(fd);
+        }
+    }
+}
+
 /// Kills a process group when dropped: on normal exit (stragglers), on
 /// timeout, and when the job's future is dropped (cancellation).
 struct GroupGuard(i32);
@@ -468,6 +498,21 @@ impl Executor for LocalExecutor {
             .stderr(Stdio::from(err_file))
             .process_group(0)
             .kill_on_drop(true);
+        // The child records its process group itself, before the command
+        // runs: a controller killed right after the spawn still leaves the
+        // file `release` needs to kill the group.
+        let pgid_file = log_dir.join(format!("{}.pgid", job.step));
+        if let Ok(path) = std::ffi::CString::new(pgid_file.as_os_str().as_encoded_bytes()) {
+            // SAFETY: the closure runs in the forked child before exec and
+            // only makes async-signal-safe calls (getpid, open, write,
+            // close) on memory prepared before the fork; no allocation.
+            unsafe {
+                cmd.pre_exec(move || {
+                    write_pid(&path);
+                    Ok(())
+                });
+            }
+        }
         let index_before = if job.commit_changes {
             let wt = worktree.clone();
             blocking(move || Git::new(wt).index_stamp())
@@ -493,9 +538,6 @@ impl Executor for LocalExecutor {
             }
         };
         let guard = GroupGuard(child.id().map(|p| p as i32).unwrap_or(0));
-        // Lets `release` kill the group if this controller dies without cleaning up.
-        let pgid_file = log_dir.join(format!("{}.pgid", job.step));
-        let _ = std::fs::write(&pgid_file, guard.0.to_string());
         let status = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
             Ok(Ok(st)) => exit_status(st),
             Ok(Err(e)) => {
