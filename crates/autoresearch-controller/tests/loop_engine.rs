@@ -189,6 +189,13 @@ impl Fixture {
         .unwrap()
     }
 
+    /// A directory for proposers to copy what they saw into.
+    fn seen_dir(&self) -> PathBuf {
+        let out = self._tmp.path().join("seen");
+        std::fs::create_dir_all(&out).unwrap();
+        out
+    }
+
     async fn attempts(&self) -> Vec<Attempt> {
         attempts(&self.world().await, "exp")
     }
@@ -593,8 +600,7 @@ async fn a_dirty_checkout_is_left_alone_with_a_warning() {
 #[tokio::test]
 async fn a_resumed_experiment_shows_its_whole_history_to_the_proposer() {
     let f = Fixture::new();
-    let out = f._tmp.path().join("seen");
-    std::fs::create_dir(&out).unwrap();
+    let out = f.seen_dir();
     let propose = format!(
         "cp \"$AUTORESEARCH_RESULTS\" {o}/hist_$AUTORESEARCH_RUN_ID; {VARY}",
         o = out.display()
@@ -623,8 +629,7 @@ fn history_seen_by(all: &[Attempt], k: usize) -> String {
 #[tokio::test]
 async fn the_proposer_sees_its_run_base_worktree_and_history() {
     let f = Fixture::new();
-    let out = f._tmp.path().join("seen");
-    std::fs::create_dir(&out).unwrap();
+    let out = f.seen_dir();
     let propose = format!(
         "echo \"$AUTORESEARCH_BASE_COMMIT $PWD $AUTORESEARCH_WORKTREE\" > {o}/env_$AUTORESEARCH_RUN_ID; cp \"$AUTORESEARCH_RESULTS\" {o}/hist_$AUTORESEARCH_RUN_ID; {VARY}",
         o = out.display()
