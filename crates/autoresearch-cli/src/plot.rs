@@ -135,7 +135,12 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let mut progress = Progress::read(&world, &experiment, args.metric.as_deref())
+    let specs = |spec: &str| {
+        autoresearch_compare::CompareSpec::parse(spec)
+            .map(|s| s.objectives())
+            .unwrap_or_default()
+    };
+    let mut progress = Progress::read(&world, &experiment, args.metric.as_deref(), &specs)
         .with_context(|| format!("charting world {world_name:?} at tick {}", tick.0))?;
     // The loop records the proposer's command as every run's task; the
     // commit's subject line says what the change was.

@@ -27,7 +27,11 @@
 //! }
 //! world.commit().await?;
 //!
-//! let progress = Progress::read(&world, "demo", None)?;
+//! // The comparators' crate reads their specs: `scalar:loss:min` names `loss`.
+//! let specs = |spec: &str| {
+//!     autoresearch_compare::CompareSpec::parse(spec).map(|s| s.objectives()).unwrap_or_default()
+//! };
+//! let progress = Progress::read(&world, "demo", None, &specs)?;
 //! assert_eq!(progress.best(), Some(0.9));
 //! let svg = render(&progress, Format::Svg, &ChartOptions::default())?;
 //! assert!(String::from_utf8(svg)?.contains("loss (lower is better)"));
@@ -38,7 +42,7 @@
 mod progress;
 mod render;
 
-pub use progress::{Direction, LABEL_CHARS, Mark, Point, Progress, shorten};
+pub use progress::{Direction, LABEL_CHARS, Mark, Point, Progress, SpecReader, shorten};
 pub use render::{ChartOptions, render};
 
 use std::path::{Path, PathBuf};

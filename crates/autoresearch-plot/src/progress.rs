@@ -83,6 +83,13 @@ pub struct Progress {
     pub points: Vec<Point>,
 }
 
+/// Reads a comparator spec (as an Outcome records it) into the metrics it
+/// decides on, with their directions, most important first; empty when it
+/// names none or cannot be read. The spec grammar belongs to whoever made
+/// the comparators: the CLI passes `autoresearch_compare::CompareSpec`'s
+/// `objectives`, and `&|_| Vec::new()` reads none.
+pub type SpecReader<'a> = &'a dyn Fn(&str) -> Vec<(String, Direction)>;
+
 /// Labels longer than this are cut with an ellipsis.
 pub const LABEL_CHARS: usize = 30;
 
@@ -90,15 +97,17 @@ impl Progress {
     /// Reads the chart's data from `attempts` (as returned by
     /// `autoresearch_core::lifecycle::attempts`, in recorded order).
     ///
-    /// `metric` defaults to the one named by the deciding comparator's spec
-    /// (`scalar:val_bpb:min` names `val_bpb`), else the only numeric output
-    /// the results share. Errors: no attempts, or no metric to choose.
+    /// `metric` defaults to the first one `specs` reads from the deciding
+    /// comparator's spec (`scalar:val_bpb:min` names `val_bpb`) that the
+    /// results have, else the only numeric output the results share.
+    /// Errors: no attempts, or no metric to choose.
     pub fn from_attempts(
         experiment: &str,
         attempts: &[Attempt],
         metric: Option<&str>,
+        specs: SpecReader<'_>,
     ) -> Result<Progress, PlotError> {
-        Progress::build(experiment, attempts, metric, &Hints::default())
+        Progress::build(experiment, attempts, metric, &Hints::default(), specs)
     }
 
     /// [`Progress::from_attempts`] on the attempts of `experiment` in
@@ -110,6 +119,7 @@ impl Progress {
         world: &World,
         experiment: &str,
         metric: Option<&str>,
+        specs: SpecReader<'_>,
     ) -> Result<Progress, PlotError> {
         let meta = world
             .experiment(experiment)
@@ -121,7 +131,13 @@ impl Progress {
             metric: text("metric"),
             direction: text("direction").and_then(|d| parse_direction(&d)),
         };
-        Progress::build(experiment, &attempts(world, experiment), metric, &hints)
+        Progress::build(
+            experiment,
+            &attempts(world, experiment),
+            metric,
+            &hints,
+            specs,
+        )
     }
 
     fn build(
@@ -129,6 +145,7 @@ impl Progress {
         attempts: &[Attempt],
         metric: Option<&str>,
         hints: &Hints,
+        specs: SpecReader<'_>,
     ) -> Result<Progress, PlotError> {
         if attempts.is_empty() {
             return Err(PlotError::NoAttempts {
@@ -141,12 +158,13 @@ impl Progress {
             .map(|o| o.comparator.as_str())
             .rfind(|c| !c.is_empty())
             .unwrap_or(&hints.spec);
+        let objectives = specs(spec);
         let metric = match metric.or(hints.metric.as_deref()) {
             Some(m) => m.to_string(),
-            None => choose_metric(experiment, attempts, spec)?,
+            None => choose_metric(experiment, attempts, &objectives)?,
         };
         let direction =
-            direction_of(spec, &metric).or(if hints.metric.as_deref() == Some(&metric) {
+            direction_of(&objectives, &metric).or(if hints.metric.as_deref() == Some(&metric) {
                 hints.direction
             } else {
                 None
@@ -287,38 +305,21 @@ fn numeric_outputs(attempts: &[Attempt]) -> BTreeSet<String> {
         .collect()
 }
 
-/// `(metric, direction)` pairs a comparator spec names, in order: every
-/// token followed by `min`/`max`, so `scalar:val_bpb:min`,
-/// `stat:x:max:alpha=0.05`, `pareto:a:min,b:max` and
-/// `tournament:stat:x:min` all read as expected.
-fn spec_objectives(spec: &str) -> Vec<(&str, Direction)> {
-    let tokens: Vec<&str> = spec
-        .split([':', ',', ';', '(', ')'])
-        .map(str::trim)
-        .collect();
-    tokens
-        .windows(2)
-        .filter_map(|w| {
-            let dir = Direction::parse(w[1])?;
-            (!w[0].is_empty() && !w[0].contains('=')).then_some((w[0], dir))
-        })
-        .collect()
+fn direction_of(objectives: &[(String, Direction)], metric: &str) -> Option<Direction> {
+    objectives
+        .iter()
+        .find(|(m, _)| m == metric)
+        .map(|(_, d)| *d)
 }
 
-fn direction_of(spec: &str, metric: &str) -> Option<Direction> {
-    spec_objectives(spec)
-        .into_iter()
-        .find(|(m, _)| *m == metric)
-        .map(|(_, d)| d)
-}
-
-fn choose_metric(experiment: &str, attempts: &[Attempt], spec: &str) -> Result<String, PlotError> {
+fn choose_metric(
+    experiment: &str,
+    attempts: &[Attempt],
+    objectives: &[(String, Direction)],
+) -> Result<String, PlotError> {
     let available = numeric_outputs(attempts);
-    if let Some((m, _)) = spec_objectives(spec)
-        .into_iter()
-        .find(|(m, _)| available.contains(*m))
-    {
-        return Ok(m.to_string());
+    if let Some((m, _)) = objectives.iter().find(|(m, _)| available.contains(m)) {
+        return Ok(m.clone());
     }
     let mut it = available.iter();
     match (it.next(), it.next()) {
@@ -367,30 +368,6 @@ pub fn shorten(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spec_names_metrics_and_directions() {
-        use Direction::*;
-        let check = |spec: &str, expected: &[(&str, Direction)]| {
-            assert_eq!(spec_objectives(spec), expected, "{spec}");
-        };
-        check("scalar:val_bpb:min", &[("val_bpb", Minimize)]);
-        check("stat:score:maximize:alpha=0.05", &[("score", Maximize)]);
-        check(
-            "pareto:a:min,b:max:eps=0.1",
-            &[("a", Minimize), ("b", Maximize)],
-        );
-        check("tournament:stat:x:min", &[("x", Minimize)]);
-        check(
-            "all:metric(tests)==1;scalar:loss:min",
-            &[("loss", Minimize)],
-        );
-        check("judge:./judge.sh", &[]);
-        check("vote:quorum=2", &[]);
-        check("", &[]);
-        assert_eq!(direction_of("pareto:a:min,b:max", "b"), Some(Maximize));
-        assert_eq!(direction_of("pareto:a:min,b:max", "c"), None);
-    }
 
     #[test]
     fn shorten_cuts_on_characters() {

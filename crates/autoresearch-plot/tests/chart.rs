@@ -10,6 +10,13 @@ use autoresearch_plot::{ChartOptions, Direction, Format, Mark, PlotError, Progre
 use serde_json::json;
 use std::sync::Arc;
 
+/// Comparator specs read as the CLI reads them.
+fn specs(spec: &str) -> Vec<(String, Direction)> {
+    autoresearch_compare::CompareSpec::parse(spec)
+        .map(|s| s.objectives())
+        .unwrap_or_default()
+}
+
 /// One attempt to record: status, task (the label), metric samples.
 struct Step {
     status: &'static str,
@@ -127,7 +134,7 @@ async fn build_world(steps: &[Step]) -> (Arc<dyn Storage>, World) {
 #[tokio::test]
 async fn progress_reads_marks_values_and_head_from_the_world() {
     let (_, world) = build_world(STEPS).await;
-    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
     assert_eq!(p.metric, "tour_length");
     assert_eq!(p.direction, Some(Direction::Minimize));
     assert_eq!(p.points.len(), STEPS.len());
@@ -157,14 +164,14 @@ async fn progress_reads_marks_values_and_head_from_the_world() {
 async fn explicit_metric_and_missing_metric() {
     let (_, world) = build_world(STEPS).await;
     let a = attempts(&world, "tsp");
-    let p = Progress::from_attempts("tsp", &a, Some("sample")).unwrap();
+    let p = Progress::from_attempts("tsp", &a, Some("sample"), &specs).unwrap();
     assert_eq!(p.metric, "sample");
     assert_eq!(p.direction, None);
     assert_eq!(p.points[1].value, Some(1.0));
 
     // Without a comparator spec, two numeric outputs are ambiguous.
     let (_, world) = build_world(&[step("baseline", "", &[1.0])]).await;
-    let err = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap_err();
+    let err = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap_err();
     match &err {
         PlotError::NoMetric { available, .. } => {
             assert_eq!(available, &["exit_code", "sample", "tour_length"])
@@ -173,14 +180,14 @@ async fn explicit_metric_and_missing_metric() {
     }
     assert!(err.to_string().contains("--metric"), "{err}");
 
-    let err = Progress::from_attempts("tsp", &[], None).unwrap_err();
+    let err = Progress::from_attempts("tsp", &[], None, &specs).unwrap_err();
     assert!(matches!(err, PlotError::NoAttempts { .. }), "{err}");
 }
 
 #[tokio::test]
 async fn writes_svg_and_png_that_read_back() {
     let (_, world) = build_world(STEPS).await;
-    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let keep = std::env::var_os("AUTORESEARCH_PLOT_SAMPLES").map(std::path::PathBuf::from);
     let out = keep.as_deref().unwrap_or(dir.path());
@@ -221,7 +228,7 @@ async fn writes_svg_and_png_that_read_back() {
 #[tokio::test]
 async fn unwritable_path_is_a_clear_error() {
     let (_, world) = build_world(STEPS).await;
-    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
@@ -240,7 +247,7 @@ async fn a_far_off_baseline_is_drawn_off_scale() {
         step("keep", "or-opt", &[6325.0]),
     ];
     let (_, world) = build_world(&steps).await;
-    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
     let svg = autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).unwrap();
     let svg = String::from_utf8(svg).unwrap();
     assert!(svg.contains("off scale ↑"), "cut drawn");
@@ -249,7 +256,7 @@ async fn a_far_off_baseline_is_drawn_off_scale() {
 
     // Without a far-off first value there is no cut.
     let (_, world) = build_world(STEPS).await;
-    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None).unwrap();
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
     let svg = autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).unwrap();
     assert!(!String::from_utf8(svg).unwrap().contains("off scale"));
 }
@@ -307,7 +314,7 @@ async fn read_uses_experiment_hints_final_commit_samples_and_relabels() {
     .unwrap();
     w.commit().await.unwrap();
 
-    let mut p = Progress::read(&w, "nano", None).unwrap();
+    let mut p = Progress::read(&w, "nano", None, &specs).unwrap();
     assert_eq!(p.metric, "val_bpb");
     assert_eq!(p.direction, Some(Direction::Minimize));
     assert_eq!(p.points[1].samples, vec![1.0]);
