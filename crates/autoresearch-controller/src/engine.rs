@@ -652,12 +652,9 @@ impl Controller {
         let (metrics, head) = self
             .read(|w| {
                 // One run, not a scan of every attempt.
-                let a = w.run_by_id(&rid).map(|(entity, run)| Attempt {
-                    entity,
-                    results: w.results_for(&rid).into_iter().map(|(_, r)| r).collect(),
-                    outcome: w.get::<Outcome>(entity),
-                    run,
-                });
+                let a = w
+                    .run_by_id(&rid)
+                    .map(|(entity, run)| Attempt::of(w, entity, run));
                 let m = a.as_ref().map(history::final_metrics).unwrap_or_default();
                 let h = w
                     .branch_head(&exp)
@@ -989,13 +986,11 @@ impl Controller {
 
     /// Writes the proposer's history file: every attempt of the experiment,
     /// and `new` (a run about to be recorded) as the last one if the world
-    /// does not hold it yet. Only the ledger read holds the world; rendering
-    /// and writing happen on a blocking thread, alongside a tick.
-    /// Writes the history file: every attempt so far, then `new` (a run
-    /// not in the world yet). Lines of decided attempts are kept from one
+    /// does not hold it yet. Lines of decided attempts are kept from one
     /// call to the next, so a long experiment costs a walk over its Runs
-    /// (no copies) plus the few attempts still open, not a rebuild of
-    /// every attempt.
+    /// (no copies) plus the few attempts still open, not a rebuild of every
+    /// attempt. Only the ledger read holds the world; rendering and writing
+    /// happen on a blocking thread, alongside a tick.
     async fn write_history(&self, new: Option<&Run>) -> Result<PathBuf, LoopError> {
         /// Beyond this many attempts not cached, one grouped pass over all
         /// Results beats looking each one up.
@@ -1028,16 +1023,7 @@ impl Controller {
                         .collect()
                 } else {
                     todo.into_iter()
-                        .map(|(entity, run)| Attempt {
-                            entity,
-                            results: w
-                                .results_for(&run.run_id)
-                                .into_iter()
-                                .map(|(_, r)| r)
-                                .collect(),
-                            outcome: w.get::<Outcome>(entity),
-                            run,
-                        })
+                        .map(|(entity, run)| Attempt::of(w, entity, run))
                         .collect()
                 };
                 let mut open = Vec::new();
@@ -1077,7 +1063,7 @@ impl Controller {
             rows.sort_by_key(|(id, _)| *id);
             let text = history::render_rows(rows.iter().map(|(_, r)| *r));
             drop(cached);
-            history::write_text(&p, &text)
+            history::write(&p, &text)
         })
         .await?
         .map_err(|e| LoopError::Setup(format!("writing {}: {e}", path.display())))?;

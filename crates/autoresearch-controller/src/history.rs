@@ -132,12 +132,7 @@ pub fn render_rows<'a>(rows: impl Iterator<Item = &'a Row> + Clone) -> String {
 
 /// Writes the file atomically (temp file, then rename), so a proposer never
 /// reads half of it.
-pub fn write(path: &Path, attempts: &[Attempt]) -> std::io::Result<()> {
-    write_text(path, &render(attempts))
-}
-
-/// [`write()`] for text already rendered.
-pub fn write_text(path: &Path, text: &str) -> std::io::Result<()> {
+pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

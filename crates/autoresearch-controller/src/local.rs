@@ -449,7 +449,9 @@ impl Executor for LocalExecutor {
             changed_paths,
         };
 
-        let (files, worktree) = {
+        // The index as the checkout left it: unchanged after the command,
+        // what `git add` stages is the whole change (see `produced_commit`).
+        let (files, worktree, index_before) = {
             let job2 = job.clone();
             let (out, err, dir) = (stdout_log.clone(), stderr_log.clone(), log_dir.clone());
             let this = this.clone();
@@ -458,7 +460,11 @@ impl Executor for LocalExecutor {
                     .and_then(|_| Ok((std::fs::File::create(&out)?, std::fs::File::create(&err)?)))
                     .map_err(|e| format!("creating logs in {}: {e}", dir.display()));
                 let wt = this.checkout(&job2);
-                (files, wt)
+                let stamp = match &wt {
+                    Ok(path) if job2.commit_changes => Git::new(path).index_stamp(),
+                    _ => None,
+                };
+                (files, wt, stamp)
             })
             .await
             .map_err(|e| self.inner.error(&job.run_id, "preparing the job", e))?
@@ -513,15 +519,6 @@ impl Executor for LocalExecutor {
                 });
             }
         }
-        let index_before = if job.commit_changes {
-            let wt = worktree.clone();
-            blocking(move || Git::new(wt).index_stamp())
-                .await
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
         let started = Instant::now();
         let mut child = match cmd.spawn() {
             Ok(c) => c,

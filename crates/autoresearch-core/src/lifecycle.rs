@@ -53,6 +53,24 @@ pub struct Attempt {
     pub outcome: Option<Outcome>,
 }
 
+impl Attempt {
+    /// The attempt of one run: its Results (looked up by `run_id`) and its
+    /// Outcome. Cost: one pass over the world's Results; for many runs,
+    /// [`attempts`] groups them in one pass.
+    pub fn of(world: &World, entity: EntityId, run: Run) -> Attempt {
+        Attempt {
+            entity,
+            results: world
+                .results_for(&run.run_id)
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect(),
+            outcome: world.get::<Outcome>(entity),
+            run,
+        }
+    }
+}
+
 /// Every run of `experiment` in `world`, in the order they were recorded
 /// (entity id order), with their Results and Outcome.
 pub fn attempts(world: &World, experiment: &str) -> Vec<Attempt> {

@@ -179,6 +179,13 @@ pub trait Storage: Send + Sync + 'static {
         snapshot: Option<Snapshot>,
     ) -> Result<(), StorageError>;
 
+    /// Whether this storage wants a snapshot written with tick `tick`
+    /// (every [`Storage::snapshot_interval`]-th tick).
+    fn snapshot_due(&self, tick: Tick) -> bool {
+        self.snapshot_interval()
+            .is_some_and(|k| k > 0 && tick.0.is_multiple_of(k))
+    }
+
     /// Appends `records` (each with its optional snapshot) as consecutive
     /// ticks of `world`, in order, with the rules of [`Storage::append`]. A
     /// backend may make them durable together, in one commit: that is the

@@ -380,14 +380,12 @@ impl World {
     /// The snapshot of the state after `record` (the next tick), when the
     /// storage's interval asks for one at its tick.
     fn snapshot_after(&self, record: &TickRecord) -> Result<Option<Snapshot>, Error> {
-        Ok(match self.storage.snapshot_interval() {
-            Some(k) if k > 0 && record.tick.0.is_multiple_of(k) => {
-                let mut state = self.encode_state()?;
-                state.apply(self.info.id, record)?;
-                Some(state.to_snapshot())
-            }
-            _ => None,
-        })
+        if !self.storage.snapshot_due(record.tick) {
+            return Ok(None);
+        }
+        let mut state = self.encode_state()?;
+        state.apply(self.info.id, record)?;
+        Ok(Some(state.to_snapshot()))
     }
 
     /// Makes the buffered changes tick `head + 1` here, at once, and queues

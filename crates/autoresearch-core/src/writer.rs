@@ -171,24 +171,23 @@ impl TickWriter {
             at_ms: now_ms(),
             changes: std::mem::take(&mut self.pending),
         };
-        let snapshot = match self.storage.snapshot_interval() {
-            Some(k) if k > 0 && tick.0.is_multiple_of(k) => {
-                let state = ledger::state_at(self.storage.as_ref(), self.info.id, self.info.head)
-                    .await
-                    .map(|mut s| s.apply(self.info.id, &record).map(|()| s));
-                match state {
-                    Ok(Ok(s)) => Some(s.to_snapshot()),
-                    Ok(Err(e)) => {
-                        self.pending = record.changes;
-                        return Err(e.into());
-                    }
-                    Err(e) => {
-                        self.pending = record.changes;
-                        return Err(e);
-                    }
+        let snapshot = if self.storage.snapshot_due(tick) {
+            let state = ledger::state_at(self.storage.as_ref(), self.info.id, self.info.head)
+                .await
+                .map(|mut s| s.apply(self.info.id, &record).map(|()| s));
+            match state {
+                Ok(Ok(s)) => Some(s.to_snapshot()),
+                Ok(Err(e)) => {
+                    self.pending = record.changes;
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    self.pending = record.changes;
+                    return Err(e);
                 }
             }
-            _ => None,
+        } else {
+            None
         };
         // The record is moved, not copied (a bulk tick can be large), so a
         // failed append drops the changes.
