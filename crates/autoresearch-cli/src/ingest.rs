@@ -107,6 +107,7 @@ async fn runner(ledger_path: &Path, args: RunnerArgs) -> anyhow::Result<ExitCode
         // Beside the ledger: lets the next process re-sync without reading
         // the whole world (ignored when stale or unreadable).
         cache_dir: Some(ledger_path.with_extension("runner-cache")),
+        page_reads: true,
     };
     let mut ingest = RunnerIngest::new(storage, ledger::registry(), config);
     let working = crate::progress::Working::start("syncing the runner's state.db");

@@ -13,6 +13,7 @@
 
 mod error;
 mod index;
+mod pages;
 mod report;
 mod statedb;
 mod sync;

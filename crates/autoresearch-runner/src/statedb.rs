@@ -4,12 +4,16 @@
 
 use crate::error::IngestError;
 use crate::index::Index;
+use crate::pages;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// How much of a runner database is read through a memory map.
+const MMAP_SIZE: u64 = 1 << 30;
 
 /// How long a read waits for a lock the runner holds (WAL readers rarely wait).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,6 +108,11 @@ pub(crate) struct Source {
     identity: Option<(u64, u64)>,
     /// `PRAGMA data_version` after the last complete scan.
     version: Option<i64>,
+    /// Whether row fingerprints can be read from the table's pages
+    /// (`sqlite_dbpage`, see [`crate::pages`]).
+    pages: bool,
+    /// What the last read of the pages parsed.
+    tree: Option<pages::Tree>,
 }
 
 /// The device and inode of `path`: a file replaced under the same name
@@ -125,7 +134,9 @@ impl Source {
     /// Opens `path` read-only. A WAL database in a directory the reader
     /// cannot write (no `-shm` to create) is opened as immutable instead:
     /// nobody can be writing it there either.
-    pub fn open(path: &Path) -> Result<Source, IngestError> {
+    /// With `page_reads`, row fingerprints come from the table's pages when
+    /// SQLite offers them (see [`crate::pages`]).
+    pub fn open(path: &Path, page_reads: bool) -> Result<Source, IngestError> {
         if !path.is_file() {
             return Err(IngestError::Missing {
                 path: path.to_path_buf(),
@@ -146,6 +157,10 @@ impl Source {
             }
             Err(e) => return Err(IngestError::sqlite(path, e)),
         };
+        // Pages read through a memory map instead of a read call each: a
+        // re-sync reads every page of the table (see `pages`).
+        conn.execute_batch(&format!("PRAGMA mmap_size = {MMAP_SIZE}"))
+            .map_err(|e| IngestError::sqlite(path, e))?;
         // Fingerprints computed inside SQLite: an unchanged row costs one
         // call instead of a column read per column.
         let mut buf = Vec::with_capacity(512);
@@ -163,6 +178,8 @@ impl Source {
         )
         .map_err(|e| IngestError::sqlite(path, e))?;
         Ok(Source {
+            pages: page_reads && pages::available(&conn),
+            tree: None,
             conn,
             path: path.to_path_buf(),
             identity: identity(path),
@@ -328,6 +345,14 @@ fn report_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<ReportRow> {
     Ok(ReportRow { cols, fp })
 }
 
+/// The page fingerprint of `rowid` in `cells` (sorted by rowid); 0, which
+/// no fingerprint equals, when the row is not there.
+fn cell_fp(cells: &pages::Cells, rowid: i64) -> u64 {
+    cells
+        .binary_search_by_key(&rowid, |c| c.0)
+        .map_or(0, |at| cells[at].1)
+}
+
 /// Reads agents row `row` (its rowid first) into `out`, or a warning when
 /// it has no text agent_id.
 fn take_agent(
@@ -354,8 +379,10 @@ fn take_agent(
 
 /// Reads the database against `index`: marks rows seen, and returns the
 /// rows that may need writing. With a row index from an earlier scan, only
-/// each row's rowid and fingerprint (computed inside SQLite) are read, and
-/// changed rows are fetched by rowid; without one, every row is read.
+/// each row's rowid and fingerprint are read (the hash of its record bytes
+/// from the table's pages, see [`crate::pages`]; else of its values,
+/// computed inside SQLite), and changed rows are fetched by rowid; without
+/// one, every row is read.
 /// Blocking; call it off the async executor.
 pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, IngestError> {
     let path = source.path.clone();
@@ -383,6 +410,13 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
     let mut candidates: HashSet<String> = HashSet::new();
     let columns = AGENT_COLUMNS.join(", ");
 
+    // Each row's fingerprint: the hash of its record bytes, read from the
+    // table's pages when SQLite offers them, else of its values.
+    let cells = if source.pages {
+        pages::table_cells(&tx, "agents", &mut source.tree).map_err(err)?
+    } else {
+        None
+    };
     if index.by_rowid.is_empty() {
         let sql = format!("SELECT rowid, {columns} FROM agents");
         let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
@@ -398,41 +432,53 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
             )
             .map_err(err)?;
         }
+        if let Some(cells) = &cells {
+            for (rowid, _, agent) in &mut out.agents {
+                agent.fp = cell_fp(cells, *rowid);
+            }
+        }
     } else {
-        let sql = format!("SELECT rowid, {FP_FUNCTION}({columns}) FROM agents");
-        let mut changed: Vec<(i64, Option<u32>)> = Vec::new();
-        {
-            let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
-            let mut rows = stmt.query([]).map_err(err)?;
-            // A table scan returns rows in rowid order, and `by_rowid` is
-            // sorted: a merge, with a search only if the order breaks.
-            let known = &index.by_rowid;
-            let mut at = 0;
-            while let Some(row) = rows.next().map_err(err)? {
-                out.rows_read += 1;
-                let rowid: i64 = row.get(0).map_err(err)?;
-                let fp = row.get::<_, i64>(1).map_err(err)? as u64;
-                if at > 0 && known[at - 1].0 >= rowid {
-                    at = known.partition_point(|k| k.0 < rowid);
+        let mut changed: Vec<(i64, Option<u32>, u64)> = Vec::new();
+        out.unchanged.reserve(index.by_rowid.len());
+        // A table scan returns rows in rowid order, and `by_rowid` is
+        // sorted: a merge, with a search only if the order breaks.
+        let known = &index.by_rowid;
+        let mut at = 0;
+        let mut visit = |rowid: i64, fp: u64| {
+            out.rows_read += 1;
+            if at > 0 && known[at - 1].0 >= rowid {
+                at = known.partition_point(|k| k.0 < rowid);
+            }
+            while known.get(at).is_some_and(|k| k.0 < rowid) {
+                at += 1;
+            }
+            match known.get(at) {
+                Some(&(r, f, slot)) if r == rowid && f == fp => {
+                    index.runs[slot as usize].seen = epoch;
+                    out.unchanged.push((rowid, fp, slot));
                 }
-                while known.get(at).is_some_and(|k| k.0 < rowid) {
-                    at += 1;
-                }
-                match known.get(at) {
-                    Some(&(r, f, slot)) if r == rowid && f == fp => {
-                        index.runs[slot as usize].seen = epoch;
-                        out.unchanged.push((rowid, fp, slot));
-                    }
-                    Some(&(r, _, slot)) if r == rowid => changed.push((rowid, Some(slot))),
-                    _ => changed.push((rowid, None)),
+                Some(&(r, _, slot)) if r == rowid => changed.push((rowid, Some(slot), fp)),
+                _ => changed.push((rowid, None, fp)),
+            }
+        };
+        match &cells {
+            Some(cells) => cells.iter().for_each(|&(rowid, fp)| visit(rowid, fp)),
+            None => {
+                let sql = format!("SELECT rowid, {FP_FUNCTION}({columns}) FROM agents");
+                let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+                let mut rows = stmt.query([]).map_err(err)?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    let rowid: i64 = row.get(0).map_err(err)?;
+                    visit(rowid, row.get::<_, i64>(1).map_err(err)? as u64);
                 }
             }
         }
         let sql = format!("SELECT rowid, {columns} FROM agents WHERE rowid = ?1");
         let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
-        for (rowid, hint) in changed {
+        for (rowid, hint, fp) in changed {
             let mut rows = stmt.query([rowid]).map_err(err)?;
             if let Some(row) = rows.next().map_err(err)? {
+                let before = out.agents.len();
                 take_agent(
                     &mut out,
                     has_reports.then_some(&mut candidates),
@@ -441,6 +487,9 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                     &mut buf,
                 )
                 .map_err(err)?;
+                if let Some((_, _, agent)) = out.agents.get_mut(before) {
+                    agent.fp = fp;
+                }
             }
         }
     }
@@ -496,7 +545,10 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                 let mut rows = stmt.query([&id]).map_err(err)?;
                 if let Some(row) = rows.next().map_err(err)? {
                     let rowid: i64 = row.get(0).map_err(err)?;
-                    let agent = new_agent_row(row, 1, &mut buf).map_err(err)?;
+                    let mut agent = new_agent_row(row, 1, &mut buf).map_err(err)?;
+                    if let Some(cells) = &cells {
+                        agent.fp = cell_fp(cells, rowid);
+                    }
                     fetched.insert(rowid);
                     out.agents.push((rowid, None, agent));
                 }
