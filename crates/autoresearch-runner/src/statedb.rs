@@ -113,6 +113,9 @@ pub(crate) struct Source {
     pages: bool,
     /// What the last read of the pages parsed.
     tree: Option<pages::Tree>,
+    /// Cells read by [`Source::prefetch_pages`], with the `data_version`
+    /// they hold for.
+    prefetched: Option<(i64, pages::Cells)>,
 }
 
 /// The device and inode of `path`: a file replaced under the same name
@@ -180,11 +183,33 @@ impl Source {
         Ok(Source {
             pages: page_reads && pages::available(&conn),
             tree: None,
+            prefetched: None,
             conn,
             path: path.to_path_buf(),
             identity: identity(path),
             version: None,
         })
+    }
+
+    /// Reads and parses the agents table's pages in a read transaction of
+    /// its own, so that the next [`scan`] (its own snapshot) parses only
+    /// the pages that changed in between. Meant to run while something
+    /// else (loading the index) is under way; any error is left for the
+    /// scan to meet and report.
+    pub fn prefetch_pages(&mut self) {
+        if !self.pages {
+            return;
+        }
+        let Ok(tx) = self.conn.unchecked_transaction() else {
+            return;
+        };
+        // Read in the transaction, after the pages: their snapshot's version.
+        if let Ok(Some(cells)) = pages::table_cells(&tx, "agents", &mut self.tree)
+            && let Ok(version) = self.data_version()
+        {
+            self.prefetched = Some((version, cells));
+        }
+        drop(tx);
     }
 
     /// Whether this connection still reads the file at `path`.
@@ -403,7 +428,6 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
     if has_reports {
         check_columns(&tx, path, "run_reports", &REPORT_COLUMNS)?;
     }
-    let epoch = index.epoch;
     let mut out = Scan::default();
     let mut buf = Vec::with_capacity(512);
     // Agents of the rows materialized: their reports are all needed.
@@ -412,10 +436,11 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
 
     // Each row's fingerprint: the hash of its record bytes, read from the
     // table's pages when SQLite offers them, else of its values.
-    let cells = if source.pages {
-        pages::table_cells(&tx, "agents", &mut source.tree).map_err(err)?
-    } else {
-        None
+    let cells = match source.prefetched.take() {
+        // Nobody committed since the prefetch: its cells are this snapshot's.
+        Some((v, cells)) if v == version => Some(cells),
+        _ if source.pages => pages::table_cells(&tx, "agents", &mut source.tree).map_err(err)?,
+        _ => None,
     };
     if index.by_rowid.is_empty() {
         let sql = format!("SELECT rowid, {columns} FROM agents");
@@ -454,7 +479,7 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
             }
             match known.get(at) {
                 Some(&(r, f, slot)) if r == rowid && f == fp => {
-                    index.runs[slot as usize].seen = epoch;
+                    index.seen.mark(slot);
                     out.unchanged.push((rowid, fp, slot));
                 }
                 Some(&(r, _, slot)) if r == rowid => changed.push((rowid, Some(slot), fp)),
@@ -496,7 +521,7 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
     // Rows fetched for a known agent mark it seen.
     for (_, hint, agent) in &out.agents {
         if let Some(slot) = agent.get(0).and_then(|id| index.slot_hinted(id, *hint)) {
-            index.runs[slot as usize].seen = epoch;
+            index.seen.mark(slot);
         }
     }
 
@@ -518,7 +543,7 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                 continue;
             };
             let in_file = candidates.contains(agent_id)
-                || index.run(agent_id).is_some_and(|t| t.seen == epoch);
+                || index.slot(agent_id).is_some_and(|s| index.seen.contains(s));
             if !in_file {
                 out.orphan_reports
                     .push((report_id.to_string(), agent_id.to_string()));

@@ -319,7 +319,27 @@ impl RunnerIngest {
     /// fingerprints of the file (nothing when the file is unchanged); a new
     /// ingester without a valid saved index first materializes the world.
     pub async fn sync(&mut self) -> Result<SyncReport, IngestError> {
-        let (warm, index_source) = self.resume().await?;
+        // A new ingester first loads its index (or reads the world): the
+        // runner file's pages are read meanwhile, on another thread.
+        let prefetch = (self.warm.is_none() && self.config.page_reads).then(|| {
+            let source = self.source.take();
+            let path = self.config.path.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut source = match source.filter(|s| s.is_for(&path)) {
+                    Some(s) => Some(s),
+                    None => Source::open(&path, true).ok(),
+                };
+                if let Some(s) = &mut source {
+                    s.prefetch_pages();
+                }
+                source
+            })
+        });
+        let resumed = self.resume().await;
+        if let Some(prefetch) = prefetch {
+            self.source = prefetch.await.ok().flatten();
+        }
+        let (warm, index_source) = resumed?;
         let path = self.config.path.clone();
         // With the world unchanged since the last scan, a file nobody wrote
         // since gives the same result, so it is not read.
@@ -331,7 +351,7 @@ impl RunnerIngest {
             Some(w) => (Some(w.writer), w.index),
             None => (None, Index::default()),
         };
-        index.epoch += 1;
+        index.seen.reset(index.runs.len());
         let source = self.source.take();
         let check_idle = idle.is_some();
         let page_reads = self.config.page_reads;
@@ -607,7 +627,6 @@ fn apply(
     report: &mut SyncReport,
     idle: &mut SyncReport,
 ) -> Result<(), autoresearch_core::Error> {
-    let epoch = index.epoch;
     report.rows_read = scan.rows_read;
     report.reports_read = scan.reports_read;
     for w in scan.warnings {
@@ -691,7 +710,7 @@ fn apply(
                 }
                 t.run_hash = run_hash;
                 t.commit_hash = commit_hash;
-                t.seen = epoch;
+                index.seen.mark(slot);
                 (slot, changed)
             }
             None => {
@@ -704,8 +723,8 @@ fn apply(
                     run_hash,
                     commit_hash,
                     report: None,
-                    seen: epoch,
                 });
+                index.seen.mark(slot);
                 (slot, true)
             }
         };
@@ -737,7 +756,7 @@ fn apply(
     // stable sort merges them in one pass.
     by_rowid.sort_by_key(|r| r.0);
     index.by_rowid = by_rowid;
-    report.runs_missing = index.runs.iter().filter(|t| t.seen != epoch).count();
+    report.runs_missing = index.runs.len() - index.seen.len();
     idle.runs_missing = report.runs_missing;
     Ok(())
 }
