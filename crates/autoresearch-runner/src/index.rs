@@ -83,6 +83,12 @@ pub(crate) struct Index {
     pub by_rowid: Vec<(i64, u64, u32)>,
     /// report_id to the fingerprint of its row (0: unknown).
     pub reports: HashMap<String, u64>,
+    /// `(rowid, fingerprint, run slot)` of the report rows the last scan
+    /// read from the pages, sorted by rowid (the slot of the report's
+    /// agent, or `statedb::REPORT_BAD` / `REPORT_ORPHAN`). An unchanged row
+    /// whose agent is still in the file is not read again; empty: read
+    /// every report row.
+    pub report_rows: Vec<(i64, u64, u32)>,
     /// The runs whose row this sync saw.
     pub seen: Seen,
 }
@@ -323,6 +329,7 @@ impl Index {
             }
         }
         self.by_rowid.retain(|r| !touched.contains(&r.2));
+        self.report_rows.retain(|r| !touched.contains(&r.2));
         true
     }
 }
@@ -369,7 +376,7 @@ impl ByEntity {
 }
 
 /// File magic and format version of a saved index.
-const MAGIC: &[u8; 8] = b"ARIDX\x00\x00\x02";
+const MAGIC: &[u8; 8] = b"ARIDX\x00\x00\x03";
 
 /// Which world state and which ingest a saved index belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +400,7 @@ struct Header {
     runs: u64,
     text: u64,
     by_rowid: u64,
+    report_rows: u64,
 }
 
 /// Bytes per run record: entity, run hash, agent_id length, commit length.
@@ -418,10 +426,11 @@ fn encode_body(key: &Key, index: &Index) -> std::io::Result<(Vec<u8>, Vec<u8>)> 
         runs: index.runs.len() as u64,
         text: text as u64,
         by_rowid: index.by_rowid.len() as u64,
+        report_rows: index.report_rows.len() as u64,
     };
     let head = postcard::to_allocvec(&header).map_err(std::io::Error::other)?;
-    let mut body =
-        Vec::with_capacity(index.runs.len() * RUN_BYTES + text + index.by_rowid.len() * ROW_BYTES);
+    let rows = index.by_rowid.len() + index.report_rows.len();
+    let mut body = Vec::with_capacity(index.runs.len() * RUN_BYTES + text + rows * ROW_BYTES);
     for t in &index.runs {
         body.extend_from_slice(&t.entity.0.to_le_bytes());
         body.extend_from_slice(&t.run_hash.to_le_bytes());
@@ -432,7 +441,7 @@ fn encode_body(key: &Key, index: &Index) -> std::io::Result<(Vec<u8>, Vec<u8>)> 
         body.extend_from_slice(t.agent_id.as_bytes());
         body.extend_from_slice(t.commit_hash.as_bytes());
     }
-    for (rowid, fp, slot) in &index.by_rowid {
+    for (rowid, fp, slot) in index.by_rowid.iter().chain(&index.report_rows) {
         body.extend_from_slice(&rowid.to_le_bytes());
         body.extend_from_slice(&fp.to_le_bytes());
         body.extend_from_slice(&slot.to_le_bytes());
@@ -454,9 +463,11 @@ fn decode_body(body: &[u8]) -> Option<(Key, Index)> {
     let runs = usize::try_from(header.runs).ok()?;
     let text = usize::try_from(header.text).ok()?;
     let rows = usize::try_from(header.by_rowid).ok()?;
+    let report_rows = usize::try_from(header.report_rows).ok()?;
     let (fixed, rest) = rest.split_at_checked(runs.checked_mul(RUN_BYTES)?)?;
     let (text_bytes, rest) = rest.split_at_checked(text)?;
-    if rest.len() != rows.checked_mul(ROW_BYTES)? {
+    let (rest, report_rest) = rest.split_at_checked(rows.checked_mul(ROW_BYTES)?)?;
+    if report_rest.len() != report_rows.checked_mul(ROW_BYTES)? {
         return None;
     }
     let text_bytes = std::str::from_utf8(text_bytes).ok()?;
@@ -484,10 +495,9 @@ fn decode_body(body: &[u8]) -> Option<(Key, Index)> {
     for (slot, report) in header.run_reports {
         index.runs.get_mut(slot as usize)?.report = Some(report);
     }
-    index.by_rowid = rest
-        .chunks_exact(ROW_BYTES)
-        .map(|r| (le64(r) as i64, le64(&r[8..]), le32(&r[16..])))
-        .collect();
+    let row = |r: &[u8]| (le64(r) as i64, le64(&r[8..]), le32(&r[16..]));
+    index.by_rowid = rest.chunks_exact(ROW_BYTES).map(row).collect();
+    index.report_rows = report_rest.chunks_exact(ROW_BYTES).map(row).collect();
     index.reports = header.reports.into_iter().collect();
     Some((header.key, index))
 }
@@ -545,6 +555,15 @@ pub(crate) fn load(path: &Path, expect: &Key) -> Option<(Key, Index)> {
     if index.by_rowid.iter().any(|r| r.2 >= n) || !index.by_rowid.is_sorted_by_key(|r| r.0) {
         return None;
     }
+    let marks = [crate::statedb::REPORT_BAD, crate::statedb::REPORT_ORPHAN];
+    if index
+        .report_rows
+        .iter()
+        .any(|r| r.2 >= n && !marks.contains(&r.2))
+        || !index.report_rows.is_sorted_by_key(|r| r.0)
+    {
+        return None;
+    }
     Some((key, index))
 }
 
@@ -587,6 +606,7 @@ mod tests {
             index.by_rowid.push((i as i64 - 2, i * 31, i as u32));
         }
         index.reports.insert("r".into(), 99);
+        index.report_rows = vec![(-1, 5, 3), (4, 6, u32::MAX)];
         (key, index)
     }
 
@@ -600,6 +620,7 @@ mod tests {
         let view = |i: &Index| -> Vec<String> { i.runs.iter().map(|t| format!("{t:?}")).collect() };
         assert_eq!(view(&got), view(&index));
         assert_eq!(got.by_rowid, index.by_rowid);
+        assert_eq!(got.report_rows, index.report_rows);
         assert_eq!(got.reports, index.reports);
         // Every cut is refused; flipped bytes are refused or decode to
         // something, never a panic.

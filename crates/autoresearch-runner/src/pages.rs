@@ -32,58 +32,82 @@ pub(crate) fn available(conn: &Connection) -> bool {
         .is_ok()
 }
 
-/// The cells of rowid table `table`, read in the connection's current
-/// read transaction (the caller holds one, so every page comes from one
-/// snapshot). `Ok(None)`: this table cannot be read page by page (no
-/// rowids, no `sqlite_dbpage`, or a page the walk does not understand).
+/// The cells of each rowid table in `tables`, from one pass over the pages
+/// in the connection's current read transaction (the caller holds one, so
+/// every page comes from one snapshot). `None` for a table that cannot be
+/// read page by page (missing, without rowids, or a page the walk does not
+/// understand); all `None` without `sqlite_dbpage`.
 ///
 /// `last` holds what the last read of the same database parsed: leaf pages
 /// whose bytes did not change since are not parsed again. It is replaced by
 /// this read's.
+pub(crate) fn tables_cells(
+    conn: &Connection,
+    tables: &[&str],
+    last: &mut Option<Tree>,
+) -> rusqlite::Result<Vec<Option<Cells>>> {
+    let mut roots = Vec::with_capacity(tables.len());
+    for table in tables {
+        let root: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT rootpage, sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    ))
+                },
+            )
+            .optional()?;
+        roots.push(root.and_then(|(root, sql)| {
+            // A WITHOUT ROWID table is an index B-tree keyed by its primary key.
+            if sql.to_ascii_uppercase().contains("WITHOUT") {
+                return None;
+            }
+            // The same record bytes under another table definition may be
+            // other values: the definition goes into every hash.
+            Some((
+                u32::try_from(root).ok()?,
+                xxhash_rust::xxh3::xxh3_64(sql.as_bytes()),
+            ))
+        }));
+    }
+    if roots.iter().all(Option::is_none) {
+        return Ok(vec![None; tables.len()]);
+    }
+    let Some(tree) = Tree::read(conn, last.take())? else {
+        return Ok(vec![None; tables.len()]);
+    };
+    let mut out = Vec::with_capacity(tables.len());
+    let mut whole = true;
+    for root in roots {
+        let cells = match root {
+            Some((root, seed)) => tree.cells_of(conn, root, seed)?,
+            None => None,
+        };
+        whole &= cells.is_some();
+        out.push(cells);
+    }
+    // Kept only when every table could be read: the next read trusts it.
+    if whole {
+        *last = Some(tree);
+    }
+    Ok(out)
+}
+
+/// The cells of rowid table `table` (see [`tables_cells`]).
+#[cfg(test)]
 pub(crate) fn table_cells(
     conn: &Connection,
     table: &str,
     last: &mut Option<Tree>,
 ) -> rusqlite::Result<Option<Cells>> {
-    let root: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT rootpage, sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-            [table],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                ))
-            },
-        )
-        .optional()?;
-    let Some((root, sql)) = root else {
-        return Ok(None);
-    };
-    // A WITHOUT ROWID table is an index B-tree keyed by its primary key.
-    if sql.to_ascii_uppercase().contains("WITHOUT") {
-        return Ok(None);
-    }
-    let Ok(root) = u32::try_from(root) else {
-        return Ok(None);
-    };
-    // The same record bytes under another table definition may be other
-    // values: the definition seeds every hash.
-    let seed = xxhash_rust::xxh3::xxh3_64(sql.as_bytes());
-    let Some(tree) = Tree::read(conn, seed, last.take())? else {
-        return Ok(None);
-    };
-    let cells = tree.cells_of(conn, root)?;
-    // Kept only when it could be read whole: the next read trusts it.
-    if cells.is_some() {
-        *last = Some(tree);
-    }
-    Ok(cells)
+    Ok(tables_cells(conn, &[table], last)?.pop().flatten())
 }
 
 /// What one pass over the pages found: every table B-tree page parsed.
 pub(crate) struct Tree {
-    seed: u64,
     /// Bytes of a page that hold content (the page size less the reserved
     /// bytes at its end).
     usable: usize,
@@ -91,7 +115,8 @@ pub(crate) struct Tree {
     pages: Vec<Page>,
     /// Per page number: the hash of a leaf page's bytes (0 for others).
     hashes: Vec<u64>,
-    /// The cells of all leaf pages, each leaf's a range of this.
+    /// The cells of all leaf pages (with the hash of the record alone, see
+    /// [`seeded`]), each leaf's a range of this.
     cells: Cells,
     /// Children of interior pages, each interior page's a range of this.
     children: Vec<u32>,
@@ -129,13 +154,10 @@ struct Spill {
 impl Tree {
     /// Reads and parses every page. `None` when the page size makes no
     /// sense (a database the walk does not understand).
-    fn read(conn: &Connection, seed: u64, last: Option<Tree>) -> rusqlite::Result<Option<Tree>> {
+    fn read(conn: &Connection, last: Option<Tree>) -> rusqlite::Result<Option<Tree>> {
         let page_count: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         let pages = usize::try_from(page_count).unwrap_or(0) + 1;
-        // Cells of the last read hold for the same table definition only.
-        let last = last.filter(|l| l.seed == seed);
         let mut tree = Tree {
-            seed,
             usable: 0,
             pages: vec![Page::Other; pages],
             hashes: vec![0; pages],
@@ -235,8 +257,7 @@ impl Tree {
                         let len = usize::try_from(len).ok()?;
                         if len <= max_local {
                             let record = page.get(start..start + len)?;
-                            self.cells
-                                .push((rowid as i64, record_hash(record, self.seed)));
+                            self.cells.push((rowid as i64, record_hash(record)));
                         } else {
                             let k = min_local + (len - min_local) % (usable - 4);
                             let local = if k <= max_local { k } else { min_local };
@@ -266,7 +287,9 @@ impl Tree {
     }
 
     /// The cells of the B-tree at `root`, its leaves in key order.
-    fn cells_of(&self, conn: &Connection, root: u32) -> rusqlite::Result<Option<Cells>> {
+    /// The cells of the B-tree at `root`, its leaves in key order, each
+    /// hash [`seeded`] with `seed`.
+    fn cells_of(&self, conn: &Connection, root: u32, seed: u64) -> rusqlite::Result<Option<Cells>> {
         let mut out: Cells = Vec::new();
         // Spilled cells of this tree: (index in `out`, index in `cells`).
         let mut spills: Vec<(usize, u32)> = Vec::new();
@@ -313,13 +336,16 @@ impl Tree {
                 )? {
                     return Ok(None);
                 }
-                out[at].1 = record_hash(&record, self.seed);
+                out[at].1 = record_hash(&record);
             }
         }
         // Leaves in key order give ascending rowids; anything else is a
         // page the walk misread.
         if out.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Ok(None);
+        }
+        for cell in &mut out {
+            cell.1 = seeded(cell.1, seed);
         }
         Ok(Some(out))
     }
@@ -358,8 +384,18 @@ fn read_overflow(
     Ok(true)
 }
 
-fn record_hash(bytes: &[u8], seed: u64) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, seed).max(1)
+/// The hash of a record's bytes, never 0 (0 marks a spilled cell whose
+/// overflow pages are not read yet).
+fn record_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes).max(1)
+}
+
+/// A record hash under a table definition's `seed`: a bijection of the
+/// record hash for one seed (distinct records stay distinct), another
+/// value for another seed. Never 0.
+fn seeded(hash: u64, seed: u64) -> u64 {
+    let m = (hash ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (m ^ (m >> 32)).max(1)
 }
 
 fn be16(b: &[u8], at: usize) -> Option<usize> {

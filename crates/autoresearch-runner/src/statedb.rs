@@ -3,7 +3,7 @@
 //! row fingerprints so that a re-sync materializes only rows that changed.
 
 use crate::error::IngestError;
-use crate::index::Index;
+use crate::index::{Index, Seen};
 use crate::pages;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
@@ -93,9 +93,43 @@ pub(crate) struct Scan {
     pub unchanged: Vec<(i64, u64, u32)>,
     /// New or changed reports, and every report of an agent in `agents`.
     pub reports: Vec<ReportRow>,
+    /// Whether report fingerprints came from the pages: then the next
+    /// `Index::report_rows` is `report_rows_kept` and `report_rows_read`.
+    pub report_pages: bool,
+    /// Report rows unchanged since the last scan, as `(rowid, fingerprint,
+    /// run slot)`.
+    pub report_rows_kept: Vec<(i64, u64, u32)>,
+    /// Report rows read, as `(rowid, fingerprint, agent_id)` (no agent_id:
+    /// a row without text ids).
+    pub report_rows_read: Vec<(i64, u64, Option<String>)>,
     pub orphan_reports: Vec<(String, String)>,
     pub warnings: Vec<String>,
 }
+
+/// The page cells of the two tables a sync reads (see [`crate::pages`]).
+#[derive(Default)]
+pub(crate) struct TableCells {
+    agents: Option<pages::Cells>,
+    reports: Option<pages::Cells>,
+}
+
+impl TableCells {
+    /// Reads both tables' cells in the current read transaction.
+    fn read(conn: &Connection, tree: &mut Option<pages::Tree>) -> rusqlite::Result<TableCells> {
+        let mut cells = pages::tables_cells(conn, &["agents", "run_reports"], tree)?;
+        let reports = cells.pop().flatten();
+        Ok(TableCells {
+            agents: cells.pop().flatten(),
+            reports,
+        })
+    }
+}
+
+/// `Index::report_rows` marks of a report row with no text report_id or
+/// agent_id (skipped with a warning) ...
+pub(crate) const REPORT_BAD: u32 = u32::MAX;
+/// ... and of one whose agent had no run when it was read.
+pub(crate) const REPORT_ORPHAN: u32 = u32::MAX - 1;
 
 /// The SQL function that fingerprints its arguments as the reader does.
 const FP_FUNCTION: &str = "autoresearch_row_fp";
@@ -115,7 +149,7 @@ pub(crate) struct Source {
     tree: Option<pages::Tree>,
     /// Cells read by [`Source::prefetch_pages`], with the `data_version`
     /// they hold for.
-    prefetched: Option<(i64, pages::Cells)>,
+    prefetched: Option<(i64, TableCells)>,
 }
 
 /// The device and inode of `path`: a file replaced under the same name
@@ -191,7 +225,7 @@ impl Source {
         })
     }
 
-    /// Reads and parses the agents table's pages in a read transaction of
+    /// Reads and parses the tables' pages in a read transaction of
     /// its own, so that the next [`scan`] (its own snapshot) parses only
     /// the pages that changed in between. Meant to run while something
     /// else (loading the index) is under way; any error is left for the
@@ -204,7 +238,7 @@ impl Source {
             return;
         };
         // Read in the transaction, after the pages: their snapshot's version.
-        if let Ok(Some(cells)) = pages::table_cells(&tx, "agents", &mut self.tree)
+        if let Ok(cells) = TableCells::read(&tx, &mut self.tree)
             && let Ok(version) = self.data_version()
         {
             self.prefetched = Some((version, cells));
@@ -378,6 +412,62 @@ fn cell_fp(cells: &pages::Cells, rowid: i64) -> u64 {
         .map_or(0, |at| cells[at].1)
 }
 
+const BAD_REPORT_ROW: &str = "a run_reports row without a text report_id or agent_id was skipped";
+
+/// What reading report rows needs.
+struct Reports<'a> {
+    index: &'a Index,
+    /// agent_ids of the new agents rows read.
+    candidates: &'a HashSet<String>,
+    /// agent_ids whose row must be read for a changed report.
+    refetch: &'a mut HashSet<String>,
+    buf: &'a mut Vec<u8>,
+}
+
+impl Reports<'_> {
+    /// Takes one report row (its columns, then its rowid) into `out`.
+    /// `page_fp`: its fingerprint from the pages, else computed here.
+    fn take(
+        &mut self,
+        out: &mut Scan,
+        row: &Row<'_>,
+        page_fp: Option<u64>,
+    ) -> rusqlite::Result<()> {
+        let rowid: i64 = row.get(REPORT_COLUMNS.len())?;
+        let (Some(report_id), Some(agent_id)) = (key_text(row, 0)?, key_text(row, 1)?) else {
+            out.warnings.push(BAD_REPORT_ROW.to_string());
+            if let Some(fp) = page_fp {
+                out.report_rows_read.push((rowid, fp, None));
+            }
+            return Ok(());
+        };
+        if let Some(fp) = page_fp {
+            out.report_rows_read
+                .push((rowid, fp, Some(agent_id.to_string())));
+        }
+        let index = self.index;
+        let candidate = self.candidates.contains(agent_id);
+        let in_file = candidate || index.slot(agent_id).is_some_and(|s| index.seen.contains(s));
+        if !in_file {
+            out.orphan_reports
+                .push((report_id.to_string(), agent_id.to_string()));
+            return Ok(());
+        }
+        let fp = match page_fp {
+            Some(fp) => fp,
+            None => fingerprint(row, REPORT_COLUMNS.len(), self.buf)?,
+        };
+        let changed = index.reports.get(report_id).is_none_or(|f| *f != fp);
+        if changed || candidate {
+            if changed && !candidate {
+                self.refetch.insert(agent_id.to_string());
+            }
+            out.reports.push(report_row(row, fp)?);
+        }
+        Ok(())
+    }
+}
+
 /// Reads agents row `row` (its rowid first) into `out`, or a warning when
 /// it has no text agent_id.
 fn take_agent(
@@ -436,11 +526,14 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
 
     // Each row's fingerprint: the hash of its record bytes, read from the
     // table's pages when SQLite offers them, else of its values.
-    let cells = match source.prefetched.take() {
+    let TableCells {
+        agents: cells,
+        reports: report_cells,
+    } = match source.prefetched.take() {
         // Nobody committed since the prefetch: its cells are this snapshot's.
-        Some((v, cells)) if v == version => Some(cells),
-        _ if source.pages => pages::table_cells(&tx, "agents", &mut source.tree).map_err(err)?,
-        _ => None,
+        Some((v, cells)) if v == version => cells,
+        _ if source.pages => TableCells::read(&tx, &mut source.tree).map_err(err)?,
+        _ => TableCells::default(),
     };
     if index.by_rowid.is_empty() {
         let sql = format!("SELECT rowid, {columns} FROM agents");
@@ -518,48 +611,84 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
             }
         }
     }
-    // Rows fetched for a known agent mark it seen.
+    // Rows fetched for a known agent mark it seen; their reports are all
+    // needed (`materialized`, as `candidates` holds the new agents').
+    let mut materialized = Seen::default();
     for (_, hint, agent) in &out.agents {
         if let Some(slot) = agent.get(0).and_then(|id| index.slot_hinted(id, *hint)) {
             index.seen.mark(slot);
+            materialized.mark(slot);
         }
     }
 
     if has_reports {
         let mut refetch: HashSet<String> = HashSet::new();
-        let sql = format!("SELECT {} FROM run_reports", REPORT_COLUMNS.join(", "));
-        let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
-        while let Some(row) = rows.next().map_err(err)? {
-            out.reports_read += 1;
-            let (Some(report_id), Some(agent_id)) = (
-                key_text(row, 0).map_err(err)?,
-                key_text(row, 1).map_err(err)?,
-            ) else {
-                out.warnings.push(
-                    "a run_reports row without a text report_id or agent_id was skipped"
-                        .to_string(),
-                );
-                continue;
-            };
-            let in_file = candidates.contains(agent_id)
-                || index.slot(agent_id).is_some_and(|s| index.seen.contains(s));
-            if !in_file {
-                out.orphan_reports
-                    .push((report_id.to_string(), agent_id.to_string()));
-                continue;
-            }
-            let fp = fingerprint(row, REPORT_COLUMNS.len(), &mut buf).map_err(err)?;
-            let changed = index.reports.get(report_id).is_none_or(|f| *f != fp);
-            if changed || candidates.contains(agent_id) {
-                if changed && !candidates.contains(agent_id) {
-                    refetch.insert(agent_id.to_string());
+        let cols = REPORT_COLUMNS.join(", ");
+        let mut reports = Reports {
+            index,
+            candidates: &candidates,
+            refetch: &mut refetch,
+            buf: &mut buf,
+        };
+        out.report_pages = report_cells.is_some();
+        match &report_cells {
+            Some(cells) if !reports.index.report_rows.is_empty() => {
+                // Unchanged rows of agents still in the file (and not read
+                // again) are all that is skipped.
+                let mut fetch: Vec<(i64, u64)> = Vec::new();
+                let known = &reports.index.report_rows;
+                let mut at = 0;
+                for &(rowid, fp) in cells {
+                    out.reports_read += 1;
+                    if at > 0 && known[at - 1].0 >= rowid {
+                        at = known.partition_point(|k| k.0 < rowid);
+                    }
+                    while known.get(at).is_some_and(|k| k.0 < rowid) {
+                        at += 1;
+                    }
+                    match known.get(at) {
+                        Some(&(r, f, REPORT_BAD)) if r == rowid && f == fp => {
+                            out.warnings.push(BAD_REPORT_ROW.to_string());
+                            out.report_rows_kept.push((rowid, fp, REPORT_BAD));
+                        }
+                        Some(&(r, f, slot))
+                            if r == rowid
+                                && f == fp
+                                && slot != REPORT_ORPHAN
+                                && reports.index.seen.contains(slot)
+                                && !materialized.contains(slot) =>
+                        {
+                            out.report_rows_kept.push((rowid, fp, slot));
+                        }
+                        _ => fetch.push((rowid, fp)),
+                    }
                 }
-                out.reports.push(report_row(row, fp).map_err(err)?);
+                let sql = format!("SELECT {cols}, rowid FROM run_reports WHERE rowid = ?1");
+                let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+                for (rowid, fp) in fetch {
+                    let mut rows = stmt.query([rowid]).map_err(err)?;
+                    if let Some(row) = rows.next().map_err(err)? {
+                        reports.take(&mut out, row, Some(fp)).map_err(err)?;
+                    }
+                }
+            }
+            cells => {
+                let sql = format!("SELECT {cols}, rowid FROM run_reports");
+                let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+                let mut rows = stmt.query([]).map_err(err)?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    out.reports_read += 1;
+                    let fp = match cells {
+                        Some(cells) => {
+                            let rowid: i64 = row.get(REPORT_COLUMNS.len()).map_err(err)?;
+                            Some(cell_fp(cells, rowid))
+                        }
+                        None => None,
+                    };
+                    reports.take(&mut out, row, fp).map_err(err)?;
+                }
             }
         }
-        drop(rows);
-        drop(stmt);
         if !refetch.is_empty() {
             let sql = format!("SELECT rowid, {columns} FROM agents WHERE agent_id = ?1");
             let mut stmt = tx.prepare_cached(&sql).map_err(err)?;

@@ -757,6 +757,21 @@ fn apply(
     by_rowid.sort_by_key(|r| r.0);
     index.by_rowid = by_rowid;
     report.runs_missing = index.runs.len() - index.seen.len();
+    // The report rows as read, each with its agent's run as it is now.
+    if scan.report_pages {
+        let mut rows = scan.report_rows_kept;
+        rows.extend(scan.report_rows_read.into_iter().map(|(rowid, fp, agent)| {
+            let slot = match agent {
+                None => statedb::REPORT_BAD,
+                Some(id) => index.slot(&id).unwrap_or(statedb::REPORT_ORPHAN),
+            };
+            (rowid, fp, slot)
+        }));
+        rows.sort_by_key(|r| r.0);
+        index.report_rows = rows;
+    } else {
+        index.report_rows.clear();
+    }
     idle.runs_missing = report.runs_missing;
     Ok(())
 }

@@ -28,9 +28,23 @@ impl Rng {
     }
 }
 
-fn counts(r: &SyncReport) -> (Option<u64>, usize, usize, usize, usize, usize, usize) {
+type Counts = (
+    Option<u64>,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+
+fn counts(r: &SyncReport) -> Counts {
     (
         r.tick,
+        r.reports_read,
+        r.warnings_total,
         r.rows_read,
         r.runs_added,
         r.runs_changed,
@@ -98,12 +112,35 @@ fn mutate(db: &Db, rng: &mut Rng, next_id: &mut u64, step: usize) {
             }
             8 => {
                 let report = format!("r{step}-{}", rng.below(1_000_000));
-                db.report(
-                    &report,
-                    &pick(rng),
-                    &format!("c{:07x}", rng.below(1 << 28)),
-                    "2026-04-11T00:00:00Z",
-                );
+                let commit = format!("c{:07x}", rng.below(1 << 28));
+                match rng.below(6) {
+                    // For an agent with no row yet (an orphan until it
+                    // comes), or with ids that are not text (skipped).
+                    0 => db.report(
+                        &report,
+                        &format!("a{:05}", *next_id + 1),
+                        &commit,
+                        "2026-04-11T00:00:00Z",
+                    ),
+                    1 => {
+                        conn.execute(
+                            "INSERT INTO run_reports (report_id, agent_id, exit_status, created_at) VALUES (?1, 12345, 'completed', 'x')",
+                            [&report],
+                        )
+                        .unwrap();
+                    }
+                    // A report changed in place.
+                    2 => {
+                        conn.execute(
+                            "UPDATE run_reports SET commit_hash = ?1 WHERE rowid = (
+                                SELECT rowid FROM run_reports ORDER BY rowid LIMIT 1
+                                OFFSET ?2 % max(1, (SELECT count(*) FROM run_reports)))",
+                            params![commit, rng.below(1000) as i64],
+                        )
+                        .unwrap();
+                    }
+                    _ => db.report(&report, &pick(rng), &commit, "2026-04-11T00:00:00Z"),
+                }
             }
             _ => match rng.below(3) {
                 0 => {

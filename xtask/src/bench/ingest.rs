@@ -19,8 +19,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Writes a WAL-mode state.db with `rows` agents rows.
-fn make_state_db(path: &Path, rows: usize) -> Result<()> {
+/// Writes a WAL-mode state.db with `rows` agents rows, and with `reports`
+/// a run_reports table holding one report per agent.
+fn make_state_db(path: &Path, rows: usize, reports: bool) -> Result<()> {
     let mut conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "wal")?;
     conn.execute_batch(
@@ -61,6 +62,30 @@ fn make_state_db(path: &Path, rows: usize) -> Result<()> {
             ])?;
         }
     }
+    if reports {
+        tx.execute_batch(
+            "CREATE TABLE run_reports (
+                report_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL,
+                request_id TEXT NOT NULL DEFAULT '', exit_status TEXT NOT NULL,
+                commit_hash TEXT NOT NULL DEFAULT '', diff_stat TEXT NOT NULL DEFAULT '',
+                stdout_tail TEXT NOT NULL DEFAULT '', stderr_tail TEXT NOT NULL DEFAULT '',
+                metadata_json TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL)",
+        )?;
+        let mut stmt = tx.prepare(
+            "INSERT INTO run_reports VALUES (?1, ?2, ?3, 'completed', ?4, ?5, ?6, '', '{}', ?7)",
+        )?;
+        for i in 0..rows {
+            stmt.execute(rusqlite::params![
+                format!("report-{i:08}"),
+                format!("agent-{i:08}"),
+                format!("req-{i}"),
+                format!("{:040x}", i * 7919),
+                " 3 files changed, 41 insertions(+), 12 deletions(-)",
+                format!("step {i}: val_bpb 0.99{}\n", i % 97).repeat(4),
+                format!("2026-04-{:02}T23:59:30Z", 1 + i % 28),
+            ])?;
+        }
+    }
     tx.commit()?;
     Ok(())
 }
@@ -79,6 +104,19 @@ fn change_rows(path: &Path, rows: usize, offset: usize) -> Result<usize> {
         changed == rows.div_ceil(step) || changed + 1 == rows.div_ceil(step),
         "changed {changed} rows"
     );
+    // With reports, those sessions' reports change too (a new commit).
+    let has_reports: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'run_reports'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_reports {
+        conn.execute(
+            "UPDATE run_reports SET commit_hash = printf('%040x', ?2 + rowid)
+             WHERE (CAST(substr(agent_id, 7) AS INTEGER) % ?1) = ?2",
+            rusqlite::params![step as i64, offset as i64],
+        )?;
+    }
     Ok(changed)
 }
 
@@ -180,17 +218,23 @@ pub fn run(quick: bool) -> Result<()> {
     let reps = 3;
     let dir = tempfile::tempdir()?;
     let rt = tokio::runtime::Runtime::new()?;
-    for backend in ["memory", "redb"] {
+    // The issue's figures (agents only, both ledgers), then a file as a
+    // runner keeps it, with a report per agent (redb only).
+    for (backend, reports) in [("memory", false), ("redb", false), ("redb", true)] {
         let mut best: Option<[(Took, usize); 5]> = None;
         for rep in 0..reps {
-            let db = dir.path().join(format!("state-{backend}-{rep}.db"));
-            eprintln!("ingest: {backend} rep {rep}: writing {rows} agents rows");
-            make_state_db(&db, rows)?;
+            let db = dir
+                .path()
+                .join(format!("state-{backend}-{reports}-{rep}.db"));
+            eprintln!(
+                "ingest: {backend} rep {rep}: writing {rows} agents rows (reports: {reports})"
+            );
+            make_state_db(&db, rows, reports)?;
             let storage: Arc<dyn Storage> = match backend {
                 "memory" => Arc::new(MemoryStorage::default()),
                 _ => Arc::new(
                     RedbStorage::open(
-                        &dir.path().join(format!("ledger-{rep}.redb")),
+                        &dir.path().join(format!("ledger-{reports}-{rep}.redb")),
                         RedbConfig::default(),
                     )
                     .context("opening the redb ledger")?,
@@ -198,7 +242,7 @@ pub fn run(quick: bool) -> Result<()> {
             };
             let cache = dir
                 .path()
-                .join(format!("ledger-{backend}-{rep}.runner-cache"));
+                .join(format!("ledger-{backend}-{reports}-{rep}.runner-cache"));
             let r = rt.block_on(one_rep(storage, &db, &cache, rows))?;
             best = Some(match best {
                 None => r,
@@ -210,7 +254,8 @@ pub fn run(quick: bool) -> Result<()> {
         };
         let first = best[0].0;
         emit(json!({
-            "bench": "ingest", "storage": backend, "rows": rows, "best_of": reps,
+            "bench": "ingest", "storage": backend, "rows": rows, "reports": if reports { rows } else { 0 },
+            "best_of": reps,
             "ms": ms(first.wall), "cpu_ms": ms(first.cpu),
             "rows_per_s": (rows as f64 / first.wall.as_secs_f64()).round(),
             "rows_per_cpu_s": (rows as f64 / first.cpu.as_secs_f64()).round(),
@@ -218,6 +263,7 @@ pub fn run(quick: bool) -> Result<()> {
         for (mode, (t, changed)) in STEPS.iter().zip(best).skip(1) {
             emit(json!({
                 "bench": "resync", "storage": backend, "mode": mode, "rows": rows,
+                "reports": if reports { rows } else { 0 },
                 "changed": changed, "best_of": reps,
                 "ms": ms(t.wall), "cpu_ms": ms(t.cpu),
                 "speedup": (first.wall.as_secs_f64() / t.wall.as_secs_f64() * 10.0).round() / 10.0,
