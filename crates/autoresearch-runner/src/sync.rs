@@ -158,10 +158,11 @@ struct Warm {
 /// The world is never materialized on the way: the ingester keeps an index
 /// of the runs it wrote (entity, a hash of each stored value, each source
 /// row's fingerprint by rowid) and appends ticks through a [`TickWriter`].
-/// A re-sync reads each row's rowid and fingerprint, fetches only rows whose
-/// fingerprint changed, and compares the runs built from them with the
-/// stored ones by value hash. When the file did not change at all since the
-/// last sync (`PRAGMA data_version`), nothing is read.
+/// A re-sync reads each row's rowid and fingerprint (the hash of its record
+/// bytes, from the table's pages: see [`RunnerConfig::page_reads`]), fetches
+/// only rows whose fingerprint changed, and compares the runs built from
+/// them with the stored ones by value hash. When the file did not change at
+/// all since the last sync (`PRAGMA data_version`), nothing is read.
 ///
 /// Keep it across syncs (as `--watch` does). A new ingester loads the index
 /// saved in [`RunnerConfig::cache_dir`] (written on an ingester's first
@@ -315,9 +316,10 @@ impl RunnerIngest {
     /// Reads the database and appends what changed since the last sync as
     /// one tick. Errors leave the ledger unchanged (the file is read fully
     /// before anything is written; the tick is appended atomically).
-    /// Cost: O(changed rows) ledger work, plus one pass over the rowids and
-    /// fingerprints of the file (nothing when the file is unchanged); a new
-    /// ingester without a valid saved index first materializes the world.
+    /// Cost: O(changed rows) ledger work, plus one pass over the file's
+    /// pages (over its rows without page reads; nothing when the file is
+    /// unchanged); a new ingester without a valid saved index first
+    /// materializes the world.
     pub async fn sync(&mut self) -> Result<SyncReport, IngestError> {
         // A new ingester first loads its index (or reads the world): the
         // runner file's pages are read meanwhile, on another thread.
