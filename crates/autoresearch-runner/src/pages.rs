@@ -48,9 +48,13 @@ pub(crate) fn tables_cells(
 ) -> rusqlite::Result<Vec<Option<Cells>>> {
     let mut roots = Vec::with_capacity(tables.len());
     for table in tables {
+        // A WITHOUT ROWID table (`wr`) is an index B-tree keyed by its
+        // primary key: not read this way.
         let root: Option<(i64, String)> = conn
             .query_row(
-                "SELECT rootpage, sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                "SELECT s.rootpage, s.sql FROM sqlite_schema AS s
+                 JOIN pragma_table_list AS l ON l.name = s.name AND l.schema = 'main'
+                 WHERE s.type = 'table' AND s.name = ?1 AND l.wr = 0",
                 [table],
                 |r| {
                     Ok((
@@ -61,10 +65,6 @@ pub(crate) fn tables_cells(
             )
             .optional()?;
         roots.push(root.and_then(|(root, sql)| {
-            // A WITHOUT ROWID table is an index B-tree keyed by its primary key.
-            if sql.to_ascii_uppercase().contains("WITHOUT") {
-                return None;
-            }
             // The same record bytes under another table definition may be
             // other values: the definition goes into every hash.
             Some((
@@ -80,19 +80,15 @@ pub(crate) fn tables_cells(
         return Ok(vec![None; tables.len()]);
     };
     let mut out = Vec::with_capacity(tables.len());
-    let mut whole = true;
     for root in roots {
-        let cells = match root {
+        out.push(match root {
             Some((root, seed)) => tree.cells_of(conn, root, seed)?,
             None => None,
-        };
-        whole &= cells.is_some();
-        out.push(cells);
+        });
     }
-    // Kept only when every table could be read: the next read trusts it.
-    if whole {
-        *last = Some(tree);
-    }
+    // A leaf page's cells depend on its bytes alone: whatever a walk met,
+    // the next read may reuse them.
+    *last = Some(tree);
     Ok(out)
 }
 
@@ -294,11 +290,13 @@ impl Tree {
         // Spilled cells of this tree: (index in `out`, index in `cells`).
         let mut spills: Vec<(usize, u32)> = Vec::new();
         let mut stack = vec![root];
-        let mut visited = 0usize;
+        // A page of a B-tree has one parent: a page met twice is a damaged
+        // tree (and would make the walk go round).
+        let mut visited = vec![false; self.pages.len()];
         while let Some(pgno) = stack.pop() {
-            visited += 1;
-            if visited > self.pages.len() {
-                return Ok(None); // a cycle
+            match visited.get_mut(pgno as usize) {
+                Some(v) if !*v => *v = true,
+                _ => return Ok(None),
             }
             match self.pages.get(pgno as usize) {
                 Some(Page::Interior { children: (a, b) }) => {
@@ -587,6 +585,48 @@ mod tests {
         let after = hashes(&read(&path, &mut last).0);
         assert_eq!(before.len(), after.len());
         assert!(before.iter().all(|(id, h)| after[id] != *h));
+    }
+
+    #[test]
+    fn the_parsed_pages_are_kept_when_a_wanted_table_is_missing() {
+        let (_dir, _path, conn) = database(4096);
+        fill(&conn, 200, 4096);
+        let tx = conn.unchecked_transaction().unwrap();
+        let mut last = None;
+        let cells = tables_cells(&tx, &["t", "run_reports"], &mut last).unwrap();
+        assert!(cells[0].is_some() && cells[1].is_none());
+        assert!(last.is_some());
+    }
+
+    #[test]
+    fn a_damaged_tree_is_refused_not_walked_forever() {
+        let (_dir, path, conn) = database(4096);
+        fill(&conn, 3000, 4096);
+        let root: i64 = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE name = 't'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        drop(conn);
+        // Every child pointer of the root (an interior page) names the root.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = &mut bytes[(root as usize - 1) * 4096..root as usize * 4096];
+        assert_eq!(page[0], INTERIOR_TABLE);
+        let count = be16(page, 3).unwrap();
+        for i in 0..count {
+            let cell = be16(page, 12 + 2 * i).unwrap();
+            page[cell..cell + 4].copy_from_slice(&(root as u32).to_be_bytes());
+        }
+        page[8..12].copy_from_slice(&(root as u32).to_be_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let conn =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let tx = conn.unchecked_transaction().unwrap();
+        assert_eq!(table_cells(&tx, "t", &mut None).unwrap(), None);
     }
 
     #[test]
