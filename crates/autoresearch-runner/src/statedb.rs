@@ -715,3 +715,89 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
     source.version = Some(version);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::TrackedRun;
+    use autoresearch_core::EntityId;
+
+    /// A WAL runner file with `n` agents, and a connection that writes it.
+    fn runner_file(n: usize) -> (tempfile::TempDir, PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE agents ({})",
+            AGENT_COLUMNS.map(|c| format!("{c} TEXT")).join(", ")
+        ))
+        .unwrap();
+        for i in 0..n {
+            conn.execute(
+                "INSERT INTO agents (agent_id, status) VALUES (?1, 'running')",
+                [format!("a{i}")],
+            )
+            .unwrap();
+        }
+        (dir, path, conn)
+    }
+
+    /// An index that knows every row with the fingerprints `cells` give.
+    fn index_of(cells: &pages::Cells) -> Index {
+        let mut index = Index::default();
+        for (i, (rowid, fp)) in cells.iter().enumerate() {
+            index.push(TrackedRun {
+                agent_id: format!("a{}", rowid - 1),
+                entity: EntityId(i as u64),
+                run_hash: 0,
+                commit_hash: String::new(),
+                report: None,
+            });
+            index.by_rowid.push((*rowid, *fp, i as u32));
+        }
+        index.seen.reset(index.runs.len());
+        index
+    }
+
+    #[test]
+    fn prefetched_pages_are_used_only_for_the_snapshot_they_were_read_in() {
+        for commit_between in [false, true] {
+            let (_dir, path, writer) = runner_file(50);
+            let mut source = Source::open(&path, true).unwrap();
+            assert!(source.pages, "this build has sqlite_dbpage");
+            source.prefetch_pages();
+            let prefetched = source
+                .prefetched
+                .as_ref()
+                .unwrap()
+                .1
+                .agents
+                .clone()
+                .unwrap();
+            assert_eq!(prefetched.len(), 50);
+            let mut index = index_of(&prefetched);
+            if commit_between {
+                writer
+                    .execute(
+                        "UPDATE agents SET status = 'stopped' WHERE agent_id = 'a7'",
+                        [],
+                    )
+                    .unwrap();
+            }
+            let scan = scan(&mut source, &mut index).unwrap();
+            // Consumed either way: never used for a later scan.
+            assert!(source.prefetched.is_none());
+            let read: Vec<i64> = scan.agents.iter().map(|a| a.0).collect();
+            if commit_between {
+                // The row changed after the prefetch is read, not taken
+                // as unchanged from the stale cells.
+                assert_eq!(read, [8]);
+                assert_eq!(scan.agents[0].2.get(2), Some("stopped"));
+            } else {
+                assert!(read.is_empty());
+            }
+            assert_eq!(scan.unchanged.len(), 50 - read.len());
+        }
+    }
+}
