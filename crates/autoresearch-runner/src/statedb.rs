@@ -404,6 +404,34 @@ fn report_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<ReportRow> {
     Ok(ReportRow { cols, fp })
 }
 
+/// Walks a row index (`(rowid, fingerprint, slot)`, sorted by rowid) along
+/// rows that come in rowid order, as a table scan gives them: a merge, with
+/// a search only if the order breaks.
+struct Cursor<'a> {
+    known: &'a [(i64, u64, u32)],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(known: &'a [(i64, u64, u32)]) -> Self {
+        Cursor { known, at: 0 }
+    }
+
+    /// The fingerprint and slot the index holds for `rowid`.
+    fn find(&mut self, rowid: i64) -> Option<(u64, u32)> {
+        if self.at > 0 && self.known[self.at - 1].0 >= rowid {
+            self.at = self.known.partition_point(|k| k.0 < rowid);
+        }
+        while self.known.get(self.at).is_some_and(|k| k.0 < rowid) {
+            self.at += 1;
+        }
+        self.known
+            .get(self.at)
+            .filter(|k| k.0 == rowid)
+            .map(|k| (k.1, k.2))
+    }
+}
+
 /// The page fingerprint of `rowid` in `cells` (sorted by rowid); 0, which
 /// no fingerprint equals, when the row is not there.
 fn cell_fp(cells: &pages::Cells, rowid: i64) -> u64 {
@@ -558,25 +586,16 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
     } else {
         let mut changed: Vec<(i64, Option<u32>, u64)> = Vec::new();
         out.unchanged.reserve(index.by_rowid.len());
-        // A table scan returns rows in rowid order, and `by_rowid` is
-        // sorted: a merge, with a search only if the order breaks.
-        let known = &index.by_rowid;
-        let mut at = 0;
+        let mut known = Cursor::new(&index.by_rowid);
         let mut visit = |rowid: i64, fp: u64| {
             out.rows_read += 1;
-            if at > 0 && known[at - 1].0 >= rowid {
-                at = known.partition_point(|k| k.0 < rowid);
-            }
-            while known.get(at).is_some_and(|k| k.0 < rowid) {
-                at += 1;
-            }
-            match known.get(at) {
-                Some(&(r, f, slot)) if r == rowid && f == fp => {
+            match known.find(rowid) {
+                Some((f, slot)) if f == fp => {
                     index.seen.mark(slot);
                     out.unchanged.push((rowid, fp, slot));
                 }
-                Some(&(r, _, slot)) if r == rowid => changed.push((rowid, Some(slot), fp)),
-                _ => changed.push((rowid, None, fp)),
+                Some((_, slot)) => changed.push((rowid, Some(slot), fp)),
+                None => changed.push((rowid, None, fp)),
             }
         };
         match &cells {
@@ -636,24 +655,16 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                 // Unchanged rows of agents still in the file (and not read
                 // again) are all that is skipped.
                 let mut fetch: Vec<(i64, u64)> = Vec::new();
-                let known = &reports.index.report_rows;
-                let mut at = 0;
+                let mut known = Cursor::new(&reports.index.report_rows);
                 for &(rowid, fp) in cells {
                     out.reports_read += 1;
-                    if at > 0 && known[at - 1].0 >= rowid {
-                        at = known.partition_point(|k| k.0 < rowid);
-                    }
-                    while known.get(at).is_some_and(|k| k.0 < rowid) {
-                        at += 1;
-                    }
-                    match known.get(at) {
-                        Some(&(r, f, REPORT_BAD)) if r == rowid && f == fp => {
+                    match known.find(rowid) {
+                        Some((f, REPORT_BAD)) if f == fp => {
                             out.warnings.push(BAD_REPORT_ROW.to_string());
                             out.report_rows_kept.push((rowid, fp, REPORT_BAD));
                         }
-                        Some(&(r, f, slot))
-                            if r == rowid
-                                && f == fp
+                        Some((f, slot))
+                            if f == fp
                                 && slot != REPORT_ORPHAN
                                 && reports.index.seen.contains(slot)
                                 && !materialized.contains(slot) =>
