@@ -1,0 +1,320 @@
+use super::*;
+
+impl Controller {
+    /// Updates the run on `entity` with `edit`, and optionally sets its Outcome, in one tick.
+    pub(super) async fn update_run(
+        &self,
+        doing: &str,
+        entity: EntityId,
+        edit: impl Fn(&mut Run),
+        outcome: Option<Outcome>,
+    ) -> Result<Run, LoopError> {
+        self.ledger
+            .tick(doing, |w| {
+                let mut run = w.get::<Run>(entity).unwrap_or_default();
+                edit(&mut run);
+                w.insert(entity, &run)?;
+                if let Some(o) = &outcome {
+                    w.insert(entity, o)?;
+                }
+                Ok(run)
+            })
+            .await
+    }
+
+    // --- Jobs -----------------------------------------------------------
+
+    pub(super) fn limits(&self, timeout: Duration) -> Limits {
+        Limits {
+            timeout,
+            output_limit: self.cfg.output_limit,
+            kill_grace: self.cfg.kill_grace,
+        }
+    }
+
+    /// Runs a job unless a kill is requested first (then the job's future is
+    /// dropped, which kills it).
+    pub(super) async fn exec(&self, job: Job) -> Result<JobEnd, LoopError> {
+        // A job acts outside this process: what led to it is durable first.
+        self.ledger.flush().await?;
+        let mut rx = self.shutdown.subscribe();
+        if *rx.borrow() >= Shutdown::KILL {
+            return Ok(JobEnd::Interrupted);
+        }
+        tokio::select! {
+            r = self.executor.run(job) => Ok(JobEnd::Report(Box::new(r?))),
+            _ = rx.wait_for(|l| *l >= Shutdown::KILL) => Ok(JobEnd::Interrupted),
+        }
+    }
+
+    pub(super) fn tail(&self, s: &str) -> String {
+        let limit = 2048.min(self.cfg.output_limit);
+        let start = s.len().saturating_sub(limit);
+        let start = (start..=s.len())
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(s.len());
+        s[start..].to_string()
+    }
+
+    pub(super) fn crash_of(&self, step: &str, what: &str, report: &JobReport) -> Crash {
+        Crash {
+            reason: format!("{step}: {what}"),
+            detail: json!({
+                "step": step,
+                "cause": what,
+                "exit": report.status,
+                "stdout_tail": self.tail(&report.stdout_tail),
+                "stderr_tail": self.tail(&report.stderr_tail),
+                "stdout_log": report.stdout_log,
+                "stderr_log": report.stderr_log,
+            }),
+        }
+    }
+
+    /// Evaluates `commit` once, as sample `sample`, in the checkout of
+    /// `workspace`; records a Result under `owner`, and with it (same tick)
+    /// the candidate `cand` when given. The metrics, or why the evaluation
+    /// counts as a crash.
+    pub(super) async fn evaluate(
+        &self,
+        owner: &str,
+        workspace: &str,
+        commit: &str,
+        sample: u32,
+        step: &str,
+        cand: Option<&Cand>,
+    ) -> Result<Result<Map<String, Value>, Crash>, LoopError> {
+        let mut env = BTreeMap::new();
+        env.insert("AUTORESEARCH_SAMPLE".to_string(), sample.to_string());
+        env.insert(
+            "AUTORESEARCH_EXPERIMENT".to_string(),
+            self.cfg.experiment.clone(),
+        );
+        env.insert("AUTORESEARCH_COMMIT".to_string(), commit.to_string());
+        let job = Job {
+            run_id: workspace.to_string(),
+            step: format!("{step}-{sample}"),
+            repo: self.cfg.repo.display().to_string(),
+            commit: commit.to_string(),
+            command: self.cfg.evaluate_command.clone(),
+            env,
+            limits: self.limits(self.cfg.evaluate_timeout),
+            output: self.cfg.metrics.source(),
+            commit_changes: false,
+        };
+        let report = match self.exec(job).await? {
+            JobEnd::Report(r) => r,
+            JobEnd::Interrupted => {
+                return Ok(Err(Crash {
+                    reason: "interrupted".into(),
+                    detail: json!({"step": step, "cause": "interrupted"}),
+                }));
+            }
+        };
+        let parsed = if !report.status.success() {
+            Err(self.crash_of("evaluate", &format!("evaluator {}", report.status), &report))
+        } else {
+            match metrics::parse(&self.cfg.metrics, &report.output)
+                .and_then(|m| metrics::check(&m, &self.cfg.require).map(|_| m))
+            {
+                Ok(m) => Ok(m),
+                Err(e) => Err(self.crash_of("evaluate", &e.to_string(), &report)),
+            }
+        };
+        let mut outputs = match &parsed {
+            Ok(m) => m.clone(),
+            Err(_) => Map::new(),
+        };
+        outputs.insert(
+            "_meta".into(),
+            json!({
+                "commit": commit,
+                "sample": sample,
+                "exit_code": report.status.code(),
+                "status": report.status,
+                "duration_ms": report.duration.as_millis() as u64,
+                "stdout_log": report.stdout_log,
+                "stderr_log": report.stderr_log,
+            }),
+        );
+        let result = EvalResult::new(owner, "evaluate", &Value::Object(outputs), now_ms());
+        // Staged: the decision that reads it follows at once, and the next
+        // job start or branch update makes both durable in one write.
+        let cand = cand.map(|c| (c.entity, c.commit.clone(), c.workspace.clone()));
+        self.ledger
+            .stage(&format!("recording a result of run {owner}"), move |w| {
+                if let Some((entity, commit, workspace)) = &cand {
+                    let mut run = w.get::<Run>(*entity).unwrap_or_default();
+                    run.commit_hash = commit.clone();
+                    if !workspace.is_empty() {
+                        run.workspace_path = workspace.clone();
+                    }
+                    w.insert(*entity, &run)?;
+                }
+                w.spawn_with(&result).map(drop)
+            })
+            .await?;
+        Ok(parsed)
+    }
+
+    /// Launches one candidate against `head`: propose, check, evaluate once.
+    pub(super) async fn attempt(&self, head: &Head, run_id: String) -> Result<Prepared, LoopError> {
+        let run = self.new_run(&run_id, &self.cfg.propose_command);
+        // The history file (this run last, as running) is written while the
+        // run's first tick commits; both precede the proposer.
+        // Two ticks, `booting` then `running`, made durable in one write
+        // (with whatever the previous run staged) before the job starts: a
+        // controller killed from then on leaves an active run that `recover`
+        // marks interrupted (and whose process group it kills).
+        let recording = format!("recording run {run_id}");
+        let (history, entity) = tokio::join!(
+            self.write_history(Some(&run)),
+            self.ledger.tick(&recording, |w| {
+                let entity = w.spawn_with(&run)?;
+                w.stage()?;
+                let mut running = run.clone();
+                running.set_status(RunStatus::Running);
+                w.insert(entity, &running)?;
+                Ok(entity)
+            }),
+        );
+        let entity = entity?;
+        let history = history?;
+        let mut cand = Cand {
+            run_id: run_id.clone(),
+            entity,
+            base: head.commit.clone(),
+            commit: String::new(),
+            workspace: String::new(),
+        };
+        self.emit(Event::Started {
+            run_id: run_id.clone(),
+            base: head.commit.clone(),
+        });
+        self.emit(Event::Step {
+            run_id: run_id.clone(),
+            step: "proposing".into(),
+        });
+        let mut env = BTreeMap::new();
+        env.insert("AUTORESEARCH_BASE_COMMIT".to_string(), head.commit.clone());
+        env.insert(
+            "AUTORESEARCH_RESULTS".to_string(),
+            history.display().to_string(),
+        );
+        env.insert(
+            "AUTORESEARCH_EXPERIMENT".to_string(),
+            self.cfg.experiment.clone(),
+        );
+        env.insert("AUTORESEARCH_BRANCH".to_string(), self.cfg.branch.clone());
+        let job = Job {
+            run_id: run_id.clone(),
+            step: "propose".into(),
+            repo: self.cfg.repo.display().to_string(),
+            commit: head.commit.clone(),
+            command: self.cfg.propose_command.clone(),
+            env,
+            limits: self.limits(self.cfg.propose_timeout),
+            output: Default::default(),
+            commit_changes: true,
+        };
+        let report = match self.exec(job).await? {
+            JobEnd::Report(r) => r,
+            JobEnd::Interrupted => {
+                return self
+                    .finish(
+                        &cand,
+                        Outcome::CRASH,
+                        "interrupted",
+                        &json!({"step": "propose", "cause": "interrupted"}),
+                    )
+                    .await
+                    .map(Prepared::Done);
+            }
+        };
+        if !report.status.success() {
+            let c = self.crash_of("propose", &format!("proposer {}", report.status), &report);
+            return self
+                .finish(&cand, Outcome::CRASH, &c.reason, &c.detail)
+                .await
+                .map(Prepared::Done);
+        }
+        let workspace = report.workspace.clone();
+        if report.commit.is_empty() || report.commit == head.commit {
+            return self
+                .finish(
+                    &cand,
+                    Outcome::DISCARD,
+                    "no change",
+                    &json!({"cause": "no change"}),
+                )
+                .await
+                .map(Prepared::Done);
+        }
+        cand.commit = report.commit.clone();
+        cand.workspace = workspace;
+        // The ref keeps the candidate reachable before anything else refers
+        // to it; the ledger records it with its first result or its
+        // decision (a run interrupted before that gets it back from the ref
+        // in `recover`). The changed paths come from the executor when it
+        // knows them (the local one does when the proposer left its change
+        // uncommitted), else from git.
+        let (refname, commit) = (self.candidate_ref(&run_id), cand.commit.clone());
+        let (base, commit2) = (head.commit.clone(), cand.commit.clone());
+        let known = report.changed_paths.clone();
+        let changed = self
+            .git(move |g| {
+                g.create_ref(&refname, &commit)?;
+                match known {
+                    Some(paths) => Ok(paths),
+                    None => g.changed_paths(&base, &commit2),
+                }
+            })
+            .await?;
+        self.crash_point("after-candidate");
+        if changed.is_empty() {
+            return self
+                .finish(
+                    &cand,
+                    Outcome::DISCARD,
+                    "no change",
+                    &json!({"cause": "no change"}),
+                )
+                .await
+                .map(Prepared::Done);
+        }
+        if let Some(p) = changed.iter().find(|p| self.is_protected(p)) {
+            let reason = format!("touches protected path {p}");
+            return self
+                .finish(
+                    &cand,
+                    Outcome::DISCARD,
+                    &reason,
+                    &json!({"cause": "protected path", "path": p}),
+                )
+                .await
+                .map(Prepared::Done);
+        }
+        self.emit(Event::Step {
+            run_id: run_id.clone(),
+            step: "evaluating".into(),
+        });
+        let evaluated = self
+            .evaluate(&run_id, &run_id, &cand.commit, 0, "evaluate", Some(&cand))
+            .await?;
+        cand.workspace.clear();
+        match evaluated {
+            Ok(_) => Ok(Prepared::Evaluated(cand)),
+            Err(c) => self
+                .finish(&cand, Outcome::CRASH, &c.reason, &c.detail)
+                .await
+                .map(Prepared::Done),
+        }
+    }
+
+    pub(super) fn is_protected(&self, path: &str) -> bool {
+        self.cfg.protect.iter().any(|p| {
+            let p = p.trim_matches('/');
+            path == p || path.starts_with(&format!("{p}/"))
+        })
+    }
+}

@@ -1,0 +1,404 @@
+use super::*;
+
+impl Controller {
+    pub(super) fn outcome(
+        &self,
+        run_id: &str,
+        status: &str,
+        reason: &str,
+        descriptor: &Value,
+        base: &str,
+    ) -> Outcome {
+        Outcome {
+            run_id: run_id.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            descriptor_json: descriptor.to_string(),
+            base_commit: base.to_string(),
+            comparator: match status {
+                Outcome::CRASH | Outcome::BASELINE => String::new(),
+                _ => self.comparator.spec(),
+            },
+            decided_at_ms: now_ms(),
+        }
+    }
+
+    /// Finishes a run with a decision that does not move the head.
+    pub(super) async fn finish(
+        &self,
+        c: &Cand,
+        status: &str,
+        reason: &str,
+        descriptor: &Value,
+    ) -> Result<String, LoopError> {
+        let run_status = if status == Outcome::CRASH {
+            RunStatus::Crashed
+        } else {
+            RunStatus::Stopped
+        };
+        let outcome = self.outcome(&c.run_id, status, reason, descriptor, &c.base);
+        let (commit, workspace) = (c.commit.clone(), c.workspace.clone());
+        let (entity, finished_at) = (c.entity, now_ms());
+        // Staged: nothing acts on a decision that leaves the head alone
+        // before the next job start, which makes it durable.
+        self.ledger
+            .stage(
+                &format!("recording {status} of run {}", c.run_id),
+                move |w| {
+                    let mut r = w.get::<Run>(entity).unwrap_or_default();
+                    r.set_status(run_status);
+                    r.finished_at_ms = finished_at;
+                    if !commit.is_empty() {
+                        r.commit_hash = commit.clone();
+                    }
+                    if !workspace.is_empty() {
+                        r.workspace_path = workspace.clone();
+                    }
+                    w.insert(entity, &r)?;
+                    w.insert(entity, &outcome)
+                },
+            )
+            .await?;
+        self.finished_event(&c.run_id, &c.commit, status, reason)
+            .await;
+        Ok(status.to_string())
+    }
+
+    pub(super) async fn finished_event(
+        &self,
+        run_id: &str,
+        commit: &str,
+        status: &str,
+        reason: &str,
+    ) {
+        let exp = self.cfg.experiment.clone();
+        let rid = run_id.to_string();
+        let (metrics, head) = self
+            .ledger
+            .read(|w| {
+                // One run, not a scan of every attempt.
+                let a = w
+                    .run_by_id(&rid)
+                    .map(|(entity, run)| Attempt::of(w, entity, run));
+                let m = a.as_ref().map(history::final_metrics).unwrap_or_default();
+                let h = w
+                    .branch_head(&exp)
+                    .map(|(_, h)| h.commit_hash)
+                    .unwrap_or_default();
+                (m, h)
+            })
+            .await;
+        self.emit(Event::Finished {
+            run_id: run_id.to_string(),
+            commit: commit.to_string(),
+            status: status.to_string(),
+            reason: reason.to_string(),
+            metrics: metrics
+                .into_iter()
+                .filter(|(k, _)| !k.starts_with('_'))
+                .collect(),
+            head,
+        });
+    }
+
+    /// How many samples of `commit` are recorded under `owner`.
+    pub(super) async fn sample_count(&self, owner: &str, commit: &str) -> u32 {
+        let (o, c) = (owner.to_string(), commit.to_string());
+        self.ledger
+            .read(move |w| {
+                w.results_for(&o)
+                    .iter()
+                    .filter(|(_, r)| result_commit(r).is_none_or(|rc| rc == c))
+                    .count() as u32
+            })
+            .await
+    }
+
+    pub(super) async fn evidence(
+        &self,
+        run_id: &str,
+        commit: &str,
+        base: Option<&str>,
+    ) -> Result<Evidence, LoopError> {
+        let (o, c) = (run_id.to_string(), commit.to_string());
+        let (results, votes) = self
+            .ledger
+            .read(move |w| {
+                let results: Vec<EvalResult> = w
+                    .results_for(&o)
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .filter(|r| result_commit(r).is_none_or(|rc| rc == c))
+                    .collect();
+                let votes: Vec<Vote> = w
+                    .find_all::<Vote>(|v| v.run_id == o)
+                    .into_iter()
+                    .map(|(_, v)| v)
+                    .collect();
+                (results, votes)
+            })
+            .await;
+        let diff = match base {
+            Some(b) if b != commit && self.cfg.evidence_diff => {
+                let (b, c) = (b.to_string(), commit.to_string());
+                let limit = self.cfg.output_limit;
+                Some(self.git(move |g| g.diff(&b, &c)).await?).map(|d| {
+                    if d.len() > limit {
+                        let mut end = limit;
+                        while !d.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        d[..end].to_string()
+                    } else {
+                        d
+                    }
+                })
+            }
+            _ => None,
+        };
+        Ok(Evidence {
+            run_id: run_id.to_string(),
+            commit: commit.to_string(),
+            results,
+            diff,
+            votes,
+        })
+    }
+
+    // --- Deciding -------------------------------------------------------
+
+    /// Asks the comparator about `cands` against `head`, adding samples
+    /// while it asks for more (within the sample budget).
+    pub(super) async fn decide(
+        &self,
+        head: &Head,
+        cands: &[Cand],
+    ) -> Result<Vec<Result<Decision, String>>, LoopError> {
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let inc = self.evidence(&head.run_id, &head.commit, None).await?;
+            let mut evs = Vec::with_capacity(cands.len());
+            for c in cands {
+                evs.push(self.evidence(&c.run_id, &c.commit, Some(&c.base)).await?);
+            }
+            let decisions: Vec<Result<Decision, String>> = if cands.len() == 1 {
+                vec![
+                    self.comparator
+                        .compare(&inc, &evs[0])
+                        .await
+                        .map_err(|e| e.to_string()),
+                ]
+            } else {
+                match self.comparator.compare_round(&inc, &evs).await {
+                    Ok(d) if d.len() == cands.len() => d.into_iter().map(Ok).collect(),
+                    Ok(d) => {
+                        let why = format!(
+                            "comparator returned {} decisions for {} candidates",
+                            d.len(),
+                            cands.len()
+                        );
+                        vec![Err(why); cands.len()]
+                    }
+                    Err(e) => vec![Err(e.to_string()); cands.len()],
+                }
+            };
+            let want_inc = decisions
+                .iter()
+                .filter_map(|d| match d {
+                    Ok(Decision {
+                        verdict: Verdict::NeedMore { incumbent, .. },
+                        ..
+                    }) => Some(*incumbent),
+                    _ => None,
+                })
+                .max();
+            let Some(want_inc) = want_inc else {
+                return Ok(decisions);
+            };
+            let have_inc = inc.results.len() as u32;
+            let over_budget = rounds > 50
+                || have_inc + want_inc > self.cfg.max_samples
+                || decisions.iter().zip(&evs).any(|(d, e)| match d {
+                    Ok(Decision {
+                        verdict: Verdict::NeedMore { candidate, .. },
+                        ..
+                    }) => e.results.len() as u32 + candidate > self.cfg.max_samples,
+                    _ => false,
+                });
+            if over_budget || self.shutdown.level() >= Shutdown::KILL {
+                return Ok(decisions
+                    .into_iter()
+                    .map(|d| match d {
+                        Ok(Decision {
+                            verdict: Verdict::NeedMore { .. },
+                            descriptor,
+                            ..
+                        }) => Ok(Decision::new(
+                            Verdict::Discard,
+                            format!(
+                                "sample budget exhausted ({} samples a side)",
+                                self.cfg.max_samples
+                            ),
+                            descriptor,
+                        )),
+                        other => other,
+                    })
+                    .collect());
+            }
+            if want_inc > 0 {
+                let _g = self.incumbent_lock.lock().await;
+                let workspace = cands
+                    .first()
+                    .map_or(head.run_id.clone(), |c| c.run_id.clone());
+                for _ in 0..want_inc {
+                    let n = self.sample_count(&head.run_id, &head.commit).await;
+                    // A failing incumbent sample is recorded; the comparator sees fewer samples.
+                    let _ = self
+                        .evaluate(&head.run_id, &workspace, &head.commit, n, "incumbent", None)
+                        .await?;
+                }
+            }
+            for (c, d) in cands.iter().zip(&decisions) {
+                if let Ok(Decision {
+                    verdict: Verdict::NeedMore { candidate, .. },
+                    ..
+                }) = d
+                {
+                    self.emit(Event::Step {
+                        run_id: c.run_id.clone(),
+                        step: "sampling".into(),
+                    });
+                    for _ in 0..*candidate {
+                        let n = self.sample_count(&c.run_id, &c.commit).await;
+                        let _ = self
+                            .evaluate(&c.run_id, &c.run_id, &c.commit, n, "evaluate", None)
+                            .await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies one decision for `c` measured against `head`. Returns the
+    /// final status word.
+    pub(super) async fn apply(
+        &self,
+        head: &Head,
+        c: Cand,
+        d: Result<Decision, String>,
+    ) -> Result<String, LoopError> {
+        let d = match d {
+            Ok(d) => d,
+            Err(why) => {
+                let reason = format!("comparator failed: {why}");
+                return self
+                    .finish(&c, Outcome::DISCARD, &reason, &json!({"error": why}))
+                    .await;
+            }
+        };
+        match d.verdict {
+            Verdict::Keep => self.promote_or_rebase(head, c, d).await,
+            Verdict::Discard | Verdict::NeedMore { .. } => {
+                self.finish(&c, Outcome::DISCARD, &d.reason, &d.descriptor)
+                    .await
+            }
+            Verdict::Pending => {
+                self.finish(&c, Outcome::PENDING, &d.reason, &d.descriptor)
+                    .await
+            }
+        }
+    }
+
+    /// Asks the comparator again about runs waiting for votes. Returns how
+    /// many were decided.
+    pub(super) async fn revisit_pending(&self) -> Result<(u64, u64), LoopError> {
+        self.ledger.refresh().await?;
+        let exp = self.cfg.experiment.clone();
+        // Pending outcomes are few: look them up rather than build every attempt.
+        let pending: Vec<Attempt> = self
+            .ledger
+            .read(|w| {
+                w.find_all::<Outcome>(|o| o.status == Outcome::PENDING)
+                    .into_iter()
+                    .filter_map(|(entity, outcome)| {
+                        let run = w.get::<Run>(entity)?;
+                        let decided = run.status().map(|s| s.is_terminal()).unwrap_or(false);
+                        (run.experiment_name == exp && decided).then(|| Attempt {
+                            entity,
+                            results: Vec::new(),
+                            outcome: Some(outcome),
+                            run,
+                        })
+                    })
+                    .collect()
+            })
+            .await;
+        let (mut kept, mut discarded) = (0, 0);
+        for a in pending {
+            let Some(head) = self.head().await else { break };
+            let o = a.outcome.clone().unwrap_or_default();
+            let c = Cand {
+                run_id: a.run.run_id.clone(),
+                entity: a.entity,
+                base: o.base_commit.clone(),
+                commit: a.run.commit_hash.clone(),
+                workspace: String::new(),
+            };
+            let inc_head = if c.base == head.commit {
+                head.clone()
+            } else {
+                // Compare against the head it was measured with; a keep is then rebased.
+                Head {
+                    commit: c.base.clone(),
+                    run_id: self
+                        .run_at_commit(&c.base)
+                        .await
+                        .unwrap_or(head.run_id.clone()),
+                }
+            };
+            let mut ds = self.decide(&inc_head, std::slice::from_ref(&c)).await?;
+            let d = ds.pop().unwrap_or_else(|| Err("no decision".into()));
+            match &d {
+                Ok(Decision {
+                    verdict: Verdict::Pending,
+                    ..
+                }) => continue,
+                Ok(Decision {
+                    verdict: Verdict::Keep,
+                    ..
+                }) => {
+                    if self.apply(&inc_head, c.clone(), d).await? == Outcome::KEEP {
+                        kept += 1;
+                    } else {
+                        discarded += 1;
+                    }
+                }
+                _ => {
+                    self.apply(&inc_head, c.clone(), d).await?;
+                    discarded += 1;
+                }
+            }
+            let _ = self.executor.release(&c.run_id).await;
+        }
+        Ok((kept, discarded))
+    }
+
+    pub(super) async fn run_at_commit(&self, commit: &str) -> Option<String> {
+        let (exp, c) = (self.cfg.experiment.clone(), commit.to_string());
+        self.ledger
+            .read(move |w| {
+                attempts(w, &exp)
+                    .into_iter()
+                    .rev()
+                    .find(|a| {
+                        a.run.commit_hash == c
+                            && a.outcome.as_ref().is_some_and(|o| {
+                                o.status == Outcome::KEEP || o.status == Outcome::BASELINE
+                            })
+                    })
+                    .map(|a| a.run.run_id)
+            })
+            .await
+    }
+}

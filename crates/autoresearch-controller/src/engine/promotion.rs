@@ -1,0 +1,415 @@
+use super::*;
+
+impl Controller {
+    // --- Head and baselines ---------------------------------------------
+
+    /// Makes the BranchHead agree with the branch: on first run, and when
+    /// someone else moved the branch, its tip is evaluated as a baseline and
+    /// adopted. A forked world whose branch does not exist yet creates it at
+    /// the world's head.
+    pub(super) async fn sync_head(&self) -> Result<Head, LoopError> {
+        let branch = self.cfg.branch.clone();
+        let tip = self.git(move |g| g.branch_tip(&branch)).await?;
+        let head = self.head().await;
+        match (head, tip) {
+            (Some(h), Some(t)) if h.commit == t => Ok(h),
+            (Some(h), None) => {
+                let (branch, commit) = (self.cfg.branch.clone(), h.commit.clone());
+                self.git(move |g| {
+                    g.compare_and_swap(
+                        &format!("refs/heads/{branch}"),
+                        &commit,
+                        None,
+                        "autoresearch: branch of a forked world",
+                    )
+                })
+                .await?;
+                Ok(h)
+            }
+            (None, None) => Err(LoopError::Setup(format!(
+                "branch {:?} does not exist in {}",
+                self.cfg.branch,
+                self.cfg.repo.display()
+            ))),
+            (old, Some(t)) => {
+                let why = if old.is_some() {
+                    "the branch was moved outside the loop; adopted as a new baseline"
+                } else {
+                    "the branch tip when the experiment started"
+                };
+                self.baseline(&t, why).await
+            }
+        }
+    }
+
+    pub(super) async fn baseline(&self, commit: &str, why: &str) -> Result<Head, LoopError> {
+        let run_id = Self::new_run_id();
+        let mut run = self.new_run(&run_id, "baseline");
+        run.commit_hash = commit.to_string();
+        let entity = self
+            .ledger
+            .tick("recording a baseline run", |w| w.spawn_with(&run))
+            .await?;
+        self.emit(Event::Started {
+            run_id: run_id.clone(),
+            base: commit.to_string(),
+        });
+        self.update_run(
+            "starting a baseline run",
+            entity,
+            |r| r.set_status(RunStatus::Running),
+            None,
+        )
+        .await?;
+        self.emit(Event::Step {
+            run_id: run_id.clone(),
+            step: "evaluating".into(),
+        });
+        let eval = self
+            .evaluate(&run_id, &run_id, commit, 0, "evaluate", None)
+            .await?;
+        let _ = self.executor.release(&run_id).await;
+        let (status, reason, descriptor, run_status) = match &eval {
+            Ok(_) => (
+                Outcome::BASELINE,
+                why.to_string(),
+                json!({"baseline": why}),
+                RunStatus::Stopped,
+            ),
+            Err(c) => (
+                Outcome::CRASH,
+                format!("baseline {}", c.reason),
+                c.detail.clone(),
+                RunStatus::Crashed,
+            ),
+        };
+        let outcome = self.outcome(&run_id, status, &reason, &descriptor, "");
+        let head = BranchHead::new(
+            &self.cfg.experiment,
+            commit,
+            &run_id,
+            &json!({"baseline": why}),
+            now_ms(),
+        );
+        let exp = self.cfg.experiment.clone();
+        self.ledger
+            .tick("adopting a baseline", |w| {
+                let mut r = w.get::<Run>(entity).unwrap_or_default();
+                r.set_status(run_status);
+                r.finished_at_ms = now_ms();
+                w.insert(entity, &r)?;
+                w.insert(entity, &outcome)?;
+                match w.branch_head(&exp) {
+                    Some((e, _)) => w.insert(e, &head)?,
+                    None => drop(w.spawn_with(&head)?),
+                }
+                Ok(())
+            })
+            .await?;
+        self.finished_event(&run_id, commit, status, &reason).await;
+        Ok(Head {
+            commit: commit.to_string(),
+            run_id,
+        })
+    }
+
+    /// Promotes `c` if `head` is still the head; otherwise rebases it onto the
+    /// current head and decides again (a few times at most).
+    pub(super) async fn promote_or_rebase(
+        &self,
+        head: &Head,
+        mut c: Cand,
+        mut d: Decision,
+    ) -> Result<String, LoopError> {
+        let mut head = head.clone();
+        for _ in 0..3 {
+            if self.promote(&head, &c, &d).await? {
+                return Ok(Outcome::KEEP.to_string());
+            }
+            // Stale: measured against a head that has moved.
+            let new_head = self.sync_head().await?;
+            self.emit(Event::Step {
+                run_id: c.run_id.clone(),
+                step: "rebasing".into(),
+            });
+            let (old_base, commit, onto) =
+                (c.base.clone(), c.commit.clone(), new_head.commit.clone());
+            let (keep_ref, pre_ref) = (
+                self.candidate_ref(&c.run_id),
+                self.candidate_ref(&format!(
+                    "{}.before-rebase-{}",
+                    c.run_id,
+                    &onto[..7.min(onto.len())]
+                )),
+            );
+            let rebased = self
+                .git(move |g| {
+                    g.set_ref(&pre_ref, &commit)?;
+                    let r = g.rebase_commit(&old_base, &commit, &onto)?;
+                    if let Some(r) = &r {
+                        g.set_ref(&keep_ref, r)?;
+                    }
+                    Ok(r)
+                })
+                .await?;
+            let Some(rebased) = rebased else {
+                c.base = new_head.commit.clone();
+                let reason = format!(
+                    "stale: conflicts with the new head {}",
+                    short(&new_head.commit)
+                );
+                return self
+                    .finish(
+                        &c,
+                        Outcome::DISCARD,
+                        &reason,
+                        &json!({"cause": "stale", "head": new_head.commit}),
+                    )
+                    .await;
+            };
+            c.base = new_head.commit.clone();
+            c.commit = rebased;
+            let commit = c.commit.clone();
+            self.update_run(
+                &format!("recording the rebased candidate of run {}", c.run_id),
+                c.entity,
+                |r| {
+                    r.commit_hash = commit.clone();
+                    r.set_status(RunStatus::Running);
+                },
+                None,
+            )
+            .await?;
+            self.emit(Event::Step {
+                run_id: c.run_id.clone(),
+                step: "evaluating".into(),
+            });
+            if let Err(crash) = self
+                .evaluate(&c.run_id, &c.run_id, &c.commit, 0, "evaluate", None)
+                .await?
+            {
+                return self
+                    .finish(
+                        &c,
+                        Outcome::CRASH,
+                        &format!("after rebase: {}", crash.reason),
+                        &crash.detail,
+                    )
+                    .await;
+            }
+            head = new_head;
+            let mut ds = self.decide(&head, std::slice::from_ref(&c)).await?;
+            match ds.pop() {
+                Some(Ok(nd)) if nd.verdict == Verdict::Keep => d = nd,
+                Some(other) => return Box::pin(self.apply(&head, c, other)).await,
+                None => return Err(LoopError::Task("no decision".into())),
+            }
+        }
+        self.finish(
+            &c,
+            Outcome::DISCARD,
+            "stale: the head kept moving",
+            &json!({"cause": "stale"}),
+        )
+        .await
+    }
+
+    /// The promotion protocol (see the module doc). False when the head is
+    /// no longer `head` (nothing is changed then, except the intent which
+    /// the caller overwrites).
+    pub(super) async fn promote(
+        &self,
+        head: &Head,
+        c: &Cand,
+        d: &Decision,
+    ) -> Result<bool, LoopError> {
+        let current = self.head().await;
+        let branch = self.cfg.branch.clone();
+        let tip = self.git(move |g| g.branch_tip(&branch)).await?;
+        if current.as_ref().map(|h| &h.commit) != Some(&head.commit)
+            || tip.as_deref() != Some(&head.commit)
+        {
+            return Ok(false);
+        }
+        let outcome = self.outcome(
+            &c.run_id,
+            Outcome::KEEP,
+            &d.reason,
+            &d.descriptor,
+            &head.commit,
+        );
+        let commit = c.commit.clone();
+        self.update_run(
+            &format!("recording the decision to keep run {}", c.run_id),
+            c.entity,
+            |r| {
+                r.set_status(RunStatus::Stopping);
+                r.commit_hash = commit.clone();
+            },
+            Some(outcome),
+        )
+        .await?;
+        self.crash_point("after-intent");
+        if !self.move_branch(&head.commit, &c.commit).await? {
+            return Ok(false);
+        }
+        self.crash_point("after-ref");
+        self.complete_promotion(c.entity, &c.run_id, &c.commit, &d.descriptor)
+            .await?;
+        self.finished_event(&c.run_id, &c.commit, Outcome::KEEP, &d.reason)
+            .await;
+        Ok(true)
+    }
+
+    /// Compare-and-swap of the branch from `old` to `new`; a clean checkout of
+    /// the branch follows, a dirty one is left alone with a warning.
+    pub(super) async fn move_branch(&self, old: &str, new: &str) -> Result<bool, LoopError> {
+        let (branch, old_s, new_s) = (self.cfg.branch.clone(), old.to_string(), new.to_string());
+        let (moved, warning) = self
+            .git(move |g| {
+                let checked_out = !g.is_bare()? && g.checked_out_branch()?.as_deref() == Some(branch.as_str());
+                let clean = checked_out && !g.is_dirty()?;
+                let refname = format!("refs/heads/{branch}");
+                if !g.compare_and_swap(&refname, &new_s, Some(&old_s), "autoresearch: keep")? {
+                    return Ok((false, None));
+                }
+                let warning = if !checked_out {
+                    None
+                } else if !clean {
+                    Some(format!(
+                        "branch {branch} advanced to {} but its checkout in {} has local changes: left alone (run `git reset --keep {branch}` when ready)",
+                        short(&new_s),
+                        g.dir.display()
+                    ))
+                } else {
+                    g.advance_checkout(&old_s, &new_s).err().map(|e| {
+                        format!("branch {branch} advanced but its checkout could not follow: {e}")
+                    })
+                };
+                Ok((true, warning))
+            })
+            .await?;
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+            self.emit(Event::Warning(w));
+        }
+        Ok(moved)
+    }
+
+    pub(super) async fn complete_promotion(
+        &self,
+        entity: EntityId,
+        run_id: &str,
+        commit: &str,
+        descriptor: &Value,
+    ) -> Result<(), LoopError> {
+        let head = BranchHead::new(&self.cfg.experiment, commit, run_id, descriptor, now_ms());
+        let exp = self.cfg.experiment.clone();
+        let (commit, finished_at) = (commit.to_string(), now_ms());
+        // Staged: the branch already points at the candidate, and a
+        // controller killed before the next durable write leaves the intent,
+        // which `recover` completes the same way.
+        self.ledger
+            .stage(&format!("advancing the head to run {run_id}"), move |w| {
+                let mut r = w.get::<Run>(entity).unwrap_or_default();
+                r.set_status(RunStatus::Stopped);
+                r.finished_at_ms = finished_at;
+                r.commit_hash = commit.clone();
+                w.insert(entity, &r)?;
+                match w.branch_head(&exp) {
+                    Some((e, _)) => w.insert(e, &head)?,
+                    None => drop(w.spawn_with(&head)?),
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    // --- Recovery and pending decisions ---------------------------------
+
+    /// Finishes what a killed controller left: runs in flight become
+    /// crashed ("interrupted") and their checkouts are released; a
+    /// promotion in progress is completed (see the module doc). Returns the
+    /// run ids it touched.
+    pub async fn recover(&self) -> Result<Vec<String>, LoopError> {
+        self.ledger.refresh().await?;
+        let exp = self.cfg.experiment.clone();
+        let active: Vec<_> = self
+            .ledger
+            .read(|w| {
+                attempts(w, &exp)
+                    .into_iter()
+                    .filter(|a| a.run.status().map(|s| s.is_active()).unwrap_or(false))
+                    .collect()
+            })
+            .await;
+        let mut touched = Vec::new();
+        for a in active {
+            let run_id = a.run.run_id.clone();
+            let mut cand = Cand {
+                run_id: run_id.clone(),
+                entity: a.entity,
+                base: a
+                    .outcome
+                    .as_ref()
+                    .map(|o| o.base_commit.clone())
+                    .unwrap_or_default(),
+                commit: a.run.commit_hash.clone(),
+                workspace: String::new(),
+            };
+            if cand.commit.is_empty() {
+                // A candidate made but not yet in the ledger is under its ref.
+                let refname = self.candidate_ref(&run_id);
+                cand.commit = self
+                    .git(move |g| g.resolve(&refname))
+                    .await?
+                    .unwrap_or_default();
+            }
+            let keep = a.outcome.as_ref().filter(|o| o.status == Outcome::KEEP);
+            if let Some(o) = keep {
+                let head = self.head().await;
+                let branch = self.cfg.branch.clone();
+                let tip = self.git(move |g| g.branch_tip(&branch)).await?;
+                let descriptor: Value =
+                    serde_json::from_str(&o.descriptor_json).unwrap_or(json!({}));
+                let head_is_base = head.as_ref().is_some_and(|h| h.commit == o.base_commit);
+                let already_moved = head_is_base && tip.as_deref() == Some(cand.commit.as_str());
+                let promoted = already_moved
+                    || (head_is_base
+                        && tip.as_deref() == Some(o.base_commit.as_str())
+                        && self.move_branch(&o.base_commit, &cand.commit).await?);
+                if promoted {
+                    self.complete_promotion(a.entity, &run_id, &cand.commit, &descriptor)
+                        .await?;
+                    self.finished_event(&run_id, &cand.commit, Outcome::KEEP, &o.reason)
+                        .await;
+                } else if head.as_ref().is_some_and(|h| h.commit == cand.commit) {
+                    self.complete_promotion(a.entity, &run_id, &cand.commit, &descriptor)
+                        .await?;
+                } else {
+                    self.finish(
+                        &cand,
+                        Outcome::DISCARD,
+                        "interrupted before promotion; the branch moved meanwhile",
+                        &json!({"cause": "interrupted"}),
+                    )
+                    .await?;
+                }
+            } else {
+                self.finish(
+                    &cand,
+                    Outcome::CRASH,
+                    "interrupted",
+                    &json!({"cause": "interrupted"}),
+                )
+                .await?;
+            }
+            let _ = self.executor.release(&run_id).await;
+            touched.push(run_id);
+        }
+        let _ = self.git(|g| g.run(&["worktree", "prune"]).map(drop)).await;
+        // What recovery decided is durable before anything else happens.
+        self.ledger.flush().await?;
+        Ok(touched)
+    }
+}

@@ -1,0 +1,157 @@
+use super::*;
+
+impl Controller {
+    // --- The loop -------------------------------------------------------
+
+    /// Runs the loop until the iteration limit, the time budget, too many
+    /// consecutive crashes, or a shutdown request.
+    pub async fn run(self: Arc<Self>) -> Result<Summary, LoopError> {
+        let out = self.clone().run_loop().await;
+        // Staged steps become durable however the loop ended.
+        let flushed = self.ledger.flush().await;
+        let out = out.and_then(|s| flushed.map(|_| s));
+        // Pooled checkouts go whether the loop ended well or not.
+        let closed = self.executor.close().await;
+        let s = out?;
+        closed?;
+        Ok(s)
+    }
+
+    pub(super) async fn run_loop(self: Arc<Self>) -> Result<Summary, LoopError> {
+        let mut s = Summary::default();
+        self.recover().await?;
+        let mut crashes_in_a_row = 0u32;
+        loop {
+            if self.shutdown.level() >= Shutdown::DRAIN {
+                s.stopped = "interrupted".into();
+                break;
+            }
+            if self.cfg.iterations > 0 && s.launched >= self.cfg.iterations {
+                s.stopped = format!("{} iterations done", s.launched);
+                break;
+            }
+            if self
+                .cfg
+                .time_budget
+                .is_some_and(|b| self.started.elapsed() >= b)
+            {
+                s.stopped = "time budget spent".into();
+                break;
+            }
+            let (k, d) = self.revisit_pending().await?;
+            s.kept += k;
+            s.discarded += d;
+            let before = self.head().await.map(|h| h.run_id);
+            let head = self.sync_head().await?;
+            if before.as_deref() != Some(head.run_id.as_str()) {
+                s.baselines += 1;
+            }
+            let remaining = if self.cfg.iterations > 0 {
+                (self.cfg.iterations - s.launched) as usize
+            } else {
+                usize::MAX
+            };
+            let k = self.cfg.parallel.min(remaining).max(1);
+            s.launched += k as u64;
+            let statuses = self.clone().round(&head, k).await?;
+            for st in statuses {
+                match st.as_str() {
+                    Outcome::KEEP => s.kept += 1,
+                    Outcome::DISCARD => s.discarded += 1,
+                    Outcome::PENDING => s.pending += 1,
+                    _ => s.crashed += 1,
+                }
+                if st == Outcome::CRASH {
+                    crashes_in_a_row += 1;
+                } else {
+                    crashes_in_a_row = 0;
+                }
+            }
+            if crashes_in_a_row >= self.cfg.max_consecutive_crashes {
+                s.stopped = format!("{crashes_in_a_row} consecutive crashes");
+                break;
+            }
+        }
+        s.head = self.head().await.map(|h| h.commit).unwrap_or_default();
+        Ok(s)
+    }
+
+    /// One round: `k` candidates against `head`, decided together.
+    pub(super) async fn round(
+        self: Arc<Self>,
+        head: &Head,
+        k: usize,
+    ) -> Result<Vec<String>, LoopError> {
+        let mut set = tokio::task::JoinSet::new();
+        let run_ids: Vec<String> = (0..k).map(|_| Self::new_run_id()).collect();
+        for (i, run_id) in run_ids.iter().enumerate() {
+            let this = self.clone();
+            let head = head.clone();
+            let run_id = run_id.clone();
+            set.spawn(async move { (i, this.attempt(&head, run_id).await) });
+        }
+        let mut prepared: Vec<(usize, Prepared)> = Vec::with_capacity(k);
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok((i, Ok(p))) => prepared.push((i, p)),
+                Ok((_, Err(e))) => first_err = first_err.or(Some(e)),
+                Err(e) => first_err = first_err.or(Some(LoopError::Task(e.to_string()))),
+            }
+        }
+        if let Some(e) = first_err {
+            for run_id in &run_ids {
+                let _ = self.executor.release(run_id).await;
+            }
+            return Err(e);
+        }
+        prepared.sort_by_key(|(i, _)| *i);
+        let mut statuses = Vec::new();
+        let mut cands = Vec::new();
+        for (_, p) in prepared {
+            match p {
+                Prepared::Done(st) => statuses.push(st),
+                Prepared::Evaluated(c) => cands.push(c),
+            }
+        }
+        if !cands.is_empty() {
+            let decisions = if self.shutdown.level() >= Shutdown::KILL {
+                vec![Err("interrupted".to_string()); cands.len()]
+            } else {
+                self.decide(head, &cands).await?
+            };
+            for (c, d) in cands.iter().cloned().zip(decisions) {
+                let keep = matches!(
+                    &d,
+                    Ok(Decision {
+                        verdict: Verdict::Keep,
+                        ..
+                    })
+                );
+                if !keep {
+                    // Only a keep may evaluate again (after a rebase): the
+                    // others give their checkout back now, so that its reset
+                    // overlaps the decision's tick.
+                    let _ = self.executor.release(&c.run_id).await;
+                }
+                let st = match d {
+                    Err(why) if why == "interrupted" => {
+                        self.finish(
+                            &c,
+                            Outcome::CRASH,
+                            "interrupted",
+                            &json!({"cause": "interrupted"}),
+                        )
+                        .await?
+                    }
+                    d => self.apply(head, c, d).await?,
+                };
+                statuses.push(st);
+            }
+        }
+        for run_id in &run_ids {
+            let _ = self.executor.release(run_id).await;
+        }
+        Ok(statuses)
+    }
+}
