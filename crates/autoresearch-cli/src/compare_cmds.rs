@@ -9,7 +9,8 @@ use autoresearch_compare::replay::{
     replay,
 };
 use autoresearch_controller::{Config, fork_branch_name};
-use autoresearch_core::{Storage, Tick, World, experiment_world_name};
+use autoresearch_core::short_commit;
+use autoresearch_core::{OutcomeStatus, Storage, Tick, World, experiment_world_name};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -143,24 +144,20 @@ async fn free_name(storage: &Arc<dyn Storage>, base: &str) -> anyhow::Result<Str
     bail!("no free world name like {base:?}; pass --name")
 }
 
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(7)]
-}
-
 fn head_text(h: &HeadPoint) -> String {
     if h.commit.is_empty() {
         "(none)".into()
     } else if h.run_id.is_empty() {
-        short(&h.commit).to_string()
+        short_commit(&h.commit).to_string()
     } else {
-        format!("{} ({})", short(&h.commit), h.run_id)
+        format!("{} ({})", short_commit(&h.commit), h.run_id)
     }
 }
 
 fn trajectory(t: &[HeadPoint]) -> String {
     t.iter()
         .filter(|h| !h.commit.is_empty())
-        .map(|h| short(&h.commit))
+        .map(|h| short_commit(&h.commit))
         .collect::<Vec<_>>()
         .join(" -> ")
 }
@@ -178,9 +175,9 @@ fn one_line(s: &str, max: usize) -> String {
 /// Whether a step was decided differently: a keep and a baseline both make
 /// the candidate head, so they count as the same.
 fn differs(s: &ReplayStep) -> bool {
-    fn class(status: &str) -> &str {
-        match status {
-            "keep" | "baseline" => "head",
+    fn class(status: &str) -> OutcomeStatus {
+        match OutcomeStatus::from_word(status) {
+            OutcomeStatus::Baseline => OutcomeStatus::Keep,
             other => other,
         }
     }
@@ -213,11 +210,11 @@ fn print_replay(r: &ReplayReport) {
         println!(
             "{:<width$}  {:<7}  {:<8} {:<7} {changed}{:<8} {:<7}  {}",
             s.run_id,
-            short(&s.commit),
+            short_commit(&s.commit),
             s.original.status,
-            short(&s.original.head.commit),
+            short_commit(&s.original.head.commit),
             s.counterfactual.status,
-            short(&s.counterfactual.head.commit),
+            short_commit(&s.counterfactual.head.commit),
             one_line(&s.counterfactual.reason, 100),
         );
     }
@@ -346,14 +343,14 @@ pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs) -> anyhow::Result<Exit
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "anonymous".into());
     let verdict = match args.verdict {
-        VoteVerdict::Keep => "keep",
-        VoteVerdict::Discard => "discard",
+        VoteVerdict::Keep => autoresearch_core::VoteVerdict::Keep,
+        VoteVerdict::Discard => autoresearch_core::VoteVerdict::Discard,
     };
     let receipt = cast_vote(
         &mut world,
         &experiment,
         &args.run_id,
-        verdict,
+        verdict.as_str(),
         &voter,
         &args.reason,
     )
@@ -367,7 +364,7 @@ pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs) -> anyhow::Result<Exit
             receipt.vote.voter, receipt.vote.verdict, receipt.vote.run_id, receipt.votes_on_run
         );
         match receipt.run_status.as_deref() {
-            Some("pending") => {}
+            Some(s) if OutcomeStatus::known(s) == Some(OutcomeStatus::Pending) => {}
             Some(s) => eprintln!(
                 "note: run {} is not waiting for votes (its outcome is {s}); the vote is recorded anyway",
                 receipt.vote.run_id

@@ -11,7 +11,9 @@ use autoresearch_controller::{
 };
 use autoresearch_core::compare::{Comparator, Vote};
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
-use autoresearch_core::{EvalResult, Run, World, experiment_world_name};
+use autoresearch_core::{
+    EvalResult, LoopCause, OutcomeStatus, Run, World, experiment_world_name, short_commit,
+};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -264,9 +266,9 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         s.discarded,
         s.crashed,
         s.pending,
-        &s.head[..s.head.len().min(7)]
+        short_commit(&s.head)
     );
-    Ok(if s.stopped == "interrupted" {
+    Ok(if s.stopped == LoopCause::Interrupted.as_str() {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
@@ -290,7 +292,7 @@ async fn open_world(ledger_path: &Path, world: &str) -> anyhow::Result<World> {
 fn metrics_of(r: &EvalResult) -> Value {
     match r.outputs() {
         Ok(Value::Object(mut o)) => {
-            o.remove("_meta");
+            o.remove(EvalResult::META);
             Value::Object(o)
         }
         _ => json!({}),
@@ -316,7 +318,7 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
     let w = open_world(ledger_path, &world_name).await?;
     let all = attempts(&w, &config.name);
     let head = w.branch_head(&config.name).map(|(_, h)| h);
-    let count = |st: &str| {
+    let count = |st: OutcomeStatus| {
         all.iter()
             .filter(|a| a.outcome.as_ref().is_some_and(|o| o.status == st))
             .count()
@@ -330,7 +332,7 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
         .filter(|a| {
             a.outcome
                 .as_ref()
-                .is_some_and(|o| o.status == Outcome::PENDING)
+                .is_some_and(|o| o.status == OutcomeStatus::Pending)
         })
         .map(|a| {
             let votes = w
@@ -357,10 +359,10 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
                 "descriptor": h.descriptor().unwrap_or(Value::Null), "updated_at_ms": h.updated_at_ms,
             })),
             "attempts": all.len(),
-            "kept": count(Outcome::KEEP),
-            "discarded": count(Outcome::DISCARD),
-            "crashed": count(Outcome::CRASH),
-            "baselines": count(Outcome::BASELINE),
+            "kept": count(OutcomeStatus::Keep),
+            "discarded": count(OutcomeStatus::Discard),
+            "crashed": count(OutcomeStatus::Crash),
+            "baselines": count(OutcomeStatus::Baseline),
             "pending": pending.iter().map(|(a, votes)| json!({
                 "run_id": a.run.run_id, "commit": a.run.commit_hash, "votes": votes.len(),
                 "reason": a.outcome.as_ref().map(|o| o.reason.clone()),
@@ -380,7 +382,7 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
     match &head {
         Some(h) => println!(
             "head       {} (run {}) {}",
-            &h.commit_hash[..h.commit_hash.len().min(7)],
+            short_commit(&h.commit_hash),
             if h.run_id.is_empty() { "-" } else { &h.run_id },
             h.descriptor_json
         ),
@@ -390,19 +392,19 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
         (Some(t), Some(h)) if *t != h.commit_hash => println!(
             "branch     {} is at {}: moved outside the loop (adopted as a baseline on the next run)",
             config.branch,
-            &t[..7.min(t.len())]
+            short_commit(t)
         ),
-        (Some(t), _) => println!("branch     {} at {}", config.branch, &t[..7.min(t.len())]),
+        (Some(t), _) => println!("branch     {} at {}", config.branch, short_commit(t)),
         (None, _) => println!("branch     {} does not exist", config.branch),
     }
     println!(
         "attempts   {} ({} kept, {} discarded, {} crashed, {} pending, {} baselines)",
         all.len(),
-        count(Outcome::KEEP),
-        count(Outcome::DISCARD),
-        count(Outcome::CRASH),
+        count(OutcomeStatus::Keep),
+        count(OutcomeStatus::Discard),
+        count(OutcomeStatus::Crash),
         pending.len(),
-        count(Outcome::BASELINE)
+        count(OutcomeStatus::Baseline)
     );
     for a in &in_flight {
         println!("in flight  {} ({})", a.run.run_id, a.run.status);

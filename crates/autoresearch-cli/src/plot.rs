@@ -2,7 +2,10 @@
 
 use crate::ledger;
 use anyhow::{Context, bail};
-use autoresearch_core::{Experiment, Storage, Tick, World, experiment_world_name};
+use autoresearch_core::lifecycle::world_short_name;
+use autoresearch_core::{
+    Experiment, Storage, Tick, World, experiment_of_world, experiment_world_name,
+};
 use autoresearch_plot::{ChartOptions, Format, Progress, write_chart};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -67,7 +70,7 @@ pub async fn only_experiment(storage: &dyn Storage, ledger: &Path) -> anyhow::Re
     let names: Vec<String> = worlds
         .iter()
         .filter(|w| w.parent.is_none())
-        .filter_map(|w| w.name.strip_prefix("autoresearch:"))
+        .filter_map(|w| experiment_of_world(&w.name))
         .map(str::to_string)
         .collect();
     match names.as_slice() {
@@ -128,10 +131,7 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
             let mut exps = world.find_all::<Experiment>(|_| true).into_iter();
             match (exps.next(), exps.next()) {
                 (Some((_, e)), None) => e.name,
-                _ => world_name
-                    .strip_prefix("autoresearch:")
-                    .unwrap_or(&world_name)
-                    .to_string(),
+                _ => world_short_name(&world_name).to_string(),
             }
         }
     };

@@ -3,6 +3,7 @@
 //! decision, incumbent.
 
 use autoresearch_controller::Event;
+use autoresearch_core::short_commit;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -14,10 +15,6 @@ use std::time::Duration;
 pub struct Progress {
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<String, ProgressBar>>,
-}
-
-fn short(s: &str) -> &str {
-    &s[..s.len().min(7)]
 }
 
 impl Progress {
@@ -63,7 +60,7 @@ impl Progress {
                             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
                     bar.set_prefix(run_id.clone());
-                    bar.set_message(format!("on {} starting", short(base)));
+                    bar.set_message(format!("on {} starting", short_commit(base)));
                     bar.enable_steady_tick(Duration::from_millis(120));
                     if let Ok(mut bars) = self.bars.lock() {
                         bars.insert(run_id.clone(), bar);
@@ -103,11 +100,11 @@ impl Progress {
                 let commit = if commit.is_empty() {
                     "-------"
                 } else {
-                    short(commit)
+                    short_commit(commit)
                 };
                 self.line(format!(
                     "{run_id}  {commit}  {metrics}  {status:<8}  head {}  {reason}",
-                    short(head)
+                    short_commit(head)
                 ));
             }
             Event::Warning(w) => self.note(format!("warning: {w}")),

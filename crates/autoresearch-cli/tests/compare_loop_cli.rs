@@ -156,7 +156,7 @@ impl Repo {
 
 fn statuses(all: &[Attempt]) -> Vec<String> {
     all.iter()
-        .map(|a| a.outcome.as_ref().unwrap().status.clone())
+        .map(|a| a.outcome.as_ref().unwrap().status.to_string())
         .collect()
 }
 

@@ -77,8 +77,8 @@ pub fn parse_verdict(stdout: &str) -> Result<JudgeVerdict, String> {
         });
     };
     let keep = match object.get("verdict") {
-        Some(Value::String(s)) if s.trim() == "keep" => true,
-        Some(Value::String(s)) if s.trim() == "discard" => false,
+        Some(Value::String(s)) if s.trim() == Verdict::Keep.as_str() => true,
+        Some(Value::String(s)) if s.trim() == Verdict::Discard.as_str() => false,
         Some(other) => {
             return Err(format!(
                 "judge verdict must be \"keep\" or \"discard\", got {other}"

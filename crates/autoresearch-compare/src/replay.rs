@@ -13,8 +13,8 @@
 use autoresearch_core::compare::{Comparator, Decision, Evidence, Verdict, Vote};
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{
-    BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, Run, RunStatus, Storage,
-    StorageError, Tick, World, now_ms,
+    BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, LoopCause, OutcomeStatus, Run,
+    RunStatus, Storage, StorageError, Tick, VoteVerdict, World, now_ms,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -136,55 +136,14 @@ pub struct ReplayRequest {
     pub fork_name: String,
 }
 
-/// Outcome causes decided by the loop itself, not by a comparator: they are
-/// carried over into the counterfactual unchanged.
-const LOOP_CAUSES: [&str; 3] = ["no change", "protected path", "interrupted"];
-
-fn loop_cause(o: &Outcome) -> Option<String> {
-    let d: Value = serde_json::from_str(&o.descriptor_json).ok()?;
-    let cause = d.get("cause")?.as_str()?;
-    LOOP_CAUSES.contains(&cause).then(|| cause.to_string())
+/// The loop's own decision on `o` that replay carries over unchanged.
+fn loop_cause(o: &Outcome) -> Option<LoopCause> {
+    LoopCause::of(o).filter(|c| LoopCause::CARRIED_OVER.contains(c))
 }
 
-/// The Results of `run_id` that were measured on `commit` (a rebased
-/// candidate keeps the samples of its earlier commit under the same run id,
-/// marked by `_meta.commit`; Results without that mark count for any commit).
-fn results_of(world: &World, run_id: &str, commit: &str) -> Vec<EvalResult> {
-    if run_id.is_empty() {
-        return Vec::new();
-    }
-    world
-        .results_for(run_id)
-        .into_iter()
-        .map(|(_, r)| r)
-        .filter(|r| {
-            let rc = r
-                .outputs()
-                .ok()
-                .and_then(|o| o.get("_meta")?.get("commit")?.as_str().map(str::to_string));
-            rc.is_none_or(|c| c == commit)
-        })
-        .collect()
-}
-
-/// The evidence stored for one side, read from `world`.
-pub fn stored_evidence(world: &World, run_id: &str, commit: &str) -> Evidence {
-    Evidence {
-        run_id: run_id.to_string(),
-        commit: commit.to_string(),
-        results: results_of(world, run_id, commit),
-        diff: None,
-        votes: if run_id.is_empty() {
-            Vec::new()
-        } else {
-            world
-                .find_all::<Vote>(|v| v.run_id == run_id)
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect()
-        },
-    }
-}
+/// The evidence stored for one side, read from `world` (the loop reads its
+/// evidence with the same function).
+pub use autoresearch_core::lifecycle::stored_evidence;
 
 /// The tick that created `experiment`'s Experiment entity in `world`.
 async fn creation_tick(world: &World, experiment: &str) -> Result<Tick, ReplayError> {
@@ -314,7 +273,7 @@ impl Worlds {
 
 /// How a candidate's counterfactual was decided.
 struct Decided {
-    status: &'static str,
+    status: OutcomeStatus,
     reason: String,
     descriptor: Value,
     comparator: String,
@@ -323,16 +282,16 @@ struct Decided {
 fn from_decision(d: Result<Decision, String>, spec: &str) -> Decided {
     match d {
         Err(why) => Decided {
-            status: Outcome::DISCARD,
+            status: OutcomeStatus::Discard,
             reason: format!("comparator failed: {why}"),
             descriptor: json!({"error": why}),
             comparator: spec.to_string(),
         },
         Ok(d) => {
             let status = match d.verdict {
-                Verdict::Keep => Outcome::KEEP,
-                Verdict::Discard | Verdict::NeedMore { .. } => Outcome::DISCARD,
-                Verdict::Pending => Outcome::PENDING,
+                Verdict::Keep => OutcomeStatus::Keep,
+                Verdict::Discard | Verdict::NeedMore { .. } => OutcomeStatus::Discard,
+                Verdict::Pending => OutcomeStatus::Pending,
             };
             let reason = match d.verdict {
                 Verdict::NeedMore {
@@ -405,7 +364,7 @@ pub async fn replay(
             let decided = a.outcome.is_some() || a.run.status() == Ok(RunStatus::Crashed);
             let open_at_tick = match before.get(&a.run.run_id) {
                 None | Some(None) => true,
-                Some(Some(o)) => o.status == Outcome::PENDING,
+                Some(Some(o)) => o.status == OutcomeStatus::Pending,
             };
             decided && open_at_tick
         })
@@ -458,9 +417,9 @@ pub async fn replay(
             .copied()
             .filter(|a| {
                 let o = a.outcome.as_ref();
-                let crashed = o.is_none_or(|o| o.status == Outcome::CRASH)
+                let crashed = o.is_none_or(|o| o.status == OutcomeStatus::Crash)
                     || a.run.status() == Ok(RunStatus::Crashed);
-                let baseline = o.is_some_and(|o| o.status == Outcome::BASELINE);
+                let baseline = o.is_some_and(|o| o.status == OutcomeStatus::Baseline);
                 let by_loop = o.and_then(loop_cause).is_some();
                 !crashed && !baseline && !by_loop && !cf_head.commit.is_empty()
             })
@@ -508,13 +467,13 @@ pub async fn replay(
             }
             let orig_status = o
                 .as_ref()
-                .map_or(Outcome::CRASH.to_string(), |o| o.status.clone());
+                .map_or(OutcomeStatus::Crash, |o| o.status.clone());
             let orig_reason = o.as_ref().map_or(String::new(), |o| o.reason.clone());
             let me = HeadPoint {
                 run_id: a.run.run_id.clone(),
                 commit: a.run.commit_hash.clone(),
             };
-            if orig_status == Outcome::KEEP || orig_status == Outcome::BASELINE {
+            if orig_status.is_head() {
                 orig_head = me.clone();
                 orig_traj.push(me.clone());
             }
@@ -537,19 +496,19 @@ pub async fn replay(
                 }
                 None => {
                     let o = o.clone().unwrap_or_default();
-                    if orig_status == Outcome::BASELINE {
+                    if orig_status == OutcomeStatus::Baseline {
                         Decided {
-                            status: Outcome::BASELINE,
+                            status: OutcomeStatus::Baseline,
                             reason: o.reason.clone(),
                             descriptor: serde_json::from_str(&o.descriptor_json)
                                 .unwrap_or(json!({})),
                             comparator: String::new(),
                         }
-                    } else if orig_status == Outcome::CRASH
+                    } else if orig_status == OutcomeStatus::Crash
                         || a.run.status() == Ok(RunStatus::Crashed)
                     {
                         Decided {
-                            status: Outcome::CRASH,
+                            status: OutcomeStatus::Crash,
                             reason: o.reason.clone(),
                             descriptor: serde_json::from_str(&o.descriptor_json)
                                 .unwrap_or(json!({})),
@@ -557,7 +516,7 @@ pub async fn replay(
                         }
                     } else if let Some(cause) = loop_cause(&o) {
                         Decided {
-                            status: Outcome::DISCARD,
+                            status: OutcomeStatus::Discard,
                             reason: format!("{} (decided by the loop: {cause})", o.reason),
                             descriptor: serde_json::from_str(&o.descriptor_json)
                                 .unwrap_or(json!({})),
@@ -566,7 +525,7 @@ pub async fn replay(
                     } else {
                         // No incumbent yet: the first candidate becomes the head.
                         Decided {
-                            status: Outcome::BASELINE,
+                            status: OutcomeStatus::Baseline,
                             reason: "replay: no incumbent yet; adopted as the first head".into(),
                             descriptor: json!({"baseline": "no incumbent at the fork tick"}),
                             comparator: String::new(),
@@ -577,7 +536,7 @@ pub async fn replay(
             let entity = w.carry_run(a).map_err(fork_err("copying a run"))?;
             let outcome = Outcome {
                 run_id: me.run_id.clone(),
-                status: decided.status.to_string(),
+                status: decided.status.clone(),
                 reason: decided.reason.clone(),
                 descriptor_json: decided.descriptor.to_string(),
                 base_commit: cf_head.commit.clone(),
@@ -587,7 +546,7 @@ pub async fn replay(
             w.fork
                 .insert(entity, &outcome)
                 .map_err(fork_err("recording a decision"))?;
-            if decided.status == Outcome::KEEP || decided.status == Outcome::BASELINE {
+            if decided.status.is_head() {
                 let head =
                     BranchHead::new(exp, &me.commit, &me.run_id, &decided.descriptor, now_ms());
                 w.set_head(exp, &head)
@@ -604,7 +563,7 @@ pub async fn replay(
                 run_id: me.run_id.clone(),
                 commit: me.commit.clone(),
                 original: Side {
-                    status: orig_status,
+                    status: orig_status.to_string(),
                     reason: orig_reason,
                     head: orig_head.clone(),
                 },
@@ -732,11 +691,11 @@ pub async fn fork_promoting(
         "promoted_by": "fork",
         "source_world": req.source_world,
         "at_tick": tick.0,
-        "original_outcome": attempt.outcome.as_ref().map(|o| o.status.clone()),
+        "original_outcome": attempt.outcome.as_ref().map(|o| o.status.to_string()),
     });
     let outcome = Outcome {
         run_id: run.run_id.clone(),
-        status: Outcome::KEEP.to_string(),
+        status: OutcomeStatus::Keep,
         reason: format!(
             "promoted by hand in fork {:?} at tick {} of {:?}",
             req.fork_name, tick, req.source_world
@@ -806,16 +765,16 @@ pub async fn cast_vote(
     voter: &str,
     reason: &str,
 ) -> Result<VoteReceipt, ReplayError> {
-    if verdict != "keep" && verdict != "discard" {
+    let Some(verdict) = VoteVerdict::known(verdict) else {
         return Err(ReplayError::BadVerdict(verdict.to_string()));
-    }
+    };
     let name = world.name().to_string();
     let mut retries = 20;
     loop {
         let (entity, run) = find_run(world, experiment, run_id)?;
         let vote = Vote {
             run_id: run.run_id.clone(),
-            verdict: verdict.to_string(),
+            verdict: verdict.clone(),
             voter: voter.to_string(),
             reason: reason.to_string(),
             at_ms: now_ms(),
@@ -827,12 +786,12 @@ pub async fn cast_vote(
             Ok(tick) => {
                 let votes_on_run = world.find_all::<Vote>(|v| v.run_id == run.run_id).len();
                 return Ok(VoteReceipt {
-                    run_status: world.get::<Outcome>(entity).map(|o| o.status),
+                    run_status: world.get::<Outcome>(entity).map(|o| o.status.to_string()),
                     votes_on_run,
                     tick: tick.0,
                     vote: VoteRecord {
                         run_id: vote.run_id,
-                        verdict: vote.verdict,
+                        verdict: vote.verdict.to_string(),
                         voter: vote.voter,
                         reason: vote.reason,
                         at_ms: vote.at_ms,

@@ -2,6 +2,7 @@
 
 use crate::spec::CompareSpec;
 use async_trait::async_trait;
+use autoresearch_core::VoteVerdict;
 use autoresearch_core::compare::{Comparator, CompareError, Decision, Evidence, Verdict, Vote};
 use serde_json::json;
 
@@ -26,7 +27,7 @@ impl HumanVote {
             .votes
             .iter()
             .filter(|v| v.run_id == candidate.run_id)
-            .filter(|v| matches!(v.verdict.as_str(), "keep" | "discard"))
+            .filter(|v| matches!(v.verdict, VoteVerdict::Keep | VoteVerdict::Discard))
             .collect();
         votes.sort_by_key(|v| v.at_ms);
         let mut out: Vec<&Vote> = Vec::new();
@@ -45,7 +46,10 @@ impl HumanVote {
     /// The decision, computed synchronously (no I/O).
     pub fn decide(&self, candidate: &Evidence) -> Decision {
         let votes = self.counted(candidate);
-        let keep = votes.iter().filter(|v| v.verdict == "keep").count();
+        let keep = votes
+            .iter()
+            .filter(|v| v.verdict == VoteVerdict::Keep)
+            .count();
         let discard = votes.len() - keep;
         let descriptor = json!({
             "comparator": CompareSpec::Vote { quorum: self.quorum }.to_string(),

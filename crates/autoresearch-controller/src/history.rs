@@ -3,25 +3,18 @@
 //! metric, `status`, `description`).
 
 use autoresearch_core::lifecycle::{Attempt, Outcome};
+use autoresearch_core::{OutcomeStatus, Run, TsvStatus, short_commit};
 use serde_json::Value;
 use std::path::Path;
 
 /// Metric values of `attempt`'s final commit, averaged over its samples, in
 /// the order the metric names first appear.
 pub fn final_metrics(attempt: &Attempt) -> Vec<(String, f64)> {
-    let commit = &attempt.run.commit_hash;
     let mut sums: Vec<(String, f64, u32)> = Vec::new();
-    for r in &attempt.results {
+    for r in attempt.final_results() {
         let Ok(Value::Object(o)) = r.outputs() else {
             continue;
         };
-        let of = o
-            .get("_meta")
-            .and_then(|m| m.get("commit"))
-            .and_then(Value::as_str);
-        if of.is_some_and(|c| !commit.is_empty() && c != commit) {
-            continue;
-        }
         for (k, v) in &o {
             let Some(v) = v.as_f64().filter(|v| v.is_finite()) else {
                 continue;
@@ -40,15 +33,12 @@ pub fn final_metrics(attempt: &Attempt) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// The status column: karpathy's keep/discard/crash, a baseline counting as
-/// keep (it was the head), `pending` for a decision waiting on votes, and
-/// `running` for an attempt not decided yet.
-pub fn status_word(outcome: Option<&Outcome>) -> &str {
-    match outcome.map(|o| o.status.as_str()) {
-        Some(Outcome::BASELINE) => Outcome::KEEP,
-        Some(s) => s,
-        None => "running",
-    }
+/// The status column ([`TsvStatus`], the mapping `log --format tsv` uses
+/// too): karpathy's keep/discard/crash, a baseline counting as keep (it was
+/// the head), `pending` for a decision waiting on votes, and `running` for
+/// an attempt not decided yet.
+pub fn status_word(run: &Run, outcome: Option<&Outcome>) -> &'static str {
+    TsvStatus::of(run, outcome).as_str()
 }
 
 /// One attempt as a line of the history file.
@@ -64,7 +54,7 @@ pub struct Row {
 
 impl Row {
     pub fn of(a: &Attempt) -> Row {
-        let commit: String = a.run.commit_hash.chars().take(7).collect();
+        let commit = short_commit(&a.run.commit_hash).to_string();
         let reason = a.outcome.as_ref().map_or("", |o| o.reason.as_str());
         Row {
             commit: if commit.is_empty() {
@@ -73,7 +63,7 @@ impl Row {
                 commit
             },
             metrics: final_metrics(a),
-            status: status_word(a.outcome.as_ref()).to_string(),
+            status: status_word(&a.run, a.outcome.as_ref()).to_string(),
             description: reason
                 .chars()
                 .map(|c| if c == '\t' || c == '\n' { ' ' } else { c })
@@ -88,7 +78,7 @@ impl Row {
         over && a
             .outcome
             .as_ref()
-            .is_some_and(|o| o.status != Outcome::PENDING)
+            .is_some_and(|o| o.status != OutcomeStatus::Pending)
     }
 }
 

@@ -51,17 +51,7 @@ impl Direction {
     }
 }
 
-/// A human's vote on a run, stored as component `Vote` on an entity of its own
-/// (several votes per run make a quorum).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Vote {
-    pub run_id: String,
-    /// `keep` or `discard`.
-    pub verdict: String,
-    pub voter: String,
-    pub reason: String,
-    pub at_ms: i64,
-}
+pub use crate::components::Vote;
 
 /// Everything known about one side of a comparison.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -5,6 +5,8 @@
 //! library never interprets `outputs_json` or `descriptor_json`; constructors
 //! take a `serde_json::Value` and accessors parse the text back.
 
+use crate::exec::ExitStatus;
+use crate::vocab::{OutcomeStatus, VoteVerdict};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -242,6 +244,102 @@ impl EvalResult {
     pub fn outputs(&self) -> Result<Value, serde_json::Error> {
         parse_object(&self.outputs_json)
     }
+
+    /// The key of the loop's own record in the outputs (`_meta`: the commit
+    /// measured, the sample number, exit status, duration, log paths). Keys
+    /// starting with `_` are never metrics.
+    pub const META: &'static str = "_meta";
+
+    /// The loop's record of how this Result was measured (`_meta`), when
+    /// present and readable. Cost: parses the outputs.
+    pub fn meta(&self) -> Option<ResultMeta> {
+        let mut outputs = self.outputs().ok()?;
+        serde_json::from_value(outputs.get_mut(Self::META)?.take()).ok()
+    }
+
+    /// The commit this Result was measured on (`_meta.commit`), when
+    /// recorded. Cost: parses the outputs.
+    pub fn measured_commit(&self) -> Option<String> {
+        // Read on its own: a `_meta` whose other fields do not parse still
+        // says which commit it measured.
+        let outputs = self.outputs().ok()?;
+        let commit = outputs.get(Self::META)?.get("commit")?.as_str()?;
+        Some(commit.to_string())
+    }
+
+    /// Whether this Result counts for `commit`: it was measured on it, or
+    /// records no commit (older Results, imported ones).
+    pub fn counts_for(&self, commit: &str) -> bool {
+        self.measured_commit().is_none_or(|c| c == commit)
+    }
+}
+
+/// The loop's own record of one evaluation, stored under
+/// [`EvalResult::META`] in the Result's outputs beside the metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ResultMeta {
+    /// The commit measured (full hash).
+    pub commit: String,
+    /// The sample number of this commit under its run, from 0.
+    pub sample: u32,
+    /// The evaluator's exit code, when it exited on its own.
+    pub exit_code: Option<i32>,
+    /// How the evaluator ended.
+    pub status: Option<ExitStatus>,
+    /// Time spent in the evaluator, in milliseconds.
+    pub duration_ms: u64,
+    /// Where its full standard output and error are kept.
+    pub stdout_log: String,
+    pub stderr_log: String,
+}
+
+/// What the loop decided for a run, stored as component `Outcome` on the run's
+/// entity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub run_id: String,
+    /// The decision, stored as its word (`keep`, `discard`, ...).
+    pub status: OutcomeStatus,
+    /// One line for people: the comparator's reason, or the crash cause.
+    pub reason: String,
+    /// The comparator's descriptor, JSON text.
+    pub descriptor_json: String,
+    /// The incumbent commit the candidate was measured against.
+    pub base_commit: String,
+    /// The comparator spec that decided, empty for crashes and baselines.
+    pub comparator: String,
+    pub decided_at_ms: i64,
+}
+
+impl Outcome {
+    /// The stored word of [`OutcomeStatus::Keep`].
+    pub const KEEP: &'static str = "keep";
+    /// The stored word of [`OutcomeStatus::Discard`].
+    pub const DISCARD: &'static str = "discard";
+    /// The stored word of [`OutcomeStatus::Crash`].
+    pub const CRASH: &'static str = "crash";
+    /// The stored word of [`OutcomeStatus::Pending`].
+    pub const PENDING: &'static str = "pending";
+    /// The stored word of [`OutcomeStatus::Baseline`].
+    pub const BASELINE: &'static str = "baseline";
+
+    /// The descriptor parsed back from its JSON text.
+    pub fn descriptor(&self) -> Result<Value, serde_json::Error> {
+        parse_object(&self.descriptor_json)
+    }
+}
+
+/// A human's vote on a run, stored as component `Vote` on an entity of its own
+/// (several votes per run make a quorum).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub run_id: String,
+    /// `keep` or `discard`.
+    pub verdict: VoteVerdict,
+    pub voter: String,
+    pub reason: String,
+    pub at_ms: i64,
 }
 
 /// The persisted "current best commit" of an experiment.

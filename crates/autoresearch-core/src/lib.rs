@@ -29,19 +29,23 @@ pub mod memory;
 pub mod record;
 pub mod registry;
 pub mod storage;
+pub mod vocab;
 pub mod world;
 pub mod writer;
 
-pub use components::{BranchHead, EvalResult, Experiment, Run, RunStatus, UnknownStatus};
+pub use components::{
+    BranchHead, EvalResult, Experiment, Outcome, ResultMeta, Run, RunStatus, UnknownStatus, Vote,
+};
 pub use error::Error;
 pub use exec::{ExecError, Executor, ExitStatus, Job, JobReport, Limits, OutputSource};
-pub use ids::{EntityId, Tick, WorldId, now_ms};
+pub use ids::{CommitHash, EntityId, RunId, Tick, WorldId, now_ms, short_commit};
 pub use ledger::EntityChange;
-pub use lifecycle::{Attempt, Outcome, experiment_world_name};
+pub use lifecycle::{Attempt, experiment_of_world, experiment_world_name};
 pub use memory::MemoryStorage;
 pub use record::{ApplyError, Change, Snapshot, State, TickRecord};
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
+pub use vocab::{AttemptState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};
 pub use world::World;
 pub use writer::TickWriter;
 

@@ -6,42 +6,63 @@
 //! - each attempt is a `Run` entity that also carries an [`Outcome`] once
 //!   decided; its Results are entities of their own joined by `run_id`.
 
+use crate::compare::Evidence;
 use crate::components::{EvalResult, Run};
+pub use crate::components::{Outcome, Vote};
 use crate::ids::EntityId;
 use crate::world::World;
-use serde::{Deserialize, Serialize};
 
-/// The name of the world that holds experiment `name`.
+/// The prefix of an experiment's world name.
+const WORLD_PREFIX: &str = "autoresearch:";
+
+/// The name of the world that holds experiment `name`: `autoresearch:{name}`.
 pub fn experiment_world_name(name: &str) -> String {
-    format!("autoresearch:{name}")
+    format!("{WORLD_PREFIX}{name}")
 }
 
-/// What the loop decided for a run, stored as component `Outcome` on the run's
-/// entity. `status` is karpathy's vocabulary plus two of ours.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
-    pub run_id: String,
-    /// `keep`, `discard`, `crash`, `pending` (waiting for votes) or
-    /// `baseline` (an evaluation of a head the loop did not choose: the
-    /// initial branch tip, or a branch moved by someone else).
-    pub status: String,
-    /// One line for people: the comparator's reason, or the crash cause.
-    pub reason: String,
-    /// The comparator's descriptor, JSON text.
-    pub descriptor_json: String,
-    /// The incumbent commit the candidate was measured against.
-    pub base_commit: String,
-    /// The comparator spec that decided, empty for crashes and baselines.
-    pub comparator: String,
-    pub decided_at_ms: i64,
+/// The experiment whose world is named `world` (the inverse of
+/// [`experiment_world_name`]); `None` for any other world name.
+pub fn experiment_of_world(world: &str) -> Option<&str> {
+    world.strip_prefix(WORLD_PREFIX)
 }
 
-impl Outcome {
-    pub const KEEP: &'static str = "keep";
-    pub const DISCARD: &'static str = "discard";
-    pub const CRASH: &'static str = "crash";
-    pub const PENDING: &'static str = "pending";
-    pub const BASELINE: &'static str = "baseline";
+/// A world's name without the experiment prefix (`autoresearch:x` gives
+/// `x`; other names are returned whole), for file and branch names.
+pub fn world_short_name(world: &str) -> &str {
+    experiment_of_world(world).unwrap_or(world)
+}
+
+/// The evidence stored for one side of a comparison, read from `world`:
+/// the Results of `run_id` that count for `commit` ([`EvalResult::counts_for`])
+/// and the votes cast on it. The diff is left to the caller. An empty
+/// `run_id` (a head without a run) has no evidence. Used by the loop and by
+/// replay alike, so both compare the same samples. Cost: one pass over the
+/// world's Results and Votes.
+pub fn stored_evidence(world: &World, run_id: &str, commit: &str) -> Evidence {
+    let (results, votes) = if run_id.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            world
+                .results_for(run_id)
+                .into_iter()
+                .map(|(_, r)| r)
+                .filter(|r| r.counts_for(commit))
+                .collect(),
+            world
+                .find_all::<Vote>(|v| v.run_id == run_id)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect(),
+        )
+    };
+    Evidence {
+        run_id: run_id.to_string(),
+        commit: commit.to_string(),
+        results,
+        diff: None,
+        votes,
+    }
 }
 
 /// One attempt of an experiment as read from its world.
@@ -68,6 +89,18 @@ impl Attempt {
             outcome: world.get::<Outcome>(entity),
             run,
         }
+    }
+}
+
+impl Attempt {
+    /// The Results that are samples of the run's final commit: a Result
+    /// measured on another commit (the candidate before a rebase, marked by
+    /// `_meta.commit`) is left out; with no commit recorded, every Result.
+    pub fn final_results(&self) -> impl Iterator<Item = &EvalResult> {
+        let commit = self.run.commit_hash.as_str();
+        self.results
+            .iter()
+            .filter(move |r| commit.is_empty() || r.counts_for(commit))
     }
 }
 

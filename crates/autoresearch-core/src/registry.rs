@@ -161,9 +161,9 @@ impl ComponentRegistry {
     /// experiment worlds with (a superset of) this registry.
     pub fn standard() -> Self {
         let mut r = Self::with_lifecycle();
-        r.register::<crate::lifecycle::Outcome>("Outcome")
+        r.register::<crate::components::Outcome>("Outcome")
             .expect("fresh name");
-        r.register::<crate::compare::Vote>("Vote")
+        r.register::<crate::components::Vote>("Vote")
             .expect("fresh name");
         r
     }

@@ -23,7 +23,7 @@
 //!     let run = world.spawn_with(&Run::new(&run_id, "demo"))?;
 //!     world.spawn_with(&EvalResult::new(&run_id, "eval", &json!({ "loss": loss }), 0))?;
 //!     let comparator = "scalar:loss:min".to_string();
-//!     world.insert(run, &Outcome { run_id, status: status.to_string(), comparator, ..Outcome::default() })?;
+//!     world.insert(run, &Outcome { run_id, status: (*status).into(), comparator, ..Outcome::default() })?;
 //! }
 //! world.commit().await?;
 //!

@@ -2,10 +2,10 @@
 //! Pure data, no drawing, so that it can be tested and printed as JSON.
 
 use crate::PlotError;
-use autoresearch_core::Outcome;
 use autoresearch_core::RunStatus;
 use autoresearch_core::World;
 use autoresearch_core::lifecycle::{Attempt, attempts};
+use autoresearch_core::{OutcomeStatus, short_commit};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -31,12 +31,12 @@ pub enum Mark {
 
 impl Mark {
     fn of(attempt: &Attempt) -> Mark {
-        match attempt.outcome.as_ref().map(|o| o.status.as_str()) {
-            Some(Outcome::KEEP) => Mark::Keep,
-            Some(Outcome::DISCARD) => Mark::Discard,
-            Some(Outcome::CRASH) => Mark::Crash,
-            Some(Outcome::BASELINE) => Mark::Baseline,
-            Some(Outcome::PENDING) => Mark::Pending,
+        match attempt.outcome.as_ref().map(|o| &o.status) {
+            Some(OutcomeStatus::Keep) => Mark::Keep,
+            Some(OutcomeStatus::Discard) => Mark::Discard,
+            Some(OutcomeStatus::Crash) => Mark::Crash,
+            Some(OutcomeStatus::Baseline) => Mark::Baseline,
+            Some(OutcomeStatus::Pending) => Mark::Pending,
             Some(_) => Mark::Undecided,
             None if attempt.run.status() == Ok(RunStatus::Crashed) => Mark::Crash,
             None => Mark::Undecided,
@@ -266,22 +266,12 @@ fn parse_direction(d: &str) -> Option<Direction> {
     })
 }
 
-/// Finite values of `metric` over the attempt's Results, in order. A Result
-/// recorded for another commit (`_meta.commit`: the candidate before a
-/// rebase) is not a sample of the run's final commit and is skipped.
+/// Finite values of `metric` over the attempt's Results of its final commit
+/// ([`Attempt::final_results`]), in order.
 fn samples(attempt: &Attempt, metric: &str) -> Vec<f64> {
-    let commit = attempt.run.commit_hash.as_str();
     attempt
-        .results
-        .iter()
+        .final_results()
         .filter_map(|r| r.outputs().ok())
-        .filter(|o| {
-            let of = o
-                .get("_meta")
-                .and_then(|m| m.get("commit"))
-                .and_then(Value::as_str);
-            !of.is_some_and(|c| !commit.is_empty() && c != commit)
-        })
         .filter_map(|o| o.get(metric).and_then(Value::as_f64))
         .filter(|v| v.is_finite())
         .collect()
@@ -335,7 +325,7 @@ fn choose_metric(
 /// task when it describes the change, else the short commit.
 fn label(attempt: &Attempt, mark: Mark, shared_task: bool) -> String {
     if mark == Mark::Baseline {
-        return "baseline".to_string();
+        return OutcomeStatus::Baseline.to_string();
     }
     let description = attempt
         .results
@@ -350,7 +340,7 @@ fn label(attempt: &Attempt, mark: Mark, shared_task: bool) -> String {
     let text = match description.filter(|d| !d.trim().is_empty()) {
         Some(d) => d.trim().to_string(),
         None if !task.is_empty() && !shared_task => task.to_string(),
-        None => attempt.run.commit_hash.chars().take(7).collect(),
+        None => short_commit(&attempt.run.commit_hash).to_string(),
     };
     shorten(&text, LABEL_CHARS)
 }

@@ -109,7 +109,7 @@ async fn build_world(steps: &[Step]) -> (Arc<dyn Storage>, World) {
                 e,
                 &Outcome {
                     run_id: run_id.clone(),
-                    status: s.status.to_string(),
+                    status: s.status.into(),
                     reason: String::new(),
                     descriptor_json: "{}".into(),
                     base_commit: "c0".into(),

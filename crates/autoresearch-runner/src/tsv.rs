@@ -12,8 +12,8 @@
 
 use autoresearch_core::lifecycle::{self, Outcome};
 use autoresearch_core::{
-    BranchHead, ComponentRegistry, EvalResult, Experiment, Run, RunStatus, Storage, World,
-    experiment_world_name,
+    BranchHead, CommitHash, ComponentRegistry, EvalResult, Experiment, OutcomeStatus, Run,
+    RunStatus, Storage, TsvStatus, World, experiment_world_name,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -167,7 +167,8 @@ impl Layout {
 pub struct TsvRow {
     pub line: usize,
     pub commit: String,
-    pub status: String,
+    /// `keep`, `discard` or `crash`.
+    pub status: OutcomeStatus,
     /// Numeric columns as numbers; a non-numeric value in a non-metric column
     /// is kept as text. Absent in a crash row when not a number.
     pub values: Vec<(String, Value)>,
@@ -264,15 +265,19 @@ fn parse_row(layout: &mut Layout, line: usize, text: &str) -> Result<TsvRow, Str
             .map_or("", |i| fields[i].trim())
     };
     let commit = field(COMMIT).to_string();
-    let status = field(STATUS).to_string();
+    let word = field(STATUS);
+    let status = OutcomeStatus::from_word(word);
     let description = field(DESCRIPTION).to_string();
     if commit.is_empty() {
         return Err("empty commit".to_string());
     }
-    if ![Outcome::KEEP, Outcome::DISCARD, Outcome::CRASH].contains(&status.as_str()) {
-        return Err(format!("status {status:?} is not keep, discard or crash"));
+    if !matches!(
+        status,
+        OutcomeStatus::Keep | OutcomeStatus::Discard | OutcomeStatus::Crash
+    ) {
+        return Err(format!("status {word:?} is not keep, discard or crash"));
     }
-    let crash = status == Outcome::CRASH;
+    let crash = status == OutcomeStatus::Crash;
     let mut values = Vec::new();
     let mut seen_decimals = Vec::new();
     for col in layout.value_columns() {
@@ -399,7 +404,7 @@ async fn write_rows(
             report.already_present += 1;
             continue;
         }
-        let crash = row.status == Outcome::CRASH;
+        let crash = row.status == OutcomeStatus::Crash;
         let mut run = Run::new(run_id.clone(), exp.clone());
         run.set_status(if crash {
             RunStatus::Crashed
@@ -433,8 +438,8 @@ async fn write_rows(
                 decided_at_ms: 0,
             },
         )?;
-        match row.status.as_str() {
-            Outcome::KEEP => {
+        match row.status {
+            OutcomeStatus::Keep => {
                 let metric = row
                     .values
                     .iter()
@@ -448,7 +453,7 @@ async fn write_rows(
                 )?;
                 report.kept += 1;
             }
-            Outcome::DISCARD => report.discarded += 1,
+            OutcomeStatus::Discard => report.discarded += 1,
             _ => report.crashed += 1,
         }
         ticks.push(world.commit().await?.0);
@@ -515,13 +520,8 @@ impl AttemptLog {
 /// `keep` (it is the head the next attempts were measured against); a crashed
 /// run without an Outcome is `crash`; `pending` and undecided runs have none.
 pub fn tsv_status(run: &Run, outcome: Option<&Outcome>) -> Option<&'static str> {
-    match outcome.map(|o| o.status.as_str()) {
-        Some(Outcome::KEEP) | Some(Outcome::BASELINE) => Some(Outcome::KEEP),
-        Some(Outcome::DISCARD) => Some(Outcome::DISCARD),
-        Some(Outcome::CRASH) => Some(Outcome::CRASH),
-        _ if run.status() == Ok(RunStatus::Crashed) => Some(Outcome::CRASH),
-        _ => None,
-    }
+    let status = TsvStatus::of(run, outcome);
+    status.is_decided().then(|| status.as_str())
 }
 
 /// Reads the attempts of `experiment` from `world` (imported or written by
@@ -609,7 +609,7 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
             outcome: a
                 .outcome
                 .as_ref()
-                .map(|o| o.status.clone())
+                .map(|o| o.status.to_string())
                 .unwrap_or_default(),
             status: tsv_status(&a.run, a.outcome.as_ref()).map(String::from),
             values,
@@ -639,7 +639,7 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
 /// A commit as results.tsv writes it: a full 40-hex hash is shortened to 7.
 pub fn short_commit(commit: &str) -> &str {
     if commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-        &commit[..7]
+        &commit[..CommitHash::SHORT_LEN]
     } else {
         commit
     }

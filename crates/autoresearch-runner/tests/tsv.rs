@@ -308,7 +308,7 @@ async fn export_of_a_loop_written_experiment() {
                 e,
                 &Outcome {
                     run_id: id.to_string(),
-                    status: o.to_string(),
+                    status: (*o).into(),
                     reason: format!("why {id}"),
                     ..Outcome::default()
                 },

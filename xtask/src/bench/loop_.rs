@@ -131,7 +131,7 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
             if let Event::Finished { run_id, status, .. } = e
                 && let Ok(mut v) = f2.lock()
             {
-                v.push((Instant::now(), run_id.clone(), status.clone()));
+                v.push((Instant::now(), run_id.clone(), status.to_string()));
             }
         }));
     let summary = Arc::new(controller).run().await?;

@@ -37,7 +37,7 @@ pub fn samples(run_id: &str, metric: &str, values: &[f64]) -> Evidence {
 pub fn vote(run_id: &str, voter: &str, verdict: &str, at_ms: i64) -> Vote {
     Vote {
         run_id: run_id.to_string(),
-        verdict: verdict.to_string(),
+        verdict: verdict.into(),
         voter: voter.to_string(),
         reason: String::new(),
         at_ms,

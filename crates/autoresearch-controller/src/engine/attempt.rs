@@ -61,7 +61,7 @@ impl Controller {
             reason: format!("{step}: {what}"),
             detail: json!({
                 "step": step,
-                "cause": what,
+                LoopCause::KEY: what,
                 "exit": report.status,
                 "stdout_tail": self.tail(&report.stdout_tail),
                 "stderr_tail": self.tail(&report.stderr_tail),
@@ -106,8 +106,8 @@ impl Controller {
             JobEnd::Report(r) => r,
             JobEnd::Interrupted => {
                 return Ok(Err(Crash {
-                    reason: "interrupted".into(),
-                    detail: json!({"step": step, "cause": "interrupted"}),
+                    reason: LoopCause::Interrupted.to_string(),
+                    detail: LoopCause::Interrupted.descriptor(json!({"step": step})),
                 }));
             }
         };
@@ -125,18 +125,16 @@ impl Controller {
             Ok(m) => m.clone(),
             Err(_) => Map::new(),
         };
-        outputs.insert(
-            "_meta".into(),
-            json!({
-                "commit": commit,
-                "sample": sample,
-                "exit_code": report.status.code(),
-                "status": report.status,
-                "duration_ms": report.duration.as_millis() as u64,
-                "stdout_log": report.stdout_log,
-                "stderr_log": report.stderr_log,
-            }),
-        );
+        let meta = ResultMeta {
+            commit: commit.to_string(),
+            sample,
+            exit_code: report.status.code(),
+            status: Some(report.status.clone()),
+            duration_ms: report.duration.as_millis() as u64,
+            stdout_log: report.stdout_log.clone(),
+            stderr_log: report.stderr_log.clone(),
+        };
+        outputs.insert(EvalResult::META.into(), json!(meta));
         let result = EvalResult::new(owner, "evaluate", &Value::Object(outputs), now_ms());
         // Staged: the decision that reads it follows at once, and the next
         // job start or branch update makes both durable in one write.
@@ -223,9 +221,9 @@ impl Controller {
                 return self
                     .finish(
                         &cand,
-                        Outcome::CRASH,
-                        "interrupted",
-                        &json!({"step": "propose", "cause": "interrupted"}),
+                        OutcomeStatus::Crash,
+                        LoopCause::Interrupted.as_str(),
+                        &LoopCause::Interrupted.descriptor(json!({"step": "propose"})),
                     )
                     .await
                     .map(Prepared::Done);
@@ -234,7 +232,7 @@ impl Controller {
         if !report.status.success() {
             let c = self.crash_of("propose", &format!("proposer {}", report.status), &report);
             return self
-                .finish(&cand, Outcome::CRASH, &c.reason, &c.detail)
+                .finish(&cand, OutcomeStatus::Crash, &c.reason, &c.detail)
                 .await
                 .map(Prepared::Done);
         }
@@ -243,9 +241,9 @@ impl Controller {
             return self
                 .finish(
                     &cand,
-                    Outcome::DISCARD,
-                    "no change",
-                    &json!({"cause": "no change"}),
+                    OutcomeStatus::Discard,
+                    LoopCause::NoChange.as_str(),
+                    &LoopCause::NoChange.descriptor(json!({})),
                 )
                 .await
                 .map(Prepared::Done);
@@ -275,9 +273,9 @@ impl Controller {
             return self
                 .finish(
                     &cand,
-                    Outcome::DISCARD,
-                    "no change",
-                    &json!({"cause": "no change"}),
+                    OutcomeStatus::Discard,
+                    LoopCause::NoChange.as_str(),
+                    &LoopCause::NoChange.descriptor(json!({})),
                 )
                 .await
                 .map(Prepared::Done);
@@ -287,9 +285,9 @@ impl Controller {
             return self
                 .finish(
                     &cand,
-                    Outcome::DISCARD,
+                    OutcomeStatus::Discard,
                     &reason,
-                    &json!({"cause": "protected path", "path": p}),
+                    &LoopCause::ProtectedPath.descriptor(json!({"path": p})),
                 )
                 .await
                 .map(Prepared::Done);
@@ -305,7 +303,7 @@ impl Controller {
         match evaluated {
             Ok(_) => Ok(Prepared::Evaluated(cand)),
             Err(c) => self
-                .finish(&cand, Outcome::CRASH, &c.reason, &c.detail)
+                .finish(&cand, OutcomeStatus::Crash, &c.reason, &c.detail)
                 .await
                 .map(Prepared::Done),
         }

@@ -4,21 +4,21 @@ impl Controller {
     pub(super) fn outcome(
         &self,
         run_id: &str,
-        status: &str,
+        status: OutcomeStatus,
         reason: &str,
         descriptor: &Value,
         base: &str,
     ) -> Outcome {
         Outcome {
             run_id: run_id.to_string(),
-            status: status.to_string(),
+            comparator: match status {
+                OutcomeStatus::Crash | OutcomeStatus::Baseline => String::new(),
+                _ => self.comparator.spec(),
+            },
+            status,
             reason: reason.to_string(),
             descriptor_json: descriptor.to_string(),
             base_commit: base.to_string(),
-            comparator: match status {
-                Outcome::CRASH | Outcome::BASELINE => String::new(),
-                _ => self.comparator.spec(),
-            },
             decided_at_ms: now_ms(),
         }
     }
@@ -27,16 +27,16 @@ impl Controller {
     pub(super) async fn finish(
         &self,
         c: &Cand,
-        status: &str,
+        status: OutcomeStatus,
         reason: &str,
         descriptor: &Value,
-    ) -> Result<String, LoopError> {
-        let run_status = if status == Outcome::CRASH {
+    ) -> Result<OutcomeStatus, LoopError> {
+        let run_status = if status == OutcomeStatus::Crash {
             RunStatus::Crashed
         } else {
             RunStatus::Stopped
         };
-        let outcome = self.outcome(&c.run_id, status, reason, descriptor, &c.base);
+        let outcome = self.outcome(&c.run_id, status.clone(), reason, descriptor, &c.base);
         let (commit, workspace) = (c.commit.clone(), c.workspace.clone());
         let (entity, finished_at) = (c.entity, now_ms());
         // Staged: nothing acts on a decision that leaves the head alone
@@ -59,16 +59,16 @@ impl Controller {
                 },
             )
             .await?;
-        self.finished_event(&c.run_id, &c.commit, status, reason)
+        self.finished_event(&c.run_id, &c.commit, status.clone(), reason)
             .await;
-        Ok(status.to_string())
+        Ok(status)
     }
 
     pub(super) async fn finished_event(
         &self,
         run_id: &str,
         commit: &str,
-        status: &str,
+        status: OutcomeStatus,
         reason: &str,
     ) {
         let exp = self.cfg.experiment.clone();
@@ -91,7 +91,7 @@ impl Controller {
         self.emit(Event::Finished {
             run_id: run_id.to_string(),
             commit: commit.to_string(),
-            status: status.to_string(),
+            status,
             reason: reason.to_string(),
             metrics: metrics
                 .into_iter()
@@ -108,7 +108,7 @@ impl Controller {
             .read(move |w| {
                 w.results_for(&o)
                     .iter()
-                    .filter(|(_, r)| result_commit(r).is_none_or(|rc| rc == c))
+                    .filter(|(_, r)| r.counts_for(&c))
                     .count() as u32
             })
             .await
@@ -121,23 +121,7 @@ impl Controller {
         base: Option<&str>,
     ) -> Result<Evidence, LoopError> {
         let (o, c) = (run_id.to_string(), commit.to_string());
-        let (results, votes) = self
-            .ledger
-            .read(move |w| {
-                let results: Vec<EvalResult> = w
-                    .results_for(&o)
-                    .into_iter()
-                    .map(|(_, r)| r)
-                    .filter(|r| result_commit(r).is_none_or(|rc| rc == c))
-                    .collect();
-                let votes: Vec<Vote> = w
-                    .find_all::<Vote>(|v| v.run_id == o)
-                    .into_iter()
-                    .map(|(_, v)| v)
-                    .collect();
-                (results, votes)
-            })
-            .await;
+        let mut evidence = self.ledger.read(move |w| stored_evidence(w, &o, &c)).await;
         let diff = match base {
             Some(b) if b != commit && self.cfg.evidence_diff => {
                 let (b, c) = (b.to_string(), commit.to_string());
@@ -156,13 +140,8 @@ impl Controller {
             }
             _ => None,
         };
-        Ok(Evidence {
-            run_id: run_id.to_string(),
-            commit: commit.to_string(),
-            results,
-            diff,
-            votes,
-        })
+        evidence.diff = diff;
+        Ok(evidence)
     }
 
     // --- Deciding -------------------------------------------------------
@@ -287,24 +266,24 @@ impl Controller {
         head: &Head,
         c: Cand,
         d: Result<Decision, String>,
-    ) -> Result<String, LoopError> {
+    ) -> Result<OutcomeStatus, LoopError> {
         let d = match d {
             Ok(d) => d,
             Err(why) => {
                 let reason = format!("comparator failed: {why}");
                 return self
-                    .finish(&c, Outcome::DISCARD, &reason, &json!({"error": why}))
+                    .finish(&c, OutcomeStatus::Discard, &reason, &json!({"error": why}))
                     .await;
             }
         };
         match d.verdict {
             Verdict::Keep => self.promote_or_rebase(head, c, d).await,
             Verdict::Discard | Verdict::NeedMore { .. } => {
-                self.finish(&c, Outcome::DISCARD, &d.reason, &d.descriptor)
+                self.finish(&c, OutcomeStatus::Discard, &d.reason, &d.descriptor)
                     .await
             }
             Verdict::Pending => {
-                self.finish(&c, Outcome::PENDING, &d.reason, &d.descriptor)
+                self.finish(&c, OutcomeStatus::Pending, &d.reason, &d.descriptor)
                     .await
             }
         }
@@ -319,7 +298,7 @@ impl Controller {
         let pending: Vec<Attempt> = self
             .ledger
             .read(|w| {
-                w.find_all::<Outcome>(|o| o.status == Outcome::PENDING)
+                w.find_all::<Outcome>(|o| o.status == OutcomeStatus::Pending)
                     .into_iter()
                     .filter_map(|(entity, outcome)| {
                         let run = w.get::<Run>(entity)?;
@@ -368,7 +347,7 @@ impl Controller {
                     verdict: Verdict::Keep,
                     ..
                 }) => {
-                    if self.apply(&inc_head, c.clone(), d).await? == Outcome::KEEP {
+                    if self.apply(&inc_head, c.clone(), d).await? == OutcomeStatus::Keep {
                         kept += 1;
                     } else {
                         discarded += 1;
@@ -393,9 +372,7 @@ impl Controller {
                     .rev()
                     .find(|a| {
                         a.run.commit_hash == c
-                            && a.outcome.as_ref().is_some_and(|o| {
-                                o.status == Outcome::KEEP || o.status == Outcome::BASELINE
-                            })
+                            && a.outcome.as_ref().is_some_and(|o| o.status.is_head())
                     })
                     .map(|a| a.run.run_id)
             })

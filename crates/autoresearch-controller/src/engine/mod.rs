@@ -16,12 +16,12 @@
 use crate::config::{Config, MetricsFormat};
 use crate::git::{Git, GitError};
 use crate::{history, metrics};
-use autoresearch_core::compare::{Comparator, Decision, Evidence, Verdict, Vote};
+use autoresearch_core::compare::{Comparator, Decision, Evidence, Verdict};
 use autoresearch_core::exec::{ExecError, Executor, Job, JobReport, Limits};
-use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
+use autoresearch_core::lifecycle::{Attempt, Outcome, attempts, stored_evidence, world_short_name};
 use autoresearch_core::{
-    BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, Run, RunStatus, Storage,
-    World, now_ms,
+    AttemptState, BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, LoopCause,
+    OutcomeStatus, ResultMeta, Run, RunStatus, Storage, World, now_ms, short_commit,
 };
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -128,18 +128,14 @@ impl LoopConfig {
 
     /// Where the proposer's results.tsv lives.
     pub fn history_path(&self) -> PathBuf {
-        let name = self
-            .world
-            .strip_prefix("autoresearch:")
-            .unwrap_or(&self.world)
-            .replace([':', '/', '\\'], "_");
+        let name = world_short_name(&self.world).replace([':', '/', '\\'], "_");
         self.state_dir.join(name).join("results.tsv")
     }
 }
 
 /// The git branch a forked world continues on: `autoresearch/{fork}`.
 pub fn fork_branch_name(world: &str) -> String {
-    let fork = world.strip_prefix("autoresearch:").unwrap_or(world);
+    let fork = world_short_name(world);
     format!(
         "autoresearch/{}",
         fork.replace([':', ' ', '~', '^', '?', '*', '['], "-")
@@ -201,7 +197,7 @@ pub enum Event {
         run_id: String,
         commit: String,
         /// `keep`, `discard`, `crash`, `pending` or `baseline`.
-        status: String,
+        status: OutcomeStatus,
         reason: String,
         metrics: Vec<(String, f64)>,
         /// The head after the decision.
@@ -248,7 +244,7 @@ struct Cand {
 /// Where an attempt ended before comparison.
 enum Prepared {
     Evaluated(Cand),
-    Done(String),
+    Done(OutcomeStatus),
 }
 
 struct Crash {
@@ -420,20 +416,6 @@ impl Controller {
             commit_hash: String::new(),
         }
     }
-}
-
-fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(7)]
-}
-
-/// The commit a Result was measured on (`_meta.commit`), when recorded.
-fn result_commit(r: &EvalResult) -> Option<String> {
-    r.outputs()
-        .ok()?
-        .get("_meta")?
-        .get("commit")?
-        .as_str()
-        .map(str::to_string)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -44,7 +44,7 @@ impl Controller {
 
     pub(super) async fn baseline(&self, commit: &str, why: &str) -> Result<Head, LoopError> {
         let run_id = Self::new_run_id();
-        let mut run = self.new_run(&run_id, "baseline");
+        let mut run = self.new_run(&run_id, OutcomeStatus::Baseline.as_str());
         run.commit_hash = commit.to_string();
         let entity = self
             .ledger
@@ -71,19 +71,19 @@ impl Controller {
         let _ = self.executor.release(&run_id).await;
         let (status, reason, descriptor, run_status) = match &eval {
             Ok(_) => (
-                Outcome::BASELINE,
+                OutcomeStatus::Baseline,
                 why.to_string(),
                 json!({"baseline": why}),
                 RunStatus::Stopped,
             ),
             Err(c) => (
-                Outcome::CRASH,
+                OutcomeStatus::Crash,
                 format!("baseline {}", c.reason),
                 c.detail.clone(),
                 RunStatus::Crashed,
             ),
         };
-        let outcome = self.outcome(&run_id, status, &reason, &descriptor, "");
+        let outcome = self.outcome(&run_id, status.clone(), &reason, &descriptor, "");
         let head = BranchHead::new(
             &self.cfg.experiment,
             commit,
@@ -120,11 +120,11 @@ impl Controller {
         head: &Head,
         mut c: Cand,
         mut d: Decision,
-    ) -> Result<String, LoopError> {
+    ) -> Result<OutcomeStatus, LoopError> {
         let mut head = head.clone();
         for _ in 0..3 {
             if self.promote(&head, &c, &d).await? {
-                return Ok(Outcome::KEEP.to_string());
+                return Ok(OutcomeStatus::Keep);
             }
             // Stale: measured against a head that has moved.
             let new_head = self.sync_head().await?;
@@ -139,7 +139,7 @@ impl Controller {
                 self.candidate_ref(&format!(
                     "{}.before-rebase-{}",
                     c.run_id,
-                    &onto[..7.min(onto.len())]
+                    short_commit(&onto)
                 )),
             );
             let rebased = self
@@ -156,14 +156,14 @@ impl Controller {
                 c.base = new_head.commit.clone();
                 let reason = format!(
                     "stale: conflicts with the new head {}",
-                    short(&new_head.commit)
+                    short_commit(&new_head.commit)
                 );
                 return self
                     .finish(
                         &c,
-                        Outcome::DISCARD,
+                        OutcomeStatus::Discard,
                         &reason,
-                        &json!({"cause": "stale", "head": new_head.commit}),
+                        &LoopCause::Stale.descriptor(json!({"head": new_head.commit})),
                     )
                     .await;
             };
@@ -191,7 +191,7 @@ impl Controller {
                 return self
                     .finish(
                         &c,
-                        Outcome::CRASH,
+                        OutcomeStatus::Crash,
                         &format!("after rebase: {}", crash.reason),
                         &crash.detail,
                     )
@@ -207,9 +207,9 @@ impl Controller {
         }
         self.finish(
             &c,
-            Outcome::DISCARD,
+            OutcomeStatus::Discard,
             "stale: the head kept moving",
-            &json!({"cause": "stale"}),
+            &LoopCause::Stale.descriptor(json!({})),
         )
         .await
     }
@@ -233,7 +233,7 @@ impl Controller {
         }
         let outcome = self.outcome(
             &c.run_id,
-            Outcome::KEEP,
+            OutcomeStatus::Keep,
             &d.reason,
             &d.descriptor,
             &head.commit,
@@ -256,7 +256,7 @@ impl Controller {
         self.crash_point("after-ref");
         self.complete_promotion(c.entity, &c.run_id, &c.commit, &d.descriptor)
             .await?;
-        self.finished_event(&c.run_id, &c.commit, Outcome::KEEP, &d.reason)
+        self.finished_event(&c.run_id, &c.commit, OutcomeStatus::Keep, &d.reason)
             .await;
         Ok(true)
     }
@@ -278,7 +278,7 @@ impl Controller {
                 } else if !clean {
                     Some(format!(
                         "branch {branch} advanced to {} but its checkout in {} has local changes: left alone (run `git reset --keep {branch}` when ready)",
-                        short(&new_s),
+                        short_commit(&new_s),
                         g.dir.display()
                     ))
                 } else {
@@ -327,89 +327,111 @@ impl Controller {
 
     // --- Recovery and pending decisions ---------------------------------
 
-    /// Finishes what a killed controller left: runs in flight become
-    /// crashed ("interrupted") and their checkouts are released; a
-    /// promotion in progress is completed (see the module doc). Returns the
+    /// Finishes what a killed controller left, by the state each run in
+    /// flight was recorded in ([`AttemptState`]): a run `promoting` has its
+    /// promotion completed (or is discarded when the branch moved
+    /// meanwhile, see the module doc); any other run in flight becomes
+    /// crashed ("interrupted"). Their checkouts are released. Returns the
     /// run ids it touched.
     pub async fn recover(&self) -> Result<Vec<String>, LoopError> {
         self.ledger.refresh().await?;
         let exp = self.cfg.experiment.clone();
-        let active: Vec<_> = self
+        let in_flight: Vec<(AttemptState, Attempt)> = self
             .ledger
             .read(|w| {
                 attempts(w, &exp)
                     .into_iter()
-                    .filter(|a| a.run.status().map(|s| s.is_active()).unwrap_or(false))
+                    .map(|a| (AttemptState::of(&a.run, a.outcome.as_ref()), a))
+                    .filter(|(state, _)| state.is_in_flight())
                     .collect()
             })
             .await;
         let mut touched = Vec::new();
-        for a in active {
+        for (state, a) in in_flight {
             let run_id = a.run.run_id.clone();
-            let mut cand = Cand {
-                run_id: run_id.clone(),
-                entity: a.entity,
-                base: a
-                    .outcome
-                    .as_ref()
-                    .map(|o| o.base_commit.clone())
-                    .unwrap_or_default(),
-                commit: a.run.commit_hash.clone(),
-                workspace: String::new(),
-            };
-            if cand.commit.is_empty() {
-                // A candidate made but not yet in the ledger is under its ref.
-                let refname = self.candidate_ref(&run_id);
-                cand.commit = self
-                    .git(move |g| g.resolve(&refname))
-                    .await?
-                    .unwrap_or_default();
-            }
-            let keep = a.outcome.as_ref().filter(|o| o.status == Outcome::KEEP);
-            if let Some(o) = keep {
-                let head = self.head().await;
-                let branch = self.cfg.branch.clone();
-                let tip = self.git(move |g| g.branch_tip(&branch)).await?;
-                let descriptor: Value =
-                    serde_json::from_str(&o.descriptor_json).unwrap_or(json!({}));
-                let head_is_base = head.as_ref().is_some_and(|h| h.commit == o.base_commit);
-                let already_moved = head_is_base && tip.as_deref() == Some(cand.commit.as_str());
-                let promoted = already_moved
-                    || (head_is_base
-                        && tip.as_deref() == Some(o.base_commit.as_str())
-                        && self.move_branch(&o.base_commit, &cand.commit).await?);
-                if promoted {
-                    self.complete_promotion(a.entity, &run_id, &cand.commit, &descriptor)
-                        .await?;
-                    self.finished_event(&run_id, &cand.commit, Outcome::KEEP, &o.reason)
-                        .await;
-                } else if head.as_ref().is_some_and(|h| h.commit == cand.commit) {
-                    self.complete_promotion(a.entity, &run_id, &cand.commit, &descriptor)
-                        .await?;
-                } else {
+            let cand = self.recovered_candidate(&a).await?;
+            match (state, &a.outcome) {
+                (AttemptState::Promoting, Some(o)) => self.resume_promotion(&cand, o).await?,
+                _ => {
                     self.finish(
                         &cand,
-                        Outcome::DISCARD,
-                        "interrupted before promotion; the branch moved meanwhile",
-                        &json!({"cause": "interrupted"}),
+                        OutcomeStatus::Crash,
+                        LoopCause::Interrupted.as_str(),
+                        &LoopCause::Interrupted.descriptor(json!({})),
                     )
                     .await?;
                 }
-            } else {
-                self.finish(
-                    &cand,
-                    Outcome::CRASH,
-                    "interrupted",
-                    &json!({"cause": "interrupted"}),
-                )
-                .await?;
             }
-            let _ = self.executor.release(&run_id).await;
+            if let Err(e) = self.executor.release(&run_id).await {
+                tracing::warn!("releasing the checkout of run {run_id}: {e}");
+            }
             touched.push(run_id);
         }
-        let _ = self.git(|g| g.run(&["worktree", "prune"]).map(drop)).await;
+        if let Err(e) = self.git(|g| g.run(&["worktree", "prune"]).map(drop)).await {
+            tracing::warn!("pruning worktrees: {e}");
+        }
         // What recovery decided is durable before anything else happens.
         self.ledger.flush().await?;
         Ok(touched)
+    }
+
+    /// The candidate of a run found in flight: its recorded commit, or the
+    /// one under its ref when it was made but not yet recorded.
+    async fn recovered_candidate(&self, a: &Attempt) -> Result<Cand, LoopError> {
+        let run_id = a.run.run_id.clone();
+        let mut cand = Cand {
+            run_id: run_id.clone(),
+            entity: a.entity,
+            base: a
+                .outcome
+                .as_ref()
+                .map(|o| o.base_commit.clone())
+                .unwrap_or_default(),
+            commit: a.run.commit_hash.clone(),
+            workspace: String::new(),
+        };
+        if cand.commit.is_empty() {
+            let refname = self.candidate_ref(&run_id);
+            cand.commit = self
+                .git(move |g| g.resolve(&refname))
+                .await?
+                .unwrap_or_default();
+        }
+        Ok(cand)
+    }
+
+    /// Steps 2 and 3 of the promotion protocol for a run whose intent
+    /// (`o`, a keep) is recorded: done if the branch is still at the base
+    /// (or already at the candidate) and the head is the base; only the tick
+    /// if the head already is the candidate; otherwise the keep is void.
+    async fn resume_promotion(&self, cand: &Cand, o: &Outcome) -> Result<(), LoopError> {
+        let head = self.head().await;
+        let branch = self.cfg.branch.clone();
+        let tip = self.git(move |g| g.branch_tip(&branch)).await?;
+        let descriptor: Value = o.descriptor().unwrap_or(json!({}));
+        let head_is_base = head.as_ref().is_some_and(|h| h.commit == o.base_commit);
+        let already_moved = head_is_base && tip.as_deref() == Some(cand.commit.as_str());
+        let promoted = already_moved
+            || (head_is_base
+                && tip.as_deref() == Some(o.base_commit.as_str())
+                && self.move_branch(&o.base_commit, &cand.commit).await?);
+        if promoted {
+            self.complete_promotion(cand.entity, &cand.run_id, &cand.commit, &descriptor)
+                .await?;
+            self.finished_event(&cand.run_id, &cand.commit, OutcomeStatus::Keep, &o.reason)
+                .await;
+        } else if head.as_ref().is_some_and(|h| h.commit == cand.commit) {
+            self.complete_promotion(cand.entity, &cand.run_id, &cand.commit, &descriptor)
+                .await?;
+        } else {
+            self.finish(
+                cand,
+                OutcomeStatus::Discard,
+                "interrupted before promotion; the branch moved meanwhile",
+                &LoopCause::Interrupted.descriptor(json!({})),
+            )
+            .await?;
+        }
+        Ok(())
     }
 }

@@ -23,7 +23,7 @@ impl Controller {
         let mut crashes_in_a_row = 0u32;
         loop {
             if self.shutdown.level() >= Shutdown::DRAIN {
-                s.stopped = "interrupted".into();
+                s.stopped = LoopCause::Interrupted.to_string();
                 break;
             }
             if self.cfg.iterations > 0 && s.launched >= self.cfg.iterations {
@@ -55,13 +55,13 @@ impl Controller {
             s.launched += k as u64;
             let statuses = self.clone().round(&head, k).await?;
             for st in statuses {
-                match st.as_str() {
-                    Outcome::KEEP => s.kept += 1,
-                    Outcome::DISCARD => s.discarded += 1,
-                    Outcome::PENDING => s.pending += 1,
+                match st {
+                    OutcomeStatus::Keep => s.kept += 1,
+                    OutcomeStatus::Discard => s.discarded += 1,
+                    OutcomeStatus::Pending => s.pending += 1,
                     _ => s.crashed += 1,
                 }
-                if st == Outcome::CRASH {
+                if st == OutcomeStatus::Crash {
                     crashes_in_a_row += 1;
                 } else {
                     crashes_in_a_row = 0;
@@ -81,7 +81,7 @@ impl Controller {
         self: Arc<Self>,
         head: &Head,
         k: usize,
-    ) -> Result<Vec<String>, LoopError> {
+    ) -> Result<Vec<OutcomeStatus>, LoopError> {
         let mut set = tokio::task::JoinSet::new();
         let run_ids: Vec<String> = (0..k).map(|_| Self::new_run_id()).collect();
         for (i, run_id) in run_ids.iter().enumerate() {
@@ -116,7 +116,7 @@ impl Controller {
         }
         if !cands.is_empty() {
             let decisions = if self.shutdown.level() >= Shutdown::KILL {
-                vec![Err("interrupted".to_string()); cands.len()]
+                vec![Err(LoopCause::Interrupted.to_string()); cands.len()]
             } else {
                 self.decide(head, &cands).await?
             };
@@ -135,12 +135,12 @@ impl Controller {
                     let _ = self.executor.release(&c.run_id).await;
                 }
                 let st = match d {
-                    Err(why) if why == "interrupted" => {
+                    Err(why) if LoopCause::from_word(&why) == Some(LoopCause::Interrupted) => {
                         self.finish(
                             &c,
-                            Outcome::CRASH,
-                            "interrupted",
-                            &json!({"cause": "interrupted"}),
+                            OutcomeStatus::Crash,
+                            LoopCause::Interrupted.as_str(),
+                            &LoopCause::Interrupted.descriptor(json!({})),
                         )
                         .await?
                     }
