@@ -214,7 +214,6 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
     if let Some(b) = args.time_budget {
         cfg.time_budget = Some(b);
     }
-    cfg.crash_at = std::env::var("AUTORESEARCH_TEST_CRASH_AT").ok();
     let storage = ledger::open(ledger_path)?;
     if let Some(world) = &args.world
         && *world != cfg.world

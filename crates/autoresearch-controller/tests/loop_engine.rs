@@ -161,7 +161,6 @@ impl Fixture {
             max_samples: 10,
             evidence_diff: true,
             state_dir: self.repo.join(".autoresearch"),
-            crash_at: None,
         }
     }
 

@@ -112,7 +112,6 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
         max_samples: 10,
         evidence_diff: false,
         state_dir: state_dir.clone(),
-        crash_at: None,
     };
     let storage = Arc::new(
         RedbStorage::open(&state_dir.join("ledger.redb"), RedbConfig::default())

@@ -11,7 +11,7 @@ impl Controller {
     ) -> Result<Run, LoopError> {
         self.ledger
             .tick(doing, |w| {
-                let mut run = w.get::<Run>(entity).unwrap_or_default();
+                let mut run = run_of(w, entity)?;
                 edit(&mut run);
                 w.insert(entity, &run)?;
                 if let Some(o) = &outcome {
@@ -142,7 +142,7 @@ impl Controller {
         self.ledger
             .stage(&format!("recording a result of run {owner}"), move |w| {
                 if let Some((entity, commit, workspace)) = &cand {
-                    let mut run = w.get::<Run>(*entity).unwrap_or_default();
+                    let mut run = run_of(w, *entity)?;
                     run.commit_hash = commit.clone();
                     if !workspace.is_empty() {
                         run.workspace_path = workspace.clone();
@@ -155,146 +155,23 @@ impl Controller {
         Ok(parsed)
     }
 
-    /// Launches one candidate against `head`: propose, check, evaluate once.
+    /// Launches one candidate against `head` and takes it through the
+    /// attempt's states up to its first evaluation: booting, proposing (the
+    /// proposer's job), the candidate checked (a change, no protected path),
+    /// evaluating (sample 0). Returns the candidate for the decision, or the
+    /// status it finished with on the way.
     pub(super) async fn attempt(&self, head: &Head, run_id: String) -> Result<Prepared, LoopError> {
-        let run = self.new_run(&run_id, &self.cfg.propose_command);
-        // The history file (this run last, as running) is written while the
-        // run's first tick commits; both precede the proposer.
-        // Two ticks, `booting` then `running`, made durable in one write
-        // (with whatever the previous run staged) before the job starts: a
-        // controller killed from then on leaves an active run that `recover`
-        // marks interrupted (and whose process group it kills).
-        let recording = format!("recording run {run_id}");
-        let (history, entity) = tokio::join!(
-            self.write_history(Some(&run)),
-            self.ledger.tick(&recording, |w| {
-                let entity = w.spawn_with(&run)?;
-                w.stage()?;
-                let mut running = run.clone();
-                running.set_status(RunStatus::Running);
-                w.insert(entity, &running)?;
-                Ok(entity)
-            }),
-        );
-        let entity = entity?;
-        let history = history?;
-        let mut cand = Cand {
-            run_id: run_id.clone(),
-            entity,
-            base: head.commit.clone(),
-            commit: String::new(),
-            workspace: String::new(),
+        let (mut cand, history) = self.start_attempt(head, &run_id).await?;
+        let report = match self.propose(head, &cand, &history).await? {
+            Ok(report) => report,
+            Err(finished) => return Ok(Prepared::Done(finished)),
         };
-        self.emit(Event::Started {
-            run_id: run_id.clone(),
-            base: head.commit.clone(),
-        });
-        self.emit(Event::Step {
-            run_id: run_id.clone(),
-            step: "proposing".into(),
-        });
-        let mut env = BTreeMap::new();
-        env.insert("AUTORESEARCH_BASE_COMMIT".to_string(), head.commit.clone());
-        env.insert(
-            "AUTORESEARCH_RESULTS".to_string(),
-            history.display().to_string(),
-        );
-        env.insert(
-            "AUTORESEARCH_EXPERIMENT".to_string(),
-            self.cfg.experiment.clone(),
-        );
-        env.insert("AUTORESEARCH_BRANCH".to_string(), self.cfg.branch.clone());
-        let job = Job {
-            run_id: run_id.clone(),
-            step: "propose".into(),
-            repo: self.cfg.repo.display().to_string(),
-            commit: head.commit.clone(),
-            command: self.cfg.propose_command.clone(),
-            env,
-            limits: self.limits(self.cfg.propose_timeout),
-            output: Default::default(),
-            commit_changes: true,
-        };
-        let report = match self.exec(job).await? {
-            JobEnd::Report(r) => r,
-            JobEnd::Interrupted => {
-                return self
-                    .finish(
-                        &cand,
-                        OutcomeStatus::Crash,
-                        LoopCause::Interrupted.as_str(),
-                        &LoopCause::Interrupted.descriptor(json!({"step": "propose"})),
-                    )
-                    .await
-                    .map(Prepared::Done);
-            }
-        };
-        if !report.status.success() {
-            let c = self.crash_of("propose", &format!("proposer {}", report.status), &report);
-            return self
-                .finish(&cand, OutcomeStatus::Crash, &c.reason, &c.detail)
-                .await
-                .map(Prepared::Done);
-        }
-        let workspace = report.workspace.clone();
-        if report.commit.is_empty() || report.commit == head.commit {
-            return self
-                .finish(
-                    &cand,
-                    OutcomeStatus::Discard,
-                    LoopCause::NoChange.as_str(),
-                    &LoopCause::NoChange.descriptor(json!({})),
-                )
-                .await
-                .map(Prepared::Done);
-        }
-        cand.commit = report.commit.clone();
-        cand.workspace = workspace;
-        // The ref keeps the candidate reachable before anything else refers
-        // to it; the ledger records it with its first result or its
-        // decision (a run interrupted before that gets it back from the ref
-        // in `recover`). The changed paths come from the executor when it
-        // knows them (the local one does when the proposer left its change
-        // uncommitted), else from git.
-        let (refname, commit) = (self.candidate_ref(&run_id), cand.commit.clone());
-        let (base, commit2) = (head.commit.clone(), cand.commit.clone());
-        let known = report.changed_paths.clone();
-        let changed = self
-            .git(move |g| {
-                g.create_ref(&refname, &commit)?;
-                match known {
-                    Some(paths) => Ok(paths),
-                    None => g.changed_paths(&base, &commit2),
-                }
-            })
-            .await?;
-        self.crash_point("after-candidate");
-        if changed.is_empty() {
-            return self
-                .finish(
-                    &cand,
-                    OutcomeStatus::Discard,
-                    LoopCause::NoChange.as_str(),
-                    &LoopCause::NoChange.descriptor(json!({})),
-                )
-                .await
-                .map(Prepared::Done);
-        }
-        if let Some(p) = changed.iter().find(|p| self.is_protected(p)) {
-            let reason = format!("touches protected path {p}");
-            return self
-                .finish(
-                    &cand,
-                    OutcomeStatus::Discard,
-                    &reason,
-                    &LoopCause::ProtectedPath.descriptor(json!({"path": p})),
-                )
-                .await
-                .map(Prepared::Done);
+        if let Some(finished) = self.check_candidate(head, &mut cand, &report).await? {
+            return Ok(Prepared::Done(finished));
         }
         self.emit(Event::Step {
             run_id: run_id.clone(),
-            step: "evaluating".into(),
+            step: AttemptState::Evaluating.as_str().into(),
         });
         let evaluated = self
             .evaluate(&run_id, &run_id, &cand.commit, 0, "evaluate", Some(&cand))
@@ -307,6 +184,151 @@ impl Controller {
                 .await
                 .map(Prepared::Done),
         }
+    }
+
+    /// Booting: records the run (two ticks, `booting` then `running`, made
+    /// durable in one write with whatever the previous run staged, before the
+    /// job starts: a controller killed from then on leaves a run in flight
+    /// that `recover` marks interrupted) while the history file (this run
+    /// last, as running) is written. Returns the candidate-to-be and the
+    /// history file's path.
+    async fn start_attempt(&self, head: &Head, run_id: &str) -> Result<(Cand, PathBuf), LoopError> {
+        let run = self.new_run(run_id, &self.cfg.propose_command);
+        let recording = format!("recording run {run_id}");
+        let (history, entity) = tokio::join!(
+            self.write_history(Some(&run)),
+            self.ledger.tick(&recording, |w| {
+                let entity = w.spawn_with(&run)?;
+                w.stage()?;
+                let mut running = run.clone();
+                running.set_status(RunStatus::Running);
+                w.insert(entity, &running)?;
+                Ok(entity)
+            }),
+        );
+        let cand = Cand {
+            run_id: run_id.to_string(),
+            entity: entity?,
+            base: head.commit.clone(),
+            commit: String::new(),
+            workspace: String::new(),
+        };
+        let history = history?;
+        self.emit(Event::Started {
+            run_id: run_id.to_string(),
+            base: head.commit.clone(),
+        });
+        self.emit(Event::Step {
+            run_id: run_id.to_string(),
+            step: AttemptState::Proposing.as_str().into(),
+        });
+        Ok((cand, history))
+    }
+
+    /// Proposing: runs the proposer on a checkout of `head`. Its report, or
+    /// the status the run finished with (interrupted, proposer failed).
+    async fn propose(
+        &self,
+        head: &Head,
+        cand: &Cand,
+        history: &std::path::Path,
+    ) -> Result<Result<Box<JobReport>, OutcomeStatus>, LoopError> {
+        let mut env = BTreeMap::new();
+        env.insert("AUTORESEARCH_BASE_COMMIT".to_string(), head.commit.clone());
+        env.insert(
+            "AUTORESEARCH_RESULTS".to_string(),
+            history.display().to_string(),
+        );
+        env.insert(
+            "AUTORESEARCH_EXPERIMENT".to_string(),
+            self.cfg.experiment.clone(),
+        );
+        env.insert("AUTORESEARCH_BRANCH".to_string(), self.cfg.branch.clone());
+        let job = Job {
+            run_id: cand.run_id.clone(),
+            step: "propose".into(),
+            repo: self.cfg.repo.display().to_string(),
+            commit: head.commit.clone(),
+            command: self.cfg.propose_command.clone(),
+            env,
+            limits: self.limits(self.cfg.propose_timeout),
+            output: Default::default(),
+            commit_changes: true,
+        };
+        let report = match self.exec(job).await? {
+            JobEnd::Report(r) => r,
+            JobEnd::Interrupted => {
+                let detail = LoopCause::Interrupted.descriptor(json!({"step": "propose"}));
+                let cause = LoopCause::Interrupted.as_str();
+                return Ok(Err(self
+                    .finish(cand, OutcomeStatus::Crash, cause, &detail)
+                    .await?));
+            }
+        };
+        if !report.status.success() {
+            let c = self.crash_of("propose", &format!("proposer {}", report.status), &report);
+            return Ok(Err(self
+                .finish(cand, OutcomeStatus::Crash, &c.reason, &c.detail)
+                .await?));
+        }
+        Ok(Ok(report))
+    }
+
+    /// The proposer's commit as the candidate: it must change something and
+    /// touch no protected path. The ref keeps the candidate reachable before
+    /// anything else refers to it; the ledger records it with its first
+    /// result or its decision (a run interrupted before that gets it back
+    /// from the ref in `recover`). The changed paths come from the executor
+    /// when it knows them (the local one does when the proposer left its
+    /// change uncommitted), else from git. `None` when the candidate goes on
+    /// to evaluation, else the status it finished with.
+    async fn check_candidate(
+        &self,
+        head: &Head,
+        cand: &mut Cand,
+        report: &JobReport,
+    ) -> Result<Option<OutcomeStatus>, LoopError> {
+        if report.commit.is_empty() || report.commit == head.commit {
+            return self.finish_no_change(cand).await.map(Some);
+        }
+        cand.commit = report.commit.clone();
+        cand.workspace = report.workspace.clone();
+        let (refname, commit) = (self.candidate_ref(&cand.run_id), cand.commit.clone());
+        let base = head.commit.clone();
+        let known = report.changed_paths.clone();
+        let changed = self
+            .git(move |g| {
+                g.create_ref(&refname, &commit)?;
+                match known {
+                    Some(paths) => Ok(paths),
+                    None => g.changed_paths(&base, &commit),
+                }
+            })
+            .await?;
+        self.crash_point("after-candidate");
+        if changed.is_empty() {
+            return self.finish_no_change(cand).await.map(Some);
+        }
+        if let Some(p) = changed.iter().find(|p| self.is_protected(p)) {
+            let reason = format!("touches protected path {p}");
+            let detail = LoopCause::ProtectedPath.descriptor(json!({"path": p}));
+            return self
+                .finish(cand, OutcomeStatus::Discard, &reason, &detail)
+                .await
+                .map(Some);
+        }
+        Ok(None)
+    }
+
+    async fn finish_no_change(&self, cand: &Cand) -> Result<OutcomeStatus, LoopError> {
+        let detail = LoopCause::NoChange.descriptor(json!({}));
+        self.finish(
+            cand,
+            OutcomeStatus::Discard,
+            LoopCause::NoChange.as_str(),
+            &detail,
+        )
+        .await
     }
 
     pub(super) fn is_protected(&self, path: &str) -> bool {

@@ -45,7 +45,7 @@ impl Controller {
             .stage(
                 &format!("recording {status} of run {}", c.run_id),
                 move |w| {
-                    let mut r = w.get::<Run>(entity).unwrap_or_default();
+                    let mut r = run_of(w, entity)?;
                     r.set_status(run_status);
                     r.finished_at_ms = finished_at;
                     if !commit.is_empty() {
@@ -147,7 +147,9 @@ impl Controller {
     // --- Deciding -------------------------------------------------------
 
     /// Asks the comparator about `cands` against `head`, adding samples
-    /// while it asks for more (within the sample budget).
+    /// while it asks for more (within the sample budget: a side's samples
+    /// never exceed `max_samples`, at most 50 rounds; past it, or on a kill
+    /// request, a need for more becomes a discard).
     pub(super) async fn decide(
         &self,
         head: &Head,
@@ -161,102 +163,118 @@ impl Controller {
             for c in cands {
                 evs.push(self.evidence(&c.run_id, &c.commit, Some(&c.base)).await?);
             }
-            let decisions: Vec<Result<Decision, String>> = if cands.len() == 1 {
-                vec![
-                    self.comparator
-                        .compare(&inc, &evs[0])
-                        .await
-                        .map_err(|e| e.to_string()),
-                ]
-            } else {
-                match self.comparator.compare_round(&inc, &evs).await {
-                    Ok(d) if d.len() == cands.len() => d.into_iter().map(Ok).collect(),
-                    Ok(d) => {
-                        let why = format!(
-                            "comparator returned {} decisions for {} candidates",
-                            d.len(),
-                            cands.len()
-                        );
-                        vec![Err(why); cands.len()]
-                    }
-                    Err(e) => vec![Err(e.to_string()); cands.len()],
-                }
-            };
-            let want_inc = decisions
-                .iter()
-                .filter_map(|d| match d {
-                    Ok(Decision {
-                        verdict: Verdict::NeedMore { incumbent, .. },
-                        ..
-                    }) => Some(*incumbent),
-                    _ => None,
-                })
-                .max();
-            let Some(want_inc) = want_inc else {
+            let decisions = self.ask_comparator(&inc, &evs).await;
+            let Some(want_inc) = decisions.iter().filter_map(need_more).map(|(i, _)| i).max()
+            else {
                 return Ok(decisions);
             };
-            let have_inc = inc.results.len() as u32;
             let over_budget = rounds > 50
-                || have_inc + want_inc > self.cfg.max_samples
-                || decisions.iter().zip(&evs).any(|(d, e)| match d {
-                    Ok(Decision {
-                        verdict: Verdict::NeedMore { candidate, .. },
-                        ..
-                    }) => e.results.len() as u32 + candidate > self.cfg.max_samples,
-                    _ => false,
+                || inc.results.len() as u32 + want_inc > self.cfg.max_samples
+                || decisions.iter().zip(&evs).any(|(d, e)| {
+                    need_more(d).is_some_and(|(_, more)| {
+                        e.results.len() as u32 + more > self.cfg.max_samples
+                    })
                 });
             if over_budget || self.shutdown.level() >= Shutdown::KILL {
-                return Ok(decisions
-                    .into_iter()
-                    .map(|d| match d {
-                        Ok(Decision {
-                            verdict: Verdict::NeedMore { .. },
-                            descriptor,
-                            ..
-                        }) => Ok(Decision::new(
-                            Verdict::Discard,
-                            format!(
-                                "sample budget exhausted ({} samples a side)",
-                                self.cfg.max_samples
-                            ),
-                            descriptor,
-                        )),
-                        other => other,
-                    })
-                    .collect());
+                return Ok(self.budget_spent(decisions));
             }
-            if want_inc > 0 {
-                let _g = self.incumbent_lock.lock().await;
-                let workspace = cands
-                    .first()
-                    .map_or(head.run_id.clone(), |c| c.run_id.clone());
-                for _ in 0..want_inc {
-                    let n = self.sample_count(&head.run_id, &head.commit).await;
-                    // A failing incumbent sample is recorded; the comparator sees fewer samples.
-                    let _ = self
-                        .evaluate(&head.run_id, &workspace, &head.commit, n, "incumbent", None)
-                        .await?;
-                }
+            self.sample_more(head, cands, &decisions, want_inc).await?;
+        }
+    }
+
+    /// One question to the comparator: `compare` for one candidate,
+    /// `compare_round` for several; a failure is every candidate's error.
+    async fn ask_comparator(
+        &self,
+        inc: &Evidence,
+        evs: &[Evidence],
+    ) -> Vec<Result<Decision, String>> {
+        if let [one] = evs {
+            return vec![
+                self.comparator
+                    .compare(inc, one)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ];
+        }
+        match self.comparator.compare_round(inc, evs).await {
+            Ok(d) if d.len() == evs.len() => d.into_iter().map(Ok).collect(),
+            Ok(d) => {
+                let why = format!(
+                    "comparator returned {} decisions for {} candidates",
+                    d.len(),
+                    evs.len()
+                );
+                vec![Err(why); evs.len()]
             }
-            for (c, d) in cands.iter().zip(&decisions) {
-                if let Ok(Decision {
-                    verdict: Verdict::NeedMore { candidate, .. },
+            Err(e) => vec![Err(e.to_string()); evs.len()],
+        }
+    }
+
+    /// The decisions with every need for more samples turned into a discard.
+    fn budget_spent(
+        &self,
+        decisions: Vec<Result<Decision, String>>,
+    ) -> Vec<Result<Decision, String>> {
+        decisions
+            .into_iter()
+            .map(|d| match d {
+                Ok(Decision {
+                    verdict: Verdict::NeedMore { .. },
+                    descriptor,
                     ..
-                }) = d
-                {
-                    self.emit(Event::Step {
-                        run_id: c.run_id.clone(),
-                        step: "sampling".into(),
-                    });
-                    for _ in 0..*candidate {
-                        let n = self.sample_count(&c.run_id, &c.commit).await;
-                        let _ = self
-                            .evaluate(&c.run_id, &c.run_id, &c.commit, n, "evaluate", None)
-                            .await?;
-                    }
-                }
+                }) => Ok(Decision::new(
+                    Verdict::Discard,
+                    format!(
+                        "sample budget exhausted ({} samples a side)",
+                        self.cfg.max_samples
+                    ),
+                    descriptor,
+                )),
+                other => other,
+            })
+            .collect()
+    }
+
+    /// Takes the samples the comparator asked for: `want_inc` more of the
+    /// incumbent (one at a time across parallel decisions, in the first
+    /// candidate's checkout), then each candidate's own. A failing sample is
+    /// recorded; the comparator sees fewer samples.
+    async fn sample_more(
+        &self,
+        head: &Head,
+        cands: &[Cand],
+        decisions: &[Result<Decision, String>],
+        want_inc: u32,
+    ) -> Result<(), LoopError> {
+        if want_inc > 0 {
+            let _g = self.incumbent_lock.lock().await;
+            let workspace = cands
+                .first()
+                .map_or(head.run_id.clone(), |c| c.run_id.clone());
+            for _ in 0..want_inc {
+                let n = self.sample_count(&head.run_id, &head.commit).await;
+                let _failed_sample_is_recorded = self
+                    .evaluate(&head.run_id, &workspace, &head.commit, n, "incumbent", None)
+                    .await?;
             }
         }
+        for (c, d) in cands.iter().zip(decisions) {
+            let Some((_, more)) = need_more(d) else {
+                continue;
+            };
+            self.emit(Event::Step {
+                run_id: c.run_id.clone(),
+                step: "sampling".into(),
+            });
+            for _ in 0..more {
+                let n = self.sample_count(&c.run_id, &c.commit).await;
+                let _failed_sample_is_recorded = self
+                    .evaluate(&c.run_id, &c.run_id, &c.commit, n, "evaluate", None)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies one decision for `c` measured against `head`. Returns the
@@ -358,7 +376,7 @@ impl Controller {
                     discarded += 1;
                 }
             }
-            let _ = self.executor.release(&c.run_id).await;
+            log_release(&c.run_id, self.executor.release(&c.run_id).await);
         }
         Ok((kept, discarded))
     }
@@ -377,5 +395,20 @@ impl Controller {
                     .map(|a| a.run.run_id)
             })
             .await
+    }
+}
+
+/// The samples a decision asks for, (incumbent, candidate), if it does.
+fn need_more(d: &Result<Decision, String>) -> Option<(u32, u32)> {
+    match d {
+        Ok(Decision {
+            verdict:
+                Verdict::NeedMore {
+                    incumbent,
+                    candidate,
+                },
+            ..
+        }) => Some((*incumbent, *candidate)),
+        _ => None,
     }
 }

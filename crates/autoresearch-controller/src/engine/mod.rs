@@ -41,6 +41,7 @@ use staged::StagedLedger;
 
 /// Errors that stop the loop (a failing job does not: it is a crashed run).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoopError {
     #[error("{doing} in world {world}: {source}")]
     Ledger {
@@ -53,10 +54,27 @@ pub enum LoopError {
     Git(#[from] GitError),
     #[error(transparent)]
     Exec(#[from] ExecError),
-    #[error("{0}")]
-    Setup(String),
-    #[error("internal task failed: {0}")]
-    Task(String),
+    /// Neither the branch nor a recorded head exists: nothing to start from.
+    #[error("branch {branch:?} does not exist in {}", repo.display())]
+    NoBranch { branch: String, repo: PathBuf },
+    /// The proposer's history file could not be written.
+    #[error("writing {}: {source}", path.display())]
+    History {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task of the loop's own (a blocking call, a parallel attempt) panicked
+    /// or was cancelled.
+    #[error("internal task failed while {doing}: {source}")]
+    Task {
+        doing: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The comparator was asked about a run and returned no decision.
+    #[error("the comparator returned no decision for run {run_id}")]
+    NoDecision { run_id: String },
 }
 
 /// Everything the loop needs to know, independent of the config file.
@@ -91,10 +109,6 @@ pub struct LoopConfig {
     pub evidence_diff: bool,
     /// The controller's directory (logs, worktrees, history), `{repo}/.autoresearch`.
     pub state_dir: PathBuf,
-    /// For crash-safety tests only: kill this process (SIGKILL) when the
-    /// loop reaches the named point (`after-candidate`, `after-intent`,
-    /// `after-ref`).
-    pub crash_at: Option<String>,
 }
 
 impl LoopConfig {
@@ -122,7 +136,6 @@ impl LoopConfig {
             max_samples: 30,
             evidence_diff: true,
             state_dir: c.repo.join(".autoresearch"),
-            crash_at: None,
         }
     }
 
@@ -271,6 +284,8 @@ pub struct Controller {
     events: EventSink,
     shutdown: Shutdown,
     started: Instant,
+    #[cfg(feature = "crash-injection")]
+    crash_at: Option<String>,
 }
 
 impl Controller {
@@ -316,6 +331,9 @@ impl Controller {
             events: Arc::new(|_| {}),
             shutdown: Shutdown::new(),
             started: Instant::now(),
+            // The test hook's switch, read only in builds that have it.
+            #[cfg(feature = "crash-injection")]
+            crash_at: std::env::var("AUTORESEARCH_TEST_CRASH_AT").ok(),
         };
         c.ensure_experiment().await?;
         Ok(c)
@@ -341,14 +359,28 @@ impl Controller {
         (self.events)(&e);
     }
 
+    /// For crash-safety tests only (feature `crash-injection`, never in a
+    /// shipped build): kill this process (SIGKILL) when the loop reaches
+    /// `point` (`after-candidate`, `after-intent`, `after-ref`). Such a build
+    /// also takes the point from `AUTORESEARCH_TEST_CRASH_AT`.
+    #[cfg(feature = "crash-injection")]
+    pub fn with_crash_point(mut self, point: Option<String>) -> Self {
+        self.crash_at = point;
+        self
+    }
+
+    #[cfg(feature = "crash-injection")]
     fn crash_point(&self, point: &str) {
-        if self.cfg.crash_at.as_deref() == Some(point) {
+        if self.crash_at.as_deref() == Some(point) {
             // SAFETY: raising a signal at ourselves has no preconditions.
             unsafe {
                 libc::raise(libc::SIGKILL);
             }
         }
     }
+
+    #[cfg(not(feature = "crash-injection"))]
+    fn crash_point(&self, _point: &str) {}
 
     async fn git<T: Send + 'static>(
         &self,
@@ -418,10 +450,31 @@ impl Controller {
     }
 }
 
+/// The Run on `entity`, which the loop spawned: its absence is an error,
+/// never a default Run.
+fn run_of(w: &World, entity: EntityId) -> Result<Run, autoresearch_core::Error> {
+    w.get::<Run>(entity)
+        .ok_or(autoresearch_core::Error::NoSuchEntity {
+            world: w.id(),
+            entity,
+        })
+}
+
+/// Logs a checkout that could not be given back (the next job or `recover`
+/// retries; the loop goes on).
+fn log_release(run_id: &str, released: Result<(), ExecError>) {
+    if let Err(e) = released {
+        tracing::warn!("releasing the checkout of run {run_id}: {e}");
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, LoopError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| LoopError::Task(e.to_string()))
+        .map_err(|source| LoopError::Task {
+            doing: "running a blocking call",
+            source,
+        })
 }

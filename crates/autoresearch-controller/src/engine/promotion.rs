@@ -26,11 +26,10 @@ impl Controller {
                 .await?;
                 Ok(h)
             }
-            (None, None) => Err(LoopError::Setup(format!(
-                "branch {:?} does not exist in {}",
-                self.cfg.branch,
-                self.cfg.repo.display()
-            ))),
+            (None, None) => Err(LoopError::NoBranch {
+                branch: self.cfg.branch.clone(),
+                repo: self.cfg.repo.clone(),
+            }),
             (old, Some(t)) => {
                 let why = if old.is_some() {
                     "the branch was moved outside the loop; adopted as a new baseline"
@@ -68,7 +67,7 @@ impl Controller {
         let eval = self
             .evaluate(&run_id, &run_id, commit, 0, "evaluate", None)
             .await?;
-        let _ = self.executor.release(&run_id).await;
+        log_release(&run_id, self.executor.release(&run_id).await);
         let (status, reason, descriptor, run_status) = match &eval {
             Ok(_) => (
                 OutcomeStatus::Baseline,
@@ -94,7 +93,7 @@ impl Controller {
         let exp = self.cfg.experiment.clone();
         self.ledger
             .tick("adopting a baseline", |w| {
-                let mut r = w.get::<Run>(entity).unwrap_or_default();
+                let mut r = run_of(w, entity)?;
                 r.set_status(run_status);
                 r.finished_at_ms = now_ms();
                 w.insert(entity, &r)?;
@@ -128,81 +127,15 @@ impl Controller {
             }
             // Stale: measured against a head that has moved.
             let new_head = self.sync_head().await?;
-            self.emit(Event::Step {
-                run_id: c.run_id.clone(),
-                step: "rebasing".into(),
-            });
-            let (old_base, commit, onto) =
-                (c.base.clone(), c.commit.clone(), new_head.commit.clone());
-            let (keep_ref, pre_ref) = (
-                self.candidate_ref(&c.run_id),
-                self.candidate_ref(&format!(
-                    "{}.before-rebase-{}",
-                    c.run_id,
-                    short_commit(&onto)
-                )),
-            );
-            let rebased = self
-                .git(move |g| {
-                    g.set_ref(&pre_ref, &commit)?;
-                    let r = g.rebase_commit(&old_base, &commit, &onto)?;
-                    if let Some(r) = &r {
-                        g.set_ref(&keep_ref, r)?;
-                    }
-                    Ok(r)
-                })
-                .await?;
-            let Some(rebased) = rebased else {
-                c.base = new_head.commit.clone();
-                let reason = format!(
-                    "stale: conflicts with the new head {}",
-                    short_commit(&new_head.commit)
-                );
-                return self
-                    .finish(
-                        &c,
-                        OutcomeStatus::Discard,
-                        &reason,
-                        &LoopCause::Stale.descriptor(json!({"head": new_head.commit})),
-                    )
-                    .await;
-            };
-            c.base = new_head.commit.clone();
-            c.commit = rebased;
-            let commit = c.commit.clone();
-            self.update_run(
-                &format!("recording the rebased candidate of run {}", c.run_id),
-                c.entity,
-                |r| {
-                    r.commit_hash = commit.clone();
-                    r.set_status(RunStatus::Running);
-                },
-                None,
-            )
-            .await?;
-            self.emit(Event::Step {
-                run_id: c.run_id.clone(),
-                step: "evaluating".into(),
-            });
-            if let Err(crash) = self
-                .evaluate(&c.run_id, &c.run_id, &c.commit, 0, "evaluate", None)
-                .await?
-            {
-                return self
-                    .finish(
-                        &c,
-                        OutcomeStatus::Crash,
-                        &format!("after rebase: {}", crash.reason),
-                        &crash.detail,
-                    )
-                    .await;
+            if let Some(finished) = self.rebase_and_evaluate(&mut c, &new_head).await? {
+                return Ok(finished);
             }
             head = new_head;
             let mut ds = self.decide(&head, std::slice::from_ref(&c)).await?;
             match ds.pop() {
                 Some(Ok(nd)) if nd.verdict == Verdict::Keep => d = nd,
                 Some(other) => return Box::pin(self.apply(&head, c, other)).await,
-                None => return Err(LoopError::Task("no decision".into())),
+                None => return Err(LoopError::NoDecision { run_id: c.run_id }),
             }
         }
         self.finish(
@@ -212,6 +145,74 @@ impl Controller {
             &LoopCause::Stale.descriptor(json!({})),
         )
         .await
+    }
+
+    /// Rebases `c` onto `new_head` (its commit before the rebase stays
+    /// under a ref of its own) and evaluates it there. `None` when it is
+    /// ready to be decided again, else the status it finished with: a
+    /// discard when the rebase conflicts, a crash when the evaluation fails.
+    async fn rebase_and_evaluate(
+        &self,
+        c: &mut Cand,
+        new_head: &Head,
+    ) -> Result<Option<OutcomeStatus>, LoopError> {
+        self.emit(Event::Step {
+            run_id: c.run_id.clone(),
+            step: "rebasing".into(),
+        });
+        let (old_base, commit, onto) = (c.base.clone(), c.commit.clone(), new_head.commit.clone());
+        let before = format!("{}.before-rebase-{}", c.run_id, short_commit(&onto));
+        let (keep_ref, pre_ref) = (self.candidate_ref(&c.run_id), self.candidate_ref(&before));
+        let rebased = self
+            .git(move |g| {
+                g.set_ref(&pre_ref, &commit)?;
+                let r = g.rebase_commit(&old_base, &commit, &onto)?;
+                if let Some(r) = &r {
+                    g.set_ref(&keep_ref, r)?;
+                }
+                Ok(r)
+            })
+            .await?;
+        c.base = new_head.commit.clone();
+        let Some(rebased) = rebased else {
+            let reason = format!(
+                "stale: conflicts with the new head {}",
+                short_commit(&new_head.commit)
+            );
+            let detail = LoopCause::Stale.descriptor(json!({"head": new_head.commit}));
+            return self
+                .finish(c, OutcomeStatus::Discard, &reason, &detail)
+                .await
+                .map(Some);
+        };
+        c.commit = rebased;
+        let commit = c.commit.clone();
+        self.update_run(
+            &format!("recording the rebased candidate of run {}", c.run_id),
+            c.entity,
+            |r| {
+                r.commit_hash = commit.clone();
+                r.set_status(RunStatus::Running);
+            },
+            None,
+        )
+        .await?;
+        self.emit(Event::Step {
+            run_id: c.run_id.clone(),
+            step: AttemptState::Evaluating.as_str().into(),
+        });
+        match self
+            .evaluate(&c.run_id, &c.run_id, &c.commit, 0, "evaluate", None)
+            .await?
+        {
+            Ok(_) => Ok(None),
+            Err(crash) => {
+                let reason = format!("after rebase: {}", crash.reason);
+                self.finish(c, OutcomeStatus::Crash, &reason, &crash.detail)
+                    .await
+                    .map(Some)
+            }
+        }
     }
 
     /// The promotion protocol (see the module doc). False when the head is
@@ -311,7 +312,7 @@ impl Controller {
         // which `recover` completes the same way.
         self.ledger
             .stage(&format!("advancing the head to run {run_id}"), move |w| {
-                let mut r = w.get::<Run>(entity).unwrap_or_default();
+                let mut r = run_of(w, entity)?;
                 r.set_status(RunStatus::Stopped);
                 r.finished_at_ms = finished_at;
                 r.commit_hash = commit.clone();
@@ -362,9 +363,7 @@ impl Controller {
                     .await?;
                 }
             }
-            if let Err(e) = self.executor.release(&run_id).await {
-                tracing::warn!("releasing the checkout of run {run_id}: {e}");
-            }
+            log_release(&run_id, self.executor.release(&run_id).await);
             touched.push(run_id);
         }
         if let Err(e) = self.git(|g| g.run(&["worktree", "prune"]).map(drop)).await {

@@ -84,7 +84,10 @@ impl Controller {
             history::write(&p, &text)
         })
         .await?
-        .map_err(|e| LoopError::Setup(format!("writing {}: {e}", path.display())))?;
+        .map_err(|source| LoopError::History {
+            path: path.clone(),
+            source,
+        })?;
         Ok(path)
     }
 }

@@ -96,12 +96,17 @@ impl Controller {
             match r {
                 Ok((i, Ok(p))) => prepared.push((i, p)),
                 Ok((_, Err(e))) => first_err = first_err.or(Some(e)),
-                Err(e) => first_err = first_err.or(Some(LoopError::Task(e.to_string()))),
+                Err(source) => {
+                    first_err = first_err.or(Some(LoopError::Task {
+                        doing: "making a candidate",
+                        source,
+                    }))
+                }
             }
         }
         if let Some(e) = first_err {
             for run_id in &run_ids {
-                let _ = self.executor.release(run_id).await;
+                log_release(run_id, self.executor.release(run_id).await);
             }
             return Err(e);
         }
@@ -132,7 +137,7 @@ impl Controller {
                     // Only a keep may evaluate again (after a rebase): the
                     // others give their checkout back now, so that its reset
                     // overlaps the decision's tick.
-                    let _ = self.executor.release(&c.run_id).await;
+                    log_release(&c.run_id, self.executor.release(&c.run_id).await);
                 }
                 let st = match d {
                     Err(why) if LoopCause::from_word(&why) == Some(LoopCause::Interrupted) => {
@@ -150,7 +155,7 @@ impl Controller {
             }
         }
         for run_id in &run_ids {
-            let _ = self.executor.release(run_id).await;
+            log_release(run_id, self.executor.release(run_id).await);
         }
         Ok(statuses)
     }
