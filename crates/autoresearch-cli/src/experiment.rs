@@ -227,6 +227,7 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         cfg.branch = fork_branch_name(world);
         cfg.world = world.clone();
     }
+    cfg.lease_lock = Some(ledger::lease_lock_path(ledger_path, &cfg.world));
     let executor = Arc::new(LocalExecutor::new(cfg.state_dir.clone()));
     let progress = Arc::new(Progress::new(quiet));
     let shutdown = Shutdown::new();

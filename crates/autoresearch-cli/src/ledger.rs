@@ -20,3 +20,27 @@ pub fn registry() -> Arc<ComponentRegistry> {
     autoresearch_runner::register(&mut r).expect("RunReport is not a standard name");
     Arc::new(r)
 }
+
+/// The OS lock file of `world`'s lease (see `autoresearch_controller`'s
+/// lease): beside the ledger, so that every process using this ledger file
+/// meets the same lock, from any checkout: `{ledger}.locks/{name}-{hash}.lock`,
+/// the world name made safe for a file name plus a stable hash of the whole
+/// name (FNV-1a, 64 bits), so that two names made alike stay apart.
+pub fn lease_lock_path(ledger: &Path, world: &str) -> std::path::PathBuf {
+    let safe: String = world
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let hash = world.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut dir = ledger.as_os_str().to_owned();
+    dir.push(".locks");
+    std::path::PathBuf::from(dir).join(format!("{safe}-{hash:016x}.lock"))
+}

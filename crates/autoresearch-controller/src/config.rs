@@ -152,6 +152,10 @@ pub struct RunConfig {
     /// Bytes of each job's output kept in memory and in the ledger.
     #[serde(default = "default_output_limit")]
     pub output_limit: usize,
+    /// A loop on another host that has not renewed its lease on the
+    /// experiment's world for this long is taken to be gone.
+    #[serde(default = "default_lease_timeout")]
+    pub lease_timeout: Span,
 }
 
 impl Default for RunConfig {
@@ -162,6 +166,7 @@ impl Default for RunConfig {
             time_budget: None,
             max_consecutive_crashes: default_max_crashes(),
             output_limit: default_output_limit(),
+            lease_timeout: default_lease_timeout(),
         }
     }
 }
@@ -221,6 +226,9 @@ fn default_max_crashes() -> u32 {
 }
 fn default_output_limit() -> usize {
     64 * 1024
+}
+fn default_lease_timeout() -> Span {
+    Span(Duration::from_secs(60))
 }
 fn dot() -> String {
     ".".into()

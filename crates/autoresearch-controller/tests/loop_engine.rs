@@ -161,6 +161,8 @@ impl Fixture {
             max_samples: 10,
             evidence_diff: true,
             state_dir: self.repo.join(".autoresearch"),
+            lease_lock: None,
+            lease_timeout: Duration::from_secs(60),
         }
     }
 

@@ -330,6 +330,45 @@ impl Outcome {
     }
 }
 
+/// The exclusive right of one loop process to run a world, stored as
+/// component `Lease` on an entity of that world (one per world name: a fork
+/// inherits its parent's record, which names the parent, and takes a lease
+/// of its own). A lease is held while `released_at_ms` is 0 and its holder
+/// is alive: on the holder's host, its process exists; elsewhere, its
+/// heartbeat is younger than the taker's limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The world the lease is for.
+    pub world: String,
+    /// The holder's host name.
+    pub host: String,
+    /// The holder's process id on `host`.
+    pub pid: u32,
+    pub started_at_ms: i64,
+    /// Renewed by the holder while it runs.
+    pub heartbeat_at_ms: i64,
+    /// When the holder gave it back; 0 while held.
+    pub released_at_ms: i64,
+}
+
+impl Lease {
+    /// Whether the lease was given back.
+    pub fn is_released(&self) -> bool {
+        self.released_at_ms != 0
+    }
+
+    /// Milliseconds since the last heartbeat, at `now_ms`.
+    pub fn heartbeat_age_ms(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.heartbeat_at_ms)
+    }
+}
+
+impl std::fmt::Display for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} on host {}", self.pid, self.host)
+    }
+}
+
 /// A human's vote on a run, stored as component `Vote` on an entity of its own
 /// (several votes per run make a quorum).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,7 +34,8 @@ pub mod world;
 pub mod writer;
 
 pub use components::{
-    BranchHead, EvalResult, Experiment, Outcome, ResultMeta, Run, RunStatus, UnknownStatus, Vote,
+    BranchHead, EvalResult, Experiment, Lease, Outcome, ResultMeta, Run, RunStatus, UnknownStatus,
+    Vote,
 };
 pub use error::Error;
 pub use exec::{ExecError, Executor, ExitStatus, Job, JobReport, Limits, OutputSource};

@@ -157,13 +157,15 @@ impl ComponentRegistry {
     }
 
     /// [`ComponentRegistry::with_lifecycle`] plus the loop's own components:
-    /// `Outcome` and `Vote`. Every crate in this workspace reads and writes
-    /// experiment worlds with (a superset of) this registry.
+    /// `Outcome`, `Vote` and `Lease`. Every crate in this workspace reads and
+    /// writes experiment worlds with (a superset of) this registry.
     pub fn standard() -> Self {
         let mut r = Self::with_lifecycle();
         r.register::<crate::components::Outcome>("Outcome")
             .expect("fresh name");
         r.register::<crate::components::Vote>("Vote")
+            .expect("fresh name");
+        r.register::<crate::components::Lease>("Lease")
             .expect("fresh name");
         r
     }

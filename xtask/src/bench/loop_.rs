@@ -112,6 +112,8 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
         max_samples: 10,
         evidence_diff: false,
         state_dir: state_dir.clone(),
+        lease_lock: None,
+        lease_timeout: Duration::from_secs(60),
     };
     let storage = Arc::new(
         RedbStorage::open(&state_dir.join("ledger.redb"), RedbConfig::default())

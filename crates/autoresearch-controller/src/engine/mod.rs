@@ -32,6 +32,7 @@ use tokio::sync::{Mutex, watch};
 
 mod attempt;
 mod decision;
+mod lease;
 mod promotion;
 mod proposer_history;
 mod schedule;
@@ -72,6 +73,23 @@ pub enum LoopError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// Another live process holds the world's lease: a second loop on one
+    /// world would interleave its ticks with the first one's.
+    #[error(
+        "world {world} is being run by {holder}; stop that loop first, or run a fork (`autoresearch fork`) or another experiment"
+    )]
+    LeaseHeld { world: String, holder: String },
+    /// Another process took the lease over while this loop ran (its
+    /// heartbeat looked stale to it); this loop stopped.
+    #[error("the lease on world {world} was taken over by another process; this loop stopped")]
+    LeaseLost { world: String },
+    /// The lease's lock file could not be opened or locked.
+    #[error("locking {}: {source}", path.display())]
+    LeaseLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The comparator was asked about a run and returned no decision.
     #[error("the comparator returned no decision for run {run_id}")]
     NoDecision { run_id: String },
@@ -109,6 +127,13 @@ pub struct LoopConfig {
     pub evidence_diff: bool,
     /// The controller's directory (logs, worktrees, history), `{repo}/.autoresearch`.
     pub state_dir: PathBuf,
+    /// The OS lock file of the world's lease (next to the ledger, so that
+    /// every process using that ledger meets it); `None`: the lease record
+    /// in the ledger only.
+    pub lease_lock: Option<PathBuf>,
+    /// A lease whose holder on another host has not renewed it for this
+    /// long is taken over; the holder renews it every quarter of it.
+    pub lease_timeout: Duration,
 }
 
 impl LoopConfig {
@@ -136,6 +161,8 @@ impl LoopConfig {
             max_samples: 30,
             evidence_diff: true,
             state_dir: c.repo.join(".autoresearch"),
+            lease_lock: None,
+            lease_timeout: c.run.lease_timeout.0,
         }
     }
 

@@ -5,15 +5,23 @@ impl Controller {
 
     /// Runs the loop until the iteration limit, the time budget, too many
     /// consecutive crashes, or a shutdown request.
+    ///
+    /// It first takes the world's lease (see [`lease`](super::lease)): when
+    /// another live process holds it, this fails at once with
+    /// [`LoopError::LeaseHeld`] and touches nothing; runs in flight are
+    /// recovered only once the lease is ours.
     pub async fn run(self: Arc<Self>) -> Result<Summary, LoopError> {
+        let lease = self.acquire_lease().await?;
         let out = self.clone().run_loop().await;
         // Staged steps become durable however the loop ended.
         let flushed = self.ledger.flush().await;
         let out = out.and_then(|s| flushed.map(|_| s));
         // Pooled checkouts go whether the loop ended well or not.
         let closed = self.executor.close().await;
+        let released = self.release_lease(lease).await;
         let s = out?;
         closed?;
+        released?;
         Ok(s)
     }
 
