@@ -6,53 +6,14 @@ use autoresearch_core::lifecycle::{Attempt, attempts};
 use autoresearch_core::{ComponentRegistry, Storage, Tick, World};
 use autoresearch_store::{RedbConfig, RedbStorage};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use autoresearch_test_support::git::git;
+use autoresearch_test_support::loop_repo::{LoopRepo, listed_scores_config, write_scores};
+
 const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// The proposer writes the next score of `scores` (one per line in the
-/// control directory); the evaluator prints it. Lower is better.
-fn config(ctl: &Path, compare: &str) -> String {
-    let c = ctl.display();
-    format!(
-        r#"name = "exp"
-branch = "main"
-
-[propose]
-command = '''
-n=$(cat {c}/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}/n
-if [ -f {c}/hold_$n ]; then touch {c}/in_$n; while [ ! -f {c}/go ]; do sleep 0.05; done; fi
-sed -n "${{n}}p" {c}/scores > score.txt
-'''
-timeout = "60s"
-
-[evaluate]
-command = 'echo "score: $(cat score.txt)"'
-timeout = "60s"
-protect = ["autoresearch.toml"]
-
-[compare]
-{compare}
-"#
-    )
-}
 
 struct Repo {
     _tmp: tempfile::TempDir,
@@ -62,22 +23,11 @@ struct Repo {
 
 impl Repo {
     /// A repository whose candidates will score `scores` in turn (the
-    /// branch tip scores 100).
+    /// branch tip scores 100), compared under the `compare` table
+    /// ([`listed_scores_config`]).
     fn new(scores: &[u32], compare: &str) -> Repo {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("repo");
-        let ctl = tmp.path().join("ctl");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::create_dir(&ctl).unwrap();
-        let list: String = scores.iter().map(|s| format!("{s}\n")).collect();
-        std::fs::write(ctl.join("scores"), list).unwrap();
-        git(&dir, &["init", "-q", "-b", "main"]);
-        git(&dir, &["config", "user.name", "t"]);
-        git(&dir, &["config", "user.email", "t@t"]);
-        std::fs::write(dir.join("score.txt"), "100\n").unwrap();
-        std::fs::write(dir.join("autoresearch.toml"), config(&ctl, compare)).unwrap();
-        git(&dir, &["add", "-A"]);
-        git(&dir, &["commit", "-q", "-m", "start"]);
+        let LoopRepo { tmp, dir, ctl } = LoopRepo::new(|ctl| listed_scores_config(ctl, compare));
+        write_scores(&ctl, scores);
         Repo {
             _tmp: tmp,
             dir,

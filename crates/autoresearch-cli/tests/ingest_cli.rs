@@ -1,17 +1,13 @@
 //! `autoresearch ingest ...` end to end: the real binary, a real redb ledger
 //! and real state.db / results.tsv files in temp dirs.
 
+use autoresearch_test_support::statedb::{AGENTS, create_wal};
 use rusqlite::Connection;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const AGENTS: &str = "CREATE TABLE agents (agent_id TEXT PRIMARY KEY, vm_name TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'booting', harness TEXT NOT NULL, repo_url TEXT NOT NULL,
-    branch TEXT NOT NULL, task TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
-    agent_name TEXT NOT NULL DEFAULT '', workspace_path TEXT NOT NULL DEFAULT '')";
 
 const KARPATHY: &str = "commit\tval_bpb\tmemory_gb\tstatus\tdescription
 a1b2c3d\t0.997900\t44.0\tkeep\tbaseline
@@ -55,9 +51,7 @@ impl Env {
 
     fn state_db(&self) -> (PathBuf, Connection) {
         let path = self.dir.path().join("state.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "wal").unwrap();
-        conn.execute_batch(AGENTS).unwrap();
+        let conn = create_wal(&path, &[AGENTS]);
         for (id, status) in [("a1", "booting"), ("a2", "stopped")] {
             conn.execute(
                 "INSERT INTO agents VALUES (?1,'vm','booting','claude-code','r','main','t','2026-04-10T12:00:00Z',NULL,'nanogpt-claude-code','/ws')",

@@ -7,27 +7,16 @@ use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{BranchHead, ComponentRegistry, World};
 use autoresearch_store::{RedbConfig, RedbStorage};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use autoresearch_test_support::git::git;
+use autoresearch_test_support::loop_repo::{LoopRepo, falling_scores_config};
+use autoresearch_test_support::process::{alive, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 struct Repo {
     _tmp: tempfile::TempDir,
@@ -35,52 +24,12 @@ struct Repo {
     ctl: PathBuf,
 }
 
-/// Every candidate is strictly better than all before it (a falling counter),
-/// so every evaluated candidate is kept. Flag files in `ctl` make the proposer
-/// or the evaluator hang, announcing it first.
-fn config(ctl: &Path) -> String {
-    let c = ctl.display();
-    format!(
-        r#"name = "exp"
-branch = "main"
-
-[propose]
-command = '''
-if [ -f {c}/slow_propose ]; then echo $$ > {c}/propose.pid; touch {c}/in_propose; sleep 30; fi
-n=$(cat {c}/n 2>/dev/null || echo 100); n=$((n-1)); echo $n > {c}/n; echo $n > score.txt
-'''
-timeout = "60s"
-
-[evaluate]
-command = '''
-if [ -f {c}/slow_eval ] && [ "$(cat score.txt)" != "100" ]; then touch {c}/in_eval; sleep 30; fi
-echo "score: $(cat score.txt)"
-'''
-timeout = "60s"
-protect = ["autoresearch.toml"]
-
-[compare]
-kind = "scalar"
-metric = "score"
-direction = "min"
-"#
-    )
-}
-
 impl Repo {
+    /// Every candidate is strictly better than all before it, so every
+    /// evaluated candidate is kept; flag files in `ctl` make the proposer or
+    /// the evaluator hang ([`falling_scores_config`]).
     fn new() -> Repo {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("repo");
-        let ctl = tmp.path().join("ctl");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::create_dir(&ctl).unwrap();
-        git(&dir, &["init", "-q", "-b", "main"]);
-        git(&dir, &["config", "user.name", "t"]);
-        git(&dir, &["config", "user.email", "t@t"]);
-        std::fs::write(dir.join("score.txt"), "100\n").unwrap();
-        std::fs::write(dir.join("autoresearch.toml"), config(&ctl)).unwrap();
-        git(&dir, &["add", "-A"]);
-        git(&dir, &["commit", "-q", "-m", "start"]);
+        let LoopRepo { tmp, dir, ctl } = LoopRepo::new(falling_scores_config);
         Repo {
             _tmp: tmp,
             dir,
@@ -177,30 +126,6 @@ impl Repo {
             "every commit on the branch is a kept candidate or an adopted baseline"
         );
         all
-    }
-}
-
-fn wait_for(path: &Path) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
     }
 }
 

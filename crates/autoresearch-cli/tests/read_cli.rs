@@ -1,5 +1,6 @@
 //! `worlds`, `runs`, `history`: reading what came in, through the binary.
 
+use autoresearch_test_support::statedb::AGENTS;
 use rusqlite::Connection;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -17,12 +18,9 @@ fn env() -> Env {
     let ledger = dir.path().join("ledger.redb");
     let db = dir.path().join("state.db");
     let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(AGENTS).unwrap();
     conn.execute_batch(
-        "CREATE TABLE agents (agent_id TEXT PRIMARY KEY, vm_name TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'booting', harness TEXT NOT NULL, repo_url TEXT NOT NULL,
-        branch TEXT NOT NULL, task TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
-        agent_name TEXT NOT NULL DEFAULT '', workspace_path TEXT NOT NULL DEFAULT '');
-        INSERT INTO agents VALUES ('a1','vm','booting','claude-code','r','main','t','2026-04-10T12:00:00Z',NULL,'nanogpt-claude-code','/ws');
+        "INSERT INTO agents VALUES ('a1','vm','booting','claude-code','r','main','t','2026-04-10T12:00:00Z',NULL,'nanogpt-claude-code','/ws');
         INSERT INTO agents VALUES ('a2','vm','running','opencode','r','main','t','2026-04-10T13:00:00Z',NULL,'other-opencode','/ws');",
     )
     .unwrap();

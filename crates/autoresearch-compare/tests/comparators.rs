@@ -1,10 +1,8 @@
 //! Pareto, human vote, gates and the tournament, case by case.
 
-mod common;
-
 use autoresearch_compare::from_spec;
 use autoresearch_core::compare::{Decision, Evidence, Verdict, Vote};
-use common::{evidence, samples, vote};
+use autoresearch_test_support::evidence::{evidence, samples, vote};
 use serde_json::{Value, json};
 
 type Case<'a> = (&'a str, Vec<Value>, Vec<Value>, Verdict, &'a str);

@@ -1,16 +1,15 @@
 //! The judge comparator with real child processes.
 
-mod common;
-
 use autoresearch_compare::from_spec;
 use autoresearch_compare::judge::parse_verdict;
 use autoresearch_core::compare::{Decision, Evidence, Verdict};
+use autoresearch_test_support::evidence;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn sides() -> (Evidence, Evidence) {
-    let inc = common::samples("inc", "val_bpb", &[1.0]);
-    let mut cand = common::samples("cand", "val_bpb", &[0.9]);
+    let inc = evidence::samples("inc", "val_bpb", &[1.0]);
+    let mut cand = evidence::samples("cand", "val_bpb", &[0.9]);
     cand.diff = Some("--- a/train.py\n+++ b/train.py\n-lr = 1\n+lr = 2\n".into());
     (inc, cand)
 }

@@ -1,10 +1,8 @@
 //! The scalar comparator, case by case.
 
-mod common;
-
 use autoresearch_compare::from_spec;
 use autoresearch_core::compare::Verdict;
-use common::evidence;
+use autoresearch_test_support::evidence::evidence;
 use serde_json::{Value, json};
 
 type Case<'a> = (&'a str, Vec<Value>, Vec<Value>, Verdict, &'a str);

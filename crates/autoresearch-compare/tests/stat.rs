@@ -1,12 +1,11 @@
 //! The noise-aware comparator: fixed cases, then seeded trials with a
 //! synthetic noisy evaluator of known effect.
 
-mod common;
-
 use autoresearch_compare::spec::{Direction, StatSpec};
 use autoresearch_compare::{CompareSpec, Stat};
 use autoresearch_core::compare::Verdict;
-use common::{evidence_at, samples};
+use autoresearch_test_support::evidence;
+use autoresearch_test_support::evidence::{evidence_at, samples};
 use rand::SeedableRng;
 use rand::distributions::Distribution;
 use rand::rngs::StdRng;
@@ -200,7 +199,7 @@ fn stat_cases() {
 fn a_side_whose_results_lack_the_metric_is_discarded() {
     let s = stat("stat:val_bpb:min");
     let inc = samples("inc", "val_bpb", &[1.0, 1.0, 1.0]);
-    let cand = common::evidence("cand", &[json!({"loss": 3})]);
+    let cand = evidence::evidence("cand", &[json!({"loss": 3})]);
     let d = s.decide(&inc, &cand).unwrap();
     assert_eq!(d.verdict, Verdict::Discard);
     assert_eq!(d.reason, "candidate has 1 results but no val_bpb");

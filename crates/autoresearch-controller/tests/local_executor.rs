@@ -2,12 +2,10 @@
 //! the changed paths it reports must be exactly what `git diff` says, or
 //! absent when it cannot know them.
 
-mod common;
-
 use autoresearch_controller::LocalExecutor;
 use autoresearch_controller::git::Git;
 use autoresearch_core::exec::{Executor, Job, Limits};
-use common::{commit_all, git};
+use autoresearch_test_support::git::{commit_all, git};
 use std::path::Path;
 use std::time::Duration;
 

@@ -2,8 +2,6 @@
 //! (small shell scripts) as proposer and evaluator, over the in-memory
 //! reference ledger.
 
-mod common;
-
 use autoresearch_controller::{
     Controller, LocalExecutor, LoopConfig, MetricsFormat, Summary, history,
 };
@@ -12,7 +10,9 @@ use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{
     BranchHead, ComponentRegistry, MemoryStorage, Run, RunStatus, Storage, World, now_ms,
 };
-use common::{commit_all, git};
+use autoresearch_test_support::git::{commit_all, git, init_main};
+use autoresearch_test_support::loop_repo::{EVALUATE_SCORE as EVAL, VARY_SCORE as VARY};
+use autoresearch_test_support::process::alive;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,9 +125,7 @@ impl Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let repo = tmp.path().join("repo");
         std::fs::create_dir(&repo).unwrap();
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["config", "user.name", "t"]);
-        git(&repo, &["config", "user.email", "t@t"]);
+        init_main(&repo);
         std::fs::write(repo.join("score.txt"), "1.0\n").unwrap();
         std::fs::write(repo.join("prepare.py"), "# read-only\n").unwrap();
         commit_all(&repo, "start");
@@ -234,10 +232,6 @@ impl Fixture {
         assert_eq!(wts.matches("worktree ").count(), 1, "worktrees left: {wts}");
     }
 }
-
-const EVAL: &str = "echo \"score: $(cat score.txt)\"";
-/// A different score below 1 for every run.
-const VARY: &str = "echo \"0.$(echo $AUTORESEARCH_RUN_ID | cksum | cut -d' ' -f1)\" > score.txt";
 
 fn outcome(a: &Attempt) -> &Outcome {
     a.outcome.as_ref().unwrap()
@@ -392,19 +386,6 @@ async fn consecutive_crashes_stop_the_loop() {
     let s = f.run_with(cfg, Arc::new(MinScore)).await;
     assert_eq!(s.crashed, 3);
     assert_eq!(s.stopped, "3 consecutive crashes");
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie (state Z) is dead for our purpose.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
 }
 
 #[tokio::test]

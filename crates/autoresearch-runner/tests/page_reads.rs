@@ -10,7 +10,8 @@ mod common;
 
 use autoresearch_core::{State, Storage, ledger as log};
 use autoresearch_runner::{RunnerConfig, RunnerIngest, SyncReport};
-use common::*;
+use autoresearch_test_support::statedb::*;
+use common::ledger;
 use proptest::prelude::*;
 use rusqlite::params;
 use std::sync::Arc;

@@ -10,7 +10,8 @@ use autoresearch_core::{
 };
 use autoresearch_runner::RunReport;
 use autoresearch_runner::{RunnerConfig, RunnerIngest, SyncReport};
-use common::*;
+use autoresearch_test_support::statedb::*;
+use common::ledger;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -5,7 +5,8 @@ mod common;
 
 use autoresearch_core::{Change, Run, Tick, World};
 use autoresearch_runner::{IngestError, RunReport, RunnerConfig, RunnerIngest, SyncReport};
-use common::*;
+use autoresearch_test_support::statedb::*;
+use common::ledger;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -512,7 +513,7 @@ async fn a_database_in_a_read_only_directory() {
     let db = db(&[AGENTS, REPORTS]);
     db.agent("a1", "stopped", T0, "e-claude-code");
     db.report("r1", "a1", "abc1234", T0);
-    let common::Db { dir, path, conn } = db;
+    let Db { dir, path, conn } = db;
     drop(conn); // The last connection checkpoints and removes -wal and -shm.
     assert!(!path.with_extension("db-shm").exists());
     let before = std::fs::read(&path).unwrap();

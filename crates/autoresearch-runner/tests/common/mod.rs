@@ -1,95 +1,10 @@
-//! Fixtures shared by the runner tests: real SQLite files in temp dirs.
-#![allow(dead_code)]
+//! The runner tests' ledger (their state.db fixtures come from
+//! `autoresearch_test_support::statedb`).
 
-use autoresearch_core::{ComponentRegistry, MemoryStorage, Storage};
-use rusqlite::{Connection, params};
-use std::path::PathBuf;
+use autoresearch_core::{ComponentRegistry, Storage};
 use std::sync::Arc;
 
-pub const AGENTS: &str = "CREATE TABLE agents (
-    agent_id TEXT PRIMARY KEY,
-    vm_name TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'booting',
-    harness TEXT NOT NULL,
-    repo_url TEXT NOT NULL,
-    branch TEXT NOT NULL,
-    task TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    agent_name TEXT NOT NULL DEFAULT '',
-    workspace_path TEXT NOT NULL DEFAULT ''
-)";
-
-/// The same columns without NOT NULL, so rows can hold the NULLs old files have.
-pub const AGENTS_NULLABLE: &str = "CREATE TABLE agents (
-    agent_id TEXT PRIMARY KEY, vm_name TEXT, status TEXT, harness TEXT,
-    repo_url TEXT, branch TEXT, task TEXT, started_at TEXT, finished_at TEXT,
-    agent_name TEXT, workspace_path TEXT
-)";
-
-pub const REPORTS: &str = "CREATE TABLE IF NOT EXISTS run_reports (
-    report_id     TEXT PRIMARY KEY,
-    agent_id      TEXT NOT NULL,
-    request_id    TEXT NOT NULL DEFAULT '',
-    exit_status   TEXT NOT NULL,
-    commit_hash   TEXT NOT NULL DEFAULT '',
-    diff_stat     TEXT NOT NULL DEFAULT '',
-    stdout_tail   TEXT NOT NULL DEFAULT '',
-    stderr_tail   TEXT NOT NULL DEFAULT '',
-    metadata_json TEXT NOT NULL DEFAULT '{}',
-    created_at    TEXT NOT NULL
-)";
-
-pub struct Db {
-    pub dir: tempfile::TempDir,
-    pub path: PathBuf,
-    pub conn: Connection,
-}
-
-/// A state.db in WAL mode with the given schema statements.
-pub fn db(schema: &[&str]) -> Db {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("state.db");
-    let conn = Connection::open(&path).unwrap();
-    conn.pragma_update(None, "journal_mode", "wal").unwrap();
-    for s in schema {
-        conn.execute_batch(s).unwrap();
-    }
-    Db { dir, path, conn }
-}
-
-impl Db {
-    pub fn agent(&self, id: &str, status: &str, started: &str, agent_name: &str) {
-        self.conn
-            .execute(
-                "INSERT INTO agents VALUES (?1, 'vm-1', ?2, 'claude-code', 'git@x:r.git', 'main', 'make it faster', ?3, NULL, ?4, '/ws/1')",
-                params![id, status, started, agent_name],
-            )
-            .unwrap();
-    }
-
-    pub fn set(&self, id: &str, column: &str, value: Option<&str>) {
-        self.conn
-            .execute(
-                &format!("UPDATE agents SET {column} = ?1 WHERE agent_id = ?2"),
-                params![value, id],
-            )
-            .unwrap();
-    }
-
-    pub fn report(&self, report_id: &str, agent_id: &str, commit: &str, created: &str) {
-        self.conn
-            .execute(
-                "INSERT INTO run_reports (report_id, agent_id, exit_status, commit_hash, created_at) VALUES (?1, ?2, 'completed', ?3, ?4)",
-                params![report_id, agent_id, commit, created],
-            )
-            .unwrap();
-    }
-}
-
+/// An in-memory ledger with the runner's registry.
 pub fn ledger() -> (Arc<dyn Storage>, Arc<ComponentRegistry>) {
-    (
-        Arc::new(MemoryStorage::default()),
-        Arc::new(autoresearch_runner::registry()),
-    )
+    autoresearch_test_support::memory_ledger(autoresearch_runner::registry())
 }

@@ -1,4 +1,5 @@
-//! Helpers shared by the controller's integration tests.
+//! Git in temp repositories: the one helper every test that touches a
+//! repository calls, and the identity its commits are made under.
 
 use std::path::Path;
 use std::process::Command;
@@ -34,4 +35,12 @@ pub fn commit_all(dir: &Path, message: &str) {
             message,
         ],
     );
+}
+
+/// Makes `dir` (which must exist) a repository on branch `main` whose own
+/// config holds the test identity, so that later commits by any process work.
+pub fn init_main(dir: &Path) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["config", "user.name", "t"]);
+    git(dir, &["config", "user.email", "t@t"]);
 }
