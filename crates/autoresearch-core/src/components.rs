@@ -68,6 +68,19 @@ impl Experiment {
     pub fn metadata(&self) -> Result<Value, serde_json::Error> {
         parse_object(&self.metadata_json)
     }
+
+    /// The metadata key naming the tool that runs the experiment.
+    pub const CONTROLLER_KEY: &'static str = "controller";
+    /// Its value for an experiment the autoresearch loop runs.
+    pub const LOOP_CONTROLLER: &'static str = "autoresearch";
+
+    /// Whether the autoresearch loop runs this experiment (its world is then
+    /// written by one `run` at a time; importers stay out of it).
+    pub fn is_run_by_loop(&self) -> bool {
+        self.metadata().is_ok_and(|m| {
+            m.get(Self::CONTROLLER_KEY).and_then(Value::as_str) == Some(Self::LOOP_CONTROLLER)
+        })
+    }
 }
 
 /// The status of a run: exactly the runner's own values.

@@ -123,6 +123,16 @@ pub enum TsvError {
         #[source]
         source: autoresearch_core::Error,
     },
+    /// The experiment is one the loop runs: an import would mix other
+    /// history into its log and move its head to commits it never measured.
+    #[error(
+        "importing {path}: experiment {experiment:?} (world {world:?}) is run by `autoresearch run`, not imported; import into another name, e.g. --experiment {experiment}-import"
+    )]
+    LoopExperiment {
+        path: PathBuf,
+        experiment: String,
+        world: String,
+    },
 }
 
 fn list(rows: &[Malformed]) -> String {
@@ -351,6 +361,16 @@ pub async fn import(
     let mut world = World::open_or_create(storage, registry, &world_name)
         .await
         .map_err(ledger_err)?;
+    if world
+        .experiment(&opts.experiment)
+        .is_some_and(|(_, e)| e.is_run_by_loop())
+    {
+        return Err(TsvError::LoopExperiment {
+            path: path.to_path_buf(),
+            experiment: opts.experiment.clone(),
+            world: world_name,
+        });
+    }
     let mut report = TsvReport {
         source: path.display().to_string(),
         world: world_name.clone(),

@@ -400,3 +400,40 @@ async fn a_guessed_metric_gives_way_to_the_comparators_but_a_recorded_layout_doe
     log.prefer_metric("memory_gb", None);
     assert_eq!(log.columns, ["val_bpb", "memory_gb"]);
 }
+
+/// An experiment the loop runs is never imported into: its log and head stay
+/// the loop's own, and the error names the experiment and a way out.
+#[tokio::test]
+async fn an_import_into_a_loop_experiment_is_refused_and_writes_nothing() {
+    let (_d, path) = file(KARPATHY);
+    let (storage, registry) = common::ledger();
+    let name = experiment_world_name("live");
+    let mut w = World::create(storage.clone(), registry.clone(), &name)
+        .await
+        .unwrap();
+    let loop_meta = json!({ Experiment::CONTROLLER_KEY: Experiment::LOOP_CONTROLLER });
+    w.spawn_with(&Experiment::new("live", "/repo", "main", 1, &loop_meta))
+        .unwrap();
+    w.spawn_with(&BranchHead::new("live", "f00d", "r0", &json!({}), 1))
+        .unwrap();
+    let head = w.commit().await.unwrap();
+    let err = tsv::import(storage.clone(), registry.clone(), &path, &opts("live"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TsvError::LoopExperiment { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("\"live\"") && msg.contains("--experiment live-import"),
+        "{msg}"
+    );
+    let w = World::open(storage.clone(), registry.clone(), &name)
+        .await
+        .unwrap();
+    assert_eq!(w.tick(), head, "nothing written");
+    assert_eq!(w.branch_head("live").unwrap().1.commit_hash, "f00d");
+    // The name the error suggests imports.
+    let report = tsv::import(storage, registry, &path, &opts("live-import"))
+        .await
+        .unwrap();
+    assert_eq!(report.imported, 5);
+}

@@ -427,7 +427,10 @@ impl Controller {
             self.cfg.repo.display().to_string(),
             &self.cfg.branch,
             now_ms(),
-            &json!({"controller": "autoresearch", "comparator": self.comparator.spec()}),
+            &json!({
+                Experiment::CONTROLLER_KEY: Experiment::LOOP_CONTROLLER,
+                "comparator": self.comparator.spec(),
+            }),
         );
         self.ledger
             .tick("recording the experiment", |w| {
