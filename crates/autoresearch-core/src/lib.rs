@@ -39,7 +39,7 @@ pub use ids::{EntityId, Tick, WorldId, now_ms};
 pub use ledger::EntityChange;
 pub use lifecycle::{Attempt, Outcome, experiment_world_name};
 pub use memory::MemoryStorage;
-pub use record::{ApplyError, Change, Snapshot, State, TickRecord};
+pub use record::{ApplyError, Change, ChangeKind, LivenessCheck, Snapshot, State, TickRecord};
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
 pub use world::World;
