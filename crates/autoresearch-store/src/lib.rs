@@ -864,14 +864,29 @@ impl Storage for RedbStorage {
             || "listing worlds".to_string(),
             |txn| {
                 let worlds = table(txn, WORLDS)?;
+                let names = table(txn, WORLD_NAMES)?;
                 let mut out = Vec::new();
                 for entry in worlds.iter()? {
                     let (k, v) = entry?;
                     let id = WorldId(k.value());
-                    out.push(
-                        encoding::decode_world(id, v.value())
-                            .map_err(|e| e.at(id, Tick::ZERO, "catalogue entry"))?,
-                    );
+                    let info = encoding::decode_world(id, v.value())
+                        .map_err(|e| e.at(id, Tick::ZERO, "catalogue entry"))?;
+                    // Each listed world must be found again by its name (a
+                    // damaged B-tree can list keys a look-up cannot reach).
+                    match find_name(&worlds, &names, &info.name)? {
+                        Some(found) if found.id == id => out.push(info),
+                        _ => {
+                            return Err(StorageError::Corrupt {
+                                world: id,
+                                tick: Tick::ZERO,
+                                reason: format!(
+                                    "world catalogue: {:?} is listed but a look-up does not find it",
+                                    info.name
+                                ),
+                            }
+                            .into());
+                        }
+                    }
                 }
                 Ok(out)
             },
