@@ -13,6 +13,15 @@ pub fn open(path: &Path) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(Arc::new(store))
 }
 
+/// Opens the existing redb ledger at `path` for reading only (the read
+/// commands): it never creates the file or its directory, and works on a
+/// read-only filesystem and beside a running `autoresearch run`.
+pub fn open_read_only(path: &Path) -> anyhow::Result<Arc<dyn Storage>> {
+    let store = RedbStorage::open_read_only(path)
+        .with_context(|| format!("opening ledger {} read-only", path.display()))?;
+    Ok(Arc::new(store))
+}
+
 /// The registry every command uses: the standard components plus the
 /// runner's `RunReport`.
 pub fn registry() -> Arc<ComponentRegistry> {
