@@ -88,6 +88,14 @@ pub enum StorageError {
     /// A read-only open of a ledger file that does not exist.
     #[error("ledger {} does not exist", path.display())]
     LedgerNotFound { path: std::path::PathBuf },
+    /// A read-only open of a ledger file that a writer left unclean (it
+    /// crashed, or a write failed) and that no live writer is repairing:
+    /// the repair needs a read-write open.
+    #[error(
+        "ledger {} was not closed cleanly and needs a repair, which a read-only open cannot make; a read-write open (any command that writes) repairs it",
+        path.display()
+    )]
+    NeedsRepair { path: std::path::PathBuf },
     /// A write to a ledger opened read-only.
     #[error("ledger {} is open read-only: {context} refused", path.display())]
     ReadOnlyLedger {

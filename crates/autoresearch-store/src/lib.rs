@@ -193,7 +193,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Clone)]
 pub(crate) struct ErrorSink {
     pub(crate) path: PathBuf,
-    first_io: Arc<Mutex<Option<Arc<redb::Error>>>>,
+    first_io: Arc<Mutex<Option<std::io::Error>>>,
 }
 
 /// redb's `PreviousIo`, with the I/O error that caused it.
@@ -201,13 +201,41 @@ pub(crate) struct ErrorSink {
 #[error("an earlier I/O error left the ledger unusable until it is reopened: {first}")]
 struct EarlierIoError {
     #[source]
-    first: Arc<redb::Error>,
+    first: redb::Error,
+}
+
+/// An equal copy of an I/O error (they are not `Clone`), so that every
+/// operation of a failed batch gets its own, downcastable cause.
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// The cause of a failed batch, which each of its operations gets a copy of.
+pub(crate) enum SharedCause {
+    Io(std::io::Error),
+    EarlierIo(std::io::Error),
+    Other(Arc<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl SharedCause {
+    fn to_box(&self) -> BoxError {
+        match self {
+            SharedCause::Io(io) => Box::new(redb::Error::Io(copy_io(io))),
+            SharedCause::EarlierIo(io) => Box::new(EarlierIoError {
+                first: redb::Error::Io(copy_io(io)),
+            }),
+            SharedCause::Other(e) => Box::new(e.clone()),
+        }
+    }
 }
 
 /// One batch failure, reported to every operation of the batch.
 pub(crate) enum SharedError {
     Damaged(PathBuf, String, String),
-    Backend(String, Arc<dyn std::error::Error + Send + Sync + 'static>),
+    Backend(String, SharedCause),
 }
 
 impl SharedError {
@@ -218,9 +246,9 @@ impl SharedError {
                 context: context.clone(),
                 reason: reason.clone(),
             },
-            SharedError::Backend(context, source) => StorageError::Backend {
+            SharedError::Backend(context, cause) => StorageError::Backend {
                 context: context.clone(),
-                source: Box::new(source.clone()),
+                source: cause.to_box(),
             },
         }
     }
@@ -235,19 +263,28 @@ impl ErrorSink {
     }
 
     /// The cause of a redb error, with `PreviousIo` replaced by the first
-    /// I/O error seen.
-    fn cause(&self, e: redb::Error) -> BoxError {
+    /// I/O error seen on the file.
+    fn shared_cause(&self, e: redb::Error) -> SharedCause {
         let mut first = self.first_io.lock().unwrap_or_else(|p| p.into_inner());
         match e {
             redb::Error::PreviousIo => match first.as_ref() {
-                Some(f) => Box::new(EarlierIoError { first: f.clone() }),
-                None => Box::new(redb::Error::PreviousIo),
+                Some(f) => SharedCause::EarlierIo(copy_io(f)),
+                None => SharedCause::Other(Arc::new(redb::Error::PreviousIo)),
             },
-            e @ redb::Error::Io(_) => {
-                let e = Arc::new(e);
-                first.get_or_insert_with(|| e.clone());
-                Box::new(e)
+            redb::Error::Io(io) => {
+                first.get_or_insert_with(|| copy_io(&io));
+                SharedCause::Io(io)
             }
+            e => SharedCause::Other(Arc::new(e)),
+        }
+    }
+
+    fn cause(&self, e: redb::Error) -> BoxError {
+        match e {
+            e @ (redb::Error::PreviousIo | redb::Error::Io(_)) => match self.shared_cause(e) {
+                SharedCause::Io(io) => Box::new(redb::Error::Io(io)),
+                cause => cause.to_box(),
+            },
             e => Box::new(e),
         }
     }
@@ -273,15 +310,17 @@ impl ErrorSink {
                 context,
                 reason,
             }) => SharedError::Damaged(path, context, reason),
-            Failure::Storage(e) => SharedError::Backend(context.to_string(), Arc::new(e)),
-            Failure::Db(e) => SharedError::Backend(context.to_string(), Arc::from(self.cause(e))),
+            Failure::Storage(e) => {
+                SharedError::Backend(context.to_string(), SharedCause::Other(Arc::new(e)))
+            }
+            Failure::Db(e) => SharedError::Backend(context.to_string(), self.shared_cause(e)),
             Failure::Panic(panic) => match self.damaged(context, panic.as_ref()) {
                 StorageError::Damaged {
                     path,
                     context,
                     reason,
                 } => SharedError::Damaged(path, context, reason),
-                e => SharedError::Backend(context.to_string(), Arc::new(e)),
+                e => SharedError::Backend(context.to_string(), SharedCause::Other(Arc::new(e))),
             },
         }
     }
@@ -508,8 +547,9 @@ impl RedbStorage {
     /// Errors: `LedgerNotFound` naming the path when there is no such
     /// file; `NewerFormat` for a file written by a newer build; `Damaged`
     /// or `Backend` (naming the file) for a file that is not a readable
-    /// ledger. A file left by a crash that needs redb's repair is refused
-    /// (`Backend`) until a read-write open repairs it.
+    /// ledger; `NeedsRepair` for a file a writer left unclean (a crash, a
+    /// failed write) while no writer has it open: a read-write open
+    /// repairs it.
     pub fn open_read_only(path: &Path) -> Result<RedbStorage, StorageError> {
         let display = path.display().to_string();
         match std::fs::metadata(path) {
@@ -539,9 +579,12 @@ impl RedbStorage {
             // A reader beside multi-process writers: it loads no allocator
             // state, so it needs no clean shutdown of the file to read it.
             builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
-            let db = builder
-                .open_read_only(path)
-                .map_err(|e| open_error(path, e))?;
+            let db = builder.open_read_only(path).map_err(|e| match e {
+                DatabaseError::RepairAborted => StorageError::NeedsRepair {
+                    path: path.to_path_buf(),
+                },
+                e => open_error(path, e),
+            })?;
             check_version(&db, &sink)?;
             Ok(db)
         })?;
