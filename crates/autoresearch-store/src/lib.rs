@@ -2,7 +2,8 @@
 //!
 //! One redb file holds many worlds: a catalogue of worlds (name, parent, fork
 //! tick, head), each world's tick records and snapshots keyed by
-//! `(world, tick)`, and an index from entity to the ticks that changed it.
+//! `(world, tick)`, an index from entity to the ticks that changed it, and
+//! each entity's liveness changes (for the append check).
 //! The layout and every value encoding live in the private `encoding` module; the file format
 //! is described in `docs/ledger-format.md`.
 //!
@@ -11,9 +12,14 @@
 //! - Group commit: one writer thread applies every queued write in one redb
 //!   transaction, so concurrent appenders share fsyncs.
 //! - Several processes may open one file at once (redb's multi-writer mode);
-//!   the head + 1 check runs inside the write transaction, against the file's
-//!   latest commit, so racing writers in different processes are refused
-//!   with `Conflict`, never interleaved.
+//!   the head + 1 check and the liveness check run inside the write
+//!   transaction, against the file's latest commit, so racing writers in
+//!   different processes are refused with `Conflict`, never interleaved, and
+//!   no tick that fails to replay is stored (`NotApplicable`). A batch of
+//!   ticks (`append_all`) is stored all or nothing.
+//! - `RedbStorage::open_read_only` never creates or writes the file.
+//! - A damaged file gives errors naming it, never a panic: redb's panics
+//!   are contained at this crate's boundary (`StorageError::Damaged`).
 //! - All redb work runs on the writer thread or on `spawn_blocking`, never on
 //!   the async executor.
 //!
@@ -819,9 +825,12 @@ fn ensure_schema(db: &Database, sink: &ErrorSink) -> Result<(), StorageError> {
             let records = txn.open_table(RECORDS)?;
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(ENTITY_TICKS)?;
+            let had_liveness = txn.list_tables()?.any(|t| t.name() == LIVENESS.name());
             let mut liveness = txn.open_table(LIVENESS)?;
-            if found < 2 {
-                // Format 1 had no liveness table: derive it from the log.
+            if found < 2 || !had_liveness {
+                // Format 1 had no liveness table: derive it from the log
+                // (checked inside the write transaction, so two processes
+                // upgrading at once do it once).
                 for entry in records.iter()? {
                     let (k, v) = entry?;
                     let (w, tick) = k.value();
