@@ -5,7 +5,8 @@
 //! reference and the redb file), with snapshots every tick, every 3 ticks and
 //! never. After every step, the materialized state of every world at every
 //! one of its ticks (`ledger::state_at`), and the live world at its head
-//! (`World::encode_state`), must equal the model.
+//! (`World::encode_state`), must equal the model. A second model runs
+//! several writers on one world (below).
 
 use autoresearch_core::{
     ComponentRegistry, EntityId, MemoryStorage, State, Storage, Tick, World, WorldId, ledger,
@@ -391,5 +392,409 @@ proptest! {
         ops in prop::collection::vec(op(), 1..30),
     ) {
         run(Backend::Redb { shared }, k, &ops);
+    }
+}
+
+// --- Several writers on one ledger ---------------------------------------
+//
+// Three handles on one world, interleaving their changes, stages, flushes,
+// commits and refreshes, plus raw appends of ticks that do not apply. With
+// redb, handles 0 and 1 are two opens of one file (two processes) and
+// handle 2 shares handle 0's storage; with memory, all share one ledger.
+// The model: one history the ledger holds, and per handle the ticks its
+// world has applied (a prefix of that history, then its staged ticks). A
+// flush or commit succeeds exactly when the handle's durable tick is the
+// ledger's head; otherwise it is `Conflict` and stores nothing. After every
+// step every tick of the stored history replays from tick 0 and equals the
+// model, whichever handle reads it.
+
+use autoresearch_core::{Change, Error, StorageError, TickRecord};
+
+const HANDLES: usize = 3;
+
+#[derive(Clone, Debug)]
+enum Multi {
+    Spawn {
+        h: usize,
+    },
+    Insert {
+        h: usize,
+        entity: usize,
+        value: u8,
+    },
+    Despawn {
+        h: usize,
+        entity: usize,
+    },
+    Stage {
+        h: usize,
+    },
+    Commit {
+        h: usize,
+    },
+    Flush {
+        h: usize,
+    },
+    Refresh {
+        h: usize,
+    },
+    /// A raw append of the next tick that does not apply to the head (a
+    /// spawn of a live entity, or a set on a dead one), alone or after a
+    /// good tick in one batch.
+    Stale {
+        h: usize,
+        spawn_live: bool,
+        entity: usize,
+        batch: bool,
+    },
+}
+
+fn multi_op() -> impl Strategy<Value = Multi> {
+    let h = 0usize..HANDLES;
+    prop_oneof![
+        3 => h.clone().prop_map(|h| Multi::Spawn { h }),
+        4 => (h.clone(), 0usize..16, any::<u8>())
+            .prop_map(|(h, entity, value)| Multi::Insert { h, entity, value }),
+        1 => (h.clone(), 0usize..16).prop_map(|(h, entity)| Multi::Despawn { h, entity }),
+        2 => h.clone().prop_map(|h| Multi::Stage { h }),
+        3 => h.clone().prop_map(|h| Multi::Commit { h }),
+        2 => h.clone().prop_map(|h| Multi::Flush { h }),
+        2 => h.clone().prop_map(|h| Multi::Refresh { h }),
+        1 => (h, any::<bool>(), 0usize..16, any::<bool>())
+            .prop_map(|(h, spawn_live, entity, batch)| Multi::Stale { h, spawn_live, entity, batch }),
+    ]
+}
+
+type TickState = (u64, Entities);
+
+/// One handle's world as the model sees it.
+struct View {
+    /// The states of every tick its world has applied.
+    ticks: Vec<TickState>,
+    working: TickState,
+    pending: bool,
+    staged: usize,
+}
+
+impl View {
+    fn of(ledger: &[TickState]) -> View {
+        View {
+            ticks: ledger.to_vec(),
+            working: ledger.last().unwrap().clone(),
+            pending: false,
+            staged: 0,
+        }
+    }
+
+    /// The last tick the handle knows to be in the ledger.
+    fn durable(&self) -> usize {
+        self.ticks.len() - 1 - self.staged
+    }
+
+    fn live(&self, pick: usize) -> Option<EntityId> {
+        let ids: Vec<EntityId> = self.working.1.keys().copied().collect();
+        (!ids.is_empty()).then(|| ids[pick % ids.len()])
+    }
+}
+
+fn state_of(t: usize, s: &TickState) -> State {
+    State {
+        tick: Tick(t as u64),
+        next_entity: s.0,
+        entities: s.1.clone(),
+    }
+}
+
+fn conflict(e: &Error) -> bool {
+    matches!(e, Error::Storage(StorageError::Conflict { .. }))
+}
+
+struct Multiverse {
+    storages: Vec<Arc<dyn Storage>>,
+    worlds: Vec<World>,
+    ledger: Vec<TickState>,
+    views: Vec<View>,
+}
+
+impl Multiverse {
+    async fn new(backend: Backend, interval: Option<u64>, dir: &Path) -> Multiverse {
+        let storages: Vec<Arc<dyn Storage>> = match backend {
+            Backend::Memory => {
+                let m: Arc<dyn Storage> = Arc::new(MemoryStorage::new(interval));
+                vec![m.clone(), m.clone(), m]
+            }
+            Backend::Redb { .. } => {
+                let path = dir.join("ledger.redb");
+                let config = RedbConfig {
+                    snapshot_interval: interval,
+                    ..RedbConfig::default()
+                };
+                let a: Arc<dyn Storage> =
+                    Arc::new(RedbStorage::open(&path, config.clone()).unwrap());
+                let b: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, config).unwrap());
+                vec![a.clone(), b, a]
+            }
+        };
+        World::create(storages[0].clone(), registry(), "shared")
+            .await
+            .unwrap();
+        let mut worlds = Vec::new();
+        for st in &storages {
+            worlds.push(World::open(st.clone(), registry(), "shared").await.unwrap());
+        }
+        let ledger = vec![(0, Entities::new())];
+        let views = (0..HANDLES).map(|_| View::of(&ledger)).collect();
+        Multiverse {
+            storages,
+            worlds,
+            ledger,
+            views,
+        }
+    }
+
+    /// The handle's staged ticks (and pending changes, for a commit) were
+    /// appended, or refused with `Conflict` because another handle moved
+    /// the head. `result` is what the world returned.
+    fn settle(&mut self, h: usize, result: Result<Tick, Error>, after: &Multi) {
+        let v = &mut self.views[h];
+        let base = v.durable();
+        if base + 1 == self.ledger.len() {
+            let tick = result.unwrap_or_else(|e| panic!("{after:?}: {e}"));
+            self.ledger.extend_from_slice(&v.ticks[base + 1..]);
+            v.staged = 0;
+            assert_eq!(tick, Tick(v.ticks.len() as u64 - 1), "{after:?}");
+        } else {
+            let e = result.expect_err("a stale handle's append must be refused");
+            assert!(conflict(&e), "{after:?}: {e}");
+        }
+    }
+
+    async fn step(&mut self, op: &Multi) {
+        match *op {
+            Multi::Spawn { h } => {
+                let id = self.worlds[h].spawn().unwrap();
+                let v = &mut self.views[h];
+                v.working.0 = v.working.0.max(id.0 + 1);
+                v.working.1.insert(id, BTreeMap::new());
+                v.pending = true;
+            }
+            Multi::Insert { h, entity, value } => {
+                let v = &mut self.views[h];
+                let Some(e) = v.live(entity) else { return };
+                let s = Score(i64::from(value));
+                self.worlds[h].insert(e, &s).unwrap();
+                v.working
+                    .1
+                    .get_mut(&e)
+                    .unwrap()
+                    .insert("Score".into(), postcard::to_stdvec(&s).unwrap());
+                v.pending = true;
+            }
+            Multi::Despawn { h, entity } => {
+                let v = &mut self.views[h];
+                let Some(e) = v.live(entity) else { return };
+                self.worlds[h].despawn(e).unwrap();
+                v.working.1.remove(&e);
+                v.pending = true;
+            }
+            Multi::Stage { h } => {
+                self.worlds[h].stage().unwrap();
+                let v = &mut self.views[h];
+                if v.pending {
+                    v.ticks.push(v.working.clone());
+                    v.pending = false;
+                    v.staged += 1;
+                }
+            }
+            Multi::Commit { h } => {
+                let v = &mut self.views[h];
+                if v.pending {
+                    v.ticks.push(v.working.clone());
+                    v.pending = false;
+                    v.staged += 1;
+                }
+                if v.staged == 0 {
+                    assert_eq!(
+                        self.worlds[h].commit().await.unwrap(),
+                        Tick(v.ticks.len() as u64 - 1)
+                    );
+                    return;
+                }
+                let lone = v.staged == 1 && self.worlds[h].staged() == 0;
+                let result = self.worlds[h].commit().await;
+                let stale = self.views[h].durable() + 1 != self.ledger.len();
+                self.settle(h, result, op);
+                if stale {
+                    let v = &mut self.views[h];
+                    if lone {
+                        // A plain commit keeps its changes pending and its
+                        // world as it was.
+                        let t = v.ticks.pop().unwrap();
+                        v.staged = 0;
+                        v.working = t;
+                        v.pending = true;
+                    } else {
+                        // A flush failure reopens the world at the ledger.
+                        *v = View::of(&self.ledger);
+                    }
+                }
+            }
+            Multi::Flush { h } => {
+                if self.views[h].staged == 0 {
+                    self.worlds[h].flush().await.unwrap();
+                    return;
+                }
+                let result = self.worlds[h].flush().await;
+                let stale = self.views[h].durable() + 1 != self.ledger.len();
+                self.settle(h, result, op);
+                if stale {
+                    self.views[h] = View::of(&self.ledger);
+                }
+            }
+            Multi::Refresh { h } => {
+                let v = &mut self.views[h];
+                if v.pending {
+                    v.working = v.ticks.last().unwrap().clone();
+                    v.pending = false;
+                }
+                let stale = v.staged > 0 && v.durable() + 1 != self.ledger.len();
+                let result = self.worlds[h].refresh().await;
+                if stale {
+                    let e = result.expect_err("a stale handle's flush must be refused");
+                    assert!(conflict(&e), "{op:?}: {e}");
+                } else {
+                    result.unwrap();
+                    let v = &self.views[h];
+                    self.ledger.extend_from_slice(&v.ticks[v.durable() + 1..]);
+                }
+                self.views[h] = View::of(&self.ledger);
+            }
+            Multi::Stale {
+                h,
+                spawn_live,
+                entity,
+                batch,
+            } => {
+                let head = &self.ledger.last().unwrap().1;
+                let live: Vec<EntityId> = head.keys().copied().collect();
+                let bad = if spawn_live && !live.is_empty() {
+                    Change::Spawn {
+                        entity: live[entity % live.len()],
+                    }
+                } else {
+                    // Never spawned, or spawned and despawned.
+                    let dead = (0..1000u64)
+                        .map(EntityId)
+                        .filter(|e| !head.contains_key(e))
+                        .nth(entity)
+                        .unwrap();
+                    Change::Set {
+                        entity: dead,
+                        component: "Score".into(),
+                        value: vec![0],
+                    }
+                };
+                let next = self.ledger.len() as u64;
+                let mut records = Vec::new();
+                if batch {
+                    // A good tick first: it must not be stored either.
+                    records.push(TickRecord {
+                        tick: Tick(next),
+                        at_ms: 1,
+                        changes: vec![Change::Spawn {
+                            entity: EntityId(5000 + next),
+                        }],
+                    });
+                }
+                let bad_tick = Tick(next + records.len() as u64);
+                records.push(TickRecord {
+                    tick: bad_tick,
+                    at_ms: 1,
+                    changes: vec![bad],
+                });
+                let records = records.into_iter().map(|r| (r, None)).collect();
+                let err = self.storages[h]
+                    .append_all(self.worlds[h].id(), records)
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(err, StorageError::NotApplicable { attempted, .. } if attempted == bad_tick),
+                    "{op:?}: {err}"
+                );
+            }
+        }
+    }
+
+    async fn check(&self, after: &Multi) {
+        let id = self.worlds[0].id();
+        let head = self.ledger.len() - 1;
+        for st in &self.storages {
+            assert_eq!(
+                st.world(id).await.unwrap().head,
+                Tick(head as u64),
+                "head after {after:?}"
+            );
+        }
+        // Every stored tick replays from tick 0, read through either file handle.
+        for (t, want) in self.ledger.iter().enumerate() {
+            let st = &self.storages[t % 2];
+            let got = ledger::state_at(st.as_ref(), id, Tick(t as u64))
+                .await
+                .unwrap();
+            assert_eq!(got, state_of(t, want), "tick {t} after {after:?}");
+        }
+        for (h, (w, v)) in self.worlds.iter().zip(&self.views).enumerate() {
+            let t = v.ticks.len() - 1;
+            assert_eq!(w.tick(), Tick(t as u64), "handle {h} tick after {after:?}");
+            assert_eq!(w.staged(), v.staged, "handle {h} staged after {after:?}");
+            assert_eq!(
+                w.encode_state().unwrap(),
+                state_of(t, &v.ticks[t]),
+                "handle {h} state after {after:?}"
+            );
+            // A handle's durable ticks are the ledger's.
+            assert_eq!(
+                &v.ticks[..=v.durable()],
+                &self.ledger[..=v.durable()],
+                "handle {h}"
+            );
+        }
+    }
+}
+
+fn run_multi(backend: Backend, interval: Option<u64>, ops: &[Multi]) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut m = Multiverse::new(backend, interval, dir.path()).await;
+        for op in ops {
+            m.step(op).await;
+            m.check(op).await;
+        }
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn concurrent_writers_on_memory_keep_one_replayable_history(
+        k in interval(),
+        ops in prop::collection::vec(multi_op(), 1..40),
+    ) {
+        run_multi(Backend::Memory, k, &ops);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn concurrent_writers_on_one_redb_file_keep_one_replayable_history(
+        k in interval(),
+        ops in prop::collection::vec(multi_op(), 1..30),
+    ) {
+        run_multi(Backend::Redb { shared: true }, k, &ops);
     }
 }

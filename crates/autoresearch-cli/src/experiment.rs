@@ -283,7 +283,7 @@ fn target(config: &Path, world: Option<String>) -> anyhow::Result<(Config, Strin
 }
 
 async fn open_world(ledger_path: &Path, world: &str) -> anyhow::Result<World> {
-    let storage = ledger::open(ledger_path)?;
+    let storage = ledger::open_read_only(ledger_path)?;
     World::open(storage, ledger::registry(), world)
         .await
         .with_context(|| format!("opening world {world:?} in {}", ledger_path.display()))

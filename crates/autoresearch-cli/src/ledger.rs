@@ -1,7 +1,7 @@
 //! Opening the ledger: the one place the CLI picks a Storage implementation.
 
 use anyhow::Context;
-use autoresearch_core::{ComponentRegistry, Storage};
+use autoresearch_core::{ComponentRegistry, Storage, StorageError};
 use autoresearch_store::{RedbConfig, RedbStorage};
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +10,23 @@ use std::sync::Arc;
 pub fn open(path: &Path) -> anyhow::Result<Arc<dyn Storage>> {
     let store = RedbStorage::open(path, RedbConfig::default())
         .with_context(|| format!("opening ledger {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Opens the existing redb ledger at `path` for reading only (the read
+/// commands): it never creates the file or its directory, and works on a
+/// read-only filesystem and beside a running `autoresearch run`.
+/// A file a crashed writer left unclean is repaired by a read-write open
+/// first (the file exists; nothing is created), when the filesystem allows.
+pub fn open_read_only(path: &Path) -> anyhow::Result<Arc<dyn Storage>> {
+    let store = match RedbStorage::open_read_only(path) {
+        Err(StorageError::NeedsRepair { .. }) => {
+            drop(open(path)?);
+            RedbStorage::open_read_only(path)
+        }
+        other => other,
+    }
+    .with_context(|| format!("opening ledger {} read-only", path.display()))?;
     Ok(Arc::new(store))
 }
 

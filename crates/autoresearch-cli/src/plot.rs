@@ -88,7 +88,7 @@ pub async fn only_experiment(storage: &dyn Storage, ledger: &Path) -> anyhow::Re
 }
 
 pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
-    let storage = ledger::open(ledger_path)?;
+    let storage = ledger::open_read_only(ledger_path)?;
     let registry = ledger::registry();
     let world_name = match (&args.world, &args.experiment) {
         (Some(w), _) => w.clone(),

@@ -130,7 +130,7 @@ async fn open_world(
 }
 
 pub async fn worlds(ledger_path: &Path, args: WorldsArgs) -> anyhow::Result<ExitCode> {
-    let storage = ledger::open(ledger_path)?;
+    let storage = ledger::open_read_only(ledger_path)?;
     let worlds = storage.list_worlds().await.context("listing worlds")?;
     let mut out = Vec::new();
     for w in &worlds {
@@ -202,7 +202,7 @@ pub async fn runs(ledger_path: &Path, args: RunsArgs) -> anyhow::Result<ExitCode
     if let Some(s) = &args.status {
         s.parse::<RunStatus>().context("--status")?;
     }
-    let storage = ledger::open(ledger_path)?;
+    let storage = ledger::open_read_only(ledger_path)?;
     let world = open_world(&storage, &args.world, args.at).await?;
     let runs: Vec<Run> = world
         .find_all::<Run>(|r| {
@@ -274,7 +274,7 @@ fn field_diff(old: &Value, new: &Value) -> String {
 }
 
 pub async fn history(ledger_path: &Path, args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let storage = ledger::open(ledger_path)?;
+    let storage = ledger::open_read_only(ledger_path)?;
     let world = open_world(&storage, &args.world, None).await?;
     let (entity, _) = world
         .run_by_id(&args.run_id)
@@ -367,7 +367,7 @@ fn log_table(log: &AttemptLog) {
 
 pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
     let experiment = crate::compare_cmds::experiment_name(args.experiment, &args.config)?;
-    let storage = ledger::open(ledger_path)?;
+    let storage = ledger::open_read_only(ledger_path)?;
     let world_name = experiment_world_name(&experiment);
     let world = open_world(&storage, &world_name, None)
         .await

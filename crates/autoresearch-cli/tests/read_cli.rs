@@ -256,3 +256,34 @@ fn worlds_lists_heads_entities_and_forks() {
         "{table}"
     );
 }
+
+/// (`status` and `show` need a config first; they open the ledger the same way.)
+#[test]
+fn read_commands_never_create_a_mistyped_ledger() {
+    let e = env();
+    let ledger = e.dir.path().join("mistyped/ledger.redb");
+    for args in [
+        &["worlds"][..],
+        &["runs", "--world", "x"],
+        &["history", "--world", "x", "a1"],
+        &["log", "--experiment", "x"],
+        &["plot", "--experiment", "x"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_autoresearch"))
+            .arg("--ledger")
+            .arg(&ledger)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains("mistyped/ledger.redb") && stderr.contains("does not exist"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !e.dir.path().join("mistyped").exists(),
+            "{args:?} created it"
+        );
+    }
+}

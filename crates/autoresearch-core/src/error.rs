@@ -8,6 +8,7 @@ use crate::storage::StorageError;
 /// Errors of the world and ledger layer. Each says what was being done to which
 /// world, tick or entity.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -25,6 +26,17 @@ pub enum Error {
     },
     #[error("{world}: entity {entity} is not alive")]
     NoSuchEntity { world: WorldId, entity: EntityId },
+    /// Replaying a world's log stopped: ticks after `readable_to` cannot be
+    /// read or applied (a damaged or inconsistent ledger). The world still
+    /// reads at `readable_to` and, as far as the log holds, before it.
+    #[error("{location} {world}: the log cannot be replayed past tick {readable_to}: {source}")]
+    Unreplayable {
+        location: String,
+        world: WorldId,
+        readable_to: Tick,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("{world}: opened read-only at tick {tick}; fork it to write")]
     ReadOnly { world: WorldId, tick: Tick },
 }

@@ -45,7 +45,7 @@ pub async fn segments(
         match info.parent {
             Some(p) => {
                 upper = upper.min(p.tick);
-                info = storage.world(p.parent).await?;
+                info = parent_of(storage, &info, p.parent).await?;
             }
             None => break,
         }
@@ -113,12 +113,46 @@ pub async fn state_at(storage: &dyn Storage, world: WorldId, tick: Tick) -> Resu
         }
     }
     let mut state = base.map(State::from_snapshot).unwrap_or_else(State::empty);
-    if state.tick < tick {
-        for rec in read_records(storage, world, state.tick.next(), tick).await? {
+    if let Err(source) = replay(storage, world, &mut state, tick).await {
+        return Err(Error::Unreplayable {
+            location: storage.location(),
+            world,
+            readable_to: state.tick,
+            source: Box::new(source),
+        });
+    }
+    Ok(state)
+}
+
+/// Applies the records after `state` up to `to`. On an error, `state` is
+/// at the last tick that read and applied.
+async fn replay(
+    storage: &dyn Storage,
+    world: WorldId,
+    state: &mut State,
+    to: Tick,
+) -> Result<(), Error> {
+    if state.tick >= to {
+        return Ok(());
+    }
+    let error = match read_records(storage, world, state.tick.next(), to).await {
+        Ok(records) => {
+            for rec in &records {
+                state.apply(world, rec)?;
+            }
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    // Which tick is unreadable: one record at a time (the error path only;
+    // at most a snapshot interval of reads).
+    while state.tick < to {
+        let next = state.tick.next();
+        for rec in read_records(storage, world, next, next).await? {
             state.apply(world, &rec)?;
         }
     }
-    Ok(state)
+    Err(error)
 }
 
 /// One entry of an entity's audit history.
@@ -158,11 +192,31 @@ pub async fn entity_history(
     Ok(out)
 }
 
+/// The catalogue entry of `child`'s parent: one that is missing is a
+/// damaged ledger, not a caller's mistake.
+async fn parent_of(
+    storage: &dyn Storage,
+    child: &WorldInfo,
+    parent: WorldId,
+) -> Result<WorldInfo, Error> {
+    match storage.world(parent).await {
+        Err(StorageError::NoSuchWorld(_)) => Err(Error::Storage(StorageError::Corrupt {
+            world: child.id,
+            tick: Tick::ZERO,
+            reason: format!(
+                "its parent {parent} is missing from the {}",
+                storage.location()
+            ),
+        })),
+        other => Ok(other?),
+    }
+}
+
 /// The lineage of a world, itself first, then its parent, and so on.
 pub async fn lineage(storage: &dyn Storage, world: WorldId) -> Result<Vec<WorldInfo>, Error> {
     let mut out = vec![storage.world(world).await?];
-    while let Some(p) = out.last().and_then(|w| w.parent) {
-        out.push(storage.world(p.parent).await?);
+    while let Some((child, p)) = out.last().and_then(|w| Some((w.clone(), w.parent?))) {
+        out.push(parent_of(storage, &child, p.parent).await?);
     }
     Ok(out)
 }

@@ -43,7 +43,7 @@ pub use ids::{CommitHash, EntityId, RunId, Tick, WorldId, now_ms, short_commit};
 pub use ledger::EntityChange;
 pub use lifecycle::{Attempt, experiment_of_world, experiment_world_name};
 pub use memory::MemoryStorage;
-pub use record::{ApplyError, Change, Snapshot, State, TickRecord};
+pub use record::{ApplyError, Change, ChangeKind, LivenessCheck, Snapshot, State, TickRecord};
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
 pub use vocab::{AttemptState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};

@@ -2,7 +2,7 @@
 //! the behaviour every durable backend must match, and serves tests.
 
 use crate::ids::{EntityId, Tick, WorldId, now_ms};
-use crate::record::{Snapshot, TickRecord};
+use crate::record::{LivenessCheck, Snapshot, TickRecord};
 use crate::storage::{ForkPoint, Storage, StorageError, WorldInfo};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +14,9 @@ struct WorldData {
     records: BTreeMap<Tick, TickRecord>,
     snapshots: BTreeMap<Tick, Snapshot>,
     entity_ticks: BTreeSet<(EntityId, Tick)>,
+    /// (entity, tick) -> alive after that own tick, for the ticks that
+    /// changed the entity's liveness: the append check's index.
+    liveness: BTreeMap<(EntityId, Tick), bool>,
 }
 
 #[derive(Default)]
@@ -56,6 +59,29 @@ impl Inner {
             .get_mut(id.0 as usize)
             .filter(|w| w.info.is_some())
             .ok_or(StorageError::NoSuchWorld(id))
+    }
+
+    /// Whether `entity` is alive in `world` at tick `at` (at most its
+    /// head): the newest liveness change at or before `at` on its lineage.
+    fn alive_at(&self, world: WorldId, entity: EntityId, at: Tick) -> Result<bool, StorageError> {
+        let (mut world, mut at) = (world, at);
+        loop {
+            let data = self.get(world)?;
+            if let Some((_, alive)) = data
+                .liveness
+                .range((entity, Tick::ZERO)..=(entity, at))
+                .next_back()
+            {
+                return Ok(*alive);
+            }
+            match data.info.as_ref().and_then(|i| i.parent) {
+                Some(p) => {
+                    world = p.parent;
+                    at = at.min(p.tick);
+                }
+                None => return Ok(false),
+            }
+        }
     }
 
     fn add(&mut self, name: &str, parent: Option<ForkPoint>) -> Result<WorldInfo, StorageError> {
@@ -143,33 +169,62 @@ impl Storage for MemoryStorage {
         record: TickRecord,
         snapshot: Option<Snapshot>,
     ) -> Result<(), StorageError> {
+        self.append_all(world, vec![(record, snapshot)]).await
+    }
+
+    /// All or nothing: every record is checked before the first is stored.
+    async fn append_all(
+        &self,
+        world: WorldId,
+        records: Vec<(TickRecord, Option<Snapshot>)>,
+    ) -> Result<(), StorageError> {
         let mut inner = lock(&self.inner);
+        let head = inner
+            .get(world)?
+            .info
+            .as_ref()
+            .map_or(Tick::ZERO, |i| i.head);
+        let mut check = LivenessCheck::new(world);
+        let mut liveness = Vec::with_capacity(records.len());
+        for (i, (record, snapshot)) in records.iter().enumerate() {
+            if record.tick.0 != head.0 + 1 + i as u64 {
+                return Err(StorageError::Conflict {
+                    world,
+                    attempted: record.tick,
+                    head,
+                });
+            }
+            if let Some(s) = snapshot
+                && s.tick != record.tick
+            {
+                return Err(StorageError::SnapshotOutOfRange {
+                    world,
+                    tick: s.tick,
+                });
+            }
+            let changes = record.changes.iter().map(|c| (c.kind(), c.entity()));
+            liveness.push(check.check(record.tick, changes, |e| inner.alive_at(world, e, head))?);
+        }
         let data = inner.get_mut(world)?;
-        let info = data.info.as_mut().expect("checked by get_mut");
-        if record.tick != info.head.next() {
-            return Err(StorageError::Conflict {
-                world,
-                attempted: record.tick,
-                head: info.head,
-            });
+        for ((record, snapshot), live) in records.into_iter().zip(liveness) {
+            let info = data.info.as_mut().expect("checked by get_mut");
+            info.head = record.tick;
+            for e in record.entities() {
+                data.entity_ticks.insert((e, record.tick));
+            }
+            for (e, alive) in live {
+                data.liveness.insert((e, record.tick), alive);
+            }
+            if let Some(s) = snapshot {
+                data.snapshots.insert(s.tick, s);
+            }
+            data.records.insert(record.tick, record);
         }
-        if let Some(s) = &snapshot
-            && s.tick != record.tick
-        {
-            return Err(StorageError::SnapshotOutOfRange {
-                world,
-                tick: s.tick,
-            });
-        }
-        info.head = record.tick;
-        for e in record.entities() {
-            data.entity_ticks.insert((e, record.tick));
-        }
-        if let Some(s) = snapshot {
-            data.snapshots.insert(s.tick, s);
-        }
-        data.records.insert(record.tick, record);
         Ok(())
+    }
+
+    fn location(&self) -> String {
+        "in-memory ledger".to_string()
     }
 
     async fn read_own_records(

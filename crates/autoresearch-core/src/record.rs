@@ -3,6 +3,7 @@
 //! they materialize into.
 
 use crate::ids::{EntityId, Tick, WorldId};
+use crate::storage::StorageError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -27,7 +28,55 @@ pub enum Change {
     },
 }
 
+/// What a [`Change`] does, without its values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    Spawn,
+    Set,
+    Remove,
+    Despawn,
+}
+
+impl ChangeKind {
+    /// The one liveness rule of the log, used by replay ([`State::apply`])
+    /// and by every backend's append check ([`LivenessCheck`]): whether this
+    /// change applies to an entity that is (`alive`) or is not alive, and if
+    /// so whether the entity is alive after it. A spawn needs a dead (never
+    /// spawned or despawned) entity; set, remove and despawn need a live one.
+    pub fn apply_to(self, alive: bool) -> Result<bool, &'static str> {
+        match (self, alive) {
+            (ChangeKind::Spawn, false) => Ok(true),
+            (ChangeKind::Spawn, true) => Err("spawned twice"),
+            (ChangeKind::Set | ChangeKind::Remove, true) => Ok(true),
+            (ChangeKind::Set, false) => Err("set on an entity that is not alive"),
+            (ChangeKind::Remove, false) => Err("remove on an entity that is not alive"),
+            (ChangeKind::Despawn, true) => Ok(false),
+            (ChangeKind::Despawn, false) => Err("despawn of an entity that is not alive"),
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChangeKind::Spawn => "spawn",
+            ChangeKind::Set => "set",
+            ChangeKind::Remove => "remove",
+            ChangeKind::Despawn => "despawn",
+        })
+    }
+}
+
 impl Change {
+    pub fn kind(&self) -> ChangeKind {
+        match self {
+            Change::Spawn { .. } => ChangeKind::Spawn,
+            Change::Set { .. } => ChangeKind::Set,
+            Change::Remove { .. } => ChangeKind::Remove,
+            Change::Despawn { .. } => ChangeKind::Despawn,
+        }
+    }
+
     pub fn entity(&self) -> EntityId {
         match self {
             Change::Spawn { entity }
@@ -130,11 +179,13 @@ impl State {
             return Err(err(EntityId(0), "record is not for the next tick"));
         }
         for change in &record.changes {
+            let entity = change.entity();
+            change
+                .kind()
+                .apply_to(self.entities.contains_key(&entity))
+                .map_err(|reason| err(entity, reason))?;
             match change {
                 Change::Spawn { entity } => {
-                    if self.entities.contains_key(entity) {
-                        return Err(err(*entity, "spawned twice"));
-                    }
                     self.entities.insert(*entity, BTreeMap::new());
                     self.next_entity = self.next_entity.max(entity.0 + 1);
                 }
@@ -143,27 +194,87 @@ impl State {
                     component,
                     value,
                 } => {
-                    let comps = self
-                        .entities
-                        .get_mut(entity)
-                        .ok_or_else(|| err(*entity, "set on an entity that is not alive"))?;
-                    comps.insert(component.clone(), value.clone());
+                    if let Some(comps) = self.entities.get_mut(entity) {
+                        comps.insert(component.clone(), value.clone());
+                    }
                 }
                 Change::Remove { entity, component } => {
-                    let comps = self
-                        .entities
-                        .get_mut(entity)
-                        .ok_or_else(|| err(*entity, "remove on an entity that is not alive"))?;
-                    comps.remove(component);
+                    if let Some(comps) = self.entities.get_mut(entity) {
+                        comps.remove(component);
+                    }
                 }
                 Change::Despawn { entity } => {
-                    if self.entities.remove(entity).is_none() {
-                        return Err(err(*entity, "despawn of an entity that is not alive"));
-                    }
+                    self.entities.remove(entity);
                 }
             }
         }
         self.tick = record.tick;
         Ok(())
+    }
+}
+
+/// The append-time check of staged ticks against a world's head state,
+/// shared by every backend so that a backend stores only ticks that replay.
+///
+/// Create one per batch of consecutive ticks of one world, then call
+/// [`LivenessCheck::check`] for each record in tick order. It remembers what
+/// earlier records of the batch did, and asks the backend (`alive_at_head`)
+/// only about entities the batch has not touched yet: one lookup per
+/// distinct entity per batch.
+#[derive(Debug)]
+pub struct LivenessCheck {
+    world: WorldId,
+    overlay: std::collections::HashMap<EntityId, bool>,
+}
+
+impl LivenessCheck {
+    pub fn new(world: WorldId) -> LivenessCheck {
+        LivenessCheck {
+            world,
+            overlay: Default::default(),
+        }
+    }
+
+    /// Checks the changes of tick `tick` in order against the state the
+    /// batch has built so far. Returns the record's net liveness changes
+    /// (entity, alive after the tick) for entities whose liveness the tick
+    /// changed, sorted by entity.
+    ///
+    /// Errors: [`StorageError::NotApplicable`] naming the first change that
+    /// does not apply, or what `alive_at_head` returns.
+    pub fn check<E: From<StorageError>>(
+        &mut self,
+        tick: Tick,
+        changes: impl IntoIterator<Item = (ChangeKind, EntityId)>,
+        mut alive_at_head: impl FnMut(EntityId) -> Result<bool, E>,
+    ) -> Result<Vec<(EntityId, bool)>, E> {
+        let mut before: BTreeMap<EntityId, bool> = BTreeMap::new();
+        for (kind, entity) in changes {
+            let alive = match self.overlay.get(&entity) {
+                Some(a) => *a,
+                None => {
+                    let a = alive_at_head(entity)?;
+                    self.overlay.insert(entity, a);
+                    a
+                }
+            };
+            before.entry(entity).or_insert(alive);
+            let after = kind.apply_to(alive).map_err(|_| {
+                E::from(StorageError::NotApplicable {
+                    world: self.world,
+                    attempted: tick,
+                    entity,
+                    change: kind,
+                })
+            })?;
+            self.overlay.insert(entity, after);
+        }
+        Ok(before
+            .into_iter()
+            .filter_map(|(e, was)| {
+                let now = self.overlay[&e];
+                (now != was).then_some((e, now))
+            })
+            .collect())
     }
 }

@@ -4,7 +4,7 @@
 //! written once, above the trait, in [`crate::ledger`].
 
 use crate::ids::{EntityId, Tick, WorldId};
-use crate::record::{Snapshot, TickRecord};
+use crate::record::{ChangeKind, Snapshot, TickRecord};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,7 @@ impl WorldInfo {
 
 /// Errors of a storage backend. Each names the world, tick or file involved.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StorageError {
     #[error("no world with id {0}")]
     NoSuchWorld(WorldId),
@@ -47,6 +48,20 @@ pub enum StorageError {
         world: WorldId,
         attempted: Tick,
         head: Tick,
+    },
+    /// A tick that does not apply to the world's head state (a change to
+    /// an entity that is not alive there, or a spawn of one that is): it
+    /// was built on a stale state. Nothing of its batch was stored.
+    #[error(
+        "{world}: append of tick {attempted} refused, it does not apply to the head: {change} of {entity}, which is {}",
+        if matches!(change, ChangeKind::Spawn) { "alive" } else { "not alive" }
+    )]
+    NotApplicable {
+        world: WorldId,
+        /// The refused tick.
+        attempted: Tick,
+        entity: EntityId,
+        change: ChangeKind,
     },
     #[error("{world}: cannot fork at tick {at}, the head is {head}")]
     ForkBeyondHead {
@@ -70,8 +85,40 @@ pub enum StorageError {
     },
     #[error("ledger {path} is locked by another process: {reason}")]
     Locked { path: String, reason: String },
-    #[error("{context}: {reason}")]
-    Backend { context: String, reason: String },
+    /// A read-only open of a ledger file that does not exist.
+    #[error("ledger {} does not exist", path.display())]
+    LedgerNotFound { path: std::path::PathBuf },
+    /// A read-only open of a ledger file that a writer left unclean (it
+    /// crashed, or a write failed) and that no live writer is repairing:
+    /// the repair needs a read-write open.
+    #[error(
+        "ledger {} was not closed cleanly and needs a repair, which a read-only open cannot make; a read-write open (any command that writes) repairs it",
+        path.display()
+    )]
+    NeedsRepair { path: std::path::PathBuf },
+    /// A write to a ledger opened read-only.
+    #[error("ledger {} is open read-only: {context} refused", path.display())]
+    ReadOnlyLedger {
+        path: std::path::PathBuf,
+        context: String,
+    },
+    /// The ledger file is damaged in a way its database engine could not
+    /// report as an error (it panicked; the panic was contained).
+    #[error("ledger {} is damaged: {context}: {reason}", path.display())]
+    Damaged {
+        path: std::path::PathBuf,
+        context: String,
+        reason: String,
+    },
+    /// Any other failure of the backend (I/O, a file that is not a ledger,
+    /// an invalid configuration). `context` names the operation and the
+    /// file; `source` is the cause.
+    #[error("{context}: {source}")]
+    Backend {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 /// A durable, append-only store of worlds.
@@ -97,7 +144,7 @@ pub enum StorageError {
 ///         if !name.starts_with(self.prefix) {
 ///             return Err(StorageError::Backend {
 ///                 context: format!("creating world {name:?}"),
-///                 reason: format!("names must start with {:?}", self.prefix),
+///                 source: format!("names must start with {:?}", self.prefix).into(),
 ///             });
 ///         }
 ///         self.inner.create_world(name).await
@@ -116,6 +163,9 @@ pub enum StorageError {
 ///     }
 ///     async fn append(&self, w: WorldId, r: TickRecord, s: Option<Snapshot>) -> Result<(), StorageError> {
 ///         self.inner.append(w, r, s).await
+///     }
+///     async fn append_all(&self, w: WorldId, rs: Vec<(TickRecord, Option<Snapshot>)>) -> Result<(), StorageError> {
+///         self.inner.append_all(w, rs).await
 ///     }
 ///     async fn read_own_records(&self, w: WorldId, from: Tick, to: Tick) -> Result<Vec<TickRecord>, StorageError> {
 ///         self.inner.read_own_records(w, from, to).await
@@ -149,7 +199,9 @@ pub enum StorageError {
 /// ```
 #[async_trait]
 pub trait Storage: Send + Sync + 'static {
-    /// Creates an empty root world at tick 0. Errors with `NameTaken`.
+    /// Creates an empty root world at tick 0. Errors with `NameTaken` when
+    /// a world of that name exists, and with an error (never a second
+    /// world) when the backend cannot tell because its catalogue is damaged.
     async fn create_world(&self, name: &str) -> Result<WorldInfo, StorageError>;
 
     /// Creates a world that shares `parent`'s ticks up to `at` and continues on
@@ -163,6 +215,9 @@ pub trait Storage: Send + Sync + 'static {
 
     async fn world(&self, id: WorldId) -> Result<WorldInfo, StorageError>;
 
+    /// The world named `name`. `Ok(None)` only when the backend knows no
+    /// world has that name; a damaged catalogue is an error, so that a
+    /// caller never creates a second world of one name.
     async fn find_world(&self, name: &str) -> Result<Option<WorldInfo>, StorageError>;
 
     /// Every world, ordered by id.
@@ -170,8 +225,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Appends the record of tick `head + 1`, with an optional snapshot of the
     /// state *after* it, atomically. Any other tick number is refused with
-    /// `Conflict`, so two writers cannot both advance a world. When this
-    /// returns `Ok`, the tick is durable as the backend promises.
+    /// `Conflict`, so two writers cannot both advance a world; a record
+    /// that does not apply to the head state (see [`crate::LivenessCheck`])
+    /// is refused with `NotApplicable`, so every stored tick replays. When
+    /// this returns `Ok`, the tick is durable as the backend promises.
     async fn append(
         &self,
         world: WorldId,
@@ -187,20 +244,21 @@ pub trait Storage: Send + Sync + 'static {
     }
 
     /// Appends `records` (each with its optional snapshot) as consecutive
-    /// ticks of `world`, in order, with the rules of [`Storage::append`]. A
-    /// backend may make them durable together, in one commit: that is the
-    /// point of calling this instead of `append` in a loop (which is what
-    /// the default does). On an error, a prefix of `records` may have been
-    /// appended; [`Storage::world`] tells the head.
+    /// ticks of `world`, in order, **all or nothing**: the first must be
+    /// `head + 1` and each must apply to the state the ones before it
+    /// leave, or nothing is stored (`Conflict`, `NotApplicable`, or the
+    /// backend's error). A backend makes them durable together, in one
+    /// commit. An empty `records` stores nothing and succeeds.
     async fn append_all(
         &self,
         world: WorldId,
         records: Vec<(TickRecord, Option<Snapshot>)>,
-    ) -> Result<(), StorageError> {
-        for (record, snapshot) in records {
-            self.append(world, record, snapshot).await?;
-        }
-        Ok(())
+    ) -> Result<(), StorageError>;
+
+    /// Where this ledger lives, for error messages ("ledger /path/file",
+    /// "in-memory ledger").
+    fn location(&self) -> String {
+        "ledger".to_string()
     }
 
     /// The world's own records with tick in `from..=to`, in tick order.

@@ -427,10 +427,11 @@ impl World {
     /// Appends every staged tick ([`World::stage`]), in order, together.
     /// Returns the head.
     ///
-    /// On an error (`Conflict`: another writer advanced the world first) the
-    /// staged ticks that were not appended are dropped and this world goes
-    /// back to the state the ledger holds, as a fresh [`World::open`] would
-    /// see it; redo their changes on it if they still apply.
+    /// The staged ticks are stored all or nothing. On an error (`Conflict`:
+    /// another writer advanced the world first) none of them is stored, they
+    /// are dropped, and this world goes back to the state the ledger holds,
+    /// as a fresh [`World::open`] would see it; redo their changes on it if
+    /// they still apply.
     pub async fn flush(&mut self) -> Result<Tick, Error> {
         if self.staged.is_empty() {
             return Ok(self.tick);

@@ -18,7 +18,9 @@ use std::sync::Arc;
 /// promises that every entity it sets a component on was spawned by this
 /// writer or is alive at the head the writer was resumed at (it learnt the
 /// ids from a materialized [`World`] or from its own earlier commits to the
-/// same head). A broken promise makes a record that later fails to apply.
+/// same head). The storage checks the promise when it appends: a record
+/// that does not apply to the head is refused with
+/// [`StorageError::NotApplicable`] and nothing of it is stored.
 ///
 /// Cost: O(pending changes) per commit, except on ticks where the storage
 /// asks for a snapshot (`tick % snapshot_interval == 0`): those materialize

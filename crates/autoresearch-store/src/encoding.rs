@@ -18,8 +18,15 @@ use autoresearch_core::{
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 
-/// The newest format this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The newest file format this build writes and reads (the `meta` table's
+/// `format_version`). Version 2 added the `liveness` table; a version 1
+/// file is upgraded (the table filled from the records) by the first
+/// read-write open, and read as it is by a read-only one.
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The newest value encoding this build writes and reads (the first byte
+/// of every postcard value). Unchanged since file format 1.
+pub const VALUE_VERSION: u8 = 1;
 
 /// `"format_version"` -> `[version]`: the format of the file as a whole.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -48,6 +55,13 @@ pub(crate) const SNAPSHOTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition
 pub(crate) const ENTITY_TICKS: TableDefinition<(u64, u64, u64), u64> =
     TableDefinition::new("entity_ticks");
 
+/// (world, entity, tick) -> whether the entity is alive after that own tick
+/// of the world, for each tick that changed its liveness (spawn, despawn).
+/// The append check reads the newest entry at or before the head (then the
+/// parent's, at most at the fork tick): one range step per lineage level.
+pub(crate) const LIVENESS: TableDefinition<(u64, u64, u64), bool> =
+    TableDefinition::new("liveness");
+
 /// Ticks per entity-index chunk (the width of its bitmask).
 pub(crate) const INDEX_CHUNK: u64 = 64;
 
@@ -71,13 +85,14 @@ pub(crate) fn record_entities(tick: Tick, bytes: &[u8]) -> Result<Vec<EntityId>,
 }
 
 /// Names of every table, for statistics.
-pub(crate) const TABLE_NAMES: [&str; 6] = [
+pub(crate) const TABLE_NAMES: [&str; 7] = [
     "meta",
     "worlds",
     "world_names",
     "records",
     "snapshots",
     "entity_ticks",
+    "liveness",
 ];
 
 /// Why a stored value could not be decoded.
@@ -101,7 +116,7 @@ impl DecodeError {
             DecodeError::Newer(found) => StorageError::NewerFormat {
                 what: format!("{what} of {world} tick {tick}"),
                 found,
-                supported: FORMAT_VERSION,
+                supported: VALUE_VERSION,
             },
             DecodeError::Corrupt(reason) => StorageError::Corrupt {
                 world,
@@ -179,14 +194,14 @@ struct SnapshotV1 {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    postcard::to_extend(value, vec![FORMAT_VERSION]).map_err(|e| e.to_string())
+    postcard::to_extend(value, vec![VALUE_VERSION]).map_err(|e| e.to_string())
 }
 
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     let (&version, body) = bytes
         .split_first()
         .ok_or_else(|| DecodeError::Corrupt("empty value".into()))?;
-    if version > FORMAT_VERSION {
+    if version > VALUE_VERSION {
         return Err(DecodeError::Newer(version));
     }
     if version == 0 {
@@ -208,6 +223,25 @@ pub(crate) fn encode_file_version() -> [u8; 1] {
     [FORMAT_VERSION]
 }
 
+/// The liveness entries of a stored record, for the upgrade of a format 1
+/// file: (entity, alive after the tick) for every entity the record spawns
+/// or despawns. The log replays, so the last such change of an entity in
+/// the record says whether it is alive after it.
+pub(crate) fn record_liveness(
+    tick: Tick,
+    bytes: &[u8],
+) -> Result<Vec<(EntityId, bool)>, DecodeError> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in decode_record(tick, bytes)?.changes {
+        match c {
+            Change::Spawn { entity } => out.insert(entity, true),
+            Change::Despawn { entity } => out.insert(entity, false),
+            _ => None,
+        };
+    }
+    Ok(out.into_iter().collect())
+}
+
 /// The file format a `meta` entry names. Errors on an empty entry.
 pub(crate) fn decode_file_version(bytes: &[u8]) -> Result<u8, String> {
     bytes
@@ -225,8 +259,18 @@ pub(crate) fn encode_world(info: &WorldInfo) -> Result<Vec<u8>, String> {
     })
 }
 
+/// Errors also when the entry names a parent that is not older than the
+/// world (ids are allocated in order, so a parent always has a smaller id):
+/// lineage walks over a damaged catalogue then always end.
 pub(crate) fn decode_world(id: WorldId, bytes: &[u8]) -> Result<WorldInfo, DecodeError> {
     let w: WorldV1 = decode(bytes)?;
+    if let Some((p, _)) = w.parent
+        && p >= id.0
+    {
+        return Err(DecodeError::Corrupt(format!(
+            "parent world#{p} is not older than the world"
+        )));
+    }
     Ok(WorldInfo {
         id,
         name: w.name,
@@ -358,14 +402,14 @@ mod tests {
             ],
         };
         let mut bytes = encode_record(rec.clone()).unwrap();
-        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(bytes[0], VALUE_VERSION);
         assert_eq!(decode_record(Tick(7), &bytes).unwrap(), rec);
-        bytes[0] = FORMAT_VERSION + 1;
+        bytes[0] = VALUE_VERSION + 1;
         assert!(matches!(
             decode_record(Tick(7), &bytes),
-            Err(DecodeError::Newer(v)) if v == FORMAT_VERSION + 1
+            Err(DecodeError::Newer(v)) if v == VALUE_VERSION + 1
         ));
-        bytes[0] = FORMAT_VERSION;
+        bytes[0] = VALUE_VERSION;
         bytes.truncate(bytes.len() - 2);
         assert!(matches!(
             decode_record(Tick(7), &bytes),

@@ -2,7 +2,8 @@
 //!
 //! One redb file holds many worlds: a catalogue of worlds (name, parent, fork
 //! tick, head), each world's tick records and snapshots keyed by
-//! `(world, tick)`, and an index from entity to the ticks that changed it.
+//! `(world, tick)`, an index from entity to the ticks that changed it, and
+//! each entity's liveness changes (for the append check).
 //! The layout and every value encoding live in the private `encoding` module; the file format
 //! is described in `docs/ledger-format.md`.
 //!
@@ -11,9 +12,14 @@
 //! - Group commit: one writer thread applies every queued write in one redb
 //!   transaction, so concurrent appenders share fsyncs.
 //! - Several processes may open one file at once (redb's multi-writer mode);
-//!   the head + 1 check runs inside the write transaction, against the file's
-//!   latest commit, so racing writers in different processes are refused
-//!   with `Conflict`, never interleaved.
+//!   the head + 1 check and the liveness check run inside the write
+//!   transaction, against the file's latest commit, so racing writers in
+//!   different processes are refused with `Conflict`, never interleaved, and
+//!   no tick that fails to replay is stored (`NotApplicable`). A batch of
+//!   ticks (`append_all`) is stored all or nothing.
+//! - `RedbStorage::open_read_only` never creates or writes the file.
+//! - A damaged file gives errors naming it, never a panic: redb's panics
+//!   are contained at this crate's boundary (`StorageError::Damaged`).
 //! - All redb work runs on the writer thread or on `spawn_blocking`, never on
 //!   the async executor.
 //!
@@ -23,21 +29,21 @@
 mod encoding;
 mod writer;
 
-pub use encoding::FORMAT_VERSION;
+pub use encoding::{FORMAT_VERSION, VALUE_VERSION};
 
 use async_trait::async_trait;
 use autoresearch_core::{
-    EntityId, Snapshot, Storage, StorageError, Tick, TickRecord, WorldId, WorldInfo,
+    ChangeKind, EntityId, Snapshot, Storage, StorageError, Tick, TickRecord, WorldId, WorldInfo,
 };
 use encoding::{
-    ENTITY_TICKS, FORMAT_KEY, META, RECORDS, SNAPSHOTS, TABLE_NAMES, WORLD_NAMES, WORLDS,
+    ENTITY_TICKS, FORMAT_KEY, LIVENESS, META, RECORDS, SNAPSHOTS, TABLE_NAMES, WORLD_NAMES, WORLDS,
 };
 use redb::{
-    ConcurrencyMode, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableHandle,
+    ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
 };
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use writer::{BatchLimits, Op, Writer};
 
@@ -117,18 +123,48 @@ impl TableBytes {
 /// Cheap to share (`Arc<dyn Storage>`). Dropping it waits for queued writes
 /// to finish, then closes the file.
 pub struct RedbStorage {
-    // Field order matters: the writer joins its thread before the database
-    // handle is released.
-    writer: Writer,
-    db: Arc<Database>,
-    path: PathBuf,
+    /// `None` for a read-only open. Shut down before `db` is released.
+    writer: Option<Writer>,
+    db: Db,
+    sink: ErrorSink,
     snapshot_interval: Option<u64>,
+}
+
+/// The database handle: read-write, or read-only (never writes the file).
+#[derive(Clone)]
+enum Db {
+    Write(Arc<Database>),
+    Read(Arc<ReadOnlyDatabase>),
+    Closed,
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<ReadTransaction, Failure> {
+        match self {
+            Db::Write(db) => Ok(db.begin_read()?),
+            Db::Read(db) => Ok(db.begin_read()?),
+            Db::Closed => Err(Failure::Db(redb::Error::DatabaseClosed)),
+        }
+    }
+}
+
+impl Drop for RedbStorage {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.as_mut() {
+            w.shutdown();
+        }
+        // Closing a damaged file may panic inside redb: contain it.
+        let db = std::mem::replace(&mut self.db, Db::Closed);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(db)));
+    }
 }
 
 /// A failed step: either a storage-level refusal or a redb error.
 pub(crate) enum Failure {
     Storage(StorageError),
     Db(redb::Error),
+    /// A panic inside redb, caught at the store boundary.
+    Panic(Box<dyn std::any::Any + Send>),
 }
 
 macro_rules! from_redb {
@@ -154,26 +190,199 @@ impl From<StorageError> for Failure {
     }
 }
 
-impl Failure {
-    fn into_error(self, context: impl FnOnce() -> String) -> StorageError {
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Turns failures met on one ledger file into errors that name the file
+/// and keep their cause, and remembers the first I/O error: redb answers
+/// every later operation with "Previous I/O error occurred", which is
+/// replaced by that first cause.
+#[derive(Clone)]
+pub(crate) struct ErrorSink {
+    pub(crate) path: PathBuf,
+    first_io: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+/// redb's `PreviousIo`, with the I/O error that caused it.
+#[derive(Debug, thiserror::Error)]
+#[error("an earlier I/O error left the ledger unusable until it is reopened: {first}")]
+struct EarlierIoError {
+    #[source]
+    first: redb::Error,
+}
+
+/// An equal copy of an I/O error (they are not `Clone`), so that every
+/// operation of a failed batch gets its own, downcastable cause.
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// The cause of a failed batch, which each of its operations gets a copy of.
+pub(crate) enum SharedCause {
+    Io(std::io::Error),
+    EarlierIo(std::io::Error),
+    Other(Arc<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl SharedCause {
+    fn to_box(&self) -> BoxError {
         match self {
-            Failure::Storage(e) => e,
+            SharedCause::Io(io) => Box::new(redb::Error::Io(copy_io(io))),
+            SharedCause::EarlierIo(io) => Box::new(EarlierIoError {
+                first: redb::Error::Io(copy_io(io)),
+            }),
+            SharedCause::Other(e) => Box::new(e.clone()),
+        }
+    }
+}
+
+/// One batch failure, reported to every operation of the batch.
+pub(crate) enum SharedError {
+    Damaged(PathBuf, String, String),
+    Backend(String, SharedCause),
+}
+
+impl SharedError {
+    pub(crate) fn to_error(&self) -> StorageError {
+        match self {
+            SharedError::Damaged(path, context, reason) => StorageError::Damaged {
+                path: path.clone(),
+                context: context.clone(),
+                reason: reason.clone(),
+            },
+            SharedError::Backend(context, cause) => StorageError::Backend {
+                context: context.clone(),
+                source: cause.to_box(),
+            },
+        }
+    }
+}
+
+impl ErrorSink {
+    fn new(path: &Path) -> ErrorSink {
+        ErrorSink {
+            path: path.to_path_buf(),
+            first_io: Default::default(),
+        }
+    }
+
+    /// The cause of a redb error, with `PreviousIo` replaced by the first
+    /// I/O error seen on the file.
+    fn shared_cause(&self, e: redb::Error) -> SharedCause {
+        let mut first = self.first_io.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            redb::Error::PreviousIo => match first.as_ref() {
+                Some(f) => SharedCause::EarlierIo(copy_io(f)),
+                None => SharedCause::Other(Arc::new(redb::Error::PreviousIo)),
+            },
+            redb::Error::Io(io) => {
+                first.get_or_insert_with(|| copy_io(&io));
+                SharedCause::Io(io)
+            }
+            e => SharedCause::Other(Arc::new(e)),
+        }
+    }
+
+    fn cause(&self, e: redb::Error) -> BoxError {
+        match e {
+            e @ (redb::Error::PreviousIo | redb::Error::Io(_)) => match self.shared_cause(e) {
+                SharedCause::Io(io) => Box::new(redb::Error::Io(io)),
+                cause => cause.to_box(),
+            },
+            e => Box::new(e),
+        }
+    }
+
+    /// The error for `failure` while doing `context` (which should name
+    /// the file; [`ErrorSink::in_file`] is applied to storage errors).
+    pub(crate) fn error(&self, failure: Failure, context: impl FnOnce() -> String) -> StorageError {
+        match failure {
+            Failure::Storage(e) => self.in_file(e),
             Failure::Db(e) => StorageError::Backend {
                 context: context(),
-                reason: e.to_string(),
+                source: self.cause(e),
+            },
+            Failure::Panic(panic) => self.damaged(&context(), panic.as_ref()),
+        }
+    }
+
+    /// `failure` as an error every member of a failed batch can get.
+    pub(crate) fn shared(&self, failure: Failure, context: &str) -> SharedError {
+        match failure {
+            Failure::Storage(StorageError::Damaged {
+                path,
+                context,
+                reason,
+            }) => SharedError::Damaged(path, context, reason),
+            Failure::Storage(e) => {
+                SharedError::Backend(context.to_string(), SharedCause::Other(Arc::new(e)))
+            }
+            Failure::Db(e) => SharedError::Backend(context.to_string(), self.shared_cause(e)),
+            Failure::Panic(panic) => match self.damaged(context, panic.as_ref()) {
+                StorageError::Damaged {
+                    path,
+                    context,
+                    reason,
+                } => SharedError::Damaged(path, context, reason),
+                e => SharedError::Backend(context.to_string(), SharedCause::Other(Arc::new(e))),
             },
         }
     }
 
-    /// The error as reported to each member of a failed batch.
-    pub(crate) fn clone_as_error(&self, context: &str) -> StorageError {
-        StorageError::Backend {
-            context: context.to_string(),
-            reason: match self {
-                Failure::Storage(e) => e.to_string(),
-                Failure::Db(e) => e.to_string(),
+    /// Names the file in errors about stored values.
+    pub(crate) fn in_file(&self, e: StorageError) -> StorageError {
+        let file = self.path.display().to_string();
+        match e {
+            StorageError::Corrupt {
+                world,
+                tick,
+                reason,
+            } if !reason.contains(&file) => StorageError::Corrupt {
+                world,
+                tick,
+                reason: format!("{reason} (ledger {file})"),
             },
+            StorageError::NewerFormat {
+                what,
+                found,
+                supported,
+            } if !what.contains(&file) => StorageError::NewerFormat {
+                what: format!("{what} in ledger {file}"),
+                found,
+                supported,
+            },
+            e => e,
         }
+    }
+
+    /// The error for a panic inside redb while doing `context`.
+    pub(crate) fn damaged(
+        &self,
+        context: &str,
+        panic: &(dyn std::any::Any + Send),
+    ) -> StorageError {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        StorageError::Damaged {
+            path: self.path.clone(),
+            context: context.to_string(),
+            reason: format!("the database engine panicked: {reason}"),
+        }
+    }
+
+    /// Runs `f`, turning a panic inside it into [`StorageError::Damaged`].
+    pub(crate) fn contain<T>(
+        &self,
+        context: &str,
+        f: impl FnOnce() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .unwrap_or_else(|panic| Err(self.damaged(context, panic.as_ref())))
     }
 }
 
@@ -187,21 +396,90 @@ pub(crate) fn load_world<T: ReadableTable<u64, &'static [u8]>>(
         .map_err(|e| e.at(id, Tick::ZERO, "catalogue entry").into())
 }
 
+/// The world named `name`, from any view of the catalogue and its name
+/// index, checked against each other: `Ok(None)` only when both agree that
+/// no world has that name. A name entry pointing at a world of another
+/// name, a world missing from the index, an index and a catalogue of
+/// different sizes, or a catalogue entry that does not decode is
+/// `Corrupt`: never "no such world", which would let a caller create a
+/// second world of that name. Cost: one point read when the name exists,
+/// a scan of the catalogue (one entry per world) when it does not.
+pub(crate) fn find_name<W, N>(
+    worlds: &W,
+    names: &N,
+    name: &str,
+) -> Result<Option<WorldInfo>, Failure>
+where
+    W: ReadableTable<u64, &'static [u8]>,
+    N: ReadableTable<&'static str, u64>,
+{
+    let corrupt = |world: WorldId, reason: String| {
+        Failure::Storage(StorageError::Corrupt {
+            world,
+            tick: Tick::ZERO,
+            reason: format!("world catalogue: {reason}"),
+        })
+    };
+    if let Some(id) = names.get(name)? {
+        let id = WorldId(id.value());
+        let info = match load_world(worlds, id) {
+            Err(Failure::Storage(StorageError::NoSuchWorld(_))) => {
+                return Err(corrupt(
+                    id,
+                    format!("the name {name:?} points at a missing world"),
+                ));
+            }
+            other => other?,
+        };
+        if info.name != name {
+            return Err(corrupt(
+                id,
+                format!("the name {name:?} points at a world named {:?}", info.name),
+            ));
+        }
+        return Ok(Some(info));
+    }
+    for entry in worlds.iter()? {
+        let (k, v) = entry?;
+        let id = WorldId(k.value());
+        let info = encoding::decode_world(id, v.value())
+            .map_err(|e| Failure::from(e.at(id, Tick::ZERO, "catalogue entry")))?;
+        if info.name == name {
+            return Err(corrupt(id, format!("the name index lacks {name:?}")));
+        }
+    }
+    let (w, n) = (worlds.len()?, names.len()?);
+    if w != n {
+        return Err(corrupt(
+            WorldId(0),
+            format!("{w} worlds but {n} names in the name index"),
+        ));
+    }
+    Ok(None)
+}
+
 fn open_error(path: &Path, e: DatabaseError) -> StorageError {
-    let path = path.display().to_string();
+    let path_s = path.display().to_string();
     match e {
         DatabaseError::DatabaseAlreadyOpen => StorageError::Locked {
-            path,
+            path: path_s,
             reason: "another process (or handle) has it open in exclusive mode".into(),
         },
         DatabaseError::LockProtocolMismatch => StorageError::Locked {
-            path,
+            path: path_s,
             reason: "a process built with an incompatible redb version has it open".into(),
         },
         other => StorageError::Backend {
-            context: format!("opening ledger {path}"),
-            reason: other.to_string(),
+            context: format!("opening ledger {path_s}"),
+            source: Box::new(other),
         },
+    }
+}
+
+fn config_error(path: &Path, reason: &str) -> StorageError {
+    StorageError::Backend {
+        context: format!("opening ledger {}", path.display()),
+        source: reason.into(),
     }
 }
 
@@ -217,33 +495,35 @@ impl RedbStorage {
     pub fn open(path: &Path, config: RedbConfig) -> Result<RedbStorage, StorageError> {
         let display = path.display().to_string();
         if !config.durable && config.sharing == Sharing::MultiProcess {
-            return Err(StorageError::Backend {
-                context: format!("opening ledger {display}"),
-                reason: "non-durable commits need Sharing::Exclusive: other processes could \
-                         not see them"
-                    .into(),
-            });
+            return Err(config_error(
+                path,
+                "non-durable commits need Sharing::Exclusive: other processes could not see them",
+            ));
         }
         if config.snapshot_interval == Some(0) {
-            return Err(StorageError::Backend {
-                context: format!("opening ledger {display}"),
-                reason: "snapshot_interval must be at least 1 (None: never)".into(),
-            });
+            return Err(config_error(
+                path,
+                "snapshot_interval must be at least 1 (None: never)",
+            ));
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StorageError::Backend {
                 context: format!("creating the directory of ledger {display}"),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
         }
-        let mut builder = Database::builder();
-        builder.set_cache_size(config.cache_bytes);
-        builder.set_concurrency_mode(match config.sharing {
-            Sharing::MultiProcess => ConcurrencyMode::MultiWriter,
-            Sharing::Exclusive => ConcurrencyMode::ExclusiveWriter,
-        });
-        let db = builder.create(path).map_err(|e| open_error(path, e))?;
-        ensure_schema(&db, &display)?;
+        let sink = ErrorSink::new(path);
+        let db = sink.contain(&format!("opening ledger {display}"), || {
+            let mut builder = Database::builder();
+            builder.set_cache_size(config.cache_bytes);
+            builder.set_concurrency_mode(match config.sharing {
+                Sharing::MultiProcess => ConcurrencyMode::MultiWriter,
+                Sharing::Exclusive => ConcurrencyMode::ExclusiveWriter,
+            });
+            let db = builder.create(path).map_err(|e| open_error(path, e))?;
+            ensure_schema(&db, &sink)?;
+            Ok(db)
+        })?;
         let db = Arc::new(db);
         let writer = Writer::start(
             db.clone(),
@@ -253,19 +533,83 @@ impl RedbStorage {
                 max_wait: config.max_batch_wait,
                 durable: config.durable,
             },
-            display,
+            sink.clone(),
         )?;
         Ok(RedbStorage {
-            writer,
-            db,
-            path: path.to_path_buf(),
+            writer: Some(writer),
+            db: Db::Write(db),
+            sink,
             snapshot_interval: config.snapshot_interval,
         })
     }
 
+    /// Opens the existing ledger at `path` for reading only. It never
+    /// creates the file or its directory, never writes to the file (no
+    /// upgrade, no repair, no lock or sidecar file; it takes only redb's
+    /// shared byte-range read lock), so it works on a read-only filesystem
+    /// and beside processes writing the file. Every write through it fails
+    /// with `ReadOnlyLedger`.
+    ///
+    /// Errors: `LedgerNotFound` naming the path when there is no such
+    /// file; `NewerFormat` for a file written by a newer build; `Damaged`
+    /// or `Backend` (naming the file) for a file that is not a readable
+    /// ledger; `NeedsRepair` for a file a writer left unclean (a crash, a
+    /// failed write) while no writer has it open: a read-write open
+    /// repairs it.
+    pub fn open_read_only(path: &Path) -> Result<RedbStorage, StorageError> {
+        let display = path.display().to_string();
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(StorageError::Backend {
+                    context: format!("opening ledger {display} read-only"),
+                    source: "not a regular file".into(),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::LedgerNotFound {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(e) => {
+                return Err(StorageError::Backend {
+                    context: format!("opening ledger {display} read-only"),
+                    source: Box::new(e),
+                });
+            }
+        }
+        let sink = ErrorSink::new(path);
+        let db = sink.contain(&format!("opening ledger {display} read-only"), || {
+            let mut builder = Database::builder();
+            builder.set_cache_size(RedbConfig::default().cache_bytes.min(64 << 20));
+            // A reader beside multi-process writers: it loads no allocator
+            // state, so it needs no clean shutdown of the file to read it.
+            builder.set_concurrency_mode(ConcurrencyMode::MultiWriter);
+            let db = builder.open_read_only(path).map_err(|e| match e {
+                DatabaseError::RepairAborted => StorageError::NeedsRepair {
+                    path: path.to_path_buf(),
+                },
+                e => open_error(path, e),
+            })?;
+            check_version(&db, &sink)?;
+            Ok(db)
+        })?;
+        Ok(RedbStorage {
+            writer: None,
+            db: Db::Read(Arc::new(db)),
+            sink,
+            snapshot_interval: None,
+        })
+    }
+
+    /// Whether this handle was opened with [`RedbStorage::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.writer.is_none()
+    }
+
     /// The ledger file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.sink.path
     }
 
     /// Bytes each table of the ledger occupies. Cost: one read transaction.
@@ -297,7 +641,8 @@ impl RedbStorage {
     }
 
     /// Runs `f` in a read transaction off the async executor (inline when
-    /// called outside a tokio runtime).
+    /// called outside a tokio runtime). A panic inside redb (a damaged
+    /// file) is contained and reported as `Damaged`.
     async fn read<T, C, F>(&self, context: C, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
@@ -306,38 +651,57 @@ impl RedbStorage {
     {
         let db = self.db.clone();
         let job = move || -> Result<T, Failure> {
-            let txn = db.begin_read()?;
-            f(&txn)
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let txn = db.begin_read()?;
+                f(&txn)
+            }))
+            .unwrap_or_else(|panic| Err(Failure::Panic(panic)))
         };
         let result = match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle.spawn_blocking(job).await.unwrap_or_else(|e| {
                 Err(Failure::Storage(StorageError::Backend {
-                    context: format!("reading ledger {}", self.path.display()),
-                    reason: format!("read task failed: {e}"),
+                    context: format!("reading ledger {}", self.sink.path.display()),
+                    source: Box::new(e),
                 }))
             }),
             Err(_) => job(),
         };
         result.map_err(|e| {
-            e.into_error(|| format!("{} in ledger {}", context(), self.path.display()))
+            let context = || format!("{} in ledger {}", context(), self.sink.path.display());
+            match e {
+                Failure::Panic(panic) => self.sink.damaged(&context(), panic.as_ref()),
+                e => self.sink.error(e, context),
+            }
         })
     }
 
     /// Queues a write and waits for its group commit.
-    async fn write<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Op) -> Result<T, StorageError> {
+    async fn write<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        make: impl FnOnce(writer::Reply<T>) -> Op,
+    ) -> Result<T, StorageError> {
+        let Some(writer) = self.writer.as_ref() else {
+            return Err(StorageError::ReadOnlyLedger {
+                path: self.sink.path.clone(),
+                context: what(),
+            });
+        };
         let (tx, rx) = oneshot::channel();
-        self.writer.submit(make(tx))?;
-        rx.await.map_err(|_| self.writer.stopped())?
+        writer.submit(make(tx))?;
+        rx.await.map_err(|_| writer.stopped())?
     }
 }
 
 /// A tick record (and its snapshot) encoded for the writer.
-struct EncodedAppend {
-    world: WorldId,
-    tick: Tick,
-    record: Vec<u8>,
-    entities: Vec<EntityId>,
-    snapshot: Option<Vec<u8>>,
+pub(crate) struct EncodedAppend {
+    pub(crate) tick: Tick,
+    pub(crate) record: Vec<u8>,
+    /// The distinct entities the record touches (for the entity index).
+    pub(crate) entities: Vec<EntityId>,
+    /// What each change does to which entity, in order (for the check).
+    pub(crate) changes: Vec<(ChangeKind, EntityId)>,
+    pub(crate) snapshot: Option<Vec<u8>>,
 }
 
 impl EncodedAppend {
@@ -355,6 +719,11 @@ impl EncodedAppend {
             });
         }
         let entities = record.entities();
+        let changes = record
+            .changes
+            .iter()
+            .map(|c| (c.kind(), c.entity()))
+            .collect();
         let record =
             encoding::encode_record(record).map_err(|r| encode_failed(world, tick, "record", r))?;
         let snapshot = snapshot
@@ -362,88 +731,128 @@ impl EncodedAppend {
             .transpose()
             .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
         Ok(EncodedAppend {
-            world,
             tick,
             record,
             entities,
+            changes,
             snapshot,
         })
     }
 
-    fn into_op(self, reply: writer::Reply<()>) -> Op {
-        Op::Append {
-            world: self.world,
-            tick: self.tick,
-            record: self.record,
-            entities: self.entities,
-            snapshot: self.snapshot,
-            reply,
-        }
+    pub(crate) fn bytes(&self) -> usize {
+        self.record.len()
+            + self.entities.len() * 8
+            + self.changes.len() * 16
+            + self.snapshot.as_ref().map_or(0, Vec::len)
     }
 }
 
-/// Creates missing tables and checks (or records) the file's format version.
-fn ensure_schema(db: &Database, path: &str) -> Result<(), StorageError> {
-    let context = || format!("preparing ledger {path}");
-    let check = |bytes: &[u8]| -> Result<(), StorageError> {
-        let found =
-            encoding::decode_file_version(bytes).map_err(|reason| StorageError::Backend {
-                context: context(),
-                reason,
-            })?;
-        if found > FORMAT_VERSION {
-            return Err(StorageError::NewerFormat {
-                what: format!("ledger {path}"),
-                found,
-                supported: FORMAT_VERSION,
-            });
-        }
-        Ok(())
+/// Checks the file's format version: newer files are refused.
+/// Returns the version, `None` for a file without one (no `meta` table).
+fn check_version(db: &impl ReadableDatabase, sink: &ErrorSink) -> Result<Option<u8>, StorageError> {
+    let path = sink.path.display().to_string();
+    let context = || format!("reading the format version of ledger {path}");
+    let txn = db
+        .begin_read()
+        .map_err(|e| sink.error(Failure::from(e), context))?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(sink.error(e.into(), context)),
     };
+    let Some(v) = meta
+        .get(FORMAT_KEY)
+        .map_err(|e| sink.error(e.into(), context))?
+    else {
+        return Ok(None);
+    };
+    let found =
+        encoding::decode_file_version(v.value()).map_err(|reason| StorageError::Backend {
+            context: context(),
+            source: reason.into(),
+        })?;
+    if found > FORMAT_VERSION {
+        return Err(StorageError::NewerFormat {
+            what: format!("ledger {path}"),
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(Some(found))
+}
+
+/// Creates missing tables and checks (or records) the file's format
+/// version; upgrades a format 1 file (fills `liveness` from the records).
+fn ensure_schema(db: &Database, sink: &ErrorSink) -> Result<(), StorageError> {
+    let path = sink.path.display().to_string();
+    let context = || format!("preparing ledger {path}");
     // A read first, so that an up-to-date file is not written on every open.
-    let ready = (|| -> Result<bool, Failure> {
-        let txn = db.begin_read()?;
-        let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
-        if !names.iter().any(|n| n == META.name()) {
-            return Ok(false);
+    let version = check_version(db, sink)?;
+    if version == Some(FORMAT_VERSION) {
+        let names = (|| -> Result<Vec<String>, Failure> {
+            let txn = db.begin_read()?;
+            Ok(txn.list_tables()?.map(|t| t.name().to_string()).collect())
+        })()
+        .map_err(|e| sink.error(e, context))?;
+        if TABLE_NAMES.iter().all(|t| names.iter().any(|n| n == t)) {
+            return Ok(());
         }
-        match txn.open_table(META)?.get(FORMAT_KEY)? {
-            Some(v) => check(v.value())?,
-            None => return Ok(false),
-        }
-        Ok(TABLE_NAMES.iter().all(|t| names.iter().any(|n| n == t)))
-    })()
-    .map_err(|e| e.into_error(context))?;
-    if ready {
-        return Ok(());
     }
     (|| -> Result<(), Failure> {
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
             let existing = meta.get(FORMAT_KEY)?.map(|v| v.value().to_vec());
-            match existing {
-                Some(v) => check(&v)?,
-                None => {
-                    meta.insert(FORMAT_KEY, encoding::encode_file_version().as_slice())?;
+            let found = match existing {
+                Some(v) => {
+                    encoding::decode_file_version(&v).map_err(|reason| StorageError::Backend {
+                        context: context(),
+                        source: reason.into(),
+                    })?
                 }
+                None => FORMAT_VERSION,
+            };
+            if found > FORMAT_VERSION {
+                return Err(StorageError::NewerFormat {
+                    what: format!("ledger {path}"),
+                    found,
+                    supported: FORMAT_VERSION,
+                }
+                .into());
             }
             txn.open_table(WORLDS)?;
             txn.open_table(WORLD_NAMES)?;
-            txn.open_table(RECORDS)?;
+            let records = txn.open_table(RECORDS)?;
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(ENTITY_TICKS)?;
+            let had_liveness = txn.list_tables()?.any(|t| t.name() == LIVENESS.name());
+            let mut liveness = txn.open_table(LIVENESS)?;
+            if found < 2 || !had_liveness {
+                // Format 1 had no liveness table: derive it from the log
+                // (checked inside the write transaction, so two processes
+                // upgrading at once do it once).
+                for entry in records.iter()? {
+                    let (k, v) = entry?;
+                    let (w, tick) = k.value();
+                    let changes = encoding::record_liveness(Tick(tick), v.value())
+                        .map_err(|e| e.at(WorldId(w), Tick(tick), "tick record"))?;
+                    for (e, alive) in changes {
+                        liveness.insert((w, e.0, tick), alive)?;
+                    }
+                }
+            }
+            meta.insert(FORMAT_KEY, encoding::encode_file_version().as_slice())?;
         }
         txn.commit()?;
         Ok(())
     })()
-    .map_err(|e| e.into_error(context))
+    .map_err(|e| sink.error(e, context))
 }
 
 fn encode_failed(world: WorldId, tick: Tick, what: &str, reason: String) -> StorageError {
     StorageError::Backend {
         context: format!("encoding the {what} of {world} tick {tick}"),
-        reason,
+        source: reason.into(),
     }
 }
 
@@ -458,8 +867,12 @@ fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
 #[async_trait]
 impl Storage for RedbStorage {
     async fn create_world(&self, name: &str) -> Result<WorldInfo, StorageError> {
-        let name = name.to_string();
-        self.write(|reply| Op::Create { name, reply }).await
+        let owned = name.to_string();
+        self.write(
+            || format!("creating world {name:?}"),
+            |reply| Op::Create { name: owned, reply },
+        )
+        .await
     }
 
     async fn fork_world(
@@ -469,12 +882,15 @@ impl Storage for RedbStorage {
         name: &str,
     ) -> Result<WorldInfo, StorageError> {
         let name = name.to_string();
-        self.write(|reply| Op::Fork {
-            parent,
-            at,
-            name,
-            reply,
-        })
+        self.write(
+            || format!("forking {parent} at tick {at}"),
+            |reply| Op::Fork {
+                parent,
+                at,
+                name,
+                reply,
+            },
+        )
         .await
     }
 
@@ -490,13 +906,7 @@ impl Storage for RedbStorage {
         let owned = name.to_string();
         self.read(
             || format!("looking up world {name:?}"),
-            move |txn| {
-                let id = match table(txn, WORLD_NAMES)?.get(owned.as_str())? {
-                    Some(id) => WorldId(id.value()),
-                    None => return Ok(None),
-                };
-                load_world(&table(txn, WORLDS)?, id).map(Some)
-            },
+            move |txn| find_name(&table(txn, WORLDS)?, &table(txn, WORLD_NAMES)?, &owned),
         )
         .await
     }
@@ -506,14 +916,29 @@ impl Storage for RedbStorage {
             || "listing worlds".to_string(),
             |txn| {
                 let worlds = table(txn, WORLDS)?;
+                let names = table(txn, WORLD_NAMES)?;
                 let mut out = Vec::new();
                 for entry in worlds.iter()? {
                     let (k, v) = entry?;
                     let id = WorldId(k.value());
-                    out.push(
-                        encoding::decode_world(id, v.value())
-                            .map_err(|e| e.at(id, Tick::ZERO, "catalogue entry"))?,
-                    );
+                    let info = encoding::decode_world(id, v.value())
+                        .map_err(|e| e.at(id, Tick::ZERO, "catalogue entry"))?;
+                    // Each listed world must be found again by its name (a
+                    // damaged B-tree can list keys a look-up cannot reach).
+                    match find_name(&worlds, &names, &info.name)? {
+                        Some(found) if found.id == id => out.push(info),
+                        _ => {
+                            return Err(StorageError::Corrupt {
+                                world: id,
+                                tick: Tick::ZERO,
+                                reason: format!(
+                                    "world catalogue: {:?} is listed but a look-up does not find it",
+                                    info.name
+                                ),
+                            }
+                            .into());
+                        }
+                    }
                 }
                 Ok(out)
             },
@@ -527,33 +952,38 @@ impl Storage for RedbStorage {
         record: TickRecord,
         snapshot: Option<Snapshot>,
     ) -> Result<(), StorageError> {
-        let append = EncodedAppend::new(world, record, snapshot)?;
-        self.write(|reply| append.into_op(reply)).await
+        self.append_all(world, vec![(record, snapshot)]).await
     }
 
-    /// Queues every record with the writer at once, so that group commit
-    /// puts them in one transaction (one durable commit) unless a batch
-    /// limit splits them; each is still checked as `head + 1` in order.
+    /// The records go to the writer as one operation: checked together
+    /// inside the write transaction and stored together, or not at all.
     async fn append_all(
         &self,
         world: WorldId,
         records: Vec<(TickRecord, Option<Snapshot>)>,
     ) -> Result<(), StorageError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let first = records[0].0.tick;
         // Everything is encoded before anything is queued.
         let appends = records
             .into_iter()
             .map(|(record, snapshot)| EncodedAppend::new(world, record, snapshot))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut replies = Vec::with_capacity(appends.len());
-        for append in appends {
-            let (reply, rx) = oneshot::channel();
-            self.writer.submit(append.into_op(reply))?;
-            replies.push(rx);
-        }
-        for rx in replies {
-            rx.await.map_err(|_| self.writer.stopped())??;
-        }
-        Ok(())
+        self.write(
+            || format!("appending tick {first} of {world}"),
+            |reply| Op::Append {
+                world,
+                appends,
+                reply,
+            },
+        )
+        .await
+    }
+
+    fn location(&self) -> String {
+        format!("ledger {}", self.sink.path.display())
     }
 
     async fn read_own_records(
@@ -613,12 +1043,15 @@ impl Storage for RedbStorage {
         let tick = snapshot.tick;
         let snapshot = encoding::encode_snapshot(snapshot)
             .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
-        self.write(|reply| Op::PutSnapshot {
-            world,
-            tick,
-            snapshot,
-            reply,
-        })
+        self.write(
+            || format!("storing a snapshot of {world} tick {tick}"),
+            |reply| Op::PutSnapshot {
+                world,
+                tick,
+                snapshot,
+                reply,
+            },
+        )
         .await
     }
 

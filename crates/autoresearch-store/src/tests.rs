@@ -211,13 +211,26 @@ async fn corrupt_record_is_an_error_naming_world_and_tick() {
     let err = ledger::state_at(st.as_ref(), id, Tick(3))
         .await
         .unwrap_err();
-    match err {
+    // Replay stops before the damage: the error names the last readable
+    // tick, the damaged one and the file.
+    let Error::Unreplayable {
+        world,
+        readable_to,
+        source,
+        ..
+    } = &err
+    else {
+        panic!("expected Unreplayable, got {err}");
+    };
+    assert_eq!((*world, *readable_to), (id, Tick(2)));
+    assert!(err.to_string().contains("l.redb"), "{err}");
+    match source.as_ref() {
         Error::Storage(StorageError::Corrupt {
             world,
             tick,
             reason,
         }) => {
-            assert_eq!((world, tick), (id, Tick(3)));
+            assert_eq!((*world, *tick), (id, Tick(3)));
             assert!(reason.contains("tick record"), "{reason}");
         }
         other => panic!("expected Corrupt, got {other}"),
@@ -247,7 +260,7 @@ async fn value_from_a_newer_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l.redb");
     let id = three_ticks(&path).await;
-    edit_value(&path, RECORDS, (id.0, 1), |b| b[0] = FORMAT_VERSION + 1);
+    edit_value(&path, RECORDS, (id.0, 1), |b| b[0] = VALUE_VERSION + 1);
     let st = open(&path, Some(2));
     let err = st.read_own_records(id, Tick(1), Tick(1)).await.unwrap_err();
     match err {
@@ -256,7 +269,7 @@ async fn value_from_a_newer_format_is_refused() {
             found,
             supported,
         } => {
-            assert_eq!((found, supported), (FORMAT_VERSION + 1, FORMAT_VERSION));
+            assert_eq!((found, supported), (VALUE_VERSION + 1, VALUE_VERSION));
             assert!(
                 what.contains(&id.to_string()) && what.contains("tick 1"),
                 "{what}"

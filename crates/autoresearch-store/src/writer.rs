@@ -10,15 +10,22 @@
 //! usually a few microseconds from their next tick), so that concurrent
 //! appenders share one commit instead of alternating between two.
 //!
-//! Each operation is validated (world exists, tick is head + 1, ...) inside
-//! the transaction before it writes anything, so a refused operation leaves
-//! no trace and does not affect its batch-mates. A redb failure aborts the
-//! whole transaction and is reported to every operation in it: nothing of a
-//! failed batch is stored.
+//! Each operation is validated (world exists, ticks start at head + 1, each
+//! tick applies to the state before it, ...) inside the transaction before
+//! it writes anything, so a refused operation leaves no trace and does not
+//! affect its batch-mates. One operation may carry several ticks of a world
+//! (`append_all`): they are checked together and stored together or not at
+//! all. A redb failure aborts the whole transaction and is reported to
+//! every operation in it: nothing of a failed batch is stored. So is a
+//! panic inside redb (a damaged file), which the thread contains.
 
-use crate::encoding::{self, ENTITY_TICKS, INDEX_CHUNK, RECORDS, SNAPSHOTS, WORLD_NAMES, WORLDS};
-use crate::{Failure, load_world};
-use autoresearch_core::{EntityId, ForkPoint, StorageError, Tick, WorldId, WorldInfo, now_ms};
+use crate::encoding::{
+    self, ENTITY_TICKS, INDEX_CHUNK, LIVENESS, RECORDS, SNAPSHOTS, WORLD_NAMES, WORLDS,
+};
+use crate::{EncodedAppend, ErrorSink, Failure, find_name, load_world};
+use autoresearch_core::{
+    EntityId, ForkPoint, LivenessCheck, StorageError, Tick, WorldId, WorldInfo, now_ms,
+};
 use redb::{Database, Durability, ReadableTable, Table};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -41,12 +48,10 @@ pub(crate) enum Op {
         name: String,
         reply: Reply<WorldInfo>,
     },
+    /// Consecutive ticks of one world, stored all or nothing.
     Append {
         world: WorldId,
-        tick: Tick,
-        record: Vec<u8>,
-        entities: Vec<EntityId>,
-        snapshot: Option<Vec<u8>>,
+        appends: Vec<EncodedAppend>,
         reply: Reply<()>,
     },
     PutSnapshot {
@@ -61,12 +66,7 @@ impl Op {
     fn bytes(&self) -> usize {
         match self {
             Op::Create { name, .. } | Op::Fork { name, .. } => name.len() + 64,
-            Op::Append {
-                record,
-                entities,
-                snapshot,
-                ..
-            } => record.len() + entities.len() * 24 + snapshot.as_ref().map_or(0, Vec::len),
+            Op::Append { appends, .. } => appends.iter().map(EncodedAppend::bytes).sum(),
             Op::PutSnapshot { snapshot, .. } => snapshot.len(),
         }
     }
@@ -100,16 +100,20 @@ impl Writer {
     pub(crate) fn start(
         db: Arc<Database>,
         limits: BatchLimits,
-        path: String,
+        sink: ErrorSink,
     ) -> Result<Writer, StorageError> {
         let (tx, rx) = mpsc::channel::<Op>();
-        let thread_path = path.clone();
+        let path = sink.path.display().to_string();
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || run(&db, &rx, limits, &thread_path))
+            .spawn(move || {
+                run(&db, &rx, limits, &sink);
+                // Closing a damaged file may panic inside redb too.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(db)));
+            })
             .map_err(|e| StorageError::Backend {
                 context: format!("starting the writer thread of ledger {path}"),
-                reason: e.to_string(),
+                source: Box::new(e),
             })?;
         Ok(Writer {
             tx: Some(tx),
@@ -130,13 +134,12 @@ impl Writer {
     pub(crate) fn stopped(&self) -> StorageError {
         StorageError::Backend {
             context: format!("writing to ledger {}", self.path),
-            reason: "the ledger's writer thread has stopped".into(),
+            source: "the ledger's writer thread has stopped".into(),
         }
     }
-}
 
-impl Drop for Writer {
-    fn drop(&mut self) {
+    /// Lets queued work finish, then joins the thread.
+    pub(crate) fn shutdown(&mut self) {
         drop(self.tx.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -144,7 +147,13 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &Database, rx: &mpsc::Receiver<Op>, limits: BatchLimits, path: &str) {
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(db: &Database, rx: &mpsc::Receiver<Op>, limits: BatchLimits, sink: &ErrorSink) {
     // Worlds that appended in the last two batches: how many appenders are
     // active, and so how many appends a batch should wait for.
     let mut recent: [HashSet<WorldId>; 2] = Default::default();
@@ -173,13 +182,7 @@ fn run(db: &Database, rx: &mpsc::Receiver<Op>, limits: BatchLimits, path: &str) 
         }
         recent.swap(0, 1);
         recent[1] = std::mem::take(&mut batch.appenders);
-        // A panic inside redb must not take the thread down with it: the
-        // batch's reply channels are dropped while unwinding, so its callers
-        // get an error, and later batches start a fresh transaction.
-        let ops = batch.ops;
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit_batch(db, ops, limits.durable, path)
-        }));
+        commit_batch(db, batch.ops, limits.durable, sink);
     }
 }
 
@@ -220,52 +223,74 @@ struct Tables<'t> {
     records: Table<'t, (u64, u64), &'static [u8]>,
     snapshots: Table<'t, (u64, u64), &'static [u8]>,
     index: Table<'t, (u64, u64, u64), u64>,
+    liveness: Table<'t, (u64, u64, u64), bool>,
 }
 
-fn commit_batch(db: &Database, ops: Vec<Op>, durable: bool, path: &str) {
-    let outcome = (|| -> Result<Vec<Result<Done, StorageError>>, Failure> {
-        let mut txn = db.begin_write()?;
-        if !durable {
-            txn.set_durability(Durability::None)
-                .map_err(redb::Error::from)?;
-        }
-        let results = {
-            let mut t = Tables {
-                worlds: txn.open_table(WORLDS)?,
-                names: txn.open_table(WORLD_NAMES)?,
-                records: txn.open_table(RECORDS)?,
-                snapshots: txn.open_table(SNAPSHOTS)?,
-                index: txn.open_table(ENTITY_TICKS)?,
-            };
-            let mut results = Vec::with_capacity(ops.len());
-            for op in &ops {
-                results.push(match apply(&mut t, op) {
-                    Ok(done) => Ok(done),
-                    Err(Failure::Storage(e)) => Err(e),
-                    Err(db) => return Err(db),
-                });
-            }
-            results
-        };
-        txn.commit()?;
-        Ok(results)
-    })();
+/// Runs one group commit and replies to every operation in it.
+fn commit_batch(db: &Database, ops: Vec<Op>, durable: bool, sink: &ErrorSink) {
+    // A panic inside redb (a damaged file) must not take the thread down:
+    // it fails this batch, whose transaction is dropped uncommitted, and
+    // later batches start a fresh one.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_batch(db, &ops, durable)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(Failure::Storage(sink.damaged(
+            &format!("committing {} queued write(s)", ops.len()),
+            &panic,
+        )))
+    });
     match outcome {
         Ok(results) => {
             for (op, result) in ops.into_iter().zip(results) {
-                reply(op, result);
+                reply(op, result.map_err(|e| sink.in_file(e)));
             }
         }
         Err(failure) => {
             let context = format!(
-                "committing {} queued write(s) to ledger {path}; none was stored",
-                ops.len()
+                "committing {} queued write(s) to ledger {}; none was stored",
+                ops.len(),
+                sink.path.display()
             );
+            let error = sink.shared(failure, &context);
             for op in ops {
-                reply(op, Err(failure.clone_as_error(&context)));
+                reply(op, Err(error.to_error()));
             }
         }
     }
+}
+
+fn run_batch(
+    db: &Database,
+    ops: &[Op],
+    durable: bool,
+) -> Result<Vec<Result<Done, StorageError>>, Failure> {
+    let mut txn = db.begin_write()?;
+    if !durable {
+        txn.set_durability(Durability::None)
+            .map_err(redb::Error::from)?;
+    }
+    let results = {
+        let mut t = Tables {
+            worlds: txn.open_table(WORLDS)?,
+            names: txn.open_table(WORLD_NAMES)?,
+            records: txn.open_table(RECORDS)?,
+            snapshots: txn.open_table(SNAPSHOTS)?,
+            index: txn.open_table(ENTITY_TICKS)?,
+            liveness: txn.open_table(LIVENESS)?,
+        };
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(match apply(&mut t, op) {
+                Ok(done) => Ok(done),
+                Err(Failure::Storage(e)) => Err(e),
+                Err(db) => return Err(db),
+            });
+        }
+        results
+    };
+    txn.commit()?;
+    Ok(results)
 }
 
 fn reply(op: Op, result: Result<Done, StorageError>) {
@@ -286,7 +311,7 @@ fn reply(op: Op, result: Result<Done, StorageError>) {
 fn internal(reason: &str) -> StorageError {
     StorageError::Backend {
         context: "ledger writer".into(),
-        reason: reason.into(),
+        source: reason.into(),
     }
 }
 
@@ -294,13 +319,16 @@ fn encode_world(info: &WorldInfo) -> Result<Vec<u8>, Failure> {
     encoding::encode_world(info).map_err(|reason| {
         Failure::Storage(StorageError::Backend {
             context: format!("encoding the catalogue entry of {}", info.id),
-            reason,
+            source: reason.into(),
         })
     })
 }
 
 fn add_world(t: &mut Tables<'_>, name: &str, parent: Option<ForkPoint>) -> Result<Done, Failure> {
-    if t.names.get(name)?.is_some() {
+    // Checked against the catalogue as well as the name index, so that a
+    // damaged index refuses the create instead of allowing a second world
+    // of one name.
+    if find_name(&t.worlds, &t.names, name)?.is_some() {
         return Err(StorageError::NameTaken(name.to_string()).into());
     }
     let id = t.worlds.last()?.map_or(0, |(k, _)| k.value() + 1);
@@ -343,36 +371,7 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
                 }),
             )
         }
-        Op::Append {
-            world,
-            tick,
-            record,
-            entities,
-            snapshot,
-            ..
-        } => {
-            let mut info = load_world(&t.worlds, *world)?;
-            if *tick != info.head.next() {
-                return Err(StorageError::Conflict {
-                    world: *world,
-                    attempted: *tick,
-                    head: info.head,
-                }
-                .into());
-            }
-            info.head = *tick;
-            let entry = encode_world(&info)?;
-            let (w, k) = (world.0, tick.0);
-            if k % INDEX_CHUNK == 0 {
-                close_index_chunk(t, &info, *tick, entities)?;
-            }
-            t.records.insert((w, k), record.as_slice())?;
-            if let Some(s) = snapshot {
-                t.snapshots.insert((w, k), s.as_slice())?;
-            }
-            t.worlds.insert(w, entry.as_slice())?;
-            Ok(Done::Unit)
-        }
+        Op::Append { world, appends, .. } => append(t, *world, appends),
         Op::PutSnapshot {
             world,
             tick,
@@ -393,36 +392,114 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
     }
 }
 
-/// Writes the entity index of the chunk that `tick` completes: the masks of
-/// every entity changed by the world's own ticks in it. The earlier ticks'
-/// entities come from their stored records, so this is right whichever
-/// process appended them. Checks (decoding) run before the first write.
-fn close_index_chunk(
-    t: &mut Tables<'_>,
+/// Checks every tick of `appends` (consecutive from head + 1, each
+/// applying to the state before it), then stores them all. Every check
+/// runs before the first write.
+fn append(t: &mut Tables<'_>, world: WorldId, appends: &[EncodedAppend]) -> Result<Done, Failure> {
+    let Some(first) = appends.first() else {
+        return Ok(Done::Unit);
+    };
+    let mut info = load_world(&t.worlds, world)?;
+    let head = info.head;
+    for (i, a) in appends.iter().enumerate() {
+        if a.tick.0 != head.0 + 1 + i as u64 {
+            return Err(StorageError::Conflict {
+                world,
+                attempted: a.tick,
+                head,
+            }
+            .into());
+        }
+    }
+    let mut check = LivenessCheck::new(world);
+    let mut liveness = Vec::with_capacity(appends.len());
+    for a in appends {
+        let changes = a.changes.iter().copied();
+        liveness.push(check.check(a.tick, changes, |e| alive_at(t, &info, e, head))?);
+    }
+    // Entity-index chunks the batch completes.
+    let mut chunks = Vec::new();
+    for (i, a) in appends.iter().enumerate() {
+        if a.tick.0 % INDEX_CHUNK == 0 {
+            chunks.push(chunk_masks(t, &info, first.tick, &appends[..=i])?);
+        }
+    }
+    info.head = appends[appends.len() - 1].tick;
+    let entry = encode_world(&info)?;
+    // Writes only from here: a failure is redb's and aborts the transaction.
+    let w = world.0;
+    for (chunk, masks) in chunks {
+        for (e, mask) in masks {
+            t.index.insert((w, chunk, e), mask)?;
+        }
+    }
+    for (a, live) in appends.iter().zip(liveness) {
+        let k = a.tick.0;
+        for (e, alive) in live {
+            t.liveness.insert((w, e.0, k), alive)?;
+        }
+        t.records.insert((w, k), a.record.as_slice())?;
+        if let Some(s) = &a.snapshot {
+            t.snapshots.insert((w, k), s.as_slice())?;
+        }
+    }
+    t.worlds.insert(w, entry.as_slice())?;
+    Ok(Done::Unit)
+}
+
+/// Whether `entity` is alive in `info`'s world at tick `at` (at most its
+/// head): the newest liveness entry at or before `at`, in the world's own
+/// segment, then in its parent's at most at the fork tick, and so on.
+fn alive_at(t: &Tables<'_>, info: &WorldInfo, entity: EntityId, at: Tick) -> Result<bool, Failure> {
+    let mut info = info.clone();
+    let mut at = at;
+    loop {
+        let (w, e) = (info.id.0, entity.0);
+        if let Some(entry) = t.liveness.range((w, e, 0)..=(w, e, at.0))?.next_back() {
+            return Ok(entry?.1.value());
+        }
+        match info.parent {
+            Some(p) => {
+                at = at.min(p.tick);
+                info = load_world(&t.worlds, p.parent)?;
+            }
+            None => return Ok(false),
+        }
+    }
+}
+
+/// The entity-index masks of the chunk that the last of `batch` completes:
+/// every entity changed by the world's own ticks in it. Ticks before
+/// `batch_from` come from their stored records (whichever process appended
+/// them), the others from the batch.
+fn chunk_masks(
+    t: &Tables<'_>,
     info: &WorldInfo,
-    tick: Tick,
-    entities: &[EntityId],
-) -> Result<(), Failure> {
+    batch_from: Tick,
+    batch: &[EncodedAppend],
+) -> Result<(u64, std::collections::BTreeMap<u64, u64>), Failure> {
+    let tick = batch[batch.len() - 1].tick;
     let (chunk, _) = encoding::index_slot(tick);
     let w = info.id.0;
     let from = (chunk * INDEX_CHUNK + 1).max(info.first_own_tick().0);
     let mut masks: std::collections::BTreeMap<u64, u64> = Default::default();
-    for entry in t.records.range((w, from)..(w, tick.0))? {
-        let (k, v) = entry?;
-        let at = Tick(k.value().1);
-        let (_, bit) = encoding::index_slot(at);
-        let touched = encoding::record_entities(at, v.value())
-            .map_err(|e| e.at(info.id, at, "tick record"))?;
-        for e in touched {
+    if from < batch_from.0 {
+        for entry in t.records.range((w, from)..(w, batch_from.0))? {
+            let (k, v) = entry?;
+            let at = Tick(k.value().1);
+            let (_, bit) = encoding::index_slot(at);
+            let touched = encoding::record_entities(at, v.value())
+                .map_err(|e| e.at(info.id, at, "tick record"))?;
+            for e in touched {
+                *masks.entry(e.0).or_default() |= bit;
+            }
+        }
+    }
+    for a in batch.iter().filter(|a| a.tick.0 >= from) {
+        let (_, bit) = encoding::index_slot(a.tick);
+        for e in &a.entities {
             *masks.entry(e.0).or_default() |= bit;
         }
     }
-    let (_, bit) = encoding::index_slot(tick);
-    for e in entities {
-        *masks.entry(e.0).or_default() |= bit;
-    }
-    for (e, mask) in masks {
-        t.index.insert((w, chunk, e), mask)?;
-    }
-    Ok(())
+    Ok((chunk, masks))
 }

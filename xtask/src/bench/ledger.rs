@@ -1,6 +1,8 @@
 //! `cargo xtask bench ledger [--quick]`: the redb ledger's append rate (one
-//! world, then eight at once, every tick durable), time travel, fork, and
-//! storage cost against the Python engine's full-state layout.
+//! world, then eight at once, every tick durable), the store's own cost per
+//! change (non-durable raw appends: what the append check costs), time
+//! travel, fork, and storage cost against the Python engine's full-state
+//! layout.
 //!
 //! Every figure comes from a fresh ledger in a temp dir on the same disk, with
 //! the default `RedbConfig` (durable, multi-process), through the public
@@ -95,6 +97,9 @@ pub fn run(quick: bool) -> Result<()> {
     rt.block_on(async {
         for writers in [1usize, 8] {
             append(dir.path(), &sizes, writers).await?;
+        }
+        for changes in [10, 1_000] {
+            append_raw(dir.path(), &sizes, changes).await?;
         }
         for history in sizes.histories {
             time_travel_and_fork(dir.path(), &sizes, history).await?;
@@ -264,6 +269,71 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
         "fsync_per_s": round(fsync),
         "ticks_per_fsync": round(total_ticks / secs / fsync * 100.0) / 100.0,
         "redb_commits_per_s": round(probe.commit_rate()),
+    }));
+    Ok(())
+}
+
+/// The store's own cost per change, without fsync or the `World`: ticks of
+/// `changes` sets of a small component on random live entities (of
+/// `sizes.entities`), encoded once, appended through `Storage::append`
+/// to a non-durable exclusive ledger. Every change is checked against the
+/// head's liveness before it is stored, so this is where the check shows.
+async fn append_raw(dir: &Path, sizes: &Sizes, changes: u64) -> Result<()> {
+    use autoresearch_core::{Change, TickRecord};
+    let path = dir.join(format!("append-raw-{changes}.redb"));
+    let config = RedbConfig {
+        sharing: Sharing::Exclusive,
+        durable: false,
+        snapshot_interval: None,
+        ..RedbConfig::default()
+    };
+    let st = open(&path, config)?;
+    let world = st.create_world("raw").await?.id;
+    let spawn = (0..sizes.entities)
+        .map(|e| Change::Spawn {
+            entity: EntityId(e),
+        })
+        .collect();
+    st.append(
+        world,
+        TickRecord {
+            tick: Tick(1),
+            at_ms: 1,
+            changes: spawn,
+        },
+        None,
+    )
+    .await?;
+    let ticks = (sizes.ticks * 2_000 / changes).clamp(50, 20_000);
+    let mut rng = Rng(7);
+    let records: Vec<TickRecord> = (0..ticks)
+        .map(|t| TickRecord {
+            tick: Tick(t + 2),
+            at_ms: 1,
+            changes: (0..changes)
+                .map(|_| Change::Set {
+                    entity: EntityId(rng.below(sizes.entities)),
+                    component: "Status".into(),
+                    value: vec![rng.below(5) as u8],
+                })
+                .collect(),
+        })
+        .collect();
+    eprintln!("append_raw: {ticks} ticks of {changes} changes, non-durable");
+    let start = Instant::now();
+    for r in records {
+        st.append(world, r, None).await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    emit(json!({
+        "bench": "append_raw",
+        "durable": false,
+        "entities": sizes.entities,
+        "ticks": ticks,
+        "changes_per_tick": changes,
+        "ticks_per_s": round(ticks as f64 / secs),
+        "changes_per_s": round((ticks * changes) as f64 / secs),
+        "ns_per_change": round(secs * 1e9 / (ticks * changes) as f64),
     }));
     Ok(())
 }

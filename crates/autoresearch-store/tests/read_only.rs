@@ -1,0 +1,178 @@
+//! Read-only opens: they never create or write the ledger file, and they
+//! read what read-write handles (other processes) commit.
+
+use autoresearch_core::{
+    ChangeKind, ComponentRegistry, Storage, StorageError, Tick, World, ledger,
+};
+use autoresearch_store::{FORMAT_VERSION, RedbConfig, RedbStorage};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Score(i64);
+
+fn registry() -> Arc<ComponentRegistry> {
+    let mut r = ComponentRegistry::new();
+    r.register::<Score>("Score").unwrap();
+    Arc::new(r)
+}
+
+/// A ledger with world "w": e0 spawned and scored, e1 spawned and despawned.
+async fn small_ledger(path: &Path) {
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(path, RedbConfig::default()).unwrap());
+    let mut w = World::create(st, registry(), "w").await.unwrap();
+    let e0 = w.spawn_with(&Score(1)).unwrap();
+    let e1 = w.spawn_with(&Score(2)).unwrap();
+    w.commit().await.unwrap();
+    w.insert(e0, &Score(3)).unwrap();
+    w.despawn(e1).unwrap();
+    w.commit().await.unwrap();
+}
+
+/// Every name in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_missing_ledger_is_an_error_naming_it_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mistyped/ledger.redb");
+    let err = RedbStorage::open_read_only(&path).err().unwrap();
+    assert!(
+        matches!(&err, StorageError::LedgerNotFound { path: p } if *p == path),
+        "{err}"
+    );
+    assert!(err.to_string().contains("mistyped/ledger.redb"), "{err}");
+    assert!(!dir.path().join("mistyped").exists());
+    // A directory is not a ledger either.
+    let err = RedbStorage::open_read_only(dir.path()).err().unwrap();
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+    assert_eq!(listing(dir.path()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_read_only_open_never_writes_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    small_ledger(&path).await;
+    let before = std::fs::read(&path).unwrap();
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    // Read-only permissions (root ignores them, so the assertions below
+    // are what shows that nothing is written: same bytes, same mtime, no
+    // new file beside the ledger).
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    {
+        let ro = RedbStorage::open_read_only(&path).unwrap();
+        assert!(ro.is_read_only());
+        let st: Arc<dyn Storage> = Arc::new(ro);
+        let worlds = st.list_worlds().await.unwrap();
+        assert_eq!(worlds.len(), 1);
+        let w = World::open(st.clone(), registry(), "w").await.unwrap();
+        assert_eq!((w.tick(), w.len()), (Tick(2), 1));
+        let history =
+            ledger::entity_history(st.as_ref(), w.id(), autoresearch_core::EntityId(1), Tick(2))
+                .await
+                .unwrap();
+        assert_eq!(history.last().unwrap().change.kind(), ChangeKind::Despawn);
+        // Writes are refused, naming the file.
+        let err = st.create_world("x").await.unwrap_err();
+        assert!(
+            matches!(&err, StorageError::ReadOnlyLedger { path: p, .. } if *p == path),
+            "{err}"
+        );
+        let mut w = w;
+        w.spawn_with(&Score(5)).unwrap();
+        let err = w.commit().await.unwrap_err();
+        assert!(err.to_string().contains("read-only"), "{err}");
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file's bytes changed"
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+    assert_eq!(listing(dir.path()), vec!["ledger.redb".to_string()]);
+}
+
+#[tokio::test]
+async fn a_read_only_open_reads_beside_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    small_ledger(&path).await;
+    let writer: Arc<dyn Storage> =
+        Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let reader: Arc<dyn Storage> = Arc::new(RedbStorage::open_read_only(&path).unwrap());
+    let mut w = World::open(writer, registry(), "w").await.unwrap();
+    w.spawn_with(&Score(9)).unwrap();
+    w.commit().await.unwrap();
+    let seen = reader.find_world("w").await.unwrap().unwrap();
+    assert_eq!(seen.head, Tick(3));
+    let state = ledger::state_at(reader.as_ref(), seen.id, Tick(3))
+        .await
+        .unwrap();
+    assert_eq!(state.entities.len(), 2);
+}
+
+/// A format 1 file (before the liveness table) is read as it is by a
+/// read-only open, and upgraded by the first read-write open: entities
+/// alive in the old log can be changed, dead ones cannot.
+#[tokio::test]
+async fn a_format_1_file_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    small_ledger(&path).await;
+    {
+        let db = redb::Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        let live: redb::TableDefinition<(u64, u64, u64), bool> =
+            redb::TableDefinition::new("liveness");
+        assert!(txn.delete_table(live).unwrap());
+        let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+        txn.open_table(meta)
+            .unwrap()
+            .insert("format_version", [1u8].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let ro: Arc<dyn Storage> = Arc::new(RedbStorage::open_read_only(&path).unwrap());
+    assert_eq!(
+        World::open(ro.clone(), registry(), "w")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(ro);
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let mut w = World::open(st.clone(), registry(), "w").await.unwrap();
+    let e0 = autoresearch_core::EntityId(0);
+    w.insert(e0, &Score(7)).unwrap();
+    assert_eq!(w.commit().await.unwrap(), Tick(3));
+    let stale = autoresearch_core::TickRecord {
+        tick: Tick(4),
+        at_ms: 1,
+        changes: vec![autoresearch_core::Change::Remove {
+            entity: autoresearch_core::EntityId(1),
+            component: "Score".into(),
+        }],
+    };
+    let err = st.append(w.id(), stale, None).await.unwrap_err();
+    assert!(matches!(err, StorageError::NotApplicable { .. }), "{err}");
+    assert_eq!(FORMAT_VERSION, 2);
+}
