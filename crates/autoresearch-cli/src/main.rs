@@ -3,6 +3,7 @@
 //! the comparators) together, through core's trait objects.
 
 mod compare_cmds;
+mod doctor;
 mod experiment;
 mod ingest;
 mod ledger;
@@ -67,6 +68,9 @@ pub enum Command {
     Fork(compare_cmds::ForkArgs),
     /// Vote keep or discard on a run waiting for votes.
     Vote(compare_cmds::VoteArgs),
+    /// Check every world of the ledger (replay, snapshots, index, names,
+    /// leases); --repair saves what is readable of a damaged world.
+    Doctor(doctor::DoctorArgs),
     /// Draw an experiment's progress chart (SVG, or PNG for a .png path).
     #[cfg(feature = "plot")]
     Plot(plot::PlotArgs),
@@ -148,6 +152,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => return compare_cmds::replay_cmd(&cli.ledger, args).await,
         Command::Fork(args) => return compare_cmds::fork_cmd(&cli.ledger, args).await,
         Command::Vote(args) => return compare_cmds::vote_cmd(&cli.ledger, args).await,
+        Command::Doctor(args) => return doctor::run(&cli.ledger, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

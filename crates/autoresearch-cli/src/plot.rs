@@ -124,7 +124,13 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
     };
     let world = World::open_at(Arc::clone(&storage), registry, info.id, tick)
         .await
-        .with_context(|| format!("reading world {world_name:?} at tick {}", tick.0))?;
+        .with_context(|| {
+            format!(
+                "reading world {world_name:?} at tick {} in {}",
+                tick.0,
+                storage.location()
+            )
+        })?;
     let experiment = match &args.experiment {
         Some(e) => e.clone(),
         None => {

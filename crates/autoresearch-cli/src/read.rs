@@ -115,7 +115,7 @@ async fn open_world(
     let info = storage
         .find_world(name)
         .await
-        .with_context(|| format!("looking up world {name:?}"))?
+        .with_context(|| format!("looking up world {name:?} in {}", storage.location()))?
         .with_context(|| format!("no world named {name:?} (see `autoresearch worlds`)"))?;
     let world = match at {
         Some(t) => {
@@ -126,17 +126,27 @@ async fn open_world(
         }
         None => World::open_id(storage.clone(), registry, info.id).await,
     };
-    world.with_context(|| format!("opening world {name:?}"))
+    world.with_context(|| format!("opening world {name:?} in {}", storage.location()))
 }
 
 pub async fn worlds(ledger_path: &Path, args: WorldsArgs) -> anyhow::Result<ExitCode> {
     let storage = ledger::open_read_only(ledger_path)?;
-    let worlds = storage.list_worlds().await.context("listing worlds")?;
+    let worlds = storage
+        .list_worlds()
+        .await
+        .with_context(|| format!("listing the worlds of {}", storage.location()))?;
     let mut out = Vec::new();
     for w in &worlds {
         let state = state_at(storage.as_ref(), w.id, w.head)
             .await
-            .with_context(|| format!("reading world {:?} at its head {}", w.name, w.head))?;
+            .with_context(|| {
+                format!(
+                    "reading world {:?} at its head {} in {}",
+                    w.name,
+                    w.head,
+                    storage.location()
+                )
+            })?;
         let parent = w.parent.map(|p| {
             let name = worlds
                 .iter()

@@ -102,6 +102,14 @@ async fn assert_consistent(r: &LoopRepo) -> Vec<Attempt> {
     }
     assert_eq!(leases.len(), 1, "one lease record per world: {leases:?}");
     assert!(leases[0].is_released(), "the last holder gave it back");
+    let doctor = run(r, &["doctor"]);
+    let report = text(&doctor.stdout);
+    assert!(
+        doctor.status.success(),
+        "doctor: {report}{}",
+        text(&doctor.stderr)
+    );
+    assert!(report.contains(" 0 problem(s) found"), "{report}");
     all
 }
 
@@ -135,6 +143,13 @@ async fn a_second_run_refuses_naming_the_holder_and_takes_over_once_it_is_gone()
     let pid = std::fs::read_to_string(r.ctl.join("propose.pid")).unwrap();
     let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
     std::fs::remove_file(r.ctl.join("slow_propose")).unwrap();
+    let doctor = run(&r, &["doctor"]);
+    let report = text(&doctor.stdout);
+    assert!(doctor.status.success(), "{report}");
+    assert!(
+        report.contains(&format!("pid {first_pid}")) && report.contains("which is gone"),
+        "doctor tells of the dead holder's lease: {report}"
+    );
 
     let third = run(&r, &["run", "--iterations", "1"]);
     assert!(third.status.success(), "{}", text(&third.stderr));
@@ -216,4 +231,78 @@ async fn votes_cast_while_a_parallel_loop_runs_are_all_recorded() {
         .find_all::<autoresearch_core::Vote>(|v| v.run_id == target)
         .len();
     assert_eq!(recorded, votes, "no vote lost");
+}
+
+/// Everything at once beside a parallel loop: votes, an import into another
+/// experiment, forks, replays and every read command, each a real process.
+/// None waits for the loop, none fails, and afterwards every world replays
+/// and `doctor` finds nothing.
+#[tokio::test]
+async fn writers_and_readers_of_every_kind_beside_a_parallel_loop() {
+    let r = LoopRepo::new(falling_scores_config);
+    let baseline = run(&r, &["run", "--iterations", "1"]);
+    assert!(baseline.status.success(), "{}", text(&baseline.stderr));
+    let (all, _, _) = ledger(&r).await;
+    let target = all[1].run.run_id.clone();
+    let tsv = r.ctl.join("results.tsv");
+    std::fs::write(
+        &tsv,
+        "commit\tscore\tstatus\tdescription\na1b2c3d\t9\tkeep\tbase\nb2c3d4e\t8\tkeep\tbetter\n",
+    )
+    .unwrap();
+    let tsv = tsv.display().to_string();
+    let loop_ = spawn(&r, &["run", "--iterations", "6", "--parallel", "2"]);
+    let start = Instant::now();
+    for i in 0..4 {
+        let (fork, replay) = (format!("fork{i}"), format!("replay{i}"));
+        let jobs: Vec<Vec<&str>> = vec![
+            vec!["vote", &target, "keep", "--voter", "v"],
+            vec!["ingest", "tsv", &tsv, "--experiment", "imported"],
+            vec![
+                "fork",
+                "--experiment",
+                "exp",
+                "--at",
+                "3",
+                "--promote",
+                &target,
+                "--name",
+                &fork,
+            ],
+            vec![
+                "replay",
+                "--experiment",
+                "exp",
+                "--comparator",
+                "scalar:score:min",
+                "--name",
+                &replay,
+            ],
+            vec!["status"],
+            vec!["log", "--json"],
+            vec!["worlds"],
+            vec!["runs", "--world", "autoresearch:exp"],
+        ];
+        let children: Vec<(String, Child)> = jobs
+            .iter()
+            .map(|args| (args.join(" "), spawn(&r, args)))
+            .collect();
+        for (what, child) in children {
+            let out = wait_bounded(child, Duration::from_secs(60));
+            assert!(
+                out.status.success(),
+                "round {i}: {what}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+    assert!(start.elapsed() < Duration::from_secs(120), "bounded");
+    let out = wait_bounded(loop_, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_consistent(&r).await;
+    let worlds = run(&r, &["worlds", "--json"]);
+    let listed = text(&worlds.stdout);
+    for name in ["fork3", "replay3", "autoresearch:imported"] {
+        assert!(listed.contains(name), "{name} in {listed}");
+    }
 }

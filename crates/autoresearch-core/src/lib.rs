@@ -20,6 +20,7 @@
 
 pub mod compare;
 pub mod components;
+pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod ids;

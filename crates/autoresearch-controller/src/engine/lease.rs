@@ -210,6 +210,40 @@ fn holder_alive(held: &Lease, me: &Lease, have_lock: bool, stale_ms: i64) -> boo
     held.heartbeat_age_ms(now_ms()) < stale_ms
 }
 
+/// What this host can tell of a lease's holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HolderState {
+    /// Given back.
+    Released,
+    /// A process of this host that exists.
+    Alive,
+    /// A process of this host that no longer exists: the next `run` takes
+    /// the lease over.
+    Dead,
+    /// A process of another host: only its heartbeat's age (ms) tells.
+    Remote {
+        /// Milliseconds since its last heartbeat.
+        heartbeat_age_ms: i64,
+    },
+}
+
+/// What this host can tell of `lease`'s holder (`doctor`, `status`).
+pub fn holder_state(lease: &Lease) -> HolderState {
+    if lease.is_released() {
+        HolderState::Released
+    } else if lease.host == host_name() {
+        if pid_alive(lease.pid) {
+            HolderState::Alive
+        } else {
+            HolderState::Dead
+        }
+    } else {
+        HolderState::Remote {
+            heartbeat_age_ms: lease.heartbeat_age_ms(now_ms()),
+        }
+    }
+}
+
 /// The holder, for people.
 fn describe(l: &Lease) -> String {
     let age = l.heartbeat_age_ms(now_ms()).max(0) / 1000;

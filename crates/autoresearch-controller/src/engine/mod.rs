@@ -38,6 +38,7 @@ mod proposer_history;
 mod schedule;
 mod staged;
 
+pub use lease::{HolderState, holder_state};
 use staged::StagedLedger;
 
 /// Errors that stop the loop (a failing job does not: it is a crashed run).
