@@ -83,9 +83,10 @@ pub(crate) struct Index {
     pub by_rowid: Vec<(i64, u64, u32)>,
     /// report_id to the fingerprint of its row (0: unknown).
     pub reports: HashMap<String, u64>,
-    /// `(rowid, fingerprint, run slot)` of the report rows the last scan
-    /// read from the pages, sorted by rowid (the slot of the report's
-    /// agent, or `statedb::REPORT_BAD` / `REPORT_ORPHAN`). An unchanged row
+    /// `(rowid, fingerprint, owner)` of the report rows the last scan
+    /// read from the pages, sorted by rowid (the owner is
+    /// [`ReportOwner::code`]: the slot of the report's agent's run, or a
+    /// mark). An unchanged row
     /// whose agent is still in the file is not read again; empty: read
     /// every report row.
     pub report_rows: Vec<(i64, u64, u32)>,
@@ -555,16 +556,51 @@ pub(crate) fn load(path: &Path, expect: &Key) -> Option<(Key, Index)> {
     if index.by_rowid.iter().any(|r| r.2 >= n) || !index.by_rowid.is_sorted_by_key(|r| r.0) {
         return None;
     }
-    let marks = [crate::statedb::REPORT_BAD, crate::statedb::REPORT_ORPHAN];
     if index
         .report_rows
         .iter()
-        .any(|r| r.2 >= n && !marks.contains(&r.2))
+        .any(|r| matches!(ReportOwner::of_code(r.2), ReportOwner::Run(slot) if slot >= n))
         || !index.report_rows.is_sorted_by_key(|r| r.0)
     {
         return None;
     }
     Some((key, index))
+}
+
+/// Whom a report row of the runner database belongs to, as
+/// [`Index::report_rows`] stores it: one `u32` per row (the saved index
+/// keeps fixed-size records), the two highest values being marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReportOwner {
+    /// The run at this slot of [`Index::runs`].
+    Run(u32),
+    /// A row with no text report_id or agent_id (skipped with a warning).
+    Bad,
+    /// A row whose agent had no run when it was read.
+    Orphan,
+}
+
+impl ReportOwner {
+    const BAD: u32 = u32::MAX;
+    const ORPHAN: u32 = u32::MAX - 1;
+
+    /// The stored form.
+    pub(crate) const fn code(self) -> u32 {
+        match self {
+            ReportOwner::Run(slot) => slot,
+            ReportOwner::Bad => Self::BAD,
+            ReportOwner::Orphan => Self::ORPHAN,
+        }
+    }
+
+    /// The owner of a stored code.
+    pub(crate) const fn of_code(code: u32) -> ReportOwner {
+        match code {
+            Self::BAD => ReportOwner::Bad,
+            Self::ORPHAN => ReportOwner::Orphan,
+            slot => ReportOwner::Run(slot),
+        }
+    }
 }
 
 #[cfg(test)]

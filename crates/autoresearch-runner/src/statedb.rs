@@ -3,7 +3,7 @@
 //! row fingerprints so that a re-sync materializes only rows that changed.
 
 use crate::error::IngestError;
-use crate::index::{Index, Seen};
+use crate::index::{Index, ReportOwner, Seen};
 use crate::pages;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::ValueRef;
@@ -125,11 +125,9 @@ impl TableCells {
     }
 }
 
-/// `Index::report_rows` marks of a report row with no text report_id or
-/// agent_id (skipped with a warning) ...
-pub(crate) const REPORT_BAD: u32 = u32::MAX;
-/// ... and of one whose agent had no run when it was read.
-pub(crate) const REPORT_ORPHAN: u32 = u32::MAX - 1;
+/// The `Index::report_rows` code of a report row with no text report_id
+/// or agent_id (skipped with a warning).
+const REPORT_BAD: u32 = ReportOwner::Bad.code();
 
 /// The SQL function that fingerprints its arguments as the reader does.
 const FP_FUNCTION: &str = "autoresearch_row_fp";
@@ -665,7 +663,7 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                         }
                         Some((f, slot))
                             if f == fp
-                                && slot != REPORT_ORPHAN
+                                && ReportOwner::of_code(slot) != ReportOwner::Orphan
                                 && reports.index.seen.contains(slot)
                                 && !materialized.contains(slot) =>
                         {

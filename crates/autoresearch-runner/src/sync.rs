@@ -2,7 +2,7 @@
 //! a world, one tick per sync that changed something.
 
 use crate::error::IngestError;
-use crate::index::{self, Index, Key, StoredReport, TrackedRun, value_hash};
+use crate::index::{self, Index, Key, ReportOwner, StoredReport, TrackedRun, value_hash};
 use crate::report::RunReport;
 use crate::statedb::{self, AgentRow, ReportRow, Scan, Source};
 use crate::time::{self, Timestamp};
@@ -764,8 +764,8 @@ fn apply(
         let mut rows = scan.report_rows_kept;
         rows.extend(scan.report_rows_read.into_iter().map(|(rowid, fp, agent)| {
             let slot = match agent {
-                None => statedb::REPORT_BAD,
-                Some(id) => index.slot(&id).unwrap_or(statedb::REPORT_ORPHAN),
+                None => ReportOwner::Bad.code(),
+                Some(id) => index.slot(&id).unwrap_or(ReportOwner::Orphan.code()),
             };
             (rowid, fp, slot)
         }));
