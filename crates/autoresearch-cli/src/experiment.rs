@@ -363,7 +363,7 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
             "discarded": count(OutcomeStatus::Discard),
             "crashed": count(OutcomeStatus::Crash),
             "baselines": count(OutcomeStatus::Baseline),
-            "pending": pending.iter().map(|(a, votes)| json!({
+            OutcomeStatus::Pending.as_str(): pending.iter().map(|(a, votes)| json!({
                 "run_id": a.run.run_id, "commit": a.run.commit_hash, "votes": votes.len(),
                 "reason": a.outcome.as_ref().map(|o| o.reason.clone()),
             })).collect::<Vec<_>>(),

@@ -54,8 +54,8 @@ impl HumanVote {
         let descriptor = json!({
             "comparator": CompareSpec::Vote { quorum: self.quorum }.to_string(),
             "quorum": self.quorum,
-            "keep": keep,
-            "discard": discard,
+            VoteVerdict::Keep.as_str(): keep,
+            VoteVerdict::Discard.as_str(): discard,
             "votes": votes.iter().map(|v| json!({
                 "voter": v.voter, "verdict": v.verdict, "reason": v.reason, "at_ms": v.at_ms,
             })).collect::<Vec<_>>(),

@@ -438,6 +438,17 @@ impl BranchHead {
     pub fn descriptor(&self) -> Result<Value, serde_json::Error> {
         parse_object(&self.descriptor_json)
     }
+
+    /// The descriptor of a head adopted as a baseline (measured, not
+    /// chosen by a comparator): `{"baseline": why}`.
+    pub fn baseline_descriptor(why: &str) -> Value {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            OutcomeStatus::Baseline.as_str().to_string(),
+            Value::String(why.to_string()),
+        );
+        Value::Object(m)
+    }
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ impl Controller {
             Ok(_) => (
                 OutcomeStatus::Baseline,
                 why.to_string(),
-                json!({"baseline": why}),
+                BranchHead::baseline_descriptor(why),
                 RunStatus::Stopped,
             ),
             Err(c) => (
@@ -87,7 +87,7 @@ impl Controller {
             &self.cfg.experiment,
             commit,
             &run_id,
-            &json!({"baseline": why}),
+            &BranchHead::baseline_descriptor(why),
             now_ms(),
         );
         let exp = self.cfg.experiment.clone();
