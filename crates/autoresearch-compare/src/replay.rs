@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 /// Errors of replay, fork and vote. Each names the world and what was done.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplayError {
     #[error("{doing} (world {world:?}): {source}")]
     Ledger {

@@ -182,6 +182,7 @@ pub enum CompareSpec {
 
 /// A spec string or `[compare]` table that does not describe a comparator.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SpecError {
     #[error("comparator spec {spec:?}: {reason}")]
     Spec { spec: String, reason: String },

@@ -12,6 +12,7 @@ pub const CONFIG_FILE: &str = "autoresearch.toml";
 
 /// Errors reading a config file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     #[error("reading config {path}: {source}")]
     Read {

@@ -42,6 +42,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> ComponentValue for
 
 /// Errors from encoding or decoding a component.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     #[error("component type {type_name} is not registered; call ComponentRegistry::register first")]
     UnregisteredType { type_name: &'static str },

@@ -66,6 +66,7 @@ impl Format {
 
 /// Why a chart could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlotError {
     #[error("experiment {experiment:?} has no attempts to chart yet")]
     NoAttempts { experiment: String },
@@ -80,7 +81,7 @@ pub enum PlotError {
     #[error("registering the embedded chart font: {0}")]
     Font(&'static str),
     #[error("drawing the chart: {0}")]
-    Draw(String),
+    Draw(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("encoding the chart as PNG: {0}")]
     Encode(#[from] png::EncodingError),
     #[error("writing the chart to {path}: {source}")]

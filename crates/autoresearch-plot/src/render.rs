@@ -63,8 +63,8 @@ pub fn render(
             let mut svg = String::new();
             {
                 let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-                draw(&root, progress, options).map_err(|e| PlotError::Draw(e.to_string()))?;
-                root.present().map_err(|e| PlotError::Draw(e.to_string()))?;
+                draw(&root, progress, options).map_err(|e| PlotError::Draw(Box::new(e)))?;
+                root.present().map_err(|e| PlotError::Draw(Box::new(e)))?;
             }
             Ok(svg.into_bytes())
         }
@@ -72,8 +72,8 @@ pub fn render(
             let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
             {
                 let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
-                draw(&root, progress, options).map_err(|e| PlotError::Draw(e.to_string()))?;
-                root.present().map_err(|e| PlotError::Draw(e.to_string()))?;
+                draw(&root, progress, options).map_err(|e| PlotError::Draw(Box::new(e)))?;
+                root.present().map_err(|e| PlotError::Draw(Box::new(e)))?;
             }
             let mut out = Vec::new();
             let mut encoder = png::Encoder::new(&mut out, size.0, size.1);

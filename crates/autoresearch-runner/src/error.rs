@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 /// Why a runner sync failed. On any error the ledger is left unchanged.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IngestError {
     #[error("reading runner database {path}: no such file")]
     Missing { path: PathBuf },
