@@ -528,7 +528,9 @@ pub async fn replay(
                         Decided {
                             status: OutcomeStatus::Baseline,
                             reason: "replay: no incumbent yet; adopted as the first head".into(),
-                            descriptor: BranchHead::baseline_descriptor("no incumbent at the fork tick"),
+                            descriptor: BranchHead::baseline_descriptor(
+                                "no incumbent at the fork tick",
+                            ),
                             comparator: String::new(),
                         }
                     }

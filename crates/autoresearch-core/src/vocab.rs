@@ -367,6 +367,23 @@ mod tests {
     }
 
     #[test]
+    fn commit_hashes_shorten_as_git_abbreviates_and_serialize_as_text() {
+        let c = crate::CommitHash::from("50a799f29c052988e1130d588e0930d5b503b991");
+        assert_eq!(c.short(), "50a799f");
+        assert_eq!(crate::CommitHash::from("abc").short(), "abc");
+        assert_eq!(crate::short_commit(""), "");
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            format!("\"{}\"", c.as_str())
+        );
+        let id = crate::RunId::from("19ab-3c4d");
+        assert_eq!(
+            postcard::to_allocvec(&id).unwrap(),
+            postcard::to_allocvec("19ab-3c4d").unwrap()
+        );
+    }
+
+    #[test]
     fn tsv_status_is_one_mapping() {
         let mut run = Run::default();
         let with = |s: &str| Outcome {
