@@ -22,6 +22,7 @@ pub mod git;
 pub mod history;
 pub mod local;
 pub mod metrics;
+pub mod sandbox;
 
 pub use config::{Config, ConfigError, MetricsFormat};
 pub use engine::{
