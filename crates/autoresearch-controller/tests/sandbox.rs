@@ -332,7 +332,7 @@ fn a_killed_controller_takes_its_jobs_with_it() {
             .get_args()
             .map(|a| format!("'{}'", a.to_string_lossy())),
     );
-    let controller = std::process::Command::new("sh")
+    let mut controller = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("{} & wait", line.join(" ")))
         .current_dir(&d.slot)
@@ -347,6 +347,7 @@ fn a_killed_controller_takes_its_jobs_with_it() {
     unsafe {
         libc::kill(controller.id() as i32, libc::SIGKILL);
     }
+    let _ = controller.wait();
     assert!(
         none_left("7774.5") && none_left("7775.5"),
         "jobs outlived the controller"
