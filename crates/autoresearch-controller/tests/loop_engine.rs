@@ -141,6 +141,7 @@ impl Fixture {
             experiment: "exp".into(),
             world: "autoresearch:exp".into(),
             repo: self.repo.clone(),
+            workdir: String::new(),
             branch: "main".into(),
             harness: "shell".into(),
             propose_command: propose.into(),
@@ -640,7 +641,7 @@ async fn the_proposer_sees_its_run_base_worktree_and_history() {
     let parts: Vec<&str> = env.split_whitespace().collect();
     assert_eq!(parts[0], outcome(&all[2]).base_commit);
     assert_eq!(parts[1], parts[2]);
-    assert!(parts[1].contains(".autoresearch/worktrees/"));
+    assert!(parts[1].contains(".autoresearch/slots/"));
     f.assert_consistent().await;
 }
 

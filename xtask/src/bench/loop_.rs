@@ -94,6 +94,7 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
         experiment: "bench".into(),
         world: "autoresearch:bench".into(),
         repo: repo.clone(),
+        workdir: String::new(),
         branch: "main".into(),
         harness: "bench".into(),
         propose_command: format!("{pause}echo $AUTORESEARCH_RUN_ID > f.txt"),

@@ -101,8 +101,12 @@ pub struct LoopConfig {
     pub experiment: String,
     /// The world to run in: `autoresearch:{experiment}`, or a fork of it.
     pub world: String,
-    /// The user's repository (a local path).
+    /// The user's repository (a local path: the config file's directory,
+    /// which may be a folder inside the repository).
     pub repo: PathBuf,
+    /// `repo` relative to the repository's root (empty at the root), where
+    /// jobs run in their checkouts; filled in by [`Controller::open`].
+    pub workdir: String,
     pub branch: String,
     pub harness: String,
     pub propose_command: String,
@@ -143,6 +147,7 @@ impl LoopConfig {
             experiment: c.name.clone(),
             world: autoresearch_core::experiment_world_name(&c.name),
             repo: c.repo.clone(),
+            workdir: String::new(),
             branch: c.branch.clone(),
             harness: c.harness.clone(),
             propose_command: c.propose.command.clone(),
@@ -332,19 +337,27 @@ impl Controller {
                 world: cfg.world.clone(),
                 source,
             })?;
+        let mut cfg = cfg;
         let git = Git::new(&cfg.repo);
-        let state_rel = cfg
-            .state_dir
-            .strip_prefix(&cfg.repo)
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned());
-        let g = git.clone();
-        blocking(move || {
+        let (g, state_dir) = (git.clone(), cfg.state_dir.clone());
+        cfg.workdir = blocking(move || {
             g.run(&["rev-parse", "--git-dir"])?;
-            if let Some(rel) = state_rel.filter(|r| !r.is_empty()) {
-                g.exclude(&rel)?;
+            if g.is_bare()? {
+                return Ok(String::new());
             }
-            Ok::<_, GitError>(())
+            // The config's folder inside the repository, and the state
+            // directory as the repository's root sees it.
+            let prefix = g.run(&["rev-parse", "--show-prefix"])?;
+            let top = PathBuf::from(g.run(&["rev-parse", "--show-toplevel"])?);
+            let top = top.canonicalize().unwrap_or(top);
+            let _ = std::fs::create_dir_all(&state_dir);
+            let state = state_dir.canonicalize().unwrap_or(state_dir);
+            if let Ok(rel) = state.strip_prefix(&top)
+                && !rel.as_os_str().is_empty()
+            {
+                g.exclude(&rel.to_string_lossy())?;
+            }
+            Ok::<_, GitError>(prefix.trim_end_matches('/').to_string())
         })
         .await??;
         let c = Controller {

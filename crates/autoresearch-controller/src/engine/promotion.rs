@@ -366,9 +366,6 @@ impl Controller {
             log_release(&run_id, self.executor.release(&run_id).await);
             touched.push(run_id);
         }
-        if let Err(e) = self.git(|g| g.run(&["worktree", "prune"]).map(drop)).await {
-            tracing::warn!("pruning worktrees: {e}");
-        }
         // What recovery decided is durable before anything else happens.
         self.ledger.flush().await?;
         Ok(touched)
