@@ -10,7 +10,7 @@
 //! private index: the checkout's `.git`, whatever a job did to it, is never
 //! read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 /// A git command that failed or could not start.
