@@ -31,6 +31,27 @@ pub const IDENTITY: [(&str, &str); 4] = [
     ("GIT_COMMITTER_EMAIL", "autoresearch@localhost"),
 ];
 
+/// One path changed between two commits (see [`Git::changes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    /// Octal modes as git prints them (`000000` when absent, `160000` a
+    /// gitlink, `120000` a symlink).
+    pub old_mode: String,
+    pub new_mode: String,
+    /// The object on the new side (all zeros when deleted).
+    pub new_blob: String,
+    /// `A`dded, `D`eleted, `M`odified, `T`ype changed.
+    pub status: char,
+}
+
+impl Change {
+    /// Whether the new side is a gitlink (a submodule or nested repository).
+    pub fn is_gitlink(&self) -> bool {
+        self.new_mode == "160000"
+    }
+}
+
 /// A repository (or a worktree of one) at `dir`.
 #[derive(Clone, Debug)]
 pub struct Git {
@@ -309,6 +330,69 @@ impl Git {
         let text = std::fs::read_to_string(&dot_git).ok()?;
         let p = PathBuf::from(text.trim().strip_prefix("gitdir:")?.trim());
         Some(if p.is_absolute() { p } else { self.dir.join(p) })
+    }
+
+    /// Every change between two commits, of every kind (renames as a
+    /// deletion and an addition), with modes and the new blob.
+    pub fn changes(&self, from: &str, to: &str) -> Result<Vec<Change>, GitError> {
+        let args = [
+            "diff",
+            "--raw",
+            "-z",
+            "--no-renames",
+            "--no-abbrev",
+            from,
+            to,
+        ];
+        let out = self.output(&args, &[])?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(self.error(&args, stderr.trim().to_string()));
+        }
+        let mut fields = out.stdout.split(|b| *b == 0).filter(|f| !f.is_empty());
+        let mut changes = Vec::new();
+        while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
+            let meta = String::from_utf8_lossy(meta);
+            let m: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+            if m.len() < 5 {
+                return Err(self.error(&args, format!("unreadable line {meta:?}")));
+            }
+            changes.push(Change {
+                path: String::from_utf8_lossy(path).into_owned(),
+                old_mode: m[0].to_string(),
+                new_mode: m[1].to_string(),
+                new_blob: m[3].to_string(),
+                status: m[4].chars().next().unwrap_or('M'),
+            });
+        }
+        Ok(changes)
+    }
+
+    /// The sizes of objects, in bytes, in the order given (one process).
+    pub fn object_sizes(&self, oids: &[String]) -> Result<Vec<u64>, GitError> {
+        use std::io::Write;
+        let args = ["cat-file", "--batch-check=%(objectsize)"];
+        let mut c = self.command(&args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| self.error(&args, format!("cannot run git: {e}")))?;
+        let input: String = oids.iter().map(|o| format!("{o}\n")).collect();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| self.error(&args, e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| self.error(&args, e.to_string()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .lines()
+            .map(|l| l.trim().parse::<u64>().unwrap_or(0))
+            .collect())
     }
 
     /// `git diff --stat from to`.

@@ -20,6 +20,7 @@
 pub mod config;
 pub mod engine;
 pub mod git;
+pub mod guard;
 pub mod history;
 pub mod local;
 pub mod metrics;

@@ -90,6 +90,9 @@ pub enum LoopError {
         #[source]
         source: std::io::Error,
     },
+    /// A protected path pattern is not a valid glob.
+    #[error(transparent)]
+    Protect(#[from] crate::guard::PatternError),
     /// The comparator was asked about a run and returned no decision.
     #[error("the comparator returned no decision for run {run_id}")]
     NoDecision { run_id: String },
@@ -114,7 +117,17 @@ pub struct LoopConfig {
     pub evaluate_command: String,
     pub evaluate_timeout: Duration,
     pub metrics: MetricsFormat,
+    /// Paths a candidate may not change (see [`guard`](crate::guard)), on
+    /// top of `config_file` and the files the evaluate command names.
     pub protect: Vec<String>,
+    /// Files the evaluate command names that candidates may change.
+    pub editable: Vec<String>,
+    /// The config file, protected by default (`None`: none).
+    pub config_file: Option<PathBuf>,
+    /// A candidate adding or growing a file past this many bytes is refused.
+    pub max_file_size: u64,
+    /// Whether a candidate may add or change a gitlink.
+    pub allow_gitlinks: bool,
     /// Metrics every evaluation must print.
     pub require: Vec<String>,
     pub parallel: usize,
@@ -156,6 +169,10 @@ impl LoopConfig {
             evaluate_timeout: c.evaluate.timeout.0,
             metrics: c.evaluate.metrics.clone(),
             protect: c.evaluate.protect.clone(),
+            editable: c.evaluate.editable.clone(),
+            config_file: Some(c.path.canonicalize().unwrap_or(c.path.clone())),
+            max_file_size: c.propose.max_file_size.0,
+            allow_gitlinks: c.propose.allow_gitlinks,
             require: c.evaluate.require.clone(),
             parallel: c.run.parallel,
             iterations: c.run.iterations,
@@ -284,6 +301,8 @@ struct Cand {
     /// The checkout the candidate was made in; recorded with its first
     /// result or its decision (empty: already recorded, or none).
     workspace: String,
+    /// What the proposer left out of the candidate (ignored files).
+    left_out: Vec<String>,
 }
 
 /// Where an attempt ended before comparison.
@@ -308,6 +327,8 @@ pub struct Controller {
     comparator: Arc<dyn Comparator>,
     executor: Arc<dyn Executor>,
     git: Git,
+    /// The paths a candidate may not change.
+    protection: crate::guard::Protection,
     ledger: StagedLedger,
     /// The history file's lines of attempts that can no longer change, by
     /// entity (so in recorded order): each iteration renders only the rest.
@@ -360,11 +381,13 @@ impl Controller {
             Ok::<_, GitError>(prefix.trim_end_matches('/').to_string())
         })
         .await??;
+        let protection = crate::guard::Protection::new(&protected_patterns(&cfg), &cfg.workdir)?;
         let c = Controller {
             cfg,
             comparator,
             executor,
             git,
+            protection,
             ledger: StagedLedger::new(world),
             history_rows: Default::default(),
             incumbent_lock: Mutex::new(()),
@@ -501,6 +524,29 @@ fn run_of(w: &World, entity: EntityId) -> Result<Run, autoresearch_core::Error> 
             world: w.id(),
             entity,
         })
+}
+
+/// The patterns protected in `cfg`: its own, the config file and the files
+/// the evaluate command names (relative to `cfg.repo`), less `editable`.
+fn protected_patterns(cfg: &LoopConfig) -> Vec<String> {
+    let norm = |p: &str| p.trim().trim_start_matches("./").to_string();
+    let mut out: Vec<String> = cfg.protect.clone();
+    if let Some(f) = &cfg.config_file {
+        let rel = f
+            .strip_prefix(&cfg.repo)
+            .ok()
+            .or(f.file_name().map(std::path::Path::new));
+        if let Some(rel) = rel {
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    let editable: Vec<String> = cfg.editable.iter().map(|e| norm(e)).collect();
+    for named in crate::guard::files_named_by(&cfg.evaluate_command, &cfg.repo) {
+        if !editable.contains(&norm(&named)) {
+            out.push(named);
+        }
+    }
+    out
 }
 
 /// Logs a checkout that could not be given back (the next job or `recover`

@@ -385,6 +385,7 @@ impl Controller {
                 .unwrap_or_default(),
             commit: a.run.commit_hash.clone(),
             workspace: String::new(),
+            left_out: Vec::new(),
         };
         if cand.commit.is_empty() {
             let refname = self.candidate_ref(&run_id);
