@@ -256,6 +256,17 @@ impl Git {
         Err(self.error(&args, String::from_utf8_lossy(&out.stderr).trim()))
     }
 
+    /// Whether `ancestor` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
+        let args = ["merge-base", "--is-ancestor", ancestor, descendant];
+        let out = self.output(&args, &[])?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(self.error(&args, String::from_utf8_lossy(&out.stderr).trim())),
+        }
+    }
+
     /// Points `refname` at `commit` unconditionally.
     pub fn set_ref(&self, refname: &str, commit: &str) -> Result<(), GitError> {
         self.run(&["update-ref", refname, commit]).map(drop)

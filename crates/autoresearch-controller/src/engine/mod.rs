@@ -55,9 +55,27 @@ pub enum LoopError {
     Git(#[from] GitError),
     #[error(transparent)]
     Exec(#[from] ExecError),
-    /// Neither the branch nor a recorded head exists: nothing to start from.
-    #[error("branch {branch:?} does not exist in {}", repo.display())]
+    /// Neither the branch nor a recorded head exists, and there is no
+    /// commit to create it from.
+    #[error("branch {branch:?} does not exist in {} and HEAD has no commit to create it from; make a first commit", repo.display())]
     NoBranch { branch: String, repo: PathBuf },
+    /// The config names another branch than the experiment recorded.
+    #[error(
+        "experiment {experiment} advances branch {recorded:?}, but the config says {configured:?}: set `branch = \"{recorded}\"`, or name a new experiment for the new branch"
+    )]
+    BranchMismatch {
+        experiment: String,
+        recorded: String,
+        configured: String,
+    },
+    /// A branch update that would not be a fast-forward (the loop never
+    /// moves its branch any other way).
+    #[error("refusing to move branch {branch} from {old} to {new}: not a fast-forward")]
+    NotFastForward {
+        branch: String,
+        old: String,
+        new: String,
+    },
     /// The proposer's history file could not be written.
     #[error("writing {}: {source}", path.display())]
     History {
@@ -453,9 +471,19 @@ impl Controller {
         Ok(blocking(move || f(&g)).await??)
     }
 
+    /// Records the Experiment on first use; afterwards, in the experiment's
+    /// own world, the configured branch must be the one it recorded.
     async fn ensure_experiment(&self) -> Result<(), LoopError> {
         let name = self.cfg.experiment.clone();
-        if self.ledger.read(|w| w.experiment(&name).is_some()).await {
+        if let Some((_, e)) = self.ledger.read(|w| w.experiment(&name)).await {
+            let own_world = self.cfg.world == autoresearch_core::experiment_world_name(&name);
+            if own_world && !e.branch.is_empty() && e.branch != self.cfg.branch {
+                return Err(LoopError::BranchMismatch {
+                    experiment: name,
+                    recorded: e.branch,
+                    configured: self.cfg.branch.clone(),
+                });
+            }
             return Ok(());
         }
         let exp = Experiment::new(
