@@ -93,6 +93,70 @@ pub fn prepare(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), String>
     // The slot's own git sees a clean checkout without hashing it again.
     std::fs::copy(index_of(slot), slot.join(".git/index"))
         .map_err(|e| format!("copying the index into {}: {e}", slot.display()))?;
+    init_submodules(repo, slot, commit)
+}
+
+/// Checks out, at the commits `commit` records, the submodules the user
+/// has initialised (those with a repository under the user's
+/// `.git/modules/`), each a private clone sharing that repository's
+/// objects; the others stay empty directories, as in a fresh clone.
+/// Nested submodules are not recursed into.
+fn init_submodules(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), String> {
+    let g = bound(repo, slot, None);
+    let staged = g.run(&["ls-files", "--stage"]).map_err(|e| e.to_string())?;
+    let links: Vec<(&str, &str)> = staged
+        .lines()
+        .filter_map(|l| {
+            let (meta, path) = l.split_once('\t')?;
+            let mut m = meta.split(' ');
+            (m.next()? == "160000").then_some((m.next()?, path))
+        })
+        .collect();
+    if links.is_empty() {
+        return Ok(());
+    }
+    let blob = format!("{commit}:.gitmodules");
+    let names = g
+        .run(&[
+            "config",
+            "--blob",
+            &blob,
+            "--get-regexp",
+            r"^submodule\..*\.path$",
+        ])
+        .unwrap_or_default();
+    let modules = repo
+        .objects
+        .parent()
+        .unwrap_or(&repo.objects)
+        .join("modules");
+    for (sha, path) in links {
+        let name = names.lines().find_map(|l| {
+            let (key, p) = l.split_once(' ')?;
+            (p == path).then(|| key.strip_prefix("submodule.")?.strip_suffix(".path"))?
+        });
+        let Some(source) = name.map(|n| modules.join(n)).filter(|d| d.is_dir()) else {
+            continue;
+        };
+        let dest = slot.join(path);
+        let _ = std::fs::remove_dir_all(&dest);
+        let e = |e: GitError| format!("submodule {path}: {e}");
+        Git::new(slot)
+            .run(&[
+                "clone",
+                "--quiet",
+                "--shared",
+                "--no-checkout",
+                "--template=",
+                &source.display().to_string(),
+                path,
+            ])
+            .map_err(e)?;
+        let sub = Git::new(&dest);
+        sub.run(&["remote", "remove", "origin"]).map_err(e)?;
+        sub.run(&["checkout", "--quiet", "--detach", sha])
+            .map_err(e)?;
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{
     BranchHead, ComponentRegistry, MemoryStorage, Run, RunStatus, Storage, World, now_ms,
 };
+use autoresearch_test_support::evidence::MinScore;
 use autoresearch_test_support::git::{commit_all, git, init_main};
 use autoresearch_test_support::loop_repo::{EVALUATE_SCORE as EVAL, VARY_SCORE as VARY};
 use autoresearch_test_support::process::alive;
@@ -17,32 +18,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Lower `score` wins.
-struct MinScore;
-
-#[async_trait::async_trait]
-impl Comparator for MinScore {
-    fn spec(&self) -> String {
-        "scalar:score:min".into()
-    }
-    async fn compare(&self, inc: &Evidence, cand: &Evidence) -> Result<Decision, CompareError> {
-        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-        let (Some(a), Some(b)) = (mean(inc.samples("score")), mean(cand.samples("score"))) else {
-            return Ok(Decision::new(Verdict::Discard, "no score", json!({})));
-        };
-        let v = if b < a {
-            Verdict::Keep
-        } else {
-            Verdict::Discard
-        };
-        Ok(Decision::new(
-            v,
-            format!("{b} vs {a}"),
-            json!({"incumbent": a, "candidate": b}),
-        ))
-    }
-}
 
 /// Asks for three samples a side before deciding like [`MinScore`].
 struct ThreeSamples;

@@ -442,7 +442,8 @@ impl Controller {
 
     /// For crash-safety tests only (feature `crash-injection`, never in a
     /// shipped build): kill this process (SIGKILL) when the loop reaches
-    /// `point` (`after-candidate`, `after-intent`, `after-ref`). Such a build
+    /// `point` (`after-candidate`, `after-intent`, `after-branch` (the branch
+    /// moved, its checkout not yet), `after-ref`). Such a build
     /// also takes the point from `AUTORESEARCH_TEST_CRASH_AT`.
     #[cfg(feature = "crash-injection")]
     pub fn with_crash_point(mut self, point: Option<String>) -> Self {

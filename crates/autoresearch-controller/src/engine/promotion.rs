@@ -365,20 +365,23 @@ impl Controller {
                 new: new_s,
             });
         }
-        let (moved, warning) = self
-            .git(move |g| {
-                let refname = format!("refs/heads/{branch}");
-                if !g.compare_and_swap(&refname, &new_s, Some(&old_s), "autoresearch: keep")? {
-                    return Ok((false, None));
-                }
-                Ok((true, follow_checkout(g, &branch, &old_s, &new_s)?))
-            })
+        let refname = format!("refs/heads/{branch}");
+        let (o, n) = (old_s.clone(), new_s.clone());
+        let moved = self
+            .git(move |g| g.compare_and_swap(&refname, &n, Some(&o), "autoresearch: keep"))
+            .await?;
+        if !moved {
+            return Ok(false);
+        }
+        self.crash_point("after-branch");
+        let warning = self
+            .git(move |g| follow_checkout(g, &branch, &old_s, &new_s))
             .await?;
         if let Some(w) = warning {
             tracing::warn!("{w}");
             self.emit(Event::Warning(w));
         }
-        Ok(moved)
+        Ok(true)
     }
 
     /// After a kill between the branch update and its checkout's: brings
