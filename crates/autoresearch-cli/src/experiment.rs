@@ -128,6 +128,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     let text = template(&name, &branch);
     // Never write a config we could not read back.
     Config::parse(&text, &args.config).context("the generated config is invalid")?;
+    create_missing_branch(&dir, &branch)?;
     std::fs::write(&args.config, text)
         .with_context(|| format!("writing {}", args.config.display()))?;
     println!(
@@ -135,6 +136,30 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         args.config.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `branch` at the current HEAD of the repository at `dir` when it
+/// does not exist yet, saying so; a repository without a commit is left
+/// for `run` to report.
+fn create_missing_branch(dir: &Path, branch: &str) -> anyhow::Result<()> {
+    let git = Git::new(dir);
+    if git.run(&["rev-parse", "--git-dir"]).is_err() || git.branch_tip(branch)?.is_some() {
+        return Ok(());
+    }
+    let Some(head) = git.resolve("HEAD")? else {
+        return Ok(());
+    };
+    git.compare_and_swap(
+        &format!("refs/heads/{branch}"),
+        &head,
+        None,
+        "autoresearch init: branch created",
+    )?;
+    println!(
+        "created branch {branch} at the current HEAD ({})",
+        short_commit(&head)
+    );
+    Ok(())
 }
 
 /// Metrics the comparator reads: an evaluation without them is a crash.
@@ -239,8 +264,25 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         .with_shutdown(shutdown.clone());
     let p = progress.clone();
     let signals = tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
-            match shutdown.escalate() {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        loop {
+            // SIGTERM and SIGHUP (a closed terminal, a service manager)
+            // are a second Ctrl-C at once: jobs are killed and recorded.
+            let level = tokio::select! {
+                r = tokio::signal::ctrl_c() => match r {
+                    Ok(()) => shutdown.escalate(),
+                    Err(_) => return,
+                },
+                _ = term.recv() => { shutdown.escalate(); shutdown.escalate() }
+                _ = hup.recv() => { shutdown.escalate(); shutdown.escalate() }
+            };
+            match level {
                 Shutdown::DRAIN => {
                     p.note("stopping: no new runs; running ones finish (Ctrl-C again to kill them)")
                 }

@@ -360,3 +360,125 @@ async fn ctrl_c_once_drains_and_twice_kills_and_records_interrupted() {
         ("crash", "interrupted")
     );
 }
+
+#[tokio::test]
+async fn sigkill_between_the_branch_and_its_checkout_then_resume_repairs_the_checkout() {
+    // `assert_consistent` checks that `git status` is clean: the checkout,
+    // left at the old commit under the moved branch, was brought forward.
+    let all = kill_and_resume("after-branch").await;
+    let st: Vec<&str> = all
+        .iter()
+        .map(|a| a.outcome.as_ref().unwrap().status.as_str())
+        .collect();
+    assert_eq!(st, ["baseline", "keep", "keep", "keep"]);
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn sigterm_and_sighup_kill_running_jobs_and_record_them_interrupted() {
+    for sig in ["-TERM", "-HUP"] {
+        let r = Repo::new();
+        r.ok(&["run", "--iterations", "1"]);
+        std::fs::write(r.ctl.join("slow_propose"), "").unwrap();
+        let mut child = r.spawn(&["run", "--iterations", "5"], &[]);
+        wait_for(&r.ctl.join("in_propose"));
+        signal(&child, sig);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{sig}");
+        let pid: i32 = std::fs::read_to_string(r.ctl.join("propose.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(!alive(pid), "{sig}: the proposer was killed");
+        let all = r.assert_consistent().await;
+        let last = all.last().unwrap().outcome.as_ref().unwrap();
+        assert_eq!(
+            (last.status.as_str(), last.reason.as_str()),
+            ("crash", "interrupted"),
+            "{sig}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn branches_default_to_the_checked_out_one_are_created_when_missing_and_never_switched() {
+    // init on another branch writes that branch.
+    let r = Repo::new();
+    git(&r.dir, &["checkout", "-q", "-b", "work"]);
+    std::fs::remove_file(r.dir.join("autoresearch.toml")).unwrap();
+    r.ok(&["init"]);
+    let text = std::fs::read_to_string(r.dir.join("autoresearch.toml")).unwrap();
+    assert!(text.contains("branch = \"work\""), "{text}");
+
+    // init --branch NEW creates it from HEAD, saying so; run then works.
+    let r = Repo::new();
+    let config = std::fs::read_to_string(r.dir.join("autoresearch.toml")).unwrap();
+    std::fs::remove_file(r.dir.join("autoresearch.toml")).unwrap();
+    let out = r.ok(&["init", "--branch", "autoresearch/nov30", "--force"]);
+    assert!(out.contains("created branch autoresearch/nov30"), "{out}");
+    assert_eq!(
+        git(&r.dir, &["rev-parse", "autoresearch/nov30"]),
+        git(&r.dir, &["rev-parse", "HEAD"])
+    );
+    // The fixture's own commands, on the new branch.
+    let on_new = config.replace("branch = \"main\"", "branch = \"autoresearch/nov30\"");
+    std::fs::write(r.dir.join("autoresearch.toml"), &on_new).unwrap();
+    git(&r.dir, &["commit", "-qam", "loop on nov30"]);
+    let main_before = r.tip();
+    git(&r.dir, &["branch", "-f", "autoresearch/nov30", "main"]);
+    r.ok(&["run", "--iterations", "1"]);
+    assert_eq!(r.tip(), main_before, "main stays");
+    assert_ne!(
+        git(&r.dir, &["rev-parse", "autoresearch/nov30"]),
+        main_before
+    );
+
+    // Without a branch key, the checked-out branch; a branch differing from
+    // the one the experiment recorded is an error naming both.
+    let r = Repo::new();
+    r.ok(&["run", "--iterations", "1"]);
+    let config = std::fs::read_to_string(r.dir.join("autoresearch.toml")).unwrap();
+    std::fs::write(
+        r.dir.join("autoresearch.toml"),
+        config.replace("branch = \"main\"", "branch = \"mian\""),
+    )
+    .unwrap();
+    let out = r.run(&["run", "--iterations", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"main\"") && err.contains("\"mian\""),
+        "{err}"
+    );
+    assert!(
+        git(&r.dir, &["branch", "--list", "mian"]).is_empty(),
+        "no branch made"
+    );
+    std::fs::write(
+        r.dir.join("autoresearch.toml"),
+        config.replace("branch = \"main\"\n", ""),
+    )
+    .unwrap();
+    r.ok(&["run", "--iterations", "1"]);
+
+    // run creates a missing branch of a new experiment from HEAD, saying so.
+    let r = Repo::new();
+    let config = std::fs::read_to_string(r.dir.join("autoresearch.toml")).unwrap();
+    std::fs::write(
+        r.dir.join("autoresearch.toml"),
+        config.replace("branch = \"main\"", "branch = \"autoresearch/fresh\""),
+    )
+    .unwrap();
+    let out = r.run(&["run", "--iterations", "1"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("created branch autoresearch/fresh"), "{text}");
+}

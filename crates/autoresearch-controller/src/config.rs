@@ -116,6 +116,54 @@ pub struct ProposeConfig {
     pub command: String,
     #[serde(default = "default_propose_timeout")]
     pub timeout: Span,
+    /// A candidate adding or growing a file past this many bytes is
+    /// refused (`"10MB"`, `"512k"` or a number of bytes).
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size: Size,
+    /// Whether a candidate may add or change a gitlink (a submodule, or a
+    /// nested repository the proposer left in the checkout).
+    #[serde(default)]
+    pub allow_gitlinks: bool,
+}
+
+/// A size in bytes, written as a number or with a unit (`"10MB"`, `"512k"`,
+/// `"1GiB"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(Size(b)),
+            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"10MB"`, `"512k"`, `"1GiB"` or a bare number of bytes (units
+/// are powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?} (e.g. \"10MB\", \"512k\")"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("invalid size unit {other:?} in {text:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 /// `[evaluate]`.
@@ -128,9 +176,14 @@ pub struct EvaluateConfig {
     pub timeout: Span,
     #[serde(default = "default_metrics")]
     pub metrics: MetricsFormat,
-    /// Paths (files or directories) a candidate may not change.
+    /// Paths (files, directories, globs) a candidate may not change, on top
+    /// of the config file and the files `command` names.
     #[serde(default)]
     pub protect: Vec<String>,
+    /// Files `command` names that candidates may change all the same (the
+    /// training script an evaluator runs, say).
+    #[serde(default)]
+    pub editable: Vec<String>,
     /// Metric names every evaluation must report (besides the comparator's).
     #[serde(default)]
     pub require: Vec<String>,
@@ -178,8 +231,8 @@ struct RawConfig {
     name: String,
     #[serde(default = "dot")]
     repo: String,
-    #[serde(default = "main_branch")]
-    branch: String,
+    #[serde(default)]
+    branch: Option<String>,
     #[serde(default = "shell")]
     harness: String,
     propose: ProposeConfig,
@@ -234,8 +287,8 @@ fn default_lease_timeout() -> Span {
 fn dot() -> String {
     ".".into()
 }
-fn main_branch() -> String {
-    "main".into()
+fn default_max_file_size() -> Size {
+    Size(10 << 20)
 }
 fn shell() -> String {
     "shell".into()
@@ -290,10 +343,14 @@ impl Config {
         let repo = base.join(&raw.repo);
         // Absolute and without `./.` noise in every recorded path.
         let repo = repo.canonicalize().unwrap_or(repo);
+        let branch = match raw.branch {
+            Some(b) => b,
+            None => checked_out_branch(&repo).map_err(|r| invalid("branch", &r))?,
+        };
         Ok(Config {
             name: raw.name,
             repo,
-            branch: raw.branch,
+            branch,
             harness: raw.harness,
             propose: raw.propose,
             evaluate: raw.evaluate,
@@ -301,6 +358,22 @@ impl Config {
             run: raw.run,
             path: path.to_path_buf(),
         })
+    }
+}
+
+/// The branch checked out in `repo`; `main` outside a repository (a
+/// config read on its own), an error when HEAD is detached.
+fn checked_out_branch(repo: &Path) -> Result<String, String> {
+    let git = crate::git::Git::new(repo);
+    if git.run(&["rev-parse", "--git-dir"]).is_err() {
+        return Ok("main".into());
+    }
+    match git.checked_out_branch() {
+        Ok(Some(b)) => Ok(b),
+        _ => Err(format!(
+            "not set, and no branch is checked out in {} (HEAD is detached): set `branch`",
+            repo.display()
+        )),
     }
 }
 
@@ -325,7 +398,8 @@ pub fn template(name: &str, branch: &str) -> String {
 name = "{name}"
 # The repository, relative to this file.
 repo = "."
-# The branch the loop advances on every improvement.
+# The branch the loop advances on every improvement (default: the branch
+# checked out here). A missing branch is created from the current HEAD.
 branch = "{branch}"
 # Recorded as each run's harness (e.g. "claude-code", "codex").
 harness = "shell"
@@ -337,6 +411,10 @@ harness = "shell"
 # AUTORESEARCH_RESULTS (a results.tsv of every past attempt).
 command = 'claude -p "$(cat program.md)" --dangerously-skip-permissions'
 timeout = "30m"
+# A candidate adding a file larger than this, or a gitlink (a submodule or a
+# nested repository), is refused.
+max_file_size = "10MB"
+allow_gitlinks = false
 
 [evaluate]
 # Run in a checkout of the candidate (required); prints its metrics.
@@ -346,8 +424,11 @@ timeout = "10m"
 # How metrics are read: "lines" (name: value, as train.py prints them),
 # "json" (one JSON object line on stdout) or "file:PATH" (a JSON file).
 metrics = "lines"
-# Paths a candidate may not change.
-protect = ["prepare.py", "autoresearch.toml"]
+# Paths a candidate may not change (files, directories, globs such as
+# "data/**" or "*.sh"). This file and the files the command names are
+# protected too, except those listed in `editable`.
+protect = ["prepare.py"]
+editable = ["train.py"]
 # Metrics every evaluation must print (the comparator's metric always is).
 require = []
 

@@ -1,8 +1,16 @@
 //! The git operations the loop needs, through the real `git` CLI.
 //!
 //! Every function blocks: call them from `spawn_blocking` (see [`Git::run`]).
+//!
+//! Every command runs in a fixed environment: no `GIT_*` variable inherited
+//! from the caller, no hooks (`core.hooksPath=/dev/null`, which holds
+//! none), no fsmonitor daemon, no terminal prompt, the C locale. A [`Git`]
+//! made with [`Git::bound`] acts on a working tree the controller does not
+//! trust (a candidate's checkout) through the user's own git dir and a
+//! private index: the checkout's `.git`, whatever a job did to it, is never
+//! read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 /// A git command that failed or could not start.
@@ -23,9 +31,26 @@ pub const IDENTITY: [(&str, &str); 4] = [
     ("GIT_COMMITTER_EMAIL", "autoresearch@localhost"),
 ];
 
-/// See [`Git::index_stamp`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IndexStamp([u64; 7]);
+/// One path changed between two commits (see [`Git::changes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub path: String,
+    /// Octal modes as git prints them (`000000` when absent, `160000` a
+    /// gitlink, `120000` a symlink).
+    pub old_mode: String,
+    pub new_mode: String,
+    /// The object on the new side (all zeros when deleted).
+    pub new_blob: String,
+    /// `A`dded, `D`eleted, `M`odified, `T`ype changed.
+    pub status: char,
+}
+
+impl Change {
+    /// Whether the new side is a gitlink (a submodule or nested repository).
+    pub fn is_gitlink(&self) -> bool {
+        self.new_mode == "160000"
+    }
+}
 
 /// A repository (or a worktree of one) at `dir`.
 #[derive(Clone, Debug)]
@@ -33,6 +58,17 @@ pub struct Git {
     pub dir: PathBuf,
     /// The common git dir, looked up once.
     common: std::sync::Arc<std::sync::Mutex<Option<PathBuf>>>,
+    /// Set by [`Git::bound`]: the git dir, work tree and index file every
+    /// command is given explicitly.
+    bound: Option<std::sync::Arc<Bound>>,
+}
+
+#[derive(Debug)]
+struct Bound {
+    git_dir: PathBuf,
+    index: PathBuf,
+    /// Where `.gitattributes` are read from (a trusted commit), if set.
+    attr_source: Option<String>,
 }
 
 impl Git {
@@ -40,16 +76,66 @@ impl Git {
         Git {
             dir: dir.into(),
             common: Default::default(),
+            bound: None,
+        }
+    }
+
+    /// Git on the working tree `work_tree` through the repository `git_dir`
+    /// (its objects, its config) and the index file `index`: what is staged
+    /// and written goes into `git_dir`'s object store, and nothing in
+    /// `work_tree/.git` is read. `attr_source` (a commit) replaces the
+    /// working tree's `.gitattributes`. Only for commands that do not touch
+    /// refs or HEAD (read-tree, add, write-tree, clean, ls-files, diff).
+    pub fn bound(
+        git_dir: impl Into<PathBuf>,
+        work_tree: impl Into<PathBuf>,
+        index: impl Into<PathBuf>,
+        attr_source: Option<String>,
+    ) -> Git {
+        Git {
+            dir: work_tree.into(),
+            common: Default::default(),
+            bound: Some(std::sync::Arc::new(Bound {
+                git_dir: git_dir.into(),
+                index: index.into(),
+                attr_source,
+            })),
         }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("git");
-        c.arg("-C").arg(&self.dir).args(args);
-        // Inherited from a hook or a parent git, these would point elsewhere.
-        for v in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"] {
-            c.env_remove(v);
+        // A fixed environment: inherited from a hook, a parent git or the
+        // user's shell, GIT_* variables would point elsewhere or change
+        // what is read and written.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("GIT_") {
+                c.env_remove(k);
+            }
         }
+        c.env("GIT_TERMINAL_PROMPT", "0").env("LC_ALL", "C");
+        c.arg("-C").arg(&self.dir);
+        c.args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+        ]);
+        if let Some(b) = &self.bound {
+            c.env("GIT_DIR", &b.git_dir)
+                .env("GIT_WORK_TREE", &self.dir)
+                .env("GIT_INDEX_FILE", &b.index)
+                .args([
+                    "-c",
+                    "core.untrackedCache=false",
+                    "-c",
+                    "core.splitIndex=false",
+                ]);
+            if let Some(src) = &b.attr_source {
+                c.env("GIT_ATTR_SOURCE", src);
+            }
+        }
+        c.args(args);
         c.stdin(Stdio::null());
         c
     }
@@ -170,6 +256,17 @@ impl Git {
         Err(self.error(&args, String::from_utf8_lossy(&out.stderr).trim()))
     }
 
+    /// Whether `ancestor` is `descendant` or one of its ancestors.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<bool, GitError> {
+        let args = ["merge-base", "--is-ancestor", ancestor, descendant];
+        let out = self.output(&args, &[])?;
+        match out.status.code() {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(self.error(&args, String::from_utf8_lossy(&out.stderr).trim())),
+        }
+    }
+
     /// Points `refname` at `commit` unconditionally.
     pub fn set_ref(&self, refname: &str, commit: &str) -> Result<(), GitError> {
         self.run(&["update-ref", refname, commit]).map(drop)
@@ -234,50 +331,6 @@ impl Git {
             .collect())
     }
 
-    /// `git add -A --verbose`: stages every change of this working tree and
-    /// returns the paths it staged or removed, or `None` when git's report
-    /// cannot be read back exactly (a path with a line break).
-    pub fn add_all(&self) -> Result<Option<Vec<String>>, GitError> {
-        let args = ["add", "-A", "--verbose"];
-        let out = self.output(&args, &[])?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            return Err(self.error(&args, stderr.trim().to_string()));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut paths = Vec::new();
-        for line in text.lines() {
-            let path = line
-                .strip_prefix("add '")
-                .or_else(|| line.strip_prefix("remove '"))
-                .and_then(|rest| rest.strip_suffix('\''));
-            match path {
-                Some(p) if !p.is_empty() => paths.push(p.to_string()),
-                _ => return Ok(None),
-            }
-        }
-        Ok(Some(paths))
-    }
-
-    /// Identifies the current state of this working tree's index file
-    /// (device, inode, size, modification time): git rewrites the index by
-    /// renaming a new file over it, so any change gives a different stamp.
-    /// The change time is part of it, and no program can set that back.
-    /// `None` when there is no index file to stat.
-    pub fn index_stamp(&self) -> Option<IndexStamp> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(self.git_dir()?.join("index")).ok()?;
-        Some(IndexStamp([
-            m.dev(),
-            m.ino(),
-            m.size(),
-            m.mtime() as u64,
-            m.mtime_nsec() as u64,
-            m.ctime() as u64,
-            m.ctime_nsec() as u64,
-        ]))
-    }
-
     /// This working tree's own git dir (`.git`, or where a worktree's `.git`
     /// file points), read without a process.
     fn git_dir(&self) -> Option<PathBuf> {
@@ -288,6 +341,69 @@ impl Git {
         let text = std::fs::read_to_string(&dot_git).ok()?;
         let p = PathBuf::from(text.trim().strip_prefix("gitdir:")?.trim());
         Some(if p.is_absolute() { p } else { self.dir.join(p) })
+    }
+
+    /// Every change between two commits, of every kind (renames as a
+    /// deletion and an addition), with modes and the new blob.
+    pub fn changes(&self, from: &str, to: &str) -> Result<Vec<Change>, GitError> {
+        let args = [
+            "diff",
+            "--raw",
+            "-z",
+            "--no-renames",
+            "--no-abbrev",
+            from,
+            to,
+        ];
+        let out = self.output(&args, &[])?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(self.error(&args, stderr.trim().to_string()));
+        }
+        let mut fields = out.stdout.split(|b| *b == 0).filter(|f| !f.is_empty());
+        let mut changes = Vec::new();
+        while let (Some(meta), Some(path)) = (fields.next(), fields.next()) {
+            let meta = String::from_utf8_lossy(meta);
+            let m: Vec<&str> = meta.trim_start_matches(':').split(' ').collect();
+            if m.len() < 5 {
+                return Err(self.error(&args, format!("unreadable line {meta:?}")));
+            }
+            changes.push(Change {
+                path: String::from_utf8_lossy(path).into_owned(),
+                old_mode: m[0].to_string(),
+                new_mode: m[1].to_string(),
+                new_blob: m[3].to_string(),
+                status: m[4].chars().next().unwrap_or('M'),
+            });
+        }
+        Ok(changes)
+    }
+
+    /// The sizes of objects, in bytes, in the order given (one process).
+    pub fn object_sizes(&self, oids: &[String]) -> Result<Vec<u64>, GitError> {
+        use std::io::Write;
+        let args = ["cat-file", "--batch-check=%(objectsize)"];
+        let mut c = self.command(&args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| self.error(&args, format!("cannot run git: {e}")))?;
+        let input: String = oids.iter().map(|o| format!("{o}\n")).collect();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| self.error(&args, e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| self.error(&args, e.to_string()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .lines()
+            .map(|l| l.trim().parse::<u64>().unwrap_or(0))
+            .collect())
     }
 
     /// `git diff --stat from to`.
@@ -387,27 +503,6 @@ impl Git {
             format!("{existing}{sep}# autoresearch's own files\n{line}\n"),
         )
         .map_err(io)
-    }
-
-    /// Creates a worktree at `path` detached at `commit`.
-    pub fn worktree_add(&self, path: &Path, commit: &str) -> Result<(), GitError> {
-        let p = path.to_string_lossy();
-        self.run(&["worktree", "add", "--detach", "--quiet", "-f", &p, commit])
-            .map(drop)
-    }
-
-    /// Removes the worktree at `path` (forcefully: it is ours), then prunes.
-    /// A missing worktree is not an error.
-    pub fn worktree_remove(&self, path: &Path) -> Result<(), GitError> {
-        let p = path.to_string_lossy();
-        if path.exists()
-            && self
-                .run(&["worktree", "remove", "--force", "--force", &p])
-                .is_err()
-        {
-            let _ = std::fs::remove_dir_all(path);
-        }
-        self.run(&["worktree", "prune"]).map(drop)
     }
 
     /// Replays `candidate`'s change (relative to `base`) onto `onto` without

@@ -8,7 +8,8 @@
 //!
 //! - [`config`]: the `autoresearch.toml` file.
 //! - [`engine`]: the loop ([`Controller`]), its crash recovery and shutdown.
-//! - [`local`]: [`LocalExecutor`], jobs in git worktrees as bounded child processes.
+//! - [`local`]: [`LocalExecutor`], jobs in private slot repositories
+//!   ([`slot`]) as bounded child processes, none left alive ([`reaper`]).
 //! - [`git`], [`metrics`], [`history`]: git CLI helpers, metric parsing, the
 //!   results.tsv the proposer reads.
 //!
@@ -19,10 +20,13 @@
 pub mod config;
 pub mod engine;
 pub mod git;
+pub mod guard;
 pub mod history;
 pub mod local;
 pub mod metrics;
+pub mod reaper;
 pub mod sandbox;
+pub mod slot;
 
 pub use config::{Config, ConfigError, MetricsFormat};
 pub use engine::{

@@ -1,19 +1,27 @@
-//! [`LocalExecutor`]: runs jobs as child processes in git worktrees of a
-//! local repository.
+//! [`LocalExecutor`]: runs jobs as child processes in private slot
+//! repositories of a local repository.
 //!
-//! - Checkout: a pool of worktrees at `{state}/worktrees/slot-{pid}-{n}`,
-//!   detached at the job's commit; a run takes a slot (checked out afresh and
-//!   cleaned of untracked files) and its jobs share it until `release` puts
-//!   it back. [`Executor::close`] removes the slots, and those of controllers
-//!   that died.
+//! - Checkout: a pool of slots at `{state}/slots/slot-{pid}-{n}`, each a
+//!   repository of its own sharing the user's objects (see [`slot`](crate::slot)):
+//!   nothing a job does to its `.git` reaches the user's repository. A run
+//!   takes a slot and its jobs share it until `release` puts it back; before
+//!   every job the slot is made exactly the job's commit, with a fresh `.git`
+//!   and nothing untracked or ignored. [`Executor::close`] removes the
+//!   slots, and those of controllers that died.
+//! - Candidate: after a job with [`Job::commit_changes`], the checkout's tree
+//!   is committed by the controller as the single child of the job's commit
+//!   (whatever the job did to history), in the user's object store.
 //! - Process: `sh -c COMMAND` in its own process group. On timeout the group
 //!   gets SIGTERM, then SIGKILL after the grace period; after every job (and
-//!   when the job's future is dropped) the group gets SIGKILL, so no
-//!   grandchild outlives its job, even one that ignores SIGTERM.
+//!   when the job's future is dropped) the group gets SIGKILL, and every
+//!   other process still marked with the slot (a `setsid` daemon) is found
+//!   and killed ([`reaper`](crate::reaper)).
 //! - Output: stdout and stderr go straight to files under
 //!   `{state}/runs/{run_id}/`; only their tails are read back into memory.
 
-use crate::git::{Git, IDENTITY, IndexStamp};
+use crate::git::GitError;
+use crate::reaper;
+use crate::slot::{self, Produced, RepoDirs};
 use async_trait::async_trait;
 use autoresearch_core::exec::{ExecError, Executor, ExitStatus, Job, JobReport, OutputSource};
 use std::collections::HashMap;
@@ -29,29 +37,14 @@ pub struct LocalExecutor {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
-struct Pool {
-    idle: Vec<(PathBuf, String)>,
-    resetting: usize,
-    /// Slots this executor made that still exist (held, idle or resetting).
-    slots: usize,
-}
-
 struct Inner {
     state_dir: PathBuf,
-    /// Each run's slot and what it has checked out, to skip redundant checkouts.
-    checkouts: Mutex<HashMap<String, (PathBuf, String)>>,
-    /// Slots no run holds, each clean at the commit it holds, and how many
-    /// released slots are still being reset. Taking a slot while all are
-    /// held or resetting makes a new one as long as there are fewer than two
-    /// per run holding one (so a run need not wait for the reset of the slot
-    /// its predecessor just released); beyond that it waits for a reset.
-    pool: Mutex<Pool>,
-    pool_changed: std::sync::Condvar,
-    /// The commit each run's slot was first checked out at (its base).
-    bases: Mutex<HashMap<String, String>>,
-    /// Slots being reset in the background after a release.
-    resets: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Each run's slot.
+    checkouts: Mutex<HashMap<String, PathBuf>>,
+    /// Slots no run holds.
+    idle: Mutex<Vec<PathBuf>>,
+    /// The user's repositories' directories, by `Job::repo`.
+    repos: Mutex<HashMap<String, RepoDirs>>,
     next_slot: std::sync::atomic::AtomicUsize,
 }
 
@@ -61,18 +54,16 @@ impl LocalExecutor {
             inner: Arc::new(Inner {
                 state_dir: state_dir.into(),
                 checkouts: Mutex::new(HashMap::new()),
-                pool: Mutex::new(Pool::default()),
-                pool_changed: std::sync::Condvar::new(),
-                bases: Mutex::new(HashMap::new()),
-                resets: Mutex::new(Vec::new()),
+                idle: Mutex::new(Vec::new()),
+                repos: Mutex::new(HashMap::new()),
                 next_slot: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
 
-    /// Where the worktree `run_id` holds lives, if it holds one.
+    /// Where the slot `run_id` holds lives, if it holds one.
     pub fn worktree_path(&self, run_id: &str) -> Option<PathBuf> {
-        self.inner.known_checkout(run_id).map(|(p, _)| p)
+        self.inner.known_checkout(run_id)
     }
 
     /// Where the logs of `run_id` go.
@@ -82,15 +73,15 @@ impl LocalExecutor {
 }
 
 impl Inner {
-    fn worktrees(&self) -> PathBuf {
-        self.state_dir.join("worktrees")
+    fn slots(&self) -> PathBuf {
+        self.state_dir.join("slots")
     }
 
     fn new_slot(&self) -> PathBuf {
         let n = self
             .next_slot
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.worktrees()
+        self.slots()
             .join(format!("slot-{}-{n}", std::process::id()))
     }
 
@@ -108,157 +99,69 @@ impl Inner {
         }
     }
 
-    fn known_checkout(&self, run_id: &str) -> Option<(PathBuf, String)> {
+    fn known_checkout(&self, run_id: &str) -> Option<PathBuf> {
         self.checkouts
             .lock()
             .ok()
             .and_then(|m| m.get(run_id).cloned())
     }
 
-    fn remember(&self, run_id: &str, path: &Path, commit: &str) {
-        if let Ok(mut m) = self.checkouts.lock() {
-            m.insert(run_id.to_string(), (path.to_path_buf(), commit.to_string()));
+    fn repo(&self, repo: &str) -> Result<RepoDirs, GitError> {
+        if let Some(d) = self.repos.lock().ok().and_then(|m| m.get(repo).cloned()) {
+            return Ok(d);
         }
+        let d = RepoDirs::of(Path::new(repo))?;
+        if let Ok(mut m) = self.repos.lock() {
+            m.insert(repo.to_string(), d.clone());
+        }
+        Ok(d)
     }
 
-    fn forget(&self, run_id: &str) {
-        if let Ok(mut m) = self.checkouts.lock() {
-            m.remove(run_id);
-        }
-    }
-
-    /// Makes the run's slot hold `commit`, taking a slot if the run has
-    /// none. Blocking.
+    /// Makes the run's slot (taking one if the run has none) a clean
+    /// checkout of the job's commit. Blocking.
     fn checkout(&self, job: &Job) -> Result<PathBuf, String> {
-        if let Some((p, c)) = self.known_checkout(&job.run_id) {
-            if c != job.commit {
-                Git::new(&p)
-                    .run(&["checkout", "--quiet", "--detach", "-f", &job.commit])
-                    .map_err(|e| e.to_string())?;
-                self.remember(&job.run_id, &p, &job.commit);
-            }
-            return Ok(p);
-        }
-        if let Ok(mut b) = self.bases.lock() {
-            b.insert(job.run_id.clone(), job.commit.clone());
-        }
-        // Prefer a slot that already holds the commit (the usual case: the
-        // head did not move since the slot's last run).
-        let held = self.checkouts.lock().map(|m| m.len()).unwrap_or(0);
-        let idle = self.pool.lock().ok().and_then(|mut p| {
-            while p.idle.is_empty() && p.resetting > 0 && p.slots >= 2 * (held + 1) {
-                match self
-                    .pool_changed
-                    .wait_timeout(p, std::time::Duration::from_secs(10))
-                {
-                    Ok((guard, t)) if !t.timed_out() => p = guard,
-                    Ok((guard, _)) => {
-                        p = guard;
-                        break;
-                    }
-                    Err(_) => return None,
+        let repo = self.repo(&job.repo).map_err(|e| e.to_string())?;
+        let path = match self.known_checkout(&job.run_id) {
+            Some(p) => p,
+            None => {
+                let idle = self.idle.lock().ok().and_then(|mut i| i.pop());
+                let p = idle.unwrap_or_else(|| self.new_slot());
+                if let Ok(mut m) = self.checkouts.lock() {
+                    m.insert(job.run_id.clone(), p.clone());
                 }
+                p
             }
-            let i = p.idle.iter().position(|(_, c)| *c == job.commit);
-            i.or(p.idle.len().checked_sub(1))
-                .map(|i| p.idle.swap_remove(i))
-        });
-        let Some((path, held)) = idle else {
-            return self.add_slot(job, self.new_slot());
         };
-        if held != job.commit {
-            let fresh =
-                Git::new(&path).run(&["checkout", "--quiet", "--detach", "-f", &job.commit]);
-            if let Err(e) = fresh {
-                // A damaged slot: drop it and start a new one.
-                let _ = self.admin(|| Git::new(&job.repo).worktree_remove(&path));
-                self.slot_gone();
-                tracing::warn!("worktree {} was unusable ({e}); replaced", path.display());
-                return self.add_slot(job, self.new_slot());
-            }
+        slot::prepare(&repo, &path, &job.commit)?;
+        let workdir = path.join(&job.workdir);
+        if !workdir.is_dir() {
+            return Err(format!(
+                "{} is not a directory of {}",
+                job.workdir, job.commit
+            ));
         }
-        self.remember(&job.run_id, &path, &job.commit);
         Ok(path)
-    }
-
-    /// Puts a slot back at `commit`, without untracked files. Blocking.
-    fn reset_slot(&self, path: &Path, commit: &str) {
-        let g = Git::new(path);
-        let ok = g
-            .run(&["checkout", "--quiet", "--detach", "-f", commit])
-            .and_then(|_| g.run(&["clean", "-q", "-f", "-d", "-x"]));
-        if let Err(e) = &ok {
-            tracing::warn!("resetting worktree {}: {e}; dropping it", path.display());
-            if let Ok(dir) = g.common_dir() {
-                let _ = self.admin(|| Git::new(dir).worktree_remove(path));
-            }
-        }
-        if let Ok(mut p) = self.pool.lock() {
-            p.resetting = p.resetting.saturating_sub(1);
-            if ok.is_ok() {
-                p.idle.push((path.to_path_buf(), commit.to_string()));
-            } else {
-                p.slots = p.slots.saturating_sub(1);
-            }
-        }
-        self.pool_changed.notify_all();
-    }
-
-    fn add_slot(&self, job: &Job, path: PathBuf) -> Result<PathBuf, String> {
-        if path.exists() {
-            let _ = std::fs::remove_dir_all(&path);
-        }
-        self.admin(|| Git::new(&job.repo).worktree_add(&path, &job.commit))
-            .map_err(|e| e.to_string())?;
-        if let Ok(mut p) = self.pool.lock() {
-            p.slots += 1;
-        }
-        self.remember(&job.run_id, &path, &job.commit);
-        Ok(path)
-    }
-
-    /// Runs `f` (a `git worktree` add, remove or prune) holding an exclusive
-    /// lock on `{state}/worktrees/.admin.lock`. Git does not make these
-    /// safe against each other: an add that scans the existing worktrees
-    /// fails on one that another add is half-way through creating, and a
-    /// prune can delete it. The lock is an `flock`, so it also holds
-    /// between controllers in different processes sharing the state
-    /// directory; without a lock file (unwritable directory) `f` runs
-    /// unlocked.
-    fn admin<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _ = std::fs::create_dir_all(self.worktrees());
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.worktrees().join(".admin.lock"));
-        let Ok(file) = file else {
-            return f();
-        };
-        // Unlocked on drop, with the file.
-        let _ = file.lock();
-        let out = f();
-        drop(file);
-        out
-    }
-
-    fn slot_gone(&self) {
-        if let Ok(mut p) = self.pool.lock() {
-            p.slots = p.slots.saturating_sub(1);
-        }
     }
 
     /// Removes this process's slots and those of processes that are gone.
     fn close(&self) -> Result<(), String> {
-        if let Ok(mut p) = self.pool.lock() {
-            p.idle.clear();
-            p.slots = 0;
+        let mine: Vec<PathBuf> = self
+            .idle
+            .lock()
+            .map(|mut i| i.drain(..).collect())
+            .unwrap_or_default();
+        for p in &mine {
+            reaper::kill_slot_processes(p);
         }
-        let Ok(entries) = std::fs::read_dir(self.worktrees()) else {
+        let Ok(entries) = std::fs::read_dir(self.slots()) else {
             return Ok(());
         };
         let me = std::process::id();
-        let mut removed = false;
+        let held: Vec<PathBuf> = self
+            .checkouts
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Some(pid) = name
@@ -270,68 +173,34 @@ impl Inner {
             };
             // SAFETY: kill with signal 0 only checks that the process exists.
             let alive = pid != me && unsafe { libc::kill(pid as i32, 0) } == 0;
-            if alive {
+            let path = e.path();
+            if alive || held.iter().any(|h| *h == path || path.starts_with(h)) {
                 continue;
             }
-            let path = e.path();
-            match Git::new(&path).common_dir() {
-                Ok(dir) => self
-                    .admin(|| Git::new(dir).worktree_remove(&path))
-                    .map_err(|e| e.to_string())?,
-                Err(_) => std::fs::remove_dir_all(&path)
-                    .map_err(|e| format!("removing {}: {e}", path.display()))?,
+            if path.is_dir() {
+                reaper::kill_slot_processes(&path);
+                std::fs::remove_dir_all(&path)
+                    .map_err(|e| format!("removing {}: {e}", path.display()))?;
+            } else {
+                let _ = std::fs::remove_file(&path);
             }
-            removed = true;
         }
-        let _ = removed;
         Ok(())
     }
 
-    /// Commits what the command left uncommitted; returns HEAD and, when
-    /// they are known exactly, the paths changed since `job.commit`. They
-    /// are when the command made no commit and left the index as the
-    /// checkout wrote it (`index_before` is its stamp then): what `git add
-    /// -A` staged is then the whole change. Blocking.
-    fn produced_commit(
-        &self,
-        job: &Job,
-        worktree: &Path,
-        index_before: Option<IndexStamp>,
-    ) -> Result<(String, Option<Vec<String>>), String> {
-        let git = Git::new(worktree);
-        let mut changed = None;
-        if job.commit_changes {
-            let untouched = index_before.is_some()
-                && git.index_stamp() == index_before
-                && git.head_commit().ok().as_deref() == Some(job.commit.as_str());
-            let staged = git.add_all().map_err(|e| e.to_string())?;
-            if untouched {
-                changed = staged;
-            }
-            let msg = format!("autoresearch {}: changes left uncommitted", job.run_id);
-            let args = ["commit", "--quiet", "--no-verify", "-m", &msg];
-            // No auto-maintenance: it would run after every candidate.
-            let args = [
-                &["-c", "maintenance.auto=false", "-c", "gc.auto=0"][..],
-                &args[..],
-            ]
-            .concat();
-            let out = git.output(&args, &IDENTITY).map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            if !out.status.success() && !text.contains("nothing to commit") {
-                return Err(format!(
-                    "committing leftovers: {}{}",
-                    text.trim(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
+    /// Builds the candidate the job left in `slot` (when it commits its
+    /// changes), after killing what still runs there. Blocking.
+    fn produced(&self, job: &Job, slot: &Path) -> Result<Produced, String> {
+        reaper::kill_slot_processes(slot);
+        if !job.commit_changes {
+            return Ok(Produced {
+                commit: job.commit.clone(),
+                changed: Vec::new(),
+                left_out: Vec::new(),
+            });
         }
-        let head = git.head_commit().map_err(|e| e.to_string())?;
-        self.remember(&job.run_id, worktree, &head);
-        if head == job.commit {
-            changed = Some(Vec::new());
-        }
-        Ok((head, changed))
+        let repo = self.repo(&job.repo).map_err(|e| e.to_string())?;
+        slot::produce(&repo, slot, &job.commit, &job.run_id)
     }
 }
 
@@ -435,7 +304,7 @@ impl Executor for LocalExecutor {
                       tails: (String, String),
                       output,
                       duration,
-                      (commit, changed_paths): (String, Option<Vec<String>>),
+                      produced: Produced,
                       workspace: &Path| JobReport {
             status,
             output,
@@ -445,13 +314,12 @@ impl Executor for LocalExecutor {
             stdout_log: stdout_log.display().to_string(),
             stderr_log: stderr_log.display().to_string(),
             duration,
-            commit,
-            changed_paths,
+            changed_paths: (!produced.commit.is_empty()).then_some(produced.changed),
+            commit: produced.commit,
+            left_out: produced.left_out,
         };
 
-        // The index as the checkout left it: unchanged after the command,
-        // what `git add` stages is the whole change (see `produced_commit`).
-        let (files, worktree, index_before) = {
+        let (files, worktree) = {
             let job2 = job.clone();
             let (out, err, dir) = (stdout_log.clone(), stderr_log.clone(), log_dir.clone());
             let this = this.clone();
@@ -459,12 +327,7 @@ impl Executor for LocalExecutor {
                 let files = std::fs::create_dir_all(&dir)
                     .and_then(|_| Ok((std::fs::File::create(&out)?, std::fs::File::create(&err)?)))
                     .map_err(|e| format!("creating logs in {}: {e}", dir.display()));
-                let wt = this.checkout(&job2);
-                let stamp = match &wt {
-                    Ok(path) if job2.commit_changes => Git::new(path).index_stamp(),
-                    _ => None,
-                };
-                (files, wt, stamp)
+                (files, this.checkout(&job2))
             })
             .await
             .map_err(|e| self.inner.error(&job.run_id, "preparing the job", e))?
@@ -492,13 +355,16 @@ impl Executor for LocalExecutor {
         let mut cmd = tokio::process::Command::new("sh");
         cmd.arg("-c")
             .arg(&job.command)
-            .current_dir(&worktree)
+            .current_dir(worktree.join(&job.workdir))
             .envs(&job.env)
             .env("AUTORESEARCH_RUN_ID", &job.run_id)
             .env("AUTORESEARCH_WORKTREE", &worktree)
             .env_remove("GIT_DIR")
             .env_remove("GIT_WORK_TREE")
             .env_remove("GIT_INDEX_FILE")
+            // Git in the job stops at the slot, even once its `.git` is
+            // gone: it never finds the user's repository above it.
+            .env("GIT_CEILING_DIRECTORIES", self.inner.slots())
             .stdin(Stdio::null())
             .stdout(Stdio::from(out_file))
             .stderr(Stdio::from(err_file))
@@ -567,63 +433,56 @@ impl Executor for LocalExecutor {
                 }
             };
             let commit = if success {
-                this.produced_commit(&job2, &worktree, index_before)
+                this.produced(&job2, &worktree)
             } else {
+                reaper::kill_slot_processes(&worktree);
                 Ok(Default::default())
             };
             ((stdout_tail, stderr_tail), output, commit)
         })
         .await
         .map_err(|e| self.inner.error(&job.run_id, "reading the job's output", e))?;
-        let commit = commit.map_err(|e| {
-            self.inner
-                .error(&job.run_id, "recording the produced commit", e)
-        })?;
+        // A checkout git cannot take (a nested repository without a
+        // commit, ...) is the job's failure, not the executor's.
+        let (status, commit) = match commit {
+            Ok(c) => (status, c),
+            Err(e) => (
+                ExitStatus::FailedToStart(format!("building the candidate: {e}")),
+                Produced::default(),
+            ),
+        };
         // A missing metrics file is the job's failure, not the executor's.
         let output = output.unwrap_or_default();
         Ok(report(status, tails, output, duration, commit, &wt))
     }
 
     async fn release(&self, run_id: &str) -> Result<(), ExecError> {
-        let slot = self.inner.known_checkout(run_id).map(|(p, _)| p);
-        let base = self
+        let slot = self
             .inner
-            .bases
+            .checkouts
             .lock()
             .ok()
-            .and_then(|mut b| b.remove(run_id));
-        self.inner.forget(run_id);
+            .and_then(|mut m| m.remove(run_id));
         let logs = self.log_dir(run_id);
-        let res = blocking(move || kill_leftover_groups(&logs)).await;
-        if let (Some(slot), Some(base)) = (slot, base) {
-            // Reset off the loop's path; `close` waits for it.
-            if let Ok(mut p) = self.inner.pool.lock() {
-                p.resetting += 1;
+        let inner = self.inner.clone();
+        blocking(move || {
+            kill_leftover_groups(&logs);
+            if let Some(slot) = slot {
+                reaper::kill_slot_processes(&slot);
+                if let Ok(mut i) = inner.idle.lock() {
+                    i.push(slot);
+                }
             }
-            let inner = self.inner.clone();
-            let h = tokio::task::spawn_blocking(move || inner.reset_slot(&slot, &base));
-            if let Ok(mut r) = self.inner.resets.lock() {
-                r.retain(|h| !h.is_finished());
-                r.push(h);
-            }
-        }
-        res.map_err(|e| self.inner.error(run_id, "killing leftover processes", e))
+        })
+        .await
+        .map_err(|e| self.inner.error(run_id, "killing leftover processes", e))
     }
 
     async fn close(&self) -> Result<(), ExecError> {
-        let pending: Vec<_> = self
-            .inner
-            .resets
-            .lock()
-            .map(|mut r| r.drain(..).collect())
-            .unwrap_or_default();
-        for h in pending {
-            let _ = h.await;
-        }
         let inner = self.inner.clone();
         match blocking(move || inner.close()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) | Err(e) => Err(self.inner.error("", "removing worktrees", e)),
+            Ok(Err(e)) | Err(e) => Err(self.inner.error("", "removing slots", e)),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The local executor on its own, on real git repositories in temp dirs:
-//! the changed paths it reports must be exactly what `git diff` says, or
-//! absent when it cannot know them.
+//! the changed paths it reports must be exactly what `git diff` says, and
+//! the candidate is always a single child of the job's commit.
 
 use autoresearch_controller::LocalExecutor;
 use autoresearch_controller::git::Git;
@@ -26,6 +26,7 @@ fn job(repo: &Path, commit: &str, run_id: &str, command: &str) -> Job {
         step: "propose".into(),
         repo: repo.display().to_string(),
         commit: commit.into(),
+        workdir: String::new(),
         command: command.into(),
         env: Default::default(),
         limits: Limits {
@@ -44,43 +45,41 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn changed_paths_are_exactly_the_diff_or_left_to_the_caller() {
+async fn changed_paths_are_exactly_the_diff_and_the_candidate_a_child_of_the_base() {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");
     let base = repo(&repo_dir);
     let exec = LocalExecutor::new(tmp.path().join("state"));
     let commit_cmd = "git -c user.name=p -c user.email=p@p commit -qam mine";
-    // (proposer, whether the executor can know the paths itself)
-    let cases: &[(&str, bool)] = &[
+    let cases: &[&str] = &[
         // Left uncommitted: modified, removed, new (odd names too), mode.
-        ("echo x >> a.txt; rm d/c.txt; echo n > \"n é'q.txt\"", true),
-        ("chmod +x b.txt", true),
-        ("mkdir -p e/f && echo deep > e/f/g.txt", true),
+        "echo x >> a.txt; rm d/c.txt; echo n > \"n é'q.txt\"",
+        "chmod +x b.txt",
+        "mkdir -p e/f && echo deep > e/f/g.txt",
         // Rewritten with the same content: no change at all.
-        ("cp a.txt t && mv t a.txt", true),
-        // Staged by the proposer: the index is no longer the checkout's.
-        ("echo y >> a.txt; git add a.txt; echo z >> b.txt", false),
+        "cp a.txt t && mv t a.txt",
+        // Staged by the proposer.
+        "echo y >> a.txt; git add a.txt; echo z >> b.txt",
         // Committed by the proposer, with something left over as well.
-        (
-            &format!("echo y >> a.txt; {commit_cmd}; echo z > new.txt"),
-            false,
-        ),
-        // A name with a line break cannot be read back from git's report.
-        ("echo w > \"$(printf 'two\\nlines')\"", false),
+        &format!("echo y >> a.txt; {commit_cmd}; echo z > new.txt"),
+        // A name with a line break.
+        "echo w > \"$(printf 'two\\nlines')\"",
     ];
-    for (i, (cmd, knows)) in cases.iter().enumerate() {
+    for (i, cmd) in cases.iter().enumerate() {
         let run_id = format!("run-{i}");
         let report = exec.run(job(&repo_dir, &base, &run_id, cmd)).await.unwrap();
         assert!(report.status.success(), "{cmd}: {:?}", report.status);
         let truth = Git::new(&repo_dir)
             .changed_paths(&base, &report.commit)
             .unwrap();
-        match (&report.changed_paths, knows) {
-            (Some(paths), true) => {
-                assert_eq!(sorted(paths.clone()), sorted(truth), "{cmd}")
-            }
-            (None, false) => assert!(!truth.is_empty(), "{cmd}"),
-            (other, _) => panic!("{cmd}: expected known={knows}, got {other:?}"),
+        assert_eq!(
+            report.changed_paths.clone().map(sorted),
+            Some(sorted(truth.clone())),
+            "{cmd}"
+        );
+        if !truth.is_empty() {
+            let parents = git(&repo_dir, &["rev-list", "--parents", "-n1", &report.commit]);
+            assert_eq!(parents, format!("{} {base}", report.commit), "{cmd}");
         }
         exec.release(&run_id).await.unwrap();
     }

@@ -10,6 +10,7 @@ use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{
     BranchHead, ComponentRegistry, MemoryStorage, Run, RunStatus, Storage, World, now_ms,
 };
+use autoresearch_test_support::evidence::MinScore;
 use autoresearch_test_support::git::{commit_all, git, init_main};
 use autoresearch_test_support::loop_repo::{EVALUATE_SCORE as EVAL, VARY_SCORE as VARY};
 use autoresearch_test_support::process::alive;
@@ -17,32 +18,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Lower `score` wins.
-struct MinScore;
-
-#[async_trait::async_trait]
-impl Comparator for MinScore {
-    fn spec(&self) -> String {
-        "scalar:score:min".into()
-    }
-    async fn compare(&self, inc: &Evidence, cand: &Evidence) -> Result<Decision, CompareError> {
-        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-        let (Some(a), Some(b)) = (mean(inc.samples("score")), mean(cand.samples("score"))) else {
-            return Ok(Decision::new(Verdict::Discard, "no score", json!({})));
-        };
-        let v = if b < a {
-            Verdict::Keep
-        } else {
-            Verdict::Discard
-        };
-        Ok(Decision::new(
-            v,
-            format!("{b} vs {a}"),
-            json!({"incumbent": a, "candidate": b}),
-        ))
-    }
-}
 
 /// Asks for three samples a side before deciding like [`MinScore`].
 struct ThreeSamples;
@@ -141,6 +116,7 @@ impl Fixture {
             experiment: "exp".into(),
             world: "autoresearch:exp".into(),
             repo: self.repo.clone(),
+            workdir: String::new(),
             branch: "main".into(),
             harness: "shell".into(),
             propose_command: propose.into(),
@@ -149,6 +125,10 @@ impl Fixture {
             evaluate_timeout: Duration::from_secs(20),
             metrics: MetricsFormat::Lines,
             protect: vec!["prepare.py".into()],
+            editable: vec![],
+            config_file: None,
+            max_file_size: 10 << 20,
+            allow_gitlinks: false,
             require: vec![],
             parallel: 1,
             iterations: 1,
@@ -349,6 +329,11 @@ async fn each_crash_cause_is_recorded_and_the_loop_goes_on() {
     ];
     for (propose, evaluate, reason) in cases {
         let f = Fixture::new();
+        // The baseline (score 1.0) evaluates well: a failed baseline is
+        // measured again before any candidate runs (a test of its own).
+        let evaluate = &format!(
+            "if [ \"$(cat score.txt)\" = 1.0 ]; then echo 'score: 1'; else {evaluate}; fi"
+        );
         let mut cfg = f.config(propose, evaluate);
         cfg.iterations = 2;
         cfg.propose_timeout = Duration::from_millis(500);
@@ -368,7 +353,7 @@ async fn each_crash_cause_is_recorded_and_the_loop_goes_on() {
             );
             assert_eq!(a.run.status, "crashed");
         }
-        if *evaluate == "echo boom >&2; exit 4" {
+        if evaluate.contains("echo boom >&2; exit 4") {
             let d: serde_json::Value =
                 serde_json::from_str(&outcome(&all[1]).descriptor_json).unwrap();
             assert_eq!(d["stderr_tail"], json!("boom\n"), "the log tail is kept");
@@ -640,7 +625,7 @@ async fn the_proposer_sees_its_run_base_worktree_and_history() {
     let parts: Vec<&str> = env.split_whitespace().collect();
     assert_eq!(parts[0], outcome(&all[2]).base_commit);
     assert_eq!(parts[1], parts[2]);
-    assert!(parts[1].contains(".autoresearch/worktrees/"));
+    assert!(parts[1].contains(".autoresearch/slots/"));
     f.assert_consistent().await;
 }
 

@@ -305,6 +305,11 @@ pub struct ResultMeta {
     /// Where its full standard output and error are kept.
     pub stdout_log: String,
     pub stderr_log: String,
+    /// On a candidate's first sample: what the proposer left in its
+    /// checkout that is not part of the candidate (ignored files), never
+    /// evaluated. Absent from the stored JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
 /// What the loop decided for a run, stored as component `Outcome` on the run's

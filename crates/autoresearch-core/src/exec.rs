@@ -61,6 +61,10 @@ pub struct Job {
     pub repo: String,
     /// The commit to check out, detached.
     pub commit: String,
+    /// The directory, relative to the checkout's root, the command runs in
+    /// (the config file's directory in a monorepo); empty: the root.
+    #[serde(default)]
+    pub workdir: String,
     /// A shell command line (`sh -c`).
     pub command: String,
     /// Extra environment variables, on top of the executor's own.
@@ -140,6 +144,12 @@ pub struct JobReport {
     /// fills it must be exact, since protected paths are checked against it.
     #[serde(default)]
     pub changed_paths: Option<Vec<String>>,
+    /// Files the command left in the checkout that are not part of
+    /// [`JobReport::commit`] (ignored files, build output), relative to the
+    /// checkout's root, a directory once for all it holds; at most a few
+    /// hundred. They are listed in the run's record and never evaluated.
+    #[serde(default)]
+    pub left_out: Vec<String>,
 }
 
 /// An executor that could not run a job at all (as opposed to a job that
@@ -181,6 +191,7 @@ pub struct ExecError {
 ///             duration: Duration::ZERO,
 ///             commit: job.commit,
 ///             changed_paths: Some(Vec::new()),
+///             left_out: Vec::new(),
 ///         })
 ///     }
 ///     async fn release(&self, _run_id: &str) -> Result<(), ExecError> {

@@ -155,6 +155,12 @@ pub enum LoopCause {
     Interrupted,
     /// Measured against a head that moved, and could not follow it.
     Stale,
+    /// The candidate adds what the loop's limits refuse (a file over the
+    /// size limit, a nested repository, a gitlink).
+    Refused,
+    /// The controller's own infrastructure failed (git, the disk) while the
+    /// run was in flight.
+    Infrastructure,
 }
 
 impl LoopCause {
@@ -164,10 +170,12 @@ impl LoopCause {
 
     /// The causes replay carries over unchanged (a stale discard is not one:
     /// in another history the head may not have moved).
-    pub const CARRIED_OVER: [LoopCause; 3] = [
+    pub const CARRIED_OVER: [LoopCause; 5] = [
         LoopCause::NoChange,
         LoopCause::ProtectedPath,
         LoopCause::Interrupted,
+        LoopCause::Refused,
+        LoopCause::Infrastructure,
     ];
 
     /// The stored word.
@@ -177,6 +185,8 @@ impl LoopCause {
             LoopCause::ProtectedPath => "protected path",
             LoopCause::Interrupted => "interrupted",
             LoopCause::Stale => "stale",
+            LoopCause::Refused => "refused",
+            LoopCause::Infrastructure => "infrastructure",
         }
     }
 
@@ -187,6 +197,8 @@ impl LoopCause {
             LoopCause::ProtectedPath,
             LoopCause::Interrupted,
             LoopCause::Stale,
+            LoopCause::Refused,
+            LoopCause::Infrastructure,
         ]
         .into_iter()
         .find(|c| c.as_str() == word)

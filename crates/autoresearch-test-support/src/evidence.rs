@@ -1,7 +1,7 @@
 //! Evidence and votes for comparator tests, built without a ledger.
 
 use autoresearch_core::EvalResult;
-use autoresearch_core::compare::{Evidence, Vote};
+use autoresearch_core::compare::{Comparator, CompareError, Decision, Evidence, Verdict, Vote};
 use serde_json::Value;
 
 /// Evidence for run `run_id` with one Result per outputs object, recorded a
@@ -42,5 +42,37 @@ pub fn vote(run_id: &str, voter: &str, verdict: &str, at_ms: i64) -> Vote {
         voter: voter.to_string(),
         reason: String::new(),
         at_ms,
+    }
+}
+
+/// The loop tests' comparator: the mean `score` of the candidate must be
+/// lower than the incumbent's (spec `scalar:score:min`); a side without a
+/// score is a discard ("no score").
+pub struct MinScore;
+
+#[async_trait::async_trait]
+impl Comparator for MinScore {
+    fn spec(&self) -> String {
+        "scalar:score:min".into()
+    }
+    async fn compare(&self, inc: &Evidence, cand: &Evidence) -> Result<Decision, CompareError> {
+        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let (Some(a), Some(b)) = (mean(inc.samples("score")), mean(cand.samples("score"))) else {
+            return Ok(Decision::new(
+                Verdict::Discard,
+                "no score",
+                serde_json::json!({}),
+            ));
+        };
+        let v = if b < a {
+            Verdict::Keep
+        } else {
+            Verdict::Discard
+        };
+        Ok(Decision::new(
+            v,
+            format!("{b} vs {a}"),
+            serde_json::json!({"incumbent": a, "candidate": b}),
+        ))
     }
 }

@@ -44,3 +44,61 @@ pub fn init_main(dir: &Path) {
     git(dir, &["config", "user.name", "t"]);
     git(dir, &["config", "user.email", "t@t"]);
 }
+
+/// What a loop may never change in the user's repository besides its branch
+/// and its own refs: hooks, branches other than `branch`, config, info
+/// files, what `git status` shows (untracked files included), where HEAD
+/// points. Compare two snapshots with `assert_eq!`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRepoState {
+    pub hooks: Vec<String>,
+    pub other_branches: String,
+    pub config: String,
+    pub head: String,
+    pub status: String,
+    pub stray_refs: String,
+}
+
+impl UserRepoState {
+    /// The state of the repository at `dir` (its `.git` a directory),
+    /// ignoring `branch`'s tip and the loop's `refs/autoresearch/`.
+    pub fn of(dir: &Path, branch: &str) -> UserRepoState {
+        let dot = dir.join(".git");
+        let mut hooks: Vec<String> = std::fs::read_dir(dot.join("hooks"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        hooks.sort();
+        let branches = git(
+            dir,
+            &[
+                "for-each-ref",
+                "--format=%(refname) %(objectname)",
+                "refs/heads",
+            ],
+        );
+        let mine = format!("refs/heads/{branch} ");
+        let other_branches = branches
+            .lines()
+            .filter(|l| !l.starts_with(&mine))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let refs = git(dir, &["for-each-ref", "--format=%(refname)"]);
+        let stray_refs = refs
+            .lines()
+            .filter(|r| !r.starts_with("refs/heads/") && !r.starts_with("refs/autoresearch/"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        UserRepoState {
+            hooks,
+            other_branches,
+            config: std::fs::read_to_string(dot.join("config")).unwrap_or_default(),
+            head: std::fs::read_to_string(dot.join("HEAD")).unwrap_or_default(),
+            status: git(dir, &["status", "--porcelain", "--untracked-files=all"]),
+            stray_refs,
+        }
+    }
+}

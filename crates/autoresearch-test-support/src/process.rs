@@ -29,3 +29,36 @@ pub fn wait_for(path: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The live processes whose command line contains `marker` (Linux only:
+/// it reads `/proc/*/cmdline`). Give a test's processes a unique marker
+/// (`sleep 61.4242`) to find what it left running.
+pub fn with_marker(marker: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(marker)
+                })
+                .unwrap_or(false)
+                && alive(*pid)
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL) every process [`with_marker`] finds, so that a failing
+/// test leaves nothing behind.
+pub fn kill_marked(marker: &str) {
+    for pid in with_marker(marker) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+}

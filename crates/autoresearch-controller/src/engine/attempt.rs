@@ -96,6 +96,7 @@ impl Controller {
             step: format!("{step}-{sample}"),
             repo: self.cfg.repo.display().to_string(),
             commit: commit.to_string(),
+            workdir: self.cfg.workdir.clone(),
             command: self.cfg.evaluate_command.clone(),
             env,
             limits: self.limits(self.cfg.evaluate_timeout),
@@ -133,6 +134,7 @@ impl Controller {
             duration_ms: report.duration.as_millis() as u64,
             stdout_log: report.stdout_log.clone(),
             stderr_log: report.stderr_log.clone(),
+            left_out: cand.map(|c| c.left_out.clone()).unwrap_or_default(),
         };
         outputs.insert(EvalResult::META.into(), json!(meta));
         let result = EvalResult::new(owner, "evaluate", &Value::Object(outputs), now_ms());
@@ -212,6 +214,7 @@ impl Controller {
             base: head.commit.clone(),
             commit: String::new(),
             workspace: String::new(),
+            left_out: Vec::new(),
         };
         let history = history?;
         self.emit(Event::Started {
@@ -249,6 +252,7 @@ impl Controller {
             step: "propose".into(),
             repo: self.cfg.repo.display().to_string(),
             commit: head.commit.clone(),
+            workdir: self.cfg.workdir.clone(),
             command: self.cfg.propose_command.clone(),
             env,
             limits: self.limits(self.cfg.propose_timeout),
@@ -274,13 +278,12 @@ impl Controller {
         Ok(Ok(report))
     }
 
-    /// The proposer's commit as the candidate: it must change something and
-    /// touch no protected path. The ref keeps the candidate reachable before
-    /// anything else refers to it; the ledger records it with its first
-    /// result or its decision (a run interrupted before that gets it back
-    /// from the ref in `recover`). The changed paths come from the executor
-    /// when it knows them (the local one does when the proposer left its
-    /// change uncommitted), else from git. `None` when the candidate goes on
+    /// The proposer's commit as the candidate: it must change something,
+    /// touch no protected path (every kind of change counts) and add
+    /// nothing the limits refuse. The ref keeps the candidate reachable
+    /// before anything else refers to it; the ledger records it with its
+    /// first result or its decision (a run interrupted before that gets it
+    /// back from the ref in `recover`). `None` when the candidate goes on
     /// to evaluation, else the status it finished with.
     async fn check_candidate(
         &self,
@@ -293,31 +296,82 @@ impl Controller {
         }
         cand.commit = report.commit.clone();
         cand.workspace = report.workspace.clone();
+        cand.left_out = report.left_out.clone();
         let (refname, commit) = (self.candidate_ref(&cand.run_id), cand.commit.clone());
         let base = head.commit.clone();
-        let known = report.changed_paths.clone();
-        let changed = self
+        let changes = self
             .git(move |g| {
                 g.create_ref(&refname, &commit)?;
-                match known {
-                    Some(paths) => Ok(paths),
-                    None => g.changed_paths(&base, &commit),
-                }
+                g.changes(&base, &commit)
             })
             .await?;
         self.crash_point("after-candidate");
-        if changed.is_empty() {
+        if changes.is_empty() {
             return self.finish_no_change(cand).await.map(Some);
         }
-        if let Some(p) = changed.iter().find(|p| self.is_protected(p)) {
-            let reason = format!("touches protected path {p}");
-            let detail = LoopCause::ProtectedPath.descriptor(json!({"path": p}));
+        let protected = changes.iter().find_map(|c| {
+            let pattern = self.protection.matching(&c.path)?;
+            Some((c.path.clone(), pattern.to_string()))
+        });
+        let refused = match protected {
+            Some((path, pattern)) => Some((
+                format!("touches protected path {path}"),
+                LoopCause::ProtectedPath,
+                json!({"path": path, "pattern": pattern}),
+            )),
+            None => self.refusal(&changes).await?,
+        };
+        if let Some((reason, cause, extra)) = refused {
+            let mut detail = cause.descriptor(extra);
+            detail["left_out"] = json!(cand.left_out);
             return self
                 .finish(cand, OutcomeStatus::Discard, &reason, &detail)
                 .await
                 .map(Some);
         }
         Ok(None)
+    }
+
+    /// What the limits refuse in `changes`: a gitlink (unless allowed), a
+    /// file over the size limit. The reason, the cause and its detail.
+    async fn refusal(
+        &self,
+        changes: &[crate::git::Change],
+    ) -> Result<Option<(String, LoopCause, Value)>, LoopError> {
+        if !self.cfg.allow_gitlinks
+            && let Some(c) = changes.iter().find(|c| c.is_gitlink())
+        {
+            let reason = format!(
+                "refused: adds a nested repository or gitlink at {} ([propose] allow_gitlinks)",
+                c.path
+            );
+            return Ok(Some((
+                reason,
+                LoopCause::Refused,
+                json!({"path": c.path, "gitlink": true}),
+            )));
+        }
+        let files: Vec<&crate::git::Change> = changes
+            .iter()
+            .filter(|c| c.status != 'D' && !c.is_gitlink())
+            .collect();
+        let oids: Vec<String> = files.iter().map(|c| c.new_blob.clone()).collect();
+        let sizes = self.git(move |g| g.object_sizes(&oids)).await?;
+        let limit = self.cfg.max_file_size;
+        Ok(files
+            .iter()
+            .zip(sizes)
+            .find(|(_, s)| *s > limit)
+            .map(|(c, size)| {
+                (
+                    format!(
+                        "refused: {} is {size} bytes, over [propose] max_file_size ({limit})",
+                        c.path
+                    ),
+                    LoopCause::Refused,
+                    json!({"path": c.path, "size": size, "limit": limit}),
+                )
+            }))
     }
 
     async fn finish_no_change(&self, cand: &Cand) -> Result<OutcomeStatus, LoopError> {
@@ -329,12 +383,5 @@ impl Controller {
             &detail,
         )
         .await
-    }
-
-    pub(super) fn is_protected(&self, path: &str) -> bool {
-        self.cfg.protect.iter().any(|p| {
-            let p = p.trim_matches('/');
-            path == p || path.starts_with(&format!("{p}/"))
-        })
     }
 }

@@ -341,6 +341,7 @@ impl Controller {
                 base: o.base_commit.clone(),
                 commit: a.run.commit_hash.clone(),
                 workspace: String::new(),
+                left_out: Vec::new(),
             };
             let inc_head = if c.base == head.commit {
                 head.clone()

@@ -56,9 +56,27 @@ pub enum LoopError {
     Git(#[from] GitError),
     #[error(transparent)]
     Exec(#[from] ExecError),
-    /// Neither the branch nor a recorded head exists: nothing to start from.
-    #[error("branch {branch:?} does not exist in {}", repo.display())]
+    /// Neither the branch nor a recorded head exists, and there is no
+    /// commit to create it from.
+    #[error("branch {branch:?} does not exist in {} and HEAD has no commit to create it from; make a first commit", repo.display())]
     NoBranch { branch: String, repo: PathBuf },
+    /// The config names another branch than the experiment recorded.
+    #[error(
+        "experiment {experiment} advances branch {recorded:?}, but the config says {configured:?}: set `branch = \"{recorded}\"`, or name a new experiment for the new branch"
+    )]
+    BranchMismatch {
+        experiment: String,
+        recorded: String,
+        configured: String,
+    },
+    /// A branch update that would not be a fast-forward (the loop never
+    /// moves its branch any other way).
+    #[error("refusing to move branch {branch} from {old} to {new}: not a fast-forward")]
+    NotFastForward {
+        branch: String,
+        old: String,
+        new: String,
+    },
     /// The proposer's history file could not be written.
     #[error("writing {}: {source}", path.display())]
     History {
@@ -91,6 +109,9 @@ pub enum LoopError {
         #[source]
         source: std::io::Error,
     },
+    /// A protected path pattern is not a valid glob.
+    #[error(transparent)]
+    Protect(#[from] crate::guard::PatternError),
     /// The comparator was asked about a run and returned no decision.
     #[error("the comparator returned no decision for run {run_id}")]
     NoDecision { run_id: String },
@@ -102,8 +123,12 @@ pub struct LoopConfig {
     pub experiment: String,
     /// The world to run in: `autoresearch:{experiment}`, or a fork of it.
     pub world: String,
-    /// The user's repository (a local path).
+    /// The user's repository (a local path: the config file's directory,
+    /// which may be a folder inside the repository).
     pub repo: PathBuf,
+    /// `repo` relative to the repository's root (empty at the root), where
+    /// jobs run in their checkouts; filled in by [`Controller::open`].
+    pub workdir: String,
     pub branch: String,
     pub harness: String,
     pub propose_command: String,
@@ -111,7 +136,17 @@ pub struct LoopConfig {
     pub evaluate_command: String,
     pub evaluate_timeout: Duration,
     pub metrics: MetricsFormat,
+    /// Paths a candidate may not change (see [`guard`](crate::guard)), on
+    /// top of `config_file` and the files the evaluate command names.
     pub protect: Vec<String>,
+    /// Files the evaluate command names that candidates may change.
+    pub editable: Vec<String>,
+    /// The config file, protected by default (`None`: none).
+    pub config_file: Option<PathBuf>,
+    /// A candidate adding or growing a file past this many bytes is refused.
+    pub max_file_size: u64,
+    /// Whether a candidate may add or change a gitlink.
+    pub allow_gitlinks: bool,
     /// Metrics every evaluation must print.
     pub require: Vec<String>,
     pub parallel: usize,
@@ -144,6 +179,7 @@ impl LoopConfig {
             experiment: c.name.clone(),
             world: autoresearch_core::experiment_world_name(&c.name),
             repo: c.repo.clone(),
+            workdir: String::new(),
             branch: c.branch.clone(),
             harness: c.harness.clone(),
             propose_command: c.propose.command.clone(),
@@ -152,6 +188,10 @@ impl LoopConfig {
             evaluate_timeout: c.evaluate.timeout.0,
             metrics: c.evaluate.metrics.clone(),
             protect: c.evaluate.protect.clone(),
+            editable: c.evaluate.editable.clone(),
+            config_file: Some(c.path.canonicalize().unwrap_or(c.path.clone())),
+            max_file_size: c.propose.max_file_size.0,
+            allow_gitlinks: c.propose.allow_gitlinks,
             require: c.evaluate.require.clone(),
             parallel: c.run.parallel,
             iterations: c.run.iterations,
@@ -280,6 +320,8 @@ struct Cand {
     /// The checkout the candidate was made in; recorded with its first
     /// result or its decision (empty: already recorded, or none).
     workspace: String,
+    /// What the proposer left out of the candidate (ignored files).
+    left_out: Vec<String>,
 }
 
 /// Where an attempt ended before comparison.
@@ -304,6 +346,8 @@ pub struct Controller {
     comparator: Arc<dyn Comparator>,
     executor: Arc<dyn Executor>,
     git: Git,
+    /// The paths a candidate may not change.
+    protection: crate::guard::Protection,
     ledger: StagedLedger,
     /// The history file's lines of attempts that can no longer change, by
     /// entity (so in recorded order): each iteration renders only the rest.
@@ -333,26 +377,36 @@ impl Controller {
                 world: cfg.world.clone(),
                 source,
             })?;
+        let mut cfg = cfg;
         let git = Git::new(&cfg.repo);
-        let state_rel = cfg
-            .state_dir
-            .strip_prefix(&cfg.repo)
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned());
-        let g = git.clone();
-        blocking(move || {
+        let (g, state_dir) = (git.clone(), cfg.state_dir.clone());
+        cfg.workdir = blocking(move || {
             g.run(&["rev-parse", "--git-dir"])?;
-            if let Some(rel) = state_rel.filter(|r| !r.is_empty()) {
-                g.exclude(&rel)?;
+            if g.is_bare()? {
+                return Ok(String::new());
             }
-            Ok::<_, GitError>(())
+            // The config's folder inside the repository, and the state
+            // directory as the repository's root sees it.
+            let prefix = g.run(&["rev-parse", "--show-prefix"])?;
+            let top = PathBuf::from(g.run(&["rev-parse", "--show-toplevel"])?);
+            let top = top.canonicalize().unwrap_or(top);
+            let _ = std::fs::create_dir_all(&state_dir);
+            let state = state_dir.canonicalize().unwrap_or(state_dir);
+            if let Ok(rel) = state.strip_prefix(&top)
+                && !rel.as_os_str().is_empty()
+            {
+                g.exclude(&rel.to_string_lossy())?;
+            }
+            Ok::<_, GitError>(prefix.trim_end_matches('/').to_string())
         })
         .await??;
+        let protection = crate::guard::Protection::new(&protected_patterns(&cfg), &cfg.workdir)?;
         let c = Controller {
             cfg,
             comparator,
             executor,
             git,
+            protection,
             ledger: StagedLedger::new(world),
             history_rows: Default::default(),
             incumbent_lock: Mutex::new(()),
@@ -389,7 +443,8 @@ impl Controller {
 
     /// For crash-safety tests only (feature `crash-injection`, never in a
     /// shipped build): kill this process (SIGKILL) when the loop reaches
-    /// `point` (`after-candidate`, `after-intent`, `after-ref`). Such a build
+    /// `point` (`after-candidate`, `after-intent`, `after-branch` (the branch
+    /// moved, its checkout not yet), `after-ref`). Such a build
     /// also takes the point from `AUTORESEARCH_TEST_CRASH_AT`.
     #[cfg(feature = "crash-injection")]
     pub fn with_crash_point(mut self, point: Option<String>) -> Self {
@@ -418,9 +473,19 @@ impl Controller {
         Ok(blocking(move || f(&g)).await??)
     }
 
+    /// Records the Experiment on first use; afterwards, in the experiment's
+    /// own world, the configured branch must be the one it recorded.
     async fn ensure_experiment(&self) -> Result<(), LoopError> {
         let name = self.cfg.experiment.clone();
-        if self.ledger.read(|w| w.experiment(&name).is_some()).await {
+        if let Some((_, e)) = self.ledger.read(|w| w.experiment(&name)).await {
+            let own_world = self.cfg.world == autoresearch_core::experiment_world_name(&name);
+            if own_world && !e.branch.is_empty() && e.branch != self.cfg.branch {
+                return Err(LoopError::BranchMismatch {
+                    experiment: name,
+                    recorded: e.branch,
+                    configured: self.cfg.branch.clone(),
+                });
+            }
             return Ok(());
         }
         let exp = Experiment::new(
@@ -489,6 +554,29 @@ fn run_of(w: &World, entity: EntityId) -> Result<Run, autoresearch_core::Error> 
             world: w.id(),
             entity,
         })
+}
+
+/// The patterns protected in `cfg`: its own, the config file and the files
+/// the evaluate command names (relative to `cfg.repo`), less `editable`.
+fn protected_patterns(cfg: &LoopConfig) -> Vec<String> {
+    let norm = |p: &str| p.trim().trim_start_matches("./").to_string();
+    let mut out: Vec<String> = cfg.protect.clone();
+    if let Some(f) = &cfg.config_file {
+        let rel = f
+            .strip_prefix(&cfg.repo)
+            .ok()
+            .or(f.file_name().map(std::path::Path::new));
+        if let Some(rel) = rel {
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    let editable: Vec<String> = cfg.editable.iter().map(|e| norm(e)).collect();
+    for named in crate::guard::files_named_by(&cfg.evaluate_command, &cfg.repo) {
+        if !editable.contains(&norm(&named)) {
+            out.push(named);
+        }
+    }
+    out
 }
 
 /// Logs a checkout that could not be given back (the next job or `recover`

@@ -26,19 +26,64 @@ impl Controller {
                 .await?;
                 Ok(h)
             }
-            (None, None) => Err(LoopError::NoBranch {
-                branch: self.cfg.branch.clone(),
-                repo: self.cfg.repo.clone(),
-            }),
-            (old, Some(t)) => {
-                let why = if old.is_some() {
-                    "the branch was moved outside the loop; adopted as a new baseline"
+            (None, None) => {
+                let t = self.create_branch().await?;
+                self.baseline(&t, "the branch tip when the experiment started")
+                    .await
+            }
+            (None, Some(t)) => {
+                self.baseline(&t, "the branch tip when the experiment started")
+                    .await
+            }
+            (Some(h), Some(t)) => {
+                let (old, new) = (h.commit.clone(), t.clone());
+                let forward = self.git(move |g| g.is_ancestor(&old, &new)).await?;
+                let why = if forward {
+                    "the branch was moved outside the loop (forward); adopted as a new baseline"
+                        .to_string()
                 } else {
-                    "the branch tip when the experiment started"
+                    let w = format!(
+                        "branch {} was moved outside the loop, not forward: from {} to {} (commits kept on it before may no longer be on it); adopted as a new baseline",
+                        self.cfg.branch,
+                        short_commit(&h.commit),
+                        short_commit(&t)
+                    );
+                    tracing::warn!("{w}");
+                    self.emit(Event::Warning(w.clone()));
+                    w
                 };
-                self.baseline(&t, why).await
+                self.baseline(&t, &why).await
             }
         }
+    }
+
+    /// Creates the missing branch at the repository's HEAD, saying so.
+    async fn create_branch(&self) -> Result<String, LoopError> {
+        let branch = self.cfg.branch.clone();
+        let created = self
+            .git(move |g| match g.resolve("HEAD")? {
+                None => Ok(None),
+                Some(h) => {
+                    let refname = format!("refs/heads/{branch}");
+                    g.compare_and_swap(&refname, &h, None, "autoresearch: branch created")?;
+                    Ok(Some(h))
+                }
+            })
+            .await?;
+        let Some(h) = created else {
+            return Err(LoopError::NoBranch {
+                branch: self.cfg.branch.clone(),
+                repo: self.cfg.repo.clone(),
+            });
+        };
+        let note = format!(
+            "created branch {} at the current HEAD ({})",
+            self.cfg.branch,
+            short_commit(&h)
+        );
+        tracing::info!("{note}");
+        self.emit(Event::Warning(note));
+        Ok(h)
     }
 
     pub(super) async fn baseline(&self, commit: &str, why: &str) -> Result<Head, LoopError> {
@@ -110,6 +155,51 @@ impl Controller {
             commit: commit.to_string(),
             run_id,
         })
+    }
+
+    /// Whether the incumbent has at least one sample with metrics.
+    pub(super) async fn incumbent_measured(&self, head: &Head) -> bool {
+        let (owner, commit) = (head.run_id.clone(), head.commit.clone());
+        self.ledger
+            .read(move |w| {
+                w.results_for(&owner).iter().any(|(_, r)| {
+                    r.counts_for(&commit)
+                        && matches!(r.outputs(), Ok(Value::Object(o)) if o.keys().any(|k| k != EvalResult::META))
+                })
+            })
+            .await
+    }
+
+    /// Evaluates the incumbent once more, as its next sample (after a
+    /// failed baseline); whether it gave metrics.
+    pub(super) async fn resample_incumbent(&self, head: &Head) -> Result<bool, LoopError> {
+        let _one_at_a_time = self.incumbent_lock.lock().await;
+        let sample = self.sample_count(&head.run_id, &head.commit).await;
+        self.emit(Event::Step {
+            run_id: head.run_id.clone(),
+            step: format!("re-evaluating the incumbent (sample {sample})"),
+        });
+        let eval = self
+            .evaluate(
+                &head.run_id,
+                &head.run_id,
+                &head.commit,
+                sample,
+                "evaluate",
+                None,
+            )
+            .await?;
+        log_release(&head.run_id, self.executor.release(&head.run_id).await);
+        if let Err(c) = &eval {
+            let w = format!(
+                "the incumbent {} still has no score: {}",
+                short_commit(&head.commit),
+                c.reason
+            );
+            tracing::warn!("{w}");
+            self.emit(Event::Warning(w));
+        }
+        Ok(eval.is_ok())
     }
 
     /// Promotes `c` if `head` is still the head; otherwise rebases it onto the
@@ -262,39 +352,55 @@ impl Controller {
         Ok(true)
     }
 
-    /// Compare-and-swap of the branch from `old` to `new`; a clean checkout of
-    /// the branch follows, a dirty one is left alone with a warning.
+    /// Compare-and-swap of the branch from `old` to `new`, a fast-forward
+    /// only; a checkout of the branch follows when clean (see
+    /// [`follow_checkout`]). False when the branch was no longer at `old`.
     pub(super) async fn move_branch(&self, old: &str, new: &str) -> Result<bool, LoopError> {
         let (branch, old_s, new_s) = (self.cfg.branch.clone(), old.to_string(), new.to_string());
-        let (moved, warning) = self
+        let (o, n) = (old_s.clone(), new_s.clone());
+        if !self.git(move |g| g.is_ancestor(&o, &n)).await? {
+            return Err(LoopError::NotFastForward {
+                branch,
+                old: old_s,
+                new: new_s,
+            });
+        }
+        let refname = format!("refs/heads/{branch}");
+        let (o, n) = (old_s.clone(), new_s.clone());
+        let moved = self
+            .git(move |g| g.compare_and_swap(&refname, &n, Some(&o), "autoresearch: keep"))
+            .await?;
+        if !moved {
+            return Ok(false);
+        }
+        self.crash_point("after-branch");
+        let warning = self
+            .git(move |g| follow_checkout(g, &branch, &old_s, &new_s))
+            .await?;
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+            self.emit(Event::Warning(w));
+        }
+        Ok(true)
+    }
+
+    /// After a kill between the branch update and its checkout's: brings
+    /// the checkout from `old` to `new` if it still is exactly `old`.
+    async fn repair_checkout(&self, old: &str, new: &str) -> Result<(), LoopError> {
+        let (branch, o, n) = (self.cfg.branch.clone(), old.to_string(), new.to_string());
+        let warning = self
             .git(move |g| {
-                let checked_out = !g.is_bare()? && g.checked_out_branch()?.as_deref() == Some(branch.as_str());
-                let clean = checked_out && !g.is_dirty()?;
-                let refname = format!("refs/heads/{branch}");
-                if !g.compare_and_swap(&refname, &new_s, Some(&old_s), "autoresearch: keep")? {
-                    return Ok((false, None));
+                if g.branch_tip(&branch)?.as_deref() != Some(n.as_str()) {
+                    return Ok(None);
                 }
-                let warning = if !checked_out {
-                    None
-                } else if !clean {
-                    Some(format!(
-                        "branch {branch} advanced to {} but its checkout in {} has local changes: left alone (run `git reset --keep {branch}` when ready)",
-                        short_commit(&new_s),
-                        g.dir.display()
-                    ))
-                } else {
-                    g.advance_checkout(&old_s, &new_s).err().map(|e| {
-                        format!("branch {branch} advanced but its checkout could not follow: {e}")
-                    })
-                };
-                Ok((true, warning))
+                follow_checkout(g, &branch, &o, &n)
             })
             .await?;
         if let Some(w) = warning {
             tracing::warn!("{w}");
             self.emit(Event::Warning(w));
         }
-        Ok(moved)
+        Ok(())
     }
 
     pub(super) async fn complete_promotion(
@@ -366,9 +472,6 @@ impl Controller {
             log_release(&run_id, self.executor.release(&run_id).await);
             touched.push(run_id);
         }
-        if let Err(e) = self.git(|g| g.run(&["worktree", "prune"]).map(drop)).await {
-            tracing::warn!("pruning worktrees: {e}");
-        }
         // What recovery decided is durable before anything else happens.
         self.ledger.flush().await?;
         Ok(touched)
@@ -388,6 +491,7 @@ impl Controller {
                 .unwrap_or_default(),
             commit: a.run.commit_hash.clone(),
             workspace: String::new(),
+            left_out: Vec::new(),
         };
         if cand.commit.is_empty() {
             let refname = self.candidate_ref(&run_id);
@@ -414,6 +518,9 @@ impl Controller {
             || (head_is_base
                 && tip.as_deref() == Some(o.base_commit.as_str())
                 && self.move_branch(&o.base_commit, &cand.commit).await?);
+        if already_moved {
+            self.repair_checkout(&o.base_commit, &cand.commit).await?;
+        }
         if promoted {
             self.complete_promotion(cand.entity, &cand.run_id, &cand.commit, &descriptor)
                 .await?;
@@ -433,4 +540,44 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// Makes the checkout of `branch` (if it is checked out in `g`) follow the
+/// branch from `old` to `new`, when the index and the files are exactly
+/// `old` (nothing staged, nothing modified; untracked files do not
+/// count): one `read-tree -m -u`, which git applies file by file under
+/// the index lock. Otherwise the checkout is left alone and the warning
+/// says how to bring it up to date keeping the local changes.
+fn follow_checkout(
+    g: &Git,
+    branch: &str,
+    old: &str,
+    new: &str,
+) -> Result<Option<String>, GitError> {
+    if g.is_bare()? || g.checked_out_branch()?.as_deref() != Some(branch) {
+        return Ok(None);
+    }
+    let index_is = |c: &str| {
+        g.output(&["diff-index", "--cached", "--quiet", c, "--"], &[])
+            .map(|o| o.status.success())
+    };
+    let files_are_index = g.output(&["diff-files", "--quiet"], &[])?;
+    if index_is(new)? && files_are_index.status.success() {
+        return Ok(None);
+    }
+    let index_is_old = index_is(old)?;
+    let how = format!(
+        "run `git -C {} read-tree -m -u {old} {new}` to bring it up to date keeping your changes (it refuses, changing nothing, where they overlap the kept change)",
+        g.dir.display()
+    );
+    if !index_is_old || !files_are_index.status.success() {
+        return Ok(Some(format!(
+            "branch {branch} advanced to {} but its checkout in {} has local changes: left alone; {how}",
+            short_commit(new),
+            g.dir.display()
+        )));
+    }
+    Ok(g.advance_checkout(old, new).err().map(|e| {
+        format!("branch {branch} advanced but its checkout could not follow ({e}); {how}")
+    }))
 }

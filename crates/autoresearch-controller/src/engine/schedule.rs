@@ -54,6 +54,18 @@ impl Controller {
             if before.as_deref() != Some(head.run_id.as_str()) {
                 s.baselines += 1;
             }
+            // An incumbent without a score (its baseline failed) is measured
+            // again before any candidate; each failure counts as a crash.
+            if !self.incumbent_measured(&head).await {
+                crashes_in_a_row += 1;
+                if crashes_in_a_row >= self.cfg.max_consecutive_crashes {
+                    s.stopped = format!("{crashes_in_a_row} consecutive crashes");
+                    break;
+                }
+                if !self.resample_incumbent(&head).await? {
+                    continue;
+                }
+            }
             let remaining = if self.cfg.iterations > 0 {
                 (self.cfg.iterations - s.launched) as usize
             } else {
@@ -103,7 +115,10 @@ impl Controller {
         while let Some(r) = set.join_next().await {
             match r {
                 Ok((i, Ok(p))) => prepared.push((i, p)),
-                Ok((_, Err(e))) => first_err = first_err.or(Some(e)),
+                Ok((i, Err(e))) => {
+                    self.record_failure(&run_ids[i], &e).await;
+                    first_err = first_err.or(Some(e))
+                }
                 Err(source) => {
                     first_err = first_err.or(Some(LoopError::Task {
                         doing: "making a candidate",
@@ -166,5 +181,37 @@ impl Controller {
             log_release(run_id, self.executor.release(run_id).await);
         }
         Ok(statuses)
+    }
+
+    /// Records the error that stops the loop as the cause of run `run_id`
+    /// when it is still in flight (a git failure, a full disk), rather than
+    /// leaving it for `recover` to call interrupted. Best effort: a ledger
+    /// that cannot be written is only logged.
+    async fn record_failure(&self, run_id: &str, e: &LoopError) {
+        let id = run_id.to_string();
+        let found = self.ledger.read(move |w| w.run_by_id(&id)).await;
+        let Some((entity, run)) = found else {
+            return;
+        };
+        if !run.status().is_ok_and(|s| s.is_active()) {
+            return;
+        }
+        let cand = Cand {
+            run_id: run_id.to_string(),
+            entity,
+            base: String::new(),
+            commit: String::new(),
+            workspace: String::new(),
+            left_out: Vec::new(),
+        };
+        let cause = LoopCause::Infrastructure;
+        let reason = format!("{cause}: {e}");
+        let detail = cause.descriptor(json!({"error": e.to_string()}));
+        let recorded = self
+            .finish(&cand, OutcomeStatus::Crash, &reason, &detail)
+            .await;
+        if let Err(err) = recorded.map(drop).and(self.ledger.flush().await) {
+            tracing::warn!("recording the failure of run {run_id}: {err}");
+        }
     }
 }
