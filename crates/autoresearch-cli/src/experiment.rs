@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use autoresearch_compare::CompareSpec;
 use autoresearch_controller::config::{CONFIG_FILE, parse_duration, template};
 use autoresearch_controller::git::Git;
+use autoresearch_controller::sandbox::Sandbox;
 use autoresearch_controller::{
     Config, Controller, LocalExecutor, LoopConfig, Shutdown, fork_branch_name,
 };
@@ -253,8 +254,20 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         cfg.world = world.clone();
     }
     cfg.lease_lock = Some(ledger::lease_lock_path(ledger_path, &cfg.world));
-    let executor = Arc::new(LocalExecutor::new(cfg.state_dir.clone()));
+    let sandbox = Sandbox::new(config.sandbox())
+        .with_context(|| format!("preparing the jobs' sandbox ({})", config.path.display()))?;
+    if !sandbox.is_isolated() {
+        // Jobs' orphans come back to this process, to be found and killed.
+        autoresearch_controller::sandbox::become_subreaper();
+    }
+    let executor =
+        Arc::new(LocalExecutor::new(cfg.state_dir.clone()).with_sandbox(sandbox.clone()));
     let progress = Arc::new(Progress::new(quiet));
+    if let Some(why) = sandbox.fallback_reason() {
+        progress.note(&format!(
+            "jobs run without a sandbox ({why}): they can write outside their checkout; install bubblewrap (`apt-get install bubblewrap`) or set [run] sandbox = \"none\" to silence this"
+        ));
+    }
     let shutdown = Shutdown::new();
     let p = progress.clone();
     let controller = Controller::open(cfg.clone(), storage, comparator.clone(), executor)

@@ -28,8 +28,15 @@ impl Repo {
     /// Every candidate is strictly better than all before it, so every
     /// evaluated candidate is kept; flag files in `ctl` make the proposer or
     /// the evaluator hang ([`falling_scores_config`]).
+    ///
+    /// Without the bubblewrap sandbox: these tests follow the jobs' host
+    /// pids (a sandboxed job's `$$` is a pid of its own namespace), and so
+    /// cover the no-sandbox mode's containment (subreaper, reaper); the
+    /// sandbox's own is tested in the controller's `sandbox` tests.
     fn new() -> Repo {
-        let LoopRepo { tmp, dir, ctl } = LoopRepo::new(falling_scores_config);
+        let LoopRepo { tmp, dir, ctl } = LoopRepo::new(|ctl| {
+            falling_scores_config(ctl).replace("[run]\n", "[run]\nsandbox = \"none\"\n")
+        });
         Repo {
             _tmp: tmp,
             dir,

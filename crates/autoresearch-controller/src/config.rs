@@ -2,6 +2,7 @@
 //! compare, how long to go on. Parsed strictly: an unknown key, a wrong type
 //! or a missing command is an error naming the key and its line.
 
+use crate::sandbox::{ResourceLimits, SandboxConfig, SandboxMode};
 use autoresearch_core::OutputSource;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -124,6 +125,10 @@ pub struct ProposeConfig {
     /// nested repository the proposer left in the checkout).
     #[serde(default)]
     pub allow_gitlinks: bool,
+    /// Whether the proposer may use the network (a coding agent calls its
+    /// model's API: on by default). Applies in the bwrap sandbox.
+    #[serde(default = "yes")]
+    pub network: bool,
 }
 
 /// A size in bytes, written as a number or with a unit (`"10MB"`, `"512k"`,
@@ -187,6 +192,10 @@ pub struct EvaluateConfig {
     /// Metric names every evaluation must report (besides the comparator's).
     #[serde(default)]
     pub require: Vec<String>,
+    /// Whether the evaluator may use the network (`false`: it cannot fetch
+    /// anything). Applies in the bwrap sandbox.
+    #[serde(default = "yes")]
+    pub network: bool,
 }
 
 /// `[run]`.
@@ -210,6 +219,31 @@ pub struct RunConfig {
     /// experiment's world for this long is taken to be gone.
     #[serde(default = "default_lease_timeout")]
     pub lease_timeout: Span,
+    /// The jobs' sandbox: `"auto"` (bubblewrap when it runs here), `"bwrap"`
+    /// (an error when it does not) or `"none"`.
+    #[serde(default)]
+    pub sandbox: SandboxMode,
+    /// Extra paths jobs may write in the sandbox (tool caches: `~/.cache/uv`,
+    /// `~/.cargo`; a coding agent's state, e.g. `~/.claude`).
+    #[serde(default)]
+    pub sandbox_writable: Vec<String>,
+    /// Extra paths bound read-only in the sandbox.
+    #[serde(default)]
+    pub sandbox_read_only: Vec<String>,
+    /// Environment variables jobs see besides `AUTORESEARCH_*`: names or
+    /// patterns with one `*`; empty: a default list (PATH, HOME, locale,
+    /// `*_API_KEY`, CUDA and Python/uv/cargo settings).
+    #[serde(default)]
+    pub env_allow: Vec<String>,
+    /// Address space of each job process (`"8GiB"`); over it, allocations fail.
+    #[serde(default)]
+    pub memory_limit: Option<Size>,
+    /// Open files of each job process.
+    #[serde(default)]
+    pub open_files: Option<u64>,
+    /// Processes (and threads) of a whole job.
+    #[serde(default)]
+    pub processes: Option<u64>,
 }
 
 impl Default for RunConfig {
@@ -221,6 +255,33 @@ impl Default for RunConfig {
             max_consecutive_crashes: default_max_crashes(),
             output_limit: default_output_limit(),
             lease_timeout: default_lease_timeout(),
+            sandbox: SandboxMode::default(),
+            sandbox_writable: Vec::new(),
+            sandbox_read_only: Vec::new(),
+            env_allow: Vec::new(),
+            memory_limit: None,
+            open_files: None,
+            processes: None,
+        }
+    }
+}
+
+impl Config {
+    /// The sandbox settings of `[run]`, `[propose]` and `[evaluate]`.
+    pub fn sandbox(&self) -> SandboxConfig {
+        let r = &self.run;
+        SandboxConfig {
+            mode: r.sandbox,
+            writable: r.sandbox_writable.iter().map(PathBuf::from).collect(),
+            read_only: r.sandbox_read_only.iter().map(PathBuf::from).collect(),
+            env_allow: r.env_allow.clone(),
+            limits: ResourceLimits {
+                memory_bytes: r.memory_limit.map(|s| s.0),
+                open_files: r.open_files,
+                processes: r.processes,
+            },
+            propose_network: self.propose.network,
+            evaluate_network: self.evaluate.network,
         }
     }
 }
@@ -271,6 +332,9 @@ fn default_evaluate_timeout() -> Span {
 }
 fn default_metrics() -> MetricsFormat {
     MetricsFormat::Lines
+}
+fn yes() -> bool {
+    true
 }
 fn one() -> usize {
     1

@@ -21,6 +21,7 @@
 
 use crate::git::GitError;
 use crate::reaper;
+use crate::sandbox::{ChildSetup, JobCgroup, JobSpec, Sandbox};
 use crate::slot::{self, Produced, RepoDirs};
 use async_trait::async_trait;
 use autoresearch_core::exec::{ExecError, Executor, ExitStatus, Job, JobReport, OutputSource};
@@ -39,6 +40,11 @@ pub struct LocalExecutor {
 
 struct Inner {
     state_dir: PathBuf,
+    /// Where jobs run (see [`crate::sandbox`]).
+    sandbox: Sandbox,
+    /// The pids of jobs' first processes while the runtime waits for them
+    /// (never reaped by [`crate::sandbox::reap_stray_zombies`]).
+    live: Mutex<std::collections::HashSet<i32>>,
     /// Each run's slot.
     checkouts: Mutex<HashMap<String, PathBuf>>,
     /// Slots no run holds.
@@ -53,12 +59,37 @@ impl LocalExecutor {
         LocalExecutor {
             inner: Arc::new(Inner {
                 state_dir: state_dir.into(),
+                sandbox: Sandbox::none(),
+                live: Mutex::new(Default::default()),
                 checkouts: Mutex::new(HashMap::new()),
                 idle: Mutex::new(Vec::new()),
                 repos: Mutex::new(HashMap::new()),
                 next_slot: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// Runs every job in `sandbox` (by default none: jobs run as the user,
+    /// their processes still contained).
+    pub fn with_sandbox(self, sandbox: Sandbox) -> LocalExecutor {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            state_dir: shared.state_dir.clone(),
+            sandbox: shared.sandbox.clone(),
+            live: Mutex::new(Default::default()),
+            checkouts: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Vec::new()),
+            repos: Mutex::new(HashMap::new()),
+            next_slot: std::sync::atomic::AtomicUsize::new(0),
+        });
+        inner.sandbox = sandbox;
+        LocalExecutor {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The sandbox jobs run in.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
     }
 
     /// Where the slot `run_id` holds lives, if it holds one.
@@ -201,6 +232,15 @@ impl Inner {
         }
         let repo = self.repo(&job.repo).map_err(|e| e.to_string())?;
         slot::produce(&repo, slot, &job.commit, &job.run_id)
+    }
+}
+
+/// Appends a line saying which limit a job reached to its standard error
+/// log, so that the crash it causes says why.
+fn note_limit(stderr_log: &Path, what: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(stderr_log) {
+        let _ = writeln!(f, "autoresearch: {what}");
     }
 }
 
@@ -352,38 +392,70 @@ impl Executor for LocalExecutor {
             }
         };
 
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg(&job.command)
-            .current_dir(worktree.join(&job.workdir))
-            .envs(&job.env)
-            .env("AUTORESEARCH_RUN_ID", &job.run_id)
-            .env("AUTORESEARCH_WORKTREE", &worktree)
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            .env_remove("GIT_INDEX_FILE")
-            // Git in the job stops at the slot, even once its `.git` is
-            // gone: it never finds the user's repository above it.
-            .env("GIT_CEILING_DIRECTORIES", self.inner.slots())
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out_file))
+        let mut env = job.env.clone();
+        env.insert("AUTORESEARCH_RUN_ID".into(), job.run_id.clone());
+        env.insert(
+            "AUTORESEARCH_WORKTREE".into(),
+            worktree.display().to_string(),
+        );
+        // Git in the job stops at the slot, even once its `.git` is gone:
+        // it never finds the user's repository above it.
+        env.insert(
+            "GIT_CEILING_DIRECTORIES".into(),
+            self.inner.slots().display().to_string(),
+        );
+        let repository = PathBuf::from(&job.repo);
+        // The state directory is hidden; the proposer's history file, which
+        // lives there, is bound back read-only, and so is the user's object
+        // store, which the slot's history borrows (it may live outside the
+        // repository's folder).
+        let mut visible: Vec<PathBuf> = job
+            .env
+            .get("AUTORESEARCH_RESULTS")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        if let Ok(dirs) = self.inner.repo(&job.repo) {
+            visible.push(dirs.git_dir);
+            visible.push(dirs.objects);
+        }
+        let hidden = [self.inner.state_dir.clone()];
+        let workdir = worktree.join(&job.workdir);
+        let spec = JobSpec {
+            repository: &repository,
+            checkout: &worktree,
+            workdir: &workdir,
+            command: &job.command,
+            env: &env,
+            network: self.inner.sandbox.network(job.commit_changes),
+            hidden: &hidden,
+            visible: &visible,
+        };
+        let mut cmd = self.inner.sandbox.command(&spec);
+        cmd.stdout(Stdio::from(out_file))
             .stderr(Stdio::from(err_file))
             .process_group(0)
             .kill_on_drop(true);
+        let limits = self.inner.sandbox.limits().clone();
+        let cgroup = limits
+            .processes
+            .and_then(|n| JobCgroup::create(&format!("{}-{}", job.run_id, job.step), n));
+        let setup = ChildSetup::new(&limits, cgroup.as_ref());
         // The child records its process group itself, before the command
         // runs: a controller killed right after the spawn still leaves the
         // file `release` needs to kill the group.
         let pgid_file = log_dir.join(format!("{}.pgid", job.step));
-        if let Ok(path) = std::ffi::CString::new(pgid_file.as_os_str().as_encoded_bytes()) {
-            // SAFETY: the closure runs in the forked child before exec and
-            // only makes async-signal-safe calls (getpid, open, write,
-            // close) on memory prepared before the fork; no allocation.
-            unsafe {
-                cmd.pre_exec(move || {
-                    write_pid(&path);
-                    Ok(())
-                });
-            }
+        let pgid_path = std::ffi::CString::new(pgid_file.as_os_str().as_encoded_bytes()).ok();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe calls (getpid, open, write, close, prctl,
+        // setrlimit) on memory prepared before the fork; no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(path) = &pgid_path {
+                    write_pid(path);
+                }
+                setup.apply()
+            });
         }
         let started = Instant::now();
         let mut child = match cmd.spawn() {
@@ -400,7 +472,11 @@ impl Executor for LocalExecutor {
                 ));
             }
         };
-        let guard = GroupGuard(child.id().map(|p| p as i32).unwrap_or(0));
+        let child_pid = child.id().map(|p| p as i32).unwrap_or(0);
+        if let Ok(mut live) = self.inner.live.lock() {
+            live.insert(child_pid);
+        }
+        let guard = GroupGuard(child_pid);
         let status = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
             Ok(Ok(st)) => exit_status(st),
             Ok(Err(e)) => {
@@ -416,6 +492,25 @@ impl Executor for LocalExecutor {
         };
         let duration = started.elapsed();
         drop(guard);
+        if let Ok(mut live) = self.inner.live.lock() {
+            live.remove(&child_pid);
+            if !self.inner.sandbox.is_isolated() {
+                crate::sandbox::reap_stray_zombies(&live);
+            }
+        }
+        if let Some(cg) = cgroup {
+            if cg.hit_process_limit() {
+                note_limit(
+                    &stderr_log,
+                    &format!(
+                        "the job reached its process limit ({})",
+                        limits.processes.unwrap_or(0)
+                    ),
+                );
+            }
+            // Every process of the job, re-parented or not, goes with it.
+            drop(cg);
+        }
         let _ = std::fs::remove_file(&pgid_file);
 
         let limit = job.limits.output_limit;

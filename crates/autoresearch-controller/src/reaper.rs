@@ -42,6 +42,8 @@ pub fn kill_slot_processes(slot: &Path) -> usize {
         }
         killed += found.len();
         std::thread::sleep(std::time::Duration::from_millis(5));
+        // Those re-parented to this process (a subreaper) are collected.
+        crate::sandbox::reap(&found);
     }
 }
 

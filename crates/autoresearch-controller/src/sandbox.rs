@@ -65,11 +65,12 @@ pub struct ResourceLimits {
 }
 
 /// The sandbox settings of a loop.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct SandboxConfig {
     /// Which sandbox.
     pub mode: SandboxMode,
-    /// Extra paths a job may write (created if missing; `~/` is the home).
+    /// Extra paths a job may write (a missing one is created as a folder;
+    /// `~/` is the home).
     pub writable: Vec<PathBuf>,
     /// Extra paths bound read-only (useful only for paths `/` does not
     /// cover, e.g. under the hidden state directory).
@@ -80,6 +81,24 @@ pub struct SandboxConfig {
     pub env_allow: Vec<String>,
     /// The limits of every job.
     pub limits: ResourceLimits,
+    /// Whether proposers may use the network.
+    pub propose_network: bool,
+    /// Whether evaluators may use the network.
+    pub evaluate_network: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            mode: SandboxMode::default(),
+            writable: Vec::new(),
+            read_only: Vec::new(),
+            env_allow: Vec::new(),
+            limits: ResourceLimits::default(),
+            propose_network: true,
+            evaluate_network: true,
+        }
+    }
 }
 
 /// The environment a job sees by default, besides `AUTORESEARCH_*`.
@@ -201,6 +220,15 @@ impl Sandbox {
         &self.config.limits
     }
 
+    /// Whether a job of this kind may use the network.
+    pub fn network(&self, proposer: bool) -> bool {
+        if proposer {
+            self.config.propose_network
+        } else {
+            self.config.evaluate_network
+        }
+    }
+
     /// The command that runs `spec` in the sandbox, with its environment
     /// cleared to the allow-list and stdin closed. The caller adds stdout,
     /// stderr, the process group and [`ChildSetup::apply`] in `pre_exec`.
@@ -282,7 +310,9 @@ impl Sandbox {
         }
         for w in &self.config.writable {
             let w = expand_home(w);
-            if std::fs::create_dir_all(&w).is_ok() || w.exists() {
+            // An existing path as it is (a file or a folder); a missing one
+            // as a new folder.
+            if w.exists() || std::fs::create_dir_all(&w).is_ok() {
                 push3(&mut a, "--bind", &w, &w);
             }
         }
@@ -387,17 +417,53 @@ pub fn become_subreaper() {
     }
 }
 
-/// Reaps (waits for) every exited child of this process that nobody waits
-/// for: re-parented orphans of jobs end up here once killed. Never blocks.
-pub fn reap_orphans() {
-    loop {
+/// Reaps the given processes if they are this process's exited children
+/// (re-parented orphans of jobs, once killed, under [`become_subreaper`]).
+/// Only these pids: a blanket `waitpid(-1)` would steal the exit status of
+/// a job the runtime still waits for. Never blocks.
+pub fn reap(pids: &[i32]) {
+    for &pid in pids {
         // SAFETY: waitpid with WNOHANG and a null status pointer only
-        // collects exited children of this process.
-        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
-        if pid <= 0 {
-            break;
+        // collects `pid` if it is an exited child of this process.
+        unsafe {
+            libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
         }
     }
+}
+
+/// Reaps this process's zombie children other than `skip` (the jobs the
+/// runtime itself waits for): under [`become_subreaper`], a job's orphan
+/// that ended on its own is re-parented here and waits to be collected.
+/// Cost: one read of `/proc/*/stat`. Linux only; a no-op elsewhere.
+pub fn reap_stray_zombies(skip: &std::collections::HashSet<i32>) {
+    #[cfg(target_os = "linux")]
+    {
+        let me = std::process::id() as i32;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut stray = Vec::new();
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if skip.contains(&pid) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) S ppid ...`: the fields after the command name.
+            let mut rest = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<i32>().ok()));
+            if state == Some("Z") && ppid == Some(me) {
+                stray.push(pid);
+            }
+        }
+        reap(&stray);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = skip;
 }
 
 /// What a job's child process does to itself between fork and exec: the
@@ -575,7 +641,7 @@ impl JobCgroup {
                 }
             }
             killed += pids.len();
-            reap_orphans();
+            reap(&pids);
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }

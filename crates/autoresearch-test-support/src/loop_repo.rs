@@ -70,6 +70,11 @@ protect = ["autoresearch.toml"]
 kind = "scalar"
 metric = "score"
 direction = "min"
+
+[run]
+# The control directory is outside the checkout: the jobs' sandbox lets
+# them write it.
+sandbox_writable = ["{c}"]
 "#
     )
 }
@@ -99,6 +104,9 @@ protect = ["autoresearch.toml"]
 
 [compare]
 {compare}
+
+[run]
+sandbox_writable = ["{c}"]
 "#
     )
 }

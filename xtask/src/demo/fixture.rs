@@ -131,9 +131,14 @@ max_samples = {max_samples}
 parallel = {parallel}
 iterations = {iterations}
 max_consecutive_crashes = 4
+# The scripted agent and its state file live outside the checkout; jobs run
+# sandboxed (bubblewrap when installed) and may write only their checkout
+# and this folder.
+sandbox_writable = ["{agent_dir}"]
 "#,
         agent = agent.display(),
         state = state.display(),
+        agent_dir = agent.parent().unwrap_or(agent).display(),
         timeout = s.evaluate_timeout_s,
         max_samples = s.max_samples,
         parallel = s.parallel,
