@@ -9,8 +9,11 @@ use std::process::{Command, Output, Stdio};
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("git {args} in {dir}: {reason}")]
 pub struct GitError {
+    /// The repository or worktree the command ran in.
     pub dir: PathBuf,
+    /// The git arguments, space-separated.
     pub args: String,
+    /// Why it failed: git's standard error, or why it could not start.
     pub reason: String,
 }
 
@@ -30,12 +33,15 @@ pub struct IndexStamp([u64; 7]);
 /// A repository (or a worktree of one) at `dir`.
 #[derive(Clone, Debug)]
 pub struct Git {
+    /// The repository's (or worktree's) working directory; every command runs there.
     pub dir: PathBuf,
     /// The common git dir, looked up once.
     common: std::sync::Arc<std::sync::Mutex<Option<PathBuf>>>,
 }
 
 impl Git {
+    /// A handle on the repository at `dir`. Runs nothing: a directory that is not a repository
+    /// fails at the first command.
     pub fn new(dir: impl Into<PathBuf>) -> Git {
         Git {
             dir: dir.into(),

@@ -56,6 +56,8 @@ struct Inner {
 }
 
 impl LocalExecutor {
+    /// An executor keeping its worktrees under `{state_dir}/worktrees` and its logs under
+    /// `{state_dir}/runs/{run_id}`. Creates nothing until the first job.
     pub fn new(state_dir: impl Into<PathBuf>) -> LocalExecutor {
         LocalExecutor {
             inner: Arc::new(Inner {
