@@ -152,7 +152,7 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
-async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Took) {
+async fn timed<T>(f: impl Future<Output = T>) -> (T, Took) {
     let (w, c) = (Instant::now(), cpu_time());
     let out = f.await;
     let took = Took {
