@@ -342,6 +342,7 @@ impl Inner {
 /// exec.
 fn write_pid(path: &std::ffi::CStr) {
     let mut digits = [0u8; 20];
+    // SAFETY: getpid has no preconditions and is async-signal-safe.
     let mut n = unsafe { libc::getpid() } as u64;
     let mut at = digits.len();
     loop {

@@ -123,8 +123,9 @@ fn change_rows(path: &Path, rows: usize, offset: usize) -> Result<usize> {
 /// Process CPU time (user + system) so far: on a shared, loaded machine it
 /// varies far less than wall time.
 fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given, which outlives the call.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return Duration::ZERO;
     }
