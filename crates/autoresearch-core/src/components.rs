@@ -172,12 +172,13 @@ pub struct Run {
     pub run_id: String,
     /// The experiment this run belongs to (`adhoc` by default).
     pub experiment_name: String,
-    /// The machine the runner started the run on; empty when there is none (local runs).
+    /// Where the run ran: the runner's VM, or the loop's executor (`local`).
     pub vm_name: String,
     /// One of the [`RunStatus`] strings; kept as text so that a record written
     /// by another tool round-trips unchanged. Read it with [`Run::status`].
     pub status: String,
-    /// The agent harness that did the work (a runner-defined name, e.g. the coding tool).
+    /// The agent harness that did the work (e.g. `claude-code`; the loop records
+    /// its config's `harness`, `shell` by default).
     pub harness: String,
     /// The repository the run worked on.
     pub repo_url: String,
@@ -253,7 +254,8 @@ impl Run {
 pub struct EvalResult {
     /// The run this Result belongs to.
     pub run_id: String,
-    /// The name of the evaluator that produced it.
+    /// The name of the evaluator that produced it (`evaluate` for the loop's,
+    /// `results.tsv` for imports).
     pub evaluator: String,
     /// The evaluator's outputs, JSON object text: metric names to values, plus the loop's
     /// [`EvalResult::META`] record. Read it with [`EvalResult::outputs`].
@@ -448,7 +450,8 @@ pub struct BranchHead {
     pub commit_hash: String,
     /// Empty for the initial seed (the branch tip before any run).
     pub run_id: String,
-    /// The descriptor of the comparison that promoted it, JSON object text (`{}` for the seed).
+    /// Why it became head, JSON object text: the deciding comparator's
+    /// descriptor, or a note for a baseline; `{}` when nothing was recorded.
     pub descriptor_json: String,
     /// When the head was last moved, in Unix milliseconds.
     pub updated_at_ms: i64,
