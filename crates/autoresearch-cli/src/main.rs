@@ -22,7 +22,7 @@ use std::process::ExitCode;
     version,
     about = "Run and inspect autonomous optimization loops over a durable ECS ledger"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The ledger file (created on first write).
     #[arg(
         long,

@@ -4,7 +4,7 @@
 //! then the chart. Real git, real Python processes.
 
 #[path = "../../../xtask/src/demo/fixture.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, reason = "this test uses only part of the demo fixture")]
 mod fixture;
 
 use std::path::Path;

@@ -22,6 +22,8 @@ pub struct AllOf {
 }
 
 impl AllOf {
+    /// An all-of comparator over `members`, checked in the given order. Builds each member's
+    /// comparator once, here.
     pub fn new(members: &[Member]) -> Self {
         let parts = members
             .iter()

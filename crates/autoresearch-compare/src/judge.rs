@@ -48,7 +48,9 @@ pub fn judge_input(incumbent: &Evidence, candidate: &Evidence) -> Value {
 /// A verdict read from a judge's output.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JudgeVerdict {
+    /// Whether the verdict was `keep` (otherwise it was `discard`).
     pub keep: bool,
+    /// The judge's one-line reason (empty when it gave none).
     pub reason: String,
     /// The whole JSON object the judge printed.
     pub raw: Value,
@@ -203,6 +205,8 @@ fn last_chars(s: &str, n: usize) -> String {
 }
 
 impl Judge {
+    /// A judge that runs `spec.command` with `sh -c` on each comparison, killed after
+    /// `spec.timeout_secs`.
     pub fn new(spec: JudgeSpec) -> Self {
         Judge { spec }
     }

@@ -16,6 +16,7 @@ pub struct Pareto {
 }
 
 impl Pareto {
+    /// A Pareto comparator over `objectives`; all must be present on both sides.
     pub fn new(objectives: Vec<Objective>) -> Self {
         Pareto { objectives }
     }

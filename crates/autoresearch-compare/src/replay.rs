@@ -25,43 +25,68 @@ use std::sync::Arc;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplayError {
+    /// Reading or writing the ledger failed.
     #[error("{doing} (world {world:?}): {source}")]
     Ledger {
+        /// What was being done (opening the world, recording a decision, ...).
         doing: String,
+        /// The world it was done to.
         world: String,
+        /// The ledger's error.
         #[source]
         source: autoresearch_core::Error,
     },
+    /// The world holds no Experiment of that name at the tick read.
     #[error("world {world:?} has no experiment {experiment:?} at tick {tick}")]
     NoExperiment {
+        /// The world read.
         world: String,
+        /// The experiment asked for.
         experiment: String,
+        /// The tick read.
         tick: Tick,
     },
+    /// A fork tick beyond the world's head.
     #[error("world {world:?}: tick {tick} is beyond its head {head}")]
     BeyondHead {
+        /// The world to fork.
         world: String,
+        /// The tick asked for.
         tick: Tick,
+        /// The world's head.
         head: Tick,
     },
+    /// No run of the experiment has this id or id prefix.
     #[error("world {world:?}: no run {run_id:?} in experiment {experiment:?}")]
     UnknownRun {
+        /// The world searched.
         world: String,
+        /// The experiment searched.
         experiment: String,
+        /// The id or prefix given.
         run_id: String,
     },
+    /// An id prefix that matches more than one run.
     #[error("world {world:?}: run id prefix {prefix:?} matches {count} runs; give more of it")]
     AmbiguousRun {
+        /// The world searched.
         world: String,
+        /// The prefix given.
         prefix: String,
+        /// How many runs it matches.
         count: usize,
     },
+    /// A run that cannot become head.
     #[error("world {world:?}: run {run_id:?} has no commit to promote ({why})")]
     NothingToPromote {
+        /// The world the run is in.
         world: String,
+        /// The run's full id.
         run_id: String,
+        /// Why it cannot be promoted.
         why: String,
     },
+    /// A vote verdict other than `keep` or `discard`; holds the word given.
     #[error("a vote is keep or discard, not {0:?}")]
     BadVerdict(String),
 }
@@ -82,24 +107,34 @@ fn ledger_err(
 /// A head of the branch: the run that made it and its commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct HeadPoint {
+    /// The run that made this head; empty for the seed head (the branch tip before any run).
     pub run_id: String,
+    /// The head's commit (full hash).
     pub commit: String,
 }
 
 /// One side of a replay step: what was decided and the head after it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Side {
+    /// The decision's word (`keep`, `discard`, `crash`, `baseline`, ...). A
+    /// run the source never decided reads as `crash`.
     pub status: String,
+    /// The decision's one-line reason.
     pub reason: String,
+    /// The head after this decision.
     pub head: HeadPoint,
 }
 
 /// One candidate, as originally decided and as re-decided.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReplayStep {
+    /// The candidate run.
     pub run_id: String,
+    /// The candidate's commit.
     pub commit: String,
+    /// The decision recorded in the source world.
     pub original: Side,
+    /// The decision re-made under the replay's comparator, as recorded in the fork.
     pub counterfactual: Side,
     /// The fork's tick that recorded the counterfactual decision.
     pub fork_tick: u64,
@@ -108,26 +143,36 @@ pub struct ReplayStep {
 /// What [`replay`] did: the fork it wrote and both head trajectories.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReplayReport {
+    /// The experiment replayed.
     pub experiment: String,
+    /// The world replayed from.
     pub source_world: String,
+    /// The fork written.
     pub fork_world: String,
+    /// The source tick the fork was made at.
     pub from_tick: u64,
     /// The comparator the candidates were re-decided with.
     pub comparator: String,
     /// The comparators that decided originally, as recorded.
     pub original_comparators: Vec<String>,
+    /// The head at the fork tick, where both trajectories start.
     pub start_head: HeadPoint,
+    /// Every candidate decided after the fork tick, in the original order.
     pub steps: Vec<ReplayStep>,
     /// The head after every promotion, starting with the head at the fork tick.
     pub original_trajectory: Vec<HeadPoint>,
+    /// The fork's head after every promotion, starting with the head at the fork tick.
     pub counterfactual_trajectory: Vec<HeadPoint>,
+    /// The head the source world ended with.
     pub original_head: HeadPoint,
+    /// The head the fork ended with.
     pub counterfactual_head: HeadPoint,
 }
 
 /// What to replay.
 #[derive(Clone, Debug)]
 pub struct ReplayRequest {
+    /// The experiment to replay.
     pub experiment: String,
     /// The world to replay, usually `autoresearch:{experiment}`.
     pub source_world: String,
@@ -621,23 +666,32 @@ pub fn find_run(world: &World, experiment: &str, id: &str) -> Result<(EntityId, 
 /// What to fork.
 #[derive(Clone, Debug)]
 pub struct ForkRequest {
+    /// The experiment whose head to move.
     pub experiment: String,
+    /// The world to fork.
     pub source_world: String,
     /// The tick at which the run becomes head.
     pub at: Tick,
     /// The run to promote (id or unique prefix).
     pub promote: String,
+    /// The name of the fork to create (must be free).
     pub fork_name: String,
 }
 
 /// What [`fork_promoting`] did.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ForkReport {
+    /// The experiment whose head moved.
     pub experiment: String,
+    /// The world forked.
     pub source_world: String,
+    /// The fork created.
     pub fork_world: String,
+    /// The source tick the fork was made at.
     pub at_tick: u64,
+    /// The head at that tick, before the promotion.
     pub previous_head: HeadPoint,
+    /// The promoted run and its commit, now the fork's head.
     pub head: HeadPoint,
     /// The fork's tick that made the run head.
     pub fork_tick: u64,
@@ -736,7 +790,9 @@ pub async fn fork_promoting(
 /// A vote as recorded, with the state of the run it is for.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VoteReceipt {
+    /// The vote as stored.
     pub vote: VoteRecord,
+    /// The tick that recorded it.
     pub tick: u64,
     /// The run's Outcome status when the vote was cast (`pending` when it
     /// waits for votes), if it had one.
@@ -748,10 +804,15 @@ pub struct VoteReceipt {
 /// The serializable form of a [`Vote`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VoteRecord {
+    /// The run voted on (its full id, even when a prefix was given).
     pub run_id: String,
+    /// `keep` or `discard`.
     pub verdict: String,
+    /// Who voted.
     pub voter: String,
+    /// Why, in one line; may be empty.
     pub reason: String,
+    /// When the vote was cast, in Unix milliseconds.
     pub at_ms: i64,
 }
 

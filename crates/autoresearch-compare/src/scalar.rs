@@ -15,6 +15,7 @@ pub struct Scalar {
 }
 
 impl Scalar {
+    /// A scalar comparator for `spec`.
     pub fn new(spec: ScalarSpec) -> Self {
         Scalar { spec }
     }

@@ -27,7 +27,9 @@ pub use autoresearch_core::compare::Direction;
 /// `scalar`: one metric, one sample (the mean when there are several).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScalarSpec {
+    /// The metric compared, a key of the Results' outputs.
     pub metric: String,
+    /// Which way the metric improves.
     pub direction: Direction,
     /// The improvement must exceed this (in the metric's unit) to keep.
     pub min_delta: f64,
@@ -36,7 +38,9 @@ pub struct ScalarSpec {
 /// `stat`: Welch's t-test with adaptive sampling.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatSpec {
+    /// The metric compared, a key of the Results' outputs.
     pub metric: String,
+    /// Which way the metric improves.
     pub direction: Direction,
     /// Overall false-keep rate, spent evenly over the possible looks.
     pub alpha: f64,
@@ -59,10 +63,15 @@ pub struct StatSpec {
 }
 
 impl StatSpec {
+    /// The default overall false-keep rate.
     pub const DEFAULT_ALPHA: f64 = 0.05;
+    /// The default number of samples per side before the first test.
     pub const DEFAULT_MIN_SAMPLES: u32 = 3;
+    /// The default sample budget per side.
     pub const DEFAULT_MAX_SAMPLES: u32 = 20;
+    /// The default number of samples added per side at each look.
     pub const DEFAULT_BATCH: u32 = 2;
+    /// The default futility bound: discard once the observed improvement is not above `min_delta`.
     pub const DEFAULT_FUTILITY: f64 = 0.5;
 
     /// A spec with the default level, budget and batch.
@@ -84,7 +93,9 @@ impl StatSpec {
 /// One objective of a Pareto comparison.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Objective {
+    /// The metric, a key of the Results' outputs.
     pub metric: String,
+    /// Which way the metric improves.
     pub direction: Direction,
     /// Differences within this are ties.
     pub epsilon: f64,
@@ -95,21 +106,29 @@ pub struct Objective {
 pub struct JudgeSpec {
     /// Run with `sh -c`.
     pub command: String,
+    /// Seconds the judge may run before it is killed and the comparison fails.
     pub timeout_secs: u64,
 }
 
 impl JudgeSpec {
+    /// The default judge timeout: five minutes.
     pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 }
 
 /// Comparison operator of a gate condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// `==`: exactly equal.
     Eq,
+    /// `!=`: not exactly equal.
     Ne,
+    /// `<=`: at most.
     Le,
+    /// `>=`: at least.
     Ge,
+    /// `<`: below.
     Lt,
+    /// `>`: above.
     Gt,
 }
 
@@ -124,6 +143,7 @@ impl Op {
         (">", Op::Gt),
     ];
 
+    /// Reads an operator token (`==`, `!=`, `<=`, `>=`, `<`, `>`); `None` for anything else.
     pub fn parse(s: &str) -> Option<Op> {
         Op::TOKENS
             .iter()
@@ -131,6 +151,7 @@ impl Op {
             .map(|(_, op)| *op)
     }
 
+    /// The operator's token, as written in spec strings.
     pub fn as_str(self) -> &'static str {
         Op::TOKENS
             .iter()
@@ -156,27 +177,44 @@ impl Op {
 /// must satisfy `metric OP value`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Condition {
+    /// The metric checked, a key of the candidate's Results' outputs. A candidate without it fails
+    /// the condition.
     pub metric: String,
+    /// How each sample is compared with `value`.
     pub op: Op,
+    /// The threshold, in the metric's unit.
     pub value: f64,
 }
 
 /// One member of an all-of combination.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Member {
+    /// A gate: the candidate alone must satisfy it.
     Condition(Condition),
+    /// A comparator that must keep the candidate.
     Compare(CompareSpec),
 }
 
 /// A built-in comparator, as data.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CompareSpec {
+    /// `scalar`: one metric, means compared, better by more than a delta.
     Scalar(ScalarSpec),
+    /// `stat`: Welch's t-test with adaptive sampling.
     Stat(StatSpec),
+    /// `pareto`: keep a candidate that dominates the incumbent on these objectives.
     Pareto(Vec<Objective>),
+    /// `judge`: an external command decides.
     Judge(JudgeSpec),
+    /// `tournament`: a round's candidates meet pairwise under this comparator; the winner meets the
+    /// incumbent.
     Tournament(Box<CompareSpec>),
-    Vote { quorum: u32 },
+    /// `vote`: pending until people have voted on the candidate's run.
+    Vote {
+        /// Votes needed before deciding; a strict majority of `keep` keeps.
+        quorum: u32,
+    },
+    /// `all`: every member must keep, checked in order; the first that does not decides.
     All(Vec<Member>),
 }
 
@@ -184,10 +222,22 @@ pub enum CompareSpec {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpecError {
+    /// A spec string that does not parse.
     #[error("comparator spec {spec:?}: {reason}")]
-    Spec { spec: String, reason: String },
+    Spec {
+        /// The whole spec string.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `[compare]` table with a missing, unknown or invalid key.
     #[error("[compare] {key}: {reason}")]
-    Config { key: String, reason: String },
+    Config {
+        /// The key's dotted path inside `[compare]`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 fn spec_err(spec: &str, reason: impl Into<String>) -> SpecError {

@@ -77,6 +77,8 @@ fn student(df: f64) -> Result<StudentsT, CompareError> {
 }
 
 impl Stat {
+    /// A sequential t-test comparator for `spec`, taken as given (a spec built
+    /// by hand may skip [`CompareSpec::validate`]).
     pub fn new(spec: StatSpec) -> Self {
         Stat { spec }
     }

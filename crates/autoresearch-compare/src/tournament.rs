@@ -17,6 +17,8 @@ pub struct Tournament {
 }
 
 impl Tournament {
+    /// A tournament whose pairwise meetings, and the winner's comparison with the incumbent, are
+    /// decided by `inner`.
     pub fn new(inner: Arc<dyn Comparator>) -> Self {
         Tournament { inner }
     }

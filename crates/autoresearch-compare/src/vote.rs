@@ -17,6 +17,7 @@ pub struct HumanVote {
 }
 
 impl HumanVote {
+    /// A vote comparator that waits for `quorum` counted votes.
     pub fn new(quorum: u32) -> Self {
         HumanVote { quorum }
     }

@@ -15,19 +15,34 @@ pub const CONFIG_FILE: &str = "autoresearch.toml";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("reading config {path}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
-    /// The toml crate's message names the line, the column and the key.
+    /// The file is not valid TOML, or a key is unknown, missing or of the
+    /// wrong type. The toml crate's message names the line, the column and
+    /// the key.
     #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The toml crate's message.
+        message: String,
+    },
+    /// A key parsed but its value is unusable (an empty command, a zero
+    /// `parallel`, ...).
     #[error("config {path}: {key}: {reason}")]
     Invalid {
+        /// The config file.
         path: PathBuf,
+        /// The key, dotted (`run.parallel`).
         key: String,
+        /// What is wrong with its value.
         reason: String,
     },
 }
@@ -115,6 +130,8 @@ pub struct ProposeConfig {
     /// Shell command run in a fresh checkout of the head; its commit (or its
     /// uncommitted changes) is the candidate.
     pub command: String,
+    /// How long the proposer may run before its whole process group is killed; 30 minutes by
+    /// default.
     #[serde(default = "default_propose_timeout")]
     pub timeout: Span,
     /// A candidate adding or growing a file past this many bytes is
@@ -177,8 +194,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub struct EvaluateConfig {
     /// Shell command run in a checkout of the candidate; prints metrics.
     pub command: String,
+    /// How long one evaluation may run before its whole process group is killed; 10 minutes by
+    /// default.
     #[serde(default = "default_evaluate_timeout")]
     pub timeout: Span,
+    /// How the metrics are read from the evaluation; `lines` by default.
     #[serde(default = "default_metrics")]
     pub metrics: MetricsFormat,
     /// Paths (files, directories, globs) a candidate may not change, on top
@@ -202,6 +222,7 @@ pub struct EvaluateConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
+    /// Candidates tried at once against the same head; 1 by default.
     #[serde(default = "one")]
     pub parallel: usize,
     /// Candidates to try; 0 means no limit.
@@ -210,6 +231,7 @@ pub struct RunConfig {
     /// Stop launching runs after this long.
     #[serde(default)]
     pub time_budget: Option<Span>,
+    /// Stop after this many crashed runs in a row; 5 by default.
     #[serde(default = "default_max_crashes")]
     pub max_consecutive_crashes: u32,
     /// Bytes of each job's output kept in memory and in the ledger.
@@ -311,14 +333,18 @@ pub struct Config {
     pub name: String,
     /// The repository, resolved against the config file's directory.
     pub repo: PathBuf,
+    /// The branch the loop advances.
     pub branch: String,
     /// Recorded as Run.harness (e.g. `claude-code`); `shell` by default.
     pub harness: String,
+    /// `[propose]`.
     pub propose: ProposeConfig,
+    /// `[evaluate]`.
     pub evaluate: EvaluateConfig,
     /// `[compare]` as written: comparators live in their own crate, which
     /// turns this table into a `Comparator`.
     pub compare: toml::Table,
+    /// `[run]`, defaults when absent.
     pub run: RunConfig,
     /// The file this was read from.
     pub path: PathBuf,

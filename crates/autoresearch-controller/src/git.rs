@@ -17,8 +17,11 @@ use std::process::{Command, Output, Stdio};
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("git {args} in {dir}: {reason}")]
 pub struct GitError {
+    /// The repository or worktree the command ran in.
     pub dir: PathBuf,
+    /// The git arguments, space-separated.
     pub args: String,
+    /// Why it failed: git's standard error, or why it could not start.
     pub reason: String,
 }
 
@@ -34,10 +37,12 @@ pub const IDENTITY: [(&str, &str); 4] = [
 /// One path changed between two commits (see [`Git::changes`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
+    /// The path, relative to the repository's root.
     pub path: String,
     /// Octal modes as git prints them (`000000` when absent, `160000` a
-    /// gitlink, `120000` a symlink).
+    /// gitlink, `120000` a symlink): before ...
     pub old_mode: String,
+    /// ... and after.
     pub new_mode: String,
     /// The object on the new side (all zeros when deleted).
     pub new_blob: String,
@@ -55,6 +60,7 @@ impl Change {
 /// A repository (or a worktree of one) at `dir`.
 #[derive(Clone, Debug)]
 pub struct Git {
+    /// The repository's (or worktree's) working directory; every command runs there.
     pub dir: PathBuf,
     /// The common git dir, looked up once.
     common: std::sync::Arc<std::sync::Mutex<Option<PathBuf>>>,
@@ -72,6 +78,8 @@ struct Bound {
 }
 
 impl Git {
+    /// A handle on the repository at `dir`. Runs nothing: a directory that is not a repository
+    /// fails at the first command.
     pub fn new(dir: impl Into<PathBuf>) -> Git {
         Git {
             dir: dir.into(),

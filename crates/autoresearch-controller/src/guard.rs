@@ -25,7 +25,9 @@ pub struct Protection {
 #[derive(Debug, thiserror::Error)]
 #[error("protected path pattern {pattern:?}: {source}")]
 pub struct PatternError {
+    /// The pattern as the user wrote it.
     pub pattern: String,
+    /// Why globset refused it.
     #[source]
     pub source: globset::Error,
 }

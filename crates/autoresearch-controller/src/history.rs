@@ -46,13 +46,16 @@ pub fn status_word(run: &Run, outcome: Option<&Outcome>) -> &'static str {
 pub struct Row {
     /// The short commit, `-------` when there is none.
     pub commit: String,
+    /// The final commit's metrics, averaged over its samples, in the order they first appear.
     pub metrics: Vec<(String, f64)>,
+    /// The results.tsv status word (`keep`, `discard`, `crash`, `pending`, `running`).
     pub status: String,
     /// The decision's reason, on one line.
     pub description: String,
 }
 
 impl Row {
+    /// The history line of attempt `a`.
     pub fn of(a: &Attempt) -> Row {
         let commit = short_commit(&a.run.commit_hash).to_string();
         let reason = a.outcome.as_ref().map_or("", |o| o.reason.as_str());

@@ -55,6 +55,8 @@ struct Inner {
 }
 
 impl LocalExecutor {
+    /// An executor keeping its worktrees under `{state_dir}/worktrees` and its logs under
+    /// `{state_dir}/runs/{run_id}`. Creates nothing until the first job.
     pub fn new(state_dir: impl Into<PathBuf>) -> LocalExecutor {
         LocalExecutor {
             inner: Arc::new(Inner {
@@ -249,6 +251,7 @@ fn note_limit(stderr_log: &Path, what: &str) {
 /// exec.
 fn write_pid(path: &std::ffi::CStr) {
     let mut digits = [0u8; 20];
+    // SAFETY: getpid has no preconditions and is async-signal-safe.
     let mut n = unsafe { libc::getpid() } as u64;
     let mut at = digits.len();
     loop {

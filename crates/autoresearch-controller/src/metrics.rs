@@ -6,12 +6,22 @@ use serde_json::{Map, Value};
 /// Why no usable metrics were found.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MetricsError {
+    /// The output held no metric at all.
     #[error("no metric in the output")]
     Empty,
+    /// A metric is `nan` or infinite, or a required metric is not a number.
     #[error("metric {name} is not a finite number ({value})")]
-    NotFinite { name: String, value: String },
+    NotFinite {
+        /// The metric.
+        name: String,
+        /// Its value as found, JSON text.
+        value: String,
+    },
+    /// A required metric is absent; holds its name.
     #[error("metric {0} is missing from the output")]
     Missing(String),
+    /// The metrics file does not hold one JSON object; holds what was found
+    /// or the parser's message.
     #[error("the metrics file is not a JSON object: {0}")]
     BadJson(String),
 }

@@ -256,12 +256,23 @@ impl Sandbox {
     /// The job's environment: the allowed variables of this process, then
     /// the job's own.
     pub fn environment(&self, job: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        self.environment_from(std::env::vars(), job)
+    }
+
+    /// [`Sandbox::environment`] with `base` standing for this process's
+    /// environment.
+    pub fn environment_from(
+        &self,
+        base: impl IntoIterator<Item = (String, String)>,
+        job: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
         let patterns: Vec<&str> = if self.config.env_allow.is_empty() {
             DEFAULT_ENV.to_vec()
         } else {
             self.config.env_allow.iter().map(String::as_str).collect()
         };
-        let mut env: BTreeMap<String, String> = std::env::vars()
+        let mut env: BTreeMap<String, String> = base
+            .into_iter()
             .filter(|(k, _)| {
                 k.starts_with("AUTORESEARCH_") || patterns.iter().any(|p| matches(p, k))
             })

@@ -216,18 +216,32 @@ fn a_setsid_daemon_dies_with_its_job() {
 fn the_environment_is_an_allow_list() {
     let d = dirs();
     let sb = bwrap(ResourceLimits::default());
-    // SAFETY: this test binary's threads do not read the environment now.
-    unsafe {
-        std::env::set_var("AR_TEST_SECRET_TOKEN", "hunter2");
-        std::env::set_var("AUTORESEARCH_TEST_VISIBLE", "yes");
-    }
-    let ran = job(&sb, &d, "env", false, None);
-    assert!(!ran.stdout.contains("hunter2"), "{}", ran.stdout);
-    assert!(
-        ran.stdout.contains("AUTORESEARCH_TEST_VISIBLE=yes"),
-        "{}",
-        ran.stdout
+    let base = [
+        ("AR_TEST_SECRET_TOKEN", "hunter2"),
+        ("AUTORESEARCH_TEST_VISIBLE", "yes"),
+        ("ANTHROPIC_API_KEY", "k"),
+        ("PATH", "/usr/bin"),
+        ("LC_ALL", "C"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let job_env = BTreeMap::from([("AUTORESEARCH_RUN_ID".to_string(), "r1".to_string())]);
+    let env = sb.environment_from(base, &job_env);
+    let names: Vec<&str> = env.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "ANTHROPIC_API_KEY",
+            "AUTORESEARCH_RUN_ID",
+            "AUTORESEARCH_TEST_VISIBLE",
+            "LC_ALL",
+            "PATH"
+        ]
     );
+    // A job sees the same: cargo sets CARGO_MANIFEST_DIR for this test
+    // process, and it is not on the list.
+    assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
+    let ran = job(&sb, &d, "env", false, None);
+    assert!(!ran.stdout.contains("CARGO_MANIFEST_DIR"), "{}", ran.stdout);
     assert!(
         ran.stdout.contains("AUTORESEARCH_RUN_ID=r1"),
         "{}",

@@ -11,8 +11,10 @@ use serde_json::Value;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
+    /// Lower is better (the default).
     #[default]
     Minimize,
+    /// Higher is better.
     Maximize,
 }
 
@@ -58,6 +60,7 @@ pub use crate::components::Vote;
 pub struct Evidence {
     /// The run that produced this commit; empty for a baseline without a run.
     pub run_id: String,
+    /// The commit this side measured (full hash).
     pub commit: String,
     /// Every Result recorded for this commit: one per evaluator, or one per
     /// sample of a repeated evaluator, in the order they were recorded.
@@ -90,12 +93,19 @@ pub enum Verdict {
     /// The candidate is not better.
     Discard,
     /// Evaluate again: this many more samples of each side.
-    NeedMore { incumbent: u32, candidate: u32 },
+    NeedMore {
+        /// More samples wanted of the incumbent's commit.
+        incumbent: u32,
+        /// More samples wanted of the candidate's commit.
+        candidate: u32,
+    },
     /// Waiting for something outside the loop (people voting).
     Pending,
 }
 
 impl Verdict {
+    /// The verdict's word (`keep`, `discard`, `need_more`, `pending`), as stored in decisions and
+    /// descriptors.
     pub fn as_str(&self) -> &'static str {
         match self {
             Verdict::Keep => "keep",
@@ -110,6 +120,7 @@ impl Verdict {
 /// reason and, on keep, as the BranchHead's `descriptor_json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
+    /// What to do with the candidate.
     pub verdict: Verdict,
     /// One line for people.
     pub reason: String,
@@ -118,6 +129,7 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A decision of `verdict` with its one-line `reason` and free-form `descriptor`.
     pub fn new(verdict: Verdict, reason: impl Into<String>, descriptor: Value) -> Self {
         Decision {
             verdict,
@@ -132,7 +144,9 @@ impl Decision {
 #[derive(Debug, thiserror::Error)]
 #[error("comparator {comparator}: {reason}")]
 pub struct CompareError {
+    /// The comparator's spec or name, as the caller configured it.
     pub comparator: String,
+    /// What went wrong, in one line for people.
     pub reason: String,
 }
 

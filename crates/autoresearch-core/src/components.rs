@@ -28,10 +28,18 @@ fn parse_object(text: &str) -> Result<Value, serde_json::Error> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Experiment {
+    /// The experiment's unique name; runs, branch heads and the loop's world refer to it by this
+    /// name.
     pub name: String,
+    /// The repository the runs work on (a URL or a local path), as given when the experiment was
+    /// created.
     pub repo_url: String,
+    /// The git branch the experiment advances; `main` by default.
     pub branch: String,
+    /// Creation time, in Unix milliseconds.
     pub created_at_ms: i64,
+    /// Free-form metadata, JSON object text (`{}` when empty). Read it with
+    /// [`Experiment::metadata`].
     pub metadata_json: String,
 }
 
@@ -48,6 +56,7 @@ impl Default for Experiment {
 }
 
 impl Experiment {
+    /// An experiment with the given fields; `metadata` is stored as its JSON text.
     pub fn new(
         name: impl Into<String>,
         repo_url: impl Into<String>,
@@ -86,14 +95,20 @@ impl Experiment {
 /// The status of a run: exactly the runner's own values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RunStatus {
+    /// The runner is preparing the run's machine or workspace.
     Booting,
+    /// The agent is working.
     Running,
+    /// The run was asked to stop and is winding down.
     Stopping,
+    /// The run ended normally.
     Stopped,
+    /// The run ended abnormally (agent or machine failure).
     Crashed,
 }
 
 impl RunStatus {
+    /// The five statuses, in lifecycle order.
     pub const ALL: [RunStatus; 5] = [
         RunStatus::Booting,
         RunStatus::Running,
@@ -102,6 +117,7 @@ impl RunStatus {
         RunStatus::Crashed,
     ];
 
+    /// The stored word of this status (`booting`, `running`, ...), as the runner writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Booting => "booting",
@@ -152,20 +168,34 @@ impl FromStr for RunStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Run {
+    /// The run's unique id; Results, Outcomes and Votes join their run by it.
     pub run_id: String,
+    /// The experiment this run belongs to (`adhoc` by default).
     pub experiment_name: String,
+    /// Where the run ran: the runner's VM, or the loop's executor (`local`).
     pub vm_name: String,
     /// One of the [`RunStatus`] strings; kept as text so that a record written
     /// by another tool round-trips unchanged. Read it with [`Run::status`].
     pub status: String,
+    /// The agent harness that did the work (e.g. `claude-code`; the loop records
+    /// its config's `harness`, `shell` by default).
     pub harness: String,
+    /// The repository the run worked on.
     pub repo_url: String,
+    /// The branch the run started from; `main` by default.
     pub branch: String,
+    /// The task the agent was given, as free text.
     pub task: String,
+    /// Start time, in Unix milliseconds.
     pub started_at_ms: i64,
+    /// End time, in Unix milliseconds; 0 while the run is not over.
     pub finished_at_ms: i64,
+    /// The agent's name, conventionally `{experiment_name}-{harness}` (see
+    /// [`Run::conventional_agent_name`]).
     pub agent_name: String,
+    /// Where the run's working copy lives on its machine.
     pub workspace_path: String,
+    /// The commit the run produced (full hash); empty until it has one.
     pub commit_hash: String,
 }
 
@@ -204,6 +234,7 @@ impl Run {
         self.status.parse()
     }
 
+    /// Sets [`Run::status`] to the stored word of `status`.
     pub fn set_status(&mut self, status: RunStatus) {
         self.status = status.as_str().to_string();
     }
@@ -221,9 +252,15 @@ impl Run {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EvalResult {
+    /// The run this Result belongs to.
     pub run_id: String,
+    /// The name of the evaluator that produced it (`evaluate` for the loop's,
+    /// `results.tsv` for imports).
     pub evaluator: String,
+    /// The evaluator's outputs, JSON object text: metric names to values, plus the loop's
+    /// [`EvalResult::META`] record. Read it with [`EvalResult::outputs`].
     pub outputs_json: String,
+    /// When the evaluation finished, in Unix milliseconds.
     pub evaluated_at_ms: i64,
 }
 
@@ -239,6 +276,7 @@ impl Default for EvalResult {
 }
 
 impl EvalResult {
+    /// A Result with the given fields; `outputs` is stored as its JSON text.
     pub fn new(
         run_id: impl Into<String>,
         evaluator: impl Into<String>,
@@ -302,8 +340,9 @@ pub struct ResultMeta {
     pub status: Option<ExitStatus>,
     /// Time spent in the evaluator, in milliseconds.
     pub duration_ms: u64,
-    /// Where its full standard output and error are kept.
+    /// The file its full standard output was captured to.
     pub stdout_log: String,
+    /// The file its full standard error was captured to.
     pub stderr_log: String,
     /// On a candidate's first sample: what the proposer left in its
     /// checkout that is not part of the candidate (ignored files), never
@@ -316,6 +355,7 @@ pub struct ResultMeta {
 /// entity.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// The run decided.
     pub run_id: String,
     /// The decision, stored as its word (`keep`, `discard`, ...).
     pub status: OutcomeStatus,
@@ -327,6 +367,7 @@ pub struct Outcome {
     pub base_commit: String,
     /// The comparator spec that decided, empty for crashes and baselines.
     pub comparator: String,
+    /// When the decision was made, in Unix milliseconds.
     pub decided_at_ms: i64,
 }
 
@@ -362,6 +403,7 @@ pub struct Lease {
     pub host: String,
     /// The holder's process id on `host`.
     pub pid: u32,
+    /// When the holder took the lease, in Unix milliseconds.
     pub started_at_ms: i64,
     /// Renewed by the holder while it runs.
     pub heartbeat_at_ms: i64,
@@ -381,8 +423,8 @@ impl Lease {
     }
 }
 
-impl std::fmt::Display for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "pid {} on host {}", self.pid, self.host)
     }
 }
@@ -391,11 +433,15 @@ impl std::fmt::Display for Lease {
 /// (several votes per run make a quorum).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Vote {
+    /// The run voted on.
     pub run_id: String,
     /// `keep` or `discard`.
     pub verdict: VoteVerdict,
+    /// Who voted (a free-form name).
     pub voter: String,
+    /// Why, in one line for people; may be empty.
     pub reason: String,
+    /// When the vote was cast, in Unix milliseconds.
     pub at_ms: i64,
 }
 
@@ -403,11 +449,16 @@ pub struct Vote {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BranchHead {
+    /// The experiment whose best commit this is.
     pub experiment_name: String,
+    /// The best commit (full hash): the branch tip the next candidate builds on.
     pub commit_hash: String,
     /// Empty for the initial seed (the branch tip before any run).
     pub run_id: String,
+    /// Why it became head, JSON object text: the deciding comparator's
+    /// descriptor, or a note for a baseline; `{}` when nothing was recorded.
     pub descriptor_json: String,
+    /// When the head was last moved, in Unix milliseconds.
     pub updated_at_ms: i64,
 }
 
@@ -424,6 +475,7 @@ impl Default for BranchHead {
 }
 
 impl BranchHead {
+    /// A head with the given fields; `descriptor` is stored as its JSON text.
     pub fn new(
         experiment_name: impl Into<String>,
         commit_hash: impl Into<String>,
@@ -440,6 +492,7 @@ impl BranchHead {
         }
     }
 
+    /// The descriptor parsed back from its JSON text.
     pub fn descriptor(&self) -> Result<Value, serde_json::Error> {
         parse_object(&self.descriptor_json)
     }

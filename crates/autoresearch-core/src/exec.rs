@@ -69,6 +69,7 @@ pub struct Job {
     pub command: String,
     /// Extra environment variables, on top of the executor's own.
     pub env: BTreeMap<String, String>,
+    /// The time and output bounds the job runs under.
     pub limits: Limits,
     /// Where to read the output from.
     pub output: OutputSource,
@@ -120,16 +121,19 @@ impl std::fmt::Display for ExitStatus {
 /// What came back from a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobReport {
+    /// How the job ended.
     pub status: ExitStatus,
     /// The text metrics are read from (see [`OutputSource`]), bounded.
     pub output: String,
-    /// The last [`Limits::output_limit`] bytes of standard output and error.
+    /// The last [`Limits::output_limit`] bytes of standard output.
     pub stdout_tail: String,
+    /// The last [`Limits::output_limit`] bytes of standard error.
     pub stderr_tail: String,
     /// Where the job ran (a path, `host:path`, a job id), for Run.workspace_path.
     pub workspace: String,
-    /// Where the full logs are (a path or a URL), when kept.
+    /// Where the full standard output is (a path or a URL); empty when not kept.
     pub stdout_log: String,
+    /// Where the full standard error is; empty when not kept.
     pub stderr_log: String,
     /// Time spent inside the job's command.
     pub duration: Duration,
@@ -157,9 +161,13 @@ pub struct JobReport {
 #[derive(Debug, thiserror::Error)]
 #[error("{executor}: {doing} for run {run_id}: {reason}")]
 pub struct ExecError {
+    /// The executor's name (`local`, a cluster's name, ...).
     pub executor: String,
+    /// The run the job was for.
     pub run_id: String,
+    /// What the executor was doing (preparing the checkout, starting the command, ...).
     pub doing: String,
+    /// What went wrong, in one line for people.
     pub reason: String,
 }
 

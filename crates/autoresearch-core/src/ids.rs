@@ -22,6 +22,7 @@ pub struct Tick(pub u64);
 pub struct EntityId(pub u64);
 
 impl Tick {
+    /// The empty world, before the first commit.
     pub const ZERO: Tick = Tick(0);
 
     /// The tick after this one.

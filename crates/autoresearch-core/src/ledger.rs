@@ -11,8 +11,11 @@ use crate::storage::{Storage, StorageError, WorldInfo};
 /// `from..=to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
+    /// The world whose own log holds these ticks.
     pub world: WorldId,
+    /// The first tick of the segment.
     pub from: Tick,
+    /// The last tick of the segment (inclusive).
     pub to: Tick,
 }
 
@@ -158,8 +161,11 @@ async fn replay(
 /// One entry of an entity's audit history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntityChange {
+    /// The tick that made the change.
     pub tick: Tick,
+    /// When that tick was committed, in Unix milliseconds.
     pub at_ms: i64,
+    /// What the tick did to the entity.
     pub change: Change,
 }
 

@@ -68,9 +68,14 @@ pub fn stored_evidence(world: &World, run_id: &str, commit: &str) -> Evidence {
 /// One attempt of an experiment as read from its world.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attempt {
+    /// The run's entity in the world.
     pub entity: EntityId,
+    /// The run record.
     pub run: Run,
+    /// Every Result whose `run_id` is this run's, in the order they were recorded.
     pub results: Vec<EvalResult>,
+    /// The loop's decision on the run; `None` while undecided or when none was ever recorded
+    /// (imports).
     pub outcome: Option<Outcome>,
 }
 

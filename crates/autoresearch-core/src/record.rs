@@ -10,20 +10,30 @@ use std::collections::BTreeMap;
 /// One state transition. Component values are the registry's encoded bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
+    /// Create an entity with no components.
     Spawn {
+        /// The new entity; never alive before in this world's lineage.
         entity: EntityId,
     },
     /// Insert or replace one component.
     Set {
+        /// The live entity changed.
         entity: EntityId,
+        /// The component's registered name.
         component: String,
+        /// The component's value, encoded by the registry.
         value: Vec<u8>,
     },
+    /// Remove one component; removing a component the entity lacks is a no-op.
     Remove {
+        /// The live entity changed.
         entity: EntityId,
+        /// The component's registered name.
         component: String,
     },
+    /// Destroy an entity and all its components; its id is never reused.
     Despawn {
+        /// The live entity destroyed.
         entity: EntityId,
     },
 }
@@ -31,9 +41,13 @@ pub enum Change {
 /// What a [`Change`] does, without its values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChangeKind {
+    /// A [`Change::Spawn`].
     Spawn,
+    /// A [`Change::Set`].
     Set,
+    /// A [`Change::Remove`].
     Remove,
+    /// A [`Change::Despawn`].
     Despawn,
 }
 
@@ -68,6 +82,7 @@ impl std::fmt::Display for ChangeKind {
 }
 
 impl Change {
+    /// What this change does, without its values.
     pub fn kind(&self) -> ChangeKind {
         match self {
             Change::Spawn { .. } => ChangeKind::Spawn,
@@ -77,6 +92,7 @@ impl Change {
         }
     }
 
+    /// The entity this change touches.
     pub fn entity(&self) -> EntityId {
         match self {
             Change::Spawn { entity }
@@ -90,8 +106,11 @@ impl Change {
 /// Every change of one tick, with the wall-clock time of its commit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickRecord {
+    /// The tick this record makes (its world's previous head plus one).
     pub tick: Tick,
+    /// When the tick was committed, in Unix milliseconds (wall clock of the writer).
     pub at_ms: i64,
+    /// The changes in the order they were made; replay applies them in this order.
     pub changes: Vec<Change>,
 }
 
@@ -111,9 +130,11 @@ pub type SnapshotEntity = (EntityId, Vec<(String, Vec<u8>)>);
 /// The whole state of a world at one tick.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The tick this snapshot is the state at.
     pub tick: Tick,
     /// The next entity id the world will allocate (ids are never reused).
     pub next_entity: u64,
+    /// Every live entity with its components, sorted by id.
     pub entities: Vec<SnapshotEntity>,
 }
 
@@ -122,9 +143,14 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{world} tick {tick}: cannot apply change to {entity}: {reason}")]
 pub struct ApplyError {
+    /// The world whose log is inconsistent.
     pub world: WorldId,
+    /// The tick whose record does not apply.
     pub tick: Tick,
+    /// The entity the failing change touches (`EntityId(0)` when the record as a whole is for the
+    /// wrong tick).
     pub entity: EntityId,
+    /// Which rule the change breaks ("spawned twice", "record is not for the next tick", ...).
     pub reason: &'static str,
 }
 
@@ -132,8 +158,11 @@ pub struct ApplyError {
 /// entity id to component name to encoded value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
+    /// The tick this state is at.
     pub tick: Tick,
+    /// The next entity id the world will allocate: one past the highest id ever spawned.
     pub next_entity: u64,
+    /// Every live entity, with its component names and encoded values.
     pub entities: BTreeMap<EntityId, BTreeMap<String, Vec<u8>>>,
 }
 
@@ -143,6 +172,7 @@ impl State {
         State::default()
     }
 
+    /// The state a snapshot holds. O(entities + components).
     pub fn from_snapshot(s: Snapshot) -> Self {
         State {
             tick: s.tick,
@@ -155,6 +185,7 @@ impl State {
         }
     }
 
+    /// A snapshot of this state, entities sorted by id. Copies every value: O(size of the state).
     pub fn to_snapshot(&self) -> Snapshot {
         Snapshot {
             tick: self.tick,
@@ -228,6 +259,7 @@ pub struct LivenessCheck {
 }
 
 impl LivenessCheck {
+    /// A check for a new batch of `world`'s ticks, knowing nothing yet.
     pub fn new(world: WorldId) -> LivenessCheck {
         LivenessCheck {
             world,

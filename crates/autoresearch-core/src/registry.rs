@@ -44,28 +44,55 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> ComponentValue for
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
+    /// A Rust type was read or written before it was registered.
     #[error("component type {type_name} is not registered; call ComponentRegistry::register first")]
-    UnregisteredType { type_name: &'static str },
+    UnregisteredType {
+        /// The type's Rust name (`std::any::type_name`).
+        type_name: &'static str,
+    },
+    /// A world holds a component name that this process did not register
+    /// (written by a newer or different build).
     #[error("component {component:?} met in {world} is not registered in this process")]
-    UnknownComponent { world: WorldId, component: String },
+    UnknownComponent {
+        /// The world the component was met in.
+        world: WorldId,
+        /// The stored component name.
+        component: String,
+    },
+    /// A second type was registered under a name already in use.
     #[error("component name {name:?} is already registered for another type")]
-    NameTaken { name: String },
+    NameTaken {
+        /// The contested component name.
+        name: String,
+    },
+    /// Stored bytes did not decode as the registered type.
     #[error("decoding component {component:?} of {world}: {source}")]
     Decode {
+        /// The world the bytes were read from.
         world: WorldId,
+        /// The component's registered name.
         component: String,
+        /// The decoder's error.
         #[source]
         source: postcard::Error,
     },
+    /// Stored bytes could not be shown as JSON (they do not decode as the
+    /// registered type).
     #[error("decoding component {component:?} of {world}: {reason}")]
     Corrupt {
+        /// The world the bytes were read from.
         world: WorldId,
+        /// The component's registered name.
         component: String,
+        /// The decoder's message.
         reason: String,
     },
+    /// A value could not be encoded (a type whose `Serialize` fails).
     #[error("encoding component {component:?}: {source}")]
     Encode {
+        /// The component's registered name.
         component: String,
+        /// The encoder's error.
         #[source]
         source: postcard::Error,
     },

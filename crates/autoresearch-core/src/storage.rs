@@ -11,18 +11,24 @@ use serde::{Deserialize, Serialize};
 /// Where a fork branched off: its parent world and the last tick it shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForkPoint {
+    /// The world forked from.
     pub parent: WorldId,
+    /// The last tick the fork shares with its parent; its own ticks start after it.
     pub tick: Tick,
 }
 
 /// A world's catalogue entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorldInfo {
+    /// The world's id, never reused in its ledger.
     pub id: WorldId,
+    /// The world's name, unique in its ledger.
     pub name: String,
     /// The last committed tick (the fork tick for a fork with no own ticks yet).
     pub head: Tick,
+    /// Where the world was forked from; `None` for a root world.
     pub parent: Option<ForkPoint>,
+    /// When the world was created, in Unix milliseconds.
     pub created_at_ms: i64,
 }
 
@@ -37,16 +43,23 @@ impl WorldInfo {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
+    /// No world in the ledger has this id.
     #[error("no world with id {0}")]
     NoSuchWorld(WorldId),
+    /// A world was created or forked under a name already in use.
     #[error("a world named {0:?} already exists")]
     NameTaken(String),
+    /// An append lost a race: the world's head moved since the writer read it.
+    /// Nothing of the batch was stored; refresh and retry.
     #[error(
         "{world}: append of tick {attempted} refused, the head is {head} (another writer advanced it)"
     )]
     Conflict {
+        /// The world appended to.
         world: WorldId,
+        /// The first tick of the refused batch.
         attempted: Tick,
+        /// The world's head when the append was refused.
         head: Tick,
     },
     /// A tick that does not apply to the world's head state (a change to
@@ -57,37 +70,69 @@ pub enum StorageError {
         if matches!(change, ChangeKind::Spawn) { "alive" } else { "not alive" }
     )]
     NotApplicable {
+        /// The world appended to.
         world: WorldId,
         /// The refused tick.
         attempted: Tick,
+        /// The entity of the first change that does not apply.
         entity: EntityId,
+        /// What that change tried to do.
         change: ChangeKind,
     },
+    /// A fork asked for a tick its parent has not reached.
     #[error("{world}: cannot fork at tick {at}, the head is {head}")]
     ForkBeyondHead {
+        /// The parent world.
         world: WorldId,
+        /// The tick asked to fork at.
         at: Tick,
+        /// The parent's head.
         head: Tick,
     },
+    /// A snapshot was appended for a tick other than the record it goes
+    /// with; nothing of its batch was stored.
     #[error("{world}: snapshot for tick {tick} is outside the world's own ticks")]
-    SnapshotOutOfRange { world: WorldId, tick: Tick },
+    SnapshotOutOfRange {
+        /// The world the snapshot was for.
+        world: WorldId,
+        /// The snapshot's tick.
+        tick: Tick,
+    },
+    /// A stored record or snapshot does not decode.
     #[error("{world} tick {tick}: stored value is corrupt: {reason}")]
     Corrupt {
+        /// The world read.
         world: WorldId,
+        /// The tick whose stored value is damaged.
         tick: Tick,
+        /// What did not decode, and why.
         reason: String,
     },
+    /// A stored value carries a format version newer than this build reads;
+    /// it is refused rather than misread.
     #[error("{what} was written by format version {found}, this build reads up to {supported}")]
     NewerFormat {
+        /// What was being read (a tick record, a snapshot, the catalogue).
         what: String,
+        /// The version tag found.
         found: u8,
+        /// The newest version this build reads.
         supported: u8,
     },
+    /// Another process holds the ledger file in a way that excludes this open.
     #[error("ledger {path} is locked by another process: {reason}")]
-    Locked { path: String, reason: String },
+    Locked {
+        /// The ledger file.
+        path: String,
+        /// The lock error, as the database engine reported it.
+        reason: String,
+    },
     /// A read-only open of a ledger file that does not exist.
     #[error("ledger {} does not exist", path.display())]
-    LedgerNotFound { path: std::path::PathBuf },
+    LedgerNotFound {
+        /// The path that was opened.
+        path: std::path::PathBuf,
+    },
     /// A read-only open of a ledger file that a writer left unclean (it
     /// crashed, or a write failed) and that no live writer is repairing:
     /// the repair needs a read-write open.
@@ -95,19 +140,27 @@ pub enum StorageError {
         "ledger {} was not closed cleanly and needs a repair, which a read-only open cannot make; a read-write open (any command that writes) repairs it",
         path.display()
     )]
-    NeedsRepair { path: std::path::PathBuf },
+    NeedsRepair {
+        /// The ledger file.
+        path: std::path::PathBuf,
+    },
     /// A write to a ledger opened read-only.
     #[error("ledger {} is open read-only: {context} refused", path.display())]
     ReadOnlyLedger {
+        /// The ledger file.
         path: std::path::PathBuf,
+        /// The write that was refused.
         context: String,
     },
     /// The ledger file is damaged in a way its database engine could not
     /// report as an error (it panicked; the panic was contained).
     #[error("ledger {} is damaged: {context}: {reason}", path.display())]
     Damaged {
+        /// The ledger file.
         path: std::path::PathBuf,
+        /// The operation that met the damage.
         context: String,
+        /// The contained panic's message.
         reason: String,
     },
     /// Any other failure of the backend (I/O, a file that is not a ledger,
@@ -115,7 +168,9 @@ pub enum StorageError {
     /// file; `source` is the cause.
     #[error("{context}: {source}")]
     Backend {
+        /// The operation and the file.
         context: String,
+        /// The cause.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
@@ -213,6 +268,7 @@ pub trait Storage: Send + Sync + 'static {
         name: &str,
     ) -> Result<WorldInfo, StorageError>;
 
+    /// The catalogue entry of world `id`. Errors with `NoSuchWorld` when there is none.
     async fn world(&self, id: WorldId) -> Result<WorldInfo, StorageError>;
 
     /// The world named `name`. `Ok(None)` only when the backend knows no

@@ -154,14 +154,18 @@ impl World {
         Ok(())
     }
 
+    /// The world's id in its ledger.
     pub fn id(&self) -> WorldId {
         self.info.id
     }
 
+    /// The world's name.
     pub fn name(&self) -> &str {
         &self.info.name
     }
 
+    /// The world's catalogue entry as this handle last saw it (updated by its own commits and
+    /// refreshes).
     pub fn info(&self) -> &WorldInfo {
         &self.info
     }
@@ -176,14 +180,18 @@ impl World {
         self.next_entity
     }
 
+    /// Whether this handle was opened at a past tick: it reads but does not commit (fork it to
+    /// write).
     pub fn is_read_only(&self) -> bool {
         self.read_only
     }
 
+    /// The ledger this world reads from and commits to.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
 
+    /// The component types this world decodes and encodes.
     pub fn registry(&self) -> &Arc<ComponentRegistry> {
         &self.registry
     }
@@ -203,6 +211,7 @@ impl World {
         self.ids.len()
     }
 
+    /// Whether no entity is alive at this tick.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }

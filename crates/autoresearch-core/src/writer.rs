@@ -98,6 +98,7 @@ impl TickWriter {
         })
     }
 
+    /// The world's catalogue entry, its head advanced by this writer's commits.
     pub fn info(&self) -> &WorldInfo {
         &self.info
     }
@@ -112,6 +113,7 @@ impl TickWriter {
         self.next_entity
     }
 
+    /// The component types this writer encodes.
     pub fn registry(&self) -> &Arc<ComponentRegistry> {
         &self.registry
     }

@@ -50,7 +50,9 @@ use std::path::{Path, PathBuf};
 /// The image formats the chart is drawn in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// Scalable vector graphics, text.
     Svg,
+    /// A bitmap, PNG-encoded.
     Png,
 }
 
@@ -68,25 +70,39 @@ impl Format {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlotError {
+    /// The experiment has no runs yet.
     #[error("experiment {experiment:?} has no attempts to chart yet")]
-    NoAttempts { experiment: String },
+    NoAttempts {
+        /// The experiment asked for.
+        experiment: String,
+    },
+    /// No metric was named, the comparators name none that the Results
+    /// have, and the Results do not have exactly one numeric output.
     #[error(
         "cannot tell which metric to chart for experiment {experiment:?}: its results have {} (name one with --metric)",
         if available.is_empty() { "no numeric outputs".to_string() } else { format!("numeric outputs {}", available.join(", ")) }
     )]
     NoMetric {
+        /// The experiment asked for.
         experiment: String,
+        /// The numeric outputs its Results have, sorted; one of them can be named.
         available: Vec<String>,
     },
+    /// The embedded font could not be registered with plotters.
     #[error("registering the embedded chart font: {0}")]
     Font(&'static str),
+    /// plotters failed to draw; holds its message.
     #[error("drawing the chart: {0}")]
     Draw(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The bitmap could not be encoded as PNG.
     #[error("encoding the chart as PNG: {0}")]
     Encode(#[from] png::EncodingError),
+    /// The chart file (or a parent directory) could not be written.
     #[error("writing the chart to {path}: {source}")]
     Write {
+        /// The file being written.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },

@@ -57,9 +57,11 @@ pub use autoresearch_core::compare::Direction;
 pub struct Point {
     /// 1-based position among the experiment's attempts.
     pub attempt: usize,
+    /// The attempt's run.
     pub run_id: String,
     /// The commit evaluated (empty when the run made none).
     pub commit: String,
+    /// How the attempt was decided.
     pub mark: Mark,
     /// Mean of the metric over the attempt's samples; `None` when it has none
     /// and always for a crash.
@@ -76,10 +78,13 @@ pub struct Point {
 /// Everything the progress chart of one experiment shows.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Progress {
+    /// The experiment charted.
     pub experiment: String,
+    /// The metric on the vertical axis, a key of the Results' outputs.
     pub metric: String,
     /// Taken from the deciding comparator's spec when it says (`...:min`).
     pub direction: Option<Direction>,
+    /// One point per attempt, in the order the runs were recorded.
     pub points: Vec<Point>,
 }
 

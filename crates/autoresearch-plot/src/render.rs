@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 pub struct ChartOptions {
     /// In pixels (SVG user units for SVG).
     pub width: u32,
+    /// In pixels (SVG user units for SVG).
     pub height: u32,
     /// Replaces the default title `"{experiment}: N attempts, K kept"`.
     pub title: Option<String>,

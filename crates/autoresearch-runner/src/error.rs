@@ -6,41 +6,83 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IngestError {
+    /// The runner database file does not exist.
     #[error("reading runner database {path}: no such file")]
-    Missing { path: PathBuf },
+    Missing {
+        /// The file named.
+        path: PathBuf,
+    },
+    /// The file is not a SQLite database.
     #[error("reading runner database {path}: not a SQLite database")]
-    NotADatabase { path: PathBuf },
+    NotADatabase {
+        /// The file named.
+        path: PathBuf,
+    },
+    /// SQLite reports the database as corrupt.
     #[error("reading runner database {path}: the database is corrupt ({reason})")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's message.
+        reason: String,
+    },
+    /// The runner holds a lock that kept the read out; retrying later helps.
     #[error(
         "reading runner database {path}: the database is locked ({reason}); retry when the runner is idle"
     )]
-    Locked { path: PathBuf, reason: String },
+    Locked {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's message.
+        reason: String,
+    },
+    /// A SQLite database without the runner's `agents` table.
     #[error(
         "reading runner database {path}: no `agents` table (is this archetype-runner's state.db?)"
     )]
-    NoAgentsTable { path: PathBuf },
+    NoAgentsTable {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A runner table lacks a column the ingest needs (an older or newer schema).
     #[error("reading runner database {path}: table `{table}` has no column `{column}`")]
     MissingColumn {
+        /// The database file.
         path: PathBuf,
+        /// The table (`agents` or `run_reports`).
         table: &'static str,
+        /// The missing column.
         column: &'static str,
     },
+    /// Any other SQLite failure while reading.
     #[error("reading runner database {path}: {source}")]
     Sqlite {
+        /// The database file.
         path: PathBuf,
+        /// SQLite's error.
         #[source]
         source: rusqlite::Error,
     },
+    /// Reading or writing the world failed.
     #[error("ingesting {path} into world {world:?}: {source}")]
     Ledger {
+        /// The database file being ingested.
         path: PathBuf,
+        /// The world written.
         world: String,
+        /// The ledger's error.
         #[source]
         source: autoresearch_core::Error,
     },
+    /// The blocking thread that reads the database panicked or was cancelled,
+    /// or handed back an impossible result.
     #[error("ingesting {path}: the reading thread failed: {reason}")]
-    Thread { path: PathBuf, reason: String },
+    Thread {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl IngestError {

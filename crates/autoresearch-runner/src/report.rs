@@ -9,17 +9,25 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunReport {
+    /// The report's id in `run_reports`.
     pub report_id: String,
+    /// The agent (run) the report belongs to: its `run_id`.
     pub agent_id: String,
+    /// The runner request that started the session.
     pub request_id: String,
     /// `completed`, `crashed` or `timed_out`.
     pub exit_status: String,
+    /// The commit the session ended on (full hash); empty when none.
     pub commit_hash: String,
+    /// `git diff --stat` of the session's changes, as the runner recorded it.
     pub diff_stat: String,
+    /// The tail of the session's standard output, as much as the runner kept.
     pub stdout_tail: String,
+    /// The tail of the session's standard error, as much as the runner kept.
     pub stderr_tail: String,
     /// JSON text, never interpreted here.
     pub metadata_json: String,
+    /// When the runner wrote the report, in Unix milliseconds; 0 when unset or unparseable.
     pub created_at_ms: i64,
 }
 

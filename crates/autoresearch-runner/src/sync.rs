@@ -43,6 +43,8 @@ pub struct RunnerConfig {
 }
 
 impl RunnerConfig {
+    /// A config for the runner database at `path`: world [`DEFAULT_WORLD`], experiments derived
+    /// from agent names, no cache directory, page reads on.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         RunnerConfig {
             path: path.into(),
@@ -58,13 +60,19 @@ impl RunnerConfig {
 /// rows this sync wrote; `orphan_reports` and `runs_missing` describe the file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SyncReport {
+    /// The runner database read, as a display path.
     pub source: String,
+    /// The world written.
     pub world: String,
     /// The tick this sync appended; `None` when nothing had changed.
     pub tick: Option<u64>,
+    /// `agents` rows in the file, all of them looked at.
     pub rows_read: usize,
+    /// `run_reports` rows read.
     pub reports_read: usize,
+    /// Runs new to the world.
     pub runs_added: usize,
+    /// Runs already in the world whose row changed.
     pub runs_changed: usize,
     /// Runs in the world whose row is no longer in the file (kept in the ledger).
     pub runs_missing: usize,
@@ -74,7 +82,10 @@ pub struct SyncReport {
     pub orphan_reports: usize,
     /// Timestamps written that had no UTC offset and were taken as UTC.
     pub timestamps_without_offset: usize,
+    /// Every warning of this sync, including those not listed in `warnings`.
     pub warnings_total: usize,
+    /// The first warnings, at most 100, one line each (an unparseable timestamp, an orphan report,
+    /// an index that could not be saved).
     pub warnings: Vec<String>,
     /// Where this sync's knowledge of the world came from: `kept` (this
     /// ingester's previous sync), `saved` (the index saved in the cache
@@ -203,6 +214,7 @@ impl RunnerIngest {
         }
     }
 
+    /// The configuration this ingester syncs with.
     pub fn config(&self) -> &RunnerConfig {
         &self.config
     }

@@ -33,6 +33,7 @@ pub use autoresearch_core::compare::Direction;
 /// Options of an import.
 #[derive(Clone, Debug)]
 pub struct TsvImport {
+    /// The experiment to import into; its world is the experiment's world.
     pub experiment: String,
     /// The metric column; default the second column.
     pub metric: Option<String>,
@@ -45,7 +46,9 @@ pub struct TsvImport {
 /// A row that could not be imported, by its 1-based line number.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Malformed {
+    /// The row's line number in the file, from 1.
     pub line: usize,
+    /// What is wrong with the row.
     pub reason: String,
 }
 
@@ -58,19 +61,31 @@ impl std::fmt::Display for Malformed {
 /// What an import did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TsvReport {
+    /// The file imported, as a display path.
     pub source: String,
+    /// The world written.
     pub world: String,
+    /// The experiment imported into.
     pub experiment: String,
+    /// The metric column.
     pub metric: String,
+    /// Data rows in the file, well-formed or not.
     pub rows_read: usize,
+    /// Rows imported by this call, one tick each.
     pub imported: usize,
     /// Rows whose run (by line) was imported before: skipped.
     pub already_present: usize,
+    /// Imported rows with status `keep`.
     pub kept: usize,
+    /// Imported rows with status `discard`.
     pub discarded: usize,
+    /// Imported rows with status `crash`.
     pub crashed: usize,
+    /// Rows skipped as malformed (empty with `strict`, which refuses them instead).
     pub malformed: Vec<Malformed>,
+    /// The first tick this import appended; `None` when it appended none.
     pub first_tick: Option<u64>,
+    /// The last tick this import appended; `None` when it appended none.
     pub last_tick: Option<u64>,
 }
 
@@ -106,20 +121,40 @@ impl std::fmt::Display for TsvReport {
 /// Why an import failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TsvError {
+    /// The file could not be read.
     #[error("reading {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The header is missing, lacks the `commit` or `status` column, names
+    /// a column twice, or has no numeric column of the metric's name.
     #[error("reading {path}: {reason}")]
-    Header { path: PathBuf, reason: String },
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the header.
+        reason: String,
+    },
+    /// With `strict`, the file has malformed rows; nothing was written.
     #[error("reading {path}: {} malformed rows (--strict): {}", rows.len(), list(rows))]
-    Malformed { path: PathBuf, rows: Vec<Malformed> },
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// Every malformed row, in file order.
+        rows: Vec<Malformed>,
+    },
+    /// Reading or writing the world failed.
     #[error("importing {path} into world {world:?}: {source}")]
     Ledger {
+        /// The file being imported.
         path: PathBuf,
+        /// The world written.
         world: String,
+        /// The ledger's error.
         #[source]
         source: autoresearch_core::Error,
     },
@@ -129,8 +164,11 @@ pub enum TsvError {
         "importing {path}: experiment {experiment:?} (world {world:?}) is run by `autoresearch run`, not imported; import into another name, e.g. --experiment {experiment}-import"
     )]
     LoopExperiment {
+        /// The file being imported.
         path: PathBuf,
+        /// The loop's experiment.
         experiment: String,
+        /// Its world.
         world: String,
     },
 }
@@ -147,7 +185,9 @@ fn list(rows: &[Malformed]) -> String {
 pub struct Layout {
     /// Every header column, in order.
     pub columns: Vec<String>,
+    /// The metric column: the one a comparator would decide on.
     pub metric: String,
+    /// Which way the metric improves; recorded, not interpreted.
     pub direction: Direction,
     /// Decimal places seen per numeric column, to write numbers back alike.
     pub decimals: BTreeMap<String, usize>,
@@ -175,21 +215,27 @@ impl Layout {
 /// One well-formed row.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TsvRow {
+    /// The row's line number in the file, from 1.
     pub line: usize,
+    /// The commit as written in the file (often a 7-character short hash).
     pub commit: String,
     /// `keep`, `discard` or `crash`.
     pub status: OutcomeStatus,
     /// Numeric columns as numbers; a non-numeric value in a non-metric column
     /// is kept as text. Absent in a crash row when not a number.
     pub values: Vec<(String, Value)>,
+    /// The `description` column; empty when the file has none.
     pub description: String,
 }
 
 /// A parsed file.
 #[derive(Clone, Debug)]
 pub struct Parsed {
+    /// The header's layout.
     pub layout: Layout,
+    /// The well-formed rows, in file order.
     pub rows: Vec<TsvRow>,
+    /// The rows that are not, in file order.
     pub malformed: Vec<Malformed>,
 }
 
@@ -485,10 +531,13 @@ async fn write_rows(
 /// One attempt as `log` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LogRow {
+    /// The run's id.
     #[serde(rename = "run__run_id")]
     pub run_id: String,
+    /// The run's commit; empty when it made none.
     #[serde(rename = "run__commit_hash")]
     pub commit: String,
+    /// The run's status word (`booting`, ..., `stopped`, `crashed`).
     #[serde(rename = "run__status")]
     pub run_status: String,
     /// The Outcome's status as stored (`keep`, `discard`, `crash`,
@@ -499,19 +548,28 @@ pub struct LogRow {
     pub status: Option<String>,
     /// Metric and other columns from the run's Results (mean over several).
     pub values: BTreeMap<String, Value>,
+    /// A short description: the Results' `description` output, else the Outcome's reason, else the
+    /// run's task.
     pub description: String,
 }
 
 /// The attempts of one experiment in results.tsv terms.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AttemptLog {
+    /// The experiment read.
     pub experiment: String,
+    /// The metric column: the one recorded in the Experiment's metadata, else the first numeric
+    /// output seen; `None` when there is none.
     pub metric: Option<String>,
+    /// The metric's direction (`minimize` or `maximize`), when recorded.
     pub direction: Option<String>,
     /// Value columns: the imported file's order, else the metric first.
     pub columns: Vec<String>,
+    /// Decimal places per column as recorded by an import, so that an export writes numbers alike;
+    /// empty for a world the loop wrote.
     #[serde(skip)]
     pub decimals: BTreeMap<String, usize>,
+    /// One row per attempt, in the order the runs were recorded.
     pub rows: Vec<LogRow>,
     /// Whether `metric` and the column order were recorded in the
     /// Experiment's metadata (an imported file) rather than guessed.

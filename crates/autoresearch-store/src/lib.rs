@@ -102,6 +102,7 @@ impl Default for RedbConfig {
 /// Size of one table, as redb accounts it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableBytes {
+    /// The redb table's name.
     pub name: String,
     /// Key and value bytes.
     pub stored: u64,

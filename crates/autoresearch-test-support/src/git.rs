@@ -51,11 +51,17 @@ pub fn init_main(dir: &Path) {
 /// points. Compare two snapshots with `assert_eq!`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRepoState {
+    /// The file names in `.git/hooks`, sorted.
     pub hooks: Vec<String>,
+    /// `refname objectname` of every branch but the loop's, one a line.
     pub other_branches: String,
+    /// `.git/config` as text.
     pub config: String,
+    /// `.git/HEAD` as text (which branch is checked out, or a detached commit).
     pub head: String,
+    /// `git status --porcelain --untracked-files=all`.
     pub status: String,
+    /// Refs outside `refs/heads/` and the loop's `refs/autoresearch/`.
     pub stray_refs: String,
 }
 

@@ -17,8 +17,11 @@ pub const VARY_SCORE: &str =
 /// "start", holds `score.txt` = 100 and `autoresearch.toml`) and `ctl/` (the
 /// control directory). Dropping it removes both.
 pub struct LoopRepo {
+    /// The temp directory holding both; kept so that dropping the fixture removes it.
     pub tmp: tempfile::TempDir,
+    /// The repository (`repo/`), on `main`.
     pub dir: PathBuf,
+    /// The control directory (`ctl/`) the scripts read and write.
     pub ctl: PathBuf,
 }
 

@@ -44,8 +44,11 @@ pub const REPORTS: &str = "CREATE TABLE IF NOT EXISTS run_reports (
 
 /// A state.db in a temp dir, with a connection open on it.
 pub struct Db {
+    /// The temp directory holding the file; dropping the fixture removes it.
     pub dir: tempfile::TempDir,
+    /// The state.db file (`state.db` in `dir`).
     pub path: PathBuf,
+    /// A connection open on it, for writing rows as the runner would.
     pub conn: Connection,
 }
 

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 /// The one component of the test worlds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Mark {
+    /// The writing process's tag, from its command line.
     pub writer: String,
+    /// The writer's running count of ticks, from 0, across all its worlds.
     pub seq: u64,
 }
 

@@ -123,8 +123,9 @@ fn change_rows(path: &Path, rows: usize, offset: usize) -> Result<usize> {
 /// Process CPU time (user + system) so far: on a shared, loaded machine it
 /// varies far less than wall time.
 fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given, which outlives the call.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return Duration::ZERO;
     }
@@ -152,7 +153,7 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
-async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Took) {
+async fn timed<T>(f: impl Future<Output = T>) -> (T, Took) {
     let (w, c) = (Instant::now(), cpu_time());
     let out = f.await;
     let took = Took {

@@ -8,7 +8,6 @@ mod loop_;
 use anyhow::bail;
 
 /// Prints one benchmark figure as a JSON line.
-#[allow(dead_code)]
 pub fn emit(value: serde_json::Value) {
     println!("{value}");
 }

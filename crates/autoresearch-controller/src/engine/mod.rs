@@ -45,42 +45,61 @@ use staged::StagedLedger;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoopError {
+    /// Reading or writing the experiment's world failed.
     #[error("{doing} in world {world}: {source}")]
     Ledger {
+        /// What the loop was recording or reading.
         doing: String,
+        /// The world.
         world: String,
+        /// The ledger's error.
         #[source]
         source: autoresearch_core::Error,
     },
+    /// A git command on the user's repository failed.
     #[error(transparent)]
     Git(#[from] GitError),
+    /// The executor could not run a job at all (not a job that failed).
     #[error(transparent)]
     Exec(#[from] ExecError),
     /// Neither the branch nor a recorded head exists, and there is no
     /// commit to create it from.
     #[error("branch {branch:?} does not exist in {} and HEAD has no commit to create it from; make a first commit", repo.display())]
-    NoBranch { branch: String, repo: PathBuf },
+    NoBranch {
+        /// The branch looked for.
+        branch: String,
+        /// The repository looked in.
+        repo: PathBuf,
+    },
     /// The config names another branch than the experiment recorded.
     #[error(
         "experiment {experiment} advances branch {recorded:?}, but the config says {configured:?}: set `branch = \"{recorded}\"`, or name a new experiment for the new branch"
     )]
     BranchMismatch {
+        /// The experiment.
         experiment: String,
+        /// The branch its `Experiment` record names.
         recorded: String,
+        /// The branch the config names.
         configured: String,
     },
     /// A branch update that would not be a fast-forward (the loop never
     /// moves its branch any other way).
     #[error("refusing to move branch {branch} from {old} to {new}: not a fast-forward")]
     NotFastForward {
+        /// The branch.
         branch: String,
+        /// Its commit now.
         old: String,
+        /// The commit it would have moved to.
         new: String,
     },
     /// The proposer's history file could not be written.
     #[error("writing {}: {source}", path.display())]
     History {
+        /// The history file (`results.tsv` under the state directory).
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -88,7 +107,9 @@ pub enum LoopError {
     /// or was cancelled.
     #[error("internal task failed while {doing}: {source}")]
     Task {
+        /// What the task was for.
         doing: &'static str,
+        /// The join error: a panic or a cancellation.
         #[source]
         source: tokio::task::JoinError,
     },
@@ -97,15 +118,25 @@ pub enum LoopError {
     #[error(
         "world {world} is being run by {holder}; stop that loop first, or run a fork (`autoresearch fork`) or another experiment"
     )]
-    LeaseHeld { world: String, holder: String },
+    LeaseHeld {
+        /// The world asked for.
+        world: String,
+        /// Who holds it, for people: its pid, host, age and last heartbeat.
+        holder: String,
+    },
     /// Another process took the lease over while this loop ran (its
     /// heartbeat looked stale to it); this loop stopped.
     #[error("the lease on world {world} was taken over by another process; this loop stopped")]
-    LeaseLost { world: String },
+    LeaseLost {
+        /// The world this loop was running.
+        world: String,
+    },
     /// The lease's lock file could not be opened or locked.
     #[error("locking {}: {source}", path.display())]
     LeaseLock {
+        /// The lock file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -114,12 +145,16 @@ pub enum LoopError {
     Protect(#[from] crate::guard::PatternError),
     /// The comparator was asked about a run and returned no decision.
     #[error("the comparator returned no decision for run {run_id}")]
-    NoDecision { run_id: String },
+    NoDecision {
+        /// The run left undecided.
+        run_id: String,
+    },
 }
 
 /// Everything the loop needs to know, independent of the config file.
 #[derive(Clone, Debug)]
 pub struct LoopConfig {
+    /// The experiment the loop advances.
     pub experiment: String,
     /// The world to run in: `autoresearch:{experiment}`, or a fork of it.
     pub world: String,
@@ -129,12 +164,19 @@ pub struct LoopConfig {
     /// `repo` relative to the repository's root (empty at the root), where
     /// jobs run in their checkouts; filled in by [`Controller::open`].
     pub workdir: String,
+    /// The branch the loop advances (for a fork, its own `autoresearch/{fork}` branch).
     pub branch: String,
+    /// Recorded as `Run.harness`.
     pub harness: String,
+    /// The proposer's shell command, run in a fresh checkout of the head.
     pub propose_command: String,
+    /// How long the proposer may run before its process group is killed.
     pub propose_timeout: Duration,
+    /// The evaluator's shell command, run in a checkout of the candidate.
     pub evaluate_command: String,
+    /// How long one evaluation may run before its process group is killed.
     pub evaluate_timeout: Duration,
+    /// How the evaluator's metrics are read.
     pub metrics: MetricsFormat,
     /// Paths a candidate may not change (see [`guard`](crate::guard)), on
     /// top of `config_file` and the files the evaluate command names.
@@ -149,12 +191,17 @@ pub struct LoopConfig {
     pub allow_gitlinks: bool,
     /// Metrics every evaluation must print.
     pub require: Vec<String>,
+    /// Candidates tried at once against the same head (at least 1).
     pub parallel: usize,
     /// Candidates to try in this invocation; 0: no limit.
     pub iterations: u64,
+    /// Stop launching runs after this long; `None`: no limit.
     pub time_budget: Option<Duration>,
+    /// Stop after this many crashed runs in a row.
     pub max_consecutive_crashes: u32,
+    /// Bytes of each job's output kept in memory and in the ledger.
     pub output_limit: usize,
+    /// After a polite stop (SIGTERM) of a job, how long to wait before killing it.
     pub kill_grace: Duration,
     /// Most samples of one side a comparator may ask for.
     pub max_samples: u32,
@@ -237,10 +284,14 @@ impl Default for Shutdown {
 }
 
 impl Shutdown {
+    /// Level 0: launching runs as usual.
     pub const RUNNING: u8 = 0;
+    /// Level 1: launch no new runs; let the running ones finish.
     pub const DRAIN: u8 = 1;
+    /// Level 2: kill the running jobs and record them as interrupted.
     pub const KILL: u8 = 2;
 
+    /// A shutdown at level [`Shutdown::RUNNING`]. Clones share the level.
     pub fn new() -> Shutdown {
         Shutdown {
             tx: Arc::new(watch::channel(Shutdown::RUNNING).0),
@@ -257,6 +308,7 @@ impl Shutdown {
         level
     }
 
+    /// The current level: [`Shutdown::RUNNING`], [`Shutdown::DRAIN`] or [`Shutdown::KILL`].
     pub fn level(&self) -> u8 {
         *self.tx.borrow()
     }
@@ -270,16 +322,31 @@ impl Shutdown {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     /// A run was launched against `base`.
-    Started { run_id: String, base: String },
+    Started {
+        /// The new run's id.
+        run_id: String,
+        /// The head commit the run starts from.
+        base: String,
+    },
     /// A run entered a step (`proposing`, `evaluating`, `rebasing`, ...).
-    Step { run_id: String, step: String },
+    Step {
+        /// The run.
+        run_id: String,
+        /// The step's name.
+        step: String,
+    },
     /// A run was decided.
     Finished {
+        /// The run.
         run_id: String,
+        /// The candidate commit; empty when the proposer made none.
         commit: String,
         /// `keep`, `discard`, `crash`, `pending` or `baseline`.
         status: OutcomeStatus,
+        /// The decision's one-line reason.
         reason: String,
+        /// The final commit's metrics, averaged over its samples, in the
+        /// order they first appear; `_`-prefixed keys left out.
         metrics: Vec<(String, f64)>,
         /// The head after the decision.
         head: String,
@@ -294,12 +361,19 @@ pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 /// How a loop invocation ended.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Summary {
+    /// Runs launched by this invocation.
     pub launched: u64,
+    /// Candidates kept, including pending ones decided by later votes.
     pub kept: u64,
+    /// Candidates discarded, including pending ones decided by later votes.
     pub discarded: u64,
+    /// Runs that ended without a keep, discard or pending decision (crashes and interrupted runs).
     pub crashed: u64,
+    /// Runs left waiting for votes.
     pub pending: u64,
+    /// Times the head was found moved by someone else and re-evaluated as a baseline.
     pub baselines: u64,
+    /// The head commit when the loop stopped; empty when there is none.
     pub head: String,
     /// Why the loop stopped.
     pub stopped: String,
@@ -433,6 +507,7 @@ impl Controller {
         self
     }
 
+    /// The settings this controller runs with.
     pub fn config(&self) -> &LoopConfig {
         &self.cfg
     }
