@@ -245,6 +245,12 @@ fn left_out(g: &Git) -> Result<Vec<String>, GitError> {
 /// repository), oldest first; a message naming the run when there are none.
 fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> String {
     let default = format!("autoresearch {run_id}: candidate");
+    // The usual case costs no process: HEAD still detached at the base (the
+    // file is only compared, never trusted).
+    let head = std::fs::read_to_string(slot.join(".git/HEAD")).unwrap_or_default();
+    if head.trim() == base {
+        return default;
+    }
     let g = Git::new(&repo.git_dir);
     let tmp = format!("refs/autoresearch-tmp/{run_id}");
     let source = slot.display().to_string();

@@ -463,3 +463,37 @@ async fn a_submodule_the_user_initialised_is_checked_out_for_every_job() {
     );
     assert_eq!(UserRepoState::of(&r.dir, "main"), before);
 }
+
+#[tokio::test]
+async fn a_git_failure_that_stops_the_loop_is_recorded_as_the_runs_cause() {
+    let r = LoopRepo::new(config("echo 90 > score.txt", EVAL, ""));
+    // Candidate refs cannot be written: `refs/autoresearch` is a file.
+    std::fs::write(r.dir.join(".git/refs/autoresearch"), "not a directory\n").unwrap();
+    let config = Config::load(&r.dir.join("autoresearch.toml")).unwrap();
+    let mut cfg = LoopConfig::from_config(&config);
+    cfg.iterations = 1;
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(Some(16)));
+    let exec = Arc::new(LocalExecutor::new(cfg.state_dir.clone()));
+    let c = Controller::open(cfg, storage.clone(), Arc::new(MinScore), exec)
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), Arc::new(c).run())
+        .await
+        .unwrap();
+    let err = out.unwrap_err().to_string();
+    assert!(err.contains("update-ref"), "{err}");
+    let ran = Ran {
+        summary: Summary::default(),
+        warnings: Vec::new(),
+        storage,
+    };
+    let all = ran.attempts().await;
+    let o = outcome(&all[1]);
+    assert_eq!(o.status, Outcome::CRASH);
+    assert!(
+        o.reason.starts_with("infrastructure: git update-ref"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(all[1].run.status, "crashed");
+}
