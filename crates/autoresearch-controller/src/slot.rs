@@ -102,6 +102,10 @@ pub fn prepare(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), String>
 /// objects; the others stay empty directories, as in a fresh clone.
 /// Nested submodules are not recursed into.
 fn init_submodules(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), String> {
+    // Checked out from `commit` just before: no file, no submodule.
+    if !slot.join(".gitmodules").exists() {
+        return Ok(());
+    }
     let g = bound(repo, slot, None);
     let staged = g.run(&["ls-files", "--stage"]).map_err(|e| e.to_string())?;
     let links: Vec<(&str, &str)> = staged
@@ -171,11 +175,13 @@ fn fresh_git_dir(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), Strin
         Err(_) => Ok(()),
     };
     removed.map_err(|e| format!("removing {}: {e}", dot.display()))?;
-    Git::new(slot)
-        .run(&["init", "--quiet", "--template=", "."])
-        .map_err(|e| e.to_string())?;
+    // What `git init --template=` writes, without a process.
     let io = |what: &str, e: std::io::Error| format!("{what} in {}: {e}", dot.display());
-    std::fs::create_dir_all(dot.join("objects/info")).map_err(|e| io("objects/info", e))?;
+    for d in ["objects/info", "objects/pack", "refs/heads", "refs/tags"] {
+        std::fs::create_dir_all(dot.join(d)).map_err(|e| io(d, e))?;
+    }
+    let config = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n[gc]\n\tauto = 0\n";
+    std::fs::write(dot.join("config"), config).map_err(|e| io("config", e))?;
     let objects = repo.objects.canonicalize().unwrap_or(repo.objects.clone());
     std::fs::write(
         dot.join("objects/info/alternates"),
