@@ -519,6 +519,26 @@ mod tests {
     }
 
     #[test]
+    fn sizes_accept_bytes_and_units() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("1k").unwrap(), 1024);
+        assert_eq!(parse_size("10MB").unwrap(), 10 << 20);
+        assert_eq!(parse_size("2 GiB").unwrap(), 2 << 30);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.propose.max_file_size, Size(10 << 20));
+        assert!(!c.propose.allow_gitlinks);
+        let c = parse(&MINIMAL.replace(
+            "command = \"p\"",
+            "command = \"p\"\nmax_file_size = 4096\nallow_gitlinks = true",
+        ))
+        .unwrap();
+        assert_eq!(c.propose.max_file_size, Size(4096));
+        assert!(c.propose.allow_gitlinks);
+    }
+
+    #[test]
     fn durations_accept_seconds_and_units() {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));

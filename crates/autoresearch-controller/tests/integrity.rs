@@ -10,7 +10,7 @@ use autoresearch_core::{ComponentRegistry, EvalResult, MemoryStorage, ResultMeta
 use autoresearch_test_support::evidence::MinScore;
 use autoresearch_test_support::git::{UserRepoState, commit_all, git, init_main};
 use autoresearch_test_support::loop_repo::LoopRepo;
-use autoresearch_test_support::process::{kill_marked, with_marker};
+use autoresearch_test_support::process::{kill_marked, with_env_prefix, with_marker};
 use serde_json::json;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,7 @@ async fn run_loop(config_file: &Path, iterations: u64, storage: Arc<dyn Storage>
     cfg.require = vec!["score".into()];
     let warnings = Arc::new(Mutex::new(Vec::new()));
     let w2 = warnings.clone();
+    let state_dir = cfg.state_dir.clone();
     let exec = Arc::new(LocalExecutor::new(cfg.state_dir.clone()));
     let c = Controller::open(cfg, storage.clone(), Arc::new(MinScore), exec)
         .await
@@ -78,6 +79,16 @@ async fn run_loop(config_file: &Path, iterations: u64, storage: Arc<dyn Storage>
         .expect("the loop ends in time")
         .unwrap();
     let warnings = warnings.lock().unwrap().clone();
+    let left = with_env_prefix("AUTORESEARCH_WORKTREE", &state_dir.display().to_string());
+    for pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        left.is_empty(),
+        "processes of the loop's jobs left: {left:?}"
+    );
     Ran {
         summary,
         warnings,

@@ -399,7 +399,8 @@ impl Controller {
             Ok::<_, GitError>(prefix.trim_end_matches('/').to_string())
         })
         .await??;
-        let protection = crate::guard::Protection::new(&protected_patterns(&cfg), &cfg.workdir)?;
+        let protection =
+            crate::guard::Protection::new(&crate::guard::protected_patterns(&cfg), &cfg.workdir)?;
         let c = Controller {
             cfg,
             comparator,
@@ -553,29 +554,6 @@ fn run_of(w: &World, entity: EntityId) -> Result<Run, autoresearch_core::Error> 
             world: w.id(),
             entity,
         })
-}
-
-/// The patterns protected in `cfg`: its own, the config file and the files
-/// the evaluate command names (relative to `cfg.repo`), less `editable`.
-fn protected_patterns(cfg: &LoopConfig) -> Vec<String> {
-    let norm = |p: &str| p.trim().trim_start_matches("./").to_string();
-    let mut out: Vec<String> = cfg.protect.clone();
-    if let Some(f) = &cfg.config_file {
-        let rel = f
-            .strip_prefix(&cfg.repo)
-            .ok()
-            .or(f.file_name().map(std::path::Path::new));
-        if let Some(rel) = rel {
-            out.push(rel.to_string_lossy().into_owned());
-        }
-    }
-    let editable: Vec<String> = cfg.editable.iter().map(|e| norm(e)).collect();
-    for named in crate::guard::files_named_by(&cfg.evaluate_command, &cfg.repo) {
-        if !editable.contains(&norm(&named)) {
-            out.push(named);
-        }
-    }
-    out
 }
 
 /// Logs a checkout that could not be given back (the next job or `recover`
