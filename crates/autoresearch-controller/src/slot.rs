@@ -84,6 +84,11 @@ pub fn bound(repo: &RepoDirs, slot: &Path, attr_source: Option<&str>) -> Git {
 /// after killing whatever still runs there. Blocking.
 pub fn prepare(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), String> {
     reaper::kill_slot_processes(slot);
+    // A job may have replaced its slot by a link (to `~`, to `/`): the
+    // checkout and `clean` below must never act on where it points.
+    if std::fs::symlink_metadata(slot).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(slot).map_err(|e| format!("removing {}: {e}", slot.display()))?;
+    }
     std::fs::create_dir_all(slot).map_err(|e| format!("creating {}: {e}", slot.display()))?;
     fresh_git_dir(repo, slot, commit)?;
     let g = bound(repo, slot, None);

@@ -508,3 +508,27 @@ async fn a_git_failure_that_stops_the_loop_is_recorded_as_the_runs_cause() {
     );
     assert_eq!(all[1].run.status, "crashed");
 }
+
+#[tokio::test]
+async fn a_slot_replaced_by_a_link_is_made_again_and_its_target_left_alone() {
+    // The proposer points its own slot at a directory of the user's; the
+    // evaluation's clean checkout must not clean that directory.
+    let propose = "echo 90 > score.txt; slot=$(pwd); cd ..; mv \"$slot\" \"$slot.moved\"; ln -s {c}/precious \"$slot\"";
+    let r = LoopRepo::new(config(propose, EVAL, ""));
+    std::fs::create_dir(r.ctl.join("precious")).unwrap();
+    std::fs::write(r.ctl.join("precious/keep.txt"), "mine\n").unwrap();
+    let ran = run(&r, 1).await;
+    assert_eq!(
+        std::fs::read_to_string(r.ctl.join("precious/keep.txt")).unwrap(),
+        "mine\n"
+    );
+    let all = ran.attempts().await;
+    // The candidate is what the link showed (the config gone): discarded.
+    let o = outcome(&all[1]);
+    assert_eq!(o.status, Outcome::DISCARD);
+    assert!(
+        o.reason.starts_with("touches protected path"),
+        "{}",
+        o.reason
+    );
+}
