@@ -200,6 +200,12 @@ fn fresh_git_dir(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), Strin
 /// (what `git add -A` takes, with `.gitattributes` read from the base) as
 /// a single child of `base`. Blocking.
 pub fn produce(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> Result<Produced, String> {
+    if !std::fs::symlink_metadata(slot).is_ok_and(|m| m.is_dir()) {
+        return Err(format!(
+            "the job replaced its checkout {} (it is no longer a directory)",
+            slot.display()
+        ));
+    }
     let g = bound(repo, slot, Some(base));
     let e = |e: GitError| e.to_string();
     // Nested repositories become gitlinks: the candidate's checks refuse them.

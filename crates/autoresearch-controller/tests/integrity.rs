@@ -523,12 +523,7 @@ async fn a_slot_replaced_by_a_link_is_made_again_and_its_target_left_alone() {
         "mine\n"
     );
     let all = ran.attempts().await;
-    // The candidate is what the link showed (the config gone): discarded.
     let o = outcome(&all[1]);
-    assert_eq!(o.status, Outcome::DISCARD);
-    assert!(
-        o.reason.starts_with("touches protected path"),
-        "{}",
-        o.reason
-    );
+    assert_eq!(o.status, Outcome::CRASH);
+    assert!(o.reason.contains("replaced its checkout"), "{}", o.reason);
 }
