@@ -482,3 +482,26 @@ async fn branches_default_to_the_checked_out_one_are_created_when_missing_and_ne
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("created branch autoresearch/fresh"), "{text}");
 }
+
+#[tokio::test]
+async fn show_lists_what_the_proposer_left_out_of_the_candidate() {
+    let r = Repo::new();
+    let config = std::fs::read_to_string(r.dir.join("autoresearch.toml")).unwrap();
+    let config = config.replace(
+        "echo $n > score.txt\n",
+        "echo $n > score.txt; mkdir -p build; touch build/cache\n",
+    );
+    std::fs::write(r.dir.join("autoresearch.toml"), config).unwrap();
+    std::fs::write(r.dir.join(".gitignore"), "build/\n").unwrap();
+    git(&r.dir, &["add", "-A"]);
+    git(&r.dir, &["commit", "-qm", "ignore build"]);
+    r.ok(&["run", "--iterations", "1"]);
+    let (all, _) = r.ledger().await;
+    let kept = &all[1];
+    assert_eq!(kept.outcome.as_ref().unwrap().status, Outcome::KEEP);
+    let out = r.ok(&["show", &kept.run.run_id]);
+    assert!(
+        out.contains("left out   build/ (ignored, not evaluated)"),
+        "{out}"
+    );
+}
