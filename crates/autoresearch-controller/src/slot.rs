@@ -256,10 +256,12 @@ fn left_out(g: &Git) -> Result<Vec<String>, GitError> {
         .collect())
 }
 
-/// The messages of the commits the proposer made in the slot (fetched
-/// into a temporary ref of the user's repository: `git upload-pack`, the
-/// only git that reads the slot's `.git`, is safe on an untrusted
-/// repository), oldest first; a message naming the run when there are none.
+/// The messages of the commits the proposer made in the slot, oldest
+/// first; a message naming the run when there are none. They are fetched
+/// into a scratch repository beside the slots (sharing the user's objects):
+/// `git upload-pack`, the only git that reads the slot's `.git`, is safe on
+/// an untrusted repository, and the user's repository gets no ref, no
+/// `FETCH_HEAD` and none of the proposer's abandoned history.
 fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> String {
     let default = format!("autoresearch {run_id}: candidate");
     // The usual case costs no process: HEAD still detached at the base (the
@@ -268,8 +270,10 @@ fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> S
     if head.trim() == base {
         return default;
     }
-    let g = Git::new(&repo.git_dir);
-    let tmp = format!("refs/autoresearch-tmp/{run_id}");
+    let Some(g) = slot.parent().and_then(|d| scratch(repo, d).ok()) else {
+        return default;
+    };
+    let tmp = format!("refs/proposed/{run_id}");
     let source = slot.display().to_string();
     let spec = format!("+HEAD:{tmp}");
     let fetched = g.run(&[
@@ -300,4 +304,26 @@ fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> S
     } else {
         messages.join("\n\n")
     }
+}
+
+/// The scratch repository in `slots` (bare, sharing the user's objects),
+/// made on first use.
+fn scratch(repo: &RepoDirs, slots: &Path) -> Result<Git, String> {
+    let dir = slots.join("proposed.git");
+    let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+    if !dir.join("HEAD").exists() {
+        for d in ["objects/info", "objects/pack", "refs/heads", "refs/tags"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(io)?;
+        }
+        let config = "[core]\n\trepositoryformatversion = 0\n\tbare = true\n[gc]\n\tauto = 0\n";
+        std::fs::write(dir.join("config"), config).map_err(io)?;
+        let objects = repo.objects.canonicalize().unwrap_or(repo.objects.clone());
+        std::fs::write(
+            dir.join("objects/info/alternates"),
+            format!("{}\n", objects.display()),
+        )
+        .map_err(io)?;
+        std::fs::write(dir.join("HEAD"), "ref: refs/heads/main\n").map_err(io)?;
+    }
+    Ok(Git::new(dir))
 }
