@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use autoresearch_test_support::git::git;
 use autoresearch_test_support::loop_repo::{LoopRepo, falling_scores_config};
-use autoresearch_test_support::process::{alive, wait_for};
+use autoresearch_test_support::process::{alive, kill_marked, wait_for, with_marker};
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
 
@@ -504,4 +504,32 @@ async fn show_lists_what_the_proposer_left_out_of_the_candidate() {
         out.contains("left out   build/ (ignored, not evaluated)"),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn a_daemon_of_a_proposer_outliving_a_killed_run_is_killed_on_resume() {
+    let marker = "61.5151";
+    let r = Repo::new();
+    let config = std::fs::read_to_string(r.dir.join("autoresearch.toml")).unwrap();
+    let config = config.replacen(
+        "if [ -f",
+        &format!("setsid sleep {marker} >/dev/null 2>&1 </dev/null &\nif [ -f"),
+        1,
+    );
+    std::fs::write(r.dir.join("autoresearch.toml"), config).unwrap();
+    git(&r.dir, &["commit", "-qam", "a daemon"]);
+    std::fs::write(r.ctl.join("slow_propose"), "").unwrap();
+    let mut child = r.spawn(&["run", "--iterations", "1"], &[]);
+    wait_for(&r.ctl.join("in_propose"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let orphans = with_marker(marker);
+    std::fs::remove_file(r.ctl.join("slow_propose")).unwrap();
+    let _ = std::fs::remove_file(r.ctl.join("in_propose"));
+    // The resumed run's own proposer starts a daemon too, killed with its job.
+    r.ok(&["run", "--iterations", "1"]);
+    let left = with_marker(marker);
+    kill_marked(marker);
+    assert!(!orphans.is_empty(), "the killed run left its daemon");
+    assert!(left.is_empty(), "daemons left: {left:?}");
 }
