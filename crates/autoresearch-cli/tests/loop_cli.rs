@@ -533,3 +533,41 @@ async fn a_daemon_of_a_proposer_outliving_a_killed_run_is_killed_on_resume() {
     assert!(!orphans.is_empty(), "the killed run left its daemon");
     assert!(left.is_empty(), "daemons left: {left:?}");
 }
+
+#[test]
+fn run_from_a_monorepo_root_leaves_nothing_untracked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("mono");
+    let proj = root.join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    autoresearch_test_support::git::init_main(&root);
+    std::fs::write(proj.join("score.txt"), "100\n").unwrap();
+    std::fs::write(
+        proj.join("autoresearch.toml"),
+        "name = \"exp\"\n[propose]\ncommand = \"echo 90 > score.txt\"\n[evaluate]\ncommand = 'echo \"score: $(cat score.txt)\"'\n[compare]\nkind = \"scalar\"\nmetric = \"score\"\ndirection = \"min\"\n",
+    )
+    .unwrap();
+    autoresearch_test_support::git::commit_all(&root, "start");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--iterations",
+            "1",
+            "--config",
+            "proj/autoresearch.toml",
+        ])
+        .current_dir(&root)
+        .env_remove("AUTORESEARCH_LEDGER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&root, &["show", "main:proj/score.txt"]), "90");
+    assert_eq!(
+        git(&root, &["status", "--porcelain", "--untracked-files=all"]),
+        ""
+    );
+}

@@ -404,8 +404,9 @@ branch = "{branch}"
 harness = "shell"
 
 [propose]
-# Run in a fresh checkout of the branch head (required). Commit the change or
-# leave it uncommitted; the controller commits leftovers. The environment names
+# Run in a fresh checkout of the branch head, a private repository of its own
+# (required). Commit the change or leave it uncommitted: the tree it leaves
+# (ignored files excepted) becomes one commit on the head. The environment names
 # AUTORESEARCH_RUN_ID, AUTORESEARCH_BASE_COMMIT, AUTORESEARCH_WORKTREE and
 # AUTORESEARCH_RESULTS (a results.tsv of every past attempt).
 command = 'claude -p "$(cat program.md)" --dangerously-skip-permissions'
