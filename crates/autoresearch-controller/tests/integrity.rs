@@ -257,10 +257,10 @@ async fn ignored_leftovers_are_listed_and_never_evaluated() {
 async fn a_setsid_daemon_of_the_proposer_is_dead_before_the_evaluation() {
     let marker = "61.7373";
     let propose = format!(
-        "setsid sh -c 'sleep 0.4; echo 1 > score.txt; exec sleep {marker}' >/dev/null 2>&1 </dev/null &
+        "setsid sh -c 'sleep 1.5; echo 1 > score.txt; exec sleep {marker}' >/dev/null 2>&1 </dev/null &
 echo 90 > score.txt"
     );
-    let eval = "sleep 0.8; echo \"score: $(cat score.txt)\"";
+    let eval = "sleep 2; echo \"score: $(cat score.txt)\"";
     let r = LoopRepo::new(config(&propose, eval, ""));
     let ran = run(&r, 1).await;
     let left = with_marker(marker);
