@@ -588,6 +588,19 @@ pub async fn show(ledger_path: &Path, args: ShowArgs) -> anyhow::Result<ExitCode
     for (i, res) in a.results.iter().enumerate() {
         println!("result {i}   {} {}", res.evaluator, metrics_of(res));
     }
+    // What the proposer left in its checkout, ignored: never evaluated.
+    let left_out: Vec<String> = a
+        .results
+        .iter()
+        .filter_map(|r| r.meta())
+        .flat_map(|m| m.left_out)
+        .collect();
+    if !left_out.is_empty() {
+        println!(
+            "left out   {} (ignored, not evaluated)",
+            left_out.join(", ")
+        );
+    }
     if !diff_stat.is_empty() {
         println!("diff against base:\n{diff_stat}");
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use autoresearch_test_support::git::git;
 use autoresearch_test_support::loop_repo::{LoopRepo, falling_scores_config};
-use autoresearch_test_support::process::{alive, wait_for};
+use autoresearch_test_support::process::{alive, kill_marked, wait_for, with_marker};
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
 
@@ -488,4 +488,93 @@ async fn branches_default_to_the_checked_out_one_are_created_when_missing_and_ne
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("created branch autoresearch/fresh"), "{text}");
+}
+
+#[tokio::test]
+async fn show_lists_what_the_proposer_left_out_of_the_candidate() {
+    let r = Repo::new();
+    let config = std::fs::read_to_string(r.dir.join("autoresearch.toml")).unwrap();
+    let config = config.replace(
+        "echo $n > score.txt\n",
+        "echo $n > score.txt; mkdir -p build; touch build/cache\n",
+    );
+    std::fs::write(r.dir.join("autoresearch.toml"), config).unwrap();
+    std::fs::write(r.dir.join(".gitignore"), "build/\n").unwrap();
+    git(&r.dir, &["add", "-A"]);
+    git(&r.dir, &["commit", "-qm", "ignore build"]);
+    r.ok(&["run", "--iterations", "1"]);
+    let (all, _) = r.ledger().await;
+    let kept = &all[1];
+    assert_eq!(kept.outcome.as_ref().unwrap().status, Outcome::KEEP);
+    let out = r.ok(&["show", &kept.run.run_id]);
+    assert!(
+        out.contains("left out   build/ (ignored, not evaluated)"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_daemon_of_a_proposer_outliving_a_killed_run_is_killed_on_resume() {
+    let marker = "61.5151";
+    let r = Repo::new();
+    let config = std::fs::read_to_string(r.dir.join("autoresearch.toml")).unwrap();
+    let config = config.replacen(
+        "if [ -f",
+        &format!("setsid sleep {marker} >/dev/null 2>&1 </dev/null &\nif [ -f"),
+        1,
+    );
+    std::fs::write(r.dir.join("autoresearch.toml"), config).unwrap();
+    git(&r.dir, &["commit", "-qam", "a daemon"]);
+    std::fs::write(r.ctl.join("slow_propose"), "").unwrap();
+    let mut child = r.spawn(&["run", "--iterations", "1"], &[]);
+    wait_for(&r.ctl.join("in_propose"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let orphans = with_marker(marker);
+    std::fs::remove_file(r.ctl.join("slow_propose")).unwrap();
+    let _ = std::fs::remove_file(r.ctl.join("in_propose"));
+    // The resumed run's own proposer starts a daemon too, killed with its job.
+    r.ok(&["run", "--iterations", "1"]);
+    let left = with_marker(marker);
+    kill_marked(marker);
+    assert!(!orphans.is_empty(), "the killed run left its daemon");
+    assert!(left.is_empty(), "daemons left: {left:?}");
+}
+
+#[test]
+fn run_from_a_monorepo_root_leaves_nothing_untracked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("mono");
+    let proj = root.join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    autoresearch_test_support::git::init_main(&root);
+    std::fs::write(proj.join("score.txt"), "100\n").unwrap();
+    std::fs::write(
+        proj.join("autoresearch.toml"),
+        "name = \"exp\"\n[propose]\ncommand = \"echo 90 > score.txt\"\n[evaluate]\ncommand = 'echo \"score: $(cat score.txt)\"'\n[compare]\nkind = \"scalar\"\nmetric = \"score\"\ndirection = \"min\"\n",
+    )
+    .unwrap();
+    autoresearch_test_support::git::commit_all(&root, "start");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--iterations",
+            "1",
+            "--config",
+            "proj/autoresearch.toml",
+        ])
+        .current_dir(&root)
+        .env_remove("AUTORESEARCH_LEDGER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(git(&root, &["show", "main:proj/score.txt"]), "90");
+    assert_eq!(
+        git(&root, &["status", "--porcelain", "--untracked-files=all"]),
+        ""
+    );
 }

@@ -495,8 +495,9 @@ branch = "{branch}"
 harness = "shell"
 
 [propose]
-# Run in a fresh checkout of the branch head (required). Commit the change or
-# leave it uncommitted; the controller commits leftovers. The environment names
+# Run in a fresh checkout of the branch head, a private repository of its own
+# (required). Commit the change or leave it uncommitted: the tree it leaves
+# (ignored files excepted) becomes one commit on the head. The environment names
 # AUTORESEARCH_RUN_ID, AUTORESEARCH_BASE_COMMIT, AUTORESEARCH_WORKTREE and
 # AUTORESEARCH_RESULTS (a results.tsv of every past attempt).
 command = 'claude -p "$(cat program.md)" --dangerously-skip-permissions'
@@ -607,6 +608,26 @@ mod tests {
                 assert!(err.contains(n), "error {err:?} should mention {n:?}");
             }
         }
+    }
+
+    #[test]
+    fn sizes_accept_bytes_and_units() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("1k").unwrap(), 1024);
+        assert_eq!(parse_size("10MB").unwrap(), 10 << 20);
+        assert_eq!(parse_size("2 GiB").unwrap(), 2 << 30);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.propose.max_file_size, Size(10 << 20));
+        assert!(!c.propose.allow_gitlinks);
+        let c = parse(&MINIMAL.replace(
+            "command = \"p\"",
+            "command = \"p\"\nmax_file_size = 4096\nallow_gitlinks = true",
+        ))
+        .unwrap();
+        assert_eq!(c.propose.max_file_size, Size(4096));
+        assert!(c.propose.allow_gitlinks);
     }
 
     #[test]

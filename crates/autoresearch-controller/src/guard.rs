@@ -151,6 +151,29 @@ pub fn files_named_by(command: &str, dir: &Path) -> Vec<String> {
     out
 }
 
+/// The patterns protected in `cfg`: its own, the config file and the files
+/// the evaluate command names (relative to `cfg.repo`), less `editable`.
+pub fn protected_patterns(cfg: &crate::LoopConfig) -> Vec<String> {
+    let norm = |p: &str| p.trim().trim_start_matches("./").to_string();
+    let mut out: Vec<String> = cfg.protect.clone();
+    if let Some(f) = &cfg.config_file {
+        let rel = f
+            .strip_prefix(&cfg.repo)
+            .ok()
+            .or(f.file_name().map(std::path::Path::new));
+        if let Some(rel) = rel {
+            out.push(rel.to_string_lossy().into_owned());
+        }
+    }
+    let editable: Vec<String> = cfg.editable.iter().map(|e| norm(e)).collect();
+    for named in files_named_by(&cfg.evaluate_command, &cfg.repo) {
+        if !editable.contains(&norm(&named)) {
+            out.push(named);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

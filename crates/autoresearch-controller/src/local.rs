@@ -218,6 +218,16 @@ impl Inner {
                 let _ = std::fs::remove_file(&path);
             }
         }
+        // The proposers' history goes with the last slot.
+        let slots_left = std::fs::read_dir(self.slots())
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("slot-"))
+            })
+            .unwrap_or(false);
+        if !slots_left {
+            let _ = std::fs::remove_dir_all(self.slots().join("proposed.git"));
+        }
         Ok(())
     }
 

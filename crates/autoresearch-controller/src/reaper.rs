@@ -64,11 +64,17 @@ pub fn slot_processes(slot: &Path) -> Vec<i32> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        if pid == me || zombie(pid) {
+        let Some(tty) = live_tty(pid) else {
+            continue;
+        };
+        if pid == me {
             continue;
         }
         let dir = e.path();
-        let in_slot = std::fs::read_link(dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(slot));
+        // A process working in the slot without a terminal is a job's
+        // daemon; a shell the user opened there to look around is not.
+        let in_slot =
+            tty == 0 && std::fs::read_link(dir.join("cwd")).is_ok_and(|cwd| cwd.starts_with(slot));
         let marked = std::fs::read(dir.join("environ"))
             .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_slice()));
         if in_slot || marked {
@@ -78,17 +84,17 @@ pub fn slot_processes(slot: &Path) -> Vec<i32> {
     pids
 }
 
+/// The controlling terminal (`tty_nr`, 0 for none) of a live process;
+/// `None` for a zombie or a process gone.
 #[cfg(target_os = "linux")]
-fn zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
+fn live_tty(pid: i32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state, ppid, pgrp, session, tty_nr.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if fields.first()? == &"Z" {
+        return None;
+    }
+    fields.get(4)?.parse().ok()
 }
 
 /// Without `/proc`, only the job's process group is killed.

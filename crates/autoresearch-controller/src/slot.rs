@@ -84,6 +84,11 @@ pub fn bound(repo: &RepoDirs, slot: &Path, attr_source: Option<&str>) -> Git {
 /// after killing whatever still runs there. Blocking.
 pub fn prepare(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), String> {
     reaper::kill_slot_processes(slot);
+    // A job may have replaced its slot by a link (to `~`, to `/`): the
+    // checkout and `clean` below must never act on where it points.
+    if std::fs::symlink_metadata(slot).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(slot).map_err(|e| format!("removing {}: {e}", slot.display()))?;
+    }
     std::fs::create_dir_all(slot).map_err(|e| format!("creating {}: {e}", slot.display()))?;
     fresh_git_dir(repo, slot, commit)?;
     let g = bound(repo, slot, None);
@@ -102,6 +107,10 @@ pub fn prepare(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), String>
 /// objects; the others stay empty directories, as in a fresh clone.
 /// Nested submodules are not recursed into.
 fn init_submodules(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), String> {
+    // Checked out from `commit` just before: no file, no submodule.
+    if !slot.join(".gitmodules").exists() {
+        return Ok(());
+    }
     let g = bound(repo, slot, None);
     let staged = g.run(&["ls-files", "--stage"]).map_err(|e| e.to_string())?;
     let links: Vec<(&str, &str)> = staged
@@ -171,11 +180,13 @@ fn fresh_git_dir(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), Strin
         Err(_) => Ok(()),
     };
     removed.map_err(|e| format!("removing {}: {e}", dot.display()))?;
-    Git::new(slot)
-        .run(&["init", "--quiet", "--template=", "."])
-        .map_err(|e| e.to_string())?;
+    // What `git init --template=` writes, without a process.
     let io = |what: &str, e: std::io::Error| format!("{what} in {}: {e}", dot.display());
-    std::fs::create_dir_all(dot.join("objects/info")).map_err(|e| io("objects/info", e))?;
+    for d in ["objects/info", "objects/pack", "refs/heads", "refs/tags"] {
+        std::fs::create_dir_all(dot.join(d)).map_err(|e| io(d, e))?;
+    }
+    let config = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n[gc]\n\tauto = 0\n";
+    std::fs::write(dot.join("config"), config).map_err(|e| io("config", e))?;
     let objects = repo.objects.canonicalize().unwrap_or(repo.objects.clone());
     std::fs::write(
         dot.join("objects/info/alternates"),
@@ -189,6 +200,12 @@ fn fresh_git_dir(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), Strin
 /// (what `git add -A` takes, with `.gitattributes` read from the base) as
 /// a single child of `base`. Blocking.
 pub fn produce(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> Result<Produced, String> {
+    if !std::fs::symlink_metadata(slot).is_ok_and(|m| m.is_dir()) {
+        return Err(format!(
+            "the job replaced its checkout {} (it is no longer a directory)",
+            slot.display()
+        ));
+    }
     let g = bound(repo, slot, Some(base));
     let e = |e: GitError| e.to_string();
     // Nested repositories become gitlinks: the candidate's checks refuse them.
@@ -239,14 +256,24 @@ fn left_out(g: &Git) -> Result<Vec<String>, GitError> {
         .collect())
 }
 
-/// The messages of the commits the proposer made in the slot (fetched
-/// into a temporary ref of the user's repository: `git upload-pack`, the
-/// only git that reads the slot's `.git`, is safe on an untrusted
-/// repository), oldest first; a message naming the run when there are none.
+/// The messages of the commits the proposer made in the slot, oldest
+/// first; a message naming the run when there are none. They are fetched
+/// into a scratch repository beside the slots (sharing the user's objects):
+/// `git upload-pack`, the only git that reads the slot's `.git`, is safe on
+/// an untrusted repository, and the user's repository gets no ref, no
+/// `FETCH_HEAD` and none of the proposer's abandoned history.
 fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> String {
     let default = format!("autoresearch {run_id}: candidate");
-    let g = Git::new(&repo.git_dir);
-    let tmp = format!("refs/autoresearch-tmp/{run_id}");
+    // The usual case costs no process: HEAD still detached at the base (the
+    // file is only compared, never trusted).
+    let head = std::fs::read_to_string(slot.join(".git/HEAD")).unwrap_or_default();
+    if head.trim() == base {
+        return default;
+    }
+    let Some(g) = slot.parent().and_then(|d| scratch(repo, d).ok()) else {
+        return default;
+    };
+    let tmp = format!("refs/proposed/{run_id}");
     let source = slot.display().to_string();
     let spec = format!("+HEAD:{tmp}");
     let fetched = g.run(&[
@@ -277,4 +304,26 @@ fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> S
     } else {
         messages.join("\n\n")
     }
+}
+
+/// The scratch repository in `slots` (bare, sharing the user's objects),
+/// made on first use.
+fn scratch(repo: &RepoDirs, slots: &Path) -> Result<Git, String> {
+    let dir = slots.join("proposed.git");
+    let io = |e: std::io::Error| format!("{}: {e}", dir.display());
+    if !dir.join("HEAD").exists() {
+        for d in ["objects/info", "objects/pack", "refs/heads", "refs/tags"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(io)?;
+        }
+        let config = "[core]\n\trepositoryformatversion = 0\n\tbare = true\n[gc]\n\tauto = 0\n";
+        std::fs::write(dir.join("config"), config).map_err(io)?;
+        let objects = repo.objects.canonicalize().unwrap_or(repo.objects.clone());
+        std::fs::write(
+            dir.join("objects/info/alternates"),
+            format!("{}\n", objects.display()),
+        )
+        .map_err(io)?;
+        std::fs::write(dir.join("HEAD"), "ref: refs/heads/main\n").map_err(io)?;
+    }
+    Ok(Git::new(dir))
 }

@@ -10,7 +10,7 @@ use autoresearch_core::{ComponentRegistry, EvalResult, MemoryStorage, ResultMeta
 use autoresearch_test_support::evidence::MinScore;
 use autoresearch_test_support::git::{UserRepoState, commit_all, git, init_main};
 use autoresearch_test_support::loop_repo::LoopRepo;
-use autoresearch_test_support::process::{kill_marked, with_marker};
+use autoresearch_test_support::process::{kill_marked, with_env_prefix, with_marker};
 use serde_json::json;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -64,6 +64,7 @@ async fn run_loop(config_file: &Path, iterations: u64, storage: Arc<dyn Storage>
     cfg.require = vec!["score".into()];
     let warnings = Arc::new(Mutex::new(Vec::new()));
     let w2 = warnings.clone();
+    let state_dir = cfg.state_dir.clone();
     let exec = Arc::new(LocalExecutor::new(cfg.state_dir.clone()));
     let c = Controller::open(cfg, storage.clone(), Arc::new(MinScore), exec)
         .await
@@ -78,6 +79,16 @@ async fn run_loop(config_file: &Path, iterations: u64, storage: Arc<dyn Storage>
         .expect("the loop ends in time")
         .unwrap();
     let warnings = warnings.lock().unwrap().clone();
+    let left = with_env_prefix("AUTORESEARCH_WORKTREE", &state_dir.display().to_string());
+    for pid in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        left.is_empty(),
+        "processes of the loop's jobs left: {left:?}"
+    );
     Ran {
         summary,
         warnings,
@@ -246,10 +257,10 @@ async fn ignored_leftovers_are_listed_and_never_evaluated() {
 async fn a_setsid_daemon_of_the_proposer_is_dead_before_the_evaluation() {
     let marker = "61.7373";
     let propose = format!(
-        "setsid sh -c 'sleep 0.4; echo 1 > score.txt; exec sleep {marker}' >/dev/null 2>&1 </dev/null &
+        "setsid sh -c 'sleep 1.5; echo 1 > score.txt; exec sleep {marker}' >/dev/null 2>&1 </dev/null &
 echo 90 > score.txt"
     );
-    let eval = "sleep 0.8; echo \"score: $(cat score.txt)\"";
+    let eval = "sleep 2; echo \"score: $(cat score.txt)\"";
     let r = LoopRepo::new(config(&propose, eval, ""));
     let ran = run(&r, 1).await;
     let left = with_marker(marker);
@@ -462,4 +473,57 @@ async fn a_submodule_the_user_initialised_is_checked_out_for_every_job() {
         "the submodule is unchanged in the candidate"
     );
     assert_eq!(UserRepoState::of(&r.dir, "main"), before);
+}
+
+#[tokio::test]
+async fn a_git_failure_that_stops_the_loop_is_recorded_as_the_runs_cause() {
+    let r = LoopRepo::new(config("echo 90 > score.txt", EVAL, ""));
+    // Candidate refs cannot be written: `refs/autoresearch` is a file.
+    std::fs::write(r.dir.join(".git/refs/autoresearch"), "not a directory\n").unwrap();
+    let config = Config::load(&r.dir.join("autoresearch.toml")).unwrap();
+    let mut cfg = LoopConfig::from_config(&config);
+    cfg.iterations = 1;
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(Some(16)));
+    let exec = Arc::new(LocalExecutor::new(cfg.state_dir.clone()));
+    let c = Controller::open(cfg, storage.clone(), Arc::new(MinScore), exec)
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), Arc::new(c).run())
+        .await
+        .unwrap();
+    let err = out.unwrap_err().to_string();
+    assert!(err.contains("update-ref"), "{err}");
+    let ran = Ran {
+        summary: Summary::default(),
+        warnings: Vec::new(),
+        storage,
+    };
+    let all = ran.attempts().await;
+    let o = outcome(&all[1]);
+    assert_eq!(o.status, Outcome::CRASH);
+    assert!(
+        o.reason.starts_with("infrastructure: git update-ref"),
+        "{}",
+        o.reason
+    );
+    assert_eq!(all[1].run.status, "crashed");
+}
+
+#[tokio::test]
+async fn a_slot_replaced_by_a_link_is_made_again_and_its_target_left_alone() {
+    // The proposer points its own slot at a directory of the user's; the
+    // evaluation's clean checkout must not clean that directory.
+    let propose = "echo 90 > score.txt; slot=$(pwd); cd ..; mv \"$slot\" \"$slot.moved\"; ln -s {c}/precious \"$slot\"";
+    let r = LoopRepo::new(config(propose, EVAL, ""));
+    std::fs::create_dir(r.ctl.join("precious")).unwrap();
+    std::fs::write(r.ctl.join("precious/keep.txt"), "mine\n").unwrap();
+    let ran = run(&r, 1).await;
+    assert_eq!(
+        std::fs::read_to_string(r.ctl.join("precious/keep.txt")).unwrap(),
+        "mine\n"
+    );
+    let all = ran.attempts().await;
+    let o = outcome(&all[1]);
+    assert_eq!(o.status, Outcome::CRASH);
+    assert!(o.reason.contains("replaced its checkout"), "{}", o.reason);
 }

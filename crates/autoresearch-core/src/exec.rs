@@ -73,8 +73,10 @@ pub struct Job {
     pub limits: Limits,
     /// Where to read the output from.
     pub output: OutputSource,
-    /// Whether changes the command leaves uncommitted are committed, so that
-    /// [`JobReport::commit`] is the candidate it produced.
+    /// Whether the checkout's final tree (what the command committed or
+    /// left uncommitted, ignored files excepted) becomes a commit, the
+    /// single child of [`Job::commit`] whatever the command did to history,
+    /// so that [`JobReport::commit`] is the candidate it produced.
     pub commit_changes: bool,
 }
 
@@ -137,8 +139,9 @@ pub struct JobReport {
     pub stderr_log: String,
     /// Time spent inside the job's command.
     pub duration: Duration,
-    /// The commit checked out when the command finished (after committing its
-    /// leftovers when [`Job::commit_changes`] is set). It must be reachable in
+    /// With [`Job::commit_changes`], the candidate: the checkout's final
+    /// tree as the single child of [`Job::commit`] (that commit itself when
+    /// nothing changed); otherwise [`Job::commit`]. Its objects must be in
     /// [`Job::repo`] when `run` returns. Empty when unknown.
     pub commit: String,
     /// The paths that differ between [`Job::commit`] and [`JobReport::commit`]
@@ -171,7 +174,12 @@ pub struct ExecError {
     pub reason: String,
 }
 
-/// Runs jobs somewhere: a local worktree, a VM, a cluster.
+/// Runs jobs somewhere: a local slot repository, a VM, a cluster.
+///
+/// An executor gives every job a checkout of exactly [`Job::commit`] (no
+/// file of an earlier job, untracked or ignored, left in it) and makes sure
+/// that no process of a job outlives it, so that what an evaluation measures
+/// is the committed tree and nothing a proposer left running.
 ///
 /// Dropping the future of [`Executor::run`] must stop the job.
 ///

@@ -62,3 +62,26 @@ pub fn kill_marked(marker: &str) {
             .status();
     }
 }
+
+/// The live processes whose environment holds `var` with a value starting
+/// with `prefix` (Linux only: it reads `/proc/*/environ`, this user's
+/// processes). A loop's jobs carry `AUTORESEARCH_WORKTREE={state}/slots/...`.
+pub fn with_env_prefix(var: &str, prefix: &str) -> Vec<i32> {
+    let needle = format!("{var}={prefix}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|v| v.starts_with(needle.as_bytes()))
+                })
+                .unwrap_or(false)
+                && alive(*pid)
+        })
+        .collect()
+}

@@ -1,6 +1,6 @@
 //! `cargo xtask bench loop`: the controller's own cost per iteration.
 //!
-//! The real loop (redb ledger, local executor with git worktrees, scalar
+//! The real loop (redb ledger, local executor with private slot repositories, scalar
 //! comparator) on a temp repository, with a trivial proposer and evaluator,
 //! then with jobs that sleep 0.5 s, at parallel 1 and 2. Overhead of a round
 //! is its wall time minus the time spent inside its child processes (the

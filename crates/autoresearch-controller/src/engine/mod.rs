@@ -210,9 +210,10 @@ pub struct LoopConfig {
     pub evidence_diff: bool,
     /// The controller's directory (logs, worktrees, history), `{repo}/.autoresearch`.
     pub state_dir: PathBuf,
-    /// The OS lock file of the world's lease (next to the ledger, so that
-    /// every process using that ledger meets it); `None`: the lease record
-    /// in the ledger only.
+    /// The OS lock file of the world's lease (in a folder next to the
+    /// ledger, so that every process using that ledger meets it; the
+    /// ledger's folder is excluded from git when inside the repository);
+    /// `None`: the lease record in the ledger only.
     pub lease_lock: Option<PathBuf>,
     /// A lease whose holder on another host has not renewed it for this
     /// long is taken over; the holder renews it every quarter of it.
@@ -454,6 +455,11 @@ impl Controller {
         let mut cfg = cfg;
         let git = Git::new(&cfg.repo);
         let (g, state_dir) = (git.clone(), cfg.state_dir.clone());
+        // The ledger's folder (where the lease's lock folder is) is ours too.
+        let ledger_dir = cfg
+            .lease_lock
+            .as_ref()
+            .and_then(|p| p.parent()?.parent().map(PathBuf::from));
         cfg.workdir = blocking(move || {
             g.run(&["rev-parse", "--git-dir"])?;
             if g.is_bare()? {
@@ -465,16 +471,19 @@ impl Controller {
             let top = PathBuf::from(g.run(&["rev-parse", "--show-toplevel"])?);
             let top = top.canonicalize().unwrap_or(top);
             let _ = std::fs::create_dir_all(&state_dir);
-            let state = state_dir.canonicalize().unwrap_or(state_dir);
-            if let Ok(rel) = state.strip_prefix(&top)
-                && !rel.as_os_str().is_empty()
-            {
-                g.exclude(&rel.to_string_lossy())?;
+            for dir in std::iter::once(state_dir).chain(ledger_dir) {
+                let dir = dir.canonicalize().unwrap_or(dir);
+                if let Ok(rel) = dir.strip_prefix(&top)
+                    && !rel.as_os_str().is_empty()
+                {
+                    g.exclude(&rel.to_string_lossy())?;
+                }
             }
             Ok::<_, GitError>(prefix.trim_end_matches('/').to_string())
         })
         .await??;
-        let protection = crate::guard::Protection::new(&protected_patterns(&cfg), &cfg.workdir)?;
+        let protection =
+            crate::guard::Protection::new(&crate::guard::protected_patterns(&cfg), &cfg.workdir)?;
         let c = Controller {
             cfg,
             comparator,
@@ -629,29 +638,6 @@ fn run_of(w: &World, entity: EntityId) -> Result<Run, autoresearch_core::Error> 
             world: w.id(),
             entity,
         })
-}
-
-/// The patterns protected in `cfg`: its own, the config file and the files
-/// the evaluate command names (relative to `cfg.repo`), less `editable`.
-fn protected_patterns(cfg: &LoopConfig) -> Vec<String> {
-    let norm = |p: &str| p.trim().trim_start_matches("./").to_string();
-    let mut out: Vec<String> = cfg.protect.clone();
-    if let Some(f) = &cfg.config_file {
-        let rel = f
-            .strip_prefix(&cfg.repo)
-            .ok()
-            .or(f.file_name().map(std::path::Path::new));
-        if let Some(rel) = rel {
-            out.push(rel.to_string_lossy().into_owned());
-        }
-    }
-    let editable: Vec<String> = cfg.editable.iter().map(|e| norm(e)).collect();
-    for named in crate::guard::files_named_by(&cfg.evaluate_command, &cfg.repo) {
-        if !editable.contains(&norm(&named)) {
-            out.push(named);
-        }
-    }
-    out
 }
 
 /// Logs a checkout that could not be given back (the next job or `recover`

@@ -442,6 +442,9 @@ impl Controller {
     /// run ids it touched.
     pub async fn recover(&self) -> Result<Vec<String>, LoopError> {
         self.ledger.refresh().await?;
+        // Checkouts and processes a killed controller left (a job's
+        // `setsid` daemon among them) go before anything runs.
+        log_release("of a killed controller", self.executor.close().await);
         let exp = self.cfg.experiment.clone();
         let in_flight: Vec<(AttemptState, Attempt)> = self
             .ledger

@@ -110,23 +110,7 @@ impl Controller {
             let run_id = run_id.clone();
             set.spawn(async move { (i, this.attempt(&head, run_id).await) });
         }
-        let mut prepared: Vec<(usize, Prepared)> = Vec::with_capacity(k);
-        let mut first_err = None;
-        while let Some(r) = set.join_next().await {
-            match r {
-                Ok((i, Ok(p))) => prepared.push((i, p)),
-                Ok((i, Err(e))) => {
-                    self.record_failure(&run_ids[i], &e).await;
-                    first_err = first_err.or(Some(e))
-                }
-                Err(source) => {
-                    first_err = first_err.or(Some(LoopError::Task {
-                        doing: "making a candidate",
-                        source,
-                    }))
-                }
-            }
-        }
+        let (mut prepared, first_err) = self.prepared(set, &run_ids).await;
         if let Some(e) = first_err {
             for run_id in &run_ids {
                 log_release(run_id, self.executor.release(run_id).await);
@@ -181,6 +165,33 @@ impl Controller {
             log_release(run_id, self.executor.release(run_id).await);
         }
         Ok(statuses)
+    }
+
+    /// The round's attempts as they end, and the first error among them
+    /// (recorded as its run's cause).
+    async fn prepared(
+        &self,
+        mut set: tokio::task::JoinSet<(usize, Result<Prepared, LoopError>)>,
+        run_ids: &[String],
+    ) -> (Vec<(usize, Prepared)>, Option<LoopError>) {
+        let mut prepared = Vec::with_capacity(run_ids.len());
+        let mut first_err = None;
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok((i, Ok(p))) => prepared.push((i, p)),
+                Ok((i, Err(e))) => {
+                    self.record_failure(&run_ids[i], &e).await;
+                    first_err = first_err.or(Some(e))
+                }
+                Err(source) => {
+                    first_err = first_err.or(Some(LoopError::Task {
+                        doing: "making a candidate",
+                        source,
+                    }))
+                }
+            }
+        }
+        (prepared, first_err)
     }
 
     /// Records the error that stops the loop as the cause of run `run_id`
