@@ -160,7 +160,7 @@ pub fn protected_patterns(cfg: &crate::LoopConfig) -> Vec<String> {
         let rel = f
             .strip_prefix(&cfg.repo)
             .ok()
-            .or(f.file_name().map(std::path::Path::new));
+            .or(f.file_name().map(Path::new));
         if let Some(rel) = rel {
             out.push(rel.to_string_lossy().into_owned());
         }
