@@ -537,6 +537,13 @@ iterations = 0              # candidates to try; 0 = no limit
 # time_budget = "8h"        # stop launching runs after this long
 max_consecutive_crashes = 5
 output_limit = 65536        # bytes of each log kept in memory and in the ledger
+# Jobs run sandboxed (bubblewrap, when installed): the filesystem read-only
+# but for their checkout, a private /tmp and these folders. A coding agent
+# that keeps state in your home needs it here, e.g. "~/.claude".
+sandbox = "auto"            # "bwrap" (required) or "none"
+sandbox_writable = []       # e.g. ["~/.claude", "~/.cache/uv"]
+# env_allow = ["PATH", "HOME", "*_API_KEY"]   # variables jobs see (default: a safe list)
+# memory_limit = "16GiB"    # per job process; processes = 512 per job
 "#
     )
 }

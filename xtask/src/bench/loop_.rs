@@ -5,11 +5,14 @@
 //! then with jobs that sleep 0.5 s, at parallel 1 and 2. Overhead of a round
 //! is its wall time minus the time spent inside its child processes (the
 //! longest of the round's runs, which run side by side); at parallel 1 a
-//! round is one iteration.
+//! round is one iteration. Last, the trivial loop at parallel 1 without and
+//! with the bubblewrap sandbox, alternated: the sandbox's cost is the
+//! difference of their `round_ms_p50`.
 
 use super::emit;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
+use autoresearch_controller::sandbox::{Sandbox, SandboxConfig, SandboxMode};
 use autoresearch_controller::{Controller, Event, LocalExecutor, LoopConfig, MetricsFormat};
 use autoresearch_core::exec::{ExecError, Executor, Job, JobReport};
 use autoresearch_store::{RedbConfig, RedbStorage};
@@ -65,7 +68,14 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result<()> {
+/// The jobs' sandbox of a measurement.
+#[derive(Clone, Copy)]
+enum Jail {
+    None,
+    Bwrap,
+}
+
+async fn measure(parallel: usize, iterations: u64, sleep: f64, jail: Jail) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir().context("creating a temp dir")?;
     let repo = tmp.path().join("repo");
     std::fs::create_dir(&repo)?;
@@ -125,8 +135,15 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
             .context("opening the ledger")?,
     );
     let comparator = autoresearch_compare::from_spec("scalar:score:min")?;
+    let sandbox = match jail {
+        Jail::None => Sandbox::none(),
+        Jail::Bwrap => Sandbox::new(SandboxConfig {
+            mode: SandboxMode::Bwrap,
+            ..SandboxConfig::default()
+        })?,
+    };
     let timed = Arc::new(Timed {
-        inner: LocalExecutor::new(&state_dir),
+        inner: LocalExecutor::new(&state_dir).with_sandbox(sandbox),
         child_time: Mutex::new(HashMap::new()),
     });
     let finished: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
@@ -152,6 +169,7 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
     };
     let runs: Vec<&(Instant, String, String)> = events.iter().skip(1).collect();
     let mut overheads = Vec::new();
+    let mut walls = Vec::new();
     let mut prev = baseline_at;
     for round in runs.chunks(parallel) {
         let end = round.iter().map(|e| e.0).max().unwrap_or(prev);
@@ -161,6 +179,7 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
             .max()
             .unwrap_or_default();
         let wall = end.duration_since(prev);
+        walls.push(wall.as_secs_f64() * 1000.0);
         overheads.push(wall.saturating_sub(inside).as_secs_f64() * 1000.0);
         prev = end;
     }
@@ -169,12 +188,16 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
     let p90 = percentile(&mut overheads, 0.9);
     emit(json!({
         "bench": "loop",
+        "sandbox": match jail { Jail::None => "none", Jail::Bwrap => "bwrap" },
         "parallel": parallel,
         "iterations": runs.len(),
         "job_sleep_s": sleep,
         "iterations_per_s": runs.len() as f64 / total,
         "overhead_ms_p50": p50,
         "overhead_ms_p90": p90,
+        // Wall time of a round, sandbox set-up included (the overhead
+        // above counts the time inside the job's process, bwrap's too).
+        "round_ms_p50": percentile(&mut walls, 0.5),
         "kept": summary.kept,
         "discarded": summary.discarded,
         "crashed": summary.crashed,
@@ -188,11 +211,17 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     rt.block_on(async {
         for parallel in [1, 2] {
             eprintln!("loop: {trivial} trivial iterations at parallel {parallel}");
-            measure(parallel, trivial, 0.0).await?;
+            measure(parallel, trivial, 0.0, Jail::None).await?;
         }
         for parallel in [1, 2] {
             eprintln!("loop: {sleeping} iterations of 0.5 s jobs at parallel {parallel}");
-            measure(parallel, sleeping, 0.5).await?;
+            measure(parallel, sleeping, 0.5, Jail::None).await?;
+        }
+        // The sandbox's cost: the same trivial loop without and with
+        // bubblewrap, alternated, in this one run (compare round_ms_p50).
+        for jail in [Jail::None, Jail::Bwrap, Jail::None, Jail::Bwrap] {
+            eprintln!("loop: {trivial} trivial iterations at parallel 1, sandboxed or not");
+            measure(1, trivial, 0.0, jail).await?;
         }
         Ok(())
     })
