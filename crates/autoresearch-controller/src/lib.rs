@@ -25,6 +25,7 @@ pub mod metrics;
 
 pub use config::{Config, ConfigError, MetricsFormat};
 pub use engine::{
-    Controller, Event, EventSink, LoopConfig, LoopError, Shutdown, Summary, fork_branch_name,
+    Controller, Event, EventSink, LoopConfig, LoopError, Shutdown, StopReason, Summary,
+    fork_branch_name,
 };
 pub use local::LocalExecutor;

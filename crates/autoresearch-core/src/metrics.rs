@@ -115,7 +115,7 @@ fn nearest_text(n: &Option<NearMiss>) -> String {
 }
 
 /// What a reader found in a whole output.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetricReading {
     /// The metrics: numbers (a string for a non-finite value as printed; in
     /// JSON, whatever the object held).

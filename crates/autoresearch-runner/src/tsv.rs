@@ -11,6 +11,7 @@
 //! export reproduces an equivalent file.
 
 use autoresearch_core::lifecycle::{self, Outcome};
+use autoresearch_core::num::{fmt_f64, fmt_f64_places};
 use autoresearch_core::{
     BranchHead, CommitHash, ComponentRegistry, EvalResult, Experiment, OutcomeStatus, Run,
     RunStatus, Storage, TsvStatus, World, experiment_world_name,
@@ -666,8 +667,10 @@ pub fn short_commit(commit: &str) -> &str {
 }
 
 impl AttemptLog {
-    /// A value as the file writes it: with the decimals the imported file
-    /// used (6 for the metric otherwise), 0 when a crash row has none.
+    /// A value as the file writes it, never rounded: with the decimals the
+    /// imported file used (6 for the metric otherwise) where that loses
+    /// nothing, else its shortest exact form; empty when the row has none
+    /// (a crash has no score).
     pub fn format_value(&self, column: &str, value: Option<&Value>) -> String {
         let places = self
             .decimals
@@ -675,15 +678,19 @@ impl AttemptLog {
             .copied()
             .or_else(|| (self.metric.as_deref() == Some(column)).then_some(6));
         match value {
-            Some(Value::Number(n)) => {
+            Some(Value::Number(n)) if n.is_f64() => {
                 let x = n.as_f64().unwrap_or(0.0);
                 match places {
-                    Some(p) => format!("{x:.p$}"),
-                    None => compact(x),
+                    Some(p) => fmt_f64_places(x, p),
+                    None => fmt_f64(x),
                 }
             }
+            Some(Value::Number(n)) => match places {
+                Some(p) => n.as_f64().map_or(n.to_string(), |x| fmt_f64_places(x, p)),
+                None => n.to_string(),
+            },
             Some(Value::String(s)) => clean(s),
-            _ => format!("{:.*}", places.unwrap_or(1), 0.0),
+            _ => String::new(),
         }
     }
 
@@ -719,14 +726,4 @@ impl AttemptLog {
 /// Text made safe for one TSV field.
 fn clean(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
-}
-
-/// A number with no known precision (e.g. a mean of samples): at most six
-/// decimals, trailing zeros dropped.
-fn compact(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        return format!("{x:.0}");
-    }
-    let s = format!("{x:.6}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

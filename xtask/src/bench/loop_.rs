@@ -103,6 +103,7 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64) -> anyhow::Result
         metrics: MetricsFormat::Lines,
         protect: vec![],
         require: vec!["score".into()],
+        primary_metric: None,
         parallel,
         iterations,
         time_budget: None,

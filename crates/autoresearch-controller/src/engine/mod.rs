@@ -113,6 +113,9 @@ pub struct LoopConfig {
     pub protect: Vec<String>,
     /// Metrics every evaluation must print.
     pub require: Vec<String>,
+    /// The comparator's first metric: the first value column of the
+    /// proposer's results file, as `log --format tsv` writes it.
+    pub primary_metric: Option<String>,
     pub parallel: usize,
     /// Candidates to try in this invocation; 0: no limit.
     pub iterations: u64,
@@ -152,6 +155,7 @@ impl LoopConfig {
             metrics: c.evaluate.metrics.clone(),
             protect: c.evaluate.protect.clone(),
             require: c.evaluate.require.clone(),
+            primary_metric: None,
             parallel: c.run.parallel,
             iterations: c.run.iterations,
             time_budget: c.run.time_budget.map(|s| s.0),
@@ -260,8 +264,26 @@ pub struct Summary {
     pub pending: u64,
     pub baselines: u64,
     pub head: String,
-    /// Why the loop stopped.
+    /// Why the loop stopped, in words (`"5 consecutive crashes"`).
     pub stopped: String,
+    /// Why the loop stopped, for a program (the CLI's exit code).
+    pub reason: StopReason,
+}
+
+/// Why a loop invocation ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// `iterations` candidates were tried.
+    #[default]
+    IterationsDone,
+    /// The time budget was spent.
+    TimeBudget,
+    /// Asked to stop (Ctrl-C, a signal).
+    Interrupted,
+    /// `max_consecutive_crashes` attempts in a row crashed: the evaluator or
+    /// the proposer is probably broken, not the candidates.
+    ConsecutiveCrashes(u32),
 }
 
 #[derive(Clone, Debug)]
