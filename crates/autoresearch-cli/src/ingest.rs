@@ -57,10 +57,12 @@ pub struct TsvArgs {
     /// The experiment to import into (world autoresearch:NAME).
     #[arg(long)]
     pub experiment: String,
-    /// The metric column [default: the second column].
+    /// The metric column [default: the one an earlier import of this
+    /// experiment recorded, else the first value column (the second column
+    /// of karpathy's file)].
     #[arg(long, value_name = "COLUMN")]
     pub metric: Option<String>,
-    /// Lower is better (the default).
+    /// Lower is better (the default, unless an earlier import recorded otherwise).
     #[arg(long, conflicts_with = "maximize")]
     pub minimize: bool,
     /// Higher is better.
@@ -150,11 +152,14 @@ async fn tsv_import(ledger_path: &Path, args: TsvArgs) -> anyhow::Result<ExitCod
     let opts = TsvImport {
         experiment: args.experiment,
         metric: args.metric,
-        direction: Some(if args.maximize {
-            Direction::Maximize
+        // Neither flag: the direction an earlier import recorded, else minimize.
+        direction: if args.maximize {
+            Some(Direction::Maximize)
+        } else if args.minimize {
+            Some(Direction::Minimize)
         } else {
-            Direction::Minimize
-        }),
+            None
+        },
         strict: args.strict,
     };
     let working = crate::progress::Working::start(format!("importing {}", args.path.display()));
@@ -162,5 +167,15 @@ async fn tsv_import(ledger_path: &Path, args: TsvArgs) -> anyhow::Result<ExitCod
     working.done();
     let report = report?;
     print_report(&report, args.json)?;
+    // A file of which no row could be read is an error, not an empty success.
+    if report.imported + report.changed + report.already_present == 0
+        && !report.malformed.is_empty()
+    {
+        eprintln!(
+            "error: none of the {} rows of {} could be imported (see the report above; is --metric right?)",
+            report.rows_read, report.source
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
