@@ -1,4 +1,5 @@
-//! `ingest runner` and `ingest tsv`: bring outside history into the ledger.
+//! `ingest runner`, `ingest tsv` and `ingest pi`: bring outside history into
+//! the ledger.
 
 use crate::ledger;
 use anyhow::Context;
@@ -22,6 +23,11 @@ pub enum IngestSource {
     Runner(RunnerArgs),
     /// Import a karpathy/autoresearch results.tsv as an experiment.
     Tsv(TsvArgs),
+    /// Import pi-autoresearch's autoresearch.jsonl as an experiment (as `tsv`).
+    #[command(
+        after_help = "Examples:\n  autoresearch ingest pi autoresearch.jsonl --experiment sort-speed"
+    )]
+    Pi(TsvArgs),
 }
 
 #[derive(clap::Args)]
@@ -79,7 +85,8 @@ pub struct TsvArgs {
 pub async fn run(ledger_path: &Path, args: IngestArgs) -> anyhow::Result<ExitCode> {
     match args.source {
         IngestSource::Runner(a) => runner(ledger_path, a).await,
-        IngestSource::Tsv(a) => tsv_import(ledger_path, a).await,
+        IngestSource::Tsv(a) => tsv_import(ledger_path, a, false).await,
+        IngestSource::Pi(a) => tsv_import(ledger_path, a, true).await,
     }
 }
 
@@ -147,7 +154,7 @@ async fn runner(ledger_path: &Path, args: RunnerArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn tsv_import(ledger_path: &Path, args: TsvArgs) -> anyhow::Result<ExitCode> {
+async fn tsv_import(ledger_path: &Path, args: TsvArgs, pi: bool) -> anyhow::Result<ExitCode> {
     let storage = ledger::open(ledger_path)?;
     let opts = TsvImport {
         experiment: args.experiment,
@@ -163,7 +170,11 @@ async fn tsv_import(ledger_path: &Path, args: TsvArgs) -> anyhow::Result<ExitCod
         strict: args.strict,
     };
     let working = crate::progress::Working::start(format!("importing {}", args.path.display()));
-    let report = tsv::import(storage, ledger::registry(), &args.path, &opts).await;
+    let report = if pi {
+        autoresearch_runner::pi::import(storage, ledger::registry(), &args.path, &opts).await
+    } else {
+        tsv::import(storage, ledger::registry(), &args.path, &opts).await
+    };
     working.done();
     let report = report?;
     print_report(&report, args.json)?;

@@ -334,6 +334,7 @@ fn row_key(
     if *status != OutcomeStatus::Crash {
         let mut vals: Vec<(&String, String)> = values
             .iter()
+            .filter(|(k, _)| !k.starts_with('_'))
             .map(|(k, v)| {
                 let text = match v {
                     Value::Number(n) => n.as_f64().map_or(n.to_string(), fmt_f64),
@@ -384,7 +385,12 @@ struct RawRow<'a> {
 /// Parses results.tsv text. Errors (as a reason) only on an unusable header;
 /// bad rows are collected in `malformed`. `metric`: the metric column, or
 /// `None` for the first value column (the second, in karpathy's file).
-pub fn parse(text: &str, metric: Option<&str>, direction: Direction) -> Result<Parsed, String> {
+pub fn parse(
+    text: &str,
+    metric: Option<&str>,
+    direction: Option<Direction>,
+) -> Result<Parsed, String> {
+    let direction = direction.unwrap_or_default();
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let final_newline = text.ends_with('\n');
     let body = text.strip_suffix('\n').unwrap_or(text);
@@ -629,6 +635,28 @@ pub async fn import(
         path: path.to_path_buf(),
         reason,
     })?;
+    import_with(
+        storage,
+        registry,
+        path,
+        opts,
+        encoding,
+        |metric, direction| parse(&text, metric, direction),
+    )
+    .await
+}
+
+/// The import itself, for any source that parses into rows: `parse` is
+/// given the metric and direction to use (the options', else the recorded
+/// ones) and returns the rows.
+pub(crate) async fn import_with(
+    storage: Arc<dyn Storage>,
+    registry: Arc<ComponentRegistry>,
+    path: &Path,
+    opts: &TsvImport,
+    encoding: &str,
+    parse: impl FnOnce(Option<&str>, Option<Direction>) -> Result<Parsed, String>,
+) -> Result<TsvReport, TsvError> {
     let world_name = experiment_world_name(&opts.experiment);
     let ledger_err = |source| TsvError::Ledger {
         path: path.to_path_buf(),
@@ -665,12 +693,14 @@ pub async fn import(
         .get("direction")
         .and_then(Value::as_str)
         .and_then(Direction::parse);
-    let direction = opts.direction.or(old_direction).unwrap_or_default();
     let metric = opts.metric.clone().or(old_metric.clone());
-    let parsed = parse(&text, metric.as_deref(), direction).map_err(|reason| TsvError::Header {
-        path: path.to_path_buf(),
-        reason,
+    let parsed = parse(metric.as_deref(), opts.direction.or(old_direction)).map_err(|reason| {
+        TsvError::Header {
+            path: path.to_path_buf(),
+            reason,
+        }
     })?;
+    let direction = parsed.layout.direction;
     if opts.strict && !parsed.malformed.is_empty() {
         return Err(TsvError::Malformed {
             path: path.to_path_buf(),
