@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 #[serde(default)]
 pub struct RunReport {
     pub report_id: String,
-    pub agent_id: String,
+    /// The run it reports on (the runner's `agent_id`), named as the Python
+    /// engine names the report's field. Stored by position (postcard), so
+    /// ledgers written when it was called `agent_id` read unchanged; JSON
+    /// written then is read through the alias.
+    #[serde(alias = "agent_id")]
+    pub run_id: String,
     pub request_id: String,
     /// `completed`, `crashed` or `timed_out`.
     pub exit_status: String,
