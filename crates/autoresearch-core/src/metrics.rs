@@ -236,7 +236,8 @@ struct JsonAcc {
 /// read (at most 64 MiB).
 pub struct MetricReader {
     spec: MetricSpec,
-    required_lower: Vec<String>,
+    /// Substring finders of the required names' spellings, by name index.
+    finders: Vec<(usize, memchr::memmem::Finder<'static>)>,
     partial: Vec<u8>,
     overlong: bool,
     /// The number of the line being read (1-based).
@@ -250,14 +251,18 @@ pub struct MetricReader {
 
 impl MetricReader {
     pub fn new(spec: MetricSpec) -> Self {
-        let required_lower = spec
-            .required
-            .iter()
-            .map(|r| r.to_ascii_lowercase())
-            .collect();
+        let mut finders = Vec::new();
+        for (i, r) in spec.required.iter().enumerate() {
+            let mut spellings = vec![r.clone(), r.to_ascii_lowercase(), r.to_ascii_uppercase()];
+            spellings.sort();
+            spellings.dedup();
+            for s in spellings.iter().filter(|s| !s.is_empty()) {
+                finders.push((i, memchr::memmem::Finder::new(s.as_bytes()).into_owned()));
+            }
+        }
         MetricReader {
             spec,
-            required_lower,
+            finders,
             partial: Vec::new(),
             overlong: false,
             line: 1,
@@ -370,7 +375,10 @@ impl MetricReader {
             return;
         }
         if memchr::memchr(0x1b, seg).is_some() {
-            let clean = strip_ansi_escapes::strip(seg);
+            // The common sequences (CSI colours and cursor moves, OSC
+            // titles) are removed in one pass; anything else goes through
+            // `strip-ansi-escapes` (a full VT parser, slower).
+            let clean = strip_common_ansi(seg).unwrap_or_else(|| strip_ansi_escapes::strip(seg));
             self.segment_text(&String::from_utf8_lossy(&clean));
         } else {
             match std::str::from_utf8(seg) {
@@ -432,7 +440,7 @@ impl MetricReader {
             }
             LineKind::Miss { name, why } => {
                 let line = self.line;
-                self.miss(name, line, t, why);
+                self.miss(name, line, t, why.to_string());
             }
             LineKind::Json => {
                 let line = self.line;
@@ -455,16 +463,13 @@ impl MetricReader {
         }
     }
 
-    /// A required metric this line mentions (ASCII case-insensitively).
+    /// A required metric this line mentions (as written, in lower or in
+    /// upper case): one SIMD substring search per spelling, no allocation.
     fn mentioned(&self, t: &str) -> Option<String> {
-        if self.required_lower.is_empty() {
-            return None;
-        }
-        let lower = t.to_ascii_lowercase();
-        self.required_lower
+        self.finders
             .iter()
-            .position(|r| lower.contains(r.as_str()))
-            .map(|i| self.spec.required[i].clone())
+            .find(|(_, f)| f.find(t.as_bytes()).is_some())
+            .map(|(i, _)| self.spec.required[*i].clone())
     }
 
     fn json_line(&mut self, raw: &str) {
@@ -559,6 +564,47 @@ impl MetricReader {
     }
 }
 
+/// `seg` without its CSI (`ESC [ ... final`) and OSC (`ESC ] ... BEL` or
+/// `ESC ] ... ESC \`) sequences and two-byte escapes (`ESC 7`, `ESC =`);
+/// `None` at anything else (DCS, an unterminated sequence), for the full
+/// parser to handle.
+fn strip_common_ansi(seg: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(seg.len());
+    let mut i = 0;
+    while let Some(j) = memchr::memchr(0x1b, &seg[i..]) {
+        let esc = i + j;
+        out.extend_from_slice(&seg[i..esc]);
+        match seg.get(esc + 1)? {
+            b'[' => {
+                let mut k = esc + 2;
+                while seg.get(k).is_some_and(|b| (0x20..=0x3f).contains(b)) {
+                    k += 1;
+                }
+                if !seg.get(k).is_some_and(|b| (0x40..=0x7e).contains(b)) {
+                    return None;
+                }
+                i = k + 1;
+            }
+            b']' => {
+                let body = &seg[esc + 2..];
+                let end = memchr::memchr2(0x07, 0x1b, body)?;
+                i = esc + 2 + end + 1;
+                if body[end] == 0x1b {
+                    if body.get(end + 1) != Some(&b'\\') {
+                        return None;
+                    }
+                    i += 1;
+                }
+            }
+            b'P' | b'X' | b'^' | b'_' => return None,
+            b if (0x30..=0x7e).contains(b) => i = esc + 2,
+            _ => return None,
+        }
+    }
+    out.extend_from_slice(&seg[i..]);
+    Some(out)
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
@@ -579,10 +625,33 @@ enum LineKind<'a> {
     },
     Miss {
         name: &'a str,
-        why: String,
+        why: Why<'a>,
     },
     Json,
     Other,
+}
+
+/// Why a line that looked like a metric is not one; formatted only when
+/// recorded (most log lines are never explained).
+enum Why<'a> {
+    PiForm,
+    Space(&'a str),
+    Trailing(&'a str, &'a str),
+    NotNumber(&'a str),
+}
+
+impl std::fmt::Display for Why<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::PiForm => f.write_str("a METRIC line is `METRIC name=value`"),
+            Why::Space(name) => write!(f, "the name `{name}` has a space in it"),
+            Why::Trailing(n, u) => write!(
+                f,
+                "the value `{n}` is followed by `{u}`, which is not a unit"
+            ),
+            Why::NotNumber(text) => f.write_str(&not_a_number(text)),
+        }
+    }
 }
 
 /// One trimmed, non-empty line.
@@ -594,13 +663,14 @@ fn parse_metric_line(t: &str) -> LineKind<'_> {
         Some(rest) => (rest.trim_start(), true),
         None => (t, false),
     };
-    let Some(sep) = body.find([':', '=']) else {
+    // ASCII separators: the index is a char boundary.
+    let Some(sep) = memchr::memchr2(b':', b'=', body.as_bytes()) else {
         return LineKind::Other;
     };
     if pi && body.as_bytes()[sep] != b'=' {
         return LineKind::Miss {
             name: body[..sep].trim(),
-            why: "a METRIC line is `METRIC name=value`".into(),
+            why: Why::PiForm,
         };
     }
     let name = body[..sep].trim();
@@ -612,18 +682,23 @@ fn parse_metric_line(t: &str) -> LineKind<'_> {
     if rest.starts_with(['=', '/']) {
         return LineKind::Other;
     }
-    let value = parse_value(rest);
     if name.contains(char::is_whitespace) {
-        // Log chatter (`Epoch 1: starting`) unless the value reads as one.
-        return match value {
-            Ok(_) => LineKind::Miss {
+        // Log chatter (`Epoch 1: starting`, `step 5 | loss: 3.1 | lr ...`)
+        // unless the whole rest reads as a value (`final score: 9`).
+        let plausible = rest.split_ascii_whitespace().nth(2).is_none()
+            && rest
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_digit() || b"+-.iInN".contains(&b));
+        return match plausible && parse_value(rest).is_ok() {
+            true => LineKind::Miss {
                 name: name.rsplit(char::is_whitespace).next().unwrap_or(name),
-                why: format!("the name `{name}` has a space in it"),
+                why: Why::Space(name),
             },
-            Err(_) => LineKind::Other,
+            false => LineKind::Other,
         };
     }
-    match value {
+    match parse_value(rest) {
         Ok((x, unit)) => LineKind::Metric {
             name,
             value: if x.is_finite() {
@@ -638,16 +713,14 @@ fn parse_metric_line(t: &str) -> LineKind<'_> {
 }
 
 /// A value with an optional unit: `0.25`, `9 ms`, `9%`, `1,234`, `12GB`.
-fn parse_value(v: &str) -> Result<(f64, Option<&str>), String> {
+fn parse_value(v: &str) -> Result<(f64, Option<&str>), Why<'_>> {
     let (num_text, unit) = match v.split_once(char::is_whitespace) {
         Some((n, u)) => {
             let u = u.trim();
             if !is_unit(u) {
                 return match number(n) {
-                    Some(_) => Err(format!(
-                        "the value `{n}` is followed by `{u}`, which is not a unit"
-                    )),
-                    None => Err(not_a_number(v)),
+                    Some(_) => Err(Why::Trailing(n, u)),
+                    None => Err(Why::NotNumber(v)),
                 };
             }
             (n, Some(u))
@@ -670,7 +743,7 @@ fn parse_value(v: &str) -> Result<(f64, Option<&str>), String> {
             return Ok((x, Some(&num_text[i..])));
         }
     }
-    Err(not_a_number(num_text))
+    Err(Why::NotNumber(num_text))
 }
 
 fn not_a_number(text: &str) -> String {

@@ -93,6 +93,18 @@ fn lines() {
         json!({"score": 10.0, "loss": 2.0}),
     );
     ok("50%|█████     | 5/10\rscore: 1\r", json!({"score": 1.0}));
+    // Other escape forms: OSC ended by ESC \, two-byte escapes, a DCS
+    // string (the full parser's case), 256-colour and RGB codes.
+    ok(
+        "\x1b]8;;http://x\x1b\\score\x1b]8;;\x1b\\: 5\n",
+        json!({"score": 5.0}),
+    );
+    ok("\x1b7score: 6\x1b8\n", json!({"score": 6.0}));
+    ok("\x1bPq#0;2;0;0;0\x1b\\score: 7\n", json!({"score": 7.0}));
+    ok(
+        "\x1b[38;5;82mscore\x1b[0m: \x1b[38;2;1;2;3m8\x1b[m\n",
+        json!({"score": 8.0}),
+    );
     // Every float syntax Rust and Python print.
     for (text, x) in [
         ("3.2e-08", 3.2e-8),
