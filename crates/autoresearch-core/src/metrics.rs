@@ -397,15 +397,30 @@ impl MetricReader {
         }
     }
 
-    fn miss(&mut self, name: &str, line: u64, text: &str, why: String) {
+    /// Remembers a line that nearly held a metric: the last one per
+    /// required name (whatever else was found), and the last one of all
+    /// while no metric has been found (it explains an empty reading). Once
+    /// a metric is found, other near misses cost nothing: long logs are
+    /// mostly such lines.
+    fn miss(&mut self, name: &str, line: u64, text: &str, why: impl std::fmt::Display) {
+        let required = self
+            .spec
+            .required
+            .iter()
+            .find(|r| r.eq_ignore_ascii_case(name));
+        if required.is_none() && !self.reading.values.is_empty() {
+            return;
+        }
         let m = NearMiss {
             line,
             text: quote(text),
-            why,
+            why: why.to_string(),
         };
-        let key = name.to_ascii_lowercase();
-        if !key.is_empty() && (self.misses.len() < MAX_MISSES || self.misses.contains_key(&key)) {
-            self.misses.insert(key, m.clone());
+        if let Some(r) = required {
+            let key = r.to_ascii_lowercase();
+            if self.misses.len() < MAX_MISSES || self.misses.contains_key(&key) {
+                self.misses.insert(key, m.clone());
+            }
         }
         self.last_miss = Some(m);
     }
@@ -440,7 +455,7 @@ impl MetricReader {
             }
             LineKind::Miss { name, why } => {
                 let line = self.line;
-                self.miss(name, line, t, why.to_string());
+                self.miss(name, line, t, why);
             }
             LineKind::Json => {
                 let line = self.line;
@@ -760,15 +775,15 @@ fn number(text: &str) -> Option<f64> {
     num::parse_f64(text).or_else(|| num::parse_grouped(text))
 }
 
-/// A unit: one short token that does not start with a digit (`ms`, `%`,
-/// `GB`, `tok/s`, `°C`).
+/// A unit: one short token starting with a letter or `%`, `°`, a currency
+/// sign, of letters, digits and `/ ^ · * _ - .` (`ms`, `%`, `GB`, `tok/s`, `°C`, `m/s²`).
 fn is_unit(u: &str) -> bool {
-    !u.is_empty()
-        && u.chars().count() <= 16
-        && !u.contains(char::is_whitespace)
+    u.chars().count() <= 16
         && u.chars()
             .next()
-            .is_some_and(|c| !c.is_ascii_digit() && !matches!(c, '.' | '-' | '+' | '(' | '[' | '{'))
+            .is_some_and(|c| c.is_alphabetic() || matches!(c, '%' | '°' | '$' | '€' | '£'))
+        && u.chars()
+            .all(|c| c.is_alphanumeric() || "%°$€£/^·*_-.²³".contains(c))
 }
 
 /// Reads a whole text at once (tests, executors that hold the output).
