@@ -8,12 +8,12 @@ use autoresearch_controller::config::{CONFIG_FILE, parse_duration, template};
 use autoresearch_controller::git::Git;
 use autoresearch_controller::sandbox::Sandbox;
 use autoresearch_controller::{
-    Config, Controller, LocalExecutor, LoopConfig, Shutdown, fork_branch_name,
+    Config, Controller, LocalExecutor, LoopConfig, Shutdown, StopReason, fork_branch_name,
 };
 use autoresearch_core::compare::{Comparator, Vote};
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{
-    EvalResult, LoopCause, OutcomeStatus, Run, World, experiment_world_name, short_commit,
+    EvalResult, OutcomeStatus, Run, World, experiment_world_name, short_commit,
 };
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -223,6 +223,10 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
     let (comparator, needed, diff) = comparator(&config, args.comparator.as_deref())?;
     let mut cfg = LoopConfig::from_config(&config);
     cfg.evidence_diff = diff;
+    cfg.primary_metric = CompareSpec::parse(&comparator.spec())
+        .ok()
+        .and_then(|spec| spec.objectives().into_iter().next())
+        .map(|(metric, _)| metric);
     for m in needed {
         if !cfg.require.contains(&m) {
             cfg.require.push(m);
@@ -323,12 +327,16 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         s.pending,
         short_commit(&s.head)
     );
-    Ok(if s.stopped == LoopCause::Interrupted.as_str() {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
+    Ok(match s.reason {
+        StopReason::Interrupted => ExitCode::from(130),
+        StopReason::ConsecutiveCrashes(_) => ExitCode::from(EXIT_CRASHES),
+        _ => ExitCode::SUCCESS,
     })
 }
+
+/// `run`'s exit code when the loop stopped on `max_consecutive_crashes`
+/// crashes in a row (1 is an error, 130 an interruption).
+pub const EXIT_CRASHES: u8 = 3;
 
 /// The experiment name and world of a read command.
 fn target(config: &Path, world: Option<String>) -> anyhow::Result<(Config, String)> {

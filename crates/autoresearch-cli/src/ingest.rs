@@ -1,4 +1,5 @@
-//! `ingest runner` and `ingest tsv`: bring outside history into the ledger.
+//! `ingest runner`, `ingest tsv` and `ingest pi`: bring outside history into
+//! the ledger.
 
 use crate::ledger;
 use anyhow::Context;
@@ -22,6 +23,11 @@ pub enum IngestSource {
     Runner(RunnerArgs),
     /// Import a karpathy/autoresearch results.tsv as an experiment.
     Tsv(TsvArgs),
+    /// Import pi-autoresearch's autoresearch.jsonl as an experiment (as `tsv`).
+    #[command(
+        after_help = "Examples:\n  autoresearch ingest pi autoresearch.jsonl --experiment sort-speed"
+    )]
+    Pi(TsvArgs),
 }
 
 #[derive(clap::Args)]
@@ -57,10 +63,12 @@ pub struct TsvArgs {
     /// The experiment to import into (world autoresearch:NAME).
     #[arg(long)]
     pub experiment: String,
-    /// The metric column [default: the second column].
+    /// The metric column [default: the one an earlier import of this
+    /// experiment recorded, else the first value column (the second column
+    /// of karpathy's file)].
     #[arg(long, value_name = "COLUMN")]
     pub metric: Option<String>,
-    /// Lower is better (the default).
+    /// Lower is better (the default, unless an earlier import recorded otherwise).
     #[arg(long, conflicts_with = "maximize")]
     pub minimize: bool,
     /// Higher is better.
@@ -77,7 +85,8 @@ pub struct TsvArgs {
 pub async fn run(ledger_path: &Path, args: IngestArgs) -> anyhow::Result<ExitCode> {
     match args.source {
         IngestSource::Runner(a) => runner(ledger_path, a).await,
-        IngestSource::Tsv(a) => tsv_import(ledger_path, a).await,
+        IngestSource::Tsv(a) => tsv_import(ledger_path, a, false).await,
+        IngestSource::Pi(a) => tsv_import(ledger_path, a, true).await,
     }
 }
 
@@ -145,22 +154,39 @@ async fn runner(ledger_path: &Path, args: RunnerArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-async fn tsv_import(ledger_path: &Path, args: TsvArgs) -> anyhow::Result<ExitCode> {
+async fn tsv_import(ledger_path: &Path, args: TsvArgs, pi: bool) -> anyhow::Result<ExitCode> {
     let storage = ledger::open(ledger_path)?;
     let opts = TsvImport {
         experiment: args.experiment,
         metric: args.metric,
-        direction: Some(if args.maximize {
-            Direction::Maximize
+        // Neither flag: the direction an earlier import recorded, else minimize.
+        direction: if args.maximize {
+            Some(Direction::Maximize)
+        } else if args.minimize {
+            Some(Direction::Minimize)
         } else {
-            Direction::Minimize
-        }),
+            None
+        },
         strict: args.strict,
     };
     let working = crate::progress::Working::start(format!("importing {}", args.path.display()));
-    let report = tsv::import(storage, ledger::registry(), &args.path, &opts).await;
+    let report = if pi {
+        autoresearch_runner::pi::import(storage, ledger::registry(), &args.path, &opts).await
+    } else {
+        tsv::import(storage, ledger::registry(), &args.path, &opts).await
+    };
     working.done();
     let report = report?;
     print_report(&report, args.json)?;
+    // A file of which no row could be read is an error, not an empty success.
+    if report.imported + report.changed + report.already_present == 0
+        && !report.malformed.is_empty()
+    {
+        eprintln!(
+            "error: none of the {} rows of {} could be imported (see the report above; is --metric right?)",
+            report.rows_read, report.source
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }

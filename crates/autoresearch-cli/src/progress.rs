@@ -3,6 +3,7 @@
 //! decision, incumbent.
 
 use autoresearch_controller::Event;
+use autoresearch_core::num::fmt_f64;
 use autoresearch_core::short_commit;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
@@ -93,7 +94,7 @@ impl Progress {
                     metrics
                         .iter()
                         .take(3)
-                        .map(|(k, v)| format!("{k}={v:.6}"))
+                        .map(|(k, v)| format!("{k}={}", fmt_f64(*v)))
                         .collect::<Vec<_>>()
                         .join(" ")
                 };

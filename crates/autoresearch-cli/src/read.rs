@@ -208,27 +208,47 @@ pub fn run_columns(run: &Run) -> Value {
     })
 }
 
+/// A run's report as columns with the Python engine's names
+/// (`runreport__run_id`, `runreport__exit_status`, ...).
+pub fn report_columns(report: &autoresearch_runner::RunReport) -> serde_json::Map<String, Value> {
+    match serde_json::to_value(report) {
+        Ok(Value::Object(o)) => o
+            .into_iter()
+            .map(|(k, v)| (format!("runreport__{k}"), v))
+            .collect(),
+        _ => serde_json::Map::new(),
+    }
+}
+
 pub async fn runs(ledger_path: &Path, args: RunsArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = &args.status {
         s.parse::<RunStatus>().context("--status")?;
     }
     let storage = ledger::open_read_only(ledger_path)?;
     let world = open_world(&storage, &args.world, args.at).await?;
-    let runs: Vec<Run> = world
-        .find_all::<Run>(|r| {
-            args.experiment
-                .as_ref()
-                .is_none_or(|e| &r.experiment_name == e)
-                && args.status.as_ref().is_none_or(|s| &r.status == s)
-        })
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
+    let found = world.find_all::<Run>(|r| {
+        args.experiment
+            .as_ref()
+            .is_none_or(|e| &r.experiment_name == e)
+            && args.status.as_ref().is_none_or(|s| &r.status == s)
+    });
     if args.json {
-        let rows: Vec<Value> = runs.iter().map(run_columns).collect();
+        let rows: Vec<Value> = found
+            .iter()
+            .map(|(e, r)| {
+                let mut row = run_columns(r);
+                if let (Value::Object(o), Some(report)) =
+                    (&mut row, world.get::<autoresearch_runner::RunReport>(*e))
+                {
+                    o.extend(report_columns(&report));
+                }
+                row
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let runs: Vec<Run> = found.into_iter().map(|(_, r)| r).collect();
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {

@@ -101,3 +101,47 @@ fn the_v1_legacy_ledger_reads_unchanged() {
         assert_eq!(out.stdout, expected, "expected/{file}, byte for byte");
     }
 }
+
+/// Rows imported by the first format (run ids `nano-tsv-L{line}`, one tick
+/// a row) are recognised by content: re-importing the very file adds no run
+/// and changes none, and the export is the file again.
+#[test]
+fn a_reimport_into_a_legacy_ledger_adds_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join(".autoresearch")).unwrap();
+    std::fs::copy(
+        fixture().join("ledger.redb"),
+        dir.join(".autoresearch/ledger.redb"),
+    )
+    .unwrap();
+    // The file `make-ledger.sh` imported (see the fixture's README).
+    let tsv = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\na1b2c3d\t0.997900\t44.0\tkeep\tbaseline\nb2c3d4e\t0.993200\t44.2\tkeep\tincrease LR to 0.04\nc3d4e5f\t1.005000\t44.0\tdiscard\tswitch to GeLU activation\nd4e5f6a\t0.000000\t0.0\tcrash\tdouble model width (OOM)\ne5f6a7b\t0.992800\t44.1\tkeep\tsmaller warmup\n";
+    std::fs::write(dir.join("results.tsv"), tsv).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .env_remove("AUTORESEARCH_LEDGER")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: serde_json::Value = serde_json::from_str(&run(&[
+        "ingest",
+        "tsv",
+        "results.tsv",
+        "--experiment",
+        "nano",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(report["imported"], 0, "{report}");
+    assert_eq!(report["changed"], 0, "{report}");
+    assert_eq!(report["already_present"], 5, "{report}");
+    assert_eq!(
+        run(&["log", "--experiment", "nano", "--format", "tsv"]),
+        tsv
+    );
+}

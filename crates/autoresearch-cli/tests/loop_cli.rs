@@ -143,11 +143,11 @@ async fn run_status_and_show_through_the_binary() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4, "{out}");
     assert!(
-        lines[0].contains("score=100.000000") && lines[0].contains("baseline"),
+        lines[0].contains("score=100 ") && lines[0].contains("baseline"),
         "{out}"
     );
     assert!(
-        lines[1].contains("score=99.000000") && lines[1].contains("keep"),
+        lines[1].contains("score=99 ") && lines[1].contains("keep"),
         "{out}"
     );
     assert!(
@@ -576,5 +576,39 @@ fn run_from_a_monorepo_root_leaves_nothing_untracked() {
     assert_eq!(
         git(&root, &["status", "--porcelain", "--untracked-files=all"]),
         ""
+    );
+}
+
+/// A tiny metric keeps every digit (progress lines, `log`, the TSV export),
+/// and a loop stopped by consecutive crashes (here: `nan` scores) exits
+/// with its own code, 3, after saying why.
+#[test]
+fn tiny_metrics_keep_their_digits_and_consecutive_crashes_exit_3() {
+    use autoresearch_test_support::loop_repo::listed_scores_config;
+    let LoopRepo { tmp, dir, ctl } = LoopRepo::new(|c| {
+        listed_scores_config(
+            c,
+            "kind = \"scalar\"\nmetric = \"score\"\ndirection = \"min\"",
+        ) + "\n[run]\nmax_consecutive_crashes = 2\n"
+    });
+    std::fs::write(ctl.join("scores"), "3.2e-08\nnan\ninf\n").unwrap();
+    let r = Repo {
+        _tmp: tmp,
+        dir,
+        ctl,
+    };
+    let out = r.run(&["run", "--iterations", "5"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("score=3.2e-8 "), "{stdout}");
+    assert!(stdout.contains("2 consecutive crashes"), "{stdout}");
+    assert!(stdout.contains("not a finite number"), "{stdout}");
+    let tsv = r.ok(&["log", "--experiment", "exp", "--format", "tsv"]);
+    let rows: Vec<&str> = tsv.lines().collect();
+    assert_eq!(rows[0], "commit\tscore\tstatus\tdescription");
+    assert!(rows[2].contains("\t3.2e-8\tkeep\t"), "{tsv}");
+    assert!(
+        rows[3].contains("\t\tcrash\t"),
+        "a crash has no score: {tsv}"
     );
 }

@@ -287,3 +287,33 @@ fn read_commands_never_create_a_mistyped_ledger() {
         );
     }
 }
+
+/// A run's report joins its row under the Python engine's names
+/// (`runreport__run_id`, not the runner's `agent_id`); runs without one keep
+/// exactly the Run's columns.
+#[test]
+fn runs_json_carries_the_report_with_the_engines_column_names() {
+    let env = env();
+    env.conn
+        .execute_batch(autoresearch_test_support::statedb::REPORTS)
+        .unwrap();
+    env.conn
+        .execute(
+            "INSERT INTO run_reports (report_id, agent_id, exit_status, commit_hash, created_at) VALUES ('r1', 'a1', 'completed', 'abc1234', '2026-04-10T12:30:00Z')",
+            [],
+        )
+        .unwrap();
+    env.sync();
+    let rows = env.json(&["runs", "--world", "runner-fleet", "--json"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows[0]["runreport__run_id"], "a1");
+    assert_eq!(rows[0]["runreport__report_id"], "r1");
+    assert_eq!(rows[0]["runreport__exit_status"], "completed");
+    assert_eq!(rows[0]["runreport__commit_hash"], "abc1234");
+    assert!(rows[0].get("runreport__agent_id").is_none());
+    assert_eq!(
+        rows[1].as_object().unwrap().len(),
+        13,
+        "no report, no columns"
+    );
+}

@@ -37,6 +37,22 @@ impl Env {
         env
     }
 
+    /// The file imported in two steps: its first two rows (tick 2, after
+    /// the experiment's tick 1), then the whole file (tick 3, adding the
+    /// other four). An import is one tick, so tick 2 is the point "after the
+    /// second row" that replays and forks can start from.
+    fn in_two_imports() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let first: String = TSV.lines().take(3).map(|l| format!("{l}\n")).collect();
+        let env = Env { _tmp: tmp, dir };
+        for text in [first.as_str(), TSV] {
+            std::fs::write(env.dir.join("results.tsv"), text).unwrap();
+            env.ok(&["ingest", "tsv", "results.tsv", "--experiment", "nano"]);
+        }
+        env
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .current_dir(&self.dir)
@@ -224,8 +240,8 @@ fn replay_prints_both_trajectories_side_by_side() {
 
 #[test]
 fn replay_from_a_tick() {
-    let env = Env::new();
-    // Tick 3 is after the second row: its head is b2c3d4e.
+    let env = Env::in_two_imports();
+    // Tick 2 is after the second row: its head is b2c3d4e.
     let r = env.json(&[
         "replay",
         "--experiment",
@@ -233,10 +249,10 @@ fn replay_from_a_tick() {
         "--comparator",
         "scalar:val_bpb:max",
         "--from",
-        "3",
+        "2",
         "--json",
     ]);
-    assert_eq!(r["from_tick"], 3);
+    assert_eq!(r["from_tick"], 2);
     assert_eq!(r["start_head"]["commit"], "b2c3d4e");
     assert_eq!(
         statuses(&r, "counterfactual"),
@@ -266,7 +282,7 @@ fn replay_errors() {
         "--from",
         "99",
     ]);
-    assert!(err.contains("tick 99 is beyond its head 7"), "{err}");
+    assert!(err.contains("tick 99 is beyond its head 2"), "{err}");
     let err = env.fails(&[
         "replay",
         "--experiment",
@@ -303,14 +319,14 @@ fn replay_errors() {
 
 #[test]
 fn fork_promotes_a_run_at_a_tick() {
-    let env = Env::new();
-    // At tick 3 (head b2c3d4e), make the discarded GeLU change the head.
+    let env = Env::in_two_imports();
+    // At tick 2 (head b2c3d4e), make the discarded GeLU change the head.
     let r = env.json(&[
         "fork",
         "--experiment",
         "nano",
         "--at",
-        "3",
+        "2",
         "--promote",
         "nano-tsv-L4",
         "--name",
@@ -330,7 +346,7 @@ fn fork_promotes_a_run_at_a_tick() {
         "--comparator",
         "scalar:val_bpb:min",
         "--from",
-        "4",
+        "3",
         "--json",
     ]);
     assert_eq!(rep["start_head"]["commit"], "c3d4e5f");
@@ -344,7 +360,7 @@ fn fork_promotes_a_run_at_a_tick() {
         "--promote",
         "nano-tsv-L7",
     ]);
-    assert!(text.contains("fork nano-fork-nano-tsv-L7 of autoresearch:nano at tick 2: head f6a7b8c (nano-tsv-L7) (was a1b2c3d (nano-tsv-L2))"), "{text}");
+    assert!(text.contains("fork nano-fork-nano-tsv-L7 of autoresearch:nano at tick 2: head f6a7b8c (nano-tsv-L7) (was b2c3d4e (nano-tsv-L3))"), "{text}");
     assert!(text.contains("autoresearch run --world nano-fork-nano-tsv-L7 (on branch autoresearch/nano-fork-nano-tsv-L7)"), "{text}");
     let err = env.fails(&[
         "fork",

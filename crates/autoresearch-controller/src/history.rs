@@ -1,8 +1,14 @@
-//! The history file the proposer reads: every past attempt of the
+//! The history file the proposer reads: every decided attempt of the
 //! experiment in karpathy's results.tsv shape (`commit`, one column per
-//! metric, `status`, `description`).
+//! metric, `status`, `description`), in the column order and with the
+//! number formatting of `log --format tsv`: the comparator's metric first
+//! (six decimals where that loses nothing), the others in the order they
+//! first appear (shortest exact form). Undecided attempts (running, waiting
+//! for votes) are left out, and a crash row's metrics are empty: a crash
+//! has no score (a placeholder `0` would read as the best one).
 
 use autoresearch_core::lifecycle::{Attempt, Outcome};
+use autoresearch_core::num::{fmt_f64, fmt_f64_places};
 use autoresearch_core::{OutcomeStatus, Run, TsvStatus, short_commit};
 use serde_json::Value;
 use std::path::Path;
@@ -48,8 +54,8 @@ pub struct Row {
     pub commit: String,
     /// The final commit's metrics, averaged over its samples, in the order they first appear.
     pub metrics: Vec<(String, f64)>,
-    /// The results.tsv status word (`keep`, `discard`, `crash`, `pending`, `running`).
-    pub status: String,
+    /// The results.tsv status (`keep`, `discard`, `crash`, `pending`, `running`).
+    pub status: TsvStatus,
     /// The decision's reason, on one line.
     pub description: String,
 }
@@ -59,14 +65,19 @@ impl Row {
     pub fn of(a: &Attempt) -> Row {
         let commit = short_commit(&a.run.commit_hash).to_string();
         let reason = a.outcome.as_ref().map_or("", |o| o.reason.as_str());
+        let status = TsvStatus::of(&a.run, a.outcome.as_ref());
         Row {
             commit: if commit.is_empty() {
                 "-------".into()
             } else {
                 commit
             },
-            metrics: final_metrics(a),
-            status: status_word(&a.run, a.outcome.as_ref()).to_string(),
+            metrics: if status == TsvStatus::Crash {
+                Vec::new()
+            } else {
+                final_metrics(a)
+            },
+            status,
             description: reason
                 .chars()
                 .map(|c| if c == '\t' || c == '\n' { ' ' } else { c })
@@ -85,15 +96,20 @@ impl Row {
     }
 }
 
-/// Renders the attempts as results.tsv text.
-pub fn render(attempts: &[Attempt]) -> String {
+/// Renders the attempts as results.tsv text, `metric` first.
+pub fn render(attempts: &[Attempt], metric: Option<&str>) -> String {
     let rows: Vec<Row> = attempts.iter().map(Row::of).collect();
-    render_rows(rows.iter())
+    render_rows(rows.iter(), metric)
 }
 
-/// Renders rows as results.tsv text: one metric column for every metric
-/// name, in the order the names first appear (0 where a row has none).
-pub fn render_rows<'a>(rows: impl Iterator<Item = &'a Row> + Clone) -> String {
+/// Renders the decided rows as results.tsv text: one column for every
+/// metric name, `metric` first, then in the order the names first appear
+/// (empty where a row has none).
+pub fn render_rows<'a>(
+    rows: impl Iterator<Item = &'a Row> + Clone,
+    metric: Option<&str>,
+) -> String {
+    let rows = rows.filter(|r| r.status.is_decided());
     let mut names: Vec<&str> = Vec::new();
     for r in rows.clone() {
         for (n, _) in &r.metrics {
@@ -102,6 +118,13 @@ pub fn render_rows<'a>(rows: impl Iterator<Item = &'a Row> + Clone) -> String {
             }
         }
     }
+    if let Some(i) = metric.and_then(|m| names.iter().position(|n| *n == m)) {
+        let m = names.remove(i);
+        names.insert(0, m);
+    }
+    // Without a comparator's metric, the first column is the metric, as
+    // `log --format tsv` guesses it.
+    let metric = metric.or(names.first().copied());
     let mut out = String::from("commit");
     for n in &names {
         out.push('\t');
@@ -111,14 +134,16 @@ pub fn render_rows<'a>(rows: impl Iterator<Item = &'a Row> + Clone) -> String {
     for r in rows {
         out.push_str(&r.commit);
         for n in &names {
-            let v = r
-                .metrics
-                .iter()
-                .find(|(k, _)| k == n)
-                .map_or(0.0, |(_, v)| *v);
-            out.push_str(&format!("\t{v:.6}"));
+            out.push('\t');
+            if let Some((_, v)) = r.metrics.iter().find(|(k, _)| k == n) {
+                out.push_str(&if Some(*n) == metric {
+                    fmt_f64_places(*v, 6)
+                } else {
+                    fmt_f64(*v)
+                });
+            }
         }
-        out.push_str(&format!("\t{}\t{}\n", r.status, r.description));
+        out.push_str(&format!("\t{}\t{}\n", r.status.as_str(), r.description));
     }
     out
 }

@@ -30,7 +30,7 @@ pub mod slot;
 
 pub use config::{Config, ConfigError, MetricsFormat};
 pub use engine::{
-    Controller, Event, EventSink, HolderState, LoopConfig, LoopError, Shutdown, Summary,
-    fork_branch_name, holder_state,
+    Controller, Event, EventSink, HolderState, LoopConfig, LoopError, Shutdown, StopReason,
+    Summary, fork_branch_name, holder_state,
 };
 pub use local::LocalExecutor;

@@ -25,6 +25,7 @@ use crate::sandbox::{ChildSetup, JobCgroup, JobSpec, Sandbox};
 use crate::slot::{self, Produced, RepoDirs};
 use async_trait::async_trait;
 use autoresearch_core::exec::{ExecError, Executor, ExitStatus, Job, JobReport, OutputSource};
+use autoresearch_core::metrics::MetricReader;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -361,6 +362,7 @@ impl Executor for LocalExecutor {
                       workspace: &Path| JobReport {
             status,
             output,
+            metrics: None,
             stdout_tail: tails.0,
             stderr_tail: tails.1,
             workspace: workspace.display().to_string(),
@@ -534,12 +536,25 @@ impl Executor for LocalExecutor {
         let (tails, output, commit) = blocking(move || {
             let stdout_tail = read_tail(&out_path, limit).unwrap_or_default();
             let stderr_tail = read_tail(&err_path, limit).unwrap_or_default();
+            let source = match &job2.output {
+                OutputSource::Stdout => out_path.clone(),
+                OutputSource::File(rel) => worktree.join(rel),
+            };
             let output = match &job2.output {
                 OutputSource::Stdout => Ok(stdout_tail.clone()),
                 OutputSource::File(rel) => {
-                    read_head(&worktree.join(rel), limit).map_err(|e| format!("reading {rel}: {e}"))
+                    read_head(&source, limit).map_err(|e| format!("reading {rel}: {e}"))
                 }
             };
+            // Metrics from the whole output, streamed: the tails above are
+            // what is kept, not what is read.
+            let output = output.map(|text| {
+                let metrics = job2.metrics.clone().and_then(|spec| {
+                    let file = std::fs::File::open(&source).ok()?;
+                    MetricReader::new(spec).read_all(file).ok()
+                });
+                (text, metrics)
+            });
             let commit = if success {
                 this.produced(&job2, &worktree)
             } else {
@@ -560,8 +575,10 @@ impl Executor for LocalExecutor {
             ),
         };
         // A missing metrics file is the job's failure, not the executor's.
-        let output = output.unwrap_or_default();
-        Ok(report(status, tails, output, duration, commit, &wt))
+        let (output, metrics) = output.unwrap_or_default();
+        let mut done = report(status, tails, output, duration, commit, &wt);
+        done.metrics = metrics;
+        Ok(done)
     }
 
     async fn release(&self, run_id: &str) -> Result<(), ExecError> {

@@ -36,6 +36,7 @@ fn job(repo: &Path, commit: &str, run_id: &str, command: &str) -> Job {
         },
         output: Default::default(),
         commit_changes: true,
+        metrics: None,
     }
 }
 
@@ -108,4 +109,51 @@ fn create_ref_writes_a_ref_git_reads_and_refuses_bad_names() {
         g.changed_paths(&base, "HEAD").unwrap(),
         vec!["é.txt".to_string()]
     );
+}
+
+/// Metrics are read from the whole output, however long, while the report
+/// keeps only `output_limit` bytes of it: stdout with 200 KB of log after
+/// the metric, and a JSON metrics file over 64 KiB.
+#[tokio::test]
+async fn metrics_are_read_from_the_whole_output_beyond_the_kept_tail() {
+    use autoresearch_core::exec::OutputSource;
+    use autoresearch_core::metrics::{MetricSpec, MetricSyntax};
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let base = repo(&repo_dir);
+    let exec = LocalExecutor::new(tmp.path().join("state"));
+    let long_log = "printf '\\033[1;32mscore: 10\\033[0m\\n'; i=0; while [ $i -lt 4000 ]; do echo \"step $i: training, loss went down a little more\"; i=$((i+1)); done";
+    let big_file = "python3 -c \"import json; json.dump({f'm{i}': i + 0.5 for i in range(6000)}, open('m.json', 'w'), indent=2)\"";
+    let cases: [(&str, MetricSyntax, OutputSource, &str, f64); 2] = [
+        (
+            long_log,
+            MetricSyntax::Lines,
+            OutputSource::Stdout,
+            "score",
+            10.0,
+        ),
+        (
+            big_file,
+            MetricSyntax::JsonFile,
+            OutputSource::File("m.json".into()),
+            "m5999",
+            5999.5,
+        ),
+    ];
+    for (i, (cmd, syntax, output, name, want)) in cases.into_iter().enumerate() {
+        let mut j = job(&repo_dir, &base, &format!("eval-{i}"), cmd);
+        j.commit_changes = false;
+        j.output = output;
+        j.metrics = Some(MetricSpec {
+            syntax,
+            required: vec![name.to_string()],
+        });
+        let report = exec.run(j).await.unwrap();
+        assert!(report.status.success(), "{cmd}: {:?}", report.status);
+        assert!(report.output.len() <= 4096, "only the limit is kept");
+        let reading = report.metrics.expect("the executor read the metrics");
+        assert_eq!(reading.check(&[name.to_string()]), Ok(()));
+        assert_eq!(reading.values[name].as_f64(), Some(want), "{cmd}");
+        exec.release(&format!("eval-{i}")).await.unwrap();
+    }
 }

@@ -130,6 +130,7 @@ impl Fixture {
             max_file_size: 10 << 20,
             allow_gitlinks: false,
             require: vec![],
+            primary_metric: None,
             parallel: 1,
             iterations: 1,
             time_budget: None,
@@ -579,18 +580,20 @@ async fn a_resumed_experiment_shows_its_whole_history_to_the_proposer() {
     assert_eq!(all.len(), 20);
     let seen = std::fs::read_to_string(out.join(format!("hist_{}", all[19].run.run_id))).unwrap();
     assert_eq!(seen, history_seen_by(&all, 19));
-    assert_eq!(seen.lines().count(), 21);
+    // 19 decided attempts; the run itself, still running, is not listed.
+    assert_eq!(seen.lines().count(), 20);
 }
 
 /// The history file run `k` of `all` should have seen: every earlier
-/// attempt as a rebuild from the ledger renders it, then run `k` as running.
+/// attempt as a rebuild from the ledger renders it (run `k`, running, is
+/// left out by the rendering: only decided attempts are listed).
 fn history_seen_by(all: &[Attempt], k: usize) -> String {
     let mut running = all[k].clone();
     running.run.commit_hash.clear();
     (running.results, running.outcome) = (Vec::new(), None);
     let mut before = all[..k].to_vec();
     before.push(running);
-    history::render(&before)
+    history::render(&before, None)
 }
 
 #[tokio::test]
@@ -603,9 +606,9 @@ async fn the_proposer_sees_its_run_base_worktree_and_history() {
     );
     f.run(&propose, 4).await;
     let all = f.attempts().await;
-    // Each proposer saw every earlier attempt, then itself as running,
-    // exactly as a rebuild from the ledger renders them (the loop keeps
-    // decided lines from one iteration to the next).
+    // Each proposer saw every earlier decided attempt (not itself: it is
+    // not decided), exactly as a rebuild from the ledger renders them (the
+    // loop keeps decided lines from one iteration to the next).
     for k in 1..all.len() {
         let seen = std::fs::read_to_string(out.join(format!("hist_{}", all[k].run.run_id)));
         assert_eq!(seen.unwrap(), history_seen_by(&all, k), "run {k}");
@@ -614,11 +617,7 @@ async fn the_proposer_sees_its_run_base_worktree_and_history() {
     let hist = std::fs::read_to_string(out.join(format!("hist_{second}"))).unwrap();
     let lines: Vec<&str> = hist.lines().collect();
     assert_eq!(lines[0], "commit\tscore\tstatus\tdescription");
-    assert_eq!(
-        lines.len(),
-        4,
-        "baseline, first candidate, the running one: {hist}"
-    );
+    assert_eq!(lines.len(), 3, "baseline, first candidate: {hist}");
     assert!(lines[1].starts_with(&all[0].run.commit_hash[..7]));
     assert!(lines[1].contains("\t1.000000\tkeep\t"));
     let env = std::fs::read_to_string(out.join(format!("env_{second}"))).unwrap();

@@ -9,6 +9,7 @@
 //! [`Executor::run`] must stop the job (kill its processes, cancel the remote
 //! job) before or soon after the drop returns.
 
+use crate::metrics::{MetricReading, MetricSpec};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,8 +20,10 @@ use std::time::Duration;
 pub struct Limits {
     /// Wall-clock limit; on expiry the whole job is killed.
     pub timeout: Duration,
-    /// Bytes of each output stream kept in memory (the tails in [`JobReport`]);
-    /// full logs stay where [`JobReport::stdout_log`] says.
+    /// Bytes of each output stream kept in memory (the tails in [`JobReport`])
+    /// and in the ledger; full logs stay where [`JobReport::stdout_log`] says.
+    /// A storage limit only: metrics are read from the whole output
+    /// ([`Job::metrics`]).
     pub output_limit: usize,
     /// After a polite stop (SIGTERM), how long to wait before killing outright.
     pub kill_grace: Duration,
@@ -40,11 +43,13 @@ impl Default for Limits {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "path")]
 pub enum OutputSource {
-    /// The tail of standard output ([`Limits::output_limit`] bytes).
+    /// Standard output (its tail, [`Limits::output_limit`] bytes, in
+    /// [`JobReport::output`]; metrics are read from all of it).
     #[default]
     Stdout,
-    /// A file the command writes, relative to the checkout; read after exit,
-    /// at most [`Limits::output_limit`] bytes.
+    /// A file the command writes, relative to the checkout; read after exit
+    /// (its head, [`Limits::output_limit`] bytes, in [`JobReport::output`];
+    /// metrics are read from all of it).
     File(String),
 }
 
@@ -78,6 +83,12 @@ pub struct Job {
     /// single child of [`Job::commit`] whatever the command did to history,
     /// so that [`JobReport::commit`] is the candidate it produced.
     pub commit_changes: bool,
+    /// How to read metrics from the output, when the job is an evaluation:
+    /// the executor streams the whole output (however long) through
+    /// [`MetricReader`](crate::metrics::MetricReader) and returns the
+    /// reading in [`JobReport::metrics`].
+    #[serde(default)]
+    pub metrics: Option<MetricSpec>,
 }
 
 /// How a job ended.
@@ -127,6 +138,12 @@ pub struct JobReport {
     pub status: ExitStatus,
     /// The text metrics are read from (see [`OutputSource`]), bounded.
     pub output: String,
+    /// The metrics read from the whole output, when [`Job::metrics`] asked
+    /// for them. An executor that leaves it `None` lets the caller read
+    /// [`JobReport::output`] instead (bounded, so a long output may lose
+    /// its metrics).
+    #[serde(default)]
+    pub metrics: Option<MetricReading>,
     /// The last [`Limits::output_limit`] bytes of standard output.
     pub stdout_tail: String,
     /// The last [`Limits::output_limit`] bytes of standard error.
@@ -199,6 +216,7 @@ pub struct ExecError {
 ///         Ok(JobReport {
 ///             status: ExitStatus::Exited(0),
 ///             output: "score: 1\n".into(),
+///             metrics: None,
 ///             stdout_tail: "score: 1\n".into(),
 ///             stderr_tail: String::new(),
 ///             workspace: String::new(),

@@ -27,6 +27,8 @@ pub mod ids;
 pub mod ledger;
 pub mod lifecycle;
 pub mod memory;
+pub mod metrics;
+pub mod num;
 pub mod record;
 pub mod registry;
 pub mod storage;

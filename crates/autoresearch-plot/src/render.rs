@@ -2,6 +2,7 @@
 
 use crate::progress::{Direction, Mark, Point, Progress, shorten};
 use crate::{Format, PlotError};
+use autoresearch_core::num::fmt_f64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::sync::OnceLock;
@@ -153,7 +154,9 @@ fn decimals(span: f64) -> usize {
     if !(span.is_finite() && span > 0.0) {
         return 3;
     }
-    (2.0 - span.log10().floor()).clamp(0.0, 8.0) as usize
+    // Up to 17 decimals: a tiny span (`3.2e-8` against `3.3e-8`) still
+    // gets ticks that tell its values apart.
+    (2.0 - span.log10().floor()).clamp(0.0, 17.0) as usize
 }
 
 type Rect = (i32, i32, i32, i32);
@@ -387,8 +390,7 @@ fn draw<DB: DrawingBackend>(
             .legend(|(x, y)| Cross::new((x + 10, y), 5, CRASH.stroke_width(2)));
     }
 
-    // Off-scale points carry their value.
-    let digits_off = decimals(span);
+    // Off-scale points carry their value, in full.
     for pt in &p.points {
         let Some(v) = pt.value.filter(|v| !Cut::on_scale(cut, *v)) else {
             continue;
@@ -396,7 +398,7 @@ fn draw<DB: DrawingBackend>(
         let (x, y) = chart.backend_coord(&(at(pt), pin));
         let arrow = if pinned_below { '↓' } else { '↑' };
         root.draw(&Text::new(
-            format!("{arrow} {v:.digits_off$}"),
+            format!("{arrow} {}", fmt_f64(v)),
             (x + 9, y - 6),
             TextStyle::from((FONT, 12).into_font()).color(&BLACK.mix(0.55)),
         ))?;

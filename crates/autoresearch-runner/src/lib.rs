@@ -6,7 +6,8 @@
 //!   incremental and idempotent: each one appends exactly the changes it saw
 //!   as one tick.
 //! - [`tsv`] imports and exports karpathy/autoresearch's `results.tsv`
-//!   through the shared lifecycle model (`autoresearch_core::lifecycle`).
+//!   through the shared lifecycle model (`autoresearch_core::lifecycle`);
+//!   [`pi`] imports pi-autoresearch's `autoresearch.jsonl` the same way.
 //!
 //! It depends on `autoresearch-core` only; it knows no storage backend.
 //! SQLite reads run on `spawn_blocking`, never on the async executor.
@@ -14,6 +15,7 @@
 mod error;
 mod index;
 mod pages;
+pub mod pi;
 mod report;
 mod statedb;
 mod sync;

@@ -11,8 +11,12 @@ use serde::{Deserialize, Serialize};
 pub struct RunReport {
     /// The report's id in `run_reports`.
     pub report_id: String,
-    /// The agent (run) the report belongs to: its `run_id`.
-    pub agent_id: String,
+    /// The run it reports on (the runner's `agent_id`), named as the Python
+    /// engine names the report's field. Stored by position (postcard), so
+    /// ledgers written when it was called `agent_id` read unchanged; JSON
+    /// written then is read through the alias.
+    #[serde(alias = "agent_id")]
+    pub run_id: String,
     /// The runner request that started the session.
     pub request_id: String,
     /// `completed`, `crashed` or `timed_out`.

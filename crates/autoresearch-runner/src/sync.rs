@@ -492,7 +492,7 @@ fn report_from_row(row: &ReportRow, report: &mut SyncReport) -> RunReport {
     }
     RunReport {
         report_id,
-        agent_id: row.text(1),
+        run_id: row.text(1),
         request_id: row.text(2),
         exit_status: row.text(3),
         commit_hash: row.text(4),
@@ -659,11 +659,11 @@ fn apply(
     let mut report_fps: Vec<(String, String, u64)> = Vec::new();
     for row in &scan.reports {
         let rep = report_from_row(row, report);
-        report_fps.push((rep.report_id.clone(), rep.agent_id.clone(), row.fp));
-        match latest.get(&rep.agent_id) {
+        report_fps.push((rep.report_id.clone(), rep.run_id.clone(), row.fp));
+        match latest.get(&rep.run_id) {
             Some(cur) if cur.order_key() >= rep.order_key() => {}
             _ => {
-                latest.insert(rep.agent_id.clone(), rep);
+                latest.insert(rep.run_id.clone(), rep);
             }
         }
     }

@@ -3,31 +3,47 @@
 //! loop) back into that shape.
 //!
 //! The file: a header `commit<TAB>val_bpb<TAB>memory_gb<TAB>status<TAB>description`
-//! (any numeric columns between), one row per attempt, `status` one of
-//! `keep`, `discard`, `crash`. Import writes, per row, one tick holding a
-//! `Run` (stopped, or crashed), a `Result` with every numeric column and the
-//! description, and an `Outcome`; a kept row also moves the `BranchHead`.
-//! The column layout is remembered in `Experiment.metadata_json` so that an
-//! export reproduces an equivalent file.
+//! (any columns, in any order, as long as `commit` and `status` are there),
+//! one row per attempt, `status` one of `keep`, `discard`, `crash`. UTF-8
+//! with or without a byte-order mark, or UTF-16 with one (PowerShell);
+//! LF or CRLF line ends. Comment (`#`), section and blank lines are kept as
+//! they are and reported.
+//!
+//! An import is one tick, all or nothing: per new row a `Run` (stopped, or
+//! crashed), a `Result` with every value column (numbers as numbers; where
+//! the number would not be written back as the file had it, the text as
+//! printed under [`TEXT`]) and the description, and an `Outcome`; the
+//! `BranchHead` is the last kept row. A crash row has no score: its metric,
+//! and its zeros in other columns (karpathy's `0.000000` placeholders), are
+//! left out of the numbers. Rows are identified by their content (commit
+//! and fields), not their line: a re-import adds the new rows, records a
+//! row edited in place as a change of its run (visible in `history`), and
+//! reports rows no longer in the file (their runs stay). The column layout,
+//! metric and direction are remembered in `Experiment.metadata_json` so that
+//! an export writes the file's columns in its order, byte for byte.
 
 use autoresearch_core::lifecycle::{self, Outcome};
+use autoresearch_core::num::{fmt_f64, fmt_f64_places, parse_f64};
 use autoresearch_core::{
-    BranchHead, CommitHash, ComponentRegistry, EvalResult, Experiment, OutcomeStatus, Run,
-    RunStatus, Storage, TsvStatus, World, experiment_world_name,
+    BranchHead, CommitHash, ComponentRegistry, EntityId, EvalResult, Experiment, OutcomeStatus,
+    Run, RunStatus, Storage, TsvStatus, World, experiment_world_name,
 };
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The evaluator name of Results written by the importer.
 pub const EVALUATOR: &str = "results.tsv";
+/// The key, in an imported Result's outputs, of the values' text as the
+/// file printed it, where the number alone would not write it back alike
+/// (`3e-4` in a column of `0.04`s; a crash row's `0.000000`).
+pub const TEXT: &str = "_text";
 const COMMIT: &str = "commit";
 const STATUS: &str = "status";
 const DESCRIPTION: &str = "description";
-
-/// Whether lower or higher metric values are better. Recorded, not interpreted.
+/// Whether lower or higher metric values are better.
 pub use autoresearch_core::compare::Direction;
 
 /// Options of an import.
@@ -35,9 +51,10 @@ pub use autoresearch_core::compare::Direction;
 pub struct TsvImport {
     /// The experiment to import into; its world is the experiment's world.
     pub experiment: String,
-    /// The metric column; default the second column.
+    /// The metric column; default: the one recorded by an earlier import,
+    /// else the first value column (the second column of karpathy's file).
     pub metric: Option<String>,
-    /// Default: minimize.
+    /// Default: the recorded one, else minimize.
     pub direction: Option<Direction>,
     /// Make malformed rows an error (nothing is written) instead of skipping them.
     pub strict: bool,
@@ -58,6 +75,26 @@ impl std::fmt::Display for Malformed {
     }
 }
 
+/// A line that is not a row (a comment, a section title, a blank line, a
+/// repeated header), kept as it is and written back by the export.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeptLine {
+    /// Its 1-based line number in the file.
+    pub line: usize,
+    /// The line as it was (without its line end).
+    pub text: String,
+}
+
+/// An imported run whose row is no longer in the file: it stays in the
+/// ledger (history is never rewritten) and is reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Gone {
+    /// The run imported from the row.
+    pub run_id: String,
+    /// The row's commit.
+    pub commit: String,
+}
+
 /// What an import did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TsvReport {
@@ -69,12 +106,18 @@ pub struct TsvReport {
     pub experiment: String,
     /// The metric column.
     pub metric: String,
+    /// Which way the metric is better (`minimize` or `maximize`).
+    pub direction: String,
+    /// How the file was encoded (`UTF-8`, `UTF-8 with BOM`, `UTF-16LE with BOM`).
+    pub encoding: String,
     /// Data rows in the file, well-formed or not.
     pub rows_read: usize,
-    /// Rows imported by this call, one tick each.
+    /// New rows.
     pub imported: usize,
-    /// Rows whose run (by line) was imported before: skipped.
+    /// Rows whose run was imported before, unchanged: skipped.
     pub already_present: usize,
+    /// Rows edited in place since the last import: their runs changed.
+    pub changed: usize,
     /// Imported rows with status `keep`.
     pub kept: usize,
     /// Imported rows with status `discard`.
@@ -83,7 +126,14 @@ pub struct TsvReport {
     pub crashed: usize,
     /// Rows skipped as malformed (empty with `strict`, which refuses them instead).
     pub malformed: Vec<Malformed>,
-    /// The first tick this import appended; `None` when it appended none.
+    /// Comment, section and blank lines, kept for the export.
+    pub kept_lines: Vec<KeptLine>,
+    /// Runs imported before whose rows are no longer in the file.
+    pub gone: Vec<Gone>,
+    /// What changed in the recorded layout (metric, direction, a guess).
+    pub notes: Vec<String>,
+    /// The tick this import appended (one for all its rows); `None` when it
+    /// appended none.
     pub first_tick: Option<u64>,
     /// The last tick this import appended; `None` when it appended none.
     pub last_tick: Option<u64>,
@@ -91,28 +141,47 @@ pub struct TsvReport {
 
 impl std::fmt::Display for TsvReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ticks = match (self.first_tick, self.last_tick) {
-            (Some(a), Some(b)) => format!("ticks {a}..={b}"),
-            _ => "no new tick".to_string(),
+        let ticks = match self.first_tick {
+            Some(a) => format!("tick {a}"),
+            None => "no new tick".to_string(),
         };
         writeln!(
             f,
-            "{} -> {} (experiment {}, metric {}, {ticks})",
-            self.source, self.world, self.experiment, self.metric
+            "{} -> {} (experiment {}, metric {} ({}), {}, {ticks})",
+            self.source, self.world, self.experiment, self.metric, self.direction, self.encoding
         )?;
         writeln!(
             f,
-            "rows read {}, imported {} (keep {}, discard {}, crash {}), already present {}, malformed {}",
+            "rows read {}, imported {} (keep {}, discard {}, crash {}), changed {}, already present {}, malformed {}, no longer in the file {}",
             self.rows_read,
             self.imported,
             self.kept,
             self.discarded,
             self.crashed,
+            self.changed,
             self.already_present,
-            self.malformed.len()
+            self.malformed.len(),
+            self.gone.len()
         )?;
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
         for m in &self.malformed {
             writeln!(f, "malformed: {m}")?;
+        }
+        for g in &self.gone {
+            writeln!(
+                f,
+                "no longer in the file: run {} (commit {}), kept in the ledger",
+                g.run_id, g.commit
+            )?;
+        }
+        if !self.kept_lines.is_empty() {
+            writeln!(
+                f,
+                "kept {} comment, section or blank lines as they are",
+                self.kept_lines.len()
+            )?;
         }
         Ok(())
     }
@@ -137,6 +206,14 @@ pub enum TsvError {
         /// The file.
         path: PathBuf,
         /// What is wrong with the header.
+        reason: String,
+    },
+    /// The file is neither UTF-8 nor UTF-16 with a byte-order mark.
+    #[error("reading {path}: {reason}")]
+    Encoding {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
         reason: String,
     },
     /// With `strict`, the file has malformed rows; nothing was written.
@@ -174,10 +251,53 @@ pub enum TsvError {
 }
 
 fn list(rows: &[Malformed]) -> String {
-    rows.iter()
+    const SHOWN: usize = 20;
+    let mut s = rows
+        .iter()
+        .take(SHOWN)
         .map(Malformed::to_string)
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if rows.len() > SHOWN {
+        s.push_str(&format!("; and {} more", rows.len() - SHOWN));
+    }
+    s
+}
+
+/// Decodes a results file: UTF-8 (a BOM is skipped), or UTF-16 with a BOM.
+/// Returns the text and the encoding's name.
+pub fn decode(bytes: &[u8]) -> Result<(String, &'static str), String> {
+    fn utf16(
+        b: &[u8],
+        unit: fn([u8; 2]) -> u16,
+        name: &'static str,
+    ) -> Result<(String, &'static str), String> {
+        if !b.len().is_multiple_of(2) {
+            return Err(format!("{name}: an odd number of bytes"));
+        }
+        let units = b.chunks_exact(2).map(|c| unit([c[0], c[1]]));
+        char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map(|s| (s, name))
+            .map_err(|e| format!("not valid {name}: {e}"))
+    }
+    if let Some(rest) = bytes.strip_prefix(b"\xEF\xBB\xBF") {
+        return std::str::from_utf8(rest)
+            .map(|s| (s.to_string(), "UTF-8 with BOM"))
+            .map_err(|e| format!("not valid UTF-8 after its byte-order mark: {e}"));
+    }
+    if let Some(rest) = bytes.strip_prefix(b"\xFF\xFE") {
+        return utf16(rest, u16::from_le_bytes, "UTF-16LE with BOM");
+    }
+    if let Some(rest) = bytes.strip_prefix(b"\xFE\xFF") {
+        return utf16(rest, u16::from_be_bytes, "UTF-16BE with BOM");
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Ok((s.to_string(), "UTF-8")),
+        Err(e) => Err(format!(
+            "neither UTF-8 ({e}) nor UTF-16 with a byte-order mark; save it as UTF-8"
+        )),
+    }
 }
 
 /// The layout of a results file, kept in `Experiment.metadata_json`.
@@ -191,6 +311,14 @@ pub struct Layout {
     pub direction: Direction,
     /// Decimal places seen per numeric column, to write numbers back alike.
     pub decimals: BTreeMap<String, usize>,
+    /// `"\r\n"` for a CRLF file, else `"\n"`.
+    pub line_end: String,
+    /// Whether the last line ends with a line break.
+    pub final_newline: bool,
+    /// Lines that are not rows, after how many rows they come.
+    pub kept: Vec<(usize, String)>,
+    /// How many of `kept` come before the header.
+    pub preamble: usize,
 }
 
 impl Layout {
@@ -201,14 +329,11 @@ impl Layout {
             "metric": self.metric,
             "direction": self.direction.long(),
             "decimals": self.decimals,
+            "line_end": self.line_end,
+            "final_newline": self.final_newline,
+            "kept_lines": self.kept,
+            "preamble": self.preamble,
         })
-    }
-
-    /// Numeric columns: every column but commit, status and description.
-    fn value_columns(&self) -> impl Iterator<Item = &String> {
-        self.columns
-            .iter()
-            .filter(|c| ![COMMIT, STATUS, DESCRIPTION].contains(&c.as_str()))
     }
 }
 
@@ -221,11 +346,67 @@ pub struct TsvRow {
     pub commit: String,
     /// `keep`, `discard` or `crash`.
     pub status: OutcomeStatus,
-    /// Numeric columns as numbers; a non-numeric value in a non-metric column
-    /// is kept as text. Absent in a crash row when not a number.
+    /// Value columns as numbers; a non-numeric value in a non-metric column
+    /// is kept as text. A crash row has no metric, and no zeros.
     pub values: Vec<(String, Value)>,
+    /// The text of values that would not be written back alike.
+    pub texts: Vec<(String, String)>,
     /// The `description` column; empty when the file has none.
     pub description: String,
+}
+
+impl TsvRow {
+    /// The row's identity: its commit, status, description and values (a
+    /// crash row's values are placeholders, not part of it). Built alike
+    /// for a run imported earlier ([`imported_key`]).
+    fn key(&self) -> String {
+        row_key(&self.commit, &self.status, &self.description, &self.values)
+    }
+
+    fn outputs(&self) -> Map<String, Value> {
+        let mut out: Map<String, Value> = self.values.iter().cloned().collect();
+        out.insert(DESCRIPTION.to_string(), json!(self.description));
+        if !self.texts.is_empty() {
+            let texts = self
+                .texts
+                .iter()
+                .map(|(k, t)| (k.clone(), json!(t)))
+                .collect();
+            out.insert(TEXT.to_string(), Value::Object(texts));
+        }
+        out
+    }
+}
+
+fn row_key(
+    commit: &str,
+    status: &OutcomeStatus,
+    description: &str,
+    values: &[(String, Value)],
+) -> String {
+    let mut key = format!("{commit}\u{1f}{status}\u{1f}{description}");
+    if *status != OutcomeStatus::Crash {
+        let mut vals: Vec<(&String, String)> = values
+            .iter()
+            .filter(|(k, _)| !k.starts_with('_'))
+            .map(|(k, v)| {
+                let text = match v {
+                    Value::Number(n) => n.as_f64().map_or(n.to_string(), fmt_f64),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k, text)
+            })
+            .collect();
+        vals.sort();
+        for (k, v) in vals {
+            key.push('\u{1f}');
+            key.push_str(k);
+            key.push('=');
+            key.push_str(&v);
+        }
+    }
+    key
 }
 
 /// A parsed file.
@@ -237,25 +418,72 @@ pub struct Parsed {
     pub rows: Vec<TsvRow>,
     /// The rows that are not, in file order.
     pub malformed: Vec<Malformed>,
+    /// Lines that are not rows, by line number.
+    pub kept_lines: Vec<KeptLine>,
+    /// When no row could be read: the columns that hold numbers.
+    pub hint: Option<String>,
 }
 
 fn decimals(text: &str) -> usize {
+    if text.contains(['e', 'E']) {
+        return 0;
+    }
     text.split_once('.').map_or(0, |(_, f)| {
         f.chars().take_while(char::is_ascii_digit).count()
     })
 }
 
+/// A row split into its fields, before the metric is known.
+struct RawRow<'a> {
+    line: usize,
+    fields: Vec<&'a str>,
+}
+
 /// Parses results.tsv text. Errors (as a reason) only on an unusable header;
-/// bad rows are collected in `malformed`.
-pub fn parse(text: &str, metric: Option<&str>, direction: Direction) -> Result<Parsed, String> {
-    let mut lines = text
-        .split('\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
-    let (_, header) = lines
-        .by_ref()
-        .find(|(_, l)| !l.trim().is_empty())
-        .ok_or("the file is empty (expected a header like commit<TAB>val_bpb<TAB>...)")?;
+/// bad rows are collected in `malformed`. `metric`: the metric column, or
+/// `None` for the first value column (the second, in karpathy's file).
+pub fn parse(
+    text: &str,
+    metric: Option<&str>,
+    direction: Option<Direction>,
+) -> Result<Parsed, String> {
+    let direction = direction.unwrap_or_default();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let final_newline = text.ends_with('\n');
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let mut kept_lines = Vec::new();
+    let mut kept = Vec::new();
+    let mut header = None;
+    let mut line_end = "\n";
+    let mut raw = Vec::new();
+    for (i, l) in body.split('\n').enumerate() {
+        let line = i + 1;
+        let crlf = l.ends_with('\r');
+        let l = l.strip_suffix('\r').unwrap_or(l);
+        let t = l.trim();
+        let is_row = !t.is_empty() && !t.starts_with('#') && l.contains('\t');
+        match header {
+            None if is_row || (!t.is_empty() && !t.starts_with('#')) => {
+                header = Some((line, l));
+                if crlf {
+                    line_end = "\r\n";
+                }
+            }
+            Some((_, h)) if is_row && l != h => raw.push(RawRow {
+                line,
+                fields: l.split('\t').collect(),
+            }),
+            _ => {
+                kept.push((raw.len(), l.to_string()));
+                kept_lines.push(KeptLine {
+                    line,
+                    text: l.to_string(),
+                });
+            }
+        }
+    }
+    let (header_line, header) =
+        header.ok_or("the file is empty (expected a header like commit<TAB>val_bpb<TAB>...)")?;
     let columns: Vec<String> = header.split('\t').map(|c| c.trim().to_string()).collect();
     for need in [COMMIT, STATUS] {
         if !columns.iter().any(|c| c == need) {
@@ -268,11 +496,23 @@ pub fn parse(text: &str, metric: Option<&str>, direction: Direction) -> Result<P
     if let Some(dup) = columns.iter().find(|c| !uniq.insert(c.as_str())) {
         return Err(format!("the header names column `{dup}` twice"));
     }
+    let preamble = kept_lines
+        .iter()
+        .filter(|k: &&KeptLine| k.line < header_line)
+        .count();
+    let pos = |name: &str| columns.iter().position(|c| c == name);
+    let (commit_at, status_at) = (pos(COMMIT).unwrap_or(0), pos(STATUS).unwrap_or(0));
+    let value_cols: Vec<(usize, &String)> = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| ![COMMIT, STATUS, DESCRIPTION].contains(&c.as_str()))
+        .collect();
     let metric = match metric {
         Some(m) => m.to_string(),
-        None => columns
-            .get(1)
-            .cloned()
+        None => value_cols
+            .first()
+            .map(|(_, c)| (*c).clone())
+            .or_else(|| columns.get(1).cloned())
             .ok_or("the header has no second column to use as the metric")?,
     };
     if [COMMIT, STATUS, DESCRIPTION].contains(&metric.as_str()) || !columns.contains(&metric) {
@@ -280,32 +520,73 @@ pub fn parse(text: &str, metric: Option<&str>, direction: Direction) -> Result<P
             "metric column `{metric}` is not a numeric column of the header {header:?}"
         ));
     }
-    let mut layout = Layout {
-        columns,
+    let mut decimals_of: BTreeMap<String, usize> = BTreeMap::new();
+    for r in raw.iter().filter(|r| r.fields.len() == columns.len()) {
+        for (i, c) in &value_cols {
+            let t = r.fields[*i].trim();
+            if parse_f64(t).is_some_and(f64::is_finite) {
+                let e = decimals_of.entry((*c).clone()).or_insert(0);
+                *e = (*e).max(decimals(t));
+            }
+        }
+    }
+    let layout = Layout {
+        columns: columns.clone(),
         metric,
         direction,
-        decimals: BTreeMap::new(),
+        decimals: decimals_of,
+        line_end: line_end.to_string(),
+        final_newline,
+        kept,
+        preamble,
     };
-    let mut rows = Vec::new();
+    let mut rows = Vec::with_capacity(raw.len());
     let mut malformed = Vec::new();
-    for (line, text) in lines {
-        if text.trim().is_empty() {
-            continue;
-        }
-        match parse_row(&mut layout, line, text) {
+    for r in &raw {
+        match parse_row(&layout, commit_at, status_at, r) {
             Ok(row) => rows.push(row),
-            Err(reason) => malformed.push(Malformed { line, reason }),
+            Err(reason) => malformed.push(Malformed {
+                line: r.line,
+                reason,
+            }),
+        }
+    }
+    // Not one row read: say which columns would have been numbers.
+    let mut hint = None;
+    if rows.is_empty() && !malformed.is_empty() {
+        let numeric: Vec<&str> = value_cols
+            .iter()
+            .filter(|(i, _)| {
+                raw.iter()
+                    .filter(|r| r.fields.len() == columns.len())
+                    .all(|r| parse_f64(r.fields[*i].trim()).is_some())
+            })
+            .map(|(_, c)| c.as_str())
+            .collect();
+        if !numeric.is_empty() {
+            hint = Some(format!(
+                "no row has a number in the metric column {}; columns holding numbers: {} (choose one with --metric)",
+                layout.metric,
+                numeric.join(", ")
+            ));
         }
     }
     Ok(Parsed {
         layout,
         rows,
         malformed,
+        kept_lines,
+        hint,
     })
 }
 
-fn parse_row(layout: &mut Layout, line: usize, text: &str) -> Result<TsvRow, String> {
-    let fields: Vec<&str> = text.split('\t').collect();
+fn parse_row(
+    layout: &Layout,
+    commit_at: usize,
+    status_at: usize,
+    r: &RawRow,
+) -> Result<TsvRow, String> {
+    let fields = &r.fields;
     if fields.len() != layout.columns.len() {
         return Err(format!(
             "{} columns, the header has {}",
@@ -313,17 +594,15 @@ fn parse_row(layout: &mut Layout, line: usize, text: &str) -> Result<TsvRow, Str
             layout.columns.len()
         ));
     }
-    let field = |name: &str| -> &str {
-        layout
-            .columns
-            .iter()
-            .position(|c| c == name)
-            .map_or("", |i| fields[i].trim())
-    };
-    let commit = field(COMMIT).to_string();
-    let word = field(STATUS);
+    let commit = fields[commit_at].trim().to_string();
+    let word = fields[status_at].trim();
     let status = OutcomeStatus::from_word(word);
-    let description = field(DESCRIPTION).to_string();
+    let description = layout
+        .columns
+        .iter()
+        .position(|c| c == DESCRIPTION)
+        .map_or("", |i| fields[i])
+        .to_string();
     if commit.is_empty() {
         return Err("empty commit".to_string());
     }
@@ -335,86 +614,154 @@ fn parse_row(layout: &mut Layout, line: usize, text: &str) -> Result<TsvRow, Str
     }
     let crash = status == OutcomeStatus::Crash;
     let mut values = Vec::new();
-    let mut seen_decimals = Vec::new();
-    for col in layout.value_columns() {
-        let raw = field(col);
-        match raw.parse::<f64>() {
-            Ok(v) if v.is_finite() => {
+    let mut texts = Vec::new();
+    for (i, col) in layout.columns.iter().enumerate() {
+        if [COMMIT, STATUS, DESCRIPTION].contains(&col.as_str()) {
+            continue;
+        }
+        let raw = fields[i];
+        let t = raw.trim();
+        let is_metric = col == &layout.metric;
+        match parse_f64(t) {
+            // A crash has no score: its metric and its zeros are placeholders.
+            Some(v) if crash && (is_metric || v == 0.0) => {
+                texts.push((col.clone(), raw.to_string()));
+            }
+            Some(v) if v.is_finite() => {
                 values.push((col.clone(), json!(v)));
-                seen_decimals.push((col.clone(), decimals(raw)));
+                let places = layout.decimals.get(col).copied().unwrap_or(0);
+                if fmt_f64_places(v, places) != raw {
+                    texts.push((col.clone(), raw.to_string()));
+                }
             }
-            _ if col == &layout.metric && !crash => {
-                return Err(format!("metric {col} {raw:?} is not a number"));
+            _ if is_metric && !crash => {
+                return Err(format!("metric {col} {t:?} is not a number"));
             }
-            _ if crash || raw.is_empty() => {}
+            _ if raw.is_empty() => {}
+            _ if crash => texts.push((col.clone(), raw.to_string())),
             _ => values.push((col.clone(), json!(raw))),
         }
     }
-    for (col, d) in seen_decimals {
-        let e = layout.decimals.entry(col).or_insert(0);
-        *e = (*e).max(d);
-    }
     Ok(TsvRow {
-        line,
+        line: r.line,
         commit,
         status,
         values,
+        texts,
         description,
     })
 }
 
-/// The run id an imported line gets: stable, so re-importing skips it.
+/// The name a new row's run gets: the line it was first imported from,
+/// `{experiment}-tsv-L{line}` (as earlier versions named every row), with a
+/// `-2`, `-3`... when a row imported before already has that name. Only a
+/// name: rows are matched by content on re-import, never by this id.
 pub fn run_id_for(experiment: &str, line: usize) -> String {
     format!("{experiment}-tsv-L{line}")
 }
 
-/// Imports `path` into world `autoresearch:{experiment}`: one tick creating the
-/// experiment (if new), then one tick per row. Rows imported before (same
-/// line) are skipped. Input errors leave the ledger unchanged.
+fn new_run_id(experiment: &str, line: usize, taken: &HashSet<String>) -> String {
+    let base = run_id_for(experiment, line);
+    let mut id = base.clone();
+    let mut n = 1;
+    while taken.contains(&id) {
+        n += 1;
+        id = format!("{base}-{n}");
+    }
+    id
+}
+
+/// Imports `path` into world `autoresearch:{experiment}` as one tick (all or
+/// nothing): its layout, every new row and every row changed since the last
+/// import, and the head. A new experiment is created in a tick of its own
+/// just before (the point a replay or a fork of the imported history starts
+/// from). Input errors leave the
+/// ledger unchanged. Cost: one pass over the file and over the experiment's
+/// runs.
 pub async fn import(
     storage: Arc<dyn Storage>,
     registry: Arc<ComponentRegistry>,
     path: &Path,
     opts: &TsvImport,
 ) -> Result<TsvReport, TsvError> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|source| TsvError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let parsed = parse(
-        &text,
-        opts.metric.as_deref(),
-        opts.direction.unwrap_or_default(),
-    )
-    .map_err(|reason| TsvError::Header {
+    let bytes = tokio::fs::read(path).await.map_err(|source| TsvError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (text, encoding) = decode(&bytes).map_err(|reason| TsvError::Encoding {
         path: path.to_path_buf(),
         reason,
     })?;
-    if opts.strict && !parsed.malformed.is_empty() {
-        return Err(TsvError::Malformed {
-            path: path.to_path_buf(),
-            rows: parsed.malformed,
-        });
-    }
+    import_with(
+        storage,
+        registry,
+        path,
+        opts,
+        encoding,
+        |metric, direction| parse(&text, metric, direction),
+    )
+    .await
+}
+
+/// The import itself, for any source that parses into rows: `parse` is
+/// given the metric and direction to use (the options', else the recorded
+/// ones) and returns the rows.
+pub(crate) async fn import_with(
+    storage: Arc<dyn Storage>,
+    registry: Arc<ComponentRegistry>,
+    path: &Path,
+    opts: &TsvImport,
+    encoding: &str,
+    parse: impl FnOnce(Option<&str>, Option<Direction>) -> Result<Parsed, String>,
+) -> Result<TsvReport, TsvError> {
     let world_name = experiment_world_name(&opts.experiment);
     let ledger_err = |source| TsvError::Ledger {
         path: path.to_path_buf(),
         world: world_name.clone(),
         source,
     };
-    let mut world = World::open_or_create(storage, registry, &world_name)
-        .await
-        .map_err(ledger_err)?;
-    if world
-        .experiment(&opts.experiment)
-        .is_some_and(|(_, e)| e.is_run_by_loop())
-    {
+    // An existing world is read first (its recorded layout decides the
+    // defaults); a new one is created only once the file has parsed.
+    let existing = match storage.find_world(&world_name).await {
+        Ok(Some(_)) => Some(
+            World::open(storage.clone(), registry.clone(), &world_name)
+                .await
+                .map_err(ledger_err)?,
+        ),
+        Ok(None) => None,
+        Err(e) => return Err(ledger_err(e.into())),
+    };
+    let recorded = existing
+        .as_ref()
+        .and_then(|w| w.experiment(&opts.experiment));
+    if recorded.as_ref().is_some_and(|(_, e)| e.is_run_by_loop()) {
         return Err(TsvError::LoopExperiment {
             path: path.to_path_buf(),
             experiment: opts.experiment.clone(),
             world: world_name,
+        });
+    }
+    let meta = recorded
+        .as_ref()
+        .and_then(|(_, e)| e.metadata().ok())
+        .unwrap_or(Value::Null);
+    let old_metric = meta.get("metric").and_then(Value::as_str).map(String::from);
+    let old_direction = meta
+        .get("direction")
+        .and_then(Value::as_str)
+        .and_then(Direction::parse);
+    let metric = opts.metric.clone().or(old_metric.clone());
+    let parsed = parse(metric.as_deref(), opts.direction.or(old_direction)).map_err(|reason| {
+        TsvError::Header {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })?;
+    let direction = parsed.layout.direction;
+    if opts.strict && !parsed.malformed.is_empty() {
+        return Err(TsvError::Malformed {
+            path: path.to_path_buf(),
+            rows: parsed.malformed,
         });
     }
     let mut report = TsvReport {
@@ -422,110 +769,289 @@ pub async fn import(
         world: world_name.clone(),
         experiment: opts.experiment.clone(),
         metric: parsed.layout.metric.clone(),
+        direction: direction.long().to_string(),
+        encoding: encoding.to_string(),
         rows_read: parsed.rows.len() + parsed.malformed.len(),
         malformed: parsed.malformed.clone(),
+        kept_lines: parsed.kept_lines.clone(),
         ..TsvReport::default()
     };
-    let mut ticks = Vec::new();
-    write_rows(&mut world, &parsed, opts, &mut report, &mut ticks)
-        .await
-        .map_err(ledger_err)?;
-    report.first_tick = ticks.first().copied();
-    report.last_tick = ticks.last().copied();
+    report.notes.extend(parsed.hint.clone());
+    if let Some(old) = old_metric.filter(|m| *m != parsed.layout.metric) {
+        report.notes.push(format!(
+            "metric changed from {old} to {}: the head and every later decision read {}",
+            parsed.layout.metric, parsed.layout.metric
+        ));
+    }
+    if let Some(old) = old_direction.filter(|d| *d != direction) {
+        report.notes.push(format!(
+            "direction changed from {} to {}",
+            old.long(),
+            direction.long()
+        ));
+    }
+    let mut world = match existing {
+        Some(w) => w,
+        None => World::open_or_create(storage, registry, &world_name)
+            .await
+            .map_err(ledger_err)?,
+    };
+    // A new experiment gets a tick of its own before its rows: the point
+    // `replay` and `fork` start from (every row decided after it).
+    if world.experiment(&opts.experiment).is_none() {
+        let x = Experiment::new(
+            opts.experiment.clone(),
+            "",
+            "main",
+            0,
+            &json!({"source": EVALUATOR}),
+        );
+        world.spawn_with(&x).map_err(ledger_err)?;
+        world
+            .spawn_with(&BranchHead::new(
+                opts.experiment.clone(),
+                "",
+                "",
+                &json!({}),
+                0,
+            ))
+            .map_err(ledger_err)?;
+        report.first_tick = Some(world.commit().await.map_err(ledger_err)?.0);
+    }
+    write_rows(&mut world, &parsed, opts, &mut report).map_err(ledger_err)?;
+    if !world.pending().is_empty() {
+        let tick = world.commit().await.map_err(ledger_err)?.0;
+        report.first_tick.get_or_insert(tick);
+        report.last_tick = Some(tick);
+    }
     Ok(report)
 }
 
-async fn write_rows(
+/// A run imported earlier, as the matching sees it.
+struct Imported {
+    run_entity: EntityId,
+    result_entity: Option<EntityId>,
+    run_id: String,
+    commit: String,
+    key: String,
+}
+
+/// The experiment's imported runs (Results of [`EVALUATOR`]), in order.
+fn imported_runs(world: &World, exp: &str) -> Vec<Imported> {
+    let mut results: HashMap<String, (EntityId, EvalResult)> = HashMap::new();
+    for (e, r) in world.find_all::<EvalResult>(|r| r.evaluator == EVALUATOR) {
+        results.entry(r.run_id.clone()).or_insert((e, r));
+    }
+    let mut out = Vec::new();
+    for (entity, run) in world.find_all::<Run>(|r| r.experiment_name == exp) {
+        let Some((result_entity, result)) = results.remove(&run.run_id) else {
+            continue;
+        };
+        let Some(outcome) = world.get::<Outcome>(entity) else {
+            continue;
+        };
+        let outputs = match result.outputs() {
+            Ok(Value::Object(o)) => o,
+            _ => Map::new(),
+        };
+        let description = outputs
+            .get(DESCRIPTION)
+            .and_then(Value::as_str)
+            .unwrap_or(&outcome.reason)
+            .to_string();
+        let values: Vec<(String, Value)> = outputs
+            .into_iter()
+            .filter(|(k, _)| k != DESCRIPTION && !k.starts_with('_'))
+            .collect();
+        out.push(Imported {
+            run_entity: entity,
+            result_entity: Some(result_entity),
+            key: row_key(&run.commit_hash, &outcome.status, &description, &values),
+            run_id: run.run_id,
+            commit: run.commit_hash,
+        });
+    }
+    out
+}
+
+/// What becomes of each row of the file.
+enum Plan {
+    Same(usize),
+    Changed(usize),
+    New,
+}
+
+fn write_rows(
     world: &mut World,
     parsed: &Parsed,
     opts: &TsvImport,
     report: &mut TsvReport,
-    ticks: &mut Vec<u64>,
 ) -> Result<(), autoresearch_core::Error> {
     let exp = &opts.experiment;
-    if world.experiment(exp).is_none() {
-        world.spawn_with(&Experiment::new(
-            exp.clone(),
-            "",
-            "main",
-            0,
-            &parsed.layout.metadata(),
-        ))?;
+    let metadata = parsed.layout.metadata();
+    match world.experiment(exp) {
+        None => {
+            world.spawn_with(&Experiment::new(exp.clone(), "", "main", 0, &metadata))?;
+        }
+        Some((e, x)) => {
+            if x.metadata().ok().as_ref() != Some(&metadata) {
+                let mut x = x.clone();
+                x.metadata_json = metadata.to_string();
+                world.insert(e, &x)?;
+            }
+        }
     }
-    let head_entity = match world.branch_head(exp) {
-        Some((e, _)) => e,
-        None => world.spawn_with(&BranchHead::new(exp.clone(), "", "", &json!({}), 0))?,
-    };
-    if !world.pending().is_empty() {
-        ticks.push(world.commit().await?.0);
-    }
-    let existing: HashSet<String> = world
+    let old = imported_runs(world, exp);
+    let mut taken: HashSet<String> = world
         .find_all::<Run>(|r| &r.experiment_name == exp)
         .into_iter()
         .map(|(_, r)| r.run_id)
         .collect();
-    for row in &parsed.rows {
-        let run_id = run_id_for(exp, row.line);
-        if existing.contains(&run_id) {
-            report.already_present += 1;
-            continue;
-        }
-        let crash = row.status == OutcomeStatus::Crash;
-        let mut run = Run::new(run_id.clone(), exp.clone());
-        run.set_status(if crash {
-            RunStatus::Crashed
-        } else {
-            RunStatus::Stopped
-        });
-        run.commit_hash = row.commit.clone();
-        run.task = row.description.clone();
-        let run_entity = world.spawn_with(&run)?;
-        let mut outputs: Map<String, Value> = row.values.iter().cloned().collect();
-        outputs.insert(DESCRIPTION.to_string(), json!(row.description));
-        world.spawn_with(&EvalResult::new(
-            run_id.clone(),
-            EVALUATOR,
-            &Value::Object(outputs),
-            0,
-        ))?;
-        let base = world
-            .get::<BranchHead>(head_entity)
-            .map(|h| h.commit_hash)
-            .unwrap_or_default();
-        world.insert(
-            run_entity,
-            &Outcome {
-                run_id: run_id.clone(),
-                status: row.status.clone(),
-                reason: row.description.clone(),
-                descriptor_json: "{}".to_string(),
-                base_commit: base,
-                comparator: EVALUATOR.to_string(),
-                decided_at_ms: 0,
+    // Exact content first, then what is left by commit (an edit in place).
+    let mut by_key: HashMap<&str, VecDeque<usize>> = HashMap::new();
+    for (i, o) in old.iter().enumerate() {
+        by_key.entry(o.key.as_str()).or_default().push_back(i);
+    }
+    let keys: Vec<String> = parsed.rows.iter().map(TsvRow::key).collect();
+    let mut used = vec![false; old.len()];
+    let mut plan: Vec<Plan> = keys
+        .iter()
+        .map(
+            |k| match by_key.get_mut(k.as_str()).and_then(VecDeque::pop_front) {
+                Some(i) => {
+                    used[i] = true;
+                    Plan::Same(i)
+                }
+                None => Plan::New,
             },
-        )?;
-        match row.status {
-            OutcomeStatus::Keep => {
-                let metric = row
-                    .values
-                    .iter()
-                    .find(|(c, _)| c == &parsed.layout.metric)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or(Value::Null);
-                let descriptor = json!({ parsed.layout.metric.clone(): metric });
-                world.insert(
-                    head_entity,
-                    &BranchHead::new(exp.clone(), row.commit.clone(), run_id, &descriptor, 0),
-                )?;
-                report.kept += 1;
-            }
-            OutcomeStatus::Discard => report.discarded += 1,
-            _ => report.crashed += 1,
+        )
+        .collect();
+    let mut by_commit: HashMap<&str, VecDeque<usize>> = HashMap::new();
+    for (i, o) in old.iter().enumerate().filter(|(i, _)| !used[*i]) {
+        by_commit.entry(o.commit.as_str()).or_default().push_back(i);
+    }
+    for (p, row) in plan.iter_mut().zip(&parsed.rows) {
+        if matches!(p, Plan::New)
+            && let Some(i) = by_commit
+                .get_mut(row.commit.as_str())
+                .and_then(VecDeque::pop_front)
+        {
+            used[i] = true;
+            *p = Plan::Changed(i);
         }
-        ticks.push(world.commit().await?.0);
-        report.imported += 1;
+    }
+    report.gone = old
+        .iter()
+        .zip(&used)
+        .filter(|(_, u)| !**u)
+        .map(|(o, _)| Gone {
+            run_id: o.run_id.clone(),
+            commit: o.commit.clone(),
+        })
+        .collect();
+
+    let metric = &parsed.layout.metric;
+    let mut base = String::new();
+    let mut head: Option<(String, String, Value)> = None;
+    for (row, p) in parsed.rows.iter().zip(&plan) {
+        let run_id = match p {
+            Plan::Same(i) => old[*i].run_id.clone(),
+            Plan::Changed(i) => old[*i].run_id.clone(),
+            Plan::New => {
+                let id = new_run_id(exp, row.line, &taken);
+                taken.insert(id.clone());
+                id
+            }
+        };
+        if !matches!(p, Plan::Same(_)) {
+            write_row(world, exp, row, &run_id, &base, p, &old)?;
+            match row.status {
+                OutcomeStatus::Keep => report.kept += 1,
+                OutcomeStatus::Discard => report.discarded += 1,
+                _ => report.crashed += 1,
+            }
+        }
+        match p {
+            Plan::Same(_) => report.already_present += 1,
+            Plan::Changed(_) => report.changed += 1,
+            Plan::New => report.imported += 1,
+        }
+        if row.status == OutcomeStatus::Keep {
+            base = row.commit.clone();
+            let value = row
+                .values
+                .iter()
+                .find(|(c, _)| c == metric)
+                .map_or(Value::Null, |(_, v)| v.clone());
+            head = Some((row.commit.clone(), run_id, json!({ metric.clone(): value })));
+        }
+    }
+    let (commit, run_id, descriptor) = head.unwrap_or((String::new(), String::new(), json!({})));
+    let new_head = BranchHead::new(exp.clone(), commit, run_id, &descriptor, 0);
+    match world.branch_head(exp) {
+        Some((e, h)) if h != new_head => world.insert(e, &new_head)?,
+        Some(_) => {}
+        None => {
+            world.spawn_with(&new_head)?;
+        }
     }
     Ok(())
+}
+
+/// Writes one new or changed row: its Run, Result and Outcome.
+fn write_row(
+    world: &mut World,
+    exp: &str,
+    row: &TsvRow,
+    run_id: &str,
+    base: &str,
+    plan: &Plan,
+    old: &[Imported],
+) -> Result<(), autoresearch_core::Error> {
+    let crash = row.status == OutcomeStatus::Crash;
+    let (run_entity, result_entity, mut run) = match plan {
+        Plan::Changed(i) => {
+            let o = &old[*i];
+            let run = world
+                .get::<Run>(o.run_entity)
+                .unwrap_or_else(|| Run::new(run_id, exp));
+            (Some(o.run_entity), o.result_entity, run)
+        }
+        _ => (None, None, Run::new(run_id, exp)),
+    };
+    run.set_status(if crash {
+        RunStatus::Crashed
+    } else {
+        RunStatus::Stopped
+    });
+    run.commit_hash = row.commit.clone();
+    run.task = row.description.clone();
+    let run_entity = match run_entity {
+        Some(e) => {
+            world.insert(e, &run)?;
+            e
+        }
+        None => world.spawn_with(&run)?,
+    };
+    let result = EvalResult::new(run_id, EVALUATOR, &Value::Object(row.outputs()), 0);
+    match result_entity {
+        Some(e) => world.insert(e, &result)?,
+        None => {
+            world.spawn_with(&result)?;
+        }
+    }
+    world.insert(
+        run_entity,
+        &Outcome {
+            run_id: run_id.to_string(),
+            status: row.status.clone(),
+            reason: row.description.clone(),
+            descriptor_json: "{}".to_string(),
+            base_commit: base.to_string(),
+            comparator: EVALUATOR.to_string(),
+            decided_at_ms: 0,
+        },
+    )
 }
 
 /// One attempt as `log` shows it.
@@ -548,8 +1074,11 @@ pub struct LogRow {
     pub status: Option<String>,
     /// Metric and other columns from the run's Results (mean over several).
     pub values: BTreeMap<String, Value>,
-    /// A short description: the Results' `description` output, else the Outcome's reason, else the
-    /// run's task.
+    /// Values' text as an imported file printed them ([`TEXT`]).
+    #[serde(skip)]
+    pub texts: BTreeMap<String, String>,
+    /// A short description: the Results' `description` output, else the
+    /// Outcome's reason, else the run's task.
     pub description: String,
 }
 
@@ -575,6 +1104,25 @@ pub struct AttemptLog {
     /// Experiment's metadata (an imported file) rather than guessed.
     #[serde(skip)]
     pub declared: bool,
+    /// An imported file's layout (every column in its order, line ends,
+    /// kept lines), which the export writes back; `None` for the loop's.
+    #[serde(skip)]
+    pub file: Option<FileShape>,
+}
+
+/// How an imported file was laid out, beyond its value columns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FileShape {
+    /// Every header column, in the file's order.
+    pub columns: Vec<String>,
+    /// The line end the file used (`\n` or `\r\n`).
+    pub line_end: String,
+    /// Whether its last line ended with a line end.
+    pub final_newline: bool,
+    /// Lines that are not rows, after how many rows they come.
+    pub kept: Vec<(usize, String)>,
+    /// How many of `kept` come before the header.
+    pub preamble: usize,
 }
 
 impl AttemptLog {
@@ -635,16 +1183,52 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
         })
         .unwrap_or_default();
     let declared = !columns.is_empty();
+    let file = meta
+        .get("columns")
+        .and_then(Value::as_array)
+        .map(|cols| FileShape {
+            columns: cols
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            line_end: meta
+                .get("line_end")
+                .and_then(Value::as_str)
+                .unwrap_or("\n")
+                .to_string(),
+            final_newline: meta
+                .get("final_newline")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            kept: serde_json::from_value(meta.get("kept_lines").cloned().unwrap_or(Value::Null))
+                .unwrap_or_default(),
+            preamble: meta.get("preamble").and_then(Value::as_u64).unwrap_or(0) as usize,
+        })
+        .filter(|f| f.columns.iter().any(|c| c == COMMIT));
     let mut rows = Vec::new();
     for a in lifecycle::attempts(world, experiment) {
         let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         let mut values: BTreeMap<String, Value> = BTreeMap::new();
         let mut description = None;
+        let mut texts = BTreeMap::new();
         for r in &a.results {
             let Ok(Value::Object(out)) = r.outputs() else {
                 continue;
             };
             for (k, v) in out {
+                if k == TEXT && a.results.len() == 1 {
+                    if let Value::Object(t) = v {
+                        texts = t
+                            .into_iter()
+                            .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                            .collect();
+                    }
+                    continue;
+                }
+                if k.starts_with('_') {
+                    continue;
+                }
                 if k == DESCRIPTION {
                     if let Value::String(s) = v {
                         description.get_or_insert(s);
@@ -691,6 +1275,7 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
                 .unwrap_or_default(),
             status: tsv_status(&a.run, a.outcome.as_ref()).map(String::from),
             values,
+            texts,
             description,
         });
     }
@@ -711,6 +1296,7 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
         decimals,
         rows,
         declared: declared && meta.get("metric").is_some(),
+        file,
     }
 }
 
@@ -724,8 +1310,10 @@ pub fn short_commit(commit: &str) -> &str {
 }
 
 impl AttemptLog {
-    /// A value as the file writes it: with the decimals the imported file
-    /// used (6 for the metric otherwise), 0 when a crash row has none.
+    /// A value as the file writes it, never rounded: with the decimals the
+    /// imported file used (6 for the metric otherwise) where that loses
+    /// nothing, else its shortest exact form; empty when the row has none
+    /// (a crash has no score).
     pub fn format_value(&self, column: &str, value: Option<&Value>) -> String {
         let places = self
             .decimals
@@ -733,42 +1321,85 @@ impl AttemptLog {
             .copied()
             .or_else(|| (self.metric.as_deref() == Some(column)).then_some(6));
         match value {
-            Some(Value::Number(n)) => {
+            Some(Value::Number(n)) if n.is_f64() => {
                 let x = n.as_f64().unwrap_or(0.0);
                 match places {
-                    Some(p) => format!("{x:.p$}"),
-                    None => compact(x),
+                    Some(p) => fmt_f64_places(x, p),
+                    None => fmt_f64(x),
                 }
             }
+            Some(Value::Number(n)) => match places {
+                Some(p) => n.as_f64().map_or(n.to_string(), |x| fmt_f64_places(x, p)),
+                None => n.to_string(),
+            },
             Some(Value::String(s)) => clean(s),
-            _ => format!("{:.*}", places.unwrap_or(1), 0.0),
+            _ => String::new(),
         }
     }
 
     /// The results.tsv text: header, then one line per decided attempt.
-    /// Returns the text and how many undecided attempts were left out.
+    /// Returns the text and how many undecided attempts were left out. An
+    /// imported file comes back in its own shape: its columns in its order,
+    /// values as it printed them, its comment and section lines, its line
+    /// ends; a karpathy-shaped file imported and exported is the same bytes.
     pub fn to_tsv(&self) -> (String, usize) {
-        let mut out = String::new();
-        let mut header = vec![COMMIT.to_string()];
-        header.extend(self.columns.iter().cloned());
-        header.push(STATUS.to_string());
-        header.push(DESCRIPTION.to_string());
-        out.push_str(&header.join("\t"));
-        out.push('\n');
+        let default_shape;
+        let shape = match &self.file {
+            Some(f) => f,
+            None => {
+                let mut columns = vec![COMMIT.to_string()];
+                columns.extend(self.columns.iter().cloned());
+                columns.push(STATUS.to_string());
+                columns.push(DESCRIPTION.to_string());
+                default_shape = FileShape {
+                    columns,
+                    line_end: "\n".into(),
+                    final_newline: true,
+                    kept: Vec::new(),
+                    preamble: 0,
+                };
+                &default_shape
+            }
+        };
+        let nl = shape.line_end.as_str();
+        let mut lines: Vec<String> = Vec::with_capacity(self.rows.len() + 1);
+        let mut kept = shape.kept.iter().peekable();
+        // The lines before the header, then the header.
+        lines.extend(kept.by_ref().take(shape.preamble).map(|(_, t)| t.clone()));
+        let mut flush_kept = |lines: &mut Vec<String>, written: usize| {
+            while let Some((_, text)) = kept.next_if(|(at, _)| *at <= written) {
+                lines.push(text.clone());
+            }
+        };
+        lines.push(shape.columns.join("\t"));
         let mut skipped = 0;
+        let mut written = 0;
         for r in &self.rows {
             let Some(status) = &r.status else {
                 skipped += 1;
                 continue;
             };
-            let mut fields = vec![short_commit(&r.commit).to_string()];
-            for c in &self.columns {
-                fields.push(self.format_value(c, r.values.get(c)));
-            }
-            fields.push(status.clone());
-            fields.push(clean(&r.description));
-            out.push_str(&fields.join("\t"));
-            out.push('\n');
+            flush_kept(&mut lines, written);
+            let fields: Vec<String> = shape
+                .columns
+                .iter()
+                .map(|c| match c.as_str() {
+                    COMMIT => short_commit(&r.commit).to_string(),
+                    STATUS => status.clone(),
+                    DESCRIPTION => clean(&r.description),
+                    _ => match r.texts.get(c) {
+                        Some(t) => clean(t),
+                        None => self.format_value(c, r.values.get(c)),
+                    },
+                })
+                .collect();
+            lines.push(fields.join("\t"));
+            written += 1;
+        }
+        flush_kept(&mut lines, usize::MAX);
+        let mut out = lines.join(nl);
+        if shape.final_newline {
+            out.push_str(nl);
         }
         (out, skipped)
     }
@@ -777,14 +1408,4 @@ impl AttemptLog {
 /// Text made safe for one TSV field.
 fn clean(s: &str) -> String {
     s.replace(['\t', '\n', '\r'], " ")
-}
-
-/// A number with no known precision (e.g. a mean of samples): at most six
-/// decimals, trailing zeros dropped.
-fn compact(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        return format!("{x:.0}");
-    }
-    let s = format!("{x:.6}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

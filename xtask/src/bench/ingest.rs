@@ -1,5 +1,8 @@
-//! `cargo xtask bench ingest [--quick]`: the runner ingest's first sync of a
-//! state.db with 100,000 agents rows, and a re-sync after 1% of them changed.
+//! `cargo xtask bench ingest [--quick]`: a karpathy results.tsv of 50,000
+//! rows imported (`ingest tsv`, target: 50,000 rows/s), the metric reader
+//! on a 100 MB evaluator output (target: 200 MB/s), then the runner
+//! ingest's first sync of a state.db with 100,000 agents rows, and a
+//! re-sync after 1% of them changed.
 //!
 //! Each figure is measured against both the in-memory reference ledger and
 //! the redb ledger (default config: durable). The re-sync is measured warm
@@ -214,11 +217,154 @@ async fn one_rep(
     Ok(out)
 }
 
+/// A karpathy-shaped results.tsv of `rows` rows: every tenth a crash with
+/// its `0.000000` placeholders, a third of the others kept.
+fn make_results_tsv(path: &Path, rows: usize) -> Result<()> {
+    let mut text = String::from("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n");
+    for i in 0..rows {
+        let (bpb, mem, status) = match i % 10 {
+            9 => ("0.000000".to_string(), "0.0".to_string(), "crash"),
+            k => (
+                format!("{:.6}", 1.0 - i as f64 * 1e-6),
+                format!("{:.1}", 40.0 + (i % 50) as f64 / 10.0),
+                if k % 3 == 0 { "keep" } else { "discard" },
+            ),
+        };
+        text.push_str(&format!(
+            "{:07x}\t{bpb}\t{mem}\t{status}\ttry idea #{i}: tune the learning rate\n",
+            0x100_0000 + i
+        ));
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+/// `ingest tsv` of a 50,000-row file into a fresh ledger (memory and redb),
+/// best of three, and a re-import of the same file (nothing new).
+fn tsv_bench(rt: &tokio::runtime::Runtime, dir: &Path, quick: bool) -> Result<()> {
+    use autoresearch_runner::tsv::{self, TsvImport};
+    let rows = if quick { 10_000 } else { 50_000 };
+    let reps = 3;
+    let file = dir.join("results.tsv");
+    make_results_tsv(&file, rows)?;
+    let opts = TsvImport {
+        experiment: "bench".into(),
+        metric: None,
+        direction: None,
+        strict: true,
+    };
+    for backend in ["memory", "redb"] {
+        let mut best: Option<(Took, Took)> = None;
+        for rep in 0..reps {
+            let storage: Arc<dyn Storage> = match backend {
+                "memory" => Arc::new(MemoryStorage::default()),
+                _ => Arc::new(
+                    RedbStorage::open(&dir.join(format!("tsv-{rep}.redb")), RedbConfig::default())
+                        .context("opening the redb ledger")?,
+                ),
+            };
+            let registry = Arc::new(autoresearch_runner::registry());
+            let (report, first) = rt.block_on(timed(tsv::import(
+                storage.clone(),
+                registry.clone(),
+                &file,
+                &opts,
+            )));
+            let report = report.context("importing results.tsv")?;
+            ensure!(report.imported == rows, "imported {}", report.imported);
+            let (again, re) = rt.block_on(timed(tsv::import(storage, registry, &file, &opts)));
+            let again = again.context("re-importing results.tsv")?;
+            ensure!(
+                again.already_present == rows && again.imported == 0,
+                "re-import: {again}"
+            );
+            best = Some(match best {
+                None => (first, re),
+                Some((a, b)) => (a.min(first), b.min(re)),
+            });
+        }
+        let Some((first, re)) = best else {
+            continue;
+        };
+        emit(json!({
+            "bench": "ingest_tsv", "storage": backend, "rows": rows, "best_of": reps,
+            "ms": ms(first.wall), "cpu_ms": ms(first.cpu),
+            "rows_per_s": (rows as f64 / first.wall.as_secs_f64()).round(),
+            "target_rows_per_s": 50_000,
+            "reimport_ms": ms(re.wall),
+            "reimport_rows_per_s": (rows as f64 / re.wall.as_secs_f64()).round(),
+        }));
+    }
+    Ok(())
+}
+
+/// The metric reader over a 100 MB evaluator output (training-log lines,
+/// colour codes, `\r` progress bars, the metric at the start and the end),
+/// fed from memory in 64 KiB chunks and streamed from a file; best of three.
+fn metric_reader_bench(dir: &Path, quick: bool) -> Result<()> {
+    use autoresearch_core::metrics::{MetricReader, MetricSpec};
+    let size = if quick { 20 << 20 } else { 100 << 20 };
+    let mut text = String::with_capacity(size + 4096);
+    text.push_str("score: 1\n");
+    let mut i = 0u64;
+    while text.len() < size {
+        match i % 4 {
+            0 => text.push_str(&format!(
+                "step {i:>7} | loss: {:.4} | lr 3e-4 | {:.1} ms/step\n",
+                3.0 / (1.0 + i as f64 * 1e-5),
+                120.0 + (i % 13) as f64
+            )),
+            1 => text.push_str(&format!("\x1b[32mval\x1b[0m loss {:.5} at step {i}\n", 2.9)),
+            2 => text.push_str(&format!(
+                "{:>3}%|██████▍   | {i}/1000000 [00:12<00:03]\r",
+                i % 100
+            )),
+            _ => text.push_str("warning: gradient norm is large, clipping\n"),
+        }
+        i += 1;
+    }
+    text.push_str("val_bpb: 0.997900\nscore: 3.2e-08\n");
+    let bytes = text.as_bytes();
+    let file = dir.join("eval.stdout.log");
+    std::fs::write(&file, bytes)?;
+    let spec = MetricSpec {
+        syntax: Default::default(),
+        required: vec!["score".into(), "val_bpb".into()],
+    };
+    let mut best_mem = Duration::MAX;
+    let mut best_file = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut r = MetricReader::new(spec.clone());
+        for chunk in bytes.chunks(64 * 1024) {
+            r.feed(chunk);
+        }
+        let reading = r.finish();
+        best_mem = best_mem.min(t.elapsed());
+        ensure!(reading.check(&spec.required).is_ok(), "{reading:?}");
+        ensure!(reading.values["score"].as_f64() == Some(3.2e-8));
+        let t = Instant::now();
+        let reading = MetricReader::new(spec.clone()).read_all(std::fs::File::open(&file)?)?;
+        best_file = best_file.min(t.elapsed());
+        ensure!(reading.values["val_bpb"].as_f64() == Some(0.9979));
+    }
+    let mb = bytes.len() as f64 / 1e6;
+    emit(json!({
+        "bench": "metric_reader", "bytes": bytes.len(), "lines": i, "best_of": 3,
+        "ms": ms(best_mem), "mb_per_s": (mb / best_mem.as_secs_f64()).round(),
+        "from_file_ms": ms(best_file), "from_file_mb_per_s": (mb / best_file.as_secs_f64()).round(),
+        "target_mb_per_s": 200,
+    }));
+    Ok(())
+}
+
 pub fn run(quick: bool) -> Result<()> {
     let rows = if quick { 10_000 } else { 100_000 };
     let reps = 3;
     let dir = tempfile::tempdir()?;
     let rt = tokio::runtime::Runtime::new()?;
+    tsv_bench(&rt, dir.path(), quick)?;
+    metric_reader_bench(dir.path(), quick)?;
     // The issue's figures (agents only, both ledgers), then a file as a
     // runner keeps it, with a report per agent (redb only).
     for (backend, reports) in [("memory", false), ("redb", false), ("redb", true)] {

@@ -118,6 +118,7 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64, jail: Jail) -> an
         max_file_size: 10 << 20,
         allow_gitlinks: false,
         require: vec!["score".into()],
+        primary_metric: None,
         parallel,
         iterations,
         time_budget: None,

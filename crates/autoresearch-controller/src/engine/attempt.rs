@@ -102,6 +102,7 @@ impl Controller {
             limits: self.limits(self.cfg.evaluate_timeout),
             output: self.cfg.metrics.source(),
             commit_changes: false,
+            metrics: Some(self.cfg.metrics.spec(&self.cfg.require)),
         };
         let report = match self.exec(job).await? {
             JobEnd::Report(r) => r,
@@ -115,10 +116,13 @@ impl Controller {
         let parsed = if !report.status.success() {
             Err(self.crash_of("evaluate", &format!("evaluator {}", report.status), &report))
         } else {
-            match metrics::parse(&self.cfg.metrics, &report.output)
-                .and_then(|m| metrics::check(&m, &self.cfg.require).map(|_| m))
-            {
-                Ok(m) => Ok(m),
+            // The executor's reading of the whole output; else the bounded
+            // output it returned.
+            let reading = report.metrics.clone().unwrap_or_else(|| {
+                metrics::read_text(&self.cfg.metrics.spec(&self.cfg.require), &report.output)
+            });
+            match reading.check(&self.cfg.require) {
+                Ok(()) => Ok(reading.into_outputs()),
                 Err(e) => Err(self.crash_of("evaluate", &e.to_string(), &report)),
             }
         };
@@ -258,6 +262,7 @@ impl Controller {
             limits: self.limits(self.cfg.propose_timeout),
             output: Default::default(),
             commit_changes: true,
+            metrics: None,
         };
         let report = match self.exec(job).await? {
             JobEnd::Report(r) => r,

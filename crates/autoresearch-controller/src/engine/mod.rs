@@ -191,6 +191,9 @@ pub struct LoopConfig {
     pub allow_gitlinks: bool,
     /// Metrics every evaluation must print.
     pub require: Vec<String>,
+    /// The comparator's first metric: the first value column of the
+    /// proposer's results file, as `log --format tsv` writes it.
+    pub primary_metric: Option<String>,
     /// Candidates tried at once against the same head (at least 1).
     pub parallel: usize,
     /// Candidates to try in this invocation; 0: no limit.
@@ -241,6 +244,7 @@ impl LoopConfig {
             max_file_size: c.propose.max_file_size.0,
             allow_gitlinks: c.propose.allow_gitlinks,
             require: c.evaluate.require.clone(),
+            primary_metric: None,
             parallel: c.run.parallel,
             iterations: c.run.iterations,
             time_budget: c.run.time_budget.map(|s| s.0),
@@ -376,8 +380,26 @@ pub struct Summary {
     pub baselines: u64,
     /// The head commit when the loop stopped; empty when there is none.
     pub head: String,
-    /// Why the loop stopped.
+    /// Why the loop stopped, in words (`"5 consecutive crashes"`).
     pub stopped: String,
+    /// Why the loop stopped, for a program (the CLI's exit code).
+    pub reason: StopReason,
+}
+
+/// Why a loop invocation ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// `iterations` candidates were tried.
+    #[default]
+    IterationsDone,
+    /// The time budget was spent.
+    TimeBudget,
+    /// Asked to stop (Ctrl-C, a signal).
+    Interrupted,
+    /// `max_consecutive_crashes` attempts in a row crashed: the evaluator or
+    /// the proposer is probably broken, not the candidates.
+    ConsecutiveCrashes(u32),
 }
 
 #[derive(Clone, Debug)]

@@ -71,6 +71,7 @@ impl Controller {
         }
         let path = self.cfg.history_path();
         let (p, cache) = (path.clone(), self.history_rows.clone());
+        let metric = self.cfg.primary_metric.clone();
         blocking(move || {
             let cached = cache
                 .lock()
@@ -79,7 +80,7 @@ impl Controller {
                 cached.iter().map(|(id, r)| (*id, r)).collect();
             rows.extend(open.iter().map(|(id, r)| (*id, r)));
             rows.sort_by_key(|(id, _)| *id);
-            let text = history::render_rows(rows.iter().map(|(_, r)| *r));
+            let text = history::render_rows(rows.iter().map(|(_, r)| *r), metric.as_deref());
             drop(cached);
             history::write(&p, &text)
         })

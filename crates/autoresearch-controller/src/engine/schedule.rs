@@ -32,10 +32,12 @@ impl Controller {
         loop {
             if self.shutdown.level() >= Shutdown::DRAIN {
                 s.stopped = LoopCause::Interrupted.to_string();
+                s.reason = StopReason::Interrupted;
                 break;
             }
             if self.cfg.iterations > 0 && s.launched >= self.cfg.iterations {
                 s.stopped = format!("{} iterations done", s.launched);
+                s.reason = StopReason::IterationsDone;
                 break;
             }
             if self
@@ -44,6 +46,7 @@ impl Controller {
                 .is_some_and(|b| self.started.elapsed() >= b)
             {
                 s.stopped = "time budget spent".into();
+                s.reason = StopReason::TimeBudget;
                 break;
             }
             let (k, d) = self.revisit_pending().await?;
@@ -89,6 +92,7 @@ impl Controller {
             }
             if crashes_in_a_row >= self.cfg.max_consecutive_crashes {
                 s.stopped = format!("{crashes_in_a_row} consecutive crashes");
+                s.reason = StopReason::ConsecutiveCrashes(crashes_in_a_row);
                 break;
             }
         }
