@@ -363,7 +363,7 @@ parallel = 1                # candidates tried at once against the same head
 iterations = 0              # candidates to try; 0 = no limit
 # time_budget = "8h"        # stop launching runs after this long
 max_consecutive_crashes = 5
-output_limit = 65536        # bytes of each log kept in memory and in the ledger
+output_limit = 65536        # bytes of each log kept in memory and in the ledger (metrics are read from all of it)
 "#
     )
 }
