@@ -61,7 +61,9 @@ pub enum MetricSyntax {
 /// remembers the lines that mention them, to explain their absence).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetricSpec {
+    /// How the output is written.
     pub syntax: MetricSyntax,
+    /// Metrics that must be there.
     #[serde(default)]
     pub required: Vec<String>,
 }
@@ -73,6 +75,7 @@ pub struct NearMiss {
     pub line: u64,
     /// The line (escape sequences removed), cut to a readable length.
     pub text: String,
+    /// Why it is not a metric line.
     pub why: String,
 }
 
@@ -85,25 +88,37 @@ impl std::fmt::Display for NearMiss {
 /// Why the metrics of an output are not usable.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MetricsError {
+    /// The output held no metric at all.
     #[error(
         "no metric in the output ({lines} lines read){}",
         nearest_text(nearest)
     )]
     Empty {
+        /// Lines read (the whole output).
         lines: u64,
+        /// The last line that nearly held one.
         nearest: Option<NearMiss>,
     },
+    /// A metric is `nan` or infinite, or a required metric is not a number.
     #[error("metric {name} is not a finite number ({value}){}", line.map(|l| format!(" on line {l}")).unwrap_or_default())]
     NotFinite {
+        /// The metric.
         name: String,
+        /// Its value as found, JSON text.
         value: String,
+        /// The line it was read from, when known.
         line: Option<u64>,
     },
+    /// A required metric is absent.
     #[error("metric {name} is missing from the output{}", nearest_text(nearest))]
     Missing {
+        /// The metric.
         name: String,
+        /// The line that best explains its absence: one mentioning it, a
+        /// metric of the same name in another case, else the last near miss.
         nearest: Option<NearMiss>,
     },
+    /// The metrics file does not hold one JSON object; holds why.
     #[error("the metrics file is not a JSON object: {0}")]
     BadJson(String),
 }
@@ -130,8 +145,9 @@ pub struct MetricReading {
     /// last of all (bounded).
     #[serde(default)]
     pub near: Vec<NearMiss>,
-    /// Lines and bytes read (the whole output).
+    /// Lines read (the whole output).
     pub lines: u64,
+    /// Bytes read (the whole output).
     pub bytes: u64,
     /// For a metrics file that is not one JSON object: why.
     #[serde(default)]
@@ -250,6 +266,7 @@ pub struct MetricReader {
 }
 
 impl MetricReader {
+    /// A reader for `spec`, before any output.
     pub fn new(spec: MetricSpec) -> Self {
         let mut finders = Vec::new();
         for (i, r) in spec.required.iter().enumerate() {

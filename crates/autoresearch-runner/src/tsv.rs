@@ -76,7 +76,9 @@ impl std::fmt::Display for Malformed {
 /// repeated header), kept as it is and written back by the export.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KeptLine {
+    /// Its 1-based line number.
     pub line: usize,
+    /// The line as it is (without its line end).
     pub text: String,
 }
 
@@ -84,7 +86,9 @@ pub struct KeptLine {
 /// ledger (history is never rewritten) and is reported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Gone {
+    /// The run kept in the ledger.
     pub run_id: String,
+    /// Its commit.
     pub commit: String,
 }
 
@@ -95,6 +99,7 @@ pub struct TsvReport {
     pub world: String,
     pub experiment: String,
     pub metric: String,
+    /// The direction recorded (`minimize` or `maximize`).
     pub direction: String,
     /// How the file was encoded (`UTF-8`, `UTF-8 with BOM`, `UTF-16LE with BOM`).
     pub encoding: String,
@@ -176,8 +181,14 @@ pub enum TsvError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is neither UTF-8 nor UTF-16 with a byte-order mark.
     #[error("reading {path}: {reason}")]
-    Encoding { path: PathBuf, reason: String },
+    Encoding {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its bytes.
+        reason: String,
+    },
     #[error("reading {path}: {reason}")]
     Header { path: PathBuf, reason: String },
     #[error("reading {path}: {} malformed rows (--strict): {}", rows.len(), list(rows))]
@@ -1046,7 +1057,9 @@ pub struct AttemptLog {
 pub struct FileShape {
     /// Every header column, in the file's order.
     pub columns: Vec<String>,
+    /// `"\r\n"` for a CRLF file, else `"\n"`.
     pub line_end: String,
+    /// Whether the last line ends with a line break.
     pub final_newline: bool,
     /// Lines that are not rows, after how many rows they come.
     pub kept: Vec<(usize, String)>,
