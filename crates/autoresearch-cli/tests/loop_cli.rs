@@ -589,7 +589,8 @@ fn tiny_metrics_keep_their_digits_and_consecutive_crashes_exit_3() {
         listed_scores_config(
             c,
             "kind = \"scalar\"\nmetric = \"score\"\ndirection = \"min\"",
-        ) + "\n[run]\nmax_consecutive_crashes = 2\n"
+        )
+        .replace("[run]\n", "[run]\nmax_consecutive_crashes = 2\n")
     });
     std::fs::write(ctl.join("scores"), "3.2e-08\nnan\ninf\n").unwrap();
     let r = Repo {
