@@ -43,9 +43,7 @@ struct Inner {
     state_dir: PathBuf,
     /// Where jobs run (see [`crate::sandbox`]).
     sandbox: Sandbox,
-    /// The pids of jobs' first processes while the runtime waits for them
-    /// (never reaped by [`crate::sandbox::reap_stray_zombies`]).
-    live: Mutex<std::collections::HashSet<i32>>,
+
     /// Each run's slot.
     checkouts: Mutex<HashMap<String, PathBuf>>,
     /// Slots no run holds.
@@ -63,7 +61,7 @@ impl LocalExecutor {
             inner: Arc::new(Inner {
                 state_dir: state_dir.into(),
                 sandbox: Sandbox::none(),
-                live: Mutex::new(Default::default()),
+
                 checkouts: Mutex::new(HashMap::new()),
                 idle: Mutex::new(Vec::new()),
                 repos: Mutex::new(HashMap::new()),
@@ -78,7 +76,7 @@ impl LocalExecutor {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             state_dir: shared.state_dir.clone(),
             sandbox: shared.sandbox.clone(),
-            live: Mutex::new(Default::default()),
+
             checkouts: Mutex::new(HashMap::new()),
             idle: Mutex::new(Vec::new()),
             repos: Mutex::new(HashMap::new()),
@@ -487,11 +485,7 @@ impl Executor for LocalExecutor {
                 ));
             }
         };
-        let child_pid = child.id().map(|p| p as i32).unwrap_or(0);
-        if let Ok(mut live) = self.inner.live.lock() {
-            live.insert(child_pid);
-        }
-        let guard = GroupGuard(child_pid);
+        let guard = GroupGuard(child.id().map(|p| p as i32).unwrap_or(0));
         let status = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
             Ok(Ok(st)) => exit_status(st),
             Ok(Err(e)) => {
@@ -507,12 +501,7 @@ impl Executor for LocalExecutor {
         };
         let duration = started.elapsed();
         drop(guard);
-        if let Ok(mut live) = self.inner.live.lock() {
-            live.remove(&child_pid);
-            if !self.inner.sandbox.is_isolated() {
-                crate::sandbox::reap_stray_zombies(&live);
-            }
-        }
+
         if let Some(cg) = cgroup {
             if cg.hit_process_limit() {
                 note_limit(

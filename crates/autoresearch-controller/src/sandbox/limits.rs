@@ -22,8 +22,10 @@ pub fn become_subreaper() {
 
 /// Reaps the given processes if they are this process's exited children
 /// (re-parented orphans of jobs, once killed, under [`become_subreaper`]).
-/// Only these pids: a blanket `waitpid(-1)` would steal the exit status of
-/// a job the runtime still waits for. Never blocks.
+/// Only these pids: a blanket `waitpid(-1)`, or one over every zombie child,
+/// would steal the exit status of a job or a git command another thread
+/// still waits for. (An orphan that ends on its own before the reaper finds
+/// it stays a zombie of the controller until it exits.) Never blocks.
 pub fn reap(pids: &[i32]) {
     for &pid in pids {
         // SAFETY: waitpid with WNOHANG and a null status pointer only
@@ -32,41 +34,6 @@ pub fn reap(pids: &[i32]) {
             libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
         }
     }
-}
-
-/// Reaps this process's zombie children other than `skip` (the jobs the
-/// runtime itself waits for): under [`become_subreaper`], a job's orphan
-/// that ended on its own is re-parented here and waits to be collected.
-/// Cost: one read of `/proc/*/stat`. Linux only; a no-op elsewhere.
-pub fn reap_stray_zombies(skip: &std::collections::HashSet<i32>) {
-    #[cfg(target_os = "linux")]
-    {
-        let me = std::process::id() as i32;
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        let mut stray = Vec::new();
-        for e in entries.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            if skip.contains(&pid) {
-                continue;
-            }
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-                continue;
-            };
-            // `pid (comm) S ppid ...`: the fields after the command name.
-            let mut rest = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-            let (state, ppid) = (rest.next(), rest.next().and_then(|p| p.parse::<i32>().ok()));
-            if state == Some("Z") && ppid == Some(me) {
-                stray.push(pid);
-            }
-        }
-        reap(&stray);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = skip;
 }
 
 /// What a job's child process does to itself between fork and exec: the

@@ -34,7 +34,7 @@
 
 mod limits;
 
-pub use limits::{ChildSetup, JobCgroup, become_subreaper, reap, reap_stray_zombies};
+pub use limits::{ChildSetup, JobCgroup, become_subreaper, reap};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
