@@ -284,23 +284,7 @@ impl Sandbox {
     }
 
     fn bwrap_args(&self, spec: &JobSpec<'_>) -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--die-with-parent",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect();
+        let mut a: Vec<String> = BWRAP_BASE.iter().map(|s| s.to_string()).collect();
         if !spec.network {
             a.push("--unshare-net".into());
         }
@@ -341,6 +325,24 @@ fn push3(a: &mut Vec<String>, flag: &str, from: &Path, to: &Path) {
     a.push(from.display().to_string());
     a.push(to.display().to_string());
 }
+
+/// The bubblewrap arguments every job starts from (the trial run too):
+/// namespaces, the read-only root, a minimal `/dev`, its own `/proc`, a
+/// private `/tmp`.
+const BWRAP_BASE: &[&str] = &[
+    "--die-with-parent",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    "--tmpfs",
+    "/tmp",
+];
 
 /// `~/x` as a path under the home directory.
 fn expand_home(p: &Path) -> PathBuf {
@@ -387,22 +389,8 @@ fn try_bwrap() -> Result<PathBuf, String> {
         .find(|p| p.is_file())
         .ok_or_else(|| "bwrap is not on PATH".to_string())?;
     let out = std::process::Command::new(&path)
-        .args([
-            "--die-with-parent",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-net",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-            "true",
-        ])
+        .args(BWRAP_BASE)
+        .args(["--unshare-net", "true"])
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("running {}: {e}", path.display()))?;
