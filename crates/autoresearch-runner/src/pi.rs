@@ -36,14 +36,7 @@ pub async fn import(
     path: &Path,
     opts: &TsvImport,
 ) -> Result<TsvReport, TsvError> {
-    let bytes = tokio::fs::read(path).await.map_err(|source| TsvError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let (text, encoding) = tsv::decode(&bytes).map_err(|reason| TsvError::Encoding {
-        path: path.to_path_buf(),
-        reason,
-    })?;
+    let (text, encoding) = tsv::read_text(path).await?;
     let opts_metric = opts.metric.clone();
     tsv::import_with(
         storage,
