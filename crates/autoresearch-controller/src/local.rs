@@ -246,6 +246,134 @@ impl Inner {
     }
 }
 
+impl LocalExecutor {
+    /// The job's command in the sandbox, in `checkout`: its environment
+    /// (the job's, the run id, the checkout, a git ceiling at the slots),
+    /// what the sandbox hides and shows, its process cgroup when limited,
+    /// and the child-side set-up (its process group id written to the
+    /// returned file, rlimits, parent-death signal). The caller sets its
+    /// output and process group.
+    fn command(
+        &self,
+        job: &Job,
+        checkout: &Path,
+        log_dir: &Path,
+    ) -> (tokio::process::Command, Option<JobCgroup>, PathBuf) {
+        let mut env = job.env.clone();
+        env.insert("AUTORESEARCH_RUN_ID".into(), job.run_id.clone());
+        env.insert(
+            "AUTORESEARCH_WORKTREE".into(),
+            checkout.display().to_string(),
+        );
+        // Git in the job stops at the slot, even once its `.git` is gone:
+        // it never finds the user's repository above it.
+        env.insert(
+            "GIT_CEILING_DIRECTORIES".into(),
+            self.inner.slots().display().to_string(),
+        );
+        let repository = PathBuf::from(&job.repo);
+        // The state directory is hidden; the proposer's history file, which
+        // lives there, is bound back read-only, and so is the user's object
+        // store, which the slot's history borrows (it may live outside the
+        // repository's folder).
+        let mut visible: Vec<PathBuf> = job
+            .env
+            .get("AUTORESEARCH_RESULTS")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        if let Ok(dirs) = self.inner.repo(&job.repo) {
+            visible.push(dirs.git_dir);
+            visible.push(dirs.objects);
+        }
+        let hidden = [self.inner.state_dir.clone()];
+        let workdir = checkout.join(&job.workdir);
+        let spec = JobSpec {
+            repository: &repository,
+            checkout,
+            workdir: &workdir,
+            command: &job.command,
+            env: &env,
+            network: self.inner.sandbox.network(job.commit_changes),
+            hidden: &hidden,
+            visible: &visible,
+        };
+        let mut cmd = self.inner.sandbox.command(&spec);
+        let limits = self.inner.sandbox.limits();
+        let cgroup = limits
+            .processes
+            .and_then(|n| JobCgroup::create(&format!("{}-{}", job.run_id, job.step), n));
+        let setup = ChildSetup::new(limits, cgroup.as_ref());
+        // The child records its process group itself, before the command
+        // runs: a controller killed right after the spawn still leaves the
+        // file `release` needs to kill the group.
+        let pgid_file = log_dir.join(format!("{}.pgid", job.step));
+        let pgid_path = std::ffi::CString::new(pgid_file.as_os_str().as_encoded_bytes()).ok();
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes async-signal-safe calls (getpid, open, write, close, prctl,
+        // setrlimit) on memory prepared before the fork; no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(path) = &pgid_path {
+                    write_pid(path);
+                }
+                setup.apply()
+            });
+        }
+        (cmd, cgroup, pgid_file)
+    }
+}
+
+/// What [`collect`] read: the tails, the output and its metrics, the candidate.
+type Collected = (
+    (String, String),
+    Result<(String, Option<autoresearch_core::metrics::MetricReading>), String>,
+    Result<Produced, String>,
+);
+
+/// What a job left, read once it ended: the log tails, the output metrics
+/// are read from (and the metrics, from the whole output, when the job
+/// asked), and on success the candidate it produced; on failure its
+/// slot's processes are killed. Blocking.
+fn collect(
+    this: &Inner,
+    job: &Job,
+    worktree: &Path,
+    (out_path, err_path): (&Path, &Path),
+    success: bool,
+) -> Collected {
+    let limit = job.limits.output_limit;
+
+    let stdout_tail = read_tail(out_path, limit).unwrap_or_default();
+    let stderr_tail = read_tail(err_path, limit).unwrap_or_default();
+    let source = match &job.output {
+        OutputSource::Stdout => out_path.to_path_buf(),
+        OutputSource::File(rel) => worktree.join(rel),
+    };
+    let output = match &job.output {
+        OutputSource::Stdout => Ok(stdout_tail.clone()),
+        OutputSource::File(rel) => {
+            read_head(&source, limit).map_err(|e| format!("reading {rel}: {e}"))
+        }
+    };
+    // Metrics from the whole output, streamed: the tails above are
+    // what is kept, not what is read.
+    let output = output.map(|text| {
+        let metrics = job.metrics.clone().and_then(|spec| {
+            let file = std::fs::File::open(&source).ok()?;
+            MetricReader::new(spec).read_all(file).ok()
+        });
+        (text, metrics)
+    });
+    let commit = if success {
+        this.produced(job, worktree)
+    } else {
+        reaper::kill_slot_processes(worktree);
+        Ok(Default::default())
+    };
+    ((stdout_tail, stderr_tail), output, commit)
+}
+
 /// Appends a line saying which limit a job reached to its standard error
 /// log, so that the crash it causes says why.
 fn note_limit(stderr_log: &Path, what: &str) {
@@ -405,71 +533,12 @@ impl Executor for LocalExecutor {
             }
         };
 
-        let mut env = job.env.clone();
-        env.insert("AUTORESEARCH_RUN_ID".into(), job.run_id.clone());
-        env.insert(
-            "AUTORESEARCH_WORKTREE".into(),
-            worktree.display().to_string(),
-        );
-        // Git in the job stops at the slot, even once its `.git` is gone:
-        // it never finds the user's repository above it.
-        env.insert(
-            "GIT_CEILING_DIRECTORIES".into(),
-            self.inner.slots().display().to_string(),
-        );
-        let repository = PathBuf::from(&job.repo);
-        // The state directory is hidden; the proposer's history file, which
-        // lives there, is bound back read-only, and so is the user's object
-        // store, which the slot's history borrows (it may live outside the
-        // repository's folder).
-        let mut visible: Vec<PathBuf> = job
-            .env
-            .get("AUTORESEARCH_RESULTS")
-            .map(PathBuf::from)
-            .into_iter()
-            .collect();
-        if let Ok(dirs) = self.inner.repo(&job.repo) {
-            visible.push(dirs.git_dir);
-            visible.push(dirs.objects);
-        }
-        let hidden = [self.inner.state_dir.clone()];
-        let workdir = worktree.join(&job.workdir);
-        let spec = JobSpec {
-            repository: &repository,
-            checkout: &worktree,
-            workdir: &workdir,
-            command: &job.command,
-            env: &env,
-            network: self.inner.sandbox.network(job.commit_changes),
-            hidden: &hidden,
-            visible: &visible,
-        };
-        let mut cmd = self.inner.sandbox.command(&spec);
+        let (mut cmd, cgroup, pgid_file) = self.command(&job, &worktree, &log_dir);
         cmd.stdout(Stdio::from(out_file))
             .stderr(Stdio::from(err_file))
             .process_group(0)
             .kill_on_drop(true);
         let limits = self.inner.sandbox.limits().clone();
-        let cgroup = limits
-            .processes
-            .and_then(|n| JobCgroup::create(&format!("{}-{}", job.run_id, job.step), n));
-        let setup = ChildSetup::new(&limits, cgroup.as_ref());
-        // The child records its process group itself, before the command
-        // runs: a controller killed right after the spawn still leaves the
-        // file `release` needs to kill the group.
-        let pgid_file = log_dir.join(format!("{}.pgid", job.step));
-        let pgid_path = std::ffi::CString::new(pgid_file.as_os_str().as_encoded_bytes()).ok();
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe calls (getpid, open, write, close, prctl,
-        // setrlimit) on memory prepared before the fork; no allocation.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(path) = &pgid_path {
-                    write_pid(path);
-                }
-                setup.apply()
-            });
-        }
         let started = Instant::now();
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -517,43 +586,14 @@ impl Executor for LocalExecutor {
         }
         let _ = std::fs::remove_file(&pgid_file);
 
-        let limit = job.limits.output_limit;
-        let job2 = job.clone();
-        let success = status.success();
+        let (this2, job2, wt2) = (this.clone(), job.clone(), worktree.clone());
         let (out_path, err_path) = (stdout_log.clone(), stderr_log.clone());
+        let success = status.success();
         let wt = worktree.clone();
-        let (tails, output, commit) = blocking(move || {
-            let stdout_tail = read_tail(&out_path, limit).unwrap_or_default();
-            let stderr_tail = read_tail(&err_path, limit).unwrap_or_default();
-            let source = match &job2.output {
-                OutputSource::Stdout => out_path.clone(),
-                OutputSource::File(rel) => worktree.join(rel),
-            };
-            let output = match &job2.output {
-                OutputSource::Stdout => Ok(stdout_tail.clone()),
-                OutputSource::File(rel) => {
-                    read_head(&source, limit).map_err(|e| format!("reading {rel}: {e}"))
-                }
-            };
-            // Metrics from the whole output, streamed: the tails above are
-            // what is kept, not what is read.
-            let output = output.map(|text| {
-                let metrics = job2.metrics.clone().and_then(|spec| {
-                    let file = std::fs::File::open(&source).ok()?;
-                    MetricReader::new(spec).read_all(file).ok()
-                });
-                (text, metrics)
-            });
-            let commit = if success {
-                this.produced(&job2, &worktree)
-            } else {
-                reaper::kill_slot_processes(&worktree);
-                Ok(Default::default())
-            };
-            ((stdout_tail, stderr_tail), output, commit)
-        })
-        .await
-        .map_err(|e| self.inner.error(&job.run_id, "reading the job's output", e))?;
+        let (tails, output, commit) =
+            blocking(move || collect(&this2, &job2, &wt2, (&out_path, &err_path), success))
+                .await
+                .map_err(|e| self.inner.error(&job.run_id, "reading the job's output", e))?;
         // A checkout git cannot take (a nested repository without a
         // commit, ...) is the job's failure, not the executor's.
         let (status, commit) = match commit {
