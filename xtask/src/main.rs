@@ -1,6 +1,6 @@
 //! Project automation, run as `cargo xtask <task>`:
 //! - `cargo xtask demo`: the whole product on a generated sample repository;
-//! - `cargo xtask bench <ledger|ingest|loop> [--quick]`: benchmarks, JSON lines on stdout.
+//! - `cargo xtask bench <ledger|ingest|loop> [--quick] [OPTIONS...]`: benchmarks, JSON lines on stdout.
 
 mod bench;
 mod demo;
@@ -25,16 +25,19 @@ enum Task {
         /// A seconds-long version with smaller workloads.
         #[arg(long)]
         quick: bool,
+        /// Options of that benchmark (for example `--executor slurm`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Demo(args) => demo::run(args),
-        Task::Bench { name, quick } if cfg!(debug_assertions) && !debug_bench_allowed() => {
-            release_bench(&name, quick)
+        Task::Bench { name, quick, args } if cfg!(debug_assertions) && !debug_bench_allowed() => {
+            release_bench(&name, quick, &args)
         }
-        Task::Bench { name, quick } => bench::run(&name, quick),
+        Task::Bench { name, quick, args } => bench::run(&name, quick, &args),
     }
 }
 
@@ -45,7 +48,7 @@ fn debug_bench_allowed() -> bool {
 
 /// Benchmarks measure the release build: `cargo xtask bench` (a debug build,
 /// through the cargo alias) hands over to `cargo run --release -p xtask`.
-fn release_bench(name: &str, quick: bool) -> anyhow::Result<()> {
+fn release_bench(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
     use anyhow::Context;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
@@ -62,6 +65,7 @@ fn release_bench(name: &str, quick: bool) -> anyhow::Result<()> {
     if quick {
         cmd.arg("--quick");
     }
+    cmd.args(args);
     eprintln!("xtask: building and running the benchmark in release mode");
     let status = cmd
         .status()

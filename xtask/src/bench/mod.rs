@@ -12,8 +12,13 @@ pub fn emit(value: serde_json::Value) {
     println!("{value}");
 }
 
-pub fn run(name: &str, quick: bool) -> anyhow::Result<()> {
-    let _ = quick;
+/// Runs benchmark `name`; `args` are its own options (none for the ones
+/// below, which refuse any).
+pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
+    let takes_no_options = matches!(name, "ingest" | "ledger" | "loop");
+    if takes_no_options && !args.is_empty() {
+        bail!("benchmark {name} takes no options, got {args:?}");
+    }
     match name {
         "ingest" => ingest::run(quick),
         "ledger" => ledger::run(quick),
