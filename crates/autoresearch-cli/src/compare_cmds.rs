@@ -3,19 +3,18 @@
 //! and `vote` (a human vote on a run waiting for one).
 
 use crate::ledger;
+use crate::target::TargetArgs;
 use anyhow::{Context, bail};
 use autoresearch_compare::replay::{
     ForkRequest, HeadPoint, ReplayReport, ReplayRequest, ReplayStep, cast_vote, fork_promoting,
     replay,
 };
-use autoresearch_controller::{Config, fork_branch_name};
+use autoresearch_controller::fork_branch_name;
 use autoresearch_core::short_commit;
-use autoresearch_core::{OutcomeStatus, Storage, Tick, World, experiment_world_name};
-use std::path::{Path, PathBuf};
+use autoresearch_core::{OutcomeStatus, Storage, Tick, World};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-const CONFIG_FILE: &str = "autoresearch.toml";
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -25,9 +24,9 @@ const CONFIG_FILE: &str = "autoresearch.toml";
     No job is re-run: every later candidate is re-decided from its stored results. The fork can\n\
     be inspected like any world (--world FORK) and continued with `autoresearch run --world FORK`.")]
 pub struct ReplayArgs {
-    /// The experiment [default: the name in autoresearch.toml].
-    #[arg(long)]
-    pub experiment: Option<String>,
+    /// The experiment and the world to replay [default: autoresearch:{experiment}].
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// The comparator to re-decide with, e.g. scalar:val_bpb:min (see docs/comparators.md).
     #[arg(long)]
     pub comparator: String,
@@ -37,12 +36,9 @@ pub struct ReplayArgs {
     /// The fork's world name [default: {experiment}-replay-{kind}, numbered if taken].
     #[arg(long, value_name = "FORK")]
     pub name: Option<String>,
-    /// The world to replay [default: autoresearch:{experiment}].
+    /// Print what the replay decides without writing anything: no fork is made.
     #[arg(long)]
-    pub world: Option<String>,
-    /// The config file naming the experiment, when --experiment is not given.
-    #[arg(long, default_value = CONFIG_FILE)]
-    pub config: PathBuf,
+    pub dry_run: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -55,9 +51,9 @@ pub struct ReplayArgs {
     The run may be any run of the experiment with a commit (its id or a unique prefix);\n\
     find ticks with `autoresearch history RUN_ID --world autoresearch:EXPERIMENT`.")]
 pub struct ForkArgs {
-    /// The experiment [default: the name in autoresearch.toml].
-    #[arg(long)]
-    pub experiment: Option<String>,
+    /// The experiment and the world to fork [default: autoresearch:{experiment}].
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// The tick at which the run becomes head.
     #[arg(long, value_name = "TICK")]
     pub at: u64,
@@ -67,12 +63,6 @@ pub struct ForkArgs {
     /// The fork's world name [default: {experiment}-fork-{run}].
     #[arg(long, value_name = "FORK")]
     pub name: Option<String>,
-    /// The world to fork [default: autoresearch:{experiment}].
-    #[arg(long)]
-    pub world: Option<String>,
-    /// The config file naming the experiment, when --experiment is not given.
-    #[arg(long, default_value = CONFIG_FILE)]
-    pub config: PathBuf,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -102,31 +92,12 @@ pub struct VoteArgs {
     /// Who votes [default: $USER].
     #[arg(long)]
     pub voter: Option<String>,
-    /// The experiment [default: the name in autoresearch.toml].
-    #[arg(long)]
-    pub experiment: Option<String>,
-    /// The world to vote in [default: autoresearch:{experiment}].
-    #[arg(long)]
-    pub world: Option<String>,
-    /// The config file naming the experiment, when --experiment is not given.
-    #[arg(long, default_value = CONFIG_FILE)]
-    pub config: PathBuf,
+    /// The experiment and the world to vote in [default: autoresearch:{experiment}].
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Print the recorded vote as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The experiment named on the command line, or by the config file.
-pub(crate) fn experiment_name(given: Option<String>, config: &Path) -> anyhow::Result<String> {
-    match given {
-        Some(name) => Ok(name),
-        None => Config::load(config).map(|c| c.name).with_context(|| {
-            format!(
-                "no --experiment given, and reading the experiment name from {} failed",
-                config.display()
-            )
-        }),
-    }
 }
 
 /// `base`, or `base-2`, `base-3`... whichever is not a world yet.
@@ -184,15 +155,20 @@ fn differs(s: &ReplayStep) -> bool {
     class(&s.original.status) != class(&s.counterfactual.status)
 }
 
-fn print_replay(r: &ReplayReport) {
+fn print_replay(r: &ReplayReport, dry_run: bool) {
     let orig = if r.original_comparators.is_empty() {
         "(not recorded)".to_string()
     } else {
         r.original_comparators.join(", ")
     };
+    let into = if dry_run {
+        "(dry run: no fork written)".to_string()
+    } else {
+        format!("-> fork {}", r.fork_world)
+    };
     println!(
-        "replay of {} (world {}) from tick {}\n  original:       {orig}\n  counterfactual: {}  -> fork {}\n",
-        r.experiment, r.source_world, r.from_tick, r.comparator, r.fork_world
+        "replay of {} (world {}) from tick {}\n  original:       {orig}\n  counterfactual: {}  {into}\n",
+        r.experiment, r.source_world, r.from_tick, r.comparator
     );
     let width = r
         .steps
@@ -236,21 +212,24 @@ fn print_replay(r: &ReplayReport) {
         "            counterfactual {}",
         trajectory(&r.counterfactual_trajectory)
     );
-    println!(
-        "\ncontinue the fork: autoresearch run --world {} (on branch {})",
-        r.fork_world,
-        fork_branch_name(&r.fork_world)
-    );
+    if dry_run {
+        println!("\nnothing was written; without --dry-run the replay is kept as a fork");
+    } else {
+        println!(
+            "\ncontinue the fork: autoresearch run --world {} (on branch {})",
+            r.fork_world,
+            fork_branch_name(&r.fork_world)
+        );
+    }
 }
 
 pub async fn replay_cmd(ledger_path: &Path, args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let comparator = autoresearch_compare::from_spec(&args.comparator)
         .with_context(|| format!("--comparator {:?}", args.comparator))?;
-    let experiment = experiment_name(args.experiment, &args.config)?;
     let storage = ledger::open(ledger_path)?;
-    let source_world = args
-        .world
-        .unwrap_or_else(|| experiment_world_name(&experiment));
+    let target = args.target.resolve_in(storage.clone()).await?;
+    let experiment = target.experiment()?.to_string();
+    let source_world = target.world.clone();
     let fork_name = match args.name {
         Some(n) => n,
         None => {
@@ -268,7 +247,19 @@ pub async fn replay_cmd(ledger_path: &Path, args: ReplayArgs) -> anyhow::Result<
         "replaying {experiment} under {} into {}",
         args.comparator, req.fork_name
     ));
-    let report = replay(storage, ledger::registry(), &req, comparator).await;
+    let report = if args.dry_run {
+        // Replayed into an in-memory copy of the source world's history:
+        // the ledger is only read.
+        match in_memory_copy(&storage, &source_world).await {
+            Ok(copy) => replay(copy, ledger::registry(), &req, comparator).await,
+            Err(e) => {
+                working.done();
+                return Err(e);
+            }
+        }
+    } else {
+        replay(storage, ledger::registry(), &req, comparator).await
+    };
     working.done();
     let report = report.with_context(|| {
         format!(
@@ -277,19 +268,42 @@ pub async fn replay_cmd(ledger_path: &Path, args: ReplayArgs) -> anyhow::Result<
         )
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if args.dry_run {
+            v["dry_run"] = serde_json::Value::Bool(true);
+            v["fork_world"] = serde_json::Value::Null;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print_replay(&report);
+        print_replay(&report, args.dry_run);
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A ledger in memory holding one world: `world` of `storage` flattened
+/// (its ticks through its lineage, the same tick numbers), for a replay
+/// that writes nothing. Cost: one read of the world's whole history.
+async fn in_memory_copy(storage: &Arc<dyn Storage>, world: &str) -> anyhow::Result<Arc<dyn Storage>> {
+    let info = storage
+        .find_world(world)
+        .await?
+        .with_context(|| format!("no world named {world:?} in {}", storage.location()))?;
+    let records = autoresearch_core::ledger::read_records(storage.as_ref(), info.id, Tick(1), info.head)
+        .await
+        .with_context(|| format!("reading the history of world {world:?}"))?;
+    let copy: Arc<dyn Storage> = Arc::new(autoresearch_core::MemoryStorage::new(Some(256)));
+    let created = copy.create_world(world).await?;
+    copy.append_all(created.id, records.into_iter().map(|r| (r, None)).collect())
+        .await
+        .with_context(|| format!("copying world {world:?} into memory"))?;
+    Ok(copy)
+}
+
 pub async fn fork_cmd(ledger_path: &Path, args: ForkArgs) -> anyhow::Result<ExitCode> {
-    let experiment = experiment_name(args.experiment, &args.config)?;
     let storage = ledger::open(ledger_path)?;
-    let source_world = args
-        .world
-        .unwrap_or_else(|| experiment_world_name(&experiment));
+    let target = args.target.resolve_in(storage.clone()).await?;
+    let experiment = target.experiment()?.to_string();
+    let source_world = target.world.clone();
     let fork_name = match args.name {
         Some(n) => n,
         None => {
@@ -330,11 +344,10 @@ pub async fn fork_cmd(ledger_path: &Path, args: ForkArgs) -> anyhow::Result<Exit
 }
 
 pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs) -> anyhow::Result<ExitCode> {
-    let experiment = experiment_name(args.experiment, &args.config)?;
-    let world_name = args
-        .world
-        .unwrap_or_else(|| experiment_world_name(&experiment));
     let storage = ledger::open(ledger_path)?;
+    let target = args.target.resolve_in(storage.clone()).await?;
+    let experiment = target.experiment()?.to_string();
+    let world_name = target.world.clone();
     let mut world = World::open(storage, ledger::registry(), &world_name)
         .await
         .with_context(|| format!("opening world {world_name:?} in {}", ledger_path.display()))?;

@@ -5,12 +5,17 @@
 mod compare_cmds;
 mod doctor;
 mod experiment;
+mod human;
 mod ingest;
 mod ledger;
+mod log;
 #[cfg(feature = "plot")]
 mod plot;
 mod progress;
 mod read;
+mod show;
+mod status;
+mod target;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -53,15 +58,15 @@ pub enum Command {
     /// Every change to one run, with tick and time.
     History(read::HistoryArgs),
     /// An experiment's attempts: commit, metrics, status, description.
-    Log(read::LogArgs),
+    Log(log::LogArgs),
     /// Write a commented autoresearch.toml for this repository.
     Init(experiment::InitArgs),
     /// Run the loop: propose, evaluate, compare, keep or discard, repeat.
     Run(experiment::RunArgs),
     /// The experiment's head, counts, runs in flight and runs waiting for votes.
-    Status(experiment::StatusArgs),
+    Status(status::StatusArgs),
     /// One run: fields, results, decision, diff stat against its base, log paths.
-    Show(experiment::ShowArgs),
+    Show(show::ShowArgs),
     /// Re-decide an experiment's candidates under another comparator, into a fork.
     Replay(compare_cmds::ReplayArgs),
     /// Fork an experiment at a tick with a chosen run as head.
@@ -74,6 +79,12 @@ pub enum Command {
     /// Draw an experiment's progress chart (SVG, or PNG for a .png path).
     #[cfg(feature = "plot")]
     Plot(plot::PlotArgs),
+    /// The best attempt: the head, its metrics and its gain over the baseline.
+    Best(show::BestArgs),
+    /// The diff between two runs' candidate commits.
+    Diff(show::DiffArgs),
+    /// Check a run's candidate out on a new branch (or in a new worktree).
+    Checkout(show::CheckoutArgs),
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -89,6 +100,8 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -116,6 +129,8 @@ fn main() -> ExitCode {
             | Command::Log(_)
             | Command::Status(_)
             | Command::Show(_)
+            | Command::Best(_)
+            | Command::Diff(_)
     ) {
         default_sigpipe();
     }
@@ -130,10 +145,29 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes joined by `: `, leaving out a cause whose text
+/// the message before it already ends with (library errors that print
+/// their source as part of their own message would otherwise show it twice:
+/// `reading config x: No such file (os error 2): No such file (os error 2)`).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.ends_with(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -144,11 +178,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(args) => return ingest::run(&cli.ledger, args).await,
         Command::Runs(args) => return read::runs(&cli.ledger, args).await,
         Command::History(args) => return read::history(&cli.ledger, args).await,
-        Command::Log(args) => return read::log(&cli.ledger, args).await,
+        Command::Log(args) => return log::log(&cli.ledger, args).await,
         Command::Init(args) => return experiment::init(args),
         Command::Run(args) => return experiment::run(&cli.ledger, args, cli.quiet).await,
-        Command::Status(args) => return experiment::status(&cli.ledger, args).await,
-        Command::Show(args) => return experiment::show(&cli.ledger, args).await,
+        Command::Status(args) => return status::status(&cli.ledger, args).await,
+        Command::Show(args) => return show::show(&cli.ledger, args).await,
+        Command::Best(args) => return show::best(&cli.ledger, args).await,
+        Command::Diff(args) => return show::diff(&cli.ledger, args).await,
+        Command::Checkout(args) => return show::checkout(&cli.ledger, args).await,
         Command::Replay(args) => return compare_cmds::replay_cmd(&cli.ledger, args).await,
         Command::Fork(args) => return compare_cmds::fork_cmd(&cli.ledger, args).await,
         Command::Vote(args) => return compare_cmds::vote_cmd(&cli.ledger, args).await,

@@ -1,15 +1,11 @@
 //! `autoresearch plot`: the progress chart of an experiment, from its world.
 
-use crate::ledger;
-use anyhow::{Context, bail};
+use crate::target::TargetArgs;
+use anyhow::Context;
 use autoresearch_core::lifecycle::world_short_name;
-use autoresearch_core::{
-    Experiment, Storage, Tick, World, experiment_of_world, experiment_world_name,
-};
 use autoresearch_plot::{ChartOptions, Format, Progress, write_chart};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Arguments of `autoresearch plot`: every attempt's metric in order, kept
@@ -20,12 +16,9 @@ use std::time::Duration;
     after_help = "Examples:\n  autoresearch plot\n  autoresearch plot --experiment tsp --out progress.png\n  autoresearch plot --world replay-scalar --metric val_bpb --out replay.svg\n  autoresearch plot --at 40 --out early.svg"
 )]
 pub struct PlotArgs {
-    /// The experiment to chart [default: the only experiment in the ledger].
-    #[arg(long)]
-    pub experiment: Option<String>,
-    /// The world to read [default: autoresearch:{experiment}]; e.g. a replay fork.
-    #[arg(long)]
-    pub world: Option<String>,
+    /// The experiment and world to chart (e.g. a replay fork).
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Where to write the chart: PNG when the name ends in .png, SVG otherwise
     /// [default: {experiment}-progress.svg beside the ledger].
     #[arg(long)]
@@ -60,86 +53,14 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     }
 }
 
-/// The one experiment world in the ledger, for commands that default to it:
-/// root worlds named `autoresearch:{name}`.
-pub async fn only_experiment(storage: &dyn Storage, ledger: &Path) -> anyhow::Result<String> {
-    let worlds = storage
-        .list_worlds()
-        .await
-        .with_context(|| format!("listing the worlds of ledger {}", ledger.display()))?;
-    let names: Vec<String> = worlds
-        .iter()
-        .filter(|w| w.parent.is_none())
-        .filter_map(|w| experiment_of_world(&w.name))
-        .map(str::to_string)
-        .collect();
-    match names.as_slice() {
-        [only] => Ok(only.clone()),
-        [] => bail!(
-            "ledger {} holds no experiment yet (run `autoresearch run` first, or pass --ledger)",
-            ledger.display()
-        ),
-        many => bail!(
-            "ledger {} holds several experiments ({}); choose one with --experiment",
-            ledger.display(),
-            many.join(", ")
-        ),
-    }
-}
-
 pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
-    let storage = ledger::open_read_only(ledger_path)?;
-    let registry = ledger::registry();
-    let world_name = match (&args.world, &args.experiment) {
-        (Some(w), _) => w.clone(),
-        (None, Some(e)) => experiment_world_name(e),
-        (None, None) => {
-            experiment_world_name(&only_experiment(storage.as_ref(), ledger_path).await?)
-        }
-    };
-    let info = storage
-        .find_world(&world_name)
-        .await
-        .with_context(|| {
-            format!(
-                "looking up world {world_name:?} in {}",
-                ledger_path.display()
-            )
-        })?
-        .with_context(|| {
-            format!(
-                "no world {world_name:?} in ledger {} (`autoresearch worlds` lists them)",
-                ledger_path.display()
-            )
-        })?;
-    let tick = match args.at {
-        Some(t) if t > info.head.0 => {
-            bail!(
-                "tick {t} is past the head of world {world_name:?} (tick {})",
-                info.head.0
-            )
-        }
-        Some(t) => Tick(t),
-        None => info.head,
-    };
-    let world = World::open_at(Arc::clone(&storage), registry, info.id, tick)
-        .await
-        .with_context(|| {
-            format!(
-                "reading world {world_name:?} at tick {} in {}",
-                tick.0,
-                storage.location()
-            )
-        })?;
-    let experiment = match &args.experiment {
+    let target = args.target.resolve(ledger_path).await?;
+    let world_name = target.world.clone();
+    let world = target.open(args.at).await?;
+    let tick = world.tick();
+    let experiment = match &target.experiment {
         Some(e) => e.clone(),
-        None => {
-            let mut exps = world.find_all::<Experiment>(|_| true).into_iter();
-            match (exps.next(), exps.next()) {
-                (Some((_, e)), None) => e.name,
-                _ => world_short_name(&world_name).to_string(),
-            }
-        }
+        None => world_short_name(&world_name).to_string(),
     };
     let specs = |spec: &str| {
         autoresearch_compare::CompareSpec::parse(spec)

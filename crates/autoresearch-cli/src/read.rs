@@ -1,15 +1,16 @@
-//! Reading what is in the ledger: `worlds`, `runs`, `history` and `log`.
+//! Reading what is in the ledger: `worlds`, `runs` and `history` (`log` is
+//! in its own module).
 
 use crate::ledger;
-use anyhow::{Context, bail};
+use crate::target::TargetArgs;
+use anyhow::Context;
 use autoresearch_core::ledger::state_at;
-use autoresearch_core::{Change, Run, RunStatus, Storage, Tick, World, experiment_world_name};
+use autoresearch_core::{Change, Run, RunStatus};
 use autoresearch_runner::time::format_ms;
-use autoresearch_runner::tsv::{self, AttemptLog};
+use autoresearch_runner::tsv;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  autoresearch worlds --json")]
@@ -25,12 +26,10 @@ pub struct WorldsArgs {
     autoresearch runs --world runner-fleet --experiment nanogpt --at 12 --json"
 )]
 pub struct RunsArgs {
-    /// The world to read (e.g. runner-fleet, autoresearch:NAME).
-    #[arg(long)]
-    pub world: String,
-    /// Only runs of this experiment.
-    #[arg(long)]
-    pub experiment: Option<String>,
+    /// The world (e.g. runner-fleet, autoresearch:NAME) and the experiment
+    /// (given: only its runs).
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Only runs with this status: booting, running, stopping, stopped or crashed.
     #[arg(long)]
     pub status: Option<String>,
@@ -47,9 +46,8 @@ pub struct RunsArgs {
 pub struct HistoryArgs {
     /// The run's run_id (the runner's agent_id).
     pub run_id: String,
-    /// The world holding the run.
-    #[arg(long)]
-    pub world: String,
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -62,26 +60,8 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(clap::Args)]
-#[command(after_help = "Examples:\n  autoresearch log --experiment nanogpt\n  \
-    autoresearch log --experiment nanogpt --format tsv > results.tsv")]
-pub struct LogArgs {
-    /// The experiment (its world is autoresearch:NAME) [default: the name in autoresearch.toml].
-    #[arg(long)]
-    pub experiment: Option<String>,
-    /// The config file naming the experiment, when --experiment is not given.
-    #[arg(long, default_value = "autoresearch.toml")]
-    pub config: std::path::PathBuf,
-    /// table for people, tsv for karpathy's results.tsv shape, json for tools.
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: LogFormat,
-    /// The same as --format json.
-    #[arg(long, conflicts_with = "format")]
-    pub json: bool,
-}
-
 /// Prints rows as left-aligned columns.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -104,29 +84,6 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
-}
-
-async fn open_world(
-    storage: &Arc<dyn Storage>,
-    name: &str,
-    at: Option<u64>,
-) -> anyhow::Result<World> {
-    let registry = ledger::registry();
-    let info = storage
-        .find_world(name)
-        .await
-        .with_context(|| format!("looking up world {name:?} in {}", storage.location()))?
-        .with_context(|| format!("no world named {name:?} (see `autoresearch worlds`)"))?;
-    let world = match at {
-        Some(t) => {
-            if t > info.head.0 {
-                bail!("world {name:?}: tick {t} is beyond its head {}", info.head);
-            }
-            World::open_at(storage.clone(), registry, info.id, Tick(t)).await
-        }
-        None => World::open_id(storage.clone(), registry, info.id).await,
-    };
-    world.with_context(|| format!("opening world {name:?} in {}", storage.location()))
 }
 
 pub async fn worlds(ledger_path: &Path, args: WorldsArgs) -> anyhow::Result<ExitCode> {
@@ -224,10 +181,11 @@ pub async fn runs(ledger_path: &Path, args: RunsArgs) -> anyhow::Result<ExitCode
     if let Some(s) = &args.status {
         s.parse::<RunStatus>().context("--status")?;
     }
-    let storage = ledger::open_read_only(ledger_path)?;
-    let world = open_world(&storage, &args.world, args.at).await?;
+    let target = args.target.resolve(ledger_path).await?;
+    let world = target.open(args.at).await?;
     let found = world.find_all::<Run>(|r| {
-        args.experiment
+        args.target
+            .experiment
             .as_ref()
             .is_none_or(|e| &r.experiment_name == e)
             && args.status.as_ref().is_none_or(|s| &r.status == s)
@@ -278,7 +236,7 @@ pub async fn runs(ledger_path: &Path, args: RunsArgs) -> anyhow::Result<ExitCode
     eprintln!(
         "{} runs in {} at tick {}",
         runs.len(),
-        args.world,
+        target.world,
         world.tick()
     );
     Ok(ExitCode::SUCCESS)
@@ -304,11 +262,11 @@ fn field_diff(old: &Value, new: &Value) -> String {
 }
 
 pub async fn history(ledger_path: &Path, args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let storage = ledger::open_read_only(ledger_path)?;
-    let world = open_world(&storage, &args.world, None).await?;
+    let target = args.target.resolve(ledger_path).await?;
+    let world = target.open(None).await?;
     let (entity, _) = world
         .run_by_id(&args.run_id)
-        .with_context(|| format!("no run {:?} in world {:?}", args.run_id, args.world))?;
+        .with_context(|| format!("no run {:?} in world {:?}", args.run_id, target.world))?;
     let changes = world
         .history(entity)
         .await
@@ -362,77 +320,5 @@ pub async fn history(ledger_path: &Path, args: HistoryArgs) -> anyhow::Result<Ex
         })
         .collect();
     print_table(&["TICK", "TIME", "CHANGE", "WHAT"], &rows);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn log_table(log: &AttemptLog) {
-    let mut header = vec!["RUN_ID".to_string(), "COMMIT".to_string()];
-    header.extend(log.columns.iter().cloned());
-    header.push("STATUS".to_string());
-    header.push("DESCRIPTION".to_string());
-    let rows: Vec<Vec<String>> = log
-        .rows
-        .iter()
-        .map(|r| {
-            let mut row = vec![r.run_id.clone(), tsv::short_commit(&r.commit).to_string()];
-            for c in &log.columns {
-                row.push(match r.values.get(c) {
-                    None => "-".to_string(),
-                    v => log.format_value(c, v),
-                });
-            }
-            let status = if r.outcome.is_empty() {
-                format!("({})", r.run_status)
-            } else {
-                r.outcome.clone()
-            };
-            row.push(status);
-            row.push(r.description.replace(['\t', '\n'], " "));
-            row
-        })
-        .collect();
-    let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    print_table(&header, &rows);
-}
-
-pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
-    let experiment = crate::compare_cmds::experiment_name(args.experiment, &args.config)?;
-    let storage = ledger::open_read_only(ledger_path)?;
-    let world_name = experiment_world_name(&experiment);
-    let world = open_world(&storage, &world_name, None)
-        .await
-        .with_context(|| format!("experiment {experiment:?}"))?;
-    let mut log = tsv::attempt_log(&world, &experiment);
-    // A world the loop wrote records its comparator in each Outcome: its
-    // first objective is the metric karpathy's results.tsv puts first.
-    let latest_spec = autoresearch_core::lifecycle::attempts(&world, &experiment)
-        .into_iter()
-        .rev()
-        .filter_map(|a| a.outcome.map(|o| o.comparator))
-        .find(|c| !c.is_empty());
-    if let Some((metric, direction)) = latest_spec
-        .and_then(|spec| autoresearch_compare::CompareSpec::parse(&spec).ok())
-        .and_then(|spec| spec.objectives().into_iter().next())
-    {
-        log.prefer_metric(&metric, Some(direction.long()));
-    }
-    let format = if args.json {
-        LogFormat::Json
-    } else {
-        args.format
-    };
-    match format {
-        LogFormat::Json => println!("{}", serde_json::to_string_pretty(&log)?),
-        LogFormat::Tsv => {
-            let (text, skipped) = log.to_tsv();
-            print!("{text}");
-            if skipped > 0 {
-                eprintln!(
-                    "note: {skipped} undecided attempts (pending, or no outcome yet) are not in the TSV"
-                );
-            }
-        }
-        LogFormat::Table => log_table(&log),
-    }
     Ok(ExitCode::SUCCESS)
 }

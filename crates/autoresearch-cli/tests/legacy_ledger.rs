@@ -64,6 +64,20 @@ const CASES: &[(&[&str], &str)] = &[
     ),
 ];
 
+/// Outputs of v1 that were wrong, and the correction today's binary makes
+/// (issue 16): a fork's `status` names the fork's own branch
+/// (`autoresearch/{fork}`, where `run --world FORK` works), not the
+/// experiment's, and says what it is a fork of. Nothing else may differ.
+fn deliberate_change(file: &str) -> Option<fn(&mut serde_json::Value)> {
+    match file {
+        "status-exp-alt.json" => Some(|v| {
+            v["branch"] = "autoresearch/exp-alt".into();
+            v["fork_of"] = serde_json::json!({"world": "autoresearch:exp", "tick": 27});
+        }),
+        _ => None,
+    }
+}
+
 #[test]
 fn the_v1_legacy_ledger_reads_unchanged() {
     // A copy in a repository of its own: the fixture is never written, and
@@ -93,6 +107,14 @@ fn the_v1_legacy_ledger_reads_unchanged() {
             String::from_utf8_lossy(&out.stderr)
         );
         let expected = std::fs::read(fx.join("expected").join(file)).unwrap();
+        if let Some(fix) = deliberate_change(file) {
+            // A documented correction of what v1 printed: the rest unchanged.
+            let mut want: serde_json::Value = serde_json::from_slice(&expected).unwrap();
+            fix(&mut want);
+            let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(got, want, "autoresearch {args:?} against expected/{file} corrected");
+            continue;
+        }
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&expected),

@@ -294,8 +294,24 @@ fn replay_errors() {
         err.contains("no world named \"autoresearch:ghost\""),
         "{err}"
     );
-    let err = env.fails(&["replay", "--comparator", "scalar:val_bpb:min"]);
-    assert!(err.contains("no --experiment given"), "{err}");
+    // Without --experiment or a config, the ledger's only experiment; a
+    // dry run writes no fork.
+    let worlds = env.json(&["worlds", "--json"]);
+    let dry = env.json(&[
+        "replay",
+        "--comparator",
+        "scalar:val_bpb:max",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(dry["experiment"], "nano", "{dry}");
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert!(dry["fork_world"].is_null(), "{dry}");
+    assert!(!dry["steps"].as_array().unwrap().is_empty(), "{dry}");
+    assert_eq!(env.json(&["worlds", "--json"]), worlds, "nothing written");
+    let text = env.ok(&["replay", "--comparator", "scalar:val_bpb:max", "--dry-run"]);
+    assert!(text.contains("dry run: no fork written"), "{text}");
+    assert_eq!(env.json(&["worlds", "--json"]), worlds, "nothing written");
     env.ok(&[
         "replay",
         "--experiment",

@@ -1,0 +1,460 @@
+//! `autoresearch status`: an experiment's head, branch, counts, runs in
+//! flight and runs waiting for votes. Built once as a [`StatusView`], which
+//! renders as plain lines ([`StatusView::lines`]) or JSON
+//! ([`StatusView::to_json`]); a new line is one more field and one more
+//! `push`. `--watch` redraws it until interrupted.
+
+use crate::human::{self, Lines};
+use crate::target::{ForkOf, Target, TargetArgs};
+use autoresearch_controller::git::Git;
+use autoresearch_core::compare::Vote;
+use autoresearch_core::lifecycle::{Attempt, attempts};
+use autoresearch_core::{OutcomeStatus, RunStatus, now_ms, short_commit};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  autoresearch status\n  autoresearch status --world what-if\n  \
+    autoresearch status --experiment nano --json\n  autoresearch status --watch      # redraw every 2 s until Ctrl-C")]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Redraw every SECONDS (2 when not given) until interrupted.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
+}
+
+/// The head of the experiment as `status` shows it.
+pub struct HeadView {
+    /// The head commit.
+    pub commit: String,
+    /// The run that made it head; empty for the seed.
+    pub run_id: String,
+    /// The head run's metrics: the mean over its final samples, and their count.
+    pub metrics: BTreeMap<String, (f64, usize)>,
+    /// Why it became head (the comparator's descriptor).
+    pub descriptor: Value,
+    /// When it became head.
+    pub updated_at_ms: i64,
+}
+
+/// Where the world's git branch is, against its head.
+pub enum BranchState {
+    /// The branch is at the head.
+    AtHead,
+    /// The branch moved outside the loop (the next run adopts it).
+    Moved(String),
+    /// The branch does not exist (a fork before its first `run --world`).
+    Missing,
+    /// No repository to look in (an imported experiment).
+    Unknown,
+}
+
+/// A run waiting for votes.
+pub struct PendingView {
+    /// The run.
+    pub run_id: String,
+    /// Its candidate commit.
+    pub commit: String,
+    /// The votes cast on it so far.
+    pub votes: Vec<Vote>,
+    /// The votes the comparator waits for, when its descriptor says.
+    pub quorum: Option<u64>,
+    /// The comparator's reason.
+    pub reason: String,
+}
+
+/// Everything `status` shows, read once.
+pub struct StatusView {
+    /// The experiment.
+    pub experiment: String,
+    /// The world read.
+    pub world: String,
+    /// Its head tick.
+    pub tick: u64,
+    /// Where the world was forked from, for a fork.
+    pub fork_of: Option<ForkOf>,
+    /// The branch the world's loop advances.
+    pub branch: Option<String>,
+    /// The branch's tip, when it exists.
+    pub branch_tip: Option<String>,
+    /// The branch against the head.
+    pub branch_state: BranchState,
+    /// The head.
+    pub head: Option<HeadView>,
+    /// How many attempts had each outcome.
+    pub counts: HashMap<OutcomeStatus, usize>,
+    /// Attempts in all.
+    pub attempts: usize,
+    /// Runs in flight: id, status, started.
+    pub in_flight: Vec<(String, String, i64)>,
+    /// Runs waiting for votes.
+    pub pending: Vec<PendingView>,
+    /// Runs decided by votes (the vote comparator), most recent last.
+    pub voted: Vec<(String, OutcomeStatus, String)>,
+    /// When this was read, in Unix milliseconds.
+    pub now_ms: i64,
+}
+
+/// The mean of each numeric metric over an attempt's final samples, with
+/// the sample count.
+pub fn means(a: &Attempt) -> BTreeMap<String, (f64, usize)> {
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for r in a.final_results() {
+        let Ok(Value::Object(o)) = r.outputs() else {
+            continue;
+        };
+        for (k, v) in o {
+            if k.starts_with('_') {
+                continue;
+            }
+            if let Some(x) = v.as_f64() {
+                let e = sums.entry(k).or_insert((0.0, 0));
+                e.0 += x;
+                e.1 += 1;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(k, (s, n))| (k, (s / n as f64, n)))
+        .collect()
+}
+
+/// Metric means as text: `score 97`, or `score 97.3 (mean of 3)`.
+pub fn means_text(m: &BTreeMap<String, (f64, usize)>) -> String {
+    if m.is_empty() {
+        return "no metrics".into();
+    }
+    m.iter()
+        .map(|(k, (x, n))| {
+            if *n > 1 {
+                format!("{k} {} (mean of {n})", human::num(*x))
+            } else {
+                format!("{k} {}", human::num(*x))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl StatusView {
+    /// Reads the view of `target`'s experiment at its head.
+    pub async fn read(target: &Target) -> anyhow::Result<StatusView> {
+        let experiment = target.experiment()?.to_string();
+        let w = target.open(None).await?;
+        let all = attempts(&w, &experiment);
+        let head = w.branch_head(&experiment).map(|(_, h)| {
+            let metrics = all
+                .iter()
+                .rev()
+                .find(|a| a.run.run_id == h.run_id && !h.run_id.is_empty())
+                .map(means)
+                .unwrap_or_default();
+            HeadView {
+                descriptor: h.descriptor().unwrap_or(Value::Null),
+                commit: h.commit_hash,
+                run_id: h.run_id,
+                metrics,
+                updated_at_ms: h.updated_at_ms,
+            }
+        });
+        let mut counts = HashMap::new();
+        for a in &all {
+            if let Some(o) = &a.outcome {
+                *counts.entry(o.status.clone()).or_insert(0) += 1;
+            }
+        }
+        let in_flight = all
+            .iter()
+            .filter(|a| a.run.status().is_ok_and(RunStatus::is_active))
+            .map(|a| {
+                (
+                    a.run.run_id.clone(),
+                    a.run.status.clone(),
+                    a.run.started_at_ms,
+                )
+            })
+            .collect();
+        let votes_on = |run_id: &str| -> Vec<Vote> {
+            w.find_all::<Vote>(|v| v.run_id == run_id)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        };
+        let pending = all
+            .iter()
+            .filter_map(|a| {
+                let o = a.outcome.as_ref()?;
+                (o.status == OutcomeStatus::Pending).then(|| PendingView {
+                    run_id: a.run.run_id.clone(),
+                    commit: a.run.commit_hash.clone(),
+                    votes: votes_on(&a.run.run_id),
+                    quorum: o
+                        .descriptor()
+                        .ok()
+                        .and_then(|d| d.get("quorum").and_then(Value::as_u64)),
+                    reason: o.reason.clone(),
+                })
+            })
+            .collect();
+        let voted = all
+            .iter()
+            .filter_map(|a| {
+                let o = a.outcome.as_ref()?;
+                let by_vote = o.comparator.starts_with("vote")
+                    && matches!(o.status, OutcomeStatus::Keep | OutcomeStatus::Discard);
+                by_vote.then(|| (a.run.run_id.clone(), o.status.clone(), o.reason.clone()))
+            })
+            .collect();
+        let branch = target.branch(&w);
+        let repo = target.repo(&w);
+        let branch_tip = match (&repo, &branch) {
+            (Some(repo), Some(b)) => Git::new(repo).branch_tip(b).ok().flatten(),
+            _ => None,
+        };
+        let branch_state = match (&repo, &branch_tip, &head) {
+            (None, _, _) => BranchState::Unknown,
+            (Some(_), None, _) => BranchState::Missing,
+            (Some(_), Some(t), Some(h)) if *t != h.commit => BranchState::Moved(t.clone()),
+            (Some(_), Some(_), _) => BranchState::AtHead,
+        };
+        Ok(StatusView {
+            experiment,
+            world: target.world.clone(),
+            tick: w.tick().0,
+            fork_of: target.fork_of.clone(),
+            branch,
+            branch_tip,
+            branch_state,
+            head,
+            counts,
+            attempts: all.len(),
+            in_flight,
+            pending,
+            voted,
+            now_ms: now_ms(),
+        })
+    }
+
+    fn count(&self, s: OutcomeStatus) -> usize {
+        self.counts.get(&s).copied().unwrap_or(0)
+    }
+
+    /// The view as JSON: every field `status --json` printed before, plus
+    /// `fork_of` for a fork.
+    pub fn to_json(&self) -> Value {
+        let mut v = Map::new();
+        v.insert("experiment".into(), json!(self.experiment));
+        v.insert("world".into(), json!(self.world));
+        v.insert("tick".into(), json!(self.tick));
+        v.insert("branch".into(), json!(self.branch));
+        v.insert("branch_tip".into(), json!(self.branch_tip));
+        if let Some(f) = &self.fork_of {
+            v.insert(
+                "fork_of".into(),
+                json!({"world": f.parent, "tick": f.tick}),
+            );
+        }
+        v.insert(
+            "head".into(),
+            self.head.as_ref().map_or(Value::Null, |h| {
+                json!({
+                    "commit": h.commit, "run_id": h.run_id,
+                    "descriptor": h.descriptor, "updated_at_ms": h.updated_at_ms,
+                })
+            }),
+        );
+        v.insert("attempts".into(), json!(self.attempts));
+        v.insert("kept".into(), json!(self.count(OutcomeStatus::Keep)));
+        v.insert(
+            "discarded".into(),
+            json!(self.count(OutcomeStatus::Discard)),
+        );
+        v.insert("crashed".into(), json!(self.count(OutcomeStatus::Crash)));
+        v.insert(
+            "baselines".into(),
+            json!(self.count(OutcomeStatus::Baseline)),
+        );
+        v.insert(
+            OutcomeStatus::Pending.as_str().into(),
+            self.pending
+                .iter()
+                .map(|p| {
+                    json!({
+                        "run_id": p.run_id, "commit": p.commit, "votes": p.votes.len(),
+                        "reason": p.reason,
+                    })
+                })
+                .collect(),
+        );
+        v.insert(
+            "in_flight".into(),
+            self.in_flight
+                .iter()
+                .map(|(id, st, at)| json!({"run_id": id, "status": st, "started_at_ms": at}))
+                .collect(),
+        );
+        Value::Object(v)
+    }
+
+    /// The view as plain lines.
+    pub fn lines(&self) -> Lines {
+        let mut l = Lines::default();
+        l.push(
+            "experiment",
+            format!("{} (world {}, tick {})", self.experiment, self.world, self.tick),
+        );
+        if let Some(f) = &self.fork_of {
+            l.push(
+                "fork",
+                format!("of {} at tick {}", f.parent, f.tick),
+            );
+        }
+        match &self.head {
+            Some(h) => {
+                let run = if h.run_id.is_empty() {
+                    "the seed".to_string()
+                } else {
+                    format!("run {}", h.run_id)
+                };
+                l.push(
+                    "head",
+                    format!(
+                        "{} ({run}): {}",
+                        short_commit(&h.commit),
+                        means_text(&h.metrics)
+                    ),
+                );
+                let why = match h.descriptor.get("reason").and_then(Value::as_str) {
+                    Some(reason) => reason.to_string(),
+                    None => human::value(&h.descriptor),
+                };
+                if !why.is_empty() && why != "-" {
+                    l.push("why", why);
+                }
+                l.push(
+                    "since",
+                    format!(
+                        "{} ({} ago)",
+                        human::local_time(h.updated_at_ms),
+                        human::duration(self.now_ms - h.updated_at_ms)
+                    ),
+                );
+            }
+            None => {
+                l.push(
+                    "head",
+                    "none yet (the first `autoresearch run` evaluates a baseline)",
+                );
+            }
+        }
+        let branch = self.branch.as_deref().unwrap_or("-");
+        let run_hint = if self.fork_of.is_some() {
+            format!("`autoresearch run --world {}`", self.world)
+        } else {
+            "`autoresearch run`".to_string()
+        };
+        match &self.branch_state {
+            BranchState::AtHead => l.push("branch", format!("{branch} at the head")),
+            BranchState::Moved(t) => l.push(
+                "branch",
+                format!(
+                    "{branch} is at {}: moved outside the loop (adopted as a baseline by the next {run_hint})",
+                    short_commit(t)
+                ),
+            ),
+            BranchState::Missing if self.fork_of.is_some() => l.push(
+                "branch",
+                format!("{branch} does not exist yet ({run_hint} creates it at the fork's head)"),
+            ),
+            BranchState::Missing => l.push("branch", format!("{branch} does not exist")),
+            BranchState::Unknown => l.push("branch", format!("{branch} (no local repository)")),
+        };
+        l.push(
+            "attempts",
+            format!(
+                "{} ({} kept, {} discarded, {} crashed, {} pending, {} baselines)",
+                self.attempts,
+                self.count(OutcomeStatus::Keep),
+                self.count(OutcomeStatus::Discard),
+                self.count(OutcomeStatus::Crash),
+                self.pending.len(),
+                self.count(OutcomeStatus::Baseline)
+            ),
+        );
+        for (id, st, at) in &self.in_flight {
+            l.push(
+                "in flight",
+                format!(
+                    "{id} ({st}, started {})",
+                    human::span(*at, 0, self.now_ms)
+                ),
+            );
+        }
+        for p in &self.pending {
+            let so_far = match p.quorum {
+                Some(q) => format!("{} of {q} votes", p.votes.len()),
+                None => format!("{} votes so far", p.votes.len()),
+            };
+            l.push(
+                "waiting",
+                format!(
+                    "{} for a vote ({so_far}): autoresearch vote {} keep|discard",
+                    p.run_id, p.run_id
+                ),
+            );
+        }
+        if let Some((id, st, reason)) = self.voted.last() {
+            l.push("voted", format!("{id}: {st} ({reason})"));
+        }
+        l
+    }
+}
+
+/// `autoresearch status`.
+pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let Some(every) = args.watch else {
+        let target = args.target.resolve(ledger_path).await?;
+        let view = StatusView::read(&target).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&view.to_json())?);
+        } else {
+            print!("{}", view.lines().render());
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let every = std::time::Duration::from_secs(every.max(1));
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        // The ledger is opened afresh each time: a read-only open sees
+        // what was committed before it.
+        let text = match args.target.resolve(ledger_path).await {
+            Ok(target) => match StatusView::read(&target).await {
+                Ok(view) if args.json => serde_json::to_string(&view.to_json())? + "\n",
+                Ok(view) => view.lines().render(),
+                Err(e) => format!("error: {e:#}\n"),
+            },
+            Err(e) => format!("error: {e:#}\n"),
+        };
+        if terminal && !args.json {
+            // Clear the screen and go home, then the frame.
+            print!("\x1b[2J\x1b[H{text}");
+        } else if args.json {
+            print!("{text}");
+        } else {
+            println!("{text}");
+        }
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}
