@@ -283,14 +283,18 @@ pub async fn replay_cmd(ledger_path: &Path, args: ReplayArgs) -> anyhow::Result<
 /// A ledger in memory holding one world: `world` of `storage` flattened
 /// (its ticks through its lineage, the same tick numbers), for a replay
 /// that writes nothing. Cost: one read of the world's whole history.
-async fn in_memory_copy(storage: &Arc<dyn Storage>, world: &str) -> anyhow::Result<Arc<dyn Storage>> {
+async fn in_memory_copy(
+    storage: &Arc<dyn Storage>,
+    world: &str,
+) -> anyhow::Result<Arc<dyn Storage>> {
     let info = storage
         .find_world(world)
         .await?
         .with_context(|| format!("no world named {world:?} in {}", storage.location()))?;
-    let records = autoresearch_core::ledger::read_records(storage.as_ref(), info.id, Tick(1), info.head)
-        .await
-        .with_context(|| format!("reading the history of world {world:?}"))?;
+    let records =
+        autoresearch_core::ledger::read_records(storage.as_ref(), info.id, Tick(1), info.head)
+            .await
+            .with_context(|| format!("reading the history of world {world:?}"))?;
     let copy: Arc<dyn Storage> = Arc::new(autoresearch_core::MemoryStorage::new(Some(256)));
     let created = copy.create_world(world).await?;
     copy.append_all(created.id, records.into_iter().map(|r| (r, None)).collect())

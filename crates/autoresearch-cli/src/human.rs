@@ -123,7 +123,7 @@ pub fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
 
 /// A report of `label  value` lines, rendered in one place so that every
 /// command lines up alike and new lines are one call away. A value of
-/// several lines (an error tail, a diff stat) is indented under its label.
+/// several lines (an error tail, a diff stat) continues in the value column.
 #[derive(Default)]
 pub struct Lines {
     rows: Vec<(String, String)>,
@@ -155,7 +155,7 @@ impl Lines {
             let first = lines.next().unwrap_or("");
             let _ = writeln!(out, "{label:<LABEL$} {first}");
             for l in lines {
-                let _ = writeln!(out, "{:<LABEL$}   {l}", "");
+                let _ = writeln!(out, "{:<LABEL$} {l}", "");
             }
         }
         out
@@ -212,11 +212,13 @@ mod tests {
     #[test]
     fn lines_align_and_indent_continuations() {
         let mut l = Lines::default();
-        l.push("head", "abc1234").push("error", "line one\nline two\n");
-        l.push_some("none", None).push_some("empty", Some(String::new()));
+        l.push("head", "abc1234")
+            .push("error", "line one\nline two\n");
+        l.push_some("none", None)
+            .push_some("empty", Some(String::new()));
         assert_eq!(
             l.render(),
-            "head       abc1234\nerror      line one\n             line two\n"
+            "head       abc1234\nerror      line one\n           line two\n"
         );
     }
 }

@@ -29,12 +29,14 @@ use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  autoresearch log\n  autoresearch log --status keep --sort val_bpb --limit 5\n  \
+#[command(
+    after_help = "Examples:\n  autoresearch log\n  autoresearch log --status keep --sort val_bpb --limit 5\n  \
     autoresearch log --sort score:desc --columns score,LR\n  autoresearch log --params params.toml\n  \
     autoresearch log --world what-if\n  autoresearch log --experiment nanogpt --format tsv > results.tsv\n\n\
     Parameters are the `NAME = value` lines a candidate changed (from its diff), or with\n\
     --params FILE every `key = value` line of FILE at the candidate's commit.\n\
-    --limit keeps the first rows after --sort, else the most recent ones.")]
+    --limit keeps the first rows after --sort, else the most recent ones."
+)]
 pub struct LogArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -62,7 +64,14 @@ pub struct LogArgs {
 }
 
 /// The decisions `--status` accepts.
-const STATUSES: [&str; 6] = ["keep", "discard", "crash", "pending", "baseline", "undecided"];
+const STATUSES: [&str; 6] = [
+    "keep",
+    "discard",
+    "crash",
+    "pending",
+    "baseline",
+    "undecided",
+];
 
 /// A `NAME = LITERAL` or `NAME: LITERAL` assignment in one line of text:
 /// the name and the literal, or `None` for any other line.
@@ -76,14 +85,24 @@ pub fn assignment(line: &str) -> Option<(String, String)> {
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-'))
         .unwrap_or(line.len());
     let (name, rest) = line.split_at(end);
-    if name.is_empty() || name.len() > 40 || !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+    if name.is_empty()
+        || name.len() > 40
+        || !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+    {
         return None;
     }
     // An optional type annotation (`lr: float = 0.1`) is left out.
     let rest = rest.trim_start();
     let rest = match rest.strip_prefix(':') {
         Some(r) => match r.split_once('=') {
-            Some((ty, v)) if ty.trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => v,
+            Some((ty, v))
+                if ty
+                    .trim()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                v
+            }
             _ => r,
         },
         None => rest.strip_prefix('=').filter(|r| !r.starts_with('='))?,
@@ -101,7 +120,12 @@ pub fn assignment(line: &str) -> Option<(String, String)> {
             && value.len() <= 42
             && ((value.starts_with('"') && value.ends_with('"'))
                 || (value.starts_with('\'') && value.ends_with('\''))));
-    literal.then(|| (name.to_string(), value.trim_matches(['"', '\'']).to_string()))
+    literal.then(|| {
+        (
+            name.to_string(),
+            value.trim_matches(['"', '\'']).to_string(),
+        )
+    })
 }
 
 /// The assignments a unified diff adds (its `+` lines), last one winning.
@@ -120,7 +144,11 @@ pub fn file_params(text: &str) -> BTreeMap<String, String> {
 /// Each attempt's parameters, by run id (see the module docs). Runs no
 /// process when there is no repository. Cost: one git process per
 /// attempt with a commit.
-fn params_of(git: &Git, all: &[Attempt], file: Option<&str>) -> HashMap<String, BTreeMap<String, String>> {
+fn params_of(
+    git: &Git,
+    all: &[Attempt],
+    file: Option<&str>,
+) -> HashMap<String, BTreeMap<String, String>> {
     let mut out = HashMap::new();
     for a in all {
         let commit = &a.run.commit_hash;
@@ -133,7 +161,11 @@ fn params_of(git: &Git, all: &[Attempt], file: Option<&str>) -> HashMap<String, 
                 .map(|t| file_params(&t))
                 .unwrap_or_default(),
             None => {
-                let base = a.outcome.as_ref().map(|o| o.base_commit.as_str()).unwrap_or("");
+                let base = a
+                    .outcome
+                    .as_ref()
+                    .map(|o| o.base_commit.as_str())
+                    .unwrap_or("");
                 if base.is_empty() || base == commit {
                     continue;
                 }
@@ -149,7 +181,11 @@ fn params_of(git: &Git, all: &[Attempt], file: Option<&str>) -> HashMap<String, 
 
 /// A row's decision word, `undecided` when it has none.
 fn decision(r: &LogRow) -> &str {
-    if r.outcome.is_empty() { "undecided" } else { &r.outcome }
+    if r.outcome.is_empty() {
+        "undecided"
+    } else {
+        &r.outcome
+    }
 }
 
 /// `--sort` parsed: the column and whether descending.
@@ -200,7 +236,11 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
     if let Some((metric, lower)) = primary_metric(&all) {
         log.prefer_metric(&metric, Some(if lower { "minimize" } else { "maximize" }));
     }
-    let format = if args.json { LogFormat::Json } else { args.format };
+    let format = if args.json {
+        LogFormat::Json
+    } else {
+        args.format
+    };
     let git = target.repo(&world).map(Git::new);
     let params = match (&git, format) {
         (Some(g), LogFormat::Table) => {
@@ -240,10 +280,20 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
             bail!(
                 "--sort {column:?}: no such column (metrics: {}; parameters: {})",
                 log.columns.join(", "),
-                if param_columns.is_empty() { "none".into() } else { param_columns.join(", ") }
+                if param_columns.is_empty() {
+                    "none".into()
+                } else {
+                    param_columns.join(", ")
+                }
             );
         }
-        rows.sort_by(|a, b| compare_cells(cell(a, &column).as_deref(), cell(b, &column).as_deref(), desc));
+        rows.sort_by(|a, b| {
+            compare_cells(
+                cell(a, &column).as_deref(),
+                cell(b, &column).as_deref(),
+                desc,
+            )
+        });
     }
     if let Some(n) = args.limit {
         if args.sort.is_some() {
@@ -260,13 +310,21 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                     bail!(
                         "--columns {c:?}: no such column (metrics: {}; parameters: {})",
                         log.columns.join(", "),
-                        if param_columns.is_empty() { "none".into() } else { param_columns.join(", ") }
+                        if param_columns.is_empty() {
+                            "none".into()
+                        } else {
+                            param_columns.join(", ")
+                        }
                     );
                 }
             }
             wanted.clone()
         }
-        None => param_columns.iter().chain(log.columns.iter()).cloned().collect(),
+        None => param_columns
+            .iter()
+            .chain(log.columns.iter())
+            .cloned()
+            .collect(),
     };
     let filtered = rows.len() != log.rows.len() || args.sort.is_some();
     match format {
@@ -299,7 +357,11 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                 all.iter().map(|a| (a.run.run_id.as_str(), a)).collect();
             let mut header = vec!["RUN_ID".to_string(), "COMMIT".to_string()];
             header.extend(columns.iter().map(|c| c.to_string()));
-            header.extend(["STATUS".to_string(), "IDEA".to_string(), "REASON".to_string()]);
+            header.extend([
+                "STATUS".to_string(),
+                "IDEA".to_string(),
+                "REASON".to_string(),
+            ]);
             let table: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
@@ -314,16 +376,27 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                     });
                     let a = by_id.get(r.run_id.as_str());
                     // An imported row's description is its idea; the loop's is the reason.
-                    let imported = a.is_some_and(|a| a.outcome.is_none() || a.results.iter().any(|x| x.evaluator == "results.tsv"));
+                    let imported = a.is_some_and(|a| {
+                        a.outcome.is_none()
+                            || a.results.iter().any(|x| x.evaluator == "results.tsv")
+                    });
                     let (the_idea, reason) = if imported {
                         (r.description.clone(), String::new())
                     } else {
                         (
                             a.and_then(|a| idea(git.as_ref(), a)).unwrap_or_default(),
-                            a.and_then(|a| a.outcome.as_ref()).map(|o| o.reason.clone()).unwrap_or_default(),
+                            a.and_then(|a| a.outcome.as_ref())
+                                .map(|o| o.reason.clone())
+                                .unwrap_or_default(),
                         )
                     };
-                    let clean = |s: String| if s.is_empty() { "-".to_string() } else { s.replace(['\t', '\n'], " ") };
+                    let clean = |s: String| {
+                        if s.is_empty() {
+                            "-".to_string()
+                        } else {
+                            s.replace(['\t', '\n'], " ")
+                        }
+                    };
                     row.push(clean(the_idea));
                     row.push(clean(reason));
                     row
@@ -359,7 +432,10 @@ mod tests {
             ("a == 3", None),
             ("# lr = 0.1", None),
             ("", None),
-            ("name = \"a very long string that is certainly not a parameter at all\"", None),
+            (
+                "name = \"a very long string that is certainly not a parameter at all\"",
+                None,
+            ),
         ];
         for (line, want) in cases {
             let got = assignment(line);

@@ -33,7 +33,9 @@ pub struct ShowArgs {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  autoresearch best\n  autoresearch best --experiment nano --json")]
+#[command(
+    after_help = "Examples:\n  autoresearch best\n  autoresearch best --experiment nano --json"
+)]
 pub struct BestArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -43,7 +45,9 @@ pub struct BestArgs {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  autoresearch diff 19ab3c 1a22a3\n  autoresearch diff 19ab3c 1a22a3 --stat")]
+#[command(
+    after_help = "Examples:\n  autoresearch diff 19ab3c 1a22a3\n  autoresearch diff 19ab3c 1a22a3 --stat"
+)]
 pub struct DiffArgs {
     /// The run whose commit is the old side (id or unique prefix).
     pub from: String,
@@ -57,10 +61,12 @@ pub struct DiffArgs {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  autoresearch checkout 19ab3c                 # new branch autoresearch/run-19ab3c..., switched to\n  \
+#[command(
+    after_help = "Examples:\n  autoresearch checkout 19ab3c                 # new branch autoresearch/run-19ab3c..., switched to\n  \
     autoresearch checkout 19ab3c --worktree ../try-19ab3c --branch try\n\n\
     Never over your edits: without --worktree the checkout must have no local changes;\n\
-    an existing branch is never moved.")]
+    an existing branch is never moved."
+)]
 pub struct CheckoutArgs {
     /// The run whose candidate commit to check out (id or unique prefix).
     pub run_id: String,
@@ -305,7 +311,7 @@ impl ShowView {
             );
         }
         if !r.task.is_empty() && Some(&r.task) != self.idea.as_ref() {
-            l.push("task", &r.task);
+            l.push("task", one_line(&r.task, 100));
         }
         l.push(
             "time",
@@ -383,13 +389,25 @@ impl ShowView {
             );
         }
         if !self.diff_stat.is_empty() {
-            l.push("diff", &self.diff_stat);
+            let stat: Vec<&str> = self.diff_stat.lines().map(str::trim).collect();
+            l.push("diff", stat.join("\n"));
         }
         l.push_some("candidate", self.candidate_ref.clone());
         for log in &self.logs {
             l.push("log", log);
         }
         l
+    }
+}
+
+/// The first line of `s`, cut to `max` characters (an ellipsis marks a cut).
+fn one_line(s: &str, max: usize) -> String {
+    let first = s.trim().lines().next().unwrap_or("");
+    let cut: String = first.chars().take(max).collect();
+    if cut.len() < s.trim().len() {
+        format!("{cut}…")
+    } else {
+        cut
     }
 }
 
@@ -459,9 +477,12 @@ pub async fn diff(ledger_path: &Path, args: DiffArgs) -> anyhow::Result<ExitCode
         cmd.push("--stat");
     }
     cmd.extend([from.run.commit_hash.as_str(), to.run.commit_hash.as_str()]);
-    let out = git
-        .run(&cmd)
-        .with_context(|| format!("diffing run {} against run {}", from.run.run_id, to.run.run_id))?;
+    let out = git.run(&cmd).with_context(|| {
+        format!(
+            "diffing run {} against run {}",
+            from.run.run_id, to.run.run_id
+        )
+    })?;
     if !out.is_empty() {
         println!("{out}");
     }
@@ -478,7 +499,9 @@ pub async fn checkout(ledger_path: &Path, args: CheckoutArgs) -> anyhow::Result<
         .clone()
         .unwrap_or_else(|| format!("autoresearch/run-{}", a.run.run_id));
     if git.branch_tip(&branch)?.is_some() {
-        bail!("branch {branch} already exists; choose another with --branch (an existing branch is never moved)");
+        bail!(
+            "branch {branch} already exists; choose another with --branch (an existing branch is never moved)"
+        );
     }
     let commit = a.run.commit_hash.as_str();
     match &args.worktree {
@@ -536,7 +559,9 @@ pub async fn best(ledger_path: &Path, args: BestArgs) -> anyhow::Result<ExitCode
     let w = target.open(None).await?;
     let all = attempts(&w, &experiment);
     let Some((_, head)) = w.branch_head(&experiment) else {
-        bail!("experiment {experiment:?} has no head yet (the first `autoresearch run` evaluates a baseline)");
+        bail!(
+            "experiment {experiment:?} has no head yet (the first `autoresearch run` evaluates a baseline)"
+        );
     };
     let head_attempt = all.iter().rev().find(|a| a.run.run_id == head.run_id);
     let baseline = all.iter().find(|a| {
@@ -552,7 +577,11 @@ pub async fn best(ledger_path: &Path, args: BestArgs) -> anyhow::Result<ExitCode
     let base_means = baseline.map(means).unwrap_or_default();
     let kept = all
         .iter()
-        .filter(|a| a.outcome.as_ref().is_some_and(|o| o.status == OutcomeStatus::Keep))
+        .filter(|a| {
+            a.outcome
+                .as_ref()
+                .is_some_and(|o| o.status == OutcomeStatus::Keep)
+        })
         .count();
     let gain = primary.as_ref().and_then(|(m, _)| {
         let (h, _) = head_means.get(m)?;
@@ -583,7 +612,11 @@ pub async fn best(ledger_path: &Path, args: BestArgs) -> anyhow::Result<ExitCode
         format!(
             "{} (run {})",
             short_commit(&head.commit_hash),
-            if head.run_id.is_empty() { "-" } else { &head.run_id }
+            if head.run_id.is_empty() {
+                "-"
+            } else {
+                &head.run_id
+            }
         ),
     );
     l.push_some("idea", idea_text);

@@ -17,8 +17,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  autoresearch status\n  autoresearch status --world what-if\n  \
-    autoresearch status --experiment nano --json\n  autoresearch status --watch      # redraw every 2 s until Ctrl-C")]
+#[command(
+    after_help = "Examples:\n  autoresearch status\n  autoresearch status --world what-if\n  \
+    autoresearch status --experiment nano --json\n  autoresearch status --watch      # redraw every 2 s until Ctrl-C"
+)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -42,6 +44,8 @@ pub struct HeadView {
     pub descriptor: Value,
     /// When it became head.
     pub updated_at_ms: i64,
+    /// Why: the head run's decision reason and comparator, when recorded.
+    pub reason: Option<String>,
 }
 
 /// Where the world's git branch is, against its head.
@@ -150,13 +154,20 @@ impl StatusView {
         let w = target.open(None).await?;
         let all = attempts(&w, &experiment);
         let head = w.branch_head(&experiment).map(|(_, h)| {
-            let metrics = all
+            let run = all
                 .iter()
                 .rev()
-                .find(|a| a.run.run_id == h.run_id && !h.run_id.is_empty())
-                .map(means)
-                .unwrap_or_default();
+                .find(|a| a.run.run_id == h.run_id && !h.run_id.is_empty());
+            let metrics = run.map(means).unwrap_or_default();
+            let reason = run.and_then(|a| a.outcome.as_ref()).map(|o| {
+                if o.comparator.is_empty() {
+                    o.reason.clone()
+                } else {
+                    format!("{} [{}]", o.reason, o.comparator)
+                }
+            });
             HeadView {
+                reason,
                 descriptor: h.descriptor().unwrap_or(Value::Null),
                 commit: h.commit_hash,
                 run_id: h.run_id,
@@ -256,10 +267,7 @@ impl StatusView {
         v.insert("branch".into(), json!(self.branch));
         v.insert("branch_tip".into(), json!(self.branch_tip));
         if let Some(f) = &self.fork_of {
-            v.insert(
-                "fork_of".into(),
-                json!({"world": f.parent, "tick": f.tick}),
-            );
+            v.insert("fork_of".into(), json!({"world": f.parent, "tick": f.tick}));
         }
         v.insert(
             "head".into(),
@@ -308,13 +316,13 @@ impl StatusView {
         let mut l = Lines::default();
         l.push(
             "experiment",
-            format!("{} (world {}, tick {})", self.experiment, self.world, self.tick),
+            format!(
+                "{} (world {}, tick {})",
+                self.experiment, self.world, self.tick
+            ),
         );
         if let Some(f) = &self.fork_of {
-            l.push(
-                "fork",
-                format!("of {} at tick {}", f.parent, f.tick),
-            );
+            l.push("fork", format!("of {} at tick {}", f.parent, f.tick));
         }
         match &self.head {
             Some(h) => {
@@ -331,8 +339,8 @@ impl StatusView {
                         means_text(&h.metrics)
                     ),
                 );
-                let why = match h.descriptor.get("reason").and_then(Value::as_str) {
-                    Some(reason) => reason.to_string(),
+                let why = match &h.reason {
+                    Some(reason) => reason.clone(),
                     None => human::value(&h.descriptor),
                 };
                 if !why.is_empty() && why != "-" {
@@ -391,10 +399,7 @@ impl StatusView {
         for (id, st, at) in &self.in_flight {
             l.push(
                 "in flight",
-                format!(
-                    "{id} ({st}, started {})",
-                    human::span(*at, 0, self.now_ms)
-                ),
+                format!("{id} ({st}, started {})", human::span(*at, 0, self.now_ms)),
             );
         }
         for p in &self.pending {

@@ -76,6 +76,8 @@ impl TargetArgs {
     /// Resolves what to read in the ledger at `ledger_path`, opened
     /// read-only (never created).
     pub async fn resolve(&self, ledger_path: &Path) -> anyhow::Result<Target> {
+        // A bad config is reported before a missing ledger.
+        self.load_config()?;
         let storage = ledger::open_read_only(ledger_path)?;
         self.resolve_in(storage).await
     }
@@ -127,14 +129,12 @@ impl TargetArgs {
                 Some(e) => Some(e.to_string()),
                 // A fork or a replay holds its parent's experiment.
                 None => {
-                    let w = World::open_at(
-                        storage.clone(),
-                        ledger::registry(),
-                        world.id,
-                        world.head,
-                    )
-                    .await
-                    .with_context(|| format!("opening world {:?} in {location}", world.name))?;
+                    let w =
+                        World::open_at(storage.clone(), ledger::registry(), world.id, world.head)
+                            .await
+                            .with_context(|| {
+                                format!("opening world {:?} in {location}", world.name)
+                            })?;
                     let mut names = w.find_all::<Experiment>(|_| true).into_iter();
                     match (names.next(), names.next()) {
                         (Some((_, e)), None) => Some(e.name),

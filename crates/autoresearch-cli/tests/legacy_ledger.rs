@@ -112,7 +112,10 @@ fn the_v1_legacy_ledger_reads_unchanged() {
             let mut want: serde_json::Value = serde_json::from_slice(&expected).unwrap();
             fix(&mut want);
             let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(got, want, "autoresearch {args:?} against expected/{file} corrected");
+            assert_eq!(
+                got, want,
+                "autoresearch {args:?} against expected/{file} corrected"
+            );
             continue;
         }
         assert_eq!(
