@@ -22,7 +22,9 @@ use crate::target::TargetArgs;
 use anyhow::{Context, bail};
 use autoresearch_controller::git::Git;
 use autoresearch_core::lifecycle::{Attempt, attempts};
+use autoresearch_core::num::fmt_f64;
 use autoresearch_runner::tsv::{self, LogRow};
+use serde_json::Value;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -265,7 +267,13 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
         if let Some(v) = params.get(&r.run_id).and_then(|p| p.get(c)) {
             return Some(v.clone());
         }
-        r.values.get(c).map(|v| log.format_value(c, Some(v)))
+        // An imported file's decimals are kept; the loop's numbers are shown in full.
+        match r.values.get(c)? {
+            Value::Number(n) if !log.decimals.contains_key(c) => {
+                Some(n.as_f64().map_or_else(|| n.to_string(), fmt_f64))
+            }
+            v => Some(log.format_value(c, Some(v))),
+        }
     };
     // Filter, sort, limit: the same rows in every format.
     let mut rows: Vec<LogRow> = log

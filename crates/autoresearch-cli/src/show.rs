@@ -362,10 +362,11 @@ impl ShowView {
             human::flatten("", &o.descriptor().unwrap_or(Value::Null), &mut pairs);
             let (long, short): (Vec<_>, Vec<_>) = pairs
                 .into_iter()
-                .filter(|(k, v)| !k.is_empty() && v != "-" && k != "comparator")
+                .filter(|(k, v)| !k.is_empty() && !v.trim().is_empty() && v != "-")
+                .filter(|(k, _)| k != "comparator")
                 // Log paths are listed below, when the files still exist.
                 .filter(|(k, _)| !k.ends_with("_log"))
-                .partition(|(_, v)| v.contains('\n') || v.len() > 60);
+                .partition(|(k, v)| k.ends_with("_tail") || v.contains('\n') || v.len() > 60);
             if !short.is_empty() {
                 l.push(
                     "evidence",
@@ -377,9 +378,9 @@ impl ShowView {
                 );
             }
             for (k, v) in long {
-                if !v.trim().is_empty() {
-                    l.push(k.replace('_', " "), v);
-                }
+                // An error tail as text under `stderr` or `stdout`.
+                let label = k.strip_suffix("_tail").unwrap_or(&k).replace('_', " ");
+                l.push(label, v);
             }
         }
         if !self.left_out.is_empty() {

@@ -561,3 +561,44 @@ fn status_watch_redraws_until_interrupted() {
     );
     assert!(!text.contains('\x1b'), "no escape codes off a terminal");
 }
+
+#[test]
+fn show_prints_a_crash_cause_as_text() {
+    let fx = LoopRepo::new(|_| {
+        r#"name = "exp"
+branch = "main"
+
+[propose]
+command = 'echo 2 > score.txt'
+timeout = "60s"
+
+[evaluate]
+command = '''
+if [ "$(cat score.txt)" = 2 ]; then echo "sh: 1: claude: not found" >&2; exit 127; fi
+echo "score: $(cat score.txt)"
+'''
+timeout = "60s"
+
+[compare]
+spec = "scalar:score:min"
+
+[run]
+sandbox = "none"
+"#
+        .to_string()
+    });
+    let r = Repo { fx };
+    r.ok(&["run", "--iterations", "1"]);
+    let runs = r.attempts();
+    let show = r.ok(&["show", &runs[1].0]);
+    assert!(
+        show.contains("decision   crash: evaluate: evaluator exit code 127"),
+        "{show}"
+    );
+    assert!(
+        show.contains("stderr     sh: 1: claude: not found\n"),
+        "{show}"
+    );
+    assert!(!show.contains('{') && !show.contains("\\n"), "{show}");
+    assert!(!show.contains("stdout_tail"), "{show}");
+}

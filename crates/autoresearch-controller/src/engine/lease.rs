@@ -130,8 +130,7 @@ impl Controller {
                     "the lease on world {} was taken over by another process: stopping",
                     self.cfg.world
                 );
-                tracing::warn!("{why}");
-                self.emit(Event::Warning(why));
+                self.warn(why);
                 while self.shutdown.escalate() < Shutdown::KILL {}
                 return;
             }

@@ -190,6 +190,14 @@ impl Controller {
         (self.events)(&e);
     }
 
+    /// A warning for the user, sent once: as an [`Event::Warning`] to the
+    /// event sink, which shows it (the CLI prints each once); the log gets
+    /// it at debug level only, so that it is not printed twice.
+    fn warn(&self, w: String) {
+        tracing::debug!("{w}");
+        self.emit(Event::Warning(w));
+    }
+
     /// For crash-safety tests only (feature `crash-injection`, never in a
     /// shipped build): kill this process (SIGKILL) when the loop reaches
     /// `point` (`after-candidate`, `after-intent`, `after-branch` (the branch

@@ -48,8 +48,7 @@ impl Controller {
                         short_commit(&h.commit),
                         short_commit(&t)
                     );
-                    tracing::warn!("{w}");
-                    self.emit(Event::Warning(w.clone()));
+                    self.warn(w.clone());
                     w
                 };
                 self.baseline(&t, &why).await
@@ -196,8 +195,7 @@ impl Controller {
                 short_commit(&head.commit),
                 c.reason
             );
-            tracing::warn!("{w}");
-            self.emit(Event::Warning(w));
+            self.warn(w);
         }
         Ok(eval.is_ok())
     }
@@ -378,8 +376,7 @@ impl Controller {
             .git(move |g| follow_checkout(g, &branch, &old_s, &new_s))
             .await?;
         if let Some(w) = warning {
-            tracing::warn!("{w}");
-            self.emit(Event::Warning(w));
+            self.warn(w);
         }
         Ok(true)
     }
@@ -397,8 +394,7 @@ impl Controller {
             })
             .await?;
         if let Some(w) = warning {
-            tracing::warn!("{w}");
-            self.emit(Event::Warning(w));
+            self.warn(w);
         }
         Ok(())
     }
