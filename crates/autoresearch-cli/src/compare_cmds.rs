@@ -347,12 +347,12 @@ pub async fn fork_cmd(ledger_path: &Path, args: ForkArgs) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs) -> anyhow::Result<ExitCode> {
+pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let storage = ledger::open(ledger_path)?;
     let target = args.target.resolve_in(storage.clone()).await?;
     let experiment = target.experiment()?.to_string();
     let world_name = target.world.clone();
-    let mut world = World::open(storage, ledger::registry(), &world_name)
+    let mut world = World::open(storage.clone(), ledger::registry(), &world_name)
         .await
         .with_context(|| format!("opening world {world_name:?} in {}", ledger_path.display()))?;
     let voter = args
@@ -373,24 +373,76 @@ pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs) -> anyhow::Result<Exit
     )
     .await
     .with_context(|| format!("voting {verdict} on run {:?}", args.run_id))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&receipt)?);
+    drop(world);
+    let pending = receipt
+        .run_status
+        .as_deref()
+        .is_some_and(|s| OutcomeStatus::known(s) == Some(OutcomeStatus::Pending));
+    // The decision is applied at once when the quorum is in (the loop's
+    // controller, which launches nothing); without a config (an imported
+    // experiment) the vote is only recorded.
+    let decided = match (&target.config, pending) {
+        (Some(config), true) => Some(
+            crate::decide::pending(ledger_path, storage.clone(), config, &world_name, quiet)
+                .await?,
+        ),
+        _ => None,
+    };
+    let outcome = if pending {
+        World::open(storage, ledger::registry(), &world_name)
+            .await
+            .ok()
+            .and_then(|w| {
+                let (entity, _) = w.run_by_id(&receipt.vote.run_id)?;
+                w.get::<autoresearch_core::lifecycle::Outcome>(entity)
+            })
     } else {
-        println!(
-            "{} voted {} on run {} ({} vote(s) on it now)",
-            receipt.vote.voter, receipt.vote.verdict, receipt.vote.run_id, receipt.votes_on_run
-        );
-        match receipt.run_status.as_deref() {
-            Some(s) if OutcomeStatus::known(s) == Some(OutcomeStatus::Pending) => {}
-            Some(s) => eprintln!(
-                "note: run {} is not waiting for votes (its outcome is {s}); the vote is recorded anyway",
-                receipt.vote.run_id
-            ),
-            None => eprintln!(
-                "note: run {} is not decided yet; the vote counts when it is",
-                receipt.vote.run_id
-            ),
+        None
+    };
+    let now_decided = outcome
+        .as_ref()
+        .filter(|o| o.status != OutcomeStatus::Pending);
+    if args.json {
+        let mut v = serde_json::to_value(&receipt)?;
+        v["decision"] = match now_decided {
+            Some(o) => serde_json::json!({"status": o.status, "reason": o.reason}),
+            None => serde_json::Value::Null,
+        };
+        if let Some(crate::decide::Decided::LoopRunning(holder)) = &decided {
+            v["loop_running"] = serde_json::Value::String(holder.clone());
         }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} voted {} on run {} ({} vote(s) on it now)",
+        receipt.vote.voter, receipt.vote.verdict, receipt.vote.run_id, receipt.votes_on_run
+    );
+    match (receipt.run_status.as_deref(), now_decided, &decided) {
+        (_, Some(o), _) => println!(
+            "quorum reached: run {} decided {} ({})",
+            receipt.vote.run_id, o.status, o.reason
+        ),
+        (_, None, Some(crate::decide::Decided::LoopRunning(holder))) => println!(
+            "a loop is running on world {world_name} ({holder}): it decides run {} before its next round",
+            receipt.vote.run_id
+        ),
+        (Some(_), None, _) if pending => println!(
+            "run {} still waits for votes{}",
+            receipt.vote.run_id,
+            outcome
+                .as_ref()
+                .map(|o| format!(" ({})", o.reason))
+                .unwrap_or_default()
+        ),
+        (Some(s), None, _) => eprintln!(
+            "note: run {} is not waiting for votes (its outcome is {s}); the vote is recorded anyway",
+            receipt.vote.run_id
+        ),
+        (None, None, _) => eprintln!(
+            "note: run {} is not decided yet; the vote counts when it is",
+            receipt.vote.run_id
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 //! the comparators) together, through core's trait objects.
 
 mod compare_cmds;
+mod decide;
 mod doctor;
 mod experiment;
 mod human;
@@ -188,7 +189,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Checkout(args) => return show::checkout(&cli.ledger, args).await,
         Command::Replay(args) => return compare_cmds::replay_cmd(&cli.ledger, args).await,
         Command::Fork(args) => return compare_cmds::fork_cmd(&cli.ledger, args).await,
-        Command::Vote(args) => return compare_cmds::vote_cmd(&cli.ledger, args).await,
+        Command::Vote(args) => return compare_cmds::vote_cmd(&cli.ledger, args, cli.quiet).await,
         Command::Doctor(args) => return doctor::run(&cli.ledger, args).await,
     }
     Ok(ExitCode::SUCCESS)

@@ -265,7 +265,19 @@ async fn a_vote_from_another_terminal_decides_a_pending_run() {
     ]);
     assert_eq!(v["vote"]["run_id"], Value::String(pending.run_id.clone()));
     assert_eq!(v["run_status"], "pending");
-    // The next run of the loop decides the pending run with the vote.
+    // The quorum (1) is in: the vote applies the decision at once, and
+    // launches no candidate.
+    assert_eq!(v["decision"]["status"], "keep", "{v}");
+    assert_eq!(r.tip("main"), pending.commit_hash);
+    let (all, _) = r.attempts("autoresearch:exp").await;
+    assert_eq!(statuses(&all), ["baseline", "keep"]);
+    let status = r.ok(&["status"]);
+    assert!(
+        status.contains(&format!("voted      {}: keep", pending.run_id))
+            && !status.contains("waiting"),
+        "{status}"
+    );
+    // The next run of the loop goes on from the kept candidate.
     r.ok(&["run", "--iterations", "1"]);
     let (all, _) = r.attempts("autoresearch:exp").await;
     let decided = all.iter().find(|a| a.run.run_id == pending.run_id).unwrap();
@@ -306,6 +318,9 @@ async fn a_vote_cast_while_the_loop_runs_is_seen_by_it() {
     let first = all[1].run.clone();
     let v = r.json(&["vote", &first.run_id, "keep", "--voter", "ana", "--json"]);
     assert_eq!(v["votes_on_run"], 1);
+    // The loop holds the lease: the vote leaves the decision to it.
+    assert!(v["loop_running"].is_string(), "{v}");
+    assert!(v["decision"].is_null(), "{v}");
     std::fs::write(r.ctl.join("go"), "").unwrap();
     let status = child.wait().unwrap();
     assert!(status.success());
@@ -313,4 +328,31 @@ async fn a_vote_cast_while_the_loop_runs_is_seen_by_it() {
     let decided = all.iter().find(|a| a.run.run_id == first.run_id).unwrap();
     assert_eq!(decided.outcome.as_ref().unwrap().status, "keep");
     assert_eq!(r.tip("main"), first.commit_hash);
+}
+
+#[tokio::test]
+async fn a_vote_short_of_the_quorum_waits_and_status_says_how_many() {
+    let r = Repo::new(&[90], "kind = \"vote\"\nquorum = 2");
+    r.ok(&["run", "--iterations", "1"]);
+    let (all, _) = r.attempts("autoresearch:exp").await;
+    let pending = all[1].run.run_id.clone();
+    let text = r.ok(&["vote", &pending, "keep", "--voter", "ana"]);
+    assert!(text.contains("still waits for votes"), "{text}");
+    let status = r.ok(&["status"]);
+    assert!(
+        status.contains(&format!("waiting    {pending} for a vote (1 of 2 votes)")),
+        "{status}"
+    );
+    let text = r.ok(&["vote", &pending, "keep", "--voter", "bo"]);
+    assert!(
+        text.contains("quorum reached") && text.contains("decided keep"),
+        "{text}"
+    );
+    let (all, _) = r.attempts("autoresearch:exp").await;
+    assert_eq!(
+        statuses(&all),
+        ["baseline", "keep"],
+        "no candidate launched"
+    );
+    assert_eq!(r.tip("main"), all[1].run.commit_hash);
 }

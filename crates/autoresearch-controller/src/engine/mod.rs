@@ -38,6 +38,7 @@ mod promotion;
 mod proposer_history;
 mod schedule;
 mod staged;
+mod votes;
 
 pub use api::{
     Event, EventSink, LoopConfig, LoopError, Shutdown, StopReason, Summary, fork_branch_name,
