@@ -146,6 +146,24 @@ impl Storage for MemoryStorage {
         Ok(inner.get(id)?.info.clone().expect("checked by get"))
     }
 
+    async fn delete_world(&self, world: WorldId) -> Result<(), StorageError> {
+        let mut inner = lock(&self.inner);
+        inner.get(world)?;
+        let forks: Vec<String> = inner
+            .worlds
+            .iter()
+            .filter_map(|w| w.info.as_ref())
+            .filter(|i| i.parent.is_some_and(|p| p.parent == world))
+            .map(|i| i.name.clone())
+            .collect();
+        if !forks.is_empty() {
+            return Err(StorageError::HasForks { world, forks });
+        }
+        // The slot stays, empty: ids are positions and never reused.
+        inner.worlds[world.0 as usize] = WorldData::default();
+        Ok(())
+    }
+
     async fn find_world(&self, name: &str) -> Result<Option<WorldInfo>, StorageError> {
         let inner = lock(&self.inner);
         Ok(inner

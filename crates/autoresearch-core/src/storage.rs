@@ -163,6 +163,15 @@ pub enum StorageError {
         /// The contained panic's message.
         reason: String,
     },
+    /// A world that other worlds were forked from cannot be deleted: they
+    /// read its ticks. Delete the forks first.
+    #[error("{world} cannot be deleted: worlds {forks:?} were forked from it")]
+    HasForks {
+        /// The world asked to delete.
+        world: WorldId,
+        /// The names of the worlds forked from it.
+        forks: Vec<String>,
+    },
     /// Any other failure of the backend (I/O, a file that is not a ledger,
     /// an invalid configuration). `context` names the operation and the
     /// file; `source` is the cause.
@@ -334,6 +343,21 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stores a snapshot of an already committed own tick.
     async fn put_snapshot(&self, world: WorldId, snapshot: Snapshot) -> Result<(), StorageError>;
+
+    /// Deletes world `world`, atomically: its catalogue entry and name, and
+    /// its own records, snapshots and indexes (the ticks a fork shares with
+    /// its parent are the parent's and stay). Its name is free again; its
+    /// id is never given to another world. Refused, deleting nothing, with
+    /// `HasForks` when another world was forked from it and with
+    /// `NoSuchWorld` when there is none. Cost: O(the world's own ticks).
+    ///
+    /// The default refuses with `Backend`, for a backend that cannot delete.
+    async fn delete_world(&self, world: WorldId) -> Result<(), StorageError> {
+        Err(StorageError::Backend {
+            context: format!("deleting {world} in {}", self.location()),
+            source: "this ledger backend cannot delete worlds".into(),
+        })
+    }
 
     /// The world's own ticks `<= to` that changed `entity`, ascending.
     async fn own_entity_ticks(

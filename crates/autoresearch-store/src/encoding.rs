@@ -32,6 +32,24 @@ pub const VALUE_VERSION: u8 = 1;
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const FORMAT_KEY: &str = "format_version";
 
+/// `"last_deleted_world"` -> the id of a deleted world that had the
+/// greatest id, `u64` little-endian; absent until one was deleted. A new
+/// world's id is greater than it, so that no id is ever reused. Additive:
+/// a file without it reads as before.
+pub(crate) const LAST_DELETED_KEY: &str = "last_deleted_world";
+
+/// The value of [`LAST_DELETED_KEY`].
+pub(crate) fn encode_last_deleted(id: u64) -> [u8; 8] {
+    id.to_le_bytes()
+}
+
+/// Reads the value of [`LAST_DELETED_KEY`].
+pub(crate) fn decode_last_deleted(bytes: &[u8]) -> Result<u64, DecodeError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_le_bytes)
+        .map_err(|_| DecodeError::Corrupt(format!("{} bytes, expected 8", bytes.len())))
+}
+
 /// World id -> catalogue entry (name, parent, fork tick, head, created_at).
 pub(crate) const WORLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("worlds");
 

@@ -831,6 +831,14 @@ impl Storage for RedbStorage {
         .await
     }
 
+    async fn delete_world(&self, world: WorldId) -> Result<(), StorageError> {
+        self.write(
+            || format!("deleting {world}"),
+            |reply| Op::Delete { world, reply },
+        )
+        .await
+    }
+
     async fn own_entity_ticks(
         &self,
         world: WorldId,

@@ -20,7 +20,8 @@
 //! panic inside redb (a damaged file), which the thread contains.
 
 use crate::encoding::{
-    self, ENTITY_TICKS, INDEX_CHUNK, LIVENESS, RECORDS, SNAPSHOTS, WORLD_NAMES, WORLDS,
+    self, ENTITY_TICKS, INDEX_CHUNK, LAST_DELETED_KEY, LIVENESS, META, RECORDS, SNAPSHOTS,
+    WORLD_NAMES, WORLDS,
 };
 use crate::{EncodedAppend, ErrorSink, Failure, find_name, load_world};
 use autoresearch_core::{
@@ -60,6 +61,8 @@ pub(crate) enum Op {
         snapshot: Vec<u8>,
         reply: Reply<()>,
     },
+    /// A world and everything of its own, refused while it has forks.
+    Delete { world: WorldId, reply: Reply<()> },
 }
 
 impl Op {
@@ -68,6 +71,7 @@ impl Op {
             Op::Create { name, .. } | Op::Fork { name, .. } => name.len() + 64,
             Op::Append { appends, .. } => appends.iter().map(EncodedAppend::bytes).sum(),
             Op::PutSnapshot { snapshot, .. } => snapshot.len(),
+            Op::Delete { .. } => 64,
         }
     }
 }
@@ -224,6 +228,7 @@ struct Tables<'t> {
     snapshots: Table<'t, (u64, u64), &'static [u8]>,
     index: Table<'t, (u64, u64, u64), u64>,
     liveness: Table<'t, (u64, u64, u64), bool>,
+    meta: Table<'t, &'static str, &'static [u8]>,
 }
 
 /// Runs one group commit and replies to every operation in it.
@@ -278,6 +283,7 @@ fn run_batch(
             snapshots: txn.open_table(SNAPSHOTS)?,
             index: txn.open_table(ENTITY_TICKS)?,
             liveness: txn.open_table(LIVENESS)?,
+            meta: txn.open_table(META)?,
         };
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
@@ -302,7 +308,7 @@ fn reply(op: Op, result: Result<Done, StorageError>) {
                 Done::Unit => Err(internal("a world operation returned no world")),
             }));
         }
-        Op::Append { reply, .. } | Op::PutSnapshot { reply, .. } => {
+        Op::Append { reply, .. } | Op::PutSnapshot { reply, .. } | Op::Delete { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
     }
@@ -331,7 +337,19 @@ fn add_world(t: &mut Tables<'_>, name: &str, parent: Option<ForkPoint>) -> Resul
     if find_name(&t.worlds, &t.names, name)?.is_some() {
         return Err(StorageError::NameTaken(name.to_string()).into());
     }
-    let id = t.worlds.last()?.map_or(0, |(k, _)| k.value() + 1);
+    // After the greatest id in the catalogue and any deleted one: an id
+    // is never given to a second world.
+    let after_deleted = match t.meta.get(LAST_DELETED_KEY)? {
+        Some(v) => encoding::decode_last_deleted(v.value())
+            .map_err(|e| e.at(WorldId(0), Tick::ZERO, "meta last_deleted_world"))?
+            + 1,
+        None => 0,
+    };
+    let id = t
+        .worlds
+        .last()?
+        .map_or(0, |(k, _)| k.value() + 1)
+        .max(after_deleted);
     let info = WorldInfo {
         id: WorldId(id),
         name: name.to_string(),
@@ -372,6 +390,7 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
             )
         }
         Op::Append { world, appends, .. } => append(t, *world, appends),
+        Op::Delete { world, .. } => delete(t, *world),
         Op::PutSnapshot {
             world,
             tick,
@@ -390,6 +409,44 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
             Ok(Done::Unit)
         }
     }
+}
+
+/// Deletes `world` and every key of its own (records, snapshots, entity
+/// index, liveness), after checking that no world was forked from it.
+fn delete(t: &mut Tables<'_>, world: WorldId) -> Result<Done, Failure> {
+    let info = load_world(&t.worlds, world)?;
+    let mut forks = Vec::new();
+    for entry in t.worlds.iter()? {
+        let (k, v) = entry?;
+        let id = WorldId(k.value());
+        let other = encoding::decode_world(id, v.value())
+            .map_err(|e| e.at(id, Tick::ZERO, "catalogue entry"))?;
+        if other.parent.is_some_and(|p| p.parent == world) {
+            forks.push(other.name);
+        }
+    }
+    if !forks.is_empty() {
+        return Err(StorageError::HasForks { world, forks }.into());
+    }
+    let w = world.0;
+    if t.worlds.last()?.is_some_and(|(k, _)| k.value() == w) {
+        let before = match t.meta.get(LAST_DELETED_KEY)? {
+            Some(v) => encoding::decode_last_deleted(v.value())
+                .map_err(|e| e.at(world, Tick::ZERO, "meta last_deleted_world"))?,
+            None => 0,
+        };
+        let bytes = encoding::encode_last_deleted(w.max(before));
+        t.meta.insert(LAST_DELETED_KEY, bytes.as_slice())?;
+    }
+    t.worlds.remove(w)?;
+    t.names.remove(info.name.as_str())?;
+    t.records.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+    t.snapshots.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+    t.index
+        .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
+    t.liveness
+        .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
+    Ok(Done::Unit)
 }
 
 /// Checks every tick of `appends` (consecutive from head + 1, each
