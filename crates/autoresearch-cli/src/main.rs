@@ -17,6 +17,7 @@ mod read;
 mod show;
 mod status;
 mod target;
+mod worlds_rm;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -175,7 +176,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         #[cfg(feature = "plot")]
         Command::Plot(args) => plot::run(&cli.ledger, args).await?,
-        Command::Worlds(args) => return read::worlds(&cli.ledger, args).await,
+        Command::Worlds(args) => {
+            return match args.action {
+                Some(read::WorldsAction::Rm(rm)) => worlds_rm::run(&cli.ledger, rm).await,
+                None => read::worlds(&cli.ledger, args).await,
+            };
+        }
         Command::Ingest(args) => return ingest::run(&cli.ledger, args).await,
         Command::Runs(args) => return read::runs(&cli.ledger, args).await,
         Command::History(args) => return read::history(&cli.ledger, args).await,

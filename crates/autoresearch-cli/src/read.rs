@@ -13,11 +13,23 @@ use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  autoresearch worlds --json")]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  autoresearch worlds --json\n  autoresearch worlds rm what-if"
+)]
 pub struct WorldsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(subcommand)]
+    pub action: Option<WorldsAction>,
+}
+
+/// What `worlds` can do besides listing.
+#[derive(clap::Subcommand)]
+pub enum WorldsAction {
+    /// Delete a world (a fork, a replay); refuses a world a loop runs on.
+    Rm(crate::worlds_rm::RmArgs),
 }
 
 #[derive(clap::Args)]

@@ -24,6 +24,7 @@ branch = "main"
 
 [propose]
 command = '''
+if [ -f {c}/hold ]; then touch {c}/in_propose; while [ -f {c}/hold ]; do sleep 0.05; done; fi
 n=$(cat {c}/n 2>/dev/null || echo 100); n=$((n-1)); echo $n > {c}/n
 echo $n > score.txt
 printf 'LR = 0.%s\nDEPTH = 8\n' $n > params.py
@@ -601,4 +602,95 @@ sandbox = "none"
     );
     assert!(!show.contains('{') && !show.contains("\\n"), "{show}");
     assert!(!show.contains("stdout_tail"), "{show}");
+}
+
+#[test]
+fn worlds_rm_deletes_forks_and_refuses_what_it_must() {
+    let r = Repo::ran();
+    let runs = r.attempts();
+    let tick = r.json(&["status", "--json"])["tick"].as_u64().unwrap();
+    r.ok(&[
+        "fork",
+        "--at",
+        &tick.to_string(),
+        "--promote",
+        &runs[1].0,
+        "--name",
+        "what-if",
+    ]);
+    let fork_tick = r.json(&["status", "--world", "what-if", "--json"])["tick"]
+        .as_u64()
+        .unwrap();
+    r.ok(&[
+        "fork",
+        "--world",
+        "what-if",
+        "--at",
+        &fork_tick.to_string(),
+        "--promote",
+        &runs[2].0,
+        "--name",
+        "deeper",
+    ]);
+    let names = |r: &Repo| -> Vec<String> {
+        r.json(&["worlds", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&r), ["autoresearch:exp", "what-if", "deeper"]);
+    let err = r.fails(&["worlds", "rm", "exp"]);
+    assert!(
+        err.contains("an experiment's own world") && err.contains("--force"),
+        "{err}"
+    );
+    let err = r.fails(&["worlds", "rm", "what-if"]);
+    assert!(err.contains("has forks of its own (deeper)"), "{err}");
+    let err = r.fails(&["worlds", "rm", "nope"]);
+    assert!(err.contains("no world named \"nope\""), "{err}");
+    assert_eq!(names(&r).len(), 3, "nothing deleted");
+    // A loop running on the fork: refused even with --force.
+    std::fs::write(r.fx.ctl.join("hold"), "").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--world", "what-if", "--iterations", "1"])
+        .current_dir(r.dir())
+        .env_remove("AUTORESEARCH_LEDGER")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !r.fx.ctl.join("in_propose").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the loop never proposed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = r.fails(&["worlds", "rm", "what-if", "--force"]);
+    assert!(
+        err.contains("a loop is running on world \"what-if\""),
+        "{err}"
+    );
+    std::fs::remove_file(r.fx.ctl.join("hold")).unwrap();
+    assert!(child.wait().unwrap().success());
+    // With --force, the fork and its own fork, deepest first.
+    let out = r.json(&["worlds", "rm", "what-if", "--force", "--json"]);
+    assert_eq!(out["deleted"], serde_json::json!(["deeper", "what-if"]));
+    assert_eq!(names(&r), ["autoresearch:exp"]);
+    // The experiment reads as before; the fork's branch is left alone.
+    assert_eq!(r.attempts(), runs);
+    git(r.dir(), &["rev-parse", "--verify", "autoresearch/what-if"]);
+    // The name is free again.
+    r.ok(&[
+        "fork",
+        "--at",
+        &tick.to_string(),
+        "--promote",
+        &runs[1].0,
+        "--name",
+        "what-if",
+    ]);
 }

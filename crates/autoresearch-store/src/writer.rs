@@ -340,9 +340,11 @@ fn add_world(t: &mut Tables<'_>, name: &str, parent: Option<ForkPoint>) -> Resul
     // After the greatest id in the catalogue and any deleted one: an id
     // is never given to a second world.
     let after_deleted = match t.meta.get(LAST_DELETED_KEY)? {
-        Some(v) => encoding::decode_last_deleted(v.value())
-            .map_err(|e| e.at(WorldId(0), Tick::ZERO, "meta last_deleted_world"))?
-            + 1,
+        Some(v) => {
+            encoding::decode_last_deleted(v.value())
+                .map_err(|e| e.at(WorldId(0), Tick::ZERO, "meta last_deleted_world"))?
+                + 1
+        }
         None => 0,
     };
     let id = t
@@ -441,7 +443,8 @@ fn delete(t: &mut Tables<'_>, world: WorldId) -> Result<Done, Failure> {
     t.worlds.remove(w)?;
     t.names.remove(info.name.as_str())?;
     t.records.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
-    t.snapshots.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+    t.snapshots
+        .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
     t.index
         .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
     t.liveness

@@ -40,7 +40,11 @@ async fn family(st: &Arc<dyn Storage>) -> (WorldId, WorldId, WorldId) {
 
 async fn scores(st: &Arc<dyn Storage>, name: &str) -> Vec<i64> {
     let w = World::open(st.clone(), registry(), name).await.unwrap();
-    let mut v: Vec<i64> = w.find_all::<Score>(|_| true).into_iter().map(|(_, s)| s.0).collect();
+    let mut v: Vec<i64> = w
+        .find_all::<Score>(|_| true)
+        .into_iter()
+        .map(|(_, s)| s.0)
+        .collect();
     v.sort();
     v
 }
@@ -66,20 +70,42 @@ async fn check(st: Arc<dyn Storage>) -> WorldId {
     st.delete_world(c).await.unwrap();
     assert!(st.find_world("c").await.unwrap().is_none());
     assert!(matches!(st.world(c).await, Err(StorageError::NoSuchWorld(id)) if id == c));
-    assert!(matches!(st.delete_world(c).await, Err(StorageError::NoSuchWorld(_))));
+    assert!(matches!(
+        st.delete_world(c).await,
+        Err(StorageError::NoSuchWorld(_))
+    ));
     assert_eq!(scores(&st, "b").await, [20, 99], "b reads unchanged");
     st.delete_world(b).await.unwrap();
-    let names: Vec<String> = st.list_worlds().await.unwrap().into_iter().map(|w| w.name).collect();
+    let names: Vec<String> = st
+        .list_worlds()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
     assert_eq!(names, ["a"]);
     // The ancestor reads unchanged, at every tick.
-    assert_eq!(ledger::state_at(st.as_ref(), a, Tick(3)).await.unwrap(), a_before);
+    assert_eq!(
+        ledger::state_at(st.as_ref(), a, Tick(3)).await.unwrap(),
+        a_before
+    );
     assert_eq!(scores(&st, "a").await, [3]);
     // The name is free again, with nothing of the old world in it; no id is reused.
     let b2 = st.create_world("b").await.unwrap();
     assert!(b2.id.0 > c.0, "{:?} reuses an id", b2.id);
     assert_eq!(b2.head, Tick::ZERO);
-    assert!(st.read_own_records(b2.id, Tick(1), Tick(10)).await.unwrap().is_empty());
-    assert!(st.own_snapshot_at_or_before(b2.id, Tick(10)).await.unwrap().is_none());
+    assert!(
+        st.read_own_records(b2.id, Tick(1), Tick(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        st.own_snapshot_at_or_before(b2.id, Tick(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // The new world appends from tick 1 as any new world.
     let mut w = World::open_id(st.clone(), registry(), b2.id).await.unwrap();
     w.spawn_with(&Score(7)).unwrap();
