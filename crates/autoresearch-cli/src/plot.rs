@@ -69,6 +69,28 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
     };
     let mut progress = Progress::read(&world, &experiment, args.metric.as_deref(), &specs)
         .with_context(|| format!("charting world {world_name:?} at tick {}", tick.0))?;
+    // A fork (a replay) keeps the attempt numbers of the world it came from
+    // and marks the attempts it decided otherwise.
+    if let Some(fork) = &target.fork_of
+        && let Some(info) = target.storage.find_world(&fork.parent).await?
+    {
+        let parent = autoresearch_core::World::open_at(
+            target.storage.clone(),
+            crate::ledger::registry(),
+            info.id,
+            info.head,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "reading world {:?}, which {world_name:?} forks",
+                fork.parent
+            )
+        })?;
+        if let Ok(original) = Progress::read(&parent, &experiment, Some(&progress.metric), &specs) {
+            progress.align_to(&original, &fork.parent);
+        }
+    }
     // The loop records the proposer's command as every run's task; the
     // commit's subject line says what the change was.
     if let Some((_, exp)) = world.experiment(&experiment) {
@@ -114,6 +136,8 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
             "kept": progress.count(autoresearch_plot::Mark::Keep),
             "crashed": progress.count(autoresearch_plot::Mark::Crash),
             "best": progress.best(),
+            "changed": progress.changed(),
+            "comparator": progress.comparator,
             "points": progress.points,
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);

@@ -694,3 +694,47 @@ fn worlds_rm_deletes_forks_and_refuses_what_it_must() {
         "what-if",
     ]);
 }
+
+#[test]
+fn a_replay_chart_keeps_attempt_numbers_and_counts_changed_decisions() {
+    let r = Repo::ran();
+    // Under "higher is better" every lower score is a discard.
+    r.ok(&[
+        "replay",
+        "--comparator",
+        "scalar:score:max",
+        "--name",
+        "rev",
+    ]);
+    let out = r.fx.tmp.path().join("rev.svg");
+    let v = r.json(&[
+        "plot",
+        "--world",
+        "rev",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["world"], "rev");
+    assert_eq!(v["changed"], 3, "{v}");
+    let numbers: Vec<u64> = v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [1, 2, 3, 4], "the original's numbers");
+    let svg = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        svg.contains("replay of autoresearch:exp: 3 decided otherwise"),
+        "title"
+    );
+    assert!(
+        svg.contains("world rev at tick"),
+        "subtitle names world and tick"
+    );
+    assert!(
+        svg.contains("decided by scalar:score:max"),
+        "and the comparator"
+    );
+}

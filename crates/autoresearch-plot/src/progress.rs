@@ -73,6 +73,10 @@ pub struct Point {
     /// output, as results.tsv imports have, else the run's task when runs
     /// differ in it), or else the short commit; see [`Progress::relabel`].
     pub label: String,
+    /// On a replay's chart ([`Progress::align_to`]): how the original run
+    /// decided this attempt, when the replay decided it otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_from: Option<Mark>,
 }
 
 /// Everything the progress chart of one experiment shows.
@@ -86,6 +90,16 @@ pub struct Progress {
     pub direction: Option<Direction>,
     /// One point per attempt, in the order the runs were recorded.
     pub points: Vec<Point>,
+    /// The world read (empty when built from attempts alone).
+    pub world: String,
+    /// The tick it was read at (0 when built from attempts alone).
+    pub tick: u64,
+    /// The spec of the comparator that decided the latest attempt, empty
+    /// when none was recorded.
+    pub comparator: String,
+    /// On a replay's chart ([`Progress::align_to`]): the world it re-decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
 }
 
 /// Reads a comparator spec (as an Outcome records it) into the metrics it
@@ -136,13 +150,16 @@ impl Progress {
             metric: text("metric"),
             direction: text("direction").and_then(|d| parse_direction(&d)),
         };
-        Progress::build(
+        let mut p = Progress::build(
             experiment,
             &attempts(world, experiment),
             metric,
             &hints,
             specs,
-        )
+        )?;
+        p.world = world.name().to_string();
+        p.tick = world.tick().0;
+        Ok(p)
     }
 
     fn build(
@@ -203,6 +220,7 @@ impl Progress {
                     value,
                     samples,
                     label: label(a, mark, shared_task),
+                    changed_from: None,
                 }
             })
             .collect();
@@ -211,7 +229,47 @@ impl Progress {
             direction,
             metric,
             points,
+            world: String::new(),
+            tick: 0,
+            comparator: spec.to_string(),
+            replay_of: None,
         })
+    }
+
+    /// Makes this chart of a replay (or any fork) comparable with the
+    /// chart of the world it came from: every attempt keeps the number it
+    /// has in `original` (a run the original does not have is numbered
+    /// after them, in order), and an attempt decided otherwise than in
+    /// `original` records how ([`Point::changed_from`]; a keep and a
+    /// baseline count as the same, both made the candidate head).
+    pub fn align_to(&mut self, original: &Progress, original_world: &str) {
+        let mut next = original.points.iter().map(|p| p.attempt).max().unwrap_or(0);
+        for p in &mut self.points {
+            match original.points.iter().find(|o| o.run_id == p.run_id) {
+                Some(o) => {
+                    p.attempt = o.attempt;
+                    if p.mark.is_head() != o.mark.is_head()
+                        || (!p.mark.is_head() && p.mark != o.mark)
+                    {
+                        p.changed_from = Some(o.mark);
+                    }
+                }
+                None => {
+                    next += 1;
+                    p.attempt = next;
+                }
+            }
+        }
+        self.points.sort_by_key(|p| p.attempt);
+        self.replay_of = Some(original_world.to_string());
+    }
+
+    /// How many attempts a replay decided otherwise ([`Progress::align_to`]).
+    pub fn changed(&self) -> usize {
+        self.points
+            .iter()
+            .filter(|p| p.changed_from.is_some())
+            .count()
     }
 
     /// Replaces the label of every point for which `label` answers, e.g.

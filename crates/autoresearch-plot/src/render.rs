@@ -118,35 +118,49 @@ impl Cut {
     }
 }
 
-/// When the first head value lies far beyond the rest of the head's
-/// trajectory (a baseline the first keep improved many times over), the
-/// chart focuses on the rest, as karpathy's notebook does by hand: otherwise
-/// every later step would be squeezed into a few pixels.
+/// Where the y axis is cut, if anywhere. The head's whole trajectory (the
+/// baseline included) is always on scale, so that the chart shows every
+/// gain at its true size; only attempts far worse than any head (a diverged
+/// run, a broken build scored at 1e9) are pinned in an off-scale band on
+/// their side, with their value written, so that they do not squeeze the
+/// rest into a few pixels.
 fn focus(p: &Progress) -> Option<Cut> {
     let heads: Vec<f64> = p.head_steps().iter().map(|(_, v)| *v).collect();
-    let (first, rest) = heads.split_first()?;
-    if rest.len() < 2 {
+    if heads.is_empty() {
         return None;
     }
-    let lo = rest.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = rest.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let span = (hi - lo).max(hi.abs().max(lo.abs()) * 1e-3);
+    let lo = heads.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = heads.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = (hi - lo).max(hi.abs().max(lo.abs()) * 0.05);
     if !(span.is_finite() && span > 0.0) {
         return None;
     }
-    if *first > hi + 4.0 * span {
-        Some(Cut {
+    let others = || {
+        p.points
+            .iter()
+            .filter(|pt| !pt.mark.is_head())
+            .filter_map(|pt| pt.value)
+    };
+    let far_above = others().any(|v| v > hi + 4.0 * span);
+    let far_below = others().any(|v| v < lo - 4.0 * span);
+    let above = match (far_above, far_below) {
+        (false, false) => return None,
+        (true, false) => true,
+        (false, true) => false,
+        // Both: cut on the worse side, which the direction says.
+        (true, true) => p.direction != Some(Direction::Maximize),
+    };
+    Some(if above {
+        Cut {
             above: true,
             at: hi + 1.5 * span,
-        })
-    } else if *first < lo - 4.0 * span {
-        Some(Cut {
+        }
+    } else {
+        Cut {
             above: false,
             at: lo - 1.5 * span,
-        })
-    } else {
-        None
-    }
+        }
+    })
 }
 
 /// Decimals that tell ticks `span` apart: three significant digits of it.
@@ -165,14 +179,66 @@ fn overlaps(a: Rect, b: Rect) -> bool {
     a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3
 }
 
+/// One row of the legend panel: how its marker is drawn, and its text.
+#[derive(Clone, Copy)]
+enum Key {
+    Ring(RGBColor),
+    Dot(RGBColor),
+    Hollow(RGBColor),
+    Cross(RGBColor),
+    Square(RGBColor),
+    Line(RGBColor),
+    Whisker(RGBColor),
+    Changed,
+    Band,
+}
+
+/// The title: what is shown (experiment, world, tick, comparator) and the counts.
+fn title(p: &Progress, options: &ChartOptions) -> (String, String) {
+    let crashes = p.count(Mark::Crash);
+    let mut main = options.title.clone().unwrap_or_else(|| {
+        let mut t = format!(
+            "{}: {} attempts, {} kept",
+            p.experiment,
+            p.points.len(),
+            p.count(Mark::Keep)
+        );
+        if crashes > 0 {
+            t.push_str(&format!(", {crashes} crashed"));
+        }
+        t
+    });
+    if let Some(of) = &p.replay_of {
+        main.push_str(&format!(
+            " (replay of {of}: {} decided otherwise)",
+            p.changed()
+        ));
+    }
+    let mut sub = Vec::new();
+    if !p.world.is_empty() {
+        sub.push(format!("world {} at tick {}", p.world, p.tick));
+    }
+    if !p.comparator.is_empty() {
+        sub.push(format!("decided by {}", p.comparator));
+    }
+    (main, sub.join(" · "))
+}
+
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     p: &Progress,
     options: &ChartOptions,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
-    let n = p.points.len() as i32;
+    // Attempt numbers: a replay keeps the original's, so they may skip.
+    let n = p.points.iter().map(|pt| pt.attempt).max().unwrap_or(0) as i32;
     let crashes = p.count(Mark::Crash);
+    // Attempts decided without a value: crashes, and discards refused before
+    // any evaluation (no change, a protected path). They go in a lane of
+    // their own under the data, so that none is read as a value.
+    let unmeasured = |pt: &Point| pt.mark != Mark::Crash && pt.value.is_none();
+    let not_evaluated = p.points.iter().filter(|pt| unmeasured(pt)).count();
+    let lane = crashes + not_evaluated > 0;
     let cut = focus(p);
     let (lo, hi) = data_range(&p.points, |v| Cut::on_scale(cut, v))
         .or_else(|| data_range(&p.points, |_| true))
@@ -183,7 +249,7 @@ fn draw<DB: DrawingBackend>(
         lo.abs().max(1.0) * 0.02
     };
     // Off-scale values sit in a band beyond the data; below the data is the
-    // lane crashes are drawn in, and above it room for labels.
+    // lane of attempts without a value, and above it room for labels.
     let pinned_below = cut.is_some_and(|c| !c.above);
     let lane_base = if pinned_below { lo - span * 0.14 } else { lo };
     let pin = if pinned_below {
@@ -192,23 +258,31 @@ fn draw<DB: DrawingBackend>(
         hi + span * 0.10
     };
     let shown = move |v: f64| if Cut::on_scale(cut, v) { v } else { pin };
-    let top = hi + span * 0.22;
-    let bottom = lane_base - span * if crashes > 0 { 0.16 } else { 0.08 };
-    let crash_lane = lane_base - span * 0.09;
+    let top = hi
+        + span
+            * if cut.is_some_and(|c| c.above) {
+                0.22
+            } else {
+                0.12
+            };
+    let bottom = lane_base - span * if lane { 0.16 } else { 0.06 };
+    let lane_y = lane_base - span * 0.09;
 
-    let kept = p.count(Mark::Keep);
-    let title = options.title.clone().unwrap_or_else(|| {
-        let mut t = format!(
-            "{}: {} attempts, {} kept",
-            p.experiment,
-            p.points.len(),
-            kept
-        );
-        if crashes > 0 {
-            t.push_str(&format!(", {crashes} crashed"));
-        }
-        t
-    });
+    let (main, sub) = title(p, options);
+    let body = root.titled(&main, (FONT, 22).into_font().style(FontStyle::Bold))?;
+    let body = if sub.is_empty() {
+        body
+    } else {
+        body.titled(
+            &sub,
+            TextStyle::from((FONT, 15).into_font()).color(&BLACK.mix(0.65)),
+        )?
+    };
+    // The legend has a panel of its own, right of the plot: it never hides a point.
+    let (w, _) = body.dim_in_pixel();
+    let legend_w = (w / 4).clamp(220, 320);
+    let (plot_area, legend_area) = body.split_horizontally(w.saturating_sub(legend_w));
+
     let y_desc = match p.direction {
         Some(Direction::Minimize) => format!("{} (lower is better)", p.metric),
         Some(Direction::Maximize) => format!("{} (higher is better)", p.metric),
@@ -223,15 +297,13 @@ fn draw<DB: DrawingBackend>(
             String::new()
         }
     };
-
     let widest = [top, bottom, lo, hi]
         .iter()
         .map(|v| y_fmt(v).len())
         .max()
         .unwrap_or(4) as u32;
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, (FONT, 24).into_font().style(FontStyle::Bold))
-        .margin(18)
+    let mut chart = ChartBuilder::on(&plot_area)
+        .margin(14)
         .x_label_area_size(48)
         .y_label_area_size(widest * 9 + 40)
         .build_cartesian_2d(0..n + 1, bottom..top)?;
@@ -249,17 +321,15 @@ fn draw<DB: DrawingBackend>(
         .axis_desc_style((FONT, 16))
         .draw()?;
 
-    // The crash lane: a faint band under the data, so that a crash is never
-    // read as a value.
-    if crashes > 0 {
+    if lane {
         let lane_top = lane_base - span * 0.03;
         chart.draw_series(std::iter::once(Rectangle::new(
             [(0, bottom), (n + 1, lane_top)],
             CRASH.mix(0.05).filled(),
         )))?;
-        let (x, y) = chart.backend_coord(&(0, crash_lane));
+        let (x, y) = chart.backend_coord(&(0, lane_y));
         root.draw(&Text::new(
-            "crashed",
+            "no value",
             (x + 6, y - 7),
             TextStyle::from((FONT, 12).into_font()).color(&CRASH.mix(0.8)),
         ))?;
@@ -292,7 +362,13 @@ fn draw<DB: DrawingBackend>(
             .filter_map(move |pt| pt.value.map(|v| (pt, shown(v))))
     };
 
-    // Sample spread of attempts measured more than once.
+    // Whiskers: the spread of attempts measured more than once.
+    let whiskers = p
+        .points
+        .iter()
+        .filter(|pt| pt.samples.len() > 1)
+        .filter(|pt| pt.value.is_some_and(|v| Cut::on_scale(cut, v)))
+        .count();
     chart.draw_series(
         p.points
             .iter()
@@ -316,16 +392,11 @@ fn draw<DB: DrawingBackend>(
     let undecided: Vec<_> = with_value(Mark::Pending)
         .chain(with_value(Mark::Undecided))
         .collect();
-    if !undecided.is_empty() {
-        chart
-            .draw_series(
-                undecided
-                    .iter()
-                    .map(|(pt, v)| Circle::new((at(pt), *v), 5, PENDING.stroke_width(2))),
-            )?
-            .label("Pending / undecided")
-            .legend(|(x, y)| Circle::new((x + 10, y), 5, PENDING.stroke_width(2)));
-    }
+    chart.draw_series(
+        undecided
+            .iter()
+            .map(|(pt, v)| Circle::new((at(pt), *v), 5, PENDING.stroke_width(2))),
+    )?;
 
     // The head as a step line: flat until the next keep, then a step, and on
     // to the last attempt.
@@ -341,54 +412,43 @@ fn draw<DB: DrawingBackend>(
         if let Some((_, v)) = steps.last() {
             path.push((n, shown(*v)));
         }
-        chart
-            .draw_series(LineSeries::new(path, STEP.mix(0.75).stroke_width(2)))?
-            .label("Running best (head)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], STEP.stroke_width(2)));
+        chart.draw_series(LineSeries::new(path, STEP.mix(0.75).stroke_width(2)))?;
     }
 
-    chart
-        .draw_series(
-            with_value(Mark::Discard)
-                .map(|(pt, v)| Circle::new((at(pt), v), 4, DISCARD.mix(0.55).filled())),
-        )?
-        .label("Discarded")
-        .legend(|(x, y)| Circle::new((x + 10, y), 4, DISCARD.mix(0.55).filled()));
-
+    chart.draw_series(
+        with_value(Mark::Discard)
+            .map(|(pt, v)| Circle::new((at(pt), v), 4, DISCARD.mix(0.55).filled())),
+    )?;
     let ring = |c: (i32, f64), r: i32, fill: RGBColor| {
         EmptyElement::at(c)
             + Circle::new((0, 0), r, fill.filled())
             + Circle::new((0, 0), r, BLACK.mix(0.8).stroke_width(1))
     };
-    if with_value(Mark::Baseline).next().is_some() {
-        chart
-            .draw_series(with_value(Mark::Baseline).map(|(pt, v)| ring((at(pt), v), 6, BASELINE)))?
-            .label("Baseline")
-            .legend(move |(x, y)| {
-                EmptyElement::at((x + 10, y))
-                    + Circle::new((0, 0), 6, BASELINE.filled())
-                    + Circle::new((0, 0), 6, BLACK.mix(0.8).stroke_width(1))
-            });
-    }
-    chart
-        .draw_series(with_value(Mark::Keep).map(|(pt, v)| ring((at(pt), v), 6, KEEP)))?
-        .label("Kept")
-        .legend(move |(x, y)| {
-            EmptyElement::at((x + 10, y))
-                + Circle::new((0, 0), 6, KEEP.filled())
-                + Circle::new((0, 0), 6, BLACK.mix(0.8).stroke_width(1))
-        });
-    if crashes > 0 {
-        chart
-            .draw_series(
-                p.points
-                    .iter()
-                    .filter(|pt| pt.mark == Mark::Crash)
-                    .map(|pt| Cross::new((at(pt), crash_lane), 5, CRASH.stroke_width(2))),
-            )?
-            .label("Crashed")
-            .legend(|(x, y)| Cross::new((x + 10, y), 5, CRASH.stroke_width(2)));
-    }
+    chart.draw_series(with_value(Mark::Baseline).map(|(pt, v)| ring((at(pt), v), 6, BASELINE)))?;
+    chart.draw_series(with_value(Mark::Keep).map(|(pt, v)| ring((at(pt), v), 6, KEEP)))?;
+    // The lane: crashes as crosses, the rest (refused before evaluation,
+    // or pending without a value) as hollow squares.
+    chart.draw_series(
+        p.points
+            .iter()
+            .filter(|pt| pt.mark == Mark::Crash)
+            .map(|pt| Cross::new((at(pt), lane_y), 5, CRASH.stroke_width(2))),
+    )?;
+    chart.draw_series(p.points.iter().filter(|pt| unmeasured(pt)).map(|pt| {
+        let (x, y) = (at(pt), lane_y);
+        EmptyElement::at((x, y)) + Rectangle::new([(-4, -4), (4, 4)], DISCARD.stroke_width(2))
+    }))?;
+    // A replay's changed decisions: an outer ring around the point.
+    let changed_at = |pt: &Point| match pt.value {
+        Some(v) if pt.mark != Mark::Crash => shown(v),
+        _ => lane_y,
+    };
+    chart.draw_series(
+        p.points
+            .iter()
+            .filter(|pt| pt.changed_from.is_some())
+            .map(|pt| Circle::new((at(pt), changed_at(pt)), 10, PENDING.stroke_width(2))),
+    )?;
 
     // Off-scale points carry their value, in full.
     for pt in &p.points {
@@ -404,35 +464,116 @@ fn draw<DB: DrawingBackend>(
         ))?;
     }
 
-    let legend_low = p.direction == Some(Direction::Maximize);
-    let legend_at = if legend_low {
-        SeriesLabelPosition::LowerRight
-    } else {
-        SeriesLabelPosition::UpperRight
-    };
-    chart
-        .configure_series_labels()
-        .position(legend_at)
-        .margin(12)
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.3))
-        .draw()?;
+    // The legend panel: a row for every kind of mark drawn, then notes.
+    let mut keys: Vec<(Key, String)> = Vec::new();
+    if p.count(Mark::Baseline) > 0 {
+        keys.push((
+            Key::Ring(BASELINE),
+            "Baseline (head not chosen by the loop)".into(),
+        ));
+    }
+    keys.push((Key::Ring(KEEP), "Kept".into()));
+    if !steps.is_empty() {
+        keys.push((Key::Line(STEP), "Running best (head)".into()));
+    }
+    if with_value(Mark::Discard).next().is_some() {
+        keys.push((Key::Dot(DISCARD), "Discarded".into()));
+    }
+    if !undecided.is_empty() {
+        keys.push((Key::Hollow(PENDING), "Pending / undecided".into()));
+    }
+    if crashes > 0 {
+        keys.push((Key::Cross(CRASH), "Crashed (no value)".into()));
+    }
+    if not_evaluated > 0 {
+        keys.push((
+            Key::Square(DISCARD),
+            "Not evaluated (no change, protected path)".into(),
+        ));
+    }
+    if whiskers > 0 {
+        keys.push((
+            Key::Whisker(DISCARD),
+            "Whisker: min to max of repeated samples; dot at the mean".into(),
+        ));
+    }
+    if p.changed() > 0 {
+        keys.push((Key::Changed, "Decided otherwise than the original".into()));
+    }
+    if cut.is_some() {
+        keys.push((Key::Band, "Off scale: far worse than any head".into()));
+    }
+    let mut notes: Vec<String> = Vec::new();
+    if p.comparator.starts_with("stat") {
+        notes.push(
+            "p: chance that noise alone shows this gain (one-sided Welch t-test); kept when p < α, discarded early when p > futility"
+                .into(),
+        );
+    }
+    let (text_color, note_color) = (BLACK.mix(0.85), BLACK.mix(0.6));
+    let text_style = TextStyle::from((FONT, 13).into_font()).color(&text_color);
+    let note_style = TextStyle::from((FONT, 12).into_font()).color(&note_color);
+    let (lw, _) = legend_area.dim_in_pixel();
+    let chars = ((lw as i32 - 50) / 7).max(12) as usize;
+    let mut y = 24;
+    for (key, text) in &keys {
+        let (x0, cy) = (14, y + 7);
+        match *key {
+            Key::Ring(c) => legend_area.draw(
+                &(EmptyElement::at((x0 + 8, cy))
+                    + Circle::new((0, 0), 6, c.filled())
+                    + Circle::new((0, 0), 6, BLACK.mix(0.8).stroke_width(1))),
+            )?,
+            Key::Dot(c) => legend_area.draw(&Circle::new((x0 + 8, cy), 4, c.mix(0.55).filled()))?,
+            Key::Hollow(c) => legend_area.draw(&Circle::new((x0 + 8, cy), 5, c.stroke_width(2)))?,
+            Key::Cross(c) => legend_area.draw(&Cross::new((x0 + 8, cy), 5, c.stroke_width(2)))?,
+            Key::Square(c) => legend_area.draw(&Rectangle::new(
+                [(x0 + 4, cy - 4), (x0 + 12, cy + 4)],
+                c.stroke_width(2),
+            ))?,
+            Key::Line(c) => legend_area.draw(&PathElement::new(
+                vec![(x0, cy), (x0 + 18, cy)],
+                c.stroke_width(2),
+            ))?,
+            Key::Whisker(c) => {
+                legend_area.draw(&PathElement::new(
+                    vec![(x0 + 8, cy - 8), (x0 + 8, cy + 8)],
+                    c.mix(0.8),
+                ))?;
+                legend_area.draw(&Circle::new((x0 + 8, cy), 3, c.filled()))?;
+            }
+            Key::Changed => {
+                legend_area.draw(&Circle::new((x0 + 8, cy), 8, PENDING.stroke_width(2)))?
+            }
+            Key::Band => legend_area.draw(&Rectangle::new(
+                [(x0, cy - 5), (x0 + 18, cy + 5)],
+                BLACK.mix(0.08).filled(),
+            ))?,
+        }
+        for (i, line) in wrap(text, chars).iter().enumerate() {
+            legend_area.draw(&Text::new(
+                line.clone(),
+                (x0 + 26, y + i as i32 * 16),
+                text_style.clone(),
+            ))?;
+            if i > 0 {
+                y += 16;
+            }
+        }
+        y += 24;
+    }
+    y += 6;
+    for note in &notes {
+        for line in wrap(note, chars + 4) {
+            legend_area.draw(&Text::new(line, (14, y), note_style.clone()))?;
+            y += 15;
+        }
+        y += 6;
+    }
 
-    // Labels on kept changes, placed where they overlap neither each other,
-    // the kept markers nor (roughly) the legend.
+    // Labels on kept changes, placed where they overlap neither each other
+    // nor any point.
     let (xr, yr) = chart.plotting_area().get_pixel_range();
-    let legend_rows = 2
-        + usize::from(!undecided.is_empty())
-        + usize::from(!steps.is_empty())
-        + usize::from(with_value(Mark::Baseline).next().is_some())
-        + usize::from(crashes > 0);
-    let legend_h = legend_rows as i32 * 22 + 24;
-    let legend: Rect = if legend_low {
-        (xr.end - 230, yr.end - legend_h, xr.end, yr.end)
-    } else {
-        (xr.end - 230, yr.start, xr.end, yr.start + legend_h)
-    };
     let heads: Vec<(Point, (i32, i32))> = p
         .points
         .iter()
@@ -442,7 +583,7 @@ fn draw<DB: DrawingBackend>(
                 .map(|v| (pt.clone(), chart.backend_coord(&(at(pt), shown(v)))))
         })
         .collect();
-    let mut taken: Vec<Rect> = vec![legend];
+    let mut taken: Vec<Rect> = Vec::new();
     taken.extend(heads.iter().map(|(_, (x, y))| (x - 7, y - 7, x + 7, y + 7)));
     taken.extend(p.points.iter().filter_map(|pt| {
         let v = pt.value?;
@@ -451,6 +592,16 @@ fn draw<DB: DrawingBackend>(
         let right = if Cut::on_scale(cut, v) { 4 } else { 80 };
         Some((x - 4, y - 8, x + right, y + 8))
     }));
+    // And the lane's markers.
+    taken.extend(
+        p.points
+            .iter()
+            .filter(|pt| pt.mark == Mark::Crash || unmeasured(pt))
+            .map(|pt| {
+                let (x, y) = chart.backend_coord(&(at(pt), lane_y));
+                (x - 7, y - 7, x + 7, y + 7)
+            }),
+    );
     let style = TextStyle::from((FONT, 13).into_font()).color(&KEEP_DARK);
     for (pt, (px, py)) in &heads {
         let text = shorten(&pt.label, crate::LABEL_CHARS);
@@ -498,6 +649,25 @@ fn draw<DB: DrawingBackend>(
         root.draw(&Text::new(text, (x0 + 3, y0 + 2), style.clone()))?;
     }
     Ok(())
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 #[cfg(test)]

@@ -238,7 +238,8 @@ async fn unwritable_path_is_a_clear_error() {
 }
 
 #[tokio::test]
-async fn a_far_off_baseline_is_drawn_off_scale() {
+async fn a_far_off_baseline_stays_on_scale_and_only_far_worse_attempts_are_cut() {
+    // The first keep was the big gain: the chart must show it as such.
     let steps = [
         step("baseline", "", &[30640.0, 30655.0]),
         step("keep", "nearest neighbour", &[7460.0, 7470.0]),
@@ -250,18 +251,107 @@ async fn a_far_off_baseline_is_drawn_off_scale() {
     let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
     let svg = autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).unwrap();
     let svg = String::from_utf8(svg).unwrap();
+    assert!(!svg.contains("off scale"), "the baseline is never cut");
+    // The y axis reaches the baseline: a tick label at 30000 or above.
+    let top_label = texts(&svg)
+        .iter()
+        .filter_map(|t| t.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(top_label >= 30000.0, "axis spans the baseline: {top_label}");
+
+    // A diverged attempt far worse than every head is pinned, with its value.
+    let steps = [
+        step("baseline", "", &[100.0]),
+        step("keep", "a", &[90.0]),
+        step("discard", "diverged", &[1e9]),
+        step("keep", "b", &[85.0]),
+    ];
+    let (_, world) = build_world(&steps).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
+    let svg = autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).unwrap();
+    let svg = String::from_utf8(svg).unwrap();
     assert!(svg.contains("off scale ↑"), "cut drawn");
     assert!(
-        svg.contains("↑ 30647.5"),
-        "baseline value written, unrounded"
+        svg.contains("↑ 1000000000"),
+        "off-scale value written in full"
     );
-    assert!(svg.contains("↑ 31100"), "off-scale discard value written");
+    assert!(
+        svg.contains("Off scale: far worse than any head"),
+        "in the legend"
+    );
 
-    // Without a far-off first value there is no cut.
+    // Without a far-off attempt there is no cut.
     let (_, world) = build_world(STEPS).await;
     let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
     let svg = autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).unwrap();
     assert!(!String::from_utf8(svg).unwrap().contains("off scale"));
+}
+
+#[tokio::test]
+async fn every_kind_of_attempt_is_drawn_and_in_the_legend() {
+    let (_, world) = build_world(STEPS).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
+    let svg = autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).unwrap();
+    let svg = String::from_utf8(svg).unwrap();
+    let legend = texts(&svg).join(" ");
+    for entry in [
+        "Baseline",
+        "Kept",
+        "Running best (head)",
+        "Discarded",
+        "Pending / undecided",
+        "Crashed (no value)",
+        // "edit prepare.py" was refused before any evaluation.
+        "Not evaluated (no change, protected path)",
+        "Whisker: min to max of repeated samples",
+        "p: chance that noise alone shows this gain",
+    ] {
+        assert!(legend.contains(entry), "legend lacks {entry:?}: {legend}");
+    }
+    // The legend is a panel right of the plot: every point lies left of it.
+    let legend_x = 1400 - (1400 / 4).clamp(220, 320);
+    let xs: Vec<f64> = svg
+        .split("<circle cx=\"")
+        .skip(1)
+        .filter_map(|c| c.split('"').next()?.parse().ok())
+        .collect();
+    assert!(!xs.is_empty());
+    let (points, legend): (Vec<f64>, Vec<f64>) = xs.iter().partition(|x| **x < legend_x as f64);
+    assert!(points.len() >= 14, "{xs:?}");
+    assert!(
+        legend.iter().all(|x| *x > legend_x as f64 + 5.0),
+        "{legend:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_replay_keeps_attempt_numbers_and_marks_changed_decisions() {
+    let (_, world) = build_world(STEPS).await;
+    let original = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
+    // The replay: the same runs, the third kept instead of discarded, and
+    // only the later half recorded (as a fork from a tick would).
+    let mut replay = original.clone();
+    replay.points.drain(..6);
+    for (i, p) in replay.points.iter_mut().enumerate() {
+        p.attempt = i + 1;
+    }
+    replay.points[0].mark = Mark::Keep;
+    replay.align_to(&original, "autoresearch:tsp");
+    assert_eq!(replay.points[0].attempt, 7, "original numbering kept");
+    assert_eq!(replay.points[0].changed_from, Some(Mark::Discard));
+    assert_eq!(replay.changed(), 1);
+    let svg = autoresearch_plot::render(&replay, Format::Svg, &ChartOptions::default()).unwrap();
+    let svg = String::from_utf8(svg).unwrap();
+    assert!(
+        svg.contains("replay of autoresearch:tsp: 1 decided otherwise"),
+        "title"
+    );
+    assert!(
+        texts(&svg)
+            .join(" ")
+            .contains("Decided otherwise than the original"),
+        "legend"
+    );
 }
 
 #[tokio::test]
@@ -328,4 +418,15 @@ async fn read_uses_experiment_hints_final_commit_samples_and_relabels() {
     assert!(!Progress::label_is_commit(&p.points[0]));
     p.relabel(|x| (x.run_id == "b").then(|| "muon optimizer\nbody".to_string()));
     assert_eq!(p.points[1].label, "muon optimizer");
+}
+
+/// The text of every `<text>` element of an SVG, trimmed.
+fn texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = t.split_once('>')?.1;
+            Some(body.split("</text>").next()?.trim().to_string())
+        })
+        .collect()
 }
