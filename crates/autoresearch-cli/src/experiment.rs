@@ -231,7 +231,7 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
     }
     let executor =
         Arc::new(LocalExecutor::new(cfg.state_dir.clone()).with_sandbox(sandbox.clone()));
-    let progress = Arc::new(Progress::new(quiet));
+    let progress = Arc::new(Progress::new(quiet).with_total(cfg.iterations));
     if let Some(why) = sandbox.fallback_reason() {
         progress.note(format!(
             "jobs run without a sandbox ({why}): they can write outside their checkout; install bubblewrap (`apt-get install bubblewrap`) or set [run] sandbox = \"none\" to silence this"

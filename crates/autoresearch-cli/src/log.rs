@@ -415,6 +415,11 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
             if filtered || args.limit.is_some() {
                 eprintln!("{} of {} attempts shown", rows.len(), log.rows.len());
             }
+            if all.iter().any(|a| a.final_results().count() > 1) {
+                eprintln!(
+                    "metrics are each attempt's mean over its samples (`autoresearch show RUN` lists every sample)"
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

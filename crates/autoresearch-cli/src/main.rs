@@ -35,14 +35,15 @@ pub(crate) struct Cli {
         long,
         global = true,
         env = "AUTORESEARCH_LEDGER",
-        default_value = ".autoresearch/ledger.redb"
+        default_value = ".autoresearch/ledger.redb",
+        help_heading = "Global options"
     )]
     pub ledger: PathBuf,
     /// More logging (-v, -vv); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
     pub verbose: u8,
     /// Only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -87,6 +88,15 @@ pub enum Command {
     Diff(show::DiffArgs),
     /// Check a run's candidate out on a new branch (or in a new worktree).
     Checkout(show::CheckoutArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  autoresearch completions bash > ~/.local/share/bash-completion/completions/autoresearch\n  autoresearch completions zsh > \"${fpath[1]}/_autoresearch\"\n  autoresearch completions fish > ~/.config/fish/completions/autoresearch.fish"
+    )]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -133,6 +143,7 @@ fn main() -> ExitCode {
             | Command::Show(_)
             | Command::Best(_)
             | Command::Diff(_)
+            | Command::Completions { .. }
     ) {
         default_sigpipe();
     }
@@ -193,6 +204,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Best(args) => return show::best(&cli.ledger, args).await,
         Command::Diff(args) => return show::diff(&cli.ledger, args).await,
         Command::Checkout(args) => return show::checkout(&cli.ledger, args).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "autoresearch", &mut std::io::stdout());
+        }
         Command::Replay(args) => return compare_cmds::replay_cmd(&cli.ledger, args).await,
         Command::Fork(args) => return compare_cmds::fork_cmd(&cli.ledger, args).await,
         Command::Vote(args) => return compare_cmds::vote_cmd(&cli.ledger, args, cli.quiet).await,

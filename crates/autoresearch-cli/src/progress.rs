@@ -1,10 +1,11 @@
 //! Terminal progress of `autoresearch run`: a spinner per run in flight (on a
-//! terminal), and one line per decided run on stdout: id, commit, metrics,
-//! decision, incumbent.
+//! terminal), and one line per decided run on stdout, terminal or not:
+//! `[N/M]`, id, commit, metrics (the mean over its samples), decision, head
+//! and the best so far (the head's first metric).
 
 use autoresearch_controller::Event;
 use autoresearch_core::num::fmt_f64;
-use autoresearch_core::short_commit;
+use autoresearch_core::{OutcomeStatus, short_commit};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -16,6 +17,10 @@ use std::time::Duration;
 pub struct Progress {
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    /// Candidates to try, when limited (the M of `[N/M]`).
+    total: Option<u64>,
+    /// Candidates decided so far, and the head's metrics (best so far).
+    tally: Mutex<(u64, Option<(String, f64)>)>,
 }
 
 impl Progress {
@@ -25,7 +30,41 @@ impl Progress {
         Progress {
             multi,
             bars: Mutex::new(HashMap::new()),
+            total: None,
+            tally: Mutex::new((0, None)),
         }
+    }
+
+    /// Numbers each decided candidate `[N/M]` against `iterations` (0: no limit).
+    pub fn with_total(mut self, iterations: u64) -> Progress {
+        self.total = (iterations > 0).then_some(iterations);
+        self
+    }
+
+    /// The `[N/M]` counter and best-so-far of a decided run, updating the tally.
+    fn count(&self, status: &OutcomeStatus, metrics: &[(String, f64)]) -> (String, String) {
+        let Ok(mut tally) = self.tally.lock() else {
+            return (String::new(), String::new());
+        };
+        if status.is_head()
+            && let Some((k, v)) = metrics.first()
+        {
+            tally.1 = Some((k.clone(), *v));
+        }
+        let counter = if *status == OutcomeStatus::Baseline {
+            "[base]".to_string()
+        } else {
+            tally.0 += 1;
+            match self.total {
+                Some(m) => format!("[{}/{m}]", tally.0),
+                None => format!("[{}]", tally.0),
+            }
+        };
+        let best = match &tally.1 {
+            Some((k, v)) => format!("best {k}={}", fmt_f64(*v)),
+            None => "best -".to_string(),
+        };
+        (counter, best)
     }
 
     fn line(&self, text: String) {
@@ -88,6 +127,7 @@ impl Progress {
                 {
                     b.finish_and_clear();
                 }
+                let metrics_raw = metrics;
                 let metrics = if metrics.is_empty() {
                     "-".to_string()
                 } else {
@@ -103,8 +143,9 @@ impl Progress {
                 } else {
                     short_commit(commit)
                 };
+                let (counter, best) = self.count(status, metrics_raw);
                 self.line(format!(
-                    "{run_id}  {commit}  {metrics}  {status:<8}  head {}  {reason}",
+                    "{counter} {run_id}  {commit}  {metrics}  {status:<8}  head {}  {best}  {reason}",
                     short_commit(head)
                 ));
             }

@@ -150,6 +150,13 @@ async fn run_status_and_show_through_the_binary() {
         lines[1].contains("score=99 ") && lines[1].contains("keep"),
         "{out}"
     );
+    // Off a terminal too: N of M and the best so far.
+    assert!(lines[0].starts_with("[base] "), "{out}");
+    assert!(
+        lines[1].starts_with("[1/2] ") && lines[2].starts_with("[2/2] "),
+        "{out}"
+    );
+    assert!(lines[2].contains("best score=98"), "{out}");
     assert!(
         lines[3].starts_with("2 iterations done: 2 launched, 2 kept"),
         "{out}"

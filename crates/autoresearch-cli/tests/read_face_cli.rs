@@ -738,3 +738,50 @@ fn a_replay_chart_keeps_attempt_numbers_and_counts_changed_decisions() {
         "and the comparator"
     );
 }
+
+#[test]
+fn completions_and_help_for_people() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["autoresearch", "checkout", "worlds", "experiment"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = run(&["completions", "tcsh"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'tcsh'"));
+    // Global options apart from the command's own, and every new command
+    // with an example.
+    for cmd in [
+        "status",
+        "show",
+        "log",
+        "best",
+        "diff",
+        "checkout",
+        "completions",
+    ] {
+        let out = run(&[cmd, "--help"]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cmd}");
+        assert!(
+            help.contains("Global options:") && help.contains("Example"),
+            "{cmd}: {help}"
+        );
+    }
+    let help = String::from_utf8_lossy(&run(&["worlds", "rm", "--help"]).stdout).into_owned();
+    assert!(
+        help.contains("--force") && help.contains("Example"),
+        "{help}"
+    );
+}
