@@ -457,6 +457,22 @@ fn every_read_command_takes_experiment_and_world_and_forks_say_so() {
             );
         }
     }
+    // Inside the repository the config's experiment is the default.
+    for cmd in [&["runs"][..], &["history", id], &["log"], &["best"]] {
+        r.ok(cmd);
+    }
+    // `worlds` where there is no ledger: an error, and nothing created.
+    let empty = tempfile::tempdir().unwrap();
+    let out = r.run_in(empty.path(), &["worlds"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{out:?}"
+    );
+    assert!(
+        !empty.path().join(".autoresearch").exists(),
+        "worlds created a ledger"
+    );
     // Without a config, the ledger's only experiment is the default.
     let out = r.run_in(elsewhere, &["--ledger", ledger.to_str().unwrap(), "status"]);
     assert!(
