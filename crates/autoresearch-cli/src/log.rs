@@ -17,7 +17,7 @@
 //! and shows metrics only.
 
 use crate::read::{LogFormat, print_table};
-use crate::show::{idea, primary_metric};
+use crate::show::{ideas, primary_metric};
 use crate::target::TargetArgs;
 use anyhow::{Context, bail};
 use autoresearch_controller::git::Git;
@@ -244,17 +244,23 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
         args.format
     };
     let git = target.repo(&world).map(Git::new);
-    let params = match (&git, format) {
+    let (params, the_ideas) = match (&git, format) {
         (Some(g), LogFormat::Table) => {
             let g = g.clone();
             let (all2, file) = (all.clone(), args.params.clone());
-            tokio::task::spawn_blocking(move || params_of(&g, &all2, file.as_deref())).await?
+            tokio::task::spawn_blocking(move || {
+                (
+                    params_of(&g, &all2, file.as_deref()),
+                    ideas(Some(&g), &all2),
+                )
+            })
+            .await?
         }
         (None, _) if args.params.is_some() => bail!(
             "--params needs the experiment's repository; none is known for world {:?}",
             target.world
         ),
-        _ => HashMap::new(),
+        _ => (HashMap::new(), HashMap::new()),
     };
     let param_columns: Vec<String> = {
         let mut names: Vec<String> = params.values().flat_map(|p| p.keys().cloned()).collect();
@@ -392,7 +398,7 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                         (r.description.clone(), String::new())
                     } else {
                         (
-                            a.and_then(|a| idea(git.as_ref(), a)).unwrap_or_default(),
+                            the_ideas.get(&r.run_id).cloned().unwrap_or_default(),
                             a.and_then(|a| a.outcome.as_ref())
                                 .map(|o| o.reason.clone())
                                 .unwrap_or_default(),

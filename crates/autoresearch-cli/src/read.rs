@@ -193,7 +193,7 @@ pub async fn runs(ledger_path: &Path, args: RunsArgs) -> anyhow::Result<ExitCode
     if let Some(s) = &args.status {
         s.parse::<RunStatus>().context("--status")?;
     }
-    let target = args.target.resolve(ledger_path).await?;
+    let target = args.target.resolve_world(ledger_path).await?;
     let world = target.open(args.at).await?;
     let found = world.find_all::<Run>(|r| {
         args.target
@@ -274,7 +274,7 @@ fn field_diff(old: &Value, new: &Value) -> String {
 }
 
 pub async fn history(ledger_path: &Path, args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let target = args.target.resolve(ledger_path).await?;
+    let target = args.target.resolve_world(ledger_path).await?;
     let world = target.open(None).await?;
     let (entity, _) = world
         .run_by_id(&args.run_id)

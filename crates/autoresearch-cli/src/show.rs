@@ -10,7 +10,7 @@ use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::num::fmt_f64;
 use autoresearch_core::{EvalResult, OutcomeStatus, Run, World, now_ms, short_commit};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -105,15 +105,49 @@ pub fn find_run<'a>(all: &'a [Attempt], id: &str) -> anyhow::Result<&'a Attempt>
 }
 
 /// What was tried in an attempt, in a few words: today the candidate
-/// commit's subject line. The one place to change when the attempt
-/// records its idea itself.
+/// commit's subject line. [`ideas`] is the one place to change when the
+/// attempt records its idea itself.
 pub fn idea(git: Option<&Git>, a: &Attempt) -> Option<String> {
-    if a.run.commit_hash.is_empty() {
-        return None;
+    ideas(git, std::slice::from_ref(a)).remove(&a.run.run_id)
+}
+
+/// [`idea`] of many attempts, by run id, with one git process (one per
+/// attempt only when a commit is missing from the repository).
+pub fn ideas(git: Option<&Git>, attempts: &[Attempt]) -> HashMap<String, String> {
+    let Some(git) = git else {
+        return HashMap::new();
+    };
+    let with_commit: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|a| !a.run.commit_hash.is_empty())
+        .collect();
+    if with_commit.is_empty() {
+        return HashMap::new();
     }
-    git?.subject(&a.run.commit_hash)
-        .ok()
-        .filter(|s| !s.is_empty())
+    let mut args = vec!["log", "--no-walk=unsorted", "--format=%H%x09%s"];
+    args.extend(with_commit.iter().map(|a| a.run.commit_hash.as_str()));
+    let subjects: HashMap<String, String> = match git.run(&args) {
+        Ok(out) => out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(h, s)| (h.to_string(), s.to_string()))
+            .collect(),
+        // A commit the repository lacks fails the whole call: ask one by one.
+        Err(_) => with_commit
+            .iter()
+            .filter_map(|a| {
+                let s = git.subject(&a.run.commit_hash).ok()?;
+                Some((a.run.commit_hash.clone(), s))
+            })
+            .collect(),
+    };
+    with_commit
+        .iter()
+        .filter_map(|a| {
+            let s = subjects.get(&a.run.commit_hash)?;
+            (!s.is_empty()).then(|| (a.run.run_id.clone(), s.clone()))
+        })
+        .collect()
 }
 
 /// One sample as `show` lists it.

@@ -82,8 +82,25 @@ impl TargetArgs {
         self.resolve_in(storage).await
     }
 
+    /// [`TargetArgs::resolve`] for commands that read a world whatever it
+    /// holds (`runs`, `history`): a fork's experiment is not looked up, so
+    /// that the world is not materialized twice.
+    pub async fn resolve_world(&self, ledger_path: &Path) -> anyhow::Result<Target> {
+        self.load_config()?;
+        let storage = ledger::open_read_only(ledger_path)?;
+        self.resolve_with(storage, false).await
+    }
+
     /// [`TargetArgs::resolve`] in an open ledger.
     pub async fn resolve_in(&self, storage: Arc<dyn Storage>) -> anyhow::Result<Target> {
+        self.resolve_with(storage, true).await
+    }
+
+    async fn resolve_with(
+        &self,
+        storage: Arc<dyn Storage>,
+        find_experiment: bool,
+    ) -> anyhow::Result<Target> {
         let config = self.load_config()?;
         let location = storage.location();
         let worlds = storage
@@ -127,6 +144,7 @@ impl TargetArgs {
             Some(e) => Some(e.clone()),
             None => match experiment_of_world(&world.name) {
                 Some(e) => Some(e.to_string()),
+                None if !find_experiment => None,
                 // A fork or a replay holds its parent's experiment.
                 None => {
                     let w =
