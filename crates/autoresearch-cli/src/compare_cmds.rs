@@ -78,8 +78,9 @@ pub enum VoteVerdict {
 #[command(after_help = "Examples:\n  \
     autoresearch vote 19ab3c4d5e6-a3f2 keep --reason \"cleaner, same speed\"\n  \
     autoresearch vote 19ab3c discard --experiment nanogpt --voter ana\n\n\
-    `autoresearch status` lists the runs waiting for votes; the loop decides them once a\n\
-    quorum has voted (comparator vote:quorum=N).")]
+    `autoresearch status` lists the runs waiting for votes. Once a quorum has voted\n\
+    (comparator vote:quorum=N) the decision is applied at once, launching no candidate;\n\
+    while a loop runs on the world, that loop applies it before its next round.")]
 pub struct VoteArgs {
     /// The run voted on (id or unique prefix).
     pub run_id: String,

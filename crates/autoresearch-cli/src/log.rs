@@ -417,6 +417,12 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                 })
                 .collect();
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            if let Some(f) = &target.fork_of {
+                eprintln!(
+                    "world {} is a fork of {} at tick {}",
+                    target.world, f.parent, f.tick
+                );
+            }
             print_table(&header, &table);
             if filtered || args.limit.is_some() {
                 eprintln!("{} of {} attempts shown", rows.len(), log.rows.len());

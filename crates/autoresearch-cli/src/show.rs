@@ -145,7 +145,10 @@ pub fn ideas(git: Option<&Git>, attempts: &[Attempt]) -> HashMap<String, String>
         .iter()
         .filter_map(|a| {
             let s = subjects.get(&a.run.commit_hash)?;
-            (!s.is_empty()).then(|| (a.run.run_id.clone(), s.clone()))
+            // The loop's own message for a proposer that did not commit
+            // (`autoresearch RUN: ...`) says nothing of the idea.
+            let loops_own = s.starts_with(&format!("autoresearch {}:", a.run.run_id));
+            (!s.is_empty() && !loops_own).then(|| (a.run.run_id.clone(), s.clone()))
         })
         .collect()
 }
