@@ -5,7 +5,7 @@ use crate::ledger;
 use crate::target::TargetArgs;
 use anyhow::Context;
 use autoresearch_core::ledger::state_at;
-use autoresearch_core::{Change, Run, RunStatus};
+use autoresearch_core::{Change, Run, RunStatus, WorldInfo, experiment_world_name};
 use autoresearch_runner::time::format_ms;
 use autoresearch_runner::tsv;
 use serde_json::{Value, json};
@@ -15,9 +15,15 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
-    after_help = "Examples:\n  autoresearch worlds --json\n  autoresearch worlds rm what-if"
+    after_help = "Examples:\n  autoresearch worlds --json\n  autoresearch worlds --experiment nanogpt   # its world and its forks\n  autoresearch worlds rm what-if"
 )]
 pub struct WorldsArgs {
+    /// Only this world and the worlds forked from it (at any depth).
+    #[arg(long, value_name = "NAME")]
+    pub world: Option<String>,
+    /// Only this experiment's world and the worlds forked from it.
+    #[arg(long, value_name = "NAME", conflicts_with = "world")]
+    pub experiment: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -104,8 +110,44 @@ pub async fn worlds(ledger_path: &Path, args: WorldsArgs) -> anyhow::Result<Exit
         .list_worlds()
         .await
         .with_context(|| format!("listing the worlds of {}", storage.location()))?;
+    // --world / --experiment: that world and its descendants only.
+    let root = match (&args.world, &args.experiment) {
+        (Some(w), _) => Some(
+            worlds
+                .iter()
+                .find(|x| x.name == *w)
+                .or_else(|| worlds.iter().find(|x| x.name == experiment_world_name(w)))
+                .with_context(|| format!("no world named {w:?} in {}", storage.location()))?,
+        ),
+        (None, Some(e)) => Some(
+            worlds
+                .iter()
+                .find(|x| x.name == experiment_world_name(e))
+                .with_context(|| {
+                    format!(
+                        "no experiment {e:?}: no world named {:?} in {}",
+                        experiment_world_name(e),
+                        storage.location()
+                    )
+                })?,
+        ),
+        (None, None) => None,
+    };
+    let descends = |w: &WorldInfo| -> bool {
+        let Some(root) = root else { return true };
+        let mut cur = Some(w);
+        while let Some(c) = cur {
+            if c.id == root.id {
+                return true;
+            }
+            cur = c
+                .parent
+                .and_then(|p| worlds.iter().find(|x| x.id == p.parent));
+        }
+        false
+    };
     let mut out = Vec::new();
-    for w in &worlds {
+    for w in worlds.iter().filter(|w| descends(w)) {
         let state = state_at(storage.as_ref(), w.id, w.head)
             .await
             .with_context(|| {

@@ -657,6 +657,22 @@ fn worlds_rm_deletes_forks_and_refuses_what_it_must() {
             .collect()
     };
     assert_eq!(names(&r), ["autoresearch:exp", "what-if", "deeper"]);
+    // --world / --experiment: a world and its descendants.
+    let only = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["worlds", "--json"];
+        a.extend_from_slice(args);
+        r.json(&a)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(only(&["--world", "what-if"]), ["what-if", "deeper"]);
+    assert_eq!(only(&["--world", "deeper"]), ["deeper"]);
+    assert_eq!(only(&["--experiment", "exp"]).len(), 3);
+    let err = r.fails(&["worlds", "--world", "nope"]);
+    assert!(err.contains("no world named \"nope\""), "{err}");
     let err = r.fails(&["worlds", "rm", "exp"]);
     assert!(
         err.contains("an experiment's own world") && err.contains("--force"),
@@ -800,4 +816,41 @@ fn completions_and_help_for_people() {
         help.contains("--force") && help.contains("Example"),
         "{help}"
     );
+}
+
+#[test]
+fn several_experiments_without_a_config_ask_which() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tsv = tmp.path().join("results.tsv");
+    std::fs::write(
+        &tsv,
+        "commit\tval_bpb\tstatus\tdescription\na1b2c3d\t0.9979\tkeep\tbaseline\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(tmp.path())
+            .env_remove("AUTORESEARCH_LEDGER")
+            .output()
+            .unwrap()
+    };
+    for name in ["a", "b"] {
+        assert!(
+            run(&["ingest", "tsv", "results.tsv", "--experiment", name])
+                .status
+                .success()
+        );
+    }
+    for cmd in [&["status"][..], &["log"], &["best"], &["plot"]] {
+        let out = run(cmd);
+        assert!(!out.status.success(), "{cmd:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("holds several experiments (a, b); choose one with --experiment"),
+            "{cmd:?}: {err}"
+        );
+    }
+    assert!(run(&["status", "--experiment", "b"]).status.success());
+    assert!(run(&["log", "--world", "a"]).status.success());
 }
