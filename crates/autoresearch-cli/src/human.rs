@@ -38,9 +38,10 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
-/// A start and end as `local start, took D` (or `, running for D` while
-/// unfinished, measured against `now_ms`).
-pub fn span(started_ms: i64, finished_ms: i64, now_ms: i64) -> String {
+/// A start and end as `local start, took D`; while unfinished (`active`)
+/// `local start, running for D` measured against `now_ms`; a finished run
+/// without an end time (an import) shows its start only.
+pub fn span(started_ms: i64, finished_ms: i64, now_ms: i64, active: bool) -> String {
     if started_ms <= 0 {
         return "-".into();
     }
@@ -50,12 +51,14 @@ pub fn span(started_ms: i64, finished_ms: i64, now_ms: i64) -> String {
             local_time(started_ms),
             duration(finished_ms - started_ms)
         )
-    } else {
+    } else if active {
         format!(
             "{}, running for {}",
             local_time(started_ms),
             duration(now_ms - started_ms)
         )
+    } else {
+        local_time(started_ms)
     }
 }
 
@@ -198,6 +201,15 @@ mod tests {
         for (ms, want) in cases {
             assert_eq!(duration(ms), want, "{ms}");
         }
+    }
+
+    #[test]
+    fn spans_say_took_running_or_only_the_start() {
+        let t = 1_775_822_400_000;
+        assert!(span(t, t + 1500, t + 9000, false).ends_with(", took 1.5s"));
+        assert!(span(t, 0, t + 90_000, true).ends_with(", running for 1m 30s"));
+        assert!(!span(t, 0, t + 90_000, false).contains(','));
+        assert_eq!(span(0, 0, t, true), "-");
     }
 
     #[test]

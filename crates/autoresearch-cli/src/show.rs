@@ -352,7 +352,13 @@ impl ShowView {
         }
         l.push(
             "time",
-            human::span(r.started_at_ms, r.finished_at_ms, self.now_ms),
+            human::span(
+                r.started_at_ms,
+                r.finished_at_ms,
+                self.now_ms,
+                r.status()
+                    .is_ok_and(autoresearch_core::RunStatus::is_active),
+            ),
         );
         if !r.workspace_path.is_empty() && Path::new(&r.workspace_path).exists() {
             l.push("workspace", &r.workspace_path);

@@ -346,14 +346,16 @@ impl StatusView {
                 if !why.is_empty() && why != "-" {
                     l.push("why", why);
                 }
-                l.push(
-                    "since",
-                    format!(
-                        "{} ({} ago)",
-                        human::local_time(h.updated_at_ms),
-                        human::duration(self.now_ms - h.updated_at_ms)
-                    ),
-                );
+                if h.updated_at_ms > 0 {
+                    l.push(
+                        "since",
+                        format!(
+                            "{} ({} ago)",
+                            human::local_time(h.updated_at_ms),
+                            human::duration(self.now_ms - h.updated_at_ms)
+                        ),
+                    );
+                }
             }
             None => {
                 l.push(
@@ -399,7 +401,10 @@ impl StatusView {
         for (id, st, at) in &self.in_flight {
             l.push(
                 "in flight",
-                format!("{id} ({st}, started {})", human::span(*at, 0, self.now_ms)),
+                format!(
+                    "{id} ({st}, started {})",
+                    human::span(*at, 0, self.now_ms, true)
+                ),
             );
         }
         for p in &self.pending {
