@@ -49,49 +49,68 @@ pub(crate) struct Cli {
     pub command: Command,
 }
 
-/// Each command's arguments live in the module that implements it.
+/// Each command's arguments live in the module that implements it;
+/// `--help` lists them in the order of the workflow (`display_order`).
 #[derive(Subcommand)]
 pub enum Command {
     /// List the worlds in the ledger (name, head tick, entities, fork parent).
+    #[command(display_order = 13)]
     Worlds(read::WorldsArgs),
     /// Bring outside history in: archetype-runner's state.db, or a results.tsv.
+    #[command(display_order = 16)]
     Ingest(ingest::IngestArgs),
     /// List the runs of a world, now or at a past tick.
+    #[command(display_order = 14)]
     Runs(read::RunsArgs),
     /// Every change to one run, with tick and time.
+    #[command(display_order = 15)]
     History(read::HistoryArgs),
-    /// An experiment's attempts: commit, metrics, status, description.
+    /// An experiment's attempts as a table: parameters, metrics, decision, idea, reason.
+    #[command(display_order = 4)]
     Log(log::LogArgs),
     /// Write a commented autoresearch.toml for this repository.
+    #[command(display_order = 1)]
     Init(experiment::InitArgs),
     /// Run the loop: propose, evaluate, compare, keep or discard, repeat.
+    #[command(display_order = 2)]
     Run(experiment::RunArgs),
-    /// The experiment's head, counts, runs in flight and runs waiting for votes.
+    /// The experiment's head, branch, counts, runs in flight and votes (--watch to follow).
+    #[command(display_order = 3)]
     Status(status::StatusArgs),
-    /// One run: fields, results, decision, diff stat against its base, log paths.
+    /// One run: decision, idea, times, metrics and samples, evidence, diff stat, logs.
+    #[command(display_order = 6)]
     Show(show::ShowArgs),
     /// Re-decide an experiment's candidates under another comparator, into a fork.
+    #[command(display_order = 11)]
     Replay(compare_cmds::ReplayArgs),
     /// Fork an experiment at a tick with a chosen run as head.
+    #[command(display_order = 12)]
     Fork(compare_cmds::ForkArgs),
     /// Vote keep or discard on a run waiting for votes.
+    #[command(display_order = 10)]
     Vote(compare_cmds::VoteArgs),
     /// Check every world of the ledger (replay, snapshots, index, names,
     /// leases); --repair saves what is readable of a damaged world.
+    #[command(display_order = 17)]
     Doctor(doctor::DoctorArgs),
     /// Draw an experiment's progress chart (SVG, or PNG for a .png path).
     #[cfg(feature = "plot")]
+    #[command(display_order = 9)]
     Plot(plot::PlotArgs),
     /// The best attempt: the head, its metrics and its gain over the baseline.
+    #[command(display_order = 5)]
     Best(show::BestArgs),
     /// The diff between two runs' candidate commits.
+    #[command(display_order = 7)]
     Diff(show::DiffArgs),
     /// Check a run's candidate out on a new branch (or in a new worktree).
+    #[command(display_order = 8)]
     Checkout(show::CheckoutArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Examples:\n  autoresearch completions bash > ~/.local/share/bash-completion/completions/autoresearch\n  autoresearch completions zsh > \"${fpath[1]}/_autoresearch\"\n  autoresearch completions fish > ~/.config/fish/completions/autoresearch.fish"
     )]
+    #[command(display_order = 18)]
     Completions {
         /// The shell to complete in.
         #[arg(value_enum)]

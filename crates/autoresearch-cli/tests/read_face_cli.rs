@@ -811,6 +811,17 @@ fn completions_and_help_for_people() {
             "{cmd}: {help}"
         );
     }
+    // Commands in the order of the workflow.
+    let help = String::from_utf8_lossy(&run(&["--help"]).stdout).into_owned();
+    let at = |c: &str| {
+        help.find(&format!("\n  {c} "))
+            .unwrap_or_else(|| panic!("{c} not in {help}"))
+    };
+    let order = [
+        "init", "run", "status", "log", "best", "show", "plot", "vote", "replay", "worlds",
+        "ingest", "doctor",
+    ];
+    assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{help}");
     let help = String::from_utf8_lossy(&run(&["worlds", "rm", "--help"]).stdout).into_owned();
     assert!(
         help.contains("--force") && help.contains("Example"),
