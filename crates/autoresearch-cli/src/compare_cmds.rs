@@ -383,10 +383,22 @@ pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs, quiet: bool) -> anyhow
     // controller, which launches nothing); without a config (an imported
     // experiment) the vote is only recorded.
     let decided = match (&target.config, pending) {
-        (Some(config), true) => Some(
-            crate::decide::pending(ledger_path, storage.clone(), config, &world_name, quiet)
-                .await?,
-        ),
+        (Some(config), true) => {
+            match crate::decide::pending(ledger_path, storage.clone(), config, &world_name, quiet)
+                .await
+            {
+                Ok(d) => Some(d),
+                // The vote is stored either way: the next `run` decides.
+                Err(e) => {
+                    eprintln!(
+                        "warning: the vote is recorded, but deciding run {} now failed: {}; the next `autoresearch run` decides it",
+                        receipt.vote.run_id,
+                        crate::error_text(&e)
+                    );
+                    None
+                }
+            }
+        }
         _ => None,
     };
     let outcome = if pending {

@@ -187,7 +187,7 @@ fn main() -> ExitCode {
 /// the message before it already ends with (library errors that print
 /// their source as part of their own message would otherwise show it twice:
 /// `reading config x: No such file (os error 2): No such file (os error 2)`).
-fn error_text(e: &anyhow::Error) -> String {
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in e.chain() {
         let part = cause.to_string();
@@ -233,4 +233,39 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => return doctor::run(&cli.ledger, args).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+    use std::fmt;
+
+    /// An error that prints its source in its own message, as many do.
+    #[derive(Debug)]
+    struct Reading(std::io::Error);
+
+    impl fmt::Display for Reading {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "reading config x.toml: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Reading {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(Reading(io())).context("status");
+        assert_eq!(
+            error_text(&e),
+            "status: reading config x.toml: no such file"
+        );
+        // A cause not already in the message is still shown.
+        let e = anyhow::Error::new(io()).context("opening the ledger");
+        assert_eq!(error_text(&e), "opening the ledger: no such file");
+    }
 }
