@@ -9,7 +9,7 @@ use crate::target::{ForkOf, Target, TargetArgs};
 use autoresearch_controller::git::Git;
 use autoresearch_core::compare::Vote;
 use autoresearch_core::lifecycle::{Attempt, attempts};
-use autoresearch_core::{OutcomeStatus, RunStatus, now_ms, short_commit};
+use autoresearch_core::{AttemptState, OutcomeStatus, RunStatus, now_ms, short_commit};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -96,8 +96,8 @@ pub struct StatusView {
     pub counts: HashMap<OutcomeStatus, usize>,
     /// Attempts in all.
     pub attempts: usize,
-    /// Runs in flight: id, status, started.
-    pub in_flight: Vec<(String, String, i64)>,
+    /// Runs in flight: id, run status, the attempt's step, started.
+    pub in_flight: Vec<(String, String, &'static str, i64)>,
     /// Runs waiting for votes.
     pub pending: Vec<PendingView>,
     /// Runs decided by votes (the vote comparator), most recent last.
@@ -188,6 +188,7 @@ impl StatusView {
                 (
                     a.run.run_id.clone(),
                     a.run.status.clone(),
+                    AttemptState::of(&a.run, a.outcome.as_ref()).as_str(),
                     a.run.started_at_ms,
                 )
             })
@@ -305,7 +306,7 @@ impl StatusView {
             "in_flight".into(),
             self.in_flight
                 .iter()
-                .map(|(id, st, at)| json!({"run_id": id, "status": st, "started_at_ms": at}))
+                .map(|(id, st, _, at)| json!({"run_id": id, "status": st, "started_at_ms": at}))
                 .collect(),
         );
         Value::Object(v)
@@ -398,11 +399,11 @@ impl StatusView {
                 self.count(OutcomeStatus::Baseline)
             ),
         );
-        for (id, st, at) in &self.in_flight {
+        for (id, _, step, at) in &self.in_flight {
             l.push(
                 "in flight",
                 format!(
-                    "{id} ({st}, started {})",
+                    "{id} ({step}, started {})",
                     human::span(*at, 0, self.now_ms, true)
                 ),
             );

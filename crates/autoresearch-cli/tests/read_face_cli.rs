@@ -706,6 +706,11 @@ fn worlds_rm_deletes_forks_and_refuses_what_it_must() {
         err.contains("a loop is running on world \"what-if\""),
         "{err}"
     );
+    let status = r.ok(&["status", "--world", "what-if"]);
+    assert!(
+        status.contains("in flight") && status.contains("(proposing, started "),
+        "{status}"
+    );
     std::fs::remove_file(r.fx.ctl.join("hold")).unwrap();
     assert!(child.wait().unwrap().success());
     // With --force, the fork and its own fork, deepest first.
