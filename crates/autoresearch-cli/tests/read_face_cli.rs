@@ -870,3 +870,23 @@ fn several_experiments_without_a_config_ask_which() {
     assert!(run(&["status", "--experiment", "b"]).status.success());
     assert!(run(&["log", "--world", "a"]).status.success());
 }
+
+#[test]
+fn a_warning_is_printed_once_and_without_escape_codes() {
+    let r = Repo::ran();
+    // A local change in the user's checkout: the next keep leaves it alone
+    // and warns once.
+    std::fs::write(r.dir().join("params.py"), "LR = 0.5\nDEPTH = 8\n").unwrap();
+    let out = r.run(&["-v", "run", "--iterations", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("has local changes: left alone").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "escape codes in a non-terminal log: {err}"
+    );
+}
