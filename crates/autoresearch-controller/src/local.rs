@@ -495,6 +495,7 @@ impl Executor for LocalExecutor {
             stdout_log: stdout_log.display().to_string(),
             stderr_log: stderr_log.display().to_string(),
             duration,
+            cpu_time: None,
             changed_paths: (!produced.commit.is_empty()).then_some(produced.changed),
             commit: produced.commit,
             left_out: produced.left_out,
@@ -555,17 +556,29 @@ impl Executor for LocalExecutor {
             }
         };
         let guard = GroupGuard(child.id().map(|p| p as i32).unwrap_or(0));
-        let status = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
-            Ok(Ok(st)) => exit_status(st),
-            Ok(Err(e)) => {
-                return Err(self.inner.error(&job.run_id, "waiting for the command", e));
-            }
+        // Waited for without reaping, so that the job's CPU time can be
+        // read before `child.wait()` reaps it (see `usage`).
+        let pid = child.id();
+        let mut exited = tokio::task::spawn_blocking(move || match pid {
+            Some(p) => crate::usage::wait_exited(p).is_ok(),
+            None => false,
+        });
+        let timed_out = match tokio::time::timeout(job.limits.timeout, &mut exited).await {
+            Ok(_) => false,
             Err(_) => {
                 guard.signal(libc::SIGTERM);
-                let _ = tokio::time::timeout(job.limits.kill_grace, child.wait()).await;
+                let _ = tokio::time::timeout(job.limits.kill_grace, &mut exited).await;
                 guard.signal(libc::SIGKILL);
-                let _ = child.wait().await;
-                ExitStatus::TimedOut
+                true
+            }
+        };
+        let waited = matches!(exited.await, Ok(true));
+        let cpu_time = pid.filter(|_| waited).and_then(crate::usage::zombie_cpu_time);
+        let status = match child.wait().await {
+            Ok(_) if timed_out => ExitStatus::TimedOut,
+            Ok(st) => exit_status(st),
+            Err(e) => {
+                return Err(self.inner.error(&job.run_id, "waiting for the command", e));
             }
         };
         let duration = started.elapsed();
@@ -607,6 +620,7 @@ impl Executor for LocalExecutor {
         let (output, metrics) = output.unwrap_or_default();
         let mut done = report(status, tails, output, duration, commit, &wt);
         done.metrics = metrics;
+        done.cpu_time = cpu_time;
         Ok(done)
     }
 

@@ -20,6 +20,8 @@
 
 pub mod compare;
 pub mod components;
+pub mod confirm;
+pub mod cost;
 pub mod doctor;
 pub mod error;
 pub mod exec;
@@ -50,6 +52,9 @@ pub use record::{ApplyError, Change, ChangeKind, LivenessCheck, Snapshot, State,
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
 pub use vocab::{AttemptState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};
+pub use confirm::Confirmation;
+pub use cost::{CostKind, JobUsage, RunCost};
+pub use vocab::ConfirmStatus;
 pub use world::World;
 pub use writer::TickWriter;
 
