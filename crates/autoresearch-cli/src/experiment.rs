@@ -264,8 +264,11 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         // Jobs' orphans come back to this process, to be found and killed.
         autoresearch_controller::sandbox::become_subreaper();
     }
-    let executor =
-        Arc::new(LocalExecutor::new(cfg.state_dir.clone()).with_sandbox(sandbox.clone()));
+    let executor = Arc::new(
+        LocalExecutor::new(cfg.state_dir.clone())
+            .with_sandbox(sandbox.clone())
+            .with_held_out(held_out_dirs(&config)?),
+    );
     let progress = Arc::new(Progress::new(quiet));
     if let Some(why) = sandbox.fallback_reason() {
         progress.note(format!(
@@ -332,6 +335,47 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         StopReason::ConsecutiveCrashes(_) => ExitCode::from(EXIT_CRASHES),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// The `[confirm] data` directories, resolved against the config file's
+/// folder (`~` is the home directory). Errors: a path that is not a
+/// directory, or one inside the repository (candidates would see it).
+fn held_out_dirs(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(confirm) = &config.confirm else {
+        return Ok(Vec::new());
+    };
+    let base = config
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let repo = config.repo.canonicalize().unwrap_or(config.repo.clone());
+    confirm
+        .data
+        .iter()
+        .map(|d| {
+            let path = match d.strip_prefix("~/") {
+                Some(rest) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(rest),
+                None => base.join(d),
+            };
+            let path = path.canonicalize().with_context(|| {
+                format!("[confirm] data {d:?} in {}", config.path.display())
+            })?;
+            if !path.is_dir() {
+                bail!(
+                    "[confirm] data {d:?} in {} is not a directory (held-out data is hidden by directory)",
+                    config.path.display()
+                );
+            }
+            if path.starts_with(&repo) {
+                bail!(
+                    "[confirm] data {d:?} in {} is inside the repository, where candidates see it; move it outside",
+                    config.path.display()
+                );
+            }
+            Ok(path)
+        })
+        .collect()
 }
 
 /// `run`'s exit code when the loop stopped on `max_consecutive_crashes`
@@ -430,6 +474,7 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
                 "run_id": a.run.run_id, "commit": a.run.commit_hash, "votes": votes.len(),
                 "reason": a.outcome.as_ref().map(|o| o.reason.clone()),
             })).collect::<Vec<_>>(),
+            "cost": crate::decision_view::cost_json(&crate::decision_view::world_cost(&w)),
             "in_flight": in_flight.iter().map(|a| json!({
                 "run_id": a.run.run_id, "status": a.run.status, "started_at_ms": a.run.started_at_ms,
             })).collect::<Vec<_>>(),
@@ -469,6 +514,10 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
         pending.len(),
         count(OutcomeStatus::Baseline)
     );
+    let spent = crate::decision_view::world_cost(&w);
+    if spent.jobs > 0 {
+        println!("cost       {}", crate::decision_view::cost_line(&spent));
+    }
     for a in &in_flight {
         println!("in flight  {} ({})", a.run.run_id, a.run.status);
     }
@@ -543,10 +592,13 @@ pub async fn show(ledger_path: &Path, args: ShowArgs) -> anyhow::Result<ExitCode
         })
         .unwrap_or_default();
     logs.sort();
+    let (cost, confirmation) = crate::decision_view::run_extras(&w, a.entity);
     if args.json {
         let v = json!({
             "run": run_json(&a.run),
             "outcome": outcome_json(&a.outcome),
+            "confirmation": confirmation,
+            "cost": cost.as_ref().map(crate::decision_view::cost_json),
             "results": a.results.iter().map(|r| json!({
                 "evaluator": r.evaluator,
                 "evaluated_at_ms": r.evaluated_at_ms,
@@ -595,6 +647,12 @@ pub async fn show(ledger_path: &Path, args: ShowArgs) -> anyhow::Result<ExitCode
     }
     for (i, res) in a.results.iter().enumerate() {
         println!("result {i}   {} {}", res.evaluator, metrics_of(res));
+    }
+    if let Some(c) = &confirmation {
+        println!("confirm    {}", crate::decision_view::confirm_line(c));
+    }
+    if let Some(c) = &cost {
+        println!("cost       {}", crate::decision_view::cost_line(c));
     }
     // What the proposer left in its checkout, ignored: never evaluated.
     let left_out: Vec<String> = a

@@ -3,6 +3,7 @@
 //! the comparators) together, through core's trait objects.
 
 mod compare_cmds;
+mod decision_view;
 mod doctor;
 mod experiment;
 mod ingest;

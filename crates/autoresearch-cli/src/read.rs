@@ -365,9 +365,17 @@ pub async fn history(ledger_path: &Path, args: HistoryArgs) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn log_table(log: &AttemptLog) {
+fn log_table(
+    log: &AttemptLog,
+    confirmations: &std::collections::HashMap<String, autoresearch_core::Confirmation>,
+) {
     let mut header = vec!["RUN_ID".to_string(), "COMMIT".to_string()];
     header.extend(log.columns.iter().cloned());
+    // Only experiments with a held-out confirmation get its column.
+    let confirm = !confirmations.is_empty();
+    if confirm {
+        header.push("CONFIRM".to_string());
+    }
     header.push("STATUS".to_string());
     header.push("DESCRIPTION".to_string());
     let rows: Vec<Vec<String>> = log
@@ -380,6 +388,9 @@ fn log_table(log: &AttemptLog) {
                     None => "-".to_string(),
                     v => log.format_value(c, v),
                 });
+            }
+            if confirm {
+                row.push(crate::decision_view::confirm_cell(confirmations, &r.run_id));
             }
             let status = if r.outcome.is_empty() {
                 format!("({})", r.run_status)
@@ -432,7 +443,7 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                 );
             }
         }
-        LogFormat::Table => log_table(&log),
+        LogFormat::Table => log_table(&log, &crate::decision_view::confirmations(&world)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -51,6 +51,9 @@ struct Inner {
     /// The user's repositories' directories, by `Job::repo`.
     repos: Mutex<HashMap<String, RepoDirs>>,
     next_slot: std::sync::atomic::AtomicUsize,
+    /// Held-out data directories: hidden from every job but those with
+    /// [`Job::held_out`] (in the sandbox).
+    held_out: Vec<PathBuf>,
 }
 
 impl LocalExecutor {
@@ -66,6 +69,7 @@ impl LocalExecutor {
                 idle: Mutex::new(Vec::new()),
                 repos: Mutex::new(HashMap::new()),
                 next_slot: std::sync::atomic::AtomicUsize::new(0),
+                held_out: Vec::new(),
             }),
         }
     }
@@ -73,16 +77,31 @@ impl LocalExecutor {
     /// Runs every job in `sandbox` (by default none: jobs run as the user,
     /// their processes still contained).
     pub fn with_sandbox(self, sandbox: Sandbox) -> LocalExecutor {
+        self.edited(|inner| inner.sandbox = sandbox)
+    }
+
+    /// Hides the directories `held_out` (the experiment's held-out data,
+    /// `[confirm] data`) from every job but a held-out confirmation's
+    /// ([`Job::held_out`]): in the bubblewrap sandbox each is covered by an
+    /// empty tmpfs. Without the sandbox jobs run as the user and can read
+    /// them.
+    pub fn with_held_out(self, held_out: Vec<PathBuf>) -> LocalExecutor {
+        self.edited(|inner| inner.held_out = held_out)
+    }
+
+    /// This executor with its settings changed by `edit` (a shared one is
+    /// copied, without its slots).
+    fn edited(self, edit: impl FnOnce(&mut Inner)) -> LocalExecutor {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             state_dir: shared.state_dir.clone(),
             sandbox: shared.sandbox.clone(),
-
             checkouts: Mutex::new(HashMap::new()),
             idle: Mutex::new(Vec::new()),
             repos: Mutex::new(HashMap::new()),
             next_slot: std::sync::atomic::AtomicUsize::new(0),
+            held_out: shared.held_out.clone(),
         });
-        inner.sandbox = sandbox;
+        edit(&mut inner);
         LocalExecutor {
             inner: Arc::new(inner),
         }
@@ -286,7 +305,10 @@ impl LocalExecutor {
             visible.push(dirs.git_dir);
             visible.push(dirs.objects);
         }
-        let hidden = [self.inner.state_dir.clone()];
+        let mut hidden = vec![self.inner.state_dir.clone()];
+        if !job.held_out {
+            hidden.extend(self.inner.held_out.iter().cloned());
+        }
         let workdir = checkout.join(&job.workdir);
         let spec = JobSpec {
             repository: &repository,

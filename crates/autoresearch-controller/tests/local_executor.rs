@@ -37,6 +37,7 @@ fn job(repo: &Path, commit: &str, run_id: &str, command: &str) -> Job {
         output: Default::default(),
         commit_changes: true,
         metrics: None,
+        held_out: false,
     }
 }
 

@@ -89,6 +89,11 @@ pub struct Job {
     /// reading in [`JobReport::metrics`].
     #[serde(default)]
     pub metrics: Option<MetricSpec>,
+    /// Whether the job may read the experiment's held-out data (only a
+    /// held-out confirmation may; an executor hides it from every other
+    /// job where it can, see `[confirm] data`).
+    #[serde(default)]
+    pub held_out: bool,
 }
 
 /// How a job ended.

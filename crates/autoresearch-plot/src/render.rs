@@ -36,6 +36,8 @@ const DISCARD: RGBColor = RGBColor(150, 150, 150);
 const CRASH: RGBColor = RGBColor(214, 48, 49);
 const BASELINE: RGBColor = RGBColor(52, 119, 219);
 const PENDING: RGBColor = RGBColor(230, 126, 34);
+/// Candidates the held-out confirmation turned down.
+const UNCONFIRMED: RGBColor = RGBColor(142, 68, 173);
 
 /// Registers the embedded DejaVu Sans as the chart's font, once per process.
 fn fonts() -> Result<(), PlotError> {
@@ -355,6 +357,22 @@ fn draw<DB: DrawingBackend>(
         .label("Discarded")
         .legend(|(x, y)| Circle::new((x + 10, y), 4, DISCARD.mix(0.55).filled()));
 
+    // Kept by the comparator, turned down by the held-out confirmation.
+    let unconfirmed: Vec<(i32, f64)> = p
+        .not_confirmed()
+        .filter_map(|pt| Some((at(pt), shown(pt.value?))))
+        .collect();
+    if !unconfirmed.is_empty() {
+        chart
+            .draw_series(
+                unconfirmed
+                    .iter()
+                    .map(|c| TriangleMarker::new(*c, 7, UNCONFIRMED.stroke_width(2))),
+            )?
+            .label("Not confirmed (held-out)")
+            .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, UNCONFIRMED.stroke_width(2)));
+    }
+
     let ring = |c: (i32, f64), r: i32, fill: RGBColor| {
         EmptyElement::at(c)
             + Circle::new((0, 0), r, fill.filled())
@@ -426,7 +444,8 @@ fn draw<DB: DrawingBackend>(
         + usize::from(!undecided.is_empty())
         + usize::from(!steps.is_empty())
         + usize::from(with_value(Mark::Baseline).next().is_some())
-        + usize::from(crashes > 0);
+        + usize::from(crashes > 0)
+        + usize::from(!unconfirmed.is_empty());
     let legend_h = legend_rows as i32 * 22 + 24;
     let legend: Rect = if legend_low {
         (xr.end - 230, yr.end - legend_h, xr.end, yr.end)

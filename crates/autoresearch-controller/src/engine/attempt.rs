@@ -103,6 +103,7 @@ impl Controller {
             output: self.cfg.metrics.source(),
             commit_changes: false,
             metrics: Some(self.cfg.metrics.spec(&self.cfg.require)),
+            held_out: false,
         };
         let report = match self.exec(job).await? {
             JobEnd::Report(r) => r,
@@ -145,8 +146,15 @@ impl Controller {
         // Staged: the decision that reads it follows at once, and the next
         // job start or branch update makes both durable in one write.
         let cand = cand.map(|c| (c.entity, c.commit.clone(), c.workspace.clone()));
+        let owner_id = owner.to_string();
         self.ledger
             .stage(&format!("recording a result of run {owner}"), move |w| {
+                Self::charge_in(
+                    w,
+                    &owner_id,
+                    autoresearch_core::CostKind::Evaluate,
+                    &report,
+                )?;
                 if let Some((entity, commit, workspace)) = &cand {
                     let mut run = run_of(w, *entity)?;
                     run.commit_hash = commit.clone();
@@ -262,10 +270,15 @@ impl Controller {
             limits: self.limits(self.cfg.propose_timeout),
             output: Default::default(),
             commit_changes: true,
-            metrics: None,
+            // Read for the cost metrics it prints (`tokens: 1234`, `cost: 0.12`).
+            metrics: Some(MetricsFormat::Lines.spec(&[])),
+            held_out: false,
         };
         let report = match self.exec(job).await? {
-            JobEnd::Report(r) => r,
+            JobEnd::Report(r) => {
+                self.charge_proposer(&cand.run_id, &r).await?;
+                r
+            }
             JobEnd::Interrupted => {
                 let detail = LoopCause::Interrupted.descriptor(json!({"step": "propose"}));
                 let cause = LoopCause::Interrupted.as_str();

@@ -32,6 +32,8 @@ use tokio::sync::{Mutex, watch};
 
 mod api;
 mod attempt;
+mod confirm;
+mod cost;
 mod decision;
 mod lease;
 mod promotion;
@@ -192,8 +194,9 @@ impl Controller {
 
     /// For crash-safety tests only (feature `crash-injection`, never in a
     /// shipped build): kill this process (SIGKILL) when the loop reaches
-    /// `point` (`after-candidate`, `after-intent`, `after-branch` (the branch
-    /// moved, its checkout not yet), `after-ref`). Such a build
+    /// `point` (`after-candidate`, `confirming` (the held-out confirmation
+    /// recorded as running, its job not started), `after-intent`,
+    /// `after-branch` (the branch moved, its checkout not yet), `after-ref`). Such a build
     /// also takes the point from `AUTORESEARCH_TEST_CRASH_AT`.
     #[cfg(feature = "crash-injection")]
     pub fn with_crash_point(mut self, point: Option<String>) -> Self {

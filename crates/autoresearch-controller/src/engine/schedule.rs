@@ -49,6 +49,11 @@ impl Controller {
                 s.reason = StopReason::TimeBudget;
                 break;
             }
+            if let Some(why) = self.cost_budget_spent().await {
+                s.stopped = format!("{}: {why}", LoopCause::CostBudget);
+                s.reason = StopReason::CostBudget;
+                break;
+            }
             let (k, d) = self.revisit_pending().await?;
             s.kept += k;
             s.discarded += d;
