@@ -93,5 +93,8 @@ pub fn world_cost(world: &World) -> RunCost {
 
 /// The run's own cost and confirmation, on its entity.
 pub fn run_extras(world: &World, entity: EntityId) -> (Option<RunCost>, Option<Confirmation>) {
-    (world.get::<RunCost>(entity), world.get::<Confirmation>(entity))
+    (
+        world.get::<RunCost>(entity),
+        world.get::<Confirmation>(entity),
+    )
 }

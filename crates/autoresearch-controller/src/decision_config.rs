@@ -210,7 +210,10 @@ mod tests {
         assert_eq!(c.timeout.0.as_secs(), 600);
         assert!(parse("").is_ok_and(|c| c.confirm.is_none()));
         let cases: &[(&str, &str)] = &[
-            ("[confirm]\ncommand = \"c\"\nmetric = \"acc\"\n", "direction"),
+            (
+                "[confirm]\ncommand = \"c\"\nmetric = \"acc\"\n",
+                "direction",
+            ),
             (
                 "[confirm]\ncommand = \"c\"\nmetric = \"acc\"\ndirection = \"up\"\n",
                 "invalid direction",

@@ -306,7 +306,9 @@ impl LocalExecutor {
             visible.push(dirs.objects);
         }
         let mut hidden = vec![self.inner.state_dir.clone()];
-        if !job.held_out {
+        if job.held_out {
+            visible.extend(self.inner.held_out.iter().cloned());
+        } else {
             hidden.extend(self.inner.held_out.iter().cloned());
         }
         let workdir = checkout.join(&job.workdir);
@@ -585,17 +587,28 @@ impl Executor for LocalExecutor {
             Some(p) => crate::usage::wait_exited(p).is_ok(),
             None => false,
         });
-        let timed_out = match tokio::time::timeout(job.limits.timeout, &mut exited).await {
-            Ok(_) => false,
+        let (waited, timed_out) = match tokio::time::timeout(job.limits.timeout, &mut exited).await
+        {
+            Ok(waited) => (waited, false),
             Err(_) => {
                 guard.signal(libc::SIGTERM);
-                let _ = tokio::time::timeout(job.limits.kill_grace, &mut exited).await;
-                guard.signal(libc::SIGKILL);
-                true
+                let waited = match tokio::time::timeout(job.limits.kill_grace, &mut exited).await {
+                    Ok(waited) => waited,
+                    Err(_) => {
+                        guard.signal(libc::SIGKILL);
+                        exited.await
+                    }
+                };
+                (waited, true)
             }
         };
-        let waited = matches!(exited.await, Ok(true));
-        let cpu_time = pid.filter(|_| waited).and_then(crate::usage::zombie_cpu_time);
+        let waited = matches!(waited, Ok(true));
+        // Under bubblewrap the job's tree lives below bwrap's own init, which
+        // bwrap does not reap: its CPU time never reaches bwrap's record,
+        // so it is unknown rather than zero.
+        let cpu_time = pid
+            .filter(|_| waited && !self.inner.sandbox.is_isolated())
+            .and_then(crate::usage::zombie_cpu_time);
         let status = match child.wait().await {
             Ok(_) if timed_out => ExitStatus::TimedOut,
             Ok(st) => exit_status(st),

@@ -17,12 +17,7 @@ pub fn wait_exited(pid: u32) -> std::io::Result<()> {
         // WNOWAIT it leaves the child waitable for its owner.
         let rc = unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
+            libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
         };
         if rc == 0 {
             return Ok(());

@@ -5,12 +5,14 @@
 //! cost_budget`.
 //!
 //! CPU time is user + system time of the job's process tree: the job's
-//! process and every descendant that was waited for (a sandboxed job's
-//! whole PID namespace; without the sandbox, a daemon that escaped its
-//! parent and was reaped by the controller is not counted), as the
+//! process and every descendant that was waited for (a daemon that escaped
+//! its parent and was reaped by the controller is not counted), as the
 //! kernel accounts it for a child (`getrusage(2)`'s `RUSAGE_CHILDREN`
 //! semantics, read per job from `/proc/PID/stat` before the job's process
-//! is reaped).
+//! is reaped). The local executor cannot measure it for jobs in the
+//! bubblewrap sandbox (bubblewrap does not reap its namespace's init, so
+//! the tree's time never reaches a process the controller waits for): it
+//! records 0 for them, and a CPU budget counts only what was measured.
 //!
 //! The shape is postcard-encoded under the name `RunCost`: changing it
 //! means registering a new name, never editing this one.
@@ -25,7 +27,7 @@ pub struct JobUsage {
     /// Wall-clock time, in milliseconds.
     pub wall_ms: u64,
     /// CPU time (user + system) of the job's process tree, in milliseconds;
-    /// 0 when the executor could not measure it.
+    /// 0 when the executor could not measure it (see the module doc).
     pub cpu_ms: u64,
 }
 

@@ -513,7 +513,13 @@ mod tests {
             state.with_confirmation(&run, Some(&c)),
             AttemptState::Evaluating
         );
-        assert_eq!(LoopCause::from_word("cost budget spent"), Some(LoopCause::CostBudget));
-        assert_eq!(LoopCause::from_word("not confirmed"), Some(LoopCause::NotConfirmed));
+        assert_eq!(
+            LoopCause::from_word("cost budget spent"),
+            Some(LoopCause::CostBudget)
+        );
+        assert_eq!(
+            LoopCause::from_word("not confirmed"),
+            Some(LoopCause::NotConfirmed)
+        );
     }
 }

@@ -149,12 +149,7 @@ impl Controller {
         let owner_id = owner.to_string();
         self.ledger
             .stage(&format!("recording a result of run {owner}"), move |w| {
-                Self::charge_in(
-                    w,
-                    &owner_id,
-                    autoresearch_core::CostKind::Evaluate,
-                    &report,
-                )?;
+                Self::charge_in(w, &owner_id, autoresearch_core::CostKind::Evaluate, &report)?;
                 if let Some((entity, commit, workspace)) = &cand {
                     let mut run = run_of(w, *entity)?;
                     run.commit_hash = commit.clone();

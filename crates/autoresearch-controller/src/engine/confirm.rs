@@ -172,7 +172,10 @@ impl Controller {
         self.finish(
             c,
             OutcomeStatus::Crash,
-            &format!("{} during its held-out confirmation", LoopCause::Interrupted),
+            &format!(
+                "{} during its held-out confirmation",
+                LoopCause::Interrupted
+            ),
             &detail,
         )
         .await?;
@@ -237,9 +240,7 @@ impl Controller {
             value,
             tolerance: cfg.tolerance,
             reason,
-            duration_ms: report
-                .as_ref()
-                .map_or(0, |r| r.duration.as_millis() as u64),
+            duration_ms: report.as_ref().map_or(0, |r| r.duration.as_millis() as u64),
             stdout_log: report
                 .as_ref()
                 .map(|r| r.stdout_log.clone())
@@ -267,13 +268,16 @@ impl Controller {
     ) -> Result<(), LoopError> {
         let owner_id = owner.to_string();
         self.ledger
-            .stage(&format!("recording the confirmation of run {owner}"), move |w| {
-                w.insert(entity, &rec)?;
-                match &report {
-                    Some(r) => Self::charge_in(w, &owner_id, CostKind::Confirm, r),
-                    None => Ok(()),
-                }
-            })
+            .stage(
+                &format!("recording the confirmation of run {owner}"),
+                move |w| {
+                    w.insert(entity, &rec)?;
+                    match &report {
+                        Some(r) => Self::charge_in(w, &owner_id, CostKind::Confirm, r),
+                        None => Ok(()),
+                    }
+                },
+            )
             .await
     }
 

@@ -227,7 +227,12 @@ impl Controller {
                 confirm::Confirmed::Interrupted => {
                     let detail = LoopCause::Interrupted.descriptor(json!({"step": "confirm"}));
                     return self
-                        .finish(&c, OutcomeStatus::Crash, LoopCause::Interrupted.as_str(), &detail)
+                        .finish(
+                            &c,
+                            OutcomeStatus::Crash,
+                            LoopCause::Interrupted.as_str(),
+                            &detail,
+                        )
                         .await;
                 }
             }
