@@ -313,7 +313,7 @@ impl Controller {
         self.ledger.refresh().await?;
         let exp = self.cfg.experiment.clone();
         // Pending outcomes are few: look them up rather than build every attempt.
-        let pending: Vec<Attempt> = self
+        let pending: Vec<(Attempt, usize)> = self
             .ledger
             .read(|w| {
                 w.find_all::<Outcome>(|o| o.status == OutcomeStatus::Pending)
@@ -321,16 +321,29 @@ impl Controller {
                     .filter_map(|(entity, outcome)| {
                         let run = w.get::<Run>(entity)?;
                         let decided = run.status().map(|s| s.is_terminal()).unwrap_or(false);
-                        (run.experiment_name == exp && decided).then(|| Attempt {
-                            entity,
-                            results: Vec::new(),
-                            outcome: Some(outcome),
-                            run,
+                        let votes = w
+                            .find_all::<autoresearch_core::Vote>(|v| v.run_id == run.run_id)
+                            .len();
+                        (run.experiment_name == exp && decided).then(|| {
+                            let a = Attempt {
+                                entity,
+                                results: Vec::new(),
+                                outcome: Some(outcome),
+                                run,
+                            };
+                            (a, votes)
                         })
                     })
                     .collect()
             })
             .await;
+        // A run stays pending until voted, and is decided only by the
+        // comparator that made it wait (see `fairness`).
+        let pending: Vec<Attempt> = pending
+            .into_iter()
+            .filter(|(a, votes)| self.may_revisit(a, *votes))
+            .map(|(a, _)| a)
+            .collect();
         let (mut kept, mut discarded) = (0, 0);
         for a in pending {
             let Some(head) = self.head().await else { break };

@@ -35,6 +35,7 @@ mod attempt;
 mod confirm;
 mod cost;
 mod decision;
+mod fairness;
 mod lease;
 mod promotion;
 mod proposer_history;
@@ -95,6 +96,9 @@ pub struct Controller {
     /// entity (so in recorded order): each iteration renders only the rest.
     history_rows: Arc<std::sync::Mutex<BTreeMap<EntityId, history::Row>>>,
     incumbent_lock: Mutex<()>,
+    /// Pending runs this loop leaves alone because another comparator made
+    /// them wait (said once each).
+    left_pending: std::sync::Mutex<std::collections::HashSet<String>>,
     events: EventSink,
     shutdown: Shutdown,
     started: Instant,
@@ -160,6 +164,7 @@ impl Controller {
             ledger: StagedLedger::new(world),
             history_rows: Default::default(),
             incumbent_lock: Mutex::new(()),
+            left_pending: Default::default(),
             events: Arc::new(|_| {}),
             shutdown: Shutdown::new(),
             started: Instant::now(),

@@ -28,6 +28,7 @@ impl Controller {
     pub(super) async fn run_loop(self: Arc<Self>) -> Result<Summary, LoopError> {
         let mut s = Summary::default();
         self.recover().await?;
+        self.announce_comparator_switch().await;
         let mut crashes_in_a_row = 0u32;
         loop {
             if self.shutdown.level() >= Shutdown::DRAIN {
