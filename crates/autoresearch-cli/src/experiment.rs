@@ -474,11 +474,17 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
                 "run_id": a.run.run_id, "commit": a.run.commit_hash, "votes": votes.len(),
                 "reason": a.outcome.as_ref().map(|o| o.reason.clone()),
             })).collect::<Vec<_>>(),
-            "cost": crate::decision_view::cost_json(&crate::decision_view::world_cost(&w)),
             "in_flight": in_flight.iter().map(|a| json!({
                 "run_id": a.run.run_id, "status": a.run.status, "started_at_ms": a.run.started_at_ms,
             })).collect::<Vec<_>>(),
         });
+        let mut v = v;
+        // Only experiments that recorded costs get the key: older
+        // ledgers read unchanged.
+        let spent = crate::decision_view::world_cost(&w);
+        if let (Value::Object(o), true) = (&mut v, spent.jobs > 0) {
+            o.insert("cost".into(), crate::decision_view::cost_json(&spent));
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -273,7 +273,9 @@ impl Controller {
                 move |w| {
                     w.insert(entity, &rec)?;
                     match &report {
-                        Some(r) => Self::charge_in(w, &owner_id, CostKind::Confirm, r),
+                        Some(r) => Self::charge_in(w, &owner_id, |cost| {
+                            cost.charge(CostKind::Confirm, cost::usage_of(r), &[])
+                        }),
                         None => Ok(()),
                     }
                 },

@@ -5,14 +5,15 @@ use super::*;
 use autoresearch_core::cost::{CostKind, JobUsage, RunCost, is_cost_metric};
 
 impl Controller {
-    /// Adds one job's cost to run `run_id`'s [`RunCost`], inside a tick
-    /// being made (so that it goes with the Result or decision it belongs
-    /// to). A run that is not in the world is charged nothing.
+    /// Changes run `run_id`'s [`RunCost`] with `charge`, inside a tick
+    /// being made (so that a job's cost goes with the Result or decision
+    /// it belongs to). One call per run and tick: a world reads its
+    /// committed state, so a second call in the same tick would overwrite
+    /// the first. A run that is not in the world is charged nothing.
     pub(super) fn charge_in(
         w: &mut World,
         run_id: &str,
-        kind: CostKind,
-        report: &JobReport,
+        charge: impl FnOnce(&mut RunCost),
     ) -> Result<(), autoresearch_core::Error> {
         let Some((entity, _)) = w.run_by_id(run_id) else {
             return Ok(());
@@ -20,31 +21,8 @@ impl Controller {
         let mut cost = w
             .get::<RunCost>(entity)
             .unwrap_or_else(|| RunCost::new(run_id));
-        let metrics = match kind {
-            CostKind::Propose => proposer_costs(report),
-            _ => Vec::new(),
-        };
-        cost.charge(
-            kind,
-            JobUsage::new(report.duration, report.cpu_time),
-            &metrics,
-        );
+        charge(&mut cost);
         w.insert(entity, &cost)
-    }
-
-    /// Charges the proposer's job to its run: a staged tick of its own
-    /// (nothing acts on it; the next durable write carries it).
-    pub(super) async fn charge_proposer(
-        &self,
-        run_id: &str,
-        report: &JobReport,
-    ) -> Result<(), LoopError> {
-        let (rid, report) = (run_id.to_string(), report.clone());
-        self.ledger
-            .stage(&format!("recording the cost of run {run_id}"), move |w| {
-                Self::charge_in(w, &rid, CostKind::Propose, &report)
-            })
-            .await
     }
 
     /// Every run's cost in the world, summed.
@@ -67,16 +45,33 @@ impl Controller {
     }
 }
 
-/// The cost metrics ([`is_cost_metric`]) the proposer printed, as the
-/// executor read them from its whole output.
-fn proposer_costs(report: &JobReport) -> Vec<(String, f64)> {
-    let Some(reading) = &report.metrics else {
-        return Vec::new();
-    };
-    reading
-        .values
-        .iter()
-        .filter(|(k, _)| is_cost_metric(k))
-        .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
-        .collect()
+/// The time a job took.
+pub(super) fn usage_of(report: &JobReport) -> JobUsage {
+    JobUsage::new(report.duration, report.cpu_time)
+}
+
+impl ProposerCost {
+    /// A proposer's cost: its usage and the cost metrics
+    /// ([`is_cost_metric`]) it printed, as the executor read them from its
+    /// whole output.
+    pub(super) fn of(report: &JobReport) -> ProposerCost {
+        let metrics = match &report.metrics {
+            Some(reading) => reading
+                .values
+                .iter()
+                .filter(|(k, _)| is_cost_metric(k))
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect(),
+            None => Vec::new(),
+        };
+        ProposerCost {
+            usage: usage_of(report),
+            metrics,
+        }
+    }
+
+    /// Adds it to `cost`.
+    pub(super) fn charge(&self, cost: &mut RunCost) {
+        cost.charge(CostKind::Propose, self.usage, &self.metrics);
+    }
 }

@@ -39,6 +39,7 @@ impl Controller {
         let outcome = self.outcome(&c.run_id, status.clone(), reason, descriptor, &c.base);
         let (commit, workspace) = (c.commit.clone(), c.workspace.clone());
         let (entity, finished_at) = (c.entity, now_ms());
+        let (run_id, proposer) = (c.run_id.clone(), c.proposer_cost.clone());
         // Staged: nothing acts on a decision that leaves the head alone
         // before the next job start, which makes it durable.
         self.ledger
@@ -55,6 +56,9 @@ impl Controller {
                         r.workspace_path = workspace.clone();
                     }
                     w.insert(entity, &r)?;
+                    if let Some(p) = &proposer {
+                        Self::charge_in(w, &run_id, |cost| p.charge(cost))?;
+                    }
                     w.insert(entity, &outcome)
                 },
             )
@@ -355,6 +359,7 @@ impl Controller {
                 commit: a.run.commit_hash.clone(),
                 workspace: String::new(),
                 left_out: Vec::new(),
+                proposer_cost: None,
             };
             let inc_head = if c.base == head.commit {
                 head.clone()

@@ -65,6 +65,16 @@ struct Cand {
     workspace: String,
     /// What the proposer left out of the candidate (ignored files).
     left_out: Vec<String>,
+    /// The proposer's cost, charged to the run with its first result or
+    /// its decision (like `workspace`; `None`: already charged, or none).
+    proposer_cost: Option<ProposerCost>,
+}
+
+/// A proposer job's usage and the cost metrics it printed.
+#[derive(Clone, Debug)]
+struct ProposerCost {
+    usage: autoresearch_core::JobUsage,
+    metrics: Vec<(String, f64)>,
 }
 
 /// Where an attempt ended before comparison.

@@ -525,6 +525,7 @@ impl Controller {
             commit: a.run.commit_hash.clone(),
             workspace: String::new(),
             left_out: Vec::new(),
+            proposer_cost: None,
         };
         if cand.commit.is_empty() {
             let refname = self.candidate_ref(&run_id);

@@ -224,6 +224,7 @@ impl Controller {
             commit: String::new(),
             workspace: String::new(),
             left_out: Vec::new(),
+            proposer_cost: None,
         };
         let cause = LoopCause::Infrastructure;
         let reason = format!("{cause}: {e}");
