@@ -562,6 +562,21 @@ sandbox = "auto"            # "bwrap" (required) or "none"
 sandbox_writable = []       # e.g. ["~/.claude", "~/.cache/uv"]
 # env_allow = ["PATH", "HOME", "*_API_KEY"]   # variables jobs see (default: a safe list)
 # memory_limit = "16GiB"    # per job process; processes = 512 per job
+# Stop once the experiment has spent this much (all runs, all invocations):
+# CPU time of every job, and/or a cost metric the proposer prints
+# (cost, tokens, *_cost, *_tokens), summed.
+# cost_budget = {{ cpu = "10h", metric = "cost", limit = 25.0 }}
+
+# Held-out confirmation: a candidate the comparator would keep is measured
+# again by this command, on data the search never sees (hidden from the
+# proposer and the evaluator in the sandbox), and promoted only if it does not
+# regress beyond `tolerance` against the incumbent's confirm value.
+# [confirm]
+# command = "uv run eval_heldout.py"
+# metric = "heldout_bpb"
+# direction = "min"
+# tolerance = 0.0
+# data = ["~/heldout"]
 "#
     )
 }
