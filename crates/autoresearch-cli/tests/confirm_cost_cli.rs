@@ -279,6 +279,21 @@ async fn a_candidate_that_regresses_on_held_out_data_is_discarded_and_shown() {
 }
 
 #[tokio::test]
+async fn cpu_time_is_measured_without_the_sandbox_too() {
+    let r = repo_in(&[90], &[(100, 50), (90, 45)], 0.0, "", "none");
+    r.ok(&["run", "--iterations", "1"]);
+    let all = r.attempts().await;
+    for (a, _, cost) in &all {
+        let cost = cost.as_ref().unwrap();
+        assert!(cost.evaluate.cpu_ms > 0, "{}: {cost:?}", a.run.run_id);
+        assert!(
+            cost.evaluate.cpu_ms <= cost.evaluate.wall_ms + 20,
+            "{cost:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_tolerance_lets_a_small_held_out_regression_through() {
     let r = repo(&[90], &[(100, 50), (90, 52)], 2.5, "");
     let out = r.ok(&["run", "--iterations", "1"]);
@@ -350,14 +365,13 @@ async fn a_kill_during_confirmation_recovers_as_interrupted_never_promoted() {
 
 #[tokio::test]
 async fn costs_are_stored_per_run_summed_in_status_and_a_budget_stops_the_loop() {
-    // Every proposal costs 0.5: the budget of 1 is spent after two. No
-    // sandbox: the local executor measures CPU time only outside bubblewrap.
-    let r = repo_in(
+    // Every proposal costs 0.5: the budget of 1 is spent after two. In the
+    // bubblewrap sandbox (a wrapper shell reports CPU time).
+    let r = repo(
         &[90, 80, 70, 60],
         &[(100, 50), (90, 45), (80, 40), (70, 35), (60, 30)],
         0.0,
         "[run.cost_budget]\nmetric = \"cost\"\nlimit = 1.0\n",
-        "none",
     );
     let out = r.ok(&["run", "--iterations", "4"]);
     assert!(

@@ -277,7 +277,12 @@ impl LocalExecutor {
         job: &Job,
         checkout: &Path,
         log_dir: &Path,
-    ) -> (tokio::process::Command, Option<JobCgroup>, PathBuf) {
+    ) -> (
+        tokio::process::Command,
+        Option<JobCgroup>,
+        PathBuf,
+        Option<TimesFile>,
+    ) {
         let mut env = job.env.clone();
         env.insert("AUTORESEARCH_RUN_ID".into(), job.run_id.clone());
         env.insert(
@@ -312,11 +317,28 @@ impl LocalExecutor {
             hidden.extend(self.inner.held_out.iter().cloned());
         }
         let workdir = checkout.join(&job.workdir);
+        // In the sandbox the job's CPU time is reported by a wrapper shell
+        // (see `usage`), through a file of its own next to the logs.
+        let times = self
+            .inner
+            .sandbox
+            .is_isolated()
+            .then(|| {
+                let path = log_dir.join(format!("{}.times", job.step));
+                std::fs::File::create(&path)
+                    .ok()
+                    .map(|file| TimesFile { file, path })
+            })
+            .flatten();
+        let wrapped = match &times {
+            Some(_) => crate::usage::with_times(&job.command),
+            None => job.command.clone(),
+        };
         let spec = JobSpec {
             repository: &repository,
             checkout,
             workdir: &workdir,
-            command: &job.command,
+            command: &wrapped,
             env: &env,
             network: self.inner.sandbox.network(job.commit_changes),
             hidden: &hidden,
@@ -333,19 +355,35 @@ impl LocalExecutor {
         // file `release` needs to kill the group.
         let pgid_file = log_dir.join(format!("{}.pgid", job.step));
         let pgid_path = std::ffi::CString::new(pgid_file.as_os_str().as_encoded_bytes()).ok();
+        let times_fd = times.as_ref().map(|t| {
+            use std::os::fd::AsRawFd;
+            t.file.as_raw_fd()
+        });
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe calls (getpid, open, write, close, prctl,
-        // setrlimit) on memory prepared before the fork; no allocation.
+        // makes async-signal-safe calls (getpid, open, write, close, dup2,
+        // prctl, setrlimit) on memory prepared before the fork; no
+        // allocation.
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(path) = &pgid_path {
                     write_pid(path);
                 }
+                if let Some(fd) = times_fd {
+                    libc::dup2(fd, crate::usage::TIMES_FD);
+                }
                 setup.apply()
             });
         }
-        (cmd, cgroup, pgid_file)
+        (cmd, cgroup, pgid_file, times)
     }
+}
+
+/// The file a sandboxed job's wrapper writes its CPU times to (see
+/// [`crate::usage::with_times`]); the parent's handle is kept until the
+/// job has started.
+struct TimesFile {
+    file: std::fs::File,
+    path: PathBuf,
 }
 
 /// What [`collect`] read: the tails, the output and its metrics, the candidate.
@@ -558,7 +596,7 @@ impl Executor for LocalExecutor {
             }
         };
 
-        let (mut cmd, cgroup, pgid_file) = self.command(&job, &worktree, &log_dir);
+        let (mut cmd, cgroup, pgid_file, times) = self.command(&job, &worktree, &log_dir);
         cmd.stdout(Stdio::from(out_file))
             .stderr(Stdio::from(err_file))
             .process_group(0)
@@ -579,6 +617,7 @@ impl Executor for LocalExecutor {
                 ));
             }
         };
+        let times_path = times.map(|t| t.path);
         let guard = GroupGuard(child.id().map(|p| p as i32).unwrap_or(0));
         // Waited for without reaping, so that the job's CPU time can be
         // read before `child.wait()` reaps it (see `usage`).
@@ -604,11 +643,17 @@ impl Executor for LocalExecutor {
         };
         let waited = matches!(waited, Ok(true));
         // Under bubblewrap the job's tree lives below bwrap's own init, which
-        // bwrap does not reap: its CPU time never reaches bwrap's record,
-        // so it is unknown rather than zero.
-        let cpu_time = pid
-            .filter(|_| waited && !self.inner.sandbox.is_isolated())
-            .and_then(crate::usage::zombie_cpu_time);
+        // bwrap does not reap: the wrapper shell's report stands in.
+        let cpu_time = match &times_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let _ = std::fs::remove_file(path);
+                crate::usage::read_times(&text)
+            }
+            None => pid
+                .filter(|_| waited)
+                .and_then(crate::usage::zombie_cpu_time),
+        };
         let status = match child.wait().await {
             Ok(_) if timed_out => ExitStatus::TimedOut,
             Ok(st) => exit_status(st),

@@ -9,10 +9,10 @@
 //! its parent and was reaped by the controller is not counted), as the
 //! kernel accounts it for a child (`getrusage(2)`'s `RUSAGE_CHILDREN`
 //! semantics, read per job from `/proc/PID/stat` before the job's process
-//! is reaped). The local executor cannot measure it for jobs in the
-//! bubblewrap sandbox (bubblewrap does not reap its namespace's init, so
-//! the tree's time never reaches a process the controller waits for): it
-//! records 0 for them, and a CPU budget counts only what was measured.
+//! is reaped; in the bubblewrap sandbox, reported by a shell that waits for
+//! the job's command, see the controller's `usage`). A job whose CPU time
+//! could not be measured (killed in the sandbox, or an executor that does
+//! not measure it) records 0.
 //!
 //! The shape is postcard-encoded under the name `RunCost`: changing it
 //! means registering a new name, never editing this one.
