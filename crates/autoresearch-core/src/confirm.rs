@@ -28,6 +28,9 @@ pub struct Confirmation {
     pub commit: String,
     /// Where the measurement stands and what it decided.
     pub status: ConfirmStatus,
+    /// The confirm command that measured it (a stored value counts as an
+    /// incumbent's reference only for the same command).
+    pub command: String,
     /// The confirm metric's name.
     pub metric: String,
     /// Which way the confirm metric improves.
@@ -65,10 +68,11 @@ impl Confirmation {
     }
 
     /// Whether this is a usable reference value of `commit` for later
-    /// candidates: measured (or confirmed) on exactly that commit, with a
-    /// value.
-    pub fn is_reference_for(&self, commit: &str, metric: &str) -> bool {
+    /// candidates: measured (or confirmed) on exactly that commit, by the
+    /// same command and metric, with a value.
+    pub fn is_reference_for(&self, commit: &str, command: &str, metric: &str) -> bool {
         self.commit == commit
+            && self.command == command
             && self.metric == metric
             && self.value.is_some()
             && matches!(
@@ -126,6 +130,7 @@ mod tests {
         let c = Confirmation {
             run_id: "r1".into(),
             commit: "abc".into(),
+            command: "./confirm.sh".into(),
             status: ConfirmStatus::Measured,
             metric: "acc".into(),
             direction: Direction::Maximize,
@@ -135,15 +140,16 @@ mod tests {
         let bytes = postcard::to_allocvec(&c).unwrap();
         let back: Confirmation = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, c);
-        assert!(c.is_reference_for("abc", "acc"));
-        assert!(!c.is_reference_for("abd", "acc"));
-        assert!(!c.is_reference_for("abc", "loss"));
+        assert!(c.is_reference_for("abc", "./confirm.sh", "acc"));
+        assert!(!c.is_reference_for("abd", "./confirm.sh", "acc"));
+        assert!(!c.is_reference_for("abc", "./confirm.sh", "loss"));
+        assert!(!c.is_reference_for("abc", "./other.sh", "acc"));
         let failed = Confirmation {
             status: ConfirmStatus::Failed,
             value: None,
             ..c
         };
-        assert!(!failed.is_reference_for("abc", "acc"));
+        assert!(!failed.is_reference_for("abc", "./confirm.sh", "acc"));
         assert_eq!(failed.cell(), "failed");
     }
 }

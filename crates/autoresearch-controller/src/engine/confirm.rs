@@ -54,6 +54,7 @@ impl Controller {
             run_id: c.run_id.clone(),
             commit: c.commit.clone(),
             status: ConfirmStatus::Running,
+            command: cfg.command.clone(),
             metric: cfg.metric.clone(),
             direction: cfg.direction,
             incumbent_commit: head.commit.clone(),
@@ -192,7 +193,8 @@ impl Controller {
         cfg: &ConfirmConfig,
     ) -> Result<Probe, LoopError> {
         let _one_at_a_time = self.incumbent_lock.lock().await;
-        let (rid, commit, metric) = (head.run_id.clone(), head.commit.clone(), cfg.metric.clone());
+        let (rid, commit) = (head.run_id.clone(), head.commit.clone());
+        let (command, metric) = (cfg.command.clone(), cfg.metric.clone());
         let found = self
             .ledger
             .read(move |w| {
@@ -207,7 +209,7 @@ impl Controller {
             )));
         };
         if let Some(v) = stored
-            .filter(|s| s.is_reference_for(&commit, &metric))
+            .filter(|s| s.is_reference_for(&commit, &command, &metric))
             .and_then(|s| s.value)
         {
             return Ok(Probe::Value(v));
@@ -235,6 +237,7 @@ impl Controller {
             run_id: head.run_id.clone(),
             commit: head.commit.clone(),
             status,
+            command: cfg.command.clone(),
             metric: cfg.metric.clone(),
             direction: cfg.direction,
             value,
