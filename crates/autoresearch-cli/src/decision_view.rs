@@ -98,3 +98,29 @@ pub fn run_extras(world: &World, entity: EntityId) -> (Option<RunCost>, Option<C
         world.get::<Confirmation>(entity),
     )
 }
+
+/// `status`'s line for `[run.cost_budget]`: what is spent of each limit,
+/// or that it is spent.
+pub fn budget_line(
+    budget: &autoresearch_controller::config::CostBudget,
+    spent: &RunCost,
+) -> String {
+    if let Some(why) = budget.exhausted_by(spent) {
+        return format!(
+            "spent ({why}): `autoresearch run` stops at once; raise [run.cost_budget] to go on"
+        );
+    }
+    let mut parts = Vec::new();
+    if let Some(cpu) = budget.cpu {
+        parts.push(format!(
+            "CPU {} of {}",
+            secs(spent.total().cpu_ms),
+            secs(cpu.0.as_millis() as u64)
+        ));
+    }
+    if let (Some(m), Some(limit)) = (&budget.metric, budget.limit) {
+        let used = spent.metrics.get(m).copied().unwrap_or(0.0);
+        parts.push(format!("{m} {} of {}", fmt_f64(used), fmt_f64(limit)));
+    }
+    parts.join(", ")
+}

@@ -524,6 +524,12 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
     if spent.jobs > 0 {
         println!("cost       {}", crate::decision_view::cost_line(&spent));
     }
+    if let Some(b) = &config.run.cost_budget {
+        println!(
+            "budget     {}",
+            crate::decision_view::budget_line(b, &spent)
+        );
+    }
     for a in &in_flight {
         println!("in flight  {} ({})", a.run.run_id, a.run.status);
     }

@@ -405,6 +405,10 @@ async fn costs_are_stored_per_run_summed_in_status_and_a_budget_stops_the_loop()
     let text = r.ok(&["status"]);
     assert!(text.contains("cost       CPU "), "{text}");
     assert!(text.contains("; cost 1; tokens 200"), "{text}");
+    assert!(
+        text.contains("budget     spent (1 cost spent of a budget of 1)"),
+        "{text}"
+    );
 
     // A later invocation stops at once: the budget is the experiment's.
     let again = r.ok(&["run", "--iterations", "4"]);
