@@ -60,6 +60,7 @@ branch = "main"
 command = '''
 n=$(cat {c}/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}/n
 ls -A {h} > {c}/proposer_saw_$n 2>&1
+cp "$AUTORESEARCH_RESULTS" {c}/history_$n
 echo "tokens: 100"
 echo "cost: 0.5"
 sed -n "${{n}}p" {c}/scores > score.txt
@@ -226,10 +227,25 @@ async fn a_candidate_that_regresses_on_held_out_data_is_discarded_and_shown() {
         (Some(60.0), Some(45.0))
     );
     let reason = reason_of(rejected);
-    assert!(reason.starts_with("not confirmed: regressed"), "{reason}");
     assert!(
-        reason.contains("heldout 60 vs the incumbent's 45"),
+        reason.starts_with(
+            "not confirmed: it regressed on the held-out data; the comparator would keep it (score improved"
+        ),
         "{reason}"
+    );
+    assert!(
+        rejected_conf
+            .reason
+            .contains("heldout 60 vs the incumbent's 45 (lower is better, tolerance 0)"),
+        "{}",
+        rejected_conf.reason
+    );
+    // The proposer's history says it was not confirmed, never the values.
+    let seen = r.read("history_3");
+    let row = &seen[seen.find("not confirmed").expect("a not-confirmed row")..];
+    assert!(
+        !row.contains("60") && !row.contains("45") && !row.contains("heldout"),
+        "{seen}"
     );
     let o = rejected.outcome.as_ref().unwrap();
     assert_eq!(
@@ -314,9 +330,13 @@ async fn a_failing_confirm_command_is_a_discard_saying_why() {
     assert_eq!(status_of(&all[1].0), "discard");
     let reason = reason_of(&all[1].0);
     assert!(
-        reason.starts_with("not confirmed: the confirm command failed on the candidate"),
+        reason.starts_with("not confirmed: the confirm command failed on the candidate;"),
         "{reason}"
     );
+    // The details (the confirm output's near miss) only in the record.
+    assert!(!reason.contains("heldout:"), "{reason}");
+    let why = &all[1].1.as_ref().unwrap().reason;
+    assert!(why.contains("no metric in the output"), "{why}");
     assert_eq!(
         all[1].1.as_ref().map(|c| c.status.clone()),
         Some(ConfirmStatus::Failed)

@@ -87,20 +87,25 @@ impl Controller {
             _ => "lower",
         };
         let num = autoresearch_core::num::fmt_f64;
+        // Each verdict has a summary for the Outcome's reason, which the
+        // proposer reads in its history file (so it holds no held-out
+        // value or output), and the details for the Confirmation.
         let verdict = match (probe, incumbent) {
             (Probe::Interrupted, _) | (_, Probe::Interrupted) => None,
             (Probe::Failed(why), _) => Some((
                 ConfirmStatus::Failed,
-                format!("the confirm command failed on the candidate: {why}"),
+                "the confirm command failed on the candidate".to_string(),
+                why,
             )),
             (Probe::Value(v), Probe::Failed(why)) => {
                 rec.value = Some(v);
                 Some((
                     ConfirmStatus::Failed,
                     format!(
-                        "the incumbent {} has no confirm value to hold it against ({why})",
+                        "the incumbent {} has no confirm value to hold it against",
                         short_commit(&head.commit)
                     ),
+                    why,
                 ))
             }
             (Probe::Value(v), Probe::Value(iv)) => {
@@ -115,13 +120,17 @@ impl Controller {
                     num(cfg.tolerance)
                 );
                 Some(if ok {
-                    (ConfirmStatus::Confirmed, format!("confirmed: {how}"))
+                    (ConfirmStatus::Confirmed, "confirmed".to_string(), how)
                 } else {
-                    (ConfirmStatus::Rejected, format!("regressed: {how}"))
+                    (
+                        ConfirmStatus::Rejected,
+                        "it regressed on the held-out data".to_string(),
+                        how,
+                    )
                 })
             }
         };
-        let Some((status, why)) = verdict else {
+        let Some((status, summary, details)) = verdict else {
             rec.status = ConfirmStatus::Interrupted;
             rec.reason = LoopCause::Interrupted.to_string();
             self.store_confirmation(c.entity, rec, &c.run_id, report)
@@ -129,7 +138,7 @@ impl Controller {
             return Ok(Confirmed::Interrupted);
         };
         rec.status = status.clone();
-        rec.reason = why.clone();
+        rec.reason = format!("{summary}: {details}");
         rec.at_ms = now_ms();
         let stored = rec.clone();
         self.store_confirmation(c.entity, stored, &c.run_id, report)
@@ -138,7 +147,7 @@ impl Controller {
             return Ok(Confirmed::Yes(Some(Box::new(rec))));
         }
         let reason = format!(
-            "{}: {why}; the comparator would keep it ({})",
+            "{}: {summary}; the comparator would keep it ({})",
             LoopCause::NotConfirmed,
             d.reason
         );
