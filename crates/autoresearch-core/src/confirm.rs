@@ -81,6 +81,19 @@ impl Confirmation {
             )
     }
 
+    /// What a decision's descriptor records of it (the whole record stays
+    /// on the run): status, metric, direction, both values, tolerance.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "status": self.status,
+            "metric": self.metric,
+            "direction": self.direction,
+            "value": self.value,
+            "incumbent_value": self.incumbent_value,
+            "tolerance": self.tolerance,
+        })
+    }
+
     /// A short cell for tables: `ok 0.91`, `REJECTED 0.97 vs 0.93`,
     /// `failed`, `running`, `ref 0.93`.
     pub fn cell(&self) -> String {

@@ -152,7 +152,7 @@ impl Controller {
             d.reason
         );
         let descriptor = LoopCause::NotConfirmed.descriptor(json!({
-            "confirm": rec,
+            "confirm": rec.summary(),
             "comparator": {"reason": d.reason, "descriptor": d.descriptor},
         }));
         Ok(Confirmed::No { reason, descriptor })

@@ -215,7 +215,7 @@ impl Controller {
             match self.confirm(&head, &c, &d).await? {
                 confirm::Confirmed::Yes(Some(rec)) => {
                     if let Value::Object(m) = &mut d.descriptor {
-                        m.insert("confirm".into(), json!(rec));
+                        m.insert("confirm".into(), rec.summary());
                     }
                 }
                 confirm::Confirmed::Yes(None) => {}
