@@ -229,8 +229,11 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         // Jobs' orphans come back to this process, to be found and killed.
         autoresearch_controller::sandbox::become_subreaper();
     }
-    let executor =
-        Arc::new(LocalExecutor::new(cfg.state_dir.clone()).with_sandbox(sandbox.clone()));
+    let executor = Arc::new(
+        LocalExecutor::new(cfg.state_dir.clone())
+            .with_sandbox(sandbox.clone())
+            .with_held_out(held_out_dirs(&config)?),
+    );
     let progress = Arc::new(Progress::new(quiet).with_total(cfg.iterations));
     if let Some(why) = sandbox.fallback_reason() {
         progress.note(format!(
@@ -297,6 +300,47 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         StopReason::ConsecutiveCrashes(_) => ExitCode::from(EXIT_CRASHES),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// The `[confirm] data` directories, resolved against the config file's
+/// folder (`~` is the home directory). Errors: a path that is not a
+/// directory, or one inside the repository (candidates would see it).
+fn held_out_dirs(config: &Config) -> anyhow::Result<Vec<PathBuf>> {
+    let Some(confirm) = &config.confirm else {
+        return Ok(Vec::new());
+    };
+    let base = config
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let repo = config.repo.canonicalize().unwrap_or(config.repo.clone());
+    confirm
+        .data
+        .iter()
+        .map(|d| {
+            let path = match d.strip_prefix("~/") {
+                Some(rest) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(rest),
+                None => base.join(d),
+            };
+            let path = path.canonicalize().with_context(|| {
+                format!("[confirm] data {d:?} in {}", config.path.display())
+            })?;
+            if !path.is_dir() {
+                bail!(
+                    "[confirm] data {d:?} in {} is not a directory (held-out data is hidden by directory)",
+                    config.path.display()
+                );
+            }
+            if path.starts_with(&repo) {
+                bail!(
+                    "[confirm] data {d:?} in {} is inside the repository, where candidates see it; move it outside",
+                    config.path.display()
+                );
+            }
+            Ok(path)
+        })
+        .collect()
 }
 
 /// `run`'s exit code when the loop stopped on `max_consecutive_crashes`

@@ -369,8 +369,14 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
         LogFormat::Table => {
             let by_id: HashMap<&str, &Attempt> =
                 all.iter().map(|a| (a.run.run_id.as_str(), a)).collect();
+            // Only experiments with a held-out confirmation get its column.
+            let confirmations = crate::decision_view::confirmations(&world);
+            let confirm = !confirmations.is_empty();
             let mut header = vec!["RUN_ID".to_string(), "COMMIT".to_string()];
             header.extend(columns.iter().map(|c| c.to_string()));
+            if confirm {
+                header.push("CONFIRM".to_string());
+            }
             header.extend([
                 "STATUS".to_string(),
                 "IDEA".to_string(),
@@ -382,6 +388,12 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                     let mut row = vec![r.run_id.clone(), tsv::short_commit(&r.commit).to_string()];
                     for c in &columns {
                         row.push(cell(r, c).unwrap_or_else(|| "-".into()));
+                    }
+                    if confirm {
+                        row.push(crate::decision_view::confirm_cell(
+                            &confirmations,
+                            &r.run_id,
+                        ));
                     }
                     row.push(if r.outcome.is_empty() {
                         format!("({})", r.run_status)

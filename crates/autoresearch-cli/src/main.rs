@@ -4,6 +4,7 @@
 
 mod compare_cmds;
 mod decide;
+mod decision_view;
 mod doctor;
 mod experiment;
 mod human;

@@ -195,6 +195,10 @@ pub struct ShowView {
     pub logs: Vec<String>,
     /// When this was read.
     pub now_ms: i64,
+    /// Its cost, when recorded.
+    pub cost: Option<autoresearch_core::RunCost>,
+    /// Its held-out confirmation, when one ran.
+    pub confirmation: Option<autoresearch_core::Confirmation>,
 }
 
 impl ShowView {
@@ -278,6 +282,7 @@ impl ShowView {
             .filter_map(EvalResult::meta)
             .flat_map(|m| m.left_out)
             .collect();
+        let (cost, confirmation) = crate::decision_view::run_extras(&w, a.entity);
         Ok((
             ShowView {
                 means: means(&a),
@@ -292,6 +297,8 @@ impl ShowView {
                 candidate_ref,
                 logs,
                 now_ms: now_ms(),
+                cost,
+                confirmation,
             },
             git,
         ))
@@ -310,6 +317,8 @@ impl ShowView {
                 "decided_at_ms": o.decided_at_ms,
             })),
             "idea": self.idea,
+            "confirmation": self.confirmation,
+            "cost": self.cost.as_ref().map(crate::decision_view::cost_json),
             "means": self.means.iter().map(|(k, (x, n))| (k.clone(), json!({"mean": x, "samples": n}))).collect::<serde_json::Map<_, _>>(),
             "results": self.results.iter().map(|r| json!({
                 "evaluator": r.evaluator,
@@ -393,6 +402,12 @@ impl ShowView {
                 parts.push(format!("by {}", s.evaluator));
             }
             l.push(format!("sample {i}"), parts.join(" · "));
+        }
+        if let Some(c) = &self.confirmation {
+            l.push("confirm", crate::decision_view::confirm_line(c));
+        }
+        if let Some(c) = &self.cost {
+            l.push("cost", crate::decision_view::cost_line(c));
         }
         if let Some(o) = &self.outcome {
             if !o.comparator.is_empty() {

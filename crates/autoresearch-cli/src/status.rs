@@ -104,6 +104,10 @@ pub struct StatusView {
     pub voted: Vec<(String, OutcomeStatus, String)>,
     /// When this was read, in Unix milliseconds.
     pub now_ms: i64,
+    /// The experiment's cost summed over its runs, when any was recorded.
+    pub cost: Option<autoresearch_core::RunCost>,
+    /// What is spent of `[run.cost_budget]`, when the config sets one.
+    pub budget: Option<String>,
 }
 
 /// The mean of each numeric metric over an attempt's final samples, with
@@ -224,6 +228,13 @@ impl StatusView {
                 by_vote.then(|| (a.run.run_id.clone(), o.status.clone(), o.reason.clone()))
             })
             .collect();
+        let spent = crate::decision_view::world_cost(&w);
+        let budget = target
+            .config
+            .as_ref()
+            .and_then(|c| c.run.cost_budget.as_ref())
+            .map(|b| crate::decision_view::budget_line(b, &spent));
+        let cost = (spent.jobs > 0).then_some(spent);
         let branch = target.branch(&w);
         let repo = target.repo(&w);
         let branch_tip = match (&repo, &branch) {
@@ -251,6 +262,8 @@ impl StatusView {
             pending,
             voted,
             now_ms: now_ms(),
+            cost,
+            budget,
         })
     }
 
@@ -309,6 +322,11 @@ impl StatusView {
                 .map(|(id, st, _, at)| json!({"run_id": id, "status": st, "started_at_ms": at}))
                 .collect(),
         );
+        // Only experiments that recorded costs get the key: older ledgers
+        // read unchanged.
+        if let Some(c) = &self.cost {
+            v.insert("cost".into(), crate::decision_view::cost_json(c));
+        }
         Value::Object(v)
     }
 
@@ -399,6 +417,12 @@ impl StatusView {
                 self.count(OutcomeStatus::Baseline)
             ),
         );
+        if let Some(c) = &self.cost {
+            l.push("cost", crate::decision_view::cost_line(c));
+        }
+        if let Some(b) = &self.budget {
+            l.push("budget", b.clone());
+        }
         for (id, _, step, at) in &self.in_flight {
             l.push(
                 "in flight",

@@ -193,6 +193,7 @@ why        score improved 98 -> 97 (delta -1) [scalar:score:min]
 since      <time> (<d> ago)
 branch     main at the head
 attempts   4 (3 kept, 0 discarded, 0 crashed, 0 pending, 1 baselines)
+cost       CPU <d> (propose <d>, evaluate <d>), wall <d>, 7 jobs
 "
     );
     let runs = r.attempts();
@@ -207,6 +208,7 @@ task       <task>
 time       <time>, took <d>
 metrics    score 98
 sample 0   score 98 · exit 0 · <d> · <time>
+cost       CPU <d> (propose <d>, evaluate <d>), wall <d>, 2 jobs
 comparator scalar:score:min
 decided    <time>
 evidence   candidate 98, delta -1, direction minimize, improvement 1, incumbent 99, metric score, min_delta 0

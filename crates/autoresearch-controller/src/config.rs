@@ -2,6 +2,7 @@
 //! compare, how long to go on. Parsed strictly: an unknown key, a wrong type
 //! or a missing command is an error naming the key and its line.
 
+pub use crate::decision_config::{ConfirmConfig, CostBudget};
 use crate::sandbox::{ResourceLimits, SandboxConfig, SandboxMode};
 use autoresearch_core::OutputSource;
 use serde::Deserialize;
@@ -266,6 +267,10 @@ pub struct RunConfig {
     /// Processes (and threads) of a whole job.
     #[serde(default)]
     pub processes: Option<u64>,
+    /// Stop launching runs once the experiment has spent this much (see
+    /// [`CostBudget`]); none by default.
+    #[serde(default)]
+    pub cost_budget: Option<CostBudget>,
 }
 
 impl Default for RunConfig {
@@ -284,6 +289,7 @@ impl Default for RunConfig {
             memory_limit: None,
             open_files: None,
             processes: None,
+            cost_budget: None,
         }
     }
 }
@@ -324,6 +330,8 @@ struct RawConfig {
     compare: Option<toml::Table>,
     #[serde(default)]
     run: RunConfig,
+    #[serde(default)]
+    confirm: Option<ConfirmConfig>,
 }
 
 /// A parsed `autoresearch.toml`.
@@ -346,6 +354,9 @@ pub struct Config {
     pub compare: toml::Table,
     /// `[run]`, defaults when absent.
     pub run: RunConfig,
+    /// `[confirm]`: held-out confirmation of candidates the comparator
+    /// would keep; `None` when absent.
+    pub confirm: Option<ConfirmConfig>,
     /// The file this was read from.
     pub path: PathBuf,
 }
@@ -426,6 +437,12 @@ impl Config {
         if raw.run.max_consecutive_crashes == 0 {
             return Err(invalid("run.max_consecutive_crashes", "must be at least 1"));
         }
+        if let Some(c) = &raw.confirm {
+            c.validate().map_err(|(key, why)| invalid(key, &why))?;
+        }
+        if let Some(b) = &raw.run.cost_budget {
+            b.validate().map_err(|(key, why)| invalid(key, &why))?;
+        }
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -446,6 +463,7 @@ impl Config {
             evaluate: raw.evaluate,
             compare: raw.compare.unwrap_or_default(),
             run: raw.run,
+            confirm: raw.confirm,
             path: path.to_path_buf(),
         })
     }
@@ -544,6 +562,21 @@ sandbox = "auto"            # "bwrap" (required) or "none"
 sandbox_writable = []       # e.g. ["~/.claude", "~/.cache/uv"]
 # env_allow = ["PATH", "HOME", "*_API_KEY"]   # variables jobs see (default: a safe list)
 # memory_limit = "16GiB"    # per job process; processes = 512 per job
+# Stop once the experiment has spent this much (all runs, all invocations):
+# CPU time of every job, and/or a cost metric the proposer prints
+# (cost, tokens, *_cost, *_tokens), summed.
+# cost_budget = {{ cpu = "10h", metric = "cost", limit = 25.0 }}
+
+# Held-out confirmation: a candidate the comparator would keep is measured
+# again by this command, on data the search never sees (hidden from the
+# proposer and the evaluator in the sandbox), and promoted only if it does not
+# regress beyond `tolerance` against the incumbent's confirm value.
+# [confirm]
+# command = "uv run eval_heldout.py"
+# metric = "heldout_bpb"
+# direction = "min"
+# tolerance = 0.0
+# data = ["~/heldout"]
 "#
     )
 }

@@ -6,7 +6,8 @@
 //! evaluate, keep or discard or crash, advance the branch only on
 //! improvement), recording every step as a tick of the experiment world.
 //!
-//! - [`config`]: the `autoresearch.toml` file.
+//! - [`config`]: the `autoresearch.toml` file ([`decision_config`]: its
+//!   `[confirm]` and `[run] cost_budget`).
 //! - [`engine`]: the loop ([`Controller`]), its crash recovery and shutdown.
 //! - [`local`]: [`LocalExecutor`], jobs in private slot repositories
 //!   ([`slot`]) as bounded child processes, none left alive ([`reaper`]).
@@ -18,6 +19,7 @@
 //! `Arc<dyn Executor>`).
 
 pub mod config;
+pub mod decision_config;
 pub mod engine;
 pub mod git;
 pub mod guard;
@@ -27,6 +29,7 @@ pub mod metrics;
 pub mod reaper;
 pub mod sandbox;
 pub mod slot;
+pub mod usage;
 
 pub use config::{Config, ConfigError, MetricsFormat};
 pub use engine::{

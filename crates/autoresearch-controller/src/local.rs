@@ -51,6 +51,9 @@ struct Inner {
     /// The user's repositories' directories, by `Job::repo`.
     repos: Mutex<HashMap<String, RepoDirs>>,
     next_slot: std::sync::atomic::AtomicUsize,
+    /// Held-out data directories: hidden from every job but those with
+    /// [`Job::held_out`] (in the sandbox).
+    held_out: Vec<PathBuf>,
 }
 
 impl LocalExecutor {
@@ -66,6 +69,7 @@ impl LocalExecutor {
                 idle: Mutex::new(Vec::new()),
                 repos: Mutex::new(HashMap::new()),
                 next_slot: std::sync::atomic::AtomicUsize::new(0),
+                held_out: Vec::new(),
             }),
         }
     }
@@ -73,16 +77,31 @@ impl LocalExecutor {
     /// Runs every job in `sandbox` (by default none: jobs run as the user,
     /// their processes still contained).
     pub fn with_sandbox(self, sandbox: Sandbox) -> LocalExecutor {
+        self.edited(|inner| inner.sandbox = sandbox)
+    }
+
+    /// Hides the directories `held_out` (the experiment's held-out data,
+    /// `[confirm] data`) from every job but a held-out confirmation's
+    /// ([`Job::held_out`]): in the bubblewrap sandbox each is covered by an
+    /// empty tmpfs. Without the sandbox jobs run as the user and can read
+    /// them.
+    pub fn with_held_out(self, held_out: Vec<PathBuf>) -> LocalExecutor {
+        self.edited(|inner| inner.held_out = held_out)
+    }
+
+    /// This executor with its settings changed by `edit` (a shared one is
+    /// copied, without its slots).
+    fn edited(self, edit: impl FnOnce(&mut Inner)) -> LocalExecutor {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
             state_dir: shared.state_dir.clone(),
             sandbox: shared.sandbox.clone(),
-
             checkouts: Mutex::new(HashMap::new()),
             idle: Mutex::new(Vec::new()),
             repos: Mutex::new(HashMap::new()),
             next_slot: std::sync::atomic::AtomicUsize::new(0),
+            held_out: shared.held_out.clone(),
         });
-        inner.sandbox = sandbox;
+        edit(&mut inner);
         LocalExecutor {
             inner: Arc::new(inner),
         }
@@ -258,7 +277,12 @@ impl LocalExecutor {
         job: &Job,
         checkout: &Path,
         log_dir: &Path,
-    ) -> (tokio::process::Command, Option<JobCgroup>, PathBuf) {
+    ) -> (
+        tokio::process::Command,
+        Option<JobCgroup>,
+        PathBuf,
+        Option<TimesFile>,
+    ) {
         let mut env = job.env.clone();
         env.insert("AUTORESEARCH_RUN_ID".into(), job.run_id.clone());
         env.insert(
@@ -286,13 +310,35 @@ impl LocalExecutor {
             visible.push(dirs.git_dir);
             visible.push(dirs.objects);
         }
-        let hidden = [self.inner.state_dir.clone()];
+        let mut hidden = vec![self.inner.state_dir.clone()];
+        if job.held_out {
+            visible.extend(self.inner.held_out.iter().cloned());
+        } else {
+            hidden.extend(self.inner.held_out.iter().cloned());
+        }
         let workdir = checkout.join(&job.workdir);
+        // In the sandbox the job's CPU time is reported by a wrapper shell
+        // (see `usage`), through a file of its own next to the logs.
+        let times = self
+            .inner
+            .sandbox
+            .is_isolated()
+            .then(|| {
+                let path = log_dir.join(format!("{}.times", job.step));
+                std::fs::File::create(&path)
+                    .ok()
+                    .map(|file| TimesFile { file, path })
+            })
+            .flatten();
+        let wrapped = match &times {
+            Some(_) => crate::usage::with_times(&job.command),
+            None => job.command.clone(),
+        };
         let spec = JobSpec {
             repository: &repository,
             checkout,
             workdir: &workdir,
-            command: &job.command,
+            command: &wrapped,
             env: &env,
             network: self.inner.sandbox.network(job.commit_changes),
             hidden: &hidden,
@@ -309,19 +355,35 @@ impl LocalExecutor {
         // file `release` needs to kill the group.
         let pgid_file = log_dir.join(format!("{}.pgid", job.step));
         let pgid_path = std::ffi::CString::new(pgid_file.as_os_str().as_encoded_bytes()).ok();
+        let times_fd = times.as_ref().map(|t| {
+            use std::os::fd::AsRawFd;
+            t.file.as_raw_fd()
+        });
         // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe calls (getpid, open, write, close, prctl,
-        // setrlimit) on memory prepared before the fork; no allocation.
+        // makes async-signal-safe calls (getpid, open, write, close, dup2,
+        // prctl, setrlimit) on memory prepared before the fork; no
+        // allocation.
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(path) = &pgid_path {
                     write_pid(path);
                 }
+                if let Some(fd) = times_fd {
+                    libc::dup2(fd, crate::usage::TIMES_FD);
+                }
                 setup.apply()
             });
         }
-        (cmd, cgroup, pgid_file)
+        (cmd, cgroup, pgid_file, times)
     }
+}
+
+/// The file a sandboxed job's wrapper writes its CPU times to (see
+/// [`crate::usage::with_times`]); the parent's handle is kept until the
+/// job has started.
+struct TimesFile {
+    file: std::fs::File,
+    path: PathBuf,
 }
 
 /// What [`collect`] read: the tails, the output and its metrics, the candidate.
@@ -495,6 +557,7 @@ impl Executor for LocalExecutor {
             stdout_log: stdout_log.display().to_string(),
             stderr_log: stderr_log.display().to_string(),
             duration,
+            cpu_time: None,
             changed_paths: (!produced.commit.is_empty()).then_some(produced.changed),
             commit: produced.commit,
             left_out: produced.left_out,
@@ -533,7 +596,7 @@ impl Executor for LocalExecutor {
             }
         };
 
-        let (mut cmd, cgroup, pgid_file) = self.command(&job, &worktree, &log_dir);
+        let (mut cmd, cgroup, pgid_file, times) = self.command(&job, &worktree, &log_dir);
         cmd.stdout(Stdio::from(out_file))
             .stderr(Stdio::from(err_file))
             .process_group(0)
@@ -554,18 +617,48 @@ impl Executor for LocalExecutor {
                 ));
             }
         };
+        let times_path = times.map(|t| t.path);
         let guard = GroupGuard(child.id().map(|p| p as i32).unwrap_or(0));
-        let status = match tokio::time::timeout(job.limits.timeout, child.wait()).await {
-            Ok(Ok(st)) => exit_status(st),
-            Ok(Err(e)) => {
-                return Err(self.inner.error(&job.run_id, "waiting for the command", e));
-            }
+        // Waited for without reaping, so that the job's CPU time can be
+        // read before `child.wait()` reaps it (see `usage`).
+        let pid = child.id();
+        let mut exited = tokio::task::spawn_blocking(move || match pid {
+            Some(p) => crate::usage::wait_exited(p).is_ok(),
+            None => false,
+        });
+        let (waited, timed_out) = match tokio::time::timeout(job.limits.timeout, &mut exited).await
+        {
+            Ok(waited) => (waited, false),
             Err(_) => {
                 guard.signal(libc::SIGTERM);
-                let _ = tokio::time::timeout(job.limits.kill_grace, child.wait()).await;
-                guard.signal(libc::SIGKILL);
-                let _ = child.wait().await;
-                ExitStatus::TimedOut
+                let waited = match tokio::time::timeout(job.limits.kill_grace, &mut exited).await {
+                    Ok(waited) => waited,
+                    Err(_) => {
+                        guard.signal(libc::SIGKILL);
+                        exited.await
+                    }
+                };
+                (waited, true)
+            }
+        };
+        let waited = matches!(waited, Ok(true));
+        // Under bubblewrap the job's tree lives below bwrap's own init, which
+        // bwrap does not reap: the wrapper shell's report stands in.
+        let cpu_time = match &times_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let _ = std::fs::remove_file(path);
+                crate::usage::read_times(&text)
+            }
+            None => pid
+                .filter(|_| waited)
+                .and_then(crate::usage::zombie_cpu_time),
+        };
+        let status = match child.wait().await {
+            Ok(_) if timed_out => ExitStatus::TimedOut,
+            Ok(st) => exit_status(st),
+            Err(e) => {
+                return Err(self.inner.error(&job.run_id, "waiting for the command", e));
             }
         };
         let duration = started.elapsed();
@@ -607,6 +700,7 @@ impl Executor for LocalExecutor {
         let (output, metrics) = output.unwrap_or_default();
         let mut done = report(status, tails, output, duration, commit, &wt);
         done.metrics = metrics;
+        done.cpu_time = cpu_time;
         Ok(done)
     }
 

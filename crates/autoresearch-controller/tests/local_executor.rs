@@ -37,6 +37,7 @@ fn job(repo: &Path, commit: &str, run_id: &str, command: &str) -> Job {
         output: Default::default(),
         commit_changes: true,
         metrics: None,
+        held_out: false,
     }
 }
 
@@ -156,4 +157,34 @@ async fn metrics_are_read_from_the_whole_output_beyond_the_kept_tail() {
         assert_eq!(reading.values[name].as_f64(), Some(want), "{cmd}");
         exec.release(&format!("eval-{i}")).await.unwrap();
     }
+}
+
+/// A job's CPU time is its process tree's: a busy loop in a background
+/// subshell the job waits for is counted, within the job's wall-clock time
+/// (one thread at a time); a sleeping job uses next to none.
+#[tokio::test]
+async fn a_jobs_cpu_time_counts_its_process_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let base = repo(&repo_dir);
+    let exec = LocalExecutor::new(tmp.path().join("state"));
+    let busy = "(i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done) & wait";
+    let mut j = job(&repo_dir, &base, "busy", busy);
+    j.commit_changes = false;
+    let report = exec.run(j).await.unwrap();
+    assert!(report.status.success());
+    let cpu = report.cpu_time.expect("measured");
+    assert!(cpu >= Duration::from_millis(20), "{cpu:?}");
+    assert!(
+        cpu <= report.duration + Duration::from_millis(20),
+        "{cpu:?} {:?}",
+        report.duration
+    );
+    let mut j = job(&repo_dir, &base, "idle", "sleep 0.3");
+    j.commit_changes = false;
+    let report = exec.run(j).await.unwrap();
+    let cpu = report.cpu_time.expect("measured");
+    assert!(cpu < Duration::from_millis(100), "{cpu:?}");
+    assert!(report.duration >= Duration::from_millis(300));
+    exec.close().await.unwrap();
 }

@@ -142,6 +142,8 @@ impl Fixture {
             state_dir: self.repo.join(".autoresearch"),
             lease_lock: None,
             lease_timeout: Duration::from_secs(60),
+            confirm: None,
+            cost_budget: None,
         }
     }
 

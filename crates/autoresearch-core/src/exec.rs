@@ -89,6 +89,11 @@ pub struct Job {
     /// reading in [`JobReport::metrics`].
     #[serde(default)]
     pub metrics: Option<MetricSpec>,
+    /// Whether the job may read the experiment's held-out data (only a
+    /// held-out confirmation may; an executor hides it from every other
+    /// job where it can, see `[confirm] data`).
+    #[serde(default)]
+    pub held_out: bool,
 }
 
 /// How a job ended.
@@ -156,6 +161,10 @@ pub struct JobReport {
     pub stderr_log: String,
     /// Time spent inside the job's command.
     pub duration: Duration,
+    /// CPU time (user + system) of the job's process tree, when the
+    /// executor measured it (see [`crate::cost`]).
+    #[serde(default)]
+    pub cpu_time: Option<Duration>,
     /// With [`Job::commit_changes`], the candidate: the checkout's final
     /// tree as the single child of [`Job::commit`] (that commit itself when
     /// nothing changed); otherwise [`Job::commit`]. Its objects must be in
@@ -223,6 +232,7 @@ pub struct ExecError {
 ///             stdout_log: String::new(),
 ///             stderr_log: String::new(),
 ///             duration: Duration::ZERO,
+///             cpu_time: None,
 ///             commit: job.commit,
 ///             changed_paths: Some(Vec::new()),
 ///             left_out: Vec::new(),

@@ -20,6 +20,8 @@
 
 pub mod compare;
 pub mod components;
+pub mod confirm;
+pub mod cost;
 pub mod doctor;
 pub mod error;
 pub mod exec;
@@ -40,6 +42,8 @@ pub use components::{
     BranchHead, EvalResult, Experiment, Lease, Outcome, ResultMeta, Run, RunStatus, UnknownStatus,
     Vote,
 };
+pub use confirm::Confirmation;
+pub use cost::{CostKind, JobUsage, RunCost};
 pub use error::Error;
 pub use exec::{ExecError, Executor, ExitStatus, Job, JobReport, Limits, OutputSource};
 pub use ids::{CommitHash, EntityId, RunId, Tick, WorldId, now_ms, short_commit};
@@ -49,6 +53,7 @@ pub use memory::MemoryStorage;
 pub use record::{ApplyError, Change, ChangeKind, LivenessCheck, Snapshot, State, TickRecord};
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
+pub use vocab::ConfirmStatus;
 pub use vocab::{AttemptState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};
 pub use world::World;
 pub use writer::TickWriter;

@@ -185,8 +185,9 @@ impl ComponentRegistry {
     }
 
     /// [`ComponentRegistry::with_lifecycle`] plus the loop's own components:
-    /// `Outcome`, `Vote` and `Lease`. Every crate in this workspace reads and
-    /// writes experiment worlds with (a superset of) this registry.
+    /// `Outcome`, `Vote`, `Lease`, `Confirmation` and `RunCost`. Every crate
+    /// in this workspace reads and writes experiment worlds with (a
+    /// superset of) this registry.
     pub fn standard() -> Self {
         let mut r = Self::with_lifecycle();
         r.register::<crate::components::Outcome>("Outcome")
@@ -194,6 +195,10 @@ impl ComponentRegistry {
         r.register::<crate::components::Vote>("Vote")
             .expect("fresh name");
         r.register::<crate::components::Lease>("Lease")
+            .expect("fresh name");
+        r.register::<crate::confirm::Confirmation>("Confirmation")
+            .expect("fresh name");
+        r.register::<crate::cost::RunCost>("RunCost")
             .expect("fresh name");
         r
     }

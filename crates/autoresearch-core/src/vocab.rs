@@ -134,6 +134,27 @@ word_enum! {
     }
 }
 
+word_enum! {
+    /// Where a held-out confirmation stands ([`crate::Confirmation::status`]).
+    pub enum ConfirmStatus {
+        /// The confirm command is running: the attempt's explicit
+        /// "confirming" state, which recovery reads after a kill.
+        Running = "running",
+        /// The candidate's confirm value did not regress beyond the
+        /// tolerance: it may be promoted.
+        Confirmed = "confirmed",
+        /// The candidate's confirm value regressed beyond the tolerance: a
+        /// discard.
+        Rejected = "rejected",
+        /// The confirm command failed or printed no confirm metric.
+        Failed = "failed",
+        /// An incumbent's reference value, measured for later candidates.
+        Measured = "measured",
+        /// The controller stopped (or was killed) during the confirmation.
+        Interrupted = "interrupted",
+    }
+}
+
 impl OutcomeStatus {
     /// Whether a run with this outcome became (or was adopted as) the head.
     pub fn is_head(&self) -> bool {
@@ -161,6 +182,12 @@ pub enum LoopCause {
     /// The controller's own infrastructure failed (git, the disk) while the
     /// run was in flight.
     Infrastructure,
+    /// The comparator would keep the candidate but its held-out
+    /// confirmation ([`crate::Confirmation`]) regressed or failed.
+    NotConfirmed,
+    /// The experiment's `[run] cost_budget` is spent: the loop stops
+    /// launching runs.
+    CostBudget,
 }
 
 impl LoopCause {
@@ -187,6 +214,8 @@ impl LoopCause {
             LoopCause::Stale => "stale",
             LoopCause::Refused => "refused",
             LoopCause::Infrastructure => "infrastructure",
+            LoopCause::NotConfirmed => "not confirmed",
+            LoopCause::CostBudget => "cost budget spent",
         }
     }
 
@@ -199,6 +228,8 @@ impl LoopCause {
             LoopCause::Stale,
             LoopCause::Refused,
             LoopCause::Infrastructure,
+            LoopCause::NotConfirmed,
+            LoopCause::CostBudget,
         ]
         .into_iter()
         .find(|c| c.as_str() == word)
@@ -304,6 +335,9 @@ pub enum AttemptState {
     Proposing,
     /// A candidate commit recorded and being evaluated or compared.
     Evaluating,
+    /// Kept by the comparator; its held-out confirmation is running
+    /// (see [`AttemptState::with_confirmation`]).
+    Confirming,
     /// Kept: the branch update may be under way.
     Promoting,
     /// Decided and over.
@@ -326,6 +360,20 @@ impl AttemptState {
         }
     }
 
+    /// Refines [`AttemptState::of`] with the run's [`crate::Confirmation`]:
+    /// a run evaluating whose confirmation of its own commit is `running`
+    /// is confirming.
+    pub fn with_confirmation(self, run: &Run, c: Option<&crate::Confirmation>) -> AttemptState {
+        match (self, c) {
+            (AttemptState::Evaluating, Some(c))
+                if c.status == ConfirmStatus::Running && c.commit == run.commit_hash =>
+            {
+                AttemptState::Confirming
+            }
+            (state, _) => state,
+        }
+    }
+
     /// Whether a run in this state was in flight (a controller owns it).
     pub fn is_in_flight(self) -> bool {
         self != AttemptState::Finished
@@ -337,6 +385,7 @@ impl AttemptState {
             AttemptState::Booting => "booting",
             AttemptState::Proposing => "proposing",
             AttemptState::Evaluating => "evaluating",
+            AttemptState::Confirming => "confirming",
             AttemptState::Promoting => "promoting",
             AttemptState::Finished => "finished",
         }
@@ -435,5 +484,42 @@ mod tests {
         run.set_status(RunStatus::Stopped);
         assert_eq!(AttemptState::of(&run, Some(&keep)), AttemptState::Finished);
         assert!(!AttemptState::Finished.is_in_flight());
+    }
+
+    #[test]
+    fn a_running_confirmation_of_the_runs_commit_is_confirming() {
+        let mut run = Run::default();
+        run.set_status(RunStatus::Running);
+        run.commit_hash = "abc".into();
+        let mut c = crate::Confirmation {
+            commit: "abc".into(),
+            status: ConfirmStatus::Running,
+            ..Default::default()
+        };
+        let state = AttemptState::of(&run, None);
+        assert_eq!(
+            state.with_confirmation(&run, Some(&c)),
+            AttemptState::Confirming
+        );
+        assert!(AttemptState::Confirming.is_in_flight());
+        c.commit = "old".into();
+        assert_eq!(
+            state.with_confirmation(&run, Some(&c)),
+            AttemptState::Evaluating
+        );
+        c.commit = "abc".into();
+        c.status = ConfirmStatus::Confirmed;
+        assert_eq!(
+            state.with_confirmation(&run, Some(&c)),
+            AttemptState::Evaluating
+        );
+        assert_eq!(
+            LoopCause::from_word("cost budget spent"),
+            Some(LoopCause::CostBudget)
+        );
+        assert_eq!(
+            LoopCause::from_word("not confirmed"),
+            Some(LoopCause::NotConfirmed)
+        );
     }
 }

@@ -5,7 +5,7 @@ use crate::PlotError;
 use autoresearch_core::RunStatus;
 use autoresearch_core::World;
 use autoresearch_core::lifecycle::{Attempt, attempts};
-use autoresearch_core::{OutcomeStatus, short_commit};
+use autoresearch_core::{ConfirmStatus, OutcomeStatus, short_commit};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -77,6 +77,10 @@ pub struct Point {
     /// decided this attempt, when the replay decided it otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changed_from: Option<Mark>,
+    /// The held-out confirmation's verdict on it (`[confirm]`): `Some(true)`
+    /// confirmed, `Some(false)` kept by the comparator but not confirmed
+    /// (a discard), `None` when it had none.
+    pub confirmed: Option<bool>,
 }
 
 /// Everything the progress chart of one experiment shows.
@@ -150,16 +154,29 @@ impl Progress {
             metric: text("metric"),
             direction: text("direction").and_then(|d| parse_direction(&d)),
         };
-        let mut p = Progress::build(
-            experiment,
-            &attempts(world, experiment),
-            metric,
-            &hints,
-            specs,
-        )?;
+        let attempts = attempts(world, experiment);
+        let mut p = Progress::build(experiment, &attempts, metric, &hints, specs)?;
         p.world = world.name().to_string();
         p.tick = world.tick().0;
+        for (point, a) in p.points.iter_mut().zip(&attempts) {
+            point.confirmed = world
+                .get::<autoresearch_core::Confirmation>(a.entity)
+                .filter(|c| c.commit == a.run.commit_hash)
+                .and_then(|c| match c.status {
+                    ConfirmStatus::Confirmed => Some(true),
+                    ConfirmStatus::Rejected | ConfirmStatus::Failed => Some(false),
+                    _ => None,
+                });
+        }
         Ok(p)
+    }
+
+    /// The attempts the comparator would have kept but the held-out
+    /// confirmation turned down.
+    pub fn not_confirmed(&self) -> impl Iterator<Item = &Point> {
+        self.points
+            .iter()
+            .filter(|pt| pt.confirmed == Some(false) && pt.mark == Mark::Discard)
     }
 
     fn build(
@@ -221,6 +238,7 @@ impl Progress {
                     samples,
                     label: label(a, mark, shared_task),
                     changed_from: None,
+                    confirmed: None,
                 }
             })
             .collect();

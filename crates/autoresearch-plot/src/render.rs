@@ -36,6 +36,8 @@ const DISCARD: RGBColor = RGBColor(150, 150, 150);
 const CRASH: RGBColor = RGBColor(214, 48, 49);
 const BASELINE: RGBColor = RGBColor(52, 119, 219);
 const PENDING: RGBColor = RGBColor(230, 126, 34);
+/// Candidates the held-out confirmation turned down.
+const UNCONFIRMED: RGBColor = RGBColor(142, 68, 173);
 
 /// Registers the embedded DejaVu Sans as the chart's font, once per process.
 fn fonts() -> Result<(), PlotError> {
@@ -186,6 +188,7 @@ enum Key {
     Dot(RGBColor),
     Hollow(RGBColor),
     Cross(RGBColor),
+    Triangle(RGBColor),
     Square(RGBColor),
     Line(RGBColor),
     Whisker(RGBColor),
@@ -419,6 +422,18 @@ fn draw<DB: DrawingBackend>(
         with_value(Mark::Discard)
             .map(|(pt, v)| Circle::new((at(pt), v), 4, DISCARD.mix(0.55).filled())),
     )?;
+
+    // Kept by the comparator, turned down by the held-out confirmation.
+    let unconfirmed: Vec<(i32, f64)> = p
+        .not_confirmed()
+        .filter_map(|pt| Some((at(pt), shown(pt.value?))))
+        .collect();
+    chart.draw_series(
+        unconfirmed
+            .iter()
+            .map(|c| TriangleMarker::new(*c, 7, UNCONFIRMED.stroke_width(2))),
+    )?;
+
     let ring = |c: (i32, f64), r: i32, fill: RGBColor| {
         EmptyElement::at(c)
             + Circle::new((0, 0), r, fill.filled())
@@ -482,6 +497,12 @@ fn draw<DB: DrawingBackend>(
     if !undecided.is_empty() {
         keys.push((Key::Hollow(PENDING), "Pending / undecided".into()));
     }
+    if !unconfirmed.is_empty() {
+        keys.push((
+            Key::Triangle(UNCONFIRMED),
+            "Not confirmed (held-out)".into(),
+        ));
+    }
     if crashes > 0 {
         keys.push((Key::Cross(CRASH), "Crashed (no value)".into()));
     }
@@ -527,6 +548,9 @@ fn draw<DB: DrawingBackend>(
             Key::Dot(c) => legend_area.draw(&Circle::new((x0 + 8, cy), 4, c.mix(0.55).filled()))?,
             Key::Hollow(c) => legend_area.draw(&Circle::new((x0 + 8, cy), 5, c.stroke_width(2)))?,
             Key::Cross(c) => legend_area.draw(&Cross::new((x0 + 8, cy), 5, c.stroke_width(2)))?,
+            Key::Triangle(c) => {
+                legend_area.draw(&TriangleMarker::new((x0 + 8, cy), 7, c.stroke_width(2)))?
+            }
             Key::Square(c) => legend_area.draw(&Rectangle::new(
                 [(x0 + 4, cy - 4), (x0 + 12, cy + 4)],
                 c.stroke_width(2),

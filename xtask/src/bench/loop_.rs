@@ -130,6 +130,8 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64, jail: Jail) -> an
         state_dir: state_dir.clone(),
         lease_lock: None,
         lease_timeout: Duration::from_secs(60),
+        confirm: None,
+        cost_budget: None,
     };
     let storage = Arc::new(
         RedbStorage::open(&state_dir.join("ledger.redb"), RedbConfig::default())

@@ -183,6 +183,12 @@ pub struct LoopConfig {
     /// A lease whose holder on another host has not renewed it for this
     /// long is taken over; the holder renews it every quarter of it.
     pub lease_timeout: Duration,
+    /// Held-out confirmation of candidates the comparator would keep
+    /// (`[confirm]`); `None`: the comparator's keep is final.
+    pub confirm: Option<crate::config::ConfirmConfig>,
+    /// Stop launching runs once the experiment has spent this much
+    /// (`[run] cost_budget`); `None`: no limit.
+    pub cost_budget: Option<crate::config::CostBudget>,
 }
 
 impl LoopConfig {
@@ -218,6 +224,8 @@ impl LoopConfig {
             state_dir: c.repo.join(".autoresearch"),
             lease_lock: None,
             lease_timeout: c.run.lease_timeout.0,
+            confirm: c.confirm.clone(),
+            cost_budget: c.run.cost_budget.clone(),
         }
     }
 
@@ -362,4 +370,7 @@ pub enum StopReason {
     /// `max_consecutive_crashes` attempts in a row crashed: the evaluator or
     /// the proposer is probably broken, not the candidates.
     ConsecutiveCrashes(u32),
+    /// The experiment's `[run] cost_budget` is spent
+    /// ([`LoopCause::CostBudget`]).
+    CostBudget,
 }

@@ -103,6 +103,7 @@ impl Controller {
             output: self.cfg.metrics.source(),
             commit_changes: false,
             metrics: Some(self.cfg.metrics.spec(&self.cfg.require)),
+            held_out: false,
         };
         let report = match self.exec(job).await? {
             JobEnd::Report(r) => r,
@@ -144,10 +145,22 @@ impl Controller {
         let result = EvalResult::new(owner, "evaluate", &Value::Object(outputs), now_ms());
         // Staged: the decision that reads it follows at once, and the next
         // job start or branch update makes both durable in one write.
-        let cand = cand.map(|c| (c.entity, c.commit.clone(), c.workspace.clone()));
+        let cand = cand.map(|c| {
+            let proposer = c.proposer_cost.clone();
+            (c.entity, c.commit.clone(), c.workspace.clone(), proposer)
+        });
+        let owner_id = owner.to_string();
         self.ledger
             .stage(&format!("recording a result of run {owner}"), move |w| {
-                if let Some((entity, commit, workspace)) = &cand {
+                let proposer = cand.as_ref().and_then(|c| c.3.as_ref());
+                Self::charge_in(w, &owner_id, |cost| {
+                    let evaluate = autoresearch_core::CostKind::Evaluate;
+                    cost.charge(evaluate, cost::usage_of(&report), &[]);
+                    if let Some(p) = proposer {
+                        p.charge(cost);
+                    }
+                })?;
+                if let Some((entity, commit, workspace, _)) = &cand {
                     let mut run = run_of(w, *entity)?;
                     run.commit_hash = commit.clone();
                     if !workspace.is_empty() {
@@ -168,7 +181,7 @@ impl Controller {
     /// status it finished with on the way.
     pub(super) async fn attempt(&self, head: &Head, run_id: String) -> Result<Prepared, LoopError> {
         let (mut cand, history) = self.start_attempt(head, &run_id).await?;
-        let report = match self.propose(head, &cand, &history).await? {
+        let report = match self.propose(head, &mut cand, &history).await? {
             Ok(report) => report,
             Err(finished) => return Ok(Prepared::Done(finished)),
         };
@@ -183,6 +196,7 @@ impl Controller {
             .evaluate(&run_id, &run_id, &cand.commit, 0, "evaluate", Some(&cand))
             .await?;
         cand.workspace.clear();
+        cand.proposer_cost = None;
         match evaluated {
             Ok(_) => Ok(Prepared::Evaluated(cand)),
             Err(c) => self
@@ -219,6 +233,7 @@ impl Controller {
             commit: String::new(),
             workspace: String::new(),
             left_out: Vec::new(),
+            proposer_cost: None,
         };
         let history = history?;
         self.emit(Event::Started {
@@ -237,7 +252,7 @@ impl Controller {
     async fn propose(
         &self,
         head: &Head,
-        cand: &Cand,
+        cand: &mut Cand,
         history: &std::path::Path,
     ) -> Result<Result<Box<JobReport>, OutcomeStatus>, LoopError> {
         let mut env = BTreeMap::new();
@@ -262,10 +277,15 @@ impl Controller {
             limits: self.limits(self.cfg.propose_timeout),
             output: Default::default(),
             commit_changes: true,
-            metrics: None,
+            // Read for the cost metrics it prints (`tokens: 1234`, `cost: 0.12`).
+            metrics: Some(MetricsFormat::Lines.spec(&[])),
+            held_out: false,
         };
         let report = match self.exec(job).await? {
-            JobEnd::Report(r) => r,
+            JobEnd::Report(r) => {
+                cand.proposer_cost = Some(ProposerCost::of(&r));
+                r
+            }
             JobEnd::Interrupted => {
                 let detail = LoopCause::Interrupted.descriptor(json!({"step": "propose"}));
                 let cause = LoopCause::Interrupted.as_str();

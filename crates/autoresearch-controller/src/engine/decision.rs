@@ -39,6 +39,7 @@ impl Controller {
         let outcome = self.outcome(&c.run_id, status.clone(), reason, descriptor, &c.base);
         let (commit, workspace) = (c.commit.clone(), c.workspace.clone());
         let (entity, finished_at) = (c.entity, now_ms());
+        let (run_id, proposer) = (c.run_id.clone(), c.proposer_cost.clone());
         // Staged: nothing acts on a decision that leaves the head alone
         // before the next job start, which makes it durable.
         self.ledger
@@ -55,6 +56,9 @@ impl Controller {
                         r.workspace_path = workspace.clone();
                     }
                     w.insert(entity, &r)?;
+                    if let Some(p) = &proposer {
+                        Self::charge_in(w, &run_id, |cost| p.charge(cost))?;
+                    }
                     w.insert(entity, &outcome)
                 },
             )
@@ -313,7 +317,7 @@ impl Controller {
         self.ledger.refresh().await?;
         let exp = self.cfg.experiment.clone();
         // Pending outcomes are few: look them up rather than build every attempt.
-        let pending: Vec<Attempt> = self
+        let pending: Vec<(Attempt, usize)> = self
             .ledger
             .read(|w| {
                 w.find_all::<Outcome>(|o| o.status == OutcomeStatus::Pending)
@@ -321,16 +325,29 @@ impl Controller {
                     .filter_map(|(entity, outcome)| {
                         let run = w.get::<Run>(entity)?;
                         let decided = run.status().map(|s| s.is_terminal()).unwrap_or(false);
-                        (run.experiment_name == exp && decided).then(|| Attempt {
-                            entity,
-                            results: Vec::new(),
-                            outcome: Some(outcome),
-                            run,
+                        let votes = w
+                            .find_all::<autoresearch_core::Vote>(|v| v.run_id == run.run_id)
+                            .len();
+                        (run.experiment_name == exp && decided).then(|| {
+                            let a = Attempt {
+                                entity,
+                                results: Vec::new(),
+                                outcome: Some(outcome),
+                                run,
+                            };
+                            (a, votes)
                         })
                     })
                     .collect()
             })
             .await;
+        // A run stays pending until voted, and is decided only by the
+        // comparator that made it wait (see `fairness`).
+        let pending: Vec<Attempt> = pending
+            .into_iter()
+            .filter(|(a, votes)| self.may_revisit(a, *votes))
+            .map(|(a, _)| a)
+            .collect();
         let (mut kept, mut discarded) = (0, 0);
         for a in pending {
             let Some(head) = self.head().await else { break };
@@ -342,6 +359,7 @@ impl Controller {
                 commit: a.run.commit_hash.clone(),
                 workspace: String::new(),
                 left_out: Vec::new(),
+                proposer_cost: None,
             };
             let inc_head = if c.base == head.commit {
                 head.clone()

@@ -32,7 +32,10 @@ use tokio::sync::{Mutex, watch};
 
 mod api;
 mod attempt;
+mod confirm;
+mod cost;
 mod decision;
+mod fairness;
 mod lease;
 mod promotion;
 mod proposer_history;
@@ -63,6 +66,16 @@ struct Cand {
     workspace: String,
     /// What the proposer left out of the candidate (ignored files).
     left_out: Vec<String>,
+    /// The proposer's cost, charged to the run with its first result or
+    /// its decision (like `workspace`; `None`: already charged, or none).
+    proposer_cost: Option<ProposerCost>,
+}
+
+/// A proposer job's usage and the cost metrics it printed.
+#[derive(Clone, Debug)]
+struct ProposerCost {
+    usage: autoresearch_core::JobUsage,
+    metrics: Vec<(String, f64)>,
 }
 
 /// Where an attempt ended before comparison.
@@ -94,6 +107,9 @@ pub struct Controller {
     /// entity (so in recorded order): each iteration renders only the rest.
     history_rows: Arc<std::sync::Mutex<BTreeMap<EntityId, history::Row>>>,
     incumbent_lock: Mutex<()>,
+    /// Pending runs this loop leaves alone because another comparator made
+    /// them wait (said once each).
+    left_pending: std::sync::Mutex<std::collections::HashSet<String>>,
     events: EventSink,
     shutdown: Shutdown,
     started: Instant,
@@ -159,6 +175,7 @@ impl Controller {
             ledger: StagedLedger::new(world),
             history_rows: Default::default(),
             incumbent_lock: Mutex::new(()),
+            left_pending: Default::default(),
             events: Arc::new(|_| {}),
             shutdown: Shutdown::new(),
             started: Instant::now(),
@@ -201,8 +218,9 @@ impl Controller {
 
     /// For crash-safety tests only (feature `crash-injection`, never in a
     /// shipped build): kill this process (SIGKILL) when the loop reaches
-    /// `point` (`after-candidate`, `after-intent`, `after-branch` (the branch
-    /// moved, its checkout not yet), `after-ref`). Such a build
+    /// `point` (`after-candidate`, `confirming` (the held-out confirmation
+    /// recorded as running, its job not started), `after-intent`,
+    /// `after-branch` (the branch moved, its checkout not yet), `after-ref`). Such a build
     /// also takes the point from `AUTORESEARCH_TEST_CRASH_AT`.
     #[cfg(feature = "crash-injection")]
     pub fn with_crash_point(mut self, point: Option<String>) -> Self {

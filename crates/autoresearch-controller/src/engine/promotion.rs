@@ -210,6 +210,30 @@ impl Controller {
     ) -> Result<OutcomeStatus, LoopError> {
         let mut head = head.clone();
         for _ in 0..3 {
+            match self.confirm(&head, &c, &d).await? {
+                confirm::Confirmed::Yes(Some(rec)) => {
+                    if let Value::Object(m) = &mut d.descriptor {
+                        m.insert("confirm".into(), rec.summary());
+                    }
+                }
+                confirm::Confirmed::Yes(None) => {}
+                confirm::Confirmed::No { reason, descriptor } => {
+                    return self
+                        .finish(&c, OutcomeStatus::Discard, &reason, &descriptor)
+                        .await;
+                }
+                confirm::Confirmed::Interrupted => {
+                    let detail = LoopCause::Interrupted.descriptor(json!({"step": "confirm"}));
+                    return self
+                        .finish(
+                            &c,
+                            OutcomeStatus::Crash,
+                            LoopCause::Interrupted.as_str(),
+                            &detail,
+                        )
+                        .await;
+                }
+            }
             if self.promote(&head, &c, &d).await? {
                 return Ok(OutcomeStatus::Keep);
             }
@@ -447,7 +471,12 @@ impl Controller {
             .read(|w| {
                 attempts(w, &exp)
                     .into_iter()
-                    .map(|a| (AttemptState::of(&a.run, a.outcome.as_ref()), a))
+                    .map(|a| {
+                        let confirmation = w.get::<autoresearch_core::Confirmation>(a.entity);
+                        let state = AttemptState::of(&a.run, a.outcome.as_ref())
+                            .with_confirmation(&a.run, confirmation.as_ref());
+                        (state, a)
+                    })
                     .filter(|(state, _)| state.is_in_flight())
                     .collect()
             })
@@ -458,6 +487,7 @@ impl Controller {
             let cand = self.recovered_candidate(&a).await?;
             match (state, &a.outcome) {
                 (AttemptState::Promoting, Some(o)) => self.resume_promotion(&cand, o).await?,
+                (AttemptState::Confirming, _) => self.interrupted_confirmation(&cand).await?,
                 _ => {
                     self.finish(
                         &cand,
@@ -491,6 +521,7 @@ impl Controller {
             commit: a.run.commit_hash.clone(),
             workspace: String::new(),
             left_out: Vec::new(),
+            proposer_cost: None,
         };
         if cand.commit.is_empty() {
             let refname = self.candidate_ref(&run_id);

@@ -28,6 +28,7 @@ impl Controller {
     pub(super) async fn run_loop(self: Arc<Self>) -> Result<Summary, LoopError> {
         let mut s = Summary::default();
         self.recover().await?;
+        self.announce_comparator_switch().await;
         let mut crashes_in_a_row = 0u32;
         loop {
             if self.shutdown.level() >= Shutdown::DRAIN {
@@ -47,6 +48,11 @@ impl Controller {
             {
                 s.stopped = "time budget spent".into();
                 s.reason = StopReason::TimeBudget;
+                break;
+            }
+            if let Some(why) = self.cost_budget_spent().await {
+                s.stopped = format!("{}: {why}", LoopCause::CostBudget);
+                s.reason = StopReason::CostBudget;
                 break;
             }
             let (k, d) = self.revisit_pending().await?;
@@ -218,6 +224,7 @@ impl Controller {
             commit: String::new(),
             workspace: String::new(),
             left_out: Vec::new(),
+            proposer_cost: None,
         };
         let cause = LoopCause::Infrastructure;
         let reason = format!("{cause}: {e}");
