@@ -341,9 +341,12 @@ pub struct Config {
     pub propose: ProposeConfig,
     /// `[evaluate]`.
     pub evaluate: EvaluateConfig,
-    /// `[compare]` as written: comparators live in their own crate, which
-    /// turns this table into a `Comparator`.
+    /// `[compare]` as written (less `calibrate`): comparators live in their
+    /// own crate, which turns this table into a `Comparator`.
     pub compare: toml::Table,
+    /// `[compare] calibrate = k`: evaluate the head until it has k samples
+    /// before the first candidate (the noise floor); 0 when absent.
+    pub calibrate: u32,
     /// `[run]`, defaults when absent.
     pub run: RunConfig,
     /// The file this was read from.
@@ -437,6 +440,22 @@ impl Config {
             Some(b) => b,
             None => checked_out_branch(&repo).map_err(|r| invalid("branch", &r))?,
         };
+        let mut compare = raw.compare.unwrap_or_default();
+        let calibrate = match compare.remove("calibrate") {
+            None => 0,
+            Some(toml::Value::Integer(k)) => u32::try_from(k).map_err(|_| {
+                invalid(
+                    "compare.calibrate",
+                    &format!("{k} is not a number of evaluations (0 or more)"),
+                )
+            })?,
+            Some(v) => {
+                return Err(invalid(
+                    "compare.calibrate",
+                    &format!("expected a whole number of evaluations, found {}", v.type_str()),
+                ));
+            }
+        };
         Ok(Config {
             name: raw.name,
             repo,
@@ -444,7 +463,8 @@ impl Config {
             harness: raw.harness,
             propose: raw.propose,
             evaluate: raw.evaluate,
-            compare: raw.compare.unwrap_or_default(),
+            compare,
+            calibrate,
             run: raw.run,
             path: path.to_path_buf(),
         })
