@@ -35,7 +35,7 @@ pub struct ScalarSpec {
     pub min_delta: f64,
 }
 
-/// `stat`: a sequential test on the experiment's noise model (Wald's SPRT),
+/// `stat`: a sequential posterior-of-improvement rule on the experiment's noise model,
 /// or Welch's t-test with adaptive sampling when no noise model is given.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatSpec {
@@ -43,15 +43,15 @@ pub struct StatSpec {
     pub metric: String,
     /// Which way the metric improves.
     pub direction: Direction,
-    /// The false-keep rate: of a candidate no better than the incumbent
-    /// (by `min_delta`), the chance it is kept. With a noise model, the SPRT's
-    /// type I error; without, spent evenly over Welch's possible looks.
+    /// The false-keep rate. With a noise model: keep once the posterior
+    /// probability of a gain above `min_delta` is at least `1 - alpha`.
+    /// Without: Welch's overall level, spent evenly over its possible looks.
     pub alpha: f64,
-    /// With a noise model: the chance of discarding a candidate truly
-    /// better by `effect` noise σ (the SPRT's type II error).
+    /// With a noise model: discard once the posterior probability of a
+    /// gain is at most this (futility).
     pub beta: f64,
-    /// With a noise model: the improvement the test is tuned to find, in
-    /// units of the noise σ (the SPRT's alternative hypothesis).
+    /// With a noise model: the prior's standard deviation of a candidate's
+    /// true improvement, in units of the noise σ.
     pub effect: f64,
     /// The improvement must exceed this to count.
     pub min_delta: f64,
@@ -77,10 +77,10 @@ pub struct StatSpec {
 impl StatSpec {
     /// The default overall false-keep rate.
     pub const DEFAULT_ALPHA: f64 = 0.05;
-    /// The default chance of missing an improvement of `effect` σ.
-    pub const DEFAULT_BETA: f64 = 0.2;
-    /// The default improvement to find, in noise σ.
-    pub const DEFAULT_EFFECT: f64 = 0.5;
+    /// The default futility bound on the posterior probability of a gain.
+    pub const DEFAULT_BETA: f64 = 0.3;
+    /// The default prior scale of true improvements, in noise σ.
+    pub const DEFAULT_EFFECT: f64 = 1.0;
     /// The default number of samples per side before the first test.
     pub const DEFAULT_MIN_SAMPLES: u32 = 3;
     /// The default sample budget per side.

@@ -2,18 +2,21 @@
 //!
 //! With the experiment's noise model ([`Evidence::noise`]: σ of one
 //! evaluation, pooled over every repeated sample of the experiment), it
-//! decides each candidate with Wald's sequential probability ratio test
-//! (A. Wald, "Sequential tests of statistical hypotheses", Ann. Math.
-//! Statist. 16 (1945); in the Brownian-motion form on the difference of
-//! means, as in Whitehead, "The design and analysis of sequential clinical
-//! trials", 1997): H0 "no better than the incumbent by `min_delta`" against
-//! H1 "better by `effect`·σ more". After each sample it keeps once the
-//! log-likelihood ratio reaches `ln((1-β)/α)`, discards once it falls to
-//! `ln(β/(1-α))` (futility), and otherwise asks for one more sample of the
-//! side whose next sample tells most (the incumbent's, which later
-//! candidates reuse, while it has no more samples than the candidate). Far
-//! calls stop after one sample a side; a deterministic evaluator (σ = 0)
-//! is decided by the sign of one sample each.
+//! decides each candidate by the posterior probability of improvement, a
+//! Bayesian sequential rule (the normal-normal conjugate model of Gelman et
+//! al., "Bayesian Data Analysis", 3rd ed., §2.5; as a stopping rule for
+//! success and futility, Spiegelhalter, Abrams & Myles, "Bayesian
+//! approaches to clinical trials and health-care evaluation", 2004, §6.6):
+//! the true improvement has the prior N(0, (`effect`·σ)²); the observed
+//! difference of means has variance σ²(1/n_i + 1/n_c). After each sample
+//! it keeps once P(gain > `min_delta`) ≥ 1 − `alpha`, discards once it is
+//! ≤ `beta` (futility), and otherwise asks for one more sample of the side
+//! whose next sample tells most (the incumbent's, which later candidates
+//! reuse, while it has no more samples than the candidate). Far calls stop
+//! after one sample a side, close calls sample on up to `max_n`; a
+//! deterministic evaluator (σ = 0) is decided by the sign of one sample
+//! each. The prior's shrinkage toward 0 is what keeps repeated looks from
+//! inflating false keeps.
 //!
 //! Without a noise model (replay, hand-built evidence) it falls back to
 //! Welch's t-test with adaptive sampling: at each look it tests "the
@@ -124,11 +127,17 @@ impl Stat {
         self.spec.alpha / f64::from(self.max_looks())
     }
 
-    /// The SPRT's bounds on the log-likelihood ratio: (discard at or
-    /// below, keep at or above) = (`ln(β/(1-α))`, `ln((1-β)/α)`).
-    pub fn sprt_bounds(&self) -> (f64, f64) {
-        let (a, b) = (self.spec.alpha, self.spec.beta);
-        ((b / (1.0 - a)).ln(), ((1.0 - b) / a).ln())
+    /// The posterior probability that the true improvement exceeds
+    /// `min_delta`, given an observed mean `improvement` whose sampling
+    /// variance is `var`, under the prior N(0, (`effect`·σ)²) on the true
+    /// improvement (normal-normal conjugate update: posterior mean
+    /// `τ²/(τ²+v)·d`, variance `τ²v/(τ²+v)`).
+    pub fn posterior_gain(&self, improvement: f64, var: f64, sigma: f64) -> f64 {
+        let tau2 = (self.spec.effect * sigma).powi(2);
+        let mean = tau2 / (tau2 + var) * improvement;
+        let sd = (tau2 * var / (tau2 + var)).sqrt();
+        let z = (mean - self.spec.min_delta) / sd;
+        statrs::function::erf::erfc(-z / std::f64::consts::SQRT_2) / 2.0
     }
 
     /// The incumbent's usable samples: measured as the incumbent (not while
@@ -225,7 +234,7 @@ impl Stat {
         }
     }
 
-    /// The SPRT on the noise model; `noise` is `None` while the experiment
+    /// The posterior rule on the noise model; `noise` is `None` while the experiment
     /// has repeated nothing (then the incumbent is measured again, which
     /// gives the model its first pair).
     fn sequential(
@@ -294,32 +303,29 @@ impl Stat {
         let df = f64::from(noise.df.max(MIN_NOISE_DF));
         let sigma = noise.sigma * (df / (df - 2.0)).sqrt();
         let var = sigma.powi(2) * (1.0 / f64::from(ni) + 1.0 / f64::from(nc));
-        let delta1 = s.effect * noise.sigma;
-        let llr = (delta1 * excess - delta1.powi(2) / 2.0) / var;
-        let (lower, upper) = self.sprt_bounds();
-        d["sprt"] = json!({
-            "llr": llr,
-            "discard_at": lower,
-            "keep_at": upper,
-            "effect": delta1,
+        let p = self.posterior_gain(improvement, var, noise.sigma);
+        d["posterior"] = json!({
+            "p_gain": p,
+            "keep_at": 1.0 - s.alpha,
+            "discard_at": s.beta,
+            "prior_sd": s.effect * noise.sigma,
             "sigma_used": sigma,
         });
         let stats = format!(
-            "{stats}, σ {} (df {}), log-LR {:.2} in ({:.2}, {:.2})",
+            "{stats}, σ {} (df {}), P(gain > {}) = {}",
             crate::num(noise.sigma),
             noise.df,
-            llr,
-            lower,
-            upper
+            crate::num(s.min_delta),
+            crate::num(p)
         );
-        if llr >= upper {
+        if p >= 1.0 - s.alpha {
             return Ok(Decision::new(
                 Verdict::Keep,
                 format!("improvement beyond the noise: {stats}"),
                 d,
             ));
         }
-        if llr <= lower {
+        if p <= s.beta {
             return Ok(Decision::new(
                 Verdict::Discard,
                 format!("no sign of improvement: {stats}"),
@@ -353,7 +359,7 @@ impl Stat {
         ))
     }
 
-    /// Before the SPRT's first look: one sample of each side.
+    /// Before the first look: one sample of each side.
     fn first_samples(&self, d: Value, ni: u32, nc: u32, spent: Spent) -> Decision {
         let (mi, mc) = (
             spent.more_incumbent(u32::from(ni == 0)),
@@ -491,7 +497,7 @@ impl Stat {
     }
 }
 
-/// Repeats of the experiment wanted before σ is trusted: the SPRT widens σ
+/// Repeats of the experiment wanted before σ is trusted: the rule widens σ
 /// by `sqrt(df/(df-2))`, finite from 3 on.
 const MIN_NOISE_DF: u32 = 3;
 
