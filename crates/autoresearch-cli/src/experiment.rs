@@ -469,6 +469,9 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
         pending.len(),
         count(OutcomeStatus::Baseline)
     );
+    if let Some(line) = crate::noise_status::noise_line(&w, &config.name) {
+        println!("{line}");
+    }
     for a in &in_flight {
         println!("in flight  {} ({})", a.run.run_id, a.run.status);
     }

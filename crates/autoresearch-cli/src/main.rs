@@ -7,6 +7,7 @@ mod doctor;
 mod experiment;
 mod ingest;
 mod ledger;
+mod noise_status;
 #[cfg(feature = "plot")]
 mod plot;
 mod progress;

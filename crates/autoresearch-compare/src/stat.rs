@@ -337,8 +337,6 @@ impl Stat {
             (1, 0)
         } else if spent.more_candidate(1) > 0 {
             (0, 1)
-        } else if ni < s.max_samples && spent.more_incumbent(1) > 0 {
-            (1, 0)
         } else {
             return Ok(Decision::new(
                 Verdict::Discard,
