@@ -8,7 +8,7 @@
 //! spec       = scalar | stat | pareto | judge | tournament | vote | all
 //! scalar     = "scalar:" METRIC ":" DIR [":delta=" NUM]
 //! stat       = "stat:" METRIC ":" DIR *(":" KEY "=" VALUE)
-//!              KEY: alpha, beta, effect, delta, min_n, max_n, batch, max_age (seconds), futility
+//!              KEY: alpha, beta, effect, worth, delta, min_n, max_n, batch, max_age (seconds), futility
 //! pareto     = "pareto:" objective *("," objective)
 //! objective  = METRIC ":" DIR [":eps=" NUM]
 //! judge      = "judge:" ["timeout=" SECS ":"] COMMAND
@@ -48,8 +48,12 @@ pub struct StatSpec {
     /// Without: Welch's overall level, spent evenly over its possible looks.
     pub alpha: f64,
     /// With a noise model: discard once the posterior probability of a
-    /// gain is at most this (futility).
+    /// gain worth having (above `worth`·σ, and `min_delta`) is at most this
+    /// (futility).
     pub beta: f64,
+    /// With a noise model: the smallest gain worth more samples, in noise
+    /// σ: a candidate unlikely to beat it is discarded (0: any gain).
+    pub worth: f64,
     /// With a noise model: the prior's standard deviation of a candidate's
     /// true improvement, in units of the noise σ.
     pub effect: f64,
@@ -81,6 +85,8 @@ impl StatSpec {
     pub const DEFAULT_BETA: f64 = 0.3;
     /// The default prior scale of true improvements, in noise σ.
     pub const DEFAULT_EFFECT: f64 = 1.0;
+    /// The default smallest gain worth more samples, in noise σ.
+    pub const DEFAULT_WORTH: f64 = 0.25;
     /// The default number of samples per side before the first test.
     pub const DEFAULT_MIN_SAMPLES: u32 = 3;
     /// The default sample budget per side.
@@ -98,6 +104,7 @@ impl StatSpec {
             alpha: Self::DEFAULT_ALPHA,
             beta: Self::DEFAULT_BETA,
             effect: Self::DEFAULT_EFFECT,
+            worth: Self::DEFAULT_WORTH,
             min_delta: 0.0,
             min_samples: Self::DEFAULT_MIN_SAMPLES,
             max_samples: Self::DEFAULT_MAX_SAMPLES,
@@ -293,6 +300,9 @@ impl fmt::Display for CompareSpec {
                 if s.effect != StatSpec::DEFAULT_EFFECT {
                     write!(f, ":effect={}", fmt_num(s.effect))?;
                 }
+                if s.worth != StatSpec::DEFAULT_WORTH {
+                    write!(f, ":worth={}", fmt_num(s.worth))?;
+                }
                 if s.min_delta != 0.0 {
                     write!(f, ":delta={}", fmt_num(s.min_delta))?;
                 }
@@ -469,6 +479,9 @@ impl CompareSpec {
                 if !(s.effect > 0.0 && s.effect.is_finite()) {
                     return Err(format!("effect={} must be above 0 (noise σ)", s.effect));
                 }
+                if !(s.worth >= 0.0 && s.worth.is_finite()) {
+                    return Err(format!("worth={} must be 0 or more (noise σ)", s.worth));
+                }
                 non_negative("delta", s.min_delta)?;
                 if s.min_samples < 2 {
                     return Err(format!(
@@ -582,6 +595,7 @@ fn parse_spec(whole: &str, s: &str, allow_all: bool) -> Result<CompareSpec, Spec
                     ("alpha", v) => spec.alpha = parse_f64(whole, "alpha", v)?,
                     ("beta", v) => spec.beta = parse_f64(whole, "beta", v)?,
                     ("effect", v) => spec.effect = parse_f64(whole, "effect", v)?,
+                    ("worth", v) => spec.worth = parse_f64(whole, "worth", v)?,
                     ("delta" | "min_delta", v) => spec.min_delta = parse_f64(whole, "delta", v)?,
                     ("min_n" | "min_samples", v) => {
                         spec.min_samples = parse_u32(whole, "min_n", v)?
@@ -599,7 +613,7 @@ fn parse_spec(whole: &str, s: &str, allow_all: bool) -> Result<CompareSpec, Spec
                             whole,
                             "stat",
                             k,
-                            "alpha, beta, effect, delta, min_n, max_n, batch, max_age, futility",
+                            "alpha, beta, effect, worth, delta, min_n, max_n, batch, max_age, futility",
                         ));
                     }
                 }
@@ -866,6 +880,7 @@ fn from_table(t: &Table<'_>, allow_all: bool) -> Result<CompareSpec, SpecError> 
                 "alpha",
                 "beta",
                 "effect",
+                "worth",
                 "min_delta",
                 "min_samples",
                 "max_samples",
@@ -882,6 +897,9 @@ fn from_table(t: &Table<'_>, allow_all: bool) -> Result<CompareSpec, SpecError> 
             }
             if let Some(e) = t.f64("effect")? {
                 s.effect = e;
+            }
+            if let Some(x) = t.f64("worth")? {
+                s.worth = x;
             }
             if let Some(d) = t.f64("min_delta")? {
                 s.min_delta = d;

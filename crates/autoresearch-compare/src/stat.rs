@@ -128,15 +128,15 @@ impl Stat {
     }
 
     /// The posterior probability that the true improvement exceeds
-    /// `min_delta`, given an observed mean `improvement` whose sampling
+    /// `above`, given an observed mean `improvement` whose sampling
     /// variance is `var`, under the prior N(0, (`effect`·σ)²) on the true
     /// improvement (normal-normal conjugate update: posterior mean
     /// `τ²/(τ²+v)·d`, variance `τ²v/(τ²+v)`).
-    pub fn posterior_gain(&self, improvement: f64, var: f64, sigma: f64) -> f64 {
+    pub fn posterior_gain(&self, improvement: f64, var: f64, sigma: f64, above: f64) -> f64 {
         let tau2 = (self.spec.effect * sigma).powi(2);
         let mean = tau2 / (tau2 + var) * improvement;
         let sd = (tau2 * var / (tau2 + var)).sqrt();
-        let z = (mean - self.spec.min_delta) / sd;
+        let z = (mean - above) / sd;
         statrs::function::erf::erfc(-z / std::f64::consts::SQRT_2) / 2.0
     }
 
@@ -303,9 +303,13 @@ impl Stat {
         let df = f64::from(noise.df.max(MIN_NOISE_DF));
         let sigma = noise.sigma * (df / (df - 2.0)).sqrt();
         let var = sigma.powi(2) * (1.0 / f64::from(ni) + 1.0 / f64::from(nc));
-        let p = self.posterior_gain(improvement, var, noise.sigma);
+        let p = self.posterior_gain(improvement, var, noise.sigma, s.min_delta);
+        let worth = s.min_delta.max(s.worth * noise.sigma);
+        let p_worth = self.posterior_gain(improvement, var, noise.sigma, worth);
         d["posterior"] = json!({
             "p_gain": p,
+            "p_worth": p_worth,
+            "worth": worth,
             "keep_at": 1.0 - s.alpha,
             "discard_at": s.beta,
             "prior_sd": s.effect * noise.sigma,
@@ -325,7 +329,7 @@ impl Stat {
                 d,
             ));
         }
-        if p <= s.beta {
+        if p_worth <= s.beta {
             return Ok(Decision::new(
                 Verdict::Discard,
                 format!("no sign of improvement: {stats}"),
