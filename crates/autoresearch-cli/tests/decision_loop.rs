@@ -150,8 +150,10 @@ async fn a_nan_baseline_and_a_failed_remeasurement_do_not_block_later_candidates
     let w = r.world().await;
     let all = attempts(&w, "exp");
     let s = summary(&all);
-    let decided: Vec<&(String, usize, String)> =
-        s.iter().filter(|(st, _, _)| st == "keep" || st == "discard").collect();
+    let decided: Vec<&(String, usize, String)> = s
+        .iter()
+        .filter(|(st, _, _)| st == "keep" || st == "discard")
+        .collect();
     assert_eq!(
         decided.iter().map(|d| d.0.as_str()).collect::<Vec<_>>(),
         ["keep", "keep", "discard"],

@@ -480,10 +480,18 @@ pub async fn replay(
         let round_head = cf_head.clone();
         let mut decisions: HashMap<String, Result<Decision, String>> = HashMap::new();
         if !comparable.is_empty() {
-            let inc = with_noise(stored_evidence(&w.source, &round_head.run_id, &round_head.commit), &noise);
+            let inc = with_noise(
+                stored_evidence(&w.source, &round_head.run_id, &round_head.commit),
+                &noise,
+            );
             let evs: Vec<Evidence> = comparable
                 .iter()
-                .map(|a| with_noise(stored_evidence(&w.source, &a.run.run_id, &a.run.commit_hash), &noise))
+                .map(|a| {
+                    with_noise(
+                        stored_evidence(&w.source, &a.run.run_id, &a.run.commit_hash),
+                        &noise,
+                    )
+                })
                 .collect();
             let ds: Vec<Result<Decision, String>> = if evs.len() == 1 {
                 vec![
@@ -536,8 +544,14 @@ pub async fn replay(
                     // head: decide again against the new head.
                     let d = match d {
                         Ok(d) if d.verdict == Verdict::Keep && cf_head != round_head => {
-                            let inc = with_noise(stored_evidence(&w.source, &cf_head.run_id, &cf_head.commit), &noise);
-                            let ev = with_noise(stored_evidence(&w.source, &me.run_id, &me.commit), &noise);
+                            let inc = with_noise(
+                                stored_evidence(&w.source, &cf_head.run_id, &cf_head.commit),
+                                &noise,
+                            );
+                            let ev = with_noise(
+                                stored_evidence(&w.source, &me.run_id, &me.commit),
+                                &noise,
+                            );
                             comparator
                                 .compare(&inc, &ev)
                                 .await

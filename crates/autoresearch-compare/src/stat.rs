@@ -292,9 +292,7 @@ impl Stat {
             };
             return Ok(Decision::new(
                 verdict,
-                format!(
-                    "{why} on a deterministic evaluator (identical repeats, σ = 0): {stats}"
-                ),
+                format!("{why} on a deterministic evaluator (identical repeats, σ = 0): {stats}"),
                 d,
             ));
         }
@@ -356,7 +354,10 @@ impl Stat {
                 incumbent: mi,
                 candidate: mc,
             },
-            format!("a close call, sampling the {}: {stats}", if mi > 0 { "incumbent" } else { "candidate" }),
+            format!(
+                "a close call, sampling the {}: {stats}",
+                if mi > 0 { "incumbent" } else { "candidate" }
+            ),
             d,
         ))
     }

@@ -104,7 +104,10 @@ fn far_calls_stop_after_one_sample_close_calls_sample_more() {
     );
     let post = &d.descriptor["posterior"];
     let p = post["p_gain"].as_f64().unwrap();
-    assert!(p > post["discard_at"].as_f64().unwrap() && p < post["keep_at"].as_f64().unwrap(), "{p}");
+    assert!(
+        p > post["discard_at"].as_f64().unwrap() && p < post["keep_at"].as_f64().unwrap(),
+        "{p}"
+    );
 }
 
 #[test]
@@ -216,7 +219,11 @@ fn the_samples_that_selected_an_incumbent_are_not_its_evidence() {
         "{}",
         d.reason
     );
-    assert!(d.reason.contains("while it was a candidate"), "{}", d.reason);
+    assert!(
+        d.reason.contains("while it was a candidate"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -284,7 +291,10 @@ fn the_posterior_rule_keeps_rarely_without_a_gain_and_spends_little_on_far_calls
     let (null_keep, _) = run(0.0, &mut rng);
     assert!(null_keep <= 0.08, "kept {null_keep} of no-gain candidates");
     let (worse_keep, worse_n) = run(-2.0, &mut rng);
-    assert!(worse_keep <= 0.01, "kept {worse_keep} of 2σ-worse candidates");
+    assert!(
+        worse_keep <= 0.01,
+        "kept {worse_keep} of 2σ-worse candidates"
+    );
     assert!(worse_n < 1.5, "{worse_n} samples on a 2σ-worse candidate");
     let (big_keep, _) = run(3.0, &mut rng);
     assert!(big_keep >= 0.95, "kept {big_keep} of 3σ gains");

@@ -452,7 +452,10 @@ impl Config {
             Some(v) => {
                 return Err(invalid(
                     "compare.calibrate",
-                    &format!("expected a whole number of evaluations, found {}", v.type_str()),
+                    &format!(
+                        "expected a whole number of evaluations, found {}",
+                        v.type_str()
+                    ),
                 ));
             }
         };
@@ -550,6 +553,7 @@ kind = "scalar"
 metric = "val_bpb"
 direction = "min"   # or "max"
 min_delta = 0.0
+# calibrate = 5     # first evaluate the head 5 times: the noise floor
 
 [run]
 parallel = 1                # candidates tried at once against the same head
@@ -587,6 +591,27 @@ mod tests {
         assert_eq!(c.evaluate.metrics, MetricsFormat::Lines);
         assert_eq!(c.compare["metric"].as_str(), Some("val_bpb"));
         assert_eq!(c.run.parallel, 1);
+    }
+
+    #[test]
+    fn compare_calibrate_is_the_loops_and_checked() {
+        let c = parse(&format!(
+            "{MINIMAL}[compare]\nspec = \"stat:val:min\"\ncalibrate = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.calibrate, 5);
+        // Taken out of the table the comparator reads.
+        assert!(!c.compare.contains_key("calibrate"));
+        assert_eq!(parse(MINIMAL).unwrap().calibrate, 0);
+        for (bad, why) in [
+            ("-1", "is not a number of evaluations"),
+            ("\"5\"", "expected a whole number of evaluations, found string"),
+        ] {
+            let e = parse(&format!("{MINIMAL}[compare]\ncalibrate = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("compare.calibrate") && e.contains(why), "{e}");
+        }
     }
 
     #[test]

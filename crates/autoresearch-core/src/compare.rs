@@ -95,7 +95,13 @@ impl Evidence {
     pub fn timed_samples(&self, metric: &str, fresh_only: bool) -> Vec<(i64, f64)> {
         self.results
             .iter()
-            .filter(|r| !fresh_only || !r.meta().is_some_and(|m| m.role == crate::ResultMeta::CANDIDATE))
+            .filter(|r| {
+                let selected = || {
+                    r.meta()
+                        .is_some_and(|m| m.role == crate::ResultMeta::CANDIDATE)
+                };
+                !(fresh_only && selected())
+            })
             .filter_map(|r| {
                 let v = r.outputs().ok()?.get(metric)?.as_f64()?;
                 v.is_finite().then_some((r.evaluated_at_ms, v))

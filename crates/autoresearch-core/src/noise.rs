@@ -89,10 +89,7 @@ impl NoiseModel {
     ) -> NoiseModel {
         NoiseModel {
             experiment_name: experiment.to_string(),
-            metrics: groups
-                .iter()
-                .filter_map(|(m, g)| estimate(m, g))
-                .collect(),
+            metrics: groups.iter().filter_map(|(m, g)| estimate(m, g)).collect(),
             updated_at_ms: at_ms,
         }
     }
@@ -222,7 +219,10 @@ mod tests {
         // so σ = 2 / (0.6745·√2) = 1.4826·√2.
         let g = vec![vec![0.0, 2.0], vec![5.0, 7.0], vec![1.0, 3.0]];
         let m = estimate("x", &g).unwrap();
-        assert!((m.sigma - MAD_TO_SIGMA * 2f64.sqrt()).abs() < 1e-12, "{m:?}");
+        assert!(
+            (m.sigma - MAD_TO_SIGMA * 2f64.sqrt()).abs() < 1e-12,
+            "{m:?}"
+        );
         assert_eq!((m.df, m.groups, m.samples), (3, 3, 6));
     }
 
@@ -248,7 +248,13 @@ mod tests {
     #[test]
     fn a_quantized_evaluator_falls_back_to_the_pooled_sd() {
         let g: Vec<Vec<f64>> = (0..10)
-            .map(|i| if i < 7 { vec![1.0, 1.0] } else { vec![1.0, 2.0] })
+            .map(|i| {
+                if i < 7 {
+                    vec![1.0, 1.0]
+                } else {
+                    vec![1.0, 2.0]
+                }
+            })
             .collect();
         let m = estimate("x", &g).unwrap();
         assert_eq!(m.method, "pooled-sd");

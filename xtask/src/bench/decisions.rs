@@ -91,12 +91,48 @@ struct Scenario {
 }
 
 const SCENARIOS: [Scenario; 6] = [
-    Scenario { name: "even-normal-0.5", skewed: false, t3: false, drift: false, factor: 0.5 },
-    Scenario { name: "even-normal-1", skewed: false, t3: false, drift: false, factor: 1.0 },
-    Scenario { name: "even-normal-2", skewed: false, t3: false, drift: false, factor: 2.0 },
-    Scenario { name: "skewed-normal-1", skewed: true, t3: false, drift: false, factor: 1.0 },
-    Scenario { name: "even-t3-1", skewed: false, t3: true, drift: false, factor: 1.0 },
-    Scenario { name: "even-normal-1-drift", skewed: false, t3: false, drift: true, factor: 1.0 },
+    Scenario {
+        name: "even-normal-0.5",
+        skewed: false,
+        t3: false,
+        drift: false,
+        factor: 0.5,
+    },
+    Scenario {
+        name: "even-normal-1",
+        skewed: false,
+        t3: false,
+        drift: false,
+        factor: 1.0,
+    },
+    Scenario {
+        name: "even-normal-2",
+        skewed: false,
+        t3: false,
+        drift: false,
+        factor: 2.0,
+    },
+    Scenario {
+        name: "skewed-normal-1",
+        skewed: true,
+        t3: false,
+        drift: false,
+        factor: 1.0,
+    },
+    Scenario {
+        name: "even-t3-1",
+        skewed: false,
+        t3: true,
+        drift: false,
+        factor: 1.0,
+    },
+    Scenario {
+        name: "even-normal-1-drift",
+        skewed: false,
+        t3: false,
+        drift: true,
+        factor: 1.0,
+    },
 ];
 
 /// The reference setting: greedy keep-if-better.
@@ -227,7 +263,15 @@ async fn run_project(
     git(&repo, &["add", "-A"])?;
     git(
         &repo,
-        &["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "start"],
+        &[
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@b",
+            "commit",
+            "-qm",
+            "start",
+        ],
     )?;
     let model = json!({
         "seed": seed,
@@ -298,7 +342,9 @@ async fn run_project(
         let text = git(&repo, &["show", &format!("{commit}:params.txt")])?;
         let mut p = [0.0; DIMS];
         for (x, s) in p.iter_mut().zip(text.split_whitespace()) {
-            *x = s.parse().with_context(|| format!("params of {commit}: {text}"))?;
+            *x = s
+                .parse()
+                .with_context(|| format!("params of {commit}: {text}"))?;
         }
         let v = truth.value(&p);
         values.insert(commit.to_string(), v);
@@ -405,7 +451,8 @@ fn options(quick: bool, args: &[String]) -> anyhow::Result<Options> {
     while let Some(a) = it.next() {
         let value = |it: &mut std::slice::Iter<'_, String>| -> anyhow::Result<u64> {
             let v = it.next().with_context(|| format!("{a} needs a number"))?;
-            v.parse().with_context(|| format!("{a} {v:?} is not a number"))
+            v.parse()
+                .with_context(|| format!("{a} {v:?} is not a number"))
         };
         match a.as_str() {
             "--seeds" => o.seeds = value(&mut it)?,
@@ -473,13 +520,23 @@ pub fn run(quick: bool, args: &[String]) -> anyhow::Result<()> {
                 let sigma = sc.factor * truth.median_effect;
                 let drift = if sc.drift { 0.1 } else { 0.0 };
                 eprintln!("decisions: {} seed {seed}: oracle", sc.name);
-                let oracle = run_project(sc, &truth, seed, GREEDY, 0, 0.0, 0.0, o.iterations)
-                .await?;
+                let oracle =
+                    run_project(sc, &truth, seed, GREEDY, 0, 0.0, 0.0, o.iterations).await?;
                 let mut greedy: Option<(f64, u64)> = None;
                 for (i, (spec, calibrate)) in o.settings.iter().enumerate() {
-                    eprintln!("decisions: {} seed {seed}: {spec} calibrate={calibrate}", sc.name);
+                    eprintln!(
+                        "decisions: {} seed {seed}: {spec} calibrate={calibrate}",
+                        sc.name
+                    );
                     let mut s = run_project(
-                        sc, &truth, seed, spec, *calibrate, sigma, drift, o.iterations,
+                        sc,
+                        &truth,
+                        seed,
+                        spec,
+                        *calibrate,
+                        sigma,
+                        drift,
+                        o.iterations,
                     )
                     .await?;
                     let gap = s.final_value - oracle.final_value;

@@ -186,7 +186,14 @@ impl Controller {
             step: AttemptState::Evaluating.as_str().into(),
         });
         let evaluated = self
-            .evaluate(&run_id, &run_id, &cand.commit, 0, CANDIDATE_STEP, Some(&cand))
+            .evaluate(
+                &run_id,
+                &run_id,
+                &cand.commit,
+                0,
+                CANDIDATE_STEP,
+                Some(&cand),
+            )
             .await?;
         cand.workspace.clear();
         match evaluated {

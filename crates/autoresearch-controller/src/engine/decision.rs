@@ -190,7 +190,9 @@ impl Controller {
                 let why = if asks_nothing {
                     "the comparator asked for more samples but for none of either side".to_string()
                 } else if over_guard {
-                    format!("the comparator asked for more than the loop's guard of {guard} samples a side in one decision")
+                    format!(
+                        "the comparator asked for more than the loop's guard of {guard} samples a side in one decision"
+                    )
                 } else {
                     LoopCause::Interrupted.to_string()
                 };
