@@ -605,7 +605,10 @@ mod tests {
         assert_eq!(parse(MINIMAL).unwrap().calibrate, 0);
         for (bad, why) in [
             ("-1", "is not a number of evaluations"),
-            ("\"5\"", "expected a whole number of evaluations, found string"),
+            (
+                "\"5\"",
+                "expected a whole number of evaluations, found string",
+            ),
         ] {
             let e = parse(&format!("{MINIMAL}[compare]\ncalibrate = {bad}\n"))
                 .unwrap_err()
