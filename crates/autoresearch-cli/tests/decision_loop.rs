@@ -225,3 +225,25 @@ async fn failed_repeats_count_against_max_n_with_no_hidden_cap() {
     let status = r.ok(&["status"]);
     assert!(status.contains("noise      val σ"), "{status}");
 }
+
+#[tokio::test]
+async fn scalar_after_stat_compares_like_with_like() {
+    // Under stat, the head is calibrated to 4 samples (100, 100.3, 99.7,
+    // 100.1: mean 100.025) and a far worse candidate discarded. Then a
+    // scalar run: its candidate's one sample (100.05) meets the head's
+    // latest sample (100.1), not the mean of four, and is kept.
+    let r = Repo::new(&[200], "spec = \"stat:val:min\"\ncalibrate = 4", "0");
+    std::fs::write(r.ctl.join("scores"), "200\n100.05\n").unwrap();
+    std::fs::write(r.ctl.join("offsets"), "0\n0.3\n-0.3\n0.1\n").unwrap();
+    r.ok(&["run", "--iterations", "1"]);
+    r.ok(&["run", "--iterations", "1", "--comparator", "scalar:val:min"]);
+    let w = r.world().await;
+    let all = attempts(&w, "exp");
+    let s = summary(&all);
+    assert_eq!(s.len(), 3, "{s:#?}");
+    assert_eq!(s[1].0, "discard", "{s:#?}");
+    assert_eq!(s[2].0, "keep", "{s:#?}");
+    let d = all[2].outcome.as_ref().unwrap().descriptor().unwrap();
+    assert_eq!(d["incumbent"], serde_json::json!(100.1), "{d}");
+    assert_eq!(r.head_score(), "100.05");
+}
