@@ -1,6 +1,6 @@
 //! Project automation, run as `cargo xtask <task>`:
 //! - `cargo xtask demo`: the whole product on a generated sample repository;
-//! - `cargo xtask bench <ledger|ingest|loop> [--quick] [OPTIONS...]`: benchmarks, JSON lines on stdout.
+//! - `cargo xtask bench <ledger|ingest|loop|decisions> [--quick] [OPTIONS...]`: benchmarks, JSON lines on stdout.
 
 mod bench;
 mod demo;

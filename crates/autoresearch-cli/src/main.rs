@@ -11,6 +11,7 @@ mod human;
 mod ingest;
 mod ledger;
 mod log;
+mod noise_status;
 #[cfg(feature = "plot")]
 mod plot;
 mod progress;

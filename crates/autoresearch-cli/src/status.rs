@@ -108,6 +108,8 @@ pub struct StatusView {
     pub cost: Option<autoresearch_core::RunCost>,
     /// What is spent of `[run.cost_budget]`, when the config sets one.
     pub budget: Option<String>,
+    /// The experiment's noise model, one clause a metric, once recorded.
+    pub noise: Option<String>,
 }
 
 /// The mean of each numeric metric over an attempt's final samples, with
@@ -235,6 +237,7 @@ impl StatusView {
             .and_then(|c| c.run.cost_budget.as_ref())
             .map(|b| crate::decision_view::budget_line(b, &spent));
         let cost = (spent.jobs > 0).then_some(spent);
+        let noise = crate::noise_status::noise_line(&w, &experiment);
         let branch = target.branch(&w);
         let repo = target.repo(&w);
         let branch_tip = match (&repo, &branch) {
@@ -264,6 +267,7 @@ impl StatusView {
             now_ms: now_ms(),
             cost,
             budget,
+            noise,
         })
     }
 
@@ -417,6 +421,9 @@ impl StatusView {
                 self.count(OutcomeStatus::Baseline)
             ),
         );
+        if let Some(n) = &self.noise {
+            l.push("noise", n.clone());
+        }
         if let Some(c) = &self.cost {
             l.push("cost", crate::decision_view::cost_line(c));
         }

@@ -443,6 +443,13 @@ pub async fn replay(
         .map_err(fork_err("copying stored samples"))?;
 
     let start = head_of(&w.at, exp);
+    // The noise model the loop recorded (the latest in the source world),
+    // so that a `stat` replay decides as the loop did; none in worlds of
+    // older builds (then `stat` falls back to Welch's test).
+    let noise = w
+        .source
+        .experiment(exp)
+        .and_then(|(e, _)| w.source.get::<autoresearch_core::noise::NoiseModel>(e));
     let mut original_comparators: Vec<String> = Vec::new();
     let mut orig_head = start.clone();
     let mut cf_head = start.clone();
@@ -473,10 +480,18 @@ pub async fn replay(
         let round_head = cf_head.clone();
         let mut decisions: HashMap<String, Result<Decision, String>> = HashMap::new();
         if !comparable.is_empty() {
-            let inc = stored_evidence(&w.source, &round_head.run_id, &round_head.commit);
+            let inc = with_noise(
+                stored_evidence(&w.source, &round_head.run_id, &round_head.commit),
+                &noise,
+            );
             let evs: Vec<Evidence> = comparable
                 .iter()
-                .map(|a| stored_evidence(&w.source, &a.run.run_id, &a.run.commit_hash))
+                .map(|a| {
+                    with_noise(
+                        stored_evidence(&w.source, &a.run.run_id, &a.run.commit_hash),
+                        &noise,
+                    )
+                })
                 .collect();
             let ds: Vec<Result<Decision, String>> = if evs.len() == 1 {
                 vec![
@@ -529,8 +544,14 @@ pub async fn replay(
                     // head: decide again against the new head.
                     let d = match d {
                         Ok(d) if d.verdict == Verdict::Keep && cf_head != round_head => {
-                            let inc = stored_evidence(&w.source, &cf_head.run_id, &cf_head.commit);
-                            let ev = stored_evidence(&w.source, &me.run_id, &me.commit);
+                            let inc = with_noise(
+                                stored_evidence(&w.source, &cf_head.run_id, &cf_head.commit),
+                                &noise,
+                            );
+                            let ev = with_noise(
+                                stored_evidence(&w.source, &me.run_id, &me.commit),
+                                &noise,
+                            );
                             comparator
                                 .compare(&inc, &ev)
                                 .await
@@ -877,4 +898,10 @@ pub async fn cast_vote(
             }
         }
     }
+}
+
+/// `e` with the experiment's recorded noise model, when there is one.
+fn with_noise(mut e: Evidence, noise: &Option<autoresearch_core::noise::NoiseModel>) -> Evidence {
+    e.noise = noise.clone();
+    e
 }

@@ -7,8 +7,11 @@ use autoresearch_core::compare::{Comparator, CompareError, Decision, Evidence, V
 use serde_json::json;
 
 /// Keeps a candidate whose metric improves on the incumbent's by more than
-/// `min_delta`. With several samples on a side it compares their means. A
-/// side without the metric is a discard saying which side lacks it.
+/// `min_delta`. With several samples on a side it compares like with like:
+/// the means of the same number of samples a side, the most recent ones of
+/// the side that has more (after a `stat` run, a candidate's one sample
+/// meets the incumbent's latest one, not the mean of three). A side without
+/// the metric is a discard saying which side lacks it.
 #[derive(Clone, Debug)]
 pub struct Scalar {
     spec: ScalarSpec,
@@ -24,8 +27,12 @@ impl Scalar {
     pub fn decide(&self, incumbent: &Evidence, candidate: &Evidence) -> Decision {
         let s = &self.spec;
         let spec_text = CompareSpec::Scalar(s.clone()).to_string();
-        let inc = summary(&incumbent.samples(&s.metric));
-        let cand = summary(&candidate.samples(&s.metric));
+        let (mut inc, mut cand) = (incumbent.samples(&s.metric), candidate.samples(&s.metric));
+        let n = inc.len().min(cand.len()).max(1);
+        inc.drain(..inc.len().saturating_sub(n));
+        cand.drain(..cand.len().saturating_sub(n));
+        let inc = summary(&inc);
+        let cand = summary(&cand);
         let mut descriptor = json!({
             "comparator": spec_text,
             "metric": s.metric,

@@ -8,7 +8,7 @@
 //! spec       = scalar | stat | pareto | judge | tournament | vote | all
 //! scalar     = "scalar:" METRIC ":" DIR [":delta=" NUM]
 //! stat       = "stat:" METRIC ":" DIR *(":" KEY "=" VALUE)
-//!              KEY: alpha, delta, min_n, max_n, batch, max_age (seconds), futility
+//!              KEY: alpha, beta, effect, worth, delta, min_n, max_n, batch, max_age (seconds), futility
 //! pareto     = "pareto:" objective *("," objective)
 //! objective  = METRIC ":" DIR [":eps=" NUM]
 //! judge      = "judge:" ["timeout=" SECS ":"] COMMAND
@@ -35,20 +35,36 @@ pub struct ScalarSpec {
     pub min_delta: f64,
 }
 
-/// `stat`: Welch's t-test with adaptive sampling.
+/// `stat`: a sequential posterior-of-improvement rule on the experiment's noise model,
+/// or Welch's t-test with adaptive sampling when no noise model is given.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatSpec {
     /// The metric compared, a key of the Results' outputs.
     pub metric: String,
     /// Which way the metric improves.
     pub direction: Direction,
-    /// Overall false-keep rate, spent evenly over the possible looks.
+    /// The false-keep rate. With a noise model: keep once the posterior
+    /// probability of a gain above `min_delta` is at least `1 - alpha`.
+    /// Without: Welch's overall level, spent evenly over its possible looks.
     pub alpha: f64,
+    /// With a noise model: discard once the posterior probability of a
+    /// gain worth having (above `worth`·σ, and `min_delta`) is at most this
+    /// (futility).
+    pub beta: f64,
+    /// With a noise model: the smallest gain worth more samples, in noise
+    /// σ: a candidate unlikely to beat it is discarded (0: any gain).
+    pub worth: f64,
+    /// With a noise model: the prior's standard deviation of a candidate's
+    /// true improvement, in units of the noise σ.
+    pub effect: f64,
     /// The improvement must exceed this to count.
     pub min_delta: f64,
-    /// Samples per side before the first test (at least 2).
+    /// Without a noise model: samples per side before the first (Welch)
+    /// test (at least 2). With one, the first test is after one sample.
     pub min_samples: u32,
-    /// Sample budget per side; at it, an undecided candidate is discarded.
+    /// Sample budget per side, failed samples included (the incumbent's
+    /// counted from the candidate's first sample); at it, an undecided
+    /// candidate is discarded.
     pub max_samples: u32,
     /// Samples added per side at each look.
     pub batch: u32,
@@ -65,6 +81,12 @@ pub struct StatSpec {
 impl StatSpec {
     /// The default overall false-keep rate.
     pub const DEFAULT_ALPHA: f64 = 0.05;
+    /// The default futility bound on the posterior probability of a gain.
+    pub const DEFAULT_BETA: f64 = 0.3;
+    /// The default prior scale of true improvements, in noise σ.
+    pub const DEFAULT_EFFECT: f64 = 1.0;
+    /// The default smallest gain worth more samples, in noise σ.
+    pub const DEFAULT_WORTH: f64 = 0.25;
     /// The default number of samples per side before the first test.
     pub const DEFAULT_MIN_SAMPLES: u32 = 3;
     /// The default sample budget per side.
@@ -80,6 +102,9 @@ impl StatSpec {
             metric: metric.into(),
             direction,
             alpha: Self::DEFAULT_ALPHA,
+            beta: Self::DEFAULT_BETA,
+            effect: Self::DEFAULT_EFFECT,
+            worth: Self::DEFAULT_WORTH,
             min_delta: 0.0,
             min_samples: Self::DEFAULT_MIN_SAMPLES,
             max_samples: Self::DEFAULT_MAX_SAMPLES,
@@ -269,6 +294,15 @@ impl fmt::Display for CompareSpec {
                 if s.alpha != StatSpec::DEFAULT_ALPHA {
                     write!(f, ":alpha={}", fmt_num(s.alpha))?;
                 }
+                if s.beta != StatSpec::DEFAULT_BETA {
+                    write!(f, ":beta={}", fmt_num(s.beta))?;
+                }
+                if s.effect != StatSpec::DEFAULT_EFFECT {
+                    write!(f, ":effect={}", fmt_num(s.effect))?;
+                }
+                if s.worth != StatSpec::DEFAULT_WORTH {
+                    write!(f, ":worth={}", fmt_num(s.worth))?;
+                }
                 if s.min_delta != 0.0 {
                     write!(f, ":delta={}", fmt_num(s.min_delta))?;
                 }
@@ -439,6 +473,15 @@ impl CompareSpec {
                 if !(s.alpha > 0.0 && s.alpha < 1.0) {
                     return Err(format!("alpha={} must be between 0 and 1", s.alpha));
                 }
+                if !(s.beta > 0.0 && s.beta < 1.0) {
+                    return Err(format!("beta={} must be between 0 and 1", s.beta));
+                }
+                if !(s.effect > 0.0 && s.effect.is_finite()) {
+                    return Err(format!("effect={} must be above 0 (noise σ)", s.effect));
+                }
+                if !(s.worth >= 0.0 && s.worth.is_finite()) {
+                    return Err(format!("worth={} must be 0 or more (noise σ)", s.worth));
+                }
                 non_negative("delta", s.min_delta)?;
                 if s.min_samples < 2 {
                     return Err(format!(
@@ -550,6 +593,9 @@ fn parse_spec(whole: &str, s: &str, allow_all: bool) -> Result<CompareSpec, Spec
             for opt in parts {
                 match parse_option(whole, opt)? {
                     ("alpha", v) => spec.alpha = parse_f64(whole, "alpha", v)?,
+                    ("beta", v) => spec.beta = parse_f64(whole, "beta", v)?,
+                    ("effect", v) => spec.effect = parse_f64(whole, "effect", v)?,
+                    ("worth", v) => spec.worth = parse_f64(whole, "worth", v)?,
                     ("delta" | "min_delta", v) => spec.min_delta = parse_f64(whole, "delta", v)?,
                     ("min_n" | "min_samples", v) => {
                         spec.min_samples = parse_u32(whole, "min_n", v)?
@@ -567,7 +613,7 @@ fn parse_spec(whole: &str, s: &str, allow_all: bool) -> Result<CompareSpec, Spec
                             whole,
                             "stat",
                             k,
-                            "alpha, delta, min_n, max_n, batch, max_age, futility",
+                            "alpha, beta, effect, worth, delta, min_n, max_n, batch, max_age, futility",
                         ));
                     }
                 }
@@ -832,6 +878,9 @@ fn from_table(t: &Table<'_>, allow_all: bool) -> Result<CompareSpec, SpecError> 
                 "metric",
                 "direction",
                 "alpha",
+                "beta",
+                "effect",
+                "worth",
                 "min_delta",
                 "min_samples",
                 "max_samples",
@@ -842,6 +891,15 @@ fn from_table(t: &Table<'_>, allow_all: bool) -> Result<CompareSpec, SpecError> 
             let mut s = StatSpec::new(t.metric("metric")?, t.direction("direction")?);
             if let Some(a) = t.f64("alpha")? {
                 s.alpha = a;
+            }
+            if let Some(b) = t.f64("beta")? {
+                s.beta = b;
+            }
+            if let Some(e) = t.f64("effect")? {
+                s.effect = e;
+            }
+            if let Some(x) = t.f64("worth")? {
+                s.worth = x;
             }
             if let Some(d) = t.f64("min_delta")? {
                 s.min_delta = d;

@@ -1,16 +1,44 @@
-//! The noise-aware comparator: Welch's t-test with adaptive sampling.
+//! The noise-aware comparator.
 //!
-//! At each look it tests "the candidate improves on the incumbent by more
-//! than `min_delta`" one-sided. The overall false-keep rate `alpha` is spent
-//! evenly over the most looks the budget allows (Bonferroni), so that asking
-//! for more samples again and again does not inflate it. A candidate whose
-//! observed improvement is poor (one-sided p-value above `futility`) is
-//! discarded early; one still undecided at the sample budget is discarded.
+//! With the experiment's noise model ([`Evidence::noise`]: σ of one
+//! evaluation, pooled over every repeated sample of the experiment), it
+//! decides each candidate by the posterior probability of improvement, a
+//! Bayesian sequential rule (the normal-normal conjugate model of Gelman et
+//! al., "Bayesian Data Analysis", 3rd ed., §2.5; as a stopping rule for
+//! success and futility, Spiegelhalter, Abrams & Myles, "Bayesian
+//! approaches to clinical trials and health-care evaluation", 2004, §6.6):
+//! the true improvement has the prior N(0, (`effect`·σ)²); the observed
+//! difference of means has variance σ²(1/n_i + 1/n_c). After each sample
+//! it keeps once P(gain > `min_delta`) ≥ 1 − `alpha`, discards once it is
+//! ≤ `beta` (futility), and otherwise asks for one more sample of the side
+//! whose next sample tells most (the incumbent's, which later candidates
+//! reuse, while it has no more samples than the candidate). Far calls stop
+//! after one sample a side, close calls sample on up to `max_n`; a
+//! deterministic evaluator (σ = 0) is decided by the sign of one sample
+//! each. The prior's shrinkage toward 0 is what keeps repeated looks from
+//! inflating false keeps.
+//!
+//! Without a noise model (replay, hand-built evidence) it falls back to
+//! Welch's t-test with adaptive sampling: at each look it tests "the
+//! candidate improves on the incumbent by more than `min_delta`"
+//! one-sided, spending `alpha` evenly over the most looks the budget allows
+//! (Bonferroni); a poor observed improvement (one-sided p-value above
+//! `futility`) is discarded early.
+//!
+//! Either way: every cap is the spec's. `max_n` counts failed samples
+//! too (the candidate's all, the incumbent's from the candidate's first
+//! sample on); an incumbent without a usable sample (a failed or NaN
+//! baseline, samples aged out by `max_age`) is measured again within that
+//! budget rather than discarding every candidate; the incumbent's samples
+//! taken while it was itself a candidate are left out (they selected it,
+//! so they flatter it: the winner's curse), so a new incumbent is measured
+//! afresh.
 
 use crate::spec::{CompareSpec, StatSpec};
 use crate::summary;
 use async_trait::async_trait;
 use autoresearch_core::compare::{Comparator, CompareError, Decision, Evidence, Verdict};
+use autoresearch_core::noise::MetricNoise;
 use serde_json::{Value, json};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
@@ -77,13 +105,13 @@ fn student(df: f64) -> Result<StudentsT, CompareError> {
 }
 
 impl Stat {
-    /// A sequential t-test comparator for `spec`, taken as given (a spec built
+    /// A sequential comparator for `spec`, taken as given (a spec built
     /// by hand may skip [`CompareSpec::validate`]).
     pub fn new(spec: StatSpec) -> Self {
         Stat { spec }
     }
 
-    /// The most looks the budget allows: the first at `min_samples` per
+    /// The most looks Welch's budget allows: the first at `min_samples` per
     /// side, then one per `batch` until `max_samples`.
     pub fn max_looks(&self) -> u32 {
         let s = &self.spec;
@@ -94,27 +122,29 @@ impl Stat {
             .div_ceil(s.batch.max(1))
     }
 
-    /// The one-sided level each look is tested at.
+    /// The one-sided level each Welch look is tested at.
     pub fn alpha_per_look(&self) -> f64 {
         self.spec.alpha / f64::from(self.max_looks())
     }
 
-    /// The incumbent's usable samples: at most `max_samples`, the most recent
-    /// ones, and none older than `max_age_secs` before the candidate's first
-    /// sample.
-    fn incumbent_samples(&self, incumbent: &Evidence, candidate: &Evidence) -> Vec<f64> {
-        let metric = &self.spec.metric;
-        let timed = |e: &Evidence| -> Vec<(i64, f64)> {
-            e.results
-                .iter()
-                .filter_map(|r| {
-                    let v = r.outputs().ok()?.get(metric)?.as_f64()?;
-                    v.is_finite().then_some((r.evaluated_at_ms, v))
-                })
-                .collect()
-        };
-        let mut inc = timed(incumbent);
-        let first = timed(candidate).iter().map(|(t, _)| *t).min();
+    /// The posterior probability that the true improvement exceeds
+    /// `above`, given an observed mean `improvement` whose sampling
+    /// variance is `var`, under the prior N(0, (`effect`·σ)²) on the true
+    /// improvement (normal-normal conjugate update: posterior mean
+    /// `τ²/(τ²+v)·d`, variance `τ²v/(τ²+v)`).
+    pub fn posterior_gain(&self, improvement: f64, var: f64, sigma: f64, above: f64) -> f64 {
+        let tau2 = (self.spec.effect * sigma).powi(2);
+        let mean = tau2 / (tau2 + var) * improvement;
+        let sd = (tau2 * var / (tau2 + var)).sqrt();
+        let z = (mean - above) / sd;
+        statrs::function::erf::erfc(-z / std::f64::consts::SQRT_2) / 2.0
+    }
+
+    /// The incumbent's usable samples: measured as the incumbent (not while
+    /// it was a candidate), none older than `max_age_secs` before the
+    /// candidate's first sample, at most `max_samples`, the most recent.
+    fn incumbent_samples(&self, incumbent: &Evidence, first: Option<i64>) -> Vec<f64> {
+        let mut inc = incumbent.timed_samples(&self.spec.metric, true);
         if let (Some(max_age), Some(first)) = (self.spec.max_age_secs, first) {
             let oldest = first.saturating_sub((max_age as i64).saturating_mul(1000));
             inc.retain(|(t, _)| *t >= oldest);
@@ -131,36 +161,265 @@ impl Stat {
         candidate: &Evidence,
     ) -> Result<Decision, CompareError> {
         let s = &self.spec;
-        let inc_samples = self.incumbent_samples(incumbent, candidate);
+        let first = candidate.results.iter().map(|r| r.evaluated_at_ms).min();
+        let inc_samples = self.incumbent_samples(incumbent, first);
         let mut cand_samples = candidate.samples(&s.metric);
         cand_samples.truncate(s.max_samples as usize);
+        // Every sample taken counts against the budget, failed ones too.
+        let spent = Spent {
+            incumbent: first.map_or(0, |t| {
+                incumbent
+                    .results
+                    .iter()
+                    .filter(|r| r.evaluated_at_ms >= t)
+                    .count() as u32
+            }),
+            candidate: candidate.results.len() as u32,
+            max: s.max_samples,
+        };
         let (ni, nc) = (inc_samples.len() as u32, cand_samples.len() as u32);
-        let mut d = json!({
+        let noise = candidate
+            .noise
+            .as_ref()
+            .or(incumbent.noise.as_ref())
+            .map(|m| m.metric(&s.metric).cloned());
+        let d = json!({
             "comparator": CompareSpec::Stat(s.clone()).to_string(),
             "metric": s.metric,
             "direction": s.direction.long(),
             "alpha": s.alpha,
-            "alpha_per_look": self.alpha_per_look(),
             "n": {"incumbent": ni, "candidate": nc},
+            "spent": {"incumbent": spent.incumbent, "candidate": spent.candidate},
             "max_samples": s.max_samples,
         });
-        for (side, e) in [("incumbent", incumbent), ("candidate", candidate)] {
-            if !e.results.is_empty() && e.samples(&s.metric).is_empty() {
-                return Ok(Decision::new(
+        if !candidate.results.is_empty() && nc == 0 {
+            return Ok(Decision::new(
+                Verdict::Discard,
+                format!(
+                    "candidate has {} results but no {}",
+                    candidate.results.len(),
+                    s.metric
+                ),
+                d,
+            ));
+        }
+        if ni == 0 && !incumbent.results.is_empty() {
+            // Failed, NaN or aged-out samples are no evidence: measure the
+            // incumbent again, within the budget.
+            let why = format!(
+                "incumbent has {} results but no usable {} (failed, aged out by max_age, or taken while it was a candidate)",
+                incumbent.results.len(),
+                s.metric
+            );
+            let want = if noise.is_some() { 1 } else { s.min_samples };
+            return Ok(match spent.more_incumbent(want) {
+                0 => Decision::new(
                     Verdict::Discard,
-                    format!("{side} has {} results but no {}", e.results.len(), s.metric),
+                    format!("{why}; {} re-measurements spent (max_n)", spent.incumbent),
+                    d,
+                ),
+                n => Decision::new(
+                    Verdict::NeedMore {
+                        incumbent: n,
+                        candidate: 0,
+                    },
+                    format!("{why}: measuring it again"),
+                    d,
+                ),
+            });
+        }
+        match noise {
+            Some(noise) => self.sequential(d, noise, &inc_samples, &cand_samples, spent),
+            None => self.welch_look(d, &inc_samples, &cand_samples, spent),
+        }
+    }
+
+    /// The posterior rule on the noise model; `noise` is `None` while the experiment
+    /// has repeated nothing (then the incumbent is measured again, which
+    /// gives the model its first pair).
+    fn sequential(
+        &self,
+        mut d: Value,
+        noise: Option<MetricNoise>,
+        inc: &[f64],
+        cand: &[f64],
+        spent: Spent,
+    ) -> Result<Decision, CompareError> {
+        let s = &self.spec;
+        let (ni, nc) = (inc.len() as u32, cand.len() as u32);
+        if ni == 0 || nc == 0 {
+            return Ok(self.first_samples(d, ni, nc, spent));
+        }
+        let (Some(i), Some(c)) = (summary(inc), summary(cand)) else {
+            return Ok(self.first_samples(d, ni, nc, spent));
+        };
+        let improvement = s.direction.improvement(i.mean, c.mean);
+        d["mean"] = json!({"incumbent": i.mean, "candidate": c.mean});
+        d["improvement"] = json!(improvement);
+        d["min_delta"] = json!(s.min_delta);
+        let stats = format!(
+            "{} mean {} vs {} (n {nc} vs {ni}), improvement {}",
+            s.metric,
+            crate::num(c.mean),
+            crate::num(i.mean),
+            crate::num(improvement)
+        );
+        let noise = match noise {
+            Some(n) if n.sigma == 0.0 || n.df >= MIN_NOISE_DF || spent.more_incumbent(1) == 0 => n,
+            known => {
+                let have = known.map_or(0, |n| n.df);
+                d["noise"] = json!({"df": have});
+                return Ok(Decision::new(
+                    Verdict::NeedMore {
+                        incumbent: 1,
+                        candidate: 0,
+                    },
+                    format!(
+                        "the noise of {} is not known yet ({have} repeats, {MIN_NOISE_DF} wanted): measuring the incumbent again; {stats}",
+                        s.metric
+                    ),
                     d,
                 ));
             }
+        };
+        d["noise"] = json!({"sigma": noise.sigma, "df": noise.df, "method": noise.method});
+        let excess = improvement - s.min_delta;
+        if noise.sigma == 0.0 {
+            let (verdict, why) = if excess > 0.0 {
+                (Verdict::Keep, "better")
+            } else {
+                (Verdict::Discard, "not better")
+            };
+            return Ok(Decision::new(
+                verdict,
+                format!("{why} on a deterministic evaluator (identical repeats, σ = 0): {stats}"),
+                d,
+            ));
         }
-        let (inc, cand) = match (summary(&inc_samples), summary(&cand_samples)) {
+        // The estimate's own uncertainty: a t variable's variance df/(df-2)
+        // widens σ while few repeats back it.
+        let df = f64::from(noise.df.max(MIN_NOISE_DF));
+        let sigma = noise.sigma * (df / (df - 2.0)).sqrt();
+        let var = sigma.powi(2) * (1.0 / f64::from(ni) + 1.0 / f64::from(nc));
+        let p = self.posterior_gain(improvement, var, noise.sigma, s.min_delta);
+        let worth = s.min_delta.max(s.worth * noise.sigma);
+        let p_worth = self.posterior_gain(improvement, var, noise.sigma, worth);
+        d["posterior"] = json!({
+            "p_gain": p,
+            "p_worth": p_worth,
+            "worth": worth,
+            "keep_at": 1.0 - s.alpha,
+            "discard_at": s.beta,
+            "prior_sd": s.effect * noise.sigma,
+            "sigma_used": sigma,
+        });
+        let stats = format!(
+            "{stats}, σ {} (df {}), P(gain > {}) = {}",
+            crate::num(noise.sigma),
+            noise.df,
+            crate::num(s.min_delta),
+            crate::num(p)
+        );
+        if p >= 1.0 - s.alpha {
+            return Ok(Decision::new(
+                Verdict::Keep,
+                format!("improvement beyond the noise: {stats}"),
+                d,
+            ));
+        }
+        if p_worth <= s.beta {
+            return Ok(Decision::new(
+                Verdict::Discard,
+                format!("no sign of improvement: {stats}"),
+                d,
+            ));
+        }
+        // A close call: one more sample of the side that tells most.
+        let (mi, mc) = if ni <= nc && ni < s.max_samples && spent.more_incumbent(1) > 0 {
+            (1, 0)
+        } else if spent.more_candidate(1) > 0 {
+            (0, 1)
+        } else {
+            return Ok(Decision::new(
+                Verdict::Discard,
+                format!(
+                    "undecided within the budget of {} samples a side: {stats}",
+                    s.max_samples
+                ),
+                d,
+            ));
+        };
+        Ok(Decision::new(
+            Verdict::NeedMore {
+                incumbent: mi,
+                candidate: mc,
+            },
+            format!(
+                "a close call, sampling the {}: {stats}",
+                if mi > 0 { "incumbent" } else { "candidate" }
+            ),
+            d,
+        ))
+    }
+
+    /// Before the first look: one sample of each side.
+    fn first_samples(&self, d: Value, ni: u32, nc: u32, spent: Spent) -> Decision {
+        let (mi, mc) = (
+            spent.more_incumbent(u32::from(ni == 0)),
+            spent.more_candidate(u32::from(nc == 0)),
+        );
+        if mi + mc == 0 {
+            return Decision::new(
+                Verdict::Discard,
+                format!(
+                    "{} samples: incumbent {ni}, candidate {nc}, and the budget of {} is spent",
+                    self.spec.metric, self.spec.max_samples
+                ),
+                d,
+            );
+        }
+        Decision::new(
+            Verdict::NeedMore {
+                incumbent: mi,
+                candidate: mc,
+            },
+            format!(
+                "{} samples so far: incumbent {ni}, candidate {nc}; the first test needs 1 each",
+                self.spec.metric
+            ),
+            d,
+        )
+    }
+
+    /// One look of Welch's test (no noise model).
+    fn welch_look(
+        &self,
+        mut d: Value,
+        inc_samples: &[f64],
+        cand_samples: &[f64],
+        spent: Spent,
+    ) -> Result<Decision, CompareError> {
+        let s = &self.spec;
+        let (ni, nc) = (inc_samples.len() as u32, cand_samples.len() as u32);
+        d["alpha_per_look"] = json!(self.alpha_per_look());
+        let (inc, cand) = match (summary(inc_samples), summary(cand_samples)) {
             (Some(i), Some(c)) if ni >= s.min_samples && nc >= s.min_samples => (i, c),
             (i, c) => {
                 d["mean"] = json!({"incumbent": i.map(|x| x.mean), "candidate": c.map(|x| x.mean)});
                 let more = (
-                    s.min_samples.saturating_sub(ni),
-                    s.min_samples.saturating_sub(nc),
+                    spent.more_incumbent(s.min_samples.saturating_sub(ni)),
+                    spent.more_candidate(s.min_samples.saturating_sub(nc)),
                 );
+                if more == (0, 0) {
+                    return Ok(Decision::new(
+                        Verdict::Discard,
+                        format!(
+                            "{} samples: incumbent {ni}, candidate {nc}, below min_n={} with the budget of {} spent",
+                            s.metric, s.min_samples, s.max_samples
+                        ),
+                        d,
+                    ));
+                }
                 return Ok(Decision::new(
                     Verdict::NeedMore {
                         incumbent: more.0,
@@ -218,8 +477,8 @@ impl Stat {
             ));
         }
         let target = (nc + s.batch.max(1)).min(s.max_samples);
-        let more_inc = target.saturating_sub(ni);
-        let more_cand = target.saturating_sub(nc);
+        let more_inc = spent.more_incumbent(target.saturating_sub(ni));
+        let more_cand = spent.more_candidate(target.saturating_sub(nc));
         if more_inc == 0 && more_cand == 0 {
             return Ok(Decision::new(
                 Verdict::Discard,
@@ -238,6 +497,32 @@ impl Stat {
             format!("undecided, sampling to {target} per side: {stats}"),
             d,
         ))
+    }
+}
+
+/// Repeats of the experiment wanted before σ is trusted: the rule widens σ
+/// by `sqrt(df/(df-2))`, finite from 3 on.
+const MIN_NOISE_DF: u32 = 3;
+
+/// Samples taken so far against the `max_n` budget, failed ones included.
+#[derive(Clone, Copy)]
+struct Spent {
+    /// The incumbent's, since the candidate's first sample.
+    incumbent: u32,
+    /// The candidate's.
+    candidate: u32,
+    max: u32,
+}
+
+impl Spent {
+    /// Up to `want` more incumbent samples, within the budget.
+    fn more_incumbent(&self, want: u32) -> u32 {
+        want.min(self.max.saturating_sub(self.incumbent))
+    }
+
+    /// Up to `want` more candidate samples, within the budget.
+    fn more_candidate(&self, want: u32) -> u32 {
+        want.min(self.max.saturating_sub(self.candidate))
     }
 }
 

@@ -196,15 +196,32 @@ fn stat_cases() {
 }
 
 #[test]
-fn a_side_whose_results_lack_the_metric_is_discarded() {
+fn a_candidate_without_the_metric_is_discarded_an_incumbent_without_it_measured_again() {
     let s = stat("stat:val_bpb:min");
     let inc = samples("inc", "val_bpb", &[1.0, 1.0, 1.0]);
     let cand = evidence::evidence("cand", &[json!({"loss": 3})]);
     let d = s.decide(&inc, &cand).unwrap();
     assert_eq!(d.verdict, Verdict::Discard);
     assert_eq!(d.reason, "candidate has 1 results but no val_bpb");
+    // A failed (or NaN) incumbent sample is no evidence, and no verdict
+    // either: the incumbent is measured again (min_n samples without a
+    // noise model).
     let d = s.decide(&cand, &inc).unwrap();
-    assert_eq!(d.reason, "incumbent has 1 results but no val_bpb");
+    assert_eq!(
+        d.verdict,
+        Verdict::NeedMore {
+            incumbent: 3,
+            candidate: 0
+        },
+        "{}",
+        d.reason
+    );
+    assert!(
+        d.reason
+            .starts_with("incumbent has 1 results but no usable val_bpb"),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]

@@ -349,9 +349,12 @@ pub struct Config {
     pub propose: ProposeConfig,
     /// `[evaluate]`.
     pub evaluate: EvaluateConfig,
-    /// `[compare]` as written: comparators live in their own crate, which
-    /// turns this table into a `Comparator`.
+    /// `[compare]` as written (less `calibrate`): comparators live in their
+    /// own crate, which turns this table into a `Comparator`.
     pub compare: toml::Table,
+    /// `[compare] calibrate = k`: evaluate the head until it has k samples
+    /// before the first candidate (the noise floor); 0 when absent.
+    pub calibrate: u32,
     /// `[run]`, defaults when absent.
     pub run: RunConfig,
     /// `[confirm]`: held-out confirmation of candidates the comparator
@@ -454,6 +457,25 @@ impl Config {
             Some(b) => b,
             None => checked_out_branch(&repo).map_err(|r| invalid("branch", &r))?,
         };
+        let mut compare = raw.compare.unwrap_or_default();
+        let calibrate = match compare.remove("calibrate") {
+            None => 0,
+            Some(toml::Value::Integer(k)) => u32::try_from(k).map_err(|_| {
+                invalid(
+                    "compare.calibrate",
+                    &format!("{k} is not a number of evaluations (0 or more)"),
+                )
+            })?,
+            Some(v) => {
+                return Err(invalid(
+                    "compare.calibrate",
+                    &format!(
+                        "expected a whole number of evaluations, found {}",
+                        v.type_str()
+                    ),
+                ));
+            }
+        };
         Ok(Config {
             name: raw.name,
             repo,
@@ -461,7 +483,8 @@ impl Config {
             harness: raw.harness,
             propose: raw.propose,
             evaluate: raw.evaluate,
-            compare: raw.compare.unwrap_or_default(),
+            compare,
+            calibrate,
             run: raw.run,
             confirm: raw.confirm,
             path: path.to_path_buf(),
@@ -548,6 +571,7 @@ kind = "scalar"
 metric = "val_bpb"
 direction = "min"   # or "max"
 min_delta = 0.0
+# calibrate = 5     # first evaluate the head 5 times: the noise floor
 
 [run]
 parallel = 1                # candidates tried at once against the same head
@@ -600,6 +624,30 @@ mod tests {
         assert_eq!(c.evaluate.metrics, MetricsFormat::Lines);
         assert_eq!(c.compare["metric"].as_str(), Some("val_bpb"));
         assert_eq!(c.run.parallel, 1);
+    }
+
+    #[test]
+    fn compare_calibrate_is_the_loops_and_checked() {
+        let c = parse(&format!(
+            "{MINIMAL}[compare]\nspec = \"stat:val:min\"\ncalibrate = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.calibrate, 5);
+        // Taken out of the table the comparator reads.
+        assert!(!c.compare.contains_key("calibrate"));
+        assert_eq!(parse(MINIMAL).unwrap().calibrate, 0);
+        for (bad, why) in [
+            ("-1", "is not a number of evaluations"),
+            (
+                "\"5\"",
+                "expected a whole number of evaluations, found string",
+            ),
+        ] {
+            let e = parse(&format!("{MINIMAL}[compare]\ncalibrate = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("compare.calibrate") && e.contains(why), "{e}");
+        }
     }
 
     #[test]

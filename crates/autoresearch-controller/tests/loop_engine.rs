@@ -138,6 +138,7 @@ impl Fixture {
             output_limit: 4096,
             kill_grace: Duration::from_millis(200),
             max_samples: 10,
+            calibrate: 0,
             evidence_diff: true,
             state_dir: self.repo.join(".autoresearch"),
             lease_lock: None,

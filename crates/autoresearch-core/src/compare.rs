@@ -69,6 +69,10 @@ pub struct Evidence {
     pub diff: Option<String>,
     /// Human votes cast on this run.
     pub votes: Vec<Vote>,
+    /// The experiment's noise model at the time of the comparison, when the
+    /// caller has one (the loop gives it on both sides): how much one
+    /// evaluation varies, per metric, pooled over every repeated sample.
+    pub noise: Option<crate::noise::NoiseModel>,
 }
 
 impl Evidence {
@@ -80,6 +84,28 @@ impl Evidence {
             .filter_map(|r| r.outputs().ok())
             .filter_map(|o| o.get(metric).and_then(Value::as_f64))
             .filter(|v| v.is_finite())
+            .collect()
+    }
+
+    /// The finite values of `metric` with when they were measured (Unix
+    /// milliseconds), in order, leaving out samples the loop took of this
+    /// commit while it was a candidate ([`ResultMeta::role`](crate::ResultMeta::role)
+    /// `candidate`) when `fresh_only`: those selected it, so they are biased
+    /// in its favour (the winner's curse).
+    pub fn timed_samples(&self, metric: &str, fresh_only: bool) -> Vec<(i64, f64)> {
+        self.results
+            .iter()
+            .filter(|r| {
+                let selected = || {
+                    r.meta()
+                        .is_some_and(|m| m.role == crate::ResultMeta::CANDIDATE)
+                };
+                !(fresh_only && selected())
+            })
+            .filter_map(|r| {
+                let v = r.outputs().ok()?.get(metric)?.as_f64()?;
+                v.is_finite().then_some((r.evaluated_at_ms, v))
+            })
             .collect()
     }
 }

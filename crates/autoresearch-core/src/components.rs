@@ -349,6 +349,18 @@ pub struct ResultMeta {
     /// evaluated. Absent from the stored JSON when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub left_out: Vec<String>,
+    /// Why the loop took this sample: [`ResultMeta::CANDIDATE`] while the
+    /// commit was a candidate being decided (such samples selected it, so a
+    /// comparator may leave them out once it is the incumbent); empty for a
+    /// baseline, a calibration or a sample of the incumbent. Absent from the
+    /// stored JSON when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub role: String,
+}
+
+impl ResultMeta {
+    /// The [`ResultMeta::role`] of a sample taken of a candidate.
+    pub const CANDIDATE: &'static str = "candidate";
 }
 
 /// What the loop decided for a run, stored as component `Outcome` on the run's

@@ -62,6 +62,7 @@ pub fn stored_evidence(world: &World, run_id: &str, commit: &str) -> Evidence {
         results,
         diff: None,
         votes,
+        noise: None,
     }
 }
 

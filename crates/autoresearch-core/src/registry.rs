@@ -185,9 +185,9 @@ impl ComponentRegistry {
     }
 
     /// [`ComponentRegistry::with_lifecycle`] plus the loop's own components:
-    /// `Outcome`, `Vote`, `Lease`, `Confirmation` and `RunCost`. Every crate
-    /// in this workspace reads and writes experiment worlds with (a
-    /// superset of) this registry.
+    /// `Outcome`, `Vote`, `Lease`, `Confirmation`, `RunCost` and
+    /// `NoiseModel`. Every crate in this workspace reads and writes
+    /// experiment worlds with (a superset of) this registry.
     pub fn standard() -> Self {
         let mut r = Self::with_lifecycle();
         r.register::<crate::components::Outcome>("Outcome")
@@ -199,6 +199,8 @@ impl ComponentRegistry {
         r.register::<crate::confirm::Confirmation>("Confirmation")
             .expect("fresh name");
         r.register::<crate::cost::RunCost>("RunCost")
+            .expect("fresh name");
+        r.register::<crate::noise::NoiseModel>("NoiseModel")
             .expect("fresh name");
         r
     }

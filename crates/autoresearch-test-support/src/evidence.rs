@@ -22,6 +22,7 @@ pub fn evidence_at(run_id: &str, t0_ms: i64, outputs: &[Value]) -> Evidence {
             .collect(),
         diff: None,
         votes: Vec::new(),
+        noise: None,
     }
 }
 

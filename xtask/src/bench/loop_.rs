@@ -126,6 +126,7 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64, jail: Jail) -> an
         output_limit: 64 * 1024,
         kill_grace: Duration::from_secs(1),
         max_samples: 10,
+        calibrate: 0,
         evidence_diff: false,
         state_dir: state_dir.clone(),
         lease_lock: None,

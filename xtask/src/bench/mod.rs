@@ -1,6 +1,7 @@
 //! Benchmarks. Each prints JSON objects, one per line, on stdout; progress
 //! goes to stderr. Compare ratios measured in one run: the machine is noisy.
 
+mod decisions;
 mod ingest;
 mod ledger;
 mod loop_;
@@ -23,6 +24,7 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
         "ingest" => ingest::run(quick),
         "ledger" => ledger::run(quick),
         "loop" => loop_::run(quick),
-        other => bail!("unknown benchmark {other:?} (expected ledger, ingest or loop)"),
+        "decisions" => decisions::run(quick, args),
+        other => bail!("unknown benchmark {other:?} (expected ledger, ingest, loop or decisions)"),
     }
 }

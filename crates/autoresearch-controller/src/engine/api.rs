@@ -168,8 +168,15 @@ pub struct LoopConfig {
     pub output_limit: usize,
     /// After a polite stop (SIGTERM) of a job, how long to wait before killing it.
     pub kill_grace: Duration,
-    /// Most samples of one side a comparator may ask for.
+    /// A guard against a comparator that never stops asking: the most
+    /// samples of one side the loop takes for one decision. Every built-in
+    /// comparator's budget is its spec's (`stat`'s `max_n`), so a config
+    /// file sets none (`u32::MAX`).
     pub max_samples: u32,
+    /// `[compare] calibrate`: before the first candidate, evaluate the head
+    /// until it has this many samples, so that the noise model starts from
+    /// a measured noise floor; 0: no calibration.
+    pub calibrate: u32,
     /// Whether the candidate's diff goes into its evidence (a judge reads
     /// it; numeric comparators do not, and it costs a `git diff`).
     pub evidence_diff: bool,
@@ -219,7 +226,8 @@ impl LoopConfig {
             max_consecutive_crashes: c.run.max_consecutive_crashes,
             output_limit: c.run.output_limit,
             kill_grace: Duration::from_secs(2),
-            max_samples: 30,
+            max_samples: u32::MAX,
+            calibrate: c.calibrate,
             evidence_diff: true,
             state_dir: c.repo.join(".autoresearch"),
             lease_lock: None,

@@ -72,7 +72,8 @@ impl Controller {
     }
 
     /// Evaluates `commit` once, as sample `sample`, in the checkout of
-    /// `workspace`; records a Result under `owner`, and with it (same tick)
+    /// `workspace` (`step` [`CANDIDATE_STEP`] marks a candidate's sample,
+    /// which a comparator may leave out once the commit is the incumbent); records a Result under `owner`, and with it (same tick)
     /// the candidate `cand` when given. The metrics, or why the evaluation
     /// counts as a crash.
     pub(super) async fn evaluate(
@@ -140,6 +141,11 @@ impl Controller {
             stdout_log: report.stdout_log.clone(),
             stderr_log: report.stderr_log.clone(),
             left_out: cand.map(|c| c.left_out.clone()).unwrap_or_default(),
+            role: if step == CANDIDATE_STEP {
+                ResultMeta::CANDIDATE.to_string()
+            } else {
+                String::new()
+            },
         };
         outputs.insert(EvalResult::META.into(), json!(meta));
         let result = EvalResult::new(owner, "evaluate", &Value::Object(outputs), now_ms());
@@ -193,7 +199,14 @@ impl Controller {
             step: AttemptState::Evaluating.as_str().into(),
         });
         let evaluated = self
-            .evaluate(&run_id, &run_id, &cand.commit, 0, "evaluate", Some(&cand))
+            .evaluate(
+                &run_id,
+                &run_id,
+                &cand.commit,
+                0,
+                CANDIDATE_STEP,
+                Some(&cand),
+            )
             .await?;
         cand.workspace.clear();
         cand.proposer_cost = None;

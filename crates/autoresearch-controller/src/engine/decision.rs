@@ -151,39 +151,96 @@ impl Controller {
     // --- Deciding -------------------------------------------------------
 
     /// Asks the comparator about `cands` against `head`, adding samples
-    /// while it asks for more (within the sample budget: a side's samples
-    /// never exceed `max_samples`, at most 50 rounds; past it, or on a kill
-    /// request, a need for more becomes a discard).
+    /// while it asks for more. Every budget is the comparator's (a `stat`
+    /// spec's `max_n` counts failed samples too); the loop stops asking only
+    /// on a kill request, or when a comparator asks for nothing or for more
+    /// than the guard [`LoopConfig::max_samples`] allows in one decision.
+    /// Each look carries the experiment's noise model, which is recorded
+    /// when it changed.
     pub(super) async fn decide(
         &self,
         head: &Head,
         cands: &[Cand],
     ) -> Result<Vec<Result<Decision, String>>, LoopError> {
-        let mut rounds = 0;
+        let mut taken_inc = 0u32;
+        let mut taken: Vec<u32> = vec![0; cands.len()];
         loop {
-            rounds += 1;
-            let inc = self.evidence(&head.run_id, &head.commit, None).await?;
+            let noise = self.noise_model().await;
+            let mut inc = self.evidence(&head.run_id, &head.commit, None).await?;
+            inc.noise = Some(noise.clone());
             let mut evs = Vec::with_capacity(cands.len());
             for c in cands {
-                evs.push(self.evidence(&c.run_id, &c.commit, Some(&c.base)).await?);
+                let mut e = self.evidence(&c.run_id, &c.commit, Some(&c.base)).await?;
+                e.noise = Some(noise.clone());
+                evs.push(e);
             }
             let decisions = self.ask_comparator(&inc, &evs).await;
             let Some(want_inc) = decisions.iter().filter_map(need_more).map(|(i, _)| i).max()
             else {
+                self.record_noise(noise).await?;
                 return Ok(decisions);
             };
-            let over_budget = rounds > 50
-                || inc.results.len() as u32 + want_inc > self.cfg.max_samples
-                || decisions.iter().zip(&evs).any(|(d, e)| {
-                    need_more(d).is_some_and(|(_, more)| {
-                        e.results.len() as u32 + more > self.cfg.max_samples
-                    })
+            let asks_nothing = decisions
+                .iter()
+                .filter_map(need_more)
+                .any(|(i, c)| i == 0 && c == 0);
+            let guard = self.cfg.max_samples;
+            let over_guard = taken_inc.saturating_add(want_inc) > guard
+                || decisions.iter().zip(&taken).any(|(d, t)| {
+                    need_more(d).is_some_and(|(_, more)| t.saturating_add(more) > guard)
                 });
-            if over_budget || self.shutdown.level() >= Shutdown::KILL {
-                return Ok(self.budget_spent(decisions));
+            if asks_nothing || over_guard || self.shutdown.level() >= Shutdown::KILL {
+                self.record_noise(noise).await?;
+                let why = if asks_nothing {
+                    "the comparator asked for more samples but for none of either side".to_string()
+                } else if over_guard {
+                    format!(
+                        "the comparator asked for more than the loop's guard of {guard} samples a side in one decision"
+                    )
+                } else {
+                    LoopCause::Interrupted.to_string()
+                };
+                return Ok(budget_spent(decisions, &why));
+            }
+            taken_inc += want_inc;
+            for (t, d) in taken.iter_mut().zip(&decisions) {
+                *t += need_more(d).map_or(0, |(_, c)| c);
             }
             self.sample_more(head, cands, &decisions, want_inc).await?;
         }
+    }
+
+    /// The experiment's noise model as the ledger has it now (every
+    /// repeated sample of every run). Cost: one pass over the Results.
+    pub(super) async fn noise_model(&self) -> NoiseModel {
+        let exp = self.cfg.experiment.clone();
+        self.ledger
+            .read(move |w| autoresearch_core::noise::experiment_noise(w, &exp, now_ms()))
+            .await
+    }
+
+    /// Stores `model` on the experiment's entity when it estimates
+    /// something other than the stored one (staged with the decision).
+    pub(super) async fn record_noise(&self, model: NoiseModel) -> Result<(), LoopError> {
+        let exp = self.cfg.experiment.clone();
+        let stored = self
+            .ledger
+            .read(move |w| {
+                let (e, _) = w.experiment(&exp)?;
+                Some((e, w.get::<NoiseModel>(e)))
+            })
+            .await;
+        let Some((entity, old)) = stored else {
+            return Ok(());
+        };
+        if model.metrics.is_empty() || old.is_some_and(|o| o.same_estimate(&model)) {
+            return Ok(());
+        }
+        self.ledger
+            .stage("recording the noise model", move |w| {
+                w.insert(entity, &model)
+            })
+            .await
     }
 
     /// One question to the comparator: `compare` for one candidate,
@@ -213,31 +270,6 @@ impl Controller {
             }
             Err(e) => vec![Err(e.to_string()); evs.len()],
         }
-    }
-
-    /// The decisions with every need for more samples turned into a discard.
-    fn budget_spent(
-        &self,
-        decisions: Vec<Result<Decision, String>>,
-    ) -> Vec<Result<Decision, String>> {
-        decisions
-            .into_iter()
-            .map(|d| match d {
-                Ok(Decision {
-                    verdict: Verdict::NeedMore { .. },
-                    descriptor,
-                    ..
-                }) => Ok(Decision::new(
-                    Verdict::Discard,
-                    format!(
-                        "sample budget exhausted ({} samples a side)",
-                        self.cfg.max_samples
-                    ),
-                    descriptor,
-                )),
-                other => other,
-            })
-            .collect()
     }
 
     /// Takes the samples the comparator asked for: `want_inc` more of the
@@ -274,7 +306,7 @@ impl Controller {
             for _ in 0..more {
                 let n = self.sample_count(&c.run_id, &c.commit).await;
                 let _failed_sample_is_recorded = self
-                    .evaluate(&c.run_id, &c.run_id, &c.commit, n, "evaluate", None)
+                    .evaluate(&c.run_id, &c.run_id, &c.commit, n, CANDIDATE_STEP, None)
                     .await?;
             }
         }
@@ -430,4 +462,27 @@ fn need_more(d: &Result<Decision, String>) -> Option<(u32, u32)> {
         }) => Some((*incumbent, *candidate)),
         _ => None,
     }
+}
+
+/// The decisions with every need for more samples turned into a discard
+/// saying `why` the loop stopped sampling.
+fn budget_spent(
+    decisions: Vec<Result<Decision, String>>,
+    why: &str,
+) -> Vec<Result<Decision, String>> {
+    decisions
+        .into_iter()
+        .map(|d| match d {
+            Ok(Decision {
+                verdict: Verdict::NeedMore { .. },
+                reason,
+                descriptor,
+            }) => Ok(Decision::new(
+                Verdict::Discard,
+                format!("undecided ({reason}): {why}"),
+                descriptor,
+            )),
+            other => other,
+        })
+        .collect()
 }

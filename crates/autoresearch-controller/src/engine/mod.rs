@@ -19,6 +19,7 @@ use crate::{history, metrics};
 use autoresearch_core::compare::{Comparator, Decision, Evidence, Verdict};
 use autoresearch_core::exec::{ExecError, Executor, Job, JobReport, Limits};
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts, stored_evidence, world_short_name};
+use autoresearch_core::noise::NoiseModel;
 use autoresearch_core::{
     AttemptState, BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, LoopCause,
     OutcomeStatus, ResultMeta, Run, RunStatus, Storage, World, now_ms, short_commit,
@@ -32,6 +33,7 @@ use tokio::sync::{Mutex, watch};
 
 mod api;
 mod attempt;
+mod calibrate;
 mod confirm;
 mod cost;
 mod decision;
@@ -48,6 +50,11 @@ pub use api::{
 };
 pub use lease::{HolderState, holder_state};
 use staged::StagedLedger;
+
+/// The step (and job step name prefix) of a candidate's evaluations; its
+/// samples are marked [`ResultMeta::CANDIDATE`]. The incumbent's are taken
+/// as `incumbent`, a baseline's as `baseline`, a calibration's as `calibrate`.
+const CANDIDATE_STEP: &str = "evaluate";
 
 #[derive(Clone, Debug)]
 struct Head {

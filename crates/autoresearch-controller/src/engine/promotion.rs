@@ -109,7 +109,7 @@ impl Controller {
             step: "evaluating".into(),
         });
         let eval = self
-            .evaluate(&run_id, &run_id, commit, 0, "evaluate", None)
+            .evaluate(&run_id, &run_id, commit, 0, "baseline", None)
             .await?;
         log_release(&run_id, self.executor.release(&run_id).await);
         let (status, reason, descriptor, run_status) = match &eval {
@@ -184,7 +184,7 @@ impl Controller {
                 &head.run_id,
                 &head.commit,
                 sample,
-                "evaluate",
+                "incumbent",
                 None,
             )
             .await?;
@@ -314,7 +314,7 @@ impl Controller {
             step: AttemptState::Evaluating.as_str().into(),
         });
         match self
-            .evaluate(&c.run_id, &c.run_id, &c.commit, 0, "evaluate", None)
+            .evaluate(&c.run_id, &c.run_id, &c.commit, 0, CANDIDATE_STEP, None)
             .await?
         {
             Ok(_) => Ok(None),

@@ -30,6 +30,7 @@ impl Controller {
         self.recover().await?;
         self.announce_comparator_switch().await;
         let mut crashes_in_a_row = 0u32;
+        let mut calibrated = false;
         loop {
             if self.shutdown.level() >= Shutdown::DRAIN {
                 s.stopped = LoopCause::Interrupted.to_string();
@@ -74,6 +75,10 @@ impl Controller {
                 if !self.resample_incumbent(&head).await? {
                     continue;
                 }
+            }
+            if !calibrated {
+                self.calibrate(&head).await?;
+                calibrated = true;
             }
             let remaining = if self.cfg.iterations > 0 {
                 (self.cfg.iterations - s.launched) as usize
