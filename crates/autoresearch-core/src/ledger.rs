@@ -5,6 +5,7 @@
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId};
 use crate::record::{Change, State, TickRecord};
+use crate::registry::{ComponentRegistry, ComponentValue};
 use crate::storage::{Storage, StorageError, WorldInfo};
 
 /// One segment of a world's log as seen from a descendant: `world` owns ticks
@@ -156,6 +157,28 @@ async fn replay(
         }
     }
     Err(error)
+}
+
+/// Every entity of `world` alive at `tick` that holds component `T`, with
+/// its value, ordered by entity id: the answer to "the runs at tick T"
+/// without materializing a [`crate::World`] (no hecs world, no other
+/// component decoded). Cost: as [`state_at`], plus one decode per entity
+/// holding `T`.
+pub async fn component_at<T: ComponentValue>(
+    storage: &dyn Storage,
+    registry: &ComponentRegistry,
+    world: WorldId,
+    tick: Tick,
+) -> Result<Vec<(EntityId, T)>, Error> {
+    let name = registry.name_of::<T>()?.to_string();
+    let state = state_at(storage, world, tick).await?;
+    let mut out = Vec::with_capacity(state.entities.len());
+    for (entity, comps) in &state.entities {
+        if let Some(bytes) = comps.get(&name) {
+            out.push((*entity, registry.decode::<T>(world, bytes)?));
+        }
+    }
+    Ok(out)
 }
 
 /// One entry of an entity's audit history.

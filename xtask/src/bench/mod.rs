@@ -4,6 +4,7 @@
 mod ingest;
 mod ledger;
 mod loop_;
+mod parity;
 
 use anyhow::bail;
 
@@ -23,6 +24,7 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
         "ingest" => ingest::run(quick),
         "ledger" => ledger::run(quick),
         "loop" => loop_::run(quick),
-        other => bail!("unknown benchmark {other:?} (expected ledger, ingest or loop)"),
+        "parity" => parity::run(quick, args),
+        other => bail!("unknown benchmark {other:?} (expected ledger, ingest, loop or parity)"),
     }
 }
