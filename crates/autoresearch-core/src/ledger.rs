@@ -141,8 +141,8 @@ async fn replay(
     }
     let error = match read_records(storage, world, state.tick.next(), to).await {
         Ok(records) => {
-            for rec in &records {
-                state.apply(world, rec)?;
+            for rec in records {
+                state.apply_owned(world, rec)?;
             }
             return Ok(());
         }
