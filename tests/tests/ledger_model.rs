@@ -367,7 +367,12 @@ impl Harness {
                     .iter()
                     .filter_map(|(e, c)| Some((*e, postcard::from_bytes(c.get("Score")?).unwrap())))
                     .collect();
-                assert_eq!(scores, expected, "{} Scores at tick {t} after {after:?}", w.name());
+                assert_eq!(
+                    scores,
+                    expected,
+                    "{} Scores at tick {t} after {after:?}",
+                    w.name()
+                );
             }
         }
     }

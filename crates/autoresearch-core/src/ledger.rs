@@ -170,15 +170,31 @@ pub async fn component_at<T: ComponentValue>(
     world: WorldId,
     tick: Tick,
 ) -> Result<Vec<(EntityId, T)>, Error> {
-    let name = registry.name_of::<T>()?.to_string();
-    let state = state_at(storage, world, tick).await?;
-    let mut out = Vec::with_capacity(state.entities.len());
-    for (entity, comps) in &state.entities {
-        if let Some(bytes) = comps.get(&name) {
-            out.push((*entity, registry.decode::<T>(world, bytes)?));
-        }
+    let bytes = component_bytes_at::<T>(storage, registry, world, tick).await?;
+    let mut out = Vec::with_capacity(bytes.len());
+    for (entity, value) in bytes {
+        out.push((entity, registry.decode::<T>(world, &value)?));
     }
     Ok(out)
+}
+
+/// As [`component_at`], with each value as stored (the registry's postcard
+/// bytes), not decoded: for reads that decode a borrowed view of each
+/// (such as [`crate::RunRef`]) or only count. Cost: as [`state_at`]; the
+/// values are moved out of the state, not copied.
+pub async fn component_bytes_at<T: ComponentValue>(
+    storage: &dyn Storage,
+    registry: &ComponentRegistry,
+    world: WorldId,
+    tick: Tick,
+) -> Result<Vec<(EntityId, Vec<u8>)>, Error> {
+    let name = registry.name_of::<T>()?.to_string();
+    let state = state_at(storage, world, tick).await?;
+    Ok(state
+        .entities
+        .into_iter()
+        .filter_map(|(entity, mut comps)| Some((entity, comps.remove(&name)?)))
+        .collect())
 }
 
 /// One entry of an entity's audit history.

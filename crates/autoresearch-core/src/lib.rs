@@ -37,8 +37,8 @@ pub mod world;
 pub mod writer;
 
 pub use components::{
-    BranchHead, EvalResult, Experiment, Lease, Outcome, ResultMeta, Run, RunStatus, UnknownStatus,
-    Vote,
+    BranchHead, EvalResult, Experiment, Lease, Outcome, ResultMeta, Run, RunRef, RunStatus,
+    UnknownStatus, Vote,
 };
 pub use error::Error;
 pub use exec::{ExecError, Executor, ExitStatus, Job, JobReport, Limits, OutputSource};

@@ -707,6 +707,37 @@ impl World {
         Ok(self.storage.fork_world(self.info.id, at, name).await?)
     }
 
+    /// Turns this handle into a new fork named `name` at this handle's
+    /// tick, in O(1): the materialized state is the fork's, so nothing is
+    /// copied or read. The world it was stays in the ledger (open it again
+    /// to go on writing it). A handle opened at a past tick (read-only)
+    /// becomes a writable branch from that tick. Pending changes stay
+    /// pending, now for the fork. Returns the fork's catalogue entry.
+    ///
+    /// Errors as [`World::fork`]; also when staged ticks are not flushed
+    /// (the fork shares only what the ledger holds). On an error the
+    /// handle is unchanged.
+    pub async fn fork_in_place(&mut self, name: &str) -> Result<WorldInfo, Error> {
+        self.check_flushed(name)?;
+        let info = self
+            .storage
+            .fork_world(self.info.id, self.tick, name)
+            .await?;
+        self.info = info.clone();
+        self.read_only = false;
+        Ok(info)
+    }
+
+    fn check_flushed(&self, name: &str) -> Result<(), Error> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Storage(crate::StorageError::Backend {
+            context: format!("forking {} into {name:?}", self.info.id),
+            source: format!("{} staged tick(s) are not flushed yet", self.staged.len()).into(),
+        }))
+    }
+
     /// Forks this world at `at` into a new world named `name` (as
     /// [`World::fork`]) and returns it open at its head, writable. Forking
     /// at this world's own tick copies its materialized state (no ledger
@@ -714,13 +745,7 @@ impl World {
     /// ledger. Staged ticks must be flushed first: the fork shares only
     /// what the ledger holds.
     pub async fn fork_world(&self, at: Tick, name: &str) -> Result<World, Error> {
-        if !self.staged.is_empty() {
-            return Err(Error::Storage(crate::StorageError::Backend {
-                context: format!("forking {} into {name:?}", self.info.id),
-                source: format!("{} staged tick(s) are not flushed yet", self.staged.len())
-                    .into(),
-            }));
-        }
+        self.check_flushed(name)?;
         let info = self.fork(at, name).await?;
         if at == self.tick {
             let state = self.encode_state()?;

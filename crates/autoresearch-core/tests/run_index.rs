@@ -49,7 +49,9 @@ async fn check(w: &World, ops: &[Op]) {
 async fn scenario(ops: Vec<Op>) {
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new(Some(3)));
     let registry = Arc::new(ComponentRegistry::standard());
-    let mut w = World::create(storage.clone(), registry.clone(), "w").await.unwrap();
+    let mut w = World::create(storage.clone(), registry.clone(), "w")
+        .await
+        .unwrap();
     let mut forks = 0;
     for (i, op) in ops.iter().enumerate() {
         let live: Vec<EntityId> = {

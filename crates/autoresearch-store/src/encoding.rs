@@ -223,8 +223,8 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 /// Version 2: the body compressed with LZ4 when it is long enough and
 /// shrinks, raw otherwise.
 fn encode_packed<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    let raw = postcard::to_extend(value, vec![VALUE_VERSION, CODEC_RAW])
-        .map_err(|e| e.to_string())?;
+    let raw =
+        postcard::to_extend(value, vec![VALUE_VERSION, CODEC_RAW]).map_err(|e| e.to_string())?;
     let body = &raw[2..];
     if body.len() < COMPRESS_FROM || body.len() > u32::MAX as usize {
         return Ok(raw);
@@ -233,7 +233,10 @@ fn encode_packed<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
     out.extend_from_slice(&[VALUE_VERSION, CODEC_LZ4]);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     let start = out.len();
-    out.resize(start + lz4_flex::block::get_maximum_output_size(body.len()), 0);
+    out.resize(
+        start + lz4_flex::block::get_maximum_output_size(body.len()),
+        0,
+    );
     let n = lz4_flex::block::compress_into(body, &mut out[start..]).map_err(|e| e.to_string())?;
     out.truncate(start + n);
     Ok(if out.len() < raw.len() { out } else { raw })
@@ -523,8 +526,15 @@ mod tests {
             changes: Vec::new(),
         })
         .unwrap();
-        assert!(raw.len() + plain < bytes.len(), "sanity: it holds something");
-        assert!(bytes.len() * 3 < 200 * 45, "{} bytes: not compressed", bytes.len());
+        assert!(
+            raw.len() + plain < bytes.len(),
+            "sanity: it holds something"
+        );
+        assert!(
+            bytes.len() * 3 < 200 * 45,
+            "{} bytes: not compressed",
+            bytes.len()
+        );
         assert_eq!(decode_record(Tick(3), &bytes).unwrap(), rec);
         // A small record stays raw.
         let small = TickRecord {
@@ -570,14 +580,24 @@ mod tests {
         // A length far beyond what the block can expand to.
         let mut huge = bytes.clone();
         huge[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(decode_record(Tick(3), &huge), Err(DecodeError::Corrupt(r)) if r.contains("claims")));
+        assert!(
+            matches!(decode_record(Tick(3), &huge), Err(DecodeError::Corrupt(r)) if r.contains("claims"))
+        );
         // A cut block.
         let cut = &bytes[..bytes.len() / 2];
-        assert!(matches!(decode_record(Tick(3), cut), Err(DecodeError::Corrupt(_))));
+        assert!(matches!(
+            decode_record(Tick(3), cut),
+            Err(DecodeError::Corrupt(_))
+        ));
         // An unknown codec.
         let mut odd = bytes.clone();
         odd[1] = 9;
-        assert!(matches!(decode_record(Tick(3), &odd), Err(DecodeError::Corrupt(r)) if r.contains("codec")));
-        assert!(matches!(decode_record(Tick(3), &[VALUE_VERSION]), Err(DecodeError::Corrupt(_))));
+        assert!(
+            matches!(decode_record(Tick(3), &odd), Err(DecodeError::Corrupt(r)) if r.contains("codec"))
+        );
+        assert!(matches!(
+            decode_record(Tick(3), &[VALUE_VERSION]),
+            Err(DecodeError::Corrupt(_))
+        ));
     }
 }

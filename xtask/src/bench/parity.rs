@@ -34,7 +34,7 @@
 use super::emit;
 use anyhow::{Context, Result, bail, ensure};
 use autoresearch_core::{
-    ComponentRegistry, EntityId, Run, Storage, Tick, TickWriter, World, ledger,
+    ComponentRegistry, EntityId, Run, RunRef, Storage, Tick, TickWriter, World, ledger,
 };
 use autoresearch_runner::{RunnerConfig, RunnerIngest};
 use autoresearch_store::{RedbConfig, RedbStorage};
@@ -56,7 +56,11 @@ struct Options {
 impl Options {
     fn parse(quick: bool, args: &[String]) -> Result<Options> {
         let mut o = Options {
-            sizes: if quick { vec![500] } else { vec![2_000, 10_000] },
+            sizes: if quick {
+                vec![500]
+            } else {
+                vec![2_000, 10_000]
+            },
             ticks: if quick { vec![10] } else { vec![50] },
             update_frac: 0.01,
             seed: 42,
@@ -75,7 +79,11 @@ impl Options {
                             .parse::<usize>()
                             .ok()
                             .filter(|n| *n > 0)
-                            .with_context(|| format!("bench parity: {flag} {v:?}: not a list of positive integers"))
+                            .with_context(|| {
+                                format!(
+                                    "bench parity: {flag} {v:?}: not a list of positive integers"
+                                )
+                            })
                     })
                     .collect()
             };
@@ -87,7 +95,9 @@ impl Options {
                         .parse()
                         .ok()
                         .filter(|f: &f64| *f > 0.0 && *f <= 1.0)
-                        .with_context(|| format!("bench parity: --update-frac {value:?}: not in (0, 1]"))?
+                        .with_context(|| {
+                            format!("bench parity: --update-frac {value:?}: not in (0, 1]")
+                        })?
                 }
                 "--seed" => {
                     o.seed = value
@@ -135,7 +145,13 @@ impl Anchor {
 
     /// Runs `bench.py` in `work` (kept, so its state.db can be reused) and
     /// returns its lines by phase.
-    fn run(&self, work: &Path, n: usize, ticks: usize, o: &Options) -> Result<HashMap<String, Value>> {
+    fn run(
+        &self,
+        work: &Path,
+        n: usize,
+        ticks: usize,
+        o: &Options,
+    ) -> Result<HashMap<String, Value>> {
         eprintln!("parity: running the reference at N={n}, T={ticks} ...");
         let out = std::process::Command::new(&self.python)
             .arg(&self.script)
@@ -148,7 +164,13 @@ impl Anchor {
             .arg("--keep")
             .stderr(std::process::Stdio::null())
             .output()
-            .with_context(|| format!("running {} {}", self.python.display(), self.script.display()))?;
+            .with_context(|| {
+                format!(
+                    "running {} {}",
+                    self.python.display(),
+                    self.script.display()
+                )
+            })?;
         let mut phases = HashMap::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Ok(mut v) = serde_json::from_str::<Value>(line) else {
@@ -238,6 +260,7 @@ struct Ours {
     tt_last_s: f64,
     fork_s: f64,
     fork_writer_s: f64,
+    fork_copy_s: f64,
     bytes_per_update_tick: f64,
     bytes_after_ingest: u64,
 }
@@ -251,9 +274,14 @@ fn ratios(reference: &HashMap<String, Value>, ours: &Ours, n: usize, ticks: usiz
         v.as_f64()
     };
     // (name, reference, ours, target, larger_is_better is implied: ratio = ref / ours)
-    let rows: [(&str, Option<f64>, f64, f64); 8] = [
+    let rows: [(&str, Option<f64>, f64, f64); 9] = [
         ("ingest", get("ingest", &["wall_s"]), ours.ingest_s, 20.0),
-        ("updates", get("updates", &["wall_s"]), ours.updates_s, 100.0),
+        (
+            "updates",
+            get("updates", &["wall_s"]),
+            ours.updates_s,
+            100.0,
+        ),
         (
             "time_travel_early",
             get("time_travel", &["early", "median_s"]),
@@ -267,6 +295,12 @@ fn ratios(reference: &HashMap<String, Value>, ours: &Ours, n: usize, ticks: usiz
             20.0,
         ),
         ("fork", get("fork", &["wall_s"]), ours.fork_s, 50.0),
+        (
+            "fork_copy",
+            get("fork", &["wall_s"]),
+            ours.fork_copy_s,
+            50.0,
+        ),
         (
             "fork_tick_writer",
             get("fork", &["wall_s"]),
@@ -288,7 +322,11 @@ fn ratios(reference: &HashMap<String, Value>, ours: &Ours, n: usize, ticks: usiz
     ];
     for (what, reference, ours, target) in rows {
         let Some(reference) = reference else { continue };
-        let ratio = if ours > 0.0 { reference / ours } else { f64::INFINITY };
+        let ratio = if ours > 0.0 {
+            reference / ours
+        } else {
+            f64::INFINITY
+        };
         emit(json!({
             "bench": "parity",
             "phase": "ratio",
@@ -392,7 +430,8 @@ fn make_state_db(path: &Path, n: usize, seed: u64) -> Result<HashMap<String, usi
     let mut counts = HashMap::new();
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare("INSERT INTO agents VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)")?;
+        let mut stmt =
+            tx.prepare("INSERT INTO agents VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)")?;
         for i in 0..n {
             let exp = EXPERIMENTS[rng.below(EXPERIMENTS.len())];
             let harness = HARNESSES[rng.below(HARNESSES.len())];
@@ -424,7 +463,9 @@ fn make_state_db(path: &Path, n: usize, seed: u64) -> Result<HashMap<String, usi
             let finished = matches!(status, "stopped" | "crashed")
                 .then(|| iso(started + 60 + rng.below(7140) as i64, started_ms));
             let task_len = 6 + rng.below(14);
-            let task: Vec<&str> = (0..task_len).map(|_| words[rng.below(words.len())]).collect();
+            let task: Vec<&str> = (0..task_len)
+                .map(|_| words[rng.below(words.len())])
+                .collect();
             stmt.execute(rusqlite::params![
                 agent_id,
                 format!("vm-{exp}-{i:07}"),
@@ -469,19 +510,35 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Entity -> status of every run at `tick`, read without materializing a
-/// world: the query the reference's `query_archetype((Run,), ticks=[t])` answers.
+/// Every run at `tick` as stored, read without materializing a world: the
+/// query the reference's `query_archetype((Run,), ticks=[t])` answers.
 async fn runs_at(
     storage: &dyn Storage,
     registry: &ComponentRegistry,
     world: autoresearch_core::WorldId,
     tick: Tick,
-) -> Result<Vec<(EntityId, Run)>> {
-    Ok(ledger::component_at::<Run>(storage, registry, world, tick).await?)
+) -> Result<Vec<(EntityId, Vec<u8>)>> {
+    Ok(ledger::component_bytes_at::<Run>(storage, registry, world, tick).await?)
 }
 
-fn status_map(runs: &[(EntityId, Run)]) -> HashMap<EntityId, String> {
-    runs.iter().map(|(e, r)| (*e, r.status.clone())).collect()
+/// Every run decoded as a borrowed [`RunRef`] (all fields, no copy of the
+/// text): the table the reference's `.to_arrow()` builds.
+fn decode_runs(runs: &[(EntityId, Vec<u8>)]) -> Result<Vec<(EntityId, RunRef<'_>)>> {
+    runs.iter()
+        .map(|(e, b)| {
+            Ok((
+                *e,
+                RunRef::decode(b).with_context(|| format!("decoding the run of {e}"))?,
+            ))
+        })
+        .collect()
+}
+
+fn status_map(runs: &[(EntityId, Vec<u8>)]) -> Result<HashMap<EntityId, String>> {
+    Ok(decode_runs(runs)?
+        .into_iter()
+        .map(|(e, r)| (e, r.status.to_string()))
+        .collect())
 }
 
 async fn case(
@@ -499,8 +556,10 @@ async fn case(
         Some(src) => {
             std::fs::copy(src, &db)
                 .with_context(|| format!("copying the reference's {}", src.display()))?;
-            line(json!({"phase": "make_db", "source": "reference", "wall_s": 0.0,
-                "db_bytes": std::fs::metadata(&db)?.len()}));
+            line(
+                json!({"phase": "make_db", "source": "reference", "wall_s": 0.0,
+                "db_bytes": std::fs::metadata(&db)?.len()}),
+            );
         }
         None => {
             let counts = make_state_db(&db, n, o.seed)?;
@@ -513,8 +572,11 @@ async fn case(
     // ---- setup -------------------------------------------------------------
     let store = dir.join("store");
     let t0 = Instant::now();
-    let redb = RedbStorage::open(&store.join("ledger.redb"), RedbConfig::default())?;
-    let storage: Arc<dyn Storage> = Arc::new(redb);
+    let redb = Arc::new(RedbStorage::open(
+        &store.join("ledger.redb"),
+        RedbConfig::default(),
+    )?);
+    let storage: Arc<dyn Storage> = redb.clone();
     let registry = Arc::new(autoresearch_runner::registry());
     let mut v = json!({"phase": "setup", "wall_s": round(t0.elapsed().as_secs_f64(), 4),
         "storage": storage.location(), "durable": true});
@@ -526,12 +588,23 @@ async fn case(
     let mut ingest = RunnerIngest::new(storage.clone(), registry.clone(), RunnerConfig::new(&db));
     let report = ingest.sync().await.context("ingesting the state.db")?;
     let ingest_s = t0.elapsed().as_secs_f64();
-    ensure!(report.runs_added == n, "ingest added {} runs, expected {n}", report.runs_added);
+    ensure!(
+        report.runs_added == n,
+        "ingest added {} runs, expected {n}",
+        report.runs_added
+    );
     let after_ingest = dir_bytes(&store);
+    let tables: serde_json::Map<String, Value> = redb
+        .table_bytes()
+        .await?
+        .into_iter()
+        .map(|t| (t.name.clone(), json!(t.total())))
+        .collect();
     let fields = storage_fields(&store);
     let mut v = json!({"phase": "ingest", "n": n, "wall_s": round(ingest_s, 4),
         "rows_per_s": round(n as f64 / ingest_s, 1), "world_tick_after": report.tick,
-        "read_path": report.read_path, "storage_size": storage.size_bytes().await?});
+        "read_path": report.read_path, "storage_size": storage.size_bytes().await?,
+        "table_bytes": tables});
     merge(&mut v, &fields);
     line(v);
 
@@ -542,11 +615,19 @@ async fn case(
     let open_s = t0.elapsed().as_secs_f64();
     let ingest_tick = world.tick();
     let runs = world.find_all::<Run>(|_| true);
-    ensure!(runs.len() == n, "the world holds {} runs, expected {n}", runs.len());
+    ensure!(
+        runs.len() == n,
+        "the world holds {} runs, expected {n}",
+        runs.len()
+    );
     let entities: Vec<EntityId> = runs.iter().map(|(e, _)| *e).collect();
     let mut current: Vec<String> = runs.into_iter().map(|(_, r)| r.status).collect();
     let expected_at = |current: &[String]| -> HashMap<EntityId, String> {
-        entities.iter().copied().zip(current.iter().cloned()).collect()
+        entities
+            .iter()
+            .copied()
+            .zip(current.iter().cloned())
+            .collect()
     };
     let expected_ingest = expected_at(&current);
     let k = ((n as f64 * o.update_frac).round() as usize).max(1);
@@ -612,48 +693,70 @@ async fn case(
         for _ in 0..o.tt_reps.max(1) {
             let ta = Instant::now();
             got = runs_at(storage.as_ref(), &registry, world.id(), t).await?;
+            let table = decode_runs(&got)?;
             times.push(ta.elapsed().as_secs_f64());
+            ensure!(table.len() == n, "{} runs at tick {t}", table.len());
         }
-        let ok = status_map(&got) == *expected;
+        // Of which: the type-agnostic state (snapshot, replay), without
+        // decoding the runs.
+        let mut state_times = Vec::new();
+        for _ in 0..o.tt_reps.max(1) {
+            let ta = Instant::now();
+            let state = ledger::state_at(storage.as_ref(), world.id(), t).await?;
+            state_times.push(ta.elapsed().as_secs_f64());
+            ensure!(
+                state.entities.len() == n,
+                "state_at holds {} entities",
+                state.entities.len()
+            );
+        }
+        let ok = status_map(&got)? == *expected;
         all_ok &= ok;
         let (min, max) = (
             times.iter().copied().fold(f64::INFINITY, f64::min),
             times.iter().copied().fold(0.0, f64::max),
         );
         medians[slot] = median(&mut times);
-        tt.insert(label.into(), json!({"tick": t.0, "median_s": round(medians[slot], 6),
-            "min_s": round(min, 6), "max_s": round(max, 6), "rows": got.len(), "ok": ok}));
+        tt.insert(
+            label.into(),
+            json!({"tick": t.0, "median_s": round(medians[slot], 6),
+            "state_at_median_s": round(median(&mut state_times), 6),
+            "min_s": round(min, 6), "max_s": round(max, 6), "rows": got.len(), "ok": ok}),
+        );
     }
     let differs = entities
         .iter()
         .filter(|e| expected_early.get(e) != expected_last.get(e))
         .count();
     let mut v = json!({"phase": "time_travel", "reps": o.tt_reps,
-        "read": "ledger::component_at", "entities_status_differs_early_vs_last": differs,
+        "read": "ledger::component_bytes_at + RunRef::decode", "entities_status_differs_early_vs_last": differs,
         "ok": all_ok});
     merge(&mut v, &Value::Object(tt));
     line(v);
-    ensure!(all_ok, "time travel returned statuses other than the expected ones");
+    ensure!(
+        all_ok,
+        "time travel returned statuses other than the expected ones"
+    );
 
     // ---- fork --------------------------------------------------------------
-    let t0 = Instant::now();
-    let mut fork = world.fork_world(last_tick, "runner-fleet:fork").await?;
-    let t1 = Instant::now();
+    // Three ways to fork at the head and write one tick on the fork, each
+    // checked: the fork's head holds the source's last state plus its own
+    // change, and its view of the early tick (through lineage) the source's.
     let e = entities[0];
-    let mut run: Run = fork.get(e).context("the fork lacks a run")?;
-    run.status = next_status(&run.status).to_string();
-    let fork_status = run.status.clone();
-    fork.insert_owned(e, run)?;
-    let fork_tick = fork.commit().await?;
-    let t2 = Instant::now();
-    let fork_s = (t2 - t0).as_secs_f64();
     let mut fork_expected = expected_last.clone();
-    fork_expected.insert(e, fork_status);
-    let fork_state = status_map(&runs_at(storage.as_ref(), &registry, fork.id(), fork_tick).await?);
-    let fork_hist = status_map(&runs_at(storage.as_ref(), &registry, fork.id(), early_tick).await?);
-    let (state_ok, hist_ok) = (fork_state == fork_expected, fork_hist == expected_early);
-    // The same through a TickWriter: no world is materialized for the fork
-    // (for writers that know the entities they write, as the ingest does).
+    let mut changed: Run = world.get(e).context("the source lacks a run")?;
+    changed.status = next_status(&changed.status).to_string();
+    fork_expected.insert(e, changed.status.clone());
+    let check = |id, tick| {
+        let (storage, registry) = (storage.clone(), registry.clone());
+        async move {
+            let state = status_map(&runs_at(storage.as_ref(), &registry, id, tick).await?)?;
+            let hist = status_map(&runs_at(storage.as_ref(), &registry, id, early_tick).await?)?;
+            anyhow::Ok((state, hist))
+        }
+    };
+    // 1. A TickWriter on the fork: no world materialized (for writers that
+    //    know the entities they write, as the ingest does).
     let t0 = Instant::now();
     let info = world.fork(last_tick, "runner-fleet:fork-writer").await?;
     let mut writer = TickWriter::resume(
@@ -664,39 +767,62 @@ async fn case(
         world.next_entity(),
     )
     .await?;
-    let mut run: Run = world.get(e).context("the source lacks a run")?;
-    run.status = next_status(&run.status).to_string();
-    writer.set(e, &run)?;
+    writer.set(e, &changed)?;
     let writer_tick = writer.commit().await?;
     let writer_s = t0.elapsed().as_secs_f64();
-    let writer_state = status_map(&runs_at(storage.as_ref(), &registry, info.id, writer_tick).await?);
-    let writer_ok = writer_state == fork_expected;
-    let mut v = json!({"phase": "fork", "wall_s": round(fork_s, 5),
-        "tick_writer_wall_s": round(writer_s, 5), "tick_writer_ok": writer_ok,
+    let (state, hist) = check(info.id, writer_tick).await?;
+    let writer_ok = state == fork_expected && hist == expected_early;
+    // 2. World::fork_world: a second, writable World (the source's state copied).
+    let t0 = Instant::now();
+    let mut fork = world.fork_world(last_tick, "runner-fleet:fork").await?;
+    let copy_fork_s = t0.elapsed().as_secs_f64();
+    fork.insert_owned(e, changed.clone())?;
+    let copy_tick = fork.commit().await?;
+    let copy_s = t0.elapsed().as_secs_f64();
+    let (state, hist) = check(fork.id(), copy_tick).await?;
+    let copy_ok = state == fork_expected && hist == expected_early;
+    drop(fork);
+    // 3. World::fork_in_place: the source's handle becomes the fork (O(1)).
+    let t0 = Instant::now();
+    let info = world.fork_in_place("runner-fleet:fork-in-place").await?;
+    let t1 = Instant::now();
+    world.insert_owned(e, changed.clone())?;
+    let fork_tick = world.commit().await?;
+    let t2 = Instant::now();
+    let fork_s = (t2 - t0).as_secs_f64();
+    let (state, hist) = check(info.id, fork_tick).await?;
+    let (state_ok, hist_ok) = (state == fork_expected, hist == expected_early);
+    let mut v = json!({"phase": "fork", "wall_s": round(fork_s, 5), "how": "World::fork_in_place",
         "fork_world_s": round((t1 - t0).as_secs_f64(), 5),
         "fork_step_s": round((t2 - t1).as_secs_f64(), 5), "fork_tick_written": fork_tick.0,
-        "fork_rows": fork_state.len(), "fork_state_ok": state_ok,
-        "fork_history_via_lineage_ok": hist_ok});
+        "fork_rows": state.len(), "fork_state_ok": state_ok,
+        "fork_history_via_lineage_ok": hist_ok,
+        "tick_writer_wall_s": round(writer_s, 5), "tick_writer_ok": writer_ok,
+        "copy_wall_s": round(copy_s, 5), "copy_fork_world_s": round(copy_fork_s, 5),
+        "copy_ok": copy_ok});
     merge(&mut v, &storage_fields(&store));
     line(v);
     ensure!(
-        state_ok && hist_ok && writer_ok,
-        "the fork's state or history is not the expected one"
+        state_ok && hist_ok && writer_ok && copy_ok,
+        "a fork's state or history is not the expected one"
     );
 
     // ---- storage -----------------------------------------------------------
     let end = dir_bytes(&store);
-    line(json!({"phase": "storage", "storage_bytes": end.0, "storage_apparent_bytes": end.1,
+    line(
+        json!({"phase": "storage", "storage_bytes": end.0, "storage_apparent_bytes": end.1,
         "storage_files": end.2, "after_ingest_bytes": after_ingest.0,
         "after_updates_bytes": after_updates.0,
         "bytes_per_update_tick": round(bytes_per_tick, 0),
-        "storage_size": storage.size_bytes().await?}));
-    line(json!({"phase": "summary", "n": n, "ticks": ticks, "ingest_s": round(ingest_s, 4),
+        "storage_size": storage.size_bytes().await?}),
+    );
+    line(
+        json!({"phase": "summary", "n": n, "ticks": ticks, "ingest_s": round(ingest_s, 4),
         "updates_s": round(updates_s, 4), "time_travel_early_median_s": round(medians[0], 6),
         "time_travel_last_median_s": round(medians[1], 6), "fork_s": round(fork_s, 5),
-        "storage_bytes": end.0, "ok": all_ok && state_ok && hist_ok}));
+        "storage_bytes": end.0, "ok": all_ok && state_ok && hist_ok}),
+    );
     drop(world);
-    drop(fork);
     Ok(Ours {
         ingest_s,
         updates_s,
@@ -704,6 +830,7 @@ async fn case(
         tt_last_s: medians[1],
         fork_s,
         fork_writer_s: writer_s,
+        fork_copy_s: copy_s,
         bytes_per_update_tick: bytes_per_tick,
         bytes_after_ingest: after_ingest.0,
     })
