@@ -63,11 +63,11 @@ async fn scenario(ops: Vec<Op>) {
         let pick = |k: usize| (!live.is_empty()).then(|| live[k % live.len()]);
         match op {
             Op::Spawn(id) => {
-                w.spawn_with(&Run::new(&run_id(*id), "exp")).unwrap();
+                w.spawn_with(&Run::new(run_id(*id), "exp")).unwrap();
             }
             Op::SetRun(k, id) => {
                 if let Some(e) = pick(*k) {
-                    let mut r = Run::new(&run_id(*id), "exp");
+                    let mut r = Run::new(run_id(*id), "exp");
                     r.status = "running".into();
                     w.insert_owned(e, r).unwrap();
                 }

@@ -222,7 +222,11 @@ async fn fork_world_and_fork_in_place_give_writable_forks() {
     assert_eq!(f.run_by_id("b").unwrap().0, b);
     f.insert(b, &Score(9.0)).unwrap();
     assert_eq!(f.commit().await.unwrap(), Tick(3));
-    assert_eq!(w.get::<Score>(b), None, "the source does not see the fork's tick");
+    assert_eq!(
+        w.get::<Score>(b),
+        None,
+        "the source does not see the fork's tick"
+    );
     assert_eq!(st.world(w.id()).await.unwrap().head, Tick(2));
 
     // At an earlier tick: read from the ledger.
@@ -241,14 +245,25 @@ async fn fork_world_and_fork_in_place_give_writable_forks() {
     assert!(past.is_read_only());
     let source = past.id();
     let info = past.fork_in_place("branch").await.unwrap();
-    assert_eq!((past.id(), past.tick(), past.is_read_only()), (info.id, Tick(1), false));
+    assert_eq!(
+        (past.id(), past.tick(), past.is_read_only()),
+        (info.id, Tick(1), false)
+    );
     assert_ne!(info.id, source);
     past.insert(a, &Score(5.0)).unwrap();
     assert_eq!(past.commit().await.unwrap(), Tick(2));
-    let reread = World::open_id(st.clone(), reg.clone(), info.id).await.unwrap();
+    let reread = World::open_id(st.clone(), reg.clone(), info.id)
+        .await
+        .unwrap();
     assert_eq!(reread.get::<Score>(a), Some(Score(5.0)));
-    let src = World::open_id(st.clone(), reg.clone(), source).await.unwrap();
-    assert_eq!(src.get::<Score>(a), Some(Score(1.0)), "the source is unchanged");
+    let src = World::open_id(st.clone(), reg.clone(), source)
+        .await
+        .unwrap();
+    assert_eq!(
+        src.get::<Score>(a),
+        Some(Score(1.0)),
+        "the source is unchanged"
+    );
 
     // A name in use: the handle is left as it was.
     let before = w.id();
@@ -280,4 +295,3 @@ async fn storage_size_grows_with_what_is_stored() {
     w.commit().await.unwrap();
     assert!(st.size_bytes().await.unwrap().unwrap() > one);
 }
-

@@ -224,6 +224,11 @@ async fn corrupt_record_is_an_error_naming_world_and_tick() {
     };
     assert_eq!((*world, *readable_to), (id, Tick(2)));
     assert!(err.to_string().contains("l.redb"), "{err}");
+    // A query of one component meets the same damage, with the same error.
+    let query = ledger::component_at::<Run>(st.as_ref(), &registry(), id, Tick(3))
+        .await
+        .unwrap_err();
+    assert_eq!(query.to_string(), err.to_string());
     match source.as_ref() {
         Error::Storage(StorageError::Corrupt {
             world,

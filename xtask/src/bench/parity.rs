@@ -14,12 +14,18 @@
 //!   (seeded), moves each one's status to the next of
 //!   booting→running→stopping→stopped→crashed→booting with
 //!   [`World::get`]/[`World::insert_owned`], then [`World::commit`]s (durable);
-//! - `time_travel`: the runs at the first update tick and at the last
-//!   tick ([`autoresearch_core::ledger::component_at`], no hecs world),
-//!   median of `--tt-reps`, checked against the expected statuses;
-//! - `fork`: [`World::fork_world`] at the head plus one tick on the fork,
+//! - `time_travel`: every run at the first update tick and at the last
+//!   tick ([`ledger::component_bytes_at`], no hecs world, each decoded as a
+//!   borrowed [`RunRef`]: the table `.to_arrow()` builds), median of
+//!   `--tt-reps`, checked against the expected statuses; `state_at_median_s`
+//!   is the type-agnostic state alone;
+//! - `fork`: a fork at the head plus one tick on it, three ways, each
 //!   checked (the fork's head holds the source's last state plus its own
-//!   change; its view of the early tick, through lineage, the source's);
+//!   change; its view of the early tick, through lineage, the source's):
+//!   [`World::fork_in_place`] (the handle becomes the fork; `wall_s`),
+//!   [`World::fork_world`] (a second `World`, the state copied;
+//!   `copy_wall_s`) and [`World::fork`] plus a [`TickWriter`]
+//!   (`tick_writer_wall_s`);
 //! - `storage`: du-style bytes (`st_blocks * 512`) of the ledger directory
 //!   after ingest, after the updates and at the end.
 //!
