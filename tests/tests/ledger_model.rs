@@ -210,7 +210,13 @@ impl Harness {
                 let (w, m) = (&mut self.worlds[world % n], &mut self.model[world % n]);
                 let Some(e) = m.live(entity) else { return };
                 let (name, bytes) = if label {
-                    let v = Label(format!("l{value}"));
+                    // Every few labels are long, so that records and
+                    // snapshots cross the size the store compresses from.
+                    let v = Label(if value % 4 == 0 {
+                        format!("l{value}-").repeat(80)
+                    } else {
+                        format!("l{value}")
+                    });
                     w.insert(e, &v).unwrap();
                     ("Label", postcard::to_stdvec(&v).unwrap())
                 } else {
@@ -351,6 +357,22 @@ impl Harness {
                     .await
                     .unwrap();
                 assert_eq!(got, m.state(t), "{} at tick {t} after {after:?}", w.name());
+                // The query of one component's values reads the same state.
+                let scores =
+                    ledger::component_at::<Score>(st.as_ref(), &registry(), w.id(), Tick(t as u64))
+                        .await
+                        .unwrap();
+                let expected: Vec<(EntityId, Score)> = got
+                    .entities
+                    .iter()
+                    .filter_map(|(e, c)| Some((*e, postcard::from_bytes(c.get("Score")?).unwrap())))
+                    .collect();
+                assert_eq!(
+                    scores,
+                    expected,
+                    "{} Scores at tick {t} after {after:?}",
+                    w.name()
+                );
             }
         }
     }

@@ -199,6 +199,70 @@ pub struct Run {
     pub commit_hash: String,
 }
 
+/// A [`Run`] borrowing its text from the stored bytes: decodes exactly
+/// what a `Run` encodes (same fields, same order) without allocating a
+/// string per field, for reads over many runs
+/// ([`crate::ledger::component_bytes_at`] then `postcard::from_bytes`).
+/// [`RunRef::to_run`] names every field of `Run`, so a field added there
+/// breaks the build here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRef<'a> {
+    /// As [`Run::run_id`].
+    pub run_id: &'a str,
+    /// As [`Run::experiment_name`].
+    pub experiment_name: &'a str,
+    /// As [`Run::vm_name`].
+    pub vm_name: &'a str,
+    /// As [`Run::status`].
+    pub status: &'a str,
+    /// As [`Run::harness`].
+    pub harness: &'a str,
+    /// As [`Run::repo_url`].
+    pub repo_url: &'a str,
+    /// As [`Run::branch`].
+    pub branch: &'a str,
+    /// As [`Run::task`].
+    pub task: &'a str,
+    /// As [`Run::started_at_ms`].
+    pub started_at_ms: i64,
+    /// As [`Run::finished_at_ms`].
+    pub finished_at_ms: i64,
+    /// As [`Run::agent_name`].
+    pub agent_name: &'a str,
+    /// As [`Run::workspace_path`].
+    pub workspace_path: &'a str,
+    /// As [`Run::commit_hash`].
+    pub commit_hash: &'a str,
+}
+
+impl<'a> RunRef<'a> {
+    /// Decodes a stored `Run` value (the registry's encoding) without
+    /// copying its text. Errors as postcard does on bytes that are not a
+    /// `Run`.
+    pub fn decode(bytes: &'a [u8]) -> Result<RunRef<'a>, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+
+    /// The owned [`Run`].
+    pub fn to_run(&self) -> Run {
+        Run {
+            run_id: self.run_id.to_string(),
+            experiment_name: self.experiment_name.to_string(),
+            vm_name: self.vm_name.to_string(),
+            status: self.status.to_string(),
+            harness: self.harness.to_string(),
+            repo_url: self.repo_url.to_string(),
+            branch: self.branch.to_string(),
+            task: self.task.to_string(),
+            started_at_ms: self.started_at_ms,
+            finished_at_ms: self.finished_at_ms,
+            agent_name: self.agent_name.to_string(),
+            workspace_path: self.workspace_path.to_string(),
+            commit_hash: self.commit_hash.to_string(),
+        }
+    }
+}
+
 impl Default for Run {
     fn default() -> Self {
         Run {
@@ -559,5 +623,24 @@ mod tests {
             ..r
         };
         assert!(bad.outputs().is_err());
+    }
+}
+
+#[cfg(test)]
+mod run_ref_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_ref_decodes_exactly_what_a_run_encodes() {
+        let mut run = Run::new("r-1", "exp");
+        run.task = "tune the schedule \u{e9}".into();
+        run.started_at_ms = -5;
+        run.finished_at_ms = 1_700_000_000_000;
+        run.commit_hash = "ab".repeat(20);
+        let bytes = postcard::to_stdvec(&run).unwrap();
+        let view = RunRef::decode(&bytes).unwrap();
+        assert_eq!(view.to_run(), run);
+        assert_eq!(postcard::to_stdvec(&view).unwrap(), bytes);
+        assert!(RunRef::decode(&bytes[..bytes.len() / 2]).is_err());
     }
 }

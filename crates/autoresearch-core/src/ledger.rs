@@ -5,6 +5,7 @@
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId};
 use crate::record::{Change, State, TickRecord};
+use crate::registry::{ComponentRegistry, ComponentValue};
 use crate::storage::{Storage, StorageError, WorldInfo};
 
 /// One segment of a world's log as seen from a descendant: `world` owns ticks
@@ -105,16 +106,7 @@ fn check_contiguous(
 /// the world's lineage, then a replay of the records after it.
 /// Cost: O(snapshot size + ticks since that snapshot), independent of history.
 pub async fn state_at(storage: &dyn Storage, world: WorldId, tick: Tick) -> Result<State, Error> {
-    let segs = segments(storage, world, tick).await?;
-    let mut base = None;
-    for seg in segs.iter().rev() {
-        if let Some(s) = storage.own_snapshot_at_or_before(seg.world, seg.to).await?
-            && s.tick >= seg.from
-        {
-            base = Some(s);
-            break;
-        }
-    }
+    let base = base_snapshot(storage, world, tick).await?;
     let mut state = base.map(State::from_snapshot).unwrap_or_else(State::empty);
     if let Err(source) = replay(storage, world, &mut state, tick).await {
         return Err(Error::Unreplayable {
@@ -125,6 +117,23 @@ pub async fn state_at(storage: &dyn Storage, world: WorldId, tick: Tick) -> Resu
         });
     }
     Ok(state)
+}
+
+/// The nearest snapshot at or before `tick` on `world`'s lineage.
+async fn base_snapshot(
+    storage: &dyn Storage,
+    world: WorldId,
+    tick: Tick,
+) -> Result<Option<crate::Snapshot>, Error> {
+    let segs = segments(storage, world, tick).await?;
+    for seg in segs.iter().rev() {
+        if let Some(s) = storage.own_snapshot_at_or_before(seg.world, seg.to).await?
+            && s.tick >= seg.from
+        {
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
 }
 
 /// Applies the records after `state` up to `to`. On an error, `state` is
@@ -140,8 +149,8 @@ async fn replay(
     }
     let error = match read_records(storage, world, state.tick.next(), to).await {
         Ok(records) => {
-            for rec in &records {
-                state.apply(world, rec)?;
+            for rec in records {
+                state.apply_owned(world, rec)?;
             }
             return Ok(());
         }
@@ -156,6 +165,106 @@ async fn replay(
         }
     }
     Err(error)
+}
+
+/// Every entity of `world` alive at `tick` that holds component `T`, with
+/// its value, ordered by entity id: the answer to "the runs at tick T"
+/// without materializing a [`crate::World`] (no hecs world, no other
+/// component decoded). Cost: as [`state_at`], plus one decode per entity
+/// holding `T`.
+pub async fn component_at<T: ComponentValue>(
+    storage: &dyn Storage,
+    registry: &ComponentRegistry,
+    world: WorldId,
+    tick: Tick,
+) -> Result<Vec<(EntityId, T)>, Error> {
+    let bytes = component_bytes_at::<T>(storage, registry, world, tick).await?;
+    let mut out = Vec::with_capacity(bytes.len());
+    for (entity, value) in bytes {
+        out.push((entity, registry.decode::<T>(world, &value)?));
+    }
+    Ok(out)
+}
+
+/// As [`component_at`], with each value as stored (the registry's postcard
+/// bytes), not decoded: for reads that decode a borrowed view of each
+/// (such as [`crate::RunRef`]) or only count. Cost: as [`state_at`] (the
+/// nearest snapshot, then the records after it), but only `T`'s values are
+/// kept, moved out of what was read, never copied. A log that does not
+/// replay is an error, as from [`state_at`].
+pub async fn component_bytes_at<T: ComponentValue>(
+    storage: &dyn Storage,
+    registry: &ComponentRegistry,
+    world: WorldId,
+    tick: Tick,
+) -> Result<Vec<(EntityId, Vec<u8>)>, Error> {
+    let name = registry.name_of::<T>()?;
+    // The state projected on one component: entity -> its value, if any.
+    // Other components' values are dropped as they are read.
+    let base = base_snapshot(storage, world, tick).await?;
+    let at = base.as_ref().map_or(Tick::ZERO, |s| s.tick);
+    let mut live: std::collections::BTreeMap<EntityId, Option<Vec<u8>>> = base
+        .map(|s| {
+            s.entities
+                .into_iter()
+                .map(|(e, comps)| {
+                    (
+                        e,
+                        comps.into_iter().find(|(n, _)| n == name).map(|(_, v)| v),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let records = if at < tick {
+        read_records(storage, world, at.next(), tick).await
+    } else {
+        Ok(Vec::new())
+    };
+    let consistent = records.and_then(|records| {
+        for record in records {
+            for change in record.changes {
+                let entity = change.entity();
+                let alive = live.contains_key(&entity);
+                if change.kind().apply_to(alive).is_err() {
+                    return Err(Error::Storage(StorageError::Corrupt {
+                        world,
+                        tick: record.tick,
+                        reason: format!("{} of {entity} does not apply", change.kind()),
+                    }));
+                }
+                match change {
+                    Change::Spawn { entity } => {
+                        live.insert(entity, None);
+                    }
+                    Change::Set {
+                        entity,
+                        component,
+                        value,
+                    } if component == name => {
+                        live.insert(entity, Some(value));
+                    }
+                    Change::Remove { entity, component } if component == name => {
+                        live.insert(entity, None);
+                    }
+                    Change::Despawn { entity } => {
+                        live.remove(&entity);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = consistent {
+        // The full replay names the last readable tick; use its error.
+        state_at(storage, world, tick).await?;
+        return Err(e);
+    }
+    Ok(live
+        .into_iter()
+        .filter_map(|(e, v)| Some((e, v?)))
+        .collect())
 }
 
 /// One entry of an entity's audit history.

@@ -40,8 +40,8 @@ pub mod world;
 pub mod writer;
 
 pub use components::{
-    BranchHead, EvalResult, Experiment, Lease, Outcome, ResultMeta, Run, RunStatus, UnknownStatus,
-    Vote,
+    BranchHead, EvalResult, Experiment, Lease, Outcome, ResultMeta, Run, RunRef, RunStatus,
+    UnknownStatus, Vote,
 };
 pub use confirm::Confirmation;
 pub use cost::{CostKind, JobUsage, RunCost};

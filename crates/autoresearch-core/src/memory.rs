@@ -309,4 +309,20 @@ impl Storage for MemoryStorage {
     fn snapshot_interval(&self) -> Option<u64> {
         self.snapshot_interval
     }
+
+    /// The postcard-encoded size of every stored record and snapshot (what
+    /// a file backend would store before its own overhead).
+    async fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
+        let inner = lock(&self.inner);
+        let mut total = 0u64;
+        for w in &inner.worlds {
+            for r in w.records.values() {
+                total += postcard::experimental::serialized_size(r).unwrap_or(0) as u64;
+            }
+            for s in w.snapshots.values() {
+                total += postcard::experimental::serialized_size(s).unwrap_or(0) as u64;
+            }
+        }
+        Ok(Some(total))
+    }
 }

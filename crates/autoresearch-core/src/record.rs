@@ -198,6 +198,54 @@ impl State {
         }
     }
 
+    /// Applies one record it consumes, as [`State::apply`] does, moving
+    /// its values into the state instead of copying them (for replays that
+    /// read the record only to apply it). On an error the state may hold
+    /// the changes before the failing one; callers drop it then.
+    pub fn apply_owned(&mut self, world: WorldId, record: TickRecord) -> Result<(), ApplyError> {
+        let err = |entity, reason| ApplyError {
+            world,
+            tick: record.tick,
+            entity,
+            reason,
+        };
+        if record.tick != self.tick.next() {
+            return Err(err(EntityId(0), "record is not for the next tick"));
+        }
+        for change in record.changes {
+            let entity = change.entity();
+            change
+                .kind()
+                .apply_to(self.entities.contains_key(&entity))
+                .map_err(|reason| err(entity, reason))?;
+            match change {
+                Change::Spawn { entity } => {
+                    self.entities.insert(entity, BTreeMap::new());
+                    self.next_entity = self.next_entity.max(entity.0 + 1);
+                }
+                Change::Set {
+                    entity,
+                    component,
+                    value,
+                } => {
+                    if let Some(comps) = self.entities.get_mut(&entity) {
+                        comps.insert(component, value);
+                    }
+                }
+                Change::Remove { entity, component } => {
+                    if let Some(comps) = self.entities.get_mut(&entity) {
+                        comps.remove(&component);
+                    }
+                }
+                Change::Despawn { entity } => {
+                    self.entities.remove(&entity);
+                }
+            }
+        }
+        self.tick = record.tick;
+        Ok(())
+    }
+
     /// Applies one record. The record must be for the tick after this state's.
     pub fn apply(&mut self, world: WorldId, record: &TickRecord) -> Result<(), ApplyError> {
         let err = |entity, reason| ApplyError {

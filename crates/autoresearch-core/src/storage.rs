@@ -370,4 +370,11 @@ pub trait Storage: Send + Sync + 'static {
     /// How often a writer should hand a snapshot to `append`: every `K` ticks
     /// (when `tick % K == 0`), or never.
     fn snapshot_interval(&self) -> Option<u64>;
+
+    /// The bytes this ledger occupies: a file's length for a file-backed
+    /// backend, the stored encoded bytes for an in-memory one. `None` when
+    /// the backend does not know (the default, for wrappers).
+    async fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
+        Ok(None)
+    }
 }

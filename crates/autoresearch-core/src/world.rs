@@ -42,6 +42,19 @@ pub struct World {
     /// Ticks applied here whose append waits for [`World::flush`], in order,
     /// each with the snapshot the storage asked for.
     staged: Vec<(TickRecord, Option<Snapshot>)>,
+    /// `(run_id, entity)` of every live entity holding a [`Run`], kept in
+    /// step with hecs, for [`World::run_by_id`] in O(log n). `None` when
+    /// the registry has no `Run` type (then the look-up scans).
+    runs: Option<RunIndex>,
+}
+
+/// The run_id -> entity index of a [`World`].
+struct RunIndex {
+    /// The registry's name of the [`Run`] component.
+    component: String,
+    /// `(run_id, entity)`: several entities may share a run_id; the lowest
+    /// entity comes first, as a scan in entity order finds it.
+    by_id: std::collections::BTreeSet<(String, EntityId)>,
 }
 
 impl World {
@@ -131,6 +144,7 @@ impl World {
             pending_values: Vec::new(),
             pending_live: HashMap::new(),
             staged: Vec::new(),
+            runs: None,
             info,
         };
         for (id, comps) in &state.entities {
@@ -140,7 +154,39 @@ impl World {
                 w.insert_bytes(e, name, bytes)?;
             }
         }
+        w.runs = w.registry.name_of::<Run>().ok().map(|name| RunIndex {
+            component: name.to_string(),
+            by_id: Default::default(),
+        });
+        if let Some(index) = &mut w.runs {
+            let mut q = w.hecs.query::<(&EntityId, &Run)>();
+            index.by_id = q.iter().map(|(id, r)| (r.run_id.clone(), *id)).collect();
+        }
         Ok(w)
+    }
+
+    /// Drops `entity`'s run (if it has one) from the run index, before a
+    /// change that may replace or remove it.
+    fn unindex_run(&mut self, entity: EntityId, e: hecs::Entity) {
+        if let Some(index) = &mut self.runs
+            && let Ok(run) = self.hecs.get::<&Run>(e)
+        {
+            index.by_id.remove(&(run.run_id.clone(), entity));
+        }
+    }
+
+    /// Adds `entity`'s run (if it has one) to the run index.
+    fn index_run(&mut self, entity: EntityId, e: hecs::Entity) {
+        if let Some(index) = &mut self.runs
+            && let Ok(run) = self.hecs.get::<&Run>(e)
+        {
+            index.by_id.insert((run.run_id.clone(), entity));
+        }
+    }
+
+    /// Whether `component` is the indexed [`Run`] component.
+    fn is_run(&self, component: &str) -> bool {
+        self.runs.as_ref().is_some_and(|i| i.component == component)
     }
 
     fn insert_bytes(&mut self, e: hecs::Entity, name: &str, bytes: &[u8]) -> Result<(), Error> {
@@ -509,18 +555,29 @@ impl World {
                     value,
                 } => {
                     let e = self.live_hecs(tick, *entity)?;
+                    let run = self.is_run(component);
+                    if run {
+                        self.unindex_run(*entity, e);
+                    }
                     match values.next_if(|(at, _)| *at == i) {
                         Some((_, put)) => put(&mut self.hecs, e),
                         None => self.insert_bytes(e, component, value)?,
                     }
+                    if run {
+                        self.index_run(*entity, e);
+                    }
                 }
                 Change::Remove { entity, component } => {
                     let e = self.live_hecs(tick, *entity)?;
+                    if self.is_run(component) {
+                        self.unindex_run(*entity, e);
+                    }
                     let vt = self.registry.vtable(world, component)?;
                     (vt.remove)(&mut self.hecs, e);
                 }
                 Change::Despawn { entity } => {
                     let e = self.live_hecs(tick, *entity)?;
+                    self.unindex_run(*entity, e);
                     let _ = self.hecs.despawn(e);
                     self.ids.remove(entity);
                 }
@@ -601,9 +658,20 @@ impl World {
         self.find_all(pred).into_iter().next()
     }
 
-    /// The run with this `run_id`.
+    /// The run with this `run_id` (the lowest entity holding it, should
+    /// several). Cost: O(log n), through an index the world keeps in step
+    /// with every applied tick.
     pub fn run_by_id(&self, run_id: &str) -> Option<(EntityId, Run)> {
-        self.find::<Run>(|r| r.run_id == run_id)
+        let Some(index) = &self.runs else {
+            return self.find::<Run>(|r| r.run_id == run_id);
+        };
+        let (id, entity) = index
+            .by_id
+            .range((run_id.to_string(), EntityId(0))..)
+            .next()
+            .filter(|(id, _)| id == run_id)?;
+        debug_assert_eq!(id, run_id);
+        Some((*entity, self.get::<Run>(*entity)?))
     }
 
     /// The experiment with this name.
@@ -637,6 +705,60 @@ impl World {
             });
         }
         Ok(self.storage.fork_world(self.info.id, at, name).await?)
+    }
+
+    /// Turns this handle into a new fork named `name` at this handle's
+    /// tick, in O(1): the materialized state is the fork's, so nothing is
+    /// copied or read. The world it was stays in the ledger (open it again
+    /// to go on writing it). A handle opened at a past tick (read-only)
+    /// becomes a writable branch from that tick. Pending changes stay
+    /// pending, now for the fork. Returns the fork's catalogue entry.
+    ///
+    /// Errors as [`World::fork`]; also when staged ticks are not flushed
+    /// (the fork shares only what the ledger holds). On an error the
+    /// handle is unchanged.
+    pub async fn fork_in_place(&mut self, name: &str) -> Result<WorldInfo, Error> {
+        self.check_flushed(name)?;
+        let info = self
+            .storage
+            .fork_world(self.info.id, self.tick, name)
+            .await?;
+        self.info = info.clone();
+        self.read_only = false;
+        Ok(info)
+    }
+
+    fn check_flushed(&self, name: &str) -> Result<(), Error> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Storage(crate::StorageError::Backend {
+            context: format!("forking {} into {name:?}", self.info.id),
+            source: format!("{} staged tick(s) are not flushed yet", self.staged.len()).into(),
+        }))
+    }
+
+    /// Forks this world at `at` into a new world named `name` (as
+    /// [`World::fork`]) and returns it open at its head, writable. Forking
+    /// at this world's own tick copies its materialized state (no ledger
+    /// read; O(entities)); an earlier tick reads the fork's state from the
+    /// ledger. Staged ticks must be flushed first: the fork shares only
+    /// what the ledger holds.
+    pub async fn fork_world(&self, at: Tick, name: &str) -> Result<World, Error> {
+        self.check_flushed(name)?;
+        let info = self.fork(at, name).await?;
+        if at == self.tick {
+            let state = self.encode_state()?;
+            World::from_state(
+                self.storage.clone(),
+                self.registry.clone(),
+                info,
+                state,
+                false,
+            )
+        } else {
+            World::open_id(self.storage.clone(), self.registry.clone(), info.id).await
+        }
     }
 }
 

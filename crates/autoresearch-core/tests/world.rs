@@ -204,3 +204,94 @@ async fn owned_values_commit_like_encoded_ones_and_survive_a_conflict() {
     b.commit().await.unwrap();
     assert_eq!(b.get::<Score>(f), Some(Score(4.0)));
 }
+
+#[tokio::test]
+async fn fork_world_and_fork_in_place_give_writable_forks() {
+    let (st, reg) = setup(Some(2));
+    let mut w = World::create(st.clone(), reg.clone(), "src").await.unwrap();
+    let a = w.spawn_with(&Run::new("a", "exp")).unwrap();
+    let b = w.spawn_with(&Run::new("b", "exp")).unwrap();
+    w.commit().await.unwrap();
+    w.insert(a, &Score(1.0)).unwrap();
+    assert_eq!(w.commit().await.unwrap(), Tick(2));
+
+    // At the handle's tick: the state is copied, the fork is writable.
+    let mut f = w.fork_world(Tick(2), "copy").await.unwrap();
+    assert_eq!((f.tick(), f.is_read_only()), (Tick(2), false));
+    assert_eq!(f.encode_state().unwrap(), w.encode_state().unwrap());
+    assert_eq!(f.run_by_id("b").unwrap().0, b);
+    f.insert(b, &Score(9.0)).unwrap();
+    assert_eq!(f.commit().await.unwrap(), Tick(3));
+    assert_eq!(
+        w.get::<Score>(b),
+        None,
+        "the source does not see the fork's tick"
+    );
+    assert_eq!(st.world(w.id()).await.unwrap().head, Tick(2));
+
+    // At an earlier tick: read from the ledger.
+    let early = w.fork_world(Tick(1), "early").await.unwrap();
+    assert_eq!(early.tick(), Tick(1));
+    assert_eq!(early.get::<Score>(a), None);
+    assert!(matches!(
+        w.fork_world(Tick(7), "beyond").await,
+        Err(Error::TickBeyondHead { .. })
+    ));
+
+    // In place, from a read-only handle at a past tick: a writable branch.
+    let mut past = World::open_at(st.clone(), reg.clone(), w.id(), Tick(1))
+        .await
+        .unwrap();
+    assert!(past.is_read_only());
+    let source = past.id();
+    let info = past.fork_in_place("branch").await.unwrap();
+    assert_eq!(
+        (past.id(), past.tick(), past.is_read_only()),
+        (info.id, Tick(1), false)
+    );
+    assert_ne!(info.id, source);
+    past.insert(a, &Score(5.0)).unwrap();
+    assert_eq!(past.commit().await.unwrap(), Tick(2));
+    let reread = World::open_id(st.clone(), reg.clone(), info.id)
+        .await
+        .unwrap();
+    assert_eq!(reread.get::<Score>(a), Some(Score(5.0)));
+    let src = World::open_id(st.clone(), reg.clone(), source)
+        .await
+        .unwrap();
+    assert_eq!(
+        src.get::<Score>(a),
+        Some(Score(1.0)),
+        "the source is unchanged"
+    );
+
+    // A name in use: the handle is left as it was.
+    let before = w.id();
+    assert!(matches!(
+        w.fork_in_place("copy").await,
+        Err(Error::Storage(StorageError::NameTaken(_)))
+    ));
+    assert_eq!(w.id(), before);
+
+    // Staged ticks must be flushed first.
+    w.insert(b, &Score(2.0)).unwrap();
+    w.stage().unwrap();
+    assert!(w.fork_in_place("staged").await.is_err());
+    assert!(w.fork_world(w.tick(), "staged").await.is_err());
+    w.flush().await.unwrap();
+    assert!(w.fork_in_place("staged").await.is_ok());
+}
+
+#[tokio::test]
+async fn storage_size_grows_with_what_is_stored() {
+    let (st, reg) = setup(None);
+    assert_eq!(st.size_bytes().await.unwrap(), Some(0));
+    let mut w = World::create(st.clone(), reg, "w").await.unwrap();
+    let e = w.spawn_with(&Run::new("r", "exp")).unwrap();
+    w.commit().await.unwrap();
+    let one = st.size_bytes().await.unwrap().unwrap();
+    assert!(one > 20, "{one} bytes for a run");
+    w.insert(e, &Score(1.0)).unwrap();
+    w.commit().await.unwrap();
+    assert!(st.size_bytes().await.unwrap().unwrap() > one);
+}

@@ -104,6 +104,9 @@ pub(crate) struct Scan {
     pub report_rows_read: Vec<(i64, u64, Option<String>)>,
     pub orphan_reports: Vec<(String, String)>,
     pub warnings: Vec<String>,
+    /// Where the agents rows' fingerprints came from: `pages` (the table's
+    /// pages, `sqlite_dbpage`) or `rows` (the SQL row-scan fallback).
+    pub read_path: &'static str,
 }
 
 /// The page cells of the two tables a sync reads (see [`crate::pages`]).
@@ -561,6 +564,7 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
         _ if source.pages => TableCells::read(&tx, &mut source.tree).map_err(err)?,
         _ => TableCells::default(),
     };
+    out.read_path = if cells.is_some() { "pages" } else { "rows" };
     if index.by_rowid.is_empty() {
         let sql = format!("SELECT rowid, {columns} FROM agents");
         let mut stmt = tx.prepare_cached(&sql).map_err(err)?;

@@ -91,6 +91,11 @@ pub struct SyncReport {
     /// ingester's previous sync), `saved` (the index saved in the cache
     /// dir), `world` (the world read from the ledger) or `new` (no world yet).
     pub index: &'static str,
+    /// How the file was read: `pages` (each row's fingerprint from the
+    /// table's pages), `rows` (the row-scan fallback, when SQLite lacks
+    /// `sqlite_dbpage` or page reads are off) or `unchanged` (the file
+    /// had not changed since the last sync and was not read).
+    pub read_path: &'static str,
 }
 
 impl SyncReport {
@@ -400,6 +405,7 @@ impl RunnerIngest {
                     });
                 };
                 report.index = index_source;
+                report.read_path = "unchanged";
                 self.idle = Some((writer.head(), report.clone()));
                 self.warm = Some(Warm { writer, index });
                 return Ok(report);
@@ -427,6 +433,7 @@ impl RunnerIngest {
             source: self.config.path.display().to_string(),
             world: self.config.world.clone(),
             index: index_source,
+            read_path: scan.read_path,
             ..SyncReport::default()
         };
         let mut idle = report.clone();

@@ -265,6 +265,17 @@ async fn check(history: &[Vec<Op>]) -> Result<usize, String> {
             .sync()
             .await
             .unwrap();
+        // Each report says which read ran: the pages, or the row scan
+        // that page reads off asks for; an unchanged file is not read.
+        if !matches!(a.read_path, "pages" | "unchanged")
+            || !matches!(b.read_path, "rows" | "unchanged")
+            || c.read_path != "pages"
+        {
+            return Err(format!(
+                "step {step}: read paths pages {:?}, rows {:?}, cold {:?}",
+                a.read_path, b.read_path, c.read_path
+            ));
+        }
         if counts(&a) != counts(&b) || counts(&a) != counts(&c) {
             return Err(format!(
                 "step {step}: reports differ: pages {:?}, rows {:?}, cold {:?}",

@@ -21,12 +21,35 @@ use serde::{Deserialize, Serialize};
 /// The newest file format this build writes and reads (the `meta` table's
 /// `format_version`). Version 2 added the `liveness` table; a version 1
 /// file is upgraded (the table filled from the records) by the first
-/// read-write open, and read as it is by a read-only one.
-pub const FORMAT_VERSION: u8 = 2;
+/// read-write open, and read as it is by a read-only one. Version 3 allows
+/// value version 2 (compressed records and snapshots); older values stay
+/// readable, so a version 2 file is upgraded by rewriting the marker only.
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The newest value encoding this build writes and reads (the first byte
-/// of every postcard value). Unchanged since file format 1.
-pub const VALUE_VERSION: u8 = 1;
+/// of every postcard value). Version 1: the postcard body follows.
+/// Version 2 (records and snapshots, file format 3): a codec byte follows,
+/// [`CODEC_RAW`] then the postcard body, or [`CODEC_LZ4`] then the body
+/// compressed as one LZ4 block behind its length (u32, little-endian).
+pub const VALUE_VERSION: u8 = 2;
+
+/// The version byte of values that are never compressed (catalogue
+/// entries): the plain encoding of file format 1.
+const PLAIN_VERSION: u8 = 1;
+
+/// Codec byte of a version 2 value: the postcard body, as is.
+pub(crate) const CODEC_RAW: u8 = 0;
+/// Codec byte of a version 2 value: LZ4 block format (lz4_flex), the
+/// uncompressed length first as a little-endian u32.
+pub(crate) const CODEC_LZ4: u8 = 1;
+
+/// Bodies shorter than this are stored raw: LZ4 gains little on them and
+/// the many small per-tick records stay cheap to read.
+const COMPRESS_FROM: usize = 512;
+
+/// LZ4's largest expansion is about 255x; a claimed length beyond this is
+/// a damaged value, refused before anything is allocated.
+const MAX_LZ4_RATIO: usize = 256;
 
 /// `"format_version"` -> `[version]`: the format of the file as a whole.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -212,21 +235,70 @@ struct SnapshotV1 {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    postcard::to_extend(value, vec![VALUE_VERSION]).map_err(|e| e.to_string())
+    postcard::to_extend(value, vec![PLAIN_VERSION]).map_err(|e| e.to_string())
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
-    let (&version, body) = bytes
+/// Version 2: the body compressed with LZ4 when it is long enough and
+/// shrinks, raw otherwise.
+fn encode_packed<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    let raw =
+        postcard::to_extend(value, vec![VALUE_VERSION, CODEC_RAW]).map_err(|e| e.to_string())?;
+    let body = &raw[2..];
+    if body.len() < COMPRESS_FROM || body.len() > u32::MAX as usize {
+        return Ok(raw);
+    }
+    let mut out = Vec::with_capacity(6 + lz4_flex::block::get_maximum_output_size(body.len()));
+    out.extend_from_slice(&[VALUE_VERSION, CODEC_LZ4]);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let start = out.len();
+    out.resize(
+        start + lz4_flex::block::get_maximum_output_size(body.len()),
+        0,
+    );
+    let n = lz4_flex::block::compress_into(body, &mut out[start..]).map_err(|e| e.to_string())?;
+    out.truncate(start + n);
+    Ok(if out.len() < raw.len() { out } else { raw })
+}
+
+/// The postcard body of a value of any version: borrowed for versions 1
+/// and 2 raw, decompressed for LZ4.
+fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
+    let (&version, rest) = bytes
         .split_first()
         .ok_or_else(|| DecodeError::Corrupt("empty value".into()))?;
     if version > VALUE_VERSION {
         return Err(DecodeError::Newer(version));
     }
-    if version == 0 {
-        return Err(DecodeError::Corrupt("format version byte is 0".into()));
+    match version {
+        0 => Err(DecodeError::Corrupt("format version byte is 0".into())),
+        1 => Ok(std::borrow::Cow::Borrowed(rest)),
+        _ => match rest.split_first() {
+            Some((&CODEC_RAW, body)) => Ok(std::borrow::Cow::Borrowed(body)),
+            Some((&CODEC_LZ4, packed)) => {
+                let (len, block) = packed
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| DecodeError::Corrupt("LZ4 value without its length".into()))?;
+                let len = u32::from_le_bytes(*len) as usize;
+                if len > block.len().saturating_mul(MAX_LZ4_RATIO) + 64 {
+                    return Err(DecodeError::Corrupt(format!(
+                        "LZ4 value claims {len} bytes from {} compressed",
+                        block.len()
+                    )));
+                }
+                let out = lz4_flex::block::decompress(block, len)
+                    .map_err(|e| DecodeError::Corrupt(format!("LZ4: {e}")))?;
+                Ok(std::borrow::Cow::Owned(out))
+            }
+            Some((codec, _)) => Err(DecodeError::Corrupt(format!("unknown codec byte {codec}"))),
+            None => Err(DecodeError::Corrupt("value without its codec byte".into())),
+        },
     }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let body = body(bytes)?;
     let (value, rest) =
-        postcard::take_from_bytes(body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+        postcard::take_from_bytes(&body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::Corrupt(format!(
             "{} unexpected bytes after the value",
@@ -304,7 +376,7 @@ pub(crate) fn decode_world(id: WorldId, bytes: &[u8]) -> Result<WorldInfo, Decod
 /// Encodes a record's body; its tick is the key. Consumes the record so
 /// that no value is copied twice.
 pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
-    encode(&RecordV1 {
+    encode_packed(&RecordV1 {
         at_ms: record.at_ms,
         changes: record
             .changes
@@ -354,7 +426,7 @@ pub(crate) fn decode_record(tick: Tick, bytes: &[u8]) -> Result<TickRecord, Deco
 
 /// Encodes a snapshot's body; its tick is the key.
 pub(crate) fn encode_snapshot(snapshot: Snapshot) -> Result<Vec<u8>, String> {
-    encode(&SnapshotV1 {
+    encode_packed(&SnapshotV1 {
         next_entity: snapshot.next_entity,
         entities: snapshot
             .entities
@@ -435,6 +507,114 @@ mod tests {
         ));
         assert!(matches!(
             decode_record(Tick(7), &[]),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+
+    fn big_record() -> TickRecord {
+        TickRecord {
+            tick: Tick(3),
+            at_ms: 9,
+            changes: (0..200)
+                .flat_map(|e| {
+                    [
+                        Change::Spawn {
+                            entity: EntityId(e),
+                        },
+                        Change::Set {
+                            entity: EntityId(e),
+                            component: "Run".into(),
+                            value: format!("https://github.com/example/run-{e}.git running")
+                                .into_bytes(),
+                        },
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn large_records_are_stored_compressed_and_read_back() {
+        let rec = big_record();
+        let plain = postcard::to_stdvec(&rec.changes.len()).unwrap().len();
+        let bytes = encode_record(rec.clone()).unwrap();
+        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_LZ4]);
+        let raw = postcard::to_stdvec(&RecordV1 {
+            at_ms: 9,
+            changes: Vec::new(),
+        })
+        .unwrap();
+        assert!(
+            raw.len() + plain < bytes.len(),
+            "sanity: it holds something"
+        );
+        assert!(
+            bytes.len() * 3 < 200 * 45,
+            "{} bytes: not compressed",
+            bytes.len()
+        );
+        assert_eq!(decode_record(Tick(3), &bytes).unwrap(), rec);
+        // A small record stays raw.
+        let small = TickRecord {
+            tick: Tick(1),
+            at_ms: 1,
+            changes: vec![Change::Spawn {
+                entity: EntityId(1),
+            }],
+        };
+        let bytes = encode_record(small.clone()).unwrap();
+        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_RAW]);
+        assert_eq!(decode_record(Tick(1), &bytes).unwrap(), small);
+    }
+
+    #[test]
+    fn version_1_values_written_by_older_builds_still_decode() {
+        let rec = big_record();
+        let v1 = encode(&RecordV1 {
+            at_ms: rec.at_ms,
+            changes: rec
+                .changes
+                .iter()
+                .map(|c| match c.clone() {
+                    Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
+                    Change::Set {
+                        entity,
+                        component,
+                        value,
+                    } => ChangeV1::Set(entity.0, component, Blob(value)),
+                    Change::Remove { entity, component } => ChangeV1::Remove(entity.0, component),
+                    Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
+                })
+                .collect(),
+        })
+        .unwrap();
+        assert_eq!(v1[0], 1);
+        assert_eq!(decode_record(Tick(3), &v1).unwrap(), rec);
+    }
+
+    #[test]
+    fn damaged_compressed_values_are_corrupt_not_a_panic_or_a_huge_allocation() {
+        let bytes = encode_record(big_record()).unwrap();
+        // A length far beyond what the block can expand to.
+        let mut huge = bytes.clone();
+        huge[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            matches!(decode_record(Tick(3), &huge), Err(DecodeError::Corrupt(r)) if r.contains("claims"))
+        );
+        // A cut block.
+        let cut = &bytes[..bytes.len() / 2];
+        assert!(matches!(
+            decode_record(Tick(3), cut),
+            Err(DecodeError::Corrupt(_))
+        ));
+        // An unknown codec.
+        let mut odd = bytes.clone();
+        odd[1] = 9;
+        assert!(
+            matches!(decode_record(Tick(3), &odd), Err(DecodeError::Corrupt(r)) if r.contains("codec"))
+        );
+        assert!(matches!(
+            decode_record(Tick(3), &[VALUE_VERSION]),
             Err(DecodeError::Corrupt(_))
         ));
     }

@@ -401,6 +401,7 @@ impl RedbStorage {
                         "world_names" => txn.open_table(WORLD_NAMES)?.stats()?,
                         "records" => txn.open_table(RECORDS)?.stats()?,
                         "snapshots" => txn.open_table(SNAPSHOTS)?.stats()?,
+                        "liveness" => txn.open_table(LIVENESS)?.stats()?,
                         _ => txn.open_table(ENTITY_TICKS)?.stats()?,
                     };
                     out.push(TableBytes {
@@ -893,6 +894,19 @@ impl Storage for RedbStorage {
 
     fn snapshot_interval(&self) -> Option<u64> {
         self.snapshot_interval
+    }
+
+    /// The ledger file's length in bytes (redb allocates in regions, so
+    /// it includes free space inside the file).
+    async fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
+        let path = self.sink.path.clone();
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) => Err(StorageError::Backend {
+                context: format!("measuring ledger {}", path.display()),
+                source: Box::new(e),
+            }),
+        }
     }
 }
 

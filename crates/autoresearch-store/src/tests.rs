@@ -224,6 +224,11 @@ async fn corrupt_record_is_an_error_naming_world_and_tick() {
     };
     assert_eq!((*world, *readable_to), (id, Tick(2)));
     assert!(err.to_string().contains("l.redb"), "{err}");
+    // A query of one component meets the same damage, with the same error.
+    let query = ledger::component_at::<Run>(st.as_ref(), &registry(), id, Tick(3))
+        .await
+        .unwrap_err();
+    assert_eq!(query.to_string(), err.to_string());
     match source.as_ref() {
         Error::Storage(StorageError::Corrupt {
             world,
@@ -476,4 +481,51 @@ async fn entity_index_matches_a_scan_of_the_records() {
     }
     let hist = f.history(ids[3]).await.unwrap();
     assert!(hist.iter().any(|c| c.tick.0 <= 150) && hist.iter().any(|c| c.tick.0 > 150));
+}
+
+#[tokio::test]
+async fn size_is_the_file_length_and_large_ticks_are_stored_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let redb = Arc::new(RedbStorage::open(&path, config(None)).unwrap());
+    let st: Arc<dyn Storage> = redb.clone();
+    let empty = st.size_bytes().await.unwrap().unwrap();
+    assert_eq!(empty, std::fs::metadata(&path).unwrap().len());
+    // 2,000 runs alike but for their ids: one tick of about 200 KB raw.
+    let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+    let run = |i: usize| {
+        let mut run = Run::new(format!("run-{i:05}"), "w");
+        run.repo_url = "https://github.com/example/nanogpt-speedrun.git".into();
+        run.task = "optimize the training loop and profile memory usage".into();
+        run
+    };
+    for i in 0..2_000 {
+        w.spawn_with(&run(i)).unwrap();
+    }
+    w.commit().await.unwrap();
+    let records = redb
+        .table_bytes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.name == "records")
+        .unwrap();
+    let raw: usize = 2_000 * postcard::to_stdvec(&run(0)).unwrap().len();
+    assert!(
+        records.stored * 3 < raw as u64,
+        "records hold {} bytes for {raw} raw",
+        records.stored
+    );
+    assert_eq!(
+        st.size_bytes().await.unwrap().unwrap(),
+        std::fs::metadata(&path).unwrap().len()
+    );
+    drop(w);
+    // Read back whole, through a fresh open.
+    drop(st);
+    drop(redb);
+    let st = open(&path, None);
+    let w = World::open(st, registry(), "w").await.unwrap();
+    assert_eq!(w.len(), 2_000);
+    assert_eq!(w.run_by_id("run-01999").unwrap().1.task.len(), 51);
 }

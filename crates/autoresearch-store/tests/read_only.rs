@@ -174,5 +174,5 @@ async fn a_format_1_file_is_read_and_upgraded() {
     };
     let err = st.append(w.id(), stale, None).await.unwrap_err();
     assert!(matches!(err, StorageError::NotApplicable { .. }), "{err}");
-    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(FORMAT_VERSION, 3);
 }

@@ -5,6 +5,7 @@ mod decisions;
 mod ingest;
 mod ledger;
 mod loop_;
+mod parity;
 
 use anyhow::bail;
 
@@ -25,6 +26,9 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
         "ledger" => ledger::run(quick),
         "loop" => loop_::run(quick),
         "decisions" => decisions::run(quick, args),
-        other => bail!("unknown benchmark {other:?} (expected ledger, ingest, loop or decisions)"),
+        "parity" => parity::run(quick, args),
+        other => bail!(
+            "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions or parity)"
+        ),
     }
 }
