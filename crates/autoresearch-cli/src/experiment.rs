@@ -8,12 +8,12 @@ use autoresearch_controller::config::{CONFIG_FILE, parse_duration, template};
 use autoresearch_controller::git::Git;
 use autoresearch_controller::sandbox::Sandbox;
 use autoresearch_controller::{
-    Config, Controller, LocalExecutor, LoopConfig, Shutdown, StopReason, fork_branch_name,
+    Config, Controller, LoopConfig, Shutdown, StopReason, fork_branch_name,
 };
 use autoresearch_core::compare::{Comparator, Vote};
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::{
-    EvalResult, OutcomeStatus, Run, World, experiment_world_name, short_commit,
+    EvalResult, ExecutorJob, OutcomeStatus, Run, World, experiment_world_name, short_commit,
 };
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -264,8 +264,7 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         // Jobs' orphans come back to this process, to be found and killed.
         autoresearch_controller::sandbox::become_subreaper();
     }
-    let executor =
-        Arc::new(LocalExecutor::new(cfg.state_dir.clone()).with_sandbox(sandbox.clone()));
+    let executor = crate::executors::build(&config, &cfg.state_dir, sandbox.clone())?;
     let progress = Arc::new(Progress::new(quiet));
     if let Some(why) = sandbox.fallback_reason() {
         progress.note(format!(
@@ -410,6 +409,12 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
         .branch_tip(&config.branch)
         .ok()
         .flatten();
+    // Jobs handed to a scheduler (Slurm), in submission order.
+    let jobs: Vec<ExecutorJob> = w
+        .find_all::<ExecutorJob>(|_| true)
+        .into_iter()
+        .map(|(_, j)| j)
+        .collect();
     if args.json {
         let v = json!({
             "experiment": config.name,
@@ -432,6 +437,10 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
             })).collect::<Vec<_>>(),
             "in_flight": in_flight.iter().map(|a| json!({
                 "run_id": a.run.run_id, "status": a.run.status, "started_at_ms": a.run.started_at_ms,
+            })).collect::<Vec<_>>(),
+            "jobs": jobs.iter().map(|j| json!({
+                "run_id": j.run_id, "step": j.step, "executor": j.executor, "job_id": j.job_id,
+                "state": j.state.as_str(), "reason": j.reason, "at_ms": j.at_ms,
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -471,6 +480,20 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
     );
     for a in &in_flight {
         println!("in flight  {} ({})", a.run.run_id, a.run.status);
+    }
+    // Each scheduler job still queued or running, and the last few ended.
+    let ended: Vec<&ExecutorJob> = jobs.iter().filter(|j| j.is_final()).collect();
+    let recent = &ended[ended.len().saturating_sub(5)..];
+    for j in jobs
+        .iter()
+        .filter(|j| !j.is_final())
+        .chain(recent.iter().copied())
+    {
+        let reason = if j.reason.is_empty() { String::new() } else { format!(": {}", j.reason) };
+        println!(
+            "job        {} {} {} of run {} {}{reason}",
+            j.executor, j.job_id, j.step, j.run_id, j.state
+        );
     }
     for (a, votes) in &pending {
         println!(

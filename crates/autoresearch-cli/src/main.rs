@@ -4,6 +4,7 @@
 
 mod compare_cmds;
 mod doctor;
+mod executors;
 mod experiment;
 mod ingest;
 mod ledger;

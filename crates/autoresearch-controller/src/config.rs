@@ -266,6 +266,21 @@ pub struct RunConfig {
     /// Processes (and threads) of a whole job.
     #[serde(default)]
     pub processes: Option<u64>,
+    /// Where jobs run: `"local"` (default) or `"slurm"` (as Slurm batch
+    /// jobs, configured by `[slurm]`).
+    #[serde(default)]
+    pub executor: ExecutorKind,
+}
+
+/// `[run] executor`: where jobs run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Child processes on this machine.
+    #[default]
+    Local,
+    /// Slurm batch jobs (`[slurm]`).
+    Slurm,
 }
 
 impl Default for RunConfig {
@@ -284,6 +299,7 @@ impl Default for RunConfig {
             memory_limit: None,
             open_files: None,
             processes: None,
+            executor: ExecutorKind::Local,
         }
     }
 }
@@ -324,6 +340,8 @@ struct RawConfig {
     compare: Option<toml::Table>,
     #[serde(default)]
     run: RunConfig,
+    #[serde(default)]
+    slurm: Option<toml::Table>,
 }
 
 /// A parsed `autoresearch.toml`.
@@ -346,6 +364,9 @@ pub struct Config {
     pub compare: toml::Table,
     /// `[run]`, defaults when absent.
     pub run: RunConfig,
+    /// `[slurm]` as written: the Slurm executor lives in its own crate,
+    /// which turns this table into its config.
+    pub slurm: Option<toml::Table>,
     /// The file this was read from.
     pub path: PathBuf,
 }
@@ -426,6 +447,12 @@ impl Config {
         if raw.run.max_consecutive_crashes == 0 {
             return Err(invalid("run.max_consecutive_crashes", "must be at least 1"));
         }
+        if raw.run.executor == ExecutorKind::Slurm && raw.slurm.is_none() {
+            return Err(invalid(
+                "run.executor",
+                "\"slurm\" needs a [slurm] table (at least workdir, a directory every node sees)",
+            ));
+        }
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -445,6 +472,7 @@ impl Config {
             propose: raw.propose,
             evaluate: raw.evaluate,
             compare: raw.compare.unwrap_or_default(),
+            slurm: raw.slurm,
             run: raw.run,
             path: path.to_path_buf(),
         })

@@ -17,6 +17,7 @@
 //! executor arrive as trait objects (`Arc<dyn Storage>`, `Arc<dyn Comparator>`,
 //! `Arc<dyn Executor>`).
 
+pub mod checkouts;
 pub mod config;
 pub mod engine;
 pub mod git;
@@ -28,9 +29,10 @@ pub mod reaper;
 pub mod sandbox;
 pub mod slot;
 
-pub use config::{Config, ConfigError, MetricsFormat};
+pub use config::{Config, ConfigError, ExecutorKind, MetricsFormat};
 pub use engine::{
     Controller, Event, EventSink, HolderState, LoopConfig, LoopError, Shutdown, StopReason,
     Summary, fork_branch_name, holder_state,
 };
+pub use checkouts::SlotCheckouts;
 pub use local::LocalExecutor;

@@ -24,6 +24,7 @@ pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod ids;
+pub mod jobs;
 pub mod ledger;
 pub mod lifecycle;
 pub mod memory;
@@ -49,7 +50,8 @@ pub use memory::MemoryStorage;
 pub use record::{ApplyError, Change, ChangeKind, LivenessCheck, Snapshot, State, TickRecord};
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
-pub use vocab::{AttemptState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};
+pub use jobs::{Checkouts, ExecutorJob, JobJournal};
+pub use vocab::{AttemptState, JobState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};
 pub use world::World;
 pub use writer::TickWriter;
 

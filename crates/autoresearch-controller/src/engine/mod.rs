@@ -33,6 +33,7 @@ use tokio::sync::{Mutex, watch};
 mod api;
 mod attempt;
 mod decision;
+mod jobs;
 mod lease;
 mod promotion;
 mod proposer_history;
