@@ -489,7 +489,11 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
         .filter(|j| !j.is_final())
         .chain(recent.iter().copied())
     {
-        let reason = if j.reason.is_empty() { String::new() } else { format!(": {}", j.reason) };
+        let reason = if j.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", j.reason)
+        };
         println!(
             "job        {} {} {} of run {} {}{reason}",
             j.executor, j.job_id, j.step, j.run_id, j.state

@@ -6,6 +6,9 @@
 //! job runs, then resumed (the job adopted: waited for or cancelled,
 //! recorded once, never submitted again).
 //!
+//! The baseline (score 100) is never slow, so a test's first run measures
+//! it and then meets the slow candidate.
+//!
 //! Without a cluster (no `SLURM_CONF`), each test prints why and returns;
 //! with `AUTORESEARCH_REQUIRE_SLURM` set (CI), a missing cluster fails.
 
@@ -280,7 +283,12 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 fn outcome_words(all: &[Attempt]) -> Vec<String> {
     all.iter()
-        .map(|a| a.outcome.as_ref().map(|o| o.status.to_string()).unwrap_or_default())
+        .map(|a| {
+            a.outcome
+                .as_ref()
+                .map(|o| o.status.to_string())
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -318,21 +326,33 @@ async fn keep_discard_crash_and_parallel_candidates_on_slurm() {
         .find(|j| j.run_id == crashed.run.run_id && j.step == "evaluate-0")
         .unwrap();
     assert_eq!(broke.state, JobState::Failed, "{broke:?}");
-    assert!(broke.reason.contains('3') || broke.reason.contains("NonZeroExitCode"), "{broke:?}");
+    assert!(
+        broke.reason.contains('3') || broke.reason.contains("NonZeroExitCode"),
+        "{broke:?}"
+    );
     let crash = crashed.outcome.as_ref().unwrap();
     let detail = crash.descriptor_json.clone();
     assert!(detail.contains("evaluator broke"), "{detail}");
     assert!(
-        broke.stderr_log.starts_with(&r.workdir.display().to_string()),
+        broke
+            .stderr_log
+            .starts_with(&r.workdir.display().to_string()),
         "logs under the work directory: {broke:?}"
     );
     // `status` shows every job with its id and state.
     let status: Value = serde_json::from_str(&r.ok(&["status", "--json"])).unwrap();
     let listed = status["jobs"].as_array().unwrap();
     assert_eq!(listed.len(), jobs.len());
-    assert!(listed.iter().all(|j| j["job_id"].as_str().is_some_and(|s| !s.is_empty())));
+    assert!(
+        listed
+            .iter()
+            .all(|j| j["job_id"].as_str().is_some_and(|s| !s.is_empty()))
+    );
     let text = r.ok(&["status"]);
-    assert!(text.contains(&format!("job        slurm {}", broke.job_id)), "{text}");
+    assert!(
+        text.contains(&format!("job        slurm {}", broke.job_id)),
+        "{text}"
+    );
 
     // Two candidates at once against one head, both better: one is kept,
     // the other measured again on the new head.
@@ -356,15 +376,11 @@ async fn a_job_over_its_slurm_time_limit_is_a_crash() {
         ..Setup::default()
     });
     write_scores(&r.ctl, &[50]);
-    r.ok(&["run", "--iterations", "0"]);
     std::fs::write(r.ctl.join("slow_eval"), "").unwrap();
     let out = r.ok(&["run", "--iterations", "1"]);
     let (all, jobs) = r.assert_consistent().await;
     assert_eq!(outcome_words(&all), ["baseline", "crash"], "{out}");
-    let job = jobs
-        .iter()
-        .find(|j| j.run_id == all[1].run.run_id)
-        .unwrap();
+    let job = jobs.iter().find(|j| j.run_id == all[1].run.run_id).unwrap();
     assert_eq!(job.state, JobState::Timeout, "{job:?}");
     let detail = &all[1].outcome.as_ref().unwrap().descriptor_json;
     assert!(detail.contains("Slurm time limit"), "{detail}");
@@ -378,7 +394,6 @@ async fn scancel_from_outside_and_ctrl_c_cancel_jobs() {
     }
     let r = Repo::new(Setup::default());
     write_scores(&r.ctl, &[50, 40, 30]);
-    r.ok(&["run", "--iterations", "0"]);
 
     // Someone cancels the evaluation: the run is a crash saying so.
     std::fs::write(r.ctl.join("slow_eval"), "").unwrap();
@@ -436,13 +451,16 @@ async fn sigkill_while_a_job_runs_then_resume_adopts_it() {
             ..Setup::default()
         });
         write_scores(&r.ctl, &[50, 40]);
-        r.ok(&["run", "--iterations", "0"]);
         std::fs::write(r.ctl.join("slow_eval"), "").unwrap();
         let mut child = r.spawn(&["run", "--iterations", "1"]);
         let id = r.slow_job();
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(slurm_state(&id), "RUNNING", "the job outlives its controller");
+        assert_eq!(
+            slurm_state(&id),
+            "RUNNING",
+            "the job outlives its controller"
+        );
         r.go_fast();
         let out = r.ok(&["run", "--iterations", "1"]);
         let (all, jobs) = r.assert_consistent().await;
@@ -457,7 +475,10 @@ async fn sigkill_while_a_job_runs_then_resume_adopts_it() {
             "{on_restart}"
         );
         let adopted = jobs.iter().find(|j| j.job_id == id).unwrap();
-        assert!(adopted.reason.contains("adopted after a restart"), "{adopted:?}");
+        assert!(
+            adopted.reason.contains("adopted after a restart"),
+            "{adopted:?}"
+        );
         let (state, slurm) = match on_restart {
             "wait" => (JobState::Completed, "COMPLETED"),
             _ => (JobState::Cancelled, "CANCELLED"),
@@ -465,7 +486,10 @@ async fn sigkill_while_a_job_runs_then_resume_adopts_it() {
         assert_eq!(adopted.state, state, "{adopted:?}");
         assert_eq!(slurm_state(&id), slurm);
         // The killed run's evaluation was submitted once.
-        let of_killed = jobs.iter().filter(|j| j.run_id == all[1].run.run_id).count();
+        let of_killed = jobs
+            .iter()
+            .filter(|j| j.run_id == all[1].run.run_id)
+            .count();
         assert_eq!(of_killed, 1, "{jobs:?}");
     }
 }

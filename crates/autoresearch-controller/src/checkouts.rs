@@ -39,7 +39,12 @@ impl SlotCheckouts {
     }
 
     fn repo(&self, job: &Job) -> Result<RepoDirs, CheckoutError> {
-        if let Some(d) = self.repos.lock().ok().and_then(|m| m.get(&job.repo).cloned()) {
+        if let Some(d) = self
+            .repos
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&job.repo).cloned())
+        {
             return Ok(d);
         }
         let d = RepoDirs::of(Path::new(&job.repo)).map_err(|e| CheckoutError {

@@ -29,10 +29,10 @@ pub mod reaper;
 pub mod sandbox;
 pub mod slot;
 
+pub use checkouts::SlotCheckouts;
 pub use config::{Config, ConfigError, ExecutorKind, MetricsFormat};
 pub use engine::{
     Controller, Event, EventSink, HolderState, LoopConfig, LoopError, Shutdown, StopReason,
     Summary, fork_branch_name, holder_state,
 };
-pub use checkouts::SlotCheckouts;
 pub use local::LocalExecutor;

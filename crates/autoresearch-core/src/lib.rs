@@ -44,13 +44,13 @@ pub use components::{
 pub use error::Error;
 pub use exec::{ExecError, Executor, ExitStatus, Job, JobReport, Limits, OutputSource};
 pub use ids::{CommitHash, EntityId, RunId, Tick, WorldId, now_ms, short_commit};
+pub use jobs::{Checkouts, ExecutorJob, JobJournal};
 pub use ledger::EntityChange;
 pub use lifecycle::{Attempt, experiment_of_world, experiment_world_name};
 pub use memory::MemoryStorage;
 pub use record::{ApplyError, Change, ChangeKind, LivenessCheck, Snapshot, State, TickRecord};
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
-pub use jobs::{Checkouts, ExecutorJob, JobJournal};
 pub use vocab::{AttemptState, JobState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};
 pub use world::World;
 pub use writer::TickWriter;

@@ -153,7 +153,9 @@ impl SlurmConfig {
             return Err(invalid("cpus_per_task", "must be at least 1".into()));
         }
         for (key, v) in [("partition", &cfg.partition), ("gres", &cfg.gres)] {
-            if v.as_deref().is_some_and(|s| s.trim().is_empty() || s.contains(char::is_whitespace)) {
+            if v.as_deref()
+                .is_some_and(|s| s.trim().is_empty() || s.contains(char::is_whitespace))
+            {
                 return Err(invalid(key, format!("{v:?} must be one word")));
             }
         }
@@ -242,16 +244,31 @@ poll_interval = "250ms""#,
     #[test]
     fn bad_values_name_their_key() {
         for (text, key) in [
-            (r#"workdir = "/w"
-time = "half an hour""#, "time"),
-            (r#"workdir = "/w"
-mem = "lots""#, "mem"),
-            (r#"workdir = "/w"
-cpus_per_task = 0"#, "cpus_per_task"),
-            (r#"workdir = "/w"
-extra = ["account=x"]"#, "extra"),
-            (r#"workdir = "/w"
-partition = "a b""#, "partition"),
+            (
+                r#"workdir = "/w"
+time = "half an hour""#,
+                "time",
+            ),
+            (
+                r#"workdir = "/w"
+mem = "lots""#,
+                "mem",
+            ),
+            (
+                r#"workdir = "/w"
+cpus_per_task = 0"#,
+                "cpus_per_task",
+            ),
+            (
+                r#"workdir = "/w"
+extra = ["account=x"]"#,
+                "extra",
+            ),
+            (
+                r#"workdir = "/w"
+partition = "a b""#,
+                "partition",
+            ),
             (r#"workdir = """#, "workdir"),
         ] {
             match parse(text) {
@@ -265,7 +282,10 @@ partition = "a b""#, "partition"),
         let unknown = parse("workdir = \"/w\"\nqueue = \"gpu\"").expect_err("unknown key");
         assert!(unknown.to_string().contains("queue"), "{unknown}");
         let propose = parse("workdir = \"/w\"\npropose_on = \"gpu\"").expect_err("bad word");
-        assert!(propose.to_string().contains("propose_on") || propose.to_string().contains("gpu"), "{propose}");
+        assert!(
+            propose.to_string().contains("propose_on") || propose.to_string().contains("gpu"),
+            "{propose}"
+        );
     }
 
     #[test]

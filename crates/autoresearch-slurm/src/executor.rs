@@ -247,7 +247,10 @@ impl SlurmExecutor {
 
         let exit = {
             let (logs, final_state) = (logs.clone(), info.state.clone());
-            blocking(move || logs.read_exit(&final_state)).await.ok().flatten()
+            blocking(move || logs.read_exit(&final_state))
+                .await
+                .ok()
+                .flatten()
         };
         let (status, note) = ending(&job, &job_id, &info, exit, timed_out);
         if let Some(note) = &note {
@@ -318,7 +321,11 @@ impl SlurmExecutor {
                     Err(e) => {
                         failures += 1;
                         if failures >= MAX_QUERY_FAILURES {
-                            return Err(self.error(&j.run_id, "asking Slurm about an adopted job", e));
+                            return Err(self.error(
+                                &j.run_id,
+                                "asking Slurm about an adopted job",
+                                e,
+                            ));
                         }
                         still.push(j);
                     }
@@ -565,10 +572,13 @@ fn collect(
         OutputSource::Stdout => r.stdout_tail.clone(),
         OutputSource::File(_) => read_head(&source, limit).unwrap_or_default(),
     };
-    r.metrics = job.metrics.clone().and_then(|spec| -> Option<MetricReading> {
-        let file = std::fs::File::open(&source).ok()?;
-        MetricReader::new(spec).read_all(file).ok()
-    });
+    r.metrics = job
+        .metrics
+        .clone()
+        .and_then(|spec| -> Option<MetricReading> {
+            let file = std::fs::File::open(&source).ok()?;
+            MetricReader::new(spec).read_all(file).ok()
+        });
     if !job.commit_changes {
         r.changed_paths = Some(Vec::new());
         return r;
@@ -597,7 +607,11 @@ fn collect(
 
 /// Appends `line` to a log (why Slurm ended the job).
 fn note_line(log: &Path, line: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(log) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+    {
         let _ = writeln!(f, "{line}");
     }
 }

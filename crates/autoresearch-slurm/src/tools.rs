@@ -43,7 +43,9 @@ async fn call(tool: &str, args: &[&str]) -> Result<String, ToolError> {
         reason,
     };
     let mut cmd = Command::new(tool);
-    cmd.args(args).kill_on_drop(true).stdin(std::process::Stdio::null());
+    cmd.args(args)
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
     let out = tokio::time::timeout(CALL_TIMEOUT, cmd.output())
         .await
         .map_err(|_| failed(format!("no answer within {}s", CALL_TIMEOUT.as_secs())))?

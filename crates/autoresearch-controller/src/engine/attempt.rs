@@ -45,8 +45,9 @@ impl Controller {
         // (their ids outlive this process).
         let (journal, mut records) = tokio::sync::mpsc::unbounded_channel();
         let journal = Arc::new(jobs::QueuedJournal(journal));
-        let run = self.executor.run_journaled(job, journal);
-        tokio::pin!(run);
+        // Boxed, so that `drop` below drops the job itself (a pinned
+        // borrow would not).
+        let mut run = Box::pin(self.executor.run_journaled(job, journal));
         let end = loop {
             let record = tokio::select! {
                 r = &mut run => break JobEnd::Report(Box::new(r?)),

@@ -458,7 +458,10 @@ impl Controller {
             .await;
         // Jobs those runs left with a scheduler are waited for or
         // cancelled (never submitted again) and their ends recorded.
-        let runs: Vec<String> = in_flight.iter().map(|(_, a)| a.run.run_id.clone()).collect();
+        let runs: Vec<String> = in_flight
+            .iter()
+            .map(|(_, a)| a.run.run_id.clone())
+            .collect();
         self.adopt_jobs(&runs).await?;
         let mut touched = Vec::new();
         for (state, a) in in_flight {
