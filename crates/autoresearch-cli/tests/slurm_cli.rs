@@ -493,3 +493,34 @@ async fn sigkill_while_a_job_runs_then_resume_adopts_it() {
         assert_eq!(of_killed, 1, "{jobs:?}");
     }
 }
+
+/// Needs no cluster: a bad `[slurm]` is refused before anything runs.
+#[test]
+fn slurm_config_errors_name_the_key() {
+    let base = "name = \"exp\"\nbranch = \"main\"\n[propose]\ncommand = \"true\"\n[evaluate]\ncommand = \"true\"\n[compare]\nspec = \"scalar:score:min\"\n[run]\nexecutor = \"slurm\"\n";
+    let cases: &[(&str, &[&str])] = &[
+        ("", &["run.executor", "[slurm]"]),
+        (
+            "[slurm]\nworkdir = \"/w\"\ntime = \"soon\"\n",
+            &["[slurm] time", "\"soon\""],
+        ),
+        (
+            "[slurm]\nworkdir = \"/w\"\nqueue = \"gpu\"\n",
+            &["[slurm]", "queue"],
+        ),
+        (
+            "[slurm]\nworkdir = \"/w\"\nmem = \"lots\"\n",
+            &["[slurm] mem"],
+        ),
+    ];
+    for (tail, needles) in cases {
+        let r = Repo::new(Setup::default());
+        std::fs::write(r.dir.join("autoresearch.toml"), format!("{base}{tail}")).unwrap();
+        let out = r.run(&["run", "--iterations", "1"]);
+        assert!(!out.status.success(), "{tail}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for n in *needles {
+            assert!(err.contains(n), "{err} should mention {n}");
+        }
+    }
+}
