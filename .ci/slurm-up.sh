@@ -77,6 +77,8 @@ SelectTypeParameters=CR_Core_Memory
 MailProg=/bin/true
 DefMemPerNode=64
 SchedulerType=sched/builtin
+# Pending jobs are looked at every second, not every minute.
+SchedulerParameters=sched_interval=1
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/filetxt

@@ -524,3 +524,89 @@ fn slurm_config_errors_name_the_key() {
         }
     }
 }
+
+/// The id of a pending Slurm job whose batch script is `script`, once
+/// there is one (up to 30 s).
+fn pending_job_of(script: &Path) -> String {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("squeue")
+            .args(["-h", "-t", "PENDING", "-o", "%i %o"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(id) = text.lines().find_map(|l| {
+            let (id, cmd) = l.split_once(' ')?;
+            (Path::new(cmd.trim()) == script).then(|| id.to_string())
+        }) {
+            return id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no pending job runs {}",
+            script.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn sigkill_while_a_job_is_queued_then_resume_waits_for_it() {
+    if !cluster("sigkill_while_a_job_is_queued_then_resume_waits_for_it") {
+        return;
+    }
+    // Every job waits 4 s in the queue before it may start.
+    let r = Repo::new(Setup {
+        slurm: "extra = [\"--begin=now+4\"]",
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[50, 40]);
+    let mut child = r.spawn(&["run", "--iterations", "1"]);
+    // The candidate's evaluation: the script without an exit file once
+    // the baseline's has one.
+    let runs = r.workdir.join("runs");
+    let start = Instant::now();
+    let script = loop {
+        let scripts: Vec<PathBuf> = std::fs::read_dir(&runs)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path().join("evaluate-0.sh"))
+                    .filter(|p| p.exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (ended, waiting): (Vec<PathBuf>, Vec<PathBuf>) = scripts
+            .into_iter()
+            .partition(|s| s.with_extension("exit").exists());
+        if let ([_baseline], [candidate]) = (ended.as_slice(), waiting.as_slice()) {
+            break candidate.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "no candidate evaluation submitted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let id = pending_job_of(&script);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        slurm_state(&id),
+        "PENDING",
+        "the queued job outlives its controller"
+    );
+    let (_, _, jobs) = r.ledger().await;
+    let queued = jobs.iter().find(|j| j.job_id == id).unwrap();
+    assert_eq!(
+        queued.state,
+        JobState::Pending,
+        "recorded when submitted: {queued:?}"
+    );
+    let out = r.ok(&["run", "--iterations", "1"]);
+    let (all, jobs) = r.assert_consistent().await;
+    assert_eq!(outcome_words(&all), ["baseline", "crash", "keep"], "{out}");
+    let adopted = jobs.iter().find(|j| j.job_id == id).unwrap();
+    assert_eq!(adopted.state, JobState::Completed, "{adopted:?}");
+    assert!(adopted.reason.contains("exit code 0"), "{adopted:?}");
+    assert_eq!(slurm_state(&id), "COMPLETED");
+}
