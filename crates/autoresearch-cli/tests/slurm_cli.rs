@@ -159,12 +159,14 @@ propose_on = "{propose_on}"
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+    fn spawn(&self, args: &[&str]) -> Running {
+        Running(
+            self.cmd(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     fn tip(&self) -> String {
@@ -235,6 +237,16 @@ propose_on = "{propose_on}"
             );
         }
         assert_eq!(git(&self.dir, &["status", "--porcelain"]), "");
+        // No checkout left, a killed controller's included.
+        let slots: Vec<String> = std::fs::read_dir(self.workdir.join("slots"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("slot-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(slots.is_empty(), "checkouts left: {slots:?}");
         (all, jobs)
     }
 
@@ -249,6 +261,31 @@ propose_on = "{propose_on}"
     fn go_fast(&self) {
         for f in ["slow_eval", "in_eval", "slow.jobid"] {
             let _ = std::fs::remove_file(self.ctl.join(f));
+        }
+    }
+}
+
+/// A spawned `autoresearch run`, killed if a failed assertion leaves it.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 }

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Slots under one directory (`{root}/slot-{pid}-{n}`), one per run in flight.
+/// Slots under one directory (`{root}/slot-{host}-{pid}-{n}`), one per run
+/// in flight. [`Checkouts::close`] removes this process's idle slots and
+/// those of dead controllers of this host.
 pub struct SlotCheckouts {
     root: PathBuf,
     held: Mutex<HashMap<String, PathBuf>>,
@@ -69,13 +71,30 @@ impl SlotCheckouts {
             .and_then(|mut i| i.pop())
             .unwrap_or_else(|| {
                 let n = self.next.fetch_add(1, Ordering::Relaxed);
-                self.root.join(format!("slot-{}-{n}", std::process::id()))
+                self.root
+                    .join(format!("slot-{}-{}-{n}", host(), std::process::id()))
             });
         if let Ok(mut m) = self.held.lock() {
             m.insert(run_id.to_string(), p.clone());
         }
         p
     }
+}
+
+/// This host's name, as slot names carry it (`-` and other characters
+/// but letters, digits and `.` become `_`).
+fn host() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    name.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Checkouts for SlotCheckouts {
@@ -126,12 +145,40 @@ impl Checkouts for SlotCheckouts {
     }
 
     fn close(&self) -> Result<(), CheckoutError> {
-        let idle: Vec<PathBuf> = self
+        let mut gone: Vec<PathBuf> = self
             .idle
             .lock()
             .map(|mut i| i.drain(..).collect())
             .unwrap_or_default();
-        for slot in idle {
+        // Slots of controllers on this host that died (the workdir may be
+        // shared with other hosts: theirs stay).
+        let held: Vec<PathBuf> = self
+            .held
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let me = std::process::id();
+        let prefix = format!("slot-{}-", host());
+        for e in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(&prefix)
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let path = e.path();
+            let alive = pid == me || Path::new(&format!("/proc/{pid}")).exists();
+            if !alive && path.is_dir() && !held.contains(&path) && !gone.contains(&path) {
+                gone.push(path);
+            }
+        }
+        for slot in gone {
             let mut index = slot.clone().into_os_string();
             index.push(".index");
             let _ = std::fs::remove_file(PathBuf::from(index));
