@@ -438,11 +438,22 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
             "in_flight": in_flight.iter().map(|a| json!({
                 "run_id": a.run.run_id, "status": a.run.status, "started_at_ms": a.run.started_at_ms,
             })).collect::<Vec<_>>(),
-            "jobs": jobs.iter().map(|j| json!({
-                "run_id": j.run_id, "step": j.step, "executor": j.executor, "job_id": j.job_id,
-                "state": j.state.as_str(), "reason": j.reason, "at_ms": j.at_ms,
-            })).collect::<Vec<_>>(),
         });
+        // Scheduler jobs (Slurm), only where there are any: the output of
+        // a ledger without them is what it always was.
+        let mut v = v;
+        if !jobs.is_empty() {
+            v["jobs"] = jobs
+                .iter()
+                .map(|j| {
+                    json!({
+                        "run_id": j.run_id, "step": j.step, "executor": j.executor,
+                        "job_id": j.job_id, "state": j.state.as_str(), "reason": j.reason,
+                        "at_ms": j.at_ms,
+                    })
+                })
+                .collect();
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
