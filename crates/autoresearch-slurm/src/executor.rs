@@ -176,13 +176,17 @@ impl SlurmExecutor {
             }
         };
         let script = self.script(&job, &checkout, &logs);
-        std::fs::write(&logs.script, script).map_err(|e| {
-            self.error(
-                &job.run_id,
-                &format!("writing {}", logs.script.display()),
-                e,
-            )
-        })?;
+        let path = logs.script.clone();
+        blocking(move || std::fs::write(&path, script))
+            .await
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| {
+                self.error(
+                    &job.run_id,
+                    &format!("writing {}", logs.script.display()),
+                    e,
+                )
+            })?;
         let options = self.options(&job, &checkout.join(&job.workdir), &logs);
         let job_id = tools::submit(&options, &logs.script)
             .await
@@ -304,7 +308,11 @@ impl SlurmExecutor {
                 match tools::job_info(&j.job_id).await {
                     Ok(info) if info.state.is_final() => {
                         let logs = Logs::of(&self.log_dir(&j.run_id), &j.step);
-                        let exit = logs.read_exit(&info.state);
+                        let state = info.state.clone();
+                        let exit = blocking(move || logs.read_exit(&state))
+                            .await
+                            .ok()
+                            .flatten();
                         j.state = match (&info.state, exit) {
                             // Forgotten by Slurm, but its script finished.
                             (JobState::Unknown, Some(_)) => JobState::Completed,
