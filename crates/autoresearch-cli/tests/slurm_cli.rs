@@ -1,7 +1,8 @@
 //! The loop with `[run] executor = "slurm"` against a real Slurm cluster:
 //! the single-node cluster on loopback that `.ci/slurm-up.sh` starts and
 //! `.ci/run` names in `SLURM_CONF`. Keep, discard and crash; parallel
-//! candidates; a job over its Slurm time limit; `scancel` from outside;
+//! candidates; a job over its Slurm time limit, and over the loop's own
+//! timeout; `scancel` from outside;
 //! Ctrl-C cancelling the job; the controller killed with SIGKILL while a
 //! job runs, then resumed (the job adopted: waited for or cancelled,
 //! recorded once, never submitted again).
@@ -646,4 +647,30 @@ async fn sigkill_while_a_job_is_queued_then_resume_waits_for_it() {
     assert_eq!(adopted.state, JobState::Completed, "{adopted:?}");
     assert!(adopted.reason.contains("exit code 0"), "{adopted:?}");
     assert_eq!(slurm_state(&id), "COMPLETED");
+}
+
+#[tokio::test]
+async fn a_job_over_the_loops_own_timeout_is_cancelled_and_a_crash() {
+    if !cluster("a_job_over_the_loops_own_timeout_is_cancelled_and_a_crash") {
+        return;
+    }
+    let r = Repo::new(Setup {
+        eval_timeout: "3s",
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[50]);
+    std::fs::write(r.ctl.join("slow_eval"), "").unwrap();
+    let out = r.ok(&["run", "--iterations", "1"]);
+    let (all, jobs) = r.assert_consistent().await;
+    assert_eq!(outcome_words(&all), ["baseline", "crash"], "{out}");
+    let id = std::fs::read_to_string(r.ctl.join("slow.jobid")).unwrap();
+    let job = jobs.iter().find(|j| j.job_id == id.trim()).unwrap();
+    assert_eq!(job.state, JobState::Cancelled, "{job:?}");
+    assert_eq!(slurm_state(&job.job_id), "CANCELLED");
+    let detail = &all[1].outcome.as_ref().unwrap().descriptor_json;
+    assert!(
+        detail.contains("ran past the job's timeout (3s)"),
+        "{detail}"
+    );
+    assert!(detail.contains("timed out"), "{detail}");
 }
