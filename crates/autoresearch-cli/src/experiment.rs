@@ -9,7 +9,7 @@ use autoresearch_controller::config::{CONFIG_FILE, parse_duration, template};
 use autoresearch_controller::git::Git;
 use autoresearch_controller::sandbox::Sandbox;
 use autoresearch_controller::{
-    Config, Controller, LocalExecutor, LoopConfig, Shutdown, StopReason, fork_branch_name,
+    Config, Controller, LoopConfig, Shutdown, StopReason, fork_branch_name,
 };
 use autoresearch_core::compare::Comparator;
 use autoresearch_core::short_commit;
@@ -229,11 +229,12 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         // Jobs' orphans come back to this process, to be found and killed.
         autoresearch_controller::sandbox::become_subreaper();
     }
-    let executor = Arc::new(
-        LocalExecutor::new(cfg.state_dir.clone())
-            .with_sandbox(sandbox.clone())
-            .with_held_out(held_out_dirs(&config)?),
-    );
+    let executor = crate::executors::build(
+        &config,
+        &cfg.state_dir,
+        sandbox.clone(),
+        held_out_dirs(&config)?,
+    )?;
     let progress = Arc::new(Progress::new(quiet).with_total(cfg.iterations));
     if let Some(why) = sandbox.fallback_reason() {
         progress.note(format!(

@@ -6,6 +6,7 @@ mod compare_cmds;
 mod decide;
 mod decision_view;
 mod doctor;
+mod executors;
 mod experiment;
 mod human;
 mod ingest;

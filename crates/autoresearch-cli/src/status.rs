@@ -110,6 +110,8 @@ pub struct StatusView {
     pub budget: Option<String>,
     /// The experiment's noise model, one clause a metric, once recorded.
     pub noise: Option<String>,
+    /// Jobs handed to a scheduler (Slurm), in submission order.
+    pub jobs: Vec<autoresearch_core::ExecutorJob>,
 }
 
 /// The mean of each numeric metric over an attempt's final samples, with
@@ -238,6 +240,11 @@ impl StatusView {
             .map(|b| crate::decision_view::budget_line(b, &spent));
         let cost = (spent.jobs > 0).then_some(spent);
         let noise = crate::noise_status::noise_line(&w, &experiment);
+        let jobs = w
+            .find_all::<autoresearch_core::ExecutorJob>(|_| true)
+            .into_iter()
+            .map(|(_, j)| j)
+            .collect();
         let branch = target.branch(&w);
         let repo = target.repo(&w);
         let branch_tip = match (&repo, &branch) {
@@ -268,6 +275,7 @@ impl StatusView {
             cost,
             budget,
             noise,
+            jobs,
         })
     }
 
@@ -330,6 +338,23 @@ impl StatusView {
         // read unchanged.
         if let Some(c) = &self.cost {
             v.insert("cost".into(), crate::decision_view::cost_json(c));
+        }
+        // Scheduler jobs (Slurm), only where there are any: the output of a
+        // ledger without them is what it always was.
+        if !self.jobs.is_empty() {
+            v.insert(
+                "jobs".into(),
+                self.jobs
+                    .iter()
+                    .map(|j| {
+                        json!({
+                            "run_id": j.run_id, "step": j.step, "executor": j.executor,
+                            "job_id": j.job_id, "state": j.state.as_str(), "reason": j.reason,
+                            "at_ms": j.at_ms,
+                        })
+                    })
+                    .collect(),
+            );
         }
         Value::Object(v)
     }
@@ -436,6 +461,29 @@ impl StatusView {
                 format!(
                     "{id} ({step}, started {})",
                     human::span(*at, 0, self.now_ms, true)
+                ),
+            );
+        }
+        // Each scheduler job still queued or running, and the last few ended.
+        let ended: Vec<&autoresearch_core::ExecutorJob> =
+            self.jobs.iter().filter(|j| j.is_final()).collect();
+        let recent = &ended[ended.len().saturating_sub(5)..];
+        for j in self
+            .jobs
+            .iter()
+            .filter(|j| !j.is_final())
+            .chain(recent.iter().copied())
+        {
+            let reason = if j.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", j.reason)
+            };
+            l.push(
+                "job",
+                format!(
+                    "{} {} {} of run {} {}{reason}",
+                    j.executor, j.job_id, j.step, j.run_id, j.state
                 ),
             );
         }

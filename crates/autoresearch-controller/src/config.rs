@@ -271,6 +271,21 @@ pub struct RunConfig {
     /// [`CostBudget`]); none by default.
     #[serde(default)]
     pub cost_budget: Option<CostBudget>,
+    /// Where jobs run: `"local"` (default) or `"slurm"` (as Slurm batch
+    /// jobs, configured by `[slurm]`).
+    #[serde(default)]
+    pub executor: ExecutorKind,
+}
+
+/// `[run] executor`: where jobs run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Child processes on this machine.
+    #[default]
+    Local,
+    /// Slurm batch jobs (`[slurm]`).
+    Slurm,
 }
 
 impl Default for RunConfig {
@@ -290,6 +305,7 @@ impl Default for RunConfig {
             open_files: None,
             processes: None,
             cost_budget: None,
+            executor: ExecutorKind::Local,
         }
     }
 }
@@ -332,6 +348,7 @@ struct RawConfig {
     run: RunConfig,
     #[serde(default)]
     confirm: Option<ConfirmConfig>,
+    slurm: Option<toml::Table>,
 }
 
 /// A parsed `autoresearch.toml`.
@@ -360,6 +377,9 @@ pub struct Config {
     /// `[confirm]`: held-out confirmation of candidates the comparator
     /// would keep; `None` when absent.
     pub confirm: Option<ConfirmConfig>,
+    /// `[slurm]` as written: the Slurm executor lives in its own crate,
+    /// which turns this table into its config.
+    pub slurm: Option<toml::Table>,
     /// The file this was read from.
     pub path: PathBuf,
 }
@@ -446,6 +466,12 @@ impl Config {
         if let Some(b) = &raw.run.cost_budget {
             b.validate().map_err(|(key, why)| invalid(key, &why))?;
         }
+        if raw.run.executor == ExecutorKind::Slurm && raw.slurm.is_none() {
+            return Err(invalid(
+                "run.executor",
+                "\"slurm\" needs a [slurm] table (at least workdir, a directory every node sees)",
+            ));
+        }
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -485,6 +511,7 @@ impl Config {
             evaluate: raw.evaluate,
             compare,
             calibrate,
+            slurm: raw.slurm,
             run: raw.run,
             confirm: raw.confirm,
             path: path.to_path_buf(),

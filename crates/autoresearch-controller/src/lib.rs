@@ -18,6 +18,7 @@
 //! executor arrive as trait objects (`Arc<dyn Storage>`, `Arc<dyn Comparator>`,
 //! `Arc<dyn Executor>`).
 
+pub mod checkouts;
 pub mod config;
 pub mod decision_config;
 pub mod engine;
@@ -31,7 +32,8 @@ pub mod sandbox;
 pub mod slot;
 pub mod usage;
 
-pub use config::{Config, ConfigError, MetricsFormat};
+pub use checkouts::SlotCheckouts;
+pub use config::{Config, ConfigError, ExecutorKind, MetricsFormat};
 pub use engine::{
     Controller, Event, EventSink, HolderState, LoopConfig, LoopError, Shutdown, StopReason,
     Summary, fork_branch_name, holder_state,

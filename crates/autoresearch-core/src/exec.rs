@@ -9,6 +9,7 @@
 //! [`Executor::run`] must stop the job (kill its processes, cancel the remote
 //! job) before or soon after the drop returns.
 
+use crate::jobs::{ExecutorJob, JobJournal};
 use crate::metrics::{MetricReading, MetricSpec};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -265,5 +266,30 @@ pub trait Executor: Send + Sync {
     /// The default does nothing.
     async fn close(&self) -> Result<(), ExecError> {
         Ok(())
+    }
+
+    /// Runs one job as [`Executor::run`] does, and tells `journal` about
+    /// every job it hands to a scheduler, as soon as it has an id and at
+    /// each change of state, so that the loop records it in the ledger
+    /// before the job can outlive the process. The default runs
+    /// [`Executor::run`] and tells nothing (local jobs die with their
+    /// controller).
+    async fn run_journaled(
+        &self,
+        job: Job,
+        journal: std::sync::Arc<dyn JobJournal>,
+    ) -> Result<JobReport, ExecError> {
+        let _ = journal;
+        self.run(job).await
+    }
+
+    /// Takes over jobs a killed controller left with the scheduler (their
+    /// records in the ledger, not final): waits for each to finish, or
+    /// cancels it, as the executor is configured, and returns the records
+    /// that changed, final. Never submits anything. The default has no
+    /// such jobs and returns nothing.
+    async fn adopt(&self, jobs: Vec<ExecutorJob>) -> Result<Vec<ExecutorJob>, ExecError> {
+        let _ = jobs;
+        Ok(Vec::new())
     }
 }

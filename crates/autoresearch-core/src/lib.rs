@@ -26,6 +26,7 @@ pub mod doctor;
 pub mod error;
 pub mod exec;
 pub mod ids;
+pub mod jobs;
 pub mod ledger;
 pub mod lifecycle;
 pub mod memory;
@@ -48,6 +49,7 @@ pub use cost::{CostKind, JobUsage, RunCost};
 pub use error::Error;
 pub use exec::{ExecError, Executor, ExitStatus, Job, JobReport, Limits, OutputSource};
 pub use ids::{CommitHash, EntityId, RunId, Tick, WorldId, now_ms, short_commit};
+pub use jobs::{Checkouts, ExecutorJob, JobJournal};
 pub use ledger::EntityChange;
 pub use lifecycle::{Attempt, experiment_of_world, experiment_world_name};
 pub use memory::MemoryStorage;
@@ -56,7 +58,7 @@ pub use record::{ApplyError, Change, ChangeKind, LivenessCheck, Snapshot, State,
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
 pub use vocab::ConfirmStatus;
-pub use vocab::{AttemptState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};
+pub use vocab::{AttemptState, JobState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};
 pub use world::World;
 pub use writer::TickWriter;
 

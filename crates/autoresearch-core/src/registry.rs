@@ -185,8 +185,8 @@ impl ComponentRegistry {
     }
 
     /// [`ComponentRegistry::with_lifecycle`] plus the loop's own components:
-    /// `Outcome`, `Vote`, `Lease`, `Confirmation`, `RunCost` and
-    /// `NoiseModel`. Every crate in this workspace reads and writes
+    /// `Outcome`, `Vote`, `Lease`, `Confirmation`, `RunCost`, `NoiseModel`
+    /// and `ExecutorJob`. Every crate in this workspace reads and writes
     /// experiment worlds with (a superset of) this registry.
     pub fn standard() -> Self {
         let mut r = Self::with_lifecycle();
@@ -201,6 +201,8 @@ impl ComponentRegistry {
         r.register::<crate::cost::RunCost>("RunCost")
             .expect("fresh name");
         r.register::<crate::noise::NoiseModel>("NoiseModel")
+            .expect("fresh name");
+        r.register::<crate::jobs::ExecutorJob>("ExecutorJob")
             .expect("fresh name");
         r
     }

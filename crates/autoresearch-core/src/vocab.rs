@@ -523,3 +523,33 @@ mod tests {
         );
     }
 }
+
+word_enum! {
+    /// Where a job handed to a scheduler is ([`crate::jobs::ExecutorJob::state`]),
+    /// in Slurm's terms (`squeue`'s and `sacct`'s states, lower case).
+    pub enum JobState {
+        /// Submitted, waiting for resources.
+        Pending = "pending",
+        /// Running on a node.
+        Running = "running",
+        /// Exited on its own (any exit code).
+        Completed = "completed",
+        /// Exited with a non-zero code, or its node failed.
+        Failed = "failed",
+        /// Cancelled (`scancel`, by the loop or from outside).
+        Cancelled = "cancelled",
+        /// Stopped by the scheduler at its time limit.
+        Timeout = "timeout",
+        /// Killed for using more memory than it asked for.
+        OutOfMemory = "out_of_memory",
+        /// The scheduler no longer knows it (finished long ago, purged).
+        Unknown = "unknown",
+    }
+}
+
+impl JobState {
+    /// Whether the job will not change state again.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+}

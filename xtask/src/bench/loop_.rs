@@ -8,13 +8,25 @@
 //! round is one iteration. Last, the trivial loop at parallel 1 without and
 //! with the bubblewrap sandbox, alternated: the sandbox's cost is the
 //! difference of their `round_ms_p50`.
+//!
+//! `--executor slurm` (issue #18) measures the Slurm executor instead, on the
+//! cluster `SLURM_CONF` names (`.ci/slurm-up.sh` starts one on loopback):
+//! the trivial loop at parallel 1 on the local executor and on Slurm,
+//! alternated (Slurm's per-iteration overhead is the difference of their
+//! `overhead_ms_p50`), then jobs sleeping 2 s at parallel 1 and 4 on Slurm
+//! (the speed-up is the ratio of their `iterations_per_s`; target >= 3.5).
+//! Proposers run on Slurm too; the executor polls every 250 ms.
 
 use super::emit;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use autoresearch_controller::sandbox::{Sandbox, SandboxConfig, SandboxMode};
-use autoresearch_controller::{Controller, Event, LocalExecutor, LoopConfig, MetricsFormat};
+use autoresearch_controller::{
+    Controller, Event, LocalExecutor, LoopConfig, MetricsFormat, SlotCheckouts,
+};
 use autoresearch_core::exec::{ExecError, Executor, Job, JobReport};
+use autoresearch_core::jobs::JobJournal;
+use autoresearch_slurm::{SlurmConfig, SlurmExecutor};
 use autoresearch_store::{RedbConfig, RedbStorage};
 use serde_json::json;
 use std::collections::HashMap;
@@ -25,7 +37,7 @@ use std::time::{Duration, Instant};
 
 /// Wraps an executor and adds up the time each run spent inside its jobs.
 struct Timed {
-    inner: LocalExecutor,
+    inner: Arc<dyn Executor>,
     child_time: Mutex<HashMap<String, Duration>>,
 }
 
@@ -35,8 +47,16 @@ impl Executor for Timed {
         self.inner.name()
     }
     async fn run(&self, job: Job) -> Result<JobReport, ExecError> {
+        self.run_journaled(job, Arc::new(autoresearch_core::jobs::NoJournal))
+            .await
+    }
+    async fn run_journaled(
+        &self,
+        job: Job,
+        journal: Arc<dyn JobJournal>,
+    ) -> Result<JobReport, ExecError> {
         let run_id = job.run_id.clone();
-        let r = self.inner.run(job).await?;
+        let r = self.inner.run_journaled(job, journal).await?;
         if let Ok(mut m) = self.child_time.lock() {
             *m.entry(run_id).or_default() += r.duration;
         }
@@ -44,6 +64,9 @@ impl Executor for Timed {
     }
     async fn release(&self, run_id: &str) -> Result<(), ExecError> {
         self.inner.release(run_id).await
+    }
+    async fn close(&self) -> Result<(), ExecError> {
+        self.inner.close().await
     }
 }
 
@@ -75,7 +98,16 @@ enum Jail {
     Bwrap,
 }
 
-async fn measure(parallel: usize, iterations: u64, sleep: f64, jail: Jail) -> anyhow::Result<()> {
+/// Where a measurement's jobs run.
+#[derive(Clone, Copy)]
+enum Where {
+    /// The local executor, in this sandbox.
+    Local(Jail),
+    /// The Slurm executor, proposers included.
+    Slurm,
+}
+
+async fn measure(parallel: usize, iterations: u64, sleep: f64, place: Where) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir().context("creating a temp dir")?;
     let repo = tmp.path().join("repo");
     std::fs::create_dir(&repo)?;
@@ -139,6 +171,10 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64, jail: Jail) -> an
             .context("opening the ledger")?,
     );
     let comparator = autoresearch_compare::from_spec("scalar:score:min")?;
+    let jail = match place {
+        Where::Local(jail) => jail,
+        Where::Slurm => Jail::None,
+    };
     let sandbox = match jail {
         Jail::None => Sandbox::none(),
         Jail::Bwrap => Sandbox::new(SandboxConfig {
@@ -146,8 +182,22 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64, jail: Jail) -> an
             ..SandboxConfig::default()
         })?,
     };
+    let local = Arc::new(LocalExecutor::new(&state_dir).with_sandbox(sandbox));
+    let inner: Arc<dyn Executor> = match place {
+        Where::Local(_) => local,
+        Where::Slurm => {
+            let mut table = toml::Table::new();
+            let workdir = tmp.path().join("slurm");
+            table.insert("workdir".into(), workdir.display().to_string().into());
+            table.insert("propose_on".into(), "slurm".into());
+            table.insert("poll_interval".into(), "250ms".into());
+            let cfg = SlurmConfig::from_table(table, &repo.join("autoresearch.toml"))?;
+            let checkouts = Arc::new(SlotCheckouts::new(workdir.join("slots")));
+            Arc::new(SlurmExecutor::new(cfg, checkouts, local))
+        }
+    };
     let timed = Arc::new(Timed {
-        inner: LocalExecutor::new(&state_dir).with_sandbox(sandbox),
+        inner,
         child_time: Mutex::new(HashMap::new()),
     });
     let finished: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
@@ -192,6 +242,7 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64, jail: Jail) -> an
     let p90 = percentile(&mut overheads, 0.9);
     emit(json!({
         "bench": "loop",
+        "executor": match place { Where::Local(_) => "local", Where::Slurm => "slurm" },
         "sandbox": match jail { Jail::None => "none", Jail::Bwrap => "bwrap" },
         "parallel": parallel,
         "iterations": runs.len(),
@@ -209,24 +260,57 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64, jail: Jail) -> an
     Ok(())
 }
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
+/// Runs the benchmark; `args` are its options (`--executor local|slurm`).
+pub fn run(quick: bool, args: &[String]) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match args {
+        [] => {}
+        [flag, value] if flag == "--executor" && value == "local" => {}
+        [flag, value] if flag == "--executor" && value == "slurm" => {
+            return rt.block_on(slurm(quick));
+        }
+        other => bail!("bench loop takes --executor local|slurm, got {other:?}"),
+    }
     let (trivial, sleeping) = if quick { (20, 6) } else { (200, 200) };
     rt.block_on(async {
         for parallel in [1, 2] {
             eprintln!("loop: {trivial} trivial iterations at parallel {parallel}");
-            measure(parallel, trivial, 0.0, Jail::None).await?;
+            measure(parallel, trivial, 0.0, Where::Local(Jail::None)).await?;
         }
         for parallel in [1, 2] {
             eprintln!("loop: {sleeping} iterations of 0.5 s jobs at parallel {parallel}");
-            measure(parallel, sleeping, 0.5, Jail::None).await?;
+            measure(parallel, sleeping, 0.5, Where::Local(Jail::None)).await?;
         }
         // The sandbox's cost: the same trivial loop without and with
         // bubblewrap, alternated, in this one run (compare round_ms_p50).
         for jail in [Jail::None, Jail::Bwrap, Jail::None, Jail::Bwrap] {
             eprintln!("loop: {trivial} trivial iterations at parallel 1, sandboxed or not");
-            measure(1, trivial, 0.0, jail).await?;
+            measure(1, trivial, 0.0, Where::Local(jail)).await?;
         }
         Ok(())
     })
+}
+
+/// The Slurm executor's figures (see the module doc).
+async fn slurm(quick: bool) -> anyhow::Result<()> {
+    if std::env::var_os("SLURM_CONF").is_none() {
+        bail!(
+            "bench loop --executor slurm needs a cluster: SLURM_CONF unset (`.ci/slurm-up.sh` starts one on loopback and prints its slurm.conf)"
+        );
+    }
+    let (trivial, sleeping) = if quick { (8, 8) } else { (30, 24) };
+    for place in [
+        Where::Local(Jail::None),
+        Where::Slurm,
+        Where::Local(Jail::None),
+        Where::Slurm,
+    ] {
+        eprintln!("loop: {trivial} trivial iterations at parallel 1, local or on Slurm");
+        measure(1, trivial, 0.0, place).await?;
+    }
+    for parallel in [1, 4] {
+        eprintln!("loop: {sleeping} iterations of 2 s jobs at parallel {parallel} on Slurm");
+        measure(parallel, sleeping, 2.0, Where::Slurm).await?;
+    }
+    Ok(())
 }

@@ -41,10 +41,28 @@ impl Controller {
         if *rx.borrow() >= Shutdown::KILL {
             return Ok(JobEnd::Interrupted);
         }
-        tokio::select! {
-            r = self.executor.run(job) => Ok(JobEnd::Report(Box::new(r?))),
-            _ = rx.wait_for(|l| *l >= Shutdown::KILL) => Ok(JobEnd::Interrupted),
+        // Jobs the executor hands to a scheduler are recorded as they go
+        // (their ids outlive this process).
+        let (journal, mut records) = tokio::sync::mpsc::unbounded_channel();
+        let journal = Arc::new(jobs::QueuedJournal(journal));
+        // Boxed, so that `drop` below drops the job itself (a pinned
+        // borrow would not).
+        let mut run = Box::pin(self.executor.run_journaled(job, journal));
+        let end = loop {
+            let record = tokio::select! {
+                r = &mut run => break JobEnd::Report(Box::new(r?)),
+                _ = rx.wait_for(|l| *l >= Shutdown::KILL) => break JobEnd::Interrupted,
+                Some(record) = records.recv() => record,
+            };
+            self.record_job(&record).await?;
+        };
+        // Dropping the job stops it; what the executor said on the way
+        // (its last state) is recorded too.
+        drop(run);
+        while let Ok(record) = records.try_recv() {
+            self.record_job(&record).await?;
         }
+        Ok(end)
     }
 
     pub(super) fn tail(&self, s: &str) -> String {

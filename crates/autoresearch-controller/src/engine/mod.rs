@@ -38,6 +38,7 @@ mod confirm;
 mod cost;
 mod decision;
 mod fairness;
+mod jobs;
 mod lease;
 mod promotion;
 mod proposer_history;

@@ -462,9 +462,6 @@ impl Controller {
     /// run ids it touched.
     pub async fn recover(&self) -> Result<Vec<String>, LoopError> {
         self.ledger.refresh().await?;
-        // Checkouts and processes a killed controller left (a job's
-        // `setsid` daemon among them) go before anything runs.
-        log_release("of a killed controller", self.executor.close().await);
         let exp = self.cfg.experiment.clone();
         let in_flight: Vec<(AttemptState, Attempt)> = self
             .ledger
@@ -481,6 +478,17 @@ impl Controller {
                     .collect()
             })
             .await;
+        // Jobs those runs left with a scheduler are waited for or
+        // cancelled (never submitted again) and their ends recorded.
+        let runs: Vec<String> = in_flight
+            .iter()
+            .map(|(_, a)| a.run.run_id.clone())
+            .collect();
+        self.adopt_jobs(&runs).await?;
+        // Checkouts and processes a killed controller left (a job's
+        // `setsid` daemon among them) go before anything runs, once its
+        // scheduler jobs, which may use them, have ended.
+        log_release("of a killed controller", self.executor.close().await);
         let mut touched = Vec::new();
         for (state, a) in in_flight {
             let run_id = a.run.run_id.clone();
