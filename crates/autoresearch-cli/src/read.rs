@@ -370,6 +370,7 @@ fn log_table(log: &AttemptLog) {
     header.extend(log.columns.iter().cloned());
     header.push("STATUS".to_string());
     header.push("DESCRIPTION".to_string());
+    header.push("REASON".to_string());
     let rows: Vec<Vec<String>> = log
         .rows
         .iter()
@@ -388,6 +389,7 @@ fn log_table(log: &AttemptLog) {
             };
             row.push(status);
             row.push(r.description.replace(['\t', '\n'], " "));
+            row.push(r.reason.replace(['\t', '\n'], " "));
             row
         })
         .collect();

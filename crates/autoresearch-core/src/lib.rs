@@ -20,6 +20,7 @@
 
 pub mod compare;
 pub mod components;
+pub mod description;
 pub mod doctor;
 pub mod error;
 pub mod exec;
@@ -40,6 +41,7 @@ pub use components::{
     BranchHead, EvalResult, Experiment, Lease, Outcome, ResultMeta, Run, RunStatus, UnknownStatus,
     Vote,
 };
+pub use description::Description;
 pub use error::Error;
 pub use exec::{ExecError, Executor, ExitStatus, Job, JobReport, Limits, OutputSource};
 pub use ids::{CommitHash, EntityId, RunId, Tick, WorldId, now_ms, short_commit};

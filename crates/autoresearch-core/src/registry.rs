@@ -185,7 +185,7 @@ impl ComponentRegistry {
     }
 
     /// [`ComponentRegistry::with_lifecycle`] plus the loop's own components:
-    /// `Outcome`, `Vote` and `Lease`. Every crate in this workspace reads and
+    /// `Outcome`, `Vote`, `Lease` and `Description`. Every crate in this workspace reads and
     /// writes experiment worlds with (a superset of) this registry.
     pub fn standard() -> Self {
         let mut r = Self::with_lifecycle();
@@ -194,6 +194,8 @@ impl ComponentRegistry {
         r.register::<crate::components::Vote>("Vote")
             .expect("fresh name");
         r.register::<crate::components::Lease>("Lease")
+            .expect("fresh name");
+        r.register::<crate::description::Description>("Description")
             .expect("fresh name");
         r
     }

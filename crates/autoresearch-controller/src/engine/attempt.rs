@@ -144,16 +144,26 @@ impl Controller {
         let result = EvalResult::new(owner, "evaluate", &Value::Object(outputs), now_ms());
         // Staged: the decision that reads it follows at once, and the next
         // job start or branch update makes both durable in one write.
-        let cand = cand.map(|c| (c.entity, c.commit.clone(), c.workspace.clone()));
+        let cand = cand.map(|c| {
+            (
+                c.entity,
+                c.commit.clone(),
+                c.workspace.clone(),
+                c.description_record(),
+            )
+        });
         self.ledger
             .stage(&format!("recording a result of run {owner}"), move |w| {
-                if let Some((entity, commit, workspace)) = &cand {
+                if let Some((entity, commit, workspace, description)) = &cand {
                     let mut run = run_of(w, *entity)?;
                     run.commit_hash = commit.clone();
                     if !workspace.is_empty() {
                         run.workspace_path = workspace.clone();
                     }
                     w.insert(*entity, &run)?;
+                    if let Some(d) = description {
+                        w.insert(*entity, d)?;
+                    }
                 }
                 w.spawn_with(&result).map(drop)
             })
@@ -183,6 +193,7 @@ impl Controller {
             .evaluate(&run_id, &run_id, &cand.commit, 0, "evaluate", Some(&cand))
             .await?;
         cand.workspace.clear();
+        cand.description.clear();
         match evaluated {
             Ok(_) => Ok(Prepared::Evaluated(cand)),
             Err(c) => self
@@ -219,6 +230,7 @@ impl Controller {
             commit: String::new(),
             workspace: String::new(),
             left_out: Vec::new(),
+            description: String::new(),
         };
         let history = history?;
         self.emit(Event::Started {
@@ -297,6 +309,8 @@ impl Controller {
         report: &JobReport,
     ) -> Result<Option<OutcomeStatus>, LoopError> {
         if report.commit.is_empty() || report.commit == head.commit {
+            // No commit to carry it: what the proposer printed about its idea.
+            cand.description = description_line(&report.stdout_tail).unwrap_or_default();
             return self.finish_no_change(cand).await.map(Some);
         }
         cand.commit = report.commit.clone();
@@ -304,12 +318,15 @@ impl Controller {
         cand.left_out = report.left_out.clone();
         let (refname, commit) = (self.candidate_ref(&cand.run_id), cand.commit.clone());
         let base = head.commit.clone();
-        let changes = self
+        let (changes, message) = self
             .git(move |g| {
                 g.create_ref(&refname, &commit)?;
-                g.changes(&base, &commit)
+                let message = g.run(&["log", "-1", "--format=%B", &commit])?;
+                Ok((g.changes(&base, &commit)?, message))
             })
             .await?;
+        // The executor made the proposer's description the commit's message.
+        cand.description = clean_description(&message).unwrap_or_default();
         self.crash_point("after-candidate");
         if changes.is_empty() {
             return self.finish_no_change(cand).await.map(Some);

@@ -38,6 +38,7 @@ impl Controller {
         };
         let outcome = self.outcome(&c.run_id, status.clone(), reason, descriptor, &c.base);
         let (commit, workspace) = (c.commit.clone(), c.workspace.clone());
+        let description = c.description_record();
         let (entity, finished_at) = (c.entity, now_ms());
         // Staged: nothing acts on a decision that leaves the head alone
         // before the next job start, which makes it durable.
@@ -55,6 +56,9 @@ impl Controller {
                         r.workspace_path = workspace.clone();
                     }
                     w.insert(entity, &r)?;
+                    if let Some(d) = &description {
+                        w.insert(entity, d)?;
+                    }
                     w.insert(entity, &outcome)
                 },
             )
@@ -325,6 +329,7 @@ impl Controller {
                             entity,
                             results: Vec::new(),
                             outcome: Some(outcome),
+                            description: None,
                             run,
                         })
                     })
@@ -342,6 +347,7 @@ impl Controller {
                 commit: a.run.commit_hash.clone(),
                 workspace: String::new(),
                 left_out: Vec::new(),
+                description: String::new(),
             };
             let inc_head = if c.base == head.commit {
                 head.clone()

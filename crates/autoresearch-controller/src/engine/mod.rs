@@ -16,7 +16,9 @@
 use crate::config::{Config, MetricsFormat};
 use crate::git::{Git, GitError};
 use crate::{history, metrics};
+use autoresearch_core::Description;
 use autoresearch_core::compare::{Comparator, Decision, Evidence, Verdict};
+use autoresearch_core::description::{clean_description, description_line};
 use autoresearch_core::exec::{ExecError, Executor, Job, JobReport, Limits};
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts, stored_evidence, world_short_name};
 use autoresearch_core::{
@@ -62,6 +64,20 @@ struct Cand {
     workspace: String,
     /// What the proposer left out of the candidate (ignored files).
     left_out: Vec<String>,
+    /// What the proposer tried (the candidate's commit message); recorded
+    /// with its first result or its decision (empty: already recorded, or
+    /// none).
+    description: String,
+}
+
+impl Cand {
+    /// The [`Description`] component to record, when there is one.
+    fn description_record(&self) -> Option<Description> {
+        (!self.description.is_empty()).then(|| Description {
+            run_id: self.run_id.clone(),
+            text: self.description.clone(),
+        })
+    }
 }
 
 /// Where an attempt ended before comparison.

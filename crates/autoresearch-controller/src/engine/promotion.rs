@@ -495,6 +495,7 @@ impl Controller {
             commit: a.run.commit_hash.clone(),
             workspace: String::new(),
             left_out: Vec::new(),
+            description: String::new(),
         };
         if cand.commit.is_empty() {
             let refname = self.candidate_ref(&run_id);

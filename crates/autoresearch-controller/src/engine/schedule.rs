@@ -218,6 +218,7 @@ impl Controller {
             commit: String::new(),
             workspace: String::new(),
             left_out: Vec::new(),
+            description: String::new(),
         };
         let cause = LoopCause::Infrastructure;
         let reason = format!("{cause}: {e}");
