@@ -2,6 +2,7 @@
 //! concrete implementations (the redb store, the runner ingester, the loop,
 //! the comparators) together, through core's trait objects.
 
+mod check;
 mod compare_cmds;
 mod doctor;
 mod experiment;
@@ -9,6 +10,7 @@ mod ingest;
 mod ledger;
 #[cfg(feature = "plot")]
 mod plot;
+mod program;
 mod progress;
 mod read;
 
@@ -54,8 +56,12 @@ pub enum Command {
     History(read::HistoryArgs),
     /// An experiment's attempts: commit, metrics, status, description.
     Log(read::LogArgs),
-    /// Write a commented autoresearch.toml for this repository.
+    /// Write a commented autoresearch.toml and the agent's program.md for this repository.
     Init(experiment::InitArgs),
+    /// Check the config before it costs anything: the commands exist, the
+    /// repository and branch are sane, the baseline evaluation prints every
+    /// metric needed (`run` starts with this).
+    Check(check::CheckArgs),
     /// Run the loop: propose, evaluate, compare, keep or discard, repeat.
     Run(experiment::RunArgs),
     /// The experiment's head, counts, runs in flight and runs waiting for votes.
@@ -146,6 +152,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => return read::history(&cli.ledger, args).await,
         Command::Log(args) => return read::log(&cli.ledger, args).await,
         Command::Init(args) => return experiment::init(args),
+        Command::Check(args) => return check::check_cmd(args).await,
         Command::Run(args) => return experiment::run(&cli.ledger, args, cli.quiet).await,
         Command::Status(args) => return experiment::status(&cli.ledger, args).await,
         Command::Show(args) => return experiment::show(&cli.ledger, args).await,

@@ -63,6 +63,7 @@ impl Controller {
                 crashes_in_a_row += 1;
                 if crashes_in_a_row >= self.cfg.max_consecutive_crashes {
                     s.stopped = format!("{crashes_in_a_row} consecutive crashes");
+                    s.reason = StopReason::ConsecutiveCrashes(crashes_in_a_row);
                     break;
                 }
                 if !self.resample_incumbent(&head).await? {
