@@ -95,26 +95,19 @@ pub fn build(profile: Profile, packages: &[&str], echo: bool) -> anyhow::Result<
     Ok(())
 }
 
-/// Seconds since the `cargo` process that started this one began (Linux:
-/// `/proc`), which is how long `cargo xtask` took to compile and start
-/// xtask; `None` elsewhere or when the parent is not cargo.
+/// Seconds since this process started (Linux: `/proc`). `cargo run`
+/// replaces itself with the program it runs (exec, same process), so under
+/// `cargo xtask` this is how long cargo took to compile and start xtask.
+/// `None` where `/proc` cannot tell.
 pub fn started_secs_ago() -> Option<f64> {
     // Clock ticks per second of /proc's times: USER_HZ, 100 on every
     // architecture Linux runs on today.
     const USER_HZ: f64 = 100.0;
-    let fields = |pid: &str| -> Option<Vec<String>> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name is in parentheses and may hold spaces.
-        let after = &stat[stat.rfind(')')? + 1..];
-        Some(after.split_whitespace().map(String::from).collect())
-    };
-    // After the name: state (index 0), ppid (1), ..., starttime (19).
-    let ppid = fields("self")?.get(1)?.clone();
-    let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok()?;
-    if !comm.trim().starts_with("cargo") {
-        return None;
-    }
-    let start_ticks: f64 = fields(&ppid)?.get(19)?.parse().ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name is in parentheses and may hold spaces; after it come
+    // the state (field 3 of the file), ..., the start time (field 22).
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let start_ticks: f64 = fields.get(22 - 3)?.parse().ok()?;
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
         .split_whitespace()

@@ -5,7 +5,8 @@
 //! Prints one JSON line: the compile time (xtask's own, then the CLI and the
 //! demo's helper), the demo's time after that and the wall time, with the
 //! machine's CPU count and load average before and after, since other work on
-//! the machine slows a compile down. Takes minutes: a benchmark, not a test.
+//! the machine slows a compile down, and the CPU time it all took (`cpu_s`,
+//! which other work does not change much). Takes minutes: a benchmark, not a test.
 //!
 //! Options: `--quick` (the demo's `--quick`), `--dev` (the demo's dev
 //! profile), `--keep` (keep the temp dir and print where it is).
@@ -93,6 +94,7 @@ fn measure(root: &Path, tmp: &Path, commit: &str, demo_args: &[&str]) -> anyhow:
         .status()
         .context("starting cargo xtask demo in the clone")?;
     let wall = started.elapsed().as_secs_f64();
+    let cpu = children_cpu_secs();
     if !status.success() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(30).collect();
@@ -112,7 +114,7 @@ fn measure(root: &Path, tmp: &Path, commit: &str, demo_args: &[&str]) -> anyhow:
         "{{\"bench\":\"first-run\",\"commit\":\"{commit}\",\"profile\":\"{}\",\"quick\":{},\
          \"cpus\":{cpus},\"load_1m_before\":{},\"load_1m_after\":{},\
          \"xtask_compile_s\":{xtask:.1},\"build_s\":{build:.1},\"compile_s\":{:.1},\
-         \"loop_s\":{},\"demo_s\":{},\"total_s\":{wall:.1}}}",
+         \"loop_s\":{},\"demo_s\":{},\"total_s\":{wall:.1},\"cpu_s\":{}}}",
         if demo_args.contains(&"--dev") {
             "dev"
         } else {
@@ -124,8 +126,22 @@ fn measure(root: &Path, tmp: &Path, commit: &str, demo_args: &[&str]) -> anyhow:
         xtask + build,
         json_number(get("loop_s")),
         json_number(get("demo_s")),
+        json_number(cpu),
     );
     Ok(())
+}
+
+/// CPU time (user and system) of this process's waited-for children and
+/// theirs (`/proc/self/stat`'s cutime and cstime): what the compile and
+/// the demo cost the machine, whatever else ran beside them.
+fn children_cpu_secs() -> Option<f64> {
+    // Ticks per second of /proc's times (USER_HZ).
+    const USER_HZ: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // After the name: state is field 3 of the file, cutime 16 and cstime 17.
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<f64>().ok();
+    Some((ticks(16)? + ticks(17)?) / USER_HZ)
 }
 
 /// The 1-minute load average (`/proc/loadavg`), when readable.
