@@ -51,10 +51,12 @@ struct Line {
     detail: String,
 }
 
-/// The checks' results, printed as they come.
+/// The checks' results, printed as they come (on stdout for `check`, on
+/// stderr with the loop's other notes for `run`).
 #[derive(Default)]
 pub struct Report {
     lines: Vec<Line>,
+    on_stderr: bool,
 }
 
 impl Report {
@@ -66,9 +68,14 @@ impl Report {
         };
         let mark = if line.ok { "ok  " } else { "FAIL" };
         let mut detail = line.detail.lines();
-        println!("  {mark}  {}: {}", line.what, detail.next().unwrap_or(""));
+        let mut text = format!("  {mark}  {}: {}", line.what, detail.next().unwrap_or(""));
         for more in detail {
-            println!("          {more}");
+            text.push_str(&format!("\n          {more}"));
+        }
+        if self.on_stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
         }
         self.lines.push(line);
     }
@@ -107,7 +114,7 @@ pub async fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         config.name,
         cmp.spec()
     );
-    let report = preflight(&config, &cfg, &sandbox, !args.no_baseline).await?;
+    let report = preflight(&config, &cfg, &sandbox, !args.no_baseline, false).await?;
     if report.passed() {
         println!("everything checked: `autoresearch run` can start");
         Ok(ExitCode::SUCCESS)
@@ -146,16 +153,21 @@ pub async fn baseline_unmeasured(
     Ok(!scored)
 }
 
-/// Runs every check for the loop `cfg` of `config`, printing each result;
-/// the baseline evaluation only when `evaluate` is set. Errors only when a
-/// check could not be carried out at all.
+/// Runs every check for the loop `cfg` of `config`, printing each result
+/// (on stderr when `on_stderr`); the baseline evaluation only when
+/// `evaluate` is set. Errors only when a check could not be carried out at
+/// all.
 pub async fn preflight(
     config: &Config,
     cfg: &LoopConfig,
     sandbox: &Sandbox,
     evaluate: bool,
+    on_stderr: bool,
 ) -> anyhow::Result<Report> {
-    let mut report = Report::default();
+    let mut report = Report {
+        lines: Vec::new(),
+        on_stderr,
+    };
     let base_dir = config
         .path
         .parent()

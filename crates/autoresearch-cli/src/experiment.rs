@@ -281,8 +281,8 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
     }
     if !args.no_check {
         let evaluate = crate::check::baseline_unmeasured(storage.clone(), &cfg).await?;
-        println!("checking {} before any proposal", config.path.display());
-        let report = crate::check::preflight(&config, &cfg, &sandbox, evaluate).await?;
+        eprintln!("checking {} before any proposal", config.path.display());
+        let report = crate::check::preflight(&config, &cfg, &sandbox, evaluate, true).await?;
         if !report.passed() {
             eprintln!(
                 "error: the check failed, so no proposal was made: {}",
