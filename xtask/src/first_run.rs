@@ -8,8 +8,9 @@
 //! the machine slows a compile down, and the CPU time it all took (`cpu_s`,
 //! which other work does not change much). Takes minutes: a benchmark, not a test.
 //!
-//! Options: `--quick` (the demo's `--quick`), `--dev` (the demo's dev
-//! profile), `--keep` (keep the temp dir and print where it is).
+//! Options: `--quick` (the demo's `--quick`), `--dev` or `--release` (the
+//! demo's profile, dev by default), `--keep` (keep the temp dir and print
+//! where it is).
 
 use crate::cargo::workspace_root;
 use anyhow::{Context, bail};
@@ -24,8 +25,9 @@ pub fn run(args: &[OsString]) -> anyhow::Result<()> {
         match a.to_str() {
             Some("--quick") => demo_args.push("--quick"),
             Some("--dev") => demo_args.push("--dev"),
+            Some("--release") => demo_args.push("--release"),
             Some("--keep") => keep = true,
-            _ => bail!("bench first-run takes --quick, --dev and --keep, got {a:?}"),
+            _ => bail!("bench first-run takes --quick, --dev, --release and --keep, got {a:?}"),
         }
     }
     let root = workspace_root();

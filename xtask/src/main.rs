@@ -21,20 +21,23 @@ const HELP: &str = "\
 autoresearch project automation
 
 Usage:
-  cargo xtask demo [--quick] [--fixture-only] [--dir DIR] [--bin PATH] [--release|--dev]
+  cargo xtask demo [--quick] [--fixture-only] [--dir DIR] [--bin PATH] [--dev|--release]
                    [--timings-json PATH]
   cargo xtask bench NAME [--quick] [OPTIONS...]
 
 demo   The whole product on a generated sample project, no network, no LLM.
-       From a fresh clone on a 2-core machine it takes about 4 to 5 minutes,
-       compile included (the CLI and the demo's helper built once, in the
-       release profile); about 40 seconds once built. The summary gives the
-       real times.
+       The CLI and the demo's helper are built once, together, in the dev
+       profile (5 CPU-minutes from a fresh clone, against 7 in release), so
+       on a quiet 2-core machine a fresh clone should take about 3 minutes of
+       compile (an estimate from that CPU time) and 30 seconds of demo; other
+       builds sharing the cores make the compile longer (21 minutes measured
+       at a load average of 11 to 17). About 30 seconds once built. The
+       summary gives the real times, compile included.
        --quick          fewer candidates and samples
        --fixture-only   only create the sample repository and its agent
        --dir DIR        where to create it [default: target/demo]
        --bin PATH       use this autoresearch binary (then only the helper is built)
-       --dev            build in the dev profile instead of release
+       --release        build in the release profile instead of dev
        --timings-json PATH  also write the timings as JSON
 
 bench  Run a benchmark (release build); one JSON object per line on stdout.
@@ -64,7 +67,10 @@ fn main() -> anyhow::Result<()> {
 /// `cargo xtask demo`: builds the CLI and the devtools binary in one cargo
 /// invocation, then runs `autoresearch-devtools demo` with the build times.
 fn demo(args: &[OsString], started: Instant) -> anyhow::Result<()> {
-    let mut profile = Profile::Release;
+    // The dev profile: less to compile than release (measured with
+    // `cargo xtask bench first-run`, docs/benchmarks.md), and the demo's
+    // loop spends its time in Python, not in the binary.
+    let mut profile = Profile::Dev;
     let mut pass: Vec<OsString> = Vec::new();
     let (mut fixture_only, mut own_binary) = (false, false);
     for a in args {
