@@ -1,6 +1,8 @@
 //! The layering rule of docs/ARCHITECTURE.md, checked: every library crate
 //! depends on `autoresearch-core` only among the workspace's crates, and core
-//! on none. Only the CLI (and xtask, and this tests crate) wire several.
+//! on none. Only the CLI, `autoresearch-devtools` (the demo and benchmarks)
+//! and this tests crate wire several; xtask depends on no workspace crate,
+//! so that `cargo xtask` compiles in seconds.
 //! `autoresearch-test-support` holds the tests' fixtures and is a
 //! dev-dependency only: it may depend on what it needs, but no manifest
 //! names it among what it ships with.
@@ -8,6 +10,9 @@
 use std::path::Path;
 
 const TEST_SUPPORT: &str = "autoresearch-test-support";
+
+/// The crates allowed to wire concrete implementations together.
+const WIRING: &[&str] = &["autoresearch-cli", "autoresearch-devtools"];
 
 fn manifest(path: &Path) -> toml::Table {
     let text = std::fs::read_to_string(path).unwrap();
@@ -41,7 +46,7 @@ fn library_crates_depend_on_core_only() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let deps = workspace_deps(&dir.join("Cargo.toml"));
         match name.as_str() {
-            "autoresearch-cli" | TEST_SUPPORT => continue,
+            _ if WIRING.contains(&name.as_str()) || name == TEST_SUPPORT => continue,
             "autoresearch-core" => assert!(deps.is_empty(), "core depends on {deps:?}"),
             _ => assert_eq!(
                 deps,
@@ -52,6 +57,33 @@ fn library_crates_depend_on_core_only() {
         checked += 1;
     }
     assert!(checked >= 6, "only {checked} library crates found");
+}
+
+#[test]
+fn xtask_is_thin() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/Cargo.toml");
+    let doc = manifest(&path);
+    let deps: Vec<&String> = doc
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .map(|d| d.keys().collect())
+        .unwrap_or_default();
+    // xtask is compiled before anything else by `cargo xtask`: what needs the
+    // workspace goes into autoresearch-devtools, built with the CLI.
+    assert_eq!(deps, vec!["anyhow"], "xtask's dependencies");
+    for wiring in WIRING {
+        let own = manifest(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../crates")
+                .join(wiring)
+                .join("Cargo.toml"),
+        );
+        assert_eq!(
+            own["package"].get("publish").and_then(|p| p.as_bool()),
+            (*wiring == "autoresearch-devtools").then_some(false),
+            "{wiring}: only the CLI is published"
+        );
+    }
 }
 
 /// Every workspace member's manifest: the crates, xtask and this tests crate.

@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// Run in this world (a fork), on git branch autoresearch/{fork}.
     #[arg(long)]
     pub world: Option<String>,
+    /// Start without the check (`autoresearch check`: the commands, the
+    /// repository, and the baseline evaluation when the head has no score).
+    #[arg(long)]
+    pub no_check: bool,
 }
 
 pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
@@ -76,6 +80,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
         .map(Path::to_path_buf)
         .unwrap_or(std::env::current_dir().context("reading the current directory")?);
     let dir = dir.canonicalize().unwrap_or(dir);
+    crate::program::require_git_repository(&dir)?;
     let name = match args.name {
         Some(n) => n,
         None => dir
@@ -98,9 +103,19 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&args.config, text)
         .with_context(|| format!("writing {}", args.config.display()))?;
     println!(
-        "wrote {} (experiment {name:?}, branch {branch:?}); edit [propose] and [evaluate], then `autoresearch run`",
+        "wrote {} (experiment {name:?}, branch {branch:?}); edit [propose] and [evaluate]",
         args.config.display()
     );
+    let program = dir.join(crate::program::PROGRAM_FILE);
+    if crate::program::write_program(&dir)? {
+        println!(
+            "wrote {}: the agent's brief (what to change, what not to touch, how results are read); edit it",
+            program.display()
+        );
+    } else {
+        println!("kept the existing {}", program.display());
+    }
+    println!("then `autoresearch check`, and `autoresearch run`");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -229,12 +244,25 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         // Jobs' orphans come back to this process, to be found and killed.
         autoresearch_controller::sandbox::become_subreaper();
     }
+    // The executor's config first: a mistake there costs nothing to find.
     let executor = crate::executors::build(
         &config,
         &cfg.state_dir,
         sandbox.clone(),
         held_out_dirs(&config)?,
     )?;
+    if !args.no_check {
+        let evaluate = crate::check::baseline_unmeasured(storage.clone(), &cfg).await?;
+        eprintln!("checking {} before any proposal", config.path.display());
+        let report = crate::check::preflight(&config, &cfg, &sandbox, evaluate, true).await?;
+        if !report.passed() {
+            eprintln!(
+                "error: the check failed, so no proposal was made: {}",
+                report.failures()
+            );
+            return Ok(ExitCode::from(crate::check::EXIT_CHECK_FAILED));
+        }
+    }
     let progress = Arc::new(Progress::new(quiet).with_total(cfg.iterations));
     if let Some(why) = sandbox.fallback_reason() {
         progress.note(format!(

@@ -2,6 +2,7 @@
 //! concrete implementations (the redb store, the runner ingester, the loop,
 //! the comparators) together, through core's trait objects.
 
+mod check;
 mod compare_cmds;
 mod decide;
 mod decision_view;
@@ -15,6 +16,7 @@ mod log;
 mod noise_status;
 #[cfg(feature = "plot")]
 mod plot;
+mod program;
 mod progress;
 mod read;
 mod show;
@@ -71,9 +73,14 @@ pub enum Command {
     /// An experiment's attempts as a table: parameters, metrics, decision, idea, reason.
     #[command(display_order = 4)]
     Log(log::LogArgs),
-    /// Write a commented autoresearch.toml for this repository.
+    /// Write a commented autoresearch.toml and the agent's program.md for this repository.
     #[command(display_order = 1)]
     Init(experiment::InitArgs),
+    /// Check the config before it costs anything: the commands exist, the
+    /// repository and branch are sane, the baseline evaluation prints every
+    /// metric needed (`run` starts with this).
+    #[command(display_order = 2)]
+    Check(check::CheckArgs),
     /// Run the loop: propose, evaluate, compare, keep or discard, repeat.
     #[command(display_order = 2)]
     Run(experiment::RunArgs),
@@ -220,6 +227,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => return read::history(&cli.ledger, args).await,
         Command::Log(args) => return log::log(&cli.ledger, args).await,
         Command::Init(args) => return experiment::init(args),
+        Command::Check(args) => return check::check_cmd(args).await,
         Command::Run(args) => return experiment::run(&cli.ledger, args, cli.quiet).await,
         Command::Status(args) => return status::status(&cli.ledger, args).await,
         Command::Show(args) => return show::show(&cli.ledger, args).await,

@@ -1,9 +1,9 @@
 //! The demo's loop, end to end and quick: the sample project of
-//! `cargo xtask demo` (the same fixture code, included from xtask), the real
+//! `cargo xtask demo` (the same fixture code, included from autoresearch-devtools), the real
 //! binary running two candidates at a time under the noise-aware comparator,
 //! then the chart. Real git, real Python processes.
 
-#[path = "../../../xtask/src/demo/fixture.rs"]
+#[path = "../../autoresearch-devtools/src/demo/fixture.rs"]
 #[allow(dead_code, reason = "this test uses only part of the demo fixture")]
 mod fixture;
 

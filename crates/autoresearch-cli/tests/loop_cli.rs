@@ -613,7 +613,7 @@ fn tiny_metrics_keep_their_digits_and_consecutive_crashes_exit_3() {
     assert!(stdout.contains("not a finite number"), "{stdout}");
     let tsv = r.ok(&["log", "--experiment", "exp", "--format", "tsv"]);
     let rows: Vec<&str> = tsv.lines().collect();
-    assert_eq!(rows[0], "commit\tscore\tstatus\tdescription");
+    assert_eq!(rows[0], "commit\tscore\tstatus\tdescription\treason");
     assert!(rows[2].contains("\t3.2e-8\tkeep\t"), "{tsv}");
     assert!(
         rows[3].contains("\t\tcrash\t"),

@@ -120,10 +120,15 @@ impl Checkouts for SlotCheckouts {
         Ok(path)
     }
 
-    fn candidate(&self, job: &Job, checkout: &Path) -> Result<Candidate, CheckoutError> {
+    fn candidate(
+        &self,
+        job: &Job,
+        checkout: &Path,
+        stdout: &str,
+    ) -> Result<Candidate, CheckoutError> {
         let repo = self.repo(job)?;
         let produced =
-            slot::produce(&repo, checkout, &job.commit, &job.run_id).map_err(|reason| {
+            slot::produce(&repo, checkout, &job.commit, &job.run_id, stdout).map_err(|reason| {
                 CheckoutError {
                     doing: "building the candidate".into(),
                     checkout: checkout.to_path_buf(),

@@ -567,7 +567,9 @@ harness = "shell"
 # (required). Commit the change or leave it uncommitted: the tree it leaves
 # (ignored files excepted) becomes one commit on the head. The environment names
 # AUTORESEARCH_RUN_ID, AUTORESEARCH_BASE_COMMIT, AUTORESEARCH_WORKTREE and
-# AUTORESEARCH_RESULTS (a results.tsv of every past attempt).
+# AUTORESEARCH_RESULTS (a results.tsv of every past attempt). What it tried is
+# its commit message, else the text it writes to the file $AUTORESEARCH_DESCRIPTION,
+# else its last `description: ...` output line (else a diff summary).
 command = 'claude -p "$(cat program.md)" --dangerously-skip-permissions'
 timeout = "30m"
 # A candidate adding a file larger than this, or a gitlink (a submodule or a

@@ -1,6 +1,7 @@
 //! The history file the proposer reads: every decided attempt of the
 //! experiment in karpathy's results.tsv shape (`commit`, one column per
-//! metric, `status`, `description`), in the column order and with the
+//! metric, `status`, `description`: what the proposer tried), then
+//! `reason` (why it was kept or not), in the column order and with the
 //! number formatting of `log --format tsv`: the comparator's metric first
 //! (six decimals where that loses nothing), the others in the order they
 //! first appear (shortest exact form). Undecided attempts (running, waiting
@@ -56,8 +57,24 @@ pub struct Row {
     pub metrics: Vec<(String, f64)>,
     /// The results.tsv status (`keep`, `discard`, `crash`, `pending`, `running`).
     pub status: TsvStatus,
-    /// The decision's reason, on one line.
+    /// What the proposer tried (its description's subject), on one line;
+    /// `baseline` for a baseline.
     pub description: String,
+    /// The decision's reason, on one line.
+    pub reason: String,
+}
+
+/// `text` on one line of a TSV file.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == '\t' || c == '\n' || c == '\r' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 impl Row {
@@ -66,6 +83,15 @@ impl Row {
         let commit = short_commit(&a.run.commit_hash).to_string();
         let reason = a.outcome.as_ref().map_or("", |o| o.reason.as_str());
         let status = TsvStatus::of(&a.run, a.outcome.as_ref());
+        let baseline = a
+            .outcome
+            .as_ref()
+            .is_some_and(|o| o.status == OutcomeStatus::Baseline);
+        let idea = match a.idea() {
+            Some(idea) => idea,
+            None if baseline => OutcomeStatus::Baseline.as_str(),
+            None => "",
+        };
         Row {
             commit: if commit.is_empty() {
                 "-------".into()
@@ -78,10 +104,8 @@ impl Row {
                 final_metrics(a)
             },
             status,
-            description: reason
-                .chars()
-                .map(|c| if c == '\t' || c == '\n' { ' ' } else { c })
-                .collect(),
+            description: one_line(idea),
+            reason: one_line(reason),
         }
     }
 
@@ -130,7 +154,7 @@ pub fn render_rows<'a>(
         out.push('\t');
         out.push_str(n);
     }
-    out.push_str("\tstatus\tdescription\n");
+    out.push_str("\tstatus\tdescription\treason\n");
     for r in rows {
         out.push_str(&r.commit);
         for n in &names {
@@ -143,7 +167,12 @@ pub fn render_rows<'a>(
                 });
             }
         }
-        out.push_str(&format!("\t{}\t{}\n", r.status.as_str(), r.description));
+        out.push_str(&format!(
+            "\t{}\t{}\t{}\n",
+            r.status.as_str(),
+            r.description,
+            r.reason
+        ));
     }
     out
 }

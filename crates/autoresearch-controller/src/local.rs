@@ -251,7 +251,7 @@ impl Inner {
 
     /// Builds the candidate the job left in `slot` (when it commits its
     /// changes), after killing what still runs there. Blocking.
-    fn produced(&self, job: &Job, slot: &Path) -> Result<Produced, String> {
+    fn produced(&self, job: &Job, slot: &Path, stdout: &str) -> Result<Produced, String> {
         reaper::kill_slot_processes(slot);
         if !job.commit_changes {
             return Ok(Produced {
@@ -261,7 +261,7 @@ impl Inner {
             });
         }
         let repo = self.repo(&job.repo).map_err(|e| e.to_string())?;
-        slot::produce(&repo, slot, &job.commit, &job.run_id)
+        slot::produce(&repo, slot, &job.commit, &job.run_id, stdout)
     }
 }
 
@@ -289,6 +289,12 @@ impl LocalExecutor {
             "AUTORESEARCH_WORKTREE".into(),
             checkout.display().to_string(),
         );
+        if job.commit_changes {
+            env.insert(
+                autoresearch_core::description::DESCRIPTION_ENV.into(),
+                slot::description_path(checkout).display().to_string(),
+            );
+        }
         // Git in the job stops at the slot, even once its `.git` is gone:
         // it never finds the user's repository above it.
         env.insert(
@@ -428,7 +434,7 @@ fn collect(
         (text, metrics)
     });
     let commit = if success {
-        this.produced(job, worktree)
+        this.produced(job, worktree, &stdout_tail)
     } else {
         reaper::kill_slot_processes(worktree);
         Ok(Default::default())

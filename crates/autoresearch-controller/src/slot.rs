@@ -15,11 +15,25 @@
 //! slot's processes are killed ([`reaper`](crate::reaper)). After a
 //! proposer, the candidate is the checkout's tree (ignored files left
 //! out, and listed) committed as the single child of the base, with the
-//! proposer's own commit messages.
+//! proposer's description as its message (its own commit messages, else
+//! the file it wrote at [`description_path`], else its `description:`
+//! output line, else a summary of the change: core's
+//! [`description`](autoresearch_core::description) module).
 
 use crate::git::{Git, GitError, IDENTITY};
 use crate::reaper;
+use autoresearch_core::description::{
+    DESCRIPTION_MAX, FileChange, change_summary, clean_description, description_line,
+};
 use std::path::{Path, PathBuf};
+
+/// Where a proposer in `checkout` may write its description (the value of
+/// `AUTORESEARCH_DESCRIPTION`): inside the slot's own `.git`, which is
+/// writable under the sandbox, never part of the candidate's tree and made
+/// afresh before every job.
+pub fn description_path(checkout: &Path) -> PathBuf {
+    checkout.join(".git").join("autoresearch-description")
+}
 
 /// The user's repository as slots see it.
 #[derive(Clone, Debug)]
@@ -198,8 +212,15 @@ fn fresh_git_dir(repo: &RepoDirs, slot: &Path, commit: &str) -> Result<(), Strin
 
 /// The candidate a proposer left in `slot` on `base`: the checkout's tree
 /// (what `git add -A` takes, with `.gitattributes` read from the base) as
-/// a single child of `base`. Blocking.
-pub fn produce(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> Result<Produced, String> {
+/// a single child of `base`, its message the proposer's description
+/// (`stdout` is the tail of its standard output). Blocking.
+pub fn produce(
+    repo: &RepoDirs,
+    slot: &Path,
+    base: &str,
+    run_id: &str,
+    stdout: &str,
+) -> Result<Produced, String> {
     if !std::fs::symlink_metadata(slot).is_ok_and(|m| m.is_dir()) {
         return Err(format!(
             "the job replaced its checkout {} (it is no longer a directory)",
@@ -222,7 +243,13 @@ pub fn produce(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> Result
             left_out,
         });
     }
-    let message = proposer_message(repo, slot, base, run_id);
+    let message = match proposer_message(repo, slot, base, run_id) {
+        Some(m) => m,
+        None => match written_description(slot).or_else(|| description_line(stdout)) {
+            Some(d) => d,
+            None => change_summary(&numstat(&g, &base_tree, &tree).map_err(e)?),
+        },
+    };
     let commit = g
         .run_env(
             &["commit-tree", &tree, "-p", base, "-m", &message],
@@ -256,23 +283,54 @@ fn left_out(g: &Git) -> Result<Vec<String>, GitError> {
         .collect())
 }
 
+/// The description the proposer wrote at [`description_path`], cleaned;
+/// at most [`DESCRIPTION_MAX`] bytes of it are read.
+fn written_description(slot: &Path) -> Option<String> {
+    use std::io::Read;
+    let path = description_path(slot);
+    // Only a regular file: a link or a fifo left by the job is not read.
+    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .ok()?
+        .take(DESCRIPTION_MAX as u64 * 2)
+        .read_to_string(&mut text)
+        .ok()?;
+    clean_description(&text)
+}
+
+/// The files changed between two trees, with lines added and removed.
+fn numstat(g: &Git, from: &str, to: &str) -> Result<Vec<FileChange>, GitError> {
+    let out = g.run(&["diff-tree", "-r", "--numstat", "--no-renames", from, to])?;
+    Ok(out
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, '\t');
+            let (added, removed, path) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(FileChange {
+                path: path.to_string(),
+                lines: added.parse().ok().zip(removed.parse().ok()),
+            })
+        })
+        .collect())
+}
+
 /// The messages of the commits the proposer made in the slot, oldest
-/// first; a message naming the run when there are none. They are fetched
+/// first; `None` when it made none. They are fetched
 /// into a scratch repository beside the slots (sharing the user's objects):
 /// `git upload-pack`, the only git that reads the slot's `.git`, is safe on
 /// an untrusted repository, and the user's repository gets no ref, no
 /// `FETCH_HEAD` and none of the proposer's abandoned history.
-fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> String {
-    let default = format!("autoresearch {run_id}: candidate");
+fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> Option<String> {
     // The usual case costs no process: HEAD still detached at the base (the
     // file is only compared, never trusted).
     let head = std::fs::read_to_string(slot.join(".git/HEAD")).unwrap_or_default();
     if head.trim() == base {
-        return default;
+        return None;
     }
-    let Some(g) = slot.parent().and_then(|d| scratch(repo, d).ok()) else {
-        return default;
-    };
+    let g = slot.parent().and_then(|d| scratch(repo, d).ok())?;
     let tmp = format!("refs/proposed/{run_id}");
     let source = slot.display().to_string();
     let spec = format!("+HEAD:{tmp}");
@@ -286,7 +344,7 @@ fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> S
         &spec,
     ]);
     if fetched.is_err() {
-        return default;
+        return None;
     }
     let range = format!("{base}..{tmp}");
     let log = g.run(&["log", "--reverse", "-n", "50", "--format=%B%x00", &range]);
@@ -299,11 +357,7 @@ fn proposer_message(repo: &RepoDirs, slot: &Path, base: &str, run_id: &str) -> S
             .collect(),
         Err(_) => Vec::new(),
     };
-    if messages.is_empty() {
-        default
-    } else {
-        messages.join("\n\n")
-    }
+    clean_description(&messages.join("\n\n"))
 }
 
 /// The scratch repository in `slots` (bare, sharing the user's objects),

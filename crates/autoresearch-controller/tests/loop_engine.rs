@@ -619,7 +619,7 @@ async fn the_proposer_sees_its_run_base_worktree_and_history() {
     let second = &all[2].run.run_id;
     let hist = std::fs::read_to_string(out.join(format!("hist_{second}"))).unwrap();
     let lines: Vec<&str> = hist.lines().collect();
-    assert_eq!(lines[0], "commit\tscore\tstatus\tdescription");
+    assert_eq!(lines[0], "commit\tscore\tstatus\tdescription\treason");
     assert_eq!(lines.len(), 3, "baseline, first candidate: {hist}");
     assert!(lines[1].starts_with(&all[0].run.commit_hash[..7]));
     assert!(lines[1].contains("\t1.000000\tkeep\t"));

@@ -102,8 +102,15 @@ pub trait Checkouts: Send + Sync {
     /// fresh `.git`. Returns its root.
     fn prepare(&self, job: &Job) -> Result<PathBuf, CheckoutError>;
 
-    /// The candidate a job with [`Job::commit_changes`] left in `checkout`.
-    fn candidate(&self, job: &Job, checkout: &Path) -> Result<Candidate, CheckoutError>;
+    /// The candidate a job with [`Job::commit_changes`] left in `checkout`;
+    /// `stdout` is the tail of the job's standard output (a `description:`
+    /// line there names the candidate when the proposer did not commit).
+    fn candidate(
+        &self,
+        job: &Job,
+        checkout: &Path,
+        stdout: &str,
+    ) -> Result<Candidate, CheckoutError>;
 
     /// Gives the run's checkout back for another run. Idempotent.
     fn release(&self, run_id: &str);

@@ -22,6 +22,7 @@ pub mod compare;
 pub mod components;
 pub mod confirm;
 pub mod cost;
+pub mod description;
 pub mod doctor;
 pub mod error;
 pub mod exec;
@@ -46,6 +47,7 @@ pub use components::{
 };
 pub use confirm::Confirmation;
 pub use cost::{CostKind, JobUsage, RunCost};
+pub use description::Description;
 pub use error::Error;
 pub use exec::{ExecError, Executor, ExitStatus, Job, JobReport, Limits, OutputSource};
 pub use ids::{CommitHash, EntityId, RunId, Tick, WorldId, now_ms, short_commit};

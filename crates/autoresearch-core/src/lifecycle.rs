@@ -9,6 +9,7 @@
 use crate::compare::Evidence;
 use crate::components::{EvalResult, Run};
 pub use crate::components::{Outcome, Vote};
+use crate::description::Description;
 use crate::ids::EntityId;
 use crate::world::World;
 
@@ -78,6 +79,10 @@ pub struct Attempt {
     /// The loop's decision on the run; `None` while undecided or when none was ever recorded
     /// (imports).
     pub outcome: Option<Outcome>,
+    /// What the proposer tried ([`Description`]); `None` for runs recorded
+    /// before descriptions were, baselines, imports and proposers that
+    /// crashed before leaving a candidate.
+    pub description: Option<Description>,
 }
 
 impl Attempt {
@@ -93,8 +98,17 @@ impl Attempt {
                 .map(|(_, r)| r)
                 .collect(),
             outcome: world.get::<Outcome>(entity),
+            description: world.get::<Description>(entity),
             run,
         }
+    }
+
+    /// The description's subject line, when there is one.
+    pub fn idea(&self) -> Option<&str> {
+        self.description
+            .as_ref()
+            .map(Description::subject)
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -124,6 +138,7 @@ pub fn attempts(world: &World, experiment: &str) -> Vec<Attempt> {
             entity,
             results: results.remove(&run.run_id).unwrap_or_default(),
             outcome: world.get::<Outcome>(entity),
+            description: world.get::<Description>(entity),
             run,
         })
         .collect()

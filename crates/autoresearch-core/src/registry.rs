@@ -185,9 +185,9 @@ impl ComponentRegistry {
     }
 
     /// [`ComponentRegistry::with_lifecycle`] plus the loop's own components:
-    /// `Outcome`, `Vote`, `Lease`, `Confirmation`, `RunCost`, `NoiseModel`
-    /// and `ExecutorJob`. Every crate in this workspace reads and writes
-    /// experiment worlds with (a superset of) this registry.
+    /// `Outcome`, `Vote`, `Lease`, `Confirmation`, `RunCost`, `NoiseModel`,
+    /// `ExecutorJob` and `Description`. Every crate in this workspace reads
+    /// and writes experiment worlds with (a superset of) this registry.
     pub fn standard() -> Self {
         let mut r = Self::with_lifecycle();
         r.register::<crate::components::Outcome>("Outcome")
@@ -203,6 +203,8 @@ impl ComponentRegistry {
         r.register::<crate::noise::NoiseModel>("NoiseModel")
             .expect("fresh name");
         r.register::<crate::jobs::ExecutorJob>("ExecutorJob")
+            .expect("fresh name");
+        r.register::<crate::description::Description>("Description")
             .expect("fresh name");
         r
     }

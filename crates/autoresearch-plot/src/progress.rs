@@ -402,8 +402,9 @@ fn choose_metric(
     }
 }
 
-/// A short label: a `description` output, else the first line of the run's
-/// task when it describes the change, else the short commit.
+/// A short label: a `description` output (an import's), else what the
+/// proposer said it tried (the run's `Description`), else the first line of
+/// the run's task when it describes the change, else the short commit.
 fn label(attempt: &Attempt, mark: Mark, shared_task: bool) -> String {
     if mark == Mark::Baseline {
         return OutcomeStatus::Baseline.to_string();
@@ -418,7 +419,10 @@ fn label(attempt: &Attempt, mark: Mark, shared_task: bool) -> String {
                 .map(str::to_string)
         });
     let task = attempt.run.task.lines().next().unwrap_or("").trim();
-    let text = match description.filter(|d| !d.trim().is_empty()) {
+    let text = match description
+        .filter(|d| !d.trim().is_empty())
+        .or_else(|| attempt.idea().map(str::to_string))
+    {
         Some(d) => d.trim().to_string(),
         None if !task.is_empty() && !shared_task => task.to_string(),
         None => short_commit(&attempt.run.commit_hash).to_string(),

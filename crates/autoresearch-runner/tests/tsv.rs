@@ -318,6 +318,18 @@ async fn export_of_a_loop_written_experiment() {
             )
             .unwrap();
         }
+        // What the proposer tried: its subject is the description column.
+        if *id == "r1" {
+            let text = "halve the learning rate\n\nit oscillated".to_string();
+            w.insert(
+                e,
+                &autoresearch_core::Description {
+                    run_id: id.to_string(),
+                    text,
+                },
+            )
+            .unwrap();
+        }
     }
     w.commit().await.unwrap();
     let log = tsv::attempt_log(&w, "loop");
@@ -326,12 +338,12 @@ async fn export_of_a_loop_written_experiment() {
     assert_eq!(skipped, 2, "pending and undecided rows are left out");
     assert_eq!(
         text,
-        "commit\tscore\ttokens\tstatus\tdescription
-aaaaaaa\t2.000000\t7\tkeep\twhy r0
-bbbbbbb\t1.500000\t7\tkeep\twhy r1
-ccccccc\t3.000000\t7\tdiscard\twhy r2
-ddddddd\t\t\tcrash\twhy r3
-0000000\t\t\tcrash\t
+        "commit\tscore\ttokens\tstatus\tdescription\treason
+aaaaaaa\t2.000000\t7\tkeep\tbaseline\twhy r0
+bbbbbbb\t1.500000\t7\tkeep\thalve the learning rate\twhy r1
+ccccccc\t3.000000\t7\tdiscard\t\twhy r2
+ddddddd\t\t\tcrash\t\twhy r3
+0000000\t\t\tcrash\t\t
 "
     );
     let pending = log.rows.iter().find(|r| r.run_id == "r4").unwrap();

@@ -598,7 +598,7 @@ fn collect(
         r.commit = String::new();
         return r;
     }
-    match checkouts.candidate(job, checkout) {
+    match checkouts.candidate(job, checkout, &r.stdout_tail) {
         Ok(Candidate {
             commit,
             changed_paths,

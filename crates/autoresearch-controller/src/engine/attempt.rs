@@ -171,7 +171,13 @@ impl Controller {
         // job start or branch update makes both durable in one write.
         let cand = cand.map(|c| {
             let proposer = c.proposer_cost.clone();
-            (c.entity, c.commit.clone(), c.workspace.clone(), proposer)
+            (
+                c.entity,
+                c.commit.clone(),
+                c.workspace.clone(),
+                proposer,
+                c.description_record(),
+            )
         });
         let owner_id = owner.to_string();
         self.ledger
@@ -184,13 +190,16 @@ impl Controller {
                         p.charge(cost);
                     }
                 })?;
-                if let Some((entity, commit, workspace, _)) = &cand {
+                if let Some((entity, commit, workspace, _, description)) = &cand {
                     let mut run = run_of(w, *entity)?;
                     run.commit_hash = commit.clone();
                     if !workspace.is_empty() {
                         run.workspace_path = workspace.clone();
                     }
                     w.insert(*entity, &run)?;
+                    if let Some(d) = description {
+                        w.insert(*entity, d)?;
+                    }
                 }
                 w.spawn_with(&result).map(drop)
             })
@@ -228,6 +237,7 @@ impl Controller {
             .await?;
         cand.workspace.clear();
         cand.proposer_cost = None;
+        cand.description.clear();
         match evaluated {
             Ok(_) => Ok(Prepared::Evaluated(cand)),
             Err(c) => self
@@ -265,6 +275,7 @@ impl Controller {
             workspace: String::new(),
             left_out: Vec::new(),
             proposer_cost: None,
+            description: String::new(),
         };
         let history = history?;
         self.emit(Event::Started {
@@ -348,6 +359,8 @@ impl Controller {
         report: &JobReport,
     ) -> Result<Option<OutcomeStatus>, LoopError> {
         if report.commit.is_empty() || report.commit == head.commit {
+            // No commit to carry it: what the proposer printed about its idea.
+            cand.description = description_line(&report.stdout_tail).unwrap_or_default();
             return self.finish_no_change(cand).await.map(Some);
         }
         cand.commit = report.commit.clone();
@@ -355,12 +368,15 @@ impl Controller {
         cand.left_out = report.left_out.clone();
         let (refname, commit) = (self.candidate_ref(&cand.run_id), cand.commit.clone());
         let base = head.commit.clone();
-        let changes = self
+        let (changes, message) = self
             .git(move |g| {
                 g.create_ref(&refname, &commit)?;
-                g.changes(&base, &commit)
+                let message = g.run(&["log", "-1", "--format=%B", &commit])?;
+                Ok((g.changes(&base, &commit)?, message))
             })
             .await?;
+        // The executor made the proposer's description the commit's message.
+        cand.description = clean_description(&message).unwrap_or_default();
         self.crash_point("after-candidate");
         if changes.is_empty() {
             return self.finish_no_change(cand).await.map(Some);

@@ -38,6 +38,7 @@ impl Controller {
         };
         let outcome = self.outcome(&c.run_id, status.clone(), reason, descriptor, &c.base);
         let (commit, workspace) = (c.commit.clone(), c.workspace.clone());
+        let description = c.description_record();
         let (entity, finished_at) = (c.entity, now_ms());
         let (run_id, proposer) = (c.run_id.clone(), c.proposer_cost.clone());
         // Staged: nothing acts on a decision that leaves the head alone
@@ -58,6 +59,9 @@ impl Controller {
                     w.insert(entity, &r)?;
                     if let Some(p) = &proposer {
                         Self::charge_in(w, &run_id, |cost| p.charge(cost))?;
+                    }
+                    if let Some(d) = &description {
+                        w.insert(entity, d)?;
                     }
                     w.insert(entity, &outcome)
                 },
@@ -365,6 +369,7 @@ impl Controller {
                                 entity,
                                 results: Vec::new(),
                                 outcome: Some(outcome),
+                                description: None,
                                 run,
                             };
                             (a, votes)
@@ -392,6 +397,7 @@ impl Controller {
                 workspace: String::new(),
                 left_out: Vec::new(),
                 proposer_cost: None,
+                description: String::new(),
             };
             let inc_head = if c.base == head.commit {
                 head.clone()

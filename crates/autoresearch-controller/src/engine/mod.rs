@@ -16,7 +16,9 @@
 use crate::config::{Config, MetricsFormat};
 use crate::git::{Git, GitError};
 use crate::{history, metrics};
+use autoresearch_core::Description;
 use autoresearch_core::compare::{Comparator, Decision, Evidence, Verdict};
+use autoresearch_core::description::{clean_description, description_line};
 use autoresearch_core::exec::{ExecError, Executor, Job, JobReport, Limits};
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts, stored_evidence, world_short_name};
 use autoresearch_core::noise::NoiseModel;
@@ -77,6 +79,20 @@ struct Cand {
     /// The proposer's cost, charged to the run with its first result or
     /// its decision (like `workspace`; `None`: already charged, or none).
     proposer_cost: Option<ProposerCost>,
+    /// What the proposer tried (the candidate's commit message); recorded
+    /// with its first result or its decision (empty: already recorded, or
+    /// none).
+    description: String,
+}
+
+impl Cand {
+    /// The [`Description`] component to record, when there is one.
+    fn description_record(&self) -> Option<Description> {
+        (!self.description.is_empty()).then(|| Description {
+            run_id: self.run_id.clone(),
+            text: self.description.clone(),
+        })
+    }
 }
 
 /// A proposer job's usage and the cost metrics it printed.

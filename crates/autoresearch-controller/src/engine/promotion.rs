@@ -530,6 +530,7 @@ impl Controller {
             workspace: String::new(),
             left_out: Vec::new(),
             proposer_cost: None,
+            description: String::new(),
         };
         if cand.commit.is_empty() {
             let refname = self.candidate_ref(&run_id);

@@ -66,6 +66,7 @@ impl Controller {
                 run: run.clone(),
                 results: Vec::new(),
                 outcome: None,
+                description: None,
             };
             open.push((a.entity, history::Row::of(&a)));
         }

@@ -70,6 +70,7 @@ impl Controller {
                 crashes_in_a_row += 1;
                 if crashes_in_a_row >= self.cfg.max_consecutive_crashes {
                     s.stopped = format!("{crashes_in_a_row} consecutive crashes");
+                    s.reason = StopReason::ConsecutiveCrashes(crashes_in_a_row);
                     break;
                 }
                 if !self.resample_incumbent(&head).await? {
@@ -230,6 +231,7 @@ impl Controller {
             workspace: String::new(),
             left_out: Vec::new(),
             proposer_cost: None,
+            description: String::new(),
         };
         let cause = LoopCause::Infrastructure;
         let reason = format!("{cause}: {e}");

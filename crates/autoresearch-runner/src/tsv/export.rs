@@ -28,10 +28,20 @@ pub struct LogRow {
     /// Values' text as an imported file printed them ([`TEXT`]).
     #[serde(skip)]
     pub texts: BTreeMap<String, String>,
-    /// A short description: the Results' `description` output, else the
-    /// Outcome's reason, else the run's task.
+    /// What was tried, on one line: the Results' `description` output (an
+    /// imported file's column), else the subject of the run's
+    /// [`Description`](autoresearch_core::Description) (the proposer's
+    /// words), else `baseline` for a baseline, else the run's task for a
+    /// run the loop never decided (an ingested one); empty otherwise.
     pub description: String,
+    /// Why it was kept or not: the Outcome's reason (the comparator's, or
+    /// the crash cause); empty when undecided.
+    pub reason: String,
 }
+
+/// The column of the comparator's reason in a results.tsv the loop's
+/// worlds export (after `description`).
+pub const REASON: &str = "reason";
 
 /// The attempts of one experiment in results.tsv terms.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -208,13 +218,17 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
         }
         let description = description
             .filter(|d| !d.is_empty())
-            .or_else(|| {
-                a.outcome
-                    .as_ref()
-                    .map(|o| o.reason.clone())
-                    .filter(|r| !r.is_empty())
-            })
-            .unwrap_or_else(|| a.run.task.clone());
+            .or_else(|| a.idea().map(String::from))
+            .unwrap_or_else(|| match &a.outcome {
+                Some(o) if o.status == OutcomeStatus::Baseline => o.status.to_string(),
+                Some(_) => String::new(),
+                None => a.run.task.clone(),
+            });
+        let reason = a
+            .outcome
+            .as_ref()
+            .map(|o| o.reason.clone())
+            .unwrap_or_default();
         rows.push(LogRow {
             run_id: a.run.run_id.clone(),
             commit: a.run.commit_hash.clone(),
@@ -228,6 +242,7 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
             values,
             texts,
             description,
+            reason,
         });
     }
     // A recorded layout keeps the file's column order; otherwise the metric goes first.
@@ -302,6 +317,7 @@ impl AttemptLog {
                 columns.extend(self.columns.iter().cloned());
                 columns.push(STATUS.to_string());
                 columns.push(DESCRIPTION.to_string());
+                columns.push(REASON.to_string());
                 default_shape = FileShape {
                     columns,
                     line_end: "\n".into(),
@@ -338,6 +354,7 @@ impl AttemptLog {
                     COMMIT => short_commit(&r.commit).to_string(),
                     STATUS => status.clone(),
                     DESCRIPTION => clean(&r.description),
+                    REASON if self.file.is_none() => clean(&r.reason),
                     _ => match r.texts.get(c) {
                         Some(t) => clean(t),
                         None => self.format_value(c, r.values.get(c)),

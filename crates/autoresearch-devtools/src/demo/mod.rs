@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the whole product on a generated sample project, with
-//! no network and no LLM. Builds the `autoresearch` binary, creates a git
-//! repository holding a travelling-salesman heuristic under `target/demo/`,
+//! no network and no LLM. xtask builds the `autoresearch` binary and this
+//! one in one cargo invocation, then runs `autoresearch-devtools demo`,
+//! which creates a git repository holding a travelling-salesman heuristic under `target/demo/`,
 //! runs the loop there (two candidates at once, the noise-aware comparator),
 //! then shows the results table, the status, the progress chart, the world at
 //! an earlier tick, a counterfactual replay under the scalar comparator and
@@ -22,10 +23,8 @@ use std::time::{Duration, Instant};
 /// `cargo xtask demo` options.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Build the binary with the release profile (slower to build, faster loop).
-    #[arg(long)]
-    pub release: bool,
-    /// Use this autoresearch binary instead of building one.
+    /// The autoresearch binary [default: `autoresearch` beside this program,
+    /// which xtask built with it].
     #[arg(long, value_name = "PATH")]
     pub bin: Option<PathBuf>,
     /// Where to create the demo (recreated) [default: target/demo].
@@ -37,6 +36,17 @@ pub struct DemoArgs {
     /// Only create the sample repository and its agent, then stop.
     #[arg(long)]
     pub fixture_only: bool,
+    /// Seconds xtask spent compiling itself (from `cargo` starting to
+    /// xtask starting), for the summary.
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub xtask_compile_secs: Option<f64>,
+    /// Seconds xtask spent building the binaries, for the summary.
+    #[arg(long, value_name = "SECS", hide = true)]
+    pub build_secs: Option<f64>,
+    /// Also write the timings as a JSON object to this file (for
+    /// `cargo xtask bench first-run`).
+    #[arg(long, value_name = "PATH")]
+    pub timings_json: Option<PathBuf>,
 }
 
 /// The experiment name in the generated autoresearch.toml.
@@ -45,8 +55,10 @@ const WORLD: &str = "autoresearch:tsp";
 const REPLAY_WORLD: &str = "tsp-replay-scalar";
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
@@ -76,25 +88,22 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let mut demo = Demo {
         step: 0,
-        steps: if args.fixture_only { 1 } else { 9 },
+        steps: if args.fixture_only { 1 } else { 8 },
         bin: PathBuf::new(),
         dir: dir.clone(),
         repo: PathBuf::new(),
         timings: Vec::new(),
     };
 
+    if let Some(secs) = args.xtask_compile_secs {
+        demo.timings
+            .push(("xtask compile", Duration::from_secs_f64(secs)));
+    }
+    if let Some(secs) = args.build_secs {
+        demo.timings.push(("build", Duration::from_secs_f64(secs)));
+    }
     if !args.fixture_only {
-        demo.header("build the autoresearch binary");
-        let t = Instant::now();
-        demo.bin = match &args.bin {
-            Some(b) => b
-                .canonicalize()
-                .with_context(|| format!("the binary given with --bin: {}", b.display()))?,
-            None => build(args.release)?,
-        };
-        if args.bin.is_none() {
-            demo.timings.push(("build", t.elapsed()));
-        }
+        demo.bin = autoresearch_binary(args.bin.as_deref())?;
         println!("binary: {}", demo.bin.display());
     }
 
@@ -217,7 +226,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     demo.show(&args_of(&["runs", "--world", "runner-fleet"]), MINUTE)?;
 
     demo.header("artefacts and what to try next");
-    demo.timings.push(("total", started.elapsed()));
+    demo.timings.push(("demo", started.elapsed()));
     let ledger = fx.repo.join(".autoresearch/ledger.redb");
     let artefacts: Vec<(&str, PathBuf)> = vec![
         ("sample repository (branch main advanced)", fx.repo.clone()),
@@ -274,13 +283,68 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (cmd, what) in explore {
         println!("  {cmd:<64} # {what}");
     }
+    let compiled: Duration = demo
+        .timings
+        .iter()
+        .filter(|(k, _)| matches!(*k, "xtask compile" | "build"))
+        .map(|(_, d)| *d)
+        .sum();
+    demo.timings.push(("total", compiled + started.elapsed()));
     let times: Vec<String> = demo
         .timings
         .iter()
-        .map(|(k, d)| format!("{k} {:.1}s", d.as_secs_f64()))
+        .map(|(k, d)| format!("{k} {}", minutes(*d)))
         .collect();
-    println!("\ndemo finished: {}", times.join(", "));
+    println!(
+        "\ndemo finished: {} (total: from `cargo xtask demo` starting to here, compile included)",
+        times.join(", ")
+    );
+    if let Some(path) = &args.timings_json {
+        let fields: serde_json::Map<String, serde_json::Value> = demo
+            .timings
+            .iter()
+            .map(|(k, d)| (json_key(k), serde_json::json!(d.as_secs_f64())))
+            .collect();
+        std::fs::write(path, serde_json::Value::Object(fields).to_string())
+            .with_context(|| format!("writing the timings to {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// A duration as people read it: `48.2s`, `3m 12s`.
+fn minutes(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m {:02}s", (secs / 60.0) as u64, secs as u64 % 60)
+    }
+}
+
+/// A timing's label as a JSON key: `xtask compile` gives `xtask_compile_s`.
+fn json_key(label: &str) -> String {
+    let words: Vec<&str> = label
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    format!("{}_s", words.join("_"))
+}
+
+/// The binary given with `--bin`, else `autoresearch` beside this program
+/// (xtask builds both into one target directory).
+fn autoresearch_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe()
+            .context("locating this program")?
+            .with_file_name("autoresearch"),
+    };
+    path.canonicalize().with_context(|| {
+        format!(
+            "the autoresearch binary {} (build it with `cargo build -p autoresearch-cli`, or run `cargo xtask demo`)",
+            path.display()
+        )
+    })
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -368,35 +432,6 @@ fn wait_bounded(mut child: Child, what: &str, limit: Duration) -> anyhow::Result
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Builds the CLI with cargo and returns the binary's path.
-fn build(release: bool) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root()).args([
-        "build",
-        "--package",
-        "autoresearch-cli",
-        "--bin",
-        "autoresearch",
-    ]);
-    if release {
-        cmd.arg("--release");
-    }
-    println!(
-        "$ cargo build --package autoresearch-cli --bin autoresearch{}",
-        if release { " --release" } else { "" }
-    );
-    let child = cmd.spawn().context("starting cargo build")?;
-    wait_bounded(child, "cargo build", Duration::from_secs(30 * 60))?;
-    let bin = target_dir()
-        .join(if release { "release" } else { "debug" })
-        .join("autoresearch");
-    if !bin.is_file() {
-        bail!("cargo build succeeded but {} is missing", bin.display());
-    }
-    Ok(bin)
 }
 
 /// The head tick of world `name` in the output of `autoresearch worlds --json`.

@@ -1,4 +1,4 @@
-//! The demo's sample project still works: `xtask demo --fixture-only` makes
+//! The demo's sample project still works: `autoresearch-devtools demo --fixture-only` (what `cargo xtask demo --fixture-only` runs) makes
 //! the repository, and every idea of the scripted agent, applied to the
 //! baseline in a worktree of its own, has the effect the demo relies on
 //! (real git, real Python processes, bounded by timeouts).
@@ -80,7 +80,7 @@ fn evaluate(dir: &Path, sample: u32) -> Effect {
 fn every_scripted_idea_has_the_effect_the_demo_needs() {
     let tmp = tempfile::tempdir().unwrap();
     let demo = tmp.path().join("demo");
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+    let out = Command::new(env!("CARGO_BIN_EXE_autoresearch-devtools"))
         .args(["demo", "--fixture-only", "--dir"])
         .arg(&demo)
         .output()

@@ -1,0 +1,48 @@
+//! `autoresearch-devtools`: the project's tools that need the workspace's
+//! crates, run through `cargo xtask` (which stays thin: it builds this
+//! binary together with the CLI, in one cargo invocation and one profile,
+//! then hands over):
+//! - `demo`: the whole product on a generated sample repository;
+//! - `bench NAME [--quick] [OPTIONS...]`: benchmarks, JSON lines on stdout.
+//!
+//! It depends on the concrete crates (store, controller, compare, runner)
+//! as the CLI does, and is never published.
+
+mod bench;
+mod demo;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "autoresearch-devtools",
+    about = "autoresearch's demo and benchmarks (run them through `cargo xtask`)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// The whole product on a generated sample project.
+    Demo(demo::DemoArgs),
+    /// Run a benchmark; prints one JSON object per line.
+    Bench {
+        /// Which benchmark: ledger, ingest or loop.
+        name: String,
+        /// A seconds-long version with smaller workloads.
+        #[arg(long)]
+        quick: bool,
+        /// Options of that benchmark (for example `--executor slurm`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Demo(args) => demo::run(args),
+        Task::Bench { name, quick, args } => bench::run(&name, quick, &args),
+    }
+}
