@@ -11,6 +11,8 @@ mod ledger;
 mod plot;
 mod progress;
 mod read;
+#[cfg(feature = "web")]
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -74,6 +76,9 @@ pub enum Command {
     /// Draw an experiment's progress chart (SVG, or PNG for a .png path).
     #[cfg(feature = "plot")]
     Plot(plot::PlotArgs),
+    /// Serve a live web dashboard of every experiment in the ledger.
+    #[cfg(feature = "web")]
+    Serve(serve::ServeArgs),
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -153,6 +158,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fork(args) => return compare_cmds::fork_cmd(&cli.ledger, args).await,
         Command::Vote(args) => return compare_cmds::vote_cmd(&cli.ledger, args).await,
         Command::Doctor(args) => return doctor::run(&cli.ledger, args).await,
+        #[cfg(feature = "web")]
+        Command::Serve(args) => return serve::run(&cli.ledger, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

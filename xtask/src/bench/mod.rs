@@ -4,6 +4,7 @@
 mod ingest;
 mod ledger;
 mod loop_;
+mod serve;
 
 use anyhow::bail;
 
@@ -23,6 +24,7 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
         "ingest" => ingest::run(quick),
         "ledger" => ledger::run(quick),
         "loop" => loop_::run(quick),
-        other => bail!("unknown benchmark {other:?} (expected ledger, ingest or loop)"),
+        "serve" => serve::run(quick, args),
+        other => bail!("unknown benchmark {other:?} (expected ledger, ingest, loop or serve)"),
     }
 }
