@@ -57,7 +57,8 @@ fn refused_or_failed(e: ReplayError) -> ActionError {
 #[async_trait::async_trait]
 impl Actions for LedgerActions {
     async fn vote(&self, r: VoteRequest) -> Result<ActionReceipt, ActionError> {
-        let storage = ledger::open(&self.path).map_err(|e| ActionError::Failed(format!("{e:#}")))?;
+        let storage =
+            ledger::open(&self.path).map_err(|e| ActionError::Failed(format!("{e:#}")))?;
         let mut world = World::open(storage, ledger::registry(), &r.world)
             .await
             .map_err(|e| ActionError::Failed(format!("opening world {:?}: {e}", r.world)))?;
@@ -82,7 +83,8 @@ impl Actions for LedgerActions {
     }
 
     async fn fork(&self, r: WebFork) -> Result<ActionReceipt, ActionError> {
-        let storage = ledger::open(&self.path).map_err(|e| ActionError::Failed(format!("{e:#}")))?;
+        let storage =
+            ledger::open(&self.path).map_err(|e| ActionError::Failed(format!("{e:#}")))?;
         let fork_name = match r.name {
             Some(n) => n,
             None => {
@@ -165,15 +167,22 @@ pub async fn run(ledger_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
     let local = listener
         .local_addr()
         .with_context(|| format!("reading the address bound for {addr}"))?;
-    match token {
-        Some(t) => println!(
-            "dashboard of {} on http://{local}/#token={t}\nactions (vote, fork) need the token: open the link above, or send `Authorization: Bearer {t}`",
+    // Written without panicking: a closed stdout (`serve | head -1`) must
+    // not stop the server.
+    let banner = match token {
+        Some(t) => format!(
+            "dashboard of {} on http://{local}/#token={t}\nactions (vote, fork) need the token: open the link above, or send `Authorization: Bearer {t}`\n",
             ledger_path.display()
         ),
-        None => println!(
-            "dashboard of {} on http://{local}/ (read-only)",
+        None => format!(
+            "dashboard of {} on http://{local}/ (read-only)\n",
             ledger_path.display()
         ),
+    };
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
     }
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();

@@ -296,7 +296,11 @@ fn svg(idx: &WorldIndex, chart: &Chart, live: &[(usize, &crate::index::RunRow)])
                     y(v),
                     cls = p.class.as_str(),
                     id = esc(&p.run_id),
-                    r = if matches!(p.class, RowClass::Keep | RowClass::Baseline) { 4.5 } else { 3.0 },
+                    r = if matches!(p.class, RowClass::Keep | RowClass::Baseline) {
+                        4.5
+                    } else {
+                        3.0
+                    },
                     t = esc(&title)
                 );
             }

@@ -17,7 +17,9 @@ pub enum WebError {
     #[error("{0}")]
     NotFound(String),
     /// An action without a token (401).
-    #[error("this action needs the dashboard's token (an `Authorization: Bearer TOKEN` header; `autoresearch serve` prints it)")]
+    #[error(
+        "this action needs the dashboard's token (an `Authorization: Bearer TOKEN` header; `autoresearch serve` prints it)"
+    )]
     Unauthorized,
     /// An action with a wrong token, or on a read-only dashboard (403).
     #[error("{0}")]

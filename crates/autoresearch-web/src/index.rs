@@ -139,9 +139,9 @@ impl RunRow {
     /// no commit is recorded), as [`autoresearch_core::Attempt::final_results`].
     pub fn final_samples(&self) -> impl Iterator<Item = &Sample> {
         let commit = self.run.commit_hash.as_str();
-        self.samples.iter().filter(move |s| {
-            commit.is_empty() || s.commit.as_deref().is_none_or(|c| c == commit)
-        })
+        self.samples
+            .iter()
+            .filter(move |s| commit.is_empty() || s.commit.as_deref().is_none_or(|c| c == commit))
     }
 
     /// The mean of `metric` over the final samples that have it.
@@ -357,7 +357,11 @@ impl WorldIndex {
         let row = &self.runs[pos];
         let live = !row.gone;
         set_member(&mut self.in_flight, pos, live && row.phase().is_in_flight());
-        set_member(&mut self.pending, pos, live && row.class() == RowClass::Pending);
+        set_member(
+            &mut self.pending,
+            pos,
+            live && row.class() == RowClass::Pending,
+        );
     }
 
     fn set(
@@ -380,7 +384,11 @@ impl WorldIndex {
                     _ => {
                         let pos = self.runs.len();
                         let samples = self.orphans.remove(&run.run_id).unwrap_or_default();
-                        let votes = self.votes.values().filter(|v| v.run_id == run.run_id).count();
+                        let votes = self
+                            .votes
+                            .values()
+                            .filter(|v| v.run_id == run.run_id)
+                            .count();
                         self.by_run_id.insert(run.run_id.clone(), pos);
                         self.slots.insert(entity, Slot::Run(pos));
                         self.runs.push(RunRow {
@@ -715,7 +723,10 @@ impl LedgerView {
         let state = ledger::state_at(self.storage.as_ref(), world.id, tick)
             .await
             .map_err(|e| {
-                WebError::ledger(format!("reading world {:?} at tick {}", world.name, tick.0), e)
+                WebError::ledger(
+                    format!("reading world {:?} at tick {}", world.name, tick.0),
+                    e,
+                )
             })?;
         let at_ms = if tick == Tick::ZERO {
             0
@@ -728,11 +739,12 @@ impl LedgerView {
         };
         let info = world.clone();
         let registry = self.registry.clone();
-        let mut idx = tokio::task::spawn_blocking(move || {
-            WorldIndex::from_state(info, &state, &registry)
-        })
-        .await
-        .map_err(|e| WebError::Internal(format!("indexing world {:?}: {e}", world.name)))??;
+        let mut idx =
+            tokio::task::spawn_blocking(move || WorldIndex::from_state(info, &state, &registry))
+                .await
+                .map_err(|e| {
+                    WebError::Internal(format!("indexing world {:?}: {e}", world.name))
+                })??;
         idx.at_ms = at_ms;
         Ok(idx)
     }
@@ -747,7 +759,10 @@ impl LedgerView {
     ) -> Result<Vec<EvalResult>, WebError> {
         let mut out = Vec::new();
         for s in &row.samples {
-            if let Some(r) = self.latest::<EvalResult>(world, tick, s.entity, "Result").await? {
+            if let Some(r) = self
+                .latest::<EvalResult>(world, tick, s.entity, "Result")
+                .await?
+            {
                 out.push(r);
             }
         }
@@ -812,7 +827,9 @@ impl LedgerView {
         for change in history {
             match change.change {
                 Change::Set {
-                    component, value: v, ..
+                    component,
+                    value: v,
+                    ..
                 } if component == name => value = Some(v),
                 Change::Remove { component, .. } if component == name => value = None,
                 Change::Despawn { .. } => value = None,

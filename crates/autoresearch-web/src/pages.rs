@@ -14,7 +14,10 @@ pub const STYLE_CSS: &str = include_str!("../assets/style.css");
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../templates/base.html")),
     ("worlds.html", include_str!("../templates/worlds.html")),
-    ("experiment.html", include_str!("../templates/experiment.html")),
+    (
+        "experiment.html",
+        include_str!("../templates/experiment.html"),
+    ),
     ("live.html", include_str!("../templates/live.html")),
     ("run.html", include_str!("../templates/run.html")),
 ];
@@ -26,16 +29,11 @@ pub fn environment() -> Result<Environment<'static>, minijinja::Error> {
     // minijinja's HTML escaping also escapes `/`, which makes every URL in
     // the pages `&#x2f;`-noisy; `& < > " '` are the characters that matter
     // in text and quoted attributes, and the only ones escaped here.
-    env.set_formatter(|out, state, value| {
-        match value.as_str() {
-            Some(s)
-                if state.auto_escape() == minijinja::AutoEscape::Html && !value.is_safe() =>
-            {
-                out.write_str(&escape_html(s))
-                    .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
-            }
-            _ => minijinja::escape_formatter(out, state, value),
-        }
+    env.set_formatter(|out, state, value| match value.as_str() {
+        Some(s) if state.auto_escape() == minijinja::AutoEscape::Html && !value.is_safe() => out
+            .write_str(&escape_html(s))
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())),
+        _ => minijinja::escape_formatter(out, state, value),
     });
     for (name, source) in TEMPLATES {
         env.add_template(name, source)?;

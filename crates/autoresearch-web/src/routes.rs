@@ -6,8 +6,8 @@ use crate::chart::{self, Chart};
 use crate::error::WebError;
 use crate::index::{LedgerView, RowClass, WorldIndex};
 use crate::view::{
-    self, HeadView, Order, ParentView, RowView, TableQuery, TableView, WorldSummary, enc,
-    fmt_age, fmt_metric, fmt_time, world_url,
+    self, HeadView, Order, ParentView, RowView, TableQuery, TableView, WorldSummary, enc, fmt_age,
+    fmt_metric, fmt_time, world_url,
 };
 use crate::{Access, DashboardConfig, pages};
 use autoresearch_core::{
@@ -37,12 +37,42 @@ pub struct AppState {
     env: Result<minijinja::Environment<'static>, String>,
     heads: watch::Sender<Heads>,
     polling: AtomicBool,
-    charts: Mutex<Vec<((WorldId, Tick, Option<String>), Arc<Chart>)>>,
-    orders: Mutex<Vec<((WorldId, Tick, Option<String>), Order)>>,
+    charts: Recent<Arc<Chart>>,
+    orders: Recent<Order>,
 }
 
-/// Charts and sort orders kept (a few worlds and ticks at once).
+/// What a chart or a sort order is computed from: a world at a tick, on a metric.
+type CacheKey = (WorldId, Tick, Option<String>);
+
+/// The last few values computed, by key (a few worlds and ticks at once).
+struct Recent<V> {
+    items: Mutex<Vec<(CacheKey, V)>>,
+}
+
+/// How many values a [`Recent`] keeps.
 const CACHED: usize = 8;
+
+impl<V: Clone> Recent<V> {
+    fn new() -> Self {
+        Recent {
+            items: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The value of `key`, computed by `make` unless kept.
+    fn get_or(&self, key: CacheKey, make: impl FnOnce() -> V) -> V {
+        if let Some((_, v)) = lock(&self.items).iter().find(|(k, _)| *k == key) {
+            return v.clone();
+        }
+        let v = make();
+        let mut items = lock(&self.items);
+        items.push((key, v.clone()));
+        if items.len() > CACHED {
+            items.remove(0);
+        }
+        v
+    }
+}
 
 impl AppState {
     /// The state of a dashboard over `view`.
@@ -53,8 +83,8 @@ impl AppState {
             env: pages::environment().map_err(|e| format!("{e:#}")),
             heads: watch::Sender::new(Arc::new(HashMap::new())),
             polling: AtomicBool::new(false),
-            charts: Mutex::new(Vec::new()),
-            orders: Mutex::new(Vec::new()),
+            charts: Recent::new(),
+            orders: Recent::new(),
         }
     }
 
@@ -108,30 +138,13 @@ impl AppState {
 
     fn chart(&self, idx: &WorldIndex, metric: Option<(&str, bool)>) -> Arc<Chart> {
         let key = (idx.info.id, idx.tick, metric.map(|(m, _)| m.to_string()));
-        if let Some((_, c)) = lock(&self.charts).iter().find(|(k, _)| *k == key) {
-            return c.clone();
-        }
-        let c = Arc::new(chart::chart(idx, metric));
-        let mut charts = lock(&self.charts);
-        charts.push((key, c.clone()));
-        if charts.len() > CACHED {
-            charts.remove(0);
-        }
-        c
+        self.charts
+            .get_or(key, || Arc::new(chart::chart(idx, metric)))
     }
 
     fn best_order(&self, idx: &WorldIndex, metric: Option<(&str, bool)>) -> Order {
         let key = (idx.info.id, idx.tick, metric.map(|(m, _)| m.to_string()));
-        if let Some((_, o)) = lock(&self.orders).iter().find(|(k, _)| *k == key) {
-            return o.clone();
-        }
-        let o = view::best_order(idx, metric);
-        let mut orders = lock(&self.orders);
-        orders.push((key, o.clone()));
-        if orders.len() > CACHED {
-            orders.remove(0);
-        }
-        o
+        self.orders.get_or(key, || view::best_order(idx, metric))
     }
 }
 
@@ -236,7 +249,10 @@ async fn world_summaries(s: &AppState) -> Result<Vec<WorldSummary>, WebError> {
 
 async fn worlds_json(State(s): State<Arc<AppState>>) -> Result<Response, WebError> {
     let worlds = world_summaries(&s).await?;
-    Ok(axum::Json(serde_json::json!({ "title": s.config.title, "worlds": worlds })).into_response())
+    Ok(
+        axum::Json(serde_json::json!({ "title": s.config.title, "worlds": worlds }))
+            .into_response(),
+    )
 }
 
 async fn worlds_page(State(s): State<Arc<AppState>>) -> Result<Html<String>, HtmlError> {
@@ -265,9 +281,10 @@ impl PageQuery {
     fn tick(&self) -> Result<Option<Tick>, WebError> {
         match self.tick.as_deref().filter(|t| !t.is_empty()) {
             None => Ok(None),
-            Some(t) => t.parse::<u64>().map(|t| Some(Tick(t))).map_err(|_| {
-                WebError::BadRequest(format!("tick {t:?} is not a whole number"))
-            }),
+            Some(t) => t
+                .parse::<u64>()
+                .map(|t| Some(Tick(t)))
+                .map_err(|_| WebError::BadRequest(format!("tick {t:?} is not a whole number"))),
         }
     }
 
@@ -469,7 +486,10 @@ async fn attempts_json(
     let table = view::table(&idx, table_query, metric_ref, || {
         s.best_order(&idx, metric_ref)
     })?;
-    Ok(axum::Json(serde_json::json!({ "tick": idx.tick.0, "metric": metric.map(|m| m.0), "table": table })).into_response())
+    Ok(axum::Json(
+        serde_json::json!({ "tick": idx.tick.0, "metric": metric.map(|m| m.0), "table": table }),
+    )
+    .into_response())
 }
 
 async fn chart_json(
@@ -578,7 +598,12 @@ struct RunView {
 /// How much of a log the run page shows.
 const TAIL_BYTES: u64 = 4096;
 
-async fn run_view(s: &AppState, world: &str, run: &str, q: &PageQuery) -> Result<RunView, WebError> {
+async fn run_view(
+    s: &AppState,
+    world: &str,
+    run: &str,
+    q: &PageQuery,
+) -> Result<RunView, WebError> {
     let tick = q.tick()?;
     let (info, idx) = viewed(s, world, tick).await?;
     let (pos, row) = idx.run(run).ok_or_else(|| {
@@ -690,7 +715,8 @@ fn tail(path: &std::path::Path) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path).ok()?;
     let len = f.metadata().ok()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES))).ok()?;
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))
+        .ok()?;
     let mut buf = Vec::new();
     f.take(TAIL_BYTES).read_to_end(&mut buf).ok()?;
     Some(String::from_utf8_lossy(&buf).into_owned())
@@ -806,18 +832,17 @@ async fn vote(
                     .into(),
             ));
         }
-        Some(v) => VoteVerdict::known(v).ok_or_else(|| {
-            WebError::BadRequest(format!("verdict {v:?} is not keep or discard"))
-        })?,
+        Some(v) => VoteVerdict::known(v)
+            .ok_or_else(|| WebError::BadRequest(format!("verdict {v:?} is not keep or discard")))?,
     };
     let reason = text_field("reason", body.reason, 2000)?.unwrap_or_default();
     let voter = text_field("voter", body.voter, 100)?.unwrap_or_else(|| "dashboard".into());
     let info = s.view.world(&world).await?;
     let live = s.view.live(&info).await?;
     let idx = live.read().await;
-    let (_, row) = idx.run(&run).ok_or_else(|| {
-        WebError::NotFound(format!("no run {run:?} in world {:?}", info.name))
-    })?;
+    let (_, row) = idx
+        .run(&run)
+        .ok_or_else(|| WebError::NotFound(format!("no run {run:?} in world {:?}", info.name)))?;
     if row.class() != RowClass::Pending {
         return Err(WebError::Conflict(format!(
             "run {run} is not waiting for votes (it is {})",
@@ -862,15 +887,23 @@ async fn fork(
         )));
     }
     if let Some(n) = &name
-        && s.view.storage().find_world(n).await.ok().flatten().is_some()
+        && s.view
+            .storage()
+            .find_world(n)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
     {
-        return Err(WebError::Conflict(format!("a world named {n:?} already exists")));
+        return Err(WebError::Conflict(format!(
+            "a world named {n:?} already exists"
+        )));
     }
     let live = s.view.live(&info).await?;
     let idx = live.read().await;
-    let (_, row) = idx.run(&run).ok_or_else(|| {
-        WebError::NotFound(format!("no run {run:?} in world {:?}", info.name))
-    })?;
+    let (_, row) = idx
+        .run(&run)
+        .ok_or_else(|| WebError::NotFound(format!("no run {run:?} in world {:?}", info.name)))?;
     if row.run.commit_hash.is_empty() {
         return Err(WebError::Conflict(format!(
             "run {run} has no commit to make head (it never produced a candidate)"

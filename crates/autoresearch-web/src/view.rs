@@ -323,16 +323,16 @@ impl TableQuery {
                 WebError::BadRequest(format!("sort {s:?} is not one of new, old, best"))
             })?,
         };
-        let number = |name: &str, v: Option<&str>, default: usize, max: usize| {
-            match v.filter(|s| !s.is_empty()) {
-                None => Ok(default),
-                Some(s) => match s.parse::<usize>() {
-                    Ok(n) if (1..=max).contains(&n) => Ok(n),
-                    _ => Err(WebError::BadRequest(format!(
-                        "{name} {s:?} is not a whole number from 1 to {max}"
-                    ))),
-                },
-            }
+        let number = |name: &str, v: Option<&str>, default: usize, max: usize| match v
+            .filter(|s| !s.is_empty())
+        {
+            None => Ok(default),
+            Some(s) => match s.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(WebError::BadRequest(format!(
+                    "{name} {s:?} is not a whole number from 1 to {max}"
+                ))),
+            },
         };
         let q = q.unwrap_or("").trim().to_string();
         if q.len() > 200 {
@@ -382,7 +382,13 @@ impl TableQuery {
             parts.push(format!("q={}", enc(&self.q)));
         }
         if self.sort != Sort::New {
-            parts.push(format!("sort={}", serde_json::to_value(self.sort).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()));
+            parts.push(format!(
+                "sort={}",
+                serde_json::to_value(self.sort)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ));
         }
         if self.per != PER_PAGE {
             parts.push(format!("per={}", self.per));

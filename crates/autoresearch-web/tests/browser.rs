@@ -136,7 +136,10 @@ fn http_get(host: &str, port: u16, path: &str) -> String {
     let get = || -> std::io::Result<String> {
         let mut s = TcpStream::connect((host, port))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+        )?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
         loop {
@@ -151,7 +154,8 @@ fn http_get(host: &str, port: u16, path: &str) -> String {
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
                     })
                     .unwrap_or(usize::MAX);
                 if body.len() >= len {
@@ -160,7 +164,10 @@ fn http_get(host: &str, port: u16, path: &str) -> String {
             }
         }
         let text = String::from_utf8_lossy(&buf).into_owned();
-        Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+        Ok(text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default())
     };
     get().unwrap_or_default()
 }
@@ -259,7 +266,8 @@ fn the_dashboard_updates_live_takes_a_vote_and_travels_in_time_in_a_real_browser
         let mut w = Writer::start(&ledger, "demo", 10.0).await;
         w.attempt(Some(9.0), OutcomeStatus::Keep, "better").await;
         w.attempt(Some(9.5), OutcomeStatus::Discard, "worse").await;
-        w.attempt(None, OutcomeStatus::Crash, "evaluator exited 1").await;
+        w.attempt(None, OutcomeStatus::Crash, "evaluator exited 1")
+            .await;
         w.pending(8.9).await;
         w.in_flight().await;
         w
@@ -292,7 +300,11 @@ fn the_dashboard_updates_live_takes_a_vote_and_travels_in_time_in_a_real_browser
         "the experiment's row",
         "document.querySelector('tr[data-world=\"autoresearch:demo\"]')",
     );
-    assert_eq!(page.eval("location.hash"), json!(""), "the token left the URL");
+    assert_eq!(
+        page.eval("location.hash"),
+        json!(""),
+        "the token left the URL"
+    );
     page.screenshot(&out.join("1-experiments.png"));
 
     // The experiment page, live.
@@ -327,7 +339,10 @@ fn the_dashboard_updates_live_takes_a_vote_and_travels_in_time_in_a_real_browser
     );
     let deadline = Instant::now() + WAIT;
     while rt.block_on(w.decide_votes()) == 0 {
-        assert!(Instant::now() < deadline, "the vote never reached the ledger");
+        assert!(
+            Instant::now() < deadline,
+            "the vote never reached the ledger"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     page.wait_for(

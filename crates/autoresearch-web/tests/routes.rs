@@ -18,10 +18,14 @@ use tower::ServiceExt;
 async fn fixture() -> (Ledger, Writer) {
     let ledger = Ledger::new();
     let mut w = Writer::start(&ledger, "demo", 10.0).await;
-    w.attempt(Some(9.0), OutcomeStatus::Keep, "better by 1").await; // run-0002
-    w.attempt(Some(9.5), OutcomeStatus::Discard, "worse than head").await; // 3
-    w.attempt(None, OutcomeStatus::Crash, "evaluator exited 1").await; // 4
-    w.attempt(Some(8.0), OutcomeStatus::Keep, "better by 1 again").await; // 5
+    w.attempt(Some(9.0), OutcomeStatus::Keep, "better by 1")
+        .await; // run-0002
+    w.attempt(Some(9.5), OutcomeStatus::Discard, "worse than head")
+        .await; // 3
+    w.attempt(None, OutcomeStatus::Crash, "evaluator exited 1")
+        .await; // 4
+    w.attempt(Some(8.0), OutcomeStatus::Keep, "better by 1 again")
+        .await; // 5
     w.pending(7.9).await; // 6
     w.pending(8.1).await; // 7
     w.in_flight().await; // 8
@@ -36,7 +40,9 @@ async fn send(app: &Router, req: Request<Body>) -> (StatusCode, String, String) 
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
-    let body = axum::body::to_bytes(resp.into_body(), 16 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 16 << 20)
+        .await
+        .unwrap();
     (status, ctype, String::from_utf8(body.to_vec()).unwrap())
 }
 
@@ -102,7 +108,10 @@ async fn the_worlds_page_lists_each_world_with_head_and_counts() {
     assert_eq!(fork["world"], "what-if");
     assert_eq!(fork["parent"]["world"], "autoresearch:demo");
     assert_eq!(fork["parent"]["tick"], 3);
-    assert_eq!(fork["counts"]["attempts"], 2, "the fork sees the ticks up to 3");
+    assert_eq!(
+        fork["counts"]["attempts"], 2,
+        "the fork sees the ticks up to 3"
+    );
 
     let html = get_html(&app, "/").await;
     assert!(html.contains(r#"<a href="/worlds/autoresearch%3Ademo">autoresearch:demo</a>"#));
@@ -127,7 +136,10 @@ async fn the_experiment_page_shows_summary_chart_table_in_flight_and_pending() {
     assert_eq!(j["head"]["metric"], 8.0);
     assert_eq!(j["minimize"], true);
     assert_eq!(j["counts"]["attempts"], 8);
-    assert_eq!(run_ids(&j["table"])[..3], ["run-0008", "run-0007", "run-0006"]);
+    assert_eq!(
+        run_ids(&j["table"])[..3],
+        ["run-0008", "run-0007", "run-0006"]
+    );
     assert_eq!(j["table"]["total"], 8);
     let in_flight = j["in_flight"].as_array().unwrap();
     assert_eq!(in_flight.len(), 1);
@@ -157,7 +169,10 @@ async fn the_experiment_page_shows_summary_chart_table_in_flight_and_pending() {
 
     let ro = router(ledger.read_only(), ledger.registry.clone(), read_only());
     let html = get_html(&ro, W).await;
-    assert!(!html.contains("data-verdict"), "read-only pages offer no actions");
+    assert!(
+        !html.contains("data-verdict"),
+        "read-only pages offer no actions"
+    );
 
     let frag = get_html(&app, &format!("{W}/live")).await;
     assert!(frag.starts_with("<section class=\"summary\""));
@@ -184,7 +199,11 @@ async fn the_attempts_table_pages_filters_searches_and_sorts_on_the_server() {
     let j = get_json(&app, &page("status=crash")).await;
     assert_eq!(run_ids(&j["table"]), ["run-0004"]);
     let j = get_json(&app, &page("q=EXITED")).await;
-    assert_eq!(run_ids(&j["table"]), ["run-0004"], "search is case-insensitive, over reasons");
+    assert_eq!(
+        run_ids(&j["table"]),
+        ["run-0004"],
+        "search is case-insensitive, over reasons"
+    );
     let j = get_json(&app, &page("q=idea+number+3")).await;
     assert_eq!(run_ids(&j["table"]), ["run-0003"]);
     let j = get_json(&app, &page("sort=best&per=4")).await;
@@ -199,7 +218,10 @@ async fn the_attempts_table_pages_filters_searches_and_sorts_on_the_server() {
     let html = get_html(&app, &format!("{W}?status=keep&per=1")).await;
     assert!(html.contains("run-0005"));
     assert!(!html.contains(">run-0002<"), "one row per page");
-    assert!(html.contains("?status=keep&amp;per=1&amp;page=2"), "next page link keeps the filter");
+    assert!(
+        html.contains("?status=keep&amp;per=1&amp;page=2"),
+        "next page link keeps the filter"
+    );
 }
 
 #[tokio::test]
@@ -263,7 +285,11 @@ async fn a_long_history_is_charted_in_columns_with_every_keep() {
                     1,
                 ))
                 .unwrap();
-            let status = if keep { OutcomeStatus::Keep } else { OutcomeStatus::Discard };
+            let status = if keep {
+                OutcomeStatus::Keep
+            } else {
+                OutcomeStatus::Discard
+            };
             w.world
                 .insert(
                     e,
@@ -283,7 +309,11 @@ async fn a_long_history_is_charted_in_columns_with_every_keep() {
     let chart = &j["chart"];
     assert_eq!(chart["attempts"], 2501);
     let points = chart["points"].as_array().unwrap();
-    assert_eq!(points.len(), 3, "the baseline and the two keeps, one by one");
+    assert_eq!(
+        points.len(),
+        3,
+        "the baseline and the two keeps, one by one"
+    );
     let cols = chart["columns"].as_array().unwrap();
     assert!(!cols.is_empty() && cols.len() <= 600, "{}", cols.len());
     assert_eq!(cols[0]["from"], 1);
@@ -291,7 +321,11 @@ async fn a_long_history_is_charted_in_columns_with_every_keep() {
     let html = get_html(&app, "/worlds/autoresearch%3Along").await;
     assert!(html.len() < 400_000, "page of {} bytes", html.len());
     let t = get_json(&app, "/api/worlds/autoresearch%3Along/attempts?page=51").await;
-    assert_eq!(run_ids(&t["table"]), ["run-0001"], "the baseline, oldest, last");
+    assert_eq!(
+        run_ids(&t["table"]),
+        ["run-0001"],
+        "the baseline, oldest, last"
+    );
 }
 
 #[tokio::test]
@@ -311,7 +345,10 @@ async fn a_run_page_shows_samples_decision_votes_and_its_ticks() {
     assert!(j["descriptor"].as_str().unwrap().contains("candidate"));
     let samples = j["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 1);
-    assert_eq!(samples[0]["outputs"], json!([["loss", "18"], ["score", "9"]]));
+    assert_eq!(
+        samples[0]["outputs"],
+        json!([["loss", "18"], ["score", "9"]])
+    );
     assert_eq!(samples[0]["counts"], true);
     assert_eq!(j["ticks"][0]["tick"], 3);
     assert_eq!(j["ticks"][0]["url"], "/worlds/autoresearch%3Ademo?tick=3");
@@ -324,7 +361,11 @@ async fn a_run_page_shows_samples_decision_votes_and_its_ticks() {
     assert!(html.contains("too close to call"));
     let (status, _, body) = send(
         &app,
-        post(&format!("{API}/runs/run-0006/vote"), Some(TOKEN), json!({"verdict": "keep", "reason": "looks right", "voter": "ana"})),
+        post(
+            &format!("{API}/runs/run-0006/vote"),
+            Some(TOKEN),
+            json!({"verdict": "keep", "reason": "looks right", "voter": "ana"}),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -338,7 +379,10 @@ async fn a_run_page_shows_samples_decision_votes_and_its_ticks() {
     assert_eq!(j["class"], "keep");
     assert_eq!(j["outcome"]["reason"], "decided by ana's vote");
     let html = get_html(&app, &format!("{W}/runs/run-0006")).await;
-    assert!(html.contains("decided by ana&#x27;s vote") || html.contains("decided by ana&#39;s vote"), "{html}");
+    assert!(
+        html.contains("decided by ana&#x27;s vote") || html.contains("decided by ana&#39;s vote"),
+        "{html}"
+    );
     let e = get_json(&app, API).await;
     assert_eq!(e["head"]["run_id"], "run-0006");
     assert_eq!(e["counts"]["pending"], 1);
@@ -358,7 +402,8 @@ async fn actions_are_refused_without_the_token_and_on_a_read_only_dashboard() {
         let (status, _, body) = send(&app, post(uri, None, json!({"verdict": "keep"}))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         assert!(body.contains("needs the dashboard's token"));
-        let (status, _, body) = send(&app, post(uri, Some("wrong"), json!({"verdict": "keep"}))).await;
+        let (status, _, body) =
+            send(&app, post(uri, Some("wrong"), json!({"verdict": "keep"}))).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert!(body.contains("does not match"));
     }
@@ -369,7 +414,13 @@ async fn actions_are_refused_without_the_token_and_on_a_read_only_dashboard() {
     // Nothing was written by any of them.
     let j = get_json(&app, &format!("{API}/runs/run-0006")).await;
     assert_eq!(j["votes"], json!([]));
-    assert_eq!(get_json(&app, "/api/worlds").await["worlds"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        get_json(&app, "/api/worlds").await["worlds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -382,7 +433,11 @@ async fn a_fork_makes_the_run_head_in_a_new_world() {
     );
     let (status, _, body) = send(
         &app,
-        post(&format!("{API}/runs/run-0003/fork"), Some(TOKEN), json!({"at": 4, "name": "if-3-won"})),
+        post(
+            &format!("{API}/runs/run-0003/fork"),
+            Some(TOKEN),
+            json!({"at": 4, "name": "if-3-won"}),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -395,33 +450,93 @@ async fn a_fork_makes_the_run_head_in_a_new_world() {
     // The same name again, a run without a commit, a tick past the head.
     let (status, _, body) = send(
         &app,
-        post(&format!("{API}/runs/run-0003/fork"), Some(TOKEN), json!({"name": "if-3-won"})),
+        post(
+            &format!("{API}/runs/run-0003/fork"),
+            Some(TOKEN),
+            json!({"name": "if-3-won"}),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    let (status, _, body) = send(&app, post(&format!("{API}/runs/run-0008/fork"), Some(TOKEN), json!({}))).await;
+    let (status, _, body) = send(
+        &app,
+        post(&format!("{API}/runs/run-0008/fork"), Some(TOKEN), json!({})),
+    )
+    .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.contains("has no commit"));
-    let (status, _, body) = send(&app, post(&format!("{API}/runs/run-0003/fork"), Some(TOKEN), json!({"at": 999}))).await;
+    let (status, _, body) = send(
+        &app,
+        post(
+            &format!("{API}/runs/run-0003/fork"),
+            Some(TOKEN),
+            json!({"at": 999}),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("tick 999"));
 }
 
 /// `(uri, expected status, words the message must contain)`.
 const BAD: &[(&str, u16, &str)] = &[
-    ("/api/worlds/autoresearch%3Ademo?tick=abc", 400, "tick \\\"abc\\\" is not a whole number"),
-    ("/api/worlds/autoresearch%3Ademo?tick=99999", 400, "past the head"),
-    ("/api/worlds/autoresearch%3Ademo?tick=-1", 400, "not a whole number"),
-    ("/api/worlds/autoresearch%3Ademo?status=bogus", 400, "status \\\"bogus\\\" is not one of"),
-    ("/api/worlds/autoresearch%3Ademo?sort=up", 400, "sort \\\"up\\\""),
-    ("/api/worlds/autoresearch%3Ademo?page=0", 400, "page \\\"0\\\""),
-    ("/api/worlds/autoresearch%3Ademo?page=9", 400, "past the last page"),
-    ("/api/worlds/autoresearch%3Ademo?per=100000", 400, "per \\\"100000\\\""),
-    ("/api/worlds/autoresearch%3Ademo/attempts?page=x", 400, "page"),
-    ("/api/worlds/autoresearch%3Ademo/chart?tick=1e3", 400, "tick"),
+    (
+        "/api/worlds/autoresearch%3Ademo?tick=abc",
+        400,
+        "tick \\\"abc\\\" is not a whole number",
+    ),
+    (
+        "/api/worlds/autoresearch%3Ademo?tick=99999",
+        400,
+        "past the head",
+    ),
+    (
+        "/api/worlds/autoresearch%3Ademo?tick=-1",
+        400,
+        "not a whole number",
+    ),
+    (
+        "/api/worlds/autoresearch%3Ademo?status=bogus",
+        400,
+        "status \\\"bogus\\\" is not one of",
+    ),
+    (
+        "/api/worlds/autoresearch%3Ademo?sort=up",
+        400,
+        "sort \\\"up\\\"",
+    ),
+    (
+        "/api/worlds/autoresearch%3Ademo?page=0",
+        400,
+        "page \\\"0\\\"",
+    ),
+    (
+        "/api/worlds/autoresearch%3Ademo?page=9",
+        400,
+        "past the last page",
+    ),
+    (
+        "/api/worlds/autoresearch%3Ademo?per=100000",
+        400,
+        "per \\\"100000\\\"",
+    ),
+    (
+        "/api/worlds/autoresearch%3Ademo/attempts?page=x",
+        400,
+        "page",
+    ),
+    (
+        "/api/worlds/autoresearch%3Ademo/chart?tick=1e3",
+        400,
+        "tick",
+    ),
     ("/api/worlds/nope", 404, "no world named \\\"nope\\\""),
     ("/api/worlds/nope/chart", 404, "no world"),
-    ("/api/worlds/autoresearch%3Ademo/runs/nope", 404, "no run \\\"nope\\\""),
+    (
+        "/api/worlds/autoresearch%3Ademo/runs/nope",
+        404,
+        "no run \\\"nope\\\"",
+    ),
     ("/api/nothing/here", 404, "no such page"),
 ];
 
@@ -436,11 +551,18 @@ async fn bad_parameters_get_a_clear_4xx() {
         assert!(body.contains(words), "{uri}: {body}");
     }
     // The pages answer in HTML, with the message escaped.
-    for uri in ["/worlds/%3Cb%3E", "/worlds/autoresearch%3Ademo?page=zz", "/worlds/autoresearch%3Ademo/runs/%3Cx%3E"] {
+    for uri in [
+        "/worlds/%3Cb%3E",
+        "/worlds/autoresearch%3Ademo?page=zz",
+        "/worlds/autoresearch%3Ademo/runs/%3Cx%3E",
+    ] {
         let (status, ctype, body) = get(&app, uri).await;
         assert!(status.is_client_error(), "{uri}: {status}");
         assert!(ctype.starts_with("text/html"), "{uri}: {ctype}");
-        assert!(!body.contains("<b>") && !body.contains("<x>"), "{uri}: {body}");
+        assert!(
+            !body.contains("<b>") && !body.contains("<x>"),
+            "{uri}: {body}"
+        );
     }
     // Action bodies.
     let app = router(
@@ -450,10 +572,26 @@ async fn bad_parameters_get_a_clear_4xx() {
     );
     let vote = format!("{API}/runs/run-0006/vote");
     let cases: Vec<(Request<Body>, u16, &str)> = vec![
-        (post(&vote, Some(TOKEN), json!({"verdict": "maybe"})), 400, "verdict \\\"maybe\\\""),
+        (
+            post(&vote, Some(TOKEN), json!({"verdict": "maybe"})),
+            400,
+            "verdict \\\"maybe\\\"",
+        ),
         (post(&vote, Some(TOKEN), json!({})), 400, "needs a verdict"),
-        (post(&vote, Some(TOKEN), json!({"verdict": "keep", "extra": 1})), 400, "unknown field"),
-        (post(&vote, Some(TOKEN), json!({"verdict": "keep", "voter": "x".repeat(500)})), 400, "voter must be"),
+        (
+            post(&vote, Some(TOKEN), json!({"verdict": "keep", "extra": 1})),
+            400,
+            "unknown field",
+        ),
+        (
+            post(
+                &vote,
+                Some(TOKEN),
+                json!({"verdict": "keep", "voter": "x".repeat(500)}),
+            ),
+            400,
+            "voter must be",
+        ),
         (
             Request::post(&vote)
                 .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
@@ -462,11 +600,51 @@ async fn bad_parameters_get_a_clear_4xx() {
             400,
             "JSON body",
         ),
-        (post(&format!("{API}/runs/run-0002/vote"), Some(TOKEN), json!({"verdict": "keep"})), 409, "not waiting for votes"),
-        (post(&format!("{API}/runs/nope/vote"), Some(TOKEN), json!({"verdict": "keep"})), 404, "no run"),
-        (post("/api/worlds/nope/runs/x/vote", Some(TOKEN), json!({"verdict": "keep"})), 404, "no world"),
-        (post(&format!("{API}/runs/run-0003/fork"), Some(TOKEN), json!({"at": 0})), 400, "ticks run from 1"),
-        (post(&format!("{API}/runs/run-0003/fork"), Some(TOKEN), json!({"at": "x"})), 400, "JSON body"),
+        (
+            post(
+                &format!("{API}/runs/run-0002/vote"),
+                Some(TOKEN),
+                json!({"verdict": "keep"}),
+            ),
+            409,
+            "not waiting for votes",
+        ),
+        (
+            post(
+                &format!("{API}/runs/nope/vote"),
+                Some(TOKEN),
+                json!({"verdict": "keep"}),
+            ),
+            404,
+            "no run",
+        ),
+        (
+            post(
+                "/api/worlds/nope/runs/x/vote",
+                Some(TOKEN),
+                json!({"verdict": "keep"}),
+            ),
+            404,
+            "no world",
+        ),
+        (
+            post(
+                &format!("{API}/runs/run-0003/fork"),
+                Some(TOKEN),
+                json!({"at": 0}),
+            ),
+            400,
+            "ticks run from 1",
+        ),
+        (
+            post(
+                &format!("{API}/runs/run-0003/fork"),
+                Some(TOKEN),
+                json!({"at": "x"}),
+            ),
+            400,
+            "JSON body",
+        ),
     ];
     for (req, code, words) in cases {
         let uri = req.uri().to_string();
@@ -492,7 +670,10 @@ async fn assets_are_served_from_the_binary() {
     assert!(body.contains("svg.chart"));
     let html = get_html(&app, "/").await;
     assert!(html.contains("holds no worlds yet"));
-    assert!(!html.contains("http://") && !html.contains("https://"), "no CDN");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no CDN"
+    );
 }
 
 #[tokio::test]
@@ -502,7 +683,11 @@ async fn events_send_the_head_tick_now_and_when_it_moves() {
     let app = router(ledger.read_only(), ledger.registry.clone(), read_only());
     let resp = app
         .clone()
-        .oneshot(Request::get(format!("{W}/events")).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get(format!("{W}/events"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -523,7 +708,10 @@ async fn events_send_the_head_tick_now_and_when_it_moves() {
     assert!(first.contains(&format!("data: {}", w.tick().0)), "{first}");
     w.attempt(Some(7.0), OutcomeStatus::Keep, "later").await;
     let second = next_event().await;
-    assert!(second.contains(&format!("data: {}", w.tick().0)), "{second}");
+    assert!(
+        second.contains(&format!("data: {}", w.tick().0)),
+        "{second}"
+    );
     let (status, _, _) = get(&app, "/worlds/nope/events").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
@@ -536,9 +724,13 @@ async fn the_live_index_follows_new_ticks_as_a_fresh_materialization_does() {
     assert_eq!(before["counts"]["attempts"], 8);
     // Append ticks of every kind: decisions, a vote, a new head, a run in flight finishing.
     w.attempt(Some(6.0), OutcomeStatus::Keep, "best yet").await;
-    let mut world = World::open(ledger.storage.clone(), ledger.registry.clone(), "autoresearch:demo")
-        .await
-        .unwrap();
+    let mut world = World::open(
+        ledger.storage.clone(),
+        ledger.registry.clone(),
+        "autoresearch:demo",
+    )
+    .await
+    .unwrap();
     world
         .spawn_with(&autoresearch_core::Vote {
             run_id: "run-0007".into(),

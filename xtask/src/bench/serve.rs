@@ -88,7 +88,10 @@ async fn build(path: &Path, attempts: usize) -> Result<()> {
     let storage: Arc<dyn Storage> = Arc::new(RedbStorage::open(path, config)?);
     let mut w = TickWriter::create(storage.clone(), registry(), "autoresearch:bench").await?;
     let exp = w.spawn();
-    w.set(exp, &Experiment::new("bench", "/repo", "main", 1, &json!({})))?;
+    w.set(
+        exp,
+        &Experiment::new("bench", "/repo", "main", 1, &json!({})),
+    )?;
     let head_entity = w.spawn();
     let mut best = 100.0;
     for n in 0..attempts {
@@ -129,7 +132,11 @@ async fn build(path: &Path, attempts: usize) -> Result<()> {
             &Outcome {
                 run_id: run_id.clone(),
                 status,
-                reason: if keep { "better".into() } else { "not better".into() },
+                reason: if keep {
+                    "better".into()
+                } else {
+                    "not better".into()
+                },
                 comparator: "scalar:score:min".into(),
                 ..Outcome::default()
             },
@@ -218,7 +225,9 @@ async fn measure(path: &Path, attempts: usize, n: usize, build_s: f64) -> Result
         registry(),
         autoresearch_web::DashboardConfig {
             metric: Arc::new(|spec: &str| {
-                spec.split(':').nth(1).map(|m| (m.to_string(), !spec.ends_with(":max")))
+                spec.split(':')
+                    .nth(1)
+                    .map(|m| (m.to_string(), !spec.ends_with(":max")))
             }),
             ..autoresearch_web::DashboardConfig::read_only("bench")
         },
@@ -242,13 +251,21 @@ async fn measure(path: &Path, attempts: usize, n: usize, build_s: f64) -> Result
         "cold_ms": (cold.as_secs_f64() * 1e4).round() / 10.0,
     }));
     series(addr, attempts, "experiment", n, move |_| world.to_string()).await?;
-    series(addr, attempts, "attempts table, next page (HTML)", n, move |_| {
-        format!("{world}?page=2")
-    })
+    series(
+        addr,
+        attempts,
+        "attempts table, next page (HTML)",
+        n,
+        move |_| format!("{world}?page=2"),
+    )
     .await?;
-    series(addr, attempts, "attempts table, next page (JSON)", n, |_| {
-        "/api/worlds/autoresearch%3Abench/attempts?page=2".to_string()
-    })
+    series(
+        addr,
+        attempts,
+        "attempts table, next page (JSON)",
+        n,
+        |_| "/api/worlds/autoresearch%3Abench/attempts?page=2".to_string(),
+    )
     .await?;
     series(addr, attempts, "run", n, move |i| {
         let k = (i.wrapping_mul(7919) + 13) % attempts;
@@ -330,7 +347,9 @@ async fn loop_overhead(dir: &Path, quick: bool) -> Result<()> {
         let mut fetched = 0;
         if let Some((stop, server, done, page)) = served {
             done.store(true, std::sync::atomic::Ordering::SeqCst);
-            fetched = page.join().map_err(|_| anyhow::anyhow!("the page thread panicked"))??;
+            fetched = page
+                .join()
+                .map_err(|_| anyhow::anyhow!("the page thread panicked"))??;
             let _ = stop.send(());
             server.await??;
         }

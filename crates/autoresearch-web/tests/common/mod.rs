@@ -62,7 +62,10 @@ pub fn picker() -> autoresearch_web::MetricPicker {
 }
 
 /// A dashboard config with actions done on `storage` (`TOKEN`).
-pub fn with_actions(storage: Arc<dyn Storage>, registry: Arc<ComponentRegistry>) -> DashboardConfig {
+pub fn with_actions(
+    storage: Arc<dyn Storage>,
+    registry: Arc<ComponentRegistry>,
+) -> DashboardConfig {
     DashboardConfig {
         access: Access::Token {
             token: TOKEN.into(),
@@ -102,7 +105,13 @@ impl Writer {
         .await
         .unwrap();
         world
-            .spawn_with(&Experiment::new(name, "/repo", "main", now_ms(), &json!({})))
+            .spawn_with(&Experiment::new(
+                name,
+                "/repo",
+                "main",
+                now_ms(),
+                &json!({}),
+            ))
             .unwrap();
         world.commit().await.unwrap();
         let mut w = Writer {
@@ -110,8 +119,12 @@ impl Writer {
             experiment: name.into(),
             n: 0,
         };
-        w.attempt(Some(base_metric), OutcomeStatus::Baseline, "baseline measured")
-            .await;
+        w.attempt(
+            Some(base_metric),
+            OutcomeStatus::Baseline,
+            "baseline measured",
+        )
+        .await;
         w
     }
 
@@ -143,7 +156,8 @@ impl Writer {
         });
         let entity = self.world.spawn_with(&run).unwrap();
         if let Some(s) = score {
-            let outputs = json!({"score": s, "loss": s * 2.0, "_meta": {"commit": commit, "sample": 0}});
+            let outputs =
+                json!({"score": s, "loss": s * 2.0, "_meta": {"commit": commit, "sample": 0}});
             self.world
                 .spawn_with(&EvalResult::new(&run_id, "eval", &outputs, now_ms()))
                 .unwrap();
@@ -183,8 +197,12 @@ impl Writer {
 
     /// A run whose comparator asked for votes. Returns its id.
     pub async fn pending(&mut self, score: f64) -> String {
-        self.attempt(Some(score), OutcomeStatus::Pending, "too close to call: waiting for votes")
-            .await
+        self.attempt(
+            Some(score),
+            OutcomeStatus::Pending,
+            "too close to call: waiting for votes",
+        )
+        .await
     }
 
     /// What the loop does with votes: every pending run with a vote is
@@ -285,7 +303,9 @@ impl Actions for WorldActions {
         let source = World::open(self.storage.clone(), self.registry.clone(), &r.world)
             .await
             .map_err(failed)?;
-        let name = r.name.unwrap_or_else(|| format!("{}-fork-{}", r.experiment, r.run_id));
+        let name = r
+            .name
+            .unwrap_or_else(|| format!("{}-fork-{}", r.experiment, r.run_id));
         let info = source.fork(r.at, &name).await.map_err(failed)?;
         let (_, run) = source
             .run_by_id(&r.run_id)
@@ -293,7 +313,13 @@ impl Actions for WorldActions {
         let mut fork = World::open_id(self.storage.clone(), self.registry.clone(), info.id)
             .await
             .map_err(failed)?;
-        let head = BranchHead::new(&r.experiment, &run.commit_hash, &r.run_id, &json!({}), now_ms());
+        let head = BranchHead::new(
+            &r.experiment,
+            &run.commit_hash,
+            &r.run_id,
+            &json!({}),
+            now_ms(),
+        );
         match fork.branch_head(&r.experiment) {
             Some((e, _)) => fork.insert(e, &head).map_err(failed)?,
             None => {
