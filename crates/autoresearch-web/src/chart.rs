@@ -1,9 +1,10 @@
 //! The progress chart, drawn on the server as inline SVG: every attempt's
 //! metric in recording order, crashes marked along the bottom, the kept
 //! step line (the head's metric after each keep), and a tooltip on every
-//! point (run, idea, metric, decision). Past [`MAX_POINTS`] attempts the
-//! others are drawn as one min-max bar per column, so the page stays small
-//! whatever the history; keeps are always drawn one by one.
+//! point (run, idea, metric, decision). Past [`MAX_POINTS`] attempts they
+//! are drawn as one min-max bar per column (at most 600), with the last
+//! keep of each column as its point and step, so the page stays the same
+//! size whatever the history.
 
 use crate::index::{RowClass, WorldIndex};
 use crate::view::{enc, fmt_metric};
@@ -58,7 +59,8 @@ pub struct Chart {
     pub minimize: bool,
     /// Attempts charted.
     pub attempts: usize,
-    /// Every attempt (up to [`MAX_POINTS`]) or only the keeps and baselines (beyond).
+    /// Every attempt (up to [`MAX_POINTS`]); beyond, the last keep or
+    /// baseline of each column.
     pub points: Vec<Point>,
     /// Min-max columns of all attempts, when there are more than [`MAX_POINTS`].
     pub columns: Vec<Column>,
@@ -77,7 +79,6 @@ pub fn chart(idx: &WorldIndex, metric: Option<(&str, bool)>) -> Chart {
     let live: Vec<(usize, &crate::index::RunRow)> = idx
         .runs
         .iter()
-        .filter(|r| !r.gone)
         .enumerate()
         .map(|(i, r)| (i + 1, r))
         .collect();
@@ -91,18 +92,17 @@ pub fn chart(idx: &WorldIndex, metric: Option<(&str, bool)>) -> Chart {
         let class = row.class();
         let value = name.and_then(|m| row.metric(m)).filter(|v| v.is_finite());
         let head = matches!(class, RowClass::Keep | RowClass::Baseline);
-        if head && let Some(v) = value {
-            steps.push((n, v));
-        }
-        if !binned || head {
+        if !binned {
+            if head && let Some(v) = value {
+                steps.push((n, v));
+            }
             points.push(Point {
                 n,
                 run_id: row.run.run_id.clone(),
                 class,
                 metric: value,
             });
-        }
-        if binned {
+        } else {
             let c = (n - 1) / per_column;
             if columns.len() <= c {
                 columns.push(Column {
@@ -121,6 +121,28 @@ pub fn chart(idx: &WorldIndex, metric: Option<(&str, bool)>) -> Chart {
             if let Some(v) = value {
                 col.min = Some(col.min.map_or(v, |m| m.min(v)));
                 col.max = Some(col.max.map_or(v, |m| m.max(v)));
+            }
+            // Binned, the last head of each column stands for the column's
+            // keeps (one point and one step a column at most).
+            if head && let Some(v) = value {
+                let point = Point {
+                    n,
+                    run_id: row.run.run_id.clone(),
+                    class,
+                    metric: value,
+                };
+                match points.last_mut() {
+                    Some(last) if (last.n - 1) / per_column == c => {
+                        *last = point;
+                        if let Some(step) = steps.last_mut() {
+                            *step = (n, v);
+                        }
+                    }
+                    _ => {
+                        points.push(point);
+                        steps.push((n, v));
+                    }
+                }
             }
         }
     }

@@ -53,12 +53,12 @@ pub struct RunRow {
     pub samples: Vec<Sample>,
     /// Votes cast on it.
     pub votes: usize,
-    /// The tick that last changed the run, its Outcome or its Results.
+    /// The tick that last changed the run, its Outcome or its Results, as
+    /// far as this index saw (an index built from a materialized state
+    /// gives every row the tick it was built at).
     pub last_tick: Tick,
     /// When that tick was committed (Unix ms).
     pub last_at_ms: i64,
-    /// Whether the run entity was despawned (kept so positions stay stable).
-    pub gone: bool,
 }
 
 /// What a row counts as on the dashboard: its decision, or what its run
@@ -160,7 +160,7 @@ impl RunRow {
 /// Counts of a world's attempts by class.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
-    /// Every run recorded (despawned ones left out).
+    /// Every run recorded (and not despawned).
     pub attempts: usize,
     /// Kept.
     pub keeps: usize,
@@ -178,9 +178,6 @@ pub struct Counts {
 
 impl Counts {
     fn add(&mut self, row: &RunRow, sign: isize) {
-        if row.gone {
-            return;
-        }
         let bump = |n: &mut usize| *n = n.saturating_add_signed(sign);
         bump(&mut self.attempts);
         match row.class() {
@@ -241,6 +238,8 @@ pub struct WorldIndex {
     head_entities: HashMap<EntityId, usize>,
     /// Samples of run ids not seen yet (a Result recorded before its Run).
     orphans: HashMap<String, Vec<Sample>>,
+    /// Votes on run ids not seen yet.
+    orphan_votes: HashMap<String, usize>,
     votes: HashMap<EntityId, Vote>,
     interned: HashMap<Box<str>, Arc<str>>,
 }
@@ -264,6 +263,7 @@ impl WorldIndex {
             experiment_entities: HashMap::new(),
             head_entities: HashMap::new(),
             orphans: HashMap::new(),
+            orphan_votes: HashMap::new(),
             votes: HashMap::new(),
             interned: HashMap::new(),
         }
@@ -355,13 +355,8 @@ impl WorldIndex {
     /// Puts row `pos` in or out of the in-flight and pending sets.
     fn track(&mut self, pos: usize) {
         let row = &self.runs[pos];
-        let live = !row.gone;
-        set_member(&mut self.in_flight, pos, live && row.phase().is_in_flight());
-        set_member(
-            &mut self.pending,
-            pos,
-            live && row.class() == RowClass::Pending,
-        );
+        set_member(&mut self.in_flight, pos, row.phase().is_in_flight());
+        set_member(&mut self.pending, pos, row.class() == RowClass::Pending);
     }
 
     fn set(
@@ -399,7 +394,6 @@ impl WorldIndex {
                             votes,
                             last_tick: tick,
                             last_at_ms: at_ms,
-                            gone: false,
                         });
                         self.counts.add(&self.runs[pos], 1);
                         self.track(pos);
@@ -435,10 +429,13 @@ impl WorldIndex {
             }
             "Vote" => {
                 let vote: Vote = self.decode(registry, tick, value)?;
-                if let Some(pos) = self.by_run_id.get(&vote.run_id).copied()
-                    && !self.votes.contains_key(&entity)
-                {
-                    self.with_row(pos, tick, at_ms, |row| row.votes += 1);
+                // A Vote entity set again replaces its vote.
+                if let Some(Slot::Vote(old)) = self.slots.get(&entity).cloned() {
+                    self.drop_vote(tick, entity, &old);
+                }
+                match self.by_run_id.get(&vote.run_id).copied() {
+                    Some(pos) => self.with_row(pos, tick, at_ms, |row| row.votes += 1),
+                    None => *self.orphan_votes.entry(vote.run_id.clone()).or_default() += 1,
                 }
                 self.slots.insert(entity, Slot::Vote(vote.run_id.clone()));
                 self.votes.insert(entity, vote);
@@ -495,23 +492,75 @@ impl WorldIndex {
                 self.slots.insert(entity, Slot::Other);
             }
             ("Vote", Some(Slot::Vote(run_id))) => self.drop_vote(tick, entity, &run_id),
-            ("Run", Some(Slot::Run(pos))) => self.with_row(pos, tick, 0, |row| row.gone = true),
+            ("Run", Some(Slot::Run(pos))) => {
+                self.remove_row(pos);
+                self.slots.insert(entity, Slot::Other);
+            }
             _ => {}
         }
     }
 
+    /// Takes row `pos` out (its Run was removed or despawned), so that the
+    /// index is the one a fresh materialization builds: the rows after it
+    /// move up, and its Results and Votes wait for a Run of that id again.
+    /// Cost: O(entities); the loop never removes a Run, so this is rare.
+    fn remove_row(&mut self, pos: usize) {
+        if pos >= self.runs.len() {
+            return;
+        }
+        self.counts.add(&self.runs[pos], -1);
+        let row = self.runs.remove(pos);
+        self.by_run_id.remove(&row.run.run_id);
+        for p in self.by_run_id.values_mut() {
+            if *p > pos {
+                *p -= 1;
+            }
+        }
+        for slot in self.slots.values_mut() {
+            if let Slot::Run(p) = slot
+                && *p > pos
+            {
+                *p -= 1;
+            }
+        }
+        let shift = |set: &BTreeSet<usize>| -> BTreeSet<usize> {
+            set.iter()
+                .filter(|p| **p != pos)
+                .map(|p| if *p > pos { p - 1 } else { *p })
+                .collect()
+        };
+        self.in_flight = shift(&self.in_flight);
+        self.pending = shift(&self.pending);
+        if !row.samples.is_empty() {
+            self.orphans
+                .entry(row.run.run_id.clone())
+                .or_default()
+                .extend(row.samples);
+        }
+        if row.votes > 0 {
+            *self.orphan_votes.entry(row.run.run_id).or_default() += row.votes;
+        }
+    }
+
     fn drop_vote(&mut self, tick: Tick, entity: EntityId, run_id: &str) {
-        if self.votes.remove(&entity).is_some()
-            && let Some(pos) = self.by_run_id.get(run_id).copied()
-        {
-            self.with_row(pos, tick, 0, |row| row.votes = row.votes.saturating_sub(1));
+        if self.votes.remove(&entity).is_some() {
+            match self.by_run_id.get(run_id).copied() {
+                Some(pos) => {
+                    self.with_row(pos, tick, 0, |row| row.votes = row.votes.saturating_sub(1))
+                }
+                None => {
+                    if let Some(n) = self.orphan_votes.get_mut(run_id) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+            }
         }
         self.slots.insert(entity, Slot::Other);
     }
 
     fn despawn(&mut self, tick: Tick, entity: EntityId) {
         match self.slots.remove(&entity) {
-            Some(Slot::Run(pos)) => self.with_row(pos, tick, 0, |row| row.gone = true),
+            Some(Slot::Run(pos)) => self.remove_row(pos),
             Some(Slot::Result(run_id)) => self.drop_sample(tick, 0, &run_id, entity),
             Some(Slot::Vote(run_id)) => self.drop_vote(tick, entity, &run_id),
             _ => {}
@@ -548,7 +597,7 @@ impl WorldIndex {
         a
     }
 
-    /// The run with id `run_id`, or the one run whose id starts with it.
+    /// The run with id `run_id` (exactly), and its position.
     pub fn run(&self, run_id: &str) -> Option<(usize, &RunRow)> {
         if let Some(pos) = self.by_run_id.get(run_id) {
             return Some((*pos, &self.runs[*pos]));

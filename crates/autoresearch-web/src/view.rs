@@ -356,9 +356,6 @@ impl TableQuery {
 
     /// Whether `row` passes the filters.
     pub fn matches(&self, row: &RunRow, q_lower: &str) -> bool {
-        if row.gone {
-            return false;
-        }
         if self.status.is_some_and(|s| row.class() != s) {
             return false;
         }
@@ -403,6 +400,9 @@ impl TableQuery {
 /// Whether `hay` contains `needle_lower` (already lower case), ignoring ASCII case.
 fn contains_ignore_case(hay: &str, needle_lower: &str) -> bool {
     let n = needle_lower.as_bytes();
+    if n.is_empty() {
+        return true;
+    }
     if n.len() > hay.len() {
         return false;
     }
@@ -453,15 +453,14 @@ pub fn table(
     };
     match query.sort {
         Sort::New | Sort::Old if !query.filters() => {
-            // No filter: the page is a slice of the recording order, O(page)
-            // (despawned runs, which are rare, are skipped).
+            // No filter: the page is a slice of the recording order, O(page).
             total = idx.counts.attempts;
             let live: Box<dyn Iterator<Item = (usize, &RunRow)>> = if query.sort == Sort::New {
                 Box::new(idx.runs.iter().enumerate().rev())
             } else {
                 Box::new(idx.runs.iter().enumerate())
             };
-            for (pos, row) in live.filter(|(_, r)| !r.gone).skip(offset).take(query.per) {
+            for (pos, row) in live.skip(offset).take(query.per) {
                 take(pos, row);
             }
         }
@@ -519,7 +518,6 @@ pub fn best_order(idx: &WorldIndex, metric: Option<(&str, bool)>) -> Order {
         .runs
         .iter()
         .enumerate()
-        .filter(|(_, r)| !r.gone)
         .map(|(pos, r)| (metric.and_then(|(m, _)| r.metric(m)), pos as u32))
         .collect();
     let minimize = metric.is_none_or(|(_, min)| min);
@@ -533,4 +531,55 @@ pub fn best_order(idx: &WorldIndex, metric: Option<(&str, bool)>) -> Order {
         (None, None) => pa.cmp(pb),
     });
     Arc::new(keyed.into_iter().map(|(_, p)| p).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_times_and_names_print_as_the_pages_show_them() {
+        let metric: &[(Option<f64>, &str)] = &[
+            (None, ""),
+            (Some(0.0), "0"),
+            (Some(9.0), "9"),
+            (Some(0.997_912_34), "0.997912"),
+            (Some(123.456_789), "123.457"),
+            (Some(-2.5), "-2.5"),
+            (Some(1.5e-7), "1.5000e-7"),
+            (Some(3.2e9), "3.2000e9"),
+            (Some(f64::NAN), "nan"),
+        ];
+        for (v, want) in metric {
+            assert_eq!(fmt_metric(*v), *want, "{v:?}");
+        }
+        let times: &[(i64, &str)] = &[
+            (0, ""),
+            (1_000, "1970-01-01 00:00:01Z"),
+            (951_782_400_000, "2000-02-29 00:00:00Z"),
+            (1_764_476_828_000, "2025-11-30 04:27:08Z"),
+        ];
+        for (ms, want) in times {
+            assert_eq!(fmt_time(*ms), *want, "{ms}");
+        }
+        let durations: &[(i64, &str)] = &[
+            (-5, "0s"),
+            (59_999, "59s"),
+            (65_000, "1m05s"),
+            (3_600_000, "1h00m"),
+            (90_000_000, "1d01h"),
+        ];
+        for (ms, want) in durations {
+            assert_eq!(fmt_duration(*ms), *want, "{ms}");
+        }
+        assert_eq!(enc("autoresearch:a b/é"), "autoresearch%3Aa%20b%2F%C3%A9");
+        assert_eq!(run_url("w", "r?1"), "/worlds/w/runs/r%3F1");
+    }
+
+    #[test]
+    fn search_ignores_case_and_finds_nothing_in_shorter_text() {
+        assert!(contains_ignore_case("Raise the LR", "the lr"));
+        assert!(!contains_ignore_case("lr", "the lr"));
+        assert!(contains_ignore_case("anything", ""));
+    }
 }

@@ -314,6 +314,11 @@ async fn a_long_history_is_charted_in_columns_with_every_keep() {
         3,
         "the baseline and the two keeps, one by one"
     );
+    assert_eq!(
+        chart["steps"],
+        json!([[1, 100.0], [1001, 90.01], [2001, 80.01]])
+    );
+    assert_eq!(points[1]["run_id"], "r999");
     let cols = chart["columns"].as_array().unwrap();
     assert!(!cols.is_empty() && cols.len() <= 600, "{}", cols.len());
     assert_eq!(cols[0]["from"], 1);
@@ -773,4 +778,122 @@ fn without_ages(mut v: Value) -> Value {
     }
     strip(&mut v);
     v
+}
+
+/// A small deterministic generator (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}
+
+#[tokio::test]
+async fn random_changes_keep_the_live_index_equal_to_a_fresh_one() {
+    use autoresearch_core::{EvalResult, Outcome, Run, RunStatus, Vote, VoteVerdict};
+    let ledger = Ledger::new();
+    let mut w = Writer::start(&ledger, "rand", 5.0).await;
+    let live = router(ledger.read_only(), ledger.registry.clone(), read_only());
+    let mut rng = Rng(17);
+    let statuses = [
+        OutcomeStatus::Keep,
+        OutcomeStatus::Discard,
+        OutcomeStatus::Crash,
+        OutcomeStatus::Pending,
+    ];
+    // One change a tick: the choices read the committed state.
+    for step in 0..80 {
+        let world = &mut w.world;
+        {
+            let runs = world.find_all::<Run>(|_| true);
+            let results = world.find_all::<EvalResult>(|_| true);
+            let votes = world.find_all::<Vote>(|_| true);
+            let pick = |rng: &mut Rng, n: usize| rng.below(n as u64) as usize;
+            match rng.below(9) {
+                0 | 1 => {
+                    let mut run = Run::new(format!("x{step}-{}", rng.below(1000)), "rand");
+                    run.set_status(RunStatus::Running);
+                    if world.run_by_id(&run.run_id).is_none() {
+                        world.spawn_with(&run).unwrap();
+                    }
+                }
+                2 if !runs.is_empty() => {
+                    let (e, mut run) = runs[pick(&mut rng, runs.len())].clone();
+                    run.set_status(RunStatus::Stopped);
+                    run.commit_hash = format!("{:040}", rng.below(9));
+                    world.insert(e, &run).unwrap();
+                    let status = statuses[pick(&mut rng, statuses.len())].clone();
+                    world
+                        .insert(
+                            e,
+                            &Outcome {
+                                run_id: run.run_id,
+                                status,
+                                comparator: SPEC.into(),
+                                ..Outcome::default()
+                            },
+                        )
+                        .unwrap();
+                }
+                3 if !runs.is_empty() => {
+                    // Results, sometimes for a run id not recorded yet.
+                    let run_id = if rng.below(4) == 0 {
+                        format!("x{}-{}", step + 1, rng.below(1000))
+                    } else {
+                        runs[pick(&mut rng, runs.len())].1.run_id.clone()
+                    };
+                    let score = rng.below(100) as f64 / 10.0;
+                    world
+                        .spawn_with(&EvalResult::new(run_id, "e", &json!({"score": score}), 1))
+                        .unwrap();
+                }
+                4 if !runs.is_empty() => {
+                    let run_id = runs[pick(&mut rng, runs.len())].1.run_id.clone();
+                    world
+                        .spawn_with(&Vote {
+                            run_id,
+                            verdict: VoteVerdict::Keep,
+                            voter: "v".into(),
+                            reason: String::new(),
+                            at_ms: 1,
+                        })
+                        .unwrap();
+                }
+                5 if !runs.is_empty() => {
+                    let (e, _) = runs[pick(&mut rng, runs.len())];
+                    world.remove::<Outcome>(e).unwrap();
+                }
+                6 if !runs.is_empty() && rng.below(3) == 0 => {
+                    let (e, _) = runs[pick(&mut rng, runs.len())];
+                    world.despawn(e).unwrap();
+                }
+                7 if !results.is_empty() => {
+                    let (e, _) = results[pick(&mut rng, results.len())];
+                    world.despawn(e).unwrap();
+                }
+                8 if !votes.is_empty() => {
+                    let (e, _) = votes[pick(&mut rng, votes.len())];
+                    world.despawn(e).unwrap();
+                }
+                _ => {}
+            }
+        }
+        if world.pending().is_empty() {
+            continue;
+        }
+        world.commit().await.unwrap();
+        let uri = "/api/worlds/autoresearch%3Arand/attempts?per=500&sort=old";
+        let a = get_json(&live, uri).await;
+        let fresh = router(ledger.read_only(), ledger.registry.clone(), read_only());
+        let b = get_json(&fresh, uri).await;
+        assert_eq!(without_ages(a), without_ages(b), "step {step}");
+        let a = get_json(&live, "/api/worlds").await;
+        let b = get_json(&fresh, "/api/worlds").await;
+        assert_eq!(without_ages(a), without_ages(b), "step {step}");
+    }
 }
