@@ -798,40 +798,39 @@ impl LedgerView {
         Ok(idx)
     }
 
-    /// The full Result records of `row` at `tick`, read through the
-    /// ledger's entity index (O(changes to each Result), not O(history)).
-    pub async fn results(
+    /// The run page's reads of `row` at `tick`: its full Result records and
+    /// every tick that changed the run (with what it did), through the
+    /// ledger's entity index. Each tick record is read once, so the cost is
+    /// the size of the few ticks that touched the run, not the history.
+    pub async fn run_detail(
         &self,
         world: &WorldInfo,
         tick: Tick,
         row: &RunRow,
-    ) -> Result<Vec<EvalResult>, WebError> {
-        let mut out = Vec::new();
+    ) -> Result<(Vec<EvalResult>, Vec<(Tick, i64, String)>), WebError> {
+        let mut records = Records::default();
+        let mut results = Vec::new();
         for s in &row.samples {
-            if let Some(r) = self
-                .latest::<EvalResult>(world, tick, s.entity, "Result")
-                .await?
-            {
-                out.push(r);
+            let mut value = None;
+            for (_, _, change) in records.history(self, world, tick, s.entity).await? {
+                match change {
+                    Change::Set {
+                        component, value: v, ..
+                    } if component == "Result" => value = Some(v),
+                    Change::Remove { component, .. } if component == "Result" => value = None,
+                    Change::Despawn { .. } => value = None,
+                    _ => {}
+                }
+            }
+            if let Some(v) = value {
+                results.push(self.registry.decode::<EvalResult>(world.id, &v).map_err(|e| {
+                    WebError::ledger(format!("decoding Result {}", s.entity), e)
+                })?);
             }
         }
-        Ok(out)
-    }
-
-    /// Every tick that changed `entity` up to `tick`, with the run's status
-    /// after it where the tick set the Run.
-    pub async fn run_ticks(
-        &self,
-        world: &WorldInfo,
-        tick: Tick,
-        entity: EntityId,
-    ) -> Result<Vec<(Tick, i64, String)>, WebError> {
-        let history = ledger::entity_history(self.storage.as_ref(), world.id, entity, tick)
-            .await
-            .map_err(|e| WebError::ledger(format!("reading the history of {entity}"), e))?;
-        let mut out: Vec<(Tick, i64, String)> = Vec::new();
-        for change in history {
-            let what = match &change.change {
+        let mut ticks: Vec<(Tick, i64, String)> = Vec::new();
+        for (t, at_ms, change) in records.history(self, world, tick, row.entity).await? {
+            let what = match &change {
                 Change::Spawn { .. } => "recorded".to_string(),
                 Change::Set {
                     component, value, ..
@@ -851,46 +850,69 @@ impl LedgerView {
                 Change::Remove { component, .. } => format!("{component} removed"),
                 Change::Despawn { .. } => "removed".to_string(),
             };
-            match out.last_mut() {
-                Some(last) if last.0 == change.tick => {
+            match ticks.last_mut() {
+                Some(last) if last.0 == t => {
                     last.2.push_str(", ");
                     last.2.push_str(&what);
                 }
-                _ => out.push((change.tick, change.at_ms, what)),
+                _ => ticks.push((t, at_ms, what)),
+            }
+        }
+        Ok((results, ticks))
+    }
+}
+
+/// Tick records read for one page, each read (and decoded) once.
+#[derive(Default)]
+struct Records {
+    by_tick: HashMap<(WorldId, Tick), Arc<TickRecord>>,
+}
+
+impl Records {
+    /// Every change to `entity` in `world` up to `to`, oldest first, with
+    /// its tick and time: [`ledger::entity_history`], sharing reads.
+    async fn history(
+        &mut self,
+        view: &LedgerView,
+        world: &WorldInfo,
+        to: Tick,
+        entity: EntityId,
+    ) -> Result<Vec<(Tick, i64, Change)>, WebError> {
+        let storage = view.storage.as_ref();
+        let err = |e: &dyn std::fmt::Display| {
+            WebError::ledger(format!("reading the history of {entity} in {:?}", world.name), e)
+        };
+        let mut out = Vec::new();
+        for seg in ledger::segments(storage, world.id, to).await.map_err(|e| err(&e))? {
+            let ticks = storage
+                .own_entity_ticks(seg.world, entity, seg.to)
+                .await
+                .map_err(|e| err(&e))?;
+            for t in ticks.into_iter().filter(|t| *t >= seg.from) {
+                let rec = match self.by_tick.get(&(seg.world, t)) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let recs = storage
+                            .read_own_records(seg.world, t, t)
+                            .await
+                            .map_err(|e| err(&e))?;
+                        let Some(r) = recs.into_iter().next() else {
+                            continue;
+                        };
+                        let r = Arc::new(r);
+                        self.by_tick.insert((seg.world, t), r.clone());
+                        r
+                    }
+                };
+                out.extend(
+                    rec.changes
+                        .iter()
+                        .filter(|c| c.entity() == entity)
+                        .map(|c| (rec.tick, rec.at_ms, c.clone())),
+                );
             }
         }
         Ok(out)
     }
-
-    async fn latest<T: autoresearch_core::registry::ComponentValue>(
-        &self,
-        world: &WorldInfo,
-        tick: Tick,
-        entity: EntityId,
-        name: &str,
-    ) -> Result<Option<T>, WebError> {
-        let history = ledger::entity_history(self.storage.as_ref(), world.id, entity, tick)
-            .await
-            .map_err(|e| WebError::ledger(format!("reading the history of {entity}"), e))?;
-        let mut value = None;
-        for change in history {
-            match change.change {
-                Change::Set {
-                    component,
-                    value: v,
-                    ..
-                } if component == name => value = Some(v),
-                Change::Remove { component, .. } if component == name => value = None,
-                Change::Despawn { .. } => value = None,
-                _ => {}
-            }
-        }
-        value
-            .map(|v| {
-                self.registry
-                    .decode::<T>(world.id, &v)
-                    .map_err(|e| WebError::ledger(format!("decoding {name} of {entity}"), e))
-            })
-            .transpose()
-    }
 }
+

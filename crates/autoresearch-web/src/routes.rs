@@ -614,7 +614,7 @@ async fn run_view(
     })?;
     let metric = idx.metric(&s.config.metric);
     let value = metric.as_ref().and_then(|(m, _)| row.metric(m));
-    let results: Vec<EvalResult> = s.view.results(&info, idx.tick, row).await?;
+    let (results, run_ticks) = s.view.run_detail(&info, idx.tick, row).await?;
     let commit = row.run.commit_hash.as_str();
     let samples: Vec<SampleView> = results
         .iter()
@@ -642,10 +642,7 @@ async fn run_view(
             meta: r.meta(),
         })
         .collect();
-    let ticks = s
-        .view
-        .run_ticks(&info, idx.tick, row.entity)
-        .await?
+    let ticks = run_ticks
         .into_iter()
         .map(|(t, at, what)| TickView {
             tick: t.0,

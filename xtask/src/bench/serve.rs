@@ -3,7 +3,7 @@
 //! (1,000,000; 20,000 with `--quick`; `--attempts` sets it).
 //!
 //! Each ledger holds one experiment world whose attempts are written
-//! through the library (`TickWriter`, 5,000 attempts a tick, each a Run
+//! through the library (`TickWriter`, 1,000 attempts a tick, each a Run
 //! with one Result and an Outcome, one keep in 200), into a file the
 //! dashboard then opens read-only, as `autoresearch serve` does. Over
 //! HTTP/1.1 on loopback it measures time to first byte and to the complete
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Attempts written per tick while building a ledger.
-const PER_TICK: usize = 5_000;
+const PER_TICK: usize = 1_000;
 
 /// Parses `--attempts N`.
 fn large_size(quick: bool, args: &[String]) -> Result<usize> {
