@@ -815,7 +815,9 @@ impl LedgerView {
             for (_, _, change) in records.history(self, world, tick, s.entity).await? {
                 match change {
                     Change::Set {
-                        component, value: v, ..
+                        component,
+                        value: v,
+                        ..
                     } if component == "Result" => value = Some(v),
                     Change::Remove { component, .. } if component == "Result" => value = None,
                     Change::Despawn { .. } => value = None,
@@ -823,9 +825,13 @@ impl LedgerView {
                 }
             }
             if let Some(v) = value {
-                results.push(self.registry.decode::<EvalResult>(world.id, &v).map_err(|e| {
-                    WebError::ledger(format!("decoding Result {}", s.entity), e)
-                })?);
+                results.push(
+                    self.registry
+                        .decode::<EvalResult>(world.id, &v)
+                        .map_err(|e| {
+                            WebError::ledger(format!("decoding Result {}", s.entity), e)
+                        })?,
+                );
             }
         }
         let mut ticks: Vec<(Tick, i64, String)> = Vec::new();
@@ -880,10 +886,16 @@ impl Records {
     ) -> Result<Vec<(Tick, i64, Change)>, WebError> {
         let storage = view.storage.as_ref();
         let err = |e: &dyn std::fmt::Display| {
-            WebError::ledger(format!("reading the history of {entity} in {:?}", world.name), e)
+            WebError::ledger(
+                format!("reading the history of {entity} in {:?}", world.name),
+                e,
+            )
         };
         let mut out = Vec::new();
-        for seg in ledger::segments(storage, world.id, to).await.map_err(|e| err(&e))? {
+        for seg in ledger::segments(storage, world.id, to)
+            .await
+            .map_err(|e| err(&e))?
+        {
             let ticks = storage
                 .own_entity_ticks(seg.world, entity, seg.to)
                 .await
@@ -915,4 +927,3 @@ impl Records {
         Ok(out)
     }
 }
-
