@@ -1,6 +1,6 @@
 //! Project automation, run as `cargo xtask <task>`:
 //! - `cargo xtask demo`: the whole product on a generated sample repository;
-//! - `cargo xtask bench <ledger|ingest|loop> [--quick] [OPTIONS...]`: benchmarks, JSON lines on stdout.
+//! - `cargo xtask bench <ledger|ingest|loop|serve> [--quick] [OPTIONS...]`: benchmarks, JSON lines on stdout.
 
 mod bench;
 mod demo;
@@ -20,7 +20,7 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Run a benchmark; prints one JSON object per line.
     Bench {
-        /// Which benchmark: ledger, ingest or loop.
+        /// Which benchmark: ledger, ingest, loop or serve.
         name: String,
         /// A seconds-long version with smaller workloads.
         #[arg(long)]

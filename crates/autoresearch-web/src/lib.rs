@@ -78,8 +78,9 @@ impl DashboardConfig {
 }
 
 /// The dashboard's router over `storage`, decoding components with
-/// `registry`. Must be called inside a tokio runtime (live updates spawn a
-/// task there while a page listens).
+/// `registry`. Must be called inside a tokio runtime: it starts indexing
+/// every world there (a task that ends when done), and live updates spawn
+/// a task while a page listens.
 pub fn router(
     storage: Arc<dyn Storage>,
     registry: Arc<ComponentRegistry>,

@@ -96,6 +96,28 @@ impl AppState {
         pages::render(env, name, ctx).map(Html)
     }
 
+    /// Indexes every world in the background, so that the first visitor
+    /// of a large world does not wait for its index (seconds at a million
+    /// attempts). A failure is logged; the page that needs the world
+    /// tries again and reports it.
+    fn warm(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let Some(state) = weak.upgrade() else { return };
+            let worlds = match state.view.worlds().await {
+                Ok(w) => w,
+                Err(e) => return tracing::warn!("indexing the ledger: {e}"),
+            };
+            drop(state);
+            for info in worlds {
+                let Some(state) = weak.upgrade() else { return };
+                if let Err(e) = state.view.live(&info).await {
+                    tracing::warn!("indexing world {:?}: {e}", info.name);
+                }
+            }
+        });
+    }
+
     /// Starts the live-update task unless it runs. It reads every world's
     /// head from the catalogue each poll interval while anyone listens, and
     /// ends when no one does.
@@ -152,8 +174,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The router of a dashboard.
+/// The router of a dashboard; starts indexing every world in the background.
 pub fn router(state: Arc<AppState>) -> Router {
+    state.warm();
     Router::new()
         .route("/", get(worlds_page))
         .route("/worlds/{world}", get(experiment_page))
