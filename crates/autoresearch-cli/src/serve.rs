@@ -8,7 +8,7 @@ use autoresearch_compare::replay::{ForkRequest, ReplayError, cast_vote, fork_pro
 use autoresearch_compare::{CompareSpec, Direction};
 use autoresearch_core::World;
 use autoresearch_web::{
-    Access, ActionError, ActionReceipt, Actions, DashboardConfig, ForkRequest as WebFork,
+    Access, ActionError, ActionReceipt, Actions, DashboardConfig, Diffs, ForkRequest as WebFork,
     VoteRequest,
 };
 use std::net::{IpAddr, SocketAddr};
@@ -115,6 +115,62 @@ impl Actions for LedgerActions {
     }
 }
 
+/// Candidate diffs from the experiment's repository: `git diff --stat -p
+/// BASE COMMIT`, hooks and pagers off, at most 5 s and 256 KiB. Commits must
+/// be hex object names (a ledger value never reaches git as an option).
+struct GitDiffs;
+
+/// The most of a diff a run page shows.
+const DIFF_BYTES: usize = 256 << 10;
+
+#[async_trait::async_trait]
+impl Diffs for GitDiffs {
+    async fn diff(&self, repo: &str, base: &str, commit: &str) -> Option<String> {
+        let hex = |c: &str| (4..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(base) || !hex(commit) || !Path::new(repo).is_dir() {
+            return None;
+        }
+        let child = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "--no-pager",
+                "diff",
+                "--no-ext-diff",
+                "--no-color",
+                "--stat",
+                "-p",
+            ])
+            .arg(base)
+            .arg(commit)
+            .arg("--")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(5), child)
+            .await
+            .ok()?
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.len() > DIFF_BYTES {
+            let mut cut = DIFF_BYTES;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("\n[diff cut at 256 KiB]\n");
+        }
+        Some(text)
+    }
+}
+
 /// The metric a comparator spec decides on, and whether lower is better.
 fn spec_metric(spec: &str) -> Option<(String, bool)> {
     let spec = CompareSpec::parse(spec).ok()?;
@@ -158,6 +214,7 @@ pub async fn run(ledger_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
         metric: Arc::new(spec_metric),
         poll_interval: Duration::from_millis(args.poll_ms),
         title: ledger_path.display().to_string(),
+        diffs: Some(Arc::new(GitDiffs)),
     };
     let router = autoresearch_web::router(storage, ledger::registry(), config);
     let addr = SocketAddr::new(args.bind, args.port);

@@ -271,3 +271,83 @@ fn serve_refuses_a_missing_ledger_and_a_taken_port() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_page_shows_the_candidate_diff_from_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    git(&["init", "-q"]);
+    std::fs::write(repo.join("train.py"), "lr = 0.1\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "base"]);
+    let base = git(&["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("train.py"), "lr = 0.05\n").unwrap();
+    git(&["commit", "-qam", "halve the learning rate"]);
+    let cand = git(&["rev-parse", "HEAD"]);
+
+    let path = dir.path().join("ledger.redb");
+    let storage: Arc<dyn Storage> =
+        Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let mut w = World::create(storage.clone(), registry(), "autoresearch:d")
+        .await
+        .unwrap();
+    w.spawn_with(&Experiment::new(
+        "d",
+        repo.display().to_string(),
+        "main",
+        1,
+        &json!({}),
+    ))
+    .unwrap();
+    let mut run = Run::new("c1", "d");
+    run.commit_hash = cand.clone();
+    run.set_status(RunStatus::Stopped);
+    let e = w.spawn_with(&run).unwrap();
+    w.insert(
+        e,
+        &Outcome {
+            run_id: "c1".into(),
+            status: OutcomeStatus::Keep,
+            base_commit: base,
+            ..Outcome::default()
+        },
+    )
+    .unwrap();
+    w.commit().await.unwrap();
+    drop(w);
+    drop(storage);
+
+    let served = serve(&path, &["--read-only"]);
+    let port = served.port;
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http(port, "GET", "/worlds/autoresearch%3Ad/runs/c1", None, "")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#"<span class="del">-lr = 0.1</span>"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"<span class="add">+lr = 0.05</span>"#),
+        "{body}"
+    );
+    assert!(body.contains("train.py | 2"), "the stat: {body}");
+}

@@ -72,3 +72,14 @@ pub trait Actions: Send + Sync + 'static {
     /// Forks a world at a tick with a run as its head (as `autoresearch fork`).
     async fn fork(&self, request: ForkRequest) -> Result<ActionReceipt, ActionError>;
 }
+
+/// Reads a candidate's diff from the experiment's repository for the run
+/// page (the CLI passes one that runs git). Optional: without it the run
+/// page shows no diff.
+#[async_trait::async_trait]
+pub trait Diffs: Send + Sync + 'static {
+    /// The diff of `commit` against `base` in the repository at `repo` (an
+    /// Experiment's `repo_url`), at most a bounded size; `None` when it
+    /// cannot be had (no such repository or commit, a timeout).
+    async fn diff(&self, repo: &str, base: &str, commit: &str) -> Option<String>;
+}

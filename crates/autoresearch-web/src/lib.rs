@@ -27,7 +27,7 @@ mod pages;
 mod routes;
 mod view;
 
-pub use actions::{ActionError, ActionReceipt, Actions, ForkRequest, VoteRequest};
+pub use actions::{ActionError, ActionReceipt, Actions, Diffs, ForkRequest, VoteRequest};
 pub use error::WebError;
 pub use index::{LedgerView, MetricPicker};
 
@@ -62,6 +62,8 @@ pub struct DashboardConfig {
     pub poll_interval: Duration,
     /// What the dashboard shows as its title (the ledger's path).
     pub title: String,
+    /// Where run pages get a candidate's diff from; `None` shows none.
+    pub diffs: Option<Arc<dyn Diffs>>,
 }
 
 impl DashboardConfig {
@@ -73,6 +75,7 @@ impl DashboardConfig {
             metric: Arc::new(|_| None),
             poll_interval: Duration::from_millis(500),
             title: title.into(),
+            diffs: None,
         }
     }
 }

@@ -612,6 +612,9 @@ struct RunView {
     votes: Vec<Vote>,
     ticks: Vec<TickView>,
     logs: Vec<LogTail>,
+    /// The candidate's diff against its base, line by line with a class
+    /// (`add`, `del`, `hunk`, `meta` or empty) for colouring.
+    diff: Vec<(&'static str, String)>,
     can_vote: bool,
     can_fork: bool,
     vote_url: String,
@@ -692,6 +695,39 @@ async fn run_view(
     })
     .await
     .map_err(|e| WebError::Internal(format!("reading log tails: {e}")))?;
+    let diff = match (&s.config.diffs, &row.outcome) {
+        (Some(d), Some(o)) if !o.base_commit.is_empty() && !row.run.commit_hash.is_empty() => {
+            let repo = idx
+                .experiments
+                .iter()
+                .find(|e| e.name == row.run.experiment_name)
+                .map(|e| e.repo_url.clone())
+                .unwrap_or_default();
+            match repo.is_empty() {
+                true => None,
+                false => d.diff(&repo, &o.base_commit, &row.run.commit_hash).await,
+            }
+        }
+        _ => None,
+    };
+    let diff = diff
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let class = if l.starts_with("+++") || l.starts_with("---") || l.starts_with("diff ") {
+                "meta"
+            } else if l.starts_with('+') {
+                "add"
+            } else if l.starts_with('-') {
+                "del"
+            } else if l.starts_with("@@") {
+                "hunk"
+            } else {
+                ""
+            };
+            (class, l.to_string())
+        })
+        .collect();
     let actions = matches!(s.config.access, Access::Token { .. });
     let class = row.class();
     let world_enc = enc(&info.name);
@@ -722,6 +758,7 @@ async fn run_view(
         votes: idx.votes_on(&row.run.run_id).into_iter().cloned().collect(),
         ticks,
         logs,
+        diff,
         can_vote: actions && class == RowClass::Pending,
         can_fork: actions && !row.run.commit_hash.is_empty(),
         vote_url: format!("/api/worlds/{world_enc}/runs/{run_enc}/vote"),

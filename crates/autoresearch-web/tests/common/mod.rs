@@ -74,6 +74,7 @@ pub fn with_actions(
         metric: picker(),
         poll_interval: Duration::from_millis(50),
         title: "test ledger".into(),
+        diffs: None,
     }
 }
 
