@@ -187,8 +187,9 @@ impl Page {
         Page { ws, next_id: 1 }
     }
 
-    /// Calls `method` and returns its result (events in between are skipped).
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    /// Calls `method`: its result, or the error the browser answered with
+    /// (events in between are skipped).
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         let id = self.next_id;
         self.next_id += 1;
         let msg = json!({"id": id, "method": method, "params": params});
@@ -202,39 +203,65 @@ impl Page {
             let Ok(text) = m.to_text() else { continue };
             let v: Value = serde_json::from_str(text).unwrap_or_default();
             if v["id"] == id {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
+                return match v.get("error") {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(v["result"].clone()),
+                };
             }
         }
     }
 
-    /// Evaluates `js` in the page (awaiting a promise) and returns its value.
-    fn eval(&mut self, js: &str) -> Value {
-        let r = self.call(
-            "Runtime.evaluate",
-            json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
-        );
-        assert!(r.get("exceptionDetails").is_none(), "{js}: {r}");
-        r["result"]["value"].clone()
+    /// Calls `method` and returns its result; an error fails the test.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
     }
 
-    /// Waits until `js` is true in the page.
+    /// Evaluates `js` in the page (awaiting a promise): its value, or the
+    /// exception or error it met.
+    fn try_eval(&mut self, js: &str) -> Result<Value, Value> {
+        let r = self.try_call(
+            "Runtime.evaluate",
+            json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
+        )?;
+        match r.get("exceptionDetails") {
+            Some(e) => Err(e.clone()),
+            None => Ok(r["result"]["value"].clone()),
+        }
+    }
+
+    /// Evaluates `js` in the page; an exception fails the test.
+    fn eval(&mut self, js: &str) -> Value {
+        self.try_eval(js).unwrap_or_else(|e| panic!("{js}: {e}"))
+    }
+
+    /// Waits until `js` is true in the page. An exception (an element not
+    /// there yet, a page still loading) counts as not yet.
     fn wait_for(&mut self, what: &str, js: &str) {
         let deadline = Instant::now() + WAIT;
         loop {
-            if self.eval(&format!("!!({js})")) == json!(true) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "waited 20 s for {what}: {js}");
+            let last = match self.try_eval(&format!("!!({js})")) {
+                Ok(Value::Bool(true)) => return,
+                Ok(v) => v,
+                Err(e) => e,
+            };
+            assert!(
+                Instant::now() < deadline,
+                "waited 20 s for {what}: {js} (last: {last})"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
+    /// Navigates to `url` and waits for the new document to have loaded
+    /// (a mark left on the old one tells them apart).
     fn goto(&mut self, url: &str) {
+        let _ = self.try_eval("window.leftBehind = true");
         self.call("Page.navigate", json!({"url": url}));
         self.wait_for(
             &format!("{url} to load"),
-            "document.readyState === 'complete' && !!document.querySelector('main')",
+            "window.leftBehind === undefined && document.readyState === 'complete' \
+             && !!document.querySelector('main')",
         );
     }
 
