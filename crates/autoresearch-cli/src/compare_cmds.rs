@@ -102,7 +102,7 @@ pub struct VoteArgs {
 }
 
 /// `base`, or `base-2`, `base-3`... whichever is not a world yet.
-async fn free_name(storage: &Arc<dyn Storage>, base: &str) -> anyhow::Result<String> {
+pub(crate) async fn free_name(storage: &Arc<dyn Storage>, base: &str) -> anyhow::Result<String> {
     for n in 1..1000 {
         let name = if n == 1 {
             base.to_string()

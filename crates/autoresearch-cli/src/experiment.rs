@@ -252,7 +252,11 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         held_out_dirs(&config)?,
     )?;
     if !args.no_check {
-        let evaluate = crate::check::baseline_unmeasured(storage.clone(), &cfg).await?;
+        // The check evaluates on this machine; on Slurm the baseline is
+        // the cluster's to measure (a failing baseline still stops the
+        // loop, exit 3, before any proposal).
+        let evaluate = crate::check::baseline_unmeasured(storage.clone(), &cfg).await?
+            && config.run.executor == autoresearch_controller::ExecutorKind::Local;
         eprintln!("checking {} before any proposal", config.path.display());
         let report = crate::check::preflight(&config, &cfg, &sandbox, evaluate, true).await?;
         if !report.passed() {

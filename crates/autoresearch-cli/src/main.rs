@@ -19,6 +19,8 @@ mod plot;
 mod program;
 mod progress;
 mod read;
+#[cfg(feature = "web")]
+mod serve;
 mod show;
 mod status;
 mod target;
@@ -126,6 +128,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Serve a live web dashboard of every experiment in the ledger.
+    #[cfg(feature = "web")]
+    Serve(serve::ServeArgs),
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
@@ -242,6 +247,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fork(args) => return compare_cmds::fork_cmd(&cli.ledger, args).await,
         Command::Vote(args) => return compare_cmds::vote_cmd(&cli.ledger, args, cli.quiet).await,
         Command::Doctor(args) => return doctor::run(&cli.ledger, args).await,
+        #[cfg(feature = "web")]
+        Command::Serve(args) => return serve::run(&cli.ledger, args).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -600,23 +600,29 @@ async fn sigkill_while_a_job_is_queued_then_resume_waits_for_it() {
     });
     write_scores(&r.ctl, &[50, 40]);
     let mut child = r.spawn(&["run", "--iterations", "1"]);
-    // The candidate's evaluation: the script without an exit file once
-    // the baseline's has one.
+    // The candidate's evaluation: its script without an exit file once
+    // the baseline's (step `baseline-0`) has one.
     let runs = r.workdir.join("runs");
     let start = Instant::now();
     let script = loop {
-        let scripts: Vec<PathBuf> = std::fs::read_dir(&runs)
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.path().join("evaluate-0.sh"))
-                    .filter(|p| p.exists())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (ended, waiting): (Vec<PathBuf>, Vec<PathBuf>) = scripts
+        let step = |name: &str| -> Vec<PathBuf> {
+            std::fs::read_dir(&runs)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.path().join(name))
+                        .filter(|p| p.exists())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let baseline_ended = step("baseline-0.sh")
+            .iter()
+            .any(|s| s.with_extension("exit").exists());
+        let waiting: Vec<PathBuf> = step("evaluate-0.sh")
             .into_iter()
-            .partition(|s| s.with_extension("exit").exists());
-        if let ([_baseline], [candidate]) = (ended.as_slice(), waiting.as_slice()) {
+            .filter(|s| !s.with_extension("exit").exists())
+            .collect();
+        if let (true, [candidate]) = (baseline_ended, waiting.as_slice()) {
             break candidate.clone();
         }
         assert!(

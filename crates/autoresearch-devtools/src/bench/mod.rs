@@ -6,6 +6,7 @@ mod ingest;
 mod ledger;
 mod loop_;
 mod parity;
+mod serve;
 
 use anyhow::bail;
 
@@ -27,8 +28,9 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
         "loop" => loop_::run(quick, args),
         "decisions" => decisions::run(quick, args),
         "parity" => parity::run(quick, args),
+        "serve" => serve::run(quick, args),
         other => bail!(
-            "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions or parity)"
+            "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions, parity or serve)"
         ),
     }
 }

@@ -1,0 +1,344 @@
+//! The progress chart, drawn on the server as inline SVG: every attempt's
+//! metric in recording order, crashes marked along the bottom, the kept
+//! step line (the head's metric after each keep), and a tooltip on every
+//! point (run, idea, metric, decision). Past [`MAX_POINTS`] attempts they
+//! are drawn as one min-max bar per column (at most 600), with the last
+//! keep of each column as its point and step, so the page stays the same
+//! size whatever the history.
+
+use crate::index::{RowClass, WorldIndex};
+use crate::view::{enc, fmt_metric};
+use serde::Serialize;
+use std::fmt::Write;
+
+/// Attempts drawn one by one; more are drawn as columns.
+pub const MAX_POINTS: usize = 2_000;
+/// Columns of the binned chart.
+const COLUMNS: usize = 600;
+const W: f64 = 960.0;
+const H: f64 = 300.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 10.0;
+const TOP: f64 = 10.0;
+const BOTTOM: f64 = 30.0;
+
+/// One point of the chart as the JSON route returns it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    /// The attempt's number (1-based).
+    pub n: usize,
+    /// The run.
+    pub run_id: String,
+    /// What the attempt counts as.
+    pub class: RowClass,
+    /// Its metric (none for crashes and runs without one).
+    pub metric: Option<f64>,
+}
+
+/// One column of a binned chart.
+#[derive(Clone, Debug, Serialize)]
+pub struct Column {
+    /// The first attempt number in it.
+    pub from: usize,
+    /// The last attempt number in it.
+    pub to: usize,
+    /// The lowest metric in it.
+    pub min: Option<f64>,
+    /// The highest metric in it.
+    pub max: Option<f64>,
+    /// Crashes in it.
+    pub crashes: usize,
+}
+
+/// The chart's data: the same for the SVG and the JSON route.
+#[derive(Clone, Debug, Serialize)]
+pub struct Chart {
+    /// The metric charted.
+    pub metric: Option<String>,
+    /// Whether lower is better.
+    pub minimize: bool,
+    /// Attempts charted.
+    pub attempts: usize,
+    /// Every attempt (up to [`MAX_POINTS`]); beyond, the last keep or
+    /// baseline of each column.
+    pub points: Vec<Point>,
+    /// Min-max columns of all attempts, when there are more than [`MAX_POINTS`].
+    pub columns: Vec<Column>,
+    /// The kept step line: (attempt number, head metric after it).
+    pub steps: Vec<(usize, f64)>,
+    /// The inline SVG (not in the JSON).
+    #[serde(skip)]
+    pub svg: String,
+}
+
+/// The chart of `idx`'s attempts on `metric`. Cost: one pass over the runs
+/// (the caller caches it per world and tick).
+pub fn chart(idx: &WorldIndex, metric: Option<(&str, bool)>) -> Chart {
+    let minimize = metric.is_none_or(|(_, m)| m);
+    let name = metric.map(|(m, _)| m);
+    let live: Vec<(usize, &crate::index::RunRow)> = idx
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i + 1, r))
+        .collect();
+    let attempts = live.len();
+    let binned = attempts > MAX_POINTS;
+    let per_column = attempts.div_ceil(COLUMNS).max(1);
+    let mut points = Vec::new();
+    let mut columns: Vec<Column> = Vec::new();
+    let mut steps = Vec::new();
+    for &(n, row) in &live {
+        let class = row.class();
+        let value = name.and_then(|m| row.metric(m)).filter(|v| v.is_finite());
+        let head = matches!(class, RowClass::Keep | RowClass::Baseline);
+        if !binned {
+            if head && let Some(v) = value {
+                steps.push((n, v));
+            }
+            points.push(Point {
+                n,
+                run_id: row.run.run_id.clone(),
+                class,
+                metric: value,
+            });
+        } else {
+            let c = (n - 1) / per_column;
+            if columns.len() <= c {
+                columns.push(Column {
+                    from: n,
+                    to: n,
+                    min: None,
+                    max: None,
+                    crashes: 0,
+                });
+            }
+            let col = &mut columns[c];
+            col.to = n;
+            if class == RowClass::Crash {
+                col.crashes += 1;
+            }
+            if let Some(v) = value {
+                col.min = Some(col.min.map_or(v, |m| m.min(v)));
+                col.max = Some(col.max.map_or(v, |m| m.max(v)));
+            }
+            // Binned, the last head of each column stands for the column's
+            // keeps (one point and one step a column at most).
+            if head && let Some(v) = value {
+                let point = Point {
+                    n,
+                    run_id: row.run.run_id.clone(),
+                    class,
+                    metric: value,
+                };
+                match points.last_mut() {
+                    Some(last) if (last.n - 1) / per_column == c => {
+                        *last = point;
+                        if let Some(step) = steps.last_mut() {
+                            *step = (n, v);
+                        }
+                    }
+                    _ => {
+                        points.push(point);
+                        steps.push((n, v));
+                    }
+                }
+            }
+        }
+    }
+    let mut chart = Chart {
+        metric: name.map(str::to_string),
+        minimize,
+        attempts,
+        points,
+        columns,
+        steps,
+        svg: String::new(),
+    };
+    chart.svg = svg(idx, &chart, &live);
+    chart
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() && c != '\n' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn svg(idx: &WorldIndex, chart: &Chart, live: &[(usize, &crate::index::RunRow)]) -> String {
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    for v in chart
+        .points
+        .iter()
+        .filter_map(|p| p.metric)
+        .chain(chart.columns.iter().flat_map(|c| [c.min, c.max]).flatten())
+    {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart" viewBox="0 0 {W} {H}" width="100%" role="img" aria-label="progress chart" xmlns="http://www.w3.org/2000/svg">"#
+    );
+    if chart.attempts == 0 || !lo.is_finite() {
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle" class="empty">{}</text></svg>"#,
+            W / 2.0,
+            H / 2.0,
+            if chart.attempts == 0 {
+                "no attempts yet"
+            } else {
+                "no metric recorded yet"
+            }
+        );
+        return s;
+    }
+    if hi - lo < 1e-12 {
+        hi = lo + 1.0;
+        lo -= 1.0;
+    }
+    let pad = (hi - lo) * 0.05;
+    let (lo, hi) = (lo - pad, hi + pad);
+    let n = chart.attempts.max(2) as f64;
+    let x = |i: usize| LEFT + (i as f64 - 1.0) / (n - 1.0) * (W - LEFT - RIGHT);
+    let y = |v: f64| TOP + (hi - v) / (hi - lo) * (H - TOP - BOTTOM);
+    // Axes and labels.
+    let _ = write!(
+        s,
+        r#"<g class="axis"><line x1="{LEFT}" y1="{b}" x2="{r}" y2="{b}"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{b}"/>"#,
+        b = H - BOTTOM,
+        r = W - RIGHT
+    );
+    for k in 0..=4 {
+        let v = lo + (hi - lo) * f64::from(k) / 4.0;
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            LEFT - 6.0,
+            y(v) + 4.0,
+            esc(&fmt_metric(Some(v)))
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{LEFT}" y="{}">1</text><text x="{}" y="{}" text-anchor="end">{}</text><text x="{}" y="{}" text-anchor="middle">attempt · {}</text></g>"#,
+        H - 8.0,
+        W - RIGHT,
+        H - 8.0,
+        chart.attempts,
+        (LEFT + W) / 2.0,
+        H - 8.0,
+        esc(chart.metric.as_deref().unwrap_or("metric"))
+    );
+    // Binned columns.
+    for c in &chart.columns {
+        let cx = (x(c.from) + x(c.to)) / 2.0;
+        if let (Some(a), Some(b)) = (c.min, c.max) {
+            let _ = write!(
+                s,
+                r#"<line class="col" x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}"><title>attempts {}–{}: {} to {}</title></line>"#,
+                y(b),
+                y(a) + 0.5,
+                c.from,
+                c.to,
+                esc(&fmt_metric(Some(a))),
+                esc(&fmt_metric(Some(b)))
+            );
+        }
+        if c.crashes > 0 {
+            let _ = write!(
+                s,
+                r#"<line class="crash" x1="{cx:.1}" y1="{b}" x2="{cx:.1}" y2="{:.1}"><title>attempts {}–{}: {} crashed</title></line>"#,
+                H - BOTTOM - 6.0,
+                c.from,
+                c.to,
+                c.crashes,
+                b = H - BOTTOM
+            );
+        }
+    }
+    // The kept step line.
+    if let Some(&(first, v0)) = chart.steps.first() {
+        let mut d = format!("M{:.1},{:.1}", x(first), y(v0));
+        let mut last = v0;
+        for &(i, v) in &chart.steps[1..] {
+            let _ = write!(d, " H{:.1} V{:.1}", x(i), y(v));
+            last = v;
+        }
+        let _ = write!(d, " H{:.1}", x(chart.attempts));
+        let _ = write!(
+            s,
+            r#"<path class="steps" d="{d}"><title>head: {}</title></path>"#,
+            esc(&fmt_metric(Some(last)))
+        );
+    }
+    // Points, each with its tooltip and a link to its run.
+    let world = idx.info.name.as_str();
+    for p in &chart.points {
+        let row = live.get(p.n - 1).map(|(_, r)| *r);
+        let idea = row.map(|r| r.run.task.as_str()).unwrap_or("");
+        let idea: String = idea.chars().take(200).collect();
+        let reason = row
+            .and_then(|r| r.outcome.as_ref())
+            .map(|o| o.reason.chars().take(200).collect::<String>())
+            .unwrap_or_default();
+        let title = format!(
+            "#{} {} · {}: {}\n{}{}",
+            p.n,
+            p.run_id,
+            p.class.as_str(),
+            fmt_metric(p.metric),
+            idea,
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!("\n{reason}")
+            }
+        );
+        let href = format!("/worlds/{}/runs/{}", enc(world), enc(&p.run_id));
+        match p.metric {
+            Some(v) => {
+                let _ = write!(
+                    s,
+                    r#"<a href="{href}"><circle class="pt {cls}" data-run="{id}" cx="{:.1}" cy="{:.1}" r="{r}"><title>{t}</title></circle></a>"#,
+                    x(p.n),
+                    y(v),
+                    cls = p.class.as_str(),
+                    id = esc(&p.run_id),
+                    r = if matches!(p.class, RowClass::Keep | RowClass::Baseline) {
+                        4.5
+                    } else {
+                        3.0
+                    },
+                    t = esc(&title)
+                );
+            }
+            None => {
+                let _ = write!(
+                    s,
+                    r#"<a href="{href}"><path class="pt x {cls}" data-run="{id}" d="M{:.1},{:.1} l6,6 m0,-6 l-6,6"><title>{t}</title></path></a>"#,
+                    x(p.n) - 3.0,
+                    H - BOTTOM - 9.0,
+                    cls = p.class.as_str(),
+                    id = esc(&p.run_id),
+                    t = esc(&title)
+                );
+            }
+        }
+    }
+    s.push_str("</svg>");
+    s
+}

@@ -1,0 +1,929 @@
+//! The dashboard's data access: every read of the ledger goes through here,
+//! so that faster queries (a store-side run index) can replace what is
+//! built here without touching the handlers.
+//!
+//! A [`WorldIndex`] is a typed, paged view of one world at one tick: its
+//! runs in the order they were recorded, each with its Outcome and the
+//! numeric values of its Results, plus counts, the runs in flight and the
+//! runs waiting for votes, all kept up to date as ticks are applied. The
+//! live index of a world is built once (a materialization of its head,
+//! O(state)) and then follows the ledger by applying only the records after
+//! the tick it is at (O(new ticks)), so a page costs O(page), not
+//! O(history). A past tick (time travel) is materialized on demand through
+//! [`ledger::state_at`] (one snapshot plus at most a snapshot interval of
+//! replay) and a few are kept.
+
+use crate::error::WebError;
+use autoresearch_core::{
+    AttemptState, BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, Outcome,
+    OutcomeStatus, Run, RunStatus, State, Storage, Tick, TickRecord, Vote, WorldId, WorldInfo,
+    ledger, record::Change,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::RwLock;
+
+/// Picks the metric a world's charts and tables show from the comparator
+/// spec its Outcomes name: `Some((metric, minimize))`, or `None` when the
+/// spec names none (the dashboard then takes the first numeric output).
+/// The CLI passes one built on `autoresearch-compare`'s spec parser.
+pub type MetricPicker = Arc<dyn Fn(&str) -> Option<(String, bool)> + Send + Sync>;
+
+/// One numeric sample of a run: a Result's numeric outputs.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// The Result's entity (its full record is read through the entity index).
+    pub entity: EntityId,
+    /// The commit the Result measured (`_meta.commit`), if it says.
+    pub commit: Option<String>,
+    /// Its numeric outputs (top-level numbers of `outputs_json`, `_meta` left out).
+    pub values: Vec<(Arc<str>, f64)>,
+}
+
+/// One attempt of the world as the index keeps it.
+#[derive(Clone, Debug)]
+pub struct RunRow {
+    /// The run's entity.
+    pub entity: EntityId,
+    /// The run record.
+    pub run: Run,
+    /// The decision, once recorded.
+    pub outcome: Option<Outcome>,
+    /// Its Results in the order they were recorded.
+    pub samples: Vec<Sample>,
+    /// Votes cast on it.
+    pub votes: usize,
+    /// The tick that last changed the run, its Outcome or its Results, as
+    /// far as this index saw (an index built from a materialized state
+    /// gives every row the tick it was built at).
+    pub last_tick: Tick,
+    /// When that tick was committed (Unix ms).
+    pub last_at_ms: i64,
+}
+
+/// What a row counts as on the dashboard: its decision, or what its run
+/// status says while it has none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowClass {
+    /// Outcome keep.
+    Keep,
+    /// Outcome discard.
+    Discard,
+    /// Outcome crash, or the run crashed without an Outcome.
+    Crash,
+    /// Outcome pending: waiting for votes.
+    Pending,
+    /// Outcome baseline: a head measured.
+    Baseline,
+    /// In flight, undecided.
+    Running,
+    /// Anything else (an import's stopped run without an Outcome, an unknown word).
+    Other,
+}
+
+impl RowClass {
+    /// Every class, in the order filters list them.
+    pub const ALL: [RowClass; 7] = [
+        RowClass::Keep,
+        RowClass::Discard,
+        RowClass::Crash,
+        RowClass::Pending,
+        RowClass::Baseline,
+        RowClass::Running,
+        RowClass::Other,
+    ];
+
+    /// The class's word (as URLs and JSON carry it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RowClass::Keep => "keep",
+            RowClass::Discard => "discard",
+            RowClass::Crash => "crash",
+            RowClass::Pending => "pending",
+            RowClass::Baseline => "baseline",
+            RowClass::Running => "running",
+            RowClass::Other => "other",
+        }
+    }
+
+    /// The class named `word`, if any.
+    pub fn parse(word: &str) -> Option<RowClass> {
+        RowClass::ALL.into_iter().find(|c| c.as_str() == word)
+    }
+}
+
+impl RunRow {
+    /// What the row counts as.
+    pub fn class(&self) -> RowClass {
+        match self.outcome.as_ref().map(|o| &o.status) {
+            Some(OutcomeStatus::Keep) => RowClass::Keep,
+            Some(OutcomeStatus::Discard) => RowClass::Discard,
+            Some(OutcomeStatus::Crash) => RowClass::Crash,
+            Some(OutcomeStatus::Pending) => RowClass::Pending,
+            Some(OutcomeStatus::Baseline) => RowClass::Baseline,
+            _ => match self.run.status() {
+                Ok(s) if s.is_active() => RowClass::Running,
+                Ok(RunStatus::Crashed) => RowClass::Crash,
+                _ => RowClass::Other,
+            },
+        }
+    }
+
+    /// The attempt's phase ([`AttemptState::of`]).
+    pub fn phase(&self) -> AttemptState {
+        AttemptState::of(&self.run, self.outcome.as_ref())
+    }
+
+    /// The samples that measured the run's final commit (all of them when
+    /// no commit is recorded), as [`autoresearch_core::Attempt::final_results`].
+    pub fn final_samples(&self) -> impl Iterator<Item = &Sample> {
+        let commit = self.run.commit_hash.as_str();
+        self.samples
+            .iter()
+            .filter(move |s| commit.is_empty() || s.commit.as_deref().is_none_or(|c| c == commit))
+    }
+
+    /// The mean of `metric` over the final samples that have it.
+    pub fn metric(&self, metric: &str) -> Option<f64> {
+        let (mut sum, mut n) = (0.0, 0u32);
+        for s in self.final_samples() {
+            if let Some((_, v)) = s.values.iter().find(|(k, _)| &**k == metric) {
+                sum += v;
+                n += 1;
+            }
+        }
+        (n > 0).then(|| sum / f64::from(n))
+    }
+}
+
+/// Counts of a world's attempts by class.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Every run recorded (and not despawned).
+    pub attempts: usize,
+    /// Kept.
+    pub keeps: usize,
+    /// Discarded.
+    pub discards: usize,
+    /// Crashed.
+    pub crashes: usize,
+    /// Waiting for votes.
+    pub pending: usize,
+    /// Baselines.
+    pub baselines: usize,
+    /// In flight (booting, running or stopping).
+    pub in_flight: usize,
+}
+
+impl Counts {
+    fn add(&mut self, row: &RunRow, sign: isize) {
+        let bump = |n: &mut usize| *n = n.saturating_add_signed(sign);
+        bump(&mut self.attempts);
+        match row.class() {
+            RowClass::Keep => bump(&mut self.keeps),
+            RowClass::Discard => bump(&mut self.discards),
+            RowClass::Crash => bump(&mut self.crashes),
+            RowClass::Pending => bump(&mut self.pending),
+            RowClass::Baseline => bump(&mut self.baselines),
+            RowClass::Running | RowClass::Other => {}
+        }
+        if row.phase().is_in_flight() {
+            bump(&mut self.in_flight);
+        }
+    }
+}
+
+/// What one entity of the world is, as far as the index cares.
+#[derive(Clone, Debug)]
+enum Slot {
+    /// A Run: its position in `runs`.
+    Run(usize),
+    /// A Result of the run with this id.
+    Result(String),
+    /// A Vote on the run with this id.
+    Vote(String),
+    /// A spawned entity with no component the index reads yet, or another kind.
+    Other,
+}
+
+/// A typed view of one world at one tick (see the module docs).
+#[derive(Debug)]
+pub struct WorldIndex {
+    /// The world's catalogue entry as of the last refresh.
+    pub info: WorldInfo,
+    /// The tick this index is at.
+    pub tick: Tick,
+    /// When that tick was committed (Unix ms); 0 at tick 0.
+    pub at_ms: i64,
+    /// The world's Experiment records.
+    pub experiments: Vec<Experiment>,
+    /// The world's BranchHeads, one per experiment.
+    pub heads: Vec<BranchHead>,
+    /// Every run, in the order it was recorded.
+    pub runs: Vec<RunRow>,
+    /// Counts by class.
+    pub counts: Counts,
+    /// Positions of runs in flight.
+    pub in_flight: BTreeSet<usize>,
+    /// Positions of runs waiting for votes.
+    pub pending: BTreeSet<usize>,
+    /// The comparator spec of the latest Outcome that names one.
+    pub comparator: String,
+    /// The numeric output names seen, in first-seen order.
+    pub metric_names: Vec<Arc<str>>,
+    slots: HashMap<EntityId, Slot>,
+    by_run_id: HashMap<String, usize>,
+    experiment_entities: HashMap<EntityId, usize>,
+    head_entities: HashMap<EntityId, usize>,
+    /// Samples of run ids not seen yet (a Result recorded before its Run).
+    orphans: HashMap<String, Vec<Sample>>,
+    /// Votes on run ids not seen yet.
+    orphan_votes: HashMap<String, usize>,
+    votes: HashMap<EntityId, Vote>,
+    interned: HashMap<Box<str>, Arc<str>>,
+}
+
+impl WorldIndex {
+    fn empty(info: WorldInfo) -> WorldIndex {
+        WorldIndex {
+            info,
+            tick: Tick::ZERO,
+            at_ms: 0,
+            experiments: Vec::new(),
+            heads: Vec::new(),
+            runs: Vec::new(),
+            counts: Counts::default(),
+            in_flight: BTreeSet::new(),
+            pending: BTreeSet::new(),
+            comparator: String::new(),
+            metric_names: Vec::new(),
+            slots: HashMap::new(),
+            by_run_id: HashMap::new(),
+            experiment_entities: HashMap::new(),
+            head_entities: HashMap::new(),
+            orphans: HashMap::new(),
+            orphan_votes: HashMap::new(),
+            votes: HashMap::new(),
+            interned: HashMap::new(),
+        }
+    }
+
+    /// The index of a materialized state. Cost: O(entities), decoding each
+    /// component the index reads once.
+    pub fn from_state(
+        info: WorldInfo,
+        state: &State,
+        registry: &ComponentRegistry,
+    ) -> Result<WorldIndex, WebError> {
+        let mut idx = WorldIndex::empty(info);
+        for (entity, comps) in &state.entities {
+            idx.slots.insert(*entity, Slot::Other);
+            // Runs before their Outcome, so the Outcome finds its row.
+            let mut names: Vec<&String> = comps.keys().collect();
+            names.sort_by_key(|n| n.as_str() != "Run");
+            for name in names {
+                idx.set(registry, state.tick, 0, *entity, name, &comps[name])?;
+            }
+        }
+        idx.tick = state.tick;
+        Ok(idx)
+    }
+
+    /// Applies one record (the tick after this index's).
+    pub fn apply(
+        &mut self,
+        registry: &ComponentRegistry,
+        record: &TickRecord,
+    ) -> Result<(), WebError> {
+        for change in &record.changes {
+            match change {
+                Change::Spawn { entity } => {
+                    self.slots.insert(*entity, Slot::Other);
+                }
+                Change::Set {
+                    entity,
+                    component,
+                    value,
+                } => self.set(
+                    registry,
+                    record.tick,
+                    record.at_ms,
+                    *entity,
+                    component,
+                    value,
+                )?,
+                Change::Remove { entity, component } => {
+                    self.remove(record.tick, *entity, component)
+                }
+                Change::Despawn { entity } => self.despawn(record.tick, *entity),
+            }
+        }
+        self.tick = record.tick;
+        self.at_ms = record.at_ms;
+        Ok(())
+    }
+
+    fn decode<T: autoresearch_core::registry::ComponentValue>(
+        &self,
+        registry: &ComponentRegistry,
+        tick: Tick,
+        bytes: &[u8],
+    ) -> Result<T, WebError> {
+        registry
+            .decode::<T>(self.info.id, bytes)
+            .map_err(|e| WebError::Ledger {
+                doing: format!("reading world {:?} at tick {}", self.info.name, tick.0),
+                message: e.to_string(),
+            })
+    }
+
+    /// Runs `f` on row `pos`, keeping counts and the in-flight and pending
+    /// sets in step with what it changes.
+    fn with_row(&mut self, pos: usize, tick: Tick, at_ms: i64, f: impl FnOnce(&mut RunRow)) {
+        let Some(row) = self.runs.get_mut(pos) else {
+            return;
+        };
+        self.counts.add(row, -1);
+        f(row);
+        row.last_tick = tick;
+        row.last_at_ms = row.last_at_ms.max(at_ms);
+        self.counts.add(row, 1);
+        self.track(pos);
+    }
+
+    /// Puts row `pos` in or out of the in-flight and pending sets.
+    fn track(&mut self, pos: usize) {
+        let row = &self.runs[pos];
+        set_member(&mut self.in_flight, pos, row.phase().is_in_flight());
+        set_member(&mut self.pending, pos, row.class() == RowClass::Pending);
+    }
+
+    fn set(
+        &mut self,
+        registry: &ComponentRegistry,
+        tick: Tick,
+        at_ms: i64,
+        entity: EntityId,
+        component: &str,
+        value: &[u8],
+    ) -> Result<(), WebError> {
+        match component {
+            "Run" => {
+                let run: Run = self.decode(registry, tick, value)?;
+                match self.slots.get(&entity) {
+                    Some(Slot::Run(pos)) => {
+                        let pos = *pos;
+                        self.with_row(pos, tick, at_ms, |row| row.run = run);
+                    }
+                    _ => {
+                        let pos = self.runs.len();
+                        let samples = self.orphans.remove(&run.run_id).unwrap_or_default();
+                        let votes = self
+                            .votes
+                            .values()
+                            .filter(|v| v.run_id == run.run_id)
+                            .count();
+                        self.by_run_id.insert(run.run_id.clone(), pos);
+                        self.slots.insert(entity, Slot::Run(pos));
+                        self.runs.push(RunRow {
+                            entity,
+                            run,
+                            outcome: None,
+                            samples,
+                            votes,
+                            last_tick: tick,
+                            last_at_ms: at_ms,
+                        });
+                        self.counts.add(&self.runs[pos], 1);
+                        self.track(pos);
+                    }
+                }
+            }
+            "Outcome" => {
+                let outcome: Outcome = self.decode(registry, tick, value)?;
+                if !outcome.comparator.is_empty() {
+                    self.comparator.clone_from(&outcome.comparator);
+                }
+                if let Some(Slot::Run(pos)) = self.slots.get(&entity) {
+                    let pos = *pos;
+                    self.with_row(pos, tick, at_ms, |row| row.outcome = Some(outcome));
+                }
+            }
+            "Result" => {
+                let result: EvalResult = self.decode(registry, tick, value)?;
+                let sample = self.sample(entity, &result);
+                let run_id = result.run_id;
+                // A Result entity set again replaces its sample.
+                if let Some(Slot::Result(old)) = self.slots.get(&entity).cloned() {
+                    self.drop_sample(tick, at_ms, &old, entity);
+                }
+                self.slots.insert(entity, Slot::Result(run_id.clone()));
+                match self.by_run_id.get(&run_id) {
+                    Some(pos) => {
+                        let pos = *pos;
+                        self.with_row(pos, tick, at_ms, |row| row.samples.push(sample));
+                    }
+                    None => self.orphans.entry(run_id).or_default().push(sample),
+                }
+            }
+            "Vote" => {
+                let vote: Vote = self.decode(registry, tick, value)?;
+                // A Vote entity set again replaces its vote.
+                if let Some(Slot::Vote(old)) = self.slots.get(&entity).cloned() {
+                    self.drop_vote(tick, entity, &old);
+                }
+                match self.by_run_id.get(&vote.run_id).copied() {
+                    Some(pos) => self.with_row(pos, tick, at_ms, |row| row.votes += 1),
+                    None => *self.orphan_votes.entry(vote.run_id.clone()).or_default() += 1,
+                }
+                self.slots.insert(entity, Slot::Vote(vote.run_id.clone()));
+                self.votes.insert(entity, vote);
+            }
+            "Experiment" => {
+                let exp: Experiment = self.decode(registry, tick, value)?;
+                match self.experiment_entities.get(&entity) {
+                    Some(i) => self.experiments[*i] = exp,
+                    None => {
+                        self.experiment_entities
+                            .insert(entity, self.experiments.len());
+                        self.experiments.push(exp);
+                    }
+                }
+            }
+            "BranchHead" => {
+                let head: BranchHead = self.decode(registry, tick, value)?;
+                match self.head_entities.get(&entity) {
+                    Some(i) => self.heads[*i] = head,
+                    None => {
+                        self.head_entities.insert(entity, self.heads.len());
+                        self.heads.push(head);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn drop_sample(&mut self, tick: Tick, at_ms: i64, run_id: &str, entity: EntityId) {
+        match self.by_run_id.get(run_id) {
+            Some(pos) => {
+                let pos = *pos;
+                self.with_row(pos, tick, at_ms, |row| {
+                    row.samples.retain(|s| s.entity != entity)
+                });
+            }
+            None => {
+                if let Some(v) = self.orphans.get_mut(run_id) {
+                    v.retain(|s| s.entity != entity);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, tick: Tick, entity: EntityId, component: &str) {
+        match (component, self.slots.get(&entity).cloned()) {
+            ("Outcome", Some(Slot::Run(pos))) => {
+                self.with_row(pos, tick, 0, |row| row.outcome = None)
+            }
+            ("Result", Some(Slot::Result(run_id))) => {
+                self.drop_sample(tick, 0, &run_id, entity);
+                self.slots.insert(entity, Slot::Other);
+            }
+            ("Vote", Some(Slot::Vote(run_id))) => self.drop_vote(tick, entity, &run_id),
+            ("Run", Some(Slot::Run(pos))) => {
+                self.remove_row(pos);
+                self.slots.insert(entity, Slot::Other);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes row `pos` out (its Run was removed or despawned), so that the
+    /// index is the one a fresh materialization builds: the rows after it
+    /// move up, and its Results and Votes wait for a Run of that id again.
+    /// Cost: O(entities); the loop never removes a Run, so this is rare.
+    fn remove_row(&mut self, pos: usize) {
+        if pos >= self.runs.len() {
+            return;
+        }
+        self.counts.add(&self.runs[pos], -1);
+        let row = self.runs.remove(pos);
+        self.by_run_id.remove(&row.run.run_id);
+        for p in self.by_run_id.values_mut() {
+            if *p > pos {
+                *p -= 1;
+            }
+        }
+        for slot in self.slots.values_mut() {
+            if let Slot::Run(p) = slot
+                && *p > pos
+            {
+                *p -= 1;
+            }
+        }
+        let shift = |set: &BTreeSet<usize>| -> BTreeSet<usize> {
+            set.iter()
+                .filter(|p| **p != pos)
+                .map(|p| if *p > pos { p - 1 } else { *p })
+                .collect()
+        };
+        self.in_flight = shift(&self.in_flight);
+        self.pending = shift(&self.pending);
+        if !row.samples.is_empty() {
+            self.orphans
+                .entry(row.run.run_id.clone())
+                .or_default()
+                .extend(row.samples);
+        }
+        if row.votes > 0 {
+            *self.orphan_votes.entry(row.run.run_id).or_default() += row.votes;
+        }
+    }
+
+    fn drop_vote(&mut self, tick: Tick, entity: EntityId, run_id: &str) {
+        if self.votes.remove(&entity).is_some() {
+            match self.by_run_id.get(run_id).copied() {
+                Some(pos) => {
+                    self.with_row(pos, tick, 0, |row| row.votes = row.votes.saturating_sub(1))
+                }
+                None => {
+                    if let Some(n) = self.orphan_votes.get_mut(run_id) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        self.slots.insert(entity, Slot::Other);
+    }
+
+    fn despawn(&mut self, tick: Tick, entity: EntityId) {
+        match self.slots.remove(&entity) {
+            Some(Slot::Run(pos)) => self.remove_row(pos),
+            Some(Slot::Result(run_id)) => self.drop_sample(tick, 0, &run_id, entity),
+            Some(Slot::Vote(run_id)) => self.drop_vote(tick, entity, &run_id),
+            _ => {}
+        }
+    }
+
+    fn sample(&mut self, entity: EntityId, result: &EvalResult) -> Sample {
+        let outputs = result.outputs().unwrap_or_default();
+        let mut values = Vec::new();
+        if let Some(map) = outputs.as_object() {
+            for (k, v) in map {
+                if k == EvalResult::META {
+                    continue;
+                }
+                if let Some(x) = v.as_f64() {
+                    values.push((self.intern(k), x));
+                }
+            }
+        }
+        Sample {
+            entity,
+            commit: result.measured_commit(),
+            values,
+        }
+    }
+
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(a) = self.interned.get(name) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(name);
+        self.interned.insert(Box::from(name), a.clone());
+        self.metric_names.push(a.clone());
+        a
+    }
+
+    /// The run with id `run_id` (exactly), and its position.
+    pub fn run(&self, run_id: &str) -> Option<(usize, &RunRow)> {
+        if let Some(pos) = self.by_run_id.get(run_id) {
+            return Some((*pos, &self.runs[*pos]));
+        }
+        None
+    }
+
+    /// Votes cast on `run_id`, in no particular order.
+    pub fn votes_on(&self, run_id: &str) -> Vec<&Vote> {
+        let mut v: Vec<&Vote> = self.votes.values().filter(|v| v.run_id == run_id).collect();
+        v.sort_by_key(|v| v.at_ms);
+        v
+    }
+
+    /// The experiment this world holds: its single Experiment's name, or the
+    /// name its world name carries.
+    pub fn experiment_name(&self) -> String {
+        match self.experiments.as_slice() {
+            [one] => one.name.clone(),
+            _ => autoresearch_core::lifecycle::world_short_name(&self.info.name).to_string(),
+        }
+    }
+
+    /// The metric shown, and whether lower is better: the comparator's
+    /// (through `picker`), else the first numeric output seen (lower better).
+    pub fn metric(&self, picker: &MetricPicker) -> Option<(String, bool)> {
+        if !self.comparator.is_empty()
+            && let Some(m) = picker(&self.comparator)
+        {
+            return Some(m);
+        }
+        self.metric_names.first().map(|m| (m.to_string(), true))
+    }
+
+    /// The head of the world's experiment.
+    pub fn head(&self) -> Option<&BranchHead> {
+        let exp = self.experiment_name();
+        self.heads
+            .iter()
+            .find(|h| h.experiment_name == exp)
+            .or(self.heads.first())
+    }
+}
+
+fn set_member(set: &mut BTreeSet<usize>, pos: usize, member: bool) {
+    if member {
+        set.insert(pos);
+    } else {
+        set.remove(&pos);
+    }
+}
+
+/// The dashboard's view of a ledger: the live index of each world, kept in
+/// step with the ledger on every read, and a few materialized past ticks.
+pub struct LedgerView {
+    storage: Arc<dyn Storage>,
+    registry: Arc<ComponentRegistry>,
+    live: Mutex<HashMap<WorldId, Arc<RwLock<WorldIndex>>>>,
+    past: Mutex<Vec<(WorldId, Tick, Arc<WorldIndex>)>>,
+}
+
+/// How many past-tick indexes are kept (time travel back and forth).
+const PAST_KEPT: usize = 4;
+
+impl LedgerView {
+    /// A view of the ledger behind `storage`, decoding with `registry`.
+    pub fn new(storage: Arc<dyn Storage>, registry: Arc<ComponentRegistry>) -> LedgerView {
+        LedgerView {
+            storage,
+            registry,
+            live: Mutex::new(HashMap::new()),
+            past: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The storage read.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The registry components are decoded with.
+    pub fn registry(&self) -> &Arc<ComponentRegistry> {
+        &self.registry
+    }
+
+    /// Every world, ordered by id. Cost: one catalogue read.
+    pub async fn worlds(&self) -> Result<Vec<WorldInfo>, WebError> {
+        self.storage
+            .list_worlds()
+            .await
+            .map_err(|e| WebError::ledger("listing the worlds", e))
+    }
+
+    /// The world named `name`; `NotFound` when there is none.
+    pub async fn world(&self, name: &str) -> Result<WorldInfo, WebError> {
+        self.storage
+            .find_world(name)
+            .await
+            .map_err(|e| WebError::ledger(format!("looking up world {name:?}"), e))?
+            .ok_or_else(|| WebError::NotFound(format!("no world named {name:?} in the ledger")))
+    }
+
+    /// The live index of `world`, brought up to its head first. The first
+    /// call for a world materializes its head (O(state)); later calls apply
+    /// only the ticks appended since (O(new ticks)).
+    pub async fn live(&self, world: &WorldInfo) -> Result<Arc<RwLock<WorldIndex>>, WebError> {
+        let slot = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.entry(world.id)
+                .or_insert_with(|| Arc::new(RwLock::new(WorldIndex::empty(world.clone()))))
+                .clone()
+        };
+        let info = self
+            .storage
+            .world(world.id)
+            .await
+            .map_err(|e| WebError::ledger(format!("reading world {:?}", world.name), e))?;
+        if slot.read().await.tick >= info.head {
+            return Ok(slot);
+        }
+        let mut idx = slot.write().await;
+        if idx.tick >= info.head {
+            return Ok(slot.clone());
+        }
+        if idx.tick == Tick::ZERO {
+            *idx = self.materialize(&info, info.head).await?;
+        } else {
+            let records =
+                ledger::read_records(self.storage.as_ref(), info.id, idx.tick.next(), info.head)
+                    .await
+                    .map_err(|e| {
+                        WebError::ledger(format!("reading the new ticks of {:?}", info.name), e)
+                    })?;
+            for r in &records {
+                idx.apply(&self.registry, r)?;
+            }
+        }
+        idx.info = info;
+        drop(idx);
+        Ok(slot)
+    }
+
+    /// The index of `world` as it was at `tick` (time travel), which must
+    /// not be past the head (`BadRequest`). Cost: one materialization
+    /// (snapshot plus replay) unless recently asked for.
+    pub async fn at(&self, world: &WorldInfo, tick: Tick) -> Result<Arc<WorldIndex>, WebError> {
+        if tick > world.head {
+            return Err(WebError::BadRequest(format!(
+                "tick {} is past the head of world {:?} (tick {})",
+                tick.0, world.name, world.head.0
+            )));
+        }
+        if let Some(hit) = self
+            .past
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(w, t, _)| *w == world.id && *t == tick)
+        {
+            return Ok(hit.2.clone());
+        }
+        let idx = Arc::new(self.materialize(world, tick).await?);
+        let mut past = self.past.lock().unwrap_or_else(|p| p.into_inner());
+        past.push((world.id, tick, idx.clone()));
+        if past.len() > PAST_KEPT {
+            past.remove(0);
+        }
+        Ok(idx)
+    }
+
+    async fn materialize(&self, world: &WorldInfo, tick: Tick) -> Result<WorldIndex, WebError> {
+        let state = ledger::state_at(self.storage.as_ref(), world.id, tick)
+            .await
+            .map_err(|e| {
+                WebError::ledger(
+                    format!("reading world {:?} at tick {}", world.name, tick.0),
+                    e,
+                )
+            })?;
+        let at_ms = if tick == Tick::ZERO {
+            0
+        } else {
+            ledger::read_records(self.storage.as_ref(), world.id, tick, tick)
+                .await
+                .ok()
+                .and_then(|r| r.first().map(|r| r.at_ms))
+                .unwrap_or(0)
+        };
+        let info = world.clone();
+        let registry = self.registry.clone();
+        let mut idx =
+            tokio::task::spawn_blocking(move || WorldIndex::from_state(info, &state, &registry))
+                .await
+                .map_err(|e| {
+                    WebError::Internal(format!("indexing world {:?}: {e}", world.name))
+                })??;
+        idx.at_ms = at_ms;
+        Ok(idx)
+    }
+
+    /// The run page's reads of `row` at `tick`: its full Result records and
+    /// every tick that changed the run (with what it did), through the
+    /// ledger's entity index. Each tick record is read once, so the cost is
+    /// the size of the few ticks that touched the run, not the history.
+    pub async fn run_detail(
+        &self,
+        world: &WorldInfo,
+        tick: Tick,
+        row: &RunRow,
+    ) -> Result<(Vec<EvalResult>, Vec<(Tick, i64, String)>), WebError> {
+        let mut records = Records::default();
+        let mut results = Vec::new();
+        for s in &row.samples {
+            let mut value = None;
+            for (_, _, change) in records.history(self, world, tick, s.entity).await? {
+                match change {
+                    Change::Set {
+                        component,
+                        value: v,
+                        ..
+                    } if component == "Result" => value = Some(v),
+                    Change::Remove { component, .. } if component == "Result" => value = None,
+                    Change::Despawn { .. } => value = None,
+                    _ => {}
+                }
+            }
+            if let Some(v) = value {
+                results.push(
+                    self.registry
+                        .decode::<EvalResult>(world.id, &v)
+                        .map_err(|e| {
+                            WebError::ledger(format!("decoding Result {}", s.entity), e)
+                        })?,
+                );
+            }
+        }
+        let mut ticks: Vec<(Tick, i64, String)> = Vec::new();
+        for (t, at_ms, change) in records.history(self, world, tick, row.entity).await? {
+            let what = match &change {
+                Change::Spawn { .. } => "recorded".to_string(),
+                Change::Set {
+                    component, value, ..
+                } if component == "Run" => self
+                    .registry
+                    .decode::<Run>(world.id, value)
+                    .map(|r| format!("run {}", r.status))
+                    .unwrap_or_else(|_| "run changed".into()),
+                Change::Set {
+                    component, value, ..
+                } if component == "Outcome" => self
+                    .registry
+                    .decode::<Outcome>(world.id, value)
+                    .map(|o| format!("decided {}", o.status))
+                    .unwrap_or_else(|_| "decided".into()),
+                Change::Set { component, .. } => format!("{component} set"),
+                Change::Remove { component, .. } => format!("{component} removed"),
+                Change::Despawn { .. } => "removed".to_string(),
+            };
+            match ticks.last_mut() {
+                Some(last) if last.0 == t => {
+                    last.2.push_str(", ");
+                    last.2.push_str(&what);
+                }
+                _ => ticks.push((t, at_ms, what)),
+            }
+        }
+        Ok((results, ticks))
+    }
+}
+
+/// Tick records read for one page, each read (and decoded) once.
+#[derive(Default)]
+struct Records {
+    by_tick: HashMap<(WorldId, Tick), Arc<TickRecord>>,
+}
+
+impl Records {
+    /// Every change to `entity` in `world` up to `to`, oldest first, with
+    /// its tick and time: [`ledger::entity_history`], sharing reads.
+    async fn history(
+        &mut self,
+        view: &LedgerView,
+        world: &WorldInfo,
+        to: Tick,
+        entity: EntityId,
+    ) -> Result<Vec<(Tick, i64, Change)>, WebError> {
+        let storage = view.storage.as_ref();
+        let err = |e: &dyn std::fmt::Display| {
+            WebError::ledger(
+                format!("reading the history of {entity} in {:?}", world.name),
+                e,
+            )
+        };
+        let mut out = Vec::new();
+        for seg in ledger::segments(storage, world.id, to)
+            .await
+            .map_err(|e| err(&e))?
+        {
+            let ticks = storage
+                .own_entity_ticks(seg.world, entity, seg.to)
+                .await
+                .map_err(|e| err(&e))?;
+            for t in ticks.into_iter().filter(|t| *t >= seg.from) {
+                let rec = match self.by_tick.get(&(seg.world, t)) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let recs = storage
+                            .read_own_records(seg.world, t, t)
+                            .await
+                            .map_err(|e| err(&e))?;
+                        let Some(r) = recs.into_iter().next() else {
+                            continue;
+                        };
+                        let r = Arc::new(r);
+                        self.by_tick.insert((seg.world, t), r.clone());
+                        r
+                    }
+                };
+                out.extend(
+                    rec.changes
+                        .iter()
+                        .filter(|c| c.entity() == entity)
+                        .map(|c| (rec.tick, rec.at_ms, c.clone())),
+                );
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,979 @@
+//! The routes: HTML pages, their JSON twins under `/api`, server-sent
+//! events, the two actions, and the embedded assets.
+
+use crate::actions::{ActionError, ActionReceipt, ForkRequest, VoteRequest};
+use crate::chart::{self, Chart};
+use crate::error::WebError;
+use crate::index::{LedgerView, RowClass, WorldIndex};
+use crate::view::{
+    self, HeadView, Order, ParentView, RowView, TableQuery, TableView, WorldSummary, enc, fmt_age,
+    fmt_metric, fmt_time, world_url,
+};
+use crate::{Access, DashboardConfig, pages};
+use autoresearch_core::{
+    EvalResult, Outcome, ResultMeta, Run, Tick, Vote, VoteVerdict, WorldId, WorldInfo,
+};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedRwLockReadGuard, watch};
+
+/// Heads of every world, as the live-update task last read them.
+type Heads = Arc<HashMap<WorldId, u64>>;
+
+/// What every handler shares.
+pub struct AppState {
+    view: LedgerView,
+    config: DashboardConfig,
+    env: Result<minijinja::Environment<'static>, String>,
+    heads: watch::Sender<Heads>,
+    polling: AtomicBool,
+    charts: Recent<Arc<Chart>>,
+    orders: Recent<Order>,
+}
+
+/// What a chart or a sort order is computed from: a world at a tick, on a metric.
+type CacheKey = (WorldId, Tick, Option<String>);
+
+/// The last few values computed, by key (a few worlds and ticks at once).
+struct Recent<V> {
+    items: Mutex<Vec<(CacheKey, V)>>,
+}
+
+/// How many values a [`Recent`] keeps.
+const CACHED: usize = 8;
+
+impl<V: Clone> Recent<V> {
+    fn new() -> Self {
+        Recent {
+            items: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The value of `key`, computed by `make` unless kept.
+    fn get_or(&self, key: CacheKey, make: impl FnOnce() -> V) -> V {
+        if let Some((_, v)) = lock(&self.items).iter().find(|(k, _)| *k == key) {
+            return v.clone();
+        }
+        let v = make();
+        let mut items = lock(&self.items);
+        items.push((key, v.clone()));
+        if items.len() > CACHED {
+            items.remove(0);
+        }
+        v
+    }
+}
+
+impl AppState {
+    /// The state of a dashboard over `view`.
+    pub fn new(view: LedgerView, config: DashboardConfig) -> AppState {
+        AppState {
+            view,
+            config,
+            env: pages::environment().map_err(|e| format!("{e:#}")),
+            heads: watch::Sender::new(Arc::new(HashMap::new())),
+            polling: AtomicBool::new(false),
+            charts: Recent::new(),
+            orders: Recent::new(),
+        }
+    }
+
+    fn render(&self, name: &str, ctx: minijinja::Value) -> Result<Html<String>, WebError> {
+        let env = self
+            .env
+            .as_ref()
+            .map_err(|e| WebError::Internal(format!("the dashboard's templates: {e}")))?;
+        pages::render(env, name, ctx).map(Html)
+    }
+
+    /// Indexes every world in the background, so that the first visitor
+    /// of a large world does not wait for its index (seconds at a million
+    /// attempts). A failure is logged; the page that needs the world
+    /// tries again and reports it.
+    fn warm(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let Some(state) = weak.upgrade() else { return };
+            let worlds = match state.view.worlds().await {
+                Ok(w) => w,
+                Err(e) => return tracing::warn!("indexing the ledger: {e}"),
+            };
+            drop(state);
+            for info in worlds {
+                let Some(state) = weak.upgrade() else { return };
+                if let Err(e) = state.view.live(&info).await {
+                    tracing::warn!("indexing world {:?}: {e}", info.name);
+                }
+            }
+        });
+    }
+
+    /// Starts the live-update task unless it runs. It reads every world's
+    /// head from the catalogue each poll interval while anyone listens, and
+    /// ends when no one does.
+    fn ensure_poller(self: &Arc<Self>) {
+        if self.polling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let every = self.config.poll_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(state) = weak.upgrade() else { break };
+                if state.heads.receiver_count() == 0 {
+                    state.polling.store(false, Ordering::SeqCst);
+                    // A listener that came in between finds no task: take it back.
+                    if state.heads.receiver_count() == 0
+                        || state.polling.swap(true, Ordering::SeqCst)
+                    {
+                        break;
+                    }
+                }
+                match state.view.worlds().await {
+                    Ok(worlds) => {
+                        let heads: HashMap<WorldId, u64> =
+                            worlds.iter().map(|w| (w.id, w.head.0)).collect();
+                        state.heads.send_if_modified(|old| {
+                            let changed = **old != heads;
+                            if changed {
+                                *old = Arc::new(heads);
+                            }
+                            changed
+                        });
+                    }
+                    Err(e) => tracing::warn!("dashboard live updates: {e}"),
+                }
+            }
+        });
+    }
+
+    fn chart(&self, idx: &WorldIndex, metric: Option<(&str, bool)>) -> Arc<Chart> {
+        let key = (idx.info.id, idx.tick, metric.map(|(m, _)| m.to_string()));
+        self.charts
+            .get_or(key, || Arc::new(chart::chart(idx, metric)))
+    }
+
+    fn best_order(&self, idx: &WorldIndex, metric: Option<(&str, bool)>) -> Order {
+        let key = (idx.info.id, idx.tick, metric.map(|(m, _)| m.to_string()));
+        self.orders.get_or(key, || view::best_order(idx, metric))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The router of a dashboard; starts indexing every world in the background.
+pub fn router(state: Arc<AppState>) -> Router {
+    state.warm();
+    Router::new()
+        .route("/", get(worlds_page))
+        .route("/worlds/{world}", get(experiment_page))
+        .route("/worlds/{world}/live", get(experiment_live))
+        .route("/worlds/{world}/events", get(events))
+        .route("/worlds/{world}/runs/{run}", get(run_page))
+        .route("/api/worlds", get(worlds_json))
+        .route("/api/worlds/{world}", get(experiment_json))
+        .route("/api/worlds/{world}/attempts", get(attempts_json))
+        .route("/api/worlds/{world}/chart", get(chart_json))
+        .route("/api/worlds/{world}/runs/{run}", get(run_json))
+        .route("/api/worlds/{world}/runs/{run}/vote", post(vote))
+        .route("/api/worlds/{world}/runs/{run}/fork", post(fork))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/style.css", get(style_css))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// An error shown as a small HTML page (the pages' routes).
+struct HtmlError(WebError);
+
+impl From<WebError> for HtmlError {
+    fn from(e: WebError) -> Self {
+        HtmlError(e)
+    }
+}
+
+impl IntoResponse for HtmlError {
+    fn into_response(self) -> Response {
+        let status = self.0.status();
+        if status.is_server_error() {
+            tracing::warn!("{}", self.0);
+        }
+        let msg = pages::escape_html(&self.0.to_string());
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} · autoresearch</title>\
+             <link rel=\"stylesheet\" href=\"/assets/style.css\"></head><body><main>\
+             <h1>{code}</h1><p class=\"error\">{msg}</p><p><a href=\"/\">all experiments</a></p>\
+             </main></body></html>",
+            code = status.as_u16()
+        );
+        (status, Html(body)).into_response()
+    }
+}
+
+async fn not_found() -> WebError {
+    WebError::NotFound("no such page".into())
+}
+
+async fn app_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        pages::APP_JS,
+    )
+}
+
+async fn style_css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        pages::STYLE_CSS,
+    )
+}
+
+// ---------------------------------------------------------------- worlds
+
+async fn world_summaries(s: &AppState) -> Result<Vec<WorldSummary>, WebError> {
+    let worlds = s.view.worlds().await?;
+    let mut out = Vec::with_capacity(worlds.len());
+    for info in &worlds {
+        let live = s.view.live(info).await?;
+        let idx = live.read().await;
+        let metric = idx.metric(&s.config.metric);
+        let metric_ref = metric.as_ref().map(|(m, min)| (m.as_str(), *min));
+        let head = view::head_view(&idx, metric_ref.map(|(m, _)| m));
+        out.push(WorldSummary {
+            world: info.name.clone(),
+            url: world_url(&info.name),
+            experiment: idx.experiment_name(),
+            tick: idx.tick.0,
+            parent: view::parent_view(info, &worlds),
+            head_commit: head.as_ref().map(|h| h.commit.clone()).unwrap_or_default(),
+            head_metric: head.as_ref().and_then(|h| h.metric),
+            head_metric_text: head.map(|h| h.metric_text).unwrap_or_default(),
+            metric: metric.map(|(m, _)| m),
+            counts: idx.counts.clone(),
+            last_activity_ms: idx.at_ms,
+            last_activity: fmt_age(idx.at_ms),
+        });
+    }
+    Ok(out)
+}
+
+async fn worlds_json(State(s): State<Arc<AppState>>) -> Result<Response, WebError> {
+    let worlds = world_summaries(&s).await?;
+    Ok(
+        axum::Json(serde_json::json!({ "title": s.config.title, "worlds": worlds }))
+            .into_response(),
+    )
+}
+
+async fn worlds_page(State(s): State<Arc<AppState>>) -> Result<Html<String>, HtmlError> {
+    let worlds = world_summaries(&s).await?;
+    Ok(s.render(
+        "worlds.html",
+        minijinja::context! { title => s.config.title, worlds => worlds },
+    )?)
+}
+
+// ------------------------------------------------------------ experiment
+
+/// The experiment page's query parameters, all optional; each is parsed
+/// with a message saying what was wrong.
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    tick: Option<String>,
+    status: Option<String>,
+    q: Option<String>,
+    sort: Option<String>,
+    page: Option<String>,
+    per: Option<String>,
+}
+
+impl PageQuery {
+    fn tick(&self) -> Result<Option<Tick>, WebError> {
+        match self.tick.as_deref().filter(|t| !t.is_empty()) {
+            None => Ok(None),
+            Some(t) => t
+                .parse::<u64>()
+                .map(|t| Some(Tick(t)))
+                .map_err(|_| WebError::BadRequest(format!("tick {t:?} is not a whole number"))),
+        }
+    }
+
+    fn table(&self) -> Result<TableQuery, WebError> {
+        TableQuery::parse(
+            self.status.as_deref(),
+            self.q.as_deref(),
+            self.sort.as_deref(),
+            self.page.as_deref(),
+            self.per.as_deref(),
+        )
+    }
+}
+
+/// A world's index as a handler reads it: the live one (read-locked) or a
+/// past tick's.
+enum Viewed {
+    Live(OwnedRwLockReadGuard<WorldIndex>),
+    Past(Arc<WorldIndex>),
+}
+
+impl std::ops::Deref for Viewed {
+    type Target = WorldIndex;
+    fn deref(&self) -> &WorldIndex {
+        match self {
+            Viewed::Live(g) => g,
+            Viewed::Past(a) => a,
+        }
+    }
+}
+
+/// The index of world `name` at `tick` (its head when `None`), and the
+/// world's catalogue entry.
+async fn viewed(
+    s: &AppState,
+    name: &str,
+    tick: Option<Tick>,
+) -> Result<(WorldInfo, Viewed), WebError> {
+    let info = s.view.world(name).await?;
+    let v = match tick {
+        Some(t) if t != info.head => Viewed::Past(s.view.at(&info, t).await?),
+        _ => Viewed::Live(s.view.live(&info).await?.read_owned().await),
+    };
+    Ok((info, v))
+}
+
+/// A world forked from the one shown.
+#[derive(Clone, Debug, Serialize)]
+struct ForkView {
+    world: String,
+    url: String,
+    tick: u64,
+    head: u64,
+}
+
+/// Everything the experiment page shows.
+#[derive(Clone, Debug, Serialize)]
+struct ExperimentView {
+    world: String,
+    url: String,
+    experiment: String,
+    /// The tick shown.
+    tick: u64,
+    /// The world's head tick.
+    head_tick: u64,
+    /// Whether the page follows the head (no `tick` asked for).
+    live: bool,
+    /// When the tick shown was committed.
+    at: String,
+    last_activity: String,
+    parent: Option<ParentView>,
+    forks: Vec<ForkView>,
+    head: Option<HeadView>,
+    metric: Option<String>,
+    minimize: bool,
+    comparator: String,
+    counts: crate::index::Counts,
+    in_flight: Vec<RowView>,
+    pending: Vec<RowView>,
+    table: TableView,
+    statuses: Vec<&'static str>,
+    /// Whether actions are offered.
+    actions: bool,
+}
+
+/// How many pending runs the page lists.
+const PENDING_SHOWN: usize = 100;
+/// How many runs in flight the page lists (a loop runs a few at once; an
+/// import of a fleet may have many).
+const IN_FLIGHT_SHOWN: usize = 100;
+
+async fn experiment_view(
+    s: &AppState,
+    name: &str,
+    q: &PageQuery,
+) -> Result<(ExperimentView, Arc<Chart>), WebError> {
+    let tick = q.tick()?;
+    let table_query = q.table()?;
+    let (info, idx) = viewed(s, name, tick).await?;
+    let metric = idx.metric(&s.config.metric);
+    let metric_ref = metric.as_ref().map(|(m, min)| (m.as_str(), *min));
+    let world = info.name.as_str();
+    let table = view::table(&idx, table_query, metric_ref, || {
+        s.best_order(&idx, metric_ref)
+    })?;
+    let chart = s.chart(&idx, metric_ref);
+    let rows = |set: &std::collections::BTreeSet<usize>, max: usize| -> Vec<RowView> {
+        set.iter()
+            .take(max)
+            .map(|&p| RowView::of(world, p, &idx.runs[p], metric_ref.map(|(m, _)| m)))
+            .collect()
+    };
+    let worlds = s.view.worlds().await?;
+    let forks = worlds
+        .iter()
+        .filter_map(|w| {
+            let p = w.parent?;
+            (p.parent == info.id).then(|| ForkView {
+                world: w.name.clone(),
+                url: world_url(&w.name),
+                tick: p.tick.0,
+                head: w.head.0,
+            })
+        })
+        .collect();
+    let v = ExperimentView {
+        world: info.name.clone(),
+        url: world_url(&info.name),
+        experiment: idx.experiment_name(),
+        tick: idx.tick.0,
+        head_tick: info.head.0.max(idx.tick.0),
+        live: tick.is_none(),
+        at: fmt_time(idx.at_ms),
+        last_activity: fmt_age(idx.at_ms),
+        parent: view::parent_view(&info, &worlds),
+        forks,
+        head: view::head_view(&idx, metric_ref.map(|(m, _)| m)),
+        metric: metric.as_ref().map(|(m, _)| m.clone()),
+        minimize: metric.as_ref().is_none_or(|(_, m)| *m),
+        comparator: idx.comparator.clone(),
+        counts: idx.counts.clone(),
+        in_flight: rows(&idx.in_flight, IN_FLIGHT_SHOWN),
+        pending: rows(&idx.pending, PENDING_SHOWN),
+        table,
+        statuses: RowClass::ALL.iter().map(|c| c.as_str()).collect(),
+        actions: matches!(s.config.access, Access::Token { .. }),
+    };
+    Ok((v, chart))
+}
+
+fn page_context(s: &AppState, v: &ExperimentView, chart: &Chart) -> minijinja::Value {
+    minijinja::context! {
+        title => s.config.title,
+        v => v,
+        chart => minijinja::Value::from_safe_string(chart.svg.clone()),
+        live_query => v.table.query.href(v.table.query.page),
+    }
+}
+
+async fn experiment_page(
+    State(s): State<Arc<AppState>>,
+    Path(world): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, HtmlError> {
+    let (v, chart) = experiment_view(&s, &world, &q).await?;
+    Ok(s.render("experiment.html", page_context(&s, &v, &chart))?)
+}
+
+/// The part of the experiment page that changes with new ticks, for the
+/// page's script to swap in.
+async fn experiment_live(
+    State(s): State<Arc<AppState>>,
+    Path(world): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, WebError> {
+    let (v, chart) = experiment_view(&s, &world, &q).await?;
+    s.render("live.html", page_context(&s, &v, &chart))
+}
+
+async fn experiment_json(
+    State(s): State<Arc<AppState>>,
+    Path(world): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, WebError> {
+    let (v, _) = experiment_view(&s, &world, &q).await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn attempts_json(
+    State(s): State<Arc<AppState>>,
+    Path(world): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, WebError> {
+    let tick = q.tick()?;
+    let table_query = q.table()?;
+    let (_, idx) = viewed(&s, &world, tick).await?;
+    let metric = idx.metric(&s.config.metric);
+    let metric_ref = metric.as_ref().map(|(m, min)| (m.as_str(), *min));
+    let table = view::table(&idx, table_query, metric_ref, || {
+        s.best_order(&idx, metric_ref)
+    })?;
+    Ok(axum::Json(
+        serde_json::json!({ "tick": idx.tick.0, "metric": metric.map(|m| m.0), "table": table }),
+    )
+    .into_response())
+}
+
+async fn chart_json(
+    State(s): State<Arc<AppState>>,
+    Path(world): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, WebError> {
+    let tick = q.tick()?;
+    let (_, idx) = viewed(&s, &world, tick).await?;
+    let metric = idx.metric(&s.config.metric);
+    let chart = s.chart(&idx, metric.as_ref().map(|(m, min)| (m.as_str(), *min)));
+    Ok(axum::Json(serde_json::json!({ "tick": idx.tick.0, "chart": &*chart })).into_response())
+}
+
+/// Server-sent events for world `world`: a `tick` event with the head tick
+/// now and whenever it moves.
+async fn events(
+    State(s): State<Arc<AppState>>,
+    Path(world): Path<String>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, WebError> {
+    let info = s.view.world(&world).await?;
+    let rx = s.heads.subscribe();
+    s.ensure_poller();
+    let id = info.id;
+    let stream = futures_util::stream::unfold(
+        (rx, info.head.0, true),
+        move |(mut rx, last, first)| async move {
+            if first {
+                let e = Event::default().event("tick").data(last.to_string());
+                return Some((Ok(e), (rx, last, false)));
+            }
+            loop {
+                rx.changed().await.ok()?;
+                let now = rx.borrow_and_update().get(&id).copied();
+                if let Some(t) = now.filter(|t| *t != last) {
+                    let e = Event::default().event("tick").data(t.to_string());
+                    return Some((Ok(e), (rx, t, false)));
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+// ------------------------------------------------------------------- run
+
+/// One Result of a run as the run page shows it.
+#[derive(Clone, Debug, Serialize)]
+struct SampleView {
+    n: usize,
+    evaluator: String,
+    evaluated_at: String,
+    /// Whether it measured the run's final commit (and so counts).
+    counts: bool,
+    /// Every output but `_meta`, printed.
+    outputs: Vec<(String, String)>,
+    meta: Option<ResultMeta>,
+}
+
+/// A tick in the run's life.
+#[derive(Clone, Debug, Serialize)]
+struct TickView {
+    tick: u64,
+    at: String,
+    what: String,
+    /// The experiment page at that tick.
+    url: String,
+}
+
+/// The tail of a log file.
+#[derive(Clone, Debug, Serialize)]
+struct LogTail {
+    name: String,
+    path: String,
+    tail: String,
+}
+
+/// Everything the run page shows.
+#[derive(Clone, Debug, Serialize)]
+struct RunView {
+    world: String,
+    world_url: String,
+    experiment: String,
+    tick: u64,
+    head_tick: u64,
+    live: bool,
+    n: usize,
+    run: Run,
+    class: RowClass,
+    phase: &'static str,
+    metric: Option<String>,
+    metric_value: Option<f64>,
+    metric_text: String,
+    outcome: Option<Outcome>,
+    descriptor: String,
+    samples: Vec<SampleView>,
+    votes: Vec<Vote>,
+    ticks: Vec<TickView>,
+    logs: Vec<LogTail>,
+    /// The candidate's diff against its base, line by line with a class
+    /// (`add`, `del`, `hunk`, `meta` or empty) for colouring.
+    diff: Vec<(&'static str, String)>,
+    can_vote: bool,
+    can_fork: bool,
+    vote_url: String,
+    fork_url: String,
+}
+
+/// How much of a log the run page shows.
+const TAIL_BYTES: u64 = 4096;
+
+async fn run_view(
+    s: &AppState,
+    world: &str,
+    run: &str,
+    q: &PageQuery,
+) -> Result<RunView, WebError> {
+    let tick = q.tick()?;
+    let (info, idx) = viewed(s, world, tick).await?;
+    let (pos, row) = idx.run(run).ok_or_else(|| {
+        WebError::NotFound(format!(
+            "no run {run:?} in world {:?} at tick {}",
+            info.name, idx.tick.0
+        ))
+    })?;
+    let metric = idx.metric(&s.config.metric);
+    let value = metric.as_ref().and_then(|(m, _)| row.metric(m));
+    let (results, run_ticks) = s.view.run_detail(&info, idx.tick, row).await?;
+    let commit = row.run.commit_hash.as_str();
+    let samples: Vec<SampleView> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| SampleView {
+            n: i + 1,
+            evaluator: r.evaluator.clone(),
+            evaluated_at: fmt_time(r.evaluated_at_ms),
+            counts: commit.is_empty() || r.counts_for(commit),
+            outputs: r
+                .outputs()
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| k != EvalResult::META)
+                .map(|(k, v)| {
+                    let text = match v.as_f64() {
+                        Some(x) => autoresearch_core::num::fmt_f64(x),
+                        None => v.to_string(),
+                    };
+                    (k, text)
+                })
+                .collect(),
+            meta: r.meta(),
+        })
+        .collect();
+    let ticks = run_ticks
+        .into_iter()
+        .map(|(t, at, what)| TickView {
+            tick: t.0,
+            at: fmt_time(at),
+            what,
+            url: format!("{}?tick={}", world_url(&info.name), t.0),
+        })
+        .collect();
+    let mut log_paths = Vec::new();
+    if let Some(meta) = samples.iter().rev().find_map(|s| s.meta.as_ref()) {
+        for (name, path) in [("stdout", &meta.stdout_log), ("stderr", &meta.stderr_log)] {
+            if !path.is_empty() {
+                log_paths.push((name.to_string(), path.clone()));
+            }
+        }
+    }
+    let logs = tokio::task::spawn_blocking(move || {
+        log_paths
+            .into_iter()
+            .filter_map(|(name, path)| {
+                tail(std::path::Path::new(&path)).map(|tail| LogTail { name, path, tail })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| WebError::Internal(format!("reading log tails: {e}")))?;
+    let diff = match (&s.config.diffs, &row.outcome) {
+        (Some(d), Some(o)) if !o.base_commit.is_empty() && !row.run.commit_hash.is_empty() => {
+            let repo = idx
+                .experiments
+                .iter()
+                .find(|e| e.name == row.run.experiment_name)
+                .map(|e| e.repo_url.clone())
+                .unwrap_or_default();
+            match repo.is_empty() {
+                true => None,
+                false => d.diff(&repo, &o.base_commit, &row.run.commit_hash).await,
+            }
+        }
+        _ => None,
+    };
+    let diff = diff
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let class = if l.starts_with("+++") || l.starts_with("---") || l.starts_with("diff ") {
+                "meta"
+            } else if l.starts_with('+') {
+                "add"
+            } else if l.starts_with('-') {
+                "del"
+            } else if l.starts_with("@@") {
+                "hunk"
+            } else {
+                ""
+            };
+            (class, l.to_string())
+        })
+        .collect();
+    let actions = matches!(s.config.access, Access::Token { .. });
+    let class = row.class();
+    let world_enc = enc(&info.name);
+    let run_enc = enc(&row.run.run_id);
+    Ok(RunView {
+        world: info.name.clone(),
+        world_url: world_url(&info.name),
+        experiment: row.run.experiment_name.clone(),
+        tick: idx.tick.0,
+        head_tick: info.head.0.max(idx.tick.0),
+        live: tick.is_none(),
+        n: pos + 1,
+        run: row.run.clone(),
+        class,
+        phase: row.phase().as_str(),
+        metric: metric.map(|m| m.0),
+        metric_value: value,
+        metric_text: fmt_metric(value),
+        outcome: row.outcome.clone(),
+        descriptor: row
+            .outcome
+            .as_ref()
+            .and_then(|o| o.descriptor().ok())
+            .filter(|d| d.as_object().is_some_and(|m| !m.is_empty()))
+            .and_then(|d| serde_json::to_string_pretty(&d).ok())
+            .unwrap_or_default(),
+        samples,
+        votes: idx.votes_on(&row.run.run_id).into_iter().cloned().collect(),
+        ticks,
+        logs,
+        diff,
+        can_vote: actions && class == RowClass::Pending,
+        can_fork: actions && !row.run.commit_hash.is_empty(),
+        vote_url: format!("/api/worlds/{world_enc}/runs/{run_enc}/vote"),
+        fork_url: format!("/api/worlds/{world_enc}/runs/{run_enc}/fork"),
+    })
+}
+
+/// The last [`TAIL_BYTES`] of the file at `path`, lossily decoded; `None`
+/// when it cannot be read.
+fn tail(path: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)))
+        .ok()?;
+    let mut buf = Vec::new();
+    f.take(TAIL_BYTES).read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+async fn run_page(
+    State(s): State<Arc<AppState>>,
+    Path((world, run)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, HtmlError> {
+    let v = run_view(&s, &world, &run, &q).await?;
+    Ok(s.render(
+        "run.html",
+        minijinja::context! { title => s.config.title, v => v },
+    )?)
+}
+
+async fn run_json(
+    State(s): State<Arc<AppState>>,
+    Path((world, run)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, WebError> {
+    Ok(axum::Json(run_view(&s, &world, &run, &q).await?).into_response())
+}
+
+// --------------------------------------------------------------- actions
+
+/// The actions of a request carrying the right token: 403 on a read-only
+/// dashboard or with a wrong token, 401 without one.
+fn authorize(s: &AppState, headers: &HeaderMap) -> Result<Arc<dyn crate::Actions>, WebError> {
+    let Access::Token { token, actions } = &s.config.access else {
+        return Err(WebError::Forbidden(
+            "this dashboard is read-only (`autoresearch serve --read-only`): it takes no actions"
+                .into(),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(WebError::Unauthorized)?;
+    // Compare every byte, so the time taken does not say how much matched.
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(WebError::Forbidden(
+            "the token does not match the one `autoresearch serve` printed".into(),
+        ));
+    }
+    Ok(actions.clone())
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(
+    body: &Bytes,
+    what: &str,
+) -> Result<T, WebError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| WebError::BadRequest(format!("the {what} request's JSON body: {e}")))
+}
+
+fn action_error(e: ActionError) -> WebError {
+    match e {
+        ActionError::Refused(m) => WebError::Conflict(m),
+        ActionError::Failed(m) => WebError::Ledger {
+            doing: "writing to the ledger".into(),
+            message: m,
+        },
+    }
+}
+
+/// A short free-text field of a request: trimmed, at most `max` bytes, no
+/// control characters.
+fn text_field(name: &str, v: Option<String>, max: usize) -> Result<Option<String>, WebError> {
+    let Some(v) = v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if v.len() > max || v.chars().any(char::is_control) {
+        return Err(WebError::BadRequest(format!(
+            "{name} must be at most {max} bytes of text without control characters"
+        )));
+    }
+    Ok(Some(v))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteBody {
+    verdict: Option<String>,
+    reason: Option<String>,
+    voter: Option<String>,
+}
+
+async fn vote(
+    State(s): State<Arc<AppState>>,
+    Path((world, run)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<ActionReceipt>), WebError> {
+    let actions = authorize(&s, &headers)?;
+    let body: VoteBody = parse_body(&body, "vote")?;
+    let verdict = match body.verdict.as_deref() {
+        None => {
+            return Err(WebError::BadRequest(
+                "a vote needs a verdict: {\"verdict\": \"keep\"} or {\"verdict\": \"discard\"}"
+                    .into(),
+            ));
+        }
+        Some(v) => VoteVerdict::known(v)
+            .ok_or_else(|| WebError::BadRequest(format!("verdict {v:?} is not keep or discard")))?,
+    };
+    let reason = text_field("reason", body.reason, 2000)?.unwrap_or_default();
+    let voter = text_field("voter", body.voter, 100)?.unwrap_or_else(|| "dashboard".into());
+    let info = s.view.world(&world).await?;
+    let live = s.view.live(&info).await?;
+    let idx = live.read().await;
+    let (_, row) = idx
+        .run(&run)
+        .ok_or_else(|| WebError::NotFound(format!("no run {run:?} in world {:?}", info.name)))?;
+    if row.class() != RowClass::Pending {
+        return Err(WebError::Conflict(format!(
+            "run {run} is not waiting for votes (it is {})",
+            row.class().as_str()
+        )));
+    }
+    let request = VoteRequest {
+        world: info.name.clone(),
+        experiment: row.run.experiment_name.clone(),
+        run_id: row.run.run_id.clone(),
+        verdict,
+        voter,
+        reason,
+    };
+    drop(idx);
+    let receipt = actions.vote(request).await.map_err(action_error)?;
+    Ok((StatusCode::OK, axum::Json(receipt)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForkBody {
+    at: Option<u64>,
+    name: Option<String>,
+}
+
+async fn fork(
+    State(s): State<Arc<AppState>>,
+    Path((world, run)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, axum::Json<ActionReceipt>), WebError> {
+    let actions = authorize(&s, &headers)?;
+    let body: ForkBody = parse_body(&body, "fork")?;
+    let name = text_field("name", body.name, 100)?;
+    let info = s.view.world(&world).await?;
+    let at = Tick(body.at.unwrap_or(info.head.0));
+    if at > info.head || at == Tick::ZERO {
+        return Err(WebError::BadRequest(format!(
+            "cannot fork world {:?} at tick {}: ticks run from 1 to its head, {}",
+            info.name, at.0, info.head.0
+        )));
+    }
+    if let Some(n) = &name
+        && s.view
+            .storage()
+            .find_world(n)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    {
+        return Err(WebError::Conflict(format!(
+            "a world named {n:?} already exists"
+        )));
+    }
+    let live = s.view.live(&info).await?;
+    let idx = live.read().await;
+    let (_, row) = idx
+        .run(&run)
+        .ok_or_else(|| WebError::NotFound(format!("no run {run:?} in world {:?}", info.name)))?;
+    if row.run.commit_hash.is_empty() {
+        return Err(WebError::Conflict(format!(
+            "run {run} has no commit to make head (it never produced a candidate)"
+        )));
+    }
+    let request = ForkRequest {
+        world: info.name.clone(),
+        experiment: row.run.experiment_name.clone(),
+        run_id: row.run.run_id.clone(),
+        at,
+        name,
+    };
+    drop(idx);
+    let receipt = actions.fork(request).await.map_err(action_error)?;
+    Ok((StatusCode::CREATED, axum::Json(receipt)))
+}
