@@ -15,11 +15,11 @@
 
 use crate::error::WebError;
 use autoresearch_core::{
-    AttemptState, BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, Outcome,
-    OutcomeStatus, Run, RunStatus, State, Storage, Tick, TickRecord, Vote, WorldId, WorldInfo,
-    ledger, record::Change,
+    AttemptState, BranchHead, ComponentRegistry, Confirmation, Description, EntityId, EvalResult,
+    ExecutorJob, Experiment, NoiseModel, Outcome, OutcomeStatus, Run, RunCost, RunStatus, State,
+    Storage, Tick, TickRecord, Vote, WorldId, WorldInfo, ledger, record::Change,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::RwLock;
 
@@ -59,6 +59,28 @@ pub struct RunRow {
     pub last_tick: Tick,
     /// When that tick was committed (Unix ms).
     pub last_at_ms: i64,
+    /// What else the run's entity holds (its idea, cost, confirmation);
+    /// boxed, and `None` when it holds none of them, so that a row of a
+    /// large import costs one pointer for them.
+    pub extras: Option<Box<RunExtras>>,
+}
+
+/// The components on a run's entity that the dashboard shows besides the
+/// Run and its Outcome.
+#[derive(Clone, Debug, Default)]
+pub struct RunExtras {
+    /// What the proposer tried, in its own words (component `Description`).
+    pub description: Option<Description>,
+    /// What the run cost (component `RunCost`).
+    pub cost: Option<RunCost>,
+    /// Its held-out confirmation (component `Confirmation`).
+    pub confirmation: Option<Confirmation>,
+}
+
+impl RunExtras {
+    fn is_empty(&self) -> bool {
+        self.description.is_none() && self.cost.is_none() && self.confirmation.is_none()
+    }
 }
 
 /// What a row counts as on the dashboard: its decision, or what its run
@@ -144,6 +166,29 @@ impl RunRow {
             .filter(move |s| commit.is_empty() || s.commit.as_deref().is_none_or(|c| c == commit))
     }
 
+    /// The run's idea: the subject of its Description, else its task.
+    pub fn idea(&self) -> &str {
+        self.description()
+            .map(Description::subject)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&self.run.task)
+    }
+
+    /// The run's Description, if the loop recorded one.
+    pub fn description(&self) -> Option<&Description> {
+        self.extras.as_ref()?.description.as_ref()
+    }
+
+    /// The run's cost, if charged.
+    pub fn cost(&self) -> Option<&RunCost> {
+        self.extras.as_ref()?.cost.as_ref()
+    }
+
+    /// The run's held-out confirmation, if any.
+    pub fn confirmation(&self) -> Option<&Confirmation> {
+        self.extras.as_ref()?.confirmation.as_ref()
+    }
+
     /// The mean of `metric` over the final samples that have it.
     pub fn metric(&self, metric: &str) -> Option<f64> {
         let (mut sum, mut n) = (0.0, 0u32);
@@ -203,6 +248,8 @@ enum Slot {
     Result(String),
     /// A Vote on the run with this id.
     Vote(String),
+    /// An ExecutorJob of the run with this id.
+    Job(String),
     /// A spawned entity with no component the index reads yet, or another kind.
     Other,
 }
@@ -232,6 +279,14 @@ pub struct WorldIndex {
     pub comparator: String,
     /// The numeric output names seen, in first-seen order.
     pub metric_names: Vec<Arc<str>>,
+    /// Every run's cost, summed (kept up to date as costs change).
+    pub cost: RunCost,
+    /// The NoiseModels of the world's experiments, by entity.
+    noise: HashMap<EntityId, NoiseModel>,
+    /// Scheduler jobs by run id, each by its entity.
+    jobs: HashMap<String, BTreeMap<EntityId, ExecutorJob>>,
+    /// Run extras set on an entity before its Run (or left by a removed Run).
+    early_extras: HashMap<EntityId, Box<RunExtras>>,
     slots: HashMap<EntityId, Slot>,
     by_run_id: HashMap<String, usize>,
     experiment_entities: HashMap<EntityId, usize>,
@@ -258,6 +313,10 @@ impl WorldIndex {
             pending: BTreeSet::new(),
             comparator: String::new(),
             metric_names: Vec::new(),
+            cost: RunCost::default(),
+            noise: HashMap::new(),
+            jobs: HashMap::new(),
+            early_extras: HashMap::new(),
             slots: HashMap::new(),
             by_run_id: HashMap::new(),
             experiment_entities: HashMap::new(),
@@ -394,6 +453,7 @@ impl WorldIndex {
                             votes,
                             last_tick: tick,
                             last_at_ms: at_ms,
+                            extras: self.early_extras.remove(&entity),
                         });
                         self.counts.add(&self.runs[pos], 1);
                         self.track(pos);
@@ -461,9 +521,81 @@ impl WorldIndex {
                     }
                 }
             }
+            "Description" => {
+                let d: Description = self.decode(registry, tick, value)?;
+                self.set_extra(tick, at_ms, entity, |x| x.description = Some(d));
+            }
+            "RunCost" => {
+                let c: RunCost = self.decode(registry, tick, value)?;
+                add_cost(&mut self.cost, &c, 1.0);
+                let mut old = None;
+                self.set_extra(tick, at_ms, entity, |x| old = x.cost.replace(c));
+                if let Some(old) = old {
+                    add_cost(&mut self.cost, &old, -1.0);
+                }
+            }
+            "Confirmation" => {
+                let c: Confirmation = self.decode(registry, tick, value)?;
+                self.set_extra(tick, at_ms, entity, |x| x.confirmation = Some(c));
+            }
+            "NoiseModel" => {
+                let n: NoiseModel = self.decode(registry, tick, value)?;
+                self.noise.insert(entity, n);
+            }
+            "ExecutorJob" => {
+                let job: ExecutorJob = self.decode(registry, tick, value)?;
+                if let Some(Slot::Job(old)) = self.slots.get(&entity).cloned() {
+                    self.drop_job(entity, &old);
+                }
+                self.slots.insert(entity, Slot::Job(job.run_id.clone()));
+                self.jobs
+                    .entry(job.run_id.clone())
+                    .or_default()
+                    .insert(entity, job);
+            }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Changes the extras of the run on `entity` (kept aside until its Run
+    /// comes when it has none yet).
+    fn set_extra(
+        &mut self,
+        tick: Tick,
+        at_ms: i64,
+        entity: EntityId,
+        f: impl FnOnce(&mut RunExtras),
+    ) {
+        let apply = |extras: &mut Option<Box<RunExtras>>| {
+            let x = extras.get_or_insert_with(Box::default);
+            f(x);
+            if x.is_empty() {
+                *extras = None;
+            }
+        };
+        match self.slots.get(&entity) {
+            Some(Slot::Run(pos)) => {
+                let pos = *pos;
+                self.with_row(pos, tick, at_ms, |row| apply(&mut row.extras));
+            }
+            _ => {
+                let mut extras = self.early_extras.remove(&entity);
+                apply(&mut extras);
+                if let Some(x) = extras {
+                    self.early_extras.insert(entity, x);
+                }
+            }
+        }
+    }
+
+    fn drop_job(&mut self, entity: EntityId, run_id: &str) {
+        if let Some(jobs) = self.jobs.get_mut(run_id) {
+            jobs.remove(&entity);
+            if jobs.is_empty() {
+                self.jobs.remove(run_id);
+            }
+        }
     }
 
     fn drop_sample(&mut self, tick: Tick, at_ms: i64, run_id: &str, entity: EntityId) {
@@ -496,6 +628,22 @@ impl WorldIndex {
                 self.remove_row(pos);
                 self.slots.insert(entity, Slot::Other);
             }
+            ("ExecutorJob", Some(Slot::Job(run_id))) => {
+                self.drop_job(entity, &run_id);
+                self.slots.insert(entity, Slot::Other);
+            }
+            ("NoiseModel", _) => {
+                self.noise.remove(&entity);
+            }
+            ("Description", _) => self.set_extra(tick, 0, entity, |x| x.description = None),
+            ("Confirmation", _) => self.set_extra(tick, 0, entity, |x| x.confirmation = None),
+            ("RunCost", _) => {
+                let mut old = None;
+                self.set_extra(tick, 0, entity, |x| old = x.cost.take());
+                if let Some(old) = old {
+                    add_cost(&mut self.cost, &old, -1.0);
+                }
+            }
             _ => {}
         }
     }
@@ -509,8 +657,11 @@ impl WorldIndex {
             return;
         }
         self.counts.add(&self.runs[pos], -1);
-        let row = self.runs.remove(pos);
+        let mut row = self.runs.remove(pos);
         self.by_run_id.remove(&row.run.run_id);
+        if let Some(extras) = row.extras.take() {
+            self.early_extras.insert(row.entity, extras);
+        }
         for p in self.by_run_id.values_mut() {
             if *p > pos {
                 *p -= 1;
@@ -563,7 +714,12 @@ impl WorldIndex {
             Some(Slot::Run(pos)) => self.remove_row(pos),
             Some(Slot::Result(run_id)) => self.drop_sample(tick, 0, &run_id, entity),
             Some(Slot::Vote(run_id)) => self.drop_vote(tick, entity, &run_id),
+            Some(Slot::Job(run_id)) => self.drop_job(entity, &run_id),
             _ => {}
+        }
+        self.noise.remove(&entity);
+        if let Some(cost) = self.early_extras.remove(&entity).and_then(|x| x.cost) {
+            add_cost(&mut self.cost, &cost, -1.0);
         }
     }
 
@@ -605,6 +761,23 @@ impl WorldIndex {
         None
     }
 
+    /// The scheduler jobs recorded for `run_id`, by entity (submission order).
+    pub fn jobs_of(&self, run_id: &str) -> Vec<&ExecutorJob> {
+        self.jobs
+            .get(run_id)
+            .map(|j| j.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// The noise model of the world's experiment, if the loop recorded one.
+    pub fn noise(&self) -> Option<&NoiseModel> {
+        let exp = self.experiment_name();
+        self.noise
+            .values()
+            .find(|n| n.experiment_name == exp)
+            .or_else(|| (self.noise.len() == 1).then(|| self.noise.values().next())?)
+    }
+
     /// Votes cast on `run_id`, in no particular order.
     pub fn votes_on(&self, run_id: &str) -> Vec<&Vote> {
         let mut v: Vec<&Vote> = self.votes.values().filter(|v| v.run_id == run_id).collect();
@@ -639,6 +812,29 @@ impl WorldIndex {
             .iter()
             .find(|h| h.experiment_name == exp)
             .or(self.heads.first())
+    }
+}
+
+/// Adds `sign` times `c` into `sum` (a cost replaced or removed is taken
+/// back out with `-1`); counts saturate at 0.
+fn add_cost(sum: &mut RunCost, c: &RunCost, sign: f64) {
+    if sign >= 0.0 {
+        sum.add(c);
+        return;
+    }
+    for (total, part) in [
+        (&mut sum.propose, c.propose),
+        (&mut sum.evaluate, c.evaluate),
+        (&mut sum.confirm, c.confirm),
+    ] {
+        total.wall_ms = total.wall_ms.saturating_sub(part.wall_ms);
+        total.cpu_ms = total.cpu_ms.saturating_sub(part.cpu_ms);
+    }
+    sum.jobs = sum.jobs.saturating_sub(c.jobs);
+    for (k, v) in &c.metrics {
+        if let Some(t) = sum.metrics.get_mut(k) {
+            *t -= v;
+        }
     }
 }
 

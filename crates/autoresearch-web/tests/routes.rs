@@ -897,3 +897,175 @@ async fn random_changes_keep_the_live_index_equal_to_a_fresh_one() {
         assert_eq!(without_ages(a), without_ages(b), "step {step}");
     }
 }
+
+/// Writes what a loop records beside its runs: run-0002's Description,
+/// cost and held-out confirmation, run-0005's cost, the experiment's noise
+/// model and a Slurm job of the run in flight (run-0008).
+async fn record_extras(w: &mut Writer) {
+    use autoresearch_core::{
+        ConfirmStatus, CostKind, Description, ExecutorJob, JobState, JobUsage, MetricNoise,
+        NoiseModel, Run, RunCost,
+    };
+    let entity = |w: &Writer, id: &str| w.world.find::<Run>(|r| r.run_id == id).unwrap().0;
+    let e2 = entity(w, "run-0002");
+    let e5 = entity(w, "run-0005");
+    w.world
+        .insert(
+            e2,
+            &Description {
+                run_id: "run-0002".into(),
+                text: "Unroll the inner loop\n\nFour at a time.".into(),
+            },
+        )
+        .unwrap();
+    let mut cost = RunCost::new("run-0002");
+    let usage = |s: u64| JobUsage {
+        wall_ms: s * 1000,
+        cpu_ms: s * 500,
+    };
+    cost.charge(CostKind::Propose, usage(4), &[("tokens".into(), 1200.0)]);
+    cost.charge(CostKind::Evaluate, usage(2), &[]);
+    w.world.insert(e2, &cost).unwrap();
+    let mut cost5 = RunCost::new("run-0005");
+    cost5.charge(CostKind::Evaluate, usage(10), &[("tokens".into(), 300.0)]);
+    w.world.insert(e5, &cost5).unwrap();
+    w.world
+        .insert(
+            e2,
+            &autoresearch_core::Confirmation {
+                run_id: "run-0002".into(),
+                commit: format!("{:040x}", 2),
+                status: ConfirmStatus::Confirmed,
+                metric: "held_out".into(),
+                value: Some(0.91),
+                incumbent_value: Some(0.93),
+                reason: "within tolerance".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let (exp, _) = w.world.experiment("demo").unwrap();
+    w.world
+        .insert(
+            exp,
+            &NoiseModel {
+                experiment_name: "demo".into(),
+                metrics: vec![
+                    MetricNoise {
+                        metric: "score".into(),
+                        sigma: 0.25,
+                        df: 12,
+                        groups: 5,
+                        samples: 17,
+                        method: "pooled-mad".into(),
+                    },
+                    MetricNoise {
+                        metric: "loss".into(),
+                        method: "none".into(),
+                        ..Default::default()
+                    },
+                ],
+                updated_at_ms: autoresearch_core::now_ms(),
+            },
+        )
+        .unwrap();
+    w.world
+        .spawn_with(&ExecutorJob {
+            run_id: "run-0008".into(),
+            step: "evaluate-0".into(),
+            executor: "slurm".into(),
+            job_id: "4711_0".into(),
+            state: JobState::Running,
+            ..Default::default()
+        })
+        .unwrap();
+    w.world.commit().await.unwrap();
+}
+
+/// Checks the extras on the experiment and run pages of `app`; `cost_jobs`
+/// and `tokens` are the experiment's summed cost.
+async fn check_extras(app: &Router, cost_jobs: u64, tokens: f64) {
+    let j = get_json(app, API).await;
+    assert_eq!(j["cost"]["jobs"], cost_jobs, "{}", j["cost"]);
+    assert_eq!(j["cost"]["metrics"]["tokens"], tokens);
+    let noise = j["noise"]["metrics"].as_array().unwrap();
+    assert_eq!(noise.len(), 1, "only the metric ever repeated: {noise:?}");
+    assert_eq!(noise[0]["metric"], "score");
+    assert_eq!(noise[0]["sigma"], 0.25);
+    assert_eq!(j["in_flight"][0]["run_id"], "run-0008");
+    assert_eq!(j["in_flight"][0]["jobs"][0]["job_id"], "4711_0");
+    assert_eq!(j["in_flight"][0]["jobs"][0]["state"], "running");
+    let row2 = j["table"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["run_id"] == "run-0002")
+        .unwrap();
+    assert_eq!(
+        row2["idea"], "Unroll the inner loop",
+        "the Description's subject"
+    );
+    assert_eq!(row2["confirm"], "ok 0.91");
+
+    let html = get_html(app, W).await;
+    assert!(html.contains("score σ 0.25 (pooled-mad, df 12 from 5 commits)"));
+    assert!(html.contains("slurm 4711_0 evaluate-0 running"));
+    assert!(
+        html.contains(&format!("tokens {tokens}")),
+        "the summed cost"
+    );
+    assert!(html.contains("Unroll the inner loop"));
+
+    let r = get_json(app, &format!("{API}/runs/run-0002")).await;
+    assert_eq!(r["idea"], "Unroll the inner loop");
+    assert_eq!(r["description"], "Unroll the inner loop\n\nFour at a time.");
+    assert_eq!(r["cost"]["cpu_ms"], 3000);
+    assert_eq!(r["cost"]["wall_ms"], 6000);
+    assert_eq!(r["cost"]["jobs"], 2);
+    assert_eq!(r["confirmation"]["status"], "confirmed");
+    assert_eq!(r["confirm_text"], "ok 0.91: within tolerance");
+    let html = get_html(app, &format!("{W}/runs/run-0002")).await;
+    assert!(html.contains(r#"<p class="idea lead" id="idea">Unroll the inner loop</p>"#));
+    assert!(html.contains("Four at a time."));
+    assert!(html.contains("CPU 3s (propose 2s, evaluate 1s), wall 6s, 2 jobs; tokens 1200"));
+    assert!(html.contains("ok 0.91: within tolerance"));
+    let r8 = get_json(app, &format!("{API}/runs/run-0008")).await;
+    assert_eq!(r8["jobs"][0]["job_id"], "4711_0");
+    assert_eq!(
+        r8["idea"], "an idea being tried",
+        "the task without a Description"
+    );
+    assert!(r8["cost"].is_null());
+    let html = get_html(app, &format!("{W}/runs/run-0008")).await;
+    assert!(html.contains(r#"<td class="mono">4711_0</td>"#));
+}
+
+#[tokio::test]
+async fn cost_noise_confirmation_jobs_and_the_idea_show_live_and_from_a_fresh_index() {
+    let (ledger, mut w) = fixture().await;
+    let app = router(ledger.read_only(), ledger.registry.clone(), read_only());
+    let j = get_json(&app, API).await;
+    assert!(j["cost"].is_null(), "nothing charged yet");
+    assert!(j["noise"].is_null());
+    let html = get_html(&app, W).await;
+    assert!(html.contains("none charged yet"));
+    assert!(html.contains("not known yet"));
+
+    // The live index follows the new tick; a new server builds its index
+    // from the materialized head: both show the same.
+    record_extras(&mut w).await;
+    check_extras(&app, 3, 1500.0).await;
+    let fresh = router(ledger.read_only(), ledger.registry.clone(), read_only());
+    check_extras(&fresh, 3, 1500.0).await;
+
+    // A cost replaced and one removed leave the sum of what is stored.
+    let (e5, _) = w
+        .world
+        .find::<autoresearch_core::Run>(|r| r.run_id == "run-0005")
+        .unwrap();
+    w.world.remove::<autoresearch_core::RunCost>(e5).unwrap();
+    w.world.commit().await.unwrap();
+    let j = get_json(&app, API).await;
+    assert_eq!(j["cost"]["jobs"], 2);
+    assert_eq!(j["cost"]["metrics"]["tokens"], 1200.0);
+}
