@@ -19,7 +19,7 @@ use autoresearch_core::{
     ExecutorJob, Experiment, NoiseModel, Outcome, OutcomeStatus, Run, RunCost, RunStatus, State,
     Storage, Tick, TickRecord, Vote, WorldId, WorldInfo, ledger, record::Change,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::RwLock;
 
@@ -239,6 +239,72 @@ impl Counts {
     }
 }
 
+/// How many of the latest ticks an index remembers the entities of
+/// ([`RecentTicks`]). The redb store indexes which ticks changed an entity
+/// in closed chunks of 64 ticks and finds the ticks of its unfinished chunk
+/// by reading their records; asking it only about ticks older than the
+/// last 64 keeps its answer to point reads, so that a run page costs the
+/// same however long the history (and however large its ticks) is.
+pub const RECENT_TICKS: usize = 64;
+
+/// The entities changed by each of an index's last [`RECENT_TICKS`] ticks
+/// (a contiguous window ending at the index's tick), and, per entity, the
+/// ticks of that window that changed it.
+#[derive(Debug, Default)]
+pub struct RecentTicks {
+    ticks: VecDeque<(Tick, Vec<EntityId>)>,
+    by_entity: HashMap<EntityId, VecDeque<Tick>>,
+}
+
+impl RecentTicks {
+    /// Adds `record` (the tick after the last one added), forgetting the
+    /// oldest beyond [`RECENT_TICKS`]. Cost: O(changes of the ticks added
+    /// and dropped).
+    fn push(&mut self, record: &TickRecord) {
+        if self
+            .ticks
+            .back()
+            .is_some_and(|(t, _)| t.next() != record.tick)
+        {
+            // Not contiguous (cannot happen when fed in order): start over.
+            self.ticks.clear();
+            self.by_entity.clear();
+        }
+        let mut entities: Vec<EntityId> = record.changes.iter().map(|c| c.entity()).collect();
+        entities.sort_unstable();
+        entities.dedup();
+        for e in &entities {
+            self.by_entity.entry(*e).or_default().push_back(record.tick);
+        }
+        self.ticks.push_back((record.tick, entities));
+        while self.ticks.len() > RECENT_TICKS {
+            let Some((old, entities)) = self.ticks.pop_front() else {
+                break;
+            };
+            for e in entities {
+                if let Some(ts) = self.by_entity.get_mut(&e) {
+                    if ts.front() == Some(&old) {
+                        ts.pop_front();
+                    }
+                    if ts.is_empty() {
+                        self.by_entity.remove(&e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first tick of the window, if it holds any.
+    pub fn first(&self) -> Option<Tick> {
+        self.ticks.front().map(|(t, _)| *t)
+    }
+
+    /// The ticks of the window that changed `entity`, ascending.
+    pub fn ticks_of(&self, entity: EntityId) -> impl Iterator<Item = Tick> + '_ {
+        self.by_entity.get(&entity).into_iter().flatten().copied()
+    }
+}
+
 /// What one entity of the world is, as far as the index cares.
 #[derive(Clone, Debug)]
 enum Slot {
@@ -287,6 +353,8 @@ pub struct WorldIndex {
     jobs: HashMap<String, BTreeMap<EntityId, ExecutorJob>>,
     /// Run extras set on an entity before its Run (or left by a removed Run).
     early_extras: HashMap<EntityId, Box<RunExtras>>,
+    /// The entities changed by the last ticks up to `tick`.
+    pub recent: RecentTicks,
     slots: HashMap<EntityId, Slot>,
     by_run_id: HashMap<String, usize>,
     experiment_entities: HashMap<EntityId, usize>,
@@ -317,6 +385,7 @@ impl WorldIndex {
             noise: HashMap::new(),
             jobs: HashMap::new(),
             early_extras: HashMap::new(),
+            recent: RecentTicks::default(),
             slots: HashMap::new(),
             by_run_id: HashMap::new(),
             experiment_entities: HashMap::new(),
@@ -378,6 +447,7 @@ impl WorldIndex {
                 Change::Despawn { entity } => self.despawn(record.tick, *entity),
             }
         }
+        self.recent.push(record);
         self.tick = record.tick;
         self.at_ms = record.at_ms;
         Ok(())
@@ -973,15 +1043,25 @@ impl LedgerView {
                     e,
                 )
             })?;
-        let at_ms = if tick == Tick::ZERO {
-            0
+        // The last ticks' records, for the index's window of recent ticks
+        // (and the time of `tick`).
+        let recent = if tick == Tick::ZERO {
+            Vec::new()
         } else {
-            ledger::read_records(self.storage.as_ref(), world.id, tick, tick)
+            let from = Tick(tick.0.saturating_sub(RECENT_TICKS as u64 - 1).max(1));
+            ledger::read_records(self.storage.as_ref(), world.id, from, tick)
                 .await
-                .ok()
-                .and_then(|r| r.first().map(|r| r.at_ms))
-                .unwrap_or(0)
+                .map_err(|e| {
+                    WebError::ledger(
+                        format!(
+                            "reading the last ticks of {:?} up to {}",
+                            world.name, tick.0
+                        ),
+                        e,
+                    )
+                })?
         };
+        let at_ms = recent.last().map_or(0, |r| r.at_ms);
         let info = world.clone();
         let registry = self.registry.clone();
         let mut idx =
@@ -991,6 +1071,9 @@ impl LedgerView {
                     WebError::Internal(format!("indexing world {:?}: {e}", world.name))
                 })??;
         idx.at_ms = at_ms;
+        for r in &recent {
+            idx.recent.push(r);
+        }
         Ok(idx)
     }
 
@@ -1001,10 +1084,14 @@ impl LedgerView {
     pub async fn run_detail(
         &self,
         world: &WorldInfo,
-        tick: Tick,
+        idx: &WorldIndex,
         row: &RunRow,
     ) -> Result<(Vec<EvalResult>, Vec<(Tick, i64, String)>), WebError> {
-        let mut records = Records::default();
+        let tick = idx.tick;
+        let mut records = Records {
+            by_tick: HashMap::new(),
+            recent: &idx.recent,
+        };
         let mut results = Vec::new();
         for s in &row.samples {
             let mut value = None;
@@ -1065,14 +1152,18 @@ impl LedgerView {
 }
 
 /// Tick records read for one page, each read (and decoded) once.
-#[derive(Default)]
-struct Records {
+struct Records<'a> {
     by_tick: HashMap<(WorldId, Tick), Arc<TickRecord>>,
+    /// The index's window of recent ticks: the store is asked only about
+    /// the ticks before it.
+    recent: &'a RecentTicks,
 }
 
-impl Records {
+impl Records<'_> {
     /// Every change to `entity` in `world` up to `to`, oldest first, with
-    /// its tick and time: [`ledger::entity_history`], sharing reads.
+    /// its tick and time: [`ledger::entity_history`], sharing reads, with
+    /// the ticks of the recent window (which must end at `to`) taken from
+    /// it instead of the store.
     async fn history(
         &mut self,
         view: &LedgerView,
@@ -1092,11 +1183,23 @@ impl Records {
             .await
             .map_err(|e| err(&e))?
         {
-            let ticks = storage
-                .own_entity_ticks(seg.world, entity, seg.to)
-                .await
-                .map_err(|e| err(&e))?;
-            for t in ticks.into_iter().filter(|t| *t >= seg.from) {
+            // The window covers `cut..=to`; the store answers for the rest.
+            let cut = self.recent.first().unwrap_or(to.next());
+            let mut ticks = Vec::new();
+            if seg.from < cut {
+                let store_to = seg.to.min(Tick(cut.0 - 1));
+                ticks = storage
+                    .own_entity_ticks(seg.world, entity, store_to)
+                    .await
+                    .map_err(|e| err(&e))?;
+                ticks.retain(|t| *t >= seg.from);
+            }
+            ticks.extend(
+                self.recent
+                    .ticks_of(entity)
+                    .filter(|t| *t >= seg.from && *t <= seg.to && *t >= cut),
+            );
+            for t in ticks {
                 let rec = match self.by_tick.get(&(seg.world, t)) {
                     Some(r) => r.clone(),
                     None => {

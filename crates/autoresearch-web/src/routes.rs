@@ -665,7 +665,7 @@ async fn run_view(
     })?;
     let metric = idx.metric(&s.config.metric);
     let value = metric.as_ref().and_then(|(m, _)| row.metric(m));
-    let (results, run_ticks) = s.view.run_detail(&info, idx.tick, row).await?;
+    let (results, run_ticks) = s.view.run_detail(&info, &idx, row).await?;
     let commit = row.run.commit_hash.as_str();
     let samples: Vec<SampleView> = results
         .iter()

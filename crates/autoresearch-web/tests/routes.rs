@@ -1069,3 +1069,87 @@ async fn cost_noise_confirmation_jobs_and_the_idea_show_live_and_from_a_fresh_in
     assert_eq!(j["cost"]["jobs"], 2);
     assert_eq!(j["cost"]["metrics"]["tokens"], 1200.0);
 }
+
+/// The ticks a run page lists for `run`, as numbers.
+async fn page_ticks(app: &Router, run: &str, at: Option<u64>) -> Vec<u64> {
+    let q = at.map(|t| format!("?tick={t}")).unwrap_or_default();
+    let j = get_json(app, &format!("{API}/runs/{run}{q}")).await;
+    j["ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tick"].as_u64().unwrap())
+        .collect()
+}
+
+/// The ticks that changed `run`'s entity up to `to`, read through core's
+/// `entity_history` (the whole entity index, no window).
+async fn true_ticks(ledger: &Ledger, w: &Writer, run: &str, to: u64) -> Vec<u64> {
+    let (entity, _) = w
+        .world
+        .find::<autoresearch_core::Run>(|r| r.run_id == run)
+        .unwrap();
+    let mut ticks: Vec<u64> = autoresearch_core::ledger::entity_history(
+        ledger.storage.as_ref(),
+        w.world.id(),
+        entity,
+        Tick(to),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|c| c.tick.0)
+    .collect();
+    ticks.dedup();
+    ticks
+}
+
+#[tokio::test]
+async fn a_run_page_lists_the_same_ticks_before_and_inside_the_recent_window() {
+    let (ledger, mut w) = fixture().await;
+    let live = router(ledger.read_only(), ledger.registry.clone(), read_only());
+    assert_eq!(page_ticks(&live, "run-0003", None).await, vec![4]);
+    // More ticks than the window holds, then a change to an old run: its
+    // page lists ticks from before the window (the store's index) and
+    // from inside it (the index's window), for an index that followed the
+    // ticks, one built afresh, and one of a past tick.
+    for _ in 0..(autoresearch_web::index::RECENT_TICKS + 6) {
+        w.attempt(Some(9.9), OutcomeStatus::Discard, "worse").await;
+    }
+    let (e3, _) = w
+        .world
+        .find::<autoresearch_core::Run>(|r| r.run_id == "run-0003")
+        .unwrap();
+    w.world
+        .insert(
+            e3,
+            &autoresearch_core::Description {
+                run_id: "run-0003".into(),
+                text: "late words".into(),
+            },
+        )
+        .unwrap();
+    let head = w.world.commit().await.unwrap().0;
+    let fresh = router(ledger.read_only(), ledger.registry.clone(), read_only());
+    let want = true_ticks(&ledger, &w, "run-0003", head).await;
+    assert_eq!(want, vec![4, head], "recorded, then described");
+    assert_eq!(page_ticks(&live, "run-0003", None).await, want);
+    assert_eq!(page_ticks(&fresh, "run-0003", None).await, want);
+    let past = head - 3;
+    assert_eq!(
+        page_ticks(&fresh, "run-0003", Some(past)).await,
+        true_ticks(&ledger, &w, "run-0003", past).await
+    );
+    let recent = format!("run-{:04}", w.n - 2);
+    let want = true_ticks(&ledger, &w, &recent, head).await;
+    assert_eq!(want.len(), 1);
+    assert_eq!(page_ticks(&live, &recent, None).await, want);
+    assert_eq!(page_ticks(&fresh, &recent, None).await, want);
+    let j = get_json(&fresh, &format!("{API}/runs/run-0003")).await;
+    assert_eq!(
+        j["samples"].as_array().unwrap().len(),
+        1,
+        "its Result found"
+    );
+    assert_eq!(j["idea"], "late words");
+}
