@@ -12,6 +12,14 @@
 //! O(history). A past tick (time travel) is materialized on demand through
 //! [`ledger::state_at`] (one snapshot plus at most a snapshot interval of
 //! replay) and a few are kept.
+//!
+//! Besides the Runs, Outcomes and Results, the index keeps what the pages
+//! show of the run's other components (Description, RunCost, Confirmation),
+//! the experiment's NoiseModel, the scheduler jobs (ExecutorJob) by run, and
+//! the summed cost, each updated as its ticks are applied. A run page reads
+//! the run's history through the store's entity index for the ticks before
+//! the index's window of the last [`RECENT_TICKS`] and from the window for
+//! the rest, so it costs the ticks that touched the run, not the history.
 
 use crate::error::WebError;
 use autoresearch_core::{

@@ -380,6 +380,7 @@ impl TableQuery {
         let has = |s: &str| contains_ignore_case(s, q_lower);
         has(&row.run.run_id)
             || has(&row.run.task)
+            || row.description().is_some_and(|d| has(&d.text))
             || has(&row.run.commit_hash)
             || row.outcome.as_ref().is_some_and(|o| has(&o.reason))
     }

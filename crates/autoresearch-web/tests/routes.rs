@@ -1006,8 +1006,18 @@ async fn check_extras(app: &Router, cost_jobs: u64, tokens: f64) {
         "the Description's subject"
     );
     assert_eq!(row2["confirm"], "ok 0.91");
+    let found = get_json(app, &format!("{API}?q=four+AT+a+time")).await;
+    assert_eq!(
+        run_ids(&found["table"]),
+        vec!["run-0002"],
+        "search finds the Description's body"
+    );
 
     let html = get_html(app, W).await;
+    assert!(
+        html.contains("run-0002 · keep: 9\nUnroll the inner loop\n"),
+        "the chart's hover shows the idea"
+    );
     assert!(html.contains("score σ 0.25 (pooled-mad, df 12 from 5 commits)"));
     assert!(html.contains("slurm 4711_0 evaluate-0 running"));
     assert!(
