@@ -349,10 +349,16 @@ pub struct WorldIndex {
     pub in_flight: BTreeSet<usize>,
     /// Positions of runs waiting for votes.
     pub pending: BTreeSet<usize>,
-    /// The comparator spec of the latest Outcome that names one.
+    /// The comparator spec of the stored Outcome that names one on the
+    /// newest entity (the latest run's), empty when none does.
     pub comparator: String,
-    /// The numeric output names seen, in first-seen order.
+    /// The comparator spec of each stored Outcome that names one.
+    specs: BTreeMap<EntityId, String>,
+    /// The numeric output names seen, in first-seen order (some may be
+    /// of Results since removed: see `metric`).
     pub metric_names: Vec<Arc<str>>,
+    /// How many stored Results have each numeric output name.
+    name_uses: HashMap<Arc<str>, usize>,
     /// Every run's cost, summed (kept up to date as costs change).
     pub cost: RunCost,
     /// The NoiseModels of the world's experiments, by entity.
@@ -388,7 +394,9 @@ impl WorldIndex {
             in_flight: BTreeSet::new(),
             pending: BTreeSet::new(),
             comparator: String::new(),
+            specs: BTreeMap::new(),
             metric_names: Vec::new(),
+            name_uses: HashMap::new(),
             cost: RunCost::default(),
             noise: HashMap::new(),
             jobs: HashMap::new(),
@@ -540,9 +548,12 @@ impl WorldIndex {
             }
             "Outcome" => {
                 let outcome: Outcome = self.decode(registry, tick, value)?;
-                if !outcome.comparator.is_empty() {
-                    self.comparator.clone_from(&outcome.comparator);
+                if outcome.comparator.is_empty() {
+                    self.specs.remove(&entity);
+                } else {
+                    self.specs.insert(entity, outcome.comparator.clone());
                 }
+                self.update_comparator();
                 if let Some(Slot::Run(pos)) = self.slots.get(&entity) {
                     let pos = *pos;
                     self.with_row(pos, tick, at_ms, |row| row.outcome = Some(outcome));
@@ -667,6 +678,15 @@ impl WorldIndex {
         }
     }
 
+    /// Sets `comparator` from `specs`, so that a live index and one built
+    /// afresh agree however the Outcomes came and went.
+    fn update_comparator(&mut self) {
+        let newest = self.specs.values().next_back().map_or("", |s| s.as_str());
+        if self.comparator != newest {
+            self.comparator = newest.to_string();
+        }
+    }
+
     fn drop_job(&mut self, entity: EntityId, run_id: &str) {
         if let Some(jobs) = self.jobs.get_mut(run_id) {
             jobs.remove(&entity);
@@ -677,25 +697,40 @@ impl WorldIndex {
     }
 
     fn drop_sample(&mut self, tick: Tick, at_ms: i64, run_id: &str, entity: EntityId) {
+        let mut gone: Vec<Arc<str>> = Vec::new();
+        let mut keep = |s: &Sample| {
+            let kept = s.entity != entity;
+            if !kept {
+                gone.extend(s.values.iter().map(|(k, _)| k.clone()));
+            }
+            kept
+        };
         match self.by_run_id.get(run_id) {
             Some(pos) => {
                 let pos = *pos;
-                self.with_row(pos, tick, at_ms, |row| {
-                    row.samples.retain(|s| s.entity != entity)
-                });
+                self.with_row(pos, tick, at_ms, |row| row.samples.retain(|s| keep(s)));
             }
             None => {
                 if let Some(v) = self.orphans.get_mut(run_id) {
-                    v.retain(|s| s.entity != entity);
+                    v.retain(|s| keep(s));
                 }
+            }
+        }
+        for name in gone {
+            if let Some(n) = self.name_uses.get_mut(&name) {
+                *n = n.saturating_sub(1);
             }
         }
     }
 
     fn remove(&mut self, tick: Tick, entity: EntityId, component: &str) {
         match (component, self.slots.get(&entity).cloned()) {
-            ("Outcome", Some(Slot::Run(pos))) => {
-                self.with_row(pos, tick, 0, |row| row.outcome = None)
+            ("Outcome", slot) => {
+                self.specs.remove(&entity);
+                self.update_comparator();
+                if let Some(Slot::Run(pos)) = slot {
+                    self.with_row(pos, tick, 0, |row| row.outcome = None)
+                }
             }
             ("Result", Some(Slot::Result(run_id))) => {
                 self.drop_sample(tick, 0, &run_id, entity);
@@ -796,6 +831,9 @@ impl WorldIndex {
             _ => {}
         }
         self.noise.remove(&entity);
+        if self.specs.remove(&entity).is_some() {
+            self.update_comparator();
+        }
         if let Some(cost) = self.early_extras.remove(&entity).and_then(|x| x.cost) {
             add_cost(&mut self.cost, &cost, -1.0);
         }
@@ -810,7 +848,9 @@ impl WorldIndex {
                     continue;
                 }
                 if let Some(x) = v.as_f64() {
-                    values.push((self.intern(k), x));
+                    let name = self.intern(k);
+                    *self.name_uses.entry(name.clone()).or_default() += 1;
+                    values.push((name, x));
                 }
             }
         }
@@ -873,14 +913,17 @@ impl WorldIndex {
     }
 
     /// The metric shown, and whether lower is better: the comparator's
-    /// (through `picker`), else the first numeric output seen (lower better).
+    /// (through `picker`), else the first numeric output seen that a stored Result still has (lower better).
     pub fn metric(&self, picker: &MetricPicker) -> Option<(String, bool)> {
         if !self.comparator.is_empty()
             && let Some(m) = picker(&self.comparator)
         {
             return Some(m);
         }
-        self.metric_names.first().map(|m| (m.to_string(), true))
+        self.metric_names
+            .iter()
+            .find(|m| self.name_uses.get(*m).is_some_and(|n| *n > 0))
+            .map(|m| (m.to_string(), true))
     }
 
     /// The head of the world's experiment.
@@ -912,6 +955,11 @@ fn add_cost(sum: &mut RunCost, c: &RunCost, sign: f64) {
     for (k, v) in &c.metrics {
         if let Some(t) = sum.metrics.get_mut(k) {
             *t -= v;
+            // A metric no stored cost has any more leaves the sum, as in
+            // a sum built afresh (a rounding residue counts as nothing).
+            if t.abs() <= 1e-9 * v.abs().max(1.0) {
+                sum.metrics.remove(k);
+            }
         }
     }
 }

@@ -814,7 +814,7 @@ async fn random_changes_keep_the_live_index_equal_to_a_fresh_one() {
             let results = world.find_all::<EvalResult>(|_| true);
             let votes = world.find_all::<Vote>(|_| true);
             let pick = |rng: &mut Rng, n: usize| rng.below(n as u64) as usize;
-            match rng.below(9) {
+            match rng.below(12) {
                 0 | 1 => {
                     let mut run = Run::new(format!("x{step}-{}", rng.below(1000)), "rand");
                     run.set_status(RunStatus::Running);
@@ -880,6 +880,79 @@ async fn random_changes_keep_the_live_index_equal_to_a_fresh_one() {
                     let (e, _) = votes[pick(&mut rng, votes.len())];
                     world.despawn(e).unwrap();
                 }
+                9 if !runs.is_empty() => {
+                    // A cost set, replaced or removed.
+                    let (e, run) = &runs[pick(&mut rng, runs.len())];
+                    if rng.below(3) == 0 {
+                        world.remove::<autoresearch_core::RunCost>(*e).unwrap();
+                    } else {
+                        let mut c = autoresearch_core::RunCost::new(&run.run_id);
+                        let usage = autoresearch_core::JobUsage {
+                            wall_ms: rng.below(5000),
+                            cpu_ms: rng.below(5000),
+                        };
+                        let tokens = rng.below(100) as f64;
+                        c.charge(
+                            autoresearch_core::CostKind::Evaluate,
+                            usage,
+                            &[("tokens".into(), tokens)],
+                        );
+                        world.insert(*e, &c).unwrap();
+                    }
+                }
+                10 if !runs.is_empty() => {
+                    // A Description set or removed, a Confirmation set.
+                    let (e, run) = &runs[pick(&mut rng, runs.len())];
+                    match rng.below(3) {
+                        0 => world.remove::<autoresearch_core::Description>(*e).unwrap(),
+                        1 => world
+                            .insert(
+                                *e,
+                                &autoresearch_core::Description {
+                                    run_id: run.run_id.clone(),
+                                    text: format!("idea {step}\nbody"),
+                                },
+                            )
+                            .unwrap(),
+                        _ => world
+                            .insert(
+                                *e,
+                                &autoresearch_core::Confirmation {
+                                    run_id: run.run_id.clone(),
+                                    status: autoresearch_core::ConfirmStatus::Confirmed,
+                                    value: Some(step as f64),
+                                    ..Default::default()
+                                },
+                            )
+                            .unwrap(),
+                    }
+                }
+                11 if !runs.is_empty() => {
+                    // A scheduler job, sometimes moved on or removed.
+                    let jobs = world.find_all::<autoresearch_core::ExecutorJob>(|_| true);
+                    match (rng.below(3), jobs.is_empty()) {
+                        (0, false) => {
+                            let (e, _) = jobs[pick(&mut rng, jobs.len())];
+                            world.despawn(e).unwrap();
+                        }
+                        (1, false) => {
+                            let (e, mut j) = jobs[pick(&mut rng, jobs.len())].clone();
+                            j.state = autoresearch_core::JobState::Completed;
+                            world.insert(e, &j).unwrap();
+                        }
+                        _ => {
+                            let run_id = runs[pick(&mut rng, runs.len())].1.run_id.clone();
+                            world
+                                .spawn_with(&autoresearch_core::ExecutorJob {
+                                    run_id,
+                                    job_id: format!("{step}"),
+                                    state: autoresearch_core::JobState::Running,
+                                    ..Default::default()
+                                })
+                                .unwrap();
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -895,6 +968,23 @@ async fn random_changes_keep_the_live_index_equal_to_a_fresh_one() {
         let a = get_json(&live, "/api/worlds").await;
         let b = get_json(&fresh, "/api/worlds").await;
         assert_eq!(without_ages(a), without_ages(b), "step {step}");
+        let exp = "/api/worlds/autoresearch%3Arand";
+        let a = without_ages(get_json(&live, exp).await);
+        let b = without_ages(get_json(&fresh, exp).await);
+        for field in ["cost", "noise", "in_flight"] {
+            assert_eq!(a[field], b[field], "step {step}: {field}");
+        }
+        // A run's page: its ticks from the store and the recent window.
+        let runs = w.world.find_all::<Run>(|_| true);
+        if !runs.is_empty() {
+            let run = &runs[rng.below(runs.len() as u64) as usize].1.run_id;
+            let uri = format!("{exp}/runs/{run}");
+            let a = get_json(&live, &uri).await;
+            let b = get_json(&fresh, &uri).await;
+            for field in ["ticks", "samples", "idea", "cost", "confirmation", "jobs"] {
+                assert_eq!(a[field], b[field], "step {step}: run {run} {field}");
+            }
+        }
     }
 }
 
