@@ -289,7 +289,7 @@ fn svg(idx: &WorldIndex, chart: &Chart, live: &[(usize, &crate::index::RunRow)])
     let world = idx.info.name.as_str();
     for p in &chart.points {
         let row = live.get(p.n - 1).map(|(_, r)| *r);
-        let idea = row.map(|r| r.run.task.as_str()).unwrap_or("");
+        let idea = row.map(|r| r.idea()).unwrap_or("");
         let idea: String = idea.chars().take(200).collect();
         let reason = row
             .and_then(|r| r.outcome.as_ref())

@@ -12,14 +12,22 @@
 //! O(history). A past tick (time travel) is materialized on demand through
 //! [`ledger::state_at`] (one snapshot plus at most a snapshot interval of
 //! replay) and a few are kept.
+//!
+//! Besides the Runs, Outcomes and Results, the index keeps what the pages
+//! show of the run's other components (Description, RunCost, Confirmation),
+//! the experiment's NoiseModel, the scheduler jobs (ExecutorJob) by run, and
+//! the summed cost, each updated as its ticks are applied. A run page reads
+//! the run's history through the store's entity index for the ticks before
+//! the index's window of the last [`RECENT_TICKS`] and from the window for
+//! the rest, so it costs the ticks that touched the run, not the history.
 
 use crate::error::WebError;
 use autoresearch_core::{
-    AttemptState, BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, Outcome,
-    OutcomeStatus, Run, RunStatus, State, Storage, Tick, TickRecord, Vote, WorldId, WorldInfo,
-    ledger, record::Change,
+    AttemptState, BranchHead, ComponentRegistry, Confirmation, Description, EntityId, EvalResult,
+    ExecutorJob, Experiment, NoiseModel, Outcome, OutcomeStatus, Run, RunCost, RunStatus, State,
+    Storage, Tick, TickRecord, Vote, WorldId, WorldInfo, ledger, record::Change,
 };
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::RwLock;
 
@@ -59,6 +67,28 @@ pub struct RunRow {
     pub last_tick: Tick,
     /// When that tick was committed (Unix ms).
     pub last_at_ms: i64,
+    /// What else the run's entity holds (its idea, cost, confirmation);
+    /// boxed, and `None` when it holds none of them, so that a row of a
+    /// large import costs one pointer for them.
+    pub extras: Option<Box<RunExtras>>,
+}
+
+/// The components on a run's entity that the dashboard shows besides the
+/// Run and its Outcome.
+#[derive(Clone, Debug, Default)]
+pub struct RunExtras {
+    /// What the proposer tried, in its own words (component `Description`).
+    pub description: Option<Description>,
+    /// What the run cost (component `RunCost`).
+    pub cost: Option<RunCost>,
+    /// Its held-out confirmation (component `Confirmation`).
+    pub confirmation: Option<Confirmation>,
+}
+
+impl RunExtras {
+    fn is_empty(&self) -> bool {
+        self.description.is_none() && self.cost.is_none() && self.confirmation.is_none()
+    }
 }
 
 /// What a row counts as on the dashboard: its decision, or what its run
@@ -144,6 +174,29 @@ impl RunRow {
             .filter(move |s| commit.is_empty() || s.commit.as_deref().is_none_or(|c| c == commit))
     }
 
+    /// The run's idea: the subject of its Description, else its task.
+    pub fn idea(&self) -> &str {
+        self.description()
+            .map(Description::subject)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&self.run.task)
+    }
+
+    /// The run's Description, if the loop recorded one.
+    pub fn description(&self) -> Option<&Description> {
+        self.extras.as_ref()?.description.as_ref()
+    }
+
+    /// The run's cost, if charged.
+    pub fn cost(&self) -> Option<&RunCost> {
+        self.extras.as_ref()?.cost.as_ref()
+    }
+
+    /// The run's held-out confirmation, if any.
+    pub fn confirmation(&self) -> Option<&Confirmation> {
+        self.extras.as_ref()?.confirmation.as_ref()
+    }
+
     /// The mean of `metric` over the final samples that have it.
     pub fn metric(&self, metric: &str) -> Option<f64> {
         let (mut sum, mut n) = (0.0, 0u32);
@@ -194,6 +247,72 @@ impl Counts {
     }
 }
 
+/// How many of the latest ticks an index remembers the entities of
+/// ([`RecentTicks`]). The redb store indexes which ticks changed an entity
+/// in closed chunks of 64 ticks and finds the ticks of its unfinished chunk
+/// by reading their records; asking it only about ticks older than the
+/// last 64 keeps its answer to point reads, so that a run page costs the
+/// same however long the history (and however large its ticks) is.
+pub const RECENT_TICKS: usize = 64;
+
+/// The entities changed by each of an index's last [`RECENT_TICKS`] ticks
+/// (a contiguous window ending at the index's tick), and, per entity, the
+/// ticks of that window that changed it.
+#[derive(Debug, Default)]
+pub struct RecentTicks {
+    ticks: VecDeque<(Tick, Vec<EntityId>)>,
+    by_entity: HashMap<EntityId, VecDeque<Tick>>,
+}
+
+impl RecentTicks {
+    /// Adds `record` (the tick after the last one added), forgetting the
+    /// oldest beyond [`RECENT_TICKS`]. Cost: O(changes of the ticks added
+    /// and dropped).
+    fn push(&mut self, record: &TickRecord) {
+        if self
+            .ticks
+            .back()
+            .is_some_and(|(t, _)| t.next() != record.tick)
+        {
+            // Not contiguous (cannot happen when fed in order): start over.
+            self.ticks.clear();
+            self.by_entity.clear();
+        }
+        let mut entities: Vec<EntityId> = record.changes.iter().map(|c| c.entity()).collect();
+        entities.sort_unstable();
+        entities.dedup();
+        for e in &entities {
+            self.by_entity.entry(*e).or_default().push_back(record.tick);
+        }
+        self.ticks.push_back((record.tick, entities));
+        while self.ticks.len() > RECENT_TICKS {
+            let Some((old, entities)) = self.ticks.pop_front() else {
+                break;
+            };
+            for e in entities {
+                if let Some(ts) = self.by_entity.get_mut(&e) {
+                    if ts.front() == Some(&old) {
+                        ts.pop_front();
+                    }
+                    if ts.is_empty() {
+                        self.by_entity.remove(&e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first tick of the window, if it holds any.
+    pub fn first(&self) -> Option<Tick> {
+        self.ticks.front().map(|(t, _)| *t)
+    }
+
+    /// The ticks of the window that changed `entity`, ascending.
+    pub fn ticks_of(&self, entity: EntityId) -> impl Iterator<Item = Tick> + '_ {
+        self.by_entity.get(&entity).into_iter().flatten().copied()
+    }
+}
+
 /// What one entity of the world is, as far as the index cares.
 #[derive(Clone, Debug)]
 enum Slot {
@@ -203,6 +322,8 @@ enum Slot {
     Result(String),
     /// A Vote on the run with this id.
     Vote(String),
+    /// An ExecutorJob of the run with this id.
+    Job(String),
     /// A spawned entity with no component the index reads yet, or another kind.
     Other,
 }
@@ -228,10 +349,26 @@ pub struct WorldIndex {
     pub in_flight: BTreeSet<usize>,
     /// Positions of runs waiting for votes.
     pub pending: BTreeSet<usize>,
-    /// The comparator spec of the latest Outcome that names one.
+    /// The comparator spec of the stored Outcome that names one on the
+    /// newest entity (the latest run's), empty when none does.
     pub comparator: String,
-    /// The numeric output names seen, in first-seen order.
+    /// The comparator spec of each stored Outcome that names one.
+    specs: BTreeMap<EntityId, String>,
+    /// The numeric output names seen, in first-seen order (some may be
+    /// of Results since removed: see `metric`).
     pub metric_names: Vec<Arc<str>>,
+    /// How many stored Results have each numeric output name.
+    name_uses: HashMap<Arc<str>, usize>,
+    /// Every run's cost, summed (kept up to date as costs change).
+    pub cost: RunCost,
+    /// The NoiseModels of the world's experiments, by entity.
+    noise: HashMap<EntityId, NoiseModel>,
+    /// Scheduler jobs by run id, each by its entity.
+    jobs: HashMap<String, BTreeMap<EntityId, ExecutorJob>>,
+    /// Run extras set on an entity before its Run (or left by a removed Run).
+    early_extras: HashMap<EntityId, Box<RunExtras>>,
+    /// The entities changed by the last ticks up to `tick`.
+    pub recent: RecentTicks,
     slots: HashMap<EntityId, Slot>,
     by_run_id: HashMap<String, usize>,
     experiment_entities: HashMap<EntityId, usize>,
@@ -257,7 +394,14 @@ impl WorldIndex {
             in_flight: BTreeSet::new(),
             pending: BTreeSet::new(),
             comparator: String::new(),
+            specs: BTreeMap::new(),
             metric_names: Vec::new(),
+            name_uses: HashMap::new(),
+            cost: RunCost::default(),
+            noise: HashMap::new(),
+            jobs: HashMap::new(),
+            early_extras: HashMap::new(),
+            recent: RecentTicks::default(),
             slots: HashMap::new(),
             by_run_id: HashMap::new(),
             experiment_entities: HashMap::new(),
@@ -319,6 +463,7 @@ impl WorldIndex {
                 Change::Despawn { entity } => self.despawn(record.tick, *entity),
             }
         }
+        self.recent.push(record);
         self.tick = record.tick;
         self.at_ms = record.at_ms;
         Ok(())
@@ -394,6 +539,7 @@ impl WorldIndex {
                             votes,
                             last_tick: tick,
                             last_at_ms: at_ms,
+                            extras: self.early_extras.remove(&entity),
                         });
                         self.counts.add(&self.runs[pos], 1);
                         self.track(pos);
@@ -402,9 +548,12 @@ impl WorldIndex {
             }
             "Outcome" => {
                 let outcome: Outcome = self.decode(registry, tick, value)?;
-                if !outcome.comparator.is_empty() {
-                    self.comparator.clone_from(&outcome.comparator);
+                if outcome.comparator.is_empty() {
+                    self.specs.remove(&entity);
+                } else {
+                    self.specs.insert(entity, outcome.comparator.clone());
                 }
+                self.update_comparator();
                 if let Some(Slot::Run(pos)) = self.slots.get(&entity) {
                     let pos = *pos;
                     self.with_row(pos, tick, at_ms, |row| row.outcome = Some(outcome));
@@ -461,31 +610,127 @@ impl WorldIndex {
                     }
                 }
             }
+            "Description" => {
+                let d: Description = self.decode(registry, tick, value)?;
+                self.set_extra(tick, at_ms, entity, |x| x.description = Some(d));
+            }
+            "RunCost" => {
+                let c: RunCost = self.decode(registry, tick, value)?;
+                add_cost(&mut self.cost, &c, 1.0);
+                let mut old = None;
+                self.set_extra(tick, at_ms, entity, |x| old = x.cost.replace(c));
+                if let Some(old) = old {
+                    add_cost(&mut self.cost, &old, -1.0);
+                }
+            }
+            "Confirmation" => {
+                let c: Confirmation = self.decode(registry, tick, value)?;
+                self.set_extra(tick, at_ms, entity, |x| x.confirmation = Some(c));
+            }
+            "NoiseModel" => {
+                let n: NoiseModel = self.decode(registry, tick, value)?;
+                self.noise.insert(entity, n);
+            }
+            "ExecutorJob" => {
+                let job: ExecutorJob = self.decode(registry, tick, value)?;
+                if let Some(Slot::Job(old)) = self.slots.get(&entity).cloned() {
+                    self.drop_job(entity, &old);
+                }
+                self.slots.insert(entity, Slot::Job(job.run_id.clone()));
+                self.jobs
+                    .entry(job.run_id.clone())
+                    .or_default()
+                    .insert(entity, job);
+            }
             _ => {}
         }
         Ok(())
     }
 
+    /// Changes the extras of the run on `entity` (kept aside until its Run
+    /// comes when it has none yet).
+    fn set_extra(
+        &mut self,
+        tick: Tick,
+        at_ms: i64,
+        entity: EntityId,
+        f: impl FnOnce(&mut RunExtras),
+    ) {
+        let apply = |extras: &mut Option<Box<RunExtras>>| {
+            let x = extras.get_or_insert_with(Box::default);
+            f(x);
+            if x.is_empty() {
+                *extras = None;
+            }
+        };
+        match self.slots.get(&entity) {
+            Some(Slot::Run(pos)) => {
+                let pos = *pos;
+                self.with_row(pos, tick, at_ms, |row| apply(&mut row.extras));
+            }
+            _ => {
+                let mut extras = self.early_extras.remove(&entity);
+                apply(&mut extras);
+                if let Some(x) = extras {
+                    self.early_extras.insert(entity, x);
+                }
+            }
+        }
+    }
+
+    /// Sets `comparator` from `specs`, so that a live index and one built
+    /// afresh agree however the Outcomes came and went.
+    fn update_comparator(&mut self) {
+        let newest = self.specs.values().next_back().map_or("", |s| s.as_str());
+        if self.comparator != newest {
+            self.comparator = newest.to_string();
+        }
+    }
+
+    fn drop_job(&mut self, entity: EntityId, run_id: &str) {
+        if let Some(jobs) = self.jobs.get_mut(run_id) {
+            jobs.remove(&entity);
+            if jobs.is_empty() {
+                self.jobs.remove(run_id);
+            }
+        }
+    }
+
     fn drop_sample(&mut self, tick: Tick, at_ms: i64, run_id: &str, entity: EntityId) {
+        let mut gone: Vec<Arc<str>> = Vec::new();
+        let mut keep = |s: &Sample| {
+            let kept = s.entity != entity;
+            if !kept {
+                gone.extend(s.values.iter().map(|(k, _)| k.clone()));
+            }
+            kept
+        };
         match self.by_run_id.get(run_id) {
             Some(pos) => {
                 let pos = *pos;
-                self.with_row(pos, tick, at_ms, |row| {
-                    row.samples.retain(|s| s.entity != entity)
-                });
+                self.with_row(pos, tick, at_ms, |row| row.samples.retain(|s| keep(s)));
             }
             None => {
                 if let Some(v) = self.orphans.get_mut(run_id) {
-                    v.retain(|s| s.entity != entity);
+                    v.retain(|s| keep(s));
                 }
+            }
+        }
+        for name in gone {
+            if let Some(n) = self.name_uses.get_mut(&name) {
+                *n = n.saturating_sub(1);
             }
         }
     }
 
     fn remove(&mut self, tick: Tick, entity: EntityId, component: &str) {
         match (component, self.slots.get(&entity).cloned()) {
-            ("Outcome", Some(Slot::Run(pos))) => {
-                self.with_row(pos, tick, 0, |row| row.outcome = None)
+            ("Outcome", slot) => {
+                self.specs.remove(&entity);
+                self.update_comparator();
+                if let Some(Slot::Run(pos)) = slot {
+                    self.with_row(pos, tick, 0, |row| row.outcome = None)
+                }
             }
             ("Result", Some(Slot::Result(run_id))) => {
                 self.drop_sample(tick, 0, &run_id, entity);
@@ -495,6 +740,22 @@ impl WorldIndex {
             ("Run", Some(Slot::Run(pos))) => {
                 self.remove_row(pos);
                 self.slots.insert(entity, Slot::Other);
+            }
+            ("ExecutorJob", Some(Slot::Job(run_id))) => {
+                self.drop_job(entity, &run_id);
+                self.slots.insert(entity, Slot::Other);
+            }
+            ("NoiseModel", _) => {
+                self.noise.remove(&entity);
+            }
+            ("Description", _) => self.set_extra(tick, 0, entity, |x| x.description = None),
+            ("Confirmation", _) => self.set_extra(tick, 0, entity, |x| x.confirmation = None),
+            ("RunCost", _) => {
+                let mut old = None;
+                self.set_extra(tick, 0, entity, |x| old = x.cost.take());
+                if let Some(old) = old {
+                    add_cost(&mut self.cost, &old, -1.0);
+                }
             }
             _ => {}
         }
@@ -509,8 +770,11 @@ impl WorldIndex {
             return;
         }
         self.counts.add(&self.runs[pos], -1);
-        let row = self.runs.remove(pos);
+        let mut row = self.runs.remove(pos);
         self.by_run_id.remove(&row.run.run_id);
+        if let Some(extras) = row.extras.take() {
+            self.early_extras.insert(row.entity, extras);
+        }
         for p in self.by_run_id.values_mut() {
             if *p > pos {
                 *p -= 1;
@@ -563,7 +827,15 @@ impl WorldIndex {
             Some(Slot::Run(pos)) => self.remove_row(pos),
             Some(Slot::Result(run_id)) => self.drop_sample(tick, 0, &run_id, entity),
             Some(Slot::Vote(run_id)) => self.drop_vote(tick, entity, &run_id),
+            Some(Slot::Job(run_id)) => self.drop_job(entity, &run_id),
             _ => {}
+        }
+        self.noise.remove(&entity);
+        if self.specs.remove(&entity).is_some() {
+            self.update_comparator();
+        }
+        if let Some(cost) = self.early_extras.remove(&entity).and_then(|x| x.cost) {
+            add_cost(&mut self.cost, &cost, -1.0);
         }
     }
 
@@ -576,7 +848,9 @@ impl WorldIndex {
                     continue;
                 }
                 if let Some(x) = v.as_f64() {
-                    values.push((self.intern(k), x));
+                    let name = self.intern(k);
+                    *self.name_uses.entry(name.clone()).or_default() += 1;
+                    values.push((name, x));
                 }
             }
         }
@@ -605,6 +879,23 @@ impl WorldIndex {
         None
     }
 
+    /// The scheduler jobs recorded for `run_id`, by entity (submission order).
+    pub fn jobs_of(&self, run_id: &str) -> Vec<&ExecutorJob> {
+        self.jobs
+            .get(run_id)
+            .map(|j| j.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// The noise model of the world's experiment, if the loop recorded one.
+    pub fn noise(&self) -> Option<&NoiseModel> {
+        let exp = self.experiment_name();
+        self.noise
+            .values()
+            .find(|n| n.experiment_name == exp)
+            .or_else(|| (self.noise.len() == 1).then(|| self.noise.values().next())?)
+    }
+
     /// Votes cast on `run_id`, in no particular order.
     pub fn votes_on(&self, run_id: &str) -> Vec<&Vote> {
         let mut v: Vec<&Vote> = self.votes.values().filter(|v| v.run_id == run_id).collect();
@@ -622,14 +913,17 @@ impl WorldIndex {
     }
 
     /// The metric shown, and whether lower is better: the comparator's
-    /// (through `picker`), else the first numeric output seen (lower better).
+    /// (through `picker`), else the first numeric output seen that a stored Result still has (lower better).
     pub fn metric(&self, picker: &MetricPicker) -> Option<(String, bool)> {
         if !self.comparator.is_empty()
             && let Some(m) = picker(&self.comparator)
         {
             return Some(m);
         }
-        self.metric_names.first().map(|m| (m.to_string(), true))
+        self.metric_names
+            .iter()
+            .find(|m| self.name_uses.get(*m).is_some_and(|n| *n > 0))
+            .map(|m| (m.to_string(), true))
     }
 
     /// The head of the world's experiment.
@@ -639,6 +933,34 @@ impl WorldIndex {
             .iter()
             .find(|h| h.experiment_name == exp)
             .or(self.heads.first())
+    }
+}
+
+/// Adds `sign` times `c` into `sum` (a cost replaced or removed is taken
+/// back out with `-1`); counts saturate at 0.
+fn add_cost(sum: &mut RunCost, c: &RunCost, sign: f64) {
+    if sign >= 0.0 {
+        sum.add(c);
+        return;
+    }
+    for (total, part) in [
+        (&mut sum.propose, c.propose),
+        (&mut sum.evaluate, c.evaluate),
+        (&mut sum.confirm, c.confirm),
+    ] {
+        total.wall_ms = total.wall_ms.saturating_sub(part.wall_ms);
+        total.cpu_ms = total.cpu_ms.saturating_sub(part.cpu_ms);
+    }
+    sum.jobs = sum.jobs.saturating_sub(c.jobs);
+    for (k, v) in &c.metrics {
+        if let Some(t) = sum.metrics.get_mut(k) {
+            *t -= v;
+            // A metric no stored cost has any more leaves the sum, as in
+            // a sum built afresh (a rounding residue counts as nothing).
+            if t.abs() <= 1e-9 * v.abs().max(1.0) {
+                sum.metrics.remove(k);
+            }
+        }
     }
 }
 
@@ -777,15 +1099,25 @@ impl LedgerView {
                     e,
                 )
             })?;
-        let at_ms = if tick == Tick::ZERO {
-            0
+        // The last ticks' records, for the index's window of recent ticks
+        // (and the time of `tick`).
+        let recent = if tick == Tick::ZERO {
+            Vec::new()
         } else {
-            ledger::read_records(self.storage.as_ref(), world.id, tick, tick)
+            let from = Tick(tick.0.saturating_sub(RECENT_TICKS as u64 - 1).max(1));
+            ledger::read_records(self.storage.as_ref(), world.id, from, tick)
                 .await
-                .ok()
-                .and_then(|r| r.first().map(|r| r.at_ms))
-                .unwrap_or(0)
+                .map_err(|e| {
+                    WebError::ledger(
+                        format!(
+                            "reading the last ticks of {:?} up to {}",
+                            world.name, tick.0
+                        ),
+                        e,
+                    )
+                })?
         };
+        let at_ms = recent.last().map_or(0, |r| r.at_ms);
         let info = world.clone();
         let registry = self.registry.clone();
         let mut idx =
@@ -795,6 +1127,9 @@ impl LedgerView {
                     WebError::Internal(format!("indexing world {:?}: {e}", world.name))
                 })??;
         idx.at_ms = at_ms;
+        for r in &recent {
+            idx.recent.push(r);
+        }
         Ok(idx)
     }
 
@@ -805,10 +1140,14 @@ impl LedgerView {
     pub async fn run_detail(
         &self,
         world: &WorldInfo,
-        tick: Tick,
+        idx: &WorldIndex,
         row: &RunRow,
     ) -> Result<(Vec<EvalResult>, Vec<(Tick, i64, String)>), WebError> {
-        let mut records = Records::default();
+        let tick = idx.tick;
+        let mut records = Records {
+            by_tick: HashMap::new(),
+            recent: &idx.recent,
+        };
         let mut results = Vec::new();
         for s in &row.samples {
             let mut value = None;
@@ -869,14 +1208,18 @@ impl LedgerView {
 }
 
 /// Tick records read for one page, each read (and decoded) once.
-#[derive(Default)]
-struct Records {
+struct Records<'a> {
     by_tick: HashMap<(WorldId, Tick), Arc<TickRecord>>,
+    /// The index's window of recent ticks: the store is asked only about
+    /// the ticks before it.
+    recent: &'a RecentTicks,
 }
 
-impl Records {
+impl Records<'_> {
     /// Every change to `entity` in `world` up to `to`, oldest first, with
-    /// its tick and time: [`ledger::entity_history`], sharing reads.
+    /// its tick and time: [`ledger::entity_history`], sharing reads, with
+    /// the ticks of the recent window (which must end at `to`) taken from
+    /// it instead of the store.
     async fn history(
         &mut self,
         view: &LedgerView,
@@ -896,11 +1239,23 @@ impl Records {
             .await
             .map_err(|e| err(&e))?
         {
-            let ticks = storage
-                .own_entity_ticks(seg.world, entity, seg.to)
-                .await
-                .map_err(|e| err(&e))?;
-            for t in ticks.into_iter().filter(|t| *t >= seg.from) {
+            // The window covers `cut..=to`; the store answers for the rest.
+            let cut = self.recent.first().unwrap_or(to.next());
+            let mut ticks = Vec::new();
+            if seg.from < cut {
+                let store_to = seg.to.min(Tick(cut.0 - 1));
+                ticks = storage
+                    .own_entity_ticks(seg.world, entity, store_to)
+                    .await
+                    .map_err(|e| err(&e))?;
+                ticks.retain(|t| *t >= seg.from);
+            }
+            ticks.extend(
+                self.recent
+                    .ticks_of(entity)
+                    .filter(|t| *t >= seg.from && *t <= seg.to && *t >= cut),
+            );
+            for t in ticks {
                 let rec = match self.by_tick.get(&(seg.world, t)) {
                     Some(r) => r.clone(),
                     None => {

@@ -385,6 +385,11 @@ struct ExperimentView {
     minimize: bool,
     comparator: String,
     counts: crate::index::Counts,
+    /// Every run's cost so far, summed; `None` while nothing was charged.
+    cost: Option<view::CostView>,
+    /// The experiment's noise model, once the loop recorded one.
+    noise: Option<view::NoiseView>,
+    /// Runs in flight, each with its scheduler jobs (Slurm ids and states).
     in_flight: Vec<RowView>,
     pending: Vec<RowView>,
     table: TableView,
@@ -449,7 +454,16 @@ async fn experiment_view(
         minimize: metric.as_ref().is_none_or(|(_, m)| *m),
         comparator: idx.comparator.clone(),
         counts: idx.counts.clone(),
-        in_flight: rows(&idx.in_flight, IN_FLIGHT_SHOWN),
+        cost: (idx.cost.jobs > 0 || !idx.cost.metrics.is_empty())
+            .then(|| view::CostView::of(&idx.cost)),
+        noise: idx.noise().map(view::NoiseView::of),
+        in_flight: rows(&idx.in_flight, IN_FLIGHT_SHOWN)
+            .into_iter()
+            .map(|mut r| {
+                r.jobs = idx.jobs_of(&r.run_id).into_iter().cloned().collect();
+                r
+            })
+            .collect(),
         pending: rows(&idx.pending, PENDING_SHOWN),
         table,
         statuses: RowClass::ALL.iter().map(|c| c.as_str()).collect(),
@@ -603,6 +617,17 @@ struct RunView {
     run: Run,
     class: RowClass,
     phase: &'static str,
+    /// What was tried: its Description's subject, else the run's task.
+    idea: String,
+    /// The Description's full text (subject and body); empty without one.
+    description: String,
+    /// What the run cost, once charged.
+    cost: Option<view::CostView>,
+    /// Its held-out confirmation, and the same in a few words.
+    confirmation: Option<autoresearch_core::Confirmation>,
+    confirm_text: String,
+    /// Its scheduler jobs (Slurm ids, states, logs), in submission order.
+    jobs: Vec<autoresearch_core::ExecutorJob>,
     metric: Option<String>,
     metric_value: Option<f64>,
     metric_text: String,
@@ -640,7 +665,7 @@ async fn run_view(
     })?;
     let metric = idx.metric(&s.config.metric);
     let value = metric.as_ref().and_then(|(m, _)| row.metric(m));
-    let (results, run_ticks) = s.view.run_detail(&info, idx.tick, row).await?;
+    let (results, run_ticks) = s.view.run_detail(&info, &idx, row).await?;
     let commit = row.run.commit_hash.as_str();
     let samples: Vec<SampleView> = results
         .iter()
@@ -743,6 +768,25 @@ async fn run_view(
         run: row.run.clone(),
         class,
         phase: row.phase().as_str(),
+        idea: row.idea().to_string(),
+        description: row
+            .description()
+            .map(|d| d.text.clone())
+            .unwrap_or_default(),
+        cost: row.cost().map(view::CostView::of),
+        confirmation: row.confirmation().cloned(),
+        confirm_text: row
+            .confirmation()
+            .map(|c| {
+                let mut t = c.cell();
+                if !c.reason.is_empty() {
+                    t.push_str(": ");
+                    t.push_str(&c.reason);
+                }
+                t
+            })
+            .unwrap_or_default(),
+        jobs: idx.jobs_of(&row.run.run_id).into_iter().cloned().collect(),
         metric: metric.map(|m| m.0),
         metric_value: value,
         metric_text: fmt_metric(value),

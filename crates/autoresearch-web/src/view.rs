@@ -3,8 +3,12 @@
 
 use crate::error::WebError;
 use crate::index::{Counts, RowClass, RunRow, WorldIndex};
-use autoresearch_core::{WorldInfo, now_ms, num::fmt_f64};
+use autoresearch_core::{
+    Confirmation, ExecutorJob, JobUsage, MetricNoise, NoiseModel, RunCost, WorldInfo, now_ms,
+    num::fmt_f64,
+};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Percent-encodes `s` for one URL path segment or query value (every byte
@@ -121,8 +125,14 @@ pub struct RowView {
     pub samples: usize,
     /// Votes cast.
     pub votes: usize,
-    /// What was tried (the run's task).
+    /// What was tried: its Description's subject, else the run's task.
     pub idea: String,
+    /// Its held-out confirmation in a few words (`ok 0.91`, `rejected 0.97
+    /// vs 0.93`, `running`); empty without one.
+    pub confirm: String,
+    /// Its scheduler jobs (Slurm ids and states); filled for runs in flight.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<ExecutorJob>,
     /// The decision's reason in words.
     pub reason: String,
     /// When the run started (Unix ms; 0 unknown).
@@ -149,7 +159,12 @@ impl RowView {
             metric_text: fmt_metric(value),
             samples: row.samples.len(),
             votes: row.votes,
-            idea: row.run.task.clone(),
+            idea: row.idea().to_string(),
+            confirm: row
+                .confirmation()
+                .map(Confirmation::cell)
+                .unwrap_or_default(),
+            jobs: Vec::new(),
             reason: row
                 .outcome
                 .as_ref()
@@ -365,6 +380,7 @@ impl TableQuery {
         let has = |s: &str| contains_ignore_case(s, q_lower);
         has(&row.run.run_id)
             || has(&row.run.task)
+            || row.description().is_some_and(|d| has(&d.text))
             || has(&row.run.commit_hash)
             || row.outcome.as_ref().is_some_and(|o| has(&o.reason))
     }
@@ -581,5 +597,107 @@ mod tests {
         assert!(contains_ignore_case("Raise the LR", "the lr"));
         assert!(!contains_ignore_case("lr", "the lr"));
         assert!(contains_ignore_case("anything", ""));
+    }
+}
+
+/// A cost as the pages show it: totals in milliseconds, by job kind, the
+/// proposer's cost metrics, and one line for people.
+#[derive(Clone, Debug, Serialize)]
+pub struct CostView {
+    /// CPU time of every job, in milliseconds (0 where not measured).
+    pub cpu_ms: u64,
+    /// Wall-clock time of every job, in milliseconds.
+    pub wall_ms: u64,
+    /// The proposers' jobs.
+    pub propose: JobUsage,
+    /// The evaluations.
+    pub evaluate: JobUsage,
+    /// The held-out confirmations.
+    pub confirm: JobUsage,
+    /// Jobs charged.
+    pub jobs: u32,
+    /// Cost metrics the proposers printed (`tokens`, `cost`, ...), summed.
+    pub metrics: BTreeMap<String, f64>,
+    /// `CPU 3.2s (propose 1s, evaluate 2.2s), wall 5s, 4 jobs; tokens 1200`.
+    pub text: String,
+}
+
+impl CostView {
+    /// The view of `c`.
+    pub fn of(c: &RunCost) -> CostView {
+        let total = c.total();
+        let secs = |ms: u64| format!("{}s", fmt_f64(ms as f64 / 1000.0));
+        let parts: Vec<String> = [
+            ("propose", c.propose),
+            ("evaluate", c.evaluate),
+            ("confirm", c.confirm),
+        ]
+        .into_iter()
+        .filter(|(_, u)| u.wall_ms > 0 || u.cpu_ms > 0)
+        .map(|(name, u)| format!("{name} {}", secs(u.cpu_ms)))
+        .collect();
+        let mut text = format!(
+            "CPU {} ({}), wall {}, {} jobs",
+            secs(total.cpu_ms),
+            parts.join(", "),
+            secs(total.wall_ms),
+            c.jobs
+        );
+        for (k, v) in &c.metrics {
+            text.push_str(&format!("; {k} {}", fmt_f64(*v)));
+        }
+        CostView {
+            cpu_ms: total.cpu_ms,
+            wall_ms: total.wall_ms,
+            propose: c.propose,
+            evaluate: c.evaluate,
+            confirm: c.confirm,
+            jobs: c.jobs,
+            metrics: c.metrics.clone(),
+            text,
+        }
+    }
+}
+
+/// An experiment's noise model as the page shows it: the metrics that were
+/// ever repeated.
+#[derive(Clone, Debug, Serialize)]
+pub struct NoiseView {
+    /// The metrics with a known noise, sorted by name.
+    pub metrics: Vec<MetricNoise>,
+    /// One line each: `val σ 0.0031 (pooled-mad, df 12 from 5 commits)`.
+    pub lines: Vec<String>,
+    /// When the loop computed it.
+    pub updated: String,
+}
+
+impl NoiseView {
+    /// The view of `model`.
+    pub fn of(model: &NoiseModel) -> NoiseView {
+        let metrics: Vec<MetricNoise> = model
+            .metrics
+            .iter()
+            .filter(|m| m.is_known())
+            .cloned()
+            .collect();
+        let lines = metrics
+            .iter()
+            .map(|m| {
+                let sigma = if m.sigma == 0.0 {
+                    "0 (identical repeats)".to_string()
+                } else {
+                    fmt_f64(m.sigma)
+                };
+                format!(
+                    "{} σ {sigma} ({}, df {} from {} commits)",
+                    m.metric, m.method, m.df, m.groups
+                )
+            })
+            .collect();
+        NoiseView {
+            metrics,
+            lines,
+            updated: fmt_time(model.updated_at_ms),
+        }
     }
 }
