@@ -117,10 +117,11 @@ fn measure(root: &Path, tmp: &Path, commit: &str, demo_args: &[&str]) -> anyhow:
          \"cpus\":{cpus},\"load_1m_before\":{},\"load_1m_after\":{},\
          \"xtask_compile_s\":{xtask:.1},\"build_s\":{build:.1},\"compile_s\":{:.1},\
          \"loop_s\":{},\"demo_s\":{},\"total_s\":{wall:.1},\"cpu_s\":{}}}",
-        if demo_args.contains(&"--dev") {
-            "dev"
-        } else {
+        // The demo builds in the dev profile unless told `--release`.
+        if demo_args.contains(&"--release") {
             "release"
+        } else {
+            "dev"
         },
         demo_args.contains(&"--quick"),
         json_number(load_before),

@@ -27,12 +27,12 @@ Usage:
 
 demo   The whole product on a generated sample project, no network, no LLM.
        The CLI and the demo's helper are built once, together, in the dev
-       profile (5 CPU-minutes from a fresh clone, against 7 in release), so
-       on a quiet 2-core machine a fresh clone should take about 3 minutes of
-       compile (an estimate from that CPU time) and 30 seconds of demo; other
-       builds sharing the cores make the compile longer (21 minutes measured
-       at a load average of 11 to 17). About 30 seconds once built. The
-       summary gives the real times, compile included.
+       profile (5 CPU-minutes from a fresh clone, against 7 in release): a
+       fresh clone took 4 min 38 s on a nearly quiet 2-core machine, 4 min
+       21 s of it compiling (measured); other builds sharing the cores make
+       the compile longer (21 minutes measured at a load average of 11 to
+       17). About 20 seconds once built. The summary gives the real times,
+       compile included.
        --quick          fewer candidates and samples
        --fixture-only   only create the sample repository and its agent
        --dir DIR        where to create it [default: target/demo]
