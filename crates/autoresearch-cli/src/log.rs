@@ -282,11 +282,12 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
         }
     };
     // Filter, sort, limit: the same rows in every format.
-    let mut rows: Vec<LogRow> = log
+    // By reference: only the rows printed are cloned (a million rows of a
+    // long experiment cost more to copy than to print fifty).
+    let mut rows: Vec<&LogRow> = log
         .rows
         .iter()
         .filter(|r| args.status.as_deref().is_none_or(|s| decision(r) == s))
-        .cloned()
         .collect();
     if let Some(spec) = &args.sort {
         let (column, desc) = sort_key(spec);
@@ -343,13 +344,15 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
     let filtered = rows.len() != log.rows.len() || args.sort.is_some();
     match format {
         LogFormat::Json => {
-            let mut shown = log.clone();
-            shown.rows = rows;
+            let picked = rows.into_iter().cloned().collect();
+            let mut shown = log;
+            shown.rows = picked;
             println!("{}", serde_json::to_string_pretty(&shown)?);
         }
         LogFormat::Tsv => {
-            let mut shown = log.clone();
-            shown.rows = rows;
+            let picked = rows.into_iter().cloned().collect();
+            let mut shown = log;
+            shown.rows = picked;
             if filtered {
                 // A filtered file keeps no imported layout lines.
                 shown.file = shown.file.map(|mut f| {
@@ -367,8 +370,13 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
             }
         }
         LogFormat::Table => {
-            let by_id: HashMap<&str, &Attempt> =
-                all.iter().map(|a| (a.run.run_id.as_str(), a)).collect();
+            let printed: std::collections::HashSet<&str> =
+                rows.iter().map(|r| r.run_id.as_str()).collect();
+            let by_id: HashMap<&str, &Attempt> = all
+                .iter()
+                .filter(|a| printed.contains(a.run.run_id.as_str()))
+                .map(|a| (a.run.run_id.as_str(), a))
+                .collect();
             // Only experiments with a held-out confirmation get its column.
             let confirmations = crate::decision_view::confirmations(&world);
             let confirm = !confirmations.is_empty();

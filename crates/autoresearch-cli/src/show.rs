@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use autoresearch_controller::git::Git;
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::num::fmt_f64;
-use autoresearch_core::{EvalResult, OutcomeStatus, Run, World, now_ms, short_commit};
+use autoresearch_core::{EntityId, EvalResult, OutcomeStatus, Run, World, now_ms, short_commit};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -82,13 +82,15 @@ pub struct CheckoutArgs {
 
 /// The run `id` names (whole, or a unique prefix) among `all`.
 pub fn find_run<'a>(all: &'a [Attempt], id: &str) -> anyhow::Result<&'a Attempt> {
-    if let Some(a) = all.iter().find(|a| a.run.run_id == id) {
+    pick_run(all, id, |a| a.run.run_id.as_str())
+}
+
+/// [`find_run`] over any list of runs, `run_id` naming each.
+fn pick_run<'a, T>(all: &'a [T], id: &str, run_id: impl Fn(&T) -> &str) -> anyhow::Result<&'a T> {
+    if let Some(a) = all.iter().find(|a| run_id(a) == id) {
         return Ok(a);
     }
-    let matches: Vec<&Attempt> = all
-        .iter()
-        .filter(|a| a.run.run_id.starts_with(id))
-        .collect();
+    let matches: Vec<&T> = all.iter().filter(|a| run_id(a).starts_with(id)).collect();
     match matches.as_slice() {
         [one] => Ok(one),
         [] => bail!("no run {id:?} in this experiment (see `autoresearch log`)"),
@@ -97,11 +99,26 @@ pub fn find_run<'a>(all: &'a [Attempt], id: &str) -> anyhow::Result<&'a Attempt>
             many.len(),
             many.iter()
                 .take(3)
-                .map(|a| a.run.run_id.as_str())
+                .map(|a| run_id(a))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
     }
+}
+
+/// The attempt of run `id` (or a unique prefix) of `experiment`, as
+/// [`find_run`] finds it in [`attempts`], reading only that run's Results
+/// and Outcome: the runs are scanned by reference, nothing else cloned.
+fn find_attempt(w: &World, experiment: &str, id: &str) -> anyhow::Result<Attempt> {
+    let mut query = w.hecs().query::<(&EntityId, &Run)>();
+    let mut runs: Vec<(EntityId, &Run)> = query
+        .iter()
+        .filter(|(_, r)| r.experiment_name == experiment)
+        .map(|(e, r)| (*e, r))
+        .collect();
+    runs.sort_by_key(|(e, _)| *e);
+    let (entity, run) = *pick_run(&runs, id, |(_, r)| r.run_id.as_str())?;
+    Ok(Attempt::of(w, entity, run.clone()))
 }
 
 /// What was tried in an attempt, in a few words: today the candidate
@@ -206,8 +223,7 @@ impl ShowView {
     pub async fn read(target: &Target, id: &str) -> anyhow::Result<(ShowView, Option<Git>)> {
         let experiment = target.experiment()?.to_string();
         let w = target.open(None).await?;
-        let all = attempts(&w, &experiment);
-        let a = find_run(&all, id)?.clone();
+        let a = find_attempt(&w, &experiment, id)?;
         let repo = target.repo(&w);
         let git = repo.as_ref().map(Git::new);
         let base = a

@@ -8,8 +8,10 @@ use crate::human::{self, Lines};
 use crate::target::{ForkOf, Target, TargetArgs};
 use autoresearch_controller::git::Git;
 use autoresearch_core::compare::Vote;
-use autoresearch_core::lifecycle::{Attempt, attempts};
-use autoresearch_core::{AttemptState, OutcomeStatus, RunStatus, now_ms, short_commit};
+use autoresearch_core::lifecycle::Attempt;
+use autoresearch_core::{
+    AttemptState, EntityId, Outcome, OutcomeStatus, Run, RunStatus, now_ms, short_commit,
+};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -160,14 +162,25 @@ impl StatusView {
     pub async fn read(target: &Target) -> anyhow::Result<StatusView> {
         let experiment = target.experiment()?.to_string();
         let w = target.open(None).await?;
-        let all = attempts(&w, &experiment);
+        // One pass over the world's runs by reference (no Run, Result or
+        // Outcome cloned but the few shown): at a million attempts,
+        // grouping every Result by run (as `attempts` does) is most of
+        // the time.
+        let mut query = w.hecs().query::<(&EntityId, &Run, Option<&Outcome>)>();
+        let mut all: Vec<(EntityId, &Run, Option<&Outcome>)> = query
+            .iter()
+            .filter(|(_, r, _)| r.experiment_name == experiment)
+            .map(|(id, r, o)| (*id, r, o))
+            .collect();
+        all.sort_by_key(|(id, _, _)| *id);
         let head = w.branch_head(&experiment).map(|(_, h)| {
             let run = all
                 .iter()
                 .rev()
-                .find(|a| a.run.run_id == h.run_id && !h.run_id.is_empty());
-            let metrics = run.map(means).unwrap_or_default();
-            let reason = run.and_then(|a| a.outcome.as_ref()).map(|o| {
+                .find(|(_, r, _)| r.run_id == h.run_id && !h.run_id.is_empty())
+                .map(|(id, r, _)| Attempt::of(&w, *id, (*r).clone()));
+            let metrics = run.as_ref().map(means).unwrap_or_default();
+            let reason = run.as_ref().and_then(|a| a.outcome.as_ref()).map(|o| {
                 if o.comparator.is_empty() {
                     o.reason.clone()
                 } else {
@@ -184,20 +197,20 @@ impl StatusView {
             }
         });
         let mut counts = HashMap::new();
-        for a in &all {
-            if let Some(o) = &a.outcome {
+        for (_, _, o) in &all {
+            if let Some(o) = o {
                 *counts.entry(o.status.clone()).or_insert(0) += 1;
             }
         }
         let in_flight = all
             .iter()
-            .filter(|a| a.run.status().is_ok_and(RunStatus::is_active))
-            .map(|a| {
+            .filter(|(_, r, _)| r.status().is_ok_and(RunStatus::is_active))
+            .map(|(_, r, o)| {
                 (
-                    a.run.run_id.clone(),
-                    a.run.status.clone(),
-                    AttemptState::of(&a.run, a.outcome.as_ref()).as_str(),
-                    a.run.started_at_ms,
+                    r.run_id.clone(),
+                    r.status.clone(),
+                    AttemptState::of(r, *o).as_str(),
+                    r.started_at_ms,
                 )
             })
             .collect();
@@ -209,12 +222,12 @@ impl StatusView {
         };
         let pending = all
             .iter()
-            .filter_map(|a| {
-                let o = a.outcome.as_ref()?;
+            .filter_map(|(_, r, o)| {
+                let o = (*o)?;
                 (o.status == OutcomeStatus::Pending).then(|| PendingView {
-                    run_id: a.run.run_id.clone(),
-                    commit: a.run.commit_hash.clone(),
-                    votes: votes_on(&a.run.run_id),
+                    run_id: r.run_id.clone(),
+                    commit: r.commit_hash.clone(),
+                    votes: votes_on(&r.run_id),
                     quorum: o
                         .descriptor()
                         .ok()
@@ -225,13 +238,16 @@ impl StatusView {
             .collect();
         let voted = all
             .iter()
-            .filter_map(|a| {
-                let o = a.outcome.as_ref()?;
+            .filter_map(|(_, r, o)| {
+                let o = (*o)?;
                 let by_vote = o.comparator.starts_with("vote")
                     && matches!(o.status, OutcomeStatus::Keep | OutcomeStatus::Discard);
-                by_vote.then(|| (a.run.run_id.clone(), o.status.clone(), o.reason.clone()))
+                by_vote.then(|| (r.run_id.clone(), o.status.clone(), o.reason.clone()))
             })
             .collect();
+        let attempt_count = all.len();
+        drop(all);
+        drop(query);
         let spent = crate::decision_view::world_cost(&w);
         let budget = target
             .config
@@ -267,7 +283,7 @@ impl StatusView {
             branch_state,
             head,
             counts,
-            attempts: all.len(),
+            attempts: attempt_count,
             in_flight,
             pending,
             voted,

@@ -2,6 +2,7 @@
 //! goes to stderr. Compare ratios measured in one run: the machine is noisy.
 
 mod decisions;
+mod history;
 mod ingest;
 mod ledger;
 mod loop_;
@@ -29,8 +30,9 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
         "decisions" => decisions::run(quick, args),
         "parity" => parity::run(quick, args),
         "serve" => serve::run(quick, args),
+        "history" => history::run(quick, args),
         other => bail!(
-            "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions, parity or serve)"
+            "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions, parity, serve or history)"
         ),
     }
 }

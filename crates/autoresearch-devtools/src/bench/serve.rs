@@ -78,8 +78,9 @@ fn registry() -> Arc<ComponentRegistry> {
     Arc::new(ComponentRegistry::standard())
 }
 
-/// Writes world `autoresearch:bench` with `attempts` decided attempts.
-async fn build(path: &Path, attempts: usize) -> Result<()> {
+/// Writes world `autoresearch:bench` (experiment `bench`) with `attempts`
+/// decided attempts, run ids `run-0000000` on; `bench history` reuses it.
+pub(super) async fn build(path: &Path, attempts: usize) -> Result<()> {
     let config = RedbConfig {
         sharing: Sharing::Exclusive,
         durable: false,
