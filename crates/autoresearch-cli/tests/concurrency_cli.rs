@@ -4,6 +4,8 @@
 //! meanwhile. Afterwards every world reads from tick 0 and the branch agrees
 //! with the ledger.
 
+mod common;
+
 use autoresearch_core::lifecycle::{Attempt, attempts};
 use autoresearch_core::{BranchHead, ComponentRegistry, Lease, OutcomeStatus, World};
 use autoresearch_store::{RedbConfig, RedbStorage};
@@ -218,15 +220,7 @@ async fn votes_cast_while_a_parallel_loop_runs_are_all_recorded() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let all = assert_consistent(&r).await;
     assert_eq!(all.len(), 1 + 1 + 6, "baselines and the six candidates");
-    let path = r.dir.join(".autoresearch/ledger.redb");
-    let storage = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-    let w = World::open(
-        storage,
-        Arc::new(ComponentRegistry::standard()),
-        "autoresearch:exp",
-    )
-    .await
-    .unwrap();
+    let w = common::exp_world(&r.dir).await;
     let recorded = w
         .find_all::<autoresearch_core::Vote>(|v| v.run_id == target)
         .len();

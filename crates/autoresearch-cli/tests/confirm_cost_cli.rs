@@ -3,14 +3,14 @@
 //! command, the bubblewrap sandbox (which hides the held-out data from the
 //! proposer and the evaluator), the redb ledger.
 
+mod common;
+
 use autoresearch_core::lifecycle::{Attempt, attempts};
-use autoresearch_core::{ComponentRegistry, ConfirmStatus, Confirmation, RunCost, World};
-use autoresearch_store::{RedbConfig, RedbStorage};
+use autoresearch_core::{ConfirmStatus, Confirmation, RunCost};
 use autoresearch_test_support::git::{git, init_main};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
 
@@ -152,15 +152,7 @@ impl Repo {
 
     /// The attempts, and each run's Confirmation and RunCost.
     async fn attempts(&self) -> Vec<(Attempt, Option<Confirmation>, Option<RunCost>)> {
-        let path = self.dir.join(".autoresearch/ledger.redb");
-        let storage = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-        let w = World::open(
-            storage,
-            Arc::new(ComponentRegistry::standard()),
-            "autoresearch:exp",
-        )
-        .await
-        .unwrap();
+        let w = common::exp_world(&self.dir).await;
         attempts(&w, "exp")
             .into_iter()
             .map(|a| {

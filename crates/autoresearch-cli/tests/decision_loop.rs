@@ -5,15 +5,15 @@
 //! sample number (a known, repeatable noise), and can be told to print
 //! `val: nan` on given calls or to fail a commit's repeats.
 
+mod common;
+
 use autoresearch_core::lifecycle::{Attempt, attempts};
 use autoresearch_core::noise::NoiseModel;
-use autoresearch_core::{ComponentRegistry, ResultMeta, Storage, World};
-use autoresearch_store::{RedbConfig, RedbStorage};
+use autoresearch_core::{ResultMeta, World};
 use autoresearch_test_support::git::git;
 use autoresearch_test_support::loop_repo::{LoopRepo, write_scores};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
 
@@ -98,16 +98,7 @@ sandbox_writable = ["{c}"]
     }
 
     async fn world(&self) -> World {
-        let path = self.dir.join(".autoresearch/ledger.redb");
-        let storage: Arc<dyn Storage> =
-            Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-        World::open(
-            storage,
-            Arc::new(ComponentRegistry::standard()),
-            "autoresearch:exp",
-        )
-        .await
-        .unwrap()
+        common::exp_world(&self.dir).await
     }
 
     fn head_score(&self) -> String {

@@ -2,13 +2,12 @@
 //! comparators says what evidence is reused, and a run waiting for votes
 //! is never decided by another comparator.
 
+mod common;
+
 use autoresearch_core::lifecycle::{Attempt, attempts};
-use autoresearch_core::{ComponentRegistry, World};
-use autoresearch_store::{RedbConfig, RedbStorage};
 use autoresearch_test_support::git::git;
 use autoresearch_test_support::loop_repo::{LoopRepo, listed_scores_config, write_scores};
 use std::process::{Command, Output};
-use std::sync::Arc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
 
@@ -36,29 +35,13 @@ fn run(r: &LoopRepo, args: &[&str]) -> Output {
 }
 
 async fn all(r: &LoopRepo) -> Vec<Attempt> {
-    let path = r.dir.join(".autoresearch/ledger.redb");
-    let storage = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-    let w = World::open(
-        storage,
-        Arc::new(ComponentRegistry::standard()),
-        "autoresearch:exp",
-    )
-    .await
-    .unwrap();
+    let w = common::exp_world(&r.dir).await;
     attempts(&w, "exp")
 }
 
 /// The BranchHead and the score of every Result of its run on its commit.
 async fn head_samples(r: &LoopRepo) -> (autoresearch_core::BranchHead, Vec<f64>) {
-    let path = r.dir.join(".autoresearch/ledger.redb");
-    let storage = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-    let w = World::open(
-        storage,
-        Arc::new(ComponentRegistry::standard()),
-        "autoresearch:exp",
-    )
-    .await
-    .unwrap();
+    let w = common::exp_world(&r.dir).await;
     let head = w.branch_head("exp").unwrap().1;
     let ev = autoresearch_core::lifecycle::stored_evidence(&w, &head.run_id, &head.commit_hash);
     let values = ev

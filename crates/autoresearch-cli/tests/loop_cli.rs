@@ -3,13 +3,13 @@
 //! init/run/status/show, config errors, and SIGKILL at several points of an
 //! iteration followed by a resume.
 
+mod common;
+
+use autoresearch_core::BranchHead;
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
-use autoresearch_core::{BranchHead, ComponentRegistry, World};
-use autoresearch_store::{RedbConfig, RedbStorage};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use autoresearch_test_support::git::git;
@@ -80,15 +80,7 @@ impl Repo {
     }
 
     async fn ledger(&self) -> (Vec<Attempt>, BranchHead) {
-        let path = self.dir.join(".autoresearch/ledger.redb");
-        let storage = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-        let w = World::open(
-            storage,
-            Arc::new(ComponentRegistry::standard()),
-            "autoresearch:exp",
-        )
-        .await
-        .unwrap();
+        let w = common::exp_world(&self.dir).await;
         (attempts(&w, "exp"), w.branch_head("exp").unwrap().1)
     }
 

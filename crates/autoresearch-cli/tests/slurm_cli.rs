@@ -13,16 +13,16 @@
 //! Without a cluster (no `SLURM_CONF`), each test prints why and returns;
 //! with `AUTORESEARCH_REQUIRE_SLURM` set (CI), a missing cluster fails.
 
+mod common;
+
 use autoresearch_core::lifecycle::{Attempt, attempts};
-use autoresearch_core::{BranchHead, ComponentRegistry, ExecutorJob, JobState, World};
-use autoresearch_store::{RedbConfig, RedbStorage};
+use autoresearch_core::{BranchHead, ExecutorJob, JobState};
 use autoresearch_test_support::git::git;
 use autoresearch_test_support::loop_repo::{LoopRepo, write_scores};
 use autoresearch_test_support::process::wait_for;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoresearch");
@@ -175,15 +175,7 @@ propose_on = "{propose_on}"
     }
 
     async fn ledger(&self) -> (Vec<Attempt>, BranchHead, Vec<ExecutorJob>) {
-        let path = self.dir.join(".autoresearch/ledger.redb");
-        let storage = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-        let w = World::open(
-            storage,
-            Arc::new(ComponentRegistry::standard()),
-            "autoresearch:exp",
-        )
-        .await
-        .unwrap();
+        let w = common::exp_world(&self.dir).await;
         let jobs = w
             .find_all::<ExecutorJob>(|_| true)
             .into_iter()
