@@ -29,7 +29,7 @@
 
 use super::emit;
 use anyhow::{Context, bail};
-use autoresearch_controller::{Controller, LocalExecutor, LoopConfig, MetricsFormat};
+use autoresearch_controller::{Controller, LocalExecutor, LoopConfig};
 use autoresearch_core::lifecycle::attempts;
 use autoresearch_core::{ComponentRegistry, OutcomeStatus, World};
 use autoresearch_store::{RedbConfig, RedbStorage};
@@ -38,7 +38,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Parameters a project has.
 const DIMS: usize = 6;
@@ -289,38 +288,17 @@ async fn run_project(
     let c = ctl.display();
     let state_dir = repo.join(".autoresearch");
     let cfg = LoopConfig {
-        experiment: "decisions".into(),
-        world: "autoresearch:decisions".into(),
-        repo: repo.clone(),
-        workdir: String::new(),
-        branch: "main".into(),
-        harness: "bench".into(),
-        propose_command: format!("{py} {c}/propose.py {c}"),
-        propose_timeout: Duration::from_secs(60),
-        evaluate_command: format!("{py} {c}/evaluate.py {c}"),
-        evaluate_timeout: Duration::from_secs(60),
-        metrics: MetricsFormat::Lines,
-        protect: vec![],
-        editable: vec![],
-        config_file: None,
-        max_file_size: 10 << 20,
-        allow_gitlinks: false,
-        require: vec!["val".into()],
         primary_metric: Some("val".into()),
-        parallel: 1,
         iterations,
-        time_budget: None,
-        max_consecutive_crashes: 5,
-        output_limit: 64 * 1024,
-        kill_grace: Duration::from_secs(1),
         max_samples: u32::MAX,
         calibrate,
-        confirm: None,
-        cost_budget: None,
-        evidence_diff: false,
-        state_dir: state_dir.clone(),
-        lease_lock: None,
-        lease_timeout: Duration::from_secs(60),
+        ..super::loop_config(
+            "decisions",
+            &repo,
+            format!("{py} {c}/propose.py {c}"),
+            format!("{py} {c}/evaluate.py {c}"),
+            "val",
+        )
     };
     let storage = Arc::new(
         RedbStorage::open(&state_dir.join("ledger.redb"), RedbConfig::default())

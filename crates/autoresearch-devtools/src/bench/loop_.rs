@@ -21,9 +21,7 @@ use super::emit;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use autoresearch_controller::sandbox::{Sandbox, SandboxConfig, SandboxMode};
-use autoresearch_controller::{
-    Controller, Event, LocalExecutor, LoopConfig, MetricsFormat, SlotCheckouts,
-};
+use autoresearch_controller::{Controller, Event, LocalExecutor, LoopConfig, SlotCheckouts};
 use autoresearch_core::exec::{ExecError, Executor, Job, JobReport};
 use autoresearch_core::jobs::JobJournal;
 use autoresearch_slurm::{SlurmConfig, SlurmExecutor};
@@ -133,38 +131,15 @@ async fn measure(parallel: usize, iterations: u64, sleep: f64, place: Where) -> 
     };
     let state_dir = repo.join(".autoresearch");
     let cfg = LoopConfig {
-        experiment: "bench".into(),
-        world: "autoresearch:bench".into(),
-        repo: repo.clone(),
-        workdir: String::new(),
-        branch: "main".into(),
-        harness: "bench".into(),
-        propose_command: format!("{pause}echo $AUTORESEARCH_RUN_ID > f.txt"),
-        propose_timeout: Duration::from_secs(60),
-        evaluate_command: format!("{pause}echo \"score: $(cksum < f.txt | cut -c1-5)\""),
-        evaluate_timeout: Duration::from_secs(60),
-        metrics: MetricsFormat::Lines,
-        protect: vec![],
-        editable: vec![],
-        config_file: None,
-        max_file_size: 10 << 20,
-        allow_gitlinks: false,
-        require: vec!["score".into()],
-        primary_metric: None,
         parallel,
         iterations,
-        time_budget: None,
-        max_consecutive_crashes: 5,
-        output_limit: 64 * 1024,
-        kill_grace: Duration::from_secs(1),
-        max_samples: 10,
-        calibrate: 0,
-        evidence_diff: false,
-        state_dir: state_dir.clone(),
-        lease_lock: None,
-        lease_timeout: Duration::from_secs(60),
-        confirm: None,
-        cost_budget: None,
+        ..super::loop_config(
+            "bench",
+            &repo,
+            format!("{pause}echo $AUTORESEARCH_RUN_ID > f.txt"),
+            format!("{pause}echo \"score: $(cksum < f.txt | cut -c1-5)\""),
+            "score",
+        )
     };
     let storage = Arc::new(
         RedbStorage::open(&state_dir.join("ledger.redb"), RedbConfig::default())

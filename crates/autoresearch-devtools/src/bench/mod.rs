@@ -11,6 +11,56 @@ mod serve;
 
 use anyhow::bail;
 
+/// The loop a benchmark runs on `repo`: experiment `name` (world
+/// `autoresearch:{name}`, branch `main`), the given proposer and evaluator
+/// commands (60 s each), `name: value` metrics requiring `metric`, one
+/// candidate at a time, no time budget, the ledger's state under
+/// `repo/.autoresearch`. Callers change what they measure with struct
+/// update syntax.
+pub fn loop_config(
+    name: &str,
+    repo: &std::path::Path,
+    propose: String,
+    evaluate: String,
+    metric: &str,
+) -> autoresearch_controller::LoopConfig {
+    use std::time::Duration;
+    autoresearch_controller::LoopConfig {
+        experiment: name.into(),
+        world: format!("autoresearch:{name}"),
+        repo: repo.to_path_buf(),
+        workdir: String::new(),
+        branch: "main".into(),
+        harness: "bench".into(),
+        propose_command: propose,
+        propose_timeout: Duration::from_secs(60),
+        evaluate_command: evaluate,
+        evaluate_timeout: Duration::from_secs(60),
+        metrics: autoresearch_controller::MetricsFormat::Lines,
+        protect: vec![],
+        editable: vec![],
+        config_file: None,
+        max_file_size: 10 << 20,
+        allow_gitlinks: false,
+        require: vec![metric.into()],
+        primary_metric: None,
+        parallel: 1,
+        iterations: 1,
+        time_budget: None,
+        max_consecutive_crashes: 5,
+        output_limit: 64 * 1024,
+        kill_grace: Duration::from_secs(1),
+        max_samples: 10,
+        calibrate: 0,
+        confirm: None,
+        cost_budget: None,
+        evidence_diff: false,
+        state_dir: repo.join(".autoresearch"),
+        lease_lock: None,
+        lease_timeout: Duration::from_secs(60),
+    }
+}
+
 /// Prints one benchmark figure as a JSON line.
 pub fn emit(value: serde_json::Value) {
     println!("{value}");
