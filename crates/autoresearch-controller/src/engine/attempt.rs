@@ -159,7 +159,7 @@ impl Controller {
             stdout_log: report.stdout_log.clone(),
             stderr_log: report.stderr_log.clone(),
             left_out: cand.map(|c| c.left_out.clone()).unwrap_or_default(),
-            role: if step == CANDIDATE_STEP {
+            role: if step == CANDIDATE_STEP || step == REBASED_STEP {
                 ResultMeta::CANDIDATE.to_string()
             } else {
                 String::new()

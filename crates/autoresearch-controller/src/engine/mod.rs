@@ -59,6 +59,11 @@ use staged::StagedLedger;
 /// as `incumbent`, a baseline's as `baseline`, a calibration's as `calibrate`.
 const CANDIDATE_STEP: &str = "evaluate";
 
+/// The step of a candidate's evaluation after its rebase onto a moved head:
+/// a candidate's sample too, under a name of its own, so that its job (its
+/// logs, a scheduler's job record) is never the pre-rebase `evaluate-0`'s.
+const REBASED_STEP: &str = "rebased";
+
 #[derive(Clone, Debug)]
 struct Head {
     commit: String,

@@ -314,7 +314,7 @@ impl Controller {
             step: AttemptState::Evaluating.as_str().into(),
         });
         match self
-            .evaluate(&c.run_id, &c.run_id, &c.commit, 0, CANDIDATE_STEP, None)
+            .evaluate(&c.run_id, &c.run_id, &c.commit, 0, REBASED_STEP, None)
             .await?
         {
             Ok(_) => Ok(None),
