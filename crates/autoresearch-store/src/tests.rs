@@ -2,9 +2,11 @@
 //! raw access to the file (corrupt values, newer format versions).
 
 use super::*;
+use crate::encoding::FORMAT_KEY;
 use autoresearch_core::{
     ComponentRegistry, Error, Run, RunStatus, Storage, StorageError, Tick, World, ledger,
 };
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

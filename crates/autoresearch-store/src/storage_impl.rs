@@ -1,0 +1,300 @@
+//! `impl Storage for RedbStorage`: the trait's reads (each in one redb
+//! read transaction) and writes (queued to the group-commit writer).
+
+use crate::encoding::{self, ENTITY_TICKS, RECORDS, SNAPSHOTS, WORLD_NAMES, WORLDS};
+use crate::writer::Op;
+use crate::{EncodedAppend, Failure, RedbStorage, find_name, load_world};
+use async_trait::async_trait;
+use autoresearch_core::{
+    EntityId, Snapshot, Storage, StorageError, Tick, TickRecord, WorldId, WorldInfo,
+};
+use redb::{ReadTransaction, ReadableTable, TableDefinition};
+
+pub(crate) fn encode_failed(
+    world: WorldId,
+    tick: Tick,
+    what: &str,
+    reason: String,
+) -> StorageError {
+    StorageError::Backend {
+        context: format!("encoding the {what} of {world} tick {tick}"),
+        source: reason.into(),
+    }
+}
+
+/// Opens a table in a read transaction; keeps the type noise in one place.
+fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    def: TableDefinition<'static, K, V>,
+) -> Result<redb::ReadOnlyTable<K, V>, Failure> {
+    Ok(txn.open_table(def)?)
+}
+
+#[async_trait]
+impl Storage for RedbStorage {
+    async fn create_world(&self, name: &str) -> Result<WorldInfo, StorageError> {
+        let owned = name.to_string();
+        self.write(
+            || format!("creating world {name:?}"),
+            |reply| Op::Create { name: owned, reply },
+        )
+        .await
+    }
+
+    async fn fork_world(
+        &self,
+        parent: WorldId,
+        at: Tick,
+        name: &str,
+    ) -> Result<WorldInfo, StorageError> {
+        let name = name.to_string();
+        self.write(
+            || format!("forking {parent} at tick {at}"),
+            |reply| Op::Fork {
+                parent,
+                at,
+                name,
+                reply,
+            },
+        )
+        .await
+    }
+
+    async fn world(&self, id: WorldId) -> Result<WorldInfo, StorageError> {
+        self.read(
+            || format!("reading the catalogue entry of {id}"),
+            move |txn| load_world(&table(txn, WORLDS)?, id),
+        )
+        .await
+    }
+
+    async fn find_world(&self, name: &str) -> Result<Option<WorldInfo>, StorageError> {
+        let owned = name.to_string();
+        self.read(
+            || format!("looking up world {name:?}"),
+            move |txn| find_name(&table(txn, WORLDS)?, &table(txn, WORLD_NAMES)?, &owned),
+        )
+        .await
+    }
+
+    async fn list_worlds(&self) -> Result<Vec<WorldInfo>, StorageError> {
+        self.read(
+            || "listing worlds".to_string(),
+            |txn| {
+                let worlds = table(txn, WORLDS)?;
+                let names = table(txn, WORLD_NAMES)?;
+                let mut out = Vec::new();
+                for entry in worlds.iter()? {
+                    let (k, v) = entry?;
+                    let id = WorldId(k.value());
+                    let info = encoding::decode_world(id, v.value())
+                        .map_err(|e| e.at(id, Tick::ZERO, "catalogue entry"))?;
+                    // Each listed world must be found again by its name (a
+                    // damaged B-tree can list keys a look-up cannot reach).
+                    match find_name(&worlds, &names, &info.name)? {
+                        Some(found) if found.id == id => out.push(info),
+                        _ => {
+                            return Err(StorageError::Corrupt {
+                                world: id,
+                                tick: Tick::ZERO,
+                                reason: format!(
+                                    "world catalogue: {:?} is listed but a look-up does not find it",
+                                    info.name
+                                ),
+                            }
+                            .into());
+                        }
+                    }
+                }
+                Ok(out)
+            },
+        )
+        .await
+    }
+
+    async fn append(
+        &self,
+        world: WorldId,
+        record: TickRecord,
+        snapshot: Option<Snapshot>,
+    ) -> Result<(), StorageError> {
+        self.append_all(world, vec![(record, snapshot)]).await
+    }
+
+    /// The records go to the writer as one operation: checked together
+    /// inside the write transaction and stored together, or not at all.
+    async fn append_all(
+        &self,
+        world: WorldId,
+        records: Vec<(TickRecord, Option<Snapshot>)>,
+    ) -> Result<(), StorageError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let first = records[0].0.tick;
+        // Everything is encoded before anything is queued.
+        let appends = records
+            .into_iter()
+            .map(|(record, snapshot)| EncodedAppend::new(world, record, snapshot))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(
+            || format!("appending tick {first} of {world}"),
+            |reply| Op::Append {
+                world,
+                appends,
+                reply,
+            },
+        )
+        .await
+    }
+
+    fn location(&self) -> String {
+        format!("ledger {}", self.sink.path.display())
+    }
+
+    async fn read_own_records(
+        &self,
+        world: WorldId,
+        from: Tick,
+        to: Tick,
+    ) -> Result<Vec<TickRecord>, StorageError> {
+        self.read(
+            || format!("reading ticks {from}..={to} of {world}"),
+            move |txn| {
+                load_world(&table(txn, WORLDS)?, world)?;
+                let mut out = Vec::new();
+                if from > to {
+                    return Ok(out);
+                }
+                let records = table(txn, RECORDS)?;
+                for entry in records.range((world.0, from.0)..=(world.0, to.0))? {
+                    let (k, v) = entry?;
+                    let tick = Tick(k.value().1);
+                    out.push(
+                        encoding::decode_record(tick, v.value())
+                            .map_err(|e| e.at(world, tick, "tick record"))?,
+                    );
+                }
+                Ok(out)
+            },
+        )
+        .await
+    }
+
+    async fn own_snapshot_at_or_before(
+        &self,
+        world: WorldId,
+        at: Tick,
+    ) -> Result<Option<Snapshot>, StorageError> {
+        self.read(
+            || format!("reading the snapshot at or before tick {at} of {world}"),
+            move |txn| {
+                load_world(&table(txn, WORLDS)?, world)?;
+                let snapshots = table(txn, SNAPSHOTS)?;
+                let Some(entry) = snapshots.range((world.0, 0)..=(world.0, at.0))?.next_back()
+                else {
+                    return Ok(None);
+                };
+                let (k, v) = entry?;
+                let tick = Tick(k.value().1);
+                let snapshot = encoding::decode_snapshot(tick, v.value())
+                    .map_err(|e| e.at(world, tick, "snapshot"))?;
+                Ok(Some(snapshot))
+            },
+        )
+        .await
+    }
+
+    async fn put_snapshot(&self, world: WorldId, snapshot: Snapshot) -> Result<(), StorageError> {
+        let tick = snapshot.tick;
+        let snapshot = encoding::encode_snapshot(snapshot)
+            .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
+        self.write(
+            || format!("storing a snapshot of {world} tick {tick}"),
+            |reply| Op::PutSnapshot {
+                world,
+                tick,
+                snapshot,
+                reply,
+            },
+        )
+        .await
+    }
+
+    async fn delete_world(&self, world: WorldId) -> Result<(), StorageError> {
+        self.write(
+            || format!("deleting {world}"),
+            |reply| Op::Delete { world, reply },
+        )
+        .await
+    }
+
+    async fn own_entity_ticks(
+        &self,
+        world: WorldId,
+        entity: EntityId,
+        to: Tick,
+    ) -> Result<Vec<Tick>, StorageError> {
+        self.read(
+            || format!("reading the ticks that changed {entity} in {world}"),
+            move |txn| {
+                let info = load_world(&table(txn, WORLDS)?, world)?;
+                let to = to.min(info.head);
+                let first = info.first_own_tick();
+                let mut out = Vec::new();
+                if to < first {
+                    return Ok(out);
+                }
+                // Completed chunks from the index, one point read each.
+                let (first_chunk, _) = encoding::index_slot(first);
+                let (to_chunk, _) = encoding::index_slot(to);
+                let closed = info.head.0 / encoding::INDEX_CHUNK;
+                let index = table(txn, ENTITY_TICKS)?;
+                for chunk in first_chunk..=to_chunk.min(closed.saturating_sub(1)) {
+                    if closed == 0 {
+                        break;
+                    }
+                    if let Some(mask) = index.get((world.0, chunk, entity.0))? {
+                        out.extend(
+                            encoding::index_ticks(chunk, mask.value())
+                                .filter(|t| *t >= first && *t <= to),
+                        );
+                    }
+                }
+                // The unfinished chunk, from its records.
+                let tail = Tick((closed * encoding::INDEX_CHUNK + 1).max(first.0));
+                if tail <= to {
+                    let records = table(txn, RECORDS)?;
+                    for entry in records.range((world.0, tail.0)..=(world.0, to.0))? {
+                        let (k, v) = entry?;
+                        let tick = Tick(k.value().1);
+                        let touched = encoding::record_entities(tick, v.value())
+                            .map_err(|e| e.at(world, tick, "tick record"))?;
+                        if touched.binary_search(&entity).is_ok() {
+                            out.push(tick);
+                        }
+                    }
+                }
+                Ok(out)
+            },
+        )
+        .await
+    }
+
+    fn snapshot_interval(&self) -> Option<u64> {
+        self.snapshot_interval
+    }
+
+    /// The ledger file's length in bytes (redb allocates in regions, so
+    /// it includes free space inside the file).
+    async fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
+        let path = self.sink.path.clone();
+        match std::fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) => Err(StorageError::Backend {
+                context: format!("measuring ledger {}", path.display()),
+                source: Box::new(e),
+            }),
+        }
+    }
+}
