@@ -4,7 +4,7 @@
 
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId};
-use crate::record::{Change, State, TickRecord};
+use crate::record::{Change, ComponentChange, ComponentRecord, State, TickRecord};
 use crate::registry::{ComponentRegistry, ComponentValue};
 use crate::storage::{Storage, StorageError, WorldInfo};
 
@@ -86,11 +86,27 @@ fn check_contiguous(
     to: Tick,
     records: &[TickRecord],
 ) -> Result<(), Error> {
+    check_ticks(world, from, to, records.iter().map(|r| r.tick))
+}
+
+/// Errors (`Corrupt`, naming the first missing tick) unless `ticks` are
+/// exactly `from..=to` in order.
+fn check_ticks(
+    world: WorldId,
+    from: Tick,
+    to: Tick,
+    ticks: impl Iterator<Item = Tick> + Clone,
+) -> Result<(), Error> {
     let expected = to.0.saturating_sub(from.0) + 1;
-    if records.len() as u64 != expected || records.iter().zip(from.0..).any(|(r, t)| r.tick.0 != t)
-    {
+    let mut n = 0u64;
+    let mut in_order = true;
+    for (t, want) in ticks.clone().zip(from.0..) {
+        n += 1;
+        in_order &= t.0 == want;
+    }
+    if n != expected || !in_order {
         let missing = (from.0..=to.0)
-            .zip(records.iter().map(|r| r.tick.0).chain(std::iter::repeat(0)))
+            .zip(ticks.map(|t| t.0).chain(std::iter::repeat(0)))
             .find(|(want, got)| want != got)
             .map_or(to, |(want, _)| Tick(want));
         return Err(Error::Storage(StorageError::Corrupt {
@@ -189,9 +205,12 @@ pub async fn component_at<T: ComponentValue>(
 /// As [`component_at`], with each value as stored (the registry's postcard
 /// bytes), not decoded: for reads that decode a borrowed view of each
 /// (such as [`crate::RunRef`]) or only count. Cost: as [`state_at`] (the
-/// nearest snapshot, then the records after it), but only `T`'s values are
-/// kept, moved out of what was read, never copied. A log that does not
-/// replay is an error, as from [`state_at`].
+/// nearest snapshot, then the records after it), but read through the
+/// backend's one-component projections
+/// ([`Storage::own_component_snapshot_at_or_before`],
+/// [`Storage::read_own_component_records`]): only `T`'s values are copied
+/// out of what is read. A log that does not replay is an error, as from
+/// [`state_at`].
 pub async fn component_bytes_at<T: ComponentValue>(
     storage: &dyn Storage,
     registry: &ComponentRegistry,
@@ -200,24 +219,23 @@ pub async fn component_bytes_at<T: ComponentValue>(
 ) -> Result<Vec<(EntityId, Vec<u8>)>, Error> {
     let name = registry.name_of::<T>()?;
     // The state projected on one component: entity -> its value, if any.
-    // Other components' values are dropped as they are read.
-    let base = base_snapshot(storage, world, tick).await?;
+    let mut base = None;
+    for seg in segments(storage, world, tick).await?.iter().rev() {
+        if let Some(s) = storage
+            .own_component_snapshot_at_or_before(seg.world, seg.to, name)
+            .await?
+            && s.tick >= seg.from
+        {
+            base = Some(s);
+            break;
+        }
+    }
     let at = base.as_ref().map_or(Tick::ZERO, |s| s.tick);
     let mut live: std::collections::BTreeMap<EntityId, Option<Vec<u8>>> = base
-        .map(|s| {
-            s.entities
-                .into_iter()
-                .map(|(e, comps)| {
-                    (
-                        e,
-                        comps.into_iter().find(|(n, _)| n == name).map(|(_, v)| v),
-                    )
-                })
-                .collect()
-        })
+        .map(|s| s.entities.into_iter().collect())
         .unwrap_or_default();
     let records = if at < tick {
-        read_records(storage, world, at.next(), tick).await
+        read_component_records(storage, world, at.next(), tick, name).await
     } else {
         Ok(Vec::new())
     };
@@ -234,23 +252,16 @@ pub async fn component_bytes_at<T: ComponentValue>(
                     }));
                 }
                 match change {
-                    Change::Spawn { entity } => {
+                    ComponentChange::Spawn(entity) | ComponentChange::Remove(entity) => {
                         live.insert(entity, None);
                     }
-                    Change::Set {
-                        entity,
-                        component,
-                        value,
-                    } if component == name => {
+                    ComponentChange::Set(entity, value) => {
                         live.insert(entity, Some(value));
                     }
-                    Change::Remove { entity, component } if component == name => {
-                        live.insert(entity, None);
-                    }
-                    Change::Despawn { entity } => {
+                    ComponentChange::Despawn(entity) => {
                         live.remove(&entity);
                     }
-                    _ => {}
+                    ComponentChange::Other(..) => {}
                 }
             }
         }
@@ -265,6 +276,34 @@ pub async fn component_bytes_at<T: ComponentValue>(
         .into_iter()
         .filter_map(|(e, v)| Some((e, v?)))
         .collect())
+}
+
+/// As [`read_records`], projected on `component`
+/// ([`Storage::read_own_component_records`]).
+pub async fn read_component_records(
+    storage: &dyn Storage,
+    world: WorldId,
+    from: Tick,
+    to: Tick,
+    component: &str,
+) -> Result<Vec<ComponentRecord>, Error> {
+    let mut out = Vec::new();
+    if from > to {
+        return Ok(out);
+    }
+    for seg in segments(storage, world, to).await? {
+        let lo = seg.from.max(from);
+        if lo > seg.to {
+            continue;
+        }
+        out.extend(
+            storage
+                .read_own_component_records(seg.world, lo, seg.to, component)
+                .await?,
+        );
+    }
+    check_ticks(world, from.max(Tick(1)), to, out.iter().map(|r| r.tick))?;
+    Ok(out)
 }
 
 /// One entry of an entity's audit history.

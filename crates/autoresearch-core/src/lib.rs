@@ -56,7 +56,10 @@ pub use ledger::EntityChange;
 pub use lifecycle::{Attempt, experiment_of_world, experiment_world_name};
 pub use memory::MemoryStorage;
 pub use noise::{MetricNoise, NoiseModel};
-pub use record::{ApplyError, Change, ChangeKind, LivenessCheck, Snapshot, State, TickRecord};
+pub use record::{
+    ApplyError, Change, ChangeKind, ComponentChange, ComponentRecord, ComponentSnapshot,
+    LivenessCheck, Snapshot, State, TickRecord,
+};
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
 pub use vocab::ConfirmStatus;

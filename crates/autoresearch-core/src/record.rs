@@ -358,3 +358,120 @@ impl LivenessCheck {
             .collect())
     }
 }
+
+/// One change of a [`TickRecord`] as a read of one component sees it
+/// ([`ComponentRecord`]): the component's own values are kept, other
+/// components' only as "the entity must be alive".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComponentChange {
+    /// A [`Change::Spawn`]: the entity is alive, without the component.
+    Spawn(EntityId),
+    /// The component set to this value (its registry's encoded bytes).
+    Set(EntityId, Vec<u8>),
+    /// The component removed.
+    Remove(EntityId),
+    /// Another component set or removed (`kind` is [`ChangeKind::Set`] or
+    /// [`ChangeKind::Remove`]): the entity must be alive; the component's
+    /// value is unchanged.
+    Other(EntityId, ChangeKind),
+    /// A [`Change::Despawn`].
+    Despawn(EntityId),
+}
+
+impl ComponentChange {
+    /// The entity this change touches.
+    pub fn entity(&self) -> EntityId {
+        match self {
+            ComponentChange::Spawn(e)
+            | ComponentChange::Set(e, _)
+            | ComponentChange::Remove(e)
+            | ComponentChange::Other(e, _)
+            | ComponentChange::Despawn(e) => *e,
+        }
+    }
+
+    /// What the change it stands for does.
+    pub fn kind(&self) -> ChangeKind {
+        match self {
+            ComponentChange::Spawn(_) => ChangeKind::Spawn,
+            ComponentChange::Set(..) => ChangeKind::Set,
+            ComponentChange::Remove(_) => ChangeKind::Remove,
+            ComponentChange::Other(_, kind) => *kind,
+            ComponentChange::Despawn(_) => ChangeKind::Despawn,
+        }
+    }
+
+    /// `change` as a read of `component` sees it; moves its value, if kept.
+    pub fn project(change: Change, component: &str) -> ComponentChange {
+        match change {
+            Change::Spawn { entity } => ComponentChange::Spawn(entity),
+            Change::Set {
+                entity,
+                component: c,
+                value,
+            } if c == component => ComponentChange::Set(entity, value),
+            Change::Set { entity, .. } => ComponentChange::Other(entity, ChangeKind::Set),
+            Change::Remove {
+                entity,
+                component: c,
+            } if c == component => ComponentChange::Remove(entity),
+            Change::Remove { entity, .. } => ComponentChange::Other(entity, ChangeKind::Remove),
+            Change::Despawn { entity } => ComponentChange::Despawn(entity),
+        }
+    }
+}
+
+/// A [`TickRecord`] projected on one component: every change in order,
+/// with only that component's values (read by
+/// [`crate::ledger::component_bytes_at`] without copying the others).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentRecord {
+    /// The tick of the record.
+    pub tick: Tick,
+    /// Its changes, in order.
+    pub changes: Vec<ComponentChange>,
+}
+
+impl ComponentRecord {
+    /// `record` projected on `component`, moving the values it keeps.
+    pub fn project(record: TickRecord, component: &str) -> ComponentRecord {
+        ComponentRecord {
+            tick: record.tick,
+            changes: record
+                .changes
+                .into_iter()
+                .map(|c| ComponentChange::project(c, component))
+                .collect(),
+        }
+    }
+}
+
+/// A [`Snapshot`] projected on one component: every live entity, sorted by
+/// id, with its value of the component if it has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentSnapshot {
+    /// The tick this snapshot is the state at.
+    pub tick: Tick,
+    /// Every live entity, sorted by id, with its value of the component.
+    pub entities: Vec<(EntityId, Option<Vec<u8>>)>,
+}
+
+impl ComponentSnapshot {
+    /// `snapshot` projected on `component`, moving the values it keeps.
+    pub fn project(snapshot: Snapshot, component: &str) -> ComponentSnapshot {
+        ComponentSnapshot {
+            tick: snapshot.tick,
+            entities: snapshot
+                .entities
+                .into_iter()
+                .map(|(e, comps)| {
+                    let value = comps
+                        .into_iter()
+                        .find(|(n, _)| n == component)
+                        .map(|(_, v)| v);
+                    (e, value)
+                })
+                .collect(),
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! written once, above the trait, in [`crate::ledger`].
 
 use crate::ids::{EntityId, Tick, WorldId};
-use crate::record::{ChangeKind, Snapshot, TickRecord};
+use crate::record::{ChangeKind, ComponentRecord, ComponentSnapshot, Snapshot, TickRecord};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -333,6 +333,41 @@ pub trait Storage: Send + Sync + 'static {
         from: Tick,
         to: Tick,
     ) -> Result<Vec<TickRecord>, StorageError>;
+
+    /// The world's own records with tick in `from..=to`, in tick order, as a
+    /// read of one component sees them ([`ComponentRecord`]): for reads
+    /// that need one component's values only
+    /// ([`crate::ledger::component_bytes_at`]). The default projects
+    /// [`Storage::read_own_records`]; a backend may decode less.
+    async fn read_own_component_records(
+        &self,
+        world: WorldId,
+        from: Tick,
+        to: Tick,
+        component: &str,
+    ) -> Result<Vec<ComponentRecord>, StorageError> {
+        Ok(self
+            .read_own_records(world, from, to)
+            .await?
+            .into_iter()
+            .map(|r| ComponentRecord::project(r, component))
+            .collect())
+    }
+
+    /// [`Storage::own_snapshot_at_or_before`] projected on one component
+    /// ([`ComponentSnapshot`]). The default projects the whole snapshot; a
+    /// backend may decode less.
+    async fn own_component_snapshot_at_or_before(
+        &self,
+        world: WorldId,
+        at: Tick,
+        component: &str,
+    ) -> Result<Option<ComponentSnapshot>, StorageError> {
+        Ok(self
+            .own_snapshot_at_or_before(world, at)
+            .await?
+            .map(|s| ComponentSnapshot::project(s, component)))
+    }
 
     /// The world's own snapshot with the greatest tick `<= at`.
     async fn own_snapshot_at_or_before(

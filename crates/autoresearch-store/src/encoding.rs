@@ -13,7 +13,8 @@
 //! edit to a core type cannot silently change the file format.
 
 use autoresearch_core::{
-    Change, EntityId, ForkPoint, Snapshot, Tick, TickRecord, WorldId, WorldInfo,
+    Change, ChangeKind, ComponentChange, ComponentRecord, ComponentSnapshot, EntityId, ForkPoint,
+    Snapshot, Tick, TickRecord, WorldId, WorldInfo,
 };
 use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
@@ -454,6 +455,102 @@ pub(crate) fn decode_snapshot(tick: Tick, bytes: &[u8]) -> Result<Snapshot, Deco
     })
 }
 
+/// A stored change borrowed from a decoded body: [`ChangeV1`]'s wire
+/// shape (same variants in the same order), without copying its text or
+/// value.
+#[derive(Deserialize)]
+enum ChangeRef<'a> {
+    Spawn(u64),
+    Set(u64, &'a str, &'a [u8]),
+    Remove(u64, &'a str),
+    Despawn(u64),
+}
+
+/// [`RecordV1`] borrowed.
+#[derive(Deserialize)]
+struct RecordRef<'a> {
+    #[allow(dead_code)]
+    at_ms: i64,
+    #[serde(borrow)]
+    changes: Vec<ChangeRef<'a>>,
+}
+
+/// [`SnapshotV1`] borrowed.
+#[derive(Deserialize)]
+struct SnapshotRef<'a> {
+    #[allow(dead_code)]
+    next_entity: u64,
+    #[serde(borrow)]
+    entities: Vec<(u64, Vec<(&'a str, &'a [u8])>)>,
+}
+
+/// A stored record projected on `component`: its changes in order, only
+/// that component's values copied out (no text, no other value copied).
+pub(crate) fn decode_component_record(
+    tick: Tick,
+    bytes: &[u8],
+    component: &str,
+) -> Result<ComponentRecord, DecodeError> {
+    let body = body(bytes)?;
+    let (r, rest): (RecordRef<'_>, _) =
+        postcard::take_from_bytes(&body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Corrupt(format!(
+            "{} unexpected bytes after the value",
+            rest.len()
+        )));
+    }
+    Ok(ComponentRecord {
+        tick,
+        changes: r
+            .changes
+            .into_iter()
+            .map(|c| match c {
+                ChangeRef::Spawn(e) => ComponentChange::Spawn(EntityId(e)),
+                ChangeRef::Set(e, c, v) if c == component => {
+                    ComponentChange::Set(EntityId(e), v.to_vec())
+                }
+                ChangeRef::Set(e, ..) => ComponentChange::Other(EntityId(e), ChangeKind::Set),
+                ChangeRef::Remove(e, c) if c == component => ComponentChange::Remove(EntityId(e)),
+                ChangeRef::Remove(e, _) => ComponentChange::Other(EntityId(e), ChangeKind::Remove),
+                ChangeRef::Despawn(e) => ComponentChange::Despawn(EntityId(e)),
+            })
+            .collect(),
+    })
+}
+
+/// A stored snapshot projected on `component`: every entity, with only
+/// that component's value copied out.
+pub(crate) fn decode_component_snapshot(
+    tick: Tick,
+    bytes: &[u8],
+    component: &str,
+) -> Result<ComponentSnapshot, DecodeError> {
+    let body = body(bytes)?;
+    let (s, rest): (SnapshotRef<'_>, _) =
+        postcard::take_from_bytes(&body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Corrupt(format!(
+            "{} unexpected bytes after the value",
+            rest.len()
+        )));
+    }
+    Ok(ComponentSnapshot {
+        tick,
+        entities: s
+            .entities
+            .into_iter()
+            .map(|(e, comps)| {
+                let value = comps
+                    .into_iter()
+                    .find(|(n, _)| *n == component)
+                    .map(|(_, v)| v.to_vec());
+                (EntityId(e), value)
+            })
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,6 +687,20 @@ mod tests {
         .unwrap();
         assert_eq!(v1[0], 1);
         assert_eq!(decode_record(Tick(3), &v1).unwrap(), rec);
+        // The in-place projection reads version 1 and 2 (raw, LZ4) alike.
+        let v2 = encode_record(rec.clone()).unwrap();
+        assert_eq!(v2[..2], [VALUE_VERSION, CODEC_LZ4]);
+        for bytes in [&v1, &v2] {
+            assert_eq!(
+                decode_component_record(Tick(3), bytes, "Run").unwrap(),
+                ComponentRecord::project(rec.clone(), "Run")
+            );
+        }
+        let cut = &v2[..v2.len() - 3];
+        assert!(matches!(
+            decode_component_record(Tick(3), cut, "Run"),
+            Err(DecodeError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::writer::Op;
 use crate::{EncodedAppend, Failure, RedbStorage, find_name, load_world};
 use async_trait::async_trait;
 use autoresearch_core::{
-    EntityId, Snapshot, Storage, StorageError, Tick, TickRecord, WorldId, WorldInfo,
+    ComponentRecord, ComponentSnapshot, EntityId, Snapshot, Storage, StorageError, Tick,
+    TickRecord, WorldId, WorldInfo,
 };
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
@@ -176,6 +177,67 @@ impl Storage for RedbStorage {
                     );
                 }
                 Ok(out)
+            },
+        )
+        .await
+    }
+
+    /// Decodes each record in place (borrowing its text and values) and
+    /// copies out only `component`'s values.
+    async fn read_own_component_records(
+        &self,
+        world: WorldId,
+        from: Tick,
+        to: Tick,
+        component: &str,
+    ) -> Result<Vec<ComponentRecord>, StorageError> {
+        let component = component.to_string();
+        self.read(
+            || format!("reading ticks {from}..={to} of {world}"),
+            move |txn| {
+                load_world(&table(txn, WORLDS)?, world)?;
+                let mut out = Vec::new();
+                if from > to {
+                    return Ok(out);
+                }
+                let records = table(txn, RECORDS)?;
+                for entry in records.range((world.0, from.0)..=(world.0, to.0))? {
+                    let (k, v) = entry?;
+                    let tick = Tick(k.value().1);
+                    out.push(
+                        encoding::decode_component_record(tick, v.value(), &component)
+                            .map_err(|e| e.at(world, tick, "tick record"))?,
+                    );
+                }
+                Ok(out)
+            },
+        )
+        .await
+    }
+
+    /// Decodes the snapshot in place and copies out only `component`'s
+    /// values.
+    async fn own_component_snapshot_at_or_before(
+        &self,
+        world: WorldId,
+        at: Tick,
+        component: &str,
+    ) -> Result<Option<ComponentSnapshot>, StorageError> {
+        let component = component.to_string();
+        self.read(
+            || format!("reading the snapshot at or before tick {at} of {world}"),
+            move |txn| {
+                load_world(&table(txn, WORLDS)?, world)?;
+                let snapshots = table(txn, SNAPSHOTS)?;
+                let Some(entry) = snapshots.range((world.0, 0)..=(world.0, at.0))?.next_back()
+                else {
+                    return Ok(None);
+                };
+                let (k, v) = entry?;
+                let tick = Tick(k.value().1);
+                let snapshot = encoding::decode_component_snapshot(tick, v.value(), &component)
+                    .map_err(|e| e.at(world, tick, "snapshot"))?;
+                Ok(Some(snapshot))
             },
         )
         .await
