@@ -122,17 +122,28 @@ fn check_ticks(
 /// the world's lineage, then a replay of the records after it.
 /// Cost: O(snapshot size + ticks since that snapshot), independent of history.
 pub async fn state_at(storage: &dyn Storage, world: WorldId, tick: Tick) -> Result<State, Error> {
+    Ok(state_and_replay_at(storage, world, tick).await?.0)
+}
+
+/// As [`state_at`], with about how many bytes of records were replayed
+/// after the snapshot ([`TickRecord::approx_bytes`]), for snapshot
+/// policies ([`Storage::snapshot_due_after`]).
+pub async fn state_and_replay_at(
+    storage: &dyn Storage,
+    world: WorldId,
+    tick: Tick,
+) -> Result<(State, u64), Error> {
     let base = base_snapshot(storage, world, tick).await?;
     let mut state = base.map(State::from_snapshot).unwrap_or_else(State::empty);
-    if let Err(source) = replay(storage, world, &mut state, tick).await {
-        return Err(Error::Unreplayable {
+    match replay(storage, world, &mut state, tick).await {
+        Ok(bytes) => Ok((state, bytes)),
+        Err(source) => Err(Error::Unreplayable {
             location: storage.location(),
             world,
             readable_to: state.tick,
             source: Box::new(source),
-        });
+        }),
     }
-    Ok(state)
 }
 
 /// The nearest snapshot at or before `tick` on `world`'s lineage.
@@ -152,23 +163,26 @@ async fn base_snapshot(
     Ok(None)
 }
 
-/// Applies the records after `state` up to `to`. On an error, `state` is
-/// at the last tick that read and applied.
+/// Applies the records after `state` up to `to`; returns about how many
+/// bytes they held. On an error, `state` is at the last tick that read and
+/// applied.
 async fn replay(
     storage: &dyn Storage,
     world: WorldId,
     state: &mut State,
     to: Tick,
-) -> Result<(), Error> {
+) -> Result<u64, Error> {
     if state.tick >= to {
-        return Ok(());
+        return Ok(0);
     }
     let error = match read_records(storage, world, state.tick.next(), to).await {
         Ok(records) => {
+            let mut bytes = 0;
             for rec in records {
+                bytes += rec.approx_bytes();
                 state.apply_owned(world, rec)?;
             }
-            return Ok(());
+            return Ok(bytes);
         }
         Err(e) => e,
     };

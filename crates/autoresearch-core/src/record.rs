@@ -115,6 +115,22 @@ pub struct TickRecord {
 }
 
 impl TickRecord {
+    /// About how many bytes this record takes to read back (values,
+    /// component names and a few bytes per change), for snapshot policies
+    /// ([`crate::Storage::snapshot_due_after`]). O(changes).
+    pub fn approx_bytes(&self) -> u64 {
+        self.changes
+            .iter()
+            .map(|c| match c {
+                Change::Set {
+                    component, value, ..
+                } => (component.len() + value.len() + 10) as u64,
+                Change::Remove { component, .. } => (component.len() + 10) as u64,
+                Change::Spawn { .. } | Change::Despawn { .. } => 10,
+            })
+            .sum()
+    }
+
     /// The distinct entities this record touches, sorted.
     pub fn entities(&self) -> Vec<EntityId> {
         let mut v: Vec<EntityId> = self.changes.iter().map(Change::entity).collect();
@@ -170,6 +186,22 @@ impl State {
     /// The empty world at tick 0.
     pub fn empty() -> Self {
         State::default()
+    }
+
+    /// About how many bytes a snapshot of this state takes to read back
+    /// (values, component names and a few bytes per entity and
+    /// component), for snapshot policies
+    /// ([`crate::Storage::snapshot_due_after`]). O(entities + components).
+    pub fn approx_bytes(&self) -> u64 {
+        self.entities
+            .values()
+            .map(|comps| {
+                10 + comps
+                    .iter()
+                    .map(|(n, v)| (n.len() + v.len() + 2) as u64)
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     /// The state a snapshot holds. O(entities + components).

@@ -8,6 +8,11 @@ use crate::record::{ChangeKind, ComponentRecord, ComponentSnapshot, Snapshot, Ti
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+/// Replays shorter than this many bytes never trigger a snapshot by
+/// their size ([`Storage::snapshot_due_after`]): below it, reading the
+/// records costs about what reading a snapshot would.
+pub const SNAPSHOT_REPLAY_FLOOR_BYTES: u64 = 1 << 20;
+
 /// Where a fork branched off: its parent world and the last tick it shares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForkPoint {
@@ -306,6 +311,22 @@ pub trait Storage: Send + Sync + 'static {
     fn snapshot_due(&self, tick: Tick) -> bool {
         self.snapshot_interval()
             .is_some_and(|k| k > 0 && tick.0.is_multiple_of(k))
+    }
+
+    /// Whether a writer should hand a snapshot to `append` with tick `tick`,
+    /// knowing how many bytes of records a read of that tick would replay
+    /// after the last snapshot (`replay_bytes`, the record of `tick`
+    /// included; [`TickRecord::approx_bytes`]) and how large the state is
+    /// (`state_bytes`, [`crate::State::approx_bytes`]). The default: when
+    /// [`Storage::snapshot_due`] says so, or, for a storage that snapshots
+    /// at all, when the replay has grown past [`SNAPSHOT_REPLAY_FLOOR_BYTES`]
+    /// and past twice the state: reading a tick then costs at most about
+    /// three times the state, however large the ticks are.
+    fn snapshot_due_after(&self, tick: Tick, replay_bytes: u64, state_bytes: u64) -> bool {
+        self.snapshot_due(tick)
+            || (self.snapshot_interval().is_some()
+                && replay_bytes >= SNAPSHOT_REPLAY_FLOOR_BYTES
+                && replay_bytes >= state_bytes.saturating_mul(2))
     }
 
     /// Appends `records` (each with its optional snapshot) as consecutive

@@ -46,6 +46,12 @@ pub struct World {
     /// step with hecs, for [`World::run_by_id`] in O(log n). `None` when
     /// the registry has no `Run` type (then the look-up scans).
     runs: Option<RunIndex>,
+    /// About how many bytes of records a read of this tick replays after
+    /// the last snapshot on the world's lineage ([`TickRecord::approx_bytes`]).
+    replay_bytes: u64,
+    /// About how large the state is ([`State::approx_bytes`]), as of the
+    /// open or the last snapshot this handle wrote.
+    state_bytes: u64,
 }
 
 /// The run_id -> entity index of a [`World`].
@@ -65,7 +71,7 @@ impl World {
         name: &str,
     ) -> Result<World, Error> {
         let info = storage.create_world(name).await?;
-        World::from_state(storage, registry, info, State::empty(), false)
+        World::from_state(storage, registry, info, (State::empty(), 0), false)
     }
 
     /// Opens the world named `name` at its head.
@@ -106,7 +112,7 @@ impl World {
         id: WorldId,
     ) -> Result<World, Error> {
         let info = storage.world(id).await?;
-        let state = ledger::state_at(storage.as_ref(), id, info.head).await?;
+        let state = ledger::state_and_replay_at(storage.as_ref(), id, info.head).await?;
         World::from_state(storage, registry, info, state, false)
     }
 
@@ -119,7 +125,7 @@ impl World {
         tick: Tick,
     ) -> Result<World, Error> {
         let info = storage.world(id).await?;
-        let state = ledger::state_at(storage.as_ref(), id, tick).await?;
+        let state = ledger::state_and_replay_at(storage.as_ref(), id, tick).await?;
         let read_only = tick < info.head;
         World::from_state(storage, registry, info, state, read_only)
     }
@@ -128,10 +134,13 @@ impl World {
         storage: Arc<dyn Storage>,
         registry: Arc<ComponentRegistry>,
         info: WorldInfo,
-        state: State,
+        (state, replay_bytes): (State, u64),
         read_only: bool,
     ) -> Result<World, Error> {
+        let state_bytes = state.approx_bytes();
         let mut w = World {
+            replay_bytes,
+            state_bytes,
             storage,
             registry,
             tick: state.tick,
@@ -395,12 +404,15 @@ impl World {
         let Some(record) = self.next_record() else {
             return Ok(self.tick);
         };
+        let mut sizes = (self.replay_bytes, self.state_bytes);
         let appended = match self.snapshot_after(&record) {
-            Ok(snapshot) => self
-                .storage
-                .append(self.info.id, record.clone(), snapshot)
-                .await
-                .map_err(Error::from),
+            Ok(snapshot) => {
+                sizes = self.sizes_after(&record, snapshot.as_ref());
+                self.storage
+                    .append(self.info.id, record.clone(), snapshot)
+                    .await
+                    .map_err(Error::from)
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = appended {
@@ -410,6 +422,7 @@ impl World {
             return Err(e);
         }
         self.apply_next(&record)?;
+        (self.replay_bytes, self.state_bytes) = sizes;
         Ok(record.tick)
     }
 
@@ -433,14 +446,27 @@ impl World {
     }
 
     /// The snapshot of the state after `record` (the next tick), when the
-    /// storage's interval asks for one at its tick.
+    /// storage asks for one at its tick ([`Storage::snapshot_due_after`]:
+    /// its interval, or the bytes a read would replay).
     fn snapshot_after(&self, record: &TickRecord) -> Result<Option<Snapshot>, Error> {
-        if !self.storage.snapshot_due(record.tick) {
+        let replay = self.replay_bytes + record.approx_bytes();
+        if !self
+            .storage
+            .snapshot_due_after(record.tick, replay, self.state_bytes)
+        {
             return Ok(None);
         }
         let mut state = self.encode_state()?;
         state.apply(self.info.id, record)?;
         Ok(Some(state.to_snapshot()))
+    }
+
+    /// The (replay, state) sizes after `record` is applied with `snapshot`.
+    fn sizes_after(&self, record: &TickRecord, snapshot: Option<&Snapshot>) -> (u64, u64) {
+        match snapshot {
+            Some(s) => (0, snapshot_bytes(s)),
+            None => (self.replay_bytes + record.approx_bytes(), self.state_bytes),
+        }
     }
 
     /// Makes the buffered changes tick `head + 1` here, at once, and queues
@@ -468,7 +494,9 @@ impl World {
                 return Err(e);
             }
         };
+        let sizes = self.sizes_after(&record, snapshot.as_ref());
         self.apply_next(&record)?;
+        (self.replay_bytes, self.state_bytes) = sizes;
         let tick = record.tick;
         self.staged.push((record, snapshot));
         Ok(tick)
@@ -521,6 +549,7 @@ impl World {
             .await?;
             for r in &records {
                 self.apply_record(r)?;
+                self.replay_bytes += r.approx_bytes();
             }
         }
         self.info = info;
@@ -753,7 +782,7 @@ impl World {
                 self.storage.clone(),
                 self.registry.clone(),
                 info,
-                state,
+                (state, self.replay_bytes),
                 false,
             )
         } else {
@@ -771,4 +800,17 @@ impl std::fmt::Debug for World {
             .field("pending", &self.pending.len())
             .finish()
     }
+}
+
+/// About how many bytes `s` takes to read back, as [`State::approx_bytes`].
+fn snapshot_bytes(s: &Snapshot) -> u64 {
+    s.entities
+        .iter()
+        .map(|(_, comps)| {
+            10 + comps
+                .iter()
+                .map(|(n, v)| (n.len() + v.len() + 2) as u64)
+                .sum::<u64>()
+        })
+        .sum()
 }

@@ -147,11 +147,7 @@ async fn one_component_reads_match_the_full_replay_on_every_path() {
                 .await
                 .unwrap();
             assert!(scores.contains(&(EntityId(9), Score(109))), "{scores:?}");
-            assert!(
-                !scores
-                    .iter()
-                    .any(|(e, _)| *e == EntityId(30))
-            );
+            assert!(!scores.iter().any(|(e, _)| *e == EntityId(30)));
         }
     }
 }
