@@ -234,7 +234,8 @@ pub async fn component_bytes_at<T: ComponentValue>(
     let name = registry.name_of::<T>()?;
     // The state projected on one component: entity -> its value, if any.
     let mut base = None;
-    for seg in segments(storage, world, tick).await?.iter().rev() {
+    let segs = segments(storage, world, tick).await?;
+    for seg in segs.iter().rev() {
         if let Some(s) = storage
             .own_component_snapshot_at_or_before(seg.world, seg.to, name)
             .await?
@@ -249,7 +250,7 @@ pub async fn component_bytes_at<T: ComponentValue>(
         .map(|s| s.entities.into_iter().collect())
         .unwrap_or_default();
     let records = if at < tick {
-        read_component_records(storage, world, at.next(), tick, name).await
+        component_records_in(storage, world, &segs, at.next(), tick, name).await
     } else {
         Ok(Vec::new())
     };
@@ -301,18 +302,32 @@ pub async fn read_component_records(
     to: Tick,
     component: &str,
 ) -> Result<Vec<ComponentRecord>, Error> {
-    let mut out = Vec::new();
     if from > to {
-        return Ok(out);
+        return Ok(Vec::new());
     }
-    for seg in segments(storage, world, to).await? {
-        let lo = seg.from.max(from);
-        if lo > seg.to {
+    let segs = segments(storage, world, to).await?;
+    component_records_in(storage, world, &segs, from, to, component).await
+}
+
+/// The records `from..=to` of the lineage `segs` (from [`segments`] up to
+/// at least `to`), projected on `component`, checked to be contiguous.
+async fn component_records_in(
+    storage: &dyn Storage,
+    world: WorldId,
+    segs: &[Segment],
+    from: Tick,
+    to: Tick,
+    component: &str,
+) -> Result<Vec<ComponentRecord>, Error> {
+    let mut out = Vec::new();
+    for seg in segs {
+        let (lo, hi) = (seg.from.max(from), seg.to.min(to));
+        if lo > hi {
             continue;
         }
         out.extend(
             storage
-                .read_own_component_records(seg.world, lo, seg.to, component)
+                .read_own_component_records(seg.world, lo, hi, component)
                 .await?,
         );
     }

@@ -1,8 +1,14 @@
-//! `cargo xtask bench ledger [--quick]`: the redb ledger's append rate (one
+//! `cargo xtask bench ledger [--quick] [--only SECTIONS] [--histories LIST]
+//! [--tt-entities N]`: the redb ledger's append rate (one
 //! world, then eight at once, every tick durable), the store's own cost per
 //! change (non-durable raw appends: what the append check costs), time
 //! travel, fork, and storage cost against the Python engine's full-state
 //! layout.
+//!
+//! `--only` runs some sections (`append`, `append_raw`, `time_travel`,
+//! `storage`, comma-separated); `--histories` sets the history lengths of
+//! the time-travel section (for example `1000,1000000`: whether a read's
+//! cost grows with history) and `--tt-entities` its live entities.
 //!
 //! Every figure comes from a fresh ledger in a temp dir on the same disk, with
 //! the default `RedbConfig` (durable, multi-process), through the public
@@ -29,7 +35,7 @@ struct Sizes {
     /// Live entities of the time-travel worlds.
     tt_entities: u64,
     /// History lengths of the time-travel and fork benches.
-    histories: [u64; 2],
+    histories: Vec<u64>,
     /// Random past ticks read per history.
     tt_samples: usize,
     /// Entities and ticks of the storage comparison.
@@ -45,7 +51,7 @@ impl Sizes {
                 entities: 2_000,
                 ticks: 100,
                 tt_entities: 200,
-                histories: [1_000, 10_000],
+                histories: vec![1_000, 10_000],
                 tt_samples: 40,
                 storage_entities: 200,
                 storage_ticks: 200,
@@ -56,7 +62,7 @@ impl Sizes {
                 entities: 10_000,
                 ticks: 1_000,
                 tt_entities: 1_000,
-                histories: [10_000, 100_000],
+                histories: vec![10_000, 100_000],
                 tt_samples: 300,
                 storage_entities: 1_000,
                 storage_ticks: 1_000,
@@ -84,8 +90,49 @@ impl Rng {
     }
 }
 
-pub fn run(quick: bool) -> Result<()> {
-    let sizes = Sizes::new(quick);
+/// Sections of the benchmark, in the order they run.
+const SECTIONS: [&str; 4] = ["append", "append_raw", "time_travel", "storage"];
+
+pub fn run(quick: bool, args: &[String]) -> Result<()> {
+    let mut sizes = Sizes::new(quick);
+    let mut only: Vec<String> = SECTIONS.iter().map(|s| s.to_string()).collect();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .with_context(|| format!("bench ledger: {flag} needs a value"))?;
+        let numbers = || -> Result<Vec<u64>> {
+            value
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .replace('_', "")
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .with_context(|| {
+                            format!(
+                                "bench ledger: {flag} {value:?}: not a list of positive integers"
+                            )
+                        })
+                })
+                .collect()
+        };
+        match flag.as_str() {
+            "--histories" => sizes.histories = numbers()?,
+            "--tt-entities" => sizes.tt_entities = numbers()?[0],
+            "--only" => {
+                only = value.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+                    anyhow::bail!("bench ledger: --only {bad:?}: expected one of {SECTIONS:?}");
+                }
+            }
+            other => anyhow::bail!(
+                "bench ledger: unknown option {other:?} (expected --only, --histories, --tt-entities)"
+            ),
+        }
+    }
+    let runs = |s: &str| only.iter().any(|o| o == s);
     let dir = tempfile::Builder::new()
         .prefix("bench-ledger")
         .tempdir_in(std::env::temp_dir())
@@ -95,16 +142,25 @@ pub fn run(quick: bool) -> Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async {
-        for writers in [1usize, 8] {
-            append(dir.path(), &sizes, writers).await?;
+        if runs("append") {
+            for writers in [1usize, 8] {
+                append(dir.path(), &sizes, writers).await?;
+            }
         }
-        for changes in [10, 1_000] {
-            append_raw(dir.path(), &sizes, changes).await?;
+        if runs("append_raw") {
+            for changes in [10, 1_000] {
+                append_raw(dir.path(), &sizes, changes).await?;
+            }
         }
-        for history in sizes.histories {
-            time_travel_and_fork(dir.path(), &sizes, history).await?;
+        if runs("time_travel") {
+            for &history in &sizes.histories {
+                time_travel_and_fork(dir.path(), &sizes, history).await?;
+            }
         }
-        storage(dir.path(), &sizes).await
+        if runs("storage") {
+            storage(dir.path(), &sizes).await?;
+        }
+        Ok(())
     })
 }
 
@@ -197,6 +253,13 @@ async fn world_of_runs(st: Arc<dyn Storage>, name: &str, n: u64) -> Result<(Worl
 
 /// One tick changing the status of `changes` random runs.
 async fn status_tick(w: &mut World, ids: &[EntityId], changes: u64, rng: &mut Rng) -> Result<()> {
+    change_statuses(w, ids, changes, rng)?;
+    w.commit().await?;
+    Ok(())
+}
+
+/// Buffers status changes of `changes` random runs.
+fn change_statuses(w: &mut World, ids: &[EntityId], changes: u64, rng: &mut Rng) -> Result<()> {
     for _ in 0..changes {
         let e = ids[rng.below(ids.len() as u64) as usize];
         let mut run: Run = w.get(e).context("a run of the workload vanished")?;
@@ -204,7 +267,6 @@ async fn status_tick(w: &mut World, ids: &[EntityId], changes: u64, rng: &mut Rn
         run.set_status(next);
         w.insert(e, &run)?;
     }
-    w.commit().await?;
     Ok(())
 }
 
@@ -354,9 +416,15 @@ async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result
         let st = open(&path, bulk)?;
         let (mut w, ids) = world_of_runs(st, "history", sizes.tt_entities).await?;
         let mut rng = Rng(history);
+        // Staged ticks, appended 256 at a time: one commit each.
         while w.tick().0 < history {
-            status_tick(&mut w, &ids, per_tick, &mut rng).await?;
+            change_statuses(&mut w, &ids, per_tick, &mut rng)?;
+            w.stage()?;
+            if w.staged() >= 256 {
+                w.flush().await?;
+            }
         }
+        w.flush().await?;
         w.id()
     };
     eprintln!(
@@ -384,6 +452,20 @@ async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result
         ledger::state_at(st.as_ref(), id, tick).await?;
         state_times.push(start.elapsed());
     }
+    // The runs at a past tick, without a hecs world (the query the
+    // Python reference's time travel answers).
+    let mut run_times = Vec::with_capacity(sizes.tt_samples);
+    for _ in 0..sizes.tt_samples {
+        let tick = Tick(1 + rng.below(history));
+        let start = Instant::now();
+        let runs = ledger::component_bytes_at::<Run>(st.as_ref(), &reg, id, tick).await?;
+        run_times.push(start.elapsed());
+        anyhow::ensure!(
+            runs.len() as u64 == sizes.tt_entities,
+            "time travel lost runs"
+        );
+    }
+    let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     emit(json!({
         "bench": "time_travel",
         "history_ticks": history,
@@ -392,7 +474,10 @@ async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result
         "p50_us": percentile_us(&mut times, 0.50),
         "p99_us": percentile_us(&mut times, 0.99),
         "state_only_p50_us": percentile_us(&mut state_times, 0.50),
-        "reads": "World::open_at at a random past tick (state_only: ledger::state_at)",
+        "runs_p50_us": percentile_us(&mut run_times, 0.50),
+        "runs_p99_us": percentile_us(&mut run_times, 0.99),
+        "file_bytes": file_bytes,
+        "reads": "World::open_at at a random past tick (state_only: ledger::state_at; runs: ledger::component_bytes_at::<Run>)",
     }));
     // A fork is one durable commit, so its cost is a couple of fsyncs; the
     // disk's rate is probed around the forks to put the figure in context.
@@ -416,6 +501,9 @@ async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result
         "fsync_per_s": round(probe.rate()),
         "fsyncs_per_fork": round(us as f64 * probe.rate() / 1e6),
     }));
+    // Long histories take hundreds of MB: freed before the next section.
+    drop(st);
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
     Ok(())
 }
 
