@@ -757,6 +757,54 @@ impl World {
         Ok(info)
     }
 
+    /// Turns this handle into a new fork named `name` at this handle's
+    /// tick and commits the pending changes as the fork's first tick, in
+    /// one step ([`Storage::fork_and_append`]: one durable write on a
+    /// backend that stores both together, where [`World::fork_in_place`]
+    /// then [`World::commit`] make two). The materialized state is kept,
+    /// nothing is copied or read; the world it was stays in the ledger.
+    /// With nothing pending it is [`World::fork_in_place`]. Returns the
+    /// fork's catalogue entry (its head is the new tick).
+    ///
+    /// Errors as [`World::fork_in_place`] and [`World::commit`]; on an
+    /// error nothing is stored (on a backend with an atomic
+    /// `fork_and_append`), the handle is unchanged and the changes stay
+    /// pending.
+    pub async fn commit_as_fork(&mut self, name: &str) -> Result<WorldInfo, Error> {
+        self.check_flushed(name)?;
+        let Some(record) = self.next_record() else {
+            return self.fork_in_place(name).await;
+        };
+        let mut sizes = (self.replay_bytes, self.state_bytes);
+        let forked = match self.snapshot_after(&record) {
+            Ok(snapshot) => {
+                sizes = self.sizes_after(&record, snapshot.as_ref());
+                self.storage
+                    .fork_and_append(
+                        self.info.id,
+                        self.tick,
+                        name,
+                        vec![(record.clone(), snapshot)],
+                    )
+                    .await
+                    .map_err(Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        let info = match forked {
+            Ok(info) => info,
+            Err(e) => {
+                self.pending = record.changes;
+                return Err(e);
+            }
+        };
+        self.info = info.clone();
+        self.read_only = false;
+        self.apply_next(&record)?;
+        (self.replay_bytes, self.state_bytes) = sizes;
+        Ok(info)
+    }
+
     fn check_flushed(&self, name: &str) -> Result<(), Error> {
         if self.staged.is_empty() {
             return Ok(());

@@ -61,6 +61,34 @@ impl Storage for RedbStorage {
         .await
     }
 
+    /// The fork and its ticks go to the writer as one operation: checked
+    /// together inside one write transaction, stored together (one durable
+    /// commit), or not at all.
+    async fn fork_and_append(
+        &self,
+        parent: WorldId,
+        at: Tick,
+        name: &str,
+        records: Vec<(TickRecord, Option<Snapshot>)>,
+    ) -> Result<WorldInfo, StorageError> {
+        let owned = name.to_string();
+        let appends = records
+            .into_iter()
+            .map(|(record, snapshot)| EncodedAppend::new(parent, record, snapshot))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(
+            || format!("forking {parent} at tick {at} into {name:?} with its first tick"),
+            |reply| Op::ForkAppend {
+                parent,
+                at,
+                name: owned,
+                appends,
+                reply,
+            },
+        )
+        .await
+    }
+
     async fn world(&self, id: WorldId) -> Result<WorldInfo, StorageError> {
         self.read(
             || format!("reading the catalogue entry of {id}"),

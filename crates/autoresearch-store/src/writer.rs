@@ -49,6 +49,14 @@ pub(crate) enum Op {
         name: String,
         reply: Reply<WorldInfo>,
     },
+    /// A fork and its first own ticks, stored all or nothing.
+    ForkAppend {
+        parent: WorldId,
+        at: Tick,
+        name: String,
+        appends: Vec<EncodedAppend>,
+        reply: Reply<WorldInfo>,
+    },
     /// Consecutive ticks of one world, stored all or nothing.
     Append {
         world: WorldId,
@@ -70,6 +78,9 @@ impl Op {
         match self {
             Op::Create { name, .. } | Op::Fork { name, .. } => name.len() + 64,
             Op::Append { appends, .. } => appends.iter().map(EncodedAppend::bytes).sum(),
+            Op::ForkAppend { name, appends, .. } => {
+                name.len() + 64 + appends.iter().map(EncodedAppend::bytes).sum::<usize>()
+            }
             Op::PutSnapshot { snapshot, .. } => snapshot.len(),
             Op::Delete { .. } => 64,
         }
@@ -213,6 +224,7 @@ impl Batch {
         if let Op::Append { world, .. } = &op {
             self.appenders.insert(*world);
         }
+        // (A fork's first append is a new world: not a recent appender.)
         self.ops.push(op);
     }
 
@@ -302,7 +314,7 @@ fn run_batch(
 fn reply(op: Op, result: Result<Done, StorageError>) {
     // A caller that stopped waiting (its future was dropped) is no error.
     match op {
-        Op::Create { reply, .. } | Op::Fork { reply, .. } => {
+        Op::Create { reply, .. } | Op::Fork { reply, .. } | Op::ForkAppend { reply, .. } => {
             let _ = reply.send(result.and_then(|d| match d {
                 Done::Info(info) => Ok(info),
                 Done::Unit => Err(internal("a world operation returned no world")),
@@ -331,6 +343,33 @@ fn encode_world(info: &WorldInfo) -> Result<Vec<u8>, Failure> {
 }
 
 fn add_world(t: &mut Tables<'_>, name: &str, parent: Option<ForkPoint>) -> Result<Done, Failure> {
+    let info = plan_world(t, name, parent)?;
+    insert_world(t, &info)?;
+    Ok(Done::Info(info))
+}
+
+/// Writes a planned world's catalogue entry and name.
+fn insert_world(t: &mut Tables<'_>, info: &WorldInfo) -> Result<(), Failure> {
+    let bytes = encode_world(info)?;
+    t.worlds.insert(info.id.0, bytes.as_slice())?;
+    t.names.insert(info.name.as_str(), info.id.0)?;
+    Ok(())
+}
+
+/// The catalogue entry a new world named `name` gets, checked (the name
+/// is free, the parent exists and has the fork tick), nothing written.
+fn plan_world(t: &Tables<'_>, name: &str, parent: Option<ForkPoint>) -> Result<WorldInfo, Failure> {
+    if let Some(p) = parent {
+        let info = load_world(&t.worlds, p.parent)?;
+        if p.tick > info.head {
+            return Err(StorageError::ForkBeyondHead {
+                world: p.parent,
+                at: p.tick,
+                head: info.head,
+            }
+            .into());
+        }
+    }
     // Checked against the catalogue as well as the name index, so that a
     // damaged index refuses the create instead of allowing a second world
     // of one name.
@@ -352,17 +391,13 @@ fn add_world(t: &mut Tables<'_>, name: &str, parent: Option<ForkPoint>) -> Resul
         .last()?
         .map_or(0, |(k, _)| k.value() + 1)
         .max(after_deleted);
-    let info = WorldInfo {
+    Ok(WorldInfo {
         id: WorldId(id),
         name: name.to_string(),
         head: parent.map_or(Tick::ZERO, |p| p.tick),
         parent,
         created_at_ms: now_ms(),
-    };
-    let bytes = encode_world(&info)?;
-    t.worlds.insert(id, bytes.as_slice())?;
-    t.names.insert(name, id)?;
-    Ok(Done::Info(info))
+    })
 }
 
 /// Applies one operation. Every check runs before the first write, so an
@@ -372,26 +407,38 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
         Op::Create { name, .. } => add_world(t, name, None),
         Op::Fork {
             parent, at, name, ..
+        } => add_world(
+            t,
+            name,
+            Some(ForkPoint {
+                parent: *parent,
+                tick: *at,
+            }),
+        ),
+        Op::ForkAppend {
+            parent,
+            at,
+            name,
+            appends,
+            ..
         } => {
-            let p = load_world(&t.worlds, *parent)?;
-            if *at > p.head {
-                return Err(StorageError::ForkBeyondHead {
-                    world: *parent,
-                    at: *at,
-                    head: p.head,
-                }
-                .into());
-            }
-            add_world(
-                t,
-                name,
-                Some(ForkPoint {
-                    parent: *parent,
-                    tick: *at,
-                }),
-            )
+            let fork = Some(ForkPoint {
+                parent: *parent,
+                tick: *at,
+            });
+            let info = plan_world(t, name, fork)?;
+            // Every check of both before the first write.
+            let planned = check_append(t, &info, appends)?;
+            insert_world(t, &info)?;
+            let info = write_append(t, info, appends, planned)?;
+            Ok(Done::Info(info))
         }
-        Op::Append { world, appends, .. } => append(t, *world, appends),
+        Op::Append { world, appends, .. } => {
+            let info = load_world(&t.worlds, *world)?;
+            let planned = check_append(t, &info, appends)?;
+            write_append(t, info, appends, planned)?;
+            Ok(Done::Unit)
+        }
         Op::Delete { world, .. } => delete(t, *world),
         Op::PutSnapshot {
             world,
@@ -452,14 +499,28 @@ fn delete(t: &mut Tables<'_>, world: WorldId) -> Result<Done, Failure> {
     Ok(Done::Unit)
 }
 
-/// Checks every tick of `appends` (consecutive from head + 1, each
-/// applying to the state before it), then stores them all. Every check
-/// runs before the first write.
-fn append(t: &mut Tables<'_>, world: WorldId, appends: &[EncodedAppend]) -> Result<Done, Failure> {
+/// What [`check_append`] found: each tick's liveness changes and the
+/// entity-index chunks the ticks complete.
+struct PlannedAppend {
+    liveness: Vec<Vec<(EntityId, bool)>>,
+    chunks: Vec<(u64, std::collections::BTreeMap<u64, u64>)>,
+}
+
+/// Checks every tick of `appends` against `info`'s world (consecutive
+/// from its head + 1, each applying to the state before it), writing
+/// nothing.
+fn check_append(
+    t: &Tables<'_>,
+    info: &WorldInfo,
+    appends: &[EncodedAppend],
+) -> Result<PlannedAppend, Failure> {
+    let world = info.id;
     let Some(first) = appends.first() else {
-        return Ok(Done::Unit);
+        return Ok(PlannedAppend {
+            liveness: Vec::new(),
+            chunks: Vec::new(),
+        });
     };
-    let mut info = load_world(&t.worlds, world)?;
     let head = info.head;
     for (i, a) in appends.iter().enumerate() {
         if a.tick.0 != head.0 + 1 + i as u64 {
@@ -475,19 +536,34 @@ fn append(t: &mut Tables<'_>, world: WorldId, appends: &[EncodedAppend]) -> Resu
     let mut liveness = Vec::with_capacity(appends.len());
     for a in appends {
         let changes = a.changes.iter().copied();
-        liveness.push(check.check(a.tick, changes, |e| alive_at(t, &info, e, head))?);
+        liveness.push(check.check(a.tick, changes, |e| alive_at(t, info, e, head))?);
     }
     // Entity-index chunks the batch completes.
     let mut chunks = Vec::new();
     for (i, a) in appends.iter().enumerate() {
         if a.tick.0 % INDEX_CHUNK == 0 {
-            chunks.push(chunk_masks(t, &info, first.tick, &appends[..=i])?);
+            chunks.push(chunk_masks(t, info, first.tick, &appends[..=i])?);
         }
     }
-    info.head = appends[appends.len() - 1].tick;
+    Ok(PlannedAppend { liveness, chunks })
+}
+
+/// Stores checked `appends` ([`check_append`]) and `info` with its new
+/// head; returns that entry. A failure here is redb's and aborts the
+/// transaction.
+fn write_append(
+    t: &mut Tables<'_>,
+    mut info: WorldInfo,
+    appends: &[EncodedAppend],
+    planned: PlannedAppend,
+) -> Result<WorldInfo, Failure> {
+    let Some(last) = appends.last() else {
+        return Ok(info);
+    };
+    let PlannedAppend { liveness, chunks } = planned;
+    info.head = last.tick;
     let entry = encode_world(&info)?;
-    // Writes only from here: a failure is redb's and aborts the transaction.
-    let w = world.0;
+    let w = info.id.0;
     for (chunk, masks) in chunks {
         for (e, mask) in masks {
             t.index.insert((w, chunk, e), mask)?;
@@ -504,7 +580,7 @@ fn append(t: &mut Tables<'_>, world: WorldId, appends: &[EncodedAppend]) -> Resu
         }
     }
     t.worlds.insert(w, entry.as_slice())?;
-    Ok(Done::Unit)
+    Ok(info)
 }
 
 /// Whether `entity` is alive in `info`'s world at tick `at` (at most its

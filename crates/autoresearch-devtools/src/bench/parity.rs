@@ -19,10 +19,12 @@
 //!   borrowed [`RunRef`]: the table `.to_arrow()` builds), median of
 //!   `--tt-reps`, checked against the expected statuses; `state_at_median_s`
 //!   is the type-agnostic state alone;
-//! - `fork`: a fork at the head plus one tick on it, three ways, each
+//! - `fork`: a fork at the head plus one tick on it, four ways, each
 //!   checked (the fork's head holds the source's last state plus its own
 //!   change; its view of the early tick, through lineage, the source's):
-//!   [`World::fork_in_place`] (the handle becomes the fork; `wall_s`),
+//!   [`World::commit_as_fork`] (the fork and its tick in one durable
+//!   commit; `wall_s`), [`World::fork_in_place`] then [`World::commit`]
+//!   (`in_place_wall_s`),
 //!   [`World::fork_world`] (a second `World`, the state copied;
 //!   `copy_wall_s`) and [`World::fork`] plus a [`TickWriter`]
 //!   (`tick_writer_wall_s`);
@@ -265,6 +267,7 @@ struct Ours {
     tt_early_s: f64,
     tt_last_s: f64,
     fork_s: f64,
+    fork_in_place_s: f64,
     fork_writer_s: f64,
     fork_copy_s: f64,
     bytes_per_update_tick: f64,
@@ -280,7 +283,7 @@ fn ratios(reference: &HashMap<String, Value>, ours: &Ours, n: usize, ticks: usiz
         v.as_f64()
     };
     // (name, reference, ours, target, larger_is_better is implied: ratio = ref / ours)
-    let rows: [(&str, Option<f64>, f64, f64); 9] = [
+    let rows: [(&str, Option<f64>, f64, f64); 10] = [
         ("ingest", get("ingest", &["wall_s"]), ours.ingest_s, 20.0),
         (
             "updates",
@@ -301,6 +304,12 @@ fn ratios(reference: &HashMap<String, Value>, ours: &Ours, n: usize, ticks: usiz
             20.0,
         ),
         ("fork", get("fork", &["wall_s"]), ours.fork_s, 50.0),
+        (
+            "fork_in_place",
+            get("fork", &["wall_s"]),
+            ours.fork_in_place_s,
+            50.0,
+        ),
         (
             "fork_copy",
             get("fork", &["wall_s"]),
@@ -745,7 +754,7 @@ async fn case(
     );
 
     // ---- fork --------------------------------------------------------------
-    // Three ways to fork at the head and write one tick on the fork, each
+    // Four ways to fork at the head and write one tick on the fork, each
     // checked: the fork's head holds the source's last state plus its own
     // change, and its view of the early tick (through lineage) the source's.
     let e = entities[0];
@@ -788,28 +797,42 @@ async fn case(
     let (state, hist) = check(fork.id(), copy_tick).await?;
     let copy_ok = state == fork_expected && hist == expected_early;
     drop(fork);
-    // 3. World::fork_in_place: the source's handle becomes the fork (O(1)).
+    // 3. World::fork_in_place then World::commit: the source's handle
+    //    becomes the fork (O(1)), then its tick (two durable commits).
+    let source = world.id();
     let t0 = Instant::now();
     let info = world.fork_in_place("runner-fleet:fork-in-place").await?;
     let t1 = Instant::now();
     world.insert_owned(e, changed.clone())?;
-    let fork_tick = world.commit().await?;
+    let in_place_tick = world.commit().await?;
     let t2 = Instant::now();
-    let fork_s = (t2 - t0).as_secs_f64();
+    let in_place_s = (t2 - t0).as_secs_f64();
+    let (state, hist) = check(info.id, in_place_tick).await?;
+    let in_place_ok = state == fork_expected && hist == expected_early;
+    // 4. World::commit_as_fork: the fork and its first tick in one durable
+    //    commit, from the source's head (reopened, untimed).
+    let mut world = World::open_id(storage.clone(), registry.clone(), source).await?;
+    let t0 = Instant::now();
+    world.insert_owned(e, changed.clone())?;
+    let info = world.commit_as_fork("runner-fleet:fork").await?;
+    let fork_s = t0.elapsed().as_secs_f64();
+    let fork_tick = info.head;
     let (state, hist) = check(info.id, fork_tick).await?;
     let (state_ok, hist_ok) = (state == fork_expected, hist == expected_early);
-    let mut v = json!({"phase": "fork", "wall_s": round(fork_s, 5), "how": "World::fork_in_place",
-        "fork_world_s": round((t1 - t0).as_secs_f64(), 5),
-        "fork_step_s": round((t2 - t1).as_secs_f64(), 5), "fork_tick_written": fork_tick.0,
+    let mut v = json!({"phase": "fork", "wall_s": round(fork_s, 5), "how": "World::commit_as_fork",
+        "fork_tick_written": fork_tick.0,
         "fork_rows": state.len(), "fork_state_ok": state_ok,
         "fork_history_via_lineage_ok": hist_ok,
+        "in_place_wall_s": round(in_place_s, 5),
+        "in_place_fork_world_s": round((t1 - t0).as_secs_f64(), 5),
+        "in_place_step_s": round((t2 - t1).as_secs_f64(), 5), "in_place_ok": in_place_ok,
         "tick_writer_wall_s": round(writer_s, 5), "tick_writer_ok": writer_ok,
         "copy_wall_s": round(copy_s, 5), "copy_fork_world_s": round(copy_fork_s, 5),
         "copy_ok": copy_ok});
     merge(&mut v, &storage_fields(&store));
     line(v);
     ensure!(
-        state_ok && hist_ok && writer_ok && copy_ok,
+        state_ok && hist_ok && writer_ok && copy_ok && in_place_ok,
         "a fork's state or history is not the expected one"
     );
 
@@ -835,6 +858,7 @@ async fn case(
         tt_early_s: medians[0],
         tt_last_s: medians[1],
         fork_s,
+        fork_in_place_s: in_place_s,
         fork_writer_s: writer_s,
         fork_copy_s: copy_s,
         bytes_per_update_tick: bytes_per_tick,
