@@ -469,19 +469,28 @@ enum ChangeRef<'a> {
 /// [`RecordV1`] borrowed.
 #[derive(Deserialize)]
 struct RecordRef<'a> {
-    #[allow(dead_code)]
+    #[expect(
+        dead_code,
+        reason = "on the wire before the changes; projections do not need it"
+    )]
     at_ms: i64,
     #[serde(borrow)]
     changes: Vec<ChangeRef<'a>>,
 }
 
+/// One entity of a [`SnapshotRef`]: its id and (component, value) pairs.
+type EntityRef<'a> = (u64, Vec<(&'a str, &'a [u8])>);
+
 /// [`SnapshotV1`] borrowed.
 #[derive(Deserialize)]
 struct SnapshotRef<'a> {
-    #[allow(dead_code)]
+    #[expect(
+        dead_code,
+        reason = "on the wire before the entities; projections do not need it"
+    )]
     next_entity: u64,
     #[serde(borrow)]
-    entities: Vec<(u64, Vec<(&'a str, &'a [u8])>)>,
+    entities: Vec<EntityRef<'a>>,
 }
 
 /// A stored record projected on `component`: its changes in order, only

@@ -814,7 +814,7 @@ async fn case(
     let mut world = World::open_id(storage.clone(), registry.clone(), source).await?;
     let t0 = Instant::now();
     world.insert_owned(e, changed.clone())?;
-    let info = world.commit_as_fork("runner-fleet:fork").await?;
+    let info = world.commit_as_fork("runner-fleet:fork-commit").await?;
     let fork_s = t0.elapsed().as_secs_f64();
     let fork_tick = info.head;
     let (state, hist) = check(info.id, fork_tick).await?;
