@@ -1,6 +1,7 @@
 //! `autoresearch serve`: the live dashboard (`autoresearch-web`) over the
-//! ledger, opened read-only as the read commands open it; votes and forks
-//! open it for writing only while they are done, as `vote` and `fork` do.
+//! ledger, opened read-only as the read commands open it; votes, forks and
+//! replays open it for writing only while they are done, as `vote`, `fork`
+//! and `replay` do.
 
 use crate::ledger;
 use anyhow::Context;
@@ -29,7 +30,7 @@ pub struct ServeArgs {
     /// The port (0 picks a free one).
     #[arg(long, default_value_t = 8750)]
     pub port: u16,
-    /// The token actions (vote, fork) need [default: a random one, printed].
+    /// The token actions (vote, fork, replay) need [default: a random one, printed].
     #[arg(long, env = "AUTORESEARCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// No actions at all: a dashboard to look at only.
@@ -209,7 +210,18 @@ pub async fn run(ledger_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
         Access::Token { token, .. } => Some(token.clone()),
         Access::ReadOnly => None,
     };
+    let replayer: Option<Arc<dyn autoresearch_core::Replayer>> = match &access {
+        Access::ReadOnly => None,
+        Access::Token { .. } => {
+            let path = ledger_path.to_path_buf();
+            Some(Arc::new(autoresearch_compare::LedgerReplayer::new(
+                Arc::new(move || ledger::open(&path).map_err(|e| format!("{e:#}"))),
+                ledger::registry(),
+            )))
+        }
+    };
     let config = DashboardConfig {
+        replayer,
         access,
         metric: Arc::new(spec_metric),
         poll_interval: Duration::from_millis(args.poll_ms),
@@ -228,7 +240,7 @@ pub async fn run(ledger_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
     // not stop the server.
     let banner = match token {
         Some(t) => format!(
-            "dashboard of {} on http://{local}/#token={t}\nactions (vote, fork) need the token: open the link above, or send `Authorization: Bearer {t}`\n",
+            "dashboard of {} on http://{local}/#token={t}\nactions (vote, fork, replay) need the token: open the link above, or send `Authorization: Bearer {t}`\n",
             ledger_path.display()
         ),
         None => format!(

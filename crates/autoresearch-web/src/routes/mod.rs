@@ -31,9 +31,11 @@ use tokio::sync::{OwnedRwLockReadGuard, watch};
 type Heads = Arc<HashMap<WorldId, u64>>;
 
 mod actions;
+mod replay;
 mod run;
 
 use actions::{fork, vote};
+use replay::{CompareKey, replay_json, replay_page, start_replay};
 use run::{run_json, run_page};
 
 /// What every handler shares.
@@ -43,22 +45,25 @@ pub struct AppState {
     env: Result<minijinja::Environment<'static>, String>,
     heads: watch::Sender<Heads>,
     polling: AtomicBool,
-    charts: Recent<Arc<Chart>>,
-    orders: Recent<Order>,
+    charts: Recent<ChartKey, Arc<Chart>>,
+    orders: Recent<CacheKey, Order>,
+    comparisons: Recent<CompareKey, Arc<crate::compare::Comparison>>,
 }
 
-/// What a chart or a sort order is computed from: a world at a tick, on a metric.
+/// What a sort order is computed from: a world at a tick, on a metric.
 type CacheKey = (WorldId, Tick, Option<String>);
+/// What a chart is computed from: a world at a tick, on a metric, in a window.
+type ChartKey = (WorldId, Tick, Option<String>, chart::Window);
 
 /// The last few values computed, by key (a few worlds and ticks at once).
-struct Recent<V> {
-    items: Mutex<Vec<(CacheKey, V)>>,
+struct Recent<K, V> {
+    items: Mutex<Vec<(K, V)>>,
 }
 
 /// How many values a [`Recent`] keeps.
 const CACHED: usize = 8;
 
-impl<V: Clone> Recent<V> {
+impl<K: PartialEq, V: Clone> Recent<K, V> {
     fn new() -> Self {
         Recent {
             items: Mutex::new(Vec::new()),
@@ -66,7 +71,7 @@ impl<V: Clone> Recent<V> {
     }
 
     /// The value of `key`, computed by `make` unless kept.
-    fn get_or(&self, key: CacheKey, make: impl FnOnce() -> V) -> V {
+    fn get_or(&self, key: K, make: impl FnOnce() -> V) -> V {
         if let Some((_, v)) = lock(&self.items).iter().find(|(k, _)| *k == key) {
             return v.clone();
         }
@@ -91,6 +96,7 @@ impl AppState {
             polling: AtomicBool::new(false),
             charts: Recent::new(),
             orders: Recent::new(),
+            comparisons: Recent::new(),
         }
     }
 
@@ -164,10 +170,20 @@ impl AppState {
         });
     }
 
-    fn chart(&self, idx: &WorldIndex, metric: Option<(&str, bool)>) -> Arc<Chart> {
-        let key = (idx.info.id, idx.tick, metric.map(|(m, _)| m.to_string()));
+    fn chart(
+        &self,
+        idx: &WorldIndex,
+        metric: Option<(&str, bool)>,
+        window: chart::Window,
+    ) -> Arc<Chart> {
+        let key = (
+            idx.info.id,
+            idx.tick,
+            metric.map(|(m, _)| m.to_string()),
+            window,
+        );
         self.charts
-            .get_or(key, || Arc::new(chart::chart(idx, metric)))
+            .get_or(key, || Arc::new(chart::chart(idx, metric, window)))
     }
 
     fn best_order(&self, idx: &WorldIndex, metric: Option<(&str, bool)>) -> Order {
@@ -189,6 +205,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/worlds/{world}/live", get(experiment_live))
         .route("/worlds/{world}/events", get(events))
         .route("/worlds/{world}/runs/{run}", get(run_page))
+        .route("/worlds/{world}/replay", get(replay_page))
+        .route("/worlds/{world}/chart", get(chart_svg))
         .route("/api/worlds", get(worlds_json))
         .route("/api/worlds/{world}", get(experiment_json))
         .route("/api/worlds/{world}/attempts", get(attempts_json))
@@ -196,6 +214,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/worlds/{world}/runs/{run}", get(run_json))
         .route("/api/worlds/{world}/runs/{run}/vote", post(vote))
         .route("/api/worlds/{world}/runs/{run}/fork", post(fork))
+        .route("/api/worlds/{world}/replay", get(replay_json))
+        .route("/api/worlds/{world}/replays", post(start_replay))
         .route("/assets/app.js", get(app_js))
         .route("/assets/style.css", get(style_css))
         .fallback(not_found)
@@ -304,9 +324,65 @@ struct PageQuery {
     sort: Option<String>,
     page: Option<String>,
     per: Option<String>,
+    /// The chart's zoom: the first and last attempt shown.
+    from: Option<String>,
+    to: Option<String>,
+    /// The attempts table's extra metric columns, comma-separated.
+    cols: Option<String>,
 }
 
 impl PageQuery {
+    /// The chart's window over `attempts` attempts: 400 for a bound that
+    /// is not a whole number, or `from` after `to`.
+    fn window(&self, attempts: usize) -> Result<chart::Window, WebError> {
+        let bound = |name: &str, v: &Option<String>| match v.as_deref().filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(t) => t.parse::<usize>().map(Some).map_err(|_| {
+                WebError::BadRequest(format!(
+                    "{name} {t:?} is not an attempt number (a whole number from 1)"
+                ))
+            }),
+        };
+        let (from, to) = (bound("from", &self.from)?, bound("to", &self.to)?);
+        if let (Some(f), Some(t)) = (from, to)
+            && f > t
+        {
+            return Err(WebError::BadRequest(format!(
+                "the chart's window from {f} to {t} is empty: from must not be after to"
+            )));
+        }
+        Ok(chart::Window::clamp(from, to, attempts))
+    }
+
+    /// The extra metric columns asked for, each one of `known`: 400 for
+    /// another name (saying which exist).
+    fn columns(&self, known: &[String]) -> Result<Vec<String>, WebError> {
+        let mut out: Vec<String> = Vec::new();
+        for c in self
+            .cols
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            if !known.iter().any(|k| k == c) {
+                return Err(WebError::BadRequest(format!(
+                    "column {c:?} is not a metric of this world (it has: {})",
+                    known.join(", ")
+                )));
+            }
+            if !out.iter().any(|o| o == c) {
+                out.push(c.to_string());
+            }
+        }
+        if out.len() > 20 {
+            return Err(WebError::BadRequest(
+                "at most 20 extra columns can be shown".into(),
+            ));
+        }
+        Ok(out)
+    }
     fn tick(&self) -> Result<Option<Tick>, WebError> {
         match self.tick.as_deref().filter(|t| !t.is_empty()) {
             None => Ok(None),
@@ -367,6 +443,8 @@ struct ForkView {
     url: String,
     tick: u64,
     head: u64,
+    /// Its replay view against the world shown.
+    compare_url: String,
 }
 
 /// Everything the experiment page shows.
@@ -399,6 +477,17 @@ struct ExperimentView {
     in_flight: Vec<RowView>,
     pending: Vec<RowView>,
     table: TableView,
+    /// The extra metric columns shown in the table, and each row's values
+    /// in them (by run id's row order), printed.
+    columns: Vec<String>,
+    column_values: Vec<Vec<String>>,
+    /// Every metric name the world's Results have (the column chooser's choices).
+    available_columns: Vec<String>,
+    /// The chart's window, and whether it is zoomed in.
+    window: chart::Window,
+    zoomed: bool,
+    /// The query parameters (columns, zoom) links keep, each ending in `&`.
+    keep_query: String,
     statuses: Vec<&'static str>,
     /// Whether actions are offered.
     actions: bool,
@@ -421,10 +510,22 @@ async fn experiment_view(
     let metric = idx.metric(&s.config.metric);
     let metric_ref = metric.as_ref().map(|(m, min)| (m.as_str(), *min));
     let world = info.name.as_str();
+    let window = q.window(idx.runs.len())?;
+    let available_columns = metric_columns(&idx);
+    let columns = q.columns(&available_columns)?;
     let table = view::table(&idx, table_query, metric_ref, || {
         s.best_order(&idx, metric_ref)
     })?;
-    let chart = s.chart(&idx, metric_ref);
+    let column_values = column_values(&idx, &table, &columns);
+    let chart = s.chart(&idx, metric_ref, window);
+    let zoomed = !window.is_all(idx.runs.len());
+    let mut keep_query = String::new();
+    if !columns.is_empty() {
+        keep_query.push_str(&format!("cols={}&", enc(&columns.join(","))));
+    }
+    if zoomed {
+        keep_query.push_str(&format!("from={}&to={}&", window.from, window.to));
+    }
     let rows = |set: &std::collections::BTreeSet<usize>, max: usize| -> Vec<RowView> {
         set.iter()
             .take(max)
@@ -441,6 +542,7 @@ async fn experiment_view(
                 url: world_url(&w.name),
                 tick: p.tick.0,
                 head: w.head.0,
+                compare_url: format!("{}/replay?with={}", world_url(&w.name), enc(&info.name)),
             })
         })
         .collect();
@@ -472,6 +574,12 @@ async fn experiment_view(
             .collect(),
         pending: rows(&idx.pending, PENDING_SHOWN),
         table,
+        columns,
+        column_values,
+        available_columns,
+        window,
+        zoomed,
+        keep_query,
         statuses: RowClass::ALL.iter().map(|c| c.as_str()).collect(),
         actions: matches!(s.config.access, Access::Token { .. }),
     };
@@ -483,7 +591,7 @@ fn page_context(s: &AppState, v: &ExperimentView, chart: &Chart) -> minijinja::V
         title => s.config.title,
         v => v,
         chart => minijinja::Value::from_safe_string(chart.svg.clone()),
-        live_query => v.table.query.href(v.table.query.page),
+        live_query => format!("{}{}", v.keep_query, v.table.query.href(v.table.query.page)),
     }
 }
 
@@ -526,12 +634,15 @@ async fn attempts_json(
     let (_, idx) = viewed(&s, &world, tick).await?;
     let metric = idx.metric(&s.config.metric);
     let metric_ref = metric.as_ref().map(|(m, min)| (m.as_str(), *min));
+    let columns = q.columns(&metric_columns(&idx))?;
     let table = view::table(&idx, table_query, metric_ref, || {
         s.best_order(&idx, metric_ref)
     })?;
-    Ok(axum::Json(
-        serde_json::json!({ "tick": idx.tick.0, "metric": metric.map(|m| m.0), "table": table }),
-    )
+    let values = column_values(&idx, &table, &columns);
+    Ok(axum::Json(serde_json::json!({
+        "tick": idx.tick.0, "metric": metric.map(|m| m.0), "table": table,
+        "columns": columns, "column_values": values,
+    }))
     .into_response())
 }
 
@@ -542,9 +653,55 @@ async fn chart_json(
 ) -> Result<Response, WebError> {
     let tick = q.tick()?;
     let (_, idx) = viewed(&s, &world, tick).await?;
+    let window = q.window(idx.runs.len())?;
     let metric = idx.metric(&s.config.metric);
-    let chart = s.chart(&idx, metric.as_ref().map(|(m, min)| (m.as_str(), *min)));
+    let chart = s.chart(
+        &idx,
+        metric.as_ref().map(|(m, min)| (m.as_str(), *min)),
+        window,
+    );
     Ok(axum::Json(serde_json::json!({ "tick": idx.tick.0, "chart": &*chart })).into_response())
+}
+
+/// The chart alone as SVG (HTML fragment), for the page's zoom to swap in.
+async fn chart_svg(
+    State(s): State<Arc<AppState>>,
+    Path(world): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Html<String>, WebError> {
+    let tick = q.tick()?;
+    let (_, idx) = viewed(&s, &world, tick).await?;
+    let window = q.window(idx.runs.len())?;
+    let metric = idx.metric(&s.config.metric);
+    let chart = s.chart(
+        &idx,
+        metric.as_ref().map(|(m, min)| (m.as_str(), *min)),
+        window,
+    );
+    Ok(Html(chart.svg.clone()))
+}
+
+/// Every numeric output name a stored Result of the world still has.
+fn metric_columns(idx: &WorldIndex) -> Vec<String> {
+    idx.metric_names_in_use().map(str::to_string).collect()
+}
+
+/// Each table row's values in `columns`, printed.
+fn column_values(idx: &WorldIndex, table: &TableView, columns: &[String]) -> Vec<Vec<String>> {
+    if columns.is_empty() {
+        return Vec::new();
+    }
+    table
+        .rows
+        .iter()
+        .map(|r| {
+            let row = idx.run(&r.run_id).map(|(_, row)| row);
+            columns
+                .iter()
+                .map(|c| fmt_metric(row.and_then(|row| row.metric(c))))
+                .collect()
+        })
+        .collect()
 }
 
 /// Server-sent events for world `world`: a `tick` event with the head tick
