@@ -8,6 +8,7 @@ mod ledger;
 mod loop_;
 mod parity;
 mod serve;
+mod serve_loop;
 
 use anyhow::bail;
 

@@ -1,4 +1,4 @@
-//! `cargo xtask bench serve [--quick] [--attempts N]`: the dashboard's
+//! `cargo xtask bench serve [--quick] [--attempts N] [--loop-only]`: the dashboard's
 //! response times over real HTTP, at 1,000 attempts and at a large history
 //! (1,000,000; 20,000 with `--quick`; `--attempts` sets it).
 //!
@@ -12,7 +12,9 @@
 //! first request, which builds the dashboard's index of the world, is
 //! reported on its own (`cold_ms`). Last, the rate of a writer's durable
 //! appends to another world of the ledger with and without a live page
-//! polling it (`loop_overhead`).
+//! polling it (`loop_overhead`), and the real loop's iterations per second
+//! without and with a client on its dashboard, alternated
+//! ([`super::serve_loop`]; `--loop-only` runs that part alone).
 
 use super::emit;
 use anyhow::{Context, Result, bail};
@@ -31,26 +33,30 @@ use std::time::{Duration, Instant};
 /// Attempts written per tick while building a ledger.
 const PER_TICK: usize = 1_000;
 
-/// Parses `--attempts N`.
-fn large_size(quick: bool, args: &[String]) -> Result<usize> {
+/// Parses `--attempts N` and `--loop-only`.
+fn large_size(quick: bool, args: &[String]) -> Result<(usize, bool)> {
     let mut n = if quick { 20_000 } else { 1_000_000 };
+    let mut loop_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--loop-only" => loop_only = true,
             "--attempts" => {
                 let v = it.next().context("--attempts needs a number")?;
                 n = v
                     .parse()
                     .with_context(|| format!("--attempts {v:?} is not a number"))?;
             }
-            other => bail!("benchmark serve: unknown option {other:?} (expected --attempts N)"),
+            other => bail!(
+                "benchmark serve: unknown option {other:?} (expected --attempts N or --loop-only)"
+            ),
         }
     }
-    Ok(n)
+    Ok((n, loop_only))
 }
 
 pub fn run(quick: bool, args: &[String]) -> Result<()> {
-    let large = large_size(quick, args)?;
+    let (large, loop_only) = large_size(quick, args)?;
     let requests = if quick { 40 } else { 200 };
     let dir = tempfile::Builder::new()
         .prefix("bench-serve")
@@ -61,6 +67,9 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async {
+        if loop_only {
+            return super::serve_loop::loop_with_dashboard(quick).await;
+        }
         for attempts in [1_000, large] {
             let path = dir.path().join(format!("ledger-{attempts}.redb"));
             let t = Instant::now();
@@ -70,7 +79,8 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
             measure(&path, attempts, requests, build_s).await?;
             std::fs::remove_file(&path).ok();
         }
-        loop_overhead(dir.path(), quick).await
+        loop_overhead(dir.path(), quick).await?;
+        super::serve_loop::loop_with_dashboard(quick).await
     })
 }
 
