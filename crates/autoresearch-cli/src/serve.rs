@@ -10,7 +10,7 @@ use autoresearch_compare::{CompareSpec, Direction};
 use autoresearch_core::World;
 use autoresearch_web::{
     Access, ActionError, ActionReceipt, Actions, DashboardConfig, Diffs, ForkRequest as WebFork,
-    VoteRequest,
+    Params, VoteRequest,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -172,6 +172,21 @@ impl Diffs for GitDiffs {
     }
 }
 
+/// A candidate's parameters as `autoresearch log` reads them without a
+/// params file: the `NAME = LITERAL` lines its diff against its base adds.
+#[async_trait::async_trait]
+impl Params for GitDiffs {
+    async fn params(
+        &self,
+        repo: &str,
+        base: &str,
+        commit: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        let diff = self.diff(repo, base, commit).await?;
+        Some(crate::log::changed_params(&diff))
+    }
+}
+
 /// The metric a comparator spec decides on, and whether lower is better.
 fn spec_metric(spec: &str) -> Option<(String, bool)> {
     let spec = CompareSpec::parse(spec).ok()?;
@@ -227,6 +242,7 @@ pub async fn run(ledger_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
         poll_interval: Duration::from_millis(args.poll_ms),
         title: ledger_path.display().to_string(),
         diffs: Some(Arc::new(GitDiffs)),
+        params: Some(Arc::new(GitDiffs)),
     };
     let router = autoresearch_web::router(storage, ledger::registry(), config);
     let addr = SocketAddr::new(args.bind, args.port);

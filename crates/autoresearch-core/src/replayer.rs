@@ -34,7 +34,8 @@ pub struct ReplayStarted {
     pub comparator: String,
     /// Candidates re-decided.
     pub candidates: usize,
-    /// Candidates decided differently (keep versus not keep).
+    /// Candidates decided differently (keep and baseline alike), as
+    /// `autoresearch replay` marks them.
     pub changed: usize,
 }
 

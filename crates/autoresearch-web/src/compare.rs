@@ -5,8 +5,8 @@
 //!
 //! The rows are world A's attempts in recording order, then the attempts
 //! only world B has (a fork continued by a loop). A row is *changed* when
-//! both worlds decided it and one made it head (keep or baseline) while the
-//! other did not: the same test as `autoresearch replay`'s `*` marks.
+//! both worlds decided it and not alike (keep and baseline count as one):
+//! the same test as `autoresearch replay`'s `*` marks.
 
 use crate::chart::{self, Chart, StepSeries};
 use crate::index::{RowClass, RunRow, WorldIndex};
@@ -45,18 +45,24 @@ fn made_head(c: RowClass) -> bool {
     matches!(c, RowClass::Keep | RowClass::Baseline)
 }
 
-/// Whether a row was decided (not running, not waiting for votes).
-fn decided(c: RowClass) -> bool {
-    matches!(
-        c,
-        RowClass::Keep | RowClass::Baseline | RowClass::Discard | RowClass::Crash
-    )
+/// A row's decision as the replay view compares it: keep and baseline
+/// both make the candidate head, so they count as one; `None` for a row
+/// with no decision (running, or stopped without one).
+fn decision(c: RowClass) -> Option<RowClass> {
+    match c {
+        RowClass::Keep | RowClass::Baseline => Some(RowClass::Keep),
+        RowClass::Discard | RowClass::Crash | RowClass::Pending => Some(c),
+        RowClass::Running | RowClass::Other => None,
+    }
 }
 
-/// Whether A and B decided the same attempt differently.
+/// Whether A and B decided the same attempt differently (both decided,
+/// and not alike: the test `autoresearch replay` marks with `*`).
 pub fn differs(a: &RunRow, b: &RunRow) -> bool {
-    let (ca, cb) = (a.class(), b.class());
-    decided(ca) && decided(cb) && made_head(ca) != made_head(cb)
+    match (decision(a.class()), decision(b.class())) {
+        (Some(x), Some(y)) => x != y,
+        _ => false,
+    }
 }
 
 impl Comparison {

@@ -32,7 +32,7 @@ mod pages;
 mod routes;
 mod view;
 
-pub use actions::{ActionError, ActionReceipt, Actions, Diffs, ForkRequest, VoteRequest};
+pub use actions::{ActionError, ActionReceipt, Actions, Diffs, ForkRequest, Params, VoteRequest};
 pub use error::WebError;
 pub use index::{LedgerView, MetricPicker};
 
@@ -72,6 +72,9 @@ pub struct DashboardConfig {
     /// What starts replays for the "start a replay" action (with the
     /// token); `None` refuses it.
     pub replayer: Option<Arc<dyn autoresearch_core::Replayer>>,
+    /// Where the attempts table's parameter columns come from; `None`
+    /// offers metric columns only.
+    pub params: Option<Arc<dyn Params>>,
 }
 
 impl DashboardConfig {
@@ -85,6 +88,7 @@ impl DashboardConfig {
             title: title.into(),
             diffs: None,
             replayer: None,
+            params: None,
         }
     }
 }

@@ -429,6 +429,17 @@ async fn the_attempts_table_shows_the_metric_columns_chosen() {
     .await;
     assert_eq!(j["columns"], json!(["loss", "score"]));
     assert_eq!(j["column_values"], json!([["", ""]]));
+    // Parameters need a reader (the CLI's reads diffs); this one has none.
+    for (q, says) in [
+        ("params=1", "reads no parameters"),
+        ("cols=param:lr", "reads no parameters"),
+        ("params=yes", "params \"yes\" is not 1"),
+        ("cols=param:", "names no parameter"),
+    ] {
+        let (status, body) = get(&app, &format!("{W}?{q}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
+        assert!(said(&body).contains(says), "{q}: {body}");
+    }
     for uri in [
         format!("{W}?cols=nope"),
         format!("{API}/attempts?cols=loss,nope"),

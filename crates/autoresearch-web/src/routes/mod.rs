@@ -31,10 +31,12 @@ use tokio::sync::{OwnedRwLockReadGuard, watch};
 type Heads = Arc<HashMap<WorldId, u64>>;
 
 mod actions;
+mod columns;
 mod replay;
 mod run;
 
 use actions::{fork, vote};
+use columns::{chart_svg, column_values, metric_columns};
 use replay::{CompareKey, replay_json, replay_page, start_replay};
 use run::{run_json, run_page};
 
@@ -48,6 +50,8 @@ pub struct AppState {
     charts: Recent<ChartKey, Arc<Chart>>,
     orders: Recent<CacheKey, Order>,
     comparisons: Recent<CompareKey, Arc<crate::compare::Comparison>>,
+    /// Parameters read, by candidate commit.
+    params: Mutex<HashMap<String, Arc<std::collections::BTreeMap<String, String>>>>,
 }
 
 /// What a sort order is computed from: a world at a tick, on a metric.
@@ -97,6 +101,7 @@ impl AppState {
             charts: Recent::new(),
             orders: Recent::new(),
             comparisons: Recent::new(),
+            params: Mutex::new(HashMap::new()),
         }
     }
 
@@ -327,62 +332,14 @@ struct PageQuery {
     /// The chart's zoom: the first and last attempt shown.
     from: Option<String>,
     to: Option<String>,
-    /// The attempts table's extra metric columns, comma-separated.
+    /// The attempts table's extra columns, comma-separated: metric names
+    /// and `param:NAME`s.
     cols: Option<String>,
+    /// `1`: read the parameters of the table's rows, to offer their names.
+    params: Option<String>,
 }
 
 impl PageQuery {
-    /// The chart's window over `attempts` attempts: 400 for a bound that
-    /// is not a whole number, or `from` after `to`.
-    fn window(&self, attempts: usize) -> Result<chart::Window, WebError> {
-        let bound = |name: &str, v: &Option<String>| match v.as_deref().filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(t) => t.parse::<usize>().map(Some).map_err(|_| {
-                WebError::BadRequest(format!(
-                    "{name} {t:?} is not an attempt number (a whole number from 1)"
-                ))
-            }),
-        };
-        let (from, to) = (bound("from", &self.from)?, bound("to", &self.to)?);
-        if let (Some(f), Some(t)) = (from, to)
-            && f > t
-        {
-            return Err(WebError::BadRequest(format!(
-                "the chart's window from {f} to {t} is empty: from must not be after to"
-            )));
-        }
-        Ok(chart::Window::clamp(from, to, attempts))
-    }
-
-    /// The extra metric columns asked for, each one of `known`: 400 for
-    /// another name (saying which exist).
-    fn columns(&self, known: &[String]) -> Result<Vec<String>, WebError> {
-        let mut out: Vec<String> = Vec::new();
-        for c in self
-            .cols
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-        {
-            if !known.iter().any(|k| k == c) {
-                return Err(WebError::BadRequest(format!(
-                    "column {c:?} is not a metric of this world (it has: {})",
-                    known.join(", ")
-                )));
-            }
-            if !out.iter().any(|o| o == c) {
-                out.push(c.to_string());
-            }
-        }
-        if out.len() > 20 {
-            return Err(WebError::BadRequest(
-                "at most 20 extra columns can be shown".into(),
-            ));
-        }
-        Ok(out)
-    }
     fn tick(&self) -> Result<Option<Tick>, WebError> {
         match self.tick.as_deref().filter(|t| !t.is_empty()) {
             None => Ok(None),
@@ -483,6 +440,12 @@ struct ExperimentView {
     column_values: Vec<Vec<String>>,
     /// Every metric name the world's Results have (the column chooser's choices).
     available_columns: Vec<String>,
+    /// The parameter names the rows of this page set (read when asked
+    /// for with `params=1` or a parameter column), as `param:NAME`.
+    available_params: Vec<String>,
+    /// Whether parameters can be read at all, and whether they were.
+    params_offered: bool,
+    params_loaded: bool,
     /// The chart's window, and whether it is zoomed in.
     window: chart::Window,
     zoomed: bool,
@@ -577,12 +540,51 @@ async fn experiment_view(
         columns,
         column_values,
         available_columns,
+        available_params: Vec::new(),
+        params_offered: s.config.params.is_some(),
+        params_loaded: false,
         window,
         zoomed,
         keep_query,
         statuses: RowClass::ALL.iter().map(|c| c.as_str()).collect(),
         actions: matches!(s.config.access, Access::Token { .. }),
     };
+    let mut v = v;
+    let asked = match q.params.as_deref().unwrap_or("") {
+        "" | "0" => false,
+        "1" => true,
+        other => {
+            return Err(WebError::BadRequest(format!(
+                "params {other:?} is not 1 (read the parameters of the rows shown) or 0"
+            )));
+        }
+    };
+    let want_params = asked || v.columns.iter().any(|c| c.starts_with(columns::PARAM));
+    if want_params {
+        let Some(provider) = s.config.params.clone() else {
+            return Err(WebError::BadRequest(
+                "this dashboard reads no parameters (it was started without a repository reader)"
+                    .into(),
+            ));
+        };
+        let wanted = columns::params_wanted(&idx, &v.table);
+        // The index is not held while parameters are read (git processes).
+        drop(idx);
+        let found = columns::load_params(s, &provider, &wanted).await;
+        let mut names = std::collections::BTreeSet::new();
+        for p in &found {
+            names.extend(p.keys().map(|k| format!("{}{k}", columns::PARAM)));
+        }
+        for (row, p) in v.column_values.iter_mut().zip(&found) {
+            for (cell, c) in row.iter_mut().zip(&v.columns) {
+                if let Some(name) = c.strip_prefix(columns::PARAM) {
+                    *cell = p.get(name).cloned().unwrap_or_default();
+                }
+            }
+        }
+        v.available_params = names.into_iter().collect();
+        v.params_loaded = true;
+    }
     Ok((v, chart))
 }
 
@@ -592,6 +594,7 @@ fn page_context(s: &AppState, v: &ExperimentView, chart: &Chart) -> minijinja::V
         v => v,
         chart => minijinja::Value::from_safe_string(chart.svg.clone()),
         live_query => format!("{}{}", v.keep_query, v.table.query.href(v.table.query.page)),
+        live_query_table => v.table.query.href(v.table.query.page),
     }
 }
 
@@ -661,47 +664,6 @@ async fn chart_json(
         window,
     );
     Ok(axum::Json(serde_json::json!({ "tick": idx.tick.0, "chart": &*chart })).into_response())
-}
-
-/// The chart alone as SVG (HTML fragment), for the page's zoom to swap in.
-async fn chart_svg(
-    State(s): State<Arc<AppState>>,
-    Path(world): Path<String>,
-    Query(q): Query<PageQuery>,
-) -> Result<Html<String>, WebError> {
-    let tick = q.tick()?;
-    let (_, idx) = viewed(&s, &world, tick).await?;
-    let window = q.window(idx.runs.len())?;
-    let metric = idx.metric(&s.config.metric);
-    let chart = s.chart(
-        &idx,
-        metric.as_ref().map(|(m, min)| (m.as_str(), *min)),
-        window,
-    );
-    Ok(Html(chart.svg.clone()))
-}
-
-/// Every numeric output name a stored Result of the world still has.
-fn metric_columns(idx: &WorldIndex) -> Vec<String> {
-    idx.metric_names_in_use().map(str::to_string).collect()
-}
-
-/// Each table row's values in `columns`, printed.
-fn column_values(idx: &WorldIndex, table: &TableView, columns: &[String]) -> Vec<Vec<String>> {
-    if columns.is_empty() {
-        return Vec::new();
-    }
-    table
-        .rows
-        .iter()
-        .map(|r| {
-            let row = idx.run(&r.run_id).map(|(_, row)| row);
-            columns
-                .iter()
-                .map(|c| fmt_metric(row.and_then(|row| row.metric(c))))
-                .collect()
-        })
-        .collect()
 }
 
 /// Server-sent events for world `world`: a `tick` event with the head tick

@@ -45,7 +45,7 @@ struct ReplayView {
     attempts: usize,
     /// Attempts both hold.
     shared: usize,
-    /// Attempts decided differently (keep versus not keep).
+    /// Attempts decided differently (keep and baseline alike).
     changed: usize,
     /// `all` or `changed`.
     show: &'static str,

@@ -74,6 +74,7 @@ pub fn with_actions(
     );
     DashboardConfig {
         replayer: Some(Arc::new(replayer)),
+        params: None,
         access: Access::Token {
             token: TOKEN.into(),
             actions: Arc::new(WorldActions { storage, registry }),
