@@ -147,7 +147,7 @@ async fn a_replay_started_from_the_dashboard_is_compared_with_its_source() {
     assert!(j["view"]["next"].is_null());
 
     // The page: both lines, the changes marked in the chart and the table.
-    let (status, html) = get(&app, &receipt["url"].as_str().unwrap().to_string()).await;
+    let (status, html) = get(&app, receipt["url"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{html}");
     assert!(html.contains(r#"class="steps""#) && html.contains(r#"class="steps-b""#));
     assert_eq!(html.matches(r#"<line class="changed""#).count(), 4);
