@@ -267,6 +267,23 @@ async fn starting_a_replay_is_refused_without_the_token_and_for_bad_requests() {
             "{uri} {body}: {text} lacks {says:?}"
         );
     }
+    // A dashboard given no replayer refuses it, and does not offer it.
+    let no_replayer = router(
+        ledger.read_only(),
+        ledger.registry.clone(),
+        autoresearch_web::DashboardConfig {
+            replayer: None,
+            ..with_actions(ledger.storage.clone(), ledger.registry.clone())
+        },
+    );
+    let (status, _, text) = send(&no_replayer, post(&uri, Some(TOKEN), body)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(said(&text).contains("without a replayer"), "{text}");
+    let (_, page) = get(&no_replayer, W).await;
+    assert!(
+        !page.contains("start-replay"),
+        "a page offers replays without a replayer"
+    );
     // A read-only dashboard refuses it even with the token.
     let ro = router(ledger.read_only(), ledger.registry.clone(), read_only());
     let (status, _, text) = send(&ro, post(&uri, Some(TOKEN), body)).await;

@@ -454,6 +454,8 @@ struct ExperimentView {
     statuses: Vec<&'static str>,
     /// Whether actions are offered.
     actions: bool,
+    /// Whether "start a replay" is offered (actions, and a replayer).
+    can_replay: bool,
 }
 
 /// How many pending runs the page lists.
@@ -548,6 +550,7 @@ async fn experiment_view(
         keep_query,
         statuses: RowClass::ALL.iter().map(|c| c.as_str()).collect(),
         actions: matches!(s.config.access, Access::Token { .. }),
+        can_replay: matches!(s.config.access, Access::Token { .. }) && s.config.replayer.is_some(),
     };
     let mut v = v;
     let asked = match q.params.as_deref().unwrap_or("") {
