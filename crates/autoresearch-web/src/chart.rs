@@ -542,3 +542,55 @@ pub fn steps_chart(
         svg: s,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_step_lines_are_thinned_to_the_last_of_each_column() {
+        let steps: Vec<(usize, f64)> = (1..=6_000).map(|n| (n, -(n as f64))).collect();
+        let thinned = thin(&steps, 6_000, |p| p.0);
+        assert!(thinned.len() <= COLUMNS, "{} points", thinned.len());
+        assert_eq!(thinned.last(), steps.last(), "the final head is kept");
+        assert!(thinned.windows(2).all(|w| w[0].0 < w[1].0));
+        let few = &steps[..10];
+        assert_eq!(thin(few, 6_000, |p| p.0), few.to_vec());
+
+        let chart = steps_chart(
+            6_000,
+            Some("score"),
+            &[StepSeries {
+                name: "a <b>",
+                class: "steps",
+                steps: &steps,
+            }],
+            &(1..=3_000).collect::<Vec<_>>(),
+        );
+        assert_eq!(chart.steps.len(), thinned.len());
+        assert!(chart.svg.matches("<line class=\"changed\"").count() <= COLUMNS);
+        assert!(
+            chart.svg.contains("a &lt;b&gt;: head -6000"),
+            "{}",
+            &chart.svg[..300]
+        );
+        let empty = steps_chart(0, None, &[], &[]);
+        assert!(empty.svg.contains("no kept metric in either world"));
+    }
+
+    #[test]
+    fn a_window_is_clamped_to_the_history() {
+        assert_eq!(Window::clamp(None, None, 10), Window { from: 1, to: 10 });
+        assert_eq!(
+            Window::clamp(Some(0), Some(99), 10),
+            Window { from: 1, to: 10 }
+        );
+        assert_eq!(
+            Window::clamp(Some(12), None, 10),
+            Window { from: 10, to: 10 }
+        );
+        assert_eq!(Window::clamp(None, None, 0), Window { from: 1, to: 1 });
+        assert!(Window::clamp(Some(1), Some(10), 10).is_all(10));
+        assert!(!Window::clamp(Some(2), Some(10), 10).is_all(10));
+    }
+}
