@@ -4,6 +4,8 @@
 
 #![allow(dead_code, reason = "each test file uses part of the fixture")]
 
+pub mod http;
+
 use autoresearch_core::{
     BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, Outcome, OutcomeStatus, Run,
     RunStatus, Storage, Tick, Vote, VoteVerdict, World, now_ms,
