@@ -9,6 +9,7 @@ mod loop_;
 mod parity;
 mod serve;
 mod serve_loop;
+mod serve_replay;
 
 use anyhow::bail;
 

@@ -10,7 +10,8 @@
 //! response, p50 and p99, for: the experiment page, the attempts table's
 //! next page (HTML and JSON), and a run page (a random run each time). The
 //! first request, which builds the dashboard's index of the world, is
-//! reported on its own (`cold_ms`). Last, the rate of a writer's durable
+//! reported on its own (`cold_ms`); then the replay view of a fork of it
+//! ([`super::serve_replay`]). Last, the rate of a writer's durable
 //! appends to another world of the ledger with and without a live page
 //! polling it (`loop_overhead`), and the real loop's iterations per second
 //! without and with a client on its dashboard, alternated
@@ -73,7 +74,8 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
         for attempts in [1_000, large] {
             let path = dir.path().join(format!("ledger-{attempts}.redb"));
             let t = Instant::now();
-            build(&path, attempts).await?;
+            let built = build(&path, attempts).await?;
+            super::serve_replay::add_fork(&path, built).await?;
             let build_s = t.elapsed().as_secs_f64();
             eprintln!("serve: {attempts} attempts written in {build_s:.1} s");
             measure(&path, attempts, requests, build_s).await?;
@@ -90,7 +92,10 @@ fn registry() -> Arc<ComponentRegistry> {
 
 /// Writes world `autoresearch:bench` (experiment `bench`) with `attempts`
 /// decided attempts, run ids `run-0000000` on; `bench history` reuses it.
-pub(super) async fn build(path: &Path, attempts: usize) -> Result<()> {
+/// Returns the writer's head and next entity, and the entities of the
+/// discarded runs after the middle (up to [`super::serve_replay::FLIPS`]),
+/// for the replay view's fork.
+pub(super) async fn build(path: &Path, attempts: usize) -> Result<super::serve_replay::Built> {
     let config = RedbConfig {
         sharing: Sharing::Exclusive,
         durable: false,
@@ -105,6 +110,7 @@ pub(super) async fn build(path: &Path, attempts: usize) -> Result<()> {
     )?;
     let head_entity = w.spawn();
     let mut best = 100.0;
+    let mut flips = Vec::new();
     for n in 0..attempts {
         let run_id = format!("run-{n:07}");
         let commit = format!("{n:040x}");
@@ -138,6 +144,9 @@ pub(super) async fn build(path: &Path, attempts: usize) -> Result<()> {
         } else {
             OutcomeStatus::Discard
         };
+        if !keep && n >= attempts / 2 && flips.len() < super::serve_replay::FLIPS {
+            flips.push((e, run_id.clone()));
+        }
         w.set(
             e,
             &Outcome {
@@ -161,12 +170,17 @@ pub(super) async fn build(path: &Path, attempts: usize) -> Result<()> {
         }
     }
     w.commit().await?;
-    Ok(())
+    Ok(super::serve_replay::Built {
+        world: w.info().id,
+        head: w.head(),
+        next_entity: w.next_entity(),
+        flips,
+    })
 }
 
 /// Time to first byte and to the end of one `GET path` (HTTP/1.1,
 /// `Connection: close`), and the status code.
-fn get(addr: SocketAddr, path: &str) -> Result<(Duration, Duration, u16, usize)> {
+pub(super) fn get(addr: SocketAddr, path: &str) -> Result<(Duration, Duration, u16, usize)> {
     let t = Instant::now();
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
@@ -196,7 +210,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Requests `path(i)` `n` times from a blocking thread; emits p50/p99.
-async fn series(
+pub(super) async fn series(
     addr: SocketAddr,
     attempts: usize,
     what: &str,
@@ -283,6 +297,7 @@ async fn measure(path: &Path, attempts: usize, n: usize, build_s: f64) -> Result
         format!("{world}/runs/run-{k:07}")
     })
     .await?;
+    super::serve_replay::measure(addr, attempts, n).await?;
     let _ = stop.send(());
     server.await??;
     Ok(())
