@@ -1,6 +1,7 @@
 //! `autoresearch serve`: the live dashboard (`autoresearch-web`) over the
-//! ledger, opened read-only as the read commands open it; votes and forks
-//! open it for writing only while they are done, as `vote` and `fork` do.
+//! ledger, opened read-only as the read commands open it; votes, forks and
+//! replays open it for writing only while they are done, as `vote`, `fork`
+//! and `replay` do.
 
 use crate::ledger;
 use anyhow::Context;
@@ -9,7 +10,7 @@ use autoresearch_compare::{CompareSpec, Direction};
 use autoresearch_core::World;
 use autoresearch_web::{
     Access, ActionError, ActionReceipt, Actions, DashboardConfig, Diffs, ForkRequest as WebFork,
-    VoteRequest,
+    Params, VoteRequest,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ pub struct ServeArgs {
     /// The port (0 picks a free one).
     #[arg(long, default_value_t = 8750)]
     pub port: u16,
-    /// The token actions (vote, fork) need [default: a random one, printed].
+    /// The token actions (vote, fork, replay) need [default: a random one, printed].
     #[arg(long, env = "AUTORESEARCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// No actions at all: a dashboard to look at only.
@@ -171,6 +172,21 @@ impl Diffs for GitDiffs {
     }
 }
 
+/// A candidate's parameters as `autoresearch log` reads them without a
+/// params file: the `NAME = LITERAL` lines its diff against its base adds.
+#[async_trait::async_trait]
+impl Params for GitDiffs {
+    async fn params(
+        &self,
+        repo: &str,
+        base: &str,
+        commit: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        let diff = self.diff(repo, base, commit).await?;
+        Some(crate::log::changed_params(&diff))
+    }
+}
+
 /// The metric a comparator spec decides on, and whether lower is better.
 fn spec_metric(spec: &str) -> Option<(String, bool)> {
     let spec = CompareSpec::parse(spec).ok()?;
@@ -209,12 +225,24 @@ pub async fn run(ledger_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
         Access::Token { token, .. } => Some(token.clone()),
         Access::ReadOnly => None,
     };
+    let replayer: Option<Arc<dyn autoresearch_core::Replayer>> = match &access {
+        Access::ReadOnly => None,
+        Access::Token { .. } => {
+            let path = ledger_path.to_path_buf();
+            Some(Arc::new(autoresearch_compare::LedgerReplayer::new(
+                Arc::new(move || ledger::open(&path).map_err(|e| format!("{e:#}"))),
+                ledger::registry(),
+            )))
+        }
+    };
     let config = DashboardConfig {
+        replayer,
         access,
         metric: Arc::new(spec_metric),
         poll_interval: Duration::from_millis(args.poll_ms),
         title: ledger_path.display().to_string(),
         diffs: Some(Arc::new(GitDiffs)),
+        params: Some(Arc::new(GitDiffs)),
     };
     let router = autoresearch_web::router(storage, ledger::registry(), config);
     let addr = SocketAddr::new(args.bind, args.port);
@@ -228,7 +256,7 @@ pub async fn run(ledger_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode
     // not stop the server.
     let banner = match token {
         Some(t) => format!(
-            "dashboard of {} on http://{local}/#token={t}\nactions (vote, fork) need the token: open the link above, or send `Authorization: Bearer {t}`\n",
+            "dashboard of {} on http://{local}/#token={t}\nactions (vote, fork, replay) need the token: open the link above, or send `Authorization: Bearer {t}`\n",
             ledger_path.display()
         ),
         None => format!(

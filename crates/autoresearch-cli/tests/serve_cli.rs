@@ -1,7 +1,8 @@
 //! `autoresearch serve` as a user starts it: the binary on a real ledger,
 //! read over HTTP while another process writes, votes and forks through
-//! its token (done by `autoresearch-compare`'s functions), refused
-//! without it, and none at all with `--read-only`.
+//! its token (done by `autoresearch-compare`'s functions), replays into a
+//! fork shown in the replay view, refused without it, and none at all with
+//! `--read-only`; parameter columns read from a real repository's diffs.
 
 #![cfg(feature = "web")]
 
@@ -222,6 +223,47 @@ async fn serve_reads_beside_a_writer_and_acts_only_with_its_token() {
         .await
         .unwrap();
     assert_eq!(fork.branch_head("web").unwrap().1.run_id, "cand");
+
+    // A replay under another comparator, through compare's replayer the
+    // CLI wires in: a bad spec is a 400; a good one writes the fork and
+    // points at its replay view, which the dashboard then shows.
+    let replays = "/api/worlds/autoresearch%3Aweb/replays";
+    let (status, body) = post(replays, Some("s3cret"), r#"{"comparator":"scalar"}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("scalar"), "{body}");
+    let (status, body) = post(replays, None, r#"{"comparator":"scalar:score:max"}"#)
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = post(
+        replays,
+        Some("s3cret"),
+        r#"{"comparator":"scalar:score:max","name":"maxed"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let receipt: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(receipt["world"], "maxed");
+    assert_eq!(
+        receipt["url"],
+        "/worlds/maxed/replay?with=autoresearch%3Aweb"
+    );
+    World::open(storage.clone(), registry(), "maxed")
+        .await
+        .expect("the replay's fork is in the ledger");
+    let (status, body) = get("/api/worlds/maxed/replay?with=autoresearch%3Aweb")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let j: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["view"]["b"]["comparator"], "scalar:score:max", "{body}");
+    assert_eq!(
+        j["view"]["changed"], receipt["detail"]["changed"],
+        "the view and the replay count the same changes: {body}"
+    );
     drop(served);
 
     let ro = serve(&path, &["--read-only"]);
@@ -350,4 +392,36 @@ async fn a_run_page_shows_the_candidate_diff_from_the_repository() {
         "{body}"
     );
     assert!(body.contains("train.py | 2"), "the stat: {body}");
+
+    // The attempts table's parameter columns: the assignments the diff adds.
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http(port, "GET", "/worlds/autoresearch%3Ad?params=1", None, "")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#"class="col-choice" value="param:lr""#),
+        "the chooser offers the parameter: {body}"
+    );
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        http(
+            port,
+            "GET",
+            "/worlds/autoresearch%3Ad?cols=param:lr",
+            None,
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#"<th class="num extra">param:lr</th>"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"<td class="num extra">0.05</td>"#),
+        "{body}"
+    );
 }

@@ -36,6 +36,7 @@ pub mod noise;
 pub mod num;
 pub mod record;
 pub mod registry;
+pub mod replayer;
 pub mod storage;
 pub mod vocab;
 pub mod world;
@@ -61,6 +62,7 @@ pub use record::{
     LivenessCheck, Snapshot, State, TickRecord,
 };
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
+pub use replayer::{ReplayOrder, ReplayStarted, Replayer, ReplayerError};
 pub use storage::{ForkPoint, Storage, StorageError, WorldInfo};
 pub use vocab::ConfirmStatus;
 pub use vocab::{AttemptState, JobState, LoopCause, OutcomeStatus, TsvStatus, VoteVerdict};

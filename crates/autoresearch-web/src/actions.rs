@@ -83,3 +83,19 @@ pub trait Diffs: Send + Sync + 'static {
     /// cannot be had (no such repository or commit, a timeout).
     async fn diff(&self, repo: &str, base: &str, commit: &str) -> Option<String>;
 }
+
+/// Reads the parameters a candidate set for the attempts table's parameter
+/// columns (the CLI passes one that reads them from the candidate's diff as
+/// `autoresearch log` does: each added `NAME = LITERAL` line). Optional:
+/// without it the table offers metric columns only.
+#[async_trait::async_trait]
+pub trait Params: Send + Sync + 'static {
+    /// The parameters `commit` set against `base` in the repository at
+    /// `repo`, by name; `None` when they cannot be had.
+    async fn params(
+        &self,
+        repo: &str,
+        base: &str,
+        commit: &str,
+    ) -> Option<std::collections::BTreeMap<String, String>>;
+}

@@ -9,7 +9,11 @@
 //! - Live updates over server-sent events: one task polls the ledger's
 //!   catalogue (each world's head tick) while anyone listens, and a page
 //!   fetches its changed part when its world's head moves.
-//! - Actions (vote, fork) need the token given in [`Access::Token`] and are
+//! - A replay view: two worlds' attempts side by side (a world and a fork
+//!   or replay of it), the decisions that differ marked, and both kept
+//!   step lines on one chart; and the action that starts a replay (through
+//!   core's [`autoresearch_core::Replayer`], which the CLI wires).
+//! - Actions (vote, fork, replay) need the token given in [`Access::Token`] and are
 //!   done by the [`Actions`] the server was given; a read-only dashboard has
 //!   none.
 //!
@@ -21,13 +25,14 @@
 
 pub mod actions;
 mod chart;
+mod compare;
 pub mod error;
 pub mod index;
 mod pages;
 mod routes;
 mod view;
 
-pub use actions::{ActionError, ActionReceipt, Actions, Diffs, ForkRequest, VoteRequest};
+pub use actions::{ActionError, ActionReceipt, Actions, Diffs, ForkRequest, Params, VoteRequest};
 pub use error::WebError;
 pub use index::{LedgerView, MetricPicker};
 
@@ -64,6 +69,12 @@ pub struct DashboardConfig {
     pub title: String,
     /// Where run pages get a candidate's diff from; `None` shows none.
     pub diffs: Option<Arc<dyn Diffs>>,
+    /// What starts replays for the "start a replay" action (with the
+    /// token); `None` refuses it.
+    pub replayer: Option<Arc<dyn autoresearch_core::Replayer>>,
+    /// Where the attempts table's parameter columns come from; `None`
+    /// offers metric columns only.
+    pub params: Option<Arc<dyn Params>>,
 }
 
 impl DashboardConfig {
@@ -76,6 +87,8 @@ impl DashboardConfig {
             poll_interval: Duration::from_millis(500),
             title: title.into(),
             diffs: None,
+            replayer: None,
+            params: None,
         }
     }
 }

@@ -20,6 +20,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("live.html", include_str!("../templates/live.html")),
     ("run.html", include_str!("../templates/run.html")),
+    ("replay.html", include_str!("../templates/replay.html")),
 ];
 
 /// The template environment. Errors when a template does not parse (a

@@ -2,7 +2,9 @@
 //! `chromium`, which `.ci/run` installs), driven through the DevTools
 //! protocol over a websocket, loads the dashboard of a ledger a writer is
 //! appending to, sees a new attempt appear without a reload, votes with
-//! the token and sees the decision, and moves the tick slider. A
+//! the token and sees the decision, moves the tick slider, zooms the chart
+//! with a mouse drag, picks a metric column, and starts a replay that
+//! opens the replay view. A
 //! screenshot of each page is saved under the test's output folder
 //! (printed). Every wait is bounded, and the browser's whole process group
 //! is killed when the test ends, however it ends.
@@ -403,6 +405,86 @@ fn the_dashboard_updates_live_takes_a_vote_and_travels_in_time_in_a_real_browser
     );
     page.screenshot(&out.join("6-tick-3.png"));
 
+    // Zoom: a real mouse drag across the chart (DevTools input events)
+    // shows a window of attempts, drawn again by the server.
+    page.goto(&format!("{base}/worlds/autoresearch%3Ademo"));
+    page.wait_for("the chart", "document.querySelector('#chart svg.chart')");
+    page.eval("window.beforeZoom = true");
+    let rect = page.eval(
+        "(() => { const r = document.querySelector('#chart svg.chart').getBoundingClientRect(); \
+         return [r.left, r.top, r.width, r.height]; })()",
+    );
+    let [left, top, width, height] = [0, 1, 2, 3].map(|i| rect[i].as_f64().unwrap());
+    // From a third of the plot to its right edge: the later attempts.
+    let (x0, x1, y) = (
+        left + width * 0.40,
+        left + width * 0.995,
+        top + height / 2.0,
+    );
+    for (kind, x) in [
+        ("mousePressed", x0),
+        ("mouseMoved", x1),
+        ("mouseReleased", x1),
+    ] {
+        page.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": kind, "x": x, "y": y, "button": "left", "buttons": 1, "clickCount": 1}),
+        );
+    }
+    page.wait_for(
+        "the zoomed chart",
+        "location.search.includes('from=') && document.querySelector('#chart svg.chart').dataset.from !== '1' \
+         && !document.getElementById('zoom-reset').hidden",
+    );
+    let from: u64 = page
+        .eval("document.querySelector('#chart svg.chart').dataset.from")
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((2..=7).contains(&from), "zoomed from attempt {from}");
+    assert_eq!(
+        page.eval("window.beforeZoom"),
+        json!(true),
+        "zoom reloaded the page"
+    );
+    page.screenshot(&out.join("7-zoomed.png"));
+    page.eval("document.getElementById('zoom-reset').click()");
+    page.wait_for(
+        "the whole chart again",
+        "!location.search.includes('from=') && document.querySelector('#chart svg.chart').dataset.from === '1'",
+    );
+
+    // The column chooser: tick `loss`, show; the table gains its column.
+    page.eval(
+        "(() => { document.getElementById('column-chooser').open = true; \
+         document.querySelector('input.col-choice[value=\"loss\"]').click(); \
+         document.querySelector('#filters button[type=submit]').click(); })()",
+    );
+    page.wait_for(
+        "the loss column",
+        "location.search.includes('cols=loss') && document.readyState === 'complete' \
+         && document.querySelector('#attempts th.extra') \
+         && document.querySelector('#attempts th.extra').textContent === 'loss'",
+    );
+    page.screenshot(&out.join("8-columns.png"));
+
+    // Start a replay under the opposite direction; the replay view opens
+    // with the changed decisions marked.
+    page.goto(&format!("{base}/worlds/autoresearch%3Ademo"));
+    page.eval(
+        "(() => { document.getElementById('replay-comparator').value = 'scalar:score:max'; \
+         document.querySelector('#start-replay button[type=submit]').click(); })()",
+    );
+    page.wait_for(
+        "the replay view",
+        "location.pathname === '/worlds/demo-replay-scalar/replay' && document.readyState === 'complete' \
+         && document.getElementById('compared') \
+         && Number(document.getElementById('changed-count').textContent) > 0 \
+         && document.querySelectorAll('#compared tr.changed').length > 0",
+    );
+    page.screenshot(&out.join("9-replay.png"));
+
     for name in [
         "1-experiments.png",
         "2-experiment.png",
@@ -410,6 +492,9 @@ fn the_dashboard_updates_live_takes_a_vote_and_travels_in_time_in_a_real_browser
         "4-after-vote.png",
         "5-run.png",
         "6-tick-3.png",
+        "7-zoomed.png",
+        "8-columns.png",
+        "9-replay.png",
     ] {
         let len = std::fs::metadata(out.join(name)).unwrap().len();
         assert!(len > 5_000, "{name} is {len} bytes");

@@ -8,6 +8,8 @@ mod ledger;
 mod loop_;
 mod parity;
 mod serve;
+mod serve_loop;
+mod serve_replay;
 
 use anyhow::bail;
 

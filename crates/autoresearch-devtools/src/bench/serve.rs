@@ -1,4 +1,4 @@
-//! `cargo xtask bench serve [--quick] [--attempts N]`: the dashboard's
+//! `cargo xtask bench serve [--quick] [--attempts N] [--loop-only]`: the dashboard's
 //! response times over real HTTP, at 1,000 attempts and at a large history
 //! (1,000,000; 20,000 with `--quick`; `--attempts` sets it).
 //!
@@ -10,9 +10,12 @@
 //! response, p50 and p99, for: the experiment page, the attempts table's
 //! next page (HTML and JSON), and a run page (a random run each time). The
 //! first request, which builds the dashboard's index of the world, is
-//! reported on its own (`cold_ms`). Last, the rate of a writer's durable
+//! reported on its own (`cold_ms`); then the replay view of a fork of it
+//! ([`super::serve_replay`]). Last, the rate of a writer's durable
 //! appends to another world of the ledger with and without a live page
-//! polling it (`loop_overhead`).
+//! polling it (`loop_overhead`), and the real loop's iterations per second
+//! without and with a client on its dashboard, alternated
+//! ([`super::serve_loop`]; `--loop-only` runs that part alone).
 
 use super::emit;
 use anyhow::{Context, Result, bail};
@@ -31,26 +34,30 @@ use std::time::{Duration, Instant};
 /// Attempts written per tick while building a ledger.
 const PER_TICK: usize = 1_000;
 
-/// Parses `--attempts N`.
-fn large_size(quick: bool, args: &[String]) -> Result<usize> {
+/// Parses `--attempts N` and `--loop-only`.
+fn large_size(quick: bool, args: &[String]) -> Result<(usize, bool)> {
     let mut n = if quick { 20_000 } else { 1_000_000 };
+    let mut loop_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--loop-only" => loop_only = true,
             "--attempts" => {
                 let v = it.next().context("--attempts needs a number")?;
                 n = v
                     .parse()
                     .with_context(|| format!("--attempts {v:?} is not a number"))?;
             }
-            other => bail!("benchmark serve: unknown option {other:?} (expected --attempts N)"),
+            other => bail!(
+                "benchmark serve: unknown option {other:?} (expected --attempts N or --loop-only)"
+            ),
         }
     }
-    Ok(n)
+    Ok((n, loop_only))
 }
 
 pub fn run(quick: bool, args: &[String]) -> Result<()> {
-    let large = large_size(quick, args)?;
+    let (large, loop_only) = large_size(quick, args)?;
     let requests = if quick { 40 } else { 200 };
     let dir = tempfile::Builder::new()
         .prefix("bench-serve")
@@ -61,16 +68,21 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(async {
+        if loop_only {
+            return super::serve_loop::loop_with_dashboard(quick).await;
+        }
         for attempts in [1_000, large] {
             let path = dir.path().join(format!("ledger-{attempts}.redb"));
             let t = Instant::now();
-            build(&path, attempts).await?;
+            let built = build(&path, attempts).await?;
+            super::serve_replay::add_fork(&path, built).await?;
             let build_s = t.elapsed().as_secs_f64();
             eprintln!("serve: {attempts} attempts written in {build_s:.1} s");
             measure(&path, attempts, requests, build_s).await?;
             std::fs::remove_file(&path).ok();
         }
-        loop_overhead(dir.path(), quick).await
+        loop_overhead(dir.path(), quick).await?;
+        super::serve_loop::loop_with_dashboard(quick).await
     })
 }
 
@@ -80,7 +92,10 @@ fn registry() -> Arc<ComponentRegistry> {
 
 /// Writes world `autoresearch:bench` (experiment `bench`) with `attempts`
 /// decided attempts, run ids `run-0000000` on; `bench history` reuses it.
-pub(super) async fn build(path: &Path, attempts: usize) -> Result<()> {
+/// Returns the writer's head and next entity, and the entities of the
+/// discarded runs after the middle (up to [`super::serve_replay::FLIPS`]),
+/// for the replay view's fork.
+pub(super) async fn build(path: &Path, attempts: usize) -> Result<super::serve_replay::Built> {
     let config = RedbConfig {
         sharing: Sharing::Exclusive,
         durable: false,
@@ -95,6 +110,7 @@ pub(super) async fn build(path: &Path, attempts: usize) -> Result<()> {
     )?;
     let head_entity = w.spawn();
     let mut best = 100.0;
+    let mut flips = Vec::new();
     for n in 0..attempts {
         let run_id = format!("run-{n:07}");
         let commit = format!("{n:040x}");
@@ -128,6 +144,9 @@ pub(super) async fn build(path: &Path, attempts: usize) -> Result<()> {
         } else {
             OutcomeStatus::Discard
         };
+        if !keep && n >= attempts / 2 && flips.len() < super::serve_replay::FLIPS {
+            flips.push((e, run_id.clone()));
+        }
         w.set(
             e,
             &Outcome {
@@ -151,12 +170,17 @@ pub(super) async fn build(path: &Path, attempts: usize) -> Result<()> {
         }
     }
     w.commit().await?;
-    Ok(())
+    Ok(super::serve_replay::Built {
+        world: w.info().id,
+        head: w.head(),
+        next_entity: w.next_entity(),
+        flips,
+    })
 }
 
 /// Time to first byte and to the end of one `GET path` (HTTP/1.1,
 /// `Connection: close`), and the status code.
-fn get(addr: SocketAddr, path: &str) -> Result<(Duration, Duration, u16, usize)> {
+pub(super) fn get(addr: SocketAddr, path: &str) -> Result<(Duration, Duration, u16, usize)> {
     let t = Instant::now();
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
@@ -186,7 +210,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Requests `path(i)` `n` times from a blocking thread; emits p50/p99.
-async fn series(
+pub(super) async fn series(
     addr: SocketAddr,
     attempts: usize,
     what: &str,
@@ -273,6 +297,7 @@ async fn measure(path: &Path, attempts: usize, n: usize, build_s: f64) -> Result
         format!("{world}/runs/run-{k:07}")
     })
     .await?;
+    super::serve_replay::measure(addr, attempts, n).await?;
     let _ = stop.send(());
     server.await??;
     Ok(())

@@ -658,6 +658,15 @@ impl WorldIndex {
             .map(|m| (m.to_string(), true))
     }
 
+    /// The numeric output names that a stored Result still has, in
+    /// first-seen order.
+    pub fn metric_names_in_use(&self) -> impl Iterator<Item = &str> {
+        self.metric_names
+            .iter()
+            .filter(|m| self.name_uses.get(*m).is_some_and(|n| *n > 0))
+            .map(|m| &**m)
+    }
+
     /// The head of the world's experiment.
     pub fn head(&self) -> Option<&BranchHead> {
         let exp = self.experiment_name();

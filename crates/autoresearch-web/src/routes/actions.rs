@@ -4,7 +4,10 @@ use super::*;
 
 /// The actions of a request carrying the right token: 403 on a read-only
 /// dashboard or with a wrong token, 401 without one.
-fn authorize(s: &AppState, headers: &HeaderMap) -> Result<Arc<dyn crate::Actions>, WebError> {
+pub(super) fn authorize(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<dyn crate::Actions>, WebError> {
     let Access::Token { token, actions } = &s.config.access else {
         return Err(WebError::Forbidden(
             "this dashboard is read-only (`autoresearch serve --read-only`): it takes no actions"
@@ -32,7 +35,7 @@ fn authorize(s: &AppState, headers: &HeaderMap) -> Result<Arc<dyn crate::Actions
     Ok(actions.clone())
 }
 
-fn parse_body<T: serde::de::DeserializeOwned + Default>(
+pub(super) fn parse_body<T: serde::de::DeserializeOwned + Default>(
     body: &Bytes,
     what: &str,
 ) -> Result<T, WebError> {
@@ -55,7 +58,11 @@ fn action_error(e: ActionError) -> WebError {
 
 /// A short free-text field of a request: trimmed, at most `max` bytes, no
 /// control characters.
-fn text_field(name: &str, v: Option<String>, max: usize) -> Result<Option<String>, WebError> {
+pub(super) fn text_field(
+    name: &str,
+    v: Option<String>,
+    max: usize,
+) -> Result<Option<String>, WebError> {
     let Some(v) = v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };

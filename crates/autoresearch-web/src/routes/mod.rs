@@ -31,9 +31,13 @@ use tokio::sync::{OwnedRwLockReadGuard, watch};
 type Heads = Arc<HashMap<WorldId, u64>>;
 
 mod actions;
+mod columns;
+mod replay;
 mod run;
 
 use actions::{fork, vote};
+use columns::{chart_svg, column_values, metric_columns};
+use replay::{CompareKey, replay_json, replay_page, start_replay};
 use run::{run_json, run_page};
 
 /// What every handler shares.
@@ -43,22 +47,27 @@ pub struct AppState {
     env: Result<minijinja::Environment<'static>, String>,
     heads: watch::Sender<Heads>,
     polling: AtomicBool,
-    charts: Recent<Arc<Chart>>,
-    orders: Recent<Order>,
+    charts: Recent<ChartKey, Arc<Chart>>,
+    orders: Recent<CacheKey, Order>,
+    comparisons: Recent<CompareKey, Arc<crate::compare::Comparison>>,
+    /// Parameters read, by candidate commit.
+    params: Mutex<HashMap<String, Arc<std::collections::BTreeMap<String, String>>>>,
 }
 
-/// What a chart or a sort order is computed from: a world at a tick, on a metric.
+/// What a sort order is computed from: a world at a tick, on a metric.
 type CacheKey = (WorldId, Tick, Option<String>);
+/// What a chart is computed from: a world at a tick, on a metric, in a window.
+type ChartKey = (WorldId, Tick, Option<String>, chart::Window);
 
 /// The last few values computed, by key (a few worlds and ticks at once).
-struct Recent<V> {
-    items: Mutex<Vec<(CacheKey, V)>>,
+struct Recent<K, V> {
+    items: Mutex<Vec<(K, V)>>,
 }
 
 /// How many values a [`Recent`] keeps.
 const CACHED: usize = 8;
 
-impl<V: Clone> Recent<V> {
+impl<K: PartialEq, V: Clone> Recent<K, V> {
     fn new() -> Self {
         Recent {
             items: Mutex::new(Vec::new()),
@@ -66,7 +75,7 @@ impl<V: Clone> Recent<V> {
     }
 
     /// The value of `key`, computed by `make` unless kept.
-    fn get_or(&self, key: CacheKey, make: impl FnOnce() -> V) -> V {
+    fn get_or(&self, key: K, make: impl FnOnce() -> V) -> V {
         if let Some((_, v)) = lock(&self.items).iter().find(|(k, _)| *k == key) {
             return v.clone();
         }
@@ -91,6 +100,8 @@ impl AppState {
             polling: AtomicBool::new(false),
             charts: Recent::new(),
             orders: Recent::new(),
+            comparisons: Recent::new(),
+            params: Mutex::new(HashMap::new()),
         }
     }
 
@@ -164,10 +175,20 @@ impl AppState {
         });
     }
 
-    fn chart(&self, idx: &WorldIndex, metric: Option<(&str, bool)>) -> Arc<Chart> {
-        let key = (idx.info.id, idx.tick, metric.map(|(m, _)| m.to_string()));
+    fn chart(
+        &self,
+        idx: &WorldIndex,
+        metric: Option<(&str, bool)>,
+        window: chart::Window,
+    ) -> Arc<Chart> {
+        let key = (
+            idx.info.id,
+            idx.tick,
+            metric.map(|(m, _)| m.to_string()),
+            window,
+        );
         self.charts
-            .get_or(key, || Arc::new(chart::chart(idx, metric)))
+            .get_or(key, || Arc::new(chart::chart(idx, metric, window)))
     }
 
     fn best_order(&self, idx: &WorldIndex, metric: Option<(&str, bool)>) -> Order {
@@ -189,6 +210,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/worlds/{world}/live", get(experiment_live))
         .route("/worlds/{world}/events", get(events))
         .route("/worlds/{world}/runs/{run}", get(run_page))
+        .route("/worlds/{world}/replay", get(replay_page))
+        .route("/worlds/{world}/chart", get(chart_svg))
         .route("/api/worlds", get(worlds_json))
         .route("/api/worlds/{world}", get(experiment_json))
         .route("/api/worlds/{world}/attempts", get(attempts_json))
@@ -196,6 +219,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/worlds/{world}/runs/{run}", get(run_json))
         .route("/api/worlds/{world}/runs/{run}/vote", post(vote))
         .route("/api/worlds/{world}/runs/{run}/fork", post(fork))
+        .route("/api/worlds/{world}/replay", get(replay_json))
+        .route("/api/worlds/{world}/replays", post(start_replay))
         .route("/assets/app.js", get(app_js))
         .route("/assets/style.css", get(style_css))
         .fallback(not_found)
@@ -304,6 +329,14 @@ struct PageQuery {
     sort: Option<String>,
     page: Option<String>,
     per: Option<String>,
+    /// The chart's zoom: the first and last attempt shown.
+    from: Option<String>,
+    to: Option<String>,
+    /// The attempts table's extra columns, comma-separated: metric names
+    /// and `param:NAME`s.
+    cols: Option<String>,
+    /// `1`: read the parameters of the table's rows, to offer their names.
+    params: Option<String>,
 }
 
 impl PageQuery {
@@ -367,6 +400,8 @@ struct ForkView {
     url: String,
     tick: u64,
     head: u64,
+    /// Its replay view against the world shown.
+    compare_url: String,
 }
 
 /// Everything the experiment page shows.
@@ -399,9 +434,28 @@ struct ExperimentView {
     in_flight: Vec<RowView>,
     pending: Vec<RowView>,
     table: TableView,
+    /// The extra metric columns shown in the table, and each row's values
+    /// in them (by run id's row order), printed.
+    columns: Vec<String>,
+    column_values: Vec<Vec<String>>,
+    /// Every metric name the world's Results have (the column chooser's choices).
+    available_columns: Vec<String>,
+    /// The parameter names the rows of this page set (read when asked
+    /// for with `params=1` or a parameter column), as `param:NAME`.
+    available_params: Vec<String>,
+    /// Whether parameters can be read at all, and whether they were.
+    params_offered: bool,
+    params_loaded: bool,
+    /// The chart's window, and whether it is zoomed in.
+    window: chart::Window,
+    zoomed: bool,
+    /// The query parameters (columns, zoom) links keep, each ending in `&`.
+    keep_query: String,
     statuses: Vec<&'static str>,
     /// Whether actions are offered.
     actions: bool,
+    /// Whether "start a replay" is offered (actions, and a replayer).
+    can_replay: bool,
 }
 
 /// How many pending runs the page lists.
@@ -421,10 +475,22 @@ async fn experiment_view(
     let metric = idx.metric(&s.config.metric);
     let metric_ref = metric.as_ref().map(|(m, min)| (m.as_str(), *min));
     let world = info.name.as_str();
+    let window = q.window(idx.runs.len())?;
+    let available_columns = metric_columns(&idx);
+    let columns = q.columns(&available_columns)?;
     let table = view::table(&idx, table_query, metric_ref, || {
         s.best_order(&idx, metric_ref)
     })?;
-    let chart = s.chart(&idx, metric_ref);
+    let column_values = column_values(&idx, &table, &columns);
+    let chart = s.chart(&idx, metric_ref, window);
+    let zoomed = !window.is_all(idx.runs.len());
+    let mut keep_query = String::new();
+    if !columns.is_empty() {
+        keep_query.push_str(&format!("cols={}&", enc(&columns.join(","))));
+    }
+    if zoomed {
+        keep_query.push_str(&format!("from={}&to={}&", window.from, window.to));
+    }
     let rows = |set: &std::collections::BTreeSet<usize>, max: usize| -> Vec<RowView> {
         set.iter()
             .take(max)
@@ -441,6 +507,7 @@ async fn experiment_view(
                 url: world_url(&w.name),
                 tick: p.tick.0,
                 head: w.head.0,
+                compare_url: format!("{}/replay?with={}", world_url(&w.name), enc(&info.name)),
             })
         })
         .collect();
@@ -472,9 +539,55 @@ async fn experiment_view(
             .collect(),
         pending: rows(&idx.pending, PENDING_SHOWN),
         table,
+        columns,
+        column_values,
+        available_columns,
+        available_params: Vec::new(),
+        params_offered: s.config.params.is_some(),
+        params_loaded: false,
+        window,
+        zoomed,
+        keep_query,
         statuses: RowClass::ALL.iter().map(|c| c.as_str()).collect(),
         actions: matches!(s.config.access, Access::Token { .. }),
+        can_replay: matches!(s.config.access, Access::Token { .. }) && s.config.replayer.is_some(),
     };
+    let mut v = v;
+    let asked = match q.params.as_deref().unwrap_or("") {
+        "" | "0" => false,
+        "1" => true,
+        other => {
+            return Err(WebError::BadRequest(format!(
+                "params {other:?} is not 1 (read the parameters of the rows shown) or 0"
+            )));
+        }
+    };
+    let want_params = asked || v.columns.iter().any(|c| c.starts_with(columns::PARAM));
+    if want_params {
+        let Some(provider) = s.config.params.clone() else {
+            return Err(WebError::BadRequest(
+                "this dashboard reads no parameters (it was started without a repository reader)"
+                    .into(),
+            ));
+        };
+        let wanted = columns::params_wanted(&idx, &v.table);
+        // The index is not held while parameters are read (git processes).
+        drop(idx);
+        let found = columns::load_params(s, &provider, &wanted).await;
+        let mut names = std::collections::BTreeSet::new();
+        for p in &found {
+            names.extend(p.keys().map(|k| format!("{}{k}", columns::PARAM)));
+        }
+        for (row, p) in v.column_values.iter_mut().zip(&found) {
+            for (cell, c) in row.iter_mut().zip(&v.columns) {
+                if let Some(name) = c.strip_prefix(columns::PARAM) {
+                    *cell = p.get(name).cloned().unwrap_or_default();
+                }
+            }
+        }
+        v.available_params = names.into_iter().collect();
+        v.params_loaded = true;
+    }
     Ok((v, chart))
 }
 
@@ -483,7 +596,8 @@ fn page_context(s: &AppState, v: &ExperimentView, chart: &Chart) -> minijinja::V
         title => s.config.title,
         v => v,
         chart => minijinja::Value::from_safe_string(chart.svg.clone()),
-        live_query => v.table.query.href(v.table.query.page),
+        live_query => format!("{}{}", v.keep_query, v.table.query.href(v.table.query.page)),
+        live_query_table => v.table.query.href(v.table.query.page),
     }
 }
 
@@ -526,12 +640,15 @@ async fn attempts_json(
     let (_, idx) = viewed(&s, &world, tick).await?;
     let metric = idx.metric(&s.config.metric);
     let metric_ref = metric.as_ref().map(|(m, min)| (m.as_str(), *min));
+    let columns = q.columns(&metric_columns(&idx))?;
     let table = view::table(&idx, table_query, metric_ref, || {
         s.best_order(&idx, metric_ref)
     })?;
-    Ok(axum::Json(
-        serde_json::json!({ "tick": idx.tick.0, "metric": metric.map(|m| m.0), "table": table }),
-    )
+    let values = column_values(&idx, &table, &columns);
+    Ok(axum::Json(serde_json::json!({
+        "tick": idx.tick.0, "metric": metric.map(|m| m.0), "table": table,
+        "columns": columns, "column_values": values,
+    }))
     .into_response())
 }
 
@@ -542,8 +659,13 @@ async fn chart_json(
 ) -> Result<Response, WebError> {
     let tick = q.tick()?;
     let (_, idx) = viewed(&s, &world, tick).await?;
+    let window = q.window(idx.runs.len())?;
     let metric = idx.metric(&s.config.metric);
-    let chart = s.chart(&idx, metric.as_ref().map(|(m, min)| (m.as_str(), *min)));
+    let chart = s.chart(
+        &idx,
+        metric.as_ref().map(|(m, min)| (m.as_str(), *min)),
+        window,
+    );
     Ok(axum::Json(serde_json::json!({ "tick": idx.tick.0, "chart": &*chart })).into_response())
 }
 

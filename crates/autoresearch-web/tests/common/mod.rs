@@ -4,6 +4,8 @@
 
 #![allow(dead_code, reason = "each test file uses part of the fixture")]
 
+pub mod http;
+
 use autoresearch_core::{
     BranchHead, ComponentRegistry, EntityId, EvalResult, Experiment, Outcome, OutcomeStatus, Run,
     RunStatus, Storage, Tick, Vote, VoteVerdict, World, now_ms,
@@ -61,12 +63,20 @@ pub fn picker() -> autoresearch_web::MetricPicker {
     })
 }
 
-/// A dashboard config with actions done on `storage` (`TOKEN`).
+/// A dashboard config with actions done on `storage` (`TOKEN`), replays
+/// by the real replayer (`autoresearch replay`'s function) on it.
 pub fn with_actions(
     storage: Arc<dyn Storage>,
     registry: Arc<ComponentRegistry>,
 ) -> DashboardConfig {
+    let writable = storage.clone();
+    let replayer = autoresearch_compare::LedgerReplayer::new(
+        Arc::new(move || Ok(writable.clone())),
+        registry.clone(),
+    );
     DashboardConfig {
+        replayer: Some(Arc::new(replayer)),
+        params: None,
         access: Access::Token {
             token: TOKEN.into(),
             actions: Arc::new(WorldActions { storage, registry }),
@@ -148,8 +158,10 @@ impl Writer {
         let mut run = Run::new(&run_id, &self.experiment);
         run.task = format!("idea number {} <try>", self.n);
         run.commit_hash = commit.clone();
-        run.started_at_ms = now_ms() - 5_000;
-        run.finished_at_ms = now_ms();
+        // One after the other, as a sequential loop runs them (a replay
+        // decides runs that overlapped in time as one parallel round).
+        run.started_at_ms = now_ms() - 1_000_000 + self.n as i64 * 10_000;
+        run.finished_at_ms = run.started_at_ms + 5_000;
         run.set_status(if status == OutcomeStatus::Crash {
             RunStatus::Crashed
         } else {
