@@ -26,6 +26,7 @@
 //! It depends on autoresearch-core only. Reads through fork lineage (time
 //! travel, entity history) are core's, written once above the trait.
 
+mod current;
 mod encoding;
 mod failure;
 mod writer;
@@ -479,6 +480,8 @@ pub(crate) struct EncodedAppend {
     /// What each change does to which entity, in order (for the check).
     pub(crate) changes: Vec<(ChangeKind, EntityId)>,
     pub(crate) snapshot: Option<Vec<u8>>,
+    /// The record's changes, for the current state (`current`).
+    pub(crate) changes_full: Vec<autoresearch_core::Change>,
 }
 
 impl EncodedAppend {
@@ -496,6 +499,7 @@ impl EncodedAppend {
             });
         }
         let entities = record.entities();
+        let changes_full = record.changes.clone();
         let changes = record
             .changes
             .iter()
@@ -513,6 +517,7 @@ impl EncodedAppend {
             entities,
             changes,
             snapshot,
+            changes_full,
         })
     }
 
@@ -896,6 +901,20 @@ impl Storage for RedbStorage {
         self.snapshot_interval
     }
 
+    /// From the `current_*` tables (see the `current` module), in one read
+    /// transaction; `None` for a world that keeps none at its head.
+    async fn read_current(
+        &self,
+        world: WorldId,
+        reads: Vec<autoresearch_core::current::CurrentRead>,
+    ) -> Result<Option<autoresearch_core::current::CurrentView>, StorageError> {
+        self.read(
+            || format!("reading the current state of {world}"),
+            move |txn| current::read(txn, world, &reads),
+        )
+        .await
+    }
+
     /// The ledger file's length in bytes (redb allocates in regions, so
     /// it includes free space inside the file).
     async fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
@@ -912,3 +931,6 @@ impl Storage for RedbStorage {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod current_tests;
