@@ -320,6 +320,63 @@ impl CurrentReader {
         self.get::<T>(&entities).await
     }
 
+    /// Every attempt of `experiment` in recorded (entity) order, as
+    /// [`crate::lifecycle::attempts`] reads them from a world, from one
+    /// consistent read of the Runs, Outcomes, Descriptions and Results.
+    /// Cost: O(the world's runs and Results): for reads that chart every
+    /// attempt (`plot`).
+    pub async fn all_attempts(&self, experiment: &str) -> Result<Vec<Attempt>, QueryError> {
+        let reads = vec![
+            self.values_read::<Run>(false, None, None)?,
+            self.values_read::<Outcome>(false, None, None)?,
+            self.values_read::<Description>(false, None, None)?,
+            self.values_read::<EvalResult>(false, None, None)?,
+        ];
+        let mut answers = self.read(reads).await?.into_iter();
+        let mut next = || {
+            answers
+                .next()
+                .ok_or(QueryError::BadAnswer { world: self.world })
+        };
+        let runs = self.values(next()?)?;
+        let outcomes = self.values(next()?)?;
+        let descriptions = self.values(next()?)?;
+        let results = self.values(next()?)?;
+        let mut runs: Vec<(EntityId, Run)> = runs
+            .into_iter()
+            .map(|(e, b)| Ok((e, self.registry.decode::<Run>(self.world, &b)?)))
+            .filter(|r: &Result<(EntityId, Run), QueryError>| {
+                r.as_ref()
+                    .map_or(true, |(_, r)| r.experiment_name == experiment)
+            })
+            .collect::<Result<_, QueryError>>()?;
+        runs.sort_by_key(|(e, _)| *e);
+        let mine: std::collections::HashSet<&str> =
+            runs.iter().map(|(_, r)| r.run_id.as_str()).collect();
+        let mut by_run: HashMap<String, Vec<EvalResult>> = HashMap::new();
+        for (_, b) in results {
+            let r: EvalResult = self.registry.decode(self.world, &b)?;
+            if mine.contains(r.run_id.as_str()) {
+                by_run.entry(r.run_id.clone()).or_default().push(r);
+            }
+        }
+        let mut outcomes: HashMap<EntityId, Outcome> =
+            self.decode_all(outcomes)?.into_iter().collect();
+        let mut descriptions: HashMap<EntityId, Description> =
+            self.decode_all(descriptions)?.into_iter().collect();
+        let mut out = Vec::with_capacity(runs.len());
+        for (entity, run) in runs {
+            out.push(Attempt {
+                entity,
+                results: by_run.remove(&run.run_id).unwrap_or_default(),
+                outcome: outcomes.remove(&entity),
+                description: descriptions.remove(&entity),
+                run,
+            });
+        }
+        Ok(out)
+    }
+
     /// The [`Attempt`] of each run (its Results, Outcome and Description),
     /// as [`Attempt::of`] builds it, in the order given.
     /// Cost: O(runs + their Results), whatever the history.
