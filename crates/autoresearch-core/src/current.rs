@@ -109,7 +109,7 @@ fn decode<'a, T: Deserialize<'a>>(
 pub fn facts<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Facts, FactsError> {
     let mut f = Facts::default();
     let run = get(RUN)
-        .map(|b| RunRef::decode(b))
+        .map(RunRef::decode)
         .transpose()
         .map_err(|e| FactsError {
             component: RUN,

@@ -145,17 +145,19 @@ fn load<'m>(
     e: u64,
     touched: &'m mut HashMap<u64, Touched>,
 ) -> Result<&'m mut Touched, Stop> {
-    if !touched.contains_key(&e) {
-        let mut inputs = HashMap::new();
-        for name in INPUTS {
-            let v = values.get((w, name, e))?.map(|g| g.value().to_vec());
-            inputs.insert(name, v);
+    match touched.entry(e) {
+        std::collections::hash_map::Entry::Occupied(slot) => Ok(slot.into_mut()),
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            let mut inputs = HashMap::new();
+            for name in INPUTS {
+                let v = values.get((w, name, e))?.map(|g| g.value().to_vec());
+                inputs.insert(name, v);
+            }
+            let before = current::facts(|n| inputs.get(n).and_then(|v| v.as_deref()))
+                .map_err(|_| Stop::Facts)?;
+            Ok(slot.insert(Touched { before, inputs }))
         }
-        let before = current::facts(|n| inputs.get(n).and_then(|v| v.as_deref()))
-            .map_err(|_| Stop::Facts)?;
-        touched.insert(e, Touched { before, inputs });
     }
-    Ok(touched.get_mut(&e).expect("inserted above"))
 }
 
 /// The component names world `w` holds any value of (a skip scan: one
@@ -263,6 +265,18 @@ fn update(t: &mut CurrentTables<'_>, w: u64, appends: &[EncodedAppend]) -> Resul
     Ok(())
 }
 
+/// One entry of a `current_values` range.
+type ValueEntry<'a> = (
+    redb::AccessGuard<'a, (u64, &'static str, u64)>,
+    redb::AccessGuard<'a, &'static [u8]>,
+);
+
+/// One entry of a `current_keys` range.
+type KeyEntry<'a> = (
+    redb::AccessGuard<'a, (u64, &'static str, &'static str, u64)>,
+    redb::AccessGuard<'a, ()>,
+);
+
 /// A table of a read transaction, `None` when the file has none yet.
 fn open<T>(r: Result<T, redb::TableError>) -> Result<Option<T>, Failure> {
     match r {
@@ -313,10 +327,7 @@ pub(crate) fn read(
                 let limit = limit.unwrap_or(usize::MAX);
                 let mut out = Vec::new();
                 let mut push = |entry: Result<_, redb::StorageError>| -> Result<bool, Failure> {
-                    let (k, v): (
-                        redb::AccessGuard<'_, (u64, &str, u64)>,
-                        redb::AccessGuard<'_, &[u8]>,
-                    ) = entry?;
+                    let (k, v): ValueEntry<'_> = entry?;
                     out.push((EntityId(k.value().2), v.value().to_vec()));
                     Ok(out.len() < limit)
                 };
@@ -379,10 +390,7 @@ pub(crate) fn read(
                 } else {
                     let range = keys.range((w, i, k, 0)..=(w, i, k, u64::MAX))?;
                     let mut take = |entry: Result<_, redb::StorageError>| -> Result<bool, Failure> {
-                        let (kk, _): (
-                            redb::AccessGuard<'_, (u64, &str, &str, u64)>,
-                            redb::AccessGuard<'_, ()>,
-                        ) = entry?;
+                        let (kk, _): KeyEntry<'_> = entry?;
                         out.push((key.clone(), EntityId(kk.value().3)));
                         Ok(out.len() < limit)
                     };
