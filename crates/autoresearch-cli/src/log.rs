@@ -25,7 +25,7 @@ use autoresearch_controller::git::Git;
 use autoresearch_core::current;
 use autoresearch_core::lifecycle::{Attempt, attempts};
 use autoresearch_core::num::fmt_f64;
-use autoresearch_core::query::CurrentReader;
+use autoresearch_core::query::{CurrentReader, QueryError};
 use autoresearch_runner::tsv::{self, LogRow};
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -270,7 +270,9 @@ async fn read_newest(
         if let Some(current::CurrentAnswer::Values(v)) = any.first()
             && let Some((_, bytes)) = v.first()
         {
-            let c: autoresearch_core::Confirmation = ledger::registry().decode(r.world(), bytes)?;
+            let c: autoresearch_core::Confirmation = ledger::registry()
+                .decode(r.world(), bytes)
+                .map_err(QueryError::from)?;
             confirmations.insert(c.run_id.clone(), c);
         }
     }
@@ -298,10 +300,12 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
         .filter(|_| args.sort.is_none() && args.status.is_none());
     let mut fast = None;
     if let Some(n) = newest
-        && let Some(r) = crate::current_read::reader(&target).await?
+        && let Some(r) = crate::current_read::reader(&target).await
     {
         match read_newest(&target, &r, &experiment, n).await {
-            Err(e) if crate::current_read::moved(&e) => {}
+            Err(e) if crate::current_read::from_ledger(&e) => {
+                crate::current_read::fell_back(&target, &e);
+            }
             other => fast = Some(other?),
         }
     }

@@ -70,10 +70,12 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
     // a past tick (`--at`) from the world materialized there.
     let mut fast = None;
     if args.at.is_none()
-        && let Some(r) = crate::current_read::reader(&target).await?
+        && let Some(r) = crate::current_read::reader(&target).await
     {
         match read_current(&r, &world_name, &experiment, args.metric.as_deref(), &specs).await {
-            Err(e) if crate::current_read::moved(&e) => {}
+            Err(e) if crate::current_read::from_ledger(&e) => {
+                crate::current_read::fell_back(&target, &e);
+            }
             other => fast = Some((other?, r.tick())),
         }
     }

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use autoresearch_controller::git::Git;
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::num::fmt_f64;
-use autoresearch_core::query::CurrentReader;
+use autoresearch_core::query::{CurrentReader, QueryError};
 use autoresearch_core::{
     Confirmation, EntityId, EvalResult, OutcomeStatus, Run, RunCost, World, now_ms, short_commit,
 };
@@ -151,7 +151,7 @@ async fn read_current(
         .attempts(vec![(entity, run)])
         .await?
         .pop()
-        .context("the ledger returned no attempt for a run it listed")?;
+        .ok_or(QueryError::BadAnswer { world: r.world() })?;
     let exp = r.experiment(experiment).await?.map(|(_, e)| e);
     let cost = r.get::<RunCost>(&[entity]).await?.pop().map(|(_, c)| c);
     let confirmation = r
@@ -264,9 +264,11 @@ impl ShowView {
     pub async fn read(target: &Target, id: &str) -> anyhow::Result<(ShowView, Option<Git>)> {
         let experiment = target.experiment()?.to_string();
         let mut fast = None;
-        if let Some(r) = crate::current_read::reader(target).await? {
+        if let Some(r) = crate::current_read::reader(target).await {
             match read_current(target, &r, &experiment, id).await {
-                Err(e) if crate::current_read::moved(&e) => {}
+                Err(e) if crate::current_read::from_ledger(&e) => {
+                    crate::current_read::fell_back(target, &e);
+                }
                 other => fast = Some(other?),
             }
         }

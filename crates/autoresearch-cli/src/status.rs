@@ -200,9 +200,11 @@ impl StatusView {
     /// Reads the view of `target`'s experiment at its head.
     pub async fn read(target: &Target) -> anyhow::Result<StatusView> {
         let experiment = target.experiment()?.to_string();
-        if let Some(r) = crate::current_read::reader(target).await? {
+        if let Some(r) = crate::current_read::reader(target).await {
             match Self::read_current(target, &r, experiment.clone()).await {
-                Err(e) if crate::current_read::moved(&e) => {}
+                Err(e) if crate::current_read::from_ledger(&e) => {
+                    crate::current_read::fell_back(target, &e);
+                }
                 other => return other,
             }
         }

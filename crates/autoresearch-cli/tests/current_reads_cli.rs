@@ -10,6 +10,7 @@ use autoresearch_core::{
     OutcomeStatus, Run, RunCost, RunStatus, Storage, Vote, World, lifecycle::Outcome, now_ms,
 };
 use autoresearch_store::{RedbConfig, RedbStorage};
+use redb::ReadableTable;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -301,5 +302,59 @@ async fn an_ambiguous_prefix_is_refused_alike() {
         let (a, b) = (fail(&fast, id), fail(&slow, id));
         assert_eq!(a, b);
         assert!(a.contains(id), "{a}");
+    }
+}
+
+#[tokio::test]
+async fn a_damaged_current_state_falls_back_to_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let fast = dir.path().join("fast.redb");
+    let slow = dir.path().join("slow.redb");
+    write_ledger(&fast).await;
+    copy_without_current(&fast, &slow);
+    // Every stored Run of the current state becomes bytes that do not
+    // decode; the log stays whole.
+    {
+        let db = redb::Database::create(&fast).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let def: redb::TableDefinition<(u64, &str, u64), &[u8]> =
+                redb::TableDefinition::new("current_values");
+            let mut t = txn.open_table(def).unwrap();
+            let keys: Vec<(u64, String, u64)> = t
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, _) = e.unwrap();
+                    let (w, c, e) = k.value();
+                    (w, c.to_string(), e)
+                })
+                .filter(|(_, c, _)| c == "Run")
+                .collect();
+            assert_eq!(keys.len(), 30);
+            for (w, c, e) in keys {
+                t.insert((w, c.as_str(), e), [0xff_u8, 0xff, 0xff].as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    for args in [
+        vec!["status", "--json"],
+        vec!["log", "--limit", "5"],
+        vec!["show", "run-010", "--json"],
+    ] {
+        let (out_fast, _) = run(&fast, dir.path(), &args);
+        let (out_slow, _) = run(&slow, dir.path(), &args);
+        if args[0] == "show" {
+            let strip = |s: &str| {
+                let mut v: serde_json::Value = serde_json::from_str(s).unwrap();
+                v.as_object_mut().unwrap().remove("now_ms");
+                v["run"].clone()
+            };
+            assert_eq!(strip(&out_fast), strip(&out_slow), "{args:?}");
+        } else {
+            assert_eq!(out_fast, out_slow, "{args:?}");
+        }
     }
 }

@@ -26,7 +26,7 @@ use crate::{EncodedAppend, Failure, load_world};
 use autoresearch_core::current::{
     self, CurrentAnswer, CurrentRead, CurrentView, Facts, INPUTS, Tally,
 };
-use autoresearch_core::{Change, EntityId, StorageError, Tick, WorldId, WorldInfo};
+use autoresearch_core::{Change, EntityId, Tick, WorldId, WorldInfo};
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
@@ -39,6 +39,23 @@ pub(crate) const KEYS: TableDefinition<(u64, &str, &str, u64), ()> =
     TableDefinition::new("current_keys");
 /// `world` -> the world's tally (postcard).
 pub(crate) const TALLY: TableDefinition<u64, &[u8]> = TableDefinition::new("current_tally");
+/// The version tag that starts a `current_tally` value (then the
+/// postcard of core's `Tally`). A value of another version is not read:
+/// the world's reads fall back to materializing, and a writer stops
+/// keeping its current state.
+const TALLY_VERSION: u8 = 1;
+
+fn encode_tally(t: &Tally) -> Option<Vec<u8>> {
+    postcard::to_extend(t, vec![TALLY_VERSION]).ok()
+}
+
+fn decode_tally(bytes: &[u8]) -> Option<Tally> {
+    match bytes.split_first() {
+        Some((&TALLY_VERSION, body)) => postcard::from_bytes(body).ok(),
+        _ => None,
+    }
+}
+
 /// `world` -> the tick the current state is at.
 pub(crate) const AT: TableDefinition<u64, u64> = TableDefinition::new("current_at");
 
@@ -234,7 +251,7 @@ fn update(t: &mut CurrentTables<'_>, w: u64, appends: &[EncodedAppend]) -> Resul
         return Ok(());
     }
     let mut tally: Tally = match t.tally.get(w)? {
-        Some(v) => postcard::from_bytes(v.value()).map_err(|_| Stop::Facts)?,
+        Some(v) => decode_tally(v.value()).ok_or(Stop::Facts)?,
         None => Tally::default(),
     };
     for (e, touch) in touched {
@@ -260,7 +277,7 @@ fn update(t: &mut CurrentTables<'_>, w: u64, appends: &[EncodedAppend]) -> Resul
         tally.sub(&touch.before);
         tally.add(&after);
     }
-    let bytes = postcard::to_allocvec(&tally).map_err(|_| Stop::Facts)?;
+    let bytes = encode_tally(&tally).ok_or(Stop::Facts)?;
     t.tally.insert(w, bytes.as_slice())?;
     Ok(())
 }
@@ -413,13 +430,12 @@ pub(crate) fn read(
                 CurrentAnswer::Keys(out)
             }
             CurrentRead::Tally => CurrentAnswer::Tally(match tally.get(w)? {
-                Some(v) => postcard::from_bytes(v.value()).map_err(|e| {
-                    Failure::Storage(StorageError::Corrupt {
-                        world,
-                        tick: info.head,
-                        reason: format!("current_tally: {e}"),
-                    })
-                })?,
+                Some(v) => match decode_tally(v.value()) {
+                    Some(t) => t,
+                    // Written by a newer build, or damaged: the caller
+                    // materializes instead (which reports any damage).
+                    None => return Ok(None),
+                },
                 None => Tally::default(),
             }),
         });

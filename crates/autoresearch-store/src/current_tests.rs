@@ -430,3 +430,49 @@ async fn a_world_appended_to_by_an_older_build_keeps_none_from_then_on() {
     w.commit().await.unwrap();
     assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_tally_of_another_version_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let id = {
+        let st: Arc<dyn Storage> =
+            Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+        let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+        w.spawn_with(&Run::new("r0", "w")).unwrap();
+        w.commit().await.unwrap();
+        assert!(
+            st.read_current(w.id(), vec![CurrentRead::Tally])
+                .await
+                .unwrap()
+                .is_some()
+        );
+        w.id()
+    };
+    {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(crate::current::TALLY).unwrap();
+            let mut bytes = t.get(id.0).unwrap().unwrap().value().to_vec();
+            assert_eq!(bytes[0], 1, "the tally starts with its version");
+            bytes[0] = 9;
+            t.insert(id.0, bytes.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    assert_eq!(
+        st.read_current(id, vec![CurrentRead::Tally]).await.unwrap(),
+        None
+    );
+    // A writer stops keeping it; nothing stored is lost.
+    let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+    w.spawn_with(&Run::new("r1", "w")).unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
+    assert_eq!(w.find_all::<Run>(|_| true).len(), 2);
+}
