@@ -83,12 +83,15 @@ pub fn cost_json(c: &RunCost) -> Value {
 }
 
 /// Every run's cost in `world`, summed (what `[run] cost_budget` counts).
+/// Metrics are summed exactly and rounded once
+/// ([`autoresearch_core::current::CostTally`]), so that this recount and
+/// the ledger's kept tally print the same.
 pub fn world_cost(world: &World) -> RunCost {
-    let mut sum = RunCost::default();
+    let mut sum = autoresearch_core::current::CostTally::default();
     for (_, c) in world.find_all::<RunCost>(|_| true) {
         sum.add(&c);
     }
-    sum
+    sum.to_cost()
 }
 
 /// The run's own cost and confirmation, on its entity.

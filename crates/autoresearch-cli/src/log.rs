@@ -16,13 +16,16 @@
 //! Both need the experiment's repository; an imported experiment has none
 //! and shows metrics only.
 
+use crate::ledger;
 use crate::read::{LogFormat, print_table};
 use crate::show::{ideas, primary_metric};
 use crate::target::TargetArgs;
 use anyhow::{Context, bail};
 use autoresearch_controller::git::Git;
+use autoresearch_core::current;
 use autoresearch_core::lifecycle::{Attempt, attempts};
 use autoresearch_core::num::fmt_f64;
+use autoresearch_core::query::{CurrentReader, QueryError};
 use autoresearch_runner::tsv::{self, LogRow};
 use serde_json::Value;
 use std::cmp::Ordering;
@@ -219,6 +222,69 @@ fn compare_cells(a: Option<&str>, b: Option<&str>, desc: bool) -> Ordering {
     if desc { ord.reverse() } else { ord }
 }
 
+/// What `log` reads before it filters: the attempt log, its attempts,
+/// how many attempts the experiment has, its repository and the
+/// confirmations of its runs (by run id).
+struct Read {
+    log: tsv::AttemptLog,
+    all: Vec<Attempt>,
+    total: usize,
+    repo: Option<std::path::PathBuf>,
+    confirmations: HashMap<String, autoresearch_core::Confirmation>,
+}
+
+/// The `n` newest attempts of `experiment` from the ledger's current
+/// state, in recorded order: O(n) whatever the history. The metric
+/// columns are those of these attempts (a column only older attempts have
+/// is not shown); the confirmations are those of these runs, or a sign
+/// that the experiment has some (its CONFIRM column).
+async fn read_newest(
+    target: &crate::target::Target,
+    r: &CurrentReader,
+    experiment: &str,
+    n: usize,
+) -> anyhow::Result<Read> {
+    let mut runs = r.newest_runs(experiment, n).await?;
+    runs.reverse();
+    let all = r.attempts(runs).await?;
+    let total = r.tally().await?.experiment(experiment).attempts as usize;
+    let record = r.experiment(experiment).await?.map(|(_, e)| e);
+    let mut confirmations = HashMap::new();
+    for a in &all {
+        for (_, c) in r
+            .joined::<autoresearch_core::Confirmation>(current::CONFIRMATION_OF, &a.run.run_id)
+            .await?
+        {
+            confirmations.insert(c.run_id.clone(), c);
+        }
+    }
+    if confirmations.is_empty() {
+        // Any confirmation in the world gives the table its column.
+        let any = r
+            .read(vec![r.values_read::<autoresearch_core::Confirmation>(
+                false,
+                None,
+                Some(1),
+            )?])
+            .await?;
+        if let Some(current::CurrentAnswer::Values(v)) = any.first()
+            && let Some((_, bytes)) = v.first()
+        {
+            let c: autoresearch_core::Confirmation = ledger::registry()
+                .decode(r.world(), bytes)
+                .map_err(QueryError::from)?;
+            confirmations.insert(c.run_id.clone(), c);
+        }
+    }
+    Ok(Read {
+        log: tsv::attempt_log_of(experiment, record.as_ref(), all.clone()),
+        all,
+        total,
+        repo: target.repo_of(record.as_ref()),
+        confirmations,
+    })
+}
+
 pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = &args.status
         && !STATUSES.contains(&s.as_str())
@@ -227,12 +293,45 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
     }
     let target = args.target.resolve(ledger_path).await?;
     let experiment = target.experiment()?.to_string();
-    let world = target
-        .open(None)
-        .await
-        .with_context(|| format!("experiment {experiment:?}"))?;
-    let mut log = tsv::attempt_log(&world, &experiment);
-    let all = attempts(&world, &experiment);
+    // `--limit N` in recorded order reads only the N newest attempts from
+    // the ledger's current state, when it keeps one.
+    let newest = args
+        .limit
+        .filter(|_| args.sort.is_none() && args.status.is_none());
+    let mut fast = None;
+    if let Some(n) = newest
+        && let Some(r) = crate::current_read::reader(&target).await
+    {
+        match read_newest(&target, &r, &experiment, n).await {
+            Err(e) if crate::current_read::from_ledger(&e) => {
+                crate::current_read::fell_back(&target, &e);
+            }
+            other => fast = Some(other?),
+        }
+    }
+    let Read {
+        mut log,
+        all,
+        total,
+        repo,
+        confirmations,
+    } = match fast {
+        Some(read) => read,
+        None => {
+            let world = target
+                .open(None)
+                .await
+                .with_context(|| format!("experiment {experiment:?}"))?;
+            let log = tsv::attempt_log(&world, &experiment);
+            Read {
+                total: log.rows.len(),
+                log,
+                all: attempts(&world, &experiment),
+                repo: target.repo(&world),
+                confirmations: crate::decision_view::confirmations(&world),
+            }
+        }
+    };
     // A world the loop wrote records its comparator in each Outcome: its
     // first objective is the metric karpathy's results.tsv puts first.
     if let Some((metric, lower)) = primary_metric(&all) {
@@ -243,7 +342,7 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
     } else {
         args.format
     };
-    let git = target.repo(&world).map(Git::new);
+    let git = repo.map(Git::new);
     let (params, the_ideas) = match (&git, format) {
         (Some(g), LogFormat::Table) => {
             let g = g.clone();
@@ -341,7 +440,7 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
             .cloned()
             .collect(),
     };
-    let filtered = rows.len() != log.rows.len() || args.sort.is_some();
+    let filtered = rows.len() != total || args.sort.is_some();
     match format {
         LogFormat::Json => {
             let picked = rows.into_iter().cloned().collect();
@@ -378,7 +477,6 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                 .map(|a| (a.run.run_id.as_str(), a))
                 .collect();
             // Only experiments with a held-out confirmation get its column.
-            let confirmations = crate::decision_view::confirmations(&world);
             let confirm = !confirmations.is_empty();
             let mut header = vec!["RUN_ID".to_string(), "COMMIT".to_string()];
             header.extend(columns.iter().map(|c| c.to_string()));
@@ -445,7 +543,7 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
             }
             print_table(&header, &table);
             if filtered || args.limit.is_some() {
-                eprintln!("{} of {} attempts shown", rows.len(), log.rows.len());
+                eprintln!("{} of {total} attempts shown", rows.len());
             }
             if all.iter().any(|a| a.final_results().count() > 1) {
                 eprintln!(

@@ -4,6 +4,7 @@
 
 mod check;
 mod compare_cmds;
+mod current_read;
 mod decide;
 mod decision_view;
 mod doctor;

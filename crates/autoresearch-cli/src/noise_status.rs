@@ -8,7 +8,12 @@ use autoresearch_core::noise::NoiseModel;
 /// when the loop has recorded no noise model for `experiment` yet.
 pub fn noise_line(w: &World, experiment: &str) -> Option<String> {
     let (entity, _) = w.experiment(experiment)?;
-    let model = w.get::<NoiseModel>(entity)?;
+    noise_text(w.get::<NoiseModel>(entity).as_ref())
+}
+
+/// [`noise_line`] of the model read (none: `None`).
+pub fn noise_text(model: Option<&NoiseModel>) -> Option<String> {
+    let model = model?;
     let clauses: Vec<String> = model
         .metrics
         .iter()

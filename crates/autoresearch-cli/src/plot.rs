@@ -3,6 +3,7 @@
 use crate::target::TargetArgs;
 use anyhow::Context;
 use autoresearch_core::lifecycle::world_short_name;
+use autoresearch_core::query::CurrentReader;
 use autoresearch_plot::{ChartOptions, Format, Progress, write_chart};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -56,8 +57,6 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
 pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
     let target = args.target.resolve(ledger_path).await?;
     let world_name = target.world.clone();
-    let world = target.open(args.at).await?;
-    let tick = world.tick();
     let experiment = match &target.experiment {
         Some(e) => e.clone(),
         None => world_short_name(&world_name).to_string(),
@@ -67,8 +66,34 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
             .map(|s| s.objectives())
             .unwrap_or_default()
     };
-    let mut progress = Progress::read(&world, &experiment, args.metric.as_deref(), &specs)
-        .with_context(|| format!("charting world {world_name:?} at tick {}", tick.0))?;
+    // The head is read from the ledger's current state when it keeps one;
+    // a past tick (`--at`) from the world materialized there.
+    let mut fast = None;
+    if args.at.is_none()
+        && let Some(r) = crate::current_read::reader(&target).await
+    {
+        match read_current(&r, &world_name, &experiment, args.metric.as_deref(), &specs).await {
+            Err(e) if crate::current_read::from_ledger(&e) => {
+                crate::current_read::fell_back(&target, &e);
+            }
+            other => fast = Some((other?, r.tick())),
+        }
+    }
+    let ((mut progress, record), tick) = match fast {
+        Some(read) => read,
+        None => {
+            let world = target.open(args.at).await?;
+            let tick = world.tick();
+            let progress = Progress::read(&world, &experiment, args.metric.as_deref(), &specs)
+                .with_context(|| format!("charting world {world_name:?} at tick {}", tick.0))?;
+            (
+                (progress, world.experiment(&experiment).map(|(_, e)| e)),
+                tick,
+            )
+        }
+    };
+    progress.world = world_name.clone();
+    progress.tick = tick.0;
     // A fork (a replay) keeps the attempt numbers of the world it came from
     // and marks the attempts it decided otherwise.
     if let Some(fork) = &target.fork_of
@@ -93,7 +118,7 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
     }
     // The loop records the proposer's command as every run's task; the
     // commit's subject line says what the change was.
-    if let Some((_, exp)) = world.experiment(&experiment) {
+    if let Some(exp) = &record {
         let commits: Vec<String> = progress
             .points
             .iter()
@@ -119,6 +144,12 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
         height: args.size.1,
         title: None,
     };
+    // Every attempt counts; at most MAX_POINTS are drawn.
+    let attempts = progress.points.len();
+    let kept = progress.count(autoresearch_plot::Mark::Keep);
+    let crashed = progress.count(autoresearch_plot::Mark::Crash);
+    let best = progress.best();
+    progress.downsample(MAX_POINTS);
     let format = write_chart(&progress, &out, &options)?;
     let format = match format {
         Format::Svg => "svg",
@@ -132,28 +163,68 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
             "world": world_name,
             "tick": tick.0,
             "metric": progress.metric,
-            "attempts": progress.points.len(),
-            "kept": progress.count(autoresearch_plot::Mark::Keep),
-            "crashed": progress.count(autoresearch_plot::Mark::Crash),
-            "best": progress.best(),
+            "attempts": attempts,
+            "kept": kept,
+            "crashed": crashed,
+            "best": best,
             "changed": progress.changed(),
             "comparator": progress.comparator,
             "points": progress.points,
         });
+        let mut summary = summary;
+        if let Some(d) = &progress.downsampled {
+            summary["downsampled"] = serde_json::to_value(d)?;
+        }
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        let best = progress
-            .best()
+        let best = best
             .map(|b| format!(", head {} = {}", progress.metric, (b * 1e6).round() / 1e6))
             .unwrap_or_default();
         println!(
-            "wrote {} ({} attempts, {} kept{best})",
-            out.display(),
-            progress.points.len(),
-            progress.count(autoresearch_plot::Mark::Keep),
+            "wrote {} ({attempts} attempts, {kept} kept{best})",
+            out.display()
         );
+        if let Some(d) = &progress.downsampled {
+            println!(
+                "downsampled: drew {} of {} attempts (every kept one; the lowest and highest value and the first crash of each of {} buckets of the others)",
+                d.drawn, d.attempts, d.buckets
+            );
+        }
     }
     Ok(())
+}
+
+/// The most points a chart draws: more are downsampled
+/// ([`Progress::downsample`]), which the output says.
+const MAX_POINTS: usize = 6_000;
+
+/// The chart's data and the experiment's record from the ledger's current
+/// state (no world materialized). Cost: one pass over the world's Runs,
+/// Outcomes, Descriptions, Results and Confirmations.
+async fn read_current(
+    r: &CurrentReader,
+    world_name: &str,
+    experiment: &str,
+    metric: Option<&str>,
+    specs: autoresearch_plot::SpecReader<'_>,
+) -> anyhow::Result<(Progress, Option<autoresearch_core::Experiment>)> {
+    let attempts = r.all_attempts(experiment).await?;
+    let confirmations: HashMap<autoresearch_core::EntityId, autoresearch_core::Confirmation> = r
+        .all::<autoresearch_core::Confirmation>()
+        .await?
+        .into_iter()
+        .collect();
+    let record = r.experiment(experiment).await?.map(|(_, e)| e);
+    let progress = Progress::from_record(
+        experiment,
+        record.as_ref(),
+        &attempts,
+        |a| confirmations.get(&a.entity).cloned(),
+        metric,
+        specs,
+    )
+    .with_context(|| format!("charting world {world_name:?} at tick {}", r.tick().0))?;
+    Ok((progress, record))
 }
 
 /// The subject line of each commit, read from the repository at `repo` with

@@ -8,7 +8,10 @@ use anyhow::{Context, bail};
 use autoresearch_controller::git::Git;
 use autoresearch_core::lifecycle::{Attempt, Outcome, attempts};
 use autoresearch_core::num::fmt_f64;
-use autoresearch_core::{EntityId, EvalResult, OutcomeStatus, Run, World, now_ms, short_commit};
+use autoresearch_core::query::{CurrentReader, QueryError};
+use autoresearch_core::{
+    Confirmation, EntityId, EvalResult, OutcomeStatus, Run, RunCost, World, now_ms, short_commit,
+};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -121,6 +124,44 @@ fn find_attempt(w: &World, experiment: &str, id: &str) -> anyhow::Result<Attempt
     Ok(Attempt::of(w, entity, run.clone()))
 }
 
+/// The attempt of run `id` (or a unique prefix) of `experiment`, its
+/// experiment's repository, and the run's cost and confirmation, from the
+/// ledger's current state (as [`find_attempt`] finds it, reading only
+/// that run). Cost: O(log n), or O(runs matched) for a prefix.
+async fn read_current(
+    target: &Target,
+    r: &CurrentReader,
+    experiment: &str,
+    id: &str,
+) -> anyhow::Result<(
+    Attempt,
+    Option<PathBuf>,
+    (Option<RunCost>, Option<Confirmation>),
+)> {
+    let exact = r.runs_by_id(experiment, id).await?;
+    let (entity, run) = match exact.into_iter().next() {
+        Some(first) => first,
+        None => {
+            let mut matches = r.runs_by_prefix(experiment, id, None).await?;
+            matches.sort_by_key(|(e, _)| *e);
+            pick_run(&matches, id, |(_, r)| r.run_id.as_str())?.clone()
+        }
+    };
+    let a = r
+        .attempts(vec![(entity, run)])
+        .await?
+        .pop()
+        .ok_or(QueryError::BadAnswer { world: r.world() })?;
+    let exp = r.experiment(experiment).await?.map(|(_, e)| e);
+    let cost = r.get::<RunCost>(&[entity]).await?.pop().map(|(_, c)| c);
+    let confirmation = r
+        .get::<Confirmation>(&[entity])
+        .await?
+        .pop()
+        .map(|(_, c)| c);
+    Ok((a, target.repo_of(exp.as_ref()), (cost, confirmation)))
+}
+
 /// What was tried in an attempt, in a few words: today the candidate
 /// commit's subject line. [`ideas`] is the one place to change when the
 /// attempt records its idea itself.
@@ -213,18 +254,33 @@ pub struct ShowView {
     /// When this was read.
     pub now_ms: i64,
     /// Its cost, when recorded.
-    pub cost: Option<autoresearch_core::RunCost>,
+    pub cost: Option<RunCost>,
     /// Its held-out confirmation, when one ran.
-    pub confirmation: Option<autoresearch_core::Confirmation>,
+    pub confirmation: Option<Confirmation>,
 }
 
 impl ShowView {
     /// Reads the view of run `id` (or a unique prefix) of `target`.
     pub async fn read(target: &Target, id: &str) -> anyhow::Result<(ShowView, Option<Git>)> {
         let experiment = target.experiment()?.to_string();
-        let w = target.open(None).await?;
-        let a = find_attempt(&w, &experiment, id)?;
-        let repo = target.repo(&w);
+        let mut fast = None;
+        if let Some(r) = crate::current_read::reader(target).await {
+            match read_current(target, &r, &experiment, id).await {
+                Err(e) if crate::current_read::from_ledger(&e) => {
+                    crate::current_read::fell_back(target, &e);
+                }
+                other => fast = Some(other?),
+            }
+        }
+        let (a, repo, (cost, confirmation)) = match fast {
+            Some(read) => read,
+            None => {
+                let w = target.open(None).await?;
+                let a = find_attempt(&w, &experiment, id)?;
+                let extras = crate::decision_view::run_extras(&w, a.entity);
+                (a, target.repo(&w), extras)
+            }
+        };
         let git = repo.as_ref().map(Git::new);
         let base = a
             .outcome
@@ -298,7 +354,6 @@ impl ShowView {
             .filter_map(EvalResult::meta)
             .flat_map(|m| m.left_out)
             .collect();
-        let (cost, confirmation) = crate::decision_view::run_extras(&w, a.entity);
         Ok((
             ShowView {
                 means: means(&a),

@@ -8,9 +8,13 @@ use crate::human::{self, Lines};
 use crate::target::{ForkOf, Target, TargetArgs};
 use autoresearch_controller::git::Git;
 use autoresearch_core::compare::Vote;
+use autoresearch_core::current;
 use autoresearch_core::lifecycle::Attempt;
+use autoresearch_core::noise::NoiseModel;
+use autoresearch_core::query::CurrentReader;
 use autoresearch_core::{
-    AttemptState, EntityId, Outcome, OutcomeStatus, Run, RunStatus, now_ms, short_commit,
+    AttemptState, BranchHead, EntityId, Experiment, Outcome, OutcomeStatus, Run, RunCost,
+    RunStatus, now_ms, short_commit,
 };
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -107,7 +111,7 @@ pub struct StatusView {
     /// When this was read, in Unix milliseconds.
     pub now_ms: i64,
     /// The experiment's cost summed over its runs, when any was recorded.
-    pub cost: Option<autoresearch_core::RunCost>,
+    pub cost: Option<RunCost>,
     /// What is spent of `[run.cost_budget]`, when the config sets one.
     pub budget: Option<String>,
     /// The experiment's noise model, one clause a metric, once recorded.
@@ -157,10 +161,169 @@ pub fn means_text(m: &BTreeMap<String, (f64, usize)>) -> String {
         .join(", ")
 }
 
+/// The head as `status` shows it: the branch head `h` and the attempt of
+/// the run that made it (none for the seed).
+fn head_view(h: BranchHead, run: Option<&Attempt>) -> HeadView {
+    let metrics = run.map(means).unwrap_or_default();
+    let reason = run.and_then(|a| a.outcome.as_ref()).map(|o| {
+        if o.comparator.is_empty() {
+            o.reason.clone()
+        } else {
+            format!("{} [{}]", o.reason, o.comparator)
+        }
+    });
+    HeadView {
+        reason,
+        descriptor: h.descriptor().unwrap_or(Value::Null),
+        commit: h.commit_hash,
+        run_id: h.run_id,
+        metrics,
+        updated_at_ms: h.updated_at_ms,
+    }
+}
+
+/// A run waiting for votes, with the votes cast on it.
+fn pending_view(r: &Run, o: &Outcome, votes: Vec<Vote>) -> PendingView {
+    PendingView {
+        run_id: r.run_id.clone(),
+        commit: r.commit_hash.clone(),
+        votes,
+        quorum: o
+            .descriptor()
+            .ok()
+            .and_then(|d| d.get("quorum").and_then(Value::as_u64)),
+        reason: o.reason.clone(),
+    }
+}
+
 impl StatusView {
     /// Reads the view of `target`'s experiment at its head.
     pub async fn read(target: &Target) -> anyhow::Result<StatusView> {
         let experiment = target.experiment()?.to_string();
+        if let Some(r) = crate::current_read::reader(target).await {
+            match Self::read_current(target, &r, experiment.clone()).await {
+                Err(e) if crate::current_read::from_ledger(&e) => {
+                    crate::current_read::fell_back(target, &e);
+                }
+                other => return other,
+            }
+        }
+        Self::read_world(target, experiment).await
+    }
+
+    /// [`StatusView::read`] from the ledger's current state: counts and
+    /// cost from its tally, runs in flight, pending and voted from its
+    /// secondary keys. Cost: O(runs shown + the experiment's jobs),
+    /// whatever the number of attempts.
+    async fn read_current(
+        target: &Target,
+        r: &CurrentReader,
+        experiment: String,
+    ) -> anyhow::Result<StatusView> {
+        let exp = r.experiment(&experiment).await?;
+        let head = match r.branch_head(&experiment).await? {
+            None => None,
+            Some((_, h)) => {
+                let mut runs = if h.run_id.is_empty() {
+                    Vec::new()
+                } else {
+                    r.runs_by_id(&experiment, &h.run_id).await?
+                };
+                let run = match runs.pop() {
+                    Some(last) => r.attempts(vec![last]).await?.pop(),
+                    None => None,
+                };
+                Some(head_view(h, run.as_ref()))
+            }
+        };
+        let tally = r.tally().await?;
+        let mine = tally.experiment(&experiment);
+        let counts = mine
+            .outcomes
+            .iter()
+            .map(|(k, n)| (OutcomeStatus::from_word(k), *n as usize))
+            .collect();
+        let active = r
+            .runs_keyed(current::ACTIVE, &experiment, false, None)
+            .await?;
+        let entities: Vec<EntityId> = active.iter().map(|(e, _)| *e).collect();
+        let outcomes = r.outcomes(&entities).await?;
+        let in_flight = active
+            .iter()
+            .filter(|(_, run)| run.status().is_ok_and(RunStatus::is_active))
+            .map(|(e, run)| {
+                (
+                    run.run_id.clone(),
+                    run.status.clone(),
+                    AttemptState::of(run, outcomes.get(e)).as_str(),
+                    run.started_at_ms,
+                )
+            })
+            .collect();
+        let waiting = r
+            .runs_keyed(current::PENDING, &experiment, false, None)
+            .await?;
+        let entities: Vec<EntityId> = waiting.iter().map(|(e, _)| *e).collect();
+        let outcomes = r.outcomes(&entities).await?;
+        let mut pending = Vec::new();
+        for (e, run) in &waiting {
+            let Some(o) = outcomes.get(e) else { continue };
+            let votes = r
+                .joined::<Vote>(current::VOTE_ON, &run.run_id)
+                .await?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            pending.push(pending_view(run, o, votes));
+        }
+        // Only the last one is shown.
+        let last_voted = r
+            .runs_keyed(current::VOTED, &experiment, true, Some(1))
+            .await?;
+        let entities: Vec<EntityId> = last_voted.iter().map(|(e, _)| *e).collect();
+        let outcomes = r.outcomes(&entities).await?;
+        let voted = last_voted
+            .iter()
+            .filter_map(|(e, run)| {
+                let o = outcomes.get(e)?;
+                Some((run.run_id.clone(), o.status.clone(), o.reason.clone()))
+            })
+            .collect();
+        let noise = match &exp {
+            Some((e, _)) => r.get::<NoiseModel>(&[*e]).await?.pop().map(|(_, m)| m),
+            None => None,
+        };
+        let jobs = r
+            .all::<autoresearch_core::ExecutorJob>()
+            .await?
+            .into_iter()
+            .map(|(_, j)| j)
+            .collect();
+        let view = StatusView {
+            experiment,
+            world: target.world.clone(),
+            tick: r.tick().0,
+            fork_of: target.fork_of.clone(),
+            branch: None,
+            branch_tip: None,
+            branch_state: BranchState::Unknown,
+            head,
+            counts,
+            attempts: mine.attempts as usize,
+            in_flight,
+            pending,
+            voted,
+            now_ms: now_ms(),
+            cost: None,
+            budget: None,
+            noise: crate::noise_status::noise_text(noise.as_ref()),
+            jobs,
+        };
+        Ok(view.finish(target, exp.map(|(_, e)| e).as_ref(), tally.cost.to_cost()))
+    }
+
+    /// [`StatusView::read`] from the world materialized at its head.
+    async fn read_world(target: &Target, experiment: String) -> anyhow::Result<StatusView> {
         let w = target.open(None).await?;
         // One pass over the world's runs by reference (no Run, Result or
         // Outcome cloned but the few shown): at a million attempts,
@@ -179,22 +342,7 @@ impl StatusView {
                 .rev()
                 .find(|(_, r, _)| r.run_id == h.run_id && !h.run_id.is_empty())
                 .map(|(id, r, _)| Attempt::of(&w, *id, (*r).clone()));
-            let metrics = run.as_ref().map(means).unwrap_or_default();
-            let reason = run.as_ref().and_then(|a| a.outcome.as_ref()).map(|o| {
-                if o.comparator.is_empty() {
-                    o.reason.clone()
-                } else {
-                    format!("{} [{}]", o.reason, o.comparator)
-                }
-            });
-            HeadView {
-                reason,
-                descriptor: h.descriptor().unwrap_or(Value::Null),
-                commit: h.commit_hash,
-                run_id: h.run_id,
-                metrics,
-                updated_at_ms: h.updated_at_ms,
-            }
+            head_view(h, run.as_ref())
         });
         let mut counts = HashMap::new();
         for (_, _, o) in &all {
@@ -224,16 +372,8 @@ impl StatusView {
             .iter()
             .filter_map(|(_, r, o)| {
                 let o = (*o)?;
-                (o.status == OutcomeStatus::Pending).then(|| PendingView {
-                    run_id: r.run_id.clone(),
-                    commit: r.commit_hash.clone(),
-                    votes: votes_on(&r.run_id),
-                    quorum: o
-                        .descriptor()
-                        .ok()
-                        .and_then(|d| d.get("quorum").and_then(Value::as_u64)),
-                    reason: o.reason.clone(),
-                })
+                (o.status == OutcomeStatus::Pending)
+                    .then(|| pending_view(r, o, votes_on(&r.run_id)))
             })
             .collect();
         let voted = all
@@ -249,38 +389,21 @@ impl StatusView {
         drop(all);
         drop(query);
         let spent = crate::decision_view::world_cost(&w);
-        let budget = target
-            .config
-            .as_ref()
-            .and_then(|c| c.run.cost_budget.as_ref())
-            .map(|b| crate::decision_view::budget_line(b, &spent));
-        let cost = (spent.jobs > 0).then_some(spent);
         let noise = crate::noise_status::noise_line(&w, &experiment);
         let jobs = w
             .find_all::<autoresearch_core::ExecutorJob>(|_| true)
             .into_iter()
             .map(|(_, j)| j)
             .collect();
-        let branch = target.branch(&w);
-        let repo = target.repo(&w);
-        let branch_tip = match (&repo, &branch) {
-            (Some(repo), Some(b)) => Git::new(repo).branch_tip(b).ok().flatten(),
-            _ => None,
-        };
-        let branch_state = match (&repo, &branch_tip, &head) {
-            (None, _, _) => BranchState::Unknown,
-            (Some(_), None, _) => BranchState::Missing,
-            (Some(_), Some(t), Some(h)) if *t != h.commit => BranchState::Moved(t.clone()),
-            (Some(_), Some(_), _) => BranchState::AtHead,
-        };
-        Ok(StatusView {
+        let exp = w.experiment(&experiment).map(|(_, e)| e);
+        let view = StatusView {
             experiment,
             world: target.world.clone(),
             tick: w.tick().0,
             fork_of: target.fork_of.clone(),
-            branch,
-            branch_tip,
-            branch_state,
+            branch: None,
+            branch_tip: None,
+            branch_state: BranchState::Unknown,
             head,
             counts,
             attempts: attempt_count,
@@ -288,11 +411,39 @@ impl StatusView {
             pending,
             voted,
             now_ms: now_ms(),
-            cost,
-            budget,
+            cost: None,
+            budget: None,
             noise,
             jobs,
-        })
+        };
+        Ok(view.finish(target, exp.as_ref(), spent))
+    }
+
+    /// Fills in what both reads share: the cost and budget from `spent`,
+    /// and the branch against the head (from the config, else the
+    /// experiment's record `exp`).
+    fn finish(mut self, target: &Target, exp: Option<&Experiment>, spent: RunCost) -> StatusView {
+        self.budget = target
+            .config
+            .as_ref()
+            .and_then(|c| c.run.cost_budget.as_ref())
+            .map(|b| crate::decision_view::budget_line(b, &spent));
+        self.cost = (spent.jobs > 0).then_some(spent);
+        let branch = target.branch_of(exp);
+        let repo = target.repo_of(exp);
+        let branch_tip = match (&repo, &branch) {
+            (Some(repo), Some(b)) => Git::new(repo).branch_tip(b).ok().flatten(),
+            _ => None,
+        };
+        self.branch_state = match (&repo, &branch_tip, &self.head) {
+            (None, _, _) => BranchState::Unknown,
+            (Some(_), None, _) => BranchState::Missing,
+            (Some(_), Some(t), Some(h)) if *t != h.commit => BranchState::Moved(t.clone()),
+            (Some(_), Some(_), _) => BranchState::AtHead,
+        };
+        self.branch = branch;
+        self.branch_tip = branch_tip;
+        self
     }
 
     fn count(&self, s: OutcomeStatus) -> usize {

@@ -231,11 +231,21 @@ impl Target {
     /// The experiment's repository: the config's, else the one the
     /// Experiment recorded when it is a local directory.
     pub fn repo(&self, world: &World) -> Option<PathBuf> {
+        let exp = self
+            .experiment
+            .as_deref()
+            .and_then(|name| world.experiment(name))
+            .map(|(_, e)| e);
+        self.repo_of(exp.as_ref())
+    }
+
+    /// [`Target::repo`] given the experiment's record (read without a
+    /// world, [`crate::current_read`]).
+    pub fn repo_of(&self, exp: Option<&Experiment>) -> Option<PathBuf> {
         if let Some(c) = &self.config {
             return Some(c.repo.clone());
         }
-        let (_, exp) = world.experiment(self.experiment.as_deref()?)?;
-        let path = PathBuf::from(&exp.repo_url);
+        let path = PathBuf::from(&exp?.repo_url);
         path.is_dir().then_some(path)
     }
 
@@ -253,15 +263,23 @@ impl Target {
     /// experiment's own world, `autoresearch/{fork}` for a fork (where
     /// `autoresearch run --world FORK` works), the recorded one otherwise.
     pub fn branch(&self, world: &World) -> Option<String> {
+        let exp = self
+            .experiment
+            .as_deref()
+            .and_then(|name| world.experiment(name))
+            .map(|(_, e)| e);
+        self.branch_of(exp.as_ref())
+    }
+
+    /// [`Target::branch`] given the experiment's record.
+    pub fn branch_of(&self, exp: Option<&Experiment>) -> Option<String> {
         if self.fork_of.is_some() {
             return Some(autoresearch_controller::fork_branch_name(&self.world));
         }
         if let Some(c) = &self.config {
             return Some(c.branch.clone());
         }
-        world
-            .experiment(self.experiment.as_deref()?)
-            .map(|(_, e)| e.branch)
-            .filter(|b| !b.is_empty())
+        self.experiment.as_ref()?;
+        exp.map(|e| e.branch.clone()).filter(|b| !b.is_empty())
     }
 }

@@ -463,4 +463,19 @@ pub trait Storage: Send + Sync + 'static {
     async fn size_bytes(&self) -> Result<Option<u64>, StorageError> {
         Ok(None)
     }
+
+    /// Answers `reads` from the current state this backend keeps for
+    /// `world`'s head ([`crate::current`]), all from one consistent view:
+    /// `Ok(None)` when it keeps none at the head (the default, a fork, a
+    /// ledger written before it was kept): the caller then materializes
+    /// the world. Cost: the backend's; the redb one answers each read in
+    /// O(log n + answer size).
+    async fn read_current(
+        &self,
+        world: WorldId,
+        reads: Vec<crate::current::CurrentRead>,
+    ) -> Result<Option<crate::current::CurrentView>, StorageError> {
+        let _ = (world, reads);
+        Ok(None)
+    }
 }

@@ -42,7 +42,9 @@
 mod progress;
 mod render;
 
-pub use progress::{Direction, LABEL_CHARS, Mark, Point, Progress, SpecReader, shorten};
+pub use progress::{
+    Direction, Downsampled, LABEL_CHARS, Mark, Point, Progress, SpecReader, shorten,
+};
 pub use render::{ChartOptions, render};
 
 use std::path::{Path, PathBuf};

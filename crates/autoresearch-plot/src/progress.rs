@@ -104,6 +104,25 @@ pub struct Progress {
     /// On a replay's chart ([`Progress::align_to`]): the world it re-decides.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<String>,
+    /// Set when [`Progress::downsample`] left out points: the counts of
+    /// every attempt, which the title shows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downsampled: Option<Downsampled>,
+}
+
+/// What a downsampled chart left out ([`Progress::downsample`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Downsampled {
+    /// Attempts in all.
+    pub attempts: usize,
+    /// Kept attempts in all (every one is drawn).
+    pub kept: usize,
+    /// Crashed attempts in all.
+    pub crashed: usize,
+    /// Points drawn.
+    pub drawn: usize,
+    /// Buckets the other attempts were grouped in.
+    pub buckets: usize,
 }
 
 /// Reads a comparator spec (as an Outcome records it) into the metrics it
@@ -144,9 +163,35 @@ impl Progress {
         metric: Option<&str>,
         specs: SpecReader<'_>,
     ) -> Result<Progress, PlotError> {
-        let meta = world
-            .experiment(experiment)
-            .and_then(|(_, x)| x.metadata().ok())
+        let record = world.experiment(experiment).map(|(_, x)| x);
+        let attempts = attempts(world, experiment);
+        let mut p = Progress::from_record(
+            experiment,
+            record.as_ref(),
+            &attempts,
+            |a| world.get::<autoresearch_core::Confirmation>(a.entity),
+            metric,
+            specs,
+        )?;
+        p.world = world.name().to_string();
+        p.tick = world.tick().0;
+        Ok(p)
+    }
+
+    /// [`Progress::from_attempts`] with the hints of the experiment's
+    /// record (as [`Progress::read`] takes them) and each attempt's
+    /// Confirmation from `confirmation`: for readers without a [`World`]
+    /// (the ledger's current state). `world` and `tick` are left empty.
+    pub fn from_record(
+        experiment: &str,
+        record: Option<&autoresearch_core::Experiment>,
+        attempts: &[Attempt],
+        confirmation: impl Fn(&Attempt) -> Option<autoresearch_core::Confirmation>,
+        metric: Option<&str>,
+        specs: SpecReader<'_>,
+    ) -> Result<Progress, PlotError> {
+        let meta = record
+            .and_then(|x| x.metadata().ok())
             .unwrap_or(Value::Null);
         let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
         let hints = Hints {
@@ -154,13 +199,9 @@ impl Progress {
             metric: text("metric"),
             direction: text("direction").and_then(|d| parse_direction(&d)),
         };
-        let attempts = attempts(world, experiment);
-        let mut p = Progress::build(experiment, &attempts, metric, &hints, specs)?;
-        p.world = world.name().to_string();
-        p.tick = world.tick().0;
-        for (point, a) in p.points.iter_mut().zip(&attempts) {
-            point.confirmed = world
-                .get::<autoresearch_core::Confirmation>(a.entity)
+        let mut p = Progress::build(experiment, attempts, metric, &hints, specs)?;
+        for (point, a) in p.points.iter_mut().zip(attempts) {
+            point.confirmed = confirmation(a)
                 .filter(|c| c.commit == a.run.commit_hash)
                 .and_then(|c| match c.status {
                     ConfirmStatus::Confirmed => Some(true),
@@ -251,6 +292,7 @@ impl Progress {
             tick: 0,
             comparator: spec.to_string(),
             replay_of: None,
+            downsampled: None,
         })
     }
 
@@ -328,6 +370,57 @@ impl Progress {
     /// The last head value, if any.
     pub fn best(&self) -> Option<f64> {
         self.head_steps().last().map(|(_, v)| *v)
+    }
+
+    /// Leaves at most about `max_points` points to draw when there are
+    /// more (the min/max decimation of time-series plotting): every point
+    /// the head moved to (keeps and baselines, so the step line is exact)
+    /// and every point a replay decided otherwise; the others are grouped
+    /// in order into `max_points / 3` buckets, each drawn by its lowest
+    /// and highest value and its first point without one (a crash).
+    /// Records what was left out in [`Progress::downsampled`]; returns
+    /// whether it left out any. Cost: O(points).
+    pub fn downsample(&mut self, max_points: usize) -> bool {
+        let n = self.points.len();
+        if n <= max_points.max(3) {
+            return false;
+        }
+        let buckets = (max_points / 3).max(1);
+        let always = |p: &Point| p.mark.is_head() || p.changed_from.is_some();
+        let others: Vec<usize> = (0..n).filter(|&i| !always(&self.points[i])).collect();
+        let mut keep = vec![false; n];
+        for (i, p) in self.points.iter().enumerate() {
+            keep[i] = always(p);
+        }
+        let per = others.len().div_ceil(buckets).max(1);
+        for chunk in others.chunks(per) {
+            let valued = chunk
+                .iter()
+                .filter_map(|&i| self.points[i].value.map(|v| (i, v)));
+            let lo = valued.clone().min_by(|a, b| a.1.total_cmp(&b.1));
+            let hi = valued.max_by(|a, b| a.1.total_cmp(&b.1));
+            let none = chunk.iter().find(|&&i| self.points[i].value.is_none());
+            for i in [lo.map(|x| x.0), hi.map(|x| x.0), none.copied()]
+                .into_iter()
+                .flatten()
+            {
+                keep[i] = true;
+            }
+        }
+        let summary = Downsampled {
+            attempts: n,
+            kept: self.count(Mark::Keep),
+            crashed: self.count(Mark::Crash),
+            drawn: keep.iter().filter(|k| **k).count(),
+            buckets: others.len().div_ceil(per),
+        };
+        let mut i = 0;
+        self.points.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
+        self.downsampled = Some(summary);
+        true
     }
 }
 
@@ -443,6 +536,58 @@ pub fn shorten(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn point(i: usize, mark: Mark, value: Option<f64>) -> Point {
+        Point {
+            attempt: i + 1,
+            run_id: format!("r{i}"),
+            commit: String::new(),
+            mark,
+            value,
+            samples: value.into_iter().collect(),
+            label: String::new(),
+            changed_from: None,
+            confirmed: None,
+        }
+    }
+
+    #[test]
+    fn downsampling_keeps_every_head_and_each_buckets_extremes() {
+        let points: Vec<Point> = (0..10_000)
+            .map(|i| match i {
+                _ if i % 1000 == 0 => point(i, Mark::Keep, Some(100.0 - i as f64 / 1000.0)),
+                _ if i % 777 == 0 => point(i, Mark::Crash, None),
+                _ => point(i, Mark::Discard, Some(200.0 + (i % 97) as f64)),
+            })
+            .collect();
+        let mut p = Progress {
+            experiment: "e".into(),
+            metric: "m".into(),
+            direction: None,
+            points: points.clone(),
+            world: String::new(),
+            tick: 0,
+            comparator: String::new(),
+            replay_of: None,
+            downsampled: None,
+        };
+        let steps = p.head_steps();
+        assert!(
+            !p.clone().downsample(20_000),
+            "under the limit nothing is left out"
+        );
+        assert!(p.downsample(300));
+        let d = p.downsampled.clone().unwrap();
+        assert_eq!((d.attempts, d.kept, d.buckets), (10_000, 10, 100));
+        assert_eq!(d.drawn, p.points.len());
+        assert!(p.points.len() <= 10 + 3 * 100, "{}", p.points.len());
+        // The step line is exact; the value range is kept; points stay in order.
+        assert_eq!(p.head_steps(), steps);
+        let max = |ps: &[Point]| ps.iter().filter_map(|p| p.value).fold(f64::MIN, f64::max);
+        assert_eq!(max(&p.points), max(&points));
+        assert!(p.points.windows(2).all(|w| w[0].attempt < w[1].attempt));
+        assert!(p.points.iter().any(|pt| pt.mark == Mark::Crash));
+    }
 
     #[test]
     fn shorten_cuts_on_characters() {

@@ -198,16 +198,17 @@ enum Key {
 
 /// The title: what is shown (experiment, world, tick, comparator) and the counts.
 fn title(p: &Progress, options: &ChartOptions) -> (String, String) {
-    let crashes = p.count(Mark::Crash);
+    let (attempts, kept, crashes) = match &p.downsampled {
+        Some(d) => (d.attempts, d.kept, d.crashed),
+        None => (p.points.len(), p.count(Mark::Keep), p.count(Mark::Crash)),
+    };
     let mut main = options.title.clone().unwrap_or_else(|| {
-        let mut t = format!(
-            "{}: {} attempts, {} kept",
-            p.experiment,
-            p.points.len(),
-            p.count(Mark::Keep)
-        );
+        let mut t = format!("{}: {attempts} attempts, {kept} kept", p.experiment);
         if crashes > 0 {
             t.push_str(&format!(", {crashes} crashed"));
+        }
+        if let Some(d) = &p.downsampled {
+            t.push_str(&format!(" ({} drawn)", d.drawn));
         }
         t
     });

@@ -27,6 +27,7 @@
 //! travel, entity history) are core's, written once above the trait.
 
 mod catalogue;
+mod current;
 mod encoding;
 mod failure;
 mod schema;
@@ -411,6 +412,8 @@ pub(crate) struct EncodedAppend {
     /// What each change does to which entity, in order (for the check).
     pub(crate) changes: Vec<(ChangeKind, EntityId)>,
     pub(crate) snapshot: Option<Vec<u8>>,
+    /// The record's changes, for the current state (`current`).
+    pub(crate) changes_full: Vec<autoresearch_core::Change>,
 }
 
 impl EncodedAppend {
@@ -428,6 +431,7 @@ impl EncodedAppend {
             });
         }
         let entities = record.entities();
+        let changes_full = record.changes.clone();
         let changes = record
             .changes
             .iter()
@@ -445,6 +449,7 @@ impl EncodedAppend {
             entities,
             changes,
             snapshot,
+            changes_full,
         })
     }
 
@@ -458,3 +463,6 @@ impl EncodedAppend {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod current_tests;

@@ -375,6 +375,20 @@ impl Storage for RedbStorage {
         self.snapshot_interval
     }
 
+    /// From the `current_*` tables (see the `current` module), in one read
+    /// transaction; `None` for a world that keeps none at its head.
+    async fn read_current(
+        &self,
+        world: WorldId,
+        reads: Vec<autoresearch_core::current::CurrentRead>,
+    ) -> Result<Option<autoresearch_core::current::CurrentView>, StorageError> {
+        self.read(
+            || format!("reading the current state of {world}"),
+            move |txn| crate::current::read(txn, world, &reads),
+        )
+        .await
+    }
+
     /// The ledger file's length in bytes (redb allocates in regions, so
     /// it includes free space inside the file).
     async fn size_bytes(&self) -> Result<Option<u64>, StorageError> {

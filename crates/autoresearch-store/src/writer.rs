@@ -241,6 +241,8 @@ struct Tables<'t> {
     index: Table<'t, (u64, u64, u64), u64>,
     liveness: Table<'t, (u64, u64, u64), bool>,
     meta: Table<'t, &'static str, &'static [u8]>,
+    /// The current state of each world (`crate::current`).
+    current: crate::current::CurrentTables<'t>,
 }
 
 /// Runs one group commit and replies to every operation in it.
@@ -296,6 +298,7 @@ fn run_batch(
             index: txn.open_table(ENTITY_TICKS)?,
             liveness: txn.open_table(LIVENESS)?,
             meta: txn.open_table(META)?,
+            current: crate::current::CurrentTables::open(&txn)?,
         };
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
@@ -496,6 +499,7 @@ fn delete(t: &mut Tables<'_>, world: WorldId) -> Result<Done, Failure> {
         .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
     t.liveness
         .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
+    t.current.delete(w)?;
     Ok(Done::Unit)
 }
 
@@ -561,8 +565,10 @@ fn write_append(
         return Ok(info);
     };
     let PlannedAppend { liveness, chunks } = planned;
+    let before = info.clone();
     info.head = last.tick;
     let entry = encode_world(&info)?;
+    crate::current::maintain(&mut t.current, &before, appends)?;
     let w = info.id.0;
     for (chunk, masks) in chunks {
         for (e, mask) in masks {

@@ -8,8 +8,11 @@
 //! and the p50 and the slowest of its wall times are reported, one JSON
 //! line per command. `--bin PATH` (repeatable) measures those binaries
 //! instead, each on the same ledger (before and after a change, without
-//! writing the ledger twice). Targets (issue #19): `status` < 50 ms, `log --limit
-//! 50` < 100 ms, `plot` < 2 s.
+//! writing the ledger twice). `--materialize` also measures each binary on
+//! a copy of the ledger without its current-state tables (as a ledger
+//! written before them), where the commands materialize the world: the
+//! reads before and after the current state, in one run. Targets (issue
+//! #19): `status` < 50 ms, `log --limit 50` < 100 ms, `plot` < 2 s.
 
 use super::emit;
 use anyhow::{Context, Result, bail};
@@ -23,6 +26,7 @@ struct Options {
     attempts: usize,
     repeat: usize,
     binaries: Vec<PathBuf>,
+    materialize: bool,
 }
 
 /// Parses `--attempts N`, `--repeat K` and `--bin PATH`.
@@ -30,9 +34,14 @@ fn options(quick: bool, args: &[String]) -> Result<Options> {
     let mut attempts = if quick { 10_000 } else { 1_000_000 };
     let mut repeat = 3;
     let mut binaries = Vec::new();
+    let mut materialize = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let target = match a.as_str() {
+            "--materialize" => {
+                materialize = true;
+                continue;
+            }
             "--attempts" => &mut attempts,
             "--repeat" => &mut repeat,
             "--bin" => {
@@ -41,7 +50,7 @@ fn options(quick: bool, args: &[String]) -> Result<Options> {
                 continue;
             }
             other => bail!(
-                "benchmark history: unknown option {other:?} (expected --attempts N, --repeat K or --bin PATH)"
+                "benchmark history: unknown option {other:?} (expected --attempts N, --repeat K, --bin PATH or --materialize)"
             ),
         };
         let v = it.next().with_context(|| format!("{a} needs a number"))?;
@@ -64,6 +73,7 @@ fn options(quick: bool, args: &[String]) -> Result<Options> {
         attempts,
         repeat,
         binaries,
+        materialize,
     })
 }
 
@@ -87,6 +97,7 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
         attempts,
         repeat,
         binaries,
+        materialize,
     } = options(quick, args)?;
     let dir = tempfile::Builder::new()
         .prefix("bench-history")
@@ -117,24 +128,54 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
         ("show RUN", vec!["show", &middle]),
         ("plot --out x.svg", vec!["plot", "--out", &svg_arg]),
     ];
-    for bin in &binaries {
-        for (name, cmd) in &commands {
-            let mut ms = Vec::with_capacity(repeat);
-            let mut bytes = 0;
-            for _ in 0..repeat {
-                let (elapsed, out) = time(bin, &ledger, dir.path(), cmd)?;
-                ms.push(elapsed);
-                bytes = out;
+    let mut ledgers = vec![("current state", ledger.clone())];
+    if materialize {
+        let copy = dir.path().join("materialize.redb");
+        without_current_state(&ledger, &copy)?;
+        ledgers.push(("materialize", copy));
+    }
+    for (path, ledger) in &ledgers {
+        for bin in &binaries {
+            for (name, cmd) in &commands {
+                let mut ms = Vec::with_capacity(repeat);
+                let mut bytes = 0;
+                for _ in 0..repeat {
+                    let (elapsed, out) = time(bin, ledger, dir.path(), cmd)?;
+                    ms.push(elapsed);
+                    bytes = out;
+                }
+                ms.sort_by(f64::total_cmp);
+                emit(json!({
+                    "bench": "history", "attempts": attempts, "command": name, "runs": repeat,
+                    "read": path,
+                    "wall_ms_p50": (ms[ms.len() / 2] * 10.0).round() / 10.0,
+                    "wall_ms_max": (ms[ms.len() - 1] * 10.0).round() / 10.0,
+                    "stdout_bytes": bytes, "binary": bin.display().to_string(),
+                }));
             }
-            ms.sort_by(f64::total_cmp);
-            emit(json!({
-                "bench": "history", "attempts": attempts, "command": name, "runs": repeat,
-                "wall_ms_p50": (ms[ms.len() / 2] * 10.0).round() / 10.0,
-                "wall_ms_max": (ms[ms.len() - 1] * 10.0).round() / 10.0,
-                "stdout_bytes": bytes, "binary": bin.display().to_string(),
-            }));
         }
     }
+    Ok(())
+}
+
+/// Copies the ledger at `from` to `to` and drops the copy's current-state
+/// tables (the store's `current_*`), as a ledger written before them:
+/// reads of it materialize the world.
+fn without_current_state(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    let db = redb::Database::create(to).with_context(|| format!("opening {}", to.display()))?;
+    let txn = db.begin_write()?;
+    for name in [
+        "current_values",
+        "current_keys",
+        "current_tally",
+        "current_at",
+    ] {
+        txn.delete_table(redb::TableDefinition::<u64, u64>::new(name))
+            .with_context(|| format!("dropping table {name} of {}", to.display()))?;
+    }
+    txn.commit()?;
     Ok(())
 }
 

@@ -114,9 +114,26 @@ pub fn tsv_status(run: &Run, outcome: Option<&Outcome>) -> Option<&'static str> 
 /// Reads the attempts of `experiment` from `world` (imported or written by
 /// the loop). Cost: one pass over the world's Runs and Results.
 pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
-    let meta = world
-        .experiment(experiment)
-        .and_then(|(_, x)| x.metadata().ok())
+    let record = world.experiment(experiment).map(|(_, x)| x);
+    attempt_log_of(
+        experiment,
+        record.as_ref(),
+        lifecycle::attempts(world, experiment),
+    )
+}
+
+/// [`attempt_log`] of the given attempts (in recorded order) of
+/// `experiment`, whose record (`None`: none found) gives the recorded
+/// layout: for reads that fetch only some attempts (`log --limit`, from
+/// the ledger's current state). Without a recorded layout the metric
+/// columns are those of these attempts.
+pub fn attempt_log_of(
+    experiment: &str,
+    record: Option<&Experiment>,
+    attempts: Vec<lifecycle::Attempt>,
+) -> AttemptLog {
+    let meta = record
+        .and_then(|x| x.metadata().ok())
         .unwrap_or(Value::Null);
     let metric = meta.get("metric").and_then(Value::as_str).map(String::from);
     let direction = meta
@@ -168,7 +185,7 @@ pub fn attempt_log(world: &World, experiment: &str) -> AttemptLog {
         })
         .filter(|f| f.columns.iter().any(|c| c == COMMIT));
     let mut rows = Vec::new();
-    for a in lifecycle::attempts(world, experiment) {
+    for a in attempts {
         let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         let mut values: BTreeMap<String, Value> = BTreeMap::new();
         let mut description = None;

@@ -36,7 +36,9 @@ use std::sync::Arc;
 
 mod export;
 
-pub use export::{AttemptLog, FileShape, LogRow, REASON, attempt_log, short_commit, tsv_status};
+pub use export::{
+    AttemptLog, FileShape, LogRow, REASON, attempt_log, attempt_log_of, short_commit, tsv_status,
+};
 
 /// The evaluator name of Results written by the importer.
 pub const EVALUATOR: &str = "results.tsv";

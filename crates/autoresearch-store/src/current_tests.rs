@@ -1,0 +1,479 @@
+//! The current state the store keeps (`current`) against the reference:
+//! the same reads answered from the world materialized at its head
+//! (`autoresearch_core::current::answer_from_state`), after random
+//! histories; and the fall back (no answer) for forks and for ledgers
+//! written without it.
+
+use super::*;
+use autoresearch_core::current::{self, CurrentAnswer, CurrentRead, answer_from_state};
+use autoresearch_core::{
+    ComponentRegistry, Confirmation, Description, EvalResult, OutcomeStatus, Run, RunCost,
+    RunStatus, Storage, Tick, TickWriter, Vote, World, ledger, lifecycle::Outcome,
+};
+use redb::ReadableTable;
+use serde_json::json;
+use std::sync::Arc;
+
+fn registry() -> Arc<ComponentRegistry> {
+    Arc::new(ComponentRegistry::standard())
+}
+
+/// xorshift64*: a small deterministic generator, so that a failing seed
+/// replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len() as u64) as usize]
+    }
+}
+
+/// Tallies compared by what they say (sums by value, not by partials).
+fn normalized(a: &CurrentAnswer) -> String {
+    match a {
+        CurrentAnswer::Tally(t) => format!(
+            "{:?} runs {} cost {:?}",
+            t.experiments,
+            t.cost.runs,
+            t.cost.to_cost()
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Every kind of read, over the components and keys `state` holds.
+fn reads_for(state: &autoresearch_core::State, rng: &mut Rng) -> Vec<CurrentRead> {
+    let mut reads = vec![CurrentRead::Tally];
+    for c in [
+        "Run",
+        "Outcome",
+        "Result",
+        "Vote",
+        "RunCost",
+        "Description",
+        "Nothing",
+    ] {
+        reads.push(CurrentRead::Values {
+            component: c.into(),
+            newest_first: false,
+            before: None,
+            limit: None,
+        });
+        reads.push(CurrentRead::Values {
+            component: c.into(),
+            newest_first: true,
+            before: Some(EntityId(rng.below(state.next_entity + 1))),
+            limit: Some(rng.below(5) as usize),
+        });
+        let entities = (0..4)
+            .map(|_| EntityId(rng.below(state.next_entity + 2)))
+            .collect();
+        reads.push(CurrentRead::Get {
+            component: c.into(),
+            entities,
+        });
+    }
+    let runs = ["r0", "r1", "r2", "r3", "r4", "r10", "x"];
+    for (index, keys) in [
+        (current::BY_RUN_ID, &runs[..]),
+        (current::RESULT_OF, &runs[..]),
+        (current::VOTE_ON, &runs[..]),
+        (current::CONFIRMATION_OF, &runs[..]),
+        (current::BY_EXPERIMENT, &["a", "b"][..]),
+        (current::ACTIVE, &["a", "b"][..]),
+        (current::PENDING, &["a", "b"][..]),
+        (current::VOTED, &["a", "b"][..]),
+    ] {
+        for key in keys {
+            for (prefix, newest_first, limit) in [
+                (false, false, None),
+                (false, true, Some(2)),
+                (true, false, None),
+                (true, true, Some(3)),
+            ] {
+                reads.push(CurrentRead::Keyed {
+                    index: index.into(),
+                    key: if prefix {
+                        key[..1].to_string()
+                    } else {
+                        key.to_string()
+                    },
+                    prefix,
+                    newest_first,
+                    limit,
+                });
+            }
+        }
+    }
+    reads
+}
+
+/// Checks the store's answers against the reference at the world's head.
+async fn check(st: &Arc<dyn Storage>, world: WorldId, rng: &mut Rng, seed: u64) {
+    let head = st.world(world).await.unwrap().head;
+    let state = ledger::state_at(st.as_ref(), world, head).await.unwrap();
+    let reads = reads_for(&state, rng);
+    let want = answer_from_state(&state, &reads).unwrap();
+    let got = st
+        .read_current(world, reads.clone())
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("seed {seed}: no current state at tick {head}"));
+    assert_eq!(got.tick, head);
+    for ((r, g), w) in reads.iter().zip(&got.answers).zip(&want) {
+        assert_eq!(
+            normalized(g),
+            normalized(w),
+            "seed {seed}, tick {head}, {r:?}"
+        );
+    }
+}
+
+/// One random tick of changes to `w`: runs of two experiments whose
+/// status, Outcome, cost, Results, Votes, Confirmations and Descriptions
+/// come and go, and despawns.
+fn random_tick(w: &mut World, rng: &mut Rng, live: &mut Vec<EntityId>, n: &mut u64) {
+    let statuses = [
+        RunStatus::Booting,
+        RunStatus::Running,
+        RunStatus::Stopped,
+        RunStatus::Crashed,
+    ];
+    let outcomes = [
+        OutcomeStatus::Keep,
+        OutcomeStatus::Discard,
+        OutcomeStatus::Crash,
+        OutcomeStatus::Pending,
+        OutcomeStatus::Baseline,
+    ];
+    for _ in 0..1 + rng.below(6) {
+        let run_id = format!("r{}", rng.below(12));
+        match rng.below(10) {
+            0 | 1 => {
+                let mut run = Run::new(&run_id, *rng.pick(&["a", "b"]));
+                run.set_status(*rng.pick(&statuses));
+                let e = w.spawn_with(&run).unwrap();
+                live.push(e);
+                *n += 1;
+            }
+            2 => {
+                let e = w
+                    .spawn_with(&EvalResult::new(&run_id, "eval", &json!({"m": 1}), 5))
+                    .unwrap();
+                live.push(e);
+            }
+            3 => {
+                let e = w
+                    .spawn_with(&Vote {
+                        run_id,
+                        ..Vote::default()
+                    })
+                    .unwrap();
+                live.push(e);
+            }
+            _ if live.is_empty() => {}
+            4 => {
+                let e = *rng.pick(live);
+                let mut run = Run::new(&run_id, *rng.pick(&["a", "b"]));
+                run.set_status(*rng.pick(&statuses));
+                w.insert(e, &run).unwrap();
+            }
+            5 => {
+                let e = *rng.pick(live);
+                let comparator = if rng.below(2) == 0 {
+                    "vote:2"
+                } else {
+                    "scalar:m:min"
+                };
+                w.insert(
+                    e,
+                    &Outcome {
+                        run_id,
+                        status: rng.pick(&outcomes).clone(),
+                        comparator: comparator.into(),
+                        ..Outcome::default()
+                    },
+                )
+                .unwrap();
+            }
+            6 => {
+                let e = *rng.pick(live);
+                let mut c = RunCost::new(&run_id);
+                c.jobs = rng.below(4) as u32;
+                c.propose.cpu_ms = rng.below(1000);
+                c.evaluate.wall_ms = rng.below(1000);
+                let v = rng.below(1000) as f64 / 7.0;
+                c.metrics.insert((*rng.pick(&["tokens", "cost"])).into(), v);
+                w.insert(e, &c).unwrap();
+            }
+            7 => {
+                let e = *rng.pick(live);
+                match rng.below(4) {
+                    0 => w.remove::<Outcome>(e).unwrap(),
+                    1 => w.remove::<RunCost>(e).unwrap(),
+                    2 => w.remove::<Run>(e).unwrap(),
+                    _ => w
+                        .insert(
+                            e,
+                            &Description {
+                                run_id,
+                                text: "idea".into(),
+                            },
+                        )
+                        .unwrap(),
+                }
+            }
+            8 => {
+                let e = *rng.pick(live);
+                w.insert(
+                    e,
+                    &Confirmation {
+                        run_id,
+                        ..Confirmation::default()
+                    },
+                )
+                .unwrap();
+            }
+            _ => {
+                let i = rng.below(live.len() as u64) as usize;
+                let e = live.swap_remove(i);
+                w.despawn(e).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_current_state_equals_a_recount_after_random_histories() {
+    for seed in [1u64, 7, 42, 1234, 99991] {
+        let dir = tempfile::tempdir().unwrap();
+        let st: Arc<dyn Storage> =
+            Arc::new(RedbStorage::open(&dir.path().join("l.redb"), RedbConfig::default()).unwrap());
+        let mut rng = Rng(seed);
+        let mut w = World::create(st.clone(), registry(), "autoresearch:a")
+            .await
+            .unwrap();
+        let (mut live, mut n) = (Vec::new(), 0);
+        for tick in 0..40 {
+            random_tick(&mut w, &mut rng, &mut live, &mut n);
+            if tick % 3 == 0 {
+                // Several ticks in one append (one transaction).
+                w.stage().unwrap();
+                random_tick(&mut w, &mut rng, &mut live, &mut n);
+            }
+            w.commit().await.unwrap();
+            if tick % 4 == 0 {
+                check(&st, w.id(), &mut rng, seed).await;
+            }
+        }
+        check(&st, w.id(), &mut rng, seed).await;
+        // The memory backend answers from the same reference.
+        let mem: Arc<dyn Storage> = Arc::new(autoresearch_core::MemoryStorage::default());
+        let mw = World::create(mem.clone(), registry(), "m").await.unwrap();
+        assert!(mem.read_current(mw.id(), vec![]).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test]
+async fn a_writer_without_a_world_keeps_it_too_and_deleting_the_world_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let st: Arc<dyn Storage> =
+        Arc::new(RedbStorage::open(&dir.path().join("l.redb"), RedbConfig::default()).unwrap());
+    let mut t = TickWriter::create(st.clone(), registry(), "bulk")
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let e = t.spawn();
+        t.set(e, &Run::new(format!("r{i}"), "a")).unwrap();
+        t.set(
+            e,
+            &Outcome {
+                run_id: format!("r{i}"),
+                status: if i % 5 == 0 {
+                    OutcomeStatus::Keep
+                } else {
+                    OutcomeStatus::Discard
+                },
+                ..Outcome::default()
+            },
+        )
+        .unwrap();
+        if i % 10 == 9 {
+            t.commit().await.unwrap();
+        }
+    }
+    let id = t.info().id;
+    let mut rng = Rng(5);
+    check(&st, id, &mut rng, 5).await;
+    let view = st
+        .read_current(id, vec![CurrentRead::Tally])
+        .await
+        .unwrap()
+        .unwrap();
+    let CurrentAnswer::Tally(tally) = &view.answers[0] else {
+        panic!("not a tally: {view:?}");
+    };
+    let a = tally.experiment("a");
+    assert_eq!(a.attempts, 50);
+    assert_eq!(a.outcomes.get("keep"), Some(&10));
+    assert_eq!(a.outcomes.get("discard"), Some(&40));
+    drop(t);
+    st.delete_world(id).await.unwrap();
+    let again = TickWriter::create(st.clone(), registry(), "bulk")
+        .await
+        .unwrap();
+    let view = st
+        .read_current(again.info().id, vec![CurrentRead::Tally])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        normalized(&view.answers[0]),
+        normalized(&CurrentAnswer::Tally(Default::default()))
+    );
+}
+
+#[tokio::test]
+async fn forks_and_ledgers_written_without_it_fall_back_to_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let id = {
+        let st: Arc<dyn Storage> =
+            Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+        let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+        for i in 0..5 {
+            w.spawn_with(&Run::new(format!("r{i}"), "w")).unwrap();
+            w.commit().await.unwrap();
+        }
+        assert!(st.read_current(w.id(), vec![]).await.unwrap().is_some());
+        // A fork keeps none: its reads materialize.
+        let fork = w.fork(Tick(3), "what-if").await.unwrap();
+        assert_eq!(st.read_current(fork.id, vec![]).await.unwrap(), None);
+        let mut f = World::open_id(st.clone(), registry(), fork.id)
+            .await
+            .unwrap();
+        f.spawn_with(&Run::new("f", "w")).unwrap();
+        f.commit().await.unwrap();
+        assert_eq!(st.read_current(fork.id, vec![]).await.unwrap(), None);
+        w.id()
+    };
+    // A ledger written before the current state was kept: its tables are
+    // missing.
+    {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(crate::current::VALUES).unwrap();
+        txn.delete_table(crate::current::KEYS).unwrap();
+        txn.delete_table(crate::current::TALLY).unwrap();
+        txn.delete_table(crate::current::AT).unwrap();
+        txn.commit().unwrap();
+    }
+    let ro = RedbStorage::open_read_only(&path).unwrap();
+    assert_eq!(
+        ro.read_current(id, vec![CurrentRead::Tally]).await.unwrap(),
+        None
+    );
+    drop(ro);
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
+    // Appending to it keeps none (never a partial state), and nothing
+    // stored is lost.
+    let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+    w.spawn_with(&Run::new("r5", "w")).unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
+    let again = World::open_id(st.clone(), registry(), id).await.unwrap();
+    assert_eq!(again.find_all::<Run>(|_| true).len(), 6);
+}
+
+#[tokio::test]
+async fn a_world_appended_to_by_an_older_build_keeps_none_from_then_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let id = {
+        let st: Arc<dyn Storage> =
+            Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+        let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+        w.spawn_with(&Run::new("r0", "w")).unwrap();
+        w.commit().await.unwrap();
+        w.id()
+    };
+    // An older build appends tick 2 and leaves current_at at tick 1.
+    {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut at = txn.open_table(crate::current::AT).unwrap();
+            assert_eq!(at.get(id.0).unwrap().unwrap().value(), 1);
+            at.insert(id.0, 0).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
+    let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+    w.spawn_with(&Run::new("r1", "w")).unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_tally_of_another_version_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let id = {
+        let st: Arc<dyn Storage> =
+            Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+        let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+        w.spawn_with(&Run::new("r0", "w")).unwrap();
+        w.commit().await.unwrap();
+        assert!(
+            st.read_current(w.id(), vec![CurrentRead::Tally])
+                .await
+                .unwrap()
+                .is_some()
+        );
+        w.id()
+    };
+    {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(crate::current::TALLY).unwrap();
+            let mut bytes = t.get(id.0).unwrap().unwrap().value().to_vec();
+            assert_eq!(bytes[0], 1, "the tally starts with its version");
+            bytes[0] = 9;
+            t.insert(id.0, bytes.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    assert_eq!(
+        st.read_current(id, vec![CurrentRead::Tally]).await.unwrap(),
+        None
+    );
+    // A writer stops keeping it; nothing stored is lost.
+    let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+    w.spawn_with(&Run::new("r1", "w")).unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
+    assert_eq!(w.find_all::<Run>(|_| true).len(), 2);
+}
