@@ -39,6 +39,7 @@ mod calibrate;
 mod confirm;
 mod cost;
 mod decision;
+mod evaluation;
 mod fairness;
 mod jobs;
 mod lease;
@@ -139,6 +140,9 @@ pub struct Controller {
     /// Pending runs this loop leaves alone because another comparator made
     /// them wait (said once each).
     left_pending: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The number of the next job step, by the run whose checkout the job
+    /// runs in (see [`Controller::job_steps`]).
+    next_step: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     events: EventSink,
     shutdown: Shutdown,
     started: Instant,
@@ -205,6 +209,7 @@ impl Controller {
             history_rows: Default::default(),
             incumbent_lock: Mutex::new(()),
             left_pending: Default::default(),
+            next_step: Default::default(),
             events: Arc::new(|_| {}),
             shutdown: Shutdown::new(),
             started: Instant::now(),
