@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 
+mod adopted;
 mod api;
 mod attempt;
 mod calibrate;

@@ -457,9 +457,10 @@ impl Controller {
     /// Finishes what a killed controller left, by the state each run in
     /// flight was recorded in ([`AttemptState`]): a run `promoting` has its
     /// promotion completed (or is discarded when the branch moved
-    /// meanwhile, see the module doc); any other run in flight becomes
-    /// crashed ("interrupted"). Their checkouts are released. Returns the
-    /// run ids it touched.
+    /// meanwhile, see the module doc); a run whose evaluations a scheduler
+    /// finished meanwhile is carried on from them (see `adopted`); any
+    /// other run in flight becomes crashed ("interrupted"). Their
+    /// checkouts are released. Returns the run ids it touched.
     pub async fn recover(&self) -> Result<Vec<String>, LoopError> {
         self.ledger.refresh().await?;
         let exp = self.cfg.experiment.clone();
@@ -485,17 +486,30 @@ impl Controller {
             .map(|(_, a)| a.run.run_id.clone())
             .collect();
         self.adopt_jobs(&runs).await?;
+        // Evaluations among them that ended are read, before the killed
+        // controller's checkouts (where an output file may be) go.
+        let mut recovered = Vec::with_capacity(in_flight.len());
+        for (state, a) in in_flight {
+            let cand = self.recovered_candidate(&a).await?;
+            let evaluated = match state {
+                AttemptState::Proposing | AttemptState::Evaluating => {
+                    self.adopted_evaluations(&a, &cand).await?
+                }
+                _ => Vec::new(),
+            };
+            recovered.push((state, a, cand, evaluated));
+        }
         // Checkouts and processes a killed controller left (a job's
         // `setsid` daemon among them) go before anything runs, once its
         // scheduler jobs, which may use them, have ended.
         log_release("of a killed controller", self.executor.close().await);
         let mut touched = Vec::new();
-        for (state, a) in in_flight {
+        for (state, a, cand, evaluated) in recovered {
             let run_id = a.run.run_id.clone();
-            let cand = self.recovered_candidate(&a).await?;
             match (state, &a.outcome) {
                 (AttemptState::Promoting, Some(o)) => self.resume_promotion(&cand, o).await?,
                 (AttemptState::Confirming, _) => self.interrupted_confirmation(&cand).await?,
+                _ if !evaluated.is_empty() => self.carry_on(&a, cand, evaluated).await?,
                 _ => {
                     self.finish(
                         &cand,

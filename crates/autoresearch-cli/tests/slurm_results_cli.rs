@@ -1,0 +1,168 @@
+//! What Slurm jobs give the loop on the loopback cluster: an evaluation
+//! that finished while the controller was dead gives its run its result
+//! (recorded once, decided, nothing submitted again); repeated samples go
+//! out together and run side by side; a job's CPU time is measured.
+//!
+//! Without a cluster (no `SLURM_CONF`), each test prints why and returns;
+//! with `AUTORESEARCH_REQUIRE_SLURM` set (CI), a missing cluster fails.
+
+mod common;
+mod slurm;
+
+use autoresearch_core::{JobState, RunCost};
+use autoresearch_test_support::git::git;
+use autoresearch_test_support::loop_repo::write_scores;
+use slurm::*;
+use std::time::{Duration, Instant};
+
+/// Waits (up to a minute) until Slurm says `job_id` completed.
+fn wait_completed(job_id: &str) {
+    let start = Instant::now();
+    while slurm_state(job_id) != "COMPLETED" {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "job {job_id} is {}",
+            slurm_state(job_id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn a_job_that_ended_while_the_controller_was_dead_gives_its_run_its_result() {
+    if !cluster("a_job_that_ended_while_the_controller_was_dead_gives_its_run_its_result") {
+        return;
+    }
+    // Twice the controller dies while a candidate's evaluation runs, and
+    // the job completes before the next `run`: that run decides the
+    // killed candidate first (a keep of 50, then a discard of 70), then
+    // tries one more (60, 80: discards).
+    let r = Repo::new(Setup {
+        slow: 2,
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[50, 60, 70, 80]);
+    let mut words = vec!["baseline"];
+    for (decision, score) in [("keep", 50.0), ("discard", 70.0)] {
+        std::fs::write(r.ctl.join("slow_eval"), "").unwrap();
+        let mut child = r.spawn(&["run", "--iterations", "1"]);
+        let id = r.slow_job();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_completed(&id);
+        r.go_fast();
+        let out = r.ok(&["run", "--iterations", "1"]);
+        let (all, jobs) = r.assert_consistent().await;
+        words.extend([decision, "discard"]);
+        assert_eq!(
+            all.iter()
+                .map(|a| a.outcome.as_ref().unwrap().status.to_string())
+                .collect::<Vec<_>>(),
+            words,
+            "{out}"
+        );
+        let job = jobs.iter().find(|j| j.job_id == id).unwrap();
+        let killed = all.iter().find(|a| a.run.run_id == job.run_id).unwrap();
+        assert!(!killed.run.commit_hash.is_empty());
+        // Its one evaluation, recorded once with its metrics, from its job.
+        assert_eq!(job.state, JobState::Completed, "{job:?}");
+        assert!(job.reason.contains("adopted after a restart"), "{job:?}");
+        assert_eq!(killed.results.len(), 1, "{:?}", killed.results);
+        let meta = killed.results[0].meta().unwrap();
+        assert_eq!(meta.stdout_log, job.stdout_log);
+        assert_eq!(meta.exit_code, Some(0));
+        let outputs = killed.results[0].outputs().unwrap();
+        assert_eq!(outputs["score"].as_f64(), Some(score));
+        assert_eq!(
+            jobs.iter()
+                .filter(|j| j.run_id == killed.run.run_id)
+                .count(),
+            1,
+            "nothing submitted again: {jobs:?}"
+        );
+    }
+    assert_eq!(git(&r.dir, &["show", "main:score.txt"]), "50");
+}
+
+#[tokio::test]
+async fn repeated_samples_run_side_by_side_on_the_cluster() {
+    if !cluster("repeated_samples_run_side_by_side_on_the_cluster") {
+        return;
+    }
+    // The statistical comparator learns the noise first: after one sample
+    // a side it wants three more of the incumbent, asked for at once.
+    // Every evaluation sleeps 2 s and writes when it ran.
+    let r = Repo::new(Setup {
+        compare: "kind = \"stat\"\nmetric = \"score\"\ndirection = \"min\"",
+        evaluate_first: "a=$(date +%s%N); sleep 2; echo \"$SLURM_JOB_ID $a $(date +%s%N)\" >> {c}/spans",
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[50]);
+    let out = r.ok(&["run", "--iterations", "1"]);
+    let (all, jobs) = r.assert_consistent().await;
+    assert_eq!(
+        all.iter()
+            .map(|a| a.outcome.as_ref().unwrap().status.to_string())
+            .collect::<Vec<_>>(),
+        ["baseline", "keep"],
+        "{out}"
+    );
+    // The baseline's one sample and the three repeats, all recorded.
+    assert_eq!(all[0].results.len(), 4, "{out}");
+    let repeats: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.run_id == all[1].run.run_id && j.step.starts_with("incumbent-"))
+        .collect();
+    assert_eq!(repeats.len(), 3, "{jobs:?}");
+    let spans = std::fs::read_to_string(r.ctl.join("spans")).unwrap();
+    let span_of = |id: &str| -> (u128, u128) {
+        let line = spans
+            .lines()
+            .find(|l| l.split(' ').next() == Some(id))
+            .unwrap_or_else(|| panic!("job {id} did not run: {spans}"));
+        let v: Vec<u128> = line
+            .split(' ')
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        (v[0], v[1])
+    };
+    let spans_of: Vec<(u128, u128)> = repeats.iter().map(|j| span_of(&j.job_id)).collect();
+    let last_start = spans_of.iter().map(|s| s.0).max().unwrap();
+    let first_end = spans_of.iter().map(|s| s.1).min().unwrap();
+    assert!(
+        last_start < first_end,
+        "the repeats ran side by side: {spans_of:?}"
+    );
+    // Each in a checkout of its own, each step once.
+    let mut steps: Vec<&str> = repeats.iter().map(|j| j.step.as_str()).collect();
+    steps.sort();
+    steps.dedup();
+    assert_eq!(steps.len(), 3);
+}
+
+#[tokio::test]
+async fn a_slurm_jobs_cpu_time_is_measured() {
+    if !cluster("a_slurm_jobs_cpu_time_is_measured") {
+        return;
+    }
+    // The candidate's evaluation counts to 300000 in the shell.
+    let r = Repo::new(Setup {
+        evaluate_first: "if [ \"$(cat score.txt)\" != 100 ]; then i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; fi",
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[50]);
+    let out = r.ok(&["run", "--iterations", "1"]);
+    r.assert_consistent().await;
+    let w = common::exp_world(&r.dir).await;
+    let cand = autoresearch_core::lifecycle::attempts(&w, "exp")[1].clone();
+    let cost = w.get::<RunCost>(cand.entity).expect("a cost");
+    assert!(
+        cost.evaluate.cpu_ms > 0,
+        "the evaluation burnt CPU: {cost:?}\n{out}"
+    );
+    assert!(
+        cost.evaluate.cpu_ms <= cost.evaluate.wall_ms + 50,
+        "{cost:?}"
+    );
+}
