@@ -166,3 +166,71 @@ async fn a_slurm_jobs_cpu_time_is_measured() {
         "{cost:?}"
     );
 }
+
+#[tokio::test]
+async fn repeats_that_ended_while_the_controller_was_dead_are_recorded_once() {
+    if !cluster("repeats_that_ended_while_the_controller_was_dead_are_recorded_once") {
+        return;
+    }
+    // The controller dies while the incumbent's three repeats run (they
+    // sleep 2 s); they complete before the next `run`, which records them
+    // and decides the candidate they were for.
+    let r = Repo::new(Setup {
+        compare: "kind = \"stat\"\nmetric = \"score\"\ndirection = \"min\"",
+        evaluate_first: "if [ \"$AUTORESEARCH_SAMPLE\" -gt 0 ]; then touch {c}/in_repeat; sleep 2; fi",
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[50, 40]);
+    let mut child = r.spawn(&["run", "--iterations", "1"]);
+    autoresearch_test_support::process::wait_for(&r.ctl.join("in_repeat"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (_, _, jobs) = r.ledger().await;
+    let repeats: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.step.starts_with("incumbent-"))
+        .map(|j| j.job_id.clone())
+        .collect();
+    assert!(!repeats.is_empty(), "{jobs:?}");
+    let start = Instant::now();
+    let mut submitted = repeats.len();
+    while submitted < 3 || repeats.iter().any(|id| slurm_state(id) != "COMPLETED") {
+        // All three were submitted before the controller died.
+        let (_, _, jobs) = r.ledger().await;
+        submitted = jobs
+            .iter()
+            .filter(|j| j.step.starts_with("incumbent-"))
+            .count();
+        assert!(start.elapsed() < Duration::from_secs(60), "{jobs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, _, jobs) = r.ledger().await;
+    for j in jobs.iter().filter(|j| j.step.starts_with("incumbent-")) {
+        wait_completed(&j.job_id);
+    }
+    let out = r.ok(&["run", "--iterations", "1"]);
+    let (all, jobs) = r.assert_consistent().await;
+    assert_eq!(
+        all.iter()
+            .map(|a| a.outcome.as_ref().unwrap().status.to_string())
+            .collect::<Vec<_>>(),
+        ["baseline", "keep", "keep"],
+        "{out}"
+    );
+    // The baseline's sample and the three adopted repeats, once each.
+    assert_eq!(all[0].results.len(), 4, "{out}");
+    let logs: Vec<String> = all[0]
+        .results
+        .iter()
+        .map(|r| r.meta().unwrap().stdout_log)
+        .collect();
+    let adopted: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.run_id == all[1].run.run_id && j.step.starts_with("incumbent-"))
+        .collect();
+    assert_eq!(adopted.len(), 3, "{jobs:?}");
+    for j in adopted {
+        assert!(logs.contains(&j.stdout_log), "{j:?} not in {logs:?}");
+        assert!(j.reason.contains("adopted after a restart"), "{j:?}");
+    }
+}

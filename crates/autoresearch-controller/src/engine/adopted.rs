@@ -2,46 +2,63 @@
 //! no controller watched them. [`Controller::recover`] reads their reports
 //! ([`Executor::adopted_report`]: from the jobs' files, never submitting
 //! anything) and carries their runs on as if the controller had waited:
-//! each sample recorded once, then the run crashed (its first sample
-//! failed) or decided by the comparator (more samples taken if it asks,
-//! the branch advanced on a keep).
+//! every sample recorded once (the candidate's under its run, the
+//! incumbent's under the incumbent's run), then each run crashed (the
+//! first sample of its candidate failed) or decided by the comparator
+//! (more samples taken if it asks, the branch advanced on a keep).
 
 use super::*;
 use autoresearch_core::jobs::ExecutorJob;
 use std::collections::HashSet;
 
+/// The evaluations of one run in flight that ended unrecorded.
+pub(super) struct Adopted {
+    /// Each job's kind of step ([`CANDIDATE_STEP`], [`REBASED_STEP`] or
+    /// [`INCUMBENT_STEP`]) and report, in the order they were submitted.
+    reports: Vec<(&'static str, JobReport)>,
+    /// The run the incumbent's samples are recorded under (`None`: no
+    /// incumbent sample, or its run is not found, and they are left out).
+    incumbent: Option<String>,
+}
+
+impl Adopted {
+    /// Whether there is nothing to carry the run on from.
+    pub(super) fn is_empty(&self) -> bool {
+        self.reports.is_empty()
+    }
+}
+
+/// Why a recovered run ends before a decision: the failed first sample
+/// of its candidate, and that sample's step kind.
+pub(super) type FirstFailed = Option<(&'static str, Crash)>;
+
 impl Controller {
-    /// The reports of the evaluations of the candidate `cand` (steps
-    /// [`CANDIDATE_STEP`] and [`REBASED_STEP`] of run `a`) that ended with
-    /// no Result recorded, in the order they were submitted. Read before
-    /// the killed controller's checkouts go (an output file may be there).
-    /// Each with its step's kind ([`CANDIDATE_STEP`] or [`REBASED_STEP`]).
+    /// The evaluations run `a` submitted (its candidate's samples, and the
+    /// incumbent's taken in its checkout) that ended with no Result
+    /// recorded, with their reports. Sets `cand.base` (the candidate's
+    /// parent) when there are some. Read before the killed controller's
+    /// checkouts go (an output file may be there).
     pub(super) async fn adopted_evaluations(
         &self,
         a: &Attempt,
-        cand: &Cand,
-    ) -> Result<Vec<(&'static str, JobReport)>, LoopError> {
+        cand: &mut Cand,
+    ) -> Result<Adopted, LoopError> {
+        let none = Adopted {
+            reports: Vec::new(),
+            incumbent: None,
+        };
         if cand.commit.is_empty() {
-            return Ok(Vec::new());
+            return Ok(none);
         }
-        // A Result names its job's log: a job with a Result is recorded.
-        let recorded: HashSet<String> = a
-            .results
-            .iter()
-            .filter_map(|r| r.meta())
-            .map(|m| m.stdout_log)
-            .collect();
         let run = a.run.run_id.clone();
         let mut ended: Vec<(u32, &'static str, ExecutorJob)> = self
             .ledger
             .read(|w| {
                 w.find_all::<ExecutorJob>(|j| j.run_id == run && j.is_final())
                     .into_iter()
-                    .map(|(_, j)| j)
-                    .filter(|j| !recorded.contains(&j.stdout_log))
-                    .filter_map(|j| {
+                    .filter_map(|(_, j)| {
                         let (kind, n) = j.step.rsplit_once('-')?;
-                        let kind = [CANDIDATE_STEP, REBASED_STEP]
+                        let kind = [CANDIDATE_STEP, REBASED_STEP, INCUMBENT_STEP]
                             .into_iter()
                             .find(|k| *k == kind)?;
                         Some((n.parse::<u32>().ok()?, kind, j))
@@ -49,56 +66,119 @@ impl Controller {
                     .collect()
             })
             .await;
+        if ended.is_empty() {
+            return Ok(none);
+        }
+        let parent = format!("{}^", cand.commit);
+        cand.base = self.git(move |g| g.run(&["rev-parse", &parent])).await?;
+        let incumbent = match ended.iter().any(|(_, k, _)| *k == INCUMBENT_STEP) {
+            true => self.incumbent_run(&cand.base).await,
+            false => None,
+        };
+        // A Result names its job's log: such a job is recorded.
+        let owners: Vec<String> = std::iter::once(run.clone())
+            .chain(incumbent.clone())
+            .collect();
+        let recorded: HashSet<String> = self
+            .ledger
+            .read(move |w| {
+                owners
+                    .iter()
+                    .flat_map(|o| w.results_for(o))
+                    .filter_map(|(_, r)| r.meta())
+                    .map(|m| m.stdout_log)
+                    .collect()
+            })
+            .await;
+        ended.retain(|(_, _, j)| !recorded.contains(&j.stdout_log));
         ended.sort_by_key(|(n, _, _)| *n);
         let mut reports = Vec::with_capacity(ended.len());
         for (_, kind, record) in ended {
-            let job = self.eval_job(&run, &cand.commit, 0, &record.step);
+            let commit = match kind {
+                INCUMBENT_STEP => &cand.base,
+                _ => &cand.commit,
+            };
+            let job = self.eval_job(&run, commit, 0, &record.step);
             if let Some(report) = self.executor.adopted_report(job, record).await? {
                 reports.push((kind, report));
             }
         }
-        Ok(reports)
+        Ok(Adopted { reports, incumbent })
     }
 
-    /// Carries run `a` (its candidate `cand`) on from the evaluations
-    /// `reports` had (see [`Controller::adopted_evaluations`]): records
-    /// each as the candidate's next sample (the first of the run with the
-    /// candidate itself), then finishes the run as the loop would have: a
-    /// crash when the first sample of its commit failed, else the
-    /// comparator's decision applied.
-    pub(super) async fn carry_on(
+    /// The run whose samples are those of incumbent `commit`: the head's
+    /// when it is the head, else the run that made it the head.
+    async fn incumbent_run(&self, commit: &str) -> Option<String> {
+        match self.head().await {
+            Some(h) if h.commit == commit => Some(h.run_id),
+            _ => self.run_at_commit(commit).await,
+        }
+    }
+
+    /// Records the samples `adopted` read for run `a` (its candidate
+    /// `cand`, the first of the run with the candidate itself) as the loop
+    /// would have when they ended. The first sample of the candidate's
+    /// commit, when it failed.
+    pub(super) async fn record_adopted(
         &self,
         a: &Attempt,
-        mut cand: Cand,
-        reports: Vec<(&'static str, JobReport)>,
-    ) -> Result<(), LoopError> {
-        let (commit, run_id) = (cand.commit.clone(), cand.run_id.clone());
-        let parent = format!("{commit}^");
-        cand.base = self.git(move |g| g.run(&["rev-parse", &parent])).await?;
+        cand: &mut Cand,
+        adopted: Adopted,
+    ) -> Result<FirstFailed, LoopError> {
         let first_of_run = a.run.commit_hash.is_empty();
         if first_of_run {
-            let c = commit.clone();
+            let c = cand.commit.clone();
             let message = self
                 .git(move |g| g.run(&["log", "-1", "--format=%B", &c]))
                 .await?;
             cand.description = clean_description(&message).unwrap_or_default();
         }
+        let incumbent = adopted.incumbent;
         let mut first_failed = None;
-        for (i, (step, report)) in reports.into_iter().enumerate() {
-            let sample = self.sample_count(&run_id, &commit).await;
-            if first_of_run && i == 0 {
+        let mut with_cand = first_of_run;
+        for (kind, report) in adopted.reports {
+            if kind == INCUMBENT_STEP {
+                let Some(owner) = &incumbent else { continue };
+                let sample = self.sample_count(owner, &cand.base).await;
+                let _failed_sample_is_recorded = self
+                    .record_eval(owner, &cand.base, sample, kind, report, None)
+                    .await?;
+                continue;
+            }
+            let sample = self.sample_count(&cand.run_id, &cand.commit).await;
+            if with_cand {
                 cand.workspace = report.workspace.clone();
             }
-            let with_cand = (first_of_run && i == 0).then_some(&cand);
             let parsed = self
-                .record_eval(&run_id, &commit, sample, step, report, with_cand)
+                .record_eval(
+                    &cand.run_id,
+                    &cand.commit,
+                    sample,
+                    kind,
+                    report,
+                    with_cand.then_some(&*cand),
+                )
                 .await?;
+            with_cand = false;
             if let (0, Err(crash)) = (sample, parsed) {
-                first_failed = Some((step, crash));
+                first_failed = Some((kind, crash));
             }
         }
         cand.workspace.clear();
         cand.description.clear();
+        Ok(first_failed)
+    }
+
+    /// Finishes recovered run `cand` once its adopted samples are
+    /// recorded, as the loop would have: a crash when the first sample of
+    /// its candidate failed, else the comparator's decision against the
+    /// head it was made on, applied (a keep is rebased when the head has
+    /// moved since).
+    pub(super) async fn carry_on(
+        &self,
+        cand: Cand,
+        first_failed: FirstFailed,
+    ) -> Result<(), LoopError> {
         if let Some((step, crash)) = first_failed {
             let reason = match step {
                 REBASED_STEP => format!("after rebase: {}", crash.reason),
@@ -108,10 +188,10 @@ impl Controller {
                 .await?;
             return Ok(());
         }
-        // Measured against the head it was made on; a keep is rebased
-        // when the head has moved since.
         let Some(head) = self.head().await else {
-            return Err(LoopError::NoDecision { run_id });
+            return Err(LoopError::NoDecision {
+                run_id: cand.run_id,
+            });
         };
         let inc_head = if cand.base == head.commit {
             head

@@ -299,7 +299,7 @@ impl Controller {
                 &workspace,
                 &head.commit,
                 want_inc,
-                "incumbent",
+                INCUMBENT_STEP,
             )
             .await?;
         }

@@ -66,6 +66,10 @@ const CANDIDATE_STEP: &str = "evaluate";
 /// logs, a scheduler's job record) is never the pre-rebase `evaluate-0`'s.
 const REBASED_STEP: &str = "rebased";
 
+/// The step of the incumbent's samples a comparator asks for during a
+/// decision, taken in the first candidate's checkout.
+const INCUMBENT_STEP: &str = "incumbent";
+
 #[derive(Clone, Debug)]
 struct Head {
     commit: String,

@@ -490,26 +490,38 @@ impl Controller {
         // controller's checkouts (where an output file may be) go.
         let mut recovered = Vec::with_capacity(in_flight.len());
         for (state, a) in in_flight {
-            let cand = self.recovered_candidate(&a).await?;
-            let evaluated = match state {
+            let mut cand = self.recovered_candidate(&a).await?;
+            let adopted = match state {
                 AttemptState::Proposing | AttemptState::Evaluating => {
-                    self.adopted_evaluations(&a, &cand).await?
+                    Some(self.adopted_evaluations(&a, &mut cand).await?)
                 }
-                _ => Vec::new(),
+                _ => None,
             };
-            recovered.push((state, a, cand, evaluated));
+            recovered.push((state, a, cand, adopted.filter(|e| !e.is_empty())));
         }
         // Checkouts and processes a killed controller left (a job's
         // `setsid` daemon among them) go before anything runs, once its
         // scheduler jobs, which may use them, have ended.
         log_release("of a killed controller", self.executor.close().await);
+        // Every adopted sample is recorded before any run is decided (one
+        // run's checkout may have measured the incumbent for all).
+        let mut carried = Vec::with_capacity(recovered.len());
+        for (state, a, mut cand, adopted) in recovered {
+            let first_failed = match adopted {
+                Some(e) => Some(self.record_adopted(&a, &mut cand, e).await?),
+                None => None,
+            };
+            carried.push((state, a, cand, first_failed));
+        }
         let mut touched = Vec::new();
-        for (state, a, cand, evaluated) in recovered {
+        for (state, a, cand, carried_on) in carried {
             let run_id = a.run.run_id.clone();
             match (state, &a.outcome) {
                 (AttemptState::Promoting, Some(o)) => self.resume_promotion(&cand, o).await?,
                 (AttemptState::Confirming, _) => self.interrupted_confirmation(&cand).await?,
-                _ if !evaluated.is_empty() => self.carry_on(&a, cand, evaluated).await?,
+                _ if carried_on.is_some() => {
+                    self.carry_on(cand, carried_on.flatten()).await?;
+                }
                 _ => {
                     self.finish(
                         &cand,
