@@ -84,16 +84,19 @@ async fn a_job_that_ended_while_the_controller_was_dead_gives_its_run_its_result
     assert_eq!(git(&r.dir, &["show", "main:score.txt"]), "50");
 }
 
+/// `[compare] calibrate = 4` with the statistical comparator: the head's
+/// three more samples are asked for at once.
+const CALIBRATED_STAT: &str =
+    "kind = \"stat\"\nmetric = \"score\"\ndirection = \"min\"\ncalibrate = 4";
+
 #[tokio::test]
 async fn repeated_samples_run_side_by_side_on_the_cluster() {
     if !cluster("repeated_samples_run_side_by_side_on_the_cluster") {
         return;
     }
-    // The statistical comparator learns the noise first: after one sample
-    // a side it wants three more of the incumbent, asked for at once.
     // Every evaluation sleeps 2 s and writes when it ran.
     let r = Repo::new(Setup {
-        compare: "kind = \"stat\"\nmetric = \"score\"\ndirection = \"min\"",
+        compare: CALIBRATED_STAT,
         evaluate_first: "a=$(date +%s%N); sleep 2; echo \"$SLURM_JOB_ID $a $(date +%s%N)\" >> {c}/spans",
         ..Setup::default()
     });
@@ -111,7 +114,7 @@ async fn repeated_samples_run_side_by_side_on_the_cluster() {
     assert_eq!(all[0].results.len(), 4, "{out}");
     let repeats: Vec<_> = jobs
         .iter()
-        .filter(|j| j.run_id == all[1].run.run_id && j.step.starts_with("incumbent-"))
+        .filter(|j| j.run_id == all[0].run.run_id && j.step.starts_with("calibrate-"))
         .collect();
     assert_eq!(repeats.len(), 3, "{jobs:?}");
     let spans = std::fs::read_to_string(r.ctl.join("spans")).unwrap();
@@ -134,11 +137,68 @@ async fn repeated_samples_run_side_by_side_on_the_cluster() {
         last_start < first_end,
         "the repeats ran side by side: {spans_of:?}"
     );
-    // Each in a checkout of its own, each step once.
-    let mut steps: Vec<&str> = repeats.iter().map(|j| j.step.as_str()).collect();
-    steps.sort();
-    steps.dedup();
-    assert_eq!(steps.len(), 3);
+    // Each sample recorded from its own job's log.
+    let logs: Vec<String> = all[0]
+        .results
+        .iter()
+        .map(|r| r.meta().unwrap().stdout_log)
+        .collect();
+    for j in &repeats {
+        assert!(logs.contains(&j.stdout_log), "{j:?} not in {logs:?}");
+    }
+}
+
+#[tokio::test]
+async fn repeats_that_ended_while_the_controller_was_dead_are_recorded_once() {
+    if !cluster("repeats_that_ended_while_the_controller_was_dead_are_recorded_once") {
+        return;
+    }
+    // The controller dies while the head's three repeats run (they sleep
+    // 2 s); they complete before the next `run`, which records them once
+    // and takes no more.
+    let r = Repo::new(Setup {
+        compare: CALIBRATED_STAT,
+        evaluate_first: "if [ \"$AUTORESEARCH_SAMPLE\" -gt 0 ]; then touch {c}/in_repeat; sleep 2; fi",
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[50]);
+    let mut child = r.spawn(&["run", "--iterations", "1"]);
+    autoresearch_test_support::process::wait_for(&r.ctl.join("in_repeat"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let repeats = |jobs: &[autoresearch_core::ExecutorJob]| -> Vec<String> {
+        jobs.iter()
+            .filter(|j| j.step.starts_with("calibrate-"))
+            .map(|j| j.job_id.clone())
+            .collect()
+    };
+    let (_, _, jobs) = r.ledger().await;
+    let ids = repeats(&jobs);
+    assert_eq!(ids.len(), 3, "submitted together: {jobs:?}");
+    for id in &ids {
+        wait_completed(id);
+    }
+    let out = r.ok(&["run", "--iterations", "1"]);
+    let (all, jobs) = r.assert_consistent().await;
+    assert_eq!(repeats(&jobs), ids, "none submitted again: {jobs:?}");
+    assert_eq!(
+        all.iter()
+            .map(|a| a.outcome.as_ref().unwrap().status.to_string())
+            .collect::<Vec<_>>(),
+        ["baseline", "keep"],
+        "{out}"
+    );
+    // The baseline's sample and the three adopted repeats, once each.
+    assert_eq!(all[0].results.len(), 4, "{out}");
+    let logs: Vec<String> = all[0]
+        .results
+        .iter()
+        .map(|r| r.meta().unwrap().stdout_log)
+        .collect();
+    for j in jobs.iter().filter(|j| ids.contains(&j.job_id)) {
+        assert!(logs.contains(&j.stdout_log), "{j:?} not in {logs:?}");
+        assert!(j.reason.contains("adopted after a restart"), "{j:?}");
+    }
 }
 
 #[tokio::test]
@@ -168,69 +228,42 @@ async fn a_slurm_jobs_cpu_time_is_measured() {
 }
 
 #[tokio::test]
-async fn repeats_that_ended_while_the_controller_was_dead_are_recorded_once() {
-    if !cluster("repeats_that_ended_while_the_controller_was_dead_are_recorded_once") {
+async fn an_incumbent_sample_for_a_killed_candidate_is_recorded_and_the_candidate_decided() {
+    if !cluster("an_incumbent_sample_for_a_killed_candidate_is_recorded_and_the_candidate_decided")
+    {
         return;
     }
-    // The controller dies while the incumbent's three repeats run (they
-    // sleep 2 s); they complete before the next `run`, which records them
-    // and decides the candidate they were for.
+    // The statistical comparator measures the incumbent again (in the
+    // candidate's checkout) to learn the noise; the controller dies while
+    // that sample runs, which completes before the next `run`.
     let r = Repo::new(Setup {
         compare: "kind = \"stat\"\nmetric = \"score\"\ndirection = \"min\"",
-        evaluate_first: "if [ \"$AUTORESEARCH_SAMPLE\" -gt 0 ]; then touch {c}/in_repeat; sleep 2; fi",
+        evaluate_first: "if [ \"$AUTORESEARCH_SAMPLE\" -gt 0 ]; then echo \"$SLURM_JOB_ID\" > {c}/slow.jobid; touch {c}/in_eval; sleep 2; fi",
         ..Setup::default()
     });
     write_scores(&r.ctl, &[50, 40]);
     let mut child = r.spawn(&["run", "--iterations", "1"]);
-    autoresearch_test_support::process::wait_for(&r.ctl.join("in_repeat"));
+    let id = r.slow_job();
     child.kill().unwrap();
     child.wait().unwrap();
-    let (_, _, jobs) = r.ledger().await;
-    let repeats: Vec<String> = jobs
-        .iter()
-        .filter(|j| j.step.starts_with("incumbent-"))
-        .map(|j| j.job_id.clone())
-        .collect();
-    assert!(!repeats.is_empty(), "{jobs:?}");
-    let start = Instant::now();
-    let mut submitted = repeats.len();
-    while submitted < 3 || repeats.iter().any(|id| slurm_state(id) != "COMPLETED") {
-        // All three were submitted before the controller died.
-        let (_, _, jobs) = r.ledger().await;
-        submitted = jobs
-            .iter()
-            .filter(|j| j.step.starts_with("incumbent-"))
-            .count();
-        assert!(start.elapsed() < Duration::from_secs(60), "{jobs:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (_, _, jobs) = r.ledger().await;
-    for j in jobs.iter().filter(|j| j.step.starts_with("incumbent-")) {
-        wait_completed(&j.job_id);
-    }
+    wait_completed(&id);
     let out = r.ok(&["run", "--iterations", "1"]);
     let (all, jobs) = r.assert_consistent().await;
-    assert_eq!(
-        all.iter()
-            .map(|a| a.outcome.as_ref().unwrap().status.to_string())
-            .collect::<Vec<_>>(),
-        ["baseline", "keep", "keep"],
-        "{out}"
-    );
-    // The baseline's sample and the three adopted repeats, once each.
-    assert_eq!(all[0].results.len(), 4, "{out}");
+    let job = jobs.iter().find(|j| j.job_id == id).unwrap();
+    assert_eq!(job.run_id, all[1].run.run_id, "{job:?}");
+    assert!(job.step.starts_with("incumbent-"), "{job:?}");
+    // Recorded under the incumbent's run, once; the candidate decided.
     let logs: Vec<String> = all[0]
         .results
         .iter()
         .map(|r| r.meta().unwrap().stdout_log)
         .collect();
-    let adopted: Vec<_> = jobs
-        .iter()
-        .filter(|j| j.run_id == all[1].run.run_id && j.step.starts_with("incumbent-"))
-        .collect();
-    assert_eq!(adopted.len(), 3, "{jobs:?}");
-    for j in adopted {
-        assert!(logs.contains(&j.stdout_log), "{j:?} not in {logs:?}");
-        assert!(j.reason.contains("adopted after a restart"), "{j:?}");
-    }
+    assert_eq!(
+        logs.iter().filter(|l| **l == job.stdout_log).count(),
+        1,
+        "{logs:?}"
+    );
+    let outcome = all[1].outcome.as_ref().unwrap();
+    assert_eq!(outcome.status.to_string(), "keep", "{outcome:?}\n{out}");
+    assert_eq!(all.len(), 3, "{out}");
 }

@@ -269,14 +269,9 @@ impl Stat {
             known => {
                 let have = known.map_or(0, |n| n.df);
                 d["noise"] = json!({"df": have});
-                // Each repeat of the incumbent adds a degree of freedom:
-                // the ones still wanted are asked for at once (the loop
-                // runs them side by side where its executor can).
                 return Ok(Decision::new(
                     Verdict::NeedMore {
-                        incumbent: spent
-                            .more_incumbent(MIN_NOISE_DF.saturating_sub(have))
-                            .max(1),
+                        incumbent: 1,
                         candidate: 0,
                     },
                     format!(

@@ -209,4 +209,43 @@ impl Controller {
         self.apply(&inc_head, cand, d).await?;
         Ok(())
     }
+
+    /// Records the samples that jobs of finished runs, adopted at this
+    /// restart (`adopted`, minus the jobs of runs in flight, `in_flight`),
+    /// ended with: the head measuring itself in its own checkout
+    /// (`[compare] calibrate`, a re-measurement after a failed sample), so
+    /// each is a sample of its run's commit, recorded under that run.
+    pub(super) async fn record_head_samples(
+        &self,
+        adopted: Vec<ExecutorJob>,
+        in_flight: &[String],
+    ) -> Result<(), LoopError> {
+        for record in adopted {
+            let Some((kind, _)) = record.step.rsplit_once('-') else {
+                continue;
+            };
+            let Some(kind) = [CALIBRATE_STEP, INCUMBENT_STEP]
+                .into_iter()
+                .find(|k| *k == kind)
+            else {
+                continue;
+            };
+            if in_flight.contains(&record.run_id) {
+                continue;
+            }
+            let run_id = record.run_id.clone();
+            let Some(run) = self.ledger.read(|w| w.run_by_id(&run_id)).await else {
+                continue;
+            };
+            let commit = run.1.commit_hash;
+            let job = self.eval_job(&run_id, &commit, 0, &record.step);
+            if let Some(report) = self.executor.adopted_report(job, record).await? {
+                let sample = self.sample_count(&run_id, &commit).await;
+                let _failed_sample_is_recorded = self
+                    .record_eval(&run_id, &commit, sample, kind, report, None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }

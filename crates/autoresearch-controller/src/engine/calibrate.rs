@@ -24,7 +24,7 @@ impl Controller {
                 &head.run_id,
                 &head.commit,
                 k - sample,
-                "calibrate",
+                CALIBRATE_STEP,
             )
             .await?;
         }

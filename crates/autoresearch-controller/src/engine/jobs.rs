@@ -138,27 +138,27 @@ impl Controller {
             .await
     }
 
-    /// The jobs of runs in flight a killed controller left with the
-    /// scheduler, handed to the executor, which waits for or cancels each;
-    /// their final records are stored. Returns how many it adopted.
-    pub(super) async fn adopt_jobs(&self, runs: &[String]) -> Result<usize, LoopError> {
+    /// The jobs a killed controller left with the scheduler (every job
+    /// not final in the ledger: this controller holds the lease, so no
+    /// other one watches them), handed to the executor, which waits for
+    /// or cancels each; their final records are stored and returned.
+    pub(super) async fn adopt_jobs(&self) -> Result<Vec<ExecutorJob>, LoopError> {
         let open: Vec<ExecutorJob> = self
             .ledger
             .read(|w| {
-                w.find_all::<ExecutorJob>(|j| !j.is_final() && runs.contains(&j.run_id))
+                w.find_all::<ExecutorJob>(|j| !j.is_final())
                     .into_iter()
                     .map(|(_, j)| j)
                     .collect()
             })
             .await;
         if open.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        let n = open.len();
         let done = self.executor.adopt(open).await?;
         for job in &done {
             self.record_job(job).await?;
         }
-        Ok(n)
+        Ok(done)
     }
 }

@@ -70,6 +70,10 @@ const REBASED_STEP: &str = "rebased";
 /// decision, taken in the first candidate's checkout.
 const INCUMBENT_STEP: &str = "incumbent";
 
+/// The step of the head's samples of `[compare] calibrate`, taken in its
+/// own checkout.
+const CALIBRATE_STEP: &str = "calibrate";
+
 #[derive(Clone, Debug)]
 struct Head {
     commit: String,

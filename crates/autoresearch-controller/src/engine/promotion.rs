@@ -184,7 +184,7 @@ impl Controller {
                 &head.run_id,
                 &head.commit,
                 sample,
-                "incumbent",
+                INCUMBENT_STEP,
                 None,
             )
             .await?;
@@ -479,13 +479,16 @@ impl Controller {
                     .collect()
             })
             .await;
-        // Jobs those runs left with a scheduler are waited for or
-        // cancelled (never submitted again) and their ends recorded.
+        // Jobs it left with a scheduler are waited for or cancelled (never
+        // submitted again) and their ends recorded.
         let runs: Vec<String> = in_flight
             .iter()
             .map(|(_, a)| a.run.run_id.clone())
             .collect();
-        self.adopt_jobs(&runs).await?;
+        let adopted = self.adopt_jobs().await?;
+        // The head's samples of itself among them (calibration,
+        // re-measurement: its run is finished) are recorded under it.
+        self.record_head_samples(adopted, &runs).await?;
         // Evaluations among them that ended are read, before the killed
         // controller's checkouts (where an output file may be) go.
         let mut recovered = Vec::with_capacity(in_flight.len());
