@@ -443,15 +443,16 @@ impl Executor for SlurmExecutor {
                 _ => format!("{}+{}", j.run_id, j.step),
             })
             .collect();
+        // The batch's own checkouts go back however it ends (dropped too).
+        let _release = ReleaseOnDrop {
+            checkouts: self.checkouts.clone(),
+            keys: keys[1..].to_vec(),
+        };
         let runs = jobs
             .into_iter()
-            .zip(keys.iter().cloned())
+            .zip(keys)
             .map(|(job, key)| self.run_on_slurm(job, journal.clone(), key));
-        let reports = futures_util::future::try_join_all(runs).await;
-        let checkouts = self.checkouts.clone();
-        let own: Vec<String> = keys.into_iter().skip(1).collect();
-        let _ = blocking(move || own.iter().for_each(|k| checkouts.release(k))).await;
-        reports
+        futures_util::future::try_join_all(runs).await
     }
 
     async fn adopted_report(
@@ -508,6 +509,21 @@ impl Executor for SlurmExecutor {
     async fn adopt(&self, jobs: Vec<ExecutorJob>) -> Result<Vec<ExecutorJob>, ExecError> {
         let mine = jobs.into_iter().filter(|j| j.executor == NAME).collect();
         self.settle(mine).await
+    }
+}
+
+/// Gives the checkouts held under `keys` back when dropped (a pool's
+/// bookkeeping: no git, no waiting).
+struct ReleaseOnDrop {
+    checkouts: Arc<dyn Checkouts>,
+    keys: Vec<String>,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            self.checkouts.release(key);
+        }
     }
 }
 

@@ -91,8 +91,8 @@ impl Controller {
     /// starts above what the ledger knows of the run (its Results and its
     /// scheduler jobs).
     pub(super) async fn job_steps(&self, workspace: &str, step: &str, count: u32) -> Vec<String> {
-        let known = self.next_step.lock().map(|m| m.contains_key(workspace));
-        if known.is_ok_and(|k| !k) {
+        let seeded = self.steps_of_runs().contains_key(workspace);
+        if !seeded {
             let run = workspace.to_string();
             let first = self
                 .ledger
@@ -108,17 +108,23 @@ impl Controller {
                     results.max(jobs)
                 })
                 .await;
-            if let Ok(mut m) = self.next_step.lock() {
-                m.entry(workspace.to_string()).or_insert(first);
-            }
+            self.steps_of_runs()
+                .entry(workspace.to_string())
+                .or_insert(first);
         }
-        let mut m = self.next_step.lock().unwrap_or_else(|e| e.into_inner());
-        let next = m.entry(workspace.to_string()).or_insert(0);
+        let mut steps = self.steps_of_runs();
+        let next = steps.entry(workspace.to_string()).or_insert(0);
         let names = (*next..*next + count)
             .map(|n| format!("{step}-{n}"))
             .collect();
         *next += count;
         names
+    }
+
+    /// The next step number of each run (a map updated under its lock
+    /// only, so a panic elsewhere cannot leave it half written).
+    fn steps_of_runs(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+        self.next_step.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stores `job` as one durable tick: a new entity for a job id not seen
