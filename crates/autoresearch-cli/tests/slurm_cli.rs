@@ -188,6 +188,7 @@ async fn sigkill_while_a_job_runs_then_resume_adopts_it() {
         std::fs::write(r.ctl.join("slow_eval"), "").unwrap();
         let mut child = r.spawn(&["run", "--iterations", "1"]);
         let id = r.slow_job();
+        r.wait_recorded(&id);
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(
@@ -308,6 +309,10 @@ async fn sigkill_while_a_job_is_queued_then_resume_waits_for_it() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let id = pending_job_of(&script);
+    // Killed once the job's record is in the ledger: a controller killed
+    // between `sbatch` answering and that record is a case of its own
+    // (docs/slurm.md).
+    r.wait_recorded(&id);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(

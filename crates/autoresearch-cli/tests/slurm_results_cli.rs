@@ -47,6 +47,7 @@ async fn a_job_that_ended_while_the_controller_was_dead_gives_its_run_its_result
         std::fs::write(r.ctl.join("slow_eval"), "").unwrap();
         let mut child = r.spawn(&["run", "--iterations", "1"]);
         let id = r.slow_job();
+        r.wait_recorded(&id);
         child.kill().unwrap();
         child.wait().unwrap();
         wait_completed(&id);
@@ -164,6 +165,10 @@ async fn repeats_that_ended_while_the_controller_was_dead_are_recorded_once() {
     write_scores(&r.ctl, &[50]);
     let mut child = r.spawn(&["run", "--iterations", "1"]);
     autoresearch_test_support::process::wait_for(&r.ctl.join("in_repeat"));
+    r.wait_jobs("three repeats recorded", |jobs| {
+        let steps = jobs.iter().filter_map(|j| j["step"].as_str());
+        steps.filter(|s| s.starts_with("calibrate-")).count() == 3
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let repeats = |jobs: &[autoresearch_core::ExecutorJob]| -> Vec<String> {
@@ -244,6 +249,7 @@ async fn an_incumbent_sample_for_a_killed_candidate_is_recorded_and_the_candidat
     write_scores(&r.ctl, &[50, 40]);
     let mut child = r.spawn(&["run", "--iterations", "1"]);
     let id = r.slow_job();
+    r.wait_recorded(&id);
     child.kill().unwrap();
     child.wait().unwrap();
     wait_completed(&id);

@@ -250,6 +250,32 @@ propose_on = "{propose_on}"
             .to_string()
     }
 
+    /// Waits (up to 30 s) until Slurm job `id` is in the ledger.
+    pub fn wait_recorded(&self, id: &str) {
+        self.wait_jobs(&format!("job {id} recorded"), |jobs| {
+            jobs.iter().any(|j| j["job_id"] == id)
+        });
+    }
+
+    /// Waits (up to 30 s) until the jobs in the ledger, as `status --json`
+    /// lists them beside the running loop, are what `done` wants.
+    pub fn wait_jobs(&self, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) {
+        let start = Instant::now();
+        loop {
+            let status: serde_json::Value =
+                serde_json::from_str(&self.ok(&["status", "--json"])).unwrap_or_default();
+            let jobs = status["jobs"].as_array().cloned().unwrap_or_default();
+            if done(&jobs) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what}: not within 30 s: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn go_fast(&self) {
         for f in ["slow_eval", "in_eval", "slow.jobid"] {
             let _ = std::fs::remove_file(self.ctl.join(f));
