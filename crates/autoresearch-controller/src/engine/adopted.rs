@@ -5,7 +5,10 @@
 //! every sample recorded once (the candidate's under its run, the
 //! incumbent's under the incumbent's run), then each run crashed (the
 //! first sample of its candidate failed) or decided by the comparator
-//! (more samples taken if it asks, the branch advanced on a keep).
+//! (more samples taken if it asks, the branch advanced on a keep). The
+//! head's samples of itself (`[compare] calibrate`, a re-measurement),
+//! taken while its run was already finished, are recorded under it too
+//! ([`Controller::record_head_samples`]).
 
 use super::*;
 use autoresearch_core::jobs::ExecutorJob;
