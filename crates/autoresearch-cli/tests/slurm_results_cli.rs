@@ -273,3 +273,63 @@ async fn an_incumbent_sample_for_a_killed_candidate_is_recorded_and_the_candidat
     assert_eq!(outcome.status.to_string(), "keep", "{outcome:?}\n{out}");
     assert_eq!(all.len(), 3, "{out}");
 }
+
+/// The statistical comparator on a noisy evaluator, asking up to four
+/// samples at a look, closely enough that it samples to its budget.
+const PARALLEL_STAT: &str = "kind = \"stat\"\nmetric = \"score\"\ndirection = \"min\"\nparallel = 4\nmax_samples = 6\nalpha = 0.001\nbeta = 0.001\nworth = 0";
+
+#[tokio::test]
+async fn a_noisy_candidates_repeats_under_stat_run_side_by_side() {
+    if !cluster("a_noisy_candidates_repeats_under_stat_run_side_by_side") {
+        return;
+    }
+    // Scores 100 (baseline) and 99 (candidate), each sample plus 0..19 of
+    // noise; every evaluation sleeps 1 s and writes when it ran.
+    let r = Repo::new(Setup {
+        compare: PARALLEL_STAT,
+        evaluate_first: "a=$(date +%s%N); sleep 1; echo \"$SLURM_JOB_ID $a $(date +%s%N)\" >> {c}/spans",
+        evaluate_then: "s=$((s + $(od -An -N1 -tu1 /dev/urandom) % 20))",
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[99]);
+    let out = r.ok(&["run", "--iterations", "1"]);
+    let (all, jobs) = r.assert_consistent().await;
+    assert_eq!(all.len(), 2, "{out}");
+    let cand = &all[1];
+    let evaluations: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.run_id == cand.run.run_id && j.step.starts_with("evaluate"))
+        .collect();
+    // Every sample of the candidate recorded, each from its own job.
+    assert!(evaluations.len() >= 3, "{jobs:?}\n{out}");
+    assert_eq!(cand.results.len(), evaluations.len(), "{jobs:?}");
+    let logs: Vec<String> = cand
+        .results
+        .iter()
+        .map(|r| r.meta().unwrap().stdout_log)
+        .collect();
+    for j in &evaluations {
+        assert!(logs.contains(&j.stdout_log), "{j:?} not in {logs:?}");
+    }
+    // At some moment three of its jobs ran at once.
+    let spans = std::fs::read_to_string(r.ctl.join("spans")).unwrap();
+    let span_of = |id: &str| -> (u128, u128) {
+        let line = spans
+            .lines()
+            .find(|l| l.split(' ').next() == Some(id))
+            .unwrap_or_else(|| panic!("job {id} did not run: {spans}"));
+        let v: Vec<u128> = line
+            .split(' ')
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        (v[0], v[1])
+    };
+    let spans_of: Vec<(u128, u128)> = evaluations.iter().map(|j| span_of(&j.job_id)).collect();
+    let most_at_once = spans_of
+        .iter()
+        .map(|(t, _)| spans_of.iter().filter(|(a, b)| a <= t && t < b).count())
+        .max()
+        .unwrap();
+    assert!(most_at_once >= 3, "{spans_of:?}\n{out}");
+}

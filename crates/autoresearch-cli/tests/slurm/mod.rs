@@ -48,6 +48,8 @@ pub struct Setup<'a> {
     pub compare: &'a str,
     /// Lines the evaluator runs first (`{c}` is the control directory).
     pub evaluate_first: &'a str,
+    /// Lines the evaluator runs once it has read the score into `$s`.
+    pub evaluate_then: &'a str,
 }
 
 impl Default for Setup<'_> {
@@ -59,6 +61,7 @@ impl Default for Setup<'_> {
             slurm: "",
             compare: "kind = \"scalar\"\nmetric = \"score\"\ndirection = \"min\"",
             evaluate_first: "",
+            evaluate_then: "",
         }
     }
 }
@@ -97,6 +100,7 @@ timeout = "60s"
 command = '''
 {first}
 s=$(cat score.txt)
+{then}
 echo "$SLURM_JOB_ID" >> {c}/eval_jobs
 if [ "$s" = 0 ]; then echo "evaluator broke" >&2; exit 3; fi
 if [ -f {c}/slow_eval ] && [ "$s" != 100 ]; then echo "$SLURM_JOB_ID" > {c}/slow.jobid; touch {c}/in_eval; sleep {slow}; fi
@@ -125,6 +129,7 @@ propose_on = "{propose_on}"
                 extra = setup.slurm,
                 compare = setup.compare,
                 first = setup.evaluate_first.replace("{c}", &c.to_string()),
+                then = setup.evaluate_then,
             )
         });
         let workdir = workdir.into_inner();
