@@ -333,3 +333,107 @@ async fn a_noisy_candidates_repeats_under_stat_run_side_by_side() {
         .unwrap();
     assert!(most_at_once >= 3, "{spans_of:?}\n{out}");
 }
+
+#[tokio::test]
+async fn a_proposer_job_that_ended_while_the_controller_was_dead_gives_its_candidate() {
+    if !cluster("a_proposer_job_that_ended_while_the_controller_was_dead_gives_its_candidate") {
+        return;
+    }
+    // The controller dies while the first candidate's proposer (a Slurm
+    // job) sleeps; the job writes score 40 and completes before the next
+    // `run`, which takes that candidate, evaluates and keeps it, then
+    // tries one more (60: a discard).
+    let r = Repo::new(Setup {
+        propose_on: "slurm",
+        propose_first: "if [ -f {c}/slow_propose ]; then rm {c}/slow_propose; echo \"$SLURM_JOB_ID\" > {c}/slow.jobid; touch {c}/in_eval; sleep 2; fi",
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[40, 60]);
+    std::fs::write(r.ctl.join("slow_propose"), "").unwrap();
+    let mut child = r.spawn(&["run", "--iterations", "1"]);
+    let id = r.slow_job();
+    r.wait_recorded(&id);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_completed(&id);
+    let out = r.ok(&["run", "--iterations", "1"]);
+    let (all, jobs) = r.assert_consistent().await;
+    assert_eq!(
+        all.iter()
+            .map(|a| a.outcome.as_ref().unwrap().status.to_string())
+            .collect::<Vec<_>>(),
+        ["baseline", "keep", "discard"],
+        "{out}"
+    );
+    let job = jobs.iter().find(|j| j.job_id == id).unwrap();
+    assert_eq!(job.step, "propose", "{job:?}");
+    assert_eq!(job.run_id, all[1].run.run_id, "{job:?}");
+    // Its candidate is the proposer's work, now the branch; evaluated once,
+    // proposed once.
+    assert_eq!(git(&r.dir, &["show", "main:score.txt"]), "40");
+    assert_eq!(all[1].run.commit_hash, r.tip());
+    assert_eq!(all[1].results.len(), 1, "{:?}", all[1].results);
+    let mine = |step: &str| {
+        jobs.iter()
+            .filter(|j| j.run_id == all[1].run.run_id && j.step == step)
+            .count()
+    };
+    assert_eq!((mine("propose"), mine("evaluate-0")), (1, 1), "{jobs:?}");
+    assert_eq!(
+        std::fs::read_to_string(r.ctl.join("n")).unwrap().trim(),
+        "2"
+    );
+}
+
+#[tokio::test]
+async fn a_proposer_job_that_failed_while_the_controller_was_dead_crashes_its_run() {
+    if !cluster("a_proposer_job_that_failed_while_the_controller_was_dead_crashes_its_run") {
+        return;
+    }
+    // As above, but the proposer exits 5 after its sleep: the run is a
+    // crash of its proposer (not "interrupted"), nothing evaluated; the
+    // next candidate (score 40) is a keep.
+    let r = Repo::new(Setup {
+        propose_on: "slurm",
+        propose_first: "if [ -f {c}/slow_propose ]; then rm {c}/slow_propose; echo \"$SLURM_JOB_ID\" > {c}/slow.jobid; touch {c}/in_eval; sleep 2; echo 'proposer gave up' >&2; exit 5; fi",
+        ..Setup::default()
+    });
+    write_scores(&r.ctl, &[40]);
+    std::fs::write(r.ctl.join("slow_propose"), "").unwrap();
+    let mut child = r.spawn(&["run", "--iterations", "1"]);
+    let id = r.slow_job();
+    r.wait_recorded(&id);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    while !slurm_state(&id).starts_with("FAILED") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            slurm_state(&id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = r.ok(&["run", "--iterations", "1"]);
+    let (all, jobs) = r.assert_consistent().await;
+    assert_eq!(
+        all.iter()
+            .map(|a| a.outcome.as_ref().unwrap().status.to_string())
+            .collect::<Vec<_>>(),
+        ["baseline", "crash", "keep"],
+        "{out}"
+    );
+    let outcome = all[1].outcome.as_ref().unwrap();
+    assert_eq!(outcome.status.to_string(), "crash", "{outcome:?}");
+    assert!(outcome.reason.contains("proposer"), "{outcome:?}");
+    assert!(
+        outcome.descriptor_json.contains("proposer gave up"),
+        "{outcome:?}"
+    );
+    assert!(
+        !jobs
+            .iter()
+            .any(|j| j.run_id == all[1].run.run_id && j.step != "propose"),
+        "{jobs:?}"
+    );
+}

@@ -50,6 +50,8 @@ pub struct Setup<'a> {
     pub evaluate_first: &'a str,
     /// Lines the evaluator runs once it has read the score into `$s`.
     pub evaluate_then: &'a str,
+    /// Lines the proposer runs first (`{c}` is the control directory).
+    pub propose_first: &'a str,
 }
 
 impl Default for Setup<'_> {
@@ -62,6 +64,7 @@ impl Default for Setup<'_> {
             compare: "kind = \"scalar\"\nmetric = \"score\"\ndirection = \"min\"",
             evaluate_first: "",
             evaluate_then: "",
+            propose_first: "",
         }
     }
 }
@@ -91,6 +94,7 @@ branch = "main"
 
 [propose]
 command = '''
+{propose_first}
 n=$(cat {c}/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}/n
 sed -n "${{n}}p" {c}/scores > score.txt
 '''
@@ -130,6 +134,7 @@ propose_on = "{propose_on}"
                 compare = setup.compare,
                 first = setup.evaluate_first.replace("{c}", &c.to_string()),
                 then = setup.evaluate_then,
+                propose_first = setup.propose_first.replace("{c}", &c.to_string()),
             )
         });
         let workdir = workdir.into_inner();

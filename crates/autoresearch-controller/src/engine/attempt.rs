@@ -157,21 +157,7 @@ impl Controller {
             self.cfg.experiment.clone(),
         );
         env.insert("AUTORESEARCH_BRANCH".to_string(), self.cfg.branch.clone());
-        let job = Job {
-            run_id: cand.run_id.clone(),
-            step: "propose".into(),
-            repo: self.cfg.repo.display().to_string(),
-            commit: head.commit.clone(),
-            workdir: self.cfg.workdir.clone(),
-            command: self.cfg.propose_command.clone(),
-            env,
-            limits: self.limits(self.cfg.propose_timeout),
-            output: Default::default(),
-            commit_changes: true,
-            // Read for the cost metrics it prints (`tokens: 1234`, `cost: 0.12`).
-            metrics: Some(MetricsFormat::Lines.spec(&[])),
-            held_out: false,
-        };
+        let job = self.propose_job(&cand.run_id, &head.commit, env);
         let report = match self.exec(job).await? {
             JobEnd::Report(r) => {
                 cand.proposer_cost = Some(ProposerCost::of(&r));
@@ -194,6 +180,30 @@ impl Controller {
         Ok(Ok(report))
     }
 
+    /// The proposer's job for run `run_id` on `base`, with `env`.
+    pub(super) fn propose_job(
+        &self,
+        run_id: &str,
+        base: &str,
+        env: BTreeMap<String, String>,
+    ) -> Job {
+        Job {
+            run_id: run_id.to_string(),
+            step: PROPOSE_STEP.into(),
+            repo: self.cfg.repo.display().to_string(),
+            commit: base.to_string(),
+            workdir: self.cfg.workdir.clone(),
+            command: self.cfg.propose_command.clone(),
+            env,
+            limits: self.limits(self.cfg.propose_timeout),
+            output: Default::default(),
+            commit_changes: true,
+            // Read for the cost metrics it prints (`tokens: 1234`, `cost: 0.12`).
+            metrics: Some(MetricsFormat::Lines.spec(&[])),
+            held_out: false,
+        }
+    }
+
     /// The proposer's commit as the candidate: it must change something,
     /// touch no protected path (every kind of change counts) and add
     /// nothing the limits refuse. The ref keeps the candidate reachable
@@ -201,7 +211,7 @@ impl Controller {
     /// first result or its decision (a run interrupted before that gets it
     /// back from the ref in `recover`). `None` when the candidate goes on
     /// to evaluation, else the status it finished with.
-    async fn check_candidate(
+    pub(super) async fn check_candidate(
         &self,
         head: &Head,
         cand: &mut Cand,

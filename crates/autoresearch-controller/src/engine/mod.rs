@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 
 mod adopted;
+mod adopted_proposal;
 mod api;
 mod attempt;
 mod calibrate;
@@ -73,6 +74,9 @@ const INCUMBENT_STEP: &str = "incumbent";
 /// The step of the head's samples of `[compare] calibrate`, taken in its
 /// own checkout.
 const CALIBRATE_STEP: &str = "calibrate";
+
+/// The step of a run's proposer job (one a run).
+const PROPOSE_STEP: &str = "propose";
 
 #[derive(Clone, Debug)]
 struct Head {

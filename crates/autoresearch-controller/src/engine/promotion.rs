@@ -458,7 +458,9 @@ impl Controller {
     /// flight was recorded in ([`AttemptState`]): a run `promoting` has its
     /// promotion completed (or is discarded when the branch moved
     /// meanwhile, see the module doc); a run whose evaluations a scheduler
-    /// finished meanwhile is carried on from them (see `adopted`); any
+    /// finished meanwhile is carried on from them (see `adopted`), one
+    /// whose proposer job it finished from its candidate (see
+    /// `adopted_proposal`); any
     /// other run in flight becomes crashed ("interrupted"). Their
     /// checkouts are released. Returns the run ids it touched.
     pub async fn recover(&self) -> Result<Vec<String>, LoopError> {
@@ -494,13 +496,15 @@ impl Controller {
         let mut recovered = Vec::with_capacity(in_flight.len());
         for (state, a) in in_flight {
             let mut cand = self.recovered_candidate(&a).await?;
-            let adopted = match state {
-                AttemptState::Proposing | AttemptState::Evaluating => {
-                    Some(self.adopted_evaluations(&a, &mut cand).await?)
-                }
-                _ => None,
+            let (adopted, proposal) = match state {
+                AttemptState::Proposing | AttemptState::Evaluating => (
+                    Some(self.adopted_evaluations(&a, &mut cand).await?),
+                    self.adopted_proposal(&a, &cand).await?,
+                ),
+                _ => (None, None),
             };
-            recovered.push((state, a, cand, adopted.filter(|e| !e.is_empty())));
+            let adopted = adopted.filter(|e| !e.is_empty());
+            recovered.push((state, a, cand, adopted, proposal));
         }
         // Checkouts and processes a killed controller left (a job's
         // `setsid` daemon among them) go before anything runs, once its
@@ -509,15 +513,15 @@ impl Controller {
         // Every adopted sample is recorded before any run is decided (one
         // run's checkout may have measured the incumbent for all).
         let mut carried = Vec::with_capacity(recovered.len());
-        for (state, a, mut cand, adopted) in recovered {
+        for (state, a, mut cand, adopted, proposal) in recovered {
             let first_failed = match adopted {
                 Some(e) => Some(self.record_adopted(&a, &mut cand, e).await?),
                 None => None,
             };
-            carried.push((state, a, cand, first_failed));
+            carried.push((state, a, cand, first_failed, proposal));
         }
         let mut touched = Vec::new();
-        for (state, a, cand, carried_on) in carried {
+        for (state, a, cand, carried_on, proposal) in carried {
             let run_id = a.run.run_id.clone();
             match (state, &a.outcome) {
                 (AttemptState::Promoting, Some(o)) => self.resume_promotion(&cand, o).await?,
@@ -525,6 +529,7 @@ impl Controller {
                 _ if carried_on.is_some() => {
                     self.carry_on(cand, carried_on.flatten()).await?;
                 }
+                _ if let Some(p) = proposal => self.carry_on_proposal(cand, p).await?,
                 _ => {
                     self.finish(
                         &cand,
