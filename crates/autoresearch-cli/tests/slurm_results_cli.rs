@@ -275,20 +275,23 @@ async fn an_incumbent_sample_for_a_killed_candidate_is_recorded_and_the_candidat
 }
 
 /// The statistical comparator on a noisy evaluator, asking up to four
-/// samples at a look, closely enough that it samples to its budget.
-const PARALLEL_STAT: &str = "kind = \"stat\"\nmetric = \"score\"\ndirection = \"min\"\nparallel = 4\nmax_samples = 6\nalpha = 0.001\nbeta = 0.001\nworth = 0";
+/// samples at a look, at levels no sample count reaches, so that it
+/// samples to its budget whatever the noise draws.
+const PARALLEL_STAT: &str = "kind = \"stat\"\nmetric = \"score\"\ndirection = \"min\"\nparallel = 4\nmax_samples = 6\nalpha = 1e-9\nbeta = 1e-9\nworth = 0";
 
 #[tokio::test]
 async fn a_noisy_candidates_repeats_under_stat_run_side_by_side() {
     if !cluster("a_noisy_candidates_repeats_under_stat_run_side_by_side") {
         return;
     }
-    // Scores 100 (baseline) and 99 (candidate), each sample plus 0..19 of
-    // noise; every evaluation sleeps 1 s and writes when it ran.
+    // Scores 100 (baseline) and 99 (candidate), in thousandths, each
+    // sample plus 0..21.845 of noise (no two samples alike, so the
+    // evaluator is never taken for deterministic); every evaluation sleeps
+    // 1 s and writes when it ran.
     let r = Repo::new(Setup {
         compare: PARALLEL_STAT,
         evaluate_first: "a=$(date +%s%N); sleep 1; echo \"$SLURM_JOB_ID $a $(date +%s%N)\" >> {c}/spans",
-        evaluate_then: "s=$((s + $(od -An -N1 -tu1 /dev/urandom) % 20))",
+        evaluate_then: "s=$((s * 1000 + $(od -An -N2 -tu2 /dev/urandom) / 3))",
         ..Setup::default()
     });
     write_scores(&r.ctl, &[99]);
