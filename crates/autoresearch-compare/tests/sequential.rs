@@ -411,3 +411,15 @@ fn samples_asked_for_at_once_keep_the_rule_s_error_rates() {
     let big_keep = run(3.0, &mut rng);
     assert!(big_keep >= 0.95, "kept {big_keep} of 3σ gains");
 }
+
+#[test]
+fn parallel_is_a_stat_key_of_at_least_one() {
+    let spec = CompareSpec::parse("stat:val:min:parallel=4").unwrap();
+    assert_eq!(spec.to_string(), "stat:val:min:parallel=4");
+    assert_eq!(
+        CompareSpec::parse("stat:val:min").unwrap().to_string(),
+        "stat:val:min"
+    );
+    let err = CompareSpec::parse("stat:val:min:parallel=0").unwrap_err();
+    assert!(err.to_string().contains("parallel"), "{err}");
+}
