@@ -8,7 +8,7 @@
 //! spec       = scalar | stat | pareto | judge | tournament | vote | all
 //! scalar     = "scalar:" METRIC ":" DIR [":delta=" NUM]
 //! stat       = "stat:" METRIC ":" DIR *(":" KEY "=" VALUE)
-//!              KEY: alpha, beta, effect, worth, delta, min_n, max_n, batch, max_age (seconds), futility
+//!              KEY: alpha, beta, effect, worth, delta, min_n, max_n, batch, parallel, max_age (seconds), futility
 //! pareto     = "pareto:" objective *("," objective)
 //! objective  = METRIC ":" DIR [":eps=" NUM]
 //! judge      = "judge:" ["timeout=" SECS ":"] COMMAND
@@ -66,8 +66,14 @@ pub struct StatSpec {
     /// counted from the candidate's first sample); at it, an undecided
     /// candidate is discarded.
     pub max_samples: u32,
-    /// Samples added per side at each look.
+    /// Without a noise model: samples added per side at each look.
     pub batch: u32,
+    /// With a noise model: the most samples (both sides together) asked
+    /// for at one look, so that an executor that runs samples side by side
+    /// (Slurm) can. Only a noisy evaluator (σ > 0) gets more than one: the
+    /// rule asks for as many as its one-at-a-time looks would take before
+    /// the first predicted decision, if the means stayed as they are.
+    pub parallel: u32,
     /// Ignore incumbent samples evaluated more than this many seconds before
     /// the candidate's first sample, so that the incumbent is re-measured
     /// now and then to follow drift.
@@ -93,6 +99,8 @@ impl StatSpec {
     pub const DEFAULT_MAX_SAMPLES: u32 = 20;
     /// The default number of samples added per side at each look.
     pub const DEFAULT_BATCH: u32 = 2;
+    /// The default number of samples asked for at one look of the posterior rule.
+    pub const DEFAULT_PARALLEL: u32 = 1;
     /// The default futility bound: discard once the observed improvement is not above `min_delta`.
     pub const DEFAULT_FUTILITY: f64 = 0.5;
 
@@ -109,6 +117,7 @@ impl StatSpec {
             min_samples: Self::DEFAULT_MIN_SAMPLES,
             max_samples: Self::DEFAULT_MAX_SAMPLES,
             batch: Self::DEFAULT_BATCH,
+            parallel: Self::DEFAULT_PARALLEL,
             max_age_secs: None,
             futility: Self::DEFAULT_FUTILITY,
         }
@@ -315,6 +324,9 @@ impl fmt::Display for CompareSpec {
                 if s.batch != StatSpec::DEFAULT_BATCH {
                     write!(f, ":batch={}", s.batch)?;
                 }
+                if s.parallel != StatSpec::DEFAULT_PARALLEL {
+                    write!(f, ":parallel={}", s.parallel)?;
+                }
                 if let Some(age) = s.max_age_secs {
                     write!(f, ":max_age={age}")?;
                 }
@@ -498,6 +510,9 @@ impl CompareSpec {
                 if s.batch == 0 {
                     return Err("batch must be at least 1".into());
                 }
+                if s.parallel == 0 {
+                    return Err("parallel must be at least 1".into());
+                }
                 if !(s.futility > 0.0 && s.futility <= 1.0) {
                     return Err(format!("futility={} must be in (0, 1]", s.futility));
                 }
@@ -604,6 +619,7 @@ fn parse_spec(whole: &str, s: &str, allow_all: bool) -> Result<CompareSpec, Spec
                         spec.max_samples = parse_u32(whole, "max_n", v)?
                     }
                     ("batch", v) => spec.batch = parse_u32(whole, "batch", v)?,
+                    ("parallel", v) => spec.parallel = parse_u32(whole, "parallel", v)?,
                     ("futility", v) => spec.futility = parse_f64(whole, "futility", v)?,
                     ("max_age" | "max_age_secs", v) => {
                         spec.max_age_secs = Some(u64::from(parse_u32(whole, "max_age", v)?))
@@ -613,7 +629,7 @@ fn parse_spec(whole: &str, s: &str, allow_all: bool) -> Result<CompareSpec, Spec
                             whole,
                             "stat",
                             k,
-                            "alpha, beta, effect, worth, delta, min_n, max_n, batch, max_age, futility",
+                            "alpha, beta, effect, worth, delta, min_n, max_n, batch, parallel, max_age, futility",
                         ));
                     }
                 }
@@ -885,6 +901,7 @@ fn from_table(t: &Table<'_>, allow_all: bool) -> Result<CompareSpec, SpecError> 
                 "min_samples",
                 "max_samples",
                 "batch",
+                "parallel",
                 "max_age_secs",
                 "futility",
             ])?;
@@ -912,6 +929,9 @@ fn from_table(t: &Table<'_>, allow_all: bool) -> Result<CompareSpec, SpecError> 
             }
             if let Some(n) = t.u32("batch")? {
                 s.batch = n;
+            }
+            if let Some(n) = t.u32("parallel")? {
+                s.parallel = n;
             }
             s.max_age_secs = t.u32("max_age_secs")?.map(u64::from);
             if let Some(x) = t.f64("futility")? {

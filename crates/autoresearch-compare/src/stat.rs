@@ -12,7 +12,12 @@
 //! it keeps once P(gain > `min_delta`) ≥ 1 − `alpha`, discards once it is
 //! ≤ `beta` (futility), and otherwise asks for one more sample of the side
 //! whose next sample tells most (the incumbent's, which later candidates
-//! reuse, while it has no more samples than the candidate). Far calls stop
+//! reuse, while it has no more samples than the candidate). With
+//! `parallel = k` > 1 and a noisy evaluator it asks for up to k samples at
+//! once (run side by side where the executor can, as on Slurm): those its
+//! one-at-a-time looks would take before the first look predicted to
+//! decide, were the means to stay as they are; while σ is still being
+//! learnt, the incumbent repeats still wanted. Far calls stop
 //! after one sample a side, close calls sample on up to `max_n`; a
 //! deterministic evaluator (σ = 0) is decided by the sign of one sample
 //! each. The prior's shrinkage toward 0 is what keeps repeated looks from
@@ -267,11 +272,21 @@ impl Stat {
         let noise = match noise {
             Some(n) if n.sigma == 0.0 || n.df >= MIN_NOISE_DF || spent.more_incumbent(1) == 0 => n,
             known => {
-                let have = known.map_or(0, |n| n.df);
+                let have = known.as_ref().map_or(0, |n| n.df);
                 d["noise"] = json!({"df": have});
+                // Several at once only once the evaluator is known to be
+                // noisy: a deterministic one is decided on its first repeat.
+                let noisy = known.is_some_and(|n| n.sigma > 0.0);
+                let want = if noisy {
+                    MIN_NOISE_DF
+                        .saturating_sub(have)
+                        .clamp(1, s.parallel.max(1))
+                } else {
+                    1
+                };
                 return Ok(Decision::new(
                     Verdict::NeedMore {
-                        incumbent: 1,
+                        incumbent: spent.more_incumbent(want),
                         candidate: 0,
                     },
                     format!(
@@ -334,12 +349,14 @@ impl Stat {
                 d,
             ));
         }
-        // A close call: one more sample of the side that tells most.
-        let (mi, mc) = if ni <= nc && ni < s.max_samples && spent.more_incumbent(1) > 0 {
-            (1, 0)
-        } else if spent.more_candidate(1) > 0 {
-            (0, 1)
-        } else {
+        // A close call: more samples of the side that tells most.
+        let decided = |ni: u32, nc: u32| {
+            let var = sigma.powi(2) * (1.0 / f64::from(ni) + 1.0 / f64::from(nc));
+            self.posterior_gain(improvement, var, noise.sigma, s.min_delta) >= 1.0 - s.alpha
+                || self.posterior_gain(improvement, var, noise.sigma, worth) <= s.beta
+        };
+        let (mi, mc) = self.planned(ni, nc, spent, decided);
+        if mi + mc == 0 {
             return Ok(Decision::new(
                 Verdict::Discard,
                 format!(
@@ -356,10 +373,45 @@ impl Stat {
             },
             format!(
                 "a close call, sampling the {}: {stats}",
-                if mi > 0 { "incumbent" } else { "candidate" }
+                match (mi, mc) {
+                    (0, 1) => "candidate".to_string(),
+                    (1, 0) => "incumbent".to_string(),
+                    (i, c) => format!("incumbent {i} and the candidate {c} times at once"),
+                }
             ),
             d,
         ))
+    }
+
+    /// The samples, (incumbent, candidate), the posterior rule's next
+    /// looks would ask for one at a time (the incumbent while it has no
+    /// more samples than the candidate, the candidate otherwise, within
+    /// `max_n`) up to and including the first look at which `decided`
+    /// (given the sample counts, the means as they are) says it would
+    /// stop: at most `parallel` in all. `(0, 0)`: the budget is spent.
+    fn planned(
+        &self,
+        ni: u32,
+        nc: u32,
+        spent: Spent,
+        decided: impl Fn(u32, u32) -> bool,
+    ) -> (u32, u32) {
+        let s = &self.spec;
+        let (mut mi, mut mc) = (0u32, 0u32);
+        while mi + mc < s.parallel.max(1) {
+            let (i, c) = (ni + mi, nc + mc);
+            if i <= c && i < s.max_samples && spent.more_incumbent(mi + 1) > mi {
+                mi += 1;
+            } else if spent.more_candidate(mc + 1) > mc {
+                mc += 1;
+            } else {
+                break;
+            }
+            if decided(ni + mi, nc + mc) {
+                break;
+            }
+        }
+        (mi, mc)
     }
 
     /// Before the first look: one sample of each side.

@@ -299,3 +299,127 @@ fn the_posterior_rule_keeps_rarely_without_a_gain_and_spends_little_on_far_calls
     let (big_keep, _) = run(3.0, &mut rng);
     assert!(big_keep >= 0.95, "kept {big_keep} of 3σ gains");
 }
+
+#[test]
+fn a_deterministic_evaluator_gets_one_sample_at_a_time_whatever_parallel_allows() {
+    let s = stat("stat:val:min:parallel=8");
+    // Nothing repeated yet: one incumbent repeat, which may show σ = 0.
+    let empty = NoiseModel::default();
+    let inc = with_noise(samples("inc", "val", &[1.0]), &empty);
+    let d = s
+        .decide(&inc, &with_noise(samples("c", "val", &[0.9]), &empty))
+        .unwrap();
+    assert_eq!(
+        d.verdict,
+        Verdict::NeedMore {
+            incumbent: 1,
+            candidate: 0
+        },
+        "{}",
+        d.reason
+    );
+    // Identical repeats: decided on that one sample a side, nothing more.
+    let m = model(0.0, 1);
+    let inc = with_noise(samples("inc", "val", &[1.0, 1.0]), &m);
+    for (cand, want) in [(0.9, Verdict::Keep), (1.0, Verdict::Discard)] {
+        let d = s
+            .decide(&inc, &with_noise(samples("c", "val", &[cand]), &m))
+            .unwrap();
+        assert_eq!(d.verdict, want, "{cand}: {}", d.reason);
+    }
+    // No candidate sample yet: one each.
+    let d = s
+        .decide(&inc, &with_noise(samples("c", "val", &[]), &m))
+        .unwrap();
+    assert_eq!(
+        d.verdict,
+        Verdict::NeedMore {
+            incumbent: 0,
+            candidate: 1
+        },
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn a_noisy_evaluator_gets_the_samples_the_rule_still_needs_at_once() {
+    let s = stat("stat:val:min:parallel=4");
+    // σ > 0 from one repeat: the two repeats still wanted, together.
+    let inc = with_noise(samples("inc", "val", &[1.0, 1.01]), &model(0.01, 1));
+    let cand = with_noise(samples("c", "val", &[0.99]), &model(0.01, 1));
+    let d = s.decide(&inc, &cand).unwrap();
+    assert_eq!(
+        d.verdict,
+        Verdict::NeedMore {
+            incumbent: 2,
+            candidate: 0
+        },
+        "{}",
+        d.reason
+    );
+    // A close call: the candidate's next samples at once, at most 4 in all.
+    let m = model(0.01, 30);
+    let inc = with_noise(samples("inc", "val", &[1.0, 1.0, 1.0, 1.0]), &m);
+    let close = with_noise(samples("c", "val", &[0.996]), &m);
+    let d = s.decide(&inc, &close).unwrap();
+    let Verdict::NeedMore {
+        incumbent,
+        candidate,
+    } = d.verdict
+    else {
+        panic!("{}", d.reason);
+    };
+    assert!(candidate >= 2 && incumbent + candidate <= 4, "{}", d.reason);
+    // The same look one sample at a time asks for the first of them only.
+    let one = stat("stat:val:min").decide(&inc, &close).unwrap();
+    assert_eq!(
+        one.verdict,
+        Verdict::NeedMore {
+            incumbent: 0,
+            candidate: 1
+        }
+    );
+    // Within max_n: a candidate with 5 of its 6 spent gets 1 more.
+    let near = with_noise(samples("c", "val", &[0.996; 5]), &m);
+    let inc6 = with_noise(samples("inc", "val", &[1.0; 6]), &m);
+    let d = stat("stat:val:min:parallel=4:max_n=6:alpha=0.001:beta=0.001:worth=0")
+        .decide(&inc6, &near)
+        .unwrap();
+    assert_eq!(
+        d.verdict,
+        Verdict::NeedMore {
+            incumbent: 0,
+            candidate: 1
+        },
+        "{}",
+        d.reason
+    );
+}
+
+#[test]
+fn samples_asked_for_at_once_keep_the_rule_s_error_rates() {
+    let s = stat("stat:val:min:alpha=0.02:parallel=4");
+    let mut rng = StdRng::seed_from_u64(18);
+    let n = 300;
+    let run = |effect: f64, rng: &mut StdRng| {
+        let t: Vec<(Verdict, usize)> = (0..n).map(|_| trial(&s, rng, effect, 5)).collect();
+        t.iter().filter(|(v, _)| *v == Verdict::Keep).count() as f64 / n as f64
+    };
+    let null_keep = run(0.0, &mut rng);
+    assert!(null_keep <= 0.08, "kept {null_keep} of no-gain candidates");
+    let big_keep = run(3.0, &mut rng);
+    assert!(big_keep >= 0.95, "kept {big_keep} of 3σ gains");
+}
+
+#[test]
+fn parallel_is_a_stat_key_of_at_least_one() {
+    let spec = CompareSpec::parse("stat:val:min:parallel=4").unwrap();
+    assert_eq!(spec.to_string(), "stat:val:min:parallel=4");
+    assert_eq!(
+        CompareSpec::parse("stat:val:min").unwrap().to_string(),
+        "stat:val:min"
+    );
+    let err = CompareSpec::parse("stat:val:min:parallel=0").unwrap_err();
+    assert!(err.to_string().contains("parallel"), "{err}");
+}

@@ -72,16 +72,7 @@ pub fn with_times(command: &str) -> String {
 /// (`times`: a line for the shell, then one for its children, each
 /// `XmY.YYYs XmY.YYYs`); `None` when there is none to read.
 pub fn read_times(text: &str) -> Option<Duration> {
-    let children = text.lines().nth(1)?;
-    let mut total = 0.0;
-    let mut fields = 0;
-    for field in children.split_whitespace() {
-        let (m, rest) = field.split_once('m')?;
-        let s = rest.strip_suffix('s')?;
-        total += m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?;
-        fields += 1;
-    }
-    (fields == 2 && total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
+    autoresearch_core::cost::shell_times_children(text)
 }
 
 /// `utime + stime + cutime + cstime` (fields 14 to 17 of `proc(5)`'s

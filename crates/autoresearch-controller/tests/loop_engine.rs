@@ -497,6 +497,51 @@ async fn a_stale_candidate_is_rebased_and_evaluated_again_after_a_parallel_keep(
     f.assert_consistent().await;
 }
 
+/// A rebased candidate takes more samples of its new commit, and the
+/// incumbent is sampled in its checkout against two heads: every job step
+/// is numbered per run, so no sample's log is another's.
+#[tokio::test]
+async fn job_steps_are_unique_in_a_run_across_a_rebase_and_repeats() {
+    let f = Fixture::new();
+    let propose = "touch \"f_$AUTORESEARCH_RUN_ID\"";
+    let eval = "n=$(ls f_* 2>/dev/null | wc -l); echo \"score: $((10 - n))\"";
+    let mut cfg = f.config(propose, eval);
+    cfg.parallel = 2;
+    cfg.iterations = 2;
+    let s = f.run_with(cfg, Arc::new(ThreeSamples)).await;
+    assert_eq!(s.kept, 2, "{s:?}");
+    let all = f.attempts().await;
+    let rebased = all
+        .iter()
+        .find(|a| {
+            a.results
+                .iter()
+                .any(|r| r.meta().is_some_and(|m| m.commit != a.run.commit_hash))
+        })
+        .expect("one candidate was measured before and after its rebase");
+    let after: Vec<_> = rebased
+        .results
+        .iter()
+        .filter_map(|r| r.meta())
+        .filter(|m| m.commit == rebased.run.commit_hash)
+        .collect();
+    assert_eq!(after.len(), 3, "three samples of the rebased commit");
+    let mut logs: Vec<String> = all
+        .iter()
+        .flat_map(|a| a.results.iter().filter_map(|r| r.meta()))
+        .map(|m| m.stdout_log)
+        .collect();
+    let n = logs.len();
+    assert!(
+        n >= 12,
+        "baseline, two candidates and their repeats: {logs:?}"
+    );
+    logs.sort();
+    logs.dedup();
+    assert_eq!(logs.len(), n, "a log file per sample: {logs:#?}");
+    f.assert_consistent().await;
+}
+
 #[tokio::test]
 async fn a_stale_candidate_that_conflicts_is_discarded() {
     let f = Fixture::new();

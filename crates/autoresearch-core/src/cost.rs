@@ -46,6 +46,25 @@ impl JobUsage {
     }
 }
 
+/// The children's user + system time in what the POSIX shell builtin
+/// `times` printed (a line for the shell, then one for its children, each
+/// `XmY.YYYs XmY.YYYs`): the CPU time of the commands the shell waited
+/// for, as executors that run a job's command under a shell of their own
+/// measure it (the local sandbox's wrapper, a Slurm batch script). `None`
+/// when `text` holds no such line.
+pub fn shell_times_children(text: &str) -> Option<Duration> {
+    let children = text.lines().nth(1)?;
+    let mut total = 0.0;
+    let mut fields = 0;
+    for field in children.split_whitespace() {
+        let (m, rest) = field.split_once('m')?;
+        let s = rest.strip_suffix('s')?;
+        total += m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?;
+        fields += 1;
+    }
+    (fields == 2 && total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
+}
+
 /// Which kind of job a cost is charged as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CostKind {

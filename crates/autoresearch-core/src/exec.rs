@@ -292,4 +292,43 @@ pub trait Executor: Send + Sync {
         let _ = jobs;
         Ok(Vec::new())
     }
+
+    /// Runs `jobs` (the repeated samples of one commit: same
+    /// [`Job::run_id`] and commit, steps of their own) as
+    /// [`Executor::run_journaled`] runs each, and returns their reports in
+    /// the order of `jobs`. An executor that can run them at once does (a
+    /// cluster: all submitted together, each in a checkout of its own, so
+    /// that they cannot see each other's files); the default runs them one
+    /// after another in the run's checkout.
+    ///
+    /// Errors: the first failure of the executor itself; dropping the
+    /// future stops every job of the batch.
+    async fn run_batch_journaled(
+        &self,
+        jobs: Vec<Job>,
+        journal: std::sync::Arc<dyn JobJournal>,
+    ) -> Result<Vec<JobReport>, ExecError> {
+        let mut reports = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            reports.push(self.run_journaled(job, journal.clone()).await?);
+        }
+        Ok(reports)
+    }
+
+    /// The report of a job a killed controller left, once
+    /// [`Executor::adopt`] saw it end (`record`, final): read from what the
+    /// job left (its logs, exit file, output file) as [`Executor::run`]
+    /// would have returned it had the controller waited. `job` is the job
+    /// as it was submitted (the loop builds it again from its run). `None`
+    /// when there is nothing to read: a job that did not run to its end
+    /// (cancelled), or an executor whose jobs die with their controller
+    /// (the default). Never submits anything.
+    async fn adopted_report(
+        &self,
+        job: Job,
+        record: ExecutorJob,
+    ) -> Result<Option<JobReport>, ExecError> {
+        let _ = (job, record);
+        Ok(None)
+    }
 }

@@ -8,7 +8,11 @@
 //!   `sbatch --parsable` (`--output`/`--error` beside it, `--no-requeue`,
 //!   the `[slurm]` options). The script runs `sh -c COMMAND` in the
 //!   checkout and writes its exit code and duration to `{step}.exit`, which
-//!   is how the end of a job is read without accounting.
+//!   is how the end of a job is read without accounting, and the command's
+//!   CPU time (the shell's `times`) to `{step}.times` (see [`crate::files`]).
+//! - Repeats: the samples of one commit ([`Executor::run_batch_journaled`])
+//!   are submitted together, each in a checkout of its own, and watched
+//!   at once, so that they run in parallel on the cluster.
 //! - Watch: `scontrol show job -o` every poll interval; each state change
 //!   goes to the [`JobJournal`] (the ledger). The job's own timeout counts
 //!   from when it starts running; on expiry it is cancelled (`TimedOut`).
@@ -18,18 +22,19 @@
 //! - Cancellation: dropping the job's future runs `scancel` (Ctrl-C).
 //! - Restart: [`Executor::adopt`] waits for or cancels the jobs a killed
 //!   controller left ([`OnRestart`]); it never submits anything.
+//!   [`Executor::adopted_report`] then reads a finished one's report from
+//!   its files, as if the controller had waited.
 
 use crate::config::{OnRestart, ProposeOn, SlurmConfig};
+use crate::files::{Exit, Logs, collect, note_line, quote, report};
 use crate::tools::{self, JobInfo};
 use async_trait::async_trait;
-use autoresearch_core::exec::{ExecError, Executor, ExitStatus, Job, JobReport, OutputSource};
-use autoresearch_core::jobs::{Candidate, Checkouts, ExecutorJob, JobJournal};
-use autoresearch_core::metrics::{MetricReader, MetricReading};
+use autoresearch_core::exec::{ExecError, Executor, ExitStatus, Job, JobReport};
+use autoresearch_core::jobs::{Checkouts, ExecutorJob, JobJournal};
 use autoresearch_core::vocab::JobState;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The executor's name, in logs, errors and [`ExecutorJob::executor`].
 pub const NAME: &str = "slurm";
@@ -133,32 +138,50 @@ impl SlurmExecutor {
                 s.push_str(&format!("export {k}={}\n", quote(v)));
             }
         }
+        // The command runs in a subshell that waits for it and writes its
+        // CPU time (`times`: the subshell's children, i.e. the command's
+        // process tree) before the exit file, which says the job ended.
         let exit_tmp = logs.exit.with_extension("exit.tmp");
+        let [dir, command, times, tmp, exit] = [
+            checkout.join(&job.workdir).display().to_string(),
+            job.command.clone(),
+            logs.times.display().to_string(),
+            exit_tmp.display().to_string(),
+            logs.exit.display().to_string(),
+        ]
+        .map(|v| quote(&v));
         s.push_str(&format!(
-            "cd {} || exit 127\nstart=$(date +%s%N)\nsh -c {}\ncode=$?\nend=$(date +%s%N)\n\
-             printf '%s %s\\n' \"$code\" \"$(( (end - start) / 1000000 ))\" > {} && mv {} {}\n\
-             exit $code\n",
-            quote(&checkout.join(&job.workdir).display().to_string()),
-            quote(&job.command),
-            quote(&exit_tmp.display().to_string()),
-            quote(&exit_tmp.display().to_string()),
-            quote(&logs.exit.display().to_string()),
+            "cd {dir} || exit 127\nstart=$(date +%s%N)\n\
+             (sh -c {command}; c=$?; times > {times} 2>/dev/null; exit $c)\ncode=$?\n\
+             end=$(date +%s%N)\n\
+             printf '%s %s\\n' \"$code\" \"$(( (end - start) / 1000000 ))\" > {tmp} && mv {tmp} {exit}\n\
+             exit $code\n"
         ));
         s
     }
 
-    /// Submits `job`, records it and watches it to its end.
+    /// Submits `job`, records it and watches it to its end, in the
+    /// checkout held under `checkout_key` (the job's run, or one sample of
+    /// a batch).
     async fn run_on_slurm(
         &self,
         job: Job,
         journal: Arc<dyn JobJournal>,
+        checkout_key: String,
     ) -> Result<JobReport, ExecError> {
         let logs = Logs::of(&self.log_dir(&job.run_id), &job.step);
         let prepared = {
-            let (j, checkouts, logs) = (job.clone(), self.checkouts.clone(), logs.clone());
+            let mut j = job.clone();
+            j.run_id = checkout_key;
+            let (checkouts, logs) = (self.checkouts.clone(), logs.clone());
             blocking(move || {
                 logs.create()?;
-                Ok::<_, String>(checkouts.prepare(&j).map_err(|e| e.to_string()))
+                let checkout = match checkouts.prepare(&j) {
+                    Ok(c) => c,
+                    Err(e) => return Ok(Err(e.to_string())),
+                };
+                logs.write_checkout(&checkout)?;
+                Ok::<_, String>(Ok(checkout))
             })
             .await
             .and_then(|r| r)
@@ -249,17 +272,9 @@ impl SlurmExecutor {
         };
         guard.armed = false;
 
-        let exit = {
-            let (logs, final_state) = (logs.clone(), info.state.clone());
-            blocking(move || logs.read_exit(&final_state))
-                .await
-                .ok()
-                .flatten()
-        };
-        let (status, note) = ending(&job, &job_id, &info, exit, timed_out);
-        if let Some(note) = &note {
-            note_line(&logs.stderr, note);
-        }
+        let (done, status) = self
+            .read_report(&job, &job_id, &info, &logs, &checkout, timed_out)
+            .await?;
         if record.reason.is_empty() {
             record.reason = match &status {
                 ExitStatus::Exited(c) => format!("exit code {c}"),
@@ -268,12 +283,43 @@ impl SlurmExecutor {
             record.at_ms = autoresearch_core::now_ms();
             journal.record(&record);
         }
+        let mut done = done;
+        if done.duration.is_zero() {
+            done.duration = running_since.map(|t| t.elapsed()).unwrap_or_default();
+        }
+        Ok(done)
+    }
 
+    /// The report of `job` (Slurm job `job_id`, ended as `info` says) from
+    /// its files: how it ended (and a line in its stderr log when Slurm
+    /// ended it), its logs and metrics, its CPU time (from `{step}.times`,
+    /// else `sacct` when the cluster keeps accounting), and after a
+    /// proposer the candidate. Also the status alone, for the job's record.
+    async fn read_report(
+        &self,
+        job: &Job,
+        job_id: &str,
+        info: &JobInfo,
+        logs: &Logs,
+        checkout: &Path,
+        timed_out: bool,
+    ) -> Result<(JobReport, ExitStatus), ExecError> {
+        let exit = {
+            let (logs, final_state) = (logs.clone(), info.state.clone());
+            blocking(move || logs.read_exit(&final_state))
+                .await
+                .ok()
+                .flatten()
+        };
+        let (status, note) = ending(job, job_id, info, exit, timed_out);
+        if let Some(note) = &note {
+            note_line(&logs.stderr, note);
+        }
         let (job2, checkouts, logs2, checkout2) = (
             job.clone(),
             self.checkouts.clone(),
             logs.clone(),
-            checkout.clone(),
+            checkout.to_path_buf(),
         );
         let success = status.success();
         let mut done = blocking(move || collect(&job2, &*checkouts, &logs2, &checkout2, success))
@@ -282,12 +328,14 @@ impl SlurmExecutor {
         done.status = match done.status {
             // A candidate that could not be built is the job's failure.
             ExitStatus::FailedToStart(why) => ExitStatus::FailedToStart(why),
-            _ => status,
+            _ => status.clone(),
         };
-        done.duration = exit
-            .map(|(_, ms)| Duration::from_millis(ms))
-            .unwrap_or_else(|| running_since.map(|t| t.elapsed()).unwrap_or_default());
-        Ok(done)
+        done.duration = exit.map(|e| e.duration).unwrap_or_default();
+        done.cpu_time = match exit.and_then(|e| e.cpu) {
+            Some(cpu) => Some(cpu),
+            None => tools::accounted_cpu_time(job_id).await,
+        };
+        Ok((done, status))
     }
 
     /// Watches `jobs` to their ends, cancelling them first when so
@@ -319,7 +367,7 @@ impl SlurmExecutor {
                             (s, _) => s.clone(),
                         };
                         j.reason = match exit {
-                            Some((code, _)) => format!("adopted after a restart; exit code {code}"),
+                            Some(e) => format!("adopted after a restart; exit code {}", e.code),
                             None => format!("adopted after a restart; {}", info.reason),
                         };
                         j.at_ms = autoresearch_core::now_ms();
@@ -367,7 +415,77 @@ impl Executor for SlurmExecutor {
         if job.commit_changes && self.cfg.propose_on == ProposeOn::Local {
             return self.local.run_journaled(job, journal).await;
         }
-        self.run_on_slurm(job, journal).await
+        let key = job.run_id.clone();
+        self.run_on_slurm(job, journal, key).await
+    }
+
+    /// Submits the jobs together and watches them at once. The first runs
+    /// in the run's checkout, each other in a checkout of its own (held
+    /// for the batch only), so that samples running side by side on the
+    /// cluster do not share files.
+    async fn run_batch_journaled(
+        &self,
+        jobs: Vec<Job>,
+        journal: Arc<dyn JobJournal>,
+    ) -> Result<Vec<JobReport>, ExecError> {
+        if jobs.len() < 2 || jobs.iter().any(|j| j.commit_changes) {
+            let mut reports = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                reports.push(self.run_journaled(job, journal.clone()).await?);
+            }
+            return Ok(reports);
+        }
+        let keys: Vec<String> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| match i {
+                0 => j.run_id.clone(),
+                _ => format!("{}+{}", j.run_id, j.step),
+            })
+            .collect();
+        // The batch's own checkouts go back however it ends (dropped too).
+        let _release = ReleaseOnDrop {
+            checkouts: self.checkouts.clone(),
+            keys: keys[1..].to_vec(),
+        };
+        let runs = jobs
+            .into_iter()
+            .zip(keys)
+            .map(|(job, key)| self.run_on_slurm(job, journal.clone(), key));
+        futures_util::future::try_join_all(runs).await
+    }
+
+    async fn adopted_report(
+        &self,
+        job: Job,
+        record: ExecutorJob,
+    ) -> Result<Option<JobReport>, ExecError> {
+        if record.executor != NAME
+            || !record.is_final()
+            || matches!(record.state, JobState::Cancelled | JobState::Unknown)
+        {
+            return Ok(None);
+        }
+        // What Slurm still says (its time limit, for a timeout's line);
+        // else what the record says.
+        let info = match tools::job_info(&record.job_id).await {
+            Ok(i) if i.state.is_final() && i.state != JobState::Unknown => i,
+            _ => JobInfo {
+                state: record.state.clone(),
+                reason: record.reason.clone(),
+                exit: None,
+                time_limit: String::new(),
+            },
+        };
+        let logs = Logs::of(&self.log_dir(&job.run_id), &job.step);
+        let l = logs.clone();
+        let checkout = blocking(move || l.read_checkout())
+            .await
+            .map_err(|e| self.error(&job.run_id, "reading an adopted job's files", e))?;
+        let (report, _) = self
+            .read_report(&job, &record.job_id, &info, &logs, &checkout, false)
+            .await?;
+        Ok(Some(report))
     }
 
     async fn release(&self, run_id: &str) -> Result<(), ExecError> {
@@ -391,6 +509,21 @@ impl Executor for SlurmExecutor {
     async fn adopt(&self, jobs: Vec<ExecutorJob>) -> Result<Vec<ExecutorJob>, ExecError> {
         let mine = jobs.into_iter().filter(|j| j.executor == NAME).collect();
         self.settle(mine).await
+    }
+}
+
+/// Gives the checkouts held under `keys` back when dropped (a pool's
+/// bookkeeping: no git, no waiting).
+struct ReleaseOnDrop {
+    checkouts: Arc<dyn Checkouts>,
+    keys: Vec<String>,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        for key in &self.keys {
+            self.checkouts.release(key);
+        }
     }
 }
 
@@ -420,7 +553,7 @@ fn ending(
     job: &Job,
     job_id: &str,
     info: &JobInfo,
-    exit: Option<(i32, u64)>,
+    exit: Option<Exit>,
     timed_out: bool,
 ) -> (ExitStatus, Option<String>) {
     const SIGTERM: i32 = 15;
@@ -454,7 +587,7 @@ fn ending(
                 "autoresearch: Slurm job {job_id} used more memory than it asked for and was killed"
             )),
         ),
-        (_, Some((code, _))) => (ExitStatus::Exited(code), None),
+        (_, Some(e)) => (ExitStatus::Exited(e.code), None),
         (JobState::Completed, None) => (ExitStatus::Exited(0), None),
         (_, None) => match info.exit {
             Some((_, sig)) if sig != 0 => (ExitStatus::Signaled(sig), None),
@@ -475,194 +608,8 @@ fn ending(
     }
 }
 
-/// A job's files under `{workdir}/runs/{run_id}/`.
-#[derive(Clone, Debug)]
-struct Logs {
-    dir: PathBuf,
-    script: PathBuf,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    exit: PathBuf,
-}
-
-impl Logs {
-    fn of(dir: &Path, step: &str) -> Logs {
-        Logs {
-            dir: dir.to_path_buf(),
-            script: dir.join(format!("{step}.sh")),
-            stdout: dir.join(format!("{step}.stdout.log")),
-            stderr: dir.join(format!("{step}.stderr.log")),
-            exit: dir.join(format!("{step}.exit")),
-        }
-    }
-
-    /// The directory, empty logs and no exit file of an earlier job.
-    fn create(&self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir)
-            .and_then(|_| std::fs::File::create(&self.stdout).map(drop))
-            .and_then(|_| std::fs::File::create(&self.stderr).map(drop))
-            .map_err(|e| format!("creating logs in {}: {e}", self.dir.display()))?;
-        match std::fs::remove_file(&self.exit) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(format!("removing {}: {e}", self.exit.display()))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The script's exit code and duration in milliseconds. A job Slurm
-    /// saw complete may have written the file on another node a moment
-    /// ago: it is waited for a few seconds (a shared filesystem's
-    /// attribute cache). Blocking.
-    fn read_exit(&self, state: &JobState) -> Option<(i32, u64)> {
-        let patience = match state {
-            JobState::Completed | JobState::Failed => Duration::from_secs(5),
-            _ => Duration::ZERO,
-        };
-        let until = Instant::now() + patience;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&self.exit) {
-                let mut it = text.split_whitespace();
-                let code = it.next()?.parse().ok()?;
-                let ms = it.next().and_then(|m| m.parse().ok()).unwrap_or(0);
-                return Some((code, ms));
-            }
-            if Instant::now() >= until {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// A report with nothing read yet.
-fn report(job: &Job, status: ExitStatus, logs: &Logs, checkout: &Path) -> JobReport {
-    JobReport {
-        status,
-        output: String::new(),
-        metrics: None,
-        stdout_tail: String::new(),
-        stderr_tail: String::new(),
-        workspace: checkout.display().to_string(),
-        stdout_log: logs.stdout.display().to_string(),
-        stderr_log: logs.stderr.display().to_string(),
-        duration: Duration::ZERO,
-        commit: if job.commit_changes {
-            String::new()
-        } else {
-            job.commit.clone()
-        },
-        changed_paths: None,
-        left_out: Vec::new(),
-        // The batch script records wall time only; CPU time on a node
-        // would need accounting (sacct), which this executor does not use.
-        cpu_time: None,
-    }
-}
-
-/// What a finished job left: its log tails, the output metrics are read
-/// from and the metrics (from all of it), and after a successful proposer
-/// the candidate. Blocking.
-fn collect(
-    job: &Job,
-    checkouts: &dyn Checkouts,
-    logs: &Logs,
-    checkout: &Path,
-    success: bool,
-) -> JobReport {
-    let limit = job.limits.output_limit;
-    let mut r = report(job, ExitStatus::Exited(0), logs, checkout);
-    r.commit = job.commit.clone();
-    r.stdout_tail = read_tail(&logs.stdout, limit).unwrap_or_default();
-    r.stderr_tail = read_tail(&logs.stderr, limit).unwrap_or_default();
-    let source = match &job.output {
-        OutputSource::Stdout => logs.stdout.clone(),
-        OutputSource::File(rel) => checkout.join(&job.workdir).join(rel),
-    };
-    r.output = match &job.output {
-        OutputSource::Stdout => r.stdout_tail.clone(),
-        OutputSource::File(_) => read_head(&source, limit).unwrap_or_default(),
-    };
-    r.metrics = job
-        .metrics
-        .clone()
-        .and_then(|spec| -> Option<MetricReading> {
-            let file = std::fs::File::open(&source).ok()?;
-            MetricReader::new(spec).read_all(file).ok()
-        });
-    if !job.commit_changes {
-        r.changed_paths = Some(Vec::new());
-        return r;
-    }
-    if !success {
-        r.commit = String::new();
-        return r;
-    }
-    match checkouts.candidate(job, checkout, &r.stdout_tail) {
-        Ok(Candidate {
-            commit,
-            changed_paths,
-            left_out,
-        }) => {
-            r.commit = commit;
-            r.changed_paths = Some(changed_paths);
-            r.left_out = left_out;
-        }
-        Err(e) => {
-            r.commit = String::new();
-            r.status = ExitStatus::FailedToStart(format!("building the candidate: {e}"));
-        }
-    }
-    r
-}
-
-/// Appends `line` to a log (why Slurm ended the job).
-fn note_line(log: &Path, line: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(log)
-    {
-        let _ = writeln!(f, "{line}");
-    }
-}
-
-/// A value in single quotes for `sh`.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn read_tail(path: &Path, limit: usize) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let start = len.saturating_sub(limit as u64);
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::new();
-    f.take(limit as u64).read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-fn read_head(path: &Path, limit: usize) -> std::io::Result<String> {
-    let mut buf = Vec::new();
-    std::fs::File::open(path)?
-        .take(limit as u64)
-        .read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("blocking task failed: {e}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quote;
-
-    #[test]
-    fn quoting_survives_quotes() {
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
-    }
 }

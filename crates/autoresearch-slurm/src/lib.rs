@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod executor;
+mod files;
 pub mod tools;
 
 pub use config::{OnRestart, ProposeOn, SlurmConfig, SlurmConfigError};

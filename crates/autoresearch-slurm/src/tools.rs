@@ -1,5 +1,6 @@
 //! Slurm's command-line tools: `sbatch --parsable`, `scontrol show job -o`,
-//! `scancel`. Each call is a child process bounded in time; the cluster is
+//! `scancel`, and `sacct` for a job's CPU time when the cluster keeps
+//! accounting. Each call is a child process bounded in time; the cluster is
 //! the one `SLURM_CONF` (or the system's configuration) names.
 
 use autoresearch_core::vocab::JobState;
@@ -113,6 +114,37 @@ pub fn cancel_detached(job_id: &str) {
     }
 }
 
+/// The CPU time (user + system) accounting recorded for `job_id`
+/// (`sacct -X -j ID -o TotalCPU`); `None` when the cluster keeps no
+/// accounting (`sacct` fails) or does not know the job. One bounded call.
+pub async fn accounted_cpu_time(job_id: &str) -> Option<Duration> {
+    let out = call("sacct", &["-n", "-P", "-X", "-j", job_id, "-o", "TotalCPU"])
+        .await
+        .ok()?;
+    parse_slurm_duration(out.lines().next()?.trim())
+}
+
+/// A duration as `sacct` prints it (`[D-][HH:]MM:SS[.fff]`, e.g.
+/// `00:01.234`, `01:02:03`, `2-00:00:00`); `None` for anything else.
+pub fn parse_slurm_duration(text: &str) -> Option<Duration> {
+    let (days, clock) = match text.split_once('-') {
+        Some((d, rest)) => (d.parse::<u64>().ok()?, rest),
+        None => (0, text),
+    };
+    let parts: Vec<&str> = clock.split(':').collect();
+    let (h, m, s) = match parts.as_slice() {
+        [m, s] => ("0", *m, *s),
+        [h, m, s] => (*h, *m, *s),
+        _ => return None,
+    };
+    let seconds: f64 = s.parse().ok()?;
+    if !seconds.is_finite() || seconds < 0.0 {
+        return None;
+    }
+    let whole = days * 86_400 + h.parse::<u64>().ok()? * 3_600 + m.parse::<u64>().ok()? * 60;
+    Some(Duration::from_secs(whole) + Duration::from_secs_f64(seconds))
+}
+
 /// A job's state word in Slurm's terms (`JobState=` of `scontrol`, `%T`
 /// of `squeue`, `State` of `sacct`, with `CANCELLED by 0` cut to its word).
 pub fn state_of(word: &str) -> JobState {
@@ -172,6 +204,17 @@ mod tests {
         let info = parse_show_job("JobId=8 JobState=PENDING Reason=None ExitCode=0:0");
         assert_eq!(info.state, JobState::Pending);
         assert_eq!(info.reason, "");
+    }
+
+    #[test]
+    fn sacct_durations_read() {
+        let d = |s: &str| parse_slurm_duration(s);
+        assert_eq!(d("00:01.500"), Some(Duration::from_millis(1500)));
+        assert_eq!(d("01:02:03"), Some(Duration::from_secs(3723)));
+        assert_eq!(d("2-00:00:01"), Some(Duration::from_secs(2 * 86_400 + 1)));
+        assert_eq!(d(""), None);
+        assert_eq!(d("soon"), None);
+        assert_eq!(d("1:2:3:4"), None);
     }
 
     #[test]

@@ -32,39 +32,6 @@ impl Controller {
         }
     }
 
-    /// Runs a job unless a kill is requested first (then the job's future is
-    /// dropped, which kills it).
-    pub(super) async fn exec(&self, job: Job) -> Result<JobEnd, LoopError> {
-        // A job acts outside this process: what led to it is durable first.
-        self.ledger.flush().await?;
-        let mut rx = self.shutdown.subscribe();
-        if *rx.borrow() >= Shutdown::KILL {
-            return Ok(JobEnd::Interrupted);
-        }
-        // Jobs the executor hands to a scheduler are recorded as they go
-        // (their ids outlive this process).
-        let (journal, mut records) = tokio::sync::mpsc::unbounded_channel();
-        let journal = Arc::new(jobs::QueuedJournal(journal));
-        // Boxed, so that `drop` below drops the job itself (a pinned
-        // borrow would not).
-        let mut run = Box::pin(self.executor.run_journaled(job, journal));
-        let end = loop {
-            let record = tokio::select! {
-                r = &mut run => break JobEnd::Report(Box::new(r?)),
-                _ = rx.wait_for(|l| *l >= Shutdown::KILL) => break JobEnd::Interrupted,
-                Some(record) = records.recv() => record,
-            };
-            self.record_job(&record).await?;
-        };
-        // Dropping the job stops it; what the executor said on the way
-        // (its last state) is recorded too.
-        drop(run);
-        while let Ok(record) = records.try_recv() {
-            self.record_job(&record).await?;
-        }
-        Ok(end)
-    }
-
     pub(super) fn tail(&self, s: &str) -> String {
         let limit = 2048.min(self.cfg.output_limit);
         let start = s.len().saturating_sub(limit);
@@ -87,124 +54,6 @@ impl Controller {
                 "stderr_log": report.stderr_log,
             }),
         }
-    }
-
-    /// Evaluates `commit` once, as sample `sample`, in the checkout of
-    /// `workspace` (`step` [`CANDIDATE_STEP`] marks a candidate's sample,
-    /// which a comparator may leave out once the commit is the incumbent); records a Result under `owner`, and with it (same tick)
-    /// the candidate `cand` when given. The metrics, or why the evaluation
-    /// counts as a crash.
-    pub(super) async fn evaluate(
-        &self,
-        owner: &str,
-        workspace: &str,
-        commit: &str,
-        sample: u32,
-        step: &str,
-        cand: Option<&Cand>,
-    ) -> Result<Result<Map<String, Value>, Crash>, LoopError> {
-        let mut env = BTreeMap::new();
-        env.insert("AUTORESEARCH_SAMPLE".to_string(), sample.to_string());
-        env.insert(
-            "AUTORESEARCH_EXPERIMENT".to_string(),
-            self.cfg.experiment.clone(),
-        );
-        env.insert("AUTORESEARCH_COMMIT".to_string(), commit.to_string());
-        let job = Job {
-            run_id: workspace.to_string(),
-            step: format!("{step}-{sample}"),
-            repo: self.cfg.repo.display().to_string(),
-            commit: commit.to_string(),
-            workdir: self.cfg.workdir.clone(),
-            command: self.cfg.evaluate_command.clone(),
-            env,
-            limits: self.limits(self.cfg.evaluate_timeout),
-            output: self.cfg.metrics.source(),
-            commit_changes: false,
-            metrics: Some(self.cfg.metrics.spec(&self.cfg.require)),
-            held_out: false,
-        };
-        let report = match self.exec(job).await? {
-            JobEnd::Report(r) => r,
-            JobEnd::Interrupted => {
-                return Ok(Err(Crash {
-                    reason: LoopCause::Interrupted.to_string(),
-                    detail: LoopCause::Interrupted.descriptor(json!({"step": step})),
-                }));
-            }
-        };
-        let parsed = if !report.status.success() {
-            Err(self.crash_of("evaluate", &format!("evaluator {}", report.status), &report))
-        } else {
-            // The executor's reading of the whole output; else the bounded
-            // output it returned.
-            let reading = report.metrics.clone().unwrap_or_else(|| {
-                metrics::read_text(&self.cfg.metrics.spec(&self.cfg.require), &report.output)
-            });
-            match reading.check(&self.cfg.require) {
-                Ok(()) => Ok(reading.into_outputs()),
-                Err(e) => Err(self.crash_of("evaluate", &e.to_string(), &report)),
-            }
-        };
-        let mut outputs = match &parsed {
-            Ok(m) => m.clone(),
-            Err(_) => Map::new(),
-        };
-        let meta = ResultMeta {
-            commit: commit.to_string(),
-            sample,
-            exit_code: report.status.code(),
-            status: Some(report.status.clone()),
-            duration_ms: report.duration.as_millis() as u64,
-            stdout_log: report.stdout_log.clone(),
-            stderr_log: report.stderr_log.clone(),
-            left_out: cand.map(|c| c.left_out.clone()).unwrap_or_default(),
-            role: if step == CANDIDATE_STEP || step == REBASED_STEP {
-                ResultMeta::CANDIDATE.to_string()
-            } else {
-                String::new()
-            },
-        };
-        outputs.insert(EvalResult::META.into(), json!(meta));
-        let result = EvalResult::new(owner, "evaluate", &Value::Object(outputs), now_ms());
-        // Staged: the decision that reads it follows at once, and the next
-        // job start or branch update makes both durable in one write.
-        let cand = cand.map(|c| {
-            let proposer = c.proposer_cost.clone();
-            (
-                c.entity,
-                c.commit.clone(),
-                c.workspace.clone(),
-                proposer,
-                c.description_record(),
-            )
-        });
-        let owner_id = owner.to_string();
-        self.ledger
-            .stage(&format!("recording a result of run {owner}"), move |w| {
-                let proposer = cand.as_ref().and_then(|c| c.3.as_ref());
-                Self::charge_in(w, &owner_id, |cost| {
-                    let evaluate = autoresearch_core::CostKind::Evaluate;
-                    cost.charge(evaluate, cost::usage_of(&report), &[]);
-                    if let Some(p) = proposer {
-                        p.charge(cost);
-                    }
-                })?;
-                if let Some((entity, commit, workspace, _, description)) = &cand {
-                    let mut run = run_of(w, *entity)?;
-                    run.commit_hash = commit.clone();
-                    if !workspace.is_empty() {
-                        run.workspace_path = workspace.clone();
-                    }
-                    w.insert(*entity, &run)?;
-                    if let Some(d) = description {
-                        w.insert(*entity, d)?;
-                    }
-                }
-                w.spawn_with(&result).map(drop)
-            })
-            .await?;
-        Ok(parsed)
     }
 
     /// Launches one candidate against `head` and takes it through the
@@ -308,21 +157,7 @@ impl Controller {
             self.cfg.experiment.clone(),
         );
         env.insert("AUTORESEARCH_BRANCH".to_string(), self.cfg.branch.clone());
-        let job = Job {
-            run_id: cand.run_id.clone(),
-            step: "propose".into(),
-            repo: self.cfg.repo.display().to_string(),
-            commit: head.commit.clone(),
-            workdir: self.cfg.workdir.clone(),
-            command: self.cfg.propose_command.clone(),
-            env,
-            limits: self.limits(self.cfg.propose_timeout),
-            output: Default::default(),
-            commit_changes: true,
-            // Read for the cost metrics it prints (`tokens: 1234`, `cost: 0.12`).
-            metrics: Some(MetricsFormat::Lines.spec(&[])),
-            held_out: false,
-        };
+        let job = self.propose_job(&cand.run_id, &head.commit, env);
         let report = match self.exec(job).await? {
             JobEnd::Report(r) => {
                 cand.proposer_cost = Some(ProposerCost::of(&r));
@@ -345,6 +180,30 @@ impl Controller {
         Ok(Ok(report))
     }
 
+    /// The proposer's job for run `run_id` on `base`, with `env`.
+    pub(super) fn propose_job(
+        &self,
+        run_id: &str,
+        base: &str,
+        env: BTreeMap<String, String>,
+    ) -> Job {
+        Job {
+            run_id: run_id.to_string(),
+            step: PROPOSE_STEP.into(),
+            repo: self.cfg.repo.display().to_string(),
+            commit: base.to_string(),
+            workdir: self.cfg.workdir.clone(),
+            command: self.cfg.propose_command.clone(),
+            env,
+            limits: self.limits(self.cfg.propose_timeout),
+            output: Default::default(),
+            commit_changes: true,
+            // Read for the cost metrics it prints (`tokens: 1234`, `cost: 0.12`).
+            metrics: Some(MetricsFormat::Lines.spec(&[])),
+            held_out: false,
+        }
+    }
+
     /// The proposer's commit as the candidate: it must change something,
     /// touch no protected path (every kind of change counts) and add
     /// nothing the limits refuse. The ref keeps the candidate reachable
@@ -352,7 +211,7 @@ impl Controller {
     /// first result or its decision (a run interrupted before that gets it
     /// back from the ref in `recover`). `None` when the candidate goes on
     /// to evaluation, else the status it finished with.
-    async fn check_candidate(
+    pub(super) async fn check_candidate(
         &self,
         head: &Head,
         cand: &mut Cand,

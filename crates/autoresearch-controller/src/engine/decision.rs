@@ -277,9 +277,11 @@ impl Controller {
     }
 
     /// Takes the samples the comparator asked for: `want_inc` more of the
-    /// incumbent (one at a time across parallel decisions, in the first
-    /// candidate's checkout), then each candidate's own. A failing sample is
-    /// recorded; the comparator sees fewer samples.
+    /// incumbent (one batch at a time across parallel decisions, in the
+    /// first candidate's checkout), then each candidate's own, each side's
+    /// as one batch ([`Controller::evaluate_samples`]: at once where the
+    /// executor can). A failing sample is recorded; the comparator sees
+    /// fewer samples.
     async fn sample_more(
         &self,
         head: &Head,
@@ -292,12 +294,14 @@ impl Controller {
             let workspace = cands
                 .first()
                 .map_or(head.run_id.clone(), |c| c.run_id.clone());
-            for _ in 0..want_inc {
-                let n = self.sample_count(&head.run_id, &head.commit).await;
-                let _failed_sample_is_recorded = self
-                    .evaluate(&head.run_id, &workspace, &head.commit, n, "incumbent", None)
-                    .await?;
-            }
+            self.evaluate_samples(
+                &head.run_id,
+                &workspace,
+                &head.commit,
+                want_inc,
+                INCUMBENT_STEP,
+            )
+            .await?;
         }
         for (c, d) in cands.iter().zip(decisions) {
             let Some((_, more)) = need_more(d) else {
@@ -307,12 +311,8 @@ impl Controller {
                 run_id: c.run_id.clone(),
                 step: "sampling".into(),
             });
-            for _ in 0..more {
-                let n = self.sample_count(&c.run_id, &c.commit).await;
-                let _failed_sample_is_recorded = self
-                    .evaluate(&c.run_id, &c.run_id, &c.commit, n, CANDIDATE_STEP, None)
-                    .await?;
-            }
+            self.evaluate_samples(&c.run_id, &c.run_id, &c.commit, more, CANDIDATE_STEP)
+                .await?;
         }
         Ok(())
     }

@@ -33,12 +33,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 
+mod adopted;
+mod adopted_proposal;
 mod api;
 mod attempt;
 mod calibrate;
 mod confirm;
 mod cost;
 mod decision;
+mod evaluation;
 mod fairness;
 mod jobs;
 mod lease;
@@ -63,6 +66,17 @@ const CANDIDATE_STEP: &str = "evaluate";
 /// a candidate's sample too, under a name of its own, so that its job (its
 /// logs, a scheduler's job record) is never the pre-rebase `evaluate-0`'s.
 const REBASED_STEP: &str = "rebased";
+
+/// The step of the incumbent's samples a comparator asks for during a
+/// decision, taken in the first candidate's checkout.
+const INCUMBENT_STEP: &str = "incumbent";
+
+/// The step of the head's samples of `[compare] calibrate`, taken in its
+/// own checkout.
+const CALIBRATE_STEP: &str = "calibrate";
+
+/// The step of a run's proposer job (one a run).
+const PROPOSE_STEP: &str = "propose";
 
 #[derive(Clone, Debug)]
 struct Head {
@@ -139,6 +153,9 @@ pub struct Controller {
     /// Pending runs this loop leaves alone because another comparator made
     /// them wait (said once each).
     left_pending: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The number of the next job step, by the run whose checkout the job
+    /// runs in (see [`Controller::job_steps`]).
+    next_step: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     events: EventSink,
     shutdown: Shutdown,
     started: Instant,
@@ -205,6 +222,7 @@ impl Controller {
             history_rows: Default::default(),
             incumbent_lock: Mutex::new(()),
             left_pending: Default::default(),
+            next_step: Default::default(),
             events: Arc::new(|_| {}),
             shutdown: Shutdown::new(),
             started: Instant::now(),

@@ -184,7 +184,7 @@ impl Controller {
                 &head.run_id,
                 &head.commit,
                 sample,
-                "incumbent",
+                INCUMBENT_STEP,
                 None,
             )
             .await?;
@@ -457,9 +457,12 @@ impl Controller {
     /// Finishes what a killed controller left, by the state each run in
     /// flight was recorded in ([`AttemptState`]): a run `promoting` has its
     /// promotion completed (or is discarded when the branch moved
-    /// meanwhile, see the module doc); any other run in flight becomes
-    /// crashed ("interrupted"). Their checkouts are released. Returns the
-    /// run ids it touched.
+    /// meanwhile, see the module doc); a run whose evaluations a scheduler
+    /// finished meanwhile is carried on from them (see `adopted`), one
+    /// whose proposer job it finished from its candidate (see
+    /// `adopted_proposal`); any
+    /// other run in flight becomes crashed ("interrupted"). Their
+    /// checkouts are released. Returns the run ids it touched.
     pub async fn recover(&self) -> Result<Vec<String>, LoopError> {
         self.ledger.refresh().await?;
         let exp = self.cfg.experiment.clone();
@@ -478,24 +481,55 @@ impl Controller {
                     .collect()
             })
             .await;
-        // Jobs those runs left with a scheduler are waited for or
-        // cancelled (never submitted again) and their ends recorded.
+        // Jobs it left with a scheduler are waited for or cancelled (never
+        // submitted again) and their ends recorded.
         let runs: Vec<String> = in_flight
             .iter()
             .map(|(_, a)| a.run.run_id.clone())
             .collect();
-        self.adopt_jobs(&runs).await?;
+        let adopted = self.adopt_jobs().await?;
+        // The head's samples of itself among them (calibration,
+        // re-measurement: its run is finished) are recorded under it.
+        self.record_head_samples(adopted, &runs).await?;
+        // Evaluations among them that ended are read, before the killed
+        // controller's checkouts (where an output file may be) go.
+        let mut recovered = Vec::with_capacity(in_flight.len());
+        for (state, a) in in_flight {
+            let mut cand = self.recovered_candidate(&a).await?;
+            let (adopted, proposal) = match state {
+                AttemptState::Proposing | AttemptState::Evaluating => (
+                    Some(self.adopted_evaluations(&a, &mut cand).await?),
+                    self.adopted_proposal(&a, &cand).await?,
+                ),
+                _ => (None, None),
+            };
+            let adopted = adopted.filter(|e| !e.is_empty());
+            recovered.push((state, a, cand, adopted, proposal));
+        }
         // Checkouts and processes a killed controller left (a job's
         // `setsid` daemon among them) go before anything runs, once its
         // scheduler jobs, which may use them, have ended.
         log_release("of a killed controller", self.executor.close().await);
+        // Every adopted sample is recorded before any run is decided (one
+        // run's checkout may have measured the incumbent for all).
+        let mut carried = Vec::with_capacity(recovered.len());
+        for (state, a, mut cand, adopted, proposal) in recovered {
+            let first_failed = match adopted {
+                Some(e) => Some(self.record_adopted(&a, &mut cand, e).await?),
+                None => None,
+            };
+            carried.push((state, a, cand, first_failed, proposal));
+        }
         let mut touched = Vec::new();
-        for (state, a) in in_flight {
+        for (state, a, cand, carried_on, proposal) in carried {
             let run_id = a.run.run_id.clone();
-            let cand = self.recovered_candidate(&a).await?;
             match (state, &a.outcome) {
                 (AttemptState::Promoting, Some(o)) => self.resume_promotion(&cand, o).await?,
                 (AttemptState::Confirming, _) => self.interrupted_confirmation(&cand).await?,
+                _ if carried_on.is_some() => {
+                    self.carry_on(cand, carried_on.flatten()).await?;
+                }
+                _ if let Some(p) = proposal => self.carry_on_proposal(cand, p).await?,
                 _ => {
                     self.finish(
                         &cand,
