@@ -312,6 +312,34 @@ pub trait Storage: Send + Sync + 'static {
         Ok(info)
     }
 
+    /// Creates a root world named `name` (as [`Storage::create_world`])
+    /// whose first ticks are `records` (from tick 1, checked as
+    /// [`Storage::append_all`] checks them), in one step: for a durable
+    /// backend, one durable write instead of two. Returns the world's
+    /// catalogue entry, its head at the last record. Errors as
+    /// `create_world` and `append_all`.
+    ///
+    /// The default creates, then appends; when the append is refused it
+    /// deletes the world again (best effort: a failure to delete leaves
+    /// the empty world). A backend that stores both in one transaction
+    /// overrides it, stores nothing on any error, and so is atomic.
+    async fn create_and_append(
+        &self,
+        name: &str,
+        records: Vec<(TickRecord, Option<Snapshot>)>,
+    ) -> Result<WorldInfo, StorageError> {
+        let mut info = self.create_world(name).await?;
+        let head = records.last().map(|(r, _)| r.tick);
+        if let Err(e) = self.append_all(info.id, records).await {
+            let _ = self.delete_world(info.id).await;
+            return Err(e);
+        }
+        if let Some(head) = head {
+            info.head = head;
+        }
+        Ok(info)
+    }
+
     /// The catalogue entry of world `id`. Errors with `NoSuchWorld` when there is none.
     async fn world(&self, id: WorldId) -> Result<WorldInfo, StorageError>;
 

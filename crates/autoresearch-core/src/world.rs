@@ -184,11 +184,25 @@ impl World {
         }
     }
 
-    /// Adds `entity`'s run (if it has one) to the run index.
-    fn index_run(&mut self, entity: EntityId, e: hecs::Entity) {
-        if let Some(index) = &mut self.runs
-            && let Ok(run) = self.hecs.get::<&Run>(e)
-        {
+    /// The run id `e` holds, if it holds a [`Run`].
+    fn run_id_of(&self, e: hecs::Entity) -> Option<String> {
+        self.hecs.get::<&Run>(e).ok().map(|r| r.run_id.clone())
+    }
+
+    /// Moves `entity` in the run index from the run id it held `before`
+    /// to the one it holds now; nothing when they are the same.
+    fn reindex_run(&mut self, entity: EntityId, e: hecs::Entity, before: Option<String>) {
+        let Some(index) = &mut self.runs else {
+            return;
+        };
+        let now = self.hecs.get::<&Run>(e).ok();
+        if now.as_ref().map(|r| r.run_id.as_str()) == before.as_deref() {
+            return;
+        }
+        if let Some(old) = before {
+            index.by_id.remove(&(old, entity));
+        }
+        if let Some(run) = now {
             index.by_id.insert((run.run_id.clone(), entity));
         }
     }
@@ -584,16 +598,18 @@ impl World {
                     value,
                 } => {
                     let e = self.live_hecs(tick, *entity)?;
-                    let run = self.is_run(component);
-                    if run {
-                        self.unindex_run(*entity, e);
-                    }
+                    // The run's id before the change: the index is only
+                    // touched when it changes (a status change keeps it).
+                    let before = match self.is_run(component) {
+                        true => Some(self.run_id_of(e)),
+                        false => None,
+                    };
                     match values.next_if(|(at, _)| *at == i) {
                         Some((_, put)) => put(&mut self.hecs, e),
                         None => self.insert_bytes(e, component, value)?,
                     }
-                    if run {
-                        self.index_run(*entity, e);
+                    if let Some(before) = before {
+                        self.reindex_run(*entity, e, before);
                     }
                 }
                 Change::Remove { entity, component } => {

@@ -5,7 +5,7 @@
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId, now_ms};
 use crate::ledger;
-use crate::record::{Change, TickRecord};
+use crate::record::{Change, State, TickRecord};
 use crate::registry::{ComponentRegistry, ComponentValue};
 use crate::storage::{Storage, StorageError, WorldInfo};
 use crate::world::World;
@@ -31,6 +31,9 @@ pub struct TickWriter {
     info: WorldInfo,
     next_entity: u64,
     pending: Vec<Change>,
+    /// The name of the world the first commit creates
+    /// ([`TickWriter::create_on_commit`]); `None` once it exists.
+    unborn: Option<String>,
 }
 
 impl TickWriter {
@@ -51,6 +54,7 @@ impl TickWriter {
             info,
             next_entity: world.next_entity(),
             pending: Vec::new(),
+            unborn: None,
         })
     }
 
@@ -67,7 +71,38 @@ impl TickWriter {
             next_entity: 0,
             info,
             pending: Vec::new(),
+            unborn: None,
         })
+    }
+
+    /// A writer for a new, empty root world named `name` that its first
+    /// [`TickWriter::commit`] creates together with its first tick
+    /// ([`Storage::create_and_append`]: one durable write instead of two on
+    /// a durable backend, and no empty world left when the tick is
+    /// refused). A name already taken is refused at that commit
+    /// (`NameTaken`); a commit with nothing buffered creates the empty world.
+    ///
+    /// Until the first commit succeeds the world has no id:
+    /// [`TickWriter::info`] then gives id `WorldId(u64::MAX)`, head 0.
+    pub fn create_on_commit(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        name: &str,
+    ) -> TickWriter {
+        TickWriter {
+            storage,
+            registry,
+            next_entity: 0,
+            info: WorldInfo {
+                id: WorldId(u64::MAX),
+                name: name.to_string(),
+                head: Tick::ZERO,
+                parent: None,
+                created_at_ms: now_ms(),
+            },
+            pending: Vec::new(),
+            unborn: Some(name.to_string()),
+        }
     }
 
     /// Resumes writing world `id` at tick `head`, whose next entity id is
@@ -95,6 +130,7 @@ impl TickWriter {
             info,
             next_entity,
             pending: Vec::new(),
+            unborn: None,
         })
     }
 
@@ -167,6 +203,15 @@ impl TickWriter {
     /// snapshot could not be made, and dropped if the append failed.
     pub async fn commit(&mut self) -> Result<Tick, Error> {
         if self.pending.is_empty() {
+            if let Some(name) = self.unborn.take() {
+                match self.storage.create_world(&name).await {
+                    Ok(info) => self.info = info,
+                    Err(e) => {
+                        self.unborn = Some(name);
+                        return Err(e.into());
+                    }
+                }
+            }
             return Ok(self.info.head);
         }
         let tick = self.info.head.next();
@@ -176,9 +221,11 @@ impl TickWriter {
             changes: std::mem::take(&mut self.pending),
         };
         let snapshot = if self.storage.snapshot_due(tick) {
-            let state = ledger::state_at(self.storage.as_ref(), self.info.id, self.info.head)
-                .await
-                .map(|mut s| s.apply(self.info.id, &record).map(|()| s));
+            let state = match self.unborn {
+                Some(_) => Ok(State::empty()),
+                None => ledger::state_at(self.storage.as_ref(), self.info.id, self.info.head).await,
+            }
+            .map(|mut s| s.apply(self.info.id, &record).map(|()| s));
             match state {
                 Ok(Ok(s)) => Some(s.to_snapshot()),
                 Ok(Err(e)) => {
@@ -195,8 +242,27 @@ impl TickWriter {
         };
         // The record is moved, not copied (a bulk tick can be large), so a
         // failed append drops the changes.
-        self.storage.append(self.info.id, record, snapshot).await?;
-        self.info.head = tick;
+        match self.unborn.take() {
+            Some(name) => {
+                let created = self
+                    .storage
+                    .create_and_append(&name, vec![(record, snapshot)])
+                    .await;
+                match created {
+                    Ok(info) => self.info = info,
+                    Err(e) => {
+                        // Nothing exists yet: the next commit starts afresh.
+                        self.unborn = Some(name);
+                        self.next_entity = 0;
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => {
+                self.storage.append(self.info.id, record, snapshot).await?;
+                self.info.head = tick;
+            }
+        }
         Ok(tick)
     }
 }

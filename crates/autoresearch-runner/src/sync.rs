@@ -421,13 +421,12 @@ impl RunnerIngest {
         let mut index = index;
         let mut writer = match world_writer {
             Some(w) => w,
-            None => TickWriter::create(
+            // Created by the commit, with the first tick: one durable write.
+            None => TickWriter::create_on_commit(
                 self.storage.clone(),
                 self.registry.clone(),
                 &self.config.world,
-            )
-            .await
-            .map_err(|e| self.ledger_err(e))?,
+            ),
         };
         let mut report = SyncReport {
             source: self.config.path.display().to_string(),

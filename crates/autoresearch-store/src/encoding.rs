@@ -242,8 +242,14 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 /// Version 2: the body compressed with LZ4 when it is long enough and
 /// shrinks, raw otherwise.
 fn encode_packed<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    let raw =
-        postcard::to_extend(value, vec![VALUE_VERSION, CODEC_RAW]).map_err(|e| e.to_string())?;
+    encode_packed_sized(0, value)
+}
+
+/// [`encode_packed`] into a buffer of `size_hint` bytes to start with.
+fn encode_packed_sized<T: Serialize>(size_hint: usize, value: &T) -> Result<Vec<u8>, String> {
+    let mut start = Vec::with_capacity(2 + size_hint);
+    start.extend_from_slice(&[VALUE_VERSION, CODEC_RAW]);
+    let raw = postcard::to_extend(value, start).map_err(|e| e.to_string())?;
     let body = &raw[2..];
     if body.len() < COMPRESS_FROM || body.len() > u32::MAX as usize {
         return Ok(raw);
@@ -377,23 +383,40 @@ pub(crate) fn decode_world(id: WorldId, bytes: &[u8]) -> Result<WorldInfo, Decod
 /// Encodes a record's body; its tick is the key. Consumes the record so
 /// that no value is copied twice.
 pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
-    encode_packed(&RecordV1 {
-        at_ms: record.at_ms,
-        changes: record
+    // About the encoded size, so that a large record is not copied by
+    // doubling its buffer a score of times.
+    let size_hint = 16
+        + record
             .changes
-            .into_iter()
+            .iter()
             .map(|c| match c {
-                Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
                 Change::Set {
-                    entity,
-                    component,
-                    value,
-                } => ChangeV1::Set(entity.0, component, Blob(value)),
-                Change::Remove { entity, component } => ChangeV1::Remove(entity.0, component),
-                Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
+                    component, value, ..
+                } => 16 + component.len() + value.len(),
+                Change::Remove { component, .. } => 16 + component.len(),
+                _ => 11,
             })
-            .collect(),
-    })
+            .sum::<usize>();
+    encode_packed_sized(
+        size_hint,
+        &RecordV1 {
+            at_ms: record.at_ms,
+            changes: record
+                .changes
+                .into_iter()
+                .map(|c| match c {
+                    Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
+                    Change::Set {
+                        entity,
+                        component,
+                        value,
+                    } => ChangeV1::Set(entity.0, component, Blob(value)),
+                    Change::Remove { entity, component } => ChangeV1::Remove(entity.0, component),
+                    Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
+                })
+                .collect(),
+        },
+    )
 }
 
 pub(crate) fn decode_record(tick: Tick, bytes: &[u8]) -> Result<TickRecord, DecodeError> {

@@ -39,6 +39,7 @@ use schema::{check_version, ensure_schema};
 use storage_impl::encode_failed;
 
 pub use encoding::{FORMAT_VERSION, VALUE_VERSION};
+pub use writer::CommitStats;
 
 use autoresearch_core::{ChangeKind, EntityId, Snapshot, StorageError, Tick, TickRecord, WorldId};
 use encoding::{
@@ -309,6 +310,15 @@ impl RedbStorage {
             sink,
             snapshot_interval: None,
         })
+    }
+
+    /// Write transactions and writes this handle's writer thread has
+    /// committed since it was opened (zero for a read-only handle): how
+    /// many writes shared each durable commit.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.writer
+            .as_ref()
+            .map_or_else(CommitStats::default, Writer::stats)
     }
 
     /// Whether this handle was opened with [`RedbStorage::open_read_only`].

@@ -89,6 +89,30 @@ impl Storage for RedbStorage {
         .await
     }
 
+    /// One write transaction: the world and its ticks are stored
+    /// together, or nothing is.
+    async fn create_and_append(
+        &self,
+        name: &str,
+        records: Vec<(TickRecord, Option<Snapshot>)>,
+    ) -> Result<WorldInfo, StorageError> {
+        let owned = name.to_string();
+        // (The world's id is not known yet; encoding errors name id 0.)
+        let appends = records
+            .into_iter()
+            .map(|(record, snapshot)| EncodedAppend::new(WorldId(0), record, snapshot))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(
+            || format!("creating world {name:?} with its first tick"),
+            |reply| Op::CreateAppend {
+                name: owned,
+                appends,
+                reply,
+            },
+        )
+        .await
+    }
+
     async fn world(&self, id: WorldId) -> Result<WorldInfo, StorageError> {
         self.read(
             || format!("reading the catalogue entry of {id}"),

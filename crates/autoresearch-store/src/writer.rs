@@ -30,6 +30,7 @@ use autoresearch_core::{
 use redb::{Database, Durability, ReadableTable, Table};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -57,6 +58,12 @@ pub(crate) enum Op {
         appends: Vec<EncodedAppend>,
         reply: Reply<WorldInfo>,
     },
+    /// A new root world and its first ticks, stored all or nothing.
+    CreateAppend {
+        name: String,
+        appends: Vec<EncodedAppend>,
+        reply: Reply<WorldInfo>,
+    },
     /// Consecutive ticks of one world, stored all or nothing.
     Append {
         world: WorldId,
@@ -78,7 +85,7 @@ impl Op {
         match self {
             Op::Create { name, .. } | Op::Fork { name, .. } => name.len() + 64,
             Op::Append { appends, .. } => appends.iter().map(EncodedAppend::bytes).sum(),
-            Op::ForkAppend { name, appends, .. } => {
+            Op::ForkAppend { name, appends, .. } | Op::CreateAppend { name, appends, .. } => {
                 name.len() + 64 + appends.iter().map(EncodedAppend::bytes).sum::<usize>()
             }
             Op::PutSnapshot { snapshot, .. } => snapshot.len(),
@@ -103,12 +110,30 @@ pub(crate) struct BatchLimits {
     pub durable: bool,
 }
 
+/// What the writer thread has committed since the ledger was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// redb write transactions the writer ran (committed or failed).
+    pub transactions: u64,
+    /// Queued writes (appends, creates, forks, ...) those transactions
+    /// carried: `writes / transactions` is the group-commit factor.
+    pub writes: u64,
+}
+
+/// Counters the writer thread updates and the handle reads.
+#[derive(Default)]
+struct Counters {
+    transactions: AtomicU64,
+    writes: AtomicU64,
+}
+
 /// Handle on the writer thread. Dropping it lets queued work finish, then
 /// joins the thread.
 pub(crate) struct Writer {
     tx: Option<mpsc::Sender<Op>>,
     thread: Option<JoinHandle<()>>,
     path: String,
+    counters: Arc<Counters>,
 }
 
 impl Writer {
@@ -119,10 +144,12 @@ impl Writer {
     ) -> Result<Writer, StorageError> {
         let (tx, rx) = mpsc::channel::<Op>();
         let path = sink.path.display().to_string();
+        let counters = Arc::new(Counters::default());
+        let counted = counters.clone();
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
-                run(&db, &rx, limits, &sink);
+                run(&db, &rx, limits, &sink, &counted);
                 // Closing a damaged file may panic inside redb too.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(db)));
             })
@@ -134,7 +161,16 @@ impl Writer {
             tx: Some(tx),
             thread: Some(thread),
             path,
+            counters,
         })
+    }
+
+    /// Transactions and writes committed so far.
+    pub(crate) fn stats(&self) -> CommitStats {
+        CommitStats {
+            transactions: self.counters.transactions.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// Queues `op`. Errors only when the writer thread is gone.
@@ -168,7 +204,13 @@ impl Drop for Writer {
     }
 }
 
-fn run(db: &Database, rx: &mpsc::Receiver<Op>, limits: BatchLimits, sink: &ErrorSink) {
+fn run(
+    db: &Database,
+    rx: &mpsc::Receiver<Op>,
+    limits: BatchLimits,
+    sink: &ErrorSink,
+    counters: &Counters,
+) {
     // Worlds that appended in the last two batches: how many appenders are
     // active, and so how many appends a batch should wait for.
     let mut recent: [HashSet<WorldId>; 2] = Default::default();
@@ -197,6 +239,10 @@ fn run(db: &Database, rx: &mpsc::Receiver<Op>, limits: BatchLimits, sink: &Error
         }
         recent.swap(0, 1);
         recent[1] = std::mem::take(&mut batch.appenders);
+        counters.transactions.fetch_add(1, Ordering::Relaxed);
+        counters
+            .writes
+            .fetch_add(batch.ops.len() as u64, Ordering::Relaxed);
         commit_batch(db, batch.ops, limits.durable, sink);
     }
 }
@@ -317,7 +363,10 @@ fn run_batch(
 fn reply(op: Op, result: Result<Done, StorageError>) {
     // A caller that stopped waiting (its future was dropped) is no error.
     match op {
-        Op::Create { reply, .. } | Op::Fork { reply, .. } | Op::ForkAppend { reply, .. } => {
+        Op::Create { reply, .. }
+        | Op::Fork { reply, .. }
+        | Op::ForkAppend { reply, .. }
+        | Op::CreateAppend { reply, .. } => {
             let _ = reply.send(result.and_then(|d| match d {
                 Done::Info(info) => Ok(info),
                 Done::Unit => Err(internal("a world operation returned no world")),
@@ -429,13 +478,9 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
                 parent: *parent,
                 tick: *at,
             });
-            let info = plan_world(t, name, fork)?;
-            // Every check of both before the first write.
-            let planned = check_append(t, &info, appends)?;
-            insert_world(t, &info)?;
-            let info = write_append(t, info, appends, planned)?;
-            Ok(Done::Info(info))
+            add_world_with(t, name, fork, appends)
         }
+        Op::CreateAppend { name, appends, .. } => add_world_with(t, name, None, appends),
         Op::Append { world, appends, .. } => {
             let info = load_world(&t.worlds, *world)?;
             let planned = check_append(t, &info, appends)?;
@@ -461,6 +506,21 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
             Ok(Done::Unit)
         }
     }
+}
+
+/// A new world (a root, or a fork of `fork`) and its first `appends`,
+/// every check of both before the first write.
+fn add_world_with(
+    t: &mut Tables<'_>,
+    name: &str,
+    fork: Option<ForkPoint>,
+    appends: &[EncodedAppend],
+) -> Result<Done, Failure> {
+    let info = plan_world(t, name, fork)?;
+    let planned = check_append(t, &info, appends)?;
+    insert_world(t, &info)?;
+    let info = write_append(t, info, appends, planned)?;
+    Ok(Done::Info(info))
 }
 
 /// Deletes `world` and every key of its own (records, snapshots, entity
@@ -596,6 +656,10 @@ fn alive_at(t: &Tables<'_>, info: &WorldInfo, entity: EntityId, at: Tick) -> Res
     let mut info = info.clone();
     let mut at = at;
     loop {
+        // A root world at tick 0 is empty (a new world's first append).
+        if info.parent.is_none() && at == Tick::ZERO {
+            return Ok(false);
+        }
         let (w, e) = (info.id.0, entity.0);
         if let Some(entry) = t.liveness.range((w, e, 0)..=(w, e, at.0))?.next_back() {
             return Ok(entry?.1.value());
@@ -644,4 +708,115 @@ fn chunk_masks(
         }
     }
     Ok((chunk, masks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autoresearch_core::{Change, TickRecord};
+    use redb::ReadableDatabase;
+
+    fn append(
+        world: WorldId,
+        tick: u64,
+        changes: Vec<Change>,
+    ) -> (Op, oneshot::Receiver<Result<(), StorageError>>) {
+        let record = TickRecord {
+            tick: Tick(tick),
+            at_ms: 0,
+            changes,
+        };
+        let (reply, rx) = oneshot::channel();
+        let appends = vec![EncodedAppend::new(world, record, None).unwrap()];
+        let op = Op::Append {
+            world,
+            appends,
+            reply,
+        };
+        (op, rx)
+    }
+
+    fn spawn(e: u64) -> Change {
+        Change::Spawn {
+            entity: EntityId(e),
+        }
+    }
+
+    /// Appends of several worlds queued together share one write
+    /// transaction; the refused ones (a stale tick, a change to an entity
+    /// that is not alive) get their own error and store nothing, the
+    /// others are stored and get `Ok`.
+    #[test]
+    fn a_group_commit_stores_its_good_appends_and_refuses_the_bad_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        let db = Database::builder().create(&path).unwrap();
+        let sink = ErrorSink::new(&path);
+        crate::schema::ensure_schema(&db, &sink).unwrap();
+        let mut creates = Vec::new();
+        let mut created = Vec::new();
+        for name in ["a", "b", "c", "d"] {
+            let (reply, rx) = oneshot::channel();
+            creates.push(Op::Create {
+                name: name.into(),
+                reply,
+            });
+            created.push(rx);
+        }
+        commit_batch(&db, creates, true, &sink);
+        let ids: Vec<WorldId> = created
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap().unwrap().id)
+            .collect();
+
+        let (a, mut ra) = append(ids[0], 1, vec![spawn(0), spawn(1)]);
+        // Tick 2 of a world at tick 0: a conflict.
+        let (b, mut rb) = append(ids[1], 2, vec![spawn(0)]);
+        // A component on an entity never spawned: not applicable.
+        let set = Change::Set {
+            entity: EntityId(5),
+            component: "Score".into(),
+            value: vec![1],
+        };
+        let (c, mut rc) = append(ids[2], 1, vec![spawn(0), set]);
+        let (d, mut rd) = append(ids[3], 1, vec![spawn(0)]);
+        commit_batch(&db, vec![a, b, c, d], true, &sink);
+
+        assert!(matches!(ra.try_recv().unwrap(), Ok(())));
+        assert!(matches!(rd.try_recv().unwrap(), Ok(())));
+        match rb.try_recv().unwrap() {
+            Err(StorageError::Conflict {
+                attempted, head, ..
+            }) => assert_eq!((attempted, head), (Tick(2), Tick(0))),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        match rc.try_recv().unwrap() {
+            Err(StorageError::NotApplicable { entity, .. }) => assert_eq!(entity, EntityId(5)),
+            other => panic!("expected not applicable, got {other:?}"),
+        }
+
+        let txn = db.begin_read().unwrap();
+        let worlds = txn.open_table(WORLDS).unwrap();
+        let records = txn.open_table(RECORDS).unwrap();
+        let liveness = txn.open_table(LIVENESS).unwrap();
+        let heads: Vec<u64> = ids
+            .iter()
+            .map(|id| match load_world(&worlds, *id) {
+                Ok(info) => info.head.0,
+                Err(_) => panic!("world {id} is not in the catalogue"),
+            })
+            .collect();
+        assert_eq!(heads, [1, 0, 0, 1]);
+        let stored: Vec<bool> = ids
+            .iter()
+            .map(|id| records.get((id.0, 1)).unwrap().is_some())
+            .collect();
+        assert_eq!(stored, [true, false, false, true]);
+        // The refused world's spawn left no liveness entry.
+        assert!(liveness.get((ids[2].0, 0, 1)).unwrap().is_none());
+        assert_eq!(
+            liveness.get((ids[0].0, 1, 1)).unwrap().map(|v| v.value()),
+            Some(true)
+        );
+    }
 }

@@ -272,7 +272,11 @@ fn change_statuses(w: &mut World, ids: &[EntityId], changes: u64, rng: &mut Rng)
 
 async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
     let path = dir.join(format!("append-{writers}.redb"));
-    let st = open(&path, RedbConfig::default())?;
+    let redb = Arc::new(
+        RedbStorage::open(&path, RedbConfig::default())
+            .with_context(|| format!("opening {}", path.display()))?,
+    );
+    let st: Arc<dyn Storage> = redb.clone();
     let per_tick = (sizes.entities / 100).max(1);
     let mut worlds = Vec::new();
     for i in 0..writers {
@@ -292,6 +296,7 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
     probe.run(dir, sizes.fsync_time)?;
     let mut secs = 0.0;
     let mut worlds = worlds;
+    let before = redb.commit_stats();
     let mut rngs: Vec<Rng> = (0..writers).map(|i| Rng(i as u64 + 1)).collect();
     for slice in 0..SLICES {
         let n = ticks * (slice + 1) / SLICES - ticks * slice / SLICES;
@@ -319,6 +324,8 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
         probe.run(dir, sizes.fsync_time)?;
     }
     let fsync = probe.rate();
+    let after = redb.commit_stats();
+    let commits = after.transactions - before.transactions;
     let total_ticks = (writers as u64 * ticks) as f64;
     emit(json!({
         "bench": "append",
@@ -331,6 +338,8 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
         "fsync_per_s": round(fsync),
         "ticks_per_fsync": round(total_ticks / secs / fsync * 100.0) / 100.0,
         "redb_commits_per_s": round(probe.commit_rate()),
+        "ledger_commits": commits,
+        "ticks_per_commit": round(total_ticks / commits.max(1) as f64 * 100.0) / 100.0,
     }));
     Ok(())
 }
