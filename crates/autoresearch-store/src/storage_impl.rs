@@ -31,6 +31,49 @@ fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
     Ok(txn.open_table(def)?)
 }
 
+/// `world`'s own tick records in `from..=to`, oldest first, each decoded by
+/// `decode` (a whole record, or one component's part of it).
+fn own_records<T>(
+    txn: &ReadTransaction,
+    world: WorldId,
+    from: Tick,
+    to: Tick,
+    decode: impl Fn(Tick, &[u8]) -> Result<T, encoding::DecodeError>,
+) -> Result<Vec<T>, Failure> {
+    load_world(&table(txn, WORLDS)?, world)?;
+    let mut out = Vec::new();
+    if from > to {
+        return Ok(out);
+    }
+    let records = table(txn, RECORDS)?;
+    for entry in records.range((world.0, from.0)..=(world.0, to.0))? {
+        let (k, v) = entry?;
+        let tick = Tick(k.value().1);
+        out.push(decode(tick, v.value()).map_err(|e| e.at(world, tick, "tick record"))?);
+    }
+    Ok(out)
+}
+
+/// `world`'s own newest snapshot at or before `at`, decoded by `decode`;
+/// `None` when it has none.
+fn own_snapshot<T>(
+    txn: &ReadTransaction,
+    world: WorldId,
+    at: Tick,
+    decode: impl Fn(Tick, &[u8]) -> Result<T, encoding::DecodeError>,
+) -> Result<Option<T>, Failure> {
+    load_world(&table(txn, WORLDS)?, world)?;
+    let snapshots = table(txn, SNAPSHOTS)?;
+    let Some(entry) = snapshots.range((world.0, 0)..=(world.0, at.0))?.next_back() else {
+        return Ok(None);
+    };
+    let (k, v) = entry?;
+    let tick = Tick(k.value().1);
+    Ok(Some(
+        decode(tick, v.value()).map_err(|e| e.at(world, tick, "snapshot"))?,
+    ))
+}
+
 #[async_trait]
 impl Storage for RedbStorage {
     async fn create_world(&self, name: &str) -> Result<WorldInfo, StorageError> {
@@ -213,23 +256,7 @@ impl Storage for RedbStorage {
     ) -> Result<Vec<TickRecord>, StorageError> {
         self.read(
             || format!("reading ticks {from}..={to} of {world}"),
-            move |txn| {
-                load_world(&table(txn, WORLDS)?, world)?;
-                let mut out = Vec::new();
-                if from > to {
-                    return Ok(out);
-                }
-                let records = table(txn, RECORDS)?;
-                for entry in records.range((world.0, from.0)..=(world.0, to.0))? {
-                    let (k, v) = entry?;
-                    let tick = Tick(k.value().1);
-                    out.push(
-                        encoding::decode_record(tick, v.value())
-                            .map_err(|e| e.at(world, tick, "tick record"))?,
-                    );
-                }
-                Ok(out)
-            },
+            move |txn| own_records(txn, world, from, to, encoding::decode_record),
         )
         .await
     }
@@ -247,21 +274,9 @@ impl Storage for RedbStorage {
         self.read(
             || format!("reading ticks {from}..={to} of {world}"),
             move |txn| {
-                load_world(&table(txn, WORLDS)?, world)?;
-                let mut out = Vec::new();
-                if from > to {
-                    return Ok(out);
-                }
-                let records = table(txn, RECORDS)?;
-                for entry in records.range((world.0, from.0)..=(world.0, to.0))? {
-                    let (k, v) = entry?;
-                    let tick = Tick(k.value().1);
-                    out.push(
-                        encoding::decode_component_record(tick, v.value(), &component)
-                            .map_err(|e| e.at(world, tick, "tick record"))?,
-                    );
-                }
-                Ok(out)
+                own_records(txn, world, from, to, |tick, bytes| {
+                    encoding::decode_component_record(tick, bytes, &component)
+                })
             },
         )
         .await
@@ -279,17 +294,9 @@ impl Storage for RedbStorage {
         self.read(
             || format!("reading the snapshot at or before tick {at} of {world}"),
             move |txn| {
-                load_world(&table(txn, WORLDS)?, world)?;
-                let snapshots = table(txn, SNAPSHOTS)?;
-                let Some(entry) = snapshots.range((world.0, 0)..=(world.0, at.0))?.next_back()
-                else {
-                    return Ok(None);
-                };
-                let (k, v) = entry?;
-                let tick = Tick(k.value().1);
-                let snapshot = encoding::decode_component_snapshot(tick, v.value(), &component)
-                    .map_err(|e| e.at(world, tick, "snapshot"))?;
-                Ok(Some(snapshot))
+                own_snapshot(txn, world, at, |tick, bytes| {
+                    encoding::decode_component_snapshot(tick, bytes, &component)
+                })
             },
         )
         .await
@@ -302,19 +309,7 @@ impl Storage for RedbStorage {
     ) -> Result<Option<Snapshot>, StorageError> {
         self.read(
             || format!("reading the snapshot at or before tick {at} of {world}"),
-            move |txn| {
-                load_world(&table(txn, WORLDS)?, world)?;
-                let snapshots = table(txn, SNAPSHOTS)?;
-                let Some(entry) = snapshots.range((world.0, 0)..=(world.0, at.0))?.next_back()
-                else {
-                    return Ok(None);
-                };
-                let (k, v) = entry?;
-                let tick = Tick(k.value().1);
-                let snapshot = encoding::decode_snapshot(tick, v.value())
-                    .map_err(|e| e.at(world, tick, "snapshot"))?;
-                Ok(Some(snapshot))
-            },
+            move |txn| own_snapshot(txn, world, at, encoding::decode_snapshot),
         )
         .await
     }
