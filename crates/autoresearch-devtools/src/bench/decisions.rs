@@ -36,7 +36,6 @@ use autoresearch_store::{RedbConfig, RedbStorage};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 /// Parameters a project has.
@@ -206,19 +205,6 @@ impl Truth {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .with_context(|| format!("running git {args:?}"))?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn python() -> &'static str {
     // The system interpreter starts in a fraction of a version manager's shim.
     if Path::new("/usr/bin/python3").exists() {
@@ -255,23 +241,8 @@ async fn run_project(
 ) -> anyhow::Result<Scored> {
     let tmp = tempfile::tempdir().context("creating a temp dir")?;
     let (repo, ctl) = (tmp.path().join("repo"), tmp.path().join("ctl"));
-    std::fs::create_dir(&repo)?;
     std::fs::create_dir(&ctl)?;
-    git(&repo, &["init", "-q", "-b", "main"])?;
-    std::fs::write(repo.join("params.txt"), "0 0 0 0 0 0\n")?;
-    git(&repo, &["add", "-A"])?;
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "commit",
-            "-qm",
-            "start",
-        ],
-    )?;
+    super::init_repo(&repo, "params.txt", "0 0 0 0 0 0\n")?;
     let model = json!({
         "seed": seed,
         "step": STEP,
@@ -319,7 +290,7 @@ async fn run_project(
         if let Some(v) = values.get(commit) {
             return Ok(*v);
         }
-        let text = git(&repo, &["show", &format!("{commit}:params.txt")])?;
+        let text = super::git(&repo, &["show", &format!("{commit}:params.txt")])?;
         let mut p = [0.0; DIMS];
         for (x, s) in p.iter_mut().zip(text.split_whitespace()) {
             *x = s

@@ -28,8 +28,6 @@ use autoresearch_slurm::{SlurmConfig, SlurmExecutor};
 use autoresearch_store::{RedbConfig, RedbStorage};
 use serde_json::json;
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,19 +66,6 @@ impl Executor for Timed {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .with_context(|| format!("running git {args:?}"))?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -108,22 +93,7 @@ enum Where {
 async fn measure(parallel: usize, iterations: u64, sleep: f64, place: Where) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir().context("creating a temp dir")?;
     let repo = tmp.path().join("repo");
-    std::fs::create_dir(&repo)?;
-    git(&repo, &["init", "-q", "-b", "main"])?;
-    std::fs::write(repo.join("f.txt"), "start\n")?;
-    git(&repo, &["add", "-A"])?;
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "commit",
-            "-qm",
-            "start",
-        ],
-    )?;
+    super::init_repo(&repo, "f.txt", "start\n")?;
     let pause = if sleep > 0.0 {
         format!("sleep {sleep}; ")
     } else {

@@ -13,6 +13,34 @@ mod serve_replay;
 
 use anyhow::bail;
 
+/// Runs `git -C dir args...`; its trimmed stdout. Errors name the command
+/// and carry git's stderr.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .with_context(|| format!("running git {args:?}"))?;
+    if !out.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Creates the directory `repo` holding a git repository whose branch
+/// `main` has one commit ("start") of one file, `file` with `contents`.
+pub fn init_repo(repo: &std::path::Path, file: &str, contents: &str) -> anyhow::Result<()> {
+    std::fs::create_dir(repo)?;
+    git(repo, &["init", "-q", "-b", "main"])?;
+    std::fs::write(repo.join(file), contents)?;
+    git(repo, &["add", "-A"])?;
+    let who = ["-c", "user.name=b", "-c", "user.email=b@b"];
+    git(repo, &[&who[..], &["commit", "-qm", "start"]].concat())?;
+    Ok(())
+}
+
 /// The loop a benchmark runs on `repo`: experiment `name` (world
 /// `autoresearch:{name}`, branch `main`), the given proposer and evaluator
 /// commands (60 s each), `name: value` metrics requiring `metric`, one

@@ -21,43 +21,14 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .with_context(|| format!("running git {args:?}"))?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 /// A repository with one commit on `main`, in `dir/repo`.
 fn repo_in(dir: &Path) -> Result<std::path::PathBuf> {
     let repo = dir.join("repo");
-    std::fs::create_dir(&repo)?;
-    git(&repo, &["init", "-q", "-b", "main"])?;
-    std::fs::write(repo.join("f.txt"), "start\n")?;
-    git(&repo, &["add", "-A"])?;
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "commit",
-            "-qm",
-            "start",
-        ],
-    )?;
+    super::init_repo(&repo, "f.txt", "start\n")?;
     Ok(repo)
 }
 
