@@ -68,7 +68,9 @@ async fn write_ledger(path: &Path) {
         let mut run = Run::new(&run_id, "exp");
         run.commit_hash = commit.clone();
         run.task = format!("idea {n}");
-        run.started_at_ms = now - 10 * 86_400_000 + i64::from(n);
+        // Ten days and half an hour ago: the in-flight run's "running for"
+        // reads `10d 0h` for half an hour, never a boundary between two reads.
+        run.started_at_ms = now - 10 * 86_400_000 - 30 * 60_000 + i64::from(n);
         run.set_status(if n == 29 {
             RunStatus::Running
         } else {
