@@ -274,32 +274,7 @@ fn svg<'a>(
     let x = |i: usize| LEFT + (i as f64 - from as f64) / span * (W - LEFT - RIGHT);
     let y = |v: f64| TOP + (hi - v) / (hi - lo) * (H - TOP - BOTTOM);
     // Axes and labels.
-    let _ = write!(
-        s,
-        r#"<g class="axis"><line x1="{LEFT}" y1="{b}" x2="{r}" y2="{b}"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{b}"/>"#,
-        b = H - BOTTOM,
-        r = W - RIGHT
-    );
-    for k in 0..=4 {
-        let v = lo + (hi - lo) * f64::from(k) / 4.0;
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-            LEFT - 6.0,
-            y(v) + 4.0,
-            esc(&fmt_metric(Some(v)))
-        );
-    }
-    let _ = write!(
-        s,
-        r#"<text x="{LEFT}" y="{}">{from}</text><text x="{}" y="{}" text-anchor="end">{to}</text><text x="{}" y="{}" text-anchor="middle">attempt · {}</text></g>"#,
-        H - 8.0,
-        W - RIGHT,
-        H - 8.0,
-        (LEFT + W) / 2.0,
-        H - 8.0,
-        esc(chart.metric.as_deref().unwrap_or("metric"))
-    );
+    axes(&mut s, (lo, hi), (from, to), chart.metric.as_deref());
     // Binned columns.
     for c in &chart.columns {
         let cx = (x(c.from) + x(c.to)) / 2.0;
@@ -474,31 +449,7 @@ pub fn steps_chart(
         let x = |i: usize| LEFT + (i as f64 - 1.0) / span * (W - LEFT - RIGHT);
         let y = |v: f64| TOP + (hi - v) / (hi - lo) * (H - TOP - BOTTOM);
         let b = H - BOTTOM;
-        let _ = write!(
-            s,
-            r#"<g class="axis"><line x1="{LEFT}" y1="{b}" x2="{r}" y2="{b}"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{b}"/>"#,
-            r = W - RIGHT
-        );
-        for k in 0..=4 {
-            let v = lo + (hi - lo) * f64::from(k) / 4.0;
-            let _ = write!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-                LEFT - 6.0,
-                y(v) + 4.0,
-                esc(&fmt_metric(Some(v)))
-            );
-        }
-        let _ = write!(
-            s,
-            r#"<text x="{LEFT}" y="{}">1</text><text x="{}" y="{}" text-anchor="end">{rows}</text><text x="{}" y="{}" text-anchor="middle">attempt · {}</text></g>"#,
-            H - 8.0,
-            W - RIGHT,
-            H - 8.0,
-            (LEFT + W) / 2.0,
-            H - 8.0,
-            esc(metric.unwrap_or("metric"))
-        );
+        axes(&mut s, (lo, hi), (1, rows), metric);
         for m in &marks {
             let _ = write!(
                 s,
@@ -541,6 +492,39 @@ pub fn steps_chart(
         steps: series.first().map(|(_, st)| st.clone()).unwrap_or_default(),
         svg: s,
     }
+}
+
+/// The chart's axes group: both axis lines, five value labels from `lo` to
+/// `hi` (the padded range the points are drawn in), and the attempt range
+/// `first..=last` with the metric's name (`metric` when unnamed) below.
+fn axes(s: &mut String, (lo, hi): (f64, f64), (first, last): (usize, usize), metric: Option<&str>) {
+    let y = |v: f64| TOP + (hi - v) / (hi - lo) * (H - TOP - BOTTOM);
+    let _ = write!(
+        s,
+        r#"<g class="axis"><line x1="{LEFT}" y1="{b}" x2="{r}" y2="{b}"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{b}"/>"#,
+        b = H - BOTTOM,
+        r = W - RIGHT
+    );
+    for k in 0..=4 {
+        let v = lo + (hi - lo) * f64::from(k) / 4.0;
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            LEFT - 6.0,
+            y(v) + 4.0,
+            esc(&fmt_metric(Some(v)))
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{LEFT}" y="{}">{first}</text><text x="{}" y="{}" text-anchor="end">{last}</text><text x="{}" y="{}" text-anchor="middle">attempt · {}</text></g>"#,
+        H - 8.0,
+        W - RIGHT,
+        H - 8.0,
+        (LEFT + W) / 2.0,
+        H - 8.0,
+        esc(metric.unwrap_or("metric"))
+    );
 }
 
 #[cfg(test)]
