@@ -39,6 +39,7 @@ pub mod query;
 pub mod record;
 pub mod registry;
 pub mod replayer;
+pub mod series;
 pub mod storage;
 pub mod vocab;
 pub mod world;

@@ -348,4 +348,22 @@ impl Storage for MemoryStorage {
                 answers,
             }))
     }
+
+    /// Computed from the world materialized at its head
+    /// ([`crate::series::series_of_state`]): the reference series, at the
+    /// cost of a materialization.
+    async fn read_series(
+        &self,
+        world: WorldId,
+        experiment: String,
+        metric: Option<String>,
+    ) -> Result<Option<crate::series::Series>, StorageError> {
+        let head = self.world(world).await?.head;
+        let state = match crate::ledger::state_at(self, world, head).await {
+            Ok(s) => s,
+            Err(crate::Error::Storage(e)) => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        Ok(crate::series::series_of_state(&state, &experiment, metric.as_deref()).ok())
+    }
 }

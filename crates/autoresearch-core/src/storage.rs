@@ -506,4 +506,21 @@ pub trait Storage: Send + Sync + 'static {
         let _ = (world, reads);
         Ok(None)
     }
+
+    /// The chart series of `experiment` this backend keeps for `world`'s
+    /// head ([`crate::series`]), with each attempt's value of `metric`
+    /// (no points when `None`: the header alone, to choose the metric):
+    /// `Ok(None)` when it keeps none at the head (the default, a fork, a
+    /// ledger written before it was kept); the caller then materializes
+    /// the world. Cost: the backend's; the redb one reads packed blocks
+    /// of points, O(attempts) with no value decoded.
+    async fn read_series(
+        &self,
+        world: WorldId,
+        experiment: String,
+        metric: Option<String>,
+    ) -> Result<Option<crate::series::Series>, StorageError> {
+        let _ = (world, experiment, metric);
+        Ok(None)
+    }
 }

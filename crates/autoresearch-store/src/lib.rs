@@ -31,6 +31,7 @@ mod current;
 mod encoding;
 mod failure;
 mod schema;
+mod series;
 mod storage_impl;
 mod writer;
 
@@ -476,3 +477,6 @@ mod tests;
 
 #[cfg(test)]
 mod current_tests;
+
+#[cfg(test)]
+mod series_tests;

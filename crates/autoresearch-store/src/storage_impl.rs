@@ -408,6 +408,20 @@ impl Storage for RedbStorage {
         .await
     }
 
+    async fn read_series(
+        &self,
+        world: WorldId,
+        experiment: String,
+        metric: Option<String>,
+    ) -> Result<Option<autoresearch_core::series::Series>, StorageError> {
+        let what = format!("reading the chart series of {experiment:?} in {world}");
+        self.read(
+            || what,
+            move |txn| crate::series::read(txn, world, &experiment, metric.as_deref()),
+        )
+        .await
+    }
+
     /// The ledger file's length in bytes (redb allocates in regions, so
     /// it includes free space inside the file).
     async fn size_bytes(&self) -> Result<Option<u64>, StorageError> {

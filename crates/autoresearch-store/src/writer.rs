@@ -289,6 +289,8 @@ struct Tables<'t> {
     meta: Table<'t, &'static str, &'static [u8]>,
     /// The current state of each world (`crate::current`).
     current: crate::current::CurrentTables<'t>,
+    /// The chart series of each world (`crate::series`).
+    series: crate::series::SeriesTables<'t>,
 }
 
 /// Runs one group commit and replies to every operation in it.
@@ -345,6 +347,7 @@ fn run_batch(
             liveness: txn.open_table(LIVENESS)?,
             meta: txn.open_table(META)?,
             current: crate::current::CurrentTables::open(&txn)?,
+            series: crate::series::SeriesTables::open(&txn)?,
         };
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
@@ -560,6 +563,7 @@ fn delete(t: &mut Tables<'_>, world: WorldId) -> Result<Done, Failure> {
     t.liveness
         .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
     t.current.delete(w)?;
+    t.series.delete(w)?;
     Ok(Done::Unit)
 }
 
@@ -629,6 +633,7 @@ fn write_append(
     info.head = last.tick;
     let entry = encode_world(&info)?;
     crate::current::maintain(&mut t.current, &before, appends)?;
+    crate::series::maintain(&mut t.series, &before, appends)?;
     let w = info.id.0;
     for (chunk, masks) in chunks {
         for (e, mask) in masks {
