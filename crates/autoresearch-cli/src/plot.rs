@@ -2,9 +2,10 @@
 
 use crate::target::TargetArgs;
 use anyhow::Context;
+use autoresearch_core::EntityId;
 use autoresearch_core::lifecycle::world_short_name;
-use autoresearch_core::query::CurrentReader;
-use autoresearch_plot::{ChartOptions, Format, Progress, write_chart};
+use autoresearch_core::query::{CurrentReader, QueryError};
+use autoresearch_plot::{ChartOptions, Format, Progress, Totals, write_chart};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,17 +67,42 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
             .map(|s| s.objectives())
             .unwrap_or_default()
     };
-    // The head is read from the ledger's current state when it keeps one;
-    // a past tick (`--at`) from the world materialized there.
+    // The head is read from the chart series the ledger keeps, else from
+    // its current state; a past tick (`--at`) from the world materialized
+    // there. The series' chart comes with its totals, already downsampled.
     let mut fast = None;
+    let mut totals = None;
     if args.at.is_none()
         && let Some(r) = crate::current_read::reader(&target).await
     {
-        match read_current(&r, &world_name, &experiment, args.metric.as_deref(), &specs).await {
+        let metric = args.metric.as_deref();
+        match read_series(&target, &r, &world_name, &experiment, metric, &specs).await {
+            Ok(Some((progress, record, t))) => {
+                tracing::debug!(
+                    world = %target.world,
+                    "charted from the ledger's chart series: {} of {} attempts read in full",
+                    progress.points.len(),
+                    t.attempts
+                );
+                fast = Some(((progress, record), r.tick()));
+                totals = Some(t);
+            }
+            Ok(None) => tracing::debug!(
+                world = %target.world,
+                "the ledger keeps no chart series at this world's head: reading every attempt"
+            ),
             Err(e) if crate::current_read::from_ledger(&e) => {
                 crate::current_read::fell_back(&target, &e);
             }
-            other => fast = Some((other?, r.tick())),
+            Err(e) => return Err(e),
+        }
+        if fast.is_none() {
+            match read_current(&r, &world_name, &experiment, metric, &specs).await {
+                Err(e) if crate::current_read::from_ledger(&e) => {
+                    crate::current_read::fell_back(&target, &e);
+                }
+                other => fast = Some((other?, r.tick())),
+            }
         }
     }
     let ((mut progress, record), tick) = match fast {
@@ -145,11 +171,19 @@ pub async fn run(ledger_path: &Path, args: PlotArgs) -> anyhow::Result<()> {
         title: None,
     };
     // Every attempt counts; at most MAX_POINTS are drawn.
-    let attempts = progress.points.len();
-    let kept = progress.count(autoresearch_plot::Mark::Keep);
-    let crashed = progress.count(autoresearch_plot::Mark::Crash);
-    let best = progress.best();
-    progress.downsample(MAX_POINTS);
+    let Totals {
+        attempts,
+        kept,
+        crashed,
+        best,
+    } = match totals {
+        Some(t) => t,
+        None => {
+            let t = progress.totals();
+            progress.downsample(MAX_POINTS);
+            t
+        }
+    };
     let format = write_chart(&progress, &out, &options)?;
     let format = match format {
         Format::Svg => "svg",
@@ -209,7 +243,7 @@ async fn read_current(
     specs: autoresearch_plot::SpecReader<'_>,
 ) -> anyhow::Result<(Progress, Option<autoresearch_core::Experiment>)> {
     let attempts = r.all_attempts(experiment).await?;
-    let confirmations: HashMap<autoresearch_core::EntityId, autoresearch_core::Confirmation> = r
+    let confirmations: HashMap<EntityId, autoresearch_core::Confirmation> = r
         .all::<autoresearch_core::Confirmation>()
         .await?
         .into_iter()
@@ -225,6 +259,64 @@ async fn read_current(
     )
     .with_context(|| format!("charting world {world_name:?} at tick {}", r.tick().0))?;
     Ok((progress, record))
+}
+
+/// The chart's data, the experiment's record and the totals of every
+/// attempt from the chart series the ledger keeps
+/// (`autoresearch_core::series`): the metric chosen from its header, the
+/// points to draw from its packed marks and values, and only those
+/// attempts read in full from the current state. `None` when the ledger
+/// keeps no series for the world's head, or it disagrees with the current
+/// state (the caller then reads every attempt). Cost: O(attempts) for the
+/// series, O(points drawn) for the rest.
+async fn read_series(
+    target: &crate::target::Target,
+    r: &CurrentReader,
+    world_name: &str,
+    experiment: &str,
+    metric: Option<&str>,
+    specs: autoresearch_plot::SpecReader<'_>,
+) -> anyhow::Result<Option<(Progress, Option<autoresearch_core::Experiment>, Totals)>> {
+    let storage = &target.storage;
+    let read =
+        |metric: Option<String>| storage.read_series(r.world(), experiment.to_string(), metric);
+    let at_reader = |s: Option<autoresearch_core::series::Series>| s.filter(|s| s.tick == r.tick());
+    let Some(header) = at_reader(read(None).await.map_err(QueryError::from)?) else {
+        return Ok(None);
+    };
+    let context = || format!("charting world {world_name:?} at tick {}", r.tick().0);
+    let record = r.experiment(experiment).await?.map(|(_, e)| e);
+    let plan = Progress::plan_series(experiment, record.as_ref(), &header, metric, specs)
+        .with_context(context)?;
+    let Some(series) = at_reader(
+        read(Some(plan.metric().to_string()))
+            .await
+            .map_err(QueryError::from)?,
+    ) else {
+        return Ok(None);
+    };
+    let draw = plan
+        .select(experiment, &series, MAX_POINTS)
+        .with_context(context)?;
+    let entities: Vec<EntityId> = draw
+        .drawn
+        .iter()
+        .map(|&i| series.points[i].entity)
+        .collect();
+    let runs = r.get::<autoresearch_core::Run>(&entities).await?;
+    if runs.len() != entities.len() {
+        return Ok(None);
+    }
+    let attempts = r.attempts(runs).await?;
+    let confirmations: HashMap<EntityId, autoresearch_core::Confirmation> = r
+        .get::<autoresearch_core::Confirmation>(&entities)
+        .await?
+        .into_iter()
+        .collect();
+    let progress = plan.progress(experiment, &series, &draw, &attempts, |a| {
+        confirmations.get(&a.entity).cloned()
+    });
+    Ok(progress.map(|p| (p, record, draw.totals)))
 }
 
 /// The subject line of each commit, read from the repository at `repo` with

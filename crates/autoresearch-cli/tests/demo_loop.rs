@@ -106,4 +106,56 @@ fn the_demo_loop_keeps_improvements_and_survives_a_crash_and_a_hang() {
     let out = autoresearch(repo, &["plot", "--out", &chart_arg], minutes);
     assert!(String::from_utf8_lossy(&out.stdout).contains("8 attempts"));
     assert_eq!(&std::fs::read(&chart).unwrap()[..4], b"\x89PNG");
+
+    // The chart from the ledger's chart series (issue #19) is the chart
+    // of every attempt read in full: the same loop ledger copied without
+    // its current-state and series tables charts the same, byte for byte.
+    let copy = tmp.path().join("materialized.redb");
+    copy_without_index(&repo.join(".autoresearch/ledger.redb"), &copy);
+    let copy_arg = copy.display().to_string();
+    let (svg_a, svg_b) = (tmp.path().join("a.svg"), tmp.path().join("b.svg"));
+    let (a, b) = (svg_a.display().to_string(), svg_b.display().to_string());
+    let series = autoresearch(repo, &["-vv", "plot", "--json", "--out", &a], minutes);
+    let full = autoresearch(
+        repo,
+        &["--ledger", &copy_arg, "plot", "--json", "--out", &b],
+        minutes,
+    );
+    assert!(
+        String::from_utf8_lossy(&series.stderr).contains("charted from the ledger's chart series"),
+        "{series:?}"
+    );
+    let (mut series, full) = (json(&series), json(&full));
+    series["path"] = full["path"].clone();
+    assert_eq!(series, full);
+    assert_eq!(
+        std::fs::read(&svg_a).unwrap(),
+        std::fs::read(&svg_b).unwrap()
+    );
+}
+
+/// The copy at `to` of the ledger at `from` without the current-state and
+/// chart-series tables, as a ledger written before them.
+fn copy_without_index(from: &Path, to: &Path) {
+    std::fs::copy(from, to).unwrap();
+    let db = redb::Database::create(to).unwrap();
+    let txn = db.begin_write().unwrap();
+    for name in [
+        "current_values",
+        "current_keys",
+        "current_tally",
+        "current_at",
+        "series_head",
+        "series_points",
+        "series_runs",
+        "series_run_ids",
+        "series_results",
+    ] {
+        assert!(
+            txn.delete_table(redb::TableDefinition::<u64, u64>::new(name))
+                .unwrap(),
+            "{name} missing"
+        );
+    }
+    txn.commit().unwrap();
 }

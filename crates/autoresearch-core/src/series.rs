@@ -88,6 +88,8 @@ impl OutcomeKind {
 pub struct Series {
     /// The tick read (the world's head).
     pub tick: Tick,
+    /// How many attempts the experiment has.
+    pub attempts: u64,
     /// Each numeric output of the experiment's attempts' Results (every
     /// Result joined to one of its runs, not only final ones), with how
     /// many Results have it.
@@ -237,6 +239,7 @@ pub fn series_of_state(
         tick: state.tick,
         ..Series::default()
     };
+    series.attempts = runs.len() as u64;
     for (entity, run, outcome) in runs {
         let samples = results.remove(&run.run_id).unwrap_or_default();
         for s in &samples {
@@ -318,6 +321,7 @@ mod tests {
 
         let header = series_of_state(&state, "x", None).unwrap();
         assert!(header.points.is_empty());
+        assert_eq!(header.attempts, 1);
         assert_eq!(header.spec, "scalar:loss:min");
         let want: BTreeMap<String, u64> = [("acc".to_string(), 1), ("loss".to_string(), 3)].into();
         assert_eq!(header.metrics, want);

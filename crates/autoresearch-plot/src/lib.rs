@@ -4,7 +4,9 @@
 //! running best (the head) as a step line and short labels on kept changes.
 //!
 //! [`Progress`] reads the data from `autoresearch_core::lifecycle::attempts`;
-//! [`render`] draws it as SVG or PNG. Text is laid out with an embedded
+//! [`render`] draws it as SVG or PNG. [`Progress::plan_series`] builds
+//! the same chart from a chart series a backend keeps
+//! (`autoresearch_core::series`), reading only the attempts it draws. Text is laid out with an embedded
 //! DejaVu Sans through `ab_glyph`, so neither building nor running needs a
 //! system font library. Depends on `autoresearch-core` only.
 //!
@@ -41,11 +43,13 @@
 
 mod progress;
 mod render;
+mod series;
 
 pub use progress::{
     Direction, Downsampled, LABEL_CHARS, Mark, Point, Progress, SpecReader, shorten,
 };
 pub use render::{ChartOptions, render};
+pub use series::{SeriesDraw, SeriesPlan, Totals};
 
 use std::path::{Path, PathBuf};
 

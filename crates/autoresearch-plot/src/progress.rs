@@ -5,6 +5,7 @@ use crate::PlotError;
 use autoresearch_core::RunStatus;
 use autoresearch_core::World;
 use autoresearch_core::lifecycle::{Attempt, attempts};
+use autoresearch_core::series::OutcomeKind;
 use autoresearch_core::{ConfirmStatus, OutcomeStatus, short_commit};
 use serde::Serialize;
 use serde_json::Value;
@@ -30,15 +31,24 @@ pub enum Mark {
 }
 
 impl Mark {
-    fn of(attempt: &Attempt) -> Mark {
-        match attempt.outcome.as_ref().map(|o| &o.status) {
-            Some(OutcomeStatus::Keep) => Mark::Keep,
-            Some(OutcomeStatus::Discard) => Mark::Discard,
-            Some(OutcomeStatus::Crash) => Mark::Crash,
-            Some(OutcomeStatus::Baseline) => Mark::Baseline,
-            Some(OutcomeStatus::Pending) => Mark::Pending,
-            Some(_) => Mark::Undecided,
-            None if attempt.run.status() == Ok(RunStatus::Crashed) => Mark::Crash,
+    pub(crate) fn of(attempt: &Attempt) -> Mark {
+        Mark::of_kind(
+            attempt.outcome.as_ref().map(|o| OutcomeKind::of(&o.status)),
+            attempt.run.status() == Ok(RunStatus::Crashed),
+        )
+    }
+
+    /// The mark of an attempt whose Outcome is of `outcome` (`None`
+    /// without one) and whose Run's status is `crashed` or not.
+    pub fn of_kind(outcome: Option<OutcomeKind>, run_crashed: bool) -> Mark {
+        match outcome {
+            Some(OutcomeKind::Keep) => Mark::Keep,
+            Some(OutcomeKind::Discard) => Mark::Discard,
+            Some(OutcomeKind::Crash) => Mark::Crash,
+            Some(OutcomeKind::Baseline) => Mark::Baseline,
+            Some(OutcomeKind::Pending) => Mark::Pending,
+            Some(OutcomeKind::Other) => Mark::Undecided,
+            None if run_crashed => Mark::Crash,
             None => Mark::Undecided,
         }
     }
@@ -190,24 +200,10 @@ impl Progress {
         metric: Option<&str>,
         specs: SpecReader<'_>,
     ) -> Result<Progress, PlotError> {
-        let meta = record
-            .and_then(|x| x.metadata().ok())
-            .unwrap_or(Value::Null);
-        let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
-        let hints = Hints {
-            spec: text("comparator").unwrap_or_default(),
-            metric: text("metric"),
-            direction: text("direction").and_then(|d| parse_direction(&d)),
-        };
+        let hints = Hints::of(record);
         let mut p = Progress::build(experiment, attempts, metric, &hints, specs)?;
         for (point, a) in p.points.iter_mut().zip(attempts) {
-            point.confirmed = confirmation(a)
-                .filter(|c| c.commit == a.run.commit_hash)
-                .and_then(|c| match c.status {
-                    ConfirmStatus::Confirmed => Some(true),
-                    ConfirmStatus::Rejected | ConfirmStatus::Failed => Some(false),
-                    _ => None,
-                });
+            point.confirmed = confirmed(a, confirmation(a));
         }
         Ok(p)
     }
@@ -238,17 +234,9 @@ impl Progress {
             .map(|o| o.comparator.as_str())
             .rfind(|c| !c.is_empty())
             .unwrap_or(&hints.spec);
-        let objectives = specs(spec);
-        let metric = match metric.or(hints.metric.as_deref()) {
-            Some(m) => m.to_string(),
-            None => choose_metric(experiment, attempts, &objectives)?,
-        };
-        let direction =
-            direction_of(&objectives, &metric).or(if hints.metric.as_deref() == Some(&metric) {
-                hints.direction
-            } else {
-                None
-            });
+        let choice = Choice::new(experiment, spec, metric, hints, specs, || {
+            numeric_outputs(attempts)
+        })?;
         // A task every run shares (the loop records the proposer's command)
         // describes no change.
         let mut tasks = attempts
@@ -262,38 +250,9 @@ impl Progress {
         let points = attempts
             .iter()
             .enumerate()
-            .map(|(i, a)| {
-                let mark = Mark::of(a);
-                let samples = samples(a, &metric);
-                let value = match mark {
-                    Mark::Crash => None,
-                    _ if samples.is_empty() => None,
-                    _ => Some(samples.iter().sum::<f64>() / samples.len() as f64),
-                };
-                Point {
-                    attempt: i + 1,
-                    run_id: a.run.run_id.clone(),
-                    commit: a.run.commit_hash.clone(),
-                    mark,
-                    value,
-                    samples,
-                    label: label(a, mark, shared_task),
-                    changed_from: None,
-                    confirmed: None,
-                }
-            })
+            .map(|(i, a)| point(i + 1, a, &choice.metric, shared_task))
             .collect();
-        Ok(Progress {
-            experiment: experiment.to_string(),
-            direction,
-            metric,
-            points,
-            world: String::new(),
-            tick: 0,
-            comparator: spec.to_string(),
-            replay_of: None,
-            downsampled: None,
-        })
+        Ok(choice.progress(experiment, points))
     }
 
     /// Makes this chart of a replay (or any fork) comparable with the
@@ -381,38 +340,20 @@ impl Progress {
     /// Records what was left out in [`Progress::downsampled`]; returns
     /// whether it left out any. Cost: O(points).
     pub fn downsample(&mut self, max_points: usize) -> bool {
-        let n = self.points.len();
-        if n <= max_points.max(3) {
+        let Some((keep, buckets)) = select(
+            self.points.len(),
+            |i| self.points[i].mark.is_head() || self.points[i].changed_from.is_some(),
+            |i| self.points[i].value,
+            max_points,
+        ) else {
             return false;
-        }
-        let buckets = (max_points / 3).max(1);
-        let always = |p: &Point| p.mark.is_head() || p.changed_from.is_some();
-        let others: Vec<usize> = (0..n).filter(|&i| !always(&self.points[i])).collect();
-        let mut keep = vec![false; n];
-        for (i, p) in self.points.iter().enumerate() {
-            keep[i] = always(p);
-        }
-        let per = others.len().div_ceil(buckets).max(1);
-        for chunk in others.chunks(per) {
-            let valued = chunk
-                .iter()
-                .filter_map(|&i| self.points[i].value.map(|v| (i, v)));
-            let lo = valued.clone().min_by(|a, b| a.1.total_cmp(&b.1));
-            let hi = valued.max_by(|a, b| a.1.total_cmp(&b.1));
-            let none = chunk.iter().find(|&&i| self.points[i].value.is_none());
-            for i in [lo.map(|x| x.0), hi.map(|x| x.0), none.copied()]
-                .into_iter()
-                .flatten()
-            {
-                keep[i] = true;
-            }
-        }
+        };
         let summary = Downsampled {
-            attempts: n,
+            attempts: self.points.len(),
             kept: self.count(Mark::Keep),
             crashed: self.count(Mark::Crash),
             drawn: keep.iter().filter(|k| **k).count(),
-            buckets: others.len().div_ceil(per),
+            buckets,
         };
         let mut i = 0;
         self.points.retain(|_| {
@@ -424,11 +365,145 @@ impl Progress {
     }
 }
 
+/// Which of `n` points [`Progress::downsample`] draws: `None` when it
+/// draws all; else a flag per point and the number of buckets. `always(i)`
+/// says point `i` is always drawn, `value(i)` is its value.
+pub(crate) fn select(
+    n: usize,
+    always: impl Fn(usize) -> bool,
+    value: impl Fn(usize) -> Option<f64>,
+    max_points: usize,
+) -> Option<(Vec<bool>, usize)> {
+    if n <= max_points.max(3) {
+        return None;
+    }
+    let buckets = (max_points / 3).max(1);
+    let others: Vec<usize> = (0..n).filter(|&i| !always(i)).collect();
+    let mut keep: Vec<bool> = (0..n).map(&always).collect();
+    let per = others.len().div_ceil(buckets).max(1);
+    for chunk in others.chunks(per) {
+        let valued = chunk.iter().filter_map(|&i| value(i).map(|v| (i, v)));
+        let lo = valued.clone().min_by(|a, b| a.1.total_cmp(&b.1));
+        let hi = valued.max_by(|a, b| a.1.total_cmp(&b.1));
+        let none = chunk.iter().find(|&&i| value(i).is_none());
+        for i in [lo.map(|x| x.0), hi.map(|x| x.0), none.copied()]
+            .into_iter()
+            .flatten()
+        {
+            keep[i] = true;
+        }
+    }
+    Some((keep, others.len().div_ceil(per)))
+}
+
+/// The point of attempt number `number` (1-based).
+pub(crate) fn point(number: usize, a: &Attempt, metric: &str, shared_task: bool) -> Point {
+    let mark = Mark::of(a);
+    let samples = samples(a, metric);
+    let value = match mark {
+        Mark::Crash => None,
+        _ if samples.is_empty() => None,
+        _ => Some(samples.iter().sum::<f64>() / samples.len() as f64),
+    };
+    Point {
+        attempt: number,
+        run_id: a.run.run_id.clone(),
+        commit: a.run.commit_hash.clone(),
+        mark,
+        value,
+        samples,
+        label: label(a, mark, shared_task),
+        changed_from: None,
+        confirmed: None,
+    }
+}
+
+/// The held-out confirmation's verdict on `a` ([`Point::confirmed`]).
+pub(crate) fn confirmed(
+    a: &Attempt,
+    confirmation: Option<autoresearch_core::Confirmation>,
+) -> Option<bool> {
+    confirmation
+        .filter(|c| c.commit == a.run.commit_hash)
+        .and_then(|c| match c.status {
+            ConfirmStatus::Confirmed => Some(true),
+            ConfirmStatus::Rejected | ConfirmStatus::Failed => Some(false),
+            _ => None,
+        })
+}
+
+/// The metric charted, its direction and the deciding comparator's spec.
+pub(crate) struct Choice {
+    pub(crate) metric: String,
+    pub(crate) direction: Option<Direction>,
+    pub(crate) spec: String,
+}
+
+impl Choice {
+    /// `metric` when given, else the record's, else the first the spec
+    /// names that `available()` has, else the only one available.
+    pub(crate) fn new(
+        experiment: &str,
+        spec: &str,
+        metric: Option<&str>,
+        hints: &Hints,
+        specs: SpecReader<'_>,
+        available: impl FnOnce() -> BTreeSet<String>,
+    ) -> Result<Choice, PlotError> {
+        let objectives = specs(spec);
+        let metric = match metric.or(hints.metric.as_deref()) {
+            Some(m) => m.to_string(),
+            None => choose_metric(experiment, available(), &objectives)?,
+        };
+        let direction =
+            direction_of(&objectives, &metric).or(if hints.metric.as_deref() == Some(&metric) {
+                hints.direction
+            } else {
+                None
+            });
+        Ok(Choice {
+            metric,
+            direction,
+            spec: spec.to_string(),
+        })
+    }
+
+    pub(crate) fn progress(self, experiment: &str, points: Vec<Point>) -> Progress {
+        Progress {
+            experiment: experiment.to_string(),
+            direction: self.direction,
+            metric: self.metric,
+            points,
+            world: String::new(),
+            tick: 0,
+            comparator: self.spec,
+            replay_of: None,
+            downsampled: None,
+        }
+    }
+}
+
 #[derive(Default)]
-struct Hints {
-    spec: String,
-    metric: Option<String>,
+pub(crate) struct Hints {
+    pub(crate) spec: String,
+    pub(crate) metric: Option<String>,
     direction: Option<Direction>,
+}
+
+impl Hints {
+    /// The metric, direction and comparator an Experiment's metadata
+    /// records (`metric`, `direction`, `comparator`).
+    pub(crate) fn of(record: Option<&autoresearch_core::Experiment>) -> Hints {
+        let meta = record
+            .and_then(|x| x.metadata().ok())
+            .unwrap_or(Value::Null);
+        let text = |k: &str| meta.get(k).and_then(Value::as_str).map(str::to_string);
+        Hints {
+            spec: text("comparator").unwrap_or_default(),
+            metric: text("metric"),
+            direction: text("direction").and_then(|d| parse_direction(&d)),
+        }
+    }
 }
 
 /// A direction as metadata records it; `lower` and `higher` are read too.
@@ -478,10 +553,9 @@ fn direction_of(objectives: &[(String, Direction)], metric: &str) -> Option<Dire
 
 fn choose_metric(
     experiment: &str,
-    attempts: &[Attempt],
+    available: BTreeSet<String>,
     objectives: &[(String, Direction)],
 ) -> Result<String, PlotError> {
-    let available = numeric_outputs(attempts);
     if let Some((m, _)) = objectives.iter().find(|(m, _)| available.contains(m)) {
         return Ok(m.clone());
     }

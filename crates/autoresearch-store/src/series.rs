@@ -74,6 +74,8 @@ struct ExperimentMeta {
     counts: Vec<u64>,
     /// The newest (highest entity) attempt with a non-empty comparator.
     spec: Option<(u64, String)>,
+    /// How many runs it has.
+    attempts: u64,
 }
 
 impl ExperimentMeta {
@@ -574,6 +576,9 @@ fn update(
                     work.meta.experiments.len() - 1
                 }
             } as u32;
+            if let Some(m) = work.meta.experiments.get_mut(x as usize) {
+                m.attempts += 1;
+            }
             t.run_ids.insert((w, facts.run_id.as_str()), e)?;
             work.runs.insert(
                 e,
@@ -742,6 +747,7 @@ pub(crate) fn read(
         .filter(|(_, c)| **c > 0)
         .map(|(k, c)| (k.clone(), *c))
         .collect();
+    series.attempts = m.attempts;
     series.spec = m.spec.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
     let Some(metric) = metric else {
         return Ok(Some(series));
