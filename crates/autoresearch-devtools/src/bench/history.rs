@@ -119,6 +119,7 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
         "bench": "history", "attempts": attempts, "step": "build ledger",
         "build_s": (build_s * 10.0).round() / 10.0, "ledger_bytes": size,
     }));
+    emit(series_bytes(&ledger, attempts)?);
     let svg = dir.path().join("x.svg");
     let middle = format!("run-{:07}", attempts / 2);
     let svg_arg = svg.display().to_string();
@@ -159,7 +160,8 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
 }
 
 /// Copies the ledger at `from` to `to` and drops the copy's current-state
-/// tables (the store's `current_*`), as a ledger written before them:
+/// and chart-series tables (the store's `current_*` and `series_*`), as a
+/// ledger written before them:
 /// reads of it materialize the world.
 fn without_current_state(from: &Path, to: &Path) -> Result<()> {
     std::fs::copy(from, to)
@@ -171,12 +173,71 @@ fn without_current_state(from: &Path, to: &Path) -> Result<()> {
         "current_keys",
         "current_tally",
         "current_at",
+        "series_head",
+        "series_points",
+        "series_runs",
+        "series_run_ids",
+        "series_results",
     ] {
         txn.delete_table(redb::TableDefinition::<u64, u64>::new(name))
             .with_context(|| format!("dropping table {name} of {}", to.display()))?;
     }
     txn.commit()?;
     Ok(())
+}
+
+/// The bytes the ledger's chart-series tables (`series_*`) take, in all
+/// (stored, metadata and fragmented, as redb counts them) and per attempt.
+fn series_bytes(ledger: &Path, attempts: usize) -> Result<serde_json::Value> {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let db =
+        redb::Database::open(ledger).with_context(|| format!("opening {}", ledger.display()))?;
+    let txn = db.begin_read()?;
+    let mut tables = serde_json::Map::new();
+    let mut total = 0;
+    let mut add = |name: &str, s: redb::TableStats| {
+        let bytes = s.stored_bytes() + s.metadata_bytes() + s.fragmented_bytes();
+        total += bytes;
+        tables.insert(name.to_string(), json!(bytes));
+    };
+    add(
+        "series_head",
+        txn.open_table(redb::TableDefinition::<u64, &[u8]>::new("series_head"))?
+            .stats()?,
+    );
+    add(
+        "series_points",
+        txn.open_table(redb::TableDefinition::<(u64, u64, u64), &[u8]>::new(
+            "series_points",
+        ))?
+        .stats()?,
+    );
+    add(
+        "series_runs",
+        txn.open_table(redb::TableDefinition::<(u64, u64), &[u8]>::new(
+            "series_runs",
+        ))?
+        .stats()?,
+    );
+    add(
+        "series_run_ids",
+        txn.open_table(redb::TableDefinition::<(u64, &str), u64>::new(
+            "series_run_ids",
+        ))?
+        .stats()?,
+    );
+    add(
+        "series_results",
+        txn.open_table(redb::TableDefinition::<(u64, u64), u64>::new(
+            "series_results",
+        ))?
+        .stats()?,
+    );
+    Ok(json!({
+        "bench": "history", "attempts": attempts, "step": "series tables",
+        "bytes": total, "bytes_per_attempt": total as f64 / attempts as f64,
+        "tables": tables,
+    }))
 }
 
 /// Runs `autoresearch --ledger LEDGER ARGS --experiment bench` in `cwd`
