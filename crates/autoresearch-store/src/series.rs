@@ -14,7 +14,8 @@
 //! - `series_points`: `(world, experiment, entity >> 8)` -> a block of up
 //!   to 256 points (see [`encode_block`]): what the chart reads.
 //! - `series_runs`: `(world, run entity)` -> postcard of [`RunRecord`]: the
-//!   run's commit and its Results' numeric outputs, to recompute its point
+//!   run's commit (as a 128-bit hash, [`commit_id`]) and its Results'
+//!   numeric outputs, to recompute its point
 //!   when they change. Written, never read by a chart.
 //! - `series_run_ids`: `(world, run_id)` -> run entity: how a Result joins.
 //! - `series_results`: `(world, Result entity)` -> run entity.
@@ -32,8 +33,7 @@
 use crate::{EncodedAppend, Failure, load_world};
 use autoresearch_core::current::{FactsError, OUTCOME, RESULT, RUN};
 use autoresearch_core::series::{
-    OutcomeKind, Series, SeriesPoint, counts_for, final_mean, outcome_facts, result_sample,
-    run_facts,
+    OutcomeKind, Series, SeriesPoint, final_mean, outcome_facts, result_sample, run_facts,
 };
 use autoresearch_core::{Change, EntityId, Tick, WorldId, WorldInfo};
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
@@ -79,16 +79,30 @@ struct ExperimentMeta {
 }
 
 impl ExperimentMeta {
-    fn metric_id(&mut self, name: &str) -> u32 {
+    /// The id of metric `name`, added when new; `None` past 65,535
+    /// metrics (a block stores ids and their count as `u16`).
+    fn metric_id(&mut self, name: &str) -> Option<u16> {
         match self.metrics.iter().position(|m| m == name) {
-            Some(i) => i as u32,
+            Some(i) => u16::try_from(i).ok(),
             None => {
+                let id = u16::try_from(self.metrics.len())
+                    .ok()
+                    .filter(|i| *i < u16::MAX)?;
                 self.metrics.push(name.to_string());
                 self.counts.push(0);
-                (self.metrics.len() - 1) as u32
+                Some(id)
             }
         }
     }
+}
+
+/// A commit as the series keeps it: XXH3-128 of its text (16 bytes
+/// instead of 40; two commits of one run with one hash, probability about
+/// 2^-128, would be read as one).
+type CommitId = [u8; 16];
+
+fn commit_id(commit: &str) -> CommitId {
+    xxhash_rust::xxh3::xxh3_128(commit.as_bytes()).to_le_bytes()
 }
 
 /// The commit a Result measured, relative to its run's.
@@ -98,8 +112,8 @@ enum Measured {
     Unrecorded,
     /// The run's commit (kept so when the run's commit changes).
     Run,
-    /// Another commit.
-    Other(String),
+    /// Another commit ([`commit_id`]).
+    Other(CommitId),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -107,14 +121,14 @@ struct StoredSample {
     entity: u64,
     measured: Measured,
     /// `(metric id, value)`.
-    outputs: Vec<(u32, f64)>,
+    outputs: Vec<(u16, f64)>,
 }
 
 /// A run's inputs to its point.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct RunRecord {
     experiment: u32,
-    commit: String,
+    commit: CommitId,
     /// Its Results, in entity order.
     samples: Vec<StoredSample>,
 }
@@ -122,16 +136,17 @@ struct RunRecord {
 impl RunRecord {
     /// `(metric id, mean over final samples)` for every metric with one,
     /// by metric id.
-    fn means(&self) -> Vec<(u32, f64)> {
+    fn means(&self) -> Vec<(u16, f64)> {
         let finals: Vec<&StoredSample> = self
             .samples
             .iter()
             .filter(|s| match &s.measured {
                 Measured::Unrecorded | Measured::Run => true,
-                Measured::Other(c) => counts_for(&self.commit, Some(c)),
+                // Never the run's own (that is `Run`).
+                Measured::Other(_) => self.commit == commit_id(""),
             })
             .collect();
-        let mut ids: Vec<u32> = finals
+        let mut ids: Vec<u16> = finals
             .iter()
             .flat_map(|s| s.outputs.iter().map(|(m, _)| *m))
             .collect();
@@ -148,18 +163,18 @@ impl RunRecord {
     }
 
     /// Sets the run's commit, keeping what each sample measured.
-    fn set_commit(&mut self, commit: &str) {
+    fn set_commit(&mut self, commit: CommitId) {
         if self.commit == commit {
             return;
         }
         for s in &mut self.samples {
             s.measured = match std::mem::replace(&mut s.measured, Measured::Unrecorded) {
-                Measured::Run => Measured::Other(self.commit.clone()),
+                Measured::Run => Measured::Other(self.commit),
                 Measured::Other(c) if c == commit => Measured::Run,
                 other => other,
             };
         }
-        self.commit = commit.to_string();
+        self.commit = commit;
     }
 }
 
@@ -171,7 +186,7 @@ struct StoredPoint {
     outcome: Option<OutcomeKind>,
     crashed: bool,
     task: u64,
-    means: Vec<(u32, f64)>,
+    means: Vec<(u16, f64)>,
 }
 
 fn outcome_code(o: Option<OutcomeKind>) -> u8 {
@@ -200,16 +215,16 @@ fn outcome_of(code: u8) -> Option<Option<OutcomeKind>> {
 }
 
 /// A block: the version, then per point (in entity order) the low byte,
-/// the outcome code, the crashed flag, the task hash (`u64` LE), the
-/// number of means (`u16` LE) and each as metric id (`u32` LE) and value
+/// the outcome code (bit 7 set when the run crashed), the task hash
+/// (`u64` LE), the number of means (`u16` LE) and each as metric id (`u16`
+/// LE) and value
 /// (`f64` LE). Fixed widths, so a reader skips what it does not need.
 fn encode_block(points: &[StoredPoint]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + points.len() * 24);
     out.push(VERSION);
     for p in points {
         out.push(p.low);
-        out.push(outcome_code(p.outcome));
-        out.push(u8::from(p.crashed));
+        out.push(outcome_code(p.outcome) | (u8::from(p.crashed) << 7));
         out.extend_from_slice(&p.task.to_le_bytes());
         let n = p.means.len().min(u16::MAX as usize);
         out.extend_from_slice(&(n as u16).to_le_bytes());
@@ -239,9 +254,6 @@ impl<'a> Bytes<'a> {
     fn u16(&mut self) -> Option<u16> {
         Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
     }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
@@ -253,7 +265,7 @@ impl<'a> Bytes<'a> {
 fn scan_block(
     bytes: &[u8],
     mut point: impl FnMut(u8, Option<OutcomeKind>, bool, u64),
-    mut mean: impl FnMut(u32, f64),
+    mut mean: impl FnMut(u16, f64),
 ) -> Option<()> {
     let mut b = Bytes(bytes);
     if b.u8()? != VERSION {
@@ -261,12 +273,13 @@ fn scan_block(
     }
     while !b.0.is_empty() {
         let low = b.u8()?;
-        let outcome = outcome_of(b.u8()?)?;
-        let crashed = b.u8()? != 0;
+        let code = b.u8()?;
+        let outcome = outcome_of(code & 0x7f)?;
+        let crashed = code & 0x80 != 0;
         let task = b.u64()?;
         point(low, outcome, crashed, task);
         for _ in 0..b.u16()? {
-            let m = b.u32()?;
+            let m = b.u16()?;
             let v = f64::from_bits(b.u64()?);
             mean(m, v);
         }
@@ -554,7 +567,7 @@ fn update(
                 return Err(Stop::Unkept);
             }
             if let Some(rec) = work.run(t, e)? {
-                rec.set_commit(&facts.commit);
+                rec.set_commit(commit_id(&facts.commit));
             }
             x
         } else {
@@ -584,7 +597,7 @@ fn update(
                 e,
                 RunRecord {
                     experiment: x,
-                    commit: facts.commit.clone(),
+                    commit: commit_id(&facts.commit),
                     samples: Vec::new(),
                 },
             );
@@ -649,13 +662,13 @@ fn update(
         let x = rec.experiment as usize;
         let measured = match s.measured {
             None => Measured::Unrecorded,
-            Some(c) if c == rec.commit => Measured::Run,
-            Some(c) => Measured::Other(c),
+            Some(c) if commit_id(&c) == rec.commit => Measured::Run,
+            Some(c) => Measured::Other(commit_id(&c)),
         };
         let m = work.meta.experiments.get_mut(x).ok_or(Stop::Unkept)?;
         let mut outputs = Vec::with_capacity(s.outputs.len());
         for (k, v) in &s.outputs {
-            let id = m.metric_id(k);
+            let id = m.metric_id(k).ok_or(Stop::Unkept)?;
             m.counts[id as usize] += 1;
             outputs.push((id, *v));
         }
@@ -752,7 +765,11 @@ pub(crate) fn read(
     let Some(metric) = metric else {
         return Ok(Some(series));
     };
-    let id = m.metrics.iter().position(|k| k == metric).map(|i| i as u32);
+    let id = m
+        .metrics
+        .iter()
+        .position(|k| k == metric)
+        .and_then(|i| u16::try_from(i).ok());
     let x = x as u64;
     for entry in points.range((w, x, 0)..=(w, x, u64::MAX))? {
         let (k, v) = entry?;
