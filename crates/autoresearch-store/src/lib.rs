@@ -31,6 +31,7 @@ mod current;
 mod encoding;
 mod failure;
 mod schema;
+mod spans;
 mod storage_impl;
 mod writer;
 

@@ -6,8 +6,8 @@ use crate::writer::Op;
 use crate::{EncodedAppend, Failure, RedbStorage, find_name, load_world};
 use async_trait::async_trait;
 use autoresearch_core::{
-    ComponentRecord, ComponentSnapshot, EntityId, Snapshot, Storage, StorageError, Tick,
-    TickRecord, WorldId, WorldInfo,
+    ComponentRecord, ComponentSnapshot, EntityId, Snapshot, SpanRecord, SpanSnapshot, Storage,
+    StorageError, Tick, TickRecord, WorldId, WorldInfo,
 };
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
@@ -296,6 +296,47 @@ impl Storage for RedbStorage {
             move |txn| {
                 own_snapshot(txn, world, at, |tick, bytes| {
                     encoding::decode_component_snapshot(tick, bytes, &component)
+                })
+            },
+        )
+        .await
+    }
+
+    /// Decodes each record once (decompressed, or copied out of its page)
+    /// and leaves `component`'s values in it; a record without any keeps
+    /// no body.
+    async fn read_own_component_spans(
+        &self,
+        world: WorldId,
+        from: Tick,
+        to: Tick,
+        component: &str,
+    ) -> Result<Vec<SpanRecord>, StorageError> {
+        let component = component.to_string();
+        self.read(
+            || format!("reading ticks {from}..={to} of {world}"),
+            move |txn| {
+                own_records(txn, world, from, to, |tick, bytes| {
+                    crate::spans::decode_span_record(tick, bytes, &component)
+                })
+            },
+        )
+        .await
+    }
+
+    /// Decodes the snapshot once and leaves `component`'s values in it.
+    async fn own_component_span_snapshot_at_or_before(
+        &self,
+        world: WorldId,
+        at: Tick,
+        component: &str,
+    ) -> Result<Option<SpanSnapshot>, StorageError> {
+        let component = component.to_string();
+        self.read(
+            || format!("reading the snapshot at or before tick {at} of {world}"),
+            move |txn| {
+                own_snapshot(txn, world, at, |tick, bytes| {
+                    crate::spans::decode_span_snapshot(tick, bytes, &component)
                 })
             },
         )

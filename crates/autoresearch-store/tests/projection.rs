@@ -140,6 +140,18 @@ async fn one_component_reads_match_the_full_replay_on_every_path() {
                     let want = expected(st.as_ref(), world, Tick(t)).await;
                     assert_eq!(got, want, "{} {world} tick {t}", st.location());
                     assert!(!got.is_empty());
+                    // The values left in place: the same entities and bytes.
+                    let values =
+                        ledger::component_values_at::<Score>(st.as_ref(), &reg, world, Tick(t))
+                            .await
+                            .unwrap();
+                    let seen: Vec<_> = values.iter().map(|(e, v)| (e, v.to_vec())).collect();
+                    assert_eq!(seen, want, "{} {world} tick {t}", st.location());
+                    assert_eq!(values.len(), want.len());
+                    for (e, v) in &want {
+                        assert_eq!(values.get(*e), Some(v.as_slice()));
+                    }
+                    assert_eq!(values.get(EntityId(999)), None);
                 }
             }
             // The decoded form agrees too.
@@ -172,7 +184,35 @@ async fn the_backend_projection_equals_the_default_projection() {
             .map(|r| autoresearch_core::ComponentRecord::project(r, component))
             .collect();
         assert_eq!(got, want, "{component}");
+        // With the values left in place: the same changes and values.
+        let spans = st
+            .read_own_component_spans(world, Tick(1), Tick(9), component)
+            .await
+            .unwrap();
+        let resolved: Vec<_> = spans
+            .iter()
+            .map(|r| r.to_component_record().unwrap())
+            .collect();
+        assert_eq!(resolved, want, "{component}");
+        // Only records that set a value of the component keep a body.
+        for r in &spans {
+            let sets = r
+                .changes
+                .iter()
+                .any(|c| matches!(c, ComponentChange::Set(..)));
+            assert_eq!(!r.body.is_empty(), sets, "{component} tick {}", r.tick);
+        }
         for at in [Tick(3), Tick(7), Tick(9)] {
+            let spans = st
+                .own_component_span_snapshot_at_or_before(world, at, component)
+                .await
+                .unwrap()
+                .and_then(|s| s.to_component_snapshot());
+            let want = st
+                .own_component_snapshot_at_or_before(world, at, component)
+                .await
+                .unwrap();
+            assert_eq!(spans, want, "{component} at {at}");
             let got = st
                 .own_component_snapshot_at_or_before(world, at, component)
                 .await
