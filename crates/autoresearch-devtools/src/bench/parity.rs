@@ -26,8 +26,8 @@
 //!   commit; `wall_s`), [`World::fork_in_place`] then [`World::commit`]
 //!   (`in_place_wall_s`),
 //!   [`World::fork_world`] (a second `World`, the state copied;
-//!   `copy_wall_s`) and [`World::fork`] plus a [`TickWriter`]
-//!   (`tick_writer_wall_s`);
+//!   `copy_wall_s`) and a [`TickWriter::fork_on_commit`] (the fork made
+//!   with the writer's first tick; `tick_writer_wall_s`);
 //! - `storage`: du-style bytes (`st_blocks * 512`) of the ledger directory
 //!   after ingest, after the updates and at the end.
 //!
@@ -772,20 +772,20 @@ async fn case(
     };
     // 1. A TickWriter on the fork: no world materialized (for writers that
     //    know the entities they write, as the ingest does).
+    //    The fork is made by its first commit (one durable write).
     let t0 = Instant::now();
-    let info = world.fork(last_tick, "runner-fleet:fork-writer").await?;
-    let mut writer = TickWriter::resume(
+    let mut writer = TickWriter::fork_on_commit(
         storage.clone(),
         registry.clone(),
-        info.id,
-        info.head,
+        world.id(),
+        last_tick,
+        "runner-fleet:fork-writer",
         world.next_entity(),
-    )
-    .await?;
+    );
     writer.set(e, &changed)?;
     let writer_tick = writer.commit().await?;
     let writer_s = t0.elapsed().as_secs_f64();
-    let (state, hist) = check(info.id, writer_tick).await?;
+    let (state, hist) = check(writer.info().id, writer_tick).await?;
     let writer_ok = state == fork_expected && hist == expected_early;
     // 2. World::fork_world: a second, writable World (the source's state copied).
     let t0 = Instant::now();
