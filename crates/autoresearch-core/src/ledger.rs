@@ -243,6 +243,10 @@ pub async fn component_bytes_at<T: ComponentValue>(
 /// [`crate::RunRef`]).
 #[derive(Clone, Debug, Default)]
 pub struct ComponentValues {
+    #[expect(
+        clippy::rc_buffer,
+        reason = "a decoded Vec is shared as it is; Arc<[u8]> would copy it"
+    )]
     bodies: Vec<Arc<Vec<u8>>>,
     /// (entity, body index, span), sorted by entity; every span checked
     /// to lie inside its body.
