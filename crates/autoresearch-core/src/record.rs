@@ -526,8 +526,12 @@ pub struct Span {
 impl Span {
     /// The span of `value` inside `body`; `None` unless `value` is a
     /// sub-slice of `body` (as a value borrowed from a decoded body is)
-    /// that starts below 4 GiB.
+    /// that starts below 4 GiB, or empty.
     pub fn within(body: &[u8], value: &[u8]) -> Option<Span> {
+        if value.is_empty() {
+            // Wherever an empty slice points, it holds nothing.
+            return Some(Span { start: 0, len: 0 });
+        }
         let start = (value.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
         if start.checked_add(value.len())? > body.len() {
             return None;
@@ -703,6 +707,7 @@ mod tests {
         // A slice of another buffer, or a span past the end, is refused.
         let other = body.clone();
         assert_eq!(Span::within(&body, &other[3..7]), None);
+        assert_eq!(Span::within(&body, &other[3..3]).map(|s| s.len), Some(0));
         assert_eq!(Span { start: 5, len: 3 }.get(&body), None);
         assert_eq!(
             Span {

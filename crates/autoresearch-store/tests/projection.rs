@@ -328,3 +328,45 @@ async fn kept_decoded_reads_agree_with_fresh_ones_and_never_outlive_their_world(
         expected(st.as_ref(), root, Tick(9)).await
     );
 }
+
+/// A component that encodes to no bytes at all (a unit struct).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Marker;
+
+#[tokio::test]
+async fn values_of_zero_bytes_read_back_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = registry();
+    reg.register::<Marker>("Marker").unwrap();
+    let st = redb(&dir.path().join("l.redb"), Some(2));
+    let world = st.create_world("w").await.unwrap().id;
+    let (name, bytes) = reg.encode(&Marker).unwrap();
+    assert!(bytes.is_empty());
+    let mut ticks = Vec::new();
+    for e in 0..3u64 {
+        ticks.push(vec![
+            Change::Spawn {
+                entity: EntityId(e),
+            },
+            Change::Set {
+                entity: EntityId(e),
+                component: name.clone(),
+                value: Vec::new(),
+            },
+            set(&reg, e, e as i64),
+        ]);
+    }
+    write(st.as_ref(), world, 1, &ticks).await;
+    for t in 1..=3 {
+        let values = ledger::component_values_at::<Marker>(st.as_ref(), &reg, world, Tick(t))
+            .await
+            .unwrap();
+        let got: Vec<_> = values.iter().map(|(e, v)| (e.0, v.len())).collect();
+        let want: Vec<_> = (0..t).map(|e| (e, 0)).collect();
+        assert_eq!(got, want, "tick {t}");
+        let markers = ledger::component_at::<Marker>(st.as_ref(), &reg, world, Tick(t))
+            .await
+            .unwrap();
+        assert_eq!(markers.len() as u64, t);
+    }
+}
