@@ -4,9 +4,12 @@
 
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId};
-use crate::record::{Change, ComponentChange, ComponentRecord, State, TickRecord};
+use crate::record::{
+    Change, ComponentChange, ComponentRecord, Span, SpanRecord, State, TickRecord,
+};
 use crate::registry::{ComponentRegistry, ComponentValue};
 use crate::storage::{Storage, StorageError, WorldInfo};
+use std::sync::Arc;
 
 /// One segment of a world's log as seen from a descendant: `world` owns ticks
 /// `from..=to`.
@@ -208,36 +211,175 @@ pub async fn component_at<T: ComponentValue>(
     world: WorldId,
     tick: Tick,
 ) -> Result<Vec<(EntityId, T)>, Error> {
-    let bytes = component_bytes_at::<T>(storage, registry, world, tick).await?;
-    let mut out = Vec::with_capacity(bytes.len());
-    for (entity, value) in bytes {
-        out.push((entity, registry.decode::<T>(world, &value)?));
+    let values = component_values_at::<T>(storage, registry, world, tick).await?;
+    let mut out = Vec::with_capacity(values.len());
+    for (entity, value) in values.iter() {
+        out.push((entity, registry.decode::<T>(world, value)?));
     }
     Ok(out)
 }
 
 /// As [`component_at`], with each value as stored (the registry's postcard
-/// bytes), not decoded: for reads that decode a borrowed view of each
-/// (such as [`crate::RunRef`]) or only count. Cost: as [`state_at`] (the
-/// nearest snapshot, then the records after it), but read through the
-/// backend's one-component projections
-/// ([`Storage::own_component_snapshot_at_or_before`],
-/// [`Storage::read_own_component_records`]): only `T`'s values are copied
-/// out of what is read. A log that does not replay is an error, as from
-/// [`state_at`].
+/// bytes), not decoded, each in its own `Vec`. Cost: as
+/// [`component_values_at`], plus one copy of every value; prefer that one
+/// for large reads.
 pub async fn component_bytes_at<T: ComponentValue>(
     storage: &dyn Storage,
     registry: &ComponentRegistry,
     world: WorldId,
     tick: Tick,
 ) -> Result<Vec<(EntityId, Vec<u8>)>, Error> {
+    Ok(component_values_at::<T>(storage, registry, world, tick)
+        .await?
+        .to_vecs())
+}
+
+/// Every entity alive at a tick that holds one component, with that
+/// component's value as stored (the registry's postcard bytes), ordered by
+/// entity id: what [`component_values_at`] returns. The values stay in
+/// the bodies they were read with (a decoded snapshot, decoded records),
+/// shared, not copied one by one; read each with [`ComponentValues::iter`]
+/// or [`ComponentValues::get`] and decode a borrowed view of it (such as
+/// [`crate::RunRef`]).
+#[derive(Clone, Debug, Default)]
+pub struct ComponentValues {
+    #[expect(
+        clippy::rc_buffer,
+        reason = "a decoded Vec is shared as it is; Arc<[u8]> would copy it"
+    )]
+    bodies: Vec<Arc<Vec<u8>>>,
+    /// (entity, body index, span), sorted by entity; every span checked
+    /// to lie inside its body.
+    entries: Vec<(EntityId, u32, Span)>,
+}
+
+impl ComponentValues {
+    /// How many entities hold the component.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entity holds the component.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn bytes(&self, body: u32, span: Span) -> &[u8] {
+        // Checked when the entry was made.
+        self.bodies
+            .get(body as usize)
+            .and_then(|b| span.get(b))
+            .unwrap_or_default()
+    }
+
+    /// Each entity and its value, in entity order. O(1) per item.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (EntityId, &[u8])> + '_ {
+        self.entries
+            .iter()
+            .map(|&(e, body, span)| (e, self.bytes(body, span)))
+    }
+
+    /// The value of `entity`, if it holds the component. O(log n).
+    pub fn get(&self, entity: EntityId) -> Option<&[u8]> {
+        let i = self
+            .entries
+            .binary_search_by_key(&entity, |(e, ..)| *e)
+            .ok()?;
+        let (_, body, span) = self.entries[i];
+        Some(self.bytes(body, span))
+    }
+
+    /// Every value copied into its own `Vec`, in entity order.
+    pub fn to_vecs(&self) -> Vec<(EntityId, Vec<u8>)> {
+        self.iter().map(|(e, v)| (e, v.to_vec())).collect()
+    }
+}
+
+/// One entity's state in a replay of one component.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// Despawned (kept in place so that the rows stay sorted cheaply).
+    Dead,
+    /// Alive without the component.
+    Bare,
+    /// Alive with the value at this span of this body.
+    Value(u32, Span),
+}
+
+/// The state of one component during a replay: (entity, slot), sorted by
+/// entity. Entity ids grow with every spawn, so a spawn is almost always
+/// a push at the end and a change to the newest entity a look at the
+/// last row; others are a binary search.
+#[derive(Default)]
+struct Column {
+    rows: Vec<(EntityId, Slot)>,
+}
+
+impl Column {
+    fn find(&self, entity: EntityId) -> Result<usize, usize> {
+        match self.rows.last() {
+            None => Err(0),
+            Some((last, _)) if *last < entity => Err(self.rows.len()),
+            Some((last, _)) if *last == entity => Ok(self.rows.len() - 1),
+            _ => self.rows.binary_search_by_key(&entity, |(e, _)| *e),
+        }
+    }
+
+    /// Applies `change` (its value in body `body`, `len` bytes long).
+    /// Errors (the reason) on a change that does not apply or a span
+    /// outside its body.
+    fn apply(
+        &mut self,
+        change: ComponentChange<Span>,
+        body: u32,
+        len: usize,
+    ) -> Result<(), String> {
+        let entity = change.entity();
+        let at = self.find(entity);
+        let alive = matches!(at, Ok(i) if !matches!(self.rows[i].1, Slot::Dead));
+        if change.kind().apply_to(alive).is_err() {
+            return Err(format!("{} of {entity} does not apply", change.kind()));
+        }
+        let slot = match change {
+            ComponentChange::Spawn(_) | ComponentChange::Remove(_) => Slot::Bare,
+            ComponentChange::Set(_, span) => {
+                if span.start as usize + span.len as usize > len {
+                    return Err(format!("the value of {entity} lies outside its record"));
+                }
+                Slot::Value(body, span)
+            }
+            ComponentChange::Despawn(_) => Slot::Dead,
+            ComponentChange::Other(..) => return Ok(()),
+        };
+        match at {
+            Ok(i) => self.rows[i].1 = slot,
+            Err(i) => self.rows.insert(i, (entity, slot)),
+        }
+        Ok(())
+    }
+}
+
+/// The values of component `T` of every entity alive in `world` at
+/// `tick` ([`ComponentValues`]): the answer to "the runs at tick T"
+/// without materializing a [`crate::World`] or copying a value. Cost: the
+/// nearest snapshot and the records after it (as [`state_at`]), read
+/// through the backend's one-component projections
+/// ([`Storage::own_component_span_snapshot_at_or_before`],
+/// [`Storage::read_own_component_spans`]), then O(log n) per change
+/// replayed (O(1) for spawns in id order). A log that does not replay is
+/// an error, as from [`state_at`].
+pub async fn component_values_at<T: ComponentValue>(
+    storage: &dyn Storage,
+    registry: &ComponentRegistry,
+    world: WorldId,
+    tick: Tick,
+) -> Result<ComponentValues, Error> {
     let name = registry.name_of::<T>()?;
-    // The state projected on one component: entity -> its value, if any.
-    let mut base = None;
     let segs = segments(storage, world, tick).await?;
+    let mut base = None;
     for seg in segs.iter().rev() {
         if let Some(s) = storage
-            .own_component_snapshot_at_or_before(seg.world, seg.to, name)
+            .own_component_span_snapshot_at_or_before(seg.world, seg.to, name)
             .await?
             && s.tick >= seg.from
         {
@@ -246,39 +388,48 @@ pub async fn component_bytes_at<T: ComponentValue>(
         }
     }
     let at = base.as_ref().map_or(Tick::ZERO, |s| s.tick);
-    let mut live: std::collections::BTreeMap<EntityId, Option<Vec<u8>>> = base
-        .map(|s| s.entities.into_iter().collect())
-        .unwrap_or_default();
+    let mut bodies = Vec::new();
+    let mut column = Column::default();
+    if let Some(s) = base {
+        let len = s.body.len();
+        let sorted = s.entities.windows(2).all(|w| w[0].0 < w[1].0);
+        let inside = s
+            .entities
+            .iter()
+            .all(|(_, v)| v.is_none_or(|span| span.start as usize + span.len as usize <= len));
+        if !sorted || !inside {
+            return Err(Error::Storage(StorageError::Corrupt {
+                world,
+                tick: s.tick,
+                reason: "snapshot entities out of order or values outside it".into(),
+            }));
+        }
+        column.rows = s
+            .entities
+            .into_iter()
+            .map(|(e, v)| (e, v.map_or(Slot::Bare, |span| Slot::Value(0, span))))
+            .collect();
+        bodies.push(s.body);
+    }
     let records = if at < tick {
-        component_records_in(storage, world, &segs, at.next(), tick, name).await
+        span_records_in(storage, world, &segs, at.next(), tick, name).await
     } else {
         Ok(Vec::new())
     };
     let consistent = records.and_then(|records| {
         for record in records {
+            let b = u32::try_from(bodies.len()).unwrap_or(u32::MAX);
+            let len = record.body.len();
             for change in record.changes {
-                let entity = change.entity();
-                let alive = live.contains_key(&entity);
-                if change.kind().apply_to(alive).is_err() {
-                    return Err(Error::Storage(StorageError::Corrupt {
+                column.apply(change, b, len).map_err(|reason| {
+                    Error::Storage(StorageError::Corrupt {
                         world,
                         tick: record.tick,
-                        reason: format!("{} of {entity} does not apply", change.kind()),
-                    }));
-                }
-                match change {
-                    ComponentChange::Spawn(entity) | ComponentChange::Remove(entity) => {
-                        live.insert(entity, None);
-                    }
-                    ComponentChange::Set(entity, value) => {
-                        live.insert(entity, Some(value));
-                    }
-                    ComponentChange::Despawn(entity) => {
-                        live.remove(&entity);
-                    }
-                    ComponentChange::Other(..) => {}
-                }
+                        reason,
+                    })
+                })?;
             }
+            bodies.push(record.body);
         }
         Ok(())
     });
@@ -287,10 +438,42 @@ pub async fn component_bytes_at<T: ComponentValue>(
         state_at(storage, world, tick).await?;
         return Err(e);
     }
-    Ok(live
+    let entries = column
+        .rows
         .into_iter()
-        .filter_map(|(e, v)| Some((e, v?)))
-        .collect())
+        .filter_map(|(e, slot)| match slot {
+            Slot::Value(b, span) => Some((e, b, span)),
+            Slot::Dead | Slot::Bare => None,
+        })
+        .collect();
+    Ok(ComponentValues { bodies, entries })
+}
+
+/// The records `from..=to` of the lineage `segs`, projected on
+/// `component` with their values in place
+/// ([`Storage::read_own_component_spans`]), checked to be contiguous.
+async fn span_records_in(
+    storage: &dyn Storage,
+    world: WorldId,
+    segs: &[Segment],
+    from: Tick,
+    to: Tick,
+    component: &str,
+) -> Result<Vec<SpanRecord>, Error> {
+    let mut out = Vec::new();
+    for seg in segs {
+        let (lo, hi) = (seg.from.max(from), seg.to.min(to));
+        if lo > hi {
+            continue;
+        }
+        out.extend(
+            storage
+                .read_own_component_spans(seg.world, lo, hi, component)
+                .await?,
+        );
+    }
+    check_ticks(world, from.max(Tick(1)), to, out.iter().map(|r| r.tick))?;
+    Ok(out)
 }
 
 /// As [`read_records`], projected on `component`
@@ -402,4 +585,77 @@ pub async fn lineage(storage: &dyn Storage, world: WorldId) -> Result<Vec<WorldI
         out.push(parent_of(storage, &child, p.parent).await?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ChangeKind;
+
+    fn span(start: u32, len: u32) -> Span {
+        Span { start, len }
+    }
+
+    fn values(column: &Column) -> Vec<(u64, Option<(u32, u32)>)> {
+        column
+            .rows
+            .iter()
+            .filter_map(|(e, slot)| match slot {
+                Slot::Dead => None,
+                Slot::Bare => Some((e.0, None)),
+                Slot::Value(b, s) => Some((e.0, Some((*b, s.start)))),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_column_replays_changes_in_and_out_of_id_order() {
+        let mut c = Column::default();
+        for change in [
+            ComponentChange::Spawn(EntityId(5)),
+            ComponentChange::Set(EntityId(5), span(0, 2)),
+            ComponentChange::Spawn(EntityId(9)),
+            // Out of id order: inserted in place, rows stay sorted.
+            ComponentChange::Spawn(EntityId(2)),
+            ComponentChange::Set(EntityId(2), span(2, 2)),
+            ComponentChange::Other(EntityId(9), ChangeKind::Set),
+        ] {
+            c.apply(change, 0, 4).unwrap();
+        }
+        assert_eq!(
+            values(&c),
+            [(2, Some((0, 2))), (5, Some((0, 0))), (9, None)]
+        );
+        c.apply(ComponentChange::Remove(EntityId(5)), 1, 0).unwrap();
+        c.apply(ComponentChange::Despawn(EntityId(2)), 1, 0)
+            .unwrap();
+        c.apply(ComponentChange::Set(EntityId(9), span(0, 1)), 1, 1)
+            .unwrap();
+        assert_eq!(values(&c), [(5, None), (9, Some((1, 0)))]);
+    }
+
+    #[test]
+    fn a_column_refuses_changes_that_do_not_apply() {
+        let mut c = Column::default();
+        c.apply(ComponentChange::Spawn(EntityId(1)), 0, 0).unwrap();
+        let refused = [
+            ComponentChange::Spawn(EntityId(1)),
+            ComponentChange::Set(EntityId(2), span(0, 0)),
+            ComponentChange::Remove(EntityId(0)),
+            ComponentChange::Despawn(EntityId(3)),
+            ComponentChange::Other(EntityId(4), ChangeKind::Set),
+            // A value past the end of its record.
+            ComponentChange::Set(EntityId(1), span(2, 3)),
+        ];
+        for change in refused {
+            let err = c.apply(change.clone(), 0, 4).unwrap_err();
+            assert!(!err.is_empty(), "{change:?}");
+        }
+        c.apply(ComponentChange::Despawn(EntityId(1)), 0, 0)
+            .unwrap();
+        let err = c
+            .apply(ComponentChange::Set(EntityId(1), span(0, 0)), 0, 0)
+            .unwrap_err();
+        assert_eq!(err, "set of e1 does not apply");
+    }
 }

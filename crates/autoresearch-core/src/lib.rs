@@ -62,7 +62,7 @@ pub use memory::MemoryStorage;
 pub use noise::{MetricNoise, NoiseModel};
 pub use record::{
     ApplyError, Change, ChangeKind, ComponentChange, ComponentRecord, ComponentSnapshot,
-    LivenessCheck, Snapshot, State, TickRecord,
+    LivenessCheck, Snapshot, Span, SpanRecord, SpanSnapshot, State, TickRecord,
 };
 pub use registry::{ComponentRegistry, ComponentValue, RegistryError};
 pub use replayer::{ReplayOrder, ReplayStarted, Replayer, ReplayerError};

@@ -393,13 +393,15 @@ impl LivenessCheck {
 
 /// One change of a [`TickRecord`] as a read of one component sees it
 /// ([`ComponentRecord`]): the component's own values are kept, other
-/// components' only as "the entity must be alive".
+/// components' only as "the entity must be alive". `V` is how a kept
+/// value is held: its bytes (`Vec<u8>`, the default), or a [`Span`] of
+/// a shared body ([`SpanRecord`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ComponentChange {
+pub enum ComponentChange<V = Vec<u8>> {
     /// A [`Change::Spawn`]: the entity is alive, without the component.
     Spawn(EntityId),
     /// The component set to this value (its registry's encoded bytes).
-    Set(EntityId, Vec<u8>),
+    Set(EntityId, V),
     /// The component removed.
     Remove(EntityId),
     /// Another component set or removed (`kind` is [`ChangeKind::Set`] or
@@ -410,7 +412,7 @@ pub enum ComponentChange {
     Despawn(EntityId),
 }
 
-impl ComponentChange {
+impl<V> ComponentChange<V> {
     /// The entity this change touches.
     pub fn entity(&self) -> EntityId {
         match self {
@@ -432,7 +434,9 @@ impl ComponentChange {
             ComponentChange::Despawn(_) => ChangeKind::Despawn,
         }
     }
+}
 
+impl ComponentChange {
     /// `change` as a read of `component` sees it; moves its value, if kept.
     pub fn project(change: Change, component: &str) -> ComponentChange {
         match change {
@@ -505,5 +509,240 @@ impl ComponentSnapshot {
                 })
                 .collect(),
         }
+    }
+}
+
+/// Where a value lies in a shared buffer: bytes `start..start + len` of
+/// the body it was read with ([`SpanRecord`], [`SpanSnapshot`]), so that
+/// a read of many values copies none of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// The first byte of the value in its body.
+    pub start: u32,
+    /// The value's length in bytes.
+    pub len: u32,
+}
+
+impl Span {
+    /// The span of `value` inside `body`; `None` unless `value` is a
+    /// sub-slice of `body` (as a value borrowed from a decoded body is)
+    /// that starts below 4 GiB, or empty.
+    pub fn within(body: &[u8], value: &[u8]) -> Option<Span> {
+        if value.is_empty() {
+            // Wherever an empty slice points, it holds nothing.
+            return Some(Span { start: 0, len: 0 });
+        }
+        let start = (value.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+        if start.checked_add(value.len())? > body.len() {
+            return None;
+        }
+        Some(Span {
+            start: u32::try_from(start).ok()?,
+            len: u32::try_from(value.len()).ok()?,
+        })
+    }
+
+    /// The bytes this span covers in `body`; `None` when it reaches past
+    /// the end of `body`.
+    pub fn get(self, body: &[u8]) -> Option<&[u8]> {
+        let start = self.start as usize;
+        body.get(start..start.checked_add(self.len as usize)?)
+    }
+
+    /// Appends `value` to `body` and returns its span there. `None` when
+    /// the body would reach 4 GiB.
+    pub fn push(body: &mut Vec<u8>, value: &[u8]) -> Option<Span> {
+        let span = Span {
+            start: u32::try_from(body.len()).ok()?,
+            len: u32::try_from(value.len()).ok()?,
+        };
+        u32::try_from(body.len() + value.len()).ok()?;
+        body.extend_from_slice(value);
+        Some(span)
+    }
+}
+
+/// A [`ComponentRecord`] whose values stay in one shared body: each kept
+/// value is a [`Span`] of `body` (a decoded record, for example), so that
+/// reading a large record for one component copies no value
+/// ([`crate::Storage::read_own_component_spans`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanRecord {
+    /// The tick of the record.
+    pub tick: Tick,
+    /// The bytes the spans of `changes` point into.
+    pub body: std::sync::Arc<Vec<u8>>,
+    /// The record's changes, in order.
+    pub changes: Vec<ComponentChange<Span>>,
+}
+
+impl SpanRecord {
+    /// `record`'s values gathered into one body. Errors (the reason) when
+    /// they hold 4 GiB or more.
+    pub fn gather(record: ComponentRecord) -> Result<SpanRecord, String> {
+        let mut body = Vec::with_capacity(
+            record
+                .changes
+                .iter()
+                .map(|c| match c {
+                    ComponentChange::Set(_, v) => v.len(),
+                    _ => 0,
+                })
+                .sum(),
+        );
+        let mut changes = Vec::with_capacity(record.changes.len());
+        for c in record.changes {
+            changes.push(match c {
+                ComponentChange::Spawn(e) => ComponentChange::Spawn(e),
+                ComponentChange::Set(e, v) => ComponentChange::Set(
+                    e,
+                    Span::push(&mut body, &v).ok_or("values of 4 GiB or more")?,
+                ),
+                ComponentChange::Remove(e) => ComponentChange::Remove(e),
+                ComponentChange::Other(e, k) => ComponentChange::Other(e, k),
+                ComponentChange::Despawn(e) => ComponentChange::Despawn(e),
+            });
+        }
+        Ok(SpanRecord {
+            tick: record.tick,
+            body: std::sync::Arc::new(body),
+            changes,
+        })
+    }
+
+    /// The [`ComponentRecord`] this stands for, each value copied out of
+    /// the body; `None` when a span reaches past its end.
+    pub fn to_component_record(&self) -> Option<ComponentRecord> {
+        let mut changes = Vec::with_capacity(self.changes.len());
+        for c in &self.changes {
+            changes.push(match *c {
+                ComponentChange::Spawn(e) => ComponentChange::Spawn(e),
+                ComponentChange::Set(e, span) => {
+                    ComponentChange::Set(e, span.get(&self.body)?.to_vec())
+                }
+                ComponentChange::Remove(e) => ComponentChange::Remove(e),
+                ComponentChange::Other(e, k) => ComponentChange::Other(e, k),
+                ComponentChange::Despawn(e) => ComponentChange::Despawn(e),
+            });
+        }
+        Some(ComponentRecord {
+            tick: self.tick,
+            changes,
+        })
+    }
+}
+
+/// A [`ComponentSnapshot`] whose values stay in one shared body, as
+/// [`SpanRecord`] for a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanSnapshot {
+    /// The tick this snapshot is the state at.
+    pub tick: Tick,
+    /// The bytes the spans of `entities` point into.
+    pub body: std::sync::Arc<Vec<u8>>,
+    /// Every live entity, sorted by id, with the span of its value of the
+    /// component if it has one.
+    pub entities: Vec<(EntityId, Option<Span>)>,
+}
+
+impl SpanSnapshot {
+    /// `snapshot`'s values gathered into one body. Errors (the reason)
+    /// when they hold 4 GiB or more.
+    pub fn gather(snapshot: ComponentSnapshot) -> Result<SpanSnapshot, String> {
+        let mut body = Vec::with_capacity(
+            snapshot
+                .entities
+                .iter()
+                .map(|(_, v)| v.as_ref().map_or(0, Vec::len))
+                .sum(),
+        );
+        let mut entities = Vec::with_capacity(snapshot.entities.len());
+        for (e, v) in snapshot.entities {
+            let span = match v {
+                Some(v) => Some(Span::push(&mut body, &v).ok_or("values of 4 GiB or more")?),
+                None => None,
+            };
+            entities.push((e, span));
+        }
+        Ok(SpanSnapshot {
+            tick: snapshot.tick,
+            body: std::sync::Arc::new(body),
+            entities,
+        })
+    }
+
+    /// The [`ComponentSnapshot`] this stands for, each value copied out
+    /// of the body; `None` when a span reaches past its end.
+    pub fn to_component_snapshot(&self) -> Option<ComponentSnapshot> {
+        let mut entities = Vec::with_capacity(self.entities.len());
+        for (e, span) in &self.entities {
+            let value = match span {
+                Some(span) => Some(span.get(&self.body)?.to_vec()),
+                None => None,
+            };
+            entities.push((*e, value));
+        }
+        Some(ComponentSnapshot {
+            tick: self.tick,
+            entities,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_point_into_their_body_and_nowhere_else() {
+        let mut body = Vec::new();
+        let a = Span::push(&mut body, b"abc").unwrap();
+        let b = Span::push(&mut body, b"").unwrap();
+        let c = Span::push(&mut body, b"defg").unwrap();
+        assert_eq!(
+            (a.get(&body), b.get(&body), c.get(&body)),
+            (Some(&b"abc"[..]), Some(&b""[..]), Some(&b"defg"[..]))
+        );
+        assert_eq!(Span::within(&body, &body[3..7]), Some(c));
+        // A slice of another buffer, or a span past the end, is refused.
+        let other = body.clone();
+        assert_eq!(Span::within(&body, &other[3..7]), None);
+        assert_eq!(Span::within(&body, &other[3..3]).map(|s| s.len), Some(0));
+        assert_eq!(Span { start: 5, len: 3 }.get(&body), None);
+        assert_eq!(
+            Span {
+                start: u32::MAX,
+                len: u32::MAX
+            }
+            .get(&body),
+            None
+        );
+    }
+
+    #[test]
+    fn gathered_records_and_snapshots_give_back_what_they_were_made_of() {
+        let record = ComponentRecord {
+            tick: Tick(4),
+            changes: vec![
+                ComponentChange::Spawn(EntityId(1)),
+                ComponentChange::Set(EntityId(1), vec![1, 2, 3]),
+                ComponentChange::Other(EntityId(1), ChangeKind::Set),
+                ComponentChange::Set(EntityId(2), vec![]),
+                ComponentChange::Remove(EntityId(2)),
+                ComponentChange::Despawn(EntityId(3)),
+            ],
+        };
+        let spans = SpanRecord::gather(record.clone()).unwrap();
+        assert_eq!(spans.body.as_slice(), &[1, 2, 3]);
+        assert_eq!(spans.to_component_record(), Some(record));
+        let snapshot = ComponentSnapshot {
+            tick: Tick(9),
+            entities: vec![(EntityId(1), Some(vec![7; 5])), (EntityId(4), None)],
+        };
+        let spans = SpanSnapshot::gather(snapshot.clone()).unwrap();
+        assert_eq!(spans.to_component_snapshot(), Some(snapshot));
+        let mut cut = spans.clone();
+        cut.body = std::sync::Arc::new(vec![7; 4]);
+        assert_eq!(cut.to_component_snapshot(), None);
     }
 }

@@ -105,6 +105,30 @@ pub(crate) struct VTable {
     pub remove: fn(&mut hecs::World, hecs::Entity),
     pub encode: fn(hecs::EntityRef<'_>) -> Option<Result<Vec<u8>, postcard::Error>>,
     pub to_json: fn(&[u8]) -> Result<serde_json::Value, String>,
+    /// Decodes a value into a builder (an entity spawned with all its
+    /// components at once, not moved between archetypes per component).
+    pub build: fn(&mut hecs::EntityBuilder, &[u8]) -> Result<(), postcard::Error>,
+    /// Copies the entity's value, if it has one, into a builder (encoded
+    /// and decoded back: a component need not be `Clone`).
+    pub copy: fn(hecs::EntityRef<'_>, &mut hecs::EntityBuilder) -> Result<(), postcard::Error>,
+}
+
+fn build_impl<T: ComponentValue>(
+    builder: &mut hecs::EntityBuilder,
+    bytes: &[u8],
+) -> Result<(), postcard::Error> {
+    builder.add(postcard::from_bytes::<T>(bytes)?);
+    Ok(())
+}
+
+fn copy_impl<T: ComponentValue>(
+    entity: hecs::EntityRef<'_>,
+    builder: &mut hecs::EntityBuilder,
+) -> Result<(), postcard::Error> {
+    let Some(bytes) = encode_impl::<T>(entity) else {
+        return Ok(());
+    };
+    build_impl::<T>(builder, &bytes?)
 }
 
 fn to_json_impl<T: ComponentValue>(bytes: &[u8]) -> Result<serde_json::Value, String> {
@@ -232,6 +256,8 @@ impl ComponentRegistry {
                 remove: remove_impl::<T>,
                 encode: encode_impl::<T>,
                 to_json: to_json_impl::<T>,
+                build: build_impl::<T>,
+                copy: copy_impl::<T>,
             },
         );
         Ok(())

@@ -4,7 +4,9 @@
 //! written once, above the trait, in [`crate::ledger`].
 
 use crate::ids::{EntityId, Tick, WorldId};
-use crate::record::{ChangeKind, ComponentRecord, ComponentSnapshot, Snapshot, TickRecord};
+use crate::record::{
+    ChangeKind, ComponentRecord, ComponentSnapshot, Snapshot, SpanRecord, SpanSnapshot, TickRecord,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -446,6 +448,54 @@ pub trait Storage: Send + Sync + 'static {
             .own_snapshot_at_or_before(world, at)
             .await?
             .map(|s| ComponentSnapshot::project(s, component)))
+    }
+
+    /// [`Storage::read_own_component_records`] with the values left in
+    /// shared bodies ([`SpanRecord`]): for reads of many values
+    /// ([`crate::ledger::component_values_at`]) that copy none. The
+    /// default gathers the values of `read_own_component_records` (one
+    /// copy each); a backend may point into the records it decodes.
+    async fn read_own_component_spans(
+        &self,
+        world: WorldId,
+        from: Tick,
+        to: Tick,
+        component: &str,
+    ) -> Result<Vec<SpanRecord>, StorageError> {
+        self.read_own_component_records(world, from, to, component)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let tick = r.tick;
+                SpanRecord::gather(r).map_err(|reason| StorageError::Backend {
+                    context: format!("reading tick {tick} of {world} for {component:?}"),
+                    source: reason.into(),
+                })
+            })
+            .collect()
+    }
+
+    /// [`Storage::own_component_snapshot_at_or_before`] with the values
+    /// left in one shared body ([`SpanSnapshot`]), as
+    /// [`Storage::read_own_component_spans`] for records.
+    async fn own_component_span_snapshot_at_or_before(
+        &self,
+        world: WorldId,
+        at: Tick,
+        component: &str,
+    ) -> Result<Option<SpanSnapshot>, StorageError> {
+        self.own_component_snapshot_at_or_before(world, at, component)
+            .await?
+            .map(|s| {
+                let tick = s.tick;
+                SpanSnapshot::gather(s).map_err(|reason| StorageError::Backend {
+                    context: format!(
+                        "reading the snapshot of {world} tick {tick} for {component:?}"
+                    ),
+                    source: reason.into(),
+                })
+            })
+            .transpose()
     }
 
     /// The world's own snapshot with the greatest tick `<= at`.

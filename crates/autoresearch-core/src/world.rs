@@ -156,21 +156,74 @@ impl World {
             runs: None,
             info,
         };
+        // Each entity spawned with all its components at once.
+        let mut builder = hecs::EntityBuilder::new();
         for (id, comps) in &state.entities {
-            let e = w.hecs.spawn((*id,));
-            w.ids.insert(*id, e);
+            builder.add(*id);
             for (name, bytes) in comps {
-                w.insert_bytes(e, name, bytes)?;
+                let vt = w.registry.vtable(w.info.id, name)?;
+                (vt.build)(&mut builder, bytes).map_err(|source| RegistryError::Decode {
+                    world: w.info.id,
+                    component: name.to_string(),
+                    source,
+                })?;
             }
+            let e = w.hecs.spawn(builder.build());
+            w.ids.insert(*id, e);
         }
-        w.runs = w.registry.name_of::<Run>().ok().map(|name| RunIndex {
+        w.index_runs();
+        Ok(w)
+    }
+
+    /// Builds the run index from the materialized runs.
+    fn index_runs(&mut self) {
+        self.runs = self.registry.name_of::<Run>().ok().map(|name| RunIndex {
             component: name.to_string(),
             by_id: Default::default(),
         });
-        if let Some(index) = &mut w.runs {
-            let mut q = w.hecs.query::<(&EntityId, &Run)>();
+        if let Some(index) = &mut self.runs {
+            let mut q = self.hecs.query::<(&EntityId, &Run)>();
             index.by_id = q.iter().map(|(id, r)| (r.run_id.clone(), *id)).collect();
         }
+    }
+
+    /// A writable handle on `info` (a fork at this handle's tick) holding
+    /// a copy of this handle's materialized state: each entity's
+    /// components copied through the registry straight into the new hecs
+    /// world (no intermediate [`State`]). O(entities x components).
+    fn copied_as(&self, info: WorldInfo) -> Result<World, Error> {
+        let mut w = World::from_state(
+            self.storage.clone(),
+            self.registry.clone(),
+            info,
+            (
+                State {
+                    tick: self.tick,
+                    next_entity: self.committed_next,
+                    entities: Default::default(),
+                },
+                self.replay_bytes,
+            ),
+            false,
+        )?;
+        w.state_bytes = self.state_bytes;
+        w.ids.reserve(self.ids.len());
+        let mut builder = hecs::EntityBuilder::new();
+        for (id, e) in &self.ids {
+            let Ok(eref) = self.hecs.entity(*e) else {
+                continue;
+            };
+            builder.add(*id);
+            for vt in self.registry.vtables() {
+                (vt.copy)(eref, &mut builder).map_err(|source| RegistryError::Encode {
+                    component: vt.name.clone(),
+                    source,
+                })?;
+            }
+            let copy = w.hecs.spawn(builder.build());
+            w.ids.insert(*id, copy);
+        }
+        w.index_runs();
         Ok(w)
     }
 
@@ -841,14 +894,7 @@ impl World {
         self.check_flushed(name)?;
         let info = self.fork(at, name).await?;
         if at == self.tick {
-            let state = self.encode_state()?;
-            World::from_state(
-                self.storage.clone(),
-                self.registry.clone(),
-                info,
-                (state, self.replay_bytes),
-                false,
-            )
+            self.copied_as(info)
         } else {
             World::open_id(self.storage.clone(), self.registry.clone(), info.id).await
         }

@@ -7,7 +7,7 @@ use crate::ids::{EntityId, Tick, WorldId, now_ms};
 use crate::ledger;
 use crate::record::{Change, State, TickRecord};
 use crate::registry::{ComponentRegistry, ComponentValue};
-use crate::storage::{Storage, StorageError, WorldInfo};
+use crate::storage::{ForkPoint, Storage, StorageError, WorldInfo};
 use crate::world::World;
 use std::sync::Arc;
 
@@ -98,6 +98,42 @@ impl TickWriter {
                 name: name.to_string(),
                 head: Tick::ZERO,
                 parent: None,
+                created_at_ms: now_ms(),
+            },
+            pending: Vec::new(),
+            unborn: Some(name.to_string()),
+        }
+    }
+
+    /// A writer for a new world named `name` forked from `parent` at tick
+    /// `at` (whose next entity id there is `next_entity`, as a [`World`]
+    /// or [`crate::State`] at that tick reports it), that its first
+    /// [`TickWriter::commit`] creates together with its first tick
+    /// ([`Storage::fork_and_append`]: one durable write where
+    /// [`Storage::fork_world`] then a commit make two, and no empty fork
+    /// left when the tick is refused). Errors as `fork_and_append` at that
+    /// commit (`NameTaken`, `ForkBeyondHead`, ...); a commit with nothing
+    /// buffered creates the empty fork.
+    ///
+    /// Until the first commit succeeds the fork has no id:
+    /// [`TickWriter::info`] then gives id `WorldId(u64::MAX)`, head `at`.
+    pub fn fork_on_commit(
+        storage: Arc<dyn Storage>,
+        registry: Arc<ComponentRegistry>,
+        parent: WorldId,
+        at: Tick,
+        name: &str,
+        next_entity: u64,
+    ) -> TickWriter {
+        TickWriter {
+            storage,
+            registry,
+            next_entity,
+            info: WorldInfo {
+                id: WorldId(u64::MAX),
+                name: name.to_string(),
+                head: at,
+                parent: Some(ForkPoint { parent, tick: at }),
                 created_at_ms: now_ms(),
             },
             pending: Vec::new(),
@@ -204,7 +240,11 @@ impl TickWriter {
     pub async fn commit(&mut self) -> Result<Tick, Error> {
         if self.pending.is_empty() {
             if let Some(name) = self.unborn.take() {
-                match self.storage.create_world(&name).await {
+                let created = match self.info.parent {
+                    Some(p) => self.storage.fork_world(p.parent, p.tick, &name).await,
+                    None => self.storage.create_world(&name).await,
+                };
+                match created {
                     Ok(info) => self.info = info,
                     Err(e) => {
                         self.unborn = Some(name);
@@ -221,9 +261,15 @@ impl TickWriter {
             changes: std::mem::take(&mut self.pending),
         };
         let snapshot = if self.storage.snapshot_due(tick) {
-            let state = match self.unborn {
-                Some(_) => Ok(State::empty()),
-                None => ledger::state_at(self.storage.as_ref(), self.info.id, self.info.head).await,
+            let state = match (&self.unborn, self.info.parent) {
+                (Some(_), None) => Ok(State::empty()),
+                // An unborn fork starts from its parent's state.
+                (Some(_), Some(p)) => {
+                    ledger::state_at(self.storage.as_ref(), p.parent, p.tick).await
+                }
+                (None, _) => {
+                    ledger::state_at(self.storage.as_ref(), self.info.id, self.info.head).await
+                }
             }
             .map(|mut s| s.apply(self.info.id, &record).map(|()| s));
             match state {
@@ -244,16 +290,25 @@ impl TickWriter {
         // failed append drops the changes.
         match self.unborn.take() {
             Some(name) => {
-                let created = self
-                    .storage
-                    .create_and_append(&name, vec![(record, snapshot)])
-                    .await;
+                let records = vec![(record, snapshot)];
+                let created = match self.info.parent {
+                    Some(p) => {
+                        self.storage
+                            .fork_and_append(p.parent, p.tick, &name, records)
+                            .await
+                    }
+                    None => self.storage.create_and_append(&name, records).await,
+                };
                 match created {
                     Ok(info) => self.info = info,
                     Err(e) => {
-                        // Nothing exists yet: the next commit starts afresh.
+                        // Nothing exists yet: the next commit starts afresh
+                        // (a fork's ids go on after the spawns it dropped:
+                        // ids are never reused, so that is harmless).
                         self.unborn = Some(name);
-                        self.next_entity = 0;
+                        if self.info.parent.is_none() {
+                            self.next_entity = 0;
+                        }
                         return Err(e.into());
                     }
                 }

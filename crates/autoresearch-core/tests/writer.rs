@@ -124,3 +124,64 @@ async fn read_only_world_gives_no_writer() {
         Err(Error::ReadOnly { .. })
     ));
 }
+
+/// A fork made by a writer's first commit holds its parent's state at the
+/// fork tick plus that tick (with a snapshot when one is due, made from
+/// the parent's state); a refused one leaves no world behind.
+#[tokio::test]
+async fn a_fork_on_commit_is_made_with_its_first_tick() {
+    for k in [None, Some(1)] {
+        let (st, reg) = setup(k);
+        let mut w = World::create(st.clone(), reg.clone(), "w").await.unwrap();
+        let e = w.spawn_with(&Run::new("r0", "exp")).unwrap();
+        w.commit().await.unwrap();
+        w.insert(e, &Run::new("r0-late", "exp")).unwrap();
+        w.commit().await.unwrap();
+        // Forked at tick 1 (before the rename), with a spawn and a change.
+        let mut f = TickWriter::fork_on_commit(st.clone(), reg.clone(), w.id(), Tick(1), "f", 1);
+        assert_eq!(f.head(), Tick(1));
+        let born = f.spawn();
+        f.set(born, &Run::new("r1", "exp")).unwrap();
+        f.set(e, &Run::new("r0-fork", "exp")).unwrap();
+        assert_eq!(f.commit().await.unwrap(), Tick(2));
+        let info = st.find_world("f").await.unwrap().unwrap();
+        assert_eq!(info.id, f.info().id);
+        assert_eq!(info.head, Tick(2));
+        assert_eq!(
+            info.parent.map(|p| (p.parent, p.tick)),
+            Some((w.id(), Tick(1)))
+        );
+        let fork = World::open_id(st.clone(), reg.clone(), info.id)
+            .await
+            .unwrap();
+        assert_eq!(fork.get::<Run>(e).unwrap().run_id, "r0-fork");
+        assert_eq!(fork.get::<Run>(born).unwrap().run_id, "r1");
+        let snapshot = st
+            .own_snapshot_at_or_before(info.id, Tick(2))
+            .await
+            .unwrap();
+        assert_eq!(snapshot.is_some(), k.is_some(), "snapshot with k={k:?}");
+        if let Some(s) = snapshot {
+            assert_eq!(s, fork.encode_state().unwrap().to_snapshot());
+        }
+        // A name taken: refused at the commit, nothing new in the ledger.
+        let mut taken =
+            TickWriter::fork_on_commit(st.clone(), reg.clone(), w.id(), Tick(2), "w", 1);
+        taken.set(e, &Run::new("x", "exp")).unwrap();
+        let err = taken.commit().await.unwrap_err();
+        assert!(
+            matches!(err, Error::Storage(StorageError::NameTaken(_))),
+            "{err}"
+        );
+        assert_eq!(st.list_worlds().await.unwrap().len(), 2);
+        // Nothing buffered: the empty fork.
+        let mut empty =
+            TickWriter::fork_on_commit(st.clone(), reg.clone(), w.id(), Tick(2), "e", 1);
+        assert_eq!(empty.commit().await.unwrap(), Tick(2));
+        let info = st.find_world("e").await.unwrap().unwrap();
+        assert_eq!(
+            (info.head, info.parent.map(|p| p.tick)),
+            (Tick(2), Some(Tick(2)))
+        );
+    }
+}

@@ -269,7 +269,7 @@ fn encode_packed_sized<T: Serialize>(size_hint: usize, value: &T) -> Result<Vec<
 
 /// The postcard body of a value of any version: borrowed for versions 1
 /// and 2 raw, decompressed for LZ4.
-fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
+pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
     let (&version, rest) = bytes
         .split_first()
         .ok_or_else(|| DecodeError::Corrupt("empty value".into()))?;
@@ -482,7 +482,7 @@ pub(crate) fn decode_snapshot(tick: Tick, bytes: &[u8]) -> Result<Snapshot, Deco
 /// shape (same variants in the same order), without copying its text or
 /// value.
 #[derive(Deserialize)]
-enum ChangeRef<'a> {
+pub(crate) enum ChangeRef<'a> {
     Spawn(u64),
     Set(u64, &'a str, &'a [u8]),
     Remove(u64, &'a str),

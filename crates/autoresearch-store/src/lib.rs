@@ -32,6 +32,8 @@ mod encoding;
 mod failure;
 mod schema;
 mod series;
+mod span_cache;
+mod spans;
 mod storage_impl;
 mod writer;
 
@@ -92,6 +94,12 @@ pub struct RedbConfig {
     pub max_batch_wait: std::time::Duration,
     /// redb's page cache, in bytes.
     pub cache_bytes: usize,
+    /// Records and snapshots decoded for one-component reads
+    /// (`ledger::component_values_at`) kept between reads, in bytes
+    /// (decoded bodies plus changes; the oldest kept are dropped first;
+    /// zero keeps none): reads of nearby ticks, and repeated reads of one,
+    /// decompress and decode each stored value once.
+    pub decoded_cache_bytes: usize,
 }
 
 impl Default for RedbConfig {
@@ -104,6 +112,7 @@ impl Default for RedbConfig {
             max_batch_bytes: 64 << 20,
             max_batch_wait: std::time::Duration::from_millis(2),
             cache_bytes: 256 << 20,
+            decoded_cache_bytes: 64 << 20,
         }
     }
 }
@@ -138,6 +147,8 @@ pub struct RedbStorage {
     db: Db,
     sink: ErrorSink,
     snapshot_interval: Option<u64>,
+    /// Decoded one-component reads kept between reads.
+    spans: Arc<span_cache::SpanCache>,
 }
 
 /// The database handle: read-write, or read-only (never writes the file).
@@ -251,6 +262,7 @@ impl RedbStorage {
             db: Db::Write(db),
             sink,
             snapshot_interval: config.snapshot_interval,
+            spans: Arc::new(span_cache::SpanCache::new(config.decoded_cache_bytes)),
         })
     }
 
@@ -310,6 +322,9 @@ impl RedbStorage {
             db: Db::Read(Arc::new(db)),
             sink,
             snapshot_interval: None,
+            spans: Arc::new(span_cache::SpanCache::new(
+                RedbConfig::default().decoded_cache_bytes,
+            )),
         })
     }
 

@@ -6,8 +6,8 @@ use crate::writer::Op;
 use crate::{EncodedAppend, Failure, RedbStorage, find_name, load_world};
 use async_trait::async_trait;
 use autoresearch_core::{
-    ComponentRecord, ComponentSnapshot, EntityId, Snapshot, Storage, StorageError, Tick,
-    TickRecord, WorldId, WorldInfo,
+    ComponentRecord, ComponentSnapshot, EntityId, Snapshot, SpanRecord, SpanSnapshot, Storage,
+    StorageError, Tick, TickRecord, WorldId, WorldInfo,
 };
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
 
@@ -296,6 +296,76 @@ impl Storage for RedbStorage {
             move |txn| {
                 own_snapshot(txn, world, at, |tick, bytes| {
                     encoding::decode_component_snapshot(tick, bytes, &component)
+                })
+            },
+        )
+        .await
+    }
+
+    /// Decodes each record once (decompressed, or copied out of its page)
+    /// and leaves `component`'s values in it; a record without any keeps
+    /// no body. Decoded records are kept for later reads
+    /// ([`RedbConfig::decoded_cache_bytes`](crate::RedbConfig)): a range
+    /// whose records are all kept reads only the world's catalogue entry.
+    async fn read_own_component_spans(
+        &self,
+        world: WorldId,
+        from: Tick,
+        to: Tick,
+        component: &str,
+    ) -> Result<Vec<SpanRecord>, StorageError> {
+        let component = component.to_string();
+        let cache = self.spans.clone();
+        self.read(
+            || format!("reading ticks {from}..={to} of {world}"),
+            move |txn| {
+                // Every record kept decoded: none is read.
+                let head = load_world(&table(txn, WORLDS)?, world)?.head;
+                if from <= to.min(head) {
+                    let mut kept = Vec::new();
+                    for t in from.0..=to.min(head).0 {
+                        match cache.record(world, Tick(t), &component) {
+                            Some(r) => kept.push(r),
+                            None => break,
+                        }
+                    }
+                    if kept.last().map(|r| r.tick) == Some(to.min(head)) {
+                        return Ok(kept);
+                    }
+                }
+                own_records(txn, world, from, to, |tick, bytes| {
+                    if let Some(r) = cache.record(world, tick, &component) {
+                        return Ok(r);
+                    }
+                    let r = crate::spans::decode_span_record(tick, bytes, &component)?;
+                    cache.keep_record(world, &component, &r);
+                    Ok(r)
+                })
+            },
+        )
+        .await
+    }
+
+    /// Decodes the snapshot once and leaves `component`'s values in it;
+    /// kept decoded for later reads, as records are.
+    async fn own_component_span_snapshot_at_or_before(
+        &self,
+        world: WorldId,
+        at: Tick,
+        component: &str,
+    ) -> Result<Option<SpanSnapshot>, StorageError> {
+        let component = component.to_string();
+        let cache = self.spans.clone();
+        self.read(
+            || format!("reading the snapshot at or before tick {at} of {world}"),
+            move |txn| {
+                own_snapshot(txn, world, at, |tick, bytes| {
+                    if let Some(s) = cache.snapshot(world, tick, &component) {
+                        return Ok(s);
+                    }
+                    let s = crate::spans::decode_span_snapshot(tick, bytes, &component)?;
+                    cache.keep_snapshot(world, &component, &s);
+                    Ok(s)
                 })
             },
         )

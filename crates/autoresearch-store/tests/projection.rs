@@ -140,6 +140,18 @@ async fn one_component_reads_match_the_full_replay_on_every_path() {
                     let want = expected(st.as_ref(), world, Tick(t)).await;
                     assert_eq!(got, want, "{} {world} tick {t}", st.location());
                     assert!(!got.is_empty());
+                    // The values left in place: the same entities and bytes.
+                    let values =
+                        ledger::component_values_at::<Score>(st.as_ref(), &reg, world, Tick(t))
+                            .await
+                            .unwrap();
+                    let seen: Vec<_> = values.iter().map(|(e, v)| (e, v.to_vec())).collect();
+                    assert_eq!(seen, want, "{} {world} tick {t}", st.location());
+                    assert_eq!(values.len(), want.len());
+                    for (e, v) in &want {
+                        assert_eq!(values.get(*e), Some(v.as_slice()));
+                    }
+                    assert_eq!(values.get(EntityId(999)), None);
                 }
             }
             // The decoded form agrees too.
@@ -172,7 +184,35 @@ async fn the_backend_projection_equals_the_default_projection() {
             .map(|r| autoresearch_core::ComponentRecord::project(r, component))
             .collect();
         assert_eq!(got, want, "{component}");
+        // With the values left in place: the same changes and values.
+        let spans = st
+            .read_own_component_spans(world, Tick(1), Tick(9), component)
+            .await
+            .unwrap();
+        let resolved: Vec<_> = spans
+            .iter()
+            .map(|r| r.to_component_record().unwrap())
+            .collect();
+        assert_eq!(resolved, want, "{component}");
+        // Only records that set a value of the component keep a body.
+        for r in &spans {
+            let sets = r
+                .changes
+                .iter()
+                .any(|c| matches!(c, ComponentChange::Set(..)));
+            assert_eq!(!r.body.is_empty(), sets, "{component} tick {}", r.tick);
+        }
         for at in [Tick(3), Tick(7), Tick(9)] {
+            let spans = st
+                .own_component_span_snapshot_at_or_before(world, at, component)
+                .await
+                .unwrap()
+                .and_then(|s| s.to_component_snapshot());
+            let want = st
+                .own_component_snapshot_at_or_before(world, at, component)
+                .await
+                .unwrap();
+            assert_eq!(spans, want, "{component} at {at}");
             let got = st
                 .own_component_snapshot_at_or_before(world, at, component)
                 .await
@@ -241,4 +281,92 @@ async fn a_damaged_record_is_an_error_naming_its_tick() {
         .await
         .unwrap();
     assert_eq!(early.len(), 40);
+}
+
+#[tokio::test]
+async fn kept_decoded_reads_agree_with_fresh_ones_and_never_outlive_their_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let reg = registry();
+    let ticks = history(&reg);
+    let st = redb(&path, Some(3));
+    let root = st.create_world("root").await.unwrap().id;
+    write(st.as_ref(), root, 1, &ticks).await;
+    let fork = st.fork_world(root, Tick(5), "fork").await.unwrap().id;
+    write(st.as_ref(), fork, 6, &ticks[5..7]).await;
+    let read = |st: Arc<dyn Storage>, world, t| {
+        let reg = reg.clone();
+        async move {
+            ledger::component_values_at::<Score>(st.as_ref(), &reg, world, Tick(t))
+                .await
+                .map(|v| v.to_vecs())
+        }
+    };
+    // Twice through this handle (the second from what it kept), once
+    // through a fresh one that kept nothing: the same values.
+    for (world, head) in [(root, 9), (fork, 7)] {
+        for t in 1..=head {
+            let first = read(st.clone(), world, t).await.unwrap();
+            let again = read(st.clone(), world, t).await.unwrap();
+            assert_eq!(first, again, "{world} tick {t}");
+            assert_eq!(first, expected(st.as_ref(), world, Tick(t)).await);
+        }
+    }
+    // A deleted world is gone for every read, kept or not.
+    st.delete_world(fork).await.unwrap();
+    let err = read(st.clone(), fork, 7).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StorageError::NoSuchWorld(w)) if w == fork),
+        "{err}"
+    );
+    // Ticks past the head are refused, not served from what was kept.
+    let err = read(st.clone(), root, 10).await.unwrap_err();
+    assert!(matches!(err, Error::TickBeyondHead { .. }), "{err}");
+    // The root still reads.
+    assert_eq!(
+        read(st.clone(), root, 9).await.unwrap(),
+        expected(st.as_ref(), root, Tick(9)).await
+    );
+}
+
+/// A component that encodes to no bytes at all (a unit struct).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Marker;
+
+#[tokio::test]
+async fn values_of_zero_bytes_read_back_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = registry();
+    reg.register::<Marker>("Marker").unwrap();
+    let st = redb(&dir.path().join("l.redb"), Some(2));
+    let world = st.create_world("w").await.unwrap().id;
+    let (name, bytes) = reg.encode(&Marker).unwrap();
+    assert!(bytes.is_empty());
+    let mut ticks = Vec::new();
+    for e in 0..3u64 {
+        ticks.push(vec![
+            Change::Spawn {
+                entity: EntityId(e),
+            },
+            Change::Set {
+                entity: EntityId(e),
+                component: name.clone(),
+                value: Vec::new(),
+            },
+            set(&reg, e, e as i64),
+        ]);
+    }
+    write(st.as_ref(), world, 1, &ticks).await;
+    for t in 1..=3 {
+        let values = ledger::component_values_at::<Marker>(st.as_ref(), &reg, world, Tick(t))
+            .await
+            .unwrap();
+        let got: Vec<_> = values.iter().map(|(e, v)| (e.0, v.len())).collect();
+        let want: Vec<_> = (0..t).map(|e| (e, 0)).collect();
+        assert_eq!(got, want, "tick {t}");
+        let markers = ledger::component_at::<Marker>(st.as_ref(), &reg, world, Tick(t))
+            .await
+            .unwrap();
+        assert_eq!(markers.len() as u64, t);
+    }
 }

@@ -440,8 +440,32 @@ async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result
         "time travel: generated {history} ticks in {:.1}s",
         gen_start.elapsed().as_secs_f64()
     );
-    let st = open(&path, RedbConfig::default())?;
     let reg = registry();
+    // The runs read with nothing kept decoded between reads (every read
+    // decompresses and decodes its snapshot and records), first, on a
+    // handle of its own.
+    let mut uncached_times = Vec::with_capacity(sizes.tt_samples);
+    {
+        let st = open(
+            &path,
+            RedbConfig {
+                decoded_cache_bytes: 0,
+                ..RedbConfig::default()
+            },
+        )?;
+        let mut rng = Rng(11);
+        for _ in 0..sizes.tt_samples {
+            let tick = Tick(1 + rng.below(history));
+            let start = Instant::now();
+            let runs = ledger::component_values_at::<Run>(st.as_ref(), &reg, id, tick).await?;
+            uncached_times.push(start.elapsed());
+            anyhow::ensure!(
+                runs.len() as u64 == sizes.tt_entities,
+                "time travel lost runs"
+            );
+        }
+    }
+    let st = open(&path, RedbConfig::default())?;
     let mut rng = Rng(7);
     let mut times = Vec::with_capacity(sizes.tt_samples);
     for _ in 0..sizes.tt_samples {
@@ -467,7 +491,7 @@ async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result
     for _ in 0..sizes.tt_samples {
         let tick = Tick(1 + rng.below(history));
         let start = Instant::now();
-        let runs = ledger::component_bytes_at::<Run>(st.as_ref(), &reg, id, tick).await?;
+        let runs = ledger::component_values_at::<Run>(st.as_ref(), &reg, id, tick).await?;
         run_times.push(start.elapsed());
         anyhow::ensure!(
             runs.len() as u64 == sizes.tt_entities,
@@ -485,8 +509,10 @@ async fn time_travel_and_fork(dir: &Path, sizes: &Sizes, history: u64) -> Result
         "state_only_p50_us": percentile_us(&mut state_times, 0.50),
         "runs_p50_us": percentile_us(&mut run_times, 0.50),
         "runs_p99_us": percentile_us(&mut run_times, 0.99),
+        "runs_uncached_p50_us": percentile_us(&mut uncached_times, 0.50),
+        "runs_uncached_p99_us": percentile_us(&mut uncached_times, 0.99),
         "file_bytes": file_bytes,
-        "reads": "World::open_at at a random past tick (state_only: ledger::state_at; runs: ledger::component_bytes_at::<Run>)",
+        "reads": "World::open_at at a random past tick (state_only: ledger::state_at; runs: ledger::component_values_at::<Run>; runs_uncached: the same with RedbConfig::decoded_cache_bytes 0)",
     }));
     // A fork is one durable commit, so its cost is a couple of fsyncs; the
     // disk's rate is probed around the forks to put the figure in context.

@@ -15,8 +15,8 @@
 //!   booting→running→stopping→stopped→crashed→booting with
 //!   [`World::get`]/[`World::insert_owned`], then [`World::commit`]s (durable);
 //! - `time_travel`: every run at the first update tick and at the last
-//!   tick ([`ledger::component_bytes_at`], no hecs world, each decoded as a
-//!   borrowed [`RunRef`]: the table `.to_arrow()` builds), median of
+//!   tick ([`ledger::component_values_at`], no hecs world, no value
+//!   copied, each decoded as a borrowed [`RunRef`]: the table `.to_arrow()` builds), median of
 //!   `--tt-reps`, checked against the expected statuses; `state_at_median_s`
 //!   is the type-agnostic state alone;
 //! - `fork`: a fork at the head plus one tick on it, four ways, each
@@ -26,8 +26,8 @@
 //!   commit; `wall_s`), [`World::fork_in_place`] then [`World::commit`]
 //!   (`in_place_wall_s`),
 //!   [`World::fork_world`] (a second `World`, the state copied;
-//!   `copy_wall_s`) and [`World::fork`] plus a [`TickWriter`]
-//!   (`tick_writer_wall_s`);
+//!   `copy_wall_s`) and a [`TickWriter::fork_on_commit`] (the fork made
+//!   with the writer's first tick; `tick_writer_wall_s`);
 //! - `storage`: du-style bytes (`st_blocks * 512`) of the ledger directory
 //!   after ingest, after the updates and at the end.
 //!
@@ -532,24 +532,24 @@ async fn runs_at(
     registry: &ComponentRegistry,
     world: autoresearch_core::WorldId,
     tick: Tick,
-) -> Result<Vec<(EntityId, Vec<u8>)>> {
-    Ok(ledger::component_bytes_at::<Run>(storage, registry, world, tick).await?)
+) -> Result<ledger::ComponentValues> {
+    Ok(ledger::component_values_at::<Run>(storage, registry, world, tick).await?)
 }
 
 /// Every run decoded as a borrowed [`RunRef`] (all fields, no copy of the
 /// text): the table the reference's `.to_arrow()` builds.
-fn decode_runs(runs: &[(EntityId, Vec<u8>)]) -> Result<Vec<(EntityId, RunRef<'_>)>> {
+fn decode_runs(runs: &ledger::ComponentValues) -> Result<Vec<(EntityId, RunRef<'_>)>> {
     runs.iter()
         .map(|(e, b)| {
             Ok((
-                *e,
+                e,
                 RunRef::decode(b).with_context(|| format!("decoding the run of {e}"))?,
             ))
         })
         .collect()
 }
 
-fn status_map(runs: &[(EntityId, Vec<u8>)]) -> Result<HashMap<EntityId, String>> {
+fn status_map(runs: &ledger::ComponentValues) -> Result<HashMap<EntityId, String>> {
     Ok(decode_runs(runs)?
         .into_iter()
         .map(|(e, r)| (e, r.status.to_string()))
@@ -704,7 +704,7 @@ async fn case(
     .enumerate()
     {
         let mut times = Vec::new();
-        let mut got = Vec::new();
+        let mut got = ledger::ComponentValues::default();
         for _ in 0..o.tt_reps.max(1) {
             let ta = Instant::now();
             got = runs_at(storage.as_ref(), &registry, world.id(), t).await?;
@@ -744,7 +744,7 @@ async fn case(
         .filter(|e| expected_early.get(e) != expected_last.get(e))
         .count();
     let mut v = json!({"phase": "time_travel", "reps": o.tt_reps,
-        "read": "ledger::component_bytes_at + RunRef::decode", "entities_status_differs_early_vs_last": differs,
+        "read": "ledger::component_values_at + RunRef::decode", "entities_status_differs_early_vs_last": differs,
         "ok": all_ok});
     merge(&mut v, &Value::Object(tt));
     line(v);
@@ -772,20 +772,20 @@ async fn case(
     };
     // 1. A TickWriter on the fork: no world materialized (for writers that
     //    know the entities they write, as the ingest does).
+    //    The fork is made by its first commit (one durable write).
     let t0 = Instant::now();
-    let info = world.fork(last_tick, "runner-fleet:fork-writer").await?;
-    let mut writer = TickWriter::resume(
+    let mut writer = TickWriter::fork_on_commit(
         storage.clone(),
         registry.clone(),
-        info.id,
-        info.head,
+        world.id(),
+        last_tick,
+        "runner-fleet:fork-writer",
         world.next_entity(),
-    )
-    .await?;
+    );
     writer.set(e, &changed)?;
     let writer_tick = writer.commit().await?;
     let writer_s = t0.elapsed().as_secs_f64();
-    let (state, hist) = check(info.id, writer_tick).await?;
+    let (state, hist) = check(writer.info().id, writer_tick).await?;
     let writer_ok = state == fork_expected && hist == expected_early;
     // 2. World::fork_world: a second, writable World (the source's state copied).
     let t0 = Instant::now();
