@@ -5,8 +5,11 @@
 //!
 //! Tables (all keyed by world first, so a world's entries are one range):
 //!
-//! - `current_values`: `(world, component, entity)` -> encoded value, for
-//!   every live entity's every component;
+//! - `current_ticks`: `(world, component, block)` -> the ticks that set
+//!   the component's current value of the live entities `block * 64 ..
+//!   block * 64 + 63` holding it (a [`PointerBlock`]). Values are not
+//!   stored twice: a read takes each value from the record of the tick
+//!   that set it, decoding each such record once per read;
 //! - `current_keys`: `(world, index, key, entity)` -> `()`, the secondary
 //!   keys of `autoresearch_core::current::facts`;
 //! - `current_tally`: `world` -> postcard of the world's `Tally`;
@@ -20,19 +23,27 @@
 //! from then on, and its reads fall back to materializing: never a stale
 //! or partial answer. The tables are created by the first write
 //! transaction of this build; a read-only open of an older file finds
-//! none and falls back the same way.
+//! none and falls back the same way. (File format 3 kept every value in
+//! a `current_values` table; the upgrade to format 4 drops it and the
+//! other current-state tables, so those worlds fall back.)
 
+use crate::encoding::{self, RECORDS};
 use crate::{EncodedAppend, Failure, load_world};
 use autoresearch_core::current::{
     self, CurrentAnswer, CurrentRead, CurrentView, Facts, INPUTS, Tally,
 };
 use autoresearch_core::{Change, EntityId, Tick, WorldId, WorldInfo};
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 
-/// `(world, component, entity)` -> the component's encoded value.
-pub(crate) const VALUES: TableDefinition<(u64, &str, u64), &[u8]> =
+/// `(world, component, block)` -> a [`PointerBlock`]: the tick that set
+/// each current value of the block's entities.
+pub(crate) const TICKS: TableDefinition<(u64, &str, u64), &[u8]> =
+    TableDefinition::new("current_ticks");
+/// The table of file format 3 that held every current value a second
+/// time; dropped by the upgrade to format 4.
+pub(crate) const OLD_VALUES: TableDefinition<(u64, &str, u64), &[u8]> =
     TableDefinition::new("current_values");
 /// `(world, index, key, entity)` -> nothing: secondary keys.
 pub(crate) const KEYS: TableDefinition<(u64, &str, &str, u64), ()> =
@@ -59,9 +70,73 @@ fn decode_tally(bytes: &[u8]) -> Option<Tally> {
 /// `world` -> the tick the current state is at.
 pub(crate) const AT: TableDefinition<u64, u64> = TableDefinition::new("current_at");
 
+/// Entities per `current_ticks` entry.
+const BLOCK: u64 = 64;
+
+/// The version tag that starts a `current_ticks` value. Then, for each
+/// entity of the block holding the component, ascending: its offset in
+/// the block (one byte, `entity - block * 64`) and the tick that set its
+/// value (LEB128). A value of another version, or one that does not
+/// parse, is not read: reads fall back to materializing and a writer
+/// stops keeping the world's current state.
+const POINTER_VERSION: u8 = 1;
+
+/// A decoded `current_ticks` value: `(offset, tick)`, ascending offsets.
+type PointerBlock = Vec<(u8, u64)>;
+
+fn encode_block(block: &PointerBlock) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + block.len() * 3);
+    out.push(POINTER_VERSION);
+    for &(offset, mut tick) in block {
+        out.push(offset);
+        loop {
+            let byte = (tick & 0x7f) as u8;
+            tick >>= 7;
+            if tick == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    out
+}
+
+fn decode_block(bytes: &[u8]) -> Option<PointerBlock> {
+    let (&POINTER_VERSION, mut rest) = bytes.split_first()? else {
+        return None;
+    };
+    let mut out = Vec::new();
+    while let Some((&offset, after)) = rest.split_first() {
+        if offset as u64 >= BLOCK || out.last().is_some_and(|(o, _)| *o >= offset) {
+            return None;
+        }
+        let (mut tick, mut shift) = (0u64, 0u32);
+        rest = after;
+        loop {
+            let (&byte, after) = rest.split_first()?;
+            rest = after;
+            if shift > 63 {
+                return None;
+            }
+            tick |= u64::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        out.push((offset, tick));
+    }
+    Some(out)
+}
+
+fn slot(e: u64) -> (u64, u8) {
+    (e / BLOCK, (e % BLOCK) as u8)
+}
+
 /// The current-state tables inside a write transaction.
 pub(crate) struct CurrentTables<'t> {
-    values: Table<'t, (u64, &'static str, u64), &'static [u8]>,
+    ticks: Table<'t, (u64, &'static str, u64), &'static [u8]>,
     keys: Table<'t, (u64, &'static str, &'static str, u64), ()>,
     tally: Table<'t, u64, &'static [u8]>,
     at: Table<'t, u64, u64>,
@@ -71,7 +146,7 @@ impl<'t> CurrentTables<'t> {
     /// Opens (creating when missing) the tables.
     pub(crate) fn open(txn: &'t WriteTransaction) -> Result<CurrentTables<'t>, Failure> {
         Ok(CurrentTables {
-            values: txn.open_table(VALUES)?,
+            ticks: txn.open_table(TICKS)?,
             keys: txn.open_table(KEYS)?,
             tally: txn.open_table(TALLY)?,
             at: txn.open_table(AT)?,
@@ -80,7 +155,7 @@ impl<'t> CurrentTables<'t> {
 
     /// Deletes every entry of world `w`.
     pub(crate) fn delete(&mut self, w: u64) -> Result<(), Failure> {
-        self.values
+        self.ticks
             .retain_in((w, "", 0)..(w + 1, "", 0), |_, _| false)?;
         self.keys
             .retain_in((w, "", "", 0)..(w + 1, "", "", 0), |_, _| false)?;
@@ -92,7 +167,8 @@ impl<'t> CurrentTables<'t> {
 
 /// Why an update stopped.
 enum Stop {
-    /// A lifecycle component did not decode: stop keeping this world's state.
+    /// A lifecycle component or a pointer did not decode: stop keeping
+    /// this world's state.
     Facts,
     /// redb failed: the whole transaction aborts.
     Db(Failure),
@@ -121,9 +197,10 @@ fn kept_at_head(at: Option<u64>, info: &WorldInfo) -> bool {
 
 /// Applies `appends` (already checked, about to be stored) to `info`'s
 /// world's current state, when it keeps one. `info` is the catalogue entry
-/// before the append.
+/// before the append; `records` holds every tick up to its head.
 pub(crate) fn maintain(
     t: &mut CurrentTables<'_>,
+    records: &Table<'_, (u64, u64), &'static [u8]>,
     info: &WorldInfo,
     appends: &[EncodedAppend],
 ) -> Result<(), Failure> {
@@ -138,7 +215,7 @@ pub(crate) fn maintain(
         }
         return Ok(());
     }
-    match update(t, w, appends) {
+    match update(t, records, w, appends) {
         Ok(()) => {
             t.at.insert(w, last.tick.0)?;
             Ok(())
@@ -155,39 +232,145 @@ fn input_name(component: &str) -> Option<&'static str> {
     INPUTS.iter().copied().find(|n| *n == component)
 }
 
-/// Loads `e`'s lifecycle components and facts, once per batch.
-fn load<'m>(
-    values: &Table<'_, (u64, &'static str, u64), &'static [u8]>,
+/// The pointer blocks of one world read (and, in a writer, changed) so
+/// far: each decoded once.
+struct Blocks {
     w: u64,
-    e: u64,
-    touched: &'m mut HashMap<u64, Touched>,
-) -> Result<&'m mut Touched, Stop> {
-    match touched.entry(e) {
-        std::collections::hash_map::Entry::Occupied(slot) => Ok(slot.into_mut()),
-        std::collections::hash_map::Entry::Vacant(slot) => {
-            let mut inputs = HashMap::new();
-            for name in INPUTS {
-                let v = values.get((w, name, e))?.map(|g| g.value().to_vec());
-                inputs.insert(name, v);
-            }
-            let before = current::facts(|n| inputs.get(n).and_then(|v| v.as_deref()))
-                .map_err(|_| Stop::Facts)?;
-            Ok(slot.insert(Touched { before, inputs }))
+    cached: HashMap<(String, u64), (PointerBlock, bool)>,
+}
+
+impl Blocks {
+    fn new(w: u64) -> Blocks {
+        Blocks {
+            w,
+            cached: HashMap::new(),
         }
     }
+
+    /// The block of `component` holding entity slot `block`; `None` when
+    /// a stored block does not decode.
+    fn block(
+        &mut self,
+        table: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
+        component: &str,
+        block: u64,
+    ) -> Result<Option<&mut (PointerBlock, bool)>, Failure> {
+        let key = (component.to_string(), block);
+        if !self.cached.contains_key(&key) {
+            let stored = match table.get((self.w, component, block))? {
+                Some(v) => match decode_block(v.value()) {
+                    Some(b) => b,
+                    None => return Ok(None),
+                },
+                None => Vec::new(),
+            };
+            self.cached.insert(key.clone(), (stored, false));
+        }
+        Ok(self.cached.get_mut(&key))
+    }
+
+    /// The tick that set `entity`'s `component`, if it holds one.
+    fn tick_of(
+        &mut self,
+        table: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
+        component: &str,
+        entity: u64,
+    ) -> Result<Option<Option<u64>>, Failure> {
+        let (block, offset) = slot(entity);
+        Ok(self.block(table, component, block)?.map(|(b, _)| {
+            b.binary_search_by_key(&offset, |(o, _)| *o)
+                .ok()
+                .map(|i| b[i].1)
+        }))
+    }
+
+    /// Points `entity`'s `component` at `tick` (`None`: it holds none).
+    fn set(
+        &mut self,
+        table: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
+        component: &str,
+        entity: u64,
+        tick: Option<u64>,
+    ) -> Result<(), Stop> {
+        let (block, offset) = slot(entity);
+        let (b, dirty) = self.block(table, component, block)?.ok_or(Stop::Facts)?;
+        match (b.binary_search_by_key(&offset, |(o, _)| *o), tick) {
+            (Ok(i), Some(t)) => b[i].1 = t,
+            (Err(i), Some(t)) => b.insert(i, (offset, t)),
+            (Ok(i), None) => {
+                b.remove(i);
+            }
+            (Err(_), None) => return Ok(()),
+        }
+        *dirty = true;
+        Ok(())
+    }
+
+    /// Stores the changed blocks.
+    fn write(
+        self,
+        table: &mut Table<'_, (u64, &'static str, u64), &'static [u8]>,
+    ) -> Result<(), Failure> {
+        for ((component, block), (b, dirty)) in self.cached {
+            if !dirty {
+                continue;
+            }
+            if b.is_empty() {
+                table.remove((self.w, component.as_str(), block))?;
+            } else {
+                table.insert(
+                    (self.w, component.as_str(), block),
+                    encode_block(&b).as_slice(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The values of `wanted` (`(component, entity)` -> the tick whose record
+/// set it), each record read and decoded once. `None` when a record does
+/// not hold a value it is pointed at for (the index is damaged).
+fn fetch(
+    records: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    w: u64,
+    wanted: &HashMap<(String, u64), u64>,
+) -> Result<Option<HashMap<(String, u64), Vec<u8>>>, Failure> {
+    let mut by_tick: HashMap<u64, HashSet<(&str, u64)>> = HashMap::new();
+    for ((c, e), tick) in wanted {
+        by_tick.entry(*tick).or_default().insert((c.as_str(), *e));
+    }
+    let mut ticks: Vec<u64> = by_tick.keys().copied().collect();
+    ticks.sort_unstable();
+    let mut out = HashMap::with_capacity(wanted.len());
+    for tick in ticks {
+        let want = &by_tick[&tick];
+        let Some(bytes) = records.get((w, tick))? else {
+            return Ok(None);
+        };
+        let decoded = encoding::record_sets(bytes.value(), |e, c, v| {
+            if want.contains(&(c, e.0)) {
+                out.insert((c.to_string(), e.0), v.to_vec());
+            }
+        });
+        if decoded.is_err() {
+            return Ok(None);
+        }
+    }
+    Ok((out.len() == wanted.len()).then_some(out))
 }
 
 /// The component names world `w` holds any value of (a skip scan: one
 /// range look-up per name).
 fn component_names(
-    values: &Table<'_, (u64, &'static str, u64), &'static [u8]>,
+    ticks: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
     w: u64,
 ) -> Result<Vec<String>, Failure> {
     let mut names: Vec<String> = Vec::new();
     loop {
         let next = match names.last() {
-            None => values.range((w, "", 0)..(w + 1, "", 0))?.next(),
-            Some(last) => values
+            None => ticks.range((w, "", 0)..(w + 1, "", 0))?.next(),
+            Some(last) => ticks
                 .range::<(u64, &str, u64)>((
                     Bound::Excluded((w, last.as_str(), u64::MAX)),
                     Bound::Excluded((w + 1, "", 0)),
@@ -204,19 +387,91 @@ fn component_names(
     }
 }
 
-fn update(t: &mut CurrentTables<'_>, w: u64, appends: &[EncodedAppend]) -> Result<(), Stop> {
-    let mut touched: HashMap<u64, Touched> = HashMap::new();
+/// The lifecycle components (before the batch) of each of `entities`.
+fn load_inputs(
+    t: &CurrentTables<'_>,
+    records: &Table<'_, (u64, u64), &'static [u8]>,
+    blocks: &mut Blocks,
+    entities: &BTreeSet<u64>,
+) -> Result<HashMap<u64, Touched>, Stop> {
+    let mut wanted = HashMap::new();
+    for &e in entities {
+        for name in INPUTS {
+            match blocks.tick_of(&t.ticks, name, e)? {
+                Some(Some(tick)) => {
+                    wanted.insert((name.to_string(), e), tick);
+                }
+                Some(None) => {}
+                None => return Err(Stop::Facts),
+            }
+        }
+    }
+    let mut values = fetch(records, blocks.w, &wanted)?.ok_or(Stop::Facts)?;
+    let mut out = HashMap::with_capacity(entities.len());
+    for &e in entities {
+        let mut inputs = HashMap::new();
+        for name in INPUTS {
+            if let Some(v) = values.remove(&(name.to_string(), e)) {
+                inputs.insert(name, Some(v));
+            }
+        }
+        let before = current::facts(|n| inputs.get(n).and_then(|v| v.as_deref()))
+            .map_err(|_| Stop::Facts)?;
+        out.insert(e, Touched { before, inputs });
+    }
+    Ok(out)
+}
+
+fn update(
+    t: &mut CurrentTables<'_>,
+    records: &Table<'_, (u64, u64), &'static [u8]>,
+    w: u64,
+    appends: &[EncodedAppend],
+) -> Result<(), Stop> {
+    let mut blocks = Blocks::new(w);
+    // Entities whose lifecycle components the batch changes and that it
+    // did not spawn first: their facts before the batch are loaded (from
+    // the records their values are in) before anything changes.
+    let mut first_is_spawn: HashMap<u64, bool> = HashMap::new();
+    let mut load = BTreeSet::new();
     for a in appends {
+        for change in &a.changes_full {
+            let e = change.entity().0;
+            let spawned = *first_is_spawn
+                .entry(e)
+                .or_insert(matches!(change, Change::Spawn { .. }));
+            let lifecycle = match change {
+                Change::Spawn { .. } => false,
+                Change::Set { component, .. } | Change::Remove { component, .. } => {
+                    input_name(component).is_some()
+                }
+                Change::Despawn { .. } => true,
+            };
+            if lifecycle && !spawned {
+                load.insert(e);
+            }
+        }
+    }
+    let mut loaded = load_inputs(t, records, &mut blocks, &load)?;
+    let mut touched: HashMap<u64, Touched> = HashMap::new();
+    fn touch<'m>(
+        touched: &'m mut HashMap<u64, Touched>,
+        loaded: &mut HashMap<u64, Touched>,
+        e: u64,
+    ) -> &'m mut Touched {
+        touched.entry(e).or_insert_with(|| {
+            loaded.remove(&e).unwrap_or(Touched {
+                before: Facts::default(),
+                inputs: HashMap::new(),
+            })
+        })
+    }
+    for a in appends {
+        let tick = a.tick.0;
         for change in &a.changes_full {
             match change {
                 Change::Spawn { entity } => {
-                    touched.insert(
-                        entity.0,
-                        Touched {
-                            before: Facts::default(),
-                            inputs: HashMap::new(),
-                        },
-                    );
+                    touch(&mut touched, &mut loaded, entity.0);
                 }
                 Change::Set {
                     entity,
@@ -224,29 +479,36 @@ fn update(t: &mut CurrentTables<'_>, w: u64, appends: &[EncodedAppend]) -> Resul
                     value,
                 } => {
                     if let Some(name) = input_name(component) {
-                        let e = load(&t.values, w, entity.0, &mut touched)?;
-                        e.inputs.insert(name, Some(value.clone()));
+                        touch(&mut touched, &mut loaded, entity.0)
+                            .inputs
+                            .insert(name, Some(value.clone()));
                     }
-                    t.values
-                        .insert((w, component.as_str(), entity.0), value.as_slice())?;
+                    blocks.set(&t.ticks, component, entity.0, Some(tick))?;
                 }
                 Change::Remove { entity, component } => {
                     if let Some(name) = input_name(component) {
-                        let e = load(&t.values, w, entity.0, &mut touched)?;
-                        e.inputs.insert(name, None);
+                        touch(&mut touched, &mut loaded, entity.0)
+                            .inputs
+                            .insert(name, None);
                     }
-                    t.values.remove((w, component.as_str(), entity.0))?;
+                    blocks.set(&t.ticks, component, entity.0, None)?;
                 }
                 Change::Despawn { entity } => {
-                    let e = load(&t.values, w, entity.0, &mut touched)?;
-                    e.inputs.clear();
-                    for name in component_names(&t.values, w)? {
-                        t.values.remove((w, name.as_str(), entity.0))?;
+                    touch(&mut touched, &mut loaded, entity.0).inputs.clear();
+                    let mut names: BTreeSet<String> =
+                        component_names(&t.ticks, w)?.into_iter().collect();
+                    names.extend(blocks.cached.keys().map(|(c, _)| c.clone()));
+                    for name in names {
+                        blocks.set(&t.ticks, &name, entity.0, None)?;
                     }
                 }
             }
         }
     }
+    blocks.write(&mut t.ticks)?;
+    // Entities only spawned, or changed in other components, have the
+    // facts they had.
+    touched.retain(|_, touch| !touch.inputs.is_empty() || touch.before != Facts::default());
     if touched.is_empty() {
         return Ok(());
     }
@@ -282,12 +544,6 @@ fn update(t: &mut CurrentTables<'_>, w: u64, appends: &[EncodedAppend]) -> Resul
     Ok(())
 }
 
-/// One entry of a `current_values` range.
-type ValueEntry<'a> = (
-    redb::AccessGuard<'a, (u64, &'static str, u64)>,
-    redb::AccessGuard<'a, &'static [u8]>,
-);
-
 /// One entry of a `current_keys` range.
 type KeyEntry<'a> = (
     redb::AccessGuard<'a, (u64, &'static str, &'static str, u64)>,
@@ -303,18 +559,27 @@ fn open<T>(r: Result<T, redb::TableError>) -> Result<Option<T>, Failure> {
     }
 }
 
+/// How one read is answered, before the values are fetched.
+enum Plan {
+    /// `(entity, tick that set it)` of one component, in answer order.
+    Values(String, Vec<(u64, u64)>),
+    Done(CurrentAnswer),
+}
+
 /// Answers `reads` for `world` from its current state, in the read
-/// transaction `txn`: `None` when it keeps none at its head.
+/// transaction `txn`: `None` when it keeps none at its head (or a part of
+/// it does not decode). Each record that holds an answered value is read
+/// and decoded once.
 pub(crate) fn read(
     txn: &ReadTransaction,
     world: WorldId,
     reads: &[CurrentRead],
 ) -> Result<Option<CurrentView>, Failure> {
-    let worlds = txn.open_table(crate::encoding::WORLDS)?;
+    let worlds = txn.open_table(encoding::WORLDS)?;
     let info = load_world(&worlds, world)?;
-    let (Some(at), Some(values), Some(keys), Some(tally)) = (
+    let (Some(at), Some(ticks), Some(keys), Some(tally)) = (
         open(txn.open_table(AT))?,
-        open(txn.open_table(VALUES))?,
+        open(txn.open_table(TICKS))?,
         open(txn.open_table(KEYS))?,
         open(txn.open_table(TALLY))?,
     ) else {
@@ -325,9 +590,10 @@ pub(crate) fn read(
     if !kept_at_head(at_tick, &info) {
         return Ok(None);
     }
-    let mut answers = Vec::with_capacity(reads.len());
+    let mut blocks = Blocks::new(w);
+    let mut plans = Vec::with_capacity(reads.len());
     for read in reads {
-        answers.push(match read {
+        plans.push(match read {
             CurrentRead::Values {
                 component,
                 newest_first,
@@ -335,35 +601,66 @@ pub(crate) fn read(
                 limit,
             } => {
                 let c = component.as_str();
+                let limit = limit.unwrap_or(usize::MAX);
                 let upper = match before {
-                    Some(b) => Bound::Excluded((w, c, b.0)),
+                    Some(b) => Bound::Included((w, c, b.0.saturating_sub(1) / BLOCK)),
                     None => Bound::Included((w, c, u64::MAX)),
                 };
-                let range =
-                    values.range::<(u64, &str, u64)>((Bound::Included((w, c, 0)), upper))?;
-                let limit = limit.unwrap_or(usize::MAX);
+                let range = ticks.range::<(u64, &str, u64)>((Bound::Included((w, c, 0)), upper))?;
                 let mut out = Vec::new();
-                let mut push = |entry: Result<_, redb::StorageError>| -> Result<bool, Failure> {
-                    let (k, v): ValueEntry<'_> = entry?;
-                    out.push((EntityId(k.value().2), v.value().to_vec()));
-                    Ok(out.len() < limit)
-                };
-                if limit > 0 {
+                let push = |entry: Result<_, redb::StorageError>,
+                            out: &mut Vec<(u64, u64)>|
+                 -> Result<Option<bool>, Failure> {
+                    let (k, v): (
+                        redb::AccessGuard<'_, (u64, &str, u64)>,
+                        redb::AccessGuard<'_, &[u8]>,
+                    ) = entry?;
+                    let block = k.value().2;
+                    let Some(mut b) = decode_block(v.value()) else {
+                        return Ok(None);
+                    };
                     if *newest_first {
+                        b.reverse();
+                    }
+                    for (offset, tick) in b {
+                        let e = block * BLOCK + u64::from(offset);
+                        if before.is_some_and(|x| e >= x.0) {
+                            continue;
+                        }
+                        if out.len() >= limit {
+                            return Ok(Some(false));
+                        }
+                        out.push((e, tick));
+                    }
+                    Ok(Some(out.len() < limit))
+                };
+                if limit > 0 && before.is_none_or(|b| b.0 > 0) {
+                    let mut step =
+                        |entry| -> Result<Option<bool>, Failure> { push(entry, &mut out) };
+                    let go = if *newest_first {
+                        let mut go = Some(true);
                         for entry in range.rev() {
-                            if !push(entry)? {
+                            go = step(entry)?;
+                            if go != Some(true) {
                                 break;
                             }
                         }
+                        go
                     } else {
+                        let mut go = Some(true);
                         for entry in range {
-                            if !push(entry)? {
+                            go = step(entry)?;
+                            if go != Some(true) {
                                 break;
                             }
                         }
+                        go
+                    };
+                    if go.is_none() {
+                        return Ok(None);
                     }
                 }
-                CurrentAnswer::Values(out)
+                Plan::Values(component.clone(), out)
             }
             CurrentRead::Get {
                 component,
@@ -371,11 +668,13 @@ pub(crate) fn read(
             } => {
                 let mut out = Vec::with_capacity(entities.len());
                 for e in entities {
-                    if let Some(v) = values.get((w, component.as_str(), e.0))? {
-                        out.push((*e, v.value().to_vec()));
+                    match blocks.tick_of(&ticks, component, e.0)? {
+                        Some(Some(tick)) => out.push((e.0, tick)),
+                        Some(None) => {}
+                        None => return Ok(None),
                     }
                 }
-                CurrentAnswer::Values(out)
+                Plan::Values(component.clone(), out)
             }
             CurrentRead::Keyed {
                 index,
@@ -427,9 +726,9 @@ pub(crate) fn read(
                         }
                     }
                 }
-                CurrentAnswer::Keys(out)
+                Plan::Done(CurrentAnswer::Keys(out))
             }
-            CurrentRead::Tally => CurrentAnswer::Tally(match tally.get(w)? {
+            CurrentRead::Tally => Plan::Done(CurrentAnswer::Tally(match tally.get(w)? {
                 Some(v) => match decode_tally(v.value()) {
                     Some(t) => t,
                     // Written by a newer build, or damaged: the caller
@@ -437,11 +736,82 @@ pub(crate) fn read(
                     None => return Ok(None),
                 },
                 None => Tally::default(),
-            }),
+            })),
+        });
+    }
+    let mut wanted = HashMap::new();
+    for plan in &plans {
+        if let Plan::Values(c, slots) = plan {
+            for (e, tick) in slots {
+                wanted.insert((c.clone(), *e), *tick);
+            }
+        }
+    }
+    let values = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        let records = txn.open_table(RECORDS)?;
+        match fetch(&records, w, &wanted)? {
+            Some(v) => v,
+            None => return Ok(None),
+        }
+    };
+    let mut answers = Vec::with_capacity(plans.len());
+    for plan in plans {
+        answers.push(match plan {
+            Plan::Done(a) => a,
+            Plan::Values(c, slots) => {
+                let mut out = Vec::with_capacity(slots.len());
+                for (e, _) in slots {
+                    // Present: `fetch` answers every wanted value or none.
+                    let Some(v) = values.get(&(c.clone(), e)) else {
+                        return Ok(None);
+                    };
+                    out.push((EntityId(e), v.clone()));
+                }
+                CurrentAnswer::Values(out)
+            }
         });
     }
     Ok(Some(CurrentView {
         tick: info.head,
         answers,
     }))
+}
+
+/// The bytes of each current-state table the file has.
+pub(crate) fn table_bytes(txn: &ReadTransaction) -> Result<Vec<crate::TableBytes>, Failure> {
+    use redb::{ReadableTableMetadata, TableHandle};
+    let mut out = Vec::new();
+    let mut push = |name: &str, stats: Option<redb::TableStats>| {
+        if let Some(stats) = stats {
+            out.push(crate::TableBytes {
+                name: name.to_string(),
+                stored: stats.stored_bytes(),
+                metadata: stats.metadata_bytes(),
+                fragmented: stats.fragmented_bytes(),
+            });
+        }
+    };
+    push(
+        TICKS.name(),
+        open(txn.open_table(TICKS))?
+            .map(|t| t.stats())
+            .transpose()?,
+    );
+    push(
+        KEYS.name(),
+        open(txn.open_table(KEYS))?.map(|t| t.stats()).transpose()?,
+    );
+    push(
+        TALLY.name(),
+        open(txn.open_table(TALLY))?
+            .map(|t| t.stats())
+            .transpose()?,
+    );
+    push(
+        AT.name(),
+        open(txn.open_table(AT))?.map(|t| t.stats()).transpose()?,
+    );
+    Ok(out)
 }

@@ -374,7 +374,7 @@ async fn forks_and_ledgers_written_without_it_fall_back_to_the_log() {
             .create(&path)
             .unwrap();
         let txn = db.begin_write().unwrap();
-        txn.delete_table(crate::current::VALUES).unwrap();
+        txn.delete_table(crate::current::TICKS).unwrap();
         txn.delete_table(crate::current::KEYS).unwrap();
         txn.delete_table(crate::current::TALLY).unwrap();
         txn.delete_table(crate::current::AT).unwrap();

@@ -25,7 +25,14 @@ use serde::{Deserialize, Serialize};
 /// read-write open, and read as it is by a read-only one. Version 3 allows
 /// value version 2 (compressed records and snapshots); older values stay
 /// readable, so a version 2 file is upgraded by rewriting the marker only.
-pub const FORMAT_VERSION: u8 = 3;
+/// Version 4 added the `spawn_ranges` table (spawns of new entities as
+/// ranges, no longer one `liveness` entry each) and keeps the current
+/// state as pointers to the ticks that hold its values (`current_ticks`)
+/// instead of a second copy of them (`current_values`): the upgrade drops
+/// the format 3 current-state tables (those worlds' reads materialize),
+/// and a build that knows only format 3, which would not read the ranges,
+/// refuses the file.
+pub const FORMAT_VERSION: u8 = 4;
 
 /// The newest value encoding this build writes and reads (the first byte
 /// of every postcard value). Version 1: the postcard body follows.
@@ -104,6 +111,17 @@ pub(crate) const ENTITY_TICKS: TableDefinition<(u64, u64, u64), u64> =
 pub(crate) const LIVENESS: TableDefinition<(u64, u64, u64), bool> =
     TableDefinition::new("liveness");
 
+/// (world, last entity, first entity) -> the own tick that spawned every
+/// entity `first..=last` of the world (file format 4). A tick's spawns of
+/// entities above every range the world has are stored here, one entry
+/// per run of consecutive ids, instead of one `liveness` entry each; so
+/// ranges never overlap, and the range holding an entity is the first
+/// entry whose last entity is at least it. An entity's liveness at a tick
+/// is the newer of its `liveness` entry and its range spawn at or before
+/// that tick.
+pub(crate) const SPAWNS: TableDefinition<(u64, u64, u64), u64> =
+    TableDefinition::new("spawn_ranges");
+
 /// Ticks per entity-index chunk (the width of its bitmask).
 pub(crate) const INDEX_CHUNK: u64 = 64;
 
@@ -127,7 +145,7 @@ pub(crate) fn record_entities(tick: Tick, bytes: &[u8]) -> Result<Vec<EntityId>,
 }
 
 /// Names of every table, for statistics.
-pub(crate) const TABLE_NAMES: [&str; 7] = [
+pub(crate) const TABLE_NAMES: [&str; 8] = [
     "meta",
     "worlds",
     "world_names",
@@ -135,6 +153,7 @@ pub(crate) const TABLE_NAMES: [&str; 7] = [
     "snapshots",
     "entity_ticks",
     "liveness",
+    "spawn_ranges",
 ];
 
 /// Why a stored value could not be decoded.
@@ -549,6 +568,30 @@ pub(crate) fn decode_component_record(
             })
             .collect(),
     })
+}
+
+/// Calls `f(entity, component, value)` for every `Set` of a stored record,
+/// in order, borrowing the text and value from the decoded body (no copy):
+/// how the current state reads a value from the tick that set it.
+pub(crate) fn record_sets(
+    bytes: &[u8],
+    mut f: impl FnMut(EntityId, &str, &[u8]),
+) -> Result<(), DecodeError> {
+    let body = body(bytes)?;
+    let (r, rest): (RecordRef<'_>, _) =
+        postcard::take_from_bytes(&body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Corrupt(format!(
+            "{} unexpected bytes after the value",
+            rest.len()
+        )));
+    }
+    for c in r.changes {
+        if let ChangeRef::Set(e, c, v) = c {
+            f(EntityId(e), c, v);
+        }
+    }
+    Ok(())
 }
 
 /// A stored snapshot projected on `component`: every entity, with only
