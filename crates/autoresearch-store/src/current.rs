@@ -10,8 +10,11 @@
 //!   block * 64 + 63` holding it (a [`PointerBlock`]). Values are not
 //!   stored twice: a read takes each value from the record of the tick
 //!   that set it, decoding each such record once per read;
-//! - `current_keys`: `(world, index, key, entity)` -> `()`, the secondary
-//!   keys of `autoresearch_core::current::facts`;
+//! - `current_index`: `(world, index, key, entity)` of a chunk's first
+//!   entry -> the chunk (a [`KeyChunk`]): the secondary keys of
+//!   `autoresearch_core::current::facts` as `(key, entity)` pairs sorted
+//!   and cut into chunks of at most 64, so that an entry costs a few
+//!   bytes (front-coded keys), not a redb key of its own;
 //! - `current_tally`: `world` -> postcard of the world's `Tally`;
 //! - `current_at`: `world` -> the tick the three above are the state
 //!   after. They are used only when it equals the world's head.
@@ -45,9 +48,206 @@ pub(crate) const TICKS: TableDefinition<(u64, &str, u64), &[u8]> =
 /// time; dropped by the upgrade to format 4.
 pub(crate) const OLD_VALUES: TableDefinition<(u64, &str, u64), &[u8]> =
     TableDefinition::new("current_values");
-/// `(world, index, key, entity)` -> nothing: secondary keys.
-pub(crate) const KEYS: TableDefinition<(u64, &str, &str, u64), ()> =
+/// `(world, index, first key, first entity)` -> a [`KeyChunk`].
+pub(crate) const INDEX: TableDefinition<(u64, &str, &str, u64), &[u8]> =
+    TableDefinition::new("current_index");
+/// Format 3's secondary keys, one redb key each; dropped by the upgrade.
+pub(crate) const OLD_KEYS: TableDefinition<(u64, &str, &str, u64), ()> =
     TableDefinition::new("current_keys");
+
+/// Entries per `current_index` chunk at most.
+const CHUNK: usize = 64;
+
+/// The version tag that starts a `current_index` value. Then, for each
+/// `(key, entity)` of the chunk, ascending: the length of the prefix it
+/// shares with the previous key, the length of the rest and the rest
+/// (LEB128, LEB128, UTF-8), then the entity (LEB128), as the difference
+/// from the previous entity when the key is the previous one. A value of
+/// another version or that does not parse is not read (as pointers).
+const CHUNK_VERSION: u8 = 1;
+
+/// A decoded `current_index` value: `(key, entity)` ascending.
+type KeyChunk = Vec<(String, u64)>;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn take_varint(rest: &mut &[u8]) -> Option<u64> {
+    let (mut v, mut shift) = (0u64, 0u32);
+    loop {
+        let (&byte, after) = rest.split_first()?;
+        *rest = after;
+        if shift > 63 {
+            return None;
+        }
+        v |= u64::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+}
+
+fn encode_chunk(chunk: &[(String, u64)]) -> Vec<u8> {
+    let mut out = vec![CHUNK_VERSION];
+    let mut prev: Option<&(String, u64)> = None;
+    for entry in chunk {
+        let (key, e) = entry;
+        let shared = prev.map_or(0, |(p, _)| {
+            p.bytes()
+                .zip(key.bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        });
+        put_varint(&mut out, shared as u64);
+        put_varint(&mut out, (key.len() - shared) as u64);
+        out.extend_from_slice(&key.as_bytes()[shared..]);
+        match prev {
+            Some((p, pe)) if p == key => put_varint(&mut out, e - pe),
+            _ => put_varint(&mut out, *e),
+        }
+        prev = Some(entry);
+    }
+    out
+}
+
+fn decode_chunk(bytes: &[u8]) -> Option<KeyChunk> {
+    let (&CHUNK_VERSION, mut rest) = bytes.split_first()? else {
+        return None;
+    };
+    let mut out: KeyChunk = Vec::new();
+    while !rest.is_empty() {
+        let shared = usize::try_from(take_varint(&mut rest)?).ok()?;
+        let len = usize::try_from(take_varint(&mut rest)?).ok()?;
+        let prev = out.last().map_or("", |(k, _)| k.as_str());
+        if shared > prev.len() || len > rest.len() {
+            return None;
+        }
+        let mut key = prev.as_bytes()[..shared].to_vec();
+        key.extend_from_slice(&rest[..len]);
+        rest = &rest[len..];
+        let key = String::from_utf8(key).ok()?;
+        let v = take_varint(&mut rest)?;
+        let e = match out.last() {
+            Some((p, pe)) if *p == key => pe.checked_add(v)?,
+            _ => v,
+        };
+        if out
+            .last()
+            .is_some_and(|(p, pe)| (p.as_str(), *pe) >= (key.as_str(), e))
+        {
+            return None;
+        }
+        out.push((key, e));
+    }
+    Some(out)
+}
+
+/// One change to the secondary keys: `(index, key, entity, added)`.
+type KeyOp = (&'static str, String, u64, bool);
+
+/// The chunk of `index` that holds (or would hold) `(key, entity)`:
+/// its first entry and entries; `None` before the index's first chunk.
+/// `Err(None)` when it does not decode.
+#[expect(clippy::type_complexity, reason = "a private helper's tuple")]
+fn chunk_at(
+    table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    index: &str,
+    key: &str,
+    entity: u64,
+) -> Result<Result<Option<((String, u64), KeyChunk)>, ()>, Failure> {
+    let found = table
+        .range::<(u64, &str, &str, u64)>((w, index, "", 0)..=(w, index, key, entity))?
+        .next_back();
+    let Some(entry) = found else {
+        return Ok(Ok(None));
+    };
+    let (k, v) = entry?;
+    let (_, _, first, fe) = k.value();
+    Ok(match decode_chunk(v.value()) {
+        Some(c) => Ok(Some(((first.to_string(), fe), c))),
+        None => Err(()),
+    })
+}
+
+/// The first entry of `index`'s first chunk after `(key, entity)`.
+fn next_chunk(
+    table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    index: &str,
+    key: &str,
+    entity: u64,
+) -> Result<Option<(String, u64)>, Failure> {
+    let next = table
+        .range::<(u64, &str, &str, u64)>((
+            Bound::Excluded((w, index, key, entity)),
+            Bound::Unbounded,
+        ))?
+        .next();
+    Ok(match next {
+        Some(entry) => {
+            let (k, _) = entry?;
+            let (kw, ki, kk, ke) = k.value();
+            (kw == w && ki == index).then(|| (kk.to_string(), ke))
+        }
+        None => None,
+    })
+}
+
+/// Applies `ops` (sorted by index, key, entity; one per entry) to world
+/// `w`'s chunks: each chunk they fall in is read, changed and written back
+/// once, cut into chunks of at most [`CHUNK`].
+fn apply_keys(
+    table: &mut Table<'_, (u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    ops: &[KeyOp],
+) -> Result<(), Stop> {
+    let mut i = 0;
+    while i < ops.len() {
+        let (index, key, entity, _) = &ops[i];
+        let (start, mut entries) = match chunk_at(table, w, index, key, *entity)? {
+            Ok(Some((start, c))) => (Some(start), c),
+            Ok(None) => (None, Vec::new()),
+            Err(()) => return Err(Stop::Facts),
+        };
+        let end = next_chunk(table, w, index, key, *entity)?;
+        let mut j = i;
+        while j < ops.len() {
+            let (oi, ok, oe, add) = &ops[j];
+            if oi != index || end.as_ref().is_some_and(|(k, e)| (ok, *oe) >= (k, *e)) {
+                break;
+            }
+            let probe = (ok.clone(), *oe);
+            match (entries.binary_search(&probe), add) {
+                (Err(at), true) => entries.insert(at, probe),
+                (Ok(at), false) => {
+                    entries.remove(at);
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        if let Some((k, e)) = &start {
+            table.remove((w, *index, k.as_str(), *e))?;
+        }
+        for piece in entries.chunks(CHUNK) {
+            let (k, e) = &piece[0];
+            table.insert((w, *index, k.as_str(), *e), encode_chunk(piece).as_slice())?;
+        }
+        i = j;
+    }
+    Ok(())
+}
 /// `world` -> the world's tally (postcard).
 pub(crate) const TALLY: TableDefinition<u64, &[u8]> = TableDefinition::new("current_tally");
 /// The version tag that starts a `current_tally` value (then the
@@ -137,7 +337,7 @@ fn slot(e: u64) -> (u64, u8) {
 /// The current-state tables inside a write transaction.
 pub(crate) struct CurrentTables<'t> {
     ticks: Table<'t, (u64, &'static str, u64), &'static [u8]>,
-    keys: Table<'t, (u64, &'static str, &'static str, u64), ()>,
+    index: Table<'t, (u64, &'static str, &'static str, u64), &'static [u8]>,
     tally: Table<'t, u64, &'static [u8]>,
     at: Table<'t, u64, u64>,
 }
@@ -147,7 +347,7 @@ impl<'t> CurrentTables<'t> {
     pub(crate) fn open(txn: &'t WriteTransaction) -> Result<CurrentTables<'t>, Failure> {
         Ok(CurrentTables {
             ticks: txn.open_table(TICKS)?,
-            keys: txn.open_table(KEYS)?,
+            index: txn.open_table(INDEX)?,
             tally: txn.open_table(TALLY)?,
             at: txn.open_table(AT)?,
         })
@@ -157,7 +357,7 @@ impl<'t> CurrentTables<'t> {
     pub(crate) fn delete(&mut self, w: u64) -> Result<(), Failure> {
         self.ticks
             .retain_in((w, "", 0)..(w + 1, "", 0), |_, _| false)?;
-        self.keys
+        self.index
             .retain_in((w, "", "", 0)..(w + 1, "", "", 0), |_, _| false)?;
         self.tally.remove(w)?;
         self.at.remove(w)?;
@@ -516,39 +716,136 @@ fn update(
         Some(v) => decode_tally(v.value()).ok_or(Stop::Facts)?,
         None => Tally::default(),
     };
+    let mut ops: Vec<KeyOp> = Vec::new();
     for (e, touch) in touched {
         let after = current::facts(|n| touch.inputs.get(n).and_then(|v| v.as_deref()))
             .map_err(|_| Stop::Facts)?;
         if after == touch.before {
             continue;
         }
-        let old: BTreeSet<(&str, &str)> = touch
+        let old: BTreeSet<(&'static str, &str)> = touch
             .before
             .keys
             .iter()
             .map(|(i, k)| (*i, k.as_str()))
             .collect();
-        let new: BTreeSet<(&str, &str)> =
+        let new: BTreeSet<(&'static str, &str)> =
             after.keys.iter().map(|(i, k)| (*i, k.as_str())).collect();
         for (i, k) in old.difference(&new) {
-            t.keys.remove((w, *i, *k, e))?;
+            ops.push((i, k.to_string(), e, false));
         }
         for (i, k) in new.difference(&old) {
-            t.keys.insert((w, *i, *k, e), ())?;
+            ops.push((i, k.to_string(), e, true));
         }
         tally.sub(&touch.before);
         tally.add(&after);
     }
+    ops.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
+    apply_keys(&mut t.index, w, &ops)?;
     let bytes = encode_tally(&tally).ok_or(Stop::Facts)?;
     t.tally.insert(w, bytes.as_slice())?;
     Ok(())
 }
 
-/// One entry of a `current_keys` range.
-type KeyEntry<'a> = (
-    redb::AccessGuard<'a, (u64, &'static str, &'static str, u64)>,
-    redb::AccessGuard<'a, ()>,
-);
+/// The entries of `index` whose key is `key` (starts with it, when
+/// `prefix`), ascending; at most `limit` unless `prefix`. `None` when a
+/// chunk does not decode.
+fn keyed_forward(
+    table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    index: &str,
+    key: &str,
+    prefix: bool,
+    limit: usize,
+) -> Result<Option<Vec<(String, EntityId)>>, Failure> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(Some(out));
+    }
+    // The chunk that holds the first key at or after `key` may start
+    // before it.
+    let start = match table
+        .range::<(u64, &str, &str, u64)>((w, index, "", 0)..=(w, index, key, 0))?
+        .next_back()
+    {
+        Some(entry) => {
+            let (k, _) = entry?;
+            let (_, _, first, fe) = k.value();
+            (first.to_string(), fe)
+        }
+        None => (key.to_string(), 0),
+    };
+    let range = table.range::<(u64, &str, &str, u64)>((
+        Bound::Included((w, index, start.0.as_str(), start.1)),
+        Bound::Unbounded,
+    ))?;
+    for entry in range {
+        let (k, v) = entry?;
+        let (kw, ki, _, _) = k.value();
+        if kw != w || ki != index {
+            break;
+        }
+        let Some(chunk) = decode_chunk(v.value()) else {
+            return Ok(None);
+        };
+        for (ck, ce) in chunk {
+            if ck.as_str() < key {
+                continue;
+            }
+            let hit = if prefix {
+                ck.starts_with(key)
+            } else {
+                ck == key
+            };
+            // Sorted: past the first miss, nothing matches.
+            if !hit {
+                return Ok(Some(out));
+            }
+            out.push((ck, EntityId(ce)));
+            if !prefix && out.len() >= limit {
+                return Ok(Some(out));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The entries of `index` whose key is `key`, newest (highest entity)
+/// first, at most `limit`: read backwards from the chunk holding the
+/// last. `None` when a chunk does not decode.
+fn keyed_newest(
+    table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    index: &str,
+    key: &str,
+    limit: usize,
+) -> Result<Option<Vec<(String, EntityId)>>, Failure> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(Some(out));
+    }
+    let range = table
+        .range::<(u64, &str, &str, u64)>((w, index, "", 0)..=(w, index, key, u64::MAX))?
+        .rev();
+    for entry in range {
+        let (_, v) = entry?;
+        let Some(chunk) = decode_chunk(v.value()) else {
+            return Ok(None);
+        };
+        for (ck, ce) in chunk.into_iter().rev() {
+            match ck.as_str().cmp(key) {
+                std::cmp::Ordering::Greater => continue,
+                std::cmp::Ordering::Less => return Ok(Some(out)),
+                std::cmp::Ordering::Equal => {}
+            }
+            out.push((ck, EntityId(ce)));
+            if out.len() >= limit {
+                return Ok(Some(out));
+            }
+        }
+    }
+    Ok(Some(out))
+}
 
 /// A table of a read transaction, `None` when the file has none yet.
 fn open<T>(r: Result<T, redb::TableError>) -> Result<Option<T>, Failure> {
@@ -577,10 +874,10 @@ pub(crate) fn read(
 ) -> Result<Option<CurrentView>, Failure> {
     let worlds = txn.open_table(encoding::WORLDS)?;
     let info = load_world(&worlds, world)?;
-    let (Some(at), Some(ticks), Some(keys), Some(tally)) = (
+    let (Some(at), Some(ticks), Some(index_table), Some(tally)) = (
         open(txn.open_table(AT))?,
         open(txn.open_table(TICKS))?,
-        open(txn.open_table(KEYS))?,
+        open(txn.open_table(INDEX))?,
         open(txn.open_table(TALLY))?,
     ) else {
         return Ok(None);
@@ -683,49 +980,19 @@ pub(crate) fn read(
                 newest_first,
                 limit,
             } => {
-                let (i, k) = (index.as_str(), key.as_str());
                 let limit = limit.unwrap_or(usize::MAX);
-                let mut out = Vec::new();
-                if *prefix {
-                    let range = keys.range::<(u64, &str, &str, u64)>((
-                        Bound::Included((w, i, k, 0)),
-                        Bound::Excluded((w + 1, "", "", 0)),
-                    ))?;
-                    for entry in range {
-                        let (kk, _) = entry?;
-                        let (kw, ki, kk2, e) = kk.value();
-                        if kw != w || ki != i || !kk2.starts_with(k) {
-                            break;
-                        }
-                        out.push((kk2.to_string(), EntityId(e)));
-                    }
-                    if *newest_first {
-                        out.reverse();
-                    }
-                    out.truncate(limit);
+                let found = if *newest_first && !*prefix {
+                    keyed_newest(&index_table, w, index, key, limit)?
                 } else {
-                    let range = keys.range((w, i, k, 0)..=(w, i, k, u64::MAX))?;
-                    let mut take = |entry: Result<_, redb::StorageError>| -> Result<bool, Failure> {
-                        let (kk, _): KeyEntry<'_> = entry?;
-                        out.push((key.clone(), EntityId(kk.value().3)));
-                        Ok(out.len() < limit)
-                    };
-                    if limit > 0 {
-                        if *newest_first {
-                            for entry in range.rev() {
-                                if !take(entry)? {
-                                    break;
-                                }
-                            }
-                        } else {
-                            for entry in range {
-                                if !take(entry)? {
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                    keyed_forward(&index_table, w, index, key, *prefix, limit)?
+                };
+                let Some(mut out) = found else {
+                    return Ok(None);
+                };
+                if *newest_first && *prefix {
+                    out.reverse();
                 }
+                out.truncate(limit);
                 Plan::Done(CurrentAnswer::Keys(out))
             }
             CurrentRead::Tally => Plan::Done(CurrentAnswer::Tally(match tally.get(w)? {
@@ -800,8 +1067,10 @@ pub(crate) fn table_bytes(txn: &ReadTransaction) -> Result<Vec<crate::TableBytes
             .transpose()?,
     );
     push(
-        KEYS.name(),
-        open(txn.open_table(KEYS))?.map(|t| t.stats()).transpose()?,
+        INDEX.name(),
+        open(txn.open_table(INDEX))?
+            .map(|t| t.stats())
+            .transpose()?,
     );
     push(
         TALLY.name(),
@@ -814,4 +1083,57 @@ pub(crate) fn table_bytes(txn: &ReadTransaction) -> Result<Vec<crate::TableBytes
         open(txn.open_table(AT))?.map(|t| t.stats()).transpose()?,
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointer_blocks_round_trip_and_damage_is_refused() {
+        let block: PointerBlock = vec![(0, 1), (5, 300), (63, u64::MAX)];
+        let bytes = encode_block(&block);
+        assert_eq!(bytes[0], POINTER_VERSION);
+        assert_eq!(decode_block(&bytes), Some(block));
+        assert_eq!(decode_block(&[POINTER_VERSION]), Some(Vec::new()));
+        // Another version, a cut tick, an offset out of the block, and
+        // offsets out of order are not read.
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert_eq!(decode_block(&other), None);
+        assert_eq!(decode_block(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_block(&[POINTER_VERSION, 64, 1]), None);
+        assert_eq!(decode_block(&[POINTER_VERSION, 3, 1, 2, 1]), None);
+        assert_eq!(decode_block(&[]), None);
+    }
+
+    #[test]
+    fn key_chunks_round_trip_front_coded_and_damage_is_refused() {
+        let chunk: KeyChunk = vec![
+            ("".into(), 4),
+            ("nanogpt".into(), 1),
+            ("nanogpt".into(), 900),
+            ("nanogpt-speedrun".into(), 2),
+            ("r1".into(), 3),
+            ("r10".into(), 0),
+            ("é-run".into(), u64::MAX),
+        ];
+        let bytes = encode_chunk(&chunk);
+        assert_eq!(bytes[0], CHUNK_VERSION);
+        assert_eq!(decode_chunk(&bytes), Some(chunk.clone()));
+        // A repeated key costs its entity only: far less than the text.
+        let same: KeyChunk = (0..64).map(|e| ("nanogpt-speedrun".into(), e)).collect();
+        assert!(encode_chunk(&same).len() < 64 * 4 + 20);
+        assert_eq!(decode_chunk(&encode_chunk(&same)), Some(same));
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert_eq!(decode_chunk(&other), None);
+        assert_eq!(decode_chunk(&bytes[..bytes.len() - 1]), None);
+        // Entries out of order (a repeated entry) are refused.
+        let twice = [CHUNK_VERSION, 0, 1, b'a', 5, 1, 0, 0];
+        assert_eq!(decode_chunk(&twice[..5]), Some(vec![("a".into(), 5)]));
+        assert_eq!(decode_chunk(&twice), None);
+        let down = [CHUNK_VERSION, 0, 1, b'b', 5, 0, 1, b'a', 6];
+        assert_eq!(decode_chunk(&down), None);
+    }
 }

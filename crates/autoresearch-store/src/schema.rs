@@ -98,7 +98,7 @@ pub(crate) fn ensure_schema(db: &Database, sink: &ErrorSink) -> Result<(), Stora
                 // time; format 4 keeps pointers. Without its tables, the
                 // worlds of the file keep none (their reads materialize).
                 txn.delete_table(crate::current::OLD_VALUES)?;
-                txn.delete_table(crate::current::KEYS)?;
+                txn.delete_table(crate::current::OLD_KEYS)?;
                 txn.delete_table(crate::current::TALLY)?;
                 txn.delete_table(crate::current::AT)?;
             }

@@ -422,7 +422,7 @@ async fn table_bytes_reports_every_table() {
     let mut expected = TABLE_NAMES.to_vec();
     expected.extend([
         "current_ticks",
-        "current_keys",
+        "current_index",
         "current_tally",
         "current_at",
     ]);
