@@ -334,8 +334,66 @@ fn slot(e: u64) -> (u64, u8) {
     (e / BLOCK, (e % BLOCK) as u8)
 }
 
+/// The lifecycle components ([`INPUTS`]) each recently read record set,
+/// by `(world, tick)`, kept by the writer thread across transactions: an
+/// update of runs ingested in one large tick then decodes that tick once,
+/// not once per update. A stored record never changes (world ids are
+/// never reused); the writer clears the cache when a transaction fails,
+/// as it may hold records of that transaction.
+#[derive(Default)]
+pub(crate) struct InputCache {
+    ticks: HashMap<(u64, u64), HashMap<(&'static str, u64), Vec<u8>>>,
+    bytes: usize,
+}
+
+/// The most bytes of values an [`InputCache`] keeps; past it, it starts
+/// over.
+const INPUT_CACHE_BYTES: usize = 64 << 20;
+
+impl InputCache {
+    /// Forgets every record.
+    pub(crate) fn clear(&mut self) {
+        self.ticks.clear();
+        self.bytes = 0;
+    }
+
+    /// The lifecycle values tick `tick` of world `w` set, read and decoded
+    /// when not cached. `None` when the record is missing or does not
+    /// decode.
+    fn tick(
+        &mut self,
+        records: &Table<'_, (u64, u64), &'static [u8]>,
+        w: u64,
+        tick: u64,
+    ) -> Result<Option<&HashMap<(&'static str, u64), Vec<u8>>>, Failure> {
+        if !self.ticks.contains_key(&(w, tick)) {
+            let Some(bytes) = records.get((w, tick))? else {
+                return Ok(None);
+            };
+            let mut values = HashMap::new();
+            let mut size = 0;
+            let decoded = encoding::record_sets(bytes.value(), |e, c, v| {
+                if let Some(name) = input_name(c) {
+                    size += v.len() + 32;
+                    values.insert((name, e.0), v.to_vec());
+                }
+            });
+            if decoded.is_err() {
+                return Ok(None);
+            }
+            if self.bytes + size > INPUT_CACHE_BYTES {
+                self.clear();
+            }
+            self.bytes += size;
+            self.ticks.insert((w, tick), values);
+        }
+        Ok(self.ticks.get(&(w, tick)))
+    }
+}
+
 /// The current-state tables inside a write transaction.
 pub(crate) struct CurrentTables<'t> {
+    inputs: &'t mut InputCache,
     ticks: Table<'t, (u64, &'static str, u64), &'static [u8]>,
     index: Table<'t, (u64, &'static str, &'static str, u64), &'static [u8]>,
     tally: Table<'t, u64, &'static [u8]>,
@@ -344,8 +402,12 @@ pub(crate) struct CurrentTables<'t> {
 
 impl<'t> CurrentTables<'t> {
     /// Opens (creating when missing) the tables.
-    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<CurrentTables<'t>, Failure> {
+    pub(crate) fn open(
+        txn: &'t WriteTransaction,
+        inputs: &'t mut InputCache,
+    ) -> Result<CurrentTables<'t>, Failure> {
         Ok(CurrentTables {
+            inputs,
             ticks: txn.open_table(TICKS)?,
             index: txn.open_table(INDEX)?,
             tally: txn.open_table(TALLY)?,
@@ -589,7 +651,7 @@ fn component_names(
 
 /// The lifecycle components (before the batch) of each of `entities`.
 fn load_inputs(
-    t: &CurrentTables<'_>,
+    t: &mut CurrentTables<'_>,
     records: &Table<'_, (u64, u64), &'static [u8]>,
     blocks: &mut Blocks,
     entities: &BTreeSet<u64>,
@@ -606,14 +668,17 @@ fn load_inputs(
             }
         }
     }
-    let mut values = fetch(records, blocks.w, &wanted)?.ok_or(Stop::Facts)?;
     let mut out = HashMap::with_capacity(entities.len());
     for &e in entities {
         let mut inputs = HashMap::new();
         for name in INPUTS {
-            if let Some(v) = values.remove(&(name.to_string(), e)) {
-                inputs.insert(name, Some(v));
-            }
+            let Some(&tick) = wanted.get(&(name.to_string(), e)) else {
+                continue;
+            };
+            let values = t.inputs.tick(records, blocks.w, tick)?.ok_or(Stop::Facts)?;
+            // A pointer to a tick that did not set the value: damaged.
+            let v = values.get(&(name, e)).ok_or(Stop::Facts)?;
+            inputs.insert(name, Some(v.clone()));
         }
         let before = current::facts(|n| inputs.get(n).and_then(|v| v.as_deref()))
             .map_err(|_| Stop::Facts)?;

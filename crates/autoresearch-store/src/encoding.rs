@@ -73,6 +73,18 @@ const ZSTD_UP_TO: usize = 256 << 10;
 /// zstd's level for [`CODEC_ZSTD`]: its default, fast to write.
 const ZSTD_LEVEL: i32 = 3;
 
+/// Each thread's zstd contexts, made on first use and kept: a context
+/// is about a megabyte, which this machine's page faults make costlier
+/// than compressing a tick's record.
+type ZstdContexts = (
+    Option<zstd::bulk::Compressor<'static>>,
+    Option<zstd::bulk::Decompressor<'static>>,
+);
+
+thread_local! {
+    static ZSTD: std::cell::RefCell<ZstdContexts> = const { std::cell::RefCell::new((None, None)) };
+}
+
 /// LZ4's largest expansion is about 255x; a claimed length beyond this is
 /// a damaged value, refused before anything is allocated.
 const MAX_LZ4_RATIO: usize = 256;
@@ -295,7 +307,18 @@ fn encode_packed_sized<T: Serialize>(size_hint: usize, value: &T) -> Result<Vec<
         let mut out = Vec::with_capacity(6 + body.len() / 2);
         out.extend_from_slice(&[VALUE_VERSION, CODEC_ZSTD]);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        let packed = zstd::bulk::compress(body, ZSTD_LEVEL).map_err(|e| format!("zstd: {e}"))?;
+        let packed = ZSTD
+            .with(|z| {
+                let mut z = z.borrow_mut();
+                if z.0.is_none() {
+                    z.0 = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+                }
+                match z.0.as_mut() {
+                    Some(c) => c.compress(body),
+                    None => Ok(Vec::new()),
+                }
+            })
+            .map_err(|e| format!("zstd: {e}"))?;
         out.extend_from_slice(&packed);
         return Ok(if out.len() < raw.len() { out } else { raw });
     }
@@ -353,7 +376,17 @@ fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
                         "zstd value claims {len} bytes, more than such a value holds"
                     )));
                 }
-                let out = zstd::bulk::decompress(frame, len)
+                let out = ZSTD
+                    .with(|z| {
+                        let mut z = z.borrow_mut();
+                        if z.1.is_none() {
+                            z.1 = Some(zstd::bulk::Decompressor::new()?);
+                        }
+                        match z.1.as_mut() {
+                            Some(d) => d.decompress(frame, len),
+                            None => Ok(Vec::new()),
+                        }
+                    })
                     .map_err(|e| DecodeError::Corrupt(format!("zstd: {e}")))?;
                 if out.len() != len {
                     return Err(DecodeError::Corrupt(format!(

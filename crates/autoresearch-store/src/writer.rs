@@ -214,6 +214,7 @@ fn run(
     // Worlds that appended in the last two batches: how many appenders are
     // active, and so how many appends a batch should wait for.
     let mut recent: [HashSet<WorldId>; 2] = Default::default();
+    let mut inputs = crate::current::InputCache::default();
     while let Ok(first) = rx.recv() {
         let mut batch = Batch::new(first);
         while !batch.full(&limits) {
@@ -243,7 +244,7 @@ fn run(
         counters
             .writes
             .fetch_add(batch.ops.len() as u64, Ordering::Relaxed);
-        commit_batch(db, batch.ops, limits.durable, sink);
+        commit_batch(db, batch.ops, limits.durable, sink, &mut inputs);
     }
 }
 
@@ -294,12 +295,18 @@ struct Tables<'t> {
 }
 
 /// Runs one group commit and replies to every operation in it.
-fn commit_batch(db: &Database, ops: Vec<Op>, durable: bool, sink: &ErrorSink) {
+fn commit_batch(
+    db: &Database,
+    ops: Vec<Op>,
+    durable: bool,
+    sink: &ErrorSink,
+    inputs: &mut crate::current::InputCache,
+) {
     // A panic inside redb (a damaged file) must not take the thread down:
     // it fails this batch, whose transaction is dropped uncommitted, and
     // later batches start a fresh one.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_batch(db, &ops, durable)
+        run_batch(db, &ops, durable, inputs)
     }))
     .unwrap_or_else(|panic| {
         Err(Failure::Storage(sink.damaged(
@@ -314,6 +321,8 @@ fn commit_batch(db: &Database, ops: Vec<Op>, durable: bool, sink: &ErrorSink) {
             }
         }
         Err(failure) => {
+            // The cache may hold records of the failed transaction.
+            inputs.clear();
             let context = format!(
                 "committing {} queued write(s) to ledger {}; none was stored",
                 ops.len(),
@@ -331,6 +340,7 @@ fn run_batch(
     db: &Database,
     ops: &[Op],
     durable: bool,
+    inputs: &mut crate::current::InputCache,
 ) -> Result<Vec<Result<Done, StorageError>>, Failure> {
     let mut txn = db.begin_write()?;
     if !durable {
@@ -347,7 +357,7 @@ fn run_batch(
             liveness: txn.open_table(LIVENESS)?,
             spawns: txn.open_table(SPAWNS)?,
             meta: txn.open_table(META)?,
-            current: crate::current::CurrentTables::open(&txn)?,
+            current: crate::current::CurrentTables::open(&txn, inputs)?,
         };
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
@@ -818,7 +828,8 @@ mod tests {
             });
             created.push(rx);
         }
-        commit_batch(&db, creates, true, &sink);
+        let mut inputs = crate::current::InputCache::default();
+        commit_batch(&db, creates, true, &sink, &mut inputs);
         let ids: Vec<WorldId> = created
             .into_iter()
             .map(|mut rx| rx.try_recv().unwrap().unwrap().id)
@@ -835,7 +846,7 @@ mod tests {
         };
         let (c, mut rc) = append(ids[2], 1, vec![spawn(0), set]);
         let (d, mut rd) = append(ids[3], 1, vec![spawn(0)]);
-        commit_batch(&db, vec![a, b, c, d], true, &sink);
+        commit_batch(&db, vec![a, b, c, d], true, &sink, &mut inputs);
 
         assert!(matches!(ra.try_recv().unwrap(), Ok(())));
         assert!(matches!(rd.try_recv().unwrap(), Ok(())));
