@@ -342,9 +342,21 @@ fn slot(e: u64) -> (u64, u8) {
 /// as it may hold records of that transaction.
 #[derive(Default)]
 pub(crate) struct InputCache {
-    ticks: HashMap<(u64, u64), HashMap<(&'static str, u64), Vec<u8>>>,
+    ticks: HashMap<(u64, u64), TickInputs>,
     bytes: usize,
 }
+
+/// The lifecycle values one record set: `(component, entity)` -> value.
+type TickInputs = HashMap<(&'static str, u64), Vec<u8>>;
+
+/// Values by `(component, entity)`.
+type Values = HashMap<(String, u64), Vec<u8>>;
+
+/// One entry of a `current_ticks` range.
+type TicksEntry<'a> = (
+    redb::AccessGuard<'a, (u64, &'static str, u64)>,
+    redb::AccessGuard<'a, &'static [u8]>,
+);
 
 /// The most bytes of values an [`InputCache`] keeps; past it, it starts
 /// over.
@@ -365,7 +377,7 @@ impl InputCache {
         records: &Table<'_, (u64, u64), &'static [u8]>,
         w: u64,
         tick: u64,
-    ) -> Result<Option<&HashMap<(&'static str, u64), Vec<u8>>>, Failure> {
+    ) -> Result<Option<&TickInputs>, Failure> {
         if !self.ticks.contains_key(&(w, tick)) {
             let Some(bytes) = records.get((w, tick))? else {
                 return Ok(None);
@@ -597,7 +609,7 @@ fn fetch(
     records: &impl ReadableTable<(u64, u64), &'static [u8]>,
     w: u64,
     wanted: &HashMap<(String, u64), u64>,
-) -> Result<Option<HashMap<(String, u64), Vec<u8>>>, Failure> {
+) -> Result<Option<Values>, Failure> {
     let mut by_tick: HashMap<u64, HashSet<(&str, u64)>> = HashMap::new();
     for ((c, e), tick) in wanted {
         by_tick.entry(*tick).or_default().insert((c.as_str(), *e));
@@ -973,10 +985,7 @@ pub(crate) fn read(
                 let push = |entry: Result<_, redb::StorageError>,
                             out: &mut Vec<(u64, u64)>|
                  -> Result<Option<bool>, Failure> {
-                    let (k, v): (
-                        redb::AccessGuard<'_, (u64, &str, u64)>,
-                        redb::AccessGuard<'_, &[u8]>,
-                    ) = entry?;
+                    let (k, v): TicksEntry<'_> = entry?;
                     let block = k.value().2;
                     let Some(mut b) = decode_block(v.value()) else {
                         return Ok(None);
