@@ -168,8 +168,8 @@ fn copy_without_current(from: &Path, to: &Path) {
     let db = redb::Database::create(to).unwrap();
     let txn = db.begin_write().unwrap();
     for name in [
-        "current_values",
-        "current_keys",
+        "current_ticks",
+        "current_index",
         "current_tally",
         "current_at",
     ] {
@@ -314,28 +314,28 @@ async fn a_damaged_current_state_falls_back_to_the_log() {
     let slow = dir.path().join("slow.redb");
     write_ledger(&fast).await;
     copy_without_current(&fast, &slow);
-    // Every stored Run of the current state becomes bytes that do not
-    // decode; the log stays whole.
+    // Every pointer block of the current state's Runs becomes bytes that
+    // do not decode; the log stays whole.
     {
         let db = redb::Database::create(&fast).unwrap();
         let txn = db.begin_write().unwrap();
         {
             let def: redb::TableDefinition<(u64, &str, u64), &[u8]> =
-                redb::TableDefinition::new("current_values");
+                redb::TableDefinition::new("current_ticks");
             let mut t = txn.open_table(def).unwrap();
             let keys: Vec<(u64, String, u64)> = t
                 .iter()
                 .unwrap()
                 .map(|e| {
                     let (k, _) = e.unwrap();
-                    let (w, c, e) = k.value();
-                    (w, c.to_string(), e)
+                    let (w, c, b) = k.value();
+                    (w, c.to_string(), b)
                 })
                 .filter(|(_, c, _)| c == "Run")
                 .collect();
-            assert_eq!(keys.len(), 30);
-            for (w, c, e) in keys {
-                t.insert((w, c.as_str(), e), [0xff_u8, 0xff, 0xff].as_slice())
+            assert!(!keys.is_empty());
+            for (w, c, b) in keys {
+                t.insert((w, c.as_str(), b), [0xff_u8, 0xff, 0xff].as_slice())
                     .unwrap();
             }
         }

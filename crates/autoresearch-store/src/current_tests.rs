@@ -374,8 +374,8 @@ async fn forks_and_ledgers_written_without_it_fall_back_to_the_log() {
             .create(&path)
             .unwrap();
         let txn = db.begin_write().unwrap();
-        txn.delete_table(crate::current::VALUES).unwrap();
-        txn.delete_table(crate::current::KEYS).unwrap();
+        txn.delete_table(crate::current::TICKS).unwrap();
+        txn.delete_table(crate::current::INDEX).unwrap();
         txn.delete_table(crate::current::TALLY).unwrap();
         txn.delete_table(crate::current::AT).unwrap();
         txn.commit().unwrap();
@@ -476,4 +476,85 @@ async fn a_tally_of_another_version_is_not_read() {
     w.commit().await.unwrap();
     assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
     assert_eq!(w.find_all::<Run>(|_| true).len(), 2);
+}
+
+/// Hundreds of runs per key: the secondary keys span many chunks, which
+/// split as runs are added and shrink as they change or go, and the
+/// pointers span many blocks; every read still equals the recount.
+#[tokio::test]
+async fn keys_and_pointers_over_many_chunks_equal_a_recount() {
+    let dir = tempfile::tempdir().unwrap();
+    let st: Arc<dyn Storage> =
+        Arc::new(RedbStorage::open(&dir.path().join("l.redb"), RedbConfig::default()).unwrap());
+    let mut w = World::create(st.clone(), registry(), "many").await.unwrap();
+    let mut rng = Rng(11);
+    let mut runs = Vec::new();
+    // Run ids sharing long prefixes ("r1", "r10", "r100", ...), so that
+    // front coding and prefix reads meet keys of every length.
+    for i in 0..400u64 {
+        let mut run = Run::new(format!("r{i}"), if i % 3 == 0 { "a" } else { "b" });
+        run.set_status(RunStatus::Running);
+        runs.push(w.spawn_with(&run).unwrap());
+        if i % 150 == 149 {
+            w.commit().await.unwrap();
+        }
+    }
+    w.commit().await.unwrap();
+    check(&st, w.id(), &mut rng, 11).await;
+    for round in 0..4 {
+        for _ in 0..60 {
+            let e = *rng.pick(&runs);
+            if let Some(mut run) = w.get::<Run>(e) {
+                run.set_status(if rng.below(2) == 0 {
+                    RunStatus::Stopped
+                } else {
+                    RunStatus::Booting
+                });
+                w.insert_owned(e, run).unwrap();
+            }
+        }
+        for _ in 0..round * 20 {
+            let e = runs.swap_remove(rng.below(runs.len() as u64) as usize);
+            w.despawn(e).unwrap();
+        }
+        w.commit().await.unwrap();
+        check(&st, w.id(), &mut rng, 11).await;
+    }
+    // Newest first across chunk boundaries, against the recount.
+    let head = st.world(w.id()).await.unwrap().head;
+    let state = ledger::state_at(st.as_ref(), w.id(), head).await.unwrap();
+    let mut reads = Vec::new();
+    for (index, key, prefix) in [
+        (current::BY_EXPERIMENT, "b", false),
+        (current::ACTIVE, "b", false),
+        (current::BY_RUN_ID, "r1", true),
+        (current::BY_RUN_ID, "r3", false),
+    ] {
+        for (newest_first, limit) in [(true, Some(70)), (false, Some(130)), (true, None)] {
+            reads.push(CurrentRead::Keyed {
+                index: index.into(),
+                key: key.into(),
+                prefix,
+                newest_first,
+                limit,
+            });
+        }
+    }
+    let want = answer_from_state(&state, &reads).unwrap();
+    let got = st
+        .read_current(w.id(), reads.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    for ((r, g), w) in reads.iter().zip(&got.answers).zip(&want) {
+        assert_eq!(g, w, "{r:?}");
+    }
+    let CurrentAnswer::Keys(all_b) = &want[2] else {
+        panic!("not keys")
+    };
+    assert!(
+        all_b.len() > 2 * 64,
+        "{} entries: not several chunks",
+        all_b.len()
+    );
 }

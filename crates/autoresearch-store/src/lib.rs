@@ -347,7 +347,8 @@ impl RedbStorage {
         &self.sink.path
     }
 
-    /// Bytes each table of the ledger occupies. Cost: one read transaction.
+    /// Bytes each table of the ledger occupies (the current-state tables
+    /// only when the file has them). Cost: one read transaction.
     pub async fn table_bytes(&self) -> Result<Vec<TableBytes>, StorageError> {
         self.read(
             || "measuring tables".to_string(),
@@ -361,6 +362,7 @@ impl RedbStorage {
                         "records" => txn.open_table(RECORDS)?.stats()?,
                         "snapshots" => txn.open_table(SNAPSHOTS)?.stats()?,
                         "liveness" => txn.open_table(LIVENESS)?.stats()?,
+                        "spawn_ranges" => txn.open_table(encoding::SPAWNS)?.stats()?,
                         _ => txn.open_table(ENTITY_TICKS)?.stats()?,
                     };
                     out.push(TableBytes {
@@ -370,6 +372,7 @@ impl RedbStorage {
                         fragmented: stats.fragmented_bytes(),
                     });
                 }
+                out.extend(current::table_bytes(txn)?);
                 Ok(out)
             },
         )

@@ -2,7 +2,7 @@
 //! or upgraded by a read-write open.
 
 use crate::encoding::{
-    self, ENTITY_TICKS, FORMAT_KEY, FORMAT_VERSION, LIVENESS, META, RECORDS, SNAPSHOTS,
+    self, ENTITY_TICKS, FORMAT_KEY, FORMAT_VERSION, LIVENESS, META, RECORDS, SNAPSHOTS, SPAWNS,
     TABLE_NAMES, WORLD_NAMES, WORLDS,
 };
 use crate::{ErrorSink, Failure};
@@ -47,7 +47,9 @@ pub(crate) fn check_version(
 }
 
 /// Creates missing tables and checks (or records) the file's format
-/// version; upgrades a format 1 file (fills `liveness` from the records).
+/// version; upgrades a format 1 file (fills `liveness` from the records)
+/// and a format 3 one (drops its current-state tables, kept from then on
+/// in format 4's shape for worlds created after).
 pub(crate) fn ensure_schema(db: &Database, sink: &ErrorSink) -> Result<(), StorageError> {
     let path = sink.path.display().to_string();
     let context = || format!("preparing ledger {path}");
@@ -90,6 +92,16 @@ pub(crate) fn ensure_schema(db: &Database, sink: &ErrorSink) -> Result<(), Stora
             let records = txn.open_table(RECORDS)?;
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(ENTITY_TICKS)?;
+            txn.open_table(SPAWNS)?;
+            if found < 4 {
+                // Format 3's current state held every value a second
+                // time; format 4 keeps pointers. Without its tables, the
+                // worlds of the file keep none (their reads materialize).
+                txn.delete_table(crate::current::OLD_VALUES)?;
+                txn.delete_table(crate::current::OLD_KEYS)?;
+                txn.delete_table(crate::current::TALLY)?;
+                txn.delete_table(crate::current::AT)?;
+            }
             let had_liveness = txn.list_tables()?.any(|t| t.name() == LIVENESS.name());
             let mut liveness = txn.open_table(LIVENESS)?;
             if found < 2 || !had_liveness {

@@ -20,7 +20,7 @@
 //! panic inside redb (a damaged file), which the thread contains.
 
 use crate::encoding::{
-    self, ENTITY_TICKS, INDEX_CHUNK, LAST_DELETED_KEY, LIVENESS, META, RECORDS, SNAPSHOTS,
+    self, ENTITY_TICKS, INDEX_CHUNK, LAST_DELETED_KEY, LIVENESS, META, RECORDS, SNAPSHOTS, SPAWNS,
     WORLD_NAMES, WORLDS,
 };
 use crate::{EncodedAppend, ErrorSink, Failure, find_name, load_world};
@@ -214,6 +214,7 @@ fn run(
     // Worlds that appended in the last two batches: how many appenders are
     // active, and so how many appends a batch should wait for.
     let mut recent: [HashSet<WorldId>; 2] = Default::default();
+    let mut inputs = crate::current::InputCache::default();
     while let Ok(first) = rx.recv() {
         let mut batch = Batch::new(first);
         while !batch.full(&limits) {
@@ -243,7 +244,7 @@ fn run(
         counters
             .writes
             .fetch_add(batch.ops.len() as u64, Ordering::Relaxed);
-        commit_batch(db, batch.ops, limits.durable, sink);
+        commit_batch(db, batch.ops, limits.durable, sink, &mut inputs);
     }
 }
 
@@ -286,6 +287,8 @@ struct Tables<'t> {
     snapshots: Table<'t, (u64, u64), &'static [u8]>,
     index: Table<'t, (u64, u64, u64), u64>,
     liveness: Table<'t, (u64, u64, u64), bool>,
+    /// Spawns of new entities as ranges (`encoding::SPAWNS`).
+    spawns: Table<'t, (u64, u64, u64), u64>,
     meta: Table<'t, &'static str, &'static [u8]>,
     /// The current state of each world (`crate::current`).
     current: crate::current::CurrentTables<'t>,
@@ -294,12 +297,18 @@ struct Tables<'t> {
 }
 
 /// Runs one group commit and replies to every operation in it.
-fn commit_batch(db: &Database, ops: Vec<Op>, durable: bool, sink: &ErrorSink) {
+fn commit_batch(
+    db: &Database,
+    ops: Vec<Op>,
+    durable: bool,
+    sink: &ErrorSink,
+    inputs: &mut crate::current::InputCache,
+) {
     // A panic inside redb (a damaged file) must not take the thread down:
     // it fails this batch, whose transaction is dropped uncommitted, and
     // later batches start a fresh one.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_batch(db, &ops, durable)
+        run_batch(db, &ops, durable, inputs)
     }))
     .unwrap_or_else(|panic| {
         Err(Failure::Storage(sink.damaged(
@@ -314,6 +323,8 @@ fn commit_batch(db: &Database, ops: Vec<Op>, durable: bool, sink: &ErrorSink) {
             }
         }
         Err(failure) => {
+            // The cache may hold records of the failed transaction.
+            inputs.clear();
             let context = format!(
                 "committing {} queued write(s) to ledger {}; none was stored",
                 ops.len(),
@@ -331,6 +342,7 @@ fn run_batch(
     db: &Database,
     ops: &[Op],
     durable: bool,
+    inputs: &mut crate::current::InputCache,
 ) -> Result<Vec<Result<Done, StorageError>>, Failure> {
     let mut txn = db.begin_write()?;
     if !durable {
@@ -345,8 +357,9 @@ fn run_batch(
             snapshots: txn.open_table(SNAPSHOTS)?,
             index: txn.open_table(ENTITY_TICKS)?,
             liveness: txn.open_table(LIVENESS)?,
+            spawns: txn.open_table(SPAWNS)?,
             meta: txn.open_table(META)?,
-            current: crate::current::CurrentTables::open(&txn)?,
+            current: crate::current::CurrentTables::open(&txn, inputs)?,
             series: crate::series::SeriesTables::open(&txn)?,
         };
         let mut results = Vec::with_capacity(ops.len());
@@ -562,6 +575,8 @@ fn delete(t: &mut Tables<'_>, world: WorldId) -> Result<Done, Failure> {
         .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
     t.liveness
         .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
+    t.spawns
+        .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
     t.current.delete(w)?;
     t.series.delete(w)?;
     Ok(Done::Unit)
@@ -632,7 +647,7 @@ fn write_append(
     let before = info.clone();
     info.head = last.tick;
     let entry = encode_world(&info)?;
-    crate::current::maintain(&mut t.current, &before, appends)?;
+    crate::current::maintain(&mut t.current, &t.records, &before, appends)?;
     crate::series::maintain(&mut t.series, &before, appends)?;
     let w = info.id.0;
     for (chunk, masks) in chunks {
@@ -640,10 +655,37 @@ fn write_append(
             t.index.insert((w, chunk, e), mask)?;
         }
     }
+    // Spawns above every range of the world become ranges (one entry per
+    // run of consecutive ids), so that ranges never overlap.
+    let mut top = match t
+        .spawns
+        .range((w, 0, 0)..=(w, u64::MAX, u64::MAX))?
+        .next_back()
+    {
+        Some(entry) => Some(entry?.0.value().1),
+        None => None,
+    };
     for (a, live) in appends.iter().zip(liveness) {
         let k = a.tick.0;
+        let mut run: Option<(u64, u64)> = None;
         for (e, alive) in live {
-            t.liveness.insert((w, e.0, k), alive)?;
+            let e = e.0;
+            if !alive || top.is_some_and(|top| e <= top) {
+                t.liveness.insert((w, e, k), alive)?;
+                continue;
+            }
+            run = match run {
+                Some((first, last)) if e == last + 1 => Some((first, e)),
+                Some((first, last)) => {
+                    t.spawns.insert((w, last, first), k)?;
+                    Some((e, e))
+                }
+                None => Some((e, e)),
+            };
+        }
+        if let Some((first, last)) = run {
+            t.spawns.insert((w, last, first), k)?;
+            top = Some(last);
         }
         t.records.insert((w, k), a.record.as_slice())?;
         if let Some(s) = &a.snapshot {
@@ -666,8 +708,31 @@ fn alive_at(t: &Tables<'_>, info: &WorldInfo, entity: EntityId, at: Tick) -> Res
             return Ok(false);
         }
         let (w, e) = (info.id.0, entity.0);
-        if let Some(entry) = t.liveness.range((w, e, 0)..=(w, e, at.0))?.next_back() {
-            return Ok(entry?.1.value());
+        let single = match t.liveness.range((w, e, 0)..=(w, e, at.0))?.next_back() {
+            Some(entry) => {
+                let (k, v) = entry?;
+                Some((k.value().2, v.value()))
+            }
+            None => None,
+        };
+        let spawned = match t.spawns.range((w, e, 0)..=(w, u64::MAX, u64::MAX))?.next() {
+            Some(entry) => {
+                let (k, v) = entry?;
+                let (_, _, first) = k.value();
+                let tick = v.value();
+                (first <= e && tick <= at.0).then_some(tick)
+            }
+            None => None,
+        };
+        // The newer of the two (an entity is in no range and has no entry
+        // of the same tick).
+        match (single, spawned) {
+            (Some((tick, alive)), Some(spawn)) => {
+                return Ok(if spawn > tick { true } else { alive });
+            }
+            (Some((_, alive)), None) => return Ok(alive),
+            (None, Some(_)) => return Ok(true),
+            (None, None) => {}
         }
         match info.parent {
             Some(p) => {
@@ -768,7 +833,8 @@ mod tests {
             });
             created.push(rx);
         }
-        commit_batch(&db, creates, true, &sink);
+        let mut inputs = crate::current::InputCache::default();
+        commit_batch(&db, creates, true, &sink, &mut inputs);
         let ids: Vec<WorldId> = created
             .into_iter()
             .map(|mut rx| rx.try_recv().unwrap().unwrap().id)
@@ -785,7 +851,7 @@ mod tests {
         };
         let (c, mut rc) = append(ids[2], 1, vec![spawn(0), set]);
         let (d, mut rd) = append(ids[3], 1, vec![spawn(0)]);
-        commit_batch(&db, vec![a, b, c, d], true, &sink);
+        commit_batch(&db, vec![a, b, c, d], true, &sink, &mut inputs);
 
         assert!(matches!(ra.try_recv().unwrap(), Ok(())));
         assert!(matches!(rd.try_recv().unwrap(), Ok(())));
@@ -817,11 +883,21 @@ mod tests {
             .map(|id| records.get((id.0, 1)).unwrap().is_some())
             .collect();
         assert_eq!(stored, [true, false, false, true]);
-        // The refused world's spawn left no liveness entry.
+        // The refused world's spawn left no liveness entry; the stored
+        // world's two spawns are one range.
+        let spawns = txn.open_table(SPAWNS).unwrap();
         assert!(liveness.get((ids[2].0, 0, 1)).unwrap().is_none());
+        assert!(
+            spawns
+                .range((ids[2].0, 0, 0)..=(ids[2].0, u64::MAX, u64::MAX))
+                .unwrap()
+                .next()
+                .is_none()
+        );
+        assert!(liveness.get((ids[0].0, 1, 1)).unwrap().is_none());
         assert_eq!(
-            liveness.get((ids[0].0, 1, 1)).unwrap().map(|v| v.value()),
-            Some(true)
+            spawns.get((ids[0].0, 1, 0)).unwrap().map(|v| v.value()),
+            Some(1)
         );
     }
 }

@@ -5,6 +5,7 @@ use autoresearch_core::{
     ChangeKind, ComponentRegistry, Storage, StorageError, Tick, World, ledger,
 };
 use autoresearch_store::{FORMAT_VERSION, RedbConfig, RedbStorage};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -143,6 +144,7 @@ async fn a_format_1_file_is_read_and_upgraded() {
         let live: redb::TableDefinition<(u64, u64, u64), bool> =
             redb::TableDefinition::new("liveness");
         assert!(txn.delete_table(live).unwrap());
+        assert!(txn.delete_table(SPAWNS).unwrap());
         let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
         txn.open_table(meta)
             .unwrap()
@@ -174,5 +176,110 @@ async fn a_format_1_file_is_read_and_upgraded() {
     };
     let err = st.append(w.id(), stale, None).await.unwrap_err();
     assert!(matches!(err, StorageError::NotApplicable { .. }), "{err}");
-    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(FORMAT_VERSION, 4);
+}
+
+const SPAWNS: redb::TableDefinition<(u64, u64, u64), u64> =
+    redb::TableDefinition::new("spawn_ranges");
+const LIVENESS: redb::TableDefinition<(u64, u64, u64), bool> =
+    redb::TableDefinition::new("liveness");
+const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+
+/// A format 3 file (one liveness entry per spawn, every current value in
+/// `current_values`) is read as it is by a read-only open and upgraded by
+/// the first read-write open: the old current-state tables are dropped
+/// (its world's reads materialize), its liveness entries still decide
+/// which entities a tick may change, and new spawns become ranges.
+#[tokio::test]
+async fn a_format_3_file_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    small_ledger(&path).await;
+    let values: redb::TableDefinition<(u64, &str, u64), &[u8]> =
+        redb::TableDefinition::new("current_values");
+    let ticks: redb::TableDefinition<(u64, &str, u64), &[u8]> =
+        redb::TableDefinition::new("current_ticks");
+    {
+        // Rewritten in format 3's shape: spawns as liveness entries, a
+        // current_values table, no spawn_ranges or current_ticks.
+        let db = redb::Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let ranges: Vec<((u64, u64, u64), u64)> = txn
+                .open_table(SPAWNS)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.value(), v.value())
+                })
+                .collect();
+            assert_eq!(ranges, [((0, 1, 0), 1)], "both spawns are one range");
+            let mut live = txn.open_table(LIVENESS).unwrap();
+            for ((w, last, first), tick) in ranges {
+                for e in first..=last {
+                    live.insert((w, e, tick), true).unwrap();
+                }
+            }
+            let mut old = txn.open_table(values).unwrap();
+            old.insert((0, "Score", 0), [6u8].as_slice()).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format_version", [3u8].as_slice())
+                .unwrap();
+        }
+        assert!(txn.delete_table(SPAWNS).unwrap());
+        assert!(txn.delete_table(ticks).unwrap());
+        txn.commit().unwrap();
+    }
+    let ro: Arc<dyn Storage> = Arc::new(RedbStorage::open_read_only(&path).unwrap());
+    let w = World::open(ro.clone(), registry(), "w").await.unwrap();
+    assert_eq!(w.len(), 1);
+    assert_eq!(ro.read_current(w.id(), vec![]).await.unwrap(), None);
+    drop((w, ro));
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let mut w = World::open(st.clone(), registry(), "w").await.unwrap();
+    assert_eq!(st.read_current(w.id(), vec![]).await.unwrap(), None);
+    let e0 = autoresearch_core::EntityId(0);
+    w.insert(e0, &Score(7)).unwrap();
+    let e2 = w.spawn_with(&Score(8)).unwrap();
+    assert_eq!(w.commit().await.unwrap(), Tick(3));
+    let stale = autoresearch_core::TickRecord {
+        tick: Tick(4),
+        at_ms: 1,
+        changes: vec![autoresearch_core::Change::Remove {
+            entity: autoresearch_core::EntityId(1),
+            component: "Score".into(),
+        }],
+    };
+    let err = st.append(w.id(), stale, None).await.unwrap_err();
+    assert!(matches!(err, StorageError::NotApplicable { .. }), "{err}");
+    let again = World::open(st.clone(), registry(), "w").await.unwrap();
+    assert_eq!(again.get::<Score>(e0), Some(Score(7)));
+    assert_eq!(again.get::<Score>(e2), Some(Score(8)));
+    let id = again.id();
+    drop((w, again, st));
+    let db = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .create(&path)
+        .unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let names: Vec<String> = txn
+        .list_tables()
+        .unwrap()
+        .map(|t| redb::TableHandle::name(&t).to_string())
+        .collect();
+    assert!(!names.iter().any(|n| n == "current_values"), "{names:?}");
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(meta.get("format_version").unwrap().unwrap().value(), [4u8]);
+    // The new spawn is a range of its own; the old spawns stay entries.
+    let spawns = txn.open_table(SPAWNS).unwrap();
+    assert_eq!(
+        spawns.get((id.0, e2.0, e2.0)).unwrap().map(|v| v.value()),
+        Some(3)
+    );
 }

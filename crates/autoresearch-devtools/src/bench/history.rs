@@ -169,8 +169,8 @@ fn without_current_state(from: &Path, to: &Path) -> Result<()> {
     let db = redb::Database::create(to).with_context(|| format!("opening {}", to.display()))?;
     let txn = db.begin_write()?;
     for name in [
-        "current_values",
-        "current_keys",
+        "current_ticks",
+        "current_index",
         "current_tally",
         "current_at",
         "series_head",
