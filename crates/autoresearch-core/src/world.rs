@@ -525,7 +525,7 @@ impl World {
         }
         let mut state = self.encode_state()?;
         state.apply(self.info.id, record)?;
-        Ok(Some(state.to_snapshot()))
+        Ok(Some(into_snapshot(state)))
     }
 
     /// The (replay, state) sizes after `record` is applied with `snapshot`.
@@ -909,6 +909,20 @@ impl std::fmt::Debug for World {
             .field("entities", &self.ids.len())
             .field("pending", &self.pending.len())
             .finish()
+    }
+}
+
+/// The snapshot of `state`, its values moved, not copied: for a state
+/// built only to be written ([`State::to_snapshot`] clones every value).
+pub(crate) fn into_snapshot(state: State) -> Snapshot {
+    Snapshot {
+        tick: state.tick,
+        next_entity: state.next_entity,
+        entities: state
+            .entities
+            .into_iter()
+            .map(|(e, comps)| (e, comps.into_iter().collect()))
+            .collect(),
     }
 }
 

@@ -190,6 +190,13 @@ impl TickWriter {
         &self.registry
     }
 
+    /// Reserves room for at least `additional` more buffered changes: a
+    /// bulk writer that knows how many rows it writes sizes the tick once
+    /// instead of growing (and copying) it as it goes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.pending.reserve(additional);
+    }
+
     /// Allocates a new entity id and buffers its spawn.
     pub fn spawn(&mut self) -> EntityId {
         let entity = EntityId(self.next_entity);
@@ -273,7 +280,7 @@ impl TickWriter {
             }
             .map(|mut s| s.apply(self.info.id, &record).map(|()| s));
             match state {
-                Ok(Ok(s)) => Some(s.to_snapshot()),
+                Ok(Ok(s)) => Some(crate::world::into_snapshot(s)),
                 Ok(Err(e)) => {
                     self.pending = record.changes;
                     return Err(e.into());

@@ -348,15 +348,25 @@ fn digest(buf: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(buf).max(1)
 }
 
-/// A row read in one pass: its text and fingerprint together.
-fn new_agent_row(row: &Row<'_>, from: usize, buf: &mut Vec<u8>) -> rusqlite::Result<AgentRow> {
+/// A row read in one pass: its text and fingerprint together. Without
+/// `buf` the fingerprint is left 0 for the caller to fill in (from the
+/// table's pages), and the values are not copied a second time for it.
+fn new_agent_row(
+    row: &Row<'_>,
+    from: usize,
+    mut buf: Option<&mut Vec<u8>>,
+) -> rusqlite::Result<AgentRow> {
     use std::fmt::Write;
-    buf.clear();
+    if let Some(buf) = buf.as_deref_mut() {
+        buf.clear();
+    }
     let mut text = String::with_capacity(256);
     let mut spans = [None; 11];
     for (i, span) in spans.iter_mut().enumerate() {
         let v = row.get_ref(from + i)?;
-        encode(v, buf);
+        if let Some(buf) = buf.as_deref_mut() {
+            encode(v, buf);
+        }
         let start = text.len();
         // Rendered as `owned` renders it.
         match v {
@@ -377,7 +387,7 @@ fn new_agent_row(row: &Row<'_>, from: usize, buf: &mut Vec<u8>) -> rusqlite::Res
     Ok(AgentRow {
         text,
         spans,
-        fp: digest(buf),
+        fp: buf.map_or(0, |b| digest(b)),
     })
 }
 
@@ -498,13 +508,14 @@ impl Reports<'_> {
 }
 
 /// Reads agents row `row` (its rowid first) into `out`, or a warning when
-/// it has no text agent_id.
+/// it has no text agent_id. Without `buf` its fingerprint is left 0 for
+/// the caller to fill in.
 fn take_agent(
     out: &mut Scan,
     candidates: Option<&mut HashSet<String>>,
     row: &Row<'_>,
     hint: Option<u32>,
-    buf: &mut Vec<u8>,
+    buf: Option<&mut Vec<u8>>,
 ) -> rusqlite::Result<()> {
     let rowid: i64 = row.get(0)?;
     match key_text(row, 1)? {
@@ -569,6 +580,12 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
         let sql = format!("SELECT rowid, {columns} FROM agents");
         let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
+        // The pages give every row's fingerprint: the rows' own are not
+        // computed, and their count sizes the list once.
+        if let Some(cells) = &cells {
+            out.agents.reserve_exact(cells.len());
+        }
+        let row_fps = cells.is_none();
         while let Some(row) = rows.next().map_err(err)? {
             out.rows_read += 1;
             take_agent(
@@ -576,7 +593,7 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                 has_reports.then_some(&mut candidates),
                 row,
                 None,
-                &mut buf,
+                row_fps.then_some(&mut buf),
             )
             .map_err(err)?;
         }
@@ -623,7 +640,8 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                     has_reports.then_some(&mut candidates),
                     row,
                     hint,
-                    &mut buf,
+                    // The fingerprint read above is the row's.
+                    None,
                 )
                 .map_err(err)?;
                 if let Some((_, _, agent)) = out.agents.get_mut(before) {
@@ -712,7 +730,8 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                 let mut rows = stmt.query([&id]).map_err(err)?;
                 if let Some(row) = rows.next().map_err(err)? {
                     let rowid: i64 = row.get(0).map_err(err)?;
-                    let mut agent = new_agent_row(row, 1, &mut buf).map_err(err)?;
+                    let row_fp = cells.is_none().then_some(&mut buf);
+                    let mut agent = new_agent_row(row, 1, row_fp).map_err(err)?;
                     if let Some(cells) = &cells {
                         agent.fp = cell_fp(cells, rowid);
                     }

@@ -689,6 +689,12 @@ fn apply(
     keys.sort_unstable();
     let order: Vec<usize> = keys.into_iter().map(|(_, _, i)| i).collect();
     let mut by_rowid = scan.unchanged;
+    // Sized once for every row to write: a spawn and a run each (a report
+    // more grows it), rather than doubling a first ingest's tick a score
+    // of times.
+    by_rowid.reserve(built.len());
+    writer.reserve(2 * built.len());
+    index.runs.reserve(built.len());
     let run_component = writer.registry().name_of::<Run>()?.to_string();
     let registry = writer.registry().clone();
     let mut scratch = Vec::with_capacity(512);

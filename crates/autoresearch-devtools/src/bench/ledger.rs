@@ -1,5 +1,5 @@
 //! `cargo xtask bench ledger [--quick] [--only SECTIONS] [--histories LIST]
-//! [--tt-entities N]`: the redb ledger's append rate (one
+//! [--tt-entities N] [--in-flight K]`: the redb ledger's append rate (one
 //! world, then eight at once, every tick durable), the store's own cost per
 //! change (non-durable raw appends: what the append check costs), time
 //! travel, fork, and storage cost against the Python engine's full-state
@@ -9,6 +9,10 @@
 //! `storage`, comma-separated); `--histories` sets the history lengths of
 //! the time-travel section (for example `1000,1000000`: whether a read's
 //! cost grows with history) and `--tt-entities` its live entities.
+//! `--in-flight K` (default 1) lets each appender have K ticks in flight:
+//! it stages ticks ([`World::stage`]) and flushes them K at a time, so a
+//! tick is durable once its group is flushed, not when it is made (the
+//! `ticks_in_flight` field of the `append` lines says which was measured).
 //!
 //! Every figure comes from a fresh ledger in a temp dir on the same disk, with
 //! the default `RedbConfig` (durable, multi-process), through the public
@@ -42,6 +46,9 @@ struct Sizes {
     storage_entities: u64,
     storage_ticks: u64,
     fsync_time: Duration,
+    /// Ticks each appender stages before it flushes them (1: every tick
+    /// committed durably on its own).
+    in_flight: u64,
 }
 
 impl Sizes {
@@ -56,6 +63,7 @@ impl Sizes {
                 storage_entities: 200,
                 storage_ticks: 200,
                 fsync_time: Duration::from_millis(30),
+                in_flight: 1,
             }
         } else {
             Sizes {
@@ -67,6 +75,7 @@ impl Sizes {
                 storage_entities: 1_000,
                 storage_ticks: 1_000,
                 fsync_time: Duration::from_millis(200),
+                in_flight: 1,
             }
         }
     }
@@ -121,6 +130,7 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
         match flag.as_str() {
             "--histories" => sizes.histories = numbers()?,
             "--tt-entities" => sizes.tt_entities = numbers()?[0],
+            "--in-flight" => sizes.in_flight = numbers()?[0],
             "--only" => {
                 only = value.split(',').map(|s| s.trim().to_string()).collect();
                 if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
@@ -128,7 +138,7 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
                 }
             }
             other => anyhow::bail!(
-                "bench ledger: unknown option {other:?} (expected --only, --histories, --tt-entities)"
+                "bench ledger: unknown option {other:?} (expected --only, --histories, --tt-entities, --in-flight)"
             ),
         }
     }
@@ -258,14 +268,17 @@ async fn status_tick(w: &mut World, ids: &[EntityId], changes: u64, rng: &mut Rn
     Ok(())
 }
 
-/// Buffers status changes of `changes` random runs.
+/// Buffers status changes of `changes` random runs, each read with
+/// [`World::get`] and given back with [`World::insert_owned`] (the
+/// documented path for values the caller no longer needs: the commit moves
+/// it into the world instead of decoding its bytes back).
 fn change_statuses(w: &mut World, ids: &[EntityId], changes: u64, rng: &mut Rng) -> Result<()> {
     for _ in 0..changes {
         let e = ids[rng.below(ids.len() as u64) as usize];
         let mut run: Run = w.get(e).context("a run of the workload vanished")?;
         let next = RunStatus::ALL[rng.below(RunStatus::ALL.len() as u64) as usize];
         run.set_status(next);
-        w.insert(e, &run)?;
+        w.insert_owned(e, run)?;
     }
     Ok(())
 }
@@ -287,6 +300,7 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
         sizes.entities, sizes.ticks
     );
     let ticks = sizes.ticks;
+    let in_flight = sizes.in_flight;
     // The disk's rate drifts with other load on the machine, so the timed
     // appends run in slices with a short fsync probe before each and after
     // the last; fsync_per_s is the probes' overall rate, and the probes are
@@ -306,8 +320,19 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
             .zip(rngs)
             .map(|((mut w, ids), mut rng)| {
                 tokio::spawn(async move {
-                    for _ in 0..n {
-                        status_tick(&mut w, &ids, per_tick, &mut rng).await?;
+                    if in_flight <= 1 {
+                        for _ in 0..n {
+                            status_tick(&mut w, &ids, per_tick, &mut rng).await?;
+                        }
+                    } else {
+                        for _ in 0..n {
+                            change_statuses(&mut w, &ids, per_tick, &mut rng)?;
+                            w.stage()?;
+                            if w.staged() as u64 >= in_flight {
+                                w.flush().await?;
+                            }
+                        }
+                        w.flush().await?;
                     }
                     anyhow::Ok(((w, ids), rng))
                 })
@@ -333,6 +358,7 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
         "entities": sizes.entities,
         "ticks": ticks,
         "changes_per_tick": per_tick,
+        "ticks_in_flight": in_flight,
         "ticks_per_s": round(total_ticks / secs),
         "changes_per_s": round(total_ticks * per_tick as f64 / secs),
         "fsync_per_s": round(fsync),
