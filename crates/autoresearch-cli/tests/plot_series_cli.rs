@@ -144,8 +144,8 @@ fn copy_without_index(from: &Path, to: &Path) {
     let db = redb::Database::create(to).unwrap();
     let txn = db.begin_write().unwrap();
     for name in [
-        "current_values",
-        "current_keys",
+        "current_ticks",
+        "current_index",
         "current_tally",
         "current_at",
         "series_head",
