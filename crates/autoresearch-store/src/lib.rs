@@ -347,8 +347,8 @@ impl RedbStorage {
         &self.sink.path
     }
 
-    /// Bytes each table of the ledger occupies (the current-state tables
-    /// only when the file has them). Cost: one read transaction.
+    /// Bytes each table of the ledger occupies (the current-state and
+    /// chart-series tables only when the file has them). Cost: one read transaction.
     pub async fn table_bytes(&self) -> Result<Vec<TableBytes>, StorageError> {
         self.read(
             || "measuring tables".to_string(),
@@ -373,6 +373,7 @@ impl RedbStorage {
                     });
                 }
                 out.extend(current::table_bytes(txn)?);
+                out.extend(series::table_bytes(txn)?);
                 Ok(out)
             },
         )

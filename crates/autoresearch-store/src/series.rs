@@ -704,6 +704,52 @@ fn update(
     Ok(())
 }
 
+/// Bytes each chart-series table occupies, for the tables the file has.
+/// Cost: five table opens in `txn`.
+pub(crate) fn table_bytes(txn: &ReadTransaction) -> Result<Vec<crate::TableBytes>, Failure> {
+    use redb::{ReadableTableMetadata, TableHandle};
+    fn entry(name: &str, stats: Option<redb::TableStats>) -> Option<crate::TableBytes> {
+        stats.map(|s| crate::TableBytes {
+            name: name.to_string(),
+            stored: s.stored_bytes(),
+            metadata: s.metadata_bytes(),
+            fragmented: s.fragmented_bytes(),
+        })
+    }
+    let stats = [
+        (
+            HEAD.name(),
+            open(txn.open_table(HEAD))?.map(|t| t.stats()).transpose()?,
+        ),
+        (
+            POINTS.name(),
+            open(txn.open_table(POINTS))?
+                .map(|t| t.stats())
+                .transpose()?,
+        ),
+        (
+            RUNS.name(),
+            open(txn.open_table(RUNS))?.map(|t| t.stats()).transpose()?,
+        ),
+        (
+            RUN_IDS.name(),
+            open(txn.open_table(RUN_IDS))?
+                .map(|t| t.stats())
+                .transpose()?,
+        ),
+        (
+            RESULTS.name(),
+            open(txn.open_table(RESULTS))?
+                .map(|t| t.stats())
+                .transpose()?,
+        ),
+    ];
+    Ok(stats
+        .into_iter()
+        .filter_map(|(name, s)| entry(name, s))
+        .collect())
+}
+
 /// A table of a read transaction, `None` when the file has none yet.
 fn open<T>(r: Result<T, redb::TableError>) -> Result<Option<T>, Failure> {
     match r {
