@@ -1,0 +1,206 @@
+//! The `current_index` table's chunks of secondary keys: changed in place
+//! by a writer, scanned by a read.
+
+use super::Stop;
+use super::codec::{CHUNK, KeyChunk, decode_chunk, encode_chunk};
+use crate::Failure;
+use autoresearch_core::EntityId;
+use redb::{ReadableTable, Table};
+use std::ops::Bound;
+
+/// One change to the secondary keys: `(index, key, entity, added)`.
+pub(super) type KeyOp = (&'static str, String, u64, bool);
+
+/// The chunk of `index` that holds (or would hold) `(key, entity)`:
+/// its first entry and entries; `None` before the index's first chunk.
+/// `Err(None)` when it does not decode.
+#[expect(clippy::type_complexity, reason = "a private helper's tuple")]
+fn chunk_at(
+    table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    index: &str,
+    key: &str,
+    entity: u64,
+) -> Result<Result<Option<((String, u64), KeyChunk)>, ()>, Failure> {
+    let found = table
+        .range::<(u64, &str, &str, u64)>((w, index, "", 0)..=(w, index, key, entity))?
+        .next_back();
+    let Some(entry) = found else {
+        return Ok(Ok(None));
+    };
+    let (k, v) = entry?;
+    let (_, _, first, fe) = k.value();
+    Ok(match decode_chunk(v.value()) {
+        Some(c) => Ok(Some(((first.to_string(), fe), c))),
+        None => Err(()),
+    })
+}
+
+/// The first entry of `index`'s first chunk after `(key, entity)`.
+fn next_chunk(
+    table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    index: &str,
+    key: &str,
+    entity: u64,
+) -> Result<Option<(String, u64)>, Failure> {
+    let next = table
+        .range::<(u64, &str, &str, u64)>((
+            Bound::Excluded((w, index, key, entity)),
+            Bound::Unbounded,
+        ))?
+        .next();
+    Ok(match next {
+        Some(entry) => {
+            let (k, _) = entry?;
+            let (kw, ki, kk, ke) = k.value();
+            (kw == w && ki == index).then(|| (kk.to_string(), ke))
+        }
+        None => None,
+    })
+}
+
+/// Applies `ops` (sorted by index, key, entity; one per entry) to world
+/// `w`'s chunks: each chunk they fall in is read, changed and written back
+/// once, cut into chunks of at most [`CHUNK`].
+pub(super) fn apply_keys(
+    table: &mut Table<'_, (u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    ops: &[KeyOp],
+) -> Result<(), Stop> {
+    let mut i = 0;
+    while i < ops.len() {
+        let (index, key, entity, _) = &ops[i];
+        let (start, mut entries) = match chunk_at(table, w, index, key, *entity)? {
+            Ok(Some((start, c))) => (Some(start), c),
+            Ok(None) => (None, Vec::new()),
+            Err(()) => return Err(Stop::Facts),
+        };
+        let end = next_chunk(table, w, index, key, *entity)?;
+        let mut j = i;
+        while j < ops.len() {
+            let (oi, ok, oe, add) = &ops[j];
+            if oi != index || end.as_ref().is_some_and(|(k, e)| (ok, *oe) >= (k, *e)) {
+                break;
+            }
+            let probe = (ok.clone(), *oe);
+            match (entries.binary_search(&probe), add) {
+                (Err(at), true) => entries.insert(at, probe),
+                (Ok(at), false) => {
+                    entries.remove(at);
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        if let Some((k, e)) = &start {
+            table.remove((w, *index, k.as_str(), *e))?;
+        }
+        for piece in entries.chunks(CHUNK) {
+            let (k, e) = &piece[0];
+            table.insert((w, *index, k.as_str(), *e), encode_chunk(piece).as_slice())?;
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+/// The entries of `index` whose key is `key` (starts with it, when
+/// `prefix`), ascending; at most `limit` unless `prefix`. `None` when a
+/// chunk does not decode.
+pub(super) fn keyed_forward(
+    table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    index: &str,
+    key: &str,
+    prefix: bool,
+    limit: usize,
+) -> Result<Option<Vec<(String, EntityId)>>, Failure> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(Some(out));
+    }
+    // The chunk that holds the first key at or after `key` may start
+    // before it.
+    let start = match table
+        .range::<(u64, &str, &str, u64)>((w, index, "", 0)..=(w, index, key, 0))?
+        .next_back()
+    {
+        Some(entry) => {
+            let (k, _) = entry?;
+            let (_, _, first, fe) = k.value();
+            (first.to_string(), fe)
+        }
+        None => (key.to_string(), 0),
+    };
+    let range = table.range::<(u64, &str, &str, u64)>((
+        Bound::Included((w, index, start.0.as_str(), start.1)),
+        Bound::Unbounded,
+    ))?;
+    for entry in range {
+        let (k, v) = entry?;
+        let (kw, ki, _, _) = k.value();
+        if kw != w || ki != index {
+            break;
+        }
+        let Some(chunk) = decode_chunk(v.value()) else {
+            return Ok(None);
+        };
+        for (ck, ce) in chunk {
+            if ck.as_str() < key {
+                continue;
+            }
+            let hit = if prefix {
+                ck.starts_with(key)
+            } else {
+                ck == key
+            };
+            // Sorted: past the first miss, nothing matches.
+            if !hit {
+                return Ok(Some(out));
+            }
+            out.push((ck, EntityId(ce)));
+            if !prefix && out.len() >= limit {
+                return Ok(Some(out));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The entries of `index` whose key is `key`, newest (highest entity)
+/// first, at most `limit`: read backwards from the chunk holding the
+/// last. `None` when a chunk does not decode.
+pub(super) fn keyed_newest(
+    table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    index: &str,
+    key: &str,
+    limit: usize,
+) -> Result<Option<Vec<(String, EntityId)>>, Failure> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(Some(out));
+    }
+    let range = table
+        .range::<(u64, &str, &str, u64)>((w, index, "", 0)..=(w, index, key, u64::MAX))?
+        .rev();
+    for entry in range {
+        let (_, v) = entry?;
+        let Some(chunk) = decode_chunk(v.value()) else {
+            return Ok(None);
+        };
+        for (ck, ce) in chunk.into_iter().rev() {
+            match ck.as_str().cmp(key) {
+                std::cmp::Ordering::Greater => continue,
+                std::cmp::Ordering::Less => return Ok(Some(out)),
+                std::cmp::Ordering::Equal => {}
+            }
+            out.push((ck, EntityId(ce)));
+            if out.len() >= limit {
+                return Ok(Some(out));
+            }
+        }
+    }
+    Ok(Some(out))
+}

@@ -1,0 +1,471 @@
+//! Every on-disk encoding of the ledger, in one place: the tables, their
+//! keys, and the values stored in them.
+//!
+//! Keys are fixed-width integers (tuples of `u64`), so that a world's ticks
+//! sort numerically and a range scan reads one world's segment in tick order.
+//! Values are postcard behind a one-byte format version: a value starting
+//! with a byte greater than [`FORMAT_VERSION`] was written by a newer build
+//! and is refused, never guessed at. The `meta` table records the version of
+//! the file as a whole. Changing any shape below means a new version number
+//! and a decoder for the old one.
+//!
+//! The stored shapes mirror core's types but are declared here, so that an
+//! edit to a core type cannot silently change the file format.
+
+mod borrowed;
+mod value;
+
+pub(crate) use borrowed::{
+    ChangeRef, decode_component_record, decode_component_snapshot, record_sets,
+};
+pub(crate) use value::body;
+use value::{decode, encode, encode_packed, encode_packed_sized};
+
+use autoresearch_core::{
+    Change, EntityId, ForkPoint, Snapshot, Tick, TickRecord, WorldId, WorldInfo,
+};
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+/// The newest file format this build writes and reads (the `meta` table's
+/// `format_version`). Version 2 added the `liveness` table; a version 1
+/// file is upgraded (the table filled from the records) by the first
+/// read-write open, and read as it is by a read-only one. Version 3 allows
+/// value version 2 (compressed records and snapshots); older values stay
+/// readable, so a version 2 file is upgraded by rewriting the marker only.
+/// Version 4 added the `spawn_ranges` table (spawns of new entities as
+/// ranges, no longer one `liveness` entry each) and keeps the current
+/// state as pointers to the ticks that hold its values (`current_ticks`)
+/// instead of a second copy of them (`current_values`): the upgrade drops
+/// the format 3 current-state tables (those worlds' reads materialize),
+/// and a build that knows only format 3, which would not read the ranges,
+/// refuses the file.
+pub const FORMAT_VERSION: u8 = 4;
+
+/// The newest value encoding this build writes and reads (the first byte
+/// of every postcard value). Version 1: the postcard body follows.
+/// Version 2 (records and snapshots, file format 3): a codec byte follows,
+/// [`CODEC_RAW`] then the postcard body, [`CODEC_LZ4`] then the body
+/// compressed as one LZ4 block behind its length (u32, little-endian), or
+/// (file format 4) [`CODEC_ZSTD`] then one zstd frame behind its length.
+///
+/// [`CODEC_RAW`]: value::CODEC_RAW
+/// [`CODEC_LZ4`]: value::CODEC_LZ4
+/// [`CODEC_ZSTD`]: value::CODEC_ZSTD
+pub const VALUE_VERSION: u8 = 2;
+
+/// `"format_version"` -> `[version]`: the format of the file as a whole.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const FORMAT_KEY: &str = "format_version";
+
+/// `"last_deleted_world"` -> the id of a deleted world that had the
+/// greatest id, `u64` little-endian; absent until one was deleted. A new
+/// world's id is greater than it, so that no id is ever reused. Additive:
+/// a file without it reads as before.
+pub(crate) const LAST_DELETED_KEY: &str = "last_deleted_world";
+
+/// The value of [`LAST_DELETED_KEY`].
+pub(crate) fn encode_last_deleted(id: u64) -> [u8; 8] {
+    id.to_le_bytes()
+}
+
+/// Reads the value of [`LAST_DELETED_KEY`].
+pub(crate) fn decode_last_deleted(bytes: &[u8]) -> Result<u64, DecodeError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_le_bytes)
+        .map_err(|_| DecodeError::Corrupt(format!("{} bytes, expected 8", bytes.len())))
+}
+
+/// World id -> catalogue entry (name, parent, fork tick, head, created_at).
+pub(crate) const WORLDS: TableDefinition<u64, &[u8]> = TableDefinition::new("worlds");
+
+/// World name -> world id, so that look-up by name is one read.
+pub(crate) const WORLD_NAMES: TableDefinition<&str, u64> = TableDefinition::new("world_names");
+
+/// (world, tick) -> the tick's record: every change one commit made.
+pub(crate) const RECORDS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("records");
+
+/// (world, tick) -> the world's whole state after that tick.
+pub(crate) const SNAPSHOTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("snapshots");
+
+/// (world, chunk, entity) -> bitmask: which ticks of one chunk of
+/// [`INDEX_CHUNK`] ticks of a world's own segment changed an entity. Bit `i`
+/// of chunk `c` stands for tick `c * INDEX_CHUNK + i + 1`.
+///
+/// A chunk's entries are written in one go by the append that completes the
+/// chunk, so they land side by side at the end of the world's key range:
+/// per-tick appends never scatter writes across the index. The ticks of the
+/// unfinished chunk (fewer than [`INDEX_CHUNK`]) are found from their records.
+pub(crate) const ENTITY_TICKS: TableDefinition<(u64, u64, u64), u64> =
+    TableDefinition::new("entity_ticks");
+
+/// (world, entity, tick) -> whether the entity is alive after that own tick
+/// of the world, for each tick that changed its liveness (spawn, despawn).
+/// The append check reads the newest entry at or before the head (then the
+/// parent's, at most at the fork tick): one range step per lineage level.
+pub(crate) const LIVENESS: TableDefinition<(u64, u64, u64), bool> =
+    TableDefinition::new("liveness");
+
+/// (world, last entity, first entity) -> the own tick that spawned every
+/// entity `first..=last` of the world (file format 4). A tick's spawns of
+/// entities above every range the world has are stored here, one entry
+/// per run of consecutive ids, instead of one `liveness` entry each; so
+/// ranges never overlap, and the range holding an entity is the first
+/// entry whose last entity is at least it. An entity's liveness at a tick
+/// is the newer of its `liveness` entry and its range spawn at or before
+/// that tick.
+pub(crate) const SPAWNS: TableDefinition<(u64, u64, u64), u64> =
+    TableDefinition::new("spawn_ranges");
+
+/// Ticks per entity-index chunk (the width of its bitmask).
+pub(crate) const INDEX_CHUNK: u64 = 64;
+
+/// The index chunk holding `tick` (>= 1), and its bit in that chunk's mask.
+pub(crate) fn index_slot(tick: Tick) -> (u64, u64) {
+    let t = tick.0.saturating_sub(1);
+    (t / INDEX_CHUNK, 1u64 << (t % INDEX_CHUNK))
+}
+
+/// The ticks a chunk's bitmask stands for, ascending.
+pub(crate) fn index_ticks(chunk: u64, mask: u64) -> impl Iterator<Item = Tick> {
+    (0..INDEX_CHUNK)
+        .filter(move |i| mask & (1u64 << i) != 0)
+        .map(move |i| Tick(chunk * INDEX_CHUNK + i + 1))
+}
+
+/// The distinct entities a stored record touches, without building the
+/// record. Used when an index chunk is completed.
+pub(crate) fn record_entities(tick: Tick, bytes: &[u8]) -> Result<Vec<EntityId>, DecodeError> {
+    Ok(decode_record(tick, bytes)?.entities())
+}
+
+/// Names of every table, for statistics.
+pub(crate) const TABLE_NAMES: [&str; 8] = [
+    "meta",
+    "worlds",
+    "world_names",
+    "records",
+    "snapshots",
+    "entity_ticks",
+    "liveness",
+    "spawn_ranges",
+];
+
+/// Why a stored value could not be decoded.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    /// The value starts with a version byte newer than this build's.
+    Newer(u8),
+    Corrupt(String),
+}
+
+impl DecodeError {
+    /// The storage error for this failure, naming what was being read.
+    pub(crate) fn at(
+        self,
+        world: WorldId,
+        tick: Tick,
+        what: &str,
+    ) -> autoresearch_core::StorageError {
+        use autoresearch_core::StorageError;
+        match self {
+            DecodeError::Newer(found) => StorageError::NewerFormat {
+                what: format!("{what} of {world} tick {tick}"),
+                found,
+                supported: VALUE_VERSION,
+            },
+            DecodeError::Corrupt(reason) => StorageError::Corrupt {
+                world,
+                tick,
+                reason: format!("{what}: {reason}"),
+            },
+        }
+    }
+}
+
+/// Bytes serialized with serde's `bytes` hint: postcard writes them exactly
+/// as a `Vec<u8>` (a length, then the bytes) but copies them in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Blob(Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Blob, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(Blob(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WorldV1 {
+    name: String,
+    /// (parent world, last shared tick).
+    parent: Option<(u64, u64)>,
+    head: u64,
+    created_at_ms: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+enum ChangeV1 {
+    Spawn(u64),
+    Set(u64, String, Blob),
+    Remove(u64, String),
+    Despawn(u64),
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    at_ms: i64,
+    changes: Vec<ChangeV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    next_entity: u64,
+    entities: Vec<(u64, Vec<(String, Blob)>)>,
+}
+
+/// The whole-file format marker stored under [`FORMAT_KEY`].
+pub(crate) fn encode_file_version() -> [u8; 1] {
+    [FORMAT_VERSION]
+}
+
+/// The liveness entries of a stored record, for the upgrade of a format 1
+/// file: (entity, alive after the tick) for every entity the record spawns
+/// or despawns. The log replays, so the last such change of an entity in
+/// the record says whether it is alive after it.
+pub(crate) fn record_liveness(
+    tick: Tick,
+    bytes: &[u8],
+) -> Result<Vec<(EntityId, bool)>, DecodeError> {
+    let mut out = std::collections::BTreeMap::new();
+    for c in decode_record(tick, bytes)?.changes {
+        match c {
+            Change::Spawn { entity } => out.insert(entity, true),
+            Change::Despawn { entity } => out.insert(entity, false),
+            _ => None,
+        };
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// The file format a `meta` entry names. Errors on an empty entry.
+pub(crate) fn decode_file_version(bytes: &[u8]) -> Result<u8, String> {
+    bytes
+        .first()
+        .copied()
+        .ok_or_else(|| "empty format_version entry".to_string())
+}
+
+pub(crate) fn encode_world(info: &WorldInfo) -> Result<Vec<u8>, String> {
+    encode(&WorldV1 {
+        name: info.name.clone(),
+        parent: info.parent.map(|p| (p.parent.0, p.tick.0)),
+        head: info.head.0,
+        created_at_ms: info.created_at_ms,
+    })
+}
+
+/// Errors also when the entry names a parent that is not older than the
+/// world (ids are allocated in order, so a parent always has a smaller id):
+/// lineage walks over a damaged catalogue then always end.
+pub(crate) fn decode_world(id: WorldId, bytes: &[u8]) -> Result<WorldInfo, DecodeError> {
+    let w: WorldV1 = decode(bytes)?;
+    if let Some((p, _)) = w.parent
+        && p >= id.0
+    {
+        return Err(DecodeError::Corrupt(format!(
+            "parent world#{p} is not older than the world"
+        )));
+    }
+    Ok(WorldInfo {
+        id,
+        name: w.name,
+        head: Tick(w.head),
+        parent: w.parent.map(|(p, t)| ForkPoint {
+            parent: WorldId(p),
+            tick: Tick(t),
+        }),
+        created_at_ms: w.created_at_ms,
+    })
+}
+
+/// Encodes a record's body; its tick is the key. Consumes the record so
+/// that no value is copied twice.
+pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
+    // About the encoded size, so that a large record is not copied by
+    // doubling its buffer a score of times.
+    let size_hint = 16
+        + record
+            .changes
+            .iter()
+            .map(|c| match c {
+                Change::Set {
+                    component, value, ..
+                } => 16 + component.len() + value.len(),
+                Change::Remove { component, .. } => 16 + component.len(),
+                _ => 11,
+            })
+            .sum::<usize>();
+    encode_packed_sized(
+        size_hint,
+        &RecordV1 {
+            at_ms: record.at_ms,
+            changes: record
+                .changes
+                .into_iter()
+                .map(|c| match c {
+                    Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
+                    Change::Set {
+                        entity,
+                        component,
+                        value,
+                    } => ChangeV1::Set(entity.0, component, Blob(value)),
+                    Change::Remove { entity, component } => ChangeV1::Remove(entity.0, component),
+                    Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
+                })
+                .collect(),
+        },
+    )
+}
+
+pub(crate) fn decode_record(tick: Tick, bytes: &[u8]) -> Result<TickRecord, DecodeError> {
+    let r: RecordV1 = decode(bytes)?;
+    Ok(TickRecord {
+        tick,
+        at_ms: r.at_ms,
+        changes: r
+            .changes
+            .into_iter()
+            .map(|c| match c {
+                ChangeV1::Spawn(e) => Change::Spawn {
+                    entity: EntityId(e),
+                },
+                ChangeV1::Set(e, component, Blob(value)) => Change::Set {
+                    entity: EntityId(e),
+                    component,
+                    value,
+                },
+                ChangeV1::Remove(e, component) => Change::Remove {
+                    entity: EntityId(e),
+                    component,
+                },
+                ChangeV1::Despawn(e) => Change::Despawn {
+                    entity: EntityId(e),
+                },
+            })
+            .collect(),
+    })
+}
+
+/// Encodes a snapshot's body; its tick is the key.
+pub(crate) fn encode_snapshot(snapshot: Snapshot) -> Result<Vec<u8>, String> {
+    encode_packed(&SnapshotV1 {
+        next_entity: snapshot.next_entity,
+        entities: snapshot
+            .entities
+            .into_iter()
+            .map(|(e, comps)| (e.0, comps.into_iter().map(|(n, v)| (n, Blob(v))).collect()))
+            .collect(),
+    })
+}
+
+pub(crate) fn decode_snapshot(tick: Tick, bytes: &[u8]) -> Result<Snapshot, DecodeError> {
+    let s: SnapshotV1 = decode(bytes)?;
+    Ok(Snapshot {
+        tick,
+        next_entity: s.next_entity,
+        entities: s
+            .entities
+            .into_iter()
+            .map(|(e, comps)| {
+                (
+                    EntityId(e),
+                    comps.into_iter().map(|(n, Blob(v))| (n, v)).collect(),
+                )
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_has_the_wire_shape_of_a_byte_vector() {
+        let v: Vec<u8> = (0..=255).collect();
+        let a = postcard::to_stdvec(&v).unwrap();
+        let b = postcard::to_stdvec(&Blob(v.clone())).unwrap();
+        assert_eq!(a, b);
+        let back: Blob = postcard::from_bytes(&a).unwrap();
+        assert_eq!(back.0, v);
+    }
+
+    #[test]
+    fn record_round_trips_and_checks_its_version_byte() {
+        let rec = TickRecord {
+            tick: Tick(7),
+            at_ms: 123,
+            changes: vec![
+                Change::Spawn {
+                    entity: EntityId(1),
+                },
+                Change::Set {
+                    entity: EntityId(1),
+                    component: "Run".into(),
+                    value: vec![1, 2, 3],
+                },
+                Change::Remove {
+                    entity: EntityId(1),
+                    component: "Run".into(),
+                },
+                Change::Despawn {
+                    entity: EntityId(1),
+                },
+            ],
+        };
+        let mut bytes = encode_record(rec.clone()).unwrap();
+        assert_eq!(bytes[0], VALUE_VERSION);
+        assert_eq!(decode_record(Tick(7), &bytes).unwrap(), rec);
+        bytes[0] = VALUE_VERSION + 1;
+        assert!(matches!(
+            decode_record(Tick(7), &bytes),
+            Err(DecodeError::Newer(v)) if v == VALUE_VERSION + 1
+        ));
+        bytes[0] = VALUE_VERSION;
+        bytes.truncate(bytes.len() - 2);
+        assert!(matches!(
+            decode_record(Tick(7), &bytes),
+            Err(DecodeError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_record(Tick(7), &[]),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+}

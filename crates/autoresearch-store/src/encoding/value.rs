@@ -1,0 +1,394 @@
+//! The value codecs: the version and codec bytes that start a stored
+//! value, and its postcard body kept raw or compressed (zstd, LZ4).
+
+use super::{DecodeError, VALUE_VERSION};
+use serde::Serialize;
+
+/// The version byte of values that are never compressed (catalogue
+/// entries): the plain encoding of file format 1.
+const PLAIN_VERSION: u8 = 1;
+
+/// Codec byte of a version 2 value: the postcard body, as is.
+pub(crate) const CODEC_RAW: u8 = 0;
+/// Codec byte of a version 2 value: LZ4 block format (lz4_flex), the
+/// uncompressed length first as a little-endian u32.
+pub(crate) const CODEC_LZ4: u8 = 1;
+
+/// Codec byte of a version 2 value (file format 4): one zstd frame
+/// (level [`ZSTD_LEVEL`]), the uncompressed length first as a
+/// little-endian u32.
+pub(crate) const CODEC_ZSTD: u8 = 2;
+
+/// Bodies shorter than this are stored raw: compression gains little on
+/// them and the many small per-tick records stay cheap to read.
+const COMPRESS_FROM: usize = 512;
+
+/// Bodies from [`COMPRESS_FROM`] up to this size are compressed with zstd,
+/// larger ones with LZ4. A tick's record is a redb page of its own, whose
+/// size is a power of two: zstd's smaller output (a record of 100 runs in
+/// 7.8 KB against LZ4's 10.7 KB) halves the page a typical tick takes.
+/// Past this size (an ingest of thousands of runs, snapshots) the page
+/// saved is rarely a whole power of two, and LZ4's faster decode, which
+/// every time travel through such a tick pays, wins.
+const ZSTD_UP_TO: usize = 256 << 10;
+
+/// zstd's level for [`CODEC_ZSTD`]: its default, fast to write.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Each thread's zstd contexts, made on first use and kept: a context
+/// is about a megabyte, which this machine's page faults make costlier
+/// than compressing a tick's record.
+type ZstdContexts = (
+    Option<zstd::bulk::Compressor<'static>>,
+    Option<zstd::bulk::Decompressor<'static>>,
+);
+
+thread_local! {
+    static ZSTD: std::cell::RefCell<ZstdContexts> = const { std::cell::RefCell::new((None, None)) };
+}
+
+/// LZ4's largest expansion is about 255x; a claimed length beyond this is
+/// a damaged value, refused before anything is allocated.
+const MAX_LZ4_RATIO: usize = 256;
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    postcard::to_extend(value, vec![PLAIN_VERSION]).map_err(|e| e.to_string())
+}
+
+/// Version 2: the body compressed with LZ4 when it is long enough and
+/// shrinks, raw otherwise.
+pub(super) fn encode_packed<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    encode_packed_sized(0, value)
+}
+
+/// [`encode_packed`] into a buffer of `size_hint` bytes to start with.
+pub(super) fn encode_packed_sized<T: Serialize>(
+    size_hint: usize,
+    value: &T,
+) -> Result<Vec<u8>, String> {
+    let mut start = Vec::with_capacity(2 + size_hint);
+    start.extend_from_slice(&[VALUE_VERSION, CODEC_RAW]);
+    let raw = postcard::to_extend(value, start).map_err(|e| e.to_string())?;
+    let body = &raw[2..];
+    if body.len() < COMPRESS_FROM || body.len() > u32::MAX as usize {
+        return Ok(raw);
+    }
+    if body.len() < ZSTD_UP_TO {
+        let mut out = Vec::with_capacity(6 + body.len() / 2);
+        out.extend_from_slice(&[VALUE_VERSION, CODEC_ZSTD]);
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        let packed = ZSTD
+            .with(|z| {
+                let mut z = z.borrow_mut();
+                if z.0.is_none() {
+                    z.0 = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+                }
+                match z.0.as_mut() {
+                    Some(c) => c.compress(body),
+                    None => Ok(Vec::new()),
+                }
+            })
+            .map_err(|e| format!("zstd: {e}"))?;
+        out.extend_from_slice(&packed);
+        return Ok(if out.len() < raw.len() { out } else { raw });
+    }
+    let mut out = Vec::with_capacity(6 + lz4_flex::block::get_maximum_output_size(body.len()));
+    out.extend_from_slice(&[VALUE_VERSION, CODEC_LZ4]);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let start = out.len();
+    out.resize(
+        start + lz4_flex::block::get_maximum_output_size(body.len()),
+        0,
+    );
+    let n = lz4_flex::block::compress_into(body, &mut out[start..]).map_err(|e| e.to_string())?;
+    out.truncate(start + n);
+    Ok(if out.len() < raw.len() { out } else { raw })
+}
+
+/// The postcard body of a value of any version: borrowed for versions 1
+/// and 2 raw, decompressed for LZ4.
+pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeError> {
+    let (&version, rest) = bytes
+        .split_first()
+        .ok_or_else(|| DecodeError::Corrupt("empty value".into()))?;
+    if version > VALUE_VERSION {
+        return Err(DecodeError::Newer(version));
+    }
+    match version {
+        0 => Err(DecodeError::Corrupt("format version byte is 0".into())),
+        1 => Ok(std::borrow::Cow::Borrowed(rest)),
+        _ => match rest.split_first() {
+            Some((&CODEC_RAW, body)) => Ok(std::borrow::Cow::Borrowed(body)),
+            Some((&CODEC_LZ4, packed)) => {
+                let (len, block) = packed
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| DecodeError::Corrupt("LZ4 value without its length".into()))?;
+                let len = u32::from_le_bytes(*len) as usize;
+                if len > block.len().saturating_mul(MAX_LZ4_RATIO) + 64 {
+                    return Err(DecodeError::Corrupt(format!(
+                        "LZ4 value claims {len} bytes from {} compressed",
+                        block.len()
+                    )));
+                }
+                let out = lz4_flex::block::decompress(block, len)
+                    .map_err(|e| DecodeError::Corrupt(format!("LZ4: {e}")))?;
+                Ok(std::borrow::Cow::Owned(out))
+            }
+            Some((&CODEC_ZSTD, packed)) => {
+                let (len, frame) = packed
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| DecodeError::Corrupt("zstd value without its length".into()))?;
+                let len = u32::from_le_bytes(*len) as usize;
+                // This build writes zstd only below ZSTD_UP_TO: a larger
+                // claim is a damaged value, refused before allocating.
+                if len >= ZSTD_UP_TO {
+                    return Err(DecodeError::Corrupt(format!(
+                        "zstd value claims {len} bytes, more than such a value holds"
+                    )));
+                }
+                let out = ZSTD
+                    .with(|z| {
+                        let mut z = z.borrow_mut();
+                        if z.1.is_none() {
+                            z.1 = Some(zstd::bulk::Decompressor::new()?);
+                        }
+                        match z.1.as_mut() {
+                            Some(d) => d.decompress(frame, len),
+                            None => Ok(Vec::new()),
+                        }
+                    })
+                    .map_err(|e| DecodeError::Corrupt(format!("zstd: {e}")))?;
+                if out.len() != len {
+                    return Err(DecodeError::Corrupt(format!(
+                        "zstd value holds {} bytes, its length says {len}",
+                        out.len()
+                    )));
+                }
+                Ok(std::borrow::Cow::Owned(out))
+            }
+            Some((codec, _)) => Err(DecodeError::Corrupt(format!("unknown codec byte {codec}"))),
+            None => Err(DecodeError::Corrupt("value without its codec byte".into())),
+        },
+    }
+}
+
+pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let body = body(bytes)?;
+    let (value, rest) =
+        postcard::take_from_bytes(&body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Corrupt(format!(
+            "{} unexpected bytes after the value",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use super::*;
+    use autoresearch_core::ComponentRecord;
+
+    fn big_record() -> TickRecord {
+        TickRecord {
+            tick: Tick(3),
+            at_ms: 9,
+            changes: (0..200)
+                .flat_map(|e| {
+                    [
+                        Change::Spawn {
+                            entity: EntityId(e),
+                        },
+                        Change::Set {
+                            entity: EntityId(e),
+                            component: "Run".into(),
+                            value: format!("https://github.com/example/run-{e}.git running")
+                                .into_bytes(),
+                        },
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    /// A record whose body is past [`ZSTD_UP_TO`].
+    fn huge_record() -> TickRecord {
+        TickRecord {
+            tick: Tick(3),
+            at_ms: 9,
+            changes: (0..8000)
+                .map(|e| Change::Set {
+                    entity: EntityId(e),
+                    component: "Run".into(),
+                    value: format!("https://github.com/example/run-{e}.git running").into_bytes(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn large_records_are_stored_compressed_and_read_back() {
+        let rec = big_record();
+        let plain = postcard::to_stdvec(&rec.changes.len()).unwrap().len();
+        let bytes = encode_record(rec.clone()).unwrap();
+        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_ZSTD]);
+        let raw = postcard::to_stdvec(&RecordV1 {
+            at_ms: 9,
+            changes: Vec::new(),
+        })
+        .unwrap();
+        assert!(
+            raw.len() + plain < bytes.len(),
+            "sanity: it holds something"
+        );
+        assert!(
+            bytes.len() * 3 < 200 * 45,
+            "{} bytes: not compressed",
+            bytes.len()
+        );
+        assert_eq!(decode_record(Tick(3), &bytes).unwrap(), rec);
+        // A record past ZSTD_UP_TO is LZ4.
+        let huge = huge_record();
+        let bytes = encode_record(huge.clone()).unwrap();
+        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_LZ4]);
+        assert_eq!(decode_record(Tick(3), &bytes).unwrap(), huge);
+        // A small record stays raw.
+        let small = TickRecord {
+            tick: Tick(1),
+            at_ms: 1,
+            changes: vec![Change::Spawn {
+                entity: EntityId(1),
+            }],
+        };
+        let bytes = encode_record(small.clone()).unwrap();
+        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_RAW]);
+        assert_eq!(decode_record(Tick(1), &bytes).unwrap(), small);
+    }
+
+    #[test]
+    fn version_1_values_written_by_older_builds_still_decode() {
+        let rec = big_record();
+        let v1 = encode(&RecordV1 {
+            at_ms: rec.at_ms,
+            changes: rec
+                .changes
+                .iter()
+                .map(|c| match c.clone() {
+                    Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
+                    Change::Set {
+                        entity,
+                        component,
+                        value,
+                    } => ChangeV1::Set(entity.0, component, Blob(value)),
+                    Change::Remove { entity, component } => ChangeV1::Remove(entity.0, component),
+                    Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
+                })
+                .collect(),
+        })
+        .unwrap();
+        assert_eq!(v1[0], 1);
+        assert_eq!(decode_record(Tick(3), &v1).unwrap(), rec);
+        // The in-place projection reads version 1 and 2 (raw, LZ4, zstd)
+        // alike.
+        let v2 = encode_record(rec.clone()).unwrap();
+        assert_eq!(v2[..2], [VALUE_VERSION, CODEC_ZSTD]);
+        let lz4 = {
+            // The LZ4 shape of format 3, built by hand.
+            let raw = postcard::to_stdvec(&RecordV1 {
+                at_ms: rec.at_ms,
+                changes: rec
+                    .changes
+                    .iter()
+                    .map(|c| match c.clone() {
+                        Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
+                        Change::Set {
+                            entity,
+                            component,
+                            value,
+                        } => ChangeV1::Set(entity.0, component, Blob(value)),
+                        Change::Remove { entity, component } => {
+                            ChangeV1::Remove(entity.0, component)
+                        }
+                        Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
+                    })
+                    .collect(),
+            })
+            .unwrap();
+            let mut out = vec![VALUE_VERSION, CODEC_LZ4];
+            out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+            out.extend_from_slice(&lz4_flex::block::compress(&raw));
+            out
+        };
+        assert_eq!(decode_record(Tick(3), &lz4).unwrap(), rec);
+        for bytes in [&v1, &v2, &lz4] {
+            assert_eq!(
+                decode_component_record(Tick(3), bytes, "Run").unwrap(),
+                ComponentRecord::project(rec.clone(), "Run")
+            );
+        }
+        let cut = &v2[..v2.len() - 3];
+        assert!(matches!(
+            decode_component_record(Tick(3), cut, "Run"),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn damaged_zstd_values_are_corrupt_not_a_panic_or_a_huge_allocation() {
+        let bytes = encode_record(big_record()).unwrap();
+        assert_eq!(bytes[1], CODEC_ZSTD);
+        let mut huge = bytes.clone();
+        huge[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            matches!(decode_record(Tick(3), &huge), Err(DecodeError::Corrupt(r)) if r.contains("claims"))
+        );
+        // A length shorter or longer than the frame holds.
+        for claim in [10u32, 200 * 60] {
+            let mut wrong = bytes.clone();
+            wrong[2..6].copy_from_slice(&claim.to_le_bytes());
+            assert!(matches!(
+                decode_record(Tick(3), &wrong),
+                Err(DecodeError::Corrupt(_))
+            ));
+        }
+        let cut = &bytes[..bytes.len() / 2];
+        assert!(matches!(
+            decode_record(Tick(3), cut),
+            Err(DecodeError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_record(Tick(3), &bytes[..4]),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn damaged_compressed_values_are_corrupt_not_a_panic_or_a_huge_allocation() {
+        let bytes = encode_record(huge_record()).unwrap();
+        assert_eq!(bytes[1], CODEC_LZ4);
+        // A length far beyond what the block can expand to.
+        let mut huge = bytes.clone();
+        huge[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            matches!(decode_record(Tick(3), &huge), Err(DecodeError::Corrupt(r)) if r.contains("claims"))
+        );
+        // A cut block.
+        let cut = &bytes[..bytes.len() / 2];
+        assert!(matches!(
+            decode_record(Tick(3), cut),
+            Err(DecodeError::Corrupt(_))
+        ));
+        // An unknown codec.
+        let mut odd = bytes.clone();
+        odd[1] = 9;
+        assert!(
+            matches!(decode_record(Tick(3), &odd), Err(DecodeError::Corrupt(r)) if r.contains("codec"))
+        );
+        assert!(matches!(
+            decode_record(Tick(3), &[VALUE_VERSION]),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+}
