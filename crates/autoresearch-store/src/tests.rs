@@ -425,6 +425,11 @@ async fn table_bytes_reports_every_table() {
         "current_index",
         "current_tally",
         "current_at",
+        "series_head",
+        "series_points",
+        "series_runs",
+        "series_run_ids",
+        "series_results",
     ]);
     assert_eq!(names, expected);
     let records = tables.iter().find(|t| t.name == "records").unwrap();
