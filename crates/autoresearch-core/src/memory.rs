@@ -287,7 +287,8 @@ impl Storage for MemoryStorage {
                 tick: snapshot.tick,
             });
         }
-        data.snapshots.insert(snapshot.tick, snapshot);
+        // A stored snapshot never changes (as in the redb store).
+        data.snapshots.entry(snapshot.tick).or_insert(snapshot);
         Ok(())
     }
 

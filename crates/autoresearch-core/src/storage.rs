@@ -505,7 +505,9 @@ pub trait Storage: Send + Sync + 'static {
         at: Tick,
     ) -> Result<Option<Snapshot>, StorageError>;
 
-    /// Stores a snapshot of an already committed own tick.
+    /// Stores a snapshot of an already committed own tick. A snapshot
+    /// already stored at that tick is kept as it is: a stored snapshot
+    /// never changes, so readers may keep it decoded.
     async fn put_snapshot(&self, world: WorldId, snapshot: Snapshot) -> Result<(), StorageError>;
 
     /// Deletes world `world`, atomically: its catalogue entry and name, and

@@ -55,8 +55,10 @@ pub(crate) const RESULTS: TableDefinition<(u64, u64), u64> = TableDefinition::ne
 
 /// The version tag of a `series_head` value and of a block. Another
 /// version is not read (the chart materializes) and a writer stops
-/// keeping the world's series.
-const VERSION: u8 = 1;
+/// keeping the world's series. Version 2: the crashed flag in the
+/// outcome byte, metric ids as u16 and commits as 128-bit hashes (series
+/// of version 1 were written by a development build only).
+pub(crate) const VERSION: u8 = 2;
 
 /// What a world's series knows beside its points.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -819,7 +821,10 @@ pub(crate) fn read(
     let x = x as u64;
     for entry in points.range((w, x, 0)..=(w, x, u64::MAX))? {
         let (k, v) = entry?;
-        let base = k.value().2 << 8;
+        // A block number past what entity ids allow is a damaged key.
+        let Some(base) = k.value().2.checked_mul(256) else {
+            return Ok(None);
+        };
         let out = std::cell::RefCell::new(&mut series.points);
         let ok = scan_block(
             v.value(),

@@ -122,6 +122,10 @@ impl SpanCache {
     }
 
     fn keep(&self, key: Key, entry: Entry, size: usize) {
+        // What an entry costs besides its value: the key twice (the map's
+        // and the eviction queue's copy, with the component name's heap
+        // bytes), the map and queue slots, and the shared allocation.
+        let size = size + 2 * (size_of::<Key>() + key.3.len()) + size_of::<(Entry, usize)>() + 48;
         if size > self.capacity / 2 {
             return;
         }

@@ -518,7 +518,11 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
                 }
                 .into());
             }
-            t.snapshots.insert((world.0, tick.0), snapshot.as_slice())?;
+            // A stored snapshot never changes: the span cache of every
+            // handle on this file may keep it decoded.
+            if t.snapshots.get((world.0, tick.0))?.is_none() {
+                t.snapshots.insert((world.0, tick.0), snapshot.as_slice())?;
+            }
             Ok(Done::Unit)
         }
     }

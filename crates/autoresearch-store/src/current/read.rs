@@ -122,7 +122,13 @@ pub(crate) fn read(
                         b.reverse();
                     }
                     for (offset, tick) in b {
-                        let e = block * BLOCK + u64::from(offset);
+                        // A damaged key's block number: fall back.
+                        let Some(e) = block
+                            .checked_mul(BLOCK)
+                            .and_then(|b| b.checked_add(u64::from(offset)))
+                        else {
+                            return Ok(None);
+                        };
                         if before.is_some_and(|x| e >= x.0) {
                             continue;
                         }
