@@ -298,7 +298,11 @@ async fn forks_older_builds_and_deleted_worlds_keep_no_series() {
         {
             let mut head = txn.open_table(series::HEAD).unwrap();
             let mut bytes = head.get(id.0).unwrap().unwrap().value().to_vec();
-            assert_eq!(bytes[0], series::VERSION, "the head starts with its version");
+            assert_eq!(
+                bytes[0],
+                series::VERSION,
+                "the head starts with its version"
+            );
             assert_eq!(bytes[1..9], 5u64.to_le_bytes());
             bytes[1..9].copy_from_slice(&4u64.to_le_bytes());
             head.insert(id.0, bytes.as_slice()).unwrap();
