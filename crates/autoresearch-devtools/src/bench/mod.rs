@@ -91,9 +91,19 @@ pub fn loop_config(
     }
 }
 
-/// Prints one benchmark figure as a JSON line.
+/// Lines [`emit`] could not write (stdout closed, e.g. piped into
+/// `head`): counted, so that the benchmark still finishes and removes its
+/// files, and [`run`] then fails saying so instead of panicking mid-way.
+static UNWRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Prints one benchmark figure as a JSON line on stdout. A line that
+/// cannot be written is counted (see [`run`]), never a panic.
 pub fn emit(value: serde_json::Value) {
-    println!("{value}");
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{value}").and_then(|()| out.flush()).is_err() {
+        UNWRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Runs benchmark `name`; `args` are its own options (none for the ones
@@ -103,7 +113,7 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
     if takes_no_options && !args.is_empty() {
         bail!("benchmark {name} takes no options, got {args:?}");
     }
-    match name {
+    let result = match name {
         "ingest" => ingest::run(quick),
         "ledger" => ledger::run(quick, args),
         "loop" => loop_::run(quick, args),
@@ -114,5 +124,12 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
         other => bail!(
             "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions, parity, serve or history)"
         ),
+    };
+    let unwritten = UNWRITTEN.load(std::sync::atomic::Ordering::Relaxed);
+    if result.is_ok() && unwritten > 0 {
+        bail!(
+            "benchmark {name}: {unwritten} result lines could not be written to stdout (closed?)"
+        );
     }
+    result
 }
