@@ -4,6 +4,8 @@
 //! current-state tables (as a ledger written before them), and every
 //! command's output is compared.
 
+mod common;
+
 use autoresearch_core::noise::{MetricNoise, NoiseModel};
 use autoresearch_core::{
     BranchHead, ComponentRegistry, Confirmation, Description, EvalResult, Experiment,
@@ -161,27 +163,6 @@ async fn write_ledger(path: &Path) {
     w.commit().await.unwrap();
 }
 
-/// The copy at `to` of the ledger at `from`, without the current-state
-/// tables: what a ledger written before them holds.
-fn copy_without_current(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap();
-    let db = redb::Database::create(to).unwrap();
-    let txn = db.begin_write().unwrap();
-    for name in [
-        "current_ticks",
-        "current_index",
-        "current_tally",
-        "current_at",
-    ] {
-        assert!(
-            txn.delete_table(redb::TableDefinition::<u64, u64>::new(name))
-                .unwrap(),
-            "{name} was missing from the ledger written by this build"
-        );
-    }
-    txn.commit().unwrap();
-}
-
 fn run(ledger: &Path, cwd: &Path, args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_autoresearch"))
         .current_dir(cwd)
@@ -207,7 +188,7 @@ async fn the_fast_reads_print_what_the_materialized_reads_print() {
     let fast = dir.path().join("fast.redb");
     let slow = dir.path().join("slow.redb");
     write_ledger(&fast).await;
-    copy_without_current(&fast, &slow);
+    common::copy_without_tables(&fast, &slow, &common::CURRENT_TABLES);
     let svg = |name: &str| dir.path().join(name).display().to_string();
     let (svg_fast, svg_slow) = (svg("fast.svg"), svg("slow.svg"));
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
@@ -288,7 +269,7 @@ async fn an_ambiguous_prefix_is_refused_alike() {
     let fast = dir.path().join("fast.redb");
     let slow = dir.path().join("slow.redb");
     write_ledger(&fast).await;
-    copy_without_current(&fast, &slow);
+    common::copy_without_tables(&fast, &slow, &common::CURRENT_TABLES);
     let fail = |ledger: &Path, id: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_autoresearch"))
             .current_dir(dir.path())
@@ -313,7 +294,7 @@ async fn a_damaged_current_state_falls_back_to_the_log() {
     let fast = dir.path().join("fast.redb");
     let slow = dir.path().join("slow.redb");
     write_ledger(&fast).await;
-    copy_without_current(&fast, &slow);
+    common::copy_without_tables(&fast, &slow, &common::CURRENT_TABLES);
     // Every pointer block of the current state's Runs becomes bytes that
     // do not decode; the log stays whole.
     {

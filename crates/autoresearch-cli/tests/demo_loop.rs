@@ -7,6 +7,8 @@
 #[allow(dead_code, reason = "this test uses only part of the demo fixture")]
 mod fixture;
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -111,7 +113,11 @@ fn the_demo_loop_keeps_improvements_and_survives_a_crash_and_a_hang() {
     // of every attempt read in full: the same loop ledger copied without
     // its current-state and series tables charts the same, byte for byte.
     let copy = tmp.path().join("materialized.redb");
-    copy_without_index(&repo.join(".autoresearch/ledger.redb"), &copy);
+    common::copy_without_tables(
+        &repo.join(".autoresearch/ledger.redb"),
+        &copy,
+        &[&common::CURRENT_TABLES[..], &common::SERIES_TABLES[..]].concat(),
+    );
     let copy_arg = copy.display().to_string();
     let (svg_a, svg_b) = (tmp.path().join("a.svg"), tmp.path().join("b.svg"));
     let (a, b) = (svg_a.display().to_string(), svg_b.display().to_string());
@@ -132,30 +138,4 @@ fn the_demo_loop_keeps_improvements_and_survives_a_crash_and_a_hang() {
         std::fs::read(&svg_a).unwrap(),
         std::fs::read(&svg_b).unwrap()
     );
-}
-
-/// The copy at `to` of the ledger at `from` without the current-state and
-/// chart-series tables, as a ledger written before them.
-fn copy_without_index(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap();
-    let db = redb::Database::create(to).unwrap();
-    let txn = db.begin_write().unwrap();
-    for name in [
-        "current_ticks",
-        "current_index",
-        "current_tally",
-        "current_at",
-        "series_head",
-        "series_points",
-        "series_runs",
-        "series_run_ids",
-        "series_results",
-    ] {
-        assert!(
-            txn.delete_table(redb::TableDefinition::<u64, u64>::new(name))
-                .unwrap(),
-            "{name} missing"
-        );
-    }
-    txn.commit().unwrap();
 }

@@ -4,6 +4,8 @@
 //! (as a ledger written before them), and the outputs and image files
 //! are compared, for a chart that is downsampled and for one that is not.
 
+mod common;
+
 use autoresearch_core::{
     BranchHead, ComponentRegistry, ConfirmStatus, Confirmation, Description, EvalResult,
     Experiment, OutcomeStatus, Run, RunStatus, Storage, TickWriter, lifecycle::Outcome,
@@ -137,32 +139,6 @@ async fn write_world(st: Arc<dyn Storage>, name: &str, attempts: u32, shared_tas
     w.commit().await.unwrap();
 }
 
-/// The copy at `to` of the ledger at `from` without the current-state and
-/// series tables: what a ledger written before them holds.
-fn copy_without_index(from: &Path, to: &Path) {
-    std::fs::copy(from, to).unwrap();
-    let db = redb::Database::create(to).unwrap();
-    let txn = db.begin_write().unwrap();
-    for name in [
-        "current_ticks",
-        "current_index",
-        "current_tally",
-        "current_at",
-        "series_head",
-        "series_points",
-        "series_runs",
-        "series_run_ids",
-        "series_results",
-    ] {
-        assert!(
-            txn.delete_table(redb::TableDefinition::<u64, u64>::new(name))
-                .unwrap(),
-            "{name} was missing from the ledger written by this build"
-        );
-    }
-    txn.commit().unwrap();
-}
-
 fn run(ledger: &Path, cwd: &Path, args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_autoresearch"))
         .current_dir(cwd)
@@ -194,7 +170,11 @@ async fn the_series_chart_is_the_materialized_chart() {
         write_world(st.clone(), "big", 6_500, false).await;
         write_world(st, "small", 40, true).await;
     }
-    copy_without_index(&fast, &slow);
+    common::copy_without_tables(
+        &fast,
+        &slow,
+        &[&common::CURRENT_TABLES[..], &common::SERIES_TABLES[..]].concat(),
+    );
     let out = |name: &str| dir.path().join(name).display().to_string();
     let big = |more: &[&'static str]| [&["plot", "--experiment", "big"][..], more].concat();
     let small = |more: &[&'static str]| [&["plot", "--experiment", "small"][..], more].concat();

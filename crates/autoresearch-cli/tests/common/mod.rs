@@ -9,6 +9,10 @@ use std::sync::Arc;
 /// The world `autoresearch:exp` of the ledger a loop run in `dir` wrote
 /// (`dir/.autoresearch/ledger.redb`), opened read-write with the standard
 /// registry. Panics when it cannot be opened: a test's fixture is broken.
+#[allow(
+    dead_code,
+    reason = "each test file is its own crate and uses some of these helpers"
+)]
 pub async fn exp_world(dir: &Path) -> World {
     let path = dir.join(".autoresearch/ledger.redb");
     let storage = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
@@ -19,4 +23,50 @@ pub async fn exp_world(dir: &Path) -> World {
     )
     .await
     .unwrap()
+}
+
+/// The current-state tables of ledger format 4.
+#[allow(
+    dead_code,
+    reason = "each test file is its own crate and uses some of these helpers"
+)]
+pub const CURRENT_TABLES: [&str; 4] = [
+    "current_ticks",
+    "current_index",
+    "current_tally",
+    "current_at",
+];
+
+/// The chart-series tables.
+#[allow(
+    dead_code,
+    reason = "each test file is its own crate and uses some of these helpers"
+)]
+pub const SERIES_TABLES: [&str; 5] = [
+    "series_head",
+    "series_points",
+    "series_runs",
+    "series_run_ids",
+    "series_results",
+];
+
+/// Copies the ledger at `from` to `to` and deletes `tables` from the copy:
+/// what a ledger written before them holds. Panics when one is missing
+/// (the ledger was not written by this build).
+#[allow(
+    dead_code,
+    reason = "each test file is its own crate and uses some of these helpers"
+)]
+pub fn copy_without_tables(from: &Path, to: &Path, tables: &[&str]) {
+    std::fs::copy(from, to).unwrap();
+    let db = redb::Database::create(to).unwrap();
+    let txn = db.begin_write().unwrap();
+    for name in tables {
+        assert!(
+            txn.delete_table(redb::TableDefinition::<u64, u64>::new(name))
+                .unwrap(),
+            "{name} was missing from the ledger written by this build"
+        );
+    }
+    txn.commit().unwrap();
 }
