@@ -32,12 +32,7 @@ fn read_all<'de, S: DeserializeSeed<'de>>(
     let rest = de
         .finalize()
         .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(DecodeError::Corrupt(format!(
-            "{} unexpected bytes after the value",
-            rest.len()
-        )));
-    }
+    encoding::nothing_left(rest)?;
     Ok(value)
 }
 

@@ -2,7 +2,7 @@
 //! borrowed from a decoded body, projected without copying what is not
 //! asked for.
 
-use super::{DecodeError, body};
+use super::{DecodeError, body, take_whole};
 use autoresearch_core::{
     ChangeKind, ComponentChange, ComponentRecord, ComponentSnapshot, EntityId, Tick,
 };
@@ -60,14 +60,7 @@ pub(crate) fn decode_component_record(
     component: &str,
 ) -> Result<ComponentRecord, DecodeError> {
     let body = body(bytes)?;
-    let (r, rest): (RecordRef<'_>, _) =
-        postcard::take_from_bytes(&body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(DecodeError::Corrupt(format!(
-            "{} unexpected bytes after the value",
-            rest.len()
-        )));
-    }
+    let r: RecordRef<'_> = take_whole(&body)?;
     Ok(ComponentRecord {
         tick,
         changes: r
@@ -95,14 +88,7 @@ pub(crate) fn record_sets(
     mut f: impl FnMut(EntityId, &str, &[u8]),
 ) -> Result<(), DecodeError> {
     let body = body(bytes)?;
-    let (r, rest): (RecordRef<'_>, _) =
-        postcard::take_from_bytes(&body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(DecodeError::Corrupt(format!(
-            "{} unexpected bytes after the value",
-            rest.len()
-        )));
-    }
+    let r: RecordRef<'_> = take_whole(&body)?;
     for c in r.changes {
         if let ChangeRef::Set(e, c, v) = c {
             f(EntityId(e), c, v);
@@ -119,14 +105,7 @@ pub(crate) fn decode_component_snapshot(
     component: &str,
 ) -> Result<ComponentSnapshot, DecodeError> {
     let body = body(bytes)?;
-    let (s, rest): (SnapshotRef<'_>, _) =
-        postcard::take_from_bytes(&body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(DecodeError::Corrupt(format!(
-            "{} unexpected bytes after the value",
-            rest.len()
-        )));
-    }
+    let s: SnapshotRef<'_> = take_whole(&body)?;
     Ok(ComponentSnapshot {
         tick,
         entities: s

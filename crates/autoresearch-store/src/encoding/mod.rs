@@ -18,7 +18,7 @@ mod value;
 pub(crate) use borrowed::{
     ChangeRef, decode_component_record, decode_component_snapshot, record_sets,
 };
-pub(crate) use value::body;
+pub(crate) use value::{body, nothing_left, take_whole};
 use value::{decode, encode, encode_packed, encode_packed_sized};
 
 use autoresearch_core::{

@@ -174,15 +174,28 @@ pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeErr
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let body = body(bytes)?;
+    take_whole(&body)
+}
+
+/// The postcard value that is the whole of `body` (a decoded value's
+/// body), borrowing from it; bytes left after it are damage.
+pub(crate) fn take_whole<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
     let (value, rest) =
-        postcard::take_from_bytes(&body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(DecodeError::Corrupt(format!(
+        postcard::take_from_bytes(body).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    nothing_left(rest)?;
+    Ok(value)
+}
+
+/// Refuses bytes left after a value: a damaged or foreign value.
+pub(crate) fn nothing_left(rest: &[u8]) -> Result<(), DecodeError> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(DecodeError::Corrupt(format!(
             "{} unexpected bytes after the value",
             rest.len()
-        )));
+        )))
     }
-    Ok(value)
 }
 
 #[cfg(test)]
