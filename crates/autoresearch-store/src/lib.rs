@@ -498,4 +498,7 @@ mod tests;
 mod current_tests;
 
 #[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
 mod series_tests;

@@ -7,35 +7,13 @@
 use super::*;
 use autoresearch_core::series::{Series, series_of_state};
 use autoresearch_core::{
-    ComponentRegistry, EvalResult, OutcomeStatus, Run, RunStatus, Storage, Tick, World, ledger,
-    lifecycle::Outcome,
+    EvalResult, OutcomeStatus, Run, RunStatus, Storage, Tick, World, ledger, lifecycle::Outcome,
 };
 use redb::ReadableTable;
 use serde_json::json;
 use std::sync::Arc;
 
-fn registry() -> Arc<ComponentRegistry> {
-    Arc::new(ComponentRegistry::standard())
-}
-
-/// xorshift64*: a small deterministic generator, so that a failing seed
-/// replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
-}
+use crate::test_support::{Rng, registry};
 
 const METRICS: [Option<&str>; 4] = [None, Some("loss"), Some("acc"), Some("absent")];
 
