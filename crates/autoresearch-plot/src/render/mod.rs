@@ -7,6 +7,12 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::sync::OnceLock;
 
+mod labels;
+mod scale;
+
+use labels::{Rect, Taken};
+use scale::{Cut, data_range, decimals, focus};
+
 /// Size and title of the chart.
 #[derive(Clone, Debug)]
 pub struct ChartOptions {
@@ -87,157 +93,6 @@ pub fn render(
             writer.write_image_data(&pixels)?;
             writer.finish()?;
             Ok(out)
-        }
-    }
-}
-
-/// The y range of the values `on_scale` accepts; `None` when there are none.
-fn data_range(points: &[Point], on_scale: impl Fn(f64) -> bool) -> Option<(f64, f64)> {
-    let mut values = points
-        .iter()
-        .filter(|p| p.value.is_some_and(&on_scale))
-        .flat_map(|p| p.samples.iter().copied().chain(p.value))
-        .filter(|v| on_scale(*v));
-    let first = values.next()?;
-    Some(values.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v))))
-}
-
-/// Where the chart cuts its y axis: values beyond `at` (above it when
-/// `above`) are drawn pinned at the edge, with their value written.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Cut {
-    above: bool,
-    at: f64,
-}
-
-impl Cut {
-    fn on_scale(cut: Option<Cut>, v: f64) -> bool {
-        match cut {
-            Some(Cut { above: true, at }) => v <= at,
-            Some(Cut { above: false, at }) => v >= at,
-            None => true,
-        }
-    }
-}
-
-/// Where the y axis is cut, if anywhere. The head's whole trajectory (the
-/// baseline included) is always on scale, so that the chart shows every
-/// gain at its true size; only attempts far worse than any head (a diverged
-/// run, a broken build scored at 1e9) are pinned in an off-scale band on
-/// their side, with their value written, so that they do not squeeze the
-/// rest into a few pixels.
-fn focus(p: &Progress) -> Option<Cut> {
-    let heads: Vec<f64> = p.head_steps().iter().map(|(_, v)| *v).collect();
-    if heads.is_empty() {
-        return None;
-    }
-    let lo = heads.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = heads.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let span = (hi - lo).max(hi.abs().max(lo.abs()) * 0.05);
-    if !(span.is_finite() && span > 0.0) {
-        return None;
-    }
-    let others = || {
-        p.points
-            .iter()
-            .filter(|pt| !pt.mark.is_head())
-            .filter_map(|pt| pt.value)
-    };
-    let far_above = others().any(|v| v > hi + 4.0 * span);
-    let far_below = others().any(|v| v < lo - 4.0 * span);
-    let above = match (far_above, far_below) {
-        (false, false) => return None,
-        (true, false) => true,
-        (false, true) => false,
-        // Both: cut on the worse side, which the direction says.
-        (true, true) => p.direction != Some(Direction::Maximize),
-    };
-    Some(if above {
-        Cut {
-            above: true,
-            at: hi + 1.5 * span,
-        }
-    } else {
-        Cut {
-            above: false,
-            at: lo - 1.5 * span,
-        }
-    })
-}
-
-/// Decimals that tell ticks `span` apart: three significant digits of it.
-fn decimals(span: f64) -> usize {
-    if !(span.is_finite() && span > 0.0) {
-        return 3;
-    }
-    // Up to 17 decimals: a tiny span (`3.2e-8` against `3.3e-8`) still
-    // gets ticks that tell its values apart.
-    (2.0 - span.log10().floor()).clamp(0.0, 17.0) as usize
-}
-
-type Rect = (i32, i32, i32, i32);
-
-fn overlaps(a: Rect, b: Rect) -> bool {
-    a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3
-}
-
-/// The rectangles the labels must not overlap, filed in a grid of square
-/// cells so that a look-up checks only those sharing a cell with it: the
-/// same answers as checking every one, without the cost of checking
-/// thousands of points for each of thousands of labels.
-#[derive(Default)]
-struct Taken {
-    cells: std::collections::HashMap<(i32, i32), Vec<Rect>>,
-    /// Rectangles spanning too many cells to file, checked every time.
-    wide: Vec<Rect>,
-}
-
-impl Taken {
-    /// The side of a cell, in pixels.
-    const CELL: i32 = 64;
-
-    /// The cells `r` covers (its corners included), `None` when too many.
-    fn cells(r: Rect) -> Option<impl Iterator<Item = (i32, i32)>> {
-        let c = |v: i32| v.div_euclid(Self::CELL);
-        let (x0, x1, y0, y1) = (c(r.0), c(r.2), c(r.1), c(r.3));
-        let n = (i64::from(x1) - i64::from(x0) + 1) * (i64::from(y1) - i64::from(y0) + 1);
-        (n <= 64).then(|| (x0..=x1).flat_map(move |x| (y0..=y1).map(move |y| (x, y))))
-    }
-
-    fn push(&mut self, r: Rect) {
-        match Self::cells(r) {
-            Some(cells) => {
-                for cell in cells {
-                    self.cells.entry(cell).or_default().push(r);
-                }
-            }
-            None => self.wide.push(r),
-        }
-    }
-
-    /// Whether `r` overlaps any rectangle taken.
-    fn overlaps(&self, r: Rect) -> bool {
-        if self.wide.iter().any(|t| overlaps(*t, r)) {
-            return true;
-        }
-        match Self::cells(r) {
-            Some(mut cells) => cells.any(|cell| {
-                self.cells
-                    .get(&cell)
-                    .is_some_and(|v| v.iter().any(|t| overlaps(*t, r)))
-            }),
-            None => self
-                .cells
-                .values()
-                .any(|v| v.iter().any(|t| overlaps(*t, r))),
-        }
-    }
-}
-
-impl Extend<Rect> for Taken {
-    fn extend<I: IntoIterator<Item = Rect>>(&mut self, rects: I) {
-        for r in rects {
-            self.push(r);
         }
     }
 }
@@ -754,61 +609,4 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         lines.push(line);
     }
     lines
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decimals_follow_the_span() {
-        assert_eq!(decimals(0.004), 5);
-        assert_eq!(decimals(0.05), 4);
-        assert_eq!(decimals(1.5), 2);
-        assert_eq!(decimals(250.0), 0);
-        assert_eq!(decimals(0.0), 3);
-    }
-
-    #[test]
-    fn the_grid_of_taken_rectangles_answers_as_checking_every_one() {
-        // xorshift: deterministic rectangles of every size, some far off
-        // and some too wide to file.
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = |n: i32| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as i32
-        };
-        let rect = |next: &mut dyn FnMut(i32) -> i32| {
-            let (x, y) = (next(3000) - 800, next(2000) - 600);
-            let (w, h) = match next(100) {
-                0 => (next(5000), next(3000)),
-                _ => (next(200), next(40)),
-            };
-            (x, y, x + w, y + h)
-        };
-        let mut all: Vec<Rect> = Vec::new();
-        let mut taken = Taken::default();
-        for _ in 0..300 {
-            let r = rect(&mut next);
-            all.push(r);
-            taken.push(r);
-        }
-        let mut answers = [0, 0];
-        for _ in 0..3000 {
-            let q = rect(&mut next);
-            let want = all.iter().any(|t| overlaps(*t, q));
-            assert_eq!(taken.overlaps(q), want, "{q:?}");
-            answers[usize::from(want)] += 1;
-        }
-        assert!(answers[0] > 100 && answers[1] > 100, "{answers:?}");
-    }
-
-    #[test]
-    fn rectangles_overlap_only_when_they_share_area() {
-        assert!(overlaps((0, 0, 10, 10), (5, 5, 15, 15)));
-        assert!(!overlaps((0, 0, 10, 10), (10, 0, 20, 10)));
-        assert!(!overlaps((0, 0, 10, 10), (0, 11, 10, 20)));
-    }
 }
