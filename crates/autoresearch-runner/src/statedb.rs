@@ -2,83 +2,24 @@
 //! (a consistent snapshot even while the runner commits in WAL mode), with
 //! row fingerprints so that a re-sync materializes only rows that changed.
 
+//!
+//! [`Source`] (`source.rs`) is the connection kept across syncs; the row
+//! types and fingerprints are in `rows.rs`; [`scan`] (here) reads a
+//! snapshot against the ingest's index.
+
+mod rows;
+mod source;
+
+pub(crate) use rows::{AGENT_COLUMNS, AgentRow, REPORT_COLUMNS, ReportRow};
+pub(crate) use source::Source;
+
 use crate::error::IngestError;
 use crate::index::{Index, ReportOwner, Seen};
 use crate::pages;
-use rusqlite::functions::FunctionFlags;
-use rusqlite::types::ValueRef;
-use rusqlite::{Connection, OpenFlags, Row};
+use rows::{fingerprint, key_text, new_agent_row, report_row};
+use rusqlite::Row;
+use source::{FP_FUNCTION, TableCells, check_columns, tables};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// How much of a runner database is read through a memory map.
-const MMAP_SIZE: u64 = 1 << 30;
-
-/// How long a read waits for a lock the runner holds (WAL readers rarely wait).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-pub(crate) const AGENT_COLUMNS: [&str; 11] = [
-    "agent_id",
-    "vm_name",
-    "status",
-    "harness",
-    "repo_url",
-    "branch",
-    "task",
-    "started_at",
-    "finished_at",
-    "agent_name",
-    "workspace_path",
-];
-
-pub(crate) const REPORT_COLUMNS: [&str; 10] = [
-    "report_id",
-    "agent_id",
-    "request_id",
-    "exit_status",
-    "commit_hash",
-    "diff_stat",
-    "stdout_tail",
-    "stderr_tail",
-    "metadata_json",
-    "created_at",
-];
-
-/// One `agents` row, as text (NULL kept as `None`): the columns one after
-/// another in one string (one allocation per row, not one per column).
-#[derive(Clone, Debug)]
-pub(crate) struct AgentRow {
-    text: String,
-    /// Where each column is in `text`; `None` for NULL.
-    spans: [Option<(u32, u32)>; 11],
-    pub fp: u64,
-}
-
-impl AgentRow {
-    pub fn get(&self, i: usize) -> Option<&str> {
-        self.spans[i].map(|(a, b)| &self.text[a as usize..b as usize])
-    }
-    pub fn text(&self, i: usize) -> String {
-        self.get(i).unwrap_or_default().to_string()
-    }
-}
-
-/// One `run_reports` row, as text.
-#[derive(Clone, Debug)]
-pub(crate) struct ReportRow {
-    pub cols: [Option<String>; 10],
-    pub fp: u64,
-}
-
-impl ReportRow {
-    pub fn get(&self, i: usize) -> Option<&str> {
-        self.cols[i].as_deref()
-    }
-    pub fn text(&self, i: usize) -> String {
-        self.cols[i].clone().unwrap_or_default()
-    }
-}
 
 /// The rows one sync has to look at.
 #[derive(Default)]
@@ -109,311 +50,9 @@ pub(crate) struct Scan {
     pub read_path: &'static str,
 }
 
-/// The page cells of the two tables a sync reads (see [`crate::pages`]).
-#[derive(Default)]
-pub(crate) struct TableCells {
-    agents: Option<pages::Cells>,
-    reports: Option<pages::Cells>,
-}
-
-impl TableCells {
-    /// Reads both tables' cells in the current read transaction.
-    fn read(conn: &Connection, tree: &mut Option<pages::Tree>) -> rusqlite::Result<TableCells> {
-        let mut cells = pages::tables_cells(conn, &["agents", "run_reports"], tree)?;
-        let reports = cells.pop().flatten();
-        Ok(TableCells {
-            agents: cells.pop().flatten(),
-            reports,
-        })
-    }
-}
-
 /// The `Index::report_rows` code of a report row with no text report_id
 /// or agent_id (skipped with a warning).
 const REPORT_BAD: u32 = ReportOwner::Bad.code();
-
-/// The SQL function that fingerprints its arguments as the reader does.
-const FP_FUNCTION: &str = "autoresearch_row_fp";
-
-/// An open read-only connection to a runner database, kept across syncs.
-pub(crate) struct Source {
-    conn: Connection,
-    path: PathBuf,
-    /// Which file the connection reads (a replaced file needs a new one).
-    identity: Option<(u64, u64)>,
-    /// `PRAGMA data_version` after the last complete scan.
-    version: Option<i64>,
-    /// Whether row fingerprints can be read from the table's pages
-    /// (`sqlite_dbpage`, see [`crate::pages`]).
-    pages: bool,
-    /// What the last read of the pages parsed.
-    tree: Option<pages::Tree>,
-    /// Cells read by [`Source::prefetch_pages`], with the `data_version`
-    /// they hold for.
-    prefetched: Option<(i64, TableCells)>,
-}
-
-/// The device and inode of `path`: a file replaced under the same name
-/// (a new runner database) has a new identity.
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
-}
-
-impl Source {
-    /// Opens `path` read-only. A WAL database in a directory the reader
-    /// cannot write (no `-shm` to create) is opened as immutable instead:
-    /// nobody can be writing it there either.
-    /// With `page_reads`, row fingerprints come from the table's pages when
-    /// SQLite offers them (see [`crate::pages`]).
-    pub fn open(path: &Path, page_reads: bool) -> Result<Source, IngestError> {
-        if !path.is_file() {
-            return Err(IngestError::Missing {
-                path: path.to_path_buf(),
-            });
-        }
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|e| IngestError::sqlite(path, e))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| IngestError::sqlite(path, e))?;
-        let conn = match tables(&conn) {
-            Ok(_) => conn,
-            Err(e) if is_cant_open(&e) => {
-                let uri = format!("file:{}?immutable=1", uri_escape(path));
-                Connection::open_with_flags(uri, flags).map_err(|e| IngestError::sqlite(path, e))?
-            }
-            Err(e) => return Err(IngestError::sqlite(path, e)),
-        };
-        // Pages read through a memory map instead of a read call each: a
-        // re-sync reads every page of the table (see `pages`).
-        conn.execute_batch(&format!("PRAGMA mmap_size = {MMAP_SIZE}"))
-            .map_err(|e| IngestError::sqlite(path, e))?;
-        // Fingerprints computed inside SQLite: an unchanged row costs one
-        // call instead of a column read per column.
-        let mut buf = Vec::with_capacity(512);
-        conn.create_scalar_function(
-            FP_FUNCTION,
-            -1,
-            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-            move |ctx| {
-                buf.clear();
-                for i in 0..ctx.len() {
-                    encode(ctx.get_raw(i), &mut buf);
-                }
-                Ok(digest(&buf) as i64)
-            },
-        )
-        .map_err(|e| IngestError::sqlite(path, e))?;
-        Ok(Source {
-            pages: page_reads && pages::available(&conn),
-            tree: None,
-            prefetched: None,
-            conn,
-            path: path.to_path_buf(),
-            identity: identity(path),
-            version: None,
-        })
-    }
-
-    /// Reads and parses the tables' pages in a read transaction of
-    /// its own, so that the next [`scan`] (its own snapshot) parses only
-    /// the pages that changed in between. Meant to run while something
-    /// else (loading the index) is under way; any error is left for the
-    /// scan to meet and report.
-    pub fn prefetch_pages(&mut self) {
-        if !self.pages {
-            return;
-        }
-        let Ok(tx) = self.conn.unchecked_transaction() else {
-            return;
-        };
-        // Read in the transaction, after the pages: their snapshot's version.
-        if let Ok(cells) = TableCells::read(&tx, &mut self.tree)
-            && let Ok(version) = self.data_version()
-        {
-            self.prefetched = Some((version, cells));
-        }
-        drop(tx);
-    }
-
-    /// Whether this connection still reads the file at `path`.
-    pub fn is_for(&self, path: &Path) -> bool {
-        self.path == path && self.identity.is_some() && identity(path) == self.identity
-    }
-
-    /// Whether nothing was committed to the database since the last
-    /// complete scan on this connection (`PRAGMA data_version`).
-    pub fn unchanged_since_last_scan(&self) -> bool {
-        self.version.is_some() && self.data_version().ok() == self.version
-    }
-
-    fn data_version(&self) -> rusqlite::Result<i64> {
-        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))
-    }
-}
-
-fn is_cant_open(e: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode as C;
-    matches!(e, rusqlite::Error::SqliteFailure(f, _)
-        if matches!(f.code, C::CannotOpen | C::ReadOnly | C::PermissionDenied))
-}
-
-fn uri_escape(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.to_string_lossy().chars() {
-        match c {
-            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn tables(conn: &Connection) -> rusqlite::Result<HashSet<String>> {
-    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
-    let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    names.collect()
-}
-
-fn check_columns(
-    conn: &Connection,
-    path: &Path,
-    table: &'static str,
-    required: &[&'static str],
-) -> Result<(), IngestError> {
-    let mut stmt = conn
-        .prepare("SELECT name FROM pragma_table_info(?1)")
-        .map_err(|e| IngestError::sqlite(path, e))?;
-    let have: HashSet<String> = stmt
-        .query_map([table], |r| r.get::<_, String>(0))
-        .and_then(|rows| rows.collect())
-        .map_err(|e| IngestError::sqlite(path, e))?;
-    match required.iter().find(|c| !have.contains(**c)) {
-        Some(column) => Err(IngestError::MissingColumn {
-            path: path.to_path_buf(),
-            table,
-            column,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// A column as owned text: SQLite is dynamically typed, so numbers are
-/// rendered and blobs read as (lossy) UTF-8.
-fn owned(v: ValueRef<'_>) -> Option<String> {
-    match v {
-        ValueRef::Null => None,
-        ValueRef::Integer(i) => Some(i.to_string()),
-        ValueRef::Real(f) => Some(f.to_string()),
-        ValueRef::Text(b) | ValueRef::Blob(b) => Some(match std::str::from_utf8(b) {
-            Ok(s) => s.to_owned(),
-            Err(_) => String::from_utf8_lossy(b).into_owned(),
-        }),
-    }
-}
-
-/// Appends one raw value to a fingerprint buffer.
-fn encode(v: ValueRef<'_>, buf: &mut Vec<u8>) {
-    match v {
-        ValueRef::Null => buf.push(0),
-        ValueRef::Integer(v) => {
-            buf.push(1);
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
-        ValueRef::Real(v) => {
-            buf.push(2);
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
-        ValueRef::Text(b) | ValueRef::Blob(b) => {
-            buf.push(3);
-            buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
-            buf.extend_from_slice(b);
-        }
-    }
-}
-
-/// The hash of a fingerprint buffer, never 0 (0 means "unknown").
-fn digest(buf: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(buf).max(1)
-}
-
-/// A row read in one pass: its text and fingerprint together. Without
-/// `buf` the fingerprint is left 0 for the caller to fill in (from the
-/// table's pages), and the values are not copied a second time for it.
-fn new_agent_row(
-    row: &Row<'_>,
-    from: usize,
-    mut buf: Option<&mut Vec<u8>>,
-) -> rusqlite::Result<AgentRow> {
-    use std::fmt::Write;
-    if let Some(buf) = buf.as_deref_mut() {
-        buf.clear();
-    }
-    let mut text = String::with_capacity(256);
-    let mut spans = [None; 11];
-    for (i, span) in spans.iter_mut().enumerate() {
-        let v = row.get_ref(from + i)?;
-        if let Some(buf) = buf.as_deref_mut() {
-            encode(v, buf);
-        }
-        let start = text.len();
-        // Rendered as `owned` renders it.
-        match v {
-            ValueRef::Null => continue,
-            ValueRef::Integer(n) => {
-                let _ = write!(text, "{n}");
-            }
-            ValueRef::Real(f) => {
-                let _ = write!(text, "{f}");
-            }
-            ValueRef::Text(b) | ValueRef::Blob(b) => match std::str::from_utf8(b) {
-                Ok(s) => text.push_str(s),
-                Err(_) => text.push_str(&String::from_utf8_lossy(b)),
-            },
-        }
-        *span = Some((start as u32, text.len() as u32));
-    }
-    Ok(AgentRow {
-        text,
-        spans,
-        fp: buf.map_or(0, |b| digest(b)),
-    })
-}
-
-/// Fingerprint of a row's raw values, never 0 (0 means "unknown").
-fn fingerprint(row: &Row<'_>, n: usize, buf: &mut Vec<u8>) -> rusqlite::Result<u64> {
-    buf.clear();
-    for i in 0..n {
-        encode(row.get_ref(i)?, buf);
-    }
-    Ok(digest(buf))
-}
-
-fn key_text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
-    Ok(match row.get_ref(i)? {
-        ValueRef::Text(b) => std::str::from_utf8(b).ok(),
-        _ => None,
-    })
-}
-
-fn report_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<ReportRow> {
-    let mut cols: [Option<String>; 10] = Default::default();
-    for (i, c) in cols.iter_mut().enumerate() {
-        *c = owned(row.get_ref(i)?);
-    }
-    Ok(ReportRow { cols, fp })
-}
 
 /// Walks a row index (`(rowid, fingerprint, slot)`, sorted by rowid) along
 /// rows that come in rowid order, as a table scan gives them: a merge, with
@@ -753,6 +392,8 @@ mod tests {
     use super::*;
     use crate::index::TrackedRun;
     use autoresearch_core::EntityId;
+    use rusqlite::Connection;
+    use std::path::PathBuf;
 
     /// A WAL runner file with `n` agents, and a connection that writes it.
     fn runner_file(n: usize) -> (tempfile::TempDir, PathBuf, Connection) {

@@ -1,0 +1,173 @@
+//! The rows a sync reads from a runner database: their columns, their
+//! text, and their fingerprints (the hash of their raw values).
+
+use rusqlite::Row;
+use rusqlite::types::ValueRef;
+
+pub(crate) const AGENT_COLUMNS: [&str; 11] = [
+    "agent_id",
+    "vm_name",
+    "status",
+    "harness",
+    "repo_url",
+    "branch",
+    "task",
+    "started_at",
+    "finished_at",
+    "agent_name",
+    "workspace_path",
+];
+
+pub(crate) const REPORT_COLUMNS: [&str; 10] = [
+    "report_id",
+    "agent_id",
+    "request_id",
+    "exit_status",
+    "commit_hash",
+    "diff_stat",
+    "stdout_tail",
+    "stderr_tail",
+    "metadata_json",
+    "created_at",
+];
+
+/// One `agents` row, as text (NULL kept as `None`): the columns one after
+/// another in one string (one allocation per row, not one per column).
+#[derive(Clone, Debug)]
+pub(crate) struct AgentRow {
+    text: String,
+    /// Where each column is in `text`; `None` for NULL.
+    spans: [Option<(u32, u32)>; 11],
+    pub fp: u64,
+}
+
+impl AgentRow {
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.spans[i].map(|(a, b)| &self.text[a as usize..b as usize])
+    }
+    pub fn text(&self, i: usize) -> String {
+        self.get(i).unwrap_or_default().to_string()
+    }
+}
+
+/// One `run_reports` row, as text.
+#[derive(Clone, Debug)]
+pub(crate) struct ReportRow {
+    pub cols: [Option<String>; 10],
+    pub fp: u64,
+}
+
+impl ReportRow {
+    pub fn get(&self, i: usize) -> Option<&str> {
+        self.cols[i].as_deref()
+    }
+    pub fn text(&self, i: usize) -> String {
+        self.cols[i].clone().unwrap_or_default()
+    }
+}
+
+/// A column as owned text: SQLite is dynamically typed, so numbers are
+/// rendered and blobs read as (lossy) UTF-8.
+fn owned(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Text(b) | ValueRef::Blob(b) => Some(match std::str::from_utf8(b) {
+            Ok(s) => s.to_owned(),
+            Err(_) => String::from_utf8_lossy(b).into_owned(),
+        }),
+    }
+}
+
+/// Appends one raw value to a fingerprint buffer.
+pub(super) fn encode(v: ValueRef<'_>, buf: &mut Vec<u8>) {
+    match v {
+        ValueRef::Null => buf.push(0),
+        ValueRef::Integer(v) => {
+            buf.push(1);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        ValueRef::Real(v) => {
+            buf.push(2);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        ValueRef::Text(b) | ValueRef::Blob(b) => {
+            buf.push(3);
+            buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
+/// The hash of a fingerprint buffer, never 0 (0 means "unknown").
+pub(super) fn digest(buf: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(buf).max(1)
+}
+
+/// A row read in one pass: its text and fingerprint together. Without
+/// `buf` the fingerprint is left 0 for the caller to fill in (from the
+/// table's pages), and the values are not copied a second time for it.
+pub(super) fn new_agent_row(
+    row: &Row<'_>,
+    from: usize,
+    mut buf: Option<&mut Vec<u8>>,
+) -> rusqlite::Result<AgentRow> {
+    use std::fmt::Write;
+    if let Some(buf) = buf.as_deref_mut() {
+        buf.clear();
+    }
+    let mut text = String::with_capacity(256);
+    let mut spans = [None; 11];
+    for (i, span) in spans.iter_mut().enumerate() {
+        let v = row.get_ref(from + i)?;
+        if let Some(buf) = buf.as_deref_mut() {
+            encode(v, buf);
+        }
+        let start = text.len();
+        // Rendered as `owned` renders it.
+        match v {
+            ValueRef::Null => continue,
+            ValueRef::Integer(n) => {
+                let _ = write!(text, "{n}");
+            }
+            ValueRef::Real(f) => {
+                let _ = write!(text, "{f}");
+            }
+            ValueRef::Text(b) | ValueRef::Blob(b) => match std::str::from_utf8(b) {
+                Ok(s) => text.push_str(s),
+                Err(_) => text.push_str(&String::from_utf8_lossy(b)),
+            },
+        }
+        *span = Some((start as u32, text.len() as u32));
+    }
+    Ok(AgentRow {
+        text,
+        spans,
+        fp: buf.map_or(0, |b| digest(b)),
+    })
+}
+
+/// Fingerprint of a row's raw values, never 0 (0 means "unknown").
+pub(super) fn fingerprint(row: &Row<'_>, n: usize, buf: &mut Vec<u8>) -> rusqlite::Result<u64> {
+    buf.clear();
+    for i in 0..n {
+        encode(row.get_ref(i)?, buf);
+    }
+    Ok(digest(buf))
+}
+
+pub(super) fn key_text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    Ok(match row.get_ref(i)? {
+        ValueRef::Text(b) => std::str::from_utf8(b).ok(),
+        _ => None,
+    })
+}
+
+pub(super) fn report_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<ReportRow> {
+    let mut cols: [Option<String>; 10] = Default::default();
+    for (i, c) in cols.iter_mut().enumerate() {
+        *c = owned(row.get_ref(i)?);
+    }
+    Ok(ReportRow { cols, fp })
+}
