@@ -35,6 +35,7 @@ mod series;
 mod span_cache;
 mod spans;
 mod storage_impl;
+mod stored;
 mod writer;
 
 pub(crate) use catalogue::{find_name, load_world};
@@ -363,6 +364,8 @@ impl RedbStorage {
                         "snapshots" => txn.open_table(SNAPSHOTS)?.stats()?,
                         "liveness" => txn.open_table(LIVENESS)?.stats()?,
                         "spawn_ranges" => txn.open_table(encoding::SPAWNS)?.stats()?,
+                        "record_parts" => txn.open_table(encoding::RECORD_PARTS)?.stats()?,
+                        "snapshot_parts" => txn.open_table(encoding::SNAPSHOT_PARTS)?.stats()?,
                         _ => txn.open_table(ENTITY_TICKS)?.stats()?,
                     };
                     out.push(TableBytes {
@@ -502,3 +505,6 @@ mod test_support;
 
 #[cfg(test)]
 mod series_tests;
+
+#[cfg(test)]
+mod parts_tests;

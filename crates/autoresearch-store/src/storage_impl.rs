@@ -1,7 +1,8 @@
 //! `impl Storage for RedbStorage`: the trait's reads (each in one redb
 //! read transaction) and writes (queued to the group-commit writer).
 
-use crate::encoding::{self, ENTITY_TICKS, RECORDS, SNAPSHOTS, WORLD_NAMES, WORLDS};
+use crate::encoding::{self, ENTITY_TICKS, WORLD_NAMES, WORLDS};
+use crate::stored::ReadValues;
 use crate::writer::Op;
 use crate::{EncodedAppend, Failure, RedbStorage, find_name, load_world};
 use async_trait::async_trait;
@@ -42,14 +43,10 @@ fn own_records<T>(
 ) -> Result<Vec<T>, Failure> {
     load_world(&table(txn, WORLDS)?, world)?;
     let mut out = Vec::new();
-    if from > to {
-        return Ok(out);
-    }
-    let records = table(txn, RECORDS)?;
-    for entry in records.range((world.0, from.0)..=(world.0, to.0))? {
-        let (k, v) = entry?;
-        let tick = Tick(k.value().1);
-        out.push(decode(tick, v.value()).map_err(|e| e.at(world, tick, "tick record"))?);
+    let records = ReadValues::records(txn)?;
+    for entry in records.range(world.0, from.0, to.0)? {
+        let (tick, v) = entry?;
+        out.push(decode(tick, &v).map_err(|e| e.at(world, tick, "tick record"))?);
     }
     Ok(out)
 }
@@ -63,14 +60,12 @@ fn own_snapshot<T>(
     decode: impl Fn(Tick, &[u8]) -> Result<T, encoding::DecodeError>,
 ) -> Result<Option<T>, Failure> {
     load_world(&table(txn, WORLDS)?, world)?;
-    let snapshots = table(txn, SNAPSHOTS)?;
-    let Some(entry) = snapshots.range((world.0, 0)..=(world.0, at.0))?.next_back() else {
+    let snapshots = ReadValues::snapshots(txn)?;
+    let Some((tick, v)) = snapshots.last_at_or_before(world.0, at.0)? else {
         return Ok(None);
     };
-    let (k, v) = entry?;
-    let tick = Tick(k.value().1);
     Ok(Some(
-        decode(tick, v.value()).map_err(|e| e.at(world, tick, "snapshot"))?,
+        decode(tick, &v).map_err(|e| e.at(world, tick, "snapshot"))?,
     ))
 }
 
@@ -443,11 +438,10 @@ impl Storage for RedbStorage {
                 // The unfinished chunk, from its records.
                 let tail = Tick((closed * encoding::INDEX_CHUNK + 1).max(first.0));
                 if tail <= to {
-                    let records = table(txn, RECORDS)?;
-                    for entry in records.range((world.0, tail.0)..=(world.0, to.0))? {
-                        let (k, v) = entry?;
-                        let tick = Tick(k.value().1);
-                        let touched = encoding::record_entities(tick, v.value())
+                    let records = ReadValues::records(txn)?;
+                    for entry in records.range(world.0, tail.0, to.0)? {
+                        let (tick, v) = entry?;
+                        let touched = encoding::record_entities(tick, &v)
                             .map_err(|e| e.at(world, tick, "tick record"))?;
                         if touched.binary_search(&entity).is_ok() {
                             out.push(tick);

@@ -20,8 +20,7 @@
 //! panic inside redb (a damaged file), which the thread contains.
 
 use crate::encoding::{
-    self, ENTITY_TICKS, INDEX_CHUNK, LAST_DELETED_KEY, LIVENESS, META, RECORDS, SNAPSHOTS, SPAWNS,
-    WORLD_NAMES, WORLDS,
+    self, ENTITY_TICKS, INDEX_CHUNK, LAST_DELETED_KEY, LIVENESS, META, SPAWNS, WORLD_NAMES, WORLDS,
 };
 use crate::{EncodedAppend, ErrorSink, Failure, find_name, load_world};
 use autoresearch_core::{
@@ -283,8 +282,10 @@ impl Batch {
 struct Tables<'t> {
     worlds: Table<'t, u64, &'static [u8]>,
     names: Table<'t, &'static str, u64>,
-    records: Table<'t, (u64, u64), &'static [u8]>,
-    snapshots: Table<'t, (u64, u64), &'static [u8]>,
+    /// Records, long ones in parts (`crate::stored`).
+    records: crate::stored::WriteValues<'t>,
+    /// Snapshots, long ones in parts.
+    snapshots: crate::stored::WriteValues<'t>,
     index: Table<'t, (u64, u64, u64), u64>,
     liveness: Table<'t, (u64, u64, u64), bool>,
     /// Spawns of new entities as ranges (`encoding::SPAWNS`).
@@ -353,8 +354,8 @@ fn run_batch(
         let mut t = Tables {
             worlds: txn.open_table(WORLDS)?,
             names: txn.open_table(WORLD_NAMES)?,
-            records: txn.open_table(RECORDS)?,
-            snapshots: txn.open_table(SNAPSHOTS)?,
+            records: crate::stored::WriteValues::records(&txn)?,
+            snapshots: crate::stored::WriteValues::snapshots(&txn)?,
             index: txn.open_table(ENTITY_TICKS)?,
             liveness: txn.open_table(LIVENESS)?,
             spawns: txn.open_table(SPAWNS)?,
@@ -520,8 +521,8 @@ fn apply(t: &mut Tables<'_>, op: &Op) -> Result<Done, Failure> {
             }
             // A stored snapshot never changes: the span cache of every
             // handle on this file may keep it decoded.
-            if t.snapshots.get((world.0, tick.0))?.is_none() {
-                t.snapshots.insert((world.0, tick.0), snapshot.as_slice())?;
+            if !t.snapshots.contains(world.0, tick.0)? {
+                t.snapshots.insert(world.0, tick.0, snapshot)?;
             }
             Ok(Done::Unit)
         }
@@ -572,9 +573,8 @@ fn delete(t: &mut Tables<'_>, world: WorldId) -> Result<Done, Failure> {
     }
     t.worlds.remove(w)?;
     t.names.remove(info.name.as_str())?;
-    t.records.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
-    t.snapshots
-        .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+    t.records.delete_world(w)?;
+    t.snapshots.delete_world(w)?;
     t.index
         .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
     t.liveness
@@ -691,9 +691,9 @@ fn write_append(
             t.spawns.insert((w, last, first), k)?;
             top = Some(last);
         }
-        t.records.insert((w, k), a.record.as_slice())?;
+        t.records.insert(w, k, &a.record)?;
         if let Some(s) = &a.snapshot {
-            t.snapshots.insert((w, k), s.as_slice())?;
+            t.snapshots.insert(w, k, s)?;
         }
     }
     t.worlds.insert(w, entry.as_slice())?;
@@ -764,12 +764,11 @@ fn chunk_masks(
     let from = (chunk * INDEX_CHUNK + 1).max(info.first_own_tick().0);
     let mut masks: std::collections::BTreeMap<u64, u64> = Default::default();
     if from < batch_from.0 {
-        for entry in t.records.range((w, from)..(w, batch_from.0))? {
-            let (k, v) = entry?;
-            let at = Tick(k.value().1);
+        for entry in t.records.range(w, from, batch_from.0 - 1)? {
+            let (at, v) = entry?;
             let (_, bit) = encoding::index_slot(at);
-            let touched = encoding::record_entities(at, v.value())
-                .map_err(|e| e.at(info.id, at, "tick record"))?;
+            let touched =
+                encoding::record_entities(at, &v).map_err(|e| e.at(info.id, at, "tick record"))?;
             for e in touched {
                 *masks.entry(e.0).or_default() |= bit;
             }
@@ -872,7 +871,7 @@ mod tests {
 
         let txn = db.begin_read().unwrap();
         let worlds = txn.open_table(WORLDS).unwrap();
-        let records = txn.open_table(RECORDS).unwrap();
+        let records = txn.open_table(encoding::RECORDS).unwrap();
         let liveness = txn.open_table(LIVENESS).unwrap();
         let heads: Vec<u64> = ids
             .iter()

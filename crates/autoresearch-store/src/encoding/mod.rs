@@ -13,11 +13,13 @@
 //! edit to a core type cannot silently change the file format.
 
 mod borrowed;
+mod parts;
 mod value;
 
 pub(crate) use borrowed::{
     ChangeRef, decode_component_record, decode_component_snapshot, record_sets,
 };
+pub(crate) use parts::{CODEC_PARTS, RECORD_PARTS, SNAPSHOT_PARTS, join, split, stub};
 pub(crate) use value::{body, nothing_left, take_whole};
 use value::{decode, encode, encode_packed, encode_packed_sized};
 
@@ -39,8 +41,13 @@ use serde::{Deserialize, Serialize};
 /// instead of a second copy of them (`current_values`): the upgrade drops
 /// the format 3 current-state tables (those worlds' reads materialize),
 /// and a build that knows only format 3, which would not read the ranges,
-/// refuses the file.
-pub const FORMAT_VERSION: u8 = 4;
+/// refuses the file. Version 5 stores a record or snapshot longer than a
+/// page as a stub (codec byte [`CODEC_PARTS`]) and its bytes in parts
+/// (`record_parts`, `snapshot_parts`, see `parts`); format 4 values are
+/// read as they are, so a format 4 file is upgraded by creating the two
+/// tables and rewriting the marker, and a build that knows only format 4,
+/// which would read a stub as a damaged value, refuses the file.
+pub const FORMAT_VERSION: u8 = 5;
 
 /// The newest value encoding this build writes and reads (the first byte
 /// of every postcard value). Version 1: the postcard body follows.
@@ -140,7 +147,7 @@ pub(crate) fn record_entities(tick: Tick, bytes: &[u8]) -> Result<Vec<EntityId>,
 }
 
 /// Names of every table, for statistics.
-pub(crate) const TABLE_NAMES: [&str; 8] = [
+pub(crate) const TABLE_NAMES: [&str; 10] = [
     "meta",
     "worlds",
     "world_names",
@@ -149,6 +156,8 @@ pub(crate) const TABLE_NAMES: [&str; 8] = [
     "entity_ticks",
     "liveness",
     "spawn_ranges",
+    "record_parts",
+    "snapshot_parts",
 ];
 
 /// Why a stored value could not be decoded.

@@ -166,6 +166,9 @@ pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeErr
                 }
                 Ok(std::borrow::Cow::Owned(out))
             }
+            Some((&super::CODEC_PARTS, _)) => Err(DecodeError::Corrupt(
+                "a value stored in parts was read without its parts".into(),
+            )),
             Some((codec, _)) => Err(DecodeError::Corrupt(format!("unknown codec byte {codec}"))),
             None => Err(DecodeError::Corrupt("value without its codec byte".into())),
         },
