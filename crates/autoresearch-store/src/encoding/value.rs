@@ -23,17 +23,27 @@ pub(crate) const CODEC_ZSTD: u8 = 2;
 /// them and the many small per-tick records stay cheap to read.
 const COMPRESS_FROM: usize = 512;
 
-/// Bodies from [`COMPRESS_FROM`] up to this size are compressed with zstd,
-/// larger ones with LZ4. A tick's record is a redb page of its own, whose
-/// size is a power of two: zstd's smaller output (a record of 100 runs in
-/// 7.8 KB against LZ4's 10.7 KB) halves the page a typical tick takes.
-/// Past this size (an ingest of thousands of runs, snapshots) the page
-/// saved is rarely a whole power of two, and LZ4's faster decode, which
-/// every time travel through such a tick pays, wins.
+/// Bodies from [`COMPRESS_FROM`] up to this size are compressed with zstd
+/// at [`ZSTD_LEVEL`], larger ones (an ingest of thousands of runs,
+/// snapshots) at [`ZSTD_LARGE_LEVEL`]. (File format 4 wrote LZ4 past it.)
 const ZSTD_UP_TO: usize = 256 << 10;
 
-/// zstd's level for [`CODEC_ZSTD`]: its default, fast to write.
+/// zstd's level for [`CODEC_ZSTD`] values below [`ZSTD_UP_TO`]: its
+/// default. A tick's record of 100 changed runs (33 KB) takes well under
+/// a millisecond.
 const ZSTD_LEVEL: i32 = 3;
+
+/// zstd's level for values of [`ZSTD_UP_TO`] or more: its fastest
+/// positive level. On a 10,000-run ingest record (3.3 MB of postcard;
+/// `docs/benchmarks.md`) it wrote 720 KB in about the time LZ4 took for
+/// 992 KB; level 3 saved 4% more and took 2.5 times as long.
+const ZSTD_LARGE_LEVEL: i32 = 1;
+
+/// The largest ratio of a zstd value of [`ZSTD_UP_TO`] or more to its
+/// compressed length: a larger claimed length is a damaged value, refused
+/// before anything is allocated. A body that compresses further is
+/// written with LZ4, whose own limit ([`MAX_LZ4_RATIO`]) bounds it.
+const MAX_ZSTD_RATIO: usize = 256;
 
 /// Each thread's zstd contexts, made on first use and kept: a context
 /// is about a megabyte, which this machine's page faults make costlier
@@ -73,22 +83,30 @@ pub(super) fn encode_packed_sized<T: Serialize>(
     if body.len() < COMPRESS_FROM || body.len() > u32::MAX as usize {
         return Ok(raw);
     }
-    if body.len() < ZSTD_UP_TO {
-        let mut out = Vec::with_capacity(6 + body.len() / 2);
+    let level = if body.len() < ZSTD_UP_TO {
+        ZSTD_LEVEL
+    } else {
+        ZSTD_LARGE_LEVEL
+    };
+    let packed = ZSTD
+        .with(|z| {
+            let mut z = z.borrow_mut();
+            if z.0.is_none() {
+                z.0 = Some(zstd::bulk::Compressor::new(level)?);
+            }
+            match z.0.as_mut() {
+                Some(c) => {
+                    c.set_compression_level(level)?;
+                    c.compress(body)
+                }
+                None => Ok(Vec::new()),
+            }
+        })
+        .map_err(|e| format!("zstd: {e}"))?;
+    if body.len() < ZSTD_UP_TO || packed.len().saturating_mul(MAX_ZSTD_RATIO) >= body.len() {
+        let mut out = Vec::with_capacity(6 + packed.len());
         out.extend_from_slice(&[VALUE_VERSION, CODEC_ZSTD]);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        let packed = ZSTD
-            .with(|z| {
-                let mut z = z.borrow_mut();
-                if z.0.is_none() {
-                    z.0 = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
-                }
-                match z.0.as_mut() {
-                    Some(c) => c.compress(body),
-                    None => Ok(Vec::new()),
-                }
-            })
-            .map_err(|e| format!("zstd: {e}"))?;
         out.extend_from_slice(&packed);
         return Ok(if out.len() < raw.len() { out } else { raw });
     }
@@ -139,9 +157,10 @@ pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeErr
                     .split_first_chunk::<4>()
                     .ok_or_else(|| DecodeError::Corrupt("zstd value without its length".into()))?;
                 let len = u32::from_le_bytes(*len) as usize;
-                // This build writes zstd only below ZSTD_UP_TO: a larger
+                // This build writes zstd past ZSTD_UP_TO only for values
+                // that compress at most MAX_ZSTD_RATIO times: a larger
                 // claim is a damaged value, refused before allocating.
-                if len >= ZSTD_UP_TO {
+                if len >= ZSTD_UP_TO && len > frame.len().saturating_mul(MAX_ZSTD_RATIO) {
                     return Err(DecodeError::Corrupt(format!(
                         "zstd value claims {len} bytes, more than such a value holds"
                     )));
@@ -244,6 +263,20 @@ mod tests {
         }
     }
 
+    /// A record past [`ZSTD_UP_TO`] that compresses past
+    /// [`MAX_ZSTD_RATIO`]: one megabyte of zeros.
+    fn flat_record() -> TickRecord {
+        TickRecord {
+            tick: Tick(3),
+            at_ms: 9,
+            changes: vec![Change::Set {
+                entity: EntityId(1),
+                component: "Blob".into(),
+                value: vec![0; 1 << 20],
+            }],
+        }
+    }
+
     #[test]
     fn large_records_are_stored_compressed_and_read_back() {
         let rec = big_record();
@@ -265,11 +298,23 @@ mod tests {
             bytes.len()
         );
         assert_eq!(decode_record(Tick(3), &bytes).unwrap(), rec);
-        // A record past ZSTD_UP_TO is LZ4.
+        // A record past ZSTD_UP_TO is zstd too (its fast level), and may
+        // claim more than ZSTD_UP_TO.
         let huge = huge_record();
         let bytes = encode_record(huge.clone()).unwrap();
-        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_LZ4]);
+        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_ZSTD]);
+        assert!(u32::from_le_bytes(bytes[2..6].try_into().unwrap()) as usize > ZSTD_UP_TO);
         assert_eq!(decode_record(Tick(3), &bytes).unwrap(), huge);
+        let mut claims_more = bytes.clone();
+        claims_more[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            matches!(decode_record(Tick(3), &claims_more), Err(DecodeError::Corrupt(r)) if r.contains("claims"))
+        );
+        // One that compresses more than MAX_ZSTD_RATIO times is LZ4.
+        let flat = flat_record();
+        let bytes = encode_record(flat.clone()).unwrap();
+        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_LZ4]);
+        assert_eq!(decode_record(Tick(3), &bytes).unwrap(), flat);
         // A small record stays raw.
         let small = TickRecord {
             tick: Tick(1),
@@ -382,7 +427,7 @@ mod tests {
 
     #[test]
     fn damaged_compressed_values_are_corrupt_not_a_panic_or_a_huge_allocation() {
-        let bytes = encode_record(huge_record()).unwrap();
+        let bytes = encode_record(flat_record()).unwrap();
         assert_eq!(bytes[1], CODEC_LZ4);
         // A length far beyond what the block can expand to.
         let mut huge = bytes.clone();
