@@ -150,6 +150,8 @@ pub struct RedbStorage {
     snapshot_interval: Option<u64>,
     /// Decoded one-component reads kept between reads.
     spans: Arc<span_cache::SpanCache>,
+    /// Records decoded as delta bases, kept between reads.
+    bases: Arc<stored::BaseMemo>,
 }
 
 /// The database handle: read-write, or read-only (never writes the file).
@@ -264,6 +266,7 @@ impl RedbStorage {
             sink,
             snapshot_interval: config.snapshot_interval,
             spans: Arc::new(span_cache::SpanCache::new(config.decoded_cache_bytes)),
+            bases: Arc::default(),
         })
     }
 
@@ -326,6 +329,7 @@ impl RedbStorage {
             spans: Arc::new(span_cache::SpanCache::new(
                 RedbConfig::default().decoded_cache_bytes,
             )),
+            bases: Arc::default(),
         })
     }
 
@@ -439,6 +443,9 @@ impl RedbStorage {
 /// A tick record (and its snapshot) encoded for the writer.
 pub(crate) struct EncodedAppend {
     pub(crate) tick: Tick,
+    /// The record's time (for a re-encoding with deltas).
+    pub(crate) at_ms: i64,
+    /// The record encoded whole.
     pub(crate) record: Vec<u8>,
     /// The distinct entities the record touches (for the entity index).
     pub(crate) entities: Vec<EntityId>,
@@ -457,6 +464,7 @@ impl EncodedAppend {
         snapshot: Option<Snapshot>,
     ) -> Result<EncodedAppend, StorageError> {
         let tick = record.tick;
+        let at_ms = record.at_ms;
         if let Some(s) = snapshot.as_ref().filter(|s| s.tick != tick) {
             return Err(StorageError::SnapshotOutOfRange {
                 world,
@@ -478,6 +486,7 @@ impl EncodedAppend {
             .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
         Ok(EncodedAppend {
             tick,
+            at_ms,
             record,
             entities,
             changes,
@@ -508,3 +517,6 @@ mod series_tests;
 
 #[cfg(test)]
 mod parts_tests;
+
+#[cfg(test)]
+mod delta_tests;

@@ -2,7 +2,7 @@
 //! read transaction) and writes (queued to the group-commit writer).
 
 use crate::encoding::{self, ENTITY_TICKS, WORLD_NAMES, WORLDS};
-use crate::stored::ReadValues;
+use crate::stored::{BaseMemo, ReadValues};
 use crate::writer::Op;
 use crate::{EncodedAppend, Failure, RedbStorage, find_name, load_world};
 use async_trait::async_trait;
@@ -11,6 +11,7 @@ use autoresearch_core::{
     StorageError, Tick, TickRecord, WorldId, WorldInfo,
 };
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
+use std::sync::Arc;
 
 pub(crate) fn encode_failed(
     world: WorldId,
@@ -36,6 +37,7 @@ fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
 /// `decode` (a whole record, or one component's part of it).
 fn own_records<T>(
     txn: &ReadTransaction,
+    bases: &Arc<BaseMemo>,
     world: WorldId,
     from: Tick,
     to: Tick,
@@ -43,7 +45,7 @@ fn own_records<T>(
 ) -> Result<Vec<T>, Failure> {
     load_world(&table(txn, WORLDS)?, world)?;
     let mut out = Vec::new();
-    let records = ReadValues::records(txn)?;
+    let records = ReadValues::records_with(txn, bases)?;
     for entry in records.range(world.0, from.0, to.0)? {
         let (tick, v) = entry?;
         out.push(decode(tick, &v).map_err(|e| e.at(world, tick, "tick record"))?);
@@ -249,9 +251,10 @@ impl Storage for RedbStorage {
         from: Tick,
         to: Tick,
     ) -> Result<Vec<TickRecord>, StorageError> {
+        let bases = self.bases.clone();
         self.read(
             || format!("reading ticks {from}..={to} of {world}"),
-            move |txn| own_records(txn, world, from, to, encoding::decode_record),
+            move |txn| own_records(txn, &bases, world, from, to, encoding::decode_record),
         )
         .await
     }
@@ -265,11 +268,12 @@ impl Storage for RedbStorage {
         to: Tick,
         component: &str,
     ) -> Result<Vec<ComponentRecord>, StorageError> {
+        let bases = self.bases.clone();
         let component = component.to_string();
         self.read(
             || format!("reading ticks {from}..={to} of {world}"),
             move |txn| {
-                own_records(txn, world, from, to, |tick, bytes| {
+                own_records(txn, &bases, world, from, to, |tick, bytes| {
                     encoding::decode_component_record(tick, bytes, &component)
                 })
             },
@@ -309,6 +313,7 @@ impl Storage for RedbStorage {
         to: Tick,
         component: &str,
     ) -> Result<Vec<SpanRecord>, StorageError> {
+        let bases = self.bases.clone();
         let component = component.to_string();
         let cache = self.spans.clone();
         self.read(
@@ -328,7 +333,7 @@ impl Storage for RedbStorage {
                         return Ok(kept);
                     }
                 }
-                own_records(txn, world, from, to, |tick, bytes| {
+                own_records(txn, &bases, world, from, to, |tick, bytes| {
                     if let Some(r) = cache.record(world, tick, &component) {
                         return Ok(r);
                     }
@@ -409,6 +414,7 @@ impl Storage for RedbStorage {
         entity: EntityId,
         to: Tick,
     ) -> Result<Vec<Tick>, StorageError> {
+        let bases = self.bases.clone();
         self.read(
             || format!("reading the ticks that changed {entity} in {world}"),
             move |txn| {
@@ -438,7 +444,7 @@ impl Storage for RedbStorage {
                 // The unfinished chunk, from its records.
                 let tail = Tick((closed * encoding::INDEX_CHUNK + 1).max(first.0));
                 if tail <= to {
-                    let records = ReadValues::records(txn)?;
+                    let records = ReadValues::records_with(txn, &bases)?;
                     for entry in records.range(world.0, tail.0, to.0)? {
                         let (tick, v) = entry?;
                         let touched = encoding::record_entities(tick, &v)

@@ -212,7 +212,7 @@ fn run(
     // Worlds that appended in the last two batches: how many appenders are
     // active, and so how many appends a batch should wait for.
     let mut recent: [HashSet<WorldId>; 2] = Default::default();
-    let mut inputs = crate::current::InputCache::default();
+    let mut caches = Caches::default();
     while let Ok(first) = rx.recv() {
         let mut batch = Batch::new(first);
         while !batch.full(&limits) {
@@ -242,8 +242,18 @@ fn run(
         counters
             .writes
             .fetch_add(batch.ops.len() as u64, Ordering::Relaxed);
-        commit_batch(db, batch.ops, limits.durable, sink, &mut inputs);
+        commit_batch(db, batch.ops, limits.durable, sink, &mut caches);
     }
+}
+
+/// What the writer thread keeps across transactions; cleared when one
+/// fails, as it may hold what that transaction wrote.
+#[derive(Default)]
+struct Caches {
+    /// Lifecycle values of recently read records (`crate::current`).
+    inputs: crate::current::InputCache,
+    /// The ticks that last set each value, for deltas (`crate::stored`).
+    last: crate::stored::LastSets,
 }
 
 /// The operations of one group commit being gathered.
@@ -278,18 +288,12 @@ impl Batch {
     }
 }
 /// Runs one group commit and replies to every operation in it.
-fn commit_batch(
-    db: &Database,
-    ops: Vec<Op>,
-    durable: bool,
-    sink: &ErrorSink,
-    inputs: &mut crate::current::InputCache,
-) {
+fn commit_batch(db: &Database, ops: Vec<Op>, durable: bool, sink: &ErrorSink, caches: &mut Caches) {
     // A panic inside redb (a damaged file) must not take the thread down:
     // it fails this batch, whose transaction is dropped uncommitted, and
     // later batches start a fresh one.
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_batch(db, &ops, durable, inputs)
+        run_batch(db, &ops, durable, caches)
     }))
     .unwrap_or_else(|panic| {
         Err(Failure::Storage(sink.damaged(
@@ -305,7 +309,8 @@ fn commit_batch(
         }
         Err(failure) => {
             // The cache may hold records of the failed transaction.
-            inputs.clear();
+            caches.inputs.clear();
+            caches.last.clear();
             let context = format!(
                 "committing {} queued write(s) to ledger {}; none was stored",
                 ops.len(),
@@ -323,7 +328,7 @@ fn run_batch(
     db: &Database,
     ops: &[Op],
     durable: bool,
-    inputs: &mut crate::current::InputCache,
+    caches: &mut Caches,
 ) -> Result<Vec<Result<Done, StorageError>>, Failure> {
     let mut txn = db.begin_write()?;
     if !durable {
@@ -331,7 +336,7 @@ fn run_batch(
             .map_err(redb::Error::from)?;
     }
     let results = {
-        let mut t = Tables::open(&txn, inputs)?;
+        let mut t = Tables::open(&txn, &mut caches.inputs, &mut caches.last)?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(match apply(&mut t, op) {
@@ -427,8 +432,8 @@ mod tests {
             });
             created.push(rx);
         }
-        let mut inputs = crate::current::InputCache::default();
-        commit_batch(&db, creates, true, &sink, &mut inputs);
+        let mut caches = Caches::default();
+        commit_batch(&db, creates, true, &sink, &mut caches);
         let ids: Vec<WorldId> = created
             .into_iter()
             .map(|mut rx| rx.try_recv().unwrap().unwrap().id)
@@ -445,7 +450,7 @@ mod tests {
         };
         let (c, mut rc) = append(ids[2], 1, vec![spawn(0), set]);
         let (d, mut rd) = append(ids[3], 1, vec![spawn(0)]);
-        commit_batch(&db, vec![a, b, c, d], true, &sink, &mut inputs);
+        commit_batch(&db, vec![a, b, c, d], true, &sink, &mut caches);
 
         assert!(matches!(ra.try_recv().unwrap(), Ok(())));
         assert!(matches!(rd.try_recv().unwrap(), Ok(())));

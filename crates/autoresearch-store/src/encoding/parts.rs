@@ -13,14 +13,14 @@
 //! parts of a value are written with ascending keys, which redb appends
 //! to fresh rightmost leaves without splitting a full one.
 //!
-//! The stub: [`VALUE_VERSION`], [`CODEC_PARTS`], the joined length (u32
+//! The stub: [`PACKED_VERSION`] (2), [`CODEC_PARTS`], the joined length (u32
 //! little-endian), the number of parts (u32 little-endian), and the xxh3
 //! 64-bit hash of the joined bytes (u64 little-endian). The joined bytes
 //! are an ordinary stored value (a version byte, a codec byte, ...).
 //!
-//! [`VALUE_VERSION`]: super::VALUE_VERSION
+//! [`PACKED_VERSION`]: super::PACKED_VERSION
 
-use super::{DecodeError, VALUE_VERSION};
+use super::{DecodeError, PACKED_VERSION};
 use redb::TableDefinition;
 
 /// `(world, tick, part)` -> the bytes of part `part` of a record stored
@@ -88,7 +88,7 @@ pub(crate) fn split(value: &[u8]) -> Option<(Vec<u8>, Vec<&[u8]>)> {
         rest = tail;
     }
     let mut stub = Vec::with_capacity(STUB_LEN);
-    stub.extend_from_slice(&[VALUE_VERSION, CODEC_PARTS]);
+    stub.extend_from_slice(&[PACKED_VERSION, CODEC_PARTS]);
     stub.extend_from_slice(&(value.len() as u32).to_le_bytes());
     stub.extend_from_slice(&(parts.len() as u32).to_le_bytes());
     stub.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(value).to_le_bytes());
@@ -99,7 +99,7 @@ pub(crate) fn split(value: &[u8]) -> Option<(Vec<u8>, Vec<&[u8]>)> {
 /// value marked as a stub that is not one.
 pub(crate) fn stub(bytes: &[u8]) -> Result<Option<Stub>, DecodeError> {
     match bytes {
-        [v, CODEC_PARTS, rest @ ..] if *v == VALUE_VERSION => {
+        [v, CODEC_PARTS, rest @ ..] if *v == PACKED_VERSION => {
             let fields = <[u8; STUB_LEN - 2]>::try_from(rest).map_err(|_| {
                 DecodeError::Corrupt(format!(
                     "a stub of a value in parts is {} bytes, expected {STUB_LEN}",
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!((s.len, s.parts), (value.len(), parts.len() as u64));
         assert_eq!(join_owned(s, &numbered(&parts)).unwrap(), value);
         // A whole value is no stub.
-        assert_eq!(stub(&[VALUE_VERSION, 0, 1, 2]).unwrap(), None);
+        assert_eq!(stub(&[PACKED_VERSION, 0, 1, 2]).unwrap(), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The value codecs: the version and codec bytes that start a stored
 //! value, and its postcard body kept raw or compressed (zstd, LZ4).
 
-use super::{DecodeError, VALUE_VERSION};
+use super::{DecodeError, PACKED_VERSION, VALUE_VERSION};
 use serde::Serialize;
 
 /// The version byte of values that are never compressed (catalogue
@@ -76,8 +76,18 @@ pub(super) fn encode_packed_sized<T: Serialize>(
     size_hint: usize,
     value: &T,
 ) -> Result<Vec<u8>, String> {
+    encode_versioned(PACKED_VERSION, size_hint, value)
+}
+
+/// [`encode_packed_sized`] behind the version byte `version` (2, or 3 for
+/// a record that holds deltas): the same codecs follow.
+pub(super) fn encode_versioned<T: Serialize>(
+    version: u8,
+    size_hint: usize,
+    value: &T,
+) -> Result<Vec<u8>, String> {
     let mut start = Vec::with_capacity(2 + size_hint);
-    start.extend_from_slice(&[VALUE_VERSION, CODEC_RAW]);
+    start.extend_from_slice(&[version, CODEC_RAW]);
     let raw = postcard::to_extend(value, start).map_err(|e| e.to_string())?;
     let body = &raw[2..];
     if body.len() < COMPRESS_FROM || body.len() > u32::MAX as usize {
@@ -105,13 +115,13 @@ pub(super) fn encode_packed_sized<T: Serialize>(
         .map_err(|e| format!("zstd: {e}"))?;
     if body.len() < ZSTD_UP_TO || packed.len().saturating_mul(MAX_ZSTD_RATIO) >= body.len() {
         let mut out = Vec::with_capacity(6 + packed.len());
-        out.extend_from_slice(&[VALUE_VERSION, CODEC_ZSTD]);
+        out.extend_from_slice(&[version, CODEC_ZSTD]);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&packed);
         return Ok(if out.len() < raw.len() { out } else { raw });
     }
     let mut out = Vec::with_capacity(6 + lz4_flex::block::get_maximum_output_size(body.len()));
-    out.extend_from_slice(&[VALUE_VERSION, CODEC_LZ4]);
+    out.extend_from_slice(&[version, CODEC_LZ4]);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     let start = out.len();
     out.resize(
@@ -282,7 +292,7 @@ mod tests {
         let rec = big_record();
         let plain = postcard::to_stdvec(&rec.changes.len()).unwrap().len();
         let bytes = encode_record(rec.clone()).unwrap();
-        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_ZSTD]);
+        assert_eq!(bytes[..2], [PACKED_VERSION, CODEC_ZSTD]);
         let raw = postcard::to_stdvec(&RecordV1 {
             at_ms: 9,
             changes: Vec::new(),
@@ -302,7 +312,7 @@ mod tests {
         // claim more than ZSTD_UP_TO.
         let huge = huge_record();
         let bytes = encode_record(huge.clone()).unwrap();
-        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_ZSTD]);
+        assert_eq!(bytes[..2], [PACKED_VERSION, CODEC_ZSTD]);
         assert!(u32::from_le_bytes(bytes[2..6].try_into().unwrap()) as usize > ZSTD_UP_TO);
         assert_eq!(decode_record(Tick(3), &bytes).unwrap(), huge);
         let mut claims_more = bytes.clone();
@@ -313,7 +323,7 @@ mod tests {
         // One that compresses more than MAX_ZSTD_RATIO times is LZ4.
         let flat = flat_record();
         let bytes = encode_record(flat.clone()).unwrap();
-        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_LZ4]);
+        assert_eq!(bytes[..2], [PACKED_VERSION, CODEC_LZ4]);
         assert_eq!(decode_record(Tick(3), &bytes).unwrap(), flat);
         // A small record stays raw.
         let small = TickRecord {
@@ -324,7 +334,7 @@ mod tests {
             }],
         };
         let bytes = encode_record(small.clone()).unwrap();
-        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_RAW]);
+        assert_eq!(bytes[..2], [PACKED_VERSION, CODEC_RAW]);
         assert_eq!(decode_record(Tick(1), &bytes).unwrap(), small);
     }
 
@@ -354,7 +364,7 @@ mod tests {
         // The in-place projection reads version 1 and 2 (raw, LZ4, zstd)
         // alike.
         let v2 = encode_record(rec.clone()).unwrap();
-        assert_eq!(v2[..2], [VALUE_VERSION, CODEC_ZSTD]);
+        assert_eq!(v2[..2], [PACKED_VERSION, CODEC_ZSTD]);
         let lz4 = {
             // The LZ4 shape of format 3, built by hand.
             let raw = postcard::to_stdvec(&RecordV1 {
@@ -377,7 +387,7 @@ mod tests {
                     .collect(),
             })
             .unwrap();
-            let mut out = vec![VALUE_VERSION, CODEC_LZ4];
+            let mut out = vec![PACKED_VERSION, CODEC_LZ4];
             out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
             out.extend_from_slice(&lz4_flex::block::compress(&raw));
             out
@@ -448,7 +458,7 @@ mod tests {
             matches!(decode_record(Tick(3), &odd), Err(DecodeError::Corrupt(r)) if r.contains("codec"))
         );
         assert!(matches!(
-            decode_record(Tick(3), &[VALUE_VERSION]),
+            decode_record(Tick(3), &[PACKED_VERSION]),
             Err(DecodeError::Corrupt(_))
         ));
     }

@@ -31,6 +31,8 @@ pub(super) struct Tables<'t> {
     current: crate::current::CurrentTables<'t>,
     /// The chart series of each world (`crate::series`).
     series: crate::series::SeriesTables<'t>,
+    /// The ticks that last set each value, for deltas.
+    last: &'t mut crate::stored::LastSets,
 }
 
 impl<'t> Tables<'t> {
@@ -38,17 +40,19 @@ impl<'t> Tables<'t> {
     pub(super) fn open(
         txn: &'t WriteTransaction,
         inputs: &'t mut crate::current::InputCache,
+        last: &'t mut crate::stored::LastSets,
     ) -> Result<Tables<'t>, Failure> {
         Ok(Tables {
             worlds: txn.open_table(WORLDS)?,
             names: txn.open_table(WORLD_NAMES)?,
-            records: crate::stored::WriteValues::records(txn)?,
+            records: crate::stored::WriteValues::records(txn, &last.bases)?,
             snapshots: crate::stored::WriteValues::snapshots(txn)?,
             index: txn.open_table(ENTITY_TICKS)?,
             liveness: txn.open_table(LIVENESS)?,
             spawns: txn.open_table(SPAWNS)?,
             meta: txn.open_table(META)?,
             current: crate::current::CurrentTables::open(txn, inputs)?,
+            last,
             series: crate::series::SeriesTables::open(txn)?,
         })
     }
@@ -343,7 +347,9 @@ fn write_append(
             t.spawns.insert((w, last, first), k)?;
             top = Some(last);
         }
-        t.records.insert(w, k, &a.record)?;
+        let with_deltas = t.last.encode(&t.records, w, a);
+        t.records
+            .insert(w, k, with_deltas.as_deref().unwrap_or(&a.record))?;
         if let Some(s) = &a.snapshot {
             t.snapshots.insert(w, k, s)?;
         }
