@@ -35,6 +35,7 @@ mod series;
 mod span_cache;
 mod spans;
 mod storage_impl;
+mod stored;
 mod writer;
 
 pub(crate) use catalogue::{find_name, load_world};
@@ -149,6 +150,8 @@ pub struct RedbStorage {
     snapshot_interval: Option<u64>,
     /// Decoded one-component reads kept between reads.
     spans: Arc<span_cache::SpanCache>,
+    /// Records decoded as delta bases, kept between reads.
+    bases: Arc<stored::BaseMemo>,
 }
 
 /// The database handle: read-write, or read-only (never writes the file).
@@ -263,6 +266,7 @@ impl RedbStorage {
             sink,
             snapshot_interval: config.snapshot_interval,
             spans: Arc::new(span_cache::SpanCache::new(config.decoded_cache_bytes)),
+            bases: Arc::default(),
         })
     }
 
@@ -325,6 +329,7 @@ impl RedbStorage {
             spans: Arc::new(span_cache::SpanCache::new(
                 RedbConfig::default().decoded_cache_bytes,
             )),
+            bases: Arc::default(),
         })
     }
 
@@ -363,6 +368,8 @@ impl RedbStorage {
                         "snapshots" => txn.open_table(SNAPSHOTS)?.stats()?,
                         "liveness" => txn.open_table(LIVENESS)?.stats()?,
                         "spawn_ranges" => txn.open_table(encoding::SPAWNS)?.stats()?,
+                        "record_parts" => txn.open_table(encoding::RECORD_PARTS)?.stats()?,
+                        "snapshot_parts" => txn.open_table(encoding::SNAPSHOT_PARTS)?.stats()?,
                         _ => txn.open_table(ENTITY_TICKS)?.stats()?,
                     };
                     out.push(TableBytes {
@@ -436,6 +443,9 @@ impl RedbStorage {
 /// A tick record (and its snapshot) encoded for the writer.
 pub(crate) struct EncodedAppend {
     pub(crate) tick: Tick,
+    /// The record's time (for a re-encoding with deltas).
+    pub(crate) at_ms: i64,
+    /// The record encoded whole.
     pub(crate) record: Vec<u8>,
     /// The distinct entities the record touches (for the entity index).
     pub(crate) entities: Vec<EntityId>,
@@ -454,6 +464,7 @@ impl EncodedAppend {
         snapshot: Option<Snapshot>,
     ) -> Result<EncodedAppend, StorageError> {
         let tick = record.tick;
+        let at_ms = record.at_ms;
         if let Some(s) = snapshot.as_ref().filter(|s| s.tick != tick) {
             return Err(StorageError::SnapshotOutOfRange {
                 world,
@@ -475,6 +486,7 @@ impl EncodedAppend {
             .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
         Ok(EncodedAppend {
             tick,
+            at_ms,
             record,
             entities,
             changes,
@@ -502,3 +514,9 @@ mod test_support;
 
 #[cfg(test)]
 mod series_tests;
+
+#[cfg(test)]
+mod parts_tests;
+
+#[cfg(test)]
+mod delta_tests;

@@ -93,6 +93,8 @@ pub(crate) fn ensure_schema(db: &Database, sink: &ErrorSink) -> Result<(), Stora
             txn.open_table(SNAPSHOTS)?;
             txn.open_table(ENTITY_TICKS)?;
             txn.open_table(SPAWNS)?;
+            txn.open_table(encoding::RECORD_PARTS)?;
+            txn.open_table(encoding::SNAPSHOT_PARTS)?;
             if found < 4 {
                 // Format 3's current state held every value a second
                 // time; format 4 keeps pointers. Without its tables, the

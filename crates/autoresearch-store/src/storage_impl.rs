@@ -1,7 +1,8 @@
 //! `impl Storage for RedbStorage`: the trait's reads (each in one redb
 //! read transaction) and writes (queued to the group-commit writer).
 
-use crate::encoding::{self, ENTITY_TICKS, RECORDS, SNAPSHOTS, WORLD_NAMES, WORLDS};
+use crate::encoding::{self, ENTITY_TICKS, WORLD_NAMES, WORLDS};
+use crate::stored::{BaseMemo, ReadValues};
 use crate::writer::Op;
 use crate::{EncodedAppend, Failure, RedbStorage, find_name, load_world};
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use autoresearch_core::{
     StorageError, Tick, TickRecord, WorldId, WorldInfo,
 };
 use redb::{ReadTransaction, ReadableTable, TableDefinition};
+use std::sync::Arc;
 
 pub(crate) fn encode_failed(
     world: WorldId,
@@ -35,6 +37,7 @@ fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
 /// `decode` (a whole record, or one component's part of it).
 fn own_records<T>(
     txn: &ReadTransaction,
+    bases: &Arc<BaseMemo>,
     world: WorldId,
     from: Tick,
     to: Tick,
@@ -42,14 +45,10 @@ fn own_records<T>(
 ) -> Result<Vec<T>, Failure> {
     load_world(&table(txn, WORLDS)?, world)?;
     let mut out = Vec::new();
-    if from > to {
-        return Ok(out);
-    }
-    let records = table(txn, RECORDS)?;
-    for entry in records.range((world.0, from.0)..=(world.0, to.0))? {
-        let (k, v) = entry?;
-        let tick = Tick(k.value().1);
-        out.push(decode(tick, v.value()).map_err(|e| e.at(world, tick, "tick record"))?);
+    let records = ReadValues::records_with(txn, bases)?;
+    for entry in records.range(world.0, from.0, to.0)? {
+        let (tick, v) = entry?;
+        out.push(decode(tick, &v).map_err(|e| e.at(world, tick, "tick record"))?);
     }
     Ok(out)
 }
@@ -63,14 +62,12 @@ fn own_snapshot<T>(
     decode: impl Fn(Tick, &[u8]) -> Result<T, encoding::DecodeError>,
 ) -> Result<Option<T>, Failure> {
     load_world(&table(txn, WORLDS)?, world)?;
-    let snapshots = table(txn, SNAPSHOTS)?;
-    let Some(entry) = snapshots.range((world.0, 0)..=(world.0, at.0))?.next_back() else {
+    let snapshots = ReadValues::snapshots(txn)?;
+    let Some((tick, v)) = snapshots.last_at_or_before(world.0, at.0)? else {
         return Ok(None);
     };
-    let (k, v) = entry?;
-    let tick = Tick(k.value().1);
     Ok(Some(
-        decode(tick, v.value()).map_err(|e| e.at(world, tick, "snapshot"))?,
+        decode(tick, &v).map_err(|e| e.at(world, tick, "snapshot"))?,
     ))
 }
 
@@ -254,9 +251,10 @@ impl Storage for RedbStorage {
         from: Tick,
         to: Tick,
     ) -> Result<Vec<TickRecord>, StorageError> {
+        let bases = self.bases.clone();
         self.read(
             || format!("reading ticks {from}..={to} of {world}"),
-            move |txn| own_records(txn, world, from, to, encoding::decode_record),
+            move |txn| own_records(txn, &bases, world, from, to, encoding::decode_record),
         )
         .await
     }
@@ -270,11 +268,12 @@ impl Storage for RedbStorage {
         to: Tick,
         component: &str,
     ) -> Result<Vec<ComponentRecord>, StorageError> {
+        let bases = self.bases.clone();
         let component = component.to_string();
         self.read(
             || format!("reading ticks {from}..={to} of {world}"),
             move |txn| {
-                own_records(txn, world, from, to, |tick, bytes| {
+                own_records(txn, &bases, world, from, to, |tick, bytes| {
                     encoding::decode_component_record(tick, bytes, &component)
                 })
             },
@@ -314,6 +313,7 @@ impl Storage for RedbStorage {
         to: Tick,
         component: &str,
     ) -> Result<Vec<SpanRecord>, StorageError> {
+        let bases = self.bases.clone();
         let component = component.to_string();
         let cache = self.spans.clone();
         self.read(
@@ -333,7 +333,7 @@ impl Storage for RedbStorage {
                         return Ok(kept);
                     }
                 }
-                own_records(txn, world, from, to, |tick, bytes| {
+                own_records(txn, &bases, world, from, to, |tick, bytes| {
                     if let Some(r) = cache.record(world, tick, &component) {
                         return Ok(r);
                     }
@@ -414,6 +414,7 @@ impl Storage for RedbStorage {
         entity: EntityId,
         to: Tick,
     ) -> Result<Vec<Tick>, StorageError> {
+        let bases = self.bases.clone();
         self.read(
             || format!("reading the ticks that changed {entity} in {world}"),
             move |txn| {
@@ -443,11 +444,10 @@ impl Storage for RedbStorage {
                 // The unfinished chunk, from its records.
                 let tail = Tick((closed * encoding::INDEX_CHUNK + 1).max(first.0));
                 if tail <= to {
-                    let records = table(txn, RECORDS)?;
-                    for entry in records.range((world.0, tail.0)..=(world.0, to.0))? {
-                        let (k, v) = entry?;
-                        let tick = Tick(k.value().1);
-                        let touched = encoding::record_entities(tick, v.value())
+                    let records = ReadValues::records_with(txn, &bases)?;
+                    for entry in records.range(world.0, tail.0, to.0)? {
+                        let (tick, v) = entry?;
+                        let touched = encoding::record_entities(tick, &v)
                             .map_err(|e| e.at(world, tick, "tick record"))?;
                         if touched.binary_search(&entity).is_ok() {
                             out.push(tick);

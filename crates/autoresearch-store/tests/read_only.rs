@@ -176,7 +176,7 @@ async fn a_format_1_file_is_read_and_upgraded() {
     };
     let err = st.append(w.id(), stale, None).await.unwrap_err();
     assert!(matches!(err, StorageError::NotApplicable { .. }), "{err}");
-    assert_eq!(FORMAT_VERSION, 4);
+    assert_eq!(FORMAT_VERSION, 5);
 }
 
 const SPAWNS: redb::TableDefinition<(u64, u64, u64), u64> =
@@ -275,11 +275,133 @@ async fn a_format_3_file_is_read_and_upgraded() {
         .collect();
     assert!(!names.iter().any(|n| n == "current_values"), "{names:?}");
     let meta = txn.open_table(META).unwrap();
-    assert_eq!(meta.get("format_version").unwrap().unwrap().value(), [4u8]);
+    assert_eq!(
+        meta.get("format_version").unwrap().unwrap().value(),
+        [FORMAT_VERSION]
+    );
     // The new spawn is a range of its own; the old spawns stay entries.
     let spawns = txn.open_table(SPAWNS).unwrap();
     assert_eq!(
         spawns.get((id.0, e2.0, e2.0)).unwrap().map(|v| v.value()),
         Some(3)
+    );
+}
+
+const RECORDS: redb::TableDefinition<(u64, u64), &[u8]> = redb::TableDefinition::new("records");
+const RECORD_PARTS: redb::TableDefinition<(u64, u64, u64), &[u8]> =
+    redb::TableDefinition::new("record_parts");
+const SNAPSHOT_PARTS: redb::TableDefinition<(u64, u64, u64), &[u8]> =
+    redb::TableDefinition::new("snapshot_parts");
+
+/// `n` scores that do not compress away.
+fn noisy_scores(n: u64, seed: u64) -> Vec<Score> {
+    (0..n)
+        .map(|i| Score((seed.wrapping_add(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 2) as i64))
+        .collect()
+}
+
+/// A format 4 file (long records stored whole in `records`, no parts
+/// tables) is read as it is by a read-only open and upgraded by the first
+/// read-write open: the parts tables are created, the old records still
+/// read, and new long records are stored in parts.
+#[tokio::test]
+async fn a_format_4_file_is_read_and_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let first = noisy_scores(2_000, 1);
+    let id = {
+        let st: Arc<dyn Storage> =
+            Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+        let mut w = World::create(st, registry(), "w").await.unwrap();
+        for s in &first {
+            w.spawn_with(s).unwrap();
+        }
+        w.commit().await.unwrap();
+        w.id()
+    };
+    {
+        // Rewritten in format 4's shape: the record whole, no parts tables.
+        let db = redb::Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let parts = txn.open_table(RECORD_PARTS).unwrap();
+            let whole: Vec<u8> = parts
+                .range((id.0, 1, 0)..=(id.0, 1, u64::MAX))
+                .unwrap()
+                .flat_map(|e| e.unwrap().1.value().to_vec())
+                .collect();
+            assert!(whole.len() > 4096, "{} bytes: not in parts", whole.len());
+            txn.open_table(RECORDS)
+                .unwrap()
+                .insert((id.0, 1), whole.as_slice())
+                .unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format_version", [4u8].as_slice())
+                .unwrap();
+        }
+        assert!(txn.delete_table(RECORD_PARTS).unwrap());
+        assert!(txn.delete_table(SNAPSHOT_PARTS).unwrap());
+        txn.commit().unwrap();
+    }
+    let scores = |w: &World| {
+        let mut v: Vec<i64> = w
+            .find_all::<Score>(|_| true)
+            .into_iter()
+            .map(|(_, s)| s.0)
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want: Vec<i64> = first.iter().map(|s| s.0).collect();
+    want.sort();
+    let ro: Arc<dyn Storage> = Arc::new(RedbStorage::open_read_only(&path).unwrap());
+    let w = World::open(ro.clone(), registry(), "w").await.unwrap();
+    assert_eq!(scores(&w), want);
+    drop((w, ro));
+
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let mut w = World::open(st.clone(), registry(), "w").await.unwrap();
+    assert_eq!(scores(&w), want);
+    for s in noisy_scores(2_000, 2) {
+        w.spawn_with(&s).unwrap();
+    }
+    assert_eq!(w.commit().await.unwrap(), Tick(2));
+    let past = World::open_at(st.clone(), registry(), id, Tick(1))
+        .await
+        .unwrap();
+    assert_eq!(scores(&past), want);
+    assert_eq!(
+        World::open(st.clone(), registry(), "w")
+            .await
+            .unwrap()
+            .len(),
+        4_000
+    );
+    drop((w, past, st));
+    let db = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .create(&path)
+        .unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(
+        meta.get("format_version").unwrap().unwrap().value(),
+        [FORMAT_VERSION]
+    );
+    // The old record stays whole; the new one is in parts.
+    let records = txn.open_table(RECORDS).unwrap();
+    assert!(records.get((id.0, 1)).unwrap().unwrap().value().len() > 4096);
+    assert_eq!(records.get((id.0, 2)).unwrap().unwrap().value().len(), 18);
+    let parts = txn.open_table(RECORD_PARTS).unwrap();
+    assert!(
+        parts
+            .range((id.0, 2, 0)..=(id.0, 2, u64::MAX))
+            .unwrap()
+            .count()
+            >= 2
     );
 }

@@ -102,17 +102,17 @@ impl InputCache {
     /// decode.
     fn tick(
         &mut self,
-        records: &Table<'_, (u64, u64), &'static [u8]>,
+        records: &crate::stored::WriteValues<'_>,
         w: u64,
         tick: u64,
     ) -> Result<Option<&TickInputs>, Failure> {
         if !self.ticks.contains_key(&(w, tick)) {
-            let Some(bytes) = records.get((w, tick))? else {
+            let Some(bytes) = records.get_or_none(w, tick)? else {
                 return Ok(None);
             };
             let mut values = HashMap::new();
             let mut size = 0;
-            let decoded = encoding::record_sets(bytes.value(), |e, c, v| {
+            let decoded = encoding::record_sets(&bytes, |e, c, v| {
                 if let Some(name) = input_name(c) {
                     size += v.len() + 32;
                     values.insert((name, e.0), v.to_vec());
@@ -202,7 +202,7 @@ fn kept_at_head(at: Option<u64>, info: &WorldInfo) -> bool {
 /// before the append; `records` holds every tick up to its head.
 pub(crate) fn maintain(
     t: &mut CurrentTables<'_>,
-    records: &Table<'_, (u64, u64), &'static [u8]>,
+    records: &crate::stored::WriteValues<'_>,
     info: &WorldInfo,
     appends: &[EncodedAppend],
 ) -> Result<(), Failure> {
@@ -360,7 +360,7 @@ fn component_names(
 /// The lifecycle components (before the batch) of each of `entities`.
 fn load_inputs(
     t: &mut CurrentTables<'_>,
-    records: &Table<'_, (u64, u64), &'static [u8]>,
+    records: &crate::stored::WriteValues<'_>,
     blocks: &mut Blocks,
     entities: &BTreeSet<u64>,
 ) -> Result<HashMap<u64, Touched>, Stop> {
@@ -397,7 +397,7 @@ fn load_inputs(
 
 fn update(
     t: &mut CurrentTables<'_>,
-    records: &Table<'_, (u64, u64), &'static [u8]>,
+    records: &crate::stored::WriteValues<'_>,
     w: u64,
     appends: &[EncodedAppend],
 ) -> Result<(), Stop> {

@@ -3,11 +3,11 @@
 use super::codec::{BLOCK, decode_block, decode_tally};
 use super::keys::{keyed_forward, keyed_newest};
 use super::{AT, Blocks, INDEX, TALLY, TICKS, kept_at_head};
-use crate::encoding::{self, RECORDS};
+use crate::encoding;
 use crate::{Failure, load_world};
 use autoresearch_core::current::{CurrentAnswer, CurrentRead, CurrentView, Tally};
 use autoresearch_core::{EntityId, WorldId};
-use redb::{ReadTransaction, ReadableTable};
+use redb::ReadTransaction;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 
@@ -24,7 +24,7 @@ type TicksEntry<'a> = (
 /// set it), each record read and decoded once. `None` when a record does
 /// not hold a value it is pointed at for (the index is damaged).
 fn fetch(
-    records: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    records: &crate::stored::ReadValues,
     w: u64,
     wanted: &HashMap<(String, u64), u64>,
 ) -> Result<Option<Values>, Failure> {
@@ -37,10 +37,10 @@ fn fetch(
     let mut out = HashMap::with_capacity(wanted.len());
     for tick in ticks {
         let want = &by_tick[&tick];
-        let Some(bytes) = records.get((w, tick))? else {
+        let Some(bytes) = records.get_or_none(w, tick)? else {
             return Ok(None);
         };
-        let decoded = encoding::record_sets(bytes.value(), |e, c, v| {
+        let decoded = encoding::record_sets(&bytes, |e, c, v| {
             if want.contains(&(c, e.0)) {
                 out.insert((c.to_string(), e.0), v.to_vec());
             }
@@ -225,7 +225,7 @@ pub(crate) fn read(
     let values = if wanted.is_empty() {
         HashMap::new()
     } else {
-        let records = txn.open_table(RECORDS)?;
+        let records = crate::stored::ReadValues::records(txn)?;
         match fetch(&records, w, &wanted)? {
             Some(v) => v,
             None => return Ok(None),

@@ -13,13 +13,16 @@
 //! edit to a core type cannot silently change the file format.
 
 mod borrowed;
+pub(crate) mod delta;
+mod parts;
 mod value;
 
 pub(crate) use borrowed::{
     ChangeRef, decode_component_record, decode_component_snapshot, record_sets,
 };
+pub(crate) use parts::{CODEC_PARTS, RECORD_PARTS, SNAPSHOT_PARTS, join, split, stub};
 pub(crate) use value::{body, nothing_left, take_whole};
-use value::{decode, encode, encode_packed, encode_packed_sized};
+use value::{decode, encode, encode_packed, encode_packed_sized, encode_versioned};
 
 use autoresearch_core::{
     Change, EntityId, ForkPoint, Snapshot, Tick, TickRecord, WorldId, WorldInfo,
@@ -39,8 +42,16 @@ use serde::{Deserialize, Serialize};
 /// instead of a second copy of them (`current_values`): the upgrade drops
 /// the format 3 current-state tables (those worlds' reads materialize),
 /// and a build that knows only format 3, which would not read the ranges,
-/// refuses the file.
-pub const FORMAT_VERSION: u8 = 4;
+/// refuses the file. Version 5 stores a record or snapshot longer than a
+/// page as a stub (codec byte [`CODEC_PARTS`]) and its bytes in parts
+/// (`record_parts`, `snapshot_parts`, see `parts`) and a value changed in
+/// place as a delta of the previous one (records of value version 3, see
+/// `delta`); format 4 values are
+/// read as they are, so a format 4 file is upgraded by creating the two
+/// tables and rewriting the marker, and a build that knows only format 4,
+/// which would read a stub or a delta as a damaged value, refuses the
+/// file.
+pub const FORMAT_VERSION: u8 = 5;
 
 /// The newest value encoding this build writes and reads (the first byte
 /// of every postcard value). Version 1: the postcard body follows.
@@ -52,7 +63,17 @@ pub const FORMAT_VERSION: u8 = 4;
 /// [`CODEC_RAW`]: value::CODEC_RAW
 /// [`CODEC_LZ4`]: value::CODEC_LZ4
 /// [`CODEC_ZSTD`]: value::CODEC_ZSTD
-pub const VALUE_VERSION: u8 = 2;
+/// Version 3 (file format 5): a tick record that holds deltas
+/// ([`DELTA_VERSION`]); the codec byte and body follow as in version 2.
+pub const VALUE_VERSION: u8 = 3;
+
+/// The version byte of records and snapshots stored whole (value
+/// version 2).
+pub(crate) const PACKED_VERSION: u8 = 2;
+
+/// The version byte of a tick record that holds deltas (a [`RecordV2`]):
+/// readers get it through `stored`, which resolves the deltas.
+pub(crate) const DELTA_VERSION: u8 = 3;
 
 /// `"format_version"` -> `[version]`: the format of the file as a whole.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -140,7 +161,7 @@ pub(crate) fn record_entities(tick: Tick, bytes: &[u8]) -> Result<Vec<EntityId>,
 }
 
 /// Names of every table, for statistics.
-pub(crate) const TABLE_NAMES: [&str; 8] = [
+pub(crate) const TABLE_NAMES: [&str; 10] = [
     "meta",
     "worlds",
     "world_names",
@@ -149,6 +170,8 @@ pub(crate) const TABLE_NAMES: [&str; 8] = [
     "entity_ticks",
     "liveness",
     "spawn_ranges",
+    "record_parts",
+    "snapshot_parts",
 ];
 
 /// Why a stored value could not be decoded.
@@ -247,6 +270,186 @@ struct RecordV1 {
 struct SnapshotV1 {
     next_entity: u64,
     entities: Vec<(u64, Vec<(String, Blob)>)>,
+}
+
+/// [`ChangeV1`] and a fifth variant (file format 5, value version 3):
+/// a `Set` stored as a delta of the value the tick `base` set.
+#[derive(Serialize, Deserialize)]
+enum ChangeV2 {
+    Spawn(u64),
+    Set(u64, String, Blob),
+    Remove(u64, String),
+    Despawn(u64),
+    SetDelta(u64, String, DeltaV1),
+}
+
+/// A value stored as a delta (`delta`): of the value of the same entity
+/// and component that tick `base` of the same world set (its last `Set`
+/// of them), keep `prefix` leading and `suffix` trailing bytes and put
+/// `middle` between them.
+#[derive(Serialize, Deserialize)]
+struct DeltaV1 {
+    base: u64,
+    prefix: u32,
+    suffix: u32,
+    middle: Blob,
+}
+
+/// A record that holds deltas (value version 3).
+#[derive(Serialize, Deserialize)]
+struct RecordV2 {
+    at_ms: i64,
+    changes: Vec<ChangeV2>,
+}
+
+/// What a stored record sets for one `(entity, component)` (its last
+/// `Set` of them): the value, or a delta of an older tick's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SetEntry {
+    Whole(Vec<u8>),
+    Delta {
+        base: u64,
+        prefix: u32,
+        suffix: u32,
+        middle: Vec<u8>,
+    },
+}
+
+impl SetEntry {
+    /// Bytes it holds, for cache accounting.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            SetEntry::Whole(v) => v.len(),
+            SetEntry::Delta { middle, .. } => middle.len() + 16,
+        }
+    }
+}
+
+/// A record's changes with the values of some `Set`s given as deltas:
+/// `deltas[i]` is `Some((base tick, prefix, suffix))` for a `Set` stored
+/// as a delta of the value `base` set (its middle taken from the value).
+/// Encoded as value version 3.
+pub(crate) fn encode_record_with_deltas(
+    at_ms: i64,
+    changes: &[Change],
+    deltas: &[Option<(u64, u32, u32)>],
+) -> Result<Vec<u8>, String> {
+    let changes = changes
+        .iter()
+        .zip(deltas)
+        .map(|(c, d)| match (c.clone(), d) {
+            (Change::Spawn { entity }, _) => ChangeV2::Spawn(entity.0),
+            (
+                Change::Set {
+                    entity,
+                    component,
+                    value,
+                },
+                Some((base, prefix, suffix)),
+            ) => {
+                let end = value.len() - *suffix as usize;
+                let middle = value[*prefix as usize..end].to_vec();
+                ChangeV2::SetDelta(
+                    entity.0,
+                    component,
+                    DeltaV1 {
+                        base: *base,
+                        prefix: *prefix,
+                        suffix: *suffix,
+                        middle: Blob(middle),
+                    },
+                )
+            }
+            (
+                Change::Set {
+                    entity,
+                    component,
+                    value,
+                },
+                None,
+            ) => ChangeV2::Set(entity.0, component, Blob(value)),
+            (Change::Remove { entity, component }, _) => ChangeV2::Remove(entity.0, component),
+            (Change::Despawn { entity }, _) => ChangeV2::Despawn(entity.0),
+        })
+        .collect();
+    encode_versioned(DELTA_VERSION, 0, &RecordV2 { at_ms, changes })
+}
+
+/// Whether a stored record holds deltas (and must be resolved before a
+/// reader decodes it).
+pub(crate) fn has_deltas(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&DELTA_VERSION)
+}
+
+/// The `Set`s of a stored record (whole or with deltas), the last of each
+/// `(entity, component)`.
+pub(crate) fn record_set_entries(
+    bytes: &[u8],
+) -> Result<std::collections::HashMap<(u64, String), SetEntry>, DecodeError> {
+    let mut out = std::collections::HashMap::new();
+    if !has_deltas(bytes) {
+        record_sets(bytes, |e, c, v| {
+            out.insert((e.0, c.to_string()), SetEntry::Whole(v.to_vec()));
+        })?;
+        return Ok(out);
+    }
+    let r: RecordV2 = decode(bytes)?;
+    for c in r.changes {
+        match c {
+            ChangeV2::Set(e, c, Blob(v)) => {
+                out.insert((e, c), SetEntry::Whole(v));
+            }
+            ChangeV2::SetDelta(e, c, d) => {
+                out.insert(
+                    (e, c),
+                    SetEntry::Delta {
+                        base: d.base,
+                        prefix: d.prefix,
+                        suffix: d.suffix,
+                        middle: d.middle.0,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A record that holds deltas rewritten as the whole record (value
+/// version 2, raw), each delta's base value asked of `base(entity,
+/// component, base tick)`. Errors with `map`'s error on a damaged record
+/// or delta.
+pub(crate) fn resolve_record<E>(
+    bytes: &[u8],
+    mut base: impl FnMut(u64, &str, u64) -> Result<Vec<u8>, E>,
+    map: impl Fn(DecodeError) -> E,
+) -> Result<Vec<u8>, E> {
+    let r: RecordV2 = decode(bytes).map_err(&map)?;
+    let mut changes = Vec::with_capacity(r.changes.len());
+    for c in r.changes {
+        changes.push(match c {
+            ChangeV2::Spawn(e) => ChangeV1::Spawn(e),
+            ChangeV2::Set(e, c, v) => ChangeV1::Set(e, c, v),
+            ChangeV2::Remove(e, c) => ChangeV1::Remove(e, c),
+            ChangeV2::Despawn(e) => ChangeV1::Despawn(e),
+            ChangeV2::SetDelta(e, c, d) => {
+                let old = base(e, &c, d.base)?;
+                let value = delta::apply(&old, d.prefix, d.suffix, &d.middle.0).map_err(&map)?;
+                ChangeV1::Set(e, c, Blob(value))
+            }
+        });
+    }
+    let mut out = vec![PACKED_VERSION, value::CODEC_RAW];
+    out = postcard::to_extend(
+        &RecordV1 {
+            at_ms: r.at_ms,
+            changes,
+        },
+        out,
+    )
+    .map_err(|e| map(DecodeError::Corrupt(e.to_string())))?;
+    Ok(out)
 }
 
 /// The whole-file format marker stored under [`FORMAT_KEY`].
@@ -450,14 +653,14 @@ mod tests {
             ],
         };
         let mut bytes = encode_record(rec.clone()).unwrap();
-        assert_eq!(bytes[0], VALUE_VERSION);
+        assert_eq!(bytes[0], PACKED_VERSION);
         assert_eq!(decode_record(Tick(7), &bytes).unwrap(), rec);
         bytes[0] = VALUE_VERSION + 1;
         assert!(matches!(
             decode_record(Tick(7), &bytes),
             Err(DecodeError::Newer(v)) if v == VALUE_VERSION + 1
         ));
-        bytes[0] = VALUE_VERSION;
+        bytes[0] = PACKED_VERSION;
         bytes.truncate(bytes.len() - 2);
         assert!(matches!(
             decode_record(Tick(7), &bytes),
@@ -467,5 +670,50 @@ mod tests {
             decode_record(Tick(7), &[]),
             Err(DecodeError::Corrupt(_))
         ));
+    }
+
+    proptest::proptest! {
+        /// A record with deltas, resolved against its bases, is the
+        /// record: every value whole again, every other change as it was.
+        #[test]
+        fn a_record_with_deltas_resolves_to_the_whole_record(
+            values in proptest::collection::vec(
+                (proptest::collection::vec(0u8..3, 0..120), 0usize..120, proptest::collection::vec(0u8..3, 0..6)),
+                1..30,
+            ),
+        ) {
+            let mut changes = Vec::new();
+            let mut deltas = Vec::new();
+            let mut bases = std::collections::HashMap::new();
+            for (i, (old, at, insert)) in values.iter().enumerate() {
+                let e = i as u64;
+                let at = (*at).min(old.len());
+                let mut new = old[..at].to_vec();
+                new.extend_from_slice(insert);
+                new.extend_from_slice(&old[at..]);
+                bases.insert(e, old.clone());
+                changes.push(Change::Spawn { entity: EntityId(e + 1000) });
+                deltas.push(None);
+                deltas.push(delta::diff(old, &new).map(|(p, s, _)| (7 + e % 3, p, s)));
+                changes.push(Change::Set {
+                    entity: EntityId(e),
+                    component: "Run".into(),
+                    value: new,
+                });
+            }
+            let bytes = encode_record_with_deltas(5, &changes, &deltas).unwrap();
+            proptest::prop_assert!(has_deltas(&bytes));
+            let whole = resolve_record(
+                &bytes,
+                |e, c, base| {
+                    assert_eq!((c, base), ("Run", 7 + e % 3));
+                    Ok::<_, DecodeError>(bases[&e].clone())
+                },
+                |e| e,
+            )
+            .unwrap();
+            let record = TickRecord { tick: Tick(9), at_ms: 5, changes };
+            proptest::prop_assert_eq!(decode_record(Tick(9), &whole).unwrap(), record);
+        }
     }
 }

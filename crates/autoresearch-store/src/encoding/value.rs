@@ -1,7 +1,7 @@
 //! The value codecs: the version and codec bytes that start a stored
 //! value, and its postcard body kept raw or compressed (zstd, LZ4).
 
-use super::{DecodeError, VALUE_VERSION};
+use super::{DecodeError, PACKED_VERSION, VALUE_VERSION};
 use serde::Serialize;
 
 /// The version byte of values that are never compressed (catalogue
@@ -23,17 +23,27 @@ pub(crate) const CODEC_ZSTD: u8 = 2;
 /// them and the many small per-tick records stay cheap to read.
 const COMPRESS_FROM: usize = 512;
 
-/// Bodies from [`COMPRESS_FROM`] up to this size are compressed with zstd,
-/// larger ones with LZ4. A tick's record is a redb page of its own, whose
-/// size is a power of two: zstd's smaller output (a record of 100 runs in
-/// 7.8 KB against LZ4's 10.7 KB) halves the page a typical tick takes.
-/// Past this size (an ingest of thousands of runs, snapshots) the page
-/// saved is rarely a whole power of two, and LZ4's faster decode, which
-/// every time travel through such a tick pays, wins.
+/// Bodies from [`COMPRESS_FROM`] up to this size are compressed with zstd
+/// at [`ZSTD_LEVEL`], larger ones (an ingest of thousands of runs,
+/// snapshots) at [`ZSTD_LARGE_LEVEL`]. (File format 4 wrote LZ4 past it.)
 const ZSTD_UP_TO: usize = 256 << 10;
 
-/// zstd's level for [`CODEC_ZSTD`]: its default, fast to write.
+/// zstd's level for [`CODEC_ZSTD`] values below [`ZSTD_UP_TO`]: its
+/// default. A tick's record of 100 changed runs (33 KB) takes well under
+/// a millisecond.
 const ZSTD_LEVEL: i32 = 3;
+
+/// zstd's level for values of [`ZSTD_UP_TO`] or more: its fastest
+/// positive level. On a 10,000-run ingest record (3.3 MB of postcard;
+/// `docs/benchmarks.md`) it wrote 720 KB in about the time LZ4 took for
+/// 992 KB; level 3 saved 4% more and took 2.5 times as long.
+const ZSTD_LARGE_LEVEL: i32 = 1;
+
+/// The largest ratio of a zstd value of [`ZSTD_UP_TO`] or more to its
+/// compressed length: a larger claimed length is a damaged value, refused
+/// before anything is allocated. A body that compresses further is
+/// written with LZ4, whose own limit ([`MAX_LZ4_RATIO`]) bounds it.
+const MAX_ZSTD_RATIO: usize = 256;
 
 /// Each thread's zstd contexts, made on first use and kept: a context
 /// is about a megabyte, which this machine's page faults make costlier
@@ -66,34 +76,52 @@ pub(super) fn encode_packed_sized<T: Serialize>(
     size_hint: usize,
     value: &T,
 ) -> Result<Vec<u8>, String> {
+    encode_versioned(PACKED_VERSION, size_hint, value)
+}
+
+/// [`encode_packed_sized`] behind the version byte `version` (2, or 3 for
+/// a record that holds deltas): the same codecs follow.
+pub(super) fn encode_versioned<T: Serialize>(
+    version: u8,
+    size_hint: usize,
+    value: &T,
+) -> Result<Vec<u8>, String> {
     let mut start = Vec::with_capacity(2 + size_hint);
-    start.extend_from_slice(&[VALUE_VERSION, CODEC_RAW]);
+    start.extend_from_slice(&[version, CODEC_RAW]);
     let raw = postcard::to_extend(value, start).map_err(|e| e.to_string())?;
     let body = &raw[2..];
     if body.len() < COMPRESS_FROM || body.len() > u32::MAX as usize {
         return Ok(raw);
     }
-    if body.len() < ZSTD_UP_TO {
-        let mut out = Vec::with_capacity(6 + body.len() / 2);
-        out.extend_from_slice(&[VALUE_VERSION, CODEC_ZSTD]);
+    let level = if body.len() < ZSTD_UP_TO {
+        ZSTD_LEVEL
+    } else {
+        ZSTD_LARGE_LEVEL
+    };
+    let packed = ZSTD
+        .with(|z| {
+            let mut z = z.borrow_mut();
+            if z.0.is_none() {
+                z.0 = Some(zstd::bulk::Compressor::new(level)?);
+            }
+            match z.0.as_mut() {
+                Some(c) => {
+                    c.set_compression_level(level)?;
+                    c.compress(body)
+                }
+                None => Ok(Vec::new()),
+            }
+        })
+        .map_err(|e| format!("zstd: {e}"))?;
+    if body.len() < ZSTD_UP_TO || packed.len().saturating_mul(MAX_ZSTD_RATIO) >= body.len() {
+        let mut out = Vec::with_capacity(6 + packed.len());
+        out.extend_from_slice(&[version, CODEC_ZSTD]);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        let packed = ZSTD
-            .with(|z| {
-                let mut z = z.borrow_mut();
-                if z.0.is_none() {
-                    z.0 = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
-                }
-                match z.0.as_mut() {
-                    Some(c) => c.compress(body),
-                    None => Ok(Vec::new()),
-                }
-            })
-            .map_err(|e| format!("zstd: {e}"))?;
         out.extend_from_slice(&packed);
         return Ok(if out.len() < raw.len() { out } else { raw });
     }
     let mut out = Vec::with_capacity(6 + lz4_flex::block::get_maximum_output_size(body.len()));
-    out.extend_from_slice(&[VALUE_VERSION, CODEC_LZ4]);
+    out.extend_from_slice(&[version, CODEC_LZ4]);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     let start = out.len();
     out.resize(
@@ -139,9 +167,10 @@ pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeErr
                     .split_first_chunk::<4>()
                     .ok_or_else(|| DecodeError::Corrupt("zstd value without its length".into()))?;
                 let len = u32::from_le_bytes(*len) as usize;
-                // This build writes zstd only below ZSTD_UP_TO: a larger
+                // This build writes zstd past ZSTD_UP_TO only for values
+                // that compress at most MAX_ZSTD_RATIO times: a larger
                 // claim is a damaged value, refused before allocating.
-                if len >= ZSTD_UP_TO {
+                if len >= ZSTD_UP_TO && len > frame.len().saturating_mul(MAX_ZSTD_RATIO) {
                     return Err(DecodeError::Corrupt(format!(
                         "zstd value claims {len} bytes, more than such a value holds"
                     )));
@@ -166,6 +195,9 @@ pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeErr
                 }
                 Ok(std::borrow::Cow::Owned(out))
             }
+            Some((&super::CODEC_PARTS, _)) => Err(DecodeError::Corrupt(
+                "a value stored in parts was read without its parts".into(),
+            )),
             Some((codec, _)) => Err(DecodeError::Corrupt(format!("unknown codec byte {codec}"))),
             None => Err(DecodeError::Corrupt("value without its codec byte".into())),
         },
@@ -241,12 +273,26 @@ mod tests {
         }
     }
 
+    /// A record past [`ZSTD_UP_TO`] that compresses past
+    /// [`MAX_ZSTD_RATIO`]: one megabyte of zeros.
+    fn flat_record() -> TickRecord {
+        TickRecord {
+            tick: Tick(3),
+            at_ms: 9,
+            changes: vec![Change::Set {
+                entity: EntityId(1),
+                component: "Blob".into(),
+                value: vec![0; 1 << 20],
+            }],
+        }
+    }
+
     #[test]
     fn large_records_are_stored_compressed_and_read_back() {
         let rec = big_record();
         let plain = postcard::to_stdvec(&rec.changes.len()).unwrap().len();
         let bytes = encode_record(rec.clone()).unwrap();
-        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_ZSTD]);
+        assert_eq!(bytes[..2], [PACKED_VERSION, CODEC_ZSTD]);
         let raw = postcard::to_stdvec(&RecordV1 {
             at_ms: 9,
             changes: Vec::new(),
@@ -262,11 +308,23 @@ mod tests {
             bytes.len()
         );
         assert_eq!(decode_record(Tick(3), &bytes).unwrap(), rec);
-        // A record past ZSTD_UP_TO is LZ4.
+        // A record past ZSTD_UP_TO is zstd too (its fast level), and may
+        // claim more than ZSTD_UP_TO.
         let huge = huge_record();
         let bytes = encode_record(huge.clone()).unwrap();
-        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_LZ4]);
+        assert_eq!(bytes[..2], [PACKED_VERSION, CODEC_ZSTD]);
+        assert!(u32::from_le_bytes(bytes[2..6].try_into().unwrap()) as usize > ZSTD_UP_TO);
         assert_eq!(decode_record(Tick(3), &bytes).unwrap(), huge);
+        let mut claims_more = bytes.clone();
+        claims_more[2..6].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            matches!(decode_record(Tick(3), &claims_more), Err(DecodeError::Corrupt(r)) if r.contains("claims"))
+        );
+        // One that compresses more than MAX_ZSTD_RATIO times is LZ4.
+        let flat = flat_record();
+        let bytes = encode_record(flat.clone()).unwrap();
+        assert_eq!(bytes[..2], [PACKED_VERSION, CODEC_LZ4]);
+        assert_eq!(decode_record(Tick(3), &bytes).unwrap(), flat);
         // A small record stays raw.
         let small = TickRecord {
             tick: Tick(1),
@@ -276,7 +334,7 @@ mod tests {
             }],
         };
         let bytes = encode_record(small.clone()).unwrap();
-        assert_eq!(bytes[..2], [VALUE_VERSION, CODEC_RAW]);
+        assert_eq!(bytes[..2], [PACKED_VERSION, CODEC_RAW]);
         assert_eq!(decode_record(Tick(1), &bytes).unwrap(), small);
     }
 
@@ -306,7 +364,7 @@ mod tests {
         // The in-place projection reads version 1 and 2 (raw, LZ4, zstd)
         // alike.
         let v2 = encode_record(rec.clone()).unwrap();
-        assert_eq!(v2[..2], [VALUE_VERSION, CODEC_ZSTD]);
+        assert_eq!(v2[..2], [PACKED_VERSION, CODEC_ZSTD]);
         let lz4 = {
             // The LZ4 shape of format 3, built by hand.
             let raw = postcard::to_stdvec(&RecordV1 {
@@ -329,7 +387,7 @@ mod tests {
                     .collect(),
             })
             .unwrap();
-            let mut out = vec![VALUE_VERSION, CODEC_LZ4];
+            let mut out = vec![PACKED_VERSION, CODEC_LZ4];
             out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
             out.extend_from_slice(&lz4_flex::block::compress(&raw));
             out
@@ -379,7 +437,7 @@ mod tests {
 
     #[test]
     fn damaged_compressed_values_are_corrupt_not_a_panic_or_a_huge_allocation() {
-        let bytes = encode_record(huge_record()).unwrap();
+        let bytes = encode_record(flat_record()).unwrap();
         assert_eq!(bytes[1], CODEC_LZ4);
         // A length far beyond what the block can expand to.
         let mut huge = bytes.clone();
@@ -400,7 +458,7 @@ mod tests {
             matches!(decode_record(Tick(3), &odd), Err(DecodeError::Corrupt(r)) if r.contains("codec"))
         );
         assert!(matches!(
-            decode_record(Tick(3), &[VALUE_VERSION]),
+            decode_record(Tick(3), &[PACKED_VERSION]),
             Err(DecodeError::Corrupt(_))
         ));
     }

@@ -1,0 +1,279 @@
+//! Values changed in place stored as deltas (`encoding::delta`,
+//! `stored::LastSets`): every reader (replay, time travel, one-component
+//! reads, forks, the current state, a fresh or read-only handle) sees the
+//! values that were committed; chains are bounded; damage is an error.
+
+use super::*;
+use crate::test_support::{Rng, registry};
+use autoresearch_core::{Change, Error, Run, RunStatus, Storage, World, ledger};
+use redb::ReadableTable;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const STATUSES: [RunStatus; 5] = [
+    RunStatus::Booting,
+    RunStatus::Running,
+    RunStatus::Stopping,
+    RunStatus::Stopped,
+    RunStatus::Crashed,
+];
+
+fn open(path: &Path, snapshot_interval: Option<u64>) -> Arc<dyn Storage> {
+    Arc::new(
+        RedbStorage::open(
+            path,
+            RedbConfig {
+                snapshot_interval,
+                ..RedbConfig::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+/// The runs of `w`, by entity.
+fn runs_of(w: &World) -> BTreeMap<EntityId, Run> {
+    w.find_all::<Run>(|_| true).into_iter().collect()
+}
+
+/// Commits `w` and returns the record it stored (the changes as made).
+async fn commit(w: &mut World) -> TickRecord {
+    let changes = w.pending().to_vec();
+    let tick = w.commit().await.unwrap();
+    TickRecord {
+        tick,
+        at_ms: 0,
+        changes,
+    }
+}
+
+/// World "w": tick 1 spawns 120 runs, ticks 2..=25 each change the status
+/// of 15 of them (some twice in one tick, some gaining a task), with a
+/// snapshot every 7 ticks. Returns the world, every committed record and
+/// the runs after each tick (index = tick).
+async fn history(path: &Path) -> (WorldId, Vec<TickRecord>, Vec<BTreeMap<EntityId, Run>>) {
+    let st = open(path, Some(7));
+    let mut w = World::create(st, registry(), "w").await.unwrap();
+    let mut rng = Rng(11);
+    for i in 0..120 {
+        let mut run = Run::new(format!("{:016x}-{i}", rng.next()), "exp");
+        run.task = format!("optimize the training loop of model {i} and tighten its tests");
+        w.spawn_with(&run).unwrap();
+    }
+    let mut records = vec![commit(&mut w).await];
+    let mut states = vec![BTreeMap::new(), runs_of(&w)];
+    let entities: Vec<EntityId> = states[1].keys().copied().collect();
+    for tick in 2..=25u64 {
+        for k in 0..15 {
+            let e = *rng.pick(&entities);
+            let mut run = w.get::<Run>(e).unwrap();
+            run.set_status(*rng.pick(&STATUSES));
+            if k == 0 {
+                run.task.push_str(&format!(" (again at {tick})"));
+            }
+            w.insert(e, &run).unwrap();
+        }
+        records.push(commit(&mut w).await);
+        states.push(runs_of(&w));
+    }
+    (w.id(), records, states)
+}
+
+/// The raw stored bytes of `world`'s record of `tick`.
+fn raw_record(path: &Path, world: WorldId, tick: u64) -> Vec<u8> {
+    let db = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+        .create(path)
+        .unwrap();
+    let txn = db.begin_read().unwrap();
+    let t = txn.open_table(RECORDS).unwrap();
+    t.get((world.0, tick)).unwrap().unwrap().value().to_vec()
+}
+
+async fn check_reads(
+    st: &Arc<dyn Storage>,
+    id: WorldId,
+    records: &[TickRecord],
+    states: &[BTreeMap<EntityId, Run>],
+) {
+    let reg = registry();
+    // The records as replays read them: exactly the changes committed.
+    let stored = st.read_own_records(id, Tick(1), Tick(25)).await.unwrap();
+    assert_eq!(stored.len(), records.len());
+    for (got, want) in stored.iter().zip(records) {
+        assert_eq!((got.tick, &got.changes), (want.tick, &want.changes));
+    }
+    for tick in [1u64, 2, 6, 7, 8, 13, 14, 20, 25] {
+        let past = World::open_at(st.clone(), reg.clone(), id, Tick(tick))
+            .await
+            .unwrap();
+        assert_eq!(runs_of(&past), states[tick as usize], "tick {tick}");
+        let values = ledger::component_values_at::<Run>(st.as_ref(), &reg, id, Tick(tick))
+            .await
+            .unwrap();
+        let decoded: BTreeMap<EntityId, Run> = values
+            .iter()
+            .map(|(e, b)| (e, postcard::from_bytes(b).unwrap()))
+            .collect();
+        assert_eq!(
+            decoded, states[tick as usize],
+            "one-component read at {tick}"
+        );
+        let copied = ledger::component_at::<Run>(st.as_ref(), &reg, id, Tick(tick))
+            .await
+            .unwrap();
+        assert_eq!(copied.len(), states[tick as usize].len());
+    }
+}
+
+#[tokio::test]
+async fn values_changed_in_place_are_stored_as_deltas_and_every_reader_sees_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let (id, records, states) = history(&path).await;
+
+    // Update ticks hold deltas and take a fraction of their whole encoding.
+    for tick in [3u64, 12, 25] {
+        let raw = raw_record(&path, id, tick);
+        assert_eq!(raw[0], encoding::DELTA_VERSION, "tick {tick}");
+        let values: usize = records[tick as usize - 1]
+            .changes
+            .iter()
+            .map(|c| match c {
+                Change::Set { value, .. } => value.len(),
+                _ => 0,
+            })
+            .sum();
+        assert!(
+            raw.len() * 3 < values,
+            "tick {tick}: {} bytes with deltas for {values} bytes of values",
+            raw.len(),
+        );
+    }
+    // No chain is longer than MAX_CHAIN.
+    let mut depth: BTreeMap<u64, u8> = BTreeMap::new();
+    for tick in 2..=25u64 {
+        let sets = encoding::record_set_entries(&raw_record(&path, id, tick)).unwrap();
+        for ((e, _), entry) in sets {
+            let d = match entry {
+                encoding::SetEntry::Whole(_) => 0,
+                encoding::SetEntry::Delta { .. } => depth.get(&e).copied().unwrap_or(0) + 1,
+            };
+            assert!(
+                d <= encoding::delta::MAX_CHAIN,
+                "entity {e} at {tick}: chain {d}"
+            );
+            depth.insert(e, d);
+        }
+    }
+
+    // The writing handle, a fresh one, and a read-only one read the same.
+    let st = open(&path, Some(7));
+    check_reads(&st, id, &records, &states).await;
+    drop(st);
+    let ro: Arc<dyn Storage> = Arc::new(RedbStorage::open_read_only(&path).unwrap());
+    check_reads(&ro, id, &records, &states).await;
+    drop(ro);
+
+    // The current state reads its values through the deltas.
+    let st = open(&path, Some(7));
+    let reg = registry();
+    let w = World::open(st.clone(), reg.clone(), "w").await.unwrap();
+    assert_eq!(runs_of(&w), states[25]);
+    assert!(st.read_current(id, vec![]).await.unwrap().is_some());
+    let (e, run) = states[25].iter().next().unwrap();
+    assert_eq!(w.run_by_id(&run.run_id).unwrap(), (*e, run.clone()));
+
+    // A fork reads its parent's deltas, and stores its own.
+    let mut fork = w.fork_world(Tick(10), "f").await.unwrap();
+    assert_eq!(runs_of(&fork), states[10]);
+    let mut want = states[10].clone();
+    for round in 0..3 {
+        for (e, run) in want.iter_mut().take(5) {
+            run.set_status(STATUSES[round + 1]);
+            fork.insert(*e, &*run).unwrap();
+        }
+        fork.commit().await.unwrap();
+    }
+    assert_eq!(runs_of(&fork), want);
+    let again = World::open(open(&path, Some(7)), reg.clone(), "f")
+        .await
+        .unwrap();
+    assert_eq!(runs_of(&again), want);
+    let at_11 = ledger::state_at(st.as_ref(), fork.id(), Tick(11))
+        .await
+        .unwrap();
+    let mut first_round = states[10].clone();
+    for (_, run) in first_round.iter_mut().take(5) {
+        run.set_status(STATUSES[1]);
+    }
+    let decoded: BTreeMap<EntityId, Run> = at_11
+        .entities
+        .iter()
+        .filter_map(|(e, comps)| {
+            comps
+                .iter()
+                .find(|(n, _)| n.as_str() == "Run")
+                .map(|(_, v)| (*e, postcard::from_bytes(v).unwrap()))
+        })
+        .collect();
+    assert_eq!(decoded, first_round);
+}
+
+#[tokio::test]
+async fn a_missing_base_or_a_damaged_delta_is_an_error_naming_the_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let (id, _, _) = history(&path).await;
+    // Tick 1 (the base of every first change) gone.
+    {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(RECORDS).unwrap();
+            t.remove((id.0, 1)).unwrap();
+            // Tick 20's record cut short.
+            let mut bytes = t.get((id.0, 20)).unwrap().unwrap().value().to_vec();
+            assert_eq!(bytes[0], encoding::DELTA_VERSION);
+            bytes.truncate(bytes.len() - 5);
+            t.insert((id.0, 20), bytes.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let st = open(&path, Some(7));
+    let err = st.read_own_records(id, Tick(2), Tick(2)).await.unwrap_err();
+    match &err {
+        StorageError::Corrupt {
+            world,
+            tick,
+            reason,
+        } => {
+            assert_eq!((*world, *tick), (id, Tick(2)));
+            assert!(
+                reason.contains("base") && reason.contains("tick 1"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    let err = st
+        .read_own_component_spans(id, Tick(20), Tick(20), "Run")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StorageError::Corrupt { tick: Tick(20), .. }),
+        "{err}"
+    );
+    // Time travel reports it, never a panic.
+    let err = ledger::state_at(st.as_ref(), id, Tick(20))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("l.redb"), "{err}");
+    assert!(matches!(
+        ledger::state_at(st.as_ref(), id, Tick(2)).await,
+        Err(Error::Storage(StorageError::Corrupt { .. }) | Error::Unreplayable { .. })
+    ));
+}

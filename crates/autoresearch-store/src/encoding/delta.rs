@@ -1,0 +1,106 @@
+//! Values changed in place, stored as deltas (file format 5).
+//!
+//! A `Set` of a component an entity already had, whose new value shares a
+//! long prefix and suffix with the old one (a status change rewrites a few
+//! bytes of a 330-byte `Run`), is stored as `SetDelta`: the tick that set
+//! the old value (its *base*), the lengths of the common prefix and
+//! suffix, and the bytes between them. The value is the base value's
+//! prefix, the middle, then the base value's suffix. A base is itself
+//! whole or a delta of an older tick; the writer bounds these chains
+//! ([`MAX_CHAIN`]). A record that holds a delta is a [`RecordV2`] behind
+//! version byte 3; `stored` rewrites it as the whole record before any
+//! reader sees it.
+//!
+//! [`RecordV2`]: super::RecordV2
+
+use super::DecodeError;
+
+/// The longest chain of deltas the writer makes: the value `MAX_CHAIN`
+/// deltas away from a whole one is written whole. Readers refuse a chain
+/// longer than [`READ_CHAIN`].
+pub(crate) const MAX_CHAIN: u8 = 8;
+
+/// The longest chain a reader follows before calling the record damaged.
+pub(crate) const READ_CHAIN: usize = 64;
+
+/// The delta from `old` to `new`: `(prefix, suffix, middle)`, `None` when
+/// it would not take less than half of `new`.
+pub(crate) fn diff<'n>(old: &[u8], new: &'n [u8]) -> Option<(u32, u32, &'n [u8])> {
+    let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let max_suffix = old.len().min(new.len()) - prefix;
+    let suffix = old
+        .iter()
+        .rev()
+        .zip(new.iter().rev())
+        .take(max_suffix)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let middle = &new[prefix..new.len() - suffix];
+    // A delta costs its middle and about 16 bytes of base and lengths.
+    (middle.len() + 16 < new.len() / 2).then_some((
+        u32::try_from(prefix).ok()?,
+        u32::try_from(suffix).ok()?,
+        middle,
+    ))
+}
+
+/// The value a delta stands for, given its base value. Errors when the
+/// base is shorter than the prefix and suffix the delta keeps of it.
+pub(crate) fn apply(
+    base: &[u8],
+    prefix: u32,
+    suffix: u32,
+    middle: &[u8],
+) -> Result<Vec<u8>, DecodeError> {
+    let (prefix, suffix) = (prefix as usize, suffix as usize);
+    if prefix.saturating_add(suffix) > base.len() {
+        return Err(DecodeError::Corrupt(format!(
+            "a delta keeps {prefix} + {suffix} bytes of a base value of {}",
+            base.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(prefix + middle.len() + suffix);
+    out.extend_from_slice(&base[..prefix]);
+    out.extend_from_slice(middle);
+    out.extend_from_slice(&base[base.len() - suffix..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_change_is_a_small_delta_and_a_large_one_none() {
+        let old = b"run-1 experiment vm running claude https://example.com main task".to_vec();
+        let new = b"run-1 experiment vm stopping claude https://example.com main task".to_vec();
+        let (p, s, m) = diff(&old, &new).unwrap();
+        assert_eq!(m, b"stopp");
+        assert_eq!(apply(&old, p, s, m).unwrap(), new);
+        assert!(diff(b"abcdef", b"uvwxyz").is_none());
+        assert!(matches!(
+            apply(b"ab", 2, 1, b""),
+            Err(DecodeError::Corrupt(r)) if r.contains("keeps")
+        ));
+    }
+
+    proptest::proptest! {
+        /// A delta, applied to its base, is the new value.
+        #[test]
+        fn a_delta_applied_to_its_base_is_the_new_value(
+            old in proptest::collection::vec(0u8..4, 0..400),
+            cut in 0usize..400,
+            len in 0usize..40,
+            insert in proptest::collection::vec(0u8..4, 0..40),
+        ) {
+            let cut = cut.min(old.len());
+            let end = (cut + len).min(old.len());
+            let mut new = old[..cut].to_vec();
+            new.extend_from_slice(&insert);
+            new.extend_from_slice(&old[end..]);
+            if let Some((p, s, m)) = diff(&old, &new) {
+                proptest::prop_assert_eq!(apply(&old, p, s, m).unwrap(), new);
+            }
+        }
+    }
+}

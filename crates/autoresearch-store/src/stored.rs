@@ -1,0 +1,530 @@
+//! Records and snapshots as stored: each value in its table (`records`,
+//! `snapshots`), or, when long, a stub there and its bytes in the parts
+//! table beside it (`encoding::parts`). Every read and write of a record
+//! or snapshot goes through [`StoredValues`], which joins (and checks) the
+//! parts, so that no reader sees a stub.
+
+use crate::encoding::{self, DecodeError, SetEntry, delta};
+use crate::{EncodedAppend, Failure};
+use autoresearch_core::{Change, Tick, WorldId};
+use redb::{
+    AccessGuard, ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The `Set`s of one stored record, by `(entity, component)`.
+type Sets = HashMap<(u64, String), SetEntry>;
+
+/// The most bytes of values a [`BaseMemo`] keeps; past it, it starts over.
+const BASE_MEMO_BYTES: usize = 64 << 20;
+
+/// Records decoded as delta bases, by `(world, tick)`: a base read by many
+/// deltas (an ingest's record, whose runs later ticks change) is read and
+/// decoded once. A stored record never changes and a world id is never
+/// reused, so an entry never goes stale; the writer's memo, which may hold
+/// records of a transaction that then fails, is cleared with it.
+#[derive(Default)]
+pub(crate) struct BaseMemo {
+    inner: Mutex<MemoInner>,
+}
+
+/// The records kept by `(world, tick)`, and the bytes of their values.
+type MemoInner = (HashMap<(u64, u64), Arc<Sets>>, usize);
+
+impl BaseMemo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoInner> {
+        // A panic while holding the lock leaves whole entries: usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, world: u64, tick: u64) -> Option<Arc<Sets>> {
+        self.lock().0.get(&(world, tick)).cloned()
+    }
+
+    fn keep(&self, world: u64, tick: u64, sets: Arc<Sets>) {
+        let size: usize = sets.iter().map(|((_, c), v)| c.len() + v.len() + 48).sum();
+        let mut inner = self.lock();
+        if inner.1 + size > BASE_MEMO_BYTES {
+            inner.0.clear();
+            inner.1 = 0;
+        }
+        inner.1 += size;
+        inner.0.insert((world, tick), sets);
+    }
+
+    /// Forgets every record.
+    pub(crate) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.0.clear();
+        inner.1 = 0;
+    }
+}
+
+/// What the writer thread knows of the values it wrote, kept across
+/// transactions: the tick that last set each `(world, entity, component)`
+/// and how many deltas away from a whole value that value is. A later
+/// `Set` of it is stored as a delta of that tick's value. The base is
+/// named explicitly, so an entry that another process has since
+/// superseded still gives a correct (if longer) delta; the writer clears
+/// it with a failed transaction, which may have set some of it.
+#[derive(Default)]
+pub(crate) struct LastSets {
+    /// Component -> `(world, entity)` -> (tick, chain length).
+    map: HashMap<String, LastOf>,
+    /// Entries in `map`.
+    len: usize,
+    /// Delta bases decoded by the writer.
+    pub(crate) bases: Arc<BaseMemo>,
+}
+
+/// One component's entries of [`LastSets`]: `(world, entity)` -> (tick
+/// that last set it, chain length of that value).
+type LastOf = HashMap<(u64, u64), (u64, u8)>;
+
+/// The most entries [`LastSets`] keeps; past it, it starts over.
+const LAST_SETS_MAX: usize = 4 << 20;
+
+impl LastSets {
+    /// Forgets everything (after a failed transaction).
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+        self.len = 0;
+        self.bases.clear();
+    }
+
+    fn get(&self, world: u64, entity: u64, component: &str) -> Option<(u64, u8)> {
+        self.map.get(component)?.get(&(world, entity)).copied()
+    }
+
+    fn note(&mut self, world: u64, entity: u64, component: &str, tick: u64, depth: u8) {
+        if self.len >= LAST_SETS_MAX {
+            self.map.clear();
+            self.len = 0;
+        }
+        let by_entity = match self.map.get_mut(component) {
+            Some(m) => m,
+            None => self.map.entry(component.to_string()).or_default(),
+        };
+        if by_entity.insert((world, entity), (tick, depth)).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// The bytes to store for `append`'s record in `world`: `None` to store
+    /// its whole encoding, or the record with each `Set` of a value this
+    /// writer knows the last tick of, and that shares most of its bytes
+    /// with it, as a delta of that tick's value. Notes the record's `Set`s
+    /// either way. A base that cannot be read makes its value whole.
+    pub(crate) fn encode(
+        &mut self,
+        records: &WriteValues<'_>,
+        world: u64,
+        append: &EncodedAppend,
+    ) -> Option<Vec<u8>> {
+        let tick = append.tick.0;
+        let changes = &append.changes_full;
+        let mut deltas = vec![None; changes.len()];
+        let mut depths = vec![0u8; changes.len()];
+        let mut any = false;
+        for (i, c) in changes.iter().enumerate() {
+            let Change::Set {
+                entity,
+                component,
+                value,
+            } = c
+            else {
+                continue;
+            };
+            let Some((base, depth)) = self.get(world, entity.0, component) else {
+                continue;
+            };
+            if depth >= delta::MAX_CHAIN || base >= tick {
+                continue;
+            }
+            let Ok(old) = records.value_at(world, tick, entity.0, component, base) else {
+                continue;
+            };
+            if let Some((prefix, suffix, _)) = delta::diff(&old, value) {
+                deltas[i] = Some((base, prefix, suffix));
+                depths[i] = depth + 1;
+                any = true;
+            }
+        }
+        for (c, depth) in changes.iter().zip(&depths) {
+            if let Change::Set {
+                entity, component, ..
+            } = c
+            {
+                self.note(world, entity.0, component, tick, *depth);
+            }
+        }
+        if !any {
+            return None;
+        }
+        match encoding::encode_record_with_deltas(append.at_ms, changes, &deltas) {
+            Ok(bytes) => Some(bytes),
+            Err(_) => {
+                // Stored whole: what was noted of its values is wrong.
+                for c in changes {
+                    if let Change::Set {
+                        entity, component, ..
+                    } = c
+                    {
+                        self.note(world, entity.0, component, tick, 0);
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A stored record or snapshot: borrowed from its page, or joined from
+/// its parts.
+pub(crate) enum StoredValue<'a> {
+    Inline(AccessGuard<'a, &'static [u8]>),
+    Joined(Vec<u8>),
+}
+
+impl std::ops::Deref for StoredValue<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            StoredValue::Inline(g) => g.value(),
+            StoredValue::Joined(v) => v,
+        }
+    }
+}
+
+/// A table of records or snapshots and its parts table. `parts` is `None`
+/// for a file opened read-only that predates them (format 4 or older),
+/// which has no value in parts.
+pub(crate) struct StoredValues<V, P> {
+    pub(crate) values: V,
+    pub(crate) parts: Option<P>,
+    /// What the values are, for errors (`"tick record"`, `"snapshot"`).
+    what: &'static str,
+    /// Records decoded as delta bases.
+    bases: Arc<BaseMemo>,
+}
+
+/// Keys of a world's values.
+type ValueKey = (u64, u64);
+/// Keys of a value's parts.
+type PartKey = (u64, u64, u64);
+
+/// The records or snapshots of a write transaction.
+pub(crate) type WriteValues<'t> =
+    StoredValues<Table<'t, ValueKey, &'static [u8]>, Table<'t, PartKey, &'static [u8]>>;
+
+/// The records or snapshots of a read transaction.
+pub(crate) type ReadValues =
+    StoredValues<ReadOnlyTable<ValueKey, &'static [u8]>, ReadOnlyTable<PartKey, &'static [u8]>>;
+
+const RECORD: &str = "tick record";
+const SNAPSHOT: &str = "snapshot";
+
+impl ReadValues {
+    /// The records of a read transaction (delta bases decoded for this
+    /// read alone).
+    pub(crate) fn records(txn: &ReadTransaction) -> Result<ReadValues, Failure> {
+        Self::records_with(txn, &Arc::default())
+    }
+
+    /// The records of a read transaction, delta bases decoded through
+    /// `bases` (shared between reads).
+    pub(crate) fn records_with(
+        txn: &ReadTransaction,
+        bases: &Arc<BaseMemo>,
+    ) -> Result<ReadValues, Failure> {
+        Self::open(
+            txn,
+            encoding::RECORDS,
+            encoding::RECORD_PARTS,
+            RECORD,
+            bases,
+        )
+    }
+
+    /// The snapshots of a read transaction.
+    pub(crate) fn snapshots(txn: &ReadTransaction) -> Result<ReadValues, Failure> {
+        Self::open(
+            txn,
+            encoding::SNAPSHOTS,
+            encoding::SNAPSHOT_PARTS,
+            SNAPSHOT,
+            &Arc::default(),
+        )
+    }
+
+    fn open(
+        txn: &ReadTransaction,
+        values: TableDefinition<'static, ValueKey, &'static [u8]>,
+        parts: TableDefinition<'static, PartKey, &'static [u8]>,
+        what: &'static str,
+        bases: &Arc<BaseMemo>,
+    ) -> Result<ReadValues, Failure> {
+        let parts = match txn.open_table(parts) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(StoredValues {
+            values: txn.open_table(values)?,
+            parts,
+            what,
+            bases: bases.clone(),
+        })
+    }
+}
+
+impl<'t> WriteValues<'t> {
+    /// The records of a write transaction, delta bases decoded through
+    /// `bases`.
+    pub(crate) fn records(
+        txn: &'t WriteTransaction,
+        bases: &Arc<BaseMemo>,
+    ) -> Result<WriteValues<'t>, Failure> {
+        Ok(StoredValues {
+            values: txn.open_table(encoding::RECORDS)?,
+            parts: Some(txn.open_table(encoding::RECORD_PARTS)?),
+            what: RECORD,
+            bases: bases.clone(),
+        })
+    }
+
+    /// The snapshots of a write transaction.
+    pub(crate) fn snapshots(txn: &'t WriteTransaction) -> Result<WriteValues<'t>, Failure> {
+        Ok(StoredValues {
+            values: txn.open_table(encoding::SNAPSHOTS)?,
+            parts: Some(txn.open_table(encoding::SNAPSHOT_PARTS)?),
+            what: SNAPSHOT,
+            bases: Arc::default(),
+        })
+    }
+
+    /// Stores `bytes` as the value of `world`'s tick `tick`: whole, or a
+    /// stub and its parts when long.
+    pub(crate) fn insert(&mut self, world: u64, tick: u64, bytes: &[u8]) -> Result<(), Failure> {
+        let Some((stub, parts)) = encoding::split(bytes) else {
+            self.values.insert((world, tick), bytes)?;
+            return Ok(());
+        };
+        let Some(table) = self.parts.as_mut() else {
+            return Err(Failure::Storage(autoresearch_core::StorageError::Backend {
+                context: format!("storing the {} of world#{world} tick {tick}", self.what),
+                source: "the parts table is not open".into(),
+            }));
+        };
+        // A value stored again (never by this crate's writer) leaves no
+        // parts of the old one behind.
+        table.retain_in((world, tick, 0)..=(world, tick, u64::MAX), |_, _| false)?;
+        for (i, part) in parts.into_iter().enumerate() {
+            table.insert((world, tick, i as u64), part)?;
+        }
+        self.values.insert((world, tick), stub.as_slice())?;
+        Ok(())
+    }
+
+    /// Removes every value of `world` and their parts.
+    pub(crate) fn delete_world(&mut self, world: u64) -> Result<(), Failure> {
+        self.values
+            .retain_in((world, 0)..=(world, u64::MAX), |_, _| false)?;
+        if let Some(parts) = self.parts.as_mut() {
+            parts.retain_in((world, 0, 0)..=(world, u64::MAX, u64::MAX), |_, _| false)?;
+        }
+        Ok(())
+    }
+}
+
+impl<V, P> StoredValues<V, P>
+where
+    V: ReadableTable<ValueKey, &'static [u8]>,
+    P: ReadableTable<PartKey, &'static [u8]>,
+{
+    /// The value of `world`'s tick `tick`, joined from its parts if it has
+    /// them. Errors (`Corrupt`, naming the value) on damaged parts.
+    pub(crate) fn get(&self, world: u64, tick: u64) -> Result<Option<StoredValue<'_>>, Failure> {
+        match self.values.get((world, tick))? {
+            Some(guard) => Ok(Some(self.whole(world, tick, guard)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// As [`StoredValues::get`], but `None` also when the value's parts do
+    /// not join (damaged): for readers that fall back on any damage.
+    pub(crate) fn get_or_none(
+        &self,
+        world: u64,
+        tick: u64,
+    ) -> Result<Option<StoredValue<'_>>, Failure> {
+        match self.get(world, tick) {
+            Err(Failure::Storage(_)) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Whether `world` has a value at `tick` (its parts not read).
+    pub(crate) fn contains(&self, world: u64, tick: u64) -> Result<bool, Failure> {
+        Ok(self.values.get((world, tick))?.is_some())
+    }
+
+    /// `world`'s values of ticks `from..=to`, in tick order, each joined.
+    pub(crate) fn range(
+        &self,
+        world: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<impl Iterator<Item = Result<(Tick, StoredValue<'_>), Failure>> + '_, Failure> {
+        let range = if from <= to {
+            Some(self.values.range((world, from)..=(world, to))?)
+        } else {
+            None
+        };
+        Ok(range.into_iter().flatten().map(move |entry| {
+            let (k, v) = entry?;
+            let tick = k.value().1;
+            Ok((Tick(tick), self.whole(world, tick, v)?))
+        }))
+    }
+
+    /// `world`'s newest value at or before `at`, joined.
+    pub(crate) fn last_at_or_before(
+        &self,
+        world: u64,
+        at: u64,
+    ) -> Result<Option<(Tick, StoredValue<'_>)>, Failure> {
+        let Some(entry) = self.values.range((world, 0)..=(world, at))?.next_back() else {
+            return Ok(None);
+        };
+        let (k, v) = entry?;
+        let tick = k.value().1;
+        Ok(Some((Tick(tick), self.whole(world, tick, v)?)))
+    }
+
+    /// The value of `guard` as readers see it: joined from its parts, its
+    /// deltas (a record's) resolved.
+    fn whole<'a>(
+        &'a self,
+        world: u64,
+        tick: u64,
+        guard: AccessGuard<'a, &'static [u8]>,
+    ) -> Result<StoredValue<'a>, Failure> {
+        let joined = self.joined(world, tick, guard)?;
+        if self.what != RECORD || !encoding::has_deltas(&joined) {
+            return Ok(joined);
+        }
+        let at = |e: DecodeError| Failure::from(e.at(WorldId(world), Tick(tick), self.what));
+        let whole = encoding::resolve_record(
+            &joined,
+            |e, c, base| self.value_at(world, tick, e, c, base),
+            at,
+        )?;
+        Ok(StoredValue::Joined(whole))
+    }
+
+    /// The value `entity`'s `component` had as set by `world`'s tick
+    /// `base`, the base of a delta in the record of tick `tick`: through
+    /// the chain of deltas to a whole value, each base record decoded once
+    /// ([`BaseMemo`]). Errors (`Corrupt`, at `tick`) on a base that does
+    /// not set it, is not older, or a chain past `delta::READ_CHAIN`.
+    pub(crate) fn value_at(
+        &self,
+        world: u64,
+        tick: u64,
+        entity: u64,
+        component: &str,
+        base: u64,
+    ) -> Result<Vec<u8>, Failure> {
+        let corrupt = |reason: String| {
+            Failure::from(DecodeError::Corrupt(reason).at(WorldId(world), Tick(tick), self.what))
+        };
+        let key = (entity, component.to_string());
+        let (mut at, mut newer) = (base, tick);
+        let mut chain: Vec<(u32, u32, Vec<u8>)> = Vec::new();
+        loop {
+            if at >= newer || chain.len() >= delta::READ_CHAIN {
+                return Err(corrupt(format!(
+                    "a delta of entity#{entity}'s {component} at tick {newer} names base tick {at} (chain of {})",
+                    chain.len() + 1
+                )));
+            }
+            let Some(sets) = self.sets(world, at)? else {
+                return Err(corrupt(format!(
+                    "tick {at}, the base of a delta of entity#{entity}'s {component}, has no record"
+                )));
+            };
+            match sets.get(&key) {
+                None => {
+                    return Err(corrupt(format!(
+                        "tick {at}, the base of a delta, sets no {component} of entity#{entity}"
+                    )));
+                }
+                Some(SetEntry::Whole(v)) => {
+                    let mut value = v.clone();
+                    for (prefix, suffix, middle) in chain.iter().rev() {
+                        value = delta::apply(&value, *prefix, *suffix, middle).map_err(|e| {
+                            Failure::from(e.at(WorldId(world), Tick(tick), self.what))
+                        })?;
+                    }
+                    return Ok(value);
+                }
+                Some(SetEntry::Delta {
+                    base,
+                    prefix,
+                    suffix,
+                    middle,
+                }) => {
+                    chain.push((*prefix, *suffix, middle.clone()));
+                    newer = at;
+                    at = *base;
+                }
+            }
+        }
+    }
+
+    /// The `Set`s of `world`'s record of `tick` as stored (deltas not
+    /// resolved), decoded once through the memo; `None` without a record.
+    fn sets(&self, world: u64, tick: u64) -> Result<Option<Arc<Sets>>, Failure> {
+        if let Some(sets) = self.bases.get(world, tick) {
+            return Ok(Some(sets));
+        }
+        let Some(guard) = self.values.get((world, tick))? else {
+            return Ok(None);
+        };
+        let joined = self.joined(world, tick, guard)?;
+        let sets = Arc::new(
+            encoding::record_set_entries(&joined)
+                .map_err(|e| Failure::from(e.at(WorldId(world), Tick(tick), self.what)))?,
+        );
+        self.bases.keep(world, tick, sets.clone());
+        Ok(Some(sets))
+    }
+
+    /// `guard` itself, or the value its stub stands for.
+    fn joined<'a>(
+        &'a self,
+        world: u64,
+        tick: u64,
+        guard: AccessGuard<'a, &'static [u8]>,
+    ) -> Result<StoredValue<'a>, Failure> {
+        let at = |e: DecodeError| Failure::from(e.at(WorldId(world), Tick(tick), self.what));
+        let Some(stub) = encoding::stub(guard.value()).map_err(at)? else {
+            return Ok(StoredValue::Inline(guard));
+        };
+        let Some(parts) = self.parts.as_ref() else {
+            return Err(at(DecodeError::Corrupt(
+                "a value in parts, in a file without a parts table".into(),
+            )));
+        };
+        let mut read = Vec::new();
+        for entry in parts.range((world, tick, 0)..=(world, tick, u64::MAX))? {
+            let (k, v) = entry?;
+            read.push((k.value().2, v));
+        }
+        let joined = encoding::join(stub, read.iter().map(|(i, v)| (*i, v.value()))).map_err(at)?;
+        Ok(StoredValue::Joined(joined))
+    }
+}
