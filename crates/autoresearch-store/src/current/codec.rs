@@ -449,4 +449,23 @@ mod tests {
         // A byte past the packed keys is refused.
         assert_eq!(decode_chunk(&[&up[..], &[0]].concat()), None);
     }
+
+    proptest::proptest! {
+        /// Any sorted chunk round trips, whatever its keys' bytes; any
+        /// bytes decode to a chunk or to `None`, never a panic.
+        #[test]
+        fn any_chunk_round_trips(
+            entries in proptest::collection::btree_set(
+                (proptest::prop_oneof!["[0-9a-f-]{0,24}", ".{0,6}", "r[0-9]{0,3}"], 0u64..u64::MAX),
+                0..150,
+            ),
+            noise in proptest::collection::vec(0u8..=255, 0..64),
+        ) {
+            let chunk: KeyChunk = entries.into_iter().collect();
+            let bytes = encode_chunk(&chunk);
+            proptest::prop_assert_eq!(decode_chunk(&bytes), Some(chunk));
+            let _ = decode_chunk(&[&[CHUNK_V2][..], &noise].concat());
+            let _ = decode_chunk(&[&[CHUNK_V1][..], &noise].concat());
+        }
+    }
 }
