@@ -520,7 +520,8 @@ fn update(
     // Entities whose lifecycle components the batch changes and that it
     // did not spawn first: their facts before the batch are loaded (from
     // the records their values are in) before anything changes.
-    let mut first_is_spawn: HashMap<u64, bool> = HashMap::new();
+    let changes: usize = appends.iter().map(|a| a.changes_full.len()).sum();
+    let mut first_is_spawn: HashMap<u64, bool> = HashMap::with_capacity(changes);
     let mut load = BTreeSet::new();
     for a in appends {
         for change in &a.changes_full {
@@ -541,17 +542,24 @@ fn update(
         }
     }
     let mut loaded = load_inputs(t, records, &mut blocks, &pending.overlay, &load)?;
-    let mut touched: HashMap<u64, Touched<'_>> = HashMap::new();
+    // Touched entities in a vector, by position (a map of large values
+    // would move them at every growth).
+    let mut touched: Vec<(u64, Touched<'_>)> = Vec::with_capacity(first_is_spawn.len());
+    let mut position: HashMap<u64, usize> = HashMap::with_capacity(first_is_spawn.len());
     fn touch<'m, 'a>(
-        touched: &'m mut HashMap<u64, Touched<'a>>,
+        touched: &'m mut Vec<(u64, Touched<'a>)>,
+        position: &mut HashMap<u64, usize>,
         loaded: &mut HashMap<u64, Touched<'a>>,
         e: u64,
     ) -> &'m mut Touched<'a> {
-        touched.entry(e).or_insert_with(|| {
-            loaded
+        let i = *position.entry(e).or_insert_with(|| {
+            let t = loaded
                 .remove(&e)
-                .unwrap_or_else(|| Touched::new(Facts::default()))
-        })
+                .unwrap_or_else(|| Touched::new(Facts::default()));
+            touched.push((e, t));
+            touched.len() - 1
+        });
+        &mut touched[i].1
     }
     let mut delta = Overlay::default();
     // The main table's component names, read at the first despawn (the
@@ -562,7 +570,7 @@ fn update(
         for change in &a.changes_full {
             match change {
                 Change::Spawn { entity } => {
-                    touch(&mut touched, &mut loaded, entity.0);
+                    touch(&mut touched, &mut position, &mut loaded, entity.0);
                 }
                 Change::Set {
                     entity,
@@ -570,7 +578,7 @@ fn update(
                     value,
                 } => {
                     if let Some(i) = input_index(component) {
-                        let entry = touch(&mut touched, &mut loaded, entity.0);
+                        let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
                         entry.inputs[i] = Some(Cow::Borrowed(value.as_slice()));
                         entry.changed = true;
                     }
@@ -578,7 +586,7 @@ fn update(
                 }
                 Change::Remove { entity, component } => {
                     if let Some(i) = input_index(component) {
-                        let entry = touch(&mut touched, &mut loaded, entity.0);
+                        let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
                         entry.inputs[i] = None;
                         entry.changed = true;
                     }
@@ -586,7 +594,7 @@ fn update(
                 }
                 Change::Despawn { entity } => {
                     let e = entity.0;
-                    let entry = touch(&mut touched, &mut loaded, e);
+                    let entry = touch(&mut touched, &mut position, &mut loaded, e);
                     entry.inputs = Default::default();
                     entry.changed = true;
                     if main_names.is_none() {
@@ -608,29 +616,37 @@ fn update(
             }
         }
     }
-    // Entities only spawned, or changed in other components, have the
-    // facts they had.
-    touched.retain(|_, touch| touch.changed || touch.before != Facts::default());
     let mut now: Vec<KeyOp<'_>> = Vec::new();
     let mut afters = Vec::with_capacity(touched.len());
     let mut tally: Option<Tally> = None;
     for (e, touch) in &touched {
+        // Entities only spawned, or changed in other components, have the
+        // facts they had.
+        if !touch.changed && touch.before == Facts::default() {
+            continue;
+        }
         let after = touch.facts().map_err(|_| Stop::Facts)?;
         if after == touch.before {
             continue;
         }
-        afters.push((*e, after));
+        afters.push((*e, &touch.before, after));
     }
-    for (e, after) in &afters {
-        let before = &touched[e].before;
-        let old: BTreeSet<(&'static str, &str)> =
-            before.keys.iter().map(|(i, k)| (*i, k.as_str())).collect();
-        let new: BTreeSet<(&'static str, &str)> =
-            after.keys.iter().map(|(i, k)| (*i, k.as_str())).collect();
-        let ops = old
-            .difference(&new)
-            .map(|(i, k)| (*i, *k, false))
-            .chain(new.difference(&old).map(|(i, k)| (*i, *k, true)));
+    for (e, before, after) in &afters {
+        let old = |i: &str, k: &str| before.keys.iter().any(|(bi, bk)| *bi == i && bk == k);
+        let new = |i: &str, k: &str| after.keys.iter().any(|(ai, ak)| *ai == i && ak == k);
+        // A handful of keys an entity: a scan beats a set.
+        let ops = before
+            .keys
+            .iter()
+            .filter(|(i, k)| !new(i, k))
+            .map(|(i, k)| (*i, k.as_str(), false))
+            .chain(
+                after
+                    .keys
+                    .iter()
+                    .filter(|(i, k)| !old(i, k))
+                    .map(|(i, k)| (*i, k.as_str(), true)),
+            );
         for (i, k, added) in ops {
             if NEVER_PENDING.contains(&i) {
                 now.push((i, k, *e, added));
