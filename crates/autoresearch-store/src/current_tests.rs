@@ -233,7 +233,7 @@ fn random_tick(w: &mut World, rng: &mut Rng, live: &mut Vec<EntityId>, n: &mut u
 
 #[tokio::test]
 async fn the_current_state_equals_a_recount_after_random_histories() {
-    for seed in [1u64, 7, 42, 1234, 99991] {
+    for (seed, ticks) in [(1u64, 40), (7, 40), (42, 90), (1234, 40), (99991, 90)] {
         let dir = tempfile::tempdir().unwrap();
         let st: Arc<dyn Storage> =
             Arc::new(RedbStorage::open(&dir.path().join("l.redb"), RedbConfig::default()).unwrap());
@@ -242,7 +242,8 @@ async fn the_current_state_equals_a_recount_after_random_histories() {
             .await
             .unwrap();
         let (mut live, mut n) = (Vec::new(), 0);
-        for tick in 0..40 {
+        // Past 32 commits, the pending changes are folded at least once.
+        for tick in 0..ticks {
             random_tick(&mut w, &mut rng, &mut live, &mut n);
             if tick % 3 == 0 {
                 // Several ticks in one append (one transaction).
@@ -355,8 +356,9 @@ async fn forks_and_ledgers_written_without_it_fall_back_to_the_log() {
         let txn = db.begin_write().unwrap();
         txn.delete_table(crate::current::TICKS).unwrap();
         txn.delete_table(crate::current::INDEX).unwrap();
+        txn.delete_table(crate::current::PENDING).unwrap();
         txn.delete_table(crate::current::TALLY).unwrap();
-        txn.delete_table(crate::current::AT).unwrap();
+        txn.delete_table(crate::current::HEAD).unwrap();
         txn.commit().unwrap();
     }
     let ro = RedbStorage::open_read_only(&path).unwrap();
@@ -397,7 +399,7 @@ async fn a_world_appended_to_by_an_older_build_keeps_none_from_then_on() {
             .unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut at = txn.open_table(crate::current::AT).unwrap();
+            let mut at = txn.open_table(crate::current::HEAD).unwrap();
             assert_eq!(at.get(id.0).unwrap().unwrap().value(), 1);
             at.insert(id.0, 0).unwrap();
         }
@@ -536,4 +538,202 @@ async fn keys_and_pointers_over_many_chunks_equal_a_recount() {
         "{} entries: not several chunks",
         all_b.len()
     );
+}
+
+/// The pending changes of world `id`: `(entries, changes)`.
+async fn pending_of(st: &RedbStorage, id: WorldId) -> (usize, usize) {
+    st.read(
+        || "reading pending changes".into(),
+        move |txn| {
+            let t = txn.open_table(crate::current::PENDING)?;
+            let mut out = (0, 0);
+            for entry in t.range((id.0, 0)..=(id.0, u64::MAX))? {
+                let (_, v) = entry?;
+                out.0 += 1;
+                out.1 += crate::current::pending_changes(v.value()).unwrap();
+            }
+            Ok(out)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Opens the ledger at `path` read-write.
+fn open_both(path: &Path) -> (Arc<RedbStorage>, Arc<dyn Storage>) {
+    let redb = Arc::new(RedbStorage::open(path, RedbConfig::default()).unwrap());
+    let st: Arc<dyn Storage> = redb.clone();
+    (redb, st)
+}
+
+/// A large first tick is folded into the main tables at once (no pending
+/// entry); small ticks then leave one entry each until the 33rd folds
+/// them; every read equals the recount in each phase, and after a
+/// reopen (the writer's cache of pending changes is not needed).
+#[tokio::test]
+async fn small_ticks_stay_pending_until_folded_and_a_large_one_is_folded_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let mut rng = Rng(3);
+    let id = {
+        let (redb, st) = open_both(&path);
+        let mut w = World::create(st.clone(), registry(), "bulk").await.unwrap();
+        let mut runs = Vec::new();
+        for i in 0..2_500u64 {
+            let mut run = Run::new(format!("{:016x}-{i:07}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)), "a");
+            run.set_status(RunStatus::Running);
+            runs.push(w.spawn_with(&run).unwrap());
+        }
+        w.commit().await.unwrap();
+        let id = w.id();
+        drop(w);
+        assert_eq!(pending_of(&redb, id).await, (0, 0));
+        check(&st, id, &mut rng, 3).await;
+        let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+        for tick in 0..40u64 {
+            for _ in 0..10 {
+                let e = *rng.pick(&runs);
+                let mut run = w.get::<Run>(e).unwrap();
+                run.set_status(*rng.pick(&[
+                    RunStatus::Running,
+                    RunStatus::Stopped,
+                    RunStatus::Booting,
+                ]));
+                w.insert_owned(e, run).unwrap();
+            }
+            if tick == 7 {
+                let e = runs.swap_remove(5);
+                w.despawn(e).unwrap();
+                let e = w.spawn_with(&Run::new("late", "b")).unwrap();
+                runs.push(e);
+            }
+            w.commit().await.unwrap();
+            let (entries, changes) = pending_of(&redb, w.id()).await;
+            // 32 pending entries at most: the 33rd tick folds them.
+            assert_eq!(entries as u64, if tick < 32 { tick + 1 } else { tick - 32 }, "tick {tick}");
+            assert!(changes > 0 || entries == 0);
+            if tick % 8 == 0 || tick == 31 || tick == 32 {
+                check(&st, w.id(), &mut rng, 3).await;
+            }
+        }
+        w.id()
+    };
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    check(&st, id, &mut rng, 3).await;
+    let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+    w.spawn_with(&Run::new("after-reopen", "a")).unwrap();
+    w.commit().await.unwrap();
+    check(&st, id, &mut rng, 3).await;
+}
+
+/// A ledger kept by a build before `current_pending` (its head in
+/// `current_at`, no pending table) reads as kept, and the first append by
+/// this build moves its head to `current_head`.
+#[tokio::test]
+async fn a_world_kept_in_the_previous_layout_is_read_and_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let id = {
+        let (redb, st) = open_both(&path);
+        let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+        for i in 0..2_100u64 {
+            w.spawn_with(&Run::new(format!("r{i}"), "w")).unwrap();
+        }
+        w.commit().await.unwrap();
+        assert_eq!(pending_of(&redb, w.id()).await, (0, 0));
+        w.id()
+    };
+    const OLD_AT: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("current_at");
+    {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        let head = {
+            let t = txn.open_table(crate::current::HEAD).unwrap();
+            t.get(id.0).unwrap().unwrap().value()
+        };
+        txn.delete_table(crate::current::HEAD).unwrap();
+        txn.delete_table(crate::current::PENDING).unwrap();
+        txn.open_table(OLD_AT).unwrap().insert(id.0, head).unwrap();
+        txn.commit().unwrap();
+    }
+    // Read-only: the previous layout answers as it did.
+    let mut rng = Rng(8);
+    {
+        let ro: Arc<dyn Storage> = Arc::new(RedbStorage::open_read_only(&path).unwrap());
+        check(&ro, id, &mut rng, 8).await;
+    }
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    check(&st, id, &mut rng, 8).await;
+    let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+    let e = w.find_all::<Run>(|r| r.run_id == "r7")[0].0;
+    let mut run = w.get::<Run>(e).unwrap();
+    run.set_status(RunStatus::Stopped);
+    w.insert_owned(e, run).unwrap();
+    w.commit().await.unwrap();
+    check(&st, id, &mut rng, 8).await;
+    drop(w);
+    drop(st);
+    let db = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+        .create(&path)
+        .unwrap();
+    let txn = db.begin_read().unwrap();
+    assert_eq!(
+        txn.open_table(OLD_AT).unwrap().get(id.0).unwrap().map(|v| v.value()),
+        None
+    );
+    assert_eq!(
+        txn.open_table(crate::current::HEAD)
+            .unwrap()
+            .get(id.0)
+            .unwrap()
+            .map(|v| v.value()),
+        Some(2)
+    );
+}
+
+/// A pending entry of another version is not read: reads fall back, and
+/// a writer stops keeping the world's state (its pending entries go);
+/// nothing stored is lost.
+#[tokio::test]
+async fn a_pending_entry_of_another_version_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let id = {
+        let (redb, st) = open_both(&path);
+        let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+        w.spawn_with(&Run::new("r0", "w")).unwrap();
+        w.commit().await.unwrap();
+        w.spawn_with(&Run::new("r1", "w")).unwrap();
+        w.commit().await.unwrap();
+        assert!(st.read_current(w.id(), vec![]).await.unwrap().is_some());
+        assert_eq!(pending_of(&redb, w.id()).await.0, 2);
+        w.id()
+    };
+    {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(crate::current::PENDING).unwrap();
+            let mut bytes = t.get((id.0, 2)).unwrap().unwrap().value().to_vec();
+            assert_eq!(bytes[0], 1, "a pending entry starts with its version");
+            bytes[0] = 9;
+            t.insert((id.0, 2), bytes.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let (redb, st) = open_both(&path);
+    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
+    let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+    w.spawn_with(&Run::new("r2", "w")).unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
+    assert_eq!(w.find_all::<Run>(|_| true).len(), 3);
+    assert_eq!(pending_of(&redb, id).await, (0, 0));
 }

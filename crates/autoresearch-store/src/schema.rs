@@ -102,7 +102,7 @@ pub(crate) fn ensure_schema(db: &Database, sink: &ErrorSink) -> Result<(), Stora
                 txn.delete_table(crate::current::OLD_VALUES)?;
                 txn.delete_table(crate::current::OLD_KEYS)?;
                 txn.delete_table(crate::current::TALLY)?;
-                txn.delete_table(crate::current::AT)?;
+                txn.delete_table(crate::current::OLD_AT)?;
             }
             let had_liveness = txn.list_tables()?.any(|t| t.name() == LIVENESS.name());
             let mut liveness = txn.open_table(LIVENESS)?;

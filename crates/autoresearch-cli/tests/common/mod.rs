@@ -30,11 +30,12 @@ pub async fn exp_world(dir: &Path) -> World {
     dead_code,
     reason = "each test file is its own crate and uses some of these helpers"
 )]
-pub const CURRENT_TABLES: [&str; 4] = [
+pub const CURRENT_TABLES: [&str; 5] = [
     "current_ticks",
     "current_index",
+    "current_pending",
     "current_tally",
-    "current_at",
+    "current_head",
 ];
 
 /// The chart-series tables.

@@ -8,13 +8,36 @@ use autoresearch_core::current::Tally;
 /// Entries per `current_index` chunk at most.
 pub(super) const CHUNK: usize = 64;
 
-/// The version tag that starts a `current_index` value. Then, for each
-/// `(key, entity)` of the chunk, ascending: the length of the prefix it
-/// shares with the previous key, the length of the rest and the rest
-/// (LEB128, LEB128, UTF-8), then the entity (LEB128), as the difference
-/// from the previous entity when the key is the previous one. A value of
-/// another version or that does not parse is not read (as pointers).
-const CHUNK_VERSION: u8 = 1;
+/// The version tag of the first `current_index` value layout, still
+/// read. Then, for each `(key, entity)` of the chunk, ascending: the
+/// length of the prefix it shares with the previous key, the length of
+/// the rest and the rest (LEB128, LEB128, UTF-8), then the entity
+/// (LEB128), as the difference from the previous entity when the key is
+/// the previous one.
+const CHUNK_V1: u8 = 1;
+
+/// The version tag of the `current_index` values this build writes:
+/// `[2, n, alphabet (n bytes), entries (LEB128), then the key bytes]`.
+/// For each `(key, entity)`, ascending: `0` when the key is the previous
+/// one, then the entity's difference from the previous; else the length
+/// of the prefix it shares with the previous key plus one, the length of
+/// the rest, and the entity. After the last entry, every key's rest, in
+/// order, each byte as its position in the alphabet (the distinct bytes
+/// of the rests, ascending) in `bits(n)` bits, packed from the low bit of
+/// each byte up; `n = 0` means no alphabet, 8 bits a byte. A run id of
+/// hexadecimal digits and `-` then costs 5 bits a character, not 8. A
+/// value of another version or that does not parse is not read (as
+/// pointers).
+const CHUNK_V2: u8 = 2;
+
+/// The bits each key byte takes with an alphabet of `n` bytes (`0`: none).
+fn bits(n: usize) -> u32 {
+    match n {
+        0 => 8,
+        1 => 1,
+        n => usize::BITS - (n - 1).leading_zeros(),
+    }
+}
 
 /// A decoded `current_index` value: `(key, entity)` ascending.
 pub(super) type KeyChunk = Vec<(String, u64)>;
@@ -47,33 +70,89 @@ fn take_varint(rest: &mut &[u8]) -> Option<u64> {
     }
 }
 
+/// The length of the prefix `a` and `b` share, in bytes, at a character
+/// boundary of both.
+fn shared_prefix(a: &str, b: &str) -> usize {
+    let mut n = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    while !(a.is_char_boundary(n) && b.is_char_boundary(n)) {
+        n -= 1;
+    }
+    n
+}
+
 pub(super) fn encode_chunk(chunk: &[(String, u64)]) -> Vec<u8> {
-    let mut out = vec![CHUNK_VERSION];
+    let mut head = Vec::with_capacity(chunk.len() * 4);
+    let mut rests: Vec<&[u8]> = Vec::with_capacity(chunk.len());
+    let mut present = [false; 256];
     let mut prev: Option<&(String, u64)> = None;
     for entry in chunk {
         let (key, e) = entry;
-        let shared = prev.map_or(0, |(p, _)| {
-            p.bytes()
-                .zip(key.bytes())
-                .take_while(|(a, b)| a == b)
-                .count()
-        });
-        put_varint(&mut out, shared as u64);
-        put_varint(&mut out, (key.len() - shared) as u64);
-        out.extend_from_slice(&key.as_bytes()[shared..]);
         match prev {
-            Some((p, pe)) if p == key => put_varint(&mut out, e - pe),
-            _ => put_varint(&mut out, *e),
+            Some((p, pe)) if p == key => {
+                put_varint(&mut head, 0);
+                put_varint(&mut head, e - pe);
+            }
+            _ => {
+                let shared = prev.map_or(0, |(p, _)| shared_prefix(p, key));
+                let rest = &key.as_bytes()[shared..];
+                put_varint(&mut head, shared as u64 + 1);
+                put_varint(&mut head, rest.len() as u64);
+                put_varint(&mut head, *e);
+                for &b in rest {
+                    present[usize::from(b)] = true;
+                }
+                rests.push(rest);
+            }
         }
         prev = Some(entry);
+    }
+    let alphabet: Vec<u8> = (0..=255u8).filter(|b| present[usize::from(*b)]).collect();
+    // An alphabet of 128 bytes or more saves nothing.
+    let alphabet = if alphabet.len() >= 128 {
+        Vec::new()
+    } else {
+        alphabet
+    };
+    let mut code = [0u8; 256];
+    for (i, b) in alphabet.iter().enumerate() {
+        code[usize::from(*b)] = i as u8;
+    }
+    let width = bits(alphabet.len());
+    let mut out = Vec::with_capacity(2 + alphabet.len() + head.len() + rests.len() * 16);
+    out.push(CHUNK_V2);
+    out.push(alphabet.len() as u8);
+    out.extend_from_slice(&alphabet);
+    out.extend_from_slice(&head);
+    let (mut acc, mut filled) = (0u64, 0u32);
+    for &b in rests.iter().flat_map(|r| r.iter()) {
+        let symbol = if alphabet.is_empty() {
+            b
+        } else {
+            code[usize::from(b)]
+        };
+        acc |= u64::from(symbol) << filled;
+        filled += width;
+        while filled >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            filled -= 8;
+        }
+    }
+    if filled > 0 {
+        out.push(acc as u8);
     }
     out
 }
 
 pub(super) fn decode_chunk(bytes: &[u8]) -> Option<KeyChunk> {
-    let (&CHUNK_VERSION, mut rest) = bytes.split_first()? else {
-        return None;
-    };
+    match bytes.split_first()? {
+        (&CHUNK_V1, rest) => decode_v1(rest),
+        (&CHUNK_V2, rest) => decode_v2(rest),
+        _ => None,
+    }
+}
+
+fn decode_v1(mut rest: &[u8]) -> Option<KeyChunk> {
     let mut out: KeyChunk = Vec::new();
     while !rest.is_empty() {
         let shared = usize::try_from(take_varint(&mut rest)?).ok()?;
@@ -91,13 +170,100 @@ pub(super) fn decode_chunk(bytes: &[u8]) -> Option<KeyChunk> {
             Some((p, pe)) if *p == key => pe.checked_add(v)?,
             _ => v,
         };
-        if out
-            .last()
-            .is_some_and(|(p, pe)| (p.as_str(), *pe) >= (key.as_str(), e))
-        {
+        push_sorted(&mut out, key, e)?;
+    }
+    Some(out)
+}
+
+/// Appends `(key, e)`, refusing entries out of order (or repeated).
+fn push_sorted(out: &mut KeyChunk, key: String, e: u64) -> Option<()> {
+    if out
+        .last()
+        .is_some_and(|(p, pe)| (p.as_str(), *pe) >= (key.as_str(), e))
+    {
+        return None;
+    }
+    out.push((key, e));
+    Some(())
+}
+
+/// One entry of a layout 2 chunk before its key bytes are unpacked.
+enum Entry {
+    /// The previous key; the entity's difference from the previous.
+    Same(u64),
+    /// Shared prefix length, rest length, entity.
+    New(usize, usize, u64),
+}
+
+fn decode_v2(rest: &[u8]) -> Option<KeyChunk> {
+    let (&n, rest) = rest.split_first()?;
+    let n = usize::from(n);
+    if rest.len() < n {
+        return None;
+    }
+    let (alphabet, mut rest) = rest.split_at(n);
+    let width = bits(n);
+    // The entries' numbers come first; the packed key bytes are the bytes
+    // after them, as many as the sum of the rests' lengths needs.
+    let mut entries = Vec::new();
+    let mut symbols = 0u64;
+    loop {
+        let packed = (symbols * u64::from(width)).div_ceil(8);
+        if rest.len() as u64 == packed {
+            break;
+        }
+        if (rest.len() as u64) < packed {
             return None;
         }
-        out.push((key, e));
+        let s = take_varint(&mut rest)?;
+        if s == 0 {
+            if entries.is_empty() {
+                return None;
+            }
+            entries.push(Entry::Same(take_varint(&mut rest)?));
+        } else {
+            let shared = usize::try_from(s - 1).ok()?;
+            let len = take_varint(&mut rest)?;
+            symbols = symbols.checked_add(len)?;
+            let len = usize::try_from(len).ok()?;
+            entries.push(Entry::New(shared, len, take_varint(&mut rest)?));
+        }
+    }
+    let mut out: KeyChunk = Vec::with_capacity(entries.len());
+    let (mut acc, mut filled) = (0u64, 0u32);
+    let mask = (1u64 << width) - 1;
+    let mut packed = rest.iter();
+    for entry in entries {
+        match entry {
+            Entry::Same(delta) => {
+                let (p, pe) = out.last()?;
+                let (key, e) = (p.clone(), pe.checked_add(delta)?);
+                push_sorted(&mut out, key, e)?;
+            }
+            Entry::New(shared, len, e) => {
+                let prev = out.last().map_or("", |(k, _)| k.as_str());
+                if shared > prev.len() {
+                    return None;
+                }
+                let mut key = prev.as_bytes()[..shared].to_vec();
+                for _ in 0..len {
+                    while filled < width {
+                        acc |= u64::from(*packed.next()?) << filled;
+                        filled += 8;
+                    }
+                    let symbol = (acc & mask) as usize;
+                    acc >>= width;
+                    filled -= width;
+                    key.push(if n == 0 {
+                        symbol as u8
+                    } else {
+                        *alphabet.get(symbol)?
+                    });
+                }
+                let key = String::from_utf8(key).ok()?;
+                push_sorted(&mut out, key, e)?;
+            }
+        }
     }
     Some(out)
 }
@@ -188,6 +354,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn run_ids_of_hex_digits_take_five_bits_a_character() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut chunk: KeyChunk = (0..64u64)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (format!("{x:016x}-{i:07}"), i * 37 % 1000)
+            })
+            .collect();
+        chunk.sort();
+        let bytes = encode_chunk(&chunk);
+        assert_eq!(decode_chunk(&bytes), Some(chunk.clone()));
+        // An alphabet of 17 bytes (hex digits and '-'), then at most 4
+        // bytes of numbers an entry and 5 bits a character: 1,235 bytes at
+        // most, where the text alone is 1,536.
+        let text: usize = chunk.iter().map(|(k, _)| k.len()).sum();
+        assert_eq!(text, 1_536);
+        assert_eq!(bytes[1], 17);
+        assert!(bytes.len() <= 2 + 17 + 64 * 4 + 960, "{} bytes", bytes.len());
+        // Keys of any bytes (an alphabet of 128 or more) round trip.
+        let wide: KeyChunk = (0..400u32)
+            .filter_map(char::from_u32)
+            .map(|c| (format!("k{c}"), 1))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(decode_chunk(&encode_chunk(&wide)), Some(wide));
+        // Multi-byte characters sharing their first byte.
+        let close: KeyChunk = vec![("é".into(), 1), ("ê".into(), 1)];
+        assert_eq!(decode_chunk(&encode_chunk(&close)), Some(close));
+    }
+
+    #[test]
     fn pointer_blocks_round_trip_and_damage_is_refused() {
         let block: PointerBlock = vec![(0, 1), (5, 300), (63, u64::MAX)];
         let bytes = encode_block(&block);
@@ -217,7 +417,7 @@ mod tests {
             ("é-run".into(), u64::MAX),
         ];
         let bytes = encode_chunk(&chunk);
-        assert_eq!(bytes[0], CHUNK_VERSION);
+        assert_eq!(bytes[0], CHUNK_V2);
         assert_eq!(decode_chunk(&bytes), Some(chunk.clone()));
         // A repeated key costs its entity only: far less than the text.
         let same: KeyChunk = (0..64).map(|e| ("nanogpt-speedrun".into(), e)).collect();
@@ -226,12 +426,46 @@ mod tests {
         let mut other = bytes.clone();
         other[0] = 9;
         assert_eq!(decode_chunk(&other), None);
+        for cut in 1..bytes.len() {
+            assert_ne!(decode_chunk(&bytes[..cut]), Some(chunk.clone()), "cut at {cut}");
+        }
         assert_eq!(decode_chunk(&bytes[..bytes.len() - 1]), None);
-        // Entries out of order (a repeated entry) are refused.
-        let twice = [CHUNK_VERSION, 0, 1, b'a', 5, 1, 0, 0];
+        assert_eq!(decode_chunk(&encode_chunk(&[])), Some(Vec::new()));
+        // The first layout is still read. Entries out of order (a
+        // repeated entry) are refused.
+        let twice = [CHUNK_V1, 0, 1, b'a', 5, 1, 0, 0];
         assert_eq!(decode_chunk(&twice[..5]), Some(vec![("a".into(), 5)]));
         assert_eq!(decode_chunk(&twice), None);
-        let down = [CHUNK_VERSION, 0, 1, b'b', 5, 0, 1, b'a', 6];
+        let down = [CHUNK_V1, 0, 1, b'b', 5, 0, 1, b'a', 6];
         assert_eq!(decode_chunk(&down), None);
+        // In this layout too: "b" then "a" (alphabet a, b: a bit each).
+        let down = [CHUNK_V2, 2, b'a', b'b', 1, 1, 5, 1, 1, 6, 0b01];
+        assert_eq!(decode_chunk(&down), None);
+        let up = [CHUNK_V2, 2, b'a', b'b', 1, 1, 5, 1, 1, 6, 0b10];
+        assert_eq!(
+            decode_chunk(&up),
+            Some(vec![("a".into(), 5), ("b".into(), 6)])
+        );
+        // A byte past the packed keys is refused.
+        assert_eq!(decode_chunk(&[&up[..], &[0]].concat()), None);
+    }
+
+    proptest::proptest! {
+        /// Any sorted chunk round trips, whatever its keys' bytes; any
+        /// bytes decode to a chunk or to `None`, never a panic.
+        #[test]
+        fn any_chunk_round_trips(
+            entries in proptest::collection::btree_set(
+                (proptest::prop_oneof!["[0-9a-f-]{0,24}", ".{0,6}", "r[0-9]{0,3}"], 0u64..u64::MAX),
+                0..150,
+            ),
+            noise in proptest::collection::vec(0u8..=255, 0..64),
+        ) {
+            let chunk: KeyChunk = entries.into_iter().collect();
+            let bytes = encode_chunk(&chunk);
+            proptest::prop_assert_eq!(decode_chunk(&bytes), Some(chunk));
+            let _ = decode_chunk(&[&[CHUNK_V2][..], &noise].concat());
+            let _ = decode_chunk(&[&[CHUNK_V1][..], &noise].concat());
+        }
     }
 }

@@ -9,7 +9,7 @@ use redb::{ReadableTable, Table};
 use std::ops::Bound;
 
 /// One change to the secondary keys: `(index, key, entity, added)`.
-pub(super) type KeyOp = (&'static str, String, u64, bool);
+pub(super) type KeyOp<'a> = (&'a str, &'a str, u64, bool);
 
 /// The chunk of `index` that holds (or would hold) `(key, entity)`:
 /// its first entry and entries; `None` before the index's first chunk.
@@ -66,26 +66,28 @@ fn next_chunk(
 pub(super) fn apply_keys(
     table: &mut Table<'_, (u64, &'static str, &'static str, u64), &'static [u8]>,
     w: u64,
-    ops: &[KeyOp],
+    ops: &[KeyOp<'_>],
 ) -> Result<(), Stop> {
     let mut i = 0;
     while i < ops.len() {
-        let (index, key, entity, _) = &ops[i];
-        let (start, mut entries) = match chunk_at(table, w, index, key, *entity)? {
+        let (index, key, entity, _) = ops[i];
+        let (start, mut entries) = match chunk_at(table, w, index, key, entity)? {
             Ok(Some((start, c))) => (Some(start), c),
             Ok(None) => (None, Vec::new()),
             Err(()) => return Err(Stop::Facts),
         };
-        let end = next_chunk(table, w, index, key, *entity)?;
+        let end = next_chunk(table, w, index, key, entity)?;
         let mut j = i;
         while j < ops.len() {
-            let (oi, ok, oe, add) = &ops[j];
-            if oi != index || end.as_ref().is_some_and(|(k, e)| (ok, *oe) >= (k, *e)) {
+            let (oi, ok, oe, add) = ops[j];
+            if oi != index || end.as_ref().is_some_and(|(k, e)| (ok, oe) >= (k.as_str(), *e)) {
                 break;
             }
-            let probe = (ok.clone(), *oe);
-            match (entries.binary_search(&probe), add) {
-                (Err(at), true) => entries.insert(at, probe),
+            match (
+                entries.binary_search_by(|(k, e)| (k.as_str(), *e).cmp(&(ok, oe))),
+                add,
+            ) {
+                (Err(at), true) => entries.insert(at, (ok.to_string(), oe)),
                 (Ok(at), false) => {
                     entries.remove(at);
                 }
@@ -94,11 +96,11 @@ pub(super) fn apply_keys(
             j += 1;
         }
         if let Some((k, e)) = &start {
-            table.remove((w, *index, k.as_str(), *e))?;
+            table.remove((w, index, k.as_str(), *e))?;
         }
         for piece in entries.chunks(CHUNK) {
             let (k, e) = &piece[0];
-            table.insert((w, *index, k.as_str(), *e), encode_chunk(piece).as_slice())?;
+            table.insert((w, index, k.as_str(), *e), encode_chunk(piece).as_slice())?;
         }
         i = j;
     }

@@ -15,36 +15,60 @@
 //!   `autoresearch_core::current::facts` as `(key, entity)` pairs sorted
 //!   and cut into chunks of at most 64, so that an entry costs a few
 //!   bytes (front-coded keys), not a redb key of its own;
+//! - `current_pending`: `(world, tick)` -> the changes the ticks up to
+//!   `tick` (since the entry before) made to the world's pointers and to
+//!   its experiment-keyed secondary keys, not yet in the two tables above
+//!   (the `pending` module): an update tick writes one small entry, not a
+//!   B-tree leaf per changed entity; every few dozen ticks, and at once
+//!   for a large tick (an ingest), they are folded into the main tables in
+//!   key order. Reads apply them over the main tables. The `run_id`-keyed
+//!   indexes (`run`, `result`, `vote`, `confirm`) are never pending, so
+//!   [`entities_with_key`] reads them from `current_index` alone;
 //! - `current_tally`: `world` -> postcard of the world's `Tally`;
-//! - `current_at`: `world` -> the tick the three above are the state
+//! - `current_head`: `world` -> the tick the four above are the state
 //!   after. They are used only when it equals the world's head.
 //!
 //! A root world created by this build keeps them from tick 0. A world
-//! that has no `current_at` entry at its head (a fork, a world of a
-//! ledger written before this table existed, one appended to by an
+//! that has no `current_head` entry at its head (a fork, a world of a
+//! ledger written before these tables existed, one appended to by an
 //! older build, one whose lifecycle component did not decode) keeps none
 //! from then on, and its reads fall back to materializing: never a stale
 //! or partial answer. The tables are created by the first write
 //! transaction of this build; a read-only open of an older file finds
-//! none and falls back the same way. (File format 3 kept every value in
-//! a `current_values` table; the upgrade to format 4 drops it and the
-//! other current-state tables, so those worlds fall back.)
+//! none and falls back the same way. A world kept by a build before
+//! `current_pending` existed has its head in `current_at` (the main
+//! tables are the same): it is read as kept, and its first append by this
+//! build moves the entry to `current_head`; older builds never read
+//! `current_head`, so they keep no state of a world this build appended
+//! to. (File format 3 kept every value in a `current_values` table; the
+//! upgrade to format 4 drops it and the other current-state tables, so
+//! those worlds fall back.)
 //!
 //! [`KeyChunk`]: codec::KeyChunk
 
 mod codec;
 mod keys;
+mod pending;
 mod read;
 
+#[allow(
+    unused_imports,
+    reason = "the chart series' maintenance looks run ids up with it (issue #19)"
+)]
+pub(crate) use read::entities_with_key;
 pub(crate) use read::{read, table_bytes};
 
 use crate::encoding;
 use crate::{EncodedAppend, Failure};
-use autoresearch_core::current::{self, Facts, INPUTS, Tally};
+use autoresearch_core::current::{
+    self, BY_RUN_ID, CONFIRMATION_OF, Facts, INPUTS, RESULT_OF, Tally, VOTE_ON,
+};
 use autoresearch_core::{Change, Tick, WorldInfo};
 use codec::{PointerBlock, decode_block, decode_tally, encode_block, encode_tally, slot};
 use keys::{KeyOp, apply_keys};
-use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use pending::{FOLD_NOW, MAX_BYTES, MAX_ENTRIES, Overlay, Pending};
+use redb::{ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
@@ -64,23 +88,39 @@ pub(crate) const INDEX: TableDefinition<(u64, &str, &str, u64), &[u8]> =
 /// Format 3's secondary keys, one redb key each; dropped by the upgrade.
 pub(crate) const OLD_KEYS: TableDefinition<(u64, &str, &str, u64), ()> =
     TableDefinition::new("current_keys");
+/// `(world, tick)` -> the pending changes of the ticks up to `tick` (the
+/// postcard of an [`Overlay`] after a version byte).
+pub(crate) const PENDING: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("current_pending");
 
 /// `world` -> the world's tally (postcard).
 pub(crate) const TALLY: TableDefinition<u64, &[u8]> = TableDefinition::new("current_tally");
 
 /// `world` -> the tick the current state is at.
-pub(crate) const AT: TableDefinition<u64, u64> = TableDefinition::new("current_at");
+pub(crate) const HEAD: TableDefinition<u64, u64> = TableDefinition::new("current_head");
 
-/// The lifecycle components ([`INPUTS`]) each recently read record set,
-/// by `(world, tick)`, kept by the writer thread across transactions: an
-/// update of runs ingested in one large tick then decodes that tick once,
-/// not once per update. A stored record never changes (world ids are
-/// never reused); the writer clears the cache when a transaction fails,
-/// as it may hold records of that transaction.
+/// `world` -> the tick the current state is at, as builds before
+/// `current_pending` kept it (they had no pending changes): read as
+/// [`HEAD`] when a world has no entry there.
+pub(crate) const OLD_AT: TableDefinition<u64, u64> = TableDefinition::new("current_at");
+
+/// The secondary keys written to `current_index` by every tick, never
+/// pending: the `run_id`-keyed ones, which change when an entity is
+/// spawned or despawned, not when a run changes status.
+const NEVER_PENDING: [&str; 4] = [BY_RUN_ID, RESULT_OF, VOTE_ON, CONFIRMATION_OF];
+
+/// What the writer thread keeps across transactions: the lifecycle
+/// components ([`INPUTS`]) each recently read record set, by `(world,
+/// tick)` (an update of runs ingested in one large tick then decodes that
+/// tick once, not once per update), and each world's pending changes
+/// decoded. A stored record never changes (world ids are never reused);
+/// the writer clears the cache when a transaction fails, as it may hold
+/// records and pending changes of that transaction.
 #[derive(Default)]
 pub(crate) struct InputCache {
     ticks: HashMap<(u64, u64), TickInputs>,
     bytes: usize,
+    pending: HashMap<u64, Pending>,
 }
 
 /// The lifecycle values one record set: `(component, entity)` -> value.
@@ -91,10 +131,11 @@ type TickInputs = HashMap<(&'static str, u64), Vec<u8>>;
 const INPUT_CACHE_BYTES: usize = 64 << 20;
 
 impl InputCache {
-    /// Forgets every record.
+    /// Forgets every record and pending change.
     pub(crate) fn clear(&mut self) {
         self.ticks.clear();
         self.bytes = 0;
+        self.pending.clear();
     }
 
     /// The lifecycle values tick `tick` of world `w` set, read and decoded
@@ -113,16 +154,17 @@ impl InputCache {
             let mut values = HashMap::new();
             let mut size = 0;
             let decoded = encoding::record_sets(&bytes, |e, c, v| {
-                if let Some(name) = input_name(c) {
+                if let Some(i) = input_index(c) {
                     size += v.len() + 32;
-                    values.insert((name, e.0), v.to_vec());
+                    values.insert((INPUTS[i], e.0), v.to_vec());
                 }
             });
             if decoded.is_err() {
                 return Ok(None);
             }
             if self.bytes + size > INPUT_CACHE_BYTES {
-                self.clear();
+                self.ticks.clear();
+                self.bytes = 0;
             }
             self.bytes += size;
             self.ticks.insert((w, tick), values);
@@ -136,8 +178,11 @@ pub(crate) struct CurrentTables<'t> {
     inputs: &'t mut InputCache,
     ticks: Table<'t, (u64, &'static str, u64), &'static [u8]>,
     index: Table<'t, (u64, &'static str, &'static str, u64), &'static [u8]>,
+    pending: Table<'t, (u64, u64), &'static [u8]>,
     tally: Table<'t, u64, &'static [u8]>,
-    at: Table<'t, u64, u64>,
+    head: Table<'t, u64, u64>,
+    /// [`OLD_AT`], when the file has it.
+    old_at: Option<Table<'t, u64, u64>>,
 }
 
 impl<'t> CurrentTables<'t> {
@@ -146,12 +191,19 @@ impl<'t> CurrentTables<'t> {
         txn: &'t WriteTransaction,
         inputs: &'t mut InputCache,
     ) -> Result<CurrentTables<'t>, Failure> {
+        let has_old_at = txn.list_tables()?.any(|t| t.name() == OLD_AT.name());
         Ok(CurrentTables {
             inputs,
             ticks: txn.open_table(TICKS)?,
             index: txn.open_table(INDEX)?,
+            pending: txn.open_table(PENDING)?,
             tally: txn.open_table(TALLY)?,
-            at: txn.open_table(AT)?,
+            head: txn.open_table(HEAD)?,
+            old_at: if has_old_at {
+                Some(txn.open_table(OLD_AT)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -162,9 +214,77 @@ impl<'t> CurrentTables<'t> {
         self.index
             .retain_in((w, "", "", 0)..(w + 1, "", "", 0), |_, _| false)?;
         self.tally.remove(w)?;
-        self.at.remove(w)?;
+        self.stop(w)
+    }
+
+    /// The tick world `w`'s current state is at, if it keeps one.
+    fn at(&self, w: u64) -> Result<Option<u64>, Failure> {
+        if let Some(v) = self.head.get(w)? {
+            return Ok(Some(v.value()));
+        }
+        Ok(match &self.old_at {
+            Some(t) => t.get(w)?.map(|v| v.value()),
+            None => None,
+        })
+    }
+
+    /// Stops keeping world `w`'s current state: its head entry and
+    /// pending changes go (the main tables' entries are left; they are
+    /// never read without a head entry).
+    fn stop(&mut self, w: u64) -> Result<(), Failure> {
+        self.head.remove(w)?;
+        if let Some(t) = &mut self.old_at {
+            t.remove(w)?;
+        }
+        self.pending
+            .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+        self.inputs.pending.remove(&w);
         Ok(())
     }
+
+    /// World `w`'s pending changes: from the writer's cache when it still
+    /// matches the table, else read and decoded. `None` when an entry does
+    /// not decode.
+    fn load_pending(&mut self, w: u64) -> Result<Option<Pending>, Failure> {
+        let first = match self.pending.range((w, 0)..=(w, u64::MAX))?.next() {
+            Some(entry) => Some(entry?.0.value().1),
+            None => None,
+        };
+        let last = match self.pending.range((w, 0)..=(w, u64::MAX))?.next_back() {
+            Some(entry) => Some(entry?.0.value().1),
+            None => None,
+        };
+        let ends = first.zip(last);
+        if let Some(p) = self.inputs.pending.remove(&w)
+            && p.ends == ends
+        {
+            return Ok(Some(p));
+        }
+        let mut p = Pending {
+            ends,
+            ..Pending::default()
+        };
+        if ends.is_some() {
+            for entry in self.pending.range((w, 0)..=(w, u64::MAX))? {
+                let (_, v) = entry?;
+                let bytes = v.value();
+                p.count += 1;
+                p.bytes += bytes.len();
+                match Overlay::decode(bytes) {
+                    Some(o) => p.overlay.merge(o),
+                    None => return Ok(None),
+                }
+            }
+        }
+        Ok(Some(p))
+    }
+}
+
+/// The changes a `current_pending` value holds; `None` when it does not
+/// decode.
+#[cfg(test)]
+pub(crate) fn pending_changes(bytes: &[u8]) -> Option<usize> {
+    Overlay::decode(bytes).map(|o| o.len())
 }
 
 /// Why an update stopped.
@@ -182,11 +302,28 @@ impl<E: Into<Failure>> From<E> for Stop {
     }
 }
 
-/// A touched entity's lifecycle components, as loaded before the batch and
-/// changed by it, and its facts before the batch.
-struct Touched {
+/// A touched entity's lifecycle values (by position in [`INPUTS`]), as
+/// loaded before the batch and changed by it, and its facts before the
+/// batch.
+struct Touched<'a> {
     before: Facts,
-    inputs: HashMap<&'static str, Option<Vec<u8>>>,
+    inputs: [Option<Cow<'a, [u8]>>; INPUTS.len()],
+    /// Whether the batch set or removed one of them.
+    changed: bool,
+}
+
+impl Touched<'_> {
+    fn new(before: Facts) -> Self {
+        Touched {
+            before,
+            inputs: Default::default(),
+            changed: false,
+        }
+    }
+
+    fn facts(&self) -> Result<Facts, current::FactsError> {
+        current::facts(|n| input_index(n).and_then(|i| self.inputs[i].as_deref()))
+    }
 }
 
 /// Whether `info`'s world keeps a current state at its head (before an append).
@@ -210,35 +347,40 @@ pub(crate) fn maintain(
         return Ok(());
     };
     let w = info.id.0;
-    let at = t.at.get(w)?.map(|v| v.value());
+    let at = t.at(w)?;
     if !kept_at_head(at, info) {
         if at.is_some() {
-            t.at.remove(w)?;
+            t.stop(w)?;
         }
         return Ok(());
     }
-    match update(t, records, w, appends) {
+    let Some(mut pending) = t.load_pending(w)? else {
+        return t.stop(w);
+    };
+    match update(t, records, w, appends, &mut pending) {
         Ok(()) => {
-            t.at.insert(w, last.tick.0)?;
+            t.head.insert(w, last.tick.0)?;
+            if let Some(old) = &mut t.old_at {
+                old.remove(w)?;
+            }
+            t.inputs.pending.insert(w, pending);
             Ok(())
         }
-        Err(Stop::Facts) => {
-            t.at.remove(w)?;
-            Ok(())
-        }
+        Err(Stop::Facts) => t.stop(w),
         Err(Stop::Db(f)) => Err(f),
     }
 }
 
-fn input_name(component: &str) -> Option<&'static str> {
-    INPUTS.iter().copied().find(|n| *n == component)
+/// The position of `component` in [`INPUTS`], if it is one.
+fn input_index(component: &str) -> Option<usize> {
+    INPUTS.iter().position(|n| *n == component)
 }
 
-/// The pointer blocks of one world read (and, in a writer, changed) so
-/// far: each decoded once.
+/// The main table's pointer blocks of one world read so far, each
+/// decoded once.
 struct Blocks {
     w: u64,
-    cached: HashMap<(String, u64), (PointerBlock, bool)>,
+    cached: HashMap<String, HashMap<u64, PointerBlock>>,
 }
 
 impl Blocks {
@@ -249,29 +391,8 @@ impl Blocks {
         }
     }
 
-    /// The block of `component` holding entity slot `block`; `None` when
-    /// a stored block does not decode.
-    fn block(
-        &mut self,
-        table: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
-        component: &str,
-        block: u64,
-    ) -> Result<Option<&mut (PointerBlock, bool)>, Failure> {
-        let key = (component.to_string(), block);
-        if !self.cached.contains_key(&key) {
-            let stored = match table.get((self.w, component, block))? {
-                Some(v) => match decode_block(v.value()) {
-                    Some(b) => b,
-                    None => return Ok(None),
-                },
-                None => Vec::new(),
-            };
-            self.cached.insert(key.clone(), (stored, false));
-        }
-        Ok(self.cached.get_mut(&key))
-    }
-
-    /// The tick that set `entity`'s `component`, if it holds one.
+    /// The tick that set `entity`'s `component` in the main table, if it
+    /// holds one there; `None` when the stored block does not decode.
     fn tick_of(
         &mut self,
         table: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
@@ -279,59 +400,49 @@ impl Blocks {
         entity: u64,
     ) -> Result<Option<Option<u64>>, Failure> {
         let (block, offset) = slot(entity);
-        Ok(self.block(table, component, block)?.map(|(b, _)| {
+        let found = self.cached.get(component).and_then(|m| m.get(&block));
+        let b = match found {
+            Some(b) => b,
+            None => {
+                let stored = match table.get((self.w, component, block))? {
+                    Some(v) => match decode_block(v.value()) {
+                        Some(b) => b,
+                        None => return Ok(None),
+                    },
+                    None => Vec::new(),
+                };
+                let m = self.cached.entry(component.to_string()).or_default();
+                m.entry(block).or_insert(stored)
+            }
+        };
+        Ok(Some(
             b.binary_search_by_key(&offset, |(o, _)| *o)
                 .ok()
-                .map(|i| b[i].1)
-        }))
-    }
-
-    /// Points `entity`'s `component` at `tick` (`None`: it holds none).
-    fn set(
-        &mut self,
-        table: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
-        component: &str,
-        entity: u64,
-        tick: Option<u64>,
-    ) -> Result<(), Stop> {
-        let (block, offset) = slot(entity);
-        let (b, dirty) = self.block(table, component, block)?.ok_or(Stop::Facts)?;
-        match (b.binary_search_by_key(&offset, |(o, _)| *o), tick) {
-            (Ok(i), Some(t)) => b[i].1 = t,
-            (Err(i), Some(t)) => b.insert(i, (offset, t)),
-            (Ok(i), None) => {
-                b.remove(i);
-            }
-            (Err(_), None) => return Ok(()),
-        }
-        *dirty = true;
-        Ok(())
-    }
-
-    /// Stores the changed blocks.
-    fn write(
-        self,
-        table: &mut Table<'_, (u64, &'static str, u64), &'static [u8]>,
-    ) -> Result<(), Failure> {
-        for ((component, block), (b, dirty)) in self.cached {
-            if !dirty {
-                continue;
-            }
-            if b.is_empty() {
-                table.remove((self.w, component.as_str(), block))?;
-            } else {
-                table.insert(
-                    (self.w, component.as_str(), block),
-                    encode_block(&b).as_slice(),
-                )?;
-            }
-        }
-        Ok(())
+                .map(|i| b[i].1),
+        ))
     }
 }
 
-/// The component names world `w` holds any value of (a skip scan: one
-/// range look-up per name).
+/// The pointer of `entity`'s `component` as of now: the batch's own
+/// changes (`delta`), then the pending ones, then the main table. `None`
+/// when a main block does not decode.
+fn pointer(
+    blocks: &mut Blocks,
+    table: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
+    overlays: [&Overlay; 2],
+    component: &str,
+    entity: u64,
+) -> Result<Option<Option<u64>>, Failure> {
+    for o in overlays {
+        if let Some(p) = o.pointer(component, entity) {
+            return Ok(Some(p));
+        }
+    }
+    blocks.tick_of(table, component, entity)
+}
+
+/// The component names world `w` holds any value of in the main table (a
+/// skip scan: one range look-up per name).
 fn component_names(
     ticks: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
     w: u64,
@@ -358,39 +469,39 @@ fn component_names(
 }
 
 /// The lifecycle components (before the batch) of each of `entities`.
-fn load_inputs(
+fn load_inputs<'a>(
     t: &mut CurrentTables<'_>,
     records: &crate::stored::WriteValues<'_>,
     blocks: &mut Blocks,
+    pending: &Overlay,
     entities: &BTreeSet<u64>,
-) -> Result<HashMap<u64, Touched>, Stop> {
-    let mut wanted = HashMap::new();
+) -> Result<HashMap<u64, Touched<'a>>, Stop> {
+    let none = Overlay::default();
+    let mut wanted = Vec::new();
     for &e in entities {
-        for name in INPUTS {
-            match blocks.tick_of(&t.ticks, name, e)? {
-                Some(Some(tick)) => {
-                    wanted.insert((name.to_string(), e), tick);
-                }
+        for (i, name) in INPUTS.iter().enumerate() {
+            match pointer(blocks, &t.ticks, [&none, pending], name, e)? {
+                Some(Some(tick)) => wanted.push((e, i, tick)),
                 Some(None) => {}
                 None => return Err(Stop::Facts),
             }
         }
     }
-    let mut out = HashMap::with_capacity(entities.len());
+    let mut out: HashMap<u64, Touched<'a>> = HashMap::with_capacity(entities.len());
+    for (e, i, tick) in wanted {
+        let values = t.inputs.tick(records, blocks.w, tick)?.ok_or(Stop::Facts)?;
+        // A pointer to a tick that did not set the value: damaged.
+        let v = values.get(&(INPUTS[i], e)).ok_or(Stop::Facts)?;
+        let touch = out
+            .entry(e)
+            .or_insert_with(|| Touched::new(Facts::default()));
+        touch.inputs[i] = Some(Cow::Owned(v.clone()));
+    }
     for &e in entities {
-        let mut inputs = HashMap::new();
-        for name in INPUTS {
-            let Some(&tick) = wanted.get(&(name.to_string(), e)) else {
-                continue;
-            };
-            let values = t.inputs.tick(records, blocks.w, tick)?.ok_or(Stop::Facts)?;
-            // A pointer to a tick that did not set the value: damaged.
-            let v = values.get(&(name, e)).ok_or(Stop::Facts)?;
-            inputs.insert(name, Some(v.clone()));
-        }
-        let before = current::facts(|n| inputs.get(n).and_then(|v| v.as_deref()))
-            .map_err(|_| Stop::Facts)?;
-        out.insert(e, Touched { before, inputs });
+        let touch = out
+            .entry(e)
+            .or_insert_with(|| Touched::new(Facts::default()));
+        touch.before = touch.facts().map_err(|_| Stop::Facts)?;
     }
     Ok(out)
 }
@@ -400,12 +511,17 @@ fn update(
     records: &crate::stored::WriteValues<'_>,
     w: u64,
     appends: &[EncodedAppend],
+    pending: &mut Pending,
 ) -> Result<(), Stop> {
+    let Some(last) = appends.last() else {
+        return Ok(());
+    };
     let mut blocks = Blocks::new(w);
     // Entities whose lifecycle components the batch changes and that it
     // did not spawn first: their facts before the batch are loaded (from
     // the records their values are in) before anything changes.
-    let mut first_is_spawn: HashMap<u64, bool> = HashMap::new();
+    let changes: usize = appends.iter().map(|a| a.changes_full.len()).sum();
+    let mut first_is_spawn: HashMap<u64, bool> = HashMap::with_capacity(changes);
     let mut load = BTreeSet::new();
     for a in appends {
         for change in &a.changes_full {
@@ -416,7 +532,7 @@ fn update(
             let lifecycle = match change {
                 Change::Spawn { .. } => false,
                 Change::Set { component, .. } | Change::Remove { component, .. } => {
-                    input_name(component).is_some()
+                    input_index(component).is_some()
                 }
                 Change::Despawn { .. } => true,
             };
@@ -425,97 +541,223 @@ fn update(
             }
         }
     }
-    let mut loaded = load_inputs(t, records, &mut blocks, &load)?;
-    let mut touched: HashMap<u64, Touched> = HashMap::new();
-    fn touch<'m>(
-        touched: &'m mut HashMap<u64, Touched>,
-        loaded: &mut HashMap<u64, Touched>,
+    let mut loaded = load_inputs(t, records, &mut blocks, &pending.overlay, &load)?;
+    // Touched entities in a vector, by position (a map of large values
+    // would move them at every growth).
+    let mut touched: Vec<(u64, Touched<'_>)> = Vec::with_capacity(first_is_spawn.len());
+    let mut position: HashMap<u64, usize> = HashMap::with_capacity(first_is_spawn.len());
+    fn touch<'m, 'a>(
+        touched: &'m mut Vec<(u64, Touched<'a>)>,
+        position: &mut HashMap<u64, usize>,
+        loaded: &mut HashMap<u64, Touched<'a>>,
         e: u64,
-    ) -> &'m mut Touched {
-        touched.entry(e).or_insert_with(|| {
-            loaded.remove(&e).unwrap_or(Touched {
-                before: Facts::default(),
-                inputs: HashMap::new(),
-            })
-        })
+    ) -> &'m mut Touched<'a> {
+        let i = *position.entry(e).or_insert_with(|| {
+            let t = loaded
+                .remove(&e)
+                .unwrap_or_else(|| Touched::new(Facts::default()));
+            touched.push((e, t));
+            touched.len() - 1
+        });
+        &mut touched[i].1
     }
+    let mut delta = Overlay::default();
+    // The main table's component names, read at the first despawn (the
+    // main tables do not change before the fold).
+    let mut main_names: Option<Vec<String>> = None;
     for a in appends {
         let tick = a.tick.0;
         for change in &a.changes_full {
             match change {
                 Change::Spawn { entity } => {
-                    touch(&mut touched, &mut loaded, entity.0);
+                    touch(&mut touched, &mut position, &mut loaded, entity.0);
                 }
                 Change::Set {
                     entity,
                     component,
                     value,
                 } => {
-                    if let Some(name) = input_name(component) {
-                        touch(&mut touched, &mut loaded, entity.0)
-                            .inputs
-                            .insert(name, Some(value.clone()));
+                    if let Some(i) = input_index(component) {
+                        let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
+                        entry.inputs[i] = Some(Cow::Borrowed(value.as_slice()));
+                        entry.changed = true;
                     }
-                    blocks.set(&t.ticks, component, entity.0, Some(tick))?;
+                    delta.set_pointer(component, entity.0, Some(tick));
                 }
                 Change::Remove { entity, component } => {
-                    if let Some(name) = input_name(component) {
-                        touch(&mut touched, &mut loaded, entity.0)
-                            .inputs
-                            .insert(name, None);
+                    if let Some(i) = input_index(component) {
+                        let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
+                        entry.inputs[i] = None;
+                        entry.changed = true;
                     }
-                    blocks.set(&t.ticks, component, entity.0, None)?;
+                    delta.set_pointer(component, entity.0, None);
                 }
                 Change::Despawn { entity } => {
-                    touch(&mut touched, &mut loaded, entity.0).inputs.clear();
+                    let e = entity.0;
+                    let entry = touch(&mut touched, &mut position, &mut loaded, e);
+                    entry.inputs = Default::default();
+                    entry.changed = true;
+                    if main_names.is_none() {
+                        main_names = Some(component_names(&t.ticks, w)?);
+                    }
                     let mut names: BTreeSet<String> =
-                        component_names(&t.ticks, w)?.into_iter().collect();
-                    names.extend(blocks.cached.keys().map(|(c, _)| c.clone()));
+                        main_names.iter().flatten().cloned().collect();
+                    names.extend(pending.overlay.pointers.keys().cloned());
+                    names.extend(delta.pointers.keys().cloned());
                     for name in names {
-                        blocks.set(&t.ticks, &name, entity.0, None)?;
+                        let held =
+                            pointer(&mut blocks, &t.ticks, [&delta, &pending.overlay], &name, e)?
+                                .ok_or(Stop::Facts)?;
+                        if held.is_some() {
+                            delta.set_pointer(&name, e, None);
+                        }
                     }
                 }
             }
         }
     }
-    blocks.write(&mut t.ticks)?;
-    // Entities only spawned, or changed in other components, have the
-    // facts they had.
-    touched.retain(|_, touch| !touch.inputs.is_empty() || touch.before != Facts::default());
-    if touched.is_empty() {
-        return Ok(());
-    }
-    let mut tally: Tally = match t.tally.get(w)? {
-        Some(v) => decode_tally(v.value()).ok_or(Stop::Facts)?,
-        None => Tally::default(),
-    };
-    let mut ops: Vec<KeyOp> = Vec::new();
-    for (e, touch) in touched {
-        let after = current::facts(|n| touch.inputs.get(n).and_then(|v| v.as_deref()))
-            .map_err(|_| Stop::Facts)?;
+    let mut now: Vec<KeyOp<'_>> = Vec::new();
+    let mut afters = Vec::with_capacity(touched.len());
+    let mut tally: Option<Tally> = None;
+    for (e, touch) in &touched {
+        // Entities only spawned, or changed in other components, have the
+        // facts they had.
+        if !touch.changed && touch.before == Facts::default() {
+            continue;
+        }
+        let after = touch.facts().map_err(|_| Stop::Facts)?;
         if after == touch.before {
             continue;
         }
-        let old: BTreeSet<(&'static str, &str)> = touch
-            .before
+        afters.push((*e, &touch.before, after));
+    }
+    for (e, before, after) in &afters {
+        let old = |i: &str, k: &str| before.keys.iter().any(|(bi, bk)| *bi == i && bk == k);
+        let new = |i: &str, k: &str| after.keys.iter().any(|(ai, ak)| *ai == i && ak == k);
+        // A handful of keys an entity: a scan beats a set.
+        let ops = before
             .keys
             .iter()
-            .map(|(i, k)| (*i, k.as_str()))
-            .collect();
-        let new: BTreeSet<(&'static str, &str)> =
-            after.keys.iter().map(|(i, k)| (*i, k.as_str())).collect();
-        for (i, k) in old.difference(&new) {
-            ops.push((i, k.to_string(), e, false));
+            .filter(|(i, k)| !new(i, k))
+            .map(|(i, k)| (*i, k.as_str(), false))
+            .chain(
+                after
+                    .keys
+                    .iter()
+                    .filter(|(i, k)| !old(i, k))
+                    .map(|(i, k)| (*i, k.as_str(), true)),
+            );
+        for (i, k, added) in ops {
+            if NEVER_PENDING.contains(&i) {
+                now.push((i, k, *e, added));
+            } else {
+                delta.set_key(i, k.to_string(), *e, added);
+            }
         }
-        for (i, k) in new.difference(&old) {
-            ops.push((i, k.to_string(), e, true));
+        if tally.is_none() {
+            tally = Some(match t.tally.get(w)? {
+                Some(v) => decode_tally(v.value()).ok_or(Stop::Facts)?,
+                None => Tally::default(),
+            });
         }
-        tally.sub(&touch.before);
-        tally.add(&after);
+        if let Some(tally) = &mut tally {
+            tally.sub(before);
+            tally.add(after);
+        }
     }
-    ops.sort_unstable_by(|a, b| (a.0, &a.1, a.2).cmp(&(b.0, &b.1, b.2)));
-    apply_keys(&mut t.index, w, &ops)?;
-    let bytes = encode_tally(&tally).ok_or(Stop::Facts)?;
-    t.tally.insert(w, bytes.as_slice())?;
+    now.sort_unstable();
+    apply_keys(&mut t.index, w, &now)?;
+    if let Some(tally) = &tally {
+        let bytes = encode_tally(tally).ok_or(Stop::Facts)?;
+        t.tally.insert(w, bytes.as_slice())?;
+    }
+    if delta.is_empty() {
+        return Ok(());
+    }
+    let encoded = if delta.len() >= FOLD_NOW {
+        None
+    } else {
+        Some(delta.encode().ok_or(Stop::Facts)?)
+    };
+    match encoded {
+        Some(bytes) if pending.count < MAX_ENTRIES && pending.bytes + bytes.len() <= MAX_BYTES => {
+            let k = last.tick.0;
+            t.pending.insert((w, k), bytes.as_slice())?;
+            pending.count += 1;
+            pending.bytes += bytes.len();
+            pending.ends = Some((pending.ends.map_or(k, |(first, _)| first), k));
+            pending.overlay.merge(delta);
+        }
+        _ => {
+            pending.overlay.merge(delta);
+            fold(t, w, &pending.overlay)?;
+            if pending.ends.is_some() {
+                t.pending
+                    .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+            }
+            *pending = Pending::default();
+        }
+    }
+    Ok(())
+}
+
+/// Writes `overlay` into world `w`'s main tables: each pointer block and
+/// key chunk it changes read, changed and written once, in key order.
+fn fold(t: &mut CurrentTables<'_>, w: u64, overlay: &Overlay) -> Result<(), Stop> {
+    for (component, entities) in &overlay.pointers {
+        let c = component.as_str();
+        let mut open: Option<(u64, PointerBlock)> = None;
+        for (&e, &tick) in entities {
+            let (block, offset) = slot(e);
+            let b = match &mut open {
+                Some((n, b)) if *n == block => b,
+                _ => {
+                    if let Some((n, b)) = open.take() {
+                        write_block(&mut t.ticks, w, c, n, &b)?;
+                    }
+                    let stored = match t.ticks.get((w, c, block))? {
+                        Some(v) => decode_block(v.value()).ok_or(Stop::Facts)?,
+                        None => Vec::new(),
+                    };
+                    &mut open.insert((block, stored)).1
+                }
+            };
+            match (b.binary_search_by_key(&offset, |(o, _)| *o), tick) {
+                (Ok(i), Some(t)) => b[i].1 = t,
+                (Err(i), Some(t)) => b.insert(i, (offset, t)),
+                (Ok(i), None) => {
+                    b.remove(i);
+                }
+                (Err(_), None) => {}
+            }
+        }
+        if let Some((n, b)) = open {
+            write_block(&mut t.ticks, w, c, n, &b)?;
+        }
+    }
+    let ops: Vec<KeyOp<'_>> = overlay
+        .keys
+        .iter()
+        .flat_map(|(i, m)| {
+            m.iter()
+                .map(move |((k, e), present)| (i.as_str(), k.as_str(), *e, *present))
+        })
+        .collect();
+    apply_keys(&mut t.index, w, &ops)
+}
+
+/// Stores pointer block `block` of `component` (removes it when empty).
+fn write_block(
+    table: &mut Table<'_, (u64, &'static str, u64), &'static [u8]>,
+    w: u64,
+    component: &str,
+    block: u64,
+    b: &PointerBlock,
+) -> Result<(), Failure> {
+    if b.is_empty() {
+        table.remove((w, component, block))?;
+    } else {
+        table.insert((w, component, block), encode_block(b).as_slice())?;
+    }
     Ok(())
 }
