@@ -30,13 +30,21 @@
 //! `run_id` or experiment, the newest comparator taken back. Its entries
 //! are then deleted and its charts materialize: never a stale answer.
 
-use crate::{EncodedAppend, Failure, load_world};
+mod codec;
+mod read;
+
+#[cfg(test)]
+pub(crate) use codec::VERSION;
+pub(crate) use read::{read, table_bytes};
+
+use crate::{EncodedAppend, Failure};
 use autoresearch_core::current::{FactsError, OUTCOME, RESULT, RUN};
-use autoresearch_core::series::{
-    OutcomeKind, Series, SeriesPoint, final_mean, outcome_facts, result_sample, run_facts,
+use autoresearch_core::series::{final_mean, outcome_facts, result_sample, run_facts};
+use autoresearch_core::{Change, Tick, WorldInfo};
+use codec::{
+    ExperimentMeta, Meta, StoredPoint, decode_block, decode_head, encode_block, encode_head,
 };
-use autoresearch_core::{Change, EntityId, Tick, WorldId, WorldInfo};
-use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -52,51 +60,6 @@ pub(crate) const RUN_IDS: TableDefinition<(u64, &str), u64> =
     TableDefinition::new("series_run_ids");
 /// `(world, Result entity)` -> run entity.
 pub(crate) const RESULTS: TableDefinition<(u64, u64), u64> = TableDefinition::new("series_results");
-
-/// The version tag of a `series_head` value and of a block. Another
-/// version is not read (the chart materializes) and a writer stops
-/// keeping the world's series. Version 2: the crashed flag in the
-/// outcome byte, metric ids as u16 and commits as 128-bit hashes (series
-/// of version 1 were written by a development build only).
-pub(crate) const VERSION: u8 = 2;
-
-/// What a world's series knows beside its points.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Meta {
-    /// Indexed by experiment id (the `experiment` of a points key).
-    experiments: Vec<ExperimentMeta>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct ExperimentMeta {
-    name: String,
-    /// Metric names, indexed by metric id (never shrinks).
-    metrics: Vec<String>,
-    /// How many Results of the experiment's runs have each metric.
-    counts: Vec<u64>,
-    /// The newest (highest entity) attempt with a non-empty comparator.
-    spec: Option<(u64, String)>,
-    /// How many runs it has.
-    attempts: u64,
-}
-
-impl ExperimentMeta {
-    /// The id of metric `name`, added when new; `None` past 65,535
-    /// metrics (a block stores ids and their count as `u16`).
-    fn metric_id(&mut self, name: &str) -> Option<u16> {
-        match self.metrics.iter().position(|m| m == name) {
-            Some(i) => u16::try_from(i).ok(),
-            None => {
-                let id = u16::try_from(self.metrics.len())
-                    .ok()
-                    .filter(|i| *i < u16::MAX)?;
-                self.metrics.push(name.to_string());
-                self.counts.push(0);
-                Some(id)
-            }
-        }
-    }
-}
 
 /// A commit as the series keeps it: XXH3-128 of its text (16 bytes
 /// instead of 40; two commits of one run with one hash, probability about
@@ -178,156 +141,6 @@ impl RunRecord {
         }
         self.commit = commit;
     }
-}
-
-/// One attempt as a block stores it.
-#[derive(Clone, Debug, PartialEq)]
-struct StoredPoint {
-    /// The entity's low 8 bits.
-    low: u8,
-    outcome: Option<OutcomeKind>,
-    crashed: bool,
-    task: u64,
-    means: Vec<(u16, f64)>,
-}
-
-fn outcome_code(o: Option<OutcomeKind>) -> u8 {
-    match o {
-        None => 0,
-        Some(OutcomeKind::Keep) => 1,
-        Some(OutcomeKind::Discard) => 2,
-        Some(OutcomeKind::Crash) => 3,
-        Some(OutcomeKind::Pending) => 4,
-        Some(OutcomeKind::Baseline) => 5,
-        Some(OutcomeKind::Other) => 6,
-    }
-}
-
-fn outcome_of(code: u8) -> Option<Option<OutcomeKind>> {
-    Some(match code {
-        0 => None,
-        1 => Some(OutcomeKind::Keep),
-        2 => Some(OutcomeKind::Discard),
-        3 => Some(OutcomeKind::Crash),
-        4 => Some(OutcomeKind::Pending),
-        5 => Some(OutcomeKind::Baseline),
-        6 => Some(OutcomeKind::Other),
-        _ => return None,
-    })
-}
-
-/// A block: the version, then per point (in entity order) the low byte,
-/// the outcome code (bit 7 set when the run crashed), the task hash
-/// (`u64` LE), the number of means (`u16` LE) and each as metric id (`u16`
-/// LE) and value
-/// (`f64` LE). Fixed widths, so a reader skips what it does not need.
-fn encode_block(points: &[StoredPoint]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + points.len() * 24);
-    out.push(VERSION);
-    for p in points {
-        out.push(p.low);
-        out.push(outcome_code(p.outcome) | (u8::from(p.crashed) << 7));
-        out.extend_from_slice(&p.task.to_le_bytes());
-        let n = p.means.len().min(u16::MAX as usize);
-        out.extend_from_slice(&(n as u16).to_le_bytes());
-        for (m, v) in &p.means[..n] {
-            out.extend_from_slice(&m.to_le_bytes());
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    out
-}
-
-/// A little reader over a block's bytes.
-struct Bytes<'a>(&'a [u8]);
-
-impl<'a> Bytes<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-}
-
-/// Reads a block, calling `point` for each (without its means) and
-/// `mean` for each of its means; `None` when the bytes are not a block
-/// of this version.
-fn scan_block(
-    bytes: &[u8],
-    mut point: impl FnMut(u8, Option<OutcomeKind>, bool, u64),
-    mut mean: impl FnMut(u16, f64),
-) -> Option<()> {
-    let mut b = Bytes(bytes);
-    if b.u8()? != VERSION {
-        return None;
-    }
-    while !b.0.is_empty() {
-        let low = b.u8()?;
-        let code = b.u8()?;
-        let outcome = outcome_of(code & 0x7f)?;
-        let crashed = code & 0x80 != 0;
-        let task = b.u64()?;
-        point(low, outcome, crashed, task);
-        for _ in 0..b.u16()? {
-            let m = b.u16()?;
-            let v = f64::from_bits(b.u64()?);
-            mean(m, v);
-        }
-    }
-    Some(())
-}
-
-fn decode_block(bytes: &[u8]) -> Option<Vec<StoredPoint>> {
-    let mut points: Vec<StoredPoint> = Vec::new();
-    let cell = std::cell::RefCell::new(&mut points);
-    scan_block(
-        bytes,
-        |low, outcome, crashed, task| {
-            cell.borrow_mut().push(StoredPoint {
-                low,
-                outcome,
-                crashed,
-                task,
-                means: Vec::new(),
-            })
-        },
-        |m, v| {
-            if let Some(p) = cell.borrow_mut().last_mut() {
-                p.means.push((m, v));
-            }
-        },
-    )?;
-    Some(points)
-}
-
-fn encode_head(tick: Tick, meta: &Meta) -> Option<Vec<u8>> {
-    let mut out = vec![VERSION];
-    out.extend_from_slice(&tick.0.to_le_bytes());
-    postcard::to_extend(meta, out).ok()
-}
-
-fn decode_head(bytes: &[u8]) -> Option<(Tick, Meta)> {
-    let (&VERSION, rest) = bytes.split_first()? else {
-        return None;
-    };
-    if rest.len() < 8 {
-        return None;
-    }
-    let (tick, body) = rest.split_at(8);
-    let tick = Tick(u64::from_le_bytes(tick.try_into().ok()?));
-    Some((tick, postcard::from_bytes(body).ok()?))
 }
 
 /// The series tables inside a write transaction.
@@ -704,151 +517,4 @@ fn update(
             .insert((w, *x, *b), encode_block(points).as_slice())?;
     }
     Ok(())
-}
-
-/// Bytes each chart-series table occupies, for the tables the file has.
-/// Cost: five table opens in `txn`.
-pub(crate) fn table_bytes(txn: &ReadTransaction) -> Result<Vec<crate::TableBytes>, Failure> {
-    use redb::{ReadableTableMetadata, TableHandle};
-    fn entry(name: &str, stats: Option<redb::TableStats>) -> Option<crate::TableBytes> {
-        stats.map(|s| crate::TableBytes {
-            name: name.to_string(),
-            stored: s.stored_bytes(),
-            metadata: s.metadata_bytes(),
-            fragmented: s.fragmented_bytes(),
-        })
-    }
-    let stats = [
-        (
-            HEAD.name(),
-            open(txn.open_table(HEAD))?.map(|t| t.stats()).transpose()?,
-        ),
-        (
-            POINTS.name(),
-            open(txn.open_table(POINTS))?
-                .map(|t| t.stats())
-                .transpose()?,
-        ),
-        (
-            RUNS.name(),
-            open(txn.open_table(RUNS))?.map(|t| t.stats()).transpose()?,
-        ),
-        (
-            RUN_IDS.name(),
-            open(txn.open_table(RUN_IDS))?
-                .map(|t| t.stats())
-                .transpose()?,
-        ),
-        (
-            RESULTS.name(),
-            open(txn.open_table(RESULTS))?
-                .map(|t| t.stats())
-                .transpose()?,
-        ),
-    ];
-    Ok(stats
-        .into_iter()
-        .filter_map(|(name, s)| entry(name, s))
-        .collect())
-}
-
-/// A table of a read transaction, `None` when the file has none yet.
-fn open<T>(r: Result<T, redb::TableError>) -> Result<Option<T>, Failure> {
-    match r {
-        Ok(t) => Ok(Some(t)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(Failure::from(e)),
-    }
-}
-
-/// The series of `experiment` in `world` from its kept tables, in the read
-/// transaction `txn`, with the values of `metric` (points only when
-/// asked): `None` when it keeps none at its head.
-pub(crate) fn read(
-    txn: &ReadTransaction,
-    world: WorldId,
-    experiment: &str,
-    metric: Option<&str>,
-) -> Result<Option<Series>, Failure> {
-    let worlds = txn.open_table(crate::encoding::WORLDS)?;
-    let info = load_world(&worlds, world)?;
-    let (Some(head), Some(points)) = (open(txn.open_table(HEAD))?, open(txn.open_table(POINTS))?)
-    else {
-        return Ok(None);
-    };
-    let w = world.0;
-    let (tick, meta) = match head.get(w)? {
-        Some(v) => match decode_head(v.value()) {
-            Some(entry) => entry,
-            None => return Ok(None),
-        },
-        // A new root world keeps an empty series.
-        None if info.parent.is_none() && info.head == Tick::ZERO => (Tick::ZERO, Meta::default()),
-        None => return Ok(None),
-    };
-    if tick != info.head {
-        return Ok(None);
-    }
-    let mut series = Series {
-        tick,
-        ..Series::default()
-    };
-    let Some((x, m)) = meta
-        .experiments
-        .iter()
-        .enumerate()
-        .find(|(_, m)| m.name == experiment)
-    else {
-        return Ok(Some(series));
-    };
-    series.metrics = m
-        .metrics
-        .iter()
-        .zip(&m.counts)
-        .filter(|(_, c)| **c > 0)
-        .map(|(k, c)| (k.clone(), *c))
-        .collect();
-    series.attempts = m.attempts;
-    series.spec = m.spec.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
-    let Some(metric) = metric else {
-        return Ok(Some(series));
-    };
-    let id = m
-        .metrics
-        .iter()
-        .position(|k| k == metric)
-        .and_then(|i| u16::try_from(i).ok());
-    let x = x as u64;
-    for entry in points.range((w, x, 0)..=(w, x, u64::MAX))? {
-        let (k, v) = entry?;
-        // A block number past what entity ids allow is a damaged key.
-        let Some(base) = k.value().2.checked_mul(256) else {
-            return Ok(None);
-        };
-        let out = std::cell::RefCell::new(&mut series.points);
-        let ok = scan_block(
-            v.value(),
-            |low, outcome, crashed, task| {
-                out.borrow_mut().push(SeriesPoint {
-                    entity: EntityId(base | u64::from(low)),
-                    outcome,
-                    run_crashed: crashed,
-                    task,
-                    value: None,
-                })
-            },
-            |m, v| {
-                if Some(m) == id
-                    && let Some(p) = out.borrow_mut().last_mut()
-                {
-                    p.value = Some(v);
-                }
-            },
-        );
-        if ok.is_none() {
-            // Written by a newer build, or damaged: the chart materializes.
-            return Ok(None);
-        }
-    }
-    Ok(Some(series))
 }
