@@ -427,8 +427,8 @@ async fn table_bytes_reports_every_table() {
         "current_at",
         "series_head",
         "series_points",
+        "series_crashed",
         "series_runs",
-        "series_run_ids",
         "series_results",
     ]);
     assert_eq!(names, expected);

@@ -36,7 +36,7 @@ mod codec;
 mod keys;
 mod read;
 
-pub(crate) use read::{read, table_bytes};
+pub(crate) use read::{entities_with_key, kept_at, read, table_bytes};
 
 use crate::encoding;
 use crate::{EncodedAppend, Failure};
@@ -153,6 +153,48 @@ impl<'t> CurrentTables<'t> {
             tally: txn.open_table(TALLY)?,
             at: txn.open_table(AT)?,
         })
+    }
+
+    /// The secondary-key table (`current_index`), for
+    /// [`entities_with_key`] inside the writer's transaction.
+    pub(crate) fn index(
+        &self,
+    ) -> &Table<'t, (u64, &'static str, &'static str, u64), &'static [u8]> {
+        &self.index
+    }
+
+    /// The tick world `w`'s current state is at, `None` when it keeps none.
+    pub(crate) fn at(&self, w: u64) -> Result<Option<u64>, Failure> {
+        Ok(self.at.get(w)?.map(|v| v.value()))
+    }
+
+    /// The current value of lifecycle component `component` ([`INPUTS`])
+    /// of `entity` in world `w`, taken from the record of the tick that
+    /// set it (decoded once per writer, [`InputCache`]): `Some(None)`
+    /// when it holds none. `None` when `component` is not an input, or a
+    /// pointer or record is missing or does not decode. `records` must
+    /// hold the tick that set it (a value set by the batch being appended
+    /// is not stored yet: the caller has it).
+    pub(crate) fn value(
+        &mut self,
+        records: &Table<'_, (u64, u64), &'static [u8]>,
+        w: u64,
+        component: &str,
+        entity: u64,
+    ) -> Result<Option<Option<Vec<u8>>>, Failure> {
+        let Some(name) = input_name(component) else {
+            return Ok(None);
+        };
+        let Some(tick) = Blocks::new(w).tick_of(&self.ticks, name, entity)? else {
+            return Ok(None);
+        };
+        let Some(tick) = tick else {
+            return Ok(Some(None));
+        };
+        let Some(values) = self.inputs.tick(records, w, tick)? else {
+            return Ok(None);
+        };
+        Ok(values.get(&(name, entity)).map(|v| Some(v.clone())))
     }
 
     /// Deletes every entry of world `w`.

@@ -6,7 +6,7 @@ use super::{AT, Blocks, INDEX, TALLY, TICKS, kept_at_head};
 use crate::encoding::{self, RECORDS};
 use crate::{Failure, load_world};
 use autoresearch_core::current::{CurrentAnswer, CurrentRead, CurrentView, Tally};
-use autoresearch_core::{EntityId, WorldId};
+use autoresearch_core::{EntityId, WorldId, WorldInfo};
 use redb::{ReadTransaction, ReadableTable};
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
@@ -252,6 +252,33 @@ pub(crate) fn read(
         tick: info.head,
         answers,
     }))
+}
+
+/// The entities whose key in `index` (one of `autoresearch_core::current`'s
+/// secondary indexes, e.g. `BY_RUN_ID`) of world `world` is exactly `key`,
+/// ascending, as `table` (`current_index`, read or being written) holds
+/// them: the chart series joins Results to runs with it inside the
+/// writer's transaction. `None` when a chunk does not decode (the caller
+/// stops relying on the index). Cost: one range look-up and the decoding
+/// of the chunks holding `key`.
+pub(crate) fn entities_with_key(
+    table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    world: u64,
+    index: &str,
+    key: &str,
+) -> Result<Option<Vec<u64>>, Failure> {
+    Ok(keyed_forward(table, world, index, key, false, usize::MAX)?
+        .map(|found| found.into_iter().map(|(_, e)| e.0).collect()))
+}
+
+/// Whether `info`'s world keeps its current state at its head, in the
+/// read transaction `txn` (`false` for a file without the tables).
+pub(crate) fn kept_at(txn: &ReadTransaction, info: &WorldInfo) -> Result<bool, Failure> {
+    let Some(at) = open(txn.open_table(AT))? else {
+        return Ok(false);
+    };
+    let at_tick = at.get(info.id.0)?.map(|v| v.value());
+    Ok(kept_at_head(at_tick, info))
 }
 
 /// The bytes of each current-state table the file has.

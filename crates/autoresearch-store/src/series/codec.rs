@@ -1,17 +1,20 @@
-//! The byte encodings of the chart series: the head entry (version,
-//! tick, postcard of [`Meta`]) and the blocks of points. A value of
-//! another version, or one that does not parse, decodes to `None`.
+//! The byte encodings of the chart series: the head entry (version, then
+//! postcard of [`Meta`]), the blocks of points and the crashed flags. A
+//! value of another version, or one that does not parse, decodes to
+//! `None`.
 
-use autoresearch_core::Tick;
 use autoresearch_core::series::OutcomeKind;
 use serde::{Deserialize, Serialize};
 
-/// The version tag of a `series_head` value and of a block. Another
-/// version is not read (the chart materializes) and a writer stops
-/// keeping the world's series. Version 2: the crashed flag in the
-/// outcome byte, metric ids as u16 and commits as 128-bit hashes (series
-/// of version 1 were written by a development build only).
-pub(crate) const VERSION: u8 = 2;
+/// The version tag of a `series_head` value, of a block and of a crashed
+/// bitmap. Another version is not read (the chart materializes) and a
+/// writer stops keeping the world's series. Version 3: the head holds no
+/// tick (the series is at the tick the world's current state is at, as
+/// both are kept in one transaction), a point's crashed flag is in
+/// `series_crashed`, a point's task is not repeated when it is the
+/// previous point's (series of versions 1 and 2 were written by
+/// development builds only).
+pub(crate) const VERSION: u8 = 3;
 
 /// What a world's series knows beside its points.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -51,13 +54,13 @@ impl ExperimentMeta {
     }
 }
 
-/// One attempt as a block stores it.
+/// One attempt as a block stores it (its crashed flag is in a bitmap
+/// apart: a Run's status changes far more often than the rest).
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct StoredPoint {
     /// The entity's low 8 bits.
     pub(super) low: u8,
     pub(super) outcome: Option<OutcomeKind>,
-    pub(super) crashed: bool,
     pub(super) task: u64,
     pub(super) means: Vec<(u16, f64)>,
 }
@@ -87,24 +90,41 @@ fn outcome_of(code: u8) -> Option<Option<OutcomeKind>> {
     })
 }
 
-/// A block: the version, then per point (in entity order) the low byte,
-/// the outcome code (bit 7 set when the run crashed), the task hash
-/// (`u64` LE), the number of means (`u16` LE) and each as metric id (`u16`
-/// LE) and value
-/// (`f64` LE). Fixed widths, so a reader skips what it does not need.
+/// A point's flags byte: the outcome code in the low 3 bits, then these.
+const HAS_MEANS: u8 = 1 << 3;
+const SAME_TASK: u8 = 1 << 4;
+const KNOWN_FLAGS: u8 = 0x07 | HAS_MEANS | SAME_TASK;
+
+/// A block: the version, then per point (in entity order) a flags byte
+/// (the outcome code, [`HAS_MEANS`], [`SAME_TASK`]: the task is the
+/// previous point's), the low byte, the task hash (`u64` LE) unless
+/// [`SAME_TASK`], and with [`HAS_MEANS`] the number of means (`u16` LE)
+/// and each as metric id (`u16` LE) and value (`f64` LE). A point of a
+/// run without Results whose task differs from the previous point's
+/// takes 10 bytes; one that shares it, 2.
 pub(super) fn encode_block(points: &[StoredPoint]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + points.len() * 24);
+    let mut out = Vec::with_capacity(1 + points.len() * 10);
     out.push(VERSION);
+    let mut previous = None;
     for p in points {
-        out.push(p.low);
-        out.push(outcome_code(p.outcome) | (u8::from(p.crashed) << 7));
-        out.extend_from_slice(&p.task.to_le_bytes());
         let n = p.means.len().min(u16::MAX as usize);
-        out.extend_from_slice(&(n as u16).to_le_bytes());
-        for (m, v) in &p.means[..n] {
-            out.extend_from_slice(&m.to_le_bytes());
-            out.extend_from_slice(&v.to_le_bytes());
+        let same = previous == Some(p.task);
+        let flags = outcome_code(p.outcome)
+            | if n > 0 { HAS_MEANS } else { 0 }
+            | if same { SAME_TASK } else { 0 };
+        out.push(flags);
+        out.push(p.low);
+        if !same {
+            out.extend_from_slice(&p.task.to_le_bytes());
         }
+        if n > 0 {
+            out.extend_from_slice(&(n as u16).to_le_bytes());
+            for (m, v) in &p.means[..n] {
+                out.extend_from_slice(&m.to_le_bytes());
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        previous = Some(p.task);
     }
     out
 }
@@ -137,24 +157,34 @@ impl<'a> Bytes<'a> {
 /// of this version.
 pub(super) fn scan_block(
     bytes: &[u8],
-    mut point: impl FnMut(u8, Option<OutcomeKind>, bool, u64),
+    mut point: impl FnMut(u8, Option<OutcomeKind>, u64),
     mut mean: impl FnMut(u16, f64),
 ) -> Option<()> {
     let mut b = Bytes(bytes);
     if b.u8()? != VERSION {
         return None;
     }
+    let mut previous = None;
     while !b.0.is_empty() {
+        let flags = b.u8()?;
+        if flags & !KNOWN_FLAGS != 0 {
+            return None;
+        }
+        let outcome = outcome_of(flags & 0x07)?;
         let low = b.u8()?;
-        let code = b.u8()?;
-        let outcome = outcome_of(code & 0x7f)?;
-        let crashed = code & 0x80 != 0;
-        let task = b.u64()?;
-        point(low, outcome, crashed, task);
-        for _ in 0..b.u16()? {
-            let m = b.u16()?;
-            let v = f64::from_bits(b.u64()?);
-            mean(m, v);
+        let task = if flags & SAME_TASK != 0 {
+            previous?
+        } else {
+            b.u64()?
+        };
+        previous = Some(task);
+        point(low, outcome, task);
+        if flags & HAS_MEANS != 0 {
+            for _ in 0..b.u16()? {
+                let m = b.u16()?;
+                let v = f64::from_bits(b.u64()?);
+                mean(m, v);
+            }
         }
     }
     Some(())
@@ -165,11 +195,10 @@ pub(super) fn decode_block(bytes: &[u8]) -> Option<Vec<StoredPoint>> {
     let cell = std::cell::RefCell::new(&mut points);
     scan_block(
         bytes,
-        |low, outcome, crashed, task| {
+        |low, outcome, task| {
             cell.borrow_mut().push(StoredPoint {
                 low,
                 outcome,
-                crashed,
                 task,
                 means: Vec::new(),
             })
@@ -183,20 +212,52 @@ pub(super) fn decode_block(bytes: &[u8]) -> Option<Vec<StoredPoint>> {
     Some(points)
 }
 
-pub(super) fn encode_head(tick: Tick, meta: &Meta) -> Option<Vec<u8>> {
-    let mut out = vec![VERSION];
-    out.extend_from_slice(&tick.0.to_le_bytes());
-    postcard::to_extend(meta, out).ok()
+/// The crashed flags of a block's points: bit `low` of the 256.
+pub(super) type Crashed = [u8; 32];
+
+/// A bitmap: the version, then its bytes up to the last non-zero one
+/// (an all-clear bitmap is not stored).
+pub(super) fn encode_crashed(bits: &Crashed) -> Vec<u8> {
+    let len = bits.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let mut out = Vec::with_capacity(1 + len);
+    out.push(VERSION);
+    out.extend_from_slice(&bits[..len]);
+    out
 }
 
-pub(super) fn decode_head(bytes: &[u8]) -> Option<(Tick, Meta)> {
+pub(super) fn decode_crashed(bytes: &[u8]) -> Option<Crashed> {
     let (&VERSION, rest) = bytes.split_first()? else {
         return None;
     };
-    if rest.len() < 8 {
-        return None;
+    let mut bits = [0u8; 32];
+    bits.get_mut(..rest.len())?.copy_from_slice(rest);
+    Some(bits)
+}
+
+/// Whether bit `low` of `bits` is set.
+pub(super) fn is_crashed(bits: &Crashed, low: u8) -> bool {
+    bits[usize::from(low / 8)] & (1 << (low % 8)) != 0
+}
+
+/// Sets bit `low` of `bits` to `crashed`; whether it changed.
+pub(super) fn set_crashed(bits: &mut Crashed, low: u8, crashed: bool) -> bool {
+    let (byte, bit) = (usize::from(low / 8), 1u8 << (low % 8));
+    let was = bits[byte] & bit != 0;
+    if crashed {
+        bits[byte] |= bit;
+    } else {
+        bits[byte] &= !bit;
     }
-    let (tick, body) = rest.split_at(8);
-    let tick = Tick(u64::from_le_bytes(tick.try_into().ok()?));
-    Some((tick, postcard::from_bytes(body).ok()?))
+    was != crashed
+}
+
+pub(super) fn encode_head(meta: &Meta) -> Option<Vec<u8>> {
+    postcard::to_extend(meta, vec![VERSION]).ok()
+}
+
+pub(super) fn decode_head(bytes: &[u8]) -> Option<Meta> {
+    let (&VERSION, body) = bytes.split_first()? else {
+        return None;
+    };
+    postcard::from_bytes(body).ok()
 }

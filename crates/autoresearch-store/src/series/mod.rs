@@ -6,149 +6,83 @@
 //!
 //! Tables (all keyed by world first):
 //!
-//! - `series_head`: `world` -> version, the tick the others are the state
-//!   after (little-endian `u64`), then the postcard of [`Meta`] (per
-//!   experiment: its metric names and how many Results have each, and the
-//!   newest comparator). They are used only when that tick is the world's
-//!   head.
+//! - `series_head`: `world` -> version, then the postcard of [`Meta`] (per
+//!   experiment: its attempts, metric names and how many Results have
+//!   each, and the newest comparator);
 //! - `series_points`: `(world, experiment, entity >> 8)` -> a block of up
-//!   to 256 points (see [`encode_block`]): what the chart reads.
-//! - `series_runs`: `(world, run entity)` -> postcard of [`RunRecord`]: the
-//!   run's commit (as a 128-bit hash, [`commit_id`]) and its Results'
-//!   numeric outputs, to recompute its point
-//!   when they change. Written, never read by a chart.
-//! - `series_run_ids`: `(world, run_id)` -> run entity: how a Result joins.
-//! - `series_results`: `(world, Result entity)` -> run entity.
+//!   to 256 points (see [`codec::encode_block`]): what the chart reads;
+//! - `series_crashed`: `(world, experiment, entity >> 8)` -> the crashed
+//!   flags of the block's points (a bitmap, absent when none is set): a
+//!   Run's status changes far more often than the rest of its point, and
+//!   a status change that does not cross `crashed` writes nothing;
+//! - `series_runs`: `(world, run entity)` -> postcard of a run record:
+//!   the run's commit (as a 128-bit hash) and its Results' numeric
+//!   outputs, to recompute its point when they change. Only runs with
+//!   Results have one; never read by a chart;
+//! - `series_results`: `(world, Result entity)` -> the run it joined.
+//!
+//! Results join runs by `run_id` through the current state's `run` index
+//! (`crate::current`, maintained just before in the same transaction), and
+//! a run's Results through its `result` index: the series keeps no copy
+//! of either. So the series is kept only beside the current state: it is
+//! at the tick the current state is at, and a world that stops keeping
+//! its current state stops keeping its series (the head holds no tick, so
+//! a tick that changes no point writes nothing here).
 //!
 //! A root world created by this build keeps them from tick 0. A world
-//! whose head entry is not at its head (a fork, one of a ledger written
-//! before these tables, one appended to by an older build) keeps none
+//! without a head entry of this version (a fork, one of a ledger written
+//! before these tables or by a build with another version) keeps none
 //! from then on. So does a world whose history leaves the series not
 //! provably equal to `autoresearch_core::series::series_of_state`: a
-//! lifecycle value that does not decode, two Runs with one `run_id`, a
-//! Result or Outcome before its Run, a Run removed or changed to another
-//! `run_id` or experiment, the newest comparator taken back. Its entries
-//! are then deleted and its charts materialize: never a stale answer.
+//! lifecycle value that does not decode, two Runs with one `run_id`, an
+//! Outcome without a Run, a Run removed or moved to another experiment,
+//! the newest comparator taken back. Its entries are then deleted and its
+//! charts materialize: never a stale answer. (A Result whose `run_id` no
+//! run has yet joins none; the run that takes that `run_id` later finds
+//! it in the index.)
 
 mod codec;
 mod read;
+mod work;
 
 #[cfg(test)]
 pub(crate) use codec::VERSION;
 pub(crate) use read::{read, table_bytes};
 
+use crate::current::{CurrentTables, entities_with_key};
 use crate::{EncodedAppend, Failure};
-use autoresearch_core::current::{FactsError, OUTCOME, RESULT, RUN};
-use autoresearch_core::series::{final_mean, outcome_facts, result_sample, run_facts};
+use autoresearch_core::current::{BY_RUN_ID, FactsError, OUTCOME, RESULT, RESULT_OF, RUN};
+use autoresearch_core::series::{RunFacts, outcome_facts, result_sample, run_facts};
 use autoresearch_core::{Change, Tick, WorldInfo};
-use codec::{
-    ExperimentMeta, Meta, StoredPoint, decode_block, decode_head, encode_block, encode_head,
-};
+use codec::{Meta, decode_head, encode_head};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use work::{Work, commit_id};
 
-/// `world` -> version, tick, postcard of [`Meta`].
+/// `world` -> version, postcard of [`Meta`].
 pub(crate) const HEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("series_head");
 /// `(world, experiment, entity >> 8)` -> a block of points.
 pub(crate) const POINTS: TableDefinition<(u64, u64, u64), &[u8]> =
     TableDefinition::new("series_points");
-/// `(world, run entity)` -> postcard of [`RunRecord`].
+/// `(world, experiment, entity >> 8)` -> the block's crashed flags.
+pub(crate) const CRASHED: TableDefinition<(u64, u64, u64), &[u8]> =
+    TableDefinition::new("series_crashed");
+/// `(world, run entity)` -> postcard of a run record.
 pub(crate) const RUNS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("series_runs");
-/// `(world, run_id)` -> run entity.
-pub(crate) const RUN_IDS: TableDefinition<(u64, &str), u64> =
-    TableDefinition::new("series_run_ids");
 /// `(world, Result entity)` -> run entity.
 pub(crate) const RESULTS: TableDefinition<(u64, u64), u64> = TableDefinition::new("series_results");
-
-/// A commit as the series keeps it: XXH3-128 of its text (16 bytes
-/// instead of 40; two commits of one run with one hash, probability about
-/// 2^-128, would be read as one).
-type CommitId = [u8; 16];
-
-fn commit_id(commit: &str) -> CommitId {
-    xxhash_rust::xxh3::xxh3_128(commit.as_bytes()).to_le_bytes()
-}
-
-/// The commit a Result measured, relative to its run's.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-enum Measured {
-    /// None recorded: it counts for any commit.
-    Unrecorded,
-    /// The run's commit (kept so when the run's commit changes).
-    Run,
-    /// Another commit ([`commit_id`]).
-    Other(CommitId),
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct StoredSample {
-    entity: u64,
-    measured: Measured,
-    /// `(metric id, value)`.
-    outputs: Vec<(u16, f64)>,
-}
-
-/// A run's inputs to its point.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct RunRecord {
-    experiment: u32,
-    commit: CommitId,
-    /// Its Results, in entity order.
-    samples: Vec<StoredSample>,
-}
-
-impl RunRecord {
-    /// `(metric id, mean over final samples)` for every metric with one,
-    /// by metric id.
-    fn means(&self) -> Vec<(u16, f64)> {
-        let finals: Vec<&StoredSample> = self
-            .samples
-            .iter()
-            .filter(|s| match &s.measured {
-                Measured::Unrecorded | Measured::Run => true,
-                // Never the run's own (that is `Run`).
-                Measured::Other(_) => self.commit == commit_id(""),
-            })
-            .collect();
-        let mut ids: Vec<u16> = finals
-            .iter()
-            .flat_map(|s| s.outputs.iter().map(|(m, _)| *m))
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.into_iter()
-            .filter_map(|m| {
-                let values = finals
-                    .iter()
-                    .filter_map(|s| s.outputs.iter().find(|(k, _)| *k == m).map(|(_, v)| *v));
-                final_mean(values).map(|v| (m, v))
-            })
-            .collect()
-    }
-
-    /// Sets the run's commit, keeping what each sample measured.
-    fn set_commit(&mut self, commit: CommitId) {
-        if self.commit == commit {
-            return;
-        }
-        for s in &mut self.samples {
-            s.measured = match std::mem::replace(&mut s.measured, Measured::Unrecorded) {
-                Measured::Run => Measured::Other(self.commit),
-                Measured::Other(c) if c == commit => Measured::Run,
-                other => other,
-            };
-        }
-        self.commit = commit;
-    }
-}
+/// Version 2's `(world, run_id)` -> run entity, dropped when a file is
+/// opened for writing: the current state's `run` index answers it.
+pub(crate) const OLD_RUN_IDS: TableDefinition<(u64, &str), u64> =
+    TableDefinition::new("series_run_ids");
 
 /// The series tables inside a write transaction.
 pub(crate) struct SeriesTables<'t> {
     head: Table<'t, u64, &'static [u8]>,
     points: Table<'t, (u64, u64, u64), &'static [u8]>,
+    crashed: Table<'t, (u64, u64, u64), &'static [u8]>,
     runs: Table<'t, (u64, u64), &'static [u8]>,
-    run_ids: Table<'t, (u64, &'static str), u64>,
     results: Table<'t, (u64, u64), u64>,
 }
 
@@ -158,8 +92,8 @@ impl<'t> SeriesTables<'t> {
         Ok(SeriesTables {
             head: txn.open_table(HEAD)?,
             points: txn.open_table(POINTS)?,
+            crashed: txn.open_table(CRASHED)?,
             runs: txn.open_table(RUNS)?,
-            run_ids: txn.open_table(RUN_IDS)?,
             results: txn.open_table(RESULTS)?,
         })
     }
@@ -169,8 +103,9 @@ impl<'t> SeriesTables<'t> {
         self.head.remove(w)?;
         self.points
             .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
+        self.crashed
+            .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
         self.runs.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
-        self.run_ids.retain_in((w, "")..(w + 1, ""), |_, _| false)?;
         self.results
             .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
         Ok(())
@@ -200,9 +135,12 @@ impl From<FactsError> for Stop {
 
 /// Applies `appends` (already checked, about to be stored) to `info`'s
 /// world's series, when it keeps one. `info` is the catalogue entry before
-/// the append.
+/// the append; `current` holds the world's current state after it (or
+/// none), `records` every tick up to `info.head`.
 pub(crate) fn maintain(
     t: &mut SeriesTables<'_>,
+    current: &mut CurrentTables<'_>,
+    records: &Table<'_, (u64, u64), &'static [u8]>,
     info: &WorldInfo,
     appends: &[EncodedAppend],
 ) -> Result<(), Failure> {
@@ -210,23 +148,36 @@ pub(crate) fn maintain(
         return Ok(());
     };
     let w = info.id.0;
-    let entry = t.head.get(w)?.map(|v| decode_head(v.value()));
-    let meta = match entry {
-        Some(Some((tick, meta))) if tick == info.head => meta,
-        None if info.parent.is_none() && info.head == Tick::ZERO => Meta::default(),
+    let stored = t.head.get(w)?.map(|v| decode_head(v.value()));
+    let (mut meta, first) = match stored {
+        Some(Some(meta)) => (meta, false),
+        None if info.parent.is_none() && info.head == Tick::ZERO => (Meta::default(), true),
         None => return Ok(()),
-        // Stale (appended to by an older build) or unreadable.
-        Some(_) => return t.delete(w),
+        // Another version, or damaged.
+        Some(None) => return t.delete(w),
     };
-    let mut meta = meta;
-    match update(t, w, &mut meta, appends) {
-        Ok(()) => match encode_head(last.tick, &meta) {
-            Some(bytes) => {
-                t.head.insert(w, bytes.as_slice())?;
-                Ok(())
+    // Kept in the same transactions as the current state, so at the tick
+    // it was at before this batch exactly when it is kept after it.
+    if current.at(w)? != Some(last.tick.0) {
+        return t.delete(w);
+    }
+    let inputs = Inputs {
+        current,
+        records,
+        w,
+    };
+    match update(t, inputs, &mut meta, appends) {
+        Ok(changed) => {
+            if changed || first {
+                match encode_head(&meta) {
+                    Some(bytes) => {
+                        t.head.insert(w, bytes.as_slice())?;
+                    }
+                    None => return t.delete(w),
+                }
             }
-            None => t.delete(w),
-        },
+            Ok(())
+        }
         Err(Stop::Unkept) => t.delete(w),
         Err(Stop::Db(f)) => Err(f),
     }
@@ -236,108 +187,83 @@ pub(crate) fn maintain(
 /// `Some(None)` removed, `Some(Some(v))` set to `v`, `None` untouched.
 #[derive(Default)]
 struct Net<'a> {
+    /// Whether the batch spawned it (it held nothing before).
+    spawned: bool,
     run: Option<Option<&'a [u8]>>,
     outcome: Option<Option<&'a [u8]>>,
     result: Option<Option<&'a [u8]>>,
 }
 
-/// The blocks, run records and metadata an update reads and writes,
-/// written back once at its end.
-struct Work<'m> {
+/// What the series reads of the current state (after the batch) and of
+/// the log.
+struct Inputs<'a, 'c, 'r> {
+    current: &'a mut CurrentTables<'c>,
+    records: &'a Table<'r, (u64, u64), &'static [u8]>,
     w: u64,
-    meta: &'m mut Meta,
-    blocks: HashMap<(u64, u64), Vec<StoredPoint>>,
-    runs: HashMap<u64, RunRecord>,
-    dirty_runs: Vec<u64>,
 }
 
-impl Work<'_> {
-    fn run<'r>(
-        &'r mut self,
-        t: &SeriesTables<'_>,
-        e: u64,
-    ) -> Result<Option<&'r mut RunRecord>, Stop> {
-        if !self.runs.contains_key(&e) {
-            let Some(v) = t.runs.get((self.w, e))? else {
-                return Ok(None);
-            };
-            let rec: RunRecord = postcard::from_bytes(v.value()).map_err(|_| Stop::Unkept)?;
-            self.runs.insert(e, rec);
-        }
-        Ok(self.runs.get_mut(&e))
+impl Inputs<'_, '_, '_> {
+    /// The entities whose key in `index` is `key`.
+    fn keyed(&self, index: &str, key: &str) -> Result<Vec<u64>, Stop> {
+        entities_with_key(self.current.index(), self.w, index, key)?.ok_or(Stop::Unkept)
     }
 
-    fn point<'p>(
-        &'p mut self,
-        t: &SeriesTables<'_>,
-        x: u64,
-        e: u64,
-    ) -> Result<&'p mut StoredPoint, Stop> {
-        let key = (x, e >> 8);
-        if !self.blocks.contains_key(&key) {
-            let points = match t.points.get((self.w, x, e >> 8))? {
-                Some(v) => decode_block(v.value()).ok_or(Stop::Unkept)?,
-                None => Vec::new(),
-            };
-            self.blocks.insert(key, points);
-        }
-        let block = self.blocks.get_mut(&key).ok_or(Stop::Unkept)?;
-        let low = (e & 0xff) as u8;
-        let i = match block.binary_search_by_key(&low, |p| p.low) {
-            Ok(i) => i,
-            Err(i) => {
-                block.insert(
-                    i,
-                    StoredPoint {
-                        low,
-                        outcome: None,
-                        crashed: false,
-                        task: 0,
-                        means: Vec::new(),
-                    },
-                );
-                i
+    /// Whether any Result joins a run by `run_id` (the `result` index has
+    /// an entry).
+    fn any_result(&self) -> Result<bool, Stop> {
+        let first = self
+            .current
+            .index()
+            .range::<(u64, &str, &str, u64)>((
+                Bound::Included((self.w, RESULT_OF, "", 0)),
+                Bound::Unbounded,
+            ))?
+            .next();
+        Ok(match first {
+            Some(entry) => {
+                let (k, _) = entry?;
+                let (kw, ki, _, _) = k.value();
+                kw == self.w && ki == RESULT_OF
             }
-        };
-        Ok(&mut block[i])
+            None => false,
+        })
+    }
+
+    /// The current value of `component` of `entity`, set before the batch.
+    fn value(&mut self, component: &str, entity: u64) -> Result<Vec<u8>, Stop> {
+        self.current
+            .value(self.records, self.w, component, entity)?
+            .flatten()
+            .ok_or(Stop::Unkept)
     }
 }
 
-fn update(
-    t: &mut SeriesTables<'_>,
-    w: u64,
-    meta: &mut Meta,
-    appends: &[EncodedAppend],
-) -> Result<(), Stop> {
+fn net_changes(appends: &[EncodedAppend]) -> BTreeMap<u64, Net<'_>> {
     let mut net: BTreeMap<u64, Net<'_>> = BTreeMap::new();
     for a in appends {
         for change in &a.changes_full {
+            let e = change.entity().0;
+            let n = net.entry(e).or_insert_with(|| Net {
+                spawned: matches!(change, Change::Spawn { .. }),
+                ..Net::default()
+            });
             match change {
                 Change::Spawn { .. } => {}
                 Change::Set {
-                    entity,
-                    component,
-                    value,
-                } => {
-                    let n = net.entry(entity.0).or_default();
-                    match component.as_str() {
-                        RUN => n.run = Some(Some(value)),
-                        OUTCOME => n.outcome = Some(Some(value)),
-                        RESULT => n.result = Some(Some(value)),
-                        _ => {}
-                    }
-                }
-                Change::Remove { entity, component } => {
-                    let n = net.entry(entity.0).or_default();
-                    match component.as_str() {
-                        RUN => n.run = Some(None),
-                        OUTCOME => n.outcome = Some(None),
-                        RESULT => n.result = Some(None),
-                        _ => {}
-                    }
-                }
-                Change::Despawn { entity } => {
-                    let n = net.entry(entity.0).or_default();
+                    component, value, ..
+                } => match component.as_str() {
+                    RUN => n.run = Some(Some(value)),
+                    OUTCOME => n.outcome = Some(Some(value)),
+                    RESULT => n.result = Some(Some(value)),
+                    _ => {}
+                },
+                Change::Remove { component, .. } => match component.as_str() {
+                    RUN => n.run = Some(None),
+                    OUTCOME => n.outcome = Some(None),
+                    RESULT => n.result = Some(None),
+                    _ => {}
+                },
+                Change::Despawn { .. } => {
                     n.run = Some(None);
                     n.outcome = Some(None);
                     n.result = Some(None);
@@ -345,87 +271,76 @@ fn update(
             }
         }
     }
-    if net.is_empty() {
-        return Ok(());
-    }
-    let mut work = Work {
-        w,
-        meta,
-        blocks: HashMap::new(),
-        runs: HashMap::new(),
-        dirty_runs: Vec::new(),
-    };
-    // Runs first, so that an Outcome or Result of the same batch finds its run.
+    net
+}
+
+/// Applies the batch; whether the metadata changed.
+fn update(
+    t: &mut SeriesTables<'_>,
+    mut inputs: Inputs<'_, '_, '_>,
+    meta: &mut Meta,
+    appends: &[EncodedAppend],
+) -> Result<bool, Stop> {
+    let net = net_changes(appends);
+    let w = inputs.w;
+    let runs_before: u64 = meta.experiments.iter().map(|m| m.attempts).sum();
+    let mut work = Work::new(w, meta);
+    // Runs first, so that an Outcome or Result of the same batch finds its
+    // run: each Run set, with its experiment.
+    let mut touched: BTreeMap<u64, (u64, RunFacts)> = BTreeMap::new();
     for (&e, n) in &net {
         let Some(change) = n.run else { continue };
-        let existing = work.run(t, e)?.is_some();
         let Some(bytes) = change else {
-            if existing {
+            if !n.spawned && work.experiment_of(t, e)?.is_some() {
+                // A run removed.
                 return Err(Stop::Unkept);
             }
             continue;
         };
         let facts = run_facts(bytes)?;
-        let owner = t
-            .run_ids
-            .get((w, facts.run_id.as_str()))?
-            .map(|v| v.value());
-        let x = if existing {
-            let rec = work.run(t, e)?.ok_or(Stop::Unkept)?;
-            let x = rec.experiment;
-            let same_experiment = work
-                .meta
-                .experiments
-                .get(x as usize)
-                .is_some_and(|m| m.name == facts.experiment);
-            if owner != Some(e) || !same_experiment {
-                return Err(Stop::Unkept);
-            }
-            if let Some(rec) = work.run(t, e)? {
-                rec.set_commit(commit_id(&facts.commit));
-            }
-            x
+        let x = work.experiment(&facts.experiment);
+        if !n.spawned && work.has_point(t, x, e)? {
+            work.change_point(t, x, e, |p| {
+                let changed = p.task != facts.task;
+                p.task = facts.task;
+                changed
+            })?;
+        } else if !n.spawned && work.experiment_of(t, e)?.is_some() {
+            // Moved to another experiment.
+            return Err(Stop::Unkept);
         } else {
-            if owner.is_some() {
+            work.add_point(t, x, e, facts.task)?;
+        }
+        work.set_crashed(t, x, e, facts.crashed)?;
+        touched.insert(e, (x, facts));
+    }
+    // One run per run_id. When every run is in this batch, the batch says
+    // it alone (an ingest of many runs then asks the index nothing).
+    let mut by_run_id: HashMap<&str, u64> = HashMap::with_capacity(touched.len());
+    for (&e, (_, f)) in &touched {
+        if by_run_id.insert(f.run_id.as_str(), e).is_some() {
+            return Err(Stop::Unkept);
+        }
+    }
+    if runs_before > 0 {
+        for (&e, (_, f)) in &touched {
+            if inputs.keyed(BY_RUN_ID, &f.run_id)? != [e] {
                 return Err(Stop::Unkept);
             }
-            let x = match work
-                .meta
-                .experiments
-                .iter()
-                .position(|m| m.name == facts.experiment)
-            {
-                Some(x) => x,
-                None => {
-                    work.meta.experiments.push(ExperimentMeta {
-                        name: facts.experiment.clone(),
-                        ..ExperimentMeta::default()
-                    });
-                    work.meta.experiments.len() - 1
-                }
-            } as u32;
-            if let Some(m) = work.meta.experiments.get_mut(x as usize) {
-                m.attempts += 1;
-            }
-            t.run_ids.insert((w, facts.run_id.as_str()), e)?;
-            work.runs.insert(
-                e,
-                RunRecord {
-                    experiment: x,
-                    commit: commit_id(&facts.commit),
-                    samples: Vec::new(),
-                },
-            );
-            x
-        };
-        let p = work.point(t, u64::from(x), e)?;
-        p.crashed = facts.crashed;
-        p.task = facts.task;
-        work.dirty_runs.push(e);
+        }
     }
+    // Outcomes: each one's point, then the newest comparator of each
+    // experiment (after every Outcome of the batch, so that the order of
+    // its entities does not matter).
+    let mut comparators = Vec::new();
     for (&e, n) in &net {
         let Some(change) = n.outcome else { continue };
-        let Some(x) = work.run(t, e)?.map(|r| r.experiment) else {
+        let x = match touched.get(&e) {
+            Some((x, _)) => Some(*x),
+            None if n.spawned => None,
+            None => work.experiment_of(t, e)?,
+        };
+        let Some(x) = x else {
             if change.is_some() {
                 // An Outcome without a Run: were a Run set later, its
                 // point would miss it.
@@ -433,88 +348,98 @@ fn update(
             }
             continue;
         };
-        let facts = change.map(outcome_facts).transpose()?;
-        let comparator = facts.as_ref().map_or("", |(_, c)| c.as_str());
-        let m = work
-            .meta
-            .experiments
-            .get_mut(x as usize)
-            .ok_or(Stop::Unkept)?;
-        if !comparator.is_empty() {
-            if m.spec.as_ref().is_none_or(|(last, _)| e >= *last) {
-                m.spec = Some((e, comparator.to_string()));
-            }
-        } else if m.spec.as_ref().is_some_and(|(last, _)| *last == e) {
+        let (kind, comparator) = match change.map(outcome_facts).transpose()? {
+            Some((kind, comparator)) => (Some(kind), comparator),
+            None => (None, String::new()),
+        };
+        work.change_point(t, x, e, |p| {
+            let changed = p.outcome != kind;
+            p.outcome = kind;
+            changed
+        })?;
+        comparators.push((x, e, comparator));
+    }
+    for (x, e, comparator) in &comparators {
+        let spec = &work.meta_of_ref(*x)?.spec;
+        let newer = spec.as_ref().is_none_or(|(last, _)| e >= last);
+        if !comparator.is_empty() && newer && spec.as_ref() != Some(&(*e, comparator.clone())) {
+            work.meta_of(*x)?.spec = Some((*e, comparator.clone()));
+        }
+    }
+    for (x, e, comparator) in &comparators {
+        let spec = &work.meta_of_ref(*x)?.spec;
+        if comparator.is_empty() && spec.as_ref().is_some_and(|(last, _)| last == e) {
             // The newest comparator taken back: the one before it is not kept.
             return Err(Stop::Unkept);
         }
-        work.point(t, u64::from(x), e)?.outcome = facts.map(|(k, _)| k);
     }
-    for (&e, n) in &net {
+    // Results changed by the batch: each leaves the run it joined and
+    // joins the run that has its run_id now, if any.
+    for (&r, n) in &net {
         let Some(change) = n.result else { continue };
-        let old = t.results.remove((w, e))?.map(|v| v.value());
+        let old = t.results.get((w, r))?.map(|v| v.value());
         if let Some(old) = old {
-            let rec = work.run(t, old)?.ok_or(Stop::Unkept)?;
-            let x = rec.experiment as usize;
-            let Some(i) = rec.samples.iter().position(|s| s.entity == e) else {
-                return Err(Stop::Unkept);
-            };
-            let sample = rec.samples.remove(i);
-            let m = work.meta.experiments.get_mut(x).ok_or(Stop::Unkept)?;
-            for (id, _) in sample.outputs {
-                let c = m.counts.get_mut(id as usize).ok_or(Stop::Unkept)?;
-                *c = c.saturating_sub(1);
-            }
-            work.dirty_runs.push(old);
+            t.results.remove((w, r))?;
+            work.remove_sample(t, old, r)?;
         }
         let Some(bytes) = change else { continue };
         let s = result_sample(bytes)?;
-        let Some(owner) = t.run_ids.get((w, s.run_id.as_str()))?.map(|v| v.value()) else {
-            // A Result before its Run.
-            return Err(Stop::Unkept);
-        };
-        let rec = work.run(t, owner)?.ok_or(Stop::Unkept)?;
-        let x = rec.experiment as usize;
-        let measured = match s.measured {
-            None => Measured::Unrecorded,
-            Some(c) if commit_id(&c) == rec.commit => Measured::Run,
-            Some(c) => Measured::Other(commit_id(&c)),
-        };
-        let m = work.meta.experiments.get_mut(x).ok_or(Stop::Unkept)?;
-        let mut outputs = Vec::with_capacity(s.outputs.len());
-        for (k, v) in &s.outputs {
-            let id = m.metric_id(k).ok_or(Stop::Unkept)?;
-            m.counts[id as usize] += 1;
-            outputs.push((id, *v));
-        }
-        let rec = work.run(t, owner)?.ok_or(Stop::Unkept)?;
-        let at = rec.samples.partition_point(|x| x.entity < e);
-        rec.samples.insert(
-            at,
-            StoredSample {
-                entity: e,
-                measured,
-                outputs,
+        // A run the batch set is the only one with its run_id (checked
+        // above); another is looked up.
+        let owner = match by_run_id.get(s.run_id.as_str()) {
+            Some(&o) => o,
+            None => match inputs.keyed(BY_RUN_ID, &s.run_id)?.as_slice() {
+                [] => continue,
+                [o] => *o,
+                _ => return Err(Stop::Unkept),
             },
-        );
-        t.results.insert((w, e), owner)?;
-        work.dirty_runs.push(owner);
+        };
+        work.add_sample(t, owner, r, &s, || run_of(&mut inputs, &touched, owner))?;
+        t.results.insert((w, r), owner)?;
     }
-    let mut dirty = std::mem::take(&mut work.dirty_runs);
-    dirty.sort_unstable();
-    dirty.dedup();
-    for e in dirty {
-        let rec = work.run(t, e)?.ok_or(Stop::Unkept)?;
-        let (x, means) = (u64::from(rec.experiment), rec.means());
-        work.point(t, x, e)?.means = means;
+    // The runs the batch set: their commit, and the Results that join
+    // them now (a run_id taken by a Run after its Results, or changed).
+    let mut any_result = None;
+    for (&e, (_, f)) in &touched {
+        work.set_commit(t, e, commit_id(&f.commit))?;
+        let have = work.record(t, e)?.map(|r| r.results()).unwrap_or_default();
+        if have.is_empty() && !*any_result.get_or_insert(inputs.any_result()?) {
+            continue;
+        }
+        let joined = inputs.keyed(RESULT_OF, &f.run_id)?;
+        if joined == have {
+            continue;
+        }
+        for r in have.iter().filter(|r| !joined.contains(r)) {
+            work.remove_sample(t, e, *r)?;
+            t.results.remove((w, *r))?;
+        }
+        for r in joined.iter().filter(|r| !have.contains(r)) {
+            let prev = t.results.get((w, *r))?.map(|v| v.value());
+            if let Some(prev) = prev {
+                // It joined a run whose run_id this batch changed.
+                work.remove_sample(t, prev, *r)?;
+            }
+            let s = result_sample(&inputs.value(RESULT, *r)?)?;
+            work.add_sample(t, e, *r, &s, || run_of(&mut inputs, &touched, e))?;
+            t.results.insert((w, *r), e)?;
+        }
     }
-    for (e, rec) in &work.runs {
-        let bytes = postcard::to_allocvec(rec).map_err(|_| Stop::Unkept)?;
-        t.runs.insert((w, *e), bytes.as_slice())?;
-    }
-    for ((x, b), points) in &work.blocks {
-        t.points
-            .insert((w, *x, *b), encode_block(points).as_slice())?;
-    }
-    Ok(())
+    let changed = work.meta_dirty;
+    work.write(t)?;
+    Ok(changed)
+}
+
+/// The experiment and commit of run `e`: from the batch when it set the
+/// Run, else from the current state.
+fn run_of(
+    inputs: &mut Inputs<'_, '_, '_>,
+    touched: &BTreeMap<u64, (u64, RunFacts)>,
+    e: u64,
+) -> Result<(String, work::CommitId), Stop> {
+    let facts = match touched.get(&e) {
+        Some((_, f)) => f.clone(),
+        None => run_facts(&inputs.value(RUN, e)?)?,
+    };
+    Ok((facts.experiment, commit_id(&facts.commit)))
 }
