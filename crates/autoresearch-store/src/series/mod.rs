@@ -310,6 +310,10 @@ fn update(
             return Err(Stop::Unkept);
         } else {
             work.add_point(t, x, e, facts.task)?;
+            if n.spawned {
+                // A new entity has no record: not looked up.
+                work.no_record(e);
+            }
         }
         work.set_crashed(t, x, e, facts.crashed)?;
         touched.insert(e, (x, facts));

@@ -316,6 +316,14 @@ impl<'m> Work<'m> {
         Ok(self.runs.get_mut(&e).and_then(|r| r.value.as_mut()))
     }
 
+    /// Notes that run `e` has no record yet (it is new).
+    pub(super) fn no_record(&mut self, e: u64) {
+        self.runs.entry(e).or_insert(Cached {
+            value: None,
+            dirty: false,
+        });
+    }
+
     /// Sets run `e`'s commit in its record, when it has one.
     pub(super) fn set_commit(
         &mut self,
