@@ -274,6 +274,9 @@ fn net_changes(appends: &[EncodedAppend]) -> BTreeMap<u64, Net<'_>> {
     net
 }
 
+/// The runs a batch set: entity -> (experiment id, facts).
+type Touched = BTreeMap<u64, (u64, RunFacts)>;
+
 /// Applies the batch; whether the metadata changed.
 fn update(
     t: &mut SeriesTables<'_>,
@@ -282,13 +285,43 @@ fn update(
     appends: &[EncodedAppend],
 ) -> Result<bool, Stop> {
     let net = net_changes(appends);
-    let w = inputs.w;
     let runs_before: u64 = meta.experiments.iter().map(|m| m.attempts).sum();
-    let mut work = Work::new(w, meta);
+    let mut work = Work::new(inputs.w, meta);
     // Runs first, so that an Outcome or Result of the same batch finds its
-    // run: each Run set, with its experiment.
-    let mut touched: BTreeMap<u64, (u64, RunFacts)> = BTreeMap::new();
-    for (&e, n) in &net {
+    // run.
+    let touched = apply_runs(t, &mut work, &net)?;
+    // One run per run_id. When every run is in this batch, the batch says
+    // it alone (an ingest of many runs then asks the index nothing).
+    let mut by_run_id: HashMap<&str, u64> = HashMap::with_capacity(touched.len());
+    for (&e, (_, f)) in &touched {
+        if by_run_id.insert(f.run_id.as_str(), e).is_some() {
+            return Err(Stop::Unkept);
+        }
+    }
+    if runs_before > 0 {
+        for (&e, (_, f)) in &touched {
+            if inputs.keyed(BY_RUN_ID, &f.run_id)? != [e] {
+                return Err(Stop::Unkept);
+            }
+        }
+    }
+    apply_outcomes(t, &mut work, &net, &touched)?;
+    apply_results(t, &mut work, &mut inputs, &net, &touched, &by_run_id)?;
+    join_results(t, &mut work, &mut inputs, &touched)?;
+    let changed = work.meta_dirty;
+    work.write(t)?;
+    Ok(changed)
+}
+
+/// Each Run the batch set or removed: its point (added for a new run),
+/// crashed flag and task.
+fn apply_runs(
+    t: &SeriesTables<'_>,
+    work: &mut Work<'_>,
+    net: &BTreeMap<u64, Net<'_>>,
+) -> Result<Touched, Stop> {
+    let mut touched = Touched::new();
+    for (&e, n) in net {
         let Some(change) = n.run else { continue };
         let Some(bytes) = change else {
             if !n.spawned && work.experiment_of(t, e)?.is_some() {
@@ -318,26 +351,20 @@ fn update(
         work.set_crashed(t, x, e, facts.crashed)?;
         touched.insert(e, (x, facts));
     }
-    // One run per run_id. When every run is in this batch, the batch says
-    // it alone (an ingest of many runs then asks the index nothing).
-    let mut by_run_id: HashMap<&str, u64> = HashMap::with_capacity(touched.len());
-    for (&e, (_, f)) in &touched {
-        if by_run_id.insert(f.run_id.as_str(), e).is_some() {
-            return Err(Stop::Unkept);
-        }
-    }
-    if runs_before > 0 {
-        for (&e, (_, f)) in &touched {
-            if inputs.keyed(BY_RUN_ID, &f.run_id)? != [e] {
-                return Err(Stop::Unkept);
-            }
-        }
-    }
-    // Outcomes: each one's point, then the newest comparator of each
-    // experiment (after every Outcome of the batch, so that the order of
-    // its entities does not matter).
+    Ok(touched)
+}
+
+/// Each Outcome the batch set or removed: its point, then the newest
+/// comparator of each experiment (after every Outcome of the batch, so
+/// that the order of its entities does not matter).
+fn apply_outcomes(
+    t: &SeriesTables<'_>,
+    work: &mut Work<'_>,
+    net: &BTreeMap<u64, Net<'_>>,
+    touched: &Touched,
+) -> Result<(), Stop> {
     let mut comparators = Vec::new();
-    for (&e, n) in &net {
+    for (&e, n) in net {
         let Some(change) = n.outcome else { continue };
         let x = match touched.get(&e) {
             Some((x, _)) => Some(*x),
@@ -377,9 +404,22 @@ fn update(
             return Err(Stop::Unkept);
         }
     }
-    // Results changed by the batch: each leaves the run it joined and
-    // joins the run that has its run_id now, if any.
-    for (&r, n) in &net {
+    Ok(())
+}
+
+/// Each Result the batch set or removed leaves the run it joined and
+/// joins the run that has its run_id now, if any (a run the batch set is
+/// the only one with its run_id: `by_run_id`; another is looked up).
+fn apply_results(
+    t: &mut SeriesTables<'_>,
+    work: &mut Work<'_>,
+    inputs: &mut Inputs<'_, '_, '_>,
+    net: &BTreeMap<u64, Net<'_>>,
+    touched: &Touched,
+    by_run_id: &HashMap<&str, u64>,
+) -> Result<(), Stop> {
+    let w = inputs.w;
+    for (&r, n) in net {
         let Some(change) = n.result else { continue };
         let old = t.results.get((w, r))?.map(|v| v.value());
         if let Some(old) = old {
@@ -388,8 +428,6 @@ fn update(
         }
         let Some(bytes) = change else { continue };
         let s = result_sample(bytes)?;
-        // A run the batch set is the only one with its run_id (checked
-        // above); another is looked up.
         let owner = match by_run_id.get(s.run_id.as_str()) {
             Some(&o) => o,
             None => match inputs.keyed(BY_RUN_ID, &s.run_id)?.as_slice() {
@@ -398,13 +436,23 @@ fn update(
                 _ => return Err(Stop::Unkept),
             },
         };
-        work.add_sample(t, owner, r, &s, || run_of(&mut inputs, &touched, owner))?;
+        work.add_sample(t, owner, r, &s, || run_of(inputs, touched, owner))?;
         t.results.insert((w, r), owner)?;
     }
-    // The runs the batch set: their commit, and the Results that join
-    // them now (a run_id taken by a Run after its Results, or changed).
+    Ok(())
+}
+
+/// The runs the batch set: their commit, and the Results that join them
+/// now (a run_id taken by a Run after its Results, or changed).
+fn join_results(
+    t: &mut SeriesTables<'_>,
+    work: &mut Work<'_>,
+    inputs: &mut Inputs<'_, '_, '_>,
+    touched: &Touched,
+) -> Result<(), Stop> {
+    let w = inputs.w;
     let mut any_result = None;
-    for (&e, (_, f)) in &touched {
+    for (&e, (_, f)) in touched {
         work.set_commit(t, e, commit_id(&f.commit))?;
         let have = work.record(t, e)?.map(|r| r.results()).unwrap_or_default();
         if have.is_empty() && !*any_result.get_or_insert(inputs.any_result()?) {
@@ -425,20 +473,18 @@ fn update(
                 work.remove_sample(t, prev, *r)?;
             }
             let s = result_sample(&inputs.value(RESULT, *r)?)?;
-            work.add_sample(t, e, *r, &s, || run_of(&mut inputs, &touched, e))?;
+            work.add_sample(t, e, *r, &s, || run_of(inputs, touched, e))?;
             t.results.insert((w, *r), e)?;
         }
     }
-    let changed = work.meta_dirty;
-    work.write(t)?;
-    Ok(changed)
+    Ok(())
 }
 
 /// The experiment and commit of run `e`: from the batch when it set the
 /// Run, else from the current state.
 fn run_of(
     inputs: &mut Inputs<'_, '_, '_>,
-    touched: &BTreeMap<u64, (u64, RunFacts)>,
+    touched: &Touched,
     e: u64,
 ) -> Result<(String, work::CommitId), Stop> {
     let facts = match touched.get(&e) {
