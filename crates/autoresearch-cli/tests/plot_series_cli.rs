@@ -21,7 +21,9 @@ use std::sync::Arc;
 /// and by a crashed run without one), one pending, one of an unknown
 /// status, runs without the metric, runs with two samples of which one
 /// measured the candidate before a rebase, descriptions and a
-/// confirmation. `shared_task` gives every run one task.
+/// confirmation, Results before their Run, and later ticks that change a
+/// run's commit after its Results and crash and restart runs.
+/// `shared_task` gives every run one task.
 async fn write_world(st: Arc<dyn Storage>, name: &str, attempts: u32, shared_task: bool) {
     let registry = Arc::new(ComponentRegistry::standard());
     let mut w = TickWriter::create(st, registry, &format!("autoresearch:{name}"))
@@ -36,6 +38,7 @@ async fn write_world(st: Arc<dyn Storage>, name: &str, attempts: u32, shared_tas
     .unwrap();
     let head = w.spawn();
     let mut best = 10.0;
+    let mut later = Vec::new();
     for n in 0..attempts {
         let run_id = format!("{name}-{n:05}");
         let commit = format!("{n:040x}");
@@ -53,6 +56,17 @@ async fn write_world(st: Arc<dyn Storage>, name: &str, attempts: u32, shared_tas
         });
         let e = w.spawn();
         w.set(e, &run).unwrap();
+        if n == 2 || n == 4 || n % 101 == 50 {
+            later.push((e, run.clone()));
+        }
+        if n % 23 == 11 {
+            // A Result of the next attempt, before its Run.
+            let next = format!("{name}-{:05}", n + 1);
+            let r = w.spawn();
+            let out = json!({"loss": 5.0, "_meta": {"commit": format!("{:040x}", n + 1)}});
+            w.set(r, &EvalResult::new(&next, "evaluate", &out, 0))
+                .unwrap();
+        }
         let keep = n == 0 || n % 97 == 1;
         let loss = if keep {
             best -= 0.01;
@@ -137,6 +151,19 @@ async fn write_world(st: Arc<dyn Storage>, name: &str, attempts: u32, shared_tas
         }
     }
     w.commit().await.unwrap();
+    // Later ticks: a run's commit changes after its Results (they measured
+    // the one before), crashed runs are restarted and another crashes.
+    for (e, mut run) in later {
+        if run.status == RunStatus::Crashed.as_str() {
+            run.set_status(RunStatus::Stopped);
+        } else if run.run_id.ends_with("00002") {
+            run.commit_hash = "e".repeat(40);
+        } else {
+            run.set_status(RunStatus::Crashed);
+        }
+        w.set(e, &run).unwrap();
+        w.commit().await.unwrap();
+    }
 }
 
 fn run(ledger: &Path, cwd: &Path, args: &[&str]) -> (String, String) {

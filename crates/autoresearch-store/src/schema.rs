@@ -61,7 +61,10 @@ pub(crate) fn ensure_schema(db: &Database, sink: &ErrorSink) -> Result<(), Stora
             Ok(txn.list_tables()?.map(|t| t.name().to_string()).collect())
         })()
         .map_err(|e| sink.error(e, context))?;
-        if TABLE_NAMES.iter().all(|t| names.iter().any(|n| n == t)) {
+        // Version 2 of the chart series had a table of its own for run
+        // ids; a file that has it is rewritten once to drop it.
+        let old_series = names.iter().any(|n| n == crate::series::OLD_RUN_IDS.name());
+        if TABLE_NAMES.iter().all(|t| names.iter().any(|n| n == t)) && !old_series {
             return Ok(());
         }
     }
@@ -104,6 +107,7 @@ pub(crate) fn ensure_schema(db: &Database, sink: &ErrorSink) -> Result<(), Stora
                 txn.delete_table(crate::current::TALLY)?;
                 txn.delete_table(crate::current::OLD_AT)?;
             }
+            txn.delete_table(crate::series::OLD_RUN_IDS)?;
             let had_liveness = txn.list_tables()?.any(|t| t.name() == LIVENESS.name());
             let mut liveness = txn.open_table(LIVENESS)?;
             if found < 2 || !had_liveness {

@@ -428,8 +428,8 @@ async fn table_bytes_reports_every_table() {
         "current_head",
         "series_head",
         "series_points",
+        "series_crashed",
         "series_runs",
-        "series_run_ids",
         "series_results",
     ]);
     assert_eq!(names, expected);

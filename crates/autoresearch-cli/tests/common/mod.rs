@@ -46,8 +46,8 @@ pub const CURRENT_TABLES: [&str; 5] = [
 pub const SERIES_TABLES: [&str; 5] = [
     "series_head",
     "series_points",
+    "series_crashed",
     "series_runs",
-    "series_run_ids",
     "series_results",
 ];
 

@@ -176,8 +176,8 @@ fn without_current_state(from: &Path, to: &Path) -> Result<()> {
         "current_head",
         "series_head",
         "series_points",
+        "series_crashed",
         "series_runs",
-        "series_run_ids",
         "series_results",
     ] {
         txn.delete_table(redb::TableDefinition::<u64, u64>::new(name))
@@ -214,16 +214,16 @@ fn series_bytes(ledger: &Path, attempts: usize) -> Result<serde_json::Value> {
         .stats()?,
     );
     add(
-        "series_runs",
-        txn.open_table(redb::TableDefinition::<(u64, u64), &[u8]>::new(
-            "series_runs",
+        "series_crashed",
+        txn.open_table(redb::TableDefinition::<(u64, u64, u64), &[u8]>::new(
+            "series_crashed",
         ))?
         .stats()?,
     );
     add(
-        "series_run_ids",
-        txn.open_table(redb::TableDefinition::<(u64, &str), u64>::new(
-            "series_run_ids",
+        "series_runs",
+        txn.open_table(redb::TableDefinition::<(u64, u64), &[u8]>::new(
+            "series_runs",
         ))?
         .stats()?,
     );

@@ -51,12 +51,7 @@ mod keys;
 mod pending;
 mod read;
 
-#[allow(
-    unused_imports,
-    reason = "the chart series' maintenance looks run ids up with it (issue #19)"
-)]
-pub(crate) use read::entities_with_key;
-pub(crate) use read::{read, table_bytes};
+pub(crate) use read::{entities_with_key, kept_at, read, table_bytes};
 
 use crate::encoding;
 use crate::{EncodedAppend, Failure};
@@ -207,6 +202,57 @@ impl<'t> CurrentTables<'t> {
         })
     }
 
+    /// The secondary-key table (`current_index`), for
+    /// [`entities_with_key`] inside the writer's transaction.
+    pub(crate) fn index(
+        &self,
+    ) -> &Table<'t, (u64, &'static str, &'static str, u64), &'static [u8]> {
+        &self.index
+    }
+
+    /// The current value of lifecycle component `component` ([`INPUTS`])
+    /// of `entity` in world `w`, taken from the record of the tick that
+    /// set it (decoded once per writer, [`InputCache`]): `Some(None)`
+    /// when it holds none. `None` when `component` is not an input, or a
+    /// pointer or record is missing or does not decode. `records` must
+    /// hold the tick that set it (a value set by the batch being appended
+    /// is not stored yet: the caller has it).
+    pub(crate) fn value(
+        &mut self,
+        records: &crate::stored::WriteValues<'_>,
+        w: u64,
+        component: &str,
+        entity: u64,
+    ) -> Result<Option<Option<Vec<u8>>>, Failure> {
+        let Some(name) = input_index(component).map(|i| INPUTS[i]) else {
+            return Ok(None);
+        };
+        // The pointer may still be pending (an update tick's change not yet
+        // folded into `current_ticks`).
+        let Some(pending) = self.load_pending(w)? else {
+            return Ok(None);
+        };
+        let none = Overlay::default();
+        let found = pointer(
+            &mut Blocks::new(w),
+            &self.ticks,
+            [&pending.overlay, &none],
+            name,
+            entity,
+        );
+        self.inputs.pending.insert(w, pending);
+        let Some(tick) = found? else {
+            return Ok(None);
+        };
+        let Some(tick) = tick else {
+            return Ok(Some(None));
+        };
+        let Some(values) = self.inputs.tick(records, w, tick)? else {
+            return Ok(None);
+        };
+        Ok(values.get(&(name, entity)).map(|v| Some(v.clone())))
+    }
+
     /// Deletes every entry of world `w`.
     pub(crate) fn delete(&mut self, w: u64) -> Result<(), Failure> {
         self.ticks
@@ -218,7 +264,7 @@ impl<'t> CurrentTables<'t> {
     }
 
     /// The tick world `w`'s current state is at, if it keeps one.
-    fn at(&self, w: u64) -> Result<Option<u64>, Failure> {
+    pub(crate) fn at(&self, w: u64) -> Result<Option<u64>, Failure> {
         if let Some(v) = self.head.get(w)? {
             return Ok(Some(v.value()));
         }

@@ -7,7 +7,7 @@ use super::{Blocks, HEAD, INDEX, OLD_AT, PENDING, TALLY, TICKS, kept_at_head, po
 use crate::encoding;
 use crate::{Failure, load_world};
 use autoresearch_core::current::{CurrentAnswer, CurrentRead, CurrentView, Tally};
-use autoresearch_core::{EntityId, WorldId};
+use autoresearch_core::{EntityId, WorldId, WorldInfo};
 use redb::{ReadTransaction, ReadableTable};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
@@ -285,16 +285,7 @@ pub(crate) fn read(
         return Ok(None);
     };
     let w = world.0;
-    let mut at_tick = match open(txn.open_table(HEAD))? {
-        Some(head) => head.get(w)?.map(|v| v.value()),
-        None => None,
-    };
-    if at_tick.is_none()
-        && let Some(old) = open(txn.open_table(OLD_AT))?
-    {
-        at_tick = old.get(w)?.map(|v| v.value());
-    }
-    if !kept_at_head(at_tick, &info) {
+    if !kept_at_head(kept_tick(txn, w)?, &info) {
         return Ok(None);
     }
     let overlay = match open(txn.open_table(PENDING))? {
@@ -421,29 +412,42 @@ pub(crate) fn read(
     }))
 }
 
-/// The entities whose secondary key `index` is exactly `key`, ascending,
-/// read from `current_index` inside a writer's transaction (after this
-/// transaction's `maintain` of the world). Exact for the `run_id`-keyed
-/// indexes (`run`, `result`, `vote`, `confirm`), which are never pending;
-/// the experiment-keyed ones may have pending changes this does not see.
-/// Errors: a chunk that does not decode.
-#[allow(
-    dead_code,
-    reason = "the chart series' maintenance looks run ids up with it (issue #19)"
-)]
+/// The entities whose key in `index` (one of `autoresearch_core::current`'s
+/// secondary indexes, e.g. `BY_RUN_ID`) of world `world` is exactly `key`,
+/// ascending, as `table` (`current_index`, read or being written) holds
+/// them: the chart series joins Results to runs with it inside the
+/// writer's transaction. `None` when a chunk does not decode (the caller
+/// stops relying on the index). Cost: one range look-up and the decoding
+/// of the chunks holding `key`.
 pub(crate) fn entities_with_key(
     table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
     world: u64,
     index: &str,
     key: &str,
-) -> Result<Vec<u64>, Failure> {
-    match keyed_forward(table, world, index, key, false, usize::MAX)? {
-        Some(found) => Ok(found.into_iter().map(|(_, e)| e.0).collect()),
-        None => Err(Failure::Storage(autoresearch_core::StorageError::Backend {
-            context: format!("reading the {index} index of world {world} at key {key:?}"),
-            source: "a chunk of current_index does not decode".into(),
-        })),
+) -> Result<Option<Vec<u64>>, Failure> {
+    Ok(keyed_forward(table, world, index, key, false, usize::MAX)?
+        .map(|found| found.into_iter().map(|(_, e)| e.0).collect()))
+}
+
+/// The tick world `w`'s current state is the state after, as `txn` has
+/// it: `current_head`, or `current_at` for a world kept by a build before
+/// `current_pending` existed; `None` when it is kept in neither.
+fn kept_tick(txn: &ReadTransaction, w: u64) -> Result<Option<u64>, Failure> {
+    if let Some(head) = open(txn.open_table(HEAD))?
+        && let Some(tick) = head.get(w)?
+    {
+        return Ok(Some(tick.value()));
     }
+    match open(txn.open_table(OLD_AT))? {
+        Some(old) => Ok(old.get(w)?.map(|v| v.value())),
+        None => Ok(None),
+    }
+}
+
+/// Whether `info`'s world keeps its current state at its head, in the
+/// read transaction `txn` (`false` for a file without the tables).
+pub(crate) fn kept_at(txn: &ReadTransaction, info: &WorldInfo) -> Result<bool, Failure> {
+    Ok(kept_at_head(kept_tick(txn, info.id.0)?, info))
 }
 
 /// The bytes of each current-state table the file has.

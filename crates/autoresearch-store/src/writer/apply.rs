@@ -308,7 +308,7 @@ fn write_append(
     info.head = last.tick;
     let entry = encode_world(&info)?;
     crate::current::maintain(&mut t.current, &t.records, &before, appends)?;
-    crate::series::maintain(&mut t.series, &before, appends)?;
+    crate::series::maintain(&mut t.series, &mut t.current, &t.records, &before, appends)?;
     let w = info.id.0;
     for (chunk, masks) in chunks {
         for (e, mask) in masks {

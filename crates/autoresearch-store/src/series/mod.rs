@@ -1,0 +1,495 @@
+//! The chart series of each root world's experiments (core's `series`
+//! module says what it holds), kept beside its log in the same write
+//! transaction as each appended tick: `autoresearch plot` of a million
+//! attempts then reads packed blocks of numbers instead of decoding every
+//! Run and parsing every Result.
+//!
+//! Tables (all keyed by world first):
+//!
+//! - `series_head`: `world` -> version, then the postcard of [`Meta`] (per
+//!   experiment: its attempts, metric names and how many Results have
+//!   each, and the newest comparator);
+//! - `series_points`: `(world, experiment, entity >> 8)` -> a block of up
+//!   to 256 points (see [`codec::encode_block`]): what the chart reads;
+//! - `series_crashed`: `(world, experiment, entity >> 8)` -> the crashed
+//!   flags of the block's points (a bitmap, absent when none is set): a
+//!   Run's status changes far more often than the rest of its point, and
+//!   a status change that does not cross `crashed` writes nothing;
+//! - `series_runs`: `(world, run entity)` -> postcard of a run record:
+//!   the run's commit (as a 128-bit hash) and its Results' numeric
+//!   outputs, to recompute its point when they change. Only runs with
+//!   Results have one; never read by a chart;
+//! - `series_results`: `(world, Result entity)` -> the run it joined.
+//!
+//! Results join runs by `run_id` through the current state's `run` index
+//! (`crate::current`, maintained just before in the same transaction), and
+//! a run's Results through its `result` index: the series keeps no copy
+//! of either. So the series is kept only beside the current state: it is
+//! at the tick the current state is at, and a world that stops keeping
+//! its current state stops keeping its series (the head holds no tick, so
+//! a tick that changes no point writes nothing here).
+//!
+//! A root world created by this build keeps them from tick 0. A world
+//! without a head entry of this version (a fork, one of a ledger written
+//! before these tables or by a build with another version) keeps none
+//! from then on. So does a world whose history leaves the series not
+//! provably equal to `autoresearch_core::series::series_of_state`: a
+//! lifecycle value that does not decode, two Runs with one `run_id`, an
+//! Outcome without a Run, a Run removed or moved to another experiment,
+//! the newest comparator taken back. Its entries are then deleted and its
+//! charts materialize: never a stale answer. (A Result whose `run_id` no
+//! run has yet joins none; the run that takes that `run_id` later finds
+//! it in the index.)
+
+mod codec;
+mod read;
+mod work;
+
+#[cfg(test)]
+pub(crate) use codec::VERSION;
+pub(crate) use read::{read, table_bytes};
+
+use crate::current::{CurrentTables, entities_with_key};
+use crate::{EncodedAppend, Failure};
+use autoresearch_core::current::{BY_RUN_ID, FactsError, OUTCOME, RESULT, RESULT_OF, RUN};
+use autoresearch_core::series::{RunFacts, outcome_facts, result_sample, run_facts};
+use autoresearch_core::{Change, Tick, WorldInfo};
+use codec::{Meta, decode_head, encode_head};
+use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use work::{Work, commit_id};
+
+/// `world` -> version, postcard of [`Meta`].
+pub(crate) const HEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("series_head");
+/// `(world, experiment, entity >> 8)` -> a block of points.
+pub(crate) const POINTS: TableDefinition<(u64, u64, u64), &[u8]> =
+    TableDefinition::new("series_points");
+/// `(world, experiment, entity >> 8)` -> the block's crashed flags.
+pub(crate) const CRASHED: TableDefinition<(u64, u64, u64), &[u8]> =
+    TableDefinition::new("series_crashed");
+/// `(world, run entity)` -> postcard of a run record.
+pub(crate) const RUNS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("series_runs");
+/// `(world, Result entity)` -> run entity.
+pub(crate) const RESULTS: TableDefinition<(u64, u64), u64> = TableDefinition::new("series_results");
+/// Version 2's `(world, run_id)` -> run entity, dropped when a file is
+/// opened for writing: the current state's `run` index answers it.
+pub(crate) const OLD_RUN_IDS: TableDefinition<(u64, &str), u64> =
+    TableDefinition::new("series_run_ids");
+
+/// The series tables inside a write transaction.
+pub(crate) struct SeriesTables<'t> {
+    head: Table<'t, u64, &'static [u8]>,
+    points: Table<'t, (u64, u64, u64), &'static [u8]>,
+    crashed: Table<'t, (u64, u64, u64), &'static [u8]>,
+    runs: Table<'t, (u64, u64), &'static [u8]>,
+    results: Table<'t, (u64, u64), u64>,
+}
+
+impl<'t> SeriesTables<'t> {
+    /// Opens (creating when missing) the tables.
+    pub(crate) fn open(txn: &'t WriteTransaction) -> Result<SeriesTables<'t>, Failure> {
+        Ok(SeriesTables {
+            head: txn.open_table(HEAD)?,
+            points: txn.open_table(POINTS)?,
+            crashed: txn.open_table(CRASHED)?,
+            runs: txn.open_table(RUNS)?,
+            results: txn.open_table(RESULTS)?,
+        })
+    }
+
+    /// Deletes every entry of world `w`.
+    pub(crate) fn delete(&mut self, w: u64) -> Result<(), Failure> {
+        self.head.remove(w)?;
+        self.points
+            .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
+        self.crashed
+            .retain_in((w, 0, 0)..=(w, u64::MAX, u64::MAX), |_, _| false)?;
+        self.runs.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+        self.results
+            .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+        Ok(())
+    }
+}
+
+/// Why an update stopped.
+enum Stop {
+    /// The series cannot be kept provably equal to the reference: stop
+    /// keeping it for this world.
+    Unkept,
+    /// redb failed: the whole transaction aborts.
+    Db(Failure),
+}
+
+impl<E: Into<Failure>> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Stop::Db(e.into())
+    }
+}
+
+impl From<FactsError> for Stop {
+    fn from(_: FactsError) -> Self {
+        Stop::Unkept
+    }
+}
+
+/// Applies `appends` (already checked, about to be stored) to `info`'s
+/// world's series, when it keeps one. `info` is the catalogue entry before
+/// the append; `current` holds the world's current state after it (or
+/// none), `records` every tick up to `info.head`.
+pub(crate) fn maintain(
+    t: &mut SeriesTables<'_>,
+    current: &mut CurrentTables<'_>,
+    records: &crate::stored::WriteValues<'_>,
+    info: &WorldInfo,
+    appends: &[EncodedAppend],
+) -> Result<(), Failure> {
+    let Some(last) = appends.last() else {
+        return Ok(());
+    };
+    let w = info.id.0;
+    let stored = t.head.get(w)?.map(|v| decode_head(v.value()));
+    let (mut meta, first) = match stored {
+        Some(Some(meta)) => (meta, false),
+        None if info.parent.is_none() && info.head == Tick::ZERO => (Meta::default(), true),
+        None => return Ok(()),
+        // Another version, or damaged.
+        Some(None) => return t.delete(w),
+    };
+    // Kept in the same transactions as the current state, so at the tick
+    // it was at before this batch exactly when it is kept after it.
+    if current.at(w)? != Some(last.tick.0) {
+        return t.delete(w);
+    }
+    let inputs = Inputs {
+        current,
+        records,
+        w,
+    };
+    match update(t, inputs, &mut meta, appends) {
+        Ok(changed) => {
+            if changed || first {
+                match encode_head(&meta) {
+                    Some(bytes) => {
+                        t.head.insert(w, bytes.as_slice())?;
+                    }
+                    None => return t.delete(w),
+                }
+            }
+            Ok(())
+        }
+        Err(Stop::Unkept) => t.delete(w),
+        Err(Stop::Db(f)) => Err(f),
+    }
+}
+
+/// The net change of a batch to one entity's lifecycle components:
+/// `Some(None)` removed, `Some(Some(v))` set to `v`, `None` untouched.
+#[derive(Default)]
+struct Net<'a> {
+    /// Whether the batch spawned it (it held nothing before).
+    spawned: bool,
+    run: Option<Option<&'a [u8]>>,
+    outcome: Option<Option<&'a [u8]>>,
+    result: Option<Option<&'a [u8]>>,
+}
+
+/// What the series reads of the current state (after the batch) and of
+/// the log.
+struct Inputs<'a, 'c, 'r> {
+    current: &'a mut CurrentTables<'c>,
+    records: &'a crate::stored::WriteValues<'r>,
+    w: u64,
+}
+
+impl Inputs<'_, '_, '_> {
+    /// The entities whose key in `index` is `key`.
+    fn keyed(&self, index: &str, key: &str) -> Result<Vec<u64>, Stop> {
+        entities_with_key(self.current.index(), self.w, index, key)?.ok_or(Stop::Unkept)
+    }
+
+    /// Whether any Result joins a run by `run_id` (the `result` index has
+    /// an entry).
+    fn any_result(&self) -> Result<bool, Stop> {
+        let first = self
+            .current
+            .index()
+            .range::<(u64, &str, &str, u64)>((
+                Bound::Included((self.w, RESULT_OF, "", 0)),
+                Bound::Unbounded,
+            ))?
+            .next();
+        Ok(match first {
+            Some(entry) => {
+                let (k, _) = entry?;
+                let (kw, ki, _, _) = k.value();
+                kw == self.w && ki == RESULT_OF
+            }
+            None => false,
+        })
+    }
+
+    /// The current value of `component` of `entity`, set before the batch.
+    fn value(&mut self, component: &str, entity: u64) -> Result<Vec<u8>, Stop> {
+        self.current
+            .value(self.records, self.w, component, entity)?
+            .flatten()
+            .ok_or(Stop::Unkept)
+    }
+}
+
+fn net_changes(appends: &[EncodedAppend]) -> BTreeMap<u64, Net<'_>> {
+    let mut net: BTreeMap<u64, Net<'_>> = BTreeMap::new();
+    for a in appends {
+        for change in &a.changes_full {
+            let e = change.entity().0;
+            let n = net.entry(e).or_insert_with(|| Net {
+                spawned: matches!(change, Change::Spawn { .. }),
+                ..Net::default()
+            });
+            match change {
+                Change::Spawn { .. } => {}
+                Change::Set {
+                    component, value, ..
+                } => match component.as_str() {
+                    RUN => n.run = Some(Some(value)),
+                    OUTCOME => n.outcome = Some(Some(value)),
+                    RESULT => n.result = Some(Some(value)),
+                    _ => {}
+                },
+                Change::Remove { component, .. } => match component.as_str() {
+                    RUN => n.run = Some(None),
+                    OUTCOME => n.outcome = Some(None),
+                    RESULT => n.result = Some(None),
+                    _ => {}
+                },
+                Change::Despawn { .. } => {
+                    n.run = Some(None);
+                    n.outcome = Some(None);
+                    n.result = Some(None);
+                }
+            }
+        }
+    }
+    net
+}
+
+/// The runs a batch set: entity -> (experiment id, facts).
+type Touched = BTreeMap<u64, (u64, RunFacts)>;
+
+/// Applies the batch; whether the metadata changed.
+fn update(
+    t: &mut SeriesTables<'_>,
+    mut inputs: Inputs<'_, '_, '_>,
+    meta: &mut Meta,
+    appends: &[EncodedAppend],
+) -> Result<bool, Stop> {
+    let net = net_changes(appends);
+    let runs_before: u64 = meta.experiments.iter().map(|m| m.attempts).sum();
+    let mut work = Work::new(inputs.w, meta);
+    // Runs first, so that an Outcome or Result of the same batch finds its
+    // run.
+    let touched = apply_runs(t, &mut work, &net)?;
+    // One run per run_id. When every run is in this batch, the batch says
+    // it alone (an ingest of many runs then asks the index nothing).
+    let mut by_run_id: HashMap<&str, u64> = HashMap::with_capacity(touched.len());
+    for (&e, (_, f)) in &touched {
+        if by_run_id.insert(f.run_id.as_str(), e).is_some() {
+            return Err(Stop::Unkept);
+        }
+    }
+    if runs_before > 0 {
+        for (&e, (_, f)) in &touched {
+            if inputs.keyed(BY_RUN_ID, &f.run_id)? != [e] {
+                return Err(Stop::Unkept);
+            }
+        }
+    }
+    apply_outcomes(t, &mut work, &net, &touched)?;
+    apply_results(t, &mut work, &mut inputs, &net, &touched, &by_run_id)?;
+    join_results(t, &mut work, &mut inputs, &touched)?;
+    let changed = work.meta_dirty;
+    work.write(t)?;
+    Ok(changed)
+}
+
+/// Each Run the batch set or removed: its point (added for a new run),
+/// crashed flag and task.
+fn apply_runs(
+    t: &SeriesTables<'_>,
+    work: &mut Work<'_>,
+    net: &BTreeMap<u64, Net<'_>>,
+) -> Result<Touched, Stop> {
+    let mut touched = Touched::new();
+    for (&e, n) in net {
+        let Some(change) = n.run else { continue };
+        let Some(bytes) = change else {
+            if !n.spawned && work.experiment_of(t, e)?.is_some() {
+                // A run removed.
+                return Err(Stop::Unkept);
+            }
+            continue;
+        };
+        let facts = run_facts(bytes)?;
+        let x = work.experiment(&facts.experiment);
+        if !n.spawned && work.has_point(t, x, e)? {
+            work.change_point(t, x, e, |p| {
+                let changed = p.task != facts.task;
+                p.task = facts.task;
+                changed
+            })?;
+        } else if !n.spawned && work.experiment_of(t, e)?.is_some() {
+            // Moved to another experiment.
+            return Err(Stop::Unkept);
+        } else {
+            work.add_point(t, x, e, facts.task)?;
+            if n.spawned {
+                // A new entity has no record: not looked up.
+                work.no_record(e);
+            }
+        }
+        work.set_crashed(t, x, e, facts.crashed)?;
+        touched.insert(e, (x, facts));
+    }
+    Ok(touched)
+}
+
+/// Each Outcome the batch set or removed: its point, then the newest
+/// comparator of each experiment (after every Outcome of the batch, so
+/// that the order of its entities does not matter).
+fn apply_outcomes(
+    t: &SeriesTables<'_>,
+    work: &mut Work<'_>,
+    net: &BTreeMap<u64, Net<'_>>,
+    touched: &Touched,
+) -> Result<(), Stop> {
+    let mut comparators = Vec::new();
+    for (&e, n) in net {
+        let Some(change) = n.outcome else { continue };
+        let x = match touched.get(&e) {
+            Some((x, _)) => Some(*x),
+            None if n.spawned => None,
+            None => work.experiment_of(t, e)?,
+        };
+        let Some(x) = x else {
+            if change.is_some() {
+                // An Outcome without a Run: were a Run set later, its
+                // point would miss it.
+                return Err(Stop::Unkept);
+            }
+            continue;
+        };
+        let (kind, comparator) = match change.map(outcome_facts).transpose()? {
+            Some((kind, comparator)) => (Some(kind), comparator),
+            None => (None, String::new()),
+        };
+        work.change_point(t, x, e, |p| {
+            let changed = p.outcome != kind;
+            p.outcome = kind;
+            changed
+        })?;
+        comparators.push((x, e, comparator));
+    }
+    for (x, e, comparator) in &comparators {
+        let spec = &work.meta_of_ref(*x)?.spec;
+        let newer = spec.as_ref().is_none_or(|(last, _)| e >= last);
+        if !comparator.is_empty() && newer && spec.as_ref() != Some(&(*e, comparator.clone())) {
+            work.meta_of(*x)?.spec = Some((*e, comparator.clone()));
+        }
+    }
+    for (x, e, comparator) in &comparators {
+        let spec = &work.meta_of_ref(*x)?.spec;
+        if comparator.is_empty() && spec.as_ref().is_some_and(|(last, _)| last == e) {
+            // The newest comparator taken back: the one before it is not kept.
+            return Err(Stop::Unkept);
+        }
+    }
+    Ok(())
+}
+
+/// Each Result the batch set or removed leaves the run it joined and
+/// joins the run that has its run_id now, if any (a run the batch set is
+/// the only one with its run_id: `by_run_id`; another is looked up).
+fn apply_results(
+    t: &mut SeriesTables<'_>,
+    work: &mut Work<'_>,
+    inputs: &mut Inputs<'_, '_, '_>,
+    net: &BTreeMap<u64, Net<'_>>,
+    touched: &Touched,
+    by_run_id: &HashMap<&str, u64>,
+) -> Result<(), Stop> {
+    let w = inputs.w;
+    for (&r, n) in net {
+        let Some(change) = n.result else { continue };
+        let old = t.results.get((w, r))?.map(|v| v.value());
+        if let Some(old) = old {
+            t.results.remove((w, r))?;
+            work.remove_sample(t, old, r)?;
+        }
+        let Some(bytes) = change else { continue };
+        let s = result_sample(bytes)?;
+        let owner = match by_run_id.get(s.run_id.as_str()) {
+            Some(&o) => o,
+            None => match inputs.keyed(BY_RUN_ID, &s.run_id)?.as_slice() {
+                [] => continue,
+                [o] => *o,
+                _ => return Err(Stop::Unkept),
+            },
+        };
+        work.add_sample(t, owner, r, &s, || run_of(inputs, touched, owner))?;
+        t.results.insert((w, r), owner)?;
+    }
+    Ok(())
+}
+
+/// The runs the batch set: their commit, and the Results that join them
+/// now (a run_id taken by a Run after its Results, or changed).
+fn join_results(
+    t: &mut SeriesTables<'_>,
+    work: &mut Work<'_>,
+    inputs: &mut Inputs<'_, '_, '_>,
+    touched: &Touched,
+) -> Result<(), Stop> {
+    let w = inputs.w;
+    let mut any_result = None;
+    for (&e, (_, f)) in touched {
+        work.set_commit(t, e, commit_id(&f.commit))?;
+        let have = work.record(t, e)?.map(|r| r.results()).unwrap_or_default();
+        if have.is_empty() && !*any_result.get_or_insert(inputs.any_result()?) {
+            continue;
+        }
+        let joined = inputs.keyed(RESULT_OF, &f.run_id)?;
+        if joined == have {
+            continue;
+        }
+        for r in have.iter().filter(|r| !joined.contains(r)) {
+            work.remove_sample(t, e, *r)?;
+            t.results.remove((w, *r))?;
+        }
+        for r in joined.iter().filter(|r| !have.contains(r)) {
+            let prev = t.results.get((w, *r))?.map(|v| v.value());
+            if let Some(prev) = prev {
+                // It joined a run whose run_id this batch changed.
+                work.remove_sample(t, prev, *r)?;
+            }
+            let s = result_sample(&inputs.value(RESULT, *r)?)?;
+            work.add_sample(t, e, *r, &s, || run_of(inputs, touched, e))?;
+            t.results.insert((w, *r), e)?;
+        }
+    }
+    Ok(())
+}
+
+/// The experiment and commit of run `e`: from the batch when it set the
+/// Run, else from the current state.
+fn run_of(
+    inputs: &mut Inputs<'_, '_, '_>,
+    touched: &Touched,
+    e: u64,
+) -> Result<(String, work::CommitId), Stop> {
+    let facts = match touched.get(&e) {
+        Some((_, f)) => f.clone(),
+        None => run_facts(&inputs.value(RUN, e)?)?,
+    };
+    Ok((facts.experiment, commit_id(&facts.commit)))
+}
