@@ -105,11 +105,13 @@ impl World {
             runs: Default::default(),
             info,
         };
-        // Each entity spawned with all its components at once.
+        // Each entity spawned with all its components at once, and its
+        // encoded values freed at once (while still in cache), not in a
+        // second pass over the whole state.
         let mut builder = hecs::EntityBuilder::new();
-        for (id, comps) in &state.entities {
-            builder.add(*id);
-            for (name, bytes) in comps {
+        for (id, comps) in state.entities {
+            builder.add(id);
+            for (name, bytes) in &comps {
                 let vt = w.registry.vtable(w.info.id, name)?;
                 (vt.build)(&mut builder, bytes).map_err(|source| RegistryError::Decode {
                     world: w.info.id,
@@ -118,7 +120,7 @@ impl World {
                 })?;
             }
             let e = w.hecs.spawn(builder.build());
-            w.ids.insert(*id, e);
+            w.ids.insert(id, e);
         }
         Ok(w)
     }
