@@ -49,10 +49,12 @@ pub struct World {
     /// Ticks applied here whose append waits for [`World::flush`], in order,
     /// each with the snapshot the storage asked for.
     staged: Vec<(TickRecord, Option<Snapshot>)>,
-    /// `(run_id, entity)` of every live entity holding a [`Run`], kept in
-    /// step with hecs, for [`World::run_by_id`] in O(log n). `None` when
-    /// the registry has no `Run` type (then the look-up scans).
-    runs: Option<RunIndex>,
+    /// `(run_id, entity)` of every live entity holding a [`Run`], for
+    /// [`World::run_by_id`] in O(log n): built by the first look-up (an
+    /// open that never looks a run up does not pay for it), then kept in
+    /// step with hecs. Holds `None` when the registry has no `Run` type
+    /// (then the look-up scans).
+    runs: std::sync::OnceLock<Option<RunIndex>>,
     /// About how many bytes of records a read of this tick replays after
     /// the last snapshot on the world's lineage ([`TickRecord::approx_bytes`]).
     replay_bytes: u64,
@@ -74,7 +76,7 @@ impl World {
     /// Drops `entity`'s run (if it has one) from the run index, before a
     /// change that may replace or remove it.
     fn unindex_run(&mut self, entity: EntityId, e: hecs::Entity) {
-        if let Some(index) = &mut self.runs
+        if let Some(Some(index)) = self.runs.get_mut()
             && let Ok(run) = self.hecs.get::<&Run>(e)
         {
             index.by_id.remove(&(run.run_id.clone(), entity));
@@ -89,7 +91,7 @@ impl World {
     /// Moves `entity` in the run index from the run id it held `before`
     /// to the one it holds now; nothing when they are the same.
     fn reindex_run(&mut self, entity: EntityId, e: hecs::Entity, before: Option<String>) {
-        let Some(index) = &mut self.runs else {
+        let Some(Some(index)) = self.runs.get_mut() else {
             return;
         };
         let now = self.hecs.get::<&Run>(e).ok();
@@ -104,9 +106,13 @@ impl World {
         }
     }
 
-    /// Whether `component` is the indexed [`Run`] component.
+    /// Whether `component` is the [`Run`] component of a built run index
+    /// (one not built yet needs no upkeep).
     fn is_run(&self, component: &str) -> bool {
-        self.runs.as_ref().is_some_and(|i| i.component == component)
+        self.runs
+            .get()
+            .and_then(Option::as_ref)
+            .is_some_and(|i| i.component == component)
     }
 
     fn insert_bytes(&mut self, e: hecs::Entity, name: &str, bytes: &[u8]) -> Result<(), Error> {

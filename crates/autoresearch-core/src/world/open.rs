@@ -102,14 +102,16 @@ impl World {
             pending_values: Vec::new(),
             pending_live: HashMap::new(),
             staged: Vec::new(),
-            runs: None,
+            runs: Default::default(),
             info,
         };
-        // Each entity spawned with all its components at once.
+        // Each entity spawned with all its components at once, and its
+        // encoded values freed at once (while still in cache), not in a
+        // second pass over the whole state.
         let mut builder = hecs::EntityBuilder::new();
-        for (id, comps) in &state.entities {
-            builder.add(*id);
-            for (name, bytes) in comps {
+        for (id, comps) in state.entities {
+            builder.add(id);
+            for (name, bytes) in &comps {
                 let vt = w.registry.vtable(w.info.id, name)?;
                 (vt.build)(&mut builder, bytes).map_err(|source| RegistryError::Decode {
                     world: w.info.id,
@@ -118,22 +120,22 @@ impl World {
                 })?;
             }
             let e = w.hecs.spawn(builder.build());
-            w.ids.insert(*id, e);
+            w.ids.insert(id, e);
         }
-        w.index_runs();
         Ok(w)
     }
 
-    /// Builds the run index from the materialized runs.
-    fn index_runs(&mut self) {
-        self.runs = self.registry.name_of::<Run>().ok().map(|name| RunIndex {
-            component: name.to_string(),
-            by_id: Default::default(),
-        });
-        if let Some(index) = &mut self.runs {
-            let mut q = self.hecs.query::<(&EntityId, &Run)>();
-            index.by_id = q.iter().map(|(id, r)| (r.run_id.clone(), *id)).collect();
-        }
+    /// The run index of the materialized runs, built on first use.
+    /// `None` when the registry has no `Run` type.
+    pub(super) fn run_index(&self) -> Option<&RunIndex> {
+        self.runs
+            .get_or_init(|| {
+                let component = self.registry.name_of::<Run>().ok()?.to_string();
+                let mut q = self.hecs.query::<(&EntityId, &Run)>();
+                let by_id = q.iter().map(|(id, r)| (r.run_id.clone(), *id)).collect();
+                Some(RunIndex { component, by_id })
+            })
+            .as_ref()
     }
 
     /// A writable handle on `info` (a fork at this handle's tick) holding
@@ -172,7 +174,6 @@ impl World {
             let copy = w.hecs.spawn(builder.build());
             w.ids.insert(*id, copy);
         }
-        w.index_runs();
         Ok(w)
     }
 }

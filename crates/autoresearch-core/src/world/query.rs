@@ -41,9 +41,10 @@ impl World {
 
     /// The run with this `run_id` (the lowest entity holding it, should
     /// several). Cost: O(log n), through an index the world keeps in step
-    /// with every applied tick.
+    /// with every applied tick; the first look-up on a handle builds it
+    /// (O(n log n) in the runs held).
     pub fn run_by_id(&self, run_id: &str) -> Option<(EntityId, Run)> {
-        let Some(index) = &self.runs else {
+        let Some(index) = self.run_index() else {
             return self.find::<Run>(|r| r.run_id == run_id);
         };
         let (id, entity) = index

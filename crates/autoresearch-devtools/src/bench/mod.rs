@@ -2,6 +2,7 @@
 //! goes to stderr. Compare ratios measured in one run: the machine is noisy.
 
 mod decisions;
+mod fork;
 mod history;
 mod ingest;
 mod ledger;
@@ -119,10 +120,11 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
         "loop" => loop_::run(quick, args),
         "decisions" => decisions::run(quick, args),
         "parity" => parity::run(quick, args),
+        "fork" => fork::run(quick, args),
         "serve" => serve::run(quick, args),
         "history" => history::run(quick, args),
         other => bail!(
-            "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions, parity, serve or history)"
+            "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions, parity, fork, serve or history)"
         ),
     };
     let unwritten = UNWRITTEN.load(std::sync::atomic::Ordering::Relaxed);

@@ -117,10 +117,23 @@ pub(super) fn new_agent_row(
     if let Some(buf) = buf.as_deref_mut() {
         buf.clear();
     }
-    let mut text = String::with_capacity(256);
+    // The values first, to size the text once: a row is longer than any
+    // fixed guess often enough that growing it cost a copy per row.
+    let mut values = [ValueRef::Null; 11];
+    let mut len = 0;
+    for (i, v) in values.iter_mut().enumerate() {
+        *v = row.get_ref(from + i)?;
+        len += match v {
+            ValueRef::Null => 0,
+            // At most 20 digits and a sign; a float's shortest rendering
+            // rarely more (and it only grows the text if it is).
+            ValueRef::Integer(_) | ValueRef::Real(_) => 24,
+            ValueRef::Text(b) | ValueRef::Blob(b) => b.len(),
+        };
+    }
+    let mut text = String::with_capacity(len);
     let mut spans = [None; 11];
-    for (i, span) in spans.iter_mut().enumerate() {
-        let v = row.get_ref(from + i)?;
+    for (v, span) in values.into_iter().zip(spans.iter_mut()) {
         if let Some(buf) = buf.as_deref_mut() {
             encode(v, buf);
         }
@@ -170,4 +183,33 @@ pub(super) fn report_row(row: &Row<'_>, fp: u64) -> rusqlite::Result<ReportRow> 
         *c = owned(row.get_ref(i)?);
     }
     Ok(ReportRow { cols, fp })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_reads_as_owned_renders_each_value_with_the_same_fingerprint() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let long = "x".repeat(1000);
+        // Every storage class, a long text (past any fixed first guess),
+        // and a blob that is not UTF-8.
+        let sql = "SELECT 'a', NULL, -9223372036854775808, 2.5e-300, X'00FF61', ?1, \
+                   '', 'ü-ñ 🚀', 42, X'6869', 1e308";
+        let mut stmt = conn.prepare(sql).unwrap();
+        let mut rows = stmt.query([&long]).unwrap();
+        let row = rows.next().unwrap().unwrap();
+        let mut buf = Vec::new();
+        let agent = new_agent_row(row, 0, Some(&mut buf)).unwrap();
+        for i in 0..11 {
+            let expected = owned(row.get_ref(i).unwrap());
+            assert_eq!(agent.get(i), expected.as_deref(), "column {i}");
+        }
+        assert_eq!(agent.get(5), Some(long.as_str()));
+        let mut again = Vec::new();
+        assert_eq!(agent.fp, fingerprint(row, 11, &mut again).unwrap());
+        // Without a buffer the fingerprint is left for the caller.
+        assert_eq!(new_agent_row(row, 0, None).unwrap().fp, 0);
+    }
 }

@@ -34,16 +34,17 @@ fn report_from_row(row: &ReportRow, report: &mut SyncReport) -> RunReport {
     }
 }
 
-/// A row with what parsing it found: its times and their warnings.
-struct Built {
-    row: AgentRow,
+/// A row (borrowed from the scan, not moved) with what parsing it found:
+/// its times and their warnings.
+struct Built<'r> {
+    row: &'r AgentRow,
     started_at_ms: i64,
     finished_at_ms: i64,
     naive: usize,
     warnings: Vec<String>,
 }
 
-fn build_run(row: AgentRow) -> Built {
+fn build_run(row: &AgentRow) -> Built<'_> {
     let agent_id = row.get(0).unwrap_or_default();
     let mut naive = 0;
     let mut warnings = Vec::new();
@@ -71,7 +72,7 @@ fn build_run(row: AgentRow) -> Built {
     }
 }
 
-impl Built {
+impl Built<'_> {
     fn run_id(&self) -> &str {
         self.row.get(0).unwrap_or_default()
     }
@@ -200,8 +201,8 @@ pub(super) fn apply(
 
     let built: Vec<(i64, Option<u32>, Built)> = scan
         .agents
-        .into_iter()
-        .map(|(rowid, hint, r)| (rowid, hint, build_run(r)))
+        .iter()
+        .map(|(rowid, hint, r)| (*rowid, *hint, build_run(r)))
         .collect();
     // New runs are spawned in start order, as the reference loader reads them.
     // Sort positions, not the rows themselves.
@@ -218,7 +219,7 @@ pub(super) fn apply(
     // of times.
     by_rowid.reserve(built.len());
     writer.reserve(2 * built.len());
-    index.runs.reserve(built.len());
+    index.reserve(built.len());
     let run_component = writer.registry().name_of::<Run>()?.to_string();
     let registry = writer.registry().clone();
     let mut scratch = Vec::with_capacity(512);
