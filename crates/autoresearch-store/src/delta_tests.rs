@@ -277,3 +277,50 @@ async fn a_missing_base_or_a_damaged_delta_is_an_error_naming_the_tick() {
         Err(Error::Storage(StorageError::Corrupt { .. }) | Error::Unreplayable { .. })
     ));
 }
+
+/// A tick of the parity benchmark's shape (100 status changes of runs an
+/// ingest spawned) stores its record in a few bytes per change, inline
+/// in the records table (no page of its own, no parts).
+#[tokio::test]
+async fn a_tick_of_status_changes_stores_a_few_bytes_per_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let st = open(&path, None);
+    let mut w = World::create(st, registry(), "w").await.unwrap();
+    let mut rng = Rng(5);
+    let words = [
+        "optimize", "reduce", "latency", "refactor", "the", "training", "loop",
+    ];
+    for i in 0..1_000 {
+        let id = format!("{:016x}-{i:07}", rng.next());
+        let mut run = Run::new(id.clone(), "kernel-tune");
+        run.vm_name = format!("vm-kernel-tune-{i:07}");
+        run.harness = "claude-code".into();
+        run.repo_url = "https://github.com/example/kernel-tune.git".into();
+        run.task = (0..12)
+            .map(|_| *rng.pick(&words))
+            .collect::<Vec<_>>()
+            .join(" ");
+        run.agent_name = "kernel-tune-claude-code".into();
+        run.workspace_path = format!("/var/lib/archetype-runner/workspaces/{id}");
+        w.spawn_with(&run).unwrap();
+    }
+    w.commit().await.unwrap();
+    let entities: Vec<EntityId> = runs_of(&w).into_keys().collect();
+    let mut values = 0;
+    for e in entities.iter().step_by(10) {
+        let mut run = w.get::<Run>(*e).unwrap();
+        run.set_status(RunStatus::Stopping);
+        values += postcard::to_stdvec(&run).unwrap().len();
+        w.insert(*e, &run).unwrap();
+    }
+    assert_eq!(w.commit().await.unwrap(), Tick(2));
+    let raw = raw_record(&path, w.id(), 2);
+    eprintln!(
+        "tick of 100 status changes: {} bytes stored for {values} bytes of values",
+        raw.len()
+    );
+    assert_eq!(raw[0], encoding::DELTA_VERSION);
+    assert!(raw.len() <= encoding::INLINE_MAX, "{} bytes", raw.len());
+    assert!(raw.len() * 10 < values, "{} bytes for {values}", raw.len());
+}

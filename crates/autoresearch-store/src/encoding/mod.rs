@@ -20,6 +20,8 @@ mod value;
 pub(crate) use borrowed::{
     ChangeRef, decode_component_record, decode_component_snapshot, record_sets,
 };
+#[cfg(test)]
+pub(crate) use parts::INLINE_MAX;
 pub(crate) use parts::{CODEC_PARTS, RECORD_PARTS, SNAPSHOT_PARTS, join, split, stub};
 pub(crate) use value::{body, nothing_left, take_whole};
 use value::{decode, encode, encode_packed, encode_packed_sized, encode_versioned};

@@ -124,7 +124,8 @@ pub(crate) fn join<'a>(
     stub: Stub,
     parts: impl IntoIterator<Item = (u64, &'a [u8])>,
 ) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::with_capacity(stub.len);
+    // A damaged stub's claim is not trusted with an allocation.
+    let mut out = Vec::with_capacity(stub.len.min(64 << 20));
     let mut count = 0u64;
     for (i, part) in parts {
         if i != count {
