@@ -719,8 +719,7 @@ fn update(
             pending.overlay.merge(delta);
             fold(t, w, &pending.overlay)?;
             if pending.ends.is_some() {
-                t.pending
-                    .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+                t.pending.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
             }
             *pending = Pending::default();
         }
