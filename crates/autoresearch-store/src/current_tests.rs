@@ -580,7 +580,10 @@ async fn small_ticks_stay_pending_until_folded_and_a_large_one_is_folded_at_once
         let mut w = World::create(st.clone(), registry(), "bulk").await.unwrap();
         let mut runs = Vec::new();
         for i in 0..2_500u64 {
-            let mut run = Run::new(format!("{:016x}-{i:07}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)), "a");
+            let mut run = Run::new(
+                format!("{:016x}-{i:07}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                "a",
+            );
             run.set_status(RunStatus::Running);
             runs.push(w.spawn_with(&run).unwrap());
         }
@@ -610,7 +613,11 @@ async fn small_ticks_stay_pending_until_folded_and_a_large_one_is_folded_at_once
             w.commit().await.unwrap();
             let (entries, changes) = pending_of(&redb, w.id()).await;
             // 32 pending entries at most: the 33rd tick folds them.
-            assert_eq!(entries as u64, if tick < 32 { tick + 1 } else { tick - 32 }, "tick {tick}");
+            assert_eq!(
+                entries as u64,
+                if tick < 32 { tick + 1 } else { tick - 32 },
+                "tick {tick}"
+            );
             assert!(changes > 0 || entries == 0);
             if tick % 8 == 0 || tick == 31 || tick == 32 {
                 check(&st, w.id(), &mut rng, 3).await;
@@ -682,7 +689,11 @@ async fn a_world_kept_in_the_previous_layout_is_read_and_adopted() {
         .unwrap();
     let txn = db.begin_read().unwrap();
     assert_eq!(
-        txn.open_table(OLD_AT).unwrap().get(id.0).unwrap().map(|v| v.value()),
+        txn.open_table(OLD_AT)
+            .unwrap()
+            .get(id.0)
+            .unwrap()
+            .map(|v| v.value()),
         None
     );
     assert_eq!(

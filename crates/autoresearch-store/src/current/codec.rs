@@ -373,7 +373,11 @@ mod tests {
         let text: usize = chunk.iter().map(|(k, _)| k.len()).sum();
         assert_eq!(text, 1_536);
         assert_eq!(bytes[1], 17);
-        assert!(bytes.len() <= 2 + 17 + 64 * 4 + 960, "{} bytes", bytes.len());
+        assert!(
+            bytes.len() <= 2 + 17 + 64 * 4 + 960,
+            "{} bytes",
+            bytes.len()
+        );
         // Keys of any bytes (an alphabet of 128 or more) round trip.
         let wide: KeyChunk = (0..400u32)
             .filter_map(char::from_u32)
@@ -427,7 +431,11 @@ mod tests {
         other[0] = 9;
         assert_eq!(decode_chunk(&other), None);
         for cut in 1..bytes.len() {
-            assert_ne!(decode_chunk(&bytes[..cut]), Some(chunk.clone()), "cut at {cut}");
+            assert_ne!(
+                decode_chunk(&bytes[..cut]),
+                Some(chunk.clone()),
+                "cut at {cut}"
+            );
         }
         assert_eq!(decode_chunk(&bytes[..bytes.len() - 1]), None);
         assert_eq!(decode_chunk(&encode_chunk(&[])), Some(Vec::new()));

@@ -80,7 +80,11 @@ pub(super) fn apply_keys(
         let mut j = i;
         while j < ops.len() {
             let (oi, ok, oe, add) = ops[j];
-            if oi != index || end.as_ref().is_some_and(|(k, e)| (ok, oe) >= (k.as_str(), *e)) {
+            if oi != index
+                || end
+                    .as_ref()
+                    .is_some_and(|(k, e)| (ok, oe) >= (k.as_str(), *e))
+            {
                 break;
             }
             match (

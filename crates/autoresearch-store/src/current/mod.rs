@@ -423,10 +423,17 @@ fn input_index(component: &str) -> Option<usize> {
 }
 
 /// The main table's pointer blocks of one world read so far, each
-/// decoded once.
+/// decoded once, by component.
 struct Blocks {
     w: u64,
-    cached: HashMap<String, HashMap<u64, PointerBlock>>,
+    cached: HashMap<String, Component>,
+}
+
+/// One component's blocks in [`Blocks`].
+struct Component {
+    /// Whether the main table holds any block of it.
+    any: bool,
+    blocks: HashMap<u64, PointerBlock>,
 }
 
 impl Blocks {
@@ -446,19 +453,39 @@ impl Blocks {
         entity: u64,
     ) -> Result<Option<Option<u64>>, Failure> {
         let (block, offset) = slot(entity);
-        let found = self.cached.get(component).and_then(|m| m.get(&block));
-        let b = match found {
-            Some(b) => b,
-            None => {
+        if !self.cached.contains_key(component) {
+            // One range look-up tells a component the main table holds
+            // no block of (most lifecycle components of most worlds):
+            // then no block is looked up.
+            let any = table
+                .range((self.w, component, 0)..=(self.w, component, u64::MAX))?
+                .next()
+                .is_some();
+            self.cached.insert(
+                component.to_string(),
+                Component {
+                    any,
+                    blocks: HashMap::new(),
+                },
+            );
+        }
+        let Some(c) = self.cached.get_mut(component) else {
+            return Ok(Some(None));
+        };
+        if !c.any {
+            return Ok(Some(None));
+        }
+        let b = match c.blocks.entry(block) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
                 let stored = match table.get((self.w, component, block))? {
-                    Some(v) => match decode_block(v.value()) {
+                    Some(found) => match decode_block(found.value()) {
                         Some(b) => b,
                         None => return Ok(None),
                     },
                     None => Vec::new(),
                 };
-                let m = self.cached.entry(component.to_string()).or_default();
-                m.entry(block).or_insert(stored)
+                v.insert(stored)
             }
         };
         Ok(Some(
@@ -738,8 +765,7 @@ fn update(
             pending.overlay.merge(delta);
             fold(t, w, &pending.overlay)?;
             if pending.ends.is_some() {
-                t.pending
-                    .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+                t.pending.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
             }
             *pending = Pending::default();
         }

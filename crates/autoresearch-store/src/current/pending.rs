@@ -76,8 +76,10 @@ impl Overlay {
                 m.insert((key, entity), present);
             }
             None => {
-                self.keys
-                    .insert(index.to_string(), BTreeMap::from([((key, entity), present)]));
+                self.keys.insert(
+                    index.to_string(),
+                    BTreeMap::from([((key, entity), present)]),
+                );
             }
         }
     }
@@ -152,7 +154,7 @@ mod tests {
         assert_eq!(a.pointer("Run", 6), Some(Some(1)));
         assert_eq!(a.pointer("Outcome", 6), Some(Some(2)));
         assert_eq!(a.pointer("Outcome", 5), None);
-        assert_eq!(a.keys["active"][&("exp".to_string(), 5)], false);
+        assert!(!a.keys["active"][&("exp".to_string(), 5)]);
         assert_eq!(a.len(), 4);
         let bytes = a.encode().unwrap();
         assert_eq!(bytes[0], PENDING_VERSION);

@@ -86,6 +86,9 @@ fn load_overlay(
     Ok(Some(out))
 }
 
+/// Pending changes to one pointer block: `(offset, tick or none)`.
+type BlockChanges = Vec<(u8, Option<u64>)>;
+
 /// One pointer block with the pending changes to it applied.
 fn merged_block(mut b: PointerBlock, changes: &[(u8, Option<u64>)]) -> PointerBlock {
     for &(offset, tick) in changes {
@@ -120,14 +123,14 @@ fn values(
         return Ok(Some(out));
     }
     // Pending changes by block, in the order the blocks are read.
-    let mut pending: BTreeMap<u64, Vec<(u8, Option<u64>)>> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, BlockChanges> = BTreeMap::new();
     for (&e, &tick) in changes.into_iter().flatten() {
         if before.is_none_or(|b| e < b.0) {
             let (block, offset) = slot(e);
             pending.entry(block).or_default().push((offset, tick));
         }
     }
-    let mut pending: Vec<(u64, Vec<(u8, Option<u64>)>)> = pending.into_iter().collect();
+    let mut pending: Vec<(u64, BlockChanges)> = pending.into_iter().collect();
     if newest_first {
         pending.reverse();
     }
@@ -136,8 +139,7 @@ fn values(
         Some(b) => Bound::Included((w, component, (b.0 - 1) / BLOCK)),
         None => Bound::Included((w, component, u64::MAX)),
     };
-    let range =
-        ticks.range::<(u64, &str, u64)>((Bound::Included((w, component, 0)), upper))?;
+    let range = ticks.range::<(u64, &str, u64)>((Bound::Included((w, component, 0)), upper))?;
     let mut main: Box<dyn Iterator<Item = Result<TicksEntry<'_>, redb::StorageError>>> =
         if newest_first {
             Box::new(range.rev())
@@ -224,16 +226,10 @@ fn merged_keys(
         return found;
     };
     let mut all: BTreeSet<(String, u64)> = found.into_iter().map(|(k, e)| (k, e.0)).collect();
-    let matching = changes.range::<(String, u64), _>((
-        Bound::Included((key.to_string(), 0)),
-        Bound::Unbounded,
-    ));
+    let matching = changes
+        .range::<(String, u64), _>((Bound::Included((key.to_string(), 0)), Bound::Unbounded));
     for ((k, e), present) in matching {
-        let hit = if prefix {
-            k.starts_with(key)
-        } else {
-            k == key
-        };
+        let hit = if prefix { k.starts_with(key) } else { k == key };
         if !hit {
             break;
         }
