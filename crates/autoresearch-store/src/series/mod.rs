@@ -34,12 +34,12 @@
 //! before these tables or by a build with another version) keeps none
 //! from then on. So does a world whose history leaves the series not
 //! provably equal to `autoresearch_core::series::series_of_state`: a
-//! lifecycle value that does not decode, two Runs with one `run_id`, an
-//! Outcome without a Run, a Run removed or moved to another experiment,
-//! the newest comparator taken back. Its entries are then deleted and its
-//! charts materialize: never a stale answer. (A Result whose `run_id` no
-//! run has yet joins none; the run that takes that `run_id` later finds
-//! it in the index.)
+//! lifecycle value that does not decode, two Runs with one `run_id` that
+//! a Result has (or set in one batch), an Outcome without a Run, a Run
+//! removed or moved to another experiment, the newest comparator taken
+//! back. Its entries are then deleted and its charts materialize: never a
+//! stale answer. (A Result whose `run_id` no run has yet joins none; the
+//! run that takes that `run_id` later finds it in the index.)
 
 mod codec;
 mod read;
