@@ -258,7 +258,7 @@ fn play(w: &mut World, runs: &mut HashMap<String, (EntityId, Run)>, results: &mu
 /// every tick: Results before and after their Run (and its status
 /// change), in one tick with it, of a run_id no run has (joining none
 /// until a Run takes it), a run whose commit or run_id changes after it
-/// has Results.
+/// has Results; two runs with one run_id that no Result has.
 #[tokio::test]
 async fn results_join_the_run_that_has_their_run_id_now() {
     let cases: &[&[&str]] = &[
@@ -272,6 +272,15 @@ async fn results_join_the_run_that_has_their_run_id_now() {
         ],
         &["run r0; result r0; status r0 crashed; result r0"],
         &["run r0", "result ghost", "result ghost", "run ghost b"],
+        // Two runs with one run_id that no Result has: no point depends
+        // on which one a Result would join.
+        &[
+            "run r0",
+            "run r0",
+            "status r0 crashed",
+            "run r1 b",
+            "run r1",
+        ],
         &[
             "run r0 a c1",
             "result r0 c1; result r0 c2; result r0",
@@ -302,18 +311,20 @@ async fn results_join_the_run_that_has_their_run_id_now() {
     }
 }
 
-/// Histories the series does not keep (two Runs with one run_id, in one
-/// tick or two, a run_id changed to one another run has, a Run removed
-/// or moved to another experiment, an Outcome without a Run): once the
-/// store gives none it gives none at every later tick, and its entries
-/// are gone.
+/// Histories the series does not keep (two Runs with one run_id in one
+/// tick, or with one that Results have, a run_id changed to such a one, a
+/// Run removed or moved to another experiment, an Outcome without a Run):
+/// once the store gives none it gives none at every later tick, and its
+/// entries are gone.
 #[tokio::test]
 async fn a_history_it_cannot_keep_falls_back_for_good() {
     let cases: &[&[&str]] = &[
-        &["run r0", "run r0"],
+        &["run r0", "run r0", "result r0"],
+        &["run r0", "result r0", "run r0"],
         &["run r0; run r0"],
         &["run r0", "run r1; run r1"],
-        &["run r0", "run r1", "rename r1 r0"],
+        &["run r0", "result r0", "run r1", "rename r1 r0"],
+        &["result r1", "run r0", "run r1", "rename r0 r1"],
         &["run r0", "result r0", "remove-run r0"],
         &["run r0", "despawn r0"],
         &["run r0", "move r0 b"],

@@ -34,12 +34,12 @@
 //! before these tables or by a build with another version) keeps none
 //! from then on. So does a world whose history leaves the series not
 //! provably equal to `autoresearch_core::series::series_of_state`: a
-//! lifecycle value that does not decode, two Runs with one `run_id`, an
-//! Outcome without a Run, a Run removed or moved to another experiment,
-//! the newest comparator taken back. Its entries are then deleted and its
-//! charts materialize: never a stale answer. (A Result whose `run_id` no
-//! run has yet joins none; the run that takes that `run_id` later finds
-//! it in the index.)
+//! lifecycle value that does not decode, two Runs with one `run_id` that
+//! a Result has (or set in one batch), an Outcome without a Run, a Run
+//! removed or moved to another experiment, the newest comparator taken
+//! back. Its entries are then deleted and its charts materialize: never a
+//! stale answer. (A Result whose `run_id` no run has yet joins none; the
+//! run that takes that `run_id` later finds it in the index.)
 
 mod codec;
 mod read;
@@ -290,24 +290,28 @@ fn update(
     // Runs first, so that an Outcome or Result of the same batch finds its
     // run.
     let touched = apply_runs(t, &mut work, &net)?;
-    // One run per run_id. When every run is in this batch, the batch says
-    // it alone (an ingest of many runs then asks the index nothing).
+    // Two runs with one run_id matter only where Results join: which one
+    // they join. Those of this batch are not kept; those of a run set by
+    // the batch and another are checked where a Result joins.
     let mut by_run_id: HashMap<&str, u64> = HashMap::with_capacity(touched.len());
     for (&e, (_, f)) in &touched {
         if by_run_id.insert(f.run_id.as_str(), e).is_some() {
             return Err(Stop::Unkept);
         }
     }
-    if runs_before > 0 {
-        for (&e, (_, f)) in &touched {
-            if inputs.keyed(BY_RUN_ID, &f.run_id)? != [e] {
-                return Err(Stop::Unkept);
-            }
-        }
-    }
+    // When every run is in this batch, a Result's run is found in it (an
+    // ingest of runs and Results then asks the index nothing).
+    let batch_has_all = runs_before == 0;
     apply_outcomes(t, &mut work, &net, &touched)?;
-    apply_results(t, &mut work, &mut inputs, &net, &touched, &by_run_id)?;
-    join_results(t, &mut work, &mut inputs, &touched)?;
+    apply_results(
+        t,
+        &mut work,
+        &mut inputs,
+        &net,
+        &touched,
+        batch_has_all.then_some(&by_run_id),
+    )?;
+    join_results(t, &mut work, &mut inputs, &touched, batch_has_all)?;
     let changed = work.meta_dirty;
     work.write(t)?;
     Ok(changed)
@@ -408,15 +412,16 @@ fn apply_outcomes(
 }
 
 /// Each Result the batch set or removed leaves the run it joined and
-/// joins the run that has its run_id now, if any (a run the batch set is
-/// the only one with its run_id: `by_run_id`; another is looked up).
+/// joins the run that has its run_id now, if any: looked up in the `run`
+/// index, or in `by_run_id` when the batch holds every run. Two runs with
+/// its run_id are not kept.
 fn apply_results(
     t: &mut SeriesTables<'_>,
     work: &mut Work<'_>,
     inputs: &mut Inputs<'_, '_, '_>,
     net: &BTreeMap<u64, Net<'_>>,
     touched: &Touched,
-    by_run_id: &HashMap<&str, u64>,
+    by_run_id: Option<&HashMap<&str, u64>>,
 ) -> Result<(), Stop> {
     let w = inputs.w;
     for (&r, n) in net {
@@ -428,8 +433,11 @@ fn apply_results(
         }
         let Some(bytes) = change else { continue };
         let s = result_sample(bytes)?;
-        let owner = match by_run_id.get(s.run_id.as_str()) {
-            Some(&o) => o,
+        let owner = match by_run_id {
+            Some(batch) => match batch.get(s.run_id.as_str()) {
+                Some(&o) => o,
+                None => continue,
+            },
             None => match inputs.keyed(BY_RUN_ID, &s.run_id)?.as_slice() {
                 [] => continue,
                 [o] => *o,
@@ -443,12 +451,15 @@ fn apply_results(
 }
 
 /// The runs the batch set: their commit, and the Results that join them
-/// now (a run_id taken by a Run after its Results, or changed).
+/// now (a run_id taken by a Run after its Results, or changed). A run
+/// that Results join must be the only one with its run_id (`alone`: the
+/// batch holds every run, and no two of them share one).
 fn join_results(
     t: &mut SeriesTables<'_>,
     work: &mut Work<'_>,
     inputs: &mut Inputs<'_, '_, '_>,
     touched: &Touched,
+    alone: bool,
 ) -> Result<(), Stop> {
     let w = inputs.w;
     let mut any_result = None;
@@ -459,6 +470,9 @@ fn join_results(
             continue;
         }
         let joined = inputs.keyed(RESULT_OF, &f.run_id)?;
+        if !joined.is_empty() && !alone && inputs.keyed(BY_RUN_ID, &f.run_id)? != [e] {
+            return Err(Stop::Unkept);
+        }
         if joined == have {
             continue;
         }
