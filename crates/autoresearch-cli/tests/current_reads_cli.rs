@@ -295,8 +295,8 @@ async fn a_damaged_current_state_falls_back_to_the_log() {
     let slow = dir.path().join("slow.redb");
     write_ledger(&fast).await;
     common::copy_without_tables(&fast, &slow, &common::CURRENT_TABLES);
-    // Every pointer block of the current state's Runs becomes bytes that
-    // do not decode; the log stays whole.
+    // Every pointer block of the current state's Runs, and every pending
+    // change, becomes bytes that do not decode; the log stays whole.
     {
         let db = redb::Database::create(&fast).unwrap();
         let txn = db.begin_write().unwrap();
@@ -314,10 +314,20 @@ async fn a_damaged_current_state_falls_back_to_the_log() {
                 })
                 .filter(|(_, c, _)| c == "Run")
                 .collect();
-            assert!(!keys.is_empty());
-            for (w, c, b) in keys {
-                t.insert((w, c.as_str(), b), [0xff_u8, 0xff, 0xff].as_slice())
+            for (w, c, b) in &keys {
+                t.insert((*w, c.as_str(), *b), [0xff_u8, 0xff, 0xff].as_slice())
                     .unwrap();
+            }
+            // The latest ticks' pointers are pending (`current_pending`)
+            // until folded: those entries do not decode either.
+            let def: redb::TableDefinition<(u64, u64), &[u8]> =
+                redb::TableDefinition::new("current_pending");
+            let mut p = txn.open_table(def).unwrap();
+            let pending: Vec<(u64, u64)> =
+                p.iter().unwrap().map(|e| e.unwrap().0.value()).collect();
+            assert!(!keys.is_empty() || !pending.is_empty());
+            for k in pending {
+                p.insert(k, [0xff_u8, 0xff, 0xff].as_slice()).unwrap();
             }
         }
         txn.commit().unwrap();
