@@ -208,7 +208,8 @@ fn decode_v2(rest: &[u8]) -> Option<KeyChunk> {
     let mut entries = Vec::new();
     let mut symbols = 0u64;
     loop {
-        let packed = (symbols * u64::from(width)).div_ceil(8);
+        // A damaged count of symbols must not overflow.
+        let packed = symbols.checked_mul(u64::from(width))?.div_ceil(8);
         if rest.len() as u64 == packed {
             break;
         }
@@ -456,6 +457,17 @@ mod tests {
         );
         // A byte past the packed keys is refused.
         assert_eq!(decode_chunk(&[&up[..], &[0]].concat()), None);
+    }
+
+    #[test]
+    fn a_damaged_symbol_count_is_refused_not_an_overflow() {
+        // Found by `any_chunk_round_trips` in CI: a rest length of about
+        // 2^62 symbols of 5 bits overflowed the packed-byte count.
+        let mut bytes = vec![CHUNK_V2, 20];
+        bytes.extend_from_slice(&[0; 20]);
+        bytes.extend_from_slice(&[128, 128, 128, 128, 128, 128, 1]);
+        bytes.extend_from_slice(&[128, 128, 128, 128, 128, 128, 128, 128, 52, 0]);
+        assert_eq!(decode_chunk(&bytes), None);
     }
 
     proptest::proptest! {
