@@ -1,0 +1,335 @@
+//! One batch's maintenance of a world's current state: its lifecycle
+//! values before the batch, the changed pointers and keys (pending, or
+//! folded into the main tables in key order).
+
+use super::codec::{PointerBlock, decode_block, decode_tally, encode_block, encode_tally, slot};
+use super::keys::{KeyOp, apply_keys};
+use super::pending::{FOLD_NOW, MAX_BYTES, MAX_ENTRIES, Overlay, Pending};
+use super::{Blocks, CurrentTables, NEVER_PENDING, Stop, Touched, input_index, pointer};
+use crate::{EncodedAppend, Failure};
+use autoresearch_core::Change;
+use autoresearch_core::current::{Facts, INPUTS, Tally};
+use redb::{ReadableTable, Table};
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+
+/// The component names world `w` holds any value of in the main table (a
+/// skip scan: one range look-up per name).
+fn component_names(
+    ticks: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
+    w: u64,
+) -> Result<Vec<String>, Failure> {
+    let mut names: Vec<String> = Vec::new();
+    loop {
+        let next = match names.last() {
+            None => ticks.range((w, "", 0)..(w + 1, "", 0))?.next(),
+            Some(last) => ticks
+                .range::<(u64, &str, u64)>((
+                    Bound::Excluded((w, last.as_str(), u64::MAX)),
+                    Bound::Excluded((w + 1, "", 0)),
+                ))?
+                .next(),
+        };
+        match next {
+            Some(entry) => {
+                let (k, _) = entry?;
+                names.push(k.value().1.to_string());
+            }
+            None => return Ok(names),
+        }
+    }
+}
+
+/// The lifecycle components (before the batch) of each of `entities`.
+fn load_inputs<'a>(
+    t: &mut CurrentTables<'_>,
+    records: &crate::stored::WriteValues<'_>,
+    blocks: &mut Blocks,
+    pending: &Overlay,
+    entities: &BTreeSet<u64>,
+) -> Result<HashMap<u64, Touched<'a>>, Stop> {
+    let none = Overlay::default();
+    let mut wanted = Vec::new();
+    for &e in entities {
+        for (i, name) in INPUTS.iter().enumerate() {
+            match pointer(blocks, &t.ticks, [&none, pending], name, e)? {
+                Some(Some(tick)) => wanted.push((e, i, tick)),
+                Some(None) => {}
+                None => return Err(Stop::Facts),
+            }
+        }
+    }
+    let mut out: HashMap<u64, Touched<'a>> = HashMap::with_capacity(entities.len());
+    for (e, i, tick) in wanted {
+        let values = t.inputs.tick(records, blocks.w, tick)?.ok_or(Stop::Facts)?;
+        // A pointer to a tick that did not set the value: damaged.
+        let v = values.get(&(INPUTS[i], e)).ok_or(Stop::Facts)?;
+        let touch = out
+            .entry(e)
+            .or_insert_with(|| Touched::new(Facts::default()));
+        touch.inputs[i] = Some(Cow::Owned(v.clone()));
+    }
+    for &e in entities {
+        let touch = out
+            .entry(e)
+            .or_insert_with(|| Touched::new(Facts::default()));
+        touch.before = touch.facts().map_err(|_| Stop::Facts)?;
+    }
+    Ok(out)
+}
+
+pub(super) fn update(
+    t: &mut CurrentTables<'_>,
+    records: &crate::stored::WriteValues<'_>,
+    w: u64,
+    appends: &[EncodedAppend],
+    pending: &mut Pending,
+) -> Result<(), Stop> {
+    let Some(last) = appends.last() else {
+        return Ok(());
+    };
+    let mut blocks = Blocks::new(w);
+    // Entities whose lifecycle components the batch changes and that it
+    // did not spawn first: their facts before the batch are loaded (from
+    // the records their values are in) before anything changes.
+    let changes: usize = appends.iter().map(|a| a.changes_full.len()).sum();
+    let mut first_is_spawn: HashMap<u64, bool> = HashMap::with_capacity(changes);
+    let mut load = BTreeSet::new();
+    for a in appends {
+        for change in &a.changes_full {
+            let e = change.entity().0;
+            let spawned = *first_is_spawn
+                .entry(e)
+                .or_insert(matches!(change, Change::Spawn { .. }));
+            let lifecycle = match change {
+                Change::Spawn { .. } => false,
+                Change::Set { component, .. } | Change::Remove { component, .. } => {
+                    input_index(component).is_some()
+                }
+                Change::Despawn { .. } => true,
+            };
+            if lifecycle && !spawned {
+                load.insert(e);
+            }
+        }
+    }
+    let mut loaded = load_inputs(t, records, &mut blocks, &pending.overlay, &load)?;
+    // Touched entities in a vector, by position (a map of large values
+    // would move them at every growth).
+    let mut touched: Vec<(u64, Touched<'_>)> = Vec::with_capacity(first_is_spawn.len());
+    let mut position: HashMap<u64, usize> = HashMap::with_capacity(first_is_spawn.len());
+    fn touch<'m, 'a>(
+        touched: &'m mut Vec<(u64, Touched<'a>)>,
+        position: &mut HashMap<u64, usize>,
+        loaded: &mut HashMap<u64, Touched<'a>>,
+        e: u64,
+    ) -> &'m mut Touched<'a> {
+        let i = *position.entry(e).or_insert_with(|| {
+            let t = loaded
+                .remove(&e)
+                .unwrap_or_else(|| Touched::new(Facts::default()));
+            touched.push((e, t));
+            touched.len() - 1
+        });
+        &mut touched[i].1
+    }
+    let mut delta = Overlay::default();
+    // The main table's component names, read at the first despawn (the
+    // main tables do not change before the fold).
+    let mut main_names: Option<Vec<String>> = None;
+    for a in appends {
+        let tick = a.tick.0;
+        for change in &a.changes_full {
+            match change {
+                Change::Spawn { entity } => {
+                    touch(&mut touched, &mut position, &mut loaded, entity.0);
+                }
+                Change::Set {
+                    entity,
+                    component,
+                    value,
+                } => {
+                    if let Some(i) = input_index(component) {
+                        let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
+                        entry.inputs[i] = Some(Cow::Borrowed(value.as_slice()));
+                        entry.changed = true;
+                    }
+                    delta.set_pointer(component, entity.0, Some(tick));
+                }
+                Change::Remove { entity, component } => {
+                    if let Some(i) = input_index(component) {
+                        let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
+                        entry.inputs[i] = None;
+                        entry.changed = true;
+                    }
+                    delta.set_pointer(component, entity.0, None);
+                }
+                Change::Despawn { entity } => {
+                    let e = entity.0;
+                    let entry = touch(&mut touched, &mut position, &mut loaded, e);
+                    entry.inputs = Default::default();
+                    entry.changed = true;
+                    if main_names.is_none() {
+                        main_names = Some(component_names(&t.ticks, w)?);
+                    }
+                    let mut names: BTreeSet<String> =
+                        main_names.iter().flatten().cloned().collect();
+                    names.extend(pending.overlay.pointers.keys().cloned());
+                    names.extend(delta.pointers.keys().cloned());
+                    for name in names {
+                        let held =
+                            pointer(&mut blocks, &t.ticks, [&delta, &pending.overlay], &name, e)?
+                                .ok_or(Stop::Facts)?;
+                        if held.is_some() {
+                            delta.set_pointer(&name, e, None);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut now: Vec<KeyOp<'_>> = Vec::new();
+    let mut afters = Vec::with_capacity(touched.len());
+    let mut tally: Option<Tally> = None;
+    for (e, touch) in &touched {
+        // Entities only spawned, or changed in other components, have the
+        // facts they had.
+        if !touch.changed && touch.before == Facts::default() {
+            continue;
+        }
+        let after = touch.facts().map_err(|_| Stop::Facts)?;
+        if after == touch.before {
+            continue;
+        }
+        afters.push((*e, &touch.before, after));
+    }
+    for (e, before, after) in &afters {
+        let old = |i: &str, k: &str| before.keys.iter().any(|(bi, bk)| *bi == i && bk == k);
+        let new = |i: &str, k: &str| after.keys.iter().any(|(ai, ak)| *ai == i && ak == k);
+        // A handful of keys an entity: a scan beats a set.
+        let ops = before
+            .keys
+            .iter()
+            .filter(|(i, k)| !new(i, k))
+            .map(|(i, k)| (*i, k.as_str(), false))
+            .chain(
+                after
+                    .keys
+                    .iter()
+                    .filter(|(i, k)| !old(i, k))
+                    .map(|(i, k)| (*i, k.as_str(), true)),
+            );
+        for (i, k, added) in ops {
+            if NEVER_PENDING.contains(&i) {
+                now.push((i, k, *e, added));
+            } else {
+                delta.set_key(i, k.to_string(), *e, added);
+            }
+        }
+        if tally.is_none() {
+            tally = Some(match t.tally.get(w)? {
+                Some(v) => decode_tally(v.value()).ok_or(Stop::Facts)?,
+                None => Tally::default(),
+            });
+        }
+        if let Some(tally) = &mut tally {
+            tally.sub(before);
+            tally.add(after);
+        }
+    }
+    now.sort_unstable();
+    apply_keys(&mut t.index, w, &now)?;
+    if let Some(tally) = &tally {
+        let bytes = encode_tally(tally).ok_or(Stop::Facts)?;
+        t.tally.insert(w, bytes.as_slice())?;
+    }
+    if delta.is_empty() {
+        return Ok(());
+    }
+    let encoded = if delta.len() >= FOLD_NOW {
+        None
+    } else {
+        Some(delta.encode().ok_or(Stop::Facts)?)
+    };
+    match encoded {
+        Some(bytes) if pending.count < MAX_ENTRIES && pending.bytes + bytes.len() <= MAX_BYTES => {
+            let k = last.tick.0;
+            t.pending.insert((w, k), bytes.as_slice())?;
+            pending.count += 1;
+            pending.bytes += bytes.len();
+            pending.ends = Some((pending.ends.map_or(k, |(first, _)| first), k));
+            pending.overlay.merge(delta);
+        }
+        _ => {
+            pending.overlay.merge(delta);
+            fold(t, w, &pending.overlay)?;
+            if pending.ends.is_some() {
+                t.pending.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+            }
+            *pending = Pending::default();
+        }
+    }
+    Ok(())
+}
+
+/// Writes `overlay` into world `w`'s main tables: each pointer block and
+/// key chunk it changes read, changed and written once, in key order.
+fn fold(t: &mut CurrentTables<'_>, w: u64, overlay: &Overlay) -> Result<(), Stop> {
+    for (component, entities) in &overlay.pointers {
+        let c = component.as_str();
+        let mut open: Option<(u64, PointerBlock)> = None;
+        for (&e, &tick) in entities {
+            let (block, offset) = slot(e);
+            let b = match &mut open {
+                Some((n, b)) if *n == block => b,
+                _ => {
+                    if let Some((n, b)) = open.take() {
+                        write_block(&mut t.ticks, w, c, n, &b)?;
+                    }
+                    let stored = match t.ticks.get((w, c, block))? {
+                        Some(v) => decode_block(v.value()).ok_or(Stop::Facts)?,
+                        None => Vec::new(),
+                    };
+                    &mut open.insert((block, stored)).1
+                }
+            };
+            match (b.binary_search_by_key(&offset, |(o, _)| *o), tick) {
+                (Ok(i), Some(t)) => b[i].1 = t,
+                (Err(i), Some(t)) => b.insert(i, (offset, t)),
+                (Ok(i), None) => {
+                    b.remove(i);
+                }
+                (Err(_), None) => {}
+            }
+        }
+        if let Some((n, b)) = open {
+            write_block(&mut t.ticks, w, c, n, &b)?;
+        }
+    }
+    let ops: Vec<KeyOp<'_>> = overlay
+        .keys
+        .iter()
+        .flat_map(|(i, m)| {
+            m.iter()
+                .map(move |((k, e), present)| (i.as_str(), k.as_str(), *e, *present))
+        })
+        .collect();
+    apply_keys(&mut t.index, w, &ops)
+}
+
+/// Stores pointer block `block` of `component` (removes it when empty).
+fn write_block(
+    table: &mut Table<'_, (u64, &'static str, u64), &'static [u8]>,
+    w: u64,
+    component: &str,
+    block: u64,
+    b: &PointerBlock,
+) -> Result<(), Failure> {
+    if b.is_empty() {
+        table.remove((w, component, block))?;
+    } else {
+        table.insert((w, component, block), encode_block(b).as_slice())?;
+    }
+    Ok(())
+}
