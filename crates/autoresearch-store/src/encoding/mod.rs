@@ -262,6 +262,21 @@ enum ChangeV1 {
     Despawn(u64),
 }
 
+impl From<Change> for ChangeV1 {
+    fn from(c: Change) -> ChangeV1 {
+        match c {
+            Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
+            Change::Set {
+                entity,
+                component,
+                value,
+            } => ChangeV1::Set(entity.0, component, Blob(value)),
+            Change::Remove { entity, component } => ChangeV1::Remove(entity.0, component),
+            Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct RecordV1 {
     at_ms: i64,
@@ -540,20 +555,7 @@ pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
         size_hint,
         &RecordV1 {
             at_ms: record.at_ms,
-            changes: record
-                .changes
-                .into_iter()
-                .map(|c| match c {
-                    Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
-                    Change::Set {
-                        entity,
-                        component,
-                        value,
-                    } => ChangeV1::Set(entity.0, component, Blob(value)),
-                    Change::Remove { entity, component } => ChangeV1::Remove(entity.0, component),
-                    Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
-                })
-                .collect(),
+            changes: record.changes.into_iter().map(ChangeV1::from).collect(),
         },
     )
 }

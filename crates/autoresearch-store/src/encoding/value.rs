@@ -343,20 +343,7 @@ mod tests {
         let rec = big_record();
         let v1 = encode(&RecordV1 {
             at_ms: rec.at_ms,
-            changes: rec
-                .changes
-                .iter()
-                .map(|c| match c.clone() {
-                    Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
-                    Change::Set {
-                        entity,
-                        component,
-                        value,
-                    } => ChangeV1::Set(entity.0, component, Blob(value)),
-                    Change::Remove { entity, component } => ChangeV1::Remove(entity.0, component),
-                    Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
-                })
-                .collect(),
+            changes: rec.changes.iter().cloned().map(ChangeV1::from).collect(),
         })
         .unwrap();
         assert_eq!(v1[0], 1);
@@ -369,22 +356,7 @@ mod tests {
             // The LZ4 shape of format 3, built by hand.
             let raw = postcard::to_stdvec(&RecordV1 {
                 at_ms: rec.at_ms,
-                changes: rec
-                    .changes
-                    .iter()
-                    .map(|c| match c.clone() {
-                        Change::Spawn { entity } => ChangeV1::Spawn(entity.0),
-                        Change::Set {
-                            entity,
-                            component,
-                            value,
-                        } => ChangeV1::Set(entity.0, component, Blob(value)),
-                        Change::Remove { entity, component } => {
-                            ChangeV1::Remove(entity.0, component)
-                        }
-                        Change::Despawn { entity } => ChangeV1::Despawn(entity.0),
-                    })
-                    .collect(),
+                changes: rec.changes.iter().cloned().map(ChangeV1::from).collect(),
             })
             .unwrap();
             let mut out = vec![PACKED_VERSION, CODEC_LZ4];
