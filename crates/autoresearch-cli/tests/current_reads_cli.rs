@@ -163,25 +163,6 @@ async fn write_ledger(path: &Path) {
     w.commit().await.unwrap();
 }
 
-fn run(ledger: &Path, cwd: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_autoresearch"))
-        .current_dir(cwd)
-        .arg("--ledger")
-        .arg(ledger)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 #[tokio::test]
 async fn the_fast_reads_print_what_the_materialized_reads_print() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,8 +200,8 @@ async fn the_fast_reads_print_what_the_materialized_reads_print() {
         ),
     ];
     for (a, b) in &cases {
-        let (mut out_fast, err_fast) = run(&fast, dir.path(), a);
-        let (mut out_slow, err_slow) = run(&slow, dir.path(), b);
+        let (mut out_fast, err_fast) = common::run_on_ledger(&fast, dir.path(), a);
+        let (mut out_slow, err_slow) = common::run_on_ledger(&slow, dir.path(), b);
         if a[0] == "plot" {
             out_fast = out_fast.replace("fast.svg", "X.svg");
             out_slow = out_slow.replace("slow.svg", "X.svg");
@@ -238,7 +219,7 @@ async fn the_fast_reads_print_what_the_materialized_reads_print() {
         std::fs::read_to_string(&svg_slow).unwrap()
     );
     // What the fast reads found, spelled out.
-    let (status, _) = run(&fast, dir.path(), &["status", "--json"]);
+    let (status, _) = common::run_on_ledger(&fast, dir.path(), &["status", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["attempts"], 30);
     assert_eq!(v["pending"][0]["run_id"], "run-027");
@@ -247,17 +228,17 @@ async fn the_fast_reads_print_what_the_materialized_reads_print() {
     assert_eq!(v["cost"]["jobs"], 87);
     // 0.1 + 0.2 + ... + 2.9 summed exactly, rounded once.
     assert_eq!(v["cost"]["metrics"]["tokens"], 43.5);
-    let (text, _) = run(&fast, dir.path(), &["status"]);
+    let (text, _) = common::run_on_ledger(&fast, dir.path(), &["status"]);
     assert!(text.contains("voted") && text.contains("run-028"), "{text}");
     assert!(text.contains("noise") && text.contains("score σ"), "{text}");
-    let (log, err) = run(&fast, dir.path(), &["log", "--limit", "2"]);
+    let (log, err) = common::run_on_ledger(&fast, dir.path(), &["log", "--limit", "2"]);
     assert_eq!(log.lines().count(), 3, "{log}");
     assert!(
         log.contains("run-028") && log.contains("run-029-late"),
         "{log}"
     );
     assert!(err.contains("2 of 30 attempts shown"), "{err}");
-    let (show, _) = run(&fast, dir.path(), &["show", "run-010", "--json"]);
+    let (show, _) = common::run_on_ledger(&fast, dir.path(), &["show", "run-010", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&show).unwrap();
     assert_eq!(v["run"]["run_id"], "run-010");
     assert_eq!(v["results"].as_array().map(Vec::len), Some(2));
@@ -337,8 +318,8 @@ async fn a_damaged_current_state_falls_back_to_the_log() {
         vec!["log", "--limit", "5"],
         vec!["show", "run-010", "--json"],
     ] {
-        let (out_fast, _) = run(&fast, dir.path(), &args);
-        let (out_slow, _) = run(&slow, dir.path(), &args);
+        let (out_fast, _) = common::run_on_ledger(&fast, dir.path(), &args);
+        let (out_slow, _) = common::run_on_ledger(&slow, dir.path(), &args);
         if args[0] == "show" {
             let strip = |s: &str| {
                 let mut v: serde_json::Value = serde_json::from_str(s).unwrap();

@@ -13,7 +13,6 @@ use autoresearch_core::{
 use autoresearch_store::{RedbConfig, RedbStorage};
 use serde_json::json;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 /// Writes world `autoresearch:NAME` with `attempts` attempts of every
@@ -166,26 +165,6 @@ async fn write_world(st: Arc<dyn Storage>, name: &str, attempts: u32, shared_tas
     }
 }
 
-fn run(ledger: &Path, cwd: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_autoresearch"))
-        .current_dir(cwd)
-        .env_remove("RUST_LOG")
-        .arg("--ledger")
-        .arg(ledger)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 #[tokio::test]
 async fn the_series_chart_is_the_materialized_chart() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,8 +206,8 @@ async fn the_series_chart_is_the_materialized_chart() {
             let (fa, fb) = (with(&a), with(&b));
             let fa: Vec<&str> = fa.iter().map(String::as_str).collect();
             let fb: Vec<&str> = fb.iter().map(String::as_str).collect();
-            let (out_fast, err_fast) = run(&fast, dir.path(), &fa);
-            let (out_slow, err_slow) = run(&slow, dir.path(), &fb);
+            let (out_fast, err_fast) = common::run_on_ledger(&fast, dir.path(), &fa);
+            let (out_slow, err_slow) = common::run_on_ledger(&slow, dir.path(), &fb);
             assert_eq!(
                 out_fast.replace(&a, "X"),
                 out_slow.replace(&b, "X"),
@@ -243,7 +222,7 @@ async fn the_series_chart_is_the_materialized_chart() {
     }
     // What was compared, spelled out: the big chart is downsampled, with
     // every kept attempt drawn and the totals of all.
-    let (json_out, _) = run(&fast, dir.path(), &cases[0].0);
+    let (json_out, _) = common::run_on_ledger(&fast, dir.path(), &cases[0].0);
     let v: serde_json::Value = serde_json::from_str(&json_out).unwrap();
     assert_eq!(v["attempts"], 6_500);
     assert_eq!(v["metric"], "loss");
@@ -257,14 +236,14 @@ async fn the_series_chart_is_the_materialized_chart() {
     );
     assert!(drawn.iter().any(|p| p["confirmed"] == true));
     assert!(drawn.iter().any(|p| p["mark"] == "pending"));
-    let (small, _) = run(&fast, dir.path(), &cases[3].0);
+    let (small, _) = common::run_on_ledger(&fast, dir.path(), &cases[3].0);
     let v: serde_json::Value = serde_json::from_str(&small).unwrap();
     assert_eq!(v["points"].as_array().unwrap().len(), 40);
     assert!(v.get("downsampled").is_none());
     // The fast ledger was charted from its series, the copy was not.
     let verbose = |ledger: &Path| {
         let svg = out("v.svg");
-        run(
+        common::run_on_ledger(
             ledger,
             dir.path(),
             &["-vv", "plot", "--experiment", "big", "--out", &svg],
@@ -300,8 +279,9 @@ async fn a_ledger_without_a_series_for_the_world_charts_it_by_materializing() {
         txn.commit().unwrap();
     }
     let svg = dir.path().join("x.svg").display().to_string();
-    let (a, _) = run(&path, dir.path(), &["plot", "--json", "--out", &svg]);
-    let (b, err) = run(&copy, dir.path(), &["-vv", "plot", "--json", "--out", &svg]);
+    let (a, _) = common::run_on_ledger(&path, dir.path(), &["plot", "--json", "--out", &svg]);
+    let (b, err) =
+        common::run_on_ledger(&copy, dir.path(), &["-vv", "plot", "--json", "--out", &svg]);
     assert_eq!(a, b);
     assert!(err.contains("keeps no chart series"), "{err}");
 }

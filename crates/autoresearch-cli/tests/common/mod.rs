@@ -71,3 +71,30 @@ pub fn copy_without_tables(from: &Path, to: &Path, tables: &[&str]) {
     }
     txn.commit().unwrap();
 }
+
+/// Runs `autoresearch --ledger LEDGER ARGS...` in `cwd` (without
+/// `RUST_LOG`, so its output is the user's) and gives its stdout and
+/// stderr. Panics when it fails: the test's command was expected to work.
+#[allow(
+    dead_code,
+    reason = "each test file is its own crate and uses some of these helpers"
+)]
+pub fn run_on_ledger(ledger: &Path, cwd: &Path, args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoresearch"))
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .arg("--ledger")
+        .arg(ledger)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
