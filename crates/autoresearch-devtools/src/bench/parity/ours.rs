@@ -66,14 +66,14 @@ async fn runs_at(
 /// Every run decoded as a borrowed [`RunRef`] (all fields, no copy of the
 /// text): the table the reference's `.to_arrow()` builds.
 fn decode_runs(runs: &ledger::ComponentValues) -> Result<Vec<(EntityId, RunRef<'_>)>> {
-    runs.iter()
-        .map(|(e, b)| {
-            Ok((
-                e,
-                RunRef::decode(b).with_context(|| format!("decoding the run of {e}"))?,
-            ))
-        })
-        .collect()
+    let mut table = Vec::with_capacity(runs.len());
+    for (e, b) in runs.iter() {
+        table.push((
+            e,
+            RunRef::decode(b).with_context(|| format!("decoding the run of {e}"))?,
+        ));
+    }
+    Ok(table)
 }
 
 fn status_map(runs: &ledger::ComponentValues) -> Result<HashMap<EntityId, String>> {
