@@ -23,7 +23,7 @@
 //!   for a large tick (an ingest), they are folded into the main tables in
 //!   key order. Reads apply them over the main tables. The `run_id`-keyed
 //!   indexes (`run`, `result`, `vote`, `confirm`) are never pending, so
-//!   [`entities_with_key`] reads them from `current_index` alone;
+//!   [`ChunkMemo::entities_with_key`] reads them from `current_index` alone;
 //! - `current_tally`: `world` -> postcard of the world's `Tally`;
 //! - `current_head`: `world` -> the tick the four above are the state
 //!   after. They are used only when it equals the world's head.
@@ -48,13 +48,17 @@
 
 mod codec;
 mod keys;
+mod memo;
 mod pending;
 mod read;
 mod update;
 
 use update::update;
 
-pub(crate) use read::{entities_with_key, kept_at, read, table_bytes};
+pub(crate) use memo::ChunkMemo;
+#[cfg(test)]
+pub(crate) use read::entities_with_key;
+pub(crate) use read::{kept_at, read, table_bytes};
 
 use crate::encoding;
 use crate::{EncodedAppend, Failure};
@@ -204,7 +208,7 @@ impl<'t> CurrentTables<'t> {
     }
 
     /// The secondary-key table (`current_index`), for
-    /// [`entities_with_key`] inside the writer's transaction.
+    /// [`ChunkMemo::entities_with_key`] inside the writer's transaction.
     pub(crate) fn index(
         &self,
     ) -> &Table<'t, (u64, &'static str, &'static str, u64), &'static [u8]> {
