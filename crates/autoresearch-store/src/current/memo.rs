@@ -120,7 +120,9 @@ mod tests {
         let t = txn.open_table(INDEX).unwrap();
         let mut memo = ChunkMemo::default();
         for key in ["", "a", "b", "c", "d", "bb"] {
-            let want = crate::current::entities_with_key(&t, 7, "result", key).ok().unwrap();
+            let want = crate::current::entities_with_key(&t, 7, "result", key)
+                .ok()
+                .unwrap();
             let got = memo.entities_with_key(&t, 7, "result", key).ok().unwrap();
             assert_eq!(got, want, "key {key:?}");
         }
@@ -129,7 +131,13 @@ mod tests {
             Some(vec![2, 3, 4])
         );
         assert_eq!(memo.chunks.len(), 2);
-        assert_eq!(memo.entities_with_key(&t, 7, "broken", "a").ok().unwrap(), None);
-        assert_eq!(memo.entities_with_key(&t, 8, "result", "a").ok().unwrap(), Some(vec![]));
+        assert_eq!(
+            memo.entities_with_key(&t, 7, "broken", "a").ok().unwrap(),
+            None
+        );
+        assert_eq!(
+            memo.entities_with_key(&t, 8, "result", "a").ok().unwrap(),
+            Some(vec![])
+        );
     }
 }

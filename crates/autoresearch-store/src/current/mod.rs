@@ -200,7 +200,8 @@ impl<'t> CurrentTables<'t> {
 
     /// The current value of lifecycle component `component` ([`INPUTS`])
     /// of `entity` in world `w`, taken from the record of the tick that
-    /// set it (decoded once per writer, [`InputCache`]): `Some(None)`
+    /// set it (through the writer's memo of decoded records,
+    /// [`InputCache::value`]): `Some(None)`
     /// when it holds none. `None` when `component` is not an input, or a
     /// pointer or record is missing or does not decode. `records` must
     /// hold the tick that set it (a value set by the batch being appended
@@ -235,10 +236,7 @@ impl<'t> CurrentTables<'t> {
         let Some(tick) = tick else {
             return Ok(Some(None));
         };
-        Ok(self
-            .inputs
-            .value(records, w, tick, name, entity)?
-            .map(Some))
+        Ok(self.inputs.value(records, w, tick, name, entity)?.map(Some))
     }
 
     /// Deletes every entry of world `w`.
