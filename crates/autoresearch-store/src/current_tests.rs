@@ -263,6 +263,37 @@ async fn the_current_state_equals_a_recount_after_random_histories() {
     }
 }
 
+/// Several worlds of one ledger updated in turn (as `bench ledger`'s
+/// eight writers do): each value an update needs is read from the record
+/// that set it (a delta of an older one, or a whole value), world by world
+/// through one writer's memo, and every world equals its recount.
+#[tokio::test]
+async fn interleaved_worlds_of_one_ledger_each_equal_a_recount() {
+    let dir = tempfile::tempdir().unwrap();
+    let st: Arc<dyn Storage> =
+        Arc::new(RedbStorage::open(&dir.path().join("l.redb"), RedbConfig::default()).unwrap());
+    let mut rng = Rng(2026);
+    let mut worlds = Vec::new();
+    for name in ["autoresearch:a", "autoresearch:b", "autoresearch:c"] {
+        let w = World::create(st.clone(), registry(), name).await.unwrap();
+        worlds.push((w, Vec::new(), 0u64));
+    }
+    for tick in 0..45 {
+        for (w, live, n) in &mut worlds {
+            random_tick(w, &mut rng, live, n);
+            w.commit().await.unwrap();
+        }
+        if tick % 9 == 0 {
+            for (w, _, _) in &worlds {
+                check(&st, w.id(), &mut rng, 2026).await;
+            }
+        }
+    }
+    for (w, _, _) in &worlds {
+        check(&st, w.id(), &mut rng, 2026).await;
+    }
+}
+
 #[tokio::test]
 async fn a_writer_without_a_world_keeps_it_too_and_deleting_the_world_clears_it() {
     let dir = tempfile::tempdir().unwrap();

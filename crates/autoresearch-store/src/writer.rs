@@ -250,7 +250,8 @@ fn run(
 /// fails, as it may hold what that transaction wrote.
 #[derive(Default)]
 struct Caches {
-    /// Lifecycle values of recently read records (`crate::current`).
+    /// Each world's pending current-state changes, decoded
+    /// (`crate::current`).
     inputs: crate::current::InputCache,
     /// The ticks that last set each value, for deltas (`crate::stored`).
     last: crate::stored::LastSets,

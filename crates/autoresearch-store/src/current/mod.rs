@@ -23,7 +23,7 @@
 //!   for a large tick (an ingest), they are folded into the main tables in
 //!   key order. Reads apply them over the main tables. The `run_id`-keyed
 //!   indexes (`run`, `result`, `vote`, `confirm`) are never pending, so
-//!   [`entities_with_key`] reads them from `current_index` alone;
+//!   [`ChunkMemo::entities_with_key`] reads them from `current_index` alone;
 //! - `current_tally`: `world` -> postcard of the world's `Tally`;
 //! - `current_head`: `world` -> the tick the four above are the state
 //!   after. They are used only when it equals the world's head.
@@ -48,15 +48,18 @@
 
 mod codec;
 mod keys;
+mod memo;
 mod pending;
 mod read;
 mod update;
 
 use update::update;
 
-pub(crate) use read::{entities_with_key, kept_at, read, table_bytes};
+pub(crate) use memo::ChunkMemo;
+#[cfg(test)]
+pub(crate) use read::entities_with_key;
+pub(crate) use read::{kept_at, read, table_bytes};
 
-use crate::encoding;
 use crate::{EncodedAppend, Failure};
 use autoresearch_core::current::{
     self, BY_RUN_ID, CONFIRMATION_OF, Facts, INPUTS, RESULT_OF, VOTE_ON,
@@ -105,67 +108,51 @@ pub(crate) const OLD_AT: TableDefinition<u64, u64> = TableDefinition::new("curre
 /// spawned or despawned, not when a run changes status.
 const NEVER_PENDING: [&str; 4] = [BY_RUN_ID, RESULT_OF, VOTE_ON, CONFIRMATION_OF];
 
-/// What the writer thread keeps across transactions: the lifecycle
-/// components ([`INPUTS`]) each recently read record set, by `(world,
-/// tick)` (an update of runs ingested in one large tick then decodes that
-/// tick once, not once per update), and each world's pending changes
-/// decoded. A stored record never changes (world ids are never reused);
-/// the writer clears the cache when a transaction fails, as it may hold
-/// records and pending changes of that transaction.
+/// What the writer thread keeps across transactions: each world's
+/// pending changes decoded. The writer clears it when a transaction
+/// fails, as it may hold pending changes of that transaction.
+///
+/// The lifecycle values an update needs come from the records that set
+/// them, one value at a time ([`InputCache::value`]), through the
+/// writer's memo of decoded records (`crate::stored::BaseMemo`): a record
+/// is decoded once, its deltas are resolved only for the values read.
+/// (This cache used to keep every lifecycle value of each record read,
+/// resolving all of a record's deltas to read one of them, and started
+/// over past 64 MiB: with eight worlds of 10,000 runs updated at random,
+/// nearly every read missed and resolved a whole record, `bench ledger`'s
+/// eight writers ran at 5,800 changes/s.)
 #[derive(Default)]
 pub(crate) struct InputCache {
-    ticks: HashMap<(u64, u64), TickInputs>,
-    bytes: usize,
     pending: HashMap<u64, Pending>,
 }
 
-/// The lifecycle values one record set: `(component, entity)` -> value.
-type TickInputs = HashMap<(&'static str, u64), Vec<u8>>;
-
-/// The most bytes of values an [`InputCache`] keeps; past it, it starts
-/// over.
-const INPUT_CACHE_BYTES: usize = 64 << 20;
-
 impl InputCache {
-    /// Forgets every record and pending change.
+    /// Forgets every pending change.
     pub(crate) fn clear(&mut self) {
-        self.ticks.clear();
-        self.bytes = 0;
         self.pending.clear();
     }
 
-    /// The lifecycle values tick `tick` of world `w` set, read and decoded
-    /// when not cached. `None` when the record is missing or does not
-    /// decode.
-    fn tick(
+    /// The value of lifecycle component `component` of `entity` that
+    /// world `w`'s tick `tick` set. `None` when the record is missing,
+    /// does not decode, or sets no such value (a damaged pointer): the
+    /// caller stops keeping the world's state. Cost: a look-up in the
+    /// writer's memo of decoded records (one decoding per record), and
+    /// the chain of deltas of this one value.
+    fn value(
         &mut self,
         records: &crate::stored::WriteValues<'_>,
         w: u64,
         tick: u64,
-    ) -> Result<Option<&TickInputs>, Failure> {
-        if !self.ticks.contains_key(&(w, tick)) {
-            let Some(bytes) = records.get_or_none(w, tick)? else {
-                return Ok(None);
-            };
-            let mut values = HashMap::new();
-            let mut size = 0;
-            let decoded = encoding::record_sets(&bytes, |e, c, v| {
-                if let Some(i) = input_index(c) {
-                    size += v.len() + 32;
-                    values.insert((INPUTS[i], e.0), v.to_vec());
-                }
-            });
-            if decoded.is_err() {
-                return Ok(None);
-            }
-            if self.bytes + size > INPUT_CACHE_BYTES {
-                self.ticks.clear();
-                self.bytes = 0;
-            }
-            self.bytes += size;
-            self.ticks.insert((w, tick), values);
+        component: &str,
+        entity: u64,
+    ) -> Result<Option<Vec<u8>>, Failure> {
+        // The value tick `tick` set is the base `tick` of a (virtual)
+        // delta one tick later.
+        match records.value_at(w, tick.saturating_add(1), entity, component, tick) {
+            Ok(v) => Ok(Some(v)),
+            Err(Failure::Storage(_)) => Ok(None),
+            Err(db) => Err(db),
         }
-        Ok(self.ticks.get(&(w, tick)))
     }
 }
 
@@ -204,7 +191,7 @@ impl<'t> CurrentTables<'t> {
     }
 
     /// The secondary-key table (`current_index`), for
-    /// [`entities_with_key`] inside the writer's transaction.
+    /// [`ChunkMemo::entities_with_key`] inside the writer's transaction.
     pub(crate) fn index(
         &self,
     ) -> &Table<'t, (u64, &'static str, &'static str, u64), &'static [u8]> {
@@ -213,7 +200,8 @@ impl<'t> CurrentTables<'t> {
 
     /// The current value of lifecycle component `component` ([`INPUTS`])
     /// of `entity` in world `w`, taken from the record of the tick that
-    /// set it (decoded once per writer, [`InputCache`]): `Some(None)`
+    /// set it (through the writer's memo of decoded records,
+    /// [`InputCache::value`]): `Some(None)`
     /// when it holds none. `None` when `component` is not an input, or a
     /// pointer or record is missing or does not decode. `records` must
     /// hold the tick that set it (a value set by the batch being appended
@@ -248,10 +236,7 @@ impl<'t> CurrentTables<'t> {
         let Some(tick) = tick else {
             return Ok(Some(None));
         };
-        let Some(values) = self.inputs.tick(records, w, tick)? else {
-            return Ok(None);
-        };
-        Ok(values.get(&(name, entity)).map(|v| Some(v.clone())))
+        Ok(self.inputs.value(records, w, tick, name, entity)?.map(Some))
     }
 
     /// Deletes every entry of world `w`.

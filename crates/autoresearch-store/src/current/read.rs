@@ -414,7 +414,10 @@ pub(crate) fn read(
 /// them: the chart series joins Results to runs with it inside the
 /// writer's transaction. `None` when a chunk does not decode (the caller
 /// stops relying on the index). Cost: one range look-up and the decoding
-/// of the chunks holding `key`.
+/// of the chunks holding `key`. (The writer's series uses
+/// [`super::ChunkMemo`], which decodes a chunk once per append; this one
+/// is its reference in tests.)
+#[cfg(test)]
 pub(crate) fn entities_with_key(
     table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
     world: u64,

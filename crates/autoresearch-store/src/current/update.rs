@@ -62,13 +62,15 @@ fn load_inputs<'a>(
     }
     let mut out: HashMap<u64, Touched<'a>> = HashMap::with_capacity(entities.len());
     for (e, i, tick) in wanted {
-        let values = t.inputs.tick(records, blocks.w, tick)?.ok_or(Stop::Facts)?;
         // A pointer to a tick that did not set the value: damaged.
-        let v = values.get(&(INPUTS[i], e)).ok_or(Stop::Facts)?;
+        let v = t
+            .inputs
+            .value(records, blocks.w, tick, INPUTS[i], e)?
+            .ok_or(Stop::Facts)?;
         let touch = out
             .entry(e)
             .or_insert_with(|| Touched::new(Facts::default()));
-        touch.inputs[i] = Some(Cow::Owned(v.clone()));
+        touch.inputs[i] = Some(Cow::Owned(v));
     }
     for &e in entities {
         let touch = out

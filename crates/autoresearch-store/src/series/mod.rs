@@ -49,7 +49,7 @@ mod work;
 pub(crate) use codec::VERSION;
 pub(crate) use read::{read, table_bytes};
 
-use crate::current::{CurrentTables, entities_with_key};
+use crate::current::{ChunkMemo, CurrentTables};
 use crate::{EncodedAppend, Failure};
 use autoresearch_core::current::{BY_RUN_ID, FactsError, OUTCOME, RESULT, RESULT_OF, RUN};
 use autoresearch_core::series::{RunFacts, outcome_facts, result_sample, run_facts};
@@ -165,6 +165,7 @@ pub(crate) fn maintain(
         current,
         records,
         w,
+        chunks: ChunkMemo::default(),
     };
     match update(t, inputs, &mut meta, appends) {
         Ok(changed) => {
@@ -200,12 +201,17 @@ struct Inputs<'a, 'c, 'r> {
     current: &'a mut CurrentTables<'c>,
     records: &'a crate::stored::WriteValues<'r>,
     w: u64,
+    /// Index chunks decoded by this batch's look-ups (`current_index`
+    /// is not written while the series is updated).
+    chunks: ChunkMemo,
 }
 
 impl Inputs<'_, '_, '_> {
     /// The entities whose key in `index` is `key`.
-    fn keyed(&self, index: &str, key: &str) -> Result<Vec<u64>, Stop> {
-        entities_with_key(self.current.index(), self.w, index, key)?.ok_or(Stop::Unkept)
+    fn keyed(&mut self, index: &str, key: &str) -> Result<Vec<u64>, Stop> {
+        self.chunks
+            .entities_with_key(self.current.index(), self.w, index, key)?
+            .ok_or(Stop::Unkept)
     }
 
     /// Whether any Result joins a run by `run_id` (the `result` index has
