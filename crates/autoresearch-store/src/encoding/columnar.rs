@@ -30,13 +30,16 @@
 //! so every reader of records reads this layout through
 //! [`super::body`] without change, and the shape never has to match the
 //! component's type for a value to round-trip: it only decides how well
-//! it compresses. The streams, each behind its length, form one block
-//! compressed as one zstd frame.
+//! it compresses. The streams, each behind its length, form one block;
+//! the block is cut between columns and each piece compressed as a zstd
+//! frame of its own, so that zstd's entropy tables fit one column.
 //!
 //! Stored value: [`COLUMNS_VERSION`], [`CODEC_COLUMNS`], the body's
 //! length (u32 little-endian), the block's length (u32 little-endian),
-//! the zstd frame. Both lengths are bounded by [`MAX_RATIO`] times the
-//! bytes they are made from, checked before anything is allocated.
+//! then for each piece its length and its frame's length (u32
+//! little-endian each) and the frame. The body may claim at most
+//! [`MAX_RATIO`] times the block, and the block at most that times the
+//! bytes after the lengths, checked before anything is allocated.
 //!
 //! [`Run`]: autoresearch_core::Run
 
