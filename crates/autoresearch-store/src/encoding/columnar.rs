@@ -466,7 +466,7 @@ fn encode_values(block: &mut Vec<u8>, name: &str, vals: &[&[u8]], cuts: &mut Vec
 }
 
 /// Values stored as they are: their lengths, then their bytes.
-fn opaque<'a>(block: &mut Vec<u8>, vals: impl Iterator<Item = &'a [u8]> + Clone) {
+fn opaque<'a>(block: &mut Vec<u8>, vals: impl Iterator<Item = &'a [u8]>) {
     let mut lens = Vec::new();
     let mut bytes = Vec::new();
     for v in vals {
