@@ -520,3 +520,6 @@ mod parts_tests;
 
 #[cfg(test)]
 mod delta_tests;
+
+#[cfg(test)]
+mod columnar_tests;

@@ -176,7 +176,7 @@ async fn a_format_1_file_is_read_and_upgraded() {
     };
     let err = st.append(w.id(), stale, None).await.unwrap_err();
     assert!(matches!(err, StorageError::NotApplicable { .. }), "{err}");
-    assert_eq!(FORMAT_VERSION, 5);
+    assert_eq!(FORMAT_VERSION, 6);
 }
 
 const SPAWNS: redb::TableDefinition<(u64, u64, u64), u64> =

@@ -13,6 +13,7 @@
 //! edit to a core type cannot silently change the file format.
 
 mod borrowed;
+mod columnar;
 pub(crate) mod delta;
 mod parts;
 mod value;
@@ -52,8 +53,11 @@ use serde::{Deserialize, Serialize};
 /// read as they are, so a format 4 file is upgraded by creating the two
 /// tables and rewriting the marker, and a build that knows only format 4,
 /// which would read a stub or a delta as a damaged value, refuses the
-/// file.
-pub const FORMAT_VERSION: u8 = 5;
+/// file. Version 6 stores a large tick record laid out by column (value
+/// version 4, see `columnar`); older values are read as they are, so a
+/// format 5 file is upgraded by rewriting the marker, and a build that
+/// knows only format 5 refuses the file.
+pub const FORMAT_VERSION: u8 = 6;
 
 /// The newest value encoding this build writes and reads (the first byte
 /// of every postcard value). Version 1: the postcard body follows.
@@ -67,7 +71,9 @@ pub const FORMAT_VERSION: u8 = 5;
 /// [`CODEC_ZSTD`]: value::CODEC_ZSTD
 /// Version 3 (file format 5): a tick record that holds deltas
 /// ([`DELTA_VERSION`]); the codec byte and body follow as in version 2.
-pub const VALUE_VERSION: u8 = 3;
+/// Version 4 (file format 6): a tick record of many changes laid out by
+/// column (`columnar`), which decodes to the body of a version 2 record.
+pub const VALUE_VERSION: u8 = 4;
 
 /// The version byte of records and snapshots stored whole (value
 /// version 2).
@@ -534,9 +540,18 @@ pub(crate) fn decode_world(id: WorldId, bytes: &[u8]) -> Result<WorldInfo, Decod
     })
 }
 
-/// Encodes a record's body; its tick is the key. Consumes the record so
-/// that no value is copied twice.
+/// Encodes a record's body; its tick is the key: laid out by column
+/// (value version 4) when it has many changes, row-wise (version 2)
+/// otherwise. Consumes the record so that no value is copied twice.
 pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
+    match columnar::encode_record(record.at_ms, &record.changes) {
+        Some(bytes) => Ok(bytes),
+        None => encode_record_rows(record),
+    }
+}
+
+/// [`encode_record`] row-wise (value version 2), whatever its size.
+pub(crate) fn encode_record_rows(record: TickRecord) -> Result<Vec<u8>, String> {
     // About the encoded size, so that a large record is not copied by
     // doubling its buffer a score of times.
     let size_hint = 16

@@ -1,6 +1,7 @@
 //! The value codecs: the version and codec bytes that start a stored
 //! value, and its postcard body kept raw or compressed (zstd, LZ4).
 
+use super::columnar::{self, CODEC_COLUMNS, COLUMNS_VERSION};
 use super::{DecodeError, PACKED_VERSION, VALUE_VERSION};
 use serde::Serialize;
 
@@ -98,21 +99,7 @@ pub(super) fn encode_versioned<T: Serialize>(
     } else {
         ZSTD_LARGE_LEVEL
     };
-    let packed = ZSTD
-        .with(|z| {
-            let mut z = z.borrow_mut();
-            if z.0.is_none() {
-                z.0 = Some(zstd::bulk::Compressor::new(level)?);
-            }
-            match z.0.as_mut() {
-                Some(c) => {
-                    c.set_compression_level(level)?;
-                    c.compress(body)
-                }
-                None => Ok(Vec::new()),
-            }
-        })
-        .map_err(|e| format!("zstd: {e}"))?;
+    let packed = zstd_compress(body, level).map_err(|e| format!("zstd: {e}"))?;
     if body.len() < ZSTD_UP_TO || packed.len().saturating_mul(MAX_ZSTD_RATIO) >= body.len() {
         let mut out = Vec::with_capacity(6 + packed.len());
         out.extend_from_slice(&[version, CODEC_ZSTD]);
@@ -175,17 +162,7 @@ pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeErr
                         "zstd value claims {len} bytes, more than such a value holds"
                     )));
                 }
-                let out = ZSTD
-                    .with(|z| {
-                        let mut z = z.borrow_mut();
-                        if z.1.is_none() {
-                            z.1 = Some(zstd::bulk::Decompressor::new()?);
-                        }
-                        match z.1.as_mut() {
-                            Some(d) => d.decompress(frame, len),
-                            None => Ok(Vec::new()),
-                        }
-                    })
+                let out = zstd_decompress(frame, len)
                     .map_err(|e| DecodeError::Corrupt(format!("zstd: {e}")))?;
                 if out.len() != len {
                     return Err(DecodeError::Corrupt(format!(
@@ -195,6 +172,9 @@ pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeErr
                 }
                 Ok(std::borrow::Cow::Owned(out))
             }
+            Some((&CODEC_COLUMNS, payload)) if version == COLUMNS_VERSION => {
+                columnar::decode_record(payload).map(std::borrow::Cow::Owned)
+            }
             Some((&super::CODEC_PARTS, _)) => Err(DecodeError::Corrupt(
                 "a value stored in parts was read without its parts".into(),
             )),
@@ -202,6 +182,38 @@ pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeErr
             None => Err(DecodeError::Corrupt("value without its codec byte".into())),
         },
     }
+}
+
+/// `bytes` as one zstd frame at `level`, through this thread's context.
+pub(super) fn zstd_compress(bytes: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    ZSTD.with(|z| {
+        let mut z = z.borrow_mut();
+        if z.0.is_none() {
+            z.0 = Some(zstd::bulk::Compressor::new(level)?);
+        }
+        match z.0.as_mut() {
+            Some(c) => {
+                c.set_compression_level(level)?;
+                c.compress(bytes)
+            }
+            None => Ok(Vec::new()),
+        }
+    })
+}
+
+/// One zstd frame of at most `capacity` bytes decompressed, through this
+/// thread's context. Errors on a damaged frame or one that holds more.
+pub(super) fn zstd_decompress(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    ZSTD.with(|z| {
+        let mut z = z.borrow_mut();
+        if z.1.is_none() {
+            z.1 = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match z.1.as_mut() {
+            Some(d) => d.decompress(frame, capacity),
+            None => Ok(Vec::new()),
+        }
+    })
 }
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
@@ -311,7 +323,9 @@ mod tests {
         // A record past ZSTD_UP_TO is zstd too (its fast level), and may
         // claim more than ZSTD_UP_TO.
         let huge = huge_record();
-        let bytes = encode_record(huge.clone()).unwrap();
+        // (Row-wise: a record of that many changes is otherwise laid out
+        // by column.)
+        let bytes = encode_record_rows(huge.clone()).unwrap();
         assert_eq!(bytes[..2], [PACKED_VERSION, CODEC_ZSTD]);
         assert!(u32::from_le_bytes(bytes[2..6].try_into().unwrap()) as usize > ZSTD_UP_TO);
         assert_eq!(decode_record(Tick(3), &bytes).unwrap(), huge);
