@@ -317,12 +317,21 @@ struct Column {
 
 impl Column {
     fn find(&self, entity: EntityId) -> Result<usize, usize> {
-        match self.rows.last() {
-            None => Err(0),
-            Some((last, _)) if *last < entity => Err(self.rows.len()),
-            Some((last, _)) if *last == entity => Ok(self.rows.len() - 1),
-            _ => self.rows.binary_search_by_key(&entity, |(e, _)| *e),
+        let (Some((first, _)), Some((last, _))) = (self.rows.first(), self.rows.last()) else {
+            return Err(0);
+        };
+        if *last < entity {
+            return Err(self.rows.len());
         }
+        // Ids are handed out in order, so rows are mostly consecutive ids:
+        // the row `entity - first` places on is a first guess, O(1) where
+        // it holds (a binary search of a large column misses the cache at
+        // each step).
+        let guess = usize::try_from(entity.0.wrapping_sub(first.0)).unwrap_or(usize::MAX);
+        if entity >= *first && self.rows.get(guess).is_some_and(|(e, _)| *e == entity) {
+            return Ok(guess);
+        }
+        self.rows.binary_search_by_key(&entity, |(e, _)| *e)
     }
 
     /// Applies `change` (its value in body `body`, `len` bytes long).
