@@ -312,7 +312,10 @@ mod run_ref_fast {
     /// between them are their lengths, one byte (ASCII) each, so each
     /// field starts and ends on a character boundary of the whole. Where
     /// it does not, each field is checked on its own.
-    fn texts<'a, const N: usize>(bytes: &'a [u8], fields: &[Range<usize>; N]) -> Option<[&'a str; N]> {
+    fn texts<'a, const N: usize>(
+        bytes: &'a [u8],
+        fields: &[Range<usize>; N],
+    ) -> Option<[&'a str; N]> {
         let (first, last) = (fields.first()?.start, fields.last()?.end);
         let whole = std::str::from_utf8(bytes.get(first..last)?).ok();
         let mut out = [""; N];
@@ -337,8 +340,16 @@ mod run_ref_fast {
         for r in &mut tail {
             *r = text(bytes, &mut at)?;
         }
-        let [run_id, experiment_name, vm_name, status, harness, repo_url, branch, task] =
-            texts(bytes, &head)?;
+        let [
+            run_id,
+            experiment_name,
+            vm_name,
+            status,
+            harness,
+            repo_url,
+            branch,
+            task,
+        ] = texts(bytes, &head)?;
         let [agent_name, workspace_path, commit_hash] = texts(bytes, &tail)?;
         Some(RunRef {
             run_id,

@@ -644,6 +644,41 @@ mod tests {
     }
 
     #[test]
+    fn a_column_finds_rows_by_id_offset_and_across_gaps() {
+        let mut c = Column::default();
+        // Ids 10..=12 then a gap to 20..=21: the offset guess holds for
+        // the first run of ids and misses after the gap.
+        for e in [10, 11, 12, 20, 21] {
+            c.apply(ComponentChange::Spawn(EntityId(e)), 0, 0).unwrap();
+        }
+        assert_eq!(c.find(EntityId(12)), Ok(2));
+        assert_eq!(c.find(EntityId(20)), Ok(3));
+        assert_eq!(c.find(EntityId(21)), Ok(4));
+        assert_eq!(c.find(EntityId(15)), Err(3));
+        assert_eq!(c.find(EntityId(3)), Err(0));
+        assert_eq!(c.find(EntityId(u64::MAX)), Err(5));
+        for (e, start) in [(11, 0), (20, 1), (10, 2)] {
+            c.apply(ComponentChange::Set(EntityId(e), span(start, 1)), 0, 4)
+                .unwrap();
+        }
+        // A spawn into the gap keeps the rows sorted.
+        c.apply(ComponentChange::Spawn(EntityId(15)), 0, 0).unwrap();
+        c.apply(ComponentChange::Set(EntityId(15), span(3, 1)), 0, 4)
+            .unwrap();
+        assert_eq!(
+            values(&c),
+            [
+                (10, Some((0, 2))),
+                (11, Some((0, 0))),
+                (12, None),
+                (15, Some((0, 3))),
+                (20, Some((0, 1))),
+                (21, None)
+            ]
+        );
+    }
+
+    #[test]
     fn a_column_refuses_changes_that_do_not_apply() {
         let mut c = Column::default();
         c.apply(ComponentChange::Spawn(EntityId(1)), 0, 0).unwrap();

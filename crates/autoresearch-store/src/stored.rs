@@ -216,6 +216,8 @@ pub(crate) struct StoredValues<V, P> {
 
 /// Keys of a world's values.
 type ValueKey = (u64, u64);
+/// A value's tick and its bytes as stored ([`StoredValues::raw_range`]).
+pub(crate) type RawValue<'a> = (Tick, AccessGuard<'a, &'static [u8]>);
 /// Keys of a value's parts.
 type PartKey = (u64, u64, u64);
 
@@ -406,10 +408,7 @@ where
         world: u64,
         from: u64,
         to: u64,
-    ) -> Result<
-        impl Iterator<Item = Result<(Tick, AccessGuard<'_, &'static [u8]>), Failure>> + '_,
-        Failure,
-    > {
+    ) -> Result<impl Iterator<Item = Result<RawValue<'_>, Failure>> + '_, Failure> {
         let range = if from <= to {
             Some(self.values.range((world, from)..=(world, to))?)
         } else {
