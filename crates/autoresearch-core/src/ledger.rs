@@ -317,12 +317,21 @@ struct Column {
 
 impl Column {
     fn find(&self, entity: EntityId) -> Result<usize, usize> {
-        match self.rows.last() {
-            None => Err(0),
-            Some((last, _)) if *last < entity => Err(self.rows.len()),
-            Some((last, _)) if *last == entity => Ok(self.rows.len() - 1),
-            _ => self.rows.binary_search_by_key(&entity, |(e, _)| *e),
+        let (Some((first, _)), Some((last, _))) = (self.rows.first(), self.rows.last()) else {
+            return Err(0);
+        };
+        if *last < entity {
+            return Err(self.rows.len());
         }
+        // Ids are handed out in order, so rows are mostly consecutive ids:
+        // the row `entity - first` places on is a first guess, O(1) where
+        // it holds (a binary search of a large column misses the cache at
+        // each step).
+        let guess = usize::try_from(entity.0.wrapping_sub(first.0)).unwrap_or(usize::MAX);
+        if entity >= *first && self.rows.get(guess).is_some_and(|(e, _)| *e == entity) {
+            return Ok(guess);
+        }
+        self.rows.binary_search_by_key(&entity, |(e, _)| *e)
     }
 
     /// Applies `change` (its value in body `body`, `len` bytes long).
@@ -632,6 +641,41 @@ mod tests {
         c.apply(ComponentChange::Set(EntityId(9), span(0, 1)), 1, 1)
             .unwrap();
         assert_eq!(values(&c), [(5, None), (9, Some((1, 0)))]);
+    }
+
+    #[test]
+    fn a_column_finds_rows_by_id_offset_and_across_gaps() {
+        let mut c = Column::default();
+        // Ids 10..=12 then a gap to 20..=21: the offset guess holds for
+        // the first run of ids and misses after the gap.
+        for e in [10, 11, 12, 20, 21] {
+            c.apply(ComponentChange::Spawn(EntityId(e)), 0, 0).unwrap();
+        }
+        assert_eq!(c.find(EntityId(12)), Ok(2));
+        assert_eq!(c.find(EntityId(20)), Ok(3));
+        assert_eq!(c.find(EntityId(21)), Ok(4));
+        assert_eq!(c.find(EntityId(15)), Err(3));
+        assert_eq!(c.find(EntityId(3)), Err(0));
+        assert_eq!(c.find(EntityId(u64::MAX)), Err(5));
+        for (e, start) in [(11, 0), (20, 1), (10, 2)] {
+            c.apply(ComponentChange::Set(EntityId(e), span(start, 1)), 0, 4)
+                .unwrap();
+        }
+        // A spawn into the gap keeps the rows sorted.
+        c.apply(ComponentChange::Spawn(EntityId(15)), 0, 0).unwrap();
+        c.apply(ComponentChange::Set(EntityId(15), span(3, 1)), 0, 4)
+            .unwrap();
+        assert_eq!(
+            values(&c),
+            [
+                (10, Some((0, 2))),
+                (11, Some((0, 0))),
+                (12, None),
+                (15, Some((0, 3))),
+                (20, Some((0, 1))),
+                (21, None)
+            ]
+        );
     }
 
     #[test]

@@ -37,7 +37,8 @@ struct Inner {
 
 /// A bounded cache of decoded one-component records and snapshots. At
 /// most `capacity` bytes (bodies plus changes) are kept; the entries kept
-/// longest are dropped first. Zero keeps nothing.
+/// longest are dropped first; one larger than `capacity` is not kept.
+/// Zero keeps nothing.
 pub(crate) struct SpanCache {
     capacity: usize,
     inner: Mutex<Inner>,
@@ -126,7 +127,10 @@ impl SpanCache {
         // and the eviction queue's copy, with the component name's heap
         // bytes), the map and queue slots, and the shared allocation.
         let size = size + 2 * (size_of::<Key>() + key.3.len()) + size_of::<(Entry, usize)>() + 48;
-        if size > self.capacity / 2 {
+        // One as large as the whole cache is kept (a large world's ingest
+        // record, which every later read replays, is worth more than all
+        // the small ones it evicts).
+        if size > self.capacity {
             return;
         }
         let mut inner = self.lock();
@@ -189,9 +193,15 @@ mod tests {
         assert!(cache.record(w, Tick(2), "Run").is_some());
         assert!(cache.record(w, Tick(3), "Run").is_some());
         assert!(cache.bytes() <= 3_000);
-        // One larger than half the cache is not kept at all.
-        cache.keep_record(w, "Run", &record(4, 2_000));
+        // One larger than the cache is not kept at all, and evicts nothing.
+        cache.keep_record(w, "Run", &record(4, 3_000));
         assert_eq!(cache.record(w, Tick(4), "Run"), None);
+        assert!(cache.record(w, Tick(3), "Run").is_some());
+        // One that fits alone evicts everything else.
+        cache.keep_record(w, "Run", &record(5, 2_000));
+        assert!(cache.record(w, Tick(5), "Run").is_some());
+        assert_eq!(cache.record(w, Tick(2), "Run"), None);
+        assert_eq!(cache.record(w, Tick(3), "Run"), None);
         // A zero capacity keeps nothing.
         let off = SpanCache::new(0);
         off.keep_record(w, "Run", &record(1, 10));

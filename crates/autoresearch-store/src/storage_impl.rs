@@ -43,11 +43,31 @@ fn own_records<T>(
     to: Tick,
     decode: impl Fn(Tick, &[u8]) -> Result<T, encoding::DecodeError>,
 ) -> Result<Vec<T>, Failure> {
+    own_records_kept(txn, bases, world, from, to, |_| None, decode)
+}
+
+/// As [`own_records`], but a record `kept` returns is taken from there:
+/// only the others are joined from their parts, their deltas resolved and
+/// decoded (a delta's base is read only for a record not kept).
+fn own_records_kept<T>(
+    txn: &ReadTransaction,
+    bases: &Arc<BaseMemo>,
+    world: WorldId,
+    from: Tick,
+    to: Tick,
+    mut kept: impl FnMut(Tick) -> Option<T>,
+    decode: impl Fn(Tick, &[u8]) -> Result<T, encoding::DecodeError>,
+) -> Result<Vec<T>, Failure> {
     load_world(&table(txn, WORLDS)?, world)?;
     let mut out = Vec::new();
     let records = ReadValues::records_with(txn, bases)?;
-    for entry in records.range(world.0, from.0, to.0)? {
-        let (tick, v) = entry?;
+    for entry in records.raw_range(world.0, from.0, to.0)? {
+        let (tick, raw) = entry?;
+        if let Some(r) = kept(tick) {
+            out.push(r);
+            continue;
+        }
+        let v = records.resolve(world.0, tick, raw)?;
         out.push(decode(tick, &v).map_err(|e| e.at(world, tick, "tick record"))?);
     }
     Ok(out)
@@ -321,8 +341,8 @@ impl Storage for RedbStorage {
             move |txn| {
                 // Every record kept decoded: none is read.
                 let head = load_world(&table(txn, WORLDS)?, world)?.head;
+                let mut kept = Vec::new();
                 if from <= to.min(head) {
-                    let mut kept = Vec::new();
                     for t in from.0..=to.min(head).0 {
                         match cache.record(world, Tick(t), &component) {
                             Some(r) => kept.push(r),
@@ -333,14 +353,25 @@ impl Storage for RedbStorage {
                         return Ok(kept);
                     }
                 }
-                own_records(txn, &bases, world, from, to, |tick, bytes| {
-                    if let Some(r) = cache.record(world, tick, &component) {
-                        return Ok(r);
-                    }
-                    let r = crate::spans::decode_span_record(tick, bytes, &component)?;
-                    cache.keep_record(world, &component, &r);
-                    Ok(r)
-                })
+                // The records found kept above, then each of the others
+                // from the cache or, failing that, read and kept.
+                let mut kept = kept.into_iter().peekable();
+                own_records_kept(
+                    txn,
+                    &bases,
+                    world,
+                    from,
+                    to,
+                    |tick| match kept.peek() {
+                        Some(r) if r.tick == tick => kept.next(),
+                        _ => cache.record(world, tick, &component),
+                    },
+                    |tick, bytes| {
+                        let r = crate::spans::decode_span_record(tick, bytes, &component)?;
+                        cache.keep_record(world, &component, &r);
+                        Ok(r)
+                    },
+                )
             },
         )
         .await

@@ -208,10 +208,16 @@ pub(crate) struct StoredValues<V, P> {
     what: &'static str,
     /// Records decoded as delta bases.
     bases: Arc<BaseMemo>,
+    /// The bases this read (or write transaction) has decoded, held for
+    /// its whole length: a shared memo that starts over in the middle of
+    /// a read does not make it decode a base once per delta.
+    pinned: Mutex<HashMap<(u64, u64), Arc<Sets>>>,
 }
 
 /// Keys of a world's values.
 type ValueKey = (u64, u64);
+/// A value's tick and its bytes as stored ([`StoredValues::raw_range`]).
+pub(crate) type RawValue<'a> = (Tick, AccessGuard<'a, &'static [u8]>);
 /// Keys of a value's parts.
 type PartKey = (u64, u64, u64);
 
@@ -276,6 +282,7 @@ impl ReadValues {
             parts,
             what,
             bases: bases.clone(),
+            pinned: Mutex::default(),
         })
     }
 }
@@ -292,6 +299,7 @@ impl<'t> WriteValues<'t> {
             parts: Some(txn.open_table(encoding::RECORD_PARTS)?),
             what: RECORD,
             bases: bases.clone(),
+            pinned: Mutex::default(),
         })
     }
 
@@ -302,6 +310,7 @@ impl<'t> WriteValues<'t> {
             parts: Some(txn.open_table(encoding::SNAPSHOT_PARTS)?),
             what: SNAPSHOT,
             bases: Arc::default(),
+            pinned: Mutex::default(),
         })
     }
 
@@ -388,6 +397,38 @@ where
             let tick = k.value().1;
             Ok((Tick(tick), self.whole(world, tick, v)?))
         }))
+    }
+
+    /// `world`'s values of ticks `from..=to`, in tick order, as stored:
+    /// not joined, their deltas not resolved. For readers that keep
+    /// decoded values and look there first; [`StoredValues::resolve`]
+    /// makes one whole.
+    pub(crate) fn raw_range(
+        &self,
+        world: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<impl Iterator<Item = Result<RawValue<'_>, Failure>> + '_, Failure> {
+        let range = if from <= to {
+            Some(self.values.range((world, from)..=(world, to))?)
+        } else {
+            None
+        };
+        Ok(range.into_iter().flatten().map(|entry| {
+            let (k, v) = entry?;
+            Ok((Tick(k.value().1), v))
+        }))
+    }
+
+    /// A value from [`StoredValues::raw_range`] as readers see it: joined
+    /// from its parts, its deltas resolved.
+    pub(crate) fn resolve<'a>(
+        &'a self,
+        world: u64,
+        tick: Tick,
+        raw: AccessGuard<'a, &'static [u8]>,
+    ) -> Result<StoredValue<'a>, Failure> {
+        self.whole(world, tick.0, raw)
     }
 
     /// `world`'s newest value at or before `at`, joined.
@@ -488,7 +529,12 @@ where
     /// The `Set`s of `world`'s record of `tick` as stored (deltas not
     /// resolved), decoded once through the memo; `None` without a record.
     fn sets(&self, world: u64, tick: u64) -> Result<Option<Arc<Sets>>, Failure> {
+        let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sets) = pinned.get(&(world, tick)) {
+            return Ok(Some(sets.clone()));
+        }
         if let Some(sets) = self.bases.get(world, tick) {
+            pinned.insert((world, tick), sets.clone());
             return Ok(Some(sets));
         }
         let Some(guard) = self.values.get((world, tick))? else {
@@ -500,6 +546,7 @@ where
                 .map_err(|e| Failure::from(e.at(WorldId(world), Tick(tick), self.what)))?,
         );
         self.bases.keep(world, tick, sets.clone());
+        pinned.insert((world, tick), sets.clone());
         Ok(Some(sets))
     }
 
