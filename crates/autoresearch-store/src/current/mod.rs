@@ -53,6 +53,7 @@ mod read;
 mod update;
 
 use update::update;
+pub(crate) use update::EntityMap;
 
 pub(crate) use read::{entities_with_key, kept_at, read, table_bytes};
 

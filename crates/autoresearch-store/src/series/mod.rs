@@ -49,7 +49,7 @@ mod work;
 pub(crate) use codec::VERSION;
 pub(crate) use read::{read, table_bytes};
 
-use crate::current::{CurrentTables, entities_with_key};
+use crate::current::{CurrentTables, EntityMap, entities_with_key};
 use crate::{EncodedAppend, Failure};
 use autoresearch_core::current::{BY_RUN_ID, FactsError, OUTCOME, RESULT, RESULT_OF, RUN};
 use autoresearch_core::series::{RunFacts, outcome_facts, result_sample, run_facts};
@@ -238,15 +238,25 @@ impl Inputs<'_, '_, '_> {
     }
 }
 
-fn net_changes(appends: &[EncodedAppend]) -> BTreeMap<u64, Net<'_>> {
-    let mut net: BTreeMap<u64, Net<'_>> = BTreeMap::new();
+fn net_changes(appends: &[EncodedAppend]) -> Vec<(u64, Net<'_>)> {
+    // A vector in first-touch order and each entity's place in it, sorted
+    // at the end: cheaper than a tree of ten thousand spawns.
+    let mut net: Vec<(u64, Net<'_>)> = Vec::new();
+    let mut position: EntityMap<usize> = EntityMap::default();
     for a in appends {
-        for change in &a.changes_full {
+        for change in a.changes_full.iter() {
             let e = change.entity().0;
-            let n = net.entry(e).or_insert_with(|| Net {
-                spawned: matches!(change, Change::Spawn { .. }),
-                ..Net::default()
+            let i = *position.entry(e).or_insert_with(|| {
+                net.push((
+                    e,
+                    Net {
+                        spawned: matches!(change, Change::Spawn { .. }),
+                        ..Net::default()
+                    },
+                ));
+                net.len() - 1
             });
+            let n = &mut net[i].1;
             match change {
                 Change::Spawn { .. } => {}
                 Change::Set {
@@ -271,6 +281,7 @@ fn net_changes(appends: &[EncodedAppend]) -> BTreeMap<u64, Net<'_>> {
             }
         }
     }
+    net.sort_unstable_by_key(|(e, _)| *e);
     net
 }
 
@@ -322,10 +333,10 @@ fn update(
 fn apply_runs(
     t: &SeriesTables<'_>,
     work: &mut Work<'_>,
-    net: &BTreeMap<u64, Net<'_>>,
+    net: &[(u64, Net<'_>)],
 ) -> Result<Touched, Stop> {
     let mut touched = Touched::new();
-    for (&e, n) in net {
+    for &(e, ref n) in net {
         let Some(change) = n.run else { continue };
         let Some(bytes) = change else {
             if !n.spawned && work.experiment_of(t, e)?.is_some() {
@@ -364,11 +375,11 @@ fn apply_runs(
 fn apply_outcomes(
     t: &SeriesTables<'_>,
     work: &mut Work<'_>,
-    net: &BTreeMap<u64, Net<'_>>,
+    net: &[(u64, Net<'_>)],
     touched: &Touched,
 ) -> Result<(), Stop> {
     let mut comparators = Vec::new();
-    for (&e, n) in net {
+    for &(e, ref n) in net {
         let Some(change) = n.outcome else { continue };
         let x = match touched.get(&e) {
             Some((x, _)) => Some(*x),
@@ -419,12 +430,12 @@ fn apply_results(
     t: &mut SeriesTables<'_>,
     work: &mut Work<'_>,
     inputs: &mut Inputs<'_, '_, '_>,
-    net: &BTreeMap<u64, Net<'_>>,
+    net: &[(u64, Net<'_>)],
     touched: &Touched,
     by_run_id: Option<&HashMap<&str, u64>>,
 ) -> Result<(), Stop> {
     let w = inputs.w;
-    for (&r, n) in net {
+    for &(r, ref n) in net {
         let Some(change) = n.result else { continue };
         let old = t.results.get((w, r))?.map(|v| v.value());
         if let Some(old) = old {
@@ -464,8 +475,15 @@ fn join_results(
     let w = inputs.w;
     let mut any_result = None;
     for (&e, (_, f)) in touched {
-        work.set_commit(t, e, commit_id(&f.commit))?;
-        let have = work.record(t, e)?.map(|r| r.results()).unwrap_or_default();
+        // A run without a record (every new run of an ingest) has no
+        // commit to change: its commit is hashed only when a Result joins.
+        let have = match work.record(t, e)? {
+            Some(_) => {
+                work.set_commit(t, e, commit_id(&f.commit))?;
+                work.record(t, e)?.map(|r| r.results()).unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
         if have.is_empty() && !*any_result.get_or_insert(inputs.any_result()?) {
             continue;
         }
