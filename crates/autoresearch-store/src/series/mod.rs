@@ -484,8 +484,16 @@ fn join_results(
             }
             None => Vec::new(),
         };
-        if have.is_empty() && !*any_result.get_or_insert(inputs.any_result()?) {
-            continue;
+        if have.is_empty() {
+            // Asked once a batch (not once a run: `get_or_insert` would
+            // evaluate its argument every time).
+            let any = match any_result {
+                Some(any) => any,
+                None => *any_result.insert(inputs.any_result()?),
+            };
+            if !any {
+                continue;
+            }
         }
         let joined = inputs.keyed(RESULT_OF, &f.run_id)?;
         if !joined.is_empty() && !alone && inputs.keyed(BY_RUN_ID, &f.run_id)? != [e] {
