@@ -30,7 +30,7 @@ enum Step {
 fn run(i: u64, status: RunStatus) -> Run {
     let mut run = Run::new(
         format!("{:08x}-{i}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32),
-        if i % 3 == 0 { "a" } else { "b" },
+        if i.is_multiple_of(3) { "a" } else { "b" },
     );
     run.commit_hash = format!("c{}", i % 7);
     run.set_status(status);
@@ -76,7 +76,7 @@ fn changes(rng: &mut Rng) -> Vec<Step> {
 
 /// Plays `steps` on `w`, committing every `per_commit` steps (and at the
 /// end). `runs` maps a run to its entity.
-async fn play(w: &mut World, steps: &[Step], per_commit: usize, runs: &mut Vec<Option<EntityId>>) {
+async fn play(w: &mut World, steps: &[Step], per_commit: usize, runs: &mut [Option<EntityId>]) {
     for (n, step) in steps.iter().enumerate() {
         match step.clone() {
             Step::Spawn(i) => {
@@ -189,7 +189,8 @@ async fn answers(st: &Arc<dyn Storage>, w: WorldId) -> (Vec<String>, Vec<String>
 #[tokio::test]
 async fn a_bulk_tick_equals_the_same_changes_in_small_ticks() {
     let dir = tempfile::tempdir().unwrap();
-    let redb = Arc::new(RedbStorage::open(&dir.path().join("l.redb"), RedbConfig::default()).unwrap());
+    let redb =
+        Arc::new(RedbStorage::open(&dir.path().join("l.redb"), RedbConfig::default()).unwrap());
     let st: Arc<dyn Storage> = redb.clone();
     let mut rng = Rng(19);
     let first = ingest(&mut rng);
@@ -222,7 +223,10 @@ async fn a_bulk_tick_equals_the_same_changes_in_small_ticks() {
     // The bulk world's ingest record was large enough to be encoded on a
     // thread of its own, and reads back whole (the recount above read it).
     let bulk = st.find_world("bulk").await.unwrap().unwrap();
-    let records = st.read_own_records(bulk.id, Tick(1), Tick(1)).await.unwrap();
+    let records = st
+        .read_own_records(bulk.id, Tick(1), Tick(1))
+        .await
+        .unwrap();
     assert!(estimated_bytes(&records[0].changes) >= ENCODE_APART_FROM);
 }
 

@@ -464,14 +464,17 @@ pub(crate) struct EncodedAppend {
     pub(crate) snapshot: Option<Vec<u8>>,
     /// The record's changes, for the current state (`current`) and the
     /// series; shared with the thread encoding them.
-    pub(crate) changes_full: Arc<Vec<autoresearch_core::Change>>,
+    pub(crate) changes_full: Arc<[autoresearch_core::Change]>,
 }
+
+/// The thread encoding a record, and what it gives.
+type Encoding = std::thread::JoinHandle<Result<Vec<u8>, String>>;
 
 /// A record's encoding: done, or on a thread of its own (joined once, by
 /// the first [`EncodedAppend::record`]).
 struct RecordBytes {
     done: std::sync::OnceLock<Result<Vec<u8>, String>>,
-    running: Mutex<Option<std::thread::JoinHandle<Result<Vec<u8>, String>>>>,
+    running: Mutex<Option<Encoding>>,
 }
 
 /// Records estimated at this many bytes or more are encoded on a thread of
@@ -503,14 +506,14 @@ impl EncodedAppend {
             .map(|c| (c.kind(), c.entity()))
             .collect();
         let estimated = estimated_bytes(&record.changes);
-        let changes_full = Arc::new(record.changes);
+        let changes_full: Arc<[autoresearch_core::Change]> = Arc::from(record.changes);
         let record = if estimated >= ENCODE_APART_FROM {
             let shared = changes_full.clone();
             let job = move || {
                 encoding::encode_record(TickRecord {
                     tick,
                     at_ms,
-                    changes: shared.as_ref().clone(),
+                    changes: shared.to_vec(),
                 })
             };
             match std::thread::Builder::new()
@@ -522,11 +525,11 @@ impl EncodedAppend {
                 Err(_) => RecordBytes::done(encoding::encode_record(TickRecord {
                     tick,
                     at_ms,
-                    changes: changes_full.as_ref().clone(),
+                    changes: changes_full.to_vec(),
                 })),
             }
         } else {
-            let changes = changes_full.as_ref().clone();
+            let changes = changes_full.to_vec();
             let bytes = encoding::encode_record(TickRecord {
                 tick,
                 at_ms,
@@ -602,7 +605,7 @@ impl RecordBytes {
         }
     }
 
-    fn running(handle: std::thread::JoinHandle<Result<Vec<u8>, String>>) -> RecordBytes {
+    fn running(handle: Encoding) -> RecordBytes {
         RecordBytes {
             done: std::sync::OnceLock::new(),
             running: Mutex::new(Some(handle)),

@@ -52,8 +52,8 @@ mod pending;
 mod read;
 mod update;
 
-use update::update;
 pub(crate) use update::EntityMap;
+use update::update;
 
 pub(crate) use read::{entities_with_key, kept_at, read, table_bytes};
 
