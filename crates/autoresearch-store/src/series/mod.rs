@@ -56,7 +56,7 @@ use autoresearch_core::series::{RunFacts, outcome_facts, result_sample, run_fact
 use autoresearch_core::{Change, Tick, WorldInfo};
 use codec::{Meta, decode_head, encode_head};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ops::Bound;
 use work::{Work, commit_id};
 
@@ -286,7 +286,35 @@ fn net_changes(appends: &[EncodedAppend]) -> Vec<(u64, Net<'_>)> {
 }
 
 /// The runs a batch set: entity -> (experiment id, facts).
-type Touched = BTreeMap<u64, (u64, RunFacts)>;
+/// Kept in a vector by entity (the runs are found in entity order, so
+/// each is pushed at its end): cheaper than a tree for an ingest's runs.
+#[derive(Default)]
+struct Touched(Vec<(u64, (u64, RunFacts))>);
+
+impl Touched {
+    /// Adds run `e` (above every run added before).
+    fn push(&mut self, e: u64, run: (u64, RunFacts)) -> Result<(), Stop> {
+        if self.0.last().is_some_and(|(last, _)| *last >= e) {
+            // Never: the batch's entities are visited in order.
+            return Err(Stop::Unkept);
+        }
+        self.0.push((e, run));
+        Ok(())
+    }
+
+    fn get(&self, e: &u64) -> Option<&(u64, RunFacts)> {
+        let i = self.0.binary_search_by_key(e, |(k, _)| *k).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&u64, &(u64, RunFacts))> {
+        self.0.iter().map(|(e, run)| (e, run))
+    }
+}
 
 /// Applies the batch; whether the metadata changed.
 fn update(
@@ -305,7 +333,7 @@ fn update(
     // they join. Those of this batch are not kept; those of a run set by
     // the batch and another are checked where a Result joins.
     let mut by_run_id: HashMap<&str, u64> = HashMap::with_capacity(touched.len());
-    for (&e, (_, f)) in &touched {
+    for (&e, (_, f)) in touched.iter() {
         if by_run_id.insert(f.run_id.as_str(), e).is_some() {
             return Err(Stop::Unkept);
         }
@@ -335,7 +363,7 @@ fn apply_runs(
     work: &mut Work<'_>,
     net: &[(u64, Net<'_>)],
 ) -> Result<Touched, Stop> {
-    let mut touched = Touched::new();
+    let mut touched = Touched::default();
     for &(e, ref n) in net {
         let Some(change) = n.run else { continue };
         let Some(bytes) = change else {
@@ -364,7 +392,7 @@ fn apply_runs(
             }
         }
         work.set_crashed(t, x, e, facts.crashed)?;
-        touched.insert(e, (x, facts));
+        touched.push(e, (x, facts))?;
     }
     Ok(touched)
 }
@@ -474,7 +502,7 @@ fn join_results(
 ) -> Result<(), Stop> {
     let w = inputs.w;
     let mut any_result = None;
-    for (&e, (_, f)) in touched {
+    for (&e, (_, f)) in touched.iter() {
         // A run without a record (every new run of an ingest) has no
         // commit to change: its commit is hashed only when a Result joins.
         let have = match work.record(t, e)? {
