@@ -11,6 +11,9 @@ pub(crate) enum Failure {
     Db(redb::Error),
     /// A panic inside redb, caught at the store boundary.
     Panic(Box<dyn std::any::Any + Send>),
+    /// A refusal met after a batch's first write (a record encoded on a
+    /// thread of its own that failed): the whole transaction is dropped.
+    Aborted(StorageError),
 }
 
 macro_rules! from_redb {
@@ -151,6 +154,7 @@ impl ErrorSink {
                 source: self.cause(e),
             },
             Failure::Panic(panic) => self.damaged(&context(), panic.as_ref()),
+            Failure::Aborted(e) => self.in_file(e),
         }
     }
 
@@ -166,6 +170,9 @@ impl ErrorSink {
                 SharedError::Backend(context.to_string(), SharedCause::Other(Arc::new(e)))
             }
             Failure::Db(e) => SharedError::Backend(context.to_string(), self.shared_cause(e)),
+            Failure::Aborted(e) => {
+                SharedError::Backend(context.to_string(), SharedCause::Other(Arc::new(e)))
+            }
             Failure::Panic(panic) => match self.damaged(context, panic.as_ref()) {
                 StorageError::Damaged {
                     path,

@@ -441,23 +441,51 @@ impl RedbStorage {
 }
 
 /// A tick record (and its snapshot) encoded for the writer.
+///
+/// A large record (an ingest's) is encoded (and compressed) on a thread of
+/// its own while the writer maintains the current state and the chart
+/// series from its changes, which need only [`EncodedAppend::changes_full`];
+/// the writer takes the bytes with [`EncodedAppend::record`] when it stores
+/// them. On 2 cores that takes the encoding off the ingest's critical path.
 pub(crate) struct EncodedAppend {
     pub(crate) tick: Tick,
+    /// The world written (for errors).
+    world: WorldId,
     /// The record's time (for a re-encoding with deltas).
     pub(crate) at_ms: i64,
-    /// The record encoded whole.
-    pub(crate) record: Vec<u8>,
+    /// The record encoded whole: done, or under way.
+    record: RecordBytes,
+    /// About the encoded size (the record may still be encoding).
+    estimated: usize,
     /// The distinct entities the record touches (for the entity index).
     pub(crate) entities: Vec<EntityId>,
     /// What each change does to which entity, in order (for the check).
     pub(crate) changes: Vec<(ChangeKind, EntityId)>,
     pub(crate) snapshot: Option<Vec<u8>>,
-    /// The record's changes, for the current state (`current`).
-    pub(crate) changes_full: Vec<autoresearch_core::Change>,
+    /// The record's changes, for the current state (`current`) and the
+    /// series; shared with the thread encoding them.
+    pub(crate) changes_full: Arc<[autoresearch_core::Change]>,
 }
 
+/// The thread encoding a record, and what it gives.
+type Encoding = std::thread::JoinHandle<Result<Vec<u8>, String>>;
+
+/// A record's encoding: done, or on a thread of its own (joined once, by
+/// the first [`EncodedAppend::record`]).
+struct RecordBytes {
+    done: std::sync::OnceLock<Result<Vec<u8>, String>>,
+    running: Mutex<Option<Encoding>>,
+}
+
+/// Records estimated at this many bytes or more are encoded on a thread of
+/// their own (starting one costs tens of microseconds; an update tick's
+/// record takes less to encode).
+const ENCODE_APART_FROM: usize = 64 * 1024;
+
 impl EncodedAppend {
-    /// Errors: a snapshot of another tick, or a value that cannot be encoded.
+    /// Errors: a snapshot of another tick, or a value that cannot be
+    /// encoded (a record encoded apart reports that from
+    /// [`EncodedAppend::record`] instead).
     fn new(
         world: WorldId,
         record: TickRecord,
@@ -472,22 +500,54 @@ impl EncodedAppend {
             });
         }
         let entities = record.entities();
-        let changes_full = record.changes.clone();
         let changes = record
             .changes
             .iter()
             .map(|c| (c.kind(), c.entity()))
             .collect();
-        let record =
-            encoding::encode_record(record).map_err(|r| encode_failed(world, tick, "record", r))?;
+        let estimated = estimated_bytes(&record.changes);
+        let changes_full: Arc<[autoresearch_core::Change]> = Arc::from(record.changes);
+        let record = if estimated >= ENCODE_APART_FROM {
+            let shared = changes_full.clone();
+            let job = move || {
+                encoding::encode_record(TickRecord {
+                    tick,
+                    at_ms,
+                    changes: shared.to_vec(),
+                })
+            };
+            match std::thread::Builder::new()
+                .name("record-encoder".into())
+                .spawn(job)
+            {
+                Ok(handle) => RecordBytes::running(handle),
+                // No thread to be had: encode here.
+                Err(_) => RecordBytes::done(encoding::encode_record(TickRecord {
+                    tick,
+                    at_ms,
+                    changes: changes_full.to_vec(),
+                })),
+            }
+        } else {
+            let changes = changes_full.to_vec();
+            let bytes = encoding::encode_record(TickRecord {
+                tick,
+                at_ms,
+                changes,
+            })
+            .map_err(|r| encode_failed(world, tick, "record", r))?;
+            RecordBytes::done(Ok(bytes))
+        };
         let snapshot = snapshot
             .map(encoding::encode_snapshot)
             .transpose()
             .map_err(|r| encode_failed(world, tick, "snapshot", r))?;
         Ok(EncodedAppend {
             tick,
+            world,
             at_ms,
             record,
+            estimated,
             entities,
             changes,
             snapshot,
@@ -495,12 +555,77 @@ impl EncodedAppend {
         })
     }
 
+    /// The record encoded whole, waiting for its thread when it is encoded
+    /// apart. Errors: the record could not be encoded (or its thread
+    /// panicked). Such a failure is met after the batch's first writes, so
+    /// it is a [`Failure::Aborted`]: the whole transaction is dropped.
+    pub(crate) fn record(&self) -> Result<&[u8], Failure> {
+        let done = self.record.done.get_or_init(|| {
+            let handle = self
+                .record
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            match handle {
+                Some(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err("the thread encoding it panicked".to_string())),
+                None => Err("its encoding was lost".to_string()),
+            }
+        });
+        match done {
+            Ok(bytes) => Ok(bytes),
+            Err(reason) => Err(Failure::Aborted(encode_failed(
+                self.world,
+                self.tick,
+                "record",
+                reason.clone(),
+            ))),
+        }
+    }
+
     pub(crate) fn bytes(&self) -> usize {
-        self.record.len()
+        let record = match self.record.done.get() {
+            Some(Ok(bytes)) => bytes.len(),
+            _ => self.estimated,
+        };
+        record
             + self.entities.len() * 8
             + self.changes.len() * 16
             + self.snapshot.as_ref().map_or(0, Vec::len)
     }
+}
+
+impl RecordBytes {
+    fn done(bytes: Result<Vec<u8>, String>) -> RecordBytes {
+        RecordBytes {
+            done: std::sync::OnceLock::from(bytes),
+            running: Mutex::new(None),
+        }
+    }
+
+    fn running(handle: Encoding) -> RecordBytes {
+        RecordBytes {
+            done: std::sync::OnceLock::new(),
+            running: Mutex::new(Some(handle)),
+        }
+    }
+}
+
+/// About the encoded size of `changes` (uncompressed).
+fn estimated_bytes(changes: &[autoresearch_core::Change]) -> usize {
+    use autoresearch_core::Change;
+    16 + changes
+        .iter()
+        .map(|c| match c {
+            Change::Set {
+                component, value, ..
+            } => 16 + component.len() + value.len(),
+            Change::Remove { component, .. } => 16 + component.len(),
+            _ => 11,
+        })
+        .sum::<usize>()
 }
 
 #[cfg(test)]
@@ -520,6 +645,9 @@ mod parts_tests;
 
 #[cfg(test)]
 mod delta_tests;
+
+#[cfg(test)]
+mod bulk_tests;
 
 #[cfg(test)]
 mod columnar_tests;

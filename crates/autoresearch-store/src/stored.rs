@@ -124,7 +124,7 @@ impl LastSets {
         append: &EncodedAppend,
     ) -> Option<Vec<u8>> {
         let tick = append.tick.0;
-        let changes = &append.changes_full;
+        let changes: &[Change] = &append.changes_full;
         let mut deltas = vec![None; changes.len()];
         let mut depths = vec![0u8; changes.len()];
         let mut any = false;

@@ -87,10 +87,17 @@ pub(super) fn apply_keys(
             {
                 break;
             }
-            match (
-                entries.binary_search_by(|(k, e)| (k.as_str(), *e).cmp(&(ok, oe))),
-                add,
-            ) {
+            // Ops past the last entry (a new index, an ingest) append:
+            // one comparison instead of a search.
+            let past_last = entries
+                .last()
+                .is_none_or(|(k, e)| (k.as_str(), *e) < (ok, oe));
+            let found = if past_last {
+                Err(entries.len())
+            } else {
+                entries.binary_search_by(|(k, e)| (k.as_str(), *e).cmp(&(ok, oe)))
+            };
+            match (found, add) {
                 (Err(at), true) => entries.insert(at, (ok.to_string(), oe)),
                 (Ok(at), false) => {
                     entries.remove(at);

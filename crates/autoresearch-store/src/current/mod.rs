@@ -53,6 +53,7 @@ mod pending;
 mod read;
 mod update;
 
+pub(crate) use update::EntityMap;
 use update::update;
 
 pub(crate) use memo::ChunkMemo;

@@ -8,6 +8,7 @@ use super::codec::{
     encode_crashed, set_crashed,
 };
 use super::{SeriesTables, Stop};
+use crate::current::EntityMap;
 use autoresearch_core::series::{Sample, final_mean};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -119,7 +120,8 @@ pub(super) struct Work<'m> {
     pub(super) meta_dirty: bool,
     blocks: BTreeMap<(u64, u64), Cached<Vec<StoredPoint>>>,
     crashed: BTreeMap<(u64, u64), Cached<Crashed>>,
-    runs: BTreeMap<u64, Cached<Option<RunRecord>>>,
+    /// By entity (a map by hash: an ingest notes every new run here).
+    runs: EntityMap<Cached<Option<RunRecord>>>,
     /// Runs whose means are to be recomputed.
     stale: BTreeSet<u64>,
 }
@@ -132,7 +134,7 @@ impl<'m> Work<'m> {
             meta_dirty: false,
             blocks: BTreeMap::new(),
             crashed: BTreeMap::new(),
-            runs: BTreeMap::new(),
+            runs: EntityMap::default(),
             stale: BTreeSet::new(),
         }
     }
@@ -464,10 +466,11 @@ impl<'m> Work<'m> {
                     .insert((w, *x, *b), encode_crashed(&bits.value).as_slice())?;
             }
         }
-        for (e, rec) in &self.runs {
-            if !rec.dirty {
-                continue;
-            }
+        // Written in key order.
+        let mut dirty: Vec<(&u64, &Cached<Option<RunRecord>>)> =
+            self.runs.iter().filter(|(_, rec)| rec.dirty).collect();
+        dirty.sort_unstable_by_key(|(e, _)| **e);
+        for (e, rec) in dirty {
             match &rec.value {
                 Some(r) if !r.samples.is_empty() => {
                     let bytes = postcard::to_allocvec(r).map_err(|_| Stop::Unkept)?;

@@ -348,8 +348,11 @@ fn write_append(
             top = Some(last);
         }
         let with_deltas = t.last.encode(&t.records, w, a);
-        t.records
-            .insert(w, k, with_deltas.as_deref().unwrap_or(&a.record))?;
+        let bytes = match with_deltas.as_deref() {
+            Some(bytes) => bytes,
+            None => a.record()?,
+        };
+        t.records.insert(w, k, bytes)?;
         if let Some(s) = &a.snapshot {
             t.snapshots.insert(w, k, s)?;
         }
