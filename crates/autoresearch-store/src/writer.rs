@@ -8,7 +8,10 @@
 //! A lone writer commits at once. When several worlds have been appending,
 //! a batch waits up to `max_wait` for those of them not yet queued (they are
 //! usually a few microseconds from their next tick), so that concurrent
-//! appenders share one commit instead of alternating between two.
+//! appenders share one commit instead of alternating between two. A batch
+//! with no append in it (a create, a fork, a delete) never waits, and a
+//! fork with its first ticks counts as its parent's appender, whose handle
+//! now writes the fork.
 //!
 //! Each operation is validated (world exists, ticks start at head + 1, each
 //! tick applies to the state before it, ...) inside the transaction before
@@ -116,6 +119,9 @@ pub struct CommitStats {
     /// Queued writes (appends, creates, forks, ...) those transactions
     /// carried: `writes / transactions` is the group-commit factor.
     pub writes: u64,
+    /// Transactions that waited (up to `RedbConfig::max_batch_wait`) for
+    /// worlds that appended recently but were not queued yet.
+    pub waits: u64,
 }
 
 /// Counters the writer thread updates and the handle reads.
@@ -123,6 +129,7 @@ pub struct CommitStats {
 struct Counters {
     transactions: AtomicU64,
     writes: AtomicU64,
+    waits: AtomicU64,
 }
 
 /// Handle on the writer thread. Dropping it lets queued work finish, then
@@ -168,6 +175,7 @@ impl Writer {
         CommitStats {
             transactions: self.counters.transactions.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
+            waits: self.counters.waits.load(Ordering::Relaxed),
         }
     }
 
@@ -224,9 +232,15 @@ fn run(
         // Appenders that were in the previous batches are probably preparing
         // their next tick right now. Waiting a moment for them lets them
         // share this commit instead of each missing it by a hair and paying
-        // for the next one. A lone appender never waits.
+        // for the next one. A lone appender never waits, nor does a batch
+        // without an append (a create, a fork, a delete): its caller is not
+        // one of the appenders being waited for.
         let active = recent[0].union(&recent[1]).count();
-        if batch.appenders.len() < active && !limits.max_wait.is_zero() {
+        if !batch.appenders.is_empty()
+            && batch.appenders.len() < active
+            && !limits.max_wait.is_zero()
+        {
+            counters.waits.fetch_add(1, Ordering::Relaxed);
             let deadline = Instant::now() + limits.max_wait;
             while batch.appenders.len() < active && !batch.full(&limits) {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -277,10 +291,18 @@ impl Batch {
 
     fn push(&mut self, op: Op) {
         self.bytes += op.bytes();
-        if let Op::Append { world, .. } = &op {
-            self.appenders.insert(*world);
+        match &op {
+            Op::Append { world, .. } => {
+                self.appenders.insert(*world);
+            }
+            // The parent's appender goes on writing as the fork
+            // (`World::commit_as_fork`): counted as the parent's, so that the
+            // batch does not wait for a tick of the parent that will not come.
+            Op::ForkAppend { parent, .. } => {
+                self.appenders.insert(*parent);
+            }
+            _ => {}
         }
-        // (A fork's first append is a new world: not a recent appender.)
         self.ops.push(op);
     }
 
