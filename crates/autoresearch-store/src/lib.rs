@@ -48,6 +48,7 @@ pub use writer::CommitStats;
 use autoresearch_core::{ChangeKind, EntityId, Snapshot, StorageError, Tick, TickRecord, WorldId};
 use encoding::{
     ENTITY_TICKS, LIVENESS, META, RECORDS, SNAPSHOTS, TABLE_NAMES, WORLD_NAMES, WORLDS,
+    estimated_bytes,
 };
 pub(crate) use failure::*;
 use redb::{
@@ -611,21 +612,6 @@ impl RecordBytes {
             running: Mutex::new(Some(handle)),
         }
     }
-}
-
-/// About the encoded size of `changes` (uncompressed).
-fn estimated_bytes(changes: &[autoresearch_core::Change]) -> usize {
-    use autoresearch_core::Change;
-    16 + changes
-        .iter()
-        .map(|c| match c {
-            Change::Set {
-                component, value, ..
-            } => 16 + component.len() + value.len(),
-            Change::Remove { component, .. } => 16 + component.len(),
-            _ => 11,
-        })
-        .sum::<usize>()
 }
 
 #[cfg(test)]

@@ -11,6 +11,11 @@ use std::ops::Bound;
 /// One change to the secondary keys: `(index, key, entity, added)`.
 pub(super) type KeyOp<'a> = (&'a str, &'a str, u64, bool);
 
+/// A range of `current_index`: `(world, index, first key, first entity)`
+/// to an encoded chunk.
+pub(super) type ChunkRange<'t> =
+    redb::Range<'t, (u64, &'static str, &'static str, u64), &'static [u8]>;
+
 /// The chunk of `index` that holds (or would hold) `(key, entity)`:
 /// its first entry and entries; `None` before the index's first chunk.
 /// `Err(None)` when it does not decode.
@@ -118,6 +123,33 @@ pub(super) fn apply_keys(
     Ok(())
 }
 
+/// The chunks of `index` of world `w` in key order, from the one that
+/// holds the first key at or after `key` (which may start before it) to
+/// the end of the table: callers stop at the first chunk of another world
+/// or index. Cost: two range look-ups.
+pub(super) fn chunks_from<'t>(
+    table: &'t impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+    w: u64,
+    index: &str,
+    key: &str,
+) -> Result<ChunkRange<'t>, Failure> {
+    let start = match table
+        .range::<(u64, &str, &str, u64)>((w, index, "", 0)..=(w, index, key, 0))?
+        .next_back()
+    {
+        Some(entry) => {
+            let (k, _) = entry?;
+            let (_, _, first, fe) = k.value();
+            (first.to_string(), fe)
+        }
+        None => (key.to_string(), 0),
+    };
+    Ok(table.range::<(u64, &str, &str, u64)>((
+        Bound::Included((w, index, start.0.as_str(), start.1)),
+        Bound::Unbounded,
+    ))?)
+}
+
 /// The entries of `index` whose key is `key` (starts with it, when
 /// `prefix`), ascending; at most `limit` unless `prefix`. `None` when a
 /// chunk does not decode.
@@ -133,23 +165,7 @@ pub(super) fn keyed_forward(
     if limit == 0 {
         return Ok(Some(out));
     }
-    // The chunk that holds the first key at or after `key` may start
-    // before it.
-    let start = match table
-        .range::<(u64, &str, &str, u64)>((w, index, "", 0)..=(w, index, key, 0))?
-        .next_back()
-    {
-        Some(entry) => {
-            let (k, _) = entry?;
-            let (_, _, first, fe) = k.value();
-            (first.to_string(), fe)
-        }
-        None => (key.to_string(), 0),
-    };
-    let range = table.range::<(u64, &str, &str, u64)>((
-        Bound::Included((w, index, start.0.as_str(), start.1)),
-        Bound::Unbounded,
-    ))?;
+    let range = chunks_from(table, w, index, key)?;
     for entry in range {
         let (k, v) = entry?;
         let (kw, ki, _, _) = k.value();

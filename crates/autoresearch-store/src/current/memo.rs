@@ -12,10 +12,10 @@
 //! own tables, so one memo lives for one `series::maintain` call.
 
 use super::codec::{KeyChunk, decode_chunk};
+use super::keys::chunks_from;
 use crate::Failure;
 use redb::ReadableTable;
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::rc::Rc;
 
 /// Chunks of `current_index` decoded during one append, by their table
@@ -39,23 +39,7 @@ impl ChunkMemo {
         index: &str,
         key: &str,
     ) -> Result<Option<Vec<u64>>, Failure> {
-        // The chunk that holds the first key at or after `key` may start
-        // before it.
-        let start = match table
-            .range::<(u64, &str, &str, u64)>((w, index, "", 0)..=(w, index, key, 0))?
-            .next_back()
-        {
-            Some(entry) => {
-                let (k, _) = entry?;
-                let (_, _, first, fe) = k.value();
-                (first.to_string(), fe)
-            }
-            None => (key.to_string(), 0),
-        };
-        let range = table.range::<(u64, &str, &str, u64)>((
-            Bound::Included((w, index, start.0.as_str(), start.1)),
-            Bound::Unbounded,
-        ))?;
+        let range = chunks_from(table, w, index, key)?;
         let mut out = Vec::new();
         for entry in range {
             let (k, v) = entry?;

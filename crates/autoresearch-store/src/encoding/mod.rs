@@ -550,22 +550,27 @@ pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
     }
 }
 
+/// About the row-wise encoded size of `changes` in bytes, before
+/// compression: a capacity hint, and what decides whether a record is
+/// encoded on a thread of its own. O(changes).
+pub(crate) fn estimated_bytes(changes: &[Change]) -> usize {
+    16 + changes
+        .iter()
+        .map(|c| match c {
+            Change::Set {
+                component, value, ..
+            } => 16 + component.len() + value.len(),
+            Change::Remove { component, .. } => 16 + component.len(),
+            _ => 11,
+        })
+        .sum::<usize>()
+}
+
 /// [`encode_record`] row-wise (value version 2), whatever its size.
 pub(crate) fn encode_record_rows(record: TickRecord) -> Result<Vec<u8>, String> {
     // About the encoded size, so that a large record is not copied by
     // doubling its buffer a score of times.
-    let size_hint = 16
-        + record
-            .changes
-            .iter()
-            .map(|c| match c {
-                Change::Set {
-                    component, value, ..
-                } => 16 + component.len() + value.len(),
-                Change::Remove { component, .. } => 16 + component.len(),
-                _ => 11,
-            })
-            .sum::<usize>();
+    let size_hint = estimated_bytes(&record.changes);
     encode_packed_sized(
         size_hint,
         &RecordV1 {
