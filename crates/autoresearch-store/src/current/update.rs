@@ -5,42 +5,20 @@
 use super::codec::{PointerBlock, decode_block, decode_tally, encode_block, encode_tally, slot};
 use super::keys::{KeyOp, apply_keys};
 use super::pending::{FOLD_NOW, MAX_BYTES, MAX_ENTRIES, Overlay, Pending};
-use super::{Blocks, CurrentTables, NEVER_PENDING, Stop, Touched, input_index, pointer};
+use super::{Blocks, CurrentTables, NEVER_PENDING, Touched, input_index, pointer};
+use crate::Stop;
 use crate::{EncodedAppend, Failure};
 use autoresearch_core::Change;
 use autoresearch_core::current::{Facts, INPUTS, Tally};
 use redb::{ReadableTable, Table};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
 use std::ops::Bound;
 
-/// A map by entity id. Entity ids come from the ledger's own counter, so
-/// a multiplicative hash serves (SipHash cost a tenth of a bulk fold).
-pub(crate) type EntityMap<V> = HashMap<u64, V, BuildHasherDefault<EntityHasher>>;
-
-/// Hashes one `u64` with a multiply (Fibonacci hashing); other bytes are
-/// folded in the same way, eight at a time.
-#[derive(Default)]
-pub(crate) struct EntityHasher(u64);
-
-impl std::hash::Hasher for EntityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
+/// A map by entity id, hashed with foldhash's fast hasher at a fixed
+/// seed (SipHash cost a tenth of a bulk fold). Entity ids come from the
+/// ledger's own counter, so chosen collisions are not a concern.
+pub(crate) type EntityMap<V> = HashMap<u64, V, foldhash::fast::FixedState>;
 
 /// The component names world `w` holds any value of in the main table (a
 /// skip scan: one range look-up per name).
@@ -84,7 +62,7 @@ fn load_inputs<'a>(
             match pointer(blocks, &t.ticks, [&none, pending], name, e)? {
                 Some(Some(tick)) => wanted.push((e, i, tick)),
                 Some(None) => {}
-                None => return Err(Stop::Facts),
+                None => return Err(Stop::Unkept),
             }
         }
     }
@@ -95,7 +73,7 @@ fn load_inputs<'a>(
         let v = t
             .inputs
             .value(records, blocks.w, tick, INPUTS[i], e)?
-            .ok_or(Stop::Facts)?;
+            .ok_or(Stop::Unkept)?;
         let touch = out
             .entry(e)
             .or_insert_with(|| Touched::new(Facts::default()));
@@ -105,7 +83,7 @@ fn load_inputs<'a>(
         let touch = out
             .entry(e)
             .or_insert_with(|| Touched::new(Facts::default()));
-        touch.before = touch.facts().map_err(|_| Stop::Facts)?;
+        touch.before = touch.facts().map_err(|_| Stop::Unkept)?;
     }
     Ok(out)
 }
@@ -213,7 +191,7 @@ pub(super) fn update(
                     for name in names {
                         let held =
                             pointer(&mut blocks, &t.ticks, [&delta, &pending.overlay], &name, e)?
-                                .ok_or(Stop::Facts)?;
+                                .ok_or(Stop::Unkept)?;
                         if held.is_some() {
                             delta.set_pointer(&name, e, None);
                         }
@@ -234,7 +212,7 @@ pub(super) fn update(
         if !touch.changed && touch.before == Facts::default() {
             continue;
         }
-        let after = touch.facts().map_err(|_| Stop::Facts)?;
+        let after = touch.facts().map_err(|_| Stop::Unkept)?;
         if after == touch.before {
             continue;
         }
@@ -265,7 +243,7 @@ pub(super) fn update(
         }
         if tally.is_none() {
             tally = Some(match t.tally.get(w)? {
-                Some(v) => decode_tally(v.value()).ok_or(Stop::Facts)?,
+                Some(v) => decode_tally(v.value()).ok_or(Stop::Unkept)?,
                 None => Tally::default(),
             });
         }
@@ -277,7 +255,7 @@ pub(super) fn update(
     now.sort_unstable();
     apply_keys(&mut t.index, w, &now)?;
     if let Some(tally) = &tally {
-        let bytes = encode_tally(tally).ok_or(Stop::Facts)?;
+        let bytes = encode_tally(tally).ok_or(Stop::Unkept)?;
         t.tally.insert(w, bytes.as_slice())?;
     }
     let nothing_pending = pending.ends.is_none() && pending.overlay.is_empty();
@@ -301,7 +279,7 @@ pub(super) fn update(
     let encoded = if delta.len() >= FOLD_NOW {
         None
     } else {
-        Some(delta.encode().ok_or(Stop::Facts)?)
+        Some(delta.encode().ok_or(Stop::Unkept)?)
     };
     match encoded {
         Some(bytes) if pending.count < MAX_ENTRIES && pending.bytes + bytes.len() <= MAX_BYTES => {
@@ -357,7 +335,7 @@ fn fold(t: &mut CurrentTables<'_>, w: u64, overlay: &Overlay) -> Result<(), Stop
                         write_block(&mut t.ticks, w, c, n, &b)?;
                     }
                     let stored = match t.ticks.get((w, c, block))? {
-                        Some(v) => decode_block(v.value()).ok_or(Stop::Facts)?,
+                        Some(v) => decode_block(v.value()).ok_or(Stop::Unkept)?,
                         None => Vec::new(),
                     };
                     &mut open.insert((block, stored)).1
