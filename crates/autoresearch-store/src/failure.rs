@@ -33,6 +33,23 @@ from_redb!(
     redb::CommitError
 );
 
+/// Why an update of the derived tables (the current state, the chart
+/// series) stopped.
+pub(crate) enum Stop {
+    /// The tables cannot be kept provably equal to the ledger (a lifecycle
+    /// component or a pointer did not decode, or a history the series
+    /// cannot follow): stop keeping them for this world.
+    Unkept,
+    /// redb failed: the whole transaction aborts.
+    Db(Failure),
+}
+
+impl<E: Into<Failure>> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Stop::Db(e.into())
+    }
+}
+
 impl From<StorageError> for Failure {
     fn from(e: StorageError) -> Self {
         Failure::Storage(e)

@@ -1,9 +1,9 @@
 //! The `current_index` table's chunks of secondary keys: changed in place
 //! by a writer, scanned by a read.
 
-use super::Stop;
 use super::codec::{CHUNK, KeyChunk, decode_chunk, encode_chunk};
 use crate::Failure;
+use crate::Stop;
 use autoresearch_core::EntityId;
 use redb::{ReadableTable, Table};
 use std::ops::Bound;
@@ -79,7 +79,7 @@ pub(super) fn apply_keys(
         let (start, mut entries) = match chunk_at(table, w, index, key, entity)? {
             Ok(Some((start, c))) => (Some(start), c),
             Ok(None) => (None, Vec::new()),
-            Err(()) => return Err(Stop::Facts),
+            Err(()) => return Err(Stop::Unkept),
         };
         let end = next_chunk(table, w, index, key, entity)?;
         let mut j = i;

@@ -61,7 +61,7 @@ pub(crate) use memo::ChunkMemo;
 pub(crate) use read::entities_with_key;
 pub(crate) use read::{kept_at, read, table_bytes};
 
-use crate::{EncodedAppend, Failure};
+use crate::{EncodedAppend, Failure, Stop};
 use autoresearch_core::current::{
     self, BY_RUN_ID, CONFIRMATION_OF, Facts, INPUTS, RESULT_OF, VOTE_ON,
 };
@@ -320,21 +320,6 @@ pub(crate) fn pending_changes(bytes: &[u8]) -> Option<usize> {
     Overlay::decode(bytes).map(|o| o.len())
 }
 
-/// Why an update stopped.
-enum Stop {
-    /// A lifecycle component or a pointer did not decode: stop keeping
-    /// this world's state.
-    Facts,
-    /// redb failed: the whole transaction aborts.
-    Db(Failure),
-}
-
-impl<E: Into<Failure>> From<E> for Stop {
-    fn from(e: E) -> Self {
-        Stop::Db(e.into())
-    }
-}
-
 /// A touched entity's lifecycle values (by position in [`INPUTS`]), as
 /// loaded before the batch and changed by it, and its facts before the
 /// batch.
@@ -399,7 +384,7 @@ pub(crate) fn maintain(
             t.inputs.pending.insert(w, pending);
             Ok(())
         }
-        Err(Stop::Facts) => t.stop(w),
+        Err(Stop::Unkept) => t.stop(w),
         Err(Stop::Db(f)) => Err(f),
     }
 }

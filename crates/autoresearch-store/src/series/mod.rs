@@ -50,7 +50,7 @@ pub(crate) use codec::VERSION;
 pub(crate) use read::{read, table_bytes};
 
 use crate::current::{ChunkMemo, CurrentTables, EntityMap};
-use crate::{EncodedAppend, Failure};
+use crate::{EncodedAppend, Failure, Stop};
 use autoresearch_core::current::{BY_RUN_ID, FactsError, OUTCOME, RESULT, RESULT_OF, RUN};
 use autoresearch_core::series::{RunFacts, outcome_facts, result_sample, run_facts};
 use autoresearch_core::{Change, Tick, WorldInfo};
@@ -109,21 +109,6 @@ impl<'t> SeriesTables<'t> {
         self.results
             .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
         Ok(())
-    }
-}
-
-/// Why an update stopped.
-enum Stop {
-    /// The series cannot be kept provably equal to the reference: stop
-    /// keeping it for this world.
-    Unkept,
-    /// redb failed: the whole transaction aborts.
-    Db(Failure),
-}
-
-impl<E: Into<Failure>> From<E> for Stop {
-    fn from(e: E) -> Self {
-        Stop::Db(e.into())
     }
 }
 

@@ -3,11 +3,12 @@
 //! once, written back once at its end, only when changed, in key order),
 //! and the world's metadata.
 
+use super::SeriesTables;
 use super::codec::{
     Crashed, ExperimentMeta, Meta, StoredPoint, decode_block, decode_crashed, encode_block,
     encode_crashed, set_crashed,
 };
-use super::{SeriesTables, Stop};
+use crate::Stop;
 use crate::current::EntityMap;
 use autoresearch_core::series::{Sample, final_mean};
 use redb::ReadableTable;
