@@ -412,36 +412,51 @@ async fn forks_and_ledgers_written_without_it_fall_back_to_the_log() {
 
 #[tokio::test]
 async fn a_world_appended_to_by_an_older_build_keeps_none_from_then_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.redb");
-    let id = {
+    for layout in ["current_head", "state row"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.redb");
+        let id = {
+            let st: Arc<dyn Storage> =
+                Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+            let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+            w.spawn_with(&Run::new("r0", "w")).unwrap();
+            w.commit().await.unwrap();
+            w.id()
+        };
+        // An older build appends tick 2 and leaves the head kept at tick
+        // 1: in `current_head` (the layout before the state row), or in
+        // the state row (which a build of file format 6 never reads).
+        {
+            let db = Database::builder()
+                .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+                .create(&path)
+                .unwrap();
+            let txn = db.begin_write().unwrap();
+            if layout == "current_head" {
+                assert_eq!(crate::current::to_previous_layout(&txn, id.0), 1);
+                txn.open_table(crate::current::HEAD)
+                    .unwrap()
+                    .insert(id.0, 0)
+                    .unwrap();
+            } else {
+                let mut t = txn.open_table(crate::current::PENDING).unwrap();
+                let key = (id.0, crate::current::STATE_KEY);
+                let mut row = t.get(key).unwrap().unwrap().value().to_vec();
+                assert_eq!(crate::current::state_head(&row), Some(1));
+                row[1..9].copy_from_slice(&0u64.to_le_bytes());
+                t.insert(key, row.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
         let st: Arc<dyn Storage> =
             Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-        let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
-        w.spawn_with(&Run::new("r0", "w")).unwrap();
+        assert_eq!(st.read_current(id, vec![]).await.unwrap(), None, "{layout}");
+        let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+        w.spawn_with(&Run::new("r1", "w")).unwrap();
         w.commit().await.unwrap();
-        w.id()
-    };
-    // An older build appends tick 2 and leaves current_at at tick 1.
-    {
-        let db = Database::builder()
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(&path)
-            .unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut at = txn.open_table(crate::current::HEAD).unwrap();
-            assert_eq!(at.get(id.0).unwrap().unwrap().value(), 1);
-            at.insert(id.0, 0).unwrap();
-        }
-        txn.commit().unwrap();
+        assert_eq!(st.read_current(id, vec![]).await.unwrap(), None, "{layout}");
+        assert_eq!(w.find_all::<Run>(|_| true).len(), 2, "{layout}");
     }
-    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
-    let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
-    w.spawn_with(&Run::new("r1", "w")).unwrap();
-    w.commit().await.unwrap();
-    assert_eq!(st.read_current(id, vec![]).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -468,6 +483,8 @@ async fn a_tally_of_another_version_is_not_read() {
             .create(&path)
             .unwrap();
         let txn = db.begin_write().unwrap();
+        // As the layout before the state row kept it.
+        crate::current::to_previous_layout(&txn, id.0);
         {
             let mut t = txn.open_table(crate::current::TALLY).unwrap();
             let mut bytes = t.get(id.0).unwrap().unwrap().value().to_vec();
@@ -578,7 +595,8 @@ async fn pending_of(st: &RedbStorage, id: WorldId) -> (usize, usize) {
         move |txn| {
             let t = txn.open_table(crate::current::PENDING)?;
             let mut out = (0, 0);
-            for entry in t.range((id.0, 0)..=(id.0, u64::MAX))? {
+            // Not the world's state row (head and tally).
+            for entry in t.range((id.0, 0)..(id.0, crate::current::STATE_KEY))? {
                 let (_, v) = entry?;
                 out.0 += 1;
                 out.1 += crate::current::pending_changes(v.value()).unwrap();
@@ -688,10 +706,7 @@ async fn a_world_kept_in_the_previous_layout_is_read_and_adopted() {
             .create(&path)
             .unwrap();
         let txn = db.begin_write().unwrap();
-        let head = {
-            let t = txn.open_table(crate::current::HEAD).unwrap();
-            t.get(id.0).unwrap().unwrap().value()
-        };
+        let head = crate::current::to_previous_layout(&txn, id.0);
         txn.delete_table(crate::current::HEAD).unwrap();
         txn.delete_table(crate::current::PENDING).unwrap();
         txn.open_table(OLD_AT).unwrap().insert(id.0, head).unwrap();
@@ -727,14 +742,94 @@ async fn a_world_kept_in_the_previous_layout_is_read_and_adopted() {
             .map(|v| v.value()),
         None
     );
-    assert_eq!(
-        txn.open_table(crate::current::HEAD)
-            .unwrap()
-            .get(id.0)
-            .unwrap()
-            .map(|v| v.value()),
-        Some(2)
-    );
+    assert_eq!(state_head_of(&txn, id.0), Some(2));
+}
+
+/// The head tick in world `w`'s state row, if it has one.
+fn state_head_of(txn: &redb::ReadTransaction, w: u64) -> Option<u64> {
+    let t = txn.open_table(crate::current::PENDING).unwrap();
+    t.get((w, crate::current::STATE_KEY))
+        .unwrap()
+        .map(|v| crate::current::state_head(v.value()).unwrap())
+}
+
+/// World `w`'s entries in `current_head` and `current_tally` (the layout
+/// before the state row).
+fn previous_layout_of(txn: &redb::ReadTransaction, w: u64) -> (Option<u64>, bool) {
+    let head = txn.open_table(crate::current::HEAD).unwrap();
+    let tally = txn.open_table(crate::current::TALLY).unwrap();
+    (
+        head.get(w).unwrap().map(|v| v.value()),
+        tally.get(w).unwrap().is_some(),
+    )
+}
+
+/// An update tick keeps the head and the tally in the world's state row
+/// (beside its pending changes, one leaf page), never in `current_head`
+/// or `current_tally`; a world kept in that earlier layout (file format 6)
+/// reads as kept, read-only and read-write, and the first append by this
+/// build moves it to the state row; reads equal the recount throughout.
+#[tokio::test]
+async fn the_head_and_tally_live_in_the_state_row_and_the_earlier_layout_is_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let mut rng = Rng(21);
+    let (id, e) = {
+        let st: Arc<dyn Storage> =
+            Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+        let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+        for i in 0..5u64 {
+            w.spawn_with(&Run::new(format!("r{i}"), "a")).unwrap();
+        }
+        w.commit().await.unwrap();
+        let e = w.find_all::<Run>(|r| r.run_id == "r3")[0].0;
+        let mut run = w.get::<Run>(e).unwrap();
+        run.set_status(RunStatus::Crashed);
+        w.insert_owned(e, run).unwrap();
+        w.commit().await.unwrap();
+        check(&st, w.id(), &mut rng, 4).await;
+        (w.id(), e)
+    };
+    {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_read().unwrap();
+        assert_eq!(state_head_of(&txn, id.0), Some(2));
+        assert_eq!(previous_layout_of(&txn, id.0), (None, false));
+        drop(txn);
+        // The earlier layout, as a build of file format 6 left it.
+        let txn = db.begin_write().unwrap();
+        assert_eq!(crate::current::to_previous_layout(&txn, id.0), 2);
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        assert_eq!(state_head_of(&txn, id.0), None);
+        assert_eq!(previous_layout_of(&txn, id.0), (Some(2), true));
+    }
+    {
+        let ro: Arc<dyn Storage> = Arc::new(RedbStorage::open_read_only(&path).unwrap());
+        assert!(ro.read_current(id, vec![]).await.unwrap().is_some());
+        check(&ro, id, &mut rng, 4).await;
+    }
+    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    check(&st, id, &mut rng, 4).await;
+    let mut w = World::open_id(st.clone(), registry(), id).await.unwrap();
+    let mut run = w.get::<Run>(e).unwrap();
+    run.set_status(RunStatus::Running);
+    w.insert_owned(e, run).unwrap();
+    w.commit().await.unwrap();
+    assert!(st.read_current(id, vec![]).await.unwrap().is_some());
+    check(&st, id, &mut rng, 4).await;
+    drop(w);
+    drop(st);
+    let db = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+        .create(&path)
+        .unwrap();
+    let txn = db.begin_read().unwrap();
+    assert_eq!(state_head_of(&txn, id.0), Some(3));
+    assert_eq!(previous_layout_of(&txn, id.0), (None, false));
 }
 
 /// A pending entry of another version is not read: reads fall back, and

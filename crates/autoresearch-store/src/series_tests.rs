@@ -405,10 +405,13 @@ async fn forks_older_builds_and_other_versions_keep_no_series() {
                 .unwrap();
             let txn = db.begin_write().unwrap();
             if case == "older build" {
-                // It appended tick 5 without keeping the current state.
-                let mut at = txn.open_table(current::HEAD).unwrap();
-                assert_eq!(at.get(id.0).unwrap().unwrap().value(), 5);
-                at.insert(id.0, 4).unwrap();
+                // It appended tick 5 without keeping the current state
+                // (which it kept in the layout before the state row).
+                assert_eq!(current::to_previous_layout(&txn, id.0), 5);
+                txn.open_table(current::HEAD)
+                    .unwrap()
+                    .insert(id.0, 4)
+                    .unwrap();
             } else {
                 let mut head = txn.open_table(series::HEAD).unwrap();
                 let mut bytes = head.get(id.0).unwrap().unwrap().value().to_vec();

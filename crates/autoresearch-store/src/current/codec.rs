@@ -286,6 +286,39 @@ pub(super) fn decode_tally(bytes: &[u8]) -> Option<Tally> {
     }
 }
 
+/// The version tag that starts a world's state row (the `current_pending`
+/// entry at [`STATE_KEY`]): then the tick the current state is after
+/// (`u64` little-endian) and the world's tally as a `current_tally` value
+/// ([`encode_tally`]). It is not the pending changes' version (1), so a
+/// build that reads every entry of a world's range as pending changes
+/// (one from before the state row) finds one that does not decode and
+/// falls back to materializing.
+///
+/// [`STATE_KEY`]: super::STATE_KEY
+const STATE_VERSION: u8 = 2;
+
+/// A world's state row: the tick its current state is after, and its
+/// tally as encoded by [`encode_tally`].
+pub(super) fn encode_state(head: u64, tally: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 8 + tally.len());
+    out.push(STATE_VERSION);
+    out.extend_from_slice(&head.to_le_bytes());
+    out.extend_from_slice(tally);
+    out
+}
+
+/// The head tick and the encoded tally of a state row; `None` when it is
+/// of another version or too short.
+pub(super) fn decode_state(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    match bytes.split_first() {
+        Some((&STATE_VERSION, rest)) if rest.len() >= 8 => {
+            let (head, tally) = rest.split_at(8);
+            Some((u64::from_le_bytes(head.try_into().ok()?), tally))
+        }
+        _ => None,
+    }
+}
+
 /// Entities per `current_ticks` entry.
 pub(super) const BLOCK: u64 = 64;
 

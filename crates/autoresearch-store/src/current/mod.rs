@@ -66,7 +66,7 @@ use autoresearch_core::current::{
     self, BY_RUN_ID, CONFIRMATION_OF, Facts, INPUTS, RESULT_OF, VOTE_ON,
 };
 use autoresearch_core::{Tick, WorldInfo};
-use codec::{PointerBlock, decode_block, slot};
+use codec::{PointerBlock, decode_block, decode_state, encode_state, slot};
 use pending::{Overlay, Pending};
 use redb::{ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
 use std::borrow::Cow;
@@ -93,10 +93,19 @@ pub(crate) const OLD_KEYS: TableDefinition<(u64, &str, &str, u64), ()> =
 pub(crate) const PENDING: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("current_pending");
 
-/// `world` -> the world's tally (postcard).
+/// `world` -> the world's tally (postcard), as builds before the state
+/// row ([`STATE_KEY`]) kept it: read when a world has no state row.
 pub(crate) const TALLY: TableDefinition<u64, &[u8]> = TableDefinition::new("current_tally");
 
-/// `world` -> the tick the current state is at.
+/// The second key part of a world's state row in [`PENDING`]: `(world,
+/// STATE_KEY)` -> the tick the current state is after and the world's
+/// tally (`codec::encode_state`). It sorts after every pending entry of
+/// the world, so the row shares their leaf page. Pending reads range over
+/// `(world, 0)..(world, STATE_KEY)`.
+pub(crate) const STATE_KEY: u64 = u64::MAX;
+
+/// `world` -> the tick the current state is at, as builds before the
+/// state row ([`STATE_KEY`]) kept it: read when a world has no state row.
 pub(crate) const HEAD: TableDefinition<u64, u64> = TableDefinition::new("current_head");
 
 /// `world` -> the tick the current state is at, as builds before
@@ -167,6 +176,9 @@ pub(crate) struct CurrentTables<'t> {
     head: Table<'t, u64, u64>,
     /// [`OLD_AT`], when the file has it.
     old_at: Option<Table<'t, u64, u64>>,
+    /// The tally the batch being applied computed (a `current_tally`
+    /// value), written into the world's state row by [`maintain`].
+    new_tally: Option<Vec<u8>>,
 }
 
 impl<'t> CurrentTables<'t> {
@@ -188,6 +200,7 @@ impl<'t> CurrentTables<'t> {
             } else {
                 None
             },
+            new_tally: None,
         })
     }
 
@@ -250,8 +263,15 @@ impl<'t> CurrentTables<'t> {
         self.stop(w)
     }
 
-    /// The tick world `w`'s current state is at, if it keeps one.
+    /// The tick world `w`'s current state is at, if it keeps one: its
+    /// state row's, else (a world last appended to by an older build) its
+    /// `current_head` or `current_at` entry. A state row that does not
+    /// decode stands for no tick ([`u64::MAX`], never a head), so the
+    /// world stops keeping its state.
     pub(crate) fn at(&self, w: u64) -> Result<Option<u64>, Failure> {
+        if let Some(v) = self.pending.get((w, STATE_KEY))? {
+            return Ok(Some(decode_state(v.value()).map_or(u64::MAX, |(head, _)| head)));
+        }
         if let Some(v) = self.head.get(w)? {
             return Ok(Some(v.value()));
         }
@@ -261,9 +281,53 @@ impl<'t> CurrentTables<'t> {
         })
     }
 
-    /// Stops keeping world `w`'s current state: its head entry and
-    /// pending changes go (the main tables' entries are left; they are
-    /// never read without a head entry).
+    /// World `w`'s tally as stored (a `current_tally` value): in its state
+    /// row, else in `current_tally` (a world last appended to by an older
+    /// build); `None` when it has none. A state row that does not decode
+    /// gives an empty value, which does not decode as a tally either.
+    pub(crate) fn stored_tally(&self, w: u64) -> Result<Option<Vec<u8>>, Failure> {
+        if let Some(v) = self.pending.get((w, STATE_KEY))? {
+            return Ok(Some(
+                decode_state(v.value()).map_or_else(Vec::new, |(_, t)| t.to_vec()),
+            ));
+        }
+        Ok(self.tally.get(w)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Records that world `w`'s current state is after tick `head`: its
+    /// state row (head and tally) in `current_pending`, beside the
+    /// world's pending changes, so that an update tick rewrites one leaf
+    /// page for all three; the entries an older build kept in
+    /// `current_head`, `current_at` and `current_tally` go.
+    fn set_head(&mut self, w: u64, head: u64) -> Result<(), Stop> {
+        let tally = match self.new_tally.take() {
+            Some(t) => t,
+            None => match self.stored_tally(w)? {
+                Some(t) => t,
+                None => codec::encode_tally(&Default::default()).ok_or(Stop::Unkept)?,
+            },
+        };
+        self.pending
+            .insert((w, STATE_KEY), encode_state(head, &tally).as_slice())?;
+        // Only when present: a remove of a missing key would still
+        // rewrite the table's pages.
+        if self.head.get(w)?.is_some() {
+            self.head.remove(w)?;
+        }
+        if self.tally.get(w)?.is_some() {
+            self.tally.remove(w)?;
+        }
+        if let Some(old) = &mut self.old_at
+            && old.get(w)?.is_some()
+        {
+            old.remove(w)?;
+        }
+        Ok(())
+    }
+
+    /// Stops keeping world `w`'s current state: its state row, head entry
+    /// and pending changes go (the main tables' entries are left; they
+    /// are never read without a head).
     fn stop(&mut self, w: u64) -> Result<(), Failure> {
         self.head.remove(w)?;
         if let Some(t) = &mut self.old_at {
@@ -279,11 +343,11 @@ impl<'t> CurrentTables<'t> {
     /// matches the table, else read and decoded. `None` when an entry does
     /// not decode.
     fn load_pending(&mut self, w: u64) -> Result<Option<Pending>, Failure> {
-        let first = match self.pending.range((w, 0)..=(w, u64::MAX))?.next() {
+        let first = match self.pending.range((w, 0)..(w, STATE_KEY))?.next() {
             Some(entry) => Some(entry?.0.value().1),
             None => None,
         };
-        let last = match self.pending.range((w, 0)..=(w, u64::MAX))?.next_back() {
+        let last = match self.pending.range((w, 0)..(w, STATE_KEY))?.next_back() {
             Some(entry) => Some(entry?.0.value().1),
             None => None,
         };
@@ -298,7 +362,7 @@ impl<'t> CurrentTables<'t> {
             ..Pending::default()
         };
         if ends.is_some() {
-            for entry in self.pending.range((w, 0)..=(w, u64::MAX))? {
+            for entry in self.pending.range((w, 0)..(w, STATE_KEY))? {
                 let (_, v) = entry?;
                 let bytes = v.value();
                 p.count += 1;
@@ -375,12 +439,8 @@ pub(crate) fn maintain(
     let Some(mut pending) = t.load_pending(w)? else {
         return t.stop(w);
     };
-    match update(t, records, w, appends, &mut pending) {
+    match update(t, records, w, appends, &mut pending).and_then(|()| t.set_head(w, last.tick.0)) {
         Ok(()) => {
-            t.head.insert(w, last.tick.0)?;
-            if let Some(old) = &mut t.old_at {
-                old.remove(w)?;
-            }
             t.inputs.pending.insert(w, pending);
             Ok(())
         }
@@ -484,4 +544,24 @@ fn pointer(
         }
     }
     blocks.tick_of(table, component, entity)
+}
+
+/// Rewrites world `w`'s state row as the layout before it kept one (file
+/// format 6): its head in `current_head`, its tally in `current_tally`.
+/// Returns the head. For tests of files written by older builds.
+#[cfg(test)]
+pub(crate) fn to_previous_layout(txn: &WriteTransaction, w: u64) -> u64 {
+    let mut pending = txn.open_table(PENDING).unwrap();
+    let row = pending.remove((w, STATE_KEY)).unwrap().unwrap();
+    let (head, tally) = decode_state(row.value()).unwrap();
+    txn.open_table(HEAD).unwrap().insert(w, head).unwrap();
+    txn.open_table(TALLY).unwrap().insert(w, tally).unwrap();
+    head
+}
+
+/// The head tick in a state row ([`STATE_KEY`]); `None` when it does not
+/// decode. For tests.
+#[cfg(test)]
+pub(crate) fn state_head(row: &[u8]) -> Option<u64> {
+    decode_state(row).map(|(head, _)| head)
 }

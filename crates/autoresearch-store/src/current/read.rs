@@ -1,9 +1,11 @@
 //! Answering reads from the current state.
 
-use super::codec::{BLOCK, PointerBlock, decode_block, decode_tally, slot};
+use super::codec::{BLOCK, PointerBlock, decode_block, decode_state, decode_tally, slot};
 use super::keys::{keyed_forward, keyed_newest};
 use super::pending::Overlay;
-use super::{Blocks, HEAD, INDEX, OLD_AT, PENDING, TALLY, TICKS, kept_at_head, pointer};
+use super::{
+    Blocks, HEAD, INDEX, OLD_AT, PENDING, STATE_KEY, TALLY, TICKS, kept_at_head, pointer,
+};
 use crate::encoding;
 use crate::{Failure, load_world};
 use autoresearch_core::current::{CurrentAnswer, CurrentRead, CurrentView, Tally};
@@ -76,7 +78,7 @@ fn load_overlay(
     w: u64,
 ) -> Result<Option<Overlay>, Failure> {
     let mut out = Overlay::default();
-    for entry in table.range((w, 0)..=(w, u64::MAX))? {
+    for entry in table.range((w, 0)..(w, STATE_KEY))? {
         let (_, v) = entry?;
         match Overlay::decode(v.value()) {
             Some(o) => out.merge(o),
@@ -284,12 +286,26 @@ pub(crate) fn read(
     if !kept_at_head(kept_tick(txn, w)?, &info) {
         return Ok(None);
     }
-    let overlay = match open(txn.open_table(PENDING))? {
-        Some(pending) => match load_overlay(&pending, w)? {
+    let pending = open(txn.open_table(PENDING))?;
+    let overlay = match &pending {
+        Some(pending) => match load_overlay(pending, w)? {
             Some(o) => o,
             None => return Ok(None),
         },
         None => Overlay::default(),
+    };
+    // The tally as stored: in the world's state row, else (a world last
+    // appended to by an older build) in `current_tally`.
+    let state = match &pending {
+        Some(p) => p.get((w, STATE_KEY))?,
+        None => None,
+    };
+    let stored_tally = match &state {
+        Some(v) => match decode_state(v.value()) {
+            Some((_, t)) => Some(t.to_vec()),
+            None => return Ok(None),
+        },
+        None => tally.get(w)?.map(|v| v.value().to_vec()),
     };
     let mut blocks = Blocks::new(w);
     let mut plans = Vec::with_capacity(reads.len());
@@ -357,8 +373,8 @@ pub(crate) fn read(
                 out.truncate(limit);
                 Plan::Done(CurrentAnswer::Keys(out))
             }
-            CurrentRead::Tally => Plan::Done(CurrentAnswer::Tally(match tally.get(w)? {
-                Some(v) => match decode_tally(v.value()) {
+            CurrentRead::Tally => Plan::Done(CurrentAnswer::Tally(match &stored_tally {
+                Some(v) => match decode_tally(v) {
                     Some(t) => t,
                     // Written by a newer build, or damaged: the caller
                     // materializes instead (which reports any damage).
@@ -429,9 +445,18 @@ pub(crate) fn entities_with_key(
 }
 
 /// The tick world `w`'s current state is the state after, as `txn` has
-/// it: `current_head`, or `current_at` for a world kept by a build before
-/// `current_pending` existed; `None` when it is kept in neither.
+/// it: its state row's (`STATE_KEY`; a row that does not decode stands
+/// for no tick, `u64::MAX`), else `current_head`, or `current_at` for a
+/// world kept by a build before `current_pending` existed; `None` when it
+/// is kept in none.
 fn kept_tick(txn: &ReadTransaction, w: u64) -> Result<Option<u64>, Failure> {
+    if let Some(pending) = open(txn.open_table(PENDING))?
+        && let Some(v) = pending.get((w, STATE_KEY))?
+    {
+        return Ok(Some(
+            decode_state(v.value()).map_or(u64::MAX, |(head, _)| head),
+        ));
+    }
     if let Some(head) = open(txn.open_table(HEAD))?
         && let Some(tick) = head.get(w)?
     {

@@ -242,8 +242,8 @@ pub(super) fn update(
             }
         }
         if tally.is_none() {
-            tally = Some(match t.tally.get(w)? {
-                Some(v) => decode_tally(v.value()).ok_or(Stop::Unkept)?,
+            tally = Some(match t.stored_tally(w)? {
+                Some(v) => decode_tally(&v).ok_or(Stop::Unkept)?,
                 None => Tally::default(),
             });
         }
@@ -256,7 +256,7 @@ pub(super) fn update(
     apply_keys(&mut t.index, w, &now)?;
     if let Some(tally) = &tally {
         let bytes = encode_tally(tally).ok_or(Stop::Unkept)?;
-        t.tally.insert(w, bytes.as_slice())?;
+        t.new_tally = Some(bytes);
     }
     let nothing_pending = pending.ends.is_none() && pending.overlay.is_empty();
     if nothing_pending && delta.len() + keyed.len() >= FOLD_NOW {
@@ -294,7 +294,9 @@ pub(super) fn update(
             pending.overlay.merge(delta);
             fold(t, w, &pending.overlay)?;
             if pending.ends.is_some() {
-                t.pending.retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
+                // Not the state row (`STATE_KEY`): it keeps the tally.
+                t.pending
+                    .retain_in((w, 0)..(w, super::STATE_KEY), |_, _| false)?;
             }
             *pending = Pending::default();
         }
