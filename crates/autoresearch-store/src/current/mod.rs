@@ -270,7 +270,9 @@ impl<'t> CurrentTables<'t> {
     /// world stops keeping its state.
     pub(crate) fn at(&self, w: u64) -> Result<Option<u64>, Failure> {
         if let Some(v) = self.pending.get((w, STATE_KEY))? {
-            return Ok(Some(decode_state(v.value()).map_or(u64::MAX, |(head, _)| head)));
+            return Ok(Some(
+                decode_state(v.value()).map_or(u64::MAX, |(head, _)| head),
+            ));
         }
         if let Some(v) = self.head.get(w)? {
             return Ok(Some(v.value()));

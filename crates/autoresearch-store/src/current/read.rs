@@ -3,9 +3,7 @@
 use super::codec::{BLOCK, PointerBlock, decode_block, decode_state, decode_tally, slot};
 use super::keys::{keyed_forward, keyed_newest};
 use super::pending::Overlay;
-use super::{
-    Blocks, HEAD, INDEX, OLD_AT, PENDING, STATE_KEY, TALLY, TICKS, kept_at_head, pointer,
-};
+use super::{Blocks, HEAD, INDEX, OLD_AT, PENDING, STATE_KEY, TALLY, TICKS, kept_at_head, pointer};
 use crate::encoding;
 use crate::{Failure, load_world};
 use autoresearch_core::current::{CurrentAnswer, CurrentRead, CurrentView, Tally};
