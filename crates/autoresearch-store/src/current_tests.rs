@@ -746,7 +746,7 @@ async fn a_world_kept_in_the_previous_layout_is_read_and_adopted() {
 }
 
 /// The head tick in world `w`'s state row, if it has one.
-fn state_head_of(txn: &redb::ReadTransaction, w: u64) -> Option<u64> {
+fn state_head_of(txn: &ReadTransaction, w: u64) -> Option<u64> {
     let t = txn.open_table(crate::current::PENDING).unwrap();
     t.get((w, crate::current::STATE_KEY))
         .unwrap()
@@ -755,7 +755,7 @@ fn state_head_of(txn: &redb::ReadTransaction, w: u64) -> Option<u64> {
 
 /// World `w`'s entries in `current_head` and `current_tally` (the layout
 /// before the state row).
-fn previous_layout_of(txn: &redb::ReadTransaction, w: u64) -> (Option<u64>, bool) {
+fn previous_layout_of(txn: &ReadTransaction, w: u64) -> (Option<u64>, bool) {
     let head = txn.open_table(crate::current::HEAD).unwrap();
     let tally = txn.open_table(crate::current::TALLY).unwrap();
     (
