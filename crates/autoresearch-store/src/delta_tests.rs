@@ -79,7 +79,8 @@ async fn history(path: &Path) -> (WorldId, Vec<TickRecord>, Vec<BTreeMap<EntityI
     (w.id(), records, states)
 }
 
-/// The raw stored bytes of `world`'s record of `tick`.
+/// The raw stored bytes of `world`'s record of `tick` (joined from its
+/// parts when long; deltas not resolved).
 fn raw_record(path: &Path, world: WorldId, tick: u64) -> Vec<u8> {
     let db = Database::builder()
         .set_concurrency_mode(ConcurrencyMode::MultiWriter)
@@ -87,7 +88,41 @@ fn raw_record(path: &Path, world: WorldId, tick: u64) -> Vec<u8> {
         .unwrap();
     let txn = db.begin_read().unwrap();
     let t = txn.open_table(RECORDS).unwrap();
-    t.get((world.0, tick)).unwrap().unwrap().value().to_vec()
+    let raw = t.get((world.0, tick)).unwrap().unwrap().value().to_vec();
+    let Some(stub) = encoding::stub(&raw).unwrap() else {
+        return raw;
+    };
+    let parts = txn.open_table(encoding::RECORD_PARTS).unwrap();
+    let read: Vec<(u64, Vec<u8>)> = parts
+        .range((world.0, tick, 0)..=(world.0, tick, u64::MAX))
+        .unwrap()
+        .map(|e| {
+            let (k, v) = e.unwrap();
+            (k.value().2, v.value().to_vec())
+        })
+        .collect();
+    encoding::join(stub, read.iter().map(|(i, v)| (*i, v.as_slice()))).unwrap()
+}
+
+/// The chain length of each value `world`'s ticks `1..=head` set, by
+/// `(entity, tick)`, following each delta's named base; asserts that
+/// every base is an older tick that set the same value.
+fn chain_lengths(path: &Path, world: WorldId, head: u64) -> BTreeMap<(u64, u64), usize> {
+    let mut depths = BTreeMap::new();
+    for tick in 1..=head {
+        let sets = encoding::record_set_entries(&raw_record(path, world, tick)).unwrap();
+        for ((e, _), entry) in sets {
+            let d = match entry {
+                encoding::SetEntry::Whole(_) => 0,
+                encoding::SetEntry::Delta { base, .. } => {
+                    assert!(base < tick, "entity {e} at {tick}: base {base}");
+                    depths[&(e, base)] + 1
+                }
+            };
+            depths.insert((e, tick), d);
+        }
+    }
+    depths
 }
 
 async fn check_reads(
@@ -150,22 +185,14 @@ async fn values_changed_in_place_are_stored_as_deltas_and_every_reader_sees_them
             raw.len(),
         );
     }
-    // No chain is longer than MAX_CHAIN.
-    let mut depth: BTreeMap<u64, u8> = BTreeMap::new();
-    for tick in 2..=25u64 {
-        let sets = encoding::record_set_entries(&raw_record(&path, id, tick)).unwrap();
-        for ((e, _), entry) in sets {
-            let d = match entry {
-                encoding::SetEntry::Whole(_) => 0,
-                encoding::SetEntry::Delta { .. } => depth.get(&e).copied().unwrap_or(0) + 1,
-            };
-            assert!(
-                d <= encoding::delta::MAX_CHAIN,
-                "entity {e} at {tick}: chain {d}"
-            );
-            depth.insert(e, d);
-        }
-    }
+    // Every base is an older tick that set the value, and no chain is
+    // longer than MAX_CHAIN.
+    let depths = chain_lengths(&path, id, 25);
+    assert!(
+        depths
+            .values()
+            .all(|d| *d <= usize::from(encoding::delta::MAX_CHAIN))
+    );
 
     // The writing handle, a fresh one, and a read-only one read the same.
     let st = open(&path, Some(7));
@@ -323,4 +350,163 @@ async fn a_tick_of_status_changes_stores_a_few_bytes_per_change() {
     assert_eq!(raw[0], encoding::DELTA_VERSION);
     assert!(raw.len() <= encoding::INLINE_MAX, "{} bytes", raw.len());
     assert!(raw.len() * 10 < values, "{} bytes for {values}", raw.len());
+}
+
+/// Status changes (a few bytes of a run) are deltas of the whole value
+/// the ingest stored, however many times a run changed: a read resolves
+/// each with one base record, the one every delta shares, instead of a
+/// chain of records at older ticks. A value changed in more places (the
+/// task growing) still makes a delta, of its last value where that is
+/// smaller, and every reader sees the committed values.
+#[tokio::test]
+async fn status_changes_are_deltas_of_the_ingested_value_one_base_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let st = open(&path, Some(16));
+    let mut w = World::create(st.clone(), registry(), "w").await.unwrap();
+    let mut rng = Rng(3);
+    for i in 0..40 {
+        let mut run = Run::new(format!("{:016x}-{i}", rng.next()), "exp");
+        run.task = format!("optimize the training loop of model {i} and tighten its tests");
+        w.spawn_with(&run).unwrap();
+    }
+    w.commit().await.unwrap();
+    let entities: Vec<EntityId> = runs_of(&w).into_keys().collect();
+    let mut states = vec![BTreeMap::new(), runs_of(&w)];
+    // 60 ticks of status changes (each run changes about 8 times).
+    for _ in 2..=61u64 {
+        for _ in 0..5 {
+            let e = *rng.pick(&entities);
+            let mut run = w.get::<Run>(e).unwrap();
+            run.set_status(*rng.pick(&STATUSES));
+            w.insert(e, &run).unwrap();
+        }
+        w.commit().await.unwrap();
+        states.push(runs_of(&w));
+    }
+    let depths = chain_lengths(&path, w.id(), 61);
+    let mut deltas = 0;
+    for tick in 2..=61u64 {
+        let sets = encoding::record_set_entries(&raw_record(&path, w.id(), tick)).unwrap();
+        for ((e, _), entry) in sets {
+            if let encoding::SetEntry::Delta { base, .. } = entry {
+                deltas += 1;
+                assert_eq!(base, 1, "entity {e} at {tick}");
+                assert_eq!(depths[&(e, tick)], 1);
+            }
+        }
+    }
+    assert!(deltas > 250, "{deltas} deltas of 300 changes");
+
+    // Ten ticks that give one run a commit hash, then change its last
+    // digits: a delta of the ingested value would keep the whole hash,
+    // one of the last value only the digits, so that run's deltas are of
+    // its last value (a chain), within MAX_CHAIN.
+    let grown = entities[7];
+    for tick in 62..=71u64 {
+        let mut run = w.get::<Run>(grown).unwrap();
+        run.commit_hash = format!("{:040x}", 0xabc0 + tick);
+        w.insert(grown, &run).unwrap();
+        w.commit().await.unwrap();
+        states.push(runs_of(&w));
+    }
+    let depths = chain_lengths(&path, w.id(), 71);
+    let chains: Vec<usize> = (62..=71).map(|t| depths[&(grown.0, t)]).collect();
+    assert!(chains.iter().any(|d| *d > 1), "{chains:?}");
+    assert!(
+        chains
+            .iter()
+            .all(|d| *d <= usize::from(encoding::delta::MAX_CHAIN)),
+        "{chains:?}"
+    );
+    // At most one of them stored whole (a chain that reached MAX_CHAIN).
+    let sizes: Vec<usize> = (63..=71u64)
+        .map(|t| raw_record(&path, w.id(), t).len())
+        .collect();
+    assert!(sizes.iter().filter(|n| **n < 40).count() >= 8, "{sizes:?}");
+
+    // Every reader, on this handle and a fresh one, sees the committed runs.
+    let reg = registry();
+    for st in [st, open(&path, Some(16))] {
+        for tick in [1u64, 2, 15, 16, 17, 40, 61, 62, 66, 71] {
+            let past = World::open_at(st.clone(), reg.clone(), w.id(), Tick(tick))
+                .await
+                .unwrap();
+            assert_eq!(runs_of(&past), states[tick as usize], "tick {tick}");
+            let values = ledger::component_values_at::<Run>(st.as_ref(), &reg, w.id(), Tick(tick))
+                .await
+                .unwrap();
+            let decoded: BTreeMap<EntityId, Run> = values
+                .iter()
+                .map(|(e, b)| (e, postcard::from_bytes(b).unwrap()))
+                .collect();
+            assert_eq!(decoded, states[tick as usize], "one component at {tick}");
+        }
+    }
+}
+
+/// A file written before deltas named the whole value's tick holds chains
+/// of deltas each of the tick before (up to MAX_CHAIN long): rewritten
+/// that way, every reader still sees the committed values.
+#[tokio::test]
+async fn chains_of_the_tick_before_as_older_writers_made_them_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let (id, records, states) = history(&path).await;
+    // Each record rewritten as the older writer stored it: every Set of a
+    // value set before is a delta of the tick that last set it, until a
+    // chain is MAX_CHAIN long.
+    let mut last: BTreeMap<(u64, String), (u64, u8, Vec<u8>)> = BTreeMap::new();
+    let mut longest = 0;
+    let mut rewritten = Vec::new();
+    for rec in &records {
+        let mut deltas = Vec::new();
+        let mut noted = Vec::new();
+        for c in &rec.changes {
+            let Change::Set {
+                entity,
+                component,
+                value,
+            } = c
+            else {
+                deltas.push(None);
+                continue;
+            };
+            let key = (entity.0, component.clone());
+            let d = match last.get(&key) {
+                Some((base, depth, old)) if *depth < encoding::delta::MAX_CHAIN => {
+                    encoding::delta::diff(old, value).map(|(p, s, _)| ((*base, p, s), depth + 1))
+                }
+                _ => None,
+            };
+            deltas.push(d.map(|(d, _)| d));
+            let depth = d.map_or(0, |(_, depth)| depth);
+            longest = longest.max(depth);
+            noted.push((key, (rec.tick.0, depth, value.clone())));
+        }
+        last.extend(noted);
+        let bytes = encoding::encode_record_with_deltas(rec.at_ms, &rec.changes, &deltas).unwrap();
+        rewritten.push((rec.tick.0, bytes));
+    }
+    assert!(longest >= 3, "chains of {longest}");
+    {
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(&path)
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(RECORDS).unwrap();
+            for (tick, bytes) in &rewritten {
+                t.insert((id.0, *tick), bytes.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let depths = chain_lengths(&path, id, 25);
+    assert_eq!(depths.values().max().copied(), Some(usize::from(longest)));
+    let st = open(&path, Some(7));
+    check_reads(&st, id, &records, &states).await;
+    let ro: Arc<dyn Storage> = Arc::new(RedbStorage::open_read_only(&path).unwrap());
+    check_reads(&ro, id, &records, &states).await;
 }

@@ -63,15 +63,21 @@ impl BaseMemo {
 }
 
 /// What the writer thread knows of the values it wrote, kept across
-/// transactions: the tick that last set each `(world, entity, component)`
-/// and how many deltas away from a whole value that value is. A later
-/// `Set` of it is stored as a delta of that tick's value. The base is
-/// named explicitly, so an entry that another process has since
-/// superseded still gives a correct (if longer) delta; the writer clears
-/// it with a failed transaction, which may have set some of it.
+/// transactions: the tick that last set each `(world, entity, component)`,
+/// how many deltas away from a whole value that value is, and the tick
+/// that set that whole value (its *root*). A later `Set` of it is stored
+/// as a delta of the root's value when that delta is small
+/// ([`ROOT_MIDDLE_MAX`]) or no larger than one of the last value, else
+/// as a delta of the last value: chains stay one long for values changed
+/// in a few places (a status), so a read resolves each delta with one
+/// base record (often one many deltas share, such as an ingest's), not
+/// a chain of records at older ticks. A base is named explicitly, so an
+/// entry that another process has since superseded still gives a
+/// correct (if longer) delta; the writer clears it with a failed
+/// transaction, which may have set some of it.
 #[derive(Default)]
 pub(crate) struct LastSets {
-    /// Component -> `(world, entity)` -> (tick, chain length).
+    /// Component -> `(world, entity)` -> (tick, chain length, root).
     map: HashMap<String, LastOf>,
     /// Entries in `map`.
     len: usize,
@@ -80,8 +86,15 @@ pub(crate) struct LastSets {
 }
 
 /// One component's entries of [`LastSets`]: `(world, entity)` -> (tick
-/// that last set it, chain length of that value).
-type LastOf = HashMap<(u64, u64), (u64, u8)>;
+/// that last set it, chain length of that value, tick that set the whole
+/// value its chain starts from).
+type LastOf = HashMap<(u64, u64), (u64, u8, u64)>;
+
+/// A delta of a value's root (the whole value its chain starts from)
+/// whose middle is at most this many bytes is taken without looking at
+/// the last value: it costs at most this much more than a delta of the
+/// last value would, and it keeps the chain one long.
+const ROOT_MIDDLE_MAX: usize = 32;
 
 /// The most entries [`LastSets`] keeps; past it, it starts over.
 const LAST_SETS_MAX: usize = 4 << 20;
@@ -94,11 +107,11 @@ impl LastSets {
         self.bases.clear();
     }
 
-    fn get(&self, world: u64, entity: u64, component: &str) -> Option<(u64, u8)> {
+    fn get(&self, world: u64, entity: u64, component: &str) -> Option<(u64, u8, u64)> {
         self.map.get(component)?.get(&(world, entity)).copied()
     }
 
-    fn note(&mut self, world: u64, entity: u64, component: &str, tick: u64, depth: u8) {
+    fn note(&mut self, world: u64, entity: u64, component: &str, last: (u64, u8, u64)) {
         if self.len >= LAST_SETS_MAX {
             self.map.clear();
             self.len = 0;
@@ -107,7 +120,7 @@ impl LastSets {
             Some(m) => m,
             None => self.map.entry(component.to_string()).or_default(),
         };
-        if by_entity.insert((world, entity), (tick, depth)).is_none() {
+        if by_entity.insert((world, entity), last).is_none() {
             self.len += 1;
         }
     }
@@ -126,7 +139,8 @@ impl LastSets {
         let tick = append.tick.0;
         let changes: &[Change] = &append.changes_full;
         let mut deltas = vec![None; changes.len()];
-        let mut depths = vec![0u8; changes.len()];
+        // What is noted of each `Set`: its chain length and root.
+        let mut noted = vec![(0u8, tick); changes.len()];
         let mut any = false;
         for (i, c) in changes.iter().enumerate() {
             let Change::Set {
@@ -137,27 +151,23 @@ impl LastSets {
             else {
                 continue;
             };
-            let Some((base, depth)) = self.get(world, entity.0, component) else {
+            let Some(last) = self.get(world, entity.0, component) else {
                 continue;
             };
-            if depth >= delta::MAX_CHAIN || base >= tick {
-                continue;
-            }
-            let Ok(old) = records.value_at(world, tick, entity.0, component, base) else {
-                continue;
-            };
-            if let Some((prefix, suffix, _)) = delta::diff(&old, value) {
+            if let Some((base, prefix, suffix, depth, root)) =
+                choose_base(records, world, tick, entity.0, component, value, last)
+            {
                 deltas[i] = Some((base, prefix, suffix));
-                depths[i] = depth + 1;
+                noted[i] = (depth, root);
                 any = true;
             }
         }
-        for (c, depth) in changes.iter().zip(&depths) {
+        for (c, (depth, root)) in changes.iter().zip(&noted) {
             if let Change::Set {
                 entity, component, ..
             } = c
             {
-                self.note(world, entity.0, component, tick, *depth);
+                self.note(world, entity.0, component, (tick, *depth, *root));
             }
         }
         if !any {
@@ -172,12 +182,64 @@ impl LastSets {
                         entity, component, ..
                     } = c
                     {
-                        self.note(world, entity.0, component, tick, 0);
+                        self.note(world, entity.0, component, (tick, 0, tick));
                     }
                 }
                 None
             }
         }
+    }
+}
+
+/// The delta to store `value` as, at `tick`, given what was noted of
+/// the value it replaces (`(last tick, chain length, root)`):
+/// `(base, prefix, suffix, chain length, root)`, or `None` to store it
+/// whole. A delta of the root (chain length 1) when its middle is at most
+/// [`ROOT_MIDDLE_MAX`] bytes or no longer than a delta of the last value;
+/// else a delta of the last value while its chain is shorter than
+/// [`delta::MAX_CHAIN`]. A base that cannot be read is not used.
+fn choose_base(
+    records: &WriteValues<'_>,
+    world: u64,
+    tick: u64,
+    entity: u64,
+    component: &str,
+    value: &[u8],
+    (last, depth, root): (u64, u8, u64),
+) -> Option<(u64, u32, u32, u8, u64)> {
+    if last >= tick {
+        return None;
+    }
+    let of_root = if depth > 0 && root < last {
+        records
+            .value_at(world, tick, entity, component, root)
+            .ok()
+            .and_then(|old| delta::diff(&old, value))
+    } else {
+        None
+    };
+    if let Some((prefix, suffix, middle)) = of_root
+        && middle.len() <= ROOT_MIDDLE_MAX
+    {
+        return Some((root, prefix, suffix, 1, root));
+    }
+    let of_last = if depth < delta::MAX_CHAIN {
+        records
+            .value_at(world, tick, entity, component, last)
+            .ok()
+            .and_then(|old| delta::diff(&old, value))
+    } else {
+        None
+    };
+    match (of_root, of_last) {
+        (Some((p, s, root_middle)), Some((_, _, last_middle)))
+            if root_middle.len() <= last_middle.len() =>
+        {
+            Some((root, p, s, 1, root))
+        }
+        (_, Some((p, s, _))) => Some((last, p, s, depth + 1, root)),
+        (Some((p, s, _)), None) => Some((root, p, s, 1, root)),
+        (None, None) => None,
     }
 }
 

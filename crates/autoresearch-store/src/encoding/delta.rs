@@ -5,9 +5,14 @@
 //! bytes of a 330-byte `Run`), is stored as `SetDelta`: the tick that set
 //! the old value (its *base*), the lengths of the common prefix and
 //! suffix, and the bytes between them. The value is the base value's
-//! prefix, the middle, then the base value's suffix. A base is itself
-//! whole or a delta of an older tick; the writer bounds these chains
-//! ([`MAX_CHAIN`]). A record that holds a delta is a [`RecordV2`] behind
+//! prefix, the middle, then the base value's suffix. The base may be any
+//! older tick that set the value, not only the latest: the writer takes
+//! the tick of the whole value a chain starts from when the delta stays
+//! small (`stored::LastSets`), so that a read resolves a delta with one
+//! base record. A base is itself whole or a delta of an older tick; the
+//! writer bounds these chains ([`MAX_CHAIN`]), and a reader follows any
+//! chain up to [`READ_CHAIN`] (files written before this rule hold chains
+//! of up to [`MAX_CHAIN`] deltas, each of the tick before). A record that holds a delta is a [`RecordV2`] behind
 //! version byte 3; `stored` rewrites it as the whole record before any
 //! reader sees it.
 //!

@@ -308,8 +308,9 @@ enum ChangeV2 {
 
 /// A value stored as a delta (`delta`): of the value of the same entity
 /// and component that tick `base` of the same world set (its last `Set`
-/// of them), keep `prefix` leading and `suffix` trailing bytes and put
-/// `middle` between them.
+/// of them; any older tick that set them, not necessarily the latest),
+/// keep `prefix` leading and `suffix` trailing bytes and put `middle`
+/// between them.
 #[derive(Serialize, Deserialize)]
 struct DeltaV1 {
     base: u64,
