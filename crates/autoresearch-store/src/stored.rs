@@ -63,71 +63,123 @@ impl BaseMemo {
 }
 
 /// What the writer thread knows of the values it wrote, kept across
-/// transactions: the tick that last set each `(world, entity, component)`
-/// and how many deltas away from a whole value that value is. A later
-/// `Set` of it is stored as a delta of that tick's value. The base is
-/// named explicitly, so an entry that another process has since
-/// superseded still gives a correct (if longer) delta; the writer clears
-/// it with a failed transaction, which may have set some of it.
+/// transactions: the tick that last set each `(world, entity, component)`,
+/// how many deltas away from a whole value that value is, and the value
+/// itself (shared with the tick's changes, not copied). A later `Set` of
+/// it is stored as a delta of that tick's value, and a read of the value
+/// that tick set ([`StoredValues::value_at`] inside the writer's
+/// transaction: the current state's lifecycle values before a batch) is
+/// answered from here instead of from the records and their delta chains.
+///
+/// An entry is never stale: it says what the record of one tick holds,
+/// and a stored record never changes (a world id is never reused). The
+/// base of a delta is named explicitly, so an entry that another process
+/// has since superseded still gives a correct (if longer) delta, and a
+/// read that asks for another tick's value misses and reads the record.
+/// The writer clears it with a failed transaction, which may have set
+/// some of it.
 #[derive(Default)]
 pub(crate) struct LastSets {
-    /// Component -> `(world, entity)` -> (tick, chain length).
-    map: HashMap<String, LastOf>,
-    /// Entries in `map`.
-    len: usize,
+    inner: Arc<Mutex<LastInner>>,
     /// Delta bases decoded by the writer.
     pub(crate) bases: Arc<BaseMemo>,
 }
 
-/// One component's entries of [`LastSets`]: `(world, entity)` -> (tick
-/// that last set it, chain length of that value).
-type LastOf = HashMap<(u64, u64), (u64, u8)>;
+/// The entries of [`LastSets`], shared with the writer's [`WriteValues`].
+#[derive(Default)]
+struct LastInner {
+    /// Component -> `(world, entity)` -> the last `Set`.
+    map: HashMap<String, LastOf>,
+    /// Entries in `map`.
+    len: usize,
+    /// About the bytes of the ticks' changes the entries hold (each tick
+    /// counted once, when noted).
+    bytes: usize,
+}
+
+/// One component's entries of [`LastSets`], by `(world, entity)`.
+type LastOf = HashMap<(u64, u64), LastSet, foldhash::fast::FixedState>;
+
+/// The `Set` that last set a value: its tick, the chain length of the
+/// value as stored, and the value (`changes[at]`, a `Set`).
+struct LastSet {
+    tick: u64,
+    depth: u8,
+    changes: Arc<[Change]>,
+    at: usize,
+}
+
+impl LastSet {
+    fn value(&self) -> &[u8] {
+        match self.changes.get(self.at) {
+            Some(Change::Set { value, .. }) => value,
+            // Never: only `Set`s are noted.
+            _ => &[],
+        }
+    }
+}
 
 /// The most entries [`LastSets`] keeps; past it, it starts over.
 const LAST_SETS_MAX: usize = 4 << 20;
 
-impl LastSets {
-    /// Forgets everything (after a failed transaction).
-    pub(crate) fn clear(&mut self) {
+/// The most bytes of changes [`LastSets`] holds; past it, it starts over.
+const LAST_SETS_BYTES: usize = 128 << 20;
+
+impl LastInner {
+    fn get(&self, world: u64, entity: u64, component: &str) -> Option<&LastSet> {
+        self.map.get(component)?.get(&(world, entity))
+    }
+
+    fn clear(&mut self) {
         self.map.clear();
         self.len = 0;
-        self.bases.clear();
+        self.bytes = 0;
     }
 
-    fn get(&self, world: u64, entity: u64, component: &str) -> Option<(u64, u8)> {
-        self.map.get(component)?.get(&(world, entity)).copied()
-    }
-
-    fn note(&mut self, world: u64, entity: u64, component: &str, tick: u64, depth: u8) {
-        if self.len >= LAST_SETS_MAX {
-            self.map.clear();
-            self.len = 0;
+    /// Makes room for a tick of `bytes` (starting over when full).
+    fn reserve(&mut self, bytes: usize) {
+        if self.len >= LAST_SETS_MAX || self.bytes + bytes > LAST_SETS_BYTES {
+            self.clear();
         }
+        self.bytes += bytes;
+    }
+
+    fn note(&mut self, world: u64, entity: u64, component: &str, set: LastSet) {
         let by_entity = match self.map.get_mut(component) {
             Some(m) => m,
             None => self.map.entry(component.to_string()).or_default(),
         };
-        if by_entity.insert((world, entity), (tick, depth)).is_none() {
+        if by_entity.insert((world, entity), set).is_none() {
             self.len += 1;
         }
+    }
+}
+
+impl LastSets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LastInner> {
+        // A panic while holding the lock leaves whole entries: usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets everything (after a failed transaction).
+    pub(crate) fn clear(&mut self) {
+        self.lock().clear();
+        self.bases.clear();
     }
 
     /// The bytes to store for `append`'s record in `world`: `None` to store
     /// its whole encoding, or the record with each `Set` of a value this
     /// writer knows the last tick of, and that shares most of its bytes
     /// with it, as a delta of that tick's value. Notes the record's `Set`s
-    /// either way. A base that cannot be read makes its value whole.
-    pub(crate) fn encode(
-        &mut self,
-        records: &WriteValues<'_>,
-        world: u64,
-        append: &EncodedAppend,
-    ) -> Option<Vec<u8>> {
+    /// either way.
+    pub(crate) fn encode(&mut self, world: u64, append: &EncodedAppend) -> Option<Vec<u8>> {
         let tick = append.tick.0;
-        let changes: &[Change] = &append.changes_full;
+        let changes: &Arc<[Change]> = &append.changes_full;
         let mut deltas = vec![None; changes.len()];
         let mut depths = vec![0u8; changes.len()];
         let mut any = false;
+        let mut bytes = 0usize;
+        let mut inner = self.lock();
         for (i, c) in changes.iter().enumerate() {
             let Change::Set {
                 entity,
@@ -137,48 +189,59 @@ impl LastSets {
             else {
                 continue;
             };
-            let Some((base, depth)) = self.get(world, entity.0, component) else {
+            bytes += value.len() + component.len() + 64;
+            let Some(last) = inner.get(world, entity.0, component) else {
                 continue;
             };
-            if depth >= delta::MAX_CHAIN || base >= tick {
+            if last.depth >= delta::MAX_CHAIN || last.tick >= tick {
                 continue;
             }
-            let Ok(old) = records.value_at(world, tick, entity.0, component, base) else {
-                continue;
-            };
-            if let Some((prefix, suffix, _)) = delta::diff(&old, value) {
-                deltas[i] = Some((base, prefix, suffix));
-                depths[i] = depth + 1;
+            if let Some((prefix, suffix, _)) = delta::diff(last.value(), value) {
+                deltas[i] = Some((last.tick, prefix, suffix));
+                depths[i] = last.depth + 1;
                 any = true;
             }
         }
-        for (c, depth) in changes.iter().zip(&depths) {
+        let whole = any
+            .then(|| encoding::encode_record_with_deltas(append.at_ms, changes, &deltas))
+            .and_then(Result::ok);
+        if any && whole.is_none() {
+            // Stored whole: no value of it is a delta.
+            depths.iter_mut().for_each(|d| *d = 0);
+        }
+        if bytes > 0 {
+            inner.reserve(bytes);
+        }
+        for (i, (c, depth)) in changes.iter().zip(&depths).enumerate() {
             if let Change::Set {
                 entity, component, ..
             } = c
             {
-                self.note(world, entity.0, component, tick, *depth);
+                let set = LastSet {
+                    tick,
+                    depth: *depth,
+                    changes: changes.clone(),
+                    at: i,
+                };
+                inner.note(world, entity.0, component, set);
             }
         }
-        if !any {
-            return None;
-        }
-        match encoding::encode_record_with_deltas(append.at_ms, changes, &deltas) {
-            Ok(bytes) => Some(bytes),
-            Err(_) => {
-                // Stored whole: what was noted of its values is wrong.
-                for c in changes {
-                    if let Change::Set {
-                        entity, component, ..
-                    } = c
-                    {
-                        self.note(world, entity.0, component, tick, 0);
-                    }
-                }
-                None
-            }
-        }
+        whole
     }
+}
+
+/// A read of the value a tick set, answered from [`LastSets`] when it
+/// holds that tick's `Set` (the writer's transaction only).
+fn last_value(
+    last: &Mutex<LastInner>,
+    world: u64,
+    entity: u64,
+    component: &str,
+    tick: u64,
+) -> Option<Vec<u8>> {
+    let inner = last.lock().unwrap_or_else(|p| p.into_inner());
+    let set = inner.get(world, entity, component)?;
+    (set.tick == tick).then(|| set.value().to_vec())
 }
 
 /// A stored record or snapshot: borrowed from its page, or joined from
@@ -212,6 +275,8 @@ pub(crate) struct StoredValues<V, P> {
     /// its whole length: a shared memo that starts over in the middle of
     /// a read does not make it decode a base once per delta.
     pinned: Mutex<HashMap<(u64, u64), Arc<Sets>>>,
+    /// The writer's [`LastSets`] (its transaction's records only).
+    last: Option<Arc<Mutex<LastInner>>>,
 }
 
 /// Keys of a world's values.
@@ -283,23 +348,25 @@ impl ReadValues {
             what,
             bases: bases.clone(),
             pinned: Mutex::default(),
+            last: None,
         })
     }
 }
 
 impl<'t> WriteValues<'t> {
     /// The records of a write transaction, delta bases decoded through
-    /// `bases`.
+    /// `last`'s memo, and the values `last` holds read from it.
     pub(crate) fn records(
         txn: &'t WriteTransaction,
-        bases: &Arc<BaseMemo>,
+        last: &LastSets,
     ) -> Result<WriteValues<'t>, Failure> {
         Ok(StoredValues {
             values: txn.open_table(encoding::RECORDS)?,
             parts: Some(txn.open_table(encoding::RECORD_PARTS)?),
             what: RECORD,
-            bases: bases.clone(),
+            bases: last.bases.clone(),
             pinned: Mutex::default(),
+            last: Some(last.inner.clone()),
         })
     }
 
@@ -311,6 +378,7 @@ impl<'t> WriteValues<'t> {
             what: SNAPSHOT,
             bases: Arc::default(),
             pinned: Mutex::default(),
+            last: None,
         })
     }
 
@@ -469,8 +537,10 @@ where
     /// The value `entity`'s `component` had as set by `world`'s tick
     /// `base`, the base of a delta in the record of tick `tick`: through
     /// the chain of deltas to a whole value, each base record decoded once
-    /// ([`BaseMemo`]). Errors (`Corrupt`, at `tick`) on a base that does
-    /// not set it, is not older, or a chain past `delta::READ_CHAIN`.
+    /// ([`BaseMemo`]); in the writer's transaction, from its [`LastSets`]
+    /// when they hold the value `base` set. Errors (`Corrupt`, at `tick`)
+    /// on a base that does not set it, is not older, or a chain past
+    /// `delta::READ_CHAIN`.
     pub(crate) fn value_at(
         &self,
         world: u64,
@@ -482,6 +552,11 @@ where
         let corrupt = |reason: String| {
             Failure::from(DecodeError::Corrupt(reason).at(WorldId(world), Tick(tick), self.what))
         };
+        if let Some(last) = self.last.as_deref().filter(|_| base < tick)
+            && let Some(value) = last_value(last, world, entity, component, base)
+        {
+            return Ok(value);
+        }
         let key = (entity, component.to_string());
         let (mut at, mut newer) = (base, tick);
         let mut chain: Vec<(u32, u32, Vec<u8>)> = Vec::new();
