@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 mod apply;
+#[cfg(test)]
+mod cache_tests;
 
 use apply::{Tables, apply};
 
