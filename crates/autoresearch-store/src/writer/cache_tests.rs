@@ -171,7 +171,7 @@ async fn two_writers_taking_turns_on_one_world_read_as_a_recount() {
     let mut wb = World::open_id(b.clone(), registry(), id).await.unwrap();
     let mut turn = 0u64;
     while wa.tick().0.max(wb.tick().0) < 150 {
-        let (w, name) = if turn % 2 == 0 {
+        let (w, name) = if turn.is_multiple_of(2) {
             (&mut wa, "a")
         } else {
             (&mut wb, "b")
