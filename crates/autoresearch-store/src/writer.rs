@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 mod apply;
+#[cfg(test)]
+mod cache_tests;
 
 use apply::{Tables, apply};
 
@@ -269,6 +271,18 @@ struct Caches {
     inputs: crate::current::InputCache,
     /// The ticks that last set each value, for deltas (`crate::stored`).
     last: crate::stored::LastSets,
+    /// The entities of each world's latest ticks, for the entity index.
+    chunks: apply::ChunkTicks,
+}
+
+impl Caches {
+    /// Forgets everything (after a failed transaction, which may have
+    /// noted some of it).
+    fn clear(&mut self) {
+        self.inputs.clear();
+        self.last.clear();
+        self.chunks.clear();
+    }
 }
 
 /// The operations of one group commit being gathered.
@@ -332,8 +346,7 @@ fn commit_batch(db: &Database, ops: Vec<Op>, durable: bool, sink: &ErrorSink, ca
         }
         Err(failure) => {
             // The cache may hold records of the failed transaction.
-            caches.inputs.clear();
-            caches.last.clear();
+            caches.clear();
             let context = format!(
                 "committing {} queued write(s) to ledger {}; none was stored",
                 ops.len(),
@@ -359,7 +372,7 @@ fn run_batch(
             .map_err(redb::Error::from)?;
     }
     let results = {
-        let mut t = Tables::open(&txn, &mut caches.inputs, &mut caches.last)?;
+        let mut t = Tables::open(&txn, caches)?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(match apply(&mut t, op) {

@@ -13,6 +13,7 @@ use autoresearch_core::{
     EntityId, ForkPoint, LivenessCheck, StorageError, Tick, WorldId, WorldInfo, now_ms,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
+use std::collections::HashMap;
 
 /// The tables of one write transaction.
 pub(super) struct Tables<'t> {
@@ -33,19 +34,26 @@ pub(super) struct Tables<'t> {
     series: crate::series::SeriesTables<'t>,
     /// The ticks that last set each value, for deltas.
     last: &'t mut crate::stored::LastSets,
+    /// The entities of each world's latest ticks, for the entity index.
+    chunks: &'t mut ChunkTicks,
 }
 
 impl<'t> Tables<'t> {
-    /// Every table an operation may touch, in `txn`.
+    /// Every table an operation may touch, in `txn`, with the writer's
+    /// caches.
     pub(super) fn open(
         txn: &'t WriteTransaction,
-        inputs: &'t mut crate::current::InputCache,
-        last: &'t mut crate::stored::LastSets,
+        caches: &'t mut super::Caches,
     ) -> Result<Tables<'t>, Failure> {
+        let super::Caches {
+            inputs,
+            last,
+            chunks,
+        } = caches;
         Ok(Tables {
             worlds: txn.open_table(WORLDS)?,
             names: txn.open_table(WORLD_NAMES)?,
-            records: crate::stored::WriteValues::records(txn, &last.bases)?,
+            records: crate::stored::WriteValues::records(txn, last)?,
             snapshots: crate::stored::WriteValues::snapshots(txn)?,
             index: txn.open_table(ENTITY_TICKS)?,
             liveness: txn.open_table(LIVENESS)?,
@@ -53,8 +61,64 @@ impl<'t> Tables<'t> {
             meta: txn.open_table(META)?,
             current: crate::current::CurrentTables::open(txn, inputs)?,
             last,
+            chunks,
             series: crate::series::SeriesTables::open(txn)?,
         })
+    }
+}
+
+/// The entities each of a world's latest ticks touched, as this writer
+/// stored them (the ticks of the entity-index chunk under way, in order,
+/// without gaps): the chunk a tick completes is built from them instead of
+/// reading, and resolving, the chunk's records again. A tick's entities
+/// never change once it is stored and a world id is never reused, so an
+/// entry is never stale; ticks this writer did not store (another
+/// process's) leave a gap, and a chunk with a gap is read from the
+/// records. The writer clears it with a failed transaction.
+#[derive(Default)]
+pub(super) struct ChunkTicks {
+    /// World -> its latest ticks and their entities, consecutive, all in
+    /// one chunk.
+    worlds: HashMap<u64, Vec<(u64, Vec<EntityId>)>>,
+}
+
+/// A tick touching more entities than this is not kept (its chunk is then
+/// read from the records): bounds the memory a world's entry holds.
+const CHUNK_TICKS_MAX_ENTITIES: usize = 1 << 16;
+
+impl ChunkTicks {
+    pub(super) fn clear(&mut self) {
+        self.worlds.clear();
+    }
+
+    /// Notes that world `w`'s tick `tick`, just stored, touched `entities`.
+    fn note(&mut self, w: u64, tick: Tick, entities: &[EntityId]) {
+        let kept = self.worlds.entry(w).or_default();
+        let (chunk, _) = encoding::index_slot(tick);
+        let follows = kept.last().is_some_and(|(last, _)| {
+            *last + 1 == tick.0 && encoding::index_slot(Tick(*last)).0 == chunk
+        });
+        if !follows {
+            kept.clear();
+        }
+        if entities.len() > CHUNK_TICKS_MAX_ENTITIES {
+            self.worlds.remove(&w);
+            return;
+        }
+        kept.push((tick.0, entities.to_vec()));
+    }
+
+    /// The entities of world `w`'s ticks `from..=to`, each with its tick,
+    /// when every one of them is kept.
+    fn ticks(&self, w: u64, from: u64, to: u64) -> Option<&[(u64, Vec<EntityId>)]> {
+        let kept = self.worlds.get(&w)?;
+        let first = kept.first()?.0;
+        let last = kept.last()?.0;
+        if first > from || last != to {
+            return None;
+        }
+        let start = usize::try_from(from - first).ok()?;
+        kept.get(start..)
     }
 }
 
@@ -347,12 +411,13 @@ fn write_append(
             t.spawns.insert((w, last, first), k)?;
             top = Some(last);
         }
-        let with_deltas = t.last.encode(&t.records, w, a);
+        let with_deltas = t.last.encode(w, a);
         let bytes = match with_deltas.as_deref() {
             Some(bytes) => bytes,
             None => a.record()?,
         };
         t.records.insert(w, k, bytes)?;
+        t.chunks.note(w, a.tick, &a.entities);
         if let Some(s) = &a.snapshot {
             t.snapshots.insert(w, k, s)?;
         }
@@ -424,7 +489,15 @@ fn chunk_masks(
     let w = info.id.0;
     let from = (chunk * INDEX_CHUNK + 1).max(info.first_own_tick().0);
     let mut masks: std::collections::BTreeMap<u64, u64> = Default::default();
-    if from < batch_from.0 {
+    let kept = t.chunks.ticks(w, from, batch_from.0.saturating_sub(1));
+    if let Some(kept) = kept.filter(|_| from < batch_from.0) {
+        for (at, entities) in kept {
+            let (_, bit) = encoding::index_slot(Tick(*at));
+            for e in entities {
+                *masks.entry(e.0).or_default() |= bit;
+            }
+        }
+    } else if from < batch_from.0 {
         for entry in t.records.range(w, from, batch_from.0 - 1)? {
             let (at, v) = entry?;
             let (_, bit) = encoding::index_slot(at);
