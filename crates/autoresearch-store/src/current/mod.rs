@@ -53,7 +53,7 @@ mod pending;
 mod read;
 mod update;
 
-pub(crate) use update::EntityMap;
+pub(crate) use update::{EntityMap, PARALLEL_FROM, both};
 use update::update;
 
 pub(crate) use memo::ChunkMemo;
