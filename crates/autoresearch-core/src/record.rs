@@ -722,7 +722,7 @@ mod tests {
             ChangeKind::Despawn,
         ];
         for case in 0..300 {
-            let head = |e: EntityId| -> Result<bool, StorageError> { Ok(e.0 % 3 == 0) };
+            let head = |e: EntityId| -> Result<bool, StorageError> { Ok(e.0.is_multiple_of(3)) };
             let mut model: BTreeMap<EntityId, bool> = BTreeMap::new();
             let mut check = LivenessCheck::new(WorldId(1));
             for t in 1..=4u64 {

@@ -371,7 +371,9 @@ mod tests {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(&format!(
             "CREATE TABLE agents ({})",
-            statedb::AGENT_COLUMNS.map(|c| format!("{c} TEXT")).join(", ")
+            statedb::AGENT_COLUMNS
+                .map(|c| format!("{c} TEXT"))
+                .join(", ")
         ))
         .unwrap();
         let times = [

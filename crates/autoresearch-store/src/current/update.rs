@@ -66,6 +66,9 @@ where
     })
 }
 
+/// Entities whose facts a batch changes: `(entity, before, after)`.
+type Changed<'t> = Vec<(u64, &'t Facts, Facts)>;
+
 /// The entities of `touched` whose facts the batch changes, each with its
 /// facts before and after, in `touched`'s order; `None` when a lifecycle
 /// value does not decode. Computed on two threads when `parallel` (the
@@ -73,8 +76,8 @@ where
 fn changed_facts<'t, 'a>(
     touched: &'t [(u64, Touched<'a>)],
     parallel: bool,
-) -> Result<Option<Vec<(u64, &'t Facts, Facts)>>, Failure> {
-    fn part<'t, 'a>(touched: &'t [(u64, Touched<'a>)]) -> Option<Vec<(u64, &'t Facts, Facts)>> {
+) -> Result<Option<Changed<'t>>, Failure> {
+    fn part<'t, 'a>(touched: &'t [(u64, Touched<'a>)]) -> Option<Changed<'t>> {
         let mut out = Vec::with_capacity(touched.len());
         for (e, touch) in touched {
             // Entities only spawned, or changed in other components, have
@@ -479,7 +482,7 @@ mod tests {
     #[test]
     fn both_returns_both_results() {
         let mut v = vec![3, 1, 2];
-        let mut w = vec!["b", "a"];
+        let mut w = ["b", "a"];
         let (x, y) = both(
             || {
                 v.sort_unstable();
