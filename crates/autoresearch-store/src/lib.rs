@@ -510,24 +510,15 @@ impl EncodedAppend {
         let changes_full: Arc<[autoresearch_core::Change]> = Arc::from(record.changes);
         let record = if estimated >= ENCODE_APART_FROM {
             let shared = changes_full.clone();
-            let job = move || {
-                encoding::encode_record(TickRecord {
-                    tick,
-                    at_ms,
-                    changes: shared.to_vec(),
-                })
-            };
+            // Encoded from the shared changes, not a copy of them.
+            let job = move || encoding::encode_changes(at_ms, &shared);
             match std::thread::Builder::new()
                 .name("record-encoder".into())
                 .spawn(job)
             {
                 Ok(handle) => RecordBytes::running(handle),
                 // No thread to be had: encode here.
-                Err(_) => RecordBytes::done(encoding::encode_record(TickRecord {
-                    tick,
-                    at_ms,
-                    changes: changes_full.to_vec(),
-                })),
+                Err(_) => RecordBytes::done(encoding::encode_changes(at_ms, &changes_full)),
             }
         } else {
             let changes = changes_full.to_vec();

@@ -53,8 +53,8 @@ mod pending;
 mod read;
 mod update;
 
-pub(crate) use update::EntityMap;
 use update::update;
+pub(crate) use update::{EntityMap, PARALLEL_FROM, both};
 
 pub(crate) use memo::ChunkMemo;
 #[cfg(test)]

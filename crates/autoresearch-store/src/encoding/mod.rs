@@ -551,6 +551,20 @@ pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
     }
 }
 
+/// [`encode_record`] of changes shared with others (an ingest's, which
+/// the writer reads while they are encoded): the same bytes, and the
+/// values are copied only when the record is stored row-wise.
+pub(crate) fn encode_changes(at_ms: i64, changes: &[Change]) -> Result<Vec<u8>, String> {
+    match columnar::encode_record(at_ms, changes) {
+        Some(bytes) => Ok(bytes),
+        None => encode_record_rows(TickRecord {
+            tick: Tick::ZERO,
+            at_ms,
+            changes: changes.to_vec(),
+        }),
+    }
+}
+
 /// About the row-wise encoded size of `changes` in bytes, before
 /// compression: a capacity hint, and what decides whether a record is
 /// encoded on a thread of its own. O(changes).

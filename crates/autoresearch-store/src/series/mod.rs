@@ -49,7 +49,7 @@ mod work;
 pub(crate) use codec::VERSION;
 pub(crate) use read::{read, table_bytes};
 
-use crate::current::{ChunkMemo, CurrentTables, EntityMap};
+use crate::current::{ChunkMemo, CurrentTables, EntityMap, PARALLEL_FROM, both};
 use crate::{EncodedAppend, Failure, Stop};
 use autoresearch_core::current::{BY_RUN_ID, FactsError, OUTCOME, RESULT, RESULT_OF, RUN};
 use autoresearch_core::series::{RunFacts, outcome_facts, result_sample, run_facts};
@@ -232,8 +232,11 @@ impl Inputs<'_, '_, '_> {
 fn net_changes(appends: &[EncodedAppend]) -> Vec<(u64, Net<'_>)> {
     // A vector in first-touch order and each entity's place in it, sorted
     // at the end: cheaper than a tree of ten thousand spawns.
-    let mut net: Vec<(u64, Net<'_>)> = Vec::new();
+    // Sized once for the most entities the changes can touch.
+    let changes: usize = appends.iter().map(|a| a.changes_full.len()).sum();
+    let mut net: Vec<(u64, Net<'_>)> = Vec::with_capacity(changes);
     let mut position: EntityMap<usize> = EntityMap::default();
+    position.reserve(changes);
     for a in appends {
         for change in a.changes_full.iter() {
             let e = change.entity().0;
@@ -347,6 +350,33 @@ fn update(
     Ok(changed)
 }
 
+/// The facts of each Run `net` sets, by position in `net` (`None` where
+/// it sets none): each Run decoded once, on two threads for a large
+/// batch (the same result).
+type Decoded = Vec<Option<Result<RunFacts, FactsError>>>;
+
+fn decode_runs(net: &[(u64, Net<'_>)]) -> Result<Decoded, Failure> {
+    fn part(net: &[(u64, Net<'_>)]) -> Decoded {
+        net.iter()
+            .map(|(_, n)| match n.run {
+                Some(Some(bytes)) => Some(run_facts(bytes)),
+                _ => None,
+            })
+            .collect()
+    }
+    if net.len() < PARALLEL_FROM {
+        return Ok(part(net));
+    }
+    let (first, second) = net.split_at(net.len() / 2);
+    let (mut a, b) = both(
+        || part(first),
+        || part(second),
+        "decoding the runs of the chart series",
+    )?;
+    a.extend(b);
+    Ok(a)
+}
+
 /// Each Run the batch set or removed: its point (added for a new run),
 /// crashed flag and task.
 fn apply_runs(
@@ -355,7 +385,9 @@ fn apply_runs(
     net: &[(u64, Net<'_>)],
 ) -> Result<Touched, Stop> {
     let mut touched = Touched::default();
-    for &(e, ref n) in net {
+    let mut decoded = decode_runs(net)?;
+    work.reserve_runs(net.len());
+    for (i, &(e, ref n)) in net.iter().enumerate() {
         let Some(change) = n.run else { continue };
         let Some(bytes) = change else {
             if !n.spawned && work.experiment_of(t, e)?.is_some() {
@@ -364,7 +396,11 @@ fn apply_runs(
             }
             continue;
         };
-        let facts = run_facts(bytes)?;
+        // Errors are met in the order a sequential decode meets them.
+        let facts = match decoded.get_mut(i).and_then(Option::take) {
+            Some(facts) => facts?,
+            None => run_facts(bytes)?,
+        };
         let x = work.experiment(&facts.experiment);
         if !n.spawned && work.has_point(t, x, e)? {
             work.change_point(t, x, e, |p| {
@@ -551,4 +587,55 @@ fn run_of(
         None => run_facts(&inputs.value(RUN, e)?)?,
     };
     Ok((facts.experiment, commit_id(&facts.commit)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::registry;
+    use autoresearch_core::{Run, RunStatus};
+
+    /// The Runs of a large batch decoded on two threads give what one
+    /// decode each gives, by position, a Run that does not decode included.
+    #[test]
+    fn runs_decoded_on_two_threads_equal_one_decode_each() {
+        let registry = registry();
+        let runs: Vec<Vec<u8>> = (0..PARALLEL_FROM as u64 + 501)
+            .map(|i| {
+                let mut run = Run::new(format!("r{i}"), ["a", "b"][i as usize % 2]);
+                if i % 7 == 0 {
+                    run.set_status(RunStatus::Crashed);
+                }
+                registry.encode(&run).unwrap().1
+            })
+            .collect();
+        let net: Vec<(u64, Net<'_>)> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let run = match i % 4 {
+                    0 => None,
+                    1 => Some(None),
+                    2 if i == 1_002 => Some(Some(&bytes[..2])),
+                    _ => Some(Some(bytes.as_slice())),
+                };
+                let n = Net {
+                    spawned: true,
+                    run,
+                    ..Net::default()
+                };
+                (i as u64, n)
+            })
+            .collect();
+        assert!(net.len() >= PARALLEL_FROM);
+        let decoded = decode_runs(&net).ok().unwrap();
+        assert_eq!(decoded.len(), net.len());
+        for ((_, n), got) in net.iter().zip(decoded) {
+            let want = match n.run {
+                Some(Some(bytes)) => Some(run_facts(bytes)),
+                _ => None,
+            };
+            assert_eq!(got, want);
+        }
+    }
 }

@@ -319,6 +319,11 @@ impl<'m> Work<'m> {
         Ok(self.runs.get_mut(&e).and_then(|r| r.value.as_mut()))
     }
 
+    /// Room for `n` more runs' records (an ingest notes every new run).
+    pub(super) fn reserve_runs(&mut self, n: usize) {
+        self.runs.reserve(n);
+    }
+
     /// Notes that run `e` has no record yet (it is new).
     pub(super) fn no_record(&mut self, e: u64) {
         self.runs.entry(e).or_insert(Cached {

@@ -179,10 +179,18 @@ fn encode_values(block: &mut Vec<u8>, name: &str, vals: &[&[u8]], cuts: &mut Vec
     opaque(block, others.into_iter());
     cuts.push(block.len());
     let n = rows.len() / w;
+    // Column-major (field `k` of value `r` at `k * n + r`): each column is
+    // read several times below, and a strided read of a large record's
+    // rows missed the cache at every value.
+    let mut cols = vec![Field::Int(0); rows.len()];
+    for (i, f) in rows.iter().enumerate() {
+        cols[(i % w) * n + i / w] = *f;
+    }
+    drop(rows);
     for (k, leaf) in shape.iter().enumerate() {
         match leaf {
-            Text => text_column(block, &rows, shape, k, n),
-            Int => int_column(block, &rows, shape, k, n),
+            Text => text_column(block, &cols, shape, k, n),
+            Int => int_column(block, &cols, shape, k, n),
         }
         cuts.push(block.len());
     }
@@ -200,23 +208,25 @@ fn opaque<'a>(block: &mut Vec<u8>, vals: impl Iterator<Item = &'a [u8]>) {
     section(block, &bytes);
 }
 
-fn text_at<'a>(rows: &[Field<'a>], w: usize, r: usize, k: usize) -> &'a [u8] {
-    match rows[r * w + k] {
+/// Text field `k` of value `r` of `n` values laid out column-major.
+fn text_at<'a>(cols: &[Field<'a>], n: usize, r: usize, k: usize) -> &'a [u8] {
+    match cols[k * n + r] {
         Field::Text(s) => s,
         Field::Int(_) => &[],
     }
 }
 
-fn int_at(rows: &[Field<'_>], w: usize, r: usize, k: usize) -> i64 {
-    match rows[r * w + k] {
+/// Number field `k` of value `r` of `n` values laid out column-major.
+fn int_at(cols: &[Field<'_>], n: usize, r: usize, k: usize) -> i64 {
+    match cols[k * n + r] {
         Field::Int(v) => v,
         Field::Text(_) => 0,
     }
 }
 
-/// Text field `k` of `n` parsed values: suffix source, mode, streams.
+/// Text field `k` of `n` parsed values (`rows` column-major): suffix
+/// source, mode, streams.
 fn text_column(block: &mut Vec<u8>, rows: &[Field<'_>], shape: &[Leaf], k: usize, n: usize) {
-    let w = shape.len();
     let sample = n.min(SAMPLE);
     let mut best = (0usize, 0usize);
     for (j, leaf) in shape.iter().enumerate().take(k) {
@@ -224,7 +234,7 @@ fn text_column(block: &mut Vec<u8>, rows: &[Field<'_>], shape: &[Leaf], k: usize
             continue;
         }
         let total: usize = (0..sample)
-            .map(|r| common_suffix(text_at(rows, w, r, k), text_at(rows, w, r, j)))
+            .map(|r| common_suffix(text_at(rows, n, r, k), text_at(rows, n, r, j)))
             .sum();
         if total > best.0 {
             best = (total, j + 1);
@@ -238,12 +248,12 @@ fn text_column(block: &mut Vec<u8>, rows: &[Field<'_>], shape: &[Leaf], k: usize
     block.push(src as u8);
     let mut rests = Vec::with_capacity(n);
     if src == 0 {
-        rests.extend((0..n).map(|r| text_at(rows, w, r, k)));
+        rests.extend((0..n).map(|r| text_at(rows, n, r, k)));
     } else {
         let mut lens = Vec::with_capacity(n);
         for r in 0..n {
-            let s = text_at(rows, w, r, k);
-            let l = common_suffix(s, text_at(rows, w, r, src - 1));
+            let s = text_at(rows, n, r, k);
+            let l = common_suffix(s, text_at(rows, n, r, src - 1));
             put(&mut lens, l as u64);
             rests.push(&s[..s.len() - l]);
         }
@@ -302,23 +312,23 @@ fn text_column(block: &mut Vec<u8>, rows: &[Field<'_>], shape: &[Leaf], k: usize
     section(block, &bytes);
 }
 
-/// Number field `k` of `n` parsed values: reference, zero flags, deltas.
+/// Number field `k` of `n` parsed values (`rows` column-major):
+/// reference, zero flags, deltas.
 fn int_column(block: &mut Vec<u8>, rows: &[Field<'_>], shape: &[Leaf], k: usize, n: usize) {
-    let w = shape.len();
     // Mode 0: from the field's last non-zero value; mode j + 1: from
     // number field j of the same value.
     let cost = |mode: usize| -> usize {
         let mut last = 0i64;
         let mut total = 0;
         for r in 0..n {
-            let v = int_at(rows, w, r, k);
+            let v = int_at(rows, n, r, k);
             if v == 0 {
                 continue;
             }
             let base = if mode == 0 {
                 last
             } else {
-                int_at(rows, w, r, mode - 1)
+                int_at(rows, n, r, mode - 1)
             };
             total += varint_len(zigzag(v.wrapping_sub(base)));
             last = v;
@@ -340,7 +350,7 @@ fn int_column(block: &mut Vec<u8>, rows: &[Field<'_>], shape: &[Leaf], k: usize,
     let mut deltas = Vec::with_capacity(n * 3);
     let mut last = 0i64;
     for r in 0..n {
-        let v = int_at(rows, w, r, k);
+        let v = int_at(rows, n, r, k);
         zeros.push(u8::from(v == 0));
         if v == 0 {
             continue;
@@ -348,7 +358,7 @@ fn int_column(block: &mut Vec<u8>, rows: &[Field<'_>], shape: &[Leaf], k: usize,
         let base = if mode == 0 {
             last
         } else {
-            int_at(rows, w, r, mode - 1)
+            int_at(rows, n, r, mode - 1)
         };
         put(&mut deltas, zigzag(v.wrapping_sub(base)));
         last = v;
