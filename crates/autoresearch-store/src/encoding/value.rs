@@ -21,8 +21,11 @@ pub(crate) const CODEC_LZ4: u8 = 1;
 pub(crate) const CODEC_ZSTD: u8 = 2;
 
 /// Bodies shorter than this are stored raw: compression gains little on
-/// them and the many small per-tick records stay cheap to read.
-const COMPRESS_FROM: usize = 512;
+/// them and the many small per-tick records stay cheap to read. From it
+/// on zstd pays: a record of 20 status changes (about 366 bytes of
+/// postcard, most of them deltas' run ids and statuses) compresses to
+/// 211–225 bytes (`docs/benchmarks.md`, bytes per update tick).
+const COMPRESS_FROM: usize = 256;
 
 /// Bodies from [`COMPRESS_FROM`] up to this size are compressed with zstd
 /// at [`ZSTD_LEVEL`], larger ones (an ingest of thousands of runs,
