@@ -612,6 +612,9 @@ mod tests;
 mod current_tests;
 
 #[cfg(test)]
+mod current_layout_tests;
+
+#[cfg(test)]
 mod test_support;
 
 #[cfg(test)]

@@ -32,3 +32,13 @@ impl Rng {
         &v[self.below(v.len() as u64) as usize]
     }
 }
+
+/// The redb file at `path` opened directly, as the store opens it
+/// (several processes may write): for tests that edit tables the way an
+/// older build or damage would.
+pub(crate) fn raw_db(path: &std::path::Path) -> redb::Database {
+    redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .create(path)
+        .unwrap()
+}
