@@ -7,8 +7,7 @@ use crate::index::{Index, ReportOwner, StoredReport, TrackedRun, value_hash};
 use crate::report::RunReport;
 use crate::statedb::{self, AgentRow, ReportRow, Scan};
 use crate::time::{self, Timestamp};
-use autoresearch_core::{Run, TickWriter};
-use serde::Serialize;
+use autoresearch_core::{Run, RunRef, TickWriter};
 use std::collections::HashMap;
 
 fn report_from_row(row: &ReportRow, report: &mut SyncReport) -> RunReport {
@@ -78,7 +77,7 @@ impl Built<'_> {
     }
 
     /// The run this row gives, borrowing its text.
-    fn view<'a>(&'a self, config: &'a RunnerConfig, commit_hash: &'a str) -> RunView<'a> {
+    fn view<'a>(&'a self, config: &'a RunnerConfig, commit_hash: &'a str) -> RunRef<'a> {
         let row = &self.row;
         let harness = row.get(3).unwrap_or_default();
         let agent_name = row.get(9).unwrap_or_default();
@@ -86,7 +85,7 @@ impl Built<'_> {
             Some(e) => e.as_str(),
             None => experiment_from_agent_name(agent_name, harness).unwrap_or("adhoc"),
         };
-        RunView {
+        RunRef {
             run_id: self.run_id(),
             experiment_name,
             vm_name: row.get(1).unwrap_or_default(),
@@ -139,64 +138,27 @@ fn build_runs(rows: &Rows) -> Vec<(i64, Option<u32>, Built<'_>)> {
     })
 }
 
-/// A [`Run`] borrowing its text: serializes to exactly the bytes the `Run`
-/// it stands for does (same fields, same order), so the ingest encodes rows
-/// without allocating a string per field. [`RunView::to_run`] names every
-/// field of `Run`, so a field added there breaks the build here.
-#[derive(Serialize)]
-struct RunView<'a> {
-    run_id: &'a str,
-    experiment_name: &'a str,
-    vm_name: &'a str,
-    status: &'a str,
-    harness: &'a str,
-    repo_url: &'a str,
-    branch: &'a str,
-    task: &'a str,
-    started_at_ms: i64,
-    finished_at_ms: i64,
-    agent_name: &'a str,
-    workspace_path: &'a str,
-    commit_hash: &'a str,
-}
-
-impl RunView<'_> {
-    #[cfg(test)]
-    fn to_run(&self) -> Run {
-        Run {
-            run_id: self.run_id.to_string(),
-            experiment_name: self.experiment_name.to_string(),
-            vm_name: self.vm_name.to_string(),
-            status: self.status.to_string(),
-            harness: self.harness.to_string(),
-            repo_url: self.repo_url.to_string(),
-            branch: self.branch.to_string(),
-            task: self.task.to_string(),
-            started_at_ms: self.started_at_ms,
-            finished_at_ms: self.finished_at_ms,
-            agent_name: self.agent_name.to_string(),
-            workspace_path: self.workspace_path.to_string(),
-            commit_hash: self.commit_hash.to_string(),
-        }
-    }
-
-    /// The encoding, written into `scratch` and returned exactly sized.
-    fn encode(&self, scratch: &mut Vec<u8>) -> Result<Vec<u8>, autoresearch_core::Error> {
-        scratch.clear();
-        let taken = std::mem::take(scratch);
-        let out = postcard::to_extend(self, taken).map_err(|source| {
-            autoresearch_core::Error::Registry(autoresearch_core::RegistryError::Encode {
-                component: "Run".to_string(),
-                source,
-            })
-        })?;
-        *scratch = out;
-        Ok(scratch.clone())
-    }
+/// The encoding of `run` (exactly the bytes of the `Run` it stands for:
+/// [`RunRef`] has `Run`'s fields in `Run`'s order), written into `scratch`
+/// and returned exactly sized.
+fn encode_run(
+    run: &RunRef<'_>,
+    scratch: &mut Vec<u8>,
+) -> Result<Vec<u8>, autoresearch_core::Error> {
+    scratch.clear();
+    let taken = std::mem::take(scratch);
+    let out = postcard::to_extend(run, taken).map_err(|source| {
+        autoresearch_core::Error::Registry(autoresearch_core::RegistryError::Encode {
+            component: "Run".to_string(),
+            source,
+        })
+    })?;
+    *scratch = out;
+    Ok(scratch.clone())
 }
 
 /// Buffers the changes of one sync into `writer` and updates `index`.
-/// Runs are encoded from their rows through [`RunView`]: no owned `Run`
+/// Runs are encoded from their rows through [`RunRef`]: no owned `Run`
 /// is built.
 /// `idle` receives what a sync of the same, unchanged file would report.
 pub(super) fn apply(
@@ -280,7 +242,7 @@ pub(super) fn apply(
             }
             None => None,
         };
-        let bytes = b.view(config, &commit_hash).encode(&mut scratch)?;
+        let bytes = encode_run(&b.view(config, &commit_hash), &mut scratch)?;
         let run_hash = value_hash(&bytes);
         let (slot, run_written) = match slot {
             Some(slot) => {
@@ -426,7 +388,7 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let view = RunView {
+            let view = RunRef {
                 run_id: text,
                 experiment_name: "exp",
                 vm_name: text,
@@ -443,7 +405,11 @@ mod tests {
             };
             let (name, expected) = registry.encode(&view.to_run()).unwrap();
             assert_eq!(name, "Run");
-            assert_eq!(view.encode(&mut scratch).unwrap(), expected, "case {i}");
+            assert_eq!(
+                encode_run(&view, &mut scratch).unwrap(),
+                expected,
+                "case {i}"
+            );
         }
     }
 }
