@@ -27,6 +27,14 @@ mod status;
 mod target;
 mod worlds_rm;
 
+/// mimalloc (Microsoft's allocator, <https://github.com/microsoft/mimalloc>):
+/// the ledger allocates many small values per change (decoded `Run`s, their
+/// strings, encoded records), where glibc's malloc spent about a quarter of
+/// `bench ledger`'s samples (`docs/benchmarks.md`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
