@@ -570,6 +570,81 @@ where
         self.whole(world, tick.0, raw)
     }
 
+    /// A record from [`StoredValues::raw_range`] projected on
+    /// `component`, its values spans of one body
+    /// ([`crate::spans::decode_span_record`]). A record that holds deltas
+    /// is not rewritten whole first: only `component`'s deltas are
+    /// resolved, each written straight into the body from its base value
+    /// as the base record holds it (decoded once, [`BaseMemo`]), not
+    /// copied out first ([`StoredValues::value_at`] only for a base that is
+    /// itself a delta). Errors (`Corrupt`, at `tick`) as a whole read does.
+    pub(crate) fn span_record(
+        &self,
+        world: u64,
+        tick: Tick,
+        raw: AccessGuard<'_, &'static [u8]>,
+        component: &str,
+    ) -> Result<autoresearch_core::SpanRecord, Failure> {
+        let joined = self.joined(world, tick.0, raw)?;
+        let at = |e: DecodeError| Failure::from(e.at(WorldId(world), tick, self.what));
+        if self.what != RECORD || !encoding::has_deltas(&joined) {
+            return crate::spans::decode_span_record(tick, &joined, component).map_err(at);
+        }
+        crate::spans::decode_span_delta_record(
+            tick,
+            &joined,
+            component,
+            |entity, d, body| self.resolve_into(world, tick.0, entity, component, d, body),
+            at,
+        )
+    }
+
+    /// Appends to `out` the value of `entity`'s `component` that delta `d`
+    /// of `world`'s record of `tick` stands for.
+    fn resolve_into(
+        &self,
+        world: u64,
+        tick: u64,
+        entity: u64,
+        component: &str,
+        d: &crate::spans::DeltaRef<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        // The base record's sets (a base not older than the delta is
+        // refused by `value_at`, with its reason).
+        let sets = if d.base < tick {
+            self.sets(world, d.base)?
+        } else {
+            None
+        };
+        let owned;
+        let base: &[u8] = match sets
+            .as_deref()
+            .and_then(|s| s.get(&(entity, component.to_string())))
+        {
+            Some(SetEntry::Whole(v)) => v,
+            _ => {
+                owned = self.value_at(world, tick, entity, component, d.base)?;
+                &owned
+            }
+        };
+        let (prefix, suffix) = (d.prefix as usize, d.suffix as usize);
+        if prefix.saturating_add(suffix) > base.len() {
+            return Err(Failure::from(
+                DecodeError::Corrupt(format!(
+                    "a delta keeps {prefix} + {suffix} bytes of a base value of {}",
+                    base.len()
+                ))
+                .at(WorldId(world), Tick(tick), self.what),
+            ));
+        }
+        out.reserve(prefix + d.middle.len() + suffix);
+        out.extend_from_slice(&base[..prefix]);
+        out.extend_from_slice(d.middle);
+        out.extend_from_slice(&base[base.len() - suffix..]);
+        Ok(())
+    }
+
     /// `world`'s newest value at or before `at`, joined.
     pub(crate) fn last_at_or_before(
         &self,
