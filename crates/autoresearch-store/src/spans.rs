@@ -113,7 +113,22 @@ pub(crate) fn decode_span_delta_record<E>(
 ) -> Result<SpanRecord, E> {
     let decoded = encoding::body(bytes).map_err(&map)?;
     let r: RecordRefV2<'_> = encoding::take_whole(&decoded).map_err(&map)?;
-    let mut body = Vec::new();
+    // The body's length is known before any base is read: a delta's
+    // value is its prefix, middle and suffix.
+    let len: usize = r
+        .changes
+        .iter()
+        .map(|c| match c {
+            ChangeRefV2::Set(_, c, v) if *c == component => v.len(),
+            ChangeRefV2::SetDelta(_, c, d) if *c == component => {
+                (d.prefix as usize + d.suffix as usize).saturating_add(d.middle.len())
+            }
+            _ => 0,
+        })
+        .fold(0usize, usize::saturating_add);
+    // (A damaged length is refused when its delta is resolved; the body
+    // never grows past what the base values hold.)
+    let mut body = Vec::with_capacity(len.min(bytes.len().saturating_mul(64).max(1 << 16)));
     let mut changes = Vec::with_capacity(r.changes.len());
     let span = |body: &Vec<u8>, start: usize| {
         let start = u32::try_from(start).ok()?;

@@ -2,7 +2,7 @@
 //! read transaction) and writes (queued to the group-commit writer).
 
 use crate::encoding::{self, ENTITY_TICKS, WORLD_NAMES, WORLDS};
-use crate::stored::{BaseMemo, ReadValues};
+use crate::stored::{BaseHint, BaseMemo, ReadValues};
 use crate::writer::Op;
 use crate::{EncodedAppend, Failure, RedbStorage, find_name, load_world};
 use async_trait::async_trait;
@@ -342,6 +342,7 @@ impl Storage for RedbStorage {
                 // Each of the others from the cache or, failing that, read,
                 // decoded and offered to the cache (all in one go).
                 let mut fresh = Vec::new();
+                let mut hint = BaseHint::default();
                 let records = ReadValues::records_with(txn, &bases)?;
                 for entry in records.raw_range(world.0, next.0, to.0)? {
                     let (tick, raw) = entry?;
@@ -350,7 +351,7 @@ impl Storage for RedbStorage {
                         continue;
                     }
                     fresh.push(out.len());
-                    out.push(records.span_record(world.0, tick, raw, &component)?);
+                    out.push(records.span_record(world.0, tick, raw, &component, &mut hint)?);
                 }
                 cache.offer_records(world, &component, fresh.iter().map(|&i| &out[i]));
                 Ok(out)

@@ -350,6 +350,11 @@ pub(crate) struct StoredValues<V, P> {
     last: Option<Arc<Mutex<LastInner>>>,
 }
 
+/// The base record a reader of spans read last: its `(world, tick)` and
+/// its `Set`s ([`StoredValues::span_record`]).
+#[derive(Default)]
+pub(crate) struct BaseHint(Option<((u64, u64), Arc<Sets>)>);
+
 /// Keys of a world's values.
 type ValueKey = (u64, u64);
 /// A value's tick and its bytes as stored ([`StoredValues::raw_range`]).
@@ -578,50 +583,58 @@ where
     /// as the base record holds it (decoded once, [`BaseMemo`]), not
     /// copied out first ([`StoredValues::value_at`] only for a base that is
     /// itself a delta). Errors (`Corrupt`, at `tick`) as a whole read does.
+    /// `hint` holds the base record last read by this reader (most deltas
+    /// of a read share one: an ingest's record), so that it is found
+    /// without a look-up; pass the same one to every call of a read.
     pub(crate) fn span_record(
         &self,
         world: u64,
         tick: Tick,
         raw: AccessGuard<'_, &'static [u8]>,
         component: &str,
+        hint: &mut BaseHint,
     ) -> Result<autoresearch_core::SpanRecord, Failure> {
         let joined = self.joined(world, tick.0, raw)?;
         let at = |e: DecodeError| Failure::from(e.at(WorldId(world), tick, self.what));
         if self.what != RECORD || !encoding::has_deltas(&joined) {
             return crate::spans::decode_span_record(tick, &joined, component).map_err(at);
         }
+        let mut key = (0, component.to_string());
         crate::spans::decode_span_delta_record(
             tick,
             &joined,
             component,
-            |entity, d, body| self.resolve_into(world, tick.0, entity, component, d, body),
+            |entity, d, body| {
+                key.0 = entity;
+                self.resolve_into(world, tick.0, &key, d, body, hint)
+            },
             at,
         )
     }
 
-    /// Appends to `out` the value of `entity`'s `component` that delta `d`
-    /// of `world`'s record of `tick` stands for.
+    /// Appends to `out` the value of `key` (entity, component) that delta
+    /// `d` of `world`'s record of `tick` stands for.
     fn resolve_into(
         &self,
         world: u64,
         tick: u64,
-        entity: u64,
-        component: &str,
+        key: &(u64, String),
         d: &crate::spans::DeltaRef<'_>,
         out: &mut Vec<u8>,
+        hint: &mut BaseHint,
     ) -> Result<(), Failure> {
+        let (entity, component) = (key.0, key.1.as_str());
         // The base record's sets (a base not older than the delta is
         // refused by `value_at`, with its reason).
-        let sets = if d.base < tick {
-            self.sets(world, d.base)?
-        } else {
-            None
-        };
+        if d.base < tick && hint.0.as_ref().is_none_or(|(at, _)| *at != (world, d.base)) {
+            hint.0 = self.sets(world, d.base)?.map(|s| ((world, d.base), s));
+        }
+        let sets = hint
+            .0
+            .as_ref()
+            .filter(|(at, _)| d.base < tick && *at == (world, d.base));
         let owned;
-        let base: &[u8] = match sets
-            .as_deref()
-            .and_then(|s| s.get(&(entity, component.to_string())))
-        {
+        let base: &[u8] = match sets.and_then(|(_, s)| s.get(key)) {
             Some(SetEntry::Whole(v)) => v,
             _ => {
                 owned = self.value_at(world, tick, entity, component, d.base)?;
