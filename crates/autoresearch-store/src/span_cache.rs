@@ -10,19 +10,25 @@
 //! at random ticks of a long history, which seldom come back to a value,
 //! then pay nothing for keeping what they decoded (no copy, no eviction),
 //! and their one-off values do not push out the ones read again and
-//! again. The remembered keys are a bounded FIFO of keys, as the `A1out`
-//! queue of 2Q (T. Johnson and D. Shasha, "2Q: A Low Overhead High
-//! Performance Buffer Management Replacement Algorithm", VLDB 1994) and
-//! in the role of the doorkeeper of TinyLFU (G. Einziger, R. Friedman and
+//! again. This is the doorkeeper of TinyLFU (G. Einziger, R. Friedman and
 //! B. Manes, "TinyLFU: A Highly Efficient Cache Admission Policy", ACM
-//! Transactions on Storage 13(4), 2017).
+//! Transactions on Storage 13(4), 2017), which admits on a second
+//! occurrence, and plays the part of the `A1out` queue of remembered keys
+//! of 2Q (T. Johnson and D. Shasha, "2Q: A Low Overhead High Performance
+//! Buffer Management Replacement Algorithm", VLDB 1994). The remembered
+//! keys are a fixed direct-mapped table of 64-bit key fingerprints (one
+//! slot per key, chosen by its hash; a newer key in the same slot makes
+//! the older one forgotten): one memory access per offer, and a bounded
+//! size. A fingerprint collision admits a value one decode early, which
+//! costs only memory.
 //!
 //! A stored record never changes and a world id is never reused, so an
 //! entry never goes stale: reads check that the world exists (and how far
 //! its log reaches) in their own read transaction before they use one.
 
 use autoresearch_core::{SpanRecord, SpanSnapshot, Tick, WorldId};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 /// What an entry was decoded from.
@@ -43,12 +49,11 @@ enum Entry {
 
 type Hasher = foldhash::fast::FixedState;
 
-/// Bytes one remembered key costs: the key in the set and in the queue,
-/// and the set's slot overhead.
-const GHOST_KEY_BYTES: usize = 2 * size_of::<Key>() + 16;
+/// Bytes one remembered key costs: its slot's fingerprint.
+const GHOST_KEY_BYTES: usize = size_of::<u64>();
 
 /// Share of the capacity spent on remembered keys (1/64): for the
-/// default 64 MiB, about 16,000 keys.
+/// default 64 MiB, 131,072 slots (about twice the records it keeps).
 const GHOST_SHARE: usize = 64;
 
 /// The fewest keys remembered, however small the capacity.
@@ -62,10 +67,9 @@ struct Inner {
     /// Keys in insertion order: the oldest is evicted first.
     order: VecDeque<Key>,
     bytes: usize,
-    /// Keys decoded once and not kept, oldest first (at most
-    /// [`SpanCache::ghost_keys`]).
-    ghost: HashSet<Key, Hasher>,
-    ghost_order: VecDeque<Key>,
+    /// Fingerprints of keys decoded once and not kept, by slot (0: none);
+    /// [`SpanCache::ghost_keys`] slots, made on the first offer.
+    ghost: Vec<u64>,
 }
 
 impl Inner {
@@ -207,18 +211,15 @@ impl SpanCache {
         if inner.entries.contains_key(&key) {
             return;
         }
-        if !inner.ghost.remove(&key) {
-            if inner.ghost_order.len() >= self.ghost_keys
-                && let Some(old) = inner.ghost_order.pop_front()
-            {
-                inner.ghost.remove(&old);
-            }
-            inner.ghost.insert(key);
-            inner.ghost_order.push_back(key);
+        if inner.ghost.len() != self.ghost_keys {
+            inner.ghost = vec![0; self.ghost_keys];
+        }
+        let (slot, print) = self.slot(&key);
+        if inner.ghost[slot] != print {
+            inner.ghost[slot] = print;
             return;
         }
-        // (The key stays in `ghost_order` until it comes to the front; it
-        // is then no longer in `ghost`, and its removal is a no-op.)
+        inner.ghost[slot] = 0;
         // What an entry costs besides its value: the key twice (the map's
         // and the eviction queue's copy), and the map's slot.
         let size = size + 2 * size_of::<Key>() + size_of::<(Entry, usize)>() + 16;
@@ -241,11 +242,18 @@ impl SpanCache {
         inner.entries.insert(key, (entry(), size));
     }
 
+    /// The doorkeeper's slot of `key` and its fingerprint (never 0).
+    fn slot(&self, key: &Key) -> (usize, u64) {
+        let hash = Hasher::default().hash_one(key);
+        let slot = (hash >> 32) as usize % self.ghost_keys.max(1);
+        (slot, hash | 1)
+    }
+
     /// Bytes used now: kept values and remembered keys.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         let inner = self.lock();
-        inner.bytes + inner.ghost_order.len() * GHOST_KEY_BYTES
+        inner.bytes + inner.ghost.len() * GHOST_KEY_BYTES
     }
 }
 
@@ -284,7 +292,7 @@ mod tests {
         assert_eq!(cache.record(w, Tick(2), "Run"), None);
         // Only the keys are remembered: no value's bytes.
         let remembered = cache.bytes();
-        assert_eq!(remembered, 2 * GHOST_KEY_BYTES);
+        assert_eq!(remembered, cache.ghost_keys * GHOST_KEY_BYTES);
         cache.offer_records(w, "Run", [&record(1, 100)]);
         assert_eq!(cache.record(w, Tick(1), "Run"), Some(record(1, 100)));
         assert_eq!(cache.record(w, Tick(2), "Run"), None);
@@ -309,29 +317,36 @@ mod tests {
     }
 
     #[test]
-    fn the_remembered_keys_are_bounded_and_the_oldest_forgotten_first() {
+    fn a_remembered_key_is_forgotten_when_another_takes_its_slot() {
         let cache = SpanCache::new(1 << 20);
-        let n = cache.ghost_keys as u64;
         let w = WorldId(1);
-        for t in 0..=n {
+        let name = 0; // "Run", the first component offered
+        let slot = |t: u64| cache.slot(&(Kind::Record, w.0, t, name)).0;
+        // A tick whose key shares tick 0's slot, and one that does not.
+        let same = (1..).find(|t| slot(*t) == slot(0)).unwrap();
+        let other = (1..).find(|t| slot(*t) != slot(0)).unwrap();
+        cache.offer_records(w, "Run", [&record(0, 10), &record(other, 10)]);
+        cache.offer_records(w, "Run", [&record(same, 10)]);
+        cache.offer_records(w, "Run", [&record(0, 10), &record(other, 10)]);
+        assert_eq!(cache.record(w, Tick(0), "Run"), None);
+        assert!(cache.record(w, Tick(other), "Run").is_some());
+        // Tick 0 is remembered again now, and kept on its next offer.
+        cache.offer_records(w, "Run", [&record(0, 10)]);
+        assert!(cache.record(w, Tick(0), "Run").is_some());
+        // However many keys are offered, the table does not grow.
+        let before = cache.bytes();
+        for t in 1_000..1_000 + 4 * cache.ghost_keys as u64 {
             cache.offer_records(w, "Run", [&record(t, 10)]);
         }
-        assert_eq!(cache.bytes(), n as usize * GHOST_KEY_BYTES);
-        // Tick 0 was forgotten (n + 1 keys offered): it needs two more.
-        cache.offer_records(w, "Run", [&record(0, 10)]);
-        assert_eq!(cache.record(w, Tick(0), "Run"), None);
-        // Tick 2 is still remembered (tick 1 went for tick 0's key).
-        cache.offer_records(w, "Run", [&record(2, 10)]);
-        assert_eq!(cache.record(w, Tick(2), "Run"), Some(record(2, 10)));
-        assert!(cache.bytes() <= 1 << 20);
+        assert!(cache.bytes() <= before);
     }
 
     #[test]
     fn keeps_what_fits_and_drops_the_oldest_first() {
-        let total = 4_000;
+        let total = 3_600;
         let cache = SpanCache::new(total);
         let room = cache.capacity;
-        assert!(room > 3_000 && room < 3_600, "{room}");
+        assert_eq!(room, total - cache.ghost_keys * GHOST_KEY_BYTES);
         let w = WorldId(1);
         keep(&cache, w, "Run", &record(1, 1_000));
         keep(&cache, w, "Run", &record(2, 1_000));

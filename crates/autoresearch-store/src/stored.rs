@@ -31,7 +31,10 @@ pub(crate) struct BaseMemo {
 }
 
 /// The records kept by `(world, tick)`, and the bytes of their values.
-type MemoInner = (HashMap<(u64, u64), Arc<Sets>>, usize);
+type MemoInner = (
+    HashMap<(u64, u64), Arc<Sets>, foldhash::fast::FixedState>,
+    usize,
+);
 
 impl BaseMemo {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoInner> {
@@ -627,7 +630,13 @@ where
         // The base record's sets (a base not older than the delta is
         // refused by `value_at`, with its reason).
         if d.base < tick && hint.0.as_ref().is_none_or(|(at, _)| *at != (world, d.base)) {
-            hint.0 = self.sets(world, d.base)?.map(|s| ((world, d.base), s));
+            // Decoded before (most are): taken from the memo as it is, not
+            // pinned for this read (the hint holds it while it is used).
+            let sets = match self.bases.get(world, d.base) {
+                Some(s) => Some(s),
+                None => self.sets(world, d.base)?,
+            };
+            hint.0 = sets.map(|s| ((world, d.base), s));
         }
         let sets = hint
             .0
