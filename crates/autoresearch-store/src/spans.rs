@@ -423,14 +423,7 @@ mod tests {
                 entity: EntityId(5),
             },
         ];
-        let deltas = [
-            None,
-            Some((3, 5, 5)),
-            Some((4, 9, 9)),
-            None,
-            None,
-            None,
-        ];
+        let deltas = [None, Some((3, 5, 5)), Some((4, 9, 9)), None, None, None];
         let bytes = encode_record_with_deltas(7, &changes, &deltas).unwrap();
         assert!(encoding::has_deltas(&bytes));
         let whole = resolve_record(
