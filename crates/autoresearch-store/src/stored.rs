@@ -586,8 +586,9 @@ where
     /// as the base record holds it (decoded once, [`BaseMemo`]), not
     /// copied out first ([`StoredValues::value_at`] only for a base that is
     /// itself a delta). Errors (`Corrupt`, at `tick`) as a whole read does.
-    /// `hint` holds the base record last read by this reader (most deltas
-    /// of a read share one: an ingest's record), so that it is found
+    ///
+    /// `hint` holds the base record this reader used last (consecutive
+    /// deltas often share one, such as an ingest's record), found again
     /// without a look-up; pass the same one to every call of a read.
     pub(crate) fn span_record(
         &self,
