@@ -627,6 +627,9 @@ mod parts_tests;
 mod delta_tests;
 
 #[cfg(test)]
+mod span_tests;
+
+#[cfg(test)]
 mod bulk_tests;
 
 #[cfg(test)]

@@ -5,12 +5,30 @@
 //! stored value once. As a block cache of uncompressed blocks in a
 //! key-value store (RocksDB's block cache, for one).
 //!
+//! A value is kept only when it is decoded a second time while its key is
+//! still remembered as decoded once (admission on the second touch): reads
+//! at random ticks of a long history, which seldom come back to a value,
+//! then pay nothing for keeping what they decoded (no copy, no eviction),
+//! and their one-off values do not push out the ones read again and
+//! again. This is the doorkeeper of TinyLFU (G. Einziger, R. Friedman and
+//! B. Manes, "TinyLFU: A Highly Efficient Cache Admission Policy", ACM
+//! Transactions on Storage 13(4), 2017), which admits on a second
+//! occurrence, and plays the part of the `A1out` queue of remembered keys
+//! of 2Q (T. Johnson and D. Shasha, "2Q: A Low Overhead High Performance
+//! Buffer Management Replacement Algorithm", VLDB 1994). The remembered
+//! keys are a fixed direct-mapped table of 64-bit key fingerprints (one
+//! slot per key, chosen by its hash; a newer key in the same slot makes
+//! the older one forgotten): one memory access per offer, and a bounded
+//! size. A fingerprint collision admits a value one decode early, which
+//! costs only memory.
+//!
 //! A stored record never changes and a world id is never reused, so an
 //! entry never goes stale: reads check that the world exists (and how far
 //! its log reaches) in their own read transaction before they use one.
 
 use autoresearch_core::{SpanRecord, SpanSnapshot, Tick, WorldId};
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 /// What an entry was decoded from.
@@ -20,27 +38,67 @@ enum Kind {
     Snapshot,
 }
 
-type Key = (Kind, u64, u64, String);
+/// `(kind, world, tick, component)`, the component as its index in
+/// [`Inner::names`] (a look-up copies no text).
+type Key = (Kind, u64, u64, u32);
 
 enum Entry {
     Record(SpanRecord),
     Snapshot(SpanSnapshot),
 }
 
+type Hasher = foldhash::fast::FixedState;
+
+/// Bytes one remembered key costs: its slot's fingerprint.
+const GHOST_KEY_BYTES: usize = size_of::<u64>();
+
+/// Share of the capacity spent on remembered keys (1/64): for the
+/// default 64 MiB, 131,072 slots (about twice the records it keeps).
+const GHOST_SHARE: usize = 64;
+
+/// The fewest keys remembered, however small the capacity.
+const GHOST_MIN_KEYS: usize = 8;
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<Key, (Entry, usize)>,
+    /// The components seen, by index.
+    names: Vec<String>,
+    entries: HashMap<Key, (Entry, usize), Hasher>,
     /// Keys in insertion order: the oldest is evicted first.
     order: VecDeque<Key>,
     bytes: usize,
+    /// Fingerprints of keys decoded once and not kept, by slot (0: none);
+    /// [`SpanCache::ghost_keys`] slots, made on the first offer.
+    ghost: Vec<u64>,
 }
 
-/// A bounded cache of decoded one-component records and snapshots. At
-/// most `capacity` bytes (bodies plus changes) are kept; the entries kept
-/// longest are dropped first; one larger than `capacity` is not kept.
-/// Zero keeps nothing.
+impl Inner {
+    fn name(&self, component: &str) -> Option<u32> {
+        let i = self.names.iter().position(|n| n == component)?;
+        u32::try_from(i).ok()
+    }
+
+    fn name_or_add(&mut self, component: &str) -> Option<u32> {
+        if let Some(i) = self.name(component) {
+            return Some(i);
+        }
+        let i = u32::try_from(self.names.len()).ok()?;
+        self.names.push(component.to_string());
+        Some(i)
+    }
+}
+
+/// A bounded cache of decoded one-component records and snapshots,
+/// admitting a value on its second decode (see the module). At most
+/// `capacity` bytes are used: the kept values (bodies plus changes, and
+/// the keys' and slots' overhead) and the remembered keys together; the
+/// entries kept longest are dropped first; one larger than the room left
+/// for values is not kept. Zero keeps and remembers nothing.
 pub(crate) struct SpanCache {
+    /// Bytes for kept values: the capacity less the remembered keys'.
     capacity: usize,
+    /// Keys remembered as decoded once, at most.
+    ghost_keys: usize,
     inner: Mutex<Inner>,
 }
 
@@ -59,8 +117,14 @@ fn snapshot_bytes(s: &SpanSnapshot) -> usize {
 
 impl SpanCache {
     pub(crate) fn new(capacity: usize) -> SpanCache {
+        let ghost_keys = if capacity == 0 {
+            0
+        } else {
+            (capacity / GHOST_SHARE / GHOST_KEY_BYTES).max(GHOST_MIN_KEYS)
+        };
         SpanCache {
-            capacity,
+            capacity: capacity.saturating_sub(ghost_keys * GHOST_KEY_BYTES),
+            ghost_keys,
             inner: Mutex::default(),
         }
     }
@@ -75,8 +139,9 @@ impl SpanCache {
         if self.capacity == 0 {
             return None;
         }
-        let key = (Kind::Record, world.0, tick.0, component.to_string());
-        match self.lock().entries.get(&key) {
+        let inner = self.lock();
+        let key = (Kind::Record, world.0, tick.0, inner.name(component)?);
+        match inner.entries.get(&key) {
             Some((Entry::Record(r), _)) => Some(r.clone()),
             _ => None,
         }
@@ -92,49 +157,76 @@ impl SpanCache {
         if self.capacity == 0 {
             return None;
         }
-        let key = (Kind::Snapshot, world.0, tick.0, component.to_string());
-        match self.lock().entries.get(&key) {
+        let inner = self.lock();
+        let key = (Kind::Snapshot, world.0, tick.0, inner.name(component)?);
+        match inner.entries.get(&key) {
             Some((Entry::Snapshot(s), _)) => Some(s.clone()),
             _ => None,
         }
     }
 
-    pub(crate) fn keep_record(&self, world: WorldId, component: &str, record: &SpanRecord) {
-        let size = record_bytes(record);
-        self.keep(
-            (Kind::Record, world.0, record.tick.0, component.to_string()),
-            Entry::Record(record.clone()),
-            size,
-        );
+    /// Offers records of `world` just decoded for `component` (taking one
+    /// lock for all of them): each is kept (copied) if it was decoded once
+    /// before and its key is still remembered, else its key is
+    /// remembered.
+    pub(crate) fn offer_records<'a>(
+        &self,
+        world: WorldId,
+        component: &str,
+        records: impl IntoIterator<Item = &'a SpanRecord>,
+    ) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        let Some(name) = inner.name_or_add(component) else {
+            return;
+        };
+        for r in records {
+            let key = (Kind::Record, world.0, r.tick.0, name);
+            self.offer(&mut inner, key, record_bytes(r), || {
+                Entry::Record(r.clone())
+            });
+        }
     }
 
-    pub(crate) fn keep_snapshot(&self, world: WorldId, component: &str, snapshot: &SpanSnapshot) {
-        let size = snapshot_bytes(snapshot);
-        self.keep(
-            (
-                Kind::Snapshot,
-                world.0,
-                snapshot.tick.0,
-                component.to_string(),
-            ),
-            Entry::Snapshot(snapshot.clone()),
-            size,
-        );
+    /// Offers a snapshot just decoded, as [`SpanCache::offer_records`].
+    pub(crate) fn offer_snapshot(&self, world: WorldId, component: &str, snapshot: &SpanSnapshot) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        let Some(name) = inner.name_or_add(component) else {
+            return;
+        };
+        let key = (Kind::Snapshot, world.0, snapshot.tick.0, name);
+        self.offer(&mut inner, key, snapshot_bytes(snapshot), || {
+            Entry::Snapshot(snapshot.clone())
+        });
     }
 
-    fn keep(&self, key: Key, entry: Entry, size: usize) {
+    /// Keeps `entry` (made only then) if `key` is remembered, else
+    /// remembers `key`.
+    fn offer(&self, inner: &mut Inner, key: Key, size: usize, entry: impl FnOnce() -> Entry) {
+        if inner.entries.contains_key(&key) {
+            return;
+        }
+        if inner.ghost.len() != self.ghost_keys {
+            inner.ghost = vec![0; self.ghost_keys];
+        }
+        let (slot, print) = self.slot(&key);
+        if inner.ghost[slot] != print {
+            inner.ghost[slot] = print;
+            return;
+        }
+        inner.ghost[slot] = 0;
         // What an entry costs besides its value: the key twice (the map's
-        // and the eviction queue's copy, with the component name's heap
-        // bytes), the map and queue slots, and the shared allocation.
-        let size = size + 2 * (size_of::<Key>() + key.3.len()) + size_of::<(Entry, usize)>() + 48;
+        // and the eviction queue's copy), and the map's slot.
+        let size = size + 2 * size_of::<Key>() + size_of::<(Entry, usize)>() + 16;
         // One as large as the whole cache is kept (a large world's ingest
         // record, which every later read replays, is worth more than all
         // the small ones it evicts).
         if size > self.capacity {
-            return;
-        }
-        let mut inner = self.lock();
-        if inner.entries.contains_key(&key) {
             return;
         }
         while inner.bytes + size > self.capacity {
@@ -146,14 +238,22 @@ impl SpanCache {
             }
         }
         inner.bytes += size;
-        inner.order.push_back(key.clone());
-        inner.entries.insert(key, (entry, size));
+        inner.order.push_back(key);
+        inner.entries.insert(key, (entry(), size));
     }
 
-    /// Bytes kept now.
+    /// The doorkeeper's slot of `key` and its fingerprint (never 0).
+    fn slot(&self, key: &Key) -> (usize, u64) {
+        let hash = Hasher::default().hash_one(key);
+        let slot = (hash >> 32) as usize % self.ghost_keys.max(1);
+        (slot, hash | 1)
+    }
+
+    /// Bytes used now: kept values and remembered keys.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
-        self.lock().bytes
+        let inner = self.lock();
+        inner.bytes + inner.ghost.len() * GHOST_KEY_BYTES
     }
 }
 
@@ -177,35 +277,121 @@ mod tests {
         }
     }
 
+    /// Offers `r` twice: the second offer keeps it (if it fits).
+    fn keep(cache: &SpanCache, w: WorldId, component: &str, r: &SpanRecord) {
+        cache.offer_records(w, component, [r]);
+        cache.offer_records(w, component, [r]);
+    }
+
     #[test]
-    fn keeps_what_fits_and_drops_the_oldest_first() {
-        let cache = SpanCache::new(3_000);
+    fn a_value_decoded_once_is_not_kept_and_one_decoded_twice_is() {
+        let cache = SpanCache::new(1 << 20);
         let w = WorldId(1);
-        cache.keep_record(w, "Run", &record(1, 1_000));
-        cache.keep_record(w, "Run", &record(2, 1_000));
-        assert_eq!(cache.record(w, Tick(1), "Run"), Some(record(1, 1_000)));
+        cache.offer_records(w, "Run", [&record(1, 100), &record(2, 100)]);
+        assert_eq!(cache.record(w, Tick(1), "Run"), None);
+        assert_eq!(cache.record(w, Tick(2), "Run"), None);
+        // Only the keys are remembered: no value's bytes.
+        let remembered = cache.bytes();
+        assert_eq!(remembered, cache.ghost_keys * GHOST_KEY_BYTES);
+        cache.offer_records(w, "Run", [&record(1, 100)]);
+        assert_eq!(cache.record(w, Tick(1), "Run"), Some(record(1, 100)));
+        assert_eq!(cache.record(w, Tick(2), "Run"), None);
+        assert!(cache.bytes() > remembered + 100);
+        // Another component, world or kind is another key.
         assert_eq!(cache.record(w, Tick(1), "Other"), None);
         assert_eq!(cache.record(WorldId(2), Tick(1), "Run"), None);
         assert_eq!(cache.snapshot(w, Tick(1), "Run"), None);
+        cache.offer_records(w, "Other", [&record(1, 100)]);
+        assert_eq!(cache.record(w, Tick(1), "Other"), None);
+        // Snapshots are admitted the same way.
+        let snap = SpanSnapshot {
+            tick: Tick(1),
+            body: Arc::new(vec![1; 10]),
+            entities: vec![(EntityId(1), Some(Span { start: 0, len: 10 }))],
+        };
+        cache.offer_snapshot(w, "Run", &snap);
+        assert_eq!(cache.snapshot(w, Tick(1), "Run"), None);
+        cache.offer_snapshot(w, "Run", &snap);
+        assert_eq!(cache.snapshot(w, Tick(1), "Run"), Some(snap));
+        assert_eq!(cache.record(w, Tick(1), "Run"), Some(record(1, 100)));
+    }
+
+    #[test]
+    fn a_remembered_key_is_forgotten_when_another_takes_its_slot() {
+        let cache = SpanCache::new(1 << 20);
+        let w = WorldId(1);
+        let name = 0; // "Run", the first component offered
+        let slot = |t: u64| cache.slot(&(Kind::Record, w.0, t, name)).0;
+        // A tick whose key shares tick 0's slot, and one that does not.
+        let same = (1..).find(|t| slot(*t) == slot(0)).unwrap();
+        let other = (1..).find(|t| slot(*t) != slot(0)).unwrap();
+        cache.offer_records(w, "Run", [&record(0, 10), &record(other, 10)]);
+        cache.offer_records(w, "Run", [&record(same, 10)]);
+        cache.offer_records(w, "Run", [&record(0, 10), &record(other, 10)]);
+        assert_eq!(cache.record(w, Tick(0), "Run"), None);
+        assert!(cache.record(w, Tick(other), "Run").is_some());
+        // Tick 0 is remembered again now, and kept on its next offer.
+        cache.offer_records(w, "Run", [&record(0, 10)]);
+        assert!(cache.record(w, Tick(0), "Run").is_some());
+        // However many keys are offered, the table does not grow.
+        let before = cache.bytes();
+        for t in 1_000..1_000 + 4 * cache.ghost_keys as u64 {
+            cache.offer_records(w, "Run", [&record(t, 10)]);
+        }
+        assert!(cache.bytes() <= before);
+    }
+
+    #[test]
+    fn keeps_what_fits_and_drops_the_oldest_first() {
+        let total = 3_600;
+        let cache = SpanCache::new(total);
+        let room = cache.capacity;
+        assert_eq!(room, total - cache.ghost_keys * GHOST_KEY_BYTES);
+        let w = WorldId(1);
+        keep(&cache, w, "Run", &record(1, 1_000));
+        keep(&cache, w, "Run", &record(2, 1_000));
+        assert_eq!(cache.record(w, Tick(1), "Run"), Some(record(1, 1_000)));
+        assert!(cache.record(w, Tick(2), "Run").is_some());
         // A third does not fit beside both: the oldest goes.
-        cache.keep_record(w, "Run", &record(3, 1_000));
+        keep(&cache, w, "Run", &record(3, 1_500));
         assert_eq!(cache.record(w, Tick(1), "Run"), None);
         assert!(cache.record(w, Tick(2), "Run").is_some());
         assert!(cache.record(w, Tick(3), "Run").is_some());
-        assert!(cache.bytes() <= 3_000);
-        // One larger than the cache is not kept at all, and evicts nothing.
-        cache.keep_record(w, "Run", &record(4, 3_000));
+        assert!(cache.bytes() <= total);
+        // One larger than the room for values is not kept at all, and
+        // evicts nothing.
+        keep(&cache, w, "Run", &record(4, room));
         assert_eq!(cache.record(w, Tick(4), "Run"), None);
         assert!(cache.record(w, Tick(3), "Run").is_some());
         // One that fits alone evicts everything else.
-        cache.keep_record(w, "Run", &record(5, 2_000));
+        keep(&cache, w, "Run", &record(5, 2_500));
         assert!(cache.record(w, Tick(5), "Run").is_some());
         assert_eq!(cache.record(w, Tick(2), "Run"), None);
         assert_eq!(cache.record(w, Tick(3), "Run"), None);
-        // A zero capacity keeps nothing.
+        assert!(cache.bytes() <= total);
+        // A zero capacity keeps and remembers nothing.
         let off = SpanCache::new(0);
-        off.keep_record(w, "Run", &record(1, 10));
+        keep(&off, w, "Run", &record(1, 10));
         assert_eq!(off.record(w, Tick(1), "Run"), None);
         assert_eq!(off.bytes(), 0);
+    }
+
+    /// Many values offered twice each, of many sizes: the bytes used never
+    /// pass the capacity.
+    #[test]
+    fn the_byte_cap_holds_under_churn() {
+        let total = 50_000;
+        let cache = SpanCache::new(total);
+        let w = WorldId(3);
+        for t in 0..2_000u64 {
+            let r = record(t, (t as usize * 37) % 3_000);
+            cache.offer_records(w, if t % 3 == 0 { "A" } else { "B" }, [&r]);
+            if t % 2 == 0 {
+                cache.offer_records(w, if t % 3 == 0 { "A" } else { "B" }, [&r]);
+            }
+            assert!(cache.bytes() <= total, "{} at {t}", cache.bytes());
+        }
+        // The last value offered twice is kept.
+        assert!(cache.record(w, Tick(1_996), "B").is_some());
     }
 }

@@ -2,7 +2,7 @@
 //! read transaction) and writes (queued to the group-commit writer).
 
 use crate::encoding::{self, ENTITY_TICKS, WORLD_NAMES, WORLDS};
-use crate::stored::{BaseMemo, ReadValues};
+use crate::stored::{BaseHint, BaseMemo, ReadValues};
 use crate::writer::Op;
 use crate::{EncodedAppend, Failure, RedbStorage, find_name, load_world};
 use async_trait::async_trait;
@@ -43,30 +43,11 @@ fn own_records<T>(
     to: Tick,
     decode: impl Fn(Tick, &[u8]) -> Result<T, encoding::DecodeError>,
 ) -> Result<Vec<T>, Failure> {
-    own_records_kept(txn, bases, world, from, to, |_| None, decode)
-}
-
-/// As [`own_records`], but a record `kept` returns is taken from there:
-/// only the others are joined from their parts, their deltas resolved and
-/// decoded (a delta's base is read only for a record not kept).
-fn own_records_kept<T>(
-    txn: &ReadTransaction,
-    bases: &Arc<BaseMemo>,
-    world: WorldId,
-    from: Tick,
-    to: Tick,
-    mut kept: impl FnMut(Tick) -> Option<T>,
-    decode: impl Fn(Tick, &[u8]) -> Result<T, encoding::DecodeError>,
-) -> Result<Vec<T>, Failure> {
     load_world(&table(txn, WORLDS)?, world)?;
     let mut out = Vec::new();
     let records = ReadValues::records_with(txn, bases)?;
     for entry in records.raw_range(world.0, from.0, to.0)? {
         let (tick, raw) = entry?;
-        if let Some(r) = kept(tick) {
-            out.push(r);
-            continue;
-        }
         let v = records.resolve(world.0, tick, raw)?;
         out.push(decode(tick, &v).map_err(|e| e.at(world, tick, "tick record"))?);
     }
@@ -323,9 +304,11 @@ impl Storage for RedbStorage {
 
     /// Decodes each record once (decompressed, or copied out of its page)
     /// and leaves `component`'s values in it; a record without any keeps
-    /// no body. Decoded records are kept for later reads
-    /// ([`RedbConfig::decoded_cache_bytes`](crate::RedbConfig)): a range
-    /// whose records are all kept reads only the world's catalogue entry.
+    /// no body; of a record that holds deltas, only `component`'s are
+    /// resolved. Decoded records are kept for later reads
+    /// ([`RedbConfig::decoded_cache_bytes`](crate::RedbConfig)), each from
+    /// its second decode on (`span_cache`): a range whose records are all
+    /// kept reads only the world's catalogue entry.
     async fn read_own_component_spans(
         &self,
         world: WorldId,
@@ -339,39 +322,39 @@ impl Storage for RedbStorage {
         self.read(
             || format!("reading ticks {from}..={to} of {world}"),
             move |txn| {
-                // Every record kept decoded: none is read.
                 let head = load_world(&table(txn, WORLDS)?, world)?.head;
-                let mut kept = Vec::new();
-                if from <= to.min(head) {
-                    for t in from.0..=to.min(head).0 {
-                        match cache.record(world, Tick(t), &component) {
-                            Some(r) => kept.push(r),
-                            None => break,
-                        }
-                    }
-                    if kept.last().map(|r| r.tick) == Some(to.min(head)) {
-                        return Ok(kept);
+                let to = to.min(head);
+                let mut out = Vec::new();
+                if from > to {
+                    return Ok(out);
+                }
+                // The records kept from `from` on: when all are, none is read.
+                for t in from.0..=to.0 {
+                    match cache.record(world, Tick(t), &component) {
+                        Some(r) => out.push(r),
+                        None => break,
                     }
                 }
-                // The records found kept above, then each of the others
-                // from the cache or, failing that, read and kept.
-                let mut kept = kept.into_iter().peekable();
-                own_records_kept(
-                    txn,
-                    &bases,
-                    world,
-                    from,
-                    to,
-                    |tick| match kept.peek() {
-                        Some(r) if r.tick == tick => kept.next(),
-                        _ => cache.record(world, tick, &component),
-                    },
-                    |tick, bytes| {
-                        let r = crate::spans::decode_span_record(tick, bytes, &component)?;
-                        cache.keep_record(world, &component, &r);
-                        Ok(r)
-                    },
-                )
+                let next = out.last().map_or(from, |r| r.tick.next());
+                if next > to {
+                    return Ok(out);
+                }
+                // Each of the others from the cache or, failing that, read,
+                // decoded and offered to the cache (all in one go).
+                let mut fresh = Vec::new();
+                let mut hint = BaseHint::default();
+                let records = ReadValues::records_with(txn, &bases)?;
+                for entry in records.raw_range(world.0, next.0, to.0)? {
+                    let (tick, raw) = entry?;
+                    if let Some(r) = cache.record(world, tick, &component) {
+                        out.push(r);
+                        continue;
+                    }
+                    fresh.push(out.len());
+                    out.push(records.span_record(world.0, tick, raw, &component, &mut hint)?);
+                }
+                cache.offer_records(world, &component, fresh.iter().map(|&i| &out[i]));
+                Ok(out)
             },
         )
         .await
@@ -395,7 +378,7 @@ impl Storage for RedbStorage {
                         return Ok(s);
                     }
                     let s = crate::spans::decode_span_snapshot(tick, bytes, &component)?;
-                    cache.keep_snapshot(world, &component, &s);
+                    cache.offer_snapshot(world, &component, &s);
                     Ok(s)
                 })
             },

@@ -31,7 +31,10 @@ pub(crate) struct BaseMemo {
 }
 
 /// The records kept by `(world, tick)`, and the bytes of their values.
-type MemoInner = (HashMap<(u64, u64), Arc<Sets>>, usize);
+type MemoInner = (
+    HashMap<(u64, u64), Arc<Sets>, foldhash::fast::FixedState>,
+    usize,
+);
 
 impl BaseMemo {
     fn lock(&self) -> std::sync::MutexGuard<'_, MemoInner> {
@@ -350,6 +353,11 @@ pub(crate) struct StoredValues<V, P> {
     last: Option<Arc<Mutex<LastInner>>>,
 }
 
+/// The base record a reader of spans read last: its `(world, tick)` and
+/// its `Set`s ([`StoredValues::span_record`]).
+#[derive(Default)]
+pub(crate) struct BaseHint(Option<((u64, u64), Arc<Sets>)>);
+
 /// Keys of a world's values.
 type ValueKey = (u64, u64);
 /// A value's tick and its bytes as stored ([`StoredValues::raw_range`]).
@@ -568,6 +576,96 @@ where
         raw: AccessGuard<'a, &'static [u8]>,
     ) -> Result<StoredValue<'a>, Failure> {
         self.whole(world, tick.0, raw)
+    }
+
+    /// A record from [`StoredValues::raw_range`] projected on
+    /// `component`, its values spans of one body
+    /// ([`crate::spans::decode_span_record`]). A record that holds deltas
+    /// is not rewritten whole first: only `component`'s deltas are
+    /// resolved, each written straight into the body from its base value
+    /// as the base record holds it (decoded once, [`BaseMemo`]), not
+    /// copied out first ([`StoredValues::value_at`] only for a base that is
+    /// itself a delta). Errors (`Corrupt`, at `tick`) as a whole read does.
+    ///
+    /// `hint` holds the base record this reader used last (consecutive
+    /// deltas often share one, such as an ingest's record), found again
+    /// without a look-up; pass the same one to every call of a read.
+    pub(crate) fn span_record(
+        &self,
+        world: u64,
+        tick: Tick,
+        raw: AccessGuard<'_, &'static [u8]>,
+        component: &str,
+        hint: &mut BaseHint,
+    ) -> Result<autoresearch_core::SpanRecord, Failure> {
+        let joined = self.joined(world, tick.0, raw)?;
+        let at = |e: DecodeError| Failure::from(e.at(WorldId(world), tick, self.what));
+        if self.what != RECORD || !encoding::has_deltas(&joined) {
+            return crate::spans::decode_span_record(tick, &joined, component).map_err(at);
+        }
+        let mut key = (0, component.to_string());
+        crate::spans::decode_span_delta_record(
+            tick,
+            &joined,
+            component,
+            |entity, d, body| {
+                key.0 = entity;
+                self.resolve_into(world, tick.0, &key, d, body, hint)
+            },
+            at,
+        )
+    }
+
+    /// Appends to `out` the value of `key` (entity, component) that delta
+    /// `d` of `world`'s record of `tick` stands for.
+    fn resolve_into(
+        &self,
+        world: u64,
+        tick: u64,
+        key: &(u64, String),
+        d: &crate::spans::DeltaRef<'_>,
+        out: &mut Vec<u8>,
+        hint: &mut BaseHint,
+    ) -> Result<(), Failure> {
+        let (entity, component) = (key.0, key.1.as_str());
+        // The base record's sets (a base not older than the delta is
+        // refused by `value_at`, with its reason).
+        if d.base < tick && hint.0.as_ref().is_none_or(|(at, _)| *at != (world, d.base)) {
+            // Decoded before (most are): taken from the memo as it is, not
+            // pinned for this read (the hint holds it while it is used).
+            let sets = match self.bases.get(world, d.base) {
+                Some(s) => Some(s),
+                None => self.sets(world, d.base)?,
+            };
+            hint.0 = sets.map(|s| ((world, d.base), s));
+        }
+        let sets = hint
+            .0
+            .as_ref()
+            .filter(|(at, _)| d.base < tick && *at == (world, d.base));
+        let owned;
+        let base: &[u8] = match sets.and_then(|(_, s)| s.get(key)) {
+            Some(SetEntry::Whole(v)) => v,
+            _ => {
+                owned = self.value_at(world, tick, entity, component, d.base)?;
+                &owned
+            }
+        };
+        let (prefix, suffix) = (d.prefix as usize, d.suffix as usize);
+        if prefix.saturating_add(suffix) > base.len() {
+            return Err(Failure::from(
+                DecodeError::Corrupt(format!(
+                    "a delta keeps {prefix} + {suffix} bytes of a base value of {}",
+                    base.len()
+                ))
+                .at(WorldId(world), Tick(tick), self.what),
+            ));
+        }
+        out.reserve(prefix + d.middle.len() + suffix);
+        out.extend_from_slice(&base[..prefix]);
+        out.extend_from_slice(d.middle);
+        out.extend_from_slice(&base[base.len() - suffix..]);
+        Ok(())
     }
 
     /// `world`'s newest value at or before `at`, joined.

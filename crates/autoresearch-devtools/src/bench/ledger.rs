@@ -1,5 +1,5 @@
 //! `cargo xtask bench ledger [--quick] [--only SECTIONS] [--histories LIST]
-//! [--tt-entities N] [--in-flight K]`: the redb ledger's append rate (one
+//! [--tt-entities N] [--tt-samples N] [--in-flight K]`: the redb ledger's append rate (one
 //! world, then eight at once, every tick durable), the store's own cost per
 //! change (non-durable raw appends: what the append check costs), time
 //! travel, fork, and storage cost against the Python engine's full-state
@@ -8,7 +8,9 @@
 //! `--only` runs some sections (`append`, `append_raw`, `time_travel`,
 //! `storage`, comma-separated); `--histories` sets the history lengths of
 //! the time-travel section (for example `1000,1000000`: whether a read's
-//! cost grows with history) and `--tt-entities` its live entities.
+//! cost grows with history), `--tt-entities` its live entities and
+//! `--tt-samples` the random past ticks it reads per kind of read (300; 40
+//! with `--quick`; more to profile the reads).
 //! `--in-flight K` (default 1) lets each appender have K ticks in flight:
 //! it stages ticks ([`World::stage`]) and flushes them K at a time, so a
 //! tick is durable once its group is flushed, not when it is made (the
@@ -130,6 +132,7 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
         match flag.as_str() {
             "--histories" => sizes.histories = numbers()?,
             "--tt-entities" => sizes.tt_entities = numbers()?[0],
+            "--tt-samples" => sizes.tt_samples = numbers()?[0] as usize,
             "--in-flight" => sizes.in_flight = numbers()?[0],
             "--only" => {
                 only = value.split(',').map(|s| s.trim().to_string()).collect();
@@ -138,7 +141,7 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
                 }
             }
             other => anyhow::bail!(
-                "bench ledger: unknown option {other:?} (expected --only, --histories, --tt-entities, --in-flight)"
+                "bench ledger: unknown option {other:?} (expected --only, --histories, --tt-entities, --tt-samples, --in-flight)"
             ),
         }
     }
