@@ -5,6 +5,7 @@
 //! `open.rs`, reading it in `query.rs`, forking it in `fork.rs`.
 
 mod fork;
+mod modify;
 mod open;
 mod query;
 
@@ -21,11 +22,19 @@ use std::sync::Arc;
 /// A component value kept with its buffered change, put into hecs at commit.
 type PendingValue = Box<dyn FnOnce(&mut hecs::World, hecs::Entity) + Send + Sync>;
 
+/// What commit does for a pending `Set` instead of decoding its bytes.
+enum Held {
+    /// The value [`World::insert_owned`] was given: moved into hecs.
+    Owned(PendingValue),
+    /// A value [`World::modify`] changed in place: hecs holds it already.
+    InPlace,
+}
+
 /// A world materialized at its head (writable) or at a past tick (read-only).
 ///
 /// Reads go to the materialized `hecs::World` ([`World::hecs`]) and never see
-/// pending changes; mutations are buffered until [`World::commit`] appends
-/// them as one tick. Every entity carries its [`EntityId`] as a hecs
+/// pending changes, except values changed in place by [`World::modify`];
+/// mutations are buffered until [`World::commit`] appends them as one tick. Every entity carries its [`EntityId`] as a hecs
 /// component, so hecs queries can name entities stably.
 pub struct World {
     storage: Arc<dyn Storage>,
@@ -41,9 +50,20 @@ pub struct World {
     /// The next entity id as replaying the log computes it: what snapshots record.
     committed_next: u64,
     pending: Vec<Change>,
-    /// Values given by [`World::insert_owned`], keyed by their change's index
-    /// in `pending`: commit moves them into hecs instead of decoding the bytes.
-    pending_values: Vec<(usize, PendingValue)>,
+    /// Values given by [`World::insert_owned`] or changed in place by
+    /// [`World::modify`], keyed by their change's index in `pending`
+    /// (ascending): commit does not decode their bytes.
+    pending_values: Vec<(usize, Held)>,
+    /// How to put back the values [`World::modify`] changed in place, in
+    /// the order they were changed ([`World::discard_pending`] undoes
+    /// them in reverse).
+    undo: modify::Undo,
+    /// How many pending changes are a `Set` or `Remove` not made in place
+    /// by [`World::modify`] (while 0, a modify needs no look-up of them).
+    plain: usize,
+    /// The entities of those changes, once a modify needed to know them
+    /// (built then from `pending`, then kept in step).
+    touched: Option<std::collections::HashSet<EntityId>>,
     /// Liveness of entities touched by pending changes (true: spawned).
     pending_live: HashMap<EntityId, bool>,
     /// Ticks applied here whose append waits for [`World::flush`], in order,
@@ -236,6 +256,7 @@ impl World {
             component,
             value,
         });
+        self.note_plain(entity);
         Ok(())
     }
 
@@ -262,7 +283,7 @@ impl World {
             // The entity exists: commit resolved it from the id map.
             let _ = w.insert_one(e, value);
         });
-        self.pending_values.push((at, put));
+        self.pending_values.push((at, Held::Owned(put)));
         Ok(())
     }
 
@@ -278,6 +299,7 @@ impl World {
         self.check_live(entity)?;
         let component = self.registry.name_of::<T>()?.to_string();
         self.pending.push(Change::Remove { entity, component });
+        self.note_plain(entity);
         Ok(())
     }
 
@@ -294,11 +316,21 @@ impl World {
         &self.pending
     }
 
-    /// Drops the buffered changes.
+    /// Drops the buffered changes, and puts back the values
+    /// [`World::modify`] changed in place.
     pub fn discard_pending(&mut self) {
+        self.undo_in_place();
+        self.clear_pending();
+    }
+
+    /// Forgets the buffered changes (applied, or undone).
+    fn clear_pending(&mut self) {
         self.pending.clear();
         self.pending_values.clear();
         self.pending_live.clear();
+        self.undo.clear();
+        self.plain = 0;
+        self.touched = None;
     }
 
     /// Appends the buffered changes as tick `head + 1` and applies them.
@@ -356,7 +388,7 @@ impl World {
     /// Applies `record`, the one [`World::next_record`] made, as the new head.
     fn apply_next(&mut self, record: &TickRecord) -> Result<(), Error> {
         let values = std::mem::take(&mut self.pending_values);
-        self.discard_pending();
+        self.clear_pending();
         self.apply_changes(record.tick, &record.changes, values)?;
         self.info.head = record.tick;
         Ok(())
@@ -483,7 +515,7 @@ impl World {
         &mut self,
         tick: Tick,
         changes: &[Change],
-        values: Vec<(usize, PendingValue)>,
+        values: Vec<(usize, Held)>,
     ) -> Result<(), Error> {
         let world = self.info.id;
         let mut values = values.into_iter().peekable();
@@ -508,7 +540,9 @@ impl World {
                         false => None,
                     };
                     match values.next_if(|(at, _)| *at == i) {
-                        Some((_, put)) => put(&mut self.hecs, e),
+                        Some((_, Held::Owned(put))) => put(&mut self.hecs, e),
+                        // Changed in place when buffered: hecs holds it.
+                        Some((_, Held::InPlace)) => {}
                         None => self.insert_bytes(e, component, value)?,
                     }
                     if let Some(before) = before {

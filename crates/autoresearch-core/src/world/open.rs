@@ -101,6 +101,9 @@ impl World {
             pending: Vec::new(),
             pending_values: Vec::new(),
             pending_live: HashMap::new(),
+            undo: Default::default(),
+            plain: 0,
+            touched: None,
             staged: Vec::new(),
             runs: Default::default(),
             info,
@@ -174,6 +177,9 @@ impl World {
             let copy = w.hecs.spawn(builder.build());
             w.ids.insert(*id, copy);
         }
+        // The fork starts from the ledger's state, without this handle's
+        // pending changes: put back what `modify` changed in place.
+        self.undo.restore_into(&mut w.hecs, &w.ids, w.info.id)?;
         Ok(w)
     }
 }
