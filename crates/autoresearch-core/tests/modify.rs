@@ -4,11 +4,11 @@
 //! with inserts, removals, despawns, spawns, commits, stages, discards and
 //! forks: the same pending changes, the same materialized state after every
 //! tick, the same records in the ledger and the same state reopened; the run
-//! index kept in step. Then its errors, one by one.
+//! index kept in step; every snapshot written equal to a replay. Then its errors, one by one.
 
 use autoresearch_core::{
     Change, ComponentRegistry, ComponentValue, EntityId, Error, MemoryStorage, Run, RunStatus,
-    Storage, StorageError, Tick, World, ledger,
+    State, Storage, StorageError, Tick, World, ledger,
 };
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -228,6 +228,23 @@ async fn scenario(ops: Vec<Op>) {
         .await
         .unwrap();
     assert_eq!(changes(ra), changes(rb), "{ops:?}");
+    // Every snapshot the commits wrote is the state a replay from the
+    // first tick reaches.
+    let records = ledger::read_records(sa.as_ref(), a.id(), Tick(1), head)
+        .await
+        .unwrap();
+    let mut at = head;
+    while let Some(snap) = sa.own_snapshot_at_or_before(a.id(), at).await.unwrap() {
+        let mut replayed = State::empty();
+        for r in records.iter().take_while(|r| r.tick <= snap.tick) {
+            replayed.apply(a.id(), r).unwrap();
+        }
+        assert_eq!(State::from_snapshot(snap.clone()), replayed, "{ops:?}");
+        if snap.tick == Tick(0) {
+            break;
+        }
+        at = Tick(snap.tick.0 - 1);
+    }
     let reopened = World::open_id(sa, reg, a.id()).await.unwrap();
     assert_eq!(
         reopened.encode_state().unwrap(),

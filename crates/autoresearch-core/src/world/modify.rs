@@ -1,12 +1,12 @@
 //! Changing a component in place: [`World::modify`], and how a discarded
 //! modify is undone.
 
-use super::{Held, World};
+use super::{Held, IdMap, World};
 use crate::error::Error;
 use crate::ids::{EntityId, WorldId};
 use crate::record::Change;
 use crate::registry::{ComponentValue, RegistryError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// Puts a value decoded from its bytes on an entity (replacing its value).
 type RestoreFn = fn(&mut hecs::World, hecs::Entity, &[u8]) -> Result<(), postcard::Error>;
@@ -75,7 +75,7 @@ impl Undo {
     pub(super) fn restore_into(
         &self,
         hecs: &mut hecs::World,
-        ids: &HashMap<EntityId, hecs::Entity>,
+        ids: &IdMap<hecs::Entity>,
         world: WorldId,
     ) -> Result<(), Error> {
         for (entity, restore, bytes) in self.newest_first() {
@@ -128,10 +128,23 @@ impl World {
         entity: EntityId,
         f: impl FnOnce(&mut T) -> R,
     ) -> Result<R, Error> {
-        self.check_live(entity)?;
+        self.check_writable()?;
+        // One look-up of the id, for liveness and the hecs entity.
+        let e = self.ids.get(&entity).copied();
+        if !self
+            .pending_live
+            .get(&entity)
+            .copied()
+            .unwrap_or(e.is_some())
+        {
+            return Err(Error::NoSuchEntity {
+                world: self.info.id,
+                entity,
+            });
+        }
         let registry = self.registry.clone();
         let name = registry.name_of::<T>()?;
-        match self.latest(entity, name) {
+        match self.latest(entity, e.is_none(), name) {
             Latest::InHecs => {}
             Latest::Set(i) => {
                 let Change::Set { value: bytes, .. } = &self.pending[i] else {
@@ -144,7 +157,7 @@ impl World {
             }
             Latest::Removed => return Err(self.no_component::<T>(entity)),
         }
-        let Some(e) = self.hecs_entity(entity) else {
+        let Some(e) = e else {
             return Err(self.no_component::<T>(entity));
         };
         let run_before = match self.is_run(name) {
@@ -222,8 +235,8 @@ impl World {
 
     /// The latest pending change of `component` on `entity`. O(1) while
     /// no such change is pending on `entity`; else O(pending).
-    fn latest(&mut self, entity: EntityId, component: &str) -> Latest {
-        let spawned = !self.ids.contains_key(&entity);
+    /// (`spawned`: `entity`'s spawn is pending, hecs does not hold it.)
+    fn latest(&mut self, entity: EntityId, spawned: bool, component: &str) -> Latest {
         if self.plain == 0 && !spawned {
             return Latest::InHecs;
         }
