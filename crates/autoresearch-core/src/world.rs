@@ -193,7 +193,9 @@ impl World {
         &self.registry
     }
 
-    /// The materialized hecs world, for queries with hecs's own API.
+    /// The materialized hecs world, for queries with hecs's own API (it
+    /// holds the values [`World::modify`] changed in place, not other
+    /// pending changes).
     pub fn hecs(&self) -> &hecs::World {
         &self.hecs
     }
@@ -646,8 +648,9 @@ impl World {
             }))
     }
 
-    /// The materialized state, encoded back into the type-agnostic form.
-    /// Cost: O(entities x registered components).
+    /// The materialized state, encoded back into the type-agnostic form
+    /// (with the values [`World::modify`] changed in place, as reads see
+    /// them). Cost: O(entities x registered components).
     pub fn encode_state(&self) -> Result<State, Error> {
         let mut state = State {
             tick: self.tick,
