@@ -40,6 +40,17 @@ pub enum Error {
         /// The entity asked for.
         entity: EntityId,
     },
+    /// An operation needed a component the entity does not hold (or whose
+    /// removal is pending).
+    #[error("{world}: entity {entity} has no {component} component")]
+    NoSuchComponent {
+        /// The world looked in.
+        world: WorldId,
+        /// The entity asked for.
+        entity: EntityId,
+        /// The component's registered name.
+        component: String,
+    },
     /// Replaying a world's log stopped: ticks after `readable_to` cannot be
     /// read or applied (a damaged or inconsistent ledger). The world still
     /// reads at `readable_to` and, as far as the log holds, before it.

@@ -5,6 +5,7 @@
 //! `open.rs`, reading it in `query.rs`, forking it in `fork.rs`.
 
 mod fork;
+mod modify;
 mod open;
 mod query;
 
@@ -16,16 +17,29 @@ use crate::record::{Change, Snapshot, State, TickRecord};
 use crate::registry::{ComponentRegistry, ComponentValue, RegistryError};
 use crate::storage::{Storage, WorldInfo};
 use std::collections::HashMap;
+
+/// The hash maps keyed by entity id: foldhash with a fixed seed (entity ids
+/// come from this process, not from an adversary; SipHash showed in
+/// profiles of status changes, several look-ups each).
+type IdMap<V> = HashMap<EntityId, V, foldhash::fast::FixedState>;
 use std::sync::Arc;
 
 /// A component value kept with its buffered change, put into hecs at commit.
 type PendingValue = Box<dyn FnOnce(&mut hecs::World, hecs::Entity) + Send + Sync>;
 
+/// What commit does for a pending `Set` instead of decoding its bytes.
+enum Held {
+    /// The value [`World::insert_owned`] was given: moved into hecs.
+    Owned(PendingValue),
+    /// A value [`World::modify`] changed in place: hecs holds it already.
+    InPlace,
+}
+
 /// A world materialized at its head (writable) or at a past tick (read-only).
 ///
 /// Reads go to the materialized `hecs::World` ([`World::hecs`]) and never see
-/// pending changes; mutations are buffered until [`World::commit`] appends
-/// them as one tick. Every entity carries its [`EntityId`] as a hecs
+/// pending changes, except values changed in place by [`World::modify`];
+/// mutations are buffered until [`World::commit`] appends them as one tick. Every entity carries its [`EntityId`] as a hecs
 /// component, so hecs queries can name entities stably.
 pub struct World {
     storage: Arc<dyn Storage>,
@@ -34,18 +48,29 @@ pub struct World {
     tick: Tick,
     read_only: bool,
     hecs: hecs::World,
-    ids: HashMap<EntityId, hecs::Entity>,
+    ids: IdMap<hecs::Entity>,
     /// The next id `spawn` hands out. Ahead of `committed_next` while spawns
     /// are pending, or after spawns were discarded (ids are never reused).
     next_entity: u64,
     /// The next entity id as replaying the log computes it: what snapshots record.
     committed_next: u64,
     pending: Vec<Change>,
-    /// Values given by [`World::insert_owned`], keyed by their change's index
-    /// in `pending`: commit moves them into hecs instead of decoding the bytes.
-    pending_values: Vec<(usize, PendingValue)>,
+    /// Values given by [`World::insert_owned`] or changed in place by
+    /// [`World::modify`], keyed by their change's index in `pending`
+    /// (ascending): commit does not decode their bytes.
+    pending_values: Vec<(usize, Held)>,
+    /// How to put back the values [`World::modify`] changed in place, in
+    /// the order they were changed ([`World::discard_pending`] undoes
+    /// them in reverse).
+    undo: modify::Undo,
+    /// How many pending changes are a `Set` or `Remove` not made in place
+    /// by [`World::modify`] (while 0, a modify needs no look-up of them).
+    plain: usize,
+    /// The entities of those changes, once a modify needed to know them
+    /// (built then from `pending`, then kept in step).
+    touched: Option<std::collections::HashSet<EntityId>>,
     /// Liveness of entities touched by pending changes (true: spawned).
-    pending_live: HashMap<EntityId, bool>,
+    pending_live: IdMap<bool>,
     /// Ticks applied here whose append waits for [`World::flush`], in order,
     /// each with the snapshot the storage asked for.
     staged: Vec<(TickRecord, Option<Snapshot>)>,
@@ -168,7 +193,9 @@ impl World {
         &self.registry
     }
 
-    /// The materialized hecs world, for queries with hecs's own API.
+    /// The materialized hecs world, for queries with hecs's own API (it
+    /// holds the values [`World::modify`] changed in place, not other
+    /// pending changes).
     pub fn hecs(&self) -> &hecs::World {
         &self.hecs
     }
@@ -236,6 +263,7 @@ impl World {
             component,
             value,
         });
+        self.note_plain(entity);
         Ok(())
     }
 
@@ -262,7 +290,7 @@ impl World {
             // The entity exists: commit resolved it from the id map.
             let _ = w.insert_one(e, value);
         });
-        self.pending_values.push((at, put));
+        self.pending_values.push((at, Held::Owned(put)));
         Ok(())
     }
 
@@ -278,6 +306,7 @@ impl World {
         self.check_live(entity)?;
         let component = self.registry.name_of::<T>()?.to_string();
         self.pending.push(Change::Remove { entity, component });
+        self.note_plain(entity);
         Ok(())
     }
 
@@ -294,11 +323,21 @@ impl World {
         &self.pending
     }
 
-    /// Drops the buffered changes.
+    /// Drops the buffered changes, and puts back the values
+    /// [`World::modify`] changed in place.
     pub fn discard_pending(&mut self) {
+        self.undo_in_place();
+        self.clear_pending();
+    }
+
+    /// Forgets the buffered changes (applied, or undone).
+    fn clear_pending(&mut self) {
         self.pending.clear();
         self.pending_values.clear();
         self.pending_live.clear();
+        self.undo.clear();
+        self.plain = 0;
+        self.touched = None;
     }
 
     /// Appends the buffered changes as tick `head + 1` and applies them.
@@ -356,7 +395,7 @@ impl World {
     /// Applies `record`, the one [`World::next_record`] made, as the new head.
     fn apply_next(&mut self, record: &TickRecord) -> Result<(), Error> {
         let values = std::mem::take(&mut self.pending_values);
-        self.discard_pending();
+        self.clear_pending();
         self.apply_changes(record.tick, &record.changes, values)?;
         self.info.head = record.tick;
         Ok(())
@@ -373,9 +412,69 @@ impl World {
         {
             return Ok(None);
         }
-        let mut state = self.encode_state()?;
-        state.apply(self.info.id, record)?;
-        Ok(Some(into_snapshot(state)))
+        self.encode_snapshot_after(record).map(Some)
+    }
+
+    /// The snapshot of the state after `record` (the next tick), encoded
+    /// straight from hecs into the snapshot's sorted lists: only the
+    /// entities `record` touches go through a [`State`] (so the record is
+    /// checked as replay checks it). Cost: O(entities x registered
+    /// components) encodings, one sort of the ids.
+    fn encode_snapshot_after(&self, record: &TickRecord) -> Result<Snapshot, Error> {
+        let mut vtables: Vec<_> = self.registry.vtables().collect();
+        vtables.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let encode = |e: hecs::Entity| -> Result<Vec<(String, Vec<u8>)>, Error> {
+            let Ok(eref) = self.hecs.entity(e) else {
+                return Ok(Vec::new());
+            };
+            let mut comps = Vec::new();
+            for vt in &vtables {
+                if let Some(bytes) = (vt.encode)(eref) {
+                    let bytes = bytes.map_err(|source| RegistryError::Encode {
+                        component: vt.name.clone(),
+                        source,
+                    })?;
+                    comps.push((vt.name.clone(), bytes));
+                }
+            }
+            Ok(comps)
+        };
+        let touched = record.entities();
+        let mut after = State {
+            tick: self.tick,
+            next_entity: self.committed_next,
+            entities: Default::default(),
+        };
+        for id in &touched {
+            if let Some(e) = self.ids.get(id) {
+                let comps = encode(*e)?.into_iter().collect();
+                after.entities.insert(*id, comps);
+            }
+        }
+        after.apply(self.info.id, record)?;
+        let mut ids: Vec<(EntityId, hecs::Entity)> = self
+            .ids
+            .iter()
+            .filter(|(id, _)| touched.binary_search(id).is_err())
+            .map(|(id, e)| (*id, *e))
+            .collect();
+        ids.sort_unstable_by_key(|(id, _)| *id);
+        let mut entities = Vec::with_capacity(ids.len() + after.entities.len());
+        for (id, e) in ids {
+            entities.push((id, encode(e)?));
+        }
+        entities.extend(
+            after
+                .entities
+                .into_iter()
+                .map(|(id, comps)| (id, comps.into_iter().collect())),
+        );
+        entities.sort_by_key(|(id, _)| *id);
+        Ok(Snapshot {
+            tick: after.tick,
+            next_entity: after.next_entity,
+            entities,
+        })
     }
 
     /// The (replay, state) sizes after `record` is applied with `snapshot`.
@@ -483,7 +582,7 @@ impl World {
         &mut self,
         tick: Tick,
         changes: &[Change],
-        values: Vec<(usize, PendingValue)>,
+        values: Vec<(usize, Held)>,
     ) -> Result<(), Error> {
         let world = self.info.id;
         let mut values = values.into_iter().peekable();
@@ -508,7 +607,9 @@ impl World {
                         false => None,
                     };
                     match values.next_if(|(at, _)| *at == i) {
-                        Some((_, put)) => put(&mut self.hecs, e),
+                        Some((_, Held::Owned(put))) => put(&mut self.hecs, e),
+                        // Changed in place when buffered: hecs holds it.
+                        Some((_, Held::InPlace)) => {}
                         None => self.insert_bytes(e, component, value)?,
                     }
                     if let Some(before) = before {
@@ -547,8 +648,9 @@ impl World {
             }))
     }
 
-    /// The materialized state, encoded back into the type-agnostic form.
-    /// Cost: O(entities x registered components).
+    /// The materialized state, encoded back into the type-agnostic form
+    /// (with the values [`World::modify`] changed in place, as reads see
+    /// them). Cost: O(entities x registered components).
     pub fn encode_state(&self) -> Result<State, Error> {
         let mut state = State {
             tick: self.tick,

@@ -238,8 +238,10 @@ impl Run {
     }
 
     /// Sets [`Run::status`] to the stored word of `status`.
+    /// Reuses the string's buffer (no allocation once it is long enough).
     pub fn set_status(&mut self, status: RunStatus) {
-        self.status = status.as_str().to_string();
+        self.status.clear();
+        self.status.push_str(status.as_str());
     }
 
     /// The conventional agent name `{experiment_name}-{harness}`.

@@ -43,7 +43,7 @@ impl World {
 
     /// Turns this handle into a new fork named `name` at this handle's
     /// tick and commits the pending changes as the fork's first tick, in
-    /// one step ([`Storage::fork_and_append`]: one durable write on a
+    /// one step ([`Storage::fork_and_append`](crate::Storage::fork_and_append): one durable write on a
     /// backend that stores both together, where [`World::fork_in_place`]
     /// then [`World::commit`] make two). The materialized state is kept,
     /// nothing is copied or read; the world it was stays in the ledger.

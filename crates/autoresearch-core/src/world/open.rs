@@ -1,7 +1,7 @@
 //! Opening a [`World`]: creating one, materializing a tick of the ledger
 //! into hecs, and copying a materialized world into a fork.
 
-use super::{RunIndex, World};
+use super::{IdMap, RunIndex, World};
 use crate::components::Run;
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId};
@@ -9,7 +9,6 @@ use crate::ledger;
 use crate::record::State;
 use crate::registry::{ComponentRegistry, RegistryError};
 use crate::storage::{Storage, WorldInfo};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 impl World {
@@ -95,12 +94,15 @@ impl World {
             tick: state.tick,
             read_only,
             hecs: hecs::World::new(),
-            ids: HashMap::with_capacity(state.entities.len()),
+            ids: IdMap::with_capacity_and_hasher(state.entities.len(), Default::default()),
             next_entity: state.next_entity,
             committed_next: state.next_entity,
             pending: Vec::new(),
             pending_values: Vec::new(),
-            pending_live: HashMap::new(),
+            pending_live: IdMap::default(),
+            undo: Default::default(),
+            plain: 0,
+            touched: None,
             staged: Vec::new(),
             runs: Default::default(),
             info,
@@ -174,6 +176,9 @@ impl World {
             let copy = w.hecs.spawn(builder.build());
             w.ids.insert(*id, copy);
         }
+        // The fork starts from the ledger's state, without this handle's
+        // pending changes: put back what `modify` changed in place.
+        self.undo.restore_into(&mut w.hecs, &w.ids, w.info.id)?;
         Ok(w)
     }
 }

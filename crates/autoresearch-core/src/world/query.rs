@@ -9,7 +9,9 @@ use crate::ledger::{self, EntityChange};
 use crate::registry::ComponentValue;
 
 impl World {
-    /// A clone of component `T` of `entity`, if it has one.
+    /// A clone of component `T` of `entity`, if it has one, as materialized
+    /// (a pending [`World::insert`] is not seen, a [`World::modify`] is).
+    /// To change it, [`World::modify`] saves the clone.
     pub fn get<T: ComponentValue + Clone>(&self, entity: EntityId) -> Option<T> {
         let e = self.hecs_entity(entity)?;
         self.hecs.get::<&T>(e).ok().map(|v| (*v).clone())

@@ -271,17 +271,15 @@ async fn status_tick(w: &mut World, ids: &[EntityId], changes: u64, rng: &mut Rn
     Ok(())
 }
 
-/// Buffers status changes of `changes` random runs, each read with
-/// [`World::get`] and given back with [`World::insert_owned`] (the
-/// documented path for values the caller no longer needs: the commit moves
-/// it into the world instead of decoding its bytes back).
+/// Buffers status changes of `changes` random runs, each changed in place
+/// with [`World::modify`] (no copy of the run out of the world and back,
+/// as [`World::get`] then [`World::insert_owned`] would make).
 fn change_statuses(w: &mut World, ids: &[EntityId], changes: u64, rng: &mut Rng) -> Result<()> {
     for _ in 0..changes {
         let e = ids[rng.below(ids.len() as u64) as usize];
-        let mut run: Run = w.get(e).context("a run of the workload vanished")?;
         let next = RunStatus::ALL[rng.below(RunStatus::ALL.len() as u64) as usize];
-        run.set_status(next);
-        w.insert_owned(e, run)?;
+        w.modify(e, |run: &mut Run| run.set_status(next))
+            .context("changing the status of a run of the workload")?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ mod parity;
 mod serve;
 mod serve_loop;
 mod serve_replay;
+mod world;
 
 use anyhow::bail;
 
@@ -123,8 +124,9 @@ pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
         "fork" => fork::run(quick, args),
         "serve" => serve::run(quick, args),
         "history" => history::run(quick, args),
+        "world" => world::run(quick, args),
         other => bail!(
-            "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions, parity, fork, serve or history)"
+            "unknown benchmark {other:?} (expected ledger, ingest, loop, decisions, parity, fork, serve, history or world)"
         ),
     };
     let unwritten = UNWRITTEN.load(std::sync::atomic::Ordering::Relaxed);
