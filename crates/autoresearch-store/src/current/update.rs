@@ -9,7 +9,7 @@ use super::{Blocks, CurrentTables, NEVER_PENDING, Touched, input_index, pointer}
 use crate::Stop;
 use crate::{EncodedAppend, Failure};
 use autoresearch_core::Change;
-use autoresearch_core::current::{Facts, INPUTS, Tally};
+use autoresearch_core::current::{Facts, FactsRef, INPUTS, Tally};
 use redb::{ReadableTable, Table};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -66,8 +66,9 @@ where
     })
 }
 
-/// Entities whose facts a batch changes: `(entity, before, after)`.
-type Changed<'t> = Vec<(u64, &'t Facts, Facts)>;
+/// Entities whose facts a batch changes: `(entity, before, after)`, the
+/// facts after borrowing the values' text.
+type Changed<'t> = Vec<(u64, &'t Facts, FactsRef<'t>)>;
 
 /// The entities of `touched` whose facts the batch changes, each with its
 /// facts before and after, in `touched`'s order; `None` when a lifecycle
@@ -85,7 +86,7 @@ fn changed_facts<'t, 'a>(
             if !touch.changed && touch.before == Facts::default() {
                 continue;
             }
-            let after = touch.facts().ok()?;
+            let after = touch.facts_ref().ok()?;
             if after == touch.before {
                 continue;
             }
@@ -297,7 +298,12 @@ pub(super) fn update(
     let mut tally: Option<Tally> = None;
     for (e, before, after) in &afters {
         let old = |i: &str, k: &str| before.keys.iter().any(|(bi, bk)| *bi == i && bk == k);
-        let new = |i: &str, k: &str| after.keys.iter().any(|(ai, ak)| *ai == i && ak == k);
+        let new = |i: &str, k: &str| {
+            after
+                .keys
+                .iter()
+                .any(|(ai, ak)| *ai == i && ak.as_ref() == k)
+        };
         // A handful of keys an entity: a scan beats a set.
         let ops = before
             .keys
@@ -309,7 +315,7 @@ pub(super) fn update(
                     .keys
                     .iter()
                     .filter(|(i, k)| !old(i, k))
-                    .map(|(i, k)| (*i, k.as_str(), true)),
+                    .map(|(i, k)| (*i, k.as_ref(), true)),
             );
         for (i, k, added) in ops {
             if NEVER_PENDING.contains(&i) {
@@ -326,7 +332,7 @@ pub(super) fn update(
         }
         if let Some(tally) = &mut tally {
             tally.sub(before);
-            tally.add(after);
+            tally.add_ref(after);
         }
     }
     let nothing_pending = pending.ends.is_none() && pending.overlay.is_empty();
