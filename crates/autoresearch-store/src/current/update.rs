@@ -71,13 +71,14 @@ where
 type Changed<'t> = Vec<(u64, &'t Facts, FactsRef<'t>)>;
 
 /// The entities of `touched` whose facts the batch changes, each with its
-/// facts before and after, in `touched`'s order; `None` when a lifecycle
-/// value does not decode. Computed on two threads when `parallel` (the
-/// same result).
+/// facts before and after, in `touched`'s order (in parts, one after the
+/// other: an ingest's are megabytes, not copied into one vector); `None`
+/// when a lifecycle value does not decode. Computed on two threads when
+/// `parallel` (the same result).
 fn changed_facts<'t, 'a>(
     touched: &'t [(u64, Touched<'a>)],
     parallel: bool,
-) -> Result<Option<Changed<'t>>, Failure> {
+) -> Result<Option<Vec<Changed<'t>>>, Failure> {
     fn part<'t, 'a>(touched: &'t [(u64, Touched<'a>)]) -> Option<Changed<'t>> {
         let mut out = Vec::with_capacity(touched.len());
         for (e, touch) in touched {
@@ -95,7 +96,7 @@ fn changed_facts<'t, 'a>(
         Some(out)
     }
     if !parallel {
-        return Ok(part(touched));
+        return Ok(part(touched).map(|a| vec![a]));
     }
     let (first, second) = touched.split_at(touched.len() / 2);
     let (a, b) = both(
@@ -103,10 +104,7 @@ fn changed_facts<'t, 'a>(
         || part(second),
         "computing the current state's facts",
     )?;
-    Ok(a.zip(b).map(|(mut a, b)| {
-        a.extend(b);
-        a
-    }))
+    Ok(a.zip(b).map(|(a, b)| vec![a, b]))
 }
 
 /// The component names world `w` holds any value of in the main table (a
@@ -296,7 +294,7 @@ pub(super) fn update(
     let parallel = touched.len() >= PARALLEL_FROM;
     let afters = changed_facts(&touched, parallel)?.ok_or(Stop::Unkept)?;
     let mut tally: Option<Tally> = None;
-    for (e, before, after) in &afters {
+    for (e, before, after) in afters.iter().flatten() {
         let old = |i: &str, k: &str| before.keys.iter().any(|(bi, bk)| *bi == i && bk == k);
         let new = |i: &str, k: &str| {
             after
@@ -561,8 +559,8 @@ mod tests {
                 .collect()
         };
         let all = touched(None);
-        let one = changed_facts(&all, false).ok().unwrap().unwrap();
-        let two = changed_facts(&all, true).ok().unwrap().unwrap();
+        let one: Vec<_> = changed_facts(&all, false).ok().unwrap().unwrap().concat();
+        let two: Vec<_> = changed_facts(&all, true).ok().unwrap().unwrap().concat();
         assert_eq!(one.len(), 2_400);
         assert_eq!(one, two);
         // A value that does not decode, in either half.

@@ -279,6 +279,9 @@ fn net_changes(appends: &[EncodedAppend]) -> Vec<(u64, Net<'_>)> {
     net
 }
 
+/// The runs of a batch by `run_id`.
+type RunIds<'a> = HashMap<&'a str, u64, foldhash::fast::RandomState>;
+
 /// The runs a batch set: entity -> (experiment id, facts).
 /// Kept in a vector by entity (the runs are found in entity order, so
 /// each is pushed at its end): cheaper than a tree for an ingest's runs.
@@ -326,7 +329,9 @@ fn update(
     // Two runs with one run_id matter only where Results join: which one
     // they join. Those of this batch are not kept; those of a run set by
     // the batch and another are checked where a Result joins.
-    let mut by_run_id: HashMap<&str, u64> = HashMap::with_capacity(touched.len());
+    // foldhash, randomly seeded: SipHash took about 8% of the series' update of an ingest.
+    let mut by_run_id: RunIds<'_> =
+        HashMap::with_capacity_and_hasher(touched.len(), Default::default());
     for (&e, (_, f)) in touched.iter() {
         if by_run_id.insert(f.run_id, e).is_some() {
             return Err(Stop::Unkept);
@@ -487,7 +492,7 @@ fn apply_results(
     inputs: &mut Inputs<'_, '_, '_>,
     net: &[(u64, Net<'_>)],
     touched: &Touched<'_>,
-    by_run_id: Option<&HashMap<&str, u64>>,
+    by_run_id: Option<&RunIds<'_>>,
 ) -> Result<(), Stop> {
     let w = inputs.w;
     for &(r, ref n) in net {
