@@ -32,6 +32,7 @@ use crate::ids::{EntityId, Tick};
 use crate::record::State;
 use crate::vocab::OutcomeStatus;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The stored name of the `Run` component.
@@ -106,8 +107,61 @@ fn decode<'a, T: Deserialize<'a>>(
 
 /// The facts of an entity whose component `name` has the value
 /// `get(name)`. Cost: one postcard decode per lifecycle component held.
+/// ([`facts_ref`], copied into owned strings.)
 pub fn facts<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Facts, FactsError> {
-    let mut f = Facts::default();
+    facts_ref(get).map(|f| f.to_facts())
+}
+
+/// [`Facts`] whose text borrows the values they were computed from where
+/// it can (a Run's `run_id` and experiment): what a backend's bulk update
+/// computes for every entity of an ingest without allocating a string
+/// per key. [`FactsRef::to_facts`] gives the [`Facts`] of the same values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FactsRef<'a> {
+    /// Its secondary keys: `(index, key)`, in the order of [`Facts::keys`].
+    pub keys: Vec<(&'static str, Cow<'a, str>)>,
+    /// Its Run's experiment and, when decided, its Outcome's status word.
+    pub attempt: Option<(&'a str, Option<String>)>,
+    /// Its RunCost.
+    pub cost: Option<RunCost>,
+}
+
+impl FactsRef<'_> {
+    /// The same facts, owned.
+    pub fn to_facts(&self) -> Facts {
+        Facts {
+            keys: self.keys.iter().map(|(i, k)| (*i, k.to_string())).collect(),
+            attempt: self
+                .attempt
+                .as_ref()
+                .map(|(e, o)| (e.to_string(), o.clone())),
+            cost: self.cost.clone(),
+        }
+    }
+}
+
+impl PartialEq<Facts> for FactsRef<'_> {
+    fn eq(&self, other: &Facts) -> bool {
+        self.keys.len() == other.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(&other.keys)
+                .all(|((i, k), (oi, ok))| i == oi && k.as_ref() == ok.as_str())
+            && match (&self.attempt, &other.attempt) {
+                (None, None) => true,
+                (Some((e, o)), Some((oe, oo))) => *e == oe.as_str() && o == oo,
+                _ => false,
+            }
+            && self.cost == other.cost
+    }
+}
+
+/// [`facts`] borrowing from the values (see [`FactsRef`]). Cost: one
+/// postcard decode per lifecycle component held; a string allocated only
+/// for a key of a Result, Vote or Confirmation and an Outcome's word.
+pub fn facts_ref<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<FactsRef<'a>, FactsError> {
+    let mut f = FactsRef::default();
     let run = get(RUN)
         .map(RunRef::decode)
         .transpose()
@@ -117,39 +171,39 @@ pub fn facts<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<Facts, FactsE
         })?;
     let outcome: Option<Outcome> = get(OUTCOME).map(|b| decode(OUTCOME, b)).transpose()?;
     if let Some(run) = &run {
-        let exp = run.experiment_name.to_string();
-        f.keys.push((BY_RUN_ID, run.run_id.to_string()));
-        f.keys.push((BY_EXPERIMENT, exp.clone()));
+        let exp = run.experiment_name;
+        f.keys.push((BY_RUN_ID, Cow::Borrowed(run.run_id)));
+        f.keys.push((BY_EXPERIMENT, Cow::Borrowed(exp)));
         if run
             .status
             .parse::<crate::RunStatus>()
             .is_ok_and(crate::RunStatus::is_active)
         {
-            f.keys.push((ACTIVE, exp.clone()));
+            f.keys.push((ACTIVE, Cow::Borrowed(exp)));
         }
         if let Some(o) = &outcome {
             if o.status == OutcomeStatus::Pending {
-                f.keys.push((PENDING, exp.clone()));
+                f.keys.push((PENDING, Cow::Borrowed(exp)));
             }
             if o.comparator.starts_with("vote")
                 && matches!(o.status, OutcomeStatus::Keep | OutcomeStatus::Discard)
             {
-                f.keys.push((VOTED, exp.clone()));
+                f.keys.push((VOTED, Cow::Borrowed(exp)));
             }
         }
         f.attempt = Some((exp, outcome.map(|o| o.status.as_str().to_string())));
     }
     if let Some(b) = get(RESULT) {
         let r: EvalResult = decode(RESULT, b)?;
-        f.keys.push((RESULT_OF, r.run_id));
+        f.keys.push((RESULT_OF, Cow::Owned(r.run_id)));
     }
     if let Some(b) = get(VOTE) {
         let v: Vote = decode(VOTE, b)?;
-        f.keys.push((VOTE_ON, v.run_id));
+        f.keys.push((VOTE_ON, Cow::Owned(v.run_id)));
     }
     if let Some(b) = get(CONFIRMATION) {
         let c: Confirmation = decode(CONFIRMATION, b)?;
-        f.keys.push((CONFIRMATION_OF, c.run_id));
+        f.keys.push((CONFIRMATION_OF, Cow::Owned(c.run_id)));
     }
     f.cost = get(RUN_COST).map(|b| decode(RUN_COST, b)).transpose()?;
     Ok(f)
@@ -347,30 +401,54 @@ pub struct Tally {
 impl Tally {
     /// Adds an entity's facts.
     pub fn add(&mut self, f: &Facts) {
-        self.apply(f, 1);
+        let attempt = f.attempt.as_ref().map(|(e, o)| (e.as_str(), o.as_deref()));
+        self.apply(attempt, f.cost.as_ref(), 1);
     }
 
     /// Takes an entity's facts (added before) away.
     pub fn sub(&mut self, f: &Facts) {
-        self.apply(f, -1);
+        let attempt = f.attempt.as_ref().map(|(e, o)| (e.as_str(), o.as_deref()));
+        self.apply(attempt, f.cost.as_ref(), -1);
     }
 
-    fn apply(&mut self, f: &Facts, sign: i64) {
-        if let Some((exp, outcome)) = &f.attempt {
-            let t = self.experiments.entry(exp.clone()).or_default();
-            t.attempts = (t.attempts as i64 + sign) as u64;
-            if let Some(o) = outcome {
-                let n = t.outcomes.entry(o.clone()).or_default();
-                *n = (*n as i64 + sign) as u64;
-                if *n == 0 {
-                    t.outcomes.remove(o);
+    /// Adds an entity's facts, borrowed ([`Tally::add`]).
+    pub fn add_ref(&mut self, f: &FactsRef<'_>) {
+        let attempt = f.attempt.as_ref().map(|(e, o)| (*e, o.as_deref()));
+        self.apply(attempt, f.cost.as_ref(), 1);
+    }
+
+    /// Takes an entity's facts, borrowed, away ([`Tally::sub`]).
+    pub fn sub_ref(&mut self, f: &FactsRef<'_>) {
+        let attempt = f.attempt.as_ref().map(|(e, o)| (*e, o.as_deref()));
+        self.apply(attempt, f.cost.as_ref(), -1);
+    }
+
+    fn apply(&mut self, attempt: Option<(&str, Option<&str>)>, cost: Option<&RunCost>, sign: i64) {
+        if let Some((exp, outcome)) = attempt {
+            // The name is copied only for an experiment new to the tally.
+            if !self.experiments.contains_key(exp) {
+                self.experiments
+                    .insert(exp.to_string(), ExperimentTally::default());
+            }
+            if let Some(t) = self.experiments.get_mut(exp) {
+                t.attempts = (t.attempts as i64 + sign) as u64;
+                if let Some(o) = outcome {
+                    if !t.outcomes.contains_key(o) {
+                        t.outcomes.insert(o.to_string(), 0);
+                    }
+                    if let Some(n) = t.outcomes.get_mut(o) {
+                        *n = (*n as i64 + sign) as u64;
+                        if *n == 0 {
+                            t.outcomes.remove(o);
+                        }
+                    }
+                }
+                if t.attempts == 0 && t.outcomes.is_empty() {
+                    self.experiments.remove(exp);
                 }
             }
-            if t.attempts == 0 && t.outcomes.is_empty() {
-                self.experiments.remove(exp);
-            }
         }
-        if let Some(c) = &f.cost {
+        if let Some(c) = cost {
             self.cost.apply(c, i128::from(sign));
         }
     }
@@ -541,6 +619,128 @@ pub fn answer_from_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The borrowed facts of an entity give the keys the module doc
+    /// lists, owned (`to_facts`) equal `facts`, compare equal to exactly
+    /// the owned facts that are theirs, and move a tally as the owned
+    /// ones do.
+    #[test]
+    fn borrowed_facts_equal_the_owned_ones_and_tally_alike() {
+        use crate::components::Run;
+        use crate::{RunStatus, Vote};
+        fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+            postcard::to_allocvec(v).unwrap()
+        }
+        let mut running = Run::new("r-1".to_string(), "exp-a");
+        running.set_status(RunStatus::Running);
+        let mut crashed = Run::new("r-2".to_string(), "exp-b");
+        crashed.set_status(RunStatus::Crashed);
+        let pending = Outcome {
+            status: OutcomeStatus::Pending,
+            ..Outcome::default()
+        };
+        let voted = Outcome {
+            status: OutcomeStatus::Keep,
+            comparator: "vote:2".to_string(),
+            ..Outcome::default()
+        };
+        let result = EvalResult {
+            run_id: "r-9".to_string(),
+            ..EvalResult::default()
+        };
+        let vote = Vote {
+            run_id: "r-8".to_string(),
+            ..Vote::default()
+        };
+        let confirmation = Confirmation {
+            run_id: "r-7".to_string(),
+            ..Confirmation::default()
+        };
+        let cost = RunCost {
+            run_id: "r-1".to_string(),
+            jobs: 3,
+            metrics: [("tokens".to_string(), 12.5)].into(),
+            ..RunCost::default()
+        };
+        let entities: Vec<Vec<(&str, Vec<u8>)>> = vec![
+            vec![],
+            vec![(RUN, enc(&running))],
+            vec![(RUN, enc(&running)), (OUTCOME, enc(&pending))],
+            vec![
+                (RUN, enc(&crashed)),
+                (OUTCOME, enc(&voted)),
+                (RUN_COST, enc(&cost)),
+            ],
+            vec![(RESULT, enc(&result))],
+            vec![(VOTE, enc(&vote)), (CONFIRMATION, enc(&confirmation))],
+        ];
+        let expected_keys: Vec<Vec<(&str, &str)>> = vec![
+            vec![],
+            vec![
+                (BY_RUN_ID, "r-1"),
+                (BY_EXPERIMENT, "exp-a"),
+                (ACTIVE, "exp-a"),
+            ],
+            vec![
+                (BY_RUN_ID, "r-1"),
+                (BY_EXPERIMENT, "exp-a"),
+                (ACTIVE, "exp-a"),
+                (PENDING, "exp-a"),
+            ],
+            vec![
+                (BY_RUN_ID, "r-2"),
+                (BY_EXPERIMENT, "exp-b"),
+                (VOTED, "exp-b"),
+            ],
+            vec![(RESULT_OF, "r-9")],
+            vec![(VOTE_ON, "r-8"), (CONFIRMATION_OF, "r-7")],
+        ];
+        let mut all_owned = Vec::new();
+        let mut all_borrowed = Vec::new();
+        for (comps, keys) in entities.iter().zip(&expected_keys) {
+            let get = |n: &str| {
+                comps
+                    .iter()
+                    .find(|(c, _)| *c == n)
+                    .map(|(_, v)| v.as_slice())
+            };
+            let owned = facts(get).unwrap();
+            let borrowed = facts_ref(get).unwrap();
+            let got: Vec<(&str, &str)> = borrowed
+                .keys
+                .iter()
+                .map(|(i, k)| (*i, k.as_ref()))
+                .collect();
+            assert_eq!(&got, keys);
+            assert_eq!(borrowed.to_facts(), owned);
+            assert!(borrowed == owned);
+            all_owned.push(owned);
+            all_borrowed.push(borrowed);
+        }
+        // Each borrowed facts equals its own owned facts and no other's.
+        for (i, b) in all_borrowed.iter().enumerate() {
+            for (j, o) in all_owned.iter().enumerate() {
+                assert_eq!(b == o, i == j, "{i} against {j}");
+            }
+        }
+        // A tally moved by borrowed facts equals one moved by owned ones.
+        let (mut by_owned, mut by_borrowed) = (Tally::default(), Tally::default());
+        for (o, b) in all_owned.iter().zip(&all_borrowed) {
+            by_owned.add(o);
+            by_borrowed.add_ref(b);
+        }
+        assert_eq!(by_owned, by_borrowed);
+        assert_eq!(by_owned.experiment("exp-a").attempts, 2);
+        assert_eq!(by_owned.experiment("exp-b").outcomes.get("keep"), Some(&1));
+        for (o, b) in all_owned.iter().zip(&all_borrowed).take(3) {
+            by_owned.sub(o);
+            by_borrowed.sub_ref(b);
+        }
+        assert_eq!(by_owned, by_borrowed);
+        assert_eq!(by_owned.experiment("exp-a"), ExperimentTally::default());
+        assert!(!by_owned.experiments.contains_key("exp-a"));
+        assert_eq!(by_owned.cost.runs, 1);
+    }
 
     #[test]
     fn exact_sums_do_not_depend_on_order_or_subtractions() {

@@ -126,16 +126,51 @@ pub struct RunFacts {
     pub task: u64,
 }
 
+/// [`RunFacts`] borrowing the text of the `Run` value they come from
+/// ([`run_facts_ref`]): a backend's series update of an ingest decodes
+/// every run without a string allocated per field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunFactsRef<'a> {
+    /// Its experiment's name.
+    pub experiment: &'a str,
+    /// Its `run_id`, which Results join by.
+    pub run_id: &'a str,
+    /// Its final commit (empty when none was recorded).
+    pub commit: &'a str,
+    /// Whether its status is `crashed`.
+    pub crashed: bool,
+    /// [`task_hash`] of its task.
+    pub task: u64,
+}
+
+impl RunFactsRef<'_> {
+    /// The same facts, owned.
+    pub fn to_facts(&self) -> RunFacts {
+        RunFacts {
+            experiment: self.experiment.to_string(),
+            run_id: self.run_id.to_string(),
+            commit: self.commit.to_string(),
+            crashed: self.crashed,
+            task: self.task,
+        }
+    }
+}
+
 /// Decodes a stored `Run` value into its [`RunFacts`].
 pub fn run_facts(bytes: &[u8]) -> Result<RunFacts, FactsError> {
+    run_facts_ref(bytes).map(|f| f.to_facts())
+}
+
+/// Decodes a stored `Run` value into its [`RunFactsRef`], borrowing `bytes`.
+pub fn run_facts_ref(bytes: &[u8]) -> Result<RunFactsRef<'_>, FactsError> {
     let run = RunRef::decode(bytes).map_err(|e| FactsError {
         component: RUN,
         reason: e.to_string(),
     })?;
-    Ok(RunFacts {
-        experiment: run.experiment_name.to_string(),
-        run_id: run.run_id.to_string(),
-        commit: run.commit_hash.to_string(),
+    Ok(RunFactsRef {
+        experiment: run.experiment_name,
+        run_id: run.run_id,
+        commit: run.commit_hash,
         crashed: run.status.parse::<RunStatus>() == Ok(RunStatus::Crashed),
         task: task_hash(run.task),
     })

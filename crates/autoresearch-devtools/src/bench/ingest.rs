@@ -11,6 +11,9 @@
 //! `ingest runner` process: the world is materialized and every row compared).
 //! Each figure is the best of three repetitions, as wall time and as process
 //! CPU time (the machine is shared; CPU time is the steadier of the two).
+//!
+//! `cargo xtask bench ingest --state-db PATH [--reps K]` measures only the
+//! first sync of an existing runner file, K times (for profiling).
 
 use super::emit;
 use anyhow::{Context, Result, ensure};
@@ -358,7 +361,82 @@ fn metric_reader_bench(dir: &Path, quick: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn run(quick: bool) -> Result<()> {
+/// `--state-db PATH [--reps K]`: only the first sync of an existing
+/// runner file (the parity workload's, say) into a fresh durable redb
+/// ledger, `K` times (default 9), one line per repetition and a summary
+/// (median and best wall and CPU time): a steady figure to profile the
+/// ingest with (`perf record` around this one step).
+fn first_sync_bench(rt: &tokio::runtime::Runtime, db: &Path, reps: usize) -> Result<()> {
+    ensure!(
+        db.is_file(),
+        "bench ingest: no runner file at {}",
+        db.display()
+    );
+    let registry = Arc::new(autoresearch_runner::registry());
+    let mut took = Vec::with_capacity(reps);
+    for rep in 0..reps {
+        let dir = tempfile::tempdir()?;
+        let storage: Arc<dyn Storage> = Arc::new(
+            RedbStorage::open(&dir.path().join("ledger.redb"), RedbConfig::default())
+                .context("opening the redb ledger")?,
+        );
+        let mut ingest =
+            RunnerIngest::new(storage.clone(), registry.clone(), RunnerConfig::new(db));
+        let (report, t) = rt.block_on(timed(ingest.sync()));
+        let report = report.with_context(|| format!("first sync of {}", db.display()))?;
+        ensure!(report.runs_added > 0, "the first sync added no run");
+        emit(json!({
+            "bench": "ingest_first_sync", "rep": rep, "runs": report.runs_added,
+            "read_path": report.read_path, "ms": ms(t.wall), "cpu_ms": ms(t.cpu),
+        }));
+        took.push(t);
+        drop(ingest);
+        drop(storage);
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let walls: Vec<Duration> = took.iter().map(|t| t.wall).collect();
+    let cpus: Vec<Duration> = took.iter().map(|t| t.cpu).collect();
+    emit(json!({
+        "bench": "ingest_first_sync", "file": db.display().to_string(), "reps": reps,
+        "median_ms": ms(median(walls.clone())), "best_ms": ms(walls.iter().copied().min().unwrap_or_default()),
+        "median_cpu_ms": ms(median(cpus.clone())), "best_cpu_ms": ms(cpus.iter().copied().min().unwrap_or_default()),
+    }));
+    Ok(())
+}
+
+/// Runs the ingest benchmark; with `--state-db PATH [--reps K]` only the
+/// first sync of that file ([`first_sync_bench`]).
+pub fn run(quick: bool, args: &[String]) -> Result<()> {
+    let mut state_db = None;
+    let mut reps = 9;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .with_context(|| format!("bench ingest: {flag} needs a value"))?;
+        match flag.as_str() {
+            "--state-db" => state_db = Some(std::path::PathBuf::from(value)),
+            "--reps" => {
+                reps = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .with_context(|| {
+                        format!("bench ingest: --reps {value:?}: not a positive integer")
+                    })?
+            }
+            other => anyhow::bail!(
+                "bench ingest: unknown option {other:?} (expected --state-db, --reps)"
+            ),
+        }
+    }
+    if let Some(db) = state_db {
+        let rt = tokio::runtime::Runtime::new()?;
+        return first_sync_bench(&rt, &db, reps);
+    }
     let rows = if quick { 10_000 } else { 100_000 };
     let reps = 3;
     let dir = tempfile::tempdir()?;

@@ -111,12 +111,8 @@ pub fn emit(value: serde_json::Value) {
 /// Runs benchmark `name`; `args` are its own options (none for the ones
 /// below, which refuse any).
 pub fn run(name: &str, quick: bool, args: &[String]) -> anyhow::Result<()> {
-    let takes_no_options = matches!(name, "ingest");
-    if takes_no_options && !args.is_empty() {
-        bail!("benchmark {name} takes no options, got {args:?}");
-    }
     let result = match name {
-        "ingest" => ingest::run(quick),
+        "ingest" => ingest::run(quick, args),
         "ledger" => ledger::run(quick, args),
         "loop" => loop_::run(quick, args),
         "decisions" => decisions::run(quick, args),

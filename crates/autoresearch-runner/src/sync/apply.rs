@@ -43,6 +43,38 @@ struct Built<'r> {
     warnings: Vec<String>,
 }
 
+/// A row's run encoded ahead (beside the building of the rows) with the
+/// commit it would most likely get: its newest report's. [`apply`] uses
+/// it only when the commit it settles on is that one, so the bytes are
+/// those it would encode.
+struct Encoded {
+    /// The commit the run was encoded with.
+    commit: String,
+    bytes: Vec<u8>,
+    hash: u64,
+}
+
+/// [`Encoded`] for `b`, with the commit of `latest`'s report of its
+/// run (empty when none names one); `None` when it does not encode (the
+/// error is met again, in order, by [`apply`]).
+fn encode_ahead(
+    b: &Built<'_>,
+    config: &RunnerConfig,
+    latest: &HashMap<String, RunReport>,
+    scratch: &mut Vec<u8>,
+) -> Option<Encoded> {
+    let commit = latest
+        .get(b.run_id())
+        .map(|r| r.commit_hash.as_str())
+        .unwrap_or_default();
+    let bytes = encode_run(&b.view(config, commit), scratch).ok()?;
+    Some(Encoded {
+        commit: commit.to_string(),
+        hash: value_hash(&bytes),
+        bytes,
+    })
+}
+
 fn build_run(row: &AgentRow) -> Built<'_> {
     let agent_id = row.get(0).unwrap_or_default();
     let mut naive = 0;
@@ -109,15 +141,28 @@ const PARALLEL_FROM: usize = 1_024;
 
 type Rows = [(i64, Option<u32>, AgentRow)];
 
-/// Each row built ([`build_run`]), in order: on this thread and a scoped
-/// one for many rows (the same result), on this one alone when no thread
-/// can be started.
-fn build_runs(rows: &Rows) -> Vec<(i64, Option<u32>, Built<'_>)> {
-    fn part(rows: &Rows) -> Vec<(i64, Option<u32>, Built<'_>)> {
+/// A row's rowid, run hint, the row built and its run encoded ahead.
+type BuiltRow<'r> = (i64, Option<u32>, Built<'r>, Option<Encoded>);
+
+/// Each row built ([`build_run`]) and its run encoded ahead
+/// ([`encode_ahead`]), in order: on this thread and a scoped one for
+/// many rows (the same result), on this one alone when no thread can be
+/// started.
+fn build_runs<'r>(
+    rows: &'r Rows,
+    config: &RunnerConfig,
+    latest: &HashMap<String, RunReport>,
+) -> Vec<BuiltRow<'r>> {
+    let part = |rows: &'r Rows| -> Vec<BuiltRow<'r>> {
+        let mut scratch = Vec::with_capacity(512);
         rows.iter()
-            .map(|(rowid, hint, r)| (*rowid, *hint, build_run(r)))
+            .map(|(rowid, hint, r)| {
+                let b = build_run(r);
+                let encoded = encode_ahead(&b, config, latest, &mut scratch);
+                (*rowid, *hint, b, encoded)
+            })
             .collect()
-    }
+    };
     if rows.len() < PARALLEL_FROM {
         return part(rows);
     }
@@ -196,13 +241,14 @@ pub(super) fn apply(
         }
     }
 
-    let built = build_runs(&scan.agents);
+    let mut built = build_runs(&scan.agents, config, &latest);
+    let mut ahead: Vec<Option<Encoded>> = built.iter_mut().map(|b| b.3.take()).collect();
     // New runs are spawned in start order, as the reference loader reads them.
     // Sort positions, not the rows themselves.
     let mut keys: Vec<(i64, &str, usize)> = built
         .iter()
         .enumerate()
-        .map(|(i, (_, _, b))| (b.started_at_ms, b.run_id(), i))
+        .map(|(i, (_, _, b, _))| (b.started_at_ms, b.run_id(), i))
         .collect();
     keys.sort_unstable();
     let order: Vec<usize> = keys.into_iter().map(|(_, _, i)| i).collect();
@@ -216,7 +262,7 @@ pub(super) fn apply(
     let run_component = writer.registry().name_of::<Run>()?.to_string();
     let registry = writer.registry().clone();
     let mut scratch = Vec::with_capacity(512);
-    for (rowid, hint, b) in order.into_iter().map(|i| &built[i]) {
+    for (i, (rowid, hint, b, _)) in order.into_iter().map(|i| (i, &built[i])) {
         let run_id = b.run_id();
         let slot = index.slot_hinted(run_id, *hint);
         let stored = slot.map(|s| &index.runs[s as usize]);
@@ -242,8 +288,15 @@ pub(super) fn apply(
             }
             None => None,
         };
-        let bytes = encode_run(&b.view(config, &commit_hash), &mut scratch)?;
-        let run_hash = value_hash(&bytes);
+        // Encoded ahead with this commit: the same bytes.
+        let (bytes, run_hash) = match ahead[i].take() {
+            Some(e) if e.commit == commit_hash => (e.bytes, e.hash),
+            _ => {
+                let bytes = encode_run(&b.view(config, &commit_hash), &mut scratch)?;
+                let run_hash = value_hash(&bytes);
+                (bytes, run_hash)
+            }
+        };
         let (slot, run_written) = match slot {
             Some(slot) => {
                 let t = &mut index.runs[slot as usize];
@@ -325,7 +378,9 @@ mod tests {
     use super::*;
 
     /// Rows built on two threads equal rows built one by one: the same
-    /// rows in the same order, the same times, naive counts and warnings.
+    /// rows in the same order, the same times, naive counts and warnings,
+    /// and each run encoded ahead as `encode_run` encodes it with the
+    /// commit of its newest report (empty without one).
     #[test]
     fn rows_built_on_two_threads_equal_rows_built_in_turn() {
         let dir = tempfile::tempdir().unwrap();
@@ -358,7 +413,7 @@ mod tests {
         let mut source = statedb::Source::open(&path, false).unwrap();
         let scan = statedb::scan(&mut source, &mut Index::default()).unwrap();
         assert_eq!(scan.agents.len(), n);
-        let key = |b: &(i64, Option<u32>, Built<'_>)| {
+        let key = |b: &BuiltRow<'_>| {
             let r = &b.2;
             (
                 b.0,
@@ -368,15 +423,52 @@ mod tests {
                 r.finished_at_ms,
                 r.naive,
                 r.warnings.clone(),
+                b.3.as_ref()
+                    .map(|e| (e.commit.clone(), e.bytes.clone(), e.hash)),
             )
         };
-        let parallel: Vec<_> = build_runs(&scan.agents).iter().map(key).collect();
+        let config = RunnerConfig::new(&path);
+        // Every seventh run has a report naming a commit.
+        let latest: HashMap<String, RunReport> = (0..n)
+            .step_by(7)
+            .map(|i| {
+                let report = RunReport {
+                    report_id: format!("r{i}"),
+                    run_id: format!("a{i}"),
+                    commit_hash: format!("{i:040x}"),
+                    ..RunReport::default()
+                };
+                (report.run_id.clone(), report)
+            })
+            .collect();
+        let parallel: Vec<_> = build_runs(&scan.agents, &config, &latest)
+            .iter()
+            .map(key)
+            .collect();
+        let mut scratch = Vec::new();
         let in_turn: Vec<_> = scan
             .agents
             .iter()
-            .map(|(rowid, hint, r)| key(&(*rowid, *hint, build_run(r))))
+            .map(|(rowid, hint, r)| {
+                let b = build_run(r);
+                let commit = latest
+                    .get(b.run_id())
+                    .map_or("", |r| r.commit_hash.as_str());
+                let bytes = encode_run(&b.view(&config, commit), &mut scratch).unwrap();
+                let encoded = Encoded {
+                    commit: commit.to_string(),
+                    hash: value_hash(&bytes),
+                    bytes,
+                };
+                key(&(*rowid, *hint, b, Some(encoded)))
+            })
             .collect();
         assert_eq!(parallel, in_turn);
+        assert!(
+            in_turn
+                .iter()
+                .any(|k| k.7.as_ref().is_some_and(|e| !e.0.is_empty()))
+        );
         assert!(in_turn.iter().any(|k| k.5 > 0) && in_turn.iter().any(|k| !k.6.is_empty()));
     }
 

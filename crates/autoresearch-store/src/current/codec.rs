@@ -80,13 +80,13 @@ fn shared_prefix(a: &str, b: &str) -> usize {
     n
 }
 
-pub(super) fn encode_chunk(chunk: &[(String, u64)]) -> Vec<u8> {
+pub(super) fn encode_chunk<K: AsRef<str>>(chunk: &[(K, u64)]) -> Vec<u8> {
     let mut head = Vec::with_capacity(chunk.len() * 4);
     let mut rests: Vec<&[u8]> = Vec::with_capacity(chunk.len());
     let mut present = [false; 256];
-    let mut prev: Option<&(String, u64)> = None;
-    for entry in chunk {
-        let (key, e) = entry;
+    let mut prev: Option<(&str, u64)> = None;
+    for (key, e) in chunk {
+        let key = key.as_ref();
         match prev {
             Some((p, pe)) if p == key => {
                 put_varint(&mut head, 0);
@@ -104,7 +104,7 @@ pub(super) fn encode_chunk(chunk: &[(String, u64)]) -> Vec<u8> {
                 rests.push(rest);
             }
         }
-        prev = Some(entry);
+        prev = Some((key, *e));
     }
     let alphabet: Vec<u8> = (0..=255u8).filter(|b| present[usize::from(*b)]).collect();
     // An alphabet of 128 bytes or more saves nothing.
@@ -472,7 +472,7 @@ mod tests {
             );
         }
         assert_eq!(decode_chunk(&bytes[..bytes.len() - 1]), None);
-        assert_eq!(decode_chunk(&encode_chunk(&[])), Some(Vec::new()));
+        assert_eq!(decode_chunk(&encode_chunk::<String>(&[])), Some(Vec::new()));
         // The first layout is still read. Entries out of order (a
         // repeated entry) are refused.
         let twice = [CHUNK_V1, 0, 1, b'a', 5, 1, 0, 0];

@@ -6,6 +6,7 @@ use crate::Failure;
 use crate::Stop;
 use autoresearch_core::EntityId;
 use redb::{ReadableTable, Table};
+use std::borrow::Cow;
 use std::ops::Bound;
 
 /// One change to the secondary keys: `(index, key, entity, added)`.
@@ -76,11 +77,17 @@ pub(super) fn apply_keys(
     let mut i = 0;
     while i < ops.len() {
         let (index, key, entity, _) = ops[i];
-        let (start, mut entries) = match chunk_at(table, w, index, key, entity)? {
-            Ok(Some((start, c))) => (Some(start), c),
-            Ok(None) => (None, Vec::new()),
-            Err(()) => return Err(Stop::Unkept),
-        };
+        // The ops' keys are borrowed, not copied: an ingest adds tens of
+        // thousands.
+        let (start, mut entries): (_, Vec<(Cow<'_, str>, u64)>) =
+            match chunk_at(table, w, index, key, entity)? {
+                Ok(Some((start, c))) => (
+                    Some(start),
+                    c.into_iter().map(|(k, e)| (Cow::Owned(k), e)).collect(),
+                ),
+                Ok(None) => (None, Vec::new()),
+                Err(()) => return Err(Stop::Unkept),
+            };
         let end = next_chunk(table, w, index, key, entity)?;
         let mut j = i;
         while j < ops.len() {
@@ -96,14 +103,14 @@ pub(super) fn apply_keys(
             // one comparison instead of a search.
             let past_last = entries
                 .last()
-                .is_none_or(|(k, e)| (k.as_str(), *e) < (ok, oe));
+                .is_none_or(|(k, e)| (k.as_ref(), *e) < (ok, oe));
             let found = if past_last {
                 Err(entries.len())
             } else {
-                entries.binary_search_by(|(k, e)| (k.as_str(), *e).cmp(&(ok, oe)))
+                entries.binary_search_by(|(k, e)| (k.as_ref(), *e).cmp(&(ok, oe)))
             };
             match (found, add) {
-                (Err(at), true) => entries.insert(at, (ok.to_string(), oe)),
+                (Err(at), true) => entries.insert(at, (Cow::Borrowed(ok), oe)),
                 (Ok(at), false) => {
                     entries.remove(at);
                 }
@@ -116,7 +123,7 @@ pub(super) fn apply_keys(
         }
         for piece in entries.chunks(CHUNK) {
             let (k, e) = &piece[0];
-            table.insert((w, index, k.as_str(), *e), encode_chunk(piece).as_slice())?;
+            table.insert((w, index, k.as_ref(), *e), encode_chunk(piece).as_slice())?;
         }
         i = j;
     }

@@ -408,6 +408,11 @@ impl Touched<'_> {
     fn facts(&self) -> Result<Facts, current::FactsError> {
         current::facts(|n| input_index(n).and_then(|i| self.inputs[i].as_deref()))
     }
+
+    /// [`Touched::facts`], borrowing the values' text.
+    fn facts_ref(&self) -> Result<current::FactsRef<'_>, current::FactsError> {
+        current::facts_ref(|n| input_index(n).and_then(|i| self.inputs[i].as_deref()))
+    }
 }
 
 /// Whether `info`'s world keeps a current state at its head (before an append).

@@ -9,7 +9,7 @@ use super::{Blocks, CurrentTables, NEVER_PENDING, Touched, input_index, pointer}
 use crate::Stop;
 use crate::{EncodedAppend, Failure};
 use autoresearch_core::Change;
-use autoresearch_core::current::{Facts, INPUTS, Tally};
+use autoresearch_core::current::{Facts, FactsRef, INPUTS, Tally};
 use redb::{ReadableTable, Table};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -66,17 +66,19 @@ where
     })
 }
 
-/// Entities whose facts a batch changes: `(entity, before, after)`.
-type Changed<'t> = Vec<(u64, &'t Facts, Facts)>;
+/// Entities whose facts a batch changes: `(entity, before, after)`, the
+/// facts after borrowing the values' text.
+type Changed<'t> = Vec<(u64, &'t Facts, FactsRef<'t>)>;
 
 /// The entities of `touched` whose facts the batch changes, each with its
-/// facts before and after, in `touched`'s order; `None` when a lifecycle
-/// value does not decode. Computed on two threads when `parallel` (the
-/// same result).
+/// facts before and after, in `touched`'s order (in parts, one after the
+/// other: an ingest's are megabytes, not copied into one vector); `None`
+/// when a lifecycle value does not decode. Computed on two threads when
+/// `parallel` (the same result).
 fn changed_facts<'t, 'a>(
     touched: &'t [(u64, Touched<'a>)],
     parallel: bool,
-) -> Result<Option<Changed<'t>>, Failure> {
+) -> Result<Option<Vec<Changed<'t>>>, Failure> {
     fn part<'t, 'a>(touched: &'t [(u64, Touched<'a>)]) -> Option<Changed<'t>> {
         let mut out = Vec::with_capacity(touched.len());
         for (e, touch) in touched {
@@ -85,7 +87,7 @@ fn changed_facts<'t, 'a>(
             if !touch.changed && touch.before == Facts::default() {
                 continue;
             }
-            let after = touch.facts().ok()?;
+            let after = touch.facts_ref().ok()?;
             if after == touch.before {
                 continue;
             }
@@ -94,7 +96,7 @@ fn changed_facts<'t, 'a>(
         Some(out)
     }
     if !parallel {
-        return Ok(part(touched));
+        return Ok(part(touched).map(|a| vec![a]));
     }
     let (first, second) = touched.split_at(touched.len() / 2);
     let (a, b) = both(
@@ -102,10 +104,7 @@ fn changed_facts<'t, 'a>(
         || part(second),
         "computing the current state's facts",
     )?;
-    Ok(a.zip(b).map(|(mut a, b)| {
-        a.extend(b);
-        a
-    }))
+    Ok(a.zip(b).map(|(a, b)| vec![a, b]))
 }
 
 /// The component names world `w` holds any value of in the main table (a
@@ -295,9 +294,14 @@ pub(super) fn update(
     let parallel = touched.len() >= PARALLEL_FROM;
     let afters = changed_facts(&touched, parallel)?.ok_or(Stop::Unkept)?;
     let mut tally: Option<Tally> = None;
-    for (e, before, after) in &afters {
+    for (e, before, after) in afters.iter().flatten() {
         let old = |i: &str, k: &str| before.keys.iter().any(|(bi, bk)| *bi == i && bk == k);
-        let new = |i: &str, k: &str| after.keys.iter().any(|(ai, ak)| *ai == i && ak == k);
+        let new = |i: &str, k: &str| {
+            after
+                .keys
+                .iter()
+                .any(|(ai, ak)| *ai == i && ak.as_ref() == k)
+        };
         // A handful of keys an entity: a scan beats a set.
         let ops = before
             .keys
@@ -309,7 +313,7 @@ pub(super) fn update(
                     .keys
                     .iter()
                     .filter(|(i, k)| !old(i, k))
-                    .map(|(i, k)| (*i, k.as_str(), true)),
+                    .map(|(i, k)| (*i, k.as_ref(), true)),
             );
         for (i, k, added) in ops {
             if NEVER_PENDING.contains(&i) {
@@ -326,7 +330,7 @@ pub(super) fn update(
         }
         if let Some(tally) = &mut tally {
             tally.sub(before);
-            tally.add(after);
+            tally.add_ref(after);
         }
     }
     let nothing_pending = pending.ends.is_none() && pending.overlay.is_empty();
@@ -555,8 +559,8 @@ mod tests {
                 .collect()
         };
         let all = touched(None);
-        let one = changed_facts(&all, false).ok().unwrap().unwrap();
-        let two = changed_facts(&all, true).ok().unwrap().unwrap();
+        let one: Vec<_> = changed_facts(&all, false).ok().unwrap().unwrap().concat();
+        let two: Vec<_> = changed_facts(&all, true).ok().unwrap().unwrap().concat();
         assert_eq!(one.len(), 2_400);
         assert_eq!(one, two);
         // A value that does not decode, in either half.
