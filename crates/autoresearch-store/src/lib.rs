@@ -644,6 +644,9 @@ mod parts_tests;
 mod delta_tests;
 
 #[cfg(test)]
+mod small_tick_tests;
+
+#[cfg(test)]
 mod bulk_tests;
 
 #[cfg(test)]
