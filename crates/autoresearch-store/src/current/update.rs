@@ -254,10 +254,7 @@ pub(super) fn update(
                 } => {
                     if let Some(i) = input_index(component) {
                         let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
-                        let old = std::mem::replace(
-                            &mut entry.inputs[i],
-                            Some(Cow::Borrowed(value.as_slice())),
-                        );
+                        let old = entry.inputs[i].replace(Cow::Borrowed(value.as_slice()));
                         // The Run it held before the batch (only a loaded
                         // value is owned), for the series.
                         if i == RUN_INPUT
