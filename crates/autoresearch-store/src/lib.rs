@@ -448,6 +448,9 @@ impl RedbStorage {
 /// series from its changes, which need only [`EncodedAppend::changes_full`];
 /// the writer takes the bytes with [`EncodedAppend::record`] when it stores
 /// them. On 2 cores that takes the encoding off the ingest's critical path.
+/// A small record is encoded whole only when the writer stores it whole
+/// (not as deltas of earlier values), by that first
+/// [`EncodedAppend::record`].
 pub(crate) struct EncodedAppend {
     pub(crate) tick: Tick,
     /// The world written (for errors).
@@ -476,6 +479,8 @@ type Encoding = std::thread::JoinHandle<Result<Vec<u8>, String>>;
 struct RecordBytes {
     done: std::sync::OnceLock<Result<Vec<u8>, String>>,
     running: Mutex<Option<Encoding>>,
+    /// Encoded by the first [`EncodedAppend::record`], if any.
+    lazy: bool,
 }
 
 /// Records estimated at this many bytes or more are encoded on a thread of
@@ -521,14 +526,11 @@ impl EncodedAppend {
                 Err(_) => RecordBytes::done(encoding::encode_changes(at_ms, &changes_full)),
             }
         } else {
-            let changes = changes_full.to_vec();
-            let bytes = encoding::encode_record(TickRecord {
-                tick,
-                at_ms,
-                changes,
-            })
-            .map_err(|r| encode_failed(world, tick, "record", r))?;
-            RecordBytes::done(Ok(bytes))
+            // Encoded whole only if the writer stores it whole: an update
+            // tick's record is usually stored with deltas
+            // (`stored::LastSets::encode`), so its whole encoding (and
+            // compression) would be thrown away.
+            RecordBytes::lazy()
         };
         let snapshot = snapshot
             .map(encoding::encode_snapshot)
@@ -548,9 +550,10 @@ impl EncodedAppend {
     }
 
     /// The record encoded whole, waiting for its thread when it is encoded
-    /// apart. Errors: the record could not be encoded (or its thread
-    /// panicked). Such a failure is met after the batch's first writes, so
-    /// it is a [`Failure::Aborted`]: the whole transaction is dropped.
+    /// apart, encoding it here on the first call for a small record.
+    /// Errors: the record could not be encoded (or its thread panicked).
+    /// Such a failure is met after the batch's first writes, so it is a
+    /// [`Failure::Aborted`]: the whole transaction is dropped.
     pub(crate) fn record(&self) -> Result<&[u8], Failure> {
         let done = self.record.done.get_or_init(|| {
             let handle = self
@@ -563,6 +566,9 @@ impl EncodedAppend {
                 Some(h) => h
                     .join()
                     .unwrap_or_else(|_| Err("the thread encoding it panicked".to_string())),
+                None if self.record.lazy => {
+                    encoding::encode_changes(self.at_ms, &self.changes_full)
+                }
                 None => Err("its encoding was lost".to_string()),
             }
         });
@@ -594,6 +600,7 @@ impl RecordBytes {
         RecordBytes {
             done: std::sync::OnceLock::from(bytes),
             running: Mutex::new(None),
+            lazy: false,
         }
     }
 
@@ -601,6 +608,16 @@ impl RecordBytes {
         RecordBytes {
             done: std::sync::OnceLock::new(),
             running: Mutex::new(Some(handle)),
+            lazy: false,
+        }
+    }
+
+    /// Not encoded until asked for.
+    fn lazy() -> RecordBytes {
+        RecordBytes {
+            done: std::sync::OnceLock::new(),
+            running: Mutex::new(None),
+            lazy: true,
         }
     }
 }
@@ -628,6 +645,9 @@ mod delta_tests;
 
 #[cfg(test)]
 mod span_tests;
+
+#[cfg(test)]
+mod small_tick_tests;
 
 #[cfg(test)]
 mod bulk_tests;

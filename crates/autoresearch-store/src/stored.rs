@@ -98,8 +98,10 @@ pub(crate) struct LastSets {
 /// The entries of [`LastSets`], shared with the writer's [`WriteValues`].
 #[derive(Default)]
 struct LastInner {
-    /// Component -> `(world, entity)` -> the last `Set`.
-    map: HashMap<String, LastOf>,
+    /// Component -> `(world, entity)` -> the last `Set` (a handful of
+    /// names, looked up for every `Set` the writer stores: foldhash, not
+    /// SipHash).
+    map: HashMap<String, LastOf, foldhash::fast::FixedState>,
     /// Entries in `map`.
     len: usize,
     /// About the bytes of the ticks' changes the entries hold (each tick

@@ -15,6 +15,10 @@
 //! it stages ticks ([`World::stage`]) and flushes them K at a time, so a
 //! tick is durable once its group is flushed, not when it is made (the
 //! `ticks_in_flight` field of the `append` lines says which was measured).
+//! `--writers LIST` sets the appenders of the append runs (default `1,8`);
+//! each `append` line gives the ledger writer thread's time per tick,
+//! applying the ticks (`writer_apply_us_per_tick`) and in redb's commit
+//! (`writer_commit_us_per_tick`).
 //!
 //! Every figure comes from a fresh ledger in a temp dir on the same disk, with
 //! the default `RedbConfig` (durable, multi-process), through the public
@@ -51,6 +55,8 @@ struct Sizes {
     /// Ticks each appender stages before it flushes them (1: every tick
     /// committed durably on its own).
     in_flight: u64,
+    /// Appenders of the append bench, one run each (default 1 and 8).
+    writers: Vec<u64>,
 }
 
 impl Sizes {
@@ -66,6 +72,7 @@ impl Sizes {
                 storage_ticks: 200,
                 fsync_time: Duration::from_millis(30),
                 in_flight: 1,
+                writers: vec![1, 8],
             }
         } else {
             Sizes {
@@ -78,6 +85,7 @@ impl Sizes {
                 storage_ticks: 1_000,
                 fsync_time: Duration::from_millis(200),
                 in_flight: 1,
+                writers: vec![1, 8],
             }
         }
     }
@@ -134,6 +142,7 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
             "--tt-entities" => sizes.tt_entities = numbers()?[0],
             "--tt-samples" => sizes.tt_samples = numbers()?[0] as usize,
             "--in-flight" => sizes.in_flight = numbers()?[0],
+            "--writers" => sizes.writers = numbers()?,
             "--only" => {
                 only = value.split(',').map(|s| s.trim().to_string()).collect();
                 if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
@@ -141,7 +150,7 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
                 }
             }
             other => anyhow::bail!(
-                "bench ledger: unknown option {other:?} (expected --only, --histories, --tt-entities, --tt-samples, --in-flight)"
+                "bench ledger: unknown option {other:?} (expected --only, --histories, --tt-entities, --tt-samples, --in-flight, --writers)"
             ),
         }
     }
@@ -156,8 +165,8 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
         .context("starting the tokio runtime")?;
     rt.block_on(async {
         if runs("append") {
-            for writers in [1usize, 8] {
-                append(dir.path(), &sizes, writers).await?;
+            for &writers in &sizes.writers {
+                append(dir.path(), &sizes, writers as usize).await?;
             }
         }
         if runs("append_raw") {
@@ -353,6 +362,9 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
     let after = redb.commit_stats();
     let commits = after.transactions - before.transactions;
     let total_ticks = (writers as u64 * ticks) as f64;
+    // The writer thread's time per tick: applying the ticks in its
+    // transactions, and redb's commit (page writes and fsync).
+    let per_tick_us = |ns: u64| round(ns as f64 / 1e3 / total_ticks * 10.0) / 10.0;
     emit(json!({
         "bench": "append",
         "writers": writers,
@@ -367,6 +379,8 @@ async fn append(dir: &Path, sizes: &Sizes, writers: usize) -> Result<()> {
         "redb_commits_per_s": round(probe.commit_rate()),
         "ledger_commits": commits,
         "ticks_per_commit": round(total_ticks / commits.max(1) as f64 * 100.0) / 100.0,
+        "writer_apply_us_per_tick": per_tick_us(after.apply_ns - before.apply_ns),
+        "writer_commit_us_per_tick": per_tick_us(after.commit_ns - before.commit_ns),
     }));
     Ok(())
 }

@@ -179,6 +179,11 @@ pub(crate) struct CurrentTables<'t> {
     /// The tally the batch being applied computed (a `current_tally`
     /// value), written into the world's state row by [`maintain`].
     new_tally: Option<Vec<u8>>,
+    /// The Run each entity whose Run the batch being applied set held
+    /// before it, where [`maintain`] loaded it (entities it did not
+    /// spawn): what the series compares a changed Run with
+    /// ([`CurrentTables::take_prior_runs`]).
+    prior_runs: EntityMap<Vec<u8>>,
 }
 
 impl<'t> CurrentTables<'t> {
@@ -201,7 +206,16 @@ impl<'t> CurrentTables<'t> {
                 None
             },
             new_tally: None,
+            prior_runs: EntityMap::default(),
         })
+    }
+
+    /// The Runs held before the batch [`maintain`] just applied, by
+    /// entity, of the entities whose Run it set and loaded (not those it
+    /// spawned, nor those whose Run it removed first); empty when the
+    /// world keeps no current state. Taken: a second call gives none.
+    pub(crate) fn take_prior_runs(&mut self) -> EntityMap<Vec<u8>> {
+        std::mem::take(&mut self.prior_runs)
     }
 
     /// The secondary-key table (`current_index`), for
@@ -436,6 +450,7 @@ pub(crate) fn maintain(
         return Ok(());
     };
     let w = info.id.0;
+    t.prior_runs.clear();
     let at = t.at(w)?;
     if !kept_at_head(at, info) {
         if at.is_some() {
@@ -451,7 +466,10 @@ pub(crate) fn maintain(
             t.inputs.pending.insert(w, pending);
             Ok(())
         }
-        Err(Stop::Unkept) => t.stop(w),
+        Err(Stop::Unkept) => {
+            t.prior_runs.clear();
+            t.stop(w)
+        }
         Err(Stop::Db(f)) => Err(f),
     }
 }

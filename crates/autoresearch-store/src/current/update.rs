@@ -66,6 +66,9 @@ where
     })
 }
 
+/// The position of the Run in [`INPUTS`].
+const RUN_INPUT: usize = 0;
+
 /// Entities whose facts a batch changes: `(entity, before, after)`, the
 /// facts after borrowing the values' text.
 type Changed<'t> = Vec<(u64, &'t Facts, FactsRef<'t>)>;
@@ -250,7 +253,14 @@ pub(super) fn update(
                 } => {
                     if let Some(i) = input_index(component) {
                         let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
-                        entry.inputs[i] = Some(Cow::Borrowed(value.as_slice()));
+                        let old = entry.inputs[i].replace(Cow::Borrowed(value.as_slice()));
+                        // The Run it held before the batch (only a loaded
+                        // value is owned), for the series.
+                        if i == RUN_INPUT
+                            && let Some(Cow::Owned(old)) = old
+                        {
+                            t.prior_runs.entry(entity.0).or_insert(old);
+                        }
                         entry.changed = true;
                     }
                     delta.set_pointer(component, entity.0, Some(tick));
@@ -483,6 +493,13 @@ mod tests {
     use super::*;
     use crate::test_support::{Rng, registry};
     use autoresearch_core::{OutcomeStatus, Run, RunStatus, lifecycle::Outcome};
+
+    /// The Run's position in the lifecycle inputs is the one the series'
+    /// prior Runs are noted by.
+    #[test]
+    fn the_run_input_is_the_run() {
+        assert_eq!(INPUTS[RUN_INPUT], autoresearch_core::current::RUN);
+    }
 
     /// `both` gives both results whichever thread ran what.
     #[test]

@@ -31,15 +31,9 @@ pub(crate) const READ_CHAIN: usize = 64;
 /// The delta from `old` to `new`: `(prefix, suffix, middle)`, `None` when
 /// it would not take less than half of `new`.
 pub(crate) fn diff<'n>(old: &[u8], new: &'n [u8]) -> Option<(u32, u32, &'n [u8])> {
-    let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let prefix = common_prefix(old, new);
     let max_suffix = old.len().min(new.len()) - prefix;
-    let suffix = old
-        .iter()
-        .rev()
-        .zip(new.iter().rev())
-        .take(max_suffix)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let suffix = common_suffix(&old[prefix..], &new[prefix..]).min(max_suffix);
     let middle = &new[prefix..new.len() - suffix];
     // A delta costs its middle and about 16 bytes of base and lengths.
     (middle.len() + 16 < new.len() / 2).then_some((
@@ -47,6 +41,52 @@ pub(crate) fn diff<'n>(old: &[u8], new: &'n [u8]) -> Option<(u32, u32, &'n [u8])
         u32::try_from(suffix).ok()?,
         middle,
     ))
+}
+
+/// The length of the longest common prefix of `a` and `b`, compared
+/// eight bytes at a time (the writer diffs every `Set` it stores against
+/// the value it replaces).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        if x != y {
+            // The first differing byte is the lowest differing one.
+            return i + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + a[i..n]
+        .iter()
+        .zip(&b[i..n])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// The length of the longest common suffix of `a` and `b`, compared
+/// eight bytes at a time.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut k = 0;
+    while k + 8 <= n {
+        let (ea, eb) = (n - k - 8, n - k);
+        let x = u64::from_le_bytes(a[ea..eb].try_into().unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(b[ea..eb].try_into().unwrap_or([0; 8]));
+        if x != y {
+            // The last differing byte is the highest differing one.
+            return k + ((x ^ y).leading_zeros() / 8) as usize;
+        }
+        k += 8;
+    }
+    k + a[..n - k]
+        .iter()
+        .rev()
+        .zip(b[..n - k].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 /// The value a delta stands for, given its base value. Errors when the
@@ -74,6 +114,42 @@ pub(crate) fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-wise prefix and suffix equal a byte-by-byte count, on
+    /// lengths around the word size and differences at every position.
+    #[test]
+    fn common_ends_equal_a_byte_count() {
+        let slow_prefix = |a: &[u8], b: &[u8]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let slow_suffix = |a: &[u8], b: &[u8]| {
+            a.iter()
+                .rev()
+                .zip(b.iter().rev())
+                .take_while(|(x, y)| x == y)
+                .count()
+        };
+        for len in [0usize, 1, 7, 8, 9, 15, 16, 17, 40] {
+            let a: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            for other in [len.saturating_sub(3), len, len + 5] {
+                let mut b: Vec<u8> = (0..other).map(|i| (i * 7 % 251) as u8).collect();
+                assert_eq!(common_prefix(&a, &b), slow_prefix(&a, &b), "{len} {other}");
+                assert_eq!(common_suffix(&a, &b), slow_suffix(&a, &b), "{len} {other}");
+                for at in 0..other {
+                    b[at] ^= 0x10;
+                    assert_eq!(
+                        common_prefix(&a, &b),
+                        slow_prefix(&a, &b),
+                        "{len} {other} {at}"
+                    );
+                    assert_eq!(
+                        common_suffix(&a, &b),
+                        slow_suffix(&a, &b),
+                        "{len} {other} {at}"
+                    );
+                    b[at] ^= 0x10;
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_small_change_is_a_small_delta_and_a_large_one_none() {

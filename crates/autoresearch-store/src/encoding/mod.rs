@@ -358,11 +358,14 @@ pub(crate) fn encode_record_with_deltas(
     changes: &[Change],
     deltas: &[Option<(u64, u32, u32)>],
 ) -> Result<Vec<u8>, String> {
+    // Borrowed from `changes` (the same bytes as `RecordV2`'s owned
+    // shapes): the record's values are not copied before postcard copies
+    // them once.
     let changes = changes
         .iter()
         .zip(deltas)
-        .map(|(c, d)| match (c.clone(), d) {
-            (Change::Spawn { entity }, _) => ChangeV2::Spawn(entity.0),
+        .map(|(c, d)| match (c, d) {
+            (Change::Spawn { entity }, _) => ChangeV2Ref::Spawn(entity.0),
             (
                 Change::Set {
                     entity,
@@ -371,16 +374,16 @@ pub(crate) fn encode_record_with_deltas(
                 },
                 Some((base, prefix, suffix)),
             ) => {
-                let end = value.len() - *suffix as usize;
-                let middle = value[*prefix as usize..end].to_vec();
-                ChangeV2::SetDelta(
+                let end = value.len().saturating_sub(*suffix as usize);
+                let middle = value.get(*prefix as usize..end).unwrap_or_default();
+                ChangeV2Ref::SetDelta(
                     entity.0,
                     component,
-                    DeltaV1 {
+                    DeltaV1Ref {
                         base: *base,
                         prefix: *prefix,
                         suffix: *suffix,
-                        middle: Blob(middle),
+                        middle: BlobRef(middle),
                     },
                 )
             }
@@ -391,12 +394,48 @@ pub(crate) fn encode_record_with_deltas(
                     value,
                 },
                 None,
-            ) => ChangeV2::Set(entity.0, component, Blob(value)),
-            (Change::Remove { entity, component }, _) => ChangeV2::Remove(entity.0, component),
-            (Change::Despawn { entity }, _) => ChangeV2::Despawn(entity.0),
+            ) => ChangeV2Ref::Set(entity.0, component, BlobRef(value)),
+            (Change::Remove { entity, component }, _) => ChangeV2Ref::Remove(entity.0, component),
+            (Change::Despawn { entity }, _) => ChangeV2Ref::Despawn(entity.0),
         })
         .collect();
-    encode_versioned(DELTA_VERSION, 0, &RecordV2 { at_ms, changes })
+    encode_versioned(DELTA_VERSION, 0, &RecordV2Ref { at_ms, changes })
+}
+
+/// [`Blob`] borrowed: the same bytes when serialized.
+struct BlobRef<'a>(&'a [u8]);
+
+impl Serialize for BlobRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// [`ChangeV2`] borrowed, for encoding only: the same variants in the
+/// same order, so the same bytes.
+#[derive(Serialize)]
+enum ChangeV2Ref<'a> {
+    Spawn(u64),
+    Set(u64, &'a str, BlobRef<'a>),
+    Remove(u64, &'a str),
+    Despawn(u64),
+    SetDelta(u64, &'a str, DeltaV1Ref<'a>),
+}
+
+/// [`DeltaV1`] borrowed, for encoding only.
+#[derive(Serialize)]
+struct DeltaV1Ref<'a> {
+    base: u64,
+    prefix: u32,
+    suffix: u32,
+    middle: BlobRef<'a>,
+}
+
+/// [`RecordV2`] borrowed, for encoding only.
+#[derive(Serialize)]
+struct RecordV2Ref<'a> {
+    at_ms: i64,
+    changes: Vec<ChangeV2Ref<'a>>,
 }
 
 /// Whether a stored record holds deltas (and must be resolved before a
@@ -544,6 +583,7 @@ pub(crate) fn decode_world(id: WorldId, bytes: &[u8]) -> Result<WorldInfo, Decod
 /// Encodes a record's body; its tick is the key: laid out by column
 /// (value version 4) when it has many changes, row-wise (version 2)
 /// otherwise. Consumes the record so that no value is copied twice.
+#[cfg(test)]
 pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
     match columnar::encode_record(record.at_ms, &record.changes) {
         Some(bytes) => Ok(bytes),
@@ -551,18 +591,37 @@ pub(crate) fn encode_record(record: TickRecord) -> Result<Vec<u8>, String> {
     }
 }
 
-/// [`encode_record`] of changes shared with others (an ingest's, which
-/// the writer reads while they are encoded): the same bytes, and the
-/// values are copied only when the record is stored row-wise.
+/// Encodes a record's body from borrowed changes (an ingest's, which the
+/// writer reads while they are encoded; an update tick's stored whole):
+/// laid out by column (value version 4) when it has many changes,
+/// row-wise (version 2) otherwise, the values copied once, into the
+/// encoding. The same bytes as `encode_record` of the owned record.
 pub(crate) fn encode_changes(at_ms: i64, changes: &[Change]) -> Result<Vec<u8>, String> {
     match columnar::encode_record(at_ms, changes) {
         Some(bytes) => Ok(bytes),
-        None => encode_record_rows(TickRecord {
-            tick: Tick::ZERO,
-            at_ms,
-            changes: changes.to_vec(),
-        }),
+        None => encode_rows_borrowed(at_ms, changes),
     }
+}
+
+/// [`encode_record_rows`] of borrowed changes: the same bytes (version 2's
+/// variants are version 3's first four, in the same order), the values
+/// not copied before postcard copies them once.
+pub(crate) fn encode_rows_borrowed(at_ms: i64, changes: &[Change]) -> Result<Vec<u8>, String> {
+    let size_hint = estimated_bytes(changes);
+    let changes = changes
+        .iter()
+        .map(|c| match c {
+            Change::Spawn { entity } => ChangeV2Ref::Spawn(entity.0),
+            Change::Set {
+                entity,
+                component,
+                value,
+            } => ChangeV2Ref::Set(entity.0, component, BlobRef(value)),
+            Change::Remove { entity, component } => ChangeV2Ref::Remove(entity.0, component),
+            Change::Despawn { entity } => ChangeV2Ref::Despawn(entity.0),
+        })
+        .collect();
+    encode_packed_sized(size_hint, &RecordV2Ref { at_ms, changes })
 }
 
 /// About the row-wise encoded size of `changes` in bytes, before
@@ -582,6 +641,7 @@ pub(crate) fn estimated_bytes(changes: &[Change]) -> usize {
 }
 
 /// [`encode_record`] row-wise (value version 2), whatever its size.
+#[cfg(test)]
 pub(crate) fn encode_record_rows(record: TickRecord) -> Result<Vec<u8>, String> {
     // About the encoded size, so that a large record is not copied by
     // doubling its buffer a score of times.
@@ -709,6 +769,71 @@ mod tests {
             decode_record(Tick(7), &[]),
             Err(DecodeError::Corrupt(_))
         ));
+    }
+
+    /// The borrowed encodings give the owned shapes' bytes: a whole
+    /// record (version 2) and one with deltas (version 3), over every kind
+    /// of change, values short and long (compressed).
+    #[test]
+    fn borrowed_encodings_give_the_owned_bytes() {
+        for len in [3usize, 2_000] {
+            let value: Vec<u8> = (0..len).map(|i| (i % 7) as u8).collect();
+            let changes = vec![
+                Change::Spawn {
+                    entity: EntityId(1),
+                },
+                Change::Set {
+                    entity: EntityId(1),
+                    component: "Run".into(),
+                    value: value.clone(),
+                },
+                Change::Set {
+                    entity: EntityId(2),
+                    component: "Run".into(),
+                    value: value.clone(),
+                },
+                Change::Remove {
+                    entity: EntityId(1),
+                    component: "Run".into(),
+                },
+                Change::Despawn {
+                    entity: EntityId(1),
+                },
+            ];
+            let record = TickRecord {
+                tick: Tick(4),
+                at_ms: -9,
+                changes: changes.clone(),
+            };
+            assert_eq!(
+                encode_rows_borrowed(-9, &changes).unwrap(),
+                encode_record_rows(record).unwrap()
+            );
+            let deltas = [None, None, Some((3, 1, 1)), None, None];
+            let owned = RecordV2 {
+                at_ms: -9,
+                changes: vec![
+                    ChangeV2::Spawn(1),
+                    ChangeV2::Set(1, "Run".into(), Blob(value.clone())),
+                    ChangeV2::SetDelta(
+                        2,
+                        "Run".into(),
+                        DeltaV1 {
+                            base: 3,
+                            prefix: 1,
+                            suffix: 1,
+                            middle: Blob(value[1..len - 1].to_vec()),
+                        },
+                    ),
+                    ChangeV2::Remove(1, "Run".into()),
+                    ChangeV2::Despawn(1),
+                ],
+            };
+            assert_eq!(
+                encode_record_with_deltas(-9, &changes, &deltas).unwrap(),
+                encode_versioned(DELTA_VERSION, 0, &owned).unwrap()
+            );
+        }
     }
 
     proptest::proptest! {

@@ -146,11 +146,13 @@ pub(crate) fn maintain(
     if current.at(w)? != Some(last.tick.0) {
         return t.delete(w);
     }
+    let prior = current.take_prior_runs();
     let inputs = Inputs {
         current,
         records,
         w,
         chunks: ChunkMemo::default(),
+        prior,
     };
     match update(t, inputs, &mut meta, appends) {
         Ok(changed) => {
@@ -189,6 +191,9 @@ struct Inputs<'a, 'c, 'r> {
     /// Index chunks decoded by this batch's look-ups (`current_index`
     /// is not written while the series is updated).
     chunks: ChunkMemo,
+    /// The Runs changed runs held before the batch, where the current
+    /// state loaded them (`CurrentTables::take_prior_runs`).
+    prior: EntityMap<Vec<u8>>,
 }
 
 impl Inputs<'_, '_, '_> {
@@ -286,17 +291,29 @@ type RunIds<'a> = HashMap<&'a str, u64, foldhash::fast::RandomState>;
 /// Kept in a vector by entity (the runs are found in entity order, so
 /// each is pushed at its end): cheaper than a tree for an ingest's runs.
 #[derive(Default)]
-struct Touched<'a>(Vec<(u64, (u64, RunFactsRef<'a>))>);
+struct Touched<'a>(Vec<(u64, (u64, RunFactsRef<'a>))>, Vec<bool>);
 
 impl<'a> Touched<'a> {
-    /// Adds run `e` (above every run added before).
-    fn push(&mut self, e: u64, run: (u64, RunFactsRef<'a>)) -> Result<(), Stop> {
+    /// Adds run `e` (above every run added before); `settled`: its Run
+    /// kept its experiment, run_id, commit and task (only its point's
+    /// crashed flag may have changed), so no Result joins or leaves it.
+    fn push(&mut self, e: u64, run: (u64, RunFactsRef<'a>), settled: bool) -> Result<(), Stop> {
         if self.0.last().is_some_and(|(last, _)| *last >= e) {
             // Never: the batch's entities are visited in order.
             return Err(Stop::Unkept);
         }
         self.0.push((e, run));
+        self.1.push(settled);
         Ok(())
+    }
+
+    /// The runs whose Results may have changed (not settled).
+    fn unsettled(&self) -> impl Iterator<Item = (&u64, &(u64, RunFactsRef<'a>))> {
+        self.0
+            .iter()
+            .zip(&self.1)
+            .filter(|(_, settled)| !**settled)
+            .map(|((e, run), _)| (e, run))
     }
 
     fn get(&self, e: &u64) -> Option<&(u64, RunFactsRef<'a>)> {
@@ -325,7 +342,7 @@ fn update(
     let mut work = Work::new(inputs.w, meta);
     // Runs first, so that an Outcome or Result of the same batch finds its
     // run.
-    let touched = apply_runs(t, &mut work, &net)?;
+    let touched = apply_runs(t, &mut work, &net, &inputs.prior)?;
     // Two runs with one run_id matter only where Results join: which one
     // they join. Those of this batch are not kept; those of a run set by
     // the batch and another are checked where a Result joins.
@@ -388,6 +405,7 @@ fn apply_runs<'a>(
     t: &SeriesTables<'_>,
     work: &mut Work<'_>,
     net: &[(u64, Net<'a>)],
+    prior: &EntityMap<Vec<u8>>,
 ) -> Result<Touched<'a>, Stop> {
     let mut touched = Touched::default();
     let mut decoded = decode_runs(net)?;
@@ -407,6 +425,17 @@ fn apply_runs<'a>(
             None => run_facts_ref(bytes)?,
         };
         let x = work.experiment(facts.experiment);
+        // A Run changed in place (a status): its point is where it was,
+        // and no block of points is read.
+        if !n.spawned
+            && let Some(crashed) = prior.get(&e).and_then(|old| work::settled(old, &facts))
+        {
+            if crashed != facts.crashed {
+                work.set_crashed(t, x, e, facts.crashed)?;
+            }
+            touched.push(e, (x, facts), true)?;
+            continue;
+        }
         if !n.spawned && work.has_point(t, x, e)? {
             work.change_point(t, x, e, |p| {
                 let changed = p.task != facts.task;
@@ -424,7 +453,7 @@ fn apply_runs<'a>(
             }
         }
         work.set_crashed(t, x, e, facts.crashed)?;
-        touched.push(e, (x, facts))?;
+        touched.push(e, (x, facts), false)?;
     }
     Ok(touched)
 }
@@ -534,7 +563,7 @@ fn join_results(
 ) -> Result<(), Stop> {
     let w = inputs.w;
     let mut any_result = None;
-    for (&e, (_, f)) in touched.iter() {
+    for (&e, (_, f)) in touched.unsettled() {
         // A run without a record (every new run of an ingest) has no
         // commit to change: its commit is hashed only when a Result joins.
         let have = match work.record(t, e)? {

@@ -10,7 +10,8 @@ use super::codec::{
 };
 use crate::Stop;
 use crate::current::EntityMap;
-use autoresearch_core::series::{Sample, final_mean};
+use autoresearch_core::series::{RunFactsRef, Sample, final_mean, task_hash};
+use autoresearch_core::{RunRef, RunStatus};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,6 +105,21 @@ impl RunRecord {
     pub(super) fn results(&self) -> Vec<u64> {
         self.samples.iter().map(|s| s.entity).collect()
     }
+}
+
+/// Whether a run whose Run was `old` before a batch and has `new`'s
+/// facts after it keeps its point where it was: the same experiment,
+/// task, run_id and commit, so that only its crashed flag may change and
+/// no Result joins or leaves it. `Some(old crashed flag)` then; `None`
+/// otherwise, or when `old` does not decode (the caller takes the
+/// general path, which reads the point).
+pub(super) fn settled(old: &[u8], new: &RunFactsRef<'_>) -> Option<bool> {
+    let old = RunRef::decode(old).ok()?;
+    let same = old.experiment_name == new.experiment
+        && old.run_id == new.run_id
+        && old.commit_hash == new.commit
+        && task_hash(old.task) == new.task;
+    same.then(|| old.status.parse::<RunStatus>() == Ok(RunStatus::Crashed))
 }
 
 /// A cached value and whether it changed.
