@@ -136,7 +136,9 @@ fn to_json_impl<T: ComponentValue>(bytes: &[u8]) -> Result<serde_json::Value, St
     serde_json::to_value(&value).map_err(|e| e.to_string())
 }
 
-fn insert_impl<T: ComponentValue>(
+/// Puts a value decoded from `bytes` on `entity`, replacing its value of
+/// that type (a [`World::modify`](crate::World::modify) undo uses it too).
+pub(crate) fn insert_impl<T: ComponentValue>(
     world: &mut hecs::World,
     entity: hecs::Entity,
     bytes: &[u8],

@@ -5,22 +5,11 @@ use super::{Held, IdMap, World};
 use crate::error::Error;
 use crate::ids::{EntityId, WorldId};
 use crate::record::Change;
-use crate::registry::{ComponentValue, RegistryError};
+use crate::registry::{ComponentValue, RegistryError, insert_impl};
 use std::collections::HashSet;
 
 /// Puts a value decoded from its bytes on an entity (replacing its value).
 type RestoreFn = fn(&mut hecs::World, hecs::Entity, &[u8]) -> Result<(), postcard::Error>;
-
-fn restore_impl<T: ComponentValue>(
-    world: &mut hecs::World,
-    entity: hecs::Entity,
-    bytes: &[u8],
-) -> Result<(), postcard::Error> {
-    let value: T = postcard::from_bytes(bytes)?;
-    // The entity exists: the caller resolved it from the id map.
-    let _ = world.insert_one(entity, value);
-    Ok(())
-}
 
 /// The values [`World::modify`] changed in place since the last applied
 /// tick, encoded as they were before: one arena of bytes, no allocation
@@ -185,7 +174,7 @@ impl World {
                 // Put the old value back: nothing changed.
                 drop(value);
                 let old = &self.undo.bytes[start..];
-                let restored = restore_impl::<T>(&mut self.hecs, e, old);
+                let restored = insert_impl::<T>(&mut self.hecs, e, old);
                 self.undo.bytes.truncate(start);
                 restored.map_err(|source| RegistryError::Decode {
                     world: self.info.id,
@@ -197,7 +186,7 @@ impl World {
         };
         drop(value);
         let end = self.undo.bytes.len();
-        self.undo.entries.push((entity, restore_impl::<T>, end));
+        self.undo.entries.push((entity, insert_impl::<T>, end));
         self.pending.push(Change::Set {
             entity,
             component,
