@@ -37,7 +37,8 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Run a benchmark; prints one JSON object per line.
     Bench {
-        /// Which benchmark: ledger, ingest or loop.
+        /// Which benchmark: ledger, ingest, loop, decisions, parity, fork, serve,
+        /// history or world.
         name: String,
         /// A seconds-long version with smaller workloads.
         #[arg(long)]
