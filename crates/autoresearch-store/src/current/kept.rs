@@ -1,0 +1,114 @@
+//! The writer's memory of each world's lifecycle values as of the last
+//! tick it wrote itself ([`KeptWorld`]): an update tick then takes a
+//! changed entity's values and facts before the tick from here, instead
+//! of looking up its six pointers and reading each value from the
+//! records, and decoding them again into its facts.
+//!
+//! An entry is valid only while the world's head is the tick the writer
+//! noted with it: the ticks up to that head were applied to it in order
+//! by this writer, so it holds exactly what the tables hold. A tick of
+//! another process (or another handle of the same file) moves the head
+//! without this writer seeing it; the next append finds the world at
+//! another head and starts the world's entries over. A head never moves
+//! back, and a world id is never reused, so an entry can never be taken
+//! for a later state of the same tick. Entries of entities a batch did
+//! not touch stay valid, as their values did not change.
+
+use crate::current::EntityMap;
+use autoresearch_core::Change;
+use autoresearch_core::current::{Facts, INPUTS};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The most entities kept over all worlds; past it, every world starts
+/// over (about 200 bytes an entry, beside the values, which are shared
+/// with the ticks' changes).
+const KEPT_MAX: usize = 1 << 21;
+
+/// A lifecycle value as the writer keeps it: shared with the tick that
+/// set it (no copy), or read from the records.
+#[derive(Clone)]
+pub(super) enum KeptValue {
+    /// `changes[at]`, a `Set`.
+    Set(Arc<[Change]>, usize),
+    /// A value read from the records.
+    Read(Arc<[u8]>),
+}
+
+impl KeptValue {
+    pub(super) fn bytes(&self) -> &[u8] {
+        match self {
+            KeptValue::Set(changes, at) => match changes.get(*at) {
+                Some(Change::Set { value, .. }) => value,
+                // Never: only `Set`s are kept.
+                _ => &[],
+            },
+            KeptValue::Read(v) => v,
+        }
+    }
+}
+
+/// One live entity's lifecycle values (by position in [`INPUTS`]) and,
+/// when computed, their facts.
+#[derive(Clone)]
+pub(super) struct KeptEntity {
+    pub(super) inputs: [Option<KeptValue>; INPUTS.len()],
+    pub(super) facts: Option<Facts>,
+}
+
+/// One world's kept entities, valid while its head is `head`.
+#[derive(Default)]
+pub(super) struct KeptWorld {
+    pub(super) head: u64,
+    /// Live entities, by id. An entity not here is read from the tables.
+    pub(super) entities: EntityMap<KeptEntity>,
+}
+
+/// Every world's [`KeptWorld`], in the writer's `InputCache`.
+#[derive(Default)]
+pub(super) struct Kept {
+    worlds: HashMap<u64, KeptWorld>,
+}
+
+impl Kept {
+    pub(super) fn clear(&mut self) {
+        self.worlds.clear();
+    }
+
+    /// Forgets world `w`.
+    pub(super) fn remove(&mut self, w: u64) {
+        self.worlds.remove(&w);
+    }
+
+    /// World `w`'s entries, taken out, when they are valid at `head`;
+    /// else an empty set at `head`.
+    pub(super) fn take(&mut self, w: u64, head: u64) -> KeptWorld {
+        match self.worlds.remove(&w) {
+            Some(k) if k.head == head => k,
+            _ => KeptWorld {
+                head,
+                entities: EntityMap::default(),
+            },
+        }
+    }
+
+    /// Puts back world `w`'s entries (now valid at `kept.head`).
+    pub(super) fn put(&mut self, w: u64, kept: KeptWorld) {
+        let total: usize = self.worlds.values().map(|k| k.entities.len()).sum();
+        if total + kept.entities.len() > KEPT_MAX {
+            self.worlds.clear();
+            if kept.entities.len() > KEPT_MAX {
+                return;
+            }
+        }
+        self.worlds.insert(w, kept);
+    }
+
+    /// Whether `entity` of world `w` is known to be alive at `head` (kept
+    /// at that head). `false` means not known: the caller looks it up.
+    pub(super) fn alive(&self, w: u64, head: u64, entity: u64) -> bool {
+        self.worlds
+            .get(&w)
+            .is_some_and(|k| (k.head == head) && k.entities.contains_key(&entity))
+    }
+}
