@@ -1,8 +1,8 @@
 //! The writer's memory of each world's lifecycle values as of the last
 //! tick it wrote itself ([`KeptWorld`]): an update tick then takes a
-//! changed entity's values and facts before the tick from here, instead
-//! of looking up its six pointers and reading each value from the
-//! records, and decoding them again into its facts.
+//! changed entity's values before the tick from here, instead of looking
+//! up its six pointers and reading each value from the records, and the
+//! append check knows it alive.
 //!
 //! An entry is valid only while the world's head is the tick the writer
 //! noted with it: the ticks up to that head were applied to it in order
@@ -16,13 +16,13 @@
 
 use crate::current::EntityMap;
 use autoresearch_core::Change;
-use autoresearch_core::current::{Facts, INPUTS};
+use autoresearch_core::current::INPUTS;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The most entities kept over all worlds; past it, every world starts
-/// over (about 200 bytes an entry, beside the values, which are shared
-/// with the ticks' changes).
+/// over (about 250 bytes an entry, beside the values, which are shared
+/// with the ticks' changes or read once).
 const KEPT_MAX: usize = 1 << 21;
 
 /// A lifecycle value as the writer keeps it: shared with the tick that
@@ -48,20 +48,24 @@ impl KeptValue {
     }
 }
 
-/// One live entity's lifecycle values (by position in [`INPUTS`]) and,
-/// when computed, their facts.
+/// One live entity's lifecycle values (by position in [`INPUTS`]). Its
+/// facts are not kept: decoding them from the Run (which the update
+/// copies anyway, for the series) cost less than cloning kept ones, whose
+/// strings are rarely in the processor's caches (`perf`, `bench ledger`,
+/// eight writers).
 #[derive(Clone)]
 pub(super) struct KeptEntity {
     pub(super) inputs: [Option<KeptValue>; INPUTS.len()],
-    pub(super) facts: Option<Facts>,
 }
 
 /// One world's kept entities, valid while its head is `head`.
 #[derive(Default)]
 pub(super) struct KeptWorld {
     pub(super) head: u64,
-    /// Live entities, by id. An entity not here is read from the tables.
-    pub(super) entities: EntityMap<KeptEntity>,
+    /// Live entities, by id (boxed: the map's slots stay small, so its
+    /// look-ups touch less memory). An entity not here is read from the
+    /// tables.
+    pub(super) entities: EntityMap<Box<KeptEntity>>,
 }
 
 /// Every world's [`KeptWorld`], in the writer's `InputCache`.

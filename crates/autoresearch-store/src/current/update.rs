@@ -226,7 +226,7 @@ pub(super) fn update(
         KeptWorld::default()
     };
     // Taken out: the batch gives each of them a new entry (or none).
-    let mut hits: EntityMap<KeptEntity> = EntityMap::default();
+    let mut hits: EntityMap<Box<KeptEntity>> = EntityMap::default();
     load.retain(|e| match kept.entities.remove(e) {
         Some(k) => {
             hits.insert(*e, k);
@@ -245,7 +245,8 @@ pub(super) fn update(
     position.reserve(first_is_spawn.len());
     // Where each touched entity's lifecycle values come from after the
     // batch, by position in `touched` (for the kept entries).
-    let mut sources: Vec<Sources> = Vec::new();
+    let mut sources: Vec<Sources> =
+        Vec::with_capacity(if small { first_is_spawn.len() } else { 0 });
     fn touch<'m, 'a>(
         touched: &'m mut Vec<(u64, Touched<'a>)>,
         position: &mut EntityMap<usize>,
@@ -283,7 +284,7 @@ pub(super) fn update(
             match change {
                 Change::Spawn { entity } => {
                     touch(&mut touched, &mut position, &mut loaded, entity.0);
-                    if let Some(s) = source(&mut sources, &position, entity.0) {
+                    if small && let Some(s) = source(&mut sources, &position, entity.0) {
                         s.despawned = false;
                     }
                 }
@@ -303,7 +304,7 @@ pub(super) fn update(
                             t.prior_runs.entry(entity.0).or_insert(old);
                         }
                         entry.changed = true;
-                        if let Some(s) = source(&mut sources, &position, entity.0) {
+                        if small && let Some(s) = source(&mut sources, &position, entity.0) {
                             s.inputs[i] = Source::Set(ai, ci);
                         }
                     }
@@ -314,7 +315,7 @@ pub(super) fn update(
                         let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
                         entry.inputs[i] = None;
                         entry.changed = true;
-                        if let Some(s) = source(&mut sources, &position, entity.0) {
+                        if small && let Some(s) = source(&mut sources, &position, entity.0) {
                             s.inputs[i] = Source::Removed;
                         }
                     }
@@ -325,7 +326,7 @@ pub(super) fn update(
                     let entry = touch(&mut touched, &mut position, &mut loaded, e);
                     entry.inputs = Default::default();
                     entry.changed = true;
-                    if let Some(s) = source(&mut sources, &position, e) {
+                    if small && let Some(s) = source(&mut sources, &position, e) {
                         s.inputs = [Source::Removed; INPUTS.len()];
                         s.despawned = true;
                     }
@@ -355,7 +356,7 @@ pub(super) fn update(
     let parallel = touched.len() >= PARALLEL_FROM;
     let afters = changed_facts(&touched, parallel)?.ok_or(Stop::Unkept)?;
     if small {
-        for (e, entry) in kept_after(&hits, &touched, &sources, &afters, appends) {
+        for (e, entry) in kept_after(&hits, &touched, &sources, appends) {
             match entry {
                 Some(entry) => kept.entities.insert(e, entry),
                 None => kept.entities.remove(&e),
@@ -492,8 +493,7 @@ struct Sources {
 
 /// A kept entity as [`Touched`] before the batch: its values borrowed
 /// (the Run copied, as the series takes a prior Run from a loaded value),
-/// its facts the kept ones, or computed when it has none. `None` when a
-/// value does not decode.
+/// its facts computed from them. `None` when a value does not decode.
 fn from_kept(k: &KeptEntity) -> Option<Touched<'_>> {
     let mut touch = Touched::new(Facts::default());
     for (i, v) in k.inputs.iter().enumerate() {
@@ -505,36 +505,22 @@ fn from_kept(k: &KeptEntity) -> Option<Touched<'_>> {
             }
         });
     }
-    touch.before = match &k.facts {
-        Some(f) => f.clone(),
-        None => touch.facts().ok()?,
-    };
+    touch.before = touch.facts().ok()?;
     Some(touch)
 }
 
 /// The kept entry of each of `touched` after the batch (`None`: it was
 /// despawned), from the values the batch set and those it left
-/// (`hits`'s, or those loaded into `touched`), with its facts after the
-/// batch (`afters`, in `touched`'s order, holds those that changed).
+/// (`hits`'s, or those loaded into `touched`).
 fn kept_after(
-    hits: &EntityMap<KeptEntity>,
+    hits: &EntityMap<Box<KeptEntity>>,
     touched: &[(u64, Touched<'_>)],
     sources: &[Sources],
-    afters: &[Changed<'_>],
     appends: &[EncodedAppend],
-) -> Vec<(u64, Option<KeptEntity>)> {
-    let mut changed = afters.iter().flatten().peekable();
+) -> Vec<(u64, Option<Box<KeptEntity>>)> {
     let none = Sources::default();
     let mut out = Vec::with_capacity(touched.len());
     for (pos, (e, touch)) in touched.iter().enumerate() {
-        let after = match changed.peek() {
-            Some((ce, _, after)) if ce == e => {
-                let f = after.to_facts();
-                changed.next();
-                f
-            }
-            _ => touch.before.clone(),
-        };
         let src = sources.get(pos).unwrap_or(&none);
         if src.despawned {
             out.push((*e, None));
@@ -553,13 +539,7 @@ fn kept_after(
                 .map(|a| KeptValue::Set(a.changes_full.clone(), c)),
             Source::Removed => None,
         });
-        out.push((
-            *e,
-            Some(KeptEntity {
-                inputs,
-                facts: Some(after),
-            }),
-        ));
+        out.push((*e, Some(Box::new(KeptEntity { inputs }))));
     }
     out
 }
