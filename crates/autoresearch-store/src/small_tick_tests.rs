@@ -135,11 +135,12 @@ async fn status_ticks_through_two_handles_equal_the_references() {
 }
 
 /// Random ticks (runs, Outcomes, costs, Results, Votes, despawns) written
-/// through two handles of one file in turns of one to four ticks: each
-/// writer keeps the lifecycle values of the entities it changed while the
-/// world stays at its own last tick, and must start over when the other
-/// handle moved the head. The current state, the series and the log equal
-/// their references after every turn and after reopening.
+/// through two handles of one file in turns of one to four ticks, so that
+/// what each writer thread remembers between its transactions (pending
+/// changes, the values it last wrote, anything kept per world) is valid
+/// for a few ticks, then misses the other handle's. The current state and
+/// the series equal their references (a replay of the log) after every
+/// turn and after reopening.
 #[tokio::test]
 async fn random_ticks_in_turns_of_two_handles_equal_the_references() {
     let dir = tempfile::tempdir().unwrap();
@@ -190,11 +191,12 @@ fn record(tick: u64, changes: Vec<Change>) -> TickRecord {
     }
 }
 
-/// A writer that changed a run knows it alive only while the world is at
-/// its own last tick: once another handle has despawned the run (or
-/// changed its Outcome), the first writer's next tick is checked against
-/// the file, so a change to the despawned run is refused and a change to
-/// the other run sees the other handle's Outcome.
+/// A writer that changed a run in its last ticks must not take it for
+/// alive, nor its values for current, once another handle has written:
+/// after the other handle despawned one run and gave another a pending
+/// Outcome, the first writer refuses a change to the despawned run, and
+/// its change to the other run keeps the other handle's Outcome in the
+/// current state.
 #[tokio::test]
 async fn a_writers_memory_of_a_run_ends_when_another_handle_writes() {
     let dir = tempfile::tempdir().unwrap();

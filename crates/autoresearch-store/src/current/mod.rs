@@ -47,7 +47,6 @@
 //! [`KeyChunk`]: codec::KeyChunk
 
 mod codec;
-mod kept;
 mod keys;
 mod memo;
 mod pending;
@@ -135,17 +134,12 @@ const NEVER_PENDING: [&str; 4] = [BY_RUN_ID, RESULT_OF, VOTE_ON, CONFIRMATION_OF
 #[derive(Default)]
 pub(crate) struct InputCache {
     pending: HashMap<u64, Pending>,
-    /// Each world's lifecycle values as of the last tick this writer
-    /// wrote (`kept`): an update tick's changed entities are read from
-    /// here when the world is still at that tick.
-    kept: kept::Kept,
 }
 
 impl InputCache {
     /// Forgets every pending change.
     pub(crate) fn clear(&mut self) {
         self.pending.clear();
-        self.kept.clear();
     }
 
     /// The value of lifecycle component `component` of `entity` that
@@ -358,16 +352,7 @@ impl<'t> CurrentTables<'t> {
         self.pending
             .retain_in((w, 0)..=(w, u64::MAX), |_, _| false)?;
         self.inputs.pending.remove(&w);
-        self.inputs.kept.remove(w);
         Ok(())
-    }
-
-    /// Whether `entity` of world `w` is known to be alive at tick `head`,
-    /// the world's head: this writer wrote the world's ticks up to `head`
-    /// and kept the entity's lifecycle values through them (the `kept`
-    /// module). `false` means not known (look it up). Cost: a hash look-up.
-    pub(crate) fn known_alive(&self, w: u64, head: u64, entity: u64) -> bool {
-        self.inputs.kept.alive(w, head, entity)
     }
 
     /// World `w`'s pending changes: from the writer's cache when it still

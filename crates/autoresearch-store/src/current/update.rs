@@ -3,7 +3,6 @@
 //! folded into the main tables in key order).
 
 use super::codec::{PointerBlock, decode_block, decode_tally, encode_block, encode_tally, slot};
-use super::kept::{KeptEntity, KeptValue, KeptWorld};
 use super::keys::{KeyOp, apply_keys};
 use super::pending::{FOLD_NOW, MAX_BYTES, MAX_ENTRIES, Overlay, Pending};
 use super::{Blocks, CurrentTables, NEVER_PENDING, Touched, input_index, pointer};
@@ -15,7 +14,6 @@ use redb::{ReadableTable, Table};
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::sync::Arc;
 
 /// A map by entity id, hashed with foldhash's fast hasher at a fixed
 /// seed (SipHash cost a tenth of a bulk fold). Entity ids come from the
@@ -216,37 +214,12 @@ pub(super) fn update(
             }
         }
     }
-    // A small batch of a world this writer wrote last: the entities it
-    // kept are taken from memory, the others read from the tables.
-    let small = first_is_spawn.len() < PARALLEL_FROM;
-    let mut kept = if small {
-        t.inputs.kept.take(w, appends[0].tick.0.saturating_sub(1))
-    } else {
-        t.inputs.kept.remove(w);
-        KeptWorld::default()
-    };
-    // Taken out: the batch gives each of them a new entry (or none).
-    let mut hits: EntityMap<Box<KeptEntity>> = EntityMap::default();
-    load.retain(|e| match kept.entities.remove(e) {
-        Some(k) => {
-            hits.insert(*e, k);
-            false
-        }
-        None => true,
-    });
     let mut loaded = load_inputs(t, records, &mut blocks, &pending.overlay, &load)?;
-    for (e, k) in &hits {
-        loaded.insert(*e, from_kept(k).ok_or(Stop::Unkept)?);
-    }
     // Touched entities in a vector, by position (a map of large values
     // would move them at every growth).
     let mut touched: Vec<(u64, Touched<'_>)> = Vec::with_capacity(first_is_spawn.len());
     let mut position: EntityMap<usize> = EntityMap::default();
     position.reserve(first_is_spawn.len());
-    // Where each touched entity's lifecycle values come from after the
-    // batch, by position in `touched` (for the kept entries).
-    let mut sources: Vec<Sources> =
-        Vec::with_capacity(if small { first_is_spawn.len() } else { 0 });
     fn touch<'m, 'a>(
         touched: &'m mut Vec<(u64, Touched<'a>)>,
         position: &mut EntityMap<usize>,
@@ -262,31 +235,16 @@ pub(super) fn update(
         });
         &mut touched[i].1
     }
-    // The sources of entity `e` (touched just before).
-    fn source<'s>(
-        sources: &'s mut Vec<Sources>,
-        position: &EntityMap<usize>,
-        e: u64,
-    ) -> Option<&'s mut Sources> {
-        let i = *position.get(&e)?;
-        if sources.len() <= i {
-            sources.resize_with(i + 1, Sources::default);
-        }
-        sources.get_mut(i)
-    }
     let mut delta = Overlay::default();
     // The main table's component names, read at the first despawn (the
     // main tables do not change before the fold).
     let mut main_names: Option<Vec<String>> = None;
-    for (ai, a) in appends.iter().enumerate() {
+    for a in appends {
         let tick = a.tick.0;
-        for (ci, change) in a.changes_full.iter().enumerate() {
+        for change in a.changes_full.iter() {
             match change {
                 Change::Spawn { entity } => {
                     touch(&mut touched, &mut position, &mut loaded, entity.0);
-                    if small && let Some(s) = source(&mut sources, &position, entity.0) {
-                        s.despawned = false;
-                    }
                 }
                 Change::Set {
                     entity,
@@ -304,9 +262,6 @@ pub(super) fn update(
                             t.prior_runs.entry(entity.0).or_insert(old);
                         }
                         entry.changed = true;
-                        if small && let Some(s) = source(&mut sources, &position, entity.0) {
-                            s.inputs[i] = Source::Set(ai, ci);
-                        }
                     }
                     delta.set_pointer(component, entity.0, Some(tick));
                 }
@@ -315,9 +270,6 @@ pub(super) fn update(
                         let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
                         entry.inputs[i] = None;
                         entry.changed = true;
-                        if small && let Some(s) = source(&mut sources, &position, entity.0) {
-                            s.inputs[i] = Source::Removed;
-                        }
                     }
                     delta.set_pointer(component, entity.0, None);
                 }
@@ -326,10 +278,6 @@ pub(super) fn update(
                     let entry = touch(&mut touched, &mut position, &mut loaded, e);
                     entry.inputs = Default::default();
                     entry.changed = true;
-                    if small && let Some(s) = source(&mut sources, &position, e) {
-                        s.inputs = [Source::Removed; INPUTS.len()];
-                        s.despawned = true;
-                    }
                     if main_names.is_none() {
                         main_names = Some(component_names(&t.ticks, w)?);
                     }
@@ -355,16 +303,6 @@ pub(super) fn update(
     let mut keyed: Vec<KeyOp<'_>> = Vec::new();
     let parallel = touched.len() >= PARALLEL_FROM;
     let afters = changed_facts(&touched, parallel)?.ok_or(Stop::Unkept)?;
-    if small {
-        for (e, entry) in kept_after(&hits, &touched, &sources, appends) {
-            match entry {
-                Some(entry) => kept.entities.insert(e, entry),
-                None => kept.entities.remove(&e),
-            };
-        }
-        kept.head = last.tick.0;
-        t.inputs.kept.put(w, kept);
-    }
     let mut tally: Option<Tally> = None;
     for (e, before, after) in afters.iter().flatten() {
         let old = |i: &str, k: &str| before.keys.iter().any(|(bi, bk)| *bi == i && bk == k);
@@ -469,79 +407,6 @@ pub(super) fn update(
         }
     }
     Ok(())
-}
-
-/// Where a touched entity's lifecycle value comes from after a batch.
-#[derive(Clone, Copy, Default)]
-enum Source {
-    /// Unchanged by the batch: the value before it.
-    #[default]
-    Kept,
-    /// Set by change `.1` of the batch's append `.0`.
-    Set(usize, usize),
-    /// Removed (or the entity despawned).
-    Removed,
-}
-
-/// The [`Source`] of each lifecycle value of a touched entity, and
-/// whether the batch despawned it last.
-#[derive(Default)]
-struct Sources {
-    inputs: [Source; INPUTS.len()],
-    despawned: bool,
-}
-
-/// A kept entity as [`Touched`] before the batch: its values borrowed
-/// (the Run copied, as the series takes a prior Run from a loaded value),
-/// its facts computed from them. `None` when a value does not decode.
-fn from_kept(k: &KeptEntity) -> Option<Touched<'_>> {
-    let mut touch = Touched::new(Facts::default());
-    for (i, v) in k.inputs.iter().enumerate() {
-        touch.inputs[i] = v.as_ref().map(|v| {
-            if i == RUN_INPUT {
-                Cow::Owned(v.bytes().to_vec())
-            } else {
-                Cow::Borrowed(v.bytes())
-            }
-        });
-    }
-    touch.before = touch.facts().ok()?;
-    Some(touch)
-}
-
-/// The kept entry of each of `touched` after the batch (`None`: it was
-/// despawned), from the values the batch set and those it left
-/// (`hits`'s, or those loaded into `touched`).
-fn kept_after(
-    hits: &EntityMap<Box<KeptEntity>>,
-    touched: &[(u64, Touched<'_>)],
-    sources: &[Sources],
-    appends: &[EncodedAppend],
-) -> Vec<(u64, Option<Box<KeptEntity>>)> {
-    let none = Sources::default();
-    let mut out = Vec::with_capacity(touched.len());
-    for (pos, (e, touch)) in touched.iter().enumerate() {
-        let src = sources.get(pos).unwrap_or(&none);
-        if src.despawned {
-            out.push((*e, None));
-            continue;
-        }
-        let hit = hits.get(e);
-        let inputs = std::array::from_fn(|i| match src.inputs[i] {
-            Source::Kept => match hit {
-                Some(k) => k.inputs[i].clone(),
-                None => touch.inputs[i]
-                    .as_deref()
-                    .map(|v| KeptValue::Read(Arc::from(v))),
-            },
-            Source::Set(a, c) => appends
-                .get(a)
-                .map(|a| KeptValue::Set(a.changes_full.clone(), c)),
-            Source::Removed => None,
-        });
-        out.push((*e, Some(Box::new(KeptEntity { inputs }))));
-    }
-    out
 }
 
 /// Sorts `ops` by index, key and entity: a handful of index names, so

@@ -343,14 +343,7 @@ fn check_append(
     let mut liveness = Vec::with_capacity(appends.len());
     for a in appends {
         let changes = a.changes.iter().copied();
-        liveness.push(check.check(a.tick, changes, |e| {
-            // An entity whose lifecycle values the writer keeps at the
-            // head is alive (`current::kept`); the others are looked up.
-            if t.current.known_alive(world.0, head.0, e.0) {
-                return Ok(true);
-            }
-            alive_at(t, info, e, head)
-        })?);
+        liveness.push(check.check(a.tick, changes, |e| alive_at(t, info, e, head))?);
     }
     // Entity-index chunks the batch completes.
     let mut chunks = Vec::new();
