@@ -119,7 +119,7 @@ pub(crate) async fn check(st: &Arc<dyn Storage>, world: WorldId, rng: &mut Rng, 
 /// One random tick of changes to `w`: runs of two experiments whose
 /// status, Outcome, cost, Results, Votes, Confirmations and Descriptions
 /// come and go, and despawns.
-fn random_tick(w: &mut World, rng: &mut Rng, live: &mut Vec<EntityId>, n: &mut u64) {
+pub(crate) fn random_tick(w: &mut World, rng: &mut Rng, live: &mut Vec<EntityId>, n: &mut u64) {
     let statuses = [
         RunStatus::Booting,
         RunStatus::Running,
