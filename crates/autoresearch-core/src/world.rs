@@ -13,7 +13,7 @@ use crate::components::Run;
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId, now_ms};
 use crate::ledger;
-use crate::record::{Change, Snapshot, State, TickRecord};
+use crate::record::{Change, Snapshot, SnapshotEntity, State, TickRecord};
 use crate::registry::{ComponentRegistry, ComponentValue, RegistryError};
 use crate::storage::{Storage, WorldInfo};
 use std::collections::HashMap;
@@ -418,11 +418,17 @@ impl World {
     /// The snapshot of the state after `record` (the next tick), encoded
     /// straight from hecs into the snapshot's sorted lists: only the
     /// entities `record` touches go through a [`State`] (so the record is
-    /// checked as replay checks it). Cost: O(entities x registered
+    /// checked as replay checks it). The others are encoded column by
+    /// column, walking hecs's archetypes in memory order (not one look-up
+    /// per entity and registered component). Cost: O(entities x their
     /// components) encodings, one sort of the ids.
     fn encode_snapshot_after(&self, record: &TickRecord) -> Result<Snapshot, Error> {
         let mut vtables: Vec<_> = self.registry.vtables().collect();
         vtables.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let encode_failed = |name: &String, source| RegistryError::Encode {
+            component: name.clone(),
+            source,
+        };
         let encode = |e: hecs::Entity| -> Result<Vec<(String, Vec<u8>)>, Error> {
             let Ok(eref) = self.hecs.entity(e) else {
                 return Ok(Vec::new());
@@ -430,10 +436,7 @@ impl World {
             let mut comps = Vec::new();
             for vt in &vtables {
                 if let Some(bytes) = (vt.encode)(eref) {
-                    let bytes = bytes.map_err(|source| RegistryError::Encode {
-                        component: vt.name.clone(),
-                        source,
-                    })?;
+                    let bytes = bytes.map_err(|source| encode_failed(&vt.name, source))?;
                     comps.push((vt.name.clone(), bytes));
                 }
             }
@@ -452,16 +455,32 @@ impl World {
             }
         }
         after.apply(self.info.id, record)?;
-        let mut ids: Vec<(EntityId, hecs::Entity)> = self
-            .ids
-            .iter()
-            .filter(|(id, _)| touched.binary_search(id).is_err())
-            .map(|(id, e)| (*id, *e))
-            .collect();
-        ids.sort_unstable_by_key(|(id, _)| *id);
-        let mut entities = Vec::with_capacity(ids.len() + after.entities.len());
-        for (id, e) in ids {
-            entities.push((id, encode(e)?));
+        let mut entities: Vec<SnapshotEntity> =
+            Vec::with_capacity(self.ids.len() + after.entities.len());
+        for archetype in self.hecs.archetypes() {
+            // Every entity of a world carries its id.
+            let Some(ids) = archetype.get::<&EntityId>() else {
+                continue;
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            let mut columns = Vec::new();
+            for vt in &vtables {
+                if let Some(values) = (vt.encode_column)(archetype) {
+                    let values = values.map_err(|source| encode_failed(&vt.name, source))?;
+                    columns.push((&vt.name, values.into_iter()));
+                }
+            }
+            for id in ids.iter() {
+                let comps: Vec<(String, Vec<u8>)> = columns
+                    .iter_mut()
+                    .filter_map(|(name, values)| Some(((*name).clone(), values.next()?)))
+                    .collect();
+                if touched.binary_search(id).is_err() {
+                    entities.push((*id, comps));
+                }
+            }
         }
         entities.extend(
             after
@@ -469,7 +488,9 @@ impl World {
                 .into_iter()
                 .map(|(id, comps)| (id, comps.into_iter().collect())),
         );
-        entities.sort_by_key(|(id, _)| *id);
+        // Ids are unique: hecs holds each entity once, and `after` only
+        // the touched ones, skipped above.
+        entities.sort_unstable_by_key(|(id, _)| *id);
         Ok(Snapshot {
             tick: after.tick,
             next_entity: after.next_entity,
@@ -599,6 +620,11 @@ impl World {
                     component,
                     value,
                 } => {
+                    // Changed in place when buffered: hecs holds the value
+                    // and the run index was kept in step then.
+                    if values.next_if(|(at, h)| *at == i && matches!(h, Held::InPlace)).is_some() {
+                        continue;
+                    }
                     let e = self.live_hecs(tick, *entity)?;
                     // The run's id before the change: the index is only
                     // touched when it changes (a status change keeps it).
@@ -608,7 +634,7 @@ impl World {
                     };
                     match values.next_if(|(at, _)| *at == i) {
                         Some((_, Held::Owned(put))) => put(&mut self.hecs, e),
-                        // Changed in place when buffered: hecs holds it.
+                        // Taken above.
                         Some((_, Held::InPlace)) => {}
                         None => self.insert_bytes(e, component, value)?,
                     }

@@ -69,13 +69,8 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
     postcard::to_extend(value, vec![PLAIN_VERSION]).map_err(|e| e.to_string())
 }
 
-/// Version 2: the body compressed with LZ4 when it is long enough and
-/// shrinks, raw otherwise.
-pub(super) fn encode_packed<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    encode_packed_sized(0, value)
-}
-
-/// [`encode_packed`] into a buffer of `size_hint` bytes to start with.
+/// Version 2: the body compressed when it is long enough and shrinks, raw
+/// otherwise, encoded into a buffer of `size_hint` bytes to start with.
 pub(super) fn encode_packed_sized<T: Serialize>(
     size_hint: usize,
     value: &T,
