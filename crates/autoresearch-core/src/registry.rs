@@ -189,7 +189,15 @@ fn encode_column_impl<T: ComponentValue>(
     archetype: &hecs::Archetype,
 ) -> Option<Result<Vec<Vec<u8>>, postcard::Error>> {
     let column = archetype.get::<&T>()?;
-    Some(column.iter().map(encode_exact).collect())
+    // Sized once: growing a large vector costs more than encoding into it.
+    let mut out = Vec::with_capacity(column.len());
+    for value in column.iter() {
+        match encode_exact(value) {
+            Ok(bytes) => out.push(bytes),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Ok(out))
 }
 
 /// The registry's maps: a handful of keys looked up for every change

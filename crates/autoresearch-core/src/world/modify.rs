@@ -5,7 +5,9 @@ use super::{Held, IdMap, World};
 use crate::error::Error;
 use crate::ids::{EntityId, WorldId};
 use crate::record::Change;
-use crate::registry::{ComponentValue, RegistryError, encode_exact, insert_impl};
+use crate::registry::{
+    ComponentRegistry, ComponentValue, RegistryError, encode_exact, insert_impl,
+};
 use std::collections::HashSet;
 
 /// Puts a value decoded from its bytes on an entity (replacing its value).
@@ -197,7 +199,7 @@ impl World {
             value: bytes,
         });
         self.pending_values
-            .push((self.pending.len() - 1, Held::InPlace));
+            .push((self.pending.len() - 1, Held::InPlace(reencode::<T>)));
         if let Some(before) = run_before {
             self.reindex_run(entity, e, before);
         }
@@ -222,7 +224,7 @@ impl World {
     }
 
     /// Whether pending change `i` was made in place.
-    fn in_place(&self, i: usize) -> bool {
+    pub(super) fn in_place(&self, i: usize) -> bool {
         in_place(&self.pending_values, i)
     }
 
@@ -297,5 +299,15 @@ impl World {
 fn in_place(values: &[(usize, Held)], i: usize) -> bool {
     values
         .binary_search_by_key(&i, |(at, _)| *at)
-        .is_ok_and(|k| matches!(values[k].1, Held::InPlace))
+        .is_ok_and(|k| matches!(values[k].1, Held::InPlace(_)))
+}
+
+/// [`super::Reencode`] of `T`.
+fn reencode<T: ComponentValue>(
+    registry: &ComponentRegistry,
+    hecs: &hecs::World,
+    e: hecs::Entity,
+) -> Option<Result<(String, Vec<u8>), RegistryError>> {
+    let value = hecs.get::<&T>(e).ok()?;
+    Some(registry.encode(&*value))
 }
