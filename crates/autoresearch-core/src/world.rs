@@ -411,9 +411,12 @@ impl World {
     /// Applies the record of tick `tick` (the next one), as
     /// [`World::keep_for_apply`] kept it, as the new head.
     fn apply_kept(&mut self, tick: Tick, kept: &[Kept]) -> Result<(), Error> {
-        let values = std::mem::take(&mut self.pending_values);
+        let mut values = std::mem::take(&mut self.pending_values);
         self.clear_pending();
-        self.apply_changes(tick, kept.iter().map(Kept::change), values)?;
+        let applied = self.apply_changes(tick, kept.iter().map(Kept::change), values.drain(..));
+        // Emptied, its memory kept for the next tick's values.
+        self.pending_values = values;
+        applied?;
         self.info.head = tick;
         Ok(())
     }
@@ -488,10 +491,13 @@ impl World {
     /// The pending changes as the record of tick `head + 1`; `None` when
     /// nothing is pending. The owned values stay, for [`World::apply_next`].
     fn next_record(&mut self) -> Option<TickRecord> {
-        (!self.pending.is_empty()).then(|| TickRecord {
+        // The next tick's buffer starts at this one's size: a steady
+        // workload's changes are not regrown from empty every tick.
+        let n = self.pending.len();
+        (n > 0).then(|| TickRecord {
             tick: self.tick.next(),
             at_ms: now_ms(),
-            changes: std::mem::take(&mut self.pending),
+            changes: std::mem::replace(&mut self.pending, Vec::with_capacity(n)),
         })
     }
 
@@ -499,7 +505,7 @@ impl World {
     fn apply_next(&mut self, record: &TickRecord) -> Result<(), Error> {
         let values = std::mem::take(&mut self.pending_values);
         self.clear_pending();
-        self.apply_changes(record.tick, record.changes.iter().map(Some), values)?;
+        self.apply_changes(record.tick, record.changes.iter().map(Some), values.into_iter())?;
         self.info.head = record.tick;
         Ok(())
     }
@@ -700,7 +706,7 @@ impl World {
     }
 
     fn apply_record(&mut self, record: &TickRecord) -> Result<(), Error> {
-        self.apply_changes(record.tick, record.changes.iter().map(Some), Vec::new())
+        self.apply_changes(record.tick, record.changes.iter().map(Some), std::iter::empty())
     }
 
     /// Applies the changes of tick `tick`; `values[k] = (i, v)` puts `v` into
@@ -710,10 +716,10 @@ impl World {
         &mut self,
         tick: Tick,
         changes: impl IntoIterator<Item = Option<&'c Change>>,
-        values: Vec<(usize, Held)>,
+        values: impl Iterator<Item = (usize, Held)>,
     ) -> Result<(), Error> {
         let world = self.info.id;
-        let mut values = values.into_iter().peekable();
+        let mut values = values.peekable();
         for (i, change) in changes.into_iter().enumerate() {
             let Some(change) = change else {
                 values.next_if(|(at, _)| *at == i);
