@@ -114,8 +114,11 @@ pub(crate) struct VTable {
     /// Encodes every value of the type in an archetype, in its row order;
     /// `None` when the archetype has no such column (a snapshot walks
     /// hecs's columns in memory order instead of looking each entity up).
-    pub encode_column: fn(&hecs::Archetype) -> Option<Result<Vec<Vec<u8>>, postcard::Error>>,
+    pub encode_column: fn(&hecs::Archetype) -> Option<Result<Column, postcard::Error>>,
 }
+
+/// The encoded values of one column of an archetype, in row order.
+pub(crate) type Column = Vec<Vec<u8>>;
 
 fn build_impl<T: ComponentValue>(
     builder: &mut hecs::EntityBuilder,
@@ -187,7 +190,7 @@ fn encode_impl<T: ComponentValue>(
 
 fn encode_column_impl<T: ComponentValue>(
     archetype: &hecs::Archetype,
-) -> Option<Result<Vec<Vec<u8>>, postcard::Error>> {
+) -> Option<Result<Column, postcard::Error>> {
     let column = archetype.get::<&T>()?;
     // Sized once: growing a large vector costs more than encoding into it.
     let mut out = Vec::with_capacity(column.len());

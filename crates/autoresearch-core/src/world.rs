@@ -505,7 +505,11 @@ impl World {
     fn apply_next(&mut self, record: &TickRecord) -> Result<(), Error> {
         let values = std::mem::take(&mut self.pending_values);
         self.clear_pending();
-        self.apply_changes(record.tick, record.changes.iter().map(Some), values.into_iter())?;
+        self.apply_changes(
+            record.tick,
+            record.changes.iter().map(Some),
+            values.into_iter(),
+        )?;
         self.info.head = record.tick;
         Ok(())
     }
@@ -706,7 +710,11 @@ impl World {
     }
 
     fn apply_record(&mut self, record: &TickRecord) -> Result<(), Error> {
-        self.apply_changes(record.tick, record.changes.iter().map(Some), std::iter::empty())
+        self.apply_changes(
+            record.tick,
+            record.changes.iter().map(Some),
+            std::iter::empty(),
+        )
     }
 
     /// Applies the changes of tick `tick`; `values[k] = (i, v)` puts `v` into

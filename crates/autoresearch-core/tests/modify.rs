@@ -223,10 +223,7 @@ async fn scenario(ops: Vec<Op>) {
                     true => "w".to_string(),
                     false => format!("fork-as-{i}"),
                 };
-                let (ra, rb) = (
-                    a.commit_as_fork(&name).await,
-                    b.commit_as_fork(&name).await,
-                );
+                let (ra, rb) = (a.commit_as_fork(&name).await, b.commit_as_fork(&name).await);
                 assert_eq!(
                     ra.map(|info| info.head).map_err(|e| e.to_string()),
                     rb.map(|info| info.head).map_err(|e| e.to_string()),

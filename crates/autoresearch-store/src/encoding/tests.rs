@@ -189,17 +189,20 @@ fn snapshot_through_the_scratch_buffer_is_encoded_as_without_it() {
     ];
     let mut codecs = std::collections::BTreeSet::new();
     for s in cases {
-        let plain = value::encode_packed_sized(0, &SnapshotV1 {
-            next_entity: s.next_entity,
-            entities: s
-                .entities
-                .iter()
-                .map(|(e, comps)| {
-                    let comps = comps.iter().map(|(n, v)| (n.clone(), Blob(v.clone())));
-                    (e.0, comps.collect())
-                })
-                .collect(),
-        })
+        let plain = encode_packed_sized(
+            0,
+            &SnapshotV1 {
+                next_entity: s.next_entity,
+                entities: s
+                    .entities
+                    .iter()
+                    .map(|(e, comps)| {
+                        let comps = comps.iter().map(|(n, v)| (n.clone(), Blob(v.clone())));
+                        (e.0, comps.collect())
+                    })
+                    .collect(),
+            },
+        )
         .unwrap();
         let scratch = encode_snapshot(s.clone()).unwrap();
         assert_eq!(scratch, plain, "{} entities", s.entities.len());
