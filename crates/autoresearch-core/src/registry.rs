@@ -111,7 +111,14 @@ pub(crate) struct VTable {
     /// Copies the entity's value, if it has one, into a builder (encoded
     /// and decoded back: a component need not be `Clone`).
     pub copy: fn(hecs::EntityRef<'_>, &mut hecs::EntityBuilder) -> Result<(), postcard::Error>,
+    /// Encodes every value of the type in an archetype, in its row order;
+    /// `None` when the archetype has no such column (a snapshot walks
+    /// hecs's columns in memory order instead of looking each entity up).
+    pub encode_column: fn(&hecs::Archetype) -> Option<Result<Column, postcard::Error>>,
 }
+
+/// The encoded values of one column of an archetype, in row order.
+pub(crate) type Column = Vec<Vec<u8>>;
 
 fn build_impl<T: ComponentValue>(
     builder: &mut hecs::EntityBuilder,
@@ -162,7 +169,7 @@ thread_local! {
 
 /// `postcard::to_stdvec`, without growing the result: encodes into a
 /// per-thread scratch buffer and copies it out at its exact size.
-fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
+pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, postcard::Error> {
     SCRATCH.with(|scratch| {
         let mut buf = scratch.take();
         buf.clear();
@@ -181,14 +188,34 @@ fn encode_impl<T: ComponentValue>(
     entity.get::<&T>().map(|v| encode_exact(&*v))
 }
 
+fn encode_column_impl<T: ComponentValue>(
+    archetype: &hecs::Archetype,
+) -> Option<Result<Column, postcard::Error>> {
+    let column = archetype.get::<&T>()?;
+    // Sized once: growing a large vector costs more than encoding into it.
+    let mut out = Vec::with_capacity(column.len());
+    for value in column.iter() {
+        match encode_exact(value) {
+            Ok(bytes) => out.push(bytes),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Ok(out))
+}
+
+/// The registry's maps: a handful of keys looked up for every change
+/// (foldhash with a fixed seed, not SipHash: the keys are the program's
+/// own type ids and component names).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// Maps stable component names to Rust types.
 ///
 /// The names are a compatibility promise: they are written into every record,
 /// so renaming one orphans the history stored under the old name.
 #[derive(Clone, Default)]
 pub struct ComponentRegistry {
-    by_name: HashMap<String, VTable>,
-    by_type: HashMap<TypeId, String>,
+    by_name: FastMap<String, VTable>,
+    by_type: FastMap<TypeId, String>,
 }
 
 impl ComponentRegistry {
@@ -260,6 +287,7 @@ impl ComponentRegistry {
                 to_json: to_json_impl::<T>,
                 build: build_impl::<T>,
                 copy: copy_impl::<T>,
+                encode_column: encode_column_impl::<T>,
             },
         );
         Ok(())

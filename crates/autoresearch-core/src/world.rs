@@ -13,7 +13,7 @@ use crate::components::Run;
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId, now_ms};
 use crate::ledger;
-use crate::record::{Change, Snapshot, State, TickRecord};
+use crate::record::{Change, Snapshot, SnapshotEntity, State, TickRecord};
 use crate::registry::{ComponentRegistry, ComponentValue, RegistryError};
 use crate::storage::{Storage, WorldInfo};
 use std::collections::HashMap;
@@ -31,8 +31,29 @@ type PendingValue = Box<dyn FnOnce(&mut hecs::World, hecs::Entity) + Send + Sync
 enum Held {
     /// The value [`World::insert_owned`] was given: moved into hecs.
     Owned(PendingValue),
-    /// A value [`World::modify`] changed in place: hecs holds it already.
-    InPlace,
+    /// A value [`World::modify`] changed in place: hecs holds it already,
+    /// and this encodes it again (for a commit that failed after handing
+    /// its record, not a copy, to the storage).
+    InPlace(Reencode),
+}
+
+/// Encodes the value of one component type an entity holds in hecs, as
+/// [`ComponentRegistry::encode`] does; `None` when it holds none.
+type Reencode = fn(
+    &ComponentRegistry,
+    &hecs::World,
+    hecs::Entity,
+) -> Option<Result<(String, Vec<u8>), RegistryError>>;
+
+/// A change of a record handed to the storage, as [`World::commit`] keeps
+/// it to apply the record after the append, or to give the changes back
+/// after a failed one.
+enum Kept {
+    /// A copy of the change.
+    Change(Change),
+    /// A `Set` made in place on this entity, which no later change of the
+    /// record touches: hecs holds its value, nothing need be copied.
+    InPlace(EntityId),
 }
 
 /// A world materialized at its head (writable) or at a past tick (read-only).
@@ -71,6 +92,9 @@ pub struct World {
     touched: Option<std::collections::HashSet<EntityId>>,
     /// Liveness of entities touched by pending changes (true: spawned).
     pending_live: IdMap<bool>,
+    /// Scratch set of entities, kept to reuse its memory
+    /// ([`World::keep_for_apply`]).
+    scratch: IdMap<()>,
     /// Ticks applied here whose append waits for [`World::flush`], in order,
     /// each with the snapshot the storage asked for.
     staged: Vec<(TickRecord, Option<Snapshot>)>,
@@ -360,35 +384,120 @@ impl World {
         let Some(record) = self.next_record() else {
             return Ok(self.tick);
         };
-        let mut sizes = (self.replay_bytes, self.state_bytes);
-        let appended = match self.snapshot_after(&record) {
-            Ok(snapshot) => {
-                sizes = self.sizes_after(&record, snapshot.as_ref());
-                self.storage
-                    .append(self.info.id, record.clone(), snapshot)
-                    .await
-                    .map_err(Error::from)
+        let snapshot = match self.snapshot_after(&record) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                self.pending = record.changes;
+                return Err(e);
             }
-            Err(e) => Err(e),
         };
+        let sizes = self.sizes_after(&record, snapshot.as_ref());
+        let tick = record.tick;
+        // The record goes to the storage; what applying it here needs is
+        // kept, values changed in place not copied.
+        let kept = self.keep_for_apply(&record.changes);
+        let appended = self.storage.append(self.info.id, record, snapshot).await;
         if let Err(e) = appended {
             // Keep the changes (and owned values) for the caller to
             // inspect or redo.
-            self.pending = record.changes;
-            return Err(e);
+            self.restore_pending(kept);
+            return Err(e.into());
         }
-        self.apply_next(&record)?;
+        self.apply_kept(tick, &kept)?;
         (self.replay_bytes, self.state_bytes) = sizes;
-        Ok(record.tick)
+        Ok(tick)
+    }
+
+    /// Applies the record of tick `tick` (the next one), as
+    /// [`World::keep_for_apply`] kept it, as the new head.
+    fn apply_kept(&mut self, tick: Tick, kept: &[Kept]) -> Result<(), Error> {
+        let mut values = std::mem::take(&mut self.pending_values);
+        self.clear_pending();
+        let applied = self.apply_changes(tick, kept.iter().map(Kept::change), values.drain(..));
+        // Emptied, its memory kept for the next tick's values.
+        self.pending_values = values;
+        applied?;
+        self.info.head = tick;
+        Ok(())
+    }
+
+    /// What [`World::commit`] keeps of the pending `changes` it hands to
+    /// the storage: a copy of each, except a `Set` made in place whose
+    /// entity no later change touches (hecs holds exactly the value it
+    /// records). O(changes) hash look-ups.
+    fn keep_for_apply(&mut self, changes: &[Change]) -> Vec<Kept> {
+        if self.undo.is_empty() {
+            // Nothing made in place.
+            return changes.iter().cloned().map(Kept::Change).collect();
+        }
+        let mut later = std::mem::take(&mut self.scratch);
+        later.clear();
+        let mut kept: Vec<Kept> = Vec::with_capacity(changes.len());
+        for (i, c) in changes.iter().enumerate().rev() {
+            let last = later.insert(c.entity(), ()).is_none();
+            kept.push(match last && self.in_place(i) {
+                true => Kept::InPlace(c.entity()),
+                false => Kept::Change(c.clone()),
+            });
+        }
+        kept.reverse();
+        self.scratch = later;
+        kept
+    }
+
+    /// Gives the changes [`World::keep_for_apply`] kept back to `pending`
+    /// after a failed append, encoding the values changed in place again
+    /// from hecs. Should one no longer encode (a type whose encoding
+    /// fails only sometimes), the pending changes are dropped and the
+    /// values changed in place put back, as [`World::discard_pending`]
+    /// does, so that hecs and the pending changes still agree.
+    fn restore_pending(&mut self, kept: Vec<Kept>) {
+        let mut pending = Vec::with_capacity(kept.len());
+        for (i, k) in kept.into_iter().enumerate() {
+            let change = match k {
+                Kept::Change(c) => Some(c),
+                Kept::InPlace(entity) => self.reencode(i, entity),
+            };
+            match change {
+                Some(c) => pending.push(c),
+                None => {
+                    self.discard_pending();
+                    return;
+                }
+            }
+        }
+        self.pending = pending;
+    }
+
+    /// Pending change `i`, a `Set` of `entity` made in place, encoded
+    /// again from the value hecs holds.
+    fn reencode(&self, i: usize, entity: EntityId) -> Option<Change> {
+        let k = self
+            .pending_values
+            .binary_search_by_key(&i, |(at, _)| *at)
+            .ok()?;
+        let Held::InPlace(encode) = &self.pending_values[k].1 else {
+            return None;
+        };
+        let e = self.hecs_entity(entity)?;
+        let (component, value) = encode(&self.registry, &self.hecs, e)?.ok()?;
+        Some(Change::Set {
+            entity,
+            component,
+            value,
+        })
     }
 
     /// The pending changes as the record of tick `head + 1`; `None` when
     /// nothing is pending. The owned values stay, for [`World::apply_next`].
     fn next_record(&mut self) -> Option<TickRecord> {
-        (!self.pending.is_empty()).then(|| TickRecord {
+        // The next tick's buffer starts at this one's size: a steady
+        // workload's changes are not regrown from empty every tick.
+        let n = self.pending.len();
+        (n > 0).then(|| TickRecord {
             tick: self.tick.next(),
             at_ms: now_ms(),
-            changes: std::mem::take(&mut self.pending),
+            changes: std::mem::replace(&mut self.pending, Vec::with_capacity(n)),
         })
     }
 
@@ -396,7 +505,11 @@ impl World {
     fn apply_next(&mut self, record: &TickRecord) -> Result<(), Error> {
         let values = std::mem::take(&mut self.pending_values);
         self.clear_pending();
-        self.apply_changes(record.tick, &record.changes, values)?;
+        self.apply_changes(
+            record.tick,
+            record.changes.iter().map(Some),
+            values.into_iter(),
+        )?;
         self.info.head = record.tick;
         Ok(())
     }
@@ -418,11 +531,17 @@ impl World {
     /// The snapshot of the state after `record` (the next tick), encoded
     /// straight from hecs into the snapshot's sorted lists: only the
     /// entities `record` touches go through a [`State`] (so the record is
-    /// checked as replay checks it). Cost: O(entities x registered
+    /// checked as replay checks it). The others are encoded column by
+    /// column, walking hecs's archetypes in memory order (not one look-up
+    /// per entity and registered component). Cost: O(entities x their
     /// components) encodings, one sort of the ids.
     fn encode_snapshot_after(&self, record: &TickRecord) -> Result<Snapshot, Error> {
         let mut vtables: Vec<_> = self.registry.vtables().collect();
         vtables.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let encode_failed = |name: &String, source| RegistryError::Encode {
+            component: name.clone(),
+            source,
+        };
         let encode = |e: hecs::Entity| -> Result<Vec<(String, Vec<u8>)>, Error> {
             let Ok(eref) = self.hecs.entity(e) else {
                 return Ok(Vec::new());
@@ -430,10 +549,7 @@ impl World {
             let mut comps = Vec::new();
             for vt in &vtables {
                 if let Some(bytes) = (vt.encode)(eref) {
-                    let bytes = bytes.map_err(|source| RegistryError::Encode {
-                        component: vt.name.clone(),
-                        source,
-                    })?;
+                    let bytes = bytes.map_err(|source| encode_failed(&vt.name, source))?;
                     comps.push((vt.name.clone(), bytes));
                 }
             }
@@ -452,16 +568,35 @@ impl World {
             }
         }
         after.apply(self.info.id, record)?;
-        let mut ids: Vec<(EntityId, hecs::Entity)> = self
-            .ids
-            .iter()
-            .filter(|(id, _)| touched.binary_search(id).is_err())
-            .map(|(id, e)| (*id, *e))
-            .collect();
-        ids.sort_unstable_by_key(|(id, _)| *id);
-        let mut entities = Vec::with_capacity(ids.len() + after.entities.len());
-        for (id, e) in ids {
-            entities.push((id, encode(e)?));
+        let mut entities: Vec<SnapshotEntity> =
+            Vec::with_capacity(self.ids.len() + after.entities.len());
+        for archetype in self.hecs.archetypes() {
+            // Every entity of a world carries its id.
+            let Some(ids) = archetype.get::<&EntityId>() else {
+                continue;
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            let mut columns = Vec::new();
+            for vt in &vtables {
+                if let Some(values) = (vt.encode_column)(archetype) {
+                    let values = values.map_err(|source| encode_failed(&vt.name, source))?;
+                    columns.push((&vt.name, values.into_iter()));
+                }
+            }
+            for id in ids.iter() {
+                let mut comps = Vec::with_capacity(columns.len());
+                for (name, values) in &mut columns {
+                    // Each column holds one value per row.
+                    if let Some(bytes) = values.next() {
+                        comps.push(((*name).clone(), bytes));
+                    }
+                }
+                if touched.binary_search(id).is_err() {
+                    entities.push((*id, comps));
+                }
+            }
         }
         entities.extend(
             after
@@ -469,7 +604,9 @@ impl World {
                 .into_iter()
                 .map(|(id, comps)| (id, comps.into_iter().collect())),
         );
-        entities.sort_by_key(|(id, _)| *id);
+        // Ids are unique: hecs holds each entity once, and `after` only
+        // the touched ones, skipped above.
+        entities.sort_unstable_by_key(|(id, _)| *id);
         Ok(Snapshot {
             tick: after.tick,
             next_entity: after.next_entity,
@@ -573,20 +710,29 @@ impl World {
     }
 
     fn apply_record(&mut self, record: &TickRecord) -> Result<(), Error> {
-        self.apply_changes(record.tick, &record.changes, Vec::new())
+        self.apply_changes(
+            record.tick,
+            record.changes.iter().map(Some),
+            std::iter::empty(),
+        )
     }
 
     /// Applies the changes of tick `tick`; `values[k] = (i, v)` puts `v` into
-    /// hecs for change `i` (a `Set`) instead of decoding its bytes.
-    fn apply_changes(
+    /// hecs for change `i` (a `Set`) instead of decoding its bytes. A
+    /// change given as `None` is a `Set` made in place (hecs holds it).
+    fn apply_changes<'c>(
         &mut self,
         tick: Tick,
-        changes: &[Change],
-        values: Vec<(usize, Held)>,
+        changes: impl IntoIterator<Item = Option<&'c Change>>,
+        values: impl Iterator<Item = (usize, Held)>,
     ) -> Result<(), Error> {
         let world = self.info.id;
-        let mut values = values.into_iter().peekable();
-        for (i, change) in changes.iter().enumerate() {
+        let mut values = values.peekable();
+        for (i, change) in changes.into_iter().enumerate() {
+            let Some(change) = change else {
+                values.next_if(|(at, _)| *at == i);
+                continue;
+            };
             match change {
                 Change::Spawn { entity } => {
                     let e = self.hecs.spawn((*entity,));
@@ -599,6 +745,14 @@ impl World {
                     component,
                     value,
                 } => {
+                    // Changed in place when buffered: hecs holds the value
+                    // and the run index was kept in step then.
+                    if values
+                        .next_if(|(at, h)| *at == i && matches!(h, Held::InPlace(_)))
+                        .is_some()
+                    {
+                        continue;
+                    }
                     let e = self.live_hecs(tick, *entity)?;
                     // The run's id before the change: the index is only
                     // touched when it changes (a status change keeps it).
@@ -608,8 +762,8 @@ impl World {
                     };
                     match values.next_if(|(at, _)| *at == i) {
                         Some((_, Held::Owned(put))) => put(&mut self.hecs, e),
-                        // Changed in place when buffered: hecs holds it.
-                        Some((_, Held::InPlace)) => {}
+                        // Taken above.
+                        Some((_, Held::InPlace(_))) => {}
                         None => self.insert_bytes(e, component, value)?,
                     }
                     if let Some(before) = before {
@@ -674,6 +828,16 @@ impl World {
             state.entities.insert(*id, comps);
         }
         Ok(state)
+    }
+}
+
+impl Kept {
+    /// The change, `None` for one made in place.
+    fn change(&self) -> Option<&Change> {
+        match self {
+            Kept::Change(c) => Some(c),
+            Kept::InPlace(_) => None,
+        }
     }
 }
 

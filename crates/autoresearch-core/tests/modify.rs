@@ -1,8 +1,10 @@
 //! `World::modify` changes a component in place. Checked against the path
 //! it replaces (the latest value read, changed, and given back with
 //! `insert_owned`) over random status, run_id and score changes mixed
-//! with inserts, removals, despawns, spawns, commits, stages, discards and
-//! forks: the same pending changes, the same materialized state after every
+//! with inserts, removals, despawns, spawns, commits, stages, discards,
+//! forks, commits as a fork's first tick and commits that fail (another
+//! writer first, a fork's name taken): the same pending
+//! changes (a failed commit's too), the same materialized state after every
 //! tick, the same records in the ledger and the same state reopened; the run
 //! index kept in step; every snapshot written equal to a replay. Then its errors, one by one.
 
@@ -36,6 +38,11 @@ enum Op {
     Stage,
     Discard,
     Fork,
+    /// Another writer appends a tick first: the next commit fails.
+    Conflict,
+    /// The pending changes committed as a new fork's first tick; under a
+    /// name already taken (`true`) that fails.
+    CommitAsFork(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +58,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Stage),
         1 => Just(Op::Discard),
         1 => Just(Op::Fork),
+        1 => Just(Op::Conflict),
+        1 => any::<bool>().prop_map(Op::CommitAsFork),
     ]
 }
 
@@ -186,6 +195,40 @@ async fn scenario(ops: Vec<Op>) {
             Op::Discard => {
                 a.discard_pending();
                 b.discard_pending();
+            }
+            Op::Conflict => {
+                // The same tick appended to both ledgers by another handle.
+                for (w, st) in [(&a, &sa), (&b, &sb)] {
+                    let mut other = World::open_id(st.clone(), reg.clone(), w.id())
+                        .await
+                        .unwrap();
+                    other.spawn().unwrap();
+                    other.commit().await.unwrap();
+                }
+                let (ra, rb) = (a.commit().await, b.commit().await);
+                let conflict = |r: &Result<Tick, Error>| match r {
+                    Ok(_) => "ok",
+                    Err(Error::Storage(StorageError::Conflict { .. })) => "conflict",
+                    Err(_) => "other error",
+                };
+                assert_eq!(conflict(&ra), conflict(&rb), "{seen:?}");
+                // A failed commit gives every pending change back, those
+                // made in place encoded again from hecs.
+                assert_eq!(a.pending(), b.pending(), "{seen:?}");
+                a.refresh().await.unwrap();
+                b.refresh().await.unwrap();
+            }
+            Op::CommitAsFork(taken) => {
+                let name = match taken {
+                    true => "w".to_string(),
+                    false => format!("fork-as-{i}"),
+                };
+                let (ra, rb) = (a.commit_as_fork(&name).await, b.commit_as_fork(&name).await);
+                assert_eq!(
+                    ra.map(|info| info.head).map_err(|e| e.to_string()),
+                    rb.map(|info| info.head).map_err(|e| e.to_string()),
+                    "{seen:?}"
+                );
             }
             Op::Fork => {
                 // A fork copies what the ledger holds: no pending change,

@@ -59,32 +59,31 @@ impl World {
         let Some(record) = self.next_record() else {
             return self.fork_in_place(name).await;
         };
-        let mut sizes = (self.replay_bytes, self.state_bytes);
-        let forked = match self.snapshot_after(&record) {
-            Ok(snapshot) => {
-                sizes = self.sizes_after(&record, snapshot.as_ref());
-                self.storage
-                    .fork_and_append(
-                        self.info.id,
-                        self.tick,
-                        name,
-                        vec![(record.clone(), snapshot)],
-                    )
-                    .await
-                    .map_err(Error::from)
-            }
-            Err(e) => Err(e),
-        };
-        let info = match forked {
-            Ok(info) => info,
+        let snapshot = match self.snapshot_after(&record) {
+            Ok(snapshot) => snapshot,
             Err(e) => {
                 self.pending = record.changes;
                 return Err(e);
             }
         };
+        let sizes = self.sizes_after(&record, snapshot.as_ref());
+        let tick = record.tick;
+        // As `commit`: the record goes, what applying it needs is kept.
+        let kept = self.keep_for_apply(&record.changes);
+        let forked = self
+            .storage
+            .fork_and_append(self.info.id, self.tick, name, vec![(record, snapshot)])
+            .await;
+        let info = match forked {
+            Ok(info) => info,
+            Err(e) => {
+                self.restore_pending(kept);
+                return Err(e.into());
+            }
+        };
         self.info = info.clone();
         self.read_only = false;
-        self.apply_next(&record)?;
+        self.apply_kept(tick, &kept)?;
         (self.replay_bytes, self.state_bytes) = sizes;
         Ok(info)
     }

@@ -5,7 +5,9 @@ use super::{Held, IdMap, World};
 use crate::error::Error;
 use crate::ids::{EntityId, WorldId};
 use crate::record::Change;
-use crate::registry::{ComponentValue, RegistryError, insert_impl};
+use crate::registry::{
+    ComponentRegistry, ComponentValue, RegistryError, encode_exact, insert_impl,
+};
 use std::collections::HashSet;
 
 /// Puts a value decoded from its bytes on an entity (replacing its value).
@@ -120,26 +122,30 @@ impl World {
         self.check_writable()?;
         // One look-up of the id, for liveness and the hecs entity.
         let e = self.ids.get(&entity).copied();
-        if !self
-            .pending_live
-            .get(&entity)
-            .copied()
-            .unwrap_or(e.is_some())
-        {
+        let live = match self.pending_live.is_empty() {
+            true => e.is_some(),
+            false => self
+                .pending_live
+                .get(&entity)
+                .copied()
+                .unwrap_or(e.is_some()),
+        };
+        if !live {
             return Err(Error::NoSuchEntity {
                 world: self.info.id,
                 entity,
             });
         }
-        let registry = self.registry.clone();
-        let name = registry.name_of::<T>()?;
-        match self.latest(entity, e.is_none(), name) {
+        // The record's copy of the name (its borrow of the registry ends
+        // here, so no clone of the registry's `Arc` is needed).
+        let component = self.registry.name_of::<T>()?.to_string();
+        match self.latest(entity, e.is_none(), &component) {
             Latest::InHecs => {}
             Latest::Set(i) => {
                 let Change::Set { value: bytes, .. } = &self.pending[i] else {
                     unreachable!("latest names a Set");
                 };
-                let mut value: T = registry.decode(self.info.id, bytes)?;
+                let mut value: T = self.registry.decode(self.info.id, bytes)?;
                 let out = f(&mut value);
                 self.insert_owned(entity, value)?;
                 return Ok(out);
@@ -149,7 +155,7 @@ impl World {
         let Some(e) = e else {
             return Err(self.no_component::<T>(entity));
         };
-        let run_before = match self.is_run(name) {
+        let run_before = match self.is_run(&component) {
             true => Some(self.run_id_of(e)),
             false => None,
         };
@@ -160,7 +166,7 @@ impl World {
         let encoded = postcard::to_extend(&*value, Append(&mut self.undo.bytes))
             .map(|_| ())
             .map_err(|source| RegistryError::Encode {
-                component: name.to_string(),
+                component: component.clone(),
                 source,
             });
         if let Err(e) = encoded {
@@ -168,9 +174,9 @@ impl World {
             return Err(e.into());
         }
         let out = f(&mut value);
-        let (component, bytes) = match self.registry.encode(&*value) {
-            Ok(encoded) => encoded,
-            Err(err) => {
+        let bytes = match encode_exact(&*value) {
+            Ok(bytes) => bytes,
+            Err(source) => {
                 // Put the old value back: nothing changed.
                 drop(value);
                 let old = &self.undo.bytes[start..];
@@ -178,10 +184,10 @@ impl World {
                 self.undo.bytes.truncate(start);
                 restored.map_err(|source| RegistryError::Decode {
                     world: self.info.id,
-                    component: name.to_string(),
+                    component: component.clone(),
                     source,
                 })?;
-                return Err(err.into());
+                return Err(RegistryError::Encode { component, source }.into());
             }
         };
         drop(value);
@@ -193,7 +199,7 @@ impl World {
             value: bytes,
         });
         self.pending_values
-            .push((self.pending.len() - 1, Held::InPlace));
+            .push((self.pending.len() - 1, Held::InPlace(reencode::<T>)));
         if let Some(before) = run_before {
             self.reindex_run(entity, e, before);
         }
@@ -218,7 +224,7 @@ impl World {
     }
 
     /// Whether pending change `i` was made in place.
-    fn in_place(&self, i: usize) -> bool {
+    pub(super) fn in_place(&self, i: usize) -> bool {
         in_place(&self.pending_values, i)
     }
 
@@ -293,5 +299,15 @@ impl World {
 fn in_place(values: &[(usize, Held)], i: usize) -> bool {
     values
         .binary_search_by_key(&i, |(at, _)| *at)
-        .is_ok_and(|k| matches!(values[k].1, Held::InPlace))
+        .is_ok_and(|k| matches!(values[k].1, Held::InPlace(_)))
+}
+
+/// [`super::Reencode`] of `T`.
+fn reencode<T: ComponentValue>(
+    registry: &ComponentRegistry,
+    hecs: &hecs::World,
+    e: hecs::Entity,
+) -> Option<Result<(String, Vec<u8>), RegistryError>> {
+    let value = hecs.get::<&T>(e).ok()?;
+    Some(registry.encode(&*value))
 }

@@ -100,6 +100,7 @@ impl World {
             pending: Vec::new(),
             pending_values: Vec::new(),
             pending_live: IdMap::default(),
+            scratch: IdMap::default(),
             undo: Default::default(),
             plain: 0,
             touched: None,

@@ -25,7 +25,7 @@ pub(crate) use borrowed::{
 pub(crate) use parts::INLINE_MAX;
 pub(crate) use parts::{CODEC_PARTS, RECORD_PARTS, SNAPSHOT_PARTS, join, split, stub};
 pub(crate) use value::{body, nothing_left, take_whole};
-use value::{decode, encode, encode_packed, encode_packed_sized, encode_versioned};
+use value::{decode, encode, encode_packed_scratch, encode_packed_sized, encode_versioned};
 
 use autoresearch_core::{
     Change, EntityId, ForkPoint, Snapshot, Tick, TickRecord, WorldId, WorldInfo,
@@ -686,7 +686,9 @@ pub(crate) fn decode_record(tick: Tick, bytes: &[u8]) -> Result<TickRecord, Deco
 
 /// Encodes a snapshot's body; its tick is the key.
 pub(crate) fn encode_snapshot(snapshot: Snapshot) -> Result<Vec<u8>, String> {
-    encode_packed(&SnapshotV1 {
+    // Through the thread's scratch buffer: a snapshot's raw encoding is
+    // megabytes, written every snapshot interval.
+    encode_packed_scratch(&SnapshotV1 {
         next_entity: snapshot.next_entity,
         entities: snapshot
             .entities

@@ -69,13 +69,8 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
     postcard::to_extend(value, vec![PLAIN_VERSION]).map_err(|e| e.to_string())
 }
 
-/// Version 2: the body compressed with LZ4 when it is long enough and
-/// shrinks, raw otherwise.
-pub(super) fn encode_packed<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
-    encode_packed_sized(0, value)
-}
-
-/// [`encode_packed`] into a buffer of `size_hint` bytes to start with.
+/// Version 2: the body compressed when it is long enough and shrinks, raw
+/// otherwise, encoded into a buffer of `size_hint` bytes to start with.
 pub(super) fn encode_packed_sized<T: Serialize>(
     size_hint: usize,
     value: &T,
@@ -93,9 +88,45 @@ pub(super) fn encode_versioned<T: Serialize>(
     let mut start = Vec::with_capacity(2 + size_hint);
     start.extend_from_slice(&[version, CODEC_RAW]);
     let raw = postcard::to_extend(value, start).map_err(|e| e.to_string())?;
+    Ok(pack(version, &raw)?.unwrap_or(raw))
+}
+
+/// The largest scratch buffer [`encode_packed_scratch`] keeps between
+/// calls.
+const MAX_SCRATCH: usize = 64 << 20;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`encode_packed_sized`], the value encoded into this thread's scratch
+/// buffer (kept up to [`MAX_SCRATCH`]) before it is compressed: for large
+/// values (snapshots) written again and again, whose raw encoding in
+/// fresh memory each time cost more in page faults than in encoding. The
+/// same bytes as [`encode_packed_sized`].
+pub(super) fn encode_packed_scratch<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    SCRATCH.with(|scratch| {
+        let mut raw = scratch.take();
+        raw.clear();
+        raw.extend_from_slice(&[PACKED_VERSION, CODEC_RAW]);
+        let raw = postcard::to_extend(value, raw).map_err(|e| e.to_string())?;
+        let out = match pack(PACKED_VERSION, &raw)? {
+            Some(packed) => packed,
+            None => raw.clone(),
+        };
+        if raw.capacity() <= MAX_SCRATCH {
+            scratch.replace(raw);
+        }
+        Ok(out)
+    })
+}
+
+/// `raw` (a version byte, [`CODEC_RAW`], the body) compressed, when it is
+/// long enough and compressing makes it shorter; `None`: store it raw.
+fn pack(version: u8, raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
     let body = &raw[2..];
     if body.len() < COMPRESS_FROM || body.len() > u32::MAX as usize {
-        return Ok(raw);
+        return Ok(None);
     }
     let level = if body.len() < ZSTD_UP_TO {
         ZSTD_LEVEL
@@ -108,7 +139,7 @@ pub(super) fn encode_versioned<T: Serialize>(
         out.extend_from_slice(&[version, CODEC_ZSTD]);
         out.extend_from_slice(&(body.len() as u32).to_le_bytes());
         out.extend_from_slice(&packed);
-        return Ok(if out.len() < raw.len() { out } else { raw });
+        return Ok((out.len() < raw.len()).then_some(out));
     }
     let mut out = Vec::with_capacity(6 + lz4_flex::block::get_maximum_output_size(body.len()));
     out.extend_from_slice(&[version, CODEC_LZ4]);
@@ -120,7 +151,7 @@ pub(super) fn encode_versioned<T: Serialize>(
     );
     let n = lz4_flex::block::compress_into(body, &mut out[start..]).map_err(|e| e.to_string())?;
     out.truncate(start + n);
-    Ok(if out.len() < raw.len() { out } else { raw })
+    Ok((out.len() < raw.len()).then_some(out))
 }
 
 /// The postcard body of a value of any version: borrowed for versions 1
