@@ -303,6 +303,24 @@ pub(super) fn update(
     let mut keyed: Vec<KeyOp<'_>> = Vec::new();
     let parallel = touched.len() >= PARALLEL_FROM;
     let afters = changed_facts(&touched, parallel)?.ok_or(Stop::Unkept)?;
+    if parallel {
+        // A bulk batch's keys (tens of thousands) sized once, at most
+        // every key before and after of each entity, rather than grown
+        // op by op.
+        let (mut at_once, mut other) = (0, 0);
+        for (_, before, after) in afters.iter().flatten() {
+            let indexes = before.keys.iter().map(|(i, _)| *i);
+            for i in indexes.chain(after.keys.iter().map(|(i, _)| *i)) {
+                if NEVER_PENDING.contains(&i) {
+                    at_once += 1;
+                } else {
+                    other += 1;
+                }
+            }
+        }
+        now.reserve_exact(at_once);
+        keyed.reserve_exact(other);
+    }
     let mut tally: Option<Tally> = None;
     for (e, before, after) in afters.iter().flatten() {
         let old = |i: &str, k: &str| before.keys.iter().any(|(bi, bk)| *bi == i && bk == k);
