@@ -17,9 +17,13 @@ struct Dict<'a> {
 }
 
 impl<'a> Dict<'a> {
+    /// Sized for `cap` strings (at most 4,096) at once: a column of many distinct texts
+    /// fills it to `cap` before it gives up, and regrowing the map on the
+    /// way cost more than filling it (ids are in first-seen order either
+    /// way).
     fn new(cap: usize) -> Self {
         Dict {
-            ids: FxMap::default(),
+            ids: FxMap::with_capacity_and_hasher(cap.min(4096) + 1, Default::default()),
             entries: Vec::new(),
             cap,
         }
