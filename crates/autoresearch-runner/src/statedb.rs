@@ -7,6 +7,7 @@
 //! types and fingerprints are in `rows.rs`; [`scan`] (here) reads a
 //! snapshot against the ingest's index.
 
+mod records;
 mod rows;
 mod source;
 
@@ -48,6 +49,9 @@ pub(crate) struct Scan {
     /// Where the agents rows' fingerprints came from: `pages` (the table's
     /// pages, `sqlite_dbpage`) or `rows` (the SQL row-scan fallback).
     pub read_path: &'static str,
+    /// Whether the rows of a first scan were decoded from the table's
+    /// pages (see `records.rs`) rather than stepped through with SQL.
+    pub rows_from_pages: bool,
 }
 
 /// The `Index::report_rows` code of a report row with no text report_id
@@ -89,6 +93,8 @@ fn cell_fp(cells: &pages::Cells, rowid: i64) -> u64 {
         .binary_search_by_key(&rowid, |c| c.0)
         .map_or(0, |at| cells[at].1)
 }
+
+const NO_TEXT_ID: &str = "an agents row without a text agent_id was skipped";
 
 const BAD_REPORT_ROW: &str = "a run_reports row without a text report_id or agent_id was skipped";
 
@@ -164,9 +170,7 @@ fn take_agent(
             }
             out.agents.push((rowid, hint, new_agent_row(row, 1, buf)?));
         }
-        None => out
-            .warnings
-            .push("an agents row without a text agent_id was skipped".to_string()),
+        None => out.warnings.push(NO_TEXT_ID.to_string()),
     }
     Ok(())
 }
@@ -215,7 +219,33 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
         _ => TableCells::default(),
     };
     out.read_path = if cells.is_some() { "pages" } else { "rows" };
-    if index.by_rowid.is_empty() {
+    // A first scan reads every row: from the pages just read when they
+    // give exactly what SQL gives.
+    let from_pages = match (&cells, &source.tree) {
+        (Some(cells), Some(tree)) if index.by_rowid.is_empty() => {
+            match records::Layout::of(&tx).map_err(err)? {
+                Some(layout) => records::agents(&tx, tree, cells, &layout).map_err(err)?,
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some(rows) = from_pages {
+        out.rows_from_pages = true;
+        out.rows_read = rows.len();
+        out.agents.reserve_exact(rows.len());
+        for (rowid, row) in rows {
+            match row {
+                Some(row) => {
+                    if has_reports && let Some(id) = row.get(0) {
+                        candidates.insert(id.to_string());
+                    }
+                    out.agents.push((rowid, None, row));
+                }
+                None => out.warnings.push(NO_TEXT_ID.to_string()),
+            }
+        }
+    } else if index.by_rowid.is_empty() {
         let sql = format!("SELECT rowid, {columns} FROM agents");
         let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;

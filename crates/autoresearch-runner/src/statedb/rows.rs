@@ -111,18 +111,27 @@ pub(super) fn digest(buf: &[u8]) -> u64 {
 pub(super) fn new_agent_row(
     row: &Row<'_>,
     from: usize,
-    mut buf: Option<&mut Vec<u8>>,
+    buf: Option<&mut Vec<u8>>,
 ) -> rusqlite::Result<AgentRow> {
+    let mut values = [ValueRef::Null; 11];
+    for (i, v) in values.iter_mut().enumerate() {
+        *v = row.get_ref(from + i)?;
+    }
+    Ok(agent_row(&values, buf))
+}
+
+/// An `agents` row from its values (in [`AGENT_COLUMNS`] order), read
+/// with SQL or from the table's pages: the same values give the same row.
+/// Without `buf` the fingerprint is left 0 for the caller to fill in.
+pub(super) fn agent_row(values: &[ValueRef<'_>; 11], mut buf: Option<&mut Vec<u8>>) -> AgentRow {
     use std::fmt::Write;
     if let Some(buf) = buf.as_deref_mut() {
         buf.clear();
     }
     // The values first, to size the text once: a row is longer than any
     // fixed guess often enough that growing it cost a copy per row.
-    let mut values = [ValueRef::Null; 11];
     let mut len = 0;
-    for (i, v) in values.iter_mut().enumerate() {
-        *v = row.get_ref(from + i)?;
+    for v in values {
         len += match v {
             ValueRef::Null => 0,
             // At most 20 digits and a sign; a float's shortest rendering
@@ -133,7 +142,7 @@ pub(super) fn new_agent_row(
     }
     let mut text = String::with_capacity(len);
     let mut spans = [None; 11];
-    for (v, span) in values.into_iter().zip(spans.iter_mut()) {
+    for (&v, span) in values.iter().zip(spans.iter_mut()) {
         if let Some(buf) = buf.as_deref_mut() {
             encode(v, buf);
         }
@@ -154,11 +163,11 @@ pub(super) fn new_agent_row(
         }
         *span = Some((start as u32, text.len() as u32));
     }
-    Ok(AgentRow {
+    AgentRow {
         text,
         spans,
         fp: buf.map_or(0, |b| digest(b)),
-    })
+    }
 }
 
 /// Fingerprint of a row's raw values, never 0 (0 means "unknown").

@@ -303,6 +303,24 @@ pub(super) fn update(
     let mut keyed: Vec<KeyOp<'_>> = Vec::new();
     let parallel = touched.len() >= PARALLEL_FROM;
     let afters = changed_facts(&touched, parallel)?.ok_or(Stop::Unkept)?;
+    if parallel {
+        // A bulk batch's keys (tens of thousands) sized once, at most
+        // every key before and after of each entity, rather than grown
+        // op by op.
+        let (mut at_once, mut other) = (0, 0);
+        for (_, before, after) in afters.iter().flatten() {
+            let indexes = before.keys.iter().map(|(i, _)| *i);
+            for i in indexes.chain(after.keys.iter().map(|(i, _)| *i)) {
+                if NEVER_PENDING.contains(&i) {
+                    at_once += 1;
+                } else {
+                    other += 1;
+                }
+            }
+        }
+        now.reserve_exact(at_once);
+        keyed.reserve_exact(other);
+    }
     let mut tally: Option<Tally> = None;
     for (e, before, after) in afters.iter().flatten() {
         let old = |i: &str, k: &str| before.keys.iter().any(|(bi, bk)| *bi == i && bk == k);
@@ -350,9 +368,9 @@ pub(super) fn update(
     let bulk = nothing_pending && delta.len() + keyed.len() >= FOLD_NOW;
     if bulk && parallel {
         both(
-            || sort_by_index(&mut now),
+            || sort_bulk(&mut now),
             || {
-                sort_by_index(&mut keyed);
+                sort_bulk(&mut keyed);
                 keyed.dedup();
             },
             "sorting the current state's keys",
@@ -424,6 +442,93 @@ fn sort_by_index(ops: &mut Vec<KeyOp<'_>>) {
     for (_, mut bucket) in buckets {
         bucket.sort_unstable_by(|a, b| (a.1, a.2, a.3).cmp(&(b.1, b.2, b.3)));
         ops.append(&mut bucket);
+    }
+}
+
+/// [`sort_by_index`] for a bulk batch's tens of thousands of ops (an
+/// ingest's): the same order, with cheaper comparisons. Within an index,
+/// keys are compared by rank when few are distinct (an experiment's name,
+/// shared by thousands of runs: each distinct key compared once, then
+/// numbers), else by their first eight bytes as a number (run ids: the
+/// whole keys compared only where those tie).
+fn sort_bulk(ops: &mut Vec<KeyOp<'_>>) {
+    // Each index's bucket sized once (grown op by op, tens of thousands
+    // of ops cost more than their sort).
+    let mut buckets: Vec<(&str, Vec<KeyOp<'_>>)> = Vec::new();
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for op in ops.iter() {
+        match counts.iter_mut().find(|(name, _)| *name == op.0) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((op.0, 1)),
+        }
+    }
+    for (name, n) in counts {
+        buckets.push((name, Vec::with_capacity(n)));
+    }
+    for op in ops.drain(..) {
+        // Every op's index was counted above: its bucket is there.
+        if let Some((_, bucket)) = buckets.iter_mut().find(|(name, _)| *name == op.0) {
+            bucket.push(op);
+        }
+    }
+    buckets.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (_, mut bucket) in buckets {
+        if !sort_by_rank(&mut bucket) {
+            sort_by_prefix(&mut bucket);
+        }
+        ops.append(&mut bucket);
+    }
+}
+
+/// Sorts one index's ops by key rank, entity and presence; false (left
+/// as they were) when more than about an eighth of the keys are distinct.
+fn sort_by_rank(ops: &mut [KeyOp<'_>]) -> bool {
+    let most = ops.len() / 8 + 16;
+    let mut distinct: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
+    let mut keyed: Vec<(u32, u64, bool, &str)> = Vec::with_capacity(ops.len());
+    for &(_, k, e, added) in ops.iter() {
+        let next = distinct.len() as u32;
+        let id = *distinct.entry(k).or_insert(next);
+        if distinct.len() > most {
+            return false;
+        }
+        keyed.push((id, e, added, k));
+    }
+    let mut names: Vec<(&str, u32)> = distinct.into_iter().collect();
+    names.sort_unstable();
+    let mut rank = vec![0u32; names.len()];
+    for (r, (_, id)) in names.iter().enumerate() {
+        rank[*id as usize] = r as u32;
+    }
+    for op in &mut keyed {
+        op.0 = rank[op.0 as usize];
+    }
+    keyed.sort_unstable_by_key(|op| (op.0, op.1, op.2));
+    for (op, (_, e, added, k)) in ops.iter_mut().zip(keyed) {
+        *op = (op.0, k, e, added);
+    }
+    true
+}
+
+/// Sorts one index's ops by key, entity and presence, each key first
+/// compared by its first eight bytes as a big-endian number (zero-padded:
+/// the numbers order as the keys do, and tie only where the keys may).
+fn sort_by_prefix(ops: &mut [KeyOp<'_>]) {
+    fn prefix(k: &str) -> u64 {
+        let mut b = [0u8; 8];
+        let n = k.len().min(8);
+        b[..n].copy_from_slice(&k.as_bytes()[..n]);
+        u64::from_be_bytes(b)
+    }
+    let mut keyed: Vec<(u64, KeyOp<'_>)> = ops.iter().map(|op| (prefix(op.1), *op)).collect();
+    keyed.sort_unstable_by(|(pa, a), (pb, b)| {
+        pa.cmp(pb)
+            .then_with(|| a.1.cmp(b.1))
+            .then(a.2.cmp(&b.2))
+            .then(a.3.cmp(&b.3))
+    });
+    for (op, (_, sorted)) in ops.iter_mut().zip(keyed) {
+        *op = sorted;
     }
 }
 
@@ -585,6 +690,56 @@ mod tests {
             let all = touched(Some(bad));
             assert!(changed_facts(&all, false).ok().unwrap().is_none());
             assert!(changed_facts(&all, true).ok().unwrap().is_none());
+        }
+    }
+
+    /// The bulk sort (by key rank or by key prefix) gives the order of a
+    /// plain sort of the tuples: few and many distinct keys, keys shorter
+    /// than eight bytes, sharing their first eight, holding zero bytes.
+    #[test]
+    fn the_bulk_sort_equals_a_plain_sort() {
+        let names = ["run", "experiment", "active"];
+        let few = [
+            "kernel-tune",
+            "kernel-tuned",
+            "a",
+            "a\0",
+            "",
+            "nanogpt-speedrun",
+            "nanogpt-",
+        ];
+        let mut rng = Rng(17);
+        let many: Vec<String> = (0..4_000)
+            .map(|i| match i % 4 {
+                0 => format!("{:016x}-{i:07}", rng.below(1 << 40)),
+                1 => format!("run-0000{}", rng.below(100)),
+                2 => format!("r{}", rng.below(1000)),
+                _ => format!("x\0{}", rng.below(50)),
+            })
+            .collect();
+        for (len, distinct) in [
+            (0usize, 1usize),
+            (1, 1),
+            (40, 3),
+            (3_000, 7),
+            (3_000, 4_000),
+            (5_000, 40),
+        ] {
+            let ops: Vec<KeyOp<'_>> = (0..len)
+                .map(|_| {
+                    let k = if distinct <= few.len() {
+                        *rng.pick(&few[..distinct])
+                    } else {
+                        many[rng.below(distinct.min(many.len()) as u64) as usize].as_str()
+                    };
+                    (*rng.pick(&names), k, rng.below(3_000), rng.below(2) == 0)
+                })
+                .collect();
+            let mut want = ops.clone();
+            want.sort_unstable();
+            let mut got = ops;
+            sort_bulk(&mut got);
+            assert_eq!(got, want, "{len} ops, {distinct} keys");
         }
     }
 
