@@ -30,7 +30,11 @@ mod worlds_rm;
 /// mimalloc (Microsoft's allocator, <https://github.com/microsoft/mimalloc>):
 /// the ledger allocates many small values per change (decoded `Run`s, their
 /// strings, encoded records), where glibc's malloc spent about a quarter of
-/// `bench ledger`'s samples (`docs/benchmarks.md`).
+/// `bench ledger`'s samples (`docs/benchmarks.md`). It is built with the
+/// crate's `no_thp` feature: it does not ask for transparent huge pages,
+/// whose first touch (2 MiB zeroed at a time) made a short process's ingest
+/// 2 to 3 times slower on a `madvise` THP system when processes started a
+/// second apart (`docs/benchmarks.md`, "mimalloc without transparent huge pages").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
