@@ -56,6 +56,15 @@ enum Kept {
     InPlace(EntityId),
 }
 
+/// The next tick as [`World::outgoing`] hands it to the storage.
+struct Outgoing {
+    record: TickRecord,
+    snapshot: Option<Snapshot>,
+    /// `(replay_bytes, state_bytes)` once the tick is stored.
+    sizes: (u64, u64),
+    kept: Vec<Kept>,
+}
+
 /// A world materialized at its head (writable) or at a past tick (read-only).
 ///
 /// Reads go to the materialized `hecs::World` ([`World::hecs`]) and never see
@@ -381,8 +390,32 @@ impl World {
             self.stage()?;
             return self.flush().await;
         }
-        let Some(record) = self.next_record() else {
+        let Some(out) = self.outgoing()? else {
             return Ok(self.tick);
+        };
+        let tick = out.record.tick;
+        let appended = self
+            .storage
+            .append(self.info.id, out.record, out.snapshot)
+            .await;
+        if let Err(e) = appended {
+            // Keep the changes (and owned values) for the caller to
+            // inspect or redo.
+            self.restore_pending(out.kept);
+            return Err(e.into());
+        }
+        self.apply_stored(tick, &out.kept, out.sizes)?;
+        Ok(tick)
+    }
+
+    /// The pending changes as the next tick for the storage (`None` when
+    /// nothing is pending): its record, the snapshot due after it, and
+    /// what applying it here needs once it is stored, values changed in
+    /// place not copied (see [`World::keep_for_apply`]). On an error (the
+    /// snapshot could not be made) the changes stay pending.
+    fn outgoing(&mut self) -> Result<Option<Outgoing>, Error> {
+        let Some(record) = self.next_record() else {
+            return Ok(None);
         };
         let snapshot = match self.snapshot_after(&record) {
             Ok(snapshot) => snapshot,
@@ -392,20 +425,21 @@ impl World {
             }
         };
         let sizes = self.sizes_after(&record, snapshot.as_ref());
-        let tick = record.tick;
-        // The record goes to the storage; what applying it here needs is
-        // kept, values changed in place not copied.
         let kept = self.keep_for_apply(&record.changes);
-        let appended = self.storage.append(self.info.id, record, snapshot).await;
-        if let Err(e) = appended {
-            // Keep the changes (and owned values) for the caller to
-            // inspect or redo.
-            self.restore_pending(kept);
-            return Err(e.into());
-        }
-        self.apply_kept(tick, &kept)?;
+        Ok(Some(Outgoing {
+            record,
+            snapshot,
+            sizes,
+            kept,
+        }))
+    }
+
+    /// After the storage stored tick `tick` of [`World::outgoing`]:
+    /// applies it as the new head and takes its replay and state sizes.
+    fn apply_stored(&mut self, tick: Tick, kept: &[Kept], sizes: (u64, u64)) -> Result<(), Error> {
+        self.apply_kept(tick, kept)?;
         (self.replay_bytes, self.state_bytes) = sizes;
-        Ok(tick)
+        Ok(())
     }
 
     /// Applies the record of tick `tick` (the next one), as

@@ -56,35 +56,29 @@ impl World {
     /// pending.
     pub async fn commit_as_fork(&mut self, name: &str) -> Result<WorldInfo, Error> {
         self.check_flushed(name)?;
-        let Some(record) = self.next_record() else {
+        let Some(out) = self.outgoing()? else {
             return self.fork_in_place(name).await;
         };
-        let snapshot = match self.snapshot_after(&record) {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                self.pending = record.changes;
-                return Err(e);
-            }
-        };
-        let sizes = self.sizes_after(&record, snapshot.as_ref());
-        let tick = record.tick;
-        // As `commit`: the record goes, what applying it needs is kept.
-        let kept = self.keep_for_apply(&record.changes);
+        let tick = out.record.tick;
         let forked = self
             .storage
-            .fork_and_append(self.info.id, self.tick, name, vec![(record, snapshot)])
+            .fork_and_append(
+                self.info.id,
+                self.tick,
+                name,
+                vec![(out.record, out.snapshot)],
+            )
             .await;
         let info = match forked {
             Ok(info) => info,
             Err(e) => {
-                self.restore_pending(kept);
+                self.restore_pending(out.kept);
                 return Err(e.into());
             }
         };
         self.info = info.clone();
         self.read_only = false;
-        self.apply_kept(tick, &kept)?;
-        (self.replay_bytes, self.state_bytes) = sizes;
+        self.apply_stored(tick, &out.kept, out.sizes)?;
         Ok(info)
     }
 
