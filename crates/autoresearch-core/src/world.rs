@@ -1,19 +1,24 @@
 //! [`World`]: a `hecs::World` materialized at one tick of a durable log, with
 //! buffered mutations that `commit()` appends as the next tick.
 //!
-//! Buffering and committing changes are here; opening a world is in
-//! `open.rs`, reading it in `query.rs`, forking it in `fork.rs`.
+//! Buffering changes is here; committing them is in `commit.rs`, snapshots
+//! in `snapshot.rs`, changing a component in place in `modify.rs`, opening
+//! a world in `open.rs`, reading it in `query.rs`, forking it in `fork.rs`.
 
+mod commit;
 mod fork;
 mod modify;
 mod open;
 mod query;
+mod snapshot;
+
+pub(crate) use snapshot::into_snapshot;
 
 use crate::components::Run;
 use crate::error::Error;
-use crate::ids::{EntityId, Tick, WorldId, now_ms};
+use crate::ids::{EntityId, Tick, WorldId};
 use crate::ledger;
-use crate::record::{Change, Snapshot, SnapshotEntity, State, TickRecord};
+use crate::record::{Change, Snapshot, TickRecord};
 use crate::registry::{ComponentRegistry, ComponentValue, RegistryError};
 use crate::storage::{Storage, WorldInfo};
 use std::collections::HashMap;
@@ -44,26 +49,6 @@ type Reencode = fn(
     &hecs::World,
     hecs::Entity,
 ) -> Option<Result<(String, Vec<u8>), RegistryError>>;
-
-/// A change of a record handed to the storage, as [`World::commit`] keeps
-/// it to apply the record after the append, or to give the changes back
-/// after a failed one.
-enum Kept {
-    /// A copy of the change.
-    Change(Change),
-    /// A `Set` made in place on this entity, which no later change of the
-    /// record touches: hecs holds its value, nothing need be copied.
-    InPlace(EntityId),
-}
-
-/// The next tick as [`World::outgoing`] hands it to the storage.
-struct Outgoing {
-    record: TickRecord,
-    snapshot: Option<Snapshot>,
-    /// `(replay_bytes, state_bytes)` once the tick is stored.
-    sizes: (u64, u64),
-    kept: Vec<Kept>,
-}
 
 /// A world materialized at its head (writable) or at a past tick (read-only).
 ///
@@ -116,7 +101,7 @@ pub struct World {
     /// About how many bytes of records a read of this tick replays after
     /// the last snapshot on the world's lineage ([`TickRecord::approx_bytes`]).
     replay_bytes: u64,
-    /// About how large the state is ([`State::approx_bytes`]), as of the
+    /// About how large the state is ([`crate::State::approx_bytes`]), as of the
     /// open or the last snapshot this handle wrote.
     state_bytes: u64,
 }
@@ -373,352 +358,6 @@ impl World {
         self.touched = None;
     }
 
-    /// Appends the buffered changes as tick `head + 1` and applies them.
-    /// With nothing buffered, returns the current tick and appends nothing.
-    /// When the durable point matters, this is it: on `Ok`, every tick so
-    /// far is durable, staged ones ([`World::stage`]) included.
-    ///
-    /// Errors: `Conflict` when another writer advanced the world first (call
-    /// [`World::refresh`] and redo the changes); on any error the pending
-    /// changes are kept and the materialized state is unchanged. With
-    /// staged ticks before it, it is [`World::stage`] then [`World::flush`]
-    /// and fails as they do.
-    pub async fn commit(&mut self) -> Result<Tick, Error> {
-        self.check_writable()?;
-        if !self.staged.is_empty() {
-            // Behind earlier staged ticks: stage this one too, append all.
-            self.stage()?;
-            return self.flush().await;
-        }
-        let Some(out) = self.outgoing()? else {
-            return Ok(self.tick);
-        };
-        let tick = out.record.tick;
-        let appended = self
-            .storage
-            .append(self.info.id, out.record, out.snapshot)
-            .await;
-        if let Err(e) = appended {
-            // Keep the changes (and owned values) for the caller to
-            // inspect or redo.
-            self.restore_pending(out.kept);
-            return Err(e.into());
-        }
-        self.apply_stored(tick, &out.kept, out.sizes)?;
-        Ok(tick)
-    }
-
-    /// The pending changes as the next tick for the storage (`None` when
-    /// nothing is pending): its record, the snapshot due after it, and
-    /// what applying it here needs once it is stored, values changed in
-    /// place not copied (see [`World::keep_for_apply`]). On an error (the
-    /// snapshot could not be made) the changes stay pending.
-    fn outgoing(&mut self) -> Result<Option<Outgoing>, Error> {
-        let Some(record) = self.next_record() else {
-            return Ok(None);
-        };
-        let snapshot = match self.snapshot_after(&record) {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                self.pending = record.changes;
-                return Err(e);
-            }
-        };
-        let sizes = self.sizes_after(&record, snapshot.as_ref());
-        let kept = self.keep_for_apply(&record.changes);
-        Ok(Some(Outgoing {
-            record,
-            snapshot,
-            sizes,
-            kept,
-        }))
-    }
-
-    /// After the storage stored tick `tick` of [`World::outgoing`]:
-    /// applies it as the new head and takes its replay and state sizes.
-    fn apply_stored(&mut self, tick: Tick, kept: &[Kept], sizes: (u64, u64)) -> Result<(), Error> {
-        self.apply_kept(tick, kept)?;
-        (self.replay_bytes, self.state_bytes) = sizes;
-        Ok(())
-    }
-
-    /// Applies the record of tick `tick` (the next one), as
-    /// [`World::keep_for_apply`] kept it, as the new head.
-    fn apply_kept(&mut self, tick: Tick, kept: &[Kept]) -> Result<(), Error> {
-        let mut values = std::mem::take(&mut self.pending_values);
-        self.clear_pending();
-        let applied = self.apply_changes(tick, kept.iter().map(Kept::change), values.drain(..));
-        // Emptied, its memory kept for the next tick's values.
-        self.pending_values = values;
-        applied?;
-        self.info.head = tick;
-        Ok(())
-    }
-
-    /// What [`World::commit`] keeps of the pending `changes` it hands to
-    /// the storage: a copy of each, except a `Set` made in place whose
-    /// entity no later change touches (hecs holds exactly the value it
-    /// records). O(changes) hash look-ups.
-    fn keep_for_apply(&mut self, changes: &[Change]) -> Vec<Kept> {
-        if self.undo.is_empty() {
-            // Nothing made in place.
-            return changes.iter().cloned().map(Kept::Change).collect();
-        }
-        let mut later = std::mem::take(&mut self.scratch);
-        later.clear();
-        let mut kept: Vec<Kept> = Vec::with_capacity(changes.len());
-        for (i, c) in changes.iter().enumerate().rev() {
-            let last = later.insert(c.entity(), ()).is_none();
-            kept.push(match last && self.in_place(i) {
-                true => Kept::InPlace(c.entity()),
-                false => Kept::Change(c.clone()),
-            });
-        }
-        kept.reverse();
-        self.scratch = later;
-        kept
-    }
-
-    /// Gives the changes [`World::keep_for_apply`] kept back to `pending`
-    /// after a failed append, encoding the values changed in place again
-    /// from hecs. Should one no longer encode (a type whose encoding
-    /// fails only sometimes), the pending changes are dropped and the
-    /// values changed in place put back, as [`World::discard_pending`]
-    /// does, so that hecs and the pending changes still agree.
-    fn restore_pending(&mut self, kept: Vec<Kept>) {
-        let mut pending = Vec::with_capacity(kept.len());
-        for (i, k) in kept.into_iter().enumerate() {
-            let change = match k {
-                Kept::Change(c) => Some(c),
-                Kept::InPlace(entity) => self.reencode(i, entity),
-            };
-            match change {
-                Some(c) => pending.push(c),
-                None => {
-                    self.discard_pending();
-                    return;
-                }
-            }
-        }
-        self.pending = pending;
-    }
-
-    /// Pending change `i`, a `Set` of `entity` made in place, encoded
-    /// again from the value hecs holds.
-    fn reencode(&self, i: usize, entity: EntityId) -> Option<Change> {
-        let k = self
-            .pending_values
-            .binary_search_by_key(&i, |(at, _)| *at)
-            .ok()?;
-        let Held::InPlace(encode) = &self.pending_values[k].1 else {
-            return None;
-        };
-        let e = self.hecs_entity(entity)?;
-        let (component, value) = encode(&self.registry, &self.hecs, e)?.ok()?;
-        Some(Change::Set {
-            entity,
-            component,
-            value,
-        })
-    }
-
-    /// The pending changes as the record of tick `head + 1`; `None` when
-    /// nothing is pending. The owned values stay, for [`World::apply_next`].
-    fn next_record(&mut self) -> Option<TickRecord> {
-        // The next tick's buffer starts at this one's size: a steady
-        // workload's changes are not regrown from empty every tick.
-        let n = self.pending.len();
-        (n > 0).then(|| TickRecord {
-            tick: self.tick.next(),
-            at_ms: now_ms(),
-            changes: std::mem::replace(&mut self.pending, Vec::with_capacity(n)),
-        })
-    }
-
-    /// Applies `record`, the one [`World::next_record`] made, as the new head.
-    fn apply_next(&mut self, record: &TickRecord) -> Result<(), Error> {
-        let values = std::mem::take(&mut self.pending_values);
-        self.clear_pending();
-        self.apply_changes(
-            record.tick,
-            record.changes.iter().map(Some),
-            values.into_iter(),
-        )?;
-        self.info.head = record.tick;
-        Ok(())
-    }
-
-    /// The snapshot of the state after `record` (the next tick), when the
-    /// storage asks for one at its tick ([`Storage::snapshot_due_after`]:
-    /// its interval, or the bytes a read would replay).
-    fn snapshot_after(&self, record: &TickRecord) -> Result<Option<Snapshot>, Error> {
-        let replay = self.replay_bytes + record.approx_bytes();
-        if !self
-            .storage
-            .snapshot_due_after(record.tick, replay, self.state_bytes)
-        {
-            return Ok(None);
-        }
-        self.encode_snapshot_after(record).map(Some)
-    }
-
-    /// The snapshot of the state after `record` (the next tick), encoded
-    /// straight from hecs into the snapshot's sorted lists: only the
-    /// entities `record` touches go through a [`State`] (so the record is
-    /// checked as replay checks it). The others are encoded column by
-    /// column, walking hecs's archetypes in memory order (not one look-up
-    /// per entity and registered component). Cost: O(entities x their
-    /// components) encodings, one sort of the ids.
-    fn encode_snapshot_after(&self, record: &TickRecord) -> Result<Snapshot, Error> {
-        let mut vtables: Vec<_> = self.registry.vtables().collect();
-        vtables.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        let encode_failed = |name: &String, source| RegistryError::Encode {
-            component: name.clone(),
-            source,
-        };
-        let encode = |e: hecs::Entity| -> Result<Vec<(String, Vec<u8>)>, Error> {
-            let Ok(eref) = self.hecs.entity(e) else {
-                return Ok(Vec::new());
-            };
-            let mut comps = Vec::new();
-            for vt in &vtables {
-                if let Some(bytes) = (vt.encode)(eref) {
-                    let bytes = bytes.map_err(|source| encode_failed(&vt.name, source))?;
-                    comps.push((vt.name.clone(), bytes));
-                }
-            }
-            Ok(comps)
-        };
-        let touched = record.entities();
-        let mut after = State {
-            tick: self.tick,
-            next_entity: self.committed_next,
-            entities: Default::default(),
-        };
-        for id in &touched {
-            if let Some(e) = self.ids.get(id) {
-                let comps = encode(*e)?.into_iter().collect();
-                after.entities.insert(*id, comps);
-            }
-        }
-        after.apply(self.info.id, record)?;
-        let mut entities: Vec<SnapshotEntity> =
-            Vec::with_capacity(self.ids.len() + after.entities.len());
-        for archetype in self.hecs.archetypes() {
-            // Every entity of a world carries its id.
-            let Some(ids) = archetype.get::<&EntityId>() else {
-                continue;
-            };
-            if ids.is_empty() {
-                continue;
-            }
-            let mut columns = Vec::new();
-            for vt in &vtables {
-                if let Some(values) = (vt.encode_column)(archetype) {
-                    let values = values.map_err(|source| encode_failed(&vt.name, source))?;
-                    columns.push((&vt.name, values.into_iter()));
-                }
-            }
-            for id in ids.iter() {
-                let mut comps = Vec::with_capacity(columns.len());
-                for (name, values) in &mut columns {
-                    // Each column holds one value per row.
-                    if let Some(bytes) = values.next() {
-                        comps.push(((*name).clone(), bytes));
-                    }
-                }
-                if touched.binary_search(id).is_err() {
-                    entities.push((*id, comps));
-                }
-            }
-        }
-        entities.extend(
-            after
-                .entities
-                .into_iter()
-                .map(|(id, comps)| (id, comps.into_iter().collect())),
-        );
-        // Ids are unique: hecs holds each entity once, and `after` only
-        // the touched ones, skipped above.
-        entities.sort_unstable_by_key(|(id, _)| *id);
-        Ok(Snapshot {
-            tick: after.tick,
-            next_entity: after.next_entity,
-            entities,
-        })
-    }
-
-    /// The (replay, state) sizes after `record` is applied with `snapshot`.
-    fn sizes_after(&self, record: &TickRecord, snapshot: Option<&Snapshot>) -> (u64, u64) {
-        match snapshot {
-            Some(s) => (0, snapshot_bytes(s)),
-            None => (self.replay_bytes + record.approx_bytes(), self.state_bytes),
-        }
-    }
-
-    /// Makes the buffered changes tick `head + 1` here, at once, and queues
-    /// its append for [`World::flush`] (or the next [`World::commit`]),
-    /// which appends every staged tick together: with a backend that
-    /// commits them in one durable write ([`Storage::append_all`]), several
-    /// ticks cost one write. Reads see a staged tick at once; other
-    /// readers of the ledger see it once flushed, and it is lost if the
-    /// process dies before that ([`World::history`] and [`World::fork`] read
-    /// the ledger, so they too see it once flushed). Use it for steps nothing
-    /// outside this process depends on until a later flush.
-    ///
-    /// With nothing buffered, returns the current tick and stages nothing.
-    /// Errors as [`World::commit`] does before appending (read-only world,
-    /// a snapshot that cannot be encoded); the pending changes are kept.
-    pub fn stage(&mut self) -> Result<Tick, Error> {
-        self.check_writable()?;
-        let Some(record) = self.next_record() else {
-            return Ok(self.tick);
-        };
-        let snapshot = match self.snapshot_after(&record) {
-            Ok(s) => s,
-            Err(e) => {
-                self.pending = record.changes;
-                return Err(e);
-            }
-        };
-        let sizes = self.sizes_after(&record, snapshot.as_ref());
-        self.apply_next(&record)?;
-        (self.replay_bytes, self.state_bytes) = sizes;
-        let tick = record.tick;
-        self.staged.push((record, snapshot));
-        Ok(tick)
-    }
-
-    /// How many staged ticks wait for [`World::flush`].
-    pub fn staged(&self) -> usize {
-        self.staged.len()
-    }
-
-    /// Appends every staged tick ([`World::stage`]), in order, together.
-    /// Returns the head.
-    ///
-    /// The staged ticks are stored all or nothing. On an error (`Conflict`:
-    /// another writer advanced the world first) none of them is stored, they
-    /// are dropped, and this world goes back to the state the ledger holds,
-    /// as a fresh [`World::open`] would see it; redo their changes on it if
-    /// they still apply.
-    pub async fn flush(&mut self) -> Result<Tick, Error> {
-        if self.staged.is_empty() {
-            return Ok(self.tick);
-        }
-        let staged = std::mem::take(&mut self.staged);
-        match self.storage.append_all(self.info.id, staged).await {
-            Ok(()) => Ok(self.tick),
-            Err(e) => {
-                let fresh =
-                    World::open_id(self.storage.clone(), self.registry.clone(), self.info.id)
-                        .await?;
-                *self = fresh;
-                Err(e.into())
-            }
-        }
-    }
-
     /// Catches up with ticks other writers appended. Drops pending changes,
     /// which were made against the stale state; flushes staged ticks first
     /// (and fails as [`World::flush`] does).
@@ -835,44 +474,6 @@ impl World {
                 reason: "change to an entity that is not alive",
             }))
     }
-
-    /// The materialized state, encoded back into the type-agnostic form
-    /// (with the values [`World::modify`] changed in place, as reads see
-    /// them). Cost: O(entities x registered components).
-    pub fn encode_state(&self) -> Result<State, Error> {
-        let mut state = State {
-            tick: self.tick,
-            next_entity: self.committed_next,
-            entities: Default::default(),
-        };
-        for (id, e) in &self.ids {
-            let Ok(eref) = self.hecs.entity(*e) else {
-                continue;
-            };
-            let mut comps = std::collections::BTreeMap::new();
-            for vt in self.registry.vtables() {
-                if let Some(bytes) = (vt.encode)(eref) {
-                    let bytes = bytes.map_err(|source| RegistryError::Encode {
-                        component: vt.name.clone(),
-                        source,
-                    })?;
-                    comps.insert(vt.name.clone(), bytes);
-                }
-            }
-            state.entities.insert(*id, comps);
-        }
-        Ok(state)
-    }
-}
-
-impl Kept {
-    /// The change, `None` for one made in place.
-    fn change(&self) -> Option<&Change> {
-        match self {
-            Kept::Change(c) => Some(c),
-            Kept::InPlace(_) => None,
-        }
-    }
 }
 
 impl std::fmt::Debug for World {
@@ -884,31 +485,4 @@ impl std::fmt::Debug for World {
             .field("pending", &self.pending.len())
             .finish()
     }
-}
-
-/// The snapshot of `state`, its values moved, not copied: for a state
-/// built only to be written ([`State::to_snapshot`] clones every value).
-pub(crate) fn into_snapshot(state: State) -> Snapshot {
-    Snapshot {
-        tick: state.tick,
-        next_entity: state.next_entity,
-        entities: state
-            .entities
-            .into_iter()
-            .map(|(e, comps)| (e, comps.into_iter().collect()))
-            .collect(),
-    }
-}
-
-/// About how many bytes `s` takes to read back, as [`State::approx_bytes`].
-fn snapshot_bytes(s: &Snapshot) -> u64 {
-    s.entities
-        .iter()
-        .map(|(_, comps)| {
-            10 + comps
-                .iter()
-                .map(|(n, v)| (n.len() + v.len() + 2) as u64)
-                .sum::<u64>()
-        })
-        .sum()
 }
