@@ -65,12 +65,20 @@ async fn check_kept_series(st: &Arc<dyn Storage>, world: WorldId, round: u64) ->
 /// file, some staged several to an append: the current state, the series
 /// and every Run read back equal their references, before and after the
 /// file is reopened.
+/// Two handles (each with its own writer thread) on one new ledger file
+/// in `dir`.
+fn two_handles(dir: &Path) -> (Arc<dyn Storage>, Arc<dyn Storage>) {
+    let path = dir.join("l.redb");
+    let open = || -> Arc<dyn Storage> {
+        Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap())
+    };
+    (open(), open())
+}
+
 #[tokio::test]
 async fn status_ticks_through_two_handles_equal_the_references() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.redb");
-    let a: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-    let b: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let (a, b) = two_handles(dir.path());
     let reg = registry();
     let mut wa = World::create(a.clone(), reg.clone(), "autoresearch:a")
         .await
@@ -122,7 +130,8 @@ async fn status_ticks_through_two_handles_equal_the_references() {
     check_current(&a, world, &mut rng, 40).await;
     check_series(&b, world, 40).await;
     drop((wa, wb, a, b));
-    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let st: Arc<dyn Storage> =
+        Arc::new(RedbStorage::open(&dir.path().join("l.redb"), RedbConfig::default()).unwrap());
     check_current(&st, world, &mut rng, 41).await;
     check_series(&st, world, 41).await;
     // Every Run reads back as last written.
@@ -144,9 +153,7 @@ async fn status_ticks_through_two_handles_equal_the_references() {
 #[tokio::test]
 async fn random_ticks_in_turns_of_two_handles_equal_the_references() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.redb");
-    let a: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-    let b: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let (a, b) = two_handles(dir.path());
     let reg = registry();
     let mut wa = World::create(a.clone(), reg.clone(), "autoresearch:a")
         .await
@@ -176,7 +183,8 @@ async fn random_ticks_in_turns_of_two_handles_equal_the_references() {
     assert!(series > 0);
     let head = a.world(world).await.unwrap().head;
     drop((wa, wb, a, b));
-    let st: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let st: Arc<dyn Storage> =
+        Arc::new(RedbStorage::open(&dir.path().join("l.redb"), RedbConfig::default()).unwrap());
     assert_eq!(st.world(world).await.unwrap().head, head);
     check_current(&st, world, &mut rng, 99).await;
     check_kept_series(&st, world, 99).await;
@@ -200,9 +208,7 @@ fn record(tick: u64, changes: Vec<Change>) -> TickRecord {
 #[tokio::test]
 async fn a_writers_memory_of_a_run_ends_when_another_handle_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.redb");
-    let a: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
-    let b: Arc<dyn Storage> = Arc::new(RedbStorage::open(&path, RedbConfig::default()).unwrap());
+    let (a, b) = two_handles(dir.path());
     let reg = registry();
     let info = a.create_world("autoresearch:a").await.unwrap();
     let world = info.id;
