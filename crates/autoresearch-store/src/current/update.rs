@@ -431,18 +431,9 @@ pub(super) fn update(
 /// each op is put in its index's bucket first and the buckets sorted by
 /// key and entity (the names are not compared again in every comparison).
 fn sort_by_index(ops: &mut Vec<KeyOp<'_>>) {
-    let mut buckets: Vec<(&str, Vec<KeyOp<'_>>)> = Vec::new();
-    for op in ops.drain(..) {
-        match buckets.iter_mut().find(|(name, _)| *name == op.0) {
-            Some((_, bucket)) => bucket.push(op),
-            None => buckets.push((op.0, vec![op])),
-        }
-    }
-    buckets.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    for (_, mut bucket) in buckets {
+    sort_in_buckets(ops, |bucket| {
         bucket.sort_unstable_by(|a, b| (a.1, a.2, a.3).cmp(&(b.1, b.2, b.3)));
-        ops.append(&mut bucket);
-    }
+    });
 }
 
 /// [`sort_by_index`] for a bulk batch's tens of thousands of ops (an
@@ -452,8 +443,17 @@ fn sort_by_index(ops: &mut Vec<KeyOp<'_>>) {
 /// numbers), else by their first eight bytes as a number (run ids: the
 /// whole keys compared only where those tie).
 fn sort_bulk(ops: &mut Vec<KeyOp<'_>>) {
-    // Each index's bucket sized once (grown op by op, tens of thousands
-    // of ops cost more than their sort).
+    sort_in_buckets(ops, |bucket| {
+        if !sort_by_rank(bucket) {
+            sort_by_prefix(bucket);
+        }
+    });
+}
+
+/// Puts each of `ops` in its index's bucket, each bucket sized once
+/// (grown op by op, tens of thousands of ops cost more than their sort),
+/// sorts each with `sort` and puts them back in index order.
+fn sort_in_buckets<'k>(ops: &mut Vec<KeyOp<'k>>, sort: impl Fn(&mut [KeyOp<'k>])) {
     let mut buckets: Vec<(&str, Vec<KeyOp<'_>>)> = Vec::new();
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for op in ops.iter() {
@@ -473,9 +473,7 @@ fn sort_bulk(ops: &mut Vec<KeyOp<'_>>) {
     }
     buckets.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (_, mut bucket) in buckets {
-        if !sort_by_rank(&mut bucket) {
-            sort_by_prefix(&mut bucket);
-        }
+        sort(&mut bucket);
         ops.append(&mut bucket);
     }
 }
