@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 mod last_sets;
 pub(crate) use last_sets::LastSets;
+use last_sets::SetRef;
 use last_sets::{LastInner, last_value};
 
 /// The `Set`s of one stored record, by `(entity, component)`.
@@ -66,6 +67,35 @@ impl BaseMemo {
         let mut inner = self.lock();
         inner.0.clear();
         inner.1 = 0;
+    }
+}
+
+/// A value the writer read ([`StoredValues::value_shared`]): shared with
+/// the changes of the tick that set it when its [`LastSets`] hold them,
+/// else resolved from the records.
+#[derive(Clone)]
+pub(crate) enum ReadValue {
+    Shared(SetRef),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ReadValue {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadValue::Shared(set) => set.value(),
+            ReadValue::Owned(v) => v,
+        }
+    }
+}
+
+impl ReadValue {
+    /// The bytes in a vector of their own (copied only when shared).
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self {
+            ReadValue::Shared(set) => set.value().to_vec(),
+            ReadValue::Owned(v) => v,
+        }
     }
 }
 
@@ -469,14 +499,41 @@ where
         component: &str,
         base: u64,
     ) -> Result<Vec<u8>, Failure> {
+        self.value_shared(world, tick, entity, component, base)
+            .map(ReadValue::into_vec)
+    }
+
+    /// [`StoredValues::value_at`], sharing the value with the writer's
+    /// [`LastSets`] when they hold it (no copy).
+    pub(crate) fn value_shared(
+        &self,
+        world: u64,
+        tick: u64,
+        entity: u64,
+        component: &str,
+        base: u64,
+    ) -> Result<ReadValue, Failure> {
+        if let Some(last) = self.last.as_deref().filter(|_| base < tick)
+            && let Some(set) = last_value(last, world, entity, component, base)
+        {
+            return Ok(ReadValue::Shared(set));
+        }
+        self.value_resolved(world, tick, entity, component, base)
+            .map(ReadValue::Owned)
+    }
+
+    /// [`StoredValues::value_at`] from the records alone.
+    fn value_resolved(
+        &self,
+        world: u64,
+        tick: u64,
+        entity: u64,
+        component: &str,
+        base: u64,
+    ) -> Result<Vec<u8>, Failure> {
         let corrupt = |reason: String| {
             Failure::from(DecodeError::Corrupt(reason).at(WorldId(world), Tick(tick), self.what))
         };
-        if let Some(last) = self.last.as_deref().filter(|_| base < tick)
-            && let Some(value) = last_value(last, world, entity, component, base)
-        {
-            return Ok(value);
-        }
         let key = (entity, component.to_string());
         let (mut at, mut newer) = (base, tick);
         let mut chain: Vec<(u32, u32, Vec<u8>)> = Vec::new();

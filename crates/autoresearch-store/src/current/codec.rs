@@ -355,7 +355,8 @@ pub(super) fn decode_block(bytes: &[u8]) -> Option<PointerBlock> {
     let (&POINTER_VERSION, mut rest) = bytes.split_first()? else {
         return None;
     };
-    let mut out = Vec::new();
+    // Each entry takes two bytes at least.
+    let mut out = Vec::with_capacity(rest.len() / 2);
     while let Some((&offset, after)) = rest.split_first() {
         if offset as u64 >= BLOCK || out.last().is_some_and(|(o, _)| *o >= offset) {
             return None;

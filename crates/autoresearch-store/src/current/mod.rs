@@ -61,6 +61,7 @@ pub(crate) use memo::ChunkMemo;
 pub(crate) use read::entities_with_key;
 pub(crate) use read::{kept_at, read, table_bytes};
 
+use crate::stored::ReadValue;
 use crate::{EncodedAppend, Failure, Stop};
 use autoresearch_core::current::{
     self, BY_RUN_ID, CONFIRMATION_OF, Facts, INPUTS, RESULT_OF, VOTE_ON,
@@ -69,7 +70,6 @@ use autoresearch_core::{Tick, WorldInfo};
 use codec::{PointerBlock, decode_block, decode_state, encode_state, slot};
 use pending::{Overlay, Pending};
 use redb::{ReadableTable, Table, TableDefinition, TableHandle, WriteTransaction};
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// `(world, component, block)` -> a [`PointerBlock`]: the tick that set
@@ -155,10 +155,10 @@ impl InputCache {
         tick: u64,
         component: &str,
         entity: u64,
-    ) -> Result<Option<Vec<u8>>, Failure> {
+    ) -> Result<Option<ReadValue>, Failure> {
         // The value tick `tick` set is the base `tick` of a (virtual)
         // delta one tick later.
-        match records.value_at(w, tick.saturating_add(1), entity, component, tick) {
+        match records.value_shared(w, tick.saturating_add(1), entity, component, tick) {
             Ok(v) => Ok(Some(v)),
             Err(Failure::Storage(_)) => Ok(None),
             Err(db) => Err(db),
@@ -183,7 +183,7 @@ pub(crate) struct CurrentTables<'t> {
     /// before it, where [`maintain`] loaded it (entities it did not
     /// spawn): what the series compares a changed Run with
     /// ([`CurrentTables::take_prior_runs`]).
-    prior_runs: EntityMap<Vec<u8>>,
+    prior_runs: EntityMap<ReadValue>,
 }
 
 impl<'t> CurrentTables<'t> {
@@ -214,7 +214,7 @@ impl<'t> CurrentTables<'t> {
     /// entity, of the entities whose Run it set and loaded (not those it
     /// spawned, nor those whose Run it removed first); empty when the
     /// world keeps no current state. Taken: a second call gives none.
-    pub(crate) fn take_prior_runs(&mut self) -> EntityMap<Vec<u8>> {
+    pub(crate) fn take_prior_runs(&mut self) -> EntityMap<ReadValue> {
         std::mem::take(&mut self.prior_runs)
     }
 
@@ -240,7 +240,7 @@ impl<'t> CurrentTables<'t> {
         w: u64,
         component: &str,
         entity: u64,
-    ) -> Result<Option<Option<Vec<u8>>>, Failure> {
+    ) -> Result<Option<Option<ReadValue>>, Failure> {
         let Some(name) = input_index(component).map(|i| INPUTS[i]) else {
             return Ok(None);
         };
@@ -405,9 +405,26 @@ pub(crate) fn pending_changes(bytes: &[u8]) -> Option<usize> {
 /// batch.
 struct Touched<'a> {
     before: Facts,
-    inputs: [Option<Cow<'a, [u8]>>; INPUTS.len()],
+    inputs: [Option<Input<'a>>; INPUTS.len()],
     /// Whether the batch set or removed one of them.
     changed: bool,
+}
+
+/// A lifecycle value of a [`Touched`] entity: set by the batch (borrowed
+/// from its changes), or read as it was before the batch.
+enum Input<'a> {
+    Batch(&'a [u8]),
+    Stored(ReadValue),
+}
+
+impl std::ops::Deref for Input<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Input::Batch(v) => v,
+            Input::Stored(v) => v,
+        }
+    }
 }
 
 impl Touched<'_> {
@@ -483,22 +500,58 @@ fn input_index(component: &str) -> Option<usize> {
 /// decoded once, by component.
 struct Blocks {
     w: u64,
-    cached: HashMap<String, Component>,
+    /// By component name (a handful: foldhash, not SipHash).
+    cached: HashMap<String, Component, foldhash::fast::FixedState>,
 }
 
 /// One component's blocks in [`Blocks`].
 struct Component {
     /// Whether the main table holds any block of it.
     any: bool,
-    blocks: HashMap<u64, PointerBlock>,
+    blocks: EntityMap<PointerBlock>,
 }
 
 impl Blocks {
     fn new(w: u64) -> Blocks {
         Blocks {
             w,
-            cached: HashMap::new(),
+            cached: HashMap::default(),
         }
+    }
+
+    /// Notes whether the main table holds any block of `component`: one
+    /// range look-up tells a component the main table holds no block of
+    /// (most lifecycle components of most worlds), and then no block of
+    /// it is looked up.
+    fn note_component(
+        &mut self,
+        table: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
+        component: &str,
+    ) -> Result<(), Failure> {
+        if !self.cached.contains_key(component) {
+            let any = table
+                .range((self.w, component, 0)..=(self.w, component, u64::MAX))?
+                .next()
+                .is_some();
+            self.cached.insert(
+                component.to_string(),
+                Component {
+                    any,
+                    blocks: EntityMap::default(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the main table holds a value of `component` for any entity.
+    fn any(
+        &mut self,
+        table: &impl ReadableTable<(u64, &'static str, u64), &'static [u8]>,
+        component: &str,
+    ) -> Result<bool, Failure> {
+        self.note_component(table, component)?;
+        Ok(self.cached.get(component).is_some_and(|c| c.any))
     }
 
     /// The tick that set `entity`'s `component` in the main table, if it
@@ -510,22 +563,8 @@ impl Blocks {
         entity: u64,
     ) -> Result<Option<Option<u64>>, Failure> {
         let (block, offset) = slot(entity);
-        if !self.cached.contains_key(component) {
-            // One range look-up tells a component the main table holds
-            // no block of (most lifecycle components of most worlds):
-            // then no block is looked up.
-            let any = table
-                .range((self.w, component, 0)..=(self.w, component, u64::MAX))?
-                .next()
-                .is_some();
-            self.cached.insert(
-                component.to_string(),
-                Component {
-                    any,
-                    blocks: HashMap::new(),
-                },
-            );
-        }
+        let w = self.w;
+        self.note_component(table, component)?;
         let Some(c) = self.cached.get_mut(component) else {
             return Ok(Some(None));
         };
@@ -535,7 +574,7 @@ impl Blocks {
         let b = match c.blocks.entry(block) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let stored = match table.get((self.w, component, block))? {
+                let stored = match table.get((w, component, block))? {
                     Some(found) => match decode_block(found.value()) {
                         Some(b) => b,
                         None => return Ok(None),

@@ -5,13 +5,12 @@
 use super::codec::{PointerBlock, decode_block, decode_tally, encode_block, encode_tally, slot};
 use super::keys::{KeyOp, apply_keys};
 use super::pending::{FOLD_NOW, MAX_BYTES, MAX_ENTRIES, Overlay, Pending};
-use super::{Blocks, CurrentTables, NEVER_PENDING, Touched, input_index, pointer};
+use super::{Blocks, CurrentTables, Input, NEVER_PENDING, Touched, input_index, pointer};
 use crate::Stop;
 use crate::{EncodedAppend, Failure};
 use autoresearch_core::Change;
 use autoresearch_core::current::{Facts, FactsRef, INPUTS, Tally};
 use redb::{ReadableTable, Table};
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
@@ -145,10 +144,22 @@ fn load_inputs<'a>(
     pending: &Overlay,
     entities: &BTreeSet<u64>,
 ) -> Result<EntityMap<Touched<'a>>, Stop> {
+    if entities.is_empty() {
+        return Ok(EntityMap::default());
+    }
     let none = Overlay::default();
-    let mut wanted = Vec::new();
+    // The inputs the world holds any value of, pending or in the main
+    // table (a Run, in a world of runs only): the others are not looked
+    // up entity by entity.
+    let mut held = Vec::with_capacity(INPUTS.len());
+    for (i, name) in INPUTS.iter().enumerate() {
+        if pending.pointers.contains_key(*name) || blocks.any(&t.ticks, name)? {
+            held.push((i, *name));
+        }
+    }
+    let mut wanted = Vec::with_capacity(entities.len());
     for &e in entities {
-        for (i, name) in INPUTS.iter().enumerate() {
+        for &(i, name) in &held {
             match pointer(blocks, &t.ticks, [&none, pending], name, e)? {
                 Some(Some(tick)) => wanted.push((e, i, tick)),
                 Some(None) => {}
@@ -167,7 +178,7 @@ fn load_inputs<'a>(
         let touch = out
             .entry(e)
             .or_insert_with(|| Touched::new(Facts::default()));
-        touch.inputs[i] = Some(Cow::Owned(v));
+        touch.inputs[i] = Some(Input::Stored(v));
     }
     for &e in entities {
         let touch = out
@@ -253,11 +264,11 @@ pub(super) fn update(
                 } => {
                     if let Some(i) = input_index(component) {
                         let entry = touch(&mut touched, &mut position, &mut loaded, entity.0);
-                        let old = entry.inputs[i].replace(Cow::Borrowed(value.as_slice()));
+                        let old = entry.inputs[i].replace(Input::Batch(value.as_slice()));
                         // The Run it held before the batch (only a loaded
                         // value is owned), for the series.
                         if i == RUN_INPUT
-                            && let Some(Cow::Owned(old)) = old
+                            && let Some(Input::Stored(old)) = old
                         {
                             t.prior_runs.entry(entity.0).or_insert(old);
                         }
@@ -669,10 +680,10 @@ mod tests {
                     let mut t = Touched::new(Facts::default());
                     t.changed = i % 5 != 0;
                     if Some(i) == bad {
-                        t.inputs[0] = Some(Cow::Borrowed(&run[..1]));
+                        t.inputs[0] = Some(Input::Batch(&run[..1]));
                     } else if t.changed {
-                        t.inputs[0] = Some(Cow::Borrowed(run.as_slice()));
-                        t.inputs[1] = outcome.as_deref().map(Cow::Borrowed);
+                        t.inputs[0] = Some(Input::Batch(run.as_slice()));
+                        t.inputs[1] = outcome.as_deref().map(Input::Batch);
                     }
                     (i as u64 * 3, t)
                 })

@@ -50,6 +50,7 @@ pub(crate) use codec::VERSION;
 pub(crate) use read::{read, table_bytes};
 
 use crate::current::{ChunkMemo, CurrentTables, EntityMap, PARALLEL_FROM, both};
+use crate::stored::ReadValue;
 use crate::{EncodedAppend, Failure, Stop};
 use autoresearch_core::current::{BY_RUN_ID, FactsError, OUTCOME, RESULT, RESULT_OF, RUN};
 use autoresearch_core::series::{RunFactsRef, outcome_facts, result_sample, run_facts_ref};
@@ -193,7 +194,7 @@ struct Inputs<'a, 'c, 'r> {
     chunks: ChunkMemo,
     /// The Runs changed runs held before the batch, where the current
     /// state loaded them (`CurrentTables::take_prior_runs`).
-    prior: EntityMap<Vec<u8>>,
+    prior: EntityMap<ReadValue>,
 }
 
 impl Inputs<'_, '_, '_> {
@@ -226,7 +227,7 @@ impl Inputs<'_, '_, '_> {
     }
 
     /// The current value of `component` of `entity`, set before the batch.
-    fn value(&mut self, component: &str, entity: u64) -> Result<Vec<u8>, Stop> {
+    fn value(&mut self, component: &str, entity: u64) -> Result<ReadValue, Stop> {
         self.current
             .value(self.records, self.w, component, entity)?
             .flatten()
@@ -405,7 +406,7 @@ fn apply_runs<'a>(
     t: &SeriesTables<'_>,
     work: &mut Work<'_>,
     net: &[(u64, Net<'a>)],
-    prior: &EntityMap<Vec<u8>>,
+    prior: &EntityMap<ReadValue>,
 ) -> Result<Touched<'a>, Stop> {
     // Sized once: an ingest's runs would double it a dozen times.
     let runs = net

@@ -59,13 +59,13 @@ type LastOf = HashMap<(u64, u64), LastSet, foldhash::fast::FixedState>;
 
 /// A `Set` held by reference: `changes[at]` of one tick's changes.
 #[derive(Clone)]
-struct SetRef {
+pub(crate) struct SetRef {
     changes: Arc<[Change]>,
     at: usize,
 }
 
 impl SetRef {
-    fn value(&self) -> &[u8] {
+    pub(crate) fn value(&self) -> &[u8] {
         match self.changes.get(self.at) {
             Some(Change::Set { value, .. }) => value,
             // Never: only `Set`s are noted.
@@ -251,15 +251,16 @@ fn choose_base(tick: u64, value: &[u8], last: &LastSet) -> Option<(u64, u32, u32
 }
 
 /// A read of the value a tick set, answered from [`LastSets`] when it
-/// holds that tick's `Set` (the writer's transaction only).
+/// holds that tick's `Set` (the writer's transaction only): shared with
+/// that tick's changes, not copied.
 pub(super) fn last_value(
     last: &Mutex<LastInner>,
     world: u64,
     entity: u64,
     component: &str,
     tick: u64,
-) -> Option<Vec<u8>> {
+) -> Option<SetRef> {
     let inner = last.lock().unwrap_or_else(|p| p.into_inner());
     let set = inner.get(world, entity, component)?;
-    (set.tick == tick).then(|| set.value().to_vec())
+    (set.tick == tick).then(|| set.set.clone())
 }
