@@ -430,7 +430,9 @@ fn write_append(
 /// head): the newest liveness entry at or before `at`, in the world's own
 /// segment, then in its parent's at most at the fork tick, and so on.
 fn alive_at(t: &Tables<'_>, info: &WorldInfo, entity: EntityId, at: Tick) -> Result<bool, Failure> {
-    let mut info = info.clone();
+    // Borrowed until an ancestor is loaded: asked once per entity a batch
+    // touches (an ingest's ten thousand spawns), a copy cost a name each.
+    let mut info = std::borrow::Cow::Borrowed(info);
     let mut at = at;
     loop {
         // A root world at tick 0 is empty (a new world's first append).
@@ -467,7 +469,7 @@ fn alive_at(t: &Tables<'_>, info: &WorldInfo, entity: EntityId, at: Tick) -> Res
         match info.parent {
             Some(p) => {
                 at = at.min(p.tick);
-                info = load_world(&t.worlds, p.parent)?;
+                info = std::borrow::Cow::Owned(load_world(&t.worlds, p.parent)?);
             }
             None => return Ok(false),
         }
