@@ -316,6 +316,31 @@ pub struct ExperimentTally {
     pub outcomes: BTreeMap<String, u64>,
 }
 
+impl ExperimentTally {
+    /// Counts an attempt (`sign` 1) or takes one away (-1), with its
+    /// Outcome's status word; whether the tally is then empty.
+    fn count(&mut self, outcome: Option<&str>, sign: i64) -> bool {
+        self.attempts = (self.attempts as i64 + sign) as u64;
+        if let Some(o) = outcome {
+            match self.outcomes.get_mut(o) {
+                Some(n) => {
+                    *n = (*n as i64 + sign) as u64;
+                    if *n == 0 {
+                        self.outcomes.remove(o);
+                    }
+                }
+                None => {
+                    let n = sign as u64;
+                    if n != 0 {
+                        self.outcomes.insert(o.to_string(), n);
+                    }
+                }
+            }
+        }
+        self.attempts == 0 && self.outcomes.is_empty()
+    }
+}
+
 /// The world's cost: every RunCost summed exactly (integers without
 /// overflow, metrics with [`ExactSum`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -425,26 +450,20 @@ impl Tally {
 
     fn apply(&mut self, attempt: Option<(&str, Option<&str>)>, cost: Option<&RunCost>, sign: i64) {
         if let Some((exp, outcome)) = attempt {
-            // The name is copied only for an experiment new to the tally.
-            if !self.experiments.contains_key(exp) {
-                self.experiments
-                    .insert(exp.to_string(), ExperimentTally::default());
-            }
-            if let Some(t) = self.experiments.get_mut(exp) {
-                t.attempts = (t.attempts as i64 + sign) as u64;
-                if let Some(o) = outcome {
-                    if !t.outcomes.contains_key(o) {
-                        t.outcomes.insert(o.to_string(), 0);
-                    }
-                    if let Some(n) = t.outcomes.get_mut(o) {
-                        *n = (*n as i64 + sign) as u64;
-                        if *n == 0 {
-                            t.outcomes.remove(o);
-                        }
+            // A known experiment is looked up once (an ingest adds
+            // thousands of runs to a handful of experiments); the name is
+            // copied only for one new to the tally.
+            match self.experiments.get_mut(exp) {
+                Some(t) => {
+                    if t.count(outcome, sign) {
+                        self.experiments.remove(exp);
                     }
                 }
-                if t.attempts == 0 && t.outcomes.is_empty() {
-                    self.experiments.remove(exp);
+                None => {
+                    let mut t = ExperimentTally::default();
+                    if !t.count(outcome, sign) {
+                        self.experiments.insert(exp.to_string(), t);
+                    }
                 }
             }
         }

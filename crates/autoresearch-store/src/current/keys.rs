@@ -89,6 +89,11 @@ pub(super) fn apply_keys(
                 Err(()) => return Err(Stop::Unkept),
             };
         let end = next_chunk(table, w, index, key, entity)?;
+        // Ops past the chunk's last stored entry (a new index, an ingest)
+        // append: the ops are sorted and distinct, so once one is past it,
+        // every later one is past every entry, stored or added, and is
+        // compared with nothing.
+        let mut past_last = entries.is_empty();
         let mut j = i;
         while j < ops.len() {
             let (oi, ok, oe, add) = ops[j];
@@ -99,11 +104,10 @@ pub(super) fn apply_keys(
             {
                 break;
             }
-            // Ops past the last entry (a new index, an ingest) append:
-            // one comparison instead of a search.
-            let past_last = entries
-                .last()
-                .is_none_or(|(k, e)| (k.as_ref(), *e) < (ok, oe));
+            past_last = past_last
+                || entries
+                    .last()
+                    .is_none_or(|(k, e)| (k.as_ref(), *e) < (ok, oe));
             let found = if past_last {
                 Err(entries.len())
             } else {
@@ -239,4 +243,95 @@ pub(super) fn keyed_newest(
         }
     }
     Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::Rng;
+    use redb::{Database, TableDefinition, backends::InMemoryBackend};
+    use std::collections::BTreeSet;
+
+    const TABLE: TableDefinition<(u64, &str, &str, u64), &[u8]> = TableDefinition::new("keys");
+
+    /// Every entry of `index` of world `w`, chunk after chunk, and the
+    /// size of its largest chunk.
+    fn stored(
+        table: &impl ReadableTable<(u64, &'static str, &'static str, u64), &'static [u8]>,
+        w: u64,
+        index: &str,
+    ) -> (Vec<(String, u64)>, usize) {
+        let mut out = Vec::new();
+        let mut largest = 0;
+        for entry in table
+            .range::<(u64, &str, &str, u64)>((w, index, "", 0)..(w, index, "\u{10ffff}", 0))
+            .unwrap()
+        {
+            let (k, v) = entry.unwrap();
+            let chunk = decode_chunk(v.value()).unwrap();
+            let (_, _, first, fe) = k.value();
+            assert_eq!(
+                (first.to_string(), fe),
+                chunk[0],
+                "a chunk's key is its first entry"
+            );
+            largest = largest.max(chunk.len());
+            out.extend(chunk);
+        }
+        (out, largest)
+    }
+
+    /// Batches of sorted ops (adds and removes, of keys before, among and
+    /// after the stored ones, so that both the search and the append are
+    /// taken, in one chunk and across several) leave the entries a set
+    /// gets, in chunks of at most `CHUNK`.
+    #[test]
+    fn applied_ops_leave_the_entries_of_a_set() {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut table = txn.open_table(TABLE).unwrap();
+        let keys: Vec<String> = (0..40).map(|i| format!("k{:02}", i * 7 % 40)).collect();
+        let indexes = ["experiment", "run"];
+        let mut rng = Rng(23);
+        let mut model: BTreeSet<(&str, String, u64)> = BTreeSet::new();
+        for round in 0..60u64 {
+            // Early rounds add above everything stored (an ingest's
+            // appends), later ones anywhere.
+            let n = 1 + rng.below(if round % 5 == 0 { 300 } else { 40 }) as usize;
+            let mut ops: Vec<KeyOp<'_>> = (0..n)
+                .map(|_| {
+                    let index = *rng.pick(&indexes);
+                    let k = if round < 10 {
+                        keys[(round as usize * 4 + rng.below(4) as usize) % keys.len()].as_str()
+                    } else {
+                        rng.pick(&keys).as_str()
+                    };
+                    (index, k, rng.below(30), rng.below(3) != 0)
+                })
+                .collect();
+            ops.sort_unstable();
+            ops.dedup_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2));
+            apply_keys(&mut table, 7, &ops).ok().unwrap();
+            for &(i, k, e, add) in &ops {
+                if add {
+                    model.insert((i, k.to_string(), e));
+                } else {
+                    model.remove(&(i, k.to_string(), e));
+                }
+            }
+            for index in indexes {
+                let want: Vec<(String, u64)> = model
+                    .iter()
+                    .filter(|(i, _, _)| *i == index)
+                    .map(|(_, k, e)| (k.clone(), *e))
+                    .collect();
+                let (got, largest) = stored(&table, 7, index);
+                assert_eq!(got, want, "round {round}, index {index}");
+                assert!(largest <= CHUNK, "round {round}: a chunk of {largest}");
+            }
+        }
+        assert!(model.len() > 3 * CHUNK, "several chunks were written");
+    }
 }
