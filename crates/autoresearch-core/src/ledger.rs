@@ -429,6 +429,12 @@ pub async fn component_values_at<T: ComponentValue>(
         for record in records {
             let b = u32::try_from(bodies.len()).unwrap_or(u32::MAX);
             let len = record.body.len();
+            // A replay from no snapshot starts with the world's first
+            // record (an ingest's spawns): at most a row per change, grown
+            // once. Later records add few rows and grow as a Vec does.
+            if column.rows.is_empty() {
+                column.rows.reserve(record.changes.len());
+            }
             for change in record.changes.iter() {
                 column.apply(change, b, len).map_err(|reason| {
                     Error::Storage(StorageError::Corrupt {
