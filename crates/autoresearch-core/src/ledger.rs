@@ -339,7 +339,7 @@ impl Column {
     /// outside its body.
     fn apply(
         &mut self,
-        change: ComponentChange<Span>,
+        change: &ComponentChange<Span>,
         body: u32,
         len: usize,
     ) -> Result<(), String> {
@@ -351,7 +351,7 @@ impl Column {
         }
         let slot = match change {
             ComponentChange::Spawn(_) | ComponentChange::Remove(_) => Slot::Bare,
-            ComponentChange::Set(_, span) => {
+            &ComponentChange::Set(_, span) => {
                 if span.start as usize + span.len as usize > len {
                     return Err(format!("the value of {entity} lies outside its record"));
                 }
@@ -429,7 +429,13 @@ pub async fn component_values_at<T: ComponentValue>(
         for record in records {
             let b = u32::try_from(bodies.len()).unwrap_or(u32::MAX);
             let len = record.body.len();
-            for change in record.changes {
+            // A replay from no snapshot starts with the world's first
+            // record (an ingest's spawns): at most a row per change, grown
+            // once. Later records add few rows and grow as a Vec does.
+            if column.rows.is_empty() {
+                column.rows.reserve(record.changes.len());
+            }
+            for change in record.changes.iter() {
                 column.apply(change, b, len).map_err(|reason| {
                     Error::Storage(StorageError::Corrupt {
                         world,
@@ -629,16 +635,17 @@ mod tests {
             ComponentChange::Set(EntityId(2), span(2, 2)),
             ComponentChange::Other(EntityId(9), ChangeKind::Set),
         ] {
-            c.apply(change, 0, 4).unwrap();
+            c.apply(&change, 0, 4).unwrap();
         }
         assert_eq!(
             values(&c),
             [(2, Some((0, 2))), (5, Some((0, 0))), (9, None)]
         );
-        c.apply(ComponentChange::Remove(EntityId(5)), 1, 0).unwrap();
-        c.apply(ComponentChange::Despawn(EntityId(2)), 1, 0)
+        c.apply(&ComponentChange::Remove(EntityId(5)), 1, 0)
             .unwrap();
-        c.apply(ComponentChange::Set(EntityId(9), span(0, 1)), 1, 1)
+        c.apply(&ComponentChange::Despawn(EntityId(2)), 1, 0)
+            .unwrap();
+        c.apply(&ComponentChange::Set(EntityId(9), span(0, 1)), 1, 1)
             .unwrap();
         assert_eq!(values(&c), [(5, None), (9, Some((1, 0)))]);
     }
@@ -649,7 +656,7 @@ mod tests {
         // Ids 10..=12 then a gap to 20..=21: the offset guess holds for
         // the first run of ids and misses after the gap.
         for e in [10, 11, 12, 20, 21] {
-            c.apply(ComponentChange::Spawn(EntityId(e)), 0, 0).unwrap();
+            c.apply(&ComponentChange::Spawn(EntityId(e)), 0, 0).unwrap();
         }
         assert_eq!(c.find(EntityId(12)), Ok(2));
         assert_eq!(c.find(EntityId(20)), Ok(3));
@@ -658,12 +665,13 @@ mod tests {
         assert_eq!(c.find(EntityId(3)), Err(0));
         assert_eq!(c.find(EntityId(u64::MAX)), Err(5));
         for (e, start) in [(11, 0), (20, 1), (10, 2)] {
-            c.apply(ComponentChange::Set(EntityId(e), span(start, 1)), 0, 4)
+            c.apply(&ComponentChange::Set(EntityId(e), span(start, 1)), 0, 4)
                 .unwrap();
         }
         // A spawn into the gap keeps the rows sorted.
-        c.apply(ComponentChange::Spawn(EntityId(15)), 0, 0).unwrap();
-        c.apply(ComponentChange::Set(EntityId(15), span(3, 1)), 0, 4)
+        c.apply(&ComponentChange::Spawn(EntityId(15)), 0, 0)
+            .unwrap();
+        c.apply(&ComponentChange::Set(EntityId(15), span(3, 1)), 0, 4)
             .unwrap();
         assert_eq!(
             values(&c),
@@ -681,7 +689,7 @@ mod tests {
     #[test]
     fn a_column_refuses_changes_that_do_not_apply() {
         let mut c = Column::default();
-        c.apply(ComponentChange::Spawn(EntityId(1)), 0, 0).unwrap();
+        c.apply(&ComponentChange::Spawn(EntityId(1)), 0, 0).unwrap();
         let refused = [
             ComponentChange::Spawn(EntityId(1)),
             ComponentChange::Set(EntityId(2), span(0, 0)),
@@ -691,14 +699,14 @@ mod tests {
             // A value past the end of its record.
             ComponentChange::Set(EntityId(1), span(2, 3)),
         ];
-        for change in refused {
-            let err = c.apply(change.clone(), 0, 4).unwrap_err();
+        for change in &refused {
+            let err = c.apply(change, 0, 4).unwrap_err();
             assert!(!err.is_empty(), "{change:?}");
         }
-        c.apply(ComponentChange::Despawn(EntityId(1)), 0, 0)
+        c.apply(&ComponentChange::Despawn(EntityId(1)), 0, 0)
             .unwrap();
         let err = c
-            .apply(ComponentChange::Set(EntityId(1), span(0, 0)), 0, 0)
+            .apply(&ComponentChange::Set(EntityId(1), span(0, 0)), 0, 0)
             .unwrap_err();
         assert_eq!(err, "set of e1 does not apply");
     }

@@ -583,8 +583,10 @@ pub struct SpanRecord {
     pub tick: Tick,
     /// The bytes the spans of `changes` point into.
     pub body: std::sync::Arc<Vec<u8>>,
-    /// The record's changes, in order.
-    pub changes: Vec<ComponentChange<Span>>,
+    /// The record's changes, in order; shared, as the body is, so that a
+    /// record kept decoded (an ingest's, which every later read replays)
+    /// is handed out without a copy of its changes.
+    pub changes: std::sync::Arc<[ComponentChange<Span>]>,
 }
 
 impl SpanRecord {
@@ -617,7 +619,7 @@ impl SpanRecord {
         Ok(SpanRecord {
             tick: record.tick,
             body: std::sync::Arc::new(body),
-            changes,
+            changes: changes.into(),
         })
     }
 
@@ -625,7 +627,7 @@ impl SpanRecord {
     /// the body; `None` when a span reaches past its end.
     pub fn to_component_record(&self) -> Option<ComponentRecord> {
         let mut changes = Vec::with_capacity(self.changes.len());
-        for c in &self.changes {
+        for c in self.changes.iter() {
             changes.push(match *c {
                 ComponentChange::Spawn(e) => ComponentChange::Spawn(e),
                 ComponentChange::Set(e, span) => {

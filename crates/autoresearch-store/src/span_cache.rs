@@ -273,7 +273,8 @@ mod tests {
                     start: 0,
                     len: body as u32,
                 },
-            )],
+            )]
+            .into(),
         }
     }
 
@@ -314,6 +315,21 @@ mod tests {
         cache.offer_snapshot(w, "Run", &snap);
         assert_eq!(cache.snapshot(w, Tick(1), "Run"), Some(snap));
         assert_eq!(cache.record(w, Tick(1), "Run"), Some(record(1, 100)));
+    }
+
+    #[test]
+    fn a_kept_record_is_handed_out_without_copying_its_body_or_changes() {
+        // An ingest's record is replayed by every later read: each read
+        // must share it, not copy its changes (24 bytes each, two per run).
+        let cache = SpanCache::new(1 << 20);
+        let w = WorldId(1);
+        let r = record(1, 100);
+        keep(&cache, w, "Run", &r);
+        for _ in 0..2 {
+            let got = cache.record(w, Tick(1), "Run").unwrap();
+            assert!(Arc::ptr_eq(&got.body, &r.body));
+            assert!(Arc::ptr_eq(&got.changes, &r.changes));
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub(crate) fn decode_span_record(
     Ok(SpanRecord {
         tick,
         body: Arc::new(if kept { body } else { Vec::new() }),
-        changes,
+        changes: changes.into(),
     })
 }
 
@@ -160,7 +160,7 @@ pub(crate) fn decode_span_delta_record<E>(
     Ok(SpanRecord {
         tick,
         body: Arc::new(body),
-        changes,
+        changes: changes.into(),
     })
 }
 

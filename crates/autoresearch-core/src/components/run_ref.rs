@@ -85,7 +85,20 @@ mod run_ref_fast {
 
     /// Reads a postcard varint at `*at` (as postcard's
     /// `try_take_varint_u64`: at most 10 bytes, the tenth at most 1).
+    /// Inlined for the one-byte case (every length below 128), which is
+    /// most of a run's varints.
+    #[inline(always)]
     fn varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let b = *bytes.get(*at)?;
+        if b < 0x80 {
+            *at += 1;
+            return Some(u64::from(b));
+        }
+        varint_long(bytes, at)
+    }
+
+    /// [`varint`] of two bytes or more.
+    fn varint_long(bytes: &[u8], at: &mut usize) -> Option<u64> {
         let mut out = 0u64;
         for i in 0..10 {
             let b = *bytes.get(*at)?;
@@ -99,6 +112,7 @@ mod run_ref_fast {
     }
 
     /// The byte range of the string at `*at` (its length, then its bytes).
+    #[inline(always)]
     fn text(bytes: &[u8], at: &mut usize) -> Option<Range<usize>> {
         let len = usize::try_from(varint(bytes, at)?).ok()?;
         let start = *at;
@@ -117,18 +131,27 @@ mod run_ref_fast {
     /// between them are their lengths, one byte (ASCII) each, so each
     /// field starts and ends on a character boundary of the whole. Where
     /// it does not, each field is checked on its own.
+    #[inline(always)]
     fn texts<'a, const N: usize>(
         bytes: &'a [u8],
         fields: &[Range<usize>; N],
     ) -> Option<[&'a str; N]> {
         let (first, last) = (fields.first()?.start, fields.last()?.end);
-        let whole = std::str::from_utf8(bytes.get(first..last)?).ok();
         let mut out = [""; N];
+        if let Ok(whole) = std::str::from_utf8(bytes.get(first..last)?) {
+            let mut all = true;
+            for (slot, r) in out.iter_mut().zip(fields) {
+                match whole.get(r.start - first..r.end - first) {
+                    Some(s) => *slot = s,
+                    None => all = false,
+                }
+            }
+            if all {
+                return Some(out);
+            }
+        }
         for (slot, r) in out.iter_mut().zip(fields) {
-            *slot = match whole.and_then(|w| w.get(r.start - first..r.end - first)) {
-                Some(s) => s,
-                None => std::str::from_utf8(bytes.get(r.clone())?).ok()?,
-            };
+            *slot = std::str::from_utf8(bytes.get(r.clone())?).ok()?;
         }
         Some(out)
     }
