@@ -5,7 +5,7 @@
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId};
 use crate::record::{
-    Change, ComponentChange, ComponentRecord, Span, SpanRecord, State, TickRecord,
+    Change, ComponentChange, ComponentRecord, Span, SpanRecord, SpanSnapshot, State, TickRecord,
 };
 use crate::registry::{ComponentRegistry, ComponentValue};
 use crate::storage::{Storage, StorageError, WorldInfo};
@@ -289,6 +289,27 @@ impl ComponentValues {
         Some(self.bytes(body, span))
     }
 
+    /// The values of `snapshot`, sharing its body; `None` when its
+    /// entities are out of order or a span reaches past the body.
+    fn of_snapshot(snapshot: SpanSnapshot) -> Option<ComponentValues> {
+        let mut entries = Vec::with_capacity(snapshot.entities.len());
+        let mut previous = None;
+        for (e, span) in snapshot.entities {
+            if previous.is_some_and(|p| p >= e) {
+                return None;
+            }
+            previous = Some(e);
+            if let Some(span) = span {
+                span.get(&snapshot.body)?;
+                entries.push((e, 0, span));
+            }
+        }
+        Some(ComponentValues {
+            bodies: vec![snapshot.body],
+            entries,
+        })
+    }
+
     /// Every value copied into its own `Vec`, in entity order.
     pub fn to_vecs(&self) -> Vec<(EntityId, Vec<u8>)> {
         self.iter().map(|(e, v)| (e, v.to_vec())).collect()
@@ -366,6 +387,38 @@ impl Column {
         }
         Ok(())
     }
+
+    /// The live rows as a snapshot at `tick`, their values (spans of
+    /// `bodies`, checked when applied) copied into one body in entity
+    /// order. `None` when they hold 4 GiB or more.
+    #[expect(clippy::rc_buffer, reason = "the bodies as ComponentValues holds them")]
+    fn gather(&self, tick: Tick, bodies: &[Arc<Vec<u8>>]) -> Option<SpanSnapshot> {
+        let value = |b: u32, span: Span| bodies.get(b as usize).and_then(|body| span.get(body));
+        let total: usize = self
+            .rows
+            .iter()
+            .map(|(_, slot)| match *slot {
+                Slot::Value(_, span) => span.len as usize,
+                Slot::Dead | Slot::Bare => 0,
+            })
+            .sum();
+        let mut body = Vec::with_capacity(total);
+        let mut entities = Vec::with_capacity(self.rows.len());
+        for &(e, slot) in &self.rows {
+            match slot {
+                Slot::Dead => {}
+                Slot::Bare => entities.push((e, None)),
+                Slot::Value(b, span) => {
+                    entities.push((e, Some(Span::push(&mut body, value(b, span)?)?)));
+                }
+            }
+        }
+        Some(SpanSnapshot {
+            tick,
+            body: Arc::new(body),
+            entities,
+        })
+    }
 }
 
 /// The values of component `T` of every entity alive in `world` at
@@ -425,7 +478,9 @@ pub async fn component_values_at<T: ComponentValue>(
     } else {
         Ok(Vec::new())
     };
+    let mut replayed = 0;
     let consistent = records.and_then(|records| {
+        replayed = records.len();
         for record in records {
             let b = u32::try_from(bodies.len()).unwrap_or(u32::MAX);
             let len = record.body.len();
@@ -452,6 +507,18 @@ pub async fn component_values_at<T: ComponentValue>(
         // The full replay names the last readable tick; use its error.
         state_at(storage, world, tick).await?;
         return Err(e);
+    }
+    // A state replayed from records may be kept by the backend, gathered
+    // into one body, as a snapshot at `tick` of the world that owns it.
+    if replayed > 0
+        && let Some(owner) = segs.last().filter(|s| s.to == tick)
+        && let Some(kept) =
+            storage.offer_component_span_snapshot(owner.world, name, tick, replayed, &mut || {
+                column.gather(tick, &bodies)
+            })
+        && let Some(values) = ComponentValues::of_snapshot(kept)
+    {
+        return Ok(values);
     }
     let entries = column
         .rows

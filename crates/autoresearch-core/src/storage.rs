@@ -498,6 +498,31 @@ pub trait Storage: Send + Sync + 'static {
             .transpose()
     }
 
+    /// Offers the state of `component` in `world` at `tick` that a read
+    /// ([`crate::ledger::component_values_at`]) has just replayed from
+    /// `replayed` records after its snapshot, for the backend to keep in
+    /// memory and hand out from
+    /// [`Storage::own_component_span_snapshot_at_or_before`] as if it were
+    /// a snapshot stored at `tick`: a later read at `tick` (or just after
+    /// it) then starts there, with the values in one body in entity order,
+    /// instead of replaying the same records and reading values scattered
+    /// over their bodies. `gather` copies the values into that body
+    /// (O(the values' bytes)); a backend calls it only when it will keep
+    /// the result, and returns what it kept so that the read uses it too.
+    /// `tick` is one of `world`'s own ticks (not an ancestor's). Nothing
+    /// is stored. The default keeps nothing and never calls `gather`.
+    fn offer_component_span_snapshot(
+        &self,
+        world: WorldId,
+        component: &str,
+        tick: Tick,
+        replayed: usize,
+        gather: &mut dyn FnMut() -> Option<SpanSnapshot>,
+    ) -> Option<SpanSnapshot> {
+        let _ = (world, component, tick, replayed, gather);
+        None
+    }
+
     /// The world's own snapshot with the greatest tick `<= at`.
     async fn own_snapshot_at_or_before(
         &self,

@@ -22,12 +22,23 @@
 //! size. A fingerprint collision admits a value one decode early, which
 //! costs only memory.
 //!
+//! Besides what was decoded, it keeps states that reads replayed
+//! ([`SpanCache::offer_gathered`]): a one-component read that replayed
+//! many records after its snapshot offers the state it reached, and on
+//! the second offer of the same (world, tick, component) the values are
+//! gathered into one body in entity order and kept as a snapshot at that
+//! tick, which later reads at or after it start from
+//! ([`SpanCache::gathered_at_or_before`]). This is a snapshot made in
+//! memory by a read instead of by the writer: it costs no stored byte,
+//! and a read of the same tick then neither replays the records nor
+//! reads values scattered over their bodies.
+//!
 //! A stored record never changes and a world id is never reused, so an
 //! entry never goes stale: reads check that the world exists (and how far
 //! its log reaches) in their own read transaction before they use one.
 
 use autoresearch_core::{SpanRecord, SpanSnapshot, Tick, WorldId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 
@@ -36,6 +47,8 @@ use std::sync::Mutex;
 enum Kind {
     Record,
     Snapshot,
+    /// A state a read replayed, gathered ([`SpanCache::offer_gathered`]).
+    Gathered,
 }
 
 /// `(kind, world, tick, component)`, the component as its index in
@@ -59,6 +72,13 @@ const GHOST_SHARE: usize = 64;
 /// The fewest keys remembered, however small the capacity.
 const GHOST_MIN_KEYS: usize = 8;
 
+/// The fewest records a read must have replayed after its snapshot for
+/// the state it reached to be offered for keeping
+/// ([`SpanCache::offer_gathered`]). Below it, the replay costs little
+/// more than starting from a kept state would, and keeping one per tick
+/// read would fill the cache with near-copies of one state.
+pub(crate) const GATHER_AFTER_RECORDS: usize = 16;
+
 #[derive(Default)]
 struct Inner {
     /// The components seen, by index.
@@ -70,6 +90,9 @@ struct Inner {
     /// Fingerprints of keys decoded once and not kept, by slot (0: none);
     /// [`SpanCache::ghost_keys`] slots, made on the first offer.
     ghost: Vec<u64>,
+    /// The kept gathered states as (world, component, tick): the one at
+    /// or before a tick is a range look-up.
+    gathered: BTreeSet<(u64, u32, u64)>,
 }
 
 impl Inner {
@@ -184,9 +207,9 @@ impl SpanCache {
         };
         for r in records {
             let key = (Kind::Record, world.0, r.tick.0, name);
-            self.offer(&mut inner, key, record_bytes(r), || {
-                Entry::Record(r.clone())
-            });
+            if self.admit(&mut inner, key) {
+                self.insert(&mut inner, key, record_bytes(r), Entry::Record(r.clone()));
+            }
         }
     }
 
@@ -200,16 +223,74 @@ impl SpanCache {
             return;
         };
         let key = (Kind::Snapshot, world.0, snapshot.tick.0, name);
-        self.offer(&mut inner, key, snapshot_bytes(snapshot), || {
-            Entry::Snapshot(snapshot.clone())
-        });
+        if self.admit(&mut inner, key) {
+            let entry = Entry::Snapshot(snapshot.clone());
+            self.insert(&mut inner, key, snapshot_bytes(snapshot), entry);
+        }
     }
 
-    /// Keeps `entry` (made only then) if `key` is remembered, else
-    /// remembers `key`.
-    fn offer(&self, inner: &mut Inner, key: Key, size: usize, entry: impl FnOnce() -> Entry) {
+    /// The gathered state of `component` in `world` with the greatest
+    /// tick `<= at`, if one is kept. O(log kept states).
+    pub(crate) fn gathered_at_or_before(
+        &self,
+        world: WorldId,
+        at: Tick,
+        component: &str,
+    ) -> Option<SpanSnapshot> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let inner = self.lock();
+        let name = inner.name(component)?;
+        let &(w, n, tick) = inner
+            .gathered
+            .range((world.0, name, 0)..=(world.0, name, at.0))
+            .next_back()?;
+        match inner.entries.get(&(Kind::Gathered, w, tick, n)) {
+            Some((Entry::Snapshot(s), _)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Offers the state of `component` in `world` at `tick` that a read
+    /// replayed from `replayed` records (see the module): when at least
+    /// [`GATHER_AFTER_RECORDS`] and the same state was offered once
+    /// before while its key is still remembered, `gather` is called
+    /// (outside the lock) and what it returns is kept and returned, if it
+    /// fits; else the key is remembered and `None` returned.
+    pub(crate) fn offer_gathered(
+        &self,
+        world: WorldId,
+        component: &str,
+        tick: Tick,
+        replayed: usize,
+        gather: &mut dyn FnMut() -> Option<SpanSnapshot>,
+    ) -> Option<SpanSnapshot> {
+        if self.capacity == 0 || replayed < GATHER_AFTER_RECORDS {
+            return None;
+        }
+        let key = {
+            let mut inner = self.lock();
+            let name = inner.name_or_add(component)?;
+            let key = (Kind::Gathered, world.0, tick.0, name);
+            if !self.admit(&mut inner, key) {
+                return None;
+            }
+            key
+        };
+        let snapshot = gather().filter(|s| s.tick == tick)?;
+        let mut inner = self.lock();
+        let entry = Entry::Snapshot(snapshot.clone());
+        self.insert(&mut inner, key, snapshot_bytes(&snapshot), entry)
+            .then_some(snapshot)
+    }
+
+    /// Whether a value for `key` should be made and kept: `key` was
+    /// remembered (it is forgotten now); else it is remembered and the
+    /// answer is no. No for a key already kept.
+    fn admit(&self, inner: &mut Inner, key: Key) -> bool {
         if inner.entries.contains_key(&key) {
-            return;
+            return false;
         }
         if inner.ghost.len() != self.ghost_keys {
             inner.ghost = vec![0; self.ghost_keys];
@@ -217,17 +298,33 @@ impl SpanCache {
         let (slot, print) = self.slot(&key);
         if inner.ghost[slot] != print {
             inner.ghost[slot] = print;
-            return;
+            return false;
         }
         inner.ghost[slot] = 0;
+        true
+    }
+
+    /// Keeps `entry` (its value `size` bytes) under `key`, dropping the
+    /// entries kept longest until it fits; whether it was kept (not when
+    /// larger than the room for values, or when `key` is kept already).
+    fn insert(&self, inner: &mut Inner, key: Key, size: usize, entry: Entry) -> bool {
+        if inner.entries.contains_key(&key) {
+            return false;
+        }
         // What an entry costs besides its value: the key twice (the map's
-        // and the eviction queue's copy), and the map's slot.
-        let size = size + 2 * size_of::<Key>() + size_of::<(Entry, usize)>() + 16;
+        // and the eviction queue's copy), the map's slot, and a gathered
+        // state's place in the index.
+        let index = if key.0 == Kind::Gathered {
+            size_of::<Key>()
+        } else {
+            0
+        };
+        let size = size + 2 * size_of::<Key>() + index + size_of::<(Entry, usize)>() + 16;
         // One as large as the whole cache is kept (a large world's ingest
         // record, which every later read replays, is worth more than all
         // the small ones it evicts).
         if size > self.capacity {
-            return;
+            return false;
         }
         while inner.bytes + size > self.capacity {
             let Some(old) = inner.order.pop_front() else {
@@ -236,10 +333,17 @@ impl SpanCache {
             if let Some((_, n)) = inner.entries.remove(&old) {
                 inner.bytes -= n;
             }
+            if old.0 == Kind::Gathered {
+                inner.gathered.remove(&(old.1, old.3, old.2));
+            }
         }
         inner.bytes += size;
         inner.order.push_back(key);
-        inner.entries.insert(key, (entry(), size));
+        inner.entries.insert(key, (entry, size));
+        if key.0 == Kind::Gathered {
+            inner.gathered.insert((key.1, key.3, key.2));
+        }
+        true
     }
 
     /// The doorkeeper's slot of `key` and its fingerprint (never 0).
@@ -390,6 +494,154 @@ mod tests {
         keep(&off, w, "Run", &record(1, 10));
         assert_eq!(off.record(w, Tick(1), "Run"), None);
         assert_eq!(off.bytes(), 0);
+    }
+
+    fn state(tick: u64, body: usize) -> SpanSnapshot {
+        SpanSnapshot {
+            tick: Tick(tick),
+            body: Arc::new(vec![3; body]),
+            entities: vec![(
+                EntityId(1),
+                Some(Span {
+                    start: 0,
+                    len: body as u32,
+                }),
+            )],
+        }
+    }
+
+    /// Offers the state at `tick` once; whether `gather` was called, and
+    /// what was kept.
+    fn offer_state(
+        cache: &SpanCache,
+        w: WorldId,
+        tick: u64,
+        replayed: usize,
+        body: usize,
+    ) -> (bool, Option<SpanSnapshot>) {
+        let mut called = false;
+        let kept = cache.offer_gathered(w, "Run", Tick(tick), replayed, &mut || {
+            called = true;
+            Some(state(tick, body))
+        });
+        (called, kept)
+    }
+
+    #[test]
+    fn a_state_offered_twice_after_many_records_is_gathered_and_found_at_or_after_its_tick() {
+        let cache = SpanCache::new(1 << 20);
+        let w = WorldId(1);
+        // Too few records replayed: never gathered, however often.
+        for _ in 0..3 {
+            assert_eq!(
+                offer_state(&cache, w, 10, GATHER_AFTER_RECORDS - 1, 100),
+                (false, None)
+            );
+        }
+        // The first offer only remembers; the second gathers and keeps.
+        assert_eq!(
+            offer_state(&cache, w, 40, GATHER_AFTER_RECORDS, 100),
+            (false, None)
+        );
+        assert_eq!(cache.gathered_at_or_before(w, Tick(40), "Run"), None);
+        let (called, kept) = offer_state(&cache, w, 40, GATHER_AFTER_RECORDS, 100);
+        assert!(called);
+        assert_eq!(kept, Some(state(40, 100)));
+        // Found at its tick and after it, not before, nor for another
+        // world or component; not a record or a stored snapshot.
+        assert_eq!(
+            cache.gathered_at_or_before(w, Tick(40), "Run"),
+            Some(state(40, 100))
+        );
+        assert_eq!(
+            cache.gathered_at_or_before(w, Tick(1_000), "Run"),
+            Some(state(40, 100))
+        );
+        assert_eq!(cache.gathered_at_or_before(w, Tick(39), "Run"), None);
+        assert_eq!(
+            cache.gathered_at_or_before(WorldId(2), Tick(40), "Run"),
+            None
+        );
+        assert_eq!(cache.gathered_at_or_before(w, Tick(40), "Other"), None);
+        assert_eq!(cache.snapshot(w, Tick(40), "Run"), None);
+        // A kept state is not gathered again.
+        assert_eq!(offer_state(&cache, w, 40, 50, 100), (false, None));
+        // The newest at or before a tick is the one found.
+        offer_state(&cache, w, 70, 30, 100);
+        offer_state(&cache, w, 70, 30, 100);
+        assert_eq!(
+            cache
+                .gathered_at_or_before(w, Tick(69), "Run")
+                .unwrap()
+                .tick,
+            Tick(40)
+        );
+        assert_eq!(
+            cache
+                .gathered_at_or_before(w, Tick(80), "Run")
+                .unwrap()
+                .tick,
+            Tick(70)
+        );
+        // A gather that fails keeps nothing; a cache of no bytes never
+        // gathers.
+        cache.offer_gathered(w, "Run", Tick(90), 30, &mut || None);
+        assert_eq!(
+            cache.offer_gathered(w, "Run", Tick(90), 30, &mut || None),
+            None
+        );
+        assert_eq!(
+            cache
+                .gathered_at_or_before(w, Tick(95), "Run")
+                .unwrap()
+                .tick,
+            Tick(70)
+        );
+        let off = SpanCache::new(0);
+        for _ in 0..2 {
+            assert_eq!(offer_state(&off, w, 40, 100, 10), (false, None));
+        }
+    }
+
+    #[test]
+    fn an_evicted_state_is_no_longer_found() {
+        let total = 4_000;
+        let cache = SpanCache::new(total);
+        let w = WorldId(1);
+        for t in [20, 40] {
+            offer_state(&cache, w, t, 20, 1_000);
+            assert!(offer_state(&cache, w, t, 20, 1_000).1.is_some());
+        }
+        assert_eq!(
+            cache
+                .gathered_at_or_before(w, Tick(50), "Run")
+                .unwrap()
+                .tick,
+            Tick(40)
+        );
+        // A third does not fit beside both: the oldest (tick 20) goes.
+        offer_state(&cache, w, 60, 20, 1_800);
+        assert!(offer_state(&cache, w, 60, 20, 1_800).1.is_some());
+        assert_eq!(cache.gathered_at_or_before(w, Tick(30), "Run"), None);
+        assert_eq!(
+            cache
+                .gathered_at_or_before(w, Tick(50), "Run")
+                .unwrap()
+                .tick,
+            Tick(40)
+        );
+        // One larger than the whole cache is gathered but not kept.
+        offer_state(&cache, w, 80, 20, total);
+        assert_eq!(offer_state(&cache, w, 80, 20, total), (true, None));
+        assert_eq!(
+            cache
+                .gathered_at_or_before(w, Tick(90), "Run")
+                .unwrap()
+                .tick,
+            Tick(60)
+        );
+        assert!(cache.bytes() <= total);
+        assert_eq!(cache.lock().gathered.len(), 2);
     }
 
     /// Many values offered twice each, of many sizes: the bytes used never

@@ -1,7 +1,9 @@
 //! One-component reads (`spans`, `span_cache`): through the decoded cache
 //! (admitting a value on its second decode) and without it, at random
 //! ticks and again, they answer as the full replay; the cache keeps a
-//! value read twice, not one read once, and stays within its bytes.
+//! value read twice, not one read once, and stays within its bytes; a
+//! state replayed twice from many records is kept gathered, and reads
+//! that start from it answer as the full replay.
 
 use super::*;
 use crate::test_support::{Rng, registry};
@@ -10,11 +12,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 fn open(path: &Path, decoded_cache_bytes: usize) -> Arc<RedbStorage> {
+    open_with(path, decoded_cache_bytes, Some(16))
+}
+
+fn open_with(
+    path: &Path,
+    decoded_cache_bytes: usize,
+    snapshot_interval: Option<u64>,
+) -> Arc<RedbStorage> {
     Arc::new(
         RedbStorage::open(
             path,
             RedbConfig {
-                snapshot_interval: Some(16),
+                snapshot_interval,
                 decoded_cache_bytes,
                 ..RedbConfig::default()
             },
@@ -25,9 +35,14 @@ fn open(path: &Path, decoded_cache_bytes: usize) -> Arc<RedbStorage> {
 
 /// World "w": tick 1 spawns 80 runs, ticks 2..=90 each change the status
 /// of 3 of them (stored as deltas of the ingested values), some also
-/// their task, one despawns a run and one spawns another.
+/// their task, one despawns a run and one spawns another. A snapshot
+/// every 16 ticks.
 async fn history(path: &Path) -> (WorldId, u64) {
-    let st: Arc<dyn Storage> = open(path, 0);
+    history_with(path, Some(16)).await
+}
+
+async fn history_with(path: &Path, snapshot_interval: Option<u64>) -> (WorldId, u64) {
+    let st: Arc<dyn Storage> = open_with(path, 0, snapshot_interval);
     let mut w = World::create(st, registry(), "w").await.unwrap();
     let mut rng = Rng(5);
     let mut ids = Vec::new();
@@ -149,4 +164,111 @@ async fn a_record_read_once_is_not_kept_and_one_read_twice_is() {
     assert_eq!(snap(s.tick.0).await, s);
     assert_eq!(st.spans.snapshot(id, s.tick, "Run"), Some(s));
     assert!(st.spans.bytes() <= 1 << 20);
+}
+
+/// Without stored snapshots every read replays from tick 1: a state read
+/// twice is kept gathered at its tick and stands for a snapshot there.
+#[tokio::test]
+async fn a_state_replayed_twice_is_kept_and_later_reads_start_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let (id, _) = history_with(&path, None).await;
+    let st = open_with(&path, 1 << 22, None);
+    let none = open_with(&path, 0, None);
+    let base = |at: u64| {
+        let st = st.clone();
+        async move {
+            st.own_component_span_snapshot_at_or_before(id, Tick(at), "Run")
+                .await
+                .unwrap()
+        }
+    };
+    let want = replayed(none.as_ref(), id, Tick(60)).await;
+    assert_eq!(spans_at(st.as_ref(), id, Tick(60)).await, want);
+    assert_eq!(base(90).await, None, "kept after one read");
+    assert_eq!(spans_at(st.as_ref(), id, Tick(60)).await, want);
+    let kept = base(90).await.expect("kept after the second read");
+    assert_eq!(kept.tick, Tick(60));
+    // One body, in entity order, holding exactly the state at tick 60.
+    let values: BTreeMap<_, _> = kept
+        .entities
+        .iter()
+        .filter_map(|(e, span)| Some((*e, span.as_ref()?.get(&kept.body)?.to_vec())))
+        .collect();
+    assert_eq!(values, want);
+    assert_eq!(kept.body.len(), want.values().map(Vec::len).sum::<usize>());
+    // Not before its tick; and reads at, after and before it answer as
+    // the full replay. Tick 70 replays 10 records from it: not offered.
+    assert_eq!(base(59).await, None);
+    for t in [60, 70, 59, 90] {
+        let want = replayed(none.as_ref(), id, Tick(t)).await;
+        for _ in 0..2 {
+            assert_eq!(spans_at(st.as_ref(), id, Tick(t)).await, want, "tick {t}");
+        }
+    }
+    assert_eq!(base(75).await.unwrap().tick, Tick(60));
+    // Tick 90 replayed 30 records from tick 60's state: kept too.
+    assert_eq!(base(90).await.unwrap().tick, Tick(90));
+    // A read of fewer records is never offered; nor is anything offered
+    // to a storage that keeps nothing.
+    assert_eq!(
+        none.own_component_span_snapshot_at_or_before(id, Tick(90), "Run")
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Reads at random ticks of a world and of a fork of it, through caches
+/// of several sizes with no stored snapshot, so that states are gathered
+/// (and, in the small cache, dropped): each answers as the full replay.
+#[tokio::test]
+async fn reads_from_gathered_states_equal_a_full_replay_across_a_fork() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let (id, head) = history_with(&path, None).await;
+    // A fork at tick 45 with 30 ticks of its own.
+    let writer: Arc<dyn Storage> = open_with(&path, 0, None);
+    let main = World::open_id(writer.clone(), registry(), id)
+        .await
+        .unwrap();
+    let mut fork = main.fork_world(Tick(45), "f").await.unwrap();
+    let ids: Vec<EntityId> = fork
+        .find_all::<Run>(|_| true)
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    let mut rng = Rng(23);
+    for _ in 46..=75 {
+        let e = *rng.pick(&ids);
+        let mut run = fork.get::<Run>(e).unwrap();
+        run.set_status(*rng.pick(&RunStatus::ALL));
+        fork.insert(e, &run).unwrap();
+        fork.commit().await.unwrap();
+    }
+    let fork_id = fork.id();
+    let (default, small, none) = (
+        open_with(&path, RedbConfig::default().decoded_cache_bytes, None),
+        open_with(&path, 120_000, None),
+        open_with(&path, 0, None),
+    );
+    for _ in 0..40 {
+        let (world, last) = if rng.below(2) == 0 {
+            (id, head)
+        } else {
+            (fork_id, 75)
+        };
+        let tick = Tick(1 + rng.below(last));
+        let want = replayed(none.as_ref(), world, tick).await;
+        for round in 0..3 {
+            for (name, st) in [("default", &default), ("small", &small)] {
+                let got = spans_at(st.as_ref(), world, tick).await;
+                assert_eq!(
+                    got, want,
+                    "{name} cache, read {round} of {world} at tick {tick}"
+                );
+            }
+        }
+        assert!(small.spans.bytes() <= 120_000, "{}", small.spans.bytes());
+    }
 }

@@ -373,6 +373,16 @@ impl Storage for RedbStorage {
         self.read(
             || format!("reading the snapshot at or before tick {at} of {world}"),
             move |txn| {
+                // A state a read gathered stands for a stored snapshot at
+                // its tick: it is used unless a stored one is newer.
+                if let Some(g) = cache.gathered_at_or_before(world, at, &component) {
+                    load_world(&table(txn, WORLDS)?, world)?;
+                    let stored =
+                        ReadValues::snapshots(txn)?.last_tick_at_or_before(world.0, at.0)?;
+                    if stored.is_none_or(|t| t <= g.tick) {
+                        return Ok(Some(g));
+                    }
+                }
                 own_snapshot(txn, world, at, |tick, bytes| {
                     if let Some(s) = cache.snapshot(world, tick, &component) {
                         return Ok(s);
@@ -384,6 +394,20 @@ impl Storage for RedbStorage {
             },
         )
         .await
+    }
+
+    /// Kept in the decoded-span cache (see its module): offered states of
+    /// at least 16 replayed records, kept on the second offer of one.
+    fn offer_component_span_snapshot(
+        &self,
+        world: WorldId,
+        component: &str,
+        tick: Tick,
+        replayed: usize,
+        gather: &mut dyn FnMut() -> Option<SpanSnapshot>,
+    ) -> Option<SpanSnapshot> {
+        self.spans
+            .offer_gathered(world, component, tick, replayed, gather)
     }
 
     async fn own_snapshot_at_or_before(

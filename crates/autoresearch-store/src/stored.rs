@@ -450,6 +450,19 @@ where
     }
 
     /// `world`'s newest value at or before `at`, joined.
+    /// The greatest tick `<= at` of `world` that holds a value, without
+    /// reading the value.
+    pub(crate) fn last_tick_at_or_before(
+        &self,
+        world: u64,
+        at: u64,
+    ) -> Result<Option<Tick>, Failure> {
+        let Some(entry) = self.values.range((world, 0)..=(world, at))?.next_back() else {
+            return Ok(None);
+        };
+        Ok(Some(Tick(entry?.0.value().1)))
+    }
+
     pub(crate) fn last_at_or_before(
         &self,
         world: u64,
