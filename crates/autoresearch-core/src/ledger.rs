@@ -777,4 +777,55 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, "set of e1 does not apply");
     }
+
+    #[test]
+    fn a_gathered_column_holds_the_live_values_in_one_body_in_entity_order() {
+        let bodies = vec![Arc::new(b"aaBBcc".to_vec()), Arc::new(b"xyz".to_vec())];
+        let mut c = Column::default();
+        for e in 1..=4 {
+            c.apply(&ComponentChange::Spawn(EntityId(e)), 0, 0).unwrap();
+        }
+        for (e, b, start, len) in [(1, 0, 4, 2), (2, 1, 0, 3), (4, 0, 2, 2)] {
+            let len_body = bodies[b as usize].len();
+            c.apply(
+                &ComponentChange::Set(EntityId(e), span(start, len)),
+                b,
+                len_body,
+            )
+            .unwrap();
+        }
+        c.apply(&ComponentChange::Despawn(EntityId(3)), 1, 3)
+            .unwrap();
+        c.apply(&ComponentChange::Spawn(EntityId(5)), 1, 3).unwrap();
+        let s = c.gather(Tick(7), &bodies).unwrap();
+        assert_eq!(s.tick, Tick(7));
+        assert_eq!(&s.body[..], b"ccxyzBB");
+        assert_eq!(
+            s.entities,
+            [
+                (EntityId(1), Some(span(0, 2))),
+                (EntityId(2), Some(span(2, 3))),
+                (EntityId(4), Some(span(5, 2))),
+                (EntityId(5), None),
+            ]
+        );
+        let values = ComponentValues::of_snapshot(s.clone()).unwrap();
+        let got: Vec<_> = values.iter().map(|(e, v)| (e.0, v.to_vec())).collect();
+        assert_eq!(
+            got,
+            [
+                (1, b"cc".to_vec()),
+                (2, b"xyz".to_vec()),
+                (4, b"BB".to_vec())
+            ]
+        );
+        // A snapshot out of entity order, or with a span past its body, is
+        // refused.
+        let mut swapped = s.clone();
+        swapped.entities.swap(0, 3);
+        assert!(ComponentValues::of_snapshot(swapped).is_none());
+        let mut past = s;
+        past.entities[3].1 = Some(span(6, 2));
+        assert!(ComponentValues::of_snapshot(past).is_none());
+    }
 }
