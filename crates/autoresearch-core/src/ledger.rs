@@ -388,22 +388,36 @@ impl Column {
         Ok(())
     }
 
+    /// The bytes of the live rows' values, in all (saturating).
+    fn value_bytes(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|(_, slot)| match *slot {
+                Slot::Value(_, span) => span.len as usize,
+                Slot::Dead | Slot::Bare => 0,
+            })
+            .fold(0, usize::saturating_add)
+    }
+
     /// The live rows as a snapshot at `tick`, their values (spans of
     /// `bodies`, checked when applied) copied into one body in entity
     /// order. `None` when they hold 4 GiB or more.
     #[expect(clippy::rc_buffer, reason = "the bodies as ComponentValues holds them")]
     fn gather(&self, tick: Tick, bodies: &[Arc<Vec<u8>>]) -> Option<SpanSnapshot> {
         let value = |b: u32, span: Span| bodies.get(b as usize).and_then(|body| span.get(body));
-        let total: usize = self
+        // Spans may overlap (damage), so the sum may pass any real size:
+        // refused before anything is reserved.
+        let total = self.value_bytes();
+        if u32::try_from(total).is_err() {
+            return None;
+        }
+        let live = self
             .rows
             .iter()
-            .map(|(_, slot)| match *slot {
-                Slot::Value(_, span) => span.len as usize,
-                Slot::Dead | Slot::Bare => 0,
-            })
-            .sum();
+            .filter(|(_, slot)| !matches!(slot, Slot::Dead))
+            .count();
         let mut body = Vec::with_capacity(total);
-        let mut entities = Vec::with_capacity(self.rows.len());
+        let mut entities = Vec::with_capacity(live);
         for &(e, slot) in &self.rows {
             match slot {
                 Slot::Dead => {}
@@ -512,10 +526,14 @@ pub async fn component_values_at<T: ComponentValue>(
     // into one body, as a snapshot at `tick` of the world that owns it.
     if replayed > 0
         && let Some(owner) = segs.last().filter(|s| s.to == tick)
-        && let Some(kept) =
-            storage.offer_component_span_snapshot(owner.world, name, tick, replayed, &mut || {
-                column.gather(tick, &bodies)
-            })
+        && let Some(kept) = storage.offer_component_span_snapshot(
+            owner.world,
+            name,
+            tick,
+            replayed,
+            column.value_bytes(),
+            &mut || column.gather(tick, &bodies),
+        )
         && let Some(values) = ComponentValues::of_snapshot(kept)
     {
         return Ok(values);
@@ -827,5 +845,16 @@ mod tests {
         let mut past = s;
         past.entities[3].1 = Some(span(6, 2));
         assert!(ComponentValues::of_snapshot(past).is_none());
+        // Values of 4 GiB or more in all (here overlapping spans, as a
+        // damaged log could give) are refused before anything is
+        // reserved.
+        let huge = Column {
+            rows: vec![
+                (EntityId(1), Slot::Value(0, span(0, u32::MAX))),
+                (EntityId(2), Slot::Value(0, span(0, u32::MAX))),
+            ],
+        };
+        assert_eq!(huge.value_bytes(), 2 * u32::MAX as usize);
+        assert!(huge.gather(Tick(1), &bodies).is_none());
     }
 }

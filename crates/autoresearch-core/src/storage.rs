@@ -477,7 +477,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// [`Storage::own_component_snapshot_at_or_before`] with the values
     /// left in one shared body ([`SpanSnapshot`]), as
-    /// [`Storage::read_own_component_spans`] for records.
+    /// [`Storage::read_own_component_spans`] for records. A backend may
+    /// also answer with a state it keeps in memory from
+    /// [`Storage::offer_component_span_snapshot`] (the same state a
+    /// stored snapshot at its tick would hold, but none is stored), when
+    /// it is newer than the stored snapshot.
     async fn own_component_span_snapshot_at_or_before(
         &self,
         world: WorldId,
@@ -500,26 +504,29 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Offers the state of `component` in `world` at `tick` that a read
     /// ([`crate::ledger::component_values_at`]) has just replayed from
-    /// `replayed` records after its snapshot, for the backend to keep in
-    /// memory and hand out from
+    /// `replayed` records after its snapshot, its values `bytes` long in
+    /// all, for the backend to keep in memory and hand out from
     /// [`Storage::own_component_span_snapshot_at_or_before`] as if it were
-    /// a snapshot stored at `tick`: a later read at `tick` (or just after
-    /// it) then starts there, with the values in one body in entity order,
-    /// instead of replaying the same records and reading values scattered
-    /// over their bodies. `gather` copies the values into that body
-    /// (O(the values' bytes)); a backend calls it only when it will keep
-    /// the result, and returns what it kept so that the read uses it too.
-    /// `tick` is one of `world`'s own ticks (not an ancestor's). Nothing
-    /// is stored. The default keeps nothing and never calls `gather`.
+    /// a snapshot stored at `tick`: later reads at `tick` or after it
+    /// (until a newer snapshot) then start there, with the values in one
+    /// body in entity order, instead of replaying the same records and
+    /// reading values scattered over their bodies. `gather` copies the
+    /// values into that body (O(`bytes`)); a backend calls it only when it
+    /// means to keep the result (it may still drop it, if another read
+    /// kept the same state first), and returns what it kept so that the
+    /// read uses it too. `tick` is one of `world`'s own ticks (not an
+    /// ancestor's). Nothing is stored. The default keeps nothing and never
+    /// calls `gather`.
     fn offer_component_span_snapshot(
         &self,
         world: WorldId,
         component: &str,
         tick: Tick,
         replayed: usize,
+        bytes: usize,
         gather: &mut dyn FnMut() -> Option<SpanSnapshot>,
     ) -> Option<SpanSnapshot> {
-        let _ = (world, component, tick, replayed, gather);
+        let _ = (world, component, tick, replayed, bytes, gather);
         None
     }
 

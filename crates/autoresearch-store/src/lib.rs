@@ -100,7 +100,10 @@ pub struct RedbConfig {
     /// (`ledger::component_values_at`) kept between reads, in bytes
     /// (decoded bodies plus changes; the oldest kept are dropped first;
     /// zero keeps none): reads of nearby ticks, and repeated reads of one,
-    /// decompress and decode each stored value once.
+    /// decompress and decode each stored value once. The same bytes hold
+    /// the states such reads replayed from 16 records or more and read
+    /// twice, gathered into one body each and used as snapshots in memory
+    /// (see `Storage::offer_component_span_snapshot`).
     pub decoded_cache_bytes: usize,
 }
 

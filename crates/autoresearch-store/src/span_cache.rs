@@ -253,20 +253,22 @@ impl SpanCache {
     }
 
     /// Offers the state of `component` in `world` at `tick` that a read
-    /// replayed from `replayed` records (see the module): when at least
-    /// [`GATHER_AFTER_RECORDS`] and the same state was offered once
+    /// replayed from `replayed` records, its values `bytes` long (see the
+    /// module): when at least [`GATHER_AFTER_RECORDS`] were replayed, the
+    /// values fit in the cache, and the same state was offered once
     /// before while its key is still remembered, `gather` is called
-    /// (outside the lock) and what it returns is kept and returned, if it
-    /// fits; else the key is remembered and `None` returned.
+    /// (outside the lock) and what it returns is kept and returned; else
+    /// the key is remembered and `None` returned.
     pub(crate) fn offer_gathered(
         &self,
         world: WorldId,
         component: &str,
         tick: Tick,
         replayed: usize,
+        bytes: usize,
         gather: &mut dyn FnMut() -> Option<SpanSnapshot>,
     ) -> Option<SpanSnapshot> {
-        if self.capacity == 0 || replayed < GATHER_AFTER_RECORDS {
+        if self.capacity == 0 || replayed < GATHER_AFTER_RECORDS || bytes >= self.capacity {
             return None;
         }
         let key = {
@@ -520,7 +522,7 @@ mod tests {
         body: usize,
     ) -> (bool, Option<SpanSnapshot>) {
         let mut called = false;
-        let kept = cache.offer_gathered(w, "Run", Tick(tick), replayed, &mut || {
+        let kept = cache.offer_gathered(w, "Run", Tick(tick), replayed, body, &mut || {
             called = true;
             Some(state(tick, body))
         });
@@ -585,9 +587,9 @@ mod tests {
         );
         // A gather that fails keeps nothing; a cache of no bytes never
         // gathers.
-        cache.offer_gathered(w, "Run", Tick(90), 30, &mut || None);
+        cache.offer_gathered(w, "Run", Tick(90), 30, 10, &mut || None);
         assert_eq!(
-            cache.offer_gathered(w, "Run", Tick(90), 30, &mut || None),
+            cache.offer_gathered(w, "Run", Tick(90), 30, 10, &mut || None),
             None
         );
         assert_eq!(
@@ -630,9 +632,14 @@ mod tests {
                 .tick,
             Tick(40)
         );
-        // One larger than the whole cache is gathered but not kept.
-        offer_state(&cache, w, 80, 20, total);
-        assert_eq!(offer_state(&cache, w, 80, 20, total), (true, None));
+        // Values larger than the room for values are not gathered at all;
+        // ones that fit alone but not with the entry's overhead are
+        // gathered and dropped.
+        let room = cache.capacity;
+        offer_state(&cache, w, 80, 20, room);
+        assert_eq!(offer_state(&cache, w, 80, 20, room), (false, None));
+        offer_state(&cache, w, 85, 20, room - 10);
+        assert_eq!(offer_state(&cache, w, 85, 20, room - 10), (true, None));
         assert_eq!(
             cache
                 .gathered_at_or_before(w, Tick(90), "Run")

@@ -397,17 +397,19 @@ impl Storage for RedbStorage {
     }
 
     /// Kept in the decoded-span cache (see its module): offered states of
-    /// at least 16 replayed records, kept on the second offer of one.
+    /// at least 16 replayed records that fit in it, kept on the second
+    /// offer of one.
     fn offer_component_span_snapshot(
         &self,
         world: WorldId,
         component: &str,
         tick: Tick,
         replayed: usize,
+        bytes: usize,
         gather: &mut dyn FnMut() -> Option<SpanSnapshot>,
     ) -> Option<SpanSnapshot> {
         self.spans
-            .offer_gathered(world, component, tick, replayed, gather)
+            .offer_gathered(world, component, tick, replayed, bytes, gather)
     }
 
     async fn own_snapshot_at_or_before(

@@ -449,7 +449,6 @@ where
         Ok(())
     }
 
-    /// `world`'s newest value at or before `at`, joined.
     /// The greatest tick `<= at` of `world` that holds a value, without
     /// reading the value.
     pub(crate) fn last_tick_at_or_before(
@@ -463,6 +462,7 @@ where
         Ok(Some(Tick(entry?.0.value().1)))
     }
 
+    /// `world`'s newest value at or before `at`, joined.
     pub(crate) fn last_at_or_before(
         &self,
         world: u64,
