@@ -101,6 +101,14 @@ impl Inner {
         u32::try_from(i).ok()
     }
 
+    /// The snapshot or gathered state kept under `key`, shared.
+    fn snapshot(&self, key: Key) -> Option<SpanSnapshot> {
+        match self.entries.get(&key) {
+            Some((Entry::Snapshot(s), _)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
     fn name_or_add(&mut self, component: &str) -> Option<u32> {
         if let Some(i) = self.name(component) {
             return Some(i);
@@ -181,11 +189,7 @@ impl SpanCache {
             return None;
         }
         let inner = self.lock();
-        let key = (Kind::Snapshot, world.0, tick.0, inner.name(component)?);
-        match inner.entries.get(&key) {
-            Some((Entry::Snapshot(s), _)) => Some(s.clone()),
-            _ => None,
-        }
+        inner.snapshot((Kind::Snapshot, world.0, tick.0, inner.name(component)?))
     }
 
     /// Offers records of `world` just decoded for `component` (taking one
@@ -246,10 +250,7 @@ impl SpanCache {
             .gathered
             .range((world.0, name, 0)..=(world.0, name, at.0))
             .next_back()?;
-        match inner.entries.get(&(Kind::Gathered, w, tick, n)) {
-            Some((Entry::Snapshot(s), _)) => Some(s.clone()),
-            _ => None,
-        }
+        inner.snapshot((Kind::Gathered, w, tick, n))
     }
 
     /// Offers the state of `component` in `world` at `tick` that a read
