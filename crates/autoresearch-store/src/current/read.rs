@@ -29,25 +29,33 @@ fn fetch(
     w: u64,
     wanted: &HashMap<(String, u64), u64>,
 ) -> Result<Option<Values>, Failure> {
-    let mut by_tick: HashMap<u64, HashSet<(&str, u64)>> = HashMap::new();
+    // By tick, then by component: each record is read once, and only the
+    // wanted components' values in it rebuilt.
+    let mut by_tick: HashMap<u64, HashMap<&str, HashSet<u64>>> = HashMap::new();
     for ((c, e), tick) in wanted {
-        by_tick.entry(*tick).or_default().insert((c.as_str(), *e));
+        by_tick
+            .entry(*tick)
+            .or_default()
+            .entry(c.as_str())
+            .or_default()
+            .insert(*e);
     }
     let mut ticks: Vec<u64> = by_tick.keys().copied().collect();
     ticks.sort_unstable();
     let mut out = HashMap::with_capacity(wanted.len());
     for tick in ticks {
-        let want = &by_tick[&tick];
         let Some(bytes) = records.get_or_none(w, tick)? else {
             return Ok(None);
         };
-        let decoded = encoding::record_sets(&bytes, |e, c, v| {
-            if want.contains(&(c, e.0)) {
-                out.insert((c.to_string(), e.0), v.to_vec());
+        for (component, entities) in &by_tick[&tick] {
+            let decoded = encoding::record_sets_of(&bytes, component, |e, v| {
+                if entities.contains(&e.0) {
+                    out.insert((component.to_string(), e.0), v.to_vec());
+                }
+            });
+            if decoded.is_err() {
+                return Ok(None);
             }
-        });
-        if decoded.is_err() {
-            return Ok(None);
         }
     }
     Ok((out.len() == wanted.len()).then_some(out))

@@ -97,6 +97,24 @@ pub(crate) fn record_sets(
     Ok(())
 }
 
+/// [`record_sets`] of `component` only: `f(entity, value)` for each of
+/// its `Set`s, in order. A record laid out by column rebuilds only that
+/// component's values (`columnar::sets_of`), not the whole record.
+pub(crate) fn record_sets_of(
+    bytes: &[u8],
+    component: &str,
+    mut f: impl FnMut(EntityId, &[u8]),
+) -> Result<(), DecodeError> {
+    if let Some(payload) = super::value::columnar_payload(bytes) {
+        return super::columnar::sets_of(payload, component, |e, v| f(EntityId(e), v));
+    }
+    record_sets(bytes, |e, c, v| {
+        if c == component {
+            f(e, v);
+        }
+    })
+}
+
 /// A stored snapshot projected on `component`: every entity, with only
 /// that component's value copied out.
 pub(crate) fn decode_component_snapshot(

@@ -19,7 +19,7 @@ mod parts;
 mod value;
 
 pub(crate) use borrowed::{
-    ChangeRef, decode_component_record, decode_component_snapshot, record_sets,
+    ChangeRef, decode_component_record, decode_component_snapshot, record_sets, record_sets_of,
 };
 #[cfg(test)]
 pub(crate) use parts::INLINE_MAX;

@@ -218,6 +218,15 @@ pub(crate) fn body(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DecodeErr
     }
 }
 
+/// The payload of a stored record laid out by column (what follows its
+/// version and codec bytes); `None` for a value stored otherwise.
+pub(crate) fn columnar_payload(bytes: &[u8]) -> Option<&[u8]> {
+    match bytes {
+        [COLUMNS_VERSION, CODEC_COLUMNS, payload @ ..] => Some(payload),
+        _ => None,
+    }
+}
+
 /// `bytes` as one zstd frame at `level`, through this thread's context.
 pub(super) fn zstd_compress(bytes: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     ZSTD.with(|z| {

@@ -270,7 +270,38 @@ struct Scratch {
 /// Errors (`Corrupt`) on damaged bytes, before allocating more than the
 /// bounded lengths allow.
 pub(crate) fn decode_record(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let bad = |what: &str| DecodeError::Corrupt(format!("record laid out by column: {what}"));
+    let (block, raw_len) = block(payload)?;
+    let out = rebuild(&block, raw_len).ok_or_else(|| bad("damaged streams"))?;
+    if out.len() != raw_len {
+        return Err(bad(&format!(
+            "rebuilt {} bytes, its length says {raw_len}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Calls `f(entity, value)` for every `Set` of `component` in a record
+/// laid out by column (`payload` as for [`decode_record`]), in order, the
+/// value as its postcard bytes: what [`decode_record`] then
+/// `encoding::record_sets` give for that component, without rebuilding
+/// the other components' values (their streams are not read, so damage
+/// there goes unseen). Errors (`Corrupt`) on damaged bytes.
+pub(crate) fn sets_of(
+    payload: &[u8],
+    component: &str,
+    mut f: impl FnMut(u64, &[u8]),
+) -> Result<(), DecodeError> {
+    let (block, raw_len) = block(payload)?;
+    sets_in(&block, raw_len, component, &mut f).ok_or_else(|| bad("damaged streams"))
+}
+
+fn bad(what: &str) -> DecodeError {
+    DecodeError::Corrupt(format!("record laid out by column: {what}"))
+}
+
+/// The decompressed block of `payload` and the body length it claims.
+fn block(payload: &[u8]) -> Result<(Vec<u8>, usize), DecodeError> {
     let (raw_len, rest) = payload
         .split_first_chunk::<4>()
         .ok_or_else(|| bad("no body length"))?;
@@ -315,14 +346,63 @@ pub(crate) fn decode_record(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
             block.len()
         )));
     }
-    let out = rebuild(&block, raw_len).ok_or_else(|| bad("damaged streams"))?;
-    if out.len() != raw_len {
-        return Err(bad(&format!(
-            "rebuilt {} bytes, its length says {raw_len}",
-            out.len()
-        )));
+    Ok((block, raw_len))
+}
+
+/// The values of `component`'s `Set`s in the block's streams, each passed
+/// to `f` as its postcard bytes; no value longer than `raw_len`. `None`
+/// on damaged streams (those read).
+fn sets_in(
+    block: &[u8],
+    raw_len: usize,
+    component: &str,
+    f: &mut dyn FnMut(u64, &[u8]),
+) -> Option<()> {
+    let mut cur = Cur::new(block);
+    let _at_ms = cur.varint()?;
+    let n = cur.usize()?;
+    let mut tags = cur.section()?;
+    let mut entities = cur.section()?;
+    let names = read_dict(&mut cur)?;
+    let mut name_idx = cur.section()?;
+    let mut wanted = None;
+    for (id, name) in names.iter().enumerate() {
+        let reader = ValueReader::read(&mut cur)?;
+        if *name == component.as_bytes() {
+            wanted = Some((id, reader));
+        }
     }
-    Ok(out)
+    if !cur.done() {
+        return None;
+    }
+    let Some((wanted_id, mut reader)) = wanted else {
+        return Some(());
+    };
+    let mut scratch = Scratch::default();
+    let mut out = Vec::new();
+    let mut entity = 0u64;
+    for _ in 0..n {
+        let tag = tags.byte()?;
+        if tag > 3 {
+            return None;
+        }
+        entity = entity.wrapping_add(unzigzag(entities.varint()?) as u64);
+        if tag == 1 || tag == 2 {
+            let id = name_idx.usize()?;
+            if id >= names.len() {
+                return None;
+            }
+            if tag == 1 && id == wanted_id {
+                out.clear();
+                reader.next(&mut out, &mut scratch, raw_len)?;
+                // `next` puts the value's length, then the value.
+                let mut value = Cur::new(&out);
+                let len = value.usize()?;
+                f(entity, value.take(len)?);
+            }
+        }
+    }
+    (tags.done() && entities.done() && name_idx.done() && reader.done()).then_some(())
 }
 
 /// The body from the block's streams, at most `raw_len` bytes of it.

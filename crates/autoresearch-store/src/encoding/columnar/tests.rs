@@ -163,6 +163,35 @@ proptest! {
         prop_assert_eq!(decode_record(&bytes[2..]).unwrap(), row_wise(at_ms, &changes));
     }
 
+    /// One component's `Set`s read without rebuilding the others are
+    /// those of the whole record, in order; a component it does not
+    /// hold has none.
+    #[test]
+    fn one_components_sets_equal_the_whole_records(
+        changes in proptest::collection::vec(change(), COLUMNS_FROM..COLUMNS_FROM + 200),
+    ) {
+        let bytes = stored(7, &changes);
+        for component in ["Run", "Result", "Outcome"] {
+            let mut want = Vec::new();
+            crate::encoding::record_sets(&bytes, |e, c, v| {
+                if c == component {
+                    want.push((e.0, v.to_vec()));
+                }
+            })
+            .unwrap();
+            let mut got = Vec::new();
+            sets_of(&bytes[2..], component, |e, v| got.push((e, v.to_vec()))).unwrap();
+            prop_assert_eq!(&got, &want);
+            let expected = changes.iter().filter_map(|c| match c {
+                Change::Set { entity, component: n, value } if n == component => {
+                    Some((entity.0, value.clone()))
+                }
+                _ => None,
+            });
+            prop_assert_eq!(got, expected.collect::<Vec<_>>());
+        }
+    }
+
     /// Damaged blocks (recompressed, so that the streams themselves
     /// are damaged) give an error or some body, never a panic.
     #[test]
@@ -203,6 +232,10 @@ proptest! {
         if let Ok(body) = decode_record(&payload) {
             prop_assert_eq!(body.len(), raw_len);
         }
+        let mut longest = 0usize;
+        if sets_of(&payload, "Run", |_, v| longest = longest.max(v.len())).is_ok() {
+            prop_assert!(longest <= raw_len);
+        }
     }
 
     /// Arbitrary bytes after the codec byte are an error or a body,
@@ -210,6 +243,7 @@ proptest! {
     #[test]
     fn arbitrary_payloads_do_not_panic(payload in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode_record(&payload);
+        let _ = sets_of(&payload, "Run", |_, _| {});
     }
 }
 
