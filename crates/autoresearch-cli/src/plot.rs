@@ -303,11 +303,10 @@ async fn read_series(
         .iter()
         .map(|&i| series.points[i].entity)
         .collect();
-    let runs = r.get::<autoresearch_core::Run>(&entities).await?;
-    if runs.len() != entities.len() {
+    let attempts = r.attempts_of(&entities).await?;
+    if attempts.len() != entities.len() {
         return Ok(None);
     }
-    let attempts = r.attempts(runs).await?;
     let confirmations: HashMap<EntityId, autoresearch_core::Confirmation> = r
         .get::<autoresearch_core::Confirmation>(&entities)
         .await?

@@ -47,15 +47,17 @@ fn fetch(
         let Some(bytes) = records.get_or_none(w, tick)? else {
             return Ok(None);
         };
-        for (component, entities) in &by_tick[&tick] {
-            let decoded = encoding::record_sets_of(&bytes, component, |e, v| {
-                if entities.contains(&e.0) {
-                    out.insert((component.to_string(), e.0), v.to_vec());
-                }
-            });
-            if decoded.is_err() {
-                return Ok(None);
+        let want: Vec<(&str, &HashSet<u64>)> =
+            by_tick[&tick].iter().map(|(c, es)| (*c, es)).collect();
+        let components: Vec<&str> = want.iter().map(|(c, _)| *c).collect();
+        let decoded = encoding::record_sets_of(&bytes, &components, |i, e, v| {
+            let (component, entities) = want[i];
+            if entities.contains(&e.0) {
+                out.insert((component.to_string(), e.0), v.to_vec());
             }
+        });
+        if decoded.is_err() {
+            return Ok(None);
         }
     }
     Ok((out.len() == wanted.len()).then_some(out))

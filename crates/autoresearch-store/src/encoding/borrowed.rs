@@ -97,20 +97,23 @@ pub(crate) fn record_sets(
     Ok(())
 }
 
-/// [`record_sets`] of `component` only: `f(entity, value)` for each of
-/// its `Set`s, in order. A record laid out by column rebuilds only that
-/// component's values (`columnar::sets_of`), not the whole record.
+/// [`record_sets`] of `components` only: `f(index in components,
+/// entity, value)` for each of their `Set`s (in order for each
+/// component). A record laid out by column rebuilds only those
+/// components' values (`columnar::sets_of_each`), not the whole record.
 pub(crate) fn record_sets_of(
     bytes: &[u8],
-    component: &str,
-    mut f: impl FnMut(EntityId, &[u8]),
+    components: &[&str],
+    mut f: impl FnMut(usize, EntityId, &[u8]),
 ) -> Result<(), DecodeError> {
     if let Some(payload) = super::value::columnar_payload(bytes) {
-        return super::columnar::sets_of(payload, component, |e, v| f(EntityId(e), v));
+        return super::columnar::sets_of_each(payload, components, |i, e, v| {
+            f(i, EntityId(e), v);
+        });
     }
     record_sets(bytes, |e, c, v| {
-        if c == component {
-            f(e, v);
+        if let Some(i) = components.iter().position(|n| *n == c) {
+            f(i, e, v);
         }
     })
 }

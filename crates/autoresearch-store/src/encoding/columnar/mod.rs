@@ -52,7 +52,9 @@ use autoresearch_core::Change;
 mod read;
 mod write;
 
-pub(crate) use read::{decode_record, sets_of};
+#[cfg(test)]
+pub(crate) use read::sets_of;
+pub(crate) use read::{decode_record, sets_of_each};
 pub(crate) use write::encode_record;
 
 /// The version byte of a record laid out by column (file format 6).

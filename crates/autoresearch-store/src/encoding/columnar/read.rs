@@ -287,13 +287,28 @@ pub(crate) fn decode_record(payload: &[u8]) -> Result<Vec<u8>, DecodeError> {
 /// `encoding::record_sets` give for that component, without rebuilding
 /// the other components' values (their streams are not read, so damage
 /// there goes unseen). Errors (`Corrupt`) on damaged bytes.
+#[cfg(test)]
 pub(crate) fn sets_of(
     payload: &[u8],
     component: &str,
     mut f: impl FnMut(u64, &[u8]),
 ) -> Result<(), DecodeError> {
+    sets_of_each(payload, &[component], |_, e, v| f(e, v))
+}
+
+/// [`sets_of`] for each of `components` in turn, the block decompressed
+/// once: `f(index in components, entity, value)`.
+pub(crate) fn sets_of_each(
+    payload: &[u8],
+    components: &[&str],
+    mut f: impl FnMut(usize, u64, &[u8]),
+) -> Result<(), DecodeError> {
     let (block, raw_len) = block(payload)?;
-    sets_in(&block, raw_len, component, &mut f).ok_or_else(|| bad("damaged streams"))
+    for (i, component) in components.iter().enumerate() {
+        sets_in(&block, raw_len, component, &mut |e, v| f(i, e, v))
+            .ok_or_else(|| bad("damaged streams"))?;
+    }
+    Ok(())
 }
 
 fn bad(what: &str) -> DecodeError {

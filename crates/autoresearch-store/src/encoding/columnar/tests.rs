@@ -171,7 +171,12 @@ proptest! {
         changes in proptest::collection::vec(change(), COLUMNS_FROM..COLUMNS_FROM + 200),
     ) {
         let bytes = stored(7, &changes);
-        for component in ["Run", "Result", "Outcome"] {
+        let components = ["Run", "Result", "Outcome"];
+        let mut each = Vec::new();
+        sets_of_each(&bytes[2..], &components, |i, e, v| each.push((i, e, v.to_vec())))
+            .unwrap();
+        let mut one_by_one = Vec::new();
+        for (i, component) in components.into_iter().enumerate() {
             let mut want = Vec::new();
             crate::encoding::record_sets(&bytes, |e, c, v| {
                 if c == component {
@@ -188,8 +193,11 @@ proptest! {
                 }
                 _ => None,
             });
-            prop_assert_eq!(got, expected.collect::<Vec<_>>());
+            prop_assert_eq!(&got, &expected.collect::<Vec<_>>());
+            one_by_one.extend(got.into_iter().map(|(e, v)| (i, e, v)));
         }
+        // Several components from one decompressed block: the same.
+        prop_assert_eq!(each, one_by_one);
     }
 
     /// Damaged blocks (recompressed, so that the streams themselves
