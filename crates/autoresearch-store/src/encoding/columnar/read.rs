@@ -364,6 +364,46 @@ fn block(payload: &[u8]) -> Result<(Vec<u8>, usize), DecodeError> {
     Ok((block, raw_len))
 }
 
+/// A block's streams, before any change is read.
+struct Streams<'a> {
+    at_ms: u64,
+    /// How many changes.
+    n: usize,
+    tags: Cur<'a>,
+    entities: Cur<'a>,
+    /// The component names, by id.
+    names: Vec<&'a [u8]>,
+    name_idx: Cur<'a>,
+    /// Each component's values, by id.
+    readers: Vec<ValueReader<'a>>,
+}
+
+impl<'a> Streams<'a> {
+    /// `None` on a damaged header or bytes left after the streams.
+    fn read(block: &'a [u8]) -> Option<Self> {
+        let mut cur = Cur::new(block);
+        let at_ms = cur.varint()?;
+        let n = cur.usize()?;
+        let tags = cur.section()?;
+        let entities = cur.section()?;
+        let names = read_dict(&mut cur)?;
+        let name_idx = cur.section()?;
+        let mut readers = Vec::with_capacity(names.len());
+        for _ in 0..names.len() {
+            readers.push(ValueReader::read(&mut cur)?);
+        }
+        cur.done().then_some(Streams {
+            at_ms,
+            n,
+            tags,
+            entities,
+            names,
+            name_idx,
+            readers,
+        })
+    }
+}
+
 /// The values of `component`'s `Set`s in the block's streams, each passed
 /// to `f` as its postcard bytes; no value longer than `raw_len`. `None`
 /// on damaged streams (those read).
@@ -373,26 +413,19 @@ fn sets_in(
     component: &str,
     f: &mut dyn FnMut(u64, &[u8]),
 ) -> Option<()> {
-    let mut cur = Cur::new(block);
-    let _at_ms = cur.varint()?;
-    let n = cur.usize()?;
-    let mut tags = cur.section()?;
-    let mut entities = cur.section()?;
-    let names = read_dict(&mut cur)?;
-    let mut name_idx = cur.section()?;
-    let mut wanted = None;
-    for (id, name) in names.iter().enumerate() {
-        let reader = ValueReader::read(&mut cur)?;
-        if *name == component.as_bytes() {
-            wanted = Some((id, reader));
-        }
-    }
-    if !cur.done() {
-        return None;
-    }
-    let Some((wanted_id, mut reader)) = wanted else {
+    let Streams {
+        n,
+        mut tags,
+        mut entities,
+        names,
+        mut name_idx,
+        mut readers,
+        ..
+    } = Streams::read(block)?;
+    let Some(wanted_id) = names.iter().position(|name| *name == component.as_bytes()) else {
         return Some(());
     };
+    let mut reader = readers.swap_remove(wanted_id);
     let mut scratch = Scratch::default();
     let mut out = Vec::new();
     let mut entity = 0u64;
@@ -422,23 +455,18 @@ fn sets_in(
 
 /// The body from the block's streams, at most `raw_len` bytes of it.
 fn rebuild(block: &[u8], raw_len: usize) -> Option<Vec<u8>> {
-    let mut cur = Cur::new(block);
-    let at_ms = cur.varint()?;
-    let n = cur.usize()?;
+    let Streams {
+        at_ms,
+        n,
+        mut tags,
+        mut entities,
+        names,
+        mut name_idx,
+        mut readers,
+    } = Streams::read(block)?;
     let mut out = Vec::with_capacity(raw_len);
     put(&mut out, at_ms);
     put(&mut out, n as u64);
-    let mut tags = cur.section()?;
-    let mut entities = cur.section()?;
-    let names = read_dict(&mut cur)?;
-    let mut name_idx = cur.section()?;
-    let mut readers = Vec::with_capacity(names.len());
-    for _ in 0..names.len() {
-        readers.push(ValueReader::read(&mut cur)?);
-    }
-    if !cur.done() {
-        return None;
-    }
     let mut scratch = Scratch::default();
     let mut entity = 0u64;
     for _ in 0..n {
