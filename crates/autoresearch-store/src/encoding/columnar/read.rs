@@ -376,6 +376,8 @@ struct Streams<'a> {
     name_idx: Cur<'a>,
     /// Each component's values, by id.
     readers: Vec<ValueReader<'a>>,
+    /// The entity of the last change read.
+    entity: u64,
 }
 
 impl<'a> Streams<'a> {
@@ -400,7 +402,33 @@ impl<'a> Streams<'a> {
             names,
             name_idx,
             readers,
+            entity: 0,
         })
+    }
+
+    /// The next change's tag, entity and (for a `Set` or a `Remove`) its
+    /// component's id, checked to name a component. `None` on damage.
+    fn change(&mut self) -> Option<(u8, u64, Option<usize>)> {
+        let tag = self.tags.byte()?;
+        if tag > 3 {
+            return None;
+        }
+        self.entity = self
+            .entity
+            .wrapping_add(unzigzag(self.entities.varint()?) as u64);
+        let id = if tag == 1 || tag == 2 {
+            let id = self.name_idx.usize()?;
+            (id < self.names.len()).then_some(id)?;
+            Some(id)
+        } else {
+            None
+        };
+        Some((tag, self.entity, id))
+    }
+
+    /// Whether the change streams were read to their end.
+    fn changes_done(&self) -> bool {
+        self.tags.done() && self.entities.done() && self.name_idx.done()
     }
 }
 
@@ -413,84 +441,57 @@ fn sets_in(
     component: &str,
     f: &mut dyn FnMut(u64, &[u8]),
 ) -> Option<()> {
-    let Streams {
-        n,
-        mut tags,
-        mut entities,
-        names,
-        mut name_idx,
-        mut readers,
-        ..
-    } = Streams::read(block)?;
-    let Some(wanted_id) = names.iter().position(|name| *name == component.as_bytes()) else {
+    let mut streams = Streams::read(block)?;
+    let Some(wanted) = streams
+        .names
+        .iter()
+        .position(|name| *name == component.as_bytes())
+    else {
         return Some(());
     };
-    let mut reader = readers.swap_remove(wanted_id);
+    let mut reader = streams.readers.swap_remove(wanted);
     let mut scratch = Scratch::default();
     let mut out = Vec::new();
-    let mut entity = 0u64;
-    for _ in 0..n {
-        let tag = tags.byte()?;
-        if tag > 3 {
-            return None;
-        }
-        entity = entity.wrapping_add(unzigzag(entities.varint()?) as u64);
-        if tag == 1 || tag == 2 {
-            let id = name_idx.usize()?;
-            if id >= names.len() {
-                return None;
-            }
-            if tag == 1 && id == wanted_id {
-                out.clear();
-                reader.next(&mut out, &mut scratch, raw_len)?;
-                // `next` puts the value's length, then the value.
-                let mut value = Cur::new(&out);
-                let len = value.usize()?;
-                f(entity, value.take(len)?);
-            }
+    for _ in 0..streams.n {
+        let (tag, entity, id) = streams.change()?;
+        if tag == 1 && id == Some(wanted) {
+            out.clear();
+            reader.next(&mut out, &mut scratch, raw_len)?;
+            // `next` puts the value's length, then the value.
+            let mut value = Cur::new(&out);
+            let len = value.usize()?;
+            f(entity, value.take(len)?);
         }
     }
-    (tags.done() && entities.done() && name_idx.done() && reader.done()).then_some(())
+    (streams.changes_done() && reader.done()).then_some(())
 }
 
 /// The body from the block's streams, at most `raw_len` bytes of it.
 fn rebuild(block: &[u8], raw_len: usize) -> Option<Vec<u8>> {
-    let Streams {
-        at_ms,
-        n,
-        mut tags,
-        mut entities,
-        names,
-        mut name_idx,
-        mut readers,
-    } = Streams::read(block)?;
+    let mut streams = Streams::read(block)?;
     let mut out = Vec::with_capacity(raw_len);
-    put(&mut out, at_ms);
-    put(&mut out, n as u64);
+    put(&mut out, streams.at_ms);
+    put(&mut out, streams.n as u64);
     let mut scratch = Scratch::default();
-    let mut entity = 0u64;
-    for _ in 0..n {
-        let tag = tags.byte()?;
-        if tag > 3 {
-            return None;
-        }
-        entity = entity.wrapping_add(unzigzag(entities.varint()?) as u64);
+    for _ in 0..streams.n {
+        let (tag, entity, id) = streams.change()?;
         out.push(tag);
         put(&mut out, entity);
-        if tag == 1 || tag == 2 {
-            let id = name_idx.usize()?;
-            let name = names.get(id)?;
+        if let Some(id) = id {
+            let name = streams.names.get(id)?;
             put(&mut out, name.len() as u64);
             out.extend_from_slice(name);
             if tag == 1 {
                 let budget = raw_len.checked_sub(out.len())?;
-                readers.get_mut(id)?.next(&mut out, &mut scratch, budget)?;
+                streams
+                    .readers
+                    .get_mut(id)?
+                    .next(&mut out, &mut scratch, budget)?;
             }
         }
         if out.len() > raw_len {
             return None;
         }
     }
-    let all_read = tags.done() && entities.done() && name_idx.done();
-    (all_read && readers.iter().all(ValueReader::done)).then_some(out)
+    (streams.changes_done() && streams.readers.iter().all(ValueReader::done)).then_some(out)
 }
