@@ -126,17 +126,18 @@ fn change_rows(path: &Path, rows: usize, offset: usize) -> Result<usize> {
     Ok(changed)
 }
 
-/// Process CPU time (user + system) so far: on a shared, loaded machine it
-/// varies far less than wall time.
-fn cpu_time() -> Duration {
+/// Process CPU time (user + system) so far, which on a shared, loaded
+/// machine varies far less than wall time, and minor page faults (pages
+/// the kernel mapped, and zeroed, on first touch).
+fn usage() -> (Duration, u64) {
     // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage only writes the struct it is given, which outlives the call.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return Duration::ZERO;
+        return (Duration::ZERO, 0);
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_minflt as u64)
 }
 
 /// Wall and CPU time of one measured step.
@@ -144,6 +145,8 @@ fn cpu_time() -> Duration {
 struct Took {
     wall: Duration,
     cpu: Duration,
+    /// Minor page faults.
+    faults: u64,
 }
 
 impl Took {
@@ -151,6 +154,7 @@ impl Took {
         Took {
             wall: self.wall.min(o.wall),
             cpu: self.cpu.min(o.cpu),
+            faults: self.faults.min(o.faults),
         }
     }
 }
@@ -160,11 +164,13 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn timed<T>(f: impl Future<Output = T>) -> (T, Took) {
-    let (w, c) = (Instant::now(), cpu_time());
+    let (w, (c, pf)) = (Instant::now(), usage());
     let out = f.await;
+    let (c2, pf2) = usage();
     let took = Took {
         wall: w.elapsed(),
-        cpu: cpu_time().saturating_sub(c),
+        cpu: c2.saturating_sub(c),
+        faults: pf2.saturating_sub(pf),
     };
     (out, took)
 }
@@ -376,22 +382,28 @@ fn first_sync_bench(rt: &tokio::runtime::Runtime, db: &Path, reps: usize) -> Res
     let mut took = Vec::with_capacity(reps);
     for rep in 0..reps {
         let dir = tempfile::tempdir()?;
-        let storage: Arc<dyn Storage> = Arc::new(
+        let redb = Arc::new(
             RedbStorage::open(&dir.path().join("ledger.redb"), RedbConfig::default())
                 .context("opening the redb ledger")?,
         );
+        let storage: Arc<dyn Storage> = redb.clone();
         let mut ingest =
             RunnerIngest::new(storage.clone(), registry.clone(), RunnerConfig::new(db));
         let (report, t) = rt.block_on(timed(ingest.sync()));
         let report = report.with_context(|| format!("first sync of {}", db.display()))?;
         ensure!(report.runs_added > 0, "the first sync added no run");
+        let stats = redb.commit_stats();
         emit(json!({
             "bench": "ingest_first_sync", "rep": rep, "runs": report.runs_added,
             "read_path": report.read_path, "ms": ms(t.wall), "cpu_ms": ms(t.cpu),
+            "page_faults": t.faults, "ledger_commits": stats.transactions,
+            "writer_apply_ms": stats.apply_ns as f64 / 1e6,
+            "writer_commit_ms": stats.commit_ns as f64 / 1e6,
         }));
         took.push(t);
         drop(ingest);
         drop(storage);
+        drop(redb);
     }
     let median = |mut v: Vec<Duration>| {
         v.sort();

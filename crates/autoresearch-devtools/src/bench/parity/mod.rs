@@ -32,6 +32,15 @@
 //!   after ingest, after the updates and at the end; the `ingest` and
 //!   `updates` lines also give each table's bytes (`table_bytes`).
 //!
+//! `--ingest-reps R` (default 5; 0 turns it off) then repeats the ingest
+//! alone, the two engines alternated, R times each: `bench.py --ticks 1`
+//! (its own `ingest` phase) and this engine's first sync in a fresh child
+//! process (`bench ingest --state-db`, the CLI's case: nothing warm), both
+//! on the same rows. One ingest of each is a single sample of a phase
+//! that lasts tens of milliseconds on a machine whose speed moves by 2x
+//! from one minute to the next; the `ingest_median` ratio compares the
+//! medians of samples taken side by side.
+//!
 //! With `ANCHOR_PYTHON` set to a Python that has the reference installed
 //! (`setup.sh` of the anchor), `bench.py` (`ANCHOR_BENCH`, default
 //! `../shared/anchors/archetype-py/bench.py` beside the workspace) runs first
@@ -59,6 +68,7 @@ struct Options {
     update_frac: f64,
     seed: u64,
     tt_reps: usize,
+    ingest_reps: usize,
 }
 
 impl Options {
@@ -73,6 +83,7 @@ impl Options {
             update_frac: 0.01,
             seed: 42,
             tt_reps: 5,
+            ingest_reps: if quick { 0 } else { 5 },
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -115,8 +126,13 @@ impl Options {
                 "--tt-reps" => {
                     o.tt_reps = list(value)?[0];
                 }
+                "--ingest-reps" => {
+                    o.ingest_reps = value.parse().with_context(|| {
+                        format!("bench parity: --ingest-reps {value:?}: not a count")
+                    })?
+                }
                 other => bail!(
-                    "bench parity: unknown option {other:?} (expected --n, --ticks, --update-frac, --seed, --tt-reps)"
+                    "bench parity: unknown option {other:?} (expected --n, --ticks, --update-frac, --seed, --tt-reps, --ingest-reps)"
                 ),
             }
         }
@@ -171,7 +187,62 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
             if let Some((phases, _)) = &reference {
                 ratios(phases, &ours, n, ticks);
             }
+            if options.ingest_reps > 0 {
+                ingest_reps(anchor.as_ref(), dir.path(), n, ticks, &options)?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// `--ingest-reps`: the ingest alone, the engines alternated (see the
+/// module's docs); one line per engine with every sample and the median,
+/// and the `ingest_median` ratio when the reference ran.
+fn ingest_reps(
+    anchor: Option<&Anchor>,
+    dir: &std::path::Path,
+    n: usize,
+    ticks: usize,
+    o: &Options,
+) -> Result<()> {
+    let db = dir.join("state.db");
+    let exe = std::env::current_exe().context("locating this benchmark's binary")?;
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    eprintln!(
+        "parity: the ingest alone at N={n}, {} times each, alternated ...",
+        o.ingest_reps
+    );
+    for rep in 0..o.ingest_reps {
+        if let Some(a) = anchor {
+            let work = dir.join(format!("anchor-ingest-{rep}"));
+            let phases = a.run_quiet(&work, n, 1, o)?;
+            let _ = std::fs::remove_dir_all(&work);
+            let wall = phases
+                .get("ingest")
+                .and_then(|v| v.get("wall_s"))
+                .and_then(Value::as_f64)
+                .context("the reference's ingest line has no wall_s")?;
+            theirs.push(wall);
+        }
+        ours.push(ours::first_sync_in_child(&exe, &db)?);
+    }
+    let line = |engine: &str, samples: &mut Vec<f64>| -> f64 {
+        let shown = samples.clone();
+        let m = median(samples);
+        let mut v = json!({"phase": "ingest_reps", "wall_s": shown, "median_s": m,
+            "process": if engine == "autoresearch" { "a fresh child process per sample (bench ingest --state-db)" } else { "bench.py --ticks 1 per sample" }});
+        emit_as(&mut v, engine, n, ticks);
+        m
+    };
+    let ours_m = line("autoresearch", &mut ours);
+    if !theirs.is_empty() {
+        let theirs_m = line("archetype-ecs", &mut theirs);
+        let ratio = theirs_m / ours_m.max(1e-9);
+        emit(json!({
+            "bench": "parity", "phase": "ratio", "of": "ingest_median", "n": n, "ticks": ticks,
+            "reference": theirs_m, "ours": ours_m, "samples": o.ingest_reps,
+            "ratio": round(ratio, 2), "target": 20.0, "met": ratio >= 20.0,
+        }));
     }
     Ok(())
 }

@@ -83,6 +83,32 @@ fn status_map(runs: &ledger::ComponentValues) -> Result<HashMap<EntityId, String
         .collect())
 }
 
+/// One first sync of `db` into a fresh durable ledger in a fresh child
+/// process (`exe bench ingest --state-db db --reps 1`): seconds, as that
+/// process timed it (the sync alone, not the process's start).
+pub(super) fn first_sync_in_child(exe: &Path, db: &Path) -> Result<f64> {
+    let out = std::process::Command::new(exe)
+        .args(["bench", "ingest", "--state-db"])
+        .arg(db)
+        .args(["--reps", "1"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} bench ingest", exe.display()))?;
+    ensure!(
+        out.status.success(),
+        "bench ingest --state-db {} failed ({})",
+        db.display(),
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("rep").and_then(Value::as_u64) == Some(0))
+        .and_then(|v| v.get("ms").and_then(Value::as_f64))
+        .map(|ms| ms / 1e3)
+        .with_context(|| format!("bench ingest --state-db {} printed no time", db.display()))
+}
+
 pub(super) async fn case(
     dir: &Path,
     n: usize,

@@ -34,8 +34,8 @@ impl Anchor {
         }))
     }
 
-    /// Runs `bench.py` in `work` (kept, so its state.db can be reused) and
-    /// returns its lines by phase.
+    /// Runs `bench.py` in `work` (kept, so its state.db can be reused),
+    /// prints its lines and returns them by phase.
     pub(super) fn run(
         &self,
         work: &Path,
@@ -44,6 +44,28 @@ impl Anchor {
         o: &Options,
     ) -> Result<HashMap<String, Value>> {
         eprintln!("parity: running the reference at N={n}, T={ticks} ...");
+        self.phases(work, n, ticks, o, true)
+    }
+
+    /// [`Anchor::run`] without printing its lines.
+    pub(super) fn run_quiet(
+        &self,
+        work: &Path,
+        n: usize,
+        ticks: usize,
+        o: &Options,
+    ) -> Result<HashMap<String, Value>> {
+        self.phases(work, n, ticks, o, false)
+    }
+
+    fn phases(
+        &self,
+        work: &Path,
+        n: usize,
+        ticks: usize,
+        o: &Options,
+        print: bool,
+    ) -> Result<HashMap<String, Value>> {
         let out = std::process::Command::new(&self.python)
             .arg(&self.script)
             .args(["--n", &n.to_string(), "--ticks", &ticks.to_string()])
@@ -70,7 +92,8 @@ impl Anchor {
             let Some(phase) = v.get("phase").and_then(Value::as_str).map(str::to_string) else {
                 continue;
             };
-            if phase != "updates" {
+            if !print {
+            } else if phase != "updates" {
                 emit_as(&mut v, "archetype-ecs", n, ticks);
             } else {
                 // The per-tick list is long; the summary fields stay.
