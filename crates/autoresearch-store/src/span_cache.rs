@@ -93,6 +93,22 @@ struct Inner {
     /// The kept gathered states as (world, component, tick): the one at
     /// or before a tick is a range look-up.
     gathered: BTreeSet<(u64, u32, u64)>,
+    /// The kept records as (world, component, tick): those of a range of
+    /// ticks are one range look-up ([`SpanCache::records_in`]), so a read
+    /// of ticks none of which is kept (a random past tick of a long
+    /// history) costs no look-up per tick.
+    records: BTreeSet<(u64, u32, u64)>,
+}
+
+impl Inner {
+    /// The ordered index of `kind`'s kept entries, for the kinds that have one.
+    fn index_of(&mut self, kind: Kind) -> Option<&mut BTreeSet<(u64, u32, u64)>> {
+        match kind {
+            Kind::Gathered => Some(&mut self.gathered),
+            Kind::Record => Some(&mut self.records),
+            Kind::Snapshot => None,
+        }
+    }
 }
 
 impl Inner {
@@ -166,6 +182,7 @@ impl SpanCache {
     }
 
     /// The record of `world` tick `tick` decoded for `component`, if kept.
+    #[cfg(test)]
     pub(crate) fn record(&self, world: WorldId, tick: Tick, component: &str) -> Option<SpanRecord> {
         if self.capacity == 0 {
             return None;
@@ -176,6 +193,36 @@ impl SpanCache {
             Some((Entry::Record(r), _)) => Some(r.clone()),
             _ => None,
         }
+    }
+
+    /// The kept records of `world` with ticks in `from..=to` decoded for
+    /// `component`, in tick order (shared, not copied). One lock and one
+    /// range look-up, O(log kept + found): a read asks for its whole range
+    /// at once instead of tick by tick.
+    pub(crate) fn records_in(
+        &self,
+        world: WorldId,
+        from: Tick,
+        to: Tick,
+        component: &str,
+    ) -> Vec<SpanRecord> {
+        if self.capacity == 0 || from > to {
+            return Vec::new();
+        }
+        let inner = self.lock();
+        let Some(name) = inner.name(component) else {
+            return Vec::new();
+        };
+        inner
+            .records
+            .range((world.0, name, from.0)..=(world.0, name, to.0))
+            .filter_map(
+                |&(w, n, t)| match inner.entries.get(&(Kind::Record, w, t, n)) {
+                    Some((Entry::Record(r), _)) => Some(r.clone()),
+                    _ => None,
+                },
+            )
+            .collect()
     }
 
     /// The snapshot of `world` at `tick` decoded for `component`, if kept.
@@ -292,15 +339,17 @@ impl SpanCache {
     /// remembered (it is forgotten now); else it is remembered and the
     /// answer is no. No for a key already kept.
     fn admit(&self, inner: &mut Inner, key: Key) -> bool {
-        if inner.entries.contains_key(&key) {
-            return false;
-        }
         if inner.ghost.len() != self.ghost_keys {
             inner.ghost = vec![0; self.ghost_keys];
         }
+        // The remembered keys first: most offers (values decoded once)
+        // stop here, at one memory access, without probing the entries.
         let (slot, print) = self.slot(&key);
         if inner.ghost[slot] != print {
             inner.ghost[slot] = print;
+            return false;
+        }
+        if inner.entries.contains_key(&key) {
             return false;
         }
         inner.ghost[slot] = 0;
@@ -316,11 +365,11 @@ impl SpanCache {
         }
         // What an entry costs besides its value: the key twice (the map's
         // and the eviction queue's copy), the map's slot, and a gathered
-        // state's place in the index.
-        let index = if key.0 == Kind::Gathered {
-            size_of::<Key>()
-        } else {
+        // state's or a record's place in its index.
+        let index = if key.0 == Kind::Snapshot {
             0
+        } else {
+            size_of::<Key>()
         };
         let size = size + 2 * size_of::<Key>() + index + size_of::<(Entry, usize)>() + 16;
         // One as large as the whole cache is kept (a large world's ingest
@@ -336,15 +385,15 @@ impl SpanCache {
             if let Some((_, n)) = inner.entries.remove(&old) {
                 inner.bytes -= n;
             }
-            if old.0 == Kind::Gathered {
-                inner.gathered.remove(&(old.1, old.3, old.2));
+            if let Some(index) = inner.index_of(old.0) {
+                index.remove(&(old.1, old.3, old.2));
             }
         }
         inner.bytes += size;
         inner.order.push_back(key);
         inner.entries.insert(key, (entry, size));
-        if key.0 == Kind::Gathered {
-            inner.gathered.insert((key.1, key.3, key.2));
+        if let Some(index) = inner.index_of(key.0) {
+            index.insert((key.1, key.3, key.2));
         }
         true
     }
@@ -389,6 +438,60 @@ mod tests {
     fn keep(cache: &SpanCache, w: WorldId, component: &str, r: &SpanRecord) {
         cache.offer_records(w, component, [r]);
         cache.offer_records(w, component, [r]);
+    }
+
+    #[test]
+    fn the_kept_records_of_a_range_are_found_in_tick_order_and_leave_it_when_evicted() {
+        // Room for about four records of 1,000 bytes.
+        let cache = SpanCache::new(4_700 + 4_700 / GHOST_SHARE);
+        let w = WorldId(1);
+        for t in [5, 3, 9, 4] {
+            keep(&cache, w, "Run", &record(t, 1_000));
+        }
+        keep(&cache, WorldId(2), "Run", &record(6, 10));
+        keep(&cache, w, "Other", &record(6, 10));
+        let ticks = |from, to| -> Vec<u64> {
+            cache
+                .records_in(w, Tick(from), Tick(to), "Run")
+                .iter()
+                .map(|r| r.tick.0)
+                .collect()
+        };
+        // The two small ones of other keys evicted the oldest (tick 5).
+        assert_eq!(cache.record(w, Tick(5), "Run"), None);
+        assert_eq!(ticks(1, 100), vec![3, 4, 9]);
+        assert_eq!(ticks(4, 8), vec![4]);
+        assert_eq!(ticks(10, 100), Vec::<u64>::new());
+        assert_eq!(ticks(9, 3), Vec::<u64>::new());
+        assert_eq!(
+            cache.records_in(w, Tick(1), Tick(100), "Absent"),
+            Vec::<SpanRecord>::new()
+        );
+        assert_eq!(
+            cache.records_in(WorldId(2), Tick(1), Tick(100), "Run")[0],
+            record(6, 10)
+        );
+        // Each found record is the one kept, shared.
+        for r in cache.records_in(w, Tick(1), Tick(100), "Run") {
+            assert_eq!(cache.record(w, r.tick, "Run"), Some(r.clone()));
+            assert_eq!(r, record(r.tick.0, 1_000));
+        }
+        // Filling the cache with others evicts them from the index too.
+        for t in 100..110 {
+            keep(&cache, w, "Run", &record(t, 1_000));
+        }
+        assert_eq!(ticks(1, 99), Vec::<u64>::new());
+        let kept: Vec<u64> = (100..110)
+            .filter(|&t| cache.record(w, Tick(t), "Run").is_some())
+            .collect();
+        assert!(kept.len() >= 2, "{kept:?}");
+        assert_eq!(ticks(100, 200), kept);
+        // The index holds the kept records and nothing evicted.
+        let small = [(WorldId(2), "Run"), (w, "Other")]
+            .into_iter()
+            .filter(|&(w, c)| cache.record(w, Tick(6), c).is_some())
+            .count();
+        assert_eq!(cache.lock().records.len(), kept.len() + small);
     }
 
     #[test]

@@ -328,25 +328,30 @@ impl Storage for RedbStorage {
                 if from > to {
                     return Ok(out);
                 }
-                // The records kept from `from` on: when all are, none is read.
-                for t in from.0..=to.0 {
-                    match cache.record(world, Tick(t), &component) {
-                        Some(r) => out.push(r),
-                        None => break,
-                    }
+                // The records of the range that are kept, in tick order
+                // (one look-up for the range): those from `from` on, one
+                // tick after another, need no read; when all are, none is.
+                let mut kept = cache
+                    .records_in(world, from, to, &component)
+                    .into_iter()
+                    .peekable();
+                let mut next = from;
+                while let Some(r) = kept.next_if(|r| r.tick == next) {
+                    out.push(r);
+                    next = next.next();
                 }
-                let next = out.last().map_or(from, |r| r.tick.next());
                 if next > to {
                     return Ok(out);
                 }
-                // Each of the others from the cache or, failing that, read,
-                // decoded and offered to the cache (all in one go).
+                // Each of the others kept or, failing that, read, decoded
+                // and offered to the cache (all in one go).
                 let mut fresh = Vec::new();
                 let mut hint = BaseHint::default();
                 let records = ReadValues::records_with(txn, &bases)?;
                 for entry in records.raw_range(world.0, next.0, to.0)? {
                     let (tick, raw) = entry?;
-                    if let Some(r) = cache.record(world, tick, &component) {
+                    while kept.next_if(|r| r.tick < tick).is_some() {}
+                    if let Some(r) = kept.next_if(|r| r.tick == tick) {
                         out.push(r);
                         continue;
                     }
