@@ -79,8 +79,9 @@ pub struct Facts {
     pub keys: Vec<(&'static str, String)>,
     /// Its Run's experiment and, when decided, its Outcome's status word.
     pub attempt: Option<(String, Option<String>)>,
-    /// Its RunCost.
-    pub cost: Option<RunCost>,
+    /// Its RunCost, boxed: most entities have none, and a backend's bulk
+    /// update holds the facts of every entity of an ingest at once.
+    pub cost: Option<Box<RunCost>>,
 }
 
 /// A lifecycle component that does not decode: the derived state cannot
@@ -122,8 +123,8 @@ pub struct FactsRef<'a> {
     pub keys: Vec<(&'static str, Cow<'a, str>)>,
     /// Its Run's experiment and, when decided, its Outcome's status word.
     pub attempt: Option<(&'a str, Option<String>)>,
-    /// Its RunCost.
-    pub cost: Option<RunCost>,
+    /// Its RunCost, boxed as [`Facts::cost`].
+    pub cost: Option<Box<RunCost>>,
 }
 
 impl FactsRef<'_> {
@@ -205,7 +206,9 @@ pub fn facts_ref<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> Result<FactsRef<
         let c: Confirmation = decode(CONFIRMATION, b)?;
         f.keys.push((CONFIRMATION_OF, Cow::Owned(c.run_id)));
     }
-    f.cost = get(RUN_COST).map(|b| decode(RUN_COST, b)).transpose()?;
+    f.cost = get(RUN_COST)
+        .map(|b| decode(RUN_COST, b).map(Box::new))
+        .transpose()?;
     Ok(f)
 }
 
@@ -427,25 +430,25 @@ impl Tally {
     /// Adds an entity's facts.
     pub fn add(&mut self, f: &Facts) {
         let attempt = f.attempt.as_ref().map(|(e, o)| (e.as_str(), o.as_deref()));
-        self.apply(attempt, f.cost.as_ref(), 1);
+        self.apply(attempt, f.cost.as_deref(), 1);
     }
 
     /// Takes an entity's facts (added before) away.
     pub fn sub(&mut self, f: &Facts) {
         let attempt = f.attempt.as_ref().map(|(e, o)| (e.as_str(), o.as_deref()));
-        self.apply(attempt, f.cost.as_ref(), -1);
+        self.apply(attempt, f.cost.as_deref(), -1);
     }
 
     /// Adds an entity's facts, borrowed ([`Tally::add`]).
     pub fn add_ref(&mut self, f: &FactsRef<'_>) {
         let attempt = f.attempt.as_ref().map(|(e, o)| (*e, o.as_deref()));
-        self.apply(attempt, f.cost.as_ref(), 1);
+        self.apply(attempt, f.cost.as_deref(), 1);
     }
 
     /// Takes an entity's facts, borrowed, away ([`Tally::sub`]).
     pub fn sub_ref(&mut self, f: &FactsRef<'_>) {
         let attempt = f.attempt.as_ref().map(|(e, o)| (*e, o.as_deref()));
-        self.apply(attempt, f.cost.as_ref(), -1);
+        self.apply(attempt, f.cost.as_deref(), -1);
     }
 
     fn apply(&mut self, attempt: Option<(&str, Option<&str>)>, cost: Option<&RunCost>, sign: i64) {

@@ -403,18 +403,29 @@ pub(crate) fn pending_changes(bytes: &[u8]) -> Option<usize> {
 /// A touched entity's lifecycle values (by position in [`INPUTS`]), as
 /// loaded before the batch and changed by it, and its facts before the
 /// batch.
+///
+/// Small (about 160 bytes): an ingest holds one for each entity it
+/// spawns, all at once; the facts before are boxed (none for an entity
+/// spawned by the batch), as is a value read before the batch.
 struct Touched<'a> {
-    before: Facts,
+    before: Option<Box<Facts>>,
     inputs: [Option<Input<'a>>; INPUTS.len()],
     /// Whether the batch set or removed one of them.
     changed: bool,
 }
 
+/// The facts of an entity that had none (spawned by the batch).
+static NO_FACTS: Facts = Facts {
+    keys: Vec::new(),
+    attempt: None,
+    cost: None,
+};
+
 /// A lifecycle value of a [`Touched`] entity: set by the batch (borrowed
 /// from its changes), or read as it was before the batch.
 enum Input<'a> {
     Batch(&'a [u8]),
-    Stored(ReadValue),
+    Stored(Box<ReadValue>),
 }
 
 impl std::ops::Deref for Input<'_> {
@@ -428,12 +439,17 @@ impl std::ops::Deref for Input<'_> {
 }
 
 impl Touched<'_> {
-    fn new(before: Facts) -> Self {
+    fn new() -> Self {
         Touched {
-            before,
+            before: None,
             inputs: Default::default(),
             changed: false,
         }
+    }
+
+    /// Its facts before the batch.
+    fn before(&self) -> &Facts {
+        self.before.as_deref().unwrap_or(&NO_FACTS)
     }
 
     fn facts(&self) -> Result<Facts, current::FactsError> {
