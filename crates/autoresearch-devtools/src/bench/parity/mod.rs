@@ -170,7 +170,7 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
             let reference = match &anchor {
                 Some(a) => {
                     let work = dir.path().join("anchor");
-                    let phases = a.run(&work, n, ticks, &options)?;
+                    let phases = a.run(&work, n, ticks, &options, true)?;
                     // Its store is no longer needed; its state.db is our input.
                     let _ = std::fs::remove_dir_all(work.join("store"));
                     Some((phases, work.join("state.db")))
@@ -215,7 +215,7 @@ fn ingest_reps(
     for rep in 0..o.ingest_reps {
         if let Some(a) = anchor {
             let work = dir.join(format!("anchor-ingest-{rep}"));
-            let phases = a.run_quiet(&work, n, 1, o)?;
+            let phases = a.run(&work, n, 1, o, false)?;
             let _ = std::fs::remove_dir_all(&work);
             let wall = phases
                 .get("ingest")

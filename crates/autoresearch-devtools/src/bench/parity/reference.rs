@@ -34,31 +34,9 @@ impl Anchor {
         }))
     }
 
-    /// Runs `bench.py` in `work` (kept, so its state.db can be reused),
-    /// prints its lines and returns them by phase.
+    /// Runs `bench.py` in `work` (kept, so its state.db can be reused)
+    /// and returns its lines by phase; prints them when `print`.
     pub(super) fn run(
-        &self,
-        work: &Path,
-        n: usize,
-        ticks: usize,
-        o: &Options,
-    ) -> Result<HashMap<String, Value>> {
-        eprintln!("parity: running the reference at N={n}, T={ticks} ...");
-        self.phases(work, n, ticks, o, true)
-    }
-
-    /// [`Anchor::run`] without printing its lines.
-    pub(super) fn run_quiet(
-        &self,
-        work: &Path,
-        n: usize,
-        ticks: usize,
-        o: &Options,
-    ) -> Result<HashMap<String, Value>> {
-        self.phases(work, n, ticks, o, false)
-    }
-
-    fn phases(
         &self,
         work: &Path,
         n: usize,
@@ -66,6 +44,9 @@ impl Anchor {
         o: &Options,
         print: bool,
     ) -> Result<HashMap<String, Value>> {
+        if print {
+            eprintln!("parity: running the reference at N={n}, T={ticks} ...");
+        }
         let out = std::process::Command::new(&self.python)
             .arg(&self.script)
             .args(["--n", &n.to_string(), "--ticks", &ticks.to_string()])
