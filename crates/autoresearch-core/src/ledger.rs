@@ -260,19 +260,41 @@ async fn component_records_in(
     to: Tick,
     component: &str,
 ) -> Result<Vec<ComponentRecord>, Error> {
+    lineage_records_in(
+        world,
+        segs,
+        from,
+        to,
+        |w, lo, hi| storage.read_own_component_records(w, lo, hi, component),
+        |r| r.tick,
+    )
+    .await
+}
+
+/// The records `from..=to` of the lineage `segs`, each segment's own
+/// read with `read(world, lo, hi)` (one of the `Storage::read_own_*`
+/// projections), checked to be contiguous (`tick` gives a record's).
+async fn lineage_records_in<R, F, Fut>(
+    world: WorldId,
+    segs: &[Segment],
+    from: Tick,
+    to: Tick,
+    read: F,
+    tick: fn(&R) -> Tick,
+) -> Result<Vec<R>, Error>
+where
+    F: Fn(WorldId, Tick, Tick) -> Fut,
+    Fut: Future<Output = Result<Vec<R>, StorageError>>,
+{
     let mut out = Vec::new();
     for seg in segs {
         let (lo, hi) = (seg.from.max(from), seg.to.min(to));
         if lo > hi {
             continue;
         }
-        out.extend(
-            storage
-                .read_own_component_records(seg.world, lo, hi, component)
-                .await?,
-        );
+        out.extend(read(seg.world, lo, hi).await?);
     }
-    check_ticks(world, from.max(Tick(1)), to, out.iter().map(|r| r.tick))?;
+    check_ticks(world, from.max(Tick(1)), to, out.iter().map(tick))?;
     Ok(out)
 }
 

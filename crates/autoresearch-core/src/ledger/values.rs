@@ -5,7 +5,7 @@
 //! replayed from records is offered to the backend to keep
 //! ([`Storage::offer_component_span_snapshot`]).
 
-use super::{Segment, check_ticks, segments, state_at};
+use super::{Segment, lineage_records_in, segments, state_at};
 use crate::error::Error;
 use crate::ids::{EntityId, Tick, WorldId};
 use crate::record::{ComponentChange, Span, SpanRecord, SpanSnapshot};
@@ -339,20 +339,15 @@ async fn span_records_in(
     to: Tick,
     component: &str,
 ) -> Result<Vec<SpanRecord>, Error> {
-    let mut out = Vec::new();
-    for seg in segs {
-        let (lo, hi) = (seg.from.max(from), seg.to.min(to));
-        if lo > hi {
-            continue;
-        }
-        out.extend(
-            storage
-                .read_own_component_spans(seg.world, lo, hi, component)
-                .await?,
-        );
-    }
-    check_ticks(world, from.max(Tick(1)), to, out.iter().map(|r| r.tick))?;
-    Ok(out)
+    lineage_records_in(
+        world,
+        segs,
+        from,
+        to,
+        |w, lo, hi| storage.read_own_component_spans(w, lo, hi, component),
+        |r| r.tick,
+    )
+    .await
 }
 
 #[cfg(test)]
