@@ -7,14 +7,16 @@
 //! is what forking adds to a write. It also times [`World::open`] of the
 //! source and its first and second ticks after the open.
 //!
-//! Every figure is the median of `--reps` repetitions (min and max too);
+//! Every figure is the median of `--reps` repetitions (min and max too),
+//! with the ledger writer thread's mean time per write (`writer`: applying
+//! it in the transaction and redb's commit, page writes and fsync);
 //! each fork starts from the source's head, reopened untimed, as the
 //! `parity` benchmark's `fork` phase does.
 
 use super::emit;
 use anyhow::{Context, Result, bail, ensure};
 use autoresearch_core::{ComponentRegistry, EntityId, Run, Storage, TickWriter, World};
-use autoresearch_store::{RedbConfig, RedbStorage};
+use autoresearch_store::{CommitStats, RedbConfig, RedbStorage};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,10 +97,16 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// redb's empty and one-insert durable commits, `reps` each.
+/// redb's empty and one-insert durable commits, `reps` each, in the
+/// ledger's concurrency mode.
 fn redb_commits(path: &std::path::Path, reps: usize) -> Result<(Value, Value)> {
     const T: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("probe");
-    let db = redb::Database::create(path).with_context(|| format!("opening {}", path.display()))?;
+    // In the ledger's multi-process mode (`Sharing::MultiProcess`), so that
+    // each commit is the same kind of durable commit as the ledger's.
+    let db = redb::Database::builder()
+        .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+        .create(path)
+        .with_context(|| format!("opening {}", path.display()))?;
     let (mut empty, mut one) = (Vec::new(), Vec::new());
     let value = [0x5au8; 512];
     for i in 0..reps as u64 {
@@ -115,10 +123,15 @@ fn redb_commits(path: &std::path::Path, reps: usize) -> Result<(Value, Value)> {
 }
 
 async fn measure(dir: &std::path::Path, o: &Options) -> Result<()> {
-    let storage: Arc<dyn Storage> = Arc::new(RedbStorage::open(
+    let redb = Arc::new(RedbStorage::open(
         &dir.join("ledger.redb"),
         RedbConfig::default(),
     )?);
+    let storage: Arc<dyn Storage> = redb.clone();
+    // The writer thread's time inside each measured write: applying it in
+    // the transaction, and redb's commit; the rest of a write's wall time
+    // is the caller's side and the hand-offs.
+    let mut split = Split::default();
     let registry = Arc::new(ComponentRegistry::standard());
     // The source: N runs spawned in one tick (as an ingest writes them).
     let t = Instant::now();
@@ -158,10 +171,11 @@ async fn measure(dir: &std::path::Path, o: &Options) -> Result<()> {
     for r in 0..o.reps {
         let mut run: Run = world.get(e).context("run 0 is gone")?;
         run.status = format!("s{r}");
-        let t = Instant::now();
+        let (t, before) = (Instant::now(), redb.commit_stats());
         world.insert_owned(e, run)?;
         world.commit().await?;
         commits.push(t.elapsed().as_secs_f64());
+        split.add("commit_one_change", &before, &redb.commit_stats());
     }
     let head = world.tick();
     drop(world);
@@ -172,10 +186,11 @@ async fn measure(dir: &std::path::Path, o: &Options) -> Result<()> {
         let mut world = World::open_id(storage.clone(), registry.clone(), source).await?;
         let mut run: Run = world.get(e).context("run 0 is gone")?;
         run.status = "forked".to_string();
-        let t = Instant::now();
+        let (t, before) = (Instant::now(), redb.commit_stats());
         world.insert_owned(e, run.clone())?;
         let info = world.commit_as_fork(&format!("bench-fork-{r}")).await?;
         forks.push(t.elapsed().as_secs_f64());
+        split.add("commit_as_fork", &before, &redb.commit_stats());
         ensure!(
             info.head == head.next() && world.get::<Run>(e) == Some(run.clone()),
             "fork {r} is not at the expected head with its change"
@@ -205,7 +220,36 @@ async fn measure(dir: &std::path::Path, o: &Options) -> Result<()> {
         "commit_as_fork": stats_ms(&mut forks),
         "fork_in_place_then_commit": stats_ms(&mut in_place),
         "commit_one_change": stats_ms(&mut commits),
-        "fork_over_commit_ms": ((fork_med - commit_med) * 1e6).round() / 1e3}),
+        "fork_over_commit_ms": ((fork_med - commit_med) * 1e6).round() / 1e3,
+        "writer": split.json()}),
     );
     Ok(())
+}
+
+/// The writer thread's apply and commit time per measured write, by kind
+/// of write (means over the repetitions, ms).
+#[derive(Default)]
+struct Split(std::collections::BTreeMap<&'static str, (u64, u64, u64)>);
+
+impl Split {
+    fn add(&mut self, kind: &'static str, before: &CommitStats, after: &CommitStats) {
+        let e = self.0.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += after.apply_ns - before.apply_ns;
+        e.2 += after.commit_ns - before.commit_ns;
+    }
+
+    fn json(&self) -> Value {
+        let ms = |ns: u64, n: u64| (ns as f64 / n.max(1) as f64 / 1e3).round() / 1e3;
+        self.0
+            .iter()
+            .map(|(k, (n, apply, commit))| {
+                (
+                    k.to_string(),
+                    json!({"apply_ms": ms(*apply, *n), "commit_ms": ms(*commit, *n)}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
 }
