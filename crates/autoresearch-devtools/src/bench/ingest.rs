@@ -13,7 +13,9 @@
 //! CPU time (the machine is shared; CPU time is the steadier of the two).
 //!
 //! `cargo xtask bench ingest --state-db PATH [--reps K]` measures only the
-//! first sync of an existing runner file, K times (for profiling).
+//! first sync of an existing runner file, K times (for profiling); with
+//! `--plain`, a plain ingest of it written the straightforward way with
+//! the same libraries instead (`ingest_plain`).
 
 use super::emit;
 use anyhow::{Context, Result, ensure};
@@ -129,7 +131,7 @@ fn change_rows(path: &Path, rows: usize, offset: usize) -> Result<usize> {
 /// Process CPU time (user + system) so far, which on a shared, loaded
 /// machine varies far less than wall time, and minor page faults (pages
 /// the kernel mapped, and zeroed, on first touch).
-fn usage() -> (Duration, u64) {
+pub(super) fn usage() -> (Duration, u64) {
     // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: getrusage only writes the struct it is given, which outlives the call.
@@ -424,8 +426,13 @@ fn first_sync_bench(rt: &tokio::runtime::Runtime, db: &Path, reps: usize) -> Res
 pub fn run(quick: bool, args: &[String]) -> Result<()> {
     let mut state_db = None;
     let mut reps = 9;
+    let mut plain = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
+        if flag == "--plain" {
+            plain = true;
+            continue;
+        }
         let value = it
             .next()
             .with_context(|| format!("bench ingest: {flag} needs a value"))?;
@@ -441,9 +448,13 @@ pub fn run(quick: bool, args: &[String]) -> Result<()> {
                     })?
             }
             other => anyhow::bail!(
-                "bench ingest: unknown option {other:?} (expected --state-db, --reps)"
+                "bench ingest: unknown option {other:?} (expected --state-db, --reps, --plain)"
             ),
         }
+    }
+    if plain {
+        let db = state_db.context("bench ingest: --plain needs --state-db PATH")?;
+        return super::ingest_plain::run(&db, reps);
     }
     if let Some(db) = state_db {
         let rt = tokio::runtime::Runtime::new()?;

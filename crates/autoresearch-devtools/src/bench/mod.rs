@@ -5,6 +5,7 @@ mod decisions;
 mod fork;
 mod history;
 mod ingest;
+mod ingest_plain;
 mod ledger;
 mod loop_;
 mod parity;

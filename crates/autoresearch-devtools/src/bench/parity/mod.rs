@@ -39,7 +39,14 @@
 //! on the same rows. One ingest of each is a single sample of a phase
 //! that lasts tens of milliseconds on a machine whose speed moves by 2x
 //! from one minute to the next; the `ingest_median` ratio compares the
-//! medians of samples taken side by side.
+//! medians of samples taken side by side. Beside them, each rep also
+//! runs a plain ingest in a fresh child (`bench ingest --state-db
+//! --plain`: rusqlite reads the rows, postcard encodes each into one redb
+//! table, one durable commit; nothing a ledger needs beyond that), and
+//! `ingest_plain_median` is the ratio that plain ingest reaches against
+//! the reference on the same machine at the same time: what the
+//! straightforward implementation on these libraries shows, beside what
+//! this engine, doing all a ledger needs, shows.
 //!
 //! With `ANCHOR_PYTHON` set to a Python that has the reference installed
 //! (`setup.sh` of the anchor), `bench.py` (`ANCHOR_BENCH`, default
@@ -207,7 +214,7 @@ fn ingest_reps(
 ) -> Result<()> {
     let db = dir.join("state.db");
     let exe = std::env::current_exe().context("locating this benchmark's binary")?;
-    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    let (mut theirs, mut ours, mut plain) = (Vec::new(), Vec::new(), Vec::new());
     eprintln!(
         "parity: the ingest alone at N={n}, {} times each, alternated ...",
         o.ingest_reps
@@ -224,17 +231,30 @@ fn ingest_reps(
                 .context("the reference's ingest line has no wall_s")?;
             theirs.push(wall);
         }
-        ours.push(ours::first_sync_in_child(&exe, &db)?);
+        ours.push(ours::first_sync_in_child(&exe, &db, false)?);
+        plain.push(ours::first_sync_in_child(&exe, &db, true)?);
     }
     let line = |engine: &str, samples: &mut Vec<f64>| -> f64 {
         let shown = samples.clone();
         let m = median(samples);
+        let process = match engine {
+            "autoresearch" => "a fresh child process per sample (bench ingest --state-db)",
+            "plain" => "a fresh child process per sample (bench ingest --state-db --plain)",
+            _ => "bench.py --ticks 1 per sample",
+        };
         let mut v = json!({"phase": "ingest_reps", "wall_s": shown, "median_s": m,
-            "process": if engine == "autoresearch" { "a fresh child process per sample (bench ingest --state-db)" } else { "bench.py --ticks 1 per sample" }});
+            "process": process});
         emit_as(&mut v, engine, n, ticks);
         m
     };
     let ours_m = line("autoresearch", &mut ours);
+    let plain_m = line("plain", &mut plain);
+    // This engine's ingest against the plain one, on the same rows.
+    emit(json!({
+        "bench": "parity", "phase": "ingest_plain", "n": n, "ticks": ticks,
+        "ours": ours_m, "plain": plain_m,
+        "ours_over_plain": round(ours_m / plain_m.max(1e-9), 2),
+    }));
     if !theirs.is_empty() {
         let theirs_m = line("archetype-ecs", &mut theirs);
         let ratio = theirs_m / ours_m.max(1e-9);
@@ -242,6 +262,12 @@ fn ingest_reps(
             "bench": "parity", "phase": "ratio", "of": "ingest_median", "n": n, "ticks": ticks,
             "reference": theirs_m, "ours": ours_m, "samples": o.ingest_reps,
             "ratio": round(ratio, 2), "target": 20.0, "met": ratio >= 20.0,
+        }));
+        let plain_ratio = theirs_m / plain_m.max(1e-9);
+        emit(json!({
+            "bench": "parity", "phase": "ratio", "of": "ingest_plain_median", "n": n,
+            "ticks": ticks, "reference": theirs_m, "plain": plain_m, "samples": o.ingest_reps,
+            "ratio": round(plain_ratio, 2), "target": 20.0, "met": plain_ratio >= 20.0,
         }));
     }
     Ok(())

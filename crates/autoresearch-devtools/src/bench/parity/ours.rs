@@ -84,13 +84,16 @@ fn status_map(runs: &ledger::ComponentValues) -> Result<HashMap<EntityId, String
 }
 
 /// One first sync of `db` into a fresh durable ledger in a fresh child
-/// process (`exe bench ingest --state-db db --reps 1`): seconds, as that
-/// process timed it (the sync alone, not the process's start).
-pub(super) fn first_sync_in_child(exe: &Path, db: &Path) -> Result<f64> {
+/// process (`exe bench ingest --state-db db --reps 1`), or with `plain`
+/// a plain ingest of it with the same libraries (`--plain`):
+/// seconds, as that process timed it (the ingest alone, not the process's
+/// start).
+pub(super) fn first_sync_in_child(exe: &Path, db: &Path, plain: bool) -> Result<f64> {
     let out = std::process::Command::new(exe)
         .args(["bench", "ingest", "--state-db"])
         .arg(db)
         .args(["--reps", "1"])
+        .args(plain.then_some("--plain"))
         .stderr(std::process::Stdio::inherit())
         .output()
         .with_context(|| format!("running {} bench ingest", exe.display()))?;
