@@ -1,7 +1,7 @@
 //! `autoresearch check`, also the first thing `run` does: the mistakes that
 //! would otherwise cost agent runs, found before any proposal. The config
 //! and the comparator parse; the repository exists and has the branch (or a
-//! HEAD to create it from); the first word of each command is a program on
+//! commit to create it from: a fork's head, else HEAD); the first word of each command is a program on
 //! PATH, a file in the project or a shell builtin (a command that starts
 //! with a shell construct is noted, not checked); and the evaluate command,
 //! run once on the branch head in a slot and sandbox as the loop runs it,
@@ -114,7 +114,7 @@ pub async fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         config.name,
         cmp.spec()
     );
-    let report = preflight(&config, &cfg, &sandbox, !args.no_baseline, false).await?;
+    let report = preflight(&config, &cfg, &sandbox, !args.no_baseline, false, None).await?;
     if report.passed() {
         println!("everything checked: `autoresearch run` can start");
         Ok(ExitCode::SUCCESS)
@@ -126,31 +126,58 @@ pub async fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Whether `run` must evaluate the baseline in its check: the experiment
-/// has no head yet, its head has no scored Result, or the branch moved
-/// away from it (the loop will adopt a new baseline).
-pub async fn baseline_unmeasured(
+/// Where `run` starts and whether its check must evaluate that commit.
+pub struct Start {
+    /// The world's head commit when the branch does not exist yet: the
+    /// loop creates the branch there (a fork's first `run`), so the check
+    /// looks at that commit, not at the repository's HEAD.
+    pub world_head: Option<String>,
+    /// Whether the check evaluates the start: the experiment has no head
+    /// yet, its head has no scored Result, the branch moved away from it
+    /// (the loop will adopt a new baseline), or the head's recorded
+    /// metrics lack one that `require` or the comparator needs (so a
+    /// changed config is tried once before candidates are spent on it).
+    pub evaluate: bool,
+}
+
+/// [`Start`] of the loop `cfg` in `storage`. Cost: one world open.
+pub async fn loop_start(
     storage: Arc<dyn autoresearch_core::Storage>,
     cfg: &LoopConfig,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Start> {
+    let unmeasured = Start {
+        world_head: None,
+        evaluate: true,
+    };
     if storage.find_world(&cfg.world).await?.is_none() {
-        return Ok(true);
+        return Ok(unmeasured);
     }
     let w = World::open(storage, crate::ledger::registry(), &cfg.world)
         .await
         .with_context(|| format!("opening world {:?}", cfg.world))?;
     let Some((_, head)) = w.branch_head(&cfg.experiment) else {
-        return Ok(true);
+        return Ok(unmeasured);
     };
-    let tip = Git::new(&cfg.repo).branch_tip(&cfg.branch).ok().flatten();
-    if tip.as_deref() != Some(head.commit_hash.as_str()) {
-        return Ok(true);
+    let world_head = match Git::new(&cfg.repo).branch_tip(&cfg.branch).ok().flatten() {
+        Some(tip) if tip == head.commit_hash => None,
+        Some(_) => return Ok(unmeasured),
+        // The loop creates the branch at the world's head.
+        None if head.commit_hash.is_empty() => return Ok(unmeasured),
+        None => Some(head.commit_hash.clone()),
+    };
+    let mut recorded = std::collections::BTreeSet::new();
+    for (_, r) in w.results_for(&head.run_id) {
+        if r.counts_for(&head.commit_hash)
+            && let Ok(Value::Object(o)) = r.outputs()
+        {
+            recorded.extend(o.keys().filter(|k| *k != EvalResult::META).cloned());
+        }
     }
-    let scored = w.results_for(&head.run_id).iter().any(|(_, r)| {
-        r.counts_for(&head.commit_hash)
-            && matches!(r.outputs(), Ok(Value::Object(o)) if o.keys().any(|k| k != EvalResult::META))
-    });
-    Ok(!scored)
+    let scored = !recorded.is_empty() && cfg.require.iter().all(|m| recorded.contains(m));
+    Ok(Start {
+        world_head,
+        evaluate: !scored,
+    })
 }
 
 /// Runs every check for the loop `cfg` of `config`, printing each result
@@ -163,6 +190,7 @@ pub async fn preflight(
     sandbox: &Sandbox,
     evaluate: bool,
     on_stderr: bool,
+    world_head: Option<&str>,
 ) -> anyhow::Result<Report> {
     let mut report = Report {
         lines: Vec::new(),
@@ -181,7 +209,7 @@ pub async fn preflight(
         let (ok, detail) = command_check(command, &base_dir);
         report.add(ok, what, detail);
     }
-    let head = repository_check(cfg, &mut report);
+    let head = repository_check(cfg, &mut report, world_head);
     if !evaluate {
         return Ok(report);
     }
@@ -215,7 +243,11 @@ pub async fn preflight(
 }
 
 /// The repository and the branch; the commit the loop would start from.
-fn repository_check(cfg: &LoopConfig, report: &mut Report) -> Option<String> {
+fn repository_check(
+    cfg: &LoopConfig,
+    report: &mut Report,
+    world_head: Option<&str>,
+) -> Option<String> {
     let git = Git::new(&cfg.repo);
     if let Err(e) = git.run(&["rev-parse", "--git-dir"]) {
         report.add(
@@ -242,6 +274,35 @@ fn repository_check(cfg: &LoopConfig, report: &mut Report) -> Option<String> {
             );
             Some(tip)
         }
+        Ok(None) if let Some(head) = world_head => match git.resolve(head) {
+            Ok(Some(commit)) => {
+                report.add(
+                    true,
+                    "repository",
+                    format!(
+                        "branch {} does not exist yet: `run` creates it at world {}'s head ({})",
+                        cfg.branch,
+                        cfg.world,
+                        short_commit(&commit)
+                    ),
+                );
+                Some(commit)
+            }
+            _ => {
+                report.add(
+                    false,
+                    "repository",
+                    format!(
+                        "branch {} does not exist and world {}'s head {} is not a commit of {}",
+                        cfg.branch,
+                        cfg.world,
+                        short_commit(head),
+                        cfg.repo.display()
+                    ),
+                );
+                None
+            }
+        },
         Ok(None) => match git.resolve("HEAD") {
             Ok(Some(head)) => {
                 report.add(

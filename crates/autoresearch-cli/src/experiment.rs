@@ -255,10 +255,19 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         // The check evaluates on this machine; on Slurm the baseline is
         // the cluster's to measure (a failing baseline still stops the
         // loop, exit 3, before any proposal).
-        let evaluate = crate::check::baseline_unmeasured(storage.clone(), &cfg).await?
-            && config.run.executor == autoresearch_controller::ExecutorKind::Local;
+        let start = crate::check::loop_start(storage.clone(), &cfg).await?;
+        let evaluate =
+            start.evaluate && config.run.executor == autoresearch_controller::ExecutorKind::Local;
         eprintln!("checking {} before any proposal", config.path.display());
-        let report = crate::check::preflight(&config, &cfg, &sandbox, evaluate, true).await?;
+        let report = crate::check::preflight(
+            &config,
+            &cfg,
+            &sandbox,
+            evaluate,
+            true,
+            start.world_head.as_deref(),
+        )
+        .await?;
         if !report.passed() {
             eprintln!(
                 "error: the check failed, so no proposal was made: {}",

@@ -229,3 +229,83 @@ fn a_command_that_starts_with_a_shell_construct_is_noted_not_refused() {
         text(&out)
     );
 }
+
+#[test]
+fn a_metric_the_heads_results_lack_is_checked_before_run_spends_a_candidate() {
+    let r = repo(EVALUATE, "score");
+    let out = autoresearch(&r.dir, &["run", "--iterations", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The head is scored: a second run with the same config does not
+    // evaluate it again.
+    std::fs::remove_file(r.ctl.join("proposed")).unwrap();
+    let out = autoresearch(&r.dir, &["run", "--iterations", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("baseline evaluation"),
+        "{}",
+        text(&out)
+    );
+    assert!(r.ctl.join("proposed").exists(), "the proposal ran");
+    // A comparator on a metric the head never recorded (misspelt): the
+    // check evaluates the head once and stops before any proposal,
+    // instead of crashing every candidate.
+    std::fs::remove_file(r.ctl.join("proposed")).unwrap();
+    let out = autoresearch(
+        &r.dir,
+        &[
+            "run",
+            "--iterations",
+            "2",
+            "--comparator",
+            "scalar:scroe:min",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(CHECK_FAILED), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("FAIL  baseline evaluation of"), "{said}");
+    assert!(said.contains("scroe"), "{said}");
+    assert!(!r.ctl.join("proposed").exists(), "no proposal ran");
+}
+
+#[test]
+fn a_forks_first_run_checks_the_forks_head_not_the_repositorys_head() {
+    let r = repo(EVALUATE, "score");
+    let out = autoresearch(&r.dir, &["run", "--iterations", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value =
+        serde_json::from_slice(&autoresearch(&r.dir, &["status", "--json"]).stdout).unwrap();
+    let (tick, head_run) = (
+        status["tick"].as_u64().unwrap().to_string(),
+        status["head"]["run_id"].as_str().unwrap().to_string(),
+    );
+    let head_commit = status["head"]["commit"].as_str().unwrap().to_string();
+    let out = autoresearch(
+        &r.dir,
+        &["fork", "--at", &tick, "--promote", &head_run, "--name", "w"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // The repository's HEAD (branch main) moves on to a commit whose
+    // evaluation fails; the fork's branch does not exist yet.
+    std::fs::write(r.dir.join("score.txt"), "broken\n").unwrap();
+    git(&r.dir, &["commit", "-qam", "broken"]);
+    std::fs::remove_file(r.ctl.join("proposed")).unwrap();
+    let out = autoresearch(&r.dir, &["run", "--world", "w", "--iterations", "1"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "branch autoresearch/w does not exist yet: `run` creates it at world w's head ({})",
+            &head_commit[..7]
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("baseline evaluation"), "{said}");
+    assert!(r.ctl.join("proposed").exists(), "the proposal ran");
+    // The proposer's change equals the head's (score 50): not better, so
+    // the fork's branch stays where the loop created it.
+    assert_eq!(
+        git(&r.dir, &["rev-parse", "autoresearch/w"]),
+        head_commit,
+        "the fork's branch starts at its head"
+    );
+}
