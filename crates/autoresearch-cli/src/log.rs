@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 use autoresearch_controller::git::Git;
 use autoresearch_core::current;
 use autoresearch_core::lifecycle::{Attempt, attempts};
-use autoresearch_core::num::fmt_f64;
+use autoresearch_core::num::fmt_f64_shown;
 use autoresearch_core::query::{CurrentReader, QueryError};
 use autoresearch_runner::tsv::{self, LogRow};
 use serde_json::Value;
@@ -372,10 +372,12 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
         if let Some(v) = params.get(&r.run_id).and_then(|p| p.get(c)) {
             return Some(v.clone());
         }
-        // An imported file's decimals are kept; the loop's numbers are shown in full.
+        // An imported file's decimals are kept; the loop's numbers are shown
+        // without the float noise of a mean (`fmt_f64_shown`: a measured
+        // value prints as the evaluator printed it).
         match r.values.get(c)? {
             Value::Number(n) if !log.decimals.contains_key(c) => {
-                Some(n.as_f64().map_or_else(|| n.to_string(), fmt_f64))
+                Some(n.as_f64().map_or_else(|| n.to_string(), fmt_f64_shown))
             }
             v => Some(log.format_value(c, Some(v))),
         }

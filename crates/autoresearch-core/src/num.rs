@@ -30,6 +30,20 @@ pub fn fmt_f64(x: f64) -> String {
     }
 }
 
+/// `x` rounded to 15 significant digits, then as [`fmt_f64`]: for values
+/// a program computed, such as a mean of samples, whose last digits are
+/// the float arithmetic's noise (`0.9144365000000001` prints `0.9144365`).
+/// Any number written with at most 15 significant digits (every metric an
+/// evaluator prints in practice) reads into an `f64` that prints back the
+/// same, so a measured value is never changed; only the noise goes. Not
+/// lossless: stored and exported values use [`fmt_f64`].
+pub fn fmt_f64_shown(x: f64) -> String {
+    if !x.is_finite() {
+        return fmt_f64(x);
+    }
+    fmt_f64(format!("{x:.14e}").parse().unwrap_or(x))
+}
+
 /// `x` with `places` decimals when that text reads back as exactly `x`
 /// (`0.997900` for 0.9979 with 6 places), else [`fmt_f64`]: a fixed layout
 /// where it loses nothing, never a rounded value.
@@ -118,6 +132,30 @@ pub fn parse_grouped(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_numbers_drop_the_noise_of_arithmetic_and_keep_measured_values() {
+        let mean = (0.912 + 0.916873) / 2.0;
+        assert_eq!(fmt_f64(mean), "0.9144365000000001");
+        assert_eq!(fmt_f64_shown(mean), "0.9144365");
+        assert_eq!(fmt_f64_shown(0.1 + 0.2), "0.3");
+        assert_eq!(fmt_f64_shown((0.1 + 0.7) / 2.0), "0.4");
+        for text in [
+            "0.9979",
+            "3.2e-8",
+            "123456789012345",
+            "0.000015",
+            "-2.5",
+            "1e16",
+            "0",
+            "inf",
+            "nan",
+            "0.123456789012345",
+        ] {
+            let x: f64 = text.parse().unwrap();
+            assert_eq!(fmt_f64_shown(x), fmt_f64(x), "{text}");
+        }
+    }
 
     #[test]
     fn formats() {

@@ -92,8 +92,7 @@ impl Controller {
                 "run {} waits for votes under comparator {recorded}; this loop compares with {now}, which does not decide it: it stays pending (settle it with `autoresearch run --comparator '{recorded}'` once voted)",
                 pending.run.run_id
             );
-            tracing::warn!("{note}");
-            self.emit(Event::Warning(note));
+            self.warn(note);
         }
         false
     }
