@@ -102,6 +102,26 @@ pub struct VoteArgs {
 }
 
 /// `base`, or `base-2`, `base-3`... whichever is not a world yet.
+/// The default name of a fork of `experiment` promoting `run`:
+/// `{experiment}-fork-{run}`, the whole run id (two runs of one round
+/// differ only in their last characters), with what a git branch name may
+/// not hold (`autoresearch/{name}` is the fork's branch) made `-`, and no
+/// `-` or `.` at the end.
+pub(crate) fn fork_name_base(experiment: &str, run: &str) -> String {
+    let run: String = run
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let name = format!("{experiment}-fork-{run}");
+    name.trim_end_matches(['-', '.']).replace("..", "-")
+}
+
 pub(crate) async fn free_name(storage: &Arc<dyn Storage>, base: &str) -> anyhow::Result<String> {
     for n in 1..1000 {
         let name = if n == 1 {
@@ -311,10 +331,7 @@ pub async fn fork_cmd(ledger_path: &Path, args: ForkArgs) -> anyhow::Result<Exit
     let source_world = target.world.clone();
     let fork_name = match args.name {
         Some(n) => n,
-        None => {
-            let run: String = args.promote.chars().take(12).collect();
-            free_name(&storage, &format!("{experiment}-fork-{run}")).await?
-        }
+        None => free_name(&storage, &fork_name_base(&experiment, &args.promote)).await?,
     };
     let req = ForkRequest {
         experiment: experiment.clone(),
@@ -458,4 +475,23 @@ pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs, quiet: bool) -> anyhow
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fork_name_base;
+
+    #[test]
+    fn a_default_fork_name_holds_the_whole_run_id_and_is_a_branch_name() {
+        // Two runs of one round: names that differ, no dash at the end.
+        assert_eq!(fork_name_base("t", "1a23141ab23-1"), "t-fork-1a23141ab23-1");
+        assert_eq!(fork_name_base("t", "1a23141ab23-2"), "t-fork-1a23141ab23-2");
+        assert_eq!(
+            fork_name_base("nano", "nano-tsv-L7"),
+            "nano-fork-nano-tsv-L7"
+        );
+        // What a git ref may not hold becomes `-`; none at the end.
+        assert_eq!(fork_name_base("e", "a b:c~d^e?"), "e-fork-a-b-c-d-e");
+        assert_eq!(fork_name_base("e", "x..y."), "e-fork-x-y");
+    }
 }

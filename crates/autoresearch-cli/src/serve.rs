@@ -88,12 +88,12 @@ impl Actions for LedgerActions {
             ledger::open(&self.path).map_err(|e| ActionError::Failed(format!("{e:#}")))?;
         let fork_name = match r.name {
             Some(n) => n,
-            None => {
-                let run: String = r.run_id.chars().take(12).collect();
-                crate::compare_cmds::free_name(&storage, &format!("{}-fork-{run}", r.experiment))
-                    .await
-                    .map_err(|e| ActionError::Failed(format!("{e:#}")))?
-            }
+            None => crate::compare_cmds::free_name(
+                &storage,
+                &crate::compare_cmds::fork_name_base(&r.experiment, &r.run_id),
+            )
+            .await
+            .map_err(|e| ActionError::Failed(format!("{e:#}")))?,
         };
         let req = ForkRequest {
             experiment: r.experiment,
