@@ -358,8 +358,21 @@ async fn an_edit_is_a_change_in_history() {
     let l = Ledger::new();
     l.import(KARPATHY.as_bytes(), &opts(None, None)).await;
     let edited = KARPATHY.replace("discard\tswitch to GeLU", "keep\tswitch to GeLU");
-    let r = l.import(edited.as_bytes(), &opts(None, None)).await;
+    let mut appended = edited.clone();
+    appended.push_str("f0a1b2c\t0.990000\t44.0\tdiscard\tone more row\n");
+    let r = l.import(appended.as_bytes(), &opts(None, None)).await;
     assert_eq!(r.changed, 1, "{r}");
+    // The status breakdown is of the imported (new) rows only: it adds up.
+    assert_eq!(
+        (r.imported, r.kept, r.discarded, r.crashed),
+        (1, 0, 1, 0),
+        "{r}"
+    );
+    assert!(
+        r.to_string()
+            .contains("imported 1 (keep 0, discard 1, crash 0), changed 1"),
+        "{r}"
+    );
     let w = l.world().await;
     let a = &lifecycle::attempts(&w, "x")[2];
     assert_eq!(a.outcome.as_ref().unwrap().status, "keep");

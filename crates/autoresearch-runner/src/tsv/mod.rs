@@ -583,6 +583,10 @@ fn write_rows(
         };
         if !matches!(p, Plan::Same(_)) {
             write_row(world, exp, row, &run_id, &base, p, &old)?;
+        }
+        // The breakdown of `imported`: new rows only (a changed row is
+        // counted in `changed`).
+        if matches!(p, Plan::New) {
             match row.status {
                 OutcomeStatus::Keep => report.kept += 1,
                 OutcomeStatus::Discard => report.discarded += 1,
