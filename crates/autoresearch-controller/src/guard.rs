@@ -112,18 +112,28 @@ fn globs_of(pattern: &str, prefix: &str) -> Vec<String> {
 /// Protected by default, so that a candidate cannot rewrite what measures
 /// it; files the command only reads (`cat score.txt`) are not.
 pub fn files_named_by(command: &str, dir: &Path) -> Vec<String> {
+    named_by(command, dir).into_iter().map(|(f, _)| f).collect()
+}
+
+/// Shells whose scripts [`files_run_by`] reads.
+const SHELLS: &[&str] = &["sh", "bash", "zsh", "dash"];
+
+/// [`files_named_by`], each with whether a shell named before it runs it
+/// (`sh ./measure`).
+fn named_by(command: &str, dir: &Path) -> Vec<(String, bool)> {
     const INTERPRETERS: &[&str] = &[
         "sh", "bash", "zsh", "dash", "python", "python3", "node", "ruby", "perl", "Rscript",
         "julia", "bun", "deno", "lua", "php", "exec", "time", "nice", "env",
     ];
     const RUNNERS: &[&str] = &["uv", "poetry", "pipenv", "pixi", "hatch", "pdm", "conda"];
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<(String, bool)> = Vec::new();
     let parts = command.split(|c: char| "\n;|&()`'\"".contains(c));
     for part in parts {
         let mut words = part
             .split_whitespace()
             .skip_while(|w| w.contains('=') && !w.starts_with('-'))
             .peekable();
+        let mut by_shell = false;
         while let Some(w) = words.next() {
             let base = w.rsplit('/').next().unwrap_or(w);
             if RUNNERS.contains(&base) && words.peek() == Some(&"run") {
@@ -131,6 +141,7 @@ pub fn files_named_by(command: &str, dir: &Path) -> Vec<String> {
                 continue;
             }
             if INTERPRETERS.contains(&base) {
+                by_shell = SHELLS.contains(&base);
                 // Options of the interpreter come before its script.
                 while words.peek().is_some_and(|n| n.starts_with('-')) {
                     words.next();
@@ -142,8 +153,8 @@ pub fn files_named_by(command: &str, dir: &Path) -> Vec<String> {
                 && !w.starts_with('/')
                 && !w.contains(['$', '*', '?'])
                 && !w.split('/').any(|c| c == "..");
-            if plain && dir.join(w).is_file() && !out.iter().any(|o| o == w) {
-                out.push(w.to_string());
+            if plain && dir.join(w).is_file() && !out.iter().any(|(o, _)| o == w) {
+                out.push((w.to_string(), by_shell));
             }
             break;
         }
@@ -151,8 +162,65 @@ pub fn files_named_by(command: &str, dir: &Path) -> Vec<String> {
     out
 }
 
+/// The files the evaluate command runs that exist in `dir`: those it
+/// names ([`files_named_by`]), then, for each of them that is a shell
+/// script (given to `sh`, `bash`, `zsh` or `dash`, named `.sh`/`.bash`,
+/// or with a `#!` line naming one of them), the files its lines name in
+/// the same way, and so on (`eval.sh`
+/// running `python3 score.py` protects both). Names in a script are read
+/// against `dir`, where the command runs. Lines starting with `#` are
+/// skipped; a script over 1 MiB, or past 256 files, is not read further.
+/// Modules a script imports and data it reads are not found: list them in
+/// `protect`.
+pub fn files_run_by(command: &str, dir: &Path) -> Vec<String> {
+    const MAX_SCRIPT: u64 = 1 << 20;
+    const MAX_FILES: usize = 256;
+    let mut out = named_by(command, dir);
+    let mut next = 0;
+    while next < out.len() && out.len() < MAX_FILES {
+        let (path, by_shell) = (dir.join(&out[next].0), out[next].1);
+        next += 1;
+        let Some(text) = std::fs::metadata(&path)
+            .ok()
+            .filter(|m| m.len() <= MAX_SCRIPT)
+            .and_then(|_| std::fs::read(&path).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        else {
+            continue;
+        };
+        if !by_shell && !is_shell_script(&path, &text) {
+            continue;
+        }
+        let lines: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (named, shell) in named_by(&lines, dir) {
+            if !out.iter().any(|(o, _)| *o == named) && out.len() < MAX_FILES {
+                out.push((named, shell));
+            }
+        }
+    }
+    out.into_iter().map(|(f, _)| f).collect()
+}
+
+/// Whether the shell runs `text` (the file at `path`): a `.sh` or `.bash`
+/// name, or a `#!` line naming a Bourne-style shell.
+fn is_shell_script(path: &Path, text: &str) -> bool {
+    let by_name = path.extension().is_some_and(|e| e == "sh" || e == "bash");
+    let by_shebang = text.lines().next().is_some_and(|first| {
+        first.starts_with("#!")
+            && first
+                .split(|c: char| c == '/' || c.is_whitespace())
+                .any(|w| SHELLS.contains(&w))
+    });
+    by_name || by_shebang
+}
+
 /// The patterns protected in `cfg`: its own, the config file and the files
-/// the evaluate command names (relative to `cfg.repo`), less `editable`.
+/// the evaluate command runs ([`files_run_by`], relative to `cfg.repo`),
+/// less `editable`.
 pub fn protected_patterns(cfg: &crate::LoopConfig) -> Vec<String> {
     let norm = |p: &str| p.trim().trim_start_matches("./").to_string();
     let mut out: Vec<String> = cfg.protect.clone();
@@ -166,7 +234,7 @@ pub fn protected_patterns(cfg: &crate::LoopConfig) -> Vec<String> {
         }
     }
     let editable: Vec<String> = cfg.editable.iter().map(|e| norm(e)).collect();
-    for named in files_named_by(&cfg.evaluate_command, &cfg.repo) {
+    for named in files_run_by(&cfg.evaluate_command, &cfg.repo) {
         if !editable.contains(&norm(&named)) {
             out.push(named);
         }
@@ -235,6 +303,39 @@ mod tests {
             ],
         );
         check(&["."], "sub", &[("sub/a", true), ("b", false)]);
+    }
+
+    #[test]
+    fn the_scripts_a_shell_script_runs_are_found_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = tmp.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        write(
+            "eval.sh",
+            "set -e\npython3 score.py --quick\n# python3 old.py\n./lib/run\n",
+        );
+        write(
+            "lib/run",
+            "#!/usr/bin/env bash\nperl tool.pl | tee log.txt\n",
+        );
+        write(
+            "score.py",
+            "import subprocess\nsubprocess.run(['sh', 'hidden.sh'])\n",
+        );
+        for name in ["old.py", "tool.pl", "hidden.sh", "log.txt"] {
+            write(name, "");
+        }
+        assert_eq!(
+            files_run_by("./eval.sh", tmp.path()),
+            ["eval.sh", "score.py", "lib/run", "tool.pl"],
+            "a shell script's commands are followed; a Python script's are not, nor comments"
+        );
+        // A script that runs itself is read once.
+        write("loop.sh", "sh loop.sh\n");
+        assert_eq!(files_run_by("bash loop.sh", tmp.path()), ["loop.sh"]);
     }
 
     #[test]

@@ -279,7 +279,8 @@ echo 90 > score.txt"
 
 /// Runs one candidate made by `propose` on a repository holding
 /// `prepare.py`, `tools/run.sh`, `data/x.csv` and the evaluator `measure`
-/// (run as `sh ./measure`), protecting `protect`; returns the run's
+/// (run as `sh ./measure`, itself running `sh tools/score`, which prints
+/// the score), protecting `protect`; returns the run's
 /// Outcome, after checking that the branch did not move unless it was kept.
 async fn protected_case(propose: &str, protect: &str, extra: &str) -> Outcome {
     let eval = "sh ./measure";
@@ -291,7 +292,8 @@ async fn protected_case(propose: &str, protect: &str, extra: &str) -> Outcome {
         ("prepare.py", "# data\n"),
         ("tools/run.sh", "echo run\n"),
         ("data/x.csv", "1,2\n"),
-        ("measure", "echo \"score: $(cat score.txt)\"\n"),
+        ("measure", "set -e\nsh tools/score\n"),
+        ("tools/score", "echo \"score: $(cat score.txt)\"\n"),
     ] {
         std::fs::create_dir_all(r.dir.join(path).parent().unwrap()).unwrap();
         std::fs::write(r.dir.join(path), text).unwrap();
@@ -318,6 +320,8 @@ async fn protected_paths_match_through_dot_slash_globs_directories_and_every_cha
         ("echo y > data/new.csv", "data/new.csv"),
         // Protected by default: what the evaluate command runs, the config.
         ("echo 'echo score: 0' > measure", "measure"),
+        // ... and what the scripts it runs run.
+        ("echo 'echo score: 0' > tools/score", "tools/score"),
         ("echo '# x' >> autoresearch.toml", "autoresearch.toml"),
     ];
     for (propose, path) in cases {
