@@ -240,6 +240,27 @@ fn lines() {
         &["score"],
         Err(&["score is missing", "line 1", "ambiguous"]),
     );
+    // A misspelt name beside the metric that was printed: named, with its
+    // line.
+    check(
+        Lines,
+        "step 1\nval_bpb: 0.9025\nmemory_gb: 12\n",
+        &["val_bp"],
+        Err(&["val_bp is missing", "line 2", "`val_bpb`", "misspelling"]),
+    );
+    check(
+        Lines,
+        "val_bpb: 0.9025\n",
+        &["val-bpb"],
+        Err(&["val-bpb is missing", "`val_bpb`"]),
+    );
+    // Nothing near enough: no guess.
+    check(
+        Lines,
+        "val_bpb: 0.9025\n",
+        &["accuracy"],
+        Err(&["accuracy is missing from the output"]),
+    );
 }
 
 #[test]

@@ -200,8 +200,10 @@ impl MetricReading {
     }
 
     /// The line that best explains why `name` is missing: one that mentions
-    /// it, else a metric of the same name in another case, else the last
-    /// near miss.
+    /// it, else a metric of the same name in another case, else the metric
+    /// whose name is nearest to it (at most two edits apart, Damerau-
+    /// Levenshtein: `val_bp` for `val_bpb`, `val-bpb` for `val_bpb`), else
+    /// the last near miss.
     fn nearest(&self, name: &str) -> Option<NearMiss> {
         let lower = name.to_ascii_lowercase();
         if let Some(m) = self
@@ -221,6 +223,19 @@ impl MetricReading {
                 line: self.found_on.get(found).copied().unwrap_or(0),
                 text: found.clone(),
                 why: format!("metric names are case-sensitive: `{found}` is not `{name}`"),
+            });
+        }
+        if let Some((_, found)) = self
+            .values
+            .keys()
+            .map(|k| (strsim::damerau_levenshtein(k, name), k))
+            .filter(|(d, _)| *d <= 2)
+            .min_by_key(|(d, _)| *d)
+        {
+            return Some(NearMiss {
+                line: self.found_on.get(found).copied().unwrap_or(0),
+                text: found.clone(),
+                why: format!("the output has metric `{found}`, not `{name}`: a misspelling?"),
             });
         }
         self.near.last().cloned()
