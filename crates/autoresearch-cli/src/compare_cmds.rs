@@ -457,12 +457,16 @@ pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs, quiet: bool) -> anyhow
             "a loop is running on world {world_name} ({holder}): it decides run {} before its next round",
             receipt.vote.run_id
         ),
+        // The Outcome's reason was written when the run began to wait (no
+        // votes then): the count now is the receipt's.
         (Some(_), None, _) if pending => println!(
-            "run {} still waits for votes{}",
+            "run {} still waits for votes: {} vote(s) on it{}",
             receipt.vote.run_id,
+            receipt.votes_on_run,
             outcome
                 .as_ref()
-                .map(|o| format!(" ({})", o.reason))
+                .filter(|o| !o.comparator.is_empty())
+                .map(|o| format!("; {} decides it once its quorum is in", o.comparator))
                 .unwrap_or_default()
         ),
         (Some(s), None, _) => eprintln!(

@@ -22,7 +22,9 @@ pub enum Decided {
 }
 
 /// Decides the runs of `config`'s experiment waiting for votes in `world`
-/// (a fork continues on its own branch, as with `run --world`).
+/// (a fork continues on its own branch, as with `run --world`), each by
+/// the comparator that made it wait (recorded on its Outcome: a
+/// `run --comparator 'vote:...'` as well as the config's `[compare]`).
 pub async fn pending(
     ledger_path: &Path,
     storage: Arc<dyn Storage>,
@@ -30,7 +32,50 @@ pub async fn pending(
     world: &str,
     quiet: bool,
 ) -> anyhow::Result<Decided> {
-    let (comparator, needed, diff) = crate::experiment::comparator(config, None)?;
+    let mut specs: Vec<String> = Vec::new();
+    if let Ok(w) = autoresearch_core::World::open(storage.clone(), ledger::registry(), world).await
+    {
+        for a in autoresearch_core::lifecycle::attempts(&w, &config.name) {
+            if let Some(o) = a.outcome.filter(|o| {
+                o.status == autoresearch_core::OutcomeStatus::Pending
+                    && !o.comparator.is_empty()
+                    && o.comparator != autoresearch_core::lifecycle::Outcome::PROMOTED_BY_FORK
+            }) && !specs.contains(&o.comparator)
+            {
+                specs.push(o.comparator);
+            }
+        }
+    }
+    if specs.is_empty() {
+        return decide_with(ledger_path, storage, config, world, quiet, None).await;
+    }
+    for spec in &specs {
+        if let Decided::LoopRunning(holder) = decide_with(
+            ledger_path,
+            storage.clone(),
+            config,
+            world,
+            quiet,
+            Some(spec),
+        )
+        .await?
+        {
+            return Ok(Decided::LoopRunning(holder));
+        }
+    }
+    Ok(Decided::Done)
+}
+
+/// [`pending`] with one comparator: `spec`, else the config's.
+async fn decide_with(
+    ledger_path: &Path,
+    storage: Arc<dyn Storage>,
+    config: &Config,
+    world: &str,
+    quiet: bool,
+    spec: Option<&str>,
+) -> anyhow::Result<Decided> {
+    let (comparator, needed, diff) = crate::experiment::comparator(config, spec)?;
     let mut cfg = LoopConfig::from_config(config);
     cfg.evidence_diff = diff;
     cfg.primary_metric = CompareSpec::parse(&comparator.spec())

@@ -216,7 +216,13 @@ async fn fork_a_discarded_run_as_head_and_continue_from_it() {
         Value::String(kept90.run_id.clone())
     );
 
-    r.ok(&["run", "--world", "what-if", "--iterations", "1"]);
+    let out = r.run(&["run", "--world", "what-if", "--iterations", "1"]);
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !said.contains("comparator changed"),
+        "a promotion by hand is no comparator to switch from: {said}"
+    );
     let tip = r.tip("autoresearch/what-if");
     assert_eq!(score_at(&r, &tip), "85", "85 beats the promoted 95");
     assert_eq!(
@@ -337,7 +343,10 @@ async fn a_vote_short_of_the_quorum_waits_and_status_says_how_many() {
     let (all, _) = r.attempts("autoresearch:exp").await;
     let pending = all[1].run.run_id.clone();
     let text = r.ok(&["vote", &pending, "keep", "--voter", "ana"]);
-    assert!(text.contains("still waits for votes"), "{text}");
+    assert!(
+        text.contains("still waits for votes: 1 vote(s) on it; vote:quorum=2 decides it"),
+        "the count now, not the one recorded when it began to wait: {text}"
+    );
     let status = r.ok(&["status"]);
     assert!(
         status.contains(&format!("waiting    {pending} for a vote (1 of 2 votes)")),
@@ -355,4 +364,26 @@ async fn a_vote_short_of_the_quorum_waits_and_status_says_how_many() {
         "no candidate launched"
     );
     assert_eq!(r.tip("main"), all[1].run.commit_hash);
+}
+
+#[tokio::test]
+async fn a_vote_decides_a_run_that_a_run_comparator_made_wait() {
+    // The config compares by score; this run's comparator asks for votes.
+    let r = Repo::new(&[90], SCALAR);
+    r.ok(&["run", "--iterations", "1", "--comparator", "vote:quorum=1"]);
+    let (all, _) = r.attempts("autoresearch:exp").await;
+    assert_eq!(statuses(&all), ["baseline", "pending"]);
+    let pending = all[1].run.clone();
+    let text = r.ok(&["vote", &pending.run_id, "keep", "--voter", "ana"]);
+    assert!(
+        text.contains("quorum reached") && text.contains("decided keep"),
+        "{text}"
+    );
+    let (all, _) = r.attempts("autoresearch:exp").await;
+    assert_eq!(
+        statuses(&all),
+        ["baseline", "keep"],
+        "decided by the comparator that made it wait; no candidate launched"
+    );
+    assert_eq!(r.tip("main"), pending.commit_hash);
 }

@@ -765,7 +765,7 @@ fn a_replay_chart_keeps_attempt_numbers_and_counts_changed_decisions() {
     assert_eq!(numbers, [1, 2, 3, 4], "the original's numbers");
     let svg = std::fs::read_to_string(&out).unwrap();
     assert!(
-        svg.contains("replay of autoresearch:exp: 3 decided otherwise"),
+        svg.contains("fork of autoresearch:exp: 3 decided otherwise"),
         "title"
     );
     assert!(

@@ -343,7 +343,7 @@ async fn a_replay_keeps_attempt_numbers_and_marks_changed_decisions() {
     let svg = autoresearch_plot::render(&replay, Format::Svg, &ChartOptions::default()).unwrap();
     let svg = String::from_utf8(svg).unwrap();
     assert!(
-        svg.contains("replay of autoresearch:tsp: 1 decided otherwise"),
+        svg.contains("fork of autoresearch:tsp: 1 decided otherwise"),
         "title"
     );
     assert!(

@@ -128,7 +128,7 @@ pub async fn fork_promoting(
         ),
         descriptor_json: descriptor.to_string(),
         base_commit: previous.commit.clone(),
-        comparator: "fork --promote".into(),
+        comparator: Outcome::PROMOTED_BY_FORK.into(),
         decided_at_ms: now_ms(),
     };
     w.fork

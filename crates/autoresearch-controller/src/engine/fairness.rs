@@ -21,7 +21,8 @@ impl Controller {
                     .into_iter()
                     .rev()
                     .filter_map(|a| a.outcome.map(|o| o.comparator))
-                    .find(|c| !c.is_empty());
+                    // A fork's promotion by hand was no comparator's.
+                    .find(|c| !c.is_empty() && c != Outcome::PROMOTED_BY_FORK);
                 let head = w.branch_head(&exp).map(|(_, h)| {
                     let ev = stored_evidence(w, &h.run_id, &h.commit_hash);
                     (h.commit_hash, h.run_id, ev.results)

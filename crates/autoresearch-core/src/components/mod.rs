@@ -382,13 +382,18 @@ pub struct Outcome {
     pub descriptor_json: String,
     /// The incumbent commit the candidate was measured against.
     pub base_commit: String,
-    /// The comparator spec that decided, empty for crashes and baselines.
+    /// The comparator spec that decided, empty for crashes and baselines;
+    /// [`Outcome::PROMOTED_BY_FORK`] for a run a fork made its head by hand.
     pub comparator: String,
     /// When the decision was made, in Unix milliseconds.
     pub decided_at_ms: i64,
 }
 
 impl Outcome {
+    /// [`Outcome::comparator`] of a run promoted by hand in a fork
+    /// (`autoresearch fork --promote`): a person's decision, no comparator.
+    pub const PROMOTED_BY_FORK: &'static str = "fork --promote";
+
     /// The stored word of [`OutcomeStatus::Keep`].
     pub const KEEP: &'static str = "keep";
     /// The stored word of [`OutcomeStatus::Discard`].

@@ -130,7 +130,7 @@ fn title(p: &Progress, options: &ChartOptions) -> (String, String) {
     });
     if let Some(of) = &p.replay_of {
         main.push_str(&format!(
-            " (replay of {of}: {} decided otherwise)",
+            " (fork of {of}: {} decided otherwise)",
             p.changed()
         ));
     }
