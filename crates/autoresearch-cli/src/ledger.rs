@@ -42,8 +42,15 @@ pub fn registry() -> Arc<ComponentRegistry> {
 /// lease): beside the ledger, so that every process using this ledger file
 /// meets the same lock, from any checkout: `{ledger}.locks/{name}-{hash}.lock`,
 /// the world name made safe for a file name plus a stable hash of the whole
-/// name (FNV-1a, 64 bits), so that two names made alike stay apart.
+/// name (FNV-1a, 64 bits), so that two names made alike stay apart. The
+/// ledger's path is resolved first (symbolic links, `..`, the working
+/// directory), so that a second path to the same file (a symlink) meets
+/// the same lock; a hard link or a bind mount of the file under another
+/// path does not (give every process the same path).
 pub fn lease_lock_path(ledger: &Path, world: &str) -> std::path::PathBuf {
+    let ledger = ledger
+        .canonicalize()
+        .unwrap_or_else(|_| ledger.to_path_buf());
     let safe: String = world
         .chars()
         .map(|c| {

@@ -130,6 +130,24 @@ async fn a_second_run_refuses_naming_the_holder_and_takes_over_once_it_is_gone()
         err.contains("is being run by") && err.contains(&format!("pid {first_pid}")),
         "the refusal names the holder: {err}"
     );
+    // The same ledger through a symbolic link is the same lease.
+    let link = r.tmp.path().join("link.redb");
+    std::os::unix::fs::symlink(r.dir.join(".autoresearch/ledger.redb"), &link).unwrap();
+    let via_link = run(
+        &r,
+        &[
+            "--ledger",
+            link.to_str().unwrap(),
+            "run",
+            "--iterations",
+            "1",
+        ],
+    );
+    let err = text(&via_link.stderr);
+    assert!(
+        !via_link.status.success() && err.contains(&format!("pid {first_pid}")),
+        "a loop reaching the ledger through a symlink refuses too: {err}"
+    );
     // Reads never need the lease.
     let status = run(&r, &["status"]);
     assert!(status.status.success(), "{}", text(&status.stderr));
