@@ -61,30 +61,60 @@ impl<'de> Deserialize<'de> for Span {
             Float(f64),
             Text(String),
         }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Span(Duration::from_secs(s))),
-            Raw::Float(s) if s.is_finite() && s >= 0.0 => Ok(Span(Duration::from_secs_f64(s))),
-            Raw::Float(s) => Err(serde::de::Error::custom(format!(
-                "invalid duration {s}: expected a non-negative number of seconds"
-            ))),
-            Raw::Text(t) => parse_duration(&t)
-                .map(Span)
-                .map_err(serde::de::Error::custom),
-        }
+        let d = match Raw::deserialize(d)? {
+            Raw::Secs(s) => Duration::from_secs(s),
+            Raw::Float(s) if s.is_finite() && s >= 0.0 => {
+                Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+            }
+            Raw::Float(s) => {
+                return Err(serde::de::Error::custom(format!(
+                    "invalid duration {s}: expected a non-negative number of seconds"
+                )));
+            }
+            Raw::Text(t) => {
+                return parse_duration(&t)
+                    .map(Span)
+                    .map_err(serde::de::Error::custom);
+            }
+        };
+        within_max(d, &format!("{}s", d.as_secs()))
+            .map(Span)
+            .map_err(serde::de::Error::custom)
     }
 }
 
-/// Parses `"90s"`, `"30m"`, `"1h 30m"`, `"500ms"` or a bare number of seconds.
+/// The longest duration a config or an option may give: 100 years (365-day
+/// years). Longer ones are refused, not cut: a deadline past it could not
+/// be computed on every platform.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn within_max(d: Duration, text: &str) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!(
+            "invalid duration {text:?}: longer than the longest allowed, 100 years"
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses `"90s"`, `"30m"`, `"1h 30m"`, `"500ms"` or a bare number of
+/// seconds. Errors: anything else, a negative or non-finite number, and a
+/// duration over [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<f64>()
         && secs.is_finite()
         && secs >= 0.0
     {
-        return Ok(Duration::from_secs_f64(secs));
+        return within_max(
+            Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX),
+            text,
+        );
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration {text:?}: {e} (e.g. \"90s\", \"30m\", \"1h 30m\")"))
+    let d = humantime::parse_duration(t).map_err(|e| {
+        format!("invalid duration {text:?}: {e} (e.g. \"90s\", \"30m\", \"1h 30m\")")
+    })?;
+    within_max(d, text)
 }
 
 /// How an evaluator's metrics are read.
@@ -756,5 +786,25 @@ mod tests {
         let c =
             parse(&MINIMAL.replace("command = \"p\"", "command = \"p\"\ntimeout = 2.5")).unwrap();
         assert_eq!(c.propose.timeout, Span(Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn durations_past_a_hundred_years_are_refused_not_a_panic() {
+        assert_eq!(
+            parse_duration("36500d").unwrap(),
+            Duration::from_secs(36_500 * 86_400)
+        );
+        for text in ["1e300", "500000000000y", "36501d", "18446744073709551615"] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains("100 years"), "{text}: {err}");
+        }
+        for timeout in ["1e300", "9223372036854775807", "\"500000000000y\""] {
+            let text = MINIMAL.replace(
+                "command = \"p\"",
+                &format!("command = \"p\"\ntimeout = {timeout}"),
+            );
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("100 years"), "timeout = {timeout}: {err}");
+        }
     }
 }
