@@ -134,10 +134,13 @@ pub fn render_rows<'a>(
     metric: Option<&str>,
 ) -> String {
     let rows = rows.filter(|r| r.status.is_decided());
+    // Names in first-seen order, found through a set: an evaluator may
+    // print tens of thousands of metrics.
     let mut names: Vec<&str> = Vec::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for r in rows.clone() {
         for (n, _) in &r.metrics {
-            if !names.contains(&n.as_str()) {
+            if seen.insert(n.as_str()) {
                 names.push(n);
             }
         }
@@ -157,9 +160,11 @@ pub fn render_rows<'a>(
     out.push_str("\tstatus\tdescription\treason\n");
     for r in rows {
         out.push_str(&r.commit);
+        let values: std::collections::HashMap<&str, f64> =
+            r.metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         for n in &names {
             out.push('\t');
-            if let Some((_, v)) = r.metrics.iter().find(|(k, _)| k == n) {
+            if let Some(v) = values.get(n) {
                 out.push_str(&if Some(*n) == metric {
                     fmt_f64_places(*v, 6)
                 } else {

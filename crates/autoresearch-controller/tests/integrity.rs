@@ -531,3 +531,63 @@ async fn a_slot_replaced_by_a_link_is_made_again_and_its_target_left_alone() {
     assert_eq!(o.status, Outcome::CRASH);
     assert!(o.reason.contains("replaced its checkout"), "{}", o.reason);
 }
+
+#[tokio::test]
+async fn a_file_touched_but_unchanged_is_no_local_change_and_the_checkout_follows() {
+    let r = LoopRepo::new(config("echo 90 > score.txt", EVAL, ""));
+    // A copy or a `touch` changes the file's stat data, not its content.
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2001-01-01 00:00:00"])
+        .arg(r.dir.join("score.txt"))
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let ran = run(&r, 1).await;
+    assert_eq!(outcome(&ran.attempts().await[1]).status, Outcome::KEEP);
+    assert!(ran.warnings.is_empty(), "{:?}", ran.warnings);
+    assert_eq!(
+        std::fs::read_to_string(r.dir.join("score.txt")).unwrap(),
+        "90\n"
+    );
+    assert_eq!(git(&r.dir, &["status", "--porcelain"]), "");
+}
+
+#[tokio::test]
+async fn after_keeps_past_a_dirty_checkout_the_command_it_is_given_brings_it_up_to_date() {
+    let r = LoopRepo::new(config(
+        "echo $(( $(cat score.txt) - 1 )) > score.txt",
+        EVAL,
+        "",
+    ));
+    std::fs::write(r.dir.join("notes.txt"), "notes\n").unwrap();
+    commit_all(&r.dir, "notes");
+    // The user's local change, in a file the candidates do not touch.
+    std::fs::write(r.dir.join("notes.txt"), "notes, edited\n").unwrap();
+    let ran = run(&r, 2).await;
+    let all = ran.attempts().await;
+    assert_eq!(outcome(&all[1]).status, Outcome::KEEP);
+    assert_eq!(outcome(&all[2]).status, Outcome::KEEP);
+    let last = ran.warnings.last().expect("a warning");
+    assert!(last.contains("staged reverts"), "{last}");
+    // The last warning's command works from where the checkout was left.
+    let start = last.find("`git -C ").expect("a command") + 1;
+    let end = start + last[start..].find('`').unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", &last[start..end]])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}: {out:?}", &last[start..end]);
+    assert_eq!(
+        std::fs::read_to_string(r.dir.join("score.txt")).unwrap(),
+        "98\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.dir.join("notes.txt")).unwrap(),
+        "notes, edited\n"
+    );
+    assert_eq!(
+        git(&r.dir, &["status", "--porcelain"]),
+        "M notes.txt",
+        "only the user's change, unstaged"
+    );
+}

@@ -634,22 +634,46 @@ fn follow_checkout(
         g.output(&["diff-index", "--cached", "--quiet", c, "--"], &[])
             .map(|o| o.status.success())
     };
+    // The files' stat data first (a `touch` or a copy changes it, not the
+    // content): what `git status` does before it compares.
+    let _ = g.output(&["update-index", "-q", "--refresh"], &[]);
     let files_are_index = g.output(&["diff-files", "--quiet"], &[])?;
     if index_is(new)? && files_are_index.status.success() {
         return Ok(None);
     }
     let index_is_old = index_is(old)?;
-    let how = format!(
-        "run `git -C {} read-tree -m -u {old} {new}` to bring it up to date keeping your changes (it refuses, changing nothing, where they overlap the kept change)",
-        g.dir.display()
-    );
     if !index_is_old || !files_are_index.status.success() {
+        // The commit the checkout's index is at: `old`, or, when earlier
+        // keeps left the checkout behind too, the first of `old`'s
+        // ancestors it matches (the command must start from there).
+        let mut base = None;
+        if index_is_old {
+            base = Some(old.to_string());
+        } else if let Ok(list) = g.run(&["rev-list", "--first-parent", "--max-count=200", old]) {
+            for c in list.lines().skip(1) {
+                if index_is(c)? {
+                    base = Some(c.to_string());
+                    break;
+                }
+            }
+        }
+        let how = match base {
+            Some(b) => format!(
+                "run `git -C {} read-tree -m -u {b} {new}` to bring it up to date keeping your changes (it refuses, changing nothing, where they overlap the kept changes)",
+                g.dir.display()
+            ),
+            None => "its index matches no commit of the branch: commit or stash your changes, then `git reset --keep` to the branch".to_string(),
+        };
         return Ok(Some(format!(
-            "branch {branch} advanced to {} but its checkout in {} has local changes: left alone; {how}",
+            "branch {branch} advanced to {} but its checkout in {} has local changes: left alone; {how}; until then, git status shows the kept changes as staged reverts: do not commit them",
             short_commit(new),
             g.dir.display()
         )));
     }
+    let how = format!(
+        "run `git -C {} read-tree -m -u {old} {new}` to bring it up to date keeping your changes (it refuses, changing nothing, where they overlap the kept change)",
+        g.dir.display()
+    );
     Ok(g.advance_checkout(old, new).err().map(|e| {
         format!("branch {branch} advanced but its checkout could not follow ({e}); {how}")
     }))
