@@ -122,6 +122,19 @@ pub(crate) fn fork_name_base(experiment: &str, run: &str) -> String {
     name.trim_end_matches(['-', '.']).replace("..", "-")
 }
 
+/// `name` when it can name a fork: not empty, and its branch
+/// (`autoresearch/{name}`, where `run --world` continues it) a valid git
+/// branch name. Errors: what is wrong, and what to do.
+pub(crate) fn checked_fork_name(name: String) -> anyhow::Result<String> {
+    let branch = autoresearch_controller::fork_branch_name(&name);
+    if name.trim().is_empty() || !autoresearch_controller::config::valid_branch_name(&branch) {
+        bail!(
+            "--name {name:?} cannot name a fork: its branch {branch:?} is not a valid git branch name (no spaces, '..', ':', '~', '^', '?', '*', '[', no '/' at either end or twice); choose another name"
+        );
+    }
+    Ok(name)
+}
+
 pub(crate) async fn free_name(storage: &Arc<dyn Storage>, base: &str) -> anyhow::Result<String> {
     for n in 1..1000 {
         let name = if n == 1 {
@@ -252,7 +265,7 @@ pub async fn replay_cmd(ledger_path: &Path, args: ReplayArgs) -> anyhow::Result<
     let experiment = target.experiment()?.to_string();
     let source_world = target.world.clone();
     let fork_name = match args.name {
-        Some(n) => n,
+        Some(n) => checked_fork_name(n)?,
         None => {
             let kind = args.comparator.split(':').next().unwrap_or("replay").trim();
             free_name(&storage, &format!("{experiment}-replay-{kind}")).await?
@@ -330,7 +343,7 @@ pub async fn fork_cmd(ledger_path: &Path, args: ForkArgs) -> anyhow::Result<Exit
     let experiment = target.experiment()?.to_string();
     let source_world = target.world.clone();
     let fork_name = match args.name {
-        Some(n) => n,
+        Some(n) => checked_fork_name(n)?,
         None => free_name(&storage, &fork_name_base(&experiment, &args.promote)).await?,
     };
     let req = ForkRequest {
@@ -483,7 +496,16 @@ pub async fn vote_cmd(ledger_path: &Path, args: VoteArgs, quiet: bool) -> anyhow
 
 #[cfg(test)]
 mod tests {
-    use super::fork_name_base;
+    use super::{checked_fork_name, fork_name_base};
+
+    #[test]
+    fn a_fork_name_must_give_a_valid_branch() {
+        assert!(checked_fork_name("what-if".into()).is_ok());
+        for bad in ["", " ", "a..b", "a/", "/a", "a//b", "x.lock"] {
+            let err = checked_fork_name(bad.into()).unwrap_err().to_string();
+            assert!(err.contains("cannot name a fork"), "{bad:?}: {err}");
+        }
+    }
 
     #[test]
     fn a_default_fork_name_holds_the_whole_run_id_and_is_a_branch_name() {

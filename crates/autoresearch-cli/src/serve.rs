@@ -87,7 +87,8 @@ impl Actions for LedgerActions {
         let storage =
             ledger::open(&self.path).map_err(|e| ActionError::Failed(format!("{e:#}")))?;
         let fork_name = match r.name {
-            Some(n) => n,
+            Some(n) => crate::compare_cmds::checked_fork_name(n)
+                .map_err(|e| ActionError::Failed(format!("{e:#}")))?,
             None => crate::compare_cmds::free_name(
                 &storage,
                 &crate::compare_cmds::fork_name_base(&r.experiment, &r.run_id),

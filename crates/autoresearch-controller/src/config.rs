@@ -472,10 +472,10 @@ impl Config {
         if raw.name.trim().is_empty() || raw.name.contains(char::is_whitespace) {
             return Err(invalid("name", "must be a non-empty name without spaces"));
         }
-        if !valid_ref_component(&raw.name) {
+        if !valid_ref_name(&raw.name) {
             return Err(invalid(
                 "name",
-                "must be usable in a git ref name (no ':', '~', '^', '?', '*', '[', '..')",
+                "must be usable in a git ref name (no ':', '~', '^', '?', '*', '[', '..'; no '/' at either end or twice; no part starting with '.')",
             ));
         }
         if raw.propose.command.trim().is_empty() {
@@ -513,6 +513,14 @@ impl Config {
             Some(b) => b,
             None => checked_out_branch(&repo).map_err(|r| invalid("branch", &r))?,
         };
+        if !valid_branch_name(&branch) {
+            return Err(invalid(
+                "branch",
+                &format!(
+                    "{branch:?} is not a valid git branch name (git check-ref-format --branch: no spaces, '..', ':', '~', '^', '?', '*', '[', no '/' at either end or twice, no leading '-', not HEAD)"
+                ),
+            ));
+        }
         let mut compare = raw.compare.unwrap_or_default();
         let calibrate = match compare.remove("calibrate") {
             None => 0,
@@ -563,6 +571,21 @@ fn checked_out_branch(repo: &Path) -> Result<String, String> {
             repo.display()
         )),
     }
+}
+
+/// Whether `s` is a valid git ref name below `refs/...` by `git
+/// check-ref-format`'s rules: `/`-separated components, each valid
+/// ([`valid_ref_component`]: none empty, so no leading, trailing or double
+/// `/`), not `@`, not ending with `.`.
+pub fn valid_ref_name(s: &str) -> bool {
+    s != "@" && !s.ends_with('.') && s.split('/').all(valid_ref_component)
+}
+
+/// Whether `s` is a valid branch name (`git check-ref-format --branch`): a
+/// valid ref name ([`valid_ref_name`]) that does not start with `-` and is
+/// not `HEAD`.
+pub fn valid_branch_name(s: &str) -> bool {
+    valid_ref_name(s) && !s.starts_with('-') && s != "HEAD"
 }
 
 /// Whether `s` can be one component of a git ref name.
@@ -786,6 +809,30 @@ mod tests {
         let c =
             parse(&MINIMAL.replace("command = \"p\"", "command = \"p\"\ntimeout = 2.5")).unwrap();
         assert_eq!(c.propose.timeout, Span(Duration::from_millis(2500)));
+    }
+
+    #[test]
+    fn names_and_branches_must_be_git_ref_names() {
+        for good in ["exp", "team/exp", "a.b", "a-b_c"] {
+            assert!(valid_ref_name(good), "{good}");
+        }
+        for bad in [
+            "", "/abs", "a//b", "a/", "a/.b", "a..b", "a b", "x.lock", "a.", "@", "a@{1}",
+        ] {
+            assert!(!valid_ref_name(bad), "{bad:?}");
+        }
+        assert!(valid_branch_name("autoresearch/nov25"));
+        for bad in ["HEAD", "-x", "no such..branch"] {
+            assert!(!valid_branch_name(bad), "{bad:?}");
+        }
+        let err = parse(&MINIMAL.replace("name = \"x\"", "name = \"a//b\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("name") && err.contains("git ref"), "{err}");
+        let err = parse(&format!("branch = \"-x\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a valid git branch name"), "{err}");
     }
 
     #[test]
