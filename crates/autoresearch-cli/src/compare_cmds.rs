@@ -126,7 +126,7 @@ pub(crate) fn fork_name_base(experiment: &str, run: &str) -> String {
 /// (`autoresearch/{name}`, where `run --world` continues it) a valid git
 /// branch name. Errors: what is wrong, and what to do.
 pub(crate) fn checked_fork_name(name: String) -> anyhow::Result<String> {
-    let branch = autoresearch_controller::fork_branch_name(&name);
+    let branch = fork_branch_name(&name);
     if name.trim().is_empty() || !autoresearch_controller::config::valid_branch_name(&branch) {
         bail!(
             "--name {name:?} cannot name a fork: its branch {branch:?} is not a valid git branch name (no spaces, '..', ':', '~', '^', '?', '*', '[', no '/' at either end or twice); choose another name"
