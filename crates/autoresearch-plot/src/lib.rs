@@ -70,6 +70,21 @@ impl Format {
             _ => Format::Svg,
         }
     }
+
+    /// The format of a chart written to `path`: PNG for `.png`, SVG for
+    /// `.svg` or no extension (`/dev/stdout`). Errors: any other extension
+    /// ([`PlotError::UnknownFormat`]), rather than SVG bytes in a `.jpg`.
+    pub fn for_path(path: &Path) -> Result<Format, PlotError> {
+        match path.extension().map(|e| e.to_string_lossy()) {
+            None => Ok(Format::Svg),
+            Some(ext) if ext.eq_ignore_ascii_case("svg") => Ok(Format::Svg),
+            Some(ext) if ext.eq_ignore_ascii_case("png") => Ok(Format::Png),
+            Some(ext) => Err(PlotError::UnknownFormat {
+                path: path.to_path_buf(),
+                ext: ext.into_owned(),
+            }),
+        }
+    }
 }
 
 /// Why a chart could not be made.
@@ -93,6 +108,27 @@ pub enum PlotError {
         experiment: String,
         /// The numeric outputs its Results have, sorted; one of them can be named.
         available: Vec<String>,
+    },
+    /// The chart's file name asks for a format other than SVG or PNG.
+    #[error("cannot write a chart to {path}: .{ext} is not a chart format (use .svg or .png)")]
+    UnknownFormat {
+        /// The file asked for.
+        path: PathBuf,
+        /// Its extension.
+        ext: String,
+    },
+    /// The values to draw span more than an axis can be computed over in
+    /// `f64` (the tick layout would not end).
+    #[error(
+        "cannot chart {metric}: its values run from {lo} to {hi}, a range too wide for an axis (chart another --metric)"
+    )]
+    Unscalable {
+        /// The metric charted.
+        metric: String,
+        /// The lowest value on the axis.
+        lo: f64,
+        /// The highest value on the axis.
+        hi: f64,
     },
     /// The embedded font could not be registered with plotters.
     #[error("registering the embedded chart font: {0}")]
@@ -118,20 +154,43 @@ pub enum PlotError {
 /// and writes it there, creating missing parent directories. Returns the
 /// format written.
 ///
-/// Errors: drawing or encoding failures, and I/O errors naming the path. A
-/// failed write leaves no partial file under `path`: the image goes to a
-/// sibling temporary file that is renamed into place.
+/// Errors: an extension other than `.svg` or `.png`
+/// ([`Format::for_path`]), drawing or encoding failures, and I/O errors
+/// naming the path. A failed write leaves no partial file under `path`:
+/// the image goes to a sibling temporary file that is renamed into place.
+/// A symbolic link is followed (its target gets the chart, the link
+/// stays), and an existing path that is no regular file (`/dev/stdout`, a
+/// FIFO) is written to as it is, never replaced.
 pub fn write_chart(
     progress: &Progress,
     path: &Path,
     options: &ChartOptions,
 ) -> Result<Format, PlotError> {
-    let format = Format::from_path(path);
+    let format = Format::for_path(path)?;
     let bytes = render(progress, format, options)?;
     let io = |source| PlotError::Write {
         path: path.to_path_buf(),
         source,
     };
+    let resolved;
+    let path = match std::fs::canonicalize(path) {
+        Ok(target) => {
+            resolved = target;
+            resolved.as_path()
+        }
+        Err(_) => path,
+    };
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(&bytes))
+            .map_err(io)?;
+        return Ok(format);
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }

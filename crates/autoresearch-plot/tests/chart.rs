@@ -430,3 +430,78 @@ fn texts(svg: &str) -> Vec<String> {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn values_spanning_past_f64_are_an_error_not_an_endless_axis() {
+    let steps = [
+        step("baseline", "", &[0.0]),
+        step("keep", "huge", &[f64::MAX]),
+    ];
+    let (_, world) = build_world(&steps).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
+    for format in [Format::Svg, Format::Png] {
+        let err = autoresearch_plot::render(&p, format, &ChartOptions::default()).unwrap_err();
+        assert!(matches!(err, PlotError::Unscalable { .. }), "{err}");
+        assert!(err.to_string().contains("too wide for an axis"), "{err}");
+    }
+    // Wide but within f64: drawn.
+    let steps = [
+        step("baseline", "", &[-1e300]),
+        step("keep", "wide", &[1e300]),
+    ];
+    let (_, world) = build_world(&steps).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
+    assert!(autoresearch_plot::render(&p, Format::Svg, &ChartOptions::default()).is_ok());
+}
+
+#[tokio::test]
+async fn a_chart_path_is_followed_through_links_and_never_replaces_what_is_no_file() {
+    let (_, world) = build_world(STEPS).await;
+    let p = Progress::from_attempts("tsp", &attempts(&world, "tsp"), None, &specs).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let o = ChartOptions::default();
+    // An unknown extension: refused, nothing written.
+    let jpg = dir.path().join("chart.jpg");
+    let err = write_chart(&p, &jpg, &o).unwrap_err();
+    assert!(matches!(err, PlotError::UnknownFormat { .. }), "{err}");
+    assert!(!jpg.exists());
+    // A symbolic link: its target gets the chart, the link stays a link.
+    let target = dir.path().join("target.svg");
+    std::fs::write(&target, "old").unwrap();
+    let link = dir.path().join("link.svg");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    write_chart(&p, &link, &o).unwrap();
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&target)
+            .unwrap()
+            .starts_with("<svg")
+    );
+    // A FIFO is written to, not replaced by a file.
+    let fifo = dir.path().join("pipe.svg");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    write_chart(&p, &fifo, &o).unwrap();
+    assert!(reader.join().unwrap().starts_with("<svg"));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}

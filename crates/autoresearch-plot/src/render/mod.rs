@@ -67,6 +67,18 @@ pub fn render(
     options: &ChartOptions,
 ) -> Result<Vec<u8>, PlotError> {
     fonts()?;
+    // The axis `draw` lays out spans about 1.4 times the values on scale:
+    // past f64, plotters' tick search would not end.
+    let cut = focus(progress);
+    if let Some((lo, hi)) = data_range(&progress.points, |v| Cut::on_scale(cut, v))
+        && !((hi - lo) * 4.0 + hi.abs().max(lo.abs()) * 4.0).is_finite()
+    {
+        return Err(PlotError::Unscalable {
+            metric: progress.metric.clone(),
+            lo,
+            hi,
+        });
+    }
     let size = (options.width.max(200), options.height.max(150));
     match format {
         Format::Svg => {
