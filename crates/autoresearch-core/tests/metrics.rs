@@ -240,6 +240,14 @@ fn lines() {
         &["score"],
         Err(&["score is missing", "line 1", "ambiguous"]),
     );
+    // A name holding NUL or bytes that are not UTF-8 is no metric name.
+    check(
+        Lines,
+        "score\0: 7\n",
+        &[],
+        Err(&["no metric", "control character"]),
+    );
+    check(Lines, "score\0: 7\nok: 1\n", &[], Ok(json!({"ok": 1.0})));
     // A misspelt name beside the metric that was printed: named, with its
     // line.
     check(
@@ -421,4 +429,12 @@ proptest! {
             prop_assert!(j.values["x"].as_f64() == Some(x));
         }
     }
+}
+
+#[test]
+fn a_name_of_bytes_that_are_not_utf8_is_no_metric() {
+    let mut r = MetricReader::new(spec(MetricSyntax::Lines, &[]));
+    r.feed(b"\xffscore: 9\nok: 1\n");
+    let reading = r.finish();
+    assert_eq!(Value::Object(reading.values), json!({"ok": 1.0}));
 }

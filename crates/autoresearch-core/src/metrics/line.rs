@@ -23,6 +23,8 @@ pub(super) enum LineKind<'a> {
 pub(super) enum Why<'a> {
     PiForm,
     Space(&'a str),
+    /// A control character (NUL, ...) or invalid UTF-8 (read as U+FFFD).
+    BadChar(&'a str),
     Trailing(&'a str, &'a str),
     NotNumber(&'a str),
 }
@@ -32,6 +34,10 @@ impl std::fmt::Display for Why<'_> {
         match self {
             Why::PiForm => f.write_str("a METRIC line is `METRIC name=value`"),
             Why::Space(name) => write!(f, "the name `{name}` has a space in it"),
+            Why::BadChar(name) => write!(
+                f,
+                "the name {name:?} holds a control character or bytes that are not UTF-8"
+            ),
             Why::Trailing(n, u) => write!(
                 f,
                 "the value `{n}` is followed by `{u}`, which is not a unit"
@@ -83,6 +89,15 @@ pub(super) fn parse_metric_line(t: &str) -> LineKind<'_> {
                 why: Why::Space(name),
             },
             false => LineKind::Other,
+        };
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
+    {
+        return LineKind::Miss {
+            name,
+            why: Why::BadChar(name),
         };
     }
     match parse_value(rest) {
