@@ -100,10 +100,27 @@ pub fn parse(
                 };
                 let dir = match field("bestDirection", "direction").as_deref() {
                     Some("higher" | "max" | "maximize") => Direction::Maximize,
-                    _ => Direction::Minimize,
+                    None | Some("lower" | "min" | "minimize") => Direction::Minimize,
+                    Some(other) => {
+                        malformed.push(Malformed {
+                            line: n,
+                            reason: format!(
+                                "config: bestDirection {other:?} is not \"lower\" or \"higher\"; the config line is ignored"
+                            ),
+                        });
+                        continue;
+                    }
                 };
+                let name = field("metricName", "metric_name").unwrap_or_else(|| "metric".into());
+                if name.trim().is_empty() {
+                    malformed.push(Malformed {
+                        line: n,
+                        reason: "config: metricName is empty; the config line is ignored".into(),
+                    });
+                    continue;
+                }
                 config = Some((
-                    field("metricName", "metric_name").unwrap_or_else(|| "metric".into()),
+                    name,
                     field("metricUnit", "metric_unit").unwrap_or_default(),
                     dir,
                 ));

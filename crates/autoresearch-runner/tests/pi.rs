@@ -112,6 +112,17 @@ async fn pi_log_shapes() {
             None,
             Err(&[2, 3, 4, 5, 6]),
         ),
+        // A second config with an unknown direction or an empty metric
+        // name is malformed and ignored: the first config stands.
+        (
+            r#"{"type":"config","name":"x","metricName":"score","bestDirection":"higher"}
+{"run":1,"commit":"a","metric":2,"metrics":{},"status":"keep","description":"d"}
+{"type":"config","name":"x","metricName":"score","bestDirection":"sideways"}
+{"type":"config","name":"x","metricName":"","bestDirection":"lower"}
+"#,
+            None,
+            Err(&[3, 4]),
+        ),
     ];
     for (text, direction, want) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -135,6 +146,7 @@ async fn pi_log_shapes() {
             Err(lines) => {
                 let got: Vec<usize> = r.malformed.iter().map(|m| m.line).collect();
                 assert_eq!(got, *lines, "{r}");
+                assert!(!r.metric.is_empty(), "{r}");
             }
         }
     }
