@@ -182,8 +182,13 @@ async fn tsv_import(ledger_path: &Path, args: TsvArgs, pi: bool) -> anyhow::Resu
     if report.imported + report.changed + report.already_present == 0
         && !report.malformed.is_empty()
     {
+        let why = if report.notes.iter().any(|n| n.contains("--metric")) {
+            "see the report above; is --metric right?"
+        } else {
+            "each is named above with why"
+        };
         eprintln!(
-            "error: none of the {} rows of {} could be imported (see the report above; is --metric right?)",
+            "error: none of the {} rows of {} could be imported ({why})",
             report.rows_read, report.source
         );
         return Ok(ExitCode::FAILURE);

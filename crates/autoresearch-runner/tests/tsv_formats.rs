@@ -479,3 +479,27 @@ async fn undecodable_files_say_so_once() {
     .to_string();
     assert!(err.contains("UTF-16LE"), "{err}");
 }
+
+/// A file of which no row can be read (only unknown statuses): its rows are
+/// named malformed, no hint blames the numeric metric column, and no empty
+/// experiment is left behind.
+#[tokio::test]
+async fn a_file_of_no_readable_row_creates_nothing_and_blames_the_rows() {
+    let l = Ledger::new();
+    let text = "commit\tval_bpb\tstatus\tdescription\na1\t0.99\tmaybe\tx\nb2\t0.98\tperhaps\ty\n";
+    let r = l.import(text.as_bytes(), &opts(None, None)).await;
+    assert_eq!((r.imported, r.malformed.len()), (0, 2), "{r}");
+    assert!(
+        r.notes.iter().all(|n| !n.contains("--metric")),
+        "the metric column holds numbers: {r}"
+    );
+    assert_eq!(r.first_tick, None, "{r}");
+    assert!(
+        l.storage
+            .find_world(&experiment_world_name("x"))
+            .await
+            .unwrap()
+            .is_none(),
+        "no world made for a file that gave nothing"
+    );
+}

@@ -408,6 +408,11 @@ pub(crate) async fn import_with(
             direction.long()
         ));
     }
+    // Not one row read into a new experiment: nothing is created (no
+    // empty world left behind by a file that could not be imported).
+    if existing.is_none() && parsed.rows.is_empty() {
+        return Ok(report);
+    }
     let mut world = match existing {
         Some(w) => w,
         None => World::open_or_create(storage, registry, &world_name)

@@ -290,7 +290,9 @@ pub fn parse(
             }),
         }
     }
-    // Not one row read: say which columns would have been numbers.
+    // Not one row read: say which columns would have been numbers (when
+    // the metric column is not one of them: otherwise the rows failed for
+    // the reasons `malformed` gives, not for the metric).
     let mut hint = None;
     if rows.is_empty() && !malformed.is_empty() {
         let numeric: Vec<&str> = value_cols
@@ -302,7 +304,7 @@ pub fn parse(
             })
             .map(|(_, c)| c.as_str())
             .collect();
-        if !numeric.is_empty() {
+        if !numeric.is_empty() && !numeric.contains(&layout.metric.as_str()) {
             hint = Some(format!(
                 "no row has a number in the metric column {}; columns holding numbers: {} (choose one with --metric)",
                 layout.metric,
