@@ -518,7 +518,13 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                         (r.description.clone(), String::new())
                     } else {
                         (
-                            the_ideas.get(&r.run_id).cloned().unwrap_or_default(),
+                            // The commit's subject from git; without the
+                            // repository (moved, another user's), the
+                            // description stored with the run.
+                            the_ideas
+                                .get(&r.run_id)
+                                .cloned()
+                                .unwrap_or_else(|| r.description.clone()),
                             a.and_then(|a| a.outcome.as_ref())
                                 .map(|o| o.reason.clone())
                                 .unwrap_or_default(),

@@ -162,11 +162,18 @@ async fn read_current(
     Ok((a, target.repo_of(exp.as_ref()), (cost, confirmation)))
 }
 
-/// What was tried in an attempt, in a few words: today the candidate
-/// commit's subject line. [`ideas`] is the one place to change when the
-/// attempt records its idea itself.
+/// What was tried in an attempt, in a few words: the candidate commit's
+/// subject line, else (no repository, or git cannot read it) the subject
+/// of the description stored with the run.
 pub fn idea(git: Option<&Git>, a: &Attempt) -> Option<String> {
-    ideas(git, std::slice::from_ref(a)).remove(&a.run.run_id)
+    ideas(git, std::slice::from_ref(a))
+        .remove(&a.run.run_id)
+        .or_else(|| {
+            a.description
+                .as_ref()
+                .map(|d| d.subject().to_string())
+                .filter(|s| !s.is_empty())
+        })
 }
 
 /// [`idea`] of many attempts, by run id, with one git process (one per

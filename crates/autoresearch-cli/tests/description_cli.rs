@@ -155,4 +155,26 @@ fn every_way_of_describing_a_change_reaches_the_branch_the_log_and_the_results_f
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("halve the step size"), "labels: {text:.300}");
     assert!(!text.contains("AUTORESEARCH_RESULTS"), "no command line");
+
+    // The repository moved away: the table's IDEA column still has the
+    // ideas, from the descriptions stored with the runs.
+    let moved = dir.with_file_name("moved");
+    std::fs::rename(&dir, &moved).unwrap();
+    let ledger = moved.join(".autoresearch/ledger.redb");
+    let table = ok(
+        _tmp.path(),
+        &[
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "log",
+            "--experiment",
+            "exp",
+        ],
+    );
+    for idea in ["halve the step size", "unroll the inner loop"] {
+        assert!(
+            table.contains(idea),
+            "{idea:?} without the repository: {table}"
+        );
+    }
 }
