@@ -168,7 +168,23 @@ pub async fn run(ledger_path: &Path, args: DoctorArgs) -> anyhow::Result<ExitCod
             print_report(r, &notes, repaired.as_deref());
         }
     }
-    if !args.json {
+    // The file's own structures, beyond what the worlds' replays read.
+    let file_problems = storage
+        .check_structure()
+        .await
+        .with_context(|| format!("checking the structure of ledger {}", ledger_path.display()))?;
+    problems += file_problems.len();
+    if args.json {
+        if !file_problems.is_empty() {
+            println!(
+                "{}",
+                json!({"file": ledger_path.display().to_string(), "problems": file_problems})
+            );
+        }
+    } else {
+        for p in &file_problems {
+            println!("DAMAGED  file {}: {p}", ledger_path.display());
+        }
         println!(
             "{} world(s) checked, {problems} problem(s) found",
             reports.len()

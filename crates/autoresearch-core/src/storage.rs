@@ -569,6 +569,15 @@ pub trait Storage: Send + Sync + 'static {
     /// (when `tick % K == 0`), or never.
     fn snapshot_interval(&self) -> Option<u64>;
 
+    /// Checks the backend's own structures beyond what reads of the worlds
+    /// touch (`autoresearch doctor`): each problem found, in words; empty
+    /// when sound, and by default (a backend with nothing of its own to
+    /// check). The redb backend walks every table of its file. Cost: the
+    /// backend's; for redb a read of every page once.
+    async fn check_structure(&self) -> Result<Vec<String>, StorageError> {
+        Ok(Vec::new())
+    }
+
     /// The bytes this ledger occupies: a file's length for a file-backed
     /// backend, the stored encoded bytes for an in-memory one. `None` when
     /// the backend does not know (the default, for wrappers).

@@ -249,10 +249,21 @@ impl RedbStorage {
                 Sharing::MultiProcess => ConcurrencyMode::MultiWriter,
                 Sharing::Exclusive => ConcurrencyMode::ExclusiveWriter,
             });
-            let db = builder.create(path).map_err(|e| open_error(path, e))?;
-            ensure_schema(&db, &sink)?;
-            Ok(db)
+            builder.create(path).map_err(|e| open_error(path, e))
         })?;
+        // The schema is checked apart from the open, the database outside
+        // the closure: a panic in the check (a damaged table tree) unwinds
+        // without dropping it. redb marks a file whose database is dropped
+        // while a panic unwinds as needing recovery, which then fails on
+        // every later open; closed here, the file is left as it was found.
+        if let Err(e) = sink.contain(&format!("opening ledger {display}"), || {
+            ensure_schema(&db, &sink)
+        }) {
+            // Its own panic, if any, leaves the file as an unwinding drop
+            // would: nothing more is lost, and the open's error stands.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+            return Err(e);
+        }
         let db = Arc::new(db);
         let writer = Writer::start(
             db.clone(),
