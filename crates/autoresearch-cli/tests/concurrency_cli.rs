@@ -191,17 +191,24 @@ async fn two_runs_started_together_never_damage_the_ledger() {
         let r = LoopRepo::new(falling_scores_config);
         let a = spawn(&r, &["run", "--iterations", "3"]);
         let b = spawn(&r, &["run", "--iterations", "3"]);
+        let pids = [a.id(), b.id()];
         let outs = [
             wait_bounded(a, Duration::from_secs(60)),
             wait_bounded(b, Duration::from_secs(60)),
         ];
         let mut ok = 0;
-        for o in &outs {
+        for (i, o) in outs.iter().enumerate() {
             if o.status.success() {
                 ok += 1;
             } else {
                 let err = text(&o.stderr);
                 assert!(err.contains("is being run by"), "round {round}: {err}");
+                // The holder named is the other loop, even when it had not
+                // recorded its lease yet.
+                assert!(
+                    err.contains(&format!("pid {} ", pids[1 - i])),
+                    "round {round}: {err}"
+                );
             }
         }
         assert!(ok >= 1, "round {round}: one loop ran");

@@ -154,7 +154,7 @@ impl Controller {
     /// holds it, says who (from the world's lease record).
     async fn os_lock(&self, path: &std::path::Path) -> Result<File, LoopError> {
         let p = path.to_path_buf();
-        let opened = blocking(move || -> std::io::Result<Result<File, ()>> {
+        let opened = blocking(move || -> std::io::Result<Result<File, Option<u32>>> {
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -164,8 +164,22 @@ impl Controller {
                 .write(true)
                 .open(&p)?;
             match file.try_lock() {
-                Ok(()) => Ok(Ok(file)),
-                Err(std::fs::TryLockError::WouldBlock) => Ok(Err(())),
+                Ok(()) => {
+                    // The holder's pid in the lock file: a loop refused
+                    // before this one has recorded its lease in the
+                    // ledger names the process that holds the lock, not
+                    // an earlier holder's record.
+                    use std::io::Write;
+                    file.set_len(0)?;
+                    (&file).write_all(format!("{}\n", std::process::id()).as_bytes())?;
+                    Ok(Ok(file))
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let pid = std::fs::read_to_string(&p)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    Ok(Err(pid))
+                }
                 Err(std::fs::TryLockError::Error(e)) => Err(e),
             }
         })
@@ -176,19 +190,29 @@ impl Controller {
         })?;
         match opened {
             Ok(file) => Ok(file),
-            Err(()) => {
+            Err(lock_pid) => {
                 let world = self.cfg.world.clone();
                 self.ledger.refresh().await?;
                 let holder = self
                     .ledger
                     .read(|w| w.find::<Lease>(|l| l.world == world).map(|(_, l)| l))
                     .await;
+                // The ledger's record describes the holder only when it is
+                // the lock's (a loop that just won the lock may not have
+                // written its own yet).
+                let holder = match (holder, lock_pid) {
+                    (Some(l), Some(pid)) if l.pid == pid && l.host == host_name() => describe(&l),
+                    (_, Some(pid)) => format!(
+                        "pid {pid} on {} (starting; it holds {})",
+                        host_name(),
+                        path.display()
+                    ),
+                    (Some(l), None) => describe(&l),
+                    (None, None) => format!("another process (it holds {})", path.display()),
+                };
                 Err(LoopError::LeaseHeld {
                     world: self.cfg.world.clone(),
-                    holder: holder.map_or_else(
-                        || format!("another process (it holds {})", path.display()),
-                        |l| describe(&l),
-                    ),
+                    holder,
                 })
             }
         }
