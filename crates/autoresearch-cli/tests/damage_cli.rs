@@ -70,3 +70,52 @@ fn flipped_bytes_give_errors_naming_the_file_never_a_panic() {
         "the restored file is sound: {again:?}"
     );
 }
+
+/// A ledger whose table catalogue is damaged (a bit flipped in a user's
+/// trial; the store's fixture): reads still answer, without the engine's
+/// contained panic printed as a crash; `doctor` names the damage; a
+/// failed read-write open leaves it readable.
+#[test]
+fn a_damaged_table_catalogue_is_reported_by_doctor_and_reads_print_no_panic() {
+    let packed = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../autoresearch-store/tests/fixtures/damaged-table-tree.redb.zst"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.redb");
+    std::fs::write(&ledger, zstd::decode_all(packed.as_slice()).unwrap()).unwrap();
+    let cli = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--ledger")
+            .arg(&ledger)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("AUTORESEARCH_LEDGER")
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap()
+    };
+    let status = cli(&["status"]);
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{err}");
+    assert!(
+        !err.contains("panicked"),
+        "a contained panic printed: {err}"
+    );
+    // A read-write open fails, naming the damage, and changes nothing a
+    // read needs.
+    let repair = cli(&["doctor", "--repair"]);
+    let err = String::from_utf8_lossy(&repair.stderr);
+    assert_eq!(repair.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is damaged") && !err.contains("panicked at"),
+        "{err}"
+    );
+    let doctor = cli(&["doctor"]);
+    let out = String::from_utf8_lossy(&doctor.stdout);
+    assert_eq!(doctor.status.code(), Some(1), "{out}");
+    assert!(out.contains("DAMAGED  file"), "{out}");
+    assert!(out.contains("1 problem(s) found"), "{out}");
+    assert!(cli(&["log"]).status.success());
+}

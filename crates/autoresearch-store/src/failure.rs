@@ -251,7 +251,33 @@ impl ErrorSink {
         context: &str,
         f: impl FnOnce() -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .unwrap_or_else(|panic| Err(self.damaged(context, panic.as_ref())))
+        catch(f).unwrap_or_else(|panic| Err(self.damaged(context, panic.as_ref())))
     }
+}
+
+thread_local! {
+    /// How many [`catch`] calls this thread is inside.
+    static CATCHING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// `catch_unwind` for the engine's calls, with the process's panic message
+/// left out while it runs: the panic becomes an error the caller returns
+/// (its message included), so a handled panic does not also print
+/// "thread ... panicked" (and a backtrace) as if the program had crashed.
+/// Other panics print as before (the hook installed once chains to the
+/// one it replaced).
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CATCHING.with(std::cell::Cell::get) == 0 {
+                previous(info);
+            }
+        }));
+    });
+    CATCHING.with(|c| c.set(c.get() + 1));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(c.get() - 1));
+    result
 }

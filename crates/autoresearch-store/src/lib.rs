@@ -183,7 +183,7 @@ impl Drop for RedbStorage {
         }
         // Closing a damaged file may panic inside redb: contain it.
         let db = std::mem::replace(&mut self.db, Db::Closed);
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(db)));
+        let _ = catch(|| drop(db));
     }
 }
 
@@ -261,7 +261,7 @@ impl RedbStorage {
         }) {
             // Its own panic, if any, leaves the file as an unwinding drop
             // would: nothing more is lost, and the open's error stands.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(db)));
+            let _ = catch(move || drop(db));
             return Err(e);
         }
         let db = Arc::new(db);
@@ -413,10 +413,10 @@ impl RedbStorage {
     {
         let db = self.db.clone();
         let job = move || -> Result<T, Failure> {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            catch(|| {
                 let txn = db.begin_read()?;
                 f(&txn)
-            }))
+            })
             .unwrap_or_else(|panic| Err(Failure::Panic(panic)))
         };
         let result = match tokio::runtime::Handle::try_current() {

@@ -167,7 +167,7 @@ impl Writer {
             .spawn(move || {
                 run(&db, &rx, limits, &sink, &counted);
                 // Closing a damaged file may panic inside redb too.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(db)));
+                let _ = crate::catch(|| drop(db));
             })
             .map_err(|e| StorageError::Backend {
                 context: format!("starting the writer thread of ledger {path}"),
@@ -347,15 +347,13 @@ fn commit_batch(
     // A panic inside redb (a damaged file) must not take the thread down:
     // it fails this batch, whose transaction is dropped uncommitted, and
     // later batches start a fresh one.
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_batch(db, &ops, durable, caches, counters)
-    }))
-    .unwrap_or_else(|panic| {
-        Err(Failure::Storage(sink.damaged(
-            &format!("committing {} queued write(s)", ops.len()),
-            &panic,
-        )))
-    });
+    let outcome =
+        crate::catch(|| run_batch(db, &ops, durable, caches, counters)).unwrap_or_else(|panic| {
+            Err(Failure::Storage(sink.damaged(
+                &format!("committing {} queued write(s)", ops.len()),
+                &panic,
+            )))
+        });
     match outcome {
         Ok(results) => {
             for (op, result) in ops.into_iter().zip(results) {
