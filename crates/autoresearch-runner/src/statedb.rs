@@ -94,9 +94,10 @@ fn cell_fp(cells: &pages::Cells, rowid: i64) -> u64 {
         .map_or(0, |at| cells[at].1)
 }
 
-const NO_TEXT_ID: &str = "an agents row without a text agent_id was skipped";
+const NO_TEXT_ID: &str =
+    "an agents row without a text agent_id (NULL, empty, a number or a blob) was skipped";
 
-const BAD_REPORT_ROW: &str = "a run_reports row without a text report_id or agent_id was skipped";
+const BAD_REPORT_ROW: &str = "a run_reports row without a text report_id or agent_id (NULL, empty, a number or a blob) was skipped";
 
 /// What reading report rows needs.
 struct Reports<'a> {

@@ -375,3 +375,37 @@ async fn a_failed_read_keeps_the_warm_index() {
     assert_eq!(next.index, "kept");
     assert_eq!(counts(&next), (Some(2), 1, 0, 1, 0, 0));
 }
+
+/// An agents row whose agent_id is empty text names no run: it is skipped
+/// with a warning, as a NULL one, by the page read and the row read alike.
+#[tokio::test]
+async fn an_empty_agent_id_is_skipped_with_a_warning() {
+    let db = db(&[AGENTS_NULLABLE, REPORTS]);
+    db.agent("a1", "stopped", T0, "e-claude-code");
+    db.conn
+        .execute(
+            "INSERT INTO agents (agent_id, status) VALUES ('', 'running')",
+            [],
+        )
+        .unwrap();
+    let (storage, registry) = ledger();
+    let r = RunnerIngest::new(
+        storage.clone(),
+        registry.clone(),
+        RunnerConfig::new(&db.path),
+    )
+    .sync()
+    .await
+    .unwrap();
+    assert_eq!(r.runs_added, 1, "{r:?}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("without a text agent_id")),
+        "{r:?}"
+    );
+    let w = World::open(storage, registry, "runner-fleet")
+        .await
+        .unwrap();
+    assert!(w.run_by_id("").is_none(), "no run with an empty id");
+}

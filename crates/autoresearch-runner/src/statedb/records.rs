@@ -114,7 +114,8 @@ pub(super) fn agents(
             Some(n) if layout.fields.iter().all(|&at| at < n) => {}
             _ => return false,
         }
-        let text_id = matches!(values[0], ValueRef::Text(b) if std::str::from_utf8(b).is_ok());
+        // As `rows::key_text`: a non-empty UTF-8 text.
+        let text_id = matches!(values[0], ValueRef::Text(b) if !b.is_empty() && std::str::from_utf8(b).is_ok());
         out.push((
             rowid,
             text_id.then(|| {

@@ -181,7 +181,8 @@ pub(super) fn fingerprint(row: &Row<'_>, n: usize, buf: &mut Vec<u8>) -> rusqlit
 
 pub(super) fn key_text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
     Ok(match row.get_ref(i)? {
-        ValueRef::Text(b) => std::str::from_utf8(b).ok(),
+        // An empty id names nothing: such a row is skipped, as a NULL one.
+        ValueRef::Text(b) if !b.is_empty() => std::str::from_utf8(b).ok(),
         _ => None,
     })
 }
