@@ -1,6 +1,5 @@
 //! Opening the ledger: the one place the CLI picks a Storage implementation.
 
-use anyhow::Context;
 use autoresearch_core::{ComponentRegistry, Storage, StorageError};
 use autoresearch_store::{RedbConfig, RedbStorage};
 use std::path::Path;
@@ -9,8 +8,21 @@ use std::sync::Arc;
 /// Opens (creating if needed) the redb ledger at `path`.
 pub fn open(path: &Path) -> anyhow::Result<Arc<dyn Storage>> {
     let store = RedbStorage::open(path, RedbConfig::default())
-        .with_context(|| format!("opening ledger {}", path.display()))?;
+        .map_err(|e| in_context(e, path, "opening ledger"))?;
     Ok(Arc::new(store))
+}
+
+/// `e` with "{doing} {path}" before it, unless its own message already
+/// names the ledger (a damaged file's error does): the path once, not
+/// twice.
+fn in_context(e: StorageError, path: &Path, doing: &str) -> anyhow::Error {
+    let named = e.to_string().contains(&path.display().to_string());
+    let e = anyhow::Error::new(e);
+    if named {
+        e
+    } else {
+        e.context(format!("{doing} {}", path.display()))
+    }
 }
 
 /// Opens the existing redb ledger at `path` for reading only (the read
@@ -26,7 +38,7 @@ pub fn open_read_only(path: &Path) -> anyhow::Result<Arc<dyn Storage>> {
         }
         other => other,
     }
-    .with_context(|| format!("opening ledger {} read-only", path.display()))?;
+    .map_err(|e| in_context(e, path, "opening read-only ledger"))?;
     Ok(Arc::new(store))
 }
 

@@ -242,7 +242,7 @@ impl RedbStorage {
             })?;
         }
         let sink = ErrorSink::new(path);
-        let db = sink.contain(&format!("opening ledger {display}"), || {
+        let db = sink.contain("while opening it", || {
             let mut builder = Database::builder();
             builder.set_cache_size(config.cache_bytes);
             builder.set_concurrency_mode(match config.sharing {
@@ -256,9 +256,7 @@ impl RedbStorage {
         // without dropping it. redb marks a file whose database is dropped
         // while a panic unwinds as needing recovery, which then fails on
         // every later open; closed here, the file is left as it was found.
-        if let Err(e) = sink.contain(&format!("opening ledger {display}"), || {
-            ensure_schema(&db, &sink)
-        }) {
+        if let Err(e) = sink.contain("while opening it", || ensure_schema(&db, &sink)) {
             // Its own panic, if any, leaves the file as an unwinding drop
             // would: nothing more is lost, and the open's error stands.
             let _ = catch(move || drop(db));
