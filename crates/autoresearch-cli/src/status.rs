@@ -104,6 +104,11 @@ pub struct StatusView {
     pub attempts: usize,
     /// Runs in flight: id, run status, the attempt's step, started.
     pub in_flight: Vec<(String, String, &'static str, i64)>,
+    /// Whether a live loop on this host holds the world's lease lock
+    /// ([`loop_alive`]); `None` when not looked at. Runs in flight with no
+    /// loop running are not running: the next `run` records them as
+    /// interrupted (a fork taken mid-round, a loop killed).
+    pub loop_running: Option<bool>,
     /// Runs waiting for votes.
     pub pending: Vec<PendingView>,
     /// Runs decided by votes (the vote comparator), most recent last.
@@ -311,6 +316,7 @@ impl StatusView {
             counts,
             attempts: mine.attempts as usize,
             in_flight,
+            loop_running: None,
             pending,
             voted,
             now_ms: now_ms(),
@@ -408,6 +414,7 @@ impl StatusView {
             counts,
             attempts: attempt_count,
             in_flight,
+            loop_running: None,
             pending,
             voted,
             now_ms: now_ms(),
@@ -501,6 +508,9 @@ impl StatusView {
                 .map(|(id, st, _, at)| json!({"run_id": id, "status": st, "started_at_ms": at}))
                 .collect(),
         );
+        if let Some(running) = self.loop_running {
+            v.insert("loop_running".into(), json!(running));
+        }
         // Only experiments that recorded costs get the key: older ledgers
         // read unchanged.
         if let Some(c) = &self.cost {
@@ -623,10 +633,15 @@ impl StatusView {
             l.push("budget", b.clone());
         }
         for (id, _, step, at) in &self.in_flight {
+            let stopped = if self.loop_running == Some(false) {
+                "; no loop is running it: the next `run` on this world records it as interrupted"
+            } else {
+                ""
+            };
             l.push(
                 "in flight",
                 format!(
-                    "{id} ({step}, started {})",
+                    "{id} ({step}, started {}{stopped})",
                     human::span(*at, 0, self.now_ms, true)
                 ),
             );
@@ -675,10 +690,29 @@ impl StatusView {
 }
 
 /// `autoresearch status`.
+/// Whether a loop on this host holds `world`'s lease lock: the pid its
+/// holder wrote into the lock file ([`crate::ledger::lease_lock_path`]) is
+/// a live process. Read only: the lock itself is never taken (a loop
+/// starting at that moment would be refused).
+pub fn loop_alive(ledger: &Path, world: &str) -> bool {
+    let lock = crate::ledger::lease_lock_path(ledger, world);
+    let Some(pid) = std::fs::read_to_string(lock)
+        .ok()
+        .and_then(|t| t.trim().parse::<libc::pid_t>().ok())
+        .filter(|pid| *pid > 0)
+    else {
+        return false;
+    };
+    // SAFETY: signal 0 checks that the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let Some(every) = args.watch else {
         let target = args.target.resolve(ledger_path).await?;
-        let view = StatusView::read(&target).await?;
+        let mut view = StatusView::read(&target).await?;
+        view.loop_running = Some(loop_alive(ledger_path, &view.world));
         if args.json {
             println!("{}", serde_json::to_string_pretty(&view.to_json())?);
         } else {
@@ -692,7 +726,10 @@ pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<Exit
         // The ledger is opened afresh each time: a read-only open sees
         // what was committed before it.
         let text = match args.target.resolve(ledger_path).await {
-            Ok(target) => match StatusView::read(&target).await {
+            Ok(target) => match StatusView::read(&target).await.map(|mut v| {
+                v.loop_running = Some(loop_alive(ledger_path, &v.world));
+                v
+            }) {
                 Ok(view) if args.json => serde_json::to_string(&view.to_json())? + "\n",
                 Ok(view) => view.lines().render(),
                 Err(e) => format!("error: {e:#}\n"),

@@ -163,6 +163,13 @@ async fn a_second_run_refuses_naming_the_holder_and_takes_over_once_it_is_gone()
     let pid = std::fs::read_to_string(r.ctl.join("propose.pid")).unwrap();
     let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
     std::fs::remove_file(r.ctl.join("slow_propose")).unwrap();
+    // The dead holder's run is still in flight in the ledger; status says
+    // no loop is running it.
+    let status = text(&run(&r, &["status"]).stdout);
+    assert!(
+        status.contains("in flight") && status.contains("no loop is running it"),
+        "{status}"
+    );
     let doctor = run(&r, &["doctor"]);
     let report = text(&doctor.stdout);
     assert!(doctor.status.success(), "{report}");

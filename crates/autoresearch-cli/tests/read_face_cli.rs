@@ -713,6 +713,9 @@ fn worlds_rm_deletes_forks_and_refuses_what_it_must() {
         status.contains("in flight") && status.contains("(proposing, started "),
         "{status}"
     );
+    assert!(!status.contains("no loop is running it"), "{status}");
+    let v = r.json(&["status", "--world", "what-if", "--json"]);
+    assert_eq!(v["loop_running"], serde_json::json!(true), "{v}");
     std::fs::remove_file(r.fx.ctl.join("hold")).unwrap();
     assert!(child.wait().unwrap().success());
     // With --force, the fork and its own fork, deepest first.
