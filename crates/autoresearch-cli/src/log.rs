@@ -515,7 +515,14 @@ pub async fn log(ledger_path: &Path, args: LogArgs) -> anyhow::Result<ExitCode> 
                             || a.results.iter().any(|x| x.evaluator == "results.tsv")
                     });
                     let (the_idea, reason) = if imported {
-                        (r.description.clone(), String::new())
+                        // Its reason only when the file had a `reason`
+                        // column (else the import stored the description).
+                        let reason = a
+                            .and_then(|a| a.outcome.as_ref())
+                            .map(|o| o.reason.clone())
+                            .filter(|why| *why != r.description)
+                            .unwrap_or_default();
+                        (r.description.clone(), reason)
                     } else {
                         (
                             // The commit's subject from git; without the

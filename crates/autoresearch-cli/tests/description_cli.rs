@@ -123,6 +123,32 @@ fn every_way_of_describing_a_change_reaches_the_branch_the_log_and_the_results_f
         assert!(!r[4].is_empty(), "every decision has a reason: {tsv}");
         assert_ne!(r[3], r[4], "the reason is not the description: {tsv}");
     }
+    // The exported file imports back: the reasons are the decisions'
+    // reasons (REASON column), not a column of values, and it exports
+    // back byte for byte.
+    std::fs::write(dir.join("exported.tsv"), &tsv).unwrap();
+    ok(
+        &dir,
+        &["ingest", "tsv", "exported.tsv", "--experiment", "again"],
+    );
+    // (The row of a run that made no commit has no commit to import.)
+    let with_commits: String = tsv
+        .lines()
+        .filter(|l| !l.starts_with('\t'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        ok(&dir, &["log", "--experiment", "again", "--format", "tsv"]),
+        with_commits
+    );
+    let table = ok(&dir, &["log", "--experiment", "again"]);
+    let header = table.lines().next().unwrap();
+    assert_eq!(
+        header.split_whitespace().collect::<Vec<_>>(),
+        ["RUN_ID", "COMMIT", "score", "STATUS", "IDEA", "REASON"],
+        "{table}"
+    );
+    assert!(table.contains(rows[2][4]), "the reason of row 2: {table}");
     let json: serde_json::Value = serde_json::from_str(&ok(
         &dir,
         &["log", "--experiment", "exp", "--format", "json"],

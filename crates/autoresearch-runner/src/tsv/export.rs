@@ -155,7 +155,9 @@ pub fn attempt_log_of(
         .map(|a| {
             a.iter()
                 .filter_map(Value::as_str)
-                .filter(|c| ![COMMIT, STATUS, DESCRIPTION].contains(c))
+                // `reason` is the log's own REASON column (the Outcome's
+                // reason, which an import takes from it), not a value.
+                .filter(|c| ![COMMIT, STATUS, DESCRIPTION, REASON].contains(c))
                 .map(String::from)
                 .collect()
         })

@@ -672,7 +672,15 @@ fn write_row(
         &Outcome {
             run_id: run_id.to_string(),
             status: row.status.clone(),
-            reason: row.description.clone(),
+            // A `reason` column (a results.tsv that `log --format tsv`
+            // wrote) is the decision's reason; else the description.
+            reason: row
+                .values
+                .iter()
+                .find(|(k, _)| k == REASON)
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or(&row.description)
+                .to_string(),
             descriptor_json: "{}".to_string(),
             base_commit: base.to_string(),
             comparator: EVALUATOR.to_string(),
