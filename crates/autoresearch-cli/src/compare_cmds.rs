@@ -108,16 +108,7 @@ pub struct VoteArgs {
 /// not hold (`autoresearch/{name}` is the fork's branch) made `-`, and no
 /// `-` or `.` at the end.
 pub(crate) fn fork_name_base(experiment: &str, run: &str) -> String {
-    let run: String = run
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let run = ledger::plain_chars(run, '-');
     let name = format!("{experiment}-fork-{run}");
     name.trim_end_matches(['-', '.']).replace("..", "-")
 }

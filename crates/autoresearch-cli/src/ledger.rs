@@ -50,6 +50,20 @@ pub fn registry() -> Arc<ComponentRegistry> {
     Arc::new(r)
 }
 
+/// `s` with every character but ASCII letters, digits, `-`, `_` and `.`
+/// replaced by `with`: safe in a file name and in a git ref component.
+pub fn plain_chars(s: &str, with: char) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                with
+            }
+        })
+        .collect()
+}
+
 /// The OS lock file of `world`'s lease (see `autoresearch_controller`'s
 /// lease): beside the ledger, so that every process using this ledger file
 /// meets the same lock, from any checkout: `{ledger}.locks/{name}-{hash}.lock`,
@@ -63,16 +77,7 @@ pub fn lease_lock_path(ledger: &Path, world: &str) -> std::path::PathBuf {
     let ledger = ledger
         .canonicalize()
         .unwrap_or_else(|_| ledger.to_path_buf());
-    let safe: String = world
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = plain_chars(world, '_');
     let hash = world.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });

@@ -508,7 +508,9 @@ impl StatusView {
                 .map(|(id, st, _, at)| json!({"run_id": id, "status": st, "started_at_ms": at}))
                 .collect(),
         );
-        if let Some(running) = self.loop_running {
+        // Only where runs are in flight (what it tells of): a status with
+        // none prints what it always did.
+        if let Some(running) = self.loop_running.filter(|_| !self.in_flight.is_empty()) {
             v.insert("loop_running".into(), json!(running));
         }
         // Only experiments that recorded costs get the key: older ledgers
