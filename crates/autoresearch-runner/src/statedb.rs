@@ -94,10 +94,17 @@ fn cell_fp(cells: &pages::Cells, rowid: i64) -> u64 {
         .map_or(0, |at| cells[at].1)
 }
 
-const NO_TEXT_ID: &str =
-    "an agents row without a text agent_id (NULL, empty, a number or a blob) was skipped";
+/// The warning for agents row `rowid`, skipped for its id.
+fn no_text_id(rowid: i64) -> String {
+    format!("agents row {rowid} has no text agent_id (NULL, empty, a number or a blob): skipped")
+}
 
-const BAD_REPORT_ROW: &str = "a run_reports row without a text report_id or agent_id (NULL, empty, a number or a blob) was skipped";
+/// The warning for run_reports row `rowid`, skipped for its ids.
+fn bad_report_row(rowid: i64) -> String {
+    format!(
+        "run_reports row {rowid} has no text report_id or agent_id (NULL, empty, a number or a blob): skipped"
+    )
+}
 
 /// What reading report rows needs.
 struct Reports<'a> {
@@ -120,7 +127,7 @@ impl Reports<'_> {
     ) -> rusqlite::Result<()> {
         let rowid: i64 = row.get(REPORT_COLUMNS.len())?;
         let (Some(report_id), Some(agent_id)) = (key_text(row, 0)?, key_text(row, 1)?) else {
-            out.warnings.push(BAD_REPORT_ROW.to_string());
+            out.warnings.push(bad_report_row(rowid));
             if let Some(fp) = page_fp {
                 out.report_rows_read.push((rowid, fp, None));
             }
@@ -171,7 +178,7 @@ fn take_agent(
             }
             out.agents.push((rowid, hint, new_agent_row(row, 1, buf)?));
         }
-        None => out.warnings.push(NO_TEXT_ID.to_string()),
+        None => out.warnings.push(no_text_id(rowid)),
     }
     Ok(())
 }
@@ -243,7 +250,7 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                     }
                     out.agents.push((rowid, None, row));
                 }
-                None => out.warnings.push(NO_TEXT_ID.to_string()),
+                None => out.warnings.push(no_text_id(rowid)),
             }
         }
     } else if index.by_rowid.is_empty() {
@@ -350,7 +357,7 @@ pub(crate) fn scan(source: &mut Source, index: &mut Index) -> Result<Scan, Inges
                     out.reports_read += 1;
                     match known.find(rowid) {
                         Some((f, REPORT_BAD)) if f == fp => {
-                            out.warnings.push(BAD_REPORT_ROW.to_string());
+                            out.warnings.push(bad_report_row(rowid));
                             out.report_rows_kept.push((rowid, fp, REPORT_BAD));
                         }
                         Some((f, slot))

@@ -401,7 +401,7 @@ async fn an_empty_agent_id_is_skipped_with_a_warning() {
     assert!(
         r.warnings
             .iter()
-            .any(|w| w.contains("without a text agent_id")),
+            .any(|w| w.contains("agents row 2 has no text agent_id")),
         "{r:?}"
     );
     let w = World::open(storage, registry, "runner-fleet")
