@@ -16,6 +16,7 @@ use autoresearch_controller::git::Git;
 use autoresearch_controller::sandbox::Sandbox;
 use autoresearch_controller::{Config, LocalExecutor, LoopConfig};
 use autoresearch_core::exec::{Executor, Job, Limits};
+use autoresearch_core::lifecycle::Attempt;
 use autoresearch_core::num::fmt_f64;
 use autoresearch_core::{EvalResult, World, now_ms, short_commit};
 use serde_json::Value;
@@ -138,9 +139,13 @@ pub struct Start {
     /// metrics lack one that `require` or the comparator needs (so a
     /// changed config is tried once before candidates are spent on it).
     pub evaluate: bool,
+    /// The head's metrics, each the mean over its Results that count for
+    /// its commit ([`crate::status::means`]); empty without a head.
+    pub head_metrics: Vec<(String, f64)>,
 }
 
-/// [`Start`] of the loop `cfg` in `storage`. Cost: one world open.
+/// [`Start`] of the loop `cfg` in `storage`. Cost: one world open (the
+/// one `run` makes before its loop).
 pub async fn loop_start(
     storage: Arc<dyn autoresearch_core::Storage>,
     cfg: &LoopConfig,
@@ -148,6 +153,7 @@ pub async fn loop_start(
     let unmeasured = Start {
         world_head: None,
         evaluate: true,
+        head_metrics: Vec::new(),
     };
     if storage.find_world(&cfg.world).await?.is_none() {
         return Ok(unmeasured);
@@ -157,6 +163,17 @@ pub async fn loop_start(
         .with_context(|| format!("opening world {:?}", cfg.world))?;
     let Some((_, head)) = w.branch_head(&cfg.experiment) else {
         return Ok(unmeasured);
+    };
+    let head_metrics: Vec<(String, f64)> = w
+        .run_by_id(&head.run_id)
+        .map(|(entity, run)| crate::status::means(&Attempt::of(&w, entity, run)))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, (mean, _))| (k, mean))
+        .collect();
+    let unmeasured = Start {
+        head_metrics,
+        ..unmeasured
     };
     let world_head = match Git::new(&cfg.repo).branch_tip(&cfg.branch).ok().flatten() {
         Some(tip) if tip == head.commit_hash => None,
@@ -177,6 +194,7 @@ pub async fn loop_start(
     Ok(Start {
         world_head,
         evaluate: !scored,
+        head_metrics: unmeasured.head_metrics,
     })
 }
 

@@ -251,11 +251,11 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         sandbox.clone(),
         held_out_dirs(&config)?,
     )?;
+    let start = crate::check::loop_start(storage.clone(), &cfg).await?;
     if !args.no_check {
         // The check evaluates on this machine; on Slurm the baseline is
         // the cluster's to measure (a failing baseline still stops the
         // loop, exit 3, before any proposal).
-        let start = crate::check::loop_start(storage.clone(), &cfg).await?;
         let evaluate =
             start.evaluate && config.run.executor == autoresearch_controller::ExecutorKind::Local;
         eprintln!("checking {} before any proposal", config.path.display());
@@ -276,11 +276,10 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
             return Ok(ExitCode::from(crate::check::EXIT_CHECK_FAILED));
         }
     }
-    let head = head_metrics(storage.clone(), &cfg).await;
     let progress = Arc::new(
         Progress::new(quiet)
             .with_total(cfg.iterations)
-            .with_primary(cfg.primary_metric.clone(), &head),
+            .with_primary(cfg.primary_metric.clone(), &start.head_metrics),
     );
     if let Some(why) = sandbox.fallback_reason() {
         progress.note(format!(
@@ -352,50 +351,6 @@ pub async fn run(ledger_path: &Path, args: RunArgs, quiet: bool) -> anyhow::Resu
         StopReason::ConsecutiveCrashes(_) => ExitCode::from(EXIT_CRASHES),
         _ => ExitCode::SUCCESS,
     })
-}
-
-/// The mean of each metric of the experiment's head in `cfg.world` over
-/// the head's Results that count for its commit, in first-seen order;
-/// empty when there is no head yet (or the ledger cannot be read: this is
-/// only the progress lines' best before the first keep).
-async fn head_metrics(
-    storage: Arc<dyn autoresearch_core::Storage>,
-    cfg: &LoopConfig,
-) -> Vec<(String, f64)> {
-    if !matches!(storage.find_world(&cfg.world).await, Ok(Some(_))) {
-        return Vec::new();
-    }
-    let Ok(w) = autoresearch_core::World::open(storage, ledger::registry(), &cfg.world).await
-    else {
-        return Vec::new();
-    };
-    let Some((_, head)) = w.branch_head(&cfg.experiment) else {
-        return Vec::new();
-    };
-    let mut sums: Vec<(String, f64, u32)> = Vec::new();
-    for (_, r) in w.results_for(&head.run_id) {
-        let Ok(serde_json::Value::Object(o)) = r.outputs() else {
-            continue;
-        };
-        if !r.counts_for(&head.commit_hash) {
-            continue;
-        }
-        for (k, v) in o {
-            let Some(x) = v.as_f64().filter(|_| !k.starts_with('_')) else {
-                continue;
-            };
-            match sums.iter_mut().find(|(name, _, _)| *name == k) {
-                Some(e) => {
-                    e.1 += x;
-                    e.2 += 1;
-                }
-                None => sums.push((k, x, 1)),
-            }
-        }
-    }
-    sums.into_iter()
-        .map(|(k, sum, n)| (k, sum / f64::from(n)))
-        .collect()
 }
 
 /// The `[confirm] data` directories, resolved against the config file's

@@ -692,22 +692,11 @@ impl StatusView {
 }
 
 /// `autoresearch status`.
-/// Whether a loop on this host holds `world`'s lease lock: the pid its
-/// holder wrote into the lock file ([`crate::ledger::lease_lock_path`]) is
-/// a live process. Read only: the lock itself is never taken (a loop
-/// starting at that moment would be refused).
+/// Whether a loop on this host holds `world`'s lease lock
+/// ([`autoresearch_controller::lock_holder`] of
+/// [`crate::ledger::lease_lock_path`]).
 pub fn loop_alive(ledger: &Path, world: &str) -> bool {
-    let lock = crate::ledger::lease_lock_path(ledger, world);
-    let Some(pid) = std::fs::read_to_string(lock)
-        .ok()
-        .and_then(|t| t.trim().parse::<libc::pid_t>().ok())
-        .filter(|pid| *pid > 0)
-    else {
-        return false;
-    };
-    // SAFETY: signal 0 checks that the process exists; nothing is sent.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    autoresearch_controller::lock_holder(&crate::ledger::lease_lock_path(ledger, world)).is_some()
 }
 
 pub async fn status(ledger_path: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {

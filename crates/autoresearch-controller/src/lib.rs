@@ -36,6 +36,6 @@ pub use checkouts::SlotCheckouts;
 pub use config::{Config, ConfigError, ExecutorKind, MetricsFormat};
 pub use engine::{
     Controller, Event, EventSink, HolderState, LoopConfig, LoopError, Shutdown, StopReason,
-    Summary, fork_branch_name, holder_state,
+    Summary, fork_branch_name, holder_state, lock_holder,
 };
 pub use local::LocalExecutor;

@@ -174,12 +174,7 @@ impl Controller {
                     (&file).write_all(format!("{}\n", std::process::id()).as_bytes())?;
                     Ok(Ok(file))
                 }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    let pid = std::fs::read_to_string(&p)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok());
-                    Ok(Err(pid))
-                }
+                Err(std::fs::TryLockError::WouldBlock) => Ok(Err(lock_file_pid(&p))),
                 Err(std::fs::TryLockError::Error(e)) => Err(e),
             }
         })
@@ -272,6 +267,25 @@ fn describe(l: &Lease) -> String {
     let age = l.heartbeat_age_ms(now_ms()).max(0) / 1000;
     let since = (now_ms() - l.started_at_ms).max(0) / 1000;
     format!("{l}, running for {since} s (last heartbeat {age} s ago)")
+}
+
+/// The pid the holder of the lease lock at `path` wrote into it (see
+/// `Controller::os_lock`), if any.
+fn lock_file_pid(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|pid| *pid > 0)
+}
+
+/// The live process of this host that holds (or last held) the lease lock
+/// at `path`, by the pid its holder wrote there; `None` when none is
+/// alive. Read only: the lock is never taken (a loop starting at that
+/// moment would be refused).
+pub fn lock_holder(path: &std::path::Path) -> Option<u32> {
+    lock_file_pid(path).filter(|pid| pid_alive(*pid))
 }
 
 /// Whether a process with this id exists on this host.

@@ -54,7 +54,7 @@ mod votes;
 pub use api::{
     Event, EventSink, LoopConfig, LoopError, Shutdown, StopReason, Summary, fork_branch_name,
 };
-pub use lease::{HolderState, holder_state};
+pub use lease::{HolderState, holder_state, lock_holder};
 use staged::StagedLedger;
 
 /// The step (and job step name prefix) of a candidate's evaluations; its
