@@ -20,6 +20,7 @@
 //! `page_faults` over the same span), then the median and best.
 
 use super::emit;
+use super::ingest::ms;
 use anyhow::{Context, Result, ensure};
 use serde_json::json;
 use std::path::Path;
@@ -52,10 +53,6 @@ struct Plain {
     commit: Duration,
     cpu: Duration,
     faults: u64,
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 /// Runs `reps` repetitions on `db` (a runner `state.db`), each into a new
